@@ -1,0 +1,70 @@
+"""What every command shares: the options that locate sched's files, the workspace
+built from them, and output (one JSON document on stdout with --json; messages on
+stderr)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from eventlog.errors import BadInput
+from scheduler.clock import Clock, SystemClock
+from scheduler.settings import LoadedSettings, load_settings
+from scheduler.workspace import Workspace
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+DbOpt = Annotated[Path | None, typer.Option(
+    "--db", help="Database file (default $SCHED_DB, else $SCHED_HOME/sched.db).",
+    show_default=False)]
+HomeOpt = Annotated[Path | None, typer.Option(
+    "--home", help="Working directory of sched (default $SCHED_HOME, else the current one).",
+    show_default=False)]
+AgentsOpt = Annotated[Path | None, typer.Option(
+    "--agents", help="Agent control file (default: $SCHED_AGENT_CONTROL_FILE, else searched "
+    "under SCHED_HOME).", show_default=False)]
+
+# main() may inject a clock (tests do); commands read it through `workspace()`.
+CLOCK: list[Clock] = [SystemClock()]
+
+
+def console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def message(text: str) -> None:
+    """A human message: always on stderr, so stdout stays parseable."""
+    err_console().print(text)
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, default=str) + "\n")
+
+
+def loaded_settings(home: Path | None = None, db: Path | None = None,
+                    agents: Path | None = None) -> LoadedSettings:
+    return load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents})
+
+
+def workspace(home: Path | None = None, db: Path | None = None,
+              agents: Path | None = None) -> Workspace:
+    return Workspace(loaded_settings(home, db, agents).settings, clock=CLOCK[0])
+
+
+def parse_json_option(text: str | None, flag: str) -> Any:
+    """Parse a JSON-valued flag, or fail with a one-line error naming it."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{flag}: not valid JSON: {e.msg} (at char {e.pos})") from e

@@ -1,0 +1,65 @@
+"""The `sched` command: wiring of the subcommands and the one place that turns
+errors into a line on stderr and an exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import typer
+
+from cli import common
+from cli.scheduling_cmd import replay_command, status_command, tick_command
+from cli.setup_cmd import agents_app, config_app, init_command
+from cli.tasks_cmd import show_command, submit_command, tasks_command
+from cli.worker_cmd import worker_app
+from eventlog.errors import SchedError
+from scheduler.clock import Clock, SystemClock
+
+app = typer.Typer(
+    name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command("init")(init_command)
+app.command("submit")(submit_command)
+app.command("tick")(tick_command)
+app.command("status")(status_command)
+app.command("tasks")(tasks_command)
+app.command("show")(show_command)
+app.command("replay")(replay_command)
+app.add_typer(agents_app, name="agents")
+app.add_typer(config_app, name="config")
+app.add_typer(worker_app, name="worker")
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run one command; returns its exit code: 0 done, 1 check failed or refused,
+    2 bad input or usage."""
+    common.CLOCK[0] = clock or SystemClock()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="sched", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except SchedError as e:
+        print(f"sched: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.TyperException as e:  # usage errors: unknown flag, missing argument
+        print(f"sched: {e.format_message()}", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("sched: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("SCHED_DEBUG"):
+            traceback.print_exc()
+        print(f"sched: internal error: {type(e).__name__}: {e} "
+              "(set SCHED_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

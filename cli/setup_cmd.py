@@ -1,0 +1,130 @@
+"""Commands that set sched up: init, agents validate/list, config show."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import (
+    AgentsOpt,
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    console,
+    emit_json,
+    loaded_settings,
+    message,
+    workspace,
+)
+from eventlog.errors import ControlFileError
+from scheduler.registry import find_control_file, load_control_file, write_default_control_file
+
+agents_app = typer.Typer(help="Inspect the agent control file and the fleet.",
+                         no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+
+
+def init_command(
+    example: Annotated[bool, typer.Option(
+        "--example", help="Also write an example agent control file if none is found.")] = False,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+) -> None:
+    """Create the database (idempotent)."""
+    ws = workspace(home, db, agents)
+    existed = ws.settings.db_path.exists()
+    ws.init_db()
+    written = None
+    if example:
+        try:
+            find_control_file(ws.control_paths())
+        except ControlFileError:
+            written = write_default_control_file(ws.control_paths()[0])
+    if json_out:
+        emit_json({"db": str(ws.settings.db_path), "created": not existed,
+                   "control_file_written": str(written) if written else None})
+        return
+    message(f"{'database ready' if existed else 'created'} {ws.settings.db_path}")
+    if written:
+        message(f"wrote example agent control file {written}")
+
+
+@agents_app.command("validate")
+def validate_command(
+    fix: Annotated[bool, typer.Option(
+        "--fix", help="Write a default control file if none is found (never overwrites).")] = False,
+    json_out: JsonOpt = False, home: HomeOpt = None, agents: AgentsOpt = None,
+) -> None:
+    """Check the agent control file; exit 1 if it is missing or invalid."""
+    ws = workspace(home, None, agents)
+    written = None
+    try:
+        try:
+            path = find_control_file(ws.control_paths())
+        except ControlFileError:
+            if not fix:
+                raise
+            path = written = write_default_control_file(ws.control_paths()[0])
+        control = load_control_file(path)
+    except ControlFileError as e:
+        if json_out:
+            emit_json({"valid": False, "error": e.message})
+        else:
+            message(f"[red]invalid:[/red] {e.message}")
+        raise typer.Exit(1) from e
+    if json_out:
+        emit_json({"valid": True, "path": str(path), "agents": len(control.agents),
+                   "types": sorted({a.type for a in control.agents}),
+                   "warnings": list(control.warnings),
+                   "written": str(written) if written else None})
+        return
+    for warning in control.warnings:
+        message(f"[yellow]warning:[/yellow] {warning}")
+    if written:
+        message(f"wrote default control file {written}")
+    console().print(f"valid: {path} ({len(control.agents)} agents)")
+
+
+@agents_app.command("list")
+def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+                 agents: AgentsOpt = None) -> None:
+    """Agents of the control file with type, capacity, load and free slots."""
+    ws = workspace(home, db, agents)
+    control = ws.control_file()
+    with ws.read() as (_log, views):
+        loads = {a.name: a for a in views.all_agents()}
+    rows = {}
+    for spec in control.agents:
+        seen = loads.get(spec.name)
+        assigned, running = (seen.assigned, seen.running) if seen else (0, 0)
+        free = max(spec.capacity - assigned - running, 0) if spec.enabled else 0
+        rows[spec.name] = {"type": spec.type, "capacity": spec.capacity,
+                           "enabled": spec.enabled, "assigned": assigned, "running": running,
+                           "free": free, "command": list(spec.command) if spec.command else None}
+    if json_out:
+        emit_json({"agents": rows, "path": str(control.path)})
+        return
+    table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free")
+    for name, r in rows.items():
+        table.add_row(name, r["type"], str(r["capacity"]), "yes" if r["enabled"] else "no",
+                      str(r["assigned"]), str(r["running"]), str(r["free"]))
+    console().print(table)
+
+
+@config_app.command("show")
+def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+                        agents: AgentsOpt = None) -> None:
+    """The effective settings and where each came from."""
+    loaded = loaded_settings(home, db, agents)
+    values = loaded.settings.model_dump(mode="json")
+    values["db"] = str(loaded.settings.db_path)
+    doc = {"settings": {name: {"value": values[name], "source": loaded.sources[name]}
+                        for name in values}}
+    if json_out:
+        emit_json(doc)
+        return
+    table = Table("setting", "value", "source")
+    for name, item in doc["settings"].items():
+        table.add_row(name, str(item["value"]), item["source"])
+    console().print(table)

@@ -1,0 +1,104 @@
+"""Commands about tasks: submit, list, show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import (
+    AgentsOpt,
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    console,
+    emit_json,
+    message,
+    parse_json_option,
+    workspace,
+)
+from eventlog.errors import BadInput
+from scheduler import queries
+from scheduler.submit import parse_spec, read_batch, submit
+
+
+def submit_command(
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (agent type).")] = None,
+    title: Annotated[str | None, typer.Option("--title", "-t", help="Short description.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    assignee: Annotated[str | None, typer.Option(help="Direct the task at this agent.")] = None,
+    payload: Annotated[str | None, typer.Option(help="JSON handed to the agent.")] = None,
+    max_attempts: Annotated[int | None, typer.Option(
+        help="Attempts before dead-lettering (default: setting max_attempts).")] = None,
+    not_before: Annotated[str | None, typer.Option(
+        help="Do not start before this ISO time, with offset (2026-01-01T09:00:00+00:00).")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="A second submit with the same key returns the first task.")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    agents: AgentsOpt = None,
+) -> None:
+    """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
+    ws = workspace(home, db, agents)
+    if file is not None:
+        if queue or title:
+            raise BadInput("--file cannot be combined with --queue/--title")
+        specs = read_batch(file)
+        results = submit(ws, specs)
+        ids = [r.task_id for r in results]
+        if json_out:
+            emit_json({"task_ids": ids, "created": sum(r.created for r in results)})
+        else:
+            message(f"submitted {sum(r.created for r in results)} task(s) from {file}")
+            console().print(" ".join(map(str, ids)))
+        return
+    if not queue or not title:
+        raise BadInput("submit needs --queue and --title (or --file)")
+    raw = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
+           "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
+           "not_before": not_before, "idempotency_key": idempotency_key}
+    (result,) = submit(ws, [parse_spec(raw, "submit")])
+    if json_out:
+        emit_json({"task_id": result.task_id, "created": result.created})
+    else:
+        console().print(result.task_id)
+
+
+def tasks_command(
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="Only this status.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """List tasks in the order they will be picked (priority, then submission)."""
+    found = queries.list_tasks(workspace(home, db), queue, status, limit)
+    if json_out:
+        emit_json({"tasks": [queries.task_dict(t) for t in found]})
+        return
+    table = Table("id", "queue", "status", "prio", "agent", "attempt", "title")
+    for t in found:
+        table.add_row(str(t.task_id), t.queue, t.status, str(t.priority), t.agent or "-",
+                      f"{t.attempt}/{t.max_attempts}", t.title)
+    console().print(table)
+
+
+def show_command(
+    task_id: Annotated[int, typer.Argument(help="Task id.")],
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """One task: its state and its whole history."""
+    task, events = queries.show(workspace(home, db), task_id)
+    if json_out:
+        emit_json({"task": queries.task_dict(task),
+                   "events": [queries.event_dict(e) for e in events]})
+        return
+    out = console()
+    for key, value in queries.task_dict(task).items():
+        out.print(f"[bold]{key:>15}[/bold]  {value}")
+    table = Table("seq", "at", "event", "data")
+    for rec in events:
+        table.add_row(str(rec.seq), rec.recorded_at, rec.type, rec.data)
+    out.print(table)

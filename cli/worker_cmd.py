@@ -1,0 +1,95 @@
+"""The runner protocol for pull workers: claim, heartbeat, complete, fail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.common import (
+    AgentsOpt,
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    console,
+    emit_json,
+    message,
+    parse_json_option,
+    workspace,
+)
+from eventlog.errors import BadInput
+from eventlog.timeutil import to_text
+from scheduler import worker
+
+worker_app = typer.Typer(help="The runner protocol for pull workers.", no_args_is_help=True)
+TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
+TaskArg = Annotated[int, typer.Argument(help="Task id.")]
+
+
+@worker_app.command("claim")
+def claim_command(
+    agent: Annotated[str, typer.Option("--agent", "-a", help="The claiming agent.")],
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+) -> None:
+    """Start the best task for AGENT; prints {"task": null} when there is none."""
+    claimed = worker.claim(workspace(home, db, agents), agent)
+    if claimed is None:
+        if json_out:
+            emit_json({"task": None})
+        else:
+            message(f"no task for {agent}")
+        return
+    task = claimed.task
+    doc = {"task_id": task.task_id, "token": claimed.token,
+           "lease_expires_at": to_text(claimed.lease_expires_at), "attempt": claimed.attempt,
+           "queue": task.queue, "title": task.title, "priority": task.priority,
+           "payload": parse_json_option(task.payload, "payload")}
+    if json_out:
+        emit_json({"task": doc})
+    else:
+        console().print(f"task {task.task_id} attempt {claimed.attempt} token {claimed.token}")
+        message(f"lease until {doc['lease_expires_at']}: {task.title}")
+
+
+@worker_app.command("heartbeat")
+def heartbeat_command(task_id: TaskArg, token: TokenOpt, json_out: JsonOpt = False,
+                      db: DbOpt = None, home: HomeOpt = None) -> None:
+    """Extend the lease of the current attempt."""
+    expires = to_text(worker.heartbeat(workspace(home, db), task_id, token))
+    if json_out:
+        emit_json({"task_id": task_id, "lease_expires_at": expires})
+    else:
+        message(f"task {task_id}: lease until {expires}")
+
+
+@worker_app.command("complete")
+def complete_command(
+    task_id: TaskArg, token: TokenOpt,
+    result: Annotated[str | None, typer.Option(help="JSON result to record.")] = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Record that the current attempt succeeded."""
+    value = parse_json_option(result, "--result")
+    worker.complete(workspace(home, db), task_id, token, value)
+    if json_out:
+        emit_json({"task_id": task_id, "status": "succeeded"})
+    else:
+        message(f"task {task_id}: succeeded")
+
+
+@worker_app.command("fail")
+def fail_command(
+    task_id: TaskArg, token: TokenOpt,
+    error: Annotated[str, typer.Option("--error", help="What went wrong.")],
+    no_retry: Annotated[bool, typer.Option(
+        "--no-retry", help="Dead-letter now instead of retrying.")] = False,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Record that the current attempt failed; the task is retried or dead-lettered."""
+    if not error.strip():
+        raise BadInput("--error must say what went wrong")
+    status = worker.fail(workspace(home, db), task_id, token, error, retry=not no_retry)
+    if json_out:
+        emit_json({"task_id": task_id, "status": status})
+    else:
+        message(f"task {task_id}: failed, now {status}")

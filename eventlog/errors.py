@@ -1,0 +1,57 @@
+"""The one error hierarchy of sched.
+
+Every error a user can cause is a `SchedError`; the CLI turns it into one line on
+stderr and its `exit_code` (2 for bad input, 1 for a request that could not be met).
+The docstring of each class is its default message.
+"""
+
+from __future__ import annotations
+
+
+class SchedError(Exception):
+    """sched failed."""
+
+    exit_code = 2
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadInput(SchedError, ValueError):
+    """The input is not valid."""
+
+
+class DatabaseError(SchedError):
+    """The database cannot be used."""
+
+
+class CorruptLog(DatabaseError):
+    """The event log holds an event this version of sched cannot read."""
+
+
+class ConcurrencyConflict(SchedError):
+    """The log moved on since it was read; nothing was appended."""
+
+    exit_code = 1
+
+
+class ControlFileError(BadInput):
+    """The agent control file is not valid."""
+
+
+class NotFound(SchedError, LookupError):
+    """No such thing."""
+
+
+class Refused(SchedError):
+    """The request could not be met."""
+
+    exit_code = 1
+
+
+class TokenRejected(Refused):
+    """The lease token is wrong, stale or expired."""

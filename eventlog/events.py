@@ -1,0 +1,227 @@
+"""Every fact sched records, as frozen pydantic models.
+
+Each event is named in the past tense, carries a literal `type` (the stable name
+stored in the log, never a Python path) and a `schema_version`. Stored rows are
+parsed back with `parse_event`, which upgrades old payloads in one place
+(`_UPCASTERS`) before validation. Never change the meaning of a stored event: add a
+new type, or a new version with an upcaster.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from eventlog.errors import CorruptLog
+
+TaskId = Annotated[int, Field(ge=1)]
+FailureReason = Literal[
+    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported"
+]
+RequeueReason = Literal["not_started", "failed", "lease_expired"]
+
+
+class Event(BaseModel):
+    """Base of all events: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+
+    @property
+    def stream_id(self) -> str:
+        """The stream the event belongs to: one per task, one for the scheduler."""
+        task_id = getattr(self, "task_id", None)
+        return f"task-{task_id}" if task_id is not None else "scheduler"
+
+
+class TaskSubmitted(Event):
+    """A task entered its queue (or waits for approval)."""
+
+    type: Literal["TaskSubmitted"] = "TaskSubmitted"
+    task_id: TaskId
+    queue: str
+    title: str
+    priority: int = 0
+    assignee: str | None = None
+    payload: Any = None
+    max_attempts: int = Field(default=3, ge=1)
+    not_before: AwareDatetime | None = None
+    idempotency_key: str | None = None
+    requires_approval: bool = False
+
+
+class TaskAssigned(Event):
+    """A tick (or a claim) reserved a slot of `agent` for this attempt of the task."""
+
+    type: Literal["TaskAssigned"] = "TaskAssigned"
+    task_id: TaskId
+    agent: str
+    attempt: int = Field(ge=1)
+    start_by: AwareDatetime
+
+
+class TaskStarted(Event):
+    """The runner started the attempt and holds a lease (only the token's hash is kept)."""
+
+    type: Literal["TaskStarted"] = "TaskStarted"
+    task_id: TaskId
+    agent: str
+    attempt: int = Field(ge=1)
+    token_hash: str
+    lease_expires_at: AwareDatetime
+    runner: Literal["worker", "exec"] = "worker"
+    pid: int | None = None
+    host: str | None = None
+
+
+class LeaseRenewed(Event):
+    """The lease holder sent a heartbeat; the lease now runs until `lease_expires_at`."""
+
+    type: Literal["LeaseRenewed"] = "LeaseRenewed"
+    task_id: TaskId
+    attempt: int = Field(ge=1)
+    lease_expires_at: AwareDatetime
+
+
+class LeaseExpired(Event):
+    """Nobody renewed the lease of a running attempt in time; the attempt is over."""
+
+    type: Literal["LeaseExpired"] = "LeaseExpired"
+    task_id: TaskId
+    agent: str
+    attempt: int = Field(ge=1)
+
+
+class TaskSucceeded(Event):
+    """The attempt finished successfully (final)."""
+
+    type: Literal["TaskSucceeded"] = "TaskSucceeded"
+    task_id: TaskId
+    agent: str
+    attempt: int = Field(ge=1)
+    result: Any = None
+
+
+class TaskFailed(Event):
+    """The attempt failed, for a machine-readable `reason`, with the details beside it."""
+
+    type: Literal["TaskFailed"] = "TaskFailed"
+    task_id: TaskId
+    agent: str
+    attempt: int = Field(ge=1)
+    reason: FailureReason
+    error: str
+    exit_code: int | None = None
+    retryable: bool = True
+
+
+class TaskRequeued(Event):
+    """The task went back to its queue: an assignment not started in time (no attempt
+    used), or a failed or expired attempt with attempts left."""
+
+    type: Literal["TaskRequeued"] = "TaskRequeued"
+    task_id: TaskId
+    reason: RequeueReason
+    not_before: AwareDatetime | None = None
+
+
+class TaskDeadLettered(Event):
+    """The task used up its attempts (or may not be retried): it rests in the
+    dead-letter queue with the history of its errors (final until requeued)."""
+
+    type: Literal["TaskDeadLettered"] = "TaskDeadLettered"
+    task_id: TaskId
+    reason: str
+    errors: tuple[str, ...] = ()
+
+
+class AgentRecord(BaseModel):
+    """One agent as the control file declared it when `AgentsConfigured` was recorded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    type: str
+    capacity: int = Field(ge=0)
+    enabled: bool = True
+    command: tuple[str, ...] | None = None
+
+
+class AgentsConfigured(Event):
+    """The agent control file changed (or was first seen): this is the fleet from now on."""
+
+    type: Literal["AgentsConfigured"] = "AgentsConfigured"
+    agents: tuple[AgentRecord, ...]
+    content_hash: str
+    source: str
+
+
+AnyEvent = Annotated[
+    TaskSubmitted
+    | TaskAssigned
+    | TaskStarted
+    | LeaseRenewed
+    | LeaseExpired
+    | TaskSucceeded
+    | TaskFailed
+    | TaskRequeued
+    | TaskDeadLettered
+    | AgentsConfigured,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        TaskSubmitted,
+        TaskAssigned,
+        TaskStarted,
+        LeaseRenewed,
+        LeaseExpired,
+        TaskSucceeded,
+        TaskFailed,
+        TaskRequeued,
+        TaskDeadLettered,
+        AgentsConfigured,
+    )
+}
+
+# (type, stored schema_version) -> function upgrading the payload dict by one version.
+# Empty while every event is at version 1; the first schema change adds its entry here.
+_UPCASTERS: dict[tuple[str, int], Any] = {}
+
+
+def current_version(event_type: str) -> int:
+    return EVENT_TYPES[event_type].model_fields["schema_version"].default
+
+
+def dump_event(event: Event) -> str:
+    """The stored JSON payload of an event: its fields without `type` and version."""
+    return event.model_dump_json(exclude={"type", "schema_version"})
+
+
+def parse_event(event_type: str, schema_version: int, data: str, *, seq: int = 0) -> Event:
+    """Rebuild an event from a stored row, upgrading old versions first."""
+    if event_type not in EVENT_TYPES:
+        raise CorruptLog(f"event seq {seq} has unknown type {event_type!r}")
+    latest = current_version(event_type)
+    if schema_version > latest:
+        raise CorruptLog(
+            f"event seq {seq} ({event_type}) has schema_version {schema_version}, "
+            f"newer than this sched understands ({latest}); upgrade sched"
+        )
+    try:
+        payload = json.loads(data)
+        while schema_version < latest:
+            payload = _UPCASTERS[(event_type, schema_version)](payload)
+            schema_version += 1
+        payload["type"] = event_type
+        return _ADAPTER.validate_python(payload)
+    except (ValueError, KeyError, TypeError, ValidationError) as e:
+        first = str(e).splitlines()[0]
+        raise CorruptLog(f"event seq {seq} ({event_type}) cannot be read: {first}") from e
+

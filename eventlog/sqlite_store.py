@@ -1,0 +1,78 @@
+"""The event store on SQLite, working inside the caller's transaction.
+
+A `SqliteStore` is bound to one session: the caller opens the transaction
+(`Database.write()`), appends, updates the projections and commits once, so the
+events and the projections they change land together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlmodel import Session
+
+from eventlog.errors import ConcurrencyConflict
+from eventlog.events import Event
+from eventlog.schema import EventRow
+from eventlog.store import GENESIS_HASH, Recorded, seal
+
+_COLUMNS = (EventRow.seq, EventRow.stream_id, EventRow.type, EventRow.schema_version,
+            EventRow.recorded_at, EventRow.data, EventRow.prev_hash, EventRow.hash)
+READ_BATCH = 2_000
+
+
+class SqliteStore:
+    """The `EventStore` interface over the `events` table of one open session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def head(self) -> tuple[int, str]:
+        """The last seq and its hash (0 and the genesis hash for an empty log)."""
+        row = self.session.execute(
+            select(EventRow.seq, EventRow.hash).order_by(EventRow.seq.desc()).limit(1)
+        ).first()
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    def append(self, events: Sequence[Event], recorded_at: datetime,
+               expected_position: int | None = None) -> list[Recorded]:
+        last_seq, last_hash = self.head()
+        if expected_position is not None and expected_position != last_seq:
+            raise ConcurrencyConflict(
+                f"expected the log at seq {expected_position}, it is at seq {last_seq}")
+        sealed = seal(events, recorded_at, last_seq, last_hash)
+        if sealed:
+            self.session.execute(insert(EventRow), [
+                {"seq": r.seq, "stream_id": r.stream_id, "type": r.type,
+                 "schema_version": r.schema_version, "recorded_at": r.recorded_at,
+                 "data": r.data, "prev_hash": r.prev_hash, "hash": r.hash}
+                for r in sealed
+            ])
+        return sealed
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+        """Stream events in batches, so memory stays flat however long the log is."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = READ_BATCH if remaining is None else min(READ_BATCH, remaining)
+            rows = self.session.execute(
+                select(*_COLUMNS).where(EventRow.seq > after).order_by(EventRow.seq).limit(size)
+            ).all()
+            for row in rows:
+                yield Recorded(*row)
+            if len(rows) < size:
+                return
+            after = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def read_stream(self, stream_id: str) -> list[Recorded]:
+        rows = self.session.execute(
+            select(*_COLUMNS).where(EventRow.stream_id == stream_id).order_by(EventRow.seq)
+        ).all()
+        return [Recorded(*row) for row in rows]
+
+    def last_position(self) -> int:
+        return self.head()[0]

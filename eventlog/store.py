@@ -1,0 +1,130 @@
+"""The append-only event store: its interface, the hash chain, and an in-memory store.
+
+The integer `seq` is the global order: it starts at 1 and has no gaps. Each stored
+event carries the hash of its predecessor, so any edit, deletion, insertion or
+reordering breaks the chain at the first changed `seq`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from eventlog.errors import ConcurrencyConflict
+from eventlog.events import Event, current_version, dump_event, parse_event
+from eventlog.timeutil import from_text, to_text
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An event as stored: its position, time, payload text and chain links."""
+
+    seq: int
+    stream_id: str
+    type: str
+    schema_version: int
+    recorded_at: str
+    data: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def event(self) -> Event:
+        return parse_event(self.type, self.schema_version, self.data, seq=self.seq)
+
+    @property
+    def at(self) -> datetime:
+        return from_text(self.recorded_at)
+
+
+def chain_hash(prev_hash: str, seq: int, stream_id: str, type_: str, version: int,
+               recorded_at: str, data: str) -> str:
+    """The hash linking one stored event to its predecessor."""
+    text = "\n".join((prev_hash, str(seq), stream_id, type_, str(version), recorded_at, data))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal(events: Sequence[Event], recorded_at: datetime, last_seq: int,
+         last_hash: str) -> list[Recorded]:
+    """Number, timestamp and chain `events` after the event (`last_seq`, `last_hash`)."""
+    at = to_text(recorded_at)
+    sealed = []
+    for offset, event in enumerate(events, start=1):
+        seq, data = last_seq + offset, dump_event(event)
+        version = current_version(event.type)  # type: ignore[attr-defined]
+        digest = chain_hash(last_hash, seq, event.stream_id, event.type,  # type: ignore[attr-defined]
+                            version, at, data)
+        sealed.append(Recorded(seq, event.stream_id, event.type,  # type: ignore[attr-defined]
+                               version, at, data, last_hash, digest))
+        last_hash = digest
+    return sealed
+
+
+def first_broken_link(records: Iterator[Recorded] | Sequence[Recorded]) -> tuple[int, str] | None:
+    """The first `seq` whose position or hash does not follow from the one before."""
+    expected_seq, prev = 1, GENESIS_HASH
+    for rec in records:
+        if rec.seq != expected_seq:
+            return expected_seq, f"expected seq {expected_seq}, found seq {rec.seq}"
+        if rec.prev_hash != prev:
+            return rec.seq, f"seq {rec.seq} does not link to the event before it"
+        digest = chain_hash(prev, rec.seq, rec.stream_id, rec.type, rec.schema_version,
+                            rec.recorded_at, rec.data)
+        if digest != rec.hash:
+            return rec.seq, f"seq {rec.seq} was altered: its hash does not match its content"
+        expected_seq, prev = rec.seq + 1, rec.hash
+    return None
+
+
+class EventStore(Protocol):
+    """What every event store offers; the in-memory and SQLite stores share one test suite."""
+
+    def append(self, events: Sequence[Event], recorded_at: datetime,
+               expected_position: int | None = None) -> list[Recorded]:
+        """Append `events` atomically, after `expected_position` if given."""
+        ...
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+        """Events with seq > `after`, in order, at most `limit` of them."""
+        ...
+
+    def read_stream(self, stream_id: str) -> list[Recorded]:
+        """Every event of one stream, in order."""
+        ...
+
+    def last_position(self) -> int:
+        """The seq of the last event, 0 for an empty log."""
+        ...
+
+
+class InMemoryStore:
+    """An event store in a list: for unit tests and in-memory replays."""
+
+    def __init__(self) -> None:
+        self._records: list[Recorded] = []
+
+    def append(self, events: Sequence[Event], recorded_at: datetime,
+               expected_position: int | None = None) -> list[Recorded]:
+        last = self.last_position()
+        if expected_position is not None and expected_position != last:
+            raise ConcurrencyConflict(
+                f"expected the log at seq {expected_position}, it is at seq {last}")
+        last_hash = self._records[-1].hash if self._records else GENESIS_HASH
+        sealed = seal(events, recorded_at, last, last_hash)
+        self._records.extend(sealed)
+        return sealed
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+        chosen = self._records[max(after, 0):]
+        return iter(chosen if limit is None else chosen[:limit])
+
+    def read_stream(self, stream_id: str) -> list[Recorded]:
+        return [r for r in self._records if r.stream_id == stream_id]
+
+    def last_position(self) -> int:
+        return len(self._records)

@@ -1,0 +1,101 @@
+"""Applying recorded events to a projection state, stored or in memory.
+
+`apply` is the one routine that turns an event into projection changes; it runs over
+the SQL tables inside the append's transaction, and over plain dicts for
+`replay --verify` and `status --at`. Both therefore give the same result by
+construction, and the verify test checks that they do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from eventlog.events import AgentsConfigured
+from eventlog.store import Recorded
+from projections.fold import (
+    evolve_agent_load,
+    evolve_fleet,
+    evolve_task,
+    load_changes,
+    unknown_agent,
+)
+from projections.views import AgentView, TaskView
+
+
+class ProjectionState(Protocol):
+    """Where projected values are read and written."""
+
+    def get_task(self, task_id: int) -> TaskView | None: ...
+    def put_task(self, task: TaskView) -> None: ...
+    def get_agent(self, name: str) -> AgentView | None: ...
+    def all_agents(self) -> Iterable[AgentView]: ...
+    def put_agent(self, agent: AgentView) -> None: ...
+    def bump_count(self, queue: str, status: str, delta: int) -> None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
+def apply(state: ProjectionState, rec: Recorded) -> None:
+    """Fold one recorded event into `state`."""
+    event = rec.event
+    if isinstance(event, AgentsConfigured):
+        for agent in evolve_fleet(state.all_agents(), event):
+            state.put_agent(agent)
+        state.set_meta("config_hash", event.content_hash)
+    else:
+        before = state.get_task(event.task_id)  # type: ignore[attr-defined]
+        after = evolve_task(before, event, rec.seq, rec.recorded_at)
+        state.put_task(after)
+        for name, counter, delta in load_changes(before, after):
+            agent = state.get_agent(name) or unknown_agent(name, after.queue)
+            state.put_agent(evolve_agent_load(agent, counter, delta))
+        if before is None or before.status != after.status:
+            if before is not None:
+                state.bump_count(before.queue, before.status, -1)
+            state.bump_count(after.queue, after.status, +1)
+    state.set_meta("last_seq", str(rec.seq))
+
+
+@dataclass
+class MemoryProjection:
+    """The projections as plain dicts (for verify, point-in-time views and tests)."""
+
+    tasks: dict[int, TaskView] = field(default_factory=dict)
+    agents: dict[str, AgentView] = field(default_factory=dict)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def get_task(self, task_id: int) -> TaskView | None:
+        return self.tasks.get(task_id)
+
+    def put_task(self, task: TaskView) -> None:
+        self.tasks[task.task_id] = task
+
+    def get_agent(self, name: str) -> AgentView | None:
+        return self.agents.get(name)
+
+    def all_agents(self) -> Iterable[AgentView]:
+        return list(self.agents.values())
+
+    def put_agent(self, agent: AgentView) -> None:
+        self.agents[agent.name] = agent
+
+    def bump_count(self, queue: str, status: str, delta: int) -> None:
+        key = (queue, status)
+        value = self.counts.get(key, 0) + delta
+        if value:
+            self.counts[key] = value
+        else:
+            self.counts.pop(key, None)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.meta[key] = value
+
+
+def fold(records: Iterable[Recorded], state: MemoryProjection | None = None) -> MemoryProjection:
+    """The projections of a sequence of recorded events, in memory."""
+    state = state if state is not None else MemoryProjection()
+    for rec in records:
+        apply(state, rec)
+    return state

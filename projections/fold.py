@@ -1,0 +1,121 @@
+"""The pure folds: how each event changes a task, the fleet and the counters.
+
+No I/O, no clock: every input is an argument, every output a new value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import replace
+
+from eventlog.errors import CorruptLog
+from eventlog.events import (
+    AgentsConfigured,
+    Event,
+    LeaseExpired,
+    LeaseRenewed,
+    TaskAssigned,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskRequeued,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+from eventlog.timeutil import to_text
+from projections.views import HOLDING_STATUSES, AgentView, TaskView
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskView:
+    """The task after `event`, recorded as `seq` at time `at`."""
+    if isinstance(event, TaskSubmitted):
+        return TaskView(
+            task_id=event.task_id, queue=event.queue, title=event.title,
+            priority=event.priority, assignee=event.assignee,
+            payload=canonical_json(event.payload),
+            status="awaiting_approval" if event.requires_approval else "queued",
+            attempt=0, max_attempts=event.max_attempts, agent=None,
+            not_before=to_text(event.not_before) if event.not_before else None,
+            deadline=None, token_hash=None, excluded=(), last_error=None,
+            idempotency_key=event.idempotency_key, submitted_seq=seq,
+            submitted_at=at, updated_at=at,
+        )
+    if task is None:
+        raise CorruptLog(f"event seq {seq} ({event.type}) names a task never submitted")  # type: ignore[attr-defined]
+    match event:
+        case TaskAssigned():
+            return replace(task, status="assigned", agent=event.agent,
+                           deadline=to_text(event.start_by), updated_at=at)
+        case TaskStarted():
+            return replace(task, status="running", agent=event.agent, attempt=event.attempt,
+                           deadline=to_text(event.lease_expires_at),
+                           token_hash=event.token_hash, updated_at=at)
+        case LeaseRenewed():
+            return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
+        case LeaseExpired():
+            return _attempt_failed(task, event.agent, "lease expired", at)
+        case TaskFailed():
+            return _attempt_failed(task, event.agent, event.error, at)
+        case TaskSucceeded():
+            return replace(task, status="succeeded", agent=None, deadline=None,
+                           token_hash=None, updated_at=at)
+        case TaskRequeued():
+            return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
+                           not_before=to_text(event.not_before) if event.not_before else None,
+                           updated_at=at)
+        case TaskDeadLettered():
+            return replace(task, status="dead", agent=None, deadline=None, token_hash=None,
+                           updated_at=at)
+    raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
+
+
+def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView:
+    excluded = task.excluded if agent in task.excluded else (*task.excluded, agent)
+    return replace(task, status="failed", agent=None, deadline=None, token_hash=None,
+                   excluded=excluded, last_error=error, updated_at=at)
+
+
+def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, str, int]]:
+    """How a task change moves agent load: (agent, "assigned"|"running", +1/-1) items."""
+    changes = []
+    if before is not None and before.status in HOLDING_STATUSES and before.agent:
+        changes.append((before.agent, before.status, -1))
+    if after.status in HOLDING_STATUSES and after.agent:
+        changes.append((after.agent, after.status, +1))
+    return changes
+
+
+def evolve_agent_load(agent: AgentView, counter: str, delta: int) -> AgentView:
+    """The agent with one assigned or running slot more (+1) or fewer (-1)."""
+    return replace(agent, **{counter: getattr(agent, counter) + delta})
+
+
+def unknown_agent(name: str, queue: str) -> AgentView:
+    """An agent that holds work but is not in the fleet: it gets no new work."""
+    return AgentView(name=name, type=queue, capacity=0, enabled=False, configured=False,
+                     command=None)
+
+
+def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[AgentView]:
+    """Every agent after a new control file: declared ones take its shape, the others
+    stay (with their load) but leave the fleet."""
+    declared = {a.name: a for a in event.agents}
+    old = {a.name: a for a in current}
+    result = []
+    for name, spec in declared.items():
+        prior = old.get(name)
+        result.append(AgentView(
+            name=name, type=spec.type, capacity=spec.capacity, enabled=spec.enabled,
+            configured=True,
+            command=canonical_json(list(spec.command)) if spec.command is not None else None,
+            assigned=prior.assigned if prior else 0, running=prior.running if prior else 0,
+        ))
+    for name, prior in old.items():
+        if name not in declared and prior.configured:
+            result.append(replace(prior, configured=False, enabled=False))
+    return result

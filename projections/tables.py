@@ -1,0 +1,83 @@
+"""The projection tables, derived from the log and rebuildable from it at any time."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, Index
+from sqlmodel import Field, SQLModel
+
+
+class TaskRow(SQLModel, table=True):
+    """`TaskView` as a row. The indexes serve the tick: the best queued candidates per
+    queue, and the assignments and leases whose deadline has passed."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_pick", "queue", "status", "assignee", "priority", "task_id"),
+        Index("ix_tasks_deadline", "status", "deadline"),
+        Index("ix_tasks_agent", "agent", "status"),
+        Index("ix_tasks_idempotency", "idempotency_key"),
+    )
+
+    task_id: int = Field(primary_key=True)
+    queue: str
+    title: str
+    priority: int
+    assignee: str | None = None
+    payload: str
+    status: str
+    attempt: int
+    max_attempts: int
+    agent: str | None = None
+    not_before: str | None = None
+    deadline: str | None = None
+    token_hash: str | None = None
+    excluded: str  # JSON list of agent names
+    last_error: str | None = None
+    idempotency_key: str | None = None
+    submitted_seq: int
+    submitted_at: str
+    updated_at: str
+
+
+class AgentRow(SQLModel, table=True):
+    """`AgentView` as a row."""
+
+    __tablename__ = "agents"
+
+    name: str = Field(primary_key=True)
+    type: str = Field(index=True)
+    capacity: int
+    enabled: bool
+    configured: bool
+    command: str | None = None
+    assigned: int = 0
+    running: int = 0
+
+
+class QueueCountRow(SQLModel, table=True):
+    """How many tasks of a queue are in each status, kept so `status` reads a handful
+    of rows however long the log grows."""
+
+    __tablename__ = "queue_counts"
+
+    queue: str = Field(primary_key=True)
+    status: str = Field(primary_key=True)
+    count: int
+
+
+class MetaRow(SQLModel, table=True):
+    """Projection bookkeeping: `last_seq` (the checkpoint) and `config_hash`."""
+
+    __tablename__ = "projection_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
+                     MetaRow.__table__]
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the projection tables if they are missing."""
+    SQLModel.metadata.create_all(engine, tables=PROJECTION_TABLES)

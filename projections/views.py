@@ -1,0 +1,67 @@
+"""The projected state as plain frozen values: one `TaskView` per task, one
+`AgentView` per agent ever configured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Status = Literal[
+    "awaiting_approval", "queued", "assigned", "running", "failed", "succeeded", "dead"
+]
+STATUSES: tuple[str, ...] = (
+    "awaiting_approval", "queued", "assigned", "running", "failed", "succeeded", "dead"
+)
+# "failed" only lives inside one transaction: every TaskFailed or LeaseExpired is
+# appended together with the TaskRequeued or TaskDeadLettered that follows it.
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead"})
+HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """One task as the log says it is now. Times are fixed-width UTC text."""
+
+    task_id: int
+    queue: str
+    title: str
+    priority: int
+    assignee: str | None
+    payload: str  # canonical JSON text
+    status: str
+    attempt: int  # attempts started so far
+    max_attempts: int
+    agent: str | None  # holder while assigned or running
+    not_before: str | None
+    deadline: str | None  # start_by while assigned, lease expiry while running
+    token_hash: str | None
+    excluded: tuple[str, ...]  # agents whose attempt failed or expired
+    last_error: str | None
+    idempotency_key: str | None
+    submitted_seq: int
+    submitted_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """One agent: its declared shape and the load the log gives it."""
+
+    name: str
+    type: str
+    capacity: int
+    enabled: bool
+    configured: bool  # still in the current control file
+    command: str | None  # JSON argv, or None for a pull worker
+    assigned: int = 0
+    running: int = 0
+
+    @property
+    def load(self) -> int:
+        return self.assigned + self.running
+
+    @property
+    def free(self) -> int:
+        if not (self.enabled and self.configured):
+            return 0
+        return max(self.capacity - self.load, 0)

@@ -1,0 +1,78 @@
+"""Choosing work: the pure decision of which queued task goes to which agent.
+
+`plan` touches no database, clock or process. Its cost grows with the number of
+candidates it is given and the agents of their type; the tick hands it only the top
+candidates of each queue (see `scheduler.tick`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from eventlog.events import TaskAssigned
+from eventlog.timeutil import to_text
+from projections.views import AgentView, TaskView
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The knobs of the decision."""
+
+    start_deadline_seconds: float = 120.0
+
+
+def pick_order(task: TaskView) -> tuple[int, int]:
+    """Sort key: higher priority first, then earlier submission."""
+    return (-task.priority, task.submitted_seq)
+
+
+def is_ready(task: TaskView, now_text: str) -> bool:
+    return task.status == "queued" and (task.not_before is None or task.not_before <= now_text)
+
+
+@dataclass
+class _Slot:
+    name: str
+    free: int
+    load: int
+
+
+def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
+         policy: PlanPolicy = PlanPolicy()) -> list[TaskAssigned]:
+    """Assign ready tasks, best first, each to the eligible agent of its queue's type
+    with the most free slots (ties: lowest load, then name)."""
+    now_text = to_text(now)
+    start_by = now + timedelta(seconds=policy.start_deadline_seconds)
+    pools: dict[str, list[_Slot]] = {}
+    active: dict[str, set[str]] = {}  # type -> enabled agent names, busy or not
+    for agent in agents:
+        if agent.enabled and agent.configured:
+            active.setdefault(agent.type, set()).add(agent.name)
+            if agent.free > 0:
+                pools.setdefault(agent.type, []).append(_Slot(agent.name, agent.free, agent.load))
+    decisions = []
+    for task in sorted((t for t in tasks if is_ready(t, now_text)), key=pick_order):
+        slot = _choose(pools.get(task.queue, ()), task, active.get(task.queue, set()))
+        if slot is None:
+            continue
+        slot.free -= 1
+        slot.load += 1
+        decisions.append(TaskAssigned(task_id=task.task_id, agent=slot.name,
+                                      attempt=task.attempt + 1, start_by=start_by))
+    return decisions
+
+
+def _choose(pool: Sequence[_Slot], task: TaskView, active: set[str]) -> _Slot | None:
+    if task.assignee is not None:
+        eligible = [s for s in pool if s.name == task.assignee]
+    elif active - set(task.excluded):
+        # agents that failed this task are skipped while another agent of the type exists
+        eligible = [s for s in pool if s.name not in task.excluded]
+    else:
+        eligible = list(pool)
+    eligible = [s for s in eligible if s.free > 0]
+    if not eligible:
+        return None
+    return min(eligible, key=lambda s: (-s.free, s.load, s.name))

@@ -1,0 +1,106 @@
+"""Read-side answers for the CLI: status, task lists, one task, the audit trail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from eventlog.errors import BadInput, NotFound
+from eventlog.store import Recorded
+from eventlog.timeutil import from_text, to_text
+from projections.rebuild import Verification, verify
+from projections.views import STATUSES, AgentView, TaskView
+from scheduler.workspace import Workspace
+
+
+def task_dict(task: TaskView) -> dict[str, Any]:
+    values = asdict(task)
+    values["payload"] = json.loads(task.payload)
+    values["excluded"] = list(task.excluded)
+    values.pop("token_hash")
+    return values
+
+
+def agent_dict(agent: AgentView) -> dict[str, Any]:
+    return {"type": agent.type, "capacity": agent.capacity, "enabled": agent.enabled,
+            "configured": agent.configured, "assigned": agent.assigned,
+            "running": agent.running, "free": agent.free}
+
+
+def event_dict(rec: Recorded) -> dict[str, Any]:
+    return {"seq": rec.seq, "type": rec.type, "stream_id": rec.stream_id,
+            "schema_version": rec.schema_version, "recorded_at": rec.recorded_at,
+            "data": json.loads(rec.data), "hash": rec.hash}
+
+
+def status(ws: Workspace) -> dict[str, Any]:
+    """Queue depths and agent load, from the projection tables only."""
+    with ws.read() as (_log, views):
+        counts = views.counts()
+        agents = views.all_agents()
+        last_seq = views.last_seq()
+    queues: dict[str, dict[str, int]] = {}
+    for name in sorted({q for q, _ in counts} | {a.type for a in agents if a.configured}):
+        queues[name] = {s: counts.get((name, s), 0) for s in STATUSES if s != "failed"}
+    shown = [a for a in agents if a.configured or a.load]
+    return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
+            "last_seq": last_seq}
+
+
+def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
+               limit: int | None = None) -> list[TaskView]:
+    if status_ is not None and status_ not in STATUSES:
+        raise BadInput(f"unknown status {status_!r} (one of: {', '.join(STATUSES)})")
+    with ws.read() as (_log, views):
+        return views.tasks(queue=queue, status=status_, limit=limit)
+
+
+def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:
+    with ws.read() as (log, views):
+        task = views.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        return task, log.read_stream(f"task-{task_id}")
+
+
+def parse_position(text: str, flag: str) -> int | str:
+    """A `--since`/`--until` bound: a seq number, or an ISO time as fixed-width text."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return to_text(from_text(text))
+    except ValueError as e:
+        raise BadInput(f"{flag}: expected a seq number or an ISO time with offset, "
+                       f"got {text!r}") from e
+
+
+def _within(rec: Recorded, since: int | str | None, until: int | str | None) -> bool:
+    for bound, after in ((since, True), (until, False)):
+        if bound is None:
+            continue
+        value: int | str = rec.seq if isinstance(bound, int) else rec.recorded_at
+        if (after and value < bound) or (not after and value > bound):  # type: ignore[operator]
+            return False
+    return True
+
+
+def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = None,
+           until: int | str | None = None) -> Iterator[Recorded]:
+    """The audit trail, in order, filtered; streamed from the log."""
+    with ws.read() as (log, _views):
+        if task_id is not None:
+            records: Any = log.read_stream(f"task-{task_id}")
+        else:
+            records = log.read(after=since - 1 if isinstance(since, int) else 0)
+        for rec in records:
+            if isinstance(until, int) and rec.seq > until:
+                return
+            if _within(rec, since, until):
+                yield rec
+
+
+def verify_log(ws: Workspace) -> Verification:
+    with ws.read() as (log, views):
+        return verify(log, views)

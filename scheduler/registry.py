@@ -1,0 +1,161 @@
+"""The agent control file: a JSON array of agents, each with a type and a capacity.
+
+Found at `--agents PATH`, else `$SCHED_AGENT_CONTROL_FILE`, else
+`$SCHED_HOME/config/agent-control.json`, else `$SCHED_HOME/agent-control.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from eventlog.errors import ControlFileError
+from eventlog.events import AgentRecord, AgentsConfigured
+
+DEFAULT_AGENTS = [
+    {"agentName": "dev-1", "agentType": "dev", "maxConcurrency": 2},
+    {"agentName": "qa-1", "agentType": "qa", "maxConcurrency": 1},
+]
+
+
+class AgentSpec(BaseModel):
+    """One entry of the control file, as users write it."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    name: str = Field(alias="agentName", min_length=1)
+    type: str = Field(alias="agentType", min_length=1)
+    capacity: int = Field(default=1, alias="maxConcurrency", ge=0)
+    enabled: bool = True
+    command: tuple[str, ...] | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _argv_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("command must be a non-empty argv list")
+        return value
+
+    def record(self) -> AgentRecord:
+        return AgentRecord(name=self.name, type=self.type, capacity=self.capacity,
+                           enabled=self.enabled, command=self.command)
+
+
+@dataclass(frozen=True)
+class ControlFile:
+    """A parsed, valid control file."""
+
+    path: Path
+    agents: tuple[AgentSpec, ...]
+    warnings: tuple[str, ...] = ()
+    content_hash: str = field(default="")
+
+    def configured_event(self) -> AgentsConfigured:
+        return AgentsConfigured(agents=tuple(a.record() for a in self.agents),
+                                content_hash=self.content_hash, source=str(self.path))
+
+
+def candidate_paths(home: Path, explicit: Path | None) -> list[Path]:
+    """Where the control file is looked for, in order (`explicit` is the `--agents`
+    flag or `$SCHED_AGENT_CONTROL_FILE`, already merged into the settings)."""
+    if explicit is not None:
+        return [explicit]
+    return [home / "config" / "agent-control.json", home / "agent-control.json"]
+
+
+def find_control_file(candidates: Sequence[Path]) -> Path:
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    raise ControlFileError(
+        f"no agent control file found (looked at {looked}); "
+        "`sched agents validate --fix` writes a default one")
+
+
+def parse_control_file(path: Path, text: str) -> ControlFile:
+    """Validate the text of a control file; raise `ControlFileError` naming the problem."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ControlFileError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(raw, list):
+        raise ControlFileError(f"{path}: expected a JSON array of agents")
+    agents, warnings, seen = [], [], set()
+    for index, entry in enumerate(raw):
+        where = f"{path}: agent #{index + 1}"
+        if not isinstance(entry, dict):
+            raise ControlFileError(f"{where}: expected an object")
+        try:
+            spec = AgentSpec.model_validate(entry)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "entry"
+            raise ControlFileError(f"{where}: {loc}: {err['msg']}") from e
+        if spec.name in seen:
+            raise ControlFileError(f"{path}: duplicate agentName {spec.name!r}")
+        seen.add(spec.name)
+        for extra in sorted(spec.model_extra or {}):
+            warnings.append(f"{where} ({spec.name}): unknown field {extra!r} ignored")
+        agents.append(spec)
+    normalized = json.dumps([a.record().model_dump(mode="json") for a in agents],
+                            sort_keys=True, separators=(",", ":"))
+    return ControlFile(path, tuple(agents), tuple(warnings),
+                       hashlib.sha256(normalized.encode()).hexdigest())
+
+
+def load_control_file(path: Path) -> ControlFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ControlFileError(f"{path}: no such agent control file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ControlFileError(f"{path}: cannot read: {e}") from e
+    return parse_control_file(path, text)
+
+
+def write_default_control_file(path: Path) -> Path:
+    """Write the default control file at `path`; never overwrites an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x", encoding="utf-8") as f:
+        json.dump(DEFAULT_AGENTS, f, indent=2)
+        f.write("\n")
+    return path
+
+
+class AgentRegistry:
+    """The agents of the control file, by name and by type."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file again (raises `ControlFileError` if it became invalid)."""
+        self.control = load_control_file(self.path)
+        self._by_name = {a.name: a for a in self.control.agents}
+
+    @property
+    def agents(self) -> tuple[AgentSpec, ...]:
+        return self.control.agents
+
+    def get(self, agent_name: str) -> AgentSpec | None:
+        return self._by_name.get(agent_name)
+
+    def get_agents_by_type(self, agent_type: str) -> list[str]:
+        return [a.name for a in self.control.agents if a.type == agent_type]
+
+    def get_agent_type(self, agent_name: str) -> str | None:
+        spec = self._by_name.get(agent_name)
+        return spec.type if spec else None
+
+    def get_all_types(self) -> list[str]:
+        return sorted({a.type for a in self.control.agents})
+
+    def get_all_agent_names(self) -> list[str]:
+        return [a.name for a in self.control.agents]

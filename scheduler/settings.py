@@ -1,0 +1,105 @@
+"""The settings of sched: defaults, then `$SCHED_HOME/sched.toml`, then `SCHED_*`
+environment variables, then command-line flags. `sched config show` prints each
+value with the place it came from."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventlog.errors import BadInput
+
+ENV_PREFIX = "SCHED_"
+
+
+class Settings(BaseSettings):
+    """Every tunable of sched, validated. Values come from `load_settings`."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default=Path("."), description="working directory of sched")
+    db: Path | None = Field(default=None, description="database file (default HOME/sched.db)")
+    agent_control_file: Path | None = Field(
+        default=None, description="agent control file (default: searched under HOME)")
+    lease_seconds: float = Field(default=300.0, gt=0,
+                                 description="lease length of a running attempt")
+    start_deadline_seconds: float = Field(
+        default=120.0, gt=0, description="time an assignment has to start before it is taken back")
+    max_attempts: int = Field(default=3, ge=1, description="attempts of a task unless submitted otherwise")
+    tick_interval_seconds: float = Field(default=10.0, gt=0,
+                                         description="daemon tick interval")
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        default="NORMAL", description="SQLite durability: FULL survives power loss")
+    busy_timeout_ms: int = Field(default=30_000, ge=0,
+                                 description="how long a writer waits for the write lock")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]
+        # load_settings merges the sources itself, so that it can tell where each
+        # value came from; the model only validates.
+        return (init_settings,)
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.home / "sched.db"
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str]  # field -> "default" | "sched.toml" | "environment" | "flag"
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  flags: Mapping[str, object] | None = None) -> LoadedSettings:
+    """Merge defaults < sched.toml < SCHED_* variables < flags and validate them."""
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    values: dict[str, object] = {}
+    sources = {name: "default" for name in Settings.model_fields}
+    home = Path(str(flags.get("home") or environ.get(ENV_PREFIX + "HOME") or "."))
+    toml_path = home / "sched.toml"
+    for source, layer in (("sched.toml", _read_toml(toml_path)),
+                          ("environment", _from_environ(environ)),
+                          ("flag", flags)):
+        for name, value in layer.items():
+            values[name] = value
+            sources[name] = source
+    values.setdefault("home", home)
+    try:
+        return LoadedSettings(Settings(**values), sources)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        where = {"environment": f"{ENV_PREFIX}{name.upper()}", "sched.toml": f"{toml_path}: {name}",
+                 "flag": f"--{name.replace('_', '-')}"}.get(sources.get(name, ""), name)
+        raise BadInput(f"setting {where}: {err['msg']}") from e
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    result = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in environ and environ[key] != "":
+            result[name] = environ[key]
+    return result
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise BadInput(f"{path}: {e}") from e
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise BadInput(f"{path}: unknown setting {unknown[0]!r}")
+    return data

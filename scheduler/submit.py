@@ -1,0 +1,117 @@
+"""Submitting tasks: validated in full before the write transaction, appended in one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from eventlog.errors import BadInput
+from eventlog.events import TaskSubmitted
+from scheduler.registry import ControlFile
+from scheduler.workspace import Workspace
+
+
+class TaskSpec(BaseModel):
+    """What a user submits (one CLI call, or one line of a `--file` batch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: str = Field(min_length=1)
+    title: str = Field(min_length=1)
+    priority: int = 0
+    assignee: str | None = None
+    payload: Any = None
+    max_attempts: int | None = Field(default=None, ge=1)
+    not_before: AwareDatetime | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: int
+    created: bool  # False when an idempotency key matched an earlier task
+
+
+def parse_spec(raw: object, where: str) -> TaskSpec:
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "task"
+        raise BadInput(f"{where}: {loc}: {err['msg']}") from e
+
+
+def read_batch(path: Path) -> list[TaskSpec]:
+    """Parse a JSONL file of task specs; the first bad line is named in the error."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: cannot read: {e}") from e
+    specs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadInput(f"{path}:{number}: not valid JSON: {e.msg}") from e
+        specs.append(parse_spec(raw, f"{path}:{number}"))
+    if not specs:
+        raise BadInput(f"{path}: no tasks in file")
+    return specs
+
+
+def check_against_fleet(spec: TaskSpec, control: ControlFile, where: str = "") -> None:
+    """A queue must be served by an agent; a directed task's agent must serve it."""
+    prefix = f"{where}: " if where else ""
+    types = sorted({a.type for a in control.agents})
+    if spec.queue not in types:
+        known = ", ".join(types) or "none"
+        raise BadInput(f"{prefix}no agent serves queue {spec.queue!r} (known queues: {known})")
+    if spec.assignee is not None:
+        agent = next((a for a in control.agents if a.name == spec.assignee), None)
+        if agent is None:
+            raise BadInput(f"{prefix}unknown assignee {spec.assignee!r}")
+        if agent.type != spec.queue:
+            raise BadInput(f"{prefix}assignee {spec.assignee!r} serves queue {agent.type!r}, "
+                           f"not {spec.queue!r}")
+
+
+def submit(ws: Workspace, specs: Sequence[TaskSpec],
+           wheres: Sequence[str] | None = None) -> list[Submitted]:
+    """Submit every spec in one transaction, or none of them."""
+    control = ws.control_file()
+    for index, spec in enumerate(specs):
+        check_against_fleet(spec, control, wheres[index] if wheres else "")
+    now = ws.clock.now()
+    with ws.write() as recorder:
+        views = recorder.views
+        next_id = views.next_task_id()
+        results: list[Submitted] = []
+        keys: dict[str, int] = {}
+        events = []
+        for spec in specs:
+            key = spec.idempotency_key
+            earlier = keys.get(key) if key else None
+            if key and earlier is None:
+                found = views.task_by_idempotency_key(key)
+                earlier = found.task_id if found else None
+            if earlier is not None:
+                results.append(Submitted(earlier, created=False))
+                continue
+            events.append(TaskSubmitted(
+                task_id=next_id, queue=spec.queue, title=spec.title, priority=spec.priority,
+                assignee=spec.assignee, payload=spec.payload,
+                max_attempts=spec.max_attempts or ws.settings.max_attempts,
+                not_before=spec.not_before, idempotency_key=key))
+            if key:
+                keys[key] = next_id
+            results.append(Submitted(next_id, created=True))
+            next_id += 1
+        recorder.record(events, now)
+    return results

@@ -1,0 +1,118 @@
+"""The runner protocol: claim, heartbeat, complete, fail.
+
+A claim starts an attempt and hands out a lease token; only a hash of it is stored.
+Every later call must present the token of the current attempt before its lease
+expires, or it is refused (exit 1) and nothing is appended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from eventlog.errors import BadInput, NotFound, TokenRejected
+from eventlog.events import LeaseRenewed, TaskFailed, TaskStarted, TaskSucceeded
+from eventlog.timeutil import to_text
+from projections.recorder import Recorder
+from projections.views import AgentView, TaskView
+from scheduler.plan import PlanPolicy
+from scheduler.policy import settle_failure
+from scheduler.tick import earlier_errors, gather_and_plan, record_config_if_changed
+from scheduler.tokens import hash_token, new_token, token_matches
+from scheduler.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A started attempt: the task, and the secret its runner must present."""
+
+    task: TaskView
+    token: str
+    lease_expires_at: datetime
+    attempt: int
+
+
+def only_agent_free(agents: list[AgentView], name: str) -> list[AgentView]:
+    """The fleet as `plan` should see it when only agent `name` may take work now."""
+    return [a if a.name == name else replace(a, capacity=min(a.capacity, a.load))
+            for a in agents]
+
+
+def claim(ws: Workspace, agent_name: str) -> Claim | None:
+    """Start the best task already assigned to the agent; if none and it has a free
+    slot, assign and start one in the same transaction. None when there is no work."""
+    control = ws.control_file()
+    spec = next((a for a in control.agents if a.name == agent_name), None)
+    if spec is None:
+        raise BadInput(f"unknown agent {agent_name!r} (not in {control.path})")
+    now = ws.clock.now()
+    with ws.write() as recorder:
+        record_config_if_changed(recorder, control, now)
+        views = recorder.views
+        held = views.tasks(status="assigned", agent=agent_name, limit=1)
+        if held:
+            task = held[0]
+        else:
+            policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
+            fleet = only_agent_free(views.all_agents(), agent_name)
+            decisions = gather_and_plan(views, fleet, spec.type, now, policy)[:1]
+            if not decisions:
+                return None
+            recorder.record(decisions, now)
+            task = views.get_task(decisions[0].task_id)
+            assert task is not None
+        token = new_token()
+        expires = now + timedelta(seconds=ws.settings.lease_seconds)
+        attempt = task.attempt + 1
+        recorder.record([TaskStarted(task_id=task.task_id, agent=agent_name, attempt=attempt,
+                                     token_hash=hash_token(token), lease_expires_at=expires,
+                                     runner="worker")], now)
+        started = views.get_task(task.task_id)
+        assert started is not None
+        return Claim(started, token, expires, attempt)
+
+
+def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime) -> TaskView:
+    task = recorder.views.get_task(task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    if task.status != "running" or not token_matches(token, task.token_hash):
+        raise TokenRejected(
+            f"task {task_id}: the token is not that of its current attempt (task is {task.status})")
+    if task.deadline is not None and task.deadline <= to_text(now):
+        raise TokenRejected(f"task {task_id}: the lease expired at {task.deadline}")
+    return task
+
+
+def heartbeat(ws: Workspace, task_id: int, token: str) -> datetime:
+    """Extend the lease of the current attempt; returns the new expiry."""
+    now = ws.clock.now()
+    with ws.write() as recorder:
+        task = _current_attempt(recorder, task_id, token, now)
+        expires = now + timedelta(seconds=ws.settings.lease_seconds)
+        recorder.record([LeaseRenewed(task_id=task_id, attempt=task.attempt,
+                                      lease_expires_at=expires)], now)
+        return expires
+
+
+def complete(ws: Workspace, task_id: int, token: str, result: Any = None) -> None:
+    """Record the success of the current attempt."""
+    now = ws.clock.now()
+    with ws.write() as recorder:
+        task = _current_attempt(recorder, task_id, token, now)
+        recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
+                                       attempt=task.attempt, result=result)], now)
+
+
+def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True) -> str:
+    """Record the failure of the current attempt; returns the task's new status."""
+    now = ws.clock.now()
+    with ws.write() as recorder:
+        task = _current_attempt(recorder, task_id, token, now)
+        failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
+                             reason="reported", error=error, retryable=retry)
+        recorder.record(settle_failure(task, failure, earlier_errors(recorder, task_id)), now)
+        after = recorder.views.get_task(task_id)
+        assert after is not None
+        return after.status

@@ -1,0 +1,72 @@
+"""The imperative shell around the core: one database, settings, a clock and the
+agent control file, with the read and write transactions every command uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventlog.db import Database
+from eventlog.sqlite_store import SqliteStore
+from projections.recorder import Recorder
+from projections.sql import SqlProjection
+from projections.tables import create_tables
+from scheduler.clock import Clock, SystemClock
+from scheduler.registry import ControlFile, candidate_paths, find_control_file, load_control_file
+from scheduler.settings import Settings
+
+
+@dataclass
+class Workspace:
+    """Everything a command needs, passed in rather than read from globals."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    _db: Database | None = None
+
+    # -- the database ------------------------------------------------------------------
+    def _options(self) -> dict[str, object]:
+        return {"synchronous": self.settings.synchronous,
+                "busy_timeout_ms": self.settings.busy_timeout_ms}
+
+    @property
+    def db(self) -> Database:
+        """The existing database (a missing or foreign file is an error)."""
+        if self._db is None:
+            self._db = Database.open(self.settings.db_path, **self._options())
+        return self._db
+
+    def init_db(self) -> Database:
+        """Create the database and its tables if missing (idempotent)."""
+        self._db = Database.create(self.settings.db_path, **self._options())
+        with self._db.guard():
+            create_tables(self._db.engine)
+        return self._db
+
+    @contextmanager
+    def write(self, *, commit: bool = True) -> Iterator[Recorder]:
+        """One write transaction; projections caught up before the caller decides."""
+        with self.db.write(commit=commit) as session:
+            recorder = Recorder(SqliteStore(session), SqlProjection(session))
+            recorder.catch_up()
+            yield recorder
+
+    @contextmanager
+    def read(self) -> Iterator[tuple[SqliteStore, SqlProjection]]:
+        with self.db.read() as session:
+            yield SqliteStore(session), SqlProjection(session)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- the agent control file -------------------------------------------------------
+    def control_paths(self) -> list[Path]:
+        return candidate_paths(self.settings.home, self.settings.agent_control_file)
+
+    def control_file(self) -> ControlFile:
+        """The control file, found and validated (raises `ControlFileError`)."""
+        return load_control_file(find_control_file(self.control_paths()))

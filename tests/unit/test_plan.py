@@ -1,0 +1,111 @@
+"""plan() with plain values: no database, no clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from eventlog.timeutil import to_text
+from projections.views import AgentView, TaskView
+from scheduler.plan import PlanPolicy, plan
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def agent(name: str, type_: str = "dev", capacity: int = 1, load: int = 0,
+          enabled: bool = True) -> AgentView:
+    return AgentView(name=name, type=type_, capacity=capacity, enabled=enabled,
+                     configured=True, command=None, assigned=load)
+
+
+def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | None = None,
+         excluded: tuple[str, ...] = (), not_before: datetime | None = None,
+         status: str = "queued") -> TaskView:
+    return TaskView(task_id=task_id, queue=queue, title=f"t{task_id}", priority=priority,
+                    assignee=assignee, payload="null", status=status, attempt=0, max_attempts=3,
+                    agent=None, not_before=to_text(not_before) if not_before else None,
+                    deadline=None, token_hash=None, excluded=excluded, last_error=None,
+                    idempotency_key=None, submitted_seq=task_id, submitted_at="x", updated_at="x")
+
+
+def pairs(agents, tasks) -> list[tuple[int, str]]:
+    return [(d.task_id, d.agent) for d in plan(agents, tasks, NOW)]
+
+
+def test_least_loaded_agent_gets_the_task_first():
+    assert pairs([agent("a", capacity=3, load=2), agent("b", capacity=3, load=0)],
+                 [task(1)]) == [(1, "b")]
+
+
+def test_ties_break_on_lowest_load_then_name():
+    # equal free slots (1 each): b has the lower load
+    assert pairs([agent("a", capacity=3, load=2), agent("b", capacity=1)], [task(1)]) == [(1, "b")]
+    assert pairs([agent("b"), agent("a")], [task(1)]) == [(1, "a")]
+
+
+def test_capacity_is_respected_across_the_pool():
+    decisions = pairs([agent("a", capacity=2), agent("b", capacity=1)], [task(i) for i in range(1, 6)])
+    assert len(decisions) == 3
+    assert sorted(a for _, a in decisions) == ["a", "a", "b"]
+
+
+def test_priority_first_then_submission_order():
+    decisions = pairs([agent("a", capacity=3)],
+                      [task(1, priority=0), task(2, priority=5), task(3, priority=5), task(4)])
+    assert [t for t, _ in decisions] == [2, 3, 1]
+
+
+def test_directed_task_waits_for_its_agent():
+    agents = [agent("a", load=1), agent("b")]  # a is full
+    assert pairs(agents, [task(1, assignee="a")]) == []
+    assert pairs(agents, [task(1, assignee="a"), task(2)]) == [(2, "b")]
+    assert pairs([agent("a"), agent("b")], [task(1, assignee="b")]) == [(1, "b")]
+
+
+def test_no_agent_of_the_type_assigns_nothing():
+    assert pairs([agent("a", type_="qa")], [task(1, queue="dev")]) == []
+
+
+def test_all_agents_full_assigns_nothing():
+    assert pairs([agent("a", load=1), agent("b", capacity=2, load=2)], [task(1)]) == []
+
+
+def test_capacity_lowered_under_load_gives_no_free_slot():
+    assert pairs([agent("a", capacity=1, load=3)], [task(1)]) == []
+
+
+def test_disabled_agents_are_skipped():
+    assert pairs([agent("a", enabled=False), agent("b")], [task(1), task(2)]) == [(1, "b")]
+
+
+def test_empty_queue_and_empty_fleet():
+    assert pairs([agent("a")], []) == []
+    assert pairs([], [task(1)]) == []
+
+
+def test_tasks_not_yet_due_or_not_queued_are_left():
+    later = NOW + timedelta(minutes=5)
+    assert pairs([agent("a", capacity=5)],
+                 [task(1, not_before=later), task(2, status="running"), task(3)]) == [(3, "a")]
+    assert pairs([agent("a")], [task(1, not_before=NOW)]) == [(1, "a")]
+
+
+def test_excluded_agent_skipped_while_another_exists_even_if_busy():
+    agents = [agent("a"), agent("b", load=1)]
+    assert pairs(agents, [task(1, excluded=("a",))]) == []
+    assert pairs([agent("a"), agent("b")], [task(1, excluded=("a",))]) == [(1, "b")]
+
+
+def test_excluded_agent_used_when_it_is_the_only_one():
+    assert pairs([agent("a"), agent("b", enabled=False)], [task(1, excluded=("a",))]) == [(1, "a")]
+
+
+def test_assignment_carries_attempt_and_start_deadline():
+    (decision,) = plan([agent("a")], [task(7)], NOW, PlanPolicy(start_deadline_seconds=30))
+    assert decision.attempt == 1
+    assert decision.start_by == NOW + timedelta(seconds=30)
+
+
+def test_queues_are_planned_independently():
+    decisions = pairs([agent("a"), agent("q", type_="qa")],
+                      [task(1, queue="qa"), task(2, queue="dev")])
+    assert sorted(decisions) == [(1, "q"), (2, "a")]
