@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import typer
 
 from cli import common
-from cli.scheduling_cmd import replay_command, status_command, tick_command
+from cli.scheduling_cmd import rebuild_command, replay_command, status_command, tick_command
 from cli.setup_cmd import agents_app, config_app, init_command
 from cli.tasks_cmd import show_command, submit_command, tasks_command
 from cli.worker_cmd import worker_app
@@ -28,6 +28,7 @@ app.command("status")(status_command)
 app.command("tasks")(tasks_command)
 app.command("show")(show_command)
 app.command("replay")(replay_command)
+app.command("rebuild")(rebuild_command)
 app.add_typer(agents_app, name="agents")
 app.add_typer(config_app, name="config")
 app.add_typer(worker_app, name="worker")

@@ -90,3 +90,13 @@ def replay_command(
             emit_json(queries.event_dict(rec))
         else:
             out.print(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {rec.data}")
+
+
+def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:
+    """Drop the projections and rebuild them from the event log (the log is the truth)."""
+    count = queries.rebuild_projections(
+        workspace(home, db), progress=None if json_out else lambda n: message(f"  {n} events..."))
+    if json_out:
+        emit_json({"rebuilt": True, "events": count})
+    else:
+        message(f"rebuilt the projections from {count} events")

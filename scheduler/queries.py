@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
 from eventlog.errors import BadInput, NotFound
+from eventlog.sqlite_store import SqliteStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
-from projections.rebuild import Verification, verify
+from projections.rebuild import Verification, rebuild, verify
+from projections.sql import SqlProjection
 from projections.views import STATUSES, AgentView, TaskView
 from scheduler.workspace import Workspace
 
@@ -104,3 +106,10 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
 def verify_log(ws: Workspace) -> Verification:
     with ws.read() as (log, views):
         return verify(log, views)
+
+
+def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
+    """Drop the projection tables' rows and fold the whole log again, in one write
+    transaction (readers keep seeing the old tables until it commits)."""
+    with ws.db.write() as session:
+        return rebuild(SqliteStore(session), SqlProjection(session), progress)
