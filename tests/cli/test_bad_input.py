@@ -1,0 +1,135 @@
+"""Bad input changes nothing (DESIGN, invariant 5): a rejected command exits 2, prints
+one clear line on stderr and no traceback, appends no event and leaves the database
+file as it was."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import (
+    FLEET,
+    Run,
+    event_count,
+    file_digest,
+    one_error_line,
+    write_control,
+)
+
+BAD_CONTROL_FILES = {
+    "not-json": ("[{'agentName': 'ann',", r"JSON"),
+    "missing-agentType": ('[{"agentName": "ann", "maxConcurrency": 2}]', r"agentType"),
+    "duplicate-agentName": (
+        '[{"agentName": "ann", "agentType": "dev"}, {"agentName": "ann", "agentType": "qa"}]',
+        r"duplicate.*ann|ann.*duplicate"),
+}
+
+
+@pytest.fixture
+def db(seeded: Path) -> Path:
+    """The database of this test's seeded SCHED_HOME (one event in its log)."""
+    path = seeded / "sched.db"
+    assert event_count(path) == 1
+    return path
+
+
+def assert_unchanged(db: Path, before: str) -> None:
+    assert event_count(db) == 1
+    assert file_digest(db) == before
+
+
+@pytest.mark.parametrize("case", list(BAD_CONTROL_FILES))
+def test_an_invalid_control_file_stops_tick_and_claim(run: Run, db: Path, case: str):
+    content, named = BAD_CONTROL_FILES[case]
+    write_control(db.parent, content)
+    before = file_digest(db)
+
+    for args in (["tick", "--json"], ["worker", "claim", "--agent", "ann", "--json"]):
+        line = one_error_line(run(*args), 2)
+        assert re.search(named, line), line
+        assert_unchanged(db, before)
+
+    result = run("agents", "validate")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(named, result.stdout + result.stderr)
+    assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--queue", "ops", "--title", "t"], r"ops.*dev.*qa"),
+    (["--queue", "dev", "--title", "t", "--assignee", "zed"], r"zed"),
+    (["--queue", "dev", "--title", "t", "--payload", "{not json"], r"--payload"),
+    (["--queue", "dev", "--title", "t", "--not-before", "2030-01-01T09:00:00"], r"not.before"),
+    (["--queue", "dev", "--title", "t", "--priority", "notanumber"], r"--priority"),
+], ids=["unknown-queue", "unknown-assignee", "payload-not-json", "not-before-naive", "priority-nan"])
+def test_a_bad_submit_appends_nothing(run: Run, db: Path, args: list[str], named: str):
+    before = file_digest(db)
+    line = one_error_line(run("submit", *args, "--json"), 2)
+    assert re.search(named, line), line
+    assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "--json"],
+    ["tick", "--json"],
+    ["submit", "--queue", "dev", "--title", "t", "--json"],
+], ids=["status", "tick", "submit"])
+def test_db_flag_at_a_missing_file(run: Run, db: Path, args: list[str]):
+    missing = db.parent / "nowhere" / "missing.db"
+    before = file_digest(db)
+    one_error_line(run(*args, "--db", str(missing)), 2)
+    assert not missing.exists()
+    assert not missing.parent.exists()
+    assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "--json"],
+    ["tick", "--json"],
+    ["submit", "--queue", "dev", "--title", "t", "--json"],
+], ids=["status", "tick", "submit"])
+def test_db_flag_at_a_file_that_is_not_a_database(run: Run, db: Path, args: list[str]):
+    junk = db.parent / "junk.db"
+    junk.write_bytes(b"not a database\n" + os.urandom(4096))
+    junk_before, db_before = file_digest(junk), file_digest(db)
+    line = one_error_line(run(*args, "--db", str(junk)), 2)
+    assert "junk.db" in line
+    assert file_digest(junk) == junk_before
+    assert not Path(f"{junk}-wal").exists() and not Path(f"{junk}-journal").exists()
+    assert_unchanged(db, db_before)
+
+
+def test_show_an_unknown_task(run: Run, db: Path):
+    before = file_digest(db)
+    line = one_error_line(run("show", "9999", "--json"), 2)
+    assert "9999" in line
+    assert_unchanged(db, before)
+
+
+def test_an_unknown_command(run: Run, db: Path):
+    before = file_digest(db)
+    line = one_error_line(run("frobnicate", "--json"), 2)
+    assert "frobnicate" in line
+    assert_unchanged(db, before)
+
+
+def test_a_bad_setting_in_the_environment(run: Run, db: Path):
+    before = file_digest(db)
+    for args in (["tick", "--json"], ["submit", "--queue", "dev", "--title", "t", "--json"]):
+        line = one_error_line(run(*args, env={"SCHED_LEASE_SECONDS": "abc"}), 2)
+        assert "SCHED_LEASE_SECONDS" in line
+        assert_unchanged(db, before)
+
+
+def test_the_fleet_fixture_is_valid(run: Run, db: Path):
+    """Guards the cases above: with the good control file the same commands succeed,
+    so each rejection comes from the one bad input it injects."""
+    write_control(db.parent, FLEET)
+    result = run("submit", "--queue", "dev", "--title", "t", "--assignee", "ann", "--priority", "3",
+                 "--payload", '{"k": 1}', "--not-before", "2030-01-01T09:00:00+00:00", "--json")
+    assert result.returncode == 0, result.stderr
+    assert event_count(db) == 2
