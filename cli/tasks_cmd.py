@@ -46,8 +46,8 @@ def submit_command(
     if file is not None:
         if queue or title:
             raise BadInput("--file cannot be combined with --queue/--title")
-        specs = read_batch(file)
-        results = submit(ws, specs)
+        batch = read_batch(file)
+        results = submit(ws, [spec for _, spec in batch], [where for where, _ in batch])
         ids = [r.task_id for r in results]
         if json_out:
             emit_json({"task_ids": ids, "created": sum(r.created for r in results)})

@@ -46,8 +46,9 @@ def parse_spec(raw: object, where: str) -> TaskSpec:
         raise BadInput(f"{where}: {loc}: {err['msg']}") from e
 
 
-def read_batch(path: Path) -> list[TaskSpec]:
-    """Parse a JSONL file of task specs; the first bad line is named in the error."""
+def read_batch(path: Path) -> list[tuple[str, TaskSpec]]:
+    """Parse a JSONL file of task specs, each with its `path:line` for later errors;
+    the first bad line is named in the error."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -60,7 +61,8 @@ def read_batch(path: Path) -> list[TaskSpec]:
             raw = json.loads(line)
         except json.JSONDecodeError as e:
             raise BadInput(f"{path}:{number}: not valid JSON: {e.msg}") from e
-        specs.append(parse_spec(raw, f"{path}:{number}"))
+        where = f"{path}:{number}"
+        specs.append((where, parse_spec(raw, where)))
     if not specs:
         raise BadInput(f"{path}: no tasks in file")
     return specs

@@ -98,9 +98,7 @@ def test_submit_file_json_prints_every_task_id(seeded: Path, run: Run):
 @pytest.mark.parametrize("third", [
     '{"queue": "dev"}',
     '{"queue": "dev", "title": ',
-    pytest.param('{"queue": "ops", "title": "no agent serves ops"}', marks=pytest.mark.xfail(
-        strict=True, reason="BUG: submit --file does not pass line numbers to the fleet check, so an "
-        "unknown queue on line 3 is reported without naming the line")),
+    '{"queue": "ops", "title": "no agent serves ops"}',
 ], ids=["missing-title", "not-json", "unknown-queue"])
 def test_submit_file_with_a_bad_third_line_appends_nothing(seeded: Path, run: Run, third: str):
     db = seeded / "sched.db"

@@ -1,0 +1,206 @@
+"""A Hypothesis state machine drives sched through random sequences of submits, ticks,
+claims, heartbeats, completions, failures, clock jumps, control-file changes and
+database reopenings, and checks the invariants after every step -- against the event
+log itself, with a checker that shares no code with the projections."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from eventlog.errors import BadInput, TokenRejected
+from scheduler import queries, worker
+from scheduler.settings import load_settings
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from scheduler.workspace import Workspace
+from tests.conftest import new_workspace, write_fleet
+
+FLEETS = [
+    [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 2},
+     {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1},
+     {"agentName": "qin", "agentType": "qa", "maxConcurrency": 1}],
+    [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+     {"agentName": "qin", "agentType": "qa", "maxConcurrency": 2}],
+    [{"agentName": "bob", "agentType": "dev", "maxConcurrency": 3, "enabled": False},
+     {"agentName": "cy", "agentType": "dev", "maxConcurrency": 1},
+     {"agentName": "qin", "agentType": "qa", "maxConcurrency": 1}],
+]
+NAMES = ["ann", "bob", "cy", "qin"]
+MAX_ATTEMPTS = 2
+FINAL_OR_WAITING = {"queued", "assigned", "running", "succeeded", "dead"}
+
+
+def check_log(records) -> None:
+    """Invariants from the raw events: one holder per task, no agent over capacity
+    when given work, attempts within the maximum, starts only by the holder."""
+    capacity: dict[str, int] = {}
+    holder: dict[int, str] = {}
+    max_attempts: dict[int, int] = {}
+    for rec in records:
+        data = json.loads(rec.data)
+        kind = rec.type
+        if kind == "AgentsConfigured":
+            capacity = {a["name"]: a["capacity"] if a["enabled"] else 0 for a in data["agents"]}
+        elif kind == "TaskSubmitted":
+            max_attempts[data["task_id"]] = data["max_attempts"]
+        elif kind == "TaskAssigned":
+            task, agent = data["task_id"], data["agent"]
+            assert task not in holder, f"seq {rec.seq}: task {task} assigned while held by {holder[task]}"
+            load = sum(1 for a in holder.values() if a == agent)
+            assert load < capacity.get(agent, 0), f"seq {rec.seq}: {agent} over capacity"
+            holder[task] = agent
+        elif kind == "TaskStarted":
+            task = data["task_id"]
+            assert holder.get(task) == data["agent"], f"seq {rec.seq}: started by a non-holder"
+            assert data["attempt"] <= max_attempts[task], f"seq {rec.seq}: too many attempts"
+        elif kind in {"TaskSucceeded", "TaskFailed", "LeaseExpired", "TaskRequeued", "TaskDeadLettered"}:
+            holder.pop(data["task_id"], None)
+
+
+class SchedMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.home = Path(tempfile.mkdtemp(prefix="sched-sm-"))
+        self.ws = new_workspace(self.home, FLEETS[0], lease_seconds=30, start_deadline_seconds=20,
+                                max_attempts=MAX_ATTEMPTS)
+        self.fleet = FLEETS[0]
+        self.live: dict[int, tuple[str, object]] = {}  # task -> (token, lease expiry)
+        self.stale: list[tuple[int, str]] = []
+        self.submitted = 0
+
+    def teardown(self) -> None:
+        self.ws.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def retire(self, task_id: int) -> None:
+        token, _ = self.live.pop(task_id)
+        self.stale.append((task_id, token))
+
+    @rule(queue=st.sampled_from(["dev", "qa"]), count=st.integers(1, 3), priority=st.integers(0, 2),
+          directed=st.sampled_from([None, "ann", "cy", "qin"]))
+    def submit_tasks(self, queue, count, priority, directed):
+        types = {a["agentName"]: a["agentType"] for a in self.fleet}
+        specs = [TaskSpec(queue=queue, title="t", priority=priority,
+                          assignee=directed if types.get(directed) == queue else None)
+                 for _ in range(count)]
+        if queue not in types.values():
+            try:
+                submit(self.ws, specs)
+            except BadInput:
+                return
+            raise AssertionError("submit to a queue nobody serves was accepted")
+        self.submitted += len(submit(self.ws, specs))
+
+    @rule()
+    def run_tick(self):
+        report = tick(self.ws)
+        for item in report.expired:
+            if item["task_id"] in self.live:
+                self.retire(item["task_id"])
+
+    @rule(agent=st.sampled_from(NAMES))
+    def claim(self, agent):
+        if agent not in {a["agentName"] for a in self.fleet}:
+            try:
+                worker.claim(self.ws, agent)
+            except BadInput:
+                return
+            raise AssertionError("claim by an agent outside the control file was accepted")
+        got = worker.claim(self.ws, agent)
+        if got is not None:
+            assert got.task.task_id not in self.live, "a live task was claimed again"
+            self.live[got.task.task_id] = (got.token, got.lease_expires_at)
+
+    def _use_live(self, data, action):
+        task_id = data.draw(st.sampled_from(sorted(self.live)))
+        token, expires = self.live[task_id]
+        if self.ws.clock.now() >= expires:
+            try:
+                action(task_id, token)
+            except TokenRejected:
+                self.retire(task_id)
+                return None
+            raise AssertionError("an expired lease was accepted")
+        return task_id, action(task_id, token)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def heartbeat(self, data):
+        done = self._use_live(data, lambda t, tok: worker.heartbeat(self.ws, t, tok))
+        if done:
+            task_id, expires = done
+            self.live[task_id] = (self.live[task_id][0], expires)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def complete(self, data):
+        done = self._use_live(data, lambda t, tok: worker.complete(self.ws, t, tok, {"n": 1}))
+        if done:
+            self.retire(done[0])
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data(), retry=st.booleans())
+    def fail(self, data, retry):
+        done = self._use_live(data, lambda t, tok: worker.fail(self.ws, t, tok, "boom", retry=retry))
+        if done:
+            self.retire(done[0])
+
+    @precondition(lambda self: self.stale)
+    @rule(data=st.data())
+    def stale_token_is_refused(self, data):
+        task_id, token = data.draw(st.sampled_from(self.stale))
+        before = queries.status(self.ws)["last_seq"]
+        for call in (worker.heartbeat, worker.complete):
+            try:
+                call(self.ws, task_id, token)
+            except TokenRejected:
+                continue
+            raise AssertionError(f"stale token of task {task_id} accepted by {call.__name__}")
+        assert queries.status(self.ws)["last_seq"] == before
+
+    @rule(seconds=st.sampled_from([5, 15, 31]))
+    def advance_clock(self, seconds):
+        self.ws.clock.advance(seconds)
+
+    @rule(index=st.integers(0, len(FLEETS) - 1))
+    def change_control_file(self, index):
+        self.fleet = FLEETS[index]
+        write_fleet(self.home, self.fleet)
+
+    @rule()
+    def reopen_database(self):
+        clock = self.ws.clock
+        self.ws.close()
+        settings_ = load_settings({}, {"home": self.home, "lease_seconds": 30,
+                                       "start_deadline_seconds": 20, "max_attempts": MAX_ATTEMPTS})
+        self.ws = Workspace(settings_.settings, clock=clock)
+
+    @invariant()
+    def log_and_projections_agree(self):
+        result = queries.verify_log(self.ws)
+        assert result.ok, result.problems
+        check_log(list(queries.replay(self.ws)))
+
+    @invariant()
+    def every_task_is_in_exactly_one_state(self):
+        tasks = queries.list_tasks(self.ws)
+        assert len(tasks) == self.submitted
+        assert all(t.status in FINAL_OR_WAITING for t in tasks), [t.status for t in tasks]
+        assert all(t.attempt <= t.max_attempts for t in tasks)
+        counts = queries.status(self.ws)["queues"]
+        assert sum(sum(c.values()) for c in counts.values()) == self.submitted
+        for agent in queries.status(self.ws)["agents"].values():
+            assert agent["free"] >= 0
+
+
+SchedMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_scheduler_state_machine = SchedMachine.TestCase

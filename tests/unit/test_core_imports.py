@@ -1,0 +1,58 @@
+"""The functional core does no I/O: its modules import only the standard library,
+pydantic and other core modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py", "scheduler/plan.py",
+        "scheduler/policy.py", "eventlog/events.py", "eventlog/store.py", "eventlog/errors.py",
+        "eventlog/timeutil.py"]
+ALLOWED_THIRD_PARTY = {"pydantic"}
+CORE_MODULES = {p.removesuffix(".py").replace("/", ".") for p in CORE}
+FORBIDDEN_STDLIB = {"os", "sqlite3", "subprocess", "socket", "random", "time", "uuid", "secrets"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_core_modules_import_no_io():
+    for rel in CORE:
+        for name in imported_modules(ROOT / rel):
+            top = name.split(".")[0]
+            if name in CORE_MODULES or name == "__future__":
+                continue
+            assert top not in FORBIDDEN_STDLIB, f"{rel} imports {name}"
+            assert top in ALLOWED_THIRD_PARTY or top in _stdlib(), f"{rel} imports {name}"
+
+
+def test_layers_point_down_only():
+    order = ["eventlog", "projections", "scheduler", "cli"]
+    for rank, layer in enumerate(order):
+        for path in (ROOT / layer).glob("*.py"):
+            for name in imported_modules(path):
+                top = name.split(".")[0]
+                if top in order:
+                    assert order.index(top) <= rank, f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_core_never_reads_the_clock():
+    for rel in CORE:
+        text = (ROOT / rel).read_text()
+        assert ".now(" not in text and "utcnow" not in text, rel
+
+
+def _stdlib() -> set[str]:
+    import sys
+
+    return set(sys.stdlib_module_names)

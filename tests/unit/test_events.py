@@ -1,0 +1,84 @@
+"""Events survive the trip through storage, and unreadable ones are named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventlog.errors import CorruptLog
+from eventlog.events import (
+    EVENT_TYPES,
+    AgentRecord,
+    AgentsConfigured,
+    TaskAssigned,
+    TaskFailed,
+    TaskSubmitted,
+    current_version,
+    dump_event,
+    parse_event,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                       timezones=st.just(UTC))
+
+events = st.one_of(
+    st.builds(TaskSubmitted, task_id=st.integers(1, 10**9), queue=st.text(min_size=1, max_size=10),
+              title=st.text(max_size=30), priority=st.integers(-100, 100),
+              assignee=st.none() | st.text(min_size=1, max_size=10), payload=json_values,
+              max_attempts=st.integers(1, 10), not_before=st.none() | moments),
+    st.builds(TaskAssigned, task_id=st.integers(1, 10**9), agent=st.text(min_size=1, max_size=10),
+              attempt=st.integers(1, 10), start_by=moments),
+    st.builds(TaskFailed, task_id=st.integers(1, 10**9), agent=st.text(max_size=10),
+              attempt=st.integers(1, 10),
+              reason=st.sampled_from(["exit_code", "timeout", "reported", "lease_expired"]),
+              error=st.text(max_size=50), exit_code=st.none() | st.integers(-255, 255)),
+    st.builds(AgentsConfigured, agents=st.lists(st.builds(
+        AgentRecord, name=st.text(min_size=1, max_size=8), type=st.text(min_size=1, max_size=8),
+        capacity=st.integers(0, 50)), max_size=4).map(tuple),
+        content_hash=st.text(max_size=64), source=st.text(max_size=20)),
+)
+
+
+@given(events)
+def test_an_event_survives_a_json_round_trip(event):
+    stored = dump_event(event)
+    assert parse_event(event.type, event.schema_version, stored) == event
+
+
+def test_every_event_is_frozen_past_tense_and_documented():
+    for name, cls in EVENT_TYPES.items():
+        assert name.endswith(("ed", "Configured")), name
+        assert cls.__doc__ and cls.__doc__.strip()
+        assert current_version(name) >= 1
+        assert cls.model_config["frozen"] is True
+
+
+def test_an_unknown_type_is_named_with_its_seq():
+    with pytest.raises(CorruptLog, match="seq 7 has unknown type 'TaskTeleported'"):
+        parse_event("TaskTeleported", 1, "{}", seq=7)
+
+
+def test_a_future_schema_version_is_refused_not_guessed():
+    with pytest.raises(CorruptLog, match="schema_version 99"):
+        parse_event("TaskAssigned", 99, "{}", seq=3)
+
+
+def test_a_damaged_payload_is_named():
+    with pytest.raises(CorruptLog, match=r"seq 4 \(TaskAssigned\) cannot be read"):
+        parse_event("TaskAssigned", 1, '{"task_id": "x"', seq=4)
+
+
+def test_events_reject_unknown_fields_and_mutation():
+    with pytest.raises(ValueError):
+        TaskAssigned(task_id=1, agent="a", attempt=1, start_by=datetime.now(UTC), bogus=1)
+    event = TaskAssigned(task_id=1, agent="a", attempt=1, start_by=datetime.now(UTC))
+    with pytest.raises(ValueError):
+        event.agent = "b"  # type: ignore[misc]

@@ -1,0 +1,122 @@
+"""The pure folds: each event moves a task and the agents' load as the lifecycle says."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from eventlog.errors import CorruptLog
+from eventlog.events import (
+    AgentRecord,
+    AgentsConfigured,
+    LeaseExpired,
+    LeaseRenewed,
+    TaskAssigned,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskRequeued,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+from eventlog.store import InMemoryStore
+from projections.apply import fold
+from projections.fold import evolve_task
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+FLEET = AgentsConfigured(agents=(AgentRecord(name="a", type="dev", capacity=2),
+                                 AgentRecord(name="b", type="dev", capacity=1)),
+                         content_hash="h1", source="x")
+
+
+def project(*events):
+    store = InMemoryStore()
+    store.append(events, T0)
+    return fold(store.read())
+
+
+def submitted(task_id=1, **kw):
+    return TaskSubmitted(task_id=task_id, queue="dev", title="t", **kw)
+
+
+def assigned(task_id=1, agent="a", attempt=1):
+    return TaskAssigned(task_id=task_id, agent=agent, attempt=attempt, start_by=T0 + timedelta(minutes=2))
+
+
+def started(task_id=1, agent="a", attempt=1):
+    return TaskStarted(task_id=task_id, agent=agent, attempt=attempt, token_hash="h",
+                       lease_expires_at=T0 + timedelta(minutes=5))
+
+
+def test_submit_queues_the_task():
+    state = project(FLEET, submitted(priority=3, payload={"k": [1]}))
+    task = state.tasks[1]
+    assert (task.status, task.priority, task.attempt, task.payload) == ("queued", 3, 0, '{"k":[1]}')
+    assert state.counts == {("dev", "queued"): 1}
+
+
+def test_assignment_and_start_move_load_between_counters():
+    state = project(FLEET, submitted(), assigned())
+    assert state.tasks[1].status == "assigned" and state.agents["a"].assigned == 1
+    state = project(FLEET, submitted(), assigned(), started())
+    assert state.tasks[1].status == "running"
+    assert (state.agents["a"].assigned, state.agents["a"].running, state.agents["a"].free) == (0, 1, 1)
+    assert state.tasks[1].attempt == 1 and state.tasks[1].token_hash == "h"
+
+
+def test_renewal_moves_the_deadline_only():
+    later = T0 + timedelta(hours=1)
+    state = project(FLEET, submitted(), assigned(), started(),
+                    LeaseRenewed(task_id=1, attempt=1, lease_expires_at=later))
+    assert state.tasks[1].deadline == "2026-03-01T01:00:00.000000Z"
+    assert state.tasks[1].status == "running"
+
+
+def test_success_frees_the_slot():
+    state = project(FLEET, submitted(), assigned(), started(),
+                    TaskSucceeded(task_id=1, agent="a", attempt=1))
+    assert state.tasks[1].status == "succeeded" and state.agents["a"].load == 0
+    assert state.counts == {("dev", "succeeded"): 1}
+
+
+def test_failure_then_requeue_excludes_the_agent_and_keeps_the_attempt():
+    state = project(FLEET, submitted(), assigned(), started(),
+                    TaskFailed(task_id=1, agent="a", attempt=1, reason="reported", error="boom"),
+                    TaskRequeued(task_id=1, reason="failed"))
+    task = state.tasks[1]
+    assert (task.status, task.attempt, task.excluded, task.last_error) == ("queued", 1, ("a",), "boom")
+    assert state.agents["a"].load == 0
+
+
+def test_expiry_then_dead_letter():
+    state = project(FLEET, submitted(max_attempts=1), assigned(), started(),
+                    LeaseExpired(task_id=1, agent="a", attempt=1),
+                    TaskDeadLettered(task_id=1, reason="attempts used up", errors=("lease expired",)))
+    assert state.tasks[1].status == "dead" and state.agents["a"].load == 0
+    assert state.counts == {("dev", "dead"): 1}
+
+
+def test_not_started_requeue_uses_no_attempt():
+    state = project(FLEET, submitted(), assigned(), TaskRequeued(task_id=1, reason="not_started"))
+    assert (state.tasks[1].status, state.tasks[1].attempt, state.tasks[1].excluded) == ("queued", 0, ())
+    assert state.agents["a"].assigned == 0
+
+
+def test_reconfiguring_keeps_load_and_retires_missing_agents():
+    smaller = AgentsConfigured(agents=(AgentRecord(name="a", type="dev", capacity=1),),
+                               content_hash="h2", source="x")
+    state = project(FLEET, submitted(), assigned(agent="b"), smaller)
+    assert state.agents["a"].capacity == 1
+    b = state.agents["b"]
+    assert (b.configured, b.enabled, b.assigned, b.free) == (False, False, 1, 0)
+    assert state.meta["config_hash"] == "h2"
+
+
+def test_an_event_for_an_unknown_task_is_corruption():
+    with pytest.raises(CorruptLog, match="never submitted"):
+        evolve_task(None, assigned(), 5, "x")
+
+
+def test_checkpoint_follows_the_last_event():
+    assert project(FLEET, submitted(), submitted(2)).meta["last_seq"] == "3"

@@ -1,0 +1,114 @@
+"""The agent control file: found, parsed, validated, with clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eventlog.errors import ControlFileError
+from scheduler.registry import (
+    AgentRegistry,
+    candidate_paths,
+    find_control_file,
+    load_control_file,
+    write_default_control_file,
+)
+
+
+def write(tmp_path: Path, content: object, name: str = "agents.json") -> Path:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_a_valid_file_with_several_types(tmp_path):
+    path = write(tmp_path, [
+        {"agentName": "vaela", "agentType": "dev", "maxConcurrency": 3},
+        {"agentName": "damien", "agentType": "dev"},
+        {"agentName": "oscar", "agentType": "qa", "enabled": False, "command": ["run", "{task_id}"]},
+    ])
+    registry = AgentRegistry(path)
+    assert registry.get_agents_by_type("dev") == ["vaela", "damien"]
+    assert registry.get_agent_type("oscar") == "qa"
+    assert registry.get_agent_type("nobody") is None
+    assert registry.get_all_types() == ["dev", "qa"]
+    assert registry.get_all_agent_names() == ["vaela", "damien", "oscar"]
+    damien = registry.get("damien")
+    assert damien is not None and damien.capacity == 1 and damien.enabled
+    oscar = registry.get("oscar")
+    assert oscar is not None and oscar.command == ("run", "{task_id}") and not oscar.enabled
+
+
+def test_one_agent_and_an_empty_array_are_valid(tmp_path):
+    assert len(load_control_file(write(tmp_path, [{"agentName": "a", "agentType": "dev"}])).agents) == 1
+    empty = load_control_file(write(tmp_path, [], "empty.json"))
+    assert empty.agents == () and empty.warnings == ()
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ControlFileError, match="no such agent control file"):
+        load_control_file(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("[{", "not valid JSON"),
+    ({"agentName": "a"}, "expected a JSON array"),
+    ([{"agentName": "a"}], "agentType: Field required"),
+    ([{"agentType": "dev"}], "agentName: Field required"),
+    ([{"agentName": "a", "agentType": "dev", "maxConcurrency": -1}], "maxConcurrency"),
+    ([{"agentName": "a", "agentType": "dev", "command": []}], "command"),
+    (["a"], "expected an object"),
+    ([{"agentName": "a", "agentType": "dev"}, {"agentName": "a", "agentType": "qa"}],
+     "duplicate agentName 'a'"),
+])
+def test_invalid_files_name_the_problem(tmp_path, content, problem):
+    with pytest.raises(ControlFileError, match=problem):
+        load_control_file(write(tmp_path, content))
+
+
+def test_unknown_fields_are_warnings_not_errors(tmp_path):
+    control = load_control_file(write(tmp_path, [{"agentName": "a", "agentType": "dev", "colour": "red"}]))
+    assert len(control.agents) == 1
+    assert control.warnings == (f"{tmp_path / 'agents.json'}: agent #1 (a): unknown field 'colour' ignored",)
+
+
+def test_the_hash_ignores_formatting_but_not_content(tmp_path):
+    agents = [{"agentName": "a", "agentType": "dev", "maxConcurrency": 2}]
+    compact = load_control_file(write(tmp_path, json.dumps(agents), "a.json"))
+    pretty = load_control_file(write(tmp_path, json.dumps(agents, indent=4), "b.json"))
+    changed = load_control_file(write(tmp_path, [{**agents[0], "maxConcurrency": 3}], "c.json"))
+    assert compact.content_hash == pretty.content_hash != changed.content_hash
+
+
+def test_resolution_order(tmp_path):
+    explicit = tmp_path / "x.json"
+    assert candidate_paths(tmp_path, explicit) == [explicit]
+    assert candidate_paths(tmp_path, None) == [tmp_path / "config" / "agent-control.json",
+                                                tmp_path / "agent-control.json"]
+    write(tmp_path, [], "agent-control.json")
+    assert find_control_file(candidate_paths(tmp_path, None)) == tmp_path / "agent-control.json"
+    (tmp_path / "config").mkdir()
+    write(tmp_path, [], "config/agent-control.json")
+    assert find_control_file(candidate_paths(tmp_path, None)) == tmp_path / "config/agent-control.json"
+
+
+def test_nothing_found_says_where_it_looked_and_how_to_fix(tmp_path):
+    with pytest.raises(ControlFileError, match="validate --fix"):
+        find_control_file(candidate_paths(tmp_path, None))
+
+
+def test_the_default_file_is_valid_and_never_overwrites(tmp_path):
+    path = write_default_control_file(tmp_path / "config" / "agent-control.json")
+    assert load_control_file(path).agents
+    with pytest.raises(FileExistsError):
+        write_default_control_file(path)
+
+
+def test_reload_sees_changes(tmp_path):
+    path = write(tmp_path, [{"agentName": "a", "agentType": "dev"}])
+    registry = AgentRegistry(path)
+    write(tmp_path, [{"agentName": "a", "agentType": "dev"}, {"agentName": "b", "agentType": "qa"}])
+    registry.reload()
+    assert registry.get_all_types() == ["dev", "qa"]

@@ -1,0 +1,43 @@
+"""Settings: defaults < sched.toml < environment < flags, each with its source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventlog.errors import BadInput
+from scheduler.settings import load_settings
+
+
+def test_defaults(tmp_path):
+    loaded = load_settings({}, {"home": tmp_path})
+    assert loaded.settings.lease_seconds == 300
+    assert loaded.settings.db_path == tmp_path / "sched.db"
+    assert loaded.sources["lease_seconds"] == "default"
+    assert loaded.sources["home"] == "flag"
+
+
+def test_layers_override_in_order(tmp_path):
+    (tmp_path / "sched.toml").write_text("lease_seconds = 60\nmax_attempts = 5\nsynchronous = 'FULL'\n")
+    env = {"SCHED_HOME": str(tmp_path), "SCHED_MAX_ATTEMPTS": "7"}
+    loaded = load_settings(env, {"db": tmp_path / "x.db"})
+    s = loaded.settings
+    assert (s.lease_seconds, s.max_attempts, s.synchronous, s.db_path) == (60, 7, "FULL", tmp_path / "x.db")
+    assert loaded.sources["lease_seconds"] == "sched.toml"
+    assert loaded.sources["max_attempts"] == "environment"
+    assert loaded.sources["db"] == "flag"
+    assert loaded.sources["home"] == "environment"
+
+
+@pytest.mark.parametrize(("toml", "env", "problem"), [
+    ("", {"SCHED_LEASE_SECONDS": "abc"}, "SCHED_LEASE_SECONDS"),
+    ("", {"SCHED_SYNCHRONOUS": "SOMETIMES"}, "SCHED_SYNCHRONOUS"),
+    ("leese_seconds = 3\n", {}, "unknown setting 'leese_seconds'"),
+    ("lease_seconds = \n", {}, "sched.toml"),
+    ("max_attempts = 0\n", {}, "max_attempts"),
+])
+def test_bad_settings_name_where_they_came_from(tmp_path: Path, toml, env, problem):
+    (tmp_path / "sched.toml").write_text(toml)
+    with pytest.raises(BadInput, match=problem):
+        load_settings(env, {"home": tmp_path})
