@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, Index
+from sqlalchemy import Engine, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -12,7 +12,9 @@ class TaskRow(SQLModel, table=True):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("ix_tasks_pick", "queue", "status", "assignee", "priority", "task_id"),
+        # priority DESC, task_id ASC: the pick order, so the top candidates are read
+        # straight off the index with no sort over the backlog
+        Index("ix_tasks_pick", "queue", "status", "assignee", text("priority DESC"), "task_id"),
         Index("ix_tasks_deadline", "status", "deadline"),
         Index("ix_tasks_agent", "agent", "status"),
         Index("ix_tasks_idempotency", "idempotency_key"),

@@ -5,7 +5,6 @@ log itself, with a checker that shares no code with the projections."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, write_fleet
+from tests.invariants import check_log
 
 FLEETS = [
     [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 2},
@@ -35,33 +35,6 @@ FLEETS = [
 NAMES = ["ann", "bob", "cy", "qin"]
 MAX_ATTEMPTS = 2
 FINAL_OR_WAITING = {"queued", "assigned", "running", "succeeded", "dead"}
-
-
-def check_log(records) -> None:
-    """Invariants from the raw events: one holder per task, no agent over capacity
-    when given work, attempts within the maximum, starts only by the holder."""
-    capacity: dict[str, int] = {}
-    holder: dict[int, str] = {}
-    max_attempts: dict[int, int] = {}
-    for rec in records:
-        data = json.loads(rec.data)
-        kind = rec.type
-        if kind == "AgentsConfigured":
-            capacity = {a["name"]: a["capacity"] if a["enabled"] else 0 for a in data["agents"]}
-        elif kind == "TaskSubmitted":
-            max_attempts[data["task_id"]] = data["max_attempts"]
-        elif kind == "TaskAssigned":
-            task, agent = data["task_id"], data["agent"]
-            assert task not in holder, f"seq {rec.seq}: task {task} assigned while held by {holder[task]}"
-            load = sum(1 for a in holder.values() if a == agent)
-            assert load < capacity.get(agent, 0), f"seq {rec.seq}: {agent} over capacity"
-            holder[task] = agent
-        elif kind == "TaskStarted":
-            task = data["task_id"]
-            assert holder.get(task) == data["agent"], f"seq {rec.seq}: started by a non-holder"
-            assert data["attempt"] <= max_attempts[task], f"seq {rec.seq}: too many attempts"
-        elif kind in {"TaskSucceeded", "TaskFailed", "LeaseExpired", "TaskRequeued", "TaskDeadLettered"}:
-            holder.pop(data["task_id"], None)
 
 
 class SchedMachine(RuleBasedStateMachine):

@@ -1,0 +1,33 @@
+"""Invariants checked from the raw event log, with code that shares nothing with
+the projections (so a bug in a fold cannot hide itself)."""
+
+from __future__ import annotations
+
+import json
+
+
+def check_log(records) -> None:
+    """Invariants from the raw events: one holder per task, no agent over capacity
+    when given work, attempts within the maximum, starts only by the holder."""
+    capacity: dict[str, int] = {}
+    holder: dict[int, str] = {}
+    max_attempts: dict[int, int] = {}
+    for rec in records:
+        data = json.loads(rec.data)
+        kind = rec.type
+        if kind == "AgentsConfigured":
+            capacity = {a["name"]: a["capacity"] if a["enabled"] else 0 for a in data["agents"]}
+        elif kind == "TaskSubmitted":
+            max_attempts[data["task_id"]] = data["max_attempts"]
+        elif kind == "TaskAssigned":
+            task, agent = data["task_id"], data["agent"]
+            assert task not in holder, f"seq {rec.seq}: task {task} assigned while held by {holder[task]}"
+            load = sum(1 for a in holder.values() if a == agent)
+            assert load < capacity.get(agent, 0), f"seq {rec.seq}: {agent} over capacity"
+            holder[task] = agent
+        elif kind == "TaskStarted":
+            task = data["task_id"]
+            assert holder.get(task) == data["agent"], f"seq {rec.seq}: started by a non-holder"
+            assert data["attempt"] <= max_attempts[task], f"seq {rec.seq}: too many attempts"
+        elif kind in {"TaskSucceeded", "TaskFailed", "LeaseExpired", "TaskRequeued", "TaskDeadLettered"}:
+            holder.pop(data["task_id"], None)
