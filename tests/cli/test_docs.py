@@ -1,0 +1,194 @@
+"""The documentation stays true to the code: the example control files load cleanly,
+every command has help, the README's Quickstart is runnable, and the docs name only
+commands, events and settings that exist (and name all of them)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+
+import cli.main
+from cli.main import main
+from eventlog.events import EVENT_TYPES
+from scheduler.registry import load_control_file
+from scheduler.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).parents[2]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+CLI_DOC = DOCS / "cli.md"
+EXAMPLES = sorted((ROOT / "examples" / "agent-control").glob("*.json"))
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+# `sched X [Y]` where a command starts: at the start of a line or code span, after a shell
+# separator or `do`, behind an optional `$ ` prompt and VAR=value assignments.
+SCHED_CALL = re.compile(r"(?:^|[;&|(]\s*|\bdo\s+)(?:\$\s+)?(?:[A-Z_]+=\S*\s+)*"
+                        r"sched ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)?)", re.MULTILINE)
+
+
+def command_paths(command: object, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
+    """Every command and group below `command`, with its path of names."""
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield (*path, name), sub
+        yield from command_paths(sub, (*path, name))
+
+
+ROOT_COMMAND = typer.main.get_command(cli.main.app)
+COMMANDS = dict(command_paths(ROOT_COMMAND))
+
+
+def section(text: str, heading: str) -> str:
+    """The body of the markdown section titled exactly `heading`, up to the next heading
+    of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    match = re.search(rf"^{re.escape(heading)}[ \t]*$", text, re.MULTILINE)
+    assert match, f"no section {heading!r}"
+    rest = text[match.end():]
+    end = re.search(rf"^#{{1,{len(level)}}} ", rest, re.MULTILINE)
+    return rest[: end.start() if end else len(rest)]
+
+
+def sched_mentions(text: str) -> set[tuple[str, ...]]:
+    """The `sched X [Y]` calls in the code blocks and code spans of a markdown text
+    (headings of docs/cli.md are code spans too)."""
+    pieces = FENCE.findall(text) + CODE_SPAN.findall(FENCE.sub("", text))
+    return {tuple(m.split()) for piece in pieces for m in SCHED_CALL.findall(piece)}
+
+
+def names_a_command(words: tuple[str, ...]) -> bool:
+    """`sched X` names a command; `sched X Y` with X a group also needs Y to be one of its
+    subcommands (after a plain command, Y is an argument)."""
+    top = COMMANDS.get(words[:1])
+    if top is None:
+        return False
+    return not hasattr(top, "commands") or len(words) < 2 or words in COMMANDS
+
+
+# -- example control files ---------------------------------------------------------------
+
+def test_there_are_at_least_three_example_control_files():
+    assert len(EXAMPLES) >= 3, [p.name for p in EXAMPLES]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_control_file_loads_without_warnings(path: Path):
+    control = load_control_file(path)
+    assert control.agents, f"{path.name} declares no agent"
+    assert control.warnings == ()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_control_file_passes_agents_validate(path: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, capsys):
+    for name in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["agents", "validate", "--agents", str(path)]) == 0
+    assert "valid:" in capsys.readouterr().out
+
+
+def test_every_example_is_described_in_agent_control_doc():
+    text = (DOCS / "agent-control.md").read_text()
+    for path in EXAMPLES:
+        assert path.name in text, f"docs/agent-control.md does not mention {path.name}"
+
+
+# -- help text --------------------------------------------------------------------------
+
+def test_commands_were_found():
+    assert {("init",), ("tick",), ("worker", "claim"), ("agents", "validate")} <= set(COMMANDS)
+
+
+def test_every_command_has_a_help_text():
+    assert (ROOT_COMMAND.help or "").strip()
+    missing = [" ".join(path) for path, command in COMMANDS.items()
+               if not (getattr(command, "help", None) or "").strip()]
+    assert not missing, f"commands without help: {missing}"
+
+
+@pytest.mark.parametrize("path", [(), *COMMANDS], ids=lambda p: " ".join(p) or "sched")
+def test_help_option_prints_help_and_exits_0(path: tuple[str, ...], capsys):
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip()
+    assert "Usage" in out
+
+
+# -- README -----------------------------------------------------------------------------
+
+def test_readme_opens_with_the_quickstart():
+    text = README.read_text()
+    assert text.startswith("# sched\n")
+    headings = re.findall(r"^## (.+)$", FENCE.sub("", text), re.MULTILINE)
+    assert headings and headings[0].strip() == "Quickstart"
+
+
+def test_quickstart_holds_exactly_make_demo_and_make_test():
+    body = section(README.read_text(), "## Quickstart")
+    blocks = FENCE.findall(body)
+    assert len(blocks) == 1, "the Quickstart has one code block"
+    commands = [line.split("#", 1)[0].strip() for line in blocks[0].splitlines()]
+    assert [c for c in commands if c] == ["make demo", "make test"]
+
+
+def test_quickstart_commands_are_makefile_targets():
+    targets = set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", (ROOT / "Makefile").read_text(),
+                             re.MULTILINE))
+    assert {"demo", "test"} <= targets
+
+
+# -- docs/cli.md ------------------------------------------------------------------------
+
+def test_every_sched_command_in_cli_doc_exists():
+    mentions = sched_mentions(CLI_DOC.read_text())
+    assert mentions, "docs/cli.md names no `sched ...` command"
+    unknown = [" ".join(words) for words in mentions if not names_a_command(words)]
+    assert not unknown, f"docs/cli.md names commands that do not exist: {sorted(unknown)}"
+
+
+def test_every_sched_command_in_readme_and_docs_exists():
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        for words in sched_mentions(path.read_text()):
+            assert names_a_command(words), f"{path.name} names `sched {' '.join(words)}`"
+
+
+def test_cli_doc_has_a_section_for_every_command():
+    headings = {h.strip("` ") for h in re.findall(r"^### (.+)$", CLI_DOC.read_text(), re.MULTILINE)}
+    leaves = [path for path, command in COMMANDS.items() if not hasattr(command, "commands")]
+    missing = [" ".join(p) for p in leaves if "sched " + " ".join(p) not in headings]
+    assert not missing, f"docs/cli.md has no section for: {missing}"
+
+
+def test_cli_doc_lists_every_setting():
+    table = section(CLI_DOC.read_text(), "## Settings")
+    for name in Settings.model_fields:
+        assert f"`{name}`" in table, f"setting {name} missing from docs/cli.md"
+        assert f"`{ENV_PREFIX}{name.upper()}`" in table, f"{ENV_PREFIX}{name.upper()} missing"
+
+
+# -- docs/architecture.md ---------------------------------------------------------------
+
+def test_event_catalogue_covers_every_event_and_field():
+    catalogue = section((DOCS / "architecture.md").read_text(), "## Event catalogue")
+    for name, event in EVENT_TYPES.items():
+        body = section(catalogue, f"### {name}")
+        for field in event.model_fields:
+            if field in ("type", "schema_version"):
+                continue
+            assert f"`{field}`" in body, f"{name}.{field} missing from the event catalogue"
+
+
+# -- links ------------------------------------------------------------------------------
+
+def test_relative_links_point_to_existing_files():
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            resolved = (path.parent / target.split("#", 1)[0]).resolve()
+            assert resolved.exists(), f"{path.name} links to missing {target}"
