@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -32,9 +32,13 @@ class Recorded:
     data: str
     prev_hash: str
     hash: str
+    # the event object when this record was just sealed from it (saves a parse)
+    parsed: Event | None = field(default=None, compare=False, repr=False)
 
     @property
     def event(self) -> Event:
+        if self.parsed is not None:
+            return self.parsed
         return parse_event(self.type, self.schema_version, self.data, seq=self.seq)
 
     @property
@@ -60,7 +64,7 @@ def seal(events: Sequence[Event], recorded_at: datetime, last_seq: int,
         digest = chain_hash(last_hash, seq, event.stream_id, event.type,  # type: ignore[attr-defined]
                             version, at, data)
         sealed.append(Recorded(seq, event.stream_id, event.type,  # type: ignore[attr-defined]
-                               version, at, data, last_hash, digest))
+                               version, at, data, last_hash, digest, event))
         last_hash = digest
     return sealed
 

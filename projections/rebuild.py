@@ -20,8 +20,11 @@ def rebuild(log: SqliteStore, views: SqlProjection,
     for rec in log.read():
         apply(views, rec)
         count += 1
-        if progress is not None and count % 10_000 == 0:
-            progress(count)
+        if count % 10_000 == 0:
+            views.flush()  # bounded memory: at most one chunk of changes pending
+            if progress is not None:
+                progress(count)
+    views.flush()
     return count
 
 

@@ -26,6 +26,7 @@ class Recorder:
         for rec in self.log.read(after=self.views.last_seq()):
             apply(self.views, rec)
             applied += 1
+        self.views.flush()
         return applied
 
     def record(self, events: Sequence[Event], now: datetime) -> list[Recorded]:
@@ -33,4 +34,5 @@ class Recorder:
         sealed = self.log.append(events, now)
         for rec in sealed:
             apply(self.views, rec)
+        self.views.flush()
         return sealed

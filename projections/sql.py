@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.dialects.sqlite import insert
 from sqlmodel import Session
 
 from projections.tables import PROJECTION_TABLES, AgentRow, MetaRow, QueueCountRow, TaskRow
@@ -33,82 +32,133 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
     return AgentView(**values)  # type: ignore[arg-type]
 
 
+def _task_params(task: TaskView) -> tuple[object, ...]:
+    return tuple(json.dumps(list(task.excluded)) if name == "excluded" else getattr(task, name)
+                 for name in _TASK_FIELDS)
+
+
+def _agent_params(agent: AgentView) -> tuple[object, ...]:
+    return tuple(getattr(agent, name) for name in _AGENT_FIELDS)
+
+
+def _upsert_sql(table: str, names: list[str], keys: list[str]) -> str:
+    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
+    return (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
+
+
+_UPSERT_TASK = _upsert_sql("tasks", _TASK_FIELDS, ["task_id"])
+_UPSERT_AGENT = _upsert_sql("agents", _AGENT_FIELDS, ["name"])
+_UPSERT_META = _upsert_sql("projection_meta", ["key", "value"], ["key"])
+_BUMP_COUNT = ("INSERT INTO queue_counts (queue, status, count) VALUES (?, ?, ?) "
+               "ON CONFLICT (queue, status) DO UPDATE SET count = count + excluded.count")
+_SELECT_TASK = f"SELECT {', '.join(_TASK_FIELDS)} FROM tasks WHERE task_id = ?"
+
+
 class SqlProjection:
-    """The `ProjectionState` over the projection tables of one open session."""
+    """The `ProjectionState` over the projection tables of one open session.
+
+    Writes collect in memory and reach the tables in a few `executemany` calls at
+    `flush()`; reads see the pending writes (point reads check them first, queries
+    flush before they run). So applying a batch of events costs a handful of
+    statements, not several per event."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._tasks: dict[int, TaskView] = {}
+        self._agents: dict[str, AgentView] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+        self._meta: dict[str, str] = {}
 
     # -- writes (called by `apply`) ---------------------------------------------------
     def put_task(self, task: TaskView) -> None:
-        values = asdict(task)
-        values["excluded"] = json.dumps(list(task.excluded))
-        stmt = insert(TaskRow).values(values)
-        self.session.execute(stmt.on_conflict_do_update(
-            index_elements=[TaskRow.task_id],
-            set_={k: stmt.excluded[k] for k in values if k != "task_id"}))
+        self._tasks[task.task_id] = task
 
     def put_agent(self, agent: AgentView) -> None:
-        values = asdict(agent)
-        stmt = insert(AgentRow).values(values)
-        self.session.execute(stmt.on_conflict_do_update(
-            index_elements=[AgentRow.name],
-            set_={k: stmt.excluded[k] for k in values if k != "name"}))
+        self._agents[agent.name] = agent
 
     def bump_count(self, queue: str, status: str, delta: int) -> None:
-        stmt = insert(QueueCountRow).values(queue=queue, status=status, count=delta)
-        self.session.execute(stmt.on_conflict_do_update(
-            index_elements=[QueueCountRow.queue, QueueCountRow.status],
-            set_={"count": QueueCountRow.count + delta}))
-        if delta < 0:
-            self.session.execute(delete(QueueCountRow).where(
-                QueueCountRow.queue == queue, QueueCountRow.status == status,
-                QueueCountRow.count == 0))
+        key = (queue, status)
+        self._counts[key] = self._counts.get(key, 0) + delta
 
     def set_meta(self, key: str, value: str) -> None:
-        stmt = insert(MetaRow).values(key=key, value=value)
-        self.session.execute(stmt.on_conflict_do_update(
-            index_elements=[MetaRow.key], set_={"value": value}))
+        self._meta[key] = value
+
+    def flush(self) -> None:
+        """Write the pending changes to the tables (inside the open transaction)."""
+        if not (self._tasks or self._agents or self._counts or self._meta):
+            return
+        cursor = self._driver().cursor()
+        if self._tasks:
+            cursor.executemany(_UPSERT_TASK, [_task_params(t) for t in self._tasks.values()])
+        if self._agents:
+            cursor.executemany(_UPSERT_AGENT, [_agent_params(a) for a in self._agents.values()])
+        changed = [(q, s, d) for (q, s), d in self._counts.items() if d]
+        if changed:
+            cursor.executemany(_BUMP_COUNT, changed)
+            cursor.execute("DELETE FROM queue_counts WHERE count = 0")
+        if self._meta:
+            cursor.executemany(_UPSERT_META, list(self._meta.items()))
+        cursor.close()
+        self._tasks, self._agents, self._counts, self._meta = {}, {}, {}, {}
+
+    def _driver(self):  # type: ignore[no-untyped-def]
+        """The sqlite3 connection of the session's transaction, for the hot paths
+        (one point read per event, executemany at flush) where SQLAlchemy's per-call
+        overhead would dominate."""
+        return self.session.connection().connection.driver_connection
 
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""
+        self._tasks, self._agents, self._counts, self._meta = {}, {}, {}, {}
         for table in PROJECTION_TABLES:
             self.session.execute(delete(table))
 
     # -- reads --------------------------------------------------------------------
     def get_task(self, task_id: int) -> TaskView | None:
-        row = self.session.execute(
-            select(*_TASK_COLUMNS).where(TaskRow.task_id == task_id)).first()
+        pending = self._tasks.get(task_id)
+        if pending is not None:
+            return pending
+        row = self._driver().execute(_SELECT_TASK, (task_id,)).fetchone()
         return task_from_row(row) if row else None
 
     def get_agent(self, name: str) -> AgentView | None:
+        pending = self._agents.get(name)
+        if pending is not None:
+            return pending
         row = self.session.execute(
             select(*_AGENT_COLUMNS).where(AgentRow.name == name)).first()
         return agent_from_row(row) if row else None
 
     def all_agents(self) -> list[AgentView]:
+        self.flush()
         rows = self.session.execute(select(*_AGENT_COLUMNS).order_by(AgentRow.name)).all()
         return [agent_from_row(r) for r in rows]
 
     def all_tasks(self) -> Iterable[TaskView]:
+        self.flush()
         rows = self.session.execute(select(*_TASK_COLUMNS).order_by(TaskRow.task_id))
         return (task_from_row(r) for r in rows)
 
     def counts(self) -> dict[tuple[str, str], int]:
+        self.flush()
         rows = self.session.execute(select(QueueCountRow.queue, QueueCountRow.status,
                                            QueueCountRow.count)).all()
         return {(q, s): c for q, s, c in rows if c}
 
     def meta(self) -> dict[str, str]:
+        self.flush()
         return dict(self.session.execute(select(MetaRow.key, MetaRow.value)).all())
 
     def last_seq(self) -> int:
         return int(self.meta().get("last_seq", 0))
 
     def next_task_id(self) -> int:
+        self.flush()
         return (self.session.execute(select(func.max(TaskRow.task_id))).scalar() or 0) + 1
 
     def task_by_idempotency_key(self, key: str) -> TaskView | None:
+        self.flush()
         row = self.session.execute(
             select(*_TASK_COLUMNS).where(TaskRow.idempotency_key == key)).first()
         return task_from_row(row) if row else None
@@ -116,6 +166,7 @@ class SqlProjection:
     def tasks(self, queue: str | None = None, status: str | None = None,
               agent: str | None = None, limit: int | None = None) -> list[TaskView]:
         """Tasks in pick order (priority, then submission), filtered."""
+        self.flush()
         query = select(*_TASK_COLUMNS)
         if queue is not None:
             query = query.where(TaskRow.queue == queue)
@@ -128,6 +179,7 @@ class SqlProjection:
 
     def overdue(self, now: str, limit: int) -> list[TaskView]:
         """Assignments not started by their `start_by`, and leases past expiry."""
+        self.flush()
         query = (select(*_TASK_COLUMNS)
                  .where(TaskRow.status.in_(("assigned", "running")), TaskRow.deadline <= now)
                  .order_by(TaskRow.deadline).limit(limit))
@@ -137,6 +189,7 @@ class SqlProjection:
                    assignee: str | None = None) -> list[TaskView]:
         """The best `limit` queued tasks of `queue` that may start at `now`: the
         unassigned ones, or those directed at `assignee`."""
+        self.flush()
         due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
         who = TaskRow.assignee.is_(None) if assignee is None else TaskRow.assignee == assignee
         query = (select(*_TASK_COLUMNS)
