@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except typer.Exit as e:
         return e.exit_code
     except typer.TyperException as e:  # usage errors: unknown flag, missing argument
-        print(f"sched: {e.format_message()}", file=sys.stderr)
+        if e.format_message():  # empty when the help was just printed for a bare group
+            print(f"sched: {e.format_message()}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print("sched: interrupted", file=sys.stderr)

@@ -91,7 +91,7 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
                  agents: AgentsOpt = None) -> None:
     """Agents of the control file with type, capacity, load and free slots."""
     ws = workspace(home, db, agents)
-    control = ws.control_file()
+    control = ws.registry().control
     with ws.read() as (_log, views):
         loads = {a.name: a for a in views.all_agents()}
     rows = {}

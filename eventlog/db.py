@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel
 
-from eventlog.errors import DatabaseError
+from eventlog.errors import DatabaseBusy, DatabaseError
 from eventlog.schema import LOG_SCHEMA_VERSION, EventRow
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -111,7 +111,11 @@ class Database:
         try:
             yield
         except (OperationalError, DBAPIError) as e:
-            raise DatabaseError(f"{self.path}: {describe_driver_error(e)}") from e
+            what = describe_driver_error(e)
+            if "locked" in what or "busy" in what:
+                raise DatabaseBusy(f"{self.path}: {what} (another writer held it longer than "
+                                   "busy_timeout_ms; try again)") from e
+            raise DatabaseError(f"{self.path}: {what}") from e
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[Session]:

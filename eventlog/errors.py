@@ -29,6 +29,12 @@ class DatabaseError(SchedError):
     """The database cannot be used."""
 
 
+class DatabaseBusy(DatabaseError):
+    """Another writer held the database longer than the busy timeout; try again."""
+
+    exit_code = 1
+
+
 class CorruptLog(DatabaseError):
     """The event log holds an event this version of sched cannot read."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import first_broken_link
@@ -40,15 +40,27 @@ class Verification:
         return not self.problems
 
 
+def describe_difference(want: object, have: object) -> str:
+    """What differs between the folded and the stored value, field by field for views."""
+    if is_dataclass(want) and is_dataclass(have):
+        diffs = [f"{f.name}: log gives {getattr(want, f.name)!r}, table has {getattr(have, f.name)!r}"
+                 for f in fields(want) if getattr(want, f.name) != getattr(have, f.name)]
+        return "; ".join(diffs)
+    if want is None:
+        return "in the table but not in the log"
+    if have is None:
+        return "in the log but missing from the table"
+    return f"log gives {want!r}, table has {have!r}"
+
+
 def verify(log: SqliteStore, views: SqlProjection, limit: int = 20) -> Verification:
     """Check the hash chain, then fold the log in memory and compare with the tables."""
-    result = Verification()
+    result = Verification(events=log.last_position())
     broken = first_broken_link(log.read())
     if broken is not None:
         result.problems.append(f"hash chain broken at seq {broken[0]}: {broken[1]}")
         return result
     expected = fold(log.read())
-    result.events = int(expected.meta.get("last_seq", 0))
     stored = MemoryProjection(
         tasks={t.task_id: t for t in views.all_tasks()},
         agents={a.name: a for a in views.all_agents()},
@@ -59,7 +71,6 @@ def verify(log: SqliteStore, views: SqlProjection, limit: int = 20) -> Verificat
                               ("meta", expected.meta, stored.meta)):
         for key in sorted(set(want) | set(have), key=str):
             if want.get(key) != have.get(key):
-                result.problems.append(
-                    f"{label} {key}: log gives {want.get(key)!r}, table has {have.get(key)!r}")
+                result.problems.append(f"{label} {key}: {describe_difference(want.get(key), have.get(key))}")
     del result.problems[limit:]
     return result

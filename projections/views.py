@@ -14,6 +14,7 @@ STATUSES: tuple[str, ...] = (
 )
 # "failed" only lives inside one transaction: every TaskFailed or LeaseExpired is
 # appended together with the TaskRequeued or TaskDeadLettered that follows it.
+VISIBLE_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s != "failed")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead"})
 HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
 

@@ -13,7 +13,7 @@ from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
-from projections.views import STATUSES, AgentView, TaskView
+from projections.views import VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.workspace import Workspace
 
 
@@ -45,7 +45,7 @@ def status(ws: Workspace) -> dict[str, Any]:
         last_seq = views.last_seq()
     queues: dict[str, dict[str, int]] = {}
     for name in sorted({q for q, _ in counts} | {a.type for a in agents if a.configured}):
-        queues[name] = {s: counts.get((name, s), 0) for s in STATUSES if s != "failed"}
+        queues[name] = {s: counts.get((name, s), 0) for s in VISIBLE_STATUSES}
     shown = [a for a in agents if a.configured or a.load]
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
             "last_seq": last_seq}
@@ -53,8 +53,8 @@ def status(ws: Workspace) -> dict[str, Any]:
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
                limit: int | None = None) -> list[TaskView]:
-    if status_ is not None and status_ not in STATUSES:
-        raise BadInput(f"unknown status {status_!r} (one of: {', '.join(STATUSES)})")
+    if status_ is not None and status_ not in VISIBLE_STATUSES:
+        raise BadInput(f"unknown status {status_!r} (one of: {', '.join(VISIBLE_STATUSES)})")
     with ws.read() as (_log, views):
         return views.tasks(queue=queue, status=status_, limit=limit)
 

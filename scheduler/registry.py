@@ -26,24 +26,25 @@ DEFAULT_AGENTS = [
 class AgentSpec(BaseModel):
     """One entry of the control file, as users write it."""
 
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True)
 
     name: str = Field(alias="agentName", min_length=1)
     type: str = Field(alias="agentType", min_length=1)
     capacity: int = Field(default=1, alias="maxConcurrency", ge=0)
     enabled: bool = True
-    command: tuple[str, ...] | None = None
+    command: list[str] | None = None
 
     @field_validator("command")
     @classmethod
-    def _argv_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    def _argv_not_empty(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("command must be a non-empty argv list")
         return value
 
     def record(self) -> AgentRecord:
         return AgentRecord(name=self.name, type=self.type, capacity=self.capacity,
-                           enabled=self.enabled, command=self.command)
+                           enabled=self.enabled,
+                           command=tuple(self.command) if self.command is not None else None)
 
 
 @dataclass(frozen=True)

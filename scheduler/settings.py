@@ -102,4 +102,10 @@ def _read_toml(path: Path) -> dict[str, object]:
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
         raise BadInput(f"{path}: unknown setting {unknown[0]!r}")
+    if "home" in data:
+        raise BadInput(f"{path}: 'home' cannot be set in sched.toml (it is found through home); "
+                       "use --home or SCHED_HOME")
+    for key in ("db", "agent_control_file"):  # relative to the home that holds the file
+        if isinstance(data.get(key), str):
+            data[key] = path.parent / data[key]
     return data

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from eventlog.errors import BadInput
 from eventlog.events import TaskSubmitted
-from scheduler.registry import ControlFile
+from scheduler.registry import AgentRegistry
 from scheduler.workspace import Workspace
 
 
@@ -68,15 +68,15 @@ def read_batch(path: Path) -> list[tuple[str, TaskSpec]]:
     return specs
 
 
-def check_against_fleet(spec: TaskSpec, control: ControlFile, where: str = "") -> None:
+def check_against_fleet(spec: TaskSpec, registry: AgentRegistry, where: str = "") -> None:
     """A queue must be served by an agent; a directed task's agent must serve it."""
     prefix = f"{where}: " if where else ""
-    types = sorted({a.type for a in control.agents})
+    types = registry.get_all_types()
     if spec.queue not in types:
         known = ", ".join(types) or "none"
         raise BadInput(f"{prefix}no agent serves queue {spec.queue!r} (known queues: {known})")
     if spec.assignee is not None:
-        agent = next((a for a in control.agents if a.name == spec.assignee), None)
+        agent = registry.get(spec.assignee)
         if agent is None:
             raise BadInput(f"{prefix}unknown assignee {spec.assignee!r}")
         if agent.type != spec.queue:
@@ -87,9 +87,9 @@ def check_against_fleet(spec: TaskSpec, control: ControlFile, where: str = "") -
 def submit(ws: Workspace, specs: Sequence[TaskSpec],
            wheres: Sequence[str] | None = None) -> list[Submitted]:
     """Submit every spec in one transaction, or none of them."""
-    control = ws.control_file()
+    registry = ws.registry()
     for index, spec in enumerate(specs):
-        check_against_fleet(spec, control, wheres[index] if wheres else "")
+        check_against_fleet(spec, registry, wheres[index] if wheres else "")
     now = ws.clock.now()
     with ws.write() as recorder:
         views = recorder.views

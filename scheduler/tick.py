@@ -119,7 +119,7 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
 def tick(ws: Workspace, *, dry_run: bool = False) -> TickReport:
     """One pass. With `dry_run`, the same work in a transaction that is rolled back."""
     started = time.perf_counter()
-    control = ws.control_file()  # validated before any write
+    control = ws.registry().control  # validated before any write
     now = ws.clock.now()
     report = TickReport(dry_run=dry_run)
     policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)

@@ -42,13 +42,13 @@ def only_agent_free(agents: list[AgentView], name: str) -> list[AgentView]:
 def claim(ws: Workspace, agent_name: str) -> Claim | None:
     """Start the best task already assigned to the agent; if none and it has a free
     slot, assign and start one in the same transaction. None when there is no work."""
-    control = ws.control_file()
-    spec = next((a for a in control.agents if a.name == agent_name), None)
+    registry = ws.registry()
+    spec = registry.get(agent_name)
     if spec is None:
-        raise BadInput(f"unknown agent {agent_name!r} (not in {control.path})")
+        raise BadInput(f"unknown agent {agent_name!r} (not in {registry.path})")
     now = ws.clock.now()
     with ws.write() as recorder:
-        record_config_if_changed(recorder, control, now)
+        record_config_if_changed(recorder, registry.control, now)
         views = recorder.views
         held = views.tasks(status="assigned", agent=agent_name, limit=1)
         if held:

@@ -14,7 +14,7 @@ from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.tables import create_tables
 from scheduler.clock import Clock, SystemClock
-from scheduler.registry import ControlFile, candidate_paths, find_control_file, load_control_file
+from scheduler.registry import AgentRegistry, candidate_paths, find_control_file
 from scheduler.settings import Settings
 
 
@@ -67,6 +67,6 @@ class Workspace:
     def control_paths(self) -> list[Path]:
         return candidate_paths(self.settings.home, self.settings.agent_control_file)
 
-    def control_file(self) -> ControlFile:
-        """The control file, found and validated (raises `ControlFileError`)."""
-        return load_control_file(find_control_file(self.control_paths()))
+    def registry(self) -> AgentRegistry:
+        """The agents of the control file, found and validated (raises `ControlFileError`)."""
+        return AgentRegistry(find_control_file(self.control_paths()))

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from eventlog.db import Database
-from eventlog.errors import DatabaseError
+from eventlog.errors import DatabaseBusy, DatabaseError
 from eventlog.events import TaskSubmitted
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import first_broken_link
@@ -65,6 +65,19 @@ def test_a_rolled_back_write_leaves_nothing(tmp_path):
         SqliteStore(session).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
     with db.read() as session:
         assert SqliteStore(session).last_position() == 0
+
+
+def test_a_writer_that_outwaits_the_busy_timeout_is_told_to_try_again(tmp_path):
+    path = tmp_path / "b.db"
+    holder = Database.create(path)
+    impatient = Database.open(path, busy_timeout_ms=0)
+    with holder.write() as session:
+        SqliteStore(session).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
+        with pytest.raises(DatabaseBusy, match="try again") as caught, impatient.write() as other:
+            SqliteStore(other).append([TaskSubmitted(task_id=2, queue="q", title="t")], T0)
+    assert caught.value.exit_code == 1
+    with impatient.read() as session:
+        assert [r.seq for r in SqliteStore(session).read()] == [1]
 
 
 def _append_many(path: str, worker: int, count: int) -> None:

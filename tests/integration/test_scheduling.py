@@ -227,3 +227,16 @@ def test_a_task_excluded_from_the_free_agent_does_not_starve_the_rest(make_works
     (plain,) = add(ws, 1, priority=0)
     # bob is free but excluded from `top`, ann is busy: `top` waits for ann, `plain` goes to bob
     assert tick(ws).assigned == [{"task_id": plain, "agent": "bob"}]
+
+
+def test_verify_names_the_differing_fields_of_a_tampered_projection(make_workspace):
+    ws = make_workspace()
+    (task_id,) = add(ws, 1, priority=4)
+    with ws.db.write() as session:
+        session.connection().exec_driver_sql("UPDATE tasks SET priority = 99 WHERE task_id = ?", (task_id,))
+    result = queries.verify_log(ws)
+    assert not result.ok
+    assert result.problems == [f"task {task_id}: priority: log gives 4, table has 99"]
+    queries.rebuild_projections(ws)
+    assert queries.verify_log(ws).ok
+    assert queries.show(ws, task_id)[0].priority == 4

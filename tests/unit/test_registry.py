@@ -38,7 +38,7 @@ def test_a_valid_file_with_several_types(tmp_path):
     damien = registry.get("damien")
     assert damien is not None and damien.capacity == 1 and damien.enabled
     oscar = registry.get("oscar")
-    assert oscar is not None and oscar.command == ("run", "{task_id}") and not oscar.enabled
+    assert oscar is not None and oscar.command == ["run", "{task_id}"] and not oscar.enabled
 
 
 def test_one_agent_and_an_empty_array_are_valid(tmp_path):
@@ -59,6 +59,9 @@ def test_a_missing_file_is_named(tmp_path):
     ([{"agentType": "dev"}], "agentName: Field required"),
     ([{"agentName": "a", "agentType": "dev", "maxConcurrency": -1}], "maxConcurrency"),
     ([{"agentName": "a", "agentType": "dev", "command": []}], "command"),
+    ([{"agentName": "a", "agentType": "dev", "maxConcurrency": "2"}], "maxConcurrency"),
+    ([{"agentName": "a", "agentType": "dev", "enabled": "yes"}], "enabled"),
+    ([{"name": "a", "agentType": "dev"}], "agentName: Field required"),
     (["a"], "expected an object"),
     ([{"agentName": "a", "agentType": "dev"}, {"agentName": "a", "agentType": "qa"}],
      "duplicate agentName 'a'"),

@@ -41,3 +41,16 @@ def test_bad_settings_name_where_they_came_from(tmp_path: Path, toml, env, probl
     (tmp_path / "sched.toml").write_text(toml)
     with pytest.raises(BadInput, match=problem):
         load_settings(env, {"home": tmp_path})
+
+
+def test_relative_paths_in_sched_toml_are_relative_to_home(tmp_path):
+    (tmp_path / "sched.toml").write_text('db = "data/x.db"\nagent_control_file = "fleet.json"\n')
+    s = load_settings({}, {"home": tmp_path}).settings
+    assert s.db_path == tmp_path / "data" / "x.db"
+    assert s.agent_control_file == tmp_path / "fleet.json"
+
+
+def test_home_cannot_be_set_in_the_file_found_through_it(tmp_path):
+    (tmp_path / "sched.toml").write_text('home = "/elsewhere"\n')
+    with pytest.raises(BadInput, match=r"'home' cannot be set in sched\.toml"):
+        load_settings({}, {"home": tmp_path})
