@@ -11,7 +11,16 @@ from collections.abc import Sequence
 import typer
 
 from cli import common
-from cli.scheduling_cmd import rebuild_command, replay_command, status_command, tick_command
+from cli.scheduling_cmd import (
+    exec_command,
+    pause_command,
+    rebuild_command,
+    replay_command,
+    resume_command,
+    run_command,
+    status_command,
+    tick_command,
+)
 from cli.setup_cmd import agents_app, config_app, init_command
 from cli.tasks_cmd import show_command, submit_command, tasks_command
 from cli.worker_cmd import worker_app
@@ -29,6 +38,10 @@ app.command("tasks")(tasks_command)
 app.command("show")(show_command)
 app.command("replay")(replay_command)
 app.command("rebuild")(rebuild_command)
+app.command("run")(run_command)
+app.command("exec")(exec_command)
+app.command("pause")(pause_command)
+app.command("resume")(resume_command)
 app.add_typer(agents_app, name="agents")
 app.add_typer(config_app, name="config")
 app.add_typer(worker_app, name="worker")

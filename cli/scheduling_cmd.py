@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Annotated
 
@@ -9,7 +10,10 @@ import typer
 from rich.table import Table
 
 from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
-from scheduler import queries
+from eventlog.errors import BadInput
+from scheduler import operator, queries
+from scheduler.daemon import run_daemon
+from scheduler.exec import exec_task
 from scheduler.tick import tick
 
 
@@ -25,11 +29,17 @@ def tick_command(
     verb = "would assign" if dry_run else "assigned"
     for item in report.assigned:
         console().print(f"{verb} task {item['task_id']} -> {item['agent']}")
+    for task_id in report.spawned:
+        console().print(f"started sched exec for task {task_id}")
     for item in report.expired:
         console().print(f"took back task {item['task_id']} from {item['agent']} "
                         f"({item['reason']})")
     for task_id in report.dead_lettered:
         console().print(f"dead-lettered task {task_id}")
+    for error in report.errors:
+        message(f"[red]error:[/red] {error}")
+    if report.paused:
+        message(f"paused by {report.paused['by']}: assigning nothing")
     message(f"tick: {len(report.assigned)} assigned, {len(report.expired)} expired, "
             f"{len(report.dead_lettered)} dead-lettered in {report.duration_ms:.1f} ms"
             + (" (dry run: nothing appended)" if dry_run else ""))
@@ -55,6 +65,9 @@ def status_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
                        str(a["running"]), str(a["free"]))
     out.print(agents)
     out.print(f"last seq: {doc['last_seq']}")
+    if doc["paused"]:
+        why = f" ({doc['paused']['reason']})" if doc["paused"].get("reason") else ""
+        out.print(f"[yellow]paused by {doc['paused']['by']}{why}: ticks assign nothing[/yellow]")
 
 
 def replay_command(
@@ -100,3 +113,60 @@ def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
         emit_json({"rebuilt": True, "events": count})
     else:
         message(f"rebuilt the projections from {count} events")
+
+
+def run_command(
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between ticks (default: setting tick_interval_seconds).")] = None,
+    db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+) -> None:
+    """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0."""
+    ws = workspace(home, db, agents)
+    every = interval if interval is not None else ws.settings.tick_interval_seconds
+    if every <= 0:
+        raise BadInput("--interval must be greater than 0")
+    ws.db  # noqa: B018 - fail now, with one line, if the database is missing
+    raise typer.Exit(run_daemon(ws, every, message))
+
+
+def pause_command(
+    by: Annotated[str | None, typer.Option(help="Who pauses (default $USER).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why, shown by status.")] = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Stop assigning work (leases still expire; running agents go on)."""
+    changed = operator.pause(workspace(home, db), by or os.environ.get("USER") or "operator", reason)
+    if json_out:
+        emit_json({"paused": True, "changed": changed})
+    else:
+        message("paused" if changed else "already paused")
+
+
+def resume_command(
+    by: Annotated[str | None, typer.Option(help="Who resumes (default $USER).")] = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Assign work again after `sched pause` (a stop file still stops it while present)."""
+    ws = workspace(home, db)
+    changed = operator.resume(ws, by or os.environ.get("USER") or "operator")
+    if json_out:
+        emit_json({"paused": ws.stop_file.exists(), "changed": changed,
+                   "stop_file": ws.stop_file.exists()})
+        return
+    message("resumed" if changed else "was not paused")
+    if ws.stop_file.exists():
+        message(f"note: {ws.stop_file} exists; remove it to let ticks assign work")
+
+
+def exec_command(
+    task_id: Annotated[int, typer.Argument(help="The assigned task to run.")],
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+) -> None:
+    """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
+    outcome = exec_task(workspace(home, db, agents), task_id, os.environ, subreaper=True)
+    if json_out:
+        emit_json({"task_id": task_id, "status": outcome.status, "detail": outcome.detail})
+    else:
+        message(f"task {task_id}: {outcome.status} ({outcome.detail})")
+    if outcome.status == "lost":
+        raise typer.Exit(1)

@@ -73,8 +73,11 @@ class TaskStarted(Event):
     token_hash: str
     lease_expires_at: AwareDatetime
     runner: Literal["worker", "exec"] = "worker"
-    pid: int | None = None
+    pid: int | None = None  # the exec wrapper's process, which holds the lease
     host: str | None = None
+    argv: tuple[str, ...] | None = None  # the agent command, placeholders filled in
+    workdir: str | None = None
+    log_path: str | None = None
 
 
 class LeaseRenewed(Event):
@@ -103,6 +106,7 @@ class TaskSucceeded(Event):
     agent: str
     attempt: int = Field(ge=1)
     result: Any = None
+    log_path: str | None = None
 
 
 class TaskFailed(Event):
@@ -115,6 +119,8 @@ class TaskFailed(Event):
     reason: FailureReason
     error: str
     exit_code: int | None = None
+    signal: int | None = None  # the signal that ended the agent process, if one did
+    log_path: str | None = None
     retryable: bool = True
 
 
@@ -148,6 +154,7 @@ class AgentRecord(BaseModel):
     capacity: int = Field(ge=0)
     enabled: bool = True
     command: tuple[str, ...] | None = None
+    timeout_seconds: float | None = None  # an exec run longer than this is stopped
 
 
 class AgentsConfigured(Event):
@@ -157,6 +164,21 @@ class AgentsConfigured(Event):
     agents: tuple[AgentRecord, ...]
     content_hash: str
     source: str
+
+
+class SchedulerPaused(Event):
+    """An operator paused assignment: ticks still expire leases but assign nothing."""
+
+    type: Literal["SchedulerPaused"] = "SchedulerPaused"
+    by: str
+    reason: str | None = None
+
+
+class SchedulerResumed(Event):
+    """An operator resumed assignment after a pause."""
+
+    type: Literal["SchedulerResumed"] = "SchedulerResumed"
+    by: str
 
 
 AnyEvent = Annotated[
@@ -169,7 +191,9 @@ AnyEvent = Annotated[
     | TaskFailed
     | TaskRequeued
     | TaskDeadLettered
-    | AgentsConfigured,
+    | AgentsConfigured
+    | SchedulerPaused
+    | SchedulerResumed,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -187,6 +211,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskRequeued,
         TaskDeadLettered,
         AgentsConfigured,
+        SchedulerPaused,
+        SchedulerResumed,
     )
 }
 

@@ -1,36 +1,54 @@
 """`make demo`: sched end to end on a fresh SQLite database in a temporary workspace.
 
-It writes a control file (2 queues, 4 agents), submits 30 tasks of mixed priorities
-(some directed at one agent), then runs ticks and pull workers -- this script's own
-loop over `sched worker claim/complete/fail` -- that do real work on each payload:
-count words and lines of a file, checksum a file, byte-compile a Python file. Some
-tasks point at files that do not exist, so they fail, are retried and end dead-lettered.
-Finally it prints `status` and `replay --verify`. Every step is a real `sched` call.
+1. A control file with five push agents in four queues -- real programs from
+   examples/agents/ (count words, checksum a file, byte-compile Python, and one that
+   fails now and then) -- and one pull worker.
+2. The daemon (`sched run`) starts; 32 tasks are submitted in one transaction.
+3. The daemon's ticks start each agent through `sched exec`; failures are retried on
+   another agent where there is one, and end in the dead-letter queue when their
+   attempts are used up. Meanwhile this script acts as the pull worker
+   (`sched worker claim/complete`). Progress is shown live.
+4. SIGTERM stops the daemon; `status`, the dead letters, one failure's history and
+   `replay --verify` close the demo. Every step is a real `sched` call.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 SCHED = [sys.executable, "-m", "cli"]
+AGENTS = ROOT / "examples" / "agents"
+
+
+def agent(name: str, queue: str, capacity: int, program: str | None) -> dict[str, object]:
+    spec: dict[str, object] = {"agentName": name, "agentType": queue, "maxConcurrency": capacity}
+    if program:
+        spec["command"] = [sys.executable, str(AGENTS / program)]
+        spec["timeoutSeconds"] = 60
+    return spec
+
+
 FLEET = [
-    {"agentName": "vaela", "agentType": "dev", "maxConcurrency": 3},
-    {"agentName": "damien", "agentType": "dev", "maxConcurrency": 1},
-    {"agentName": "oscar", "agentType": "qa", "maxConcurrency": 2},
-    {"agentName": "kalis", "agentType": "qa", "maxConcurrency": 1},
+    agent("vaela", "words", 2, "wordcount.py"),
+    agent("damien", "words", 1, "wordcount.py"),
+    agent("oscar", "checksums", 2, "checksum.py"),
+    agent("kalis", "builds", 1, "compile_check.py"),
+    agent("mira", "sums", 1, "flaky.py"),
+    agent("scribe", "notes", 1, None),  # a pull worker: this script claims its work
 ]
 
 
-def sched(env: dict[str, str], *args: str, check: bool = True) -> str:
+def sched(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([*SCHED, *args], env=env, capture_output=True, text=True)
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         sys.exit(f"demo: `sched {' '.join(args)}` failed ({done.returncode}): {done.stderr}")
     return done.stdout
 
@@ -39,112 +57,115 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def make_inputs(work: Path) -> list[dict[str, object]]:
-    """Real files for the agents to work on, and the 30 tasks that name them."""
-    texts = work / "inputs"
-    texts.mkdir()
+def make_tasks(work: Path) -> list[dict[str, object]]:
+    """Real files for the agents, and the tasks that name them (some doomed to fail)."""
+    inputs = work / "inputs"
+    inputs.mkdir()
     for i in range(8):
-        (texts / f"notes{i}.txt").write_text(("the quick brown fox jumps\n" * (i + 1)) + f"end {i}\n")
-        (texts / f"mod{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n")
-    (texts / "broken.py").write_text("def broken(:\n")
+        (inputs / f"notes{i}.txt").write_text("the quick brown fox jumps\n" * (i + 1) + f"end {i}\n")
+        (inputs / f"mod{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n")
+    (inputs / "broken.py").write_text("def broken(:\n")
     tasks: list[dict[str, object]] = []
-    for i in range(12):
-        tasks.append({"queue": "dev", "title": f"count words in notes{i % 8}.txt",
-                      "priority": i % 3, "payload": {"op": "wc", "file": str(texts / f"notes{i % 8}.txt")}})
-    for i in range(8):
-        tasks.append({"queue": "qa", "title": f"compile mod{i}.py", "priority": 1,
-                      "payload": {"op": "compile", "file": str(texts / f"mod{i}.py")}})
+    for i in range(10):
+        tasks.append({"queue": "words", "title": f"count words in notes{i % 8}.txt", "priority": i % 3,
+                      "payload": {"file": str(inputs / f"notes{i % 8}.txt")}})
+    tasks.append({"queue": "words", "title": "count words in gone.txt", "priority": 5,
+                  "payload": {"file": str(inputs / "gone.txt")}})
     for i in range(6):
-        tasks.append({"queue": "dev", "title": f"checksum notes{i}.txt", "priority": 2,
-                      "assignee": "damien",
-                      "payload": {"op": "sha256", "file": str(texts / f"notes{i}.txt")}})
-    tasks.append({"queue": "qa", "title": "compile broken.py", "priority": 0, "max_attempts": 2,
-                  "payload": {"op": "compile", "file": str(texts / "broken.py")}})
-    tasks.append({"queue": "qa", "title": "compile missing.py", "priority": 0, "max_attempts": 2,
-                  "payload": {"op": "compile", "file": str(texts / "missing.py")}})
-    tasks.append({"queue": "dev", "title": "count words in gone.txt", "priority": 3,
-                  "payload": {"op": "wc", "file": str(texts / "gone.txt")}})
-    tasks.append({"queue": "dev", "title": "urgent checksum", "priority": 9,
-                  "payload": {"op": "sha256", "file": str(texts / "notes7.txt")}})
+        tasks.append({"queue": "checksums", "title": f"checksum notes{i}.txt", "priority": 1,
+                      "payload": {"file": str(inputs / f"notes{i}.txt")}})
+    for i in range(6):
+        tasks.append({"queue": "builds", "title": f"compile mod{i}.py",
+                      "payload": {"file": str(inputs / f"mod{i}.py")}})
+    tasks.append({"queue": "builds", "title": "compile broken.py", "max_attempts": 2,
+                  "payload": {"file": str(inputs / "broken.py")}})
+    for i in range(6):
+        tasks.append({"queue": "sums", "title": f"sum batch {i}", "payload": {"numbers": list(range(i + 3))}})
+    for i in range(2):
+        tasks.append({"queue": "notes", "title": f"write note {i}", "assignee": "scribe",
+                      "payload": {"text": f"note {i}"}})
     return tasks
 
 
-def do_work(payload: dict[str, str]) -> dict[str, object]:
-    """The agents' real work; raises on bad input (missing file, syntax error)."""
-    path = Path(payload["file"])
-    if payload["op"] == "wc":
-        text = path.read_text()
-        return {"lines": text.count("\n"), "words": len(text.split())}
-    if payload["op"] == "sha256":
-        return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    if payload["op"] == "compile":
-        code = compile(path.read_text(), str(path), "exec")
-        return {"compiled": path.name, "constants": len(code.co_consts)}
-    raise ValueError(f"unknown op {payload['op']}")
+def pull_worker_step(env: dict[str, str]) -> str | None:
+    """One claim by the pull worker `scribe`; its real work: write the note to a file."""
+    task = json.loads(sched(env, "worker", "claim", "--agent", "scribe", "--json"))["task"]
+    if task is None:
+        return None
+    note = Path(env["SCHED_HOME"]) / f"note-{task['task_id']}.txt"
+    note.write_text(task["payload"]["text"] + "\n")
+    sched(env, "worker", "complete", str(task["task_id"]), "--token", task["token"],
+          "--result", json.dumps({"wrote": str(note)}))
+    return f"scribe (pull worker) completed #{task['task_id']} {task['title']}"
 
 
-def run_agent(env: dict[str, str], name: str) -> int:
-    """One pull worker: claim, work, report, until sched has nothing for it."""
-    finished = 0
-    while True:
-        task = json.loads(sched(env, "worker", "claim", "--agent", name, "--json"))["task"]
-        if task is None:
-            return finished
-        token, task_id = task["token"], str(task["task_id"])
-        try:
-            result = do_work(task["payload"])
-        except Exception as e:  # the agent's own failure, reported to sched
-            outcome = json.loads(sched(env, "worker", "fail", task_id, "--token", token,
-                                       "--error", f"{type(e).__name__}: {e}", "--json"))
-            print(f"  {name:>7} failed    #{task_id:<3} {task['title']} -> {outcome['status']}",
-                  flush=True)
-        else:
-            sched(env, "worker", "complete", task_id, "--token", token, "--result", json.dumps(result))
-            print(f"  {name:>7} completed #{task_id:<3} {task['title']}: {result}", flush=True)
-        finished += 1
-
-
-def work_loop(env: dict[str, str]) -> None:
-    """Tick, then let the four agents claim and finish work side by side (each its own
-    process calls, racing for the write lock), until nothing is left."""
-    for round_ in range(1, 20):
-        report = json.loads(sched(env, "tick", "--json"))
-        with ThreadPoolExecutor(len(FLEET)) as pool:
-            finished = sum(pool.map(lambda a: run_agent(env, a["agentName"]), FLEET))
-        status = json.loads(sched(env, "status", "--json"))
-        waiting = sum(q["queued"] + q["assigned"] + q["running"] for q in status["queues"].values())
-        print(f"round {round_}: tick assigned {len(report['assigned'])}, workers finished "
-              f"{finished} attempt(s), {waiting} task(s) still waiting", flush=True)
-        if waiting == 0:
+def watch(env: dict[str, str], total: int) -> None:
+    """Show progress until every task has finished (succeeded or dead)."""
+    last = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done_by_puller = pull_worker_step(env)
+        if done_by_puller:
+            print(f"  {done_by_puller}")
+        queues = json.loads(sched(env, "status", "--json"))["queues"]
+        count = {k: sum(q[k] for q in queues.values()) for k in ("queued", "assigned", "running",
+                                                                  "succeeded", "dead")}
+        line = (f"  succeeded {count['succeeded']:>2}/{total}  dead {count['dead']}  "
+                f"running {count['running']}  assigned {count['assigned']}  queued {count['queued']}")
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if count["succeeded"] + count["dead"] == total:
             return
-    sys.exit("demo: work did not drain in 20 rounds")
+        time.sleep(0.3)
+    sys.exit("demo: the work did not finish within 5 minutes")
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sched-demo-") as tmp:
         work = Path(tmp)
-        env = {**os.environ, "SCHED_HOME": str(work), "PYTHONPATH": str(Path(__file__).parents[1])}
-        env.pop("SCHED_DB", None)
-        env.pop("SCHED_AGENT_CONTROL_FILE", None)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+        env.update(SCHED_HOME=str(work), PYTHONPATH=str(ROOT))
         say(f"a fresh workspace in {work}")
         sched(env, "init")
         (work / "agent-control.json").write_text(json.dumps(FLEET, indent=2))
         print(sched(env, "agents", "validate"), end="")
-        say("submitting 30 tasks in one transaction (sched submit --file)")
-        batch = work / "tasks.jsonl"
-        batch.write_text("".join(json.dumps(t) + "\n" for t in make_inputs(work)))
-        ids = json.loads(sched(env, "submit", "--file", str(batch), "--json"))["task_ids"]
-        print(f"submitted tasks {ids[0]}..{ids[-1]}")
-        say("what the first tick would do (sched tick --dry-run)")
-        dry = json.loads(sched(env, "tick", "--dry-run", "--json"))
-        for item in dry["assigned"]:
-            print(f"  would assign task {item['task_id']} -> {item['agent']}")
-        say("ticks and pull workers until the queues drain")
-        work_loop(env)
+        print(sched(env, "agents", "list"), end="")
+
+        say("the daemon starts (sched run --interval 0.5)")
+        log = (work / "daemon.log").open("w")
+        daemon = subprocess.Popen([*SCHED, "run", "--interval", "0.5"], env=env, stderr=log)
+        try:
+            say("32 tasks submitted in one transaction (sched submit --file)")
+            batch = work / "tasks.jsonl"
+            tasks = make_tasks(work)
+            batch.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+            ids = json.loads(sched(env, "submit", "--file", str(batch), "--json"))["task_ids"]
+            print(f"submitted tasks {ids[0]}..{ids[-1]}")
+            say("agents at work (live)")
+            watch(env, len(tasks))
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+            log.close()
+        say(f"the daemon stopped with exit code {daemon.returncode}; its log:")
+        lines = (work / "daemon.log").read_text().splitlines()
+        for line in [*lines[:4], f"  ... {max(len(lines) - 7, 0)} more lines ...", *lines[-3:]]:
+            print(f"  {line}")
+
         say("sched status")
         print(sched(env, "status"), end="")
         say("the dead-letter queue (sched tasks --status dead)")
         print(sched(env, "tasks", "--status", "dead"), end="")
+        dead = json.loads(sched(env, "tasks", "--status", "dead", "--json"))["tasks"]
+        if dead:
+            task_id = str(dead[0]["task_id"])
+            say(f"why task {task_id} died (sched show {task_id} --json: its failures)")
+            for event in json.loads(sched(env, "show", task_id, "--json"))["events"]:
+                data = event["data"]
+                if event["type"] in ("TaskFailed", "TaskDeadLettered"):
+                    detail = data.get("error") or data.get("reason")
+                    print(f"  seq {event['seq']:>3} {event['type']:<16} {data.get('agent', '')} {detail}")
         say("sched replay --verify")
         print(sched(env, "replay", "--verify"), end="")
 

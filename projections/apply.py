@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from eventlog.events import AgentsConfigured
+from eventlog.events import AgentsConfigured, SchedulerPaused, SchedulerResumed
 from eventlog.store import Recorded
 from projections.fold import (
     evolve_agent_load,
     evolve_fleet,
     evolve_task,
     load_changes,
+    pause_state,
     unknown_agent,
 )
 from projections.views import AgentView, TaskView
@@ -43,6 +44,8 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         for agent in evolve_fleet(state.all_agents(), event):
             state.put_agent(agent)
         state.set_meta("config_hash", event.content_hash)
+    elif isinstance(event, SchedulerPaused | SchedulerResumed):
+        state.set_meta("paused", pause_state(event, rec.recorded_at))
     else:
         before = state.get_task(event.task_id)  # type: ignore[attr-defined]
         after = evolve_task(before, event, rec.seq, rec.recorded_at)

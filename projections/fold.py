@@ -15,6 +15,8 @@ from eventlog.events import (
     Event,
     LeaseExpired,
     LeaseRenewed,
+    SchedulerPaused,
+    SchedulerResumed,
     TaskAssigned,
     TaskDeadLettered,
     TaskFailed,
@@ -41,7 +43,8 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             status="awaiting_approval" if event.requires_approval else "queued",
             attempt=0, max_attempts=event.max_attempts, agent=None,
             not_before=to_text(event.not_before) if event.not_before else None,
-            deadline=None, token_hash=None, excluded=(), last_error=None,
+            deadline=None, token_hash=None, pid=None, host=None, log_path=None,
+            excluded=(), last_error=None,
             idempotency_key=event.idempotency_key, submitted_seq=seq,
             submitted_at=at, updated_at=at,
         )
@@ -54,7 +57,8 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskStarted():
             return replace(task, status="running", agent=event.agent, attempt=event.attempt,
                            deadline=to_text(event.lease_expires_at),
-                           token_hash=event.token_hash, updated_at=at)
+                           token_hash=event.token_hash, pid=event.pid, host=event.host,
+                           log_path=event.log_path or task.log_path, updated_at=at)
         case LeaseRenewed():
             return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
         case LeaseExpired():
@@ -63,21 +67,22 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return _attempt_failed(task, event.agent, event.error, at)
         case TaskSucceeded():
             return replace(task, status="succeeded", agent=None, deadline=None,
-                           token_hash=None, updated_at=at)
+                           token_hash=None, pid=None, host=None, updated_at=at)
         case TaskRequeued():
             return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
+                           pid=None, host=None,
                            not_before=to_text(event.not_before) if event.not_before else None,
                            updated_at=at)
         case TaskDeadLettered():
             return replace(task, status="dead", agent=None, deadline=None, token_hash=None,
-                           updated_at=at)
+                           pid=None, host=None, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
 
 
 def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView:
     excluded = task.excluded if agent in task.excluded else (*task.excluded, agent)
     return replace(task, status="failed", agent=None, deadline=None, token_hash=None,
-                   excluded=excluded, last_error=error, updated_at=at)
+                   pid=None, host=None, excluded=excluded, last_error=error, updated_at=at)
 
 
 def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, str, int]]:
@@ -101,6 +106,14 @@ def unknown_agent(name: str, queue: str) -> AgentView:
                      command=None)
 
 
+def pause_state(event: SchedulerPaused | SchedulerResumed, at: str) -> str:
+    """The `paused` meta value after a pause or resume: JSON of who, why and when,
+    or empty when running."""
+    if isinstance(event, SchedulerResumed):
+        return ""
+    return canonical_json({"by": event.by, "reason": event.reason, "at": at})
+
+
 def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[AgentView]:
     """Every agent after a new control file: declared ones take its shape, the others
     stay (with their load) but leave the fleet."""
@@ -113,6 +126,7 @@ def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[
             name=name, type=spec.type, capacity=spec.capacity, enabled=spec.enabled,
             configured=True,
             command=canonical_json(list(spec.command)) if spec.command is not None else None,
+            timeout_seconds=spec.timeout_seconds,
             assigned=prior.assigned if prior else 0, running=prior.running if prior else 0,
         ))
     for name, prior in old.items():

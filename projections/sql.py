@@ -185,6 +185,13 @@ class SqlProjection:
                  .order_by(TaskRow.deadline).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 
+    def running_on(self, host: str) -> list[TaskView]:
+        """Running attempts whose exec wrapper lives on `host` (at most the fleet's
+        capacity of them)."""
+        self.flush()
+        query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
+        return [task_from_row(r) for r in self.session.execute(query)]
+
     def candidates(self, queue: str, now: str, limit: int,
                    assignee: str | None = None) -> list[TaskView]:
         """The best `limit` queued tasks of `queue` that may start at `now`: the

@@ -33,6 +33,9 @@ class TaskRow(SQLModel, table=True):
     not_before: str | None = None
     deadline: str | None = None
     token_hash: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    log_path: str | None = None
     excluded: str  # JSON list of agent names
     last_error: str | None = None
     idempotency_key: str | None = None
@@ -52,6 +55,7 @@ class AgentRow(SQLModel, table=True):
     enabled: bool
     configured: bool
     command: str | None = None
+    timeout_seconds: float | None = None
     assigned: int = 0
     running: int = 0
 

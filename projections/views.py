@@ -36,6 +36,9 @@ class TaskView:
     not_before: str | None
     deadline: str | None  # start_by while assigned, lease expiry while running
     token_hash: str | None
+    pid: int | None  # the exec wrapper holding the lease, on `host`
+    host: str | None
+    log_path: str | None  # output of the last exec attempt
     excluded: tuple[str, ...]  # agents whose attempt failed or expired
     last_error: str | None
     idempotency_key: str | None
@@ -54,6 +57,7 @@ class AgentView:
     enabled: bool
     configured: bool  # still in the current control file
     command: str | None  # JSON argv, or None for a pull worker
+    timeout_seconds: float | None = None  # exec runs longer than this are stopped
     assigned: int = 0
     running: int = 0
 

@@ -14,7 +14,7 @@ from eventlog.timeutil import from_text, to_text
 from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
-from scheduler.workspace import Workspace
+from scheduler.workspace import Workspace, describe_pause
 
 
 def task_dict(task: TaskView) -> dict[str, Any]:
@@ -42,13 +42,14 @@ def status(ws: Workspace) -> dict[str, Any]:
     with ws.read() as (_log, views):
         counts = views.counts()
         agents = views.all_agents()
-        last_seq = views.last_seq()
+        meta = views.meta()
+    last_seq = int(meta.get("last_seq", 0))
     queues: dict[str, dict[str, int]] = {}
     for name in sorted({q for q, _ in counts} | {a.type for a in agents if a.configured}):
         queues[name] = {s: counts.get((name, s), 0) for s in VISIBLE_STATUSES}
     shown = [a for a in agents if a.configured or a.load]
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
-            "last_seq": last_seq}
+            "last_seq": last_seq, "paused": describe_pause(meta.get("paused"), ws.stop_file)}
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,

@@ -33,6 +33,7 @@ class AgentSpec(BaseModel):
     capacity: int = Field(default=1, alias="maxConcurrency", ge=0)
     enabled: bool = True
     command: list[str] | None = None
+    timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0)
 
     @field_validator("command")
     @classmethod
@@ -44,7 +45,8 @@ class AgentSpec(BaseModel):
     def record(self) -> AgentRecord:
         return AgentRecord(name=self.name, type=self.type, capacity=self.capacity,
                            enabled=self.enabled,
-                           command=tuple(self.command) if self.command is not None else None)
+                           command=tuple(self.command) if self.command is not None else None,
+                           timeout_seconds=self.timeout_seconds)
 
 
 @dataclass(frozen=True)

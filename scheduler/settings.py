@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventlog.errors import BadInput
@@ -39,6 +39,23 @@ class Settings(BaseSettings):
         default="NORMAL", description="SQLite durability: FULL survives power loss")
     busy_timeout_ms: int = Field(default=30_000, ge=0,
                                  description="how long a writer waits for the write lock")
+    exec_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="run time of an agent command before it is stopped "
+        "(per agent: timeoutSeconds in the control file)")
+    kill_grace_seconds: float = Field(
+        default=10.0, ge=0, description="time between SIGTERM and SIGKILL when stopping an agent")
+    exec_env_allowlist: list[str] = Field(
+        default=["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+                 "TERM"],
+        description="variables of the scheduler's environment an agent command inherits "
+        "(comma-separated in SCHED_EXEC_ENV_ALLOWLIST)")
+
+    @field_validator("exec_env_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]

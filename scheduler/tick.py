@@ -3,10 +3,13 @@ plan, and append the assignments, all inside one write transaction."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from eventlog.events import (
     Event,
@@ -23,7 +26,8 @@ from projections.views import AgentView, TaskView
 from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import settle_failure
 from scheduler.registry import ControlFile
-from scheduler.workspace import Workspace
+from scheduler.spawn import reap_finished
+from scheduler.workspace import Workspace, describe_pause
 
 OVERDUE_BATCH = 500
 MAX_CANDIDATES = 20_000
@@ -41,6 +45,8 @@ class TickReport:
     dry_run: bool = False
     duration_ms: float = 0.0
     config_recorded: bool = False
+    paused: dict[str, object] | None = None
+    spawned: list[int] = field(default_factory=list)
 
     @property
     def did_something(self) -> bool:
@@ -83,12 +89,15 @@ def take_back_overdue(recorder: Recorder, now: datetime, report: TickReport) -> 
                 events = settle_failure(task, expiry, earlier_errors(recorder, task.task_id))
                 report.expired.append({"task_id": task.task_id, "agent": task.agent,
                                        "reason": "lease_expired"})
-                outcome = events[-1]
-                if isinstance(outcome, TaskDeadLettered):
-                    report.dead_lettered.append(task.task_id)
-                else:
-                    report.retried.append(task.task_id)
+                _count_outcome(report, task.task_id, events)
             recorder.record(events, now)
+
+
+def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) -> None:
+    if isinstance(events[-1], TaskDeadLettered):
+        report.dead_lettered.append(task_id)
+    else:
+        report.retried.append(task_id)
 
 
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
@@ -116,21 +125,64 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
         limit *= 2
 
 
-def tick(ws: Workspace, *, dry_run: bool = False) -> TickReport:
-    """One pass. With `dry_run`, the same work in a transaction that is rolled back."""
+def reap_dead_wrappers(recorder: Recorder, now: datetime, host: str,
+                       alive: Callable[[int], bool], report: TickReport) -> None:
+    """Expire running attempts whose exec wrapper, on this host, no longer exists: its
+    lease would only run out later, and nobody is left to renew it."""
+    for task in recorder.views.running_on(host):
+        if task.pid is None or alive(task.pid):
+            continue
+        expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "", attempt=task.attempt)
+        events = settle_failure(task, expiry, earlier_errors(recorder, task.task_id))
+        report.expired.append({"task_id": task.task_id, "agent": task.agent,
+                               "reason": "wrapper_gone"})
+        _count_outcome(report, task.task_id, events)
+        recorder.record(events, now)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: trust kill()
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] = pid_alive) -> TickReport:
+    """One pass. With `dry_run`, the same work in a transaction that is rolled back.
+    After the commit, starts `sched exec` for each assignment to an agent with a command."""
     started = time.perf_counter()
     control = ws.registry().control  # validated before any write
     now = ws.clock.now()
     report = TickReport(dry_run=dry_run)
     policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
+    push: list[int] = []
+    reap_finished()  # wrappers this process started and that have exited
     with ws.write(commit=not dry_run) as recorder:
         report.config_recorded = record_config_if_changed(recorder, control, now)
         take_back_overdue(recorder, now, report)
+        reap_dead_wrappers(recorder, now, socket.gethostname(), alive, report)
+        report.paused = describe_pause(recorder.views.meta().get("paused"), ws.stop_file)
         agents = recorder.views.all_agents()
-        for queue in sorted({a.type for a in agents if a.free > 0}):
+        for queue in sorted({a.type for a in agents if a.free > 0} if report.paused is None else ()):
             decisions = gather_and_plan(recorder.views, agents, queue, now, policy)
             recorder.record(decisions, now)
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
+        has_command = {a.name for a in agents if a.command is not None}
+        push = [item["task_id"] for item in report.assigned if item["agent"] in has_command]
+    if not dry_run:
+        for task_id in push:  # type: ignore[assignment]
+            try:
+                ws.launcher(ws.settings, task_id)
+                report.spawned.append(task_id)
+            except OSError as e:  # the assignment stays; its start deadline takes it back
+                report.errors.append(f"task {task_id}: cannot start sched exec: {e}")
     report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return report
-

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
-from eventlog.events import LeaseRenewed, TaskFailed, TaskStarted, TaskSucceeded
+from eventlog.events import FailureReason, LeaseRenewed, TaskFailed, TaskStarted, TaskSucceeded
 from eventlog.timeutil import to_text
 from projections.recorder import Recorder
 from projections.views import AgentView, TaskView
@@ -20,7 +20,7 @@ from scheduler.plan import PlanPolicy
 from scheduler.policy import settle_failure
 from scheduler.tick import earlier_errors, gather_and_plan, record_config_if_changed
 from scheduler.tokens import hash_token, new_token, token_matches
-from scheduler.workspace import Workspace
+from scheduler.workspace import Workspace, describe_pause
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,15 @@ def only_agent_free(agents: list[AgentView], name: str) -> list[AgentView]:
 
 def claim(ws: Workspace, agent_name: str) -> Claim | None:
     """Start the best task already assigned to the agent; if none and it has a free
-    slot, assign and start one in the same transaction. None when there is no work."""
+    slot (and assignment is not paused), assign and start one in the same
+    transaction. None when there is no work."""
     registry = ws.registry()
     spec = registry.get(agent_name)
     if spec is None:
         raise BadInput(f"unknown agent {agent_name!r} (not in {registry.path})")
+    if spec.command is not None:
+        raise BadInput(f"agent {agent_name!r} has a command: sched runs its tasks itself "
+                       "(`sched exec`); only agents without one claim work")
     now = ws.clock.now()
     with ws.write() as recorder:
         record_config_if_changed(recorder, registry.control, now)
@@ -53,6 +57,8 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         held = views.tasks(status="assigned", agent=agent_name, limit=1)
         if held:
             task = held[0]
+        elif describe_pause(views.meta().get("paused"), ws.stop_file) is not None:
+            return None  # paused: what is assigned may start, nothing new is assigned
         else:
             policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
             fleet = only_agent_free(views.all_agents(), agent_name)
@@ -96,22 +102,26 @@ def heartbeat(ws: Workspace, task_id: int, token: str) -> datetime:
         return expires
 
 
-def complete(ws: Workspace, task_id: int, token: str, result: Any = None) -> None:
+def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
+             log_path: str | None = None) -> None:
     """Record the success of the current attempt."""
     now = ws.clock.now()
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, now)
         recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
-                                       attempt=task.attempt, result=result)], now)
+                                       attempt=task.attempt, result=result, log_path=log_path)], now)
 
 
-def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True) -> str:
+def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True,
+         reason: FailureReason = "reported", exit_code: int | None = None,
+         signal: int | None = None, log_path: str | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
     now = ws.clock.now()
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, now)
         failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
-                             reason="reported", error=error, retryable=retry)
+                             reason=reason, error=error, exit_code=exit_code, signal=signal,
+                             log_path=log_path, retryable=retry)
         recorder.record(settle_failure(task, failure, earlier_errors(recorder, task_id)), now)
         after = recorder.views.get_task(task_id)
         assert after is not None

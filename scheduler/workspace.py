@@ -3,7 +3,8 @@ agent control file, with the read and write transactions every command uses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from projections.tables import create_tables
 from scheduler.clock import Clock, SystemClock
 from scheduler.registry import AgentRegistry, candidate_paths, find_control_file
 from scheduler.settings import Settings
+from scheduler.spawn import spawn_exec
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Workspace:
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    # starts `sched exec TASK_ID` for a push agent's assignment (tests pass their own)
+    launcher: Callable[[Settings, int], object] = spawn_exec
     _db: Database | None = None
 
     # -- the database ------------------------------------------------------------------
@@ -67,6 +71,21 @@ class Workspace:
     def control_paths(self) -> list[Path]:
         return candidate_paths(self.settings.home, self.settings.agent_control_file)
 
+    @property
+    def stop_file(self) -> Path:
+        """While this file exists, ticks assign nothing (like `sched pause`)."""
+        return self.settings.home / "STOP"
+
     def registry(self) -> AgentRegistry:
         """The agents of the control file, found and validated (raises `ControlFileError`)."""
         return AgentRegistry(find_control_file(self.control_paths()))
+
+
+def describe_pause(recorded: str | None, stop_file: Path) -> dict[str, object] | None:
+    """Who paused assignment, why and when (from the `paused` projection value), or the
+    stop file while it exists; None while assignment runs."""
+    if recorded:
+        return json.loads(recorded)
+    if stop_file.exists():
+        return {"by": "stop file", "reason": str(stop_file), "at": None}
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def new_workspace(home: Path, agents: Agents | None = None, **settings: object) 
     ws = Workspace(loaded.settings, clock=ManualClock())
     ws.init_db()
     return ws
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 30.0) -> object:
+    """Poll `check` until it returns something truthy, failing after `timeout` seconds
+    (for waiting on real processes; never a bare sleep for a race)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

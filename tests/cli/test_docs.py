@@ -1,9 +1,11 @@
 """The documentation stays true to the code: the example control files load cleanly,
 every command has help, the README's Quickstart is runnable, and the docs name only
-commands, events and settings that exist (and name all of them)."""
+commands, events and settings that exist (and name all of them, with the control
+file's fields, the exec wrapper's placeholders and variables and the tick's JSON keys)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -15,14 +17,18 @@ import typer
 import cli.main
 from cli.main import main
 from eventlog.events import EVENT_TYPES
-from scheduler.registry import load_control_file
+from scheduler.exec import PLACEHOLDERS
+from scheduler.registry import AgentSpec, load_control_file
 from scheduler.settings import ENV_PREFIX, Settings
+from scheduler.tick import TickReport
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 CLI_DOC = DOCS / "cli.md"
+AGENT_CONTROL_DOC = DOCS / "agent-control.md"
 EXAMPLES = sorted((ROOT / "examples" / "agent-control").glob("*.json"))
+EXAMPLE_AGENTS = sorted((ROOT / "examples" / "agents").glob("*.py"))
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 # `sched X [Y]` where a command starts: at the start of a line or code span, after a shell
@@ -93,9 +99,28 @@ def test_example_control_file_passes_agents_validate(path: Path, tmp_path: Path,
 
 
 def test_every_example_is_described_in_agent_control_doc():
-    text = (DOCS / "agent-control.md").read_text()
-    for path in EXAMPLES:
+    text = AGENT_CONTROL_DOC.read_text()
+    for path in EXAMPLES + EXAMPLE_AGENTS:
         assert path.name in text, f"docs/agent-control.md does not mention {path.name}"
+
+
+# -- docs/agent-control.md --------------------------------------------------------------
+
+def test_agent_control_doc_lists_every_field_of_the_control_file():
+    table = section(AGENT_CONTROL_DOC.read_text(), "## Format")
+    for name, field in AgentSpec.model_fields.items():
+        assert f"| `{field.alias or name}` |" in table, f"control file field {field.alias or name} missing"
+
+
+def test_agent_control_doc_lists_every_placeholder_and_task_variable():
+    text = section(AGENT_CONTROL_DOC.read_text(), "## Push agents: the command")
+    for name in PLACEHOLDERS:
+        assert f"`{{{name}}}`" in text, f"placeholder {{{name}}} missing from docs/agent-control.md"
+    source = (ROOT / "scheduler" / "exec.py").read_text()
+    variables = set(re.findall(r'"(SCHED_[A-Z_]+)":', source))
+    assert {"SCHED_TASK_ID", "SCHED_PAYLOAD_FILE", "SCHED_LEASE_TOKEN"} <= variables
+    for name in sorted(variables):
+        assert f"| `{name}` |" in text, f"variable {name} missing from docs/agent-control.md"
 
 
 # -- help text --------------------------------------------------------------------------
@@ -162,6 +187,12 @@ def test_cli_doc_has_a_section_for_every_command():
     leaves = [path for path, command in COMMANDS.items() if not hasattr(command, "commands")]
     missing = [" ".join(p) for p in leaves if "sched " + " ".join(p) not in headings]
     assert not missing, f"docs/cli.md has no section for: {missing}"
+
+
+def test_cli_doc_lists_every_tick_json_key():
+    body = section(CLI_DOC.read_text(), "### `sched tick`")
+    for field in dataclasses.fields(TickReport):
+        assert f"| `{field.name}` |" in body, f"tick --json key {field.name} missing from docs/cli.md"
 
 
 def test_cli_doc_lists_every_setting():

@@ -240,3 +240,36 @@ def test_verify_names_the_differing_fields_of_a_tampered_projection(make_workspa
     queries.rebuild_projections(ws)
     assert queries.verify_log(ws).ok
     assert queries.show(ws, task_id)[0].priority == 4
+
+
+def test_pause_stops_assignment_but_not_expiry_and_resume_restarts_it(make_workspace):
+    from scheduler import operator
+
+    ws = make_workspace(ONE_DEV, lease_seconds=30)
+    first, _ = add(ws, 2)
+    claim = worker.claim(ws, "ann")
+    assert operator.pause(ws, "oncall", "deploying") is True
+    assert operator.pause(ws, "someone else") is False  # already paused: nothing appended
+    ws.clock.advance(30)
+    report = tick(ws)
+    assert report.expired == [{"task_id": claim.task.task_id, "agent": "ann", "reason": "lease_expired"}]
+    assert report.assigned == [] and report.paused["by"] == "oncall"
+    assert queries.status(ws)["paused"] == {"by": "oncall", "reason": "deploying",
+                                            "at": "2026-01-01T00:00:00.000000Z"}
+    assert worker.claim(ws, "ann") is None  # a paused scheduler starts nothing new
+    assert operator.resume(ws, "oncall") is True
+    assert queries.status(ws)["paused"] is None
+    assert tick(ws).assigned == [{"task_id": first, "agent": "ann"}]
+    assert [r.type for r in queries.replay(ws)].count("SchedulerPaused") == 1
+    assert queries.verify_log(ws).ok
+
+
+def test_a_stop_file_pauses_while_it_exists(make_workspace):
+    ws = make_workspace(ONE_DEV)
+    (task_id,) = add(ws)
+    ws.stop_file.write_text("")
+    report = tick(ws)
+    assert report.assigned == [] and report.paused["by"] == "stop file"
+    assert queries.status(ws)["paused"]["by"] == "stop file"
+    ws.stop_file.unlink()
+    assert tick(ws).assigned == [{"task_id": task_id, "agent": "ann"}]

@@ -23,7 +23,8 @@ def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | No
     return TaskView(task_id=task_id, queue=queue, title=f"t{task_id}", priority=priority,
                     assignee=assignee, payload="null", status=status, attempt=0, max_attempts=3,
                     agent=None, not_before=to_text(not_before) if not_before else None,
-                    deadline=None, token_hash=None, excluded=excluded, last_error=None,
+                    deadline=None, token_hash=None, pid=None, host=None, log_path=None,
+                    excluded=excluded, last_error=None,
                     idempotency_key=None, submitted_seq=task_id, submitted_at="x", updated_at="x")
 
 

@@ -1,0 +1,219 @@
+"""Push agents run by `sched exec`, with real processes: ticks start the wrapper
+detached, the wrapper runs the agent and records how it ended. Waits poll with a
+deadline; nothing sleeps on a race."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scheduler import queries, worker
+from scheduler.clock import SystemClock
+from scheduler.spawn import exec_argv
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from tests.conftest import new_workspace, wait_for
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc")
+
+
+def agent_script(home: Path, name: str, body: str) -> list[str]:
+    path = home / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def push_workspace(tmp_path: Path, commands: dict[str, list[str]], **settings):
+    agents = [{"agentName": name, "agentType": "dev", "maxConcurrency": 1, "command": argv}
+              for name, argv in commands.items()]
+    ws = new_workspace(tmp_path / "home", agents, **settings)
+    ws.clock = SystemClock()  # the wrapper runs in real time
+    return ws
+
+
+def status_of(ws, task_id: int) -> str:
+    return queries.show(ws, task_id)[0].status
+
+
+def finished(ws, task_id: int) -> Callable[[], bool]:
+    return lambda: status_of(ws, task_id) in {"succeeded", "dead"}
+
+
+def last_event(ws, task_id: int, kind: str) -> dict:
+    return next(json.loads(r.data) for r in reversed(queries.show(ws, task_id)[1]) if r.type == kind)
+
+
+def run_one(ws, payload=None, **spec) -> int:
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t", payload=payload, **spec)])
+    report = tick(ws)
+    assert report.spawned == [sub.task_id], report
+    wait_for(f"task {sub.task_id} to finish", finished(ws, sub.task_id))
+    return sub.task_id
+
+
+def test_a_succeeding_agent_records_its_result_and_argv(tmp_path):
+    argv = agent_script(tmp_path, "ok", """
+        import json, os, sys
+        payload = json.load(open(os.environ["SCHED_PAYLOAD_FILE"]))
+        print("working on", payload)
+        with open(os.environ["SCHED_RESULT_FILE"], "w") as f:
+            json.dump({"argv": sys.argv[1:], "double": payload["n"] * 2, "cwd": os.getcwd()}, f)
+        """)
+    ws = push_workspace(tmp_path, {"ann": [*argv, "task={task_id}", "{queue}", "{agent}", "{attempt}"]})
+    task_id = run_one(ws, {"n": 21})
+    assert status_of(ws, task_id) == "succeeded"
+    result = last_event(ws, task_id, "TaskSucceeded")["result"]
+    assert result["argv"] == [f"task={task_id}", "dev", "ann", "1"]
+    assert result["double"] == 42
+    started = last_event(ws, task_id, "TaskStarted")
+    assert started["runner"] == "exec" and result["cwd"] == started["workdir"]
+    assert "working on {'n': 21}" in Path(started["log_path"]).read_text()
+
+
+def test_the_last_stdout_line_is_the_result_when_no_file_is_written(tmp_path):
+    argv = agent_script(tmp_path, "echo", 'print("noise")\nprint(\'{"answer": 7}\')\n')
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws)
+    assert last_event(ws, task_id, "TaskSucceeded")["result"] == {"answer": 7}
+
+
+def test_a_failing_agent_is_recorded_with_its_exit_code_and_last_line(tmp_path):
+    argv = agent_script(tmp_path, "bad", 'import sys\nprint("step 1")\nsys.exit("disk full")\n')
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws, max_attempts=1)
+    assert status_of(ws, task_id) == "dead"
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert (failed["reason"], failed["exit_code"]) == ("exit_code", 1)
+    assert failed["error"] == "exited with 1: disk full"
+    assert Path(failed["log_path"]).is_file()
+
+
+@pytest.mark.parametrize("kind", ["not executable", "missing"])
+def test_an_agent_that_cannot_start_is_a_spawn_error(tmp_path, kind):
+    target = tmp_path / "agent.sh"
+    if kind == "not executable":
+        target.write_text("#!/bin/sh\necho hi\n")
+        target.chmod(0o644)
+    ws = push_workspace(tmp_path, {"ann": [str(target)]})
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert failed["reason"] == "spawn_error"
+    assert str(target) in failed["error"]
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_a_hanging_agent_and_its_grandchild_are_stopped_at_the_timeout(tmp_path):
+    agents = [{"agentName": "ann", "agentType": "dev", "timeoutSeconds": 1,
+               "command": ["sh", "-c", "echo $$ > pgid; sleep 600 & sleep 600"]}]
+    ws = new_workspace(tmp_path / "home", agents, kill_grace_seconds=0.5)
+    ws.clock = SystemClock()
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert failed["reason"] == "timeout" and failed["error"] == "timed out after 1 s"
+    assert failed["signal"] == signal.SIGTERM  # sh ended on the group's SIGTERM
+    workdir = Path(last_event(ws, task_id, "TaskStarted")["workdir"])
+    pgid = int((workdir / "pgid").read_text())
+    assert wait_for("the agent's process group to be gone", lambda: not group_members(pgid), 10)
+
+
+def test_a_killed_wrapper_is_noticed_and_a_later_attempt_completes(tmp_path):
+    argv = agent_script(tmp_path, "slow_first", """
+        import os, sys, time
+        if os.environ["SCHED_ATTEMPT"] == "1":
+            open("started", "w").close()
+            time.sleep(120)  # the test kills the wrapper long before this ends
+        print('{"attempt": %s}' % os.environ["SCHED_ATTEMPT"])
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv})
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
+    wait_for("attempt 1 to start its agent", lambda: (workdir / "started").exists())
+    wrapper = last_event(ws, sub.task_id, "TaskStarted")["pid"]
+    os.kill(wrapper, signal.SIGKILL)
+    report = wait_for("a tick to notice the dead wrapper", lambda: tick(ws).expired)
+    assert report == [{"task_id": sub.task_id, "agent": "ann", "reason": "wrapper_gone"}]
+    wait_for("attempt 2 to finish", finished(ws, sub.task_id))
+    assert status_of(ws, sub.task_id) == "succeeded"
+    assert last_event(ws, sub.task_id, "TaskSucceeded")["result"] == {"attempt": 2}
+    assert queries.verify_log(ws).ok
+
+
+def test_shell_metacharacters_reach_the_agent_as_inert_data(tmp_path):
+    argv = agent_script(tmp_path, "inert", """
+        import json, os, sys
+        payload = json.load(open(os.environ["SCHED_PAYLOAD_FILE"]))
+        print(json.dumps({"argv": sys.argv[1:], "payload": payload}))
+        """)
+    nasty_queue = "-rf; touch pwned-q"
+    agents = [{"agentName": "--help", "agentType": nasty_queue, "command": [*argv, "{queue}", "{agent}"]}]
+    ws = new_workspace(tmp_path / "home", agents)
+    ws.clock = SystemClock()
+    payload = {"text": "-x $(touch pwned-a) `touch pwned-b`; rm -rf / && echo >pwned-c | cat"}
+    (sub,) = submit(ws, [TaskSpec(queue=nasty_queue, title="$(touch pwned-t)", payload=payload)])
+    tick(ws)
+    wait_for("the task to finish", finished(ws, sub.task_id))
+    result = last_event(ws, sub.task_id, "TaskSucceeded")["result"]
+    assert result == {"argv": [nasty_queue, "--help"], "payload": payload}
+    workdir = Path(last_event(ws, sub.task_id, "TaskStarted")["workdir"])
+    assert not [p for p in tmp_path.rglob("pwned*")], "a metacharacter was interpreted"
+    assert sorted(p.name for p in workdir.iterdir()) == ["agent.log", "payload.json"]
+
+
+def test_the_agent_gets_only_allowlisted_variables_and_its_task(tmp_path):
+    argv = agent_script(tmp_path, "env", "import json, os\nprint(json.dumps(dict(os.environ)))\n")
+    ws = push_workspace(tmp_path, {"ann": argv})
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
+    tick(ws)
+    env = {**os.environ, "SCHED_TEST_SECRET": "hunter2", "AWS_SECRET_ACCESS_KEY": "k"}
+    done = subprocess.run(exec_argv(ws.settings, sub.task_id), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = last_event(ws, sub.task_id, "TaskSucceeded")["result"]
+    assert "SCHED_TEST_SECRET" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen
+    assert seen["PATH"] == os.environ["PATH"]
+    assert seen["SCHED_TASK_ID"] == str(sub.task_id) and seen["SCHED_ATTEMPT"] == "1"
+    assert {"SCHED_QUEUE", "SCHED_AGENT", "SCHED_PAYLOAD_FILE", "SCHED_RESULT_FILE",
+            "SCHED_LEASE_TOKEN"} <= set(seen)
+
+
+def test_the_agent_can_heartbeat_its_own_lease_with_the_token(tmp_path):
+    argv = agent_script(tmp_path, "beat", f"""
+        import json, os, subprocess
+        done = subprocess.run([{sys.executable!r}, "-m", "cli", "worker", "heartbeat",
+                               os.environ["SCHED_TASK_ID"], "--token", os.environ["SCHED_LEASE_TOKEN"],
+                               "--db", os.environ["SCHED_DB"], "--json"],
+                              capture_output=True, text=True, cwd={str(Path.cwd())!r})
+        print(json.dumps({{"rc": done.returncode, "out": done.stdout.strip()}}))
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws)
+    result = last_event(ws, task_id, "TaskSucceeded")["result"]
+    assert result["rc"] == 0 and json.loads(result["out"])["task_id"] == task_id
+    assert "LeaseRenewed" in [r.type for r in queries.show(ws, task_id)[1]]
+
+
+def test_push_agents_do_not_claim(tmp_path):
+    ws = push_workspace(tmp_path, {"ann": ["true"]})
+    with pytest.raises(Exception, match="sched runs its tasks itself"):
+        worker.claim(ws, "ann")
