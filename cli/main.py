@@ -11,12 +11,18 @@ from collections.abc import Sequence
 import typer
 
 from cli import common
+from cli.operator_cmd import (
+    approve_command,
+    cancel_command,
+    pause_command,
+    reject_command,
+    requeue_command,
+    resume_command,
+)
 from cli.scheduling_cmd import (
     exec_command,
-    pause_command,
     rebuild_command,
     replay_command,
-    resume_command,
     run_command,
     status_command,
     tick_command,
@@ -42,6 +48,10 @@ app.command("run")(run_command)
 app.command("exec")(exec_command)
 app.command("pause")(pause_command)
 app.command("resume")(resume_command)
+app.command("requeue")(requeue_command)
+app.command("cancel")(cancel_command)
+app.command("approve")(approve_command)
+app.command("reject")(reject_command)
 app.add_typer(agents_app, name="agents")
 app.add_typer(config_app, name="config")
 app.add_typer(worker_app, name="worker")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
 from eventlog.errors import BadInput
-from scheduler import operator, queries
+from scheduler import queries
 from scheduler.daemon import run_daemon
 from scheduler.exec import exec_task
 from scheduler.tick import tick
@@ -52,11 +52,11 @@ def status_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
         emit_json(doc)
         return
     out = console()
-    queues = Table("queue", "queued", "assigned", "running", "succeeded", "dead",
-                   title="queues")
+    columns = ("awaiting_approval", "blocked", "queued", "assigned", "running", "succeeded",
+               "dead", "cancelled")
+    queues = Table("queue", "approval", *columns[1:], title="queues")
     for name, c in doc["queues"].items():
-        queues.add_row(name, str(c["queued"]), str(c["assigned"]), str(c["running"]),
-                       str(c["succeeded"]), str(c["dead"]))
+        queues.add_row(name, *(str(c[k]) for k in columns))
     out.print(queues)
     agents = Table("agent", "type", "capacity", "assigned", "running", "free", title="agents")
     for name, a in doc["agents"].items():
@@ -127,35 +127,6 @@ def run_command(
         raise BadInput("--interval must be greater than 0")
     ws.db  # noqa: B018 - fail now, with one line, if the database is missing
     raise typer.Exit(run_daemon(ws, every, message))
-
-
-def pause_command(
-    by: Annotated[str | None, typer.Option(help="Who pauses (default $USER).")] = None,
-    reason: Annotated[str | None, typer.Option(help="Why, shown by status.")] = None,
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
-) -> None:
-    """Stop assigning work (leases still expire; running agents go on)."""
-    changed = operator.pause(workspace(home, db), by or os.environ.get("USER") or "operator", reason)
-    if json_out:
-        emit_json({"paused": True, "changed": changed})
-    else:
-        message("paused" if changed else "already paused")
-
-
-def resume_command(
-    by: Annotated[str | None, typer.Option(help="Who resumes (default $USER).")] = None,
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
-) -> None:
-    """Assign work again after `sched pause` (a stop file still stops it while present)."""
-    ws = workspace(home, db)
-    changed = operator.resume(ws, by or os.environ.get("USER") or "operator")
-    if json_out:
-        emit_json({"paused": ws.stop_file.exists(), "changed": changed,
-                   "stop_file": ws.stop_file.exists()})
-        return
-    message("resumed" if changed else "was not paused")
-    if ws.stop_file.exists():
-        message(f"note: {ws.stop_file} exists; remove it to let ticks assign work")
 
 
 def exec_command(

@@ -21,7 +21,7 @@ from cli.common import (
 )
 from eventlog.errors import BadInput
 from scheduler import queries
-from scheduler.submit import parse_spec, read_batch, submit
+from scheduler.submit import parse_duration, parse_spec, read_batch, submit
 
 
 def submit_command(
@@ -34,8 +34,14 @@ def submit_command(
         help="Attempts before dead-lettering (default: setting max_attempts).")] = None,
     not_before: Annotated[str | None, typer.Option(
         help="Do not start before this ISO time, with offset (2026-01-01T09:00:00+00:00).")] = None,
+    delay: Annotated[str | None, typer.Option(
+        help="Do not start before this long from now: 90s, 10m, 2h, 1d.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="A second submit with the same key returns the first task.")] = None,
+    after: Annotated[list[int] | None, typer.Option(
+        "--after", help="Run only after this task succeeds (repeatable).")] = None,
+    requires_approval: Annotated[bool, typer.Option(
+        "--requires-approval", help="Wait for `sched approve` before joining the queue.")] = False,
     file: Annotated[Path | None, typer.Option(
         "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
@@ -44,8 +50,13 @@ def submit_command(
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
     ws = workspace(home, db, agents)
     if file is not None:
-        if queue or title:
-            raise BadInput("--file cannot be combined with --queue/--title")
+        given = [flag for flag, value in (
+            ("--queue", queue), ("--title", title), ("--priority", priority), ("--assignee", assignee),
+            ("--payload", payload), ("--max-attempts", max_attempts), ("--not-before", not_before),
+            ("--delay", delay), ("--idempotency-key", idempotency_key), ("--after", after),
+            ("--requires-approval", requires_approval)) if value]
+        if given:
+            raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
         batch = read_batch(file)
         results = submit(ws, [spec for _, spec in batch], [where for where, _ in batch])
         ids = [r.task_id for r in results]
@@ -57,9 +68,14 @@ def submit_command(
         return
     if not queue or not title:
         raise BadInput("submit needs --queue and --title (or --file)")
+    if delay is not None:
+        if not_before is not None:
+            raise BadInput("give --delay or --not-before, not both")
+        not_before = (ws.clock.now() + parse_duration(delay)).isoformat()
     raw = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
            "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
-           "not_before": not_before, "idempotency_key": idempotency_key}
+           "not_before": not_before, "idempotency_key": idempotency_key,
+           "requires_approval": requires_approval, "after": after or []}
     (result,) = submit(ws, [parse_spec(raw, "submit")])
     if json_out:
         emit_json({"task_id": result.task_id, "created": result.created})
@@ -81,7 +97,7 @@ def tasks_command(
     table = Table("id", "queue", "status", "prio", "agent", "attempt", "title")
     for t in found:
         table.add_row(str(t.task_id), t.queue, t.status, str(t.priority), t.agent or "-",
-                      f"{t.attempt}/{t.max_attempts}", t.title)
+                      f"{t.attempt - t.attempt_floor}/{t.max_attempts}", t.title)
     console().print(table)
 
 

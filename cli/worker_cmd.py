@@ -55,11 +55,13 @@ def claim_command(
 def heartbeat_command(task_id: TaskArg, token: TokenOpt, json_out: JsonOpt = False,
                       db: DbOpt = None, home: HomeOpt = None) -> None:
     """Extend the lease of the current attempt."""
-    expires = to_text(worker.heartbeat(workspace(home, db), task_id, token))
+    beat = worker.heartbeat(workspace(home, db), task_id, token)
+    expires = to_text(beat.lease_expires_at)
     if json_out:
-        emit_json({"task_id": task_id, "lease_expires_at": expires})
+        emit_json({"task_id": task_id, "lease_expires_at": expires, "cancel": beat.cancel})
     else:
-        message(f"task {task_id}: lease until {expires}")
+        message(f"task {task_id}: lease until {expires}"
+                + ("; CANCELLED: stop and report `sched worker fail`" if beat.cancel else ""))
 
 
 @worker_app.command("complete")

@@ -20,7 +20,7 @@ TaskId = Annotated[int, Field(ge=1)]
 FailureReason = Literal[
     "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported"
 ]
-RequeueReason = Literal["not_started", "failed", "lease_expired"]
+RequeueReason = Literal["not_started", "failed", "lease_expired", "operator"]
 
 
 class Event(BaseModel):
@@ -51,6 +51,7 @@ class TaskSubmitted(Event):
     not_before: AwareDatetime | None = None
     idempotency_key: str | None = None
     requires_approval: bool = False
+    after: tuple[TaskId, ...] = ()  # tasks that must succeed before this one may start
 
 
 class TaskAssigned(Event):
@@ -126,7 +127,9 @@ class TaskFailed(Event):
 
 class TaskRequeued(Event):
     """The task went back to its queue: an assignment not started in time (no attempt
-    used), or a failed or expired attempt with attempts left."""
+    used), a failed or expired attempt with attempts left (after `not_before`, the
+    backoff drawn when it failed), or an operator's requeue of a dead task (with fresh
+    attempts)."""
 
     type: Literal["TaskRequeued"] = "TaskRequeued"
     task_id: TaskId
@@ -144,6 +147,42 @@ class TaskDeadLettered(Event):
     errors: tuple[str, ...] = ()
 
 
+class TaskApproved(Event):
+    """Someone approved a task that waited for approval: it joins its queue."""
+
+    type: Literal["TaskApproved"] = "TaskApproved"
+    task_id: TaskId
+    by: str
+
+
+class TaskRejected(Event):
+    """Someone rejected a task that waited for approval: it ends, cancelled (final)."""
+
+    type: Literal["TaskRejected"] = "TaskRejected"
+    task_id: TaskId
+    by: str
+    reason: str | None = None
+
+
+class TaskCancelRequested(Event):
+    """Cancel was asked of a running task: its runner learns it at the next heartbeat."""
+
+    type: Literal["TaskCancelRequested"] = "TaskCancelRequested"
+    task_id: TaskId
+    by: str
+    reason: str | None = None
+
+
+class TaskCancelled(Event):
+    """The task was cancelled (final): at once if it was not running, else once its
+    running attempt ended."""
+
+    type: Literal["TaskCancelled"] = "TaskCancelled"
+    task_id: TaskId
+    by: str
+    reason: str | None = None
+
+
 class AgentRecord(BaseModel):
     """One agent as the control file declared it when `AgentsConfigured` was recorded."""
 
@@ -155,6 +194,7 @@ class AgentRecord(BaseModel):
     enabled: bool = True
     command: tuple[str, ...] | None = None
     timeout_seconds: float | None = None  # an exec run longer than this is stopped
+    non_retryable_exit_codes: tuple[int, ...] = ()  # exit codes that dead-letter at once
 
 
 class AgentsConfigured(Event):
@@ -191,6 +231,10 @@ AnyEvent = Annotated[
     | TaskFailed
     | TaskRequeued
     | TaskDeadLettered
+    | TaskApproved
+    | TaskRejected
+    | TaskCancelRequested
+    | TaskCancelled
     | AgentsConfigured
     | SchedulerPaused
     | SchedulerResumed,
@@ -210,6 +254,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskFailed,
         TaskRequeued,
         TaskDeadLettered,
+        TaskApproved,
+        TaskRejected,
+        TaskCancelRequested,
+        TaskCancelled,
         AgentsConfigured,
         SchedulerPaused,
         SchedulerResumed,

@@ -6,9 +6,11 @@
 2. The daemon (`sched run`) starts; 32 tasks are submitted in one transaction.
 3. The daemon's ticks start each agent through `sched exec`; failures are retried on
    another agent where there is one, and end in the dead-letter queue when their
-   attempts are used up. Meanwhile this script acts as the pull worker
+   attempts are used up (after a short jittered backoff, set in the demo's sched.toml).
+   Meanwhile this script acts as the pull worker
    (`sched worker claim/complete`). Progress is shown live.
-4. SIGTERM stops the daemon; `status`, the dead letters, one failure's history and
+4. The file behind one dead task is fixed and the task requeued with fresh attempts.
+5. SIGTERM stops the daemon; `status`, the dead letters, one failure's history and
    `replay --verify` close the demo. Every step is a real `sched` call.
 """
 
@@ -129,6 +131,8 @@ def main() -> None:
         say(f"a fresh workspace in {work}")
         sched(env, "init")
         (work / "agent-control.json").write_text(json.dumps(FLEET, indent=2))
+        # short backoffs, so retries happen within the demo (the defaults start at 30 s)
+        (work / "sched.toml").write_text("backoff_base_seconds = 1\nbackoff_max_seconds = 4\n")
         print(sched(env, "agents", "validate"), end="")
         print(sched(env, "agents", "list"), end="")
 
@@ -143,6 +147,12 @@ def main() -> None:
             ids = json.loads(sched(env, "submit", "--file", str(batch), "--json"))["task_ids"]
             print(f"submitted tasks {ids[0]}..{ids[-1]}")
             say("agents at work (live)")
+            watch(env, len(tasks))
+            dead = json.loads(sched(env, "tasks", "--status", "dead", "--json"))["tasks"]
+            broken = next(t for t in dead if t["title"] == "compile broken.py")
+            say(f"fix broken.py and put task {broken['task_id']} back (sched requeue)")
+            Path(broken["payload"]["file"]).write_text("def fixed():\n    return 1\n")
+            print(sched(env, "requeue", str(broken["task_id"]), "--json"), end="")
             watch(env, len(tasks))
         finally:
             daemon.send_signal(signal.SIGTERM)

@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from eventlog.events import AgentsConfigured, SchedulerPaused, SchedulerResumed
+from eventlog.events import AgentsConfigured, SchedulerPaused, SchedulerResumed, TaskSubmitted
 from eventlog.store import Recorded
 from projections.fold import (
     evolve_agent_load,
     evolve_fleet,
     evolve_task,
+    follow_parent,
+    link_after,
     load_changes,
     pause_state,
     unknown_agent,
@@ -49,15 +51,30 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
     else:
         before = state.get_task(event.task_id)  # type: ignore[attr-defined]
         after = evolve_task(before, event, rec.seq, rec.recorded_at)
-        state.put_task(after)
-        for name, counter, delta in load_changes(before, after):
-            agent = state.get_agent(name) or unknown_agent(name, after.queue)
-            state.put_agent(evolve_agent_load(agent, counter, delta))
-        if before is None or before.status != after.status:
-            if before is not None:
-                state.bump_count(before.queue, before.status, -1)
-            state.bump_count(after.queue, after.status, +1)
+        if isinstance(event, TaskSubmitted) and event.after:
+            parents = [p for p in map(state.get_task, event.after) if p is not None]
+            after, linked = link_after(after, parents)
+            for parent in linked:
+                put_task(state, parent, parent)
+        put_task(state, before, after)
+        if before is not None and before.status != after.status:
+            for child_id in after.blocks:
+                child = state.get_task(child_id)
+                if child is not None:
+                    put_task(state, child, follow_parent(after, child))
     state.set_meta("last_seq", str(rec.seq))
+
+
+def put_task(state: ProjectionState, before: TaskView | None, after: TaskView) -> None:
+    """Store a task's new view, moving agent load and queue counts with its status."""
+    state.put_task(after)
+    for name, counter, delta in load_changes(before, after):
+        agent = state.get_agent(name) or unknown_agent(name, after.queue)
+        state.put_agent(evolve_agent_load(agent, counter, delta))
+    if before is None or before.status != after.status:
+        if before is not None:
+            state.bump_count(before.queue, before.status, -1)
+        state.bump_count(after.queue, after.status, +1)
 
 
 @dataclass

@@ -6,7 +6,7 @@ No I/O, no clock: every input is an argument, every output a new value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from eventlog.errors import CorruptLog
@@ -17,16 +17,20 @@ from eventlog.events import (
     LeaseRenewed,
     SchedulerPaused,
     SchedulerResumed,
+    TaskApproved,
     TaskAssigned,
+    TaskCancelled,
+    TaskCancelRequested,
     TaskDeadLettered,
     TaskFailed,
+    TaskRejected,
     TaskRequeued,
     TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
 )
 from eventlog.timeutil import to_text
-from projections.views import HOLDING_STATUSES, AgentView, TaskView
+from projections.views import FINAL_STATUSES, HOLDING_STATUSES, AgentView, TaskView
 
 
 def canonical_json(value: object) -> str:
@@ -41,10 +45,11 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             priority=event.priority, assignee=event.assignee,
             payload=canonical_json(event.payload),
             status="awaiting_approval" if event.requires_approval else "queued",
-            attempt=0, max_attempts=event.max_attempts, agent=None,
+            attempt=0, attempt_floor=0, max_attempts=event.max_attempts, agent=None,
             not_before=to_text(event.not_before) if event.not_before else None,
             deadline=None, token_hash=None, pid=None, host=None, log_path=None,
-            excluded=(), last_error=None,
+            excluded=(), cancelling=False, waiting_on=(), blocks=(), doomed_by=None,
+            last_error=None,
             idempotency_key=event.idempotency_key, submitted_seq=seq,
             submitted_at=at, updated_at=at,
         )
@@ -67,12 +72,23 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return _attempt_failed(task, event.agent, event.error, at)
         case TaskSucceeded():
             return replace(task, status="succeeded", agent=None, deadline=None,
-                           token_hash=None, pid=None, host=None, updated_at=at)
+                           token_hash=None, pid=None, host=None, cancelling=False, updated_at=at)
+        case TaskRequeued(reason="operator"):
+            return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
+                           pid=None, host=None, not_before=None, attempt_floor=task.attempt,
+                           excluded=(), updated_at=at)
         case TaskRequeued():
             return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None,
                            not_before=to_text(event.not_before) if event.not_before else None,
                            updated_at=at)
+        case TaskApproved():
+            return replace(task, status="blocked" if task.waiting_on else "queued", updated_at=at)
+        case TaskRejected() | TaskCancelled():
+            return replace(task, status="cancelled", agent=None, deadline=None, token_hash=None,
+                           pid=None, host=None, cancelling=False, updated_at=at)
+        case TaskCancelRequested():
+            return replace(task, cancelling=True, updated_at=at)
         case TaskDeadLettered():
             return replace(task, status="dead", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None, updated_at=at)
@@ -83,6 +99,35 @@ def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView
     excluded = task.excluded if agent in task.excluded else (*task.excluded, agent)
     return replace(task, status="failed", agent=None, deadline=None, token_hash=None,
                    pid=None, host=None, excluded=excluded, last_error=error, updated_at=at)
+
+
+def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, list[TaskView]]:
+    """A newly submitted task and the tasks it runs after: it waits on those not yet
+    succeeded (blocked, unless it first waits for approval) and each of those records
+    that it blocks the new task."""
+    waiting = tuple(p.task_id for p in parents if p.status != "succeeded")
+    doomed = next((p.task_id for p in parents if p.status in ("dead", "cancelled")), None)
+    status = "blocked" if waiting and child.status == "queued" else child.status
+    linked = replace(child, waiting_on=waiting, doomed_by=doomed, status=status)
+    return linked, [replace(p, blocks=(*p.blocks, child.task_id)) for p in parents
+                    if p.task_id in waiting]
+
+
+def follow_parent(parent: TaskView, child: TaskView) -> TaskView:
+    """A task after a task it runs after changed status: released when that one
+    succeeded, doomed while it is dead or cancelled."""
+    if parent.task_id not in child.waiting_on or child.status in FINAL_STATUSES:
+        return child
+    if parent.status == "succeeded":
+        waiting = tuple(t for t in child.waiting_on if t != parent.task_id)
+        status = "queued" if child.status == "blocked" and not waiting else child.status
+        doomed = None if child.doomed_by == parent.task_id else child.doomed_by
+        return replace(child, waiting_on=waiting, status=status, doomed_by=doomed)
+    if parent.status in ("dead", "cancelled"):
+        return replace(child, doomed_by=child.doomed_by or parent.task_id)
+    if child.doomed_by == parent.task_id:  # requeued by an operator: there is hope again
+        return replace(child, doomed_by=None)
+    return child
 
 
 def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, str, int]]:
@@ -127,6 +172,7 @@ def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[
             configured=True,
             command=canonical_json(list(spec.command)) if spec.command is not None else None,
             timeout_seconds=spec.timeout_seconds,
+            non_retryable_exit_codes=canonical_json(list(spec.non_retryable_exit_codes)),
             assigned=prior.assigned if prior else 0, running=prior.running if prior else 0,
         ))
     for name, prior in old.items():

@@ -5,10 +5,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 
+from sqlalchemy import delete, func, inspect, select
+from sqlmodel import Session
+
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import first_broken_link
 from projections.apply import MemoryProjection, apply, fold
 from projections.sql import SqlProjection
+from projections.tables import PROJECTION_SCHEMA, ProjectionSchemaRow, create_tables, drop_tables
+
+
+def stored_schema(session: Session) -> int | None:
+    """The projection schema version recorded in the database (None if never)."""
+    if not inspect(session.connection()).has_table("projection_schema"):
+        return None
+    return session.execute(select(func.max(ProjectionSchemaRow.version))).scalar()
+
+
+def ensure_current(session: Session, progress: Callable[[int], None] | None = None) -> bool:
+    """Inside a write transaction: if the projection tables have another shape than
+    this code's, drop them, create them anew and replay the log into them. Returns
+    whether it rebuilt."""
+    if stored_schema(session) == PROJECTION_SCHEMA:
+        return False
+    connection = session.connection()
+    drop_tables(connection)
+    create_tables(connection)
+    rebuild(SqliteStore(session), SqlProjection(session), progress)
+    session.execute(delete(ProjectionSchemaRow))
+    session.add(ProjectionSchemaRow(version=PROJECTION_SCHEMA))
+    session.flush()
+    return True
 
 
 def rebuild(log: SqliteStore, views: SqlProjection,

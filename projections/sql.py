@@ -15,6 +15,7 @@ from projections.tables import PROJECTION_TABLES, AgentRow, MetaRow, QueueCountR
 from projections.views import AgentView, TaskView
 
 _TASK_FIELDS = [f.name for f in fields(TaskView)]
+_TUPLE_FIELDS = ("excluded", "waiting_on", "blocks")  # stored as JSON lists
 _AGENT_FIELDS = [f.name for f in fields(AgentView)]
 _TASK_COLUMNS = [getattr(TaskRow, name) for name in _TASK_FIELDS]
 _AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
@@ -22,7 +23,9 @@ _AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
 
 def task_from_row(row: Iterable[object]) -> TaskView:
     values = dict(zip(_TASK_FIELDS, row, strict=True))
-    values["excluded"] = tuple(json.loads(values["excluded"]))  # type: ignore[arg-type]
+    for name in _TUPLE_FIELDS:
+        values[name] = tuple(json.loads(values[name]))  # type: ignore[arg-type]
+    values["cancelling"] = bool(values["cancelling"])  # SQLite stores booleans as 0/1
     return TaskView(**values)  # type: ignore[arg-type]
 
 
@@ -33,8 +36,8 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
 
 
 def _task_params(task: TaskView) -> tuple[object, ...]:
-    return tuple(json.dumps(list(task.excluded)) if name == "excluded" else getattr(task, name)
-                 for name in _TASK_FIELDS)
+    return (*(json.dumps(list(getattr(task, name))) if name in _TUPLE_FIELDS else getattr(task, name)
+              for name in _TASK_FIELDS), len(task.blocks))
 
 
 def _agent_params(agent: AgentView) -> tuple[object, ...]:
@@ -47,11 +50,12 @@ def _upsert_sql(table: str, names: list[str], keys: list[str]) -> str:
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
 
 
-_UPSERT_TASK = _upsert_sql("tasks", _TASK_FIELDS, ["task_id"])
+_UPSERT_TASK = _upsert_sql("tasks", [*_TASK_FIELDS, "unblocks"], ["task_id"])
 _UPSERT_AGENT = _upsert_sql("agents", _AGENT_FIELDS, ["name"])
 _UPSERT_META = _upsert_sql("projection_meta", ["key", "value"], ["key"])
 _BUMP_COUNT = ("INSERT INTO queue_counts (queue, status, count) VALUES (?, ?, ?) "
                "ON CONFLICT (queue, status) DO UPDATE SET count = count + excluded.count")
+PICK_ORDER = (TaskRow.priority.desc(), TaskRow.unblocks.desc(), TaskRow.task_id)
 _SELECT_TASK = f"SELECT {', '.join(_TASK_FIELDS)} FROM tasks WHERE task_id = ?"
 
 
@@ -174,7 +178,15 @@ class SqlProjection:
             query = query.where(TaskRow.status == status)
         if agent is not None:
             query = query.where(TaskRow.agent == agent)
-        query = query.order_by(TaskRow.priority.desc(), TaskRow.task_id).limit(limit)
+        query = query.order_by(*PICK_ORDER).limit(limit)
+        return [task_from_row(r) for r in self.session.execute(query)]
+
+    def doomed(self, limit: int) -> list[TaskView]:
+        """Tasks waiting on a task that ended dead or cancelled (they can never run)."""
+        self.flush()
+        query = (select(*_TASK_COLUMNS).where(TaskRow.doomed_by.is_not(None),
+                                               TaskRow.status.in_(("awaiting_approval", "blocked")))
+                 .order_by(TaskRow.task_id).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 
     def overdue(self, now: str, limit: int) -> list[TaskView]:
@@ -201,6 +213,6 @@ class SqlProjection:
         who = TaskRow.assignee.is_(None) if assignee is None else TaskRow.assignee == assignee
         query = (select(*_TASK_COLUMNS)
                  .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
-                 .order_by(TaskRow.priority.desc(), TaskRow.task_id).limit(limit))
+                 .order_by(*PICK_ORDER).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, Index, text
+from sqlalchemy import Connection, Engine, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -14,7 +14,8 @@ class TaskRow(SQLModel, table=True):
     __table_args__ = (
         # priority DESC, task_id ASC: the pick order, so the top candidates are read
         # straight off the index with no sort over the backlog
-        Index("ix_tasks_pick", "queue", "status", "assignee", text("priority DESC"), "task_id"),
+        Index("ix_tasks_pick", "queue", "status", "assignee", text("priority DESC"),
+              text("unblocks DESC"), "task_id"),
         Index("ix_tasks_deadline", "status", "deadline"),
         Index("ix_tasks_agent", "agent", "status"),
         Index("ix_tasks_idempotency", "idempotency_key"),
@@ -28,6 +29,7 @@ class TaskRow(SQLModel, table=True):
     payload: str
     status: str
     attempt: int
+    attempt_floor: int = 0
     max_attempts: int
     agent: str | None = None
     not_before: str | None = None
@@ -37,6 +39,11 @@ class TaskRow(SQLModel, table=True):
     host: str | None = None
     log_path: str | None = None
     excluded: str  # JSON list of agent names
+    cancelling: bool = False
+    waiting_on: str = "[]"  # JSON list of task ids
+    blocks: str = "[]"  # JSON list of task ids
+    unblocks: int = 0  # len(blocks), for the pick order
+    doomed_by: int | None = Field(default=None, index=True)
     last_error: str | None = None
     idempotency_key: str | None = None
     submitted_seq: int
@@ -56,6 +63,7 @@ class AgentRow(SQLModel, table=True):
     configured: bool
     command: str | None = None
     timeout_seconds: float | None = None
+    non_retryable_exit_codes: str = "[]"
     assigned: int = 0
     running: int = 0
 
@@ -80,10 +88,27 @@ class MetaRow(SQLModel, table=True):
     value: str
 
 
+class ProjectionSchemaRow(SQLModel, table=True):
+    """Which shape of the projection tables this database holds. When the code's
+    `PROJECTION_SCHEMA` differs, the tables are dropped and rebuilt from the log: they
+    are derived, so a new shape needs no migration, only a replay."""
+
+    __tablename__ = "projection_schema"
+
+    version: int = Field(primary_key=True)
+
+
+# Bump whenever a projection table or the meaning of a column changes.
+PROJECTION_SCHEMA = 1
+
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      MetaRow.__table__]
 
 
-def create_tables(engine: Engine) -> None:
+def create_tables(bind: Engine | Connection) -> None:
     """Create the projection tables if they are missing."""
-    SQLModel.metadata.create_all(engine, tables=PROJECTION_TABLES)
+    SQLModel.metadata.create_all(bind, tables=[*PROJECTION_TABLES, ProjectionSchemaRow.__table__])
+
+
+def drop_tables(bind: Engine | Connection) -> None:
+    SQLModel.metadata.drop_all(bind, tables=PROJECTION_TABLES)

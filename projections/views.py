@@ -7,15 +7,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 Status = Literal[
-    "awaiting_approval", "queued", "assigned", "running", "failed", "succeeded", "dead"
+    "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
+    "cancelled",
 ]
 STATUSES: tuple[str, ...] = (
-    "awaiting_approval", "queued", "assigned", "running", "failed", "succeeded", "dead"
+    "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
+    "cancelled",
 )
 # "failed" only lives inside one transaction: every TaskFailed or LeaseExpired is
 # appended together with the TaskRequeued or TaskDeadLettered that follows it.
 VISIBLE_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s != "failed")
-FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead"})
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead", "cancelled"})
 HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
 
 
@@ -30,7 +32,8 @@ class TaskView:
     assignee: str | None
     payload: str  # canonical JSON text
     status: str
-    attempt: int  # attempts started so far
+    attempt: int  # attempts started so far (numbers stay unique across requeues)
+    attempt_floor: int  # attempts started before the last operator requeue
     max_attempts: int
     agent: str | None  # holder while assigned or running
     not_before: str | None
@@ -40,6 +43,10 @@ class TaskView:
     host: str | None
     log_path: str | None  # output of the last exec attempt
     excluded: tuple[str, ...]  # agents whose attempt failed or expired
+    cancelling: bool  # cancel asked while running; the runner learns it at its heartbeat
+    waiting_on: tuple[int, ...]  # tasks it runs after that have not succeeded yet
+    blocks: tuple[int, ...]  # tasks that run after this one
+    doomed_by: int | None  # a task it runs after that ended dead or cancelled
     last_error: str | None
     idempotency_key: str | None
     submitted_seq: int
@@ -58,6 +65,7 @@ class AgentView:
     configured: bool  # still in the current control file
     command: str | None  # JSON argv, or None for a pull worker
     timeout_seconds: float | None = None  # exec runs longer than this are stopped
+    non_retryable_exit_codes: str = "[]"  # JSON list: exit codes that dead-letter at once
     assigned: int = 0
     running: int = 0
 

@@ -69,6 +69,7 @@ class Attempt:
     env: dict[str, str]
     timeout: float
     log_path: Path
+    non_retryable: frozenset[int] = frozenset()  # exit codes that dead-letter at once
     reap_orphans: bool = False  # the wrapper is subreaper of the agent's descendants
 
     @property
@@ -119,7 +120,8 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
     }
     return Attempt(task_id, attempt, token, argv, workdir, task.payload,
                    child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
-                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path)
+                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path,
+                   frozenset(json.loads(agent.non_retryable_exit_codes)))
 
 
 def _prctl(option: int, value: int) -> None:
@@ -209,13 +211,13 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
         status = worker.fail(ws, task_id, token, f"cannot start {attempt.argv[0]!r}: {e.strerror or e}",
                              reason="spawn_error", log_path=log)
         return Outcome(status, f"spawn error: {e}")
-    returncode, timed_out = _supervise(ws, attempt, child)
+    returncode, ending = _supervise(ws, attempt, child)
     stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)  # nothing outlives it
     if returncode is None:
         return Outcome("lost", "lease lost: the task was taken back while it ran")
     for remaining in range(REPORT_TRIES - 1, -1, -1):
         try:
-            return _report(ws, attempt, returncode, timed_out)
+            return _report(ws, attempt, returncode, ending)
         except TokenRejected as e:
             return Outcome("lost", e.message)
         except DatabaseBusy:  # the outcome is worth another wait for the write lock
@@ -224,9 +226,10 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
     raise AssertionError("unreachable")
 
 
-def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes]) -> tuple[int | None, bool]:
+def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes]) -> tuple[int | None, str]:
     """Wait for the agent, renewing the lease every third of its length; stop the group
-    on timeout. Returns (exit status, timed out); status None if the lease was lost."""
+    on timeout or when a heartbeat says the task was cancelled. Returns (exit status,
+    how it ended: "exit", "timeout" or "cancelled"); status None if the lease was lost."""
     started = time.monotonic()
     beat_every = ws.settings.lease_seconds / 3
     next_beat = started + beat_every
@@ -234,27 +237,35 @@ def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes]) 
         now = time.monotonic()
         until = min(next_beat, started + attempt.timeout)
         try:
-            return child.wait(timeout=max(until - now, 0.0)), False
+            return child.wait(timeout=max(until - now, 0.0)), "exit"
         except subprocess.TimeoutExpired:
             pass
         if time.monotonic() >= started + attempt.timeout:
             stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            return child.wait(), True
+            return child.wait(), "timeout"
         try:
-            worker.heartbeat(ws, attempt.task_id, attempt.token)
+            beat = worker.heartbeat(ws, attempt.task_id, attempt.token)
         except TokenRejected:  # the task was taken back: this run no longer counts
             stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
             child.wait()
-            return None, False
+            return None, "lost"
         except DatabaseBusy:  # a long writer held the lock: try again soon, the lease has slack
             next_beat = time.monotonic() + min(beat_every, 1.0)
             continue
+        if beat.cancel:
+            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
+            return child.wait(), "cancelled"
         next_beat = time.monotonic() + beat_every
 
 
-def _report(ws: Workspace, attempt: Attempt, returncode: int, timed_out: bool) -> Outcome:
+def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str) -> Outcome:
     task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
-    if timed_out:
+    if ending == "cancelled":
+        status = worker.fail(ws, task_id, token, "cancelled while running: stopped",
+                             reason="cancelled", retry=False,
+                             signal=-returncode if returncode < 0 else None, log_path=log)
+        return Outcome(status, "cancelled")
+    if ending == "timeout":
         status = worker.fail(ws, task_id, token, f"timed out after {attempt.timeout:g} s",
                              reason="timeout", signal=-returncode if returncode < 0 else None,
                              log_path=log)
@@ -275,7 +286,8 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int, timed_out: bool) -
                              reason="exit_code", signal=-returncode, log_path=log)
         return Outcome(status, name)
     status = worker.fail(ws, task_id, token, f"exited with {returncode}" + (f": {last}" if last else ""),
-                         reason="exit_code", exit_code=returncode, log_path=log)
+                         reason="exit_code", exit_code=returncode, log_path=log,
+                         retry=returncode not in attempt.non_retryable)
     return Outcome(status, f"exit {returncode}")
 
 

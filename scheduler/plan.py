@@ -23,9 +23,10 @@ class PlanPolicy:
     start_deadline_seconds: float = 120.0
 
 
-def pick_order(task: TaskView) -> tuple[int, int]:
-    """Sort key: higher priority first, then earlier submission."""
-    return (-task.priority, task.submitted_seq)
+def pick_order(task: TaskView) -> tuple[int, int, int]:
+    """Sort key: higher priority first, then the task that unblocks more others, then
+    earlier submission."""
+    return (-task.priority, -len(task.blocks), task.submitted_seq)
 
 
 def is_ready(task: TaskView, now_text: str) -> bool:

@@ -1,25 +1,68 @@
-"""What happens after an attempt ends badly: back to the queue, or to the dead letters."""
+"""What happens after an attempt ends badly: back to the queue after a backoff, or to
+the dead letters. Pure: the random draw for the jitter is an argument."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from eventlog.events import Event, LeaseExpired, TaskDeadLettered, TaskFailed, TaskRequeued
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventlog.events import (
+    Event,
+    LeaseExpired,
+    TaskCancelled,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskRequeued,
+)
 from projections.views import TaskView
 
 
-def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired,
+class QueuePolicy(BaseModel):
+    """Retry and flow-control policy of one queue: `[queues.NAME]` in sched.toml, each
+    key defaulting to the top-level setting of the same name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_base_seconds: float = Field(default=30.0, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
+    backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    max_queue_depth: int = Field(default=10_000, ge=1)
+
+
+def backoff_cap(attempts_used: int, policy: QueuePolicy) -> float:
+    """The largest delay before the next attempt: exponential in the attempts used."""
+    return min(policy.backoff_max_seconds,
+               policy.backoff_base_seconds * policy.backoff_factor ** max(attempts_used - 1, 0))
+
+
+def backoff_delay(attempts_used: int, policy: QueuePolicy, draw: float) -> float:
+    """Full jitter: a delay uniform in [0, cap), from `draw` uniform in [0, 1)."""
+    return draw * backoff_cap(attempts_used, policy)
+
+
+def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired, now: datetime,
+                   policy: QueuePolicy, draw: float,
                    earlier_errors: Sequence[str] = ()) -> list[Event]:
     """The events that record `failure` of the running attempt of `task` and its
-    consequence: requeued while attempts remain and the failure may be retried,
-    dead-lettered otherwise (with the history of errors)."""
+    consequence: requeued after a jittered backoff while attempts remain and the failure
+    may be retried, dead-lettered otherwise (with the history of errors). The delay is
+    stored in the event, so replaying never draws again."""
+    if task.cancelling:  # the attempt ended one way or another: the cancel completes
+        return [failure, TaskCancelled(task_id=task.task_id, by="sched",
+                                       reason="cancel requested while it ran")]
     if isinstance(failure, LeaseExpired):
         error, retryable, requeue_reason = "lease expired", True, "lease_expired"
     else:
         error, retryable, requeue_reason = failure.error, failure.retryable, "failed"
-    if retryable and task.attempt < task.max_attempts:
-        return [failure, TaskRequeued(task_id=task.task_id, reason=requeue_reason)]
-    why = (f"attempts used up ({task.attempt} of {task.max_attempts})" if retryable
+    used = task.attempt - task.attempt_floor
+    if retryable and used < task.max_attempts:
+        delay = backoff_delay(used, policy, draw)
+        return [failure, TaskRequeued(task_id=task.task_id, reason=requeue_reason,
+                                      not_before=now + timedelta(seconds=delay))]
+    why = (f"attempts used up ({used} of {task.max_attempts})" if retryable
            else "failure marked not retryable")
     return [failure, TaskDeadLettered(task_id=task.task_id, reason=why,
                                       errors=(*earlier_errors, error))]

@@ -34,6 +34,7 @@ class AgentSpec(BaseModel):
     enabled: bool = True
     command: list[str] | None = None
     timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0)
+    non_retryable_exit_codes: list[int] = Field(default=[], alias="nonRetryableExitCodes")
 
     @field_validator("command")
     @classmethod
@@ -46,7 +47,8 @@ class AgentSpec(BaseModel):
         return AgentRecord(name=self.name, type=self.type, capacity=self.capacity,
                            enabled=self.enabled,
                            command=tuple(self.command) if self.command is not None else None,
-                           timeout_seconds=self.timeout_seconds)
+                           timeout_seconds=self.timeout_seconds,
+                           non_retryable_exit_codes=tuple(self.non_retryable_exit_codes))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventlog.errors import BadInput
+from scheduler.policy import QueuePolicy
 
 ENV_PREFIX = "SCHED_"
 
@@ -39,6 +40,14 @@ class Settings(BaseSettings):
         default="NORMAL", description="SQLite durability: FULL survives power loss")
     busy_timeout_ms: int = Field(default=30_000, ge=0,
                                  description="how long a writer waits for the write lock")
+    backoff_base_seconds: float = Field(
+        default=30.0, ge=0, description="retry delay cap after the first failed attempt")
+    backoff_factor: float = Field(default=2.0, ge=1, description="growth of the delay cap per attempt")
+    backoff_max_seconds: float = Field(default=3600.0, ge=0, description="largest retry delay")
+    max_queue_depth: int = Field(
+        default=10_000, ge=1, description="open tasks a queue may hold; a submit beyond is refused")
+    queues: dict[str, dict[str, object]] = Field(
+        default={}, description="per-queue overrides: [queues.NAME] tables in sched.toml")
     exec_timeout_seconds: float = Field(
         default=3600.0, gt=0, description="run time of an agent command before it is stopped "
         "(per agent: timeoutSeconds in the control file)")
@@ -62,6 +71,21 @@ class Settings(BaseSettings):
         # load_settings merges the sources itself, so that it can tell where each
         # value came from; the model only validates.
         return (init_settings,)
+
+    def queue_policy(self, queue: str) -> QueuePolicy:
+        """The policy of `queue`: its `[queues.NAME]` keys over the top-level settings."""
+        defaults = {name: getattr(self, name) for name in QueuePolicy.model_fields}
+        return QueuePolicy(**{**defaults, **self.queues.get(queue, {})})
+
+    @model_validator(mode="after")
+    def _queue_tables_are_valid(self) -> Settings:
+        for queue in self.queues:
+            try:
+                self.queue_policy(queue)
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ValueError(f"[queues.{queue}] {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        return self
 
     @property
     def db_path(self) -> Path:
@@ -97,7 +121,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
         name = ".".join(str(p) for p in err["loc"])
         where = {"environment": f"{ENV_PREFIX}{name.upper()}", "sched.toml": f"{toml_path}: {name}",
                  "flag": f"--{name.replace('_', '-')}"}.get(sources.get(name, ""), name)
-        raise BadInput(f"setting {where}: {err['msg']}") from e
+        if not name:  # a check across settings: the [queues.NAME] tables
+            where = str(toml_path)
+        raise BadInput(f"setting {where}: {err['msg'].removeprefix('Value error, ')}") from e
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from eventlog.errors import BadInput
+from eventlog.errors import BadInput, Refused
 from eventlog.events import TaskSubmitted
+from projections.sql import SqlProjection
 from scheduler.registry import AgentRegistry
 from scheduler.workspace import Workspace
 
@@ -29,12 +31,30 @@ class TaskSpec(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1)
     not_before: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1)
+    requires_approval: bool = False
+    after: list[int] = []  # ids of tasks that must succeed first
 
 
 @dataclass(frozen=True)
 class Submitted:
     task_id: int
     created: bool  # False when an idempotency key matched an earlier task
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DELAY_SECONDS = 10 * 365 * 86400
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90`, `90s`, `10m`, `2h` or `1d` as a duration."""
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except ValueError as e:
+        raise BadInput(f"not a duration: {text!r} (try 90s, 10m, 2h, 1d)") from e
+    if not 0 <= seconds <= MAX_DELAY_SECONDS:  # also refuses nan and inf
+        raise BadInput(f"not a duration: {text!r} (between 0 and 10 years)")
+    return timedelta(seconds=seconds)
 
 
 def parse_spec(raw: object, where: str) -> TaskSpec:
@@ -106,14 +126,46 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
             if earlier is not None:
                 results.append(Submitted(earlier, created=False))
                 continue
+            check_after(views, spec.after)
             events.append(TaskSubmitted(
                 task_id=next_id, queue=spec.queue, title=spec.title, priority=spec.priority,
                 assignee=spec.assignee, payload=spec.payload,
-                max_attempts=spec.max_attempts or ws.settings.max_attempts,
-                not_before=spec.not_before, idempotency_key=key))
+                max_attempts=spec.max_attempts or ws.settings.queue_policy(spec.queue).max_attempts,
+                not_before=spec.not_before, idempotency_key=key,
+                requires_approval=spec.requires_approval, after=tuple(spec.after)))
             if key:
                 keys[key] = next_id
             results.append(Submitted(next_id, created=True))
             next_id += 1
+        check_queue_depth(ws, views.counts(), events)  # raises: the transaction rolls back
         recorder.record(events, now)
     return results
+
+
+def check_after(views: SqlProjection, after: Sequence[int]) -> None:
+    """A task may run only after tasks that exist and can still succeed. They exist
+    already, so the new task can never be among their ancestors: no cycle can form."""
+    for parent_id in after:
+        parent = views.get_task(parent_id)
+        if parent is None:
+            raise BadInput(f"--after {parent_id}: no such task")
+        if parent.status in ("dead", "cancelled"):
+            raise BadInput(f"--after {parent_id}: that task is {parent.status}, so this one could never run")
+
+
+OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running")
+
+
+def check_queue_depth(ws: Workspace, counts: dict[tuple[str, str], int],
+                      new: Sequence[TaskSubmitted]) -> None:
+    """Backpressure: refuse the whole batch if any queue would hold more open tasks
+    than its `max_queue_depth`."""
+    adding: dict[str, int] = {}
+    for event in new:
+        adding[event.queue] = adding.get(event.queue, 0) + 1
+    for queue, extra in sorted(adding.items()):
+        limit = ws.settings.queue_policy(queue).max_queue_depth
+        open_now = sum(counts.get((queue, status), 0) for status in OPEN_STATUSES)
+        if open_now + extra > limit:
+            raise Refused(f"queue full: {queue!r} holds {open_now} open tasks, max_queue_depth is "
+                          f"{limit}; {extra} more refused, nothing submitted")

@@ -15,6 +15,7 @@ from eventlog.events import (
     Event,
     LeaseExpired,
     TaskAssigned,
+    TaskCancelled,
     TaskDeadLettered,
     TaskFailed,
     TaskRequeued,
@@ -41,6 +42,7 @@ class TickReport:
     expired: list[dict[str, object]] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
     dead_lettered: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
     duration_ms: float = 0.0
@@ -73,7 +75,15 @@ def earlier_errors(recorder: Recorder, task_id: int) -> list[str]:
     return errors
 
 
-def take_back_overdue(recorder: Recorder, now: datetime, report: TickReport) -> None:
+def settle(ws: Workspace, recorder: Recorder, task: TaskView, failure: TaskFailed | LeaseExpired,
+           now: datetime) -> list[Event]:
+    """`settle_failure` with the queue's policy, a fresh random draw for the jitter and
+    the task's earlier errors (the shell's part: randomness and reads)."""
+    return settle_failure(task, failure, now, ws.settings.queue_policy(task.queue), ws.rng.random(),
+                          earlier_errors(recorder, task.task_id))
+
+
+def take_back_overdue(ws: Workspace, recorder: Recorder, now: datetime, report: TickReport) -> None:
     """Requeue assignments not started by `start_by`; expire leases past their expiry."""
     now_text = to_text(now)
     while batch := recorder.views.overdue(now_text, OVERDUE_BATCH):
@@ -86,18 +96,35 @@ def take_back_overdue(recorder: Recorder, now: datetime, report: TickReport) -> 
             else:
                 expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "",
                                       attempt=task.attempt)
-                events = settle_failure(task, expiry, earlier_errors(recorder, task.task_id))
+                events = settle(ws, recorder, task, expiry, now)
                 report.expired.append({"task_id": task.task_id, "agent": task.agent,
                                        "reason": "lease_expired"})
                 _count_outcome(report, task.task_id, events)
             recorder.record(events, now)
 
 
+def dead_letter_doomed(recorder: Recorder, now: datetime, report: TickReport) -> None:
+    """Dead-letter tasks that wait on a task that ended dead or cancelled; their own
+    dependants follow in the next round, so a whole chain goes in one tick."""
+    while doomed := recorder.views.doomed(OVERDUE_BATCH):
+        events: list[Event] = []
+        for task in doomed:
+            parent = recorder.views.get_task(task.doomed_by or 0)
+            ended = parent.status if parent else "gone"
+            events.append(TaskDeadLettered(task_id=task.task_id,
+                                           reason=f"task {task.doomed_by} it runs after ended {ended}"))
+            report.dead_lettered.append(task.task_id)
+        recorder.record(events, now)
+
+
 def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) -> None:
-    if isinstance(events[-1], TaskDeadLettered):
-        report.dead_lettered.append(task_id)
-    else:
-        report.retried.append(task_id)
+    match events[-1]:
+        case TaskDeadLettered():
+            report.dead_lettered.append(task_id)
+        case TaskCancelled():
+            report.cancelled.append(task_id)
+        case _:
+            report.retried.append(task_id)
 
 
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
@@ -125,7 +152,7 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
         limit *= 2
 
 
-def reap_dead_wrappers(recorder: Recorder, now: datetime, host: str,
+def reap_dead_wrappers(ws: Workspace, recorder: Recorder, now: datetime, host: str,
                        alive: Callable[[int], bool], report: TickReport) -> None:
     """Expire running attempts whose exec wrapper, on this host, no longer exists: its
     lease would only run out later, and nobody is left to renew it."""
@@ -133,7 +160,7 @@ def reap_dead_wrappers(recorder: Recorder, now: datetime, host: str,
         if task.pid is None or alive(task.pid):
             continue
         expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "", attempt=task.attempt)
-        events = settle_failure(task, expiry, earlier_errors(recorder, task.task_id))
+        events = settle(ws, recorder, task, expiry, now)
         report.expired.append({"task_id": task.task_id, "agent": task.agent,
                                "reason": "wrapper_gone"})
         _count_outcome(report, task.task_id, events)
@@ -167,8 +194,9 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     reap_finished()  # wrappers this process started and that have exited
     with ws.write(commit=not dry_run) as recorder:
         report.config_recorded = record_config_if_changed(recorder, control, now)
-        take_back_overdue(recorder, now, report)
-        reap_dead_wrappers(recorder, now, socket.gethostname(), alive, report)
+        take_back_overdue(ws, recorder, now, report)
+        reap_dead_wrappers(ws, recorder, now, socket.gethostname(), alive, report)
+        dead_letter_doomed(recorder, now, report)
         report.paused = describe_pause(recorder.views.meta().get("paused"), ws.stop_file)
         agents = recorder.views.all_agents()
         for queue in sorted({a.type for a in agents if a.free > 0} if report.paused is None else ()):

@@ -17,8 +17,7 @@ from eventlog.timeutil import to_text
 from projections.recorder import Recorder
 from projections.views import AgentView, TaskView
 from scheduler.plan import PlanPolicy
-from scheduler.policy import settle_failure
-from scheduler.tick import earlier_errors, gather_and_plan, record_config_if_changed
+from scheduler.tick import gather_and_plan, record_config_if_changed, settle
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
 
@@ -91,15 +90,24 @@ def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime
     return task
 
 
-def heartbeat(ws: Workspace, task_id: int, token: str) -> datetime:
-    """Extend the lease of the current attempt; returns the new expiry."""
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat's answer: the new lease expiry, and whether to stop (cancelled)."""
+
+    lease_expires_at: datetime
+    cancel: bool
+
+
+def heartbeat(ws: Workspace, task_id: int, token: str) -> Beat:
+    """Extend the lease of the current attempt; the answer says if it was cancelled,
+    in which case the runner should stop and report `fail` (it ends as cancelled)."""
     now = ws.clock.now()
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, now)
         expires = now + timedelta(seconds=ws.settings.lease_seconds)
         recorder.record([LeaseRenewed(task_id=task_id, attempt=task.attempt,
                                       lease_expires_at=expires)], now)
-        return expires
+        return Beat(expires, task.cancelling)
 
 
 def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
@@ -119,10 +127,12 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
     now = ws.clock.now()
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, now)
+        if task.cancelling:
+            reason, retry = "cancelled", False
         failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
                              reason=reason, error=error, exit_code=exit_code, signal=signal,
                              log_path=log_path, retryable=retry)
-        recorder.record(settle_failure(task, failure, earlier_errors(recorder, task_id)), now)
+        recorder.record(settle(ws, recorder, task, failure, now), now)
         after = recorder.views.get_task(task_id)
         assert after is not None
         return after.status

@@ -4,6 +4,7 @@ agent control file, with the read and write transactions every command uses."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from eventlog.db import Database
 from eventlog.sqlite_store import SqliteStore
+from projections.rebuild import ensure_current, stored_schema
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
-from projections.tables import create_tables
+from projections.tables import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
 from scheduler.registry import AgentRegistry, candidate_paths, find_control_file
 from scheduler.settings import Settings
@@ -26,6 +28,8 @@ class Workspace:
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    # draws retry jitter; tests pass a seeded random.Random, the result is recorded
+    rng: random.Random = field(default_factory=random.SystemRandom)
     # starts `sched exec TASK_ID` for a push agent's assignment (tests pass their own)
     launcher: Callable[[Settings, int], object] = spawn_exec
     _db: Database | None = None
@@ -39,15 +43,22 @@ class Workspace:
     def db(self) -> Database:
         """The existing database (a missing or foreign file is an error)."""
         if self._db is None:
-            self._db = Database.open(self.settings.db_path, **self._options())
+            db = Database.open(self.settings.db_path, **self._options())
+            with db.read() as session:
+                current = stored_schema(session) == PROJECTION_SCHEMA
+            if not current:  # tables of another sched version: replay the log into new ones
+                with db.write() as session:
+                    ensure_current(session)
+            self._db = db
         return self._db
 
     def init_db(self) -> Database:
         """Create the database and its tables if missing (idempotent)."""
-        self._db = Database.create(self.settings.db_path, **self._options())
-        with self._db.guard():
-            create_tables(self._db.engine)
-        return self._db
+        db = Database.create(self.settings.db_path, **self._options())
+        with db.write() as session:
+            ensure_current(session)
+        self._db = db
+        return db
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[Recorder]:

@@ -12,6 +12,8 @@ def check_log(records) -> None:
     capacity: dict[str, int] = {}
     holder: dict[int, str] = {}
     max_attempts: dict[int, int] = {}
+    floor: dict[int, int] = {}  # attempts before an operator's requeue
+    last_attempt: dict[int, int] = {}
     for rec in records:
         data = json.loads(rec.data)
         kind = rec.type
@@ -28,6 +30,11 @@ def check_log(records) -> None:
         elif kind == "TaskStarted":
             task = data["task_id"]
             assert holder.get(task) == data["agent"], f"seq {rec.seq}: started by a non-holder"
-            assert data["attempt"] <= max_attempts[task], f"seq {rec.seq}: too many attempts"
-        elif kind in {"TaskSucceeded", "TaskFailed", "LeaseExpired", "TaskRequeued", "TaskDeadLettered"}:
+            assert data["attempt"] - floor.get(task, 0) <= max_attempts[task], \
+                f"seq {rec.seq}: too many attempts"
+            last_attempt[task] = data["attempt"]
+        elif kind in {"TaskSucceeded", "TaskFailed", "LeaseExpired", "TaskRequeued", "TaskDeadLettered",
+                      "TaskCancelled"}:
             holder.pop(data["task_id"], None)
+            if kind == "TaskRequeued" and data["reason"] == "operator":
+                floor[data["task_id"]] = last_attempt.get(data["task_id"], 0)

@@ -228,6 +228,7 @@ def test_status_json_counts_queues_and_agent_load(populated: Path):
 
 def test_worker_protocol(seeded: Path, run: Run):
     db = seeded / "sched.db"
+    (seeded / "sched.toml").write_text("backoff_base_seconds = 0\n")  # retry at once
     assert one_json(ok(run("worker", "claim", "--agent", "qin", "--json"))) == {"task": None}
 
     ok(run("submit", "-q", "dev", "-t", "flaky", "--priority", "5", "--max-attempts", "3"))

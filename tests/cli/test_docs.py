@@ -1,13 +1,16 @@
 """The documentation stays true to the code: the example control files load cleanly,
-every command has help, the README's Quickstart is runnable, and the docs name only
-commands, events and settings that exist (and name all of them, with the control
-file's fields, the exec wrapper's placeholders and variables and the tick's JSON keys)."""
+every command has help, the README's Quickstart is runnable, the docs' sched.toml
+examples are valid settings, and the docs name only commands, events and settings that
+exist (and name all of them, with the control file's fields, the exec wrapper's
+placeholders and variables, the tick's JSON keys, the per-queue policy keys, the task
+statuses and the failure and requeue reasons)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +19,12 @@ import typer
 
 import cli.main
 from cli.main import main
-from eventlog.events import EVENT_TYPES
+from eventlog.events import EVENT_TYPES, FailureReason, RequeueReason
+from projections.views import STATUSES
 from scheduler.exec import PLACEHOLDERS
+from scheduler.policy import QueuePolicy
 from scheduler.registry import AgentSpec, load_control_file
-from scheduler.settings import ENV_PREFIX, Settings
+from scheduler.settings import ENV_PREFIX, Settings, load_settings
 from scheduler.tick import TickReport
 
 ROOT = Path(__file__).parents[2]
@@ -30,6 +35,7 @@ AGENT_CONTROL_DOC = DOCS / "agent-control.md"
 EXAMPLES = sorted((ROOT / "examples" / "agent-control").glob("*.json"))
 EXAMPLE_AGENTS = sorted((ROOT / "examples" / "agents").glob("*.py"))
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+TOML_FENCE = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 # `sched X [Y]` where a command starts: at the start of a line or code span, after a shell
 # separator or `do`, behind an optional `$ ` prompt and VAR=value assignments.
@@ -202,6 +208,30 @@ def test_cli_doc_lists_every_setting():
         assert f"`{ENV_PREFIX}{name.upper()}`" in table, f"{ENV_PREFIX}{name.upper()} missing"
 
 
+def test_cli_doc_names_every_key_of_a_queue_table():
+    row = next(line for line in section(CLI_DOC.read_text(), "## Settings").splitlines()
+               if line.startswith("| `queues` |"))
+    for name in QueuePolicy.model_fields:
+        assert f"`{name}`" in row, f"[queues.NAME] key {name} missing from the queues row"
+        assert name in Settings.model_fields, f"[queues.NAME] key {name} has no top-level setting"
+
+
+TOML_EXAMPLES = [(f"{path.name}-{number}", block)
+                 for path in [README, *sorted(DOCS.glob("*.md"))]
+                 for number, block in enumerate(TOML_FENCE.findall(path.read_text()), start=1)]
+
+
+def test_docs_have_a_queue_table_example():
+    assert any("[queues." in block for _, block in TOML_EXAMPLES)
+
+
+@pytest.mark.parametrize("block", [pytest.param(block, id=name) for name, block in TOML_EXAMPLES])
+def test_toml_example_is_valid_settings(block: str, tmp_path: Path):
+    """Every sched.toml example loads: known keys, valid values, valid [queues.NAME] tables."""
+    (tmp_path / "sched.toml").write_text(block)
+    load_settings(environ={}, flags={"home": tmp_path})
+
+
 # -- docs/architecture.md ---------------------------------------------------------------
 
 def test_event_catalogue_covers_every_event_and_field():
@@ -212,6 +242,24 @@ def test_event_catalogue_covers_every_event_and_field():
             if field in ("type", "schema_version"):
                 continue
             assert f"`{field}`" in body, f"{name}.{field} missing from the event catalogue"
+
+
+def test_lifecycle_table_lists_every_status():
+    table = section((DOCS / "architecture.md").read_text(), "## Task lifecycle")
+    for status in STATUSES:
+        assert f"| `{status}` |" in table, f"status {status} missing from the lifecycle table"
+
+
+@pytest.mark.parametrize("event, field, values", [
+    ("TaskFailed", "reason", typing.get_args(FailureReason)),
+    ("TaskRequeued", "reason", typing.get_args(RequeueReason)),
+])
+def test_event_catalogue_lists_every_reason(event: str, field: str, values: tuple[str, ...]):
+    body = section(section((DOCS / "architecture.md").read_text(), "## Event catalogue"),
+                   f"### {event}")
+    row = next(line for line in body.splitlines() if line.startswith(f"| `{field}` |"))
+    for value in values:
+        assert f"`{value}`" in row, f"{event}.{field} value {value} missing from the catalogue"
 
 
 # -- links ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import queries, worker
+from scheduler import operator, queries, worker
 from scheduler.clock import SystemClock
 from scheduler.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
@@ -31,10 +31,15 @@ def agent_script(home: Path, name: str, body: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def push_workspace(tmp_path: Path, commands: dict[str, list[str]], **settings):
-    agents = [{"agentName": name, "agentType": "dev", "maxConcurrency": 1, "command": argv}
-              for name, argv in commands.items()]
-    ws = new_workspace(tmp_path / "home", agents, **settings)
+def push_workspace(tmp_path: Path, commands: dict[str, list[str]], agents=None, **settings):
+    """A workspace whose settings live in its sched.toml, where the `sched exec`
+    processes that ticks start will read them too."""
+    agents = agents or [{"agentName": name, "agentType": "dev", "maxConcurrency": 1, "command": argv}
+                        for name, argv in commands.items()]
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "sched.toml").write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
+    ws = new_workspace(home, agents)
     ws.clock = SystemClock()  # the wrapper runs in real time
     return ws
 
@@ -124,8 +129,7 @@ def group_members(pgid: int) -> list[int]:
 def test_a_hanging_agent_and_its_grandchild_are_stopped_at_the_timeout(tmp_path):
     agents = [{"agentName": "ann", "agentType": "dev", "timeoutSeconds": 1,
                "command": ["sh", "-c", "echo $$ > pgid; sleep 600 & sleep 600"]}]
-    ws = new_workspace(tmp_path / "home", agents, kill_grace_seconds=0.5)
-    ws.clock = SystemClock()
+    ws = push_workspace(tmp_path, {}, agents, kill_grace_seconds=0.5)
     task_id = run_one(ws, max_attempts=1)
     failed = last_event(ws, task_id, "TaskFailed")
     assert failed["reason"] == "timeout" and failed["error"] == "timed out after 1 s"
@@ -143,7 +147,7 @@ def test_a_killed_wrapper_is_noticed_and_a_later_attempt_completes(tmp_path):
             time.sleep(120)  # the test kills the wrapper long before this ends
         print('{"attempt": %s}' % os.environ["SCHED_ATTEMPT"])
         """)
-    ws = push_workspace(tmp_path, {"ann": argv})
+    ws = push_workspace(tmp_path, {"ann": argv}, backoff_base_seconds=0)
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
     tick(ws)
     workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
@@ -166,8 +170,7 @@ def test_shell_metacharacters_reach_the_agent_as_inert_data(tmp_path):
         """)
     nasty_queue = "-rf; touch pwned-q"
     agents = [{"agentName": "--help", "agentType": nasty_queue, "command": [*argv, "{queue}", "{agent}"]}]
-    ws = new_workspace(tmp_path / "home", agents)
-    ws.clock = SystemClock()
+    ws = push_workspace(tmp_path, {}, agents)
     payload = {"text": "-x $(touch pwned-a) `touch pwned-b`; rm -rf / && echo >pwned-c | cat"}
     (sub,) = submit(ws, [TaskSpec(queue=nasty_queue, title="$(touch pwned-t)", payload=payload)])
     tick(ws)
@@ -217,3 +220,31 @@ def test_push_agents_do_not_claim(tmp_path):
     ws = push_workspace(tmp_path, {"ann": ["true"]})
     with pytest.raises(Exception, match="sched runs its tasks itself"):
         worker.claim(ws, "ann")
+
+
+def test_cancelling_a_running_push_agent_stops_its_group_at_the_next_heartbeat(tmp_path):
+    argv = agent_script(tmp_path, "long", """
+        import time
+        open("started", "w").close()
+        time.sleep(120)  # the cancel stops it long before
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv}, lease_seconds=1.5, kill_grace_seconds=0.5)
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
+    wait_for("the agent to start", lambda: (workdir / "started").exists())
+    assert operator.cancel(ws, sub.task_id, "tester") == "running"
+    wait_for("the cancel to complete", lambda: status_of(ws, sub.task_id) == "cancelled")
+    failed = last_event(ws, sub.task_id, "TaskFailed")
+    assert failed["reason"] == "cancelled" and failed["signal"] == signal.SIGTERM
+
+
+def test_an_exit_code_declared_non_retryable_dead_letters_at_once(tmp_path):
+    argv = agent_script(tmp_path, "usage", 'import sys\nsys.exit(64)\n')
+    agents = [{"agentName": "ann", "agentType": "dev", "command": argv, "nonRetryableExitCodes": [64]}]
+    ws = push_workspace(tmp_path, {}, agents)
+    task_id = run_one(ws, max_attempts=3)
+    assert status_of(ws, task_id) == "dead"
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert (failed["exit_code"], failed["retryable"]) == (64, False)
+    assert "not retryable" in last_event(ws, task_id, "TaskDeadLettered")["reason"]

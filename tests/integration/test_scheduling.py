@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
 from eventlog.errors import BadInput, ControlFileError, NotFound, TokenRejected
+from eventlog.timeutil import to_text
 from scheduler import queries, worker
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -72,15 +74,18 @@ def test_an_assignment_not_started_in_time_goes_back_without_using_an_attempt(ma
 
 
 def test_an_expired_lease_is_retried_elsewhere_then_dead_lettered(make_workspace):
-    ws = make_workspace(TWO_DEVS, lease_seconds=30)
+    ws = make_workspace(TWO_DEVS, lease_seconds=30, backoff_base_seconds=10)
     (task_id,) = add(ws, max_attempts=2)
     tick(ws)
     claim = worker.claim(ws, "ann")
     assert claim is not None and claim.task.task_id == task_id
     ws.clock.advance(30)
     report = tick(ws)
-    assert report.retried == [task_id]
-    assert report.assigned == [{"task_id": task_id, "agent": "bob"}]  # ann failed it
+    assert report.retried == [task_id] and report.assigned == []  # backing off
+    retry_at = queries.show(ws, task_id)[0].not_before
+    assert to_text(ws.clock.now()) <= retry_at < to_text(ws.clock.now() + timedelta(seconds=10))
+    ws.clock.advance(10)
+    assert tick(ws).assigned == [{"task_id": task_id, "agent": "bob"}]  # ann failed it
     second = worker.claim(ws, "bob")
     assert second is not None and second.attempt == 2
     ws.clock.advance(30)
@@ -105,7 +110,7 @@ def test_heartbeats_keep_the_lease(make_workspace):
 
 
 def test_wrong_stale_and_expired_tokens_are_refused_and_append_nothing(make_workspace):
-    ws = make_workspace(ONE_DEV, lease_seconds=30)
+    ws = make_workspace(ONE_DEV, lease_seconds=30, backoff_base_seconds=0)
     (task_id,) = add(ws)
     claim = worker.claim(ws, "ann")
     count = len(events_of(ws))
@@ -152,7 +157,7 @@ def test_claim_by_an_unknown_agent_is_bad_input(make_workspace):
 
 
 def test_fail_retries_then_dead_letters_and_no_retry_is_final(make_workspace):
-    ws = make_workspace(TWO_DEVS)
+    ws = make_workspace(TWO_DEVS, backoff_base_seconds=0)
     first, second = add(ws, 2, max_attempts=2)
     c1 = worker.claim(ws, "ann")
     assert c1.task.task_id == first
@@ -245,7 +250,7 @@ def test_verify_names_the_differing_fields_of_a_tampered_projection(make_workspa
 def test_pause_stops_assignment_but_not_expiry_and_resume_restarts_it(make_workspace):
     from scheduler import operator
 
-    ws = make_workspace(ONE_DEV, lease_seconds=30)
+    ws = make_workspace(ONE_DEV, lease_seconds=30, backoff_base_seconds=0)
     first, _ = add(ws, 2)
     claim = worker.claim(ws, "ann")
     assert operator.pause(ws, "oncall", "deploying") is True
@@ -273,3 +278,22 @@ def test_a_stop_file_pauses_while_it_exists(make_workspace):
     assert queries.status(ws)["paused"]["by"] == "stop file"
     ws.stop_file.unlink()
     assert tick(ws).assigned == [{"task_id": task_id, "agent": "ann"}]
+
+
+def test_projection_tables_of_another_shape_are_rebuilt_from_the_log(make_workspace):
+    from scheduler.settings import load_settings
+    from scheduler.workspace import Workspace
+
+    ws = make_workspace()
+    add(ws, 3)
+    tick(ws)
+    expected = queries.status(ws)
+    with ws.db.write() as session:  # what an older sched left behind
+        conn = session.connection()
+        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN cancelling")
+        conn.exec_driver_sql("UPDATE projection_schema SET version = 0")
+    ws.close()
+    reopened = Workspace(load_settings({}, {"home": ws.settings.home}).settings, clock=ws.clock)
+    assert queries.status(reopened) == expected
+    assert queries.verify_log(reopened).ok
+    reopened.close()

@@ -5,6 +5,7 @@ log itself, with a checker that shares no code with the projections."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from eventlog.errors import BadInput, TokenRejected
-from scheduler import queries, worker
+from eventlog.errors import BadInput, Refused, TokenRejected
+from scheduler import operator, queries, worker
 from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -34,7 +35,8 @@ FLEETS = [
 ]
 NAMES = ["ann", "bob", "cy", "qin"]
 MAX_ATTEMPTS = 2
-FINAL_OR_WAITING = {"queued", "assigned", "running", "succeeded", "dead"}
+FINAL_OR_WAITING = {"awaiting_approval", "blocked", "queued", "assigned", "running", "succeeded", "dead",
+                    "cancelled"}
 
 
 class SchedMachine(RuleBasedStateMachine):
@@ -43,6 +45,7 @@ class SchedMachine(RuleBasedStateMachine):
         self.home = Path(tempfile.mkdtemp(prefix="sched-sm-"))
         self.ws = new_workspace(self.home, FLEETS[0], lease_seconds=30, start_deadline_seconds=20,
                                 max_attempts=MAX_ATTEMPTS)
+        self.ws.rng = random.Random(7)  # retry jitter, reproducible per example
         self.fleet = FLEETS[0]
         self.live: dict[int, tuple[str, object]] = {}  # task -> (token, lease expiry)
         self.stale: list[tuple[int, str]] = []
@@ -57,11 +60,16 @@ class SchedMachine(RuleBasedStateMachine):
         self.stale.append((task_id, token))
 
     @rule(queue=st.sampled_from(["dev", "qa"]), count=st.integers(1, 3), priority=st.integers(0, 2),
-          directed=st.sampled_from([None, "ann", "cy", "qin"]))
-    def submit_tasks(self, queue, count, priority, directed):
+          directed=st.sampled_from([None, "ann", "cy", "qin"]), approval=st.booleans(),
+          key=st.sampled_from([None, "k1", "k2"]), chained=st.booleans())
+    def submit_tasks(self, queue, count, priority, directed, approval, key, chained):
         types = {a["agentName"]: a["agentType"] for a in self.fleet}
-        specs = [TaskSpec(queue=queue, title="t", priority=priority,
-                          assignee=directed if types.get(directed) == queue else None)
+        hopeful = [t.task_id for t in queries.list_tasks(self.ws)
+                   if t.status not in {"dead", "cancelled"}]
+        after = [max(hopeful)] if chained and hopeful else []
+        specs = [TaskSpec(queue=queue, title="t", priority=priority, requires_approval=approval,
+                          assignee=directed if types.get(directed) == queue else None,
+                          idempotency_key=key, after=after)
                  for _ in range(count)]
         if queue not in types.values():
             try:
@@ -69,7 +77,7 @@ class SchedMachine(RuleBasedStateMachine):
             except BadInput:
                 return
             raise AssertionError("submit to a queue nobody serves was accepted")
-        self.submitted += len(submit(self.ws, specs))
+        self.submitted += sum(s.created for s in submit(self.ws, specs))
 
     @rule()
     def run_tick(self):
@@ -108,8 +116,8 @@ class SchedMachine(RuleBasedStateMachine):
     def heartbeat(self, data):
         done = self._use_live(data, lambda t, tok: worker.heartbeat(self.ws, t, tok))
         if done:
-            task_id, expires = done
-            self.live[task_id] = (self.live[task_id][0], expires)
+            task_id, beat = done
+            self.live[task_id] = (self.live[task_id][0], beat.lease_expires_at)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
@@ -138,6 +146,31 @@ class SchedMachine(RuleBasedStateMachine):
             raise AssertionError(f"stale token of task {task_id} accepted by {call.__name__}")
         assert queries.status(self.ws)["last_seq"] == before
 
+    @rule(data=st.data())
+    def cancel(self, data):
+        tasks = queries.list_tasks(self.ws)
+        if not tasks:
+            return
+        task = data.draw(st.sampled_from(tasks))
+        try:
+            after = operator.cancel(self.ws, task.task_id, "tester")
+        except Refused:
+            assert task.status in {"succeeded", "dead", "cancelled"}
+            return
+        assert after == ("running" if task.status == "running" else "cancelled")
+
+    @rule(data=st.data(), approve=st.booleans())
+    def decide_approval(self, data, approve):
+        waiting = queries.list_tasks(self.ws, status_="awaiting_approval")
+        if waiting:
+            task = data.draw(st.sampled_from(waiting))
+            operator.decide_approval(self.ws, [task.task_id], "tester", approve)
+
+    @rule()
+    def requeue_dead(self):
+        for queue in ("dev", "qa"):
+            operator.requeue(self.ws, queue=queue)
+
     @rule(seconds=st.sampled_from([5, 15, 31]))
     def advance_clock(self, seconds):
         self.ws.clock.advance(seconds)
@@ -153,7 +186,7 @@ class SchedMachine(RuleBasedStateMachine):
         self.ws.close()
         settings_ = load_settings({}, {"home": self.home, "lease_seconds": 30,
                                        "start_deadline_seconds": 20, "max_attempts": MAX_ATTEMPTS})
-        self.ws = Workspace(settings_.settings, clock=clock)
+        self.ws = Workspace(settings_.settings, clock=clock, rng=self.ws.rng)
 
     @invariant()
     def log_and_projections_agree(self):
@@ -166,7 +199,7 @@ class SchedMachine(RuleBasedStateMachine):
         tasks = queries.list_tasks(self.ws)
         assert len(tasks) == self.submitted
         assert all(t.status in FINAL_OR_WAITING for t in tasks), [t.status for t in tasks]
-        assert all(t.attempt <= t.max_attempts for t in tasks)
+        assert all(t.attempt - t.attempt_floor <= t.max_attempts for t in tasks)
         counts = queries.status(self.ws)["queues"]
         assert sum(sum(c.values()) for c in counts.values()) == self.submitted
         for agent in queries.status(self.ws)["agents"].values():

@@ -21,10 +21,12 @@ def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | No
          excluded: tuple[str, ...] = (), not_before: datetime | None = None,
          status: str = "queued") -> TaskView:
     return TaskView(task_id=task_id, queue=queue, title=f"t{task_id}", priority=priority,
-                    assignee=assignee, payload="null", status=status, attempt=0, max_attempts=3,
+                    assignee=assignee, payload="null", status=status, attempt=0, attempt_floor=0,
+                    max_attempts=3,
                     agent=None, not_before=to_text(not_before) if not_before else None,
                     deadline=None, token_hash=None, pid=None, host=None, log_path=None,
-                    excluded=excluded, last_error=None,
+                    excluded=excluded, cancelling=False, waiting_on=(), blocks=(), doomed_by=None,
+                    last_error=None,
                     idempotency_key=None, submitted_seq=task_id, submitted_at="x", updated_at="x")
 
 

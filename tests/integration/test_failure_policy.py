@@ -1,0 +1,227 @@
+"""Failure policy and flow control on a real database with a manual clock: backoff,
+failover, dead letters and requeue, cancel, approval, delays, backpressure."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+
+import pytest
+
+from eventlog.errors import BadInput, Refused
+from eventlog.timeutil import to_text
+from scheduler import operator, queries, worker
+from scheduler.submit import TaskSpec, parse_duration, submit
+from scheduler.tick import tick
+
+TWO_DEVS = [{"agentName": "ann", "agentType": "dev"}, {"agentName": "bob", "agentType": "dev"}]
+
+
+def add(ws, n=1, **kw):
+    return [s.task_id for s in submit(ws, [TaskSpec(queue="dev", title=f"t{i}", **kw) for i in range(n)])]
+
+
+def status(ws, task_id):
+    return queries.show(ws, task_id)[0].status
+
+
+def test_a_flaky_task_fails_twice_then_succeeds_on_another_agent(make_workspace):
+    ws = make_workspace([*TWO_DEVS, {"agentName": "cy", "agentType": "dev"}], backoff_base_seconds=5)
+    ws.rng = random.Random(3)
+    (task_id,) = add(ws)
+    agents_seen = []
+    for attempt in (1, 2):
+        ws.clock.advance(10)  # past any backoff drawn so far (caps 5 s, then 10 s)
+        tick(ws)
+        holder = queries.show(ws, task_id)[0].agent
+        claim = worker.claim(ws, holder)
+        agents_seen.append(holder)
+        assert worker.fail(ws, task_id, claim.token, f"flake {attempt}") == "queued"
+    ws.clock.advance(10)
+    tick(ws)
+    third = queries.show(ws, task_id)[0].agent
+    claim = worker.claim(ws, third)
+    worker.complete(ws, task_id, claim.token, {"ok": True})
+    assert len(set([*agents_seen, third])) == 3  # each attempt on a different agent
+    assert status(ws, task_id) == "succeeded"
+
+
+def test_a_poison_task_is_dead_lettered_after_3_attempts_and_requeued_fresh(make_workspace):
+    ws = make_workspace(TWO_DEVS, backoff_base_seconds=0)
+    (task_id,) = add(ws)
+    for _ in range(3):
+        tick(ws)
+        holder = queries.show(ws, task_id)[0].agent
+        worker.fail(ws, task_id, worker.claim(ws, holder).token, "poison")
+    task, history = queries.show(ws, task_id)
+    assert task.status == "dead"
+    assert json.loads(history[-1].data)["errors"] == ["poison"] * 3
+    assert [t.task_id for t in queries.list_tasks(ws, status_="dead")] == [task_id]
+    with pytest.raises(Refused, match="only dead tasks"):
+        operator.requeue(ws, [add(ws)[0]])
+    assert operator.requeue(ws, [task_id]) == [task_id]
+    task = queries.show(ws, task_id)[0]
+    assert (task.status, task.excluded, task.attempt - task.attempt_floor) == ("queued", (), 0)
+    tick(ws)
+    holder = queries.show(ws, task_id)[0].agent
+    claim = worker.claim(ws, holder)
+    assert claim.attempt == 4  # attempt numbers stay unique; three fresh ones remain
+    assert worker.fail(ws, task_id, claim.token, "again") == "queued"
+
+
+def test_requeue_all_of_a_queue(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    dead = add(ws, 2, max_attempts=1)
+    for task_id in dead:
+        claim = worker.claim(ws, "ann" if task_id == dead[0] else "bob")
+        worker.fail(ws, task_id, claim.token, "x")
+    assert sorted(operator.requeue(ws, queue="dev")) == dead
+    assert all(status(ws, t) == "queued" for t in dead)
+
+
+def test_retries_wait_out_their_backoff(make_workspace):
+    ws = make_workspace(TWO_DEVS, backoff_base_seconds=100)
+    ws.rng = random.Random(0)
+    (task_id,) = add(ws)
+    claim = worker.claim(ws, "ann")
+    worker.fail(ws, task_id, claim.token, "x")
+    requeued = json.loads(queries.show(ws, task_id)[1][-1].data)
+    assert requeued["reason"] == "failed"  # the drawn delay is in the event:
+    assert to_text(ws.clock.now()) < queries.show(ws, task_id)[0].not_before
+    assert worker.claim(ws, "bob") is None and tick(ws).assigned == []  # still backing off
+    ws.clock.advance(100)
+    assert tick(ws).assigned == [{"task_id": task_id, "agent": "bob"}]
+
+
+def test_cancel_queued_and_assigned_at_once(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    queued, assigned = add(ws, 2)
+    assert operator.cancel(ws, queued, "me", "not needed") == "cancelled"
+    tick(ws)
+    assert status(ws, assigned) == "assigned"
+    assert operator.cancel(ws, assigned, "me") == "cancelled"
+    assert all(a["assigned"] == 0 for a in queries.status(ws)["agents"].values())
+    with pytest.raises(Refused, match="already cancelled"):
+        operator.cancel(ws, queued, "me")
+
+
+def test_cancel_running_reaches_the_worker_at_its_heartbeat(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (task_id,) = add(ws)
+    claim = worker.claim(ws, "ann")
+    assert operator.cancel(ws, task_id, "me") == "running"
+    assert queries.show(ws, task_id)[0].cancelling
+    assert worker.heartbeat(ws, task_id, claim.token).cancel is True
+    assert worker.fail(ws, task_id, claim.token, "stopping as asked") == "cancelled"
+    failed = [json.loads(r.data) for r in queries.show(ws, task_id)[1] if r.type == "TaskFailed"]
+    assert failed[-1]["reason"] == "cancelled"
+    assert queries.status(ws)["queues"]["dev"]["cancelled"] == 1
+
+
+def test_a_cancelling_task_whose_lease_expires_ends_cancelled(make_workspace):
+    ws = make_workspace(TWO_DEVS, lease_seconds=30)
+    (task_id,) = add(ws)
+    worker.claim(ws, "ann")
+    operator.cancel(ws, task_id, "me")
+    ws.clock.advance(30)
+    tick(ws)
+    assert status(ws, task_id) == "cancelled"
+
+
+def test_approval_gate(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    first, second = add(ws, 2, requires_approval=True)
+    assert status(ws, first) == "awaiting_approval"
+    assert tick(ws).assigned == []
+    operator.decide_approval(ws, [first], "lead", approve=True)
+    operator.decide_approval(ws, [second], "lead", approve=False, reason="too risky")
+    assert [a["task_id"] for a in tick(ws).assigned] == [first]
+    assert status(ws, second) == "cancelled"
+    approved = [json.loads(r.data) for r in queries.show(ws, first)[1] if r.type == "TaskApproved"]
+    assert approved == [{"task_id": first, "by": "lead"}]
+    with pytest.raises(Refused, match="not awaiting approval"):
+        operator.decide_approval(ws, [first], "lead", approve=True)
+
+
+def test_a_delayed_task_waits(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (task_id,) = add(ws, not_before=ws.clock.now() + parse_duration("10m"))
+    assert tick(ws).assigned == []
+    ws.clock.advance(599)
+    assert tick(ws).assigned == []
+    ws.clock.advance(1)
+    assert [a["task_id"] for a in tick(ws).assigned] == [task_id]
+    assert parse_duration("2h") == timedelta(hours=2) and parse_duration("90") == timedelta(seconds=90)
+
+
+def test_a_full_queue_refuses_the_whole_batch(tmp_path, make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (ws.settings.home / "sched.toml").write_text("[queues.dev]\nmax_queue_depth = 3\n")
+    from scheduler.settings import load_settings
+
+    ws.settings = load_settings({}, {"home": ws.settings.home}).settings
+    add(ws, 2)
+    before = queries.status(ws)["last_seq"]
+    with pytest.raises(Refused, match="queue full: 'dev' holds 2 open tasks, max_queue_depth is 3"):
+        add(ws, 2)
+    assert queries.status(ws)["last_seq"] == before
+    add(ws, 1)  # exactly full is fine
+
+
+def test_a_duplicate_idempotency_key_in_a_batch(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    results = submit(ws, [TaskSpec(queue="dev", title="a", idempotency_key="k"),
+                          TaskSpec(queue="dev", title="b", idempotency_key="k")])
+    assert [r.task_id for r in results] == [1, 1] and [r.created for r in results] == [True, False]
+
+
+def test_a_chain_of_three_runs_in_order(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (a,) = add(ws)
+    (b,) = add(ws, after=[a])
+    (c,) = add(ws, after=[b])
+    assert [status(ws, t) for t in (a, b, c)] == ["queued", "blocked", "blocked"]
+    assert [x["task_id"] for x in tick(ws).assigned] == [a]
+    for expected_next in (b, c, None):
+        done = next(t for t in (a, b, c) if status(ws, t) == "assigned")
+        holder = queries.show(ws, done)[0].agent
+        worker.complete(ws, done, worker.claim(ws, holder).token)
+        assigned = [x["task_id"] for x in tick(ws).assigned]
+        assert assigned == ([expected_next] if expected_next else [])
+    assert [status(ws, t) for t in (a, b, c)] == ["succeeded"] * 3
+    assert queries.verify_log(ws).ok
+
+
+def test_a_failed_parent_dead_letters_the_whole_chain(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (a,) = add(ws, max_attempts=1)
+    (b,) = add(ws, after=[a])
+    (c,) = add(ws, after=[b], requires_approval=True)
+    claim = worker.claim(ws, "ann")
+    assert worker.fail(ws, a, claim.token, "broken") == "dead"
+    report = tick(ws)
+    assert sorted(report.dead_lettered) == [b, c]
+    reasons = {t: json.loads(queries.show(ws, t)[1][-1].data)["reason"] for t in (b, c)}
+    assert reasons == {b: f"task {a} it runs after ended dead", c: f"task {b} it runs after ended dead"}
+    assert queries.verify_log(ws).ok
+
+
+def test_a_cancelled_parent_dooms_its_dependants_and_after_refuses_the_impossible(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (a,) = add(ws)
+    (b,) = add(ws, after=[a])
+    operator.cancel(ws, a, "me")
+    assert tick(ws).dead_lettered == [b]
+    with pytest.raises(BadInput, match="that task is cancelled"):
+        add(ws, after=[a])
+    with pytest.raises(BadInput, match="--after 99: no such task"):
+        add(ws, after=[99])
+
+
+def test_among_equal_priorities_the_task_that_unblocks_more_goes_first(make_workspace):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev"}])
+    plain, busy = add(ws, 2)
+    add(ws, 2, after=[busy])
+    assert tick(ws).assigned == [{"task_id": busy, "agent": "ann"}]
+    assert status(ws, plain) == "queued"
