@@ -38,6 +38,8 @@ def submit_command(
         help="Do not start before this long from now: 90s, 10m, 2h, 1d.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="A second submit with the same key returns the first task.")] = None,
+    task_type: Annotated[str | None, typer.Option(
+        "--type", help="Kind of work: agents with the best success record at it are preferred.")] = None,
     after: Annotated[list[int] | None, typer.Option(
         "--after", help="Run only after this task succeeds (repeatable).")] = None,
     requires_approval: Annotated[bool, typer.Option(
@@ -54,7 +56,7 @@ def submit_command(
             ("--queue", queue), ("--title", title), ("--priority", priority), ("--assignee", assignee),
             ("--payload", payload), ("--max-attempts", max_attempts), ("--not-before", not_before),
             ("--delay", delay), ("--idempotency-key", idempotency_key), ("--after", after),
-            ("--requires-approval", requires_approval)) if value]
+            ("--requires-approval", requires_approval), ("--type", task_type)) if value]
         if given:
             raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
         batch = read_batch(file)
@@ -75,7 +77,7 @@ def submit_command(
     raw = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
            "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
            "not_before": not_before, "idempotency_key": idempotency_key,
-           "requires_approval": requires_approval, "after": after or []}
+           "requires_approval": requires_approval, "after": after or [], "type": task_type}
     (result,) = submit(ws, [parse_spec(raw, "submit")])
     if json_out:
         emit_json({"task_id": result.task_id, "created": result.created})

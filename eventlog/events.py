@@ -52,6 +52,7 @@ class TaskSubmitted(Event):
     idempotency_key: str | None = None
     requires_approval: bool = False
     after: tuple[TaskId, ...] = ()  # tasks that must succeed before this one may start
+    task_type: str | None = None  # kind of work, for affinity (agents' success records)
 
 
 class TaskAssigned(Event):

@@ -15,6 +15,7 @@ from typing import Protocol
 from eventlog.events import AgentsConfigured, SchedulerPaused, SchedulerResumed, TaskSubmitted
 from eventlog.store import Recorded
 from projections.fold import (
+    attempt_outcome,
     evolve_agent_load,
     evolve_fleet,
     evolve_task,
@@ -36,6 +37,7 @@ class ProjectionState(Protocol):
     def all_agents(self) -> Iterable[AgentView]: ...
     def put_agent(self, agent: AgentView) -> None: ...
     def bump_count(self, queue: str, status: str, delta: int) -> None: ...
+    def bump_record(self, agent: str, task_type: str, outcome: str) -> None: ...
     def set_meta(self, key: str, value: str) -> None: ...
 
 
@@ -57,6 +59,9 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
             for parent in linked:
                 put_task(state, parent, parent)
         put_task(state, before, after)
+        outcome = attempt_outcome(before, event)
+        if outcome is not None:
+            state.bump_record(*outcome)
         if before is not None and before.status != after.status:
             for child_id in after.blocks:
                 child = state.get_task(child_id)
@@ -84,6 +89,7 @@ class MemoryProjection:
     tasks: dict[int, TaskView] = field(default_factory=dict)
     agents: dict[str, AgentView] = field(default_factory=dict)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    records: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
 
     def get_task(self, task_id: int) -> TaskView | None:
@@ -108,6 +114,11 @@ class MemoryProjection:
             self.counts[key] = value
         else:
             self.counts.pop(key, None)
+
+    def bump_record(self, agent: str, task_type: str, outcome: str) -> None:
+        succeeded, failed = self.records.get((agent, task_type), (0, 0))
+        self.records[(agent, task_type)] = ((succeeded + 1, failed) if outcome == "succeeded"
+                                            else (succeeded, failed + 1))
 
     def set_meta(self, key: str, value: str) -> None:
         self.meta[key] = value

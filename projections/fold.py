@@ -50,7 +50,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             deadline=None, token_hash=None, pid=None, host=None, log_path=None,
             excluded=(), cancelling=False, waiting_on=(), blocks=(), doomed_by=None,
             last_error=None,
-            idempotency_key=event.idempotency_key, submitted_seq=seq,
+            idempotency_key=event.idempotency_key, task_type=event.task_type, submitted_seq=seq,
             submitted_at=at, updated_at=at,
         )
     if task is None:
@@ -128,6 +128,21 @@ def follow_parent(parent: TaskView, child: TaskView) -> TaskView:
     if child.doomed_by == parent.task_id:  # requeued by an operator: there is hope again
         return replace(child, doomed_by=None)
     return child
+
+
+def attempt_outcome(task: TaskView | None, event: Event) -> tuple[str, str, str] | None:
+    """(agent, task type, "succeeded" | "failed") when `event` ends an attempt of a typed
+    task; None otherwise. Feeds the success records that affinity uses."""
+    if task is None or task.task_type is None:
+        return None
+    match event:
+        case TaskSucceeded():
+            return event.agent, task.task_type, "succeeded"
+        case TaskFailed(reason=reason) if reason != "cancelled":
+            return event.agent, task.task_type, "failed"
+        case LeaseExpired():
+            return event.agent, task.task_type, "failed"
+    return None
 
 
 def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, str, int]]:

@@ -91,10 +91,11 @@ def verify(log: SqliteStore, views: SqlProjection, limit: int = 20) -> Verificat
     stored = MemoryProjection(
         tasks={t.task_id: t for t in views.all_tasks()},
         agents={a.name: a for a in views.all_agents()},
-        counts=views.counts(), meta=views.meta())
+        counts=views.counts(), records=views.records(), meta=views.meta())
     for label, want, have in (("task", expected.tasks, stored.tasks),
                               ("agent", expected.agents, stored.agents),
                               ("queue count", expected.counts, stored.counts),
+                              ("agent record", expected.records, stored.records),
                               ("meta", expected.meta, stored.meta)):
         for key in sorted(set(want) | set(have), key=str):
             if want.get(key) != have.get(key):

@@ -11,7 +11,14 @@ from dataclasses import fields
 from sqlalchemy import and_, delete, func, or_, select
 from sqlmodel import Session
 
-from projections.tables import PROJECTION_TABLES, AgentRow, MetaRow, QueueCountRow, TaskRow
+from projections.tables import (
+    PROJECTION_TABLES,
+    AgentRecordRow,
+    AgentRow,
+    MetaRow,
+    QueueCountRow,
+    TaskRow,
+)
 from projections.views import AgentView, TaskView
 
 _TASK_FIELDS = [f.name for f in fields(TaskView)]
@@ -56,6 +63,9 @@ _UPSERT_META = _upsert_sql("projection_meta", ["key", "value"], ["key"])
 _BUMP_COUNT = ("INSERT INTO queue_counts (queue, status, count) VALUES (?, ?, ?) "
                "ON CONFLICT (queue, status) DO UPDATE SET count = count + excluded.count")
 PICK_ORDER = (TaskRow.priority.desc(), TaskRow.unblocks.desc(), TaskRow.task_id)
+_BUMP_RECORD = ("INSERT INTO agent_records (agent, task_type, succeeded, failed) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (agent, task_type) DO UPDATE SET succeeded = succeeded + excluded.succeeded, "
+                "failed = failed + excluded.failed")
 _SELECT_TASK = f"SELECT {', '.join(_TASK_FIELDS)} FROM tasks WHERE task_id = ?"
 
 
@@ -72,6 +82,7 @@ class SqlProjection:
         self._tasks: dict[int, TaskView] = {}
         self._agents: dict[str, AgentView] = {}
         self._counts: dict[tuple[str, str], int] = {}
+        self._records: dict[tuple[str, str, str], int] = {}
         self._meta: dict[str, str] = {}
 
     # -- writes (called by `apply`) ---------------------------------------------------
@@ -85,12 +96,16 @@ class SqlProjection:
         key = (queue, status)
         self._counts[key] = self._counts.get(key, 0) + delta
 
+    def bump_record(self, agent: str, task_type: str, outcome: str) -> None:
+        key = (agent, task_type, outcome)
+        self._records[key] = self._records.get(key, 0) + 1
+
     def set_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
 
     def flush(self) -> None:
         """Write the pending changes to the tables (inside the open transaction)."""
-        if not (self._tasks or self._agents or self._counts or self._meta):
+        if not (self._tasks or self._agents or self._counts or self._records or self._meta):
             return
         cursor = self._driver().cursor()
         if self._tasks:
@@ -101,10 +116,17 @@ class SqlProjection:
         if changed:
             cursor.executemany(_BUMP_COUNT, changed)
             cursor.execute("DELETE FROM queue_counts WHERE count = 0")
+        if self._records:
+            cursor.executemany(_BUMP_RECORD, [
+                (agent, task_type, n if outcome == "succeeded" else 0, n if outcome == "failed" else 0)
+                for (agent, task_type, outcome), n in self._records.items()])
         if self._meta:
             cursor.executemany(_UPSERT_META, list(self._meta.items()))
         cursor.close()
-        self._tasks, self._agents, self._counts, self._meta = {}, {}, {}, {}
+        self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
 
     def _driver(self):  # type: ignore[no-untyped-def]
         """The sqlite3 connection of the session's transaction, for the hot paths
@@ -114,7 +136,7 @@ class SqlProjection:
 
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""
-        self._tasks, self._agents, self._counts, self._meta = {}, {}, {}, {}
+        self._forget_pending()
         for table in PROJECTION_TABLES:
             self.session.execute(delete(table))
 
@@ -149,6 +171,15 @@ class SqlProjection:
         rows = self.session.execute(select(QueueCountRow.queue, QueueCountRow.status,
                                            QueueCountRow.count)).all()
         return {(q, s): c for q, s, c in rows if c}
+
+    def records(self, agents: Iterable[str] | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+        """Success records: (agent, task type) -> (succeeded, failed), for some agents or all."""
+        self.flush()
+        query = select(AgentRecordRow.agent, AgentRecordRow.task_type, AgentRecordRow.succeeded,
+                       AgentRecordRow.failed)
+        if agents is not None:
+            query = query.where(AgentRecordRow.agent.in_(list(agents)))
+        return {(a, t): (s, f) for a, t, s, f in self.session.execute(query)}
 
     def meta(self) -> dict[str, str]:
         self.flush()

@@ -46,6 +46,7 @@ class TaskRow(SQLModel, table=True):
     doomed_by: int | None = Field(default=None, index=True)
     last_error: str | None = None
     idempotency_key: str | None = None
+    task_type: str | None = None
     submitted_seq: int
     submitted_at: str
     updated_at: str
@@ -79,6 +80,17 @@ class QueueCountRow(SQLModel, table=True):
     count: int
 
 
+class AgentRecordRow(SQLModel, table=True):
+    """How an agent's attempts at one type of task ended, for affinity."""
+
+    __tablename__ = "agent_records"
+
+    agent: str = Field(primary_key=True)
+    task_type: str = Field(primary_key=True)
+    succeeded: int = 0
+    failed: int = 0
+
+
 class MetaRow(SQLModel, table=True):
     """Projection bookkeeping: `last_seq` (the checkpoint) and `config_hash`."""
 
@@ -99,10 +111,10 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 1
+PROJECTION_SCHEMA = 2
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
-                     MetaRow.__table__]
+                     AgentRecordRow.__table__, MetaRow.__table__]
 
 
 def create_tables(bind: Engine | Connection) -> None:

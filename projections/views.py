@@ -49,6 +49,7 @@ class TaskView:
     doomed_by: int | None  # a task it runs after that ended dead or cancelled
     last_error: str | None
     idempotency_key: str | None
+    task_type: str | None  # kind of work: agents' success records are kept per type
     submitted_seq: int
     submitted_at: str
     updated_at: str

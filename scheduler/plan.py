@@ -7,7 +7,7 @@ candidates of each queue (see `scheduler.tick`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -40,10 +40,23 @@ class _Slot:
     load: int
 
 
+Records = Mapping[tuple[str, str], tuple[int, int]]  # (agent, task type) -> (succeeded, failed)
+
+
+def success_rate(records: Records, agent: str, task_type: str | None) -> float:
+    """An agent's smoothed success rate at a type of task: (s + 1) / (s + f + 2), so an
+    agent with no record counts as even (0.5)."""
+    if task_type is None:
+        return 0.5
+    succeeded, failed = records.get((agent, task_type), (0, 0))
+    return (succeeded + 1) / (succeeded + failed + 2)
+
+
 def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
-         policy: PlanPolicy = PlanPolicy()) -> list[TaskAssigned]:
+         policy: PlanPolicy = PlanPolicy(), records: Records | None = None) -> list[TaskAssigned]:
     """Assign ready tasks, best first, each to the eligible agent of its queue's type
-    with the most free slots (ties: lowest load, then name)."""
+    with the most free slots (ties: the best success record at the task's type, then
+    the lowest load, then the name)."""
     now_text = to_text(now)
     start_by = now + timedelta(seconds=policy.start_deadline_seconds)
     pools: dict[str, list[_Slot]] = {}
@@ -55,7 +68,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
                 pools.setdefault(agent.type, []).append(_Slot(agent.name, agent.free, agent.load))
     decisions = []
     for task in sorted((t for t in tasks if is_ready(t, now_text)), key=pick_order):
-        slot = _choose(pools.get(task.queue, ()), task, active.get(task.queue, set()))
+        slot = _choose(pools.get(task.queue, ()), task, active.get(task.queue, set()), records or {})
         if slot is None:
             continue
         slot.free -= 1
@@ -65,7 +78,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     return decisions
 
 
-def _choose(pool: Sequence[_Slot], task: TaskView, active: set[str]) -> _Slot | None:
+def _choose(pool: Sequence[_Slot], task: TaskView, active: set[str], records: Records) -> _Slot | None:
     if task.assignee is not None:
         eligible = [s for s in pool if s.name == task.assignee]
     elif active - set(task.excluded):
@@ -76,4 +89,5 @@ def _choose(pool: Sequence[_Slot], task: TaskView, active: set[str]) -> _Slot | 
     eligible = [s for s in eligible if s.free > 0]
     if not eligible:
         return None
-    return min(eligible, key=lambda s: (-s.free, s.load, s.name))
+    return min(eligible, key=lambda s: (-s.free, -success_rate(records, s.name, task.task_type),
+                                        s.load, s.name))

@@ -21,7 +21,7 @@ from scheduler.workspace import Workspace
 class TaskSpec(BaseModel):
     """What a user submits (one CLI call, or one line of a `--file` batch)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     queue: str = Field(min_length=1)
     title: str = Field(min_length=1)
@@ -33,6 +33,7 @@ class TaskSpec(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1)
     requires_approval: bool = False
     after: list[int] = []  # ids of tasks that must succeed first
+    task_type: str | None = Field(default=None, alias="type", min_length=1)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                 assignee=spec.assignee, payload=spec.payload,
                 max_attempts=spec.max_attempts or ws.settings.queue_policy(spec.queue).max_attempts,
                 not_before=spec.not_before, idempotency_key=key,
-                requires_approval=spec.requires_approval, after=tuple(spec.after)))
+                requires_approval=spec.requires_approval, after=tuple(spec.after),
+                task_type=spec.task_type))
             if key:
                 keys[key] = next_id
             results.append(Submitted(next_id, created=True))

@@ -138,6 +138,7 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     if wanted == 0:
         return []
     now_text = to_text(now)
+    records = views.records(a.name for a in free_agents)
     limit = wanted
     while True:
         candidates: dict[int, TaskView] = {t.task_id: t for t in
@@ -145,7 +146,7 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
         for agent in free_agents:
             for task in views.candidates(queue, now_text, min(limit, agent.free), agent.name):
                 candidates[task.task_id] = task
-        decisions = plan(pool, candidates.values(), now, policy)
+        decisions = plan(pool, candidates.values(), now, policy, records)
         exhausted = len(candidates) < limit
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions

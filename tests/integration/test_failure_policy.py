@@ -225,3 +225,19 @@ def test_among_equal_priorities_the_task_that_unblocks_more_goes_first(make_work
     add(ws, 2, after=[busy])
     assert tick(ws).assigned == [{"task_id": busy, "agent": "ann"}]
     assert status(ws, plain) == "queued"
+
+
+def test_affinity_sends_a_task_type_to_the_agent_that_succeeds_at_it(make_workspace):
+    ws = make_workspace(TWO_DEVS, backoff_base_seconds=0)
+    for agent, ok in (("ann", False), ("bob", True)):  # build a record for type "lint"
+        (task_id,) = add(ws, 1, task_type="lint", assignee=agent)
+        claim = worker.claim(ws, agent)
+        if ok:
+            worker.complete(ws, task_id, claim.token)
+        else:
+            worker.fail(ws, task_id, claim.token, "lint crashed", retry=False)
+    (task_id,) = add(ws, 1, task_type="lint")
+    assert tick(ws).assigned == [{"task_id": task_id, "agent": "bob"}]  # not ann, though "ann" < "bob"
+    (other,) = add(ws, 1, task_type="docs")
+    assert tick(ws).assigned == [{"task_id": other, "agent": "ann"}]  # bob is busy now
+    assert queries.verify_log(ws).ok

@@ -19,7 +19,7 @@ def agent(name: str, type_: str = "dev", capacity: int = 1, load: int = 0,
 
 def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | None = None,
          excluded: tuple[str, ...] = (), not_before: datetime | None = None,
-         status: str = "queued") -> TaskView:
+         status: str = "queued", task_type: str | None = None) -> TaskView:
     return TaskView(task_id=task_id, queue=queue, title=f"t{task_id}", priority=priority,
                     assignee=assignee, payload="null", status=status, attempt=0, attempt_floor=0,
                     max_attempts=3,
@@ -27,7 +27,8 @@ def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | No
                     deadline=None, token_hash=None, pid=None, host=None, log_path=None,
                     excluded=excluded, cancelling=False, waiting_on=(), blocks=(), doomed_by=None,
                     last_error=None,
-                    idempotency_key=None, submitted_seq=task_id, submitted_at="x", updated_at="x")
+                    idempotency_key=None, task_type=task_type, submitted_seq=task_id,
+                    submitted_at="x", updated_at="x")
 
 
 def pairs(agents, tasks) -> list[tuple[int, str]]:
@@ -112,3 +113,15 @@ def test_queues_are_planned_independently():
     decisions = pairs([agent("a"), agent("q", type_="qa")],
                       [task(1, queue="qa"), task(2, queue="dev")])
     assert sorted(decisions) == [(1, "q"), (2, "a")]
+
+
+def test_affinity_prefers_the_better_record_among_equal_free_slots():
+    records = {("a", "lint"): (1, 5), ("b", "lint"): (4, 0)}
+    decisions = plan([agent("a"), agent("b")], [task(1, task_type="lint")], NOW, records=records)
+    assert [(d.task_id, d.agent) for d in decisions] == [(1, "b")]
+    # more free slots still come first, and an untyped task ignores records
+    assert pairs([agent("a", capacity=2), agent("b")], [task(1, task_type="lint")]) == [(1, "a")]
+    decisions = plan([agent("a", capacity=2), agent("b")], [task(1, task_type="lint")], NOW,
+                     records=records)
+    assert [(d.task_id, d.agent) for d in decisions] == [(1, "a")]
+    assert [d.agent for d in plan([agent("b"), agent("a")], [task(1)], NOW, records=records)] == ["a"]
