@@ -40,6 +40,8 @@ def tick_command(
         message(f"[red]error:[/red] {error}")
     if report.paused:
         message(f"paused by {report.paused['by']}: assigning nothing")
+    for queue in report.gates_closed:
+        message(f"gate of queue {queue} closed: assigning nothing from it")
     message(f"tick: {len(report.assigned)} assigned, {len(report.expired)} expired, "
             f"{len(report.dead_lettered)} dead-lettered in {report.duration_ms:.1f} ms"
             + (" (dry run: nothing appended)" if dry_run else ""))
@@ -65,6 +67,8 @@ def status_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
                        str(a["running"]), str(a["free"]))
     out.print(agents)
     out.print(f"last seq: {doc['last_seq']}")
+    for queue, gate in doc["gates_closed"].items():
+        out.print(f"[yellow]queue {queue}: gate closed since {gate['since']} ({gate['detail']})[/yellow]")
     if doc["paused"]:
         why = f" ({doc['paused']['reason']})" if doc["paused"].get("reason") else ""
         out.print(f"[yellow]paused by {doc['paused']['by']}{why}: ticks assign nothing[/yellow]")

@@ -222,6 +222,22 @@ class SchedulerResumed(Event):
     by: str
 
 
+class QueueGateClosed(Event):
+    """A queue's gate command failed: ticks assign nothing from the queue until it
+    passes again."""
+
+    type: Literal["QueueGateClosed"] = "QueueGateClosed"
+    queue: str
+    detail: str
+
+
+class QueueGateOpened(Event):
+    """A queue's gate command passed again: the queue is assigned from once more."""
+
+    type: Literal["QueueGateOpened"] = "QueueGateOpened"
+    queue: str
+
+
 AnyEvent = Annotated[
     TaskSubmitted
     | TaskAssigned
@@ -238,7 +254,9 @@ AnyEvent = Annotated[
     | TaskCancelled
     | AgentsConfigured
     | SchedulerPaused
-    | SchedulerResumed,
+    | SchedulerResumed
+    | QueueGateClosed
+    | QueueGateOpened,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -262,6 +280,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AgentsConfigured,
         SchedulerPaused,
         SchedulerResumed,
+        QueueGateClosed,
+        QueueGateOpened,
     )
 }
 

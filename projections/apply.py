@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from eventlog.events import AgentsConfigured, SchedulerPaused, SchedulerResumed, TaskSubmitted
+from eventlog.events import (
+    AgentsConfigured,
+    QueueGateClosed,
+    QueueGateOpened,
+    SchedulerPaused,
+    SchedulerResumed,
+    TaskSubmitted,
+)
 from eventlog.store import Recorded
 from projections.fold import (
     attempt_outcome,
@@ -20,6 +27,7 @@ from projections.fold import (
     evolve_fleet,
     evolve_task,
     follow_parent,
+    gate_state,
     link_after,
     load_changes,
     pause_state,
@@ -50,6 +58,8 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         state.set_meta("config_hash", event.content_hash)
     elif isinstance(event, SchedulerPaused | SchedulerResumed):
         state.set_meta("paused", pause_state(event, rec.recorded_at))
+    elif isinstance(event, QueueGateClosed | QueueGateOpened):
+        state.set_meta(f"gate:{event.queue}", gate_state(event, rec.recorded_at))
     else:
         before = state.get_task(event.task_id)  # type: ignore[attr-defined]
         after = evolve_task(before, event, rec.seq, rec.recorded_at)

@@ -15,6 +15,8 @@ from eventlog.events import (
     Event,
     LeaseExpired,
     LeaseRenewed,
+    QueueGateClosed,
+    QueueGateOpened,
     SchedulerPaused,
     SchedulerResumed,
     TaskApproved,
@@ -172,6 +174,14 @@ def pause_state(event: SchedulerPaused | SchedulerResumed, at: str) -> str:
     if isinstance(event, SchedulerResumed):
         return ""
     return canonical_json({"by": event.by, "reason": event.reason, "at": at})
+
+
+def gate_state(event: QueueGateClosed | QueueGateOpened, at: str) -> str:
+    """The `gate:QUEUE` meta value: JSON of why and since when it is closed, or empty
+    while open."""
+    if isinstance(event, QueueGateOpened):
+        return ""
+    return canonical_json({"detail": event.detail, "since": at})
 
 
 def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[AgentView]:

@@ -20,8 +20,9 @@ from projections.views import TaskView
 
 
 class QueuePolicy(BaseModel):
-    """Retry and flow-control policy of one queue: `[queues.NAME]` in sched.toml, each
-    key defaulting to the top-level setting of the same name."""
+    """Retry and flow-control policy of one queue: `[queues.NAME]` in sched.toml. The
+    retry and depth keys default to the top-level setting of the same name; the gate
+    keys exist per queue only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -30,6 +31,11 @@ class QueuePolicy(BaseModel):
     backoff_factor: float = Field(default=2.0, ge=1)
     backoff_max_seconds: float = Field(default=3600.0, ge=0)
     max_queue_depth: int = Field(default=10_000, ge=1)
+    # a command (argv) that exits 0 while what the queue's work needs is available;
+    # while it fails, ticks assign nothing from the queue
+    gate: list[str] | None = Field(default=None, min_length=1)
+    gate_timeout_seconds: float = Field(default=10.0, gt=0)
+    gate_cache_seconds: float = Field(default=60.0, ge=0)
 
 
 def backoff_cap(attempts_used: int, policy: QueuePolicy) -> float:

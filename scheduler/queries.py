@@ -14,6 +14,7 @@ from eventlog.timeutil import from_text, to_text
 from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
+from scheduler.gates import closed_gates
 from scheduler.workspace import Workspace, describe_pause
 
 
@@ -49,7 +50,8 @@ def status(ws: Workspace) -> dict[str, Any]:
         queues[name] = {s: counts.get((name, s), 0) for s in VISIBLE_STATUSES}
     shown = [a for a in agents if a.configured or a.load]
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
-            "last_seq": last_seq, "paused": describe_pause(meta.get("paused"), ws.stop_file)}
+            "last_seq": last_seq, "paused": describe_pause(meta.get("paused"), ws.stop_file),
+            "gates_closed": closed_gates(meta)}
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,

@@ -74,7 +74,8 @@ class Settings(BaseSettings):
 
     def queue_policy(self, queue: str) -> QueuePolicy:
         """The policy of `queue`: its `[queues.NAME]` keys over the top-level settings."""
-        defaults = {name: getattr(self, name) for name in QueuePolicy.model_fields}
+        defaults = {name: getattr(self, name) for name in QueuePolicy.model_fields
+                    if name in type(self).model_fields}
         return QueuePolicy(**{**defaults, **self.queues.get(queue, {})})
 
     @model_validator(mode="after")

@@ -24,6 +24,14 @@ from eventlog.timeutil import to_text
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
+from scheduler.gates import (
+    GateResult,
+    check_gates,
+    closed_gates,
+    due_checks,
+    gated_queues,
+    record_gates,
+)
 from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import settle_failure
 from scheduler.registry import ControlFile
@@ -49,6 +57,7 @@ class TickReport:
     config_recorded: bool = False
     paused: dict[str, object] | None = None
     spawned: list[int] = field(default_factory=list)
+    gates_closed: list[str] = field(default_factory=list)
 
     @property
     def did_something(self) -> bool:
@@ -183,6 +192,17 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:
+    """Run the gates whose cached result is older than their interval (no write lock
+    is held while they run)."""
+    if not gated_queues(ws.settings):
+        return {}
+    with ws.db.write() as session:
+        due = due_checks(session, ws.settings, now)
+    env = {k: os.environ[k] for k in ws.settings.exec_env_allowlist if k in os.environ}
+    return check_gates(ws.settings, due, env)
+
+
 def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] = pid_alive) -> TickReport:
     """One pass. With `dry_run`, the same work in a transaction that is rolled back.
     After the commit, starts `sched exec` for each assignment to an agent with a command."""
@@ -193,14 +213,20 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
     push: list[int] = []
     reap_finished()  # wrappers this process started and that have exited
+    gate_results = run_due_gates(ws, now)  # before the write lock: gates may be slow
     with ws.write(commit=not dry_run) as recorder:
         report.config_recorded = record_config_if_changed(recorder, control, now)
         take_back_overdue(ws, recorder, now, report)
         reap_dead_wrappers(ws, recorder, now, socket.gethostname(), alive, report)
         dead_letter_doomed(recorder, now, report)
         report.paused = describe_pause(recorder.views.meta().get("paused"), ws.stop_file)
+        if gate_results:
+            recorder.record(record_gates(recorder.views.session, recorder.views, gate_results, now), now)
+        closed = closed_gates(recorder.views.meta())
+        report.gates_closed = sorted(closed)
         agents = recorder.views.all_agents()
-        for queue in sorted({a.type for a in agents if a.free > 0} if report.paused is None else ()):
+        open_queues = {a.type for a in agents if a.free > 0} - set(closed)
+        for queue in sorted(open_queues if report.paused is None else ()):
             decisions = gather_and_plan(recorder.views, agents, queue, now, policy)
             recorder.record(decisions, now)
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)

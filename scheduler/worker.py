@@ -16,6 +16,7 @@ from eventlog.events import FailureReason, LeaseRenewed, TaskFailed, TaskStarted
 from eventlog.timeutil import to_text
 from projections.recorder import Recorder
 from projections.views import AgentView, TaskView
+from scheduler.gates import closed_gates
 from scheduler.plan import PlanPolicy
 from scheduler.tick import gather_and_plan, record_config_if_changed, settle
 from scheduler.tokens import hash_token, new_token, token_matches
@@ -56,8 +57,9 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         held = views.tasks(status="assigned", agent=agent_name, limit=1)
         if held:
             task = held[0]
-        elif describe_pause(views.meta().get("paused"), ws.stop_file) is not None:
-            return None  # paused: what is assigned may start, nothing new is assigned
+        elif (describe_pause(views.meta().get("paused"), ws.stop_file) is not None
+              or spec.type in closed_gates(views.meta())):
+            return None  # paused or gated: what is assigned may start, nothing new is assigned
         else:
             policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
             fleet = only_agent_free(views.all_agents(), agent_name)

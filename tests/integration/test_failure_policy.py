@@ -241,3 +241,28 @@ def test_affinity_sends_a_task_type_to_the_agent_that_succeeds_at_it(make_worksp
     (other,) = add(ws, 1, task_type="docs")
     assert tick(ws).assigned == [{"task_id": other, "agent": "ann"}]  # bob is busy now
     assert queries.verify_log(ws).ok
+
+
+def test_a_closed_gate_holds_its_queue_while_others_go_on(make_workspace):
+    from scheduler.settings import load_settings
+
+    ws = make_workspace()  # dev: ann, bob; qa: qin
+    up = ws.settings.home / "database-is-up"
+    (ws.settings.home / "sched.toml").write_text(
+        f'[queues.dev]\ngate = ["test", "-e", "{up}"]\ngate_cache_seconds = 60\n')
+    ws.settings = load_settings({}, {"home": ws.settings.home}).settings
+    (dev,) = add(ws)
+    (qa,) = submit(ws, [TaskSpec(queue="qa", title="q")])
+    report = tick(ws)
+    assert report.assigned == [{"task_id": qa.task_id, "agent": "qin"}] and report.gates_closed == ["dev"]
+    assert queries.status(ws)["gates_closed"]["dev"]["detail"] == "gate 'test' exited 1"
+    assert worker.claim(ws, "ann") is None  # a claim assigns nothing from a gated queue either
+    up.touch()
+    assert tick(ws).assigned == []  # the failed result is cached for 60 s
+    ws.clock.advance(60)
+    report = tick(ws)
+    assert report.gates_closed == [] and [a["task_id"] for a in report.assigned] == [dev]
+    kinds = [r.type for r in queries.replay(ws)]
+    assert (kinds.count("QueueGateClosed"), kinds.count("QueueGateOpened")) == (1, 1)
+    assert queries.status(ws)["gates_closed"] == {}
+    assert queries.verify_log(ws).ok

@@ -1,0 +1,117 @@
+"""Queue gates: a queue may name a command that says whether what its work depends on
+is available. While the gate fails, ticks assign nothing from that queue; other
+queues go on. A change of state is an event (`QueueGateClosed` / `QueueGateOpened`);
+when each gate was last run is an operational cache (`gate_checks`), not part of the
+log, so a gate runs at most once per `gate_cache_seconds` whichever process ticks.
+
+Gate commands run before the tick's write transaction, so a slow gate never holds the
+write lock.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.sqlite import insert
+from sqlmodel import Field, Session, SQLModel
+
+from eventlog.events import Event, QueueGateClosed, QueueGateOpened
+from eventlog.timeutil import from_text, to_text
+from projections.sql import SqlProjection
+from scheduler.settings import Settings
+
+
+class GateCheckRow(SQLModel, table=True):
+    """When a queue's gate last ran and what it said (a cache, not a projection)."""
+
+    __tablename__ = "gate_checks"
+
+    queue: str = Field(primary_key=True)
+    checked_at: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    detail: str
+
+
+def run_gate(argv: list[str], timeout: float, env: Mapping[str, str]) -> GateResult:
+    """Run a gate command (no shell): exit 0 passes; anything else fails, with why."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout, env=dict(env))
+    except subprocess.TimeoutExpired:
+        return GateResult(False, f"gate {argv[0]!r} timed out after {timeout:g} s")
+    except OSError as e:
+        return GateResult(False, f"gate {argv[0]!r} cannot start: {e.strerror or e}")
+    if done.returncode == 0:
+        return GateResult(True, "passed")
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return GateResult(False, f"gate {argv[0]!r} exited {done.returncode}"
+                      + (f": {lines[-1].strip()}" if lines else ""))
+
+
+def gated_queues(settings: Settings) -> dict[str, list[str]]:
+    return {queue: policy.gate for queue in settings.queues
+            if (policy := settings.queue_policy(queue)).gate}
+
+
+def due_checks(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """Gated queues whose last check is older than their cache interval."""
+    ensure_table(session)
+    last = {row.queue: row.checked_at for row in session.execute(select(GateCheckRow)).scalars()}
+    due = []
+    for queue in gated_queues(settings):
+        cache = timedelta(seconds=settings.queue_policy(queue).gate_cache_seconds)
+        if queue not in last or from_text(last[queue]) + cache <= now:
+            due.append(queue)
+    return due
+
+
+def check_gates(settings: Settings, queues: list[str], env: Mapping[str, str]) -> dict[str, GateResult]:
+    """Run the gates of `queues` (outside any transaction)."""
+    results = {}
+    for queue in queues:
+        policy = settings.queue_policy(queue)
+        assert policy.gate is not None
+        results[queue] = run_gate(policy.gate, policy.gate_timeout_seconds, env)
+    return results
+
+
+def record_gates(session: Session, views: SqlProjection, results: Mapping[str, GateResult],
+                 now: datetime) -> list[Event]:
+    """Inside the write transaction: remember the checks, and return the events for
+    gates whose state changed."""
+    events: list[Event] = []
+    meta = views.meta()
+    for queue, result in results.items():
+        stmt = insert(GateCheckRow).values(queue=queue, checked_at=to_text(now),
+                                           passed=result.passed, detail=result.detail)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[GateCheckRow.queue],
+            set_={"checked_at": stmt.excluded.checked_at, "passed": stmt.excluded.passed,
+                  "detail": stmt.excluded.detail}))
+        closed = bool(meta.get(f"gate:{queue}"))
+        if result.passed and closed:
+            events.append(QueueGateOpened(queue=queue))
+        elif not result.passed and not closed:
+            events.append(QueueGateClosed(queue=queue, detail=result.detail))
+    return events
+
+
+def closed_gates(meta: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Queue -> {detail, since} for every gate that is closed now (from the projection)."""
+    return {key.removeprefix("gate:"): json.loads(value) for key, value in meta.items()
+            if key.startswith("gate:") and value}
+
+
+def ensure_table(session: Session) -> None:
+    GateCheckRow.__table__.create(session.connection(), checkfirst=True)  # type: ignore[attr-defined]
