@@ -92,14 +92,17 @@ def tasks_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """List tasks in the order they will be picked (priority, then submission)."""
-    found = queries.list_tasks(workspace(home, db), queue, status, limit)
+    ws = workspace(home, db)
+    found = queries.list_tasks(ws, queue, status, limit)
     if json_out:
-        emit_json({"tasks": [queries.task_dict(t) for t in found]})
+        emit_json({"tasks": [queries.task_dict(t) | queries.pick_figures(ws, t) for t in found]})
         return
-    table = Table("id", "queue", "status", "prio", "agent", "attempt", "title")
+    table = Table("id", "queue", "status", "prio", "eff", "waited", "agent", "attempt", "title")
     for t in found:
-        table.add_row(str(t.task_id), t.queue, t.status, str(t.priority), t.agent or "-",
-                      f"{t.attempt - t.attempt_floor}/{t.max_attempts}", t.title)
+        figures = queries.pick_figures(ws, t)
+        table.add_row(str(t.task_id), t.queue, t.status, str(t.priority),
+                      str(figures["effective_priority"]), f"{figures['waited_seconds']:.0f}s",
+                      t.agent or "-", f"{t.attempt - t.attempt_floor}/{t.max_attempts}", t.title)
     console().print(table)
 
 

@@ -235,15 +235,18 @@ class SqlProjection:
         query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
         return [task_from_row(r) for r in self.session.execute(query)]
 
-    def candidates(self, queue: str, now: str, limit: int,
-                   assignee: str | None = None) -> list[TaskView]:
-        """The best `limit` queued tasks of `queue` that may start at `now`: the
-        unassigned ones, or those directed at `assignee`."""
+    def candidates(self, queue: str, now: str, limit: int, assignee: str | None = None,
+                   submitted_by: str | None = None) -> list[TaskView]:
+        """The best `limit` queued tasks of `queue` (by base priority) that may start at
+        `now`: the unassigned ones, or those directed at `assignee`; with
+        `submitted_by`, only those submitted by then."""
         self.flush()
         due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
         who = TaskRow.assignee.is_(None) if assignee is None else TaskRow.assignee == assignee
         query = (select(*_TASK_COLUMNS)
                  .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
                  .order_by(*PICK_ORDER).limit(limit))
+        if submitted_by is not None:
+            query = query.where(TaskRow.submitted_at <= submitted_by)
         return [task_from_row(r) for r in self.session.execute(query)]
 

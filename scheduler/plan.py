@@ -8,11 +8,11 @@ candidates of each queue (see `scheduler.tick`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from eventlog.events import TaskAssigned
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
 
 
@@ -21,12 +21,31 @@ class PlanPolicy:
     """The knobs of the decision."""
 
     start_deadline_seconds: float = 120.0
+    # queue -> (age_boost_seconds, age_boost_max); other queues use default_ageing
+    ageing: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    default_ageing: tuple[float, int] = (0.0, 0)
+
+    def ageing_of(self, queue: str) -> tuple[float, int]:
+        return self.ageing.get(queue, self.default_ageing)
 
 
-def pick_order(task: TaskView) -> tuple[int, int, int]:
-    """Sort key: higher priority first, then the task that unblocks more others, then
-    earlier submission."""
-    return (-task.priority, -len(task.blocks), task.submitted_seq)
+def age_boost(task: TaskView, now: datetime, boost_seconds: float, cap: int) -> int:
+    """Priority points a task has gained by waiting since it was submitted."""
+    if boost_seconds <= 0 or cap <= 0:
+        return 0
+    waited = (now - from_text(task.submitted_at)).total_seconds()
+    return max(0, min(cap, int(waited // boost_seconds)))
+
+
+def effective_priority(task: TaskView, now: datetime, policy: PlanPolicy) -> int:
+    """Priority plus one point per `age_boost_seconds` waited, at most `age_boost_max`."""
+    return task.priority + age_boost(task, now, *policy.ageing_of(task.queue))
+
+
+def pick_order(task: TaskView, now: datetime, policy: PlanPolicy) -> tuple[int, int, int]:
+    """Sort key: higher effective priority first, then the task that unblocks more
+    others, then earlier submission."""
+    return (-effective_priority(task, now, policy), -len(task.blocks), task.submitted_seq)
 
 
 def is_ready(task: TaskView, now_text: str) -> bool:
@@ -67,7 +86,8 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
             if agent.free > 0:
                 pools.setdefault(agent.type, []).append(_Slot(agent.name, agent.free, agent.load))
     decisions = []
-    for task in sorted((t for t in tasks if is_ready(t, now_text)), key=pick_order):
+    ready = (t for t in tasks if is_ready(t, now_text))
+    for task in sorted(ready, key=lambda t: pick_order(t, now, policy)):
         slot = _choose(pools.get(task.queue, ()), task, active.get(task.queue, set()), records or {})
         if slot is None:
             continue

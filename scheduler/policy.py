@@ -31,6 +31,8 @@ class QueuePolicy(BaseModel):
     backoff_factor: float = Field(default=2.0, ge=1)
     backoff_max_seconds: float = Field(default=3600.0, ge=0)
     max_queue_depth: int = Field(default=10_000, ge=1)
+    age_boost_seconds: float = Field(default=600.0, ge=0)  # 0: no ageing
+    age_boost_max: int = Field(default=10, ge=0)
     # a command (argv) that exits 0 while what the queue's work needs is available;
     # while it fails, ticks assign nothing from the queue
     gate: list[str] | None = Field(default=None, min_length=1)

@@ -15,6 +15,8 @@ from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.gates import closed_gates
+from scheduler.plan import effective_priority, pick_order
+from scheduler.tick import plan_policy
 from scheduler.workspace import Workspace, describe_pause
 
 
@@ -56,10 +58,21 @@ def status(ws: Workspace) -> dict[str, Any]:
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
                limit: int | None = None) -> list[TaskView]:
+    """Tasks in the order they will be picked: effective priority (with ageing), then
+    how many tasks run after them, then submission."""
     if status_ is not None and status_ not in VISIBLE_STATUSES:
         raise BadInput(f"unknown status {status_!r} (one of: {', '.join(VISIBLE_STATUSES)})")
     with ws.read() as (_log, views):
-        return views.tasks(queue=queue, status=status_, limit=limit)
+        found = views.tasks(queue=queue, status=status_, limit=limit)
+    now, policy = ws.clock.now(), plan_policy(ws.settings)
+    return sorted(found, key=lambda t: pick_order(t, now, policy))
+
+
+def pick_figures(ws: Workspace, task: TaskView) -> dict[str, Any]:
+    """What decides a task's place in its queue: effective priority and time waited."""
+    now = ws.clock.now()
+    return {"effective_priority": effective_priority(task, now, plan_policy(ws.settings)),
+            "waited_seconds": round((now - from_text(task.submitted_at)).total_seconds(), 3)}
 
 
 def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:

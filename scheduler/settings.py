@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="retry delay cap after the first failed attempt")
     backoff_factor: float = Field(default=2.0, ge=1, description="growth of the delay cap per attempt")
     backoff_max_seconds: float = Field(default=3600.0, ge=0, description="largest retry delay")
+    age_boost_seconds: float = Field(
+        default=600.0, ge=0,
+        description="a queued task gains one priority point per this long waited (0: off)")
+    age_boost_max: int = Field(default=10, ge=0, description="most points a task gains by waiting")
     max_queue_depth: int = Field(
         default=10_000, ge=1, description="open tasks a queue may hold; a submit beyond is refused")
     queues: dict[str, dict[str, object]] = Field(

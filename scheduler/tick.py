@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from eventlog.events import (
@@ -35,6 +35,7 @@ from scheduler.gates import (
 from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import settle_failure
 from scheduler.registry import ControlFile
+from scheduler.settings import Settings
 from scheduler.spawn import reap_finished
 from scheduler.workspace import Workspace, describe_pause
 
@@ -136,11 +137,31 @@ def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) ->
             report.retried.append(task_id)
 
 
+def plan_policy(settings: Settings) -> PlanPolicy:
+    return PlanPolicy(
+        start_deadline_seconds=settings.start_deadline_seconds,
+        ageing={q: (p.age_boost_seconds, p.age_boost_max)
+                for q in settings.queues if (p := settings.queue_policy(q))},
+        default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
+
+
+def age_bands(now: datetime, policy: PlanPolicy, queue: str) -> list[str | None]:
+    """Submission cutoffs, one per age boost a task can have: a task among the best of
+    its band by base priority is a candidate. The best by effective priority are then
+    all among the union: a task that gained b points competes only with tasks that
+    gained at least as many, and those rank above it if their base priority does."""
+    boost, cap = policy.ageing_of(queue)
+    if boost <= 0:
+        return [None]
+    return [None, *(to_text(now - timedelta(seconds=b * boost)) for b in range(1, cap + 1))]
+
+
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
                     now: datetime, policy: PlanPolicy) -> list[TaskAssigned]:
-    """Plan one queue from its top candidates only. Fetches more candidates (doubling)
-    only while some fetched ones could not be placed, e.g. tasks directed at a busy
-    agent or excluded from the free ones, so the cost follows the assignments made."""
+    """Plan one queue from its top candidates only: per age band, the best queued tasks
+    by base priority (see `age_bands`). Fetches more (doubling) only while some fetched
+    ones could not be placed, e.g. tasks directed at a busy agent or excluded from the
+    free ones, so the cost follows the assignments made, not the backlog."""
     pool = [a for a in agents if a.type == queue]
     free_agents = [a for a in pool if a.free > 0]
     wanted = sum(a.free for a in free_agents)
@@ -149,14 +170,18 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     now_text = to_text(now)
     records = views.records(a.name for a in free_agents)
     limit = wanted
+    bands = age_bands(now, policy, queue)
     while True:
-        candidates: dict[int, TaskView] = {t.task_id: t for t in
-                                           views.candidates(queue, now_text, limit)}
-        for agent in free_agents:
-            for task in views.candidates(queue, now_text, min(limit, agent.free), agent.name):
-                candidates[task.task_id] = task
+        candidates: dict[int, TaskView] = {}
+        exhausted = True
+        for cutoff in bands:
+            found = views.candidates(queue, now_text, limit, submitted_by=cutoff)
+            exhausted = exhausted and len(found) < limit
+            for agent in free_agents:
+                found += views.candidates(queue, now_text, min(limit, agent.free), agent.name,
+                                          submitted_by=cutoff)
+            candidates.update((t.task_id, t) for t in found)
         decisions = plan(pool, candidates.values(), now, policy, records)
-        exhausted = len(candidates) < limit
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions
         limit *= 2
@@ -210,7 +235,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     control = ws.registry().control  # validated before any write
     now = ws.clock.now()
     report = TickReport(dry_run=dry_run)
-    policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
+    policy = plan_policy(ws.settings)
     push: list[int] = []
     reap_finished()  # wrappers this process started and that have exited
     gate_results = run_due_gates(ws, now)  # before the write lock: gates may be slow

@@ -17,8 +17,7 @@ from eventlog.timeutil import to_text
 from projections.recorder import Recorder
 from projections.views import AgentView, TaskView
 from scheduler.gates import closed_gates
-from scheduler.plan import PlanPolicy
-from scheduler.tick import gather_and_plan, record_config_if_changed, settle
+from scheduler.tick import gather_and_plan, plan_policy, record_config_if_changed, settle
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
 
@@ -61,7 +60,7 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
               or spec.type in closed_gates(views.meta())):
             return None  # paused or gated: what is assigned may start, nothing new is assigned
         else:
-            policy = PlanPolicy(start_deadline_seconds=ws.settings.start_deadline_seconds)
+            policy = plan_policy(ws.settings)
             fleet = only_agent_free(views.all_agents(), agent_name)
             decisions = gather_and_plan(views, fleet, spec.type, now, policy)[:1]
             if not decisions:

@@ -266,3 +266,16 @@ def test_a_closed_gate_holds_its_queue_while_others_go_on(make_workspace):
     assert (kinds.count("QueueGateClosed"), kinds.count("QueueGateOpened")) == (1, 1)
     assert queries.status(ws)["gates_closed"] == {}
     assert queries.verify_log(ws).ok
+
+
+def test_an_old_low_priority_task_overtakes_a_crowd_of_young_high_ones(make_workspace):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev"}], age_boost_seconds=600,
+                        age_boost_max=10)
+    (old,) = add(ws, 1, priority=0)
+    ws.clock.advance(600 * 5)  # +5 points
+    young = add(ws, 20, priority=3)
+    ordered = queries.list_tasks(ws, queue="dev")
+    assert ordered[0].task_id == old
+    assert queries.pick_figures(ws, ordered[0]) == {"effective_priority": 5, "waited_seconds": 3000.0}
+    assert tick(ws).assigned == [{"task_id": old, "agent": "ann"}]  # found in its age band
+    assert all(status(ws, t) == "queued" for t in young)

@@ -125,3 +125,23 @@ def test_affinity_prefers_the_better_record_among_equal_free_slots():
                      records=records)
     assert [(d.task_id, d.agent) for d in decisions] == [(1, "a")]
     assert [d.agent for d in plan([agent("b"), agent("a")], [task(1)], NOW, records=records)] == ["a"]
+
+
+def test_waiting_raises_the_effective_priority_up_to_the_cap():
+    from scheduler.plan import effective_priority
+
+    policy = PlanPolicy(default_ageing=(600, 3))
+    old = replace_submitted(task(1, priority=1), NOW - timedelta(seconds=1300))
+    assert effective_priority(old, NOW, policy) == 3  # two full 600 s intervals
+    ancient = replace_submitted(task(2, priority=1), NOW - timedelta(days=2))
+    assert effective_priority(ancient, NOW, policy) == 4  # capped at +3
+    assert effective_priority(old, NOW, PlanPolicy()) == 1  # no ageing by default in plan
+    young_high = replace_submitted(task(3, priority=2), NOW)
+    decisions = plan([agent("a")], [young_high, old], NOW, policy)
+    assert [d.task_id for d in decisions] == [1]
+
+
+def replace_submitted(view, moment):
+    from dataclasses import replace
+
+    return replace(view, submitted_at=to_text(moment))
