@@ -235,14 +235,20 @@ class SqlProjection:
         query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
         return [task_from_row(r) for r in self.session.execute(query)]
 
-    def candidates(self, queue: str, now: str, limit: int, assignee: str | None = None,
+    def oldest_queued(self, queue: str) -> str | None:
+        """When the longest-waiting queued task of `queue` was submitted."""
+        self.flush()
+        return self.session.execute(select(func.min(TaskRow.submitted_at)).where(
+            TaskRow.queue == queue, TaskRow.status == "queued")).scalar()
+
+    def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
                    submitted_by: str | None = None) -> list[TaskView]:
         """The best `limit` queued tasks of `queue` (by base priority) that may start at
-        `now`: the unassigned ones, or those directed at `assignee`; with
+        `now`: the unassigned ones, or those directed at one of `assignees`; with
         `submitted_by`, only those submitted by then."""
         self.flush()
         due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
-        who = TaskRow.assignee.is_(None) if assignee is None else TaskRow.assignee == assignee
+        who = TaskRow.assignee.is_(None) if assignees is None else TaskRow.assignee.in_(assignees)
         query = (select(*_TASK_COLUMNS)
                  .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
                  .order_by(*PICK_ORDER).limit(limit))

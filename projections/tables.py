@@ -17,6 +17,7 @@ class TaskRow(SQLModel, table=True):
         Index("ix_tasks_pick", "queue", "status", "assignee", text("priority DESC"),
               text("unblocks DESC"), "task_id"),
         Index("ix_tasks_deadline", "status", "deadline"),
+        Index("ix_tasks_age", "queue", "status", "submitted_at"),
         Index("ix_tasks_agent", "agent", "status"),
         Index("ix_tasks_idempotency", "idempotency_key"),
     )
@@ -111,7 +112,7 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 2
+PROJECTION_SCHEMA = 3
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      AgentRecordRow.__table__, MetaRow.__table__]

@@ -20,7 +20,7 @@ from eventlog.events import (
     TaskFailed,
     TaskRequeued,
 )
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text, to_text
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
@@ -145,15 +145,17 @@ def plan_policy(settings: Settings) -> PlanPolicy:
         default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
 
 
-def age_bands(now: datetime, policy: PlanPolicy, queue: str) -> list[str | None]:
-    """Submission cutoffs, one per age boost a task can have: a task among the best of
-    its band by base priority is a candidate. The best by effective priority are then
-    all among the union: a task that gained b points competes only with tasks that
-    gained at least as many, and those rank above it if their base priority does."""
+def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None) -> list[str | None]:
+    """Submission cutoffs, one per age boost a task can have (up to what the oldest
+    queued task has gained): a task among the best of its band by base priority is a
+    candidate. The best by effective priority are then all among the union: a task
+    that gained b points competes only with tasks that gained at least as many, and
+    those rank above it if their base priority does."""
     boost, cap = policy.ageing_of(queue)
-    if boost <= 0:
+    if boost <= 0 or oldest is None:
         return [None]
-    return [None, *(to_text(now - timedelta(seconds=b * boost)) for b in range(1, cap + 1))]
+    reached = min(cap, int((now - from_text(oldest)).total_seconds() // boost))
+    return [None, *(to_text(now - timedelta(seconds=b * boost)) for b in range(1, reached + 1))]
 
 
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
@@ -170,17 +172,16 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     now_text = to_text(now)
     records = views.records(a.name for a in free_agents)
     limit = wanted
-    bands = age_bands(now, policy, queue)
+    bands = age_bands(now, policy, queue, views.oldest_queued(queue))
+    names = [a.name for a in free_agents]
     while True:
         candidates: dict[int, TaskView] = {}
         exhausted = True
         for cutoff in bands:
-            found = views.candidates(queue, now_text, limit, submitted_by=cutoff)
-            exhausted = exhausted and len(found) < limit
-            for agent in free_agents:
-                found += views.candidates(queue, now_text, min(limit, agent.free), agent.name,
-                                          submitted_by=cutoff)
-            candidates.update((t.task_id, t) for t in found)
+            for assignees in (None, names):  # open to any agent, then directed at a free one
+                found = views.candidates(queue, now_text, limit, assignees, submitted_by=cutoff)
+                exhausted = exhausted and len(found) < limit
+                candidates.update((t.task_id, t) for t in found)
         decisions = plan(pool, candidates.values(), now, policy, records)
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions
