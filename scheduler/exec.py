@@ -215,15 +215,16 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
     stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)  # nothing outlives it
     if returncode is None:
         return Outcome("lost", "lease lost: the task was taken back while it ran")
-    for remaining in range(REPORT_TRIES - 1, -1, -1):
+    tries = REPORT_TRIES
+    while True:
         try:
             return _report(ws, attempt, returncode, ending)
         except TokenRejected as e:
             return Outcome("lost", e.message)
         except DatabaseBusy:  # the outcome is worth another wait for the write lock
-            if not remaining:
+            tries -= 1
+            if not tries:
                 raise
-    raise AssertionError("unreachable")
 
 
 def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes]) -> tuple[int | None, str]:
