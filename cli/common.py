@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from eventlog.errors import BadInput
+from eventlog.events import strict_json_loads
 from scheduler.clock import Clock, SystemClock
 from scheduler.settings import LoadedSettings, load_settings
 from scheduler.workspace import Workspace
@@ -65,6 +66,8 @@ def parse_json_option(text: str | None, flag: str) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
+        return strict_json_loads(text)
+    except ValueError as e:
+        if not isinstance(e, json.JSONDecodeError):
+            raise BadInput(f"{flag}: {e}") from e
         raise BadInput(f"{flag}: not valid JSON: {e.msg} (at char {e.pos})") from e

@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except SchedError as e:
         print(f"sched: {e.message}", file=sys.stderr)
         return e.exit_code
+    except OverflowError:  # an id or number beyond SQLite's 64-bit integers
+        print("sched: a number is too large (at most 2**63 - 1)", file=sys.stderr)
+        return 2
     except typer.Exit as e:
         return e.exit_code
     except typer.TyperException as e:  # usage errors: unknown flag, missing argument

@@ -110,7 +110,7 @@ class Database:
         """Turn driver errors into one-line `DatabaseError`s naming the file."""
         try:
             yield
-        except (OperationalError, DBAPIError) as e:
+        except (OperationalError, DBAPIError, sqlite3.Error) as e:
             what = describe_driver_error(e)
             if "locked" in what or "busy" in what:
                 raise DatabaseBusy(f"{self.path}: {what} (another writer held it longer than "

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from eventlog.errors import CorruptLog
 
-TaskId = Annotated[int, Field(ge=1)]
+TaskId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 FailureReason = Literal[
     "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported"
 ]
@@ -288,6 +288,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
 # (type, stored schema_version) -> function upgrading the payload dict by one version.
 # Empty while every event is at version 1; the first schema change adds its entry here.
 _UPCASTERS: dict[tuple[str, int], Any] = {}
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON (only finite numbers are)")
+
+
+def strict_json_loads(text: str) -> Any:
+    """`json.loads` without NaN and Infinity: they would not survive the trip through
+    the log (pydantic stores them as null), so they are refused at the door."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+INT64_MAX = 2**63 - 1  # SQLite's integer range: larger numbers are refused as input
 
 
 def current_version(event_type: str) -> int:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_FORMAT = "-%m-%dT%H:%M:%S.%fZ"  # the year is formatted apart: strftime does not pad it
 
 
 def to_text(moment: datetime) -> str:
     """Render a timezone-aware moment as fixed-width UTC text (sorts like time)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: sched uses timezone-aware UTC only")
-    return moment.astimezone(UTC).strftime(_FORMAT)
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}" + utc.strftime(_FORMAT)
 
 
 def from_text(text: str) -> datetime:

@@ -75,10 +75,10 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskSucceeded():
             return replace(task, status="succeeded", agent=None, deadline=None,
                            token_hash=None, pid=None, host=None, cancelling=False, updated_at=at)
-        case TaskRequeued(reason="operator"):
-            return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
-                           pid=None, host=None, not_before=None, attempt_floor=task.attempt,
-                           excluded=(), updated_at=at)
+        case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
+            return replace(task, status="blocked" if task.waiting_on else "queued", agent=None,
+                           deadline=None, token_hash=None, pid=None, host=None, not_before=None,
+                           attempt_floor=task.attempt, excluded=(), doomed_by=None, updated_at=at)
         case TaskRequeued():
             return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None,

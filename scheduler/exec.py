@@ -282,7 +282,10 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str) -> Ou
         return Outcome("succeeded", "exit 0")
     last = _last_line(attempt.log_path)
     if returncode < 0:
-        name = signal.Signals(-returncode).name
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # real-time signals have no name
+            name = f"signal {-returncode}"
         status = worker.fail(ws, task_id, token, f"killed by {name}" + (f": {last}" if last else ""),
                              reason="exit_code", signal=-returncode, log_path=log)
         return Outcome(status, name)

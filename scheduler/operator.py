@@ -58,6 +58,14 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
                 if task.status != "dead":
                     raise Refused(f"task {task_id} is {task.status}; only dead tasks are requeued")
                 chosen.append(task_id)
+        coming_back = set(chosen)
+        for task_id in chosen:  # a task may come back only if what it runs after can succeed
+            for parent_id in _existing(views, task_id).waiting_on:
+                parent = views.get_task(parent_id)
+                if parent is not None and parent.status in ("dead", "cancelled") \
+                        and parent_id not in coming_back:
+                    raise Refused(f"task {task_id} runs after task {parent_id}, which is "
+                                  f"{parent.status}: requeue {parent_id} first (or both)")
         recorder.record([TaskRequeued(task_id=t, reason="operator") for t in chosen], now)
         return chosen
 

@@ -85,7 +85,7 @@ def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:
 
 def parse_position(text: str, flag: str) -> int | str:
     """A `--since`/`--until` bound: a seq number, or an ISO time as fixed-width text."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         return to_text(from_text(text))

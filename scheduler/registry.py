@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventlog.errors import ControlFileError
-from eventlog.events import AgentRecord, AgentsConfigured
+from eventlog.events import AgentRecord, AgentsConfigured, strict_json_loads
 
 DEFAULT_AGENTS = [
     {"agentName": "dev-1", "agentType": "dev", "maxConcurrency": 2},
@@ -86,8 +86,8 @@ def find_control_file(candidates: Sequence[Path]) -> Path:
 def parse_control_file(path: Path, text: str) -> ControlFile:
     """Validate the text of a control file; raise `ControlFileError` naming the problem."""
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
+        raw = strict_json_loads(text)
+    except ValueError as e:
         raise ControlFileError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(raw, list):
         raise ControlFileError(f"{path}: expected a JSON array of agents")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventlog.errors import BadInput, Refused
-from eventlog.events import TaskSubmitted
+from eventlog.events import INT64_MAX, TaskSubmitted, strict_json_loads
 from projections.sql import SqlProjection
 from scheduler.registry import AgentRegistry
 from scheduler.workspace import Workspace
@@ -25,14 +25,22 @@ class TaskSpec(BaseModel):
 
     queue: str = Field(min_length=1)
     title: str = Field(min_length=1)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-INT64_MAX, le=INT64_MAX)
     assignee: str | None = None
     payload: Any = None
-    max_attempts: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1, le=1_000_000)
     not_before: AwareDatetime | None = None
+
+    @field_validator("not_before")
+    @classmethod
+    def _within_calendar(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not (datetime(1970, 1, 1, tzinfo=UTC) <= value
+                                      <= datetime(9999, 1, 1, tzinfo=UTC)):
+            raise ValueError("must lie between 1970 and 9999")
+        return value
     idempotency_key: str | None = Field(default=None, min_length=1)
     requires_approval: bool = False
-    after: list[int] = []  # ids of tasks that must succeed first
+    after: list[Annotated[int, Field(ge=1, le=INT64_MAX)]] = []  # tasks that must succeed first
     task_type: str | None = Field(default=None, alias="type", min_length=1)
 
 
@@ -79,9 +87,11 @@ def read_batch(path: Path) -> list[tuple[str, TaskSpec]]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw = strict_json_loads(line)
         except json.JSONDecodeError as e:
             raise BadInput(f"{path}:{number}: not valid JSON: {e.msg}") from e
+        except ValueError as e:
+            raise BadInput(f"{path}:{number}: {e}") from e
         where = f"{path}:{number}"
         specs.append((where, parse_spec(raw, where)))
     if not specs:

@@ -279,3 +279,24 @@ def test_an_old_low_priority_task_overtakes_a_crowd_of_young_high_ones(make_work
     assert queries.pick_figures(ws, ordered[0]) == {"effective_priority": 5, "waited_seconds": 3000.0}
     assert tick(ws).assigned == [{"task_id": old, "agent": "ann"}]  # found in its age band
     assert all(status(ws, t) == "queued" for t in young)
+
+
+def test_a_requeued_dependant_waits_for_its_requeued_parent(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (a,) = add(ws, max_attempts=1)
+    (b,) = add(ws, after=[a])
+    worker.fail(ws, a, worker.claim(ws, "ann").token, "broken")
+    assert tick(ws).dead_lettered == [b]
+    with pytest.raises(Refused, match=f"runs after task {a}, which is dead"):
+        operator.requeue(ws, [b])
+    assert sorted(operator.requeue(ws, queue="dev")) == [a, b]
+    assert (status(ws, a), status(ws, b)) == ("queued", "blocked")
+    report = tick(ws)
+    assert report.dead_lettered == []  # b hopes again: it waits for a, it is not doomed
+    assert [x["task_id"] for x in report.assigned] == [a]  # b is not runnable yet
+    holder = queries.show(ws, a)[0].agent
+    claim = worker.claim(ws, holder)
+    assert claim.task.task_id == a
+    worker.complete(ws, a, claim.token)
+    assert status(ws, b) == "queued"
+    assert queries.verify_log(ws).ok

@@ -82,3 +82,11 @@ def test_events_reject_unknown_fields_and_mutation():
     event = TaskAssigned(task_id=1, agent="a", attempt=1, start_by=datetime.now(UTC))
     with pytest.raises(ValueError):
         event.agent = "b"  # type: ignore[misc]
+
+
+def test_timestamps_are_fixed_width_for_every_year():
+    from eventlog.timeutil import from_text, to_text
+
+    early, late = datetime(999, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    assert to_text(early) == "0999-01-01T00:00:00.000000Z" < to_text(late)
+    assert from_text(to_text(early)) == early
