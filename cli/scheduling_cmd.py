@@ -47,9 +47,13 @@ def tick_command(
             + (" (dry run: nothing appended)" if dry_run else ""))
 
 
-def status_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:
-    """Queue depths and agent load, read from the projections."""
-    doc = queries.status(workspace(home, db))
+def status_command(
+    at: Annotated[str | None, typer.Option(
+        "--at", help="As it stood after this event: a seq number or an ISO time.")] = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Queue depths and agent load, read from the projections (or, with --at, replayed)."""
+    doc = queries.status(workspace(home, db), queries.parse_position(at, "--at") if at else None)
     if json_out:
         emit_json(doc)
         return

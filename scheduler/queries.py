@@ -11,6 +11,7 @@ from eventlog.errors import BadInput, NotFound
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
+from projections.apply import fold
 from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
@@ -40,20 +41,24 @@ def event_dict(rec: Recorded) -> dict[str, Any]:
             "data": json.loads(rec.data), "hash": rec.hash}
 
 
-def status(ws: Workspace) -> dict[str, Any]:
-    """Queue depths and agent load, from the projection tables only."""
-    with ws.read() as (_log, views):
-        counts = views.counts()
-        agents = views.all_agents()
-        meta = views.meta()
+def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
+    """Queue depths and agent load, from the projection tables only; or, with `at` (a
+    seq, or fixed-width UTC text), as they stood after that event, folded in memory
+    from the log (the stop file, a present-day fact, is then not consulted)."""
+    if at is None:
+        with ws.read() as (_log, views):
+            counts, agents, meta = views.counts(), views.all_agents(), views.meta()
+    else:
+        past = fold(replay(ws, until=at))
+        counts, agents, meta = past.counts, sorted(past.agents.values(), key=lambda a: a.name), past.meta
     last_seq = int(meta.get("last_seq", 0))
     queues: dict[str, dict[str, int]] = {}
     for name in sorted({q for q, _ in counts} | {a.type for a in agents if a.configured}):
         queues[name] = {s: counts.get((name, s), 0) for s in VISIBLE_STATUSES}
     shown = [a for a in agents if a.configured or a.load]
+    paused = describe_pause(meta.get("paused"), ws.stop_file if at is None else None)
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
-            "last_seq": last_seq, "paused": describe_pause(meta.get("paused"), ws.stop_file),
-            "gates_closed": closed_gates(meta)}
+            "last_seq": last_seq, "paused": paused, "gates_closed": closed_gates(meta)}
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,

@@ -92,11 +92,11 @@ class Workspace:
         return AgentRegistry(find_control_file(self.control_paths()))
 
 
-def describe_pause(recorded: str | None, stop_file: Path) -> dict[str, object] | None:
+def describe_pause(recorded: str | None, stop_file: Path | None) -> dict[str, object] | None:
     """Who paused assignment, why and when (from the `paused` projection value), or the
-    stop file while it exists; None while assignment runs."""
+    stop file while it exists (None: do not look); None while assignment runs."""
     if recorded:
         return json.loads(recorded)
-    if stop_file.exists():
+    if stop_file is not None and stop_file.exists():
         return {"by": "stop file", "reason": str(stop_file), "at": None}
     return None

@@ -297,3 +297,16 @@ def test_projection_tables_of_another_shape_are_rebuilt_from_the_log(make_worksp
     assert queries.status(reopened) == expected
     assert queries.verify_log(reopened).ok
     reopened.close()
+
+
+def test_status_at_a_past_seq_or_time_replays_the_log(make_workspace):
+    ws = make_workspace()
+    add(ws, 2)
+    then = queries.status(ws)
+    ws.clock.advance(60)
+    tick(ws)
+    now = queries.status(ws)
+    assert queries.status(ws, at=then["last_seq"]) == then
+    assert queries.status(ws, at=now["last_seq"]) == now
+    moment = queries.parse_position("2026-01-01T00:00:30+00:00", "--at")
+    assert queries.status(ws, at=moment)["queues"]["dev"]["queued"] == 2
