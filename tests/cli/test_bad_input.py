@@ -78,11 +78,14 @@ def test_a_bad_submit_appends_nothing(run: Run, db: Path, args: list[str], named
     assert_unchanged(db, before)
 
 
-@pytest.mark.parametrize("args", [
+COMMANDS_THAT_OPEN_THE_DB = [
     ["status", "--json"],
     ["tick", "--json"],
     ["submit", "--queue", "dev", "--title", "t", "--json"],
-], ids=["status", "tick", "submit"])
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS_THAT_OPEN_THE_DB, ids=["status", "tick", "submit"])
 def test_db_flag_at_a_missing_file(run: Run, db: Path, args: list[str]):
     missing = db.parent / "nowhere" / "missing.db"
     before = file_digest(db)
@@ -92,11 +95,7 @@ def test_db_flag_at_a_missing_file(run: Run, db: Path, args: list[str]):
     assert_unchanged(db, before)
 
 
-@pytest.mark.parametrize("args", [
-    ["status", "--json"],
-    ["tick", "--json"],
-    ["submit", "--queue", "dev", "--title", "t", "--json"],
-], ids=["status", "tick", "submit"])
+@pytest.mark.parametrize("args", COMMANDS_THAT_OPEN_THE_DB, ids=["status", "tick", "submit"])
 def test_db_flag_at_a_file_that_is_not_a_database(run: Run, db: Path, args: list[str]):
     junk = db.parent / "junk.db"
     junk.write_bytes(b"not a database\n" + os.urandom(4096))
