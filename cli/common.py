@@ -71,3 +71,14 @@ def parse_json_option(text: str | None, flag: str) -> Any:
         if not isinstance(e, json.JSONDecodeError):
             raise BadInput(f"{flag}: {e}") from e
         raise BadInput(f"{flag}: not valid JSON: {e.msg} (at char {e.pos})") from e
+
+
+def human_duration(seconds: float | None) -> str:
+    """`45s`, `12m`, `3.5h`: short enough for a table cell ("-" for none)."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

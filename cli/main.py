@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import typer
 
 from cli import common
+from cli.observe_cmd import explain_command, health_command, metrics_command
 from cli.operator_cmd import (
     approve_command,
     cancel_command,
@@ -46,6 +47,9 @@ app.command("replay")(replay_command)
 app.command("rebuild")(rebuild_command)
 app.command("run")(run_command)
 app.command("exec")(exec_command)
+app.command("metrics")(metrics_command)
+app.command("health")(health_command)
+app.command("explain")(explain_command)
 app.command("pause")(pause_command)
 app.command("resume")(resume_command)
 app.command("requeue")(requeue_command)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
 from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from cli.dashboard import render
 from eventlog.errors import BadInput
 from scheduler import queries
 from scheduler.daemon import run_daemon
+from scheduler.dashboard import snapshot
 from scheduler.exec import exec_task
 from scheduler.tick import tick
+from scheduler.workspace import Workspace
 
 
 def tick_command(
@@ -47,12 +53,39 @@ def tick_command(
             + (" (dry run: nothing appended)" if dry_run else ""))
 
 
+def watch(ws: Workspace, interval: float, json_out: bool) -> None:
+    """Redraw the dashboard every `interval` seconds until Ctrl-C (with --json: print
+    one snapshot per line instead)."""
+    if interval <= 0:
+        raise BadInput("--interval must be greater than 0")
+    try:
+        if json_out:
+            while True:
+                emit_json(snapshot(ws))
+                sys.stdout.flush()
+                time.sleep(interval)
+        with Live(render(snapshot(ws)), console=console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render(snapshot(ws)), refresh=True)
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends: exit 0
+
+
 def status_command(
     at: Annotated[str | None, typer.Option(
         "--at", help="As it stood after this event: a seq number or an ISO time.")] = None,
+    watch_: Annotated[bool, typer.Option(
+        "--watch", help="A live dashboard, redrawn every --interval seconds; Ctrl-C ends it.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 2.0,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Queue depths and agent load, read from the projections (or, with --at, replayed)."""
+    if watch_:
+        if at:
+            raise BadInput("give --watch or --at, not both")
+        watch(workspace(home, db), interval, json_out)
+        return
     doc = queries.status(workspace(home, db), queries.parse_position(at, "--at") if at else None)
     if json_out:
         emit_json(doc)

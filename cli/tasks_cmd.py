@@ -15,11 +15,13 @@ from cli.common import (
     JsonOpt,
     console,
     emit_json,
+    human_duration,
     message,
     parse_json_option,
     workspace,
 )
 from eventlog.errors import BadInput
+from eventlog.timeutil import from_text
 from scheduler import queries
 from scheduler.submit import parse_duration, parse_spec, read_batch, submit
 
@@ -89,21 +91,40 @@ def tasks_command(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     status: Annotated[str | None, typer.Option("--status", "-s", help="Only this status.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Add the payload, the attempts and the excluded agents.")] = False,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
-    """List tasks in the order they will be picked (priority, then submission)."""
+    """List tasks in the order they will be picked, with when each queued one may start."""
     ws = workspace(home, db)
     found = queries.list_tasks(ws, queue, status, limit)
+    starts = queries.estimated_starts(ws, found)
     if json_out:
-        emit_json({"tasks": [queries.task_dict(t) | queries.pick_figures(ws, t) for t in found]})
+        emit_json({"tasks": [queries.task_dict(t) | queries.pick_figures(ws, t)
+                             | {"estimated_start": starts[t.task_id]} for t in found]})
         return
-    table = Table("id", "queue", "status", "prio", "eff", "waited", "agent", "attempt", "title")
+    columns = ["id", "queue", "status", "prio", "eff", "waited", "est. start", "agent", "title"]
+    if verbose:
+        columns += ["attempts", "excluded", "payload"]
+    table = Table(*columns)
+    now = ws.clock.now()
     for t in found:
         figures = queries.pick_figures(ws, t)
-        table.add_row(str(t.task_id), t.queue, t.status, str(t.priority),
-                      str(figures["effective_priority"]), f"{figures['waited_seconds']:.0f}s",
-                      t.agent or "-", f"{t.attempt - t.attempt_floor}/{t.max_attempts}", t.title)
+        start = starts[t.task_id]
+        eta = "-" if start is None else "next tick" if from_text(start) <= now else \
+            "in " + human_duration((from_text(start) - now).total_seconds())
+        row = [str(t.task_id), t.queue, t.status, str(t.priority), str(figures["effective_priority"]),
+               f"{figures['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
+        if verbose:
+            row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
+                    summary(t.payload)]
+        table.add_row(*row)
     console().print(table)
+
+
+def summary(payload: str, width: int = 40) -> str:
+    """The payload's JSON, cut to `width` characters."""
+    return payload if len(payload) <= width else payload[:width - 1] + "…"
 
 
 def show_command(

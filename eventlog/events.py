@@ -55,14 +55,55 @@ class TaskSubmitted(Event):
     task_type: str | None = None  # kind of work, for affinity (agents' success records)
 
 
-class TaskAssigned(Event):
-    """A tick (or a claim) reserved a slot of `agent` for this attempt of the task."""
+class CandidateAgent(BaseModel):
+    """An agent that could have taken the task when it was assigned."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str
+    free: int  # its free slots at that moment
+    load: int
+    success_rate: float  # smoothed record at the task's type (0.5 when untyped or unknown)
+
+
+class PassedOverAgent(BaseModel):
+    """An agent of the queue's type that could not take the task, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str
+    why: str
+
+
+class AssignmentDecision(BaseModel):
+    """The inputs of one assignment decision, so `sched explain` can answer "why this
+    agent, why not earlier" from the log alone. The lists are capped; the totals are not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    priority: int
+    effective_priority: int
+    waited_seconds: float  # since the task last became ready to run
+    candidates: tuple[CandidateAgent, ...]  # best first; the first one got the task
+    candidates_total: int
+    passed_over: tuple[PassedOverAgent, ...] = ()
+    passed_over_total: int = 0
+    policy_hash: str = ""  # of the plan policy and the queue's failure policy
+    config_hash: str = ""  # of the agent control file in force
+
+
+class TaskAssigned(Event):
+    """A tick (or a claim) reserved a slot of `agent` for this attempt of the task.
+
+    Version 2 adds `decision` (None on version 1 events and on claims)."""
+
+    schema_version: int = 2
     type: Literal["TaskAssigned"] = "TaskAssigned"
     task_id: TaskId
     agent: str
     attempt: int = Field(ge=1)
     start_by: AwareDatetime
+    decision: AssignmentDecision | None = None
 
 
 class TaskStarted(Event):
@@ -101,19 +142,28 @@ class LeaseExpired(Event):
 
 
 class TaskSucceeded(Event):
-    """The attempt finished successfully (final)."""
+    """The attempt finished successfully (final).
 
+    Version 2 adds the run's resource use, as the exec wrapper measured it (None from
+    pull workers and on version 1 events)."""
+
+    schema_version: int = 2
     type: Literal["TaskSucceeded"] = "TaskSucceeded"
     task_id: TaskId
     agent: str
     attempt: int = Field(ge=1)
     result: Any = None
     log_path: str | None = None
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    peak_rss_bytes: int | None = Field(default=None, ge=0)
 
 
 class TaskFailed(Event):
-    """The attempt failed, for a machine-readable `reason`, with the details beside it."""
+    """The attempt failed, for a machine-readable `reason`, with the details beside it.
 
+    Version 2 adds the run's resource use, as for `TaskSucceeded`."""
+
+    schema_version: int = 2
     type: Literal["TaskFailed"] = "TaskFailed"
     task_id: TaskId
     agent: str
@@ -124,6 +174,8 @@ class TaskFailed(Event):
     signal: int | None = None  # the signal that ended the agent process, if one did
     log_path: str | None = None
     retryable: bool = True
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    peak_rss_bytes: int | None = Field(default=None, ge=0)
 
 
 class TaskRequeued(Event):
@@ -285,9 +337,20 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
+def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 payload is a valid version 2 payload: the new fields are optional."""
+    return payload
+
+
 # (type, stored schema_version) -> function upgrading the payload dict by one version.
-# Empty while every event is at version 1; the first schema change adds its entry here.
-_UPCASTERS: dict[tuple[str, int], Any] = {}
+# A new version that only adds optional fields still gets its number (an older sched
+# then refuses it with "upgrade sched" instead of a confusing field error) and an
+# `_unchanged` upcaster.
+_UPCASTERS: dict[tuple[str, int], Any] = {
+    ("TaskAssigned", 1): _unchanged,  # v2: + decision
+    ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
+    ("TaskFailed", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
+}
 
 
 def _refuse_constant(name: str) -> object:

@@ -23,6 +23,8 @@ from eventlog.events import (
 from eventlog.store import Recorded
 from projections.fold import (
     attempt_outcome,
+    capacity_changes,
+    ended_attempt,
     evolve_agent_load,
     evolve_fleet,
     evolve_task,
@@ -33,7 +35,7 @@ from projections.fold import (
     pause_state,
     unknown_agent,
 )
-from projections.views import AgentView, TaskView
+from projections.views import AgentView, CapacityChange, Outcome, TaskView
 
 
 class ProjectionState(Protocol):
@@ -47,14 +49,20 @@ class ProjectionState(Protocol):
     def bump_count(self, queue: str, status: str, delta: int) -> None: ...
     def bump_record(self, agent: str, task_type: str, outcome: str) -> None: ...
     def set_meta(self, key: str, value: str) -> None: ...
+    def add_outcome(self, outcome: Outcome) -> None: ...
+    def add_capacity(self, change: CapacityChange) -> None: ...
 
 
 def apply(state: ProjectionState, rec: Recorded) -> None:
     """Fold one recorded event into `state`."""
     event = rec.event
     if isinstance(event, AgentsConfigured):
-        for agent in evolve_fleet(state.all_agents(), event):
+        fleet = list(state.all_agents())
+        configured = evolve_fleet(fleet, event)
+        for agent in configured:
             state.put_agent(agent)
+        for change in capacity_changes(fleet, configured, rec.seq, rec.recorded_at):
+            state.add_capacity(change)
         state.set_meta("config_hash", event.content_hash)
     elif isinstance(event, SchedulerPaused | SchedulerResumed):
         state.set_meta("paused", pause_state(event, rec.recorded_at))
@@ -72,6 +80,9 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         outcome = attempt_outcome(before, event)
         if outcome is not None:
             state.bump_record(*outcome)
+        ended = ended_attempt(before, event, rec.seq, rec.recorded_at)
+        if ended is not None:
+            state.add_outcome(ended)
         if before is not None and before.status != after.status:
             for child_id in after.blocks:
                 child = state.get_task(child_id)
@@ -101,6 +112,8 @@ class MemoryProjection:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     records: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[int, Outcome] = field(default_factory=dict)  # by seq
+    capacity: dict[tuple[int, str], CapacityChange] = field(default_factory=dict)  # by (seq, agent)
 
     def get_task(self, task_id: int) -> TaskView | None:
         return self.tasks.get(task_id)
@@ -132,6 +145,12 @@ class MemoryProjection:
 
     def set_meta(self, key: str, value: str) -> None:
         self.meta[key] = value
+
+    def add_outcome(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.seq] = outcome
+
+    def add_capacity(self, change: CapacityChange) -> None:
+        self.capacity[(change.seq, change.agent)] = change
 
 
 def fold(records: Iterable[Recorded], state: MemoryProjection | None = None) -> MemoryProjection:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from eventlog.errors import CorruptLog
 from eventlog.events import (
@@ -31,8 +32,15 @@ from eventlog.events import (
     TaskSubmitted,
     TaskSucceeded,
 )
-from eventlog.timeutil import to_text
-from projections.views import FINAL_STATUSES, HOLDING_STATUSES, AgentView, TaskView
+from eventlog.timeutil import from_text, to_text
+from projections.views import (
+    FINAL_STATUSES,
+    HOLDING_STATUSES,
+    AgentView,
+    CapacityChange,
+    Outcome,
+    TaskView,
+)
 
 
 def canonical_json(value: object) -> str:
@@ -54,18 +62,20 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             last_error=None,
             idempotency_key=event.idempotency_key, task_type=event.task_type, submitted_seq=seq,
             submitted_at=at, updated_at=at,
+            ready_at=None if event.requires_approval else ready_time(at, event.not_before),
         )
     if task is None:
         raise CorruptLog(f"event seq {seq} ({event.type}) names a task never submitted")  # type: ignore[attr-defined]
     match event:
         case TaskAssigned():
             return replace(task, status="assigned", agent=event.agent,
-                           deadline=to_text(event.start_by), updated_at=at)
+                           deadline=to_text(event.start_by), assigned_at=at, started_at=None,
+                           updated_at=at)
         case TaskStarted():
             return replace(task, status="running", agent=event.agent, attempt=event.attempt,
                            deadline=to_text(event.lease_expires_at),
                            token_hash=event.token_hash, pid=event.pid, host=event.host,
-                           log_path=event.log_path or task.log_path, updated_at=at)
+                           log_path=event.log_path or task.log_path, started_at=at, updated_at=at)
         case LeaseRenewed():
             return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
         case LeaseExpired():
@@ -78,14 +88,17 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
             return replace(task, status="blocked" if task.waiting_on else "queued", agent=None,
                            deadline=None, token_hash=None, pid=None, host=None, not_before=None,
-                           attempt_floor=task.attempt, excluded=(), doomed_by=None, updated_at=at)
+                           attempt_floor=task.attempt, excluded=(), doomed_by=None,
+                           ready_at=None if task.waiting_on else at, updated_at=at)
         case TaskRequeued():
             return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None,
                            not_before=to_text(event.not_before) if event.not_before else None,
-                           updated_at=at)
+                           ready_at=ready_time(at, event.not_before), updated_at=at)
         case TaskApproved():
-            return replace(task, status="blocked" if task.waiting_on else "queued", updated_at=at)
+            return replace(task, status="blocked" if task.waiting_on else "queued",
+                           ready_at=None if task.waiting_on else ready_time(at, task.not_before),
+                           updated_at=at)
         case TaskRejected() | TaskCancelled():
             return replace(task, status="cancelled", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None, cancelling=False, updated_at=at)
@@ -95,6 +108,14 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return replace(task, status="dead", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
+
+
+def ready_time(at: str, not_before: datetime | str | None) -> str:
+    """When a task joining its queue at `at` may first be picked."""
+    if not_before is None:
+        return at
+    later = not_before if isinstance(not_before, str) else to_text(not_before)
+    return max(at, later)
 
 
 def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView:
@@ -110,7 +131,8 @@ def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, 
     waiting = tuple(p.task_id for p in parents if p.status != "succeeded")
     doomed = next((p.task_id for p in parents if p.status in ("dead", "cancelled")), None)
     status = "blocked" if waiting and child.status == "queued" else child.status
-    linked = replace(child, waiting_on=waiting, doomed_by=doomed, status=status)
+    linked = replace(child, waiting_on=waiting, doomed_by=doomed, status=status,
+                     ready_at=None if status == "blocked" else child.ready_at)
     return linked, [replace(p, blocks=(*p.blocks, child.task_id)) for p in parents
                     if p.task_id in waiting]
 
@@ -122,9 +144,12 @@ def follow_parent(parent: TaskView, child: TaskView) -> TaskView:
         return child
     if parent.status == "succeeded":
         waiting = tuple(t for t in child.waiting_on if t != parent.task_id)
-        status = "queued" if child.status == "blocked" and not waiting else child.status
+        released = child.status == "blocked" and not waiting
         doomed = None if child.doomed_by == parent.task_id else child.doomed_by
-        return replace(child, waiting_on=waiting, status=status, doomed_by=doomed)
+        return replace(child, waiting_on=waiting, status="queued" if released else child.status,
+                       doomed_by=doomed,
+                       ready_at=ready_time(parent.updated_at, child.not_before) if released
+                       else child.ready_at)
     if parent.status in ("dead", "cancelled"):
         return replace(child, doomed_by=child.doomed_by or parent.task_id)
     if child.doomed_by == parent.task_id:  # requeued by an operator: there is hope again
@@ -145,6 +170,55 @@ def attempt_outcome(task: TaskView | None, event: Event) -> tuple[str, str, str]
         case LeaseExpired():
             return event.agent, task.task_type, "failed"
     return None
+
+
+def _ts(text: str | None) -> float | None:
+    return from_text(text).timestamp() if text is not None else None
+
+
+def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Outcome | None:
+    """The `Outcome` row when `event` ends an attempt of `task` (or dead-letters it)."""
+    if task is None:
+        return None
+    holder, attempt, cpu, rss = task.agent, task.attempt, None, None
+    match event:
+        case TaskSucceeded():
+            kind, detail, cpu, rss = "succeeded", None, event.cpu_seconds, event.peak_rss_bytes
+        case TaskFailed():
+            kind = "cancelled" if event.reason == "cancelled" else "failed"
+            detail, cpu, rss = event.error, event.cpu_seconds, event.peak_rss_bytes
+        case LeaseExpired():
+            kind, detail = "expired", "lease expired"
+        case TaskRequeued(reason="not_started"):
+            kind, detail, attempt = "not_started", "not started by its start deadline", task.attempt + 1
+        case TaskCancelled() if task.status in HOLDING_STATUSES:
+            kind, detail = "cancelled", event.reason
+            attempt = task.attempt if task.status == "running" else task.attempt + 1
+        case TaskDeadLettered():
+            return Outcome(seq=seq, task_id=task.task_id, queue=task.queue, agent=None,
+                           attempt=task.attempt, outcome="dead_lettered", detail=event.reason,
+                           ready_ts=None, assigned_ts=None, started_ts=None, ended_ts=_ts(at) or 0.0)
+        case _:
+            return None
+    running = task.status == "running"
+    return Outcome(seq=seq, task_id=task.task_id, queue=task.queue,
+                   agent=getattr(event, "agent", None) or holder, attempt=attempt, outcome=kind,
+                   detail=detail, ready_ts=_ts(task.ready_at), assigned_ts=_ts(task.assigned_at),
+                   started_ts=_ts(task.started_at) if running else None, ended_ts=_ts(at) or 0.0,
+                   cpu_seconds=cpu, peak_rss_bytes=rss)
+
+
+def slots_of(agent: AgentView) -> int:
+    return agent.capacity if agent.enabled and agent.configured else 0
+
+
+def capacity_changes(before: Iterable[AgentView], after: Iterable[AgentView], seq: int,
+                     at: str) -> list[CapacityChange]:
+    """The agents whose offered slots (or type) a new control file changed."""
+    old = {a.name: (a.type, slots_of(a)) for a in before}
+    at_ts = _ts(at) or 0.0
+    return [CapacityChange(seq=seq, agent=a.name, type=a.type, slots=slots_of(a), at_ts=at_ts)
+            for a in after if old.get(a.name, (a.type, 0)) != (a.type, slots_of(a))]
 
 
 def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, str, int]]:

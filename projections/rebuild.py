@@ -91,12 +91,16 @@ def verify(log: SqliteStore, views: SqlProjection, limit: int = 20) -> Verificat
     stored = MemoryProjection(
         tasks={t.task_id: t for t in views.all_tasks()},
         agents={a.name: a for a in views.all_agents()},
-        counts=views.counts(), records=views.records(), meta=views.meta())
+        counts=views.counts(), records=views.records(), meta=views.meta(),
+        outcomes={o.seq: o for o in views.outcomes()},
+        capacity={(c.seq, c.agent): c for c in views.capacity_history()})
     for label, want, have in (("task", expected.tasks, stored.tasks),
                               ("agent", expected.agents, stored.agents),
                               ("queue count", expected.counts, stored.counts),
                               ("agent record", expected.records, stored.records),
-                              ("meta", expected.meta, stored.meta)):
+                              ("meta", expected.meta, stored.meta),
+                              ("outcome of seq", expected.outcomes, stored.outcomes),
+                              ("capacity change", expected.capacity, stored.capacity)):
         for key in sorted(set(want) | set(have), key=str):
             if want.get(key) != have.get(key):
                 result.problems.append(f"{label} {key}: {describe_difference(want.get(key), have.get(key))}")

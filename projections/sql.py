@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import astuple, fields
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlmodel import Session
@@ -15,16 +15,22 @@ from projections.tables import (
     PROJECTION_TABLES,
     AgentRecordRow,
     AgentRow,
+    CapacityRow,
     MetaRow,
+    OutcomeRow,
     QueueCountRow,
     TaskRow,
 )
-from projections.views import AgentView, TaskView
+from projections.views import AgentView, CapacityChange, Outcome, TaskView
 
 _TASK_FIELDS = [f.name for f in fields(TaskView)]
 _TUPLE_FIELDS = ("excluded", "waiting_on", "blocks")  # stored as JSON lists
 _AGENT_FIELDS = [f.name for f in fields(AgentView)]
+_OUTCOME_FIELDS = [f.name for f in fields(Outcome)]
+_CAPACITY_FIELDS = [f.name for f in fields(CapacityChange)]
 _TASK_COLUMNS = [getattr(TaskRow, name) for name in _TASK_FIELDS]
+_OUTCOME_COLUMNS = [getattr(OutcomeRow, name) for name in _OUTCOME_FIELDS]
+_CAPACITY_COLUMNS = [getattr(CapacityRow, name) for name in _CAPACITY_FIELDS]
 _AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
 
 
@@ -66,6 +72,10 @@ PICK_ORDER = (TaskRow.priority.desc(), TaskRow.unblocks.desc(), TaskRow.task_id)
 _BUMP_RECORD = ("INSERT INTO agent_records (agent, task_type, succeeded, failed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (agent, task_type) DO UPDATE SET succeeded = succeeded + excluded.succeeded, "
                 "failed = failed + excluded.failed")
+_INSERT_OUTCOME = (f"INSERT INTO outcomes ({', '.join(_OUTCOME_FIELDS)}) "
+                   f"VALUES ({', '.join('?' * len(_OUTCOME_FIELDS))})")
+_INSERT_CAPACITY = (f"INSERT INTO capacity_changes ({', '.join(_CAPACITY_FIELDS)}) "
+                    f"VALUES ({', '.join('?' * len(_CAPACITY_FIELDS))})")
 _SELECT_TASK = f"SELECT {', '.join(_TASK_FIELDS)} FROM tasks WHERE task_id = ?"
 
 
@@ -84,6 +94,8 @@ class SqlProjection:
         self._counts: dict[tuple[str, str], int] = {}
         self._records: dict[tuple[str, str, str], int] = {}
         self._meta: dict[str, str] = {}
+        self._outcomes: list[Outcome] = []
+        self._capacity: list[CapacityChange] = []
 
     # -- writes (called by `apply`) ---------------------------------------------------
     def put_task(self, task: TaskView) -> None:
@@ -103,9 +115,16 @@ class SqlProjection:
     def set_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
 
+    def add_outcome(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+
+    def add_capacity(self, change: CapacityChange) -> None:
+        self._capacity.append(change)
+
     def flush(self) -> None:
         """Write the pending changes to the tables (inside the open transaction)."""
-        if not (self._tasks or self._agents or self._counts or self._records or self._meta):
+        if not (self._tasks or self._agents or self._counts or self._records or self._meta
+                or self._outcomes or self._capacity):
             return
         cursor = self._driver().cursor()
         if self._tasks:
@@ -122,11 +141,16 @@ class SqlProjection:
                 for (agent, task_type, outcome), n in self._records.items()])
         if self._meta:
             cursor.executemany(_UPSERT_META, list(self._meta.items()))
+        if self._outcomes:
+            cursor.executemany(_INSERT_OUTCOME, [astuple(o) for o in self._outcomes])
+        if self._capacity:
+            cursor.executemany(_INSERT_CAPACITY, [astuple(c) for c in self._capacity])
         cursor.close()
         self._forget_pending()
 
     def _forget_pending(self) -> None:
         self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
+        self._outcomes, self._capacity = [], []
 
     def _driver(self):  # type: ignore[no-untyped-def]
         """The sqlite3 connection of the session's transaction, for the hot paths
@@ -180,6 +204,51 @@ class SqlProjection:
         if agents is not None:
             query = query.where(AgentRecordRow.agent.in_(list(agents)))
         return {(a, t): (s, f) for a, t, s, f in self.session.execute(query)}
+
+    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None,
+                 latest: int | None = None) -> list[Outcome]:
+        """Ended attempts (by `ix_outcomes_ended`): those ended at or after `since_ts`,
+        of some kinds; with `latest`, only that many, newest first."""
+        self.flush()
+        query = select(*_OUTCOME_COLUMNS)
+        if since_ts is not None:
+            query = query.where(OutcomeRow.ended_ts >= since_ts)
+        if kinds is not None:
+            query = query.where(OutcomeRow.outcome.in_(list(kinds)))
+        if latest is not None:
+            query = query.order_by(OutcomeRow.seq.desc()).limit(latest)
+        else:
+            query = query.order_by(OutcomeRow.seq)
+        return [Outcome(*r) for r in self.session.execute(query)]
+
+    def count_outcomes(self, since_ts: float, kinds: Iterable[str], queue: str | None = None) -> int:
+        """How many attempts of these kinds (of one queue, or all) ended at or after `since_ts`."""
+        self.flush()
+        query = select(func.count()).select_from(OutcomeRow).where(
+            OutcomeRow.outcome.in_(list(kinds)), OutcomeRow.ended_ts >= since_ts)
+        if queue is not None:
+            query = query.where(OutcomeRow.queue == queue)
+        return self.session.execute(query).scalar() or 0
+
+    def last_outcome_ts(self, kind: str) -> float | None:
+        """When the latest attempt of this kind ended (by `ix_outcomes_kind`)."""
+        self.flush()
+        return self.session.execute(select(func.max(OutcomeRow.ended_ts))
+                                    .where(OutcomeRow.outcome == kind)).scalar()
+
+    def capacity_history(self) -> list[CapacityChange]:
+        """Every change of offered slots, in log order (one per agent per control file
+        change, so a short table)."""
+        self.flush()
+        query = select(*_CAPACITY_COLUMNS).order_by(CapacityRow.seq, CapacityRow.agent)
+        return [CapacityChange(*r) for r in self.session.execute(query)]
+
+    def holding(self) -> list[TaskView]:
+        """Tasks assigned or running now (at most the fleet's capacity of them)."""
+        self.flush()
+        query = (select(*_TASK_COLUMNS).where(TaskRow.status.in_(("assigned", "running")))
+                 .order_by(TaskRow.agent, TaskRow.task_id))
+        return [task_from_row(r) for r in self.session.execute(query)]
 
     def meta(self) -> dict[str, str]:
         self.flush()

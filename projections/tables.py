@@ -51,6 +51,9 @@ class TaskRow(SQLModel, table=True):
     submitted_seq: int
     submitted_at: str
     updated_at: str
+    ready_at: str | None = None
+    assigned_at: str | None = None
+    started_at: str | None = None
 
 
 class AgentRow(SQLModel, table=True):
@@ -92,6 +95,44 @@ class AgentRecordRow(SQLModel, table=True):
     failed: int = 0
 
 
+class OutcomeRow(SQLModel, table=True):
+    """`Outcome` as a row: one per ended attempt and per dead-lettered task. Metrics read
+    a time window of these through `ix_outcomes_ended`, so their cost follows the work
+    done in the window, not the length of the log."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        Index("ix_outcomes_ended", "ended_ts"),
+        Index("ix_outcomes_kind", "outcome", "ended_ts"),
+    )
+
+    seq: int = Field(primary_key=True)
+    task_id: int
+    queue: str
+    agent: str | None = None
+    attempt: int
+    outcome: str
+    detail: str | None = None
+    ready_ts: float | None = None
+    assigned_ts: float | None = None
+    started_ts: float | None = None
+    ended_ts: float
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+
+
+class CapacityRow(SQLModel, table=True):
+    """`CapacityChange` as a row: the slots each agent offered from when on."""
+
+    __tablename__ = "capacity_changes"
+
+    seq: int = Field(primary_key=True)
+    agent: str = Field(primary_key=True)
+    type: str
+    slots: int
+    at_ts: float
+
+
 class MetaRow(SQLModel, table=True):
     """Projection bookkeeping: `last_seq` (the checkpoint) and `config_hash`."""
 
@@ -112,10 +153,11 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 3
+PROJECTION_SCHEMA = 4
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
-                     AgentRecordRow.__table__, MetaRow.__table__]
+                     AgentRecordRow.__table__, OutcomeRow.__table__, CapacityRow.__table__,
+                     MetaRow.__table__]
 
 
 def create_tables(bind: Engine | Connection) -> None:

@@ -53,6 +53,9 @@ class TaskView:
     submitted_seq: int
     submitted_at: str
     updated_at: str
+    ready_at: str | None = None  # when it last joined its queue ready to run (not_before counted)
+    assigned_at: str | None = None  # when its current or last attempt was assigned
+    started_at: str | None = None  # when its current or last attempt started
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +82,41 @@ class AgentView:
         if not (self.enabled and self.configured):
             return 0
         return max(self.capacity - self.load, 0)
+
+
+OUTCOMES: tuple[str, ...] = (
+    "succeeded", "failed", "expired", "cancelled", "not_started", "dead_lettered",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, or that a task was dead-lettered (`attempt` is then its
+    last one and `agent` None). Times are epoch seconds, for arithmetic in SQL; the
+    metrics, the dashboard and the health checks read these rows."""
+
+    seq: int  # of the event that ended it
+    task_id: int
+    queue: str
+    agent: str | None
+    attempt: int
+    outcome: str  # one of OUTCOMES
+    detail: str | None  # the error or reason
+    ready_ts: float | None  # the task last joined its queue ready to run
+    assigned_ts: float | None
+    started_ts: float | None  # None: never started (not_started, dead_lettered)
+    ended_ts: float
+    cpu_seconds: float | None = None  # measured by the exec wrapper
+    peak_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityChange:
+    """From `at_ts` on, `agent` (of `type`) offers `slots` slots: its capacity while
+    enabled and in the control file, else 0. Utilization integrates these."""
+
+    seq: int
+    agent: str
+    type: str
+    slots: int
+    at_ts: float

@@ -27,6 +27,7 @@ from eventlog.errors import DatabaseBusy, NotFound, Refused, TokenRejected
 from eventlog.events import TaskStarted
 from scheduler import worker
 from scheduler.tokens import hash_token, new_token
+from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
 
 PLACEHOLDERS = ("task_id", "queue", "agent", "attempt", "workdir")
@@ -202,6 +203,7 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
         for level in (*reversed(attempt.workdir.parents[:2]), attempt.workdir):
             level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
         (attempt.workdir / "payload.json").write_text(attempt.payload)
+        meter = UsageMeter()
         with attempt.log_path.open("ab") as out:
             child = subprocess.Popen(
                 attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
@@ -211,14 +213,15 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
         status = worker.fail(ws, task_id, token, f"cannot start {attempt.argv[0]!r}: {e.strerror or e}",
                              reason="spawn_error", log_path=log)
         return Outcome(status, f"spawn error: {e}")
-    returncode, ending = _supervise(ws, attempt, child)
+    returncode, ending = _supervise(ws, attempt, child, meter)
     stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)  # nothing outlives it
     if returncode is None:
         return Outcome("lost", "lease lost: the task was taken back while it ran")
+    usage = meter.finish()
     tries = REPORT_TRIES
     while True:
         try:
-            return _report(ws, attempt, returncode, ending)
+            return _report(ws, attempt, returncode, ending, usage)
         except TokenRejected as e:
             return Outcome("lost", e.message)
         except DatabaseBusy:  # the outcome is worth another wait for the write lock
@@ -227,20 +230,28 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
                 raise
 
 
-def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes]) -> tuple[int | None, str]:
-    """Wait for the agent, renewing the lease every third of its length; stop the group
-    on timeout or when a heartbeat says the task was cancelled. Returns (exit status,
-    how it ended: "exit", "timeout" or "cancelled"); status None if the lease was lost."""
+def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes],
+               meter: UsageMeter) -> tuple[int | None, str]:
+    """Wait for the agent, sampling its memory every `exec_sample_seconds` and renewing
+    the lease every third of its length; stop the group on timeout or when a heartbeat
+    says the task was cancelled. Returns (exit status, how it ended: "exit", "timeout"
+    or "cancelled"); status None if the lease was lost."""
     started = time.monotonic()
     beat_every = ws.settings.lease_seconds / 3
     next_beat = started + beat_every
+    next_sample = started
     while True:
         now = time.monotonic()
-        until = min(next_beat, started + attempt.timeout)
+        if now >= next_sample:
+            meter.sample(child.pid)
+            next_sample = now + ws.settings.exec_sample_seconds
+        until = min(next_beat, next_sample, started + attempt.timeout)
         try:
-            return child.wait(timeout=max(until - now, 0.0)), "exit"
+            return child.wait(timeout=max(until - time.monotonic(), 0.0)), "exit"
         except subprocess.TimeoutExpired:
             pass
+        if time.monotonic() < next_beat and time.monotonic() < started + attempt.timeout:
+            continue  # woke up to sample
         if time.monotonic() >= started + attempt.timeout:
             stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
             return child.wait(), "timeout"
@@ -259,26 +270,26 @@ def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes]) 
         next_beat = time.monotonic() + beat_every
 
 
-def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str) -> Outcome:
+def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str, usage: Usage) -> Outcome:
     task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
     if ending == "cancelled":
         status = worker.fail(ws, task_id, token, "cancelled while running: stopped",
                              reason="cancelled", retry=False,
-                             signal=-returncode if returncode < 0 else None, log_path=log)
+                             signal=-returncode if returncode < 0 else None, log_path=log, usage=usage)
         return Outcome(status, "cancelled")
     if ending == "timeout":
         status = worker.fail(ws, task_id, token, f"timed out after {attempt.timeout:g} s",
                              reason="timeout", signal=-returncode if returncode < 0 else None,
-                             log_path=log)
+                             log_path=log, usage=usage)
         return Outcome(status, "timeout")
     if returncode == 0:
         try:
             result = read_result(attempt.result_file, attempt.log_path)
         except (OSError, ValueError) as e:
             status = worker.fail(ws, task_id, token, f"exited 0 but its result file is unreadable: {e}",
-                                 reason="exit_code", exit_code=0, log_path=log)
+                                 reason="exit_code", exit_code=0, log_path=log, usage=usage)
             return Outcome(status, "bad result file")
-        worker.complete(ws, task_id, token, result, log_path=log)
+        worker.complete(ws, task_id, token, result, log_path=log, usage=usage)
         return Outcome("succeeded", "exit 0")
     last = _last_line(attempt.log_path)
     if returncode < 0:
@@ -287,11 +298,11 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str) -> Ou
         except ValueError:  # real-time signals have no name
             name = f"signal {-returncode}"
         status = worker.fail(ws, task_id, token, f"killed by {name}" + (f": {last}" if last else ""),
-                             reason="exit_code", signal=-returncode, log_path=log)
+                             reason="exit_code", signal=-returncode, log_path=log, usage=usage)
         return Outcome(status, name)
     status = worker.fail(ws, task_id, token, f"exited with {returncode}" + (f": {last}" if last else ""),
                          reason="exit_code", exit_code=returncode, log_path=log,
-                         retry=returncode not in attempt.non_retryable)
+                         retry=returncode not in attempt.non_retryable, usage=usage)
     return Outcome(status, f"exit {returncode}")
 
 

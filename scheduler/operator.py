@@ -58,16 +58,27 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
                 if task.status != "dead":
                     raise Refused(f"task {task_id} is {task.status}; only dead tasks are requeued")
                 chosen.append(task_id)
-        coming_back = set(chosen)
+        if queue is not None:  # all of a queue: leave out the tasks that cannot come back
+            while hopeless := [t for t in chosen if _lost_parent(views, t, set(chosen))]:
+                chosen = [t for t in chosen if t not in hopeless]
         for task_id in chosen:  # a task may come back only if what it runs after can succeed
-            for parent_id in _existing(views, task_id).waiting_on:
-                parent = views.get_task(parent_id)
-                if parent is not None and parent.status in ("dead", "cancelled") \
-                        and parent_id not in coming_back:
-                    raise Refused(f"task {task_id} runs after task {parent_id}, which is "
-                                  f"{parent.status}: requeue {parent_id} first (or both)")
+            parent_id = _lost_parent(views, task_id, set(chosen))
+            if parent_id is not None:
+                parent = _existing(views, parent_id)
+                raise Refused(f"task {task_id} runs after task {parent_id}, which is "
+                              f"{parent.status}: requeue {parent_id} first (or both)")
         recorder.record([TaskRequeued(task_id=t, reason="operator") for t in chosen], now)
         return chosen
+
+
+def _lost_parent(views: SqlProjection, task_id: int, coming_back: set[int]) -> int | None:
+    """A task that `task_id` runs after which ended dead or cancelled and is not coming
+    back with it (None if there is none)."""
+    for parent_id in _existing(views, task_id).waiting_on:
+        parent = views.get_task(parent_id)
+        if parent is not None and parent.status in ("dead", "cancelled") and parent_id not in coming_back:
+            return parent_id
+    return None
 
 
 def cancel(ws: Workspace, task_id: int, by: str, reason: str | None = None) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from eventlog.events import TaskAssigned
+from eventlog.events import AssignmentDecision, CandidateAgent, PassedOverAgent, TaskAssigned
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
 
@@ -24,9 +24,17 @@ class PlanPolicy:
     # queue -> (age_boost_seconds, age_boost_max); other queues use default_ageing
     ageing: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     default_ageing: tuple[float, int] = (0.0, 0)
+    # queue -> hash of the settings that decide for it, recorded with each assignment;
+    # other queues have default_fingerprint
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    default_fingerprint: str = ""
+    config_hash: str = ""  # of the agent control file in force
 
     def ageing_of(self, queue: str) -> tuple[float, int]:
         return self.ageing.get(queue, self.default_ageing)
+
+    def fingerprint_of(self, queue: str) -> str:
+        return self.fingerprints.get(queue, self.default_fingerprint)
 
 
 def age_boost(task: TaskView, now: datetime, boost_seconds: float, cap: int) -> int:
@@ -59,6 +67,9 @@ class _Slot:
     load: int
 
 
+DECISION_LIST_CAP = 8  # candidates and passed-over agents recorded per assignment
+
+
 Records = Mapping[tuple[str, str], tuple[int, int]]  # (agent, task type) -> (succeeded, failed)
 
 
@@ -78,36 +89,61 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     the lowest load, then the name)."""
     now_text = to_text(now)
     start_by = now + timedelta(seconds=policy.start_deadline_seconds)
+    records = records or {}
     pools: dict[str, list[_Slot]] = {}
     active: dict[str, set[str]] = {}  # type -> enabled agent names, busy or not
+    off: dict[str, list[str]] = {}  # type -> agents disabled or gone from the control file
     for agent in agents:
         if agent.enabled and agent.configured:
             active.setdefault(agent.type, set()).add(agent.name)
-            if agent.free > 0:
-                pools.setdefault(agent.type, []).append(_Slot(agent.name, agent.free, agent.load))
+            pools.setdefault(agent.type, []).append(_Slot(agent.name, agent.free, agent.load))
+        else:
+            off.setdefault(agent.type, []).append(agent.name)
     decisions = []
     ready = (t for t in tasks if is_ready(t, now_text))
     for task in sorted(ready, key=lambda t: pick_order(t, now, policy)):
-        slot = _choose(pools.get(task.queue, ()), task, active.get(task.queue, set()), records or {})
-        if slot is None:
+        pool = pools.get(task.queue, [])
+        ranked, passed_over = _rank(pool, task, active.get(task.queue, set()), records)
+        if not ranked:
             continue
+        slot = ranked[0]
+        passed_over += [PassedOverAgent(agent=name, why="disabled or not in the control file")
+                        for name in off.get(task.queue, ())]
+        decision = AssignmentDecision(
+            priority=task.priority, effective_priority=effective_priority(task, now, policy),
+            waited_seconds=round(max(0.0, (now - from_text(task.ready_at or task.submitted_at))
+                                     .total_seconds()), 6),
+            candidates=tuple(CandidateAgent(agent=s.name, free=s.free, load=s.load,
+                                            success_rate=round(success_rate(records, s.name,
+                                                                            task.task_type), 4))
+                             for s in ranked[:DECISION_LIST_CAP]),
+            candidates_total=len(ranked), passed_over=tuple(passed_over[:DECISION_LIST_CAP]),
+            passed_over_total=len(passed_over), policy_hash=policy.fingerprint_of(task.queue),
+            config_hash=policy.config_hash)
         slot.free -= 1
         slot.load += 1
         decisions.append(TaskAssigned(task_id=task.task_id, agent=slot.name,
-                                      attempt=task.attempt + 1, start_by=start_by))
+                                      attempt=task.attempt + 1, start_by=start_by, decision=decision))
     return decisions
 
 
-def _choose(pool: Sequence[_Slot], task: TaskView, active: set[str], records: Records) -> _Slot | None:
-    if task.assignee is not None:
-        eligible = [s for s in pool if s.name == task.assignee]
-    elif active - set(task.excluded):
-        # agents that failed this task are skipped while another agent of the type exists
-        eligible = [s for s in pool if s.name not in task.excluded]
-    else:
-        eligible = list(pool)
-    eligible = [s for s in eligible if s.free > 0]
-    if not eligible:
-        return None
-    return min(eligible, key=lambda s: (-s.free, -success_rate(records, s.name, task.task_type),
-                                        s.load, s.name))
+def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str],
+          records: Records) -> tuple[list[_Slot], list[PassedOverAgent]]:
+    """The agents that may take the task now, best first, and those of its type that
+    may not, with why."""
+    failover = task.assignee is None and bool(active - set(task.excluded))
+    eligible, passed_over = [], []
+    for s in pool:
+        if task.assignee is not None and s.name != task.assignee:
+            why = f"the task is directed at {task.assignee}"
+        elif failover and s.name in task.excluded:
+            # agents that failed this task are skipped while another agent of the type exists
+            why = "an earlier attempt of the task failed on it"
+        elif s.free <= 0:
+            why = f"no free slot (load {s.load})"
+        else:
+            eligible.append(s)
+            continue
+        passed_over.append(PassedOverAgent(agent=s.name, why=why))
+    eligible.sort(key=lambda s: (-s.free, -success_rate(records, s.name, task.task_type), s.load, s.name))
+    return eligible, passed_over

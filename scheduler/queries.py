@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from eventlog.errors import BadInput, NotFound
@@ -47,16 +48,21 @@ def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
     from the log (the stop file, a present-day fact, is then not consulted)."""
     if at is None:
         with ws.read() as (_log, views):
-            counts, agents, meta = views.counts(), views.all_agents(), views.meta()
-    else:
-        past = fold(replay(ws, until=at))
-        counts, agents, meta = past.counts, sorted(past.agents.values(), key=lambda a: a.name), past.meta
+            return status_of(ws, views.counts(), views.all_agents(), views.meta())
+    past = fold(replay(ws, until=at))
+    return status_of(ws, past.counts, sorted(past.agents.values(), key=lambda a: a.name),
+                     past.meta, present=False)
+
+
+def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[AgentView],
+              meta: dict[str, str], present: bool = True) -> dict[str, Any]:
+    """The status document of some projected state (`present`: consult the stop file)."""
     last_seq = int(meta.get("last_seq", 0))
     queues: dict[str, dict[str, int]] = {}
     for name in sorted({q for q, _ in counts} | {a.type for a in agents if a.configured}):
         queues[name] = {s: counts.get((name, s), 0) for s in VISIBLE_STATUSES}
     shown = [a for a in agents if a.configured or a.load]
-    paused = describe_pause(meta.get("paused"), ws.stop_file if at is None else None)
+    paused = describe_pause(meta.get("paused"), ws.stop_file if present else None)
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
             "last_seq": last_seq, "paused": paused, "gates_closed": closed_gates(meta)}
 
@@ -71,6 +77,45 @@ def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = No
         found = views.tasks(queue=queue, status=status_, limit=limit)
     now, policy = ws.clock.now(), plan_policy(ws.settings)
     return sorted(found, key=lambda t: pick_order(t, now, policy))
+
+
+THROUGHPUT_WINDOW_SECONDS = 3600.0
+SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
+
+
+def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | None]:
+    """When each queued task may start, from its place among its queue's queued tasks in
+    pick order, the free slots of the queue's agents now, and the rate at which the
+    queue's attempts ended over the last hour (each frees a slot): the first `free`
+    start at the next tick (now), the n-th after that `n / rate` later; never before
+    its `not_before`. None when it cannot be told: not queued, no slot freed in the
+    last hour, or assignment paused or gated."""
+    now = ws.clock.now()
+    queues = sorted({t.queue for t in tasks if t.status == "queued"})
+    with ws.read() as (_log, views):
+        meta, agents = views.meta(), views.all_agents()
+        rates = {q: views.count_outcomes(now.timestamp() - THROUGHPUT_WINDOW_SECONDS, SLOT_FREEING, q)
+                 / THROUGHPUT_WINDOW_SECONDS for q in queues}
+    stopped = describe_pause(meta.get("paused"), ws.stop_file) is not None
+    closed = closed_gates(meta)
+    free = {q: sum(a.free for a in agents if a.type == q) for q in queues}
+    place = dict.fromkeys(queues, 0)
+    estimates: dict[int, str | None] = {}
+    for task in tasks:  # already in pick order
+        estimates[task.task_id] = None
+        if task.status != "queued" or stopped or task.queue in closed:
+            continue
+        ahead = place[task.queue] - free[task.queue]  # tasks that must end before a slot frees
+        place[task.queue] += 1
+        if ahead < 0:
+            start = now
+        elif rates[task.queue] > 0:
+            start = now + timedelta(seconds=(ahead + 1) / rates[task.queue])
+        else:
+            continue
+        text = to_text(start)
+        estimates[task.task_id] = max(text, task.not_before) if task.not_before else text
+    return estimates
 
 
 def pick_figures(ws: Workspace, task: TaskView) -> dict[str, Any]:

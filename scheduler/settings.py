@@ -50,6 +50,34 @@ class Settings(BaseSettings):
     age_boost_max: int = Field(default=10, ge=0, description="most points a task gains by waiting")
     max_queue_depth: int = Field(
         default=10_000, ge=1, description="open tasks a queue may hold; a submit beyond is refused")
+    health_window_seconds: float = Field(
+        default=3600.0, gt=0, description="window of the error-rate and lease-expiry health checks")
+    health_tick_degraded_intervals: float = Field(
+        default=3.0, gt=0, description="health: degraded when the last tick is older than this "
+        "many tick intervals")
+    health_tick_unhealthy_intervals: float = Field(
+        default=10.0, gt=0, description="health: unhealthy when the last tick is older than this "
+        "many tick intervals")
+    health_backlog_degraded: int = Field(
+        default=1000, ge=1, description="health: degraded when a queue holds this many queued tasks")
+    health_backlog_unhealthy: int = Field(
+        default=5000, ge=1, description="health: unhealthy when a queue holds this many queued tasks")
+    health_error_rate_degraded: float = Field(
+        default=0.25, ge=0, le=1, description="health: degraded at this share of failed attempts")
+    health_error_rate_unhealthy: float = Field(
+        default=0.5, ge=0, le=1, description="health: unhealthy at this share of failed attempts")
+    health_error_rate_min_attempts: int = Field(
+        default=5, ge=1, description="health: attempts the window needs before its error rate counts")
+    health_stall_degraded_seconds: float = Field(
+        default=1800.0, gt=0, description="health: degraded when work is queued and nothing "
+        "succeeded for this long")
+    health_stall_unhealthy_seconds: float = Field(
+        default=7200.0, gt=0, description="health: unhealthy when work is queued and nothing "
+        "succeeded for this long")
+    health_expiries_degraded: int = Field(
+        default=3, ge=1, description="health: degraded at this many lease expiries in the window")
+    health_expiries_unhealthy: int = Field(
+        default=10, ge=1, description="health: unhealthy at this many lease expiries in the window")
     queues: dict[str, dict[str, object]] = Field(
         default={}, description="per-queue overrides: [queues.NAME] tables in sched.toml")
     exec_timeout_seconds: float = Field(
@@ -57,6 +85,8 @@ class Settings(BaseSettings):
         "(per agent: timeoutSeconds in the control file)")
     kill_grace_seconds: float = Field(
         default=10.0, ge=0, description="time between SIGTERM and SIGKILL when stopping an agent")
+    exec_sample_seconds: float = Field(
+        default=1.0, gt=0, description="how often the exec wrapper samples its agent's memory")
     exec_env_allowlist: list[str] = Field(
         default=["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
                  "TERM"],
@@ -90,6 +120,17 @@ class Settings(BaseSettings):
             except ValidationError as e:
                 err = e.errors()[0]
                 raise ValueError(f"[queues.{queue}] {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        return self
+
+    @model_validator(mode="after")
+    def _health_thresholds_are_ordered(self) -> Settings:
+        for check in ("tick_{}_intervals", "backlog_{}", "error_rate_{}", "stall_{}_seconds",
+                      "expiries_{}"):
+            degraded = getattr(self, "health_" + check.format("degraded"))
+            unhealthy = getattr(self, "health_" + check.format("unhealthy"))
+            if unhealthy < degraded:
+                raise ValueError(f"health_{check.format('unhealthy')} ({unhealthy}) is below "
+                                 f"health_{check.format('degraded')} ({degraded})")
         return self
 
     @property

@@ -3,6 +3,7 @@ plan, and append the assignments, all inside one write transaction."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ from eventlog.events import (
     TaskRequeued,
 )
 from eventlog.timeutil import from_text, to_text
+from projections.fold import canonical_json
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
@@ -37,6 +39,7 @@ from scheduler.policy import settle_failure
 from scheduler.registry import ControlFile
 from scheduler.settings import Settings
 from scheduler.spawn import reap_finished
+from scheduler.tick_runs import note_tick
 from scheduler.workspace import Workspace, describe_pause
 
 OVERDUE_BATCH = 500
@@ -137,12 +140,23 @@ def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) ->
             report.retried.append(task_id)
 
 
-def plan_policy(settings: Settings) -> PlanPolicy:
+def policy_fingerprint(settings: Settings, queue: str | None) -> str:
+    """A short hash of what decides for a queue: its failure and ageing policy and the
+    start deadline (queue None: a queue without a [queues.NAME] table)."""
+    policy = settings.queue_policy(queue or "")
+    text = canonical_json({"policy": policy.model_dump(mode="json"),
+                           "start_deadline_seconds": settings.start_deadline_seconds})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
     return PlanPolicy(
         start_deadline_seconds=settings.start_deadline_seconds,
         ageing={q: (p.age_boost_seconds, p.age_boost_max)
                 for q in settings.queues if (p := settings.queue_policy(q))},
-        default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
+        default_ageing=(settings.age_boost_seconds, settings.age_boost_max),
+        fingerprints={q: policy_fingerprint(settings, q) for q in settings.queues},
+        default_fingerprint=policy_fingerprint(settings, None), config_hash=config_hash)
 
 
 def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None) -> list[str | None]:
@@ -236,7 +250,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     control = ws.registry().control  # validated before any write
     now = ws.clock.now()
     report = TickReport(dry_run=dry_run)
-    policy = plan_policy(ws.settings)
+    policy = plan_policy(ws.settings, control.content_hash)
     push: list[int] = []
     reap_finished()  # wrappers this process started and that have exited
     gate_results = run_due_gates(ws, now)  # before the write lock: gates may be slow
@@ -258,6 +272,8 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
         has_command = {a.name for a in agents if a.command is not None}
         push = [item["task_id"] for item in report.assigned if item["agent"] in has_command]
+        note_tick(recorder.views.session, socket.gethostname(), os.getpid(), to_text(now),
+                  round((time.perf_counter() - started) * 1000, 3))
     if not dry_run:
         for task_id in push:  # type: ignore[assignment]
             try:

@@ -19,6 +19,7 @@ from projections.views import AgentView, TaskView
 from scheduler.gates import closed_gates
 from scheduler.tick import gather_and_plan, plan_policy, record_config_if_changed, settle
 from scheduler.tokens import hash_token, new_token, token_matches
+from scheduler.usage import Usage
 from scheduler.workspace import Workspace, describe_pause
 
 
@@ -60,7 +61,7 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
               or spec.type in closed_gates(views.meta())):
             return None  # paused or gated: what is assigned may start, nothing new is assigned
         else:
-            policy = plan_policy(ws.settings)
+            policy = plan_policy(ws.settings, registry.control.content_hash)
             fleet = only_agent_free(views.all_agents(), agent_name)
             decisions = gather_and_plan(views, fleet, spec.type, now, policy)[:1]
             if not decisions:
@@ -111,19 +112,27 @@ def heartbeat(ws: Workspace, task_id: int, token: str) -> Beat:
         return Beat(expires, task.cancelling)
 
 
+def _usage_fields(usage: Usage | None) -> dict[str, Any]:
+    if usage is None:
+        return {}
+    return {"cpu_seconds": usage.cpu_seconds, "peak_rss_bytes": usage.peak_rss_bytes}
+
+
 def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
-             log_path: str | None = None) -> None:
-    """Record the success of the current attempt."""
+             log_path: str | None = None, usage: Usage | None = None) -> None:
+    """Record the success of the current attempt (with its resource use, if measured)."""
     now = ws.clock.now()
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, now)
         recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
-                                       attempt=task.attempt, result=result, log_path=log_path)], now)
+                                       attempt=task.attempt, result=result, log_path=log_path,
+                                       **_usage_fields(usage))], now)
 
 
 def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True,
          reason: FailureReason = "reported", exit_code: int | None = None,
-         signal: int | None = None, log_path: str | None = None) -> str:
+         signal: int | None = None, log_path: str | None = None,
+         usage: Usage | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
     now = ws.clock.now()
     with ws.write() as recorder:
@@ -132,7 +141,7 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
             reason, retry = "cancelled", False
         failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
                              reason=reason, error=error, exit_code=exit_code, signal=signal,
-                             log_path=log_path, retryable=retry)
+                             log_path=log_path, retryable=retry, **_usage_fields(usage))
         recorder.record(settle(ws, recorder, task, failure, now), now)
         after = recorder.views.get_task(task_id)
         assert after is not None

@@ -300,3 +300,16 @@ def test_a_requeued_dependant_waits_for_its_requeued_parent(make_workspace):
     worker.complete(ws, a, claim.token)
     assert status(ws, b) == "queued"
     assert queries.verify_log(ws).ok
+
+
+def test_requeue_all_of_a_queue_leaves_dead_the_tasks_after_a_cancelled_one(make_workspace):
+    ws = make_workspace()
+    (parent,) = submit(ws, [TaskSpec(queue="dev", title="parent")])
+    (child,) = submit(ws, [TaskSpec(queue="dev", title="child", after=[parent.task_id])])
+    operator.cancel(ws, parent.task_id, by="op")
+    tick(ws)  # the child can never run: dead-lettered
+    assert queries.show(ws, child.task_id)[0].status == "dead"
+    assert operator.requeue(ws, queue="dev") == []
+    assert queries.show(ws, child.task_id)[0].status == "dead"
+    with pytest.raises(Refused, match="cancelled"):
+        operator.requeue(ws, [child.task_id])

@@ -7,7 +7,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py", "scheduler/plan.py",
+CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py",
+        "projections/figures.py", "scheduler/plan.py",
         "scheduler/policy.py", "eventlog/events.py", "eventlog/store.py", "eventlog/errors.py",
         "eventlog/timeutil.py"]
 ALLOWED_THIRD_PARTY = {"pydantic"}

@@ -28,7 +28,7 @@ def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | No
                     excluded=excluded, cancelling=False, waiting_on=(), blocks=(), doomed_by=None,
                     last_error=None,
                     idempotency_key=None, task_type=task_type, submitted_seq=task_id,
-                    submitted_at="x", updated_at="x")
+                    submitted_at=to_text(NOW), updated_at=to_text(NOW))
 
 
 def pairs(agents, tasks) -> list[tuple[int, str]]:

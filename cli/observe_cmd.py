@@ -1,0 +1,135 @@
+"""Commands that watch the scheduler: metrics, health, explain."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import (
+    AgentsOpt,
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    console,
+    emit_json,
+    human_duration,
+    workspace,
+)
+from scheduler.explain import explain
+from scheduler.health import health
+from scheduler.metrics import metrics, parse_window, prometheus_text
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return str(value)
+
+
+def metrics_command(
+    since: Annotated[str, typer.Option(help="The window, ending now: 1h, 24h, 7d (or 30m, 2d...).")] = "1h",
+    prometheus: Annotated[bool, typer.Option(
+        "--prometheus", help="Print the Prometheus text exposition format instead.")] = False,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Throughput, errors, queue wait, run time and utilization over a window."""
+    ws = workspace(home, db)
+    report = metrics(ws, parse_window(since))
+    if prometheus:
+        sys.stdout.write(prometheus_text(ws, report))
+        return
+    if json_out:
+        emit_json(report)
+        return
+    out = console()
+    out.print(f"window: {report['window']['start']} .. {report['window']['end']} ({since})")
+    counts = Table("scope", "done", "failed", "dead", "per hour", "errors", "utilization",
+                   title="counts")
+    durations = Table("scope", "wait p50", "wait p95", "run p50", "run p95", "cpu", "peak mem",
+                      title="durations and resources")
+    rows: list[tuple[str, dict[str, Any]]] = [("all", report["overall"])]
+    rows += [(f"queue {q}", f) for q, f in report["queues"].items()]
+    rows += [(f"agent {a}", f) for a, f in report["agents"].items()]
+    for label, f in rows:
+        wait, run, per_hour = f["queue_wait_seconds"], f["run_seconds"], f["throughput_per_hour"]
+        counts.add_row(label, str(f["completed"]), str(f["failed"]), str(f["dead_lettered"]),
+                       "-" if per_hour is None else f"{per_hour:.1f}", _percent(f["error_rate"]),
+                       _percent(f["utilization"]))
+        durations.add_row(label, human_duration(wait["p50"]), human_duration(wait["p95"]),
+                          human_duration(run["p50"]), human_duration(run["p95"]),
+                          f"{f['cpu_seconds']:.1f}s" if f["measured_runs"] else "-",
+                          _bytes(f["peak_rss_bytes"]))
+    out.print(counts)
+    out.print(durations)
+    if report["hourly"]:
+        hours = Table("hour", "completed", "failed", "dead-lettered", title="per hour")
+        for hour, c in report["hourly"].items():
+            hours.add_row(hour[:13] + ":00Z", str(c["completed"]), str(c["failed"]),
+                          str(c["dead_lettered"]))
+        out.print(hours)
+
+
+HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unhealthy": "red"}
+
+
+def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+                   agents: AgentsOpt = None) -> None:
+    """Check ticks, backlog, error rate, progress, leases, the control file and the
+    database; exit 0 healthy, 1 degraded, 2 unhealthy."""
+    report = health(workspace(home, db, agents))
+    if json_out:
+        emit_json(report)
+    else:
+        out = console()
+        for check in report["checks"]:
+            style = HEALTH_STYLES[check["status"]]
+            out.print(f"[{style}]{check['status']:>9}[/{style}]  {check['name']:<15} {check['saw']}")
+            out.print(f"{'':>11}  {'':<15} [dim]threshold: {check['threshold']}[/dim]")
+        style = HEALTH_STYLES[report["status"]]
+        out.print(f"overall: [{style}]{report['status']}[/{style}]")
+    raise typer.Exit(report["exit_code"])
+
+
+def explain_command(
+    task_id: Annotated[int, typer.Argument(help="Task id.")],
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Why a task went to its agent, and why not earlier, from the decisions in the log."""
+    doc = explain(workspace(home, db), task_id)
+    if json_out:
+        emit_json(doc)
+        return
+    out = console()
+    out.print(f"[bold]task {doc['task_id']}[/bold] (queue {doc['queue']})")
+    for item in doc["timeline"]:
+        out.print(f"  {item['seq']:>6}  {item['at']}  {item['what']}")
+    for a in doc["assignments"]:
+        out.print(f"\n[bold]attempt {a['attempt']} -> {a['agent']}[/bold] at {a['at']} (seq {a['seq']})")
+        out.print(f"  why {a['agent']}: {a['why_this_agent']}")
+        decision = a["decision"]
+        if decision:
+            shown = ", ".join(f"{c['agent']} ({c['free']} free, load {c['load']}, record "
+                              f"{c['success_rate']:.2f})" for c in decision["candidates"])
+            more = decision["candidates_total"] - len(decision["candidates"])
+            out.print(f"  candidates: {shown}" + (f" and {more} more" if more > 0 else ""))
+            for p in decision["passed_over"]:
+                out.print(f"  passed over {p['agent']}: {p['why']}")
+            more = decision["passed_over_total"] - len(decision["passed_over"])
+            if more > 0:
+                out.print(f"  passed over {more} more")
+            out.print(f"  policy {decision['policy_hash']}, control file {decision['config_hash'][:16]}")
+        for reason in a["why_not_earlier"]:
+            out.print(f"  not earlier: {reason}")
+    if not doc["assignments"]:
+        out.print("never assigned yet")

@@ -1,0 +1,182 @@
+"""`sched explain ID`: why a task went to the agent it went to, and why not earlier,
+from the log alone: the task's own stream, the decision recorded in each
+`TaskAssigned`, and the scheduler stream (pauses, gates, control files).
+
+`explain_history` is pure; `explain` reads the two streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventlog.errors import NotFound
+from eventlog.events import (
+    AgentsConfigured,
+    AssignmentDecision,
+    Event,
+    LeaseExpired,
+    QueueGateClosed,
+    QueueGateOpened,
+    SchedulerPaused,
+    SchedulerResumed,
+    TaskApproved,
+    TaskAssigned,
+    TaskCancelled,
+    TaskCancelRequested,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskRejected,
+    TaskRequeued,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+from eventlog.store import Recorded
+from eventlog.timeutil import from_text, to_text
+from scheduler.workspace import Workspace
+
+
+def describe(event: Event) -> str:
+    """One line saying what a task event means."""
+    match event:
+        case TaskSubmitted():
+            extra = [f"priority {event.priority}"]
+            if event.assignee:
+                extra.append(f"directed at {event.assignee}")
+            if event.after:
+                extra.append(f"runs after {', '.join(map(str, event.after))}")
+            if event.requires_approval:
+                extra.append("waits for approval")
+            if event.not_before:
+                extra.append(f"not before {to_text(event.not_before)}")
+            return f"submitted to {event.queue} ({'; '.join(extra)})"
+        case TaskAssigned():
+            return f"assigned to {event.agent} (attempt {event.attempt})"
+        case TaskStarted():
+            return f"started on {event.agent} by {event.runner} (attempt {event.attempt})"
+        case TaskSucceeded():
+            return f"succeeded on {event.agent}"
+        case TaskFailed():
+            return f"failed on {event.agent}: {event.reason}: {event.error}"
+        case LeaseExpired():
+            return f"lease expired on {event.agent}"
+        case TaskRequeued():
+            until = f", not before {to_text(event.not_before)}" if event.not_before else ""
+            return f"requeued ({event.reason}{until})"
+        case TaskApproved():
+            return f"approved by {event.by}"
+        case TaskRejected():
+            return f"rejected by {event.by}"
+        case TaskCancelRequested():
+            return f"cancel requested by {event.by}"
+        case TaskCancelled():
+            return f"cancelled by {event.by}"
+        case TaskDeadLettered():
+            return f"dead-lettered: {event.reason}"
+    return type(event).__name__
+
+
+def why_this_agent(event: TaskAssigned) -> str:
+    """What made the chosen agent win, from the recorded candidates."""
+    decision = event.decision
+    if decision is None or not decision.candidates:
+        return "no decision recorded (assigned by an older sched)"
+    best = decision.candidates[0]
+    if decision.candidates_total == 1:
+        directed = any(p.why.startswith("the task is directed") for p in decision.passed_over)
+        return (f"the task is directed at {best.agent}" if directed
+                else f"{best.agent} was the only agent able to take it ({best.free} free slot(s))")
+    runner = decision.candidates[1]
+    if best.free != runner.free:
+        return (f"{best.agent} had the most free slots ({best.free}; next {runner.agent} with "
+                f"{runner.free})")
+    if best.success_rate != runner.success_rate:
+        return (f"tied on free slots ({best.free}) with {runner.agent}; {best.agent} has the better "
+                f"success record at this type of task ({best.success_rate:.2f} vs "
+                f"{runner.success_rate:.2f})")
+    if best.load != runner.load:
+        return (f"tied on free slots and record with {runner.agent}; {best.agent} had the lower "
+                f"load ({best.load} vs {runner.load})")
+    return f"tied with {runner.agent} on free slots, record and load; {best.agent} comes first by name"
+
+
+def why_not_earlier(assigned: Recorded, decision: AssignmentDecision | None,
+                    task_history: Sequence[Recorded], scheduler_history: Sequence[Recorded],
+                    queue: str) -> list[str]:
+    """What held the task back before this assignment."""
+    at = from_text(assigned.recorded_at)
+    reasons = []
+    before = [r for r in task_history if r.seq < assigned.seq]
+    submitted = before[0].event if before else None
+    if isinstance(submitted, TaskSubmitted) and submitted.requires_approval:
+        approval = next((r for r in before if isinstance(r.event, TaskApproved)), None)
+        if approval is not None:
+            reasons.append(f"waited for approval until {approval.recorded_at} "
+                           f"(by {approval.event.by})")  # type: ignore[attr-defined]
+    if decision is None:
+        return [*reasons, "no decision recorded, so no wait figures (assigned by an older sched)"]
+    ready = at.timestamp() - decision.waited_seconds
+    ready_text = to_text(at.fromtimestamp(ready, at.tzinfo))
+    if isinstance(submitted, TaskSubmitted) and submitted.after:
+        reasons.append(f"ran after task(s) {', '.join(map(str, submitted.after))}; ready from {ready_text}")
+    last_requeue = next((r for r in reversed(before) if isinstance(r.event, TaskRequeued)), None)
+    if last_requeue is not None and last_requeue.event.not_before:  # type: ignore[attr-defined]
+        reasons.append(f"retry backoff after {last_requeue.event.reason} "  # type: ignore[attr-defined]
+                       f"until {to_text(last_requeue.event.not_before)}")  # type: ignore[attr-defined]
+    elif isinstance(submitted, TaskSubmitted) and submitted.not_before and last_requeue is None:
+        reasons.append(f"submitted to start not before {to_text(submitted.not_before)}")
+    for rec in scheduler_history:
+        when = from_text(rec.recorded_at).timestamp()
+        if not ready <= when <= at.timestamp():
+            continue
+        match rec.event:
+            case SchedulerPaused():
+                reasons.append(f"the scheduler was paused at {rec.recorded_at} by {rec.event.by}")
+            case SchedulerResumed():
+                reasons.append(f"the scheduler was resumed at {rec.recorded_at}")
+            case QueueGateClosed(queue=q) if q == queue:
+                reasons.append(f"the gate of {queue} closed at {rec.recorded_at}: {rec.event.detail}")
+            case QueueGateOpened(queue=q) if q == queue:
+                reasons.append(f"the gate of {queue} opened again at {rec.recorded_at}")
+            case AgentsConfigured():
+                reasons.append(f"a new control file was recorded at {rec.recorded_at}")
+    busy = [p.agent for p in decision.passed_over if p.why.startswith("no free slot")]
+    reasons.append(
+        f"waited {decision.waited_seconds:g} s in the queue after it was ready (ready from "
+        f"{ready_text}); effective priority {decision.effective_priority} (base "
+        f"{decision.priority})" + (f"; agents without a free slot then: {', '.join(busy)}"
+                                   if busy else ""))
+    return reasons
+
+
+def explain_history(task_history: Sequence[Recorded],
+                    scheduler_history: Sequence[Recorded]) -> dict[str, Any]:
+    """The timeline of a task and, per assignment, its decision explained."""
+    submitted = task_history[0].event
+    queue = submitted.queue if isinstance(submitted, TaskSubmitted) else ""
+    timeline = [{"seq": r.seq, "at": r.recorded_at, "event": r.type, "what": describe(r.event)}
+                for r in task_history]
+    assignments = []
+    for rec in task_history:
+        event = rec.event
+        if not isinstance(event, TaskAssigned):
+            continue
+        assignments.append({
+            "seq": rec.seq, "at": rec.recorded_at, "agent": event.agent, "attempt": event.attempt,
+            "decision": event.decision.model_dump(mode="json") if event.decision else None,
+            "why_this_agent": why_this_agent(event),
+            "why_not_earlier": why_not_earlier(rec, event.decision, task_history, scheduler_history,
+                                               queue),
+        })
+    return {"task_id": getattr(submitted, "task_id", None), "queue": queue, "timeline": timeline,
+            "assignments": assignments}
+
+
+def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
+    with ws.read() as (log, _views):
+        history = log.read_stream(f"task-{task_id}")
+        if not history:
+            raise NotFound(f"no task {task_id}")
+        scheduler_history = log.read_stream("scheduler")
+    return explain_history(history, scheduler_history)

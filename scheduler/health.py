@@ -1,0 +1,149 @@
+"""`sched health`: checks with thresholds, each saying what it saw, and an overall
+healthy / degraded / unhealthy (exit 0 / 1 / 2).
+
+The grading is pure (`grade`, `check_*`); `health()` gathers the inputs: the tick
+record, the projections, the control file and SQLite's quick check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from eventlog.errors import ControlFileError
+from eventlog.timeutil import from_text, to_text
+from scheduler.settings import Settings
+from scheduler.tick_runs import last_tick_at
+from scheduler.workspace import Workspace
+
+LEVELS = ("healthy", "degraded", "unhealthy")
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One health check: its level, what it saw and the thresholds it applied."""
+
+    name: str
+    status: str  # one of LEVELS
+    saw: str
+    threshold: str
+
+
+def grade(value: float, degraded: float, unhealthy: float) -> str:
+    """healthy below `degraded`, degraded from it, unhealthy from `unhealthy`."""
+    if value >= unhealthy:
+        return "unhealthy"
+    if value >= degraded:
+        return "degraded"
+    return "healthy"
+
+
+def worst(levels: list[str]) -> str:
+    return max(levels, key=LEVELS.index, default="healthy")
+
+
+def check_last_tick(settings: Settings, last: str | None, now: datetime) -> Check:
+    interval = settings.tick_interval_seconds
+    degraded = settings.health_tick_degraded_intervals * interval
+    unhealthy = settings.health_tick_unhealthy_intervals * interval
+    threshold = f"degraded > {degraded:g} s, unhealthy > {unhealthy:g} s (tick interval {interval:g} s)"
+    if last is None:
+        return Check("last_tick", "degraded", "no tick recorded yet", threshold)
+    age = (now - from_text(last)).total_seconds()
+    status = "healthy" if age <= degraded else "degraded" if age <= unhealthy else "unhealthy"
+    return Check("last_tick", status, f"last tick {age:.0f} s ago ({last})", threshold)
+
+
+def check_backlog(settings: Settings, queued: dict[str, int]) -> Check:
+    threshold = (f"degraded at {settings.health_backlog_degraded}, unhealthy at "
+                 f"{settings.health_backlog_unhealthy} queued tasks in one queue")
+    if not queued:
+        return Check("backlog", "healthy", "no queues", threshold)
+    status = worst([grade(n, settings.health_backlog_degraded, settings.health_backlog_unhealthy)
+                    for n in queued.values()])
+    saw = ", ".join(f"{q}: {n}" for q, n in sorted(queued.items(), key=lambda i: -i[1]))
+    return Check("backlog", status, f"queued {saw}", threshold)
+
+
+def check_error_rate(settings: Settings, succeeded: int, failed: int) -> Check:
+    window = f"{settings.health_window_seconds:g} s"
+    threshold = (f"degraded at {settings.health_error_rate_degraded:.0%}, unhealthy at "
+                 f"{settings.health_error_rate_unhealthy:.0%} of attempts in the last {window}, "
+                 f"once there are {settings.health_error_rate_min_attempts}")
+    attempts = succeeded + failed
+    if attempts < settings.health_error_rate_min_attempts:
+        return Check("error_rate", "healthy", f"{attempts} attempts ended in the last {window} "
+                     "(too few to judge)", threshold)
+    rate = failed / attempts
+    status = grade(rate, settings.health_error_rate_degraded, settings.health_error_rate_unhealthy)
+    return Check("error_rate", status, f"{failed} of {attempts} attempts failed ({rate:.0%})", threshold)
+
+
+def check_progress(settings: Settings, queued: int, last_success: float | None,
+                   oldest_queued: str | None, now: datetime) -> Check:
+    threshold = (f"degraded after {settings.health_stall_degraded_seconds:g} s, unhealthy after "
+                 f"{settings.health_stall_unhealthy_seconds:g} s without a success while work "
+                 "is queued")
+    if queued == 0:
+        return Check("progress", "healthy", "nothing queued", threshold)
+    waiting_since = from_text(oldest_queued).timestamp() if oldest_queued else now.timestamp()
+    since = max(last_success or 0.0, waiting_since)  # a stall starts once work waits
+    idle = now.timestamp() - since
+    status = grade(idle, settings.health_stall_degraded_seconds, settings.health_stall_unhealthy_seconds)
+    last = "never" if last_success is None else f"{now.timestamp() - last_success:.0f} s ago"
+    return Check("progress", status, f"{queued} queued; last success {last}; stalled for "
+                 f"{idle:.0f} s", threshold)
+
+
+def check_lease_expiries(settings: Settings, expiries: int) -> Check:
+    threshold = (f"degraded at {settings.health_expiries_degraded}, unhealthy at "
+                 f"{settings.health_expiries_unhealthy} in the last {settings.health_window_seconds:g} s")
+    status = grade(expiries, settings.health_expiries_degraded, settings.health_expiries_unhealthy)
+    return Check("lease_expiries", status, f"{expiries} leases expired", threshold)
+
+
+def check_control_file(ws: Workspace) -> Check:
+    try:
+        registry = ws.registry()
+    except ControlFileError as e:
+        return Check("control_file", "unhealthy", e.message, "the control file must load")
+    return Check("control_file", "healthy", f"{registry.path}: {len(registry.control.agents)} agents",
+                 "the control file must load")
+
+
+def check_integrity(result: str) -> Check:
+    status = "healthy" if result == "ok" else "unhealthy"
+    return Check("integrity", status, f"PRAGMA quick_check: {result}", "must say ok")
+
+
+def health(ws: Workspace) -> dict[str, Any]:
+    """Run every check; the report has the overall level, its exit code and the checks."""
+    settings, now = ws.settings, ws.clock.now()
+    window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
+    with ws.read() as (_log, views):
+        session = views.session
+        last = last_tick_at(session)
+        counts = views.counts()
+        queued = {q: n for (q, s), n in counts.items() if s == "queued"}
+        recent = views.outcomes(since_ts=window_start, kinds=("succeeded", "failed", "expired"))
+        last_success = views.last_outcome_ts("succeeded")
+        oldest = min((t for q in queued if (t := views.oldest_queued(q))), default=None)
+        quick = "; ".join(row[0] for row in session.execute(text("PRAGMA quick_check")).all())
+    succeeded = sum(o.outcome == "succeeded" for o in recent)
+    expired = sum(o.outcome == "expired" for o in recent)
+    checks = [
+        check_last_tick(settings, last, now),
+        check_backlog(settings, queued),
+        check_error_rate(settings, succeeded, len(recent) - succeeded),
+        check_progress(settings, sum(queued.values()), last_success, oldest, now),
+        check_lease_expiries(settings, expired),
+        check_control_file(ws),
+        check_integrity(quick),
+    ]
+    overall = worst([c.status for c in checks])
+    return {"status": overall, "exit_code": EXIT_CODES[overall], "at": to_text(now),
+            "checks": [asdict(c) for c in checks]}

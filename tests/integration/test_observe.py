@@ -1,0 +1,389 @@
+"""Metrics, health and explain on a scripted event history with an injected clock: each
+figure is checked against a value computed by hand in the comments."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cli.main import main
+from eventlog.events import (
+    Event,
+    LeaseExpired,
+    TaskAssigned,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskRequeued,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+from scheduler import operator, queries, worker
+from scheduler.explain import explain
+from scheduler.health import health
+from scheduler.metrics import metrics, prometheus_text
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from scheduler.workspace import Workspace
+
+HOUR = timedelta(hours=1)
+
+
+def at(ws: Workspace, second: float, *events: Event) -> None:
+    """Record `events` at `second` seconds after the clock's start."""
+    with ws.write() as recorder:
+        recorder.record(list(events), ws.clock.start + timedelta(seconds=second))  # type: ignore[attr-defined]
+
+
+def started(task_id: int, agent: str, attempt: int, second: float, ws: Workspace) -> TaskStarted:
+    return TaskStarted(task_id=task_id, agent=agent, attempt=attempt, token_hash="x",
+                       lease_expires_at=ws.clock.start + timedelta(seconds=second + 300))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def history(make_workspace) -> Workspace:
+    """Fleet: ann (dev, 2 slots), bob (dev, 1), qin (qa, 1), configured at second 0.
+
+    task 1: ready 0, assigned ann 10, started 20, succeeded 80 (wait 20, run 60)
+    task 2: ready 0, assigned ann 10, started 30, failed 50, backoff to 100;
+            assigned bob 100, started 110, succeeded 210 (waits 30 and 10, runs 20 and 100)
+    task 3: ready 0, assigned bob 10, started 15, lease expired 400, dead-lettered (wait 15, run 385)
+    task 4: ready 0, assigned ann 3000, still held
+    """
+    ws = make_workspace()
+    ws.clock.start = ws.clock.now()  # type: ignore[attr-defined]
+    start = ws.clock.start  # type: ignore[attr-defined]
+    at(ws, 0, ws.registry().control.configured_event(),
+       *(TaskSubmitted(task_id=i, queue="dev", title=f"t{i}", max_attempts=1 if i == 3 else 3)
+         for i in range(1, 5)))
+    deadline = start + timedelta(hours=2)
+    at(ws, 10, TaskAssigned(task_id=1, agent="ann", attempt=1, start_by=deadline),
+       TaskAssigned(task_id=2, agent="ann", attempt=1, start_by=deadline),
+       TaskAssigned(task_id=3, agent="bob", attempt=1, start_by=deadline))
+    at(ws, 15, started(3, "bob", 1, 15, ws))
+    at(ws, 20, started(1, "ann", 1, 20, ws))
+    at(ws, 30, started(2, "ann", 1, 30, ws))
+    at(ws, 50, TaskFailed(task_id=2, agent="ann", attempt=1, reason="exit_code", error="exited 1",
+                          cpu_seconds=0.5, peak_rss_bytes=3000),
+       TaskRequeued(task_id=2, reason="failed", not_before=start + timedelta(seconds=100)))
+    at(ws, 80, TaskSucceeded(task_id=1, agent="ann", attempt=1, cpu_seconds=1.5, peak_rss_bytes=1000))
+    at(ws, 100, TaskAssigned(task_id=2, agent="bob", attempt=2, start_by=deadline))
+    at(ws, 110, started(2, "bob", 2, 110, ws))
+    at(ws, 210, TaskSucceeded(task_id=2, agent="bob", attempt=2))
+    at(ws, 400, LeaseExpired(task_id=3, agent="bob", attempt=1),
+       TaskDeadLettered(task_id=3, reason="attempts used up"))
+    at(ws, 3000, TaskAssigned(task_id=4, agent="ann", attempt=1, start_by=deadline))
+    return ws
+
+
+def test_metrics_of_the_first_hour_match_the_hand_computed_figures(history):
+    history.clock.advance(3600)  # now = second 3600: the window is [0, 3600]
+    report = metrics(history, HOUR)
+    dev = report["queues"]["dev"]
+    assert (dev["completed"], dev["failed"], dev["lease_expired"], dev["dead_lettered"]) == (2, 2, 1, 1)
+    assert dev["throughput_per_hour"] == 2.0
+    assert dev["error_rate"] == 0.5  # 2 failed of 4 ended attempts
+    # waits 20, 30, 10, 15 -> sorted 10 15 20 30: p50 is the 2nd, p95 the 4th (nearest rank)
+    assert dev["queue_wait_seconds"] == {"count": 4, "mean": 18.75, "p50": 15.0, "p95": 30.0}
+    # runs 60, 20, 100, 385 -> sorted 20 60 100 385
+    assert dev["run_seconds"] == {"count": 4, "mean": 141.25, "p50": 60.0, "p95": 385.0}
+    # busy: ann 10-80 + 10-50 + 3000-3600 = 710; bob 100-210 + 10-400 = 500
+    assert report["agents"]["ann"]["busy_slot_seconds"] == 710
+    assert report["agents"]["bob"]["busy_slot_seconds"] == 500
+    # offered: ann 2 x 3600, bob 1 x 3600; qin (qa) 3600 and idle
+    assert dev["offered_slot_seconds"] == 3 * 3600
+    assert dev["utilization"] == round(1210 / 10800, 6)
+    assert report["queues"]["qa"]["utilization"] == 0.0
+    assert report["agents"]["ann"]["utilization"] == round(710 / 7200, 6)
+    assert (report["overall"]["cpu_seconds"], report["overall"]["peak_rss_bytes"]) == (2.0, 3000)
+    assert report["overall"]["measured_runs"] == 2
+    assert list(report["hourly"].values()) == [{"completed": 2, "failed": 2, "dead_lettered": 1}]
+
+
+def test_a_later_window_counts_only_what_ended_in_it_and_clips_busy_time(history):
+    history.clock.advance(3700)  # window [100, 3700]: task 1 (ended at 80) is out
+    report = metrics(history, HOUR)
+    dev = report["queues"]["dev"]
+    assert (dev["completed"], dev["failed"]) == (1, 1)
+    # waits of the attempts that ended in it: task 2's second (10), task 3 (15)
+    assert dev["queue_wait_seconds"]["p95"] == 15.0
+    # busy inside [100, 3700]: bob 100-210 and 100-400 = 410; ann 3000-3700 = 700
+    assert dev["busy_slot_seconds"] == 1110
+    assert report["window"]["seconds"] == 3600
+
+
+def test_utilization_follows_capacity_changes_from_the_control_file(history, tmp_path):
+    from tests.conftest import write_fleet
+
+    history.clock.advance(1800)
+    write_fleet(history.settings.home, [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 4}])
+    tick(history)  # records the new control file at second 1800: bob and qin leave
+    history.clock.advance(1800)
+    report = metrics(history, HOUR)
+    # ann 2 slots x 1800 s + 4 slots x 1800 s; bob 1 x 1800 s
+    assert report["agents"]["ann"]["offered_slot_seconds"] == 6 * 1800
+    assert report["agents"]["bob"]["offered_slot_seconds"] == 1800
+
+
+def test_prometheus_output_parses_back_with_the_same_figures(history):
+    history.clock.advance(3600)
+    text = prometheus_text(history, metrics(history, HOUR))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    dev = (("name", "dev"), ("scope", "queue"), ("window", "3600s"))
+    assert samples[("sched_window_completed", dev)] == 2
+    assert samples[("sched_window_run_seconds_p95", dev)] == 385
+    assert samples[("sched_window_utilization", dev)] == pytest.approx(1210 / 10800, abs=1e-6)
+    assert samples[("sched_queue_tasks", (("queue", "dev"), ("status", "assigned")))] == 1
+    assert samples[("sched_agent_load", (("agent", "ann"), ("type", "dev")))] == 1
+
+
+def test_metrics_cli_json_and_bad_window(history, capsys):
+    home = str(history.settings.home)
+    assert main(["metrics", "--since", "24h", "--json", "--home", home]) == 0
+    assert main(["metrics", "--since", "soon", "--home", home]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sched: not a duration: 'soon' (try 90s, 10m, 2h, 1d)"]
+
+
+# -- the live dashboard ------------------------------------------------------------
+
+def test_the_dashboard_shows_load_current_tasks_outcomes_and_throughput(history):
+    from rich.console import Console
+
+    from cli.dashboard import render
+    from scheduler.dashboard import snapshot
+
+    history.clock.advance(3600)
+    console = Console(record=True, width=140, color_system=None)
+    console.print(render(snapshot(history)))
+    text = console.export_text()
+    ann = next(line for line in text.splitlines() if "│ ann" in line)
+    assert "█████░░░░░ 1/2" in ann and "#4 t4 (assigned 10m)" in ann  # held since second 3000
+    rows = [line for line in text.splitlines() if line.startswith("│ #")]
+    assert [r.split("│")[4].strip() for r in rows] == ["dead_lettered", "expired", "succeeded",
+                                                        "succeeded", "failed"]  # newest first
+    assert "last hour: 2 completed, 2 failed (2/h)" in text
+    assert "assigning" in text
+    dev = next(line for line in text.splitlines() if line.startswith("│ dev"))
+    assert [c.strip() for c in dev.split("│")[1:-1]] == ["dev", "0", "1", "0", "0", "0", "1", "2"]
+
+
+def test_status_watch_streams_snapshots_and_ends_cleanly_on_ctrl_c(make_workspace):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ws = make_workspace()
+    submit(ws, [TaskSpec(queue="dev", title="shown")])
+    env = {**os.environ, "SCHED_HOME": str(ws.settings.home)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "status", "--watch", "--json",
+                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    first = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+    second = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and err == ""
+    assert first["queues"]["dev"]["queued"] == 1 == second["queues"]["dev"]["queued"]
+    assert first["last_hour"] == {"completed": 0, "failed": 0}
+
+
+# -- health --------------------------------------------------------------------------
+
+def checks(ws: Workspace) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in health(ws)["checks"]}
+
+
+def test_a_fresh_scheduler_that_ticked_is_healthy(make_workspace):
+    ws = make_workspace()
+    tick(ws)
+    report = health(ws)
+    assert report["status"] == "healthy" and report["exit_code"] == 0
+    assert all(c["threshold"] for c in report["checks"])
+
+
+def test_the_last_tick_check_grades_by_tick_intervals(make_workspace):
+    ws = make_workspace(tick_interval_seconds=10)
+    assert checks(ws)["last_tick"] == "degraded"  # never ticked
+    tick(ws)
+    ws.clock.advance(30)
+    assert checks(ws)["last_tick"] == "healthy"  # 3 intervals: the limit itself
+    ws.clock.advance(1)
+    assert checks(ws)["last_tick"] == "degraded"
+    ws.clock.advance(70)
+    assert checks(ws)["last_tick"] == "unhealthy"  # beyond 10 intervals
+    assert health(ws)["exit_code"] == 2
+
+
+def test_backlog_grades_the_fullest_queue(make_workspace):
+    ws = make_workspace(health_backlog_degraded=2, health_backlog_unhealthy=3)
+    tick(ws)
+    submit(ws, [TaskSpec(queue="qa", title="q")])
+    assert checks(ws)["backlog"] == "healthy"
+    operator.pause(ws, by="op")
+    submit(ws, [TaskSpec(queue="qa", title="q")])
+    assert checks(ws)["backlog"] == "degraded"
+    submit(ws, [TaskSpec(queue="qa", title="q")])
+    assert checks(ws)["backlog"] == "unhealthy"
+
+
+def test_error_rate_counts_only_once_enough_attempts_ended(make_workspace):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 4}],
+                        health_error_rate_min_attempts=4)
+    submit(ws, [TaskSpec(queue="dev", title=str(i), max_attempts=1) for i in range(4)])
+    for _ in range(3):
+        claim = worker.claim(ws, "w")
+        worker.fail(ws, claim.task.task_id, claim.token, "boom")
+        assert checks(ws)["error_rate"] == "healthy"  # 1..3 attempts: too few to judge
+    claim = worker.claim(ws, "w")
+    worker.complete(ws, claim.task.task_id, claim.token)
+    assert checks(ws)["error_rate"] == "unhealthy"  # 3 of 4 failed: 75% >= 50%
+    ws.clock.advance(3601)
+    assert checks(ws)["error_rate"] == "healthy"  # they left the window
+
+
+def test_lease_expiries_in_the_window_are_graded(make_workspace):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1}],
+                        lease_seconds=10, backoff_base_seconds=0, max_attempts=10,
+                        health_expiries_degraded=2, health_expiries_unhealthy=3)
+    submit(ws, [TaskSpec(queue="dev", title="stuck")])
+    for expected in ("healthy", "degraded", "unhealthy"):
+        worker.claim(ws, "w")
+        ws.clock.advance(11)
+        tick(ws)  # the lease expired: the task is back in its queue
+        assert checks(ws)["lease_expiries"] == expected
+    ws.clock.advance(3600)
+    assert checks(ws)["lease_expiries"] == "healthy"  # they left the window
+
+
+def test_progress_grades_the_time_without_a_success_while_work_is_queued(make_workspace):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1}],
+                        health_stall_degraded_seconds=100, health_stall_unhealthy_seconds=200)
+    (done,) = submit(ws, [TaskSpec(queue="dev", title="done")])
+    claim = worker.claim(ws, "w")
+    ws.clock.advance(250)
+    worker.complete(ws, done.task_id, claim.token)
+    assert checks(ws)["progress"] == "healthy"  # nothing queued
+    operator.pause(ws, by="op")
+    ws.clock.advance(50)
+    submit(ws, [TaskSpec(queue="dev", title="waits")])
+    ws.clock.advance(99)
+    assert checks(ws)["progress"] == "healthy"  # the stall counts from the submit, 99 s
+    ws.clock.advance(1)
+    assert checks(ws)["progress"] == "degraded"
+    ws.clock.advance(100)
+    assert checks(ws)["progress"] == "unhealthy"
+
+
+def test_a_broken_control_file_makes_health_unhealthy_and_exit_2(make_workspace, capsys):
+    ws = make_workspace()
+    tick(ws)
+    (ws.settings.home / "agent-control.json").write_text("{not json")
+    assert checks(ws)["control_file"] == "unhealthy"
+    code = main(["health", "--json", "--home", str(ws.settings.home)])
+    assert code == 2
+    assert '"status": "unhealthy"' in capsys.readouterr().out
+
+
+# -- explain -------------------------------------------------------------------------
+
+def test_explain_names_the_candidates_and_what_held_the_task_back(make_workspace):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 2},
+                         {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1},
+                         {"agentName": "cy", "agentType": "dev", "maxConcurrency": 1,
+                          "enabled": False}])
+    operator.pause(ws, by="op", reason="deploy")
+    (first,) = submit(ws, [TaskSpec(queue="dev", title="first", priority=5)])
+    ws.clock.advance(60)
+    operator.resume(ws, by="op")
+    ws.clock.advance(5)
+    tick(ws)
+    doc = explain(ws, first.task_id)
+    (assignment,) = doc["assignments"]
+    assert assignment["agent"] == "ann"
+    assert assignment["why_this_agent"] == "ann had the most free slots (2; next bob with 1)"
+    decision = assignment["decision"]
+    assert [(c["agent"], c["free"]) for c in decision["candidates"]] == [("ann", 2), ("bob", 1)]
+    assert decision["passed_over"] == [{"agent": "cy", "why": "disabled or not in the control file"}]
+    assert decision["effective_priority"] == 5 and decision["waited_seconds"] == 65
+    reasons = " | ".join(assignment["why_not_earlier"])
+    assert "paused" in reasons and "resumed" in reasons and "waited 65 s" in reasons
+    assert [t["event"] for t in doc["timeline"]] == ["TaskSubmitted", "TaskAssigned"]
+
+
+def test_explain_after_a_failure_names_the_failover_and_the_backoff(make_workspace):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+                         {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1}])
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    claim = worker.claim(ws, "ann")
+    worker.fail(ws, task.task_id, claim.token, "boom")
+    ws.clock.advance(3600)
+    tick(ws)
+    second = explain(ws, task.task_id)["assignments"][-1]
+    assert second["agent"] == "bob"
+    assert {"agent": "ann", "why": "an earlier attempt of the task failed on it"} in \
+        second["decision"]["passed_over"]
+    assert any(r.startswith("retry backoff after failed until") for r in second["why_not_earlier"])
+
+
+def test_explain_of_an_unknown_task_exits_2(make_workspace, capsys):
+    ws = make_workspace()
+    assert main(["explain", "42", "--home", str(ws.settings.home)]) == 2
+    assert capsys.readouterr().err.strip() == "sched: no task 42"
+
+
+def test_status_at_a_past_point_and_replay_bounds_by_time(history):
+    start = history.clock.start  # type: ignore[attr-defined]
+    then = queries.status(history, at=queries.parse_position(
+        (start + timedelta(seconds=60)).isoformat(), "--at"))
+    assert then["queues"]["dev"]["running"] == 2  # tasks 1 and 3
+    assert then["queues"]["dev"]["queued"] == 2  # task 2 in its backoff, task 4
+    assert then["agents"]["ann"]["running"] == 1
+    window = list(queries.replay(history, since=queries.parse_position(
+        (start + timedelta(seconds=50)).isoformat(), "--since"),
+        until=queries.parse_position((start + timedelta(seconds=100)).isoformat(), "--until")))
+    assert [r.type for r in window] == ["TaskFailed", "TaskRequeued", "TaskSucceeded", "TaskAssigned"]
+
+
+# -- the queue view ------------------------------------------------------------------
+
+def test_estimated_starts_follow_free_slots_and_the_last_hours_rate(make_workspace):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 2}])
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(6)])
+    for _ in range(2):  # two attempts end in the hour: a rate of 2 per hour
+        claim = worker.claim(ws, "w")
+        worker.complete(ws, claim.task.task_id, claim.token)
+    ws.clock.advance(60)
+    tasks = queries.list_tasks(ws, "dev", "queued")
+    starts = queries.estimated_starts(ws, tasks)
+    now = ws.clock.now()
+    # 4 queued, 2 free slots: the first two start now, the third when one attempt has
+    # ended (30 min at 2 per hour), the fourth after two (60 min)
+    assert [starts[t.task_id] for t in tasks] == [
+        queries.to_text(now), queries.to_text(now), queries.to_text(now + timedelta(minutes=30)),
+        queries.to_text(now + timedelta(minutes=60))]
+    operator.pause(ws, by="op")
+    assert set(queries.estimated_starts(ws, tasks).values()) == {None}
+
+
+def test_tasks_verbose_shows_attempts_excluded_agents_and_payload(make_workspace, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # room for every column
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+                         {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1}])
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t", payload={"repo": "x"})])
+    claim = worker.claim(ws, "ann")
+    worker.fail(ws, task.task_id, claim.token, "boom")
+    assert main(["tasks", "--queue", "dev", "--verbose", "--home", str(ws.settings.home)],
+                clock=ws.clock) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("│ 1"))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[-3:] == ["1/3", "ann", '{"repo":"x"}']
+    assert main(["tasks", "--json", "--home", str(ws.settings.home)], clock=ws.clock) == 0
+    backoff_ends = queries.show(ws, task.task_id)[0].not_before
+    assert backoff_ends is not None  # a free slot, but it may not start before its backoff ends
+    assert f'"estimated_start": "{backoff_ends}"' in capsys.readouterr().out
