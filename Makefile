@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit clean
+.PHONY: demo test lint soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "make: $(PYTHON) is missing or older than 3.11 (set PYTHON=...)" >&2; exit 2; }
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# the reliability suite at full length: 500 crash kills, a one-minute soak over 10,000 tasks
+soak: $(STAMP)
+	SCHED_SOAK=1 $(BIN)/python -m pytest -q -s tests/reliability
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -118,12 +118,26 @@ def replay_command(
     verify: Annotated[bool, typer.Option(
         "--verify", help="Check the hash chain and compare the stored projections with a "
         "fresh fold of the log; exit 1 if anything disagrees.")] = False,
+    expect_head: Annotated[str | None, typer.Option(
+        "--expect-head", help="With --verify: also check that event SEQ has HASH (SEQ:HASH, "
+        "as --head printed it earlier), which catches a truncated log.")] = None,
+    head: Annotated[bool, typer.Option(
+        "--head", help="Print the last seq and its hash, to keep for --expect-head.")] = False,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
-    """The audit trail (with --json: one event per line), or --verify it."""
+    """The audit trail (with --json: one event per line), or --verify it, or its --head."""
     ws = workspace(home, db)
+    if expect_head is not None and not verify:
+        raise BadInput("--expect-head goes with --verify")
+    if head:
+        seq, digest = queries.head(ws)
+        if json_out:
+            emit_json({"seq": seq, "hash": digest})
+        else:
+            console().print(f"{seq}:{digest}")
+        return
     if verify:
-        result = queries.verify_log(ws)
+        result = queries.verify_log(ws, queries.parse_head(expect_head) if expect_head else None)
         if json_out:
             emit_json({"ok": result.ok, "events": result.events, "problems": result.problems})
         elif result.ok:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from eventlog.errors import DatabaseBusy, DatabaseError
+from eventlog.faults import fault_point
 from eventlog.schema import LOG_SCHEMA_VERSION, EventRow
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -128,6 +129,7 @@ class Database:
                 session.rollback()
                 raise
             if commit:
+                fault_point("before_commit")
                 session.commit()
             else:
                 session.rollback()

@@ -80,13 +80,27 @@ def describe_difference(want: object, have: object) -> str:
     return f"log gives {want!r}, table has {have!r}"
 
 
-def verify(log: SqliteStore, views: SqlProjection, limit: int = 20) -> Verification:
-    """Check the hash chain, then fold the log in memory and compare with the tables."""
+def verify(log: SqliteStore, views: SqlProjection, limit: int = 20,
+           expect_head: tuple[int, str] | None = None) -> Verification:
+    """Check the hash chain (and, with `expect_head`, that the event at that seq has
+    that hash: a chain alone cannot tell a truncated tail), then fold the log in
+    memory and compare with the tables."""
     result = Verification(events=log.last_position())
     broken = first_broken_link(log.read())
     if broken is not None:
         result.problems.append(f"hash chain broken at seq {broken[0]}: {broken[1]}")
         return result
+    if expect_head is not None:
+        seq, digest = expect_head
+        found = next(iter(log.read(after=seq - 1, limit=1)), None) if seq > 0 else None
+        if found is None or found.seq != seq:
+            result.problems.append(f"the log ends at seq {result.events}, but seq {seq} was expected: "
+                                   "events were removed from its end")
+            return result
+        if found.hash != digest:
+            result.problems.append(f"seq {seq} has hash {found.hash}, not the expected {digest}: "
+                                   "the log was rewritten from there or earlier")
+            return result
     expected = fold(log.read())
     stored = MemoryProjection(
         tasks={t.task_id: t for t in views.all_tasks()},

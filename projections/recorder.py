@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from eventlog.events import Event
+from eventlog.faults import fault_point
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import Recorded
 from projections.apply import apply
@@ -32,6 +33,7 @@ class Recorder:
     def record(self, events: Sequence[Event], now: datetime) -> list[Recorded]:
         """Append `events` at time `now` and fold them into the projections."""
         sealed = self.log.append(events, now)
+        fault_point("after_append")
         for rec in sealed:
             apply(self.views, rec)
         self.views.flush()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from eventlog.errors import DatabaseBusy, NotFound, Refused, TokenRejected
 from eventlog.events import TaskStarted
+from eventlog.faults import fault_point
 from scheduler import worker
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
@@ -213,6 +214,7 @@ def run(ws: Workspace, attempt: Attempt) -> Outcome:
         status = worker.fail(ws, task_id, token, f"cannot start {attempt.argv[0]!r}: {e.strerror or e}",
                              reason="spawn_error", log_path=log)
         return Outcome(status, f"spawn error: {e}")
+    fault_point("mid_exec")
     returncode, ending = _supervise(ws, attempt, child, meter)
     stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)  # nothing outlives it
     if returncode is None:

@@ -169,9 +169,26 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
                 yield rec
 
 
-def verify_log(ws: Workspace) -> Verification:
+def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None) -> Verification:
     with ws.read() as (log, views):
-        return verify(log, views)
+        return verify(log, views, expect_head=expect_head)
+
+
+def head(ws: Workspace) -> tuple[int, str]:
+    """The last seq and its hash: record them somewhere else, and `--expect-head` can
+    later tell whether the log lost its tail."""
+    with ws.read() as (log, _views):
+        return log.head()
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """`SEQ:HASH` as printed by `replay --head`."""
+    seq, _, digest = text.partition(":")
+    if not (seq.isascii() and seq.isdigit() and int(seq) >= 1 and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)):
+        raise BadInput(f"--expect-head: expected SEQ:HASH (a seq >= 1 and 64 hex digits, as "
+                       f"`sched replay --head` prints), got {text!r}")
+    return int(seq), digest
 
 
 def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:

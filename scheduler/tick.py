@@ -21,6 +21,7 @@ from eventlog.events import (
     TaskFailed,
     TaskRequeued,
 )
+from eventlog.faults import fault_point
 from eventlog.timeutil import from_text, to_text
 from projections.fold import canonical_json
 from projections.recorder import Recorder
@@ -275,6 +276,8 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         note_tick(recorder.views.session, socket.gethostname(), os.getpid(), to_text(now),
                   round((time.perf_counter() - started) * 1000, 3))
     if not dry_run:
+        if push:
+            fault_point("after_commit_before_spawn")
         for task_id in push:  # type: ignore[assignment]
             try:
                 ws.launcher(ws.settings, task_id)

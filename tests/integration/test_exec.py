@@ -11,12 +11,14 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from scheduler import operator, queries, worker
 from scheduler.clock import SystemClock
+from scheduler.metrics import metrics
 from scheduler.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -248,3 +250,27 @@ def test_an_exit_code_declared_non_retryable_dead_letters_at_once(tmp_path):
     failed = last_event(ws, task_id, "TaskFailed")
     assert (failed["exit_code"], failed["retryable"]) == (64, False)
     assert "not retryable" in last_event(ws, task_id, "TaskDeadLettered")["reason"]
+
+
+def test_the_wrapper_measures_cpu_and_peak_memory_of_the_agent_tree(tmp_path):
+    # the agent burns about 0.3 s of CPU in a child it waits for, and holds 64 MiB
+    # for longer than the sampling interval
+    argv = agent_script(tmp_path, "heavy", """
+        import subprocess, sys, time
+        subprocess.run([sys.executable, "-c",
+                        "import time\\nend = time.process_time() + 0.3\\n"
+                        "while time.process_time() < end: pass"], check=True)
+        block = bytearray(64 * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1  # touch every page so it is resident
+        time.sleep(0.5)
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv}, exec_sample_seconds=0.1)
+    task_id = run_one(ws)
+    succeeded = last_event(ws, task_id, "TaskSucceeded")
+    assert succeeded["cpu_seconds"] >= 0.3
+    assert succeeded["peak_rss_bytes"] >= 64 * 1024 * 1024
+    overall = metrics(ws, timedelta(hours=1))["overall"]
+    assert overall["measured_runs"] == 1
+    assert overall["cpu_seconds"] == succeeded["cpu_seconds"]
+    assert overall["peak_rss_bytes"] == succeeded["peak_rss_bytes"]

@@ -1,0 +1,152 @@
+"""Tampering with the stored log is caught: a changed character in any column of any
+event, a deleted, swapped or inserted event, each reported by `replay --verify` at
+the first bad seq; a truncated tail is caught with `--expect-head`."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cli.main import main
+from eventlog.store import chain_hash
+from scheduler import queries, worker
+from scheduler.settings import load_settings
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from scheduler.workspace import Workspace
+from tests.conftest import new_workspace
+
+COLUMNS = ("stream_id", "type", "recorded_at", "data", "prev_hash", "hash")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, int]:
+    """A database with a few dozen events of every common kind, checkpointed into
+    one file; returns its path and the number of events."""
+    home = tmp_path_factory.mktemp("template")
+    ws = new_workspace(home)
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}", payload={"i": i}) for i in range(8)])
+    tick(ws)
+    for agent in ("ann", "bob"):
+        claim = worker.claim(ws, agent)
+        assert claim is not None
+        worker.complete(ws, claim.task.task_id, claim.token, {"ok": True})
+    claim = worker.claim(ws, "ann")
+    assert claim is not None
+    worker.fail(ws, claim.task.task_id, claim.token, "boom")
+    ws.close()
+    path = ws.settings.db_path
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        count = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    return path, count
+
+
+def copy_of(template_path: Path, where: Path) -> Workspace:
+    where.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template_path, where / "sched.db")
+    return Workspace(load_settings({}, {"home": where}).settings)
+
+
+def first_problem(ws: Workspace) -> str:
+    result = queries.verify_log(ws)
+    assert not result.ok, "tampering went unnoticed"
+    return result.problems[0]
+
+
+def row(conn: sqlite3.Connection, seq: int) -> tuple:
+    return conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq = ?", (seq,)).fetchone()
+
+
+def _changed(text: str, position: int, replacement: str) -> str:
+    position %= max(len(text), 1)
+    new = replacement if text[position:position + 1] != replacement else chr(ord(replacement) + 1)
+    return text[:position] + new + text[position + 1:]
+
+
+HYPOTHESIS = settings(max_examples=60, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@HYPOTHESIS
+@given(data=st.data())
+def test_any_edit_delete_swap_or_insert_is_reported_at_the_first_bad_seq(template, tmp_path, data):
+    path, count = template
+    ws = copy_of(path, Path(tempfile.mkdtemp(dir=tmp_path)))  # fresh for every example
+    kind = data.draw(st.sampled_from(["edit", "delete", "swap", "insert", "forged insert"]))
+    seq = data.draw(st.integers(1, count - 1 if kind == "delete" else count))
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        if kind == "edit":
+            column = data.draw(st.sampled_from(COLUMNS))
+            old = conn.execute(f"SELECT {column} FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+            new = _changed(old, data.draw(st.integers(0, 10_000)),
+                           data.draw(st.characters(min_codepoint=33, max_codepoint=126)))
+            conn.execute(f"UPDATE events SET {column} = ? WHERE seq = ?", (new, seq))
+            expected = seq
+        elif kind == "delete":  # a row in the middle (the last one: see the --expect-head test)
+            conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            expected = seq
+        elif kind == "swap":
+            other = data.draw(st.integers(1, count).filter(lambda s: s != seq))
+            a, b = row(conn, seq), row(conn, other)
+            for target, values in ((seq, b), (other, a)):
+                conn.execute(f"UPDATE events SET {', '.join(f'{c} = ?' for c in COLUMNS)} "
+                             "WHERE seq = ?", (*values, target))
+            expected = min(seq, other)
+        else:  # a new event at `seq`, the later ones moved up by one
+            conn.execute("UPDATE events SET seq = -seq WHERE seq >= ?", (seq,))
+            conn.execute("UPDATE events SET seq = 1 - seq WHERE seq < 0")
+            prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq - 1,)).fetchone()
+            prev_hash = prev[0] if prev else "0" * 64
+            values = ("scheduler", "SchedulerResumed", "2026-01-01T00:00:00.000000Z", '{"by":"x"}')
+            digest = chain_hash(prev_hash, seq, values[0], values[1], 1, values[2], values[3]) \
+                if kind == "forged insert" else "f" * 64
+            conn.execute("INSERT INTO events (seq, stream_id, type, schema_version, recorded_at, "
+                         "data, prev_hash, hash) VALUES (?, ?, ?, 1, ?, ?, ?, ?)",
+                         (seq, *values, prev_hash, digest))
+            # a forger who computes the hash of his own event is caught where his rewrite
+            # stops: at the next event, which no longer links to what precedes it
+            expected = seq + 1 if kind == "forged insert" else seq
+    try:
+        problem = first_problem(ws)
+    finally:
+        ws.close()
+    assert problem.startswith(f"hash chain broken at seq {expected}:"), (kind, seq, problem)
+
+
+def test_a_truncated_tail_is_caught_only_with_the_expected_head(template, tmp_path, capsys):
+    path, count = template
+    ws = copy_of(path, tmp_path / "cut")
+    home = str(ws.settings.home)
+    assert main(["replay", "--head", "--home", home]) == 0
+    head = capsys.readouterr().out.strip()
+    assert head.startswith(f"{count}:")
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        conn.execute("DELETE FROM events WHERE seq > ?", (count - 3,))
+    # the chain that is left is intact: without an anchor, nobody can tell
+    assert main(["replay", "--verify", "--home", home]) == 1  # the projections still know more
+    capsys.readouterr()
+    assert queries.verify_log(ws, queries.parse_head(head)).problems == [
+        f"the log ends at seq {count - 3}, but seq {count} was expected: events were removed from its end"]
+    assert main(["replay", "--verify", "--expect-head", head, "--home", home]) == 1
+    assert "events were removed from its end" in capsys.readouterr().out
+
+
+def test_an_expected_head_that_differs_is_reported(template, tmp_path, capsys):
+    path, count = template
+    ws = copy_of(path, tmp_path / "other")
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        real = conn.execute("SELECT hash FROM events WHERE seq = ?", (count,)).fetchone()[0]
+    assert queries.verify_log(ws, (count, real)).ok
+    wrong = "0" * 64
+    (problem,) = queries.verify_log(ws, (count, wrong)).problems
+    assert problem.startswith(f"seq {count} has hash {real}, not the expected {wrong}")
+    assert main(["replay", "--verify", "--expect-head", "12:nothex", "--home",
+                 str(ws.settings.home)]) == 2
+    assert "--expect-head: expected SEQ:HASH" in capsys.readouterr().err
