@@ -4,21 +4,29 @@ endpoint, restarts in between, redirects not followed, giving up."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli.main import main
 from scheduler import operator, queries, webhooks, worker
+from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.workspace import Workspace
+from tests.conftest import new_workspace, wait_for
 
 ALL_LOG_EVENTS = ["task.failed", "task.dead_lettered", "scheduler.paused"]
 
@@ -322,3 +330,77 @@ def test_notify_posts_an_event_that_is_not_in_the_log(hooked, endpoint):
     (body,) = endpoint.bodies()
     assert (body["event"], body["seq"], body["data"]) == (
         "health.changed", None, {"status": "degraded", "was": "healthy"})
+
+
+# -- the command line and the daemon ------------------------------------------------------
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("SCHED_")]:
+        monkeypatch.delenv(name)
+
+
+def write_hooks(home: Path, url: str, *lines: str) -> None:
+    (home / "sched.toml").write_text("\n".join([*lines, "[[webhooks]]", f'url = "{url}"',
+                                                'events = ["task.failed"]', ""]))
+
+
+def test_webhooks_deliver_and_list_commands(make_workspace, endpoint, clean_env, capsys):
+    ws = make_workspace()
+    home = str(ws.settings.home)
+    write_hooks(ws.settings.home, endpoint.url())
+    assert main(["webhooks", "deliver", "--home", home], clock=ws.clock) == 0  # places the cursor
+    fail_task(ws)
+    endpoint.status = 500
+    capsys.readouterr()
+    assert main(["webhooks", "deliver", "--json", "--home", home], clock=ws.clock) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["queued"], report["delivered"], report["gave_up"]) == (1, [], [])
+    assert report["failed"][0]["error"] == "HTTP 500 Internal Server Error"
+
+    assert main(["webhooks", "list", "--pending", "--json", "--home", home]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["deliveries"]
+    assert (row["id"], row["status"], row["attempts"]) == (report["failed"][0]["id"], "pending", 1)
+    assert row["body"]["event"] == "task.failed"
+    assert main(["webhooks", "list", "--failed", "--json", "--home", home]) == 0
+    assert json.loads(capsys.readouterr().out) == {"deliveries": []}
+
+    endpoint.status = 200
+    ws.clock.advance(10)
+    assert main(["webhooks", "deliver", "--home", home], clock=ws.clock) == 0
+    out, err = capsys.readouterr()
+    assert out == f"delivered task.failed {row['id']} to {endpoint.url()}\n"
+    assert err.splitlines()[-1] == "webhooks: 0 queued, 1 delivered, 0 failed, 0 given up"
+    assert main(["webhooks", "list", "--pending", "--failed", "--home", home]) == 2
+
+
+def test_a_bad_webhook_url_in_sched_toml_exits_2_with_one_line(tmp_path, clean_env, capsys):
+    write_hooks(tmp_path, "file:///etc/passwd")
+    assert main(["webhooks", "deliver", "--home", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"sched: setting {tmp_path / 'sched.toml'}: webhooks #1 url: 'file:///etc/passwd': "
+        "only http and https URLs are allowed"]
+
+
+@pytest.mark.slow
+def test_the_daemon_delivers_webhooks(tmp_path, endpoint):
+    ws = new_workspace(tmp_path)
+    write_hooks(tmp_path, endpoint.url(), "webhook_interval_seconds = 0.2")
+    ws = Workspace(load_settings({}, {"home": tmp_path}).settings, clock=ws.clock)
+    webhooks.collect(ws)  # the cursor, before the event
+    fail_task(ws)
+    ws.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "60", "--home",
+                               str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for("the webhook", lambda: endpoint.received)
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, err
+    assert "delivering webhooks every 0.2 s" in err
+    assert f"webhooks: queued 1; task.failed to {endpoint.url()}: delivered" in err
+    assert [b["event"] for b in endpoint.bodies()] == ["task.failed"]
