@@ -30,6 +30,7 @@ from cli.scheduling_cmd import (
 )
 from cli.setup_cmd import agents_app, config_app, init_command
 from cli.tasks_cmd import show_command, submit_command, tasks_command
+from cli.webhooks_cmd import webhooks_app
 from cli.worker_cmd import worker_app
 from eventlog.errors import SchedError
 from scheduler.clock import Clock, SystemClock
@@ -59,6 +60,7 @@ app.command("reject")(reject_command)
 app.add_typer(agents_app, name="agents")
 app.add_typer(config_app, name="config")
 app.add_typer(worker_app, name="worker")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:

@@ -1,10 +1,12 @@
 """`sched run`: tick on an interval until told to stop.
 
-An APScheduler 3.x `BlockingScheduler` with one interval job. `max_instances=1` and
-`coalesce=True` mean a slow tick is never run twice at once nor replayed in a burst
-afterwards. SIGINT and SIGTERM let the current tick finish, then the daemon exits 0;
-agents it started keep running and report back on their own. Several daemons and
-cron ticks on one database stay correct: each tick is one write transaction.
+An APScheduler 3.x `BlockingScheduler` with one interval job, and a second one that
+delivers webhooks when any is configured (two threads: a slow endpoint never delays a
+tick). `max_instances=1` and `coalesce=True` mean a slow tick is never run twice at
+once nor replayed in a burst afterwards. SIGINT and SIGTERM let the current runs
+finish, then the daemon exits 0; agents it started keep running and report back on
+their own. Several daemons and cron ticks on one database stay correct: each tick is
+one write transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from eventlog.errors import SchedError
+from scheduler import webhooks
 from scheduler.tick import TickReport, tick
 from scheduler.workspace import Workspace
 
@@ -37,12 +40,41 @@ def summary(report: TickReport) -> str:
     return "tick: " + ", ".join(parts) + f" ({report.duration_ms:.0f} ms)"
 
 
+def webhook_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]:
+    """Collect and deliver webhooks, logging what happened; a sched error (the write lock
+    not obtained in time) is logged once per distinct problem and never stops the daemon."""
+    last_error: list[str] = [""]
+    every = ws.settings.webhook_interval_seconds
+
+    def deliver() -> None:
+        try:
+            queued = webhooks.collect(ws)
+            report = webhooks.deliver_due(ws)
+        except SchedError as e:
+            if e.message != last_error[0]:
+                log(f"webhooks failed: {e.message} (retrying every {every:g} s)")
+            last_error[0] = e.message
+            return
+        if last_error[0]:
+            log("webhooks: working again")
+            last_error[0] = ""
+        parts = [f"{item['event']} to {item['url']}: delivered" for item in report.delivered]
+        parts += [f"{item['event']} to {item['url']}: {item['error']} (retrying)" for item in report.failed]
+        parts += [f"{item['event']} to {item['url']}: {item['error']} (gave up)" for item in report.gave_up]
+        if queued or parts:
+            log(f"webhooks: queued {queued}" + "".join(f"; {part}" for part in parts))
+
+    return deliver
+
+
 def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
                now: Callable[[], datetime] | None = None) -> int:
-    """Tick every `interval` seconds until SIGINT or SIGTERM; returns the exit code."""
+    """Tick every `interval` seconds (and deliver webhooks every `webhook_interval_seconds`
+    if any is configured) until SIGINT or SIGTERM; returns the exit code."""
     # a skipped run (the previous tick still going) is normal here, not a warning
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone="UTC")
+    # two threads: webhook delivery, however slow, never delays a tick
+    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(2)}, timezone="UTC")
 
     last_error: list[str] = [""]
 
@@ -63,13 +95,19 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     scheduler.add_job(one_tick, "interval", seconds=interval, id="tick", max_instances=1,
                       coalesce=True, misfire_grace_time=max(int(interval), 1),
                       next_run_time=(now or ws.clock.now)())
+    every = ws.settings.webhook_interval_seconds
+    if ws.settings.webhooks:
+        scheduler.add_job(webhook_job(ws, log), "interval", seconds=every, id="webhooks",
+                          max_instances=1, coalesce=True, misfire_grace_time=max(int(every), 1),
+                          next_run_time=(now or ws.clock.now)())
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
         scheduler.shutdown(wait=True)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.db_path}")
+    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.db_path}"
+        + (f", delivering webhooks every {every:g} s" if ws.settings.webhooks else ""))
     try:
         scheduler.start()
     finally:

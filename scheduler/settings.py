@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventlog.errors import BadInput
 from scheduler.policy import QueuePolicy
+from scheduler.webhook_config import WebhookConfig
 
 ENV_PREFIX = "SCHED_"
 
@@ -92,6 +93,18 @@ class Settings(BaseSettings):
                  "TERM"],
         description="variables of the scheduler's environment an agent command inherits "
         "(comma-separated in SCHED_EXEC_ENV_ALLOWLIST)")
+    webhooks: list[WebhookConfig] = Field(
+        default=[], description="URLs that receive events: [[webhooks]] tables in sched.toml")
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="how long a webhook POST may wait to connect or for an answer")
+    webhook_max_attempts: int = Field(default=10, ge=1,
+                                      description="POSTs of one delivery before it is given up")
+    webhook_backoff_base_seconds: float = Field(
+        default=10.0, ge=0, description="delay cap before the second POST of a delivery")
+    webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0,
+                                               description="largest delay between POSTs of a delivery")
+    webhook_interval_seconds: float = Field(default=5.0, gt=0,
+                                            description="how often the daemon delivers webhooks")
 
     @field_validator("exec_env_allowlist", mode="before")
     @classmethod
@@ -164,12 +177,19 @@ def load_settings(environ: Mapping[str, str] | None = None,
         return LoadedSettings(Settings(**values), sources)
     except ValidationError as e:
         err = e.errors()[0]
-        name = ".".join(str(p) for p in err["loc"])
-        where = {"environment": f"{ENV_PREFIX}{name.upper()}", "sched.toml": f"{toml_path}: {name}",
-                 "flag": f"--{name.replace('_', '-')}"}.get(sources.get(name, ""), name)
+        name = str(err["loc"][0]) if err["loc"] else ""  # the setting
+        detail = _describe_loc(err["loc"])
+        where = {"environment": f"{ENV_PREFIX}{name.upper()}", "sched.toml": f"{toml_path}: {detail}",
+                 "flag": f"--{name.replace('_', '-')}"}.get(sources.get(name, ""), detail)
         if not name:  # a check across settings: the [queues.NAME] tables
             where = str(toml_path)
         raise BadInput(f"setting {where}: {err['msg'].removeprefix('Value error, ')}") from e
+
+
+def _describe_loc(loc: tuple[int | str, ...]) -> str:
+    """Where a validation error is: `lease_seconds`, or `webhooks #2 url` for a key of
+    the second `[[webhooks]]` table (items counted from 1, as written)."""
+    return " ".join(f"#{part + 1}" if isinstance(part, int) else str(part) for part in loc)
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:

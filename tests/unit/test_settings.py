@@ -54,3 +54,28 @@ def test_home_cannot_be_set_in_the_file_found_through_it(tmp_path):
     (tmp_path / "sched.toml").write_text('home = "/elsewhere"\n')
     with pytest.raises(BadInput, match=r"'home' cannot be set in sched\.toml"):
         load_settings({}, {"home": tmp_path})
+
+
+def test_webhook_tables(tmp_path):
+    (tmp_path / "sched.toml").write_text(
+        '[[webhooks]]\nurl = "https://hooks.example/sched"\nevents = ["task.dead_lettered"]\n'
+        '[[webhooks]]\nurl = "http://10.0.0.5:8080/in"\nevents = ["task.failed", "health.changed"]\n')
+    hooks = load_settings({}, {"home": tmp_path}).settings.webhooks
+    assert [(h.url, h.events) for h in hooks] == [
+        ("https://hooks.example/sched", ["task.dead_lettered"]),
+        ("http://10.0.0.5:8080/in", ["task.failed", "health.changed"])]
+
+
+@pytest.mark.parametrize(("table", "problem"), [
+    ('url = "ftp://x.example/"\nevents = ["task.failed"]', r"webhooks #2 url: 'ftp://x.example/': only"),
+    ('url = "http:///path"\nevents = ["task.failed"]', r"webhooks #2 url: 'http:///path': no host"),
+    ('url = "https://x.example/"\nevents = []', r"webhooks #2 events: List should have at least 1"),
+    ('url = "https://x.example/"\nevents = ["task.done"]', r"webhooks #2 events #1: Input should be"),
+    ('url = "https://x.example/"', r"webhooks #2 events: Field required"),
+    ('url = "https://x.example/"\nevents = ["task.failed"]\nsecret = "s"', r"webhooks #2 secret: Extra"),
+])
+def test_a_bad_webhook_table_is_named_by_its_position(tmp_path: Path, table: str, problem: str):
+    good = '[[webhooks]]\nurl = "https://ok.example/"\nevents = ["task.failed"]\n'
+    (tmp_path / "sched.toml").write_text(f"{good}[[webhooks]]\n{table}\n")
+    with pytest.raises(BadInput, match=rf"sched\.toml: {problem}"):
+        load_settings({}, {"home": tmp_path})

@@ -1,0 +1,62 @@
+"""`sched webhooks`: deliver the webhook outbox now (for cron), and look at it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from eventlog.errors import BadInput
+from scheduler import webhooks
+
+webhooks_app = typer.Typer(help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",
+                           no_args_is_help=True)
+
+
+@webhooks_app.command("deliver")
+def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:
+    """Queue the events recorded since the last run for their webhooks, then POST every
+    delivery that is due."""
+    ws = workspace(home, db)
+    if not ws.settings.webhooks:
+        message("no webhooks configured ([[webhooks]] in sched.toml)")
+    queued = webhooks.collect(ws)
+    report = webhooks.deliver_due(ws)
+    if json_out:
+        emit_json({"queued": queued, **asdict(report)})
+        return
+    for item in report.delivered:
+        console().print(f"delivered {item['event']} {item['id']} to {item['url']}")
+    for item in report.failed:
+        message(f"[yellow]failed:[/yellow] {item['event']} {item['id']} to {item['url']}: "
+                f"{item['error']} (attempt {item['attempts']}; next at {item['next_attempt_at']})")
+    for item in report.gave_up:
+        message(f"[red]gave up:[/red] {item['event']} {item['id']} to {item['url']} after "
+                f"{item['attempts']} attempt(s): {item['error']}")
+    message(f"webhooks: {queued} queued, {len(report.delivered)} delivered, {len(report.failed)} "
+            f"failed, {len(report.gave_up)} given up")
+
+
+@webhooks_app.command("list")
+def list_command(
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="Only deliveries still to be made (neither delivered nor given up).")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only deliveries given up.")] = False,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """The webhook outbox, oldest first: every delivery and how it went."""
+    if pending and failed:
+        raise BadInput("--pending and --failed exclude each other")
+    rows = webhooks.outbox(workspace(home, db), "pending" if pending else "failed" if failed else "all")
+    if json_out:
+        emit_json({"deliveries": rows})
+        return
+    table = Table("id", "event", "url", "status", "attempts", "at", "last error")
+    for row in rows:
+        at = row["delivered_at"] or row["gave_up_at"] or f"next {row['next_attempt_at']}"
+        table.add_row(row["id"], row["event"], row["url"], row["status"], str(row["attempts"]), at,
+                      row["last_error"] or "")
+    console().print(table)

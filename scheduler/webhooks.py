@@ -1,0 +1,258 @@
+"""Webhook delivery: JSON POSTs of chosen events to the `[[webhooks]]` URLs, through an
+outbox.
+
+`collect` turns the log events after a cursor into outbox rows (one per subscribed
+URL) and moves the cursor, in one write transaction, so each event is queued exactly
+once whatever crashes. `deliver_due` POSTs the due rows outside any transaction (a
+slow endpoint never holds the write lock) and records each outcome at once: delivered
+on a 2xx answer, else retried after a full-jitter exponential backoff, or given up
+after `webhook_max_attempts`. Redirects are not followed. Delivery is at least once:
+the `X-Sched-Delivery` header (the body's `id`) lets receivers drop duplicates.
+
+The cursor and the outbox are operational tables, not projections: rebuilding the
+projections never sends anything again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib.metadata import version
+from typing import Any, Literal
+
+from sqlalchemy import and_, insert, inspect, select
+from sqlmodel import Field, Session, SQLModel
+
+from eventlog.sqlite_store import SqliteStore
+from eventlog.timeutil import to_text
+from projections.sql import SqlProjection
+from scheduler.settings import Settings
+from scheduler.webhook_config import WebhookEvent
+from scheduler.workspace import Workspace
+
+# log event type -> the webhook event it is sent as (health.changed is not in the log:
+# the health check calls `notify`)
+EVENT_KINDS: dict[str, WebhookEvent] = {
+    "TaskFailed": "task.failed",
+    "TaskDeadLettered": "task.dead_lettered",
+    "SchedulerPaused": "scheduler.paused",
+}
+USER_AGENT = f"sched/{version('sched')}"
+
+
+class WebhookCursorRow(SQLModel, table=True):
+    """The last log `seq` that `collect` examined (one row, id 1)."""
+
+    __tablename__ = "webhook_cursor"
+
+    id: int = Field(primary_key=True)
+    seq: int
+
+
+class WebhookOutboxRow(SQLModel, table=True):
+    """One delivery: a body for one URL, and how its POSTs went."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(unique=True)  # the body's id and the X-Sched-Delivery header
+    url: str
+    event: str
+    body: str
+    created_at: str
+    attempts: int = 0
+    next_attempt_at: str = Field(index=True)
+    delivered_at: str | None = None
+    gave_up_at: str | None = None
+    last_error: str | None = None
+
+
+# (url, body, headers, timeout) -> None when delivered, else why not (one line)
+Post = Callable[[str, bytes, Mapping[str, str], float], str | None]
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one `deliver_due` did: each a list of `{"id", "url", "event", ...}`."""
+
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # with error, next_attempt_at
+    gave_up: list[dict[str, Any]] = field(default_factory=list)  # with error
+
+
+_PENDING = and_(WebhookOutboxRow.delivered_at.is_(None), WebhookOutboxRow.gave_up_at.is_(None))
+
+
+def ensure_tables(session: Session) -> None:
+    for table in (WebhookCursorRow.__table__, WebhookOutboxRow.__table__):  # type: ignore[attr-defined]
+        table.create(session.connection(), checkfirst=True)
+
+
+def subscribers(settings: Settings, kind: str) -> list[str]:
+    """The URLs that receive `kind`, each once."""
+    return list(dict.fromkeys(hook.url for hook in settings.webhooks if kind in hook.events))
+
+
+def collect(ws: Workspace) -> int:
+    """Queue the log events after the cursor for the URLs subscribed to them, and move
+    the cursor to the end of the log; returns the number of outbox rows added. The
+    first call only places the cursor at the end of the log: history is not sent."""
+    now = ws.clock.now()
+    with ws.db.write() as session:
+        ensure_tables(session)
+        store = SqliteStore(session)
+        cursor = session.get(WebhookCursorRow, 1)
+        if cursor is None:
+            session.add(WebhookCursorRow(id=1, seq=store.last_position()))
+            return 0
+        views = SqlProjection(session)
+        added = 0
+        for rec in store.read(after=cursor.seq):
+            cursor.seq = rec.seq
+            kind = EVENT_KINDS.get(rec.type)
+            urls = subscribers(ws.settings, kind) if kind else []
+            if not urls:
+                continue
+            data = json.loads(rec.data)
+            fields: dict[str, Any] = {"seq": rec.seq, "recorded_at": rec.recorded_at, "data": data}
+            if "task_id" in data:
+                task = views.get_task(data["task_id"])
+                fields["task"] = {"queue": task.queue, "title": task.title}  # type: ignore[union-attr]
+            added += _enqueue(session, urls, kind, fields, now)
+        return added
+
+
+def notify(session: Session, settings: Settings, kind: str, data: dict[str, Any], now: datetime) -> int:
+    """Queue an event that is not in the log (`health.changed`) for its subscribers,
+    inside the caller's write transaction; returns the number of outbox rows added."""
+    ensure_tables(session)
+    fields = {"seq": None, "recorded_at": to_text(now), "data": data}
+    return _enqueue(session, subscribers(settings, kind), kind, fields, now)
+
+
+def _enqueue(session: Session, urls: list[str], kind: str, fields: dict[str, Any], now: datetime) -> int:
+    rows = []
+    for url in urls:
+        delivery_id = str(uuid.uuid4())
+        rows.append({"delivery_id": delivery_id, "url": url, "event": kind,
+                     "body": json.dumps({"id": delivery_id, "event": kind, **fields}),
+                     "created_at": to_text(now), "attempts": 0, "next_attempt_at": to_text(now)})
+    if rows:
+        session.execute(insert(WebhookOutboxRow), rows)
+    return len(rows)
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
+        return None  # the 3xx then fails the delivery like any other non-2xx answer
+
+
+def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> str | None:
+    """POST `body` to `url`: None on a 2xx answer, else why not, in one line."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    try:
+        with urllib.request.build_opener(_RefuseRedirects).open(request, timeout=timeout):
+            return None  # the opener raises HTTPError for any answer but a 2xx
+    except urllib.error.HTTPError as e:
+        e.close()
+        if 300 <= e.code < 400:
+            return f"HTTP {e.code} {e.reason}: redirect to {e.headers.get('Location')} not followed"
+        return f"HTTP {e.code} {e.reason}"
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            return f"no connection within {timeout:g} s"
+        return f"cannot connect: {getattr(e.reason, 'strerror', None) or e.reason}"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except (OSError, ValueError, http.client.HTTPException) as e:  # dropped, or a malformed answer
+        return f"{type(e).__name__}: {e}"
+
+
+def deliver_due(ws: Workspace, *, post: Post = http_post) -> DeliveryReport:
+    """POST every outbox row that is due, one by one, outside any transaction, and
+    record each outcome in its own short write transaction. A row whose URL is no
+    longer configured is given up without a POST."""
+    settings = ws.settings
+    configured = {hook.url for hook in settings.webhooks}
+    report = DeliveryReport()
+    now = ws.clock.now()
+    with ws.db.write() as session:
+        ensure_tables(session)
+        due = list(session.execute(select(WebhookOutboxRow).order_by(WebhookOutboxRow.id).where(
+            _PENDING, WebhookOutboxRow.next_attempt_at <= to_text(now))).scalars())
+        # claimed while they are posted, so that another deliverer (cron beside a daemon)
+        # skips them; if this process dies, they fall due again when the claim runs out
+        claim = now + timedelta(seconds=settings.webhook_timeout_seconds * (len(due) + 1))
+        jobs = []
+        for row in due:
+            if row.url in configured:
+                row.next_attempt_at = to_text(claim)
+                jobs.append((row.id, row.delivery_id, row.url, row.event, row.body))
+            else:
+                row.gave_up_at, row.last_error = to_text(now), "the URL is no longer configured"
+                report.gave_up.append({**_item(row), "error": row.last_error})
+    for row_id, delivery_id, url, kind, body in jobs:
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "X-Sched-Delivery": delivery_id, "X-Sched-Event": kind}
+        error = post(url, body.encode(), headers, settings.webhook_timeout_seconds)
+        _record(ws, row_id, error, report)
+    return report
+
+
+def _item(row: WebhookOutboxRow) -> dict[str, Any]:
+    return {"id": row.delivery_id, "url": row.url, "event": row.event, "attempts": row.attempts}
+
+
+def _record(ws: Workspace, row_id: int, error: str | None, report: DeliveryReport) -> None:
+    settings = ws.settings
+    now = ws.clock.now()
+    with ws.db.write() as session:
+        row = session.get(WebhookOutboxRow, row_id)
+        if row.delivered_at or row.gave_up_at:  # settled by another deliverer meanwhile
+            return
+        row.attempts += 1
+        if error is None:
+            row.delivered_at = to_text(now)
+            report.delivered.append(_item(row))
+            return
+        row.last_error = error
+        if row.attempts >= settings.webhook_max_attempts:
+            row.gave_up_at = to_text(now)
+            report.gave_up.append({**_item(row), "error": error})
+            return
+        cap = min(settings.webhook_backoff_max_seconds,
+                  settings.webhook_backoff_base_seconds * 2 ** (row.attempts - 1))
+        row.next_attempt_at = to_text(now + timedelta(seconds=ws.rng.random() * cap))
+        report.failed.append({**_item(row), "error": error, "next_attempt_at": row.next_attempt_at})
+
+
+OutboxFilter = Literal["all", "pending", "failed"]
+
+
+def outbox(ws: Workspace, which: OutboxFilter = "all") -> list[dict[str, Any]]:
+    """The outbox rows, oldest first: all, `pending` (neither delivered nor given up) or
+    `failed` (given up)."""
+    with ws.db.read() as session:
+        if not inspect(session.connection()).has_table(WebhookOutboxRow.__tablename__):
+            return []  # nothing was ever collected
+        query = select(WebhookOutboxRow).order_by(WebhookOutboxRow.id)
+        if which == "pending":
+            query = query.where(_PENDING)
+        elif which == "failed":
+            query = query.where(WebhookOutboxRow.gave_up_at.is_not(None))
+        return [_describe(row) for row in session.execute(query).scalars()]
+
+
+def _describe(row: WebhookOutboxRow) -> dict[str, Any]:
+    status = "delivered" if row.delivered_at else "gave_up" if row.gave_up_at else "pending"
+    return {"id": row.delivery_id, "url": row.url, "event": row.event, "status": status,
+            "created_at": row.created_at, "attempts": row.attempts,
+            "next_attempt_at": None if status != "pending" else row.next_attempt_at,
+            "delivered_at": row.delivered_at, "gave_up_at": row.gave_up_at,
+            "last_error": row.last_error, "body": json.loads(row.body)}
