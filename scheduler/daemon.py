@@ -22,6 +22,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from eventlog.errors import SchedError
 from scheduler import webhooks
+from scheduler.health import health, record_health
 from scheduler.tick import TickReport, tick
 from scheduler.workspace import Workspace
 
@@ -67,6 +68,23 @@ def webhook_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]
     return deliver
 
 
+def health_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]:
+    """Run the health checks; a change of the overall level is logged and queued as a
+    `health.changed` webhook (the webhooks job delivers it)."""
+
+    def check() -> None:
+        try:
+            report = health(ws)
+            previous = record_health(ws, report)
+        except SchedError as e:
+            log(f"health check failed: {e.message}")
+            return
+        if previous is not None:
+            log(f"health: {previous} -> {report['status']}")
+
+    return check
+
+
 def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
                now: Callable[[], datetime] | None = None) -> int:
     """Tick every `interval` seconds (and deliver webhooks every `webhook_interval_seconds`
@@ -95,6 +113,11 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     scheduler.add_job(one_tick, "interval", seconds=interval, id="tick", max_instances=1,
                       coalesce=True, misfire_grace_time=max(int(interval), 1),
                       next_run_time=(now or ws.clock.now)())
+    if webhooks.subscribers(ws.settings, "health.changed"):
+        check_every = ws.settings.health_interval_seconds
+        scheduler.add_job(health_job(ws, log), "interval", seconds=check_every, id="health",
+                          max_instances=1, coalesce=True,
+                          misfire_grace_time=max(int(check_every), 1))
     every = ws.settings.webhook_interval_seconds
     if ws.settings.webhooks:
         scheduler.add_job(webhook_job(ws, log), "interval", seconds=every, id="webhooks",

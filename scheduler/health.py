@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
+from sqlmodel import Field, SQLModel
 
 from eventlog.errors import ControlFileError
 from eventlog.timeutil import from_text, to_text
+from scheduler import webhooks
 from scheduler.settings import Settings
 from scheduler.tick_runs import last_tick_at
 from scheduler.workspace import Workspace
@@ -118,6 +120,37 @@ def check_control_file(ws: Workspace) -> Check:
 def check_integrity(result: str) -> Check:
     status = "healthy" if result == "ok" else "unhealthy"
     return Check("integrity", status, f"PRAGMA quick_check: {result}", "must say ok")
+
+
+class HealthStateRow(SQLModel, table=True):
+    """The overall level the last evaluation found (one row): an operational record,
+    so that a change can be announced (`health.changed` webhooks)."""
+
+    __tablename__ = "health_state"
+
+    id: int = Field(primary_key=True)
+    status: str
+    at: str
+
+
+def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
+    """Remember the report's overall level; when it differs from the one recorded
+    before, queue a `health.changed` webhook and return the previous level."""
+    with ws.db.write() as session:
+        HealthStateRow.__table__.create(session.connection(), checkfirst=True)  # type: ignore[attr-defined]
+        row = session.get(HealthStateRow, 1)
+        previous = row.status if row is not None else None
+        if row is None:
+            session.add(HealthStateRow(id=1, status=report["status"], at=report["at"]))
+        else:
+            row.status, row.at = report["status"], report["at"]
+        changed = previous is not None and previous != report["status"]
+        if changed:
+            failing = [c for c in report["checks"] if c["status"] != "healthy"]
+            webhooks.notify(session, ws.settings, "health.changed",
+                            {"from": previous, "to": report["status"], "checks": failing},
+                            from_text(report["at"]))
+    return previous if changed else None
 
 
 def health(ws: Workspace) -> dict[str, Any]:

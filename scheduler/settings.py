@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     age_boost_max: int = Field(default=10, ge=0, description="most points a task gains by waiting")
     max_queue_depth: int = Field(
         default=10_000, ge=1, description="open tasks a queue may hold; a submit beyond is refused")
+    health_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often the daemon runs the health checks, when a "
+        "webhook subscribes to health.changed")
     health_window_seconds: float = Field(
         default=3600.0, gt=0, description="window of the error-rate and lease-expiry health checks")
     health_tick_degraded_intervals: float = Field(

@@ -215,6 +215,7 @@ def test_the_last_tick_check_grades_by_tick_intervals(make_workspace):
     assert checks(ws)["last_tick"] == "healthy"  # 3 intervals: the limit itself
     ws.clock.advance(1)
     assert checks(ws)["last_tick"] == "degraded"
+    assert (health(ws)["status"], health(ws)["exit_code"]) == ("degraded", 1)
     ws.clock.advance(70)
     assert checks(ws)["last_tick"] == "unhealthy"  # beyond 10 intervals
     assert health(ws)["exit_code"] == 2

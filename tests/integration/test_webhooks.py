@@ -332,6 +332,23 @@ def test_notify_posts_an_event_that_is_not_in_the_log(hooked, endpoint):
         "health.changed", None, {"status": "degraded", "was": "healthy"})
 
 
+def test_a_change_of_the_health_level_is_announced_once(hooked, endpoint):
+    from scheduler.health import health, record_health
+    from scheduler.tick import tick
+
+    ws = hooked(["health.changed"])
+    tick(ws)
+    assert record_health(ws, health(ws)) is None  # the first evaluation: nothing to compare
+    (ws.settings.home / "agent-control.json").write_text("[")  # the control file breaks
+    assert record_health(ws, health(ws)) == "healthy"
+    assert record_health(ws, health(ws)) is None  # still unhealthy: no news
+    assert len(webhooks.deliver_due(ws).delivered) == 1
+    (body,) = endpoint.bodies()
+    assert body["event"] == "health.changed"
+    assert (body["data"]["from"], body["data"]["to"]) == ("healthy", "unhealthy")
+    assert [c["name"] for c in body["data"]["checks"]] == ["control_file"]
+
+
 # -- the command line and the daemon ------------------------------------------------------
 
 @pytest.fixture
