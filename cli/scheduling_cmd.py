@@ -77,15 +77,18 @@ def status_command(
         "--at", help="As it stood after this event: a seq number or an ISO time.")] = None,
     watch_: Annotated[bool, typer.Option(
         "--watch", help="A live dashboard, redrawn every --interval seconds; Ctrl-C ends it.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 2.0,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between redraws with --watch (default 2).")] = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Queue depths and agent load, read from the projections (or, with --at, replayed)."""
     if watch_:
         if at:
             raise BadInput("give --watch or --at, not both")
-        watch(workspace(home, db), interval, json_out)
+        watch(workspace(home, db), 2.0 if interval is None else interval, json_out)
         return
+    if interval is not None:
+        raise BadInput("--interval goes with --watch")
     doc = queries.status(workspace(home, db), queries.parse_position(at, "--at") if at else None)
     if json_out:
         emit_json(doc)

@@ -90,6 +90,7 @@ class AssignmentDecision(BaseModel):
     passed_over_total: int = 0
     policy_hash: str = ""  # of the plan policy and the queue's failure policy
     config_hash: str = ""  # of the agent control file in force
+    via: Literal["tick", "claim"] = "tick"  # claim: a pull worker asked for work for itself
 
 
 class TaskAssigned(Event):

@@ -33,7 +33,7 @@ def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
     if not ordered:
         return {"count": 0, "mean": None, "p50": None, "p95": None}
     return {"count": len(ordered), "mean": round(sum(ordered) / len(ordered), 6),
-            "p50": percentile(ordered, 50), "p95": percentile(ordered, 95)}
+            "p50": round(percentile(ordered, 50) or 0.0, 6), "p95": round(percentile(ordered, 95) or 0.0, 6)}
 
 
 def overlap(start: float, end: float, lo: float, hi: float) -> float:
@@ -112,7 +112,7 @@ def outcome_figures(outcomes: Sequence[Outcome], hours: float) -> dict[str, obje
         "run_seconds": summarize(o.ended_ts - o.started_ts for o in outcomes
                                  if o.started_ts is not None),
         "measured_runs": len(measured),
-        "cpu_seconds": round(sum(o.cpu_seconds or 0.0 for o in measured), 6),
+        "cpu_seconds": round(sum(o.cpu_seconds or 0.0 for o in measured), 6) if measured else None,
         "peak_rss_bytes": max((o.peak_rss_bytes or 0 for o in measured), default=None),
     }
 

@@ -205,21 +205,25 @@ class SqlProjection:
             query = query.where(AgentRecordRow.agent.in_(list(agents)))
         return {(a, t): (s, f) for a, t, s, f in self.session.execute(query)}
 
-    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None,
-                 latest: int | None = None) -> list[Outcome]:
-        """Ended attempts (by `ix_outcomes_ended`): those ended at or after `since_ts`,
-        of some kinds; with `latest`, only that many, newest first."""
+    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None) -> list[Outcome]:
+        """Ended attempts, in the order they ended: those ended at or after `since_ts`
+        (a range of `ix_outcomes_ended`, or of `ix_outcomes_kind` with `kinds`), or all."""
         self.flush()
-        query = select(*_OUTCOME_COLUMNS)
+        query = select(*_OUTCOME_COLUMNS).order_by(OutcomeRow.ended_ts, OutcomeRow.seq)
         if since_ts is not None:
             query = query.where(OutcomeRow.ended_ts >= since_ts)
         if kinds is not None:
             query = query.where(OutcomeRow.outcome.in_(list(kinds)))
-        if latest is not None:
-            query = query.order_by(OutcomeRow.seq.desc()).limit(latest)
-        else:
-            query = query.order_by(OutcomeRow.seq)
         return [Outcome(*r) for r in self.session.execute(query)]
+
+    def latest_outcomes(self, count: int, kinds: Iterable[str]) -> list[Outcome]:
+        """The last `count` outcomes of some kinds, newest first: read backwards by seq
+        (the `+` keeps SQLite from choosing `ix_outcomes_kind` and sorting all its rows)."""
+        self.flush()
+        chosen = list(kinds)
+        sql = (f"SELECT {', '.join(_OUTCOME_FIELDS)} FROM outcomes "
+               f"WHERE +outcome IN ({', '.join('?' * len(chosen))}) ORDER BY seq DESC LIMIT ?")
+        return [Outcome(*r) for r in self._driver().execute(sql, (*chosen, count))]
 
     def count_outcomes(self, since_ts: float, kinds: Iterable[str], queue: str | None = None) -> int:
         """How many attempts of these kinds (of one queue, or all) ended at or after `since_ts`."""
@@ -303,6 +307,16 @@ class SqlProjection:
         self.flush()
         query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
         return [task_from_row(r) for r in self.session.execute(query)]
+
+    def ready_backlog(self, now: str) -> tuple[int, str | None]:
+        """How many queued tasks may start at `now` (their `not_before` or backoff has
+        passed), and since when the longest-ready of them has been ready. Reads the
+        queued tasks through `ix_tasks_deadline`: a health check's cost, not a tick's."""
+        self.flush()
+        count, oldest = self.session.execute(
+            select(func.count(), func.min(TaskRow.ready_at))
+            .where(TaskRow.status == "queued", TaskRow.ready_at <= now)).one()
+        return count, oldest
 
     def oldest_queued(self, queue: str) -> str | None:
         """When the longest-waiting queued task of `queue` was submitted."""

@@ -18,8 +18,7 @@ def snapshot(ws: Workspace) -> dict[str, Any]:
     with ws.read() as (_log, views):
         doc = status_of(ws, views.counts(), views.all_agents(), views.meta())
         holding = views.holding()
-        recent = views.outcomes(latest=RECENT, kinds=("succeeded", "failed", "expired",
-                                                       "dead_lettered"))
+        recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))
         done_last_hour = views.count_outcomes(now.timestamp() - 3600, ("succeeded",))
         failed_last_hour = views.count_outcomes(now.timestamp() - 3600, ("failed", "expired"))
     held: dict[str, list[dict[str, Any]]] = {}

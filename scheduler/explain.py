@@ -83,6 +83,8 @@ def why_this_agent(event: TaskAssigned) -> str:
     if decision is None or not decision.candidates:
         return "no decision recorded (assigned by an older sched)"
     best = decision.candidates[0]
+    if decision.via == "claim":
+        return f"{best.agent} claimed it: a pull worker asking for work takes the best task it may run"
     if decision.candidates_total == 1:
         directed = any(p.why.startswith("the task is directed") for p in decision.passed_over)
         return (f"the task is directed at {best.agent}" if directed
@@ -139,7 +141,7 @@ def why_not_earlier(assigned: Recorded, decision: AssignmentDecision | None,
                 reasons.append(f"the gate of {queue} closed at {rec.recorded_at}: {rec.event.detail}")
             case QueueGateOpened(queue=q) if q == queue:
                 reasons.append(f"the gate of {queue} opened again at {rec.recorded_at}")
-            case AgentsConfigured():
+            case AgentsConfigured() if rec.recorded_at != assigned.recorded_at:  # not its own tick's
                 reasons.append(f"a new control file was recorded at {rec.recorded_at}")
     busy = [p.agent for p in decision.passed_over if p.why.startswith("no free slot")]
     reasons.append(

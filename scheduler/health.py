@@ -85,19 +85,19 @@ def check_error_rate(settings: Settings, succeeded: int, failed: int) -> Check:
     return Check("error_rate", status, f"{failed} of {attempts} attempts failed ({rate:.0%})", threshold)
 
 
-def check_progress(settings: Settings, queued: int, last_success: float | None,
-                   oldest_queued: str | None, now: datetime) -> Check:
+def check_progress(settings: Settings, ready: int, last_success: float | None,
+                   ready_since: str | None, now: datetime) -> Check:
     threshold = (f"degraded after {settings.health_stall_degraded_seconds:g} s, unhealthy after "
                  f"{settings.health_stall_unhealthy_seconds:g} s without a success while work "
-                 "is queued")
-    if queued == 0:
-        return Check("progress", "healthy", "nothing queued", threshold)
-    waiting_since = from_text(oldest_queued).timestamp() if oldest_queued else now.timestamp()
-    since = max(last_success or 0.0, waiting_since)  # a stall starts once work waits
+                 "is ready to start")
+    if ready == 0:
+        return Check("progress", "healthy", "nothing ready to start", threshold)
+    waiting_since = from_text(ready_since).timestamp() if ready_since else now.timestamp()
+    since = max(last_success or 0.0, waiting_since)  # a stall starts once work is ready
     idle = now.timestamp() - since
     status = grade(idle, settings.health_stall_degraded_seconds, settings.health_stall_unhealthy_seconds)
     last = "never" if last_success is None else f"{now.timestamp() - last_success:.0f} s ago"
-    return Check("progress", status, f"{queued} queued; last success {last}; stalled for "
+    return Check("progress", status, f"{ready} ready to start; last success {last}; stalled for "
                  f"{idle:.0f} s", threshold)
 
 
@@ -164,7 +164,7 @@ def health(ws: Workspace) -> dict[str, Any]:
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
         recent = views.outcomes(since_ts=window_start, kinds=("succeeded", "failed", "expired"))
         last_success = views.last_outcome_ts("succeeded")
-        oldest = min((t for q in queued if (t := views.oldest_queued(q))), default=None)
+        ready, ready_since = views.ready_backlog(to_text(now))
         quick = "; ".join(row[0] for row in session.execute(text("PRAGMA quick_check")).all())
     succeeded = sum(o.outcome == "succeeded" for o in recent)
     expired = sum(o.outcome == "expired" for o in recent)
@@ -172,7 +172,7 @@ def health(ws: Workspace) -> dict[str, Any]:
         check_last_tick(settings, last, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, len(recent) - succeeded),
-        check_progress(settings, sum(queued.values()), last_success, oldest, now),
+        check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
         check_control_file(ws),
         check_integrity(quick),

@@ -29,6 +29,7 @@ class PlanPolicy:
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     default_fingerprint: str = ""
     config_hash: str = ""  # of the agent control file in force
+    claimant: str | None = None  # a pull worker claiming: only it takes work in this plan
 
     def ageing_of(self, queue: str) -> tuple[float, int]:
         return self.ageing.get(queue, self.default_ageing)
@@ -103,7 +104,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     ready = (t for t in tasks if is_ready(t, now_text))
     for task in sorted(ready, key=lambda t: pick_order(t, now, policy)):
         pool = pools.get(task.queue, [])
-        ranked, passed_over = _rank(pool, task, active.get(task.queue, set()), records)
+        ranked, passed_over = _rank(pool, task, active.get(task.queue, set()), records, policy.claimant)
         if not ranked:
             continue
         slot = ranked[0]
@@ -119,7 +120,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
                              for s in ranked[:DECISION_LIST_CAP]),
             candidates_total=len(ranked), passed_over=tuple(passed_over[:DECISION_LIST_CAP]),
             passed_over_total=len(passed_over), policy_hash=policy.fingerprint_of(task.queue),
-            config_hash=policy.config_hash)
+            config_hash=policy.config_hash, via="tick" if policy.claimant is None else "claim")
         slot.free -= 1
         slot.load += 1
         decisions.append(TaskAssigned(task_id=task.task_id, agent=slot.name,
@@ -127,14 +128,16 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     return decisions
 
 
-def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str],
-          records: Records) -> tuple[list[_Slot], list[PassedOverAgent]]:
+def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str], records: Records,
+          claimant: str | None) -> tuple[list[_Slot], list[PassedOverAgent]]:
     """The agents that may take the task now, best first, and those of its type that
     may not, with why."""
     failover = task.assignee is None and bool(active - set(task.excluded))
     eligible, passed_over = [], []
     for s in pool:
-        if task.assignee is not None and s.name != task.assignee:
+        if claimant is not None and s.name != claimant:
+            why = f"not asking: {claimant} claimed work for itself"
+        elif task.assignee is not None and s.name != task.assignee:
             why = f"the task is directed at {task.assignee}"
         elif failover and s.name in task.excluded:
             # agents that failed this task are skipped while another agent of the type exists

@@ -180,7 +180,7 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     ones could not be placed, e.g. tasks directed at a busy agent or excluded from the
     free ones, so the cost follows the assignments made, not the backlog."""
     pool = [a for a in agents if a.type == queue]
-    free_agents = [a for a in pool if a.free > 0]
+    free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)]
     wanted = sum(a.free for a in free_agents)
     if wanted == 0:
         return []

@@ -15,7 +15,7 @@ from eventlog.errors import BadInput, NotFound, TokenRejected
 from eventlog.events import FailureReason, LeaseRenewed, TaskFailed, TaskStarted, TaskSucceeded
 from eventlog.timeutil import to_text
 from projections.recorder import Recorder
-from projections.views import AgentView, TaskView
+from projections.views import TaskView
 from scheduler.gates import closed_gates
 from scheduler.tick import gather_and_plan, plan_policy, record_config_if_changed, settle
 from scheduler.tokens import hash_token, new_token, token_matches
@@ -31,12 +31,6 @@ class Claim:
     token: str
     lease_expires_at: datetime
     attempt: int
-
-
-def only_agent_free(agents: list[AgentView], name: str) -> list[AgentView]:
-    """The fleet as `plan` should see it when only agent `name` may take work now."""
-    return [a if a.name == name else replace(a, capacity=min(a.capacity, a.load))
-            for a in agents]
 
 
 def claim(ws: Workspace, agent_name: str) -> Claim | None:
@@ -61,9 +55,9 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
               or spec.type in closed_gates(views.meta())):
             return None  # paused or gated: what is assigned may start, nothing new is assigned
         else:
-            policy = plan_policy(ws.settings, registry.control.content_hash)
-            fleet = only_agent_free(views.all_agents(), agent_name)
-            decisions = gather_and_plan(views, fleet, spec.type, now, policy)[:1]
+            policy = replace(plan_policy(ws.settings, registry.control.content_hash),
+                             claimant=agent_name)
+            decisions = gather_and_plan(views, views.all_agents(), spec.type, now, policy)[:1]
             if not decisions:
                 return None
             recorder.record(decisions, now)

@@ -270,11 +270,14 @@ def test_progress_grades_the_time_without_a_success_while_work_is_queued(make_wo
     ws.clock.advance(250)
     worker.complete(ws, done.task_id, claim.token)
     assert checks(ws)["progress"] == "healthy"  # nothing queued
+    submit(ws, [TaskSpec(queue="dev", title="tomorrow", not_before=ws.clock.now() + timedelta(days=1))])
+    ws.clock.advance(3 * 3600)
+    assert checks(ws)["progress"] == "healthy"  # queued, but not ready to start: no stall
     operator.pause(ws, by="op")
     ws.clock.advance(50)
     submit(ws, [TaskSpec(queue="dev", title="waits")])
     ws.clock.advance(99)
-    assert checks(ws)["progress"] == "healthy"  # the stall counts from the submit, 99 s
+    assert checks(ws)["progress"] == "healthy"  # the stall counts from when it was ready, 99 s
     ws.clock.advance(1)
     assert checks(ws)["progress"] == "degraded"
     ws.clock.advance(100)
@@ -388,3 +391,15 @@ def test_tasks_verbose_shows_attempts_excluded_agents_and_payload(make_workspace
     backoff_ends = queries.show(ws, task.task_id)[0].not_before
     assert backoff_ends is not None  # a free slot, but it may not start before its backoff ends
     assert f'"estimated_start": "{backoff_ends}"' in capsys.readouterr().out
+
+
+def test_a_claim_records_that_the_worker_asked_not_that_the_others_were_busy(make_workspace):
+    ws = make_workspace()  # ann (2 slots) and bob (1), both idle
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    worker.claim(ws, "bob")
+    (assignment,) = explain(ws, task.task_id)["assignments"]
+    decision = assignment["decision"]
+    assert decision["via"] == "claim"
+    assert [c["agent"] for c in decision["candidates"]] == ["bob"]
+    assert decision["passed_over"] == [{"agent": "ann", "why": "not asking: bob claimed work for itself"}]
+    assert assignment["why_this_agent"].startswith("bob claimed it")

@@ -186,6 +186,7 @@ def test_kills_at_fault_points_and_random_moments_lose_nothing(tmp_path):
     planned = [(op, point) for op, points in POINTS_OF.items() for point in points]
     kills = rounds = 0
     hit: set[str] = set()
+    at_random = 0
     queue: list[tuple[str, str | None]] = []
     while kills < KILLS:
         rounds += 1
@@ -207,6 +208,7 @@ def test_kills_at_fault_points_and_random_moments_lose_nothing(tmp_path):
         if killed:
             kills += 1
             hit.add(f"{op}@{fault or 'random'}")
+            at_random += fault is None
             if planned and (op, fault) == planned[0]:
                 planned.pop(0)
         elif planned and fault is not None and (op, fault) == planned[0]:
@@ -215,3 +217,5 @@ def test_kills_at_fault_points_and_random_moments_lose_nothing(tmp_path):
                     full_verify=killed and (not SOAK or kills % 10 == 0))
     assert {f"{op}@{p}" for op, points in POINTS_OF.items() for p in points} <= hit
     drain(home)
+    print(f"\ncrash: {kills} kills ({kills - at_random} at fault points, {at_random} at random "
+          f"moments) in {rounds} rounds; {log_length(db)} events; every task final")
