@@ -1,5 +1,6 @@
 # Quickstart: `make demo` runs the demo, `make test` runs lint and the whole suite.
-# Both create .venv and install sched into it on first use.
+# `make bench` runs the benchmark suite (docs/performance.md; BENCH_ARGS='--size small' for a quick one).
+# Each creates .venv and installs sched into it on first use.
 
 # python3.11 if it is there, else python3 (it must be 3.11 or newer; checked below)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3.11)
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit clean
+.PHONY: demo test lint unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "make: $(PYTHON) is missing or older than 3.11 (set PYTHON=...)" >&2; exit 2; }
@@ -24,6 +25,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# one JSON document on stdout (also kept in bench.json), the readable table on stderr
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --json-out bench.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
