@@ -69,7 +69,9 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
     elif isinstance(event, QueueGateClosed | QueueGateOpened):
         state.set_meta(f"gate:{event.queue}", gate_state(event, rec.recorded_at))
     else:
-        before = state.get_task(event.task_id)  # type: ignore[attr-defined]
+        # a submit creates its task (ids are allocated once): no read needed, which is
+        # most of what a rebuild or a batch submit would otherwise spend per task
+        before = None if isinstance(event, TaskSubmitted) else state.get_task(event.task_id)  # type: ignore[attr-defined]
         after = evolve_task(before, event, rec.seq, rec.recorded_at)
         if isinstance(event, TaskSubmitted) and event.after:
             parents = [p for p in map(state.get_task, event.after) if p is not None]

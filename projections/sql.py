@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import astuple, fields
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, literal_column, or_, select
 from sqlmodel import Session
 
 from projections.tables import (
@@ -48,8 +48,12 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
     return AgentView(**values)  # type: ignore[arg-type]
 
 
+def _json_list(values: tuple[object, ...]) -> str:
+    return json.dumps(list(values)) if values else "[]"
+
+
 def _task_params(task: TaskView) -> tuple[object, ...]:
-    return (*(json.dumps(list(getattr(task, name))) if name in _TUPLE_FIELDS else getattr(task, name)
+    return (*(_json_list(getattr(task, name)) if name in _TUPLE_FIELDS else getattr(task, name)
               for name in _TASK_FIELDS), len(task.blocks))
 
 
@@ -69,6 +73,9 @@ _UPSERT_META = _upsert_sql("projection_meta", ["key", "value"], ["key"])
 _BUMP_COUNT = ("INSERT INTO queue_counts (queue, status, count) VALUES (?, ?, ?) "
                "ON CONFLICT (queue, status) DO UPDATE SET count = count + excluded.count")
 PICK_ORDER = (TaskRow.priority.desc(), TaskRow.unblocks.desc(), TaskRow.task_id)
+# `+tasks.status`: the status column kept out of index choice, so that SQLite reads an
+# index on the other terms in order instead of ranges of ix_tasks_deadline plus a sort
+_UNINDEXED_STATUS = literal_column("+tasks.status")
 _BUMP_RECORD = ("INSERT INTO agent_records (agent, task_type, succeeded, failed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (agent, task_type) DO UPDATE SET succeeded = succeeded + excluded.succeeded, "
                 "failed = failed + excluded.failed")
@@ -248,11 +255,12 @@ class SqlProjection:
         return [CapacityChange(*r) for r in self.session.execute(query)]
 
     def holding(self) -> list[TaskView]:
-        """Tasks assigned or running now (at most the fleet's capacity of them)."""
+        """Tasks assigned or running now, by agent (at most the fleet's capacity of them:
+        sorted here rather than by SQLite, which would need a temporary B-tree)."""
         self.flush()
-        query = (select(*_TASK_COLUMNS).where(TaskRow.status.in_(("assigned", "running")))
-                 .order_by(TaskRow.agent, TaskRow.task_id))
-        return [task_from_row(r) for r in self.session.execute(query)]
+        query = select(*_TASK_COLUMNS).where(TaskRow.status.in_(("assigned", "running")))
+        tasks = [task_from_row(r) for r in self.session.execute(query)]
+        return sorted(tasks, key=lambda t: (t.agent or "", t.task_id))
 
     def meta(self) -> dict[str, str]:
         self.flush()
@@ -288,16 +296,19 @@ class SqlProjection:
     def doomed(self, limit: int) -> list[TaskView]:
         """Tasks waiting on a task that ended dead or cancelled (they can never run)."""
         self.flush()
+        # `+status`: read ix_tasks_doomed_by in order, not every waiting task by status
         query = (select(*_TASK_COLUMNS).where(TaskRow.doomed_by.is_not(None),
-                                               TaskRow.status.in_(("awaiting_approval", "blocked")))
-                 .order_by(TaskRow.task_id).limit(limit))
+                                               _UNINDEXED_STATUS.in_(("awaiting_approval", "blocked")))
+                 .order_by(TaskRow.doomed_by, TaskRow.task_id).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 
     def overdue(self, now: str, limit: int) -> list[TaskView]:
         """Assignments not started by their `start_by`, and leases past expiry."""
         self.flush()
+        # `+status`: one ordered range of ix_tasks_due (only holding tasks have a
+        # deadline), rather than two ranges of ix_tasks_deadline and a sort
         query = (select(*_TASK_COLUMNS)
-                 .where(TaskRow.status.in_(("assigned", "running")), TaskRow.deadline <= now)
+                 .where(_UNINDEXED_STATUS.in_(("assigned", "running")), TaskRow.deadline <= now)
                  .order_by(TaskRow.deadline).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 
@@ -330,12 +341,31 @@ class SqlProjection:
         `now`: the unassigned ones, or those directed at one of `assignees`; with
         `submitted_by`, only those submitted by then."""
         self.flush()
+        if assignees is not None:  # one ordered index range per agent, merged in pick order
+            targets = self.directed_at(queue) & set(assignees)
+            found = [t for name in sorted(targets)
+                     for t in self._candidates(queue, now, limit, TaskRow.assignee == name, submitted_by)]
+            return sorted(found, key=lambda t: (-t.priority, -len(t.blocks), t.task_id))[:limit]
+        return self._candidates(queue, now, limit, TaskRow.assignee.is_(None), submitted_by)
+
+    def directed_at(self, queue: str) -> set[str]:
+        """The agents that queued tasks of `queue` are directed at (one step of
+        ix_tasks_pick per agent, so ticks query only those)."""
+        self.flush()
+        query = (select(TaskRow.assignee).where(TaskRow.queue == queue, TaskRow.status == "queued",
+                                                TaskRow.assignee.is_not(None))
+                 .group_by(TaskRow.assignee))
+        return set(self.session.execute(query).scalars())
+
+    def _candidates(self, queue: str, now: str, limit: int, who: ColumnElement[bool],
+                    submitted_by: str | None) -> list[TaskView]:
         due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
-        who = TaskRow.assignee.is_(None) if assignees is None else TaskRow.assignee.in_(assignees)
         query = (select(*_TASK_COLUMNS)
                  .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
                  .order_by(*PICK_ORDER).limit(limit))
         if submitted_by is not None:
-            query = query.where(TaskRow.submitted_at <= submitted_by)
+            # `+`: filter while reading ix_tasks_pick in order; as a plain term SQLite
+            # would prefer the range of ix_tasks_age and sort every older queued task
+            query = query.where(literal_column("+tasks.submitted_at") <= submitted_by)
         return [task_from_row(r) for r in self.session.execute(query)]
 

@@ -17,8 +17,12 @@ class TaskRow(SQLModel, table=True):
         Index("ix_tasks_pick", "queue", "status", "assignee", text("priority DESC"),
               text("unblocks DESC"), "task_id"),
         Index("ix_tasks_deadline", "status", "deadline"),
+        Index("ix_tasks_due", "deadline"),  # overdue holding tasks, in deadline order
         Index("ix_tasks_age", "queue", "status", "submitted_at"),
-        Index("ix_tasks_agent", "agent", "status"),
+        # an agent's tasks of one status in pick order: a claim takes the best one it
+        # holds straight off the index, no sort
+        Index("ix_tasks_agent", "agent", "status", text("priority DESC"), text("unblocks DESC"),
+              "task_id"),
         Index("ix_tasks_idempotency", "idempotency_key"),
     )
 
@@ -153,7 +157,7 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 4
+PROJECTION_SCHEMA = 6
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      AgentRecordRow.__table__, OutcomeRow.__table__, CapacityRow.__table__,

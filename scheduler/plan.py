@@ -101,24 +101,31 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
         else:
             off.setdefault(agent.type, []).append(agent.name)
     decisions = []
+    rates: dict[str | None, dict[str, float]] = {}  # task type -> agent -> success rate
     ready = (t for t in tasks if is_ready(t, now_text))
     for task in sorted(ready, key=lambda t: pick_order(t, now, policy)):
         pool = pools.get(task.queue, [])
-        ranked, passed_over = _rank(pool, task, active.get(task.queue, set()), records, policy.claimant)
+        if task.task_type not in rates:
+            rates[task.task_type] = {s.name: round(success_rate(records, s.name, task.task_type), 4)
+                                     for slots in pools.values() for s in slots}
+        rate = rates[task.task_type]
+        ranked, passed_over = _rank(pool, task, active.get(task.queue, set()), rate, policy.claimant)
         if not ranked:
             continue
         slot = ranked[0]
-        passed_over += [PassedOverAgent(agent=name, why="disabled or not in the control file")
-                        for name in off.get(task.queue, ())]
-        decision = AssignmentDecision(
+        passed_over += [(name, "disabled or not in the control file") for name in off.get(task.queue, ())]
+        # built without validation (model_construct): every value comes from this function,
+        # and a tick makes a thousand of these in one transaction
+        decision = AssignmentDecision.model_construct(
             priority=task.priority, effective_priority=effective_priority(task, now, policy),
             waited_seconds=round(max(0.0, (now - from_text(task.ready_at or task.submitted_at))
                                      .total_seconds()), 6),
-            candidates=tuple(CandidateAgent(agent=s.name, free=s.free, load=s.load,
-                                            success_rate=round(success_rate(records, s.name,
-                                                                            task.task_type), 4))
+            candidates=tuple(CandidateAgent.model_construct(agent=s.name, free=s.free, load=s.load,
+                                                            success_rate=rate[s.name])
                              for s in ranked[:DECISION_LIST_CAP]),
-            candidates_total=len(ranked), passed_over=tuple(passed_over[:DECISION_LIST_CAP]),
+            candidates_total=len(ranked),
+            passed_over=tuple(PassedOverAgent.model_construct(agent=name, why=why)
+                              for name, why in passed_over[:DECISION_LIST_CAP]),
             passed_over_total=len(passed_over), policy_hash=policy.fingerprint_of(task.queue),
             config_hash=policy.config_hash, via="tick" if policy.claimant is None else "claim")
         slot.free -= 1
@@ -128,10 +135,10 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     return decisions
 
 
-def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str], records: Records,
-          claimant: str | None) -> tuple[list[_Slot], list[PassedOverAgent]]:
+def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str], rate: Mapping[str, float],
+          claimant: str | None) -> tuple[list[_Slot], list[tuple[str, str]]]:
     """The agents that may take the task now, best first, and those of its type that
-    may not, with why."""
+    may not, with why (`rate`: each agent's success rate at the task's type)."""
     failover = task.assignee is None and bool(active - set(task.excluded))
     eligible, passed_over = [], []
     for s in pool:
@@ -147,6 +154,6 @@ def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str], records: Reco
         else:
             eligible.append(s)
             continue
-        passed_over.append(PassedOverAgent(agent=s.name, why=why))
-    eligible.sort(key=lambda s: (-s.free, -success_rate(records, s.name, task.task_type), s.load, s.name))
+        passed_over.append((s.name, why))
+    eligible.sort(key=lambda s: (-s.free, -rate[s.name], s.load, s.name))
     return eligible, passed_over

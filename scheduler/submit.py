@@ -99,10 +99,12 @@ def read_batch(path: Path) -> list[tuple[str, TaskSpec]]:
     return specs
 
 
-def check_against_fleet(spec: TaskSpec, registry: AgentRegistry, where: str = "") -> None:
-    """A queue must be served by an agent; a directed task's agent must serve it."""
+def check_against_fleet(spec: TaskSpec, registry: AgentRegistry, where: str = "",
+                        types: Sequence[str] | None = None) -> None:
+    """A queue must be served by an agent (`types`: the registry's, if already known);
+    a directed task's agent must serve it."""
     prefix = f"{where}: " if where else ""
-    types = registry.get_all_types()
+    types = registry.get_all_types() if types is None else types
     if spec.queue not in types:
         known = ", ".join(types) or "none"
         raise BadInput(f"{prefix}no agent serves queue {spec.queue!r} (known queues: {known})")
@@ -119,8 +121,10 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
            wheres: Sequence[str] | None = None) -> list[Submitted]:
     """Submit every spec in one transaction, or none of them."""
     registry = ws.registry()
+    types = registry.get_all_types()
     for index, spec in enumerate(specs):
-        check_against_fleet(spec, registry, wheres[index] if wheres else "")
+        check_against_fleet(spec, registry, wheres[index] if wheres else "", types)
+    default_attempts = {q: ws.settings.queue_policy(q).max_attempts for q in {s.queue for s in specs}}
     now = ws.clock.now()
     with ws.write() as recorder:
         views = recorder.views
@@ -141,7 +145,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
             events.append(TaskSubmitted(
                 task_id=next_id, queue=spec.queue, title=spec.title, priority=spec.priority,
                 assignee=spec.assignee, payload=spec.payload,
-                max_attempts=spec.max_attempts or ws.settings.queue_policy(spec.queue).max_attempts,
+                max_attempts=spec.max_attempts or default_attempts[spec.queue],
                 not_before=spec.not_before, idempotency_key=key,
                 requires_approval=spec.requires_approval, after=tuple(spec.after),
                 task_type=spec.task_type))

@@ -182,6 +182,8 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     pool = [a for a in agents if a.type == queue]
     free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)]
     wanted = sum(a.free for a in free_agents)
+    if policy.claimant is not None:
+        wanted = min(wanted, 1)  # a claim takes one task
     if wanted == 0:
         return []
     now_text = to_text(now)

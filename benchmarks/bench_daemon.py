@@ -1,0 +1,112 @@
+"""The daemon end to end: `sched run` with push agents whose command sleeps, until every
+task succeeded; how well it kept the slots busy while work was queued."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+from benchmarks.bench_cli import sched_argv
+from benchmarks.common import Context, fleet, new_workspace, open_workspace, read_rows, result, task_specs
+from eventlog.timeutil import from_text
+from scheduler.metrics import metrics
+from scheduler.submit import submit
+
+SLEEPER = """\
+import json, os, sys, time
+time.sleep(float(sys.argv[1]))
+with open(os.environ["SCHED_RESULT_FILE"], "w") as f:
+    json.dump({"slept": float(sys.argv[1])}, f)
+"""
+ENDS = ("TaskSucceeded", "TaskFailed", "LeaseExpired", "TaskRequeued", "TaskCancelled")
+
+
+def busy_while_queued(rows: list[tuple[str, str, str]], slots: int) -> dict[str, Any]:
+    """Slot utilization from the log: each attempt holds a slot from its TaskAssigned to
+    the event that ended it; the window runs from the first assignment to the last one
+    (after it no task waited any more). Utilization = busy slot-seconds inside the
+    window / (slots x window)."""
+    assigned: dict[int, float] = {}
+    started: dict[int, float] = {}
+    spans: list[tuple[float, float, float | None]] = []
+    for type_, at_text, data in rows:
+        task_id, at = json.loads(data).get("task_id"), from_text(at_text).timestamp()
+        if type_ == "TaskAssigned":
+            assigned[task_id] = at
+        elif type_ == "TaskStarted":
+            started[task_id] = at
+        elif type_ in ENDS and task_id in assigned:
+            spans.append((assigned.pop(task_id), at, started.pop(task_id, None)))
+    firsts = [s for s, _e, _st in spans]
+    lo, hi = min(firsts), max(firsts)
+    busy = sum(max(0.0, min(end, hi) - max(start, lo)) for start, end, _st in spans)
+    held = sum(end - start for start, end, _st in spans)
+    running = sum(end - st for _s, end, st in spans if st is not None)
+    return {"utilization": busy / (slots * (hi - lo)) if hi > lo else None,
+            "window_seconds": hi - lo, "busy_slot_seconds": busy,
+            "mean_held_seconds": held / len(spans),
+            "mean_assigned_to_started_seconds": (held - running) / len(spans),
+            "attempts": len(spans)}
+
+
+def daemon(ctx: Context) -> dict[str, Any]:
+    p = ctx.params
+    n, sleep = p["daemon_tasks"], p["daemon_sleep"]
+    slots = p["daemon_agents"] * p["daemon_capacity"]
+    home = ctx.dir("daemon")
+    script = home / "sleeper.py"
+    script.write_text(SLEEPER)
+    agents = fleet(p["daemon_agents"], p["daemon_capacity"], prefix="p",
+                   command=[sys.executable, str(script), str(sleep)])
+    ws = new_workspace(home, agents)
+    submit(ws, task_specs(n))
+    ws.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    log_path = home / "daemon.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*sched_argv(), "run", "--interval", str(p["daemon_interval"]),
+                                 "--home", str(home)], env=env, stdout=log, stderr=log, cwd=home)
+    db = home / "sched.db"
+    try:
+        deadline = time.monotonic() + 60 + 10 * n * sleep
+        while time.monotonic() < deadline and proc.poll() is None:
+            (ended,), = read_rows(db, "SELECT coalesce(sum(count), 0) FROM queue_counts "
+                                      "WHERE status IN ('succeeded', 'dead', 'cancelled')")
+            if ended >= n:
+                break
+            time.sleep(0.2)
+        wall = time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    rows = read_rows(db, "SELECT type, recorded_at, data FROM events WHERE stream_id != 'scheduler' "
+                         "ORDER BY seq")
+    succeeded = sum(1 for t, _a, _d in rows if t == "TaskSucceeded")
+    failed = sum(1 for t, _a, _d in rows if t in ("TaskFailed", "LeaseExpired"))
+    figures = busy_while_queued(rows, slots)
+    ws = open_workspace(home)
+    whole = metrics(ws, timedelta(seconds=wall + 5))["overall"]
+    ws.close()
+    utilization = figures["utilization"] or 0.0
+    return result(
+        "daemon", value=utilization, unit="busy share", ceiling=1.0, ratio=utilization,
+        target=">= 0.8",
+        what=f"`sched run --interval {p['daemon_interval']:g}`: {n} tasks through {p['daemon_agents']} "
+             f"push agents x {p['daemon_capacity']} slots, each command sleeps {sleep:g} s; slot "
+             "utilization while work was queued, from the log (a slot is busy from TaskAssigned to "
+             "the attempt's end; window: first to last assignment)",
+        ceiling_what="every slot busy for the whole window",
+        details={**figures, "succeeded": succeeded, "failed": failed, "tasks": n, "slots": slots,
+                 "wall_seconds": wall, "daemon_exit": proc.returncode,
+                 "metrics_utilization_whole_run": whole.get("utilization")},
+        ok=succeeded == n and failed == 0)

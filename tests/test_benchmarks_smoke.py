@@ -1,0 +1,63 @@
+"""The benchmark suite cannot rot: its cheap figures run at `--size small` and give a
+document of the promised shape, and its fast database loader writes exactly what
+`submit()` writes. Speed is never checked here: targets live in the benchmarks only."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from benchmarks import run
+from benchmarks.build import load_queued
+from benchmarks.common import fleet, new_workspace, task_specs
+from scheduler.clock import ManualClock
+from scheduler.submit import submit
+
+KEYS = {"name", "value", "unit", "ceiling", "ratio", "target", "met"}
+
+
+def test_the_cheap_figures_give_one_document_of_the_promised_shape(tmp_path: Path, capsys):
+    out = tmp_path / "bench.json"
+    code = run.main(["--size", "small", "--only", *run.CHEAP, "--json-out", str(out), "--quiet",
+                     "--workdir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out)
+    assert doc == json.loads(out.read_text())
+    assert doc["size"] == "small"
+    assert [f["name"] for f in doc["figures"]] == run.CHEAP
+    for figure in doc["figures"]:
+        assert "error" not in figure, figure.get("traceback")
+        assert set(figure) >= KEYS
+        assert figure["value"] > 0 and figure["ceiling"] > 0 and figure["ratio"] > 0
+        assert figure["target"].split()[0] in (">=", "<=")
+        assert isinstance(figure["met"], bool)
+        assert figure["name"] in captured.err  # the readable table
+
+
+def test_every_figure_has_both_sizes_of_its_parameters():
+    assert set(run.SIZES["small"]) == set(run.SIZES["default"])
+    assert set(run.CHEAP) <= set(run.FIGURES)
+
+
+def dump(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    conn = sqlite3.connect(db)
+    try:
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+                for table in ("events", "tasks", "queue_counts", "projection_meta")}
+    finally:
+        conn.close()
+
+
+def test_the_fast_loader_writes_what_submit_writes(tmp_path: Path):
+    clock = ManualClock()
+    by_submit = new_workspace(tmp_path / "submit", fleet(2, 1))
+    by_submit.clock = clock
+    submit(by_submit, task_specs(30))
+    submit(by_submit, task_specs(20, start=30))
+    by_load = new_workspace(tmp_path / "load", fleet(2, 1))
+    load_queued(by_load, 30, clock.now())
+    load_queued(by_load, 20, clock.now(), start=30)
+    by_submit.close(), by_load.close()
+    assert dump(tmp_path / "submit" / "sched.db") == dump(tmp_path / "load" / "sched.db")
