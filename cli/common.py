@@ -74,9 +74,11 @@ def parse_json_option(text: str | None, flag: str) -> Any:
 
 
 def human_duration(seconds: float | None) -> str:
-    """`45s`, `12m`, `3.5h`: short enough for a table cell ("-" for none)."""
+    """`0.4s`, `45s`, `12m`, `3.5h`: short enough for a table cell ("-" for none)."""
     if seconds is None:
         return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:

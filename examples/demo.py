@@ -48,9 +48,9 @@ FLEET = [
 ]
 
 
-def sched(env: dict[str, str], *args: str) -> str:
+def sched(env: dict[str, str], *args: str, ok: tuple[int, ...] = (0,)) -> str:
     done = subprocess.run([*SCHED, *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
+    if done.returncode not in ok:
         sys.exit(f"demo: `sched {' '.join(args)}` failed ({done.returncode}): {done.stderr}")
     return done.stdout
 
@@ -176,6 +176,14 @@ def main() -> None:
                 if event["type"] in ("TaskFailed", "TaskDeadLettered"):
                     detail = data.get("error") or data.get("reason")
                     print(f"  seq {event['seq']:>3} {event['type']:<16} {data.get('agent', '')} {detail}")
+            say(f"why task {task_id} went where it went (sched explain {task_id}, first attempt)")
+            lines = sched(env, "explain", task_id).splitlines()
+            first = next(i for i, line in enumerate(lines) if line.startswith("attempt"))
+            print("\n".join(lines[first:first + 6]))
+        say("the last hour in figures (sched metrics)")
+        print(sched(env, "metrics", "--since", "1h"), end="")
+        say("sched health (exit 0 healthy, 1 degraded, 2 unhealthy)")
+        print(sched(env, "health", ok=(0, 1, 2)), end="")
         say("sched replay --verify")
         print(sched(env, "replay", "--verify"), end="")
 

@@ -64,7 +64,7 @@ def check_backlog(settings: Settings, queued: dict[str, int]) -> Check:
     threshold = (f"degraded at {settings.health_backlog_degraded}, unhealthy at "
                  f"{settings.health_backlog_unhealthy} queued tasks in one queue")
     if not queued:
-        return Check("backlog", "healthy", "no queues", threshold)
+        return Check("backlog", "healthy", "nothing queued", threshold)
     status = worst([grade(n, settings.health_backlog_degraded, settings.health_backlog_unhealthy)
                     for n in queued.values()])
     saw = ", ".join(f"{q}: {n}" for q, n in sorted(queued.items(), key=lambda i: -i[1]))
