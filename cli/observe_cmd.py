@@ -19,7 +19,7 @@ from cli.common import (
     workspace,
 )
 from scheduler.explain import explain
-from scheduler.health import health, record_health
+from scheduler.health import health
 from scheduler.metrics import metrics, parse_window, prometheus_text
 
 
@@ -87,9 +87,7 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
                    agents: AgentsOpt = None) -> None:
     """Check ticks, backlog, error rate, progress, leases, the control file and the
     database; exit 0 healthy, 1 degraded, 2 unhealthy."""
-    ws = workspace(home, db, agents)
-    report = health(ws)
-    record_health(ws, report)
+    report = health(workspace(home, db, agents))  # a read: it waits for no writer
     if json_out:
         emit_json(report)
     else:

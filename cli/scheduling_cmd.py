@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -56,8 +57,8 @@ def tick_command(
 def watch(ws: Workspace, interval: float, json_out: bool) -> None:
     """Redraw the dashboard every `interval` seconds until Ctrl-C (with --json: print
     one snapshot per line instead)."""
-    if interval <= 0:
-        raise BadInput("--interval must be greater than 0")
+    if not math.isfinite(interval) or interval <= 0:
+        raise BadInput("--interval must be a number greater than 0")
     try:
         if json_out:
             while True:
@@ -132,6 +133,8 @@ def replay_command(
     ws = workspace(home, db)
     if expect_head is not None and not verify:
         raise BadInput("--expect-head goes with --verify")
+    if head and verify:
+        raise BadInput("give --head or --verify, not both (record the head once verify passed)")
     if head:
         seq, digest = queries.head(ws)
         if json_out:
@@ -181,8 +184,10 @@ def run_command(
     """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0."""
     ws = workspace(home, db, agents)
     every = interval if interval is not None else ws.settings.tick_interval_seconds
-    if every <= 0:
-        raise BadInput("--interval must be greater than 0")
+    if not math.isfinite(every) or every <= 0:
+        raise BadInput("--interval must be a number greater than 0")
+    # the health check's last_tick grades against the interval the daemon really uses
+    ws.settings = ws.settings.model_copy(update={"tick_interval_seconds": every})
     ws.db  # noqa: B018 - fail now, with one line, if the database is missing
     raise typer.Exit(run_daemon(ws, every, message))
 

@@ -22,7 +22,8 @@ def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
     delivery that is due."""
     ws = workspace(home, db)
     if not ws.settings.webhooks:
-        message("no webhooks configured ([[webhooks]] in sched.toml)")
+        message("no webhooks configured ([[webhooks]] in sched.toml): nothing collected or "
+                "delivered (the outbox is left as it is)")
     queued = webhooks.collect(ws)
     report = webhooks.deliver_due(ws)
     if json_out:

@@ -18,12 +18,14 @@ from eventlog.events import (
     QueueGateOpened,
     SchedulerPaused,
     SchedulerResumed,
+    TaskRequeued,
     TaskSubmitted,
 )
 from eventlog.store import Recorded
 from projections.fold import (
     attempt_outcome,
     capacity_changes,
+    drop_succeeded_parents,
     ended_attempt,
     evolve_agent_load,
     evolve_fleet,
@@ -78,6 +80,9 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
             after, linked = link_after(after, parents)
             for parent in linked:
                 put_task(state, parent, parent)
+        elif isinstance(event, TaskRequeued) and event.reason == "operator" and after.waiting_on:
+            parents = [p for p in map(state.get_task, after.waiting_on) if p is not None]
+            after = drop_succeeded_parents(after, parents, rec.recorded_at)
         put_task(state, before, after)
         outcome = attempt_outcome(before, event)
         if outcome is not None:

@@ -157,6 +157,19 @@ def follow_parent(parent: TaskView, child: TaskView) -> TaskView:
     return child
 
 
+def drop_succeeded_parents(task: TaskView, parents: Sequence[TaskView], at: str) -> TaskView:
+    """A task an operator requeued, no longer waiting on the parents that succeeded
+    while it was dead (a final task does not follow its parents, so it may still list
+    them): released at `at` if none is left."""
+    succeeded = {p.task_id for p in parents if p.status == "succeeded"}
+    waiting = tuple(t for t in task.waiting_on if t not in succeeded)
+    if waiting == task.waiting_on:
+        return task
+    released = task.status == "blocked" and not waiting
+    return replace(task, waiting_on=waiting, status="queued" if released else task.status,
+                   ready_at=ready_time(at, task.not_before) if released else task.ready_at)
+
+
 def attempt_outcome(task: TaskView | None, event: Event) -> tuple[str, str, str] | None:
     """(agent, task type, "succeeded" | "failed") when `event` ends an attempt of a typed
     task; None otherwise. Feeds the success records that affinity uses."""

@@ -157,7 +157,7 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 6
+PROJECTION_SCHEMA = 7
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      AgentRecordRow.__table__, OutcomeRow.__table__, CapacityRow.__table__,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -123,16 +123,20 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     `health_interval_seconds` if a webhook wants `health.changed`; returns the exit code."""
     # a skipped run (the previous tick still going) is normal here, not a warning
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    jobs = [("tick", tick_job(ws, log), interval)]
+    start = (now or ws.clock.now)()
+    # (name, job, every, first run): health waits one period, so that it never judges
+    # the last tick before the daemon's first tick
+    jobs = [("tick", tick_job(ws, log), interval, start)]
     if webhooks.subscribers(ws.settings, "health.changed"):
-        jobs.append(("health", health_job(ws, log), ws.settings.health_interval_seconds))
+        every = ws.settings.health_interval_seconds
+        jobs.append(("health", health_job(ws, log), every, start + timedelta(seconds=every)))
     if ws.settings.webhooks:
-        jobs.append(("webhooks", webhook_job(ws, log), ws.settings.webhook_interval_seconds))
+        jobs.append(("webhooks", webhook_job(ws, log), ws.settings.webhook_interval_seconds, start))
     # a thread per job: a slow endpoint or a long integrity check never delays a tick
     scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(len(jobs))}, timezone="UTC")
-    for name, job, every in jobs:
+    for name, job, every, first in jobs:
         scheduler.add_job(job, "interval", seconds=every, id=name, max_instances=1, coalesce=True,
-                          misfire_grace_time=max(int(every), 1), next_run_time=(now or ws.clock.now)())
+                          misfire_grace_time=max(int(every), 1), next_run_time=first)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")

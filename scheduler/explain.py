@@ -128,6 +128,13 @@ def why_not_earlier(assigned: Recorded, decision: AssignmentDecision | None,
                        f"until {to_text(last_requeue.event.not_before)}")  # type: ignore[attr-defined]
     elif isinstance(submitted, TaskSubmitted) and submitted.not_before and last_requeue is None:
         reasons.append(f"submitted to start not before {to_text(submitted.not_before)}")
+    paused_then, gate_then = _in_force(scheduler_history, ready, queue)
+    if paused_then is not None:
+        reasons.append(f"the scheduler was already paused when it became ready (since "
+                       f"{paused_then.recorded_at}, by {paused_then.event.by})")  # type: ignore[attr-defined]
+    if gate_then is not None:
+        reasons.append(f"the gate of {queue} was already closed when it became ready (since "
+                       f"{gate_then.recorded_at}: {gate_then.event.detail})")  # type: ignore[attr-defined]
     for rec in scheduler_history:
         when = from_text(rec.recorded_at).timestamp()
         if not ready <= when <= at.timestamp():
@@ -150,6 +157,26 @@ def why_not_earlier(assigned: Recorded, decision: AssignmentDecision | None,
         f"{decision.priority})" + (f"; agents without a free slot then: {', '.join(busy)}"
                                    if busy else ""))
     return reasons
+
+
+def _in_force(scheduler_history: Sequence[Recorded], moment: float,
+              queue: str) -> tuple[Recorded | None, Recorded | None]:
+    """The pause and the closing of `queue`'s gate still in force at `moment` (the
+    events that began them), if any."""
+    paused = gate = None
+    for rec in scheduler_history:
+        if from_text(rec.recorded_at).timestamp() >= moment:
+            break
+        match rec.event:
+            case SchedulerPaused():
+                paused = rec
+            case SchedulerResumed():
+                paused = None
+            case QueueGateClosed(queue=q) if q == queue:
+                gate = rec
+            case QueueGateOpened(queue=q) if q == queue:
+                gate = None
+    return paused, gate
 
 
 def explain_history(task_history: Sequence[Recorded],

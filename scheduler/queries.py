@@ -84,13 +84,15 @@ SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
 
 
 def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | None]:
-    """When each queued task may start, from its place among its queue's queued tasks in
-    pick order, the free slots of the queue's agents now, and the rate at which the
-    queue's attempts ended over the last hour (each frees a slot): the first `free`
-    start at the next tick (now), the n-th after that `n / rate` later; never before
-    its `not_before`. None when it cannot be told: not queued, no slot freed in the
-    last hour, or assignment paused or gated."""
+    """When each queued task may start, from its place among the ready queued tasks in
+    pick order that compete for the same slots (its queue's agents; for a directed task,
+    its agent's), the free slots of those agents now, and the rate at which the queue's
+    attempts ended over the last hour (each frees a slot): the first `free` start at the
+    next tick (now), the n-th after that `n / rate` later. A task whose `not_before` is
+    still ahead takes no place and starts no earlier than it. None when it cannot be
+    told: not queued, no slot freed in the last hour, or assignment paused or gated."""
     now = ws.clock.now()
+    now_text = to_text(now)
     queues = sorted({t.queue for t in tasks if t.status == "queued"})
     with ws.read() as (_log, views):
         meta, agents = views.meta(), views.all_agents()
@@ -99,14 +101,17 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
     stopped = describe_pause(meta.get("paused"), ws.stop_file) is not None
     closed = closed_gates(meta)
     free = {q: sum(a.free for a in agents if a.type == q) for q in queues}
-    place = dict.fromkeys(queues, 0)
+    free |= {a.name: a.free for a in agents}  # per agent, for directed tasks
+    place: dict[str, int] = {}  # queue or agent -> ready tasks ahead
     estimates: dict[int, str | None] = {}
     for task in tasks:  # already in pick order
         estimates[task.task_id] = None
         if task.status != "queued" or stopped or task.queue in closed:
             continue
-        ahead = place[task.queue] - free[task.queue]  # tasks that must end before a slot frees
-        place[task.queue] += 1
+        pool = task.assignee or task.queue
+        ahead = place.get(pool, 0) - free.get(pool, 0)  # tasks that must end before a slot frees
+        if task.not_before is None or task.not_before <= now_text:
+            place[pool] = place.get(pool, 0) + 1
         if ahead < 0:
             start = now
         elif rates[task.queue] > 0:

@@ -102,7 +102,12 @@ def subscribers(settings: Settings, kind: str) -> list[str]:
 def collect(ws: Workspace) -> int:
     """Queue the log events after the cursor for the URLs subscribed to them, and move
     the cursor to the end of the log; returns the number of outbox rows added. The
-    first call only places the cursor at the end of the log: history is not sent."""
+    first call only places the cursor at the end of the log: history is not sent. A
+    process whose settings have no `[[webhooks]]` (e.g. run from a directory without the
+    deployment's sched.toml) does nothing: it must not move the cursor past events the
+    configured processes have yet to queue."""
+    if not ws.settings.webhooks:
+        return 0
     now = ws.clock.now()
     with ws.db.write() as session:
         ensure_tables(session)
@@ -175,34 +180,51 @@ def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float)
 
 
 def deliver_due(ws: Workspace, *, post: Post = http_post) -> DeliveryReport:
-    """POST every outbox row that is due, one by one, outside any transaction, and
-    record each outcome in its own short write transaction. A row whose URL is no
-    longer configured is given up without a POST."""
+    """POST every outbox row that is due, one by one, outside any transaction: each is
+    claimed just before its POST (another deliverer, cron beside a daemon, skips it)
+    and its outcome recorded right after, each in its own short write transaction. A
+    row whose URL is no longer configured is given up without a POST. A process whose
+    settings have no `[[webhooks]]` at all does nothing (it cannot tell a removed URL
+    from a deployment it does not know)."""
     settings = ws.settings
     configured = {hook.url for hook in settings.webhooks}
     report = DeliveryReport()
+    if not configured:
+        return report
     now = ws.clock.now()
     with ws.db.write() as session:
         ensure_tables(session)
-        due = list(session.execute(select(WebhookOutboxRow).order_by(WebhookOutboxRow.id).where(
+        due = list(session.execute(select(WebhookOutboxRow.id).order_by(WebhookOutboxRow.id).where(
             _PENDING, WebhookOutboxRow.next_attempt_at <= to_text(now))).scalars())
-        # claimed while they are posted, so that another deliverer (cron beside a daemon)
-        # skips them; if this process dies, they fall due again when the claim runs out
-        claim = now + timedelta(seconds=settings.webhook_timeout_seconds * (len(due) + 1))
-        jobs = []
-        for row in due:
-            if row.url in configured:
-                row.next_attempt_at = to_text(claim)
-                jobs.append((row.id, row.delivery_id, row.url, row.event, row.body))
-            else:
-                row.gave_up_at, row.last_error = to_text(now), "the URL is no longer configured"
-                report.gave_up.append({**_item(row), "error": row.last_error})
-    for row_id, delivery_id, url, kind, body in jobs:
+    for row_id in due:
+        job = _claim(ws, row_id, configured, report)
+        if job is None:
+            continue
+        delivery_id, url, kind, body = job
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Sched-Delivery": delivery_id, "X-Sched-Event": kind}
         error = post(url, body.encode(), headers, settings.webhook_timeout_seconds)
         _record(ws, row_id, error, report)
     return report
+
+
+def _claim(ws: Workspace, row_id: int, configured: set[str],
+           report: DeliveryReport) -> tuple[str, str, str, str] | None:
+    """Take one due row for a POST: push its next attempt past the POST's timeout, so
+    another deliverer skips it (if this process dies, it falls due again then). None if
+    another deliverer took or settled it meanwhile, or its URL is gone (given up)."""
+    now = ws.clock.now()
+    with ws.db.write() as session:
+        row = session.get(WebhookOutboxRow, row_id)
+        if row is None or row.delivered_at or row.gave_up_at or row.next_attempt_at > to_text(now):
+            return None
+        if row.url not in configured:
+            row.gave_up_at, row.last_error = to_text(now), "the URL is no longer configured"
+            report.gave_up.append({**_item(row), "error": row.last_error})
+            return None
+        # twice the timeout: urllib applies it per socket operation (connect, then reads)
+        row.next_attempt_at = to_text(now + timedelta(seconds=2 * ws.settings.webhook_timeout_seconds + 1))
+        return row.delivery_id, row.url, row.event, row.body
 
 
 def _item(row: WebhookOutboxRow) -> dict[str, Any]:

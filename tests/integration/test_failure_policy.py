@@ -313,3 +313,21 @@ def test_requeue_all_of_a_queue_leaves_dead_the_tasks_after_a_cancelled_one(make
     assert queries.show(ws, child.task_id)[0].status == "dead"
     with pytest.raises(Refused, match="cancelled"):
         operator.requeue(ws, [child.task_id])
+
+
+def test_a_requeued_dependant_does_not_wait_on_a_parent_that_succeeded_while_it_was_dead(make_workspace):
+    ws = make_workspace()
+    p1, p2 = (s.task_id for s in submit(ws, [TaskSpec(queue="dev", title="p1"),
+                                             TaskSpec(queue="dev", title="p2", max_attempts=1)]))
+    (child,) = submit(ws, [TaskSpec(queue="dev", title="child", after=[p1, p2])])
+    claims = {c.task.task_id: c for c in (worker.claim(ws, "ann"), worker.claim(ws, "ann"))}
+    worker.fail(ws, p2, claims[p2].token, "boom")  # p2 dead: the child is dead-lettered
+    tick(ws)
+    worker.complete(ws, p1, claims[p1].token)  # p1 succeeds while the child is dead
+    operator.requeue(ws, [p2, child.task_id])
+    assert queries.show(ws, child.task_id)[0].waiting_on == (p2,)  # not p1 any more
+    again = worker.claim(ws, "ann")
+    assert again.task.task_id == p2
+    worker.complete(ws, p2, again.token)
+    assert queries.show(ws, child.task_id)[0].status == "queued"
+    assert queries.verify_log(ws).ok

@@ -302,6 +302,7 @@ def test_explain_names_the_candidates_and_what_held_the_task_back(make_workspace
                          {"agentName": "cy", "agentType": "dev", "maxConcurrency": 1,
                           "enabled": False}])
     operator.pause(ws, by="op", reason="deploy")
+    ws.clock.advance(1)
     (first,) = submit(ws, [TaskSpec(queue="dev", title="first", priority=5)])
     ws.clock.advance(60)
     operator.resume(ws, by="op")
@@ -315,8 +316,10 @@ def test_explain_names_the_candidates_and_what_held_the_task_back(make_workspace
     assert [(c["agent"], c["free"]) for c in decision["candidates"]] == [("ann", 2), ("bob", 1)]
     assert decision["passed_over"] == [{"agent": "cy", "why": "disabled or not in the control file"}]
     assert decision["effective_priority"] == 5 and decision["waited_seconds"] == 65
-    reasons = " | ".join(assignment["why_not_earlier"])
-    assert "paused" in reasons and "resumed" in reasons and "waited 65 s" in reasons
+    reasons = assignment["why_not_earlier"]
+    assert reasons[0].startswith("the scheduler was already paused when it became ready (since")
+    assert reasons[1].startswith("the scheduler was resumed at")
+    assert "waited 65 s" in reasons[-1]
     assert [t["event"] for t in doc["timeline"]] == ["TaskSubmitted", "TaskAssigned"]
 
 
@@ -403,3 +406,35 @@ def test_a_claim_records_that_the_worker_asked_not_that_the_others_were_busy(mak
     assert [c["agent"] for c in decision["candidates"]] == ["bob"]
     assert decision["passed_over"] == [{"agent": "ann", "why": "not asking: bob claimed work for itself"}]
     assert assignment["why_this_agent"].startswith("bob claimed it")
+
+
+def test_estimates_of_directed_and_delayed_tasks(make_workspace):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+                         {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1}])
+    submit(ws, [TaskSpec(queue="dev", title="keeps bob busy", assignee="bob")])
+    worker.claim(ws, "bob")
+    later = submit(ws, [TaskSpec(queue="dev", title="for bob", assignee="bob"),
+                        TaskSpec(queue="dev", title="tomorrow",
+                                 not_before=ws.clock.now() + timedelta(days=1)),
+                        TaskSpec(queue="dev", title="open")])
+    tasks = queries.list_tasks(ws, "dev", "queued")
+    starts = queries.estimated_starts(ws, tasks)
+    now = queries.to_text(ws.clock.now())
+    by_title = {t.title: starts[t.task_id] for t in tasks}
+    assert by_title["for bob"] is None  # bob is full and no slot freed in the last hour
+    assert by_title["open"] == now  # ann's one free slot: the delayed task does not take it
+    assert by_title["tomorrow"] == queries.show(ws, later[1].task_id)[0].not_before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "--watch", "--interval", "nan"], "sched: --interval must be a number greater than 0"),
+    (["status", "--watch", "--interval", "0"], "sched: --interval must be a number greater than 0"),
+    (["status", "--interval", "1"], "sched: --interval goes with --watch"),
+    (["run", "--interval", "inf"], "sched: --interval must be a number greater than 0"),
+    (["replay", "--verify", "--head"], "sched: give --head or --verify, not both (record the head "
+                                       "once verify passed)"),
+])
+def test_flags_that_do_not_fit_exit_2_with_one_line(make_workspace, capsys, args, message):
+    ws = make_workspace()
+    assert main([*args, "--home", str(ws.settings.home)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [message]

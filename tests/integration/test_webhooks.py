@@ -25,6 +25,7 @@ from cli.main import main
 from scheduler import operator, queries, webhooks, worker
 from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
+from scheduler.webhook_config import WebhookConfig
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for
 
@@ -218,10 +219,25 @@ def test_a_delivery_to_a_url_no_longer_configured_is_given_up_unsent(hooked, end
     fail_task(ws)
     webhooks.collect(ws)
     ws.close()
-    ws = Workspace(ws.settings.model_copy(update={"webhooks": []}), clock=ws.clock)
+    other = WebhookConfig(url="http://127.0.0.1:9/other", events=["task.failed"])
+    ws = Workspace(ws.settings.model_copy(update={"webhooks": [other]}), clock=ws.clock)
     (gave_up,) = webhooks.deliver_due(ws).gave_up
     assert (gave_up["error"], gave_up["attempts"]) == ("the URL is no longer configured", 0)
     assert endpoint.received == []
+    ws.close()
+
+
+def test_a_process_without_webhooks_leaves_the_cursor_and_the_outbox_alone(hooked, endpoint):
+    ws = hooked()
+    fail_task(ws)
+    webhooks.collect(ws)  # one delivery pending
+    bare = Workspace(ws.settings.model_copy(update={"webhooks": []}), clock=ws.clock)
+    fail_task(ws)  # a second failure, recorded after the cursor
+    assert webhooks.collect(bare) == 0 and webhooks.deliver_due(bare) == webhooks.DeliveryReport()
+    bare.close()
+    assert webhooks.collect(ws) == 1  # the second failure is still queued by a configured one
+    assert len(webhooks.deliver_due(ws).delivered) == 2
+    assert len(endpoint.bodies()) == 2
     ws.close()
 
 
@@ -239,7 +255,7 @@ def test_a_deliverer_that_dies_while_posting_loses_nothing(hooked, endpoint):
 
     ws = Workspace(ws.settings, clock=ws.clock)
     assert webhooks.deliver_due(ws) == webhooks.DeliveryReport()  # claimed by the dead one ...
-    ws.clock.advance(10)  # ... for the timeout per row claimed, plus one
+    ws.clock.advance(12)  # ... for twice the timeout, plus one
     (delivered,) = webhooks.deliver_due(ws).delivered
     assert delivered["attempts"] == 1
     assert [b["id"] for b in endpoint.bodies()] == [delivered["id"]]
@@ -253,7 +269,7 @@ def test_a_delivery_another_deliverer_settled_meanwhile_is_left_alone(hooked):
     other = Workspace(ws.settings, clock=ws.clock)  # e.g. cron beside the daemon
 
     def slow(*_args: object) -> str:
-        ws.clock.advance(10)  # past the claim: the other deliverer takes the row
+        ws.clock.advance(12)  # past the claim: the other deliverer takes the row
         assert len(webhooks.deliver_due(other).delivered) == 1
         return "no answer within 5 s"
 
