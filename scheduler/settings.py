@@ -108,6 +108,8 @@ class Settings(BaseSettings):
                                                description="largest delay between POSTs of a delivery")
     webhook_interval_seconds: float = Field(default=5.0, gt=0,
                                             description="how often the daemon delivers webhooks")
+    webhook_retention_days: float = Field(
+        default=7.0, gt=0, description="how long delivered and given-up webhook rows stay in the outbox")
 
     @field_validator("exec_env_allowlist", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from importlib.metadata import version
 from typing import Any, Literal
 
-from sqlalchemy import and_, insert, inspect, select
+from sqlalchemy import and_, delete, insert, inspect, or_, select
 from sqlmodel import Field, Session, SQLModel
 
 from eventlog.sqlite_store import SqliteStore
@@ -111,6 +111,7 @@ def collect(ws: Workspace) -> int:
     now = ws.clock.now()
     with ws.db.write() as session:
         ensure_tables(session)
+        forget_settled(session, now - timedelta(days=ws.settings.webhook_retention_days))
         store = SqliteStore(session)
         cursor = session.get(WebhookCursorRow, 1)
         if cursor is None:
@@ -125,12 +126,21 @@ def collect(ws: Workspace) -> int:
             if not urls:
                 continue
             data = json.loads(rec.data)
-            fields: dict[str, Any] = {"seq": rec.seq, "recorded_at": rec.recorded_at, "data": data}
+            fields: dict[str, Any] = {"seq": rec.seq, "recorded_at": rec.recorded_at,
+                                      "schema_version": rec.schema_version, "data": data}
             if "task_id" in data:
                 task = views.get_task(data["task_id"])
                 fields["task"] = {"queue": task.queue, "title": task.title}  # type: ignore[union-attr]
             added += _enqueue(session, urls, kind, fields, now)
         return added
+
+
+def forget_settled(session: Session, before: datetime) -> None:
+    """Delete the rows delivered or given up before `before` (`webhook_retention_days`):
+    the outbox keeps a record of recent deliveries, not a second log."""
+    cutoff = to_text(before)
+    session.execute(delete(WebhookOutboxRow).where(or_(
+        WebhookOutboxRow.delivered_at < cutoff, WebhookOutboxRow.gave_up_at < cutoff)))
 
 
 def notify(session: Session, settings: Settings, kind: str, data: dict[str, Any], now: datetime) -> int:

@@ -135,6 +135,7 @@ def test_failures_dead_letters_and_pauses_are_posted_once(hooked, endpoint):
     log = {rec.type: rec for rec in queries.replay(ws)}
     assert failed["seq"] == log["TaskFailed"].seq
     assert failed["recorded_at"] == log["TaskFailed"].recorded_at
+    assert (failed["schema_version"], paused["schema_version"]) == (2, 1)  # as stored
     assert failed["data"]["task_id"] == task_id
     assert (failed["data"]["reason"], failed["data"]["error"]) == ("reported", "boom")
     assert failed["task"] == dead["task"] == {"queue": "dev", "title": "build the thing"}
@@ -437,3 +438,16 @@ def test_the_daemon_delivers_webhooks(tmp_path, endpoint):
     assert "delivering webhooks every 0.2 s" in err
     assert f"webhooks: queued 1; task.failed to {endpoint.url()}: delivered" in err
     assert [b["event"] for b in endpoint.bodies()] == ["task.failed"]
+
+
+def test_settled_deliveries_leave_the_outbox_after_the_retention(hooked, endpoint):
+    ws = hooked(webhook_retention_days=2)
+    fail_task(ws)
+    webhooks.collect(ws)
+    webhooks.deliver_due(ws)
+    ws.clock.advance(86400)
+    webhooks.collect(ws)
+    assert [row["status"] for row in webhooks.outbox(ws)] == ["delivered"]  # one day: kept
+    ws.clock.advance(86401)
+    webhooks.collect(ws)
+    assert webhooks.outbox(ws) == []  # two days after its delivery: gone
