@@ -98,10 +98,9 @@ def tasks_command(
     """List tasks in the order they will be picked, with when each queued one may start."""
     ws = workspace(home, db)
     found = queries.list_tasks(ws, queue, status, limit)
-    starts = queries.estimated_starts(ws, found)
+    figures = queries.pick_figures(ws, found)
     if json_out:
-        emit_json({"tasks": [queries.task_dict(t) | queries.pick_figures(ws, t)
-                             | {"estimated_start": starts[t.task_id]} for t in found]})
+        emit_json({"tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]})
         return
     columns = ["id", "queue", "status", "prio", "eff", "waited", "est. start", "agent", "title"]
     if verbose:
@@ -109,12 +108,12 @@ def tasks_command(
     table = Table(*columns)
     now = ws.clock.now()
     for t in found:
-        figures = queries.pick_figures(ws, t)
-        start = starts[t.task_id]
+        pick = figures[t.task_id]
+        start = pick["estimated_start"]
         eta = "-" if start is None else "next tick" if from_text(start) <= now else \
             "in " + human_duration((from_text(start) - now).total_seconds())
-        row = [str(t.task_id), t.queue, t.status, str(t.priority), str(figures["effective_priority"]),
-               f"{figures['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
+        row = [str(t.task_id), t.queue, t.status, str(t.priority), str(pick["effective_priority"]),
+               f"{pick['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(t.payload)]

@@ -123,11 +123,14 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
     return estimates
 
 
-def pick_figures(ws: Workspace, task: TaskView) -> dict[str, Any]:
-    """What decides a task's place in its queue: effective priority and time waited."""
-    now = ws.clock.now()
-    return {"effective_priority": effective_priority(task, now, plan_policy(ws.settings)),
-            "waited_seconds": round((now - from_text(task.submitted_at)).total_seconds(), 3)}
+def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
+    """Per task (in pick order): what decides its place in its queue, effective priority
+    and time waited, and when it may start (`estimated_starts`)."""
+    now, policy = ws.clock.now(), plan_policy(ws.settings)
+    starts = estimated_starts(ws, tasks)
+    return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
+                        "waited_seconds": round((now - from_text(t.submitted_at)).total_seconds(), 3),
+                        "estimated_start": starts[t.task_id]} for t in tasks}
 
 
 def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:
