@@ -38,13 +38,16 @@ def metrics(ws: Workspace, window: timedelta) -> dict[str, Any]:
                        "end": to_text(end)}, **figures}
 
 
+# Prometheus wants base units: the throughput goes out per second, not per hour.
+_PER_HOUR = 1 / 3600
 _WINDOW_GAUGES = (
-    # (figure, metric name, help)
+    # (figure, metric name, help[, scale])
     ("completed", "completed", "attempts that succeeded in the window"),
     ("failed", "failed", "attempts that failed or whose lease expired in the window"),
     ("lease_expired", "lease_expired", "attempts whose lease expired in the window"),
     ("dead_lettered", "dead_lettered", "tasks dead-lettered in the window"),
-    ("throughput_per_hour", "throughput_per_hour", "succeeded attempts per hour over the window"),
+    ("throughput_per_hour", "throughput_per_second", "succeeded attempts per second over the window",
+     _PER_HOUR),
     ("error_rate", "error_rate", "failed / (succeeded + failed) attempts in the window"),
     ("utilization", "utilization", "busy slot-seconds / offered slot-seconds in the window"),
     ("busy_slot_seconds", "busy_slot_seconds", "slot-seconds held by attempts in the window"),
@@ -60,7 +63,7 @@ def prometheus_text(ws: Workspace, report: dict[str, Any]) -> str:
     """The window's figures and the current queue depths and agent load in the
     Prometheus text exposition format (built with prometheus_client)."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     now = status(ws)
     window = f"{report['window']['seconds']:g}s"
@@ -84,10 +87,12 @@ def prometheus_text(ws: Workspace, report: dict[str, Any]) -> str:
                 yield family
             yield GaugeMetricFamily("sched_paused", "1 while assignment is paused",
                                     value=1 if now["paused"] else 0)
-            for figure, metric, help_text in _WINDOW_GAUGES:
+            yield CounterMetricFamily("sched_events", "events appended to the log",
+                                      value=now["last_seq"])
+            for figure, metric, help_text, *scale in _WINDOW_GAUGES:
                 family = GaugeMetricFamily(f"sched_window_{metric}", help_text,
                                            labels=["window", "scope", "name"])
-                _add_scopes(family, report, figure, window)
+                _add_scopes(family, report, figure, window, scale=scale[0] if scale else 1)
                 yield family
             for figure, help_text in _DURATIONS:
                 for stat in ("mean", "p50", "p95"):
@@ -103,11 +108,11 @@ def prometheus_text(ws: Workspace, report: dict[str, Any]) -> str:
 
 
 def _add_scopes(family: Any, report: dict[str, Any], figure: str, window: str,
-                stat: str | None = None) -> None:
+                stat: str | None = None, scale: float = 1) -> None:
     scopes = [("all", "", report["overall"])]
     scopes += [("queue", q, f) for q, f in report["queues"].items()]
     scopes += [("agent", a, f) for a, f in report["agents"].items()]
     for scope, name, figures in scopes:
         value = figures[figure] if stat is None else figures[figure][stat]
         if value is not None:  # no figure (no attempts, no slots): no sample
-            family.add_metric([window, scope, name], value)
+            family.add_metric([window, scope, name], value * scale)

@@ -134,6 +134,8 @@ def test_prometheus_output_parses_back_with_the_same_figures(history):
                for family in text_string_to_metric_families(text) for s in family.samples}
     dev = (("name", "dev"), ("scope", "queue"), ("window", "3600s"))
     assert samples[("sched_window_completed", dev)] == 2
+    assert samples[("sched_window_throughput_per_second", dev)] == pytest.approx(2 / 3600)
+    assert samples[("sched_events_total", ())] == queries.status(history)["last_seq"]
     assert samples[("sched_window_run_seconds_p95", dev)] == 385
     assert samples[("sched_window_utilization", dev)] == pytest.approx(1210 / 10800, abs=1e-6)
     assert samples[("sched_queue_tasks", (("queue", "dev"), ("status", "assigned")))] == 1
