@@ -162,16 +162,16 @@ def health(ws: Workspace) -> dict[str, Any]:
         last = last_tick_at(session)
         counts = views.counts()
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
-        recent = views.outcomes(since_ts=window_start, kinds=("succeeded", "failed", "expired"))
+        succeeded = views.count_outcomes(window_start, ("succeeded",))
+        failed = views.count_outcomes(window_start, ("failed",))
+        expired = views.count_outcomes(window_start, ("expired",))
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
         quick = "; ".join(row[0] for row in session.execute(text("PRAGMA quick_check")).all())
-    succeeded = sum(o.outcome == "succeeded" for o in recent)
-    expired = sum(o.outcome == "expired" for o in recent)
     checks = [
         check_last_tick(settings, last, now),
         check_backlog(settings, queued),
-        check_error_rate(settings, succeeded, len(recent) - succeeded),
+        check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
         check_control_file(ws),
