@@ -61,7 +61,7 @@ def record_fleet(ws: Workspace) -> None:
     """Record the control file (`AgentsConfigured`), as the first tick would: the figures
     that tick this database then measure a tick in a steady state."""
     with ws.write() as recorder:
-        record_config_if_changed(recorder, ws.registry().control, ws.clock.now())
+        record_config_if_changed(recorder, ws.registry().control)
 
 
 def backlog_home(ctx: Context) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.common import INSERT_EVENT, Context, fleet, new_workspace, read_rows
 from eventlog.events import TaskSubmitted
-from eventlog.store import seal
+from eventlog.store import seal_after
 from projections.apply import MemoryProjection, apply
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
@@ -43,7 +43,7 @@ def load_queued(ws: Workspace, count: int, now: datetime, *, start: int = 0,
             events = [TaskSubmitted(task_id=next_id + k, queue=queue, title=f"benchmark task {i}",
                                     priority=i % 10, payload={"n": i}, max_attempts=max_attempts)
                       for k, i in enumerate(range(start + done, start + done + size))]
-            sealed = seal(events, now, *recorder.log.head())
+            sealed = seal_after(recorder.log.last(), events, now)
             folded = MemoryProjection()  # the changes of this chunk, by the product's fold
             for rec in sealed:
                 apply(folded, rec)

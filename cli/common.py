@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from eventlog.errors import BadInput
-from eventlog.events import strict_json_loads
+from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
 from scheduler.settings import LoadedSettings, load_settings
 from scheduler.workspace import Workspace
@@ -65,12 +64,7 @@ def parse_json_option(text: str | None, flag: str) -> Any:
     """Parse a JSON-valued flag, or fail with a one-line error naming it."""
     if text is None:
         return None
-    try:
-        return strict_json_loads(text)
-    except ValueError as e:
-        if not isinstance(e, json.JSONDecodeError):
-            raise BadInput(f"{flag}: {e}") from e
-        raise BadInput(f"{flag}: not valid JSON: {e.msg} (at char {e.pos})") from e
+    return parse_json(text, flag)
 
 
 def human_duration(seconds: float | None) -> str:

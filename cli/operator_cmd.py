@@ -13,11 +13,12 @@ from eventlog.errors import BadInput
 from scheduler import operator
 
 
-def _operator_name(by: str | None) -> str:
+def operator_name(by: str | None) -> str:
     return by or os.environ.get("USER") or "operator"
 
 
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it (default $USER).")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why, recorded in the event.")]
 
 
 def pause_command(
@@ -26,7 +27,7 @@ def pause_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Stop assigning work (leases still expire; running agents go on)."""
-    changed = operator.pause(workspace(home, db), _operator_name(by), reason)
+    changed = operator.pause(workspace(home, db), operator_name(by), reason)
     if json_out:
         emit_json({"paused": True, "changed": changed})
     else:
@@ -39,7 +40,7 @@ def resume_command(
 ) -> None:
     """Assign work again after `sched pause` (a stop file still stops it while present)."""
     ws = workspace(home, db)
-    changed = operator.resume(ws, _operator_name(by))
+    changed = operator.resume(ws, operator_name(by))
     if json_out:
         emit_json({"paused": ws.stop_file.exists(), "changed": changed,
                    "stop_file": ws.stop_file.exists()})
@@ -73,7 +74,7 @@ def cancel_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Cancel a task: at once unless it runs; a running one stops at its next heartbeat."""
-    status = operator.cancel(workspace(home, db), task_id, _operator_name(by), reason)
+    status = operator.cancel(workspace(home, db), task_id, operator_name(by), reason)
     if json_out:
         emit_json({"task_id": task_id, "status": status, "cancelling": status == "running"})
     elif status == "running":
@@ -87,7 +88,7 @@ def approve_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Approve tasks submitted with --requires-approval: they join their queue."""
-    done = operator.decide_approval(workspace(home, db), task_ids, _operator_name(by), approve=True)
+    done = operator.decide_approval(workspace(home, db), task_ids, operator_name(by), approve=True)
     if json_out:
         emit_json({"approved": done})
     else:
@@ -100,7 +101,7 @@ def reject_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Reject tasks awaiting approval: they end cancelled."""
-    done = operator.decide_approval(workspace(home, db), task_ids, _operator_name(by),
+    done = operator.decide_approval(workspace(home, db), task_ids, operator_name(by),
                                     approve=False, reason=reason)
     if json_out:
         emit_json({"rejected": done})

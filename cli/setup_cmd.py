@@ -18,7 +18,9 @@ from cli.common import (
     message,
     workspace,
 )
+from cli.operator_cmd import ByOpt, ReasonOpt, operator_name
 from eventlog.errors import ControlFileError
+from scheduler import operator
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
 agents_app = typer.Typer(help="Inspect the agent control file and the fleet.",
@@ -128,3 +130,48 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     for name, item in doc["settings"].items():
         table.add_row(name, str(item["value"]), item["source"])
     console().print(table)
+
+
+AgentArg = Annotated[str, typer.Argument(help="The agent's name.")]
+
+
+def _service_output(change: operator.ServiceChange, json_out: bool, verb: str) -> None:
+    if json_out:
+        emit_json({"agent": change.agent, "changed": change.changed,
+                   "out_of_service": change.out_of_service, "released": change.released,
+                   "taken_back": change.taken_back})
+        return
+    if not change.changed:
+        message(f"agent {change.agent}: already {change.out_of_service or 'in service'}")
+        return
+    message(f"agent {change.agent}: {verb}")
+    if change.released:
+        message(f"  back to the queue (not started): {' '.join(map(str, change.released))}")
+    if change.taken_back:
+        message(f"  stopped and requeued: {' '.join(map(str, change.taken_back))}")
+
+
+@agents_app.command("drain")
+def drain_command(name: AgentArg, by: ByOpt = None, reason: ReasonOpt = None,
+                  json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+                  agents: AgentsOpt = None) -> None:
+    """Take an agent out of service gently: no new work; running attempts finish."""
+    change = operator.drain(workspace(home, db, agents), name, operator_name(by), reason)
+    _service_output(change, json_out, "drained: no new work; running attempts finish")
+
+
+@agents_app.command("evict")
+def evict_command(name: AgentArg, by: ByOpt = None, reason: ReasonOpt = None,
+                  json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+                  agents: AgentsOpt = None) -> None:
+    """Take an agent out of service now: its attempts are stopped and retried elsewhere."""
+    change = operator.evict(workspace(home, db, agents), name, operator_name(by), reason)
+    _service_output(change, json_out, "evicted: its attempts go to other agents")
+
+
+@agents_app.command("restore")
+def restore_command(name: AgentArg, by: ByOpt = None, json_out: JsonOpt = False,
+                    db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None) -> None:
+    """Put a drained or evicted agent back in service."""
+    change = operator.restore(workspace(home, db, agents), name, operator_name(by))
+    _service_output(change, json_out, "back in service")

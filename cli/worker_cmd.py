@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -32,36 +33,63 @@ def claim_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """Start the best task for AGENT; prints {"task": null} when there is none."""
-    claimed = worker.claim(workspace(home, db, agents), agent)
+    ws = workspace(home, db, agents)
+    claimed = worker.claim(ws, agent)
     if claimed is None:
         if json_out:
             emit_json({"task": None})
         else:
             message(f"no task for {agent}")
         return
-    task = claimed.task
-    doc = {"task_id": task.task_id, "token": claimed.token,
-           "lease_expires_at": to_text(claimed.lease_expires_at), "attempt": claimed.attempt,
-           "queue": task.queue, "title": task.title, "priority": task.priority,
-           "payload": parse_json_option(task.payload, "payload")}
-    if json_out:
-        emit_json({"task": doc})
-    else:
-        console().print(f"task {task.task_id} attempt {claimed.attempt} token {claimed.token}")
-        message(f"lease until {doc['lease_expires_at']}: {task.title}")
+    doc = claimed.document
+    try:
+        if json_out:
+            emit_json({"task": doc})
+        else:
+            console().print(f"task {doc['task_id']} attempt {doc['attempt']} token {doc['token']}")
+            message(f"lease until {doc['lease_expires_at']}: {doc['title']}")
+        sys.stdout.flush()
+    except OSError as e:  # the worker never saw its token: give the attempt back now
+        worker.release_undelivered(ws, claimed, f"the claim could not be printed: {e}")
+        raise
+
+
+PercentOpt = Annotated[float | None, typer.Option(
+    "--percent", help="How far the attempt got, from 0 to 100.", show_default=False)]
+ProgressMessageOpt = Annotated[str | None, typer.Option(
+    "--message", "-m", help="What the attempt is doing now.", show_default=False)]
 
 
 @worker_app.command("heartbeat")
-def heartbeat_command(task_id: TaskArg, token: TokenOpt, json_out: JsonOpt = False,
+def heartbeat_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = None,
+                      progress_message: ProgressMessageOpt = None, json_out: JsonOpt = False,
                       db: DbOpt = None, home: HomeOpt = None) -> None:
-    """Extend the lease of the current attempt."""
-    beat = worker.heartbeat(workspace(home, db), task_id, token)
+    """Extend the lease of the current attempt (and report progress with it)."""
+    report = (worker.Progress(percent, progress_message)
+              if percent is not None or progress_message is not None else None)
+    beat = worker.heartbeat(workspace(home, db), task_id, token, report)
     expires = to_text(beat.lease_expires_at)
     if json_out:
-        emit_json({"task_id": task_id, "lease_expires_at": expires, "cancel": beat.cancel})
+        emit_json({"task_id": task_id, "lease_expires_at": expires, "cancel": beat.cancel,
+                   "progress_recorded": beat.progress_recorded})
     else:
         message(f"task {task_id}: lease until {expires}"
                 + ("; CANCELLED: stop and report `sched worker fail`" if beat.cancel else ""))
+
+
+@worker_app.command("progress")
+def progress_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = None,
+                     progress_message: ProgressMessageOpt = None, json_out: JsonOpt = False,
+                     db: DbOpt = None, home: HomeOpt = None) -> None:
+    """Report how far the current attempt got (shown by show, the dashboard and webhooks;
+    reports closer together than progress_min_interval_seconds are not recorded)."""
+    recorded = worker.progress(workspace(home, db), task_id, token,
+                               worker.Progress(percent, progress_message))
+    if json_out:
+        emit_json({"task_id": task_id, "recorded": recorded})
+    else:
+        message(f"task {task_id}: progress " + ("recorded" if recorded else
+                                                 "not recorded (the last report is too recent)"))
 
 
 @worker_app.command("complete")

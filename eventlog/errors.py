@@ -39,6 +39,12 @@ class CorruptLog(DatabaseError):
     """The event log holds an event this version of sched cannot read."""
 
 
+class LogTampered(DatabaseError):
+    """The log was altered: a check failed, and nothing is appended after it."""
+
+    exit_code = 1
+
+
 class ConcurrencyConflict(SchedError):
     """The log moved on since it was read; nothing was appended."""
 

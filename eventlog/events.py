@@ -18,9 +18,15 @@ from eventlog.errors import CorruptLog
 
 TaskId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 FailureReason = Literal[
-    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported"
+    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported", "evicted"
 ]
-RequeueReason = Literal["not_started", "failed", "lease_expired", "operator"]
+# not_started: an assignment not started by its start_by (or whose start could not
+# prepare its working directory); released: an assignment of an agent that left
+# service (disabled, removed from the control file, drained) before it started;
+# evicted: an operator took the agent out of service at once
+RequeueReason = Literal["not_started", "failed", "lease_expired", "operator", "evicted", "released"]
+# failures that are not the task's doing: the attempt does not count against max_attempts
+UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted"})
 
 
 class Event(BaseModel):
@@ -108,8 +114,12 @@ class TaskAssigned(Event):
 
 
 class TaskStarted(Event):
-    """The runner started the attempt and holds a lease (only the token's hash is kept)."""
+    """The runner started the attempt and holds a lease (only the token's hash is kept).
 
+    Version 2 adds `cgroup`: the control group the exec wrapper put the attempt's
+    processes in, so whoever takes the attempt back on that host can stop every one."""
+
+    schema_version: int = 2
     type: Literal["TaskStarted"] = "TaskStarted"
     task_id: TaskId
     agent: str
@@ -122,6 +132,7 @@ class TaskStarted(Event):
     argv: tuple[str, ...] | None = None  # the agent command, placeholders filled in
     workdir: str | None = None
     log_path: str | None = None
+    cgroup: str | None = None
 
 
 class LeaseRenewed(Event):
@@ -134,12 +145,17 @@ class LeaseRenewed(Event):
 
 
 class LeaseExpired(Event):
-    """Nobody renewed the lease of a running attempt in time; the attempt is over."""
+    """Nobody renewed the lease of a running attempt in time; the attempt is over.
 
+    Version 2 adds `detail`: why nobody renewed it, when that is known (the exec
+    wrapper holding it is gone), instead of plain "lease expired"."""
+
+    schema_version: int = 2
     type: Literal["LeaseExpired"] = "LeaseExpired"
     task_id: TaskId
     agent: str
     attempt: int = Field(ge=1)
+    detail: str | None = None
 
 
 class TaskSucceeded(Event):
@@ -162,9 +178,11 @@ class TaskSucceeded(Event):
 class TaskFailed(Event):
     """The attempt failed, for a machine-readable `reason`, with the details beside it.
 
-    Version 2 adds the run's resource use, as for `TaskSucceeded`."""
+    Version 2 adds the run's resource use, as for `TaskSucceeded`; version 3 adds the
+    reason `evicted` (an operator took the agent out of service while it ran: the
+    attempt does not count against max_attempts)."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["TaskFailed"] = "TaskFailed"
     task_id: TaskId
     agent: str
@@ -183,12 +201,17 @@ class TaskRequeued(Event):
     """The task went back to its queue: an assignment not started in time (no attempt
     used), a failed or expired attempt with attempts left (after `not_before`, the
     backoff drawn when it failed), or an operator's requeue of a dead task (with fresh
-    attempts)."""
+    attempts).
 
+    Version 2 adds the reasons `evicted` and `released` and `detail` (what happened,
+    in words)."""
+
+    schema_version: int = 2
     type: Literal["TaskRequeued"] = "TaskRequeued"
     task_id: TaskId
     reason: RequeueReason
     not_before: AwareDatetime | None = None
+    detail: str | None = None
 
 
 class TaskDeadLettered(Event):
@@ -237,6 +260,17 @@ class TaskCancelled(Event):
     reason: str | None = None
 
 
+class TaskProgressed(Event):
+    """The runner of the current attempt reported how far it got (rate-limited: at most
+    one per `progress_min_interval_seconds` per task)."""
+
+    type: Literal["TaskProgressed"] = "TaskProgressed"
+    task_id: TaskId
+    attempt: int = Field(ge=1)
+    percent: float | None = Field(default=None, ge=0, le=100)
+    message: str | None = None
+
+
 class AgentRecord(BaseModel):
     """One agent as the control file declared it when `AgentsConfigured` was recorded."""
 
@@ -258,6 +292,35 @@ class AgentsConfigured(Event):
     agents: tuple[AgentRecord, ...]
     content_hash: str
     source: str
+
+
+class AgentDrained(Event):
+    """An operator took an agent out of service gently: it gets no new work (its
+    assignments not yet started go back to the queue); running attempts finish."""
+
+    type: Literal["AgentDrained"] = "AgentDrained"
+    agent: str
+    by: str
+    reason: str | None = None
+
+
+class AgentEvicted(Event):
+    """An operator took an agent out of service at once: it gets no new work, and its
+    assigned and running attempts are taken back (events of their own, in the same
+    transaction) to be retried on other agents."""
+
+    type: Literal["AgentEvicted"] = "AgentEvicted"
+    agent: str
+    by: str
+    reason: str | None = None
+
+
+class AgentRestored(Event):
+    """An operator put a drained or evicted agent back in service."""
+
+    type: Literal["AgentRestored"] = "AgentRestored"
+    agent: str
+    by: str
 
 
 class SchedulerPaused(Event):
@@ -305,7 +368,11 @@ AnyEvent = Annotated[
     | TaskRejected
     | TaskCancelRequested
     | TaskCancelled
+    | TaskProgressed
     | AgentsConfigured
+    | AgentDrained
+    | AgentEvicted
+    | AgentRestored
     | SchedulerPaused
     | SchedulerResumed
     | QueueGateClosed
@@ -332,20 +399,11 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskAssigned", 1): _unchanged,  # v2: + decision
     ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
+    ("TaskFailed", 2): _unchanged,  # v3: + reason "evicted"
+    ("TaskStarted", 1): _unchanged,  # v2: + cgroup
+    ("LeaseExpired", 1): _unchanged,  # v2: + detail
+    ("TaskRequeued", 1): _unchanged,  # v2: + reasons "evicted", "released"; + detail
 }
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON (only finite numbers are)")
-
-
-def strict_json_loads(text: str) -> Any:
-    """`json.loads` without NaN and Infinity: they would not survive the trip through
-    the log (pydantic stores them as null), so they are refused at the door."""
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-INT64_MAX = 2**63 - 1  # SQLite's integer range: larger numbers are refused as input
 
 
 def current_version(event_type: str) -> int:

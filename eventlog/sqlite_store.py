@@ -16,7 +16,7 @@ from sqlmodel import Session
 from eventlog.errors import ConcurrencyConflict
 from eventlog.events import Event
 from eventlog.schema import EventRow
-from eventlog.store import GENESIS_HASH, Recorded, seal
+from eventlog.store import GENESIS_HASH, Recorded, seal_after
 
 _COLUMNS = (EventRow.seq, EventRow.stream_id, EventRow.type, EventRow.schema_version,
             EventRow.recorded_at, EventRow.data, EventRow.prev_hash, EventRow.hash)
@@ -38,13 +38,19 @@ class SqliteStore:
         ).first()
         return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
+    def last(self) -> Recorded | None:
+        """The last event, None for an empty log."""
+        row = self.session.execute(select(*_COLUMNS).order_by(EventRow.seq.desc()).limit(1)).first()
+        return Recorded(*row) if row else None
+
     def append(self, events: Sequence[Event], recorded_at: datetime,
                expected_position: int | None = None) -> list[Recorded]:
-        last_seq, last_hash = self.head()
+        last = self.last()
+        last_seq = last.seq if last else 0
         if expected_position is not None and expected_position != last_seq:
             raise ConcurrencyConflict(
                 f"expected the log at seq {expected_position}, it is at seq {last_seq}")
-        sealed = seal(events, recorded_at, last_seq, last_hash)
+        sealed = seal_after(last, events, recorded_at)
         if sealed:  # the driver's executemany: the ORM's bulk insert costs more than the rows
             driver = self.session.connection().connection.driver_connection
             driver.executemany(_INSERT, [(r.seq, r.stream_id, r.type, r.schema_version,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from eventlog.errors import ConcurrencyConflict
+from eventlog.errors import ConcurrencyConflict, LogTampered
 from eventlog.events import Event, current_version, dump_event, parse_event
 from eventlog.timeutil import from_text, to_text
 
@@ -45,18 +45,36 @@ class Recorded:
     def at(self) -> datetime:
         return from_text(self.recorded_at)
 
+    def hash_matches(self) -> bool:
+        """Whether `hash` is the chain hash of this record's own content."""
+        return self.hash == chain_hash(self.prev_hash, self.seq, self.stream_id, self.type,
+                                       self.schema_version, self.recorded_at, self.data)
+
 
 def chain_hash(prev_hash: str, seq: int, stream_id: str, type_: str, version: int,
                recorded_at: str, data: str) -> str:
     """The hash linking one stored event to its predecessor."""
     text = "\n".join((prev_hash, str(seq), stream_id, type_, str(version), recorded_at, data))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # surrogateescape: a stored text that is not valid UTF-8 (a damaged row, read with
+    # the same error handler) hashes as its bytes, so it is reported, not crashed on
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def seal(events: Sequence[Event], recorded_at: datetime, last_seq: int,
-         last_hash: str) -> list[Recorded]:
-    """Number, timestamp and chain `events` after the event (`last_seq`, `last_hash`)."""
-    at = to_text(recorded_at)
+def seal_after(last: Recorded | None, events: Sequence[Event], recorded_at: datetime) -> list[Recorded]:
+    """Seal `events` after the log's last record `last` (None: an empty log): refuse if
+    that record was altered, and never record a time earlier than its time (so event
+    time never runs backwards, whatever the clocks of the writers say)."""
+    if last is None:
+        return seal(events, to_text(recorded_at), 0, GENESIS_HASH)
+    if not last.hash_matches():
+        raise LogTampered(f"refusing to append: the last event of the log (seq {last.seq}) does not "
+                          "match its hash, so it was altered; run `sched replay --verify`")
+    return seal(events, max(to_text(recorded_at), last.recorded_at), last.seq, last.hash)
+
+
+def seal(events: Sequence[Event], at: str, last_seq: int, last_hash: str) -> list[Recorded]:
+    """Number, timestamp (`at`, fixed-width text) and chain `events` after the event
+    (`last_seq`, `last_hash`)."""
     sealed = []
     for offset, event in enumerate(events, start=1):
         seq, data = last_seq + offset, dump_event(event)
@@ -105,6 +123,10 @@ class EventStore(Protocol):
         """The seq of the last event, 0 for an empty log."""
         ...
 
+    def last(self) -> Recorded | None:
+        """The last event, None for an empty log."""
+        ...
+
 
 class InMemoryStore:
     """An event store in a list: for unit tests and in-memory replays."""
@@ -114,14 +136,17 @@ class InMemoryStore:
 
     def append(self, events: Sequence[Event], recorded_at: datetime,
                expected_position: int | None = None) -> list[Recorded]:
-        last = self.last_position()
-        if expected_position is not None and expected_position != last:
+        last = self.last()
+        position = last.seq if last else 0
+        if expected_position is not None and expected_position != position:
             raise ConcurrencyConflict(
-                f"expected the log at seq {expected_position}, it is at seq {last}")
-        last_hash = self._records[-1].hash if self._records else GENESIS_HASH
-        sealed = seal(events, recorded_at, last, last_hash)
+                f"expected the log at seq {expected_position}, it is at seq {position}")
+        sealed = seal_after(last, events, recorded_at)
         self._records.extend(sealed)
         return sealed
+
+    def last(self) -> Recorded | None:
+        return self._records[-1] if self._records else None
 
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
         chosen = self._records[max(after, 0):]

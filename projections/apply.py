@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from eventlog.events import (
+    AgentDrained,
+    AgentEvicted,
+    AgentRestored,
     AgentsConfigured,
     QueueGateClosed,
     QueueGateOpened,
@@ -29,6 +32,7 @@ from projections.fold import (
     ended_attempt,
     evolve_agent_load,
     evolve_fleet,
+    evolve_service,
     evolve_task,
     follow_parent,
     gate_state,
@@ -66,6 +70,12 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         for change in capacity_changes(fleet, configured, rec.seq, rec.recorded_at):
             state.add_capacity(change)
         state.set_meta("config_hash", event.content_hash)
+    elif isinstance(event, AgentDrained | AgentEvicted | AgentRestored):
+        before = state.get_agent(event.agent) or unknown_agent(event.agent, "")
+        after = evolve_service(before, event)
+        state.put_agent(after)
+        for change in capacity_changes([before], [after], rec.seq, rec.recorded_at):
+            state.add_capacity(change)
     elif isinstance(event, SchedulerPaused | SchedulerResumed):
         state.set_meta("paused", pause_state(event, rec.recorded_at))
     elif isinstance(event, QueueGateClosed | QueueGateOpened):

@@ -12,6 +12,10 @@ from datetime import datetime
 
 from eventlog.errors import CorruptLog
 from eventlog.events import (
+    UNCOUNTED_FAILURES,
+    AgentDrained,
+    AgentEvicted,
+    AgentRestored,
     AgentsConfigured,
     Event,
     LeaseExpired,
@@ -26,6 +30,7 @@ from eventlog.events import (
     TaskCancelRequested,
     TaskDeadLettered,
     TaskFailed,
+    TaskProgressed,
     TaskRejected,
     TaskRequeued,
     TaskStarted,
@@ -75,11 +80,19 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return replace(task, status="running", agent=event.agent, attempt=event.attempt,
                            deadline=to_text(event.lease_expires_at),
                            token_hash=event.token_hash, pid=event.pid, host=event.host,
-                           log_path=event.log_path or task.log_path, started_at=at, updated_at=at)
+                           log_path=event.log_path or task.log_path, started_at=at, updated_at=at,
+                           last_agent=event.agent, progress_percent=None, progress_message=None,
+                           progress_at=None)
         case LeaseRenewed():
             return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
+        case TaskProgressed():
+            return replace(task, progress_percent=event.percent, progress_message=event.message,
+                           progress_at=at, updated_at=at)
         case LeaseExpired():
-            return _attempt_failed(task, event.agent, "lease expired", at)
+            return _attempt_failed(task, event.agent, event.detail or "lease expired", at)
+        case TaskFailed(reason=reason) if reason in UNCOUNTED_FAILURES:
+            failed = _attempt_failed(task, event.agent, event.error, at)
+            return replace(failed, attempt_floor=task.attempt_floor + 1)
         case TaskFailed():
             return _attempt_failed(task, event.agent, event.error, at)
         case TaskSucceeded():
@@ -88,7 +101,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
             return replace(task, status="blocked" if task.waiting_on else "queued", agent=None,
                            deadline=None, token_hash=None, pid=None, host=None, not_before=None,
-                           attempt_floor=task.attempt, excluded=(), doomed_by=None,
+                           attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
                            ready_at=None if task.waiting_on else at, updated_at=at)
         case TaskRequeued():
             return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
@@ -106,7 +119,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return replace(task, cancelling=True, updated_at=at)
         case TaskDeadLettered():
             return replace(task, status="dead", agent=None, deadline=None, token_hash=None,
-                           pid=None, host=None, updated_at=at)
+                           pid=None, host=None, dead_reason=event.reason, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
 
 
@@ -198,12 +211,13 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
         case TaskSucceeded():
             kind, detail, cpu, rss = "succeeded", None, event.cpu_seconds, event.peak_rss_bytes
         case TaskFailed():
-            kind = "cancelled" if event.reason == "cancelled" else "failed"
+            kind = {"cancelled": "cancelled", "evicted": "evicted"}.get(event.reason, "failed")
             detail, cpu, rss = event.error, event.cpu_seconds, event.peak_rss_bytes
         case LeaseExpired():
-            kind, detail = "expired", "lease expired"
-        case TaskRequeued(reason="not_started"):
-            kind, detail, attempt = "not_started", "not started by its start deadline", task.attempt + 1
+            kind, detail = "expired", event.detail or "lease expired"
+        case TaskRequeued() if task.status == "assigned":  # taken back before it started
+            kind, attempt = "not_started", task.attempt + 1
+            detail = event.detail or "not started by its start deadline"
         case TaskCancelled() if task.status in HOLDING_STATUSES:
             kind, detail = "cancelled", event.reason
             attempt = task.attempt if task.status == "running" else task.attempt + 1
@@ -222,7 +236,7 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
 
 
 def slots_of(agent: AgentView) -> int:
-    return agent.capacity if agent.enabled and agent.configured else 0
+    return agent.capacity if agent.in_service else 0
 
 
 def capacity_changes(before: Iterable[AgentView], after: Iterable[AgentView], seq: int,
@@ -271,6 +285,16 @@ def gate_state(event: QueueGateClosed | QueueGateOpened, at: str) -> str:
     return canonical_json({"detail": event.detail, "since": at})
 
 
+def evolve_service(agent: AgentView, event: AgentDrained | AgentEvicted | AgentRestored) -> AgentView:
+    """The agent after an operator took it out of service or put it back."""
+    match event:
+        case AgentDrained():
+            return replace(agent, out_of_service="drained")
+        case AgentEvicted():
+            return replace(agent, out_of_service="evicted")
+    return replace(agent, out_of_service=None)
+
+
 def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[AgentView]:
     """Every agent after a new control file: declared ones take its shape, the others
     stay (with their load) but leave the fleet."""
@@ -286,6 +310,7 @@ def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[
             timeout_seconds=spec.timeout_seconds,
             non_retryable_exit_codes=canonical_json(list(spec.non_retryable_exit_codes)),
             assigned=prior.assigned if prior else 0, running=prior.running if prior else 0,
+            out_of_service=prior.out_of_service if prior else None,
         ))
     for name, prior in old.items():
         if name not in declared and prior.configured:

@@ -14,11 +14,16 @@ from projections.sql import SqlProjection
 
 
 class Recorder:
-    """The write side of one transaction: the log and the projections it keeps."""
+    """The write side of one transaction: the log and the projections it keeps.
 
-    def __init__(self, log: SqliteStore, views: SqlProjection) -> None:
+    `now` is the time of the transaction, read once the write lock is held and never
+    earlier than the log's last event (`Workspace.write` sets it): commands decide with
+    it, and it is the time recorded in their events."""
+
+    def __init__(self, log: SqliteStore, views: SqlProjection, now: datetime | None = None) -> None:
         self.log = log
         self.views = views
+        self.now = now
 
     def catch_up(self) -> int:
         """Apply events the projections have not seen yet (after their checkpoint);
@@ -30,9 +35,14 @@ class Recorder:
         self.views.flush()
         return applied
 
-    def record(self, events: Sequence[Event], now: datetime) -> list[Recorded]:
-        """Append `events` at time `now` and fold them into the projections."""
-        sealed = self.log.append(events, now)
+    def record(self, events: Sequence[Event], at: datetime | None = None) -> list[Recorded]:
+        """Append `events` at the transaction's time (or `at`: a test or a benchmark
+        laying down a history; the store still never lets time run backwards) and fold
+        them into the projections."""
+        when = at or self.now
+        if when is None:
+            raise ValueError("Recorder.record: no time (the recorder was not opened by Workspace.write)")
+        sealed = self.log.append(events, when)
         fault_point("after_append")
         for rec in sealed:
             apply(self.views, rec)

@@ -302,21 +302,26 @@ class SqlProjection:
                  .order_by(TaskRow.doomed_by, TaskRow.task_id).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 
-    def overdue(self, now: str, limit: int) -> list[TaskView]:
-        """Assignments not started by their `start_by`, and leases past expiry."""
+    def overdue(self, now: str, limit: int, queue: str | None = None) -> list[TaskView]:
+        """Assignments not started by their `start_by`, and leases past expiry (of one
+        queue, or of all)."""
         self.flush()
         # `+status`: one ordered range of ix_tasks_due (only holding tasks have a
         # deadline), rather than two ranges of ix_tasks_deadline and a sort
         query = (select(*_TASK_COLUMNS)
                  .where(_UNINDEXED_STATUS.in_(("assigned", "running")), TaskRow.deadline <= now)
                  .order_by(TaskRow.deadline).limit(limit))
+        if queue is not None:  # `+`: still one ordered range of ix_tasks_due, filtered
+            query = query.where(literal_column("+tasks.queue") == queue)
         return [task_from_row(r) for r in self.session.execute(query)]
 
-    def running_on(self, host: str) -> list[TaskView]:
+    def running_on(self, host: str, queue: str | None = None) -> list[TaskView]:
         """Running attempts whose exec wrapper lives on `host` (at most the fleet's
-        capacity of them)."""
+        capacity of them), of one queue or of all."""
         self.flush()
         query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
+        if queue is not None:
+            query = query.where(TaskRow.queue == queue)
         return [task_from_row(r) for r in self.session.execute(query)]
 
     def ready_backlog(self, now: str) -> tuple[int, str | None]:
@@ -330,23 +335,23 @@ class SqlProjection:
         return count, oldest
 
     def oldest_queued(self, queue: str) -> str | None:
-        """When the longest-waiting queued task of `queue` was submitted."""
+        """Since when the longest-waiting queued task of `queue` has been ready."""
         self.flush()
-        return self.session.execute(select(func.min(TaskRow.submitted_at)).where(
+        return self.session.execute(select(func.min(TaskRow.ready_at)).where(
             TaskRow.queue == queue, TaskRow.status == "queued")).scalar()
 
     def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
-                   submitted_by: str | None = None) -> list[TaskView]:
+                   ready_by: str | None = None) -> list[TaskView]:
         """The best `limit` queued tasks of `queue` (by base priority) that may start at
         `now`: the unassigned ones, or those directed at one of `assignees`; with
-        `submitted_by`, only those submitted by then."""
+        `ready_by`, only those ready since then or earlier."""
         self.flush()
         if assignees is not None:  # one ordered index range per agent, merged in pick order
             targets = self.directed_at(queue) & set(assignees)
             found = [t for name in sorted(targets)
-                     for t in self._candidates(queue, now, limit, TaskRow.assignee == name, submitted_by)]
+                     for t in self._candidates(queue, now, limit, TaskRow.assignee == name, ready_by)]
             return sorted(found, key=lambda t: (-t.priority, -len(t.blocks), t.task_id))[:limit]
-        return self._candidates(queue, now, limit, TaskRow.assignee.is_(None), submitted_by)
+        return self._candidates(queue, now, limit, TaskRow.assignee.is_(None), ready_by)
 
     def directed_at(self, queue: str) -> set[str]:
         """The agents that queued tasks of `queue` are directed at (one step of
@@ -358,14 +363,14 @@ class SqlProjection:
         return set(self.session.execute(query).scalars())
 
     def _candidates(self, queue: str, now: str, limit: int, who: ColumnElement[bool],
-                    submitted_by: str | None) -> list[TaskView]:
+                    ready_by: str | None) -> list[TaskView]:
         due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
         query = (select(*_TASK_COLUMNS)
                  .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
                  .order_by(*PICK_ORDER).limit(limit))
-        if submitted_by is not None:
+        if ready_by is not None:
             # `+`: filter while reading ix_tasks_pick in order; as a plain term SQLite
             # would prefer the range of ix_tasks_age and sort every older queued task
-            query = query.where(literal_column("+tasks.submitted_at") <= submitted_by)
+            query = query.where(literal_column("+tasks.ready_at") <= ready_by)
         return [task_from_row(r) for r in self.session.execute(query)]
 

@@ -18,7 +18,7 @@ class TaskRow(SQLModel, table=True):
               text("unblocks DESC"), "task_id"),
         Index("ix_tasks_deadline", "status", "deadline"),
         Index("ix_tasks_due", "deadline"),  # overdue holding tasks, in deadline order
-        Index("ix_tasks_age", "queue", "status", "submitted_at"),
+        Index("ix_tasks_age", "queue", "status", "ready_at"),  # ageing counts from ready_at
         # an agent's tasks of one status in pick order: a claim takes the best one it
         # holds straight off the index, no sort
         Index("ix_tasks_agent", "agent", "status", text("priority DESC"), text("unblocks DESC"),
@@ -58,6 +58,11 @@ class TaskRow(SQLModel, table=True):
     ready_at: str | None = None
     assigned_at: str | None = None
     started_at: str | None = None
+    last_agent: str | None = None
+    dead_reason: str | None = None
+    progress_percent: float | None = None
+    progress_message: str | None = None
+    progress_at: str | None = None
 
 
 class AgentRow(SQLModel, table=True):
@@ -75,6 +80,7 @@ class AgentRow(SQLModel, table=True):
     non_retryable_exit_codes: str = "[]"
     assigned: int = 0
     running: int = 0
+    out_of_service: str | None = None
 
 
 class QueueCountRow(SQLModel, table=True):
@@ -157,7 +163,7 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 7
+PROJECTION_SCHEMA = 8
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      AgentRecordRow.__table__, OutcomeRow.__table__, CapacityRow.__table__,

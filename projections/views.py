@@ -56,6 +56,11 @@ class TaskView:
     ready_at: str | None = None  # when it last joined its queue ready to run (not_before counted)
     assigned_at: str | None = None  # when its current or last attempt was assigned
     started_at: str | None = None  # when its current or last attempt started
+    last_agent: str | None = None  # who ran (started) its latest attempt; kept once it ends
+    dead_reason: str | None = None  # why it was dead-lettered, while it is dead
+    progress_percent: float | None = None  # the current attempt's last reported progress
+    progress_message: str | None = None
+    progress_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +77,26 @@ class AgentView:
     non_retryable_exit_codes: str = "[]"  # JSON list: exit codes that dead-letter at once
     assigned: int = 0
     running: int = 0
+    out_of_service: str | None = None  # "drained" or "evicted" by an operator, until restored
 
     @property
     def load(self) -> int:
         return self.assigned + self.running
 
     @property
+    def in_service(self) -> bool:
+        """Whether it may get new work: enabled, in the control file, not drained or evicted."""
+        return self.enabled and self.configured and self.out_of_service is None
+
+    @property
     def free(self) -> int:
-        if not (self.enabled and self.configured):
+        if not self.in_service:
             return 0
         return max(self.capacity - self.load, 0)
 
 
 OUTCOMES: tuple[str, ...] = (
-    "succeeded", "failed", "expired", "cancelled", "not_started", "dead_lettered",
+    "succeeded", "failed", "expired", "cancelled", "not_started", "evicted", "dead_lettered",
 )
 
 

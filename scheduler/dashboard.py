@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventlog.timeutil import from_text
-from scheduler.queries import status_of
+from scheduler.queries import current_fleet, status_of
 from scheduler.workspace import Workspace
 
 RECENT = 10
@@ -16,7 +16,7 @@ RECENT = 10
 def snapshot(ws: Workspace) -> dict[str, Any]:
     now = ws.clock.now()
     with ws.read() as (_log, views):
-        doc = status_of(ws, views.counts(), views.all_agents(), views.meta())
+        doc = status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
         holding = views.holding()
         recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))
         done_last_hour = views.count_outcomes(now.timestamp() - 3600, ("succeeded",))

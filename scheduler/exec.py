@@ -90,9 +90,8 @@ class Outcome:
 def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt:
     """Start the assigned attempt in one write transaction: `TaskStarted` with the
     wrapper's pid and host, the argv, the working directory and a fresh lease."""
-    now = ws.clock.now()
     with ws.write() as recorder:
-        views = recorder.views
+        now, views = recorder.now, recorder.views
         task = views.get_task(task_id)
         if task is None:
             raise NotFound(f"no task {task_id}")
@@ -112,7 +111,7 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
             task_id=task_id, agent=task.agent, attempt=attempt, token_hash=hash_token(token),
             lease_expires_at=now + timedelta(seconds=ws.settings.lease_seconds), runner="exec",
             pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv), workdir=str(workdir),
-            log_path=str(log_path))], now)
+            log_path=str(log_path))])
     task_vars = {
         "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": task.agent,
         "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),

@@ -2,51 +2,146 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from eventlog.errors import NotFound, Refused
+from eventlog.errors import BadInput, ControlFileError, NotFound, Refused
 from eventlog.events import (
+    AgentDrained,
+    AgentEvicted,
+    AgentRestored,
     Event,
     SchedulerPaused,
     SchedulerResumed,
     TaskApproved,
     TaskCancelled,
     TaskCancelRequested,
+    TaskFailed,
     TaskRejected,
     TaskRequeued,
 )
+from eventlog.values import check_text
+from projections.recorder import Recorder
 from projections.sql import SqlProjection
-from projections.views import FINAL_STATUSES, TaskView
+from projections.views import FINAL_STATUSES, AgentView, TaskView
+from scheduler.tick import (
+    TickReport,
+    record_config_if_changed,
+    release_out_of_service,
+    settle,
+    stop_if_local,
+)
 from scheduler.workspace import Workspace
 
 
 def pause(ws: Workspace, by: str, reason: str | None = None) -> bool:
     """Pause assignment; False (nothing appended) if it already was paused."""
-    now = ws.clock.now()
+    _check_words(ws, by, reason)
     with ws.write() as recorder:
         if recorder.views.meta().get("paused"):
             return False
-        recorder.record([SchedulerPaused(by=by, reason=reason)], now)
+        recorder.record([SchedulerPaused(by=by, reason=reason)])
         return True
 
 
 def resume(ws: Workspace, by: str) -> bool:
     """Resume assignment; False (nothing appended) if it was not paused by an event.
     A stop file, if present, keeps assignment stopped until it is removed."""
-    now = ws.clock.now()
+    _check_words(ws, by)
     with ws.write() as recorder:
         if not recorder.views.meta().get("paused"):
             return False
-        recorder.record([SchedulerResumed(by=by)], now)
+        recorder.record([SchedulerResumed(by=by)])
         return True
 
 
+def _check_words(ws: Workspace, by: str, reason: str | None = None) -> None:
+    """Who and why, as the log can store them (BadInput before any write)."""
+    check_text(by, "--by", ws.settings.max_title_bytes)
+    check_text(reason, "--reason", ws.settings.max_title_bytes)
+
+
+@dataclass
+class ServiceChange:
+    """What taking an agent out of service (or back) did."""
+
+    agent: str
+    changed: bool  # False: it already was in that state, nothing was appended
+    out_of_service: str | None  # the agent's state afterwards
+    released: list[int] = field(default_factory=list)  # assignments sent back, not started
+    taken_back: list[int] = field(default_factory=list)  # running attempts stopped and requeued
+
+
+def _known_agent(ws: Workspace, recorder: Recorder, name: str) -> AgentView:
+    """The agent as projected; one only in the control file so far is recorded first."""
+    agent = recorder.views.get_agent(name)
+    if agent is None:
+        with contextlib.suppress(ControlFileError):
+            control = ws.registry().control
+            if any(a.name == name for a in control.agents):
+                record_config_if_changed(recorder, control)
+                agent = recorder.views.get_agent(name)
+    if agent is None:
+        raise BadInput(f"unknown agent {name!r}")
+    return agent
+
+
+def drain(ws: Workspace, name: str, by: str, reason: str | None = None) -> ServiceChange:
+    """Take an agent out of service gently: no new work; its assignments not yet
+    started go back to the queue; its running attempts finish."""
+    _check_words(ws, by, reason)
+    with ws.write() as recorder:
+        agent = _known_agent(ws, recorder, name)
+        if agent.out_of_service is not None:
+            return ServiceChange(name, False, agent.out_of_service)
+        recorder.record([AgentDrained(agent=name, by=by, reason=reason)])
+        report = TickReport()
+        release_out_of_service(recorder, [recorder.views.get_agent(name) or agent], report)
+        return ServiceChange(name, True, "drained", released=[int(i["task_id"]) for i in report.released])  # type: ignore[call-overload]
+
+
+def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> ServiceChange:
+    """Take an agent out of service now: no new work; its assignments go back to the
+    queue, and its running attempts are stopped (their processes on this host first)
+    and requeued at once for other agents, without using up an attempt."""
+    _check_words(ws, by, reason)
+    host = socket.gethostname()
+    why = f"{name} was evicted by {by}" + (f": {reason}" if reason else "")
+    with ws.write() as recorder:
+        views = recorder.views
+        agent = _known_agent(ws, recorder, name)
+        if agent.out_of_service == "evicted" and not agent.load:
+            return ServiceChange(name, False, "evicted")
+        recorder.record([AgentEvicted(agent=name, by=by, reason=reason)])
+        report = TickReport()
+        release_out_of_service(recorder, [views.get_agent(name) or agent], report)
+        taken_back = []
+        for task in views.tasks(status="running", agent=name):
+            stop_if_local(ws, recorder, task, host)
+            failure = TaskFailed(task_id=task.task_id, agent=name, attempt=task.attempt,
+                                 reason="evicted", error=why)
+            recorder.record(settle(ws, recorder, task, failure))
+            taken_back.append(task.task_id)
+        return ServiceChange(name, True, "evicted", [int(i["task_id"]) for i in report.released],  # type: ignore[call-overload]
+                             taken_back)
+
+
+def restore(ws: Workspace, name: str, by: str) -> ServiceChange:
+    """Put a drained or evicted agent back in service."""
+    _check_words(ws, by)
+    with ws.write() as recorder:
+        agent = _known_agent(ws, recorder, name)
+        if agent.out_of_service is None:
+            return ServiceChange(name, False, None)
+        recorder.record([AgentRestored(agent=name, by=by)])
+        return ServiceChange(name, True, None)
 
 
 def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = None) -> list[int]:
     """Put dead tasks back in their queues with fresh attempts: the given ones, or with
     `queue` every dead task of that queue. Returns the requeued ids."""
-    now = ws.clock.now()
     with ws.write() as recorder:
         views = recorder.views
         if queue is not None:
@@ -67,7 +162,7 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
                 parent = _existing(views, parent_id)
                 raise Refused(f"task {task_id} runs after task {parent_id}, which is "
                               f"{parent.status}: requeue {parent_id} first (or both)")
-        recorder.record([TaskRequeued(task_id=t, reason="operator") for t in chosen], now)
+        recorder.record([TaskRequeued(task_id=t, reason="operator") for t in chosen])
         return chosen
 
 
@@ -85,23 +180,23 @@ def cancel(ws: Workspace, task_id: int, by: str, reason: str | None = None) -> s
     """Cancel a task: at once unless it runs; a running one is marked cancelling and
     ends when its runner learns it (heartbeat) or its lease expires. Returns the
     task's status afterwards ("cancelled", or "running" while cancelling)."""
-    now = ws.clock.now()
+    _check_words(ws, by, reason)
     with ws.write() as recorder:
         task = _existing(recorder.views, task_id)
         if task.status in FINAL_STATUSES:
             raise Refused(f"task {task_id} is already {task.status}")
         if task.status == "running":
             if not task.cancelling:
-                recorder.record([TaskCancelRequested(task_id=task_id, by=by, reason=reason)], now)
+                recorder.record([TaskCancelRequested(task_id=task_id, by=by, reason=reason)])
             return "running"
-        recorder.record([TaskCancelled(task_id=task_id, by=by, reason=reason)], now)
+        recorder.record([TaskCancelled(task_id=task_id, by=by, reason=reason)])
         return "cancelled"
 
 
 def decide_approval(ws: Workspace, task_ids: Sequence[int], by: str, approve: bool,
                     reason: str | None = None) -> list[int]:
     """Approve (to the queue) or reject (cancelled) tasks waiting for approval."""
-    now = ws.clock.now()
+    _check_words(ws, by, reason)
     with ws.write() as recorder:
         events: list[Event] = []
         task_ids = list(dict.fromkeys(task_ids))  # each once, in the order given
@@ -111,7 +206,7 @@ def decide_approval(ws: Workspace, task_ids: Sequence[int], by: str, approve: bo
                 raise Refused(f"task {task_id} is {task.status}, not awaiting approval")
             events.append(TaskApproved(task_id=task_id, by=by) if approve
                           else TaskRejected(task_id=task_id, by=by, reason=reason))
-        recorder.record(events, now)
+        recorder.record(events)
         return list(task_ids)
 
 

@@ -38,12 +38,29 @@ class PlanPolicy:
         return self.fingerprints.get(queue, self.default_fingerprint)
 
 
+def waited_seconds(task: TaskView, now: datetime) -> float:
+    """How long the task has waited to start since it last became ready to run: up to
+    `now` while it is queued, up to its latest assignment once it has one (so the wait
+    of a task that ran stops growing), up to its last change if it ended unassigned;
+    0 while it is not ready (blocked, awaiting approval, not_before still ahead)."""
+    if task.ready_at is None:
+        return 0.0
+    if task.status == "queued":
+        end = now
+    elif task.assigned_at is not None and task.assigned_at >= task.ready_at:
+        end = from_text(task.assigned_at)
+    else:
+        end = from_text(task.updated_at)
+    return max(0.0, (end - from_text(task.ready_at)).total_seconds())
+
+
 def age_boost(task: TaskView, now: datetime, boost_seconds: float, cap: int) -> int:
-    """Priority points a task has gained by waiting since it was submitted."""
+    """Priority points a task has gained by waiting since it became ready to run
+    (not since it was submitted: time blocked, awaiting approval or delayed does not
+    count)."""
     if boost_seconds <= 0 or cap <= 0:
         return 0
-    waited = (now - from_text(task.submitted_at)).total_seconds()
-    return max(0, min(cap, int(waited // boost_seconds)))
+    return max(0, min(cap, int(waited_seconds(task, now) // boost_seconds)))
 
 
 def effective_priority(task: TaskView, now: datetime, policy: PlanPolicy) -> int:
@@ -118,8 +135,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
         # and a tick makes a thousand of these in one transaction
         decision = AssignmentDecision.model_construct(
             priority=task.priority, effective_priority=effective_priority(task, now, policy),
-            waited_seconds=round(max(0.0, (now - from_text(task.ready_at or task.submitted_at))
-                                     .total_seconds()), 6),
+            waited_seconds=round(waited_seconds(task, now), 6),
             candidates=tuple(CandidateAgent.model_construct(agent=s.name, free=s.free, load=s.load,
                                                             success_rate=rate[s.name])
                              for s in ranked[:DECISION_LIST_CAP]),

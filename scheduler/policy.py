@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventlog.events import (
+    UNCOUNTED_FAILURES,
     Event,
     LeaseExpired,
     TaskCancelled,
@@ -18,26 +19,31 @@ from eventlog.events import (
 )
 from projections.views import TaskView
 
+MAX_SECONDS = 10 * 365 * 86400.0  # the longest duration a policy may name: ten years
+
 
 class QueuePolicy(BaseModel):
     """Retry and flow-control policy of one queue: `[queues.NAME]` in sched.toml. The
     retry and depth keys default to the top-level setting of the same name; the gate
     keys exist per queue only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    max_attempts: int = Field(default=3, ge=1)
-    backoff_base_seconds: float = Field(default=30.0, ge=0)
-    backoff_factor: float = Field(default=2.0, ge=1)
-    backoff_max_seconds: float = Field(default=3600.0, ge=0)
-    max_queue_depth: int = Field(default=10_000, ge=1)
-    age_boost_seconds: float = Field(default=600.0, ge=0)  # 0: no ageing
-    age_boost_max: int = Field(default=10, ge=0)
+    max_attempts: int = Field(default=3, ge=1, le=1_000_000)
+    backoff_base_seconds: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
+    backoff_factor: float = Field(default=2.0, ge=1, le=1000)
+    backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)
+    max_queue_depth: int = Field(default=10_000, ge=1, le=2**63 - 1)
+    age_boost_seconds: float = Field(default=600.0, ge=0, le=MAX_SECONDS)  # 0: no ageing
+    age_boost_max: int = Field(default=10, ge=0, le=100)  # each point is a band the tick reads
     # a command (argv) that exits 0 while what the queue's work needs is available;
     # while it fails, ticks assign nothing from the queue
     gate: list[str] | None = Field(default=None, min_length=1)
-    gate_timeout_seconds: float = Field(default=10.0, gt=0)
-    gate_cache_seconds: float = Field(default=60.0, ge=0)
+    gate_timeout_seconds: float = Field(default=10.0, gt=0, le=MAX_SECONDS)
+    gate_cache_seconds: float = Field(default=60.0, ge=0, le=MAX_SECONDS)
+    # an agent program that is missing or not executable will not get better by itself:
+    # such a spawn error dead-letters the task at once unless this is true
+    retry_spawn_errors: bool = False
 
 
 def backoff_cap(attempts_used: int, policy: QueuePolicy) -> float:
@@ -61,6 +67,10 @@ def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired, now: date
     if task.cancelling:  # the attempt ended one way or another: the cancel completes
         return [failure, TaskCancelled(task_id=task.task_id, by="sched",
                                        reason="cancel requested while it ran")]
+    if isinstance(failure, TaskFailed) and failure.reason in UNCOUNTED_FAILURES:
+        # not the task's doing (an operator evicted its agent): back to the queue at once,
+        # and the attempt does not count against max_attempts
+        return [failure, TaskRequeued(task_id=task.task_id, reason="evicted", detail=failure.error)]
     if isinstance(failure, LeaseExpired):
         error, retryable, requeue_reason = "lease expired", True, "lease_expired"
     else:

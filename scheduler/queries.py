@@ -8,16 +8,17 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from eventlog.errors import BadInput, NotFound
+from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.apply import fold
+from projections.fold import evolve_fleet
 from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.gates import closed_gates
-from scheduler.plan import effective_priority, pick_order
+from scheduler.plan import effective_priority, pick_order, waited_seconds
 from scheduler.tick import plan_policy
 from scheduler.workspace import Workspace, describe_pause
 
@@ -42,13 +43,28 @@ def event_dict(rec: Recorded) -> dict[str, Any]:
             "data": json.loads(rec.data), "hash": rec.hash}
 
 
+def current_fleet(ws: Workspace, views: SqlProjection) -> list[AgentView]:
+    """The agents as the projections have them, updated with the control file as it is
+    now when that differs from the one last recorded (what the next tick will record:
+    so the fleet shows before the first tick, and right after an edit). An invalid
+    control file leaves the recorded fleet."""
+    agents = views.all_agents()
+    try:
+        control = ws.registry().control
+    except ControlFileError:
+        return agents
+    if views.meta().get("config_hash") == control.content_hash:
+        return agents
+    return sorted(evolve_fleet(agents, control.configured_event()), key=lambda a: a.name)
+
+
 def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
     """Queue depths and agent load, from the projection tables only; or, with `at` (a
     seq, or fixed-width UTC text), as they stood after that event, folded in memory
     from the log (the stop file, a present-day fact, is then not consulted)."""
     if at is None:
         with ws.read() as (_log, views):
-            return status_of(ws, views.counts(), views.all_agents(), views.meta())
+            return status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
     past = fold(replay(ws, until=at))
     return status_of(ws, past.counts, sorted(past.agents.values(), key=lambda a: a.name),
                      past.meta, present=False)
@@ -84,40 +100,50 @@ SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
 
 
 def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | None]:
-    """When each queued task may start, from its place among the ready queued tasks in
-    pick order that compete for the same slots (its queue's agents; for a directed task,
-    its agent's), the free slots of those agents now, and the rate at which the queue's
-    attempts ended over the last hour (each frees a slot): the first `free` start at the
-    next tick (now), the n-th after that `n / rate` later. A task whose `not_before` is
-    still ahead takes no place and starts no earlier than it. None when it cannot be
-    told: not queued, no slot freed in the last hour, or assignment paused or gated."""
+    """When each queued task may start. Walks the listed tasks in pick order, as a tick
+    would place them: a ready task takes a free slot of an agent that may run it (of its
+    queue's type, or its assignee; in service) if one is left, and starts at the next
+    tick (now); otherwise it waits behind the tasks already waiting for those agents,
+    the n-th of them n / rate after now, where rate is how often the queue's attempts
+    ended over the last hour (each frees a slot). A task whose `not_before` is still
+    ahead takes no place and starts no earlier than it. None when it cannot be told:
+    not queued, no agent in service can ever run it, no slot freed in the last hour,
+    or assignment paused or gated."""
     now = ws.clock.now()
     now_text = to_text(now)
     queues = sorted({t.queue for t in tasks if t.status == "queued"})
     with ws.read() as (_log, views):
-        meta, agents = views.meta(), views.all_agents()
+        meta, agents = views.meta(), current_fleet(ws, views)
         rates = {q: views.count_outcomes(now.timestamp() - THROUGHPUT_WINDOW_SECONDS, SLOT_FREEING, q)
                  / THROUGHPUT_WINDOW_SECONDS for q in queues}
     stopped = describe_pause(meta.get("paused"), ws.stop_file) is not None
     closed = closed_gates(meta)
-    free = {q: sum(a.free for a in agents if a.type == q) for q in queues}
-    free |= {a.name: a.free for a in agents}  # per agent, for directed tasks
-    place: dict[str, int] = {}  # queue or agent -> ready tasks ahead
+    serving = {a.name: a for a in agents if a.in_service and a.capacity > 0}
+    free = {name: a.free for name, a in serving.items()}
+    waiting: dict[str, int] = {}  # queue or agent -> ready tasks already waiting for a slot
     estimates: dict[int, str | None] = {}
     for task in tasks:  # already in pick order
         estimates[task.task_id] = None
         if task.status != "queued" or stopped or task.queue in closed:
             continue
+        able = [name for name, a in serving.items() if a.type == task.queue
+                and (task.assignee is None or name == task.assignee)]
+        if not able:
+            continue  # no agent in service can ever run it
+        ready = task.not_before is None or task.not_before <= now_text
         pool = task.assignee or task.queue
-        ahead = place.get(pool, 0) - free.get(pool, 0)  # tasks that must end before a slot frees
-        if task.not_before is None or task.not_before <= now_text:
-            place[pool] = place.get(pool, 0) + 1
-        if ahead < 0:
+        best = max(able, key=lambda name: free[name])
+        if free[best] > 0:  # a slot is free: it starts at the next tick (or at its not_before)
+            if ready:
+                free[best] -= 1
             start = now
-        elif rates[task.queue] > 0:
-            start = now + timedelta(seconds=(ahead + 1) / rates[task.queue])
         else:
-            continue
+            ahead = waiting.get(pool, 0)
+            if ready:
+                waiting[pool] = ahead + 1
+            if rates[task.queue] <= 0:
+                continue
+            start = now + timedelta(seconds=(ahead + 1) / rates[task.queue])
         text = to_text(start)
         estimates[task.task_id] = max(text, task.not_before) if task.not_before else text
     return estimates
@@ -129,7 +155,7 @@ def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, An
     now, policy = ws.clock.now(), plan_policy(ws.settings)
     starts = estimated_starts(ws, tasks)
     return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
-                        "waited_seconds": round((now - from_text(t.submitted_at)).total_seconds(), 3),
+                        "waited_seconds": round(waited_seconds(t, now), 3),
                         "estimated_start": starts[t.task_id]} for t in tasks}
 
 

@@ -11,12 +11,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventlog.errors import ControlFileError
-from eventlog.events import AgentRecord, AgentsConfigured, strict_json_loads
+from eventlog.events import AgentRecord, AgentsConfigured
+from eventlog.values import text_problem
 
+MAX_CAPACITY = 1_000_000  # slots of one agent
+MAX_TIMEOUT_SECONDS = 365 * 86400.0
 DEFAULT_AGENTS = [
     {"agentName": "dev-1", "agentType": "dev", "maxConcurrency": 2},
     {"agentName": "qa-1", "agentType": "qa", "maxConcurrency": 1},
@@ -26,21 +30,33 @@ DEFAULT_AGENTS = [
 class AgentSpec(BaseModel):
     """One entry of the control file, as users write it."""
 
-    model_config = ConfigDict(frozen=True, extra="allow", strict=True)
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True, allow_inf_nan=False)
 
-    name: str = Field(alias="agentName", min_length=1)
-    type: str = Field(alias="agentType", min_length=1)
-    capacity: int = Field(default=1, alias="maxConcurrency", ge=0)
+    name: str = Field(alias="agentName", min_length=1, max_length=256)
+    type: str = Field(alias="agentType", min_length=1, max_length=256)
+    capacity: int = Field(default=1, alias="maxConcurrency", ge=0, le=MAX_CAPACITY)
     enabled: bool = True
     command: list[str] | None = None
-    timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0)
-    non_retryable_exit_codes: list[int] = Field(default=[], alias="nonRetryableExitCodes")
+    timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0,
+                                          le=MAX_TIMEOUT_SECONDS)
+    non_retryable_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default=[], alias="nonRetryableExitCodes")
+
+    @field_validator("name", "type", mode="before")
+    @classmethod
+    def _storable_name(cls, value: object) -> object:
+        if isinstance(value, str) and (problem := text_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("command")
     @classmethod
     def _argv_not_empty(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("command must be a non-empty argv list")
+        for arg in value or ():
+            if (problem := text_problem(arg)) is not None or "\0" in arg:
+                raise ValueError(f"command argument {arg!r}: {problem or 'contains a NUL byte'}")
         return value
 
     def record(self) -> AgentRecord:
@@ -83,10 +99,18 @@ def find_control_file(candidates: Sequence[Path]) -> Path:
         "`sched agents validate --fix` writes a default one")
 
 
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def parse_control_file(path: Path, text: str) -> ControlFile:
     """Validate the text of a control file; raise `ControlFileError` naming the problem."""
     try:
-        raw = strict_json_loads(text)
+        # numbers that overflow (1e400) stay infinity here, so that the field holding one
+        # is named by the validation below; the NaN and Infinity literals are refused
+        raw = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ControlFileError(f"{path}: not valid JSON: nested too deeply") from None
     except ValueError as e:
         raise ControlFileError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(raw, list):

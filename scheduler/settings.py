@@ -11,51 +11,75 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventlog.errors import BadInput
-from scheduler.policy import QueuePolicy
+from scheduler.policy import MAX_SECONDS, QueuePolicy
 from scheduler.webhook_config import WebhookConfig
 
 ENV_PREFIX = "SCHED_"
+MAX_COUNT = 2**63 - 1
 
 
 class Settings(BaseSettings):
     """Every tunable of sched, validated. Values come from `load_settings`."""
 
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere; every duration is at most MAX_SECONDS
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     home: Path = Field(default=Path("."), description="working directory of sched")
     db: Path | None = Field(default=None, description="database file (default HOME/sched.db)")
     agent_control_file: Path | None = Field(
         default=None, description="agent control file (default: searched under HOME)")
-    lease_seconds: float = Field(default=300.0, gt=0,
+    lease_seconds: float = Field(le=MAX_SECONDS, default=300.0, gt=0,
                                  description="lease length of a running attempt")
     start_deadline_seconds: float = Field(
-        default=120.0, gt=0, description="time an assignment has to start before it is taken back")
-    max_attempts: int = Field(default=3, ge=1, description="attempts of a task unless submitted otherwise")
-    tick_interval_seconds: float = Field(default=10.0, gt=0,
+        le=MAX_SECONDS, default=120.0, gt=0,
+        description="time an assignment has to start before it is taken back")
+    max_attempts: int = Field(default=3, ge=1, le=1_000_000,
+                              description="attempts of a task unless submitted otherwise")
+    tick_interval_seconds: float = Field(le=MAX_SECONDS, default=10.0, gt=0,
                                          description="daemon tick interval")
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
         default="NORMAL", description="SQLite durability: FULL survives power loss")
-    busy_timeout_ms: int = Field(default=30_000, ge=0,
+    busy_timeout_ms: int = Field(default=30_000, ge=0, le=2**31 - 1,
                                  description="how long a writer waits for the write lock")
     backoff_base_seconds: float = Field(
-        default=30.0, ge=0, description="retry delay cap after the first failed attempt")
-    backoff_factor: float = Field(default=2.0, ge=1, description="growth of the delay cap per attempt")
-    backoff_max_seconds: float = Field(default=3600.0, ge=0, description="largest retry delay")
+        le=MAX_SECONDS, default=30.0, ge=0, description="retry delay cap after the first failed attempt")
+    backoff_factor: float = Field(default=2.0, ge=1, le=1000,
+        description="growth of the delay cap per attempt")
+    backoff_max_seconds: float = Field(le=MAX_SECONDS, default=3600.0, ge=0,
+        description="largest retry delay")
     age_boost_seconds: float = Field(
-        default=600.0, ge=0,
+        le=MAX_SECONDS, default=600.0, ge=0,
         description="a queued task gains one priority point per this long waited (0: off)")
-    age_boost_max: int = Field(default=10, ge=0, description="most points a task gains by waiting")
+    age_boost_max: int = Field(default=10, ge=0, le=100,
+        description="most points a task gains by waiting")
     max_queue_depth: int = Field(
-        default=10_000, ge=1, description="open tasks a queue may hold; a submit beyond is refused")
+        default=10_000, ge=1, le=MAX_COUNT,
+        description="open tasks a queue may hold; a submit beyond is refused")
+    max_payload_bytes: int = Field(
+        default=1024 * 1024, ge=1, le=1024**3,
+        description="largest payload or result (its JSON, in bytes); larger ones are refused")
+    max_title_bytes: int = Field(
+        default=1024, ge=1, le=1024**2,
+        description="longest title, queue, agent or type name, idempotency key, by or reason (bytes)")
+    max_message_bytes: int = Field(
+        default=4096, ge=1, le=1024**2,
+        description="longest error or progress message (bytes); an agent's own output is cut to it")
+    progress_min_interval_seconds: float = Field(
+        le=MAX_SECONDS, default=5.0, ge=0,
+        description="progress reports of one task closer together than this are not recorded")
+    agent_log_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=2**40,
+        description="agent.log of an attempt is rotated to agent.log.1 when it reaches this size")
     health_interval_seconds: float = Field(
-        default=60.0, gt=0, description="how often the daemon runs the health checks, when a "
+        le=MAX_SECONDS, default=60.0, gt=0, description="how often the daemon runs the health checks, when a "
         "webhook subscribes to health.changed")
     health_window_seconds: float = Field(
-        default=3600.0, gt=0, description="window of the error-rate and lease-expiry health checks")
+        le=MAX_SECONDS, default=3600.0, gt=0,
+        description="window of the error-rate and lease-expiry health checks")
     health_tick_degraded_intervals: float = Field(
         default=3.0, gt=0, description="health: degraded when the last tick is older than this "
         "many tick intervals")
@@ -63,34 +87,41 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="health: unhealthy when the last tick is older than this "
         "many tick intervals")
     health_backlog_degraded: int = Field(
-        default=1000, ge=1, description="health: degraded when a queue holds this many queued tasks")
+        default=1000, ge=1, le=MAX_COUNT,
+        description="health: degraded when a queue holds this many queued tasks")
     health_backlog_unhealthy: int = Field(
-        default=5000, ge=1, description="health: unhealthy when a queue holds this many queued tasks")
+        default=5000, ge=1, le=MAX_COUNT,
+        description="health: unhealthy when a queue holds this many queued tasks")
     health_error_rate_degraded: float = Field(
         default=0.25, ge=0, le=1, description="health: degraded at this share of failed attempts")
     health_error_rate_unhealthy: float = Field(
         default=0.5, ge=0, le=1, description="health: unhealthy at this share of failed attempts")
     health_error_rate_min_attempts: int = Field(
-        default=5, ge=1, description="health: attempts the window needs before its error rate counts")
+        default=5, ge=1, le=MAX_COUNT,
+        description="health: attempts the window needs before its error rate counts")
     health_stall_degraded_seconds: float = Field(
-        default=1800.0, gt=0, description="health: degraded when work is queued and nothing "
+        le=MAX_SECONDS, default=1800.0, gt=0, description="health: degraded when work is queued and nothing "
         "succeeded for this long")
     health_stall_unhealthy_seconds: float = Field(
-        default=7200.0, gt=0, description="health: unhealthy when work is queued and nothing "
+        le=MAX_SECONDS, default=7200.0, gt=0, description="health: unhealthy when work is queued and nothing "
         "succeeded for this long")
     health_expiries_degraded: int = Field(
-        default=3, ge=1, description="health: degraded at this many lease expiries in the window")
+        default=3, ge=1, le=MAX_COUNT,
+        description="health: degraded at this many lease expiries in the window")
     health_expiries_unhealthy: int = Field(
-        default=10, ge=1, description="health: unhealthy at this many lease expiries in the window")
+        default=10, ge=1, le=MAX_COUNT,
+        description="health: unhealthy at this many lease expiries in the window")
     queues: dict[str, dict[str, object]] = Field(
         default={}, description="per-queue overrides: [queues.NAME] tables in sched.toml")
     exec_timeout_seconds: float = Field(
-        default=3600.0, gt=0, description="run time of an agent command before it is stopped "
+        le=MAX_SECONDS, default=3600.0, gt=0, description="run time of an agent command before it is stopped "
         "(per agent: timeoutSeconds in the control file)")
     kill_grace_seconds: float = Field(
-        default=10.0, ge=0, description="time between SIGTERM and SIGKILL when stopping an agent")
+        le=MAX_SECONDS, default=10.0, ge=0,
+        description="time between SIGTERM and SIGKILL when stopping an agent")
     exec_sample_seconds: float = Field(
-        default=1.0, gt=0, description="how often the exec wrapper samples its agent's memory")
+        le=MAX_SECONDS, default=1.0, gt=0,
+        description="how often the exec wrapper samples its agent's memory")
     exec_env_allowlist: list[str] = Field(
         default=["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
                  "TERM"],
@@ -99,17 +130,19 @@ class Settings(BaseSettings):
     webhooks: list[WebhookConfig] = Field(
         default=[], description="URLs that receive events: [[webhooks]] tables in sched.toml")
     webhook_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="how long a webhook POST may wait to connect or for an answer")
-    webhook_max_attempts: int = Field(default=10, ge=1,
+        le=MAX_SECONDS, default=5.0, gt=0,
+        description="how long a webhook POST may wait to connect or for an answer")
+    webhook_max_attempts: int = Field(default=10, ge=1, le=MAX_COUNT,
                                       description="POSTs of one delivery before it is given up")
     webhook_backoff_base_seconds: float = Field(
-        default=10.0, ge=0, description="delay cap before the second POST of a delivery")
-    webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0,
+        le=MAX_SECONDS, default=10.0, ge=0, description="delay cap before the second POST of a delivery")
+    webhook_backoff_max_seconds: float = Field(le=MAX_SECONDS, default=3600.0, ge=0,
                                                description="largest delay between POSTs of a delivery")
-    webhook_interval_seconds: float = Field(default=5.0, gt=0,
+    webhook_interval_seconds: float = Field(le=MAX_SECONDS, default=5.0, gt=0,
                                             description="how often the daemon delivers webhooks")
     webhook_retention_days: float = Field(
-        default=7.0, gt=0, description="how long delivered and given-up webhook rows stay in the outbox")
+        default=7.0, gt=0, le=MAX_SECONDS / 86400,
+        description="how long delivered and given-up webhook rows stay in the outbox")
 
     @field_validator("exec_env_allowlist", mode="before")
     @classmethod
@@ -124,11 +157,23 @@ class Settings(BaseSettings):
         # value came from; the model only validates.
         return (init_settings,)
 
+    # (id of the Settings that filled it, queue -> its policy): built once per Settings,
+    # which are frozen; a model_copy (which may change a policy field) starts afresh
+    _policies: tuple[int, dict[str, QueuePolicy]] = PrivateAttr(default=(0, {}))
+
     def queue_policy(self, queue: str) -> QueuePolicy:
-        """The policy of `queue`: its `[queues.NAME]` keys over the top-level settings."""
-        defaults = {name: getattr(self, name) for name in QueuePolicy.model_fields
-                    if name in type(self).model_fields}
-        return QueuePolicy(**{**defaults, **self.queues.get(queue, {})})
+        """The policy of `queue`: its `[queues.NAME]` keys over the top-level settings
+        (built on first use, then kept: a pass asks for it once per task it touches)."""
+        owner, cache = self._policies
+        if owner != id(self):
+            cache = {}
+            self._policies = (id(self), cache)
+        policy = cache.get(queue)
+        if policy is None:
+            defaults = {name: getattr(self, name) for name in QueuePolicy.model_fields
+                        if name in type(self).model_fields}
+            policy = cache[queue] = QueuePolicy(**{**defaults, **self.queues.get(queue, {})})
+        return policy
 
     @model_validator(mode="after")
     def _queue_tables_are_valid(self) -> Settings:

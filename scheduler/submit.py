@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from eventlog.errors import BadInput, Refused
-from eventlog.events import INT64_MAX, TaskSubmitted, strict_json_loads
+from eventlog.events import TaskSubmitted
+from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import SqlProjection
 from scheduler.registry import AgentRegistry
+from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 
 
 class TaskSpec(BaseModel):
-    """What a user submits (one CLI call, or one line of a `--file` batch)."""
+    """What a user submits (one CLI call, or one line of a `--file` batch). As strict
+    as the control file: `"5"` is not a number, `1` is not a boolean."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    queue: str = Field(min_length=1)
-    title: str = Field(min_length=1)
-    priority: int = Field(default=0, ge=-INT64_MAX, le=INT64_MAX)
-    assignee: str | None = None
+    queue: StrictStr = Field(min_length=1)
+    title: StrictStr = Field(min_length=1)
+    priority: StrictInt = Field(default=0, ge=-INT64_MAX, le=INT64_MAX)
+    assignee: StrictStr | None = None
     payload: Any = None
-    max_attempts: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_attempts: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     not_before: AwareDatetime | None = None
+    idempotency_key: StrictStr | None = Field(default=None, min_length=1)
+    requires_approval: StrictBool = False
+    after: list[Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]] = []  # tasks that must succeed first
+    task_type: StrictStr | None = Field(default=None, alias="type", min_length=1)
 
     @field_validator("not_before")
     @classmethod
@@ -38,10 +55,21 @@ class TaskSpec(BaseModel):
                                       <= datetime(9999, 1, 1, tzinfo=UTC)):
             raise ValueError("must lie between 1970 and 9999")
         return value
-    idempotency_key: str | None = Field(default=None, min_length=1)
-    requires_approval: bool = False
-    after: list[Annotated[int, Field(ge=1, le=INT64_MAX)]] = []  # tasks that must succeed first
-    task_type: str | None = Field(default=None, alias="type", min_length=1)
+
+    @field_validator("queue", "title", "assignee", "idempotency_key", "task_type", mode="before")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        if isinstance(value, str) and (problem := text_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    def check_sizes(self, settings: Settings, where: str) -> None:
+        """The limits of the settings: title, the short names, the payload's JSON."""
+        prefix = f"{where}: " if where else ""
+        check_text(self.title, f"{prefix}title", settings.max_title_bytes)
+        for name in ("queue", "assignee", "idempotency_key", "task_type"):
+            check_text(getattr(self, name), f"{prefix}{name}", settings.max_title_bytes)
+        check_json(self.payload, f"{prefix}payload", settings.max_payload_bytes)
 
 
 @dataclass(frozen=True)
@@ -72,30 +100,29 @@ def parse_spec(raw: object, where: str) -> TaskSpec:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "task"
-        raise BadInput(f"{where}: {loc}: {err['msg']}") from e
+        raise BadInput(f"{where}: {loc}: {err['msg'].removeprefix('Value error, ')}") from e
+
+
+STDIN = Path("-")
 
 
 def read_batch(path: Path) -> list[tuple[str, TaskSpec]]:
-    """Parse a JSONL file of task specs, each with its `path:line` for later errors;
-    the first bad line is named in the error."""
+    """Parse a JSONL file of task specs (`-`: standard input), each with its
+    `path:line` for later errors; the first bad line is named in the error."""
+    name = "stdin" if path == STDIN else str(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = sys.stdin.buffer.read() if path == STDIN else path.read_bytes()
+        lines = data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: cannot read: {e}") from e
+        raise BadInput(f"{name}: cannot read: {e}") from e
     specs = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            raw = strict_json_loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{path}:{number}: not valid JSON: {e.msg}") from e
-        except ValueError as e:
-            raise BadInput(f"{path}:{number}: {e}") from e
-        where = f"{path}:{number}"
-        specs.append((where, parse_spec(raw, where)))
+        where = f"{name}:{number}"
+        specs.append((where, parse_spec(parse_json(line, where), where)))
     if not specs:
-        raise BadInput(f"{path}: no tasks in file")
+        raise BadInput(f"{name}: no tasks in file")
     return specs
 
 
@@ -123,24 +150,29 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
     registry = ws.registry()
     types = registry.get_all_types()
     for index, spec in enumerate(specs):
-        check_against_fleet(spec, registry, wheres[index] if wheres else "", types)
+        where = wheres[index] if wheres else ""
+        spec.check_sizes(ws.settings, where)
+        check_against_fleet(spec, registry, where, types)
     default_attempts = {q: ws.settings.queue_policy(q).max_attempts for q in {s.queue for s in specs}}
-    now = ws.clock.now()
     with ws.write() as recorder:
         views = recorder.views
         next_id = views.next_task_id()
         results: list[Submitted] = []
-        keys: dict[str, int] = {}
+        keys: dict[str, tuple[int, str]] = {}  # idempotency key -> (task id, queue)
         events = []
         for spec in specs:
             key = spec.idempotency_key
-            earlier = keys.get(key) if key else None
-            if key and earlier is None:
-                found = views.task_by_idempotency_key(key)
-                earlier = found.task_id if found else None
-            if earlier is not None:
-                results.append(Submitted(earlier, created=False))
-                continue
+            if key:
+                earlier = keys.get(key)
+                if earlier is None and (found := views.task_by_idempotency_key(key)) is not None:
+                    earlier = (found.task_id, found.queue)
+                if earlier is not None:
+                    if earlier[1] != spec.queue:
+                        raise BadInput(f"idempotency key {key!r} already names task {earlier[0]} of "
+                                       f"queue {earlier[1]!r}, not a task of {spec.queue!r}; "
+                                       "nothing submitted")
+                    results.append(Submitted(earlier[0], created=False))
+                    continue
             check_after(views, spec.after)
             events.append(TaskSubmitted(
                 task_id=next_id, queue=spec.queue, title=spec.title, priority=spec.priority,
@@ -150,11 +182,11 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                 requires_approval=spec.requires_approval, after=tuple(spec.after),
                 task_type=spec.task_type))
             if key:
-                keys[key] = next_id
+                keys[key] = (next_id, spec.queue)
             results.append(Submitted(next_id, created=True))
             next_id += 1
         check_queue_depth(ws, views.counts(), events)  # raises: the transaction rolls back
-        recorder.record(events, now)
+        recorder.record(events)
     return results
 
 

@@ -1,5 +1,7 @@
-"""One scheduler pass: record a changed control file, take back what is overdue,
-plan, and append the assignments, all inside one write transaction."""
+"""One scheduler pass, read top to bottom: gather what the pass needs (the control
+file, the policies, the gates that are due), then in one write transaction take back
+what is overdue and plan and record the assignments, then start the push agents'
+commands after the commit."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from eventlog.events import (
     TaskDeadLettered,
     TaskFailed,
     TaskRequeued,
+    TaskStarted,
 )
 from eventlog.faults import fault_point
 from eventlog.timeutil import from_text, to_text
@@ -27,6 +30,7 @@ from projections.fold import canonical_json
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
+from scheduler import containment
 from scheduler.gates import (
     GateResult,
     check_gates,
@@ -63,17 +67,18 @@ class TickReport:
     paused: dict[str, object] | None = None
     spawned: list[int] = field(default_factory=list)
     gates_closed: list[str] = field(default_factory=list)
+    released: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def did_something(self) -> bool:
-        return bool(self.assigned or self.expired or self.config_recorded)
+        return bool(self.assigned or self.expired or self.config_recorded or self.released)
 
 
-def record_config_if_changed(recorder: Recorder, control: ControlFile, now: datetime) -> bool:
+def record_config_if_changed(recorder: Recorder, control: ControlFile) -> bool:
     """Append `AgentsConfigured` when the control file differs from the recorded one."""
     if recorder.views.meta().get("config_hash") == control.content_hash:
         return False
-    recorder.record([control.configured_event()], now)
+    recorder.record([control.configured_event()])
     return True
 
 
@@ -85,39 +90,103 @@ def earlier_errors(recorder: Recorder, task_id: int) -> list[str]:
         if isinstance(event, TaskFailed):
             errors.append(event.error)
         elif isinstance(event, LeaseExpired):
-            errors.append("lease expired")
+            errors.append(event.detail or "lease expired")
     return errors
 
 
-def settle(ws: Workspace, recorder: Recorder, task: TaskView, failure: TaskFailed | LeaseExpired,
-           now: datetime) -> list[Event]:
+def settle(ws: Workspace, recorder: Recorder, task: TaskView,
+           failure: TaskFailed | LeaseExpired) -> list[Event]:
     """`settle_failure` with the queue's policy, a fresh random draw for the jitter and
     the task's earlier errors (the shell's part: randomness and reads)."""
-    return settle_failure(task, failure, now, ws.settings.queue_policy(task.queue), ws.rng.random(),
-                          earlier_errors(recorder, task.task_id))
+    return settle_failure(task, failure, recorder.now, ws.settings.queue_policy(task.queue),
+                          ws.rng.random(), earlier_errors(recorder, task.task_id))
 
 
-def take_back_overdue(ws: Workspace, recorder: Recorder, now: datetime, report: TickReport) -> None:
-    """Requeue assignments not started by `start_by`; expire leases past their expiry."""
-    now_text = to_text(now)
-    while batch := recorder.views.overdue(now_text, OVERDUE_BATCH):
+def started_event(recorder: Recorder, task: TaskView) -> TaskStarted | None:
+    """The `TaskStarted` of the task's current attempt (for its cgroup and argv)."""
+    for rec in reversed(recorder.log.read_stream(f"task-{task.task_id}")):
+        if rec.type == "TaskStarted":
+            event = rec.event
+            return event if isinstance(event, TaskStarted) and event.attempt == task.attempt else None
+    return None
+
+
+def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) -> None:
+    """Before a running attempt is taken back: if its exec wrapper runs on this host,
+    stop the wrapper and every process of the attempt, so nothing of it outlives it
+    (an attempt on another host is fenced by its lease: its wrapper stops its agent when
+    a heartbeat is refused)."""
+    if task.status != "running" or task.host != host or task.pid is None:
+        return
+    started = started_event(recorder, task)
+    containment.stop_attempt(containment.AttemptRef.of(
+        task.task_id, task.attempt, ws.settings.db_path, task.pid,
+        started.cgroup if started is not None else None))
+
+
+def take_back(ws: Workspace, recorder: Recorder, task: TaskView, host: str, report: TickReport,
+              detail: str | None = None) -> None:
+    """Take back one holding task whose deadline passed (or whose wrapper is gone):
+    an assignment not started goes back to the queue without using an attempt; a
+    running attempt's lease expires (after its processes here are stopped) and the
+    failure policy decides between retry and dead letter."""
+    if task.status == "assigned":
+        recorder.record([TaskRequeued(task_id=task.task_id, reason="not_started")])
+        report.expired.append({"task_id": task.task_id, "agent": task.agent, "reason": "not_started"})
+        return
+    stop_if_local(ws, recorder, task, host)
+    expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "", attempt=task.attempt,
+                          detail=detail)
+    events = settle(ws, recorder, task, expiry)
+    report.expired.append({"task_id": task.task_id, "agent": task.agent,
+                           "reason": "wrapper_gone" if detail else "lease_expired"})
+    _count_outcome(report, task.task_id, events)
+    recorder.record(events)
+
+
+def take_back_overdue(ws: Workspace, recorder: Recorder, host: str, report: TickReport,
+                      queue: str | None = None) -> None:
+    """Requeue assignments not started by `start_by`; expire leases past their expiry
+    (of one queue, or of all)."""
+    now_text = to_text(recorder.now)
+    while batch := recorder.views.overdue(now_text, OVERDUE_BATCH, queue):
         for task in batch:
-            events: list[Event]
-            if task.status == "assigned":
-                events = [TaskRequeued(task_id=task.task_id, reason="not_started")]
-                report.expired.append({"task_id": task.task_id, "agent": task.agent,
-                                       "reason": "not_started"})
-            else:
-                expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "",
-                                      attempt=task.attempt)
-                events = settle(ws, recorder, task, expiry, now)
-                report.expired.append({"task_id": task.task_id, "agent": task.agent,
-                                       "reason": "lease_expired"})
-                _count_outcome(report, task.task_id, events)
-            recorder.record(events, now)
+            take_back(ws, recorder, task, host, report)
 
 
-def dead_letter_doomed(recorder: Recorder, now: datetime, report: TickReport) -> None:
+def reap_dead_wrappers(ws: Workspace, recorder: Recorder, host: str,
+                       alive: Callable[[int], bool], report: TickReport,
+                       queue: str | None = None) -> None:
+    """Expire running attempts whose exec wrapper, on this host, no longer exists: its
+    lease would only run out later, and nobody is left to renew it."""
+    for task in recorder.views.running_on(host, queue):
+        if task.pid is None or alive(task.pid):
+            continue
+        take_back(ws, recorder, task, host, report,
+                  detail=f"the sched exec wrapper (pid {task.pid} on {host}) is gone")
+
+
+def release_out_of_service(recorder: Recorder, agents: Sequence[AgentView], report: TickReport) -> None:
+    """Send back to the queue the assignments, not yet started, of agents that left
+    service (disabled, removed from the control file, drained or evicted): they would
+    only wait for their start deadline."""
+    for agent in agents:
+        if agent.in_service or not agent.assigned:
+            continue
+        why = why_out_of_service(agent)
+        held = recorder.views.tasks(status="assigned", agent=agent.name)
+        recorder.record([TaskRequeued(task_id=t.task_id, reason="released",
+                                      detail=f"{agent.name} {why}") for t in held])
+        report.released.extend({"task_id": t.task_id, "agent": agent.name, "why": why} for t in held)
+
+
+def why_out_of_service(agent: AgentView) -> str:
+    if agent.out_of_service is not None:
+        return f"was {agent.out_of_service} by an operator"
+    return "is disabled in the control file" if agent.configured else "left the control file"
+
+
+def dead_letter_doomed(recorder: Recorder, report: TickReport) -> None:
     """Dead-letter tasks that wait on a task that ended dead or cancelled; their own
     dependants follow in the next round, so a whole chain goes in one tick."""
     while doomed := recorder.views.doomed(OVERDUE_BATCH):
@@ -128,7 +197,7 @@ def dead_letter_doomed(recorder: Recorder, now: datetime, report: TickReport) ->
             events.append(TaskDeadLettered(task_id=task.task_id,
                                            reason=f"task {task.doomed_by} it runs after ended {ended}"))
             report.dead_lettered.append(task.task_id)
-        recorder.record(events, now)
+        recorder.record(events)
 
 
 def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) -> None:
@@ -161,7 +230,7 @@ def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
 
 
 def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None) -> list[str | None]:
-    """Submission cutoffs, one per age boost a task can have (up to what the oldest
+    """Ready-since cutoffs, one per age boost a task can have (up to what the oldest
     queued task has gained): a task among the best of its band by base priority is a
     candidate. The best by effective priority are then all among the union: a task
     that gained b points competes only with tasks that gained at least as many, and
@@ -196,28 +265,13 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
         exhausted = True
         for cutoff in bands:
             for assignees in (None, names):  # open to any agent, then directed at a free one
-                found = views.candidates(queue, now_text, limit, assignees, submitted_by=cutoff)
+                found = views.candidates(queue, now_text, limit, assignees, ready_by=cutoff)
                 exhausted = exhausted and len(found) < limit
                 candidates.update((t.task_id, t) for t in found)
         decisions = plan(pool, candidates.values(), now, policy, records)
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions
         limit *= 2
-
-
-def reap_dead_wrappers(ws: Workspace, recorder: Recorder, now: datetime, host: str,
-                       alive: Callable[[int], bool], report: TickReport) -> None:
-    """Expire running attempts whose exec wrapper, on this host, no longer exists: its
-    lease would only run out later, and nobody is left to renew it."""
-    for task in recorder.views.running_on(host):
-        if task.pid is None or alive(task.pid):
-            continue
-        expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "", attempt=task.attempt)
-        events = settle(ws, recorder, task, expiry, now)
-        report.expired.append({"task_id": task.task_id, "agent": task.agent,
-                               "reason": "wrapper_gone"})
-        _count_outcome(report, task.task_id, events)
-        recorder.record(events, now)
 
 
 def pid_alive(pid: int) -> bool:
@@ -250,37 +304,41 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     """One pass. With `dry_run`, the same work in a transaction that is rolled back.
     After the commit, starts `sched exec` for each assignment to an agent with a command."""
     started = time.perf_counter()
-    control = ws.registry().control  # validated before any write
-    now = ws.clock.now()
+    host = socket.gethostname()
     report = TickReport(dry_run=dry_run)
+    # gather, before the write lock: the control file (validated), the policy, the gates
+    control = ws.registry().control
     policy = plan_policy(ws.settings, control.content_hash)
-    push: list[int] = []
     reap_finished()  # wrappers this process started and that have exited
-    gate_results = run_due_gates(ws, now)  # before the write lock: gates may be slow
+    gate_results = run_due_gates(ws, ws.clock.now())  # gates may be slow: no lock held
     with ws.write(commit=not dry_run) as recorder:
-        report.config_recorded = record_config_if_changed(recorder, control, now)
-        take_back_overdue(ws, recorder, now, report)
-        reap_dead_wrappers(ws, recorder, now, socket.gethostname(), alive, report)
-        dead_letter_doomed(recorder, now, report)
-        report.paused = describe_pause(recorder.views.meta().get("paused"), ws.stop_file)
+        views, now = recorder.views, recorder.now
+        # take back: what is overdue, what lost its wrapper, what waits on the dead
+        report.config_recorded = record_config_if_changed(recorder, control)
+        take_back_overdue(ws, recorder, host, report)
+        reap_dead_wrappers(ws, recorder, host, alive, report)
+        release_out_of_service(recorder, views.all_agents(), report)
+        dead_letter_doomed(recorder, report)
+        # plan and record, queue by queue, unless paused or gated
+        report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
         if gate_results:
-            recorder.record(record_gates(recorder.views.session, recorder.views, gate_results, now), now)
-        closed = closed_gates(recorder.views.meta())
+            recorder.record(record_gates(views.session, views, gate_results, now))
+        closed = closed_gates(views.meta())
         report.gates_closed = sorted(closed)
-        agents = recorder.views.all_agents()
+        agents = views.all_agents()
         open_queues = {a.type for a in agents if a.free > 0} - set(closed)
         for queue in sorted(open_queues if report.paused is None else ()):
-            decisions = gather_and_plan(recorder.views, agents, queue, now, policy)
-            recorder.record(decisions, now)
+            decisions = gather_and_plan(views, agents, queue, now, policy)
+            recorder.record(decisions)
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
-        has_command = {a.name for a in agents if a.command is not None}
-        push = [item["task_id"] for item in report.assigned if item["agent"] in has_command]
-        note_tick(recorder.views.session, socket.gethostname(), os.getpid(), to_text(now),
+        note_tick(views.session, host, os.getpid(), to_text(now),
                   round((time.perf_counter() - started) * 1000, 3))
-    if not dry_run:
-        if push:
-            fault_point("after_commit_before_spawn")
-        for task_id in push:  # type: ignore[assignment]
+    # start, after the commit: the push agents' commands
+    has_command = {a.name for a in agents if a.command is not None}
+    push = [int(item["task_id"]) for item in report.assigned if item["agent"] in has_command]  # type: ignore[call-overload]
+    if push and not dry_run:
+        fault_point("after_commit_before_spawn")
+        for task_id in push:
             try:
                 ws.launcher(ws.settings, task_id)
                 report.spawned.append(task_id)

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-WebhookEvent = Literal["task.failed", "task.dead_lettered", "scheduler.paused", "health.changed"]
+WebhookEvent = Literal["task.failed", "task.dead_lettered", "task.progress", "scheduler.paused",
+                       "health.changed"]
 
 
 class WebhookConfig(BaseModel):

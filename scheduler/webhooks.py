@@ -41,6 +41,7 @@ from scheduler.workspace import Workspace
 EVENT_KINDS: dict[str, WebhookEvent] = {
     "TaskFailed": "task.failed",
     "TaskDeadLettered": "task.dead_lettered",
+    "TaskProgressed": "task.progress",
     "SchedulerPaused": "scheduler.paused",
 }
 USER_AGENT = f"sched/{version('sched')}"

@@ -1,4 +1,4 @@
-"""The runner protocol: claim, heartbeat, complete, fail.
+"""The runner protocol: claim, heartbeat, progress, complete, fail.
 
 A claim starts an attempt and hands out a lease token; only a hash of it is stored.
 Every later call must present the token of the current attempt before its lease
@@ -7,17 +7,37 @@ expires, or it is refused (exit 1) and nothing is appended.
 
 from __future__ import annotations
 
+import json
+import math
+import socket
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
-from eventlog.events import FailureReason, LeaseRenewed, TaskFailed, TaskStarted, TaskSucceeded
-from eventlog.timeutil import to_text
+from eventlog.events import (
+    FailureReason,
+    LeaseRenewed,
+    TaskFailed,
+    TaskProgressed,
+    TaskStarted,
+    TaskSucceeded,
+)
+from eventlog.timeutil import from_text, to_text
+from eventlog.values import check_json, check_text
 from projections.recorder import Recorder
 from projections.views import TaskView
 from scheduler.gates import closed_gates
-from scheduler.tick import gather_and_plan, plan_policy, record_config_if_changed, settle
+from scheduler.tick import (
+    TickReport,
+    gather_and_plan,
+    pid_alive,
+    plan_policy,
+    reap_dead_wrappers,
+    record_config_if_changed,
+    settle,
+    take_back_overdue,
+)
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.usage import Usage
 from scheduler.workspace import Workspace, describe_pause
@@ -25,18 +45,29 @@ from scheduler.workspace import Workspace, describe_pause
 
 @dataclass(frozen=True)
 class Claim:
-    """A started attempt: the task, and the secret its runner must present."""
+    """A started attempt: the task, the secret its runner must present, and the
+    document a front end hands to the runner (built, and checked to encode, before the
+    claim commits: a claim that could not be printed must not hold an attempt)."""
 
     task: TaskView
     token: str
     lease_expires_at: datetime
     attempt: int
+    document: dict[str, Any]
+
+
+def claim_document(task: TaskView, token: str, expires: datetime, attempt: int) -> dict[str, Any]:
+    return {"task_id": task.task_id, "token": token, "lease_expires_at": to_text(expires),
+            "attempt": attempt, "queue": task.queue, "title": task.title,
+            "priority": task.priority, "payload": json.loads(task.payload)}
 
 
 def claim(ws: Workspace, agent_name: str) -> Claim | None:
     """Start the best task already assigned to the agent; if none and it has a free
     slot (and assignment is not paused), assign and start one in the same
-    transaction. None when there is no work."""
+    transaction. None when there is no work. First, in its agent type, take back what
+    is overdue: a fleet of pull workers with no tick running still recovers from a dead
+    worker."""
     registry = ws.registry()
     spec = registry.get(agent_name)
     if spec is None:
@@ -44,10 +75,16 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
     if spec.command is not None:
         raise BadInput(f"agent {agent_name!r} has a command: sched runs its tasks itself "
                        "(`sched exec`); only agents without one claim work")
-    now = ws.clock.now()
     with ws.write() as recorder:
-        record_config_if_changed(recorder, registry.control, now)
+        now = recorder.now
+        record_config_if_changed(recorder, registry.control)
+        host, cleanup = socket.gethostname(), TickReport()
+        take_back_overdue(ws, recorder, host, cleanup, queue=spec.type)
+        reap_dead_wrappers(ws, recorder, host, pid_alive, cleanup, queue=spec.type)
         views = recorder.views
+        me = views.get_agent(agent_name)
+        if me is not None and me.out_of_service is not None:
+            return None  # drained or evicted: it gets no work until restored
         held = views.tasks(status="assigned", agent=agent_name, limit=1)
         if held:
             task = held[0]
@@ -60,7 +97,7 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
             decisions = gather_and_plan(views, views.all_agents(), spec.type, now, policy)[:1]
             if not decisions:
                 return None
-            recorder.record(decisions, now)
+            recorder.record(decisions)
             task = views.get_task(decisions[0].task_id)
             assert task is not None
         token = new_token()
@@ -68,10 +105,19 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         attempt = task.attempt + 1
         recorder.record([TaskStarted(task_id=task.task_id, agent=agent_name, attempt=attempt,
                                      token_hash=hash_token(token), lease_expires_at=expires,
-                                     runner="worker")], now)
+                                     runner="worker")])
         started = views.get_task(task.task_id)
         assert started is not None
-        return Claim(started, token, expires, attempt)
+        document = claim_document(started, token, expires, attempt)
+        json.dumps(document)  # raises here, before the commit, if it cannot be printed
+        return Claim(started, token, expires, attempt, document)
+
+
+def release_undelivered(ws: Workspace, claimed: Claim, why: str) -> None:
+    """Give back an attempt whose claim never reached its worker (it could not be
+    printed): recorded as a failure of that attempt, retried like any other, rather
+    than held by nobody until its lease runs out."""
+    fail(ws, claimed.task.task_id, claimed.token, why, reason="reported")
 
 
 def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime) -> TaskView:
@@ -88,22 +134,66 @@ def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime
 
 @dataclass(frozen=True)
 class Beat:
-    """A heartbeat's answer: the new lease expiry, and whether to stop (cancelled)."""
+    """A heartbeat's answer: the new lease expiry, whether to stop (cancelled), and
+    whether progress sent with it was recorded (None: none was sent)."""
 
     lease_expires_at: datetime
     cancel: bool
+    progress_recorded: bool | None = None
 
 
-def heartbeat(ws: Workspace, task_id: int, token: str) -> Beat:
-    """Extend the lease of the current attempt; the answer says if it was cancelled,
-    in which case the runner should stop and report `fail` (it ends as cancelled)."""
-    now = ws.clock.now()
+@dataclass(frozen=True)
+class Progress:
+    """How far an attempt got: a percentage (0 to 100) and/or a message."""
+
+    percent: float | None = None
+    message: str | None = None
+
+    def check(self, ws: Workspace) -> Progress:
+        """This report if it is one the log can carry (BadInput otherwise)."""
+        if self.percent is None and self.message is None:
+            raise BadInput("progress needs --percent or --message")
+        if self.percent is not None and not (math.isfinite(self.percent) and 0 <= self.percent <= 100):
+            raise BadInput(f"--percent must be a number from 0 to 100, not {self.percent!r}")
+        check_text(self.message, "--message", ws.settings.max_message_bytes)
+        return self
+
+
+def _progress_event(ws: Workspace, task: TaskView, progress: Progress, now: datetime) -> list[TaskProgressed]:
+    """The progress event to record, or none when the last one of this attempt is more
+    recent than `progress_min_interval_seconds` (a chatty agent cannot flood the log)."""
+    gap = timedelta(seconds=ws.settings.progress_min_interval_seconds)
+    if task.progress_at is not None and from_text(task.progress_at) + gap > now:
+        return []
+    return [TaskProgressed(task_id=task.task_id, attempt=task.attempt, percent=progress.percent,
+                           message=progress.message)]
+
+
+def heartbeat(ws: Workspace, task_id: int, token: str, progress: Progress | None = None) -> Beat:
+    """Extend the lease of the current attempt (and record progress sent with it); the
+    answer says if it was cancelled, in which case the runner should stop and report
+    `fail` (it ends as cancelled)."""
+    if progress is not None:
+        progress.check(ws)
     with ws.write() as recorder:
+        now = recorder.now
         task = _current_attempt(recorder, task_id, token, now)
         expires = now + timedelta(seconds=ws.settings.lease_seconds)
+        noted = _progress_event(ws, task, progress, now) if progress is not None else []
         recorder.record([LeaseRenewed(task_id=task_id, attempt=task.attempt,
-                                      lease_expires_at=expires)], now)
-        return Beat(expires, task.cancelling)
+                                      lease_expires_at=expires), *noted])
+        return Beat(expires, task.cancelling, bool(noted) if progress is not None else None)
+
+
+def progress(ws: Workspace, task_id: int, token: str, report: Progress) -> bool:
+    """Record how far the current attempt got; False when it was not recorded because
+    the attempt's last progress is too recent (see `progress_min_interval_seconds`)."""
+    report.check(ws)
+    with ws.write() as recorder:
+        task = _current_attempt(recorder, task_id, token, recorder.now)
+        noted = _progress_event(ws, task, report, recorder.now)
+        recorder.record(noted)
+        return bool(noted)
 
 
 def _usage_fields(usage: Usage | None) -> dict[str, Any]:
@@ -115,12 +205,12 @@ def _usage_fields(usage: Usage | None) -> dict[str, Any]:
 def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
              log_path: str | None = None, usage: Usage | None = None) -> None:
     """Record the success of the current attempt (with its resource use, if measured)."""
-    now = ws.clock.now()
+    check_json(result, "result", ws.settings.max_payload_bytes)
     with ws.write() as recorder:
-        task = _current_attempt(recorder, task_id, token, now)
+        task = _current_attempt(recorder, task_id, token, recorder.now)
         recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
                                        attempt=task.attempt, result=result, log_path=log_path,
-                                       **_usage_fields(usage))], now)
+                                       **_usage_fields(usage))])
 
 
 def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True,
@@ -128,15 +218,15 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
          signal: int | None = None, log_path: str | None = None,
          usage: Usage | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
-    now = ws.clock.now()
+    check_text(error, "error", ws.settings.max_message_bytes)
     with ws.write() as recorder:
-        task = _current_attempt(recorder, task_id, token, now)
+        task = _current_attempt(recorder, task_id, token, recorder.now)
         if task.cancelling:
             reason, retry = "cancelled", False
         failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
                              reason=reason, error=error, exit_code=exit_code, signal=signal,
                              log_path=log_path, retryable=retry, **_usage_fields(usage))
-        recorder.record(settle(ws, recorder, task, failure, now), now)
+        recorder.record(settle(ws, recorder, task, failure))
         after = recorder.views.get_task(task_id)
         assert after is not None
         return after.status

@@ -62,10 +62,16 @@ class Workspace:
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[Recorder]:
-        """One write transaction; projections caught up before the caller decides."""
+        """One write transaction; projections caught up before the caller decides, and
+        `recorder.now` read from the clock only then, under the write lock, and never
+        earlier than the last event: so event time never runs backwards, however the
+        writers interleave."""
         with self.db.write(commit=commit) as session:
             recorder = Recorder(SqliteStore(session), SqlProjection(session))
-            recorder.catch_up()
+            recorder.catch_up()  # its first read takes the write lock (BEGIN IMMEDIATE)
+            last = recorder.log.last()
+            now = self.clock.now()
+            recorder.now = max(now, last.at) if last is not None else now
             yield recorder
 
     @contextmanager

@@ -4,6 +4,7 @@ SCHED_HOME, plus small helpers that look at its output and at the database file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -120,5 +121,33 @@ def run(tmp_path: Path) -> Run:
 
     def runner(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return sched(tmp_path, *args, env=env)
+
+    return runner
+
+
+InProcess = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
+    """`cli(*args, env=None, stdin=None)`: `sched ARGS` run in this process (fast: no
+    interpreter start-up) in this test's SCHED_HOME (tmp_path), as a CompletedProcess."""
+    from cli.main import main
+
+    def runner(*args: str, env: dict[str, str] | None = None,
+               stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        with monkeypatch.context() as patch:
+            for key in [k for k in os.environ if k.startswith("SCHED_")]:
+                patch.delenv(key)
+            patch.setenv("SCHED_HOME", str(tmp_path))
+            patch.chdir(tmp_path)
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            if stdin is not None:
+                patch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+            capsys.readouterr()
+            code = main(list(args))
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["sched", *args], code, out, err)
 
     return runner

@@ -332,3 +332,64 @@ def test_a_requeued_dependant_does_not_wait_on_a_parent_that_succeeded_while_it_
     worker.complete(ws, p2, again.token)
     assert queries.show(ws, child.task_id)[0].status == "queued"
     assert queries.verify_log(ws).ok
+
+
+def test_a_claim_takes_back_expired_leases_of_its_type_first(make_workspace):
+    # a pull-only fleet with no tick running: ann dies holding a task; bob's claim recovers it
+    ws = make_workspace(TWO_DEVS, backoff_base_seconds=0, lease_seconds=60)
+    (task_id,) = add(ws)
+    assert worker.claim(ws, "ann").task.task_id == task_id  # and ann is never heard of again
+    ws.clock.advance(61)
+    claimed = worker.claim(ws, "bob")
+    assert claimed is not None and claimed.task.task_id == task_id
+    kinds = [rec.type for rec in queries.show(ws, task_id)[1]]
+    assert kinds[-4:] == ["LeaseExpired", "TaskRequeued", "TaskAssigned", "TaskStarted"]
+    assert queries.verify_log(ws).ok
+
+
+def test_a_claim_leaves_other_queues_to_their_own_agents(make_workspace):
+    ws = make_workspace(lease_seconds=60)  # ann and bob serve dev, qin serves qa
+    (qa_task,) = submit(ws, [TaskSpec(queue="qa", title="check")])
+    assert worker.claim(ws, "qin").task.task_id == qa_task.task_id
+    ws.clock.advance(61)
+    assert worker.claim(ws, "ann") is None  # nothing for dev; qa's expiry is not ann's to settle
+    assert status(ws, qa_task.task_id) == "running"
+
+
+def test_an_idempotency_key_names_one_task_of_one_queue(make_workspace):
+    ws = make_workspace()
+    (first,) = submit(ws, [TaskSpec(queue="dev", title="a", idempotency_key="k")])
+    with pytest.raises(BadInput, match="already names task 1 of queue 'dev'"):
+        submit(ws, [TaskSpec(queue="qa", title="b", idempotency_key="k")])
+    with pytest.raises(BadInput, match="already names task"):
+        submit(ws, [TaskSpec(queue="qa", title="c", idempotency_key="new"),
+                    TaskSpec(queue="dev", title="d", idempotency_key="new")])
+    assert [t.task_id for t in queries.list_tasks(ws)] == [first.task_id]
+
+
+def test_a_task_dead_because_its_parent_died_says_so(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (a,) = add(ws, max_attempts=1)
+    (b,) = add(ws, after=[a])
+    worker.fail(ws, a, worker.claim(ws, "ann").token, "broken")
+    tick(ws)
+    dead = queries.show(ws, b)[0]
+    assert dead.dead_reason == f"task {a} it runs after ended dead"
+    assert queries.show(ws, a)[0].dead_reason == "attempts used up (1 of 1)"
+    operator.requeue(ws, [a, b])
+    assert queries.show(ws, b)[0].dead_reason is None
+
+
+def test_a_gone_wrapper_is_named_as_the_last_error(make_workspace):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": ["true"]}])
+    (task_id,) = add(ws)
+    ws.launcher = lambda settings, task_id: None
+    tick(ws)
+    from scheduler.exec import start
+
+    start(ws, task_id, {})  # records TaskStarted with this process as the wrapper
+    report = tick(ws, alive=lambda pid: False)  # as if that process were gone
+    assert report.expired == [{"task_id": task_id, "agent": "ann", "reason": "wrapper_gone"}]
+    task = queries.show(ws, task_id)[0]
+    assert task.last_error is not None and task.last_error.startswith("the sched exec wrapper (pid ")
+    assert "lease expired" not in task.last_error

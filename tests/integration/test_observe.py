@@ -117,14 +117,14 @@ def test_a_later_window_counts_only_what_ended_in_it_and_clips_busy_time(history
 def test_utilization_follows_capacity_changes_from_the_control_file(history, tmp_path):
     from tests.conftest import write_fleet
 
-    history.clock.advance(1800)
+    history.clock.advance(3000)  # the end of the recorded history
     write_fleet(history.settings.home, [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 4}])
-    tick(history)  # records the new control file at second 1800: bob and qin leave
-    history.clock.advance(1800)
+    tick(history)  # records the new control file at second 3000: bob and qin leave
+    history.clock.advance(600)
     report = metrics(history, HOUR)
-    # ann 2 slots x 1800 s + 4 slots x 1800 s; bob 1 x 1800 s
-    assert report["agents"]["ann"]["offered_slot_seconds"] == 6 * 1800
-    assert report["agents"]["bob"]["offered_slot_seconds"] == 1800
+    # ann 2 slots x 3000 s + 4 slots x 600 s; bob 1 x 3000 s
+    assert report["agents"]["ann"]["offered_slot_seconds"] == 2 * 3000 + 4 * 600
+    assert report["agents"]["bob"]["offered_slot_seconds"] == 3000
 
 
 def test_prometheus_output_parses_back_with_the_same_figures(history):
@@ -380,6 +380,34 @@ def test_estimated_starts_follow_free_slots_and_the_last_hours_rate(make_workspa
     assert set(queries.estimated_starts(ws, tasks).values()) == {None}
 
 
+def test_no_estimate_when_no_agent_in_service_can_run_the_task(make_workspace):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1},
+                         {"agentName": "v", "agentType": "dev", "maxConcurrency": 1}])
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(3)])
+    for _ in range(2):  # slots freed in the last hour: a rate that alone would give estimates
+        claim = worker.claim(ws, "w")
+        worker.complete(ws, claim.task.task_id, claim.token)
+    (for_v,) = submit(ws, [TaskSpec(queue="dev", title="for v", assignee="v")])
+    operator.drain(ws, "v", "op")
+    tasks = queries.list_tasks(ws, "dev", "queued")
+    starts = queries.estimated_starts(ws, tasks)
+    assert starts[for_v.task_id] is None  # directed at an agent out of service
+    assert [starts[t.task_id] for t in tasks if t.assignee is None] == [queries.to_text(ws.clock.now())]
+    operator.drain(ws, "w", "op")  # nobody of the type is left in service
+    assert set(queries.estimated_starts(ws, tasks).values()) == {None}
+
+
+def test_directed_and_open_tasks_share_the_free_slots(make_workspace):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1}])
+    submit(ws, [TaskSpec(queue="dev", title="open", priority=1),
+                TaskSpec(queue="dev", title="for w", assignee="w")])
+    tasks = queries.list_tasks(ws, "dev", "queued")
+    starts = queries.estimated_starts(ws, tasks)
+    # one free slot: the first in pick order takes it; the other waits, and with no slot
+    # freed in the last hour there is no telling when
+    assert [starts[t.task_id] for t in tasks] == [queries.to_text(ws.clock.now()), None]
+
+
 def test_tasks_verbose_shows_attempts_excluded_agents_and_payload(make_workspace, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # room for every column
     ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
@@ -440,3 +468,16 @@ def test_flags_that_do_not_fit_exit_2_with_one_line(make_workspace, capsys, args
     ws = make_workspace()
     assert main([*args, "--home", str(ws.settings.home)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [message]
+
+
+def test_status_shows_the_control_files_agents_before_the_first_tick(make_workspace):
+    from tests.conftest import DEFAULT_FLEET, write_fleet
+
+    ws = make_workspace()  # nothing recorded yet: no tick, no claim
+    doc = queries.status(ws)
+    assert {name: a["free"] for name, a in doc["agents"].items()} == {"ann": 2, "bob": 1, "qin": 1}
+    assert set(doc["queues"]) == {"dev", "qa"}
+    tick(ws)
+    write_fleet(ws.settings.home, [*DEFAULT_FLEET, {"agentName": "dee", "agentType": "ops"}])
+    assert queries.status(ws)["agents"]["dee"]["free"] == 1  # an edit shows before the next tick
+    assert queries.status(ws, at=1)["agents"].keys() == {"ann", "bob", "qin"}  # the past is the log's

@@ -30,12 +30,12 @@ Captured = list[tuple[str, object]]
 
 # label -> a pattern of the normalized SQL that identifies the query
 QUERIES = {
-    "candidates, open to any agent": r"^(?!.*submitted_at <=).*FROM tasks WHERE .*tasks\.assignee IS NULL",
+    "candidates, open to any agent": r"^(?!.*ready_at <=).*FROM tasks WHERE .*tasks\.assignee IS NULL",
     "candidates, open to any agent, age band": r"FROM tasks WHERE .*tasks\.assignee IS NULL .*"
-                                               r"tasks\.submitted_at <= \?",
-    "candidates, directed": r"^(?!.*submitted_at <=).*FROM tasks WHERE .*tasks\.assignee = \?",
-    "candidates, directed, age band": r"FROM tasks WHERE .*tasks\.assignee = \?.*tasks\.submitted_at <= \?",
-    "oldest queued": r"SELECT min\(tasks\.submitted_at\)",
+                                               r"tasks\.ready_at <= \?",
+    "candidates, directed": r"^(?!.*ready_at <=).*FROM tasks WHERE .*tasks\.assignee = \?",
+    "candidates, directed, age band": r"FROM tasks WHERE .*tasks\.assignee = \?.*tasks\.ready_at <= \?",
+    "oldest queued": r"SELECT min\(tasks\.ready_at\)",
     "agents with directed work": r"SELECT tasks\.assignee FROM tasks .*GROUP BY tasks\.assignee",
     "overdue": r"FROM tasks WHERE \+tasks\.status IN \(.*\) AND tasks\.deadline <= \?",
     "doomed": r"FROM tasks WHERE tasks\.doomed_by IS NOT NULL",

@@ -69,7 +69,7 @@ class SchedMachine(RuleBasedStateMachine):
         after = [max(hopeful)] if chained and hopeful else []
         specs = [TaskSpec(queue=queue, title="t", priority=priority, requires_approval=approval,
                           assignee=directed if types.get(directed) == queue else None,
-                          idempotency_key=key, after=after)
+                          idempotency_key=key and f"{queue}-{key}", after=after)
                  for _ in range(count)]
         if queue not in types.values():
             try:

@@ -28,7 +28,8 @@ def task(task_id: int, queue: str = "dev", priority: int = 0, assignee: str | No
                     excluded=excluded, cancelling=False, waiting_on=(), blocks=(), doomed_by=None,
                     last_error=None,
                     idempotency_key=None, task_type=task_type, submitted_seq=task_id,
-                    submitted_at=to_text(NOW), updated_at=to_text(NOW))
+                    submitted_at=to_text(NOW), updated_at=to_text(NOW),
+                    ready_at=to_text(NOW) if status == "queued" else None)
 
 
 def pairs(agents, tasks) -> list[tuple[int, str]]:
@@ -131,17 +132,36 @@ def test_waiting_raises_the_effective_priority_up_to_the_cap():
     from scheduler.plan import effective_priority
 
     policy = PlanPolicy(default_ageing=(600, 3))
-    old = replace_submitted(task(1, priority=1), NOW - timedelta(seconds=1300))
+    old = replace_ready(task(1, priority=1), NOW - timedelta(seconds=1300))
     assert effective_priority(old, NOW, policy) == 3  # two full 600 s intervals
-    ancient = replace_submitted(task(2, priority=1), NOW - timedelta(days=2))
+    ancient = replace_ready(task(2, priority=1), NOW - timedelta(days=2))
     assert effective_priority(ancient, NOW, policy) == 4  # capped at +3
     assert effective_priority(old, NOW, PlanPolicy()) == 1  # no ageing by default in plan
-    young_high = replace_submitted(task(3, priority=2), NOW)
+    young_high = replace_ready(task(3, priority=2), NOW)
     decisions = plan([agent("a")], [young_high, old], NOW, policy)
     assert [d.task_id for d in decisions] == [1]
 
 
-def replace_submitted(view, moment):
+def test_ageing_counts_from_when_the_task_became_ready_not_from_its_submission():
     from dataclasses import replace
 
-    return replace(view, submitted_at=to_text(moment))
+    from scheduler.plan import effective_priority, waited_seconds
+
+    policy = PlanPolicy(default_ageing=(600, 3))
+    # submitted two days ago, but blocked (or awaiting approval) until a minute ago
+    released = replace(task(1, priority=1), submitted_at=to_text(NOW - timedelta(days=2)),
+                       ready_at=to_text(NOW - timedelta(seconds=60)))
+    assert effective_priority(released, NOW, policy) == 1
+    assert waited_seconds(released, NOW) == 60
+    # still blocked: not ready, so it has not waited at all
+    assert waited_seconds(replace(released, status="blocked", ready_at=None), NOW) == 0
+    # a task that ran: its wait ended at its assignment and no longer grows
+    ran = replace(released, status="succeeded", assigned_at=to_text(NOW - timedelta(seconds=30)))
+    assert waited_seconds(ran, NOW) == 30
+    assert waited_seconds(ran, NOW + timedelta(days=1)) == 30
+
+
+def replace_ready(view, moment):
+    from dataclasses import replace
+
+    return replace(view, submitted_at=to_text(moment), ready_at=to_text(moment))

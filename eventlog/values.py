@@ -1,0 +1,120 @@
+"""What the log can carry: text that UTF-8 can encode and JSON values that survive the
+round trip through the log and the projections unchanged.
+
+Input is checked here before any write transaction, so a value the log could not
+store (a lone surrogate from a command line or a `\\ud800` escape, NaN, a number that
+overflows to infinity, nesting thousands deep, more bytes than the configured limit)
+is refused with one line naming where it came from, and nothing is appended.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from eventlog.errors import BadInput
+
+MAX_DEPTH = 64  # nesting of arrays and objects in a payload or result
+INT64_MAX = 2**63 - 1  # SQLite's integer range: larger numbers are refused as ids and counts
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON (only finite numbers are)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range (it would be stored as infinity)")
+    return value
+
+
+def strict_json_loads(text: str) -> Any:
+    """`json.loads` that refuses what the log could not carry the same way: NaN and
+    Infinity, numbers that overflow to infinity, nesting deeper than `MAX_DEPTH` (and
+    deep enough to exhaust the parser's recursion). Raises ValueError."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored (None if it can): a lone surrogate, which UTF-8
+    cannot encode (an undecodable byte on a command line arrives as one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"contains {text[e.start]!r}, which is not valid Unicode text (a lone "
+                "surrogate, or a byte that is not UTF-8)")
+    return None
+
+
+def json_problem(value: Any, depth: int = 0) -> str | None:
+    """Why a JSON value cannot be stored unchanged (None if it can)."""
+    if depth > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "holds NaN or Infinity, which JSON cannot carry"
+    if isinstance(value, list | tuple):
+        for item in value:
+            if (problem := json_problem(item, depth + 1)) is not None:
+                return problem
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"has a key that is not text: {key!r}"
+            if (problem := text_problem(key) or json_problem(item, depth + 1)) is not None:
+                return problem
+    elif not (value is None or isinstance(value, bool | int | float)):
+        return f"holds a {type(value).__name__}, which is not JSON"
+    return None
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of the value's JSON as the log stores it (UTF-8, compact)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def check_json(value: Any, where: str, max_bytes: int | None = None) -> Any:
+    """`value` if the log can store it unchanged (within `max_bytes`), else BadInput."""
+    problem = json_problem(value)
+    if problem is None and max_bytes is not None and (size := encoded_size(value)) > max_bytes:
+        problem = f"is {size} bytes, over the limit of {max_bytes}"
+    if problem is not None:
+        raise BadInput(f"{where}: {problem}")
+    return value
+
+
+def check_text(text: str | None, where: str, max_bytes: int | None = None) -> str | None:
+    """`text` if the log can store it (within `max_bytes` of UTF-8), else BadInput."""
+    if text is None:
+        return None
+    problem = text_problem(text)
+    if problem is None and max_bytes is not None and (size := len(text.encode("utf-8"))) > max_bytes:
+        problem = f"is {size} bytes, over the limit of {max_bytes}"
+    if problem is not None:
+        raise BadInput(f"{where}: {problem}")
+    return text
+
+
+def parse_json(text: str, where: str, max_bytes: int | None = None) -> Any:
+    """Parse JSON input strictly (see `strict_json_loads`) within `max_bytes`; BadInput
+    naming `where` otherwise."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise BadInput(f"{where}: {problem}")
+    try:
+        value = strict_json_loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{where}: not valid JSON: {e.msg} (at char {e.pos})") from e
+    except ValueError as e:
+        raise BadInput(f"{where}: {e}") from e
+    return check_json(value, where, max_bytes)

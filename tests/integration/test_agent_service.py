@@ -1,0 +1,112 @@
+"""Taking an agent out of service: drain (no new work, running attempts finish), evict
+(its attempts are taken back now and retried elsewhere), restore; and an agent
+disabled in the control file gives back the assignments it has not started."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventlog.errors import BadInput, TokenRejected
+from scheduler import operator, queries, worker
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from tests.conftest import write_fleet
+
+PULL_FLEET = [
+    {"agentName": "ann", "agentType": "dev", "maxConcurrency": 2},
+    {"agentName": "bob", "agentType": "dev", "maxConcurrency": 2},
+]
+
+
+def task(ws, task_id):
+    return queries.show(ws, task_id)[0]
+
+
+def events_of(ws, task_id):
+    return [rec.type for rec in queries.show(ws, task_id)[1]]
+
+
+@pytest.fixture
+def ws(make_workspace):
+    return make_workspace(PULL_FLEET)
+
+
+def test_a_drained_agent_gets_no_new_work_and_its_unstarted_assignments_go_back(ws):
+    ids = [s.task_id for s in submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(4)])]
+    tick(ws)  # two each
+    running = worker.claim(ws, "ann")
+    assert running is not None
+    change = operator.drain(ws, "ann", "alice", "maintenance")
+    assert change.changed and change.out_of_service == "drained"
+    assert len(change.released) == 1  # ann's second assignment, not started
+    released = task(ws, change.released[0])
+    assert released.status == "queued" and released.attempt == 0  # no attempt used
+    # ann's running attempt goes on and may complete
+    assert task(ws, running.task.task_id).status == "running"
+    worker.complete(ws, running.task.task_id, running.token)
+    # no new work for ann: neither from a tick nor from its own claim
+    ws.clock.advance(1)
+    report = tick(ws)
+    assert {a["agent"] for a in report.assigned} <= {"bob"}
+    assert worker.claim(ws, "ann") is None
+    assert queries.status(ws)["agents"]["ann"]["free"] == 0
+    # draining again changes nothing; restore puts it back to work
+    assert not operator.drain(ws, "ann", "alice").changed
+    assert operator.restore(ws, "ann", "alice").changed
+    ws.clock.advance(1)
+    tick(ws)
+    assert any(task(ws, i).agent == "ann" for i in ids if task(ws, i).status == "assigned")
+
+
+def test_evict_takes_back_running_and_assigned_attempts_without_using_them_up(ws):
+    (once,) = submit(ws, [TaskSpec(queue="dev", title="once", max_attempts=1)])
+    claimed = worker.claim(ws, "ann")
+    assert claimed is not None and claimed.task.task_id == once.task_id
+    (directed,) = submit(ws, [TaskSpec(queue="dev", title="for ann", assignee="ann")])
+    tick(ws)
+    assert task(ws, directed.task_id).status == "assigned"
+    change = operator.evict(ws, "ann", "alice", "bad model")
+    assert change.changed and change.out_of_service == "evicted"
+    assert (change.taken_back, change.released) == ([once.task_id], [directed.task_id])
+    evicted = task(ws, once.task_id)
+    assert evicted.status == "queued"  # max_attempts 1, yet not dead: the attempt did not count
+    assert evicted.last_error == "ann was evicted by alice: bad model"
+    assert "ann" in evicted.excluded
+    assert events_of(ws, once.task_id)[-2:] == ["TaskFailed", "TaskRequeued"]
+    # the old token is dead: the evicted runner learns it at its next heartbeat
+    with pytest.raises(TokenRejected):
+        worker.heartbeat(ws, once.task_id, claimed.token)
+    ws.clock.advance(1)
+    tick(ws)
+    assert task(ws, once.task_id).agent == "bob"  # retried on another agent
+    assert task(ws, directed.task_id).status == "queued"  # directed at ann: it waits for her
+
+
+def test_service_changes_are_events_that_replay_and_verify(ws):
+    operator.drain(ws, "bob", "alice")
+    operator.evict(ws, "bob", "alice")
+    operator.restore(ws, "bob", "carol")
+    kinds = [rec.type for rec in queries.replay(ws)]
+    assert kinds[-3:] == ["AgentDrained", "AgentEvicted", "AgentRestored"]
+    assert queries.verify_log(ws).ok
+    assert queries.status(ws, at=len(kinds) - 1)["agents"]["bob"]["free"] == 0  # evicted then
+    assert queries.status(ws)["agents"]["bob"]["free"] == 2
+
+
+def test_an_unknown_agent_is_bad_input(ws):
+    with pytest.raises(BadInput, match="unknown agent 'zed'"):
+        operator.drain(ws, "zed", "alice")
+
+
+def test_disabling_an_agent_releases_its_unstarted_assignments_at_the_next_tick(ws):
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(2)])
+    tick(ws)
+    on_ann = [t.task_id for t in queries.list_tasks(ws) if t.agent == "ann"]
+    assert on_ann
+    write_fleet(ws.settings.home, [{**PULL_FLEET[0], "enabled": False}, PULL_FLEET[1]])
+    ws.clock.advance(1)
+    report = tick(ws)
+    assert sorted(r["task_id"] for r in report.released) == sorted(on_ann)
+    assert all(task(ws, i).agent != "ann" for i in on_ann)
+    requeued = queries.show(ws, on_ann[0])[1][-2].event
+    assert requeued.reason == "released" and "disabled" in (requeued.detail or "")
