@@ -44,7 +44,7 @@ def tick_command(
     for task_id in report.dead_lettered:
         console().print(f"dead-lettered task {task_id}")
     for error in report.errors:
-        message(f"[red]error:[/red] {error}")
+        message(("error:", "red"), f" {error}")
     if report.paused:
         message(f"paused by {report.paused['by']}: assigning nothing")
     for queue in report.gates_closed:

@@ -71,7 +71,7 @@ def validate_command(
         if json_out:
             emit_json({"valid": False, "error": e.message})
         else:
-            message(f"[red]invalid:[/red] {e.message}")
+            message(("invalid:", "red"), f" {e.message}")
         raise typer.Exit(1) from e
     if json_out:
         emit_json({"valid": True, "path": str(path), "agents": len(control.agents),
@@ -80,7 +80,7 @@ def validate_command(
                    "written": str(written) if written else None})
         return
     for warning in control.warnings:
-        message(f"[yellow]warning:[/yellow] {warning}")
+        message(("warning:", "yellow"), f" {warning}")
     if written:
         message(f"wrote default control file {written}")
     console().print(f"valid: {path} ({len(control.agents)} agents)")

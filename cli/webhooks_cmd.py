@@ -32,10 +32,10 @@ def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
     for item in report.delivered:
         console().print(f"delivered {item['event']} {item['id']} to {item['url']}")
     for item in report.failed:
-        message(f"[yellow]failed:[/yellow] {item['event']} {item['id']} to {item['url']}: "
+        message(("failed:", "yellow"), f" {item['event']} {item['id']} to {item['url']}: "
                 f"{item['error']} (attempt {item['attempts']}; next at {item['next_attempt_at']})")
     for item in report.gave_up:
-        message(f"[red]gave up:[/red] {item['event']} {item['id']} to {item['url']} after "
+        message(("gave up:", "red"), f" {item['event']} {item['id']} to {item['url']} after "
                 f"{item['attempts']} attempt(s): {item['error']}")
     message(f"webhooks: {queued} queued, {len(report.delivered)} delivered, {len(report.failed)} "
             f"failed, {len(report.gave_up)} given up")
