@@ -18,6 +18,7 @@ from cli.common import (
     message,
     workspace,
 )
+from cli.text import literal
 from eventlog.errors import ControlFileError
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
@@ -83,7 +84,7 @@ def validate_command(
         message(("warning:", "yellow"), f" {warning}")
     if written:
         message(f"wrote default control file {written}")
-    console().print(f"valid: {path} ({len(control.agents)} agents)")
+    console().print(literal(f"valid: {path} ({len(control.agents)} agents)"))
 
 
 @agents_app.command("list")
@@ -107,7 +108,7 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
         return
     table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free")
     for name, r in rows.items():
-        table.add_row(name, r["type"], str(r["capacity"]), "yes" if r["enabled"] else "no",
+        table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), "yes" if r["enabled"] else "no",
                       str(r["assigned"]), str(r["running"]), str(r["free"]))
     console().print(table)
 
@@ -126,5 +127,5 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         return
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
-        table.add_row(name, str(item["value"]), item["source"])
+        table.add_row(name, literal(str(item["value"])), literal(item["source"]))
     console().print(table)

@@ -20,6 +20,7 @@ from cli.common import (
     parse_json_option,
     workspace,
 )
+from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from scheduler import queries
@@ -117,7 +118,7 @@ def tasks_command(
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(t.payload)]
-        table.add_row(*row)
+        table.add_row(*map(literal, row))
     console().print(table)
 
 
@@ -138,7 +139,7 @@ def show_command(
         return
     out = console()
     for key, value in queries.task_dict(task).items():
-        out.print(f"[bold]{key:>15}[/bold]  {value}")
+        out.print(literal((f"{key:>15}", "bold"), f"  {value}"))
     table = Table("seq", "at", "event", "data")
     for rec in events:
         table.add_row(str(rec.seq), rec.recorded_at, rec.type, rec.data)

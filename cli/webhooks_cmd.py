@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from cli.text import literal
 from eventlog.errors import BadInput
 from scheduler import webhooks
 
@@ -30,7 +31,7 @@ def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
         emit_json({"queued": queued, **asdict(report)})
         return
     for item in report.delivered:
-        console().print(f"delivered {item['event']} {item['id']} to {item['url']}")
+        console().print(literal(f"delivered {item['event']} {item['id']} to {item['url']}"))
     for item in report.failed:
         message(("failed:", "yellow"), f" {item['event']} {item['id']} to {item['url']}: "
                 f"{item['error']} (attempt {item['attempts']}; next at {item['next_attempt_at']})")
@@ -58,6 +59,6 @@ def list_command(
     table = Table("id", "event", "url", "status", "attempts", "at", "last error")
     for row in rows:
         at = row["delivered_at"] or row["gave_up_at"] or f"next {row['next_attempt_at']}"
-        table.add_row(row["id"], row["event"], row["url"], row["status"], str(row["attempts"]), at,
-                      row["last_error"] or "")
+        table.add_row(*map(literal, (row["id"], row["event"], row["url"], row["status"],
+                                     str(row["attempts"]), at, row["last_error"] or "")))
     console().print(table)
