@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
 from cli.dashboard import render
-from cli.text import literal
+from cli.text import literal, visible
 from eventlog.errors import BadInput
 from scheduler import queries
 from scheduler.daemon import run_daemon
@@ -159,12 +159,11 @@ def replay_command(
     lower = queries.parse_position(since, "--since") if since else None
     upper = queries.parse_position(until, "--until") if until else None
     records = queries.replay(ws, task, lower, upper)
-    out = console()
     for rec in records:
         if json_out:
             emit_json(queries.event_dict(rec))
-        else:
-            out.print(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {rec.data}")
+        else:  # plain lines: no markup to misread, no rich layout to pay for a long payload
+            sys.stdout.write(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {visible(rec.data)}\n")
 
 
 def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:

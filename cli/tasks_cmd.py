@@ -123,8 +123,11 @@ def tasks_command(
 
 
 def summary(payload: str, width: int = 40) -> str:
-    """The payload's JSON, cut to `width` characters."""
+    """The payload's JSON (or any text), cut to `width` characters."""
     return payload if len(payload) <= width else payload[:width - 1] + "…"
+
+
+DATA_WIDTH = 200  # characters of an event's data shown by `show`
 
 
 def show_command(
@@ -141,6 +144,6 @@ def show_command(
     for key, value in queries.task_dict(task).items():
         out.print(literal((f"{key:>15}", "bold"), f"  {value}"))
     table = Table("seq", "at", "event", "data")
-    for rec in events:
-        table.add_row(str(rec.seq), rec.recorded_at, rec.type, rec.data)
+    for rec in events:  # the data cut first: a 1 MiB payload would make a 1 MiB table
+        table.add_row(str(rec.seq), rec.recorded_at, rec.type, literal(summary(rec.data, DATA_WIDTH)))
     out.print(table)
