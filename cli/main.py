@@ -38,7 +38,8 @@ from scheduler.clock import Clock, SystemClock
 
 app = typer.Typer(
     name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    rich_markup_mode=None)  # help as written: `[queues.NAME]` is text, not rich markup
 app.command("init")(init_command)
 app.command("submit")(submit_command)
 app.command("tick")(tick_command)

@@ -23,8 +23,9 @@ from eventlog.errors import ControlFileError
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
 agents_app = typer.Typer(help="Inspect the agent control file and the fleet.",
-                         no_args_is_help=True)
-config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+                         no_args_is_help=True, rich_markup_mode=None)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 def init_command(

@@ -14,7 +14,7 @@ from eventlog.errors import BadInput
 from scheduler import webhooks
 
 webhooks_app = typer.Typer(help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode=None)
 
 
 @webhooks_app.command("deliver")
