@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from cli.text import literal
 from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
 from scheduler.settings import LoadedSettings, load_settings
@@ -41,9 +43,10 @@ def err_console() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
-def message(text: str) -> None:
-    """A human message: always on stderr, so stdout stays parseable."""
-    err_console().print(text)
+def message(*parts: str | tuple[str, str] | Text) -> None:
+    """A human message: always on stderr, so stdout stays parseable. The parts are
+    joined as `literal` text: shown as written, a (text, style) pair styled by sched."""
+    err_console().print(literal(*parts))
 
 
 def emit_json(document: Any) -> None:

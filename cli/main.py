@@ -30,14 +30,17 @@ from cli.scheduling_cmd import (
 )
 from cli.setup_cmd import agents_app, config_app, init_command
 from cli.tasks_cmd import show_command, submit_command, tasks_command
+from cli.text import visible
 from cli.webhooks_cmd import webhooks_app
 from cli.worker_cmd import worker_app
-from eventlog.errors import SchedError
+from eventlog.errors import BadInput, SchedError
+from eventlog.values import text_problem
 from scheduler.clock import Clock, SystemClock
 
 app = typer.Typer(
     name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    rich_markup_mode=None)  # help as written: `[queues.NAME]` is text, not rich markup
 app.command("init")(init_command)
 app.command("submit")(submit_command)
 app.command("tick")(tick_command)
@@ -65,14 +68,16 @@ app.add_typer(webhooks_app, name="webhooks")
 
 def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
     """Run one command; returns its exit code: 0 done, 1 check failed or refused,
-    2 bad input or usage."""
+    2 bad input or usage. An error is one line on stderr: messages may quote user input,
+    whose control characters are shown (`visible`), never sent."""
     common.CLOCK[0] = clock or SystemClock()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_arguments(args)
         result = app(args=args, prog_name="sched", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except SchedError as e:
-        print(f"sched: {e.message}", file=sys.stderr)
+        print(f"sched: {visible(e.message)}", file=sys.stderr)
         return e.exit_code
     except OverflowError:  # an id or number beyond SQLite's 64-bit integers
         print("sched: a number is too large (at most 2**63 - 1)", file=sys.stderr)
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return e.exit_code
     except typer.TyperException as e:  # usage errors: unknown flag, missing argument
         if e.format_message():  # empty when the help was just printed for a bare group
-            print(f"sched: {e.format_message()}", file=sys.stderr)
+            print(f"sched: {visible(e.format_message())}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print("sched: interrupted", file=sys.stderr)
@@ -89,9 +94,25 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except Exception as e:
         if os.environ.get("SCHED_DEBUG"):
             traceback.print_exc()
-        print(f"sched: internal error: {type(e).__name__}: {e} "
+        print(f"sched: internal error: {type(e).__name__}: {visible(str(e))} "
               "(set SCHED_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+
+
+def check_arguments(args: Sequence[str]) -> None:
+    """Refuse an argument that is not valid Unicode text (an undecodable byte reaches
+    Python as a lone surrogate): sched could neither store nor print it. Named by the
+    option it belongs to."""
+    for index, arg in enumerate(args):
+        problem = text_problem(arg)
+        if problem is None:
+            continue
+        flag, _, _ = arg.partition("=")
+        if arg.startswith("--") and "=" in arg and text_problem(flag) is None:
+            raise BadInput(f"{flag}: {problem}")
+        if index > 0 and args[index - 1].startswith("-"):
+            raise BadInput(f"{args[index - 1]}: {problem}")
+        raise BadInput(f"argument {index + 1}: {problem}")
 
 
 def run() -> None:

@@ -18,6 +18,7 @@ from cli.common import (
     human_duration,
     workspace,
 )
+from cli.text import literal
 from scheduler.explain import explain
 from scheduler.health import health
 from scheduler.metrics import metrics, parse_window, prometheus_text
@@ -53,7 +54,7 @@ def metrics_command(
         emit_json(report)
         return
     out = console()
-    out.print(f"window: {report['window']['start']} .. {report['window']['end']} ({since})")
+    out.print(literal(f"window: {report['window']['start']} .. {report['window']['end']} ({since})"))
     counts = Table("scope", "done", "failed", "dead", "per hour", "errors", "utilization",
                    title="counts")
     durations = Table("scope", "wait p50", "wait p95", "run p50", "run p95", "cpu", "peak mem",
@@ -63,10 +64,10 @@ def metrics_command(
     rows += [(f"agent {a}", f) for a, f in report["agents"].items()]
     for label, f in rows:
         wait, run, per_hour = f["queue_wait_seconds"], f["run_seconds"], f["throughput_per_hour"]
-        counts.add_row(label, str(f["completed"]), str(f["failed"]), str(f["dead_lettered"]),
+        counts.add_row(literal(label), str(f["completed"]), str(f["failed"]), str(f["dead_lettered"]),
                        "-" if per_hour is None else f"{per_hour:.1f}", _percent(f["error_rate"]),
                        _percent(f["utilization"]))
-        durations.add_row(label, human_duration(wait["p50"]), human_duration(wait["p95"]),
+        durations.add_row(literal(label), human_duration(wait["p50"]), human_duration(wait["p95"]),
                           human_duration(run["p50"]), human_duration(run["p95"]),
                           f"{f['cpu_seconds']:.1f}s" if f["measured_runs"] else "-",
                           _bytes(f["peak_rss_bytes"]))
@@ -94,10 +95,10 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
         out = console()
         for check in report["checks"]:
             style = HEALTH_STYLES[check["status"]]
-            out.print(f"[{style}]{check['status']:>9}[/{style}]  {check['name']:<15} {check['saw']}")
-            out.print(f"{'':>11}  {'':<15} [dim]threshold: {check['threshold']}[/dim]")
+            out.print(literal((f"{check['status']:>9}", style), f"  {check['name']:<15} {check['saw']}"))
+            out.print(literal(f"{'':>11}  {'':<15} ", (f"threshold: {check['threshold']}", "dim")))
         style = HEALTH_STYLES[report["status"]]
-        out.print(f"overall: [{style}]{report['status']}[/{style}]")
+        out.print(literal("overall: ", (report["status"], style)))
     raise typer.Exit(report["exit_code"])
 
 
@@ -111,25 +112,27 @@ def explain_command(
         emit_json(doc)
         return
     out = console()
-    out.print(f"[bold]task {doc['task_id']}[/bold] (queue {doc['queue']})")
+    out.print(literal((f"task {doc['task_id']}", "bold"), f" (queue {doc['queue']})"))
     for item in doc["timeline"]:
-        out.print(f"  {item['seq']:>6}  {item['at']}  {item['what']}")
+        out.print(literal(f"  {item['seq']:>6}  {item['at']}  {item['what']}"))
     for a in doc["assignments"]:
-        out.print(f"\n[bold]attempt {a['attempt']} -> {a['agent']}[/bold] at {a['at']} (seq {a['seq']})")
-        out.print(f"  why {a['agent']}: {a['why_this_agent']}")
+        out.print()
+        out.print(literal((f"attempt {a['attempt']} -> {a['agent']}", "bold"),
+                          f" at {a['at']} (seq {a['seq']})"))
+        out.print(literal(f"  why {a['agent']}: {a['why_this_agent']}"))
         decision = a["decision"]
         if decision:
             shown = ", ".join(f"{c['agent']} ({c['free']} free, load {c['load']}, record "
                               f"{c['success_rate']:.2f})" for c in decision["candidates"])
             more = decision["candidates_total"] - len(decision["candidates"])
-            out.print(f"  candidates: {shown}" + (f" and {more} more" if more > 0 else ""))
+            out.print(literal(f"  candidates: {shown}" + (f" and {more} more" if more > 0 else "")))
             for p in decision["passed_over"]:
-                out.print(f"  passed over {p['agent']}: {p['why']}")
+                out.print(literal(f"  passed over {p['agent']}: {p['why']}"))
             more = decision["passed_over_total"] - len(decision["passed_over"])
             if more > 0:
                 out.print(f"  passed over {more} more")
             out.print(f"  policy {decision['policy_hash']}, control file {decision['config_hash'][:16]}")
         for reason in a["why_not_earlier"]:
-            out.print(f"  not earlier: {reason}")
+            out.print(literal(f"  not earlier: {reason}"))
     if not doc["assignments"]:
         out.print("never assigned yet")

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
 from cli.dashboard import render
+from cli.text import literal, visible
 from eventlog.errors import BadInput
 from scheduler import queries
 from scheduler.daemon import run_daemon
@@ -35,16 +36,16 @@ def tick_command(
         return
     verb = "would assign" if dry_run else "assigned"
     for item in report.assigned:
-        console().print(f"{verb} task {item['task_id']} -> {item['agent']}")
+        console().print(literal(f"{verb} task {item['task_id']} -> {item['agent']}"))
     for task_id in report.spawned:
         console().print(f"started sched exec for task {task_id}")
     for item in report.expired:
-        console().print(f"took back task {item['task_id']} from {item['agent']} "
-                        f"({item['reason']})")
+        console().print(literal(f"took back task {item['task_id']} from {item['agent']} "
+                                f"({item['reason']})"))
     for task_id in report.dead_lettered:
         console().print(f"dead-lettered task {task_id}")
     for error in report.errors:
-        message(f"[red]error:[/red] {error}")
+        message(("error:", "red"), f" {error}")
     if report.paused:
         message(f"paused by {report.paused['by']}: assigning nothing")
     for queue in report.gates_closed:
@@ -99,20 +100,20 @@ def status_command(
                "dead", "cancelled")
     queues = Table("queue", "approval", *columns[1:], title="queues")
     for name, c in doc["queues"].items():
-        queues.add_row(name, *(str(c[k]) for k in columns))
+        queues.add_row(literal(name), *(str(c[k]) for k in columns))
     out.print(queues)
     agents = Table("agent", "type", "capacity", "assigned", "running", "free", title="agents")
     for name, a in doc["agents"].items():
         label = name if a["enabled"] and a["configured"] else f"{name} (off)"
-        agents.add_row(label, a["type"], str(a["capacity"]), str(a["assigned"]),
+        agents.add_row(literal(label), literal(a["type"]), str(a["capacity"]), str(a["assigned"]),
                        str(a["running"]), str(a["free"]))
     out.print(agents)
     out.print(f"last seq: {doc['last_seq']}")
     for queue, gate in doc["gates_closed"].items():
-        out.print(f"[yellow]queue {queue}: gate closed since {gate['since']} ({gate['detail']})[/yellow]")
+        out.print(literal((f"queue {queue}: gate closed since {gate['since']} ({gate['detail']})", "yellow")))
     if doc["paused"]:
         why = f" ({doc['paused']['reason']})" if doc["paused"].get("reason") else ""
-        out.print(f"[yellow]paused by {doc['paused']['by']}{why}: ticks assign nothing[/yellow]")
+        out.print(literal((f"paused by {doc['paused']['by']}{why}: ticks assign nothing", "yellow")))
 
 
 def replay_command(
@@ -151,19 +152,18 @@ def replay_command(
                             "projections match the log")
         else:
             for problem in result.problems:
-                console().print(f"[red]{problem}[/red]")
+                console().print(literal((problem, "red")))
         if not result.ok:
             raise typer.Exit(1)
         return
     lower = queries.parse_position(since, "--since") if since else None
     upper = queries.parse_position(until, "--until") if until else None
     records = queries.replay(ws, task, lower, upper)
-    out = console()
     for rec in records:
         if json_out:
             emit_json(queries.event_dict(rec))
-        else:
-            out.print(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {rec.data}")
+        else:  # plain lines: no markup to misread, no rich layout to pay for a long payload
+            sys.stdout.write(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {visible(rec.data)}\n")
 
 
 def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:

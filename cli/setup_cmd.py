@@ -19,13 +19,15 @@ from cli.common import (
     workspace,
 )
 from cli.operator_cmd import ByOpt, ReasonOpt, operator_name
+from cli.text import literal
 from eventlog.errors import ControlFileError
 from scheduler import operator
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
 agents_app = typer.Typer(help="Inspect the agent control file and the fleet.",
-                         no_args_is_help=True)
-config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+                         no_args_is_help=True, rich_markup_mode=None)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 def init_command(
@@ -73,7 +75,7 @@ def validate_command(
         if json_out:
             emit_json({"valid": False, "error": e.message})
         else:
-            message(f"[red]invalid:[/red] {e.message}")
+            message(("invalid:", "red"), f" {e.message}")
         raise typer.Exit(1) from e
     if json_out:
         emit_json({"valid": True, "path": str(path), "agents": len(control.agents),
@@ -82,10 +84,10 @@ def validate_command(
                    "written": str(written) if written else None})
         return
     for warning in control.warnings:
-        message(f"[yellow]warning:[/yellow] {warning}")
+        message(("warning:", "yellow"), f" {warning}")
     if written:
         message(f"wrote default control file {written}")
-    console().print(f"valid: {path} ({len(control.agents)} agents)")
+    console().print(literal(f"valid: {path} ({len(control.agents)} agents)"))
 
 
 @agents_app.command("list")
@@ -109,7 +111,7 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
         return
     table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free")
     for name, r in rows.items():
-        table.add_row(name, r["type"], str(r["capacity"]), "yes" if r["enabled"] else "no",
+        table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), "yes" if r["enabled"] else "no",
                       str(r["assigned"]), str(r["running"]), str(r["free"]))
     console().print(table)
 
@@ -128,7 +130,7 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         return
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
-        table.add_row(name, str(item["value"]), item["source"])
+        table.add_row(name, literal(str(item["value"])), literal(item["source"]))
     console().print(table)
 
 

@@ -20,6 +20,7 @@ from cli.common import (
     parse_json_option,
     workspace,
 )
+from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from scheduler import queries
@@ -117,13 +118,16 @@ def tasks_command(
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(t.payload)]
-        table.add_row(*row)
+        table.add_row(*map(literal, row))
     console().print(table)
 
 
 def summary(payload: str, width: int = 40) -> str:
-    """The payload's JSON, cut to `width` characters."""
+    """The payload's JSON (or any text), cut to `width` characters."""
     return payload if len(payload) <= width else payload[:width - 1] + "…"
+
+
+DATA_WIDTH = 200  # characters of an event's data shown by `show`
 
 
 def show_command(
@@ -138,8 +142,8 @@ def show_command(
         return
     out = console()
     for key, value in queries.task_dict(task).items():
-        out.print(f"[bold]{key:>15}[/bold]  {value}")
+        out.print(literal((f"{key:>15}", "bold"), f"  {value}"))
     table = Table("seq", "at", "event", "data")
-    for rec in events:
-        table.add_row(str(rec.seq), rec.recorded_at, rec.type, rec.data)
+    for rec in events:  # the data cut first: a 1 MiB payload would make a 1 MiB table
+        table.add_row(str(rec.seq), rec.recorded_at, rec.type, literal(summary(rec.data, DATA_WIDTH)))
     out.print(table)

@@ -9,11 +9,12 @@ import typer
 from rich.table import Table
 
 from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from cli.text import literal
 from eventlog.errors import BadInput
 from scheduler import webhooks
 
 webhooks_app = typer.Typer(help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode=None)
 
 
 @webhooks_app.command("deliver")
@@ -30,12 +31,12 @@ def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
         emit_json({"queued": queued, **asdict(report)})
         return
     for item in report.delivered:
-        console().print(f"delivered {item['event']} {item['id']} to {item['url']}")
+        console().print(literal(f"delivered {item['event']} {item['id']} to {item['url']}"))
     for item in report.failed:
-        message(f"[yellow]failed:[/yellow] {item['event']} {item['id']} to {item['url']}: "
+        message(("failed:", "yellow"), f" {item['event']} {item['id']} to {item['url']}: "
                 f"{item['error']} (attempt {item['attempts']}; next at {item['next_attempt_at']})")
     for item in report.gave_up:
-        message(f"[red]gave up:[/red] {item['event']} {item['id']} to {item['url']} after "
+        message(("gave up:", "red"), f" {item['event']} {item['id']} to {item['url']} after "
                 f"{item['attempts']} attempt(s): {item['error']}")
     message(f"webhooks: {queued} queued, {len(report.delivered)} delivered, {len(report.failed)} "
             f"failed, {len(report.gave_up)} given up")
@@ -58,6 +59,6 @@ def list_command(
     table = Table("id", "event", "url", "status", "attempts", "at", "last error")
     for row in rows:
         at = row["delivered_at"] or row["gave_up_at"] or f"next {row['next_attempt_at']}"
-        table.add_row(row["id"], row["event"], row["url"], row["status"], str(row["attempts"]), at,
-                      row["last_error"] or "")
+        table.add_row(*map(literal, (row["id"], row["event"], row["url"], row["status"],
+                                     str(row["attempts"]), at, row["last_error"] or "")))
     console().print(table)

@@ -22,7 +22,8 @@ from eventlog.errors import BadInput
 from eventlog.timeutil import to_text
 from scheduler import worker
 
-worker_app = typer.Typer(help="The runner protocol for pull workers.", no_args_is_help=True)
+worker_app = typer.Typer(help="The runner protocol for pull workers.", no_args_is_help=True,
+                         rich_markup_mode=None)
 TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
 TaskArg = Annotated[int, typer.Argument(help="Task id.")]
 

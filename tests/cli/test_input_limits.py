@@ -38,7 +38,7 @@ ABYSS = "[" * 100_000 + "]" * 100_000
 
 
 @pytest.mark.parametrize(("extra", "named"), [
-    (["--title", SURROGATE], r"title.*not valid Unicode"),
+    (["--title", SURROGATE], r"--title: .*not valid Unicode"),
     (["--title", "x" * 1025], r"title.*1025 bytes, over the limit of 1024"),
     (["--title", "ok", "--payload", '"\\ud800"'], r"--payload.*not valid Unicode"),
     (["--title", "ok", "--payload", '{"k\\udc80": 1}'], r"--payload.*not valid Unicode"),
@@ -48,8 +48,8 @@ ABYSS = "[" * 100_000 + "]" * 100_000
     (["--title", "ok", "--payload", DEEP], r"--payload.*nested deeper than 64"),
     (["--title", "ok", "--payload", ABYSS], r"--payload.*nested deeper than 64"),
     (["--title", "ok", "--payload", json.dumps("x" * 200)], r"payload.*over the limit of 100"),
-    (["--title", "ok", "--assignee", SURROGATE], r"assignee.*not valid Unicode"),
-    (["--title", "ok", "--idempotency-key", SURROGATE], r"idempotency_key.*not valid Unicode"),
+    (["--title", "ok", "--assignee", SURROGATE], r"--assignee: .*not valid Unicode"),
+    (["--title", "ok", "--idempotency-key", SURROGATE], r"--idempotency-key: .*not valid Unicode"),
 ], ids=["title-surrogate", "title-size", "payload-escaped-surrogate", "payload-key-surrogate",
         "payload-overflow", "payload-negative-overflow", "payload-infinity", "payload-deep",
         "payload-abyss", "payload-size", "assignee-surrogate", "key-surrogate"])

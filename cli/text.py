@@ -1,0 +1,40 @@
+"""User text in the views: always data, never rich markup or terminal control.
+
+Every text view passes strings that may come from users (titles, payloads, errors,
+agent and queue names, reasons, paths, ...) through `visible`, or builds its output with
+`literal`, which does so and never parses markup."""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+
+# C0 controls, DEL, C1 controls (U+009B is CSI, U+009D OSC) and lone surrogates, which a
+# damaged database can hand back and which no encoder writes
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: str) -> str:
+    """`text` with each control character and lone surrogate replaced by its Python
+    backslash escape (`\\x1b`, `\\x07`, `\\n`, `\\t`, `\\x9b`, `\\udc80`), so none reaches
+    the terminal raw and a line stays one line. A backslash already in the text stays a
+    single backslash, so `\\x1b` typed by a user and a real ESC look alike: a view is
+    for reading, and `--json` tells them apart."""
+    return _INVISIBLE.sub(_escape, text)
+
+
+def literal(*parts: str | tuple[str, str] | Text) -> Text:
+    """A rich Text of `parts` joined, never parsed as markup: a part is text (made
+    `visible`), a (text, style) pair for sched's own styling of it, or a Text already
+    built this way."""
+    return Text.assemble(*(part if isinstance(part, Text)
+                           else visible(part) if isinstance(part, str)
+                           else (visible(part[0]), part[1]) for part in parts))
