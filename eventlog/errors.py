@@ -29,6 +29,21 @@ class DatabaseError(SchedError):
     """The database cannot be used."""
 
 
+class ForeignDatabase(DatabaseError):
+    """The file is not a sched database; sched leaves it as it is."""
+
+
+class DatabaseFault(DatabaseError):
+    """The database could not be used just now (disk full, I/O error, read-only,
+    damaged): the request could not be met; the message says whether a retry helps."""
+
+    exit_code = 1
+
+
+class DamagedProjection(DatabaseFault):
+    """A projection row cannot be read: rebuild the projections from the log."""
+
+
 class DatabaseBusy(DatabaseError):
     """Another writer held the database longer than the busy timeout; try again."""
 
@@ -36,7 +51,10 @@ class DatabaseBusy(DatabaseError):
 
 
 class CorruptLog(DatabaseError):
-    """The event log holds an event this version of sched cannot read."""
+    """The event log holds an event this version of sched cannot read (damaged, or
+    written by a newer sched): not bad input, so exit 1."""
+
+    exit_code = 1
 
 
 class LogTampered(DatabaseError):

@@ -25,6 +25,14 @@ _INSERT = ("INSERT INTO events (seq, stream_id, type, schema_version, recorded_a
            "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+def _record(row: Sequence[object]) -> Recorded:
+    """A stored row as a record; a text column that a damaged file holds as bytes (a
+    BLOB) is read as text with surrogate escapes, so its hash fails to match and verify
+    names its seq."""
+    values = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
+    return Recorded(*values)  # type: ignore[arg-type]
+
+
 class SqliteStore:
     """The `EventStore` interface over the `events` table of one open session."""
 
@@ -41,7 +49,7 @@ class SqliteStore:
     def last(self) -> Recorded | None:
         """The last event, None for an empty log."""
         row = self.session.execute(select(*_COLUMNS).order_by(EventRow.seq.desc()).limit(1)).first()
-        return Recorded(*row) if row else None
+        return _record(row) if row else None
 
     def append(self, events: Sequence[Event], recorded_at: datetime,
                expected_position: int | None = None) -> list[Recorded]:
@@ -66,7 +74,7 @@ class SqliteStore:
                 select(*_COLUMNS).where(EventRow.seq > after).order_by(EventRow.seq).limit(size)
             ).all()
             for row in rows:
-                yield Recorded(*row)
+                yield _record(row)
             if len(rows) < size:
                 return
             after = rows[-1][0]
@@ -77,7 +85,7 @@ class SqliteStore:
         rows = self.session.execute(
             select(*_COLUMNS).where(EventRow.stream_id == stream_id).order_by(EventRow.seq)
         ).all()
-        return [Recorded(*row) for row in rows]
+        return [_record(row) for row in rows]
 
     def last_position(self) -> int:
         return self.head()[0]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, inspect, select
 from sqlmodel import Session
 
+from eventlog.errors import CorruptLog
 from eventlog.sqlite_store import SqliteStore
 from eventlog.store import first_broken_link
-from projections.apply import MemoryProjection, apply, fold
-from projections.sql import SqlProjection
+from projections.apply import apply, fold
+from projections.sql import ROW_SHAPES, SqlProjection, rows_of
 from projections.tables import PROJECTION_SCHEMA, ProjectionSchemaRow, create_tables, drop_tables
 
 
@@ -67,24 +68,32 @@ class Verification:
         return not self.problems
 
 
-def describe_difference(want: object, have: object) -> str:
-    """What differs between the folded and the stored value, field by field for views."""
-    if is_dataclass(want) and is_dataclass(have):
-        diffs = [f"{f.name}: log gives {getattr(want, f.name)!r}, table has {getattr(have, f.name)!r}"
-                 for f in fields(want) if getattr(want, f.name) != getattr(have, f.name)]
-        return "; ".join(diffs)
+LABELS = {"tasks": "task", "agents": "agent", "queue_counts": "queue count",
+          "agent_records": "agent record", "outcomes": "outcome of seq",
+          "capacity_changes": "capacity change", "projection_meta": "meta"}
+
+
+def describe_row(table: str, key: tuple[object, ...], want: tuple[object, ...] | None,
+                 have: tuple[object, ...] | None) -> str:
+    """What differs between the row the log gives and the stored one, column by column."""
+    name = " ".join(map(str, key))
+    where = f"{LABELS[table]} {name}"
     if want is None:
-        return "in the table but not in the log"
+        return f"{where}: in the table but not in the log"
     if have is None:
-        return "in the log but missing from the table"
-    return f"log gives {want!r}, table has {have!r}"
+        return f"{where}: in the log but missing from the table"
+    columns = ROW_SHAPES[table][1]
+    diffs = [f"{column}: log gives {w!r}, table has {h!r}"
+             for column, w, h in zip(columns, want, have, strict=True) if w != h]
+    return f"{where}: " + "; ".join(diffs)
 
 
 def verify(log: SqliteStore, views: SqlProjection, limit: int = 20,
            expect_head: tuple[int, str] | None = None) -> Verification:
     """Check the hash chain (and, with `expect_head`, that the event at that seq has
     that hash: a chain alone cannot tell a truncated tail), then fold the log in
-    memory and compare with the tables."""
+    memory and compare every column of every projection table with it. A damaged
+    event or row is a problem reported with its seq or key, never a crash."""
     result = Verification(events=log.last_position())
     broken = first_broken_link(log.read())
     if broken is not None:
@@ -101,22 +110,16 @@ def verify(log: SqliteStore, views: SqlProjection, limit: int = 20,
             result.problems.append(f"seq {seq} has hash {found.hash}, not the expected {digest}: "
                                    "the log was rewritten from there or earlier")
             return result
-    expected = fold(log.read())
-    stored = MemoryProjection(
-        tasks={t.task_id: t for t in views.all_tasks()},
-        agents={a.name: a for a in views.all_agents()},
-        counts=views.counts(), records=views.records(), meta=views.meta(),
-        outcomes={o.seq: o for o in views.outcomes()},
-        capacity={(c.seq, c.agent): c for c in views.capacity_history()})
-    for label, want, have in (("task", expected.tasks, stored.tasks),
-                              ("agent", expected.agents, stored.agents),
-                              ("queue count", expected.counts, stored.counts),
-                              ("agent record", expected.records, stored.records),
-                              ("meta", expected.meta, stored.meta),
-                              ("outcome of seq", expected.outcomes, stored.outcomes),
-                              ("capacity change", expected.capacity, stored.capacity)):
+    try:
+        expected = rows_of(fold(log.read()))
+    except CorruptLog as e:  # an event whose hash was forged along with its content
+        result.problems.append(e.message)
+        return result
+    stored = views.raw_rows()
+    for table, want in expected.items():
+        have = stored[table]
         for key in sorted(set(want) | set(have), key=str):
             if want.get(key) != have.get(key):
-                result.problems.append(f"{label} {key}: {describe_difference(want.get(key), have.get(key))}")
+                result.problems.append(describe_row(table, key, want.get(key), have.get(key)))
     del result.problems[limit:]
     return result

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import astuple, fields
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, and_, delete, func, literal_column, or_, select
 from sqlmodel import Session
 
+from eventlog.errors import DamagedProjection
 from projections.tables import (
     PROJECTION_TABLES,
     AgentRecordRow,
@@ -22,6 +24,9 @@ from projections.tables import (
     TaskRow,
 )
 from projections.views import AgentView, CapacityChange, Outcome, TaskView
+
+if TYPE_CHECKING:
+    from projections.apply import MemoryProjection
 
 _TASK_FIELDS = [f.name for f in fields(TaskView)]
 _TUPLE_FIELDS = ("excluded", "waiting_on", "blocks")  # stored as JSON lists
@@ -37,7 +42,13 @@ _AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
 def task_from_row(row: Iterable[object]) -> TaskView:
     values = dict(zip(_TASK_FIELDS, row, strict=True))
     for name in _TUPLE_FIELDS:
-        values[name] = tuple(json.loads(values[name]))  # type: ignore[arg-type]
+        try:
+            values[name] = tuple(json.loads(values[name]))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as e:
+            raise DamagedProjection(
+                f"the row of task {values['task_id']} in the tasks table is damaged ({name} is not a "
+                "JSON list): `sched replay --verify` shows what differs; `sched rebuild` rebuilds "
+                "the projections from the log") from e
     values["cancelling"] = bool(values["cancelling"])  # SQLite stores booleans as 0/1
     return TaskView(**values)  # type: ignore[arg-type]
 
@@ -84,6 +95,40 @@ _INSERT_OUTCOME = (f"INSERT INTO outcomes ({', '.join(_OUTCOME_FIELDS)}) "
 _INSERT_CAPACITY = (f"INSERT INTO capacity_changes ({', '.join(_CAPACITY_FIELDS)}) "
                     f"VALUES ({', '.join('?' * len(_CAPACITY_FIELDS))})")
 _SELECT_TASK = f"SELECT {', '.join(_TASK_FIELDS)} FROM tasks WHERE task_id = ?"
+
+
+# table -> (its key columns, its other columns), as `flush` writes them
+ROW_SHAPES: dict[str, tuple[list[str], list[str]]] = {
+    "tasks": (["task_id"], [*_TASK_FIELDS[1:], "unblocks"]),
+    "agents": (["name"], _AGENT_FIELDS[1:]),
+    "queue_counts": (["queue", "status"], ["count"]),
+    "agent_records": (["agent", "task_type"], ["succeeded", "failed"]),
+    "outcomes": (["seq"], _OUTCOME_FIELDS[1:]),
+    "capacity_changes": (["seq", "agent"], [n for n in _CAPACITY_FIELDS if n not in ("seq", "agent")]),
+    "projection_meta": (["key"], ["value"]),
+}
+Rows = dict[str, dict[tuple[object, ...], tuple[object, ...]]]  # table -> key -> other columns
+
+
+def rows_of(state: MemoryProjection) -> Rows:
+    """The rows `flush` would write for a projection state held in memory: what the
+    tables must hold, column for column (derived columns such as `unblocks` included)."""
+    def split(table: str, params: tuple[object, ...], names: list[str]) -> tuple[tuple[object, ...], ...]:
+        keys, others = ROW_SHAPES[table]
+        value = dict(zip(names, params, strict=True))
+        return tuple(value[k] for k in keys), tuple(value[c] for c in others)
+
+    task_names = [*_TASK_FIELDS, "unblocks"]
+    return {
+        "tasks": dict(split("tasks", _task_params(t), task_names) for t in state.tasks.values()),
+        "agents": dict(split("agents", _agent_params(a), _AGENT_FIELDS) for a in state.agents.values()),
+        "queue_counts": {(q, st): (n,) for (q, st), n in state.counts.items() if n},
+        "agent_records": {key: pair for key, pair in state.records.items()},
+        "outcomes": dict(split("outcomes", astuple(o), _OUTCOME_FIELDS) for o in state.outcomes.values()),
+        "capacity_changes": dict(split("capacity_changes", astuple(c), _CAPACITY_FIELDS)
+                                 for c in state.capacity.values()),
+        "projection_meta": {(k,): (v,) for k, v in state.meta.items()},
+    }
 
 
 class SqlProjection:
@@ -164,6 +209,16 @@ class SqlProjection:
         (one point read per event, executemany at flush) where SQLAlchemy's per-call
         overhead would dominate."""
         return self.session.connection().connection.driver_connection
+
+    def raw_rows(self) -> Rows:
+        """Every row of every projection table as stored, column for column, nothing
+        parsed (a damaged value is compared, not crashed on)."""
+        self.flush()
+        rows: Rows = {}
+        for table, (keys, others) in ROW_SHAPES.items():
+            found = self._driver().execute(f"SELECT {', '.join(keys + others)} FROM {table}")
+            rows[table] = {tuple(r[:len(keys)]): tuple(r[len(keys):]) for r in found}
+        return rows
 
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""

@@ -7,14 +7,17 @@ record, the projections, the control file and SQLite's quick check.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import Field, SQLModel
 
-from eventlog.errors import ControlFileError
+from eventlog.errors import ControlFileError, DatabaseError
 from eventlog.timeutil import from_text, to_text
 from scheduler import webhooks
 from scheduler.settings import Settings
@@ -122,6 +125,31 @@ def check_integrity(result: str) -> Check:
     return Check("integrity", status, f"PRAGMA quick_check: {result}", "must say ok")
 
 
+def deleted_files_held(db_path: Path) -> dict[int, list[str]]:
+    """Processes (pid -> files) that hold open a database file, or its -wal or -shm,
+    that was deleted from the disk: they go on writing to a file nobody else sees,
+    while new processes make a fresh one; the two diverge, and commits are lost."""
+    real = str(db_path.resolve())
+    names = {f"{real}{suffix} (deleted)" for suffix in ("", "-wal", "-shm")}
+    held: dict[int, list[str]] = {}
+    for entry in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(entry)
+            if target in names:
+                held.setdefault(int(entry.parts[2]), []).append(target.removesuffix(" (deleted)"))
+    return held
+
+
+def check_files(held: dict[int, list[str]]) -> Check:
+    threshold = "no process may hold the database, its -wal or its -shm after they were deleted"
+    if not held:
+        return Check("files", "healthy", "no process holds a deleted database file", threshold)
+    saw = "; ".join(f"pid {pid} holds the deleted {', '.join(sorted(set(files)))}"
+                    for pid, files in sorted(held.items()))
+    return Check("files", "unhealthy", f"{saw}: a file was deleted under a running process; stop "
+                 "those processes (see docs/operations.md, what never to do to the files)", threshold)
+
+
 class HealthStateRow(SQLModel, table=True):
     """The overall level the last evaluation found (one row): an operational record,
     so that a change can be announced (`health.changed` webhooks)."""
@@ -156,6 +184,20 @@ def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
 def health(ws: Workspace) -> dict[str, Any]:
     """Run every check; the report has the overall level, its exit code and the checks."""
     settings, now = ws.settings, ws.clock.now()
+    files = check_files(deleted_files_held(settings.db_path))
+    try:
+        checks = [*database_checks(ws, now), check_control_file(ws), files]
+    except DatabaseError as e:  # a monitor still gets a report: what can be checked, is
+        checks = [Check("database", "unhealthy", e.message, "the database must open and read"),
+                  check_control_file(ws), files]
+    overall = worst([c.status for c in checks])
+    return {"status": overall, "exit_code": EXIT_CODES[overall], "at": to_text(now),
+            "checks": [asdict(c) for c in checks]}
+
+
+def database_checks(ws: Workspace, now: datetime) -> list[Check]:
+    """The checks that read the database: ticks, backlog, errors, progress, leases, integrity."""
+    settings = ws.settings
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
     with ws.read() as (_log, views):
         session = views.session
@@ -168,15 +210,11 @@ def health(ws: Workspace) -> dict[str, Any]:
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
         quick = "; ".join(row[0] for row in session.execute(text("PRAGMA quick_check")).all())
-    checks = [
+    return [
         check_last_tick(settings, last, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
-        check_control_file(ws),
         check_integrity(quick),
     ]
-    overall = worst([c.status for c in checks])
-    return {"status": overall, "exit_code": EXIT_CODES[overall], "at": to_text(now),
-            "checks": [asdict(c) for c in checks]}

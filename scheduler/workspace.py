@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventlog.db import Database
+from eventlog.errors import DatabaseFault
 from eventlog.sqlite_store import SqliteStore
 from projections.rebuild import ensure_current, stored_schema
 from projections.recorder import Recorder
@@ -47,6 +48,10 @@ class Workspace:
             with db.read() as session:
                 current = stored_schema(session) == PROJECTION_SCHEMA
             if not current:  # tables of another sched version: replay the log into new ones
+                if db.read_only:
+                    raise DatabaseFault(f"{db.path}: its projections were made by another version of "
+                                        "sched and must be rebuilt, which needs write access; the "
+                                        "database is read-only")
                 with db.write() as session:
                     ensure_current(session)
             self._db = db

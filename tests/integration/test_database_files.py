@@ -1,0 +1,243 @@
+"""The database file: sched opens only its own (another program's SQLite file is left
+exactly as it was), verify sees every column and names damage by seq or key, a writer
+refuses to append after a head that does not match its hash, faults of the machine
+(read-only media, a full disk, a busy lock) exit 1 and change nothing, and health
+notices a -wal deleted under a running process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from eventlog.db import APPLICATION_ID
+from scheduler import queries
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from tests.cli.conftest import cli_env, file_digest
+from tests.conftest import DEFAULT_FLEET, new_workspace, wait_for, write_fleet
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "internal error" not in err, err
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sched: "), lines
+    return lines[0]
+
+
+def events(db: Path) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+def foreign(path: Path, kind: str) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        if kind == "tables":
+            conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+            conn.execute("INSERT INTO users (name) VALUES ('ada')")
+        elif kind == "application_id":
+            conn.execute("PRAGMA application_id = 1234")
+        elif kind == "user_version":
+            conn.execute("PRAGMA user_version = 7")
+        elif kind == "events_of_another_shape":
+            conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, what TEXT)")
+        conn.commit()
+
+
+@pytest.mark.parametrize("kind", ["tables", "application_id", "user_version", "events_of_another_shape"])
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, capsys, kind):
+    write_fleet(tmp_path, DEFAULT_FLEET)
+    db = tmp_path / "sched.db"
+    foreign(db, kind)
+    before = file_digest(db)
+    for args in (["init"], ["init", "--example"], ["status"], ["tick"], ["tasks"],
+                 ["submit", "-q", "dev", "-t", "x"], ["replay", "--verify"],
+                 ["worker", "claim", "-a", "ann"]):
+        code, _out, err = run(capsys, *args, "--home", str(tmp_path))
+        assert code == 2, (args, err)
+        assert "not sched's" in one_line(err) or "not a sched database" in one_line(err)
+    code, out, _ = run(capsys, "health", "--json", "--home", str(tmp_path))
+    report = json.loads(out)
+    assert code == 2 and report["status"] == "unhealthy"
+    assert "not sched's" in report["checks"][0]["saw"] or "not a sched" in report["checks"][0]["saw"]
+    assert file_digest(db) == before
+    assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_database_made_before_the_mark_still_opens(tmp_path, capsys):
+    ws = new_workspace(tmp_path)
+    submit(ws, [TaskSpec(queue="dev", title="old")])
+    ws.close()
+    with closing(sqlite3.connect(tmp_path / "sched.db")) as conn:
+        conn.execute("PRAGMA application_id = 0")  # as the sched before the mark left it
+        conn.commit()
+    code, out, _ = run(capsys, "tasks", "--json", "--home", str(tmp_path))
+    assert code == 0 and '"title": "old"' in out
+    assert run(capsys, "init", "--home", str(tmp_path))[0] == 0  # init marks it
+    with closing(sqlite3.connect(tmp_path / "sched.db")) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_an_empty_file_is_initialised_but_not_opened_as_a_database(tmp_path, capsys):
+    write_fleet(tmp_path, DEFAULT_FLEET)
+    (tmp_path / "sched.db").touch()
+    code, _, err = run(capsys, "status", "--home", str(tmp_path))
+    assert code == 2 and "run `sched init`" in one_line(err)
+    assert run(capsys, "init", "--home", str(tmp_path))[0] == 0
+    assert run(capsys, "status", "--home", str(tmp_path))[0] == 0
+
+
+# -- verify ---------------------------------------------------------------------------
+
+@pytest.fixture
+def history(make_workspace):
+    ws = make_workspace()
+    parent, _ = submit(ws, [TaskSpec(queue="dev", title="parent"), TaskSpec(queue="dev", title="c")])
+    submit(ws, [TaskSpec(queue="dev", title="grandchild", after=[parent.task_id])])
+    tick(ws)
+    return ws
+
+
+def sql(ws, statement: str, *params: object) -> None:
+    with closing(sqlite3.connect(ws.settings.db_path)) as conn:
+        conn.execute(statement, params)
+        conn.commit()
+
+
+def test_verify_compares_every_column_even_the_derived_ones(history, capsys):
+    sql(history, "UPDATE tasks SET unblocks = 5 WHERE task_id = 1")
+    result = queries.verify_log(history)
+    assert result.problems == ["task 1: unblocks: log gives 1, table has 5"]
+    code, out, _ = run(capsys, "replay", "--verify", "--home", str(history.settings.home))
+    assert code == 1 and "task 1: unblocks: log gives 1, table has 5" in out
+
+
+def test_a_damaged_projection_row_is_reported_never_crashed_on(history, capsys):
+    sql(history, "UPDATE tasks SET excluded = 'not json' WHERE task_id = 2")
+    problems = queries.verify_log(history).problems
+    assert problems == ["task 2: excluded: log gives '[]', table has 'not json'"]
+    code, _, err = run(capsys, "tasks", "--home", str(history.settings.home))
+    assert code == 1 and "task 2" in one_line(err) and "sched rebuild" in one_line(err)
+    assert run(capsys, "rebuild", "--home", str(history.settings.home))[0] == 0
+    assert queries.verify_log(history).ok
+
+
+def test_event_bytes_that_are_not_utf8_are_named_by_seq(history, capsys):
+    sql(history, "UPDATE events SET data = CAST(? AS BLOB) WHERE seq = 2", b'{"title": "\xff\xfe"}')
+    code, out, err = run(capsys, "replay", "--verify", "--home", str(history.settings.home))
+    assert code == 1, err
+    assert "hash chain broken at seq 2" in out
+
+
+def test_a_writer_refuses_to_append_after_an_altered_head(history, capsys):
+    head = events(history.settings.db_path)
+    sql(history, "UPDATE events SET recorded_at = '2000-01-01T00:00:00.000000Z' WHERE seq = ?", head)
+    code, _, err = run(capsys, "submit", "-q", "dev", "-t", "more", "--home", str(history.settings.home))
+    assert code == 1 and f"seq {head}" in one_line(err) and "refusing to append" in one_line(err)
+    assert events(history.settings.db_path) == head
+
+
+# -- faults of the machine ----------------------------------------------------------------
+
+def namespaced(script: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as root in a mount namespace of its own (its mounts vanish
+    with it), with `sched` meaning this checkout's CLI."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private mount namespace")
+    sched = f"{sys.executable} -m cli"
+    env = cli_env(home, {"PYTHONPATH": str(Path(__file__).parents[2])})
+    return subprocess.run(["unshare", "-m", "sh", "-euc", script.replace("sched ", sched + " ")],
+                          cwd=home, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_read_only_media_serve_reads_and_refuse_writes_in_one_line(tmp_path):
+    home = tmp_path / "home"
+    ws = new_workspace(home)
+    submit(ws, [TaskSpec(queue="dev", title="t")])
+    ws.close()
+    before = file_digest(home / "sched.db")
+    done = namespaced(f"""
+        mount --bind {home} {home}
+        mount -o remount,ro,bind {home}
+        set +e
+        sched tasks --json
+        sched replay --verify
+        sched health --json > /dev/null 2> {tmp_path}/health.err; echo "health exit $?"
+        sched submit -q dev -t more 2> {tmp_path}/err; echo "submit exit $?"
+        cat {tmp_path}/err
+        """, home)
+    assert done.returncode == 0, done.stderr
+    assert '"title": "t"' in done.stdout and "verified:" in done.stdout, done.stdout + done.stderr
+    assert "health exit" in done.stdout and (tmp_path / "health.err").read_text() == ""
+    assert "submit exit 1" in done.stdout and "read-only" in done.stdout
+    assert file_digest(home / "sched.db") == before
+
+
+def test_a_full_disk_exits_1_and_leaves_nothing_half_done(tmp_path):
+    home = tmp_path / "full"
+    home.mkdir()
+    (tmp_path / "fleet.json").write_text(json.dumps(DEFAULT_FLEET))
+    (tmp_path / "big.jsonl").write_text(json.dumps({"queue": "dev", "title": "after",
+                                                    "payload": "x" * 500_000}) + "\n")
+    done = namespaced(f"""
+        mount -t tmpfs -o size=2m tmpfs {home}
+        cp {tmp_path}/fleet.json {home}/agent-control.json
+        sched init
+        sched submit -q dev -t before
+        dd if=/dev/zero of={home}/filler bs=4k 2>/dev/null || true
+        set +e
+        sched submit --file {tmp_path}/big.jsonl 2> {tmp_path}/err; echo "submit exit $?"
+        cat {tmp_path}/err
+        set -e
+        rm {home}/filler
+        sched tasks --json
+        sched replay --verify
+        """, home)
+    assert done.returncode == 0, done.stderr
+    assert "submit exit 1" in done.stdout and "disk is full" in done.stdout, done.stdout
+    assert '"before"' in done.stdout and '"after"' not in done.stdout and "verified:" in done.stdout
+
+
+def test_health_notices_a_wal_deleted_under_a_running_process(make_workspace):
+    ws = make_workspace()
+    submit(ws, [TaskSpec(queue="dev", title="t")])
+    ws.close()  # the last connection checkpoints: the log is in sched.db itself
+    db = ws.settings.db_path
+    with subprocess.Popen(
+            [sys.executable, "-c", "import sqlite3, sys\n"
+             f"c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM events').fetchone()\n"
+             "print('ready', flush=True); sys.stdin.readline()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert next(c for c in _checks(ws) if c["name"] == "files")["status"] == "healthy"
+        Path(f"{db}-wal").unlink()
+        Path(f"{db}-shm").unlink()
+        files = wait_for("health to notice", lambda: next(
+            (c for c in _checks(ws) if c["name"] == "files" and c["status"] == "unhealthy"), None))
+        assert f"pid {holder.pid} holds the deleted" in files["saw"]  # type: ignore[index]
+        holder.kill()
+
+
+def _checks(ws) -> list[dict[str, str]]:
+    from scheduler.health import health
+
+    ws.close()  # this test's own connection must not be the one holding the deleted file
+    report = health(ws)
+    ws.close()
+    return report["checks"]
