@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cli.text import literal
+from eventlog.errors import BadInput
 from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
 from scheduler.settings import LoadedSettings, load_settings
@@ -30,6 +31,8 @@ HomeOpt = Annotated[Path | None, typer.Option(
 AgentsOpt = Annotated[Path | None, typer.Option(
     "--agents", help="Agent control file (default: $SCHED_AGENT_CONTROL_FILE, else searched "
     "under SCHED_HOME).", show_default=False)]
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 # main() may inject a clock (tests do); commands read it through `workspace()`.
 CLOCK: list[Clock] = [SystemClock()]
@@ -54,13 +57,21 @@ def emit_json(document: Any) -> None:
 
 
 def loaded_settings(home: Path | None = None, db: Path | None = None,
-                    agents: Path | None = None) -> LoadedSettings:
-    return load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents})
+                    agents: Path | None = None, *, create_home: bool = False) -> LoadedSettings:
+    """The settings of a command. Its home must exist (only `init` creates it)."""
+    loaded = load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents})
+    if create_home:
+        loaded.settings.home.mkdir(parents=True, exist_ok=True)
+    elif not loaded.settings.home.is_dir():
+        raise BadInput(f"SCHED_HOME {loaded.settings.home} does not exist or is not a directory "
+                       "(`sched init` creates it)")
+    return loaded
 
 
 def workspace(home: Path | None = None, db: Path | None = None,
-              agents: Path | None = None) -> Workspace:
-    return Workspace(loaded_settings(home, db, agents).settings, clock=CLOCK[0])
+              agents: Path | None = None, *, create_home: bool = False) -> Workspace:
+    return Workspace(loaded_settings(home, db, agents, create_home=create_home).settings,
+                     clock=CLOCK[0])
 
 
 def parse_json_option(text: str | None, flag: str) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -28,39 +29,108 @@ def _count(value: int, style: str) -> Text:
     return Text(str(value), style=style if value else "dim")
 
 
-def render(doc: dict[str, Any]) -> RenderableType:
-    queues = Table("queue", "queued", "assigned", "running", "approval", "blocked", "dead",
-                   "succeeded", title="queues", title_justify="left")
-    for name, c in doc["queues"].items():
+def _table(*headers: str, title: str) -> Table:
+    """A compact table: light rules, every cell on one line (cut with an ellipsis)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1, 0, 0), show_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ellipsis")
+    return table
+
+
+def _task_line(t: dict[str, Any]) -> str:
+    progress = ""
+    if t.get("progress_percent") is not None or t.get("progress_message"):
+        percent = f"{t['progress_percent']:g}%" if t.get("progress_percent") is not None else ""
+        progress = " " + " ".join(p for p in (percent, t.get("progress_message") or "") if p)
+    return f"#{t['task_id']} {t['title']} ({t['status']} {human_duration(t['seconds'])}{progress})"
+
+
+def footer(doc: dict[str, Any]) -> Text:
+    """Two lines: the last hour and the pause state; the last tick and the daemon."""
+    hour = doc["last_hour"]
+    text = Text.assemble(
+        "last hour: ", (f"{hour['completed']} completed", "green"), ", ",
+        (f"{hour['failed']} failed", "red" if hour["failed"] else "dim"),
+        f"   last seq {doc['last_seq']}   ")
+    if doc["paused"]:
+        reason = f" ({doc['paused']['reason']})" if doc["paused"].get("reason") else ""
+        text.append(visible(f"PAUSED by {doc['paused']['by']}{reason}"), style="bold yellow")
+    else:
+        text.append("assigning", style="green")
+    for queue, gate in doc["gates_closed"].items():
+        text.append(visible(f"   gate of {queue} closed: {gate['detail']}"), style="yellow")
+    tick, daemon = doc.get("last_tick"), doc.get("daemon") or {}
+    text.append("\nlast tick: ")
+    if tick is None:
+        text.append("never", style="red")
+    else:
+        text.append(visible(f"{human_duration(tick['seconds_ago'])} ago on {tick['host']} "
+                            f"(pid {tick['pid']})"))
+    text.append("   daemon: ")
+    if daemon.get("alive"):
+        text.append(visible(f"alive on {daemon['host']} (pid {daemon['pid']}) since {daemon['since']}"),
+                    style="green")
+    else:
+        seen = f" (last seen {daemon['last_seen']})" if daemon.get("last_seen") else ""
+        text.append(f"none running{seen}", style="yellow")
+    return text
+
+
+FOOTER_LINES = 2
+TABLE_LINES = 3  # title, header and rule of a compact table
+
+
+def _lines(shown: int, total: int) -> int:
+    """Lines a table takes with `shown` of its `total` rows: none when it is left out
+    (rows to show, none shown), one more for the caption when it is cut short."""
+    if shown == 0 and total > 0:
+        return 0
+    return TABLE_LINES + shown + (shown < total)
+
+
+def _fit(counts: list[int], room: int) -> list[int]:
+    """Rows to show of each table (in order: queues, agents, recent) so that all fit in
+    `room` lines: the latest outcomes give way first, then the agents, then the queues."""
+    shown = list(counts)
+    for index in (2, 1, 0):
+        while shown[index] and sum(map(_lines, shown, counts)) > room:
+            shown[index] -= 1
+    return shown
+
+
+def render(doc: dict[str, Any], height: int | None = None) -> RenderableType:
+    """The dashboard; with `height` (the terminal's lines), the tables are cut so that
+    the footer always shows."""
+    agents_rows = list(doc["agents"].items())
+    counts = [len(doc["queues"]), len(agents_rows), len(doc["recent"])]
+    shown = counts if height is None else _fit(counts, max(height - FOOTER_LINES - 1, 0))
+    queues = _table("queue", "queued", "assigned", "running", "approval", "blocked", "dead",
+                    "succeeded", title="queues")
+    for name, c in list(doc["queues"].items())[:shown[0]]:
         queues.add_row(literal(name), _count(c["queued"], "yellow"), _count(c["assigned"], "yellow"),
                        _count(c["running"], "green"), _count(c["awaiting_approval"], "yellow"),
                        _count(c["blocked"], "yellow"), _count(c["dead"], "red"),
                        str(c["succeeded"]))
-    agents = Table("agent", "type", "load", "free", "current tasks", title="agents",
-                   title_justify="left")
-    for name, a in doc["agents"].items():
-        tasks = ", ".join(f"#{t['task_id']} {t['title']} ({t['status']} {human_duration(t['seconds'])})"
-                          for t in a["tasks"]) or "-"
-        label = name if a["enabled"] and a["configured"] else f"{name} (off)"
-        agents.add_row(literal(label), literal(a["type"]),
+    agents = _table("agent", "type", "load", "free", "current tasks", title="agents")
+    for name, a in agents_rows[:shown[1]]:
+        tasks = ", ".join(_task_line(t) for t in a["tasks"]) or "-"
+        state = a.get("out_of_service") or ("" if a["enabled"] and a["configured"] else "off")
+        agents.add_row(literal(name + (f" ({state})" if state else "")), literal(a["type"]),
                        load_bar(a["assigned"] + a["running"], a["capacity"]), str(a["free"]), literal(tasks))
-    recent = Table("task", "queue", "agent", "outcome", "ran", "ago", "detail",
-                   title="latest completions and failures", title_justify="left")
-    for o in doc["recent"]:
+    recent = _table("task", "queue", "agent", "outcome", "ran", "ago", "detail",
+                    title="latest completions and failures")
+    for o in doc["recent"][:shown[2]]:
         style = "green" if o["outcome"] == "succeeded" else "red"
         recent.add_row(f"#{o['task_id']}", literal(o["queue"]), literal(o["agent"] or "-"),
                        Text(o["outcome"], style=style), human_duration(o["run_seconds"]),
                        human_duration(o["seconds_ago"]), literal((o["detail"] or "")[:60]))
-    hour = doc["last_hour"]
-    footer = Text.assemble(
-        "last hour: ", (f"{hour['completed']} completed", "green"), ", ",
-        (f"{hour['failed']} failed", "red" if hour["failed"] else "dim"),
-        f" ({hour['completed']}/h)   last seq {doc['last_seq']}   ")
-    if doc["paused"]:
-        reason = f" ({doc['paused']['reason']})" if doc["paused"].get("reason") else ""
-        footer.append(visible(f"PAUSED by {doc['paused']['by']}{reason}"), style="bold yellow")
-    else:
-        footer.append("assigning", style="green")
-    for queue, gate in doc["gates_closed"].items():
-        footer.append(visible(f"   gate of {queue} closed: {gate['detail']}"), style="yellow")
-    return Group(queues, agents, recent, footer)
+    parts: list[RenderableType] = []
+    for table, n, total in ((queues, shown[0], counts[0]), (agents, shown[1], counts[1]),
+                            (recent, shown[2], counts[2])):
+        if n < total:
+            table.caption = f"... and {total - n} more"
+            table.caption_justify = "left"
+        if _lines(n, total):
+            parts.append(table)
+    return Group(*parts, footer(doc))

@@ -3,14 +3,18 @@ errors into a line on stderr and an exit code (never a traceback)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Annotated
 
 import typer
 
 from cli import common
+from cli.common import HELP_OPTIONS
 from cli.observe_cmd import explain_command, health_command, metrics_command
 from cli.operator_cmd import (
     approve_command,
@@ -37,10 +41,27 @@ from eventlog.errors import BadInput, SchedError
 from eventlog.values import text_problem
 from scheduler.clock import Clock, SystemClock
 
-app = typer.Typer(
+app = typer.Typer(context_settings=HELP_OPTIONS,
     name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
     rich_markup_mode=None)  # help as written: `[queues.NAME]` is text, not rich markup
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"sched {version('sched')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def sched_options(
+    _version: Annotated[bool, typer.Option(
+        "--version", help="Print the version of sched and exit.", callback=show_version,
+        is_eager=True)] = False,
+) -> None:
+    """An event-sourced scheduler for fleets of AI agents, on SQLite."""
+
+
 app.command("init")(init_command)
 app.command("submit")(submit_command)
 app.command("tick")(tick_command)
@@ -91,12 +112,23 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except (typer.Abort, KeyboardInterrupt):
         print("sched: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:  # typer ends a command whose reader went away (EPIPE) this way
+        return e.code if isinstance(e.code, int) else 1
+    except OSError as e:  # a file of sched's home: where, and what the system said
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sched: {visible(where + (e.strerror or str(e)))}", file=sys.stderr)
+        return 1 if e.errno in MACHINE_FAULTS else 2
     except Exception as e:
         if os.environ.get("SCHED_DEBUG"):
             traceback.print_exc()
         print(f"sched: internal error: {type(e).__name__}: {visible(str(e))} "
               "(set SCHED_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+
+
+# errors of the machine (exit 1: the request could not be met now), as opposed to a
+# path that cannot be used as given (exit 2: permission, missing, read-only, not a dir)
+MACHINE_FAULTS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN})
 
 
 def check_arguments(args: Sequence[str]) -> None:
@@ -114,7 +146,3 @@ def check_arguments(args: Sequence[str]) -> None:
             raise BadInput(f"{args[index - 1]}: {problem}")
         raise BadInput(f"argument {index + 1}: {problem}")
 
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())

@@ -19,6 +19,7 @@ from cli.common import (
     workspace,
 )
 from cli.text import literal
+from eventlog.values import INT64_MAX
 from scheduler.explain import explain
 from scheduler.health import health
 from scheduler.metrics import metrics, parse_window, prometheus_text
@@ -103,7 +104,7 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
 
 
 def explain_command(
-    task_id: Annotated[int, typer.Argument(help="Task id.")],
+    task_id: Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Why a task went to its agent, and why not earlier, from the decisions in the log."""

@@ -10,6 +10,7 @@ import typer
 
 from cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, message, workspace
 from eventlog.errors import BadInput
+from eventlog.values import INT64_MAX
 from scheduler import operator
 
 
@@ -51,7 +52,8 @@ def resume_command(
 
 
 def requeue_command(
-    task_ids: Annotated[list[int] | None, typer.Argument(help="Dead tasks to requeue.")] = None,
+    task_ids: Annotated[list[int] | None, typer.Argument(
+        help="Dead tasks to requeue.", min=1, max=INT64_MAX)] = None,
     all_dead: Annotated[bool, typer.Option("--all", help="Every dead task of --queue.")] = False,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="The queue, with --all.")] = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
@@ -69,7 +71,7 @@ def requeue_command(
 
 
 def cancel_command(
-    task_id: Annotated[int, typer.Argument(help="The task to cancel.")],
+    task_id: Annotated[int, typer.Argument(help="The task to cancel.", min=1, max=INT64_MAX)],
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the event.")] = None,
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
@@ -84,7 +86,7 @@ def cancel_command(
 
 
 def approve_command(
-    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.")],
+    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.", min=1, max=INT64_MAX)],
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Approve tasks submitted with --requires-approval: they join their queue."""
@@ -96,7 +98,7 @@ def approve_command(
 
 
 def reject_command(
-    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.")],
+    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.", min=1, max=INT64_MAX)],
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the event.")] = None,
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:

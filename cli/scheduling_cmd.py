@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.live import Live
 from rich.table import Table
 
@@ -17,6 +18,7 @@ from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, m
 from cli.dashboard import render
 from cli.text import literal, visible
 from eventlog.errors import BadInput
+from eventlog.values import INT64_MAX
 from scheduler import queries
 from scheduler.daemon import run_daemon
 from scheduler.dashboard import snapshot
@@ -66,10 +68,12 @@ def watch(ws: Workspace, interval: float, json_out: bool) -> None:
                 emit_json(snapshot(ws))
                 sys.stdout.flush()
                 time.sleep(interval)
-        with Live(render(snapshot(ws)), console=console(), auto_refresh=False) as live:
+        out = console()
+        with Live(render(snapshot(ws), out.size.height), console=out, auto_refresh=False,
+                  vertical_overflow="crop") as live:
             while True:
                 time.sleep(interval)
-                live.update(render(snapshot(ws)), refresh=True)
+                live.update(render(snapshot(ws), out.size.height), refresh=True)
     except KeyboardInterrupt:
         return  # Ctrl-C is how a watch ends: exit 0
 
@@ -98,15 +102,15 @@ def status_command(
     out = console()
     columns = ("awaiting_approval", "blocked", "queued", "assigned", "running", "succeeded",
                "dead", "cancelled")
-    queues = Table("queue", "approval", *columns[1:], title="queues")
+    queues = compact_table("queue", "approval", *columns[1:], title="queues")
     for name, c in doc["queues"].items():
         queues.add_row(literal(name), *(str(c[k]) for k in columns))
     out.print(queues)
-    agents = Table("agent", "type", "capacity", "assigned", "running", "free", title="agents")
+    agents = compact_table("agent", "type", "capacity", "assigned", "running", "free", "state",
+                           title="agents")
     for name, a in doc["agents"].items():
-        label = name if a["enabled"] and a["configured"] else f"{name} (off)"
-        agents.add_row(literal(label), literal(a["type"]), str(a["capacity"]), str(a["assigned"]),
-                       str(a["running"]), str(a["free"]))
+        agents.add_row(literal(name), literal(a["type"]), str(a["capacity"]), str(a["assigned"]),
+                       str(a["running"]), str(a["free"]), agent_state(a))
     out.print(agents)
     out.print(f"last seq: {doc['last_seq']}")
     for queue, gate in doc["gates_closed"].items():
@@ -116,8 +120,29 @@ def status_command(
         out.print(literal((f"paused by {doc['paused']['by']}{why}: ticks assign nothing", "yellow")))
 
 
+def compact_table(*headers: str, title: str) -> Table:
+    """A table that keeps every header whole at 80 columns: light rules, one space
+    between columns, counts right-aligned."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1, 0, 0), show_edge=False)
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="left" if index == 0 or header in ("type", "state") else "right",
+                         no_wrap=index > 0, min_width=len(header), overflow="fold")
+    return table
+
+
+def agent_state(agent: dict[str, object]) -> str:
+    """in service, drained, evicted, disabled, or gone (left the control file)."""
+    if agent.get("out_of_service"):
+        return str(agent["out_of_service"])
+    if not agent["configured"]:
+        return "gone"
+    return "in service" if agent["enabled"] else "disabled"
+
+
 def replay_command(
-    task: Annotated[int | None, typer.Option("--task", help="Only this task's events.")] = None,
+    task: Annotated[int | None, typer.Option(
+        "--task", help="Only this task's events.", min=1, max=INT64_MAX)] = None,
     since: Annotated[str | None, typer.Option(help="From this seq or ISO time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this seq or ISO time (inclusive).")] = None,
     verify: Annotated[bool, typer.Option(
@@ -193,7 +218,7 @@ def run_command(
 
 
 def exec_command(
-    task_id: Annotated[int, typer.Argument(help="The assigned task to run.")],
+    task_id: Annotated[int, typer.Argument(help="The assigned task to run.", min=1, max=INT64_MAX)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""

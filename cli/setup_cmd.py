@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cli.common import (
+    HELP_OPTIONS,
     AgentsOpt,
     DbOpt,
     HomeOpt,
@@ -24,10 +25,12 @@ from eventlog.errors import ControlFileError
 from scheduler import operator
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
-agents_app = typer.Typer(help="Inspect the agent control file and the fleet.",
-                         no_args_is_help=True, rich_markup_mode=None)
-config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True,
-                         rich_markup_mode=None)
+agents_app = typer.Typer(
+    context_settings=HELP_OPTIONS, help="Inspect the agent control file and the fleet.",
+    no_args_is_help=True, rich_markup_mode=None)
+config_app = typer.Typer(
+    context_settings=HELP_OPTIONS, help="Inspect the effective settings.", no_args_is_help=True,
+    rich_markup_mode=None)
 
 
 def init_command(
@@ -35,8 +38,8 @@ def init_command(
         "--example", help="Also write an example agent control file if none is found.")] = False,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
-    """Create the database (idempotent)."""
-    ws = workspace(home, db, agents)
+    """Create the database (idempotent), and its home if missing."""
+    ws = workspace(home, db, agents, create_home=True)
     existed = ws.settings.db_path.exists()
     ws.init_db()
     written = None
@@ -77,13 +80,14 @@ def validate_command(
         else:
             message(("invalid:", "red"), f" {e.message}")
         raise typer.Exit(1) from e
+    warnings = [*control.warnings, *ws.settings.queue_table_warnings(a.type for a in control.agents)]
     if json_out:
         emit_json({"valid": True, "path": str(path), "agents": len(control.agents),
                    "types": sorted({a.type for a in control.agents}),
-                   "warnings": list(control.warnings),
+                   "warnings": warnings,
                    "written": str(written) if written else None})
         return
-    for warning in control.warnings:
+    for warning in warnings:
         message(("warning:", "yellow"), f" {warning}")
     if written:
         message(f"wrote default control file {written}")
@@ -123,11 +127,18 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     loaded = loaded_settings(home, db, agents)
     values = loaded.settings.model_dump(mode="json")
     values["db"] = str(loaded.settings.db_path)
+    try:
+        served = [a.type for a in workspace(home, db, agents).registry().agents]
+        warnings = loaded.settings.queue_table_warnings(served)
+    except ControlFileError as e:
+        warnings = [f"the control file cannot be checked against [queues.NAME]: {e.message}"]
     doc = {"settings": {name: {"value": values[name], "source": loaded.sources[name]}
-                        for name in values}}
+                        for name in values}, "warnings": warnings}
     if json_out:
         emit_json(doc)
         return
+    for warning in warnings:
+        message(("warning:", "yellow"), f" {warning}")
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
         table.add_row(name, literal(str(item["value"])), literal(item["source"]))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,6 +24,7 @@ from cli.common import (
 from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
+from eventlog.values import INT64_MAX
 from scheduler import queries
 from scheduler.submit import parse_duration, parse_spec, read_batch, submit
 
@@ -91,7 +93,7 @@ def submit_command(
 def tasks_command(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     status: Annotated[str | None, typer.Option("--status", "-s", help="Only this status.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.", min=1, max=INT64_MAX)] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Add the payload, the attempts and the excluded agents.")] = False,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
@@ -106,6 +108,7 @@ def tasks_command(
     columns = ["id", "queue", "status", "prio", "eff", "waited", "est. start", "agent", "title"]
     if verbose:
         columns += ["attempts", "excluded", "payload"]
+        shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
     table = Table(*columns)
     now = ws.clock.now()
     for t in found:
@@ -117,9 +120,12 @@ def tasks_command(
                f"{pick['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
-                    summary(t.payload)]
+                    summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
         table.add_row(*map(literal, row))
     console().print(table)
+
+
+PAYLOAD_SHOWN = 200  # bytes: a bigger payload is not read by a listing, only its size shown
 
 
 def summary(payload: str, width: int = 40) -> str:
@@ -131,19 +137,56 @@ DATA_WIDTH = 200  # characters of an event's data shown by `show`
 
 
 def show_command(
-    task_id: Annotated[int, typer.Argument(help="Task id.")],
+    task_id: Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
-    """One task: its state and its whole history."""
+    """One task: its state, who ran it, its result, and its whole history."""
     task, events = queries.show(workspace(home, db), task_id)
+    doc = queries.task_dict(task) | {"result": queries.result_of(events)}
     if json_out:
-        emit_json({"task": queries.task_dict(task),
-                   "events": [queries.event_dict(e) for e in events]})
+        emit_json({"task": doc, "events": [queries.event_dict(e) for e in events]})
         return
     out = console()
-    for key, value in queries.task_dict(task).items():
-        out.print(literal((f"{key:>15}", "bold"), f"  {value}"))
+    for label, value in show_lines(doc):
+        out.print(literal((f"{label:>12}", "bold"), "  ", value))
     table = Table("seq", "at", "event", "data")
     for rec in events:  # the data cut first: a 1 MiB payload would make a 1 MiB table
         table.add_row(str(rec.seq), rec.recorded_at, rec.type, literal(summary(rec.data, DATA_WIDTH)))
     out.print(table)
+
+
+def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The task as labelled lines of text (no Python reprs: JSON for JSON values, words
+    for the rest), leaving out what does not apply."""
+    def json_text(value: object) -> str:
+        return summary(json.dumps(value, ensure_ascii=False, separators=(",", ":")), DATA_WIDTH)
+
+    used = doc["attempt"] - doc["attempt_floor"]
+    lines = [("task", f"{doc['task_id']}: {doc['title']}"),
+             ("queue", doc["queue"] + (f", directed at {doc['assignee']}" if doc["assignee"] else "")),
+             ("status", f"{doc['status']}" + (" (cancel requested)" if doc["cancelling"] else "")),
+             ("attempts", f"{used} of {doc['max_attempts']} used ({doc['attempt']} started in all)"),
+             ("priority", str(doc["priority"]))]
+    if doc["agent"]:
+        wrapper = f" (pid {doc['pid']} on {doc['host']})" if doc["pid"] else ""
+        lines.append(("held by", doc["agent"] + wrapper))
+    if doc["last_agent"]:
+        lines.append(("ran on", doc["last_agent"]))
+    if doc["progress_percent"] is not None or doc["progress_message"]:
+        percent = f"{doc['progress_percent']:g}% " if doc["progress_percent"] is not None else ""
+        lines.append(("progress", f"{percent}{doc['progress_message'] or ''} (at {doc['progress_at']})"))
+    if doc["status"] == "succeeded":
+        lines.append(("result", json_text(doc["result"])))
+    lines.append(("payload", json_text(doc["payload"])))
+    for label, key in (("last error", "last_error"), ("dead reason", "dead_reason"),
+                       ("type", "task_type"), ("key", "idempotency_key"), ("not before", "not_before"),
+                       ("deadline", "deadline"), ("log", "log_path")):
+        if doc[key] is not None:
+            lines.append((label, str(doc[key])))
+    for label, key in (("waits on", "waiting_on"), ("blocks", "blocks"), ("excluded", "excluded")):
+        if doc[key]:
+            lines.append((label, ", ".join(map(str, doc[key]))))
+    lines += [(label, doc[key]) for label, key in (
+        ("submitted", "submitted_at"), ("ready", "ready_at"), ("assigned", "assigned_at"),
+        ("started", "started_at"), ("updated", "updated_at")) if doc[key]]
+    return lines

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from cli.common import HELP_OPTIONS, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
 from cli.text import literal
 from eventlog.errors import BadInput
 from scheduler import webhooks
 
-webhooks_app = typer.Typer(help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",
-                           no_args_is_help=True, rich_markup_mode=None)
+webhooks_app = typer.Typer(
+    context_settings=HELP_OPTIONS, help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",
+    no_args_is_help=True, rich_markup_mode=None)
 
 
 @webhooks_app.command("deliver")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.common import (
+    HELP_OPTIONS,
     AgentsOpt,
     DbOpt,
     HomeOpt,
@@ -20,12 +21,14 @@ from cli.common import (
 )
 from eventlog.errors import BadInput
 from eventlog.timeutil import to_text
+from eventlog.values import INT64_MAX
 from scheduler import worker
 
-worker_app = typer.Typer(help="The runner protocol for pull workers.", no_args_is_help=True,
-                         rich_markup_mode=None)
+worker_app = typer.Typer(
+    context_settings=HELP_OPTIONS, help="The runner protocol for pull workers.", no_args_is_help=True,
+    rich_markup_mode=None)
 TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
-TaskArg = Annotated[int, typer.Argument(help="Task id.")]
+TaskArg = Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)]
 
 
 @worker_app.command("claim")

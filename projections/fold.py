@@ -55,10 +55,11 @@ def canonical_json(value: object) -> str:
 def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskView:
     """The task after `event`, recorded as `seq` at time `at`."""
     if isinstance(event, TaskSubmitted):
+        payload = canonical_json(event.payload)
         return TaskView(
             task_id=event.task_id, queue=event.queue, title=event.title,
             priority=event.priority, assignee=event.assignee,
-            payload=canonical_json(event.payload),
+            payload=payload, payload_bytes=len(payload.encode("utf-8", "surrogateescape")),
             status="awaiting_approval" if event.requires_approval else "queued",
             attempt=0, attempt_floor=0, max_attempts=event.max_attempts, agent=None,
             not_before=to_text(event.not_before) if event.not_before else None,

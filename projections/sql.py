@@ -37,6 +37,9 @@ _TASK_COLUMNS = [getattr(TaskRow, name) for name in _TASK_FIELDS]
 _OUTCOME_COLUMNS = [getattr(OutcomeRow, name) for name in _OUTCOME_FIELDS]
 _CAPACITY_COLUMNS = [getattr(CapacityRow, name) for name in _CAPACITY_FIELDS]
 _AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
+# the task columns of a listing: the payload left unread
+_LISTED_COLUMNS = [literal_column("NULL").label("payload") if name == "payload" else getattr(TaskRow, name)
+                   for name in _TASK_FIELDS]
 
 
 def task_from_row(row: Iterable[object]) -> TaskView:
@@ -151,6 +154,8 @@ class SqlProjection:
 
     # -- writes (called by `apply`) ---------------------------------------------------
     def put_task(self, task: TaskView) -> None:
+        if task.payload is None:  # a view from a listing: storing it would lose the payload
+            raise ValueError(f"task {task.task_id}: a listed view (payload not loaded) cannot be stored")
         self._tasks[task.task_id] = task
 
     def put_agent(self, agent: AgentView) -> None:
@@ -336,9 +341,11 @@ class SqlProjection:
 
     def tasks(self, queue: str | None = None, status: str | None = None,
               agent: str | None = None, limit: int | None = None) -> list[TaskView]:
-        """Tasks in pick order (priority, then submission), filtered."""
+        """Tasks in pick order (priority, then submission), filtered; their payloads are
+        not loaded (`payload` None, `payload_bytes` says how big): a listing of tasks
+        with big payloads reads only their rows. `get_task` gives the whole task."""
         self.flush()
-        query = select(*_TASK_COLUMNS)
+        query = select(*_LISTED_COLUMNS)
         if queue is not None:
             query = query.where(TaskRow.queue == queue)
         if status is not None:
@@ -347,6 +354,16 @@ class SqlProjection:
             query = query.where(TaskRow.agent == agent)
         query = query.order_by(*PICK_ORDER).limit(limit)
         return [task_from_row(r) for r in self.session.execute(query)]
+
+    def payloads(self, task_ids: list[int]) -> dict[int, str]:
+        """The payload JSON of these tasks."""
+        self.flush()
+        found: dict[int, str] = {}
+        for start in range(0, len(task_ids), 500):  # SQLite's limit on bound parameters
+            query = select(TaskRow.task_id, TaskRow.payload).where(
+                TaskRow.task_id.in_(task_ids[start:start + 500]))
+            found.update((task_id, payload) for task_id, payload in self.session.execute(query))
+        return found
 
     def doomed(self, limit: int) -> list[TaskView]:
         """Tasks waiting on a task that ended dead or cancelled (they can never run)."""

@@ -63,6 +63,7 @@ class TaskRow(SQLModel, table=True):
     progress_percent: float | None = None
     progress_message: str | None = None
     progress_at: str | None = None
+    payload_bytes: int = 0
 
 
 class AgentRow(SQLModel, table=True):

@@ -30,7 +30,7 @@ class TaskView:
     title: str
     priority: int
     assignee: str | None
-    payload: str  # canonical JSON text
+    payload: str | None  # canonical JSON text; None where a listing did not load it
     status: str
     attempt: int  # attempts started so far (numbers stay unique across requeues)
     attempt_floor: int  # attempts started before the last operator requeue
@@ -61,6 +61,7 @@ class TaskView:
     progress_percent: float | None = None  # the current attempt's last reported progress
     progress_message: str | None = None
     progress_at: str | None = None
+    payload_bytes: int = 0  # size of the payload's JSON: listings show it without loading it
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,11 @@ one write transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
@@ -25,6 +28,7 @@ from eventlog.errors import SchedError
 from scheduler import webhooks
 from scheduler.health import health, record_health
 from scheduler.tick import TickReport, tick
+from scheduler.tick_runs import forget_daemon
 from scheduler.workspace import Workspace
 
 
@@ -60,12 +64,12 @@ class Problems:
         self.last = ""
 
 
-def tick_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]:
+def tick_job(ws: Workspace, log: Callable[[str], None], interval: float) -> Callable[[], None]:
     problems = Problems("tick", log, "every tick")
 
     def one_tick() -> None:
         try:
-            report = tick(ws)
+            report = tick(ws, daemon_interval=interval)
         except SchedError as e:  # a bad control file must not kill the daemon: say so, go on
             problems.failed(e.message)
             return
@@ -126,7 +130,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     start = (now or ws.clock.now)()
     # (name, job, every, first run): health waits one period, so that it never judges
     # the last tick before the daemon's first tick
-    jobs = [("tick", tick_job(ws, log), interval, start)]
+    jobs = [("tick", tick_job(ws, log, interval), interval, start)]
     if webhooks.subscribers(ws.settings, "health.changed"):
         every = ws.settings.health_interval_seconds
         jobs.append(("health", health_job(ws, log), every, start + timedelta(seconds=every)))
@@ -142,6 +146,9 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
         scheduler.shutdown(wait=True)
 
+    with contextlib.suppress(SchedError):  # a bad control file is the tick job's to report
+        for warning in ws.settings.queue_table_warnings(a.type for a in ws.registry().agents):
+            log(f"warning: {warning}")
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     log(f"sched daemon: ticking every {interval:g} s on {ws.settings.db_path}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
@@ -151,5 +158,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        with contextlib.suppress(SchedError), ws.db.write() as session:
+            forget_daemon(session, socket.gethostname(), os.getpid())
     log("sched daemon: stopped")
     return 0

@@ -1,21 +1,44 @@
 """What the live dashboard (`sched status --watch`) shows, read from the projections
-only: queue depths, agent load with the tasks each holds, the latest outcomes, the
-throughput of the last hour and the pause state."""
+and the operational records only: queue depths, agent load with the tasks each holds
+(and their progress), the latest outcomes, the throughput of the last hour, the pause
+state, when the last tick ran and whether a daemon is alive."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from eventlog.timeutil import from_text
 from scheduler.queries import current_fleet, status_of
+from scheduler.tick import pid_alive
+from scheduler.tick_runs import daemons, last_tick
 from scheduler.workspace import Workspace
 
 RECENT = 10
+MISSED_BEATS = 3  # a daemon that has not ticked for this many intervals is not alive
 
 
-def snapshot(ws: Workspace) -> dict[str, Any]:
+def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
+                 alive: Callable[[int], bool]) -> dict[str, Any]:
+    """Whether a daemon is alive, from the records daemons keep (latest beat first): one
+    whose last tick is within `MISSED_BEATS` of its intervals (and, on this host, whose
+    process exists)."""
+    for row in rows:
+        age = (now - from_text(row["beat_at"])).total_seconds()
+        fresh = age <= MISSED_BEATS * row["interval_seconds"]
+        if fresh and (row["host"] != host or alive(row["pid"])):
+            return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"]}
+    last_seen = rows[0]["beat_at"] if rows else None
+    return {"alive": False, "host": None, "pid": None, "since": None, "last_seen": last_seen}
+
+
+def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
     now = ws.clock.now()
     with ws.read() as (_log, views):
+        ticked = last_tick(views.session)
+        running_daemons = daemons(views.session)
         doc = status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
         holding = views.holding()
         recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))
@@ -26,7 +49,8 @@ def snapshot(ws: Workspace) -> dict[str, Any]:
         since = task.started_at if task.status == "running" else task.assigned_at
         held.setdefault(task.agent or "?", []).append({
             "task_id": task.task_id, "title": task.title, "status": task.status,
-            "seconds": round((now - from_text(since)).total_seconds(), 3) if since else None})
+            "seconds": round((now - from_text(since)).total_seconds(), 3) if since else None,
+            "progress_percent": task.progress_percent, "progress_message": task.progress_message})
     for name, agent in doc["agents"].items():
         agent["tasks"] = held.get(name, [])
     doc["recent"] = [{"task_id": o.task_id, "queue": o.queue, "agent": o.agent, "outcome": o.outcome,
@@ -34,4 +58,7 @@ def snapshot(ws: Workspace) -> dict[str, Any]:
                       "run_seconds": None if o.started_ts is None
                       else round(o.ended_ts - o.started_ts, 3)} for o in recent]
     doc["last_hour"] = {"completed": done_last_hour, "failed": failed_last_hour}
+    doc["last_tick"] = None if ticked is None else ticked | {
+        "seconds_ago": round((now - from_text(str(ticked["at"]))).total_seconds(), 3)}
+    doc["daemon"] = daemon_state(running_daemons, now, socket.gethostname(), alive)
     return doc

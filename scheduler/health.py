@@ -131,12 +131,16 @@ def deleted_files_held(db_path: Path) -> dict[int, list[str]]:
     while new processes make a fresh one; the two diverge, and commits are lost."""
     real = str(db_path.resolve())
     names = {f"{real}{suffix} (deleted)" for suffix in ("", "-wal", "-shm")}
+    pids: list[int] = []
     held: dict[int, list[str]] = {}
-    for entry in Path("/proc").glob("[0-9]*/fd/*"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(entry)
-            if target in names:
-                held.setdefault(int(entry.parts[2]), []).append(target.removesuffix(" (deleted)"))
+    with contextlib.suppress(OSError):
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to look at
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target in names:
+                    held.setdefault(pid, []).append(target.removesuffix(" (deleted)"))
     return held
 
 

@@ -24,17 +24,30 @@ from scheduler.workspace import Workspace, describe_pause
 
 
 def task_dict(task: TaskView) -> dict[str, Any]:
+    """A task's JSON document (without `payload` when the view did not load it)."""
     values = asdict(task)
-    values["payload"] = json.loads(task.payload)
-    values["excluded"] = list(task.excluded)
+    if task.payload is None:
+        del values["payload"]
+    else:
+        values["payload"] = json.loads(task.payload)
+    for name in ("excluded", "waiting_on", "blocks"):
+        values[name] = list(getattr(task, name))
     values.pop("token_hash")
     return values
+
+
+def result_of(events: list[Recorded]) -> Any:
+    """The result the task's last successful attempt reported (None if none did)."""
+    for rec in reversed(events):
+        if rec.type == "TaskSucceeded":
+            return json.loads(rec.data).get("result")
+    return None
 
 
 def agent_dict(agent: AgentView) -> dict[str, Any]:
     return {"type": agent.type, "capacity": agent.capacity, "enabled": agent.enabled,
             "configured": agent.configured, "assigned": agent.assigned,
-            "running": agent.running, "free": agent.free}
+            "running": agent.running, "free": agent.free, "out_of_service": agent.out_of_service}
 
 
 def event_dict(rec: Recorded) -> dict[str, Any]:
@@ -157,6 +170,14 @@ def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, An
     return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),
                         "estimated_start": starts[t.task_id]} for t in tasks}
+
+
+def small_payloads(ws: Workspace, tasks: list[TaskView], limit: int) -> dict[int, str]:
+    """The payload JSON of the listed tasks whose payload is at most `limit` bytes (the
+    big ones are not read)."""
+    small = [t.task_id for t in tasks if t.payload_bytes <= limit]
+    with ws.read() as (_log, views):
+        return views.payloads(small)
 
 
 def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:

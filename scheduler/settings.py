@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -195,6 +195,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"health_{check.format('unhealthy')} ({unhealthy}) is below "
                                  f"health_{check.format('degraded')} ({degraded})")
         return self
+
+    def queue_table_warnings(self, served: Iterable[str]) -> list[str]:
+        """A `[queues.NAME]` table for a queue no agent serves is most likely a typo (it
+        then silently configures nothing): one warning for each."""
+        known = set(served)
+        return [f"sched.toml: [queues.{name}] names a queue no agent of the control file serves "
+                f"(known queues: {', '.join(sorted(known)) or 'none'})"
+                for name in sorted(self.queues) if name not in known]
 
     @property
     def db_path(self) -> Path:

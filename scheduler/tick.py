@@ -44,7 +44,7 @@ from scheduler.policy import settle_failure
 from scheduler.registry import ControlFile
 from scheduler.settings import Settings
 from scheduler.spawn import reap_finished
-from scheduler.tick_runs import note_tick
+from scheduler.tick_runs import note_daemon, note_tick
 from scheduler.workspace import Workspace, describe_pause
 
 OVERDUE_BATCH = 500
@@ -300,9 +300,12 @@ def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:
     return check_gates(ws.settings, due, env)
 
 
-def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] = pid_alive) -> TickReport:
+def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] = pid_alive,
+         daemon_interval: float | None = None) -> TickReport:
     """One pass. With `dry_run`, the same work in a transaction that is rolled back.
-    After the commit, starts `sched exec` for each assignment to an agent with a command."""
+    After the commit, starts `sched exec` for each assignment to an agent with a command.
+    `daemon_interval`: the tick of a `sched run` ticking that often (it notes that the
+    daemon is alive)."""
     started = time.perf_counter()
     host = socket.gethostname()
     report = TickReport(dry_run=dry_run)
@@ -333,6 +336,8 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
         note_tick(views.session, host, os.getpid(), to_text(now),
                   round((time.perf_counter() - started) * 1000, 3))
+        if daemon_interval is not None:
+            note_daemon(views.session, host, os.getpid(), to_text(now), daemon_interval)
     # start, after the commit: the push agents' commands
     has_command = {a.name for a in agents if a.command is not None}
     push = [int(item["task_id"]) for item in report.assigned if item["agent"] in has_command]  # type: ignore[call-overload]

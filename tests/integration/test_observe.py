@@ -3,6 +3,8 @@ figure is checked against a value computed by hand in the comments."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -152,25 +154,68 @@ def test_metrics_cli_json_and_bad_window(history, capsys):
 
 # -- the live dashboard ------------------------------------------------------------
 
-def test_the_dashboard_shows_load_current_tasks_outcomes_and_throughput(history):
+def dashboard_text(doc, width=140, height=None) -> str:
     from rich.console import Console
 
     from cli.dashboard import render
+
+    console = Console(record=True, width=width, height=height or 200, color_system=None)
+    console.print(render(doc, height))
+    return console.export_text()
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in re.split(r"\s{2,}", line.strip())]
+
+
+def test_the_dashboard_shows_load_current_tasks_outcomes_and_throughput(history):
     from scheduler.dashboard import snapshot
 
     history.clock.advance(3600)
-    console = Console(record=True, width=140, color_system=None)
-    console.print(render(snapshot(history)))
-    text = console.export_text()
-    ann = next(line for line in text.splitlines() if "│ ann" in line)
+    text = dashboard_text(snapshot(history))
+    ann = next(line for line in text.splitlines() if line.startswith("ann "))
     assert "█████░░░░░ 1/2" in ann and "#4 t4 (assigned 10m)" in ann  # held since second 3000
-    rows = [line for line in text.splitlines() if line.startswith("│ #")]
-    assert [r.split("│")[4].strip() for r in rows] == ["dead_lettered", "expired", "succeeded",
-                                                        "succeeded", "failed"]  # newest first
-    assert "last hour: 2 completed, 2 failed (2/h)" in text
+    rows = [line for line in text.splitlines() if line.startswith("#")]
+    assert [cells(r)[3] for r in rows] == ["dead_lettered", "expired", "succeeded",
+                                           "succeeded", "failed"]  # newest first
+    assert "last hour: 2 completed, 2 failed" in text
     assert "assigning" in text
-    dev = next(line for line in text.splitlines() if line.startswith("│ dev"))
-    assert [c.strip() for c in dev.split("│")[1:-1]] == ["dev", "0", "1", "0", "0", "0", "1", "2"]
+    dev = next(line for line in text.splitlines() if line.startswith("dev "))
+    assert cells(dev) == ["dev", "0", "1", "0", "0", "0", "1", "2"]
+    assert "last tick: never   daemon: none running" in text
+
+
+def test_the_dashboard_keeps_its_footer_on_80_by_24(make_workspace):
+    from scheduler.dashboard import snapshot
+
+    fleet = [{"agentName": f"agent-{i:02d}", "agentType": f"type-{i % 6}", "maxConcurrency": 2}
+             for i in range(30)]
+    ws = make_workspace(fleet)
+    submit(ws, [TaskSpec(queue=f"type-{i % 6}", title=f"a rather long title of task {i} " * 3)
+                for i in range(40)])
+    tick(ws)
+    text = dashboard_text(snapshot(ws), width=80, height=24)
+    lines = text.splitlines()
+    assert len(lines) <= 24
+    assert lines[-2].startswith("last hour:") and lines[-1].startswith("last tick: ")
+    assert all(len(line) <= 80 for line in lines)
+    assert "... and " in text and " more" in text  # what was left out is said
+
+
+def test_the_dashboard_shows_the_last_tick_and_whether_a_daemon_is_alive(make_workspace):
+    from scheduler.dashboard import snapshot
+
+    ws = make_workspace()
+    tick(ws, daemon_interval=10)
+    doc = snapshot(ws, alive=lambda pid: True)
+    assert doc["last_tick"]["seconds_ago"] == 0 and doc["daemon"]["alive"]
+    assert "daemon: alive on " in dashboard_text(doc)
+    ws.clock.advance(31)  # three intervals without a tick: the daemon is gone
+    doc = snapshot(ws, alive=lambda pid: True)
+    assert not doc["daemon"]["alive"] and doc["daemon"]["last_seen"] is not None
+    assert "last tick: 31s ago" in dashboard_text(doc)
+    tick(ws, daemon_interval=10)
+    assert not snapshot(ws, alive=lambda pid: False)["daemon"]["alive"]  # its process is gone
 
 
 def test_status_watch_streams_snapshots_and_ends_cleanly_on_ctrl_c(make_workspace):
@@ -481,3 +526,23 @@ def test_status_shows_the_control_files_agents_before_the_first_tick(make_worksp
     write_fleet(ws.settings.home, [*DEFAULT_FLEET, {"agentName": "dee", "agentType": "ops"}])
     assert queries.status(ws)["agents"]["dee"]["free"] == 1  # an edit shows before the next tick
     assert queries.status(ws, at=1)["agents"].keys() == {"ann", "bob", "qin"}  # the past is the log's
+
+
+def test_listings_never_read_payloads(make_workspace, capsys, monkeypatch):
+    from sqlalchemy import event
+
+    monkeypatch.setenv("COLUMNS", "200")
+    ws = make_workspace(max_payload_bytes=2_000_000)
+    submit(ws, [TaskSpec(queue="dev", title="big", payload="x" * 1_000_000),
+                TaskSpec(queue="dev", title="small", payload={"k": 1})])
+    statements: list[str] = []
+    event.listen(ws.db.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_rest: statements.append(sql))
+    assert main(["tasks", "--json", "--verbose", "--home", str(ws.settings.home)], clock=ws.clock) == 0
+    listed = json.loads(capsys.readouterr().out)["tasks"]
+    assert [(t["title"], t["payload_bytes"], "payload" in t) for t in listed] == [
+        ("big", 1_000_002, False), ("small", 7, False)]
+    reads = [s for s in statements if "tasks.payload" in s]
+    assert all("tasks.payload_bytes <=" in s or "task_id IN" in s for s in reads), reads
+    assert main(["tasks", "--verbose", "--home", str(ws.settings.home)], clock=ws.clock) == 0
+    assert "(1000002 bytes)" in capsys.readouterr().out

@@ -1,0 +1,127 @@
+"""The CLI behaves like a well-kept CLI: --version and -h, numbers in range, a home
+that must exist, warnings for queue tables no agent serves, Ctrl-C without a
+traceback, readable at 80 columns, and a claim that could not be printed gives its
+attempt back at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import FLEET, InProcess, cli_env, event_count, one_error_line, write_control
+
+
+@pytest.fixture
+def home(cli: InProcess, tmp_path: Path) -> Path:
+    write_control(tmp_path, FLEET)
+    assert cli("init").returncode == 0
+    return tmp_path
+
+
+def test_version_and_short_help(cli: InProcess, home: Path):
+    from importlib.metadata import version
+
+    assert cli("--version").stdout.strip() == f"sched {version('sched')}"
+    for args in (["-h"], ["worker", "-h"], ["submit", "-h"], ["agents", "drain", "-h"]):
+        result = cli(*args)
+        assert result.returncode == 0 and "Usage: sched" in result.stdout, args
+    flags = cli("tick", "-h").stdout
+    assert "--dry-run " in flags and "<bool>" not in flags  # a boolean flag reads as a flag
+
+
+@pytest.mark.parametrize("args", [
+    ["tasks", "--limit", "-1"], ["tasks", "--limit", "0"], ["show", "0"],
+    ["show", str(2**63)], ["cancel", "0"], ["approve", "1", "0"], ["requeue", str(2**64)],
+    ["explain", "0"], ["replay", "--task", "-3"], ["worker", "heartbeat", "0", "--token", "t"],
+    ["worker", "complete", str(2**63), "--token", "t"], ["submit", "-q", "dev", "-t", "x", "--after", "0"],
+    ["submit", "-q", "dev", "-t", "x", "--max-attempts", "0"],
+    ["submit", "-q", "dev", "-t", "x", "--priority", str(2**63)],
+    ["worker", "progress", "1", "--token", "t", "--percent", "-5"],
+], ids=lambda args: " ".join(args)[:40])
+def test_negative_and_absurd_numbers_are_refused(cli: InProcess, home: Path, args):
+    before = event_count(home / "sched.db")
+    one_error_line(cli(*args), 2)
+    assert event_count(home / "sched.db") == before
+
+
+def test_a_home_that_does_not_exist_is_refused_except_by_init(cli: InProcess, tmp_path: Path):
+    missing = tmp_path / "not" / "there"
+    for args in (["status"], ["tasks"], ["config", "show"], ["agents", "validate"], ["tick"]):
+        line = one_error_line(cli(*args, env={"SCHED_HOME": str(missing)}), 2)
+        assert "does not exist" in line and "sched init" in line
+    assert not missing.exists()
+    assert cli("init", env={"SCHED_HOME": str(missing)}).returncode == 0
+    assert (missing / "sched.db").is_file()
+
+
+def test_a_queue_table_no_agent_serves_is_warned_about(cli: InProcess, home: Path):
+    (home / "sched.toml").write_text("[queues.deev]\nmax_attempts = 5\n")
+    shown = cli("config", "show", "--json")
+    assert shown.returncode == 0
+    (warning,) = json.loads(shown.stdout)["warnings"]
+    assert "[queues.deev]" in warning and "dev" in warning
+    validated = cli("agents", "validate")
+    assert validated.returncode == 0 and "[queues.deev]" in validated.stderr
+
+
+def test_status_stays_readable_at_80_columns(cli: InProcess, home: Path):
+    cli("submit", "-q", "dev", "-t", "t")
+    result = cli("status", env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in result.stdout  # no header or count cut short
+    header = next(line for line in lines if line.startswith("queue "))
+    assert header.split() == ["queue", "approval", "blocked", "queued", "assigned", "running",
+                              "succeeded", "dead", "cancelled"]
+
+
+def test_show_says_who_ran_the_task_and_its_result_without_python_reprs(cli: InProcess, home: Path):
+    cli("submit", "-q", "dev", "-t", "job", "--payload", '{"n": 1}')
+    claim = json.loads(cli("worker", "claim", "-a", "ann", "--json").stdout)["task"]
+    cli("worker", "complete", "1", "--token", claim["token"], "--result", '{"lines": 12}')
+    out = cli("show", "1").stdout
+    assert "ran on  ann" in out and 'result  {"lines":12}' in out
+    for repr_ in ("None", "True", "False", "()", "[]"):
+        assert f"  {repr_}\n" not in out, repr_
+    doc = json.loads(cli("show", "1", "--json").stdout)["task"]
+    assert (doc["result"], doc["last_agent"]) == ({"lines": 12}, "ann")
+
+
+def test_a_claim_that_could_not_be_printed_gives_its_attempt_back(cli: InProcess, home: Path,
+                                                                     monkeypatch):
+    cli("submit", "-q", "dev", "-t", "job")
+
+    def closed_pipe(_doc: object) -> None:  # the worker's end of the pipe is gone
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cli.worker_cmd.emit_json", closed_pipe)
+        result = cli("worker", "claim", "-a", "ann", "--json")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    task = json.loads(cli("show", "1", "--json").stdout)
+    kinds = [e["type"] for e in task["events"]]
+    assert kinds[-3:] == ["TaskStarted", "TaskFailed", "TaskRequeued"]
+    assert "could not be printed" in task["events"][-2]["data"]["error"]
+    assert task["task"]["status"] == "queued"  # not held by nobody until its lease runs out
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 3.0])
+def test_ctrl_c_never_prints_a_traceback(home: Path, delay: float):
+    """SIGINT while the `sched` script loads sched (its imports take most of a second),
+    or while it works: a quiet end, whatever the moment."""
+    script = Path(sys.executable).parent / "sched"  # the console script users run
+    with subprocess.Popen([str(script), "status", "--watch", "--interval", "0.1"],
+                          cwd=home, env=cli_env(home), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)
