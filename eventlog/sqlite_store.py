@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -38,6 +39,9 @@ class SqliteStore:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        # the last event as this transaction knows it (None: an empty log), once read:
+        # a write transaction holds the lock, so only its own appends move it
+        self._last: Recorded | Literal["unread"] | None = "unread"
 
     def head(self) -> tuple[int, str]:
         """The last seq and its hash (0 and the genesis hash for an empty log)."""
@@ -48,8 +52,10 @@ class SqliteStore:
 
     def last(self) -> Recorded | None:
         """The last event, None for an empty log."""
-        row = self.session.execute(select(*_COLUMNS).order_by(EventRow.seq.desc()).limit(1)).first()
-        return _record(row) if row else None
+        if self._last == "unread":
+            row = self.session.execute(select(*_COLUMNS).order_by(EventRow.seq.desc()).limit(1)).first()
+            self._last = _record(row) if row else None
+        return self._last
 
     def append(self, events: Sequence[Event], recorded_at: datetime,
                expected_position: int | None = None) -> list[Recorded]:
@@ -59,6 +65,8 @@ class SqliteStore:
             raise ConcurrencyConflict(
                 f"expected the log at seq {expected_position}, it is at seq {last_seq}")
         sealed = seal_after(last, events, recorded_at)
+        if sealed:
+            self._last = sealed[-1]
         if sealed:  # the driver's executemany: the ORM's bulk insert costs more than the rows
             driver = self.session.connection().connection.driver_connection
             driver.executemany(_INSERT, [(r.seq, r.stream_id, r.type, r.schema_version,

@@ -6,11 +6,12 @@ commands after the commit."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -338,6 +339,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
                   round((time.perf_counter() - started) * 1000, 3))
         if daemon_interval is not None:
             note_daemon(views.session, host, os.getpid(), to_text(now), daemon_interval)
+        json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
     # start, after the commit: the push agents' commands
     has_command = {a.name for a in agents if a.command is not None}
     push = [int(item["task_id"]) for item in report.assigned if item["agent"] in has_command]  # type: ignore[call-overload]

@@ -160,7 +160,8 @@ def test_user_text_is_shown_literally_in_every_view(tmp_path, capsys, title, age
             assert shown(queue) in views[view], view
         for view in (("tasks",), ("show", "1")):
             assert shown(title) in views[view], view
-        assert shown(payload) in views[("show", "1")]  # the payload line (a JSON string here)
+        # the payload line: its JSON (controls JSON-escaped, the rest shown visibly)
+        assert visible(json.dumps(payload, ensure_ascii=False))[:150] in views[("show", "1")]
         assert shown(error) in views[("show", "2")]  # last_error
         assert f"queue {shown(queue)}" in views[("metrics",)]
         assert f"agent {shown(agent)}" in views[("metrics",)]
@@ -191,7 +192,7 @@ def test_a_damaged_row_with_controls_and_surrogates_is_shown_visibly(make_worksp
                      ("t[/]\x1b[2J\x9b\x07", '"p\\udc80[bold]\\u001b\\u009b"', "q[red]\x1b"))
     out, _ = sched("show", "1")
     assert "t[/]\\x1b[2J\\x9b\\x07" in out
-    assert "p\\udc80[bold]\\x1b\\x9b" in out
+    assert '"p\\udc80[bold]\\u001b\\x9b"' in out  # its JSON, shown visibly
     out, _ = sched("tasks", "--verbose")
     assert "t[/]\\x1b[2J\\x9b\\x07" in out and "q[red]\\x1b" in out
 

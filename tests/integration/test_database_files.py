@@ -241,3 +241,22 @@ def _checks(ws) -> list[dict[str, str]]:
     report = health(ws)
     ws.close()
     return report["checks"]
+
+
+def test_init_in_a_home_that_cannot_be_written_is_one_line_exit_2(tmp_path):
+    home = tmp_path / "locked"
+    home.mkdir()
+    write_fleet(home, DEFAULT_FLEET)
+    done = namespaced(f"""
+        mount --bind {home} {home}
+        mount -o remount,ro,bind {home}
+        set +e
+        sched init 2> {tmp_path}/err; echo "init exit $?"
+        sched agents validate --fix > /dev/null 2>> {tmp_path}/err; echo "validate exit $?"
+        """, home)
+    assert done.returncode == 0, done.stderr
+    assert "init exit 2" in done.stdout, done.stdout
+    errors = (tmp_path / "err").read_text().splitlines()
+    assert errors[0].startswith("sched: ") and "Read-only file system" in errors[0], errors
+    assert "Traceback" not in "".join(errors)
+    assert not (home / "sched.db").exists()

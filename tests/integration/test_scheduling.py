@@ -216,7 +216,7 @@ def test_status_counts_and_verify(make_workspace):
     doc = queries.status(ws)
     assert doc["queues"]["dev"]["assigned"] == 3 and doc["queues"]["qa"]["assigned"] == 1
     assert doc["agents"]["ann"] == {"type": "dev", "capacity": 2, "enabled": True, "configured": True,
-                                    "assigned": 2, "running": 0, "free": 0}
+                                    "assigned": 2, "running": 0, "free": 0, "out_of_service": None}
     assert doc["last_seq"] == len(events_of(ws))
     assert queries.verify_log(ws).ok
 
@@ -302,6 +302,11 @@ def test_projection_tables_of_another_shape_are_rebuilt_from_the_log(make_worksp
 def test_status_at_a_past_seq_or_time_replays_the_log(make_workspace):
     ws = make_workspace()
     add(ws, 2)
+    before_any_tick = queries.status(ws, at=2)
+    assert before_any_tick["agents"] == {}  # the log had no fleet yet; the present status
+    assert set(queries.status(ws)["agents"]) == {"ann", "bob", "qin"}  # shows the control file
+    worker.claim(ws, "qin")  # records the control file (and finds no qa work): from here
+    # on past and present agree
     then = queries.status(ws)
     ws.clock.advance(60)
     tick(ws)
