@@ -27,7 +27,6 @@ from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, AgentView, TaskView
 from scheduler.tick import (
-    TickReport,
     record_config_if_changed,
     release_out_of_service,
     settle,
@@ -97,9 +96,7 @@ def drain(ws: Workspace, name: str, by: str, reason: str | None = None) -> Servi
         if agent.out_of_service is not None:
             return ServiceChange(name, False, agent.out_of_service)
         recorder.record([AgentDrained(agent=name, by=by, reason=reason)])
-        report = TickReport()
-        release_out_of_service(recorder, [recorder.views.get_agent(name) or agent], report)
-        return ServiceChange(name, True, "drained", released=[int(i["task_id"]) for i in report.released])  # type: ignore[call-overload]
+        return ServiceChange(name, True, "drained", released=_release(recorder, name))
 
 
 def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> ServiceChange:
@@ -115,8 +112,7 @@ def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> Servi
         if agent.out_of_service == "evicted" and not agent.load:
             return ServiceChange(name, False, "evicted")
         recorder.record([AgentEvicted(agent=name, by=by, reason=reason)])
-        report = TickReport()
-        release_out_of_service(recorder, [views.get_agent(name) or agent], report)
+        released = _release(recorder, name)
         taken_back = []
         for task in views.tasks(status="running", agent=name):
             stop_if_local(ws, recorder, task, host)
@@ -124,8 +120,14 @@ def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> Servi
                                  reason="evicted", error=why)
             recorder.record(settle(ws, recorder, task, failure))
             taken_back.append(task.task_id)
-        return ServiceChange(name, True, "evicted", [int(i["task_id"]) for i in report.released],  # type: ignore[call-overload]
-                             taken_back)
+        return ServiceChange(name, True, "evicted", released, taken_back)
+
+
+def _release(recorder: Recorder, name: str) -> list[int]:
+    """The agent's assignments not yet started, back to the queue (it left service)."""
+    agent = recorder.views.get_agent(name)
+    return [int(item["task_id"]) for item in  # type: ignore[call-overload]
+            release_out_of_service(recorder, [agent] if agent is not None else [])]
 
 
 def restore(ws: Workspace, name: str, by: str) -> ServiceChange:

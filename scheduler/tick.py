@@ -167,10 +167,11 @@ def reap_dead_wrappers(ws: Workspace, recorder: Recorder, host: str,
                   detail=f"the sched exec wrapper (pid {task.pid} on {host}) is gone")
 
 
-def release_out_of_service(recorder: Recorder, agents: Sequence[AgentView], report: TickReport) -> None:
+def release_out_of_service(recorder: Recorder, agents: Sequence[AgentView]) -> list[dict[str, object]]:
     """Send back to the queue the assignments, not yet started, of agents that left
     service (disabled, removed from the control file, drained or evicted): they would
-    only wait for their start deadline."""
+    only wait for their start deadline. Returns `{task_id, agent, why}` of each."""
+    released: list[dict[str, object]] = []
     for agent in agents:
         if agent.in_service or not agent.assigned:
             continue
@@ -178,7 +179,8 @@ def release_out_of_service(recorder: Recorder, agents: Sequence[AgentView], repo
         held = recorder.views.tasks(status="assigned", agent=agent.name)
         recorder.record([TaskRequeued(task_id=t.task_id, reason="released",
                                       detail=f"{agent.name} {why}") for t in held])
-        report.released.extend({"task_id": t.task_id, "agent": agent.name, "why": why} for t in held)
+        released.extend({"task_id": t.task_id, "agent": agent.name, "why": why} for t in held)
+    return released
 
 
 def why_out_of_service(agent: AgentView) -> str:
@@ -321,7 +323,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         report.config_recorded = record_config_if_changed(recorder, control)
         take_back_overdue(ws, recorder, host, report)
         reap_dead_wrappers(ws, recorder, host, alive, report)
-        release_out_of_service(recorder, views.all_agents(), report)
+        report.released = release_out_of_service(recorder, views.all_agents())
         dead_letter_doomed(recorder, report)
         # plan and record, queue by queue, unless paused or gated
         report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
