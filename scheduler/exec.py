@@ -1,32 +1,41 @@
 """`sched exec TASK_ID`: run one assigned attempt of a push agent's command.
 
-The wrapper starts the attempt (`TaskStarted`, holding the lease), runs the agent's
-argv -- never through a shell -- in a private working directory, with an explicit
-environment and in its own process group, heartbeats the lease while it runs, stops
-the whole group on timeout (SIGTERM, a grace period, SIGKILL), and records the
-outcome through the same protocol a pull worker uses (`complete` / `fail`). If the
-wrapper itself dies, nobody renews the lease and the next tick takes the task back.
+The wrapper starts the attempt (`TaskStarted`, holding the lease, naming the attempt's
+control group if it could make one), runs the agent's argv -- never through a shell --
+in a private working directory, with an explicit environment, in its own process group
+and control group, heartbeats the lease from a thread while it runs, and records the
+outcome through the same protocol a pull worker uses (`complete` / `fail`).
+
+Whatever ends the attempt (the agent's exit, its timeout, a cancel, a lost or expiring
+lease, a SIGTERM to the wrapper), the wrapper first stops every process of the attempt
+(`containment.stop_attempt`) and only then records how it ended, so a retry never runs
+beside a leftover of this attempt. If the wrapper itself is SIGKILLed, the agent dies
+with it (`PR_SET_PDEATHSIG`) and the next tick on this host stops the rest and takes
+the task back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from eventlog.errors import DatabaseBusy, NotFound, Refused, TokenRejected
+from eventlog.errors import DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
 from eventlog.events import TaskStarted
 from eventlog.faults import fault_point
-from scheduler import worker
+from scheduler import containment, worker
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
@@ -36,6 +45,16 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.05
 REPORT_TRIES = 3
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
+
+
+def lease_clock() -> float:
+    """Seconds on the clock the wrapper measures its lease with: one that keeps counting
+    while the machine is suspended (CLOCK_BOOTTIME on Linux), so a wrapper that wakes
+    up past its lease's expiry knows it at once; elsewhere the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def expand_argv(command: Sequence[str], values: Mapping[str, str]) -> list[str]:
@@ -71,6 +90,8 @@ class Attempt:
     env: dict[str, str]
     timeout: float
     log_path: Path
+    ref: containment.AttemptRef  # finds and stops every process of the attempt
+    granted_at: float  # lease_clock() before the lease was granted (it runs from then, at the latest)
     non_retryable: frozenset[int] = frozenset()  # exit codes that dead-letter at once
     reap_orphans: bool = False  # the wrapper is subreaper of the agent's descendants
 
@@ -87,52 +108,86 @@ class Outcome:
     detail: str
 
 
+# -- starting ----------------------------------------------------------------------------
+
 def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt:
     """Start the assigned attempt in one write transaction: `TaskStarted` with the
-    wrapper's pid and host, the argv, the working directory and a fresh lease."""
-    with ws.write() as recorder:
-        now, views = recorder.now, recorder.views
-        task = views.get_task(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id}")
-        if task.status != "assigned" or task.agent is None:
-            raise Refused(f"task {task_id} is not waiting to be started (it is {task.status})")
-        agent = views.get_agent(task.agent)
-        if agent is None or agent.command is None:
-            raise Refused(f"task {task_id} is assigned to {task.agent}, which has no command")
-        attempt = task.attempt + 1
-        workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
-        values = {"task_id": str(task_id), "queue": task.queue, "agent": task.agent,
-                  "attempt": str(attempt), "workdir": str(workdir)}
-        argv = expand_argv(json.loads(agent.command), values)
-        token = new_token()
-        log_path = workdir / "agent.log"
-        recorder.record([TaskStarted(
-            task_id=task_id, agent=task.agent, attempt=attempt, token_hash=hash_token(token),
-            lease_expires_at=now + timedelta(seconds=ws.settings.lease_seconds), runner="exec",
-            pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv), workdir=str(workdir),
-            log_path=str(log_path))])
+    wrapper's pid and host, the argv, the working directory, the control group (made
+    first, where cgroup v2 is writable and `exec_cgroups` is on) and a fresh lease."""
+    group: Path | None = None
+    granted_at = lease_clock()
+    try:
+        with ws.write() as recorder:
+            now, views = recorder.now, recorder.views
+            task = views.get_task(task_id)
+            if task is None:
+                raise NotFound(f"no task {task_id}")
+            if task.status != "assigned" or task.agent is None:
+                raise Refused(f"task {task_id} is not waiting to be started (it is {task.status})")
+            agent = views.get_agent(task.agent)
+            if agent is None or agent.command is None:
+                raise Refused(f"task {task_id} is assigned to {task.agent}, which has no command")
+            attempt = task.attempt + 1
+            workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
+            values = {"task_id": str(task_id), "queue": task.queue, "agent": task.agent,
+                      "attempt": str(attempt), "workdir": str(workdir)}
+            argv = expand_argv(json.loads(agent.command), values)
+            ref = containment.AttemptRef.of(task_id, attempt, ws.settings.db_path, os.getpid())
+            group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
+            ref = replace(ref, cgroup=str(group) if group is not None else None)
+            token = new_token()
+            log_path = workdir / "agent.log"
+            recorder.record([TaskStarted(
+                task_id=task_id, agent=task.agent, attempt=attempt, token_hash=hash_token(token),
+                lease_expires_at=now + timedelta(seconds=ws.settings.lease_seconds), runner="exec",
+                pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv), workdir=str(workdir),
+                log_path=str(log_path), cgroup=ref.cgroup)])
+    except BaseException:
+        if group is not None:
+            containment.remove_cgroup(group)
+        raise
     task_vars = {
         "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": task.agent,
         "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),
         "SCHED_PAYLOAD_FILE": str(workdir / "payload.json"),
         "SCHED_RESULT_FILE": str(workdir / "result.json"), "SCHED_LEASE_TOKEN": token,
-        "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": str(ws.settings.db_path.resolve()),
+        "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": ref.db,
     }
     return Attempt(task_id, attempt, token, argv, workdir, task.payload,
                    child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
-                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path,
-                   frozenset(json.loads(agent.non_retryable_exit_codes)))
+                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path, ref,
+                   granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
+
+
+# -- the agent's process ---------------------------------------------------------------
+
+@functools.cache
+def _prctl_function() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (in the wrapper, before any fork: the agent's child
+    then only calls it); None where there is none."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
 
 
 def _prctl(option: int, value: int) -> None:
     """Linux process controls; elsewhere a no-op (the lease still covers a lost run)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    function = _prctl_function()
+    if function is not None:
+        function(option, value, 0, 0, 0)
 
 
-def _die_with_wrapper() -> None:  # runs in the child between fork and exec
+def _in_child(parent: int, cgroup: str | None) -> None:
+    """Runs in the agent's process between fork and exec: die with the wrapper, and
+    join the attempt's control group (if that fails, the marks and the subreaper still
+    find its processes)."""
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the wrapper died before the line above took effect
+        os._exit(1)
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            containment.join_cgroup(cgroup)
 
 
 def _reap(child: subprocess.Popen[bytes], orphans: bool) -> None:
@@ -147,33 +202,204 @@ def _reap(child: subprocess.Popen[bytes], orphans: bool) -> None:
         if info is None:
             return
         if info.si_pid == child.pid:
-            child.poll()
-        else:
-            os.waitpid(info.si_pid, 0)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def stop_group(child: subprocess.Popen[bytes], grace: float, orphans: bool = False) -> None:
-    """SIGTERM the agent's whole process group, wait up to `grace`, then SIGKILL what
-    is left; reap all of it."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(child, orphans)
-            if not _group_alive(child.pid):
+            if child.poll() is None:
                 return
-            time.sleep(POLL_SECONDS)
+        else:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.si_pid, 0)
+
+
+# -- supervising -----------------------------------------------------------------------
+
+class LeaseKeeper:
+    """Renews the attempt's lease every third of its length, from a thread with its own
+    database connection, so the wrapper never waits on the database while its agent
+    runs. It tells the wrapper when the lease was refused (`lost`), when the task was
+    cancelled, and until when the lease surely holds (`expires`, on `lease_clock`,
+    counted from before each renewal was asked)."""
+
+    def __init__(self, ws: Workspace, attempt: Attempt) -> None:
+        self._ws, self._attempt = ws, attempt
+        self.expires = attempt.granted_at + ws.settings.lease_seconds
+        self.cancel = False
+        self.lost: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    @property
+    def fence_at(self) -> float:
+        """When the wrapper must start stopping its agent for the stop to be over by
+        the expiry (self-fencing): `kill_grace_seconds` and a margin before it, but
+        never before two thirds of the lease have passed without a renewal."""
+        settings = self._ws.settings
+        return self.expires - min(settings.kill_grace_seconds + FENCE_MARGIN_SECONDS,
+                                  settings.lease_seconds / 3)
+
+    def _run(self) -> None:
+        settings, attempt = self._ws.settings, self._attempt
+        every = settings.lease_seconds / 3
+        own = Workspace(settings, clock=self._ws.clock)
+        next_beat = attempt.granted_at + every
+        try:
+            while not self._done.wait(max(next_beat - lease_clock(), 0.0)):
+                asked = lease_clock()
+                try:
+                    beat = worker.heartbeat(own, attempt.task_id, attempt.token)
+                except TokenRejected as e:  # the task was taken back: this run no longer counts
+                    self.lost = e.message
+                    return
+                except SchedError as e:  # a long writer held the lock: try again soon
+                    print(f"task {attempt.task_id}: heartbeat failed: {e.message}", file=sys.stderr)
+                    next_beat = lease_clock() + min(every, 1.0)
+                    continue
+                self.expires = asked + settings.lease_seconds
+                self.cancel = self.cancel or beat.cancel
+                next_beat = lease_clock() + every
+        except Exception as e:  # the wrapper still stops its agent when the lease runs out
+            print(f"task {attempt.task_id}: heartbeats stopped: {e}", file=sys.stderr)
+        finally:
+            own.close()
+
+
+@dataclass
+class StopRequest:
+    """The signal that asked the wrapper to stop (SIGTERM, SIGINT, SIGHUP), if one did."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[StopRequest]:
+    """While the wrapper runs, SIGTERM, SIGINT and SIGHUP only note the request; the
+    wrapper then stops the attempt and records it before it exits. (Off the main
+    thread, where Python cannot handle signals, nothing changes.)"""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def note(signum: int, _frame: object) -> None:
+        request.signum = request.signum or signum
+
+    previous = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes], meter: UsageMeter,
+               lease: LeaseKeeper, stop: StopRequest) -> str:
+    """Wait for the agent, sampling its memory every `exec_sample_seconds`. Returns how
+    the attempt ends: "exit", "timeout", "cancelled", "signal" (the wrapper was asked to
+    stop), "lost" (the lease was refused) or "fenced" (the lease is about to expire
+    without a renewal)."""
+    started = time.monotonic()
+    deadline = started + attempt.timeout
+    next_sample = started
+    while True:
+        now = time.monotonic()
+        if now >= next_sample:
+            meter.sample(child.pid)
+            _reap(child, attempt.reap_orphans)
+            next_sample = now + ws.settings.exec_sample_seconds
+        if child.returncode is not None:
+            return "exit"
+        if stop.signum is not None:
+            return "signal"
+        if lease.lost is not None:
+            return "lost"
+        if lease.cancel:
+            return "cancelled"
+        if now >= deadline:
+            return "timeout"
+        if lease_clock() >= lease.fence_at:
+            return "fenced"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(min(POLL_SECONDS, next_sample - now, deadline - now), 0.0))
+
+
+def _exit_status(child: subprocess.Popen[bytes]) -> int:
+    """The agent's exit status, once the attempt was stopped (-SIGKILL if it survived)."""
+    try:
+        return child.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return -signal.SIGKILL
+
+
+def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Outcome:
+    """Run the agent command; whatever ends it, stop every process of the attempt, then
+    record how it ended."""
+    stop = stop or StopRequest()
+    settings = ws.settings
+    if stop.signum is not None:  # asked to stop before the agent was started
+        containment.stop_attempt(attempt.ref)
+        return _report(ws, attempt, None, "signal", Usage(0.0, 0), stop)
+    _prctl_function()  # looked up here, not in the child
+    try:
+        for level in (*reversed(attempt.workdir.parents[:2]), attempt.workdir):
+            level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
+        (attempt.workdir / "payload.json").write_text(attempt.payload)
+        meter = UsageMeter()
+        with attempt.log_path.open("ab") as out:
+            child = subprocess.Popen(
+                attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=functools.partial(_in_child, os.getpid(), attempt.ref.cgroup))
+    except OSError as e:
+        containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
+        return _spawn_error(ws, attempt, e)
+    attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))  # its own session
+    lease = LeaseKeeper(ws, attempt)
+    lease.start()
+    fault_point("mid_exec")
+    try:
+        ending = _supervise(ws, attempt, child, meter, lease, stop)
+        # every end of an attempt: nothing of it outlives it, before anything is recorded
+        left = containment.stop_attempt(attempt.ref, settings.kill_grace_seconds)
+        if left:
+            print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr)
+        returncode = _exit_status(child)
+        _reap(child, attempt.reap_orphans)
+        usage = meter.finish()
+        if ending == "lost":
+            return Outcome("lost", f"lease lost: {lease.lost}")
+        if ending == "fenced":
+            return Outcome("lost", "stopped at the lease's expiry: it could not be renewed in time")
+        return _report(ws, attempt, returncode, ending, usage, stop)
+    finally:
+        lease.stop()
+
+
+# -- recording the outcome -------------------------------------------------------------
+
+def _spawn_error(ws: Workspace, attempt: Attempt, error: OSError) -> Outcome:
+    status = _record(lambda: worker.fail(
+        ws, attempt.task_id, attempt.token, f"cannot start {attempt.argv[0]!r}: {error.strerror or error}",
+        reason="spawn_error", log_path=str(attempt.log_path)))
+    return Outcome(status, f"spawn error: {error}")
+
+
+def _record(write: Callable[[], str]) -> str:
+    """Record an outcome: "lost" if the lease was refused; waiting for the write lock
+    is worth a few tries."""
+    tries = REPORT_TRIES
+    while True:
+        try:
+            return write()
+        except TokenRejected:
+            return "lost"
+        except DatabaseBusy:
+            tries -= 1
+            if not tries:
+                raise
 
 
 def _last_line(path: Path) -> str:
@@ -196,122 +422,65 @@ def read_result(result_file: Path, log_path: Path) -> object:
     return None
 
 
-def run(ws: Workspace, attempt: Attempt) -> Outcome:
-    """Run the agent command and record how it ended."""
-    task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
+def _signal_name(number: int) -> str:
     try:
-        for level in (*reversed(attempt.workdir.parents[:2]), attempt.workdir):
-            level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
-        (attempt.workdir / "payload.json").write_text(attempt.payload)
-        meter = UsageMeter()
-        with attempt.log_path.open("ab") as out:
-            child = subprocess.Popen(
-                attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_wrapper)
-    except OSError as e:
-        status = worker.fail(ws, task_id, token, f"cannot start {attempt.argv[0]!r}: {e.strerror or e}",
-                             reason="spawn_error", log_path=log)
-        return Outcome(status, f"spawn error: {e}")
-    fault_point("mid_exec")
-    returncode, ending = _supervise(ws, attempt, child, meter)
-    stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)  # nothing outlives it
-    if returncode is None:
-        return Outcome("lost", "lease lost: the task was taken back while it ran")
-    usage = meter.finish()
-    tries = REPORT_TRIES
-    while True:
-        try:
-            return _report(ws, attempt, returncode, ending, usage)
-        except TokenRejected as e:
-            return Outcome("lost", e.message)
-        except DatabaseBusy:  # the outcome is worth another wait for the write lock
-            tries -= 1
-            if not tries:
-                raise
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
 
 
-def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes],
-               meter: UsageMeter) -> tuple[int | None, str]:
-    """Wait for the agent, sampling its memory every `exec_sample_seconds` and renewing
-    the lease every third of its length; stop the group on timeout or when a heartbeat
-    says the task was cancelled. Returns (exit status, how it ended: "exit", "timeout"
-    or "cancelled"); status None if the lease was lost."""
-    started = time.monotonic()
-    beat_every = ws.settings.lease_seconds / 3
-    next_beat = started + beat_every
-    next_sample = started
-    while True:
-        now = time.monotonic()
-        if now >= next_sample:
-            meter.sample(child.pid)
-            next_sample = now + ws.settings.exec_sample_seconds
-        until = min(next_beat, next_sample, started + attempt.timeout)
-        try:
-            return child.wait(timeout=max(until - time.monotonic(), 0.0)), "exit"
-        except subprocess.TimeoutExpired:
-            pass
-        if time.monotonic() < next_beat and time.monotonic() < started + attempt.timeout:
-            continue  # woke up to sample
-        if time.monotonic() >= started + attempt.timeout:
-            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            return child.wait(), "timeout"
-        try:
-            beat = worker.heartbeat(ws, attempt.task_id, attempt.token)
-        except TokenRejected:  # the task was taken back: this run no longer counts
-            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            child.wait()
-            return None, "lost"
-        except DatabaseBusy:  # a long writer held the lock: try again soon, the lease has slack
-            next_beat = time.monotonic() + min(beat_every, 1.0)
-            continue
-        if beat.cancel:
-            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            return child.wait(), "cancelled"
-        next_beat = time.monotonic() + beat_every
-
-
-def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str, usage: Usage) -> Outcome:
+def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
+            stop: StopRequest) -> Outcome:
+    """Record how the stopped attempt ended (`TaskSucceeded` or `TaskFailed`)."""
     task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
+    killed_by = -returncode if returncode is not None and returncode < 0 else None
+
+    def fail(error: str, **fields: object) -> str:
+        return _record(lambda: worker.fail(ws, task_id, token, error, log_path=log, usage=usage,
+                                           **fields))  # type: ignore[arg-type]
+
+    if ending == "signal":
+        assert stop.signum is not None
+        name = _signal_name(stop.signum)
+        status = fail(f"stopped: the sched exec wrapper received {name}", reason="exit_code",
+                      signal=stop.signum)
+        return Outcome(status, f"stopped by {name}")
     if ending == "cancelled":
-        status = worker.fail(ws, task_id, token, "cancelled while running: stopped",
-                             reason="cancelled", retry=False,
-                             signal=-returncode if returncode < 0 else None, log_path=log, usage=usage)
+        status = fail("cancelled while running: stopped", reason="cancelled", retry=False,
+                      signal=killed_by)
         return Outcome(status, "cancelled")
     if ending == "timeout":
-        status = worker.fail(ws, task_id, token, f"timed out after {attempt.timeout:g} s",
-                             reason="timeout", signal=-returncode if returncode < 0 else None,
-                             log_path=log, usage=usage)
+        status = fail(f"timed out after {attempt.timeout:g} s", reason="timeout", signal=killed_by)
         return Outcome(status, "timeout")
+    assert returncode is not None
     if returncode == 0:
         try:
             result = read_result(attempt.result_file, attempt.log_path)
         except (OSError, ValueError) as e:
-            status = worker.fail(ws, task_id, token, f"exited 0 but its result file is unreadable: {e}",
-                                 reason="exit_code", exit_code=0, log_path=log, usage=usage)
+            status = fail(f"exited 0 but its result file is unreadable: {e}", reason="exit_code",
+                          exit_code=0)
             return Outcome(status, "bad result file")
-        worker.complete(ws, task_id, token, result, log_path=log, usage=usage)
-        return Outcome("succeeded", "exit 0")
+        status = _record(lambda: worker.complete(ws, task_id, token, result, log_path=log,
+                                                 usage=usage) or "succeeded")
+        return Outcome(status, "exit 0")
     last = _last_line(attempt.log_path)
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:  # real-time signals have no name
-            name = f"signal {-returncode}"
-        status = worker.fail(ws, task_id, token, f"killed by {name}" + (f": {last}" if last else ""),
-                             reason="exit_code", signal=-returncode, log_path=log, usage=usage)
+    suffix = f": {last}" if last else ""
+    if killed_by is not None:
+        name = _signal_name(killed_by)
+        status = fail(f"killed by {name}{suffix}", reason="exit_code", signal=killed_by)
         return Outcome(status, name)
-    status = worker.fail(ws, task_id, token, f"exited with {returncode}" + (f": {last}" if last else ""),
-                         reason="exit_code", exit_code=returncode, log_path=log,
-                         retry=returncode not in attempt.non_retryable, usage=usage)
+    status = fail(f"exited with {returncode}{suffix}", reason="exit_code", exit_code=returncode,
+                  retry=returncode not in attempt.non_retryable)
     return Outcome(status, f"exit {returncode}")
 
 
 def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
               subreaper: bool = False) -> Outcome:
     """Start and run one attempt. `subreaper` (the `sched exec` process sets it) makes
-    orphaned grandchildren of the agent ours to reap."""
-    if subreaper:
-        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    attempt = start(ws, task_id, parent_env)
-    return run(ws, replace(attempt, reap_orphans=subreaper))
+    orphaned descendants of the agent ours to reap and to find. SIGTERM, SIGINT and
+    SIGHUP stop the attempt and record it as failed (retryable) before returning."""
+    with _stop_on_signals() as stop:
+        if subreaper:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        attempt = start(ws, task_id, parent_env)
+        return run(ws, replace(attempt, reap_orphans=subreaper), stop)

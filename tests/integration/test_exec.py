@@ -40,7 +40,7 @@ def push_workspace(tmp_path: Path, commands: dict[str, list[str]], agents=None, 
                         for name, argv in commands.items()]
     home = tmp_path / "home"
     home.mkdir()
-    (home / "sched.toml").write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
+    (home / "sched.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
     ws = new_workspace(home, agents)
     ws.clock = SystemClock()  # the wrapper runs in real time
     return ws
