@@ -3,8 +3,9 @@
 The wrapper starts the attempt (`TaskStarted`, holding the lease, naming the attempt's
 control group if it could make one), runs the agent's argv -- never through a shell --
 in a private working directory, with an explicit environment, in its own process group
-and control group, heartbeats the lease from a thread while it runs, and records the
-outcome through the same protocol a pull worker uses (`complete` / `fail`).
+and control group, copies its output into a capped `agent.log`, heartbeats the lease
+from a thread while it runs, and records the outcome through the same protocol a pull
+worker uses (`complete` / `fail`).
 
 Whatever ends the attempt (the agent's exit, its timeout, a cancel, a lost or expiring
 lease, a SIGTERM to the wrapper), the wrapper first stops every process of the attempt
@@ -47,6 +48,9 @@ POLL_SECONDS = 0.05
 REPORT_TRIES = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
+READ_CHUNK = 64 * 1024
+LINE_KEEP_FACTOR = 4  # the last output line is kept up to this many times max_payload_bytes
+LOG_DRAIN_SECONDS = 5.0  # after the stop, how long the output may take to reach agent.log
 
 
 def lease_clock() -> float:
@@ -209,6 +213,86 @@ def _reap(child: subprocess.Popen[bytes], orphans: bool) -> None:
                 os.waitpid(info.si_pid, 0)
 
 
+class AgentLog:
+    """The agent's stdout and stderr, read from a pipe by a thread and written to
+    `agent.log`, which is rotated to `agent.log.1` when it reaches `max_bytes` (so an
+    attempt keeps at most twice that). The last non-empty line is kept (its first
+    `keep` bytes, and its length) for the error message and the result."""
+
+    def __init__(self, fd: int, path: Path, max_bytes: int, keep: int) -> None:
+        self.path, self._fd, self._max, self._keep = path, fd, max_bytes, keep
+        self._line = bytearray()  # the line being written (its first `keep` bytes)
+        self._line_length = 0
+        self._last, self._last_length = b"", 0  # the last complete non-empty line
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._copy, name="agent-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float) -> None:
+        """Wait for the output to end (every writer is gone once the attempt is stopped)."""
+        self._thread.join(timeout)
+
+    def last_line(self) -> tuple[bytes, int]:
+        """The last non-empty line (a final line without a newline counts), stripped,
+        as kept, and its full length."""
+        if bytes(self._line).strip():
+            return bytes(self._line).strip(), self._line_length
+        return self._last.strip(), self._last_length
+
+    def _copy(self) -> None:
+        try:
+            out = self.path.open("ab", buffering=0)
+            try:
+                size = out.tell()
+                while chunk := os.read(self._fd, READ_CHUNK):
+                    self._note(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        if size >= self._max:
+                            out.close()
+                            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                            out = self.path.open("ab", buffering=0)
+                            size = 0
+                        written = out.write(view[: self._max - size]) or 0
+                        size += written
+                        view = view[written:]
+            finally:
+                out.close()
+        except OSError as e:  # disk full, say: keep reading, so the agent never blocks on the pipe
+            self.error = str(e)
+            with contextlib.suppress(OSError):
+                while chunk := os.read(self._fd, READ_CHUNK):
+                    self._note(chunk)
+        finally:
+            os.close(self._fd)
+
+    def _extend(self, part: bytes) -> None:
+        self._line_length += len(part)
+        room = self._keep - len(self._line)
+        if room > 0:
+            self._line += part[:room]
+
+    def _end_line(self) -> None:
+        if bytes(self._line).strip():
+            self._last, self._last_length = bytes(self._line), self._line_length
+        self._line, self._line_length = bytearray(), 0
+
+    def _note(self, chunk: bytes) -> None:
+        parts = chunk.split(b"\n")
+        self._extend(parts[0])
+        if len(parts) == 1:
+            return
+        self._end_line()
+        for part in reversed(parts[1:-1]):  # of the lines complete within the chunk, only the last one
+            if part.strip():                # that is not blank matters
+                self._extend(part)
+                self._end_line()
+                break
+        self._extend(parts[-1])
+
+
 # -- supervising -----------------------------------------------------------------------
 
 class LeaseKeeper:
@@ -341,22 +425,28 @@ def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Out
     settings = ws.settings
     if stop.signum is not None:  # asked to stop before the agent was started
         containment.stop_attempt(attempt.ref)
-        return _report(ws, attempt, None, "signal", Usage(0.0, 0), stop)
+        return _report(ws, attempt, None, "signal", Usage(0.0, 0), None, stop)
     _prctl_function()  # looked up here, not in the child
+    meter = UsageMeter()
+    read_fd, write_fd = os.pipe()
     try:
         for level in (*reversed(attempt.workdir.parents[:2]), attempt.workdir):
             level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
         (attempt.workdir / "payload.json").write_text(attempt.payload)
-        meter = UsageMeter()
-        with attempt.log_path.open("ab") as out:
-            child = subprocess.Popen(
-                attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=functools.partial(_in_child, os.getpid(), attempt.ref.cgroup))
+        child = subprocess.Popen(
+            attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
+            stdout=write_fd, stderr=write_fd, start_new_session=True,
+            preexec_fn=functools.partial(_in_child, os.getpid(), attempt.ref.cgroup))
     except OSError as e:
+        os.close(read_fd)
         containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
         return _spawn_error(ws, attempt, e)
+    finally:
+        os.close(write_fd)
     attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))  # its own session
+    output = AgentLog(read_fd, attempt.log_path, settings.agent_log_max_bytes,
+                      max(LINE_KEEP_FACTOR * settings.max_payload_bytes, settings.max_message_bytes))
+    output.start()
     lease = LeaseKeeper(ws, attempt)
     lease.start()
     fault_point("mid_exec")
@@ -368,12 +458,13 @@ def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Out
             print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr)
         returncode = _exit_status(child)
         _reap(child, attempt.reap_orphans)
+        output.close(LOG_DRAIN_SECONDS)
         usage = meter.finish()
         if ending == "lost":
             return Outcome("lost", f"lease lost: {lease.lost}")
         if ending == "fenced":
             return Outcome("lost", "stopped at the lease's expiry: it could not be renewed in time")
-        return _report(ws, attempt, returncode, ending, usage, stop)
+        return _report(ws, attempt, returncode, ending, usage, output, stop)
     finally:
         lease.stop()
 
@@ -402,23 +493,13 @@ def _record(write: Callable[[], str]) -> str:
                 raise
 
 
-def _last_line(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
-            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
-
-
-def read_result(result_file: Path, log_path: Path) -> object:
+def read_result(result_file: Path, last_line: bytes) -> object:
     """The result file's JSON if the agent wrote one, else the last line of its output
     if that is JSON, else None."""
     if result_file.exists():
         return json.loads(result_file.read_text())  # a broken result file is the agent's failure
     with contextlib.suppress(ValueError):
-        return json.loads(_last_line(log_path))
+        return json.loads(last_line)
     return None
 
 
@@ -430,7 +511,7 @@ def _signal_name(number: int) -> str:
 
 
 def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
-            stop: StopRequest) -> Outcome:
+            output: AgentLog | None, stop: StopRequest) -> Outcome:
     """Record how the stopped attempt ended (`TaskSucceeded` or `TaskFailed`)."""
     task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
     killed_by = -returncode if returncode is not None and returncode < 0 else None
@@ -452,10 +533,11 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str
     if ending == "timeout":
         status = fail(f"timed out after {attempt.timeout:g} s", reason="timeout", signal=killed_by)
         return Outcome(status, "timeout")
-    assert returncode is not None
+    assert returncode is not None and output is not None
+    line, _length = output.last_line()
     if returncode == 0:
         try:
-            result = read_result(attempt.result_file, attempt.log_path)
+            result = read_result(attempt.result_file, line)
         except (OSError, ValueError) as e:
             status = fail(f"exited 0 but its result file is unreadable: {e}", reason="exit_code",
                           exit_code=0)
@@ -463,7 +545,7 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str
         status = _record(lambda: worker.complete(ws, task_id, token, result, log_path=log,
                                                  usage=usage) or "succeeded")
         return Outcome(status, "exit 0")
-    last = _last_line(attempt.log_path)
+    last = line.decode("utf-8", "replace")
     suffix = f": {last}" if last else ""
     if killed_by is not None:
         name = _signal_name(killed_by)

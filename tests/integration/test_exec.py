@@ -116,6 +116,29 @@ def test_an_agent_that_cannot_start_is_a_spawn_error(tmp_path, kind):
     assert str(target) in failed["error"]
 
 
+def test_agent_log_is_rotated_at_its_limit(tmp_path):
+    # 3,511 bytes of output with a 1,024-byte limit: agent.log.1 holds bytes 2048-3071,
+    # agent.log the rest; the two first kilobytes are gone
+    argv = agent_script(tmp_path, "verbose", """
+        import sys
+        for i in range(350):
+            sys.stdout.write("line %04d\\n" % i)
+            sys.stdout.flush()
+        print("last words")
+        sys.exit(1)
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv}, agent_log_max_bytes=1024)
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert failed["error"] == "exited with 1: last words"
+    log = Path(failed["log_path"])
+    everything = "".join(f"line {i:04d}\n" for i in range(350)) + "last words\n"
+    rotated = log.with_name("agent.log.1")
+    assert rotated.stat().st_size == 1024 and log.stat().st_size <= 1024
+    assert rotated.read_text() + log.read_text() == everything[2048:]
+    assert sorted(p.name for p in log.parent.iterdir()) == ["agent.log", "agent.log.1", "payload.json"]
+
+
 def group_members(pgid: int) -> list[int]:
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
