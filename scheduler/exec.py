@@ -33,9 +33,10 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from eventlog.errors import DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
+from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
 from eventlog.events import TaskStarted
 from eventlog.faults import fault_point
+from eventlog.values import MAX_DEPTH, check_json, strict_json_loads
 from scheduler import containment, worker
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
@@ -493,14 +494,50 @@ def _record(write: Callable[[], str]) -> str:
                 raise
 
 
-def read_result(result_file: Path, last_line: bytes) -> object:
-    """The result file's JSON if the agent wrote one, else the last line of its output
-    if that is JSON, else None."""
+def keep_limit(max_payload_bytes: int) -> int:
+    """The longest result text read: its JSON may be written less compactly than the
+    log stores it (spaces, escapes), so some room above the limit."""
+    return LINE_KEEP_FACTOR * max_payload_bytes
+
+
+def _carried(text: str, where: str, max_bytes: int) -> object:
+    """The JSON value of `text` if the log can carry it unchanged; else ValueError
+    naming `where` and the problem."""
+    try:
+        value = strict_json_loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON: {e.msg} (at char {e.pos})") from e
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    try:
+        return check_json(value, where, max_bytes)
+    except BadInput as e:
+        raise ValueError(e.message) from e
+
+
+def read_result(result_file: Path, last_line: bytes, line_length: int, max_bytes: int) -> object:
+    """The attempt's result: the JSON of the result file if the agent wrote one; else
+    its last output line, if Python's lenient parser reads it as JSON; else None. A
+    result the log cannot carry unchanged (NaN or Infinity, a number that overflows,
+    a lone surrogate, nesting deeper than 64, more than `max_bytes`) raises ValueError
+    naming the problem, as does a result file that is not JSON."""
     if result_file.exists():
-        return json.loads(result_file.read_text())  # a broken result file is the agent's failure
-    with contextlib.suppress(ValueError):
-        return json.loads(last_line)
-    return None
+        size = result_file.stat().st_size
+        if size > keep_limit(max_bytes):
+            raise ValueError(f"result.json: is {size} bytes, over the limit of {max_bytes}")
+        return _carried(result_file.read_bytes().decode("utf-8", "surrogateescape"), "result.json",
+                        max_bytes)
+    where = "the last output line"
+    if line_length > len(last_line) and last_line[:1] in (b"{", b"["):
+        raise ValueError(f"{where}: is {line_length} bytes, over the limit of {max_bytes}")
+    text = last_line.decode("utf-8", "surrogateescape")
+    try:
+        json.loads(text)  # lenient: NaN, Infinity and 1e400 are JSON here
+    except RecursionError:
+        raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        return None  # not JSON: not a result
+    return _carried(text, where, max_bytes)
 
 
 def _signal_name(number: int) -> str:
@@ -534,14 +571,14 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str
         status = fail(f"timed out after {attempt.timeout:g} s", reason="timeout", signal=killed_by)
         return Outcome(status, "timeout")
     assert returncode is not None and output is not None
-    line, _length = output.last_line()
+    line, length = output.last_line()
     if returncode == 0:
         try:
-            result = read_result(attempt.result_file, line)
+            result = read_result(attempt.result_file, line, length, ws.settings.max_payload_bytes)
         except (OSError, ValueError) as e:
-            status = fail(f"exited 0 but its result file is unreadable: {e}", reason="exit_code",
+            status = fail(f"exited 0 but its result cannot be recorded: {e}", reason="exit_code",
                           exit_code=0)
-            return Outcome(status, "bad result file")
+            return Outcome(status, "result cannot be recorded")
         status = _record(lambda: worker.complete(ws, task_id, token, result, log_path=log,
                                                  usage=usage) or "succeeded")
         return Outcome(status, "exit 0")

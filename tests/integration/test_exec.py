@@ -139,6 +139,43 @@ def test_agent_log_is_rotated_at_its_limit(tmp_path):
     assert sorted(p.name for p in log.parent.iterdir()) == ["agent.log", "agent.log.1", "payload.json"]
 
 
+BAD_RESULTS = {
+    "a lone surrogate": ('{"text": "\\ud800"}', "which is not valid Unicode text"),
+    "NaN": ('{"score": NaN}', "NaN is not valid JSON"),
+    "Infinity": ('[Infinity]', "Infinity is not valid JSON"),
+    "an overflowing number": ('{"big": 1e400}', "the number 1e400 is out of range"),
+    "deep nesting": ("[" * 70 + "]" * 70, "nested deeper than 64 levels"),
+    "very deep nesting": ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+    "too many bytes": (json.dumps({"text": "x" * 2000}), "over the limit of 1024"),
+}
+
+
+@pytest.mark.parametrize("where", ["result.json", "the last output line"])
+@pytest.mark.parametrize("kind", list(BAD_RESULTS))
+def test_a_result_the_log_cannot_carry_fails_the_attempt_at_once(tmp_path, where, kind):
+    text, problem = BAD_RESULTS[kind]
+    (tmp_path / "result.txt").write_text(text)
+    write = ("open(os.environ['SCHED_RESULT_FILE'], 'w').write(text)" if where == "result.json"
+             else "print(text)")
+    source = f"import os\ntext = open({str(tmp_path / 'result.txt')!r}).read()\n{write}\n"
+    argv = agent_script(tmp_path, "bad_result", source)
+    limits = {"max_payload_bytes": 1024} if kind == "too many bytes" else {}
+    ws = push_workspace(tmp_path, {"ann": argv}, **limits)
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")  # recorded by the wrapper, not by a lease expiry
+    assert (failed["reason"], failed["exit_code"]) == ("exit_code", 0)
+    assert failed["error"].startswith(f"exited 0 but its result cannot be recorded: {where}: ")
+    assert problem in failed["error"]
+    assert status_of(ws, task_id) == "dead"
+
+
+def test_a_last_line_that_is_not_json_is_no_result(tmp_path):
+    argv = agent_script(tmp_path, "prose", 'print("[1, 2, 3] done, and NaN left")\n')
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws)
+    assert last_event(ws, task_id, "TaskSucceeded")["result"] is None
+
+
 def group_members(pgid: int) -> list[int]:
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
