@@ -1,11 +1,11 @@
 """`sched exec TASK_ID`: run one assigned attempt of a push agent's command.
 
-The wrapper starts the attempt (`TaskStarted`, holding the lease, naming the attempt's
-control group if it could make one), runs the agent's argv -- never through a shell --
-in a private working directory, with an explicit environment, in its own process group
-and control group, copies its output into a capped `agent.log`, heartbeats the lease
-from a thread while it runs, and records the outcome through the same protocol a pull
-worker uses (`complete` / `fail`).
+The wrapper prepares the attempt's private working directory, starts the attempt
+(`TaskStarted`, holding the lease, naming the attempt's control group if it could make
+one), runs the agent's argv -- never through a shell -- with an explicit environment, in
+its own process group and control group, copies its output into a capped `agent.log`,
+heartbeats the lease from a thread while it runs, and records the outcome through the
+same protocol a pull worker uses (`complete` / `fail`).
 
 Whatever ends the attempt (the agent's exit, its timeout, a cancel, a lost or expiring
 lease, a SIGTERM to the wrapper), the wrapper first stops every process of the attempt
@@ -34,9 +34,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
-from eventlog.events import TaskStarted
+from eventlog.events import TaskRequeued, TaskStarted
 from eventlog.faults import fault_point
-from eventlog.values import MAX_DEPTH, check_json, strict_json_loads
+from eventlog.values import MAX_DEPTH, check_json, fit_text, strict_json_loads
+from projections.sql import SqlProjection
+from projections.views import AgentView, TaskView
 from scheduler import containment, worker
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
@@ -88,10 +90,10 @@ class Attempt:
 
     task_id: int
     attempt: int
+    queue: str
     token: str
     argv: list[str]
     workdir: Path
-    payload: str
     env: dict[str, str]
     timeout: float
     log_path: Path
@@ -115,53 +117,88 @@ class Outcome:
 
 # -- starting ----------------------------------------------------------------------------
 
-def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt:
-    """Start the assigned attempt in one write transaction: `TaskStarted` with the
-    wrapper's pid and host, the argv, the working directory, the control group (made
-    first, where cgroup v2 is writable and `exec_cgroups` is on) and a fresh lease."""
-    group: Path | None = None
+def _assignment(views: SqlProjection, task_id: int) -> tuple[TaskView, AgentView]:
+    """The task, waiting to be started, and its agent (which has a command)."""
+    task = views.get_task(task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    if task.status != "assigned" or task.agent is None:
+        raise Refused(f"task {task_id} is not waiting to be started (it is {task.status})")
+    agent = views.get_agent(task.agent)
+    if agent is None or agent.command is None:
+        raise Refused(f"task {task_id} is assigned to {task.agent}, which has no command")
+    return task, agent
+
+
+def prepare_workdir(workdir: Path, payload: str) -> None:
+    """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it."""
+    for level in (*reversed(workdir.parents[:2]), workdir):
+        level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
+    (workdir / "payload.json").write_text(payload)
+
+
+def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt | Outcome:
+    """Prepare the working directory, then start the assigned attempt in one write
+    transaction: `TaskStarted` with the wrapper's pid and host, the argv, the working
+    directory, the control group and a fresh lease. A directory that cannot be prepared
+    is not the program's fault: the assignment goes back to the queue (`not_started`,
+    after the queue's `backoff_base_seconds`) without using up an attempt, and the
+    `Outcome` says so."""
+    with ws.read() as (_log, views):
+        task, _agent = _assignment(views, task_id)
+    attempt = task.attempt + 1
+    workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
+    try:
+        prepare_workdir(workdir, task.payload)
+    except OSError as e:
+        return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
+                            f"{e.strerror or e}")
+    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.db_path, os.getpid())
+    group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
+    ref = replace(ref, cgroup=str(group) if group is not None else None)
+    token = new_token()
+    log_path = workdir / "agent.log"
     granted_at = lease_clock()
     try:
         with ws.write() as recorder:
-            now, views = recorder.now, recorder.views
-            task = views.get_task(task_id)
-            if task is None:
-                raise NotFound(f"no task {task_id}")
-            if task.status != "assigned" or task.agent is None:
-                raise Refused(f"task {task_id} is not waiting to be started (it is {task.status})")
-            agent = views.get_agent(task.agent)
-            if agent is None or agent.command is None:
-                raise Refused(f"task {task_id} is assigned to {task.agent}, which has no command")
-            attempt = task.attempt + 1
-            workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
-            values = {"task_id": str(task_id), "queue": task.queue, "agent": task.agent,
+            task, agent = _assignment(recorder.views, task_id)
+            if task.attempt + 1 != attempt:
+                raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
+            values = {"task_id": str(task_id), "queue": task.queue, "agent": agent.name,
                       "attempt": str(attempt), "workdir": str(workdir)}
-            argv = expand_argv(json.loads(agent.command), values)
-            ref = containment.AttemptRef.of(task_id, attempt, ws.settings.db_path, os.getpid())
-            group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
-            ref = replace(ref, cgroup=str(group) if group is not None else None)
-            token = new_token()
-            log_path = workdir / "agent.log"
+            argv = expand_argv(json.loads(agent.command or "[]"), values)
             recorder.record([TaskStarted(
-                task_id=task_id, agent=task.agent, attempt=attempt, token_hash=hash_token(token),
-                lease_expires_at=now + timedelta(seconds=ws.settings.lease_seconds), runner="exec",
-                pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv), workdir=str(workdir),
-                log_path=str(log_path), cgroup=ref.cgroup)])
+                task_id=task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
+                lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
+                runner="exec", pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv),
+                workdir=str(workdir), log_path=str(log_path), cgroup=ref.cgroup)])
     except BaseException:
         if group is not None:
             containment.remove_cgroup(group)
         raise
     task_vars = {
-        "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": task.agent,
+        "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": agent.name,
         "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),
         "SCHED_PAYLOAD_FILE": str(workdir / "payload.json"),
         "SCHED_RESULT_FILE": str(workdir / "result.json"), "SCHED_LEASE_TOKEN": token,
         "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": ref.db,
     }
-    return Attempt(task_id, attempt, token, argv, workdir, task.payload,
+    return Attempt(task_id, attempt, task.queue, token, argv, workdir,
                    child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
                    agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path, ref,
                    granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
+
+
+def _not_started(ws: Workspace, task_id: int, attempt: int, why: str) -> Outcome:
+    detail = fit_text(why, ws.settings.max_message_bytes)
+    with ws.write() as recorder:
+        task = recorder.views.get_task(task_id)
+        if task is None or task.status != "assigned" or task.attempt + 1 != attempt:
+            return Outcome("lost", f"not started ({detail}), and meanwhile taken back")
+        delay = ws.settings.queue_policy(task.queue).backoff_base_seconds
+        recorder.record([TaskRequeued(task_id=task_id, reason="not_started", detail=detail,
+                                      not_before=recorder.now + timedelta(seconds=delay))])
+    return Outcome("queued", f"not started: {detail}")
 
 
 # -- the agent's process ---------------------------------------------------------------
@@ -427,13 +464,10 @@ def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Out
     if stop.signum is not None:  # asked to stop before the agent was started
         containment.stop_attempt(attempt.ref)
         return _report(ws, attempt, None, "signal", Usage(0.0, 0), None, stop)
-    _prctl_function()  # looked up here, not in the child
     meter = UsageMeter()
     read_fd, write_fd = os.pipe()
+    _prctl_function()  # looked up here, not in the child
     try:
-        for level in (*reversed(attempt.workdir.parents[:2]), attempt.workdir):
-            level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
-        (attempt.workdir / "payload.json").write_text(attempt.payload)
         child = subprocess.Popen(
             attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
             stdout=write_fd, stderr=write_fd, start_new_session=True,
@@ -473,10 +507,19 @@ def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Out
 # -- recording the outcome -------------------------------------------------------------
 
 def _spawn_error(ws: Workspace, attempt: Attempt, error: OSError) -> Outcome:
+    """The program could not be started (missing, not executable, not a program): that
+    will not get better by itself, so the task is dead-lettered at once unless its
+    queue has `retry_spawn_errors`. A working directory that vanished meanwhile is
+    not the program's fault: retried."""
+    if error.filename is not None and os.fsdecode(error.filename) == str(attempt.workdir):
+        why, retry = f"cannot enter the working directory: {error.strerror or error}", True
+    else:
+        why = f"cannot start {attempt.argv[0]!r}: {error.strerror or error}"
+        retry = ws.settings.queue_policy(attempt.queue).retry_spawn_errors
     status = _record(lambda: worker.fail(
-        ws, attempt.task_id, attempt.token, f"cannot start {attempt.argv[0]!r}: {error.strerror or error}",
-        reason="spawn_error", log_path=str(attempt.log_path)))
-    return Outcome(status, f"spawn error: {error}")
+        ws, attempt.task_id, attempt.token, fit_text(why, ws.settings.max_message_bytes),
+        reason="spawn_error", retry=retry, log_path=str(attempt.log_path)))
+    return Outcome(status, f"spawn error: {error.strerror or error}")
 
 
 def _record(write: Callable[[], str]) -> str:
@@ -551,11 +594,12 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str
             output: AgentLog | None, stop: StopRequest) -> Outcome:
     """Record how the stopped attempt ended (`TaskSucceeded` or `TaskFailed`)."""
     task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
+    limit = ws.settings.max_message_bytes
     killed_by = -returncode if returncode is not None and returncode < 0 else None
 
     def fail(error: str, **fields: object) -> str:
-        return _record(lambda: worker.fail(ws, task_id, token, error, log_path=log, usage=usage,
-                                           **fields))  # type: ignore[arg-type]
+        return _record(lambda: worker.fail(ws, task_id, token, fit_text(error, limit), log_path=log,
+                                           usage=usage, **fields))  # type: ignore[arg-type]
 
     if ending == "signal":
         assert stop.signum is not None
@@ -601,5 +645,7 @@ def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
     with _stop_on_signals() as stop:
         if subreaper:
             _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        attempt = start(ws, task_id, parent_env)
-        return run(ws, replace(attempt, reap_orphans=subreaper), stop)
+        started = start(ws, task_id, parent_env)
+        if isinstance(started, Outcome):
+            return started
+        return run(ws, replace(started, reap_orphans=subreaper), stop)
