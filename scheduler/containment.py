@@ -281,6 +281,29 @@ def _signal_process_groups(pids: Iterable[int], ref: AttemptRef, sig: int) -> No
             os.killpg(pgid, sig)  # type: ignore[arg-type]
 
 
+def _populated(group: Path | None) -> bool:
+    """Whether the control group (or one below it) holds a process."""
+    if group is None:
+        return False
+    try:
+        return "populated 0" not in (group / "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def _group_exists(pgid: int | None) -> bool:
+    """Whether a process (a zombie too) is left in the process group."""
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
@@ -297,8 +320,12 @@ def stop_attempt(ref: AttemptRef, grace: float = 0.0) -> list[int]:
     each process found; then remove the control group. Returns the processes still
     alive after `STOP_WAIT_SECONDS` of SIGKILL (normally none)."""
     group = Path(ref.cgroup) if ref.cgroup is not None else None
-    left = members(ref) if grace > 0 else []
-    if left:
+    left = members(ref)
+    if not left and not _populated(group) and not _group_exists(ref.process_group):
+        if group is not None:
+            remove_cgroup(group)
+        return []  # the common case, an agent that left nothing: one scan
+    if left and grace > 0:
         _signal_process_groups(left, ref, signal.SIGTERM)
         asked: set[int] = set()
         deadline = time.monotonic() + grace

@@ -488,6 +488,7 @@ def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Out
     try:
         ending = _supervise(ws, attempt, child, meter, lease, stop)
         # every end of an attempt: nothing of it outlives it, before anything is recorded
+        _reap(child, attempt.reap_orphans)  # exited orphans would still count in their group
         left = containment.stop_attempt(attempt.ref, settings.kill_grace_seconds)
         if left:
             print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr)
