@@ -2,17 +2,21 @@
 
 An agent may fork, daemonize, call `setsid()` or ignore SIGTERM; none of that may let
 a process of an attempt outlive it (the task would then run twice: once in the
-leftover, once in its retry). Two mechanisms, the first that works on this host:
+leftover, once in its retry). An attempt's processes are found by every means this
+host allows, together:
 
 - a control group per attempt (cgroup v2, where a writable hierarchy is mounted): the
   exec wrapper creates it and moves the agent into it before exec, so every
   descendant stays in it whatever it does; stopping the attempt kills the group
   (`cgroup.kill`, or each member) and removes it;
-- otherwise the processes are found by the variables every process of the attempt
-  inherits (`SCHED_DB`, `SCHED_TASK_ID`, `SCHED_ATTEMPT`), read from /proc; the exec
-  wrapper is also the subreaper of its agent's descendants, so orphans (even those that
-  called `setsid()`) stay its descendants while it lives, and they are found that way
-  too (which also covers a process that cleared its environment).
+- the variables every process of the attempt inherits (`SCHED_DB`, `SCHED_TASK_ID`,
+  `SCHED_ATTEMPT`), read from /proc;
+- the descendants of the live exec wrapper, which is the subreaper of its agent's
+  descendants, so orphans (even those that called `setsid()`) stay below it (this
+  also covers a process that cleared its environment);
+- the agent's process group (known to the wrapper), and the groups of what was found,
+  which a signal reaches whole, even a process that forks and exits faster than a
+  scan of /proc can see it.
 
 `stop_attempt` is called by whoever ends or takes back an attempt on the host where it
 runs: the wrapper when its agent ended, a tick that finds the wrapper gone or the lease
