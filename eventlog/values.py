@@ -105,6 +105,19 @@ def check_text(text: str | None, where: str, max_bytes: int | None = None) -> st
     return text
 
 
+def fit_text(text: str, max_bytes: int) -> str:
+    """`text` made storable: what UTF-8 cannot encode (a lone surrogate) replaced by
+    `?`, and cut at a character boundary to at most `max_bytes` of UTF-8, ending with
+    `...` when it was cut (for text sched writes itself, such as an agent's last output
+    line in an error message, where refusing is not an option)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return data.decode("utf-8")
+    marker = "..."
+    room = max(max_bytes - len(marker), 0)
+    return data[:room].decode("utf-8", "ignore") + marker[: max_bytes - room]
+
+
 def parse_json(text: str, where: str, max_bytes: int | None = None) -> Any:
     """Parse JSON input strictly (see `strict_json_loads`) within `max_bytes`; BadInput
     naming `where` otherwise."""

@@ -18,7 +18,9 @@ class Recorder:
 
     `now` is the time of the transaction, read once the write lock is held and never
     earlier than the log's last event (`Workspace.write` sets it): commands decide with
-    it, and it is the time recorded in their events."""
+    it, and it is the time recorded in their events. It only moves on when the
+    transaction waited for something before recording what followed (a tick that
+    stops an attempt's processes before it records the attempt's end)."""
 
     def __init__(self, log: SqliteStore, views: SqlProjection, now: datetime | None = None) -> None:
         self.log = log

@@ -2,16 +2,21 @@
 
 An agent may fork, daemonize, call `setsid()` or ignore SIGTERM; none of that may let
 a process of an attempt outlive it (the task would then run twice: once in the
-leftover, once in its retry). Two mechanisms, the first that works on this host:
+leftover, once in its retry). An attempt's processes are found by every means this
+host allows, together:
 
 - a control group per attempt (cgroup v2, where a writable hierarchy is mounted): the
   exec wrapper creates it and moves the agent into it before exec, so every
   descendant stays in it whatever it does; stopping the attempt kills the group
   (`cgroup.kill`, or each member) and removes it;
-- otherwise the processes are found by the variables every process of the attempt
-  inherits (`SCHED_DB`, `SCHED_TASK_ID`, `SCHED_ATTEMPT`), read from /proc; the exec
-  wrapper is also the subreaper of its agent's descendants, so orphans stay its
-  children while it lives.
+- the variables every process of the attempt inherits (`SCHED_DB`, `SCHED_TASK_ID`,
+  `SCHED_ATTEMPT`), read from /proc;
+- the descendants of the live exec wrapper, which is the subreaper of its agent's
+  descendants, so orphans (even those that called `setsid()`) stay below it (this
+  also covers a process that cleared its environment);
+- the agent's process group (known to the wrapper), and the groups of what was found,
+  which a signal reaches whole, even a process that forks and exits faster than a
+  scan of /proc can see it.
 
 `stop_attempt` is called by whoever ends or takes back an attempt on the host where it
 runs: the wrapper when its agent ended, a tick that finds the wrapper gone or the lease
@@ -43,11 +48,13 @@ class AttemptRef:
     db: str  # the resolved database path, as the agent sees it in SCHED_DB
     wrapper_pid: int | None = None
     cgroup: str | None = None  # the attempt's control group directory, if it has one
+    # the agent's process group, where the caller knows it (the wrapper: its child's pid)
+    process_group: int | None = None
 
     @classmethod
     def of(cls, task_id: int, attempt: int, db: Path, wrapper_pid: int | None = None,
-           cgroup: str | None = None) -> AttemptRef:
-        return cls(task_id, attempt, str(Path(db).resolve()), wrapper_pid, cgroup)
+           cgroup: str | None = None, process_group: int | None = None) -> AttemptRef:
+        return cls(task_id, attempt, str(Path(db).resolve()), wrapper_pid, cgroup, process_group)
 
     def marks(self) -> dict[str, str]:
         """The environment variables that mark a process as one of this attempt's."""
@@ -81,7 +88,8 @@ def own_cgroup() -> str | None:
 
 def create_cgroup(ref: AttemptRef) -> Path | None:
     """Make a control group for the attempt (None where cgroup v2 cannot be written:
-    not mounted, not delegated to us, read-only)."""
+    not mounted, not delegated to us, read-only). Empty groups left by wrappers that
+    died before they recorded their start are removed on the way."""
     mount, own = cgroup2_mount(), own_cgroup()
     if mount is None or own is None:
         return None
@@ -96,7 +104,18 @@ def create_cgroup(ref: AttemptRef) -> Path | None:
         with contextlib.suppress(OSError):
             group.rmdir()
         return None
+    _sweep(parent, keep=group)
     return group
+
+
+def _sweep(parent: Path, keep: Path) -> None:
+    """Remove the groups under `parent` whose wrapper (the pid that ends their name) is
+    gone; the kernel refuses to remove one that still holds a process."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            pid = entry.name.rsplit("-", 1)[-1]
+            if entry.is_dir() and entry.path != str(keep) and pid.isdigit() and not alive(int(pid)):
+                remove_cgroup(Path(entry.path))
 
 
 def join_cgroup(group: str) -> None:
@@ -105,23 +124,62 @@ def join_cgroup(group: str) -> None:
         f.write("0")
 
 
+def _subgroups(group: Path) -> list[Path]:
+    """`group` and every group below it (an agent may create its own), deepest first."""
+    found = [Path(root) for root, _dirs, _files in os.walk(group)]
+    return sorted(found, key=lambda g: len(g.parts), reverse=True)
+
+
 def cgroup_members(group: Path) -> list[int]:
+    """The processes in `group` and the groups below it."""
+    pids = []
+    for sub in _subgroups(group):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(pid) for pid in (sub / "cgroup.procs").read_text().split()]
+    return pids
+
+
+def remove_cgroup(group: Path) -> bool:
+    """Remove an emptied group and the groups below it; False if one still holds a process."""
+    for sub in _subgroups(group):
+        try:
+            sub.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
+
+
+# -- processes marked by their environment, and the wrapper's descendants ----------------
+
+def _read(path: str) -> bytes | None:
+    """A small /proc file's content (None if the process is gone or unreadable)."""
     try:
-        text = (group / "cgroup.procs").read_text()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return []
-    return [int(pid) for pid in text.split()]
-
-
-# -- processes marked by their environment ----------------------------------------------
-
-def _environ(pid: int) -> dict[str, str]:
+        return None
     try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
     except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None if it is gone."""
+    raw = _read(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    try:
+        fields = raw.rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def _pids() -> Iterator[int]:
@@ -131,44 +189,69 @@ def _pids() -> Iterator[int]:
                 yield int(entry.name)
 
 
+def _marked(pid: int, needles: list[bytes]) -> bool:
+    """Whether the process's environment holds every `NAME=value` of `needles`."""
+    raw = _read(f"/proc/{pid}/environ")
+    if not raw:
+        return False
+    env = b"\0" + raw + b"\0"
+    return all(needle in env for needle in needles)
+
+
+def _scan(ref: AttemptRef, root: int | None) -> set[int]:
+    """One pass over /proc: the live processes that carry the attempt's marks, and the
+    descendants of `root` (the wrapper, whose orphans it collects as their subreaper)."""
+    needles = [b"\0" + f"{k}={v}".encode(errors="surrogateescape") + b"\0"
+               for k, v in ref.marks().items()]
+    found: set[int] = set()
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        children.setdefault(stat[1], []).append(pid)
+        if _marked(pid, needles):
+            found.add(pid)
+    if root is not None:
+        todo = list(children.get(root, ()))
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo += children.get(pid, ())
+    return found
+
+
 def marked_processes(ref: AttemptRef) -> list[int]:
     """Live processes whose environment marks them as the attempt's."""
-    marks = ref.marks()
-    me = os.getpid()
-    return [pid for pid in _pids() if pid != me and alive(pid)
-            and all(_environ(pid).get(k) == v for k, v in marks.items())]
+    return sorted(_scan(ref, None) - {os.getpid()})
 
 
 def is_wrapper_of(pid: int, ref: AttemptRef) -> bool:
     """Whether `pid` is the `sched exec` wrapper of this attempt's task (not some other
     process that got its pid since)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    words = [w.decode(errors="replace") for w in argv]
-    return "exec" in words and str(ref.task_id) in words and alive(pid)
+    words = (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0")
+    return b"exec" in words and str(ref.task_id).encode() in words and alive(pid)
 
 
 # -- stopping ---------------------------------------------------------------------------
 
 def alive(pid: int) -> bool:
     """Whether the process exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def members(ref: AttemptRef) -> list[int]:
-    """Every live process of the attempt on this host (the wrapper included)."""
-    found: set[int] = set()
+    """Every live process of the attempt on this host: the members of its control
+    group, the processes that carry its marks, and its wrapper with all the wrapper's
+    descendants (only when `wrapper_pid` really is the attempt's `sched exec`). The
+    calling process is never one of them."""
+    wrapper = ref.wrapper_pid if ref.wrapper_pid is not None and is_wrapper_of(ref.wrapper_pid, ref) else None
+    found = _scan(ref, wrapper)
     if ref.cgroup is not None:
         found.update(p for p in cgroup_members(Path(ref.cgroup)) if alive(p))
-    found.update(marked_processes(ref))
-    if ref.wrapper_pid is not None and is_wrapper_of(ref.wrapper_pid, ref):
-        found.add(ref.wrapper_pid)
+    if wrapper is not None:
+        found.add(wrapper)
     found.discard(os.getpid())
     return sorted(found)
 
@@ -179,26 +262,93 @@ def _signal(pids: Iterable[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _kill_group(group: Path | None) -> None:
+    """SIGKILL every process of the group at once, forks in flight included (Linux 5.14
+    and later; elsewhere the caller's SIGKILL rounds do it)."""
+    if group is not None:
+        with contextlib.suppress(OSError):
+            (group / "cgroup.kill").write_text("1")
+
+
+def _signal_process_groups(pids: Iterable[int], ref: AttemptRef, sig: int) -> None:
+    """Signal the agent's process group and those of the attempt's processes: a process
+    that forks and exits over and over (a new pid each time, too fast for a scan to
+    catch) stays in its group, which one signal reaches whole. Never the group of the
+    wrapper or of the caller (a shell pipeline the wrapper was started in is not the
+    attempt's)."""
+    spared = {os.getpgrp()}
+    if ref.wrapper_pid is not None:
+        with contextlib.suppress(OSError):
+            spared.add(os.getpgid(ref.wrapper_pid))
+    for pgid in ({ref.process_group} | {_pgid(pid) for pid in pids}) - spared - {None, 0}:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, sig)  # type: ignore[arg-type]
+
+
+def _populated(group: Path | None) -> bool:
+    """Whether the control group (or one below it) holds a process."""
+    if group is None:
+        return False
+    try:
+        return "populated 0" not in (group / "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def _group_exists(pgid: int | None) -> bool:
+    """Whether a process (a zombie too) is left in the process group."""
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def stop_attempt(ref: AttemptRef, grace: float = 0.0) -> list[int]:
-    """Stop every process of the attempt on this host: SIGTERM, up to `grace` seconds,
-    then SIGKILL until none is left; remove its control group. Returns the processes
-    that were still alive after `STOP_WAIT_SECONDS` (normally none)."""
+    """Stop every process of the attempt on this host: SIGTERM (to each one, to their
+    process groups, and to each one that appears meanwhile), up to `grace` seconds for
+    them to end, then SIGKILL rounds until none is left: the control group at once
+    (forks in flight included), the agent's process group and those of what is found
+    (a process that forks and exits faster than a scan can see it stays in its group),
+    each process found; then remove the control group. Returns the processes still
+    alive after `STOP_WAIT_SECONDS` of SIGKILL (normally none)."""
     group = Path(ref.cgroup) if ref.cgroup is not None else None
-    if grace > 0:
-        _signal(members(ref), signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while members(ref) and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
-    deadline = time.monotonic() + STOP_WAIT_SECONDS
-    while left := members(ref):
+    left = members(ref)
+    if not left and not _populated(group) and not _group_exists(ref.process_group):
         if group is not None:
-            with contextlib.suppress(OSError):
-                (group / "cgroup.kill").write_text("1")
+            remove_cgroup(group)
+        return []  # the common case, an agent that left nothing: one scan
+    if left and grace > 0:
+        _signal_process_groups(left, ref, signal.SIGTERM)
+        asked: set[int] = set()
+        deadline = time.monotonic() + grace
+        while left and time.monotonic() < deadline:
+            _signal((p for p in left if p not in asked), signal.SIGTERM)
+            asked.update(left)
+            time.sleep(POLL_SECONDS)
+            left = members(ref)
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    while True:
+        _kill_group(group)
+        _signal_process_groups(left, ref, signal.SIGKILL)
         _signal(left, signal.SIGKILL)
+        left = members(ref)
+        if not left:
+            break
         if time.monotonic() >= deadline:
             return left
         time.sleep(POLL_SECONDS)
     if group is not None:
-        with contextlib.suppress(OSError):
-            group.rmdir()
+        remove_cgroup(group)
     return []

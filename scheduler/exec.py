@@ -1,32 +1,45 @@
 """`sched exec TASK_ID`: run one assigned attempt of a push agent's command.
 
-The wrapper starts the attempt (`TaskStarted`, holding the lease), runs the agent's
-argv -- never through a shell -- in a private working directory, with an explicit
-environment and in its own process group, heartbeats the lease while it runs, stops
-the whole group on timeout (SIGTERM, a grace period, SIGKILL), and records the
-outcome through the same protocol a pull worker uses (`complete` / `fail`). If the
-wrapper itself dies, nobody renews the lease and the next tick takes the task back.
+The wrapper prepares the attempt's private working directory, starts the attempt
+(`TaskStarted`, holding the lease, naming the attempt's control group if it could make
+one), runs the agent's argv -- never through a shell -- with an explicit environment, in
+its own process group and control group, copies its output into a capped `agent.log`,
+heartbeats the lease from a thread while it runs, and records the outcome through the
+same protocol a pull worker uses (`complete` / `fail`).
+
+Whatever ends the attempt (the agent's exit, its timeout, a cancel, a lost or expiring
+lease, a SIGTERM to the wrapper), the wrapper first stops every process of the attempt
+(`containment.stop_attempt`) and only then records how it ended, so a retry never runs
+beside a leftover of this attempt. If the wrapper itself is SIGKILLed, the agent dies
+with it (`PR_SET_PDEATHSIG`) and the next tick on this host stops the rest and takes
+the task back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from eventlog.errors import DatabaseBusy, NotFound, Refused, TokenRejected
-from eventlog.events import TaskStarted
+from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
+from eventlog.events import TaskRequeued, TaskStarted
 from eventlog.faults import fault_point
-from scheduler import worker
+from eventlog.values import MAX_DEPTH, check_json, fit_text, strict_json_loads
+from projections.sql import SqlProjection
+from projections.views import AgentView, TaskView
+from scheduler import containment, worker
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
@@ -36,6 +49,19 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.05
 REPORT_TRIES = 3
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
+READ_CHUNK = 64 * 1024
+LINE_KEEP_FACTOR = 4  # the last output line is kept up to this many times max_payload_bytes
+LOG_DRAIN_SECONDS = 5.0  # after the stop, how long the output may take to reach agent.log
+
+
+def lease_clock() -> float:
+    """Seconds on the clock the wrapper measures its lease with: one that keeps counting
+    while the machine is suspended (CLOCK_BOOTTIME on Linux), so a wrapper that wakes
+    up past its lease's expiry knows it at once; elsewhere the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def expand_argv(command: Sequence[str], values: Mapping[str, str]) -> list[str]:
@@ -64,13 +90,15 @@ class Attempt:
 
     task_id: int
     attempt: int
+    queue: str
     token: str
     argv: list[str]
     workdir: Path
-    payload: str
     env: dict[str, str]
     timeout: float
     log_path: Path
+    ref: containment.AttemptRef  # finds and stops every process of the attempt
+    granted_at: float  # lease_clock() before the lease was granted (it runs from then, at the latest)
     non_retryable: frozenset[int] = frozenset()  # exit codes that dead-letter at once
     reap_orphans: bool = False  # the wrapper is subreaper of the agent's descendants
 
@@ -87,52 +115,121 @@ class Outcome:
     detail: str
 
 
-def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt:
-    """Start the assigned attempt in one write transaction: `TaskStarted` with the
-    wrapper's pid and host, the argv, the working directory and a fresh lease."""
-    with ws.write() as recorder:
-        now, views = recorder.now, recorder.views
-        task = views.get_task(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id}")
-        if task.status != "assigned" or task.agent is None:
-            raise Refused(f"task {task_id} is not waiting to be started (it is {task.status})")
-        agent = views.get_agent(task.agent)
-        if agent is None or agent.command is None:
-            raise Refused(f"task {task_id} is assigned to {task.agent}, which has no command")
-        attempt = task.attempt + 1
-        workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
-        values = {"task_id": str(task_id), "queue": task.queue, "agent": task.agent,
-                  "attempt": str(attempt), "workdir": str(workdir)}
-        argv = expand_argv(json.loads(agent.command), values)
-        token = new_token()
-        log_path = workdir / "agent.log"
-        recorder.record([TaskStarted(
-            task_id=task_id, agent=task.agent, attempt=attempt, token_hash=hash_token(token),
-            lease_expires_at=now + timedelta(seconds=ws.settings.lease_seconds), runner="exec",
-            pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv), workdir=str(workdir),
-            log_path=str(log_path))])
+# -- starting ----------------------------------------------------------------------------
+
+def _assignment(views: SqlProjection, task_id: int) -> tuple[TaskView, AgentView]:
+    """The task, waiting to be started, and its agent (which has a command)."""
+    task = views.get_task(task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    if task.status != "assigned" or task.agent is None:
+        raise Refused(f"task {task_id} is not waiting to be started (it is {task.status})")
+    agent = views.get_agent(task.agent)
+    if agent is None or agent.command is None:
+        raise Refused(f"task {task_id} is assigned to {task.agent}, which has no command")
+    return task, agent
+
+
+def prepare_workdir(workdir: Path, payload: str) -> None:
+    """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it."""
+    for level in (*reversed(workdir.parents[:2]), workdir):
+        level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
+    (workdir / "payload.json").write_text(payload)
+
+
+def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt | Outcome:
+    """Prepare the working directory, then start the assigned attempt in one write
+    transaction: `TaskStarted` with the wrapper's pid and host, the argv, the working
+    directory, the control group and a fresh lease. A directory that cannot be prepared
+    is not the program's fault: the assignment goes back to the queue (`not_started`,
+    after the queue's `backoff_base_seconds`) without using up an attempt, and the
+    `Outcome` says so."""
+    with ws.read() as (_log, views):
+        task, _agent = _assignment(views, task_id)
+    attempt = task.attempt + 1
+    workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
+    try:
+        prepare_workdir(workdir, task.payload)
+    except OSError as e:
+        return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
+                            f"{e.strerror or e}")
+    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.db_path, os.getpid())
+    group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
+    ref = replace(ref, cgroup=str(group) if group is not None else None)
+    token = new_token()
+    log_path = workdir / "agent.log"
+    granted_at = lease_clock()
+    try:
+        with ws.write() as recorder:
+            task, agent = _assignment(recorder.views, task_id)
+            if task.attempt + 1 != attempt:
+                raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
+            values = {"task_id": str(task_id), "queue": task.queue, "agent": agent.name,
+                      "attempt": str(attempt), "workdir": str(workdir)}
+            argv = expand_argv(json.loads(agent.command or "[]"), values)
+            recorder.record([TaskStarted(
+                task_id=task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
+                lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
+                runner="exec", pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv),
+                workdir=str(workdir), log_path=str(log_path), cgroup=ref.cgroup)])
+    except BaseException:
+        if group is not None:
+            containment.remove_cgroup(group)
+        raise
     task_vars = {
-        "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": task.agent,
+        "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": agent.name,
         "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),
         "SCHED_PAYLOAD_FILE": str(workdir / "payload.json"),
         "SCHED_RESULT_FILE": str(workdir / "result.json"), "SCHED_LEASE_TOKEN": token,
-        "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": str(ws.settings.db_path.resolve()),
+        "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": ref.db,
     }
-    return Attempt(task_id, attempt, token, argv, workdir, task.payload,
+    return Attempt(task_id, attempt, task.queue, token, argv, workdir,
                    child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
-                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path,
-                   frozenset(json.loads(agent.non_retryable_exit_codes)))
+                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path, ref,
+                   granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
+
+
+def _not_started(ws: Workspace, task_id: int, attempt: int, why: str) -> Outcome:
+    detail = fit_text(why, ws.settings.max_message_bytes)
+    with ws.write() as recorder:
+        task = recorder.views.get_task(task_id)
+        if task is None or task.status != "assigned" or task.attempt + 1 != attempt:
+            return Outcome("lost", f"not started ({detail}), and meanwhile taken back")
+        delay = ws.settings.queue_policy(task.queue).backoff_base_seconds
+        recorder.record([TaskRequeued(task_id=task_id, reason="not_started", detail=detail,
+                                      not_before=recorder.now + timedelta(seconds=delay))])
+    return Outcome("queued", f"not started: {detail}")
+
+
+# -- the agent's process ---------------------------------------------------------------
+
+@functools.cache
+def _prctl_function() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (in the wrapper, before any fork: the agent's child
+    then only calls it); None where there is none."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
 
 
 def _prctl(option: int, value: int) -> None:
     """Linux process controls; elsewhere a no-op (the lease still covers a lost run)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    function = _prctl_function()
+    if function is not None:
+        function(option, value, 0, 0, 0)
 
 
-def _die_with_wrapper() -> None:  # runs in the child between fork and exec
+def _in_child(parent: int, cgroup: str | None) -> None:
+    """Runs in the agent's process between fork and exec: die with the wrapper, and
+    join the attempt's control group (if that fails, the marks and the subreaper still
+    find its processes)."""
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the wrapper died before the line above took effect
+        os._exit(1)
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            containment.join_cgroup(cgroup)
 
 
 def _reap(child: subprocess.Popen[bytes], orphans: bool) -> None:
@@ -147,171 +244,409 @@ def _reap(child: subprocess.Popen[bytes], orphans: bool) -> None:
         if info is None:
             return
         if info.si_pid == child.pid:
-            child.poll()
-        else:
-            os.waitpid(info.si_pid, 0)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def stop_group(child: subprocess.Popen[bytes], grace: float, orphans: bool = False) -> None:
-    """SIGTERM the agent's whole process group, wait up to `grace`, then SIGKILL what
-    is left; reap all of it."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(child, orphans)
-            if not _group_alive(child.pid):
+            if child.poll() is None:
                 return
-            time.sleep(POLL_SECONDS)
+        else:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.si_pid, 0)
 
 
-def _last_line(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
-            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
+class AgentLog:
+    """The agent's stdout and stderr, read from a pipe by a thread and written to
+    `agent.log`, which is rotated to `agent.log.1` when it reaches `max_bytes` (so an
+    attempt keeps at most twice that). The last non-empty line is kept (its first
+    `keep` bytes, and its length) for the error message and the result."""
 
+    def __init__(self, fd: int, path: Path, max_bytes: int, keep: int) -> None:
+        self.path, self._fd, self._max, self._keep = path, fd, max_bytes, keep
+        self._line = bytearray()  # the line being written (its first `keep` bytes)
+        self._line_length = 0
+        self._last, self._last_length = b"", 0  # the last complete non-empty line
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._copy, name="agent-log", daemon=True)
 
-def read_result(result_file: Path, log_path: Path) -> object:
-    """The result file's JSON if the agent wrote one, else the last line of its output
-    if that is JSON, else None."""
-    if result_file.exists():
-        return json.loads(result_file.read_text())  # a broken result file is the agent's failure
-    with contextlib.suppress(ValueError):
-        return json.loads(_last_line(log_path))
-    return None
+    def start(self) -> None:
+        self._thread.start()
 
+    def close(self, timeout: float) -> None:
+        """Wait for the output to end (every writer is gone once the attempt is stopped)."""
+        self._thread.join(timeout)
 
-def run(ws: Workspace, attempt: Attempt) -> Outcome:
-    """Run the agent command and record how it ended."""
-    task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
-    try:
-        for level in (*reversed(attempt.workdir.parents[:2]), attempt.workdir):
-            level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
-        (attempt.workdir / "payload.json").write_text(attempt.payload)
-        meter = UsageMeter()
-        with attempt.log_path.open("ab") as out:
-            child = subprocess.Popen(
-                attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_wrapper)
-    except OSError as e:
-        status = worker.fail(ws, task_id, token, f"cannot start {attempt.argv[0]!r}: {e.strerror or e}",
-                             reason="spawn_error", log_path=log)
-        return Outcome(status, f"spawn error: {e}")
-    fault_point("mid_exec")
-    returncode, ending = _supervise(ws, attempt, child, meter)
-    stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)  # nothing outlives it
-    if returncode is None:
-        return Outcome("lost", "lease lost: the task was taken back while it ran")
-    usage = meter.finish()
-    tries = REPORT_TRIES
-    while True:
+    def last_line(self) -> tuple[bytes, int]:
+        """The last non-empty line (a final line without a newline counts), stripped,
+        as kept, and its full length."""
+        if bytes(self._line).strip():
+            return bytes(self._line).strip(), self._line_length
+        return self._last.strip(), self._last_length
+
+    def _copy(self) -> None:
         try:
-            return _report(ws, attempt, returncode, ending, usage)
-        except TokenRejected as e:
-            return Outcome("lost", e.message)
-        except DatabaseBusy:  # the outcome is worth another wait for the write lock
-            tries -= 1
-            if not tries:
-                raise
+            out = self.path.open("ab", buffering=0)
+            try:
+                size = out.tell()
+                while chunk := os.read(self._fd, READ_CHUNK):
+                    self._note(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        if size >= self._max:
+                            out.close()
+                            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                            out = self.path.open("ab", buffering=0)
+                            size = 0
+                        written = out.write(view[: self._max - size]) or 0
+                        size += written
+                        view = view[written:]
+            finally:
+                out.close()
+        except OSError as e:  # disk full, say: keep reading, so the agent never blocks on the pipe
+            self.error = str(e)
+            with contextlib.suppress(OSError):
+                while chunk := os.read(self._fd, READ_CHUNK):
+                    self._note(chunk)
+        finally:
+            os.close(self._fd)
+
+    def _extend(self, part: bytes) -> None:
+        self._line_length += len(part)
+        room = self._keep - len(self._line)
+        if room > 0:
+            self._line += part[:room]
+
+    def _end_line(self) -> None:
+        if bytes(self._line).strip():
+            self._last, self._last_length = bytes(self._line), self._line_length
+        self._line, self._line_length = bytearray(), 0
+
+    def _note(self, chunk: bytes) -> None:
+        parts = chunk.split(b"\n")
+        self._extend(parts[0])
+        if len(parts) == 1:
+            return
+        self._end_line()
+        for part in reversed(parts[1:-1]):  # of the lines complete within the chunk, only the last one
+            if part.strip():                # that is not blank matters
+                self._extend(part)
+                self._end_line()
+                break
+        self._extend(parts[-1])
 
 
-def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes],
-               meter: UsageMeter) -> tuple[int | None, str]:
-    """Wait for the agent, sampling its memory every `exec_sample_seconds` and renewing
-    the lease every third of its length; stop the group on timeout or when a heartbeat
-    says the task was cancelled. Returns (exit status, how it ended: "exit", "timeout"
-    or "cancelled"); status None if the lease was lost."""
+# -- supervising -----------------------------------------------------------------------
+
+class LeaseKeeper:
+    """Renews the attempt's lease every third of its length, from a thread with its own
+    database connection, so the wrapper never waits on the database while its agent
+    runs. It tells the wrapper when the lease was refused (`lost`), when the task was
+    cancelled, and until when the lease surely holds (`expires`, on `lease_clock`,
+    counted from before each renewal was asked)."""
+
+    def __init__(self, ws: Workspace, attempt: Attempt) -> None:
+        self._ws, self._attempt = ws, attempt
+        self.expires = attempt.granted_at + ws.settings.lease_seconds
+        self.cancel = False
+        self.lost: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    @property
+    def fence_at(self) -> float:
+        """When the wrapper must start stopping its agent for the stop to be over by
+        the expiry (self-fencing): `kill_grace_seconds` and a margin before it, but
+        never before two thirds of the lease have passed without a renewal."""
+        settings = self._ws.settings
+        return self.expires - min(settings.kill_grace_seconds + FENCE_MARGIN_SECONDS,
+                                  settings.lease_seconds / 3)
+
+    def _run(self) -> None:
+        settings, attempt = self._ws.settings, self._attempt
+        every = settings.lease_seconds / 3
+        own = Workspace(settings, clock=self._ws.clock)
+        next_beat = attempt.granted_at + every
+        try:
+            while not self._done.wait(max(next_beat - lease_clock(), 0.0)):
+                asked = lease_clock()
+                try:
+                    beat = worker.heartbeat(own, attempt.task_id, attempt.token)
+                except TokenRejected as e:  # the task was taken back: this run no longer counts
+                    self.lost = e.message
+                    return
+                except SchedError as e:  # a long writer held the lock: try again soon
+                    print(f"task {attempt.task_id}: heartbeat failed: {e.message}", file=sys.stderr)
+                    next_beat = lease_clock() + min(every, 1.0)
+                    continue
+                self.expires = asked + settings.lease_seconds
+                self.cancel = self.cancel or beat.cancel
+                next_beat = lease_clock() + every
+        except Exception as e:  # the wrapper still stops its agent when the lease runs out
+            print(f"task {attempt.task_id}: heartbeats stopped: {e}", file=sys.stderr)
+        finally:
+            own.close()
+
+
+@dataclass
+class StopRequest:
+    """The signal that asked the wrapper to stop (SIGTERM, SIGINT, SIGHUP), if one did."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[StopRequest]:
+    """While the wrapper runs, SIGTERM, SIGINT and SIGHUP only note the request; the
+    wrapper then stops the attempt and records it before it exits. (Off the main
+    thread, where Python cannot handle signals, nothing changes.)"""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def note(signum: int, _frame: object) -> None:
+        request.signum = request.signum or signum
+
+    previous = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes], meter: UsageMeter,
+               lease: LeaseKeeper, stop: StopRequest) -> str:
+    """Wait for the agent, sampling its memory every `exec_sample_seconds`. Returns how
+    the attempt ends: "exit", "timeout", "cancelled", "signal" (the wrapper was asked to
+    stop), "lost" (the lease was refused) or "fenced" (the lease is about to expire
+    without a renewal)."""
     started = time.monotonic()
-    beat_every = ws.settings.lease_seconds / 3
-    next_beat = started + beat_every
+    deadline = started + attempt.timeout
     next_sample = started
     while True:
         now = time.monotonic()
         if now >= next_sample:
             meter.sample(child.pid)
+            _reap(child, attempt.reap_orphans)
             next_sample = now + ws.settings.exec_sample_seconds
-        until = min(next_beat, next_sample, started + attempt.timeout)
-        try:
-            return child.wait(timeout=max(until - time.monotonic(), 0.0)), "exit"
-        except subprocess.TimeoutExpired:
-            pass
-        if time.monotonic() < next_beat and time.monotonic() < started + attempt.timeout:
-            continue  # woke up to sample
-        if time.monotonic() >= started + attempt.timeout:
-            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            return child.wait(), "timeout"
-        try:
-            beat = worker.heartbeat(ws, attempt.task_id, attempt.token)
-        except TokenRejected:  # the task was taken back: this run no longer counts
-            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            child.wait()
-            return None, "lost"
-        except DatabaseBusy:  # a long writer held the lock: try again soon, the lease has slack
-            next_beat = time.monotonic() + min(beat_every, 1.0)
-            continue
-        if beat.cancel:
-            stop_group(child, ws.settings.kill_grace_seconds, attempt.reap_orphans)
-            return child.wait(), "cancelled"
-        next_beat = time.monotonic() + beat_every
+        if child.returncode is not None:
+            return "exit"
+        if stop.signum is not None:
+            return "signal"
+        if lease.lost is not None:
+            return "lost"
+        if lease.cancel:
+            return "cancelled"
+        if now >= deadline:
+            return "timeout"
+        if lease_clock() >= lease.fence_at:
+            return "fenced"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(min(POLL_SECONDS, next_sample - now, deadline - now), 0.0))
 
 
-def _report(ws: Workspace, attempt: Attempt, returncode: int, ending: str, usage: Usage) -> Outcome:
+def _exit_status(child: subprocess.Popen[bytes]) -> int:
+    """The agent's exit status, once the attempt was stopped (-SIGKILL if it survived)."""
+    try:
+        return child.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return -signal.SIGKILL
+
+
+def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Outcome:
+    """Run the agent command; whatever ends it, stop every process of the attempt, then
+    record how it ended."""
+    stop = stop or StopRequest()
+    settings = ws.settings
+    if stop.signum is not None:  # asked to stop before the agent was started
+        containment.stop_attempt(attempt.ref)
+        return _report(ws, attempt, None, "signal", Usage(0.0, 0), None, stop)
+    meter = UsageMeter()
+    read_fd, write_fd = os.pipe()
+    _prctl_function()  # looked up here, not in the child
+    try:
+        child = subprocess.Popen(
+            attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
+            stdout=write_fd, stderr=write_fd, start_new_session=True,
+            preexec_fn=functools.partial(_in_child, os.getpid(), attempt.ref.cgroup))
+    except OSError as e:
+        os.close(read_fd)
+        containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
+        return _spawn_error(ws, attempt, e)
+    finally:
+        os.close(write_fd)
+    attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))  # its own session
+    output = AgentLog(read_fd, attempt.log_path, settings.agent_log_max_bytes,
+                      max(LINE_KEEP_FACTOR * settings.max_payload_bytes, settings.max_message_bytes))
+    output.start()
+    lease = LeaseKeeper(ws, attempt)
+    lease.start()
+    fault_point("mid_exec")
+    try:
+        ending = _supervise(ws, attempt, child, meter, lease, stop)
+        # every end of an attempt: nothing of it outlives it, before anything is recorded
+        _reap(child, attempt.reap_orphans)  # exited orphans would still count in their group
+        left = containment.stop_attempt(attempt.ref, settings.kill_grace_seconds)
+        if left:
+            print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr)
+        returncode = _exit_status(child)
+        _reap(child, attempt.reap_orphans)
+        output.close(LOG_DRAIN_SECONDS)
+        usage = meter.finish()
+        if ending == "lost":
+            return Outcome("lost", f"lease lost: {lease.lost}")
+        if ending == "fenced":
+            return Outcome("lost", "stopped at the lease's expiry: it could not be renewed in time")
+        return _report(ws, attempt, returncode, ending, usage, output, stop)
+    finally:
+        lease.stop()
+
+
+# -- recording the outcome -------------------------------------------------------------
+
+def _spawn_error(ws: Workspace, attempt: Attempt, error: OSError) -> Outcome:
+    """The program could not be started (missing, not executable, not a program): that
+    will not get better by itself, so the task is dead-lettered at once unless its
+    queue has `retry_spawn_errors`. A working directory that vanished meanwhile is
+    not the program's fault: retried."""
+    if error.filename is not None and os.fsdecode(error.filename) == str(attempt.workdir):
+        why, retry = f"cannot enter the working directory: {error.strerror or error}", True
+    else:
+        why = f"cannot start {attempt.argv[0]!r}: {error.strerror or error}"
+        retry = ws.settings.queue_policy(attempt.queue).retry_spawn_errors
+    status = _record(lambda: worker.fail(
+        ws, attempt.task_id, attempt.token, fit_text(why, ws.settings.max_message_bytes),
+        reason="spawn_error", retry=retry, log_path=str(attempt.log_path)))
+    return Outcome(status, f"spawn error: {error.strerror or error}")
+
+
+def _record(write: Callable[[], str]) -> str:
+    """Record an outcome: "lost" if the lease was refused; waiting for the write lock
+    is worth a few tries."""
+    tries = REPORT_TRIES
+    while True:
+        try:
+            return write()
+        except TokenRejected:
+            return "lost"
+        except DatabaseBusy:
+            tries -= 1
+            if not tries:
+                raise
+
+
+def keep_limit(max_payload_bytes: int) -> int:
+    """The longest result text read: its JSON may be written less compactly than the
+    log stores it (spaces, escapes), so some room above the limit."""
+    return LINE_KEEP_FACTOR * max_payload_bytes
+
+
+def _carried(text: str, where: str, max_bytes: int) -> object:
+    """The JSON value of `text` if the log can carry it unchanged; else ValueError
+    naming `where` and the problem."""
+    try:
+        value = strict_json_loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON: {e.msg} (at char {e.pos})") from e
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    try:
+        return check_json(value, where, max_bytes)
+    except BadInput as e:
+        raise ValueError(e.message) from e
+
+
+def read_result(result_file: Path, last_line: bytes, line_length: int, max_bytes: int) -> object:
+    """The attempt's result: the JSON of the result file if the agent wrote one; else
+    its last output line, if Python's lenient parser reads it as JSON; else None. A
+    result the log cannot carry unchanged (NaN or Infinity, a number that overflows,
+    a lone surrogate, nesting deeper than 64, more than `max_bytes`) raises ValueError
+    naming the problem, as does a result file that is not JSON."""
+    if result_file.exists():
+        size = result_file.stat().st_size
+        if size > keep_limit(max_bytes):
+            raise ValueError(f"result.json: is {size} bytes, over the limit of {max_bytes}")
+        return _carried(result_file.read_bytes().decode("utf-8", "surrogateescape"), "result.json",
+                        max_bytes)
+    where = "the last output line"
+    if line_length > len(last_line) and last_line[:1] in (b"{", b"["):
+        raise ValueError(f"{where}: is {line_length} bytes, over the limit of {max_bytes}")
+    text = last_line.decode("utf-8", "surrogateescape")
+    try:
+        json.loads(text)  # lenient: NaN, Infinity and 1e400 are JSON here
+    except RecursionError:
+        raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        return None  # not JSON: not a result
+    return _carried(text, where, max_bytes)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
+
+
+def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
+            output: AgentLog | None, stop: StopRequest) -> Outcome:
+    """Record how the stopped attempt ended (`TaskSucceeded` or `TaskFailed`)."""
     task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
+    limit = ws.settings.max_message_bytes
+    killed_by = -returncode if returncode is not None and returncode < 0 else None
+
+    def fail(error: str, **fields: object) -> str:
+        return _record(lambda: worker.fail(ws, task_id, token, fit_text(error, limit), log_path=log,
+                                           usage=usage, **fields))  # type: ignore[arg-type]
+
+    if ending == "signal":
+        assert stop.signum is not None
+        name = _signal_name(stop.signum)
+        status = fail(f"stopped: the sched exec wrapper received {name}", reason="exit_code",
+                      signal=stop.signum)
+        return Outcome(status, f"stopped by {name}")
     if ending == "cancelled":
-        status = worker.fail(ws, task_id, token, "cancelled while running: stopped",
-                             reason="cancelled", retry=False,
-                             signal=-returncode if returncode < 0 else None, log_path=log, usage=usage)
+        status = fail("cancelled while running: stopped", reason="cancelled", retry=False,
+                      signal=killed_by)
         return Outcome(status, "cancelled")
     if ending == "timeout":
-        status = worker.fail(ws, task_id, token, f"timed out after {attempt.timeout:g} s",
-                             reason="timeout", signal=-returncode if returncode < 0 else None,
-                             log_path=log, usage=usage)
+        status = fail(f"timed out after {attempt.timeout:g} s", reason="timeout", signal=killed_by)
         return Outcome(status, "timeout")
+    assert returncode is not None and output is not None
+    line, length = output.last_line()
     if returncode == 0:
         try:
-            result = read_result(attempt.result_file, attempt.log_path)
+            result = read_result(attempt.result_file, line, length, ws.settings.max_payload_bytes)
         except (OSError, ValueError) as e:
-            status = worker.fail(ws, task_id, token, f"exited 0 but its result file is unreadable: {e}",
-                                 reason="exit_code", exit_code=0, log_path=log, usage=usage)
-            return Outcome(status, "bad result file")
-        worker.complete(ws, task_id, token, result, log_path=log, usage=usage)
-        return Outcome("succeeded", "exit 0")
-    last = _last_line(attempt.log_path)
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:  # real-time signals have no name
-            name = f"signal {-returncode}"
-        status = worker.fail(ws, task_id, token, f"killed by {name}" + (f": {last}" if last else ""),
-                             reason="exit_code", signal=-returncode, log_path=log, usage=usage)
+            status = fail(f"exited 0 but its result cannot be recorded: {e}", reason="exit_code",
+                          exit_code=0)
+            return Outcome(status, "result cannot be recorded")
+        status = _record(lambda: worker.complete(ws, task_id, token, result, log_path=log,
+                                                 usage=usage) or "succeeded")
+        return Outcome(status, "exit 0")
+    last = line.decode("utf-8", "replace")
+    suffix = f": {last}" if last else ""
+    if killed_by is not None:
+        name = _signal_name(killed_by)
+        status = fail(f"killed by {name}{suffix}", reason="exit_code", signal=killed_by)
         return Outcome(status, name)
-    status = worker.fail(ws, task_id, token, f"exited with {returncode}" + (f": {last}" if last else ""),
-                         reason="exit_code", exit_code=returncode, log_path=log,
-                         retry=returncode not in attempt.non_retryable, usage=usage)
+    status = fail(f"exited with {returncode}{suffix}", reason="exit_code", exit_code=returncode,
+                  retry=returncode not in attempt.non_retryable)
     return Outcome(status, f"exit {returncode}")
 
 
 def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
               subreaper: bool = False) -> Outcome:
     """Start and run one attempt. `subreaper` (the `sched exec` process sets it) makes
-    orphaned grandchildren of the agent ours to reap."""
-    if subreaper:
-        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    attempt = start(ws, task_id, parent_env)
-    return run(ws, replace(attempt, reap_orphans=subreaper))
+    orphaned descendants of the agent ours to reap and to find. SIGTERM, SIGINT and
+    SIGHUP stop the attempt and record it as failed (retryable) before returning."""
+    with _stop_on_signals() as stop:
+        if subreaper:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        started = start(ws, task_id, parent_env)
+        if isinstance(started, Outcome):
+            return started
+        return run(ws, replace(started, reap_orphans=subreaper), stop)

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = Field(
         le=MAX_SECONDS, default=10.0, ge=0,
         description="time between SIGTERM and SIGKILL when stopping an agent")
+    exec_cgroups: bool = Field(
+        default=True,
+        description="run each push-agent attempt in its own cgroup v2 group where the host allows it "
+        "(false: find its processes by their environment marks and the wrapper's subreaper only)")
     exec_sample_seconds: float = Field(
         le=MAX_SECONDS, default=1.0, gt=0,
         description="how often the exec wrapper samples its agent's memory")

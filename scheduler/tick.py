@@ -123,6 +123,8 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
     containment.stop_attempt(containment.AttemptRef.of(
         task.task_id, task.attempt, ws.settings.db_path, task.pid,
         started.cgroup if started is not None else None))
+    # the events that end the attempt are recorded after the stop: their time says so
+    recorder.now = max(recorder.now, ws.clock.now())
 
 
 def take_back(ws: Workspace, recorder: Recorder, task: TaskView, host: str, report: TickReport,
@@ -318,13 +320,14 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     reap_finished()  # wrappers this process started and that have exited
     gate_results = run_due_gates(ws, ws.clock.now())  # gates may be slow: no lock held
     with ws.write(commit=not dry_run) as recorder:
-        views, now = recorder.views, recorder.now
+        views = recorder.views
         # take back: what is overdue, what lost its wrapper, what waits on the dead
         report.config_recorded = record_config_if_changed(recorder, control)
         take_back_overdue(ws, recorder, host, report)
         reap_dead_wrappers(ws, recorder, host, alive, report)
         report.released = release_out_of_service(recorder, views.all_agents())
         dead_letter_doomed(recorder, report)
+        now = recorder.now  # after the take-backs (a stop of local processes moves it on)
         # plan and record, queue by queue, unless paused or gated
         report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
         if gate_results:

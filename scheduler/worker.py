@@ -76,12 +76,11 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         raise BadInput(f"agent {agent_name!r} has a command: sched runs its tasks itself "
                        "(`sched exec`); only agents without one claim work")
     with ws.write() as recorder:
-        now = recorder.now
         record_config_if_changed(recorder, registry.control)
         host, cleanup = socket.gethostname(), TickReport()
         take_back_overdue(ws, recorder, host, cleanup, queue=spec.type)
         reap_dead_wrappers(ws, recorder, host, pid_alive, cleanup, queue=spec.type)
-        views = recorder.views
+        views, now = recorder.views, recorder.now  # after the take-backs, which may move it on
         me = views.get_agent(agent_name)
         if me is not None and me.out_of_service is not None:
             return None  # drained or evicted: it gets no work until restored

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,11 @@ def push_workspace(tmp_path: Path, commands: dict[str, list[str]], agents=None, 
                         for name, argv in commands.items()]
     home = tmp_path / "home"
     home.mkdir()
-    (home / "sched.toml").write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
+    queues = settings.pop("queues", {})
+    toml = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    for queue, keys in queues.items():  # [queues.NAME] tables come after the top-level keys
+        toml += f"[queues.{queue}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+    (home / "sched.toml").write_text(toml)
     ws = new_workspace(home, agents)
     ws.clock = SystemClock()  # the wrapper runs in real time
     return ws
@@ -103,17 +107,128 @@ def test_a_failing_agent_is_recorded_with_its_exit_code_and_last_line(tmp_path):
     assert Path(failed["log_path"]).is_file()
 
 
-@pytest.mark.parametrize("kind", ["not executable", "missing"])
-def test_an_agent_that_cannot_start_is_a_spawn_error(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["not executable", "missing", "not a program"])
+def test_an_agent_that_cannot_start_is_a_spawn_error_and_not_retried(tmp_path, kind):
     target = tmp_path / "agent.sh"
     if kind == "not executable":
         target.write_text("#!/bin/sh\necho hi\n")
         target.chmod(0o644)
+    elif kind == "not a program":  # executable, but neither a script with #! nor a binary
+        target.write_bytes(b"\x00\x01 not a program\n")
+        target.chmod(0o755)
     ws = push_workspace(tmp_path, {"ann": [str(target)]})
+    task_id = run_one(ws, max_attempts=3)
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert (failed["reason"], failed["retryable"]) == ("spawn_error", False)
+    assert str(target) in failed["error"]
+    assert status_of(ws, task_id) == "dead"  # at once: it will not get better by itself
+    assert last_event(ws, task_id, "TaskDeadLettered")["reason"] == "failure marked not retryable"
+
+
+def test_a_queue_may_retry_spawn_errors(tmp_path):
+    ws = push_workspace(tmp_path, {"ann": [str(tmp_path / "missing")]}, backoff_base_seconds=0,
+                        queues={"dev": {"retry_spawn_errors": True}})
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t", max_attempts=2)])
+    tick(ws)
+    wait_for("the first failure", lambda: status_of(ws, sub.task_id) != "running"
+             and any(r.type == "TaskFailed" for r in queries.show(ws, sub.task_id)[1]))
+    assert last_event(ws, sub.task_id, "TaskFailed")["retryable"] is True
+    assert last_event(ws, sub.task_id, "TaskRequeued")["reason"] == "failed"
+
+
+@pytest.mark.parametrize("broken", ["work is a file", "payload.json is a directory"])
+def test_a_working_directory_that_cannot_be_prepared_gives_the_assignment_back(tmp_path, broken):
+    ws = push_workspace(tmp_path, {"ann": ["true"]}, backoff_base_seconds=30)
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
+    tick(ws)
+    work = ws.settings.home / "work"
+    if broken == "work is a file":
+        work.write_text("in the way")
+    else:
+        (work / str(sub.task_id) / "1" / "payload.json").mkdir(parents=True)
+    done = subprocess.run([*exec_argv(ws.settings, sub.task_id), "--json"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "queued"
+    task, records = queries.show(ws, sub.task_id)
+    assert [r.type for r in records] == ["TaskSubmitted", "TaskAssigned", "TaskRequeued"]
+    requeued = json.loads(records[-1].data)
+    assert requeued["reason"] == "not_started"
+    assert requeued["detail"].startswith("cannot prepare the working directory ")
+    assert str(work) in requeued["detail"]
+    assert (task.status, task.attempt) == ("queued", 0)  # no attempt used up
+    wait = datetime.fromisoformat(requeued["not_before"]) - records[-1].at
+    assert wait == timedelta(seconds=30)  # the queue's backoff_base_seconds
+
+
+def test_a_long_last_line_is_cut_to_max_message_bytes_in_the_error(tmp_path):
+    argv = agent_script(tmp_path, "chatty", 'import sys\nprint("é" * 10000)\nsys.exit(3)\n')
+    ws = push_workspace(tmp_path, {"ann": argv}, max_message_bytes=1000)
+    task_id = run_one(ws, max_attempts=1)
+    error = last_event(ws, task_id, "TaskFailed")["error"]
+    assert error.startswith("exited with 3: éé") and error.endswith("...")
+    assert 990 < len(error.encode()) <= 1000
+
+
+def test_agent_log_is_rotated_at_its_limit(tmp_path):
+    # 3,511 bytes of output with a 1,024-byte limit: agent.log.1 holds bytes 2048-3071,
+    # agent.log the rest; the two first kilobytes are gone
+    argv = agent_script(tmp_path, "verbose", """
+        import sys
+        for i in range(350):
+            sys.stdout.write("line %04d\\n" % i)
+            sys.stdout.flush()
+        print("last words")
+        sys.exit(1)
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv}, agent_log_max_bytes=1024)
     task_id = run_one(ws, max_attempts=1)
     failed = last_event(ws, task_id, "TaskFailed")
-    assert failed["reason"] == "spawn_error"
-    assert str(target) in failed["error"]
+    assert failed["error"] == "exited with 1: last words"
+    log = Path(failed["log_path"])
+    everything = "".join(f"line {i:04d}\n" for i in range(350)) + "last words\n"
+    rotated = log.with_name("agent.log.1")
+    assert rotated.stat().st_size == 1024 and log.stat().st_size <= 1024
+    assert rotated.read_text() + log.read_text() == everything[2048:]
+    assert sorted(p.name for p in log.parent.iterdir()) == ["agent.log", "agent.log.1", "payload.json"]
+
+
+BAD_RESULTS = {
+    "a lone surrogate": ('{"text": "\\ud800"}', "which is not valid Unicode text"),
+    "NaN": ('{"score": NaN}', "NaN is not valid JSON"),
+    "Infinity": ('[Infinity]', "Infinity is not valid JSON"),
+    "an overflowing number": ('{"big": 1e400}', "the number 1e400 is out of range"),
+    "deep nesting": ("[" * 70 + "]" * 70, "nested deeper than 64 levels"),
+    "very deep nesting": ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+    "too many bytes": (json.dumps({"text": "x" * 2000}), "over the limit of 1024"),
+}
+
+
+@pytest.mark.parametrize("where", ["result.json", "the last output line"])
+@pytest.mark.parametrize("kind", list(BAD_RESULTS))
+def test_a_result_the_log_cannot_carry_fails_the_attempt_at_once(tmp_path, where, kind):
+    text, problem = BAD_RESULTS[kind]
+    (tmp_path / "result.txt").write_text(text)
+    write = ("open(os.environ['SCHED_RESULT_FILE'], 'w').write(text)" if where == "result.json"
+             else "print(text)")
+    source = f"import os\ntext = open({str(tmp_path / 'result.txt')!r}).read()\n{write}\n"
+    argv = agent_script(tmp_path, "bad_result", source)
+    limits = {"max_payload_bytes": 1024} if kind == "too many bytes" else {}
+    ws = push_workspace(tmp_path, {"ann": argv}, **limits)
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")  # recorded by the wrapper, not by a lease expiry
+    assert (failed["reason"], failed["exit_code"]) == ("exit_code", 0)
+    assert failed["error"].startswith(f"exited 0 but its result cannot be recorded: {where}: ")
+    assert problem in failed["error"]
+    assert status_of(ws, task_id) == "dead"
+
+
+def test_a_last_line_that_is_not_json_is_no_result(tmp_path):
+    argv = agent_script(tmp_path, "prose", 'print("[1, 2, 3] done, and NaN left")\n')
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws)
+    assert last_event(ws, task_id, "TaskSucceeded")["result"] is None
 
 
 def group_members(pgid: int) -> list[int]:
