@@ -163,8 +163,8 @@ def test_user_text_is_shown_literally_in_every_view(tmp_path, capsys, title, age
         # the payload line: its JSON (controls JSON-escaped, the rest shown visibly)
         assert visible(json.dumps(payload, ensure_ascii=False))[:150] in views[("show", "1")]
         assert shown(error) in views[("show", "2")]  # last_error
-        assert f"queue {shown(queue)}" in views[("metrics",)]
-        assert f"agent {shown(agent)}" in views[("metrics",)]
+        assert after("queue ", queue) in views[("metrics",)]
+        assert after("agent ", agent) in views[("metrics",)]
         assert after("PAUSED by ", by) in views[("watch",)]
         assert shown(error[:60]) in views[("watch",)]  # the latest failure's detail
         assert after("paused by ", by) in views[("status",)]
