@@ -29,12 +29,20 @@ def _count(value: int, style: str) -> Text:
     return Text(str(value), style=style if value else "dim")
 
 
-def _table(*headers: str, title: str) -> Table:
-    """A compact table: light rules, every cell on one line (cut with an ellipsis)."""
+Cell = str | Text
+
+
+def _table(headers: tuple[str, ...], rows: list[list[Cell]], title: str) -> Table:
+    """A compact table: light rules, every cell on one line. Only the last column gives
+    way (cut with an ellipsis) when the terminal is narrow: the others keep the width of
+    their width, so names, loads and counts stay whole."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  padding=(0, 1, 0, 0), show_edge=False)
-    for header in headers:
-        table.add_column(header, no_wrap=True, overflow="ellipsis")
+                  padding=(0, 1, 0, 0), show_edge=False, expand=True)
+    for index, header in enumerate(headers):
+        last = index == len(headers) - 1  # takes the room the others leave (ratio)
+        table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if last else None)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -99,32 +107,33 @@ def _fit(counts: list[int], room: int) -> list[int]:
     return shown
 
 
+def _agent_state(agent: dict[str, Any]) -> str:
+    """Empty for an agent in service; else drained, evicted or off."""
+    return agent.get("out_of_service") or ("" if agent["enabled"] and agent["configured"] else "off")
+
+
 def render(doc: dict[str, Any], height: int | None = None) -> RenderableType:
     """The dashboard; with `height` (the terminal's lines), the tables are cut so that
     the footer always shows."""
     agents_rows = list(doc["agents"].items())
     counts = [len(doc["queues"]), len(agents_rows), len(doc["recent"])]
     shown = counts if height is None else _fit(counts, max(height - FOOTER_LINES - 1, 0))
-    queues = _table("queue", "queued", "assigned", "running", "approval", "blocked", "dead",
-                    "succeeded", title="queues")
-    for name, c in list(doc["queues"].items())[:shown[0]]:
-        queues.add_row(literal(name), _count(c["queued"], "yellow"), _count(c["assigned"], "yellow"),
-                       _count(c["running"], "green"), _count(c["awaiting_approval"], "yellow"),
-                       _count(c["blocked"], "yellow"), _count(c["dead"], "red"),
-                       str(c["succeeded"]))
-    agents = _table("agent", "type", "load", "free", "current tasks", title="agents")
-    for name, a in agents_rows[:shown[1]]:
-        tasks = ", ".join(_task_line(t) for t in a["tasks"]) or "-"
-        state = a.get("out_of_service") or ("" if a["enabled"] and a["configured"] else "off")
-        agents.add_row(literal(name + (f" ({state})" if state else "")), literal(a["type"]),
-                       load_bar(a["assigned"] + a["running"], a["capacity"]), str(a["free"]), literal(tasks))
-    recent = _table("task", "queue", "agent", "outcome", "ran", "ago", "detail",
-                    title="latest completions and failures")
-    for o in doc["recent"][:shown[2]]:
-        style = "green" if o["outcome"] == "succeeded" else "red"
-        recent.add_row(f"#{o['task_id']}", literal(o["queue"]), literal(o["agent"] or "-"),
-                       Text(o["outcome"], style=style), human_duration(o["run_seconds"]),
-                       human_duration(o["seconds_ago"]), literal((o["detail"] or "")[:60]))
+    queues = _table(("queue", "queued", "assigned", "running", "approval", "blocked", "dead", "succeeded"), [
+        [literal(name), _count(c["queued"], "yellow"), _count(c["assigned"], "yellow"),
+         _count(c["running"], "green"), _count(c["awaiting_approval"], "yellow"),
+         _count(c["blocked"], "yellow"), _count(c["dead"], "red"), str(c["succeeded"])]
+        for name, c in list(doc["queues"].items())[:shown[0]]], title="queues")
+    agents = _table(("agent", "type", "load", "free", "current tasks"), [
+        [literal(name + (f" ({state})" if (state := _agent_state(a)) else "")), literal(a["type"]),
+         load_bar(a["assigned"] + a["running"], a["capacity"]), str(a["free"]),
+         literal(", ".join(_task_line(t) for t in a["tasks"]) or "-")]
+        for name, a in agents_rows[:shown[1]]], title="agents")
+    recent = _table(("task", "queue", "agent", "outcome", "ran", "ago", "detail"), [
+        [f"#{o['task_id']}", literal(o["queue"]), literal(o["agent"] or "-"),
+         Text(o["outcome"], style="green" if o["outcome"] == "succeeded" else "red"),
+         human_duration(o["run_seconds"]), human_duration(o["seconds_ago"]),
+         literal((o["detail"] or "")[:60])]
+        for o in doc["recent"][:shown[2]]], title="latest completions and failures")
     parts: list[RenderableType] = []
     for table, n, total in ((queues, shown[0], counts[0]), (agents, shown[1], counts[1]),
                             (recent, shown[2], counts[2])):
