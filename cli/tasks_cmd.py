@@ -106,6 +106,9 @@ def tasks_command(
         emit_json({"tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]})
         return
     columns = ["id", "queue", "status", "prio", "eff", "waited", "est. start", "agent", "title"]
+    dead = any(t.dead_reason for t in found)
+    if dead:
+        columns.append("why dead")  # e.g. the task it runs after ended dead
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
@@ -118,6 +121,8 @@ def tasks_command(
             "in " + human_duration((from_text(start) - now).total_seconds())
         row = [str(t.task_id), t.queue, t.status, str(t.priority), str(pick["effective_priority"]),
                f"{pick['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
+        if dead:
+            row.append(t.dead_reason or "")
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]

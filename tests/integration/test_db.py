@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,3 +110,19 @@ def test_concurrent_writers_in_processes_queue_and_keep_the_chain(tmp_path):
         assert first_broken_link(store.read()) is None
         assert sorted(r.event.task_id for r in store.read()) == sorted(
             w * 1000 + i + 1 for w in range(4) for i in range(30))
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("SQLITE_FULL", "the disk is full"), ("SQLITE_IOERR_WRITE", "an I/O error"),
+    ("SQLITE_READONLY_DBMOVED", "the database is read-only"), ("SQLITE_CORRUPT", "damaged"),
+    ("SQLITE_BUSY", "try again"),
+])
+def test_faults_of_the_machine_are_exit_1_and_say_whether_a_retry_helps(tmp_path, name, says):
+    from eventlog.db import classify
+
+    error = sqlite3.OperationalError("from the driver")
+    error.sqlite_errorname = name  # as the driver sets it
+    fault = classify(tmp_path / "f.db", error)
+    assert fault.exit_code == 1
+    assert says in fault.message and str(tmp_path / "f.db") in fault.message
+    assert "retry" in fault.message or "try again" in fault.message

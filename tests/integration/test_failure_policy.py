@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from cli.main import main
 from eventlog.errors import BadInput, Refused
 from eventlog.timeutil import to_text
 from scheduler import operator, queries, worker
@@ -367,7 +368,8 @@ def test_an_idempotency_key_names_one_task_of_one_queue(make_workspace):
     assert [t.task_id for t in queries.list_tasks(ws)] == [first.task_id]
 
 
-def test_a_task_dead_because_its_parent_died_says_so(make_workspace):
+def test_a_task_dead_because_its_parent_died_says_so(make_workspace, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     ws = make_workspace(TWO_DEVS)
     (a,) = add(ws, max_attempts=1)
     (b,) = add(ws, after=[a])
@@ -375,6 +377,9 @@ def test_a_task_dead_because_its_parent_died_says_so(make_workspace):
     tick(ws)
     dead = queries.show(ws, b)[0]
     assert dead.dead_reason == f"task {a} it runs after ended dead"
+    assert main(["tasks", "--status", "dead", "--home", str(ws.settings.home)], clock=ws.clock) == 0
+    listed = capsys.readouterr().out
+    assert "why dead" in listed and f"task {a} it runs after ended dead" in listed
     assert queries.show(ws, a)[0].dead_reason == "attempts used up (1 of 1)"
     operator.requeue(ws, [a, b])
     assert queries.show(ws, b)[0].dead_reason is None
