@@ -36,7 +36,7 @@ from pathlib import Path
 from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
 from eventlog.events import TaskRequeued, TaskStarted
 from eventlog.faults import fault_point
-from eventlog.values import MAX_DEPTH, check_json, fit_text, strict_json_loads
+from eventlog.values import MAX_DEPTH, fit_text, parse_json
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler import containment, worker
@@ -546,15 +546,9 @@ def keep_limit(max_payload_bytes: int) -> int:
 
 def _carried(text: str, where: str, max_bytes: int) -> object:
     """The JSON value of `text` if the log can carry it unchanged; else ValueError
-    naming `where` and the problem."""
+    naming `where` and the problem (the agent's failure, not bad input of a user)."""
     try:
-        value = strict_json_loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON: {e.msg} (at char {e.pos})") from e
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-    try:
-        return check_json(value, where, max_bytes)
+        return parse_json(text, where, max_bytes)
     except BadInput as e:
         raise ValueError(e.message) from e
 
