@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import INSERT_EVENT, Context, fleet, new_workspace, read_rows
+from benchmarks.common import Context, fleet, new_workspace, read_rows
 from eventlog.events import TaskSubmitted
+from eventlog.schema import EVENT_COLUMNS
 from eventlog.store import seal_after
 from projections.apply import MemoryProjection, apply
 from scheduler.tick import tick
@@ -53,7 +54,7 @@ def load_queued(ws: Workspace, count: int, now: datetime, *, start: int = 0,
                 views.bump_count(queue_, status, delta)
             for key, value in folded.meta.items():
                 views.set_meta(key, value)
-            views._driver().executemany(INSERT_EVENT, [
+            views.txn.insert("events", EVENT_COLUMNS, [
                 (r.seq, r.stream_id, r.type, r.schema_version, r.recorded_at, r.data, r.prev_hash,
                  r.hash) for r in sealed])
             views.flush()

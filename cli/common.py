@@ -22,8 +22,9 @@ from scheduler.settings import LoadedSettings, load_settings
 from scheduler.workspace import Workspace
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-DbOpt = Annotated[Path | None, typer.Option(
-    "--db", help="Database file (default $SCHED_DB, else $SCHED_HOME/sched.db).",
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="Database file, or a postgresql:// URL (default $SCHED_DB, else "
+    "$SCHED_HOME/sched.db).",
     show_default=False)]
 HomeOpt = Annotated[Path | None, typer.Option(
     "--home", help="Working directory of sched (default $SCHED_HOME, else the current one).",
@@ -56,7 +57,7 @@ def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, default=str) + "\n")
 
 
-def loaded_settings(home: Path | None = None, db: Path | None = None,
+def loaded_settings(home: Path | None = None, db: str | None = None,
                     agents: Path | None = None, *, create_home: bool = False) -> LoadedSettings:
     """The settings of a command. Its home must exist (only `init` creates it)."""
     loaded = load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents})
@@ -68,7 +69,7 @@ def loaded_settings(home: Path | None = None, db: Path | None = None,
     return loaded
 
 
-def workspace(home: Path | None = None, db: Path | None = None,
+def workspace(home: Path | None = None, db: str | None = None,
               agents: Path | None = None, *, create_home: bool = False) -> Workspace:
     return Workspace(loaded_settings(home, db, agents, create_home=create_home).settings,
                      clock=CLOCK[0])

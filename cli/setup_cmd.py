@@ -22,6 +22,7 @@ from cli.common import (
 from cli.operator_cmd import ByOpt, ReasonOpt, operator_name
 from cli.text import literal
 from eventlog.errors import ControlFileError
+from eventlog.storage import redact
 from scheduler import operator
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
@@ -40,8 +41,8 @@ def init_command(
 ) -> None:
     """Create the database (idempotent), and its home if missing."""
     ws = workspace(home, db, agents, create_home=True)
-    existed = ws.settings.db_path.exists()
-    ws.init_db()
+    created = ws.init_db()
+    shown = redact(ws.settings.database)
     written = None
     if example:
         try:
@@ -49,10 +50,10 @@ def init_command(
         except ControlFileError:
             written = write_default_control_file(ws.control_paths()[0])
     if json_out:
-        emit_json({"db": str(ws.settings.db_path), "created": not existed,
+        emit_json({"db": shown, "created": created,
                    "control_file_written": str(written) if written else None})
         return
-    message(f"{'database ready' if existed else 'created'} {ws.settings.db_path}")
+    message(f"{'created' if created else 'database ready'} {shown}")
     if written:
         message(f"wrote example agent control file {written}")
 
@@ -126,7 +127,9 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     """The effective settings and where each came from."""
     loaded = loaded_settings(home, db, agents)
     values = loaded.settings.model_dump(mode="json")
-    values["db"] = str(loaded.settings.db_path)
+    values["db"] = redact(loaded.settings.database)  # never a password
+    if values.get("database_url"):
+        values["database_url"] = redact(values["database_url"])
     try:
         served = [a.type for a in workspace(home, db, agents).registry().agents]
         warnings = loaded.settings.queue_table_warnings(served)

@@ -1,10 +1,17 @@
-"""The `events` table: the log itself. Projection tables live in `projections/`."""
+"""The `events` table: the log itself. Projection tables live in `projections/`,
+operational tables in `scheduler/operational.py`."""
 
 from __future__ import annotations
 
 from sqlmodel import Field, SQLModel
 
-LOG_SCHEMA_VERSION = 1  # PRAGMA user_version of a database this sched created
+from eventlog.storage.types import Int64
+
+# The version of sched's tables a database holds (`Storage.schema_version`): 1, the
+# log made first, other tables on first use; 2, every table made with the schema.
+# Projection tables have their own version (they are rebuilt, not migrated).
+SCHEMA_VERSION = 2
+EVENT_COLUMNS = ("seq", "stream_id", "type", "schema_version", "recorded_at", "data", "prev_hash", "hash")
 
 
 class EventRow(SQLModel, table=True):
@@ -12,7 +19,7 @@ class EventRow(SQLModel, table=True):
 
     __tablename__ = "events"
 
-    seq: int = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=Int64, sa_column_kwargs={"autoincrement": False})
     stream_id: str = Field(index=True)
     type: str
     schema_version: int

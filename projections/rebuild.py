@@ -5,41 +5,42 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, inspect, select
-from sqlmodel import Session
+from sqlalchemy import delete, func, select
 
 from eventlog.errors import CorruptLog
-from eventlog.sqlite_store import SqliteStore
+from eventlog.sql_store import SqlStore
+from eventlog.storage.port import Transaction
 from eventlog.store import first_broken_link
 from projections.apply import apply, fold
 from projections.sql import ROW_SHAPES, SqlProjection, rows_of
 from projections.tables import PROJECTION_SCHEMA, ProjectionSchemaRow, create_tables, drop_tables
 
 
-def stored_schema(session: Session) -> int | None:
+def stored_schema(txn: Transaction) -> int | None:
     """The projection schema version recorded in the database (None if never)."""
-    if not inspect(session.connection()).has_table("projection_schema"):
+    if not txn.has_table("projection_schema"):
         return None
-    return session.execute(select(func.max(ProjectionSchemaRow.version))).scalar()
+    return txn.session.execute(select(func.max(ProjectionSchemaRow.version))).scalar()
 
 
-def ensure_current(session: Session, progress: Callable[[int], None] | None = None) -> bool:
+def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = None) -> bool:
     """Inside a write transaction: if the projection tables have another shape than
     this code's, drop them, create them anew and replay the log into them. Returns
     whether it rebuilt."""
-    if stored_schema(session) == PROJECTION_SCHEMA:
+    if stored_schema(txn) == PROJECTION_SCHEMA:
         return False
+    session = txn.session
     connection = session.connection()
     drop_tables(connection)
     create_tables(connection)
-    rebuild(SqliteStore(session), SqlProjection(session), progress)
+    rebuild(SqlStore(txn), SqlProjection(txn), progress)
     session.execute(delete(ProjectionSchemaRow))
     session.add(ProjectionSchemaRow(version=PROJECTION_SCHEMA))
     session.flush()
     return True
 
 
-def rebuild(log: SqliteStore, views: SqlProjection,
+def rebuild(log: SqlStore, views: SqlProjection,
             progress: Callable[[int], None] | None = None) -> int:
     """Drop every projection row and fold the whole log again; returns the events
     applied. Streams the log, so memory stays flat."""
@@ -88,7 +89,7 @@ def describe_row(table: str, key: tuple[object, ...], want: tuple[object, ...] |
     return f"{where}: " + "; ".join(diffs)
 
 
-def verify(log: SqliteStore, views: SqlProjection, limit: int = 20,
+def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
            expect_head: tuple[int, str] | None = None) -> Verification:
     """Check the hash chain (and, with `expect_head`, that the event at that seq has
     that hash: a chain alone cannot tell a truncated tail), then fold the log in

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from eventlog.events import Event
 from eventlog.faults import fault_point
-from eventlog.sqlite_store import SqliteStore
+from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from projections.apply import apply
 from projections.sql import SqlProjection
@@ -22,7 +22,7 @@ class Recorder:
     transaction waited for something before recording what followed (a tick that
     stops an attempt's processes before it records the attempt's end)."""
 
-    def __init__(self, log: SqliteStore, views: SqlProjection, now: datetime | None = None) -> None:
+    def __init__(self, log: SqlStore, views: SqlProjection, now: datetime | None = None) -> None:
         self.log = log
         self.views = views
         self.now = now

@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import astuple, fields
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, and_, delete, func, literal_column, or_, select
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, and_, delete, func, null, or_, select
 
 from eventlog.errors import DamagedProjection
+from eventlog.storage.port import Transaction
 from projections.tables import (
     PROJECTION_TABLES,
     AgentRecordRow,
@@ -38,7 +38,7 @@ _OUTCOME_COLUMNS = [getattr(OutcomeRow, name) for name in _OUTCOME_FIELDS]
 _CAPACITY_COLUMNS = [getattr(CapacityRow, name) for name in _CAPACITY_FIELDS]
 _AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
 # the task columns of a listing: the payload left unread
-_LISTED_COLUMNS = [literal_column("NULL").label("payload") if name == "payload" else getattr(TaskRow, name)
+_LISTED_COLUMNS = [null().label("payload") if name == "payload" else getattr(TaskRow, name)
                    for name in _TASK_FIELDS]
 
 
@@ -75,29 +75,8 @@ def _agent_params(agent: AgentView) -> tuple[object, ...]:
     return tuple(getattr(agent, name) for name in _AGENT_FIELDS)
 
 
-def _upsert_sql(table: str, names: list[str], keys: list[str]) -> str:
-    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
-    return (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
-
-
-_UPSERT_TASK = _upsert_sql("tasks", [*_TASK_FIELDS, "unblocks"], ["task_id"])
-_UPSERT_AGENT = _upsert_sql("agents", _AGENT_FIELDS, ["name"])
-_UPSERT_META = _upsert_sql("projection_meta", ["key", "value"], ["key"])
-_BUMP_COUNT = ("INSERT INTO queue_counts (queue, status, count) VALUES (?, ?, ?) "
-               "ON CONFLICT (queue, status) DO UPDATE SET count = count + excluded.count")
 PICK_ORDER = (TaskRow.priority.desc(), TaskRow.unblocks.desc(), TaskRow.task_id)
-# `+tasks.status`: the status column kept out of index choice, so that SQLite reads an
-# index on the other terms in order instead of ranges of ix_tasks_deadline plus a sort
-_UNINDEXED_STATUS = literal_column("+tasks.status")
-_BUMP_RECORD = ("INSERT INTO agent_records (agent, task_type, succeeded, failed) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (agent, task_type) DO UPDATE SET succeeded = succeeded + excluded.succeeded, "
-                "failed = failed + excluded.failed")
-_INSERT_OUTCOME = (f"INSERT INTO outcomes ({', '.join(_OUTCOME_FIELDS)}) "
-                   f"VALUES ({', '.join('?' * len(_OUTCOME_FIELDS))})")
-_INSERT_CAPACITY = (f"INSERT INTO capacity_changes ({', '.join(_CAPACITY_FIELDS)}) "
-                    f"VALUES ({', '.join('?' * len(_CAPACITY_FIELDS))})")
-_SELECT_TASK = f"SELECT {', '.join(_TASK_FIELDS)} FROM tasks WHERE task_id = ?"
+_TASK_ROW = (*_TASK_FIELDS, "unblocks")
 
 
 # table -> (its key columns, its other columns), as `flush` writes them
@@ -142,8 +121,9 @@ class SqlProjection:
     flush before they run). So applying a batch of events costs a handful of
     statements, not several per event."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
+        self.session = txn.session
         self._tasks: dict[int, TaskView] = {}
         self._agents: dict[str, AgentView] = {}
         self._counts: dict[tuple[str, str], int] = {}
@@ -183,37 +163,26 @@ class SqlProjection:
         if not (self._tasks or self._agents or self._counts or self._records or self._meta
                 or self._outcomes or self._capacity):
             return
-        cursor = self._driver().cursor()
-        if self._tasks:
-            cursor.executemany(_UPSERT_TASK, [_task_params(t) for t in self._tasks.values()])
-        if self._agents:
-            cursor.executemany(_UPSERT_AGENT, [_agent_params(a) for a in self._agents.values()])
+        txn = self.txn
+        txn.upsert("tasks", _TASK_ROW, ("task_id",), [_task_params(t) for t in self._tasks.values()])
+        txn.upsert("agents", _AGENT_FIELDS, ("name",), [_agent_params(a) for a in self._agents.values()])
         changed = [(q, s, d) for (q, s), d in self._counts.items() if d]
         if changed:
-            cursor.executemany(_BUMP_COUNT, changed)
-            cursor.execute("DELETE FROM queue_counts WHERE count = 0")
-        if self._records:
-            cursor.executemany(_BUMP_RECORD, [
-                (agent, task_type, n if outcome == "succeeded" else 0, n if outcome == "failed" else 0)
-                for (agent, task_type, outcome), n in self._records.items()])
-        if self._meta:
-            cursor.executemany(_UPSERT_META, list(self._meta.items()))
-        if self._outcomes:
-            cursor.executemany(_INSERT_OUTCOME, [astuple(o) for o in self._outcomes])
-        if self._capacity:
-            cursor.executemany(_INSERT_CAPACITY, [astuple(c) for c in self._capacity])
-        cursor.close()
+            txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"), changed,
+                       add=("count",))
+            self.session.execute(delete(QueueCountRow).where(QueueCountRow.count == 0))
+        txn.upsert("agent_records", ("agent", "task_type", "succeeded", "failed"), ("agent", "task_type"),
+                   [(agent, task_type, n if outcome == "succeeded" else 0, n if outcome == "failed" else 0)
+                    for (agent, task_type, outcome), n in self._records.items()],
+                   add=("succeeded", "failed"))
+        txn.upsert("projection_meta", ("key", "value"), ("key",), list(self._meta.items()))
+        txn.insert("outcomes", _OUTCOME_FIELDS, [astuple(o) for o in self._outcomes])
+        txn.insert("capacity_changes", _CAPACITY_FIELDS, [astuple(c) for c in self._capacity])
         self._forget_pending()
 
     def _forget_pending(self) -> None:
         self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
         self._outcomes, self._capacity = [], []
-
-    def _driver(self):  # type: ignore[no-untyped-def]
-        """The sqlite3 connection of the session's transaction, for the hot paths
-        (one point read per event, executemany at flush) where SQLAlchemy's per-call
-        overhead would dominate."""
-        return self.session.connection().connection.driver_connection
 
     def raw_rows(self) -> Rows:
         """Every row of every projection table as stored, column for column, nothing
@@ -221,7 +190,7 @@ class SqlProjection:
         self.flush()
         rows: Rows = {}
         for table, (keys, others) in ROW_SHAPES.items():
-            found = self._driver().execute(f"SELECT {', '.join(keys + others)} FROM {table}")
+            found = self.txn.fetch_all(table, keys + others)
             rows[table] = {tuple(r[:len(keys)]): tuple(r[len(keys):]) for r in found}
         return rows
 
@@ -236,7 +205,7 @@ class SqlProjection:
         pending = self._tasks.get(task_id)
         if pending is not None:
             return pending
-        row = self._driver().execute(_SELECT_TASK, (task_id,)).fetchone()
+        row = self.txn.fetch_one("tasks", _TASK_FIELDS, "task_id", task_id)
         return task_from_row(row) if row else None
 
     def get_agent(self, name: str) -> AgentView | None:
@@ -285,12 +254,11 @@ class SqlProjection:
 
     def latest_outcomes(self, count: int, kinds: Iterable[str]) -> list[Outcome]:
         """The last `count` outcomes of some kinds, newest first: read backwards by seq
-        (the `+` keeps SQLite from choosing `ix_outcomes_kind` and sorting all its rows)."""
+        (kept off `ix_outcomes_kind`, which would sort all its rows of those kinds)."""
         self.flush()
-        chosen = list(kinds)
-        sql = (f"SELECT {', '.join(_OUTCOME_FIELDS)} FROM outcomes "
-               f"WHERE +outcome IN ({', '.join('?' * len(chosen))}) ORDER BY seq DESC LIMIT ?")
-        return [Outcome(*r) for r in self._driver().execute(sql, (*chosen, count))]
+        query = (select(*_OUTCOME_COLUMNS).where(self.txn.unindexed(OutcomeRow.outcome).in_(list(kinds)))
+                 .order_by(OutcomeRow.seq.desc()).limit(count))
+        return [Outcome(*r) for r in self.session.execute(query)]
 
     def count_outcomes(self, since_ts: float, kinds: Iterable[str], queue: str | None = None) -> int:
         """How many attempts of these kinds (of one queue, or all) ended at or after `since_ts`."""
@@ -368,9 +336,9 @@ class SqlProjection:
     def doomed(self, limit: int) -> list[TaskView]:
         """Tasks waiting on a task that ended dead or cancelled (they can never run)."""
         self.flush()
-        # `+status`: read ix_tasks_doomed_by in order, not every waiting task by status
-        query = (select(*_TASK_COLUMNS).where(TaskRow.doomed_by.is_not(None),
-                                               _UNINDEXED_STATUS.in_(("awaiting_approval", "blocked")))
+        # status unindexed: read ix_tasks_doomed_by in order, not every waiting task by status
+        waiting = self.txn.unindexed(TaskRow.status).in_(("awaiting_approval", "blocked"))
+        query = (select(*_TASK_COLUMNS).where(TaskRow.doomed_by.is_not(None), waiting)
                  .order_by(TaskRow.doomed_by, TaskRow.task_id).limit(limit))
         return [task_from_row(r) for r in self.session.execute(query)]
 
@@ -378,13 +346,13 @@ class SqlProjection:
         """Assignments not started by their `start_by`, and leases past expiry (of one
         queue, or of all)."""
         self.flush()
-        # `+status`: one ordered range of ix_tasks_due (only holding tasks have a
+        # status unindexed: one ordered range of ix_tasks_due (only holding tasks have a
         # deadline), rather than two ranges of ix_tasks_deadline and a sort
-        query = (select(*_TASK_COLUMNS)
-                 .where(_UNINDEXED_STATUS.in_(("assigned", "running")), TaskRow.deadline <= now)
+        holding = self.txn.unindexed(TaskRow.status).in_(("assigned", "running"))
+        query = (select(*_TASK_COLUMNS).where(holding, TaskRow.deadline <= now)
                  .order_by(TaskRow.deadline).limit(limit))
-        if queue is not None:  # `+`: still one ordered range of ix_tasks_due, filtered
-            query = query.where(literal_column("+tasks.queue") == queue)
+        if queue is not None:  # unindexed: still one ordered range of ix_tasks_due, filtered
+            query = query.where(self.txn.unindexed(TaskRow.queue) == queue)
         return [task_from_row(r) for r in self.session.execute(query)]
 
     def running_on(self, host: str, queue: str | None = None) -> list[TaskView]:
@@ -441,8 +409,8 @@ class SqlProjection:
                  .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
                  .order_by(*PICK_ORDER).limit(limit))
         if ready_by is not None:
-            # `+`: filter while reading ix_tasks_pick in order; as a plain term SQLite
+            # unindexed: filter while reading ix_tasks_pick in order; as a plain term SQLite
             # would prefer the range of ix_tasks_age and sort every older queued task
-            query = query.where(literal_column("+tasks.ready_at") <= ready_by)
+            query = query.where(self.txn.unindexed(TaskRow.ready_at) <= ready_by)
         return [task_from_row(r) for r in self.session.execute(query)]
 

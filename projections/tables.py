@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, Index, text
+from sqlalchemy import Connection, Engine, Index
 from sqlmodel import Field, SQLModel
+
+from eventlog.storage.types import Int64
 
 
 class TaskRow(SQLModel, table=True):
@@ -11,25 +13,11 @@ class TaskRow(SQLModel, table=True):
     queue, and the assignments and leases whose deadline has passed."""
 
     __tablename__ = "tasks"
-    __table_args__ = (
-        # priority DESC, task_id ASC: the pick order, so the top candidates are read
-        # straight off the index with no sort over the backlog
-        Index("ix_tasks_pick", "queue", "status", "assignee", text("priority DESC"),
-              text("unblocks DESC"), "task_id"),
-        Index("ix_tasks_deadline", "status", "deadline"),
-        Index("ix_tasks_due", "deadline"),  # overdue holding tasks, in deadline order
-        Index("ix_tasks_age", "queue", "status", "ready_at"),  # ageing counts from ready_at
-        # an agent's tasks of one status in pick order: a claim takes the best one it
-        # holds straight off the index, no sort
-        Index("ix_tasks_agent", "agent", "status", text("priority DESC"), text("unblocks DESC"),
-              "task_id"),
-        Index("ix_tasks_idempotency", "idempotency_key"),
-    )
 
-    task_id: int = Field(primary_key=True)
+    task_id: int = Field(primary_key=True, sa_type=Int64, sa_column_kwargs={"autoincrement": False})
     queue: str
     title: str
-    priority: int
+    priority: int = Field(sa_type=Int64)
     assignee: str | None = None
     payload: str
     status: str
@@ -40,7 +28,7 @@ class TaskRow(SQLModel, table=True):
     not_before: str | None = None
     deadline: str | None = None
     token_hash: str | None = None
-    pid: int | None = None
+    pid: int | None = Field(default=None, sa_type=Int64)
     host: str | None = None
     log_path: str | None = None
     excluded: str  # JSON list of agent names
@@ -48,11 +36,11 @@ class TaskRow(SQLModel, table=True):
     waiting_on: str = "[]"  # JSON list of task ids
     blocks: str = "[]"  # JSON list of task ids
     unblocks: int = 0  # len(blocks), for the pick order
-    doomed_by: int | None = Field(default=None, index=True)
+    doomed_by: int | None = Field(default=None, index=True, sa_type=Int64)
     last_error: str | None = None
     idempotency_key: str | None = None
     task_type: str | None = None
-    submitted_seq: int
+    submitted_seq: int = Field(sa_type=Int64)
     submitted_at: str
     updated_at: str
     ready_at: str | None = None
@@ -63,7 +51,22 @@ class TaskRow(SQLModel, table=True):
     progress_percent: float | None = None
     progress_message: str | None = None
     progress_at: str | None = None
-    payload_bytes: int = 0
+    payload_bytes: int = Field(default=0, sa_type=Int64)
+
+
+_TASKS = TaskRow.__table__  # type: ignore[attr-defined]
+# priority DESC, task_id ASC: the pick order, so the top candidates are read straight
+# off the index with no sort over the backlog
+Index("ix_tasks_pick", _TASKS.c.queue, _TASKS.c.status, _TASKS.c.assignee, _TASKS.c.priority.desc(),
+      _TASKS.c.unblocks.desc(), _TASKS.c.task_id)
+Index("ix_tasks_deadline", _TASKS.c.status, _TASKS.c.deadline)
+Index("ix_tasks_due", _TASKS.c.deadline)  # overdue holding tasks, in deadline order
+Index("ix_tasks_age", _TASKS.c.queue, _TASKS.c.status, _TASKS.c.ready_at)  # ageing counts from ready_at
+# an agent's tasks of one status in pick order: a claim takes the best one it holds
+# straight off the index, no sort
+Index("ix_tasks_agent", _TASKS.c.agent, _TASKS.c.status, _TASKS.c.priority.desc(),
+      _TASKS.c.unblocks.desc(), _TASKS.c.task_id)
+Index("ix_tasks_idempotency", _TASKS.c.idempotency_key)
 
 
 class AgentRow(SQLModel, table=True):
@@ -92,7 +95,7 @@ class QueueCountRow(SQLModel, table=True):
 
     queue: str = Field(primary_key=True)
     status: str = Field(primary_key=True)
-    count: int
+    count: int = Field(sa_type=Int64)
 
 
 class AgentRecordRow(SQLModel, table=True):
@@ -102,8 +105,8 @@ class AgentRecordRow(SQLModel, table=True):
 
     agent: str = Field(primary_key=True)
     task_type: str = Field(primary_key=True)
-    succeeded: int = 0
-    failed: int = 0
+    succeeded: int = Field(default=0, sa_type=Int64)
+    failed: int = Field(default=0, sa_type=Int64)
 
 
 class OutcomeRow(SQLModel, table=True):
@@ -117,8 +120,8 @@ class OutcomeRow(SQLModel, table=True):
         Index("ix_outcomes_kind", "outcome", "ended_ts"),
     )
 
-    seq: int = Field(primary_key=True)
-    task_id: int
+    seq: int = Field(primary_key=True, sa_type=Int64, sa_column_kwargs={"autoincrement": False})
+    task_id: int = Field(sa_type=Int64)
     queue: str
     agent: str | None = None
     attempt: int
@@ -129,7 +132,7 @@ class OutcomeRow(SQLModel, table=True):
     started_ts: float | None = None
     ended_ts: float
     cpu_seconds: float | None = None
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = Field(default=None, sa_type=Int64)
 
 
 class CapacityRow(SQLModel, table=True):
@@ -137,7 +140,7 @@ class CapacityRow(SQLModel, table=True):
 
     __tablename__ = "capacity_changes"
 
-    seq: int = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=Int64, sa_column_kwargs={"autoincrement": False})
     agent: str = Field(primary_key=True)
     type: str
     slots: int

@@ -45,16 +45,16 @@ class AttemptRef:
 
     task_id: int
     attempt: int
-    db: str  # the resolved database path, as the agent sees it in SCHED_DB
+    db: str  # the database as the agent sees it in SCHED_DB (`Settings.database_label`)
     wrapper_pid: int | None = None
     cgroup: str | None = None  # the attempt's control group directory, if it has one
     # the agent's process group, where the caller knows it (the wrapper: its child's pid)
     process_group: int | None = None
 
     @classmethod
-    def of(cls, task_id: int, attempt: int, db: Path, wrapper_pid: int | None = None,
+    def of(cls, task_id: int, attempt: int, db: str, wrapper_pid: int | None = None,
            cgroup: str | None = None, process_group: int | None = None) -> AttemptRef:
-        return cls(task_id, attempt, str(Path(db).resolve()), wrapper_pid, cgroup, process_group)
+        return cls(task_id, attempt, db, wrapper_pid, cgroup, process_group)
 
     def marks(self) -> dict[str, str]:
         """The environment variables that mark a process as one of this attempt's."""

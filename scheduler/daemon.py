@@ -150,7 +150,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         for warning in ws.settings.queue_table_warnings(a.type for a in ws.registry().agents):
             log(f"warning: {warning}")
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.db_path}"
+    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""))
     try:
@@ -158,7 +158,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(SchedError), ws.db.write() as session:
-            forget_daemon(session, socket.gethostname(), os.getpid())
+        with contextlib.suppress(SchedError), ws.db.write() as txn:
+            forget_daemon(txn, socket.gethostname(), os.getpid())
     log("sched daemon: stopped")
     return 0

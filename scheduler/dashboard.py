@@ -37,8 +37,8 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
 def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
     now = ws.clock.now()
     with ws.read() as (_log, views):
-        ticked = last_tick(views.session)
-        running_daemons = daemons(views.session)
+        ticked = last_tick(views.txn)
+        running_daemons = daemons(views.txn)
         doc = status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
         holding = views.holding()
         recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))

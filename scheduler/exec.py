@@ -36,6 +36,7 @@ from pathlib import Path
 from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
 from eventlog.events import TaskRequeued, TaskStarted
 from eventlog.faults import fault_point
+from eventlog.storage import DATABASE_URL_VARIABLE
 from eventlog.values import MAX_DEPTH, fit_text, parse_json
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
@@ -79,7 +80,7 @@ def child_environment(parent: Mapping[str, str], allowlist: Sequence[str],
                       task_vars: Mapping[str, str]) -> dict[str, str]:
     """The agent's whole environment: allowlisted variables of the caller plus the
     task's own; every other variable of the scheduler's environment is withheld."""
-    env = {name: parent[name] for name in allowlist if name in parent}
+    env = {name: parent[name] for name in allowlist if name in parent and name != DATABASE_URL_VARIABLE}
     env.update(task_vars)
     return env
 
@@ -153,7 +154,7 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
     except OSError as e:
         return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
                             f"{e.strerror or e}")
-    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.db_path, os.getpid())
+    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.database_label, os.getpid())
     group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     token = new_token()

@@ -17,24 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert
-from sqlmodel import Field, Session, SQLModel
 
 from eventlog.events import Event, QueueGateClosed, QueueGateOpened
+from eventlog.storage.port import Transaction
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
+from scheduler.operational import GateCheckRow
 from scheduler.settings import Settings
-
-
-class GateCheckRow(SQLModel, table=True):
-    """When a queue's gate last ran and what it said (a cache, not a projection)."""
-
-    __tablename__ = "gate_checks"
-
-    queue: str = Field(primary_key=True)
-    checked_at: str
-    passed: bool
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -64,10 +53,9 @@ def gated_queues(settings: Settings) -> dict[str, list[str]]:
             if (policy := settings.queue_policy(queue)).gate}
 
 
-def due_checks(session: Session, settings: Settings, now: datetime) -> list[str]:
+def due_checks(txn: Transaction, settings: Settings, now: datetime) -> list[str]:
     """Gated queues whose last check is older than their cache interval."""
-    ensure_table(session)
-    last = {row.queue: row.checked_at for row in session.execute(select(GateCheckRow)).scalars()}
+    last = {row.queue: row.checked_at for row in txn.session.execute(select(GateCheckRow)).scalars()}
     due = []
     for queue in gated_queues(settings):
         cache = timedelta(seconds=settings.queue_policy(queue).gate_cache_seconds)
@@ -86,19 +74,15 @@ def check_gates(settings: Settings, queues: list[str], env: Mapping[str, str]) -
     return results
 
 
-def record_gates(session: Session, views: SqlProjection, results: Mapping[str, GateResult],
+def record_gates(txn: Transaction, views: SqlProjection, results: Mapping[str, GateResult],
                  now: datetime) -> list[Event]:
     """Inside the write transaction: remember the checks, and return the events for
     gates whose state changed."""
     events: list[Event] = []
     meta = views.meta()
     for queue, result in results.items():
-        stmt = insert(GateCheckRow).values(queue=queue, checked_at=to_text(now),
-                                           passed=result.passed, detail=result.detail)
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=[GateCheckRow.queue],
-            set_={"checked_at": stmt.excluded.checked_at, "passed": stmt.excluded.passed,
-                  "detail": stmt.excluded.detail}))
+        txn.upsert("gate_checks", ("queue", "checked_at", "passed", "detail"), ("queue",),
+                   [(queue, to_text(now), result.passed, result.detail)])
         closed = bool(meta.get(f"gate:{queue}"))
         if result.passed and closed:
             events.append(QueueGateOpened(queue=queue))
@@ -112,6 +96,3 @@ def closed_gates(meta: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return {key.removeprefix("gate:"): json.loads(value) for key, value in meta.items()
             if key.startswith("gate:") and value}
 
-
-def ensure_table(session: Session) -> None:
-    GateCheckRow.__table__.create(session.connection(), checkfirst=True)  # type: ignore[attr-defined]

@@ -14,12 +14,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlmodel import Field, SQLModel
-
 from eventlog.errors import ControlFileError, DatabaseError
+from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from scheduler import webhooks
+from scheduler.operational import HealthStateRow
 from scheduler.settings import Settings
 from scheduler.tick_runs import last_tick_at
 from scheduler.workspace import Workspace
@@ -122,7 +121,7 @@ def check_control_file(ws: Workspace) -> Check:
 
 def check_integrity(result: str) -> Check:
     status = "healthy" if result == "ok" else "unhealthy"
-    return Check("integrity", status, f"PRAGMA quick_check: {result}", "must say ok")
+    return Check("integrity", status, f"the engine's integrity check: {result}", "must say ok")
 
 
 def deleted_files_held(db_path: Path) -> dict[int, list[str]]:
@@ -154,22 +153,11 @@ def check_files(held: dict[int, list[str]]) -> Check:
                  "those processes (see docs/operations.md, what never to do to the files)", threshold)
 
 
-class HealthStateRow(SQLModel, table=True):
-    """The overall level the last evaluation found (one row): an operational record,
-    so that a change can be announced (`health.changed` webhooks)."""
-
-    __tablename__ = "health_state"
-
-    id: int = Field(primary_key=True)
-    status: str
-    at: str
-
-
 def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
     """Remember the report's overall level; when it differs from the one recorded
     before, queue a `health.changed` webhook and return the previous level."""
-    with ws.db.write() as session:
-        HealthStateRow.__table__.create(session.connection(), checkfirst=True)  # type: ignore[attr-defined]
+    with ws.db.write() as txn:
+        session = txn.session
         row = session.get(HealthStateRow, 1)
         previous = row.status if row is not None else None
         if row is None:
@@ -179,7 +167,7 @@ def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
         changed = previous is not None and previous != report["status"]
         if changed:
             failing = [c for c in report["checks"] if c["status"] != "healthy"]
-            webhooks.notify(session, ws.settings, "health.changed",
+            webhooks.notify(txn, ws.settings, "health.changed",
                             {"from": previous, "to": report["status"], "checks": failing},
                             from_text(report["at"]))
     return previous if changed else None
@@ -188,7 +176,8 @@ def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
 def health(ws: Workspace) -> dict[str, Any]:
     """Run every check; the report has the overall level, its exit code and the checks."""
     settings, now = ws.settings, ws.clock.now()
-    files = check_files(deleted_files_held(settings.db_path))
+    files = (check_files(deleted_files_held(settings.db_path)) if not is_url(settings.database) else
+             Check("files", "healthy", "a PostgreSQL database: the server keeps its files", "none"))
     try:
         checks = [*database_checks(ws, now), check_control_file(ws), files]
     except DatabaseError as e:  # a monitor still gets a report: what can be checked, is
@@ -204,8 +193,7 @@ def database_checks(ws: Workspace, now: datetime) -> list[Check]:
     settings = ws.settings
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
     with ws.read() as (_log, views):
-        session = views.session
-        last = last_tick_at(session)
+        last = last_tick_at(views.txn)
         counts = views.counts()
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
         succeeded = views.count_outcomes(window_start, ("succeeded",))
@@ -213,12 +201,11 @@ def database_checks(ws: Workspace, now: datetime) -> list[Check]:
         expired = views.count_outcomes(window_start, ("expired",))
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
-        quick = "; ".join(row[0] for row in session.execute(text("PRAGMA quick_check")).all())
     return [
         check_last_tick(settings, last, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
-        check_integrity(quick),
+        check_integrity(ws.db.integrity_check()),
     ]

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
-from eventlog.sqlite_store import SqliteStore
+from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.apply import fold
@@ -249,5 +249,5 @@ def parse_head(text: str) -> tuple[int, str]:
 def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
     """Drop the projection tables' rows and fold the whole log again, in one write
     transaction (readers keep seeing the old tables until it commits)."""
-    with ws.db.write() as session:
-        return rebuild(SqliteStore(session), SqlProjection(session), progress)
+    with ws.db.write() as txn:
+        return rebuild(SqlStore(txn), SqlProjection(txn), progress)

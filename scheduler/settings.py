@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventlog.errors import BadInput
+from eventlog.storage import is_url, redact
 from scheduler.policy import MAX_SECONDS, QueuePolicy
 from scheduler.webhook_config import WebhookConfig
 
@@ -29,7 +30,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     home: Path = Field(default=Path("."), description="working directory of sched")
-    db: Path | None = Field(default=None, description="database file (default HOME/sched.db)")
+    db: str | None = Field(default=None, description="database file (default HOME/sched.db), or a "
+                           "postgresql:// URL")
+    database_url: str | None = Field(default=None, description="PostgreSQL URL (postgresql://...); "
+                                     "when set, it is the database, whatever db says")
     agent_control_file: Path | None = Field(
         default=None, description="agent control file (default: searched under HOME)")
     lease_seconds: float = Field(le=MAX_SECONDS, default=300.0, gt=0,
@@ -208,9 +212,38 @@ class Settings(BaseSettings):
                 f"(known queues: {', '.join(sorted(known)) or 'none'})"
                 for name in sorted(self.queues) if name not in known]
 
+    @field_validator("db", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _is_postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_url(value):
+            raise ValueError("must be a postgresql:// URL (a file goes in db)")
+        return value
+
+    @property
+    def database(self) -> str | Path:
+        """Where the database is: a PostgreSQL URL, or the SQLite file."""
+        if self.database_url:
+            return self.database_url
+        if self.db is not None and is_url(self.db):
+            return self.db
+        return self.db_path
+
+    @property
+    def database_label(self) -> str:
+        """The database as messages name it and agents see it in SCHED_DB: the resolved
+        file, or the URL without its password."""
+        location = self.database
+        return redact(location) if is_url(location) else str(Path(location).resolve())
+
     @property
     def db_path(self) -> Path:
-        return self.db if self.db is not None else self.home / "sched.db"
+        """The SQLite file (what `db` names; HOME/sched.db by default)."""
+        return Path(self.db) if self.db is not None else self.home / "sched.db"
 
 
 @dataclass(frozen=True)
@@ -277,6 +310,6 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise BadInput(f"{path}: 'home' cannot be set in sched.toml (it is found through home); "
                        "use --home or SCHED_HOME")
     for key in ("db", "agent_control_file"):  # relative to the home that holds the file
-        if isinstance(data.get(key), str):
-            data[key] = path.parent / data[key]
+        if isinstance(data.get(key), str) and not is_url(data[key]):
+            data[key] = str(path.parent / data[key])
     return data

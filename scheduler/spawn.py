@@ -3,9 +3,11 @@ committed, so a cron tick can exit while its agents run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+from eventlog.storage import DATABASE_URL_VARIABLE, is_url
 from scheduler.settings import Settings
 
 _children: list[subprocess.Popen[bytes]] = []
@@ -13,11 +15,20 @@ _children: list[subprocess.Popen[bytes]] = []
 
 def exec_argv(settings: Settings, task_id: int) -> list[str]:
     """The wrapper's command line, with absolute paths so it finds the same files."""
-    argv = [sys.executable, "-m", "cli", "exec", str(task_id),
-            "--home", str(settings.home.resolve()), "--db", str(settings.db_path.resolve())]
+    argv = [sys.executable, "-m", "cli", "exec", str(task_id), "--home", str(settings.home.resolve())]
+    if not is_url(settings.database):  # a URL goes in the environment (`exec_env`): no password in argv
+        argv += ["--db", str(settings.db_path.resolve())]
     if settings.agent_control_file is not None:
         argv += ["--agents", str(settings.agent_control_file.resolve())]
     return argv
+
+
+def exec_env(settings: Settings) -> dict[str, str]:
+    """The wrapper's environment: this process's, with the database URL if there is one."""
+    env = dict(os.environ)
+    if is_url(settings.database):
+        env[DATABASE_URL_VARIABLE] = str(settings.database)
+    return env
 
 
 def spawn_exec(settings: Settings, task_id: int) -> int:
@@ -27,7 +38,8 @@ def spawn_exec(settings: Settings, task_id: int) -> int:
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / "exec.log").open("ab") as log:
-        child = subprocess.Popen(exec_argv(settings, task_id), stdin=subprocess.DEVNULL,
+        child = subprocess.Popen(exec_argv(settings, task_id), env=exec_env(settings),
+                                 stdin=subprocess.DEVNULL,
                                  stdout=log, stderr=log, start_new_session=True)
     _children.append(child)
     return child.pid

@@ -121,7 +121,7 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
         return
     started = started_event(recorder, task)
     containment.stop_attempt(containment.AttemptRef.of(
-        task.task_id, task.attempt, ws.settings.db_path, task.pid,
+        task.task_id, task.attempt, ws.settings.database_label, task.pid,
         started.cgroup if started is not None else None))
     # the events that end the attempt are recorded after the stop: their time says so
     recorder.now = max(recorder.now, ws.clock.now())
@@ -299,8 +299,8 @@ def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:
     is held while they run)."""
     if not gated_queues(ws.settings):
         return {}
-    with ws.db.write() as session:
-        due = due_checks(session, ws.settings, now)
+    with ws.db.read() as txn:
+        due = due_checks(txn, ws.settings, now)
     env = {k: os.environ[k] for k in ws.settings.exec_env_allowlist if k in os.environ}
     return check_gates(ws.settings, due, env)
 
@@ -331,7 +331,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         # plan and record, queue by queue, unless paused or gated
         report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
         if gate_results:
-            recorder.record(record_gates(views.session, views, gate_results, now))
+            recorder.record(record_gates(views.txn, views, gate_results, now))
         closed = closed_gates(views.meta())
         report.gates_closed = sorted(closed)
         agents = views.all_agents()
@@ -340,10 +340,10 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             decisions = gather_and_plan(views, agents, queue, now, policy)
             recorder.record(decisions)
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
-        note_tick(views.session, host, os.getpid(), to_text(now),
+        note_tick(views.txn, host, os.getpid(), to_text(now),
                   round((time.perf_counter() - started) * 1000, 3))
         if daemon_interval is not None:
-            note_daemon(views.session, host, os.getpid(), to_text(now), daemon_interval)
+            note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
         json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
     # start, after the commit: the push agents' commands
     has_command = {a.name for a in agents if a.command is not None}

@@ -26,12 +26,14 @@ from datetime import datetime, timedelta
 from importlib.metadata import version
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, insert, inspect, or_, select
-from sqlmodel import Field, Session, SQLModel
+from sqlalchemy import and_, delete, insert, or_, select
+from sqlmodel import Session
 
-from eventlog.sqlite_store import SqliteStore
+from eventlog.sql_store import SqlStore
+from eventlog.storage.port import Transaction
 from eventlog.timeutil import to_text
 from projections.sql import SqlProjection
+from scheduler.operational import WebhookCursorRow, WebhookOutboxRow
 from scheduler.settings import Settings
 from scheduler.webhook_config import WebhookEvent
 from scheduler.workspace import Workspace
@@ -45,33 +47,6 @@ EVENT_KINDS: dict[str, WebhookEvent] = {
     "SchedulerPaused": "scheduler.paused",
 }
 USER_AGENT = f"sched/{version('sched')}"
-
-
-class WebhookCursorRow(SQLModel, table=True):
-    """The last log `seq` that `collect` examined (one row, id 1)."""
-
-    __tablename__ = "webhook_cursor"
-
-    id: int = Field(primary_key=True)
-    seq: int
-
-
-class WebhookOutboxRow(SQLModel, table=True):
-    """One delivery: a body for one URL, and how its POSTs went."""
-
-    __tablename__ = "webhook_outbox"
-
-    id: int | None = Field(default=None, primary_key=True)
-    delivery_id: str = Field(unique=True)  # the body's id and the X-Sched-Delivery header
-    url: str
-    event: str
-    body: str
-    created_at: str
-    attempts: int = 0
-    next_attempt_at: str = Field(index=True)
-    delivered_at: str | None = None
-    gave_up_at: str | None = None
-    last_error: str | None = None
 
 
 # (url, body, headers, timeout) -> None when delivered, else why not (one line)
@@ -90,11 +65,6 @@ class DeliveryReport:
 _PENDING = and_(WebhookOutboxRow.delivered_at.is_(None), WebhookOutboxRow.gave_up_at.is_(None))
 
 
-def ensure_tables(session: Session) -> None:
-    for table in (WebhookCursorRow.__table__, WebhookOutboxRow.__table__):  # type: ignore[attr-defined]
-        table.create(session.connection(), checkfirst=True)
-
-
 def subscribers(settings: Settings, kind: str) -> list[str]:
     """The URLs that receive `kind`, each once."""
     return list(dict.fromkeys(hook.url for hook in settings.webhooks if kind in hook.events))
@@ -110,15 +80,15 @@ def collect(ws: Workspace) -> int:
     if not ws.settings.webhooks:
         return 0
     now = ws.clock.now()
-    with ws.db.write() as session:
-        ensure_tables(session)
+    with ws.db.write() as txn:
+        session = txn.session
         forget_settled(session, now - timedelta(days=ws.settings.webhook_retention_days))
-        store = SqliteStore(session)
+        store = SqlStore(txn)
         cursor = session.get(WebhookCursorRow, 1)
         if cursor is None:
             session.add(WebhookCursorRow(id=1, seq=store.last_position()))
             return 0
-        views = SqlProjection(session)
+        views = SqlProjection(txn)
         added = 0
         for rec in store.read(after=cursor.seq):
             cursor.seq = rec.seq
@@ -144,12 +114,11 @@ def forget_settled(session: Session, before: datetime) -> None:
         WebhookOutboxRow.delivered_at < cutoff, WebhookOutboxRow.gave_up_at < cutoff)))
 
 
-def notify(session: Session, settings: Settings, kind: str, data: dict[str, Any], now: datetime) -> int:
+def notify(txn: Transaction, settings: Settings, kind: str, data: dict[str, Any], now: datetime) -> int:
     """Queue an event that is not in the log (`health.changed`) for its subscribers,
     inside the caller's write transaction; returns the number of outbox rows added."""
-    ensure_tables(session)
     fields = {"seq": None, "recorded_at": to_text(now), "data": data}
-    return _enqueue(session, subscribers(settings, kind), kind, fields, now)
+    return _enqueue(txn.session, subscribers(settings, kind), kind, fields, now)
 
 
 def _enqueue(session: Session, urls: list[str], kind: str, fields: dict[str, Any], now: datetime) -> int:
@@ -203,9 +172,8 @@ def deliver_due(ws: Workspace, *, post: Post = http_post) -> DeliveryReport:
     if not configured:
         return report
     now = ws.clock.now()
-    with ws.db.write() as session:
-        ensure_tables(session)
-        due = list(session.execute(select(WebhookOutboxRow.id).order_by(WebhookOutboxRow.id).where(
+    with ws.db.read() as txn:
+        due = list(txn.session.execute(select(WebhookOutboxRow.id).order_by(WebhookOutboxRow.id).where(
             _PENDING, WebhookOutboxRow.next_attempt_at <= to_text(now))).scalars())
     for row_id in due:
         job = _claim(ws, row_id, configured, report)
@@ -225,8 +193,8 @@ def _claim(ws: Workspace, row_id: int, configured: set[str],
     another deliverer skips it (if this process dies, it falls due again then). None if
     another deliverer took or settled it meanwhile, or its URL is gone (given up)."""
     now = ws.clock.now()
-    with ws.db.write() as session:
-        row = session.get(WebhookOutboxRow, row_id)
+    with ws.db.write() as txn:
+        row = txn.session.get(WebhookOutboxRow, row_id)
         if row is None or row.delivered_at or row.gave_up_at or row.next_attempt_at > to_text(now):
             return None
         if row.url not in configured:
@@ -245,8 +213,8 @@ def _item(row: WebhookOutboxRow) -> dict[str, Any]:
 def _record(ws: Workspace, row_id: int, error: str | None, report: DeliveryReport) -> None:
     settings = ws.settings
     now = ws.clock.now()
-    with ws.db.write() as session:
-        row = session.get(WebhookOutboxRow, row_id)
+    with ws.db.write() as txn:
+        row = txn.session.get(WebhookOutboxRow, row_id)
         if row.delivered_at or row.gave_up_at:  # settled by another deliverer meanwhile
             return
         row.attempts += 1
@@ -271,15 +239,13 @@ OutboxFilter = Literal["all", "pending", "failed"]
 def outbox(ws: Workspace, which: OutboxFilter = "all") -> list[dict[str, Any]]:
     """The outbox rows, oldest first: all, `pending` (neither delivered nor given up) or
     `failed` (given up)."""
-    with ws.db.read() as session:
-        if not inspect(session.connection()).has_table(WebhookOutboxRow.__tablename__):
-            return []  # nothing was ever collected
+    with ws.db.read() as txn:
         query = select(WebhookOutboxRow).order_by(WebhookOutboxRow.id)
         if which == "pending":
             query = query.where(_PENDING)
         elif which == "failed":
             query = query.where(WebhookOutboxRow.gave_up_at.is_not(None))
-        return [_describe(row) for row in session.execute(query).scalars()]
+        return [_describe(row) for row in txn.session.execute(query).scalars()]
 
 
 def _describe(row: WebhookOutboxRow) -> dict[str, Any]:

@@ -10,17 +10,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventlog.db import Database
 from eventlog.errors import DatabaseFault
-from eventlog.sqlite_store import SqliteStore
+from eventlog.schema import SCHEMA_VERSION, EventRow
+from eventlog.sql_store import SqlStore
+from eventlog.storage import Storage, create_storage, open_storage
 from projections.rebuild import ensure_current, stored_schema
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
-from projections.tables import PROJECTION_SCHEMA
+from projections.tables import PROJECTION_SCHEMA, PROJECTION_TABLES, ProjectionSchemaRow
 from scheduler.clock import Clock, SystemClock
+from scheduler.operational import OPERATIONAL_TABLES
 from scheduler.registry import AgentRegistry, candidate_paths, find_control_file
 from scheduler.settings import Settings
 from scheduler.spawn import spawn_exec
+
+# every table of sched, made with the schema (`Storage.create_schema`)
+ALL_TABLES = [EventRow.__table__, *PROJECTION_TABLES, ProjectionSchemaRow.__table__,  # type: ignore[attr-defined]
+              *OPERATIONAL_TABLES]
 
 
 @dataclass
@@ -33,7 +39,7 @@ class Workspace:
     rng: random.Random = field(default_factory=random.SystemRandom)
     # starts `sched exec TASK_ID` for a push agent's assignment (tests pass their own)
     launcher: Callable[[Settings, int], object] = spawn_exec
-    _db: Database | None = None
+    _db: Storage | None = None
 
     # -- the database ------------------------------------------------------------------
     def _options(self) -> dict[str, object]:
@@ -41,29 +47,40 @@ class Workspace:
                 "busy_timeout_ms": self.settings.busy_timeout_ms}
 
     @property
-    def db(self) -> Database:
-        """The existing database (a missing or foreign file is an error)."""
+    def db(self) -> Storage:
+        """The existing database (a missing or foreign one is an error), its schema
+        upgraded and its projections of this version."""
         if self._db is None:
-            db = Database.open(self.settings.db_path, **self._options())
-            with db.read() as session:
-                current = stored_schema(session) == PROJECTION_SCHEMA
+            db = open_storage(self.settings.database, **self._options())  # type: ignore[arg-type]
+            if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
+                self._needs_write(db, "its tables were made by an older version of sched and must "
+                                      "be upgraded")
+                db.create_schema(ALL_TABLES, SCHEMA_VERSION)
+            with db.read() as txn:
+                current = stored_schema(txn) == PROJECTION_SCHEMA
             if not current:  # tables of another sched version: replay the log into new ones
-                if db.read_only:
-                    raise DatabaseFault(f"{db.path}: its projections were made by another version of "
-                                        "sched and must be rebuilt, which needs write access; the "
-                                        "database is read-only")
-                with db.write() as session:
-                    ensure_current(session)
+                self._needs_write(db, "its projections were made by another version of sched and "
+                                      "must be rebuilt")
+                with db.write() as txn:
+                    ensure_current(txn)
             self._db = db
         return self._db
 
-    def init_db(self) -> Database:
-        """Create the database and its tables if missing (idempotent)."""
-        db = Database.create(self.settings.db_path, **self._options())
-        with db.write() as session:
-            ensure_current(session)
+    @staticmethod
+    def _needs_write(db: Storage, why: str) -> None:
+        if db.read_only:
+            raise DatabaseFault(f"{db.location}: {why}, which needs write access; the database is "
+                                "read-only")
+
+    def init_db(self) -> bool:
+        """Create the database and its tables if missing (idempotent); whether it did."""
+        db = create_storage(self.settings.database, **self._options())  # type: ignore[arg-type]
+        created = db.schema_version() == 0
+        db.create_schema(ALL_TABLES, SCHEMA_VERSION)
+        with db.write() as txn:
+            ensure_current(txn)
         self._db = db
-        return db
+        return created
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[Recorder]:
@@ -71,18 +88,20 @@ class Workspace:
         `recorder.now` read from the clock only then, under the write lock, and never
         earlier than the last event: so event time never runs backwards, however the
         writers interleave."""
-        with self.db.write(commit=commit) as session:
-            recorder = Recorder(SqliteStore(session), SqlProjection(session))
-            recorder.catch_up()  # its first read takes the write lock (BEGIN IMMEDIATE)
+        with self.db.write(commit=commit) as txn:
+            recorder = Recorder(SqlStore(txn), SqlProjection(txn))
+            recorder.catch_up()  # on SQLite its first read takes the write lock (BEGIN IMMEDIATE)
             last = recorder.log.last()
-            now = self.clock.now()
+            # the real time is the database server's where it has a clock (hosts' clocks
+            # may skew); an injected clock (tests, benchmarks) is kept as it is
+            now = (txn.server_time() if isinstance(self.clock, SystemClock) else None) or self.clock.now()
             recorder.now = max(now, last.at) if last is not None else now
             yield recorder
 
     @contextmanager
-    def read(self) -> Iterator[tuple[SqliteStore, SqlProjection]]:
-        with self.db.read() as session:
-            yield SqliteStore(session), SqlProjection(session)
+    def read(self) -> Iterator[tuple[SqlStore, SqlProjection]]:
+        with self.db.read() as txn:
+            yield SqlStore(txn), SqlProjection(txn)
 
     def close(self) -> None:
         if self._db is not None:

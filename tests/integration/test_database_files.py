@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from eventlog.db import APPLICATION_ID
+from eventlog.storage.sqlite import APPLICATION_ID
 from scheduler import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick

@@ -13,34 +13,35 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from eventlog.db import Database
 from eventlog.errors import DatabaseBusy, DatabaseError
 from eventlog.events import TaskSubmitted
-from eventlog.sqlite_store import SqliteStore
+from eventlog.sql_store import SqlStore
+from eventlog.storage.sqlite import SqliteStorage, classify
 from eventlog.store import first_broken_link
+from tests.conftest import fresh_storage
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def pragma(db: Database, name: str) -> object:
-    with db.read() as session:
-        return session.execute(text(f"PRAGMA {name}")).scalar()
+def pragma(db: SqliteStorage, name: str) -> object:
+    with db.read() as txn:
+        return txn.session.execute(text(f"PRAGMA {name}")).scalar()
 
 
 def test_every_connection_gets_the_pragmas(tmp_path):
-    db = Database.create(tmp_path / "a.db", synchronous="FULL", busy_timeout_ms=1234)
+    db = fresh_storage(str(tmp_path / "a.db"), synchronous="FULL", busy_timeout_ms=1234)
     assert pragma(db, "journal_mode") == "wal"
     assert pragma(db, "busy_timeout") == 1234
     assert pragma(db, "foreign_keys") == 1
     assert pragma(db, "synchronous") == 2  # FULL
     db.close()
-    assert pragma(Database.open(tmp_path / "a.db"), "synchronous") == 1  # NORMAL, the default
+    assert pragma(SqliteStorage.open(tmp_path / "a.db"), "synchronous") == 1  # NORMAL, the default
 
 
 def test_new_database_files_are_private(tmp_path):
-    db = Database.create(tmp_path / "p.db")
-    with db.write() as session:
-        SqliteStore(session).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
+    db = fresh_storage(str(tmp_path / "p.db"))
+    with db.write() as txn:
+        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
     for name in ("p.db", "p.db-wal", "p.db-shm"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
     db.close()
@@ -48,44 +49,44 @@ def test_new_database_files_are_private(tmp_path):
 
 def test_missing_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(DatabaseError, match="run `sched init` first"):
-        Database.open(tmp_path / "missing.db")
+        SqliteStorage.open(tmp_path / "missing.db")
     junk = tmp_path / "junk.db"
     junk.write_bytes(os.urandom(4096))
     before = junk.read_bytes()
     with pytest.raises(DatabaseError, match=r"junk\.db"):
-        Database.open(junk)
+        SqliteStorage.open(junk)
     assert junk.read_bytes() == before
 
 
 def test_a_rolled_back_write_leaves_nothing(tmp_path):
-    db = Database.create(tmp_path / "r.db")
-    with pytest.raises(RuntimeError), db.write() as session:
-        SqliteStore(session).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
+    db = fresh_storage(str(tmp_path / "r.db"))
+    with pytest.raises(RuntimeError), db.write() as txn:
+        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
         raise RuntimeError("decided against it")
-    with db.write(commit=False) as session:
-        SqliteStore(session).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
-    with db.read() as session:
-        assert SqliteStore(session).last_position() == 0
+    with db.write(commit=False) as txn:
+        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
+    with db.read() as txn:
+        assert SqlStore(txn).last_position() == 0
 
 
 def test_a_writer_that_outwaits_the_busy_timeout_is_told_to_try_again(tmp_path):
     path = tmp_path / "b.db"
-    holder = Database.create(path)
-    impatient = Database.open(path, busy_timeout_ms=0)
-    with holder.write() as session:
-        SqliteStore(session).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
+    holder = fresh_storage(str(path))
+    impatient = SqliteStorage.open(path, busy_timeout_ms=0)
+    with holder.write() as txn:
+        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
         with pytest.raises(DatabaseBusy, match="try again") as caught, impatient.write() as other:
-            SqliteStore(other).append([TaskSubmitted(task_id=2, queue="q", title="t")], T0)
+            SqlStore(other).append([TaskSubmitted(task_id=2, queue="q", title="t")], T0)
     assert caught.value.exit_code == 1
-    with impatient.read() as session:
-        assert [r.seq for r in SqliteStore(session).read()] == [1]
+    with impatient.read() as txn:
+        assert [r.seq for r in SqlStore(txn).read()] == [1]
 
 
 def _append_many(path: str, worker: int, count: int) -> None:
-    db = Database.open(Path(path))
+    db = SqliteStorage.open(Path(path))
     for i in range(count):
-        with db.write() as session:  # read the head, then append after it: read-modify-write
-            SqliteStore(session).append(
+        with db.write() as txn:  # read the head, then append after it: read-modify-write
+            SqlStore(txn).append(
                 [TaskSubmitted(task_id=worker * 1000 + i + 1, queue="q", title="t")], T0)
     db.close()
 
@@ -95,7 +96,7 @@ def test_concurrent_writers_in_processes_queue_and_keep_the_chain(tmp_path):
     processes would both read, then one would fail with "database is locked"; with
     BEGIN IMMEDIATE they take turns and every append lands."""
     path = tmp_path / "c.db"
-    Database.create(path).close()
+    fresh_storage(str(path)).close()
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_append_many, args=(str(path), w, 30)) for w in range(4)]
     for p in procs:
@@ -103,9 +104,9 @@ def test_concurrent_writers_in_processes_queue_and_keep_the_chain(tmp_path):
     for p in procs:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    db = Database.open(path)
-    with db.read() as session:
-        store = SqliteStore(session)
+    db = SqliteStorage.open(path)
+    with db.read() as txn:
+        store = SqlStore(txn)
         assert store.last_position() == 120
         assert first_broken_link(store.read()) is None
         assert sorted(r.event.task_id for r in store.read()) == sorted(
@@ -118,8 +119,6 @@ def test_concurrent_writers_in_processes_queue_and_keep_the_chain(tmp_path):
     ("SQLITE_BUSY", "try again"),
 ])
 def test_faults_of_the_machine_are_exit_1_and_say_whether_a_retry_helps(tmp_path, name, says):
-    from eventlog.db import classify
-
     error = sqlite3.OperationalError("from the driver")
     error.sqlite_errorname = name  # as the driver sets it
     fault = classify(tmp_path / "f.db", error)

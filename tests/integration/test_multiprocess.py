@@ -58,8 +58,8 @@ def _claimer(home: str, seed: int, rounds: int, errors) -> None:
 
 
 @pytest.mark.slow
-def test_ticks_and_claims_in_eight_processes(tmp_path):
-    ws = new_workspace(tmp_path / "home", AGENTS)
+def test_ticks_and_claims_in_eight_processes(tmp_path, new_database):
+    ws = new_workspace(tmp_path / "home", AGENTS, database=new_database())
     submit(ws, [TaskSpec(queue="dev" if i % 2 else "qa", title=f"t{i}", priority=i % 5)
                 for i in range(TASKS)])
     tick(ws)  # record the fleet once, so every process starts from the same control file

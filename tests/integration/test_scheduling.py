@@ -6,9 +6,11 @@ import json
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from eventlog.errors import BadInput, ControlFileError, NotFound, TokenRejected
 from eventlog.timeutil import to_text
+from projections.tables import TaskRow
 from scheduler import queries, worker
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -16,6 +18,12 @@ from tests.conftest import write_fleet
 
 ONE_DEV = [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1}]
 TWO_DEVS = [{"agentName": "ann", "agentType": "dev"}, {"agentName": "bob", "agentType": "dev"}]
+
+
+@pytest.fixture
+def make_workspace(engine_workspace):
+    """Every test here runs on each storage engine."""
+    return engine_workspace
 
 
 def add(ws, n=1, **kw):
@@ -237,8 +245,8 @@ def test_a_task_excluded_from_the_free_agent_does_not_starve_the_rest(make_works
 def test_verify_names_the_differing_fields_of_a_tampered_projection(make_workspace):
     ws = make_workspace()
     (task_id,) = add(ws, 1, priority=4)
-    with ws.db.write() as session:
-        session.connection().exec_driver_sql("UPDATE tasks SET priority = 99 WHERE task_id = ?", (task_id,))
+    with ws.db.write() as txn:
+        txn.session.execute(update(TaskRow).where(TaskRow.task_id == task_id).values(priority=99))
     result = queries.verify_log(ws)
     assert not result.ok
     assert result.problems == [f"task {task_id}: priority: log gives 4, table has 99"]
@@ -288,8 +296,8 @@ def test_projection_tables_of_another_shape_are_rebuilt_from_the_log(make_worksp
     add(ws, 3)
     tick(ws)
     expected = queries.status(ws)
-    with ws.db.write() as session:  # what an older sched left behind
-        conn = session.connection()
+    with ws.db.write() as txn:  # what an older sched left behind
+        conn = txn.session.connection()
         conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN cancelling")
         conn.exec_driver_sql("UPDATE projection_schema SET version = 0")
     ws.close()

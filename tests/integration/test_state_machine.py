@@ -8,11 +8,18 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from eventlog.errors import BadInput, Refused, TokenRejected
 from scheduler import operator, queries, worker
@@ -20,7 +27,7 @@ from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
-from tests.conftest import new_workspace, write_fleet
+from tests.conftest import databases_for, new_workspace, write_fleet
 from tests.invariants import check_log
 
 FLEETS = [
@@ -40,11 +47,14 @@ FINAL_OR_WAITING = {"awaiting_approval", "blocked", "queued", "assigned", "runni
 
 
 class SchedMachine(RuleBasedStateMachine):
+    # a fresh database for each example (None: the file in the example's home)
+    new_database: Callable[[], str | None] = staticmethod(lambda: None)
+
     def __init__(self) -> None:
         super().__init__()
         self.home = Path(tempfile.mkdtemp(prefix="sched-sm-"))
-        self.ws = new_workspace(self.home, FLEETS[0], lease_seconds=30, start_deadline_seconds=20,
-                                max_attempts=MAX_ATTEMPTS)
+        self.ws = new_workspace(self.home, FLEETS[0], database=self.new_database(), lease_seconds=30,
+                                start_deadline_seconds=20, max_attempts=MAX_ATTEMPTS)
         self.ws.rng = random.Random(7)  # retry jitter, reproducible per example
         self.fleet = FLEETS[0]
         self.live: dict[int, tuple[str, object]] = {}  # task -> (token, lease expiry)
@@ -206,7 +216,13 @@ class SchedMachine(RuleBasedStateMachine):
             assert agent["free"] >= 0
 
 
-SchedMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-test_scheduler_state_machine = SchedMachine.TestCase
+def test_scheduler_state_machine(engine, request, tmp_path):
+    """The same machine on each storage engine."""
+    databases = databases_for(engine, request, tmp_path)
+
+    class OnEngine(SchedMachine):
+        new_database = staticmethod(databases.new if engine == "postgresql" else lambda: None)
+
+    run_state_machine_as_test(OnEngine, settings=settings(
+        max_examples=40, stateful_step_count=30, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))

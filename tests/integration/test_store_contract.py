@@ -1,4 +1,5 @@
-"""One test suite, two stores: what is appended is what is read, in order, chained."""
+"""One test suite, every store of the log: what is appended is what is read, in
+order, chained (the in-memory store, and the SQL store on each engine)."""
 
 from __future__ import annotations
 
@@ -9,29 +10,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlog.db import Database
 from eventlog.errors import ConcurrencyConflict
 from eventlog.events import TaskAssigned, TaskSubmitted
-from eventlog.sqlite_store import SqliteStore
+from eventlog.sql_store import SqlStore
 from eventlog.store import GENESIS_HASH, InMemoryStore, first_broken_link
+from tests.conftest import ENGINES, databases_for, fresh_storage
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", *ENGINES])
 def new_store(request, tmp_path):
-    stack = ExitStack()
-    counter = iter(range(10**6))
+    if request.param == "memory":
+        yield InMemoryStore
+        return
+    databases = databases_for(request.param, request, tmp_path)
+    with ExitStack() as stack:
+        def factory():
+            db = fresh_storage(databases.new())
+            stack.callback(db.close)
+            return SqlStore(stack.enter_context(db.write()))
 
-    def factory():
-        if request.param == "memory":
-            return InMemoryStore()
-        db = Database.create(tmp_path / f"s{next(counter)}.db")
-        stack.callback(db.close)
-        return SqliteStore(stack.enter_context(db.write()))
-
-    yield factory
-    stack.close()
+        yield factory
 
 
 def submitted(task_id: int) -> TaskSubmitted:
@@ -83,6 +83,13 @@ def test_an_empty_append_changes_nothing(new_store):
     store = new_store()
     assert store.append([], T0) == []
     assert store.last_position() == 0
+
+
+def test_ids_beyond_32_bits_are_stored_whole(new_store):
+    store = new_store()
+    big = 2**62
+    store.append([submitted(big)], T0)
+    assert [r.event.task_id for r in store.read()] == [big]
 
 
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)

@@ -339,8 +339,8 @@ def test_a_delivery_is_given_up_after_max_attempts(make_workspace):
 
 def test_notify_posts_an_event_that_is_not_in_the_log(hooked, endpoint):
     ws = hooked(["health.changed"])
-    with ws.db.write() as session:
-        added = webhooks.notify(session, ws.settings, "health.changed",
+    with ws.db.write() as txn:
+        added = webhooks.notify(txn, ws.settings, "health.changed",
                                 {"status": "degraded", "was": "healthy"}, ws.clock.now())
     assert added == 1
     assert len(webhooks.deliver_due(ws).delivered) == 1

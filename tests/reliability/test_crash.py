@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from typing import Any
 import pytest
 
 from eventlog.faults import FAULT_POINTS
+from eventlog.sql_store import SqlStore
+from eventlog.storage import open_storage
 from scheduler import queries, worker
 from scheduler.clock import ManualClock
 from scheduler.exec import exec_task
@@ -117,15 +118,22 @@ def run_child(home: Path, op: str, seed: int, fault: str | None, delay: float | 
     return killed
 
 
-def log_length(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+def log_length(db: str) -> int:
+    storage = open_storage(db)
+    try:
+        with storage.read() as txn:
+            return SqlStore(txn).last_position()
+    finally:
+        storage.close()
 
 
-def check_after(home: Path, db: Path, before: int, op: str, fault: str | None, killed: bool,
+def check_after(home: Path, db: str, before: int, op: str, fault: str | None, killed: bool,
                 result: Path, full_verify: bool) -> None:
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    storage = open_storage(db)
+    try:
+        assert storage.integrity_check() == "ok"
+    finally:
+        storage.close()
     if killed and fault in ("after_append", "before_commit"):
         assert log_length(db) == before, f"{op} killed at {fault} appended events"
     ws = _open(home)
@@ -169,15 +177,16 @@ def drain(home: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kills_at_fault_points_and_random_moments_lose_nothing(tmp_path):
+def test_kills_at_fault_points_and_random_moments_lose_nothing(tmp_path, new_database):
     home = tmp_path / "home"
-    ws = new_workspace(home, FLEET, lease_seconds=30, start_deadline_seconds=20,
+    ws = new_workspace(home, FLEET, database=new_database(), lease_seconds=30, start_deadline_seconds=20,
                        backoff_base_seconds=1, backoff_max_seconds=2, max_attempts=5)
-    (home / "sched.toml").write_text(
+    with (home / "sched.toml").open("a") as toml:
+        toml.write(
         "lease_seconds = 30\nstart_deadline_seconds = 20\nbackoff_base_seconds = 1\n"
         "backoff_max_seconds = 2\nmax_attempts = 5\n")
     submit(ws, [TaskSpec(queue="dev", title=f"seed{i}") for i in range(50)])
-    db = ws.settings.db_path
+    db = str(ws.settings.database)
     ws.close()
     rng = random.Random(20261124)
     # first every fault point of every operation, each after a few undisturbed rounds

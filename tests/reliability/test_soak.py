@@ -71,9 +71,11 @@ def mixer(home: Path, seed: int, deadline: float, report: Path) -> None:
 
 
 @pytest.mark.slow
-def test_eight_processes_mixing_every_operation(tmp_path):
-    ws = new_workspace(tmp_path / "home", AGENTS, max_attempts=3, backoff_base_seconds=0)
-    (ws.settings.home / "sched.toml").write_text("max_attempts = 3\nbackoff_base_seconds = 0\n")
+def test_eight_processes_mixing_every_operation(tmp_path, new_database):
+    ws = new_workspace(tmp_path / "home", AGENTS, database=new_database(), max_attempts=3,
+                       backoff_base_seconds=0)
+    with (ws.settings.home / "sched.toml").open("a") as toml:
+        toml.write("max_attempts = 3\nbackoff_base_seconds = 0\n")
     tick(ws)
     home = ws.settings.home
     ws.close()

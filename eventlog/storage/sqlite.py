@@ -1,5 +1,6 @@
-"""Opening the SQLite database: the one place that sets pragmas, begins transactions,
-recognises sched's own files and names driver errors.
+"""The SQLite adapter of the storage port (the embedded default): the one place that
+sets pragmas, begins transactions, recognises sched's own files and names driver
+errors.
 
 Python's sqlite3 driver would open transactions on its own with a deferred `BEGIN`;
 a deferred transaction that later writes fails at once with "database is locked",
@@ -22,20 +23,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Engine, Table, create_engine, event, literal_column
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
-from eventlog.schema import LOG_SCHEMA_VERSION, EventRow
+from eventlog.storage.base import SqlTransaction
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 APPLICATION_ID = 0x53434844  # "SCHD": PRAGMA application_id of a database sched made
@@ -193,36 +194,56 @@ def classify(path: Path, error: BaseException) -> DatabaseError:
     return DatabaseFault(f"{path}: {what}")
 
 
-class Database:
+class SqliteTransaction(SqlTransaction):
+    mark = "?"
+
+    def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]
+        # `+column`: SQLite's way of keeping a term out of the index choice
+        return literal_column(f"+{column.table.name}.{column.name}")  # type: ignore[attr-defined]
+
+
+class SqliteStorage:
     """A sched database file: its engine and its read and write transactions."""
+
+    engine_name = "sqlite"
 
     def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL",
                  busy_timeout_ms: int = 30_000, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         self.read_only = read_only
         self.engine = make_engine(self.path, synchronous=synchronous,
                                   busy_timeout_ms=busy_timeout_ms, read_only=read_only)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
     @classmethod
-    def create(cls, path: Path, **options) -> Database:  # type: ignore[no-untyped-def]
-        """Open `path` for `init`: create the file (mode 0600), mark it as sched's and
-        create the log table if missing. An existing file must be sched's, or empty."""
+    def create(cls, path: Path, **options) -> SqliteStorage:  # type: ignore[no-untyped-def]
+        """Open `path` for `init` (then `create_schema`): create the file (mode 0600)
+        if missing. An existing file must be sched's, or empty."""
         path = Path(path)
         if not path.exists():
             create_private_file(path)
         elif probe(path).kind == "foreign":
             raise ForeignDatabase(probe(path).detail)
-        db = cls(path, **options)
-        with db.guard():
-            SQLModel.metadata.create_all(db.engine, tables=[EventRow.__table__])
-            with db.engine.begin() as conn:
+        return cls(path, **options)
+
+    def schema_version(self) -> int:
+        with self.guard(), self.engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+
+    def create_schema(self, tables: Sequence[Table], version: int) -> None:
+        with self.guard():
+            SQLModel.metadata.create_all(self.engine, tables=list(tables))
+            with self.engine.begin() as conn:
                 conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.exec_driver_sql(f"PRAGMA user_version = {LOG_SCHEMA_VERSION}")
-        return db
+                conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+
+    def integrity_check(self) -> str:
+        with self.guard(), self.engine.connect() as conn:
+            return "; ".join(row[0] for row in conn.exec_driver_sql("PRAGMA quick_check"))
 
     @classmethod
-    def open(cls, path: Path, **options) -> Database:  # type: ignore[no-untyped-def]
+    def open(cls, path: Path, **options) -> SqliteStorage:  # type: ignore[no-untyped-def]
         """Open an existing sched database (read-only if the file cannot be written); a
         missing, empty or foreign file is an error and is left as it was."""
         path = Path(path)
@@ -244,7 +265,7 @@ class Database:
             raise classify(self.path, e) from e
 
     @contextmanager
-    def write(self, *, commit: bool = True) -> Iterator[Session]:
+    def write(self, *, commit: bool = True) -> Iterator[SqliteTransaction]:
         """A session in one `BEGIN IMMEDIATE` transaction, committed when the block
         returns (rolled back instead with `commit=False`, or if the block raises)."""
         if self.read_only:
@@ -253,7 +274,7 @@ class Database:
                                 "until it can be written")
         with self.guard(), Session(self._writer) as session:
             try:
-                yield session
+                yield SqliteTransaction(session)
             except BaseException:
                 session.rollback()
                 raise
@@ -264,11 +285,11 @@ class Database:
                 session.rollback()
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        """A session that sees one consistent snapshot and writes nothing."""
+    def read(self) -> Iterator[SqliteTransaction]:
+        """A transaction that sees one consistent snapshot and writes nothing."""
         with self.guard(), Session(self.engine) as session:
             try:
-                yield session
+                yield SqliteTransaction(session)
             finally:
                 session.rollback()
 

@@ -1,8 +1,8 @@
-"""The event store on SQLite, working inside the caller's transaction.
+"""The event store over a storage transaction (any SQL engine of the port).
 
-A `SqliteStore` is bound to one session: the caller opens the transaction
-(`Database.write()`), appends, updates the projections and commits once, so the
-events and the projections they change land together or not at all.
+A `SqlStore` is bound to one transaction: the caller opens it (`Storage.write()`),
+appends, updates the projections and commits once, so the events and the projections
+they change land together or not at all.
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import select
-from sqlmodel import Session
 
 from eventlog.errors import ConcurrencyConflict
 from eventlog.events import Event
-from eventlog.schema import EventRow
+from eventlog.schema import EVENT_COLUMNS, EventRow
+from eventlog.storage.port import Transaction
 from eventlog.store import GENESIS_HASH, Recorded, seal_after
 
 _COLUMNS = (EventRow.seq, EventRow.stream_id, EventRow.type, EventRow.schema_version,
             EventRow.recorded_at, EventRow.data, EventRow.prev_hash, EventRow.hash)
 READ_BATCH = 2_000
-_INSERT = ("INSERT INTO events (seq, stream_id, type, schema_version, recorded_at, data, prev_hash, "
-           "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _record(row: Sequence[object]) -> Recorded:
@@ -34,11 +32,12 @@ def _record(row: Sequence[object]) -> Recorded:
     return Recorded(*values)  # type: ignore[arg-type]
 
 
-class SqliteStore:
-    """The `EventStore` interface over the `events` table of one open session."""
+class SqlStore:
+    """The `EventStore` interface over the `events` table of one open transaction."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
+        self.session = txn.session
         # the last event as this transaction knows it (None: an empty log), once read:
         # a write transaction holds the lock, so only its own appends move it
         self._last: Recorded | Literal["unread"] | None = "unread"
@@ -67,10 +66,10 @@ class SqliteStore:
         sealed = seal_after(last, events, recorded_at)
         if sealed:
             self._last = sealed[-1]
-        if sealed:  # the driver's executemany: the ORM's bulk insert costs more than the rows
-            driver = self.session.connection().connection.driver_connection
-            driver.executemany(_INSERT, [(r.seq, r.stream_id, r.type, r.schema_version,
-                                          r.recorded_at, r.data, r.prev_hash, r.hash) for r in sealed])
+        # one round of the driver: the ORM's bulk insert costs more than the rows
+        self.txn.insert("events", EVENT_COLUMNS, [(r.seq, r.stream_id, r.type, r.schema_version,
+                                                   r.recorded_at, r.data, r.prev_hash, r.hash)
+                                                  for r in sealed])
         return sealed
 
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:

@@ -1,0 +1,63 @@
+"""The storage port (`port.py`) and its adapters: which engine a location selects.
+
+A path selects SQLite, the embedded default; a `postgresql://` URL selects
+PostgreSQL, for several hosts over one database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eventlog.storage.port import Storage, Transaction
+
+__all__ = ["DATABASE_URL_VARIABLE", "Storage", "Transaction", "create_storage", "is_url", "open_storage",
+           "redact"]
+
+# how a URL (which may hold a password) reaches a process sched starts: its
+# environment, never its argv; an agent's environment never has it
+DATABASE_URL_VARIABLE = "SCHED_DATABASE_URL"
+
+URL_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether `location` names a database server rather than a file."""
+    return isinstance(location, str) and location.startswith(URL_SCHEMES)
+
+
+def redact(location: str | Path) -> str:
+    """`location` as messages, logs and `config show` may print it: a URL without its
+    password."""
+    if not is_url(location):
+        return str(location)
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(str(location))
+    if parts.password is None:
+        return str(location)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def open_storage(location: str | Path, *, synchronous: str = "NORMAL",
+                 busy_timeout_ms: int = 30_000) -> Storage:
+    """An existing sched database at `location` (a missing, empty or foreign one is an
+    error and is left as it was)."""
+    if is_url(location):
+        from eventlog.storage.postgres import PostgresStorage
+        return PostgresStorage.open(str(location), busy_timeout_ms=busy_timeout_ms)
+    from eventlog.storage.sqlite import SqliteStorage
+    return SqliteStorage.open(Path(location), synchronous=synchronous,  # type: ignore[arg-type]
+                              busy_timeout_ms=busy_timeout_ms)
+
+
+def create_storage(location: str | Path, *, synchronous: str = "NORMAL",
+                   busy_timeout_ms: int = 30_000) -> Storage:
+    """The database at `location` for `init` (created if missing; refused if it is
+    another program's); the caller then creates the schema."""
+    if is_url(location):
+        from eventlog.storage.postgres import PostgresStorage
+        return PostgresStorage.create(str(location), busy_timeout_ms=busy_timeout_ms)
+    from eventlog.storage.sqlite import SqliteStorage
+    return SqliteStorage.create(Path(location), synchronous=synchronous,  # type: ignore[arg-type]
+                                busy_timeout_ms=busy_timeout_ms)

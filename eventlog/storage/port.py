@@ -1,0 +1,99 @@
+"""The storage port: what sched asks of a database engine, and nothing else.
+
+Above this port there is no SQL dialect. Statements over sched's tables are written
+once with SQLAlchemy's expression language against `Transaction.session` (the
+adapter's dialect compiles them), and the few things each engine does its own way are
+methods here: the single-writer transaction and its time, bulk upserts and inserts on
+the hot paths, a point read, an index hint, schema creation and upgrade, the integrity
+check and wake-ups. Two adapters implement it: `eventlog.storage.sqlite` (the
+embedded default) and `eventlog.storage.postgres` (several hosts). The log alone also
+has an in-memory store (`eventlog.store.InMemoryStore`) for unit tests; one contract
+suite (tests/integration/test_store_contract.py) runs over all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import ColumnElement, Table
+from sqlmodel import Session
+
+Row = Sequence[object]
+
+
+class Transaction(Protocol):
+    """One transaction: a writer's (the only one deciding, until it commits) or a
+    reader's (one consistent snapshot)."""
+
+    session: Session  # for dialect-neutral statements (SQLAlchemy expressions)
+
+    def server_time(self) -> datetime | None:
+        """The database server's clock, read now (under the write lock in a writer);
+        None where the engine has no clock of its own (SQLite: the caller's clock)."""
+        ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert `rows` (values in `columns` order), in one round of the driver."""
+        ...
+
+    def upsert(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: Sequence[Row],
+               add: Sequence[str] = ()) -> None:
+        """Insert `rows`, or update the row of the same `keys`: columns in `add` are
+        summed with the stored value, the others replaced."""
+        ...
+
+    def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
+        """The row whose `key` column equals `value` (the hot point read)."""
+        ...
+
+    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
+        """Every row of `table`, values as stored (for verify: nothing parsed)."""
+        ...
+
+    def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]
+        """`column` in a WHERE term that must not choose the index (a hint where the
+        engine's planner needs one; the column itself elsewhere)."""
+        ...
+
+    def has_table(self, name: str) -> bool:
+        ...
+
+    def notify(self, seq: int) -> None:
+        """Wake the waiting processes once this transaction commits (work may be
+        available up to `seq`); nothing where the engine has no wake-ups."""
+        ...
+
+
+class Storage(Protocol):
+    """A sched database on one engine."""
+
+    engine_name: str  # "sqlite" | "postgresql"
+    location: str  # what messages name: the file, or the URL without its password
+    read_only: bool
+
+    def write(self, *, commit: bool = True) -> AbstractContextManager[Transaction]:
+        """The single-writer transaction, committed when the block returns (rolled back
+        with `commit=False` or if it raises)."""
+        ...
+
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A consistent snapshot that writes nothing."""
+        ...
+
+    def schema_version(self) -> int:
+        """The version of sched's tables this database holds (0: none yet)."""
+        ...
+
+    def create_schema(self, tables: Sequence[Table], version: int) -> None:
+        """Create the missing `tables`, mark the database as sched's, at `version`."""
+        ...
+
+    def integrity_check(self) -> str:
+        """'ok', or what the engine's own check found wrong."""
+        ...
+
+    def close(self) -> None:
+        ...

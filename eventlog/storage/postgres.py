@@ -1,0 +1,189 @@
+"""The PostgreSQL adapter of the storage port: sched on several hosts over one database.
+
+One writer decides at a time, as on SQLite: a writer runs at READ COMMITTED, sets
+`lock_timeout` from the busy timeout, and takes one transaction-level advisory lock
+before it reads anything; it then catches up, decides, appends (seq = head + 1 under
+the lock: gap-free, the same hash chain) and commits, which releases the lock. Not
+SERIALIZABLE (every host's tick would collide on the log head and retry) and not
+SKIP LOCKED (a claim appends to the log anyway, and skipping rows does not protect an
+agent's capacity). Transaction-level locks only, so PgBouncer in transaction mode
+works. Readers see one snapshot: REPEATABLE READ READ ONLY.
+
+The time a writer records is the server's, read under the lock, so hosts whose clocks
+disagree cannot record time running backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import psycopg
+from sqlalchemy import Column, MetaData, String, Table, create_engine, func, inspect, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlmodel import Session, SQLModel
+
+from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
+from eventlog.faults import fault_point
+from eventlog.schema import EventRow
+from eventlog.storage import redact
+from eventlog.storage.base import SqlTransaction
+from eventlog.storage.types import Int64
+
+# pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
+WRITER_LOCK = 0x53434844
+NOTIFY_CHANNEL = "sched"
+# the mark of a sched database: which version of sched's tables it holds
+_MARK = Table("sched_schema", MetaData(), Column("application", String, primary_key=True),
+              Column("version", Int64, nullable=False))
+
+
+def engine_url(url: str) -> str:
+    """SQLAlchemy's name for psycopg 3 (a bare postgresql:// would mean psycopg2)."""
+    for scheme in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+class PostgresTransaction(SqlTransaction):
+    mark = "%s"
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.wake_seq: int | None = None
+
+    def server_time(self) -> datetime | None:
+        # clock_timestamp(), not now(): now() is when the transaction began, before
+        # the lock was won
+        return self.session.execute(select(func.clock_timestamp())).scalar()
+
+    def notify(self, seq: int) -> None:
+        self.wake_seq = seq if self.wake_seq is None else max(self.wake_seq, seq)
+
+
+class PostgresStorage:
+    """A sched database on a PostgreSQL server."""
+
+    engine_name = "postgresql"
+    read_only = False
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000) -> None:
+        self.url = url
+        self.location = redact(url)
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        # pre-ping: a connection the server dropped (a restart) is replaced, not used
+        self.engine = create_engine(
+            engine_url(url), pool_pre_ping=True, pool_size=2, max_overflow=8,
+            connect_args={"connect_timeout": 10, "application_name": "sched"})
+        self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",
+                                                     postgresql_readonly=True)
+        self._writer = self.engine.execution_options(isolation_level="READ COMMITTED")
+
+    # -- opening --------------------------------------------------------------------
+    def _probe(self) -> str:
+        """'sched', 'empty' (no tables: `init` may use it) or 'foreign'."""
+        with self.guard(), self.engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+        if _MARK.name in tables:
+            return "sched"
+        return "empty" if not tables else "foreign"
+
+    @classmethod
+    def create(cls, url: str, **options) -> PostgresStorage:  # type: ignore[no-untyped-def]
+        db = cls(url, **options)
+        if db._probe() == "foreign":
+            db.close()
+            raise ForeignDatabase(f"{db.location} holds another program's tables, not sched's; "
+                                  "nothing was changed")
+        return db
+
+    @classmethod
+    def open(cls, url: str, **options) -> PostgresStorage:  # type: ignore[no-untyped-def]
+        db = cls(url, **options)
+        kind = db._probe()
+        if kind != "sched":
+            db.close()
+            if kind == "empty":
+                raise DatabaseError(f"no sched database at {db.location}: run `sched init` first")
+            raise ForeignDatabase(f"{db.location} holds another program's tables, not sched's; "
+                                  "nothing was changed")
+        return db
+
+    def schema_version(self) -> int:
+        with self.read() as txn:
+            if not txn.has_table(_MARK.name):
+                return 0
+            return int(txn.session.execute(select(_MARK.c.version)).scalar() or 0)
+
+    def create_schema(self, tables: Sequence[Table], version: int) -> None:
+        with self.write() as txn:  # under the writers' lock: two hosts' `init` take turns
+            connection = txn.session.connection()
+            SQLModel.metadata.create_all(connection, tables=list(tables))
+            _MARK.create(connection, checkfirst=True)
+            txn.upsert(_MARK.name, ("application", "version"), ("application",), [("sched", int(version))])
+
+    def integrity_check(self) -> str:
+        """The log's own shape: seqs 1..N, none missing (the server checks its pages)."""
+        with self.read() as txn:
+            count, low, high = txn.session.execute(
+                select(func.count(), func.min(EventRow.seq), func.max(EventRow.seq))).one()
+        if count and (low != 1 or high != count):
+            return f"the events table has {count} rows for seqs {low}..{high}: events are missing"
+        return "ok"
+
+    # -- transactions -------------------------------------------------------------------
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (DBAPIError, psycopg.Error) as e:
+            raise classify(self.location, self.busy_timeout_ms, e) from e
+        except SQLAlchemyError as e:
+            raise DatabaseFault(f"{self.location}: {str(e).splitlines()[0]}") from e
+
+    @contextmanager
+    def write(self, *, commit: bool = True) -> Iterator[PostgresTransaction]:
+        with self.guard(), Session(self._writer) as session:
+            try:
+                connection = session.connection()
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {self.busy_timeout_ms}")
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+                txn = PostgresTransaction(session)
+                yield txn
+            except BaseException:
+                session.rollback()
+                raise
+            if not commit:
+                session.rollback()
+                return
+            if txn.wake_seq is not None:  # delivered at commit, once per transaction
+                connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}, '{int(txn.wake_seq)}'")
+            fault_point("before_commit")
+            session.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[PostgresTransaction]:
+        with self.guard(), Session(self._reader) as session:
+            try:
+                yield PostgresTransaction(session)
+            finally:
+                session.rollback()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
+    """One line for a driver error: a lock wait past the busy timeout is busy (exit 1,
+    try again); a lost or refused connection and every other server fault exit 1."""
+    original = getattr(error, "orig", None) or error
+    what = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+    if isinstance(original, psycopg.errors.LockNotAvailable):
+        return DatabaseBusy(f"{location}: another writer held the lock longer than busy_timeout_ms "
+                            f"({busy_timeout_ms} ms); try again")
+    if isinstance(original, psycopg.OperationalError) or getattr(error, "connection_invalidated", False):
+        return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): nothing was "
+                             "written; a retry helps once the server is reachable")
+    return DatabaseFault(f"{location}: {what}")

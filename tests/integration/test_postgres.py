@@ -1,0 +1,96 @@
+"""sched on PostgreSQL, what only a server can do: it goes away and comes back, its
+clock decides event time, a URL may hold a password that must never be shown, and the
+CLI selects the engine by the URL it is given."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from eventlog.errors import DatabaseFault
+from scheduler import queries
+from scheduler.clock import SystemClock
+from scheduler.submit import TaskSpec, submit
+from scheduler.workspace import Workspace
+from tests.cli.conftest import CONTROL_NAME, FLEET, sched
+from tests.conftest import new_workspace
+
+
+def test_a_restarted_server_is_reconnected_to_and_work_goes_on(tmp_path, pg_cluster, pg_url):
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title="before")])
+    pg_cluster.restart()  # every pooled connection of ws is now dead
+    submit(ws, [TaskSpec(queue="dev", title="after")])
+    assert [t.title for t in queries.list_tasks(ws)] == ["before", "after"]
+    assert queries.verify_log(ws).ok
+    ws.close()
+
+
+def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp_path, pg_url):
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title="kept")])
+    with pytest.raises(DatabaseFault) as caught, ws.write() as recorder:
+        pid = recorder.views.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        recorder.views.get_task(1)  # the next statement finds the connection gone
+    assert caught.value.exit_code == 1
+    assert "\n" not in caught.value.message and "cannot use the PostgreSQL server" in caught.value.message
+    assert [t.title for t in queries.list_tasks(ws)] == ["kept"]
+    assert queries.verify_log(ws).ok
+    ws.close()
+
+
+class SkewedClock(SystemClock):
+    """A host whose clock is an hour fast."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(hours=1)
+
+
+def test_event_time_is_the_servers_not_the_hosts(tmp_path, pg_url):
+    made = new_workspace(tmp_path / "home", database=pg_url)
+    made.close()
+    skewed = Workspace(made.settings, clock=SkewedClock())
+    before = datetime.now(UTC)
+    submit(skewed, [TaskSpec(queue="dev", title="t")])
+    (rec,) = [r for r in queries.replay(skewed) if r.type == "TaskSubmitted"]
+    assert before - timedelta(seconds=30) <= rec.at <= datetime.now(UTC) + timedelta(seconds=30)
+    skewed.close()
+
+
+def with_password(url: str, password: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+
+
+def test_the_cli_selects_postgresql_by_url_and_never_shows_a_password(tmp_path, pg_url):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / CONTROL_NAME).write_text(json.dumps(FLEET))
+    url = with_password(pg_url, "s3cret-pw")  # trust auth: the server ignores it
+    assert sched(home, "init", "--db", url).returncode == 0
+    assert sched(home, "submit", "--queue", "dev", "--title", "hello", "--db", url).returncode == 0
+    status = sched(home, "status", "--json", "--db", url)
+    assert status.returncode == 0 and json.loads(status.stdout)["queues"]["dev"]["queued"] == 1
+    assert not (home / "sched.db").exists()  # the URL, not a file in home
+    shown = sched(home, "config", "show", "--json", "--db", url)
+    assert "s3cret-pw" not in shown.stdout + shown.stderr and "***" in shown.stdout
+    gone = with_password(pg_url.replace("port=", "port=1"), "s3cret-pw")  # no server there
+    failed = sched(home, "status", "--db", gone)
+    assert failed.returncode == 1 and "s3cret-pw" not in failed.stdout + failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+
+
+def test_sched_database_url_in_the_environment_selects_it(tmp_path, pg_url):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / CONTROL_NAME).write_text(json.dumps(FLEET))
+    env_url = {"SCHED_DATABASE_URL": pg_url}
+    assert sched(home, "init", env=env_url).returncode == 0
+    assert sched(home, "submit", "--queue", "qa", "--title", "x", env=env_url).returncode == 0
+    listed = sched(home, "tasks", "--json", env=env_url)
+    assert [t["title"] for t in json.loads(listed.stdout)["tasks"]] == ["x"]
+    assert not (home / "sched.db").exists()

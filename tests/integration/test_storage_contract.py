@@ -1,0 +1,192 @@
+"""The storage port's contract, one suite over every SQL engine: the single writer,
+the snapshot reader, the hot-path writes, schema and marks, and the faults a writer
+meets. (The log itself: test_store_contract.py.)"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from sqlalchemy import select
+
+from eventlog.errors import DatabaseBusy, DatabaseError, ForeignDatabase
+from eventlog.events import TaskSubmitted
+from eventlog.schema import SCHEMA_VERSION
+from eventlog.sql_store import SqlStore
+from eventlog.store import first_broken_link
+from projections.tables import QueueCountRow, TaskRow
+from tests.conftest import fresh_storage, opened_storage
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def submitted(task_id: int) -> TaskSubmitted:
+    return TaskSubmitted(task_id=task_id, queue="q", title="t")
+
+
+def events_in(db) -> list[int]:
+    with db.read() as txn:
+        return [r.seq for r in SqlStore(txn).read()]
+
+
+def test_a_new_database_is_marked_at_the_schema_version(new_database):
+    db = fresh_storage(new_database())
+    assert db.schema_version() == SCHEMA_VERSION
+    assert db.integrity_check() == "ok"
+    with db.read() as txn:
+        assert txn.has_table("events") and txn.has_table("webhook_outbox") and txn.has_table("tasks")
+
+
+def test_an_empty_database_is_not_opened_but_init_may_use_it(new_database):
+    location = new_database()
+    if not location.startswith("postgresql"):
+        open(location, "wb").close()  # an empty file
+    with pytest.raises(DatabaseError, match="sched init"):
+        opened_storage(location)
+    assert fresh_storage(location).schema_version() == SCHEMA_VERSION
+
+
+def add_foreign_table(location: str) -> None:
+    if location.startswith("postgresql"):
+        with psycopg.connect(location) as conn:
+            conn.execute("CREATE TABLE invoices (id integer primary key)")
+    else:
+        with sqlite3.connect(location) as conn:
+            conn.execute("CREATE TABLE invoices (id integer primary key)")
+        conn.close()
+
+
+def test_another_programs_database_is_refused_and_left_alone(new_database):
+    location = new_database()
+    add_foreign_table(location)
+    for attempt in (opened_storage, fresh_storage):
+        with pytest.raises(ForeignDatabase, match="nothing was changed"):
+            attempt(location)
+    if location.startswith("postgresql"):
+        with psycopg.connect(location) as conn:
+            tables = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+    else:
+        with sqlite3.connect(location) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        conn.close()
+    assert tables == ["invoices"]
+
+
+def test_a_rolled_back_write_leaves_nothing(new_database):
+    db = fresh_storage(new_database())
+    with pytest.raises(RuntimeError), db.write() as txn:
+        SqlStore(txn).append([submitted(1)], T0)
+        raise RuntimeError("decided against it")
+    with db.write(commit=False) as txn:
+        SqlStore(txn).append([submitted(1)], T0)
+    assert events_in(db) == []
+
+
+def test_a_reader_sees_one_snapshot(new_database):
+    db = fresh_storage(new_database())
+    with db.write() as txn:
+        SqlStore(txn).append([submitted(1)], T0)
+    with db.read() as txn:
+        store = SqlStore(txn)
+        assert store.last_position() == 1
+        with db.write() as other:
+            SqlStore(other).append([submitted(2)], T0)
+        assert store.last_position() == 1  # the commit after the snapshot is not seen
+    assert events_in(db) == [1, 2]
+
+
+def test_a_writer_that_outwaits_the_busy_timeout_is_told_to_try_again(new_database):
+    location = new_database()
+    holder = fresh_storage(location)
+    impatient = opened_storage(location, busy_timeout_ms=50)
+    with holder.write() as txn:
+        SqlStore(txn).append([submitted(1)], T0)
+        with pytest.raises(DatabaseBusy, match="try again") as caught, impatient.write() as other:
+            SqlStore(other).append([submitted(2)], T0)
+    assert caught.value.exit_code == 1
+    assert events_in(impatient) == [1]
+
+
+def _append_many(location: str, worker: int, count: int) -> None:
+    from eventlog.storage import open_storage
+
+    db = open_storage(location)
+    for i in range(count):
+        with db.write() as txn:  # read the head, then append after it: read-modify-write
+            SqlStore(txn).append([submitted(worker * 1000 + i + 1)], T0)
+    db.close()
+
+
+def test_concurrent_writers_in_processes_take_turns_and_keep_the_chain(new_database):
+    location = new_database()
+    fresh_storage(location).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(location, w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    db = opened_storage(location)
+    with db.read() as txn:
+        store = SqlStore(txn)
+        assert [r.seq for r in store.read()] == list(range(1, 101))
+        assert first_broken_link(store.read()) is None
+        assert sorted(r.event.task_id for r in store.read()) == sorted(
+            w * 1000 + i + 1 for w in range(4) for i in range(25))
+
+
+def test_upsert_replaces_or_adds_and_the_point_read_finds_it(new_database):
+    db = fresh_storage(new_database())
+    columns, keys = ("queue", "status", "count"), ("queue", "status")
+    with db.write() as txn:
+        txn.upsert("queue_counts", columns, keys, [("dev", "queued", 2), ("qa", "queued", 1)], add=("count",))
+        txn.upsert("queue_counts", columns, keys, [("dev", "queued", 3)], add=("count",))
+        txn.upsert("projection_meta", ("key", "value"), ("key",), [("k", "one")])
+        txn.upsert("projection_meta", ("key", "value"), ("key",), [("k", "two")])
+        txn.insert("projection_meta", ("key", "value"), [("j", "new")])
+    with db.read() as txn:
+        assert sorted(txn.fetch_all("queue_counts", columns)) == [("dev", "queued", 5), ("qa", "queued", 1)]
+        assert tuple(txn.fetch_one("projection_meta", ("value",), "key", "k")) == ("two",)
+        assert txn.fetch_one("projection_meta", ("value",), "key", "absent") is None
+        assert sorted(txn.fetch_all("projection_meta", ("key", "value"))) == [("j", "new"), ("k", "two")]
+        big = txn.session.execute(select(QueueCountRow.count).where(QueueCountRow.queue == "dev")).scalar()
+        assert big == 5
+
+
+def test_counts_ids_and_sizes_hold_64_bit_values(new_database):
+    db = fresh_storage(new_database())
+    big = 2**62 + 1
+    with db.write() as txn:
+        txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"), [("q", "s", big)])
+    with db.read() as txn:
+        assert list(txn.fetch_all("queue_counts", ("count",))) == [(big,)]
+        assert TaskRow.__table__.c.payload_bytes.type.compile(txn.session.get_bind().dialect) in (
+            "BIGINT", "INTEGER")  # INTEGER is SQLite's 64-bit integer
+
+
+def test_an_unindexed_term_selects_the_same_rows(new_database):
+    db = fresh_storage(new_database())
+    with db.write() as txn:
+        txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"),
+                   [("dev", "queued", 1), ("qa", "running", 2)])
+    with db.read() as txn:
+        term = txn.unindexed(QueueCountRow.status) == "running"
+        assert txn.session.execute(select(QueueCountRow.queue).where(term)).scalars().all() == ["qa"]
+
+
+def test_a_writer_reads_the_servers_clock_where_it_has_one(new_database, engine):
+    db = fresh_storage(new_database())
+    with db.write() as txn:
+        first = txn.server_time()
+    with db.write() as txn:
+        second = txn.server_time()
+    if engine == "sqlite":
+        assert first is None and second is None  # the caller's (injected) clock decides
+    else:
+        assert first.tzinfo is not None and first <= second
+        assert abs((datetime.now(UTC) - second).total_seconds()) < 60

@@ -1,0 +1,280 @@
+"""A throwaway PostgreSQL cluster for the test suite.
+
+`PgCluster` runs initdb and pg_ctl from the server binaries on this machine (Debian's
+/usr/lib/postgresql/<version>/bin, or whatever initdb is on PATH) into temporary
+directories, with durability off (fsync, synchronous_commit, full_page_writes) and no TCP
+listener: clients connect over a unix socket in a private directory, so the port number only
+names the socket file. As root the server runs as the `postgres` user (initdb refuses root).
+
+The fixtures `pg_cluster` (one cluster per session) and `pg_url` (a fresh database per test)
+are meant to be imported into tests/conftest.py. Without server binaries or psycopg they
+skip, or fail when SCHED_REQUIRE_POSTGRES=1 (CI sets it, so CI cannot skip them silently).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import random
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRE_ENV = "SCHED_REQUIRE_POSTGRES"
+SERVER_USER = "postgres"  # the OS user the server runs as when the tests run as root
+TIMEOUT = 120.0  # seconds, for every subprocess (initdb, pg_ctl); pg_ctl -w itself waits 60
+SERVER_OPTIONS = "-c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def find_bin_dir() -> Path | None:
+    """The newest /usr/lib/postgresql/*/bin holding initdb and pg_ctl, else the directory of
+    the initdb on PATH, else None."""
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", path.parent.name)) or (0,)
+
+    found = [
+        d
+        for d in Path("/usr/lib/postgresql").glob("*/bin")
+        if (d / "initdb").is_file() and (d / "pg_ctl").is_file()
+    ]
+    if found:
+        return max(found, key=version)
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def unavailable_reason() -> str | None:
+    """None when a cluster can be started here, else one line saying how to enable it."""
+    if find_bin_dir() is None:
+        return (
+            "PostgreSQL tests skipped: no PostgreSQL server binaries "
+            "(install Debian's `postgresql` package: apt-get install -y postgresql)"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "PostgreSQL tests skipped: psycopg is not installed (pip install 'psycopg[binary]>=3')"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            return (
+                f"PostgreSQL tests skipped: running as root and there is no `{SERVER_USER}` user for the "
+                f"server (useradd --system {SERVER_USER}, or run the tests as a non-root user)"
+            )
+    return None
+
+
+def _short_tmp() -> str:
+    """/tmp when usable: socket paths must stay under ~100 bytes, and $TMPDIR may be long."""
+    return "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else tempfile.gettempdir()
+
+
+class PgCluster:
+    """One PostgreSQL server in temporary directories; `start` it, `stop` it when done."""
+
+    def __init__(self) -> None:
+        self.bin_dir: Path | None = None
+        self.data_dir: Path | None = None
+        self.socket_dir: Path | None = None
+        self.log_file: Path | None = None
+        self.port: int | None = None
+        self.server_version: int | None = None  # e.g. 150014
+        self._owned: list[Path] = []  # directories removed by stop()
+        self._as_root = os.geteuid() == 0
+
+    # -- running the binaries ------------------------------------------------------------------
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a server binary (as the postgres user when we are root); never raises on exit code."""
+        assert self.bin_dir is not None
+        kwargs: dict[str, object] = {}
+        if self._as_root:
+            user = pwd.getpwnam(SERVER_USER)
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        return subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.socket_dir,  # somewhere the server user can enter (the cwd may be root's)
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return "(no server log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def _check(self, what: str, done: subprocess.CompletedProcess[str]) -> None:
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{what} failed (exit {done.returncode}): {' '.join(map(str, done.args))}\n"
+                f"--- output ---\n{(done.stdout + done.stderr).strip()}\n"
+                f"--- tail of the server log ---\n{self._log_tail()}"
+            )
+
+    def _pg_ctl(self, what: str, *args: str) -> None:
+        assert self.data_dir is not None and self.log_file is not None
+        options = f"-k {self.socket_dir} -p {self.port} {SERVER_OPTIONS}"
+        try:
+            done = self._run(
+                "pg_ctl", *args, "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file),
+                "-o", options,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"{what} timed out after {TIMEOUT} s\n{self._log_tail()}") from e
+        self._check(what, done)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, base: Path) -> PgCluster:
+        """initdb a new cluster and start it. The data directory goes under `base`; the socket
+        directory is a short one under /tmp. As root both live in one /tmp directory owned by
+        the postgres user, who could not enter `base` (pytest's tmp directories are 0700 root)."""
+        reason = unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(reason)
+        self.bin_dir = find_bin_dir()
+        top = Path(tempfile.mkdtemp(prefix="schedpg", dir=_short_tmp()))
+        self._owned.append(top)
+        self.socket_dir = top
+        if self._as_root:
+            user = pwd.getpwnam(SERVER_USER)
+            os.chown(top, user.pw_uid, user.pw_gid)
+            self.data_dir = top / "data"  # initdb creates it, owned by the server user
+        else:
+            base.mkdir(parents=True, exist_ok=True)
+            self.data_dir = Path(tempfile.mkdtemp(prefix="pgdata", dir=base))
+            self._owned.append(self.data_dir)
+        self.log_file = top / "server.log"
+        # The socket directory is private and no TCP listener is opened, so any port is free.
+        self.port = random.randint(20000, 60000)
+        try:
+            done = self._run(
+                "initdb", "-D", str(self.data_dir), "-A", "trust", "--no-sync", "-U", "postgres",
+                "-E", "UTF8", "--locale=C",
+            )
+        except subprocess.TimeoutExpired as e:
+            self._remove_dirs()
+            raise RuntimeError(f"initdb timed out after {TIMEOUT} s") from e
+        if done.returncode != 0:
+            self._remove_dirs()
+            self._check("initdb", done)
+        try:
+            self._pg_ctl("starting PostgreSQL", "start")
+            with self._admin() as conn:
+                self.server_version = conn.info.server_version
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: sessions are disconnected), same socket and port."""
+        self._pg_ctl("restarting PostgreSQL", "restart", "-m", "fast")
+
+    def stop(self) -> None:
+        """Stop the server at once (no shutdown checkpoint: its data is thrown away) and remove
+        its directories. Safe to call twice, or after a failed start."""
+        pid_file = self.data_dir / "postmaster.pid" if self.data_dir else None
+        if pid_file is not None and pid_file.exists():
+            try:
+                done = self._run(
+                    "pg_ctl", "stop", "-m", "immediate", "-w", "-t", "60", "-D", str(self.data_dir)
+                )
+                stopped = done.returncode == 0
+            except subprocess.TimeoutExpired:
+                stopped = False
+            if not stopped and pid_file.exists():  # do not leave a server behind
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        for path in self._owned:
+            shutil.rmtree(path, ignore_errors=True)
+        self._owned.clear()
+
+    # -- databases -------------------------------------------------------------------------------
+
+    def url(self, dbname: str) -> str:
+        """A libpq/psycopg URL for `dbname` over the unix socket, with no password. For
+        SQLAlchemy use `sqlalchemy_url` (a bare postgresql:// there means psycopg2)."""
+        assert self.socket_dir is not None, "the cluster is not started"
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}&port={self.port}"
+
+    def sqlalchemy_url(self, dbname: str) -> str:
+        return self.url(dbname).replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def _admin(self):  # -> psycopg.Connection; typed loosely so psycopg is imported only when used
+        import psycopg
+
+        return psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=30)
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database `name` and return its url."""
+        from psycopg import sql
+
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        with self._admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, disconnecting anyone still connected to it."""
+        from psycopg import sql
+
+        with self._admin() as conn:
+            if (self.server_version or 0) >= 130000:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            else:  # WITH (FORCE) is PostgreSQL 13+
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+                )
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+# -- pytest fixtures (import them into conftest.py) ---------------------------------------------
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    """One PostgreSQL cluster for the whole session. Skips when PostgreSQL cannot run here,
+    or fails when SCHED_REQUIRE_POSTGRES=1."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = PgCluster().start(tmp_path_factory.mktemp("pg"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database for this test, dropped afterwards."""
+    name = f"t_{next(_db_counter)}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(name)
