@@ -32,7 +32,7 @@ from cli.scheduling_cmd import (
     status_command,
     tick_command,
 )
-from cli.setup_cmd import agents_app, config_app, init_command
+from cli.setup_cmd import agents_app, config_app, init_command, migrate_command
 from cli.tasks_cmd import show_command, submit_command, tasks_command
 from cli.text import visible
 from cli.webhooks_cmd import webhooks_app
@@ -70,6 +70,7 @@ app.command("tasks")(tasks_command)
 app.command("show")(show_command)
 app.command("replay")(replay_command)
 app.command("rebuild")(rebuild_command)
+app.command("migrate")(migrate_command)
 app.command("run")(run_command)
 app.command("exec")(exec_command)
 app.command("metrics")(metrics_command)

@@ -121,6 +121,28 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
     console().print(table)
 
 
+def migrate_command(
+    to: Annotated[str, typer.Option(
+        "--to", help="The empty database to copy into: a postgresql:// URL, or a file.",
+        show_default=False)],
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Copy the log into an empty database (SQLite to PostgreSQL, or back), checking its
+    hash chain, and rebuild the projections there. Stop every writer first."""
+    from scheduler.migrate import migrate
+
+    def progress(done: int, total: int) -> None:
+        message(f"  {done} of {total} events copied")
+
+    done = migrate(workspace(home, db), to, progress=None if json_out else progress)
+    if json_out:
+        emit_json({"source": done.source, "target": done.target, "events": done.events,
+                   "head": {"seq": done.head_seq, "hash": done.head_hash}})
+        return
+    message(f"migrated {done.events} events from {done.source} to {done.target}")
+    message(f"head on both: seq {done.head_seq} {done.head_hash}")
+
+
 @config_app.command("show")
 def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
                         agents: AgentsOpt = None) -> None:

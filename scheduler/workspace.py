@@ -42,7 +42,7 @@ class Workspace:
     _db: Storage | None = None
 
     # -- the database ------------------------------------------------------------------
-    def _options(self) -> dict[str, object]:
+    def storage_options(self) -> dict[str, object]:
         return {"synchronous": self.settings.synchronous,
                 "busy_timeout_ms": self.settings.busy_timeout_ms}
 
@@ -51,7 +51,7 @@ class Workspace:
         """The existing database (a missing or foreign one is an error), its schema
         upgraded and its projections of this version."""
         if self._db is None:
-            db = open_storage(self.settings.database, **self._options())  # type: ignore[arg-type]
+            db = open_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
             if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
                 self._needs_write(db, "its tables were made by an older version of sched and must "
                                       "be upgraded")
@@ -74,7 +74,7 @@ class Workspace:
 
     def init_db(self) -> bool:
         """Create the database and its tables if missing (idempotent); whether it did."""
-        db = create_storage(self.settings.database, **self._options())  # type: ignore[arg-type]
+        db = create_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
         created = db.schema_version() == 0
         db.create_schema(ALL_TABLES, SCHEMA_VERSION)
         with db.write() as txn:

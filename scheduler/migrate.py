@@ -1,0 +1,81 @@
+"""`sched migrate --to LOCATION`: copy the log into an empty database of another engine
+(SQLite to PostgreSQL when a fleet outgrows one machine, or back, for a laptop copy),
+checking the hash chain as it goes, and rebuild the projections there.
+
+The source is read in one snapshot; the copy is written in one transaction of the
+target, so a failure leaves the target as empty as it was. Operational records (tick
+runs, webhook outbox, gate cache, health state) are not copied: they are not facts of
+the log, and the target's own processes make them anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventlog.errors import CorruptLog, DatabaseFault, Refused
+from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
+from eventlog.sql_store import SqlStore
+from eventlog.storage import create_storage
+from eventlog.store import GENESIS_HASH
+from projections.rebuild import ensure_current
+from scheduler.workspace import ALL_TABLES, Workspace
+
+BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class Migration:
+    source: str
+    target: str
+    events: int
+    head_seq: int
+    head_hash: str
+
+
+def migrate(ws: Workspace, target: str | Path,
+            progress: Callable[[int, int], None] | None = None) -> Migration:
+    """Copy the log of `ws` into the empty database at `target`; `progress(done, total)`
+    after each batch. Ends with the same head (seq and hash) on both sides."""
+    source = ws.db
+    dest = create_storage(target, **ws.storage_options())  # type: ignore[arg-type]
+    try:  # (the source itself is refused here too: it holds a log)
+        with dest.read() as txn:
+            if txn.has_table("events") and SqlStore(txn).last_position() > 0:
+                raise Refused(f"{dest.location} already holds a sched log; migrate copies only into an "
+                              "empty database (nothing was changed)")
+        dest.create_schema(ALL_TABLES, SCHEMA_VERSION)
+        with source.read() as read_txn, dest.write() as write_txn:
+            expected = SqlStore(read_txn).head()  # the snapshot's head
+            copied = _copy(SqlStore(read_txn), write_txn, expected[0], progress)
+            ensure_current(write_txn)  # the projections, folded from the copied log
+            head = SqlStore(write_txn).head()
+            if head != expected:  # rolled back: the target stays empty
+                raise DatabaseFault(f"the copy in {dest.location} ends at seq {head[0]} ({head[1]}), "
+                                    f"the source at seq {expected[0]} ({expected[1]}); nothing was kept")
+        return Migration(source.location, dest.location, copied, head[0], head[1])
+    finally:
+        dest.close()
+
+
+def _copy(log: SqlStore, txn, total: int, progress: Callable[[int, int], None] | None) -> int:  # type: ignore[no-untyped-def]
+    """Stream the source's events into the target's `events` table, each checked to
+    follow from the one before (seq, link, hash) before it is written."""
+    expected_seq, prev, rows = 1, GENESIS_HASH, []
+    for rec in log.read():
+        if rec.seq != expected_seq or rec.prev_hash != prev or not rec.hash_matches():
+            raise CorruptLog(f"the source log is broken at seq {rec.seq}: nothing was copied; see "
+                             "`sched replay --verify`")
+        rows.append((rec.seq, rec.stream_id, rec.type, rec.schema_version, rec.recorded_at, rec.data,
+                     rec.prev_hash, rec.hash))
+        expected_seq, prev = rec.seq + 1, rec.hash
+        if len(rows) == BATCH:
+            txn.insert("events", EVENT_COLUMNS, rows)
+            rows = []
+            if progress is not None:
+                progress(expected_seq - 1, total)
+    txn.insert("events", EVENT_COLUMNS, rows)
+    if progress is not None:
+        progress(expected_seq - 1, total)
+    return expected_seq - 1

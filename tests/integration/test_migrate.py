@@ -1,0 +1,99 @@
+"""`sched migrate`: the log moves to another engine whole (same head, same hash, same
+projections), checked as it goes, and only into an empty database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import update
+
+from eventlog.errors import CorruptLog, ForeignDatabase, Refused
+from eventlog.schema import EventRow
+from scheduler import queries, worker
+from scheduler.migrate import migrate
+from scheduler.settings import load_settings
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from scheduler.workspace import Workspace
+from tests.cli.conftest import CONTROL_NAME, FLEET, sched
+from tests.conftest import new_workspace
+from tests.integration.test_storage_contract import add_foreign_table
+
+
+def with_history(ws: Workspace) -> Workspace:
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}", priority=i % 3) for i in range(7)])
+    tick(ws)
+    claim = worker.claim(ws, "ann")
+    worker.complete(ws, claim.task.task_id, claim.token, {"ok": True})
+    submit(ws, [TaskSpec(queue="qa", title="check")])
+    return ws
+
+
+def at(location: str, tmp_path, name: str) -> Workspace:
+    home = tmp_path / name
+    home.mkdir(exist_ok=True)
+    (home / CONTROL_NAME).write_text(json.dumps(FLEET))
+    key = {"database_url": location} if location.startswith("postgresql") else {"db": location}
+    return Workspace(load_settings({}, {"home": home, **key}).settings)
+
+
+@pytest.mark.parametrize("direction", ["sqlite->postgresql", "postgresql->sqlite"])
+def test_the_log_arrives_whole_with_the_same_head_and_projections(tmp_path, pg_url, direction):
+    sqlite_file = str(tmp_path / "laptop.db")
+    source_at, target_at = (sqlite_file, pg_url) if direction.startswith("sqlite") else (pg_url, sqlite_file)
+    source = with_history(new_workspace(tmp_path / "src", database=source_at))
+    seen: list[tuple[int, int]] = []
+    done = migrate(source, target_at, progress=lambda n, total: seen.append((n, total)))
+    target = at(target_at, tmp_path, "dst")
+    assert (done.head_seq, done.head_hash) == queries.head(source) == queries.head(target)
+    assert done.events == done.head_seq and seen[-1] == (done.events, done.events)
+    assert [r.hash for r in queries.replay(target)] == [r.hash for r in queries.replay(source)]
+    assert queries.verify_log(target).ok
+    assert queries.status(target)["queues"] == queries.status(source)["queues"]
+    assert sorted((t.task_id, t.status, t.title) for t in queries.list_tasks(target)) == sorted(
+        (t.task_id, t.status, t.title) for t in queries.list_tasks(source))
+    source.close()
+    target.close()
+
+
+def test_only_an_empty_database_is_a_target(tmp_path, pg_url):
+    source = with_history(new_workspace(tmp_path / "src"))
+    migrate(source, pg_url)
+    target = at(pg_url, tmp_path, "dst")
+    before = queries.head(target)
+    with pytest.raises(Refused, match="already holds a sched log"):
+        migrate(source, pg_url)
+    with pytest.raises(Refused, match="already holds a sched log"):
+        migrate(source, str(source.settings.db_path))  # itself
+    assert queries.head(target) == before
+    foreign = str(tmp_path / "other.db")
+    add_foreign_table(foreign)
+    with pytest.raises(ForeignDatabase):
+        migrate(source, foreign)
+    source.close()
+    target.close()
+
+
+def test_a_broken_source_chain_copies_nothing(tmp_path, pg_url):
+    source = with_history(new_workspace(tmp_path / "src"))
+    with source.db.write() as txn:
+        txn.session.execute(update(EventRow).where(EventRow.seq == 3).values(data='{"forged": 1}'))
+    with pytest.raises(CorruptLog, match="broken at seq 3"):
+        migrate(source, pg_url)
+    target = at(pg_url, tmp_path, "dst")
+    assert queries.head(target)[0] == 0
+    source.close()
+    target.close()
+
+
+def test_the_cli_shows_progress_and_the_head(tmp_path, pg_url):
+    home = tmp_path / "home"
+    with_history(new_workspace(home)).close()
+    done = sched(home, "migrate", "--to", pg_url)
+    assert done.returncode == 0, done.stderr
+    assert "events copied" in done.stderr and "head on both: seq" in done.stderr
+    again = sched(home, "migrate", "--to", pg_url, "--json")
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+    heads = [sched(home, "replay", "--head", *extra).stdout for extra in ([], ["--db", pg_url])]
+    assert heads[0] == heads[1] and heads[0].strip()
