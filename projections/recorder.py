@@ -45,6 +45,8 @@ class Recorder:
         if when is None:
             raise ValueError("Recorder.record: no time (the recorder was not opened by Workspace.write)")
         sealed = self.log.append(events, when)
+        if sealed:  # waiting processes hear of it at commit (one notice per transaction)
+            self.log.txn.notify(sealed[-1].seq)
         fault_point("after_append")
         for rec in sealed:
             apply(self.views, rec)

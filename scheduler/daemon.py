@@ -17,11 +17,13 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from eventlog.errors import SchedError
@@ -142,9 +144,24 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         scheduler.add_job(job, "interval", seconds=every, id=name, max_instances=1, coalesce=True,
                           misfire_grace_time=max(int(every), 1), next_run_time=first)
 
+    stopping = threading.Event()
+
     def stop(signum: int, _frame: FrameType | None) -> None:
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
+        stopping.set()
         scheduler.shutdown(wait=True)
+
+    def wake_on_commits() -> None:
+        """A commit anywhere that appended events brings the next tick forward (the
+        interval stays the safety net)."""
+        wakeups = ws.db.wakeups()
+        try:
+            while not stopping.is_set():
+                if wakeups.wait(1.0) is not None and not stopping.is_set():
+                    with contextlib.suppress(JobLookupError):  # the scheduler is stopping
+                        scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+        finally:
+            wakeups.close()
 
     with contextlib.suppress(SchedError):  # a bad control file is the tick job's to report
         for warning in ws.settings.queue_table_warnings(a.type for a in ws.registry().agents):
@@ -153,9 +170,12 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""))
+    if ws.db.engine_name == "postgresql":
+        threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
         scheduler.start()
     finally:
+        stopping.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         with contextlib.suppress(SchedError), ws.db.write() as txn:

@@ -4,6 +4,7 @@ statements built once per shape, in the adapter's placeholder style."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -34,6 +35,20 @@ def upsert_sql(mark: str, table: str, columns: tuple[str, ...], keys: tuple[str,
 def select_sql(mark: str, table: str, columns: tuple[str, ...], key: str | None) -> str:
     where = f" WHERE {key} = {mark}" if key else ""
     return f"SELECT {', '.join(columns)} FROM {table}{where}"
+
+
+class PollingWakeups:
+    """`Wakeups` for an engine that has none: every wait runs its whole timeout."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> int | None:
+        self._closed.wait(timeout)
+        return None
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class SqlTransaction:

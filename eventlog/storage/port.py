@@ -67,6 +67,18 @@ class Transaction(Protocol):
         ...
 
 
+class Wakeups(Protocol):
+    """Notice of commits that appended events, for a process that waits for work."""
+
+    def wait(self, timeout: float) -> int | None:
+        """The seq of a commit that appended events, or None when `timeout` seconds
+        passed without one (an engine without wake-ups always waits it out: polling)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 class Storage(Protocol):
     """A sched database on one engine."""
 
@@ -93,6 +105,10 @@ class Storage(Protocol):
 
     def integrity_check(self) -> str:
         """'ok', or what the engine's own check found wrong."""
+        ...
+
+    def wakeups(self) -> Wakeups:
+        """A listener for the commits of every process (on this engine's terms)."""
         ...
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ disagree cannot record time running backwards.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,6 +62,36 @@ class PostgresTransaction(SqlTransaction):
 
     def notify(self, seq: int) -> None:
         self.wake_seq = seq if self.wake_seq is None else max(self.wake_seq, seq)
+
+
+class ListenWakeups:
+    """LISTEN on sched's channel over a connection of its own; a lost connection is
+    opened again at the next wait (until then, waits run out: polling)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                         application_name="sched listen")
+            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._conn
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            for note in self._connection().notifies(timeout=timeout, stop_after=1):
+                return int(note.payload) if note.payload.isdigit() else 0
+        except psycopg.Error:
+            self.close()
+            time.sleep(min(timeout, 1.0))  # the server is away: the polling safety net goes on
+        return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class PostgresStorage:
@@ -123,6 +154,9 @@ class PostgresStorage:
             SQLModel.metadata.create_all(connection, tables=list(tables))
             _MARK.create(connection, checkfirst=True)
             txn.upsert(_MARK.name, ("application", "version"), ("application",), [("sched", int(version))])
+
+    def wakeups(self) -> ListenWakeups:
+        return ListenWakeups(self.url)
 
     def integrity_check(self) -> str:
         """The log's own shape: seqs 1..N, none missing (the server checks its pages)."""

@@ -36,7 +36,7 @@ from sqlmodel import Session, SQLModel
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
-from eventlog.storage.base import SqlTransaction
+from eventlog.storage.base import PollingWakeups, SqlTransaction
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 APPLICATION_ID = 0x53434844  # "SCHD": PRAGMA application_id of a database sched made
@@ -237,6 +237,9 @@ class SqliteStorage:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+
+    def wakeups(self) -> PollingWakeups:
+        return PollingWakeups()
 
     def integrity_check(self) -> str:
         with self.guard(), self.engine.connect() as conn:

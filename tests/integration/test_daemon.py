@@ -28,7 +28,7 @@ with open(os.environ["SCHED_RESULT_FILE"], "w") as f:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc")
-def test_the_daemon_runs_fifty_tasks_through_four_push_agents_and_stops_on_sigterm(tmp_path):
+def test_the_daemon_runs_fifty_tasks_through_four_push_agents_and_stops_on_sigterm(tmp_path, new_database):
     script = tmp_path / "square.py"
     script.write_text(AGENT)
     command = [sys.executable, str(script)]
@@ -36,7 +36,7 @@ def test_the_daemon_runs_fifty_tasks_through_four_push_agents_and_stops_on_sigte
               {"agentName": "d2", "agentType": "dev", "maxConcurrency": 1, "command": command},
               {"agentName": "q1", "agentType": "qa", "maxConcurrency": 2, "command": command},
               {"agentName": "q2", "agentType": "qa", "maxConcurrency": 1, "command": command}]
-    ws = new_workspace(tmp_path / "home", agents)
+    ws = new_workspace(tmp_path / "home", agents, database=new_database())
     home = ws.settings.home
     submit(ws, [TaskSpec(queue="dev" if i % 2 else "qa", title=f"t{i}", payload={"n": i})
                 for i in range(50)])

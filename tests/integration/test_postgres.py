@@ -5,6 +5,11 @@ CLI selects the engine by the URL it is given."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -14,9 +19,10 @@ from eventlog.errors import DatabaseFault
 from scheduler import queries
 from scheduler.clock import SystemClock
 from scheduler.submit import TaskSpec, submit
+from scheduler.tick_runs import last_tick
 from scheduler.workspace import Workspace
 from tests.cli.conftest import CONTROL_NAME, FLEET, sched
-from tests.conftest import new_workspace
+from tests.conftest import new_workspace, wait_for
 
 
 def test_a_restarted_server_is_reconnected_to_and_work_goes_on(tmp_path, pg_cluster, pg_url):
@@ -94,3 +100,32 @@ def test_sched_database_url_in_the_environment_selects_it(tmp_path, pg_url):
     listed = sched(home, "tasks", "--json", env=env_url)
     assert [t["title"] for t in json.loads(listed.stdout)["tasks"]] == ["x"]
     assert not (home / "sched.db").exists()
+
+
+def test_a_commit_wakes_the_daemon_long_before_its_interval(tmp_path, pg_url):
+    ws = new_workspace(tmp_path / "home", database=pg_url)  # pull agents: ticks assign only
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "120",
+                               "--home", str(ws.settings.home)], env=env, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        wait_for("the daemon's first tick", lambda: last_tick_of(ws), timeout=30)
+        first = last_tick_of(ws)
+        submitted = time.monotonic()
+        (result,) = submit(ws, [TaskSpec(queue="dev", title="wake up")])
+        wait_for("the woken tick to assign it",
+                 lambda: queries.show(ws, result.task_id)[0].status == "assigned", timeout=20)
+        assert time.monotonic() - submitted < 20 and last_tick_of(ws) != first  # not the 120 s interval
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0 and "Traceback" not in err, err
+    ws.close()
+
+
+def last_tick_of(ws: Workspace) -> object:
+    with ws.read() as (_log, views):
+        return last_tick(views.txn)
