@@ -26,6 +26,9 @@ DbOpt = Annotated[str | None, typer.Option(
     "--db", help="Database file, or a postgresql:// URL (default $SCHED_DB, else "
     "$SCHED_HOME/sched.db).",
     show_default=False)]
+HostOpt = Annotated[str | None, typer.Option(
+    "--host", help="The host this process acts for: it starts the commands of agents pinned "
+    "to it (default $SCHED_HOST, else the machine's name).", show_default=False)]
 HomeOpt = Annotated[Path | None, typer.Option(
     "--home", help="Working directory of sched (default $SCHED_HOME, else the current one).",
     show_default=False)]
@@ -58,9 +61,11 @@ def emit_json(document: Any) -> None:
 
 
 def loaded_settings(home: Path | None = None, db: str | None = None,
-                    agents: Path | None = None, *, create_home: bool = False) -> LoadedSettings:
+                    agents: Path | None = None, *, create_home: bool = False,
+                    host: str | None = None) -> LoadedSettings:
     """The settings of a command. Its home must exist (only `init` creates it)."""
-    loaded = load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents})
+    loaded = load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents,
+                                        "host": host})
     if create_home:
         loaded.settings.home.mkdir(parents=True, exist_ok=True)
     elif not loaded.settings.home.is_dir():
@@ -70,8 +75,9 @@ def loaded_settings(home: Path | None = None, db: str | None = None,
 
 
 def workspace(home: Path | None = None, db: str | None = None,
-              agents: Path | None = None, *, create_home: bool = False) -> Workspace:
-    return Workspace(loaded_settings(home, db, agents, create_home=create_home).settings,
+              agents: Path | None = None, *, create_home: bool = False,
+              host: str | None = None) -> Workspace:
+    return Workspace(loaded_settings(home, db, agents, create_home=create_home, host=host).settings,
                      clock=CLOCK[0])
 
 

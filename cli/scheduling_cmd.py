@@ -14,7 +14,7 @@ from rich import box
 from rich.live import Live
 from rich.table import Table
 
-from cli.common import AgentsOpt, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from cli.common import AgentsOpt, DbOpt, HomeOpt, HostOpt, JsonOpt, console, emit_json, message, workspace
 from cli.dashboard import render
 from cli.text import literal, visible
 from eventlog.errors import BadInput
@@ -30,9 +30,10 @@ from scheduler.workspace import Workspace
 def tick_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, print, append nothing.")] = False,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+    host: HostOpt = None,
 ) -> None:
     """One scheduler pass: expire what is overdue, then assign queued tasks to agents."""
-    report = tick(workspace(home, db, agents), dry_run=dry_run)
+    report = tick(workspace(home, db, agents, host=host), dry_run=dry_run)
     if json_out:
         emit_json(asdict(report))
         return
@@ -204,10 +205,10 @@ def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
 def run_command(
     interval: Annotated[float | None, typer.Option(
         help="Seconds between ticks (default: setting tick_interval_seconds).")] = None,
-    db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+    db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None, host: HostOpt = None,
 ) -> None:
     """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0."""
-    ws = workspace(home, db, agents)
+    ws = workspace(home, db, agents, host=host)
     every = interval if interval is not None else ws.settings.tick_interval_seconds
     if not math.isfinite(every) or every <= 0:
         raise BadInput("--interval must be a number greater than 0")
@@ -220,9 +221,10 @@ def run_command(
 def exec_command(
     task_id: Annotated[int, typer.Argument(help="The assigned task to run.", min=1, max=INT64_MAX)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
+    host: HostOpt = None,
 ) -> None:
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
-    outcome = exec_task(workspace(home, db, agents), task_id, os.environ, subreaper=True)
+    outcome = exec_task(workspace(home, db, agents, host=host), task_id, os.environ, subreaper=True)
     if json_out:
         emit_json({"task_id": task_id, "status": outcome.status, "detail": outcome.detail})
     else:

@@ -283,11 +283,15 @@ class AgentRecord(BaseModel):
     command: tuple[str, ...] | None = None
     timeout_seconds: float | None = None  # an exec run longer than this is stopped
     non_retryable_exit_codes: tuple[int, ...] = ()  # exit codes that dead-letter at once
+    host: str | None = None  # (v2) only a runner on this host starts its command
 
 
 class AgentsConfigured(Event):
-    """The agent control file changed (or was first seen): this is the fleet from now on."""
+    """The agent control file changed (or was first seen): this is the fleet from now on.
 
+    Version 2 adds each agent's `host`: the host a push agent is pinned to."""
+
+    schema_version: int = 2
     type: Literal["AgentsConfigured"] = "AgentsConfigured"
     agents: tuple[AgentRecord, ...]
     content_hash: str
@@ -403,6 +407,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskStarted", 1): _unchanged,  # v2: + cgroup
     ("LeaseExpired", 1): _unchanged,  # v2: + detail
     ("TaskRequeued", 1): _unchanged,  # v2: + reasons "evicted", "released"; + detail
+    ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
 }
 
 

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -167,7 +166,8 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         for warning in ws.settings.queue_table_warnings(a.type for a in ws.registry().agents):
             log(f"warning: {warning}")
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label}"
+    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
+        f"{ws.settings.host_name}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""))
     if ws.db.engine_name == "postgresql":
@@ -179,6 +179,6 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         with contextlib.suppress(SchedError), ws.db.write() as txn:
-            forget_daemon(txn, socket.gethostname(), os.getpid())
+            forget_daemon(txn, ws.settings.host_name, os.getpid())
     log("sched daemon: stopped")
     return 0

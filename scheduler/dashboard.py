@@ -5,7 +5,6 @@ state, when the last tick ran and whether a daemon is alive."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -60,5 +59,5 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[st
     doc["last_hour"] = {"completed": done_last_hour, "failed": failed_last_hour}
     doc["last_tick"] = None if ticked is None else ticked | {
         "seconds_ago": round((now - from_text(str(ticked["at"]))).total_seconds(), 3)}
-    doc["daemon"] = daemon_state(running_daemons, now, socket.gethostname(), alive)
+    doc["daemon"] = daemon_state(running_daemons, now, ws.settings.host_name, alive)
     return doc

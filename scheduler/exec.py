@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -171,7 +170,7 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
             recorder.record([TaskStarted(
                 task_id=task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
                 lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
-                runner="exec", pid=os.getpid(), host=socket.gethostname(), argv=tuple(argv),
+                runner="exec", pid=os.getpid(), host=ws.settings.host_name, argv=tuple(argv),
                 workdir=str(workdir), log_path=str(log_path), cgroup=ref.cgroup)])
     except BaseException:
         if group is not None:

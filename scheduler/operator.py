@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -104,7 +103,7 @@ def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> Servi
     queue, and its running attempts are stopped (their processes on this host first)
     and requeued at once for other agents, without using up an attempt."""
     _check_words(ws, by, reason)
-    host = socket.gethostname()
+    host = ws.settings.host_name
     why = f"{name} was evicted by {by}" + (f": {reason}" if reason else "")
     with ws.write() as recorder:
         views = recorder.views

@@ -41,8 +41,11 @@ class AgentSpec(BaseModel):
                                           le=MAX_TIMEOUT_SECONDS)
     non_retryable_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
         default=[], alias="nonRetryableExitCodes")
+    # the host whose runner (daemon or tick) starts this agent's command; any host may
+    # assign to it (None: the host that assigned starts it)
+    host: str | None = Field(default=None, min_length=1, max_length=255)
 
-    @field_validator("name", "type", mode="before")
+    @field_validator("name", "type", "host", mode="before")
     @classmethod
     def _storable_name(cls, value: object) -> object:
         if isinstance(value, str) and (problem := text_problem(value)) is not None:
@@ -64,7 +67,8 @@ class AgentSpec(BaseModel):
                            enabled=self.enabled,
                            command=tuple(self.command) if self.command is not None else None,
                            timeout_seconds=self.timeout_seconds,
-                           non_retryable_exit_codes=tuple(self.non_retryable_exit_codes))
+                           non_retryable_exit_codes=tuple(self.non_retryable_exit_codes),
+                           host=self.host)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ value with the place it came from."""
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("."), description="working directory of sched")
     db: str | None = Field(default=None, description="database file (default HOME/sched.db), or a "
                            "postgresql:// URL")
+    host: str | None = Field(default=None, min_length=1, max_length=255,
+                             description="this process's host name (default: the machine's name)")
     database_url: str | None = Field(default=None, description="PostgreSQL URL (postgresql://...); "
                                      "when set, it is the database, whatever db says")
     agent_control_file: Path | None = Field(
@@ -232,6 +235,11 @@ class Settings(BaseSettings):
         if self.db is not None and is_url(self.db):
             return self.db
         return self.db_path
+
+    @property
+    def host_name(self) -> str:
+        """The host this process acts for: pinned agents, its own wrappers, its daemon."""
+        return self.host or socket.gethostname()
 
     @property
     def database_label(self) -> str:

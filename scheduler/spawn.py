@@ -15,7 +15,8 @@ _children: list[subprocess.Popen[bytes]] = []
 
 def exec_argv(settings: Settings, task_id: int) -> list[str]:
     """The wrapper's command line, with absolute paths so it finds the same files."""
-    argv = [sys.executable, "-m", "cli", "exec", str(task_id), "--home", str(settings.home.resolve())]
+    argv = [sys.executable, "-m", "cli", "exec", str(task_id), "--home", str(settings.home.resolve()),
+            "--host", settings.host_name]  # the wrapper acts for the host that started it
     if not is_url(settings.database):  # a URL goes in the environment (`exec_env`): no password in argv
         argv += ["--db", str(settings.db_path.resolve())]
     if settings.agent_control_file is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -73,6 +72,33 @@ class TickReport:
     @property
     def did_something(self) -> bool:
         return bool(self.assigned or self.expired or self.config_recorded or self.released)
+
+
+# assignments to this host's pinned agents that this process already started a wrapper
+# for: (task id, assigned_at) -> None (a daemon's later ticks do not start them again)
+_STARTED_FOR_OTHERS: dict[tuple[int, str | None], None] = {}
+
+
+def to_start(views: SqlProjection, control: ControlFile, host: str, report: TickReport) -> list[int]:
+    """The push assignments this host starts: those this tick made to agents with a
+    command that is pinned to no host or to this one, and those any host made to an
+    agent pinned to this one that no wrapper has started yet."""
+    commands = {a.name: a.host for a in control.agents if a.command is not None}
+    push = [int(item["task_id"]) for item in report.assigned  # type: ignore[call-overload]
+            if item["agent"] in commands and commands[item["agent"]] in (None, host)]
+    waiting = [t for name, pinned in sorted(commands.items()) if pinned == host
+               for t in views.tasks(status="assigned", agent=name)]
+    live = {(t.task_id, t.assigned_at) for t in waiting}
+    for key in list(_STARTED_FOR_OTHERS):
+        if key not in live:
+            del _STARTED_FOR_OTHERS[key]
+    for task in waiting:
+        key = (task.task_id, task.assigned_at)
+        if task.task_id not in push and key not in _STARTED_FOR_OTHERS:
+            if not report.dry_run:
+                _STARTED_FOR_OTHERS[key] = None
+            push.append(task.task_id)
+    return push
 
 
 def record_config_if_changed(recorder: Recorder, control: ControlFile) -> bool:
@@ -312,7 +338,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     `daemon_interval`: the tick of a `sched run` ticking that often (it notes that the
     daemon is alive)."""
     started = time.perf_counter()
-    host = socket.gethostname()
+    host = ws.settings.host_name
     report = TickReport(dry_run=dry_run)
     # gather, before the write lock: the control file (validated), the policy, the gates
     control = ws.registry().control
@@ -344,10 +370,9 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
                   round((time.perf_counter() - started) * 1000, 3))
         if daemon_interval is not None:
             note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
+        push = to_start(views, control, host, report)
         json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
-    # start, after the commit: the push agents' commands
-    has_command = {a.name for a in agents if a.command is not None}
-    push = [int(item["task_id"]) for item in report.assigned if item["agent"] in has_command]  # type: ignore[call-overload]
+    # start, after the commit: the push agents' commands this host runs
     if push and not dry_run:
         fault_point("after_commit_before_spawn")
         for task_id in push:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,7 +76,7 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
                        "(`sched exec`); only agents without one claim work")
     with ws.write() as recorder:
         record_config_if_changed(recorder, registry.control)
-        host, cleanup = socket.gethostname(), TickReport()
+        host, cleanup = ws.settings.host_name, TickReport()
         take_back_overdue(ws, recorder, host, cleanup, queue=spec.type)
         reap_dead_wrappers(ws, recorder, host, pid_alive, cleanup, queue=spec.type)
         views, now = recorder.views, recorder.now  # after the take-backs, which may move it on
