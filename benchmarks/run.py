@@ -20,7 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_claim, bench_cli, bench_daemon, bench_read, bench_submit, bench_tick
+from benchmarks import (
+    bench_claim,
+    bench_cli,
+    bench_daemon,
+    bench_postgres,
+    bench_read,
+    bench_submit,
+    bench_tick,
+)
 from benchmarks.common import Context
 
 Figure = Callable[[Context], dict[str, Any]]
@@ -36,10 +44,18 @@ FIGURES: dict[str, Figure] = {
     "rebuild_memory": bench_read.rebuild_memory,
     "cold_cli": bench_cli.cold_cli,
     "daemon": bench_daemon.daemon,
+    "pg_single_submit": bench_postgres.pg_single_submit,
+    "pg_claims_4": bench_postgres.pg_claims_4,
+    "pg_claims_8": bench_postgres.pg_claims_8,
+    "pg_tick_assign": bench_postgres.pg_tick_assign,
+    "pg_status": bench_postgres.pg_status,
 }
 # cheap at --size small: the smoke test runs these (no extra processes)
 CHEAP = ["batch_submit", "single_submit", "single_submit_durable", "tick_assign", "tick_idle",
          "status", "rebuild"]
+# the same on PostgreSQL (they start a throwaway cluster: the smoke test runs them
+# where the server's binaries are installed)
+CHEAP_POSTGRES = ["pg_single_submit", "pg_tick_assign", "pg_status"]
 
 SIZES: dict[str, dict[str, Any]] = {
     "default": {
@@ -92,6 +108,7 @@ def run(names: Sequence[str], size: str, workdir: Path | None = None,
             figure["seconds"] = round(time.perf_counter() - began, 2)
             figures.append(figure)
             ctx.log(f"bench: {name} done in {figure['seconds']} s")
+        bench_postgres.stop(ctx)
     return {
         "suite": "sched benchmarks",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,0 +1,259 @@
+"""The hot paths on PostgreSQL, each beside a ceiling measured on the same server in
+the same run: a bare psycopg loop doing the same statements under the same advisory
+lock (`pg_advisory_xact_lock`, the writers' lock of the adapter).
+
+The server is the suite's own throwaway cluster (tests/pgcluster.py: a temporary data
+directory, a unix socket, fsync off), started once per run; without PostgreSQL's
+binaries these figures report an error and the others still run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_claim import _race, _sched_claimer
+from benchmarks.bench_submit import BACKLOG_AGENTS, BACKLOG_CAPACITY, record_fleet
+from benchmarks.build import NEVER, load_queued
+from benchmarks.common import Context, fleet, new_workspace, open_workspace, result, task_specs, timed
+from eventlog.schema import EVENT_COLUMNS
+from eventlog.storage.postgres import WRITER_LOCK
+from scheduler import queries
+from scheduler.submit import submit
+from scheduler.tick import tick
+from scheduler.workspace import Workspace
+
+COLUMNS = ", ".join(EVENT_COLUMNS)
+INSERT_EVENT = f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
+LOCK = f"SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+PICK = ("SELECT task_id FROM tasks WHERE queue = 'dev' AND status = 'queued' AND assignee IS NULL "
+        "AND (not_before IS NULL OR not_before <= %s) ORDER BY priority DESC, unblocks DESC, task_id "
+        "LIMIT 1")
+START = ("UPDATE tasks SET status = 'running', agent = %s, attempt = attempt + 1, deadline = %s, "
+         "token_hash = %s, assigned_at = %s, started_at = %s, updated_at = %s WHERE task_id = %s")
+
+
+def cluster(ctx: Context) -> Any:
+    """The run's PostgreSQL cluster (started on first use; `benchmarks.run` stops it)."""
+    if "pg" not in ctx.cache:
+        from tests.pgcluster import PgCluster, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(reason)
+        ctx.cache["pg"] = PgCluster().start(ctx.dir("pg"))
+    return ctx.cache["pg"]
+
+
+def pg_workspace(ctx: Context, name: str, agents: list[dict[str, object]], **settings: object) -> Workspace:
+    """A sched workspace on a fresh database of the run's cluster (its home's sched.toml
+    names it, so other processes opening the home use it too)."""
+    url = cluster(ctx).create_database(name)
+    home = ctx.dir(name)
+    (home / "sched.toml").write_text(f'database_url = "{url}"\n')
+    return new_workspace(home, agents, **settings)
+
+
+def connect(ws: Workspace) -> Any:
+    import psycopg
+
+    return psycopg.connect(str(ws.settings.database))
+
+
+def rows_of(ws: Workspace, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with connect(ws) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def bare_copy(ctx: Context, name: str, shape: list[dict[str, object]],
+              tables: dict[str, list[tuple[Any, ...]]]) -> Workspace:
+    """A database of sched's shape (made by `sched init`) holding `tables`' rows."""
+    ws = pg_workspace(ctx, name, shape)
+    with connect(ws) as conn:
+        for table, rows in tables.items():
+            if rows:
+                columns = [d.name for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
+                with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+    return ws
+
+
+def pg_single_submit(ctx: Context) -> dict[str, Any]:
+    n = ctx.params["single_submits"]
+    ws = pg_workspace(ctx, "pg_single", fleet(4, 1))
+    specs = task_specs(n)
+    ws.db  # noqa: B018 -- open the database before the clock starts
+    seconds = timed(lambda: [submit(ws, [spec]) for spec in specs])
+    rows = rows_of(ws, f"SELECT {COLUMNS} FROM events ORDER BY seq")
+    bare_ws = pg_workspace(ctx, "pg_single_bare", fleet(4, 1))
+    with connect(bare_ws) as bare:
+        def one_row_transactions() -> None:
+            for row in rows:
+                bare.execute(LOCK)
+                bare.execute(INSERT_EVENT, row)
+                bare.commit()
+
+        bare_seconds = timed(one_row_transactions)
+    ws.close(), bare_ws.close()
+    value, ceiling = n / seconds, len(rows) / bare_seconds
+    return result(
+        "pg_single_submit", value=value, unit="submits/s", ceiling=ceiling, ratio=value / ceiling,
+        target=">= 0.5", what=f"{n:,} calls of submit(ws, [spec]) on PostgreSQL, one transaction each",
+        ceiling_what=f"the same {len(rows):,} event rows, each: advisory lock + INSERT + COMMIT (psycopg)",
+        details={"seconds": seconds, "bare_seconds": bare_seconds})
+
+
+def _bare_claimer(url: str, agent: str, count: int, barrier: Any, out: Any,
+                  templates: list[tuple[Any, ...]]) -> None:
+    """A bare claim on PostgreSQL: under the writers' lock, pick the best queued task by
+    the same query, mark it running and append the two event rows of a claim."""
+    import psycopg
+
+    assigned, started = templates
+    with psycopg.connect(url) as conn:
+        barrier.wait()
+        got = 0
+        for _ in range(count):
+            now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+            conn.execute(LOCK)
+            row = conn.execute(PICK, (now,)).fetchone()
+            if row is not None:
+                task_id = row[0]
+                (seq,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+                conn.execute(START, (agent, now, started[6], now, now, now, task_id))
+                conn.cursor().executemany(INSERT_EVENT, [
+                    (seq + 1, f"task-{task_id}", assigned[2], assigned[3], now, assigned[5], assigned[6],
+                     assigned[7]),
+                    (seq + 2, f"task-{task_id}", started[2], started[3], now, started[5], assigned[7],
+                     started[7])])
+                got += 1
+            conn.commit()
+        out.put((agent, got, time.monotonic()))
+
+
+class _BareArgs:
+    def __init__(self, url: str, agents: list[str], per: int, templates: list[tuple[Any, ...]]) -> None:
+        self.url, self.agents, self.per, self.extra = url, agents, per, (templates,)
+
+    def __call__(self, i: int) -> tuple[Any, ...]:
+        return (self.url, self.agents[i], self.per)
+
+
+class _SchedArgs:
+    extra: tuple[Any, ...] = ()
+
+    def __init__(self, home: Path, agents: list[str], per: int) -> None:
+        self.home, self.agents, self.per = home, agents, per
+
+    def __call__(self, i: int) -> tuple[Any, ...]:
+        return (str(self.home), self.agents[i], self.per)
+
+
+def _claims(ctx: Context, processes: int) -> dict[str, Any]:
+    name = f"pg_claims_{processes}"
+    per = ctx.params["claims"] // processes
+    agents = fleet(processes, per, prefix="w")
+    names = [str(a["agentName"]) for a in agents]
+    ws = pg_workspace(ctx, name, agents)
+    load_queued(ws, per * processes, ws.clock.now())
+    record_fleet(ws)
+    (last_seq,), = rows_of(ws, "SELECT max(seq) FROM events")
+    tables = {t: rows_of(ws, f"SELECT * FROM {t}") for t in ("events", "tasks")}
+    home = ws.settings.home
+    ws.close()
+    seconds, claimed = _race(_sched_claimer, _SchedArgs(home, names, per), processes)
+    ws = open_workspace(home)
+    templates = [rows_of(ws, f"SELECT {COLUMNS} FROM events WHERE seq > %s AND type = %s ORDER BY seq "
+                             "LIMIT 1", (last_seq, t))[0] for t in ("TaskAssigned", "TaskStarted")]
+    (running,), = rows_of(ws, "SELECT count(*) FROM tasks WHERE status = 'running'")
+    ws.close()
+    bare_ws = bare_copy(ctx, f"{name}_bare", agents, tables)
+    url = str(bare_ws.settings.database)
+    bare_ws.close()
+    bare_seconds, bare_claimed = _race(_bare_claimer, _BareArgs(url, names, per, templates), processes)
+    value, ceiling = claimed / seconds, bare_claimed / bare_seconds
+    return result(
+        name, value=value, unit="claims/s", ceiling=ceiling, ratio=value / ceiling, target=">= 0.5",
+        what=f"worker.claim() in {processes} processes at once on PostgreSQL, {per:,} each",
+        ceiling_what=f"{processes} processes of a bare psycopg loop: advisory lock, pick by the same "
+                     "query, mark the task running, append the two event rows, commit",
+        details={"claimed": claimed, "seconds": seconds, "bare_claimed": bare_claimed,
+                 "bare_seconds": bare_seconds},
+        ok=claimed == running == per * processes == bare_claimed)
+
+
+def pg_claims_4(ctx: Context) -> dict[str, Any]:
+    return _claims(ctx, 4)
+
+
+def pg_claims_8(ctx: Context) -> dict[str, Any]:
+    return _claims(ctx, 8)
+
+
+def pg_tick_assign(ctx: Context) -> dict[str, Any]:
+    """One tick assigning one task per free slot (1,000) out of the batch backlog."""
+    agents = fleet(BACKLOG_AGENTS, BACKLOG_CAPACITY)
+    ws = pg_workspace(ctx, "pg_tick", agents)
+    load_queued(ws, ctx.params["batch_tasks"], ws.clock.now())
+    record_fleet(ws)
+    (last_seq,), = rows_of(ws, "SELECT max(seq) FROM events")
+    ws.db  # noqa: B018
+    seconds = timed(lambda: tick(ws))
+    events = rows_of(ws, f"SELECT {COLUMNS} FROM events WHERE seq > %s ORDER BY seq", (last_seq,))
+    tasks = rows_of(ws, "SELECT * FROM tasks WHERE status = 'assigned'")
+    ws.close()
+    bare_ws = pg_workspace(ctx, "pg_tick_bare", agents)
+    with connect(bare_ws) as bare:
+        columns = [d.name for d in bare.execute("SELECT * FROM tasks LIMIT 0").description]
+        insert_task = (f"INSERT INTO tasks ({', '.join(columns)}) "
+                       f"VALUES ({', '.join(['%s'] * len(columns))})")
+
+        def one_transaction() -> None:
+            bare.execute(LOCK)
+            bare.cursor().executemany(INSERT_EVENT, events)
+            bare.cursor().executemany(insert_task, tasks)
+            bare.commit()
+
+        bare_seconds = timed(one_transaction)
+    bare_ws.close()
+    slots = BACKLOG_AGENTS * BACKLOG_CAPACITY
+    return result(
+        "pg_tick_assign", value=seconds, unit="s", ceiling=bare_seconds, ratio=seconds / bare_seconds,
+        target="<= 2", what=f"one tick on PostgreSQL assigning {len(tasks):,} tasks out of a "
+                            f"{ctx.params['batch_tasks']:,} backlog",
+        ceiling_what=f"advisory lock + executemany of the {len(events):,} event rows and "
+                     f"{len(tasks):,} task rows that tick wrote, one transaction",
+        details={"events_appended": len(events)}, ok=len(tasks) == slots)
+
+
+def _full_fleet(ctx: Context, queued: int) -> Workspace:
+    ws = pg_workspace(ctx, f"pg_full_{queued}", fleet(10, 10), start_deadline_seconds=NEVER)
+    load_queued(ws, queued + 100, ws.clock.now())
+    assert len(tick(ws).assigned) == 100
+    return ws
+
+
+def pg_status(ctx: Context) -> dict[str, Any]:
+    """`queries.status` on a long and a short log: flat in the log's length."""
+    big_n, small_n = ctx.params["idle_big"], ctx.params["idle_small"]
+    big_ws, small_ws = _full_fleet(ctx, big_n), _full_fleet(ctx, small_n)
+    queries.status(big_ws), queries.status(small_ws)  # warm
+    big, small = [], []
+    for _ in range(ctx.params["status_repeat"]):
+        big.append(timed(lambda: queries.status(big_ws)))
+        small.append(timed(lambda: queries.status(small_ws)))
+    big_s, small_s = statistics.median(big), statistics.median(small)
+    big_ws.close(), small_ws.close()
+    return result(
+        "pg_status", value=big_s * 1000, unit="ms", ceiling=small_s * 1000, ratio=big_s / small_s,
+        target="<= 1.5", what=f"status() on PostgreSQL over a log of about {big_n:,} events "
+                              f"(median of {len(big)})",
+        ceiling_what=f"the same over about {small_n:,} events, measured in turns")
+
+
+def stop(ctx: Context) -> None:
+    if "pg" in ctx.cache:
+        ctx.cache.pop("pg").stop()
+
