@@ -44,14 +44,18 @@ def strict_json_loads(text: str) -> Any:
     return value
 
 
-def text_problem(text: str) -> str | None:
+def text_problem(text: str, *, nul_ok: bool = False) -> str | None:
     """Why `text` cannot be stored (None if it can): a lone surrogate, which UTF-8
-    cannot encode (an undecodable byte on a command line arrives as one)."""
+    cannot encode (an undecodable byte on a command line arrives as one), or a NUL
+    character, which PostgreSQL's text cannot hold (`nul_ok`: a string inside JSON,
+    stored escaped as \\u0000)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         return (f"contains {text[e.start]!r}, which is not valid Unicode text (a lone "
                 "surrogate, or a byte that is not UTF-8)")
+    if not nul_ok and "\x00" in text:
+        return "contains a NUL character (\\x00), which sched does not store in text"
     return None
 
 
@@ -60,7 +64,7 @@ def json_problem(value: Any, depth: int = 0) -> str | None:
     if depth > MAX_DEPTH:
         return f"nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
-        return text_problem(value)
+        return text_problem(value, nul_ok=True)
     if isinstance(value, float) and not math.isfinite(value):
         return "holds NaN or Infinity, which JSON cannot carry"
     if isinstance(value, list | tuple):
@@ -107,10 +111,11 @@ def check_text(text: str | None, where: str, max_bytes: int | None = None) -> st
 
 def fit_text(text: str, max_bytes: int) -> str:
     """`text` made storable: what UTF-8 cannot encode (a lone surrogate) replaced by
-    `?`, and cut at a character boundary to at most `max_bytes` of UTF-8, ending with
-    `...` when it was cut (for text sched writes itself, such as an agent's last output
-    line in an error message, where refusing is not an option)."""
-    data = text.encode("utf-8", "replace")
+    `?`, a NUL written as `\\x00`, and cut at a character boundary to at most
+    `max_bytes` of UTF-8, ending with `...` when it was cut (for text sched writes
+    itself, such as an agent's last output line in an error message, where refusing
+    is not an option)."""
+    data = text.replace("\x00", "\\x00").encode("utf-8", "replace")
     if len(data) <= max_bytes:
         return data.decode("utf-8")
     marker = "..."

@@ -26,6 +26,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from eventlog.errors import SchedError
+from eventlog.storage import is_url
 from scheduler import webhooks
 from scheduler.health import health, record_health
 from scheduler.tick import TickReport, tick
@@ -139,9 +140,12 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         jobs.append(("webhooks", webhook_job(ws, log), ws.settings.webhook_interval_seconds, start))
     # a thread per job: a slow endpoint or a long integrity check never delays a tick
     scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(len(jobs))}, timezone="UTC")
+    shared = is_url(ws.settings.database)  # a server several hosts' daemons poll
     for name, job, every, first in jobs:
+        # jitter: daemons of several hosts do not poll the server in step
         scheduler.add_job(job, "interval", seconds=every, id=name, max_instances=1, coalesce=True,
-                          misfire_grace_time=max(int(every), 1), next_run_time=first)
+                          misfire_grace_time=max(int(every), 1), next_run_time=first,
+                          jitter=every / 10 if shared and name == "tick" else None)
 
     stopping = threading.Event()
 
@@ -153,14 +157,19 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     def wake_on_commits() -> None:
         """A commit anywhere that appended events brings the next tick forward (the
         interval stays the safety net)."""
-        wakeups = ws.db.wakeups()
-        try:
-            while not stopping.is_set():
-                if wakeups.wait(1.0) is not None and not stopping.is_set():
-                    with contextlib.suppress(JobLookupError):  # the scheduler is stopping
-                        scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
-        finally:
-            wakeups.close()
+        while not stopping.is_set():
+            try:
+                wakeups = ws.db.wakeups()
+            except SchedError:  # the server is away: the ticks say so; try again soon
+                stopping.wait(1.0)
+                continue
+            try:
+                while not stopping.is_set():
+                    if wakeups.wait(1.0) is not None and not stopping.is_set():
+                        with contextlib.suppress(JobLookupError):  # the scheduler is stopping
+                            scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+            finally:
+                wakeups.close()
 
     with contextlib.suppress(SchedError):  # a bad control file is the tick job's to report
         for warning in ws.settings.queue_table_warnings(a.type for a in ws.registry().agents):
@@ -170,7 +179,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         f"{ws.settings.host_name}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""))
-    if ws.db.engine_name == "postgresql":
+    if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
         scheduler.start()

@@ -323,3 +323,12 @@ def test_status_at_a_past_seq_or_time_replays_the_log(make_workspace):
     assert queries.status(ws, at=now["last_seq"]) == now
     moment = queries.parse_position("2026-01-01T00:00:30+00:00", "--at")
     assert queries.status(ws, at=moment)["queues"]["dev"]["queued"] == 2
+
+
+def test_a_nul_in_text_is_refused_and_in_a_payload_kept_on_every_engine(make_workspace):
+    ws = make_workspace()
+    with pytest.raises(ValueError, match="NUL"):  # BadInput, or the spec's validation
+        submit(ws, [TaskSpec(queue="dev", title="a\x00b")])
+    assert queries.list_tasks(ws) == []  # nothing appended
+    (result,) = submit(ws, [TaskSpec(queue="dev", title="t", payload={"s": "a\x00b"})])
+    assert json.loads(queries.show(ws, result.task_id)[0].payload) == {"s": "a\x00b"}
