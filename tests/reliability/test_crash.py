@@ -1,12 +1,12 @@
 """Crash injection: processes doing real work (batch submit, tick, claim, complete,
 fail, exec) are SIGKILLed at named fault points (`SCHED_FAULT`) or after a seeded
-random delay. After every kill the database opens, `PRAGMA integrity_check` says ok,
+random delay. After every kill the database opens, its engine's integrity check says ok,
 `replay --verify` passes, a kill before the commit appended nothing, and everything
 a process reported as done is in the log. At the end, after the leases run out and a
 few ticks with healthy agents, every task is in a final state.
 
 The workers are forked from the test process (no interpreter start per kill), each
-opening its own connections. `make test` runs 50 kills; `make soak` (SCHED_SOAK=1)
+opening its own connections; on each storage engine. `make test` runs 50 kills; `make soak` (SCHED_SOAK=1)
 runs 500."""
 
 from __future__ import annotations
