@@ -49,6 +49,11 @@ class SqlStore:
         ).first()
         return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
+    def know_last(self, last: Recorded | None) -> None:
+        """The last event as a read in this write transaction found it (it holds the
+        lock: only its own appends move it on)."""
+        self._last = last
+
     def last(self) -> Recorded | None:
         """The last event, None for an empty log."""
         if self._last == "unread":

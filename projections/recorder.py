@@ -29,11 +29,18 @@ class Recorder:
 
     def catch_up(self) -> int:
         """Apply events the projections have not seen yet (after their checkpoint);
-        returns how many. Normally zero: every append applies its own events."""
-        applied = 0
-        for rec in self.log.read(after=self.views.last_seq()):
-            apply(self.views, rec)
-            applied += 1
+        returns how many. Normally zero: every append applies its own events. The
+        same read starts at the checkpoint's own event, so the log's last event is
+        known from it (the append after it needs that event, and asks no more)."""
+        checkpoint = self.views.last_seq()
+        applied, last = 0, None
+        for rec in self.log.read(after=max(checkpoint - 1, 0)):
+            last = rec
+            if rec.seq > checkpoint:
+                apply(self.views, rec)
+                applied += 1
+        if last is not None or checkpoint == 0:  # (else the log lost its tail: read it anew)
+            self.log.know_last(last)
         self.views.flush()
         return applied
 

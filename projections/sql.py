@@ -170,7 +170,8 @@ class SqlProjection:
         if changed:
             txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"), changed,
                        add=("count",))
-            self.session.execute(delete(QueueCountRow).where(QueueCountRow.count == 0))
+            if any(d < 0 for _q, _s, d in changed):  # only a decrease can reach zero
+                self.session.execute(delete(QueueCountRow).where(QueueCountRow.count == 0))
         txn.upsert("agent_records", ("agent", "task_type", "succeeded", "failed"), ("agent", "task_type"),
                    [(agent, task_type, n if outcome == "succeeded" else 0, n if outcome == "failed" else 0)
                     for (agent, task_type, outcome), n in self._records.items()],

@@ -51,13 +51,16 @@ def engine_url(url: str) -> str:
 class PostgresTransaction(SqlTransaction):
     mark = "%s"
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, locked_at: datetime | None = None) -> None:
         super().__init__(session)
         self.wake_seq: int | None = None
+        self.locked_at = locked_at  # a writer's: the server's time once it held the lock
 
     def server_time(self) -> datetime | None:
         # clock_timestamp(), not now(): now() is when the transaction began, before
         # the lock was won
+        if self.locked_at is not None:
+            return self.locked_at
         return self.session.execute(select(func.clock_timestamp())).scalar()
 
     def notify(self, seq: int) -> None:
@@ -183,8 +186,12 @@ class PostgresStorage:
             try:
                 connection = session.connection()
                 connection.exec_driver_sql(f"SET LOCAL lock_timeout = {self.busy_timeout_ms}")
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
-                txn = PostgresTransaction(session)
+                # the lock, then the time (one round trip; OFFSET 0 keeps the lock's
+                # subquery from being merged into the outer one, so it runs first)
+                locked_at = connection.exec_driver_sql(
+                    f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) "
+                    "OFFSET 0) AS locked").scalar()
+                txn = PostgresTransaction(session, locked_at)
                 yield txn
             except BaseException:
                 session.rollback()
