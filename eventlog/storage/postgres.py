@@ -72,7 +72,7 @@ class ListenWakeups:
     opened again at the next wait (until then, waits run out: polling)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)  # libpq's spelling
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:

@@ -106,7 +106,11 @@ class SchedMachine(RuleBasedStateMachine):
             raise AssertionError("claim by an agent outside the control file was accepted")
         got = worker.claim(self.ws, agent)
         if got is not None:
-            assert got.task.task_id not in self.live, "a live task was claimed again"
+            held = self.live.get(got.task.task_id)
+            # a claim first takes back its type's expired leases: only those may go again
+            assert held is None or self.ws.clock.now() >= held[1], "a live task was claimed again"
+            if held is not None:
+                self.retire(got.task.task_id)
             self.live[got.task.task_id] = (got.token, got.lease_expires_at)
 
     def _use_live(self, data, action):
