@@ -89,9 +89,11 @@ def parse_json_option(text: str | None, flag: str) -> Any:
 
 
 def human_duration(seconds: float | None) -> str:
-    """`0.4s`, `45s`, `12m`, `3.5h`: short enough for a table cell ("-" for none)."""
+    """`35ms`, `4.2s`, `45s`, `12m`, `3.5h`: short enough for a table cell ("-" for none)."""
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 10:
         return f"{seconds:.1f}s"
     if seconds < 120:

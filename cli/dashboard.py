@@ -128,10 +128,11 @@ def render(doc: dict[str, Any], height: int | None = None) -> RenderableType:
          load_bar(a["assigned"] + a["running"], a["capacity"]), str(a["free"]),
          literal(", ".join(_task_line(t) for t in a["tasks"]) or "-")]
         for name, a in agents_rows[:shown[1]]], title="agents")
-    recent = _table(("task", "queue", "agent", "outcome", "ran", "ago", "detail"), [
+    recent = _table(("task", "queue", "agent", "outcome", "start", "ran", "ago", "detail"), [
         [f"#{o['task_id']}", literal(o["queue"]), literal(o["agent"] or "-"),
          Text(o["outcome"], style="green" if o["outcome"] == "succeeded" else "red"),
-         human_duration(o["run_seconds"]), human_duration(o["seconds_ago"]),
+         human_duration(o["start_seconds"]), human_duration(o["run_seconds"]),
+         human_duration(o["seconds_ago"]),
          literal((o["detail"] or "")[:60])]
         for o in doc["recent"][:shown[2]]], title="latest completions and failures")
     parts: list[RenderableType] = []

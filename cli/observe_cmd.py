@@ -45,7 +45,7 @@ def metrics_command(
         "--prometheus", help="Print the Prometheus text exposition format instead.")] = False,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
-    """Throughput, errors, queue wait, run time and utilization over a window."""
+    """Throughput, errors, queue wait, start latency, run time and utilization over a window."""
     ws = workspace(home, db)
     report = metrics(ws, parse_window(since))
     if prometheus:
@@ -58,17 +58,19 @@ def metrics_command(
     out.print(literal(f"window: {report['window']['start']} .. {report['window']['end']} ({since})"))
     counts = Table("scope", "done", "failed", "dead", "per hour", "errors", "utilization",
                    title="counts")
-    durations = Table("scope", "wait p50", "wait p95", "run p50", "run p95", "cpu", "peak mem",
-                      title="durations and resources")
+    durations = Table("scope", "wait p50", "wait p95", "start p50", "start p95", "run p50", "run p95",
+                      "cpu", "peak mem", title="durations and resources")
     rows: list[tuple[str, dict[str, Any]]] = [("all", report["overall"])]
     rows += [(f"queue {q}", f) for q, f in report["queues"].items()]
     rows += [(f"agent {a}", f) for a, f in report["agents"].items()]
     for label, f in rows:
         wait, run, per_hour = f["queue_wait_seconds"], f["run_seconds"], f["throughput_per_hour"]
+        start = f["start_latency_seconds"]
         counts.add_row(literal(label), str(f["completed"]), str(f["failed"]), str(f["dead_lettered"]),
                        "-" if per_hour is None else f"{per_hour:.1f}", _percent(f["error_rate"]),
                        _percent(f["utilization"]))
         durations.add_row(literal(label), human_duration(wait["p50"]), human_duration(wait["p95"]),
+                          human_duration(start["p50"]), human_duration(start["p95"]),
                           human_duration(run["p50"]), human_duration(run["p95"]),
                           f"{f['cpu_seconds']:.1f}s" if f["measured_runs"] else "-",
                           _bytes(f["peak_rss_bytes"]))

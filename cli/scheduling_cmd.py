@@ -22,7 +22,7 @@ from eventlog.values import INT64_MAX
 from scheduler import queries
 from scheduler.daemon import run_daemon
 from scheduler.dashboard import snapshot
-from scheduler.exec import exec_task
+from scheduler.exec import exec_task, outcome_json
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
 
@@ -224,9 +224,9 @@ def exec_command(
     host: HostOpt = None,
 ) -> None:
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
-    outcome = exec_task(workspace(home, db, agents, host=host), task_id, os.environ, subreaper=True)
+    outcome = exec_task(workspace(home, db, agents, host=host), task_id, os.environ, own_process=True)
     if json_out:
-        emit_json({"task_id": task_id, "status": outcome.status, "detail": outcome.detail})
+        emit_json(outcome_json(task_id, outcome))
     else:
         message(f"task {task_id}: {outcome.status} ({outcome.detail})")
     if outcome.status == "lost":

@@ -5,7 +5,8 @@ Conventions (docs/operations.md, "Metrics", says the same):
 - a window is [start, end]; counts and durations cover the attempts that *ended* in it;
 - percentiles are nearest-rank: the p-th of n sorted values is the ceil(p/100 * n)-th;
 - utilization is busy slot-seconds over offered slot-seconds inside the window, where a
-  slot is busy from the attempt's assignment to its end (or to `end` if still held).
+  slot is busy from the attempt's start to its end (or to `end` if still running); the
+  time from assignment to start is its own figure, the start latency.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def overlap(start: float, end: float, lo: float, hi: float) -> float:
 
 @dataclass(frozen=True)
 class Held:
-    """An attempt holding a slot now: since when, on which agent, for which queue."""
+    """An attempt running now: since when, on which agent, for which queue."""
 
     agent: str
     queue: str
@@ -75,12 +76,12 @@ def _add_segment(change: CapacityChange, start: float, end: float, lo: float, hi
 
 def busy_slot_seconds(outcomes: Iterable[Outcome], held: Iterable[Held], lo: float,
                       hi: float) -> tuple[dict[str, float], dict[str, float]]:
-    """Slot-seconds held inside [lo, hi], per agent and per queue: by attempts that
-    ended (from assignment to end) and by those still holding a slot (to `hi`)."""
+    """Slot-seconds busy inside [lo, hi], per agent and per queue: by attempts that
+    ended (from start to end) and by those still running (to `hi`)."""
     by_agent: dict[str, float] = {}
     by_queue: dict[str, float] = {}
-    spans = [(o.agent, o.queue, o.assigned_ts, o.ended_ts) for o in outcomes
-             if o.agent is not None and o.assigned_ts is not None]
+    spans = [(o.agent, o.queue, o.started_ts, o.ended_ts) for o in outcomes
+             if o.agent is not None and o.started_ts is not None]
     spans += [(h.agent, h.queue, h.since, hi) for h in held]
     for agent, queue, start, end in spans:
         seconds = overlap(start, end, lo, hi)  # type: ignore[arg-type]
@@ -111,6 +112,8 @@ def outcome_figures(outcomes: Sequence[Outcome], hours: float) -> dict[str, obje
                                         if o.started_ts is not None and o.ready_ts is not None),
         "run_seconds": summarize(o.ended_ts - o.started_ts for o in outcomes
                                  if o.started_ts is not None),
+        "start_latency_seconds": summarize(o.started_ts - o.assigned_ts for o in outcomes
+                                           if o.started_ts is not None and o.assigned_ts is not None),
         "measured_runs": len(measured),
         "cpu_seconds": round(sum(o.cpu_seconds or 0.0 for o in measured), 6) if measured else None,
         "peak_rss_bytes": max((o.peak_rss_bytes or 0 for o in measured), default=None),

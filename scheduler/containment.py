@@ -37,6 +37,7 @@ from pathlib import Path
 STOP_WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.02
 CGROUP_PARENT = "sched"  # attempts' groups live under <our own group>/sched/
+WRAPPER_NAME = "sched-exec"  # the process name (comm) of every attempt's wrapper
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,13 @@ class AttemptRef:
     cgroup: str | None = None  # the attempt's control group directory, if it has one
     # the agent's process group, where the caller knows it (the wrapper: its child's pid)
     process_group: int | None = None
+    workdir: str | None = None  # the attempt's working directory: its wrapper works in it
 
     @classmethod
     def of(cls, task_id: int, attempt: int, db: str, wrapper_pid: int | None = None,
-           cgroup: str | None = None, process_group: int | None = None) -> AttemptRef:
-        return cls(task_id, attempt, db, wrapper_pid, cgroup, process_group)
+           cgroup: str | None = None, process_group: int | None = None,
+           workdir: str | None = None) -> AttemptRef:
+        return cls(task_id, attempt, db, wrapper_pid, cgroup, process_group, workdir)
 
     def marks(self) -> dict[str, str]:
         """The environment variables that mark a process as one of this attempt's."""
@@ -227,10 +230,19 @@ def marked_processes(ref: AttemptRef) -> list[int]:
 
 
 def is_wrapper_of(pid: int, ref: AttemptRef) -> bool:
-    """Whether `pid` is the `sched exec` wrapper of this attempt's task (not some other
-    process that got its pid since)."""
+    """Whether `pid` is the wrapper of this attempt (not some other process that got
+    its pid since): a `sched exec` whose command line names the task, or a process
+    named `WRAPPER_NAME` working in the attempt's directory (a wrapper forked by the
+    daemon's launcher has the daemon's command line)."""
     words = (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0")
-    return b"exec" in words and str(ref.task_id).encode() in words and alive(pid)
+    if b"exec" in words and str(ref.task_id).encode() in words:
+        return alive(pid)
+    if ref.workdir is None or _read(f"/proc/{pid}/comm") != WRAPPER_NAME.encode() + b"\n":
+        return False
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == ref.workdir and alive(pid)
+    except OSError:
+        return False
 
 
 # -- stopping ---------------------------------------------------------------------------

@@ -4,10 +4,11 @@ An APScheduler 3.x `BlockingScheduler` with an interval job that ticks, one that
 delivers webhooks when any is configured, and one that checks health when a webhook
 wants `health.changed`; each has its own thread, so a slow endpoint never delays a
 tick. `max_instances=1` and `coalesce=True` mean a slow tick is never run twice at
-once nor replayed in a burst afterwards. SIGINT and SIGTERM let the current runs
-finish, then the daemon exits 0; agents it started keep running and report back on
-their own. Several daemons and cron ticks on one database stay correct: each tick is
-one write transaction.
+once nor replayed in a burst afterwards. Push agents' wrappers are forked by the
+launcher (`scheduler.launcher`), and a wrapper's end brings the next tick forward.
+SIGINT and SIGTERM let the current runs finish, then the daemon exits 0; agents it
+started keep running and report back on their own. Several daemons and cron ticks on
+one database stay correct: each tick is one write transaction.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from eventlog.errors import SchedError
 from eventlog.storage import is_url
 from scheduler import webhooks
 from scheduler.health import health, record_health
+from scheduler.launcher import Launcher
 from scheduler.tick import TickReport, tick
 from scheduler.tick_runs import forget_daemon
 from scheduler.workspace import Workspace
@@ -66,18 +68,26 @@ class Problems:
         self.last = ""
 
 
-def tick_job(ws: Workspace, log: Callable[[str], None], interval: float) -> Callable[[], None]:
+def tick_job(ws: Workspace, log: Callable[[str], None], interval: float,
+             again: threading.Event | None = None) -> Callable[[], None]:
+    """The tick, run once; and once more right after if `again` was set meanwhile (a
+    wrapper ended or work came during the tick: the next tick must not wait its turn)."""
     problems = Problems("tick", log, "every tick")
 
     def one_tick() -> None:
-        try:
-            report = tick(ws, daemon_interval=interval)
-        except SchedError as e:  # a bad control file must not kill the daemon: say so, go on
-            problems.failed(e.message)
-            return
-        problems.worked()
-        if report.did_something or report.errors:
-            log(summary(report))
+        while True:
+            if again is not None:
+                again.clear()
+            try:
+                report = tick(ws, daemon_interval=interval)
+            except SchedError as e:  # a bad control file must not kill the daemon: say so, go on
+                problems.failed(e.message)
+                return
+            problems.worked()
+            if report.did_something or report.errors:
+                log(summary(report))
+            if again is None or not again.is_set():
+                return
 
     return one_tick
 
@@ -130,9 +140,10 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     # a skipped run (the previous tick still going) is normal here, not a warning
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     start = (now or ws.clock.now)()
+    again = threading.Event()  # something happened that the next tick should not wait for
     # (name, job, every, first run): health waits one period, so that it never judges
     # the last tick before the daemon's first tick
-    jobs = [("tick", tick_job(ws, log, interval), interval, start)]
+    jobs = [("tick", tick_job(ws, log, interval, again), interval, start)]
     if webhooks.subscribers(ws.settings, "health.changed"):
         every = ws.settings.health_interval_seconds
         jobs.append(("health", health_job(ws, log), every, start + timedelta(seconds=every)))
@@ -148,6 +159,13 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
                           jitter=every / 10 if shared and name == "tick" else None)
 
     stopping = threading.Event()
+
+    def tick_soon() -> None:
+        """Tick now (or, if a tick is running, once more right after it)."""
+        again.set()
+        if not stopping.is_set():
+            with contextlib.suppress(JobLookupError):  # the scheduler is stopping
+                scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
@@ -165,9 +183,8 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
                 continue
             try:
                 while not stopping.is_set():
-                    if wakeups.wait(1.0) is not None and not stopping.is_set():
-                        with contextlib.suppress(JobLookupError):  # the scheduler is stopping
-                            scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+                    if wakeups.wait(1.0) is not None:
+                        tick_soon()
             finally:
                 wakeups.close()
 
@@ -179,12 +196,17 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         f"{ws.settings.host_name}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""))
+    # wrappers are forked from a copy of this process made now, before any thread runs
+    launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
+    launcher.start()
+    ws.launcher = launcher.launch
     if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
         scheduler.start()
     finally:
         stopping.set()
+        launcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         with contextlib.suppress(SchedError), ws.db.write() as txn:

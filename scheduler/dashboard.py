@@ -55,7 +55,9 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[st
     doc["recent"] = [{"task_id": o.task_id, "queue": o.queue, "agent": o.agent, "outcome": o.outcome,
                       "detail": o.detail, "seconds_ago": round(now.timestamp() - o.ended_ts, 3),
                       "run_seconds": None if o.started_ts is None
-                      else round(o.ended_ts - o.started_ts, 3)} for o in recent]
+                      else round(o.ended_ts - o.started_ts, 3),
+                      "start_seconds": None if o.started_ts is None or o.assigned_ts is None
+                      else round(o.started_ts - o.assigned_ts, 3)} for o in recent]
     doc["last_hour"] = {"completed": done_last_hour, "failed": failed_last_hour}
     doc["last_tick"] = None if ticked is None else ticked | {
         "seconds_ago": round((now - from_text(str(ticked["at"]))).total_seconds(), 3)}

@@ -47,6 +47,7 @@ from scheduler.workspace import Workspace
 PLACEHOLDERS = ("task_id", "queue", "agent", "attempt", "workdir")
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 POLL_SECONDS = 0.05
 REPORT_TRIES = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -137,13 +138,16 @@ def prepare_workdir(workdir: Path, payload: str) -> None:
     (workdir / "payload.json").write_text(payload)
 
 
-def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt | Outcome:
+def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
+          own_process: bool = False) -> Attempt | Outcome:
     """Prepare the working directory, then start the assigned attempt in one write
     transaction: `TaskStarted` with the wrapper's pid and host, the argv, the working
     directory, the control group and a fresh lease. A directory that cannot be prepared
     is not the program's fault: the assignment goes back to the queue (`not_started`,
     after the queue's `backoff_base_seconds`) without using up an attempt, and the
-    `Outcome` says so."""
+    `Outcome` says so. With `own_process` (this process is the attempt's wrapper and
+    nothing else), it first names itself `containment.WRAPPER_NAME` and moves into the
+    directory: how a tick tells it from a process that got its pid later."""
     with ws.read() as (_log, views):
         task, _agent = _assignment(views, task_id)
     attempt = task.attempt + 1
@@ -153,7 +157,11 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
     except OSError as e:
         return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
                             f"{e.strerror or e}")
-    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.database_label, os.getpid())
+    if own_process:  # every path it uses is absolute (`spawn.absolute`)
+        os.chdir(workdir)
+        _prctl(_PR_SET_NAME, ctypes.c_char_p(containment.WRAPPER_NAME.encode()))
+    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.database_label, os.getpid(),
+                                    workdir=str(workdir))
     group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     token = new_token()
@@ -213,7 +221,7 @@ def _prctl_function() -> Callable[..., int] | None:
         return None
 
 
-def _prctl(option: int, value: int) -> None:
+def _prctl(option: int, value: int | ctypes.c_char_p) -> None:
     """Linux process controls; elsewhere a no-op (the lease still covers a lost run)."""
     function = _prctl_function()
     if function is not None:
@@ -633,14 +641,22 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str
 
 
 def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
-              subreaper: bool = False) -> Outcome:
-    """Start and run one attempt. `subreaper` (the `sched exec` process sets it) makes
-    orphaned descendants of the agent ours to reap and to find. SIGTERM, SIGINT and
-    SIGHUP stop the attempt and record it as failed (retryable) before returning."""
+              own_process: bool = False) -> Outcome:
+    """Start and run one attempt. `own_process` (a wrapper process sets it: `sched exec`,
+    or one forked by the launcher) makes orphaned descendants of the agent ours to reap
+    and to find, and names the process and moves it into the attempt's directory.
+    SIGTERM, SIGINT and SIGHUP stop the attempt and record it as failed (retryable)
+    before returning."""
     with _stop_on_signals() as stop:
-        if subreaper:
+        if own_process:
             _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        started = start(ws, task_id, parent_env)
+        started = start(ws, task_id, parent_env, own_process=own_process)
         if isinstance(started, Outcome):
             return started
-        return run(ws, replace(started, reap_orphans=subreaper), stop)
+        return run(ws, replace(started, reap_orphans=own_process), stop)
+
+
+def outcome_json(task_id: int, outcome: Outcome) -> dict[str, object]:
+    """How a wrapper reports its attempt (`sched exec --json`, and the launcher's
+    wrappers in exec.log)."""
+    return {"task_id": task_id, "status": outcome.status, "detail": outcome.detail}

@@ -29,9 +29,9 @@ def metrics(ws: Workspace, window: timedelta) -> dict[str, Any]:
     with ws.read() as (_log, views):
         outcomes = views.outcomes(since_ts=lo)
         history = views.capacity_history()
-        held = [Held(t.agent, t.queue, from_text(t.assigned_at).timestamp())
-                for t in views.holding() if t.agent and t.assigned_at]
-    figures = window_figures(outcomes, history, held, lo, hi)
+        running = [Held(t.agent, t.queue, from_text(t.started_at).timestamp())
+                   for t in views.holding() if t.status == "running" and t.agent and t.started_at]
+    figures = window_figures(outcomes, history, running, lo, hi)
     figures["hourly"] = {to_text(datetime.fromtimestamp(hour, UTC)): counts
                          for hour, counts in figures["hourly"].items()}
     return {"window": {"seconds": window.total_seconds(), "start": to_text(end - window),
@@ -50,13 +50,14 @@ _WINDOW_GAUGES = (
      _PER_HOUR),
     ("error_rate", "error_rate", "failed / (succeeded + failed) attempts in the window"),
     ("utilization", "utilization", "busy slot-seconds / offered slot-seconds in the window"),
-    ("busy_slot_seconds", "busy_slot_seconds", "slot-seconds held by attempts in the window"),
+    ("busy_slot_seconds", "busy_slot_seconds", "slot-seconds of attempts running in the window"),
     ("offered_slot_seconds", "offered_slot_seconds", "slot-seconds agents offered in the window"),
     ("cpu_seconds", "cpu_seconds", "CPU seconds of agent runs measured by sched exec"),
     ("peak_rss_bytes", "peak_rss_bytes", "largest resident memory of one agent run"),
 )
 _DURATIONS = (("queue_wait_seconds", "from ready to started"),
-              ("run_seconds", "from started to ended"))
+              ("run_seconds", "from started to ended"),
+              ("start_latency_seconds", "from assigned to started"))
 
 
 def prometheus_text(ws: Workspace, report: dict[str, Any]) -> str:

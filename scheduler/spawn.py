@@ -13,6 +13,17 @@ from scheduler.settings import Settings
 _children: list[subprocess.Popen[bytes]] = []
 
 
+def absolute(settings: Settings) -> Settings:
+    """The same settings with every path absolute: a wrapper works in its attempt's
+    directory, and must still find the files."""
+    update: dict[str, object] = {"home": settings.home.resolve()}
+    if not is_url(settings.database):
+        update["db"] = str(settings.db_path.resolve())
+    if settings.agent_control_file is not None:
+        update["agent_control_file"] = settings.agent_control_file.resolve()
+    return settings.model_copy(update=update)
+
+
 def exec_argv(settings: Settings, task_id: int) -> list[str]:
     """The wrapper's command line, with absolute paths so it finds the same files."""
     argv = [sys.executable, "-m", "cli", "exec", str(task_id), "--home", str(settings.home.resolve()),

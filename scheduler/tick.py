@@ -148,7 +148,8 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
     started = started_event(recorder, task)
     containment.stop_attempt(containment.AttemptRef.of(
         task.task_id, task.attempt, ws.settings.database_label, task.pid,
-        started.cgroup if started is not None else None))
+        started.cgroup if started is not None else None,
+        workdir=started.workdir if started is not None else None))
     # the events that end the attempt are recorded after the stop: their time says so
     recorder.now = max(recorder.now, ws.clock.now())
 

@@ -91,14 +91,17 @@ def test_metrics_of_the_first_hour_match_the_hand_computed_figures(history):
     assert dev["queue_wait_seconds"] == {"count": 4, "mean": 18.75, "p50": 15.0, "p95": 30.0}
     # runs 60, 20, 100, 385 -> sorted 20 60 100 385
     assert dev["run_seconds"] == {"count": 4, "mean": 141.25, "p50": 60.0, "p95": 385.0}
-    # busy: ann 10-80 + 10-50 + 3000-3600 = 710; bob 100-210 + 10-400 = 500
-    assert report["agents"]["ann"]["busy_slot_seconds"] == 710
-    assert report["agents"]["bob"]["busy_slot_seconds"] == 500
+    # assigned to started: 10, 20, 5, 10 -> sorted 5 10 10 20
+    assert dev["start_latency_seconds"] == {"count": 4, "mean": 11.25, "p50": 10.0, "p95": 20.0}
+    # busy, from start to end: ann 20-80 + 30-50 (task 4, assigned at 3000, never started:
+    # not busy) = 80; bob 110-210 + 15-400 = 485
+    assert report["agents"]["ann"]["busy_slot_seconds"] == 80
+    assert report["agents"]["bob"]["busy_slot_seconds"] == 485
     # offered: ann 2 x 3600, bob 1 x 3600; qin (qa) 3600 and idle
     assert dev["offered_slot_seconds"] == 3 * 3600
-    assert dev["utilization"] == round(1210 / 10800, 6)
+    assert dev["utilization"] == round(565 / 10800, 6)
     assert report["queues"]["qa"]["utilization"] == 0.0
-    assert report["agents"]["ann"]["utilization"] == round(710 / 7200, 6)
+    assert report["agents"]["ann"]["utilization"] == round(80 / 7200, 6)
     assert (report["overall"]["cpu_seconds"], report["overall"]["peak_rss_bytes"]) == (2.0, 3000)
     assert report["overall"]["measured_runs"] == 2
     assert list(report["hourly"].values()) == [{"completed": 2, "failed": 2, "dead_lettered": 1}]
@@ -111,9 +114,18 @@ def test_a_later_window_counts_only_what_ended_in_it_and_clips_busy_time(history
     assert (dev["completed"], dev["failed"]) == (1, 1)
     # waits of the attempts that ended in it: task 2's second (10), task 3 (15)
     assert dev["queue_wait_seconds"]["p95"] == 15.0
-    # busy inside [100, 3700]: bob 100-210 and 100-400 = 410; ann 3000-3700 = 700
-    assert dev["busy_slot_seconds"] == 1110
+    # busy inside [100, 3700]: bob 110-210 and 100-400 = 400; ann nothing (task 4 not started)
+    assert dev["busy_slot_seconds"] == 400
     assert report["window"]["seconds"] == 3600
+
+
+def test_a_running_attempt_is_busy_from_its_start_to_now(history):
+    at(history, 3300, started(4, "ann", 1, 3300, history))  # assigned at 3000, started at 3300
+    history.clock.advance(3600)
+    report = metrics(history, HOUR)
+    # ann: 20-80 + 30-50 as before, and task 4 from 3300 to now (3600): 80 + 300
+    assert report["agents"]["ann"]["busy_slot_seconds"] == 380
+    assert report["agents"]["ann"]["start_latency_seconds"]["count"] == 2  # only ended attempts
 
 
 def test_utilization_follows_capacity_changes_from_the_control_file(history, tmp_path):
@@ -139,7 +151,7 @@ def test_prometheus_output_parses_back_with_the_same_figures(history):
     assert samples[("sched_window_throughput_per_second", dev)] == pytest.approx(2 / 3600)
     assert samples[("sched_events_total", ())] == queries.status(history)["last_seq"]
     assert samples[("sched_window_run_seconds_p95", dev)] == 385
-    assert samples[("sched_window_utilization", dev)] == pytest.approx(1210 / 10800, abs=1e-6)
+    assert samples[("sched_window_utilization", dev)] == pytest.approx(565 / 10800, abs=1e-6)
     assert samples[("sched_queue_tasks", (("queue", "dev"), ("status", "assigned")))] == 1
     assert samples[("sched_agent_load", (("agent", "ann"), ("type", "dev")))] == 1
 

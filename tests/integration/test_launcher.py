@@ -1,0 +1,130 @@
+"""Wrappers forked by the daemon's launcher, with real processes: they are the
+attempt's wrapper as far as every other part of sched can tell, and they outlive the
+daemon exactly as `sched exec` processes do."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler import containment, queries
+from scheduler.clock import ManualClock
+from scheduler.settings import load_settings
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import pid_alive, tick
+from scheduler.workspace import Workspace
+from tests.conftest import new_workspace, wait_for
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process names and /proc")
+
+# waits for the file its payload names, then succeeds
+AGENT = """
+import json, os, pathlib, time
+workdir = pathlib.Path(os.environ["SCHED_WORKDIR"])
+(workdir / "agent.pid").write_text(str(os.getpid()))
+release = pathlib.Path(json.load(open(os.environ["SCHED_PAYLOAD_FILE"]))["release"])
+deadline = time.monotonic() + 120
+while not release.exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(json.dumps({"released": release.exists()}))
+"""
+
+
+def started(ws: Workspace, task_id: int) -> dict | None:
+    for rec in reversed(queries.show(ws, task_id)[1]):
+        if rec.type == "TaskStarted":
+            return json.loads(rec.data)
+    return None
+
+
+def agent_pid(workdir: str) -> int | None:
+    path = Path(workdir) / "agent.pid"
+    return int(path.read_text()) if path.exists() and path.read_text() else None
+
+
+def start_daemon(home: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    return subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "0.2", "--home", str(home),
+                             "--host", "h1"], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def stop_daemon(daemon: subprocess.Popen[str]) -> str:
+    daemon.send_signal(signal.SIGTERM)
+    _, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, err
+    return err
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A daemon that started one waiting push agent: (workspace, task id, its
+    TaskStarted, the agent's pid, the release file, the daemon)."""
+    script = tmp_path / "wait.py"
+    script.write_text(AGENT)
+    agents = [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 1,
+               "command": [sys.executable, str(script)]}]
+    ws = new_workspace(tmp_path / "home", agents)
+    release = tmp_path / "release"
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="wait", payload={"release": str(release)})])
+    ws.close()
+    daemon = start_daemon(ws.settings.home)
+    try:
+        ws = Workspace(load_settings({}, {"home": ws.settings.home, "host": "h1"}).settings)
+        event = wait_for("the attempt to start", lambda: started(ws, sub.task_id))
+        pid = wait_for("the agent to run", lambda: agent_pid(event["workdir"]))
+        yield ws, sub.task_id, event, pid, release, daemon
+    finally:
+        release.touch()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        ws.close()
+
+
+def test_a_forked_wrapper_is_known_as_the_attempts_wrapper_and_outlives_the_daemon(running):
+    ws, task_id, event, agent, release, daemon = running
+    wrapper = event["pid"]
+    # forked, not a new interpreter: the daemon's command line, the wrapper's name and directory
+    cmdline = Path(f"/proc/{wrapper}/cmdline").read_bytes().split(b"\0")
+    assert b"run" in cmdline and b"exec" not in cmdline
+    ref = containment.AttemptRef.of(task_id, event["attempt"], ws.settings.database_label, wrapper,
+                                    workdir=event["workdir"])
+    assert containment.is_wrapper_of(wrapper, ref)
+    assert not containment.is_wrapper_of(wrapper, containment.AttemptRef.of(
+        task_id, event["attempt"], ws.settings.database_label, wrapper, workdir=event["workdir"] + "x"))
+    assert not containment.is_wrapper_of(agent, ref)  # in the directory too, but not the wrapper
+
+    err = stop_daemon(daemon)
+    assert "Traceback" not in err
+    assert pid_alive(wrapper) and pid_alive(agent)  # the attempt goes on without the daemon
+    release.touch()
+    wait_for("the wrapper to record the success", lambda: queries.show(ws, task_id)[0].status == "succeeded")
+    done = [json.loads(rec.data) for rec in queries.show(ws, task_id)[1] if rec.type == "TaskSucceeded"]
+    assert done[0]["result"] == {"released": True}
+    wait_for("the wrapper to exit", lambda: not pid_alive(wrapper))
+    log = (ws.settings.home / "logs" / "exec.log").read_text()
+    assert f"task {task_id}: succeeded (exit 0)" in log
+
+
+def test_a_tick_taking_back_an_expired_attempt_stops_its_forked_wrapper_and_agent(running):
+    ws, task_id, event, agent, _release, daemon = running
+    stop_daemon(daemon)
+    wrapper = event["pid"]
+    # a tick on the wrapper's host, at a time past the lease: the attempt is taken back and
+    # its processes stopped, the wrapper among them (it is recognised as the attempt's)
+    clock = ManualClock(ws.clock.now() + timedelta(seconds=ws.settings.lease_seconds * 3))
+    later = Workspace(ws.settings, clock=clock)
+    try:
+        report = tick(later)
+    finally:
+        later.close()
+    assert {"task_id": task_id, "agent": "w1", "reason": "lease_expired"} in report.expired
+    assert not pid_alive(wrapper) and not pid_alive(agent)
+    assert queries.show(ws, task_id)[0].status in {"queued", "assigned"}
