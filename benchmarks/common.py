@@ -42,14 +42,16 @@ class Context:
 
 def result(name: str, *, value: float, unit: str, ceiling: float | None, ratio: float | None,
            target: str, what: str, ceiling_what: str, details: dict[str, Any] | None = None,
-           ok: bool = True) -> dict[str, Any]:
-    """One figure. `target` is `">= X"` or `"<= X"` on the ratio; `ok` adds a condition
-    besides the ratio (e.g. every task succeeded)."""
-    op, bound = target.split()
-    met = ok and ratio is not None and _OPS[op](ratio, float(bound))
+           ok: bool = True, absolute: bool = False) -> dict[str, Any]:
+    """One figure. `target` is `">= X"` or `"<= X"` on the ratio, or with `absolute` on
+    the value itself, in its unit (`"<= 50 ms"`: the ceiling is then beside it for
+    comparison); `ok` adds a condition besides it (e.g. every task succeeded)."""
+    op, bound = target.split()[:2]
+    judged = value if absolute else ratio
+    met = ok and judged is not None and _OPS[op](judged, float(bound))
     return {"name": name, "value": _round(value), "unit": unit, "ceiling": _round(ceiling),
-            "ratio": _round(ratio), "target": target, "met": bool(met), "what": what,
-            "ceiling_what": ceiling_what, "details": details or {}}
+            "ratio": _round(ratio), "target": target, "target_on": "value" if absolute else "ratio",
+            "met": bool(met), "what": what, "ceiling_what": ceiling_what, "details": details or {}}
 
 
 def _round(x: float | None) -> float | None:

@@ -26,6 +26,7 @@ from benchmarks import (
     bench_daemon,
     bench_postgres,
     bench_read,
+    bench_start,
     bench_submit,
     bench_tick,
 )
@@ -44,6 +45,9 @@ FIGURES: dict[str, Figure] = {
     "rebuild_memory": bench_read.rebuild_memory,
     "cold_cli": bench_cli.cold_cli,
     "daemon": bench_daemon.daemon,
+    "agent_start": bench_start.agent_start,
+    "wrapper_memory": bench_start.wrapper_memory,
+    "daemon_throughput": bench_start.daemon_throughput,
     "pg_single_submit": bench_postgres.pg_single_submit,
     "pg_claims_4": bench_postgres.pg_claims_4,
     "pg_claims_8": bench_postgres.pg_claims_8,
@@ -53,6 +57,8 @@ FIGURES: dict[str, Figure] = {
 # cheap at --size small: the smoke test runs these (no extra processes)
 CHEAP = ["batch_submit", "single_submit", "single_submit_durable", "tick_assign", "tick_idle",
          "status", "rebuild"]
+# the push agents' start through a real daemon (the smoke test runs them too)
+START = ["agent_start", "wrapper_memory", "daemon_throughput"]
 # the same on PostgreSQL (they start a throwaway cluster: the smoke test runs them
 # where the server's binaries are installed)
 CHEAP_POSTGRES = ["pg_single_submit", "pg_tick_assign", "pg_status"]
@@ -70,6 +76,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "cli_repeat": 7,
         "daemon_tasks": 100, "daemon_agents": 4, "daemon_capacity": 5, "daemon_sleep": 1.0,
         "daemon_interval": 0.2,
+        "start_agents": 20, "start_hold_seconds": 2.0,
+        "throughput_tasks": 1_000, "throughput_slots": 20,
     },
     "small": {
         "batch_tasks": 2_000,
@@ -83,6 +91,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "cli_repeat": 3,
         "daemon_tasks": 8, "daemon_agents": 2, "daemon_capacity": 2, "daemon_sleep": 0.5,
         "daemon_interval": 0.2,
+        "start_agents": 10, "start_hold_seconds": 1.0,
+        "throughput_tasks": 50, "throughput_slots": 10,
     },
 }
 

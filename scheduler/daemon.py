@@ -199,7 +199,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     # wrappers are forked from a copy of this process made now, before any thread runs
     launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
     launcher.start()
-    ws.launcher = launcher.launch
+    ws.starter = launcher
     if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:

@@ -27,19 +27,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
 from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
-from eventlog.events import TaskRequeued, TaskStarted
+from eventlog.events import Event, TaskRequeued, TaskStarted
 from eventlog.faults import fault_point
 from eventlog.storage import DATABASE_URL_VARIABLE
 from eventlog.values import MAX_DEPTH, fit_text, parse_json
+from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler import containment, worker
+from scheduler.spawn import lease_clock
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
@@ -55,14 +57,6 @@ FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry sta
 READ_CHUNK = 64 * 1024
 LINE_KEEP_FACTOR = 4  # the last output line is kept up to this many times max_payload_bytes
 LOG_DRAIN_SECONDS = 5.0  # after the stop, how long the output may take to reach agent.log
-
-
-def lease_clock() -> float:
-    """Seconds on the clock the wrapper measures its lease with: one that keeps counting
-    while the machine is suspended (CLOCK_BOOTTIME on Linux), so a wrapper that wakes
-    up past its lease's expiry knows it at once; elsewhere the monotonic clock."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def expand_argv(command: Sequence[str], values: Mapping[str, str]) -> list[str]:
@@ -131,6 +125,16 @@ def _assignment(views: SqlProjection, task_id: int) -> tuple[TaskView, AgentView
     return task, agent
 
 
+def warm_up(ws: Workspace) -> None:
+    """Open the database and run, once, the reads of a wrapper (finding nothing; no
+    write lock taken: the daemon's tick may hold it while it waits for this process):
+    wrappers forked from this process then start with the database checked and the
+    statements compiled."""
+    with ws.read() as (_log, views):
+        views.get_task(0)
+        views.get_agent("")
+
+
 def prepare_workdir(workdir: Path, payload: str) -> None:
     """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it."""
     for level in (*reversed(workdir.parents[:2]), workdir):
@@ -138,75 +142,115 @@ def prepare_workdir(workdir: Path, payload: str) -> None:
     (workdir / "payload.json").write_text(payload)
 
 
-def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
-          own_process: bool = False) -> Attempt | Outcome:
-    """Prepare the working directory, then start the assigned attempt in one write
-    transaction: `TaskStarted` with the wrapper's pid and host, the argv, the working
-    directory, the control group and a fresh lease. A directory that cannot be prepared
-    is not the program's fault: the assignment goes back to the queue (`not_started`,
-    after the queue's `backoff_base_seconds`) without using up an attempt, and the
-    `Outcome` says so. With `own_process` (this process is the attempt's wrapper and
-    nothing else), it first names itself `containment.WRAPPER_NAME` and moves into the
-    directory: how a tick tells it from a process that got its pid later."""
-    with ws.read() as (_log, views):
-        task, _agent = _assignment(views, task_id)
+def _workdir(ws: Workspace, task_id: int, attempt: int) -> Path:
+    return (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
+
+
+def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
+                 parent_env: Mapping[str, str], granted_at: float) -> tuple[TaskStarted, Attempt]:
+    """With the attempt's directory prepared: its `TaskStarted` (the wrapper's pid and
+    host, the argv, the directory, the control group, a fresh lease from the
+    transaction's time), for the caller to record, and the attempt as its wrapper runs
+    it. `granted_at`: `lease_clock()` before the transaction began (the lease runs from
+    then, at the latest). The control group is made here: `forget_cgroups` removes it
+    if the event is not recorded after all."""
     attempt = task.attempt + 1
-    workdir = (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
-    try:
-        prepare_workdir(workdir, task.payload)
-    except OSError as e:
-        return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
-                            f"{e.strerror or e}")
-    if own_process:  # every path it uses is absolute (`spawn.absolute`)
-        os.chdir(workdir)
-        _prctl(_PR_SET_NAME, ctypes.c_char_p(containment.WRAPPER_NAME.encode()))
-    ref = containment.AttemptRef.of(task_id, attempt, ws.settings.database_label, os.getpid(),
+    workdir = _workdir(ws, task.task_id, attempt)
+    ref = containment.AttemptRef.of(task.task_id, attempt, ws.settings.database_label, pid,
                                     workdir=str(workdir))
     group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     token = new_token()
     log_path = workdir / "agent.log"
-    granted_at = lease_clock()
-    try:
-        with ws.write() as recorder:
-            task, agent = _assignment(recorder.views, task_id)
-            if task.attempt + 1 != attempt:
-                raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
-            values = {"task_id": str(task_id), "queue": task.queue, "agent": agent.name,
-                      "attempt": str(attempt), "workdir": str(workdir)}
-            argv = expand_argv(json.loads(agent.command or "[]"), values)
-            recorder.record([TaskStarted(
-                task_id=task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
-                lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
-                runner="exec", pid=os.getpid(), host=ws.settings.host_name, argv=tuple(argv),
-                workdir=str(workdir), log_path=str(log_path), cgroup=ref.cgroup)])
-    except BaseException:
-        if group is not None:
-            containment.remove_cgroup(group)
-        raise
+    values = {"task_id": str(task.task_id), "queue": task.queue, "agent": agent.name,
+              "attempt": str(attempt), "workdir": str(workdir)}
+    argv = expand_argv(json.loads(agent.command or "[]"), values)
+    event = TaskStarted(
+        task_id=task.task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
+        lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
+        runner="exec", pid=pid, host=ws.settings.host_name, argv=tuple(argv),
+        workdir=str(workdir), log_path=str(log_path), cgroup=ref.cgroup)
     task_vars = {
-        "SCHED_TASK_ID": str(task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": agent.name,
+        "SCHED_TASK_ID": str(task.task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": agent.name,
         "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),
         "SCHED_PAYLOAD_FILE": str(workdir / "payload.json"),
         "SCHED_RESULT_FILE": str(workdir / "result.json"), "SCHED_LEASE_TOKEN": token,
         "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": ref.db,
     }
-    return Attempt(task_id, attempt, task.queue, token, argv, workdir,
-                   child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
-                   agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path, ref,
-                   granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
+    return event, Attempt(task.task_id, attempt, task.queue, token, argv, workdir,
+                          child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
+                          agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path, ref,
+                          granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
+
+
+def forget_cgroups(attempts: Iterable[Attempt]) -> None:
+    """Remove the control groups of attempts whose start was not recorded."""
+    for attempt in attempts:
+        if attempt.ref.cgroup is not None:
+            containment.remove_cgroup(Path(attempt.ref.cgroup))
+
+
+def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt | Outcome:
+    """Prepare the working directory, then start the assigned attempt, with this
+    process as its wrapper, in a write transaction of its own (`_start_event`). A
+    directory that cannot be prepared is not the program's fault: the assignment goes
+    back to the queue (`not_started`, after the queue's `backoff_base_seconds`) without
+    using up an attempt, and the `Outcome` says so."""
+    with ws.read() as (_log, views):
+        task, _agent = _assignment(views, task_id)
+    attempt = task.attempt + 1
+    workdir = _workdir(ws, task_id, attempt)
+    try:
+        prepare_workdir(workdir, task.payload)
+    except OSError as e:
+        return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
+                            f"{e.strerror or e}")
+    granted_at = lease_clock()
+    with ws.write() as recorder:
+        task, agent = _assignment(recorder.views, task_id)
+        if task.attempt + 1 != attempt:
+            raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
+        event, started = _start_event(ws, recorder, task, agent, os.getpid(), parent_env, granted_at)
+        try:
+            recorder.record([event])
+        except BaseException:
+            forget_cgroups([started])
+            raise
+    return started
+
+
+def start_in(ws: Workspace, recorder: Recorder, task_id: int, pid: int, parent_env: Mapping[str, str],
+             granted_at: float) -> tuple[Event, Attempt | None]:
+    """Start an assigned attempt inside the caller's write transaction (the daemon's
+    tick, for the wrapper `pid` it forked and will hand the attempt to after the
+    commit): the event to record, and the attempt. A directory that cannot be prepared
+    sends the assignment back to the queue, as `start` does (`TaskRequeued`, no attempt)."""
+    task, agent = _assignment(recorder.views, task_id)
+    workdir = _workdir(ws, task_id, task.attempt + 1)
+    try:
+        prepare_workdir(workdir, task.payload)
+    except OSError as e:
+        return _not_started_event(ws, recorder, task, f"cannot prepare the working directory "
+                                                      f"{workdir}: {e.strerror or e}"), None
+    return _start_event(ws, recorder, task, agent, pid, parent_env, granted_at)
+
+
+def _not_started_event(ws: Workspace, recorder: Recorder, task: TaskView, why: str) -> TaskRequeued:
+    delay = ws.settings.queue_policy(task.queue).backoff_base_seconds
+    return TaskRequeued(task_id=task.task_id, reason="not_started",
+                        detail=fit_text(why, ws.settings.max_message_bytes),
+                        not_before=recorder.now + timedelta(seconds=delay))
 
 
 def _not_started(ws: Workspace, task_id: int, attempt: int, why: str) -> Outcome:
-    detail = fit_text(why, ws.settings.max_message_bytes)
     with ws.write() as recorder:
         task = recorder.views.get_task(task_id)
         if task is None or task.status != "assigned" or task.attempt + 1 != attempt:
-            return Outcome("lost", f"not started ({detail}), and meanwhile taken back")
-        delay = ws.settings.queue_policy(task.queue).backoff_base_seconds
-        recorder.record([TaskRequeued(task_id=task_id, reason="not_started", detail=detail,
-                                      not_before=recorder.now + timedelta(seconds=delay))])
-    return Outcome("queued", f"not started: {detail}")
+            return Outcome("lost", f"not started ({fit_text(why, ws.settings.max_message_bytes)}), "
+                                   "and meanwhile taken back")
+        event = _not_started_event(ws, recorder, task, why)
+        recorder.record([event])
+    return Outcome("queued", f"not started: {event.detail}")
 
 
 # -- the agent's process ---------------------------------------------------------------
@@ -342,11 +386,12 @@ class AgentLog:
 # -- supervising -----------------------------------------------------------------------
 
 class LeaseKeeper:
-    """Renews the attempt's lease every third of its length, from a thread with its own
-    database connection, so the wrapper never waits on the database while its agent
-    runs. It tells the wrapper when the lease was refused (`lost`), when the task was
-    cancelled, and until when the lease surely holds (`expires`, on `lease_clock`,
-    counted from before each renewal was asked)."""
+    """Renews the attempt's lease every third of its length, from a thread (its
+    transactions take a connection of their own from the workspace's storage), so the
+    wrapper never waits on the database while its agent runs. It tells the wrapper when
+    the lease was refused (`lost`), when the task was cancelled, and until when the
+    lease surely holds (`expires`, on `lease_clock`, counted from before each renewal
+    was asked)."""
 
     def __init__(self, ws: Workspace, attempt: Attempt) -> None:
         self._ws, self._attempt = ws, attempt
@@ -374,13 +419,12 @@ class LeaseKeeper:
     def _run(self) -> None:
         settings, attempt = self._ws.settings, self._attempt
         every = settings.lease_seconds / 3
-        own = Workspace(settings, clock=self._ws.clock)
         next_beat = attempt.granted_at + every
         try:
             while not self._done.wait(max(next_beat - lease_clock(), 0.0)):
                 asked = lease_clock()
                 try:
-                    beat = worker.heartbeat(own, attempt.task_id, attempt.token)
+                    beat = worker.heartbeat(self._ws, attempt.task_id, attempt.token)
                 except TokenRejected as e:  # the task was taken back: this run no longer counts
                     self.lost = e.message
                     return
@@ -393,8 +437,6 @@ class LeaseKeeper:
                 next_beat = lease_clock() + every
         except Exception as e:  # the wrapper still stops its agent when the lease runs out
             print(f"task {attempt.task_id}: heartbeats stopped: {e}", file=sys.stderr)
-        finally:
-            own.close()
 
 
 @dataclass
@@ -640,19 +682,36 @@ def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str
     return Outcome(status, f"exit {returncode}")
 
 
+def _become_wrapper(attempt: Attempt) -> None:
+    """This process is the attempt's wrapper and nothing else: orphaned descendants of
+    the agent become ours to reap and to find, and the process names itself
+    `containment.WRAPPER_NAME` and works in the attempt's directory (how a tick tells
+    it from a process that got its pid later; every path it uses is absolute)."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    os.chdir(attempt.workdir)
+    _prctl(_PR_SET_NAME, ctypes.c_char_p(containment.WRAPPER_NAME.encode()))
+
+
+def run_as_wrapper(ws: Workspace, attempt: Attempt) -> Outcome:
+    """Run a started attempt as its wrapper process (one the daemon's launcher forked
+    and handed the attempt to). SIGTERM, SIGINT and SIGHUP stop the attempt and record
+    it as failed (retryable) before returning."""
+    with _stop_on_signals() as stop:
+        _become_wrapper(attempt)
+        return run(ws, replace(attempt, reap_orphans=True), stop)
+
+
 def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
               own_process: bool = False) -> Outcome:
-    """Start and run one attempt. `own_process` (a wrapper process sets it: `sched exec`,
-    or one forked by the launcher) makes orphaned descendants of the agent ours to reap
-    and to find, and names the process and moves it into the attempt's directory.
-    SIGTERM, SIGINT and SIGHUP stop the attempt and record it as failed (retryable)
-    before returning."""
+    """Start and run one attempt. `own_process`: this process is the wrapper and
+    nothing else (`sched exec`; see `_become_wrapper`). SIGTERM, SIGINT and SIGHUP stop
+    the attempt and record it as failed (retryable) before returning."""
     with _stop_on_signals() as stop:
-        if own_process:
-            _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        started = start(ws, task_id, parent_env, own_process=own_process)
+        started = start(ws, task_id, parent_env)
         if isinstance(started, Outcome):
             return started
+        if own_process:
+            _become_wrapper(started)
         return run(ws, replace(started, reap_orphans=own_process), stop)
 
 

@@ -1,16 +1,61 @@
-"""Starting `sched exec TASK_ID` detached, after the tick that assigned the task has
-committed, so a cron tick can exit while its agents run."""
+"""Starting push agents' wrappers: `sched exec TASK_ID` detached, after the tick that
+assigned the task has committed, so a cron tick can exit while its agents run; and
+what a tick asks of the daemon's launcher, which forks them (`Starter`, implemented by
+`scheduler.launcher.Launcher`)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from eventlog.storage import DATABASE_URL_VARIABLE, is_url
 from scheduler.settings import Settings
 
+if TYPE_CHECKING:
+    from projections.recorder import Recorder
+    from scheduler.exec import Attempt
+    from scheduler.workspace import Workspace
+
 _children: list[subprocess.Popen[bytes]] = []
+Handover = list[tuple[int, "Attempt"]]  # (pid of a forked wrapper, the attempt it is to run)
+
+
+class LauncherGone(OSError):
+    """The daemon's launcher process is not there any more."""
+
+
+class Starter(Protocol):
+    """What a daemon's tick asks of its launcher."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start_in(self, ws: Workspace, recorder: Recorder, task_ids: Sequence[int],
+                 granted_at: float) -> Handover:
+        """Inside the tick's write transaction: start these assigned attempts, each with
+        a wrapper forked for it; the wrappers wait for `go`. Raises `LauncherGone`
+        (nothing started) when the launcher is gone."""
+        ...
+
+    def go(self, handover: Handover) -> None:
+        """After the commit: hand each wrapper its attempt."""
+        ...
+
+    def abort(self, handover: Handover) -> None:
+        """The transaction failed: let the wrappers exit without running anything."""
+        ...
+
+
+def lease_clock() -> float:
+    """Seconds on the clock leases are measured with: one that keeps counting while
+    the machine is suspended (CLOCK_BOOTTIME on Linux), so a wrapper that wakes up past
+    its lease's expiry knows it at once; elsewhere the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def absolute(settings: Settings) -> Settings:

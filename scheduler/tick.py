@@ -1,10 +1,14 @@
 """One scheduler pass, read top to bottom: gather what the pass needs (the control
 file, the policies, the gates that are due), then in one write transaction take back
 what is overdue and plan and record the assignments, then start the push agents'
-commands after the commit."""
+commands after the commit. In a daemon (`ws.starter`: its launcher), the push attempts
+of this host are started in that same transaction, each with a wrapper forked for it,
+and handed to their wrappers after the commit; elsewhere (`sched tick` from cron) a
+`sched exec` process is started for each, which starts its attempt itself."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,7 +47,7 @@ from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import settle_failure
 from scheduler.registry import ControlFile
 from scheduler.settings import Settings
-from scheduler.spawn import reap_finished
+from scheduler.spawn import Handover, LauncherGone, lease_clock, reap_finished
 from scheduler.tick_runs import note_daemon, note_tick
 from scheduler.workspace import Workspace, describe_pause
 
@@ -339,6 +343,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     `daemon_interval`: the tick of a `sched run` ticking that often (it notes that the
     daemon is alive)."""
     started = time.perf_counter()
+    granted_at = lease_clock()  # before the transaction: leases granted in it hold from then on
     host = ws.settings.host_name
     report = TickReport(dry_run=dry_run)
     # gather, before the write lock: the control file (validated), the policy, the gates
@@ -346,36 +351,57 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     policy = plan_policy(ws.settings, control.content_hash)
     reap_finished()  # wrappers this process started and that have exited
     gate_results = run_due_gates(ws, ws.clock.now())  # gates may be slow: no lock held
-    with ws.write(commit=not dry_run) as recorder:
-        views = recorder.views
-        # take back: what is overdue, what lost its wrapper, what waits on the dead
-        report.config_recorded = record_config_if_changed(recorder, control)
-        take_back_overdue(ws, recorder, host, report)
-        reap_dead_wrappers(ws, recorder, host, alive, report)
-        report.released = release_out_of_service(recorder, views.all_agents())
-        dead_letter_doomed(recorder, report)
-        now = recorder.now  # after the take-backs (a stop of local processes moves it on)
-        # plan and record, queue by queue, unless paused or gated
-        report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
-        if gate_results:
-            recorder.record(record_gates(views.txn, views, gate_results, now))
-        closed = closed_gates(views.meta())
-        report.gates_closed = sorted(closed)
-        agents = views.all_agents()
-        open_queues = {a.type for a in agents if a.free > 0} - set(closed)
-        for queue in sorted(open_queues if report.paused is None else ()):
-            decisions = gather_and_plan(views, agents, queue, now, policy)
-            recorder.record(decisions)
-            report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
-        note_tick(views.txn, host, os.getpid(), to_text(now),
-                  round((time.perf_counter() - started) * 1000, 3))
-        if daemon_interval is not None:
-            note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
-        push = to_start(views, control, host, report)
-        json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
-    # start, after the commit: the push agents' commands this host runs
-    if push and not dry_run:
+    starter = ws.starter if ws.starter is not None and ws.starter.alive and not dry_run else None
+    handed: Handover = []
+    try:
+        with ws.write(commit=not dry_run) as recorder:
+            views = recorder.views
+            # take back: what is overdue, what lost its wrapper, what waits on the dead
+            report.config_recorded = record_config_if_changed(recorder, control)
+            take_back_overdue(ws, recorder, host, report)
+            reap_dead_wrappers(ws, recorder, host, alive, report)
+            report.released = release_out_of_service(recorder, views.all_agents())
+            dead_letter_doomed(recorder, report)
+            now = recorder.now  # after the take-backs (a stop of local processes moves it on)
+            # plan and record, queue by queue, unless paused or gated
+            report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
+            if gate_results:
+                recorder.record(record_gates(views.txn, views, gate_results, now))
+            closed = closed_gates(views.meta())
+            report.gates_closed = sorted(closed)
+            agents = views.all_agents()
+            open_queues = {a.type for a in agents if a.free > 0} - set(closed)
+            for queue in sorted(open_queues if report.paused is None else ()):
+                decisions = gather_and_plan(views, agents, queue, now, policy)
+                recorder.record(decisions)
+                report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
+            push = to_start(views, control, host, report)
+            if push and starter is not None:  # started here, in this transaction
+                try:
+                    handed, push = starter.start_in(ws, recorder, push, granted_at), []
+                except LauncherGone as e:  # nothing started: `sched exec` processes start them
+                    report.errors.append(str(e))
+            note_tick(views.txn, host, os.getpid(), to_text(now),
+                      round((time.perf_counter() - started) * 1000, 3))
+            if daemon_interval is not None:
+                note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
+            json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
+    except BaseException:
+        if handed and starter is not None:  # nothing was committed: nothing for them to run
+            with contextlib.suppress(LauncherGone):
+                starter.abort(handed)
+        raise
+    # start, after the commit: hand the attempts started here to their wrappers; start
+    # `sched exec` for the others
+    if (handed or push) and not dry_run:
         fault_point("after_commit_before_spawn")
+    if handed and starter is not None:
+        try:
+            starter.go(handed)
+            report.spawned.extend(attempt.task_id for _, attempt in handed)
+        except LauncherGone as e:  # their wrappers are gone with it: the next tick takes them back
+            report.errors.append(str(e))
+    if push and not dry_run:
         for task_id in push:
             try:
                 ws.launcher(ws.settings, task_id)

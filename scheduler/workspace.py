@@ -22,7 +22,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.operational import OPERATIONAL_TABLES
 from scheduler.registry import AgentRegistry, candidate_paths, find_control_file
 from scheduler.settings import Settings
-from scheduler.spawn import spawn_exec
+from scheduler.spawn import Starter, spawn_exec
 
 # every table of sched, made with the schema (`Storage.create_schema`)
 ALL_TABLES = [EventRow.__table__, *PROJECTION_TABLES, ProjectionSchemaRow.__table__,  # type: ignore[attr-defined]
@@ -39,6 +39,8 @@ class Workspace:
     rng: random.Random = field(default_factory=random.SystemRandom)
     # starts `sched exec TASK_ID` for a push agent's assignment (tests pass their own)
     launcher: Callable[[Settings, int], object] = spawn_exec
+    # the daemon's launcher: its ticks start push attempts with wrappers it forks
+    starter: Starter | None = None
     _db: Storage | None = None
 
     # -- the database ------------------------------------------------------------------

@@ -42,6 +42,20 @@ def test_the_cheap_figures_give_one_document_of_the_promised_shape(tmp_path: Pat
         assert figure["name"] in captured.err  # the readable table
 
 
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc")
+def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
+    code = run.main(["--size", "small", "--only", *run.START, "--quiet", "--workdir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    figures = {f["name"]: f for f in json.loads(captured.out)["figures"]}
+    for figure in figures.values():
+        assert "error" not in figure, figure.get("traceback")
+        assert figure["value"] > 0 and figure["ceiling"] > 0
+    assert figures["agent_start"]["details"]["started"] == run.SIZES["small"]["start_agents"]
+    assert figures["wrapper_memory"]["details"]["wrappers"] > 0
+    assert figures["daemon_throughput"]["details"]["succeeded"] == run.SIZES["small"]["throughput_tasks"]
+
+
 def test_every_figure_has_both_sizes_of_its_parameters():
     assert set(run.SIZES["small"]) == set(run.SIZES["default"])
     assert set(run.CHEAP) <= set(run.FIGURES)

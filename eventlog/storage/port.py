@@ -112,4 +112,7 @@ class Storage(Protocol):
         ...
 
     def close(self) -> None:
+        """Close every pooled connection. The storage stays usable: a later transaction
+        opens a new connection (a process about to fork closes them, so that no child
+        shares one)."""
         ...

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from scheduler import containment, queries
-from scheduler.clock import ManualClock
+from scheduler.clock import ManualClock, SystemClock
+from scheduler.launcher import Launcher
 from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import pid_alive, tick
@@ -84,7 +85,7 @@ def running(tmp_path):
         release.touch()
         if daemon.poll() is None:
             daemon.kill()
-            daemon.wait()
+        daemon.communicate()
         ws.close()
 
 
@@ -128,3 +129,68 @@ def test_a_tick_taking_back_an_expired_attempt_stops_its_forked_wrapper_and_agen
     assert {"task_id": task_id, "agent": "w1", "reason": "lease_expired"} in report.expired
     assert not pid_alive(wrapper) and not pid_alive(agent)
     assert queries.show(ws, task_id)[0].status in {"queued", "assigned"}
+
+
+@pytest.fixture
+def launched(tmp_path):
+    """A workspace whose ticks start push attempts through a launcher of this process
+    (as a daemon's do), and the launcher."""
+    agents = [{"agentName": f"q{i}", "agentType": "dev", "maxConcurrency": 1,
+               "command": [sys.executable, "-c", "print('[1, 2]')"]} for i in range(3)]
+    ws = new_workspace(tmp_path / "home", agents)
+    ws.clock = SystemClock()
+    launcher = Launcher(ws.settings, ws.clock)
+    launcher.start()
+    ws.starter = launcher
+    yield ws, launcher
+    launcher.close()
+    ws.close()
+
+
+def test_a_tick_assigns_and_starts_in_one_commit_and_the_wrappers_finish_the_work(launched):
+    ws, _launcher = launched
+    subs = submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(3)])
+    report = tick(ws)
+    assert sorted(report.spawned) == [s.task_id for s in subs]
+    for sub in subs:
+        events = [rec.type for rec in queries.show(ws, sub.task_id)[1]]
+        assert events[:3] == ["TaskSubmitted", "TaskAssigned", "TaskStarted"]
+    for sub in subs:
+        wait_for("the wrapper to record the result",
+                 lambda sub=sub: queries.show(ws, sub.task_id)[0].status == "succeeded")
+        done = [json.loads(r.data) for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskSucceeded"]
+        assert done[0]["result"] == [1, 2]
+
+
+def test_a_tick_that_fails_before_its_commit_lets_the_forked_wrappers_go(launched, monkeypatch):
+    ws, _launcher = launched
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    forked: list[int] = []
+    real = Launcher.start_in
+
+    def start_in(self, *args):
+        handover = real(self, *args)
+        forked.extend(pid for pid, _ in handover)
+        return handover
+
+    def note_tick(*_args):
+        raise RuntimeError("the disk is gone")  # after the starts, before the commit
+
+    monkeypatch.setattr(Launcher, "start_in", start_in)
+    monkeypatch.setattr("scheduler.tick.note_tick", note_tick)
+    with pytest.raises(RuntimeError):
+        tick(ws)
+    assert forked and all(wait_for("the wrapper to exit", lambda p=p: not pid_alive(p)) for p in forked)
+    assert queries.show(ws, sub.task_id)[0].status == "queued"  # nothing was committed
+
+
+def test_wrappers_never_handed_their_attempt_are_taken_back_by_the_next_tick(launched, monkeypatch):
+    ws, launcher = launched
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    monkeypatch.setattr(Launcher, "go", lambda self, handover: launcher.close())  # the daemon dies
+    tick(ws)
+    started = [json.loads(rec.data) for rec in queries.show(ws, sub.task_id)[1] if rec.type == "TaskStarted"]
+    wait_for("the orphaned wrapper to exit", lambda: not pid_alive(started[0]["pid"]))
+    ws.starter = None
+    report = tick(ws)
+    assert {"task_id": sub.task_id, "agent": started[0]["agent"], "reason": "wrapper_gone"} in report.expired

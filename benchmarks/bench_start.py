@@ -1,0 +1,198 @@
+"""Starting push agents through `sched run`: how long from an assignment to the agent's
+process running, what supervising a running attempt costs in memory, and how many
+trivial tasks per second the daemon carries end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_cli import sched_argv
+from benchmarks.common import Context, fleet, new_workspace, read_rows, result, task_specs
+from eventlog.timeutil import from_text
+from projections.figures import percentile
+from scheduler.submit import submit
+
+# prints the time it started (the attempt's result), then holds its slot a while
+STAMP = ["/bin/sh", "-c", 'date +%s.%N; sleep "$0"']
+
+
+def _daemon(home: Path, interval: float) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    with (home / "daemon.log").open("w") as log:
+        return subprocess.Popen([*sched_argv(), "run", "--interval", str(interval), "--home", str(home)],
+                                env=env, stdout=log, stderr=log, cwd=home)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _ended(db: Path) -> int:
+    (count,), = read_rows(db, "SELECT coalesce(sum(count), 0) FROM queue_counts "
+                              "WHERE status IN ('succeeded', 'dead', 'cancelled')")
+    return int(count)
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """Resident (RSS), proportional (PSS) and private (USS: pages no other process
+    shares) memory of a process, from /proc/PID/smaps_rollup."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        fields[name] = int(rest.split()[0])
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
+
+
+def bare_starts(count: int, argv: list[str]) -> list[float]:
+    """The ceiling: this process starts `count` copies of `argv` at once; seconds from
+    just before each start to the time it printed."""
+    procs = []
+    for _ in range(count):
+        asked = time.time()
+        procs.append((asked, subprocess.Popen(argv, stdout=subprocess.PIPE)))
+    return [float(p.communicate()[0]) - asked for asked, p in procs]
+
+
+def agent_start(ctx: Context) -> dict[str, Any]:
+    """`sched run` with `start_agents` idle push agents of one slot; then as many tasks
+    are submitted at once, and the daemon's next tick assigns and starts them all. Per
+    attempt: from its TaskAssigned (the time of the tick's transaction, so the tick's
+    own work counts) to the time the agent's command printed when it ran. Late in their
+    run (after their wrappers renewed their leases once), each wrapper's memory."""
+    p = ctx.params
+    n, hold = p["start_agents"], p["start_hold_seconds"]
+    home = ctx.dir("agent_start")
+    # leases renewed every third of `hold` (the daemon reads sched.toml): the memory is
+    # sampled after a renewal
+    (home / "sched.toml").write_text(f"lease_seconds = {hold}\n")
+    ws = new_workspace(home, fleet(n, 1, prefix="s", command=[*STAMP, str(hold)]))
+    db = home / "sched.db"
+    proc = _daemon(home, 0.5)
+    memory: list[dict[str, int]] = []
+    try:
+        _wait("the daemon's first tick", lambda: read_rows(
+            db, "SELECT count(*) FROM tick_runs")[0][0] > 0, 60)
+        submit(ws, task_specs(n))
+        ws.close()
+        _wait("every attempt to start", lambda: read_rows(
+            db, "SELECT count(*) FROM events WHERE type = 'TaskStarted'")[0][0] >= n, 60)
+        first = time.monotonic()
+        wrappers = [json.loads(d)["pid"] for (d,) in read_rows(
+            db, "SELECT data FROM events WHERE type = 'TaskStarted'")]
+        time.sleep(max(0.0, first + 0.8 * hold - time.monotonic()))  # late in their run
+        for pid in wrappers:
+            with contextlib.suppress(OSError, KeyError):  # it ended already
+                memory.append(memory_kib(pid))
+        _wait("every task to end", lambda: _ended(db) >= n, 60 + 10 * hold)
+    finally:
+        _stop(proc)
+    assigned = {json.loads(d)["task_id"]: from_text(at).timestamp() for at, d in read_rows(
+        db, "SELECT recorded_at, data FROM events WHERE type = 'TaskAssigned'")}
+    ran = {json.loads(d)["task_id"]: float(json.loads(d)["result"]) for (d,) in read_rows(
+        db, "SELECT data FROM events WHERE type = 'TaskSucceeded'")}
+    latencies = sorted(ran[t] - assigned[t] for t in ran)
+    bare = sorted(bare_starts(n, ["/bin/sh", "-c", "date +%s.%N"]))
+    value, ceiling = statistics.median(latencies) * 1000, statistics.median(bare) * 1000
+    ctx.cache["wrapper_memory"] = memory
+    return result(
+        "agent_start", value=value, unit="ms", ceiling=ceiling, ratio=value / ceiling,
+        target="<= 50 ms", absolute=True,
+        what=f"`sched run`: {n} push agents' commands starting at once, median from the "
+             "assignment to the command running (p95 <= 200 ms too)",
+        ceiling_what=f"{n} processes of the same command started at once by one warm Python "
+                     "process (subprocess.Popen), median from the call to the command running",
+        details={"p95_ms": (percentile(latencies, 95) or 0) * 1000, "max_ms": latencies[-1] * 1000,
+                 "bare_p95_ms": (percentile(bare, 95) or 0) * 1000, "started": len(latencies),
+                 "latencies_ms": [round(x * 1000, 1) for x in latencies]},
+        ok=len(latencies) == n and (percentile(latencies, 95) or 0) <= 0.2)
+
+
+def wrapper_memory(ctx: Context) -> dict[str, Any]:
+    """Of the wrappers `agent_start` saw running: their private memory (USS), beside a
+    bare Python interpreter's resident memory."""
+    memory = ctx.cache.get("wrapper_memory") or []
+    if not memory:
+        agent_start(ctx)
+        memory = ctx.cache["wrapper_memory"]
+    bare = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        _wait("a bare interpreter", lambda: Path(f"/proc/{bare.pid}/smaps_rollup").exists(), 10)
+        time.sleep(0.1)  # it gets to its read
+        bare_kib = memory_kib(bare.pid)
+    finally:
+        bare.communicate(b"")
+    uss = statistics.median(m["uss"] for m in memory) / 1024
+    return result(
+        "wrapper_memory", value=uss, unit="MiB", ceiling=bare_kib["rss"] / 1024,
+        ratio=uss / (bare_kib["rss"] / 1024), target="<= 10 MiB", absolute=True,
+        what="private resident memory (USS, pages no other process shares) of one running "
+             "attempt's wrapper, median over the wrappers of agent_start",
+        ceiling_what="resident memory of a bare `python -c` waiting on its input (the least "
+                     "any Python supervisor process costs)",
+        details={"wrappers": len(memory),
+                 "median_rss_mib": statistics.median(m["rss"] for m in memory) / 1024,
+                 "median_pss_mib": statistics.median(m["pss"] for m in memory) / 1024,
+                 "bare_kib": bare_kib})
+
+
+def daemon_throughput(ctx: Context) -> dict[str, Any]:
+    """`throughput_tasks` tasks of a trivial command (`true`) through `sched run` with
+    `throughput_slots` slots, from the daemon's start to the last success."""
+    p = ctx.params
+    n, slots = p["throughput_tasks"], p["throughput_slots"]
+    home = ctx.dir("daemon_throughput")
+    ws = new_workspace(home, fleet(1, slots, prefix="t", command=["/bin/true"]))
+    submit(ws, task_specs(n))
+    ws.close()
+    db = home / "sched.db"
+    started = time.monotonic()
+    proc = _daemon(home, 1.0)
+    try:
+        _wait("every task to end", lambda: _ended(db) >= n, 60 + n)
+        wall = time.monotonic() - started
+    finally:
+        _stop(proc)
+    succeeded = read_rows(db, "SELECT count(*) FROM events WHERE type = 'TaskSucceeded'")[0][0]
+    bare_started = time.monotonic()
+    running: list[subprocess.Popen[bytes]] = []
+    for _ in range(n):  # the ceiling: the same processes, `slots` at a time, from one process
+        if len(running) >= slots:
+            running.pop(0).wait()
+        running.append(subprocess.Popen(["/bin/true"]))
+    for proc_ in running:
+        proc_.wait()
+    bare_wall = time.monotonic() - bare_started
+    value, ceiling = n / wall, n / bare_wall
+    return result(
+        "daemon_throughput", value=value, unit="tasks/s", ceiling=ceiling, ratio=value / ceiling,
+        target=">= 200 tasks/s", absolute=True,
+        what=f"`sched run`: {n} tasks of `true` through one push agent with {slots} slots, from "
+             "the daemon's start to the last task's end",
+        ceiling_what=f"the same {n} processes, {slots} at a time, started and waited for by one "
+                     "Python process",
+        details={"tasks": n, "slots": slots, "succeeded": succeeded, "wall_seconds": wall,
+                 "bare_seconds": bare_wall, "daemon_exit": proc.returncode},
+        ok=succeeded == n)
