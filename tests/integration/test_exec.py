@@ -1,6 +1,7 @@
-"""Push agents run by `sched exec`, with real processes: ticks start the wrapper
-detached, the wrapper runs the agent and records how it ended. Waits poll with a
-deadline; nothing sleeps on a race."""
+"""Push agents run by their wrapper, with real processes: the wrapper runs the agent
+and records how it ended. Every test runs both ways a tick starts wrappers: `sched
+exec` processes (a cron tick) and wrappers forked by a daemon's launcher (the tick
+then starts the attempt itself). Waits poll with a deadline; nothing sleeps on a race."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from scheduler import operator, queries, worker
 from scheduler.clock import SystemClock
+from scheduler.launcher import Launcher
 from scheduler.metrics import metrics
 from scheduler.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
@@ -31,6 +33,19 @@ def agent_script(home: Path, name: str, body: str) -> list[str]:
     path = home / f"{name}.py"
     path.write_text(textwrap.dedent(body))
     return [sys.executable, str(path)]
+
+
+LAUNCHERS: list[Launcher] = []
+STARTED_BY = ["sched exec"]
+
+
+@pytest.fixture(autouse=True, params=["sched exec", "launcher"])
+def started_by(request):
+    """How this test's ticks start wrappers (`push_workspace` sets it up)."""
+    STARTED_BY[0] = request.param
+    yield request.param
+    while LAUNCHERS:
+        LAUNCHERS.pop().close()
 
 
 def push_workspace(tmp_path: Path, commands: dict[str, list[str]], agents=None, **settings):
@@ -47,6 +62,11 @@ def push_workspace(tmp_path: Path, commands: dict[str, list[str]], agents=None, 
     (home / "sched.toml").write_text(toml)
     ws = new_workspace(home, agents)
     ws.clock = SystemClock()  # the wrapper runs in real time
+    if STARTED_BY[0] == "launcher":
+        launcher = Launcher(ws.settings, ws.clock)
+        launcher.start()
+        LAUNCHERS.append(launcher)
+        ws.starter = launcher
     return ws
 
 
@@ -137,20 +157,28 @@ def test_a_queue_may_retry_spawn_errors(tmp_path):
 
 
 @pytest.mark.parametrize("broken", ["work is a file", "payload.json is a directory"])
-def test_a_working_directory_that_cannot_be_prepared_gives_the_assignment_back(tmp_path, broken):
+def test_a_working_directory_that_cannot_be_prepared_gives_the_assignment_back(tmp_path, broken, started_by):
     ws = push_workspace(tmp_path, {"ann": ["true"]}, backoff_base_seconds=30)
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
-    ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
-    tick(ws)
     work = ws.settings.home / "work"
-    if broken == "work is a file":
-        work.write_text("in the way")
+
+    def break_it() -> None:
+        if broken == "work is a file":
+            work.write_text("in the way")
+        else:
+            (work / str(sub.task_id) / "1" / "payload.json").mkdir(parents=True)
+
+    if started_by == "launcher":  # the tick starts the attempt itself: it finds it broken
+        break_it()
+        assert tick(ws).spawned == []
     else:
-        (work / str(sub.task_id) / "1" / "payload.json").mkdir(parents=True)
-    done = subprocess.run([*exec_argv(ws.settings, sub.task_id), "--json"], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["status"] == "queued"
+        ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
+        tick(ws)
+        break_it()
+        done = subprocess.run([*exec_argv(ws.settings, sub.task_id), "--json"], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["status"] == "queued"
     task, records = queries.show(ws, sub.task_id)
     assert [r.type for r in records] == ["TaskSubmitted", "TaskAssigned", "TaskRequeued"]
     requeued = json.loads(records[-1].data)
@@ -299,16 +327,22 @@ def test_shell_metacharacters_reach_the_agent_as_inert_data(tmp_path):
     assert sorted(p.name for p in workdir.iterdir()) == ["agent.log", "payload.json"]
 
 
-def test_the_agent_gets_only_allowlisted_variables_and_its_task(tmp_path):
+def test_the_agent_gets_only_allowlisted_variables_and_its_task(tmp_path, started_by, monkeypatch):
     argv = agent_script(tmp_path, "env", "import json, os\nprint(json.dumps(dict(os.environ)))\n")
     ws = push_workspace(tmp_path, {"ann": argv})
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
-    ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
-    tick(ws)
-    env = {**os.environ, "SCHED_TEST_SECRET": "hunter2", "AWS_SECRET_ACCESS_KEY": "k"}
-    done = subprocess.run(exec_argv(ws.settings, sub.task_id), env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    secrets = {"SCHED_TEST_SECRET": "hunter2", "AWS_SECRET_ACCESS_KEY": "k"}
+    if started_by == "launcher":  # the daemon's environment has them
+        for name, value in secrets.items():
+            monkeypatch.setenv(name, value)
+        tick(ws)
+        wait_for("the task to finish", finished(ws, sub.task_id))
+    else:  # the environment `sched exec` is started with has them
+        ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
+        tick(ws)
+        done = subprocess.run(exec_argv(ws.settings, sub.task_id), env={**os.environ, **secrets},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
     seen = last_event(ws, sub.task_id, "TaskSucceeded")["result"]
     assert "SCHED_TEST_SECRET" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen
     assert seen["PATH"] == os.environ["PATH"]
