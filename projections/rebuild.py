@@ -5,22 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
-
 from eventlog.errors import CorruptLog
 from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
 from eventlog.store import first_broken_link
 from projections.apply import apply, fold
 from projections.sql import ROW_SHAPES, SqlProjection, rows_of
-from projections.tables import PROJECTION_SCHEMA, ProjectionSchemaRow, create_tables, drop_tables
+from projections.views import PROJECTION_SCHEMA
 
 
 def stored_schema(txn: Transaction) -> int | None:
     """The projection schema version recorded in the database (None if never)."""
     if not txn.has_table("projection_schema"):
         return None
-    return txn.session.execute(select(func.max(ProjectionSchemaRow.version))).scalar()
+    return txn.rows("projection_schema", ("max(version)",))[0][0]  # type: ignore[return-value]
 
 
 def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = None) -> bool:
@@ -29,6 +27,10 @@ def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = No
     whether it rebuilt."""
     if stored_schema(txn) == PROJECTION_SCHEMA:
         return False
+    from sqlalchemy import delete
+
+    from projections.tables import ProjectionSchemaRow, create_tables, drop_tables
+
     session = txn.session
     connection = session.connection()
     drop_tables(connection)

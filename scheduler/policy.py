@@ -5,19 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventlog.events import (
-    UNCOUNTED_FAILURES,
-    Event,
-    LeaseExpired,
-    TaskCancelled,
-    TaskDeadLettered,
-    TaskFailed,
-    TaskRequeued,
-)
 from projections.views import TaskView
+
+if TYPE_CHECKING:  # (the settings use QueuePolicy: loading them loads no event model)
+    from eventlog.events import Event, LeaseExpired, TaskFailed
 
 MAX_SECONDS = 10 * 365 * 86400.0  # the longest duration a policy may name: ten years
 
@@ -64,6 +59,15 @@ def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired, now: date
     consequence: requeued after a jittered backoff while attempts remain and the failure
     may be retried, dead-lettered otherwise (with the history of errors). The delay is
     stored in the event, so replaying never draws again."""
+    from eventlog.events import (
+        UNCOUNTED_FAILURES,
+        LeaseExpired,
+        TaskCancelled,
+        TaskDeadLettered,
+        TaskFailed,
+        TaskRequeued,
+    )
+
     if task.cancelling:  # the attempt ended one way or another: the cancel completes
         return [failure, TaskCancelled(task_id=task.task_id, by="sched",
                                        reason="cancel requested while it ran")]
