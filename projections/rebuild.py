@@ -1,4 +1,6 @@
-"""Rebuilding the projections from the log, and verifying them against it."""
+"""Rebuilding the projections from the log, and verifying them against it. (Every
+command opening the database asks `stored_schema`: the folds and the event models are
+imported by the functions that replay, not with this module.)"""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from eventlog.errors import CorruptLog
 from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
 from eventlog.store import first_broken_link
-from projections.apply import apply, fold
 from projections.sql import ROW_SHAPES, SqlProjection, rows_of
 from projections.views import PROJECTION_SCHEMA
 
@@ -46,6 +47,8 @@ def rebuild(log: SqlStore, views: SqlProjection,
             progress: Callable[[int], None] | None = None) -> int:
     """Drop every projection row and fold the whole log again; returns the events
     applied. Streams the log, so memory stays flat."""
+    from projections.apply import apply
+
     views.clear()
     count = 0
     for rec in log.read():
@@ -97,6 +100,8 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
     that hash: a chain alone cannot tell a truncated tail), then fold the log in
     memory and compare every column of every projection table with it. A damaged
     event or row is a problem reported with its seq or key, never a crash."""
+    from projections.apply import fold
+
     result = Verification(events=log.last_position())
     broken = first_broken_link(log.read())
     if broken is not None:

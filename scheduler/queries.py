@@ -15,7 +15,8 @@ from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.gates import closed_gates
-from scheduler.plan import effective_priority, pick_order, waited_seconds
+from scheduler.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
+from scheduler.settings import Settings
 from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:
@@ -102,17 +103,26 @@ def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[Ag
             "last_seq": last_seq, "paused": paused, "gates_closed": closed_gates(meta)}
 
 
+def ordering_policy(settings: Settings) -> PlanPolicy:
+    """The part of the plan policy that orders tasks (the start deadline and each
+    queue's ageing), for listings; `scheduler.tick.plan_policy` adds what labels the
+    decisions it records."""
+    return PlanPolicy(
+        start_deadline_seconds=settings.start_deadline_seconds,
+        ageing={q: (p.age_boost_seconds, p.age_boost_max)
+                for q in settings.queues if (p := settings.queue_policy(q))},
+        default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
+
+
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
                limit: int | None = None) -> list[TaskView]:
     """Tasks in the order they will be picked: effective priority (with ageing), then
     how many tasks run after them, then submission."""
     if status_ is not None and status_ not in VISIBLE_STATUSES:
         raise BadInput(f"unknown status {status_!r} (one of: {', '.join(VISIBLE_STATUSES)})")
-    from scheduler.tick import plan_policy
-
     with ws.read() as (_log, views):
         found = views.tasks(queue=queue, status=status_, limit=limit)
-    now, policy = ws.clock.now(), plan_policy(ws.settings)
+    now, policy = ws.clock.now(), ordering_policy(ws.settings)
     return sorted(found, key=lambda t: pick_order(t, now, policy))
 
 
@@ -173,9 +183,7 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
 def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
     """Per task (in pick order): what decides its place in its queue, effective priority
     and time waited, and when it may start (`estimated_starts`)."""
-    from scheduler.tick import plan_policy
-
-    now, policy = ws.clock.now(), plan_policy(ws.settings)
+    now, policy = ws.clock.now(), ordering_policy(ws.settings)
     starts = estimated_starts(ws, tasks)
     return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),

@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact
@@ -24,11 +31,15 @@ ENV_PREFIX = "SCHED_"
 MAX_COUNT = 2**63 - 1
 
 
-class Settings(BaseSettings):
-    """Every tunable of sched, validated. Values come from `load_settings`."""
+class Settings(BaseModel):
+    """Every tunable of sched, validated. Values come from `load_settings`, which
+    merges the sources itself so that it can tell where each value came from: the
+    model only validates (a plain pydantic model, configured as pydantic-settings'
+    BaseSettings would be, whose import alone cost a quick command 70 ms or more)."""
 
     # NaN and infinity are refused everywhere; every duration is at most MAX_SECONDS
-    model_config = SettingsConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True,
+                              arbitrary_types_allowed=True)
 
     home: Path = Field(default=Path("."), description="working directory of sched")
     db: str | None = Field(default=None, description="database file (default HOME/sched.db), or a "
@@ -161,12 +172,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]
-        # load_settings merges the sources itself, so that it can tell where each
-        # value came from; the model only validates.
-        return (init_settings,)
 
     # (id of the Settings that filled it, queue -> its policy): built once per Settings,
     # which are frozen; a model_copy (which may change a policy field) starts afresh
