@@ -6,8 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
-import traceback
 from collections.abc import Sequence
+from copy import copy
 from importlib import import_module
 from typing import Annotated
 
@@ -69,9 +69,10 @@ def sched_options(
     """An event-sourced scheduler for fleets of AI agents, on SQLite."""
 
 
-def build_app(only: str | None = None) -> typer.Typer:
-    """The `sched` command with every subcommand, or with `only` that one (what a run
-    of it needs: its usage errors and help are the same either way)."""
+def build_app(only: str | None = None, sub: str | None = None) -> typer.Typer:
+    """The `sched` command with every subcommand, or with `only` that one (and of a
+    group, with `sub` its one subcommand): what a run of it needs, whose usage errors
+    and help are the same either way."""
     built = typer.Typer(context_settings=HELP_OPTIONS,
         name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
         no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -82,7 +83,11 @@ def build_app(only: str | None = None) -> typer.Typer:
             built.command(name)(getattr(import_module(module), attribute))
     for name, (module, attribute) in GROUPS.items():
         if only in (None, name):
-            built.add_typer(getattr(import_module(module), attribute), name=name)
+            group = getattr(import_module(module), attribute)
+            if sub is not None and any(c.name == sub for c in group.registered_commands):
+                group = copy(group)  # only the subcommand run: typer converts less
+                group.registered_commands = [c for c in group.registered_commands if c.name == sub]
+            built.add_typer(group, name=name)
     return built
 
 
@@ -101,7 +106,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     try:
         check_arguments(args)
         chosen = args[0] if args and (args[0] in COMMANDS or args[0] in GROUPS) else None
-        result = build_app(chosen)(args=args, prog_name="sched", standalone_mode=False)
+        sub = args[1] if chosen in GROUPS and len(args) > 1 else None
+        result = build_app(chosen, sub)(args=args, prog_name="sched", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except SchedError as e:
         print(f"sched: {visible(e.message)}", file=sys.stderr)
@@ -126,6 +132,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return 1 if e.errno in MACHINE_FAULTS else 2
     except Exception as e:
         if os.environ.get("SCHED_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         print(f"sched: internal error: {type(e).__name__}: {visible(str(e))} "
               "(set SCHED_DEBUG=1 for a traceback)", file=sys.stderr)

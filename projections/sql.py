@@ -259,14 +259,13 @@ class SqlProjection:
         """Ended attempts, in the order they ended: those ended at or after `since_ts`
         (a range of `ix_outcomes_ended`, or of `ix_outcomes_kind` with `kinds`), or all."""
         self.flush()
-        q = _sa()
-        OutcomeRow = q.t.OutcomeRow
-        query = q.sa.select(*q.outcome_columns).order_by(OutcomeRow.ended_ts, OutcomeRow.seq)
+        where: list[Any] = []
         if since_ts is not None:
-            query = query.where(OutcomeRow.ended_ts >= since_ts)
+            where.append(("ended_ts", ">=", since_ts))
         if kinds is not None:
-            query = query.where(OutcomeRow.outcome.in_(list(kinds)))
-        return [Outcome(*r) for r in self.session.execute(query)]
+            where.append(("outcome", "in", list(kinds)))
+        found = self.txn.rows("outcomes", _OUTCOME_FIELDS, where, ("ended_ts", "seq"))
+        return [Outcome(*r) for r in found]  # type: ignore[arg-type]
 
     def latest_outcomes(self, count: int, kinds: Iterable[str]) -> list[Outcome]:
         """The last `count` outcomes of some kinds, newest first: read backwards by seq
@@ -303,9 +302,8 @@ class SqlProjection:
         """Tasks assigned or running now, by agent (at most the fleet's capacity of them:
         sorted here rather than by SQLite, which would need a temporary B-tree)."""
         self.flush()
-        q = _sa()
-        query = q.sa.select(*q.task_columns).where(q.t.TaskRow.status.in_(("assigned", "running")))
-        tasks = [task_from_row(r) for r in self.session.execute(query)]
+        found = self.txn.rows("tasks", _TASK_FIELDS, [("status", "in", ("assigned", "running"))])
+        tasks = [task_from_row(r) for r in found]
         return sorted(tasks, key=lambda t: (t.agent or "", t.task_id))
 
     def meta(self) -> dict[str, str]:

@@ -22,7 +22,8 @@ class QueuePolicy(BaseModel):
     retry and depth keys default to the top-level setting of the same name; the gate
     keys exist per queue only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    # (built on first use: a command that never reads a queue's policy does not build it)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True)
 
     max_attempts: int = Field(default=3, ge=1, le=1_000_000)
     backoff_base_seconds: float = Field(default=30.0, ge=0, le=MAX_SECONDS)

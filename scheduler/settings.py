@@ -5,8 +5,6 @@ value with the place it came from."""
 from __future__ import annotations
 
 import os
-import socket
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,7 +242,11 @@ class Settings(BaseModel):
     @property
     def host_name(self) -> str:
         """The host this process acts for: pinned agents, its own wrappers, its daemon."""
-        return self.host or socket.gethostname()
+        if self.host:
+            return self.host
+        import socket
+
+        return socket.gethostname()
 
     @property
     def database_label(self) -> str:
@@ -312,6 +314,8 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
 def _read_toml(path: Path) -> dict[str, object]:
     if not path.is_file():
         return {}
+    import tomllib  # (only where a sched.toml exists)
+
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -26,7 +26,6 @@ from eventlog.timeutil import from_text, to_text
 from eventlog.values import check_json, check_text
 from projections.recorder import Recorder
 from projections.views import TaskView
-from scheduler.gates import closed_gates
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
 
@@ -62,6 +61,7 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
     transaction. None when there is no work. First, in its agent type, take back what
     is overdue: a fleet of pull workers with no tick running still recovers from a dead
     worker."""
+    from scheduler.gates import closed_gates
     from scheduler.tick import (
         TickReport,
         gather_and_plan,

@@ -58,7 +58,7 @@ def working(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[
 
 @pytest.mark.parametrize("args", [
     ("status", "--json"), ("status",), ("tasks", "--json"), ("tasks",), ("show", "1", "--json"),
-    ("replay", "--json"), ("replay", "--head"),
+    ("replay", "--json"), ("replay", "--head"), ("metrics", "--json"), ("metrics", "--prometheus"),
 ])
 def test_read_commands_load_neither_sqlalchemy_nor_the_event_models(working, args):
     home, _ = working
@@ -80,6 +80,9 @@ def test_the_worker_protocol_loads_no_sqlalchemy(working):
         found = probe(home, *args)
         assert found["code"] == 0, (args, found["err"])
         assert not set(SLOW) & set(found["modules"]), (args, found["modules"])  # type: ignore[arg-type]
+    found = probe(home, "explain", str(first), "--json")  # it reads the decisions: their models, no SQL
+    assert found["code"] == 0, found["err"]
+    assert not set(SLOW) & set(found["modules"]), found["modules"]  # type: ignore[arg-type]
     task = one_json(ok(sched(home, "show", str(first), "--json")))["task"]
     assert (task["status"], task["progress_percent"]) == ("succeeded", 50)
     assert one_json(ok(sched(home, "show", str(second), "--json")))["task"]["status"] == "queued"
