@@ -12,11 +12,10 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import DamagedProjection
-from eventlog.storage.port import Transaction
+from eventlog.storage.port import Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView
 
 if TYPE_CHECKING:
-    from sqlalchemy import ColumnElement
 
     from projections.apply import MemoryProjection
 
@@ -46,7 +45,6 @@ def _sa() -> Any:
     return SimpleNamespace(
         sa=sqlalchemy, t=tables,
         task_columns=[getattr(tables.TaskRow, name) for name in _TASK_FIELDS],
-        outcome_columns=[getattr(tables.OutcomeRow, name) for name in _OUTCOME_FIELDS],
         pick_order=(tables.TaskRow.priority.desc(), tables.TaskRow.unblocks.desc(), tables.TaskRow.task_id))
 
 
@@ -271,12 +269,9 @@ class SqlProjection:
         """The last `count` outcomes of some kinds, newest first: read backwards by seq
         (kept off `ix_outcomes_kind`, which would sort all its rows of those kinds)."""
         self.flush()
-        q = _sa()
-        OutcomeRow = q.t.OutcomeRow
-        query = (q.sa.select(*q.outcome_columns)
-                 .where(self.txn.unindexed(OutcomeRow.outcome).in_(list(kinds)))
-                 .order_by(OutcomeRow.seq.desc()).limit(count))
-        return [Outcome(*r) for r in self.session.execute(query)]
+        found = self.txn.rows("outcomes", _OUTCOME_FIELDS, [(Unindexed("outcome"), "in", list(kinds))],
+                              ("-seq",), count)
+        return [Outcome(*r) for r in found]  # type: ignore[arg-type]
 
     def count_outcomes(self, since_ts: float, kinds: Iterable[str], queue: str | None = None) -> int:
         """How many attempts of these kinds (of one queue, or all) ended at or after `since_ts`."""
@@ -345,114 +340,76 @@ class SqlProjection:
 
     def doomed(self, limit: int) -> list[TaskView]:
         """Tasks waiting on a task that ended dead or cancelled (they can never run)."""
-        q = _sa()
-        select = q.sa.select
-        TaskRow = q.t.TaskRow
-        _TASK_COLUMNS = q.task_columns
         self.flush()
         # status unindexed: read ix_tasks_doomed_by in order, not every waiting task by status
-        waiting = self.txn.unindexed(TaskRow.status).in_(("awaiting_approval", "blocked"))
-        query = (select(*_TASK_COLUMNS).where(TaskRow.doomed_by.is_not(None), waiting)
-                 .order_by(TaskRow.doomed_by, TaskRow.task_id).limit(limit))
-        return [task_from_row(r) for r in self.session.execute(query)]
+        found = self.txn.rows("tasks", _TASK_FIELDS, [
+            ("doomed_by", "is not", None), (Unindexed("status"), "in", ("awaiting_approval", "blocked"))],
+            ("doomed_by", "task_id"), limit)
+        return [task_from_row(r) for r in found]
 
     def overdue(self, now: str, limit: int, queue: str | None = None) -> list[TaskView]:
         """Assignments not started by their `start_by`, and leases past expiry (of one
         queue, or of all)."""
-        q = _sa()
-        select = q.sa.select
-        TaskRow = q.t.TaskRow
-        _TASK_COLUMNS = q.task_columns
         self.flush()
         # status unindexed: one ordered range of ix_tasks_due (only holding tasks have a
         # deadline), rather than two ranges of ix_tasks_deadline and a sort
-        holding = self.txn.unindexed(TaskRow.status).in_(("assigned", "running"))
-        query = (select(*_TASK_COLUMNS).where(holding, TaskRow.deadline <= now)
-                 .order_by(TaskRow.deadline).limit(limit))
+        where: list[Any] = [(Unindexed("status"), "in", ("assigned", "running")), ("deadline", "<=", now)]
         if queue is not None:  # unindexed: still one ordered range of ix_tasks_due, filtered
-            query = query.where(self.txn.unindexed(TaskRow.queue) == queue)
-        return [task_from_row(r) for r in self.session.execute(query)]
+            where.append((Unindexed("queue"), "=", queue))
+        return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where, ("deadline",), limit)]
 
     def running_on(self, host: str, queue: str | None = None) -> list[TaskView]:
         """Running attempts whose exec wrapper lives on `host` (at most the fleet's
         capacity of them), of one queue or of all."""
-        q = _sa()
-        select = q.sa.select
-        TaskRow = q.t.TaskRow
-        _TASK_COLUMNS = q.task_columns
         self.flush()
-        query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
+        where: list[Any] = [("status", "=", "running"), ("host", "=", host)]
         if queue is not None:
-            query = query.where(TaskRow.queue == queue)
-        return [task_from_row(r) for r in self.session.execute(query)]
+            where.append(("queue", "=", queue))
+        return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where)]
 
     def ready_backlog(self, now: str) -> tuple[int, str | None]:
         """How many queued tasks may start at `now` (their `not_before` or backoff has
         passed), and since when the longest-ready of them has been ready. Reads the
         queued tasks through `ix_tasks_deadline`: a health check's cost, not a tick's."""
-        q = _sa()
-        select = q.sa.select
-        func = q.sa.func
-        TaskRow = q.t.TaskRow
         self.flush()
-        count, oldest = self.session.execute(
-            select(func.count(), func.min(TaskRow.ready_at))
-            .where(TaskRow.status == "queued", TaskRow.ready_at <= now)).one()
-        return count, oldest
+        ((count, oldest),) = self.txn.rows("tasks", ("count(*)", "min(ready_at)"),
+                                           [("status", "=", "queued"), ("ready_at", "<=", now)])
+        return count, oldest  # type: ignore[return-value]
 
     def oldest_queued(self, queue: str) -> str | None:
         """Since when the longest-waiting queued task of `queue` has been ready."""
-        q = _sa()
-        select = q.sa.select
-        func = q.sa.func
-        TaskRow = q.t.TaskRow
         self.flush()
-        return self.session.execute(select(func.min(TaskRow.ready_at)).where(
-            TaskRow.queue == queue, TaskRow.status == "queued")).scalar()
+        return self.txn.rows("tasks", ("min(ready_at)",),  # type: ignore[return-value]
+                             [("queue", "=", queue), ("status", "=", "queued")])[0][0]
 
     def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
                    ready_by: str | None = None) -> list[TaskView]:
         """The best `limit` queued tasks of `queue` (by base priority) that may start at
         `now`: the unassigned ones, or those directed at one of `assignees`; with
         `ready_by`, only those ready since then or earlier."""
-        q = _sa()
-        TaskRow = q.t.TaskRow
         self.flush()
         if assignees is not None:  # one ordered index range per agent, merged in pick order
             targets = self.directed_at(queue) & set(assignees)
             found = [t for name in sorted(targets)
-                     for t in self._candidates(queue, now, limit, TaskRow.assignee == name, ready_by)]
+                     for t in self._candidates(queue, now, limit, ("assignee", "=", name), ready_by)]
             return sorted(found, key=lambda t: (-t.priority, -len(t.blocks), t.task_id))[:limit]
-        return self._candidates(queue, now, limit, TaskRow.assignee.is_(None), ready_by)
+        return self._candidates(queue, now, limit, ("assignee", "is", None), ready_by)
 
     def directed_at(self, queue: str) -> set[str]:
         """The agents that queued tasks of `queue` are directed at (one step of
         ix_tasks_pick per agent, so ticks query only those)."""
-        q = _sa()
-        select = q.sa.select
-        TaskRow = q.t.TaskRow
         self.flush()
-        query = (select(TaskRow.assignee).where(TaskRow.queue == queue, TaskRow.status == "queued",
-                                                TaskRow.assignee.is_not(None))
-                 .group_by(TaskRow.assignee))
-        return set(self.session.execute(query).scalars())
+        found = self.txn.rows("tasks", ("assignee",), [("queue", "=", queue), ("status", "=", "queued"),
+                                                       ("assignee", "is not", None)], group=("assignee",))
+        return {name for (name,) in found}  # type: ignore[misc]
 
-    def _candidates(self, queue: str, now: str, limit: int, who: ColumnElement[bool],
+    def _candidates(self, queue: str, now: str, limit: int, who: Term,
                     ready_by: str | None) -> list[TaskView]:
-        q = _sa()
-        select = q.sa.select
-        and_ = q.sa.and_
-        or_ = q.sa.or_
-        TaskRow = q.t.TaskRow
-        _TASK_COLUMNS = q.task_columns
-        PICK_ORDER = q.pick_order
-        due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
-        query = (select(*_TASK_COLUMNS)
-                 .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
-                 .order_by(*PICK_ORDER).limit(limit))
+        where: list[Any] = [("queue", "=", queue), ("status", "=", "queued"), who,
+                            ("not_before", "<= or null", now)]
         if ready_by is not None:
             # unindexed: filter while reading ix_tasks_pick in order; as a plain term SQLite
             # would prefer the range of ix_tasks_age and sort every older queued task
-            query = query.where(self.txn.unindexed(TaskRow.ready_at) <= ready_by)
-        return [task_from_row(r) for r in self.session.execute(query)]
-
+            where.append((Unindexed("ready_at"), "<=", ready_by))
+        found = self.txn.rows("tasks", _TASK_FIELDS, where, PICK_ORDER_COLUMNS, limit)
+        return [task_from_row(r) for r in found]

@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from eventlog.storage.port import Row, Term
+from eventlog.storage.port import Row, Term, Unindexed
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
@@ -45,7 +45,7 @@ def select_sql(mark: str, table: str, columns: tuple[str, ...], key: str | None)
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _AGGREGATE = re.compile(r"(count)\(\*\)|(min|max)\(([a-z_][a-z0-9_]*)\)")
-_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "is", "is not"})
+_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null"})
 
 
 def _name(name: str) -> str:
@@ -65,8 +65,9 @@ def _column(table: str, column: str) -> str:
     return f"{found.group(2)}({table}.{found.group(3)})"
 
 
-# one term's shape: (column, operator, how many values an `in` binds; else None)
-TermShape = tuple[str, str, int | None]
+# one term's shape: (column, operator, how many values an `in` binds; else None, and
+# whether the column is `Unindexed`)
+TermShape = tuple[str, str, int | None, bool]
 
 
 def term_shapes(where: Sequence[Term]) -> tuple[TermShape, ...]:
@@ -76,7 +77,8 @@ def term_shapes(where: Sequence[Term]) -> tuple[TermShape, ...]:
             raise ValueError(f"not an operator of `rows`: {op!r}")
         if op in ("is", "is not") and value is not None:
             raise ValueError(f"{op!r} compares with None only")
-        shapes.append((column, op, len(value) if op == "in" else None))  # type: ignore[arg-type]
+        shapes.append((str(column), op, len(value) if op == "in" else None,  # type: ignore[arg-type]
+                       isinstance(column, Unindexed)))
     return tuple(shapes)
 
 
@@ -90,14 +92,16 @@ def term_params(where: Sequence[Term]) -> list[object]:
     return params
 
 
-def _where_sql(mark: str, table: str, where: tuple[TermShape, ...]) -> str:
+def _where_sql(mark: str, table: str, where: tuple[TermShape, ...], hint: str) -> str:
     terms = []
-    for column, op, count in where:
-        name = _column(table, column)
+    for column, op, count, unindexed in where:
+        name = (hint if unindexed else "") + _column(table, column)
         if op == "in":
             terms.append(f"{name} IN ({', '.join([mark] * count)})" if count else "1 = 0")  # type: ignore[operator]
         elif op in ("is", "is not"):
             terms.append(f"{name} {op.upper()} NULL")
+        elif op == "<= or null":
+            terms.append(f"({name} IS NULL OR {name} <= {mark})")
         else:
             terms.append(f"{name} {op} {mark}")
     return f" WHERE {' AND '.join(terms)}" if terms else ""
@@ -105,12 +109,15 @@ def _where_sql(mark: str, table: str, where: tuple[TermShape, ...]) -> str:
 
 @lru_cache(maxsize=512)
 def rows_sql(mark: str, table: str, columns: tuple[str, ...], where: tuple[TermShape, ...],
-             order: tuple[str, ...], limit: bool) -> str:
-    """SELECT ... FROM table WHERE ... ORDER BY ... LIMIT: the same text on SQLite and
-    PostgreSQL but for the placeholder."""
+             order: tuple[str, ...], limit: bool, group: tuple[str, ...] = (), hint: str = "") -> str:
+    """SELECT ... FROM table WHERE ... GROUP BY ... ORDER BY ... LIMIT: the same text on
+    SQLite and PostgreSQL but for the placeholder and the index hint (`hint` before an
+    `Unindexed` column: SQLite's `+`)."""
     table = _name(table)
     sql = f"SELECT {', '.join(_column(table, c) for c in columns)} FROM {table}"
-    sql += _where_sql(mark, table, where)
+    sql += _where_sql(mark, table, where, hint)
+    if group:
+        sql += " GROUP BY " + ", ".join(_column(table, c) for c in group)
     if order:
         sql += " ORDER BY " + ", ".join(f"{table}.{_name(c[1:])} DESC" if c.startswith("-")
                                         else f"{table}.{_name(c)}" for c in order)
@@ -122,7 +129,7 @@ def rows_sql(mark: str, table: str, columns: tuple[str, ...], where: tuple[TermS
 @lru_cache(maxsize=64)
 def delete_sql(mark: str, table: str, where: tuple[TermShape, ...]) -> str:
     table = _name(table)
-    return f"DELETE FROM {table}{_where_sql(mark, table, where)}"
+    return f"DELETE FROM {table}{_where_sql(mark, table, where, '')}"
 
 
 class PollingWakeups:
@@ -144,6 +151,7 @@ class SqlTransaction:
     session on the same transaction: given, or opened by `open_session` on first use."""
 
     mark = "?"  # the driver's placeholder
+    hint = ""  # written before an `Unindexed` column of `rows` (SQLite: "+")
 
     def __init__(self, session: Session | None = None, *, driver: Any = None,
                  open_session: Callable[[], Session] | None = None) -> None:
@@ -208,9 +216,9 @@ class SqlTransaction:
             cursor.close()
 
     def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
-             order: Sequence[str] = (), limit: int | None = None) -> list[Row]:
+             order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:
         sql = rows_sql(self.mark, table, tuple(columns), term_shapes(where), tuple(order),
-                       limit is not None)
+                       limit is not None, tuple(group), self.hint)
         params = term_params(where)
         if limit is not None:
             params.append(limit)

@@ -26,9 +26,17 @@ if TYPE_CHECKING:  # the port itself loads no SQLAlchemy: the quick commands nev
 
 Row = Sequence[object]
 # one condition of `rows`/`delete`: (column, operator, value); "in" takes a sequence,
-# "is" and "is not" take None (IS NULL, IS NOT NULL). Terms are joined with AND.
-Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is", "is not"]
+# "is" and "is not" take None (IS NULL, IS NOT NULL), "<= or null" is true where the
+# column is at most the value or NULL. Terms are joined with AND.
+Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null"]
 Term = tuple[str, Op, object]
+
+
+class Unindexed(str):
+    """A column named in a term of `rows` that must not choose the index (as
+    `Transaction.unindexed`: a hint where the engine's planner needs one)."""
+
+    __slots__ = ()
 
 
 class Transaction(Protocol):
@@ -61,10 +69,11 @@ class Transaction(Protocol):
         ...
 
     def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
-             order: Sequence[str] = (), limit: int | None = None) -> list[Row]:
-        """The rows of `table` that meet every term of `where`, in `order` (column
-        names; `-name` for descending), at most `limit`. A column may also be an
-        aggregate over the matching rows: `count(*)`, `min(name)`, `max(name)`."""
+             order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:
+        """The rows of `table` that meet every term of `where`, grouped by the columns
+        of `group` if any, in `order` (column names; `-name` for descending), at most
+        `limit`. A column may also be an aggregate over the matching rows: `count(*)`,
+        `min(name)`, `max(name)`."""
         ...
 
     def delete(self, table: str, where: Sequence[Term]) -> None:

@@ -229,6 +229,7 @@ def classify(path: Path, error: BaseException) -> DatabaseError:
 
 class SqliteTransaction(SqlTransaction):
     mark = "?"
+    hint = "+"  # `+column`: SQLite's way of keeping a term out of the index choice
 
     def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]
         from sqlalchemy import literal_column

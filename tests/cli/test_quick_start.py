@@ -1,7 +1,7 @@
 """The quick commands stay quick (issue 13: a quick CLI): run in a new interpreter, the
-read commands and the worker protocol load no SQLAlchemy or sqlmodel on SQLite (and
-no psycopg, which only a postgresql:// URL needs), and the read commands no event
-model either. What a command imports is most of what it costs to start: `make bench`
+read commands and the worker protocol (claim included) load no SQLAlchemy or sqlmodel
+on SQLite (and no psycopg, which only a postgresql:// URL needs), and the read
+commands no event model either. What a command imports is most of what it costs to start: `make bench`
 measures the time (`cold_cli`, `cold_tasks`, `cold_heartbeat`, `cold_complete`);
 this keeps the imports from creeping back. Bad input still ends with one line and
 its exit code, whatever is loaded lazily."""
@@ -86,6 +86,10 @@ def test_the_worker_protocol_loads_no_sqlalchemy(working):
     task = one_json(ok(sched(home, "show", str(first), "--json")))["task"]
     assert (task["status"], task["progress_percent"]) == ("succeeded", 50)
     assert one_json(ok(sched(home, "show", str(second), "--json")))["task"]["status"] == "queued"
+    found = probe(home, "worker", "claim", "--agent", "bob", "--json")  # assigns and starts in one go
+    assert found["code"] == 0, found["err"]
+    assert json.loads(str(found["out"]))["task"]["title"] in ("two", "three")  # (two: if its backoff ran out)
+    assert not set(SLOW) & set(found["modules"]), found["modules"]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("args", "code"), [
