@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventlog.errors import DatabaseFault
+from eventlog.errors import DatabaseFault, LogTampered
 from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
@@ -22,6 +22,9 @@ from scheduler.settings import Settings
 from scheduler.spawn import spawn_exec
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from eventlog.store import Recorded
     from projections.recorder import Recorder
     from scheduler.registry import AgentRegistry
 
@@ -115,7 +118,7 @@ class Workspace:
             # the real time is the database server's where it has a clock (hosts' clocks
             # may skew); an injected clock (tests, benchmarks) is kept as it is
             now = (txn.server_time() if isinstance(self.clock, SystemClock) else None) or self.clock.now()
-            recorder.now = max(now, last.at) if last is not None else now
+            recorder.now = max(now, last_time(last)) if last is not None else now
             yield recorder
 
     @contextmanager
@@ -144,6 +147,18 @@ class Workspace:
         from scheduler.registry import AgentRegistry, find_control_file
 
         return AgentRegistry(find_control_file(self.control_paths()))
+
+
+def last_time(last: Recorded) -> datetime:
+    """The time of the log's last event, which a writer never records time before; a
+    damaged one (its time no longer text sched wrote) refuses the write in one line, as
+    an append after an altered event is refused."""
+    try:
+        return last.at
+    except ValueError as e:
+        raise LogTampered(f"refusing to write: the last event of the log (seq {last.seq}) has a time "
+                          f"sched cannot read ({last.recorded_at!r}), so it was altered; run "
+                          "`sched replay --verify`") from e
 
 
 def describe_pause(recorded: str | None, stop_file: Path | None) -> dict[str, object] | None:
