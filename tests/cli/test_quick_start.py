@@ -80,6 +80,9 @@ def test_the_worker_protocol_loads_no_sqlalchemy(working):
         found = probe(home, *args)
         assert found["code"] == 0, (args, found["err"])
         assert not set(SLOW) & set(found["modules"]), (args, found["modules"])  # type: ignore[arg-type]
+    found = probe(home, "health", "--json")  # exit 0, 1 or 2 with the level
+    assert found["code"] in (0, 1, 2) and json.loads(str(found["out"]))["checks"], found["err"]
+    assert not set(SLOW) & set(found["modules"]), found["modules"]  # type: ignore[arg-type]
     found = probe(home, "explain", str(first), "--json")  # it reads the decisions: their models, no SQL
     assert found["code"] == 0, found["err"]
     assert not set(SLOW) & set(found["modules"]), found["modules"]  # type: ignore[arg-type]
