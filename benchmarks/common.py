@@ -106,7 +106,7 @@ def task_specs(count: int, start: int = 0, queue: str = "dev") -> list[TaskSpec]
 
 def bare_connect(path: Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000
                  ) -> sqlite3.Connection:
-    """A plain sqlite3 connection with the pragmas of `eventlog.storage.sqlite.make_engine`, in
+    """A plain sqlite3 connection with the pragmas of `eventlog.storage.sqlite.connect`, in
     autocommit mode (transactions are begun explicitly, as sched does)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

@@ -8,11 +8,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from cli.text import literal
 from eventlog.errors import BadInput
@@ -20,6 +18,10 @@ from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
 from scheduler.settings import LoadedSettings, load_settings
 from scheduler.workspace import Workspace
+
+if TYPE_CHECKING:  # rich is loaded by the views that print for people, not by --json
+    from rich.console import Console
+    from rich.text import Text
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 DbOpt = Annotated[str | None, typer.Option(
@@ -43,10 +45,14 @@ CLOCK: list[Clock] = [SystemClock()]
 
 
 def console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 

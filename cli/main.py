@@ -6,54 +6,61 @@ from __future__ import annotations
 import errno
 import os
 import sys
-import traceback
 from collections.abc import Sequence
-from importlib.metadata import version
+from copy import copy
+from importlib import import_module
 from typing import Annotated
 
 import typer
 
 from cli import common
 from cli.common import HELP_OPTIONS
-from cli.observe_cmd import explain_command, health_command, metrics_command
-from cli.operator_cmd import (
-    approve_command,
-    cancel_command,
-    pause_command,
-    reject_command,
-    requeue_command,
-    resume_command,
-)
-from cli.scheduling_cmd import (
-    exec_command,
-    rebuild_command,
-    replay_command,
-    run_command,
-    status_command,
-    tick_command,
-)
-from cli.setup_cmd import agents_app, config_app, init_command, migrate_command
-from cli.tasks_cmd import show_command, submit_command, tasks_command
 from cli.text import visible
-from cli.webhooks_cmd import webhooks_app
-from cli.worker_cmd import worker_app
 from eventlog.errors import BadInput, SchedError
 from eventlog.values import text_problem
 from scheduler.clock import Clock, SystemClock
 
-app = typer.Typer(context_settings=HELP_OPTIONS,
-    name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-    rich_markup_mode=None)  # help as written: `[queues.NAME]` is text, not rich markup
+# name -> (module, attribute): each command, and each group of subcommands, in the
+# order of the help. Only the module of the command run is imported, so that a quick
+# command (status, tasks, the worker protocol) loads no more than it needs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("cli.setup_cmd", "init_command"),
+    "submit": ("cli.tasks_cmd", "submit_command"),
+    "tick": ("cli.scheduling_cmd", "tick_command"),
+    "status": ("cli.scheduling_cmd", "status_command"),
+    "tasks": ("cli.tasks_cmd", "tasks_command"),
+    "show": ("cli.tasks_cmd", "show_command"),
+    "replay": ("cli.scheduling_cmd", "replay_command"),
+    "rebuild": ("cli.scheduling_cmd", "rebuild_command"),
+    "migrate": ("cli.setup_cmd", "migrate_command"),
+    "run": ("cli.scheduling_cmd", "run_command"),
+    "exec": ("cli.scheduling_cmd", "exec_command"),
+    "metrics": ("cli.observe_cmd", "metrics_command"),
+    "health": ("cli.observe_cmd", "health_command"),
+    "explain": ("cli.observe_cmd", "explain_command"),
+    "pause": ("cli.operator_cmd", "pause_command"),
+    "resume": ("cli.operator_cmd", "resume_command"),
+    "requeue": ("cli.operator_cmd", "requeue_command"),
+    "cancel": ("cli.operator_cmd", "cancel_command"),
+    "approve": ("cli.operator_cmd", "approve_command"),
+    "reject": ("cli.operator_cmd", "reject_command"),
+}
+GROUPS: dict[str, tuple[str, str]] = {
+    "agents": ("cli.setup_cmd", "agents_app"),
+    "config": ("cli.setup_cmd", "config_app"),
+    "worker": ("cli.worker_cmd", "worker_app"),
+    "webhooks": ("cli.webhooks_cmd", "webhooks_app"),
+}
 
 
 def show_version(value: bool) -> None:
     if value:
+        from importlib.metadata import version
+
         print(f"sched {version('sched')}")
         raise typer.Exit(0)
 
 
-@app.callback()
 def sched_options(
     _version: Annotated[bool, typer.Option(
         "--version", help="Print the version of sched and exit.", callback=show_version,
@@ -62,30 +69,32 @@ def sched_options(
     """An event-sourced scheduler for fleets of AI agents, on SQLite."""
 
 
-app.command("init")(init_command)
-app.command("submit")(submit_command)
-app.command("tick")(tick_command)
-app.command("status")(status_command)
-app.command("tasks")(tasks_command)
-app.command("show")(show_command)
-app.command("replay")(replay_command)
-app.command("rebuild")(rebuild_command)
-app.command("migrate")(migrate_command)
-app.command("run")(run_command)
-app.command("exec")(exec_command)
-app.command("metrics")(metrics_command)
-app.command("health")(health_command)
-app.command("explain")(explain_command)
-app.command("pause")(pause_command)
-app.command("resume")(resume_command)
-app.command("requeue")(requeue_command)
-app.command("cancel")(cancel_command)
-app.command("approve")(approve_command)
-app.command("reject")(reject_command)
-app.add_typer(agents_app, name="agents")
-app.add_typer(config_app, name="config")
-app.add_typer(worker_app, name="worker")
-app.add_typer(webhooks_app, name="webhooks")
+def build_app(only: str | None = None, sub: str | None = None) -> typer.Typer:
+    """The `sched` command with every subcommand, or with `only` that one (and of a
+    group, with `sub` its one subcommand): what a run of it needs, whose usage errors
+    and help are the same either way."""
+    built = typer.Typer(context_settings=HELP_OPTIONS,
+        name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
+        no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+        rich_markup_mode=None)  # help as written: `[queues.NAME]` is text, not rich markup
+    built.callback()(sched_options)
+    for name, (module, attribute) in COMMANDS.items():
+        if only in (None, name):
+            built.command(name)(getattr(import_module(module), attribute))
+    for name, (module, attribute) in GROUPS.items():
+        if only in (None, name):
+            group = getattr(import_module(module), attribute)
+            if sub is not None and any(c.name == sub for c in group.registered_commands):
+                group = copy(group)  # only the subcommand run: typer converts less
+                group.registered_commands = [c for c in group.registered_commands if c.name == sub]
+            built.add_typer(group, name=name)
+    return built
+
+
+def __getattr__(name: str) -> object:
+    if name == "app":  # the whole command, for its documentation and tests
+        return build_app()
+    raise AttributeError(name)
 
 
 def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
@@ -96,7 +105,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         check_arguments(args)
-        result = app(args=args, prog_name="sched", standalone_mode=False)
+        chosen = args[0] if args and (args[0] in COMMANDS or args[0] in GROUPS) else None
+        sub = args[1] if chosen in GROUPS and len(args) > 1 else None
+        result = build_app(chosen, sub)(args=args, prog_name="sched", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except SchedError as e:
         print(f"sched: {visible(e.message)}", file=sys.stderr)
@@ -121,6 +132,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return 1 if e.errno in MACHINE_FAULTS else 2
     except Exception as e:
         if os.environ.get("SCHED_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         print(f"sched: internal error: {type(e).__name__}: {visible(str(e))} "
               "(set SCHED_DEBUG=1 for a traceback)", file=sys.stderr)

@@ -6,7 +6,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cli.common import (
     AgentsOpt,
@@ -20,9 +19,9 @@ from cli.common import (
 )
 from cli.text import literal
 from eventlog.values import INT64_MAX
-from scheduler.explain import explain
-from scheduler.health import health
-from scheduler.metrics import metrics, parse_window, prometheus_text
+
+# each command imports its own use case (and rich, for the tables): `metrics` then
+# loads neither the health checks nor the webhooks they read (issue 13: a quick CLI)
 
 
 def _percent(value: float | None) -> str:
@@ -47,6 +46,8 @@ def metrics_command(
 ) -> None:
     """Throughput, errors, queue wait, start latency, run time and utilization over a window."""
     ws = workspace(home, db)
+    from scheduler.metrics import metrics, parse_window, prometheus_text
+
     report = metrics(ws, parse_window(since))
     if prometheus:
         sys.stdout.write(prometheus_text(ws, report))
@@ -56,6 +57,8 @@ def metrics_command(
         return
     out = console()
     out.print(literal(f"window: {report['window']['start']} .. {report['window']['end']} ({since})"))
+    from rich.table import Table
+
     counts = Table("scope", "done", "failed", "dead", "per hour", "errors", "utilization",
                    title="counts")
     durations = Table("scope", "wait p50", "wait p95", "start p50", "start p95", "run p50", "run p95",
@@ -91,6 +94,8 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
                    agents: AgentsOpt = None) -> None:
     """Check ticks, backlog, error rate, progress, leases, the control file and the
     database; exit 0 healthy, 1 degraded, 2 unhealthy."""
+    from scheduler.health import health
+
     report = health(workspace(home, db, agents))  # a read: it waits for no writer
     if json_out:
         emit_json(report)
@@ -110,6 +115,8 @@ def explain_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Why a task went to its agent, and why not earlier, from the decisions in the log."""
+    from scheduler.explain import explain
+
     doc = explain(workspace(home, db), task_id)
     if json_out:
         emit_json(doc)

@@ -7,24 +7,34 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.live import Live
-from rich.table import Table
 
 from cli.common import AgentsOpt, DbOpt, HomeOpt, HostOpt, JsonOpt, console, emit_json, message, workspace
-from cli.dashboard import render
 from cli.text import literal, visible
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
 from scheduler import queries
-from scheduler.daemon import run_daemon
-from scheduler.dashboard import snapshot
-from scheduler.exec import exec_task, outcome_json
-from scheduler.tick import tick
 from scheduler.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+# The daemon, the exec wrapper, the tick and the dashboard are imported by the commands
+# that use them: `status` starts without them (issue 13: a quick CLI).
+
+
+def run_daemon(*args: Any, **kwargs: Any) -> int:
+    from scheduler.daemon import run_daemon as run
+
+    return run(*args, **kwargs)
+
+
+def exec_task(*args: Any, **kwargs: Any) -> Any:
+    from scheduler.exec import exec_task as run
+
+    return run(*args, **kwargs)
 
 
 def tick_command(
@@ -33,6 +43,8 @@ def tick_command(
     host: HostOpt = None,
 ) -> None:
     """One scheduler pass: expire what is overdue, then assign queued tasks to agents."""
+    from scheduler.tick import tick
+
     report = tick(workspace(home, db, agents, host=host), dry_run=dry_run)
     if json_out:
         emit_json(asdict(report))
@@ -61,6 +73,11 @@ def tick_command(
 def watch(ws: Workspace, interval: float, json_out: bool) -> None:
     """Redraw the dashboard every `interval` seconds until Ctrl-C (with --json: print
     one snapshot per line instead)."""
+    from rich.live import Live
+
+    from cli.dashboard import render
+    from scheduler.dashboard import snapshot
+
     if not math.isfinite(interval) or interval <= 0:
         raise BadInput("--interval must be a number greater than 0")
     try:
@@ -124,6 +141,9 @@ def status_command(
 def compact_table(*headers: str, title: str) -> Table:
     """A table that keeps every header whole at 80 columns: light rules, one space
     between columns, counts right-aligned."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1, 0, 0), show_edge=False)
     for index, header in enumerate(headers):
@@ -226,6 +246,8 @@ def exec_command(
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
     outcome = exec_task(workspace(home, db, agents, host=host), task_id, os.environ, own_process=True)
     if json_out:
+        from scheduler.exec import outcome_json
+
         emit_json(outcome_json(task_id, outcome))
     else:
         message(f"task {task_id}: {outcome.status} ({outcome.detail})")

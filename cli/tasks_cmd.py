@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cli.common import (
     AgentsOpt,
@@ -26,7 +25,6 @@ from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from eventlog.values import INT64_MAX
 from scheduler import queries
-from scheduler.submit import parse_duration, parse_spec, read_batch, submit
 
 
 def submit_command(
@@ -55,6 +53,8 @@ def submit_command(
     agents: AgentsOpt = None,
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
+    from scheduler.submit import parse_duration, parse_spec, read_batch, submit
+
     ws = workspace(home, db, agents)
     if file is not None:
         given = [flag for flag, value in (
@@ -112,6 +112,8 @@ def tasks_command(
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
+    from rich.table import Table
+
     table = Table(*columns)
     now = ws.clock.now()
     for t in found:
@@ -154,6 +156,8 @@ def show_command(
     out = console()
     for label, value in show_lines(doc):
         out.print(literal((f"{label:>12}", "bold"), "  ", value))
+    from rich.table import Table
+
     table = Table("seq", "at", "event", "data")
     for rec in events:  # the data cut first: a 1 MiB payload would make a 1 MiB table
         table.add_row(str(rec.seq), rec.recorded_at, rec.type, literal(summary(rec.data, DATA_WIDTH)))

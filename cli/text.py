@@ -7,8 +7,10 @@ agent and queue names, reasons, paths, ...) through `visible`, or builds its out
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from rich.text import Text
+if TYPE_CHECKING:  # rich is loaded by the views that print text, not by --json
+    from rich.text import Text
 
 # C0 controls, DEL, C1 controls (U+009B is CSI, U+009D OSC) and lone surrogates, which a
 # damaged database can hand back and which no encoder writes
@@ -35,6 +37,8 @@ def literal(*parts: str | tuple[str, str] | Text) -> Text:
     """A rich Text of `parts` joined, never parsed as markup: a part is text (made
     `visible`), a (text, style) pair for sched's own styling of it, or a Text already
     built this way."""
+    from rich.text import Text
+
     return Text.assemble(*(part if isinstance(part, Text)
                            else visible(part) if isinstance(part, str)
                            else (visible(part[0]), part[1]) for part in parts))

@@ -7,9 +7,10 @@ parsed back with `parse_event`, which upgrades old payloads in one place
 new type, or a new version with an upcaster.
 """
 
-from __future__ import annotations
-
+# (no `from __future__ import annotations`: pydantic then reads each field's type as
+# an object instead of evaluating its text, which makes building the models cheaper)
 import json
+from functools import cache
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -30,9 +31,11 @@ UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted"})
 
 
 class Event(BaseModel):
-    """Base of all events: frozen, strict about unknown fields."""
+    """Base of all events: frozen, strict about unknown fields. Each model's validator
+    and serializer are built on its first use (`defer_build`), so that a quick command
+    builds only the events it records (issue 13: a quick CLI)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     schema_version: int = 1
 
@@ -64,7 +67,7 @@ class TaskSubmitted(Event):
 class CandidateAgent(BaseModel):
     """An agent that could have taken the task when it was assigned."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     agent: str
     free: int  # its free slots at that moment
@@ -75,7 +78,7 @@ class CandidateAgent(BaseModel):
 class PassedOverAgent(BaseModel):
     """An agent of the queue's type that could not take the task, and why."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     agent: str
     why: str
@@ -85,7 +88,7 @@ class AssignmentDecision(BaseModel):
     """The inputs of one assignment decision, so `sched explain` can answer "why this
     agent, why not earlier" from the log alone. The lists are capped; the totals are not."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     priority: int
     effective_priority: int
@@ -274,7 +277,7 @@ class TaskProgressed(Event):
 class AgentRecord(BaseModel):
     """One agent as the control file declared it when `AgentsConfigured` was recorded."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     type: str
@@ -383,7 +386,14 @@ AnyEvent = Annotated[
     | QueueGateOpened,
     Field(discriminator="type"),
 ]
-_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+@cache
+def _adapter() -> TypeAdapter[AnyEvent]:
+    """The validator of any stored event (built on the first parse: a command that only
+    records events builds just the models it records)."""
+    return TypeAdapter(AnyEvent)
+
 
 # type name -> class, from the union above (one list of the events to keep)
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -436,7 +446,7 @@ def parse_event(event_type: str, schema_version: int, data: str, *, seq: int = 0
             payload = _UPCASTERS[(event_type, schema_version)](payload)
             schema_version += 1
         payload["type"] = event_type
-        return _ADAPTER.validate_python(payload)
+        return _adapter().validate_python(payload)
     except (ValueError, KeyError, TypeError, ValidationError) as e:
         first = str(e).splitlines()[0]
         raise CorruptLog(f"event seq {seq} ({event_type}) cannot be read: {first}") from e

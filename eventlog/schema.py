@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from sqlmodel import Field, SQLModel
 
+from eventlog.layout import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.storage.types import Int64
 
-# The version of sched's tables a database holds (`Storage.schema_version`): 1, the
-# log made first, other tables on first use; 2, every table made with the schema.
-# Projection tables have their own version (they are rebuilt, not migrated).
-SCHEMA_VERSION = 2
-EVENT_COLUMNS = ("seq", "stream_id", "type", "schema_version", "recorded_at", "data", "prev_hash", "hash")
+__all__ = ["EVENT_COLUMNS", "SCHEMA_VERSION", "EventRow"]
 
 
 class EventRow(SQLModel, table=True):

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Literal
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Any, Literal
 
 from eventlog.errors import ConcurrencyConflict
-from eventlog.events import Event
-from eventlog.schema import EVENT_COLUMNS, EventRow
+from eventlog.layout import EVENT_COLUMNS
 from eventlog.storage.port import Transaction
 from eventlog.store import GENESIS_HASH, Recorded, seal_after
 
-_COLUMNS = (EventRow.seq, EventRow.stream_id, EventRow.type, EventRow.schema_version,
-            EventRow.recorded_at, EventRow.data, EventRow.prev_hash, EventRow.hash)
+if TYPE_CHECKING:
+    from eventlog.events import Event
+
 READ_BATCH = 2_000
 
 
@@ -37,17 +35,19 @@ class SqlStore:
 
     def __init__(self, txn: Transaction) -> None:
         self.txn = txn
-        self.session = txn.session
         # the last event as this transaction knows it (None: an empty log), once read:
         # a write transaction holds the lock, so only its own appends move it
         self._last: Recorded | Literal["unread"] | None = "unread"
 
+    @property
+    def session(self) -> Any:
+        """The SQLAlchemy session of the transaction (opened on first use)."""
+        return self.txn.session
+
     def head(self) -> tuple[int, str]:
         """The last seq and its hash (0 and the genesis hash for an empty log)."""
-        row = self.session.execute(
-            select(EventRow.seq, EventRow.hash).order_by(EventRow.seq.desc()).limit(1)
-        ).first()
-        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+        rows = self.txn.rows("events", ("seq", "hash"), order=("-seq",), limit=1)
+        return (rows[0][0], rows[0][1]) if rows else (0, GENESIS_HASH)  # type: ignore[return-value]
 
     def know_last(self, last: Recorded | None) -> None:
         """The last event as a read in this write transaction found it (it holds the
@@ -57,8 +57,8 @@ class SqlStore:
     def last(self) -> Recorded | None:
         """The last event, None for an empty log."""
         if self._last == "unread":
-            row = self.session.execute(select(*_COLUMNS).order_by(EventRow.seq.desc()).limit(1)).first()
-            self._last = _record(row) if row else None
+            rows = self.txn.rows("events", EVENT_COLUMNS, order=("-seq",), limit=1)
+            self._last = _record(rows[0]) if rows else None
         return self._last
 
     def append(self, events: Sequence[Event], recorded_at: datetime,
@@ -82,9 +82,7 @@ class SqlStore:
         remaining = limit
         while remaining is None or remaining > 0:
             size = READ_BATCH if remaining is None else min(READ_BATCH, remaining)
-            rows = self.session.execute(
-                select(*_COLUMNS).where(EventRow.seq > after).order_by(EventRow.seq).limit(size)
-            ).all()
+            rows = self.txn.rows("events", EVENT_COLUMNS, [("seq", ">", after)], ("seq",), size)
             for row in rows:
                 yield _record(row)
             if len(rows) < size:
@@ -94,9 +92,7 @@ class SqlStore:
                 remaining -= len(rows)
 
     def read_stream(self, stream_id: str) -> list[Recorded]:
-        rows = self.session.execute(
-            select(*_COLUMNS).where(EventRow.stream_id == stream_id).order_by(EventRow.seq)
-        ).all()
+        rows = self.txn.rows("events", EVENT_COLUMNS, [("stream_id", "=", stream_id)], ("seq",))
         return [_record(row) for row in rows]
 
     def last_position(self) -> int:

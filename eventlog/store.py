@@ -11,11 +11,13 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from eventlog.errors import ConcurrencyConflict, LogTampered
-from eventlog.events import Event, current_version, dump_event, parse_event
 from eventlog.timeutil import from_text, to_text
+
+if TYPE_CHECKING:  # the event models are loaded by what parses or seals events, not by reads
+    from eventlog.events import Event
 
 GENESIS_HASH = "0" * 64
 
@@ -39,6 +41,8 @@ class Recorded:
     def event(self) -> Event:
         if self.parsed is not None:
             return self.parsed
+        from eventlog.events import parse_event
+
         return parse_event(self.type, self.schema_version, self.data, seq=self.seq)
 
     @property
@@ -75,6 +79,8 @@ def seal_after(last: Recorded | None, events: Sequence[Event], recorded_at: date
 def seal(events: Sequence[Event], at: str, last_seq: int, last_hash: str) -> list[Recorded]:
     """Number, timestamp (`at`, fixed-width text) and chain `events` after the event
     (`last_seq`, `last_hash`)."""
+    from eventlog.events import current_version, dump_event
+
     sealed = []
     for offset, event in enumerate(events, start=1):
         seq, data = last_seq + offset, dump_event(event)

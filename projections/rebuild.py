@@ -1,26 +1,25 @@
-"""Rebuilding the projections from the log, and verifying them against it."""
+"""Rebuilding the projections from the log, and verifying them against it. (Every
+command opening the database asks `stored_schema`: the folds and the event models are
+imported by the functions that replay, not with this module.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
-
 from eventlog.errors import CorruptLog
 from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
 from eventlog.store import first_broken_link
-from projections.apply import apply, fold
 from projections.sql import ROW_SHAPES, SqlProjection, rows_of
-from projections.tables import PROJECTION_SCHEMA, ProjectionSchemaRow, create_tables, drop_tables
+from projections.views import PROJECTION_SCHEMA
 
 
 def stored_schema(txn: Transaction) -> int | None:
     """The projection schema version recorded in the database (None if never)."""
     if not txn.has_table("projection_schema"):
         return None
-    return txn.session.execute(select(func.max(ProjectionSchemaRow.version))).scalar()
+    return txn.rows("projection_schema", ("max(version)",))[0][0]  # type: ignore[return-value]
 
 
 def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = None) -> bool:
@@ -29,6 +28,10 @@ def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = No
     whether it rebuilt."""
     if stored_schema(txn) == PROJECTION_SCHEMA:
         return False
+    from sqlalchemy import delete
+
+    from projections.tables import ProjectionSchemaRow, create_tables, drop_tables
+
     session = txn.session
     connection = session.connection()
     drop_tables(connection)
@@ -44,6 +47,8 @@ def rebuild(log: SqlStore, views: SqlProjection,
             progress: Callable[[int], None] | None = None) -> int:
     """Drop every projection row and fold the whole log again; returns the events
     applied. Streams the log, so memory stays flat."""
+    from projections.apply import apply
+
     views.clear()
     count = 0
     for rec in log.read():
@@ -95,6 +100,8 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
     that hash: a chain alone cannot tell a truncated tail), then fold the log in
     memory and compare every column of every projection table with it. A damaged
     event or row is a problem reported with its seq or key, never a crash."""
+    from projections.apply import fold
+
     result = Verification(events=log.last_position())
     broken = first_broken_link(log.read())
     if broken is not None:

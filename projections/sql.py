@@ -7,39 +7,51 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import astuple, fields
-from typing import TYPE_CHECKING
-
-from sqlalchemy import ColumnElement, and_, delete, func, null, or_, select
+from functools import cache
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import DamagedProjection
-from eventlog.storage.port import Transaction
-from projections.tables import (
-    PROJECTION_TABLES,
-    AgentRecordRow,
-    AgentRow,
-    CapacityRow,
-    MetaRow,
-    OutcomeRow,
-    QueueCountRow,
-    TaskRow,
-)
+from eventlog.storage.port import Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView
 
 if TYPE_CHECKING:
+
     from projections.apply import MemoryProjection
+
+# The reads of the quick commands (status, tasks, show, the worker protocol) go
+# through the port's driver-level `rows`; the other queries are written with
+# SQLAlchemy's expression language, which (with the tables) is loaded on first use.
 
 _TASK_FIELDS = [f.name for f in fields(TaskView)]
 _TUPLE_FIELDS = ("excluded", "waiting_on", "blocks")  # stored as JSON lists
 _AGENT_FIELDS = [f.name for f in fields(AgentView)]
 _OUTCOME_FIELDS = [f.name for f in fields(Outcome)]
 _CAPACITY_FIELDS = [f.name for f in fields(CapacityChange)]
-_TASK_COLUMNS = [getattr(TaskRow, name) for name in _TASK_FIELDS]
-_OUTCOME_COLUMNS = [getattr(OutcomeRow, name) for name in _OUTCOME_FIELDS]
-_CAPACITY_COLUMNS = [getattr(CapacityRow, name) for name in _CAPACITY_FIELDS]
-_AGENT_COLUMNS = [getattr(AgentRow, name) for name in _AGENT_FIELDS]
+_PAYLOAD_AT = _TASK_FIELDS.index("payload")
 # the task columns of a listing: the payload left unread
-_LISTED_COLUMNS = [null().label("payload") if name == "payload" else getattr(TaskRow, name)
-                   for name in _TASK_FIELDS]
+_LISTED_FIELDS = [name for name in _TASK_FIELDS if name != "payload"]
+PICK_ORDER_COLUMNS = ("-priority", "-unblocks", "task_id")
+
+
+@cache
+def _sa() -> Any:
+    """SQLAlchemy's expression language and the tables, with the column lists the
+    queries written with it select (loaded on the first such query)."""
+    import sqlalchemy
+
+    from projections import tables
+
+    return SimpleNamespace(
+        sa=sqlalchemy, t=tables,
+        task_columns=[getattr(tables.TaskRow, name) for name in _TASK_FIELDS],
+        pick_order=(tables.TaskRow.priority.desc(), tables.TaskRow.unblocks.desc(), tables.TaskRow.task_id))
+
+
+def __getattr__(name: str) -> object:
+    if name == "PICK_ORDER":  # the pick order as SQLAlchemy terms (loads it)
+        return _sa().pick_order
+    raise AttributeError(name)
 
 
 def task_from_row(row: Iterable[object]) -> TaskView:
@@ -75,7 +87,6 @@ def _agent_params(agent: AgentView) -> tuple[object, ...]:
     return tuple(getattr(agent, name) for name in _AGENT_FIELDS)
 
 
-PICK_ORDER = (TaskRow.priority.desc(), TaskRow.unblocks.desc(), TaskRow.task_id)
 _TASK_ROW = (*_TASK_FIELDS, "unblocks")
 
 
@@ -123,7 +134,6 @@ class SqlProjection:
 
     def __init__(self, txn: Transaction) -> None:
         self.txn = txn
-        self.session = txn.session
         self._tasks: dict[int, TaskView] = {}
         self._agents: dict[str, AgentView] = {}
         self._counts: dict[tuple[str, str], int] = {}
@@ -131,6 +141,11 @@ class SqlProjection:
         self._meta: dict[str, str] = {}
         self._outcomes: list[Outcome] = []
         self._capacity: list[CapacityChange] = []
+
+    @property
+    def session(self) -> Any:
+        """The SQLAlchemy session of the transaction (opened on first use)."""
+        return self.txn.session
 
     # -- writes (called by `apply`) ---------------------------------------------------
     def put_task(self, task: TaskView) -> None:
@@ -171,7 +186,7 @@ class SqlProjection:
             txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"), changed,
                        add=("count",))
             if any(d < 0 for _q, _s, d in changed):  # only a decrease can reach zero
-                self.session.execute(delete(QueueCountRow).where(QueueCountRow.count == 0))
+                txn.delete("queue_counts", [("count", "=", 0)])
         txn.upsert("agent_records", ("agent", "task_type", "succeeded", "failed"), ("agent", "task_type"),
                    [(agent, task_type, n if outcome == "succeeded" else 0, n if outcome == "failed" else 0)
                     for (agent, task_type, outcome), n in self._records.items()],
@@ -198,8 +213,8 @@ class SqlProjection:
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""
         self._forget_pending()
-        for table in PROJECTION_TABLES:
-            self.session.execute(delete(table))
+        for table in ROW_SHAPES:  # every projection table
+            self.txn.delete(table, ())
 
     # -- reads --------------------------------------------------------------------
     def get_task(self, task_id: int) -> TaskView | None:
@@ -213,100 +228,94 @@ class SqlProjection:
         pending = self._agents.get(name)
         if pending is not None:
             return pending
-        row = self.session.execute(
-            select(*_AGENT_COLUMNS).where(AgentRow.name == name)).first()
+        row = self.txn.fetch_one("agents", _AGENT_FIELDS, "name", name)
         return agent_from_row(row) if row else None
 
     def all_agents(self) -> list[AgentView]:
         self.flush()
-        rows = self.session.execute(select(*_AGENT_COLUMNS).order_by(AgentRow.name)).all()
-        return [agent_from_row(r) for r in rows]
+        return [agent_from_row(r) for r in self.txn.rows("agents", _AGENT_FIELDS, order=("name",))]
 
     def all_tasks(self) -> Iterable[TaskView]:
         self.flush()
-        rows = self.session.execute(select(*_TASK_COLUMNS).order_by(TaskRow.task_id))
+        q = _sa()
+        rows = self.session.execute(q.sa.select(*q.task_columns).order_by(q.t.TaskRow.task_id))
         return (task_from_row(r) for r in rows)
 
     def counts(self) -> dict[tuple[str, str], int]:
         self.flush()
-        rows = self.session.execute(select(QueueCountRow.queue, QueueCountRow.status,
-                                           QueueCountRow.count)).all()
+        rows = self.txn.rows("queue_counts", ("queue", "status", "count"))
         return {(q, s): c for q, s, c in rows if c}
 
     def records(self, agents: Iterable[str] | None = None) -> dict[tuple[str, str], tuple[int, int]]:
         """Success records: (agent, task type) -> (succeeded, failed), for some agents or all."""
         self.flush()
-        query = select(AgentRecordRow.agent, AgentRecordRow.task_type, AgentRecordRow.succeeded,
-                       AgentRecordRow.failed)
-        if agents is not None:
-            query = query.where(AgentRecordRow.agent.in_(list(agents)))
-        return {(a, t): (s, f) for a, t, s, f in self.session.execute(query)}
+        where = [] if agents is None else [("agent", "in", list(agents))]
+        found = self.txn.rows("agent_records", ("agent", "task_type", "succeeded", "failed"), where)
+        return {(a, t): (s, f) for a, t, s, f in found}  # type: ignore[misc]
 
     def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None) -> list[Outcome]:
         """Ended attempts, in the order they ended: those ended at or after `since_ts`
         (a range of `ix_outcomes_ended`, or of `ix_outcomes_kind` with `kinds`), or all."""
         self.flush()
-        query = select(*_OUTCOME_COLUMNS).order_by(OutcomeRow.ended_ts, OutcomeRow.seq)
+        where: list[Any] = []
         if since_ts is not None:
-            query = query.where(OutcomeRow.ended_ts >= since_ts)
+            where.append(("ended_ts", ">=", since_ts))
         if kinds is not None:
-            query = query.where(OutcomeRow.outcome.in_(list(kinds)))
-        return [Outcome(*r) for r in self.session.execute(query)]
+            where.append(("outcome", "in", list(kinds)))
+        found = self.txn.rows("outcomes", _OUTCOME_FIELDS, where, ("ended_ts", "seq"))
+        return [Outcome(*r) for r in found]  # type: ignore[arg-type]
 
     def latest_outcomes(self, count: int, kinds: Iterable[str]) -> list[Outcome]:
         """The last `count` outcomes of some kinds, newest first: read backwards by seq
         (kept off `ix_outcomes_kind`, which would sort all its rows of those kinds)."""
         self.flush()
-        query = (select(*_OUTCOME_COLUMNS).where(self.txn.unindexed(OutcomeRow.outcome).in_(list(kinds)))
-                 .order_by(OutcomeRow.seq.desc()).limit(count))
-        return [Outcome(*r) for r in self.session.execute(query)]
+        found = self.txn.rows("outcomes", _OUTCOME_FIELDS, [(Unindexed("outcome"), "in", list(kinds))],
+                              ("-seq",), count)
+        return [Outcome(*r) for r in found]  # type: ignore[arg-type]
 
     def count_outcomes(self, since_ts: float, kinds: Iterable[str], queue: str | None = None) -> int:
         """How many attempts of these kinds (of one queue, or all) ended at or after `since_ts`."""
         self.flush()
-        query = select(func.count()).select_from(OutcomeRow).where(
-            OutcomeRow.outcome.in_(list(kinds)), OutcomeRow.ended_ts >= since_ts)
+        where: list[Any] = [("outcome", "in", list(kinds)), ("ended_ts", ">=", since_ts)]
         if queue is not None:
-            query = query.where(OutcomeRow.queue == queue)
-        return self.session.execute(query).scalar() or 0
+            where.append(("queue", "=", queue))
+        return self.txn.rows("outcomes", ("count(*)",), where)[0][0] or 0  # type: ignore[return-value]
 
     def last_outcome_ts(self, kind: str) -> float | None:
         """When the latest attempt of this kind ended (by `ix_outcomes_kind`)."""
         self.flush()
-        return self.session.execute(select(func.max(OutcomeRow.ended_ts))
-                                    .where(OutcomeRow.outcome == kind)).scalar()
+        return self.txn.rows("outcomes", ("max(ended_ts)",), [("outcome", "=", kind)])[0][0]  # type: ignore[return-value]
 
     def capacity_history(self) -> list[CapacityChange]:
         """Every change of offered slots, in log order (one per agent per control file
         change, so a short table)."""
         self.flush()
-        query = select(*_CAPACITY_COLUMNS).order_by(CapacityRow.seq, CapacityRow.agent)
-        return [CapacityChange(*r) for r in self.session.execute(query)]
+        return [CapacityChange(*r) for r in self.txn.rows("capacity_changes", _CAPACITY_FIELDS,  # type: ignore[arg-type]
+                                                          order=("seq", "agent"))]
 
     def holding(self) -> list[TaskView]:
         """Tasks assigned or running now, by agent (at most the fleet's capacity of them:
         sorted here rather than by SQLite, which would need a temporary B-tree)."""
         self.flush()
-        query = select(*_TASK_COLUMNS).where(TaskRow.status.in_(("assigned", "running")))
-        tasks = [task_from_row(r) for r in self.session.execute(query)]
+        found = self.txn.rows("tasks", _TASK_FIELDS, [("status", "in", ("assigned", "running"))])
+        tasks = [task_from_row(r) for r in found]
         return sorted(tasks, key=lambda t: (t.agent or "", t.task_id))
 
     def meta(self) -> dict[str, str]:
         self.flush()
-        return dict(self.session.execute(select(MetaRow.key, MetaRow.value)).all())
+        return dict(self.txn.rows("projection_meta", ("key", "value")))  # type: ignore[arg-type]
 
     def last_seq(self) -> int:
         return int(self.meta().get("last_seq", 0))
 
     def next_task_id(self) -> int:
         self.flush()
-        return (self.session.execute(select(func.max(TaskRow.task_id))).scalar() or 0) + 1
+        return (self.txn.rows("tasks", ("max(task_id)",))[0][0] or 0) + 1  # type: ignore[operator]
 
     def task_by_idempotency_key(self, key: str) -> TaskView | None:
         self.flush()
-        row = self.session.execute(
-            select(*_TASK_COLUMNS).where(TaskRow.idempotency_key == key)).first()
-        return task_from_row(row) if row else None
+        found = self.txn.rows("tasks", _TASK_FIELDS, [("idempotency_key", "=", key)], limit=1)
+        return task_from_row(found[0]) if found else None
 
     def tasks(self, queue: str | None = None, status: str | None = None,
               agent: str | None = None, limit: int | None = None) -> list[TaskView]:
@@ -314,34 +323,29 @@ class SqlProjection:
         not loaded (`payload` None, `payload_bytes` says how big): a listing of tasks
         with big payloads reads only their rows. `get_task` gives the whole task."""
         self.flush()
-        query = select(*_LISTED_COLUMNS)
-        if queue is not None:
-            query = query.where(TaskRow.queue == queue)
-        if status is not None:
-            query = query.where(TaskRow.status == status)
-        if agent is not None:
-            query = query.where(TaskRow.agent == agent)
-        query = query.order_by(*PICK_ORDER).limit(limit)
-        return [task_from_row(r) for r in self.session.execute(query)]
+        where = [(column, "=", value) for column, value in (
+            ("queue", queue), ("status", status), ("agent", agent)) if value is not None]
+        found = self.txn.rows("tasks", _LISTED_FIELDS, where, PICK_ORDER_COLUMNS, limit)  # type: ignore[arg-type]
+        return [task_from_row((*r[:_PAYLOAD_AT], None, *r[_PAYLOAD_AT:])) for r in found]
 
     def payloads(self, task_ids: list[int]) -> dict[int, str]:
         """The payload JSON of these tasks."""
         self.flush()
         found: dict[int, str] = {}
         for start in range(0, len(task_ids), 500):  # SQLite's limit on bound parameters
-            query = select(TaskRow.task_id, TaskRow.payload).where(
-                TaskRow.task_id.in_(task_ids[start:start + 500]))
-            found.update((task_id, payload) for task_id, payload in self.session.execute(query))
+            chunk = task_ids[start:start + 500]
+            rows = self.txn.rows("tasks", ("task_id", "payload"), [("task_id", "in", chunk)])
+            found.update((task_id, payload) for task_id, payload in rows)  # type: ignore[misc]
         return found
 
     def doomed(self, limit: int) -> list[TaskView]:
         """Tasks waiting on a task that ended dead or cancelled (they can never run)."""
         self.flush()
         # status unindexed: read ix_tasks_doomed_by in order, not every waiting task by status
-        waiting = self.txn.unindexed(TaskRow.status).in_(("awaiting_approval", "blocked"))
-        query = (select(*_TASK_COLUMNS).where(TaskRow.doomed_by.is_not(None), waiting)
-                 .order_by(TaskRow.doomed_by, TaskRow.task_id).limit(limit))
-        return [task_from_row(r) for r in self.session.execute(query)]
+        found = self.txn.rows("tasks", _TASK_FIELDS, [
+            ("doomed_by", "is not", None), (Unindexed("status"), "in", ("awaiting_approval", "blocked"))],
+            ("doomed_by", "task_id"), limit)
+        return [task_from_row(r) for r in found]
 
     def overdue(self, now: str, limit: int, queue: str | None = None) -> list[TaskView]:
         """Assignments not started by their `start_by`, and leases past expiry (of one
@@ -349,37 +353,34 @@ class SqlProjection:
         self.flush()
         # status unindexed: one ordered range of ix_tasks_due (only holding tasks have a
         # deadline), rather than two ranges of ix_tasks_deadline and a sort
-        holding = self.txn.unindexed(TaskRow.status).in_(("assigned", "running"))
-        query = (select(*_TASK_COLUMNS).where(holding, TaskRow.deadline <= now)
-                 .order_by(TaskRow.deadline).limit(limit))
+        where: list[Any] = [(Unindexed("status"), "in", ("assigned", "running")), ("deadline", "<=", now)]
         if queue is not None:  # unindexed: still one ordered range of ix_tasks_due, filtered
-            query = query.where(self.txn.unindexed(TaskRow.queue) == queue)
-        return [task_from_row(r) for r in self.session.execute(query)]
+            where.append((Unindexed("queue"), "=", queue))
+        return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where, ("deadline",), limit)]
 
     def running_on(self, host: str, queue: str | None = None) -> list[TaskView]:
         """Running attempts whose exec wrapper lives on `host` (at most the fleet's
         capacity of them), of one queue or of all."""
         self.flush()
-        query = select(*_TASK_COLUMNS).where(TaskRow.status == "running", TaskRow.host == host)
+        where: list[Any] = [("status", "=", "running"), ("host", "=", host)]
         if queue is not None:
-            query = query.where(TaskRow.queue == queue)
-        return [task_from_row(r) for r in self.session.execute(query)]
+            where.append(("queue", "=", queue))
+        return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where)]
 
     def ready_backlog(self, now: str) -> tuple[int, str | None]:
         """How many queued tasks may start at `now` (their `not_before` or backoff has
         passed), and since when the longest-ready of them has been ready. Reads the
         queued tasks through `ix_tasks_deadline`: a health check's cost, not a tick's."""
         self.flush()
-        count, oldest = self.session.execute(
-            select(func.count(), func.min(TaskRow.ready_at))
-            .where(TaskRow.status == "queued", TaskRow.ready_at <= now)).one()
-        return count, oldest
+        ((count, oldest),) = self.txn.rows("tasks", ("count(*)", "min(ready_at)"),
+                                           [("status", "=", "queued"), ("ready_at", "<=", now)])
+        return count, oldest  # type: ignore[return-value]
 
     def oldest_queued(self, queue: str) -> str | None:
         """Since when the longest-waiting queued task of `queue` has been ready."""
         self.flush()
-        return self.session.execute(select(func.min(TaskRow.ready_at)).where(
-            TaskRow.queue == queue, TaskRow.status == "queued")).scalar()
+        return self.txn.rows("tasks", ("min(ready_at)",),  # type: ignore[return-value]
+                             [("queue", "=", queue), ("status", "=", "queued")])[0][0]
 
     def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
                    ready_by: str | None = None) -> list[TaskView]:
@@ -390,28 +391,25 @@ class SqlProjection:
         if assignees is not None:  # one ordered index range per agent, merged in pick order
             targets = self.directed_at(queue) & set(assignees)
             found = [t for name in sorted(targets)
-                     for t in self._candidates(queue, now, limit, TaskRow.assignee == name, ready_by)]
+                     for t in self._candidates(queue, now, limit, ("assignee", "=", name), ready_by)]
             return sorted(found, key=lambda t: (-t.priority, -len(t.blocks), t.task_id))[:limit]
-        return self._candidates(queue, now, limit, TaskRow.assignee.is_(None), ready_by)
+        return self._candidates(queue, now, limit, ("assignee", "is", None), ready_by)
 
     def directed_at(self, queue: str) -> set[str]:
         """The agents that queued tasks of `queue` are directed at (one step of
         ix_tasks_pick per agent, so ticks query only those)."""
         self.flush()
-        query = (select(TaskRow.assignee).where(TaskRow.queue == queue, TaskRow.status == "queued",
-                                                TaskRow.assignee.is_not(None))
-                 .group_by(TaskRow.assignee))
-        return set(self.session.execute(query).scalars())
+        found = self.txn.rows("tasks", ("assignee",), [("queue", "=", queue), ("status", "=", "queued"),
+                                                       ("assignee", "is not", None)], group=("assignee",))
+        return {name for (name,) in found}  # type: ignore[misc]
 
-    def _candidates(self, queue: str, now: str, limit: int, who: ColumnElement[bool],
+    def _candidates(self, queue: str, now: str, limit: int, who: Term,
                     ready_by: str | None) -> list[TaskView]:
-        due = or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)
-        query = (select(*_TASK_COLUMNS)
-                 .where(and_(TaskRow.queue == queue, TaskRow.status == "queued", who, due))
-                 .order_by(*PICK_ORDER).limit(limit))
+        where: list[Any] = [("queue", "=", queue), ("status", "=", "queued"), who,
+                            ("not_before", "<= or null", now)]
         if ready_by is not None:
             # unindexed: filter while reading ix_tasks_pick in order; as a plain term SQLite
             # would prefer the range of ix_tasks_age and sort every older queued task
-            query = query.where(self.txn.unindexed(TaskRow.ready_at) <= ready_by)
-        return [task_from_row(r) for r in self.session.execute(query)]
-
+            where.append((Unindexed("ready_at"), "<=", ready_by))
+        found = self.txn.rows("tasks", _TASK_FIELDS, where, PICK_ORDER_COLUMNS, limit)
+        return [task_from_row(r) for r in found]

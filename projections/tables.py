@@ -6,6 +6,10 @@ from sqlalchemy import Connection, Engine, Index
 from sqlmodel import Field, SQLModel
 
 from eventlog.storage.types import Int64
+from projections.views import PROJECTION_SCHEMA
+
+__all__ = ["PROJECTION_SCHEMA", "PROJECTION_TABLES", "AgentRecordRow", "AgentRow", "CapacityRow", "MetaRow",
+           "OutcomeRow", "ProjectionSchemaRow", "QueueCountRow", "TaskRow", "create_tables", "drop_tables"]
 
 
 class TaskRow(SQLModel, table=True):
@@ -165,9 +169,6 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
     version: int = Field(primary_key=True)
 
-
-# Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 8
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      AgentRecordRow.__table__, OutcomeRow.__table__, CapacityRow.__table__,

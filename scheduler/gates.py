@@ -15,15 +15,15 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
-from eventlog.events import Event, QueueGateClosed, QueueGateOpened
 from eventlog.storage.port import Transaction
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
-from scheduler.operational import GateCheckRow
 from scheduler.settings import Settings
+
+if TYPE_CHECKING:
+    from eventlog.events import Event
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def gated_queues(settings: Settings) -> dict[str, list[str]]:
 
 def due_checks(txn: Transaction, settings: Settings, now: datetime) -> list[str]:
     """Gated queues whose last check is older than their cache interval."""
-    last = {row.queue: row.checked_at for row in txn.session.execute(select(GateCheckRow)).scalars()}
+    last = dict(txn.rows("gate_checks", ("queue", "checked_at")))  # (scheduler.operational.GateCheckRow)
     due = []
     for queue in gated_queues(settings):
         cache = timedelta(seconds=settings.queue_policy(queue).gate_cache_seconds)
@@ -78,6 +78,8 @@ def record_gates(txn: Transaction, views: SqlProjection, results: Mapping[str, G
                  now: datetime) -> list[Event]:
     """Inside the write transaction: remember the checks, and return the events for
     gates whose state changed."""
+    from eventlog.events import QueueGateClosed, QueueGateOpened
+
     events: list[Event] = []
     meta = views.meta()
     for queue, result in results.items():

@@ -17,8 +17,6 @@ from typing import Any
 from eventlog.errors import ControlFileError, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
-from scheduler import webhooks
-from scheduler.operational import HealthStateRow
 from scheduler.settings import Settings
 from scheduler.tick_runs import last_tick_at
 from scheduler.workspace import Workspace
@@ -155,7 +153,12 @@ def check_files(held: dict[int, list[str]]) -> Check:
 
 def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
     """Remember the report's overall level; when it differs from the one recorded
-    before, queue a `health.changed` webhook and return the previous level."""
+    before, queue a `health.changed` webhook and return the previous level. (The
+    daemon records; `sched health` only reads, and loads neither the webhooks nor the
+    operational tables.)"""
+    from scheduler import webhooks
+    from scheduler.operational import HealthStateRow
+
     with ws.db.write() as txn:
         session = txn.session
         row = session.get(HealthStateRow, 1)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from eventlog.events import AssignmentDecision, CandidateAgent, PassedOverAgent, TaskAssigned
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
+
+if TYPE_CHECKING:  # `tasks` orders with this module without loading the event models
+    from eventlog.events import TaskAssigned
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     """Assign ready tasks, best first, each to the eligible agent of its queue's type
     with the most free slots (ties: the best success record at the task's type, then
     the lowest load, then the name)."""
+    from eventlog.events import AssignmentDecision, CandidateAgent, PassedOverAgent, TaskAssigned
+
     now_text = to_text(now)
     start_by = now + timedelta(seconds=policy.start_deadline_seconds)
     records = records or {}

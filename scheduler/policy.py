@@ -5,19 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventlog.events import (
-    UNCOUNTED_FAILURES,
-    Event,
-    LeaseExpired,
-    TaskCancelled,
-    TaskDeadLettered,
-    TaskFailed,
-    TaskRequeued,
-)
 from projections.views import TaskView
+
+if TYPE_CHECKING:  # (the settings use QueuePolicy: loading them loads no event model)
+    from eventlog.events import Event, LeaseExpired, TaskFailed
 
 MAX_SECONDS = 10 * 365 * 86400.0  # the longest duration a policy may name: ten years
 
@@ -27,7 +22,8 @@ class QueuePolicy(BaseModel):
     retry and depth keys default to the top-level setting of the same name; the gate
     keys exist per queue only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    # (built on first use: a command that never reads a queue's policy does not build it)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True)
 
     max_attempts: int = Field(default=3, ge=1, le=1_000_000)
     backoff_base_seconds: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
@@ -64,6 +60,15 @@ def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired, now: date
     consequence: requeued after a jittered backoff while attempts remain and the failure
     may be retried, dead-lettered otherwise (with the history of errors). The delay is
     stored in the event, so replaying never draws again."""
+    from eventlog.events import (
+        UNCOUNTED_FAILURES,
+        LeaseExpired,
+        TaskCancelled,
+        TaskDeadLettered,
+        TaskFailed,
+        TaskRequeued,
+    )
+
     if task.cancelling:  # the attempt ended one way or another: the cancel completes
         return [failure, TaskCancelled(task_id=task.task_id, by="sched",
                                        reason="cancel requested while it ran")]

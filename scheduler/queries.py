@@ -6,21 +6,24 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
-from projections.apply import fold
-from projections.fold import evolve_fleet
-from projections.rebuild import Verification, rebuild, verify
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.gates import closed_gates
-from scheduler.plan import effective_priority, pick_order, waited_seconds
-from scheduler.tick import plan_policy
+from scheduler.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
+from scheduler.settings import Settings
 from scheduler.workspace import Workspace, describe_pause
+
+if TYPE_CHECKING:
+    from projections.rebuild import Verification
+
+# what only some answers need (folds, verify, the tick's policy) is imported by them:
+# `status` and `tasks` start quickly (issue 13: a quick CLI)
 
 
 def task_dict(task: TaskView) -> dict[str, Any]:
@@ -68,6 +71,8 @@ def current_fleet(ws: Workspace, views: SqlProjection) -> list[AgentView]:
         return agents
     if views.meta().get("config_hash") == control.content_hash:
         return agents
+    from projections.fold import evolve_fleet
+
     return sorted(evolve_fleet(agents, control.configured_event()), key=lambda a: a.name)
 
 
@@ -78,6 +83,8 @@ def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
     if at is None:
         with ws.read() as (_log, views):
             return status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
+    from projections.apply import fold
+
     past = fold(replay(ws, until=at))
     return status_of(ws, past.counts, sorted(past.agents.values(), key=lambda a: a.name),
                      past.meta, present=False)
@@ -96,6 +103,17 @@ def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[Ag
             "last_seq": last_seq, "paused": paused, "gates_closed": closed_gates(meta)}
 
 
+def ordering_policy(settings: Settings) -> PlanPolicy:
+    """The part of the plan policy that orders tasks (the start deadline and each
+    queue's ageing), for listings; `scheduler.tick.plan_policy` adds what labels the
+    decisions it records."""
+    return PlanPolicy(
+        start_deadline_seconds=settings.start_deadline_seconds,
+        ageing={q: (p.age_boost_seconds, p.age_boost_max)
+                for q in settings.queues if (p := settings.queue_policy(q))},
+        default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
+
+
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
                limit: int | None = None) -> list[TaskView]:
     """Tasks in the order they will be picked: effective priority (with ageing), then
@@ -104,7 +122,7 @@ def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = No
         raise BadInput(f"unknown status {status_!r} (one of: {', '.join(VISIBLE_STATUSES)})")
     with ws.read() as (_log, views):
         found = views.tasks(queue=queue, status=status_, limit=limit)
-    now, policy = ws.clock.now(), plan_policy(ws.settings)
+    now, policy = ws.clock.now(), ordering_policy(ws.settings)
     return sorted(found, key=lambda t: pick_order(t, now, policy))
 
 
@@ -165,7 +183,7 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
 def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
     """Per task (in pick order): what decides its place in its queue, effective priority
     and time waited, and when it may start (`estimated_starts`)."""
-    now, policy = ws.clock.now(), plan_policy(ws.settings)
+    now, policy = ws.clock.now(), ordering_policy(ws.settings)
     starts = estimated_starts(ws, tasks)
     return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),
@@ -225,6 +243,8 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
 
 
 def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None) -> Verification:
+    from projections.rebuild import verify
+
     with ws.read() as (log, views):
         return verify(log, views, expect_head=expect_head)
 
@@ -249,5 +269,7 @@ def parse_head(text: str) -> tuple[int, str]:
 def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
     """Drop the projection tables' rows and fold the whole log again, in one write
     transaction (readers keep seeing the old tables until it commits)."""
+    from projections.rebuild import rebuild
+
     with ws.db.write() as txn:
         return rebuild(SqlStore(txn), SqlProjection(txn), progress)

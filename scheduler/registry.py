@@ -11,13 +11,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventlog.errors import ControlFileError
-from eventlog.events import AgentRecord, AgentsConfigured
 from eventlog.values import text_problem
+
+if TYPE_CHECKING:  # `status` reads the control file without loading the event models
+    from eventlog.events import AgentRecord, AgentsConfigured
 
 MAX_CAPACITY = 1_000_000  # slots of one agent
 MAX_TIMEOUT_SECONDS = 365 * 86400.0
@@ -63,12 +65,22 @@ class AgentSpec(BaseModel):
         return value
 
     def record(self) -> AgentRecord:
+        from eventlog.events import AgentRecord
+
         return AgentRecord(name=self.name, type=self.type, capacity=self.capacity,
                            enabled=self.enabled,
                            command=tuple(self.command) if self.command is not None else None,
                            timeout_seconds=self.timeout_seconds,
                            non_retryable_exit_codes=tuple(self.non_retryable_exit_codes),
                            host=self.host)
+
+    def record_json(self) -> dict[str, object]:
+        """`record().model_dump(mode="json")`, without building the event model (which
+        `status` would load just to hash the control file): the same keys and values."""
+        return {"name": self.name, "type": self.type, "capacity": self.capacity, "enabled": self.enabled,
+                "command": list(self.command) if self.command is not None else None,
+                "timeout_seconds": self.timeout_seconds,
+                "non_retryable_exit_codes": list(self.non_retryable_exit_codes), "host": self.host}
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,8 @@ class ControlFile:
     content_hash: str = field(default="")
 
     def configured_event(self) -> AgentsConfigured:
+        from eventlog.events import AgentsConfigured
+
         return AgentsConfigured(agents=tuple(a.record() for a in self.agents),
                                 content_hash=self.content_hash, source=str(self.path))
 
@@ -136,7 +150,7 @@ def parse_control_file(path: Path, text: str) -> ControlFile:
         for extra in sorted(spec.model_extra or {}):
             warnings.append(f"{where} ({spec.name}): unknown field {extra!r} ignored")
         agents.append(spec)
-    normalized = json.dumps([a.record().model_dump(mode="json") for a in agents],
+    normalized = json.dumps([a.record_json() for a in agents],
                             sort_keys=True, separators=(",", ":"))
     return ControlFile(path, tuple(agents), tuple(warnings),
                        hashlib.sha256(normalized.encode()).hexdigest())

@@ -5,15 +5,20 @@ value with the place it came from."""
 from __future__ import annotations
 
 import os
-import socket
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact
@@ -24,11 +29,15 @@ ENV_PREFIX = "SCHED_"
 MAX_COUNT = 2**63 - 1
 
 
-class Settings(BaseSettings):
-    """Every tunable of sched, validated. Values come from `load_settings`."""
+class Settings(BaseModel):
+    """Every tunable of sched, validated. Values come from `load_settings`, which
+    merges the sources itself so that it can tell where each value came from: the
+    model only validates (a plain pydantic model, configured as pydantic-settings'
+    BaseSettings would be, whose import alone cost a quick command 70 ms or more)."""
 
     # NaN and infinity are refused everywhere; every duration is at most MAX_SECONDS
-    model_config = SettingsConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True,
+                              arbitrary_types_allowed=True)
 
     home: Path = Field(default=Path("."), description="working directory of sched")
     db: str | None = Field(default=None, description="database file (default HOME/sched.db), or a "
@@ -162,12 +171,6 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]
-        # load_settings merges the sources itself, so that it can tell where each
-        # value came from; the model only validates.
-        return (init_settings,)
-
     # (id of the Settings that filled it, queue -> its policy): built once per Settings,
     # which are frozen; a model_copy (which may change a policy field) starts afresh
     _policies: tuple[int, dict[str, QueuePolicy]] = PrivateAttr(default=(0, {}))
@@ -239,7 +242,11 @@ class Settings(BaseSettings):
     @property
     def host_name(self) -> str:
         """The host this process acts for: pinned agents, its own wrappers, its daemon."""
-        return self.host or socket.gethostname()
+        if self.host:
+            return self.host
+        import socket
+
+        return socket.gethostname()
 
     @property
     def database_label(self) -> str:
@@ -307,6 +314,8 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
 def _read_toml(path: Path) -> dict[str, object]:
     if not path.is_file():
         return {}
+    import tomllib  # (only where a sched.toml exists)
+
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AwareDatetime,
@@ -22,12 +22,14 @@ from pydantic import (
 )
 
 from eventlog.errors import BadInput, Refused
-from eventlog.events import TaskSubmitted
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import SqlProjection
 from scheduler.registry import AgentRegistry
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
+
+if TYPE_CHECKING:  # (`metrics` imports parse_duration from here: no event model for it)
+    from eventlog.events import TaskSubmitted
 
 
 class TaskSpec(BaseModel):
@@ -147,6 +149,8 @@ def check_against_fleet(spec: TaskSpec, registry: AgentRegistry, where: str = ""
 def submit(ws: Workspace, specs: Sequence[TaskSpec],
            wheres: Sequence[str] | None = None) -> list[Submitted]:
     """Submit every spec in one transaction, or none of them."""
+    from eventlog.events import TaskSubmitted
+
     registry = ws.registry()
     types = registry.get_all_types()
     for index, spec in enumerate(specs):

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from scheduler.gates import (
 )
 from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import settle_failure
+from scheduler.queries import ordering_policy
 from scheduler.registry import ControlFile
 from scheduler.settings import Settings
 from scheduler.spawn import Handover, LauncherGone, lease_clock, reap_finished
@@ -256,11 +257,8 @@ def policy_fingerprint(settings: Settings, queue: str | None) -> str:
 
 
 def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
-    return PlanPolicy(
-        start_deadline_seconds=settings.start_deadline_seconds,
-        ageing={q: (p.age_boost_seconds, p.age_boost_max)
-                for q in settings.queues if (p := settings.queue_policy(q))},
-        default_ageing=(settings.age_boost_seconds, settings.age_boost_max),
+    return replace(
+        ordering_policy(settings),
         fingerprints={q: policy_fingerprint(settings, q) for q in settings.queues},
         default_fingerprint=policy_fingerprint(settings, None), config_hash=config_hash)
 

@@ -4,10 +4,11 @@ read by the health check and the dashboard."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
-
 from eventlog.storage.port import Transaction
-from scheduler.operational import DaemonRow, TickRunRow
+
+# the tables: scheduler.operational.TickRunRow ("tick_runs") and DaemonRow ("daemons")
+_TICK_RUN = ("at", "host", "pid", "duration_ms")
+_DAEMON = ("host", "pid", "started_at", "beat_at", "interval_seconds")
 
 
 def note_tick(txn: Transaction, host: str, pid: int, at: str, duration_ms: float) -> None:
@@ -17,11 +18,13 @@ def note_tick(txn: Transaction, host: str, pid: int, at: str, duration_ms: float
 
 def last_tick_at(txn: Transaction) -> str | None:
     """When any host last ticked (None: never)."""
-    return txn.session.execute(select(func.max(TickRunRow.at))).scalar()
+    return txn.rows("tick_runs", ("max(at)",))[0][0]  # type: ignore[return-value]
 
 
 def note_daemon(txn: Transaction, host: str, pid: int, at: str, interval: float) -> None:
     """Inside the daemon's tick transaction: it is alive at `at` (started then, if new)."""
+    from scheduler.operational import DaemonRow
+
     row = txn.session.get(DaemonRow, (host, pid))
     if row is None:
         txn.session.add(DaemonRow(host=host, pid=pid, started_at=at, beat_at=at, interval_seconds=interval))
@@ -31,18 +34,15 @@ def note_daemon(txn: Transaction, host: str, pid: int, at: str, interval: float)
 
 def forget_daemon(txn: Transaction, host: str, pid: int) -> None:
     """The daemon stopped cleanly."""
-    txn.session.execute(delete(DaemonRow).where(DaemonRow.host == host, DaemonRow.pid == pid))
+    txn.delete("daemons", [("host", "=", host), ("pid", "=", pid)])
 
 
 def last_tick(txn: Transaction) -> dict[str, object] | None:
     """The latest tick of any host: {at, host, pid, duration_ms} (None: never)."""
-    row = txn.session.execute(select(TickRunRow).order_by(TickRunRow.at.desc()).limit(1)).scalars().first()
-    return None if row is None else {"at": row.at, "host": row.host, "pid": row.pid,
-                                     "duration_ms": row.duration_ms}
+    rows = txn.rows("tick_runs", _TICK_RUN, order=("-at",), limit=1)
+    return dict(zip(_TICK_RUN, rows[0], strict=True)) if rows else None
 
 
 def daemons(txn: Transaction) -> list[dict[str, object]]:
     """Every daemon that has not stopped cleanly, latest beat first."""
-    rows = txn.session.execute(select(DaemonRow).order_by(DaemonRow.beat_at.desc())).scalars()
-    return [{"host": r.host, "pid": r.pid, "started_at": r.started_at, "beat_at": r.beat_at,
-             "interval_seconds": r.interval_seconds} for r in rows]
+    return [dict(zip(_DAEMON, row, strict=True)) for row in txn.rows("daemons", _DAEMON, order=("-beat_at",))]

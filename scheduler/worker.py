@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
 from eventlog.events import (
@@ -26,20 +26,14 @@ from eventlog.timeutil import from_text, to_text
 from eventlog.values import check_json, check_text
 from projections.recorder import Recorder
 from projections.views import TaskView
-from scheduler.gates import closed_gates
-from scheduler.tick import (
-    TickReport,
-    gather_and_plan,
-    pid_alive,
-    plan_policy,
-    reap_dead_wrappers,
-    record_config_if_changed,
-    settle,
-    take_back_overdue,
-)
 from scheduler.tokens import hash_token, new_token, token_matches
-from scheduler.usage import Usage
 from scheduler.workspace import Workspace, describe_pause
+
+if TYPE_CHECKING:
+    from scheduler.usage import Usage
+
+# the tick's machinery is imported by claim and fail, which use it: a heartbeat or a
+# complete starts without it (issue 13: a quick CLI)
 
 
 @dataclass(frozen=True)
@@ -67,6 +61,17 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
     transaction. None when there is no work. First, in its agent type, take back what
     is overdue: a fleet of pull workers with no tick running still recovers from a dead
     worker."""
+    from scheduler.gates import closed_gates
+    from scheduler.tick import (
+        TickReport,
+        gather_and_plan,
+        pid_alive,
+        plan_policy,
+        reap_dead_wrappers,
+        record_config_if_changed,
+        take_back_overdue,
+    )
+
     registry = ws.registry()
     spec = registry.get(agent_name)
     if spec is None:
@@ -216,6 +221,8 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
          signal: int | None = None, log_path: str | None = None,
          usage: Usage | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
+    from scheduler.tick import settle
+
     check_text(error, "error", ws.settings.max_message_bytes)
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, recorder.now)

@@ -9,24 +9,41 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eventlog.errors import DatabaseFault
-from eventlog.schema import SCHEMA_VERSION, EventRow
+from eventlog.errors import DatabaseFault, LogTampered
+from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
-from projections.rebuild import ensure_current, stored_schema
-from projections.recorder import Recorder
 from projections.sql import SqlProjection
-from projections.tables import PROJECTION_SCHEMA, PROJECTION_TABLES, ProjectionSchemaRow
+from projections.views import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
-from scheduler.operational import OPERATIONAL_TABLES
-from scheduler.registry import AgentRegistry, candidate_paths, find_control_file
 from scheduler.settings import Settings
 from scheduler.spawn import Starter, spawn_exec
 
-# every table of sched, made with the schema (`Storage.create_schema`)
-ALL_TABLES = [EventRow.__table__, *PROJECTION_TABLES, ProjectionSchemaRow.__table__,  # type: ignore[attr-defined]
-              *OPERATIONAL_TABLES]
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from eventlog.store import Recorded
+    from projections.recorder import Recorder
+    from scheduler.registry import AgentRegistry
+
+
+def all_tables() -> list[object]:
+    """Every table of sched, made with the schema (`Storage.create_schema`): loads
+    SQLAlchemy and the table definitions, which the quick commands never need."""
+    from eventlog.schema import EventRow
+    from projections.tables import PROJECTION_TABLES, ProjectionSchemaRow
+    from scheduler.operational import OPERATIONAL_TABLES
+
+    return [EventRow.__table__, *PROJECTION_TABLES, ProjectionSchemaRow.__table__,  # type: ignore[attr-defined]
+            *OPERATIONAL_TABLES]
+
+
+def __getattr__(name: str) -> object:
+    if name == "ALL_TABLES":  # as `all_tables()`, for `from scheduler.workspace import ALL_TABLES`
+        return all_tables()
+    raise AttributeError(name)
 
 
 @dataclass
@@ -57,7 +74,9 @@ class Workspace:
             if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
                 self._needs_write(db, "its tables were made by an older version of sched and must "
                                       "be upgraded")
-                db.create_schema(ALL_TABLES, SCHEMA_VERSION)
+                db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
+            from projections.rebuild import ensure_current, stored_schema
+
             with db.read() as txn:
                 current = stored_schema(txn) == PROJECTION_SCHEMA
             if not current:  # tables of another sched version: replay the log into new ones
@@ -78,7 +97,9 @@ class Workspace:
         """Create the database and its tables if missing (idempotent); whether it did."""
         db = create_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
         created = db.schema_version() == 0
-        db.create_schema(ALL_TABLES, SCHEMA_VERSION)
+        db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
+        from projections.rebuild import ensure_current
+
         with db.write() as txn:
             ensure_current(txn)
         self._db = db
@@ -90,6 +111,8 @@ class Workspace:
         `recorder.now` read from the clock only then, under the write lock, and never
         earlier than the last event: so event time never runs backwards, however the
         writers interleave."""
+        from projections.recorder import Recorder
+
         with self.db.write(commit=commit) as txn:
             recorder = Recorder(SqlStore(txn), SqlProjection(txn))
             recorder.catch_up()  # on SQLite its first read takes the write lock (BEGIN IMMEDIATE)
@@ -97,7 +120,7 @@ class Workspace:
             # the real time is the database server's where it has a clock (hosts' clocks
             # may skew); an injected clock (tests, benchmarks) is kept as it is
             now = (txn.server_time() if isinstance(self.clock, SystemClock) else None) or self.clock.now()
-            recorder.now = max(now, last.at) if last is not None else now
+            recorder.now = max(now, last_time(last)) if last is not None else now
             yield recorder
 
     @contextmanager
@@ -112,6 +135,8 @@ class Workspace:
 
     # -- the agent control file -------------------------------------------------------
     def control_paths(self) -> list[Path]:
+        from scheduler.registry import candidate_paths
+
         return candidate_paths(self.settings.home, self.settings.agent_control_file)
 
     @property
@@ -121,7 +146,21 @@ class Workspace:
 
     def registry(self) -> AgentRegistry:
         """The agents of the control file, found and validated (raises `ControlFileError`)."""
+        from scheduler.registry import AgentRegistry, find_control_file
+
         return AgentRegistry(find_control_file(self.control_paths()))
+
+
+def last_time(last: Recorded) -> datetime:
+    """The time of the log's last event, which a writer never records time before; a
+    damaged one (its time no longer text sched wrote) refuses the write in one line, as
+    an append after an altered event is refused."""
+    try:
+        return last.at
+    except ValueError as e:
+        raise LogTampered(f"refusing to write: the last event of the log (seq {last.seq}) has a time "
+                          f"sched cannot read ({last.recorded_at!r}), so it was altered; run "
+                          "`sched replay --verify`") from e
 
 
 def describe_pause(recorded: str | None, stop_file: Path | None) -> dict[str, object] | None:

@@ -1,18 +1,24 @@
-"""What the SQL adapters share: a transaction over one SQLAlchemy session whose hot
-paths (bulk upserts and inserts, the point read) go straight to the driver with
-statements built once per shape, in the adapter's placeholder style."""
+"""What the SQL adapters share: a transaction over one driver connection whose hot
+paths (bulk upserts and inserts, point reads, the simple reads and deletes of `rows`
+and `delete`) go straight to the driver with statements built once per shape, in the
+adapter's placeholder style; and a SQLAlchemy session over the same transaction for
+the statements written with its expression language (opened on first use: an adapter
+whose transaction starts without SQLAlchemy loads it only then)."""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, inspect
-from sqlmodel import Session
+from eventlog.storage.port import Row, Term, Unindexed
 
-from eventlog.storage.port import Row
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
+    from sqlmodel import Session
 
 
 @lru_cache(maxsize=256)
@@ -37,6 +43,95 @@ def select_sql(mark: str, table: str, columns: tuple[str, ...], key: str | None)
     return f"SELECT {', '.join(columns)} FROM {table}{where}"
 
 
+_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_AGGREGATE = re.compile(r"(count)\(\*\)|(min|max)\(([a-z_][a-z0-9_]*)\)")
+_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null"})
+
+
+def _name(name: str) -> str:
+    """A table or column name as given (names are sched's own; anything else is refused,
+    so no text from elsewhere can reach the statement)."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"not a column or table name: {name!r}")
+    return name
+
+
+def _column(table: str, column: str) -> str:
+    found = _AGGREGATE.fullmatch(column)
+    if found is None:
+        return f"{table}.{_name(column)}"
+    if found.group(1):
+        return "count(*)"
+    return f"{found.group(2)}({table}.{found.group(3)})"
+
+
+# one term's shape: (column, operator, how many values an `in` binds; else None, and
+# whether the column is `Unindexed`)
+TermShape = tuple[str, str, int | None, bool]
+
+
+def term_shapes(where: Sequence[Term]) -> tuple[TermShape, ...]:
+    shapes = []
+    for column, op, value in where:
+        if op not in _OPS:
+            raise ValueError(f"not an operator of `rows`: {op!r}")
+        if op in ("is", "is not") and value is not None:
+            raise ValueError(f"{op!r} compares with None only")
+        shapes.append((str(column), op, len(value) if op == "in" else None,  # type: ignore[arg-type]
+                       isinstance(column, Unindexed)))
+    return tuple(shapes)
+
+
+def term_params(where: Sequence[Term]) -> list[object]:
+    params: list[object] = []
+    for _column, op, value in where:
+        if op == "in":
+            params.extend(value)  # type: ignore[call-overload]
+        elif op not in ("is", "is not"):
+            params.append(value)
+    return params
+
+
+def _where_sql(mark: str, table: str, where: tuple[TermShape, ...], hint: str) -> str:
+    terms = []
+    for column, op, count, unindexed in where:
+        name = (hint if unindexed else "") + _column(table, column)
+        if op == "in":
+            terms.append(f"{name} IN ({', '.join([mark] * count)})" if count else "1 = 0")  # type: ignore[operator]
+        elif op in ("is", "is not"):
+            terms.append(f"{name} {op.upper()} NULL")
+        elif op == "<= or null":
+            terms.append(f"({name} IS NULL OR {name} <= {mark})")
+        else:
+            terms.append(f"{name} {op} {mark}")
+    return f" WHERE {' AND '.join(terms)}" if terms else ""
+
+
+@lru_cache(maxsize=512)
+def rows_sql(mark: str, table: str, columns: tuple[str, ...], where: tuple[TermShape, ...],
+             order: tuple[str, ...], limit: bool, group: tuple[str, ...] = (), hint: str = "") -> str:
+    """SELECT ... FROM table WHERE ... GROUP BY ... ORDER BY ... LIMIT: the same text on
+    SQLite and PostgreSQL but for the placeholder and the index hint (`hint` before an
+    `Unindexed` column: SQLite's `+`)."""
+    table = _name(table)
+    sql = f"SELECT {', '.join(_column(table, c) for c in columns)} FROM {table}"
+    sql += _where_sql(mark, table, where, hint)
+    if group:
+        sql += " GROUP BY " + ", ".join(_column(table, c) for c in group)
+    if order:
+        sql += " ORDER BY " + ", ".join(f"{table}.{_name(c[1:])} DESC" if c.startswith("-")
+                                        else f"{table}.{_name(c)}" for c in order)
+    if limit:
+        sql += f" LIMIT {mark}"
+    return sql
+
+
+@lru_cache(maxsize=64)
+def delete_sql(mark: str, table: str, where: tuple[TermShape, ...]) -> str:
+    table = _name(table)
+    return f"DELETE FROM {table}{_where_sql(mark, table, where, '')}"
+
+
 class PollingWakeups:
     """`Wakeups` for an engine that has none: every wait runs its whole timeout."""
 
@@ -52,16 +147,30 @@ class PollingWakeups:
 
 
 class SqlTransaction:
-    """The port's `Transaction` over a SQLAlchemy session and its DB-API connection."""
+    """The port's `Transaction` over a driver (DB-API) connection and a SQLAlchemy
+    session on the same transaction: given, or opened by `open_session` on first use."""
 
     mark = "?"  # the driver's placeholder
+    hint = ""  # written before an `Unindexed` column of `rows` (SQLite: "+")
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, session: Session | None = None, *, driver: Any = None,
+                 open_session: Callable[[], Session] | None = None) -> None:
+        self._session = session
+        self._driver_connection = driver
+        self._open_session = open_session
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            assert self._open_session is not None
+            self._session = self._open_session()
+        return self._session
 
     def _driver(self):  # type: ignore[no-untyped-def]
         """The DB-API connection of this transaction (the adapter's own driver)."""
-        return self.session.connection().connection.driver_connection
+        if self._driver_connection is None:
+            self._driver_connection = self.session.connection().connection.driver_connection
+        return self._driver_connection
 
     def server_time(self) -> datetime | None:
         return None
@@ -82,6 +191,14 @@ class SqlTransaction:
         finally:
             cursor.close()
 
+    def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
+        cursor = self._driver().cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
     def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
         cursor = self._driver().cursor()
         try:
@@ -98,10 +215,28 @@ class SqlTransaction:
         finally:
             cursor.close()
 
+    def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
+             order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:
+        sql = rows_sql(self.mark, table, tuple(columns), term_shapes(where), tuple(order),
+                       limit is not None, tuple(group), self.hint)
+        params = term_params(where)
+        if limit is not None:
+            params.append(limit)
+        return self._all(sql, params)
+
+    def delete(self, table: str, where: Sequence[Term]) -> None:
+        cursor = self._driver().cursor()
+        try:
+            cursor.execute(delete_sql(self.mark, table, term_shapes(where)), term_params(where))
+        finally:
+            cursor.close()
+
     def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]
         return column
 
     def has_table(self, name: str) -> bool:
+        from sqlalchemy import inspect
+
         return inspect(self.session.connection()).has_table(name)
 
     def notify(self, seq: int) -> None:

@@ -4,7 +4,9 @@ Above this port there is no SQL dialect. Statements over sched's tables are writ
 once with SQLAlchemy's expression language against `Transaction.session` (the
 adapter's dialect compiles them), and the few things each engine does its own way are
 methods here: the single-writer transaction and its time, bulk upserts and inserts on
-the hot paths, a point read, an index hint, schema creation and upgrade, the integrity
+the hot paths, a point read, simple reads and deletes described as values (`rows`,
+`delete`: what the quick commands need, so that they load no SQLAlchemy where the
+adapter can do without it), an index hint, schema creation and upgrade, the integrity
 check and wake-ups. Two adapters implement it: `eventlog.storage.sqlite` (the
 embedded default) and `eventlog.storage.postgres` (several hosts). The log alone also
 has an in-memory store (`eventlog.store.InMemoryStore`) for unit tests; one contract
@@ -16,12 +18,25 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from sqlalchemy import ColumnElement, Table
-from sqlmodel import Session
+if TYPE_CHECKING:  # the port itself loads no SQLAlchemy: the quick commands never need it
+    from sqlalchemy import ColumnElement, Table
+    from sqlmodel import Session
 
 Row = Sequence[object]
+# one condition of `rows`/`delete`: (column, operator, value); "in" takes a sequence,
+# "is" and "is not" take None (IS NULL, IS NOT NULL), "<= or null" is true where the
+# column is at most the value or NULL. Terms are joined with AND.
+Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null"]
+Term = tuple[str, Op, object]
+
+
+class Unindexed(str):
+    """A column named in a term of `rows` that must not choose the index (as
+    `Transaction.unindexed`: a hint where the engine's planner needs one)."""
+
+    __slots__ = ()
 
 
 class Transaction(Protocol):
@@ -51,6 +66,18 @@ class Transaction(Protocol):
 
     def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
         """Every row of `table`, values as stored (for verify: nothing parsed)."""
+        ...
+
+    def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
+             order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:
+        """The rows of `table` that meet every term of `where`, grouped by the columns
+        of `group` if any, in `order` (column names; `-name` for descending), at most
+        `limit`. A column may also be an aggregate over the matching rows: `count(*)`,
+        `min(name)`, `max(name)`."""
+        ...
+
+    def delete(self, table: str, where: Sequence[Term]) -> None:
+        """Delete the rows of `table` that meet every term of `where`."""
         ...
 
     def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]

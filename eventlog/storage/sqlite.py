@@ -4,12 +4,13 @@ errors.
 
 Python's sqlite3 driver would open transactions on its own with a deferred `BEGIN`;
 a deferred transaction that later writes fails at once with "database is locked",
-ignoring the busy timeout. So the driver's own handling is turned off and every
-transaction begins from the `begin` listener: `BEGIN IMMEDIATE` for writers (they
-queue on the busy timeout and then decide alone), a plain `BEGIN` for readers (a
-consistent snapshot under WAL).
+ignoring the busy timeout. So the driver's own handling is turned off and the adapter
+begins every transaction itself: `BEGIN IMMEDIATE` for writers (they queue on the
+busy timeout and then decide alone), a plain `BEGIN` for readers (a consistent
+snapshot under WAL). Transactions run on the driver's connections; SQLAlchemy is
+loaded only when a statement written with it needs a session (see `SqliteStorage`).
 
-Before the engine touches a file (its first connection switches the journal mode to
+Before the adapter touches a file (its first connection switches the journal mode to
 WAL, which is a write), the file is looked at through a read-only connection: sched
 opens only its own databases, marked with `PRAGMA application_id` (and those made
 before the mark, recognised by their `events` table), an empty file, or no file (for
@@ -23,20 +24,23 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
-
-from sqlalchemy import ColumnElement, Engine, Table, create_engine, event, literal_column
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session, SQLModel
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Engine, Table
+    from sqlalchemy.engine import Connection
+    from sqlmodel import Session
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 APPLICATION_ID = 0x53434844  # "SCHD": PRAGMA application_id of a database sched made
@@ -112,37 +116,66 @@ def read_only_params(path: Path) -> dict[str, str]:
     return {"mode": "ro", "immutable": "1"}
 
 
-def make_engine(path: Path, *, synchronous: Synchronous = "NORMAL",
-                busy_timeout_ms: int = 30_000, read_only: bool = False) -> Engine:
-    """An engine whose every connection has the pragmas and transaction handling of sched
-    (read-only: opened `mode=ro`, and `immutable` when not even the -shm can be made)."""
+def connect(path: Path, *, synchronous: Synchronous = "NORMAL", busy_timeout_ms: int = 30_000,
+            read_only: bool = False) -> sqlite3.Connection:
+    """A driver connection with the pragmas and transaction handling of sched (read-only:
+    opened `mode=ro`, and `immutable` when not even the -shm can be made). The driver's
+    own transaction handling is off: the adapter begins every transaction itself."""
     if read_only:
-        params = read_only_params(path)
-        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
-            _uri(path, **params), uri=True, check_same_thread=False))
+        conn = sqlite3.connect(_uri(path, **read_only_params(path)), uri=True, check_same_thread=False,
+                               isolation_level=None)
     else:
-        engine = create_engine(f"sqlite:///{path}")
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
         # a damaged row that is not UTF-8 reads as text with surrogate escapes (its
         # hash then fails to match, and verify names its seq) instead of failing the read
-        dbapi_connection.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not read_only:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute(f"PRAGMA synchronous = {synchronous}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
 
-    return engine
+class Lent:
+    """A driver connection lent to SQLAlchemy for the length of one transaction: it may
+    run statements on it, but the adapter alone ends the transaction and closes it."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "_conn":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._conn, name, value)
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    """A sqlite3 error, or SQLAlchemy's wrapping of one (SQLAlchemy is looked up only
+    if something loaded it: the quick commands never do)."""
+    if isinstance(error, sqlite3.Error):
+        return True
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(error, exc.DBAPIError)
 
 
 def describe_driver_error(error: BaseException) -> str:
@@ -196,14 +229,28 @@ def classify(path: Path, error: BaseException) -> DatabaseError:
 
 class SqliteTransaction(SqlTransaction):
     mark = "?"
+    hint = "+"  # `+column`: SQLite's way of keeping a term out of the index choice
 
     def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]
+        from sqlalchemy import literal_column
+
         # `+column`: SQLite's way of keeping a term out of the index choice
         return literal_column(f"+{column.table.name}.{column.name}")  # type: ignore[attr-defined]
 
+    def has_table(self, name: str) -> bool:
+        return bool(self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
 
 class SqliteStorage:
-    """A sched database file: its engine and its read and write transactions."""
+    """A sched database file: its driver connections (a small pool) and their read and
+    write transactions.
+
+    Every transaction runs on a driver connection the adapter began itself, so a
+    command whose statements all go through the port's driver-level methods (the
+    quick ones: `status`, `tasks`, the worker protocol) never loads SQLAlchemy. A
+    statement written with SQLAlchemy gets `Transaction.session`: a session over the
+    same connection, in the same transaction, through an engine made on first use
+    (`engine`), to which the connection is lent (`Lent`) and never handed over."""
 
     engine_name = "sqlite"
 
@@ -212,9 +259,12 @@ class SqliteStorage:
         self.path = Path(path)
         self.location = str(self.path)
         self.read_only = read_only
-        self.engine = make_engine(self.path, synchronous=synchronous,
-                                  busy_timeout_ms=busy_timeout_ms, read_only=read_only)
-        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._lending: sqlite3.Connection | None = None  # to the engine, while it connects
 
     @classmethod
     def create(cls, path: Path, **options) -> SqliteStorage:  # type: ignore[no-untyped-def]
@@ -227,23 +277,103 @@ class SqliteStorage:
             raise ForeignDatabase(probe(path).detail)
         return cls(path, **options)
 
+    # -- driver connections -------------------------------------------------------------
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool for one transaction; back to the pool after it
+        unless it is left inside a transaction (then it is closed)."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = connect(self.path, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms,
+                           read_only=self.read_only)
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine of this database (made on first use): it connects
+        through the connection of the transaction asking for a session (`Lent`), so
+        its statements run in that transaction."""
+        if self._engine is None:
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool
+
+            def lent() -> Lent:
+                assert self._lending is not None, "the SQLite engine connects only through a transaction"
+                return Lent(self._lending)
+
+            self._engine = create_engine(f"sqlite:///{self.path}", creator=lent, poolclass=NullPool,
+                                         pool_reset_on_return=None)
+        return self._engine
+
+    def _bind(self, conn: sqlite3.Connection) -> Connection:
+        """A SQLAlchemy connection over `conn` (already in its transaction)."""
+        engine = self.engine
+        with self._lock:
+            self._lending = conn
+            try:
+                return engine.connect()
+            finally:
+                self._lending = None
+
+    @contextmanager
+    def _transaction(self, begin: str, commit: bool) -> Iterator[SqliteTransaction]:
+        with self.guard(), self._connection() as conn:
+            bound: list[Connection] = []
+            sessions: list[Session] = []
+
+            def open_session() -> Session:
+                from sqlmodel import Session
+
+                bound.append(self._bind(conn))
+                sessions.append(Session(bind=bound[0]))
+                return sessions[0]
+
+            try:
+                conn.execute(begin)
+                yield SqliteTransaction(driver=conn, open_session=open_session)
+                if commit:
+                    if sessions:
+                        sessions[0].flush()  # what the session holds reaches the connection
+                    fault_point("before_commit")
+                    conn.commit()
+            finally:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.rollback()
+                for session in sessions:
+                    session.close()
+                for connection in bound:
+                    connection.close()
+
+    # -- the port -----------------------------------------------------------------------
     def schema_version(self) -> int:
-        with self.guard(), self.engine.connect() as conn:
-            return int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        with self.guard(), self._connection() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0] or 0)
 
     def create_schema(self, tables: Sequence[Table], version: int) -> None:
-        with self.guard():
-            SQLModel.metadata.create_all(self.engine, tables=list(tables))
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+        from sqlmodel import SQLModel
+
+        with self.write() as txn:
+            SQLModel.metadata.create_all(txn.session.connection(), tables=list(tables))
+            txn.session.flush()
+            conn = txn._driver()
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {int(version)}")
 
     def wakeups(self) -> PollingWakeups:
         return PollingWakeups()
 
     def integrity_check(self) -> str:
-        with self.guard(), self.engine.connect() as conn:
-            return "; ".join(row[0] for row in conn.exec_driver_sql("PRAGMA quick_check"))
+        with self.guard(), self._connection() as conn:
+            return "; ".join(row[0] for row in conn.execute("PRAGMA quick_check"))
 
     @classmethod
     def open(cls, path: Path, **options) -> SqliteStorage:  # type: ignore[no-untyped-def]
@@ -264,37 +394,33 @@ class SqliteStorage:
         """Turn driver errors into one-line errors naming the file (see `classify`)."""
         try:
             yield
-        except (OperationalError, DBAPIError, sqlite3.Error) as e:
-            raise classify(self.path, e) from e
+        except Exception as e:
+            if _is_driver_error(e):
+                raise classify(self.path, e) from e
+            raise
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[SqliteTransaction]:
-        """A session in one `BEGIN IMMEDIATE` transaction, committed when the block
-        returns (rolled back instead with `commit=False`, or if the block raises)."""
+        """One `BEGIN IMMEDIATE` transaction (writers queue on the busy timeout, then
+        decide alone), committed when the block returns (rolled back instead with
+        `commit=False`, or if the block raises)."""
         if self.read_only:
             raise DatabaseFault(f"{self.path}: the database is read-only (read-only media or no "
                                 "write permission): this command writes; a retry will not help "
                                 "until it can be written")
-        with self.guard(), Session(self._writer) as session:
-            try:
-                yield SqliteTransaction(session)
-            except BaseException:
-                session.rollback()
-                raise
-            if commit:
-                fault_point("before_commit")
-                session.commit()
-            else:
-                session.rollback()
+        with self._transaction("BEGIN IMMEDIATE", commit) as txn:
+            yield txn
 
     @contextmanager
     def read(self) -> Iterator[SqliteTransaction]:
-        """A transaction that sees one consistent snapshot and writes nothing."""
-        with self.guard(), Session(self.engine) as session:
-            try:
-                yield SqliteTransaction(session)
-            finally:
-                session.rollback()
+        """A transaction that sees one consistent snapshot (under WAL) and writes nothing."""
+        with self._transaction("BEGIN", commit=False) as txn:
+            yield txn
 
     def close(self) -> None:
-        self.engine.dispose()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        if self._engine is not None:
+            self._engine.dispose()

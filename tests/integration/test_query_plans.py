@@ -1,5 +1,6 @@
 """The queries of a tick, a claim and the metrics window stay on their indexes: the SQL
-they really issue (captured from the engine) is explained by SQLite, and every step on
+they really issue (captured from the engine, and from the port's driver-level reads,
+`Transaction.rows`) is explained by SQLite, and every step on
 `tasks` or `outcomes` must be a SEARCH through an index or the integer primary key,
 never a SCAN of the table, and never a temporary B-tree sort. (Where SQLite would pick
 the wrong index, the query writes a term as `+column`, which keeps that column out of
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
+from eventlog.storage.base import SqlTransaction
 from scheduler import worker
 from scheduler.clock import ManualClock
 from scheduler.metrics import metrics
@@ -53,10 +55,18 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
     def listener(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
         seen.append((statement, parameters))
 
+    driver_read = SqlTransaction._all
+
+    def read(txn, sql, params):  # type: ignore[no-untyped-def]
+        seen.append((sql, tuple(params)))
+        return driver_read(txn, sql, params)
+
     event.listen(engine, "before_cursor_execute", listener)
+    SqlTransaction._all = read  # type: ignore[method-assign]
     try:
         yield seen
     finally:
+        SqlTransaction._all = driver_read  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", listener)
 
 

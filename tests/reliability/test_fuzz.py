@@ -146,6 +146,21 @@ def test_a_damaged_database_file_fails_in_one_line(seeded, tmp_path, capsys, dat
             rejected_cleanly(code, err, (1, 2))
 
 
+def test_a_damaged_time_of_the_last_event_refuses_a_write_in_one_line(seeded, tmp_path, capsys):
+    """(Found by the fuzz test above: a flipped byte in the last event's time.)"""
+    home = fresh_copy(seeded, tmp_path)
+    db = home / "sched.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET recorded_at = ':' || substr(recorded_at, 2) "
+                     "WHERE seq = (SELECT max(seq) FROM events)")
+    before = digest(db)
+    for args in (["tick"], ["submit", "-q", "dev", "-t", "x"]):
+        code, err = run(capsys, *args, "--home", str(home))
+        rejected_cleanly(code, err, (1,))
+        assert "refusing to write: the last event of the log" in err[0], err
+    assert digest(db) == before
+
+
 def test_a_wal_file_without_its_database(tmp_path, capsys):
     (tmp_path / "sched.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(60))
     code, err = run(capsys, "status", "--home", str(tmp_path))

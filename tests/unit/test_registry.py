@@ -115,3 +115,21 @@ def test_reload_sees_changes(tmp_path):
     write(tmp_path, [{"agentName": "a", "agentType": "dev"}, {"agentName": "b", "agentType": "qa"}])
     registry.reload()
     assert registry.get_all_types() == ["dev", "qa"]
+
+
+@pytest.mark.parametrize("entry", [
+    {"agentName": "a", "agentType": "dev"},
+    {"agentName": "b", "agentType": "dev", "maxConcurrency": 3, "enabled": False, "host": "h1"},
+    {"agentName": "c", "agentType": "qa", "command": ["run", "{task_id}", "é"], "timeoutSeconds": 30,
+     "nonRetryableExitCodes": [2, 3]},
+    {"agentName": "d\u2603", "agentType": "qa", "timeoutSeconds": 1.5, "maxConcurrency": 0},
+])
+def test_the_content_hash_is_that_of_the_recorded_agents(tmp_path, entry):
+    """The hash is computed without the event models (so `status` does not load them),
+    from the same values the AgentsConfigured event records."""
+    from scheduler.registry import AgentSpec
+
+    spec = AgentSpec.model_validate(entry)
+    assert spec.record_json() == spec.record().model_dump(mode="json")
+    control = load_control_file(write(tmp_path, [entry]))
+    assert control.configured_event().agents == (spec.record(),)
