@@ -125,3 +125,31 @@ def test_ctrl_c_never_prints_a_traceback(home: Path, delay: float):
         _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
     assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)
+
+
+def test_an_interrupt_inside_a_librarys_cleanup_is_not_reported_twice():
+    """Ctrl-C landing in SQLAlchemy's pool reset (it logs the traceback, then re-raises)
+    or in a finalizer (Python's "Exception ignored") leaves only `sched: interrupted`;
+    other errors logged or raised in a finalizer are still shown."""
+    program = """if True:
+        import logging, sys
+        from cli.entry import quiet_interrupts
+        quiet_interrupts()
+        pool = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+        for error in (KeyboardInterrupt(), ValueError("a real fault")):
+            try:
+                raise error
+            except BaseException:
+                pool.error("Exception during reset or similar", exc_info=True)
+        class Closes:
+            def __init__(self, error): self.error = error
+            def __del__(self): raise self.error
+        Closes(KeyboardInterrupt())
+        Closes(OSError("a finalizer failed"))
+    """
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert "KeyboardInterrupt" not in result.stderr, result.stderr
+    assert result.stderr.count("Exception during reset") == 1
+    assert "ValueError: a real fault" in result.stderr
+    assert "OSError: a finalizer failed" in result.stderr
