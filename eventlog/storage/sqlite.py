@@ -5,8 +5,8 @@ errors.
 Python's sqlite3 driver would open transactions on its own with a deferred `BEGIN`;
 a deferred transaction that later writes fails at once with "database is locked",
 ignoring the busy timeout. So the driver's own handling is turned off and the adapter
-begins every transaction itself: `BEGIN IMMEDIATE` for writers (they queue on the
-busy timeout and then decide alone), a plain `BEGIN` for readers (a consistent
+begins every transaction itself: `BEGIN IMMEDIATE` for writers (they take turns on a
+lock file first, `writer_lock`, and then decide alone), a plain `BEGIN` for readers (a consistent
 snapshot under WAL). Transactions run on the driver's connections; SQLAlchemy is
 loaded only when a statement written with it needs a session (see `SqliteStorage`).
 
@@ -36,6 +36,7 @@ from urllib.parse import quote
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction
+from eventlog.storage.writer_lock import TurnNotGiven, writer_turn
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Engine, Table
@@ -401,15 +402,21 @@ class SqliteStorage:
 
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[SqliteTransaction]:
-        """One `BEGIN IMMEDIATE` transaction (writers queue on the busy timeout, then
-        decide alone), committed when the block returns (rolled back instead with
+        """One `BEGIN IMMEDIATE` transaction, in the writers' turn (`writer_turn`: sched's
+        writers queue on a lock file and wait at most the busy timeout, then decide
+        alone), committed when the block returns (rolled back instead with
         `commit=False`, or if the block raises)."""
         if self.read_only:
             raise DatabaseFault(f"{self.path}: the database is read-only (read-only media or no "
                                 "write permission): this command writes; a retry will not help "
                                 "until it can be written")
-        with self._transaction("BEGIN IMMEDIATE", commit) as txn:
-            yield txn
+        try:
+            with (writer_turn(self.path, self.busy_timeout_ms / 1000),
+                  self._transaction("BEGIN IMMEDIATE", commit) as txn):
+                yield txn
+        except TurnNotGiven as e:
+            raise DatabaseBusy(f"{self.path}: the database is locked (another writer held it longer "
+                               "than busy_timeout_ms; try again)") from e
 
     @contextmanager
     def read(self) -> Iterator[SqliteTransaction]:

@@ -1,0 +1,91 @@
+"""The SQLite writers' turn: one holder at a time across threads and processes, a
+waiter gets it once it is given back, and one that waits too long is told so."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from eventlog.storage.writer_lock import TurnNotGiven, lock_path, writer_turn
+
+
+def _hold(database: str, entered, leave) -> None:  # type: ignore[no-untyped-def]
+    with writer_turn(Path(database), 5.0):
+        entered.set()
+        leave.wait(30)
+
+
+def test_a_turn_held_by_another_process_is_waited_for_and_then_given(tmp_path):
+    db = tmp_path / "sched.db"
+    ctx = multiprocessing.get_context("spawn")
+    entered, leave = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(db), entered, leave))
+    holder.start()
+    try:
+        assert entered.wait(30)
+        with pytest.raises(TurnNotGiven), writer_turn(db, 0.05):
+            pass  # never reached: the other process holds the turn
+        got = threading.Event()
+
+        def wait_for_turn() -> None:
+            with writer_turn(db, 30):
+                got.set()
+
+        waiter = threading.Thread(target=wait_for_turn)
+        waiter.start()
+        assert not got.wait(0.2)  # still held
+        leave.set()
+        waiter.join(30)
+        assert got.is_set()
+    finally:
+        leave.set()
+        holder.join(30)
+    assert lock_path(db).exists()
+
+
+def test_two_threads_of_one_process_never_hold_the_turn_together(tmp_path):
+    db = tmp_path / "sched.db"
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def writer() -> None:
+        nonlocal inside, most
+        for _ in range(50):
+            with writer_turn(db, 30):
+                with guard:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.0005)  # the other threads run meanwhile (they would enter)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert most == 1
+
+
+def test_a_sqlite_write_waits_for_the_turn_and_says_so_in_one_line_when_it_is_not_given(tmp_path):
+    from eventlog.errors import DatabaseBusy
+    from eventlog.storage import create_storage
+
+    db = tmp_path / "sched.db"
+    storage = create_storage(db, busy_timeout_ms=50)
+    try:
+        with writer_turn(db, 5.0):  # another writer of sched is in its transaction
+            with pytest.raises(DatabaseBusy) as refused, storage.write():
+                pass  # never reached
+            with storage.read():  # readers do not queue
+                pass
+        assert "\n" not in refused.value.message and "try again" in refused.value.message
+        with storage.write():  # given back: the next writer goes in at once
+            pass
+    finally:
+        storage.close()
