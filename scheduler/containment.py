@@ -89,15 +89,22 @@ def own_cgroup() -> str | None:
     return None
 
 
-def create_cgroup(ref: AttemptRef) -> Path | None:
-    """Make a control group for the attempt (None where cgroup v2 cannot be written:
-    not mounted, not delegated to us, read-only). Empty groups left by wrappers that
-    died before they recorded their start are removed on the way."""
+def _cgroup_parent() -> Path | None:
+    """Where this process makes its attempts' groups (None without cgroup v2)."""
     mount, own = cgroup2_mount(), own_cgroup()
     if mount is None or own is None:
         return None
-    parent = mount / own.lstrip("/") / CGROUP_PARENT
-    group = parent / f"task-{ref.task_id}-attempt-{ref.attempt}-{os.getpid()}"
+    return mount / own.lstrip("/") / CGROUP_PARENT
+
+
+def create_cgroup(ref: AttemptRef) -> Path | None:
+    """Make a control group for the attempt, named by its wrapper's pid (None where
+    cgroup v2 cannot be written: not mounted, not delegated to us, read-only).
+    `sweep_cgroups` removes it once that wrapper is gone, if it is empty."""
+    parent = _cgroup_parent()
+    if parent is None:
+        return None
+    group = parent / f"task-{ref.task_id}-attempt-{ref.attempt}-{ref.wrapper_pid or os.getpid()}"
     try:
         parent.mkdir(exist_ok=True)
         group.mkdir()
@@ -107,17 +114,18 @@ def create_cgroup(ref: AttemptRef) -> Path | None:
         with contextlib.suppress(OSError):
             group.rmdir()
         return None
-    _sweep(parent, keep=group)
     return group
 
 
-def _sweep(parent: Path, keep: Path) -> None:
-    """Remove the groups under `parent` whose wrapper (the pid that ends their name) is
-    gone; the kernel refuses to remove one that still holds a process."""
+def sweep_cgroups() -> None:
+    """Remove the empty groups left by wrappers that died before they removed their
+    own (the pid that ends a group's name is gone); called before attempts start, once
+    per batch. The kernel refuses to remove one that still holds a process."""
+    parent = _cgroup_parent()
     with contextlib.suppress(OSError):
-        for entry in os.scandir(parent):
+        for entry in os.scandir(parent) if parent is not None else ():
             pid = entry.name.rsplit("-", 1)[-1]
-            if entry.is_dir() and entry.path != str(keep) and pid.isdigit() and not alive(int(pid)):
+            if entry.is_dir() and pid.isdigit() and not alive(int(pid)):
                 remove_cgroup(Path(entry.path))
 
 

@@ -183,6 +183,13 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
                           granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
 
 
+def sweep_cgroups(ws: Workspace) -> None:
+    """Before attempts start (once per batch): remove the empty control groups that
+    wrappers gone before their end left behind."""
+    if ws.settings.exec_cgroups:
+        containment.sweep_cgroups()
+
+
 def forget_cgroups(attempts: Iterable[Attempt]) -> None:
     """Remove the control groups of attempts whose start was not recorded."""
     for attempt in attempts:
@@ -205,6 +212,7 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
     except OSError as e:
         return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
                             f"{e.strerror or e}")
+    sweep_cgroups(ws)
     granted_at = lease_clock()
     with ws.write() as recorder:
         task, agent = _assignment(recorder.views, task_id)

@@ -39,7 +39,7 @@ from multiprocessing.connection import Connection
 from eventlog.errors import SchedError
 from projections.recorder import Recorder
 from scheduler.clock import Clock
-from scheduler.exec import Attempt, forget_cgroups, run_as_wrapper, start_in, warm_up
+from scheduler.exec import Attempt, forget_cgroups, run_as_wrapper, start_in, sweep_cgroups, warm_up
 from scheduler.settings import Settings
 from scheduler.spawn import Handover, LauncherGone, absolute
 from scheduler.workspace import Workspace
@@ -53,10 +53,15 @@ class Launcher:
     """The daemon's side (a `spawn.Starter`). `start()` forks the launcher (call it
     before any thread is started); a tick calls `start_in`, then `go` or `abort`;
     `close()` lets it go.
-    `on_exit` runs, on a thread of its own, each time a wrapper it forked has exited."""
+    `on_exit` runs, on a thread of its own, each time a wrapper it forked has exited.
+    `spares`: how many wrappers to keep forked ahead from the start (the push slots of
+    this host: the first batch then waits for no fork; at least MIN_SPARES, at most
+    MAX_SPARES; a waiting wrapper costs about a megabyte of private memory)."""
 
-    def __init__(self, settings: Settings, clock: Clock, on_exit: Callable[[], None] | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock, on_exit: Callable[[], None] | None = None,
+                 spares: int = MIN_SPARES) -> None:
         self._settings, self._clock, self._on_exit = absolute(settings), clock, on_exit
+        self._spares = min(max(spares, MIN_SPARES), MAX_SPARES)
         self._conn: Connection | None = None
         self._lock = threading.Lock()
         self.pid: int | None = None
@@ -76,7 +81,7 @@ class Launcher:
             try:
                 ours.close()
                 os.close(exits_r)
-                _serve(self._settings, self._clock, theirs, exits_w)
+                _serve(self._settings, self._clock, theirs, exits_w, self._spares)
                 code = 0
             except BaseException:
                 traceback.print_exc()
@@ -95,6 +100,7 @@ class Launcher:
         once. A task whose directory could not be made went back to the queue: its
         wrapper is let go."""
         pids: list[int] = self._ask(("fork", len(task_ids)))  # type: ignore[assignment]
+        sweep_cgroups(ws)
         handover: Handover = []
         unused: list[int] = []
         try:
@@ -154,7 +160,7 @@ class Launcher:
                         self._on_exit()
 
 
-def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> None:
+def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int, want: int) -> None:
     """The launcher's loop: answer the daemon's requests; report each wrapper's exit;
     return when the daemon closes the connection."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the daemon's
@@ -170,7 +176,8 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
     gc.freeze()  # the wrappers share this process's objects without copying their pages
     waiting: dict[int, int] = {}  # pid of a forked wrapper -> the pipe its attempt goes down
     spares: list[int] = []  # forked ahead, waiting to be asked for
-    want = MIN_SPARES  # as many as the largest request so far (up to MAX_SPARES)
+    # `want` spares: as many as asked for at start (the push slots of this host), or as
+    # the largest request so far (up to MAX_SPARES)
     own = (conn.fileno(), exits, wake_r, wake_w)
     while True:
         # a request is answered first; while none waits, one more spare is forked

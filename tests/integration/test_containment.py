@@ -303,3 +303,22 @@ def test_stop_attempt_catches_a_process_that_forks_while_it_is_killed(tmp_path, 
             (group / "cgroup.kill").write_text("1")
         with contextlib.suppress(OSError):
             os.killpg(first.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not cgroups_work(), reason="no writable cgroup v2")
+def test_groups_of_gone_wrappers_are_swept_and_those_of_live_ones_kept():
+    """A group is named by its wrapper's pid; the sweep before a batch of starts removes
+    the empty groups whose wrapper is gone and keeps every other one."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is no process now
+    kept = containment.create_cgroup(containment.AttemptRef.of(7, 1, "probe.db", wrapper_pid=os.getpid()))
+    left = containment.create_cgroup(containment.AttemptRef.of(7, 2, "probe.db", wrapper_pid=gone.pid))
+    assert kept is not None and left is not None
+    assert kept.name.endswith(f"-{os.getpid()}") and left.name.endswith(f"-{gone.pid}")
+    try:
+        containment.sweep_cgroups()
+        assert kept.is_dir() and not left.exists()
+    finally:
+        for group in (kept, left):
+            with contextlib.suppress(OSError):
+                group.rmdir()
