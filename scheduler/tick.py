@@ -76,7 +76,8 @@ class TickReport:
 
     @property
     def did_something(self) -> bool:
-        return bool(self.assigned or self.expired or self.config_recorded or self.released)
+        return bool(self.assigned or self.spawned or self.expired or self.dead_lettered
+                    or self.config_recorded or self.released)
 
 
 # assignments to this host's pinned agents that this process already started a wrapper
