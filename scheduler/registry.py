@@ -6,6 +6,7 @@ Found at `--agents PATH`, else `$SCHED_AGENT_CONTROL_FILE`, else
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -121,8 +122,11 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+@functools.lru_cache(maxsize=8)
 def parse_control_file(path: Path, text: str) -> ControlFile:
-    """Validate the text of a control file; raise `ControlFileError` naming the problem."""
+    """Validate the text of a control file; raise `ControlFileError` naming the problem.
+    The same text is parsed once per process (the result is frozen): a submit or a
+    tick reads the file every time and validates it only when it changed."""
     try:
         # numbers that overflow (1e400) stay infinity here, so that the field holding one
         # is named by the validation below; the NaN and Infinity literals are refused
