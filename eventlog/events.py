@@ -400,6 +400,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.model_fields["type"].default: cls for cls in get_args(get_args(AnyEvent)[0])
 }
 
+def build_models() -> None:
+    """Build every event model's validator and serializer now rather than on first use:
+    a process that forks others (the daemon's launcher) builds them once for all."""
+    for cls in EVENT_TYPES.values():
+        cls.model_rebuild()
+
+
 def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
     """A version 1 payload is a valid version 2 payload: the new fields are optional."""
     return payload

@@ -27,7 +27,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -325,8 +325,11 @@ class SqliteStorage:
                 self._lending = None
 
     @contextmanager
-    def _transaction(self, begin: str, commit: bool) -> Iterator[SqliteTransaction]:
-        with self.guard(), self._connection() as conn:
+    def _transaction(self, begin: str, commit: bool,
+                     turn: AbstractContextManager[None] | None = None) -> Iterator[SqliteTransaction]:
+        """`turn`: entered once the connection is in hand (opening one is not done
+        while the writers' turn is held), left after the commit."""
+        with self.guard(), self._connection() as conn, turn or nullcontext():
             bound: list[Connection] = []
             sessions: list[Session] = []
 
@@ -411,8 +414,8 @@ class SqliteStorage:
                                 "write permission): this command writes; a retry will not help "
                                 "until it can be written")
         try:
-            with (writer_turn(self.path, self.busy_timeout_ms / 1000),
-                  self._transaction("BEGIN IMMEDIATE", commit) as txn):
+            turn = writer_turn(self.path, self.busy_timeout_ms / 1000)
+            with self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:
                 yield txn
         except TurnNotGiven as e:
             raise DatabaseBusy(f"{self.path}: the database is locked (another writer held it longer "
