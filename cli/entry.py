@@ -3,13 +3,11 @@ Python is still loading sched ends it quietly (exit 130), never with a traceback
 
 from __future__ import annotations
 
-import logging
 import sys
-from typing import Any
 
 
 def run() -> None:
-    quiet_interrupts()
+    quiet_unraisable_interrupts()
     try:
         from cli.main import main
 
@@ -20,20 +18,15 @@ def run() -> None:
     sys.exit(code)
 
 
-def quiet_interrupts() -> None:
-    """Ctrl-C is reported once, as `sched: interrupted`. It may land inside a library's
-    cleanup (SQLAlchemy's pool logs "Exception during reset" with the traceback before
-    it re-raises) or in a finalizer, which Python reports as "Exception ignored"; neither
-    report reaches stderr. Every other log record and unraisable error still does."""
-    logging.lastResort.addFilter(lambda record: not is_interrupt(record.exc_info))  # type: ignore[union-attr]
+def quiet_unraisable_interrupts() -> None:
+    """Ctrl-C is reported once, as `sched: interrupted`. One that lands in a finalizer
+    is reported by Python as "Exception ignored in ...", traceback and all: not that
+    one. Every other unraisable error still is. (An interrupt logged by SQLAlchemy's
+    pool: see `eventlog.storage.base.quiet_pool_interrupts`.)"""
     default = sys.unraisablehook
 
-    def hook(unraisable: Any) -> None:
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-            default(unraisable)
+    def hook(unraisable: object) -> None:
+        if not isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
+            default(unraisable)  # type: ignore[arg-type]
 
     sys.unraisablehook = hook
-
-
-def is_interrupt(exc_info: Any) -> bool:
-    return bool(exc_info) and isinstance(exc_info[1], KeyboardInterrupt)

@@ -241,3 +241,21 @@ class SqlTransaction:
 
     def notify(self, seq: int) -> None:
         return None
+
+
+def quiet_pool_interrupts() -> None:
+    """An interrupt (Ctrl-C) that lands in SQLAlchemy's pool while it resets a
+    connection is logged by the pool, traceback and all, before the pool re-raises it;
+    the program then reports the interrupt itself, in one line. Drop that record (sched
+    sets up no log handler of its own, so it would reach stderr through logging's
+    last-resort handler); every other record still does. Called where an engine is made:
+    logging is loaded with SQLAlchemy, never by a command that needs neither."""
+    import logging
+
+    handler = logging.lastResort
+    if handler is not None and _drop_interrupts not in handler.filters:
+        handler.addFilter(_drop_interrupts)
+
+
+def _drop_interrupts(record: Any) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))

@@ -29,7 +29,7 @@ from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignD
 from eventlog.faults import fault_point
 from eventlog.schema import EventRow
 from eventlog.storage import redact
-from eventlog.storage.base import SqlTransaction
+from eventlog.storage.base import SqlTransaction, quiet_pool_interrupts
 from eventlog.storage.types import Int64
 
 # pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
@@ -111,6 +111,7 @@ class PostgresStorage:
         self.engine = create_engine(
             engine_url(url), pool_pre_ping=True, pool_size=2, max_overflow=8,
             connect_args={"connect_timeout": 10, "application_name": "sched"})
+        quiet_pool_interrupts()
         self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",
                                                      postgresql_readonly=True)
         self._writer = self.engine.execution_options(isolation_level="READ COMMITTED")

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
-from eventlog.storage.base import PollingWakeups, SqlTransaction
+from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
 from eventlog.storage.writer_lock import TurnNotGiven, writer_turn
 
 if TYPE_CHECKING:
@@ -312,6 +312,7 @@ class SqliteStorage:
 
             self._engine = create_engine(f"sqlite:///{self.path}", creator=lent, poolclass=NullPool,
                                          pool_reset_on_return=None)
+            quiet_pool_interrupts()
         return self._engine
 
     def _bind(self, conn: sqlite3.Connection) -> Connection:

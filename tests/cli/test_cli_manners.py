@@ -133,8 +133,10 @@ def test_an_interrupt_inside_a_librarys_cleanup_is_not_reported_twice():
     other errors logged or raised in a finalizer are still shown."""
     program = """if True:
         import logging, sys
-        from cli.entry import quiet_interrupts
-        quiet_interrupts()
+        from cli.entry import quiet_unraisable_interrupts
+        from eventlog.storage.base import quiet_pool_interrupts
+        quiet_unraisable_interrupts()
+        quiet_pool_interrupts()  # as the adapters do when they make an engine
         pool = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
         for error in (KeyboardInterrupt(), ValueError("a real fault")):
             try:
