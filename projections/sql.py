@@ -363,8 +363,8 @@ class SqlProjection:
         capacity of them), of one queue or of all."""
         self.flush()
         where: list[Any] = [("status", "=", "running"), ("host", "=", host)]
-        if queue is not None:
-            where.append(("queue", "=", queue))
+        if queue is not None:  # unindexed: a range of ix_tasks_host, not of the whole queue
+            where.append((Unindexed("queue"), "=", queue))
         return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where)]
 
     def ready_backlog(self, now: str) -> tuple[int, str | None]:

@@ -71,6 +71,10 @@ Index("ix_tasks_age", _TASKS.c.queue, _TASKS.c.status, _TASKS.c.ready_at)  # age
 Index("ix_tasks_agent", _TASKS.c.agent, _TASKS.c.status, _TASKS.c.priority.desc(),
       _TASKS.c.unblocks.desc(), _TASKS.c.task_id)
 Index("ix_tasks_idempotency", _TASKS.c.idempotency_key)
+# the running attempts of one host's exec wrappers (a tick or a claim looks for dead
+# ones): only rows with a host, so a submit or a pull worker's claim never writes it
+Index("ix_tasks_host", _TASKS.c.host, _TASKS.c.status, sqlite_where=_TASKS.c.host.isnot(None),
+      postgresql_where=_TASKS.c.host.isnot(None))
 
 
 class AgentRow(SQLModel, table=True):

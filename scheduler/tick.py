@@ -258,10 +258,21 @@ def policy_fingerprint(settings: Settings, queue: str | None) -> str:
 
 
 def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
-    return replace(
+    """What `plan()` decides with: built once per (settings, control file), since both
+    are frozen (a claim or a tick asks for it every time; the queues' fingerprints hash
+    their policies)."""
+    last = _LAST_PLAN_POLICY[0]
+    if last is not None and last[0] is settings and last[1] == config_hash:
+        return last[2]
+    policy = replace(
         ordering_policy(settings),
         fingerprints={q: policy_fingerprint(settings, q) for q in settings.queues},
         default_fingerprint=policy_fingerprint(settings, None), config_hash=config_hash)
+    _LAST_PLAN_POLICY[0] = (settings, config_hash, policy)
+    return policy
+
+
+_LAST_PLAN_POLICY: list[tuple[Settings, str, PlanPolicy] | None] = [None]
 
 
 def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None) -> list[str | None]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
 from eventlog.events import (
+    Event,
     FailureReason,
     LeaseRenewed,
     TaskFailed,
@@ -89,6 +90,7 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         if me is not None and me.out_of_service is not None:
             return None  # drained or evicted: it gets no work until restored
         held = views.tasks(status="assigned", agent=agent_name, limit=1)
+        assigned: list[Event] = []  # the assignment this claim makes, if it makes one
         if held:
             task = held[0]
         elif (describe_pause(views.meta().get("paused"), ws.stop_file) is not None
@@ -97,18 +99,18 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         else:
             policy = replace(plan_policy(ws.settings, registry.control.content_hash),
                              claimant=agent_name)
-            decisions = gather_and_plan(views, views.all_agents(), spec.type, now, policy)[:1]
-            if not decisions:
+            assigned = list(gather_and_plan(views, views.all_agents(), spec.type, now, policy)[:1])
+            if not assigned:
                 return None
-            recorder.record(decisions)
-            task = views.get_task(decisions[0].task_id)
+            task = views.get_task(assigned[0].task_id)  # queued: its attempts so far
             assert task is not None
         token = new_token()
         expires = now + timedelta(seconds=ws.settings.lease_seconds)
         attempt = task.attempt + 1
-        recorder.record([TaskStarted(task_id=task.task_id, agent=agent_name, attempt=attempt,
-                                     token_hash=hash_token(token), lease_expires_at=expires,
-                                     runner="worker")])
+        # assigned and started, recorded (and folded) together
+        recorder.record([*assigned, TaskStarted(task_id=task.task_id, agent=agent_name, attempt=attempt,
+                                                token_hash=hash_token(token), lease_expires_at=expires,
+                                                runner="worker")])
         started = views.get_task(task.task_id)
         assert started is not None
         document = claim_document(started, token, expires, attempt)
