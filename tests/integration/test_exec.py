@@ -44,6 +44,7 @@ def started_by(request):
     """How this test's ticks start wrappers (`push_workspace` sets it up)."""
     STARTED_BY[0] = request.param
     yield request.param
+    STARTED_BY[0] = "sched exec"  # other modules' tests use push_workspace without this fixture
     while LAUNCHERS:
         LAUNCHERS.pop().close()
 
