@@ -27,6 +27,7 @@ expired, an eviction. It returns only once nothing of the attempt is left (or af
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -67,8 +68,10 @@ class AttemptRef:
 
 # -- control groups --------------------------------------------------------------------
 
+@functools.cache
 def cgroup2_mount() -> Path | None:
-    """Where the cgroup v2 hierarchy is mounted (None if it is not)."""
+    """Where the cgroup v2 hierarchy is mounted (None if it is not); read once per
+    process (a daemon asks for each attempt it starts)."""
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:

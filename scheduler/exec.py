@@ -41,6 +41,7 @@ from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler import containment, worker
+from scheduler.settings import Settings
 from scheduler.spawn import lease_clock
 from scheduler.tokens import hash_token, new_token
 from scheduler.usage import Usage, UsageMeter
@@ -150,18 +151,31 @@ def _workdir(ws: Workspace, task_id: int, attempt: int) -> Path:
     return (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
 
 
+def _places(settings: Settings) -> tuple[str, str]:
+    """The resolved home and the database's label (`SCHED_HOME`, `SCHED_DB`) of these
+    settings, worked out once per settings (each resolve walks the path)."""
+    last = _LAST_PLACES[0]
+    if last is None or last[0] is not settings:
+        last = (settings, str(settings.home.resolve()), settings.database_label)
+        _LAST_PLACES[0] = last
+    return last[1], last[2]
+
+
+_LAST_PLACES: list[tuple[Settings, str, str] | None] = [None]
+
+
 def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
-                 parent_env: Mapping[str, str], granted_at: float) -> tuple[TaskStarted, Attempt]:
-    """With the attempt's directory prepared: its `TaskStarted` (the wrapper's pid and
+                 parent_env: Mapping[str, str], granted_at: float,
+                 workdir: Path) -> tuple[TaskStarted, Attempt]:
+    """With the attempt's directory (`workdir`) prepared: its `TaskStarted` (the wrapper's pid and
     host, the argv, the directory, the control group, a fresh lease from the
     transaction's time), for the caller to record, and the attempt as its wrapper runs
     it. `granted_at`: `lease_clock()` before the transaction began (the lease runs from
     then, at the latest). The control group is made here: `forget_cgroups` removes it
     if the event is not recorded after all."""
     attempt = task.attempt + 1
-    workdir = _workdir(ws, task.task_id, attempt)
-    ref = containment.AttemptRef.of(task.task_id, attempt, ws.settings.database_label, pid,
-                                    workdir=str(workdir))
+    home, database = _places(ws.settings)
+    ref = containment.AttemptRef.of(task.task_id, attempt, database, pid, workdir=str(workdir))
     group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     token = new_token()
@@ -179,7 +193,7 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
         "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),
         "SCHED_PAYLOAD_FILE": str(workdir / "payload.json"),
         "SCHED_RESULT_FILE": str(workdir / "result.json"), "SCHED_LEASE_TOKEN": token,
-        "SCHED_HOME": str(ws.settings.home.resolve()), "SCHED_DB": ref.db,
+        "SCHED_HOME": home, "SCHED_DB": ref.db,
     }
     return event, Attempt(task.task_id, attempt, task.queue, token, argv, workdir,
                           child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
@@ -222,7 +236,8 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
         task, agent = _assignment(recorder.views, task_id)
         if task.attempt + 1 != attempt:
             raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
-        event, started = _start_event(ws, recorder, task, agent, os.getpid(), parent_env, granted_at)
+        event, started = _start_event(ws, recorder, task, agent, os.getpid(), parent_env, granted_at,
+                                      workdir)
         try:
             recorder.record([event])
         except BaseException:
@@ -244,7 +259,7 @@ def start_in(ws: Workspace, recorder: Recorder, task_id: int, pid: int, parent_e
     except OSError as e:
         return _not_started_event(ws, recorder, task, f"cannot prepare the working directory "
                                                       f"{workdir}: {e.strerror or e}"), None
-    return _start_event(ws, recorder, task, agent, pid, parent_env, granted_at)
+    return _start_event(ws, recorder, task, agent, pid, parent_env, granted_at, workdir)
 
 
 def _not_started_event(ws: Workspace, recorder: Recorder, task: TaskView, why: str) -> TaskRequeued:
