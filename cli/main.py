@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("cli.observe_cmd", "metrics_command"),
     "health": ("cli.observe_cmd", "health_command"),
     "explain": ("cli.observe_cmd", "explain_command"),
+    "simulate": ("cli.simulate_cmd", "simulate_command"),
     "pause": ("cli.operator_cmd", "pause_command"),
     "resume": ("cli.operator_cmd", "resume_command"),
     "requeue": ("cli.operator_cmd", "requeue_command"),

@@ -151,7 +151,9 @@ def main() -> None:
             dead = json.loads(sched(env, "tasks", "--status", "dead", "--json"))["tasks"]
             broken = next(t for t in dead if t["title"] == "compile broken.py")
             say(f"fix broken.py and put task {broken['task_id']} back (sched requeue)")
-            Path(broken["payload"]["file"]).write_text("def fixed():\n    return 1\n")
+            # (listings leave payloads out; `show` has the whole task)
+            shown = json.loads(sched(env, "show", str(broken["task_id"]), "--json"))
+            Path(shown["task"]["payload"]["file"]).write_text("def fixed():\n    return 1\n")
             print(sched(env, "requeue", str(broken["task_id"]), "--json"), end="")
             watch(env, len(tasks))
         finally:
@@ -184,6 +186,12 @@ def main() -> None:
         print(sched(env, "metrics", "--since", "1h"), end="")
         say("sched health (exit 0 healthy, 1 degraded, 2 unhealthy)")
         print(sched(env, "health", ok=(0, 1, 2)), end="")
+        say("what if the words agents had twice the slots and nothing was retried? (sched simulate)")
+        whatif = work / "what-if-agents.json"
+        whatif.write_text(json.dumps([dict(a, maxConcurrency=a["maxConcurrency"] * 2)
+                                      if a["agentType"] == "words" else a for a in FLEET]))
+        print(sched(env, "simulate", "--interval", "0.5", "--agents", str(whatif), "--set",
+                    "max_attempts=1"), end="")
         say("sched replay --verify")
         print(sched(env, "replay", "--verify"), end="")
 

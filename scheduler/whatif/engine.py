@@ -1,0 +1,483 @@
+"""The simulation: a workload run with a virtual clock through the scheduler's own
+`plan()` and failure policy (`settle_failure`), under a given fleet and settings.
+
+How time passes here, and how it maps on a daemon:
+
+- a tick runs every `tick_seconds` (the daemon's interval, its first tick at the first
+  fact), and at once when an attempt ends (the daemon's launcher wakes a tick when a
+  wrapper exits) and, with `wake_on_arrival`, when a task arrives (PostgreSQL's
+  notifications do that); a tick with nothing ready or no free slot costs nothing;
+- an assignment holds its agent's slot from the tick that made it; the attempt starts
+  `start_delay` later and ends `run_seconds` after its start, as recorded (see
+  `facts.carried_attempt` for which recorded attempt a simulated one follows);
+- a failed or expired attempt is settled by `settle_failure` with the scenario's queue
+  policy (backoff jitter drawn from a `random.Random(seed)`), as the tick settles it;
+- the agents' success records that rank equally free agents start empty.
+
+Not modelled: gates, pauses, drains and evictions, start deadlines (an assignment always
+starts), timeouts (an attempt runs as long as it ran), pull workers' own polling (their
+assignments are made by the ticks, as for push agents).
+
+Pure: no database, clock or process; the same workload, scenario and seed give the same
+run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+
+from eventlog.timeutil import to_text
+from projections.views import AgentView, TaskView
+from scheduler.plan import PlanPolicy, plan
+from scheduler.policy import QueuePolicy, settle_failure
+from scheduler.whatif.facts import Fact, Workload
+
+MAX_CANDIDATES = 20_000  # as the tick: the most candidates one queue's plan is given
+
+
+@dataclass(frozen=True, slots=True)
+class FleetAgent:
+    """An agent as the simulation sees it (from a control file entry)."""
+
+    name: str
+    type: str
+    capacity: int
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """The fleet and the policy a workload runs under."""
+
+    agents: tuple[FleetAgent, ...]
+    plan_policy: PlanPolicy
+    queue_policy: Callable[[str], QueuePolicy]
+    tick_seconds: float
+    wake_on_arrival: bool = False
+    seed: int = 0
+    sample_seconds: float = 60.0  # how often the queue depth is sampled for the charts
+
+
+@dataclass
+class QueueFigures:
+    """What happened to one queue's tasks in a run."""
+
+    arrived: int = 0
+    succeeded: int = 0
+    dead: int = 0
+    cancelled: int = 0  # cancelled or rejected by an operator
+    doomed: int = 0  # a task it ran after ended dead or cancelled
+    waits: array = field(default_factory=lambda: array("d"))  # per assignment: ready -> assigned
+    runs: array = field(default_factory=lambda: array("d"))  # per attempt: start -> end
+    depth: array = field(default_factory=lambda: array("l"))  # ready and waiting tasks, per sample
+
+
+@dataclass
+class AgentFigures:
+    type: str
+    capacity: int
+    busy_seconds: float = 0.0  # start -> end of its attempts
+    attempts: int = 0
+
+
+@dataclass
+class Run:
+    """The outcome of one simulation."""
+
+    started_at: float | None = None  # the first fact
+    ended_at: float | None = None  # the last end (or fact)
+    queues: dict[str, QueueFigures] = field(default_factory=dict)
+    agents: dict[str, AgentFigures] = field(default_factory=dict)
+    order: list[tuple[int, str]] = field(default_factory=list)  # (task, agent) per assignment
+    unfinished: int = 0  # tasks still open when the workload ran out (blocked, awaiting approval)
+    keep_order: bool = False
+
+    def queue(self, name: str) -> QueueFigures:
+        found = self.queues.get(name)
+        if found is None:
+            found = self.queues[name] = QueueFigures()
+        return found
+
+
+@dataclass(slots=True)
+class _Task:
+    arrival_at: float
+    queue: str
+    priority: int
+    assignee: str | None
+    task_type: str | None
+    max_attempts: int
+    seq: int  # submission order
+    status: str = "queued"  # queued (waiting or ready), awaiting_approval, blocked, assigned, done
+    ready: bool = False
+    ready_at: float = 0.0
+    not_before: float = 0.0
+    attempt: int = 0
+    agent: str | None = None
+    started_at: float = 0.0
+    excluded: list[str] = field(default_factory=list)
+    waiting_on: set[int] = field(default_factory=set)
+    blocks: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _moment(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class _Simulation:
+    def __init__(self, workload: Workload, scenario: Scenario, keep_order: bool) -> None:
+        self.workload, self.scenario = workload, scenario
+        self.run = Run(keep_order=keep_order)
+        self.draw = random.Random(scenario.seed).random
+        self.tasks: dict[int, _Task] = {}
+        # queue -> priority -> (task, ready_at) in the order they became ready; an entry is
+        # live while its task is ready since that time (stale ones are skipped)
+        self.ready: dict[str, dict[int, deque[tuple[int, float]]]] = {}
+        self.ready_count: dict[str, int] = {}
+        self.open_count: dict[str, int] = {}  # queued (ready or not), awaiting approval, blocked
+        self.load = {a.name: 0 for a in scenario.agents}
+        self.fleet = {a.name: a for a in scenario.agents if a.enabled}
+        self.types: dict[str, list[FleetAgent]] = {}
+        self.free_slots: dict[str, int] = {}  # type -> free slots of its agents
+        for agent in self.fleet.values():
+            self.types.setdefault(agent.type, []).append(agent)
+            self.free_slots[agent.type] = self.free_slots.get(agent.type, 0) + agent.capacity
+            self.run.agents[agent.name] = AgentFigures(agent.type, agent.capacity)
+        self.records: dict[tuple[str, str], tuple[int, int]] = {}
+        self.timeline: list[tuple[float, int, str, int, int]] = []  # (at, order, kind, task, attempt)
+        self.order = count()
+        self.submitted = count(1)
+        self.wake = False
+        self.stalled = False
+        self.next_sample: float | None = None
+
+    # -- the clock -------------------------------------------------------------------
+
+    def go(self) -> Run:
+        facts = iter(self.workload.facts())
+        pending = next(facts, None)
+        tick_every = self.scenario.tick_seconds
+        grid: float | None = None  # the next interval tick
+        while True:
+            candidates = []
+            if pending is not None:
+                candidates.append(pending.at)
+            if self.timeline:
+                candidates.append(self.timeline[0][0])
+            if grid is not None and not self.stalled and self._anything_to_assign():
+                candidates.append(grid)
+            if not candidates:
+                break
+            now = min(candidates)
+            if grid is None:
+                grid = now
+            elif grid < now:  # interval ticks that found nothing to do are skipped
+                grid += math.ceil((now - grid) / tick_every) * tick_every
+            self._sample_until(now)
+            while pending is not None and pending.at <= now:
+                self._fact(pending)
+                pending = next(facts, None)
+                self.stalled = False
+            while self.timeline and self.timeline[0][0] <= now:
+                _, _, kind, task_id, attempt = heapq.heappop(self.timeline)
+                self._timed(kind, task_id, attempt, now)
+                self.stalled = False
+            if self.wake or now >= grid:
+                self.wake = False
+                if now >= grid:
+                    grid += tick_every
+                # a tick that assigns nothing while tasks are ready and slots free (each
+                # task directed at a busy or absent agent, or excluded) is not repeated
+                # until something happens
+                self.stalled = not self._tick(now)
+            self.run.ended_at = now
+        self.run.unfinished = sum(self.open_count.values())
+        return self.run
+
+    def _at(self, when: float, kind: str, task_id: int, attempt: int = 0) -> None:
+        heapq.heappush(self.timeline, (when, next(self.order), kind, task_id, attempt))
+
+    def _sample_until(self, now: float) -> None:
+        if self.next_sample is None:
+            self.next_sample = now
+            self.run.started_at = now
+        while self.next_sample <= now:
+            for queue, figures in self.run.queues.items():
+                figures.depth.append(self.open_count.get(queue, 0))
+            self.next_sample += self.scenario.sample_seconds
+
+    # -- facts and timed events ------------------------------------------------------
+
+    def _fact(self, fact: Fact) -> None:
+        if fact.kind == "arrived":
+            assert fact.arrival is not None
+            self._arrive(fact)
+            return
+        task = self.tasks.get(fact.task_id)
+        if task is None or task.status == "done":
+            return
+        if fact.kind == "approved":
+            if task.status == "awaiting_approval":
+                task.status = "queued"
+                self._maybe_ready(fact.task_id, task, fact.at)
+        else:  # rejected or cancelled
+            if task.status == "assigned":
+                self._stop_attempt(fact.task_id, task, fact.at)
+            self._finish(fact.task_id, task, "cancelled", fact.at)
+
+    def _arrive(self, fact: Fact) -> None:
+        arrival = fact.arrival
+        assert arrival is not None
+        policy = self.scenario.queue_policy(arrival.queue)
+        task = _Task(arrival.at, arrival.queue, arrival.priority, arrival.assignee, arrival.task_type,
+                     arrival.max_attempts or policy.max_attempts, next(self.submitted))
+        self.tasks[arrival.task_id] = task
+        self.run.queue(arrival.queue).arrived += 1
+        self.open_count[arrival.queue] = self.open_count.get(arrival.queue, 0) + 1
+        for parent_id in arrival.after:  # a task outside the workload counts as done
+            parent = self.tasks.get(parent_id)
+            if parent is not None and parent.status != "done":
+                task.waiting_on.add(parent_id)
+                parent.blocks.append(arrival.task_id)
+        task.not_before = arrival.at + arrival.delay
+        if arrival.needs_approval:
+            task.status = "awaiting_approval"
+        elif task.waiting_on:
+            task.status = "blocked"
+        if self.scenario.wake_on_arrival:
+            self.wake = True
+        if task.not_before > arrival.at:
+            self._at(task.not_before, "due", arrival.task_id)
+        else:
+            self._maybe_ready(arrival.task_id, task, arrival.at)
+
+    def _maybe_ready(self, task_id: int, task: _Task, now: float) -> None:
+        """Into its queue's ready list once queued, unblocked and past its not_before."""
+        if task.status == "blocked" and not task.waiting_on:
+            task.status = "queued"
+        if task.status != "queued" or task.ready or task.not_before > now:
+            return
+        task.ready, task.ready_at = True, now
+        self.ready.setdefault(task.queue, {}).setdefault(task.priority, deque()).append((task_id, now))
+        self.ready_count[task.queue] = self.ready_count.get(task.queue, 0) + 1
+
+    def _timed(self, kind: str, task_id: int, attempt: int, now: float) -> None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        if kind == "due":
+            self._maybe_ready(task_id, task, now)
+        elif kind == "end" and task.status == "assigned" and task.attempt == attempt:
+            self._end(task_id, task, now)
+
+    # -- ticks -----------------------------------------------------------------------
+
+    def _anything_to_assign(self) -> bool:
+        return any(n and self.free_slots.get(q) for q, n in self.ready_count.items())
+
+    def _tick(self, now: float) -> bool:
+        """Plan every queue with ready tasks and free slots; whether it assigned any."""
+        moment = _moment(now)
+        assigned = False
+        for queue in sorted(self.ready_count):  # in the tick's order
+            wanted = self.free_slots.get(queue, 0)
+            if not self.ready_count[queue] or not wanted:
+                continue
+            pool = [AgentView(a.name, a.type, a.capacity, True, True, None, assigned=self.load[a.name])
+                    for a in self.types[queue]]
+            limit = wanted
+            while True:
+                candidates, exhausted = self._candidates(queue, limit, now)
+                decisions = plan(pool, candidates, moment, self.scenario.plan_policy, self.records)
+                if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
+                    break
+                limit *= 2
+            for decision in decisions:
+                self._assign(decision.task_id, decision.agent, decision.decision.waited_seconds, now)
+                assigned = True
+        return assigned
+
+    def _candidates(self, queue: str, limit: int, now: float) -> tuple[list[TaskView], bool]:
+        """The first `limit` ready tasks of each priority (in the order they became
+        ready, so the most aged first) and those of the same age band as the last of
+        them: the best by effective priority are among these (see `tick.age_bands`)."""
+        boost, _cap = self.scenario.plan_policy.ageing_of(queue)
+        chosen: list[TaskView] = []
+        exhausted = True
+        for line in self.ready.get(queue, {}).values():
+            while line and not self._live(*line[0]):
+                line.popleft()  # assigned or ended since it became ready
+            taken = 0
+            band = None
+            for task_id, since in line:
+                if not self._live(task_id, since):
+                    continue
+                task = self.tasks[task_id]
+                age = int((now - task.ready_at) // boost) if boost > 0 else 0
+                if taken >= limit and age != band:
+                    exhausted = False
+                    break
+                chosen.append(self._view(task_id, task, now))
+                taken += 1
+                band = age
+                if taken >= 4 * limit + 64:
+                    exhausted = False
+                    break
+        return chosen, exhausted
+
+    def _live(self, task_id: int, since: float) -> bool:
+        task = self.tasks.get(task_id)
+        return task is not None and task.ready and task.ready_at == since
+
+    def _view(self, task_id: int, task: _Task, now: float) -> TaskView:
+        ready_at = to_text(_moment(task.ready_at))
+        return TaskView(
+            task_id=task_id, queue=task.queue, title="", priority=task.priority, assignee=task.assignee,
+            payload=None, status="queued", attempt=task.attempt, attempt_floor=0,
+            max_attempts=task.max_attempts, agent=None, not_before=None, deadline=None, token_hash=None,
+            pid=None, host=None, log_path=None, excluded=tuple(task.excluded), cancelling=False,
+            waiting_on=(), blocks=tuple(task.blocks), doomed_by=None, last_error=None,
+            idempotency_key=None, task_type=task.task_type, submitted_seq=task.seq,
+            submitted_at=ready_at, updated_at=ready_at, ready_at=ready_at)
+
+    def _assign(self, task_id: int, agent: str, waited: float, now: float) -> None:
+        task = self.tasks[task_id]
+        task.ready = False
+        self.ready_count[task.queue] -= 1
+        task.status, task.agent = "assigned", agent
+        task.attempt += 1
+        self.load[agent] += 1
+        self.free_slots[self.fleet[agent].type] -= 1
+        run = self.workload.attempt(task_id, task.attempt)
+        task.started_at = now + run.start_delay
+        self.run.queue(task.queue).waits.append(waited)
+        if self.run.keep_order:
+            self.run.order.append((task_id, agent))
+        self._at(task.started_at + run.run_seconds, "end", task_id, task.attempt)
+
+    # -- ends --------------------------------------------------------------------------
+
+    def _release(self, task: _Task, now: float) -> str:
+        agent = task.agent
+        assert agent is not None
+        self.load[agent] -= 1
+        self.free_slots[self.fleet[agent].type] += 1
+        figures = self.run.agents[agent]
+        busy = max(0.0, now - task.started_at)
+        figures.busy_seconds += busy
+        figures.attempts += 1
+        self.run.queue(task.queue).runs.append(busy)
+        task.agent = None
+        return agent
+
+    def _stop_attempt(self, task_id: int, task: _Task, now: float) -> None:
+        self._release(task, now)
+        self.wake = True
+
+    def _end(self, task_id: int, task: _Task, now: float) -> None:
+        from eventlog.events import LeaseExpired, TaskDeadLettered, TaskFailed, TaskRequeued
+
+        run = self.workload.attempt(task_id, task.attempt)
+        agent = self._release(task, now)
+        self.wake = True
+        key = (agent, task.task_type) if task.task_type is not None else None
+        if run.outcome == "succeeded":
+            if key is not None:
+                s, f = self.records.get(key, (0, 0))
+                self.records[key] = (s + 1, f)
+            self._finish(task_id, task, "succeeded", now)
+            return
+        if key is not None:
+            s, f = self.records.get(key, (0, 0))
+            self.records[key] = (s, f + 1)
+        failure: TaskFailed | LeaseExpired
+        if run.outcome == "expired":
+            failure = LeaseExpired.model_construct(task_id=task_id, agent=agent, attempt=task.attempt)
+        else:
+            failure = TaskFailed.model_construct(task_id=task_id, agent=agent, attempt=task.attempt,
+                                                 reason=run.reason, error=run.reason,
+                                                 retryable=run.retryable)
+        view = TaskView(
+            task_id=task_id, queue=task.queue, title="", priority=task.priority, assignee=task.assignee,
+            payload=None, status="running", attempt=task.attempt, attempt_floor=0,
+            max_attempts=task.max_attempts, agent=agent, not_before=None, deadline=None,
+            token_hash=None, pid=None, host=None, log_path=None, excluded=tuple(task.excluded),
+            cancelling=False, waiting_on=(), blocks=(), doomed_by=None, last_error=None,
+            idempotency_key=None, task_type=task.task_type, submitted_seq=task.seq,
+            submitted_at="", updated_at="")
+        settled = settle_failure(view, failure, _moment(now), self.scenario.queue_policy(task.queue),
+                                 self.draw())[-1]
+        if agent not in task.excluded:
+            task.excluded.append(agent)
+        if isinstance(settled, TaskRequeued):
+            task.status = "queued"
+            task.not_before = settled.not_before.timestamp() if settled.not_before else now
+            if task.not_before > now:
+                self._at(task.not_before, "due", task_id)
+            else:
+                self._maybe_ready(task_id, task, now)
+        elif isinstance(settled, TaskDeadLettered):
+            self._finish(task_id, task, "dead", now)
+        else:
+            self._finish(task_id, task, "cancelled", now)
+
+    def _finish(self, task_id: int, task: _Task, how: str, now: float) -> None:
+        if task.ready:
+            task.ready = False
+            self.ready_count[task.queue] -= 1
+        task.status = "done"
+        figures = self.run.queue(task.queue)
+        self.open_count[task.queue] -= 1
+        if how == "succeeded":
+            figures.succeeded += 1
+        elif how == "dead":
+            figures.dead += 1
+        elif how == "cancelled":
+            figures.cancelled += 1
+        else:
+            figures.doomed += 1
+        for child_id in task.blocks:
+            child = self.tasks.get(child_id)
+            if child is None or child.status == "done":
+                continue
+            if how == "succeeded":
+                child.waiting_on.discard(task_id)
+                self._maybe_ready(child_id, child, now)
+            else:
+                self._finish(child_id, child, "doomed", now)
+        self.workload.forget(task_id)
+        del self.tasks[task_id]
+
+
+def simulate(workload: Workload, scenario: Scenario, *, keep_order: bool = False) -> Run:
+    """Run `workload` under `scenario`; `keep_order` also keeps every (task, agent)
+    assignment in order (for the fidelity tests)."""
+    return _Simulation(workload, scenario, keep_order).go()
+
+
+def fleet_of(agents: Sequence[object]) -> tuple[FleetAgent, ...]:
+    """The fleet of control file entries (`registry.AgentSpec`)."""
+    return tuple(FleetAgent(a.name, a.type, a.capacity, a.enabled)  # type: ignore[attr-defined]
+                 for a in agents)
+
+
+def with_capacity(fleet: Sequence[FleetAgent], agent_type: str, total: int) -> tuple[FleetAgent, ...]:
+    """The fleet with `total` slots spread over its agents of `agent_type` (enabled ones,
+    in their order, the first ones taking one more where it does not divide)."""
+    mine = [a for a in fleet if a.type == agent_type and a.enabled]
+    if not mine:
+        return tuple(fleet)
+    share, extra = divmod(total, len(mine))
+    sized = {a.name: share + (1 if i < extra else 0) for i, a in enumerate(mine)}
+    return tuple(FleetAgent(a.name, a.type, sized[a.name], a.enabled) if a.name in sized else a
+                 for a in fleet)
+

@@ -1,0 +1,241 @@
+"""`sched simulate`: the baseline (the control file and settings in force) and the
+what-if (another control file, changed settings) run over the same workload, side by
+side, as one document. Reads the database only."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from eventlog.errors import BadInput
+from eventlog.storage import is_url
+from eventlog.timeutil import from_text, to_text
+from scheduler.policy import QueuePolicy
+from scheduler.queries import ordering_policy
+from scheduler.registry import load_control_file
+from scheduler.settings import Settings
+from scheduler.whatif import capacity, figures
+from scheduler.whatif.engine import FleetAgent, Run, Scenario, fleet_of, simulate, with_capacity
+from scheduler.whatif.workload import (
+    ListedWorkload,
+    LogWorkload,
+    generate,
+    parse_duration,
+    parse_load,
+    read_jsonl,
+)
+from scheduler.workspace import Workspace
+
+DEPTH_SAMPLES = 240  # queue depth samples over the window (the chart squeezes them to 60)
+
+
+@dataclass(frozen=True)
+class Request:
+    since: str | None = None  # ISO times bounding the arrivals taken from the log
+    until: str | None = None
+    agents_file: Path | None = None  # the what-if's control file
+    settings: Sequence[str] = ()  # the what-if's KEY=VALUE changes
+    workload_file: Path | None = None  # JSONL arrivals instead of the log
+    generate: Sequence[str] = ()  # QUEUE:rate=..,run=.. loads instead of the log
+    duration: str | None = None  # of the generated load
+    seed: int = 0
+    interval: float | None = None  # the daemon's tick interval, both sides (default: the setting)
+    find: str | None = None  # "capacity"
+    queue: str | None = None
+    target: str | None = None
+    charts: bool = field(default=True)
+
+
+def changed_settings(settings: Settings, changes: Sequence[str]) -> Settings:
+    """`settings` with `KEY=VALUE` changes (`age_boost_seconds=300`,
+    `queues.dev.max_attempts=5`); a value is read as JSON when it is JSON, else as text."""
+    data = settings.model_dump()
+    for change in changes:
+        key, eq, text = change.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise BadInput(f"--set {change!r}: expected KEY=VALUE")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        path = key.split(".")
+        if path[0] == "queues" and len(path) == 3:
+            if path[2] not in QueuePolicy.model_fields:
+                raise BadInput(f"--set {change!r}: a queue has no setting {path[2]!r}")
+            data["queues"] = {**data["queues"], path[1]: {**data["queues"].get(path[1], {}), path[2]: value}}
+        elif len(path) == 1 and path[0] in Settings.model_fields and path[0] not in ("home", "db", "queues"):
+            data[path[0]] = value
+        else:
+            raise BadInput(f"--set {change!r}: no setting {key!r} (a top-level setting, or "
+                           "queues.NAME.SETTING)")
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "settings"
+        raise BadInput(f"--set: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def scenario(settings: Settings, fleet: tuple[FleetAgent, ...], seed: int, sample_seconds: float) -> Scenario:
+    return Scenario(agents=fleet, plan_policy=ordering_policy(settings), queue_policy=settings.queue_policy,
+                    tick_seconds=settings.tick_interval_seconds,
+                    wake_on_arrival=is_url(settings.database), seed=seed, sample_seconds=sample_seconds)
+
+
+def _seconds(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return from_text(text).timestamp()
+    except ValueError:
+        raise BadInput(f"{flag}: expected an ISO time with offset, got {text!r}") from None
+
+
+class _Source:
+    """Makes a fresh workload for each run (the log is read again each time)."""
+
+    def __init__(self, ws: Workspace, request: Request, default_attempts: Callable[[str], int]) -> None:
+        self.ws, self.request, self.default_attempts = ws, request, default_attempts
+        self.since = _seconds(request.since, "--since")
+        self.until = _seconds(request.until, "--until")
+        if self.since is not None and self.until is not None and self.until < self.since:
+            raise BadInput("--until is before --since")
+        chosen = [name for name, given in (("--workload", request.workload_file is not None),
+                                           ("--generate", bool(request.generate))) if given]
+        if len(chosen) > 1:
+            raise BadInput("give --workload or --generate, not both")
+        if chosen and (request.since or request.until):
+            raise BadInput(f"--since and --until select from the log; they do not go with {chosen[0]}")
+        if request.duration is not None and not request.generate:
+            raise BadInput("--duration goes with --generate")
+        self.loads = [parse_load(text) for text in request.generate]
+        self.duration = parse_duration(request.duration or "1d", "--duration")
+        self.kind = "log" if not chosen else chosen[0].removeprefix("--")
+        if request.workload_file is not None:
+            list(read_jsonl(request.workload_file))  # bad input is refused before anything runs
+        self.span = self._span()
+
+    def _span(self) -> float:
+        if self.kind == "generate":
+            return self.duration
+        if self.kind == "workload":
+            workload = ListedWorkload(read_jsonl(self.request.workload_file))  # type: ignore[arg-type]
+            for _ in workload.facts():
+                pass
+            first, last = workload.first_at, workload.last_at
+        else:
+            with self.ws.read() as (log, _views):
+                head = log.last()
+                first_rec = next(iter(log.read(limit=1)), None)
+            first = from_text(first_rec.recorded_at).timestamp() if first_rec else None
+            last = from_text(head.recorded_at).timestamp() if head else None
+            first = max(first, self.since) if first is not None and self.since is not None else first
+            last = min(last, self.until) if last is not None and self.until is not None else last
+        return max((last or 0.0) - (first or 0.0), 0.0)
+
+    def run(self, settings: Settings, scenario_: Scenario) -> tuple[Run, dict[str, Any]]:
+        """One simulation, and the recorded waits of the workload it read."""
+        if self.kind == "generate":
+            listed = ListedWorkload(generate(self.loads, self.duration, self.request.seed))
+            return simulate(listed, scenario_), {}
+        if self.kind == "workload":
+            listed = ListedWorkload(read_jsonl(self.request.workload_file))  # type: ignore[arg-type]
+            return simulate(listed, scenario_), {}
+        with self.ws.read() as (log, _views):
+            workload = LogWorkload(log.read(), self.since, self.until, self.default_attempts)
+            result = simulate(workload, scenario_)
+        return result, dict(workload.recorded_waits)
+
+
+def run_simulation(ws: Workspace, request: Request,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The document `sched simulate` prints (see docs/operations.md, "What-if")."""
+    say = progress or (lambda _text: None)
+    base_settings = ws.settings
+    if request.interval is not None:
+        if not math.isfinite(request.interval) or request.interval <= 0:
+            raise BadInput("--interval must be a number greater than 0")
+        base_settings = base_settings.model_copy(update={"tick_interval_seconds": request.interval})
+    fleet = fleet_of(ws.registry().agents)
+    if request.agents_file is not None:
+        other_fleet = fleet_of(load_control_file(request.agents_file).agents)
+    else:
+        other_fleet = fleet
+    other_settings = changed_settings(base_settings, request.settings) if request.settings else base_settings
+    changed = request.agents_file is not None or bool(request.settings)
+    if request.find is not None:
+        if request.find != "capacity":
+            raise BadInput(f"--find {request.find!r}: only 'capacity' can be found")
+        if request.queue is None or request.target is None:
+            raise BadInput("--find capacity needs --queue and --target")
+        if not any(a.type == request.queue and a.enabled for a in other_fleet):
+            raise BadInput(f"--queue {request.queue!r}: no enabled agent of that type to size")
+    elif request.queue is not None or request.target is not None:
+        raise BadInput("--queue and --target go with --find capacity")
+    target = capacity.parse_target(request.target) if request.find else None
+    # a task submitted with its queue's max_attempts follows the what-if's policy
+    source = _Source(ws, request, lambda q: base_settings.queue_policy(q).max_attempts)
+    every = max(source.span / DEPTH_SAMPLES, 1.0)
+
+    say("simulating the baseline...")
+    base_run, recorded = source.run(base_settings, scenario(base_settings, fleet, request.seed, every))
+    document: dict[str, Any] = {
+        "source": source.kind, "since": request.since, "until": request.until, "seed": request.seed,
+        "tasks": sum(q.arrived for q in base_run.queues.values()),
+        "window_start": to_text_or_none(base_run.started_at),
+        "fidelity": figures.fidelity(recorded, base_run) if source.kind == "log" else None,
+        "baseline": figures.summary(base_run), "whatif": None, "difference": None,
+    }
+    runs = [base_run]
+    if changed:
+        say("simulating the what-if...")
+        other_run, _ = source.run(other_settings, scenario(other_settings, other_fleet, request.seed, every))
+        document["whatif"] = figures.summary(other_run)
+        document["difference"] = figures.difference(document["baseline"], document["whatif"])
+        runs.append(other_run)
+    document["depth"] = _depth(runs, every)
+    if target is not None:
+        assert request.queue is not None
+        queue = request.queue
+
+        def evaluate(total: int) -> dict[str, object]:
+            say(f"  trying {total} slots for {queue}...")
+            sized = with_capacity(other_fleet, queue, total)
+            return figures.summary(source.run(other_settings, scenario(other_settings, sized, request.seed,
+                                                                       every))[0])
+
+        start = sum(a.capacity for a in other_fleet if a.type == queue and a.enabled) or 1
+        ceiling = max(1, min(capacity.MAX_CAPACITY, base_run.queue(queue).arrived))
+        found, curve = capacity.search(evaluate, queue, target, start, ceiling)
+        document["search"] = {"queue": queue, "target": target.text, "capacity": found, "curve": curve}
+    return document
+
+
+def to_text_or_none(moment: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    return None if moment is None else to_text(datetime.fromtimestamp(moment, UTC))
+
+
+def _depth(runs: list[Run], every: float) -> dict[str, Any]:
+    """Each queue's depth (tasks waiting to be assigned or blocked) over time, per run,
+    squeezed alike so the charts share a time axis."""
+    queues = sorted({q for run in runs for q in run.queues})
+    longest = max((len(run.queues[q].depth) for run in runs for q in run.queues), default=0)
+    columns = figures.CHART_COLUMNS
+    bins = max(1, math.ceil(longest / columns))
+    shown: dict[str, Any] = {}
+    for queue in queues:
+        shown[queue] = [_bin(figures.depth_series(run, queue), bins) for run in runs]
+    return {"every_seconds": round(every * bins, 3), "queues": shown}
+
+
+def _bin(values: list[int], size: int) -> list[int]:
+    return [max(values[i:i + size]) for i in range(0, len(values), size)]

@@ -1,0 +1,350 @@
+"""Where a simulation's workload comes from: the recorded log, a JSONL file, or a
+seeded generator. Each is read as a stream: memory follows the tasks open at once,
+not the length of the window."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import random
+import re
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventlog.errors import BadInput
+from eventlog.store import Recorded
+from eventlog.timeutil import from_text
+from scheduler.whatif.facts import Arrival, Attempt, Fact, carried_attempt
+
+# the records that shape a workload; everything else in the log is skipped unread
+_TASK_TYPES = frozenset({"TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskSucceeded", "TaskFailed",
+                         "LeaseExpired", "TaskRequeued", "TaskDeadLettered", "TaskApproved",
+                         "TaskRejected", "TaskCancelled"})
+_ENDS = frozenset({"TaskSucceeded", "TaskDeadLettered", "TaskCancelled", "TaskRejected"})
+
+
+@dataclass(slots=True)
+class _History:
+    queue: str
+    ran: list[Attempt] = field(default_factory=list)
+    assigned_at: float | None = None
+    started_at: float | None = None
+    closed: bool = False  # ended in the log (or in the simulation): no attempt is wanted
+    forgotten: bool = False  # ended in the simulation first: dropped once the log ends it too
+
+
+class LogWorkload:
+    """The tasks submitted in [since, until] (epoch seconds; None: open) as the log
+    recorded them: arrivals, approvals, rejections and cancels as facts, and each
+    task's attempts that ran (attempts that never started, and those an operator's
+    eviction stopped, are the fleet's doing, not the task's: left out). It also keeps
+    the recorded waits (`AssignmentDecision.waited_seconds`) per queue, the other side
+    of the fidelity figure."""
+
+    def __init__(self, records: Iterator[Recorded], since: float | None, until: float | None,
+                 default_attempts: Callable[[str], int]) -> None:
+        self._records, self._since, self._until = records, since, until
+        self._default_attempts = default_attempts
+        self._histories: dict[int, _History] = {}
+        self._ahead: deque[Fact] = deque()  # facts read while looking ahead for an attempt
+        self._done = False
+        self._run_totals: dict[str, tuple[float, int]] = {}  # queue -> (seconds, count) of successes
+        self.recorded_waits: dict[str, array] = {}
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def facts(self) -> Iterator[Fact]:
+        while True:
+            if self._ahead:
+                yield self._ahead.popleft()
+            elif not self._read_one():
+                return
+
+    def attempt(self, task_id: int, number: int) -> Attempt:
+        history = self._histories[task_id]
+        while len(history.ran) < number and not history.closed and self._read_one():
+            pass
+        seconds, runs = self._run_totals.get(history.queue, (0.0, 0))
+        return carried_attempt(history.ran, number,
+                               Attempt(0.0, seconds / runs if runs else 0.0, "succeeded"))
+
+    def forget(self, task_id: int) -> None:
+        history = self._histories.get(task_id)
+        if history is not None and history.closed:
+            del self._histories[task_id]
+        elif history is not None:  # still open in the log: dropped when the log ends it
+            history.ran, history.closed, history.forgotten = [], True, True
+
+    def _read_one(self) -> bool:
+        """Read the next record; False at the end of the log."""
+        if self._done:
+            return False
+        for rec in self._records:
+            if rec.type in _TASK_TYPES:
+                self._take(rec)
+                return True
+        self._done = True
+        return False
+
+    def _take(self, rec: Recorded) -> None:
+        task_id = int(rec.stream_id[5:])  # "task-N"
+        at = from_text(rec.recorded_at).timestamp()
+        if rec.type == "TaskSubmitted":
+            if not (-math.inf if self._since is None else self._since) <= at <= (
+                    math.inf if self._until is None else self._until):
+                return
+            self._arrive(task_id, at, json.loads(rec.data))
+            return
+        history = self._histories.get(task_id)
+        if history is None:
+            return  # a task outside the window
+        data = json.loads(rec.data)
+        kind = rec.type
+        if kind == "TaskAssigned":
+            history.assigned_at, history.started_at = at, None
+            decision = data.get("decision")
+            if decision is not None:
+                self.recorded_waits.setdefault(history.queue, array("d")).append(decision["waited_seconds"])
+        elif kind == "TaskStarted":
+            history.started_at = at
+        elif kind in ("TaskSucceeded", "TaskFailed", "LeaseExpired"):
+            self._ended(history, kind, data, at)
+        elif kind == "TaskRequeued":
+            history.assigned_at = history.started_at = None
+        if kind in ("TaskApproved", "TaskRejected", "TaskCancelled"):
+            self._ahead.append(Fact(at, kind.removeprefix("Task").lower(), task_id))  # type: ignore[arg-type]
+        if kind in _ENDS:
+            history.closed = True
+            if history.forgotten:
+                del self._histories[task_id]
+        self.last_at = at
+
+    def _arrive(self, task_id: int, at: float, data: dict) -> None:
+        queue = data["queue"]
+        not_before = data.get("not_before")
+        attempts = data.get("max_attempts", 3)
+        arrival = Arrival(
+            task_id=task_id, at=at, queue=queue, priority=data.get("priority", 0),
+            assignee=data.get("assignee"), task_type=data.get("task_type"),
+            max_attempts=None if attempts == self._default_attempts(queue) else attempts,
+            delay=max(0.0, from_text(not_before).timestamp() - at) if not_before else 0.0,
+            after=tuple(data.get("after", ())), needs_approval=data.get("requires_approval", False))
+        self._histories[task_id] = _History(queue)
+        self._ahead.append(Fact(at, "arrived", task_id, arrival))
+        if self.first_at is None:
+            self.first_at = at
+        self.last_at = at
+
+    def _ended(self, history: _History, kind: str, data: dict, at: float) -> None:
+        assigned, started = history.assigned_at, history.started_at
+        history.assigned_at = history.started_at = None
+        if assigned is None or started is None:
+            return  # not an attempt that ran (or assigned before the window was read)
+        if kind == "TaskFailed" and data.get("reason") in ("evicted", "cancelled"):
+            return  # the operator's doing: the cancel is a fact of its own
+        run = max(0.0, at - started)
+        if kind == "TaskSucceeded":
+            attempt = Attempt(started - assigned, run, "succeeded")
+            seconds, runs = self._run_totals.get(history.queue, (0.0, 0))
+            self._run_totals[history.queue] = (seconds + run, runs + 1)
+        elif kind == "LeaseExpired":
+            attempt = Attempt(started - assigned, run, "expired")
+        else:
+            attempt = Attempt(started - assigned, run, "failed", bool(data.get("retryable", True)),
+                              str(data.get("reason", "exit_code")))
+        if not history.closed:
+            history.ran.append(attempt)
+
+
+# -- JSONL ----------------------------------------------------------------------------
+
+_JSONL_KEYS = frozenset({"task_id", "at", "queue", "priority", "assignee", "task_type", "max_attempts",
+                         "delay_seconds", "after", "run_seconds", "start_delay_seconds", "outcome",
+                         "retryable", "attempts"})
+
+
+class ListedWorkload:
+    """Arrivals given with their attempts up front (a JSONL file, the generator)."""
+
+    def __init__(self, items: Iterable[tuple[Arrival, list[Attempt]]]) -> None:
+        self._items = iter(items)
+        self._attempts: dict[int, list[Attempt]] = {}
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.recorded_waits: dict[str, array] = {}  # (none: nothing was recorded)
+
+    def facts(self) -> Iterator[Fact]:
+        for arrival, attempts in self._items:
+            self._attempts[arrival.task_id] = attempts
+            if self.first_at is None:
+                self.first_at = arrival.at
+            self.last_at = arrival.at
+            yield Fact(arrival.at, "arrived", arrival.task_id, arrival)
+
+    def attempt(self, task_id: int, number: int) -> Attempt:
+        return carried_attempt(self._attempts[task_id], number, Attempt(0.0, 0.0, "succeeded"))
+
+    def forget(self, task_id: int) -> None:
+        self._attempts.pop(task_id, None)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
+    """The arrivals of a JSONL workload file, one task per line, in time order:
+    `{"at": 0, "queue": "dev", "run_seconds": 30}` (see docs/operations.md for every
+    key). Bad lines raise BadInput naming the file and line."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"--workload {path}: {e.strerror or e}") from e
+    with handle:
+        last = -math.inf
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"--workload {path}:{number}"
+            try:
+                item = _jsonl_item(json.loads(line), number)
+            except (ValueError, TypeError, KeyError) as e:
+                raise BadInput(f"{where}: {e}") from None
+            if item[0].at < last:
+                raise BadInput(f"{where}: 'at' goes back in time (lines must be in arrival order)")
+            last = item[0].at
+            yield item
+
+
+def _number(item: dict, key: str, default: float | None = None, low: float = 0.0) -> float:
+    value = item.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key!r} must be a number")
+    if value < low:
+        raise ValueError(f"{key!r} must be at least {low:g}")
+    return float(value)
+
+
+def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
+    if not isinstance(item, dict):
+        raise ValueError("expected a JSON object")
+    unknown = sorted(set(item) - _JSONL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}")
+    queue = item.get("queue")
+    if not isinstance(queue, str) or not queue:
+        raise ValueError("'queue' must be a non-empty string")
+    at = item.get("at")
+    at_seconds = from_text(at).timestamp() if isinstance(at, str) else _number(item, "at", low=-math.inf)
+    priority = item.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError("'priority' must be an integer")
+    raw = item.get("attempts")
+    if raw is None:
+        raw = [{k: item[k] for k in ("run_seconds", "start_delay_seconds", "outcome", "retryable")
+                if k in item}]
+    if not isinstance(raw, list) or not raw or not all(isinstance(a, dict) for a in raw):
+        raise ValueError("'attempts' must be a non-empty list of objects")
+    attempts = []
+    for one in raw:
+        outcome = one.get("outcome", "succeeded")
+        if outcome not in ("succeeded", "failed", "expired"):
+            raise ValueError("'outcome' must be succeeded, failed or expired")
+        attempts.append(Attempt(_number(one, "start_delay_seconds", 0.0), _number(one, "run_seconds"),
+                                outcome, bool(one.get("retryable", True))))
+    after = item.get("after", [])
+    if not isinstance(after, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in after):
+        raise ValueError("'after' must be a list of task ids")
+    max_attempts = item.get("max_attempts")
+    if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+                                     or max_attempts < 1):
+        raise ValueError("'max_attempts' must be an integer of at least 1")
+    task_id = item.get("task_id", number)
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+        raise ValueError("'task_id' must be a positive integer")
+    return Arrival(task_id=task_id, at=at_seconds, queue=queue, priority=priority,
+                   assignee=item.get("assignee"), task_type=item.get("task_type"),
+                   max_attempts=max_attempts, delay=_number(item, "delay_seconds", 0.0),
+                   after=tuple(after)), attempts
+
+
+# -- the generator --------------------------------------------------------------------
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str, what: str) -> float:
+    """`90`, `90s`, `5m`, `2h`, `1d` as seconds."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise BadInput(f"{what}: expected a duration such as 90s, 5m, 2h or 1d, got {text!r}")
+    return float(found.group(1)) * _UNITS[found.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """The synthetic load of one queue: Poisson arrivals at `per_hour`, run times drawn
+    from an exponential distribution of mean `run_seconds`, each attempt failing
+    (retryably) with probability `fail_share`."""
+
+    queue: str
+    per_hour: float
+    run_seconds: float
+    fail_share: float = 0.0
+    priority: int = 0
+
+
+def parse_load(text: str) -> LoadSpec:
+    """`dev:rate=120/h,run=60s,fail=0.05,priority=0` (rate per s, m, h or d)."""
+    queue, _, rest = text.partition(":")
+    where = f"--generate {text!r}"
+    if not queue or not rest:
+        raise BadInput(f"{where}: expected QUEUE:rate=N/h,run=DURATION[,fail=SHARE][,priority=N]")
+    keys: dict[str, str] = {}
+    for part in rest.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or key.strip() not in ("rate", "run", "fail", "priority"):
+            raise BadInput(f"{where}: unknown part {part!r} (rate, run, fail, priority)")
+        keys[key.strip()] = value.strip()
+    if "rate" not in keys or "run" not in keys:
+        raise BadInput(f"{where}: rate= and run= are required")
+    count_text, _, unit = keys["rate"].partition("/")
+    try:
+        per = _UNITS[unit or "h"]
+        rate = float(count_text)
+        fail = float(keys.get("fail", "0"))
+        priority = int(keys.get("priority", "0"))
+    except (KeyError, ValueError):
+        raise BadInput(f"{where}: rate is N/s, N/m, N/h or N/d; fail a share from 0 to 1; "
+                       "priority an integer") from None
+    if not (math.isfinite(rate) and rate > 0) or not 0 <= fail < 1:
+        raise BadInput(f"{where}: rate must be above 0 and fail from 0 to below 1")
+    run = parse_duration(keys["run"], where)
+    return LoadSpec(queue, rate * 3600.0 / per, run, fail, priority)
+
+
+def generate(loads: list[LoadSpec], duration: float, seed: int,
+             start: float = 0.0) -> Iterator[tuple[Arrival, list[Attempt]]]:
+    """Arrivals of every queue merged in time order over `duration` seconds; the same
+    seed gives the same workload. Each task's attempts are drawn until one succeeds
+    (at most 10)."""
+    draws = random.Random(seed)
+    clocks = [(start + draws.expovariate(load.per_hour / 3600.0), index) for index, load in enumerate(loads)]
+    heapq.heapify(clocks)
+    task_id = 0
+    while clocks:
+        at, index = heapq.heappop(clocks)
+        if at > start + duration:
+            continue
+        load = loads[index]
+        task_id += 1
+        attempts = []
+        for _ in range(10):
+            failed = draws.random() < load.fail_share
+            run = draws.expovariate(1.0 / load.run_seconds) if load.run_seconds else 0.0
+            attempts.append(Attempt(0.0, run, "failed" if failed else "succeeded"))
+            if not failed:
+                break
+        yield Arrival(task_id=task_id, at=at, queue=load.queue, priority=load.priority), attempts
+        heapq.heappush(clocks, (at + draws.expovariate(load.per_hour / 3600.0), index))

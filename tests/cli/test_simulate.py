@@ -1,0 +1,80 @@
+"""`sched simulate` through the CLI: the document, the text, bad input; nothing appended."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import InProcess, event_count, ok, one_error_line, one_json
+
+
+def record_some_work(cli: InProcess) -> None:
+    for title in ("a", "b", "c"):
+        ok(cli("submit", "--queue", "dev", "--title", title))
+    ok(cli("tick"))
+    for agent in ("ann", "ann"):
+        claimed = one_json(ok(cli("worker", "claim", "--agent", agent, "--json")))["task"]
+        ok(cli("worker", "complete", str(claimed["task_id"]), "--token", claimed["token"]))
+
+
+def test_simulate_reads_the_log_and_compares_a_changed_fleet_appending_nothing(seeded: Path, cli: InProcess):
+    record_some_work(cli)
+    before = event_count(seeded / "sched.db")
+    bigger = seeded / "bigger.json"
+    bigger.write_text(json.dumps([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 9}]))
+    doc = one_json(ok(cli("simulate", "--agents", str(bigger), "--set", "queues.dev.max_attempts=5",
+                          "--json")))
+    assert event_count(seeded / "sched.db") == before
+    assert doc["source"] == "log" and doc["tasks"] == 4
+    assert doc["baseline"]["agents"]["ann"]["capacity"] == 2
+    assert doc["whatif"]["agents"]["ann"]["capacity"] == 9 and "bob" not in doc["whatif"]["agents"]
+    assert doc["difference"]["agents"]["ann"]["capacity"] == 7
+    assert doc["fidelity"]["all"]["wait_mean_recorded"] is not None
+    assert set(doc["depth"]["queues"]) == {"dev"} and len(doc["depth"]["queues"]["dev"]) == 2
+    text = ok(cli("simulate", "--agents", str(bigger))).stdout
+    assert "baseline" in text and "what-if" in text and "queue dev" in text and "time to drain" in text
+
+
+def test_simulate_a_generated_load_and_find_the_capacity(home: Path, cli: InProcess):
+    ok(cli("init"))
+    args = ("simulate", "--generate", "dev:rate=120/h,run=2m", "--duration", "2h", "--seed", "3")
+    doc = one_json(ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target", "wait_p95<=1m",
+                          "--json")))
+    assert doc["source"] == "generate" and doc["fidelity"] is None
+    found = doc["search"]["capacity"]
+    met = {p["capacity"]: p["met"] for p in doc["search"]["curve"]}
+    assert met[found] and not met.get(found - 1, False)
+    assert doc == one_json(ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target",
+                                  "wait_p95<=1m", "--json")))  # seeded: the same answer
+
+
+def test_simulate_a_workload_file(home: Path, cli: InProcess):
+    ok(cli("init"))
+    workload = home / "load.jsonl"
+    workload.write_text("".join(json.dumps({"at": i, "queue": "dev", "run_seconds": 30}) + "\n"
+                                for i in range(6)))
+    doc = one_json(ok(cli("simulate", "--workload", str(workload), "--json")))
+    assert doc["baseline"]["queues"]["dev"]["succeeded"] == 6
+    assert doc["whatif"] is None
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--set", "nonsense=1"), "no setting 'nonsense'"),
+    (("--set", "queues.dev.max_attempts=0"), "max_attempts"),
+    (("--set", "lease_seconds"), "expected KEY=VALUE"),
+    (("--target", "wait_p95<=5m"), "go with --find capacity"),
+    (("--find", "capacity", "--queue", "dev"), "needs --queue and --target"),
+    (("--find", "agents", "--queue", "dev", "--target", "wait_p95<=1m"), "only 'capacity'"),
+    (("--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"), "--until is before --since"),
+    (("--since", "yesterday"), "--since: expected an ISO time"),
+    (("--workload", "missing.jsonl"), "--workload missing.jsonl"),
+    (("--generate", "dev:rate=1/h,run=1m", "--since", "2026-01-01T00:00:00Z"), "do not go with"),
+    (("--agents", "missing.json"), "missing.json"),
+])
+def test_bad_input_is_one_line_and_exit_2(seeded: Path, cli: InProcess, args, says):
+    before = event_count(seeded / "sched.db")
+    line = one_error_line(cli("simulate", *args), 2)
+    assert says in line
+    assert event_count(seeded / "sched.db") == before

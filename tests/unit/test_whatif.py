@@ -1,0 +1,144 @@
+"""The what-if engine, its workloads and the capacity search, on hand-made workloads
+whose outcome can be worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eventlog.errors import BadInput
+from scheduler.plan import PlanPolicy
+from scheduler.policy import QueuePolicy
+from scheduler.whatif.capacity import parse_target, search
+from scheduler.whatif.engine import FleetAgent, Scenario, simulate, with_capacity
+from scheduler.whatif.facts import Arrival, Attempt, carried_attempt
+from scheduler.whatif.figures import percentile, summary
+from scheduler.whatif.workload import ListedWorkload, generate, parse_load, read_jsonl
+
+OK = Attempt(0.0, 10.0, "succeeded")
+FAIL = Attempt(0.0, 10.0, "failed")
+
+
+def scenario(*agents: FleetAgent, max_attempts: int = 3, tick: float = 5.0) -> Scenario:
+    policy = QueuePolicy(max_attempts=max_attempts, backoff_base_seconds=0.0)
+    return Scenario(agents=agents, plan_policy=PlanPolicy(), queue_policy=lambda _q: policy,
+                    tick_seconds=tick)
+
+
+def tasks(*items: tuple[float, list[Attempt]], queue: str = "dev") -> ListedWorkload:
+    return ListedWorkload((Arrival(task_id=i, at=at, queue=queue), attempts)
+                          for i, (at, attempts) in enumerate(items, 1))
+
+
+def test_one_slot_serves_in_turn_and_two_serve_at_once():
+    two = [(0.0, [OK]), (0.0, [OK])]
+    one_slot = summary(simulate(tasks(*two), scenario(FleetAgent("ann", "dev", 1))))
+    assert one_slot["queues"]["dev"]["wait_max"] == 10.0  # the second waits for the first to end
+    assert one_slot["time_to_drain_seconds"] == 20.0
+    assert one_slot["agents"]["ann"]["utilization"] == 1.0
+    two_slots = summary(simulate(tasks(*two), scenario(FleetAgent("ann", "dev", 2))))
+    assert two_slots["queues"]["dev"]["wait_max"] == 0.0
+    assert two_slots["time_to_drain_seconds"] == 10.0
+
+
+def test_arrivals_wait_for_the_next_interval_tick_and_ends_wake_one():
+    run = simulate(tasks((0.0, [OK]), (3.0, [Attempt(0.0, 1.0, "succeeded")])),
+                   scenario(FleetAgent("ann", "dev", 2), tick=5.0))
+    # the second arrives at 3 s: the tick at 5 s assigns it (2 s of wait)
+    assert sorted(run.queue("dev").waits) == [0.0, 2.0]
+
+
+def test_more_attempts_turn_a_dead_letter_into_a_success():
+    four_failures = [(0.0, [FAIL, FAIL, FAIL, FAIL, OK])]
+    fleet = FleetAgent("ann", "dev", 1)
+    three = simulate(tasks(*four_failures), scenario(fleet, max_attempts=3)).queue("dev")
+    assert (three.succeeded, three.dead, len(three.runs)) == (0, 1, 3)
+    five = simulate(tasks(*four_failures), scenario(fleet, max_attempts=5)).queue("dev")
+    assert (five.succeeded, five.dead, len(five.runs)) == (1, 0, 5)
+
+
+def test_a_failed_attempt_goes_to_another_agent_of_the_type():
+    fleet = scenario(FleetAgent("ann", "dev", 1), FleetAgent("bob", "dev", 1))
+    run = simulate(tasks((0.0, [FAIL, OK])), fleet, keep_order=True)
+    assert run.order == [(1, "ann"), (1, "bob")]
+
+
+def test_a_task_no_agent_can_take_is_left_unfinished_and_the_run_ends():
+    workload = ListedWorkload([(Arrival(task_id=1, at=0.0, queue="dev", assignee="gone"), [OK])])
+    run = simulate(workload, scenario(FleetAgent("ann", "dev", 1)))
+    assert run.unfinished == 1 and run.queue("dev").succeeded == 0
+
+
+def test_a_simulated_attempt_follows_the_tasks_own_recorded_one():
+    recorded = [FAIL, OK]
+    assert carried_attempt(recorded, 1, OK) is FAIL
+    assert carried_attempt(recorded, 2, FAIL) is OK
+    assert carried_attempt(recorded, 7, FAIL) is OK  # past the recorded attempts: the last again
+    assert carried_attempt([], 1, FAIL) is FAIL  # never ran: the stand-in
+
+
+def test_capacity_is_spread_over_the_types_agents():
+    fleet = (FleetAgent("a", "dev", 1), FleetAgent("b", "dev", 1), FleetAgent("q", "qa", 3))
+    assert [a.capacity for a in with_capacity(fleet, "dev", 5)] == [3, 2, 3]
+
+
+def test_the_generator_is_seeded_and_keeps_to_its_rate():
+    loads = [parse_load("dev:rate=600/h,run=30s,fail=0.2"), parse_load("qa:rate=1/m,run=2m")]
+    first = list(generate(loads, 36_000, seed=7))
+    assert first == list(generate(loads, 36_000, seed=7))
+    assert first != list(generate(loads, 36_000, seed=8))
+    times = [arrival.at for arrival, _ in first]
+    assert times == sorted(times) and times[-1] <= 36_000
+    dev = sum(1 for arrival, _ in first if arrival.queue == "dev")
+    assert 5_600 < dev < 6_400  # 6,000 expected: five standard deviations either side
+    failed = sum(1 for _, attempts in first for a in attempts if a.outcome == "failed")
+    assert 0.15 < failed / sum(len(a) for _, a in first) < 0.25
+
+
+@pytest.mark.parametrize("text", ["dev", "dev:rate=5", "dev:rate=0/h,run=1s", "dev:rate=1/h,run=1s,fail=1",
+                                  "dev:rate=1/y,run=1s", "dev:rate=1/h,run=soon", "dev:speed=1,run=1s"])
+def test_a_bad_load_is_refused(text):
+    with pytest.raises(BadInput, match="--generate"):
+        parse_load(text)
+
+
+def test_a_jsonl_workload_is_read_in_order_and_bad_lines_are_named(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"at": 0, "queue": "dev", "run_seconds": 5}\n\n'
+                    '{"at": 2, "queue": "qa", "attempts": [{"run_seconds": 1, "outcome": "failed"}, '
+                    '{"run_seconds": 3}]}\n')
+    items = list(read_jsonl(good))
+    assert [(a.task_id, a.queue, [x.outcome for x in att]) for a, att in items] == [
+        (1, "dev", ["succeeded"]), (3, "qa", ["failed", "succeeded"])]
+    for line, problem in [({"at": 1, "queue": "dev"}, "'run_seconds' must be a number"),
+                          ({"at": 1, "queue": "dev", "run_seconds": 1, "colour": "red"}, "unknown key"),
+                          ({"at": -5, "queue": "dev", "run_seconds": 1}, "goes back in time")]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"at": 0, "queue": "dev", "run_seconds": 5}\n' + json.dumps(line) + "\n")
+        with pytest.raises(BadInput, match=f"bad.jsonl:2: .*{problem}"):
+            list(read_jsonl(bad))
+
+
+def test_the_capacity_search_finds_the_smallest_capacity_and_shows_its_curve():
+    def evaluate(capacity: int) -> dict[str, object]:
+        return {"time_to_drain_seconds": 0.0, "queues": {"dev": {"wait_p95": 600.0 / capacity}}}
+
+    found, curve = search(evaluate, "dev", parse_target("wait_p95<=1m"), start=2, ceiling=1000)
+    assert found == 10
+    capacities = [point["capacity"] for point in curve]
+    assert capacities == sorted(capacities) and 9 in capacities and 10 in capacities
+    assert [p["met"] for p in curve] == [p["capacity"] >= 10 for p in curve]
+    assert search(evaluate, "dev", parse_target("wait_p95<1s"), start=2, ceiling=64)[0] is None
+
+
+@pytest.mark.parametrize("text", ["wait<=5m", "wait_p95=5m", "wait_p95<=soon", "dead_lettered<=1.5"])
+def test_a_bad_target_is_refused(text):
+    with pytest.raises(BadInput, match="--target"):
+        parse_target(text)
+
+
+def test_percentiles_are_nearest_rank():
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
