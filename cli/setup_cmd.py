@@ -157,7 +157,9 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         warnings = loaded.settings.queue_table_warnings(served)
     except ControlFileError as e:
         warnings = [f"the control file cannot be checked against [queues.NAME]: {e.message}"]
+    values.update(loaded.masked)  # a secret filled in from the environment shows as ***
     doc = {"settings": {name: {"value": values[name], "source": loaded.sources[name]}
+                        | ({"variables": loaded.variables[name]} if name in loaded.variables else {})
                         for name in values}, "warnings": warnings}
     if json_out:
         emit_json(doc)
@@ -166,7 +168,8 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         message(("warning:", "yellow"), f" {warning}")
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
-        table.add_row(name, literal(str(item["value"])), literal(item["source"]))
+        source = item["source"] + "".join(f" ${{{var}}}" for var in item.get("variables", ()))
+        table.add_row(name, literal(str(item["value"])), literal(source))
     console().print(table)
 
 
