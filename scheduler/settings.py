@@ -286,7 +286,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
     sources = {name: "default" for name in Settings.model_fields}
     home = Path(str(flags.get("home") or environ.get(ENV_PREFIX + "HOME") or "."))
     toml_path = home / "sched.toml"
-    from_toml, variables, masked = _read_toml(toml_path, environ)
+    from_toml, variables, masked, unfilled = _read_toml(toml_path, environ)
     for source, layer in (("sched.toml", from_toml),
                           ("environment", _from_environ(environ)),
                           ("flag", flags)):
@@ -294,6 +294,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
             values[name] = value
             sources[name] = source
     values.setdefault("home", home)
+    for name, problem in unfilled.items():  # (a setting the environment or a flag overrides
+        if sources[name] == "sched.toml":   # needs no variable of its sched.toml value)
+            raise problem
     used = {name: names for name, names in variables.items() if sources[name] == "sched.toml"}
     try:
         return LoadedSettings(Settings(**values), sources, used,
@@ -324,12 +327,13 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-def _read_toml(path: Path, environ: Mapping[str, str]
-               ) -> tuple[dict[str, object], dict[str, list[str]], dict[str, object]]:
+def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
+        dict[str, object], dict[str, list[str]], dict[str, object], dict[str, BadInput]]:
     """The settings of `path` with `${VAR}` filled in; for each setting that took a
-    variable, their names, and (for MASKED_SETTINGS) its value as `config show` prints it."""
+    variable, their names, and (for MASKED_SETTINGS) its value as `config show` prints it;
+    and for each that could not be filled in, why."""
     if not path.is_file():
-        return {}, {}, {}
+        return {}, {}, {}, {}
     import tomllib  # (only where a sched.toml exists)
 
     try:
@@ -344,8 +348,13 @@ def _read_toml(path: Path, environ: Mapping[str, str]
                        "use --home or SCHED_HOME")
     variables: dict[str, list[str]] = {}
     masked: dict[str, object] = {}
+    unfilled: dict[str, BadInput] = {}
     for key in list(data):
-        expanded = expand(data[key], environ, f"{path}: {key}")
+        try:
+            expanded = expand(data[key], environ, f"{path}: {key}")
+        except BadInput as e:
+            unfilled[key] = e
+            continue
         data[key] = expanded.value
         if expanded.variables:
             variables[key] = expanded.variables
@@ -354,4 +363,4 @@ def _read_toml(path: Path, environ: Mapping[str, str]
     for key in ("db", "agent_control_file"):  # relative to the home that holds the file
         if isinstance(data.get(key), str) and not is_url(data[key]):
             data[key] = str(path.parent / data[key])
-    return data, variables, masked
+    return data, variables, masked, unfilled

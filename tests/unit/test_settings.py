@@ -137,3 +137,12 @@ def test_the_environment_layer_is_not_substituted(tmp_path):
     """`SCHED_*` values are taken as they are: the shell that sets them expands."""
     with pytest.raises(BadInput, match="SCHED_SYNCHRONOUS"):
         load_settings({"SCHED_SYNCHRONOUS": "${SYNC}", "SYNC": "FULL"}, {"home": tmp_path})
+
+
+def test_a_setting_overridden_by_the_environment_needs_no_variable_of_its_toml_value(tmp_path):
+    (tmp_path / "sched.toml").write_text('lease_seconds = "${LEASE}"\n')
+    loaded = load_settings({"SCHED_LEASE_SECONDS": "30"}, {"home": tmp_path})
+    assert (loaded.settings.lease_seconds, loaded.sources["lease_seconds"]) == (30, "environment")
+    assert loaded.variables == {}
+    with pytest.raises(BadInput, match="environment variable LEASE is not set"):
+        load_settings({}, {"home": tmp_path})
