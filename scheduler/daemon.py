@@ -82,8 +82,14 @@ def log_tick(ws: Workspace, log: DaemonLog, report: TickReport) -> None:
         return
     if report.appended is not None:
         first, last = report.appended
-        with ws.read() as (store, _views):
-            log.events(list(store.read(after=first - 1, limit=last - first + 1)))
+        try:
+            with ws.read() as (store, _views):
+                appended = list(store.read(after=first - 1, limit=last - first + 1))
+        except SchedError as e:  # the tick is done and committed: only its lines are lost
+            log(f"tick: cannot read back its events {first}-{last}: {e.message}",
+                event="tick.error", level="warning")
+        else:
+            log.events(appended)
     for error in report.errors:
         log(error, event="tick.error", level="error")
 
