@@ -16,6 +16,7 @@ from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
+from scheduler.dryrun import DryRun
 from scheduler.settings import LoadedSettings, load_settings
 from scheduler.workspace import Workspace
 
@@ -37,6 +38,9 @@ HomeOpt = Annotated[Path | None, typer.Option(
 AgentsOpt = Annotated[Path | None, typer.Option(
     "--agents", help="Agent control file (default: $SCHED_AGENT_CONTROL_FILE, else searched "
     "under SCHED_HOME).", show_default=False)]
+
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Say what would change (the events it would append); append nothing.")]
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
@@ -85,6 +89,23 @@ def workspace(home: Path | None = None, db: str | None = None,
               host: str | None = None) -> Workspace:
     return Workspace(loaded_settings(home, db, agents, create_home=create_home, host=host).settings,
                      clock=CLOCK[0])
+
+
+def dry_run_doc(document: dict[str, Any], dry_run: DryRun | None) -> dict[str, Any]:
+    """A command's --json document; in a dry run with `"dry_run": true` and `changes`
+    (a real run's document stays as it always was)."""
+    if dry_run is None:
+        return document
+    return {**document, "dry_run": True, "changes": dry_run.changes}
+
+
+def show_dry_run(dry_run: DryRun | None) -> None:
+    """In a dry run, the events the command would append (stdout), then a note (stderr)."""
+    if dry_run is None:
+        return
+    for change in dry_run.changes:
+        console().print(literal(f"would append {change['type']} ({change['stream_id']})"))
+    message(f"dry run: nothing appended ({len(dry_run.changes)} event(s) would be)")
 
 
 def parse_json_option(text: str | None, flag: str) -> Any:

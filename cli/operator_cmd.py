@@ -8,10 +8,21 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, message, workspace
+from cli.common import (
+    DbOpt,
+    DryRunOpt,
+    HomeOpt,
+    JsonOpt,
+    dry_run_doc,
+    emit_json,
+    message,
+    show_dry_run,
+    workspace,
+)
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
 from scheduler import operator
+from scheduler.dryrun import DryRun
 
 
 def operator_name(by: str | None) -> str:
@@ -56,33 +67,42 @@ def requeue_command(
         help="Dead tasks to requeue.", min=1, max=INT64_MAX)] = None,
     all_dead: Annotated[bool, typer.Option("--all", help="Every dead task of --queue.")] = False,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="The queue, with --all.")] = None,
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Put dead-lettered tasks back in their queue with fresh attempts."""
     if all_dead != (queue is not None) or (all_dead and task_ids):
         raise BadInput("give task ids, or --all --queue Q")
     if not all_dead and not task_ids:
         raise BadInput("give task ids, or --all --queue Q")
-    done = operator.requeue(workspace(home, db), task_ids or (), queue)
+    trial = DryRun() if dry_run else None
+    done = operator.requeue(workspace(home, db), task_ids or (), queue, trial)
     if json_out:
-        emit_json({"requeued": done})
-    else:
-        message(f"requeued {len(done)} task(s)" + (f": {' '.join(map(str, done))}" if done else ""))
+        emit_json(dry_run_doc({"requeued": done}, trial))
+        return
+    message(("would requeue" if trial else "requeued") + f" {len(done)} task(s)"
+            + (f": {' '.join(map(str, done))}" if done else ""))
+    show_dry_run(trial)
 
 
 def cancel_command(
     task_id: Annotated[int, typer.Argument(help="The task to cancel.", min=1, max=INT64_MAX)],
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the event.")] = None,
-    by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    by: ByOpt = None, dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
+    home: HomeOpt = None,
 ) -> None:
     """Cancel a task: at once unless it runs; a running one stops at its next heartbeat."""
-    status = operator.cancel(workspace(home, db), task_id, operator_name(by), reason)
+    trial = DryRun() if dry_run else None
+    status = operator.cancel(workspace(home, db), task_id, operator_name(by), reason, trial)
     if json_out:
-        emit_json({"task_id": task_id, "status": status, "cancelling": status == "running"})
-    elif status == "running":
-        message(f"task {task_id}: cancelling; its runner stops at its next heartbeat")
+        emit_json(dry_run_doc({"task_id": task_id, "status": status,
+                               "cancelling": status == "running"}, trial))
+        return
+    would = "would be " if trial else ""
+    if status == "running":
+        message(f"task {task_id}: {would}cancelling; its runner stops at its next heartbeat")
     else:
-        message(f"task {task_id}: cancelled")
+        message(f"task {task_id}: {would}cancelled")
+    show_dry_run(trial)
 
 
 def approve_command(

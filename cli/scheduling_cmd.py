@@ -225,9 +225,16 @@ def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
 def run_command(
     interval: Annotated[float | None, typer.Option(
         help="Seconds between ticks (default: setting tick_interval_seconds).")] = None,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="How the log on stderr is written: text (for people) or json "
+        "(one JSON object per line, for a log pipeline).")] = "text",
     db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None, host: HostOpt = None,
 ) -> None:
     """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0."""
+    from scheduler.daemon_log import LOG_FORMATS, DaemonLog
+
+    if log_format not in LOG_FORMATS:
+        raise BadInput(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     ws = workspace(home, db, agents, host=host)
     every = interval if interval is not None else ws.settings.tick_interval_seconds
     if not math.isfinite(every) or every <= 0:
@@ -235,7 +242,16 @@ def run_command(
     # the health check's last_tick grades against the interval the daemon really uses
     ws.settings = ws.settings.model_copy(update={"tick_interval_seconds": every})
     ws.db  # noqa: B018 - fail now, with one line, if the database is missing
-    raise typer.Exit(run_daemon(ws, every, message))
+    if log_format == "json":
+        log = DaemonLog(_stderr_line, "json", ws.settings.host_name, ws.clock.now)
+    else:
+        log = DaemonLog(message)
+    raise typer.Exit(run_daemon(ws, every, log))
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def exec_command(

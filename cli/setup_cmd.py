@@ -11,12 +11,15 @@ from cli.common import (
     HELP_OPTIONS,
     AgentsOpt,
     DbOpt,
+    DryRunOpt,
     HomeOpt,
     JsonOpt,
     console,
+    dry_run_doc,
     emit_json,
     loaded_settings,
     message,
+    show_dry_run,
     workspace,
 )
 from cli.operator_cmd import ByOpt, ReasonOpt, operator_name
@@ -24,6 +27,7 @@ from cli.text import literal
 from eventlog.errors import ControlFileError
 from eventlog.storage import redact
 from scheduler import operator
+from scheduler.dryrun import DryRun
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
 
 agents_app = typer.Typer(
@@ -157,7 +161,9 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         warnings = loaded.settings.queue_table_warnings(served)
     except ControlFileError as e:
         warnings = [f"the control file cannot be checked against [queues.NAME]: {e.message}"]
+    values.update(loaded.masked)  # a secret filled in from the environment shows as ***
     doc = {"settings": {name: {"value": values[name], "source": loaded.sources[name]}
+                        | ({"variables": loaded.variables[name]} if name in loaded.variables else {})
                         for name in values}, "warnings": warnings}
     if json_out:
         emit_json(doc)
@@ -166,27 +172,32 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         message(("warning:", "yellow"), f" {warning}")
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
-        table.add_row(name, literal(str(item["value"])), literal(item["source"]))
+        source = item["source"] + "".join(f" ${{{var}}}" for var in item.get("variables", ()))
+        table.add_row(name, literal(str(item["value"])), literal(source))
     console().print(table)
 
 
 AgentArg = Annotated[str, typer.Argument(help="The agent's name.")]
 
 
-def _service_output(change: operator.ServiceChange, json_out: bool, verb: str) -> None:
+def _service_output(change: operator.ServiceChange, json_out: bool, verb: str,
+                    trial: DryRun | None = None) -> None:
     if json_out:
-        emit_json({"agent": change.agent, "changed": change.changed,
-                   "out_of_service": change.out_of_service, "released": change.released,
-                   "taken_back": change.taken_back})
+        doc = {"agent": change.agent, "changed": change.changed,
+               "out_of_service": change.out_of_service, "released": change.released,
+               "taken_back": change.taken_back}
+        emit_json(dry_run_doc(doc, trial))
         return
+    would = "would be " if trial is not None else ""
     if not change.changed:
         message(f"agent {change.agent}: already {change.out_of_service or 'in service'}")
-        return
-    message(f"agent {change.agent}: {verb}")
+    else:
+        message(f"agent {change.agent}: {would}{verb}")
     if change.released:
-        message(f"  back to the queue (not started): {' '.join(map(str, change.released))}")
+        message(f"  {would}back to the queue (not started): {' '.join(map(str, change.released))}")
     if change.taken_back:
-        message(f"  stopped and requeued: {' '.join(map(str, change.taken_back))}")
+        message(f"  {would}stopped and requeued: {' '.join(map(str, change.taken_back))}")
+    show_dry_run(trial)
 
 
 @agents_app.command("drain")
@@ -200,11 +211,12 @@ def drain_command(name: AgentArg, by: ByOpt = None, reason: ReasonOpt = None,
 
 @agents_app.command("evict")
 def evict_command(name: AgentArg, by: ByOpt = None, reason: ReasonOpt = None,
-                  json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
-                  agents: AgentsOpt = None) -> None:
+                  dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
+                  home: HomeOpt = None, agents: AgentsOpt = None) -> None:
     """Take an agent out of service now: its attempts are stopped and retried elsewhere."""
-    change = operator.evict(workspace(home, db, agents), name, operator_name(by), reason)
-    _service_output(change, json_out, "evicted: its attempts go to other agents")
+    trial = DryRun() if dry_run else None
+    change = operator.evict(workspace(home, db, agents), name, operator_name(by), reason, trial)
+    _service_output(change, json_out, "evicted: its attempts go to other agents", trial)
 
 
 @agents_app.command("restore")

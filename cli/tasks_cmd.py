@@ -11,13 +11,16 @@ import typer
 from cli.common import (
     AgentsOpt,
     DbOpt,
+    DryRunOpt,
     HomeOpt,
     JsonOpt,
     console,
+    dry_run_doc,
     emit_json,
     human_duration,
     message,
     parse_json_option,
+    show_dry_run,
     workspace,
 )
 from cli.text import literal
@@ -49,13 +52,15 @@ def submit_command(
         "--requires-approval", help="Wait for `sched approve` before joining the queue.")] = False,
     file: Annotated[Path | None, typer.Option(
         "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
     agents: AgentsOpt = None,
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
+    from scheduler.dryrun import DryRun
     from scheduler.submit import parse_duration, parse_spec, read_batch, submit
 
     ws = workspace(home, db, agents)
+    trial = DryRun() if dry_run else None
     if file is not None:
         given = [flag for flag, value in (
             ("--queue", queue), ("--title", title), ("--priority", priority), ("--assignee", assignee),
@@ -65,10 +70,14 @@ def submit_command(
         if given:
             raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
         batch = read_batch(file)
-        results = submit(ws, [spec for _, spec in batch], [where for where, _ in batch])
+        results = submit(ws, [spec for _, spec in batch], [where for where, _ in batch], trial)
         ids = [r.task_id for r in results]
         if json_out:
-            emit_json({"task_ids": ids, "created": sum(r.created for r in results)})
+            emit_json(dry_run_doc({"task_ids": ids, "created": sum(r.created for r in results)}, trial))
+        elif trial is not None:
+            message(f"would submit {sum(r.created for r in results)} task(s) from {file}: "
+                    + " ".join(map(str, ids)))
+            show_dry_run(trial)
         else:
             message(f"submitted {sum(r.created for r in results)} task(s) from {file}")
             console().print(" ".join(map(str, ids)))
@@ -83,9 +92,13 @@ def submit_command(
            "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
            "not_before": not_before, "idempotency_key": idempotency_key,
            "requires_approval": requires_approval, "after": after or [], "type": task_type}
-    (result,) = submit(ws, [parse_spec(raw, "submit")])
+    (result,) = submit(ws, [parse_spec(raw, "submit")], None, trial)
     if json_out:
-        emit_json({"task_id": result.task_id, "created": result.created})
+        emit_json(dry_run_doc({"task_id": result.task_id, "created": result.created}, trial))
+    elif trial is not None:
+        message(f"would submit task {result.task_id}" if result.created
+                else f"task {result.task_id} has this idempotency key already: nothing to submit")
+        show_dry_run(trial)
     else:
         console().print(result.task_id)
 

@@ -29,6 +29,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from eventlog.errors import SchedError
 from eventlog.storage import is_url
 from scheduler import webhooks
+from scheduler.daemon_log import DaemonLog
 from scheduler.health import health, record_health
 from scheduler.launcher import Launcher
 from scheduler.tick import TickReport, tick
@@ -54,25 +55,50 @@ class Problems:
     """A job's failures, logged once per distinct problem (not at every run) and its
     recovery once: a bad control file or a held write lock must not flood the log."""
 
-    def __init__(self, job: str, log: Callable[[str], None], retry: str) -> None:
-        self.job, self.log, self.retry, self.last = job, log, retry, ""
+    def __init__(self, job: str, log: DaemonLog, retry: str, event: str) -> None:
+        self.job, self.log, self.retry, self.last, self.event = job, log, retry, "", event
 
     def failed(self, message: str) -> None:
         if message != self.last:
-            self.log(f"{self.job} failed: {message} (retrying {self.retry})")
+            self.log(f"{self.job} failed: {message} (retrying {self.retry})",
+                     event=f"{self.event}.failed", level="error", error=message)
         self.last = message
 
     def worked(self) -> None:
         if self.last:
-            self.log(f"{self.job}: working again")
+            self.log(f"{self.job}: working again", event=f"{self.event}.recovered")
         self.last = ""
 
 
-def tick_job(ws: Workspace, log: Callable[[str], None], interval: float,
+def log_tick(ws: Workspace, log: DaemonLog, report: TickReport) -> None:
+    """A tick that did something: its summary line; in a JSON log also a line for each
+    event it appended (each with its seq, and its task id for a task's event) and one
+    for each error."""
+    log(summary(report), event="tick", level="error" if report.errors else "info",
+        assigned=len(report.assigned), started=len(report.spawned), expired=len(report.expired),
+        dead_lettered=len(report.dead_lettered), errors=len(report.errors),
+        duration_ms=report.duration_ms, appended=report.appended)
+    if not log.structured:
+        return
+    if report.appended is not None:
+        first, last = report.appended
+        try:
+            with ws.read() as (store, _views):
+                appended = list(store.read(after=first - 1, limit=last - first + 1))
+        except SchedError as e:  # the tick is done and committed: only its lines are lost
+            log(f"tick: cannot read back its events {first}-{last}: {e.message}",
+                event="tick.error", level="warning")
+        else:
+            log.events(appended)
+    for error in report.errors:
+        log(error, event="tick.error", level="error")
+
+
+def tick_job(ws: Workspace, log: DaemonLog, interval: float,
              again: threading.Event | None = None) -> Callable[[], None]:
     """The tick, run once; and once more right after if `again` was set meanwhile (a
     wrapper ended or work came during the tick: the next tick must not wait its turn)."""
-    problems = Problems("tick", log, "every tick")
+    problems = Problems("tick", log, "every tick", "tick")
 
     def one_tick() -> None:
         while True:
@@ -85,16 +111,17 @@ def tick_job(ws: Workspace, log: Callable[[str], None], interval: float,
                 return
             problems.worked()
             if report.did_something or report.errors:
-                log(summary(report))
+                log_tick(ws, log, report)
             if again is None or not again.is_set():
                 return
 
     return one_tick
 
 
-def webhook_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]:
+def webhook_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
     """Collect and deliver webhooks, logging what happened."""
-    problems = Problems("webhooks", log, f"every {ws.settings.webhook_interval_seconds:g} s")
+    problems = Problems("webhooks", log, f"every {ws.settings.webhook_interval_seconds:g} s",
+                        "webhooks")
 
     def deliver() -> None:
         try:
@@ -108,15 +135,19 @@ def webhook_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]
         parts += [f"{item['event']} to {item['url']}: {item['error']} (retrying)" for item in report.failed]
         parts += [f"{item['event']} to {item['url']}: {item['error']} (gave up)" for item in report.gave_up]
         if queued or parts:
-            log(f"webhooks: queued {queued}" + "".join(f"; {part}" for part in parts))
+            log(f"webhooks: queued {queued}" + "".join(f"; {part}" for part in parts),
+                event="webhooks", level="warning" if report.failed or report.gave_up else "info",
+                queued=queued, delivered=len(report.delivered), failed=len(report.failed),
+                gave_up=len(report.gave_up))
 
     return deliver
 
 
-def health_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]:
+def health_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
     """Run the health checks; a change of the overall level is logged and queued as a
     `health.changed` webhook (the webhooks job delivers it)."""
-    problems = Problems("health check", log, f"every {ws.settings.health_interval_seconds:g} s")
+    problems = Problems("health check", log, f"every {ws.settings.health_interval_seconds:g} s",
+                        "health")
 
     def check() -> None:
         try:
@@ -127,12 +158,14 @@ def health_job(ws: Workspace, log: Callable[[str], None]) -> Callable[[], None]:
             return
         problems.worked()
         if previous is not None:
-            log(f"health: {previous} -> {report['status']}")
+            log(f"health: {previous} -> {report['status']}", event="health.changed",
+                level="info" if report["status"] == "healthy" else "warning",
+                previous=previous, status=report["status"])
 
     return check
 
 
-def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
+def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
                now: Callable[[], datetime] | None = None) -> int:
     """Tick every `interval` seconds until SIGINT or SIGTERM, delivering webhooks every
     `webhook_interval_seconds` if any is configured and checking health every
@@ -168,7 +201,8 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
                 scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
+        log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping",
+            event="daemon.stopping", signal=signal.Signals(signum).name)
         stopping.set()
         scheduler.shutdown(wait=True)
 
@@ -192,14 +226,15 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     with contextlib.suppress(SchedError):  # a bad control file is the tick job's to report
         agents = ws.registry().agents
         for warning in ws.settings.queue_table_warnings(a.type for a in agents):
-            log(f"warning: {warning}")
+            log(f"warning: {warning}", event="config.warning", level="warning")
         push_slots = sum(a.capacity for a in agents
                          if a.command is not None and a.host in (None, ws.settings.host_name))
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
         f"{ws.settings.host_name}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
-           if ws.settings.webhooks else ""))
+           if ws.settings.webhooks else ""), event="daemon.started", pid=os.getpid(),
+        interval_seconds=interval, database=ws.settings.database_label)
     # wrappers are forked from a copy of this process made now, before any thread runs
     launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon, spares=push_slots)
     launcher.start()
@@ -207,7 +242,8 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
-        scheduler.start()
+        with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
+            scheduler.start()
     finally:
         stopping.set()
         launcher.close()
@@ -215,5 +251,5 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
             signal.signal(sig, handler)
         with contextlib.suppress(SchedError), ws.db.write() as txn:
             forget_daemon(txn, ws.settings.host_name, os.getpid())
-    log("sched daemon: stopped")
+    log("sched daemon: stopped", event="daemon.stopped")
     return 0

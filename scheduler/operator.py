@@ -25,6 +25,7 @@ from eventlog.values import check_text
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, AgentView, TaskView
+from scheduler.dryrun import DryRun, writing
 from scheduler.tick import (
     record_config_if_changed,
     release_out_of_service,
@@ -98,14 +99,16 @@ def drain(ws: Workspace, name: str, by: str, reason: str | None = None) -> Servi
         return ServiceChange(name, True, "drained", released=_release(recorder, name))
 
 
-def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> ServiceChange:
+def evict(ws: Workspace, name: str, by: str, reason: str | None = None,
+          dry_run: DryRun | None = None) -> ServiceChange:
     """Take an agent out of service now: no new work; its assignments go back to the
     queue, and its running attempts are stopped (their processes on this host first)
-    and requeued at once for other agents, without using up an attempt."""
+    and requeued at once for other agents, without using up an attempt. With
+    `dry_run`, nothing is stopped and nothing appended."""
     _check_words(ws, by, reason)
     host = ws.settings.host_name
     why = f"{name} was evicted by {by}" + (f": {reason}" if reason else "")
-    with ws.write() as recorder:
+    with writing(ws, dry_run) as recorder:
         views = recorder.views
         agent = _known_agent(ws, recorder, name)
         if agent.out_of_service == "evicted" and not agent.load:
@@ -114,7 +117,8 @@ def evict(ws: Workspace, name: str, by: str, reason: str | None = None) -> Servi
         released = _release(recorder, name)
         taken_back = []
         for task in views.tasks(status="running", agent=name):
-            stop_if_local(ws, recorder, task, host)
+            if dry_run is None:
+                stop_if_local(ws, recorder, task, host)
             failure = TaskFailed(task_id=task.task_id, agent=name, attempt=task.attempt,
                                  reason="evicted", error=why)
             recorder.record(settle(ws, recorder, task, failure))
@@ -140,10 +144,12 @@ def restore(ws: Workspace, name: str, by: str) -> ServiceChange:
         return ServiceChange(name, True, None)
 
 
-def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = None) -> list[int]:
+def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = None,
+            dry_run: DryRun | None = None) -> list[int]:
     """Put dead tasks back in their queues with fresh attempts: the given ones, or with
-    `queue` every dead task of that queue. Returns the requeued ids."""
-    with ws.write() as recorder:
+    `queue` every dead task of that queue. Returns the requeued ids (with `dry_run`,
+    those it would requeue; nothing is appended)."""
+    with writing(ws, dry_run) as recorder:
         views = recorder.views
         if queue is not None:
             chosen = [t.task_id for t in views.tasks(queue=queue, status="dead")]
@@ -177,12 +183,14 @@ def _lost_parent(views: SqlProjection, task_id: int, coming_back: set[int]) -> i
     return None
 
 
-def cancel(ws: Workspace, task_id: int, by: str, reason: str | None = None) -> str:
+def cancel(ws: Workspace, task_id: int, by: str, reason: str | None = None,
+           dry_run: DryRun | None = None) -> str:
     """Cancel a task: at once unless it runs; a running one is marked cancelling and
     ends when its runner learns it (heartbeat) or its lease expires. Returns the
-    task's status afterwards ("cancelled", or "running" while cancelling)."""
+    task's status afterwards ("cancelled", or "running" while cancelling; with
+    `dry_run`, what it would be: nothing is appended)."""
     _check_words(ws, by, reason)
-    with ws.write() as recorder:
+    with writing(ws, dry_run) as recorder:
         task = _existing(recorder.views, task_id)
         if task.status in FINAL_STATUSES:
             raise Refused(f"task {task_id} is already {task.status}")

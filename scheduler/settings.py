@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact
+from scheduler.envsubst import expand
 from scheduler.policy import MAX_SECONDS, QueuePolicy
 from scheduler.webhook_config import WebhookConfig
 
@@ -261,10 +262,19 @@ class Settings(BaseModel):
         return Path(self.db) if self.db is not None else self.home / "sched.db"
 
 
+# settings `config show` prints with each value filled in from the environment masked
+MASKED_SETTINGS = ("webhooks",)
+
+
 @dataclass(frozen=True)
 class LoadedSettings:
     settings: Settings
     sources: dict[str, str]  # field -> "default" | "sched.toml" | "environment" | "flag"
+    # field -> the environment variables filled into its sched.toml value (`${VAR}`)
+    variables: dict[str, list[str]] = field(default_factory=dict)
+    # field -> its sched.toml value with what came from the environment shown as `***`
+    # (for the settings of MASKED_SETTINGS that took a variable)
+    masked: dict[str, object] = field(default_factory=dict)
 
 
 def load_settings(environ: Mapping[str, str] | None = None,
@@ -276,15 +286,21 @@ def load_settings(environ: Mapping[str, str] | None = None,
     sources = {name: "default" for name in Settings.model_fields}
     home = Path(str(flags.get("home") or environ.get(ENV_PREFIX + "HOME") or "."))
     toml_path = home / "sched.toml"
-    for source, layer in (("sched.toml", _read_toml(toml_path)),
+    from_toml, variables, masked, unfilled = _read_toml(toml_path, environ)
+    for source, layer in (("sched.toml", from_toml),
                           ("environment", _from_environ(environ)),
                           ("flag", flags)):
         for name, value in layer.items():
             values[name] = value
             sources[name] = source
     values.setdefault("home", home)
+    for name, problem in unfilled.items():  # (a setting the environment or a flag overrides
+        if sources[name] == "sched.toml":   # needs no variable of its sched.toml value)
+            raise problem
+    used = {name: names for name, names in variables.items() if sources[name] == "sched.toml"}
     try:
-        return LoadedSettings(Settings(**values), sources)
+        return LoadedSettings(Settings(**values), sources, used,
+                              {name: value for name, value in masked.items() if name in used})
     except ValidationError as e:
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else ""  # the setting
@@ -311,9 +327,13 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-def _read_toml(path: Path) -> dict[str, object]:
+def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
+        dict[str, object], dict[str, list[str]], dict[str, object], dict[str, BadInput]]:
+    """The settings of `path` with `${VAR}` filled in; for each setting that took a
+    variable, their names, and (for MASKED_SETTINGS) its value as `config show` prints it;
+    and for each that could not be filled in, why."""
     if not path.is_file():
-        return {}
+        return {}, {}, {}, {}
     import tomllib  # (only where a sched.toml exists)
 
     try:
@@ -326,7 +346,21 @@ def _read_toml(path: Path) -> dict[str, object]:
     if "home" in data:
         raise BadInput(f"{path}: 'home' cannot be set in sched.toml (it is found through home); "
                        "use --home or SCHED_HOME")
+    variables: dict[str, list[str]] = {}
+    masked: dict[str, object] = {}
+    unfilled: dict[str, BadInput] = {}
+    for key in list(data):
+        try:
+            expanded = expand(data[key], environ, f"{path}: {key}")
+        except BadInput as e:
+            unfilled[key] = e
+            continue
+        data[key] = expanded.value
+        if expanded.variables:
+            variables[key] = expanded.variables
+            if key in MASKED_SETTINGS:
+                masked[key] = expanded.masked
     for key in ("db", "agent_control_file"):  # relative to the home that holds the file
         if isinstance(data.get(key), str) and not is_url(data[key]):
             data[key] = str(path.parent / data[key])
-    return data
+    return data, variables, masked, unfilled

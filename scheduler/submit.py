@@ -30,6 +30,7 @@ from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # (`metrics` imports parse_duration from here: no event model for it)
     from eventlog.events import TaskSubmitted
+    from scheduler.dryrun import DryRun
 
 
 class TaskSpec(BaseModel):
@@ -147,9 +148,11 @@ def check_against_fleet(spec: TaskSpec, registry: AgentRegistry, where: str = ""
 
 
 def submit(ws: Workspace, specs: Sequence[TaskSpec],
-           wheres: Sequence[str] | None = None) -> list[Submitted]:
-    """Submit every spec in one transaction, or none of them."""
+           wheres: Sequence[str] | None = None, dry_run: DryRun | None = None) -> list[Submitted]:
+    """Submit every spec in one transaction, or none of them (with `dry_run`: none,
+    reporting what would be submitted)."""
     from eventlog.events import TaskSubmitted
+    from scheduler.dryrun import writing
 
     registry = ws.registry()
     types = registry.get_all_types()
@@ -158,7 +161,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
         spec.check_sizes(ws.settings, where)
         check_against_fleet(spec, registry, where, types)
     default_attempts = {q: ws.settings.queue_policy(q).max_attempts for q in {s.queue for s in specs}}
-    with ws.write() as recorder:
+    with writing(ws, dry_run) as recorder:
         views = recorder.views
         next_id = views.next_task_id()
         results: list[Submitted] = []

@@ -73,6 +73,8 @@ class TickReport:
     spawned: list[int] = field(default_factory=list)
     gates_closed: list[str] = field(default_factory=list)
     released: list[dict[str, object]] = field(default_factory=list)
+    # [first, last] seq of the events this tick appended (None: none, or a dry run)
+    appended: list[int] | None = None
 
     @property
     def did_something(self) -> bool:
@@ -366,6 +368,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     try:
         with ws.write(commit=not dry_run) as recorder:
             views = recorder.views
+            head = recorder.log.last()
             # take back: what is overdue, what lost its wrapper, what waits on the dead
             report.config_recorded = record_config_if_changed(recorder, control)
             take_back_overdue(ws, recorder, host, report)
@@ -395,6 +398,9 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
                       round((time.perf_counter() - started) * 1000, 3))
             if daemon_interval is not None:
                 note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
+            first, last = (head.seq if head is not None else 0) + 1, recorder.log.last()
+            if not dry_run and last is not None and last.seq >= first:
+                report.appended = [first, last.seq]
             json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
     except BaseException:
         if handed and starter is not None:  # nothing was committed: nothing for them to run

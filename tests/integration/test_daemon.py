@@ -63,3 +63,49 @@ def test_the_daemon_runs_fifty_tasks_through_four_push_agents_and_stops_on_sigte
     assert sorted(r["square"] for r in results) == sorted(i * i for i in range(50))
     assert queries.verify_log(ws).ok
     ws.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc")
+def test_a_json_log_is_one_object_per_line_and_each_task_line_carries_its_task_id(tmp_path, new_database):
+    """`sched run --log-format json`: every line of stderr parses as JSON with time,
+    level, event and host; the lines about the events the daemon appended carry their
+    seq and task id, as the log has them."""
+    script = tmp_path / "square.py"
+    script.write_text(AGENT)
+    agents = [{"agentName": "d1", "agentType": "dev", "maxConcurrency": 2,
+               "command": [sys.executable, str(script)]}]
+    ws = new_workspace(tmp_path / "home", agents, database=new_database(), host="log-host")
+    home = ws.settings.home
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}", payload={"n": i}) for i in range(3)])
+    ws.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "0.2", "--home",
+                               str(home), "--host", "log-host", "--log-format", "json"],
+                              env=env, stderr=subprocess.PIPE, text=True, cwd=Path.cwd())
+    try:
+        ws = Workspace(load_settings({}, {"home": home}).settings)
+        wait_for("all 3 tasks to succeed",
+                 lambda: queries.status(ws)["queues"]["dev"]["succeeded"] == 3, timeout=120)
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    assert all({"time", "level", "event", "host", "message"} <= line.keys() for line in lines)
+    assert {line["host"] for line in lines} == {"log-host"}
+    assert {line["level"] for line in lines} <= {"info", "warning", "error"}
+    events = [line["event"] for line in lines]
+    assert events[0] == "daemon.started" and events[-1] == "daemon.stopped"
+    assert "daemon.stopping" in events and "tick" in events
+    logged = {line["seq"]: line for line in lines if "seq" in line}
+    recorded = {e.seq: e for e in queries.replay(ws)}
+    for seq, line in logged.items():  # each as the log has it
+        data = json.loads(recorded[seq].data)
+        assert line["event"] == recorded[seq].type
+        assert line.get("task_id") == data.get("task_id")
+    for task_id in (1, 2, 3):  # the daemon assigned and started each: those lines name the task
+        mine = {line["event"] for line in logged.values() if line.get("task_id") == task_id}
+        assert {"TaskAssigned", "TaskStarted"} <= mine
+    ws.close()

@@ -79,3 +79,70 @@ def test_a_bad_webhook_table_is_named_by_its_position(tmp_path: Path, table: str
     (tmp_path / "sched.toml").write_text(f"{good}[[webhooks]]\n{table}\n")
     with pytest.raises(BadInput, match=rf"sched\.toml: {problem}"):
         load_settings({}, {"home": tmp_path})
+
+
+# -- ${VAR} in sched.toml ------------------------------------------------------------------
+
+def test_variables_in_sched_toml_are_filled_in_from_the_environment(tmp_path):
+    (tmp_path / "sched.toml").write_text(
+        'lease_seconds = "${LEASE:-90}"\nmax_attempts = "${ATTEMPTS}"\n'
+        'agent_control_file = "${FLEET_DIR}/fleet.json"\n'
+        '[[webhooks]]\nurl = "https://hooks.example/in/${HOOK_TOKEN}?x=${UNSET:-1}"\n'
+        'events = ["task.failed"]\n')
+    env = {"ATTEMPTS": "6", "FLEET_DIR": "/etc/sched", "HOOK_TOKEN": "s3cret"}
+    loaded = load_settings(env, {"home": tmp_path})
+    s = loaded.settings
+    assert (s.lease_seconds, s.max_attempts) == (90, 6)  # the default; the variable
+    assert s.agent_control_file == Path("/etc/sched/fleet.json")
+    assert s.webhooks[0].url == "https://hooks.example/in/s3cret?x=1"
+    assert loaded.sources["max_attempts"] == "sched.toml"
+    assert loaded.variables == {"max_attempts": ["ATTEMPTS"], "agent_control_file": ["FLEET_DIR"],
+                                "webhooks": ["HOOK_TOKEN"]}
+    assert loaded.masked == {"webhooks": [{"url": "https://hooks.example/in/***?x=1",
+                                           "events": ["task.failed"]}]}
+
+
+def test_an_empty_variable_counts_as_unset_and_a_set_one_wins_over_the_default(tmp_path):
+    (tmp_path / "sched.toml").write_text('synchronous = "${SYNC:-FULL}"\n')
+    assert load_settings({"SYNC": ""}, {"home": tmp_path}).settings.synchronous == "FULL"
+    assert load_settings({"SYNC": "OFF"}, {"home": tmp_path}).settings.synchronous == "OFF"
+
+
+def test_dollar_dollar_brace_is_a_literal_and_other_dollars_are_kept(tmp_path):
+    (tmp_path / "sched.toml").write_text(
+        'exec_env_allowlist = ["$${NOT_A_VAR}", "$HOME", "a$b", "$$", "${NAME}"]\n')
+    allow = load_settings({"NAME": "PATH"}, {"home": tmp_path}).settings.exec_env_allowlist
+    assert allow == ["${NOT_A_VAR}", "$HOME", "a$b", "$$", "PATH"]
+
+
+def test_an_unset_variable_without_a_default_is_named_in_one_line(tmp_path):
+    (tmp_path / "sched.toml").write_text(
+        '[[webhooks]]\nurl = "https://hooks.example/${HOOK_TOKEN}"\nevents = ["task.failed"]\n')
+    with pytest.raises(BadInput) as caught:
+        load_settings({"OTHER": "x"}, {"home": tmp_path})
+    text = caught.value.message
+    assert "\n" not in text
+    assert text.startswith(f"{tmp_path / 'sched.toml'}: webhooks #1 url: environment variable "
+                           "HOOK_TOKEN is not set")
+
+
+@pytest.mark.parametrize("value", ["${}", "${1X}", "${OPEN", "${A:-${B}}", "${A:=x}"])
+def test_a_malformed_substitution_is_refused(tmp_path, value):
+    (tmp_path / "sched.toml").write_text(f'synchronous = "{value}"\n')
+    with pytest.raises(BadInput, match=r"synchronous: cannot read '\$\{.*write \$\{NAME\}"):
+        load_settings({"A": "FULL", "B": "OFF"}, {"home": tmp_path})
+
+
+def test_the_environment_layer_is_not_substituted(tmp_path):
+    """`SCHED_*` values are taken as they are: the shell that sets them expands."""
+    with pytest.raises(BadInput, match="SCHED_SYNCHRONOUS"):
+        load_settings({"SCHED_SYNCHRONOUS": "${SYNC}", "SYNC": "FULL"}, {"home": tmp_path})
+
+
+def test_a_setting_overridden_by_the_environment_needs_no_variable_of_its_toml_value(tmp_path):
+    (tmp_path / "sched.toml").write_text('lease_seconds = "${LEASE}"\n')
+    loaded = load_settings({"SCHED_LEASE_SECONDS": "30"}, {"home": tmp_path})
+    assert (loaded.settings.lease_seconds, loaded.sources["lease_seconds"]) == (30, "environment")
+    assert loaded.variables == {}
+    with pytest.raises(BadInput, match="environment variable LEASE is not set"):
+        load_settings({}, {"home": tmp_path})

@@ -1,0 +1,145 @@
+"""`--dry-run` on cancel, requeue, agents evict and submit: it says what would change
+and appends nothing; the real run then appends exactly the events it announced; bad
+input is refused as without it (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import InProcess, ok, one_error_line, one_json
+
+
+def doc(result: Any) -> Any:
+    return one_json(ok(result))
+
+
+NOW_DEPENDENT = {"waited_seconds", "estimated_start"}  # move on with the clock, not the log
+
+
+def state(cli: InProcess) -> dict[str, Any]:
+    """The log's head and what the projections show."""
+    tasks = [{k: v for k, v in task.items() if k not in NOW_DEPENDENT}
+             for task in doc(cli("tasks", "--json"))["tasks"]]
+    return {"head": doc(cli("replay", "--head", "--json")),
+            "status": doc(cli("status", "--json")), "tasks": tasks,
+            "agents": doc(cli("agents", "list", "--json"))}
+
+
+def appended_since(cli: InProcess, seq: int) -> list[dict[str, Any]]:
+    out = ok(cli("replay", "--since", str(seq + 1), "--json")).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def fleet(seeded: Path, cli: InProcess) -> InProcess:
+    """The seeded home with task 1 (dev) and: 2 and 3 (dev), 4 (qa, one attempt) dead
+    after qin failed it, 5 (qa) queued. ann holds two dev tasks (one running, one
+    assigned), bob one assigned."""
+    for args in (["-q", "dev", "-t", "two"], ["-q", "dev", "-t", "three"],
+                 ["-q", "qa", "-t", "doomed", "--max-attempts", "1"]):
+        ok(cli("submit", *args))
+    ok(cli("tick"))
+    claimed = doc(cli("worker", "claim", "--agent", "qin", "--json"))["task"]
+    ok(cli("worker", "fail", str(claimed["task_id"]), "--token", claimed["token"], "--error", "boom"))
+    ok(cli("worker", "claim", "--agent", "ann", "--json"))
+    ok(cli("submit", "-q", "qa", "-t", "waiting"))
+    return cli
+
+
+def check_dry_then_real(cli: InProcess, args: list[str], *, same_data: bool = True) -> dict[str, Any]:
+    """Run `args` with --dry-run: nothing changes; then for real: it appends what the
+    dry run said and answers the same. Returns the dry run's document."""
+    before = state(cli)
+    dry = doc(cli(*args, "--dry-run", "--json"))
+    assert state(cli) == before  # head (seq and hash) and projections as they were
+    assert dry["dry_run"] is True and dry["changes"]
+    real = doc(cli(*args, "--json"))
+    assert "dry_run" not in real and "changes" not in real  # a real run's document as ever
+    announced = dry.pop("changes")
+    dry.pop("dry_run")
+    assert dry == real
+    appended = appended_since(cli, before["head"]["seq"])
+    key = ("seq", "type", "stream_id", "data") if same_data else ("seq", "type", "stream_id")
+    assert [{k: e[k] for k in key} for e in appended] == [{k: c[k] for k in key} for c in announced]
+    return {**dry, "changes": announced}
+
+
+def test_cancel_dry_run(fleet: InProcess):
+    dry = check_dry_then_real(fleet, ["cancel", "5", "--by", "op", "--reason", "not needed"])
+    assert dry["status"] == "cancelled"
+    assert [c["type"] for c in dry["changes"]] == ["TaskCancelled"]
+    assert dry["changes"][0]["data"]["reason"] == "not needed"
+
+
+def test_cancel_of_a_running_task_dry_run(fleet: InProcess):
+    running = [t["task_id"] for t in doc(fleet("tasks", "--status", "running", "--json"))["tasks"]]
+    dry = check_dry_then_real(fleet, ["cancel", str(running[0]), "--by", "op"])
+    assert dry["cancelling"] is True
+    assert [c["type"] for c in dry["changes"]] == ["TaskCancelRequested"]
+
+
+def test_requeue_dry_run(fleet: InProcess):
+    dry = check_dry_then_real(fleet, ["requeue", "4"])
+    assert dry["requeued"] == [4]
+    assert [(c["type"], c["data"]["task_id"]) for c in dry["changes"]] == [("TaskRequeued", 4)]
+
+
+def test_requeue_all_of_a_queue_dry_run(fleet: InProcess):
+    assert check_dry_then_real(fleet, ["requeue", "--all", "--queue", "qa"])["requeued"] == [4]
+
+
+def test_evict_dry_run_stops_nothing_and_announces_what_eviction_does(fleet: InProcess):
+    # retry times are drawn at each run: the events and their order are compared, not data
+    dry = check_dry_then_real(fleet, ["agents", "evict", "ann", "--by", "op"], same_data=False)
+    assert dry["changed"] is True and dry["released"] and dry["taken_back"]
+    types = [c["type"] for c in dry["changes"]]
+    assert types[0] == "AgentEvicted" and "TaskFailed" in types
+    again = doc(fleet("agents", "evict", "ann", "--dry-run", "--json"))
+    assert (again["changed"], again["changes"]) == (False, [])  # already evicted: nothing to do
+
+
+def test_batch_submit_dry_run(fleet: InProcess, tmp_path: Path):
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"queue": "dev", "title": "b1", "idempotency_key": "k1"}\n'
+                     '{"queue": "qa", "title": "b2", "payload": {"n": 2}}\n'
+                     '{"queue": "dev", "title": "b1 again", "idempotency_key": "k1"}\n')
+    dry = check_dry_then_real(fleet, ["submit", "--file", str(batch)])
+    assert dry["task_ids"] == [6, 7, 6] and dry["created"] == 2
+    assert [(c["type"], c["data"]["title"]) for c in dry["changes"]] == [
+        ("TaskSubmitted", "b1"), ("TaskSubmitted", "b2")]
+
+
+def test_single_submit_dry_run(fleet: InProcess):
+    dry = check_dry_then_real(fleet, ["submit", "-q", "qa", "-t", "one", "--priority", "3"])
+    assert dry["task_id"] == 6 and dry["changes"][0]["data"]["priority"] == 3
+
+
+def test_dry_run_text_output_names_the_events(fleet: InProcess):
+    before = state(fleet)
+    result = ok(fleet("requeue", "4", "--dry-run"))
+    assert "would append TaskRequeued (task-4)" in result.stdout
+    assert "would requeue 1 task(s): 4" in result.stderr and "nothing appended" in result.stderr
+    assert state(fleet) == before
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["cancel", "99"], 2),
+    (["cancel", "4"], 1),  # already final: refused, as without --dry-run
+    (["requeue", "5"], 1),
+    (["requeue", "4", "--all", "--queue", "qa"], 2),
+    (["agents", "evict", "nobody"], 2),
+    (["submit", "-q", "nope", "-t", "x"], 2),
+    (["submit", "--file", "bad.jsonl"], 2),
+    (["submit", "--file", "missing.jsonl"], 2),
+])
+def test_bad_input_is_refused_in_a_dry_run_too(fleet: InProcess, tmp_path: Path, args, code):
+    (tmp_path / "bad.jsonl").write_text('{"queue": "dev", "title": "fine"}\n{"queue": "dev"}\n')
+    before = state(fleet)
+    without = fleet(*args)
+    with_dry_run = fleet(*args, "--dry-run")
+    assert one_error_line(with_dry_run, code) == one_error_line(without, code)
+    assert state(fleet) == before

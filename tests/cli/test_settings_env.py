@@ -1,0 +1,40 @@
+"""`${VAR}` in sched.toml as a user meets it: `config show` names the variables and
+never prints a secret it filled in; an unset variable stops a command in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.conftest import FLEET, InProcess, ok, one_error_line, write_control
+
+TOML = ('database_url = "postgresql://sched:${PGPASSWORD}@${PGHOST:-db.internal}/sched"\n'
+        '[[webhooks]]\nurl = "https://hooks.example/in/${HOOK_TOKEN}"\nevents = ["task.failed"]\n')
+ENV = {"PGPASSWORD": "pg-s3cret", "HOOK_TOKEN": "hook-s3cret"}
+
+
+def test_config_show_names_the_variables_and_masks_the_secrets(tmp_path: Path, cli: InProcess):
+    write_control(tmp_path, FLEET)
+    (tmp_path / "sched.toml").write_text(TOML)
+    result = ok(cli("config", "show", "--json", env=ENV))
+    assert "s3cret" not in result.stdout + result.stderr
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["database_url"] == {
+        "value": "postgresql://sched:***@db.internal/sched", "source": "sched.toml",
+        "variables": ["PGPASSWORD"]}
+    assert settings["webhooks"] == {
+        "value": [{"url": "https://hooks.example/in/***", "events": ["task.failed"]}],
+        "source": "sched.toml", "variables": ["HOOK_TOKEN"]}
+    assert "variables" not in settings["lease_seconds"]
+
+    text = ok(cli("config", "show", env={**ENV, "COLUMNS": "400"}))
+    assert "s3cret" not in text.stdout + text.stderr
+    assert "${HOOK_TOKEN}" in text.stdout and "https://hooks.example/in/***" in text.stdout
+
+
+def test_an_unset_variable_exits_2_naming_it(tmp_path: Path, cli: InProcess):
+    write_control(tmp_path, FLEET)
+    (tmp_path / "sched.toml").write_text(TOML)
+    for args in (["config", "show", "--json"], ["status"]):
+        line = one_error_line(cli(*args, env={"HOOK_TOKEN": "x"}), 2)
+        assert "database_url: environment variable PGPASSWORD is not set" in line
