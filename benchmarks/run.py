@@ -26,6 +26,7 @@ from benchmarks import (
     bench_daemon,
     bench_postgres,
     bench_read,
+    bench_simulate,
     bench_start,
     bench_submit,
     bench_tick,
@@ -51,6 +52,8 @@ FIGURES: dict[str, Figure] = {
     "agent_start": bench_start.agent_start,
     "wrapper_memory": bench_start.wrapper_memory,
     "daemon_throughput": bench_start.daemon_throughput,
+    "simulate_day": bench_simulate.simulate_day,
+    "simulate_memory": bench_simulate.simulate_memory,
     "pg_single_submit": bench_postgres.pg_single_submit,
     "pg_claims_4": bench_postgres.pg_claims_4,
     "pg_claims_8": bench_postgres.pg_claims_8,
@@ -59,7 +62,7 @@ FIGURES: dict[str, Figure] = {
 }
 # cheap at --size small: the smoke test runs these (no extra processes)
 CHEAP = ["batch_submit", "single_submit", "single_submit_durable", "tick_assign", "tick_idle",
-         "status", "rebuild"]
+         "status", "rebuild", "simulate_day"]
 # the push agents' start through a real daemon (the smoke test runs them too)
 START = ["agent_start", "wrapper_memory", "daemon_throughput"]
 # the same on PostgreSQL (they start a throwaway cluster: the smoke test runs them
@@ -81,6 +84,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "daemon_interval": 0.2,
         "start_agents": 20, "start_hold_seconds": 2.0,
         "throughput_tasks": 1_000, "throughput_slots": 20,
+        "sim_tasks": 100_000, "sim_agents": 100,
     },
     "small": {
         "batch_tasks": 2_000,
@@ -96,6 +100,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "daemon_interval": 0.2,
         "start_agents": 10, "start_hold_seconds": 1.0,
         "throughput_tasks": 50, "throughput_slots": 10,
+        "sim_tasks": 2_000, "sim_agents": 10,
     },
 }
 

@@ -148,10 +148,16 @@ class _Simulation:
         self.fleet = {a.name: a for a in scenario.agents if a.enabled}
         self.types: dict[str, list[FleetAgent]] = {}
         self.free_slots: dict[str, int] = {}  # type -> free slots of its agents
+        # each type's agents as plan() sees them, rebuilt one by one as their load changes
+        self.views: dict[str, list[AgentView]] = {}
+        self.places: dict[str, int] = {}  # agent -> its index in its type's views
         for agent in self.fleet.values():
             self.types.setdefault(agent.type, []).append(agent)
             self.free_slots[agent.type] = self.free_slots.get(agent.type, 0) + agent.capacity
             self.run.agents[agent.name] = AgentFigures(agent.type, agent.capacity)
+            views = self.views.setdefault(agent.type, [])
+            self.places[agent.name] = len(views)
+            views.append(AgentView(agent.name, agent.type, agent.capacity, True, True, None))
         self.records: dict[tuple[str, str], tuple[int, int]] = {}
         self.timeline: list[tuple[float, int, str, int, int]] = []  # (at, order, kind, task, attempt)
         self.order = count()
@@ -292,17 +298,22 @@ class _Simulation:
             wanted = self.free_slots.get(queue, 0)
             if not self.ready_count[queue] or not wanted:
                 continue
-            pool = [AgentView(a.name, a.type, a.capacity, True, True, None, assigned=self.load[a.name])
-                    for a in self.types[queue]]
             limit = wanted
             while True:
                 candidates, exhausted = self._candidates(queue, limit, now)
-                decisions = plan(pool, candidates, moment, self.scenario.plan_policy, self.records)
+                # busy agents change no choice plan() makes, except through failover (a
+                # task skips the agents it failed on while another agent of the type
+                # exists, busy or not): they are left out unless a candidate failed before
+                everyone = any(t.excluded for t in candidates)
+                pool = self.views[queue] if everyone else [
+                    v for v in self.views[queue] if v.assigned < v.capacity]
+                decisions = plan(pool, candidates, moment, self.scenario.plan_policy, self.records,
+                                 explain=False)
                 if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
                     break
                 limit *= 2
             for decision in decisions:
-                self._assign(decision.task_id, decision.agent, decision.decision.waited_seconds, now)
+                self._assign(decision.task_id, decision.agent, now)
                 assigned = True
         return assigned
 
@@ -338,6 +349,13 @@ class _Simulation:
         task = self.tasks.get(task_id)
         return task is not None and task.ready and task.ready_at == since
 
+    def _loaded(self, name: str, change: int) -> None:
+        agent = self.fleet[name]
+        self.load[name] += change
+        self.free_slots[agent.type] -= change
+        self.views[agent.type][self.places[name]] = AgentView(
+            agent.name, agent.type, agent.capacity, True, True, None, assigned=self.load[name])
+
     def _view(self, task_id: int, task: _Task, now: float) -> TaskView:
         ready_at = to_text(_moment(task.ready_at))
         return TaskView(
@@ -349,14 +367,14 @@ class _Simulation:
             idempotency_key=None, task_type=task.task_type, submitted_seq=task.seq,
             submitted_at=ready_at, updated_at=ready_at, ready_at=ready_at)
 
-    def _assign(self, task_id: int, agent: str, waited: float, now: float) -> None:
+    def _assign(self, task_id: int, agent: str, now: float) -> None:
         task = self.tasks[task_id]
+        waited = round(now - task.ready_at, 6)  # as `plan.waited_seconds` counts a queued task
         task.ready = False
         self.ready_count[task.queue] -= 1
         task.status, task.agent = "assigned", agent
         task.attempt += 1
-        self.load[agent] += 1
-        self.free_slots[self.fleet[agent].type] -= 1
+        self._loaded(agent, +1)
         run = self.workload.attempt(task_id, task.attempt)
         task.started_at = now + run.start_delay
         self.run.queue(task.queue).waits.append(waited)
@@ -369,8 +387,7 @@ class _Simulation:
     def _release(self, task: _Task, now: float) -> str:
         agent = task.agent
         assert agent is not None
-        self.load[agent] -= 1
-        self.free_slots[self.fleet[agent].type] += 1
+        self._loaded(agent, -1)
         figures = self.run.agents[agent]
         busy = max(0.0, now - task.started_at)
         figures.busy_seconds += busy
