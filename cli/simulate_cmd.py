@@ -81,7 +81,7 @@ def _print(doc: dict[str, Any]) -> None:
         off = fidelity["difference_percent"]
         out.print(literal(f"fidelity: mean wait recorded {human_duration(fidelity['wait_mean_recorded'])}, "
                           f"baseline simulated {human_duration(fidelity['wait_mean_simulated'])}"
-                          + (f" ({off:+g}%)" if off is not None else "")))
+                          + (f" ({'+' if off > 0 else ''}{off:g}%)" if off is not None else "")))
     sides = [("baseline", doc["baseline"])] + ([("what-if", doc["whatif"])] if doc["whatif"] else [])
     table = Table(box=None, pad_edge=False)
     table.add_column("")
