@@ -112,12 +112,13 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
 
 def explain_command(
     task_id: Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)],
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
-    """Why a task went to its agent, and why not earlier, from the decisions in the log."""
+    """Why a task went to its agent, and why not earlier, from the decisions in the log;
+    for a task still waiting, which agents cannot take it now and why."""
     from scheduler.explain import explain
 
-    doc = explain(workspace(home, db), task_id)
+    doc = explain(workspace(home, db, agents), task_id)
     if json_out:
         emit_json(doc)
         return
@@ -132,8 +133,9 @@ def explain_command(
         out.print(literal(f"  why {a['agent']}: {a['why_this_agent']}"))
         decision = a["decision"]
         if decision:
-            shown = ", ".join(f"{c['agent']} ({c['free']} free, load {c['load']}, record "
-                              f"{c['success_rate']:.2f})" for c in decision["candidates"])
+            shown = ", ".join(f"{c['agent']} ({c['free']} free, load {c['load']}, weight "
+                              f"{c.get('weight', 1):g}, record {c['success_rate']:.2f})"
+                              for c in decision["candidates"])
             more = decision["candidates_total"] - len(decision["candidates"])
             out.print(literal(f"  candidates: {shown}" + (f" and {more} more" if more > 0 else "")))
             for p in decision["passed_over"]:
@@ -146,3 +148,14 @@ def explain_command(
             out.print(literal(f"  not earlier: {reason}"))
     if not doc["assignments"]:
         out.print("never assigned yet")
+    now = doc["now"]
+    if now is not None:
+        out.print()
+        needs = f", requires {', '.join(now['requires'])}" if now["requires"] else ""
+        out.print(literal((f"now: {now['status']}", "bold"), needs))
+        if now["unplaceable"]:
+            out.print(literal(("  can never be taken: ", "red"), now["unplaceable"]))
+        for a in now["agents"]:
+            hours = f"; hours {'; '.join(a['hours'])}" if a["hours"] else ""
+            out.print(literal(f"  {a['agent']} (weight {a['weight']:g}{hours}): "
+                              f"{a['why_not'] or 'could take it'}"))

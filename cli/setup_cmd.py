@@ -103,10 +103,13 @@ def validate_command(
 def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
                  agents: AgentsOpt = None) -> None:
     """Agents of the control file with type, capacity, load and free slots."""
+    from scheduler.hours import is_available
+
     ws = workspace(home, db, agents)
     control = ws.registry().control
     with ws.read() as (_log, views):
         loads = {a.name: a for a in views.all_agents()}
+    now = ws.clock.now()
     rows = {}
     for spec in control.agents:
         seen = loads.get(spec.name)
@@ -114,14 +117,19 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
         free = max(spec.capacity - assigned - running, 0) if spec.enabled else 0
         rows[spec.name] = {"type": spec.type, "capacity": spec.capacity,
                            "enabled": spec.enabled, "assigned": assigned, "running": running,
-                           "free": free, "command": list(spec.command) if spec.command else None}
+                           "free": free, "command": list(spec.command) if spec.command else None,
+                           "capabilities": list(spec.capabilities), "weight": spec.weight,
+                           "hours": list(spec.hours), "available": is_available(spec.hours, now)}
     if json_out:
         emit_json({"agents": rows, "path": str(control.path)})
         return
-    table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free")
+    table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free", "weight",
+                  "capabilities", "hours")
     for name, r in rows.items():
+        hours = "; ".join(r["hours"]) + ("" if r["available"] else " (off now)") if r["hours"] else "always"
         table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), "yes" if r["enabled"] else "no",
-                      str(r["assigned"]), str(r["running"]), str(r["free"]))
+                      str(r["assigned"]), str(r["running"]), str(r["free"]), f"{r['weight']:g}",
+                      literal(", ".join(r["capabilities"]) or "-"), literal(hours))
     console().print(table)
 
 

@@ -50,6 +50,8 @@ def submit_command(
         "--after", help="Run only after this task succeeds (repeatable).")] = None,
     requires_approval: Annotated[bool, typer.Option(
         "--requires-approval", help="Wait for `sched approve` before joining the queue.")] = False,
+    requires: Annotated[str | None, typer.Option(
+        "--requires", help="Capabilities the agent must have, comma-separated: browser,gpu.")] = None,
     file: Annotated[Path | None, typer.Option(
         "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
     dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
@@ -66,7 +68,8 @@ def submit_command(
             ("--queue", queue), ("--title", title), ("--priority", priority), ("--assignee", assignee),
             ("--payload", payload), ("--max-attempts", max_attempts), ("--not-before", not_before),
             ("--delay", delay), ("--idempotency-key", idempotency_key), ("--after", after),
-            ("--requires-approval", requires_approval), ("--type", task_type)) if value]
+            ("--requires-approval", requires_approval), ("--type", task_type),
+            ("--requires", requires)) if value]
         if given:
             raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
         batch = read_batch(file)
@@ -91,7 +94,8 @@ def submit_command(
     raw = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
            "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
            "not_before": not_before, "idempotency_key": idempotency_key,
-           "requires_approval": requires_approval, "after": after or [], "type": task_type}
+           "requires_approval": requires_approval, "after": after or [], "type": task_type,
+           "requires": [c.strip() for c in requires.split(",")] if requires is not None else []}
     (result,) = submit(ws, [parse_spec(raw, "submit")], None, trial)
     if json_out:
         emit_json(dry_run_doc({"task_id": result.task_id, "created": result.created}, trial))
@@ -122,6 +126,9 @@ def tasks_command(
     dead = any(t.dead_reason for t in found)
     if dead:
         columns.append("why dead")  # e.g. the task it runs after ended dead
+    never = any(figures[t.task_id]["unplaceable"] for t in found)
+    if never:
+        columns.append("never taken")  # no agent of the control file has what it requires
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
@@ -138,6 +145,8 @@ def tasks_command(
                f"{pick['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
         if dead:
             row.append(t.dead_reason or "")
+        if never:
+            row.append(pick["unplaceable"] or "")
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
@@ -205,7 +214,8 @@ def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
                        ("deadline", "deadline"), ("log", "log_path")):
         if doc[key] is not None:
             lines.append((label, str(doc[key])))
-    for label, key in (("waits on", "waiting_on"), ("blocks", "blocks"), ("excluded", "excluded")):
+    for label, key in (("waits on", "waiting_on"), ("blocks", "blocks"), ("excluded", "excluded"),
+                       ("requires", "requires")):
         if doc[key]:
             lines.append((label, ", ".join(map(str, doc[key]))))
     lines += [(label, doc[key]) for label, key in (

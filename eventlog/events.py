@@ -47,8 +47,11 @@ class Event(BaseModel):
 
 
 class TaskSubmitted(Event):
-    """A task entered its queue (or waits for approval)."""
+    """A task entered its queue (or waits for approval).
 
+    Version 2 adds `requires`: capabilities an agent must have to take it."""
+
+    schema_version: int = 2
     type: Literal["TaskSubmitted"] = "TaskSubmitted"
     task_id: TaskId
     queue: str
@@ -62,6 +65,7 @@ class TaskSubmitted(Event):
     requires_approval: bool = False
     after: tuple[TaskId, ...] = ()  # tasks that must succeed before this one may start
     task_type: str | None = None  # kind of work, for affinity (agents' success records)
+    requires: tuple[str, ...] = ()  # (v2) capabilities the agent taking it must have
 
 
 class CandidateAgent(BaseModel):
@@ -73,6 +77,7 @@ class CandidateAgent(BaseModel):
     free: int  # its free slots at that moment
     load: int
     success_rate: float  # smoothed record at the task's type (0.5 when untyped or unknown)
+    weight: float = 1.0  # (TaskAssigned v3) its weight in the control file then
 
 
 class PassedOverAgent(BaseModel):
@@ -105,9 +110,10 @@ class AssignmentDecision(BaseModel):
 class TaskAssigned(Event):
     """A tick (or a claim) reserved a slot of `agent` for this attempt of the task.
 
-    Version 2 adds `decision` (None on version 1 events and on claims)."""
+    Version 2 adds `decision` (None on version 1 events and on claims); version 3 adds
+    each candidate's `weight` (1 on older events: weights did not exist)."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["TaskAssigned"] = "TaskAssigned"
     task_id: TaskId
     agent: str
@@ -287,14 +293,18 @@ class AgentRecord(BaseModel):
     timeout_seconds: float | None = None  # an exec run longer than this is stopped
     non_retryable_exit_codes: tuple[int, ...] = ()  # exit codes that dead-letter at once
     host: str | None = None  # (v2) only a runner on this host starts its command
+    capabilities: tuple[str, ...] = ()  # (v3) what tasks may require of it
+    weight: float = 1.0  # (v3) preference among agents with equally many free slots
+    hours: tuple[str, ...] = ()  # (v3) availability windows; none: always available
 
 
 class AgentsConfigured(Event):
     """The agent control file changed (or was first seen): this is the fleet from now on.
 
-    Version 2 adds each agent's `host`: the host a push agent is pinned to."""
+    Version 2 adds each agent's `host`: the host a push agent is pinned to; version 3
+    its `capabilities`, `weight` and working `hours`."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["AgentsConfigured"] = "AgentsConfigured"
     agents: tuple[AgentRecord, ...]
     content_hash: str
@@ -417,7 +427,9 @@ def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
 # then refuses it with "upgrade sched" instead of a confusing field error) and an
 # `_unchanged` upcaster.
 _UPCASTERS: dict[tuple[str, int], Any] = {
+    ("TaskSubmitted", 1): _unchanged,  # v2: + requires
     ("TaskAssigned", 1): _unchanged,  # v2: + decision
+    ("TaskAssigned", 2): _unchanged,  # v3: + decision.candidates[].weight
     ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 2): _unchanged,  # v3: + reason "evicted"
@@ -425,6 +437,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("LeaseExpired", 1): _unchanged,  # v2: + detail
     ("TaskRequeued", 1): _unchanged,  # v2: + reasons "evicted", "released"; + detail
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
+    ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
 }
 
 

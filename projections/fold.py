@@ -69,6 +69,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             idempotency_key=event.idempotency_key, task_type=event.task_type, submitted_seq=seq,
             submitted_at=at, updated_at=at,
             ready_at=None if event.requires_approval else ready_time(at, event.not_before),
+            requires=event.requires,
         )
     if task is None:
         raise CorruptLog(f"event seq {seq} ({event.type}) names a task never submitted")  # type: ignore[attr-defined]
@@ -312,6 +313,7 @@ def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[
             non_retryable_exit_codes=canonical_json(list(spec.non_retryable_exit_codes)),
             assigned=prior.assigned if prior else 0, running=prior.running if prior else 0,
             out_of_service=prior.out_of_service if prior else None,
+            capabilities=spec.capabilities, weight=spec.weight, hours=spec.hours,
         ))
     for name, prior in old.items():
         if name not in declared and prior.configured:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 # SQLAlchemy's expression language, which (with the tables) is loaded on first use.
 
 _TASK_FIELDS = [f.name for f in fields(TaskView)]
-_TUPLE_FIELDS = ("excluded", "waiting_on", "blocks")  # stored as JSON lists
+_TUPLE_FIELDS = ("excluded", "waiting_on", "blocks", "requires")  # stored as JSON lists
+_AGENT_TUPLE_FIELDS = ("capabilities", "hours")
 _AGENT_FIELDS = [f.name for f in fields(AgentView)]
 _OUTCOME_FIELDS = [f.name for f in fields(Outcome)]
 _CAPACITY_FIELDS = [f.name for f in fields(CapacityChange)]
@@ -71,6 +72,13 @@ def task_from_row(row: Iterable[object]) -> TaskView:
 def agent_from_row(row: Iterable[object]) -> AgentView:
     values = dict(zip(_AGENT_FIELDS, row, strict=True))
     values["enabled"], values["configured"] = bool(values["enabled"]), bool(values["configured"])
+    for name in _AGENT_TUPLE_FIELDS:
+        try:
+            values[name] = tuple(json.loads(values[name]))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as e:
+            raise DamagedProjection(
+                f"the row of agent {values['name']} in the agents table is damaged ({name} is not a "
+                "JSON list): `sched rebuild` rebuilds the projections from the log") from e
     return AgentView(**values)  # type: ignore[arg-type]
 
 
@@ -84,7 +92,8 @@ def _task_params(task: TaskView) -> tuple[object, ...]:
 
 
 def _agent_params(agent: AgentView) -> tuple[object, ...]:
-    return tuple(getattr(agent, name) for name in _AGENT_FIELDS)
+    return tuple(_json_list(getattr(agent, name)) if name in _AGENT_TUPLE_FIELDS else getattr(agent, name)
+                 for name in _AGENT_FIELDS)
 
 
 _TASK_ROW = (*_TASK_FIELDS, "unblocks")
@@ -375,6 +384,16 @@ class SqlProjection:
         ((count, oldest),) = self.txn.rows("tasks", ("count(*)", "min(ready_at)"),
                                            [("status", "=", "queued"), ("ready_at", "<=", now)])
         return count, oldest  # type: ignore[return-value]
+
+    def waiting_requirements(self) -> list[tuple[str, str | None, tuple[str, ...], int, int]]:
+        """The tasks not yet assigned (awaiting approval, blocked or queued) that require
+        capabilities, grouped: (queue, assignee, requires, how many, the lowest task id).
+        Reads the waiting tasks by `ix_tasks_deadline`: a health check's cost."""
+        self.flush()
+        found = self.txn.rows("tasks", ("queue", "assignee", "requires", "count(*)", "min(task_id)"),
+                              [("status", "in", ("awaiting_approval", "blocked", "queued")),
+                               ("requires", "!=", "[]")], group=("queue", "assignee", "requires"))
+        return [(q, a, tuple(json.loads(r)), n, first) for q, a, r, n, first in found]  # type: ignore[misc, arg-type]
 
     def oldest_queued(self, queue: str) -> str | None:
         """Since when the longest-waiting queued task of `queue` has been ready."""

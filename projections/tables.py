@@ -56,6 +56,7 @@ class TaskRow(SQLModel, table=True):
     progress_message: str | None = None
     progress_at: str | None = None
     payload_bytes: int = Field(default=0, sa_type=Int64)
+    requires: str = "[]"  # JSON list of capability names
 
 
 _TASKS = TaskRow.__table__  # type: ignore[attr-defined]
@@ -93,6 +94,9 @@ class AgentRow(SQLModel, table=True):
     assigned: int = 0
     running: int = 0
     out_of_service: str | None = None
+    capabilities: str = "[]"  # JSON list
+    weight: float = 1.0
+    hours: str = "[]"  # JSON list of availability windows
 
 
 class QueueCountRow(SQLModel, table=True):

@@ -8,7 +8,7 @@ from typing import Literal
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 9
+PROJECTION_SCHEMA = 10
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
@@ -66,6 +66,7 @@ class TaskView:
     progress_message: str | None = None
     progress_at: str | None = None
     payload_bytes: int = 0  # size of the payload's JSON: listings show it without loading it
+    requires: tuple[str, ...] = ()  # capabilities an agent must have to take it
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,9 @@ class AgentView:
     assigned: int = 0
     running: int = 0
     out_of_service: str | None = None  # "drained" or "evicted" by an operator, until restored
+    capabilities: tuple[str, ...] = ()  # what tasks may require of it (sorted)
+    weight: float = 1.0  # among agents with equally many free slots, the heavier is preferred
+    hours: tuple[str, ...] = ()  # availability windows (scheduler.hours); none: always
 
     @property
     def load(self) -> int:

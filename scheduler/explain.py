@@ -8,6 +8,7 @@ from the log alone: the task's own stream, the decision recorded in each
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from eventlog.errors import NotFound
@@ -34,6 +35,9 @@ from eventlog.events import (
 )
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
+from projections.views import AgentView, TaskView
+from scheduler.fit import never_fits, unfit
+from scheduler.hours import is_available
 from scheduler.workspace import Workspace
 
 
@@ -93,14 +97,18 @@ def why_this_agent(event: TaskAssigned) -> str:
     if best.free != runner.free:
         return (f"{best.agent} had the most free slots ({best.free}; next {runner.agent} with "
                 f"{runner.free})")
+    if best.weight != runner.weight:
+        return (f"tied on free slots ({best.free}) with {runner.agent}; {best.agent} has the higher "
+                f"weight ({best.weight:g} vs {runner.weight:g})")
     if best.success_rate != runner.success_rate:
-        return (f"tied on free slots ({best.free}) with {runner.agent}; {best.agent} has the better "
-                f"success record at this type of task ({best.success_rate:.2f} vs "
+        return (f"tied on free slots ({best.free}) and weight with {runner.agent}; {best.agent} has the "
+                f"better success record at this type of task ({best.success_rate:.2f} vs "
                 f"{runner.success_rate:.2f})")
     if best.load != runner.load:
-        return (f"tied on free slots and record with {runner.agent}; {best.agent} had the lower "
+        return (f"tied on free slots, weight and record with {runner.agent}; {best.agent} had the lower "
                 f"load ({best.load} vs {runner.load})")
-    return f"tied with {runner.agent} on free slots, record and load; {best.agent} comes first by name"
+    return (f"tied with {runner.agent} on free slots, weight, record and load; {best.agent} comes "
+            "first by name")
 
 
 def why_not_earlier(assigned: Recorded, decision: AssignmentDecision | None,
@@ -202,10 +210,50 @@ def explain_history(task_history: Sequence[Recorded],
             "assignments": assignments}
 
 
+WAITING_STATUSES = ("awaiting_approval", "blocked", "queued")
+
+
+def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> dict[str, Any] | None:
+    """For a task not yet assigned: whether any agent of the control file can ever take
+    it (`unplaceable`: why not, else None) and, per agent of its type, its weight,
+    capabilities and working hours, and why it cannot take the task now (`why_not`,
+    None if it could, once the task is ready)."""
+    if task.status not in WAITING_STATUSES:
+        return None
+    rows = []
+    for agent in sorted(agents, key=lambda a: a.name):
+        if not agent.configured or agent.type != task.queue:
+            continue
+        why: str | None
+        if task.assignee is not None and agent.name != task.assignee:
+            why = f"the task is directed at {task.assignee}"
+        elif not agent.enabled:
+            why = "disabled in the control file"
+        elif agent.out_of_service is not None:
+            why = f"{agent.out_of_service} by an operator"
+        elif (unfit_now := unfit(agent.capabilities, agent.hours, task, now)) is not None:
+            why = unfit_now
+        elif agent.free <= 0:
+            why = f"no free slot (load {agent.load})"
+        else:
+            why = None
+        rows.append({"agent": agent.name, "weight": agent.weight,
+                     "capabilities": list(agent.capabilities), "hours": list(agent.hours),
+                     "available": is_available(agent.hours, now), "why_not": why})
+    return {"status": task.status, "requires": list(task.requires),
+            "unplaceable": never_fits(agents, task), "agents": rows}
+
+
 def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
-    with ws.read() as (log, _views):
+    from scheduler.queries import current_fleet
+
+    with ws.read() as (log, views):
         history = log.read_stream(f"task-{task_id}")
         if not history:
             raise NotFound(f"no task {task_id}")
         scheduler_history = log.read_stream("scheduler")
-    return explain_history(history, scheduler_history)
+        task = views.get_task(task_id)
+        fleet = current_fleet(ws, views) if task is not None and task.status in WAITING_STATUSES else []
+    doc = explain_history(history, scheduler_history)
+    doc["now"] = waiting_now(task, fleet, ws.clock.now()) if task is not None else None
+    return doc

@@ -17,6 +17,8 @@ from typing import Any
 from eventlog.errors import ControlFileError, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
+from projections.views import AgentView, TaskView
+from scheduler.queries import current_fleet
 from scheduler.settings import Settings
 from scheduler.tick_runs import last_tick_at
 from scheduler.workspace import Workspace
@@ -106,6 +108,36 @@ def check_lease_expiries(settings: Settings, expiries: int) -> Check:
                  f"{settings.health_expiries_unhealthy} in the last {settings.health_window_seconds:g} s")
     status = grade(expiries, settings.health_expiries_degraded, settings.health_expiries_unhealthy)
     return Check("lease_expiries", status, f"{expiries} leases expired", threshold)
+
+
+def check_unplaceable(agents: list[AgentView],
+                      waiting: list[tuple[str, str | None, tuple[str, ...], int, int]]) -> Check:
+    """Degraded while some waiting task requires capabilities no agent of its type (or
+    its assignee) in the control file has: it would otherwise wait silently for ever."""
+    from scheduler.fit import never_fits
+
+    threshold = "degraded while a waiting task requires capabilities no agent of its type has"
+    stuck = []
+    for queue, assignee, requires, count, first in waiting:
+        probe = _probe(queue, assignee, requires, first)
+        why = never_fits(agents, probe)
+        if why is not None:
+            stuck.append((count, f"{count} in {queue} (e.g. task {first}): {why}"))
+    if not stuck:
+        return Check("unplaceable", "healthy", "every waiting task has an agent able to take it", threshold)
+    total = sum(n for n, _ in stuck)
+    return Check("unplaceable", "degraded", f"{total} task(s) can never be taken: "
+                 + "; ".join(text for _, text in stuck), threshold)
+
+
+def _probe(queue: str, assignee: str | None, requires: tuple[str, ...], task_id: int) -> TaskView:
+    """A stand-in task with the fields `never_fits` reads."""
+    return TaskView(task_id=task_id, queue=queue, title="", priority=0, assignee=assignee, payload=None,
+                    status="queued", attempt=0, attempt_floor=0, max_attempts=1, agent=None,
+                    not_before=None, deadline=None, token_hash=None, pid=None, host=None,
+                    log_path=None, excluded=(), cancelling=False, waiting_on=(), blocks=(),
+                    doomed_by=None, last_error=None, idempotency_key=None, task_type=None,
+                    submitted_seq=0, submitted_at="", updated_at="", requires=requires)
 
 
 def check_control_file(ws: Workspace) -> Check:
@@ -204,11 +236,14 @@ def database_checks(ws: Workspace, now: datetime) -> list[Check]:
         expired = views.count_outcomes(window_start, ("expired",))
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
+        waiting = views.waiting_requirements()
+        fleet = current_fleet(ws, views) if waiting else []
     return [
         check_last_tick(settings, last, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
+        check_unplaceable(fleet, waiting),
         check_integrity(ws.db.integrity_check()),
     ]

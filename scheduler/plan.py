@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
+from scheduler.fit import hours_text, missing
+from scheduler.hours import is_available
 
 if TYPE_CHECKING:  # `tasks` orders with this module without loading the event models
     from eventlog.events import TaskAssigned
@@ -86,6 +88,10 @@ class _Slot:
     name: str
     free: int
     load: int
+    weight: float = 1.0
+    capabilities: tuple[str, ...] = ()
+    hours: tuple[str, ...] = ()
+    available: bool = True  # within its working hours now
 
 
 DECISION_LIST_CAP = 8  # candidates and passed-over agents recorded per assignment
@@ -107,21 +113,23 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
          policy: PlanPolicy = PlanPolicy(), records: Records | None = None, *,
          explain: bool = True) -> list[TaskAssigned]:
     """Assign ready tasks, best first, each to the eligible agent of its queue's type
-    with the most free slots (ties: the best success record at the task's type, then
-    the lowest load, then the name). `explain=False` leaves out the recorded decision
-    (`sched simulate` needs only who gets what, a hundred thousand times)."""
+    with the most free slots (ties: the highest weight, then the best success record
+    at the task's type, then the lowest load, then the name). Eligible: it has every
+    capability the task requires and `now` is within its working hours. `explain=False`
+    leaves out the recorded decision (`sched simulate` needs only who gets what, a
+    hundred thousand times)."""
     from eventlog.events import AssignmentDecision, CandidateAgent, PassedOverAgent, TaskAssigned
 
     now_text = to_text(now)
     start_by = now + timedelta(seconds=policy.start_deadline_seconds)
     records = records or {}
     pools: dict[str, list[_Slot]] = {}
-    active: dict[str, set[str]] = {}  # type -> enabled agent names, busy or not
     off: dict[str, list[str]] = {}  # type -> agents disabled or gone from the control file
     for agent in agents:
         if agent.enabled and agent.configured:
-            active.setdefault(agent.type, set()).add(agent.name)
-            pools.setdefault(agent.type, []).append(_Slot(agent.name, agent.free, agent.load))
+            pools.setdefault(agent.type, []).append(_Slot(
+                agent.name, agent.free, agent.load, agent.weight, agent.capabilities, agent.hours,
+                is_available(agent.hours, now)))
         else:
             off.setdefault(agent.type, []).append(agent.name)
     decisions = []
@@ -133,7 +141,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
             rates[task.task_type] = {s.name: round(success_rate(records, s.name, task.task_type), 4)
                                      for slots in pools.values() for s in slots}
         rate = rates[task.task_type]
-        ranked, passed_over = _rank(pool, task, active.get(task.queue, set()), rate, policy.claimant)
+        ranked, passed_over = _rank(pool, task, rate, policy.claimant)
         if not ranked:
             continue
         slot = ranked[0]
@@ -150,7 +158,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
             priority=task.priority, effective_priority=effective_priority(task, now, policy),
             waited_seconds=round(waited_seconds(task, now), 6),
             candidates=tuple(CandidateAgent.model_construct(agent=s.name, free=s.free, load=s.load,
-                                                            success_rate=rate[s.name])
+                                                            success_rate=rate[s.name], weight=s.weight)
                              for s in ranked[:DECISION_LIST_CAP]),
             candidates_total=len(ranked),
             passed_over=tuple(PassedOverAgent.model_construct(agent=name, why=why)
@@ -164,19 +172,26 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     return decisions
 
 
-def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str], rate: Mapping[str, float],
+def _rank(pool: Sequence[_Slot], task: TaskView, rate: Mapping[str, float],
           claimant: str | None) -> tuple[list[_Slot], list[tuple[str, str]]]:
     """The agents that may take the task now, best first, and those of its type that
-    may not, with why (`rate`: each agent's success rate at the task's type)."""
-    failover = task.assignee is None and bool(active - set(task.excluded))
+    may not, with why (`rate`: each agent's success rate at the task's type). Weight
+    only orders agents with equally many free slots: it never outranks a free slot."""
+    lacks = {s.name: missing(s.capabilities, task.requires) for s in pool} if task.requires else {}
+    capable = {s.name for s in pool if not lacks.get(s.name)}
+    # agents that failed this task are skipped while another capable agent of the type exists
+    failover = task.assignee is None and bool(capable - set(task.excluded))
     eligible, passed_over = [], []
     for s in pool:
         if claimant is not None and s.name != claimant:
             why = f"not asking: {claimant} claimed work for itself"
         elif task.assignee is not None and s.name != task.assignee:
             why = f"the task is directed at {task.assignee}"
+        elif lacks.get(s.name):
+            why = f"lacks capability {', '.join(lacks[s.name])}"
+        elif not s.available:
+            why = f"outside its working hours ({hours_text(s.hours)})"
         elif failover and s.name in task.excluded:
-            # agents that failed this task are skipped while another agent of the type exists
             why = "an earlier attempt of the task failed on it"
         elif s.free <= 0:
             why = f"no free slot (load {s.load})"
@@ -184,5 +199,5 @@ def _rank(pool: Sequence[_Slot], task: TaskView, active: set[str], rate: Mapping
             eligible.append(s)
             continue
         passed_over.append((s.name, why))
-    eligible.sort(key=lambda s: (-s.free, -rate[s.name], s.load, s.name))
+    eligible.sort(key=lambda s: (-s.free, -s.weight, -rate[s.name], s.load, s.name))
     return eligible, passed_over

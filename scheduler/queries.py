@@ -14,7 +14,9 @@ from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
 from projections.views import VISIBLE_STATUSES, AgentView, TaskView
+from scheduler.fit import missing, never_fits
 from scheduler.gates import closed_gates
+from scheduler.hours import is_available
 from scheduler.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace, describe_pause
@@ -33,7 +35,7 @@ def task_dict(task: TaskView) -> dict[str, Any]:
         del values["payload"]
     else:
         values["payload"] = json.loads(task.payload)
-    for name in ("excluded", "waiting_on", "blocks"):
+    for name in ("excluded", "waiting_on", "blocks", "requires"):
         values[name] = list(getattr(task, name))
     values.pop("token_hash")
     return values
@@ -50,7 +52,8 @@ def result_of(events: list[Recorded]) -> Any:
 def agent_dict(agent: AgentView) -> dict[str, Any]:
     return {"type": agent.type, "capacity": agent.capacity, "enabled": agent.enabled,
             "configured": agent.configured, "assigned": agent.assigned,
-            "running": agent.running, "free": agent.free, "out_of_service": agent.out_of_service}
+            "running": agent.running, "free": agent.free, "out_of_service": agent.out_of_service,
+            "capabilities": list(agent.capabilities), "weight": agent.weight, "hours": list(agent.hours)}
 
 
 def event_dict(rec: Recorded) -> dict[str, Any]:
@@ -130,7 +133,8 @@ THROUGHPUT_WINDOW_SECONDS = 3600.0
 SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
 
 
-def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | None]:
+def estimated_starts(ws: Workspace, tasks: list[TaskView],
+                     fleet: list[AgentView] | None = None) -> dict[int, str | None]:
     """When each queued task may start. Walks the listed tasks in pick order, as a tick
     would place them: a ready task takes a free slot of an agent that may run it (of its
     queue's type, or its assignee; in service) if one is left, and starts at the next
@@ -144,13 +148,13 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
     now_text = to_text(now)
     queues = sorted({t.queue for t in tasks if t.status == "queued"})
     with ws.read() as (_log, views):
-        meta, agents = views.meta(), current_fleet(ws, views)
+        meta, agents = views.meta(), fleet if fleet is not None else current_fleet(ws, views)
         rates = {q: views.count_outcomes(now.timestamp() - THROUGHPUT_WINDOW_SECONDS, SLOT_FREEING, q)
                  / THROUGHPUT_WINDOW_SECONDS for q in queues}
     stopped = describe_pause(meta.get("paused"), ws.stop_file) is not None
     closed = closed_gates(meta)
     serving = {a.name: a for a in agents if a.in_service and a.capacity > 0}
-    free = {name: a.free for name, a in serving.items()}
+    free = {name: a.free if is_available(a.hours, now) else 0 for name, a in serving.items()}
     waiting: dict[str, int] = {}  # queue or agent -> ready tasks already waiting for a slot
     estimates: dict[int, str | None] = {}
     for task in tasks:  # already in pick order
@@ -158,11 +162,12 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
         if task.status != "queued" or stopped or task.queue in closed:
             continue
         able = [name for name, a in serving.items() if a.type == task.queue
-                and (task.assignee is None or name == task.assignee)]
+                and (task.assignee is None or name == task.assignee)
+                and not missing(a.capabilities, task.requires)]
         if not able:
             continue  # no agent in service can ever run it
         ready = task.not_before is None or task.not_before <= now_text
-        pool = task.assignee or task.queue
+        pool = task.assignee or task.queue + ("[" + ",".join(task.requires) + "]" if task.requires else "")
         best = max(able, key=lambda name: free[name])
         if free[best] > 0:  # a slot is free: it starts at the next tick (or at its not_before)
             if ready:
@@ -182,12 +187,21 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
 
 def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
     """Per task (in pick order): what decides its place in its queue, effective priority
-    and time waited, and when it may start (`estimated_starts`)."""
+    and time waited, when it may start (`estimated_starts`), and why no agent of the
+    control file can ever take it (`never_fits`; None for a task that is final or
+    held, or that some agent can take)."""
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
-    starts = estimated_starts(ws, tasks)
+    with ws.read() as (_log, views):
+        fleet = current_fleet(ws, views)
+    starts = estimated_starts(ws, tasks, fleet)
     return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),
-                        "estimated_start": starts[t.task_id]} for t in tasks}
+                        "estimated_start": starts[t.task_id],
+                        "unplaceable": never_fits(fleet, t) if t.status in WAITING_STATUSES else None}
+            for t in tasks}
+
+
+WAITING_STATUSES = ("awaiting_approval", "blocked", "queued")
 
 
 def small_payloads(ws: Workspace, tasks: list[TaskView], limit: int) -> dict[int, str]:

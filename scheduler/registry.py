@@ -18,12 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eventlog.errors import ControlFileError
 from eventlog.values import text_problem
+from scheduler.fit import capability_list
+from scheduler.hours import HoursError, parse_hours
 
 if TYPE_CHECKING:  # `status` reads the control file without loading the event models
     from eventlog.events import AgentRecord, AgentsConfigured
 
 MAX_CAPACITY = 1_000_000  # slots of one agent
 MAX_TIMEOUT_SECONDS = 365 * 86400.0
+MAX_WEIGHT = 1_000_000.0
 DEFAULT_AGENTS = [
     {"agentName": "dev-1", "agentType": "dev", "maxConcurrency": 2},
     {"agentName": "qa-1", "agentType": "qa", "maxConcurrency": 1},
@@ -47,6 +50,12 @@ class AgentSpec(BaseModel):
     # the host whose runner (daemon or tick) starts this agent's command; any host may
     # assign to it (None: the host that assigned starts it)
     host: str | None = Field(default=None, min_length=1, max_length=255)
+    # what tasks may require of it (`submit --requires`), checked and sorted
+    capabilities: tuple[str, ...] = ()
+    # among agents with equally many free slots, the one with the higher weight is preferred
+    weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
+    # availability windows (scheduler.hours): outside all of them it takes no new work
+    hours: tuple[str, ...] = ()
 
     @field_validator("name", "type", "host", mode="before")
     @classmethod
@@ -54,6 +63,26 @@ class AgentSpec(BaseModel):
         if isinstance(value, str) and (problem := text_problem(value)) is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capability_names(cls, value: object) -> object:
+        if not isinstance(value, list):
+            raise ValueError("capabilities must be a list of strings, e.g. [\"browser\", \"gpu\"]")
+        return capability_list(value)
+
+    @field_validator("hours", mode="before")
+    @classmethod
+    def _windows(cls, value: object) -> object:
+        windows = [value] if isinstance(value, str) else value
+        if not isinstance(windows, list) or not all(isinstance(w, str) for w in windows):
+            raise ValueError("hours must be a string such as \"Mon-Fri 08:00-18:00 Europe/Berlin\" "
+                             "or a list of such strings")
+        try:
+            parse_hours(windows)
+        except HoursError as e:
+            raise ValueError(str(e)) from None
+        return tuple(" ".join(w.split()) for w in windows)
 
     @field_validator("command")
     @classmethod
@@ -73,7 +102,8 @@ class AgentSpec(BaseModel):
                            command=tuple(self.command) if self.command is not None else None,
                            timeout_seconds=self.timeout_seconds,
                            non_retryable_exit_codes=tuple(self.non_retryable_exit_codes),
-                           host=self.host)
+                           host=self.host, capabilities=self.capabilities, weight=self.weight,
+                           hours=self.hours)
 
     def record_json(self) -> dict[str, object]:
         """`record().model_dump(mode="json")`, without building the event model (which
@@ -81,7 +111,8 @@ class AgentSpec(BaseModel):
         return {"name": self.name, "type": self.type, "capacity": self.capacity, "enabled": self.enabled,
                 "command": list(self.command) if self.command is not None else None,
                 "timeout_seconds": self.timeout_seconds,
-                "non_retryable_exit_codes": list(self.non_retryable_exit_codes), "host": self.host}
+                "non_retryable_exit_codes": list(self.non_retryable_exit_codes), "host": self.host,
+                "capabilities": list(self.capabilities), "weight": self.weight, "hours": list(self.hours)}
 
 
 @dataclass(frozen=True)
@@ -147,7 +178,7 @@ def parse_control_file(path: Path, text: str) -> ControlFile:
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "entry"
-            raise ControlFileError(f"{where}: {loc}: {err['msg']}") from e
+            raise ControlFileError(f"{where}: {loc}: {err['msg'].removeprefix('Value error, ')}") from e
         if spec.name in seen:
             raise ControlFileError(f"{path}: duplicate agentName {spec.name!r}")
         seen.add(spec.name)

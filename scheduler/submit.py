@@ -24,6 +24,7 @@ from pydantic import (
 from eventlog.errors import BadInput, Refused
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import SqlProjection
+from scheduler.fit import capability_list
 from scheduler.registry import AgentRegistry
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
@@ -50,6 +51,14 @@ class TaskSpec(BaseModel):
     requires_approval: StrictBool = False
     after: list[Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]] = []  # tasks that must succeed first
     task_type: StrictStr | None = Field(default=None, alias="type", min_length=1)
+    requires: tuple[str, ...] = ()  # capabilities the agent taking it must have (checked, sorted)
+
+    @field_validator("requires", mode="before")
+    @classmethod
+    def _capability_names(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            raise ValueError('must be a list of capability names, e.g. ["browser", "gpu"]')
+        return capability_list(value)
 
     @field_validator("not_before")
     @classmethod
@@ -187,7 +196,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                 max_attempts=spec.max_attempts or default_attempts[spec.queue],
                 not_before=spec.not_before, idempotency_key=key,
                 requires_approval=spec.requires_approval, after=tuple(spec.after),
-                task_type=spec.task_type))
+                task_type=spec.task_type, requires=spec.requires))
             if key:
                 keys[key] = (next_id, spec.queue)
             results.append(Submitted(next_id, created=True))

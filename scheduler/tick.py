@@ -43,6 +43,7 @@ from scheduler.gates import (
     gated_queues,
     record_gates,
 )
+from scheduler.hours import is_available
 from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import settle_failure
 from scheduler.queries import ordering_policy
@@ -297,7 +298,9 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     ones could not be placed, e.g. tasks directed at a busy agent or excluded from the
     free ones, so the cost follows the assignments made, not the backlog."""
     pool = [a for a in agents if a.type == queue]
-    free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)]
+    # an agent outside its working hours takes no new work: its free slots are not wanted
+    free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)
+                   and is_available(a.hours, now)]
     wanted = sum(a.free for a in free_agents)
     if policy.claimant is not None:
         wanted = min(wanted, 1)  # a claim takes one task

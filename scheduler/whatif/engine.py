@@ -30,12 +30,13 @@ import random
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import count
 
 from eventlog.timeutil import to_text
 from projections.views import AgentView, TaskView
+from scheduler.hours import is_available
 from scheduler.plan import PlanPolicy, plan
 from scheduler.policy import QueuePolicy, settle_failure
 from scheduler.whatif.facts import Fact, Workload
@@ -51,6 +52,9 @@ class FleetAgent:
     type: str
     capacity: int
     enabled: bool = True
+    capabilities: tuple[str, ...] = ()
+    weight: float = 1.0
+    hours: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class _Task:
     task_type: str | None
     max_attempts: int
     seq: int  # submission order
+    requires: tuple[str, ...] = ()
     status: str = "queued"  # queued (waiting or ready), awaiting_approval, blocked, assigned, done
     ready: bool = False
     ready_at: float = 0.0
@@ -157,13 +162,16 @@ class _Simulation:
             self.run.agents[agent.name] = AgentFigures(agent.type, agent.capacity)
             views = self.views.setdefault(agent.type, [])
             self.places[agent.name] = len(views)
-            views.append(AgentView(agent.name, agent.type, agent.capacity, True, True, None))
+            views.append(self._agent_view(agent, 0))
         self.records: dict[tuple[str, str], tuple[int, int]] = {}
         self.timeline: list[tuple[float, int, str, int, int]] = []  # (at, order, kind, task, attempt)
         self.order = count()
         self.submitted = count(1)
         self.wake = False
         self.stalled = False
+        # an agent's working hours opening is no event of its own: with hours in the fleet,
+        # interval ticks go on while work waits
+        self.keeps_hours = any(a.hours for a in self.fleet.values())
         self.next_sample: float | None = None
 
     # -- the clock -------------------------------------------------------------------
@@ -204,7 +212,7 @@ class _Simulation:
                 # a tick that assigns nothing while tasks are ready and slots free (each
                 # task directed at a busy or absent agent, or excluded) is not repeated
                 # until something happens
-                self.stalled = not self._tick(now)
+                self.stalled = not self._tick(now) and not self.keeps_hours
             self.run.ended_at = now
         self.run.unfinished = sum(self.open_count.values())
         return self.run
@@ -245,7 +253,8 @@ class _Simulation:
         assert arrival is not None
         policy = self.scenario.queue_policy(arrival.queue)
         task = _Task(arrival.at, arrival.queue, arrival.priority, arrival.assignee, arrival.task_type,
-                     arrival.max_attempts or policy.max_attempts, next(self.submitted))
+                     arrival.max_attempts or policy.max_attempts, next(self.submitted),
+                     requires=arrival.requires)
         self.tasks[arrival.task_id] = task
         self.run.queue(arrival.queue).arrived += 1
         self.open_count[arrival.queue] = self.open_count.get(arrival.queue, 0) + 1
@@ -296,6 +305,9 @@ class _Simulation:
         assigned = False
         for queue in sorted(self.ready_count):  # in the tick's order
             wanted = self.free_slots.get(queue, 0)
+            if wanted and self.keeps_hours:  # as the tick: slots outside working hours are not wanted
+                wanted = sum(v.capacity - v.assigned for v in self.views[queue]
+                             if v.assigned < v.capacity and is_available(v.hours, moment))
             if not self.ready_count[queue] or not wanted:
                 continue
             limit = wanted
@@ -353,8 +365,12 @@ class _Simulation:
         agent = self.fleet[name]
         self.load[name] += change
         self.free_slots[agent.type] -= change
-        self.views[agent.type][self.places[name]] = AgentView(
-            agent.name, agent.type, agent.capacity, True, True, None, assigned=self.load[name])
+        self.views[agent.type][self.places[name]] = self._agent_view(agent, self.load[name])
+
+    @staticmethod
+    def _agent_view(agent: FleetAgent, load: int) -> AgentView:
+        return AgentView(agent.name, agent.type, agent.capacity, True, True, None, assigned=load,
+                         capabilities=agent.capabilities, weight=agent.weight, hours=agent.hours)
 
     def _view(self, task_id: int, task: _Task, now: float) -> TaskView:
         ready_at = to_text(_moment(task.ready_at))
@@ -365,7 +381,7 @@ class _Simulation:
             pid=None, host=None, log_path=None, excluded=tuple(task.excluded), cancelling=False,
             waiting_on=(), blocks=tuple(task.blocks), doomed_by=None, last_error=None,
             idempotency_key=None, task_type=task.task_type, submitted_seq=task.seq,
-            submitted_at=ready_at, updated_at=ready_at, ready_at=ready_at)
+            submitted_at=ready_at, updated_at=ready_at, ready_at=ready_at, requires=task.requires)
 
     def _assign(self, task_id: int, agent: str, now: float) -> None:
         task = self.tasks[task_id]
@@ -483,7 +499,8 @@ def simulate(workload: Workload, scenario: Scenario, *, keep_order: bool = False
 
 def fleet_of(agents: Sequence[object]) -> tuple[FleetAgent, ...]:
     """The fleet of control file entries (`registry.AgentSpec`)."""
-    return tuple(FleetAgent(a.name, a.type, a.capacity, a.enabled)  # type: ignore[attr-defined]
+    return tuple(FleetAgent(a.name, a.type, a.capacity, a.enabled,  # type: ignore[attr-defined]
+                            tuple(a.capabilities), a.weight, tuple(a.hours))  # type: ignore[attr-defined]
                  for a in agents)
 
 
@@ -495,6 +512,5 @@ def with_capacity(fleet: Sequence[FleetAgent], agent_type: str, total: int) -> t
         return tuple(fleet)
     share, extra = divmod(total, len(mine))
     sized = {a.name: share + (1 if i < extra else 0) for i, a in enumerate(mine)}
-    return tuple(FleetAgent(a.name, a.type, sized[a.name], a.enabled) if a.name in sized else a
-                 for a in fleet)
+    return tuple(replace(a, capacity=sized[a.name]) if a.name in sized else a for a in fleet)
 

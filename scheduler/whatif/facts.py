@@ -36,6 +36,7 @@ class Arrival:
     delay: float = 0.0  # not_before - at
     after: tuple[int, ...] = ()
     needs_approval: bool = False
+    requires: tuple[str, ...] = ()  # capabilities the agent must have
 
 
 @dataclass(frozen=True, slots=True)

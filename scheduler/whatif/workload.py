@@ -132,7 +132,8 @@ class LogWorkload:
             assignee=data.get("assignee"), task_type=data.get("task_type"),
             max_attempts=None if attempts == self._default_attempts(queue) else attempts,
             delay=max(0.0, from_text(not_before).timestamp() - at) if not_before else 0.0,
-            after=tuple(data.get("after", ())), needs_approval=data.get("requires_approval", False))
+            after=tuple(data.get("after", ())), needs_approval=data.get("requires_approval", False),
+            requires=tuple(data.get("requires", ())))
         self._histories[task_id] = _History(queue)
         self._ahead.append(Fact(at, "arrived", task_id, arrival))
         if self.first_at is None:
@@ -164,7 +165,7 @@ class LogWorkload:
 
 _JSONL_KEYS = frozenset({"task_id", "at", "queue", "priority", "assignee", "task_type", "max_attempts",
                          "delay_seconds", "after", "run_seconds", "start_delay_seconds", "outcome",
-                         "retryable", "attempts"})
+                         "retryable", "attempts", "requires"})
 
 
 class ListedWorkload:
@@ -262,10 +263,13 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
     task_id = item.get("task_id", number)
     if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
         raise ValueError("'task_id' must be a positive integer")
+    requires = item.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise ValueError("'requires' must be a list of capability names")
     return Arrival(task_id=task_id, at=at_seconds, queue=queue, priority=priority,
                    assignee=item.get("assignee"), task_type=item.get("task_type"),
                    max_attempts=max_attempts, delay=_number(item, "delay_seconds", 0.0),
-                   after=tuple(after)), attempts
+                   after=tuple(after), requires=tuple(requires)), attempts
 
 
 # -- the generator --------------------------------------------------------------------

@@ -224,7 +224,8 @@ def test_status_counts_and_verify(make_workspace):
     doc = queries.status(ws)
     assert doc["queues"]["dev"]["assigned"] == 3 and doc["queues"]["qa"]["assigned"] == 1
     assert doc["agents"]["ann"] == {"type": "dev", "capacity": 2, "enabled": True, "configured": True,
-                                    "assigned": 2, "running": 0, "free": 0, "out_of_service": None}
+                                    "assigned": 2, "running": 0, "free": 0, "out_of_service": None,
+                                    "capabilities": [], "weight": 1.0, "hours": []}
     assert doc["last_seq"] == len(events_of(ws))
     assert queries.verify_log(ws).ok
 

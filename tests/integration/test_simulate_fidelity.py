@@ -27,11 +27,15 @@ task = st.fixed_dictionaries({
     "queue": st.sampled_from(["dev", "dev", "qa"]),
     "task_type": st.sampled_from([None, "fix", "doc"]),
     "directed": st.booleans(),
+    "requires": st.sampled_from([[], [], ["gpu"]]),
     # each attempt's run time, and whether it fails (retryably, or not)
     "attempts": st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["ok", "fail", "fatal"])),
                          min_size=1, max_size=3),
 })
-fleet = st.lists(st.tuples(st.sampled_from(["dev", "qa"]), st.integers(1, 2)), min_size=1, max_size=4)
+# (type, capacity, capabilities, weight)
+fleet = st.lists(st.tuples(st.sampled_from(["dev", "qa"]), st.integers(1, 2),
+                           st.sampled_from([[], ["gpu"]]), st.sampled_from([1.0, 2.0])),
+                 min_size=1, max_size=4)
 
 
 def run_for_real(ws, tasks: list[dict]) -> None:
@@ -55,7 +59,7 @@ def run_for_real(ws, tasks: list[dict]) -> None:
             mates = [n for n, kind in names.items() if kind == spec["queue"]]
             directed = mates[:1] if spec["directed"] else []
             (sub,) = submit(ws, [TaskSpec(queue=spec["queue"], title=f"t{index}", priority=spec["priority"],
-                                          task_type=spec["task_type"],
+                                          task_type=spec["task_type"], requires=spec["requires"],
                                           assignee=directed[0] if directed else None)])
             ids[sub.task_id] = index
         woke = False
@@ -87,8 +91,9 @@ def run_for_real(ws, tasks: list[dict]) -> None:
 @given(tasks=st.lists(task, min_size=1, max_size=14), agents=fleet)
 def test_a_simulation_of_the_recorded_log_makes_the_same_assignments(tmp_path_factory, tasks, agents):
     home = tmp_path_factory.mktemp("fidelity")
-    control = [{"agentName": f"{kind}-{i}", "agentType": kind, "maxConcurrency": capacity}
-               for i, (kind, capacity) in enumerate(agents)]
+    control = [{"agentName": f"{kind}-{i}", "agentType": kind, "maxConcurrency": capacity,
+                "capabilities": capabilities, "weight": weight}
+               for i, (kind, capacity, capabilities, weight) in enumerate(agents)]
     if not any(a["agentType"] == "qa" for a in control):
         tasks = [dict(t, queue="dev") for t in tasks]
     if not any(a["agentType"] == "dev" for a in control):

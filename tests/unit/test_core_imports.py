@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
 CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py",
-        "projections/figures.py", "scheduler/plan.py",
+        "projections/figures.py", "scheduler/plan.py", "scheduler/fit.py", "scheduler/hours.py",
         "scheduler/policy.py", "eventlog/events.py", "eventlog/store.py", "eventlog/errors.py",
         "eventlog/timeutil.py"]
 ALLOWED_THIRD_PARTY = {"pydantic"}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eventlog.timeutil import to_text
 from projections.views import AgentView, TaskView
 from scheduler.plan import PlanPolicy, plan
@@ -165,3 +168,145 @@ def replace_ready(view, moment):
     from dataclasses import replace
 
     return replace(view, submitted_at=to_text(moment), ready_at=to_text(moment))
+
+
+# -- capabilities, weight and working hours -------------------------------------------
+
+def fitted(name: str, capabilities: tuple[str, ...] = (), weight: float = 1.0,
+           hours: tuple[str, ...] = (), capacity: int = 1, load: int = 0,
+           enabled: bool = True) -> AgentView:
+    return AgentView(name=name, type="dev", capacity=capacity, enabled=enabled, configured=True,
+                     command=None, assigned=load, capabilities=capabilities, weight=weight,
+                     hours=hours)
+
+
+def needing(task_id: int, *requires: str, **kwargs) -> TaskView:
+    from dataclasses import replace
+
+    return replace(task(task_id, **kwargs), requires=tuple(sorted(requires)))
+
+
+def test_a_task_goes_only_to_an_agent_with_every_capability_it_requires():
+    agents = [fitted("a", ("browser",), capacity=5), fitted("b", ("browser", "gpu"))]
+    assert pairs(agents, [needing(1, "browser", "gpu")]) == [(1, "b")]
+    # b is full: the gpu task waits, a task needing only the browser still runs on a
+    assert pairs([agents[0], fitted("b", ("browser", "gpu"), load=1)],
+                 [needing(1, "gpu"), needing(2, "browser")]) == [(2, "a")]
+    (decision,) = plan(agents, [needing(1, "gpu", "tpu")], NOW) or [None]
+    assert decision is None  # nobody has tpu
+
+
+def test_the_decision_names_what_a_passed_over_agent_lacks():
+    (decision,) = plan([fitted("a", ("browser",)), fitted("b", ("gpu",))],
+                       [needing(1, "gpu", "browser"), needing(2, "gpu")], NOW)
+    assert decision.agent == "b" and decision.task_id == 2
+    assert [(p.agent, p.why) for p in decision.decision.passed_over] == [("a", "lacks capability gpu")]
+
+
+def test_failover_needs_another_capable_agent():
+    # b failed the task; a exists but lacks gpu, so b may take it again
+    agents = [fitted("a"), fitted("b", ("gpu",))]
+    assert pairs(agents, [needing(1, "gpu", excluded=("b",))]) == [(1, "b")]
+    # with another gpu agent, b is skipped
+    agents.append(fitted("c", ("gpu",)))
+    assert pairs(agents, [needing(1, "gpu", excluded=("b",))]) == [(1, "c")]
+
+
+def test_a_directed_task_waits_while_its_assignee_lacks_a_capability():
+    agents = [fitted("a", ("gpu",)), fitted("b")]
+    assert pairs(agents, [needing(1, "gpu", assignee="b")]) == []
+    assert pairs(agents, [needing(1, "gpu", assignee="a")]) == [(1, "a")]
+
+
+def test_an_agent_outside_its_hours_takes_nothing_and_is_named_in_the_decision():
+    # NOW is Sunday 2026-03-01 12:00 UTC
+    office = fitted("office", hours=("Mon-Fri 08:00-18:00 Europe/Berlin",), capacity=3)
+    weekend = fitted("weekend", hours=("Sat-Sun 10:00-14:00",))
+    (decision,) = plan([office, weekend], [task(1), task(2)], NOW)
+    assert decision.agent == "weekend"
+    assert [(p.agent, p.why) for p in decision.decision.passed_over] == [
+        ("office", "outside its working hours (Mon-Fri 08:00-18:00 Europe/Berlin)")]
+    monday = NOW + timedelta(days=1)
+    assert [d.agent for d in plan([office, weekend], [task(1), task(2)], monday)] == ["office", "office"]
+
+
+def test_weight_breaks_a_tie_of_free_slots_before_the_record_and_the_load():
+    records = {("a", "lint"): (9, 0)}
+    agents = [fitted("a", capacity=3, load=2), fitted("b", weight=2), fitted("c", weight=0.5)]
+    decisions = plan(agents, [task(1, task_type="lint")], NOW, records=records)
+    assert [d.agent for d in decisions] == ["b"]
+    assert [(c.agent, c.weight) for c in decisions[0].decision.candidates] == [
+        ("b", 2), ("a", 1), ("c", 0.5)]
+    # more free slots win over any weight
+    assert pairs([fitted("a", capacity=2), fitted("b", weight=100)], [task(1)]) == [(1, "a")]
+    # a full agent gets nothing, whatever its weight
+    assert pairs([fitted("a", weight=100, load=1), fitted("b")], [task(1)]) == [(1, "b")]
+
+
+CAPS = ("browser", "gpu", "py3.12")
+WINDOWS = ((), ("Mon-Fri 08:00-18:00 Europe/Berlin",), ("Sat-Sun 00:00-24:00",), ("22:00-06:00",),
+           ("Mon,Wed 09:00-10:00 America/New_York", "Fri 12:00-13:00"))
+capability_sets = st.lists(st.sampled_from(CAPS), max_size=3, unique=True).map(lambda c: tuple(sorted(c)))
+
+
+def fleets(windows=WINDOWS, enabled=st.booleans(), min_size=1):
+    """Up to five agents of type dev with capabilities, weights, hours, capacity, load."""
+    return st.lists(
+        st.tuples(capability_sets, st.sampled_from((0.0, 0.5, 1.0, 2.0, 3.0)), st.sampled_from(windows),
+                  st.integers(0, 3), st.integers(0, 3), enabled),
+        min_size=min_size, max_size=5).map(lambda specs: [
+            fitted(f"ag{i}", caps, weight, hours, capacity, load, on)
+            for i, (caps, weight, hours, capacity, load, on) in enumerate(specs)])
+
+
+workloads = st.lists(st.tuples(capability_sets, st.one_of(st.none(), st.sampled_from(("ag0", "ag1"))),
+                               st.lists(st.sampled_from(("ag0", "ag1", "ag2")), max_size=2, unique=True),
+                               st.integers(0, 3)),
+                     max_size=12).map(lambda specs: [
+                         needing(i + 1, *caps, assignee=assignee, excluded=tuple(excluded), priority=prio)
+                         for i, (caps, assignee, excluded, prio) in enumerate(specs)])
+moments = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC))
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(agents=fleets(), tasks=workloads, now=moments)
+def test_never_assigned_to_an_agent_lacking_a_capability_or_outside_its_hours(agents, tasks, now):
+    from scheduler.hours import is_available
+
+    by_name = {a.name: a for a in agents}
+    by_task = {t.task_id: t for t in tasks}
+    taken: dict[str, int] = {}
+    for d in plan(agents, tasks, now):
+        agent, wanted = by_name[d.agent], by_task[d.task_id]
+        assert set(wanted.requires) <= set(agent.capabilities)
+        assert is_available(agent.hours, now)
+        assert agent.enabled
+        assert wanted.assignee in (None, agent.name)
+        taken[agent.name] = taken.get(agent.name, 0) + 1
+    assert all(taken[name] <= by_name[name].free for name in taken)  # capacity holds
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(agents=fleets(windows=((), ("00:00-24:00",), ("Mon-Fri 08:00-18:00",)), enabled=st.just(True),
+                    min_size=2),
+       tasks=workloads, plain=st.lists(st.integers(0, 3), min_size=1, max_size=8), now=moments)
+def test_weight_only_orders_agents_with_equally_many_free_slots(agents, tasks, plain, now):
+    tasks += [task(100 + i, priority=p) for i, p in enumerate(plain)]  # open to every agent
+    for d in plan(agents, tasks, now):
+        chosen, others = d.decision.candidates[0], d.decision.candidates[1:]
+        assert d.decision.candidates_total == len(d.decision.candidates)  # at most 5 agents
+        assert chosen.agent == d.agent and chosen.free > 0
+        for other in others:
+            assert other.free <= chosen.free  # weight never outranks a free slot
+            if other.free == chosen.free:
+                assert other.weight <= chosen.weight
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(agents=fleets(), priorities=st.lists(st.integers(0, 3), max_size=12), now=moments)
+def test_weights_change_who_takes_a_task_never_which_tasks_are_taken(agents, priorities, now):
+    from dataclasses import replace
+
+    tasks = [task(i + 1, priority=p) for i, p in enumerate(priorities)]
+    unweighted = [replace(a, weight=1.0) for a in agents]
+    assert [d.task_id for d in plan(agents, tasks, now)] == [d.task_id for d in plan(unweighted, tasks, now)]

@@ -63,6 +63,15 @@ def test_a_missing_file_is_named(tmp_path):
     ([{"agentName": "a", "agentType": "dev", "enabled": "yes"}], "enabled"),
     ([{"name": "a", "agentType": "dev"}], "agentName: Field required"),
     (["a"], "expected an object"),
+    ([{"agentName": "a", "agentType": "dev", "capabilities": "gpu"}], "must be a list"),
+    ([{"agentName": "a", "agentType": "dev", "capabilities": ["g pu"]}], "'g pu' is not a capability name"),
+    ([{"agentName": "a", "agentType": "dev", "capabilities": [""]}], "'' is not a capability name"),
+    ([{"agentName": "a", "agentType": "dev", "weight": "2"}], "weight: Input should be a valid number"),
+    ([{"agentName": "a", "agentType": "dev", "weight": -1}], "weight: Input should be greater than"),
+    ('[{"agentName": "a", "agentType": "dev", "weight": 1e400}]', "weight"),
+    ([{"agentName": "a", "agentType": "dev", "hours": "Mon-Fry 09:00-17:00"}], "hours: .*unknown day 'Fry'"),
+    ([{"agentName": "a", "agentType": "dev", "hours": ["09:00-17:00 Nowhere/Town"]}], "unknown time zone"),
+    ([{"agentName": "a", "agentType": "dev", "hours": 9}], "hours: hours must be a string"),
     ([{"agentName": "a", "agentType": "dev"}, {"agentName": "a", "agentType": "qa"}],
      "duplicate agentName 'a'"),
 ])
@@ -75,6 +84,18 @@ def test_unknown_fields_are_warnings_not_errors(tmp_path):
     control = load_control_file(write(tmp_path, [{"agentName": "a", "agentType": "dev", "colour": "red"}]))
     assert len(control.agents) == 1
     assert control.warnings == (f"{tmp_path / 'agents.json'}: agent #1 (a): unknown field 'colour' ignored",)
+
+
+def test_capabilities_are_sorted_without_duplicates_and_hours_may_be_one_string(tmp_path):
+    control = load_control_file(write(tmp_path, [
+        {"agentName": "a", "agentType": "dev", "capabilities": ["python3.12", "gpu", "gpu"],
+         "weight": 0.5, "hours": "Mon-Fri 08:00-18:00 Europe/Berlin"},
+        {"agentName": "b", "agentType": "dev"}]))
+    a, b = control.agents
+    assert (a.capabilities, a.weight, a.hours) == (("gpu", "python3.12"), 0.5,
+                                                   ("Mon-Fri 08:00-18:00 Europe/Berlin",))
+    assert (b.capabilities, b.weight, b.hours) == ((), 1.0, ())
+    assert not control.warnings
 
 
 def test_the_hash_ignores_formatting_but_not_content(tmp_path):
@@ -123,6 +144,8 @@ def test_reload_sees_changes(tmp_path):
     {"agentName": "c", "agentType": "qa", "command": ["run", "{task_id}", "é"], "timeoutSeconds": 30,
      "nonRetryableExitCodes": [2, 3]},
     {"agentName": "d\u2603", "agentType": "qa", "timeoutSeconds": 1.5, "maxConcurrency": 0},
+    {"agentName": "e", "agentType": "qa", "capabilities": ["gpu", "browser", "gpu"], "weight": 2,
+     "hours": ["Mon-Fri  09:00-17:00 Europe/Berlin", "Sat 10:00-12:00"]},
 ])
 def test_the_content_hash_is_that_of_the_recorded_agents(tmp_path, entry):
     """The hash is computed without the event models (so `status` does not load them),
