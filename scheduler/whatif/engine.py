@@ -179,8 +179,13 @@ class _Simulation:
     def go(self) -> Run:
         facts = iter(self.workload.facts())
         pending = next(facts, None)
+        if pending is None:
+            return self.run
         tick_every = self.scenario.tick_seconds
-        grid: float | None = None  # the next interval tick
+        # no tick before the scheduler's first (a daemon that started late, say)
+        first = self.workload.first_tick()
+        start = pending.at if first is None else max(first, pending.at)
+        grid = start  # the next interval tick
         while True:
             candidates = []
             if pending is not None:
@@ -192,9 +197,7 @@ class _Simulation:
             if not candidates:
                 break
             now = min(candidates)
-            if grid is None:
-                grid = now
-            elif grid < now:  # interval ticks that found nothing to do are skipped
+            if grid < now:  # interval ticks that found nothing to do are skipped
                 grid += math.ceil((now - grid) / tick_every) * tick_every
             self._sample_until(now)
             while pending is not None and pending.at <= now:
@@ -205,7 +208,7 @@ class _Simulation:
                 _, _, kind, task_id, attempt = heapq.heappop(self.timeline)
                 self._timed(kind, task_id, attempt, now)
                 self.stalled = False
-            if self.wake or now >= grid:
+            if (self.wake and now >= start) or now >= grid:
                 self.wake = False
                 if now >= grid:
                     grid += tick_every

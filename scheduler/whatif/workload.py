@@ -56,6 +56,7 @@ class LogWorkload:
         self.recorded_waits: dict[str, array] = {}
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self._first_assigned: float | None = None
 
     def facts(self) -> Iterator[Fact]:
         while True:
@@ -63,6 +64,13 @@ class LogWorkload:
                 yield self._ahead.popleft()
             elif not self._read_one():
                 return
+
+    def first_tick(self) -> float | None:
+        """The time of the window's first assignment: ticks before it (a daemon not yet
+        started, or stopped) assigned nothing, so the simulation ticks from then on."""
+        while self._first_assigned is None and self._read_one():
+            pass
+        return self._first_assigned
 
     def attempt(self, task_id: int, number: int) -> Attempt:
         history = self._histories[task_id]
@@ -106,6 +114,8 @@ class LogWorkload:
         kind = rec.type
         if kind == "TaskAssigned":
             history.assigned_at, history.started_at = at, None
+            if self._first_assigned is None:
+                self._first_assigned = at
             decision = data.get("decision")
             if decision is not None:
                 self.recorded_waits.setdefault(history.queue, array("d")).append(decision["waited_seconds"])
@@ -185,6 +195,9 @@ class ListedWorkload:
                 self.first_at = arrival.at
             self.last_at = arrival.at
             yield Fact(arrival.at, "arrived", arrival.task_id, arrival)
+
+    def first_tick(self) -> float | None:
+        return None  # the scheduler ticks from the first arrival
 
     def attempt(self, task_id: int, number: int) -> Attempt:
         return carried_attempt(self._attempts[task_id], number, Attempt(0.0, 0.0, "succeeded"))
