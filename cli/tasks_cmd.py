@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,9 @@ def submit_command(
         help="Do not start before this ISO time, with offset (2026-01-01T09:00:00+00:00).")] = None,
     delay: Annotated[str | None, typer.Option(
         help="Do not start before this long from now: 90s, 10m, 2h, 1d.")] = None,
+    due: Annotated[str | None, typer.Option(
+        help="Should be done by this time: an ISO time with offset, or a duration from now "
+        "(2h, 1d). Its priority rises as the time nears; a miss is flagged.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="A second submit with the same key returns the first task.")] = None,
     task_type: Annotated[str | None, typer.Option(
@@ -53,7 +57,7 @@ def submit_command(
     agents: AgentsOpt = None,
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
-    from scheduler.submit import parse_duration, parse_spec, read_batch, submit
+    from scheduler.submit import due_text, parse_duration, parse_spec, read_batch, submit
 
     ws = workspace(home, db, agents)
     if file is not None:
@@ -61,7 +65,7 @@ def submit_command(
             ("--queue", queue), ("--title", title), ("--priority", priority), ("--assignee", assignee),
             ("--payload", payload), ("--max-attempts", max_attempts), ("--not-before", not_before),
             ("--delay", delay), ("--idempotency-key", idempotency_key), ("--after", after),
-            ("--requires-approval", requires_approval), ("--type", task_type)) if value]
+            ("--requires-approval", requires_approval), ("--type", task_type), ("--due", due)) if value]
         if given:
             raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
         batch = read_batch(file)
@@ -82,7 +86,8 @@ def submit_command(
     raw = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
            "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
            "not_before": not_before, "idempotency_key": idempotency_key,
-           "requires_approval": requires_approval, "after": after or [], "type": task_type}
+           "requires_approval": requires_approval, "after": after or [], "type": task_type,
+           "due": None if due is None else due_text(due, ws.clock.now())}
     (result,) = submit(ws, [parse_spec(raw, "submit")])
     if json_out:
         emit_json({"task_id": result.task_id, "created": result.created})
@@ -109,6 +114,9 @@ def tasks_command(
     dead = any(t.dead_reason for t in found)
     if dead:
         columns.append("why dead")  # e.g. the task it runs after ended dead
+    dues = any(t.due for t in found)
+    if dues:
+        columns.append("due")
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
@@ -125,11 +133,23 @@ def tasks_command(
                f"{pick['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
         if dead:
             row.append(t.dead_reason or "")
+        if dues:
+            row.append(due_cell(t.due, pick["overdue"], now))
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
         table.add_row(*map(literal, row))
     console().print(table)
+
+
+def due_cell(due: str | None, overdue: bool, now: datetime) -> str:
+    """`in 2h`, `OVERDUE by 5m` (an open task past its due time), `-` (no due time)."""
+    if due is None:
+        return "-"
+    seconds = (from_text(due) - now).total_seconds()
+    if overdue:
+        return f"OVERDUE by {human_duration(-seconds)}"
+    return f"in {human_duration(seconds)}" if seconds > 0 else f"was {due}"
 
 
 PAYLOAD_SHOWN = 200  # bytes: a bigger payload is not read by a listing, only its size shown

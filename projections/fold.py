@@ -29,6 +29,7 @@ from eventlog.events import (
     TaskCancelled,
     TaskCancelRequested,
     TaskDeadLettered,
+    TaskDueMissed,
     TaskFailed,
     TaskProgressed,
     TaskRejected,
@@ -69,6 +70,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             idempotency_key=event.idempotency_key, task_type=event.task_type, submitted_seq=seq,
             submitted_at=at, updated_at=at,
             ready_at=None if event.requires_approval else ready_time(at, event.not_before),
+            due=to_text(event.due) if event.due else None,
         )
     if task is None:
         raise CorruptLog(f"event seq {seq} ({event.type}) names a task never submitted")  # type: ignore[attr-defined]
@@ -86,6 +88,8 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
                            progress_at=None)
         case LeaseRenewed():
             return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
+        case TaskDueMissed():
+            return replace(task, due_missed_at=at, updated_at=at)
         case TaskProgressed():
             return replace(task, progress_percent=event.percent, progress_message=event.message,
                            progress_at=at, updated_at=at)

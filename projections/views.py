@@ -8,7 +8,7 @@ from typing import Literal
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 9
+PROJECTION_SCHEMA = 10
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
@@ -23,6 +23,12 @@ STATUSES: tuple[str, ...] = (
 VISIBLE_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s != "failed")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead", "cancelled"})
 HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
+
+
+def due_watch(task: TaskView) -> str | None:
+    """The due time of a task still open (not final), else None: the derived column by
+    which ticks find missed due times and health counts overdue tasks."""
+    return task.due if task.status not in FINAL_STATUSES else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,8 @@ class TaskView:
     progress_message: str | None = None
     progress_at: str | None = None
     payload_bytes: int = 0  # size of the payload's JSON: listings show it without loading it
+    due: str | None = None  # when it should be done by
+    due_missed_at: str | None = None  # when a tick recorded that it was not done by then
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,16 @@ def check_lease_expiries(settings: Settings, expiries: int) -> Check:
     return Check("lease_expiries", status, f"{expiries} leases expired", threshold)
 
 
+def check_due(overdue: int, earliest: str | None, now: datetime) -> Check:
+    """Open tasks (not succeeded, dead or cancelled) past their due time."""
+    threshold = "degraded while any open task is past its due time (submit --due)"
+    if overdue == 0:
+        return Check("due", "healthy", "no open task is past its due time", threshold)
+    late = (now - from_text(earliest)).total_seconds() if earliest else 0.0
+    return Check("due", "degraded", f"{overdue} open task(s) past their due time, the latest "
+                 f"by {late:.0f} s (due {earliest})", threshold)
+
+
 def check_control_file(ws: Workspace) -> Check:
     try:
         registry = ws.registry()
@@ -192,7 +202,8 @@ def health(ws: Workspace) -> dict[str, Any]:
 
 
 def database_checks(ws: Workspace, now: datetime) -> list[Check]:
-    """The checks that read the database: ticks, backlog, errors, progress, leases, integrity."""
+    """The checks that read the database: ticks, backlog, errors, progress, leases, due
+    times, integrity."""
     settings = ws.settings
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
     with ws.read() as (_log, views):
@@ -204,11 +215,13 @@ def database_checks(ws: Workspace, now: datetime) -> list[Check]:
         expired = views.count_outcomes(window_start, ("expired",))
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
+        overdue, earliest_due = views.overdue_open(to_text(now))
     return [
         check_last_tick(settings, last, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
+        check_due(overdue, earliest_due, now),
         check_integrity(ws.db.integrity_check()),
     ]

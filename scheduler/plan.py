@@ -27,6 +27,9 @@ class PlanPolicy:
     # queue -> (age_boost_seconds, age_boost_max); other queues use default_ageing
     ageing: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     default_ageing: tuple[float, int] = (0.0, 0)
+    # queue -> (due_boost_seconds, due_boost_max); other queues use default_due_boost
+    due_boost: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    default_due_boost: tuple[float, int] = (0.0, 0)
     # queue -> hash of the settings that decide for it, recorded with each assignment;
     # other queues have default_fingerprint
     fingerprints: Mapping[str, str] = field(default_factory=dict)
@@ -36,6 +39,9 @@ class PlanPolicy:
 
     def ageing_of(self, queue: str) -> tuple[float, int]:
         return self.ageing.get(queue, self.default_ageing)
+
+    def due_boost_of(self, queue: str) -> tuple[float, int]:
+        return self.due_boost.get(queue, self.default_due_boost)
 
     def fingerprint_of(self, queue: str) -> str:
         return self.fingerprints.get(queue, self.default_fingerprint)
@@ -66,9 +72,34 @@ def age_boost(task: TaskView, now: datetime, boost_seconds: float, cap: int) -> 
     return max(0, min(cap, int(waited_seconds(task, now) // boost_seconds)))
 
 
+def due_boost(task: TaskView, now: datetime, window_seconds: float, cap: int) -> int:
+    """Priority points a task with a due time has gained as that time nears: none until
+    `window_seconds` before it, then rising in a straight line, one point per
+    `window_seconds / cap`, to `cap` at the due time; `cap` while overdue. In points:
+    min(cap, floor(cap * (window - left) / window)) for `left` seconds to go, 0 <= left
+    < window. A task that has ended keeps the figure it reached (the curve is about
+    ordering what waits)."""
+    if task.due is None or window_seconds <= 0 or cap <= 0:
+        return 0
+    left = (from_text(task.due) - now).total_seconds()
+    if left >= window_seconds:
+        return 0
+    if left <= 0:
+        return cap
+    return max(0, min(cap, int(cap * (window_seconds - left) // window_seconds)))
+
+
+def due_cutoff(now: datetime, window_seconds: float, cap: int, points: int) -> datetime:
+    """The latest due time at which a task has gained at least `points` (1..cap) due
+    points at `now`: the inverse of `due_boost`, for the tick's candidate bands."""
+    return now + timedelta(seconds=window_seconds * (1 - points / cap))
+
+
 def effective_priority(task: TaskView, now: datetime, policy: PlanPolicy) -> int:
-    """Priority plus one point per `age_boost_seconds` waited, at most `age_boost_max`."""
-    return task.priority + age_boost(task, now, *policy.ageing_of(task.queue))
+    """Priority plus one point per `age_boost_seconds` waited (at most `age_boost_max`)
+    plus the due boost (`due_boost`, at most `due_boost_max`)."""
+    return (task.priority + age_boost(task, now, *policy.ageing_of(task.queue))
+            + due_boost(task, now, *policy.due_boost_of(task.queue)))
 
 
 def pick_order(task: TaskView, now: datetime, policy: PlanPolicy) -> tuple[int, int, int]:

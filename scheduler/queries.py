@@ -13,7 +13,7 @@ from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
-from projections.views import VISIBLE_STATUSES, AgentView, TaskView
+from projections.views import FINAL_STATUSES, VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.gates import closed_gates
 from scheduler.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
 from scheduler.settings import Settings
@@ -104,14 +104,17 @@ def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[Ag
 
 
 def ordering_policy(settings: Settings) -> PlanPolicy:
-    """The part of the plan policy that orders tasks (the start deadline and each
-    queue's ageing), for listings; `scheduler.tick.plan_policy` adds what labels the
+    """The part of the plan policy that orders tasks (the start deadline, each queue's
+    ageing and due boost), for listings; `scheduler.tick.plan_policy` adds what labels the
     decisions it records."""
     return PlanPolicy(
         start_deadline_seconds=settings.start_deadline_seconds,
         ageing={q: (p.age_boost_seconds, p.age_boost_max)
                 for q in settings.queues if (p := settings.queue_policy(q))},
-        default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
+        default_ageing=(settings.age_boost_seconds, settings.age_boost_max),
+        due_boost={q: (p.due_boost_seconds, p.due_boost_max)
+                   for q in settings.queues if (p := settings.queue_policy(q))},
+        default_due_boost=(settings.due_boost_seconds, settings.due_boost_max))
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
@@ -182,12 +185,18 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | No
 
 def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
     """Per task (in pick order): what decides its place in its queue, effective priority
-    and time waited, and when it may start (`estimated_starts`)."""
+    and time waited, when it may start (`estimated_starts`) and whether it is overdue."""
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
     starts = estimated_starts(ws, tasks)
     return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),
-                        "estimated_start": starts[t.task_id]} for t in tasks}
+                        "estimated_start": starts[t.task_id],
+                        "overdue": is_overdue(t, to_text(now))} for t in tasks}
+
+
+def is_overdue(task: TaskView, now_text: str) -> bool:
+    """Whether a task is still open (not succeeded, dead or cancelled) past its due time."""
+    return task.due is not None and task.status not in FINAL_STATUSES and task.due <= now_text
 
 
 def small_payloads(ws: Workspace, tasks: list[TaskView], limit: int) -> dict[int, str]:

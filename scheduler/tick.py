@@ -24,6 +24,7 @@ from eventlog.events import (
     TaskAssigned,
     TaskCancelled,
     TaskDeadLettered,
+    TaskDueMissed,
     TaskFailed,
     TaskRequeued,
     TaskStarted,
@@ -43,7 +44,7 @@ from scheduler.gates import (
     gated_queues,
     record_gates,
 )
-from scheduler.plan import PlanPolicy, plan
+from scheduler.plan import PlanPolicy, due_cutoff, plan
 from scheduler.policy import settle_failure
 from scheduler.queries import ordering_policy
 from scheduler.registry import ControlFile
@@ -73,11 +74,12 @@ class TickReport:
     spawned: list[int] = field(default_factory=list)
     gates_closed: list[str] = field(default_factory=list)
     released: list[dict[str, object]] = field(default_factory=list)
+    due_missed: list[int] = field(default_factory=list)  # tasks whose missed due time it recorded
 
     @property
     def did_something(self) -> bool:
         return bool(self.assigned or self.spawned or self.expired or self.dead_lettered
-                    or self.config_recorded or self.released)
+                    or self.config_recorded or self.released or self.due_missed)
 
 
 # assignments to this host's pinned agents that this process already started a wrapper
@@ -238,6 +240,16 @@ def dead_letter_doomed(recorder: Recorder, report: TickReport) -> None:
         recorder.record(events)
 
 
+def record_missed_dues(recorder: Recorder, report: TickReport) -> None:
+    """Record `TaskDueMissed` once for each open task whose due time has passed (the
+    webhook `task.due_missed` is sent from that event, so it fires once per task)."""
+    now_text = to_text(recorder.now)
+    while batch := recorder.views.missed_due(now_text, OVERDUE_BATCH):
+        recorder.record([TaskDueMissed(task_id=t.task_id, due=from_text(t.due or now_text), status=t.status)
+                         for t in batch])
+        report.due_missed.extend(t.task_id for t in batch)
+
+
 def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) -> None:
     match events[-1]:
         case TaskDeadLettered():
@@ -288,12 +300,32 @@ def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None)
     return [None, *(to_text(now - timedelta(seconds=b * boost)) for b in range(1, reached + 1))]
 
 
+DUE_SLACK = timedelta(milliseconds=1)  # a band's cutoff errs towards one task too many
+
+
+def due_bands(now: datetime, policy: PlanPolicy, queue: str, earliest: str | None) -> list[str | None]:
+    """Due-by cutoffs, one per due boost a task can have (up to what the queued task due
+    first has gained): the same argument as `age_bands`, for the due boost. With both, a
+    task's band is a pair (age points, due points), and the tick reads every pair."""
+    window, cap = policy.due_boost_of(queue)
+    if window <= 0 or cap <= 0 or earliest is None:
+        return [None]
+    cutoffs: list[str | None] = [None]
+    for points in range(1, cap + 1):
+        cutoff = due_cutoff(now, window, cap, points)
+        if from_text(earliest) > cutoff + DUE_SLACK:
+            break
+        cutoffs.append(to_text(cutoff + DUE_SLACK))
+    return cutoffs
+
+
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
                     now: datetime, policy: PlanPolicy) -> list[TaskAssigned]:
-    """Plan one queue from its top candidates only: per age band, the best queued tasks
-    by base priority (see `age_bands`). Fetches more (doubling) only while some fetched
-    ones could not be placed, e.g. tasks directed at a busy agent or excluded from the
-    free ones, so the cost follows the assignments made, not the backlog."""
+    """Plan one queue from its top candidates only: per age band and due band, the best
+    queued tasks by base priority (see `age_bands`, `due_bands`). Fetches more
+    (doubling) only while some fetched ones could not be placed, e.g. tasks directed at
+    a busy agent or excluded from the free ones, so the cost follows the assignments
+    made, not the backlog."""
     pool = [a for a in agents if a.type == queue]
     free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)]
     wanted = sum(a.free for a in free_agents)
@@ -305,15 +337,18 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     records = views.records(a.name for a in free_agents)
     limit = wanted
     bands = age_bands(now, policy, queue, views.oldest_queued(queue))
+    dues = due_bands(now, policy, queue, views.earliest_due(queue))
     names = [a.name for a in free_agents]
     while True:
         candidates: dict[int, TaskView] = {}
         exhausted = True
         for cutoff in bands:
-            for assignees in (None, names):  # open to any agent, then directed at a free one
-                found = views.candidates(queue, now_text, limit, assignees, ready_by=cutoff)
-                exhausted = exhausted and len(found) < limit
-                candidates.update((t.task_id, t) for t in found)
+            for due_by in dues:
+                for assignees in (None, names):  # open to any agent, then directed at a free one
+                    found = views.candidates(queue, now_text, limit, assignees, ready_by=cutoff,
+                                             due_by=due_by)
+                    exhausted = exhausted and len(found) < limit
+                    candidates.update((t.task_id, t) for t in found)
         decisions = plan(pool, candidates.values(), now, policy, records)
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions
@@ -372,6 +407,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             reap_dead_wrappers(ws, recorder, host, alive, report)
             report.released = release_out_of_service(recorder, views.all_agents())
             dead_letter_doomed(recorder, report)
+            record_missed_dues(recorder, report)
             now = recorder.now  # after the take-backs (a stop of local processes moves it on)
             # plan and record, queue by queue, unless paused or gated
             report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)

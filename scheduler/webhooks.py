@@ -45,6 +45,9 @@ EVENT_KINDS: dict[str, WebhookEvent] = {
     "TaskDeadLettered": "task.dead_lettered",
     "TaskProgressed": "task.progress",
     "SchedulerPaused": "scheduler.paused",
+    "TaskDueMissed": "task.due_missed",
+    "DaemonStarted": "daemon.started",
+    "DaemonStopped": "daemon.stopped",
 }
 USER_AGENT = f"sched/{version('sched')}"
 
