@@ -80,8 +80,9 @@ def footer(doc: dict[str, Any]) -> Text:
         text.append(visible(f"alive on {daemon['host']} (pid {daemon['pid']}) since {daemon['since']}"),
                     style="green")
     else:
-        seen = f" (last seen {daemon['last_seen']})" if daemon.get("last_seen") else ""
-        text.append(f"none running{seen}", style="yellow")
+        seen = (f" ({daemon['last_host']} pid {daemon['last_pid']} last seen {daemon['last_seen']}, "
+                "no stop recorded)" if daemon.get("last_seen") else "")
+        text.append(visible(f"none running{seen}"), style="yellow")
     return text
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable
@@ -31,8 +30,8 @@ from eventlog.storage import is_url
 from scheduler import webhooks
 from scheduler.health import health, record_health
 from scheduler.launcher import Launcher
+from scheduler.lifecycle import record_start, record_stop
 from scheduler.tick import TickReport, tick
-from scheduler.tick_runs import forget_daemon
 from scheduler.workspace import Workspace
 
 
@@ -159,6 +158,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
                           jitter=every / 10 if shared and name == "tick" else None)
 
     stopping = threading.Event()
+    stopped_by: list[str] = []  # the signal that asked it to stop (DaemonStopped.reason)
 
     def tick_soon() -> None:
         """Tick now (or, if a tick is running, once more right after it)."""
@@ -169,6 +169,7 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
+        stopped_by.append(signal.Signals(signum).name)
         stopping.set()
         scheduler.shutdown(wait=True)
 
@@ -207,13 +208,17 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
     if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
+        try:  # in the open: DaemonStarted (and daemon.started); a failure here stops nothing
+            record_start(ws, interval)
+        except SchedError as e:
+            log(f"could not record the start: {e.message}")
         scheduler.start()
     finally:
         stopping.set()
         launcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(SchedError), ws.db.write() as txn:
-            forget_daemon(txn, ws.settings.host_name, os.getpid())
+        with contextlib.suppress(SchedError):
+            record_stop(ws, stopped_by[0] if stopped_by else None)
     log("sched daemon: stopped")
     return 0

@@ -5,32 +5,15 @@ state, when the last tick ran and whether a daemon is alive."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from eventlog.timeutil import from_text
 from scheduler.queries import current_fleet, status_of
-from scheduler.tick import pid_alive
-from scheduler.tick_runs import daemons, last_tick
+from scheduler.tick_runs import daemon_state, daemons, last_tick, pid_alive
 from scheduler.workspace import Workspace
 
 RECENT = 10
-MISSED_BEATS = 3  # a daemon that has not ticked for this many intervals is not alive
-
-
-def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
-                 alive: Callable[[int], bool]) -> dict[str, Any]:
-    """Whether a daemon is alive, from the records daemons keep (latest beat first): one
-    whose last tick is within `MISSED_BEATS` of its intervals (and, on this host, whose
-    process exists)."""
-    for row in rows:
-        age = (now - from_text(row["beat_at"])).total_seconds()
-        fresh = age <= MISSED_BEATS * row["interval_seconds"]
-        if fresh and (row["host"] != host or alive(row["pid"])):
-            return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"]}
-    last_seen = rows[0]["beat_at"] if rows else None
-    return {"alive": False, "host": None, "pid": None, "since": None, "last_seen": last_seen}
 
 
 def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:

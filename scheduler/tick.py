@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from eventlog.events import (
     Event,
@@ -50,7 +49,7 @@ from scheduler.queries import ordering_policy
 from scheduler.registry import ControlFile
 from scheduler.settings import Settings
 from scheduler.spawn import Handover, LauncherGone, lease_clock, reap_finished
-from scheduler.tick_runs import note_daemon, note_tick
+from scheduler.tick_runs import note_daemon, note_tick, pid_alive
 from scheduler.workspace import Workspace, describe_pause
 
 OVERDUE_BATCH = 500
@@ -353,21 +352,6 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions
         limit *= 2
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists and has not exited (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, it is just not ours
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc here: trust kill()
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:

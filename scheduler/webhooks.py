@@ -109,6 +109,16 @@ def collect(ws: Workspace) -> int:
         return added
 
 
+def place_cursor(ws: Workspace) -> None:
+    """Place the cursor at the end of the log if it is not placed yet (what the first
+    `collect` does), so that the events appended from now on are sent."""
+    if not ws.settings.webhooks:
+        return
+    with ws.db.write() as txn:
+        if txn.session.get(WebhookCursorRow, 1) is None:
+            txn.session.add(WebhookCursorRow(id=1, seq=SqlStore(txn).last_position()))
+
+
 def forget_settled(session: Session, before: datetime) -> None:
     """Delete the rows delivered or given up before `before` (`webhook_retention_days`):
     the outbox keeps a record of recent deliveries, not a second log."""
