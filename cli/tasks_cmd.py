@@ -101,12 +101,31 @@ def tasks_command(
     limit: Annotated[int | None, typer.Option(help="At most this many.", min=1, max=INT64_MAX)] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Add the payload, the attempts and the excluded agents.")] = False,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", help="Only tasks this agent holds or that are directed at it.")] = None,
+    unassigned: Annotated[bool, typer.Option(
+        "--unassigned", help="Only tasks directed at no agent (open to any of their queue's).")] = False,
+    watch_: Annotated[bool, typer.Option(
+        "--watch", help="The queue view (place, effective priority, estimated start and "
+        "completion), redrawn every --interval seconds; Ctrl-C ends it.")] = False,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between redraws with --watch (default 2).")] = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """List tasks in the order they will be picked, with when each queued one may start."""
     ws = workspace(home, db)
-    found = queries.list_tasks(ws, queue, status, limit)
-    figures = queries.pick_figures(ws, found)
+    if watch_:
+        from cli.queue_view import watch_queue
+
+        if verbose:
+            raise BadInput("--verbose does not go with --watch")
+        watch_queue(ws, queue, status, limit, agent, unassigned, 2.0 if interval is None else interval,
+                    json_out)
+        return
+    if interval is not None:
+        raise BadInput("--interval goes with --watch")
+    found, figures = queries.task_listing(ws, queue, None if status is None else [status], limit,
+                                          agent, unassigned)
     if json_out:
         emit_json({"tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]})
         return

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
@@ -129,68 +128,89 @@ def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = No
     return sorted(found, key=lambda t: pick_order(t, now, policy))
 
 
+OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running")
+
+
+def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str] | None = None,
+                 limit: int | None = None, agent: str | None = None,
+                 unassigned: bool = False) -> tuple[list[TaskView], dict[int, dict[str, Any]]]:
+    """Tasks in pick order with their figures (`pick_figures`): of one queue or all, of
+    some statuses or all; with `agent`, only those it holds or that are directed at it;
+    with `unassigned`, only those directed at no agent (open to any of their queue's).
+    The figures (places in the queues, estimates) are worked out over the listing
+    before those two filters, so a filtered task keeps the place it has in its queue;
+    `limit` then keeps the first ones (without the filters it limits the read itself,
+    and the estimates count only the tasks it keeps)."""
+    if agent is not None and unassigned:
+        raise BadInput("give --agent or --unassigned, not both")
+    if agent is not None:
+        with ws.read() as (_log, views):
+            known = {a.name for a in current_fleet(ws, views)} | {a.name for a in views.all_agents()}
+        if agent not in known:
+            raise BadInput(f"unknown agent {agent!r}")
+    filtered = agent is not None or unassigned
+    cut = None if filtered else limit
+    if statuses is None:
+        found = list_tasks(ws, queue, None, cut)
+    else:
+        now, policy = ws.clock.now(), ordering_policy(ws.settings)
+        found = sorted((t for s in statuses for t in list_tasks(ws, queue, s, cut)),
+                       key=lambda t: pick_order(t, now, policy))[:cut]
+    figures = pick_figures(ws, found)
+    if agent is not None:
+        found = [t for t in found if agent in (t.agent, t.assignee)]
+    elif unassigned:
+        found = [t for t in found if t.assignee is None]
+    return found[:limit] if filtered else found, figures
+
+
 THROUGHPUT_WINDOW_SECONDS = 3600.0
 SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
 
 
+RUN_TIME_WINDOW_SECONDS = 24 * 3600.0
+
+
 def estimated_starts(ws: Workspace, tasks: list[TaskView]) -> dict[int, str | None]:
-    """When each queued task may start. Walks the listed tasks in pick order, as a tick
-    would place them: a ready task takes a free slot of an agent that may run it (of its
-    queue's type, or its assignee; in service) if one is left, and starts at the next
-    tick (now); otherwise it waits behind the tasks already waiting for those agents,
-    the n-th of them n / rate after now, where rate is how often the queue's attempts
-    ended over the last hour (each frees a slot). A task whose `not_before` is still
-    ahead takes no place and starts no earlier than it. None when it cannot be told:
-    not queued, no agent in service can ever run it, no slot freed in the last hour,
-    or assignment paused or gated."""
+    """When each queued task may start (`estimates.estimate_starts`): the rate of a
+    queue is how often its attempts ended over the last hour (each frees a slot)."""
+    from scheduler.estimates import estimate_starts
+
     now = ws.clock.now()
-    now_text = to_text(now)
     queues = sorted({t.queue for t in tasks if t.status == "queued"})
     with ws.read() as (_log, views):
         meta, agents = views.meta(), current_fleet(ws, views)
         rates = {q: views.count_outcomes(now.timestamp() - THROUGHPUT_WINDOW_SECONDS, SLOT_FREEING, q)
                  / THROUGHPUT_WINDOW_SECONDS for q in queues}
     stopped = describe_pause(meta.get("paused"), ws.stop_file) is not None
-    closed = closed_gates(meta)
-    serving = {a.name: a for a in agents if a.in_service and a.capacity > 0}
-    free = {name: a.free for name, a in serving.items()}
-    waiting: dict[str, int] = {}  # queue or agent -> ready tasks already waiting for a slot
-    estimates: dict[int, str | None] = {}
-    for task in tasks:  # already in pick order
-        estimates[task.task_id] = None
-        if task.status != "queued" or stopped or task.queue in closed:
-            continue
-        able = [name for name, a in serving.items() if a.type == task.queue
-                and (task.assignee is None or name == task.assignee)]
-        if not able:
-            continue  # no agent in service can ever run it
-        ready = task.not_before is None or task.not_before <= now_text
-        pool = task.assignee or task.queue
-        best = max(able, key=lambda name: free[name])
-        if free[best] > 0:  # a slot is free: it starts at the next tick (or at its not_before)
-            if ready:
-                free[best] -= 1
-            start = now
-        else:
-            ahead = waiting.get(pool, 0)
-            if ready:
-                waiting[pool] = ahead + 1
-            if rates[task.queue] <= 0:
-                continue
-            start = now + timedelta(seconds=(ahead + 1) / rates[task.queue])
-        text = to_text(start)
-        estimates[task.task_id] = max(text, task.not_before) if task.not_before else text
-    return estimates
+    return estimate_starts(tasks, agents, rates, now, stopped, closed_gates(meta))
+
+
+def recorded_run_seconds(ws: Workspace) -> dict[str, float]:
+    """Each queue's median run time over its attempts that succeeded in the last
+    `RUN_TIME_WINDOW_SECONDS` (24 h)."""
+    from scheduler.estimates import run_seconds_by_queue
+
+    since = ws.clock.now().timestamp() - RUN_TIME_WINDOW_SECONDS
+    with ws.read() as (_log, views):
+        return run_seconds_by_queue(views.outcomes(since, ("succeeded",)))
 
 
 def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
-    """Per task (in pick order): what decides its place in its queue, effective priority
-    and time waited, when it may start (`estimated_starts`) and whether it is overdue."""
+    """Per task (in pick order): its place in its queue, what decides it (effective
+    priority and time waited), when it may start (`estimated_starts`) and finish
+    (`estimates.estimate_completions`), and whether it is overdue."""
+    from scheduler.estimates import estimate_completions, queue_positions
+
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
     starts = estimated_starts(ws, tasks)
-    return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
+    done = estimate_completions(tasks, starts, recorded_run_seconds(ws), now)
+    positions = queue_positions(tasks)
+    return {t.task_id: {"position": positions[t.task_id],
+                        "effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),
                         "estimated_start": starts[t.task_id],
+                        "estimated_completion": done[t.task_id],
                         "overdue": is_overdue(t, to_text(now))} for t in tasks}
 
 
