@@ -68,6 +68,9 @@ def footer(doc: dict[str, Any]) -> Text:
         text.append("assigning", style="green")
     for queue, gate in doc["gates_closed"].items():
         text.append(visible(f"   gate of {queue} closed: {gate['detail']}"), style="yellow")
+    overdue = doc.get("overdue") or {}
+    if overdue.get("count"):
+        text.append(f"   OVERDUE: {overdue['count']} open task(s) past their due time", style="bold red")
     tick, daemon = doc.get("last_tick"), doc.get("daemon") or {}
     text.append("\nlast tick: ")
     if tick is None:

@@ -228,6 +228,7 @@ def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     lines.append(("payload", json_text(doc["payload"])))
     for label, key in (("last error", "last_error"), ("dead reason", "dead_reason"),
                        ("type", "task_type"), ("key", "idempotency_key"), ("not before", "not_before"),
+                       ("due", "due"), ("due missed", "due_missed_at"),
                        ("deadline", "deadline"), ("log", "log_path")):
         if doc[key] is not None:
             lines.append((label, str(doc[key])))

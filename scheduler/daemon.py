@@ -23,6 +23,7 @@ from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from eventlog.errors import SchedError
@@ -171,7 +172,8 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping")
         stopped_by.append(signal.Signals(signum).name)
         stopping.set()
-        scheduler.shutdown(wait=True)
+        with contextlib.suppress(SchedulerNotRunningError):  # asked before it began: it never will
+            scheduler.shutdown(wait=True)
 
     def wake_on_commits() -> None:
         """A commit anywhere that appended events brings the next tick forward (the
@@ -212,7 +214,8 @@ def run_daemon(ws: Workspace, interval: float, log: Callable[[str], None],
             record_start(ws, interval)
         except SchedError as e:
             log(f"could not record the start: {e.message}")
-        scheduler.start()
+        if not stopping.is_set():
+            scheduler.start()
     finally:
         stopping.set()
         launcher.close()

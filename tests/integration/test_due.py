@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from cli.dashboard import footer
 from eventlog.timeutil import to_text
 from scheduler import queries, webhooks
+from scheduler.dashboard import snapshot
 from scheduler.health import health
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -53,6 +55,9 @@ def test_a_missed_due_time_is_recorded_once_flagged_and_posted_once(make_workspa
     assert late_view.due_missed_at == to_text(ws.clock.now())
     (check,) = [c for c in health(ws)["checks"] if c["name"] == "due"]
     assert check["status"] == "degraded" and "1 open task" in check["saw"]
+    shown = snapshot(ws)  # the dashboard flags it too
+    assert shown["overdue"] == {"count": 1, "earliest_due": late_view.due}
+    assert "OVERDUE: 1 open task(s)" in footer(shown).plain
     assert webhooks.collect(ws) == 1
     (row,) = webhooks.outbox(ws)
     assert row["event"] == "task.due_missed"

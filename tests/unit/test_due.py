@@ -77,3 +77,14 @@ def test_plan_takes_the_tasks_of_highest_effective_priority(specs, capacity):
     ranks = {t.task_id: effective_priority(t, NOW, policy) for t in tasks}
     left_out = [ranks[t.task_id] for t in tasks if t.task_id not in chosen]
     assert all(ranks[c] >= r for c in chosen for r in left_out)
+
+
+def test_a_version_1_submit_reads_as_one_without_a_due_time_and_a_due_time_round_trips():
+    from eventlog.events import TaskDueMissed, TaskSubmitted, dump_event, parse_event
+
+    old = parse_event("TaskSubmitted", 1, '{"task_id": 1, "queue": "dev", "title": "t"}')
+    assert isinstance(old, TaskSubmitted) and old.due is None and old.schema_version == 2
+    new = TaskSubmitted(task_id=2, queue="dev", title="t", due=NOW)
+    assert parse_event("TaskSubmitted", 2, dump_event(new)) == new
+    missed = TaskDueMissed(task_id=2, due=NOW, status="queued")
+    assert parse_event("TaskDueMissed", 1, dump_event(missed)) == missed
