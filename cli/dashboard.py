@@ -68,6 +68,9 @@ def footer(doc: dict[str, Any]) -> Text:
         text.append("assigning", style="green")
     for queue, gate in doc["gates_closed"].items():
         text.append(visible(f"   gate of {queue} closed: {gate['detail']}"), style="yellow")
+    overdue = doc.get("overdue") or {}
+    if overdue.get("count"):
+        text.append(f"   OVERDUE: {overdue['count']} open task(s) past their due time", style="bold red")
     tick, daemon = doc.get("last_tick"), doc.get("daemon") or {}
     text.append("\nlast tick: ")
     if tick is None:
@@ -80,8 +83,9 @@ def footer(doc: dict[str, Any]) -> Text:
         text.append(visible(f"alive on {daemon['host']} (pid {daemon['pid']}) since {daemon['since']}"),
                     style="green")
     else:
-        seen = f" (last seen {daemon['last_seen']})" if daemon.get("last_seen") else ""
-        text.append(f"none running{seen}", style="yellow")
+        seen = (f" ({daemon['last_host']} pid {daemon['last_pid']} last seen {daemon['last_seen']}, "
+                "no stop recorded)" if daemon.get("last_seen") else "")
+        text.append(visible(f"none running{seen}"), style="yellow")
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,9 @@ def submit_command(
         help="Do not start before this ISO time, with offset (2026-01-01T09:00:00+00:00).")] = None,
     delay: Annotated[str | None, typer.Option(
         help="Do not start before this long from now: 90s, 10m, 2h, 1d.")] = None,
+    due: Annotated[str | None, typer.Option(
+        help="Should be done by this time: an ISO time with offset, or a duration from now "
+        "(2h, 1d). Its priority rises as the time nears; a miss is flagged.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="A second submit with the same key returns the first task.")] = None,
     task_type: Annotated[str | None, typer.Option(
@@ -59,7 +63,7 @@ def submit_command(
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
     from scheduler.dryrun import DryRun
-    from scheduler.submit import parse_duration, parse_spec, read_batch, submit
+    from scheduler.submit import due_text, parse_duration, parse_spec, read_batch, submit
 
     ws = workspace(home, db, agents)
     trial = DryRun() if dry_run else None
@@ -69,7 +73,7 @@ def submit_command(
             ("--payload", payload), ("--max-attempts", max_attempts), ("--not-before", not_before),
             ("--delay", delay), ("--idempotency-key", idempotency_key), ("--after", after),
             ("--requires-approval", requires_approval), ("--type", task_type),
-            ("--requires", requires)) if value]
+            ("--requires", requires), ("--due", due)) if value]
         if given:
             raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
         batch = read_batch(file)
@@ -95,7 +99,8 @@ def submit_command(
            "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
            "not_before": not_before, "idempotency_key": idempotency_key,
            "requires_approval": requires_approval, "after": after or [], "type": task_type,
-           "requires": [c.strip() for c in requires.split(",")] if requires is not None else []}
+           "requires": [c.strip() for c in requires.split(",")] if requires is not None else [],
+           "due": None if due is None else due_text(due, ws.clock.now())}
     (result,) = submit(ws, [parse_spec(raw, "submit")], None, trial)
     if json_out:
         emit_json(dry_run_doc({"task_id": result.task_id, "created": result.created}, trial))
@@ -113,12 +118,31 @@ def tasks_command(
     limit: Annotated[int | None, typer.Option(help="At most this many.", min=1, max=INT64_MAX)] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Add the payload, the attempts and the excluded agents.")] = False,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", help="Only tasks this agent holds or that are directed at it.")] = None,
+    unassigned: Annotated[bool, typer.Option(
+        "--unassigned", help="Only tasks directed at no agent (open to any of their queue's).")] = False,
+    watch_: Annotated[bool, typer.Option(
+        "--watch", help="The queue view (place, effective priority, estimated start and "
+        "completion), redrawn every --interval seconds; Ctrl-C ends it.")] = False,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between redraws with --watch (default 2).")] = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """List tasks in the order they will be picked, with when each queued one may start."""
     ws = workspace(home, db)
-    found = queries.list_tasks(ws, queue, status, limit)
-    figures = queries.pick_figures(ws, found)
+    if watch_:
+        from cli.queue_view import watch_queue
+
+        if verbose:
+            raise BadInput("--verbose does not go with --watch")
+        watch_queue(ws, queue, status, limit, agent, unassigned, 2.0 if interval is None else interval,
+                    json_out)
+        return
+    if interval is not None:
+        raise BadInput("--interval goes with --watch")
+    found, figures = queries.task_listing(ws, queue, None if status is None else [status], limit,
+                                          agent, unassigned)
     if json_out:
         emit_json({"tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]})
         return
@@ -129,6 +153,9 @@ def tasks_command(
     never = any(figures[t.task_id]["unplaceable"] for t in found)
     if never:
         columns.append("never taken")  # no agent of the control file has what it requires
+    dues = any(t.due for t in found)
+    if dues:
+        columns.append("due")
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
@@ -147,11 +174,23 @@ def tasks_command(
             row.append(t.dead_reason or "")
         if never:
             row.append(pick["unplaceable"] or "")
+        if dues:
+            row.append(due_cell(t.due, pick["overdue"], now))
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
         table.add_row(*map(literal, row))
     console().print(table)
+
+
+def due_cell(due: str | None, overdue: bool, now: datetime) -> str:
+    """`in 2h`, `OVERDUE by 5m` (an open task past its due time), `-` (no due time)."""
+    if due is None:
+        return "-"
+    seconds = (from_text(due) - now).total_seconds()
+    if overdue:
+        return f"OVERDUE by {human_duration(-seconds)}"
+    return f"in {human_duration(seconds)}" if seconds > 0 else f"was {due}"
 
 
 PAYLOAD_SHOWN = 200  # bytes: a bigger payload is not read by a listing, only its size shown
@@ -211,6 +250,7 @@ def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     lines.append(("payload", json_text(doc["payload"])))
     for label, key in (("last error", "last_error"), ("dead reason", "dead_reason"),
                        ("type", "task_type"), ("key", "idempotency_key"), ("not before", "not_before"),
+                       ("due", "due"), ("due missed", "due_missed_at"),
                        ("deadline", "deadline"), ("log", "log_path")):
         if doc[key] is not None:
             lines.append((label, str(doc[key])))

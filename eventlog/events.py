@@ -49,7 +49,9 @@ class Event(BaseModel):
 class TaskSubmitted(Event):
     """A task entered its queue (or waits for approval).
 
-    Version 2 adds `requires`: capabilities an agent must have to take it."""
+    Version 2 adds `requires`: capabilities an agent must have to take it, and `due`:
+    when the task should be done by (its effective priority rises as that nears; None,
+    as on version 1 events, means no due time)."""
 
     schema_version: int = 2
     type: Literal["TaskSubmitted"] = "TaskSubmitted"
@@ -66,6 +68,17 @@ class TaskSubmitted(Event):
     after: tuple[TaskId, ...] = ()  # tasks that must succeed before this one may start
     task_type: str | None = None  # kind of work, for affinity (agents' success records)
     requires: tuple[str, ...] = ()  # (v2) capabilities the agent taking it must have
+    due: AwareDatetime | None = None  # (v2) when it should be done by
+
+
+class TaskDueMissed(Event):
+    """A task was not done by its due time: recorded once per task, by the first tick
+    after the time passed while the task was still open (`status`: where it stood)."""
+
+    type: Literal["TaskDueMissed"] = "TaskDueMissed"
+    task_id: TaskId
+    due: AwareDatetime
+    status: str
 
 
 class CandidateAgent(BaseModel):
@@ -371,6 +384,28 @@ class QueueGateOpened(Event):
     queue: str
 
 
+class DaemonStarted(Event):
+    """A daemon (`sched run`) started on `host` as process `pid`, running sched `version`
+    and ticking every `interval_seconds`."""
+
+    type: Literal["DaemonStarted"] = "DaemonStarted"
+    host: str
+    pid: int
+    version: str
+    interval_seconds: float
+
+
+class DaemonStopped(Event):
+    """A daemon stopped cleanly (a daemon that is killed records no stop: its beats in
+    the operational records stop instead)."""
+
+    type: Literal["DaemonStopped"] = "DaemonStopped"
+    host: str
+    pid: int
+    version: str
+    reason: str | None = None  # e.g. the signal that asked it to stop
+
+
 AnyEvent = Annotated[
     TaskSubmitted
     | TaskAssigned
@@ -393,7 +428,10 @@ AnyEvent = Annotated[
     | SchedulerPaused
     | SchedulerResumed
     | QueueGateClosed
-    | QueueGateOpened,
+    | QueueGateOpened
+    | TaskDueMissed
+    | DaemonStarted
+    | DaemonStopped,
     Field(discriminator="type"),
 ]
 
@@ -427,7 +465,7 @@ def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
 # then refuses it with "upgrade sched" instead of a confusing field error) and an
 # `_unchanged` upcaster.
 _UPCASTERS: dict[tuple[str, int], Any] = {
-    ("TaskSubmitted", 1): _unchanged,  # v2: + requires
+    ("TaskSubmitted", 1): _unchanged,  # v2: + requires, + due
     ("TaskAssigned", 1): _unchanged,  # v2: + decision
     ("TaskAssigned", 2): _unchanged,  # v3: + decision.candidates[].weight
     ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes

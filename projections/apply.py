@@ -17,6 +17,8 @@ from eventlog.events import (
     AgentEvicted,
     AgentRestored,
     AgentsConfigured,
+    DaemonStarted,
+    DaemonStopped,
     QueueGateClosed,
     QueueGateOpened,
     SchedulerPaused,
@@ -80,6 +82,8 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         state.set_meta("paused", pause_state(event, rec.recorded_at))
     elif isinstance(event, QueueGateClosed | QueueGateOpened):
         state.set_meta(f"gate:{event.queue}", gate_state(event, rec.recorded_at))
+    elif isinstance(event, DaemonStarted | DaemonStopped):
+        pass  # a fact for the audit trail and webhooks; liveness is read from the daemons' beats
     else:
         # a submit creates its task (ids are allocated once): no read needed, which is
         # most of what a rebuild or a batch submit would otherwise spend per task

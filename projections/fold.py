@@ -29,6 +29,7 @@ from eventlog.events import (
     TaskCancelled,
     TaskCancelRequested,
     TaskDeadLettered,
+    TaskDueMissed,
     TaskFailed,
     TaskProgressed,
     TaskRejected,
@@ -70,6 +71,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             submitted_at=at, updated_at=at,
             ready_at=None if event.requires_approval else ready_time(at, event.not_before),
             requires=event.requires,
+            due=to_text(event.due) if event.due else None,
         )
     if task is None:
         raise CorruptLog(f"event seq {seq} ({event.type}) names a task never submitted")  # type: ignore[attr-defined]
@@ -87,6 +89,8 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
                            progress_at=None)
         case LeaseRenewed():
             return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
+        case TaskDueMissed():
+            return replace(task, due_missed_at=at, updated_at=at)
         case TaskProgressed():
             return replace(task, progress_percent=event.percent, progress_message=event.message,
                            progress_at=at, updated_at=at)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import DamagedProjection
 from eventlog.storage.port import Term, Transaction, Unindexed
-from projections.views import AgentView, CapacityChange, Outcome, TaskView
+from projections.views import AgentView, CapacityChange, Outcome, TaskView, due_watch
 
 if TYPE_CHECKING:
 
@@ -88,7 +88,7 @@ def _json_list(values: tuple[object, ...]) -> str:
 
 def _task_params(task: TaskView) -> tuple[object, ...]:
     return (*(_json_list(getattr(task, name)) if name in _TUPLE_FIELDS else getattr(task, name)
-              for name in _TASK_FIELDS), len(task.blocks))
+              for name in _TASK_FIELDS), len(task.blocks), due_watch(task))
 
 
 def _agent_params(agent: AgentView) -> tuple[object, ...]:
@@ -96,12 +96,12 @@ def _agent_params(agent: AgentView) -> tuple[object, ...]:
                  for name in _AGENT_FIELDS)
 
 
-_TASK_ROW = (*_TASK_FIELDS, "unblocks")
+_TASK_ROW = (*_TASK_FIELDS, "unblocks", "due_watch")
 
 
 # table -> (its key columns, its other columns), as `flush` writes them
 ROW_SHAPES: dict[str, tuple[list[str], list[str]]] = {
-    "tasks": (["task_id"], [*_TASK_FIELDS[1:], "unblocks"]),
+    "tasks": (["task_id"], [*_TASK_FIELDS[1:], "unblocks", "due_watch"]),
     "agents": (["name"], _AGENT_FIELDS[1:]),
     "queue_counts": (["queue", "status"], ["count"]),
     "agent_records": (["agent", "task_type"], ["succeeded", "failed"]),
@@ -120,7 +120,7 @@ def rows_of(state: MemoryProjection) -> Rows:
         value = dict(zip(names, params, strict=True))
         return tuple(value[k] for k in keys), tuple(value[c] for c in others)
 
-    task_names = [*_TASK_FIELDS, "unblocks"]
+    task_names = [*_TASK_FIELDS, "unblocks", "due_watch"]
     return {
         "tasks": dict(split("tasks", _task_params(t), task_names) for t in state.tasks.values()),
         "agents": dict(split("agents", _agent_params(a), _AGENT_FIELDS) for a in state.agents.values()),
@@ -402,17 +402,39 @@ class SqlProjection:
                              [("queue", "=", queue), ("status", "=", "queued")])[0][0]
 
     def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
-                   ready_by: str | None = None) -> list[TaskView]:
+                   ready_by: str | None = None, due_by: str | None = None) -> list[TaskView]:
         """The best `limit` queued tasks of `queue` (by base priority) that may start at
         `now`: the unassigned ones, or those directed at one of `assignees`; with
-        `ready_by`, only those ready since then or earlier."""
+        `ready_by`, only those ready since then or earlier; with `due_by`, only those due
+        by then."""
         self.flush()
         if assignees is not None:  # one ordered index range per agent, merged in pick order
             targets = self.directed_at(queue) & set(assignees)
             found = [t for name in sorted(targets)
-                     for t in self._candidates(queue, now, limit, ("assignee", "=", name), ready_by)]
+                     for t in self._candidates(queue, now, limit, ("assignee", "=", name), ready_by, due_by)]
             return sorted(found, key=lambda t: (-t.priority, -len(t.blocks), t.task_id))[:limit]
-        return self._candidates(queue, now, limit, ("assignee", "is", None), ready_by)
+        return self._candidates(queue, now, limit, ("assignee", "is", None), ready_by, due_by)
+
+    def earliest_due(self, queue: str) -> str | None:
+        """The earliest due time of the queued tasks of `queue` (None: none has one)."""
+        self.flush()
+        where: list[Any] = [("queue", "=", queue), ("status", "=", "queued"), ("due", "is not", None)]
+        return self.txn.rows("tasks", ("min(due)",), where)[0][0]  # type: ignore[return-value]
+
+    def missed_due(self, now: str, limit: int) -> list[TaskView]:
+        """Open tasks whose due time passed by `now` and whose miss is not recorded yet,
+        earliest due first (a range of `ix_tasks_due_unmarked`)."""
+        self.flush()
+        where: list[Any] = [("due_watch", "<=", now), ("due_missed_at", "is", None)]
+        return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where, ("due_watch",), limit)]
+
+    def overdue_open(self, now: str) -> tuple[int, str | None]:
+        """How many open tasks are past their due time at `now`, and the earliest such
+        due time (a range of `ix_tasks_due_open`)."""
+        self.flush()
+        ((count, earliest),) = self.txn.rows("tasks", ("count(*)", "min(due_watch)"),
+                                             [("due_watch", "<=", now)])
+        return count, earliest  # type: ignore[return-value]
 
     def directed_at(self, queue: str) -> set[str]:
         """The agents that queued tasks of `queue` are directed at (one step of
@@ -423,12 +445,14 @@ class SqlProjection:
         return {name for (name,) in found}  # type: ignore[misc]
 
     def _candidates(self, queue: str, now: str, limit: int, who: Term,
-                    ready_by: str | None) -> list[TaskView]:
+                    ready_by: str | None, due_by: str | None = None) -> list[TaskView]:
         where: list[Any] = [("queue", "=", queue), ("status", "=", "queued"), who,
                             ("not_before", "<= or null", now)]
         if ready_by is not None:
             # unindexed: filter while reading ix_tasks_pick in order; as a plain term SQLite
             # would prefer the range of ix_tasks_age and sort every older queued task
             where.append((Unindexed("ready_at"), "<=", ready_by))
+        if due_by is not None:  # unindexed, as ready_at: read ix_tasks_pick in order, filtered
+            where.append((Unindexed("due"), "<=", due_by))
         found = self.txn.rows("tasks", _TASK_FIELDS, where, PICK_ORDER_COLUMNS, limit)
         return [task_from_row(r) for r in found]

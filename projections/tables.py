@@ -57,6 +57,9 @@ class TaskRow(SQLModel, table=True):
     progress_at: str | None = None
     payload_bytes: int = Field(default=0, sa_type=Int64)
     requires: str = "[]"  # JSON list of capability names
+    due: str | None = None
+    due_missed_at: str | None = None
+    due_watch: str | None = None  # `due` while the task is open, for the indexes below
 
 
 _TASKS = TaskRow.__table__  # type: ignore[attr-defined]
@@ -72,6 +75,16 @@ Index("ix_tasks_age", _TASKS.c.queue, _TASKS.c.status, _TASKS.c.ready_at)  # age
 Index("ix_tasks_agent", _TASKS.c.agent, _TASKS.c.status, _TASKS.c.priority.desc(),
       _TASKS.c.unblocks.desc(), _TASKS.c.task_id)
 Index("ix_tasks_idempotency", _TASKS.c.idempotency_key)
+# due times: the earliest of a queue's queued tasks (the tick's due bands); open tasks
+# past due (health); those whose miss is not recorded yet (the tick records it once).
+# Partial: only tasks with a due time are in them.
+Index("ix_tasks_due_by", _TASKS.c.queue, _TASKS.c.status, _TASKS.c.due,
+      sqlite_where=_TASKS.c.due.isnot(None), postgresql_where=_TASKS.c.due.isnot(None))
+Index("ix_tasks_due_open", _TASKS.c.due_watch, sqlite_where=_TASKS.c.due_watch.isnot(None),
+      postgresql_where=_TASKS.c.due_watch.isnot(None))
+Index("ix_tasks_due_unmarked", _TASKS.c.due_watch,
+      sqlite_where=_TASKS.c.due_watch.isnot(None) & _TASKS.c.due_missed_at.is_(None),
+      postgresql_where=_TASKS.c.due_watch.isnot(None) & _TASKS.c.due_missed_at.is_(None))
 # the running attempts of one host's exec wrappers (a tick or a claim looks for dead
 # ones): only rows with a host, so a submit or a pull worker's claim never writes it
 Index("ix_tasks_host", _TASKS.c.host, _TASKS.c.status, sqlite_where=_TASKS.c.host.isnot(None),

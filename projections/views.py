@@ -25,6 +25,12 @@ FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead", "cancelled"})
 HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
 
 
+def due_watch(task: TaskView) -> str | None:
+    """The due time of a task still open (not final), else None: the derived column by
+    which ticks find missed due times and health counts overdue tasks."""
+    return task.due if task.status not in FINAL_STATUSES else None
+
+
 @dataclass(frozen=True, slots=True)
 class TaskView:
     """One task as the log says it is now. Times are fixed-width UTC text."""
@@ -67,6 +73,8 @@ class TaskView:
     progress_at: str | None = None
     payload_bytes: int = 0  # size of the payload's JSON: listings show it without loading it
     requires: tuple[str, ...] = ()  # capabilities an agent must have to take it
+    due: str | None = None  # when it should be done by
+    due_missed_at: str | None = None  # when a tick recorded that it was not done by then
 
 
 @dataclass(frozen=True, slots=True)

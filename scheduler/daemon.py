@@ -24,6 +24,7 @@ from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from eventlog.errors import SchedError
@@ -32,8 +33,8 @@ from scheduler import webhooks
 from scheduler.daemon_log import DaemonLog
 from scheduler.health import health, record_health
 from scheduler.launcher import Launcher
+from scheduler.lifecycle import record_start, record_stop
 from scheduler.tick import TickReport, tick
-from scheduler.tick_runs import forget_daemon
 from scheduler.workspace import Workspace
 
 
@@ -192,6 +193,7 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
                           jitter=every / 10 if shared and name == "tick" else None)
 
     stopping = threading.Event()
+    stopped_by: list[str] = []  # the signal that asked it to stop (DaemonStopped.reason)
 
     def tick_soon() -> None:
         """Tick now (or, if a tick is running, once more right after it)."""
@@ -203,8 +205,10 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     def stop(signum: int, _frame: FrameType | None) -> None:
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping",
             event="daemon.stopping", signal=signal.Signals(signum).name)
+        stopped_by.append(signal.Signals(signum).name)
         stopping.set()
-        scheduler.shutdown(wait=True)
+        with contextlib.suppress(SchedulerNotRunningError):  # asked before it began: it never will
+            scheduler.shutdown(wait=True)
 
     def wake_on_commits() -> None:
         """A commit anywhere that appended events brings the next tick forward (the
@@ -242,14 +246,19 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
+        try:  # in the open: DaemonStarted (and daemon.started); a failure here stops nothing
+            record_start(ws, interval)
+        except SchedError as e:
+            log(f"could not record the start: {e.message}", event="daemon.error", level="warning")
         with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
-            scheduler.start()
+            if not stopping.is_set():
+                scheduler.start()
     finally:
         stopping.set()
         launcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(SchedError), ws.db.write() as txn:
-            forget_daemon(txn, ws.settings.host_name, os.getpid())
+        with contextlib.suppress(SchedError):
+            record_stop(ws, stopped_by[0] if stopped_by else None)
     log("sched daemon: stopped", event="daemon.stopped")
     return 0

@@ -5,32 +5,15 @@ state, when the last tick ran and whether a daemon is alive."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
-from eventlog.timeutil import from_text
+from eventlog.timeutil import from_text, to_text
 from scheduler.queries import current_fleet, status_of
-from scheduler.tick import pid_alive
-from scheduler.tick_runs import daemons, last_tick
+from scheduler.tick_runs import daemon_state, daemons, last_tick, pid_alive
 from scheduler.workspace import Workspace
 
 RECENT = 10
-MISSED_BEATS = 3  # a daemon that has not ticked for this many intervals is not alive
-
-
-def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
-                 alive: Callable[[int], bool]) -> dict[str, Any]:
-    """Whether a daemon is alive, from the records daemons keep (latest beat first): one
-    whose last tick is within `MISSED_BEATS` of its intervals (and, on this host, whose
-    process exists)."""
-    for row in rows:
-        age = (now - from_text(row["beat_at"])).total_seconds()
-        fresh = age <= MISSED_BEATS * row["interval_seconds"]
-        if fresh and (row["host"] != host or alive(row["pid"])):
-            return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"]}
-    last_seen = rows[0]["beat_at"] if rows else None
-    return {"alive": False, "host": None, "pid": None, "since": None, "last_seen": last_seen}
 
 
 def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
@@ -43,6 +26,7 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[st
         recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))
         done_last_hour = views.count_outcomes(now.timestamp() - 3600, ("succeeded",))
         failed_last_hour = views.count_outcomes(now.timestamp() - 3600, ("failed", "expired"))
+        overdue, earliest_due = views.overdue_open(to_text(now))
     held: dict[str, list[dict[str, Any]]] = {}
     for task in holding:
         since = task.started_at if task.status == "running" else task.assigned_at
@@ -59,6 +43,7 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[st
                       "start_seconds": None if o.started_ts is None or o.assigned_ts is None
                       else round(o.started_ts - o.assigned_ts, 3)} for o in recent]
     doc["last_hour"] = {"completed": done_last_hour, "failed": failed_last_hour}
+    doc["overdue"] = {"count": overdue, "earliest_due": earliest_due}
     doc["last_tick"] = None if ticked is None else ticked | {
         "seconds_ago": round((now - from_text(str(ticked["at"]))).total_seconds(), 3)}
     doc["daemon"] = daemon_state(running_daemons, now, ws.settings.host_name, alive)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
 from scheduler.queries import current_fleet
 from scheduler.settings import Settings
-from scheduler.tick_runs import last_tick_at
+from scheduler.tick_runs import daemon_state, daemons, last_tick_at, pid_alive
 from scheduler.workspace import Workspace
 
 LEVELS = ("healthy", "degraded", "unhealthy")
@@ -140,6 +141,36 @@ def _probe(queue: str, assignee: str | None, requires: tuple[str, ...], task_id:
                     submitted_seq=0, submitted_at="", updated_at="", requires=requires)
 
 
+def check_due(overdue: int, earliest: str | None, now: datetime) -> Check:
+    """Open tasks (not succeeded, dead or cancelled) past their due time."""
+    threshold = "degraded while any open task is past its due time (submit --due)"
+    if overdue == 0:
+        return Check("due", "healthy", "no open task is past its due time", threshold)
+    late = (now - from_text(earliest)).total_seconds() if earliest else 0.0
+    return Check("due", "degraded", f"{overdue} open task(s) past their due time, the latest "
+                 f"by {late:.0f} s (due {earliest})", threshold)
+
+
+def check_daemon(state: dict[str, Any], window_seconds: float, now: datetime) -> Check:
+    """Whether a daemon (`sched run`) is alive and since when (`state`: `daemon_state`).
+    None alive is healthy when none ran or the last stopped cleanly (ticks may come from
+    cron: `last_tick` judges those); degraded when one stopped beating without
+    recording a stop (killed, crashed, its host gone) within `window_seconds`."""
+    threshold = (f"degraded when a daemon stopped beating without recording a stop in the last "
+                 f"{window_seconds:g} s")
+    if state["alive"]:
+        return Check("daemon", "healthy", f"alive on {state['host']} (pid {state['pid']}) since "
+                     f"{state['since']}", threshold)
+    seen = state.get("last_seen")
+    if seen is None:
+        return Check("daemon", "healthy", "no daemon alive (none running, or the last one stopped "
+                     "cleanly)", threshold)
+    ago = (now - from_text(seen)).total_seconds()
+    saw = (f"no daemon alive: the one on {state['last_host']} (pid {state['last_pid']}) last ticked "
+           f"{ago:.0f} s ago ({seen}) and recorded no stop")
+    return Check("daemon", "degraded" if ago <= window_seconds else "healthy", saw, threshold)
+
+
 def check_control_file(ws: Workspace) -> Check:
     try:
         registry = ws.registry()
@@ -208,13 +239,14 @@ def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
     return previous if changed else None
 
 
-def health(ws: Workspace) -> dict[str, Any]:
-    """Run every check; the report has the overall level, its exit code and the checks."""
+def health(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
+    """Run every check; the report has the overall level, its exit code and the checks
+    (`alive`: whether a process of this host exists, for the daemon check)."""
     settings, now = ws.settings, ws.clock.now()
     files = (check_files(deleted_files_held(settings.db_path)) if not is_url(settings.database) else
              Check("files", "healthy", "a PostgreSQL database: the server keeps its files", "none"))
     try:
-        checks = [*database_checks(ws, now), check_control_file(ws), files]
+        checks = [*database_checks(ws, now, alive), check_control_file(ws), files]
     except DatabaseError as e:  # a monitor still gets a report: what can be checked, is
         checks = [Check("database", "unhealthy", e.message, "the database must open and read"),
                   check_control_file(ws), files]
@@ -223,12 +255,14 @@ def health(ws: Workspace) -> dict[str, Any]:
             "checks": [asdict(c) for c in checks]}
 
 
-def database_checks(ws: Workspace, now: datetime) -> list[Check]:
-    """The checks that read the database: ticks, backlog, errors, progress, leases, integrity."""
+def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] = pid_alive) -> list[Check]:
+    """The checks that read the database: ticks, daemons, backlog, errors, progress,
+    leases, due times, integrity."""
     settings = ws.settings
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
     with ws.read() as (_log, views):
         last = last_tick_at(views.txn)
+        daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive)
         counts = views.counts()
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
         succeeded = views.count_outcomes(window_start, ("succeeded",))
@@ -238,12 +272,15 @@ def database_checks(ws: Workspace, now: datetime) -> list[Check]:
         ready, ready_since = views.ready_backlog(to_text(now))
         waiting = views.waiting_requirements()
         fleet = current_fleet(ws, views) if waiting else []
+        overdue, earliest_due = views.overdue_open(to_text(now))
     return [
         check_last_tick(settings, last, now),
+        check_daemon(daemon, settings.health_window_seconds, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
         check_unplaceable(fleet, waiting),
+        check_due(overdue, earliest_due, now),
         check_integrity(ws.db.integrity_check()),
     ]

@@ -29,6 +29,9 @@ class PlanPolicy:
     # queue -> (age_boost_seconds, age_boost_max); other queues use default_ageing
     ageing: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     default_ageing: tuple[float, int] = (0.0, 0)
+    # queue -> (due_boost_seconds, due_boost_max); other queues use default_due_boost
+    due_boost: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    default_due_boost: tuple[float, int] = (0.0, 0)
     # queue -> hash of the settings that decide for it, recorded with each assignment;
     # other queues have default_fingerprint
     fingerprints: Mapping[str, str] = field(default_factory=dict)
@@ -38,6 +41,9 @@ class PlanPolicy:
 
     def ageing_of(self, queue: str) -> tuple[float, int]:
         return self.ageing.get(queue, self.default_ageing)
+
+    def due_boost_of(self, queue: str) -> tuple[float, int]:
+        return self.due_boost.get(queue, self.default_due_boost)
 
     def fingerprint_of(self, queue: str) -> str:
         return self.fingerprints.get(queue, self.default_fingerprint)
@@ -68,15 +74,72 @@ def age_boost(task: TaskView, now: datetime, boost_seconds: float, cap: int) -> 
     return max(0, min(cap, int(waited_seconds(task, now) // boost_seconds)))
 
 
+def due_boost(task: TaskView, now: datetime, window_seconds: float, cap: int) -> int:
+    """Priority points a task with a due time has gained as that time nears: none until
+    `window_seconds` before it, then rising in a straight line, one point per
+    `window_seconds / cap`, to `cap` at the due time; `cap` while overdue. In points:
+    min(cap, floor(cap * (window - left) / window)) for `left` seconds to go, 0 <= left
+    < window. A task that has ended keeps the figure it reached (the curve is about
+    ordering what waits)."""
+    if task.due is None or window_seconds <= 0 or cap <= 0:
+        return 0
+    left = (from_text(task.due) - now).total_seconds()
+    if left >= window_seconds:
+        return 0
+    if left <= 0:
+        return cap
+    return max(0, min(cap, int(cap * (window_seconds - left) // window_seconds)))
+
+
+def due_cutoff(now: datetime, window_seconds: float, cap: int, points: int) -> datetime:
+    """The latest due time at which a task has gained at least `points` (1..cap) due
+    points at `now`: the inverse of `due_boost`, for the tick's candidate bands."""
+    return now + timedelta(seconds=window_seconds * (1 - points / cap))
+
+
 def effective_priority(task: TaskView, now: datetime, policy: PlanPolicy) -> int:
-    """Priority plus one point per `age_boost_seconds` waited, at most `age_boost_max`."""
-    return task.priority + age_boost(task, now, *policy.ageing_of(task.queue))
+    """Priority plus one point per `age_boost_seconds` waited (at most `age_boost_max`)
+    plus the due boost (`due_boost`, at most `due_boost_max`)."""
+    return (task.priority + age_boost(task, now, *policy.ageing_of(task.queue))
+            + due_boost(task, now, *policy.due_boost_of(task.queue)))
 
 
 def pick_order(task: TaskView, now: datetime, policy: PlanPolicy) -> tuple[int, int, int]:
     """Sort key: higher effective priority first, then the task that unblocks more
     others, then earlier submission."""
     return (-effective_priority(task, now, policy), -len(task.blocks), task.submitted_seq)
+
+
+def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None) -> list[str | None]:
+    """Ready-since cutoffs, one per age boost a task can have (up to what the oldest
+    queued task has gained): a task among the best of its band by base priority is a
+    candidate. The best by effective priority are then all among the union: a task
+    that gained b points competes only with tasks that gained at least as many, and
+    those rank above it if their base priority does."""
+    boost, cap = policy.ageing_of(queue)
+    if boost <= 0 or oldest is None:
+        return [None]
+    reached = min(cap, int((now - from_text(oldest)).total_seconds() // boost))
+    return [None, *(to_text(now - timedelta(seconds=b * boost)) for b in range(1, reached + 1))]
+
+
+DUE_SLACK = timedelta(milliseconds=1)  # a band's cutoff errs towards one task too many
+
+
+def due_bands(now: datetime, policy: PlanPolicy, queue: str, earliest: str | None) -> list[str | None]:
+    """Due-by cutoffs, one per due boost a task can have (up to what the queued task due
+    first has gained): the same argument as `age_bands`, for the due boost. With both, a
+    task's band is a pair (age points, due points), and the tick reads every pair."""
+    window, cap = policy.due_boost_of(queue)
+    if window <= 0 or cap <= 0 or earliest is None:
+        return [None]
+    cutoffs: list[str | None] = [None]
+    for points in range(1, cap + 1):
+        cutoff = due_cutoff(now, window, cap, points)
+        if from_text(earliest) > cutoff + DUE_SLACK:
+            break
+        cutoffs.append(to_text(cutoff + DUE_SLACK))
+    return cutoffs
 
 
 def is_ready(task: TaskView, now_text: str) -> bool:

@@ -32,6 +32,8 @@ class QueuePolicy(BaseModel):
     max_queue_depth: int = Field(default=10_000, ge=1, le=2**63 - 1)
     age_boost_seconds: float = Field(default=600.0, ge=0, le=MAX_SECONDS)  # 0: no ageing
     age_boost_max: int = Field(default=10, ge=0, le=100)  # each point is a band the tick reads
+    due_boost_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)  # 0: no due boost
+    due_boost_max: int = Field(default=10, ge=0, le=100)  # each point is a band the tick reads
     # a command (argv) that exits 0 while what the queue's work needs is available;
     # while it fails, ticks assign nothing from the queue
     gate: list[str] | None = Field(default=None, min_length=1)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
@@ -13,10 +12,9 @@ from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
-from projections.views import VISIBLE_STATUSES, AgentView, TaskView
-from scheduler.fit import missing, never_fits
+from projections.views import FINAL_STATUSES, VISIBLE_STATUSES, AgentView, TaskView
+from scheduler.fit import never_fits
 from scheduler.gates import closed_gates
-from scheduler.hours import is_available
 from scheduler.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace, describe_pause
@@ -107,14 +105,17 @@ def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[Ag
 
 
 def ordering_policy(settings: Settings) -> PlanPolicy:
-    """The part of the plan policy that orders tasks (the start deadline and each
-    queue's ageing), for listings; `scheduler.tick.plan_policy` adds what labels the
+    """The part of the plan policy that orders tasks (the start deadline, each queue's
+    ageing and due boost), for listings; `scheduler.tick.plan_policy` adds what labels the
     decisions it records."""
     return PlanPolicy(
         start_deadline_seconds=settings.start_deadline_seconds,
         ageing={q: (p.age_boost_seconds, p.age_boost_max)
                 for q in settings.queues if (p := settings.queue_policy(q))},
-        default_ageing=(settings.age_boost_seconds, settings.age_boost_max))
+        default_ageing=(settings.age_boost_seconds, settings.age_boost_max),
+        due_boost={q: (p.due_boost_seconds, p.due_boost_max)
+                   for q in settings.queues if (p := settings.queue_policy(q))},
+        default_due_boost=(settings.due_boost_seconds, settings.due_boost_max))
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
@@ -129,79 +130,106 @@ def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = No
     return sorted(found, key=lambda t: pick_order(t, now, policy))
 
 
+OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running")
+
+
+def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str] | None = None,
+                 limit: int | None = None, agent: str | None = None,
+                 unassigned: bool = False) -> tuple[list[TaskView], dict[int, dict[str, Any]]]:
+    """Tasks in pick order with their figures (`pick_figures`): of one queue or all, of
+    some statuses or all; with `agent`, only those it holds or that are directed at it;
+    with `unassigned`, only those directed at no agent (open to any of their queue's).
+    The figures (places in the queues, estimates) are worked out over the listing
+    before those two filters, so a filtered task keeps the place it has in its queue;
+    `limit` then keeps the first ones (without the filters it limits the read itself,
+    and the estimates count only the tasks it keeps)."""
+    if agent is not None and unassigned:
+        raise BadInput("give --agent or --unassigned, not both")
+    if agent is not None:
+        with ws.read() as (_log, views):
+            known = {a.name for a in current_fleet(ws, views)} | {a.name for a in views.all_agents()}
+        if agent not in known:
+            raise BadInput(f"unknown agent {agent!r}")
+    filtered = agent is not None or unassigned
+    cut = None if filtered else limit
+    if statuses is None:
+        found = list_tasks(ws, queue, None, cut)
+    else:
+        now, policy = ws.clock.now(), ordering_policy(ws.settings)
+        found = sorted((t for s in statuses for t in list_tasks(ws, queue, s, cut)),
+                       key=lambda t: pick_order(t, now, policy))[:cut]
+    figures = pick_figures(ws, found)
+    if agent is not None:
+        found = [t for t in found if agent in (t.agent, t.assignee)]
+    elif unassigned:
+        found = [t for t in found if t.assignee is None]
+    return found[:limit] if filtered else found, figures
+
+
 THROUGHPUT_WINDOW_SECONDS = 3600.0
 SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
 
 
+RUN_TIME_WINDOW_SECONDS = 24 * 3600.0
+
+
 def estimated_starts(ws: Workspace, tasks: list[TaskView],
                      fleet: list[AgentView] | None = None) -> dict[int, str | None]:
-    """When each queued task may start. Walks the listed tasks in pick order, as a tick
-    would place them: a ready task takes a free slot of an agent that may run it (of its
-    queue's type, or its assignee; in service) if one is left, and starts at the next
-    tick (now); otherwise it waits behind the tasks already waiting for those agents,
-    the n-th of them n / rate after now, where rate is how often the queue's attempts
-    ended over the last hour (each frees a slot). A task whose `not_before` is still
-    ahead takes no place and starts no earlier than it. None when it cannot be told:
-    not queued, no agent in service can ever run it, no slot freed in the last hour,
-    or assignment paused or gated."""
+    """When each queued task may start (`estimates.estimate_starts`): the rate of a
+    queue is how often its attempts ended over the last hour (each frees a slot);
+    `fleet`: the agents, if the caller has them already."""
+    from scheduler.estimates import estimate_starts
+
     now = ws.clock.now()
-    now_text = to_text(now)
     queues = sorted({t.queue for t in tasks if t.status == "queued"})
     with ws.read() as (_log, views):
         meta, agents = views.meta(), fleet if fleet is not None else current_fleet(ws, views)
         rates = {q: views.count_outcomes(now.timestamp() - THROUGHPUT_WINDOW_SECONDS, SLOT_FREEING, q)
                  / THROUGHPUT_WINDOW_SECONDS for q in queues}
     stopped = describe_pause(meta.get("paused"), ws.stop_file) is not None
-    closed = closed_gates(meta)
-    serving = {a.name: a for a in agents if a.in_service and a.capacity > 0}
-    free = {name: a.free if is_available(a.hours, now) else 0 for name, a in serving.items()}
-    waiting: dict[str, int] = {}  # queue or agent -> ready tasks already waiting for a slot
-    estimates: dict[int, str | None] = {}
-    for task in tasks:  # already in pick order
-        estimates[task.task_id] = None
-        if task.status != "queued" or stopped or task.queue in closed:
-            continue
-        able = [name for name, a in serving.items() if a.type == task.queue
-                and (task.assignee is None or name == task.assignee)
-                and not missing(a.capabilities, task.requires)]
-        if not able:
-            continue  # no agent in service can ever run it
-        ready = task.not_before is None or task.not_before <= now_text
-        pool = task.assignee or task.queue + ("[" + ",".join(task.requires) + "]" if task.requires else "")
-        best = max(able, key=lambda name: free[name])
-        if free[best] > 0:  # a slot is free: it starts at the next tick (or at its not_before)
-            if ready:
-                free[best] -= 1
-            start = now
-        else:
-            ahead = waiting.get(pool, 0)
-            if ready:
-                waiting[pool] = ahead + 1
-            if rates[task.queue] <= 0:
-                continue
-            start = now + timedelta(seconds=(ahead + 1) / rates[task.queue])
-        text = to_text(start)
-        estimates[task.task_id] = max(text, task.not_before) if task.not_before else text
-    return estimates
+    return estimate_starts(tasks, agents, rates, now, stopped, closed_gates(meta))
+
+
+def recorded_run_seconds(ws: Workspace) -> dict[str, float]:
+    """Each queue's median run time over its attempts that succeeded in the last
+    `RUN_TIME_WINDOW_SECONDS` (24 h)."""
+    from scheduler.estimates import run_seconds_by_queue
+
+    since = ws.clock.now().timestamp() - RUN_TIME_WINDOW_SECONDS
+    with ws.read() as (_log, views):
+        return run_seconds_by_queue(views.outcomes(since, ("succeeded",)))
 
 
 def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, Any]]:
-    """Per task (in pick order): what decides its place in its queue, effective priority
-    and time waited, when it may start (`estimated_starts`), and why no agent of the
-    control file can ever take it (`never_fits`; None for a task that is final or
-    held, or that some agent can take)."""
+    """Per task (in pick order): its place in its queue, what decides it (effective
+    priority and time waited), when it may start (`estimated_starts`) and finish
+    (`estimates.estimate_completions`), whether it is overdue, and why no agent of the
+    control file can ever take it (`never_fits`; None for a task that is final or held,
+    or that some agent can take)."""
+    from scheduler.estimates import estimate_completions, queue_positions
+
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
     with ws.read() as (_log, views):
         fleet = current_fleet(ws, views)
     starts = estimated_starts(ws, tasks, fleet)
-    return {t.task_id: {"effective_priority": effective_priority(t, now, policy),
+    done = estimate_completions(tasks, starts, recorded_run_seconds(ws), now)
+    positions = queue_positions(tasks)
+    return {t.task_id: {"position": positions[t.task_id],
+                        "effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),
                         "estimated_start": starts[t.task_id],
+                        "estimated_completion": done[t.task_id],
+                        "overdue": is_overdue(t, to_text(now)),
                         "unplaceable": never_fits(fleet, t) if t.status in WAITING_STATUSES else None}
             for t in tasks}
 
 
 WAITING_STATUSES = ("awaiting_approval", "blocked", "queued")
+
+
+def is_overdue(task: TaskView, now_text: str) -> bool:
+    """Whether a task is still open (not succeeded, dead or cancelled) past its due time."""
+    return task.due is not None and task.status not in FINAL_STATUSES and task.due <= now_text
 
 
 def small_payloads(ws: Workspace, tasks: list[TaskView], limit: int) -> dict[int, str]:

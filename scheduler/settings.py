@@ -73,6 +73,11 @@ class Settings(BaseModel):
         description="a queued task gains one priority point per this long waited (0: off)")
     age_boost_max: int = Field(default=10, ge=0, le=100,
         description="most points a task gains by waiting")
+    due_boost_seconds: float = Field(
+        le=MAX_SECONDS, default=3600.0, ge=0,
+        description="a task with a due time gains priority over this long before it (0: off)")
+    due_boost_max: int = Field(default=10, ge=0, le=100,
+        description="points a task has gained at its due time (and keeps while overdue)")
     max_queue_depth: int = Field(
         default=10_000, ge=1, le=MAX_COUNT,
         description="open tasks a queue may hold; a submit beyond is refused")

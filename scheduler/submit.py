@@ -51,6 +51,7 @@ class TaskSpec(BaseModel):
     requires_approval: StrictBool = False
     after: list[Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]] = []  # tasks that must succeed first
     task_type: StrictStr | None = Field(default=None, alias="type", min_length=1)
+    due: AwareDatetime | None = None  # when it should be done by
     requires: tuple[str, ...] = ()  # capabilities the agent taking it must have (checked, sorted)
 
     @field_validator("requires", mode="before")
@@ -60,7 +61,7 @@ class TaskSpec(BaseModel):
             raise ValueError('must be a list of capability names, e.g. ["browser", "gpu"]')
         return capability_list(value)
 
-    @field_validator("not_before")
+    @field_validator("not_before", "due")
     @classmethod
     def _within_calendar(cls, value: datetime | None) -> datetime | None:
         if value is not None and not (datetime(1970, 1, 1, tzinfo=UTC) <= value
@@ -104,6 +105,14 @@ def parse_duration(text: str) -> timedelta:
     if not 0 <= seconds <= MAX_DELAY_SECONDS:  # also refuses nan and inf
         raise BadInput(f"not a duration: {text!r} (between 0 and 10 years)")
     return timedelta(seconds=seconds)
+
+
+def due_text(text: str, now: datetime) -> str:
+    """`--due`: an ISO time with offset (as `--not-before`), or a duration from now (as
+    `--delay`: 90s, 10m, 2h, 1d), as ISO text for the spec to validate."""
+    if text[:1].isdigit() and (text[-1] in _UNITS or text.replace(".", "", 1).isdigit()):
+        return (now + parse_duration(text)).isoformat()
+    return text
 
 
 def parse_spec(raw: object, where: str) -> TaskSpec:
@@ -196,7 +205,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                 max_attempts=spec.max_attempts or default_attempts[spec.queue],
                 not_before=spec.not_before, idempotency_key=key,
                 requires_approval=spec.requires_approval, after=tuple(spec.after),
-                task_type=spec.task_type, requires=spec.requires))
+                task_type=spec.task_type, requires=spec.requires, due=spec.due))
             if key:
                 keys[key] = (next_id, spec.queue)
             results.append(Submitted(next_id, created=True))

@@ -15,8 +15,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 
 from eventlog.events import (
     Event,
@@ -24,6 +23,7 @@ from eventlog.events import (
     TaskAssigned,
     TaskCancelled,
     TaskDeadLettered,
+    TaskDueMissed,
     TaskFailed,
     TaskRequeued,
     TaskStarted,
@@ -44,13 +44,13 @@ from scheduler.gates import (
     record_gates,
 )
 from scheduler.hours import is_available
-from scheduler.plan import PlanPolicy, plan
+from scheduler.plan import PlanPolicy, age_bands, due_bands, plan
 from scheduler.policy import settle_failure
 from scheduler.queries import ordering_policy
 from scheduler.registry import ControlFile
 from scheduler.settings import Settings
 from scheduler.spawn import Handover, LauncherGone, lease_clock, reap_finished
-from scheduler.tick_runs import note_daemon, note_tick
+from scheduler.tick_runs import note_daemon, note_tick, pid_alive
 from scheduler.workspace import Workspace, describe_pause
 
 OVERDUE_BATCH = 500
@@ -76,11 +76,12 @@ class TickReport:
     released: list[dict[str, object]] = field(default_factory=list)
     # [first, last] seq of the events this tick appended (None: none, or a dry run)
     appended: list[int] | None = None
+    due_missed: list[int] = field(default_factory=list)  # tasks whose missed due time it recorded
 
     @property
     def did_something(self) -> bool:
         return bool(self.assigned or self.spawned or self.expired or self.dead_lettered
-                    or self.config_recorded or self.released)
+                    or self.config_recorded or self.released or self.due_missed)
 
 
 # assignments to this host's pinned agents that this process already started a wrapper
@@ -241,6 +242,16 @@ def dead_letter_doomed(recorder: Recorder, report: TickReport) -> None:
         recorder.record(events)
 
 
+def record_missed_dues(recorder: Recorder, report: TickReport) -> None:
+    """Record `TaskDueMissed` once for each open task whose due time has passed (the
+    webhook `task.due_missed` is sent from that event, so it fires once per task)."""
+    now_text = to_text(recorder.now)
+    while batch := recorder.views.missed_due(now_text, OVERDUE_BATCH):
+        recorder.record([TaskDueMissed(task_id=t.task_id, due=from_text(t.due or now_text), status=t.status)
+                         for t in batch])
+        report.due_missed.extend(t.task_id for t in batch)
+
+
 def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) -> None:
     match events[-1]:
         case TaskDeadLettered():
@@ -278,25 +289,13 @@ def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
 _LAST_PLAN_POLICY: list[tuple[Settings, str, PlanPolicy] | None] = [None]
 
 
-def age_bands(now: datetime, policy: PlanPolicy, queue: str, oldest: str | None) -> list[str | None]:
-    """Ready-since cutoffs, one per age boost a task can have (up to what the oldest
-    queued task has gained): a task among the best of its band by base priority is a
-    candidate. The best by effective priority are then all among the union: a task
-    that gained b points competes only with tasks that gained at least as many, and
-    those rank above it if their base priority does."""
-    boost, cap = policy.ageing_of(queue)
-    if boost <= 0 or oldest is None:
-        return [None]
-    reached = min(cap, int((now - from_text(oldest)).total_seconds() // boost))
-    return [None, *(to_text(now - timedelta(seconds=b * boost)) for b in range(1, reached + 1))]
-
-
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
                     now: datetime, policy: PlanPolicy) -> list[TaskAssigned]:
-    """Plan one queue from its top candidates only: per age band, the best queued tasks
-    by base priority (see `age_bands`). Fetches more (doubling) only while some fetched
-    ones could not be placed, e.g. tasks directed at a busy agent or excluded from the
-    free ones, so the cost follows the assignments made, not the backlog."""
+    """Plan one queue from its top candidates only: per age band and due band, the best
+    queued tasks by base priority (see `age_bands`, `due_bands`). Fetches more
+    (doubling) only while some fetched ones could not be placed, e.g. tasks directed at
+    a busy agent or excluded from the free ones, so the cost follows the assignments
+    made, not the backlog."""
     pool = [a for a in agents if a.type == queue]
     # an agent outside its working hours takes no new work: its free slots are not wanted
     free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)
@@ -310,34 +309,22 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
     records = views.records(a.name for a in free_agents)
     limit = wanted
     bands = age_bands(now, policy, queue, views.oldest_queued(queue))
+    dues = due_bands(now, policy, queue, views.earliest_due(queue))
     names = [a.name for a in free_agents]
     while True:
         candidates: dict[int, TaskView] = {}
         exhausted = True
         for cutoff in bands:
-            for assignees in (None, names):  # open to any agent, then directed at a free one
-                found = views.candidates(queue, now_text, limit, assignees, ready_by=cutoff)
-                exhausted = exhausted and len(found) < limit
-                candidates.update((t.task_id, t) for t in found)
+            for due_by in dues:
+                for assignees in (None, names):  # open to any agent, then directed at a free one
+                    found = views.candidates(queue, now_text, limit, assignees, ready_by=cutoff,
+                                             due_by=due_by)
+                    exhausted = exhausted and len(found) < limit
+                    candidates.update((t.task_id, t) for t in found)
         decisions = plan(pool, candidates.values(), now, policy, records)
         if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
             return decisions
         limit *= 2
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists and has not exited (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, it is just not ours
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc here: trust kill()
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:
@@ -378,6 +365,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             reap_dead_wrappers(ws, recorder, host, alive, report)
             report.released = release_out_of_service(recorder, views.all_agents())
             dead_letter_doomed(recorder, report)
+            record_missed_dues(recorder, report)
             now = recorder.now  # after the take-backs (a stop of local processes moves it on)
             # plan and record, queue by queue, unless paused or gated
             report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)

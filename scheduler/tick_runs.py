@@ -4,7 +4,14 @@ read by the health check and the dashboard."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 from eventlog.storage.port import Transaction
+from eventlog.timeutil import from_text
 
 # the tables: scheduler.operational.TickRunRow ("tick_runs") and DaemonRow ("daemons")
 _TICK_RUN = ("at", "host", "pid", "duration_ms")
@@ -35,6 +42,52 @@ def note_daemon(txn: Transaction, host: str, pid: int, at: str, interval: float)
 def forget_daemon(txn: Transaction, host: str, pid: int) -> None:
     """The daemon stopped cleanly."""
     txn.delete("daemons", [("host", "=", host), ("pid", "=", pid)])
+
+
+def forget_dead_daemons(txn: Transaction, host: str, alive: Callable[[int], bool]) -> list[int]:
+    """Forget the records of this host's daemons whose process is gone (killed without
+    recording a stop): a daemon starting on the host has replaced them. Returns their pids."""
+    gone = [int(row["pid"]) for row in daemons(txn)  # type: ignore[call-overload]
+            if row["host"] == host and not alive(int(row["pid"]))]  # type: ignore[call-overload]
+    for pid in gone:
+        forget_daemon(txn, host, pid)
+    return gone
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: trust kill()
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+MISSED_BEATS = 3  # a daemon that has not ticked for this many intervals is not alive
+
+
+def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
+                 alive: Callable[[int], bool]) -> dict[str, Any]:
+    """Whether a daemon is alive, from the records daemons keep (latest beat first): one
+    whose last tick is within `MISSED_BEATS` of its intervals (and, on this host, whose
+    process exists). When none is, `last_seen` is the last beat of one that stopped
+    without recording a stop (killed), and `last_host`, `last_pid` say which."""
+    for row in rows:
+        age = (now - from_text(row["beat_at"])).total_seconds()
+        fresh = age <= MISSED_BEATS * row["interval_seconds"]
+        if fresh and (row["host"] != host or alive(row["pid"])):
+            return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"],
+                    "beat_at": row["beat_at"]}
+    last = rows[0] if rows else None
+    return {"alive": False, "host": None, "pid": None, "since": None,
+            "last_seen": last["beat_at"] if last else None,
+            "last_host": last["host"] if last else None, "last_pid": last["pid"] if last else None}
 
 
 def last_tick(txn: Transaction) -> dict[str, object] | None:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 WebhookEvent = Literal["task.failed", "task.dead_lettered", "task.progress", "scheduler.paused",
-                       "health.changed"]
+                       "health.changed", "task.due_missed", "daemon.started", "daemon.stopped"]
 
 
 class WebhookConfig(BaseModel):

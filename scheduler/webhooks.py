@@ -45,6 +45,9 @@ EVENT_KINDS: dict[str, WebhookEvent] = {
     "TaskDeadLettered": "task.dead_lettered",
     "TaskProgressed": "task.progress",
     "SchedulerPaused": "scheduler.paused",
+    "TaskDueMissed": "task.due_missed",
+    "DaemonStarted": "daemon.started",
+    "DaemonStopped": "daemon.stopped",
 }
 USER_AGENT = f"sched/{version('sched')}"
 
@@ -104,6 +107,16 @@ def collect(ws: Workspace) -> int:
                 fields["task"] = {"queue": task.queue, "title": task.title}  # type: ignore[union-attr]
             added += _enqueue(session, urls, kind, fields, now)
         return added
+
+
+def place_cursor(ws: Workspace) -> None:
+    """Place the cursor at the end of the log if it is not placed yet (what the first
+    `collect` does), so that the events appended from now on are sent."""
+    if not ws.settings.webhooks:
+        return
+    with ws.db.write() as txn:
+        if txn.session.get(WebhookCursorRow, 1) is None:
+            txn.session.add(WebhookCursorRow(id=1, seq=SqlStore(txn).last_position()))
 
 
 def forget_settled(session: Session, before: datetime) -> None:

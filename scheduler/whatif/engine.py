@@ -24,20 +24,20 @@ run.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
 from array import array
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import count
 
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
 from scheduler.hours import is_available
-from scheduler.plan import PlanPolicy, plan
+from scheduler.plan import PlanPolicy, age_bands, due_bands, plan
 from scheduler.policy import QueuePolicy, settle_failure
 from scheduler.whatif.facts import Fact, Workload
 
@@ -121,9 +121,11 @@ class _Task:
     max_attempts: int
     seq: int  # submission order
     requires: tuple[str, ...] = ()
+    due: str | None = None
     status: str = "queued"  # queued (waiting or ready), awaiting_approval, blocked, assigned, done
     ready: bool = False
     ready_at: float = 0.0
+    pick_key: tuple[int, int, int] = (0, 0, 0)  # its place in the base order while ready
     not_before: float = 0.0
     attempt: int = 0
     agent: str | None = None
@@ -144,10 +146,12 @@ class _Simulation:
         self.run = Run(keep_order=keep_order)
         self.draw = random.Random(scenario.seed).random
         self.tasks: dict[int, _Task] = {}
-        # queue -> priority -> (task, ready_at) in the order they became ready; an entry is
-        # live while its task is ready since that time (stale ones are skipped)
-        self.ready: dict[str, dict[int, deque[tuple[int, float]]]] = {}
-        self.ready_count: dict[str, int] = {}
+        # the ready tasks of each queue: in the tick's base order (-priority, -unblocks,
+        # task id: a sorted list), in the order they became ready (oldest first), and
+        # those with a due time
+        self.pick: dict[str, list[tuple[int, int, int]]] = {}
+        self.ready_since: dict[str, dict[int, float]] = {}
+        self.due_ready: dict[str, dict[int, str]] = {}
         self.open_count: dict[str, int] = {}  # queued (ready or not), awaiting approval, blocked
         self.load = {a.name: 0 for a in scenario.agents}
         self.fleet = {a.name: a for a in scenario.agents if a.enabled}
@@ -257,7 +261,8 @@ class _Simulation:
         policy = self.scenario.queue_policy(arrival.queue)
         task = _Task(arrival.at, arrival.queue, arrival.priority, arrival.assignee, arrival.task_type,
                      arrival.max_attempts or policy.max_attempts, next(self.submitted),
-                     requires=arrival.requires)
+                     requires=arrival.requires,
+                     due=None if arrival.due is None else to_text(_moment(arrival.due)))
         self.tasks[arrival.task_id] = task
         self.run.queue(arrival.queue).arrived += 1
         self.open_count[arrival.queue] = self.open_count.get(arrival.queue, 0) + 1
@@ -266,6 +271,11 @@ class _Simulation:
             if parent is not None and parent.status != "done":
                 task.waiting_on.add(parent_id)
                 parent.blocks.append(arrival.task_id)
+                if parent.ready:  # it unblocks one more: its place in the base order moves
+                    line = self.pick[parent.queue]
+                    del line[bisect.bisect_left(line, parent.pick_key)]
+                    parent.pick_key = (-parent.priority, -len(parent.blocks), parent_id)
+                    bisect.insort(line, parent.pick_key)
         task.not_before = arrival.at + arrival.delay
         if arrival.needs_approval:
             task.status = "awaiting_approval"
@@ -285,8 +295,18 @@ class _Simulation:
         if task.status != "queued" or task.ready or task.not_before > now:
             return
         task.ready, task.ready_at = True, now
-        self.ready.setdefault(task.queue, {}).setdefault(task.priority, deque()).append((task_id, now))
-        self.ready_count[task.queue] = self.ready_count.get(task.queue, 0) + 1
+        task.pick_key = (-task.priority, -len(task.blocks), task_id)
+        bisect.insort(self.pick.setdefault(task.queue, []), task.pick_key)
+        self.ready_since.setdefault(task.queue, {})[task_id] = now
+        if task.due is not None:
+            self.due_ready.setdefault(task.queue, {})[task_id] = task.due
+
+    def _unready(self, task_id: int, task: _Task) -> None:
+        task.ready = False
+        line = self.pick[task.queue]
+        del line[bisect.bisect_left(line, task.pick_key)]
+        del self.ready_since[task.queue][task_id]
+        self.due_ready.get(task.queue, {}).pop(task_id, None)
 
     def _timed(self, kind: str, task_id: int, attempt: int, now: float) -> None:
         task = self.tasks.get(task_id)
@@ -300,22 +320,25 @@ class _Simulation:
     # -- ticks -----------------------------------------------------------------------
 
     def _anything_to_assign(self) -> bool:
-        return any(n and self.free_slots.get(q) for q, n in self.ready_count.items())
+        return any(ready and self.free_slots.get(q) for q, ready in self.ready_since.items())
 
     def _tick(self, now: float) -> bool:
         """Plan every queue with ready tasks and free slots; whether it assigned any."""
         moment = _moment(now)
         assigned = False
-        for queue in sorted(self.ready_count):  # in the tick's order
-            wanted = self.free_slots.get(queue, 0)
-            if wanted and self.keeps_hours:  # as the tick: slots outside working hours are not wanted
-                wanted = sum(v.capacity - v.assigned for v in self.views[queue]
-                             if v.assigned < v.capacity and is_available(v.hours, moment))
-            if not self.ready_count[queue] or not wanted:
+        for queue in sorted(self.ready_since):  # in the tick's order
+            if not self.ready_since[queue] or not self.free_slots.get(queue):
                 continue
+            # as the tick: the free agents within their working hours
+            free = [v for v in self.views[queue] if v.assigned < v.capacity
+                    and (not self.keeps_hours or is_available(v.hours, moment))]
+            wanted = sum(v.capacity - v.assigned for v in free)
+            if not wanted:
+                continue
+            names = {v.name for v in free}
             limit = wanted
             while True:
-                candidates, exhausted = self._candidates(queue, limit, now)
+                candidates, exhausted = self._candidates(queue, limit, names, moment)
                 # busy agents change no choice plan() makes, except through failover (a
                 # task skips the agents it failed on while another agent of the type
                 # exists, busy or not): they are left out unless a candidate failed before
@@ -332,37 +355,36 @@ class _Simulation:
                 assigned = True
         return assigned
 
-    def _candidates(self, queue: str, limit: int, now: float) -> tuple[list[TaskView], bool]:
-        """The first `limit` ready tasks of each priority (in the order they became
-        ready, so the most aged first) and those of the same age band as the last of
-        them: the best by effective priority are among these (see `tick.age_bands`)."""
-        boost, _cap = self.scenario.plan_policy.ageing_of(queue)
-        chosen: list[TaskView] = []
+    def _candidates(self, queue: str, limit: int, names: set[str],
+                    moment: datetime) -> tuple[list[TaskView], bool]:
+        """What the tick's `gather_and_plan` reads: per age band and due band, the best
+        `limit` ready tasks by base priority open to any agent, and the best `limit`
+        directed at a free agent (`names`); and whether every read came back short."""
+        policy = self.scenario.plan_policy
+        since = self.ready_since[queue]
+        oldest = to_text(_moment(since[next(iter(since))]))
+        dues = self.due_ready.get(queue)
+        bands = age_bands(moment, policy, queue, oldest)
+        due_cuts = due_bands(moment, policy, queue, min(dues.values()) if dues else None)
+        ready_by = [None if cut is None else from_text(cut).timestamp() for cut in bands]
+        chosen: dict[int, _Task] = {}
         exhausted = True
-        for line in self.ready.get(queue, {}).values():
-            while line and not self._live(*line[0]):
-                line.popleft()  # assigned or ended since it became ready
-            taken = 0
-            band = None
-            for task_id, since in line:
-                if not self._live(task_id, since):
-                    continue
-                task = self.tasks[task_id]
-                age = int((now - task.ready_at) // boost) if boost > 0 else 0
-                if taken >= limit and age != band:
-                    exhausted = False
-                    break
-                chosen.append(self._view(task_id, task, now))
-                taken += 1
-                band = age
-                if taken >= 4 * limit + 64:
-                    exhausted = False
-                    break
-        return chosen, exhausted
-
-    def _live(self, task_id: int, since: float) -> bool:
-        task = self.tasks.get(task_id)
-        return task is not None and task.ready and task.ready_at == since
+        for cutoff in ready_by:
+            for due_by in due_cuts:
+                for directed in (False, True):
+                    found = 0
+                    for _, _, task_id in self.pick[queue]:
+                        task = self.tasks[task_id]
+                        if (task.assignee in names if directed else task.assignee is None) \
+                                and (cutoff is None or task.ready_at <= cutoff) \
+                                and (due_by is None or (task.due is not None and task.due <= due_by)):
+                            chosen[task_id] = task
+                            found += 1
+                            if found >= limit:
+                                break
+                    exhausted = exhausted and found < limit
+        now = moment.timestamp()
+        return [self._view(task_id, task, now) for task_id, task in chosen.items()], exhausted
 
     def _loaded(self, name: str, change: int) -> None:
         agent = self.fleet[name]
@@ -384,13 +406,13 @@ class _Simulation:
             pid=None, host=None, log_path=None, excluded=tuple(task.excluded), cancelling=False,
             waiting_on=(), blocks=tuple(task.blocks), doomed_by=None, last_error=None,
             idempotency_key=None, task_type=task.task_type, submitted_seq=task.seq,
-            submitted_at=ready_at, updated_at=ready_at, ready_at=ready_at, requires=task.requires)
+            submitted_at=ready_at, updated_at=ready_at, ready_at=ready_at, requires=task.requires,
+            due=task.due)
 
     def _assign(self, task_id: int, agent: str, now: float) -> None:
         task = self.tasks[task_id]
         waited = round(now - task.ready_at, 6)  # as `plan.waited_seconds` counts a queued task
-        task.ready = False
-        self.ready_count[task.queue] -= 1
+        self._unready(task_id, task)
         task.status, task.agent = "assigned", agent
         task.attempt += 1
         self._loaded(agent, +1)
@@ -468,8 +490,7 @@ class _Simulation:
 
     def _finish(self, task_id: int, task: _Task, how: str, now: float) -> None:
         if task.ready:
-            task.ready = False
-            self.ready_count[task.queue] -= 1
+            self._unready(task_id, task)
         task.status = "done"
         figures = self.run.queue(task.queue)
         self.open_count[task.queue] -= 1

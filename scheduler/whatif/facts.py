@@ -37,6 +37,7 @@ class Arrival:
     after: tuple[int, ...] = ()
     needs_approval: bool = False
     requires: tuple[str, ...] = ()  # capabilities the agent must have
+    due: float | None = None  # when it should be done by (its priority rises as that nears)
 
 
 @dataclass(frozen=True, slots=True)

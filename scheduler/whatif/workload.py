@@ -143,7 +143,8 @@ class LogWorkload:
             max_attempts=None if attempts == self._default_attempts(queue) else attempts,
             delay=max(0.0, from_text(not_before).timestamp() - at) if not_before else 0.0,
             after=tuple(data.get("after", ())), needs_approval=data.get("requires_approval", False),
-            requires=tuple(data.get("requires", ())))
+            requires=tuple(data.get("requires", ())),
+            due=from_text(data["due"]).timestamp() if data.get("due") else None)
         self._histories[task_id] = _History(queue)
         self._ahead.append(Fact(at, "arrived", task_id, arrival))
         if self.first_at is None:
@@ -175,7 +176,7 @@ class LogWorkload:
 
 _JSONL_KEYS = frozenset({"task_id", "at", "queue", "priority", "assignee", "task_type", "max_attempts",
                          "delay_seconds", "after", "run_seconds", "start_delay_seconds", "outcome",
-                         "retryable", "attempts", "requires"})
+                         "retryable", "attempts", "requires", "due"})
 
 
 class ListedWorkload:
@@ -279,10 +280,13 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
     requires = item.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise ValueError("'requires' must be a list of capability names")
+    due = item.get("due")
+    due_seconds = None if due is None else (from_text(due).timestamp() if isinstance(due, str)
+                                            else _number(item, "due", low=-math.inf))
     return Arrival(task_id=task_id, at=at_seconds, queue=queue, priority=priority,
                    assignee=item.get("assignee"), task_type=item.get("task_type"),
                    max_attempts=max_attempts, delay=_number(item, "delay_seconds", 0.0),
-                   after=tuple(after), requires=tuple(requires)), attempts
+                   after=tuple(after), requires=tuple(requires), due=due_seconds), attempts
 
 
 # -- the generator --------------------------------------------------------------------

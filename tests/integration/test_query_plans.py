@@ -37,7 +37,10 @@ QUERIES = {
                                                r"tasks\.ready_at <= \?",
     "candidates, directed": r"^(?!.*ready_at <=).*FROM tasks WHERE .*tasks\.assignee = \?",
     "candidates, directed, age band": r"FROM tasks WHERE .*tasks\.assignee = \?.*tasks\.ready_at <= \?",
+    "candidates, due band": r"FROM tasks WHERE .*tasks\.due <= \?",
     "oldest queued": r"SELECT min\(tasks\.ready_at\)",
+    "earliest due": r"SELECT min\(tasks\.due\)",
+    "missed due times": r"FROM tasks WHERE tasks\.due_watch <= \? AND tasks\.due_missed_at IS NULL",
     "agents with directed work": r"SELECT tasks\.assignee FROM tasks .*GROUP BY tasks\.assignee",
     "overdue": r"FROM tasks WHERE \+tasks\.status IN \(.*\) AND tasks\.deadline <= \?",
     "doomed": r"FROM tasks WHERE tasks\.doomed_by IS NOT NULL",
@@ -76,13 +79,15 @@ def normalized(sql: str) -> str:
 
 @pytest.fixture(scope="module")
 def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Captured]:
-    """The SELECTs of a tick (with a directed task, an age band and an overdue
-    assignment), a claim, and a metrics window, on one database."""
+    """The SELECTs of a tick (with a directed task, an age band, a due band and an
+    overdue assignment), a claim, and a metrics window, on one database."""
     ws = new_workspace(tmp_path_factory.mktemp("plans"), FLEET)
     clock = ws.clock
     assert isinstance(clock, ManualClock)
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}", priority=i % 5) for i in range(50)])
     submit(ws, [TaskSpec(queue="dev", title="directed", assignee="dev-1")])
+    # due in 50 minutes: at the second tick, 38 minutes to go, in three due bands
+    submit(ws, [TaskSpec(queue="dev", title="due", due=clock.now() + timedelta(minutes=50))])
     tick(ws)  # fills the fleet
     clock.advance(ws.settings.start_deadline_seconds + ws.settings.age_boost_seconds + 1)
     with capture(ws.db.engine) as seen:

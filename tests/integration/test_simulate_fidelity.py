@@ -28,6 +28,7 @@ task = st.fixed_dictionaries({
     "task_type": st.sampled_from([None, "fix", "doc"]),
     "directed": st.booleans(),
     "requires": st.sampled_from([[], [], ["gpu"]]),
+    "due_in": st.sampled_from([None, None, 30, 600]),  # seconds after its arrival
     # each attempt's run time, and whether it fails (retryably, or not)
     "attempts": st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["ok", "fail", "fatal"])),
                          min_size=1, max_size=3),
@@ -60,6 +61,8 @@ def run_for_real(ws, tasks: list[dict]) -> None:
             directed = mates[:1] if spec["directed"] else []
             (sub,) = submit(ws, [TaskSpec(queue=spec["queue"], title=f"t{index}", priority=spec["priority"],
                                           task_type=spec["task_type"], requires=spec["requires"],
+                                          due=None if spec["due_in"] is None
+                                          else clock.now() + timedelta(seconds=spec["due_in"]),
                                           assignee=directed[0] if directed else None)])
             ids[sub.task_id] = index
         woke = False

@@ -1,0 +1,108 @@
+"""`sched tasks --watch`: the queue view, redrawn until Ctrl-C. The figures come from
+`queries.task_listing` (places and estimates are pure functions in
+`scheduler.estimates`); this module only repeats, draws and prints."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cli.common import console, emit_json, human_duration
+from cli.text import literal
+from eventlog.errors import BadInput
+from eventlog.timeutil import from_text, to_text
+from scheduler import queries
+from scheduler.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+sleep = time.sleep  # (tests replace it: a watch is tested without waiting)
+
+
+def refresh(show: Callable[[], None], interval: float, pause: Callable[[float], None],
+            rounds: int | None = None) -> int:
+    """Call `show` now, then again after each `interval` (waited with `pause`), `rounds`
+    times in all, or until interrupted (Ctrl-C: KeyboardInterrupt goes to the caller).
+    Returns how many times it showed."""
+    shown = 0
+    while rounds is None or shown < rounds:
+        if shown:
+            pause(interval)
+        show()
+        shown += 1
+    return shown
+
+
+def queue_document(ws: Workspace, queue: str | None, status: str | None, limit: int | None,
+                   agent: str | None, unassigned: bool) -> dict[str, Any]:
+    """One frame: the tasks (open ones unless `status` says otherwise) in pick order,
+    each with its figures, and the moment it was taken."""
+    statuses = list(queries.OPEN_STATUSES) if status is None else [status]
+    found, figures = queries.task_listing(ws, queue, statuses, limit, agent, unassigned)
+    return {"at": to_text(ws.clock.now()),
+            "tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]}
+
+
+def when(text: str | None, now: datetime, soon: str) -> str:
+    """`soon` (at or before now), `in 20m`, or `-` (not known)."""
+    if text is None:
+        return "-"
+    seconds = (from_text(text) - now).total_seconds()
+    return soon if seconds <= 0 else f"in {human_duration(seconds)}"
+
+
+def render(doc: dict[str, Any]) -> Table:
+    """The queue view of one frame, as a table."""
+    from rich.table import Table
+
+    now = from_text(doc["at"])
+    table = Table("pos", "id", "queue", "status", "prio", "eff", "agent", "est. start", "est. done",
+                  "title", title=f"queue at {doc['at']} ({len(doc['tasks'])} tasks)")
+    for t in doc["tasks"]:
+        start = "running" if t["status"] == "running" else when(t["estimated_start"], now, "next tick")
+        done = when(t["estimated_completion"], now, "any time now")
+        late = " (OVERDUE)" if t["overdue"] else ""
+        row = ["-" if t["position"] is None else str(t["position"]), str(t["task_id"]), t["queue"],
+               t["status"], str(t["priority"]), str(t["effective_priority"]),
+               t["agent"] or t["assignee"] or "-", start, done, t["title"] + late]
+        table.add_row(*map(literal, row))
+    return table
+
+
+def watch_queue(ws: Workspace, queue: str | None, status: str | None, limit: int | None,
+                agent: str | None, unassigned: bool, interval: float, json_out: bool) -> None:
+    """Redraw the queue view every `interval` seconds until Ctrl-C; with --json, print
+    one frame per line instead (JSON lines, as `status --watch --json`)."""
+    if not math.isfinite(interval) or interval <= 0:
+        raise BadInput("--interval must be a number greater than 0")
+
+    def frame() -> dict[str, Any]:
+        return queue_document(ws, queue, status, limit, agent, unassigned)
+
+    first = frame()  # bad input (an unknown agent, status) ends it here, before any output
+    frames = iter([first])
+
+    def next_frame() -> dict[str, Any]:
+        return next(frames, None) or frame()
+
+    try:
+        if json_out:
+            def print_line() -> None:
+                emit_json(next_frame())
+                sys.stdout.flush()
+
+            refresh(print_line, interval, lambda s: sleep(s))
+            return
+        from rich.live import Live
+
+        out = console()
+        with Live(render(first), console=out, auto_refresh=False, vertical_overflow="crop") as live:
+            refresh(lambda: live.update(render(next_frame()), refresh=True), interval,
+                    lambda s: sleep(s))
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends: exit 0

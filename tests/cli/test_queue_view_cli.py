@@ -1,0 +1,103 @@
+"""The CLI contract of the queue view: `tasks --agent`, `--unassigned`, the `position`
+and `estimated_completion` keys, and `tasks --watch` (JSON lines with --json; a frame
+per interval until Ctrl-C), tested in-process with a manual clock and no waiting."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from cli import queue_view
+from cli.main import main
+from scheduler.clock import ManualClock
+from tests.cli.conftest import Run, ok, one_error_line, one_json
+
+
+def ids(run: Run, *args: str) -> list[int]:
+    return [t["task_id"] for t in one_json(ok(run("tasks", "--json", *args)))["tasks"]]
+
+
+@pytest.fixture
+def queue(seeded: Path, run: Run) -> Path:
+    """Tasks 1 (the seed) to 5 in dev: 4 directed at bob (and picked first); after a tick
+    ann holds 1 and 2, bob 4; 3 and 5 wait."""
+    for title in ("two", "three"):
+        ok(run("submit", "-q", "dev", "-t", title))
+    ok(run("submit", "-q", "dev", "-t", "for bob", "--assignee", "bob", "--priority", "5"))
+    ok(run("submit", "-q", "dev", "-t", "five"))
+    ok(run("tick"))
+    return seeded
+
+
+def test_agent_and_unassigned_filters(queue: Path, run: Run):
+    assert sorted(ids(run, "--agent", "ann")) == [1, 2]
+    assert ids(run, "--agent", "bob") == [4]
+    assert sorted(ids(run, "--unassigned")) == [1, 2, 3, 5]
+    assert sorted(ids(run, "--unassigned", "--status", "queued")) == [3, 5]
+    assert ids(run, "--agent", "qin") == []
+
+
+def test_every_task_has_its_place_and_estimated_completion(queue: Path, run: Run):
+    tasks = {t["task_id"]: t for t in one_json(ok(run("tasks", "--json")))["tasks"]}
+    assert {i: t["position"] for i, t in tasks.items()} == {1: None, 2: None, 4: None, 3: 1, 5: 2}
+    assert all("estimated_completion" in t for t in tasks.values())
+    # a filter keeps the place the task has in its whole queue
+    (five,) = one_json(ok(run("tasks", "--json", "--unassigned", "--status", "queued", "--limit", "5",
+                              "--queue", "dev")))["tasks"][1:]
+    assert five["task_id"] == 5 and five["position"] == 2
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--agent", "nobody"], "unknown agent"),
+    (["--agent", "ann", "--unassigned"], "--unassigned"),
+    (["--interval", "2"], "--watch"),
+    (["--watch", "--interval", "0"], "--interval"),
+    (["--watch", "--verbose"], "--verbose"),
+    (["--watch", "--agent", "nobody"], "unknown agent"),
+])
+def test_bad_queue_view_input_exits_2_with_one_line(queue: Path, run: Run, args: list[str], named: str):
+    assert named in one_error_line(run("tasks", *args), 2)
+
+
+def test_watch_json_prints_one_frame_per_interval_until_ctrl_c(queue: Path, monkeypatch, capsys):
+    clock = ManualClock()
+    waits: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third wait
+        clock.advance(seconds)
+
+    monkeypatch.setattr(queue_view, "sleep", fake_sleep)
+    code = main(["tasks", "--watch", "--json", "--interval", "7", "--home", str(queue)], clock=clock)
+    out = capsys.readouterr().out
+    assert code == 0
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert len(frames) == 3 and waits == [7.0, 7.0, 7.0]
+    assert [f["at"] for f in frames] == sorted({f["at"] for f in frames})  # 7 s apart, in order
+    # open tasks only, in pick order, each with the queue view's figures
+    assert [t["task_id"] for t in frames[0]["tasks"]] == [4, 1, 2, 3, 5]
+    assert {"position", "effective_priority", "estimated_start", "estimated_completion"} <= set(
+        frames[0]["tasks"][0])
+
+
+def test_the_text_frame_shows_place_priority_and_estimates(queue: Path):
+    from cli.common import workspace
+
+    ws = workspace(queue)
+    try:
+        doc = queue_view.queue_document(ws, None, None, None, None, False)
+    finally:
+        ws.close()
+    out = io.StringIO()
+    Console(file=out, width=200).print(queue_view.render(doc))
+    text = out.getvalue()
+    for header in ("pos", "eff", "est. start", "est. done"):
+        assert header in text
+    three = next(line for line in text.splitlines() if "three" in line)
+    assert three.split("│")[1].strip() == "1"  # first in its queue

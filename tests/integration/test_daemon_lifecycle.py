@@ -1,0 +1,132 @@
+"""A daemon's start and stop in the open: `DaemonStarted` / `DaemonStopped` in the log,
+their webhooks queued, and `health` saying whether a daemon is alive, also after one is
+killed with SIGKILL (which records no stop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventlog.timeutil import to_text
+from scheduler import queries, webhooks
+from scheduler.dashboard import snapshot
+from scheduler.health import health
+from scheduler.lifecycle import record_start, record_stop
+from scheduler.settings import load_settings
+from scheduler.workspace import Workspace
+from tests.conftest import new_workspace, wait_for
+
+HOOKS = '[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nevents = ["daemon.started", "daemon.stopped"]\n'
+
+
+def daemon_check(ws: Workspace, alive=None) -> dict:
+    report = health(ws) if alive is None else health(ws, alive=alive)
+    (check,) = [c for c in report["checks"] if c["name"] == "daemon"]
+    return check
+
+
+def lifecycle_events(ws: Workspace) -> list[tuple[str, dict]]:
+    return [(r.type, json.loads(r.data)) for r in queries.replay(ws)
+            if r.type in ("DaemonStarted", "DaemonStopped")]
+
+
+def start_daemon(home: Path) -> subprocess.Popen[str]:
+    """A daemon ticking every 2 s, not faster: `run_daemon`'s signal handler calls
+    `scheduler.shutdown`, which deadlocks if the signal lands while the main thread
+    holds the thread pool's lock in `submit` (seen with 0.2 s; older than these events,
+    not changed here), and each tick is such a moment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    return subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "2", "--home", str(home),
+                             "--host", "box-1"], env=env, stderr=subprocess.PIPE, text=True, cwd=Path.cwd())
+
+
+def test_start_and_stop_are_recorded_with_host_pid_and_version_and_health_follows(make_workspace):
+    ws = make_workspace(host="box-1", webhooks=[{"url": "http://127.0.0.1:9/hook",
+                                                 "events": ["daemon.started", "daemon.stopped"]}])
+    assert daemon_check(ws)["status"] == "healthy"  # no daemon ever: cron may tick instead
+    started = record_start(ws, 5.0, pid=4242, alive=lambda pid: True)
+    saw = daemon_check(ws, alive=lambda pid: pid == 4242)["saw"]
+    assert saw.startswith("alive on box-1 (pid 4242) since ")
+    record_stop(ws, "SIGTERM", pid=4242)
+    (first, second) = lifecycle_events(ws)
+    assert first == ("DaemonStarted", {"host": "box-1", "pid": 4242, "version": started.version,
+                                       "interval_seconds": 5.0})
+    assert second == ("DaemonStopped", {"host": "box-1", "pid": 4242, "version": started.version,
+                                        "reason": "SIGTERM"})
+    check = daemon_check(ws)
+    assert check["status"] == "healthy" and "no daemon alive" in check["saw"]
+    # both queued once for the webhook (the start's own collection placed the cursor first)
+    assert [row["event"] for row in webhooks.outbox(ws)] == ["daemon.started", "daemon.stopped"]
+    assert webhooks.outbox(ws)[0]["body"]["data"]["pid"] == 4242
+
+
+def test_a_daemon_gone_without_a_stop_is_not_alive_and_degrades_health_until_replaced(make_workspace):
+    ws = make_workspace(host="box-1")
+    record_start(ws, 5.0, pid=4242, alive=lambda pid: True)
+    # its process is gone (killed): not alive at once on its own host, though its beat is fresh
+    check = daemon_check(ws, alive=lambda pid: False)
+    assert check["status"] == "degraded"
+    assert "pid 4242" in check["saw"] and "recorded no stop" in check["saw"]
+    shown = snapshot(ws, alive=lambda pid: False)["daemon"]  # the dashboard says so too
+    assert shown["alive"] is False and (shown["last_host"], shown["last_pid"]) == ("box-1", 4242)
+    assert snapshot(ws, alive=lambda pid: True)["daemon"]["since"] == to_text(ws.clock.now())
+    # on another host only the beats tell: alive while fresh, not after 3 missed intervals
+    ws.clock.advance(14)
+    assert daemon_check(ws, alive=lambda pid: True)["status"] == "healthy"
+    ws.clock.advance(2)
+    assert daemon_check(ws, alive=lambda pid: True)["status"] == "degraded"
+    # past the health window it is history, not a problem
+    ws.clock.advance(ws.settings.health_window_seconds)
+    assert daemon_check(ws, alive=lambda pid: False)["status"] == "healthy"
+    # a new daemon on the host replaces the dead one's record
+    record_start(ws, 5.0, pid=5151, alive=lambda pid: pid == 5151)
+    record_stop(ws, None, pid=5151)
+    assert "no daemon alive (none running" in daemon_check(ws, alive=lambda pid: False)["saw"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+def test_a_real_daemon_records_its_start_and_stop_and_a_sigkilled_one_only_its_start(tmp_path):
+    home = tmp_path / "home"
+    new_workspace(home, [{"agentName": "ann", "agentType": "dev"}]).close()
+    (home / "sched.toml").write_text(HOOKS)
+    # as the daemon's host: health then also asks whether the daemon's process exists
+    ws = Workspace(load_settings({}, {"home": home, "host": "box-1"}).settings)
+    daemon = start_daemon(home)
+    try:
+        wait_for("the daemon's start", lambda: lifecycle_events(ws))
+        wait_for("the daemon alive", lambda: daemon_check(ws)["saw"].startswith("alive on box-1"))
+        wait_for("its first tick", lambda: "AgentsConfigured" in [r.type for r in queries.replay(ws)])
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()  # reaped, its pipe closed: nothing leaks into the next test
+    assert daemon.returncode == 0 and "Traceback" not in err, err
+    kinds = [(kind, data["pid"], data.get("reason")) for kind, data in lifecycle_events(ws)]
+    assert kinds == [("DaemonStarted", daemon.pid, None), ("DaemonStopped", daemon.pid, "SIGTERM")]
+    assert [row["event"] for row in webhooks.outbox(ws)] == ["daemon.started", "daemon.stopped"]
+    assert daemon_check(ws)["status"] == "healthy"
+
+    killed = start_daemon(home)
+    try:
+        wait_for("the second daemon's start", lambda: len(lifecycle_events(ws)) == 3)
+        wait_for("the second daemon alive", lambda: f"pid {killed.pid}" in daemon_check(ws)["saw"])
+        killed.kill()  # SIGKILL: no stop recorded
+        killed.communicate(timeout=60)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.communicate()
+    check = daemon_check(ws)
+    assert check["status"] == "degraded" and f"pid {killed.pid}" in check["saw"], check
+    assert [kind for kind, _ in lifecycle_events(ws)][-1] == "DaemonStarted"
+    assert queries.verify_log(ws).ok
+    ws.close()
