@@ -1,6 +1,6 @@
 """`sched run`: tick on an interval until told to stop.
 
-An APScheduler 3.x `BlockingScheduler` with an interval job that ticks, one that
+An APScheduler 3.x `BackgroundScheduler` with an interval job that ticks, one that
 delivers webhooks when any is configured, and one that checks health when a webhook
 wants `health.changed`; each has its own thread, so a slow endpoint never delays a
 tick. `max_instances=1` and `coalesce=True` mean a slow tick is never run twice at
@@ -25,7 +25,7 @@ from types import FrameType
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from eventlog.errors import SchedError
 from eventlog.storage import is_url
@@ -184,7 +184,7 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     if ws.settings.webhooks:
         jobs.append(("webhooks", webhook_job(ws, log), ws.settings.webhook_interval_seconds, start))
     # a thread per job: a slow endpoint or a long integrity check never delays a tick
-    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(len(jobs))}, timezone="UTC")
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(len(jobs))}, timezone="UTC")
     shared = is_url(ws.settings.database)  # a server several hosts' daemons poll
     for name, job, every, first in jobs:
         # jitter: daemons of several hosts do not poll the server in step
@@ -206,9 +206,8 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         log(f"received {signal.Signals(signum).name}: finishing the current tick, then stopping",
             event="daemon.stopping", signal=signal.Signals(signum).name)
         stopped_by.append(signal.Signals(signum).name)
-        stopping.set()
-        with contextlib.suppress(SchedulerNotRunningError):  # asked before it began: it never will
-            scheduler.shutdown(wait=True)
+        stopping.set()  # only noted here: the main thread stops the scheduler (a shutdown
+        # from a signal handler could wait for a lock the interrupted main thread holds)
 
     def wake_on_commits() -> None:
         """A commit anywhere that appended events brings the next tick forward (the
@@ -253,6 +252,10 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
             if not stopping.is_set():
                 scheduler.start()
+                while not stopping.wait(1.0):  # until SIGINT or SIGTERM
+                    pass
+                with contextlib.suppress(SchedulerNotRunningError):
+                    scheduler.shutdown(wait=True)  # the current tick finishes
     finally:
         stopping.set()
         launcher.close()

@@ -152,6 +152,7 @@ class _Simulation:
         self.pick: dict[str, list[tuple[int, int, int]]] = {}
         self.ready_since: dict[str, dict[int, float]] = {}
         self.due_ready: dict[str, dict[int, str]] = {}
+        self.directed: dict[str, int] = {}  # queue -> ready tasks directed at an agent
         self.open_count: dict[str, int] = {}  # queued (ready or not), awaiting approval, blocked
         self.load = {a.name: 0 for a in scenario.agents}
         self.fleet = {a.name: a for a in scenario.agents if a.enabled}
@@ -300,6 +301,8 @@ class _Simulation:
         self.ready_since.setdefault(task.queue, {})[task_id] = now
         if task.due is not None:
             self.due_ready.setdefault(task.queue, {})[task_id] = task.due
+        if task.assignee is not None:
+            self.directed[task.queue] = self.directed.get(task.queue, 0) + 1
 
     def _unready(self, task_id: int, task: _Task) -> None:
         task.ready = False
@@ -307,6 +310,8 @@ class _Simulation:
         del line[bisect.bisect_left(line, task.pick_key)]
         del self.ready_since[task.queue][task_id]
         self.due_ready.get(task.queue, {}).pop(task_id, None)
+        if task.assignee is not None:
+            self.directed[task.queue] -= 1
 
     def _timed(self, kind: str, task_id: int, attempt: int, now: float) -> None:
         task = self.tasks.get(task_id)
@@ -373,6 +378,8 @@ class _Simulation:
             for due_by in due_cuts:
                 for directed in (False, True):
                     found = 0
+                    if directed and not self.directed.get(queue):
+                        continue  # none to read
                     for _, _, task_id in self.pick[queue]:
                         task = self.tasks[task_id]
                         if (task.assignee in names if directed else task.assignee is None) \
