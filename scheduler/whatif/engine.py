@@ -471,14 +471,7 @@ class _Simulation:
             failure = TaskFailed.model_construct(task_id=task_id, agent=agent, attempt=task.attempt,
                                                  reason=run.reason, error=run.reason,
                                                  retryable=run.retryable)
-        view = TaskView(
-            task_id=task_id, queue=task.queue, title="", priority=task.priority, assignee=task.assignee,
-            payload=None, status="running", attempt=task.attempt, attempt_floor=0,
-            max_attempts=task.max_attempts, agent=agent, not_before=None, deadline=None,
-            token_hash=None, pid=None, host=None, log_path=None, excluded=tuple(task.excluded),
-            cancelling=False, waiting_on=(), blocks=(), doomed_by=None, last_error=None,
-            idempotency_key=None, task_type=task.task_type, submitted_seq=task.seq,
-            submitted_at="", updated_at="")
+        view = replace(self._view(task_id, task, now), status="running", agent=agent)
         settled = settle_failure(view, failure, _moment(now), self.scenario.queue_policy(task.queue),
                                  self.draw())[-1]
         if agent not in task.excluded:
