@@ -201,8 +201,9 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     for task in sorted(ready, key=lambda t: pick_order(t, now, policy)):
         pool = pools.get(task.queue, [])
         if task.task_type not in rates:
-            rates[task.task_type] = {s.name: round(success_rate(records, s.name, task.task_type), 4)
-                                     for slots in pools.values() for s in slots}
+            names = (s.name for slots in pools.values() for s in slots)
+            rates[task.task_type] = dict.fromkeys(names, 0.5) if task.task_type is None else {
+                name: round(success_rate(records, name, task.task_type), 4) for name in names}
         rate = rates[task.task_type]
         ranked, passed_over = _rank(pool, task, rate, policy.claimant)
         if not ranked:
@@ -241,9 +242,9 @@ def _rank(pool: Sequence[_Slot], task: TaskView, rate: Mapping[str, float],
     may not, with why (`rate`: each agent's success rate at the task's type). Weight
     only orders agents with equally many free slots: it never outranks a free slot."""
     lacks = {s.name: missing(s.capabilities, task.requires) for s in pool} if task.requires else {}
-    capable = {s.name for s in pool if not lacks.get(s.name)}
     # agents that failed this task are skipped while another capable agent of the type exists
-    failover = task.assignee is None and bool(capable - set(task.excluded))
+    failover = task.assignee is None and bool(task.excluded) and bool(
+        {s.name for s in pool if not lacks.get(s.name)} - set(task.excluded))
     eligible, passed_over = [], []
     for s in pool:
         if claimant is not None and s.name != claimant:
