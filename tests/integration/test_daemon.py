@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,21 +42,12 @@ def test_the_daemon_runs_fifty_tasks_through_four_push_agents_and_stops_on_sigte
     submit(ws, [TaskSpec(queue="dev" if i % 2 else "qa", title=f"t{i}", payload={"n": i})
                 for i in range(50)])
     ws.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-    daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "0.2",
-                               "--home", str(home)], env=env, stderr=subprocess.PIPE, text=True,
-                              cwd=Path.cwd())
-    try:
-        ws = Workspace(load_settings({}, {"home": home}).settings)
-        wait_for("all 50 tasks to succeed",
-                 lambda: queries.status(ws)["queues"]["dev"]["succeeded"]
-                 + queries.status(ws)["queues"]["qa"]["succeeded"] == 50, timeout=180)
-        daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-    assert daemon.returncode == 0, err
+    ws = Workspace(load_settings({}, {"home": home}).settings)
+    code, err = run_until_sigterm(
+        home, ["--interval", "0.2"], "all 50 tasks to succeed",
+        lambda _pid: queries.status(ws)["queues"]["dev"]["succeeded"]
+        + queries.status(ws)["queues"]["qa"]["succeeded"] == 50, timeout=180)
+    assert code == 0, err
     assert "received SIGTERM" in err and "Traceback" not in err
     events = list(queries.replay(ws))
     check_log(events)  # no task held twice, no agent above capacity at any assignment
@@ -78,20 +70,12 @@ def test_a_json_log_is_one_object_per_line_and_each_task_line_carries_its_task_i
     home = ws.settings.home
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}", payload={"n": i}) for i in range(3)])
     ws.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-    daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "0.2", "--home",
-                               str(home), "--host", "log-host", "--log-format", "json"],
-                              env=env, stderr=subprocess.PIPE, text=True, cwd=Path.cwd())
-    try:
-        ws = Workspace(load_settings({}, {"home": home}).settings)
-        wait_for("all 3 tasks to succeed",
-                 lambda: queries.status(ws)["queues"]["dev"]["succeeded"] == 3, timeout=120)
-        daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-    assert daemon.returncode == 0, err
+    ws = Workspace(load_settings({}, {"home": home}).settings)
+    code, err = run_until_sigterm(
+        home, ["--interval", "0.2", "--host", "log-host", "--log-format", "json"],
+        "all 3 tasks to succeed", lambda _pid: queries.status(ws)["queues"]["dev"]["succeeded"] == 3,
+        timeout=120)
+    assert code == 0, err
     lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
     assert all({"time", "level", "event", "host", "message"} <= line.keys() for line in lines)
     assert {line["host"] for line in lines} == {"log-host"}
@@ -120,18 +104,28 @@ def test_sigterm_while_it_ticks_fast_always_stops_it(tmp_path):
     ws = new_workspace(tmp_path / "home", [{"agentName": "p", "agentType": "dev", "maxConcurrency": 1}])
     home = ws.settings.home
     ws.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
     for _ in range(3):
-        daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "0.01",
-                                   "--home", str(home)], env=env, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for("its first tick", lambda pid=daemon.pid: ticked(home, pid))
-            daemon.send_signal(signal.SIGTERM)
-            _, err = daemon.communicate(timeout=30)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-        assert daemon.returncode == 0, err
+        code, err = run_until_sigterm(home, ["--interval", "0.01"], "its first tick",
+                                      lambda pid: ticked(home, pid))
+        assert code == 0, err
+
+
+def run_until_sigterm(home: Path, args: list[str], what: str, until: Callable[[int], object],
+                      timeout: float = 30.0) -> tuple[int, str]:
+    """`sched run ARGS` in `home` until `until(its pid)` holds, then SIGTERM: its exit
+    code and stderr (killed if it does not stop within a minute)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    daemon = subprocess.Popen([sys.executable, "-m", "cli", "run", "--home", str(home), *args],
+                              env=env, stderr=subprocess.PIPE, text=True, cwd=Path.cwd())
+    try:
+        wait_for(what, lambda: until(daemon.pid), timeout=timeout)
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    return daemon.returncode, err
 
 
 def ticked(home: Path, pid: int) -> bool:
