@@ -118,18 +118,16 @@ class _Source:
         self.loads = [parse_load(text) for text in request.generate]
         self.duration = parse_duration(request.duration or "1d", "--duration")
         self.kind = "log" if not chosen else chosen[0].removeprefix("--")
-        if request.workload_file is not None:
-            list(read_jsonl(request.workload_file))  # bad input is refused before anything runs
         self.span = self._span()
 
     def _span(self) -> float:
         if self.kind == "generate":
             return self.duration
-        if self.kind == "workload":
-            workload = ListedWorkload(read_jsonl(self.request.workload_file))  # type: ignore[arg-type]
-            for _ in workload.facts():
-                pass
-            first, last = workload.first_at, workload.last_at
+        if self.kind == "workload":  # read through once: bad input is refused before anything runs
+            first = last = None
+            for arrival, _ in read_jsonl(self.request.workload_file):  # type: ignore[arg-type]
+                first = arrival.at if first is None else first
+                last = arrival.at
         else:
             with self.ws.read() as (log, _views):
                 head = log.last()
