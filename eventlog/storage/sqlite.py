@@ -96,6 +96,9 @@ def probe(path: Path) -> Probe:
             raise classify(path, e) from e  # a fault of the machine (I/O, a full disk, ...)
         raise ForeignDatabase(f"{path}: not a sched database ({describe_driver_error(e)}); "
                               "nothing was changed") from e
+    except UnicodeDecodeError as e:  # a table's name that is not UTF-8: its schema is damaged
+        why, advice = _FAULTS["SQLITE_CORRUPT"]
+        raise DatabaseFault(f"{path}: {why} (its schema holds text that is not UTF-8): {advice}") from e
     if app_id == APPLICATION_ID:
         return Probe("sched")
     if app_id == 0 and columns == EVENT_COLUMNS:

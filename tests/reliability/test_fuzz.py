@@ -146,6 +146,20 @@ def test_a_damaged_database_file_fails_in_one_line(seeded, tmp_path, capsys, dat
             rejected_cleanly(code, err, (1, 2))
 
 
+def test_a_table_name_that_is_not_utf8_fails_in_one_line(seeded, tmp_path, capsys):
+    """(Found by the fuzz test above: a flipped byte in a table's name in the schema.)"""
+    home = fresh_copy(seeded, tmp_path)
+    db = home / "sched.db"
+    raw = bytearray(db.read_bytes())
+    at = raw.index(b"tableeventsevents")  # a schema row: its type, name and table name
+    raw[at + len("tablee")] ^= 0x80  # the name's 'v' becomes a byte that starts no UTF-8 sequence
+    db.write_bytes(bytes(raw))
+    for args in (["status", "--json"], ["tick"]):
+        code, err = run(capsys, *args, "--home", str(home))
+        rejected_cleanly(code, err, (1,))
+        assert "the database file is damaged" in err[0], err
+
+
 def test_a_damaged_time_of_the_last_event_refuses_a_write_in_one_line(seeded, tmp_path, capsys):
     """(Found by the fuzz test above: a flipped byte in the last event's time.)"""
     home = fresh_copy(seeded, tmp_path)
