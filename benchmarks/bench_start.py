@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def agent_start(ctx: Context) -> dict[str, Any]:
     are submitted at once, and the daemon's next tick assigns and starts them all. Per
     attempt: from its TaskAssigned (the time of the tick's transaction, so the tick's
     own work counts) to the time the agent's command printed when it ran. Late in their
-    run (after their wrappers renewed their leases once), each wrapper's memory."""
+    run (after their leases were renewed once), the memory of the process supervising
+    them."""
     p = ctx.params
     n, hold = p["start_agents"], p["start_hold_seconds"]
     home = ctx.dir("agent_start")
@@ -100,12 +102,12 @@ def agent_start(ctx: Context) -> dict[str, Any]:
         _wait("every attempt to start", lambda: read_rows(
             db, "SELECT count(*) FROM events WHERE type = 'TaskStarted'")[0][0] >= n, 60)
         first = time.monotonic()
-        wrappers = [json.loads(d)["pid"] for (d,) in read_rows(
-            db, "SELECT data FROM events WHERE type = 'TaskStarted'")]
+        supervisors = Counter(json.loads(d)["pid"] for (d,) in read_rows(
+            db, "SELECT data FROM events WHERE type = 'TaskStarted'"))
         time.sleep(max(0.0, first + 0.8 * hold - time.monotonic()))  # late in their run
-        for pid in wrappers:
+        for pid, attempts in supervisors.items():
             with contextlib.suppress(OSError, KeyError):  # it ended already
-                memory.append(memory_kib(pid))
+                memory.append({**memory_kib(pid), "attempts": attempts})
         _wait("every task to end", lambda: _ended(db) >= n, 60 + 10 * hold)
     finally:
         _stop(proc)
@@ -131,8 +133,9 @@ def agent_start(ctx: Context) -> dict[str, Any]:
 
 
 def wrapper_memory(ctx: Context) -> dict[str, Any]:
-    """Of the wrappers `agent_start` saw running: their private memory (USS), beside a
-    bare Python interpreter's resident memory."""
+    """Of the attempts `agent_start` saw running: the private memory (USS) of the
+    process supervising them, per attempt, beside a bare Python interpreter's resident
+    memory."""
     memory = ctx.cache.get("wrapper_memory") or []
     if not memory:
         agent_start(ctx)
@@ -144,15 +147,16 @@ def wrapper_memory(ctx: Context) -> dict[str, Any]:
         bare_kib = memory_kib(bare.pid)
     finally:
         bare.communicate(b"")
-    uss = statistics.median(m["uss"] for m in memory) / 1024
+    uss = statistics.median(m["uss"] / m["attempts"] for m in memory) / 1024
     return result(
         "wrapper_memory", value=uss, unit="MiB", ceiling=bare_kib["rss"] / 1024,
         ratio=uss / (bare_kib["rss"] / 1024), target="<= 10 MiB", absolute=True,
-        what="private resident memory (USS, pages no other process shares) of one running "
-             "attempt's wrapper, median over the wrappers of agent_start",
+        what="private resident memory (USS, pages no other process shares) of the process "
+             "supervising agent_start's attempts, per attempt it runs",
         ceiling_what="resident memory of a bare `python -c` waiting on its input (the least "
                      "any Python supervisor process costs)",
-        details={"wrappers": len(memory),
+        details={"supervisors": len(memory), "attempts": sum(m["attempts"] for m in memory),
+                 "supervisor_uss_mib": statistics.median(m["uss"] for m in memory) / 1024,
                  "median_rss_mib": statistics.median(m["rss"] for m in memory) / 1024,
                  "median_pss_mib": statistics.median(m["pss"] for m in memory) / 1024,
                  "bare_kib": bare_kib})

@@ -31,7 +31,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,10 +132,10 @@ def sweep_cgroups() -> None:
                 remove_cgroup(Path(entry.path))
 
 
-def join_cgroup(group: str) -> None:
-    """Move the calling process into `group` (run in the agent's child before exec)."""
+def join_cgroup(group: str, pid: int = 0) -> None:
+    """Move the process `pid` (0: the calling one) into `group`."""
     with open(os.path.join(group, "cgroup.procs"), "w") as f:
-        f.write("0")
+        f.write(str(pid))
 
 
 def _subgroups(group: Path) -> list[Path]:
@@ -203,41 +203,38 @@ def _pids() -> Iterator[int]:
                 yield int(entry.name)
 
 
-def _marked(pid: int, needles: list[bytes]) -> bool:
-    """Whether the process's environment holds every `NAME=value` of `needles`."""
-    raw = _read(f"/proc/{pid}/environ")
-    if not raw:
-        return False
-    env = b"\0" + raw + b"\0"
-    return all(needle in env for needle in needles)
-
-
-def _scan(ref: AttemptRef, root: int | None) -> set[int]:
-    """One pass over /proc: the live processes that carry the attempt's marks, and the
-    descendants of `root` (the wrapper, whose orphans it collects as their subreaper)."""
-    needles = [b"\0" + f"{k}={v}".encode(errors="surrogateescape") + b"\0"
-               for k, v in ref.marks().items()]
-    found: set[int] = set()
+def _scan(refs: Sequence[AttemptRef], roots: Sequence[int | None]) -> list[set[int]]:
+    """One pass over /proc for several attempts: of each, the live processes that carry
+    its marks, and the descendants of its `root` (its wrapper, whose orphans it collects
+    as their subreaper)."""
+    needles = [[b"\0" + f"{k}={v}".encode(errors="surrogateescape") + b"\0" for k, v in ref.marks().items()]
+               for ref in refs]
+    found: list[set[int]] = [set() for _ in refs]
     children: dict[int, list[int]] = {}
     for pid in _pids():
         stat = _stat(pid)
         if stat is None or stat[0] in ("Z", "X"):
             continue
         children.setdefault(stat[1], []).append(pid)
-        if _marked(pid, needles):
-            found.add(pid)
-    if root is not None:
-        todo = list(children.get(root, ()))
+        raw = _read(f"/proc/{pid}/environ")
+        if not raw:
+            continue
+        env = b"\0" + raw + b"\0"
+        for i, wanted in enumerate(needles):
+            if all(needle in env for needle in wanted):
+                found[i].add(pid)
+    for i, root in enumerate(roots):
+        todo = list(children.get(root, ())) if root is not None else []
         while todo:
             pid = todo.pop()
-            found.add(pid)
+            found[i].add(pid)
             todo += children.get(pid, ())
     return found
 
 
 def marked_processes(ref: AttemptRef) -> list[int]:
     """Live processes whose environment marks them as the attempt's."""
-    return sorted(_scan(ref, None) - {os.getpid()})
+    return sorted(_scan([ref], [None])[0] - {os.getpid()})
 
 
 def is_wrapper_of(pid: int, ref: AttemptRef) -> bool:
@@ -269,14 +266,37 @@ def members(ref: AttemptRef) -> list[int]:
     group, the processes that carry its marks, and its wrapper with all the wrapper's
     descendants (only when `wrapper_pid` really is the attempt's `sched exec`). The
     calling process is never one of them."""
-    wrapper = ref.wrapper_pid if ref.wrapper_pid is not None and is_wrapper_of(ref.wrapper_pid, ref) else None
-    found = _scan(ref, wrapper)
-    if ref.cgroup is not None:
-        found.update(p for p in cgroup_members(Path(ref.cgroup)) if alive(p))
-    if wrapper is not None:
-        found.add(wrapper)
-    found.discard(os.getpid())
-    return sorted(found)
+    return members_of([ref])[0]
+
+
+def members_of(refs: Sequence[AttemptRef]) -> list[list[int]]:
+    """`members` of several attempts, found in one pass over /proc."""
+    wrappers = [ref.wrapper_pid if ref.wrapper_pid is not None and is_wrapper_of(ref.wrapper_pid, ref)
+                else None for ref in refs]
+    result = []
+    for ref, wrapper, found in zip(refs, wrappers, _scan(refs, wrappers), strict=True):
+        if ref.cgroup is not None:
+            found.update(p for p in cgroup_members(Path(ref.cgroup)) if alive(p))
+        if wrapper is not None:
+            found.add(wrapper)
+        found.discard(os.getpid())
+        result.append(sorted(found))
+    return result
+
+
+def left_nothing(refs: Sequence[AttemptRef]) -> list[bool]:
+    """Of attempts whose agent has exited: whether nothing of each is left on this host
+    (then its control group is removed, and it needs no `stop_attempt`). One pass over
+    /proc for all of them: the common case of many attempts ending together costs one
+    scan, not one each."""
+    result = []
+    for ref, left in zip(refs, members_of(refs), strict=True):
+        group = Path(ref.cgroup) if ref.cgroup is not None else None
+        quiet = not left and not _populated(group) and not _group_exists(ref.process_group)
+        if quiet and group is not None:
+            remove_cgroup(group)
+        result.append(quiet)
+    return result
 
 
 def _signal(pids: Iterable[int], sig: int) -> None:

@@ -225,21 +225,18 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
             finally:
                 wakeups.close()
 
-    push_slots = 0
     with contextlib.suppress(SchedError):  # a bad control file is the tick job's to report
         agents = ws.registry().agents
         for warning in ws.settings.queue_table_warnings(a.type for a in agents):
             log(f"warning: {warning}", event="config.warning", level="warning")
-        push_slots = sum(a.capacity for a in agents
-                         if a.command is not None and a.host in (None, ws.settings.host_name))
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
         f"{ws.settings.host_name}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""), event="daemon.started", pid=os.getpid(),
         interval_seconds=interval, database=ws.settings.database_label)
-    # wrappers are forked from a copy of this process made now, before any thread runs
-    launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon, spares=push_slots)
+    # the supervisor of this host's attempts: a copy of this process made now, before any thread runs
+    launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
     launcher.start()
     ws.starter = launcher
     if shared:

@@ -1,17 +1,19 @@
 """`sched exec TASK_ID`: run one assigned attempt of a push agent's command.
 
-The wrapper prepares the attempt's private working directory, starts the attempt
-(`TaskStarted`, holding the lease, naming the attempt's control group if it could make
-one), runs the agent's argv -- never through a shell -- with an explicit environment, in
-its own process group and control group, copies its output into a capped `agent.log`,
-heartbeats the lease from a thread while it runs, and records the outcome through the
-same protocol a pull worker uses (`complete` / `fail`).
+Starting an attempt: its private working directory, its `TaskStarted` (holding the
+lease, naming the attempt's control group if one could be made), the agent's argv --
+never through a shell -- and its explicit environment (`start`, or `start_in` inside a
+daemon's tick). The wrapper (`sched exec`, one attempt) then runs it under a
+`scheduler.supervisor.Supervisor` of its own, the same runner a daemon's supervisor
+process uses for all its attempts; this module also says how a stopped attempt ended
+(`ending_of`) and records it through the protocol a pull worker uses (`complete` /
+`fail`).
 
 Whatever ends the attempt (the agent's exit, its timeout, a cancel, a lost or expiring
-lease, a SIGTERM to the wrapper), the wrapper first stops every process of the attempt
-(`containment.stop_attempt`) and only then records how it ended, so a retry never runs
+lease, a SIGTERM to the wrapper), every process of the attempt is stopped first
+(`containment.stop_attempt`) and only then is its end recorded, so a retry never runs
 beside a leftover of this attempt. If the wrapper itself is SIGKILLed, the agent dies
-with it (`PR_SET_PDEATHSIG`) and the next tick on this host stops the rest and takes
+with it (`setpriv --pdeathsig`) and the next tick on this host stops the rest and takes
 the task back.
 """
 
@@ -23,18 +25,15 @@ import functools
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from eventlog.errors import BadInput, DatabaseBusy, NotFound, Refused, SchedError, TokenRejected
-from eventlog.events import Event, TaskRequeued, TaskStarted
-from eventlog.faults import fault_point
+from eventlog.errors import BadInput, NotFound, Refused
+from eventlog.events import Event, FailureReason, TaskRequeued, TaskStarted
 from eventlog.storage import DATABASE_URL_VARIABLE
 from eventlog.values import MAX_DEPTH, fit_text, parse_json
 from projections.recorder import Recorder
@@ -44,17 +43,13 @@ from scheduler import containment, worker
 from scheduler.settings import Settings
 from scheduler.spawn import lease_clock
 from scheduler.tokens import hash_token, new_token
-from scheduler.usage import Usage, UsageMeter
+from scheduler.usage import Usage
 from scheduler.workspace import Workspace
 
 PLACEHOLDERS = ("task_id", "queue", "agent", "attempt", "workdir")
 _PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-POLL_SECONDS = 0.05
-REPORT_TRIES = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
 READ_CHUNK = 64 * 1024
 LINE_KEEP_FACTOR = 4  # the last output line is kept up to this many times max_payload_bytes
 LOG_DRAIN_SECONDS = 5.0  # after the stop, how long the output may take to reach agent.log
@@ -284,8 +279,7 @@ def _not_started(ws: Workspace, task_id: int, attempt: int, why: str) -> Outcome
 
 @functools.cache
 def _prctl_function() -> Callable[..., int] | None:
-    """libc's prctl, looked up once (in the wrapper, before any fork: the agent's child
-    then only calls it); None where there is none."""
+    """libc's prctl, looked up once; None where there is none."""
     try:
         return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
     except (OSError, AttributeError):
@@ -299,57 +293,52 @@ def _prctl(option: int, value: int | ctypes.c_char_p) -> None:
         function(option, value, 0, 0, 0)
 
 
-def _in_child(parent: int, cgroup: str | None) -> None:
-    """Runs in the agent's process between fork and exec: die with the wrapper, and
-    join the attempt's control group (if that fails, the marks and the subreaper still
-    find its processes)."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the wrapper died before the line above took effect
-        os._exit(1)
-    if cgroup is not None:
-        with contextlib.suppress(OSError):
-            containment.join_cgroup(cgroup)
-
-
-def _reap(child: subprocess.Popen[bytes], orphans: bool) -> None:
-    """Collect exited processes: the agent itself through its Popen (so its exit
-    status is kept), and, as subreaper, orphaned descendants handed to us."""
-    child.poll()
-    while orphans:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if info is None:
-            return
-        if info.si_pid == child.pid:
-            if child.poll() is None:
-                return
-        else:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(info.si_pid, 0)
-
-
 class AgentLog:
-    """The agent's stdout and stderr, read from a pipe by a thread and written to
-    `agent.log`, which is rotated to `agent.log.1` when it reaches `max_bytes` (so an
-    attempt keeps at most twice that). The last non-empty line is kept (its first
-    `keep` bytes, and its length) for the error message and the result."""
+    """The agent's stdout and stderr, as the supervisor reads them from a pipe, written
+    to `agent.log`, which is rotated to `agent.log.1` when it reaches `max_bytes` (so
+    an attempt keeps at most twice that). The last non-empty line is kept (its first
+    `keep` bytes, and its length) for the error message and the result. A write that
+    fails (disk full, say) is noted in `error`; the output is still read, so the agent
+    never blocks on the pipe."""
 
-    def __init__(self, fd: int, path: Path, max_bytes: int, keep: int) -> None:
-        self.path, self._fd, self._max, self._keep = path, fd, max_bytes, keep
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path, self._max, self._keep = path, max_bytes, keep
         self._line = bytearray()  # the line being written (its first `keep` bytes)
         self._line_length = 0
         self._last, self._last_length = b"", 0  # the last complete non-empty line
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._copy, name="agent-log", daemon=True)
+        self._out: BinaryIO | None = None
+        self._size = 0
+        try:
+            self._out = path.open("ab", buffering=0)
+            self._size = self._out.tell()
+        except OSError as e:
+            self.error = str(e)
 
-    def start(self) -> None:
-        self._thread.start()
+    def write(self, chunk: bytes) -> None:
+        self._note(chunk)
+        if self._out is None:
+            return
+        try:
+            view = memoryview(chunk)
+            while view:
+                if self._size >= self._max:
+                    self._out.close()
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                    self._out = self.path.open("ab", buffering=0)
+                    self._size = 0
+                written = self._out.write(view[: self._max - self._size]) or 0
+                self._size += written
+                view = view[written:]
+        except OSError as e:
+            self.error = str(e)
+            self.close()
 
-    def close(self, timeout: float) -> None:
-        """Wait for the output to end (every writer is gone once the attempt is stopped)."""
-        self._thread.join(timeout)
+    def close(self) -> None:
+        if self._out is not None:
+            with contextlib.suppress(OSError):
+                self._out.close()
+            self._out = None
 
     def last_line(self) -> tuple[bytes, int]:
         """The last non-empty line (a final line without a newline counts), stripped,
@@ -357,33 +346,6 @@ class AgentLog:
         if bytes(self._line).strip():
             return bytes(self._line).strip(), self._line_length
         return self._last.strip(), self._last_length
-
-    def _copy(self) -> None:
-        try:
-            out = self.path.open("ab", buffering=0)
-            try:
-                size = out.tell()
-                while chunk := os.read(self._fd, READ_CHUNK):
-                    self._note(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        if size >= self._max:
-                            out.close()
-                            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-                            out = self.path.open("ab", buffering=0)
-                            size = 0
-                        written = out.write(view[: self._max - size]) or 0
-                        size += written
-                        view = view[written:]
-            finally:
-                out.close()
-        except OSError as e:  # disk full, say: keep reading, so the agent never blocks on the pipe
-            self.error = str(e)
-            with contextlib.suppress(OSError):
-                while chunk := os.read(self._fd, READ_CHUNK):
-                    self._note(chunk)
-        finally:
-            os.close(self._fd)
 
     def _extend(self, part: bytes) -> None:
         self._line_length += len(part)
@@ -408,62 +370,6 @@ class AgentLog:
                 self._end_line()
                 break
         self._extend(parts[-1])
-
-
-# -- supervising -----------------------------------------------------------------------
-
-class LeaseKeeper:
-    """Renews the attempt's lease every third of its length, from a thread (its
-    transactions take a connection of their own from the workspace's storage), so the
-    wrapper never waits on the database while its agent runs. It tells the wrapper when
-    the lease was refused (`lost`), when the task was cancelled, and until when the
-    lease surely holds (`expires`, on `lease_clock`, counted from before each renewal
-    was asked)."""
-
-    def __init__(self, ws: Workspace, attempt: Attempt) -> None:
-        self._ws, self._attempt = ws, attempt
-        self.expires = attempt.granted_at + ws.settings.lease_seconds
-        self.cancel = False
-        self.lost: str | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-
-    @property
-    def fence_at(self) -> float:
-        """When the wrapper must start stopping its agent for the stop to be over by
-        the expiry (self-fencing): `kill_grace_seconds` and a margin before it, but
-        never before two thirds of the lease have passed without a renewal."""
-        settings = self._ws.settings
-        return self.expires - min(settings.kill_grace_seconds + FENCE_MARGIN_SECONDS,
-                                  settings.lease_seconds / 3)
-
-    def _run(self) -> None:
-        settings, attempt = self._ws.settings, self._attempt
-        every = settings.lease_seconds / 3
-        next_beat = attempt.granted_at + every
-        try:
-            while not self._done.wait(max(next_beat - lease_clock(), 0.0)):
-                asked = lease_clock()
-                try:
-                    beat = worker.heartbeat(self._ws, attempt.task_id, attempt.token)
-                except TokenRejected as e:  # the task was taken back: this run no longer counts
-                    self.lost = e.message
-                    return
-                except SchedError as e:  # a long writer held the lock: try again soon
-                    print(f"task {attempt.task_id}: heartbeat failed: {e.message}", file=sys.stderr)
-                    next_beat = lease_clock() + min(every, 1.0)
-                    continue
-                self.expires = asked + settings.lease_seconds
-                self.cancel = self.cancel or beat.cancel
-                next_beat = lease_clock() + every
-        except Exception as e:  # the wrapper still stops its agent when the lease runs out
-            print(f"task {attempt.task_id}: heartbeats stopped: {e}", file=sys.stderr)
 
 
 @dataclass
@@ -494,97 +400,47 @@ def _stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(sig, handler)
 
 
-def _supervise(ws: Workspace, attempt: Attempt, child: subprocess.Popen[bytes], meter: UsageMeter,
-               lease: LeaseKeeper, stop: StopRequest) -> str:
-    """Wait for the agent, sampling its memory every `exec_sample_seconds`. Returns how
-    the attempt ends: "exit", "timeout", "cancelled", "signal" (the wrapper was asked to
-    stop), "lost" (the lease was refused) or "fenced" (the lease is about to expire
-    without a renewal)."""
-    started = time.monotonic()
-    deadline = started + attempt.timeout
-    next_sample = started
-    while True:
-        now = time.monotonic()
-        if now >= next_sample:
-            meter.sample(child.pid)
-            _reap(child, attempt.reap_orphans)
-            next_sample = now + ws.settings.exec_sample_seconds
-        if child.returncode is not None:
-            return "exit"
-        if stop.signum is not None:
-            return "signal"
-        if lease.lost is not None:
-            return "lost"
-        if lease.cancel:
-            return "cancelled"
-        if now >= deadline:
-            return "timeout"
-        if lease_clock() >= lease.fence_at:
-            return "fenced"
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=max(min(POLL_SECONDS, next_sample - now, deadline - now), 0.0))
-
-
-def _exit_status(child: subprocess.Popen[bytes]) -> int:
-    """The agent's exit status, once the attempt was stopped (-SIGKILL if it survived)."""
-    try:
-        return child.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
-        return -signal.SIGKILL
-
-
 def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Outcome:
-    """Run the agent command; whatever ends it, stop every process of the attempt, then
-    record how it ended."""
-    stop = stop or StopRequest()
-    settings = ws.settings
-    if stop.signum is not None:  # asked to stop before the agent was started
-        containment.stop_attempt(attempt.ref)
-        return _report(ws, attempt, None, "signal", Usage(0.0, 0), None, stop)
-    meter = UsageMeter()
-    read_fd, write_fd = os.pipe()
-    _prctl_function()  # looked up here, not in the child
-    try:
-        child = subprocess.Popen(
-            attempt.argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
-            stdout=write_fd, stderr=write_fd, start_new_session=True,
-            preexec_fn=functools.partial(_in_child, os.getpid(), attempt.ref.cgroup))
-    except OSError as e:
-        os.close(read_fd)
-        containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
-        return _spawn_error(ws, attempt, e)
-    finally:
-        os.close(write_fd)
-    attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))  # its own session
-    output = AgentLog(read_fd, attempt.log_path, settings.agent_log_max_bytes,
-                      max(LINE_KEEP_FACTOR * settings.max_payload_bytes, settings.max_message_bytes))
-    output.start()
-    lease = LeaseKeeper(ws, attempt)
-    lease.start()
-    fault_point("mid_exec")
-    try:
-        ending = _supervise(ws, attempt, child, meter, lease, stop)
-        # every end of an attempt: nothing of it outlives it, before anything is recorded
-        _reap(child, attempt.reap_orphans)  # exited orphans would still count in their group
-        left = containment.stop_attempt(attempt.ref, settings.kill_grace_seconds)
-        if left:
-            print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr)
-        returncode = _exit_status(child)
-        _reap(child, attempt.reap_orphans)
-        output.close(LOG_DRAIN_SECONDS)
-        usage = meter.finish()
-        if ending == "lost":
-            return Outcome("lost", f"lease lost: {lease.lost}")
-        if ending == "fenced":
-            return Outcome("lost", "stopped at the lease's expiry: it could not be renewed in time")
-        return _report(ws, attempt, returncode, ending, usage, output, stop)
-    finally:
-        lease.stop()
+    """Run the agent command under a supervisor of its own (`scheduler.supervisor`,
+    the daemon's runner with one attempt); whatever ends it, every process of the
+    attempt is stopped, then how it ended is recorded."""
+    from scheduler.supervisor import run_all
+
+    return run_all(ws, [attempt], stop, subreaper=attempt.reap_orphans)[0]
 
 
 # -- recording the outcome -------------------------------------------------------------
 
-def _spawn_error(ws: Workspace, attempt: Attempt, error: OSError) -> Outcome:
+@dataclass(frozen=True)
+class Ending:
+    """What is recorded for a stopped attempt: a success with its result, or a failure
+    with its error; `detail` is the outcome's description for the wrapper's log."""
+
+    detail: str
+    succeeded: bool = False
+    result: object = None
+    error: str = ""
+    reason: FailureReason = "exit_code"
+    retry: bool = True
+    exit_code: int | None = None
+    signal: int | None = None
+    usage: Usage | None = None
+
+
+def record_ending(ws: Workspace, recorder: Recorder, attempt: Attempt, ending: Ending) -> str:
+    """Record the ending in the caller's write transaction; the task's new status.
+    Raises `TokenRejected` (nothing recorded) when the attempt is no longer current."""
+    log = str(attempt.log_path)
+    if ending.succeeded:
+        worker.complete_in(recorder, attempt.task_id, attempt.token, ending.result, log_path=log,
+                           usage=ending.usage)
+        return "succeeded"
+    return worker.fail_in(ws, recorder, attempt.task_id, attempt.token, ending.error, retry=ending.retry,
+                          reason=ending.reason, exit_code=ending.exit_code, signal=ending.signal,
+                          log_path=log, usage=ending.usage)
+
+
+def spawn_error_ending(ws: Workspace, attempt: Attempt, error: OSError) -> Ending:
     """The program could not be started (missing, not executable, not a program): that
     will not get better by itself, so the task is dead-lettered at once unless its
     queue has `retry_spawn_errors`. A working directory that vanished meanwhile is
@@ -594,25 +450,8 @@ def _spawn_error(ws: Workspace, attempt: Attempt, error: OSError) -> Outcome:
     else:
         why = f"cannot start {attempt.argv[0]!r}: {error.strerror or error}"
         retry = ws.settings.queue_policy(attempt.queue).retry_spawn_errors
-    status = _record(lambda: worker.fail(
-        ws, attempt.task_id, attempt.token, fit_text(why, ws.settings.max_message_bytes),
-        reason="spawn_error", retry=retry, log_path=str(attempt.log_path)))
-    return Outcome(status, f"spawn error: {error.strerror or error}")
-
-
-def _record(write: Callable[[], str]) -> str:
-    """Record an outcome: "lost" if the lease was refused; waiting for the write lock
-    is worth a few tries."""
-    tries = REPORT_TRIES
-    while True:
-        try:
-            return write()
-        except TokenRejected:
-            return "lost"
-        except DatabaseBusy:
-            tries -= 1
-            if not tries:
-                raise
+    return Ending(f"spawn error: {error.strerror or error}",
+                  error=fit_text(why, ws.settings.max_message_bytes), reason="spawn_error", retry=retry)
 
 
 def keep_limit(max_payload_bytes: int) -> int:
@@ -662,61 +501,58 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _report(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
-            output: AgentLog | None, stop: StopRequest) -> Outcome:
-    """Record how the stopped attempt ended (`TaskSucceeded` or `TaskFailed`)."""
-    task_id, token, log = attempt.task_id, attempt.token, str(attempt.log_path)
+def ending_of(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
+              output: AgentLog | None, stop: StopRequest) -> Ending:
+    """How the stopped attempt ended, as it is to be recorded (`TaskSucceeded` or
+    `TaskFailed`)."""
     limit = ws.settings.max_message_bytes
     killed_by = -returncode if returncode is not None and returncode < 0 else None
 
-    def fail(error: str, **fields: object) -> str:
-        return _record(lambda: worker.fail(ws, task_id, token, fit_text(error, limit), log_path=log,
-                                           usage=usage, **fields))  # type: ignore[arg-type]
+    def failed(detail: str, error: str, **fields: Any) -> Ending:
+        return Ending(detail, error=fit_text(error, limit), usage=usage, **fields)
 
     if ending == "signal":
         assert stop.signum is not None
         name = _signal_name(stop.signum)
-        status = fail(f"stopped: the sched exec wrapper received {name}", reason="exit_code",
+        return failed(f"stopped by {name}", f"stopped: the sched exec wrapper received {name}",
                       signal=stop.signum)
-        return Outcome(status, f"stopped by {name}")
     if ending == "cancelled":
-        status = fail("cancelled while running: stopped", reason="cancelled", retry=False,
+        return failed("cancelled", "cancelled while running: stopped", reason="cancelled", retry=False,
                       signal=killed_by)
-        return Outcome(status, "cancelled")
     if ending == "timeout":
-        status = fail(f"timed out after {attempt.timeout:g} s", reason="timeout", signal=killed_by)
-        return Outcome(status, "timeout")
+        return failed("timeout", f"timed out after {attempt.timeout:g} s", reason="timeout",
+                      signal=killed_by)
     assert returncode is not None and output is not None
     line, length = output.last_line()
     if returncode == 0:
         try:
             result = read_result(attempt.result_file, line, length, ws.settings.max_payload_bytes)
         except (OSError, ValueError) as e:
-            status = fail(f"exited 0 but its result cannot be recorded: {e}", reason="exit_code",
+            return failed("result cannot be recorded", f"exited 0 but its result cannot be recorded: {e}",
                           exit_code=0)
-            return Outcome(status, "result cannot be recorded")
-        status = _record(lambda: worker.complete(ws, task_id, token, result, log_path=log,
-                                                 usage=usage) or "succeeded")
-        return Outcome(status, "exit 0")
+        return Ending("exit 0", succeeded=True, result=result, usage=usage)
     last = line.decode("utf-8", "replace")
     suffix = f": {last}" if last else ""
     if killed_by is not None:
         name = _signal_name(killed_by)
-        status = fail(f"killed by {name}{suffix}", reason="exit_code", signal=killed_by)
-        return Outcome(status, name)
-    status = fail(f"exited with {returncode}{suffix}", reason="exit_code", exit_code=returncode,
+        return failed(name, f"killed by {name}{suffix}", signal=killed_by)
+    return failed(f"exit {returncode}", f"exited with {returncode}{suffix}", exit_code=returncode,
                   retry=returncode not in attempt.non_retryable)
-    return Outcome(status, f"exit {returncode}")
+
+
+def take_role(name: str) -> None:
+    """This process supervises agents and does nothing else: orphaned descendants of
+    its agents become its to reap (and to find), and it names itself `name`."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()))
 
 
 def _become_wrapper(attempt: Attempt) -> None:
-    """This process is the attempt's wrapper and nothing else: orphaned descendants of
-    the agent become ours to reap and to find, and the process names itself
-    `containment.WRAPPER_NAME` and works in the attempt's directory (how a tick tells
+    """This process is the attempt's wrapper and nothing else (`take_role`), named
+    `containment.WRAPPER_NAME` and working in the attempt's directory (how a tick tells
     it from a process that got its pid later; every path it uses is absolute)."""
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     os.chdir(attempt.workdir)
-    _prctl(_PR_SET_NAME, ctypes.c_char_p(containment.WRAPPER_NAME.encode()))
+    take_role(containment.WRAPPER_NAME)
 
 
 def run_as_wrapper(ws: Workspace, attempt: Attempt) -> Outcome:

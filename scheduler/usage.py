@@ -1,12 +1,12 @@
-"""What an agent run cost: CPU seconds and peak resident memory, measured by the exec
-wrapper. CPU comes from the kernel's accounting of reaped children (exact, and it
-includes grandchildren the agent waited for); memory is sampled with psutil over the
-agent's process tree while it runs (the sum of its processes' RSS at each sample), so
-a peak shorter than the sampling interval can be missed."""
+"""What an agent run cost: CPU seconds and peak resident memory, measured by the
+supervisor. CPU comes from the kernel's accounting of the reaped agent (`wait4`: exact,
+and it includes grandchildren the agent waited for); memory is sampled with psutil over the
+agent's process tree while it runs (the sum of its processes' RSS at each sample), and
+is at least the agent process's own peak (`ru_maxrss` of `wait4`), so a tree's peak
+shorter than the sampling interval can be missed, the agent's own cannot."""
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass
 
 import psutil
@@ -18,18 +18,11 @@ class Usage:
     peak_rss_bytes: int
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 class UsageMeter:
-    """Started before the agent is spawned; `sample` while it runs; `finish` once it
-    has been reaped."""
+    """The peak memory of an agent's process tree: `sample` while it runs."""
 
     def __init__(self) -> None:
-        self._cpu_before = _children_cpu()
-        self._peak = 0
+        self.peak = 0
 
     def sample(self, pid: int) -> None:
         """Add up the RSS of the process `pid` and its descendants; keep the peak."""
@@ -44,8 +37,4 @@ class UsageMeter:
                 total += process.memory_info().rss
             except psutil.Error:
                 continue
-        self._peak = max(self._peak, total)
-
-    def finish(self) -> Usage:
-        return Usage(cpu_seconds=round(max(0.0, _children_cpu() - self._cpu_before), 6),
-                     peak_rss_bytes=self._peak)
+        self.peak = max(self.peak, total)

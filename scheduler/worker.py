@@ -181,13 +181,20 @@ def heartbeat(ws: Workspace, task_id: int, token: str, progress: Progress | None
     if progress is not None:
         progress.check(ws)
     with ws.write() as recorder:
-        now = recorder.now
-        task = _current_attempt(recorder, task_id, token, now)
-        expires = now + timedelta(seconds=ws.settings.lease_seconds)
-        noted = _progress_event(ws, task, progress, now) if progress is not None else []
-        recorder.record([LeaseRenewed(task_id=task_id, attempt=task.attempt,
-                                      lease_expires_at=expires), *noted])
-        return Beat(expires, task.cancelling, bool(noted) if progress is not None else None)
+        return renew_in(ws, recorder, task_id, token, progress)
+
+
+def renew_in(ws: Workspace, recorder: Recorder, task_id: int, token: str,
+             progress: Progress | None = None) -> Beat:
+    """`heartbeat` inside the caller's write transaction (a supervisor renews all its
+    leases in one). Raises `TokenRejected` before recording anything."""
+    now = recorder.now
+    task = _current_attempt(recorder, task_id, token, now)
+    expires = now + timedelta(seconds=ws.settings.lease_seconds)
+    noted = _progress_event(ws, task, progress, now) if progress is not None else []
+    recorder.record([LeaseRenewed(task_id=task_id, attempt=task.attempt,
+                                  lease_expires_at=expires), *noted])
+    return Beat(expires, task.cancelling, bool(noted) if progress is not None else None)
 
 
 def progress(ws: Workspace, task_id: int, token: str, report: Progress) -> bool:
@@ -212,10 +219,17 @@ def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
     """Record the success of the current attempt (with its resource use, if measured)."""
     check_json(result, "result", ws.settings.max_payload_bytes)
     with ws.write() as recorder:
-        task = _current_attempt(recorder, task_id, token, recorder.now)
-        recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
-                                       attempt=task.attempt, result=result, log_path=log_path,
-                                       **_usage_fields(usage))])
+        complete_in(recorder, task_id, token, result, log_path, usage)
+
+
+def complete_in(recorder: Recorder, task_id: int, token: str, result: Any = None,
+                log_path: str | None = None, usage: Usage | None = None) -> None:
+    """`complete` inside the caller's write transaction, `result` already checked.
+    Raises `TokenRejected` before recording anything."""
+    task = _current_attempt(recorder, task_id, token, recorder.now)
+    recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
+                                   attempt=task.attempt, result=result, log_path=log_path,
+                                   **_usage_fields(usage))])
 
 
 def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True,
@@ -223,17 +237,27 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
          signal: int | None = None, log_path: str | None = None,
          usage: Usage | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
-    from scheduler.tick import settle
-
     check_text(error, "error", ws.settings.max_message_bytes)
     with ws.write() as recorder:
-        task = _current_attempt(recorder, task_id, token, recorder.now)
-        if task.cancelling:
-            reason, retry = "cancelled", False
-        failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
-                             reason=reason, error=error, exit_code=exit_code, signal=signal,
-                             log_path=log_path, retryable=retry, **_usage_fields(usage))
-        recorder.record(settle(ws, recorder, task, failure))
-        after = recorder.views.get_task(task_id)
-        assert after is not None
-        return after.status
+        return fail_in(ws, recorder, task_id, token, error, retry=retry, reason=reason,
+                       exit_code=exit_code, signal=signal, log_path=log_path, usage=usage)
+
+
+def fail_in(ws: Workspace, recorder: Recorder, task_id: int, token: str, error: str, *,
+            retry: bool = True, reason: FailureReason = "reported", exit_code: int | None = None,
+            signal: int | None = None, log_path: str | None = None,
+            usage: Usage | None = None) -> str:
+    """`fail` inside the caller's write transaction, `error` already checked; returns
+    the task's new status. Raises `TokenRejected` before recording anything."""
+    from scheduler.tick import settle
+
+    task = _current_attempt(recorder, task_id, token, recorder.now)
+    if task.cancelling:
+        reason, retry = "cancelled", False
+    failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
+                         reason=reason, error=error, exit_code=exit_code, signal=signal,
+                         log_path=log_path, retryable=retry, **_usage_fields(usage))
+    recorder.record(settle(ws, recorder, task, failure))
+    after = recorder.views.get_task(task_id)
+    assert after is not None
+    return after.status

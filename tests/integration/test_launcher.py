@@ -1,5 +1,5 @@
-"""Wrappers forked by the daemon's launcher, with real processes: they are the
-attempt's wrapper as far as every other part of sched can tell, and they outlive the
+"""The daemon's supervisor process, with real processes: it runs the attempts the
+daemon's ticks start, is never stopped with one of them, and its attempts outlive the
 daemon exactly as `sched exec` processes do."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from scheduler import containment, queries
 from scheduler.clock import ManualClock, SystemClock
-from scheduler.launcher import Launcher
+from scheduler.launcher import SUPERVISOR_NAME, Launcher
 from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import pid_alive, tick
@@ -89,37 +89,38 @@ def running(tmp_path):
         ws.close()
 
 
-def test_a_forked_wrapper_is_known_as_the_attempts_wrapper_and_outlives_the_daemon(running):
+def test_the_supervisor_runs_the_attempt_and_outlives_the_daemon_until_its_end(running):
     ws, task_id, event, agent, release, daemon = running
-    wrapper = event["pid"]
-    # forked, not a new interpreter: the daemon's command line, the wrapper's name and directory
-    cmdline = Path(f"/proc/{wrapper}/cmdline").read_bytes().split(b"\0")
+    supervisor = event["pid"]
+    # forked from the daemon, not a new interpreter; named for what it does
+    cmdline = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
     assert b"run" in cmdline and b"exec" not in cmdline
-    ref = containment.AttemptRef.of(task_id, event["attempt"], ws.settings.database_label, wrapper,
+    assert Path(f"/proc/{supervisor}/comm").read_text().strip() == SUPERVISOR_NAME
+    # it supervises every attempt of the host: stopping one attempt never stops it
+    ref = containment.AttemptRef.of(task_id, event["attempt"], ws.settings.database_label, supervisor,
                                     workdir=event["workdir"])
-    assert containment.is_wrapper_of(wrapper, ref)
-    assert not containment.is_wrapper_of(wrapper, containment.AttemptRef.of(
-        task_id, event["attempt"], ws.settings.database_label, wrapper, workdir=event["workdir"] + "x"))
-    assert not containment.is_wrapper_of(agent, ref)  # in the directory too, but not the wrapper
+    assert not containment.is_wrapper_of(supervisor, ref)
+    assert containment.members(ref) == [agent]
 
     err = stop_daemon(daemon)
     assert "Traceback" not in err
-    assert pid_alive(wrapper) and pid_alive(agent)  # the attempt goes on without the daemon
+    assert pid_alive(supervisor) and pid_alive(agent)  # the attempt goes on without the daemon
     release.touch()
-    wait_for("the wrapper to record the success", lambda: queries.show(ws, task_id)[0].status == "succeeded")
+    wait_for("the supervisor to record the success",
+             lambda: queries.show(ws, task_id)[0].status == "succeeded")
     done = [json.loads(rec.data) for rec in queries.show(ws, task_id)[1] if rec.type == "TaskSucceeded"]
     assert done[0]["result"] == {"released": True}
-    wait_for("the wrapper to exit", lambda: not pid_alive(wrapper))
+    wait_for("the supervisor to exit after its last attempt", lambda: not pid_alive(supervisor))
     log = (ws.settings.home / "logs" / "exec.log").read_text()
     assert f"task {task_id}: succeeded (exit 0)" in log
 
 
-def test_a_tick_taking_back_an_expired_attempt_stops_its_forked_wrapper_and_agent(running):
+def test_a_tick_taking_back_an_expired_attempt_stops_its_agent_and_the_supervisor_lets_it_go(running):
     ws, task_id, event, agent, _release, daemon = running
     stop_daemon(daemon)
-    wrapper = event["pid"]
-    # a tick on the wrapper's host, at a time past the lease: the attempt is taken back and
-    # its processes stopped, the wrapper among them (it is recognised as the attempt's)
+    supervisor = event["pid"]
+    # a tick on the supervisor's host, at a time past the lease: the attempt is taken back
+    # and its processes stopped
     clock = ManualClock(ws.clock.now() + timedelta(seconds=ws.settings.lease_seconds * 3))
     later = Workspace(ws.settings, clock=clock)
     try:
@@ -127,8 +128,13 @@ def test_a_tick_taking_back_an_expired_attempt_stops_its_forked_wrapper_and_agen
     finally:
         later.close()
     assert {"task_id": task_id, "agent": "w1", "reason": "lease_expired"} in report.expired
-    assert not pid_alive(wrapper) and not pid_alive(agent)
+    assert not pid_alive(agent)
     assert queries.show(ws, task_id)[0].status in {"queued", "assigned"}
+    # the supervisor finds its attempt no longer current: nothing recorded, and it exits
+    wait_for("the supervisor to exit", lambda: not pid_alive(supervisor))
+    log = (ws.settings.home / "logs" / "exec.log").read_text()
+    assert f"task {task_id}: lost" in log
+    assert [r.type for r in queries.show(ws, task_id)[1]].count("TaskFailed") == 0
 
 
 @pytest.fixture
@@ -162,35 +168,29 @@ def test_a_tick_assigns_and_starts_in_one_commit_and_the_wrappers_finish_the_wor
         assert done[0]["result"] == [1, 2]
 
 
-def test_a_tick_that_fails_before_its_commit_lets_the_forked_wrappers_go(launched, monkeypatch):
+def test_a_tick_that_fails_before_its_commit_hands_nothing_over(launched, monkeypatch):
     ws, _launcher = launched
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
-    forked: list[int] = []
-    real = Launcher.start_in
-
-    def start_in(self, *args):
-        handover = real(self, *args)
-        forked.extend(pid for pid, _ in handover)
-        return handover
+    handed: list[object] = []
 
     def note_tick(*_args):
         raise RuntimeError("the disk is gone")  # after the starts, before the commit
 
-    monkeypatch.setattr(Launcher, "start_in", start_in)
+    monkeypatch.setattr(Launcher, "go", lambda self, handover: handed.append(handover))
     monkeypatch.setattr("scheduler.tick.note_tick", note_tick)
     with pytest.raises(RuntimeError):
         tick(ws)
-    assert forked and all(wait_for("the wrapper to exit", lambda p=p: not pid_alive(p)) for p in forked)
+    assert handed == []
     assert queries.show(ws, sub.task_id)[0].status == "queued"  # nothing was committed
 
 
-def test_wrappers_never_handed_their_attempt_are_taken_back_by_the_next_tick(launched, monkeypatch):
+def test_attempts_never_handed_over_are_taken_back_by_the_next_tick(launched, monkeypatch):
     ws, launcher = launched
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
     monkeypatch.setattr(Launcher, "go", lambda self, handover: launcher.close())  # the daemon dies
     tick(ws)
     started = [json.loads(rec.data) for rec in queries.show(ws, sub.task_id)[1] if rec.type == "TaskStarted"]
-    wait_for("the orphaned wrapper to exit", lambda: not pid_alive(started[0]["pid"]))
+    wait_for("the idle supervisor to exit", lambda: not pid_alive(started[0]["pid"]))
     ws.starter = None
     report = tick(ws)
     assert {"task_id": sub.task_id, "agent": started[0]["agent"], "reason": "wrapper_gone"} in report.expired

@@ -1,0 +1,546 @@
+"""Supervising attempts of push agents: one process runs many.
+
+A `Supervisor` starts each attempt's command (`subprocess.Popen` with no code run
+between fork and exec, so Python takes the `vfork` fast path), copies every agent's
+output into its capped `agent.log` from one `select` loop, reaps the agents (their own
+CPU use from `wait4`), samples their memory, and ends each attempt on its exit, its
+timeout, a cancel, a refused or expiring lease, or a stop signal. Whatever ends an
+attempt, every process of it is stopped (`containment.stop_attempt`, on a thread of
+its own, so a grace period holds up no other attempt) before its outcome is recorded.
+
+One bookkeeping thread talks to the database: per turn, one write transaction renews
+every lease that is due (a third of `lease_seconds` after its last renewal) and records
+every outcome that is ready. So N running attempts cost one transaction per renewal
+interval, not N, and a batch of attempts that end together is recorded at once.
+
+The daemon runs one supervisor process for all the attempts its ticks start
+(`scheduler.launcher`); `sched exec` runs one for a single attempt (`exec.run`): one
+runner, the same rules.
+
+The agent is started through `setpriv --pdeathsig KILL` where util-linux has it, so
+an agent dies with the process supervising it (a SIGKILLed supervisor leaves nothing
+running unwatched); it joins the attempt's control group as soon as it is started,
+from here (the agent's program has not yet been executed by then in practice; if it
+forked first, its environment marks and process group still find the rest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from eventlog.errors import SchedError, TokenRejected
+from eventlog.faults import fault_point
+from scheduler import containment, worker
+from scheduler.exec import (
+    LINE_KEEP_FACTOR,
+    LOG_DRAIN_SECONDS,
+    READ_CHUNK,
+    AgentLog,
+    Attempt,
+    Ending,
+    Outcome,
+    StopRequest,
+    ending_of,
+    record_ending,
+    spawn_error_ending,
+)
+from scheduler.spawn import lease_clock
+from scheduler.usage import Usage, UsageMeter
+from scheduler.workspace import Workspace
+
+POLL_SECONDS = 0.05  # the longest the loop sleeps while attempts run
+FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
+REPORT_TRIES = 3  # turns an outcome waits for the write lock before it is given up (the lease then expires)
+SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
+
+
+@dataclass(eq=False)
+class Running:
+    """One attempt being supervised."""
+
+    attempt: Attempt
+    expires: float  # on lease_clock: until when the lease surely holds
+    next_beat: float  # when its lease is next renewed
+    child: subprocess.Popen[bytes] | None = None
+    deadline: float = 0.0  # time.monotonic() of its timeout
+    log: AgentLog | None = None
+    log_fd: int | None = None
+    meter: UsageMeter = field(default_factory=UsageMeter)
+    next_sample: float = 0.0
+    cancel: bool = False
+    lost: str | None = None  # why the lease was refused
+    returncode: int | None = None
+    cpu_seconds: float = 0.0
+    ending: str | None = None  # exit, timeout, cancelled, signal, lost, fenced
+    reaped: threading.Event = field(default_factory=threading.Event)
+    drained: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+    tries: int = 0
+
+    def fence_at(self, kill_grace: float, lease_seconds: float) -> float:
+        """When to start stopping the agent for the stop to be over by the lease's
+        expiry (self-fencing): `kill_grace_seconds` and a margin before it, but never
+        before two thirds of the lease have passed without a renewal."""
+        return self.expires - min(kill_grace + FENCE_MARGIN_SECONDS, lease_seconds / 3)
+
+
+class Bookkeeper:
+    """The thread that renews leases and records outcomes, one write transaction per
+    turn for all of them. `wake` is called when an outcome was recorded or a lease
+    refused, so the supervising loop looks at once."""
+
+    def __init__(self, ws: Workspace, wake: Callable[[], None]) -> None:
+        self._ws, self._wake = ws, wake
+        self._cond = threading.Condition()
+        self._leases: list[Running] = []
+        self._endings: list[tuple[Running, Ending]] = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="bookkeeper", daemon=True)
+        self._thread.start()
+
+    def watch(self, run: Running) -> None:
+        with self._cond:
+            self._leases.append(run)
+            self._cond.notify()
+
+    def unwatch(self, run: Running) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._leases.remove(run)
+
+    def record(self, run: Running, ending: Ending) -> None:
+        with self._cond:
+            with contextlib.suppress(ValueError):
+                self._leases.remove(run)
+            self._endings.append((run, ending))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _next_turn(self) -> tuple[list[Running], list[tuple[Running, Ending]]] | None:
+        """Wait for work: the leases due and the outcomes ready (None: closed)."""
+        with self._cond:
+            while True:
+                if self._closing and not self._endings:
+                    return None
+                now = lease_clock()
+                due = [r for r in self._leases if r.next_beat <= now]
+                if due or self._endings:
+                    endings, self._endings = self._endings, []
+                    return due, endings
+                wait = min((r.next_beat for r in self._leases), default=now + 3600) - now
+                self._cond.wait(max(wait, 0.001))
+
+    def _run(self) -> None:
+        while (turn := self._next_turn()) is not None:
+            due, endings = turn
+            try:
+                self._turn(due, endings)
+            except Exception as e:  # the loop goes on; the lease covers a lost outcome
+                print(f"sched supervisor: recording failed: {e}", file=sys.stderr, flush=True)
+                with self._cond:
+                    for run, _ending in endings:
+                        run.outcome = Outcome("lost", f"not recorded: {e}")
+            self._wake()
+
+    def _turn(self, due: list[Running], endings: list[tuple[Running, Ending]]) -> None:
+        ws = self._ws
+        every = ws.settings.lease_seconds / 3
+        asked = lease_clock()
+        try:
+            with ws.write() as recorder:
+                beats: list[tuple[Running, worker.Beat | str]] = []
+                for run in due:
+                    try:
+                        beats.append((run, worker.renew_in(ws, recorder, run.attempt.task_id,
+                                                           run.attempt.token)))
+                    except TokenRejected as e:  # taken back: this run no longer counts
+                        beats.append((run, e.message))
+                statuses = []
+                for run, ending in endings:
+                    try:
+                        statuses.append(record_ending(ws, recorder, run.attempt, ending))
+                    except TokenRejected:
+                        statuses.append("lost")
+        except SchedError as e:  # a long writer held the lock: renew again soon, record at the next turn
+            print(f"sched supervisor: {e.message}", file=sys.stderr, flush=True)
+            with self._cond:
+                for run in due:
+                    run.next_beat = lease_clock() + min(every, 1.0)
+                for run, ending in endings:
+                    run.tries += 1
+                    if run.tries < REPORT_TRIES:
+                        self._endings.append((run, ending))
+                    else:
+                        run.outcome = Outcome("lost", f"not recorded: {e.message}")
+            return
+        with self._cond:
+            for run, beat in beats:
+                if isinstance(beat, str):
+                    run.lost = beat
+                    with contextlib.suppress(ValueError):
+                        self._leases.remove(run)
+                else:
+                    run.expires = asked + ws.settings.lease_seconds
+                    run.cancel = run.cancel or beat.cancel
+                    run.next_beat = lease_clock() + every
+            for (run, ending), status in zip(endings, statuses, strict=True):
+                run.outcome = Outcome(status, ending.detail)
+
+
+class Supervisor:
+    """Runs attempts: `add` starts one; `step` supervises for a while; `finished`
+    hands back the attempts whose outcome is recorded. `subreaper`: this process is
+    the reaper of the agents' orphaned descendants (a process that only supervises)."""
+
+    def __init__(self, ws: Workspace, stop: StopRequest | None = None, *, subreaper: bool = False) -> None:
+        self._ws, self._stop, self._subreaper = ws, stop or StopRequest(), subreaper
+        self._runs: list[Running] = []
+        self._by_pid: dict[int, Running] = {}
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._book = Bookkeeper(ws, self.wake)
+        self._exited: list[Running] = []  # agents that exited, to be looked for leftovers
+        self._exited_cond = threading.Condition()
+        self._closing = False
+        self._sweeper = threading.Thread(target=self._sweep, name="sweeper", daemon=True)
+        self._sweeper.start()
+
+    @property
+    def wake_fd(self) -> int:
+        """Readable when the loop should look (a signal's wake-up fd may point here)."""
+        return self._wake_w
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"w")
+
+    @property
+    def busy(self) -> int:
+        """How many attempts are not finished (running, stopping or being recorded)."""
+        return len(self._runs)
+
+    # -- starting --------------------------------------------------------------------
+
+    def add(self, attempt: Attempt) -> Running:
+        """Start the attempt's command now (or end the attempt, if it cannot start)."""
+        settings = self._ws.settings
+        run = Running(attempt, expires=attempt.granted_at + settings.lease_seconds,
+                      next_beat=attempt.granted_at + settings.lease_seconds / 3)
+        self._runs.append(run)
+        if self._stop.signum is not None:  # asked to stop before the agent was started
+            containment.stop_attempt(attempt.ref)
+            self._end(run, "signal")
+            return run
+        try:
+            child, read_fd = _spawn(attempt)
+        except OSError as e:
+            containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
+            run.ending = "exit"
+            self._book.record(run, spawn_error_ending(self._ws, attempt, e))
+            return run
+        if attempt.ref.cgroup is not None:
+            with contextlib.suppress(OSError):
+                containment.join_cgroup(attempt.ref.cgroup, child.pid)
+        run.attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))  # its own session
+        run.child, run.log_fd = child, read_fd
+        run.deadline = time.monotonic() + attempt.timeout
+        run.next_sample = time.monotonic() + settings.exec_sample_seconds  # a quick agent costs no scan
+        run.log = AgentLog(attempt.log_path, settings.agent_log_max_bytes,
+                           max(LINE_KEEP_FACTOR * settings.max_payload_bytes, settings.max_message_bytes))
+        self._by_pid[child.pid] = run
+        self._book.watch(run)
+        fault_point("mid_exec")
+        return run
+
+    # -- supervising -----------------------------------------------------------------
+
+    def step(self, timeout: float, also: Sequence[int] = ()) -> list[int]:
+        """Supervise for up to `timeout` seconds (less when something happens): copy
+        output, reap, sample, end what must end. Returns which of `also` (the caller's
+        own file descriptors) became readable."""
+        logs = {run.log_fd: run for run in self._runs if run.log_fd is not None}
+        ready = select.select([self._wake_r, *logs, *also], [], [], max(timeout, 0.0))[0]
+        if self._wake_r in ready:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+        for fd in ready:
+            if fd in logs:
+                self._copy(logs[fd])
+        self._reap()
+        self._check(time.monotonic())
+        return [fd for fd in ready if fd in also]
+
+    def next_timeout(self) -> float:
+        """How long the loop may sleep: until the next sample, timeout or fence."""
+        if not self._runs:
+            return POLL_SECONDS * 20
+        return POLL_SECONDS
+
+    def finished(self) -> list[Running]:
+        """The attempts whose outcome is known, taken off the supervisor."""
+        done = [run for run in self._runs if run.outcome is not None]
+        if done:
+            self._runs = [run for run in self._runs if run.outcome is None]
+        return done
+
+    def close(self) -> None:
+        with self._exited_cond:
+            self._closing = True
+            self._exited_cond.notify()
+        self._sweeper.join()
+        self._book.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _copy(self, run: Running) -> None:
+        assert run.log_fd is not None and run.log is not None
+        try:
+            chunk = os.read(run.log_fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            run.log.write(chunk)
+            return
+        os.close(run.log_fd)  # every writer is gone
+        run.log_fd = None
+        run.log.close()
+        run.drained.set()
+
+    def _reap(self) -> None:
+        """Collect exited processes: the agents (their exit status and CPU use), and,
+        as subreaper, orphaned descendants handed to us."""
+        if self._subreaper:
+            while True:
+                try:
+                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    return
+                if info is None:
+                    return
+                self._collect(info.si_pid)
+        else:
+            for pid in list(self._by_pid):
+                self._collect(pid, os.WNOHANG)
+
+    def _collect(self, pid: int, flags: int = 0) -> None:
+        try:
+            got, status, usage = os.wait4(pid, flags)
+        except ChildProcessError:
+            got = 0
+            run = self._by_pid.pop(pid, None)
+            if run is not None:  # reaped elsewhere: its status is lost
+                _set_exit(run, -signal.SIGKILL, 0.0)
+            return
+        if got == 0:
+            return
+        run = self._by_pid.pop(got, None)
+        if run is not None:
+            _set_exit(run, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
+            run.meter.peak = max(run.meter.peak, usage.ru_maxrss * 1024)  # the agent's own, in KiB
+
+    def _check(self, now: float) -> None:
+        settings = self._ws.settings
+        grace, lease = settings.kill_grace_seconds, settings.lease_seconds
+        for run in self._runs:
+            if run.ending is not None or run.child is None:
+                continue
+            if now >= run.next_sample:
+                run.meter.sample(run.child.pid)
+                run.next_sample = now + settings.exec_sample_seconds
+            if run.returncode is not None:
+                self._end(run, "exit")
+            elif self._stop.signum is not None:
+                self._end(run, "signal")
+            elif run.lost is not None:
+                self._end(run, "lost")
+            elif run.cancel:
+                self._end(run, "cancelled")
+            elif now >= run.deadline:
+                self._end(run, "timeout")
+            elif lease_clock() >= run.fence_at(grace, lease):
+                self._end(run, "fenced")
+
+    def _end(self, run: Running, ending: str) -> None:
+        """Stop every process of the attempt, then record how it ended. An agent that
+        exited is looked for leftovers together with the others that exited meanwhile
+        (`containment.left_nothing`: one pass over /proc for all); the rest are stopped
+        each on a thread of its own, so a grace period holds up no other attempt."""
+        run.ending = ending
+        self._book.unwatch(run)
+        if ending == "exit":
+            with self._exited_cond:
+                self._exited.append(run)
+                self._exited_cond.notify()
+        else:
+            _thread(self._stop_and_settle, run)
+
+    def _sweep(self) -> None:
+        """The thread that settles attempts whose agent exited, in batches."""
+        while True:
+            with self._exited_cond:
+                while not self._exited and not self._closing:
+                    self._exited_cond.wait()
+                if not self._exited:
+                    return
+                batch, self._exited = self._exited, []
+            try:
+                quiet = containment.left_nothing([run.attempt.ref for run in batch])
+            except Exception as e:  # /proc unreadable: each is stopped the long way
+                print(f"sched supervisor: looking for leftovers failed: {e}", file=sys.stderr, flush=True)
+                quiet = [False] * len(batch)
+            for run, nothing_left in zip(batch, quiet, strict=True):
+                if nothing_left:
+                    self._settle(run)
+                else:
+                    _thread(self._stop_and_settle, run)
+
+    def _stop_and_settle(self, run: Running) -> None:
+        attempt = run.attempt
+        try:
+            left = containment.stop_attempt(attempt.ref, self._ws.settings.kill_grace_seconds)
+        except Exception as e:  # the lease covers an attempt whose end was not recorded
+            run.outcome = Outcome("lost", f"not stopped: {e}")
+            self.wake()
+            return
+        if left:
+            print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr,
+                  flush=True)
+        self.wake()  # the loop reaps what the stop killed
+        self._settle(run)
+
+    def _settle(self, run: Running) -> None:
+        """With every process of the attempt gone: hand how it ended to the bookkeeper."""
+        ws, attempt = self._ws, run.attempt
+        try:
+            returncode = None
+            if run.child is not None:
+                returncode = run.returncode if run.reaped.wait(1.0) else -signal.SIGKILL
+                run.drained.wait(LOG_DRAIN_SECONDS)
+            usage = Usage(round(run.cpu_seconds, 6), run.meter.peak)
+            if run.ending == "lost":
+                run.outcome = Outcome("lost", f"lease lost: {run.lost}")
+            elif run.ending == "fenced":
+                run.outcome = Outcome("lost", "stopped at the lease's expiry: it could not be renewed "
+                                              "in time")
+            else:
+                self._book.record(run, ending_of(ws, attempt, returncode, run.ending or "exit", usage,
+                                                 run.log, self._stop))
+                return
+        except Exception as e:  # the lease covers an attempt whose end was not recorded
+            run.outcome = Outcome("lost", f"not recorded: {e}")
+        self.wake()
+
+
+def _thread(target: Callable[[Running], None], run: Running) -> None:
+    threading.Thread(target=target, args=(run,), name=f"stop-{run.attempt.task_id}", daemon=True).start()
+
+
+def _set_exit(run: Running, returncode: int, cpu_seconds: float) -> None:
+    run.returncode, run.cpu_seconds = returncode, cpu_seconds
+    if run.child is not None:
+        run.child.returncode = returncode  # so Popen does not wait for it again
+    run.reaped.set()
+
+
+def _spawn(attempt: Attempt) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the agent's command in its own session, its output into a pipe: the
+    Popen and the pipe's reading end. Raises OSError as Popen does when the program
+    cannot be started (checked here when `setpriv` stands in front of it)."""
+    argv = attempt.argv
+    if SETPRIV is not None:
+        _check_program(argv[0], attempt.env.get("PATH", os.defpath), str(attempt.workdir))
+        argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    read_fd, write_fd = os.pipe()
+    try:
+        child = subprocess.Popen(argv, cwd=attempt.workdir, env=attempt.env, stdin=subprocess.DEVNULL,
+                                 stdout=write_fd, stderr=write_fd, start_new_session=True)
+    except OSError:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    os.set_blocking(read_fd, False)
+    return child, read_fd
+
+
+def _check_program(program: str, path: str, cwd: str) -> None:
+    """Raise the OSError exec would give for `program` (looked up in `path`, relative
+    to `cwd`), so it is the agent's spawn error and not setpriv's exit status."""
+    if "/" in program:
+        candidates = [os.path.join(cwd, program)]
+    else:
+        candidates = [os.path.join(d or ".", program) for d in path.split(os.pathsep)]
+    denied: str | None = None
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                _check_format(candidate, program)
+                return
+            denied = candidate
+        elif os.path.isdir(candidate) and "/" in program:
+            raise PermissionError(13, "Permission denied", program)
+    if denied is not None:
+        raise PermissionError(13, "Permission denied", program)
+    raise FileNotFoundError(2, "No such file or directory", program)
+
+
+def _check_format(path: str, program: str) -> None:
+    """A program the kernel can execute starts with `#!` or is an ELF binary (setpriv's
+    exec would hand anything else to /bin/sh; exec from Python refuses it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # readable by exec, perhaps, but not by us: exec says
+    if not (head.startswith(b"#!") or head == b"\x7fELF"):
+        raise OSError(errno.ENOEXEC, "Exec format error", program)
+
+
+def run_all(ws: Workspace, attempts: Sequence[Attempt], stop: StopRequest | None = None, *,
+            subreaper: bool = False) -> list[Outcome]:
+    """Run these attempts to their ends; their outcomes, in order."""
+    supervisor = Supervisor(ws, stop, subreaper=subreaper)
+    with signals_wake(supervisor):
+        try:
+            runs = [supervisor.add(attempt) for attempt in attempts]
+            while supervisor.busy:
+                supervisor.step(supervisor.next_timeout())
+                supervisor.finished()
+        finally:
+            supervisor.close()
+    return [run.outcome or Outcome("lost", "not recorded") for run in runs]
+
+
+@contextlib.contextmanager
+def signals_wake(supervisor: Supervisor) -> Iterator[None]:
+    """On the main thread, a signal (SIGCHLD above all: an agent exited) wakes the
+    supervisor's loop at once; elsewhere it looks every `POLL_SECONDS`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_fd = signal.set_wakeup_fd(supervisor.wake_fd, warn_on_full_buffer=False)
+    previous = signal.signal(signal.SIGCHLD, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        signal.set_wakeup_fd(previous_fd)
