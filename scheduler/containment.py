@@ -92,8 +92,10 @@ def own_cgroup() -> str | None:
     return None
 
 
+@functools.cache
 def _cgroup_parent() -> Path | None:
-    """Where this process makes its attempts' groups (None without cgroup v2)."""
+    """Where this process makes its attempts' groups (None without cgroup v2); worked
+    out once per process."""
     mount, own = cgroup2_mount(), own_cgroup()
     if mount is None or own is None:
         return None
@@ -109,8 +111,11 @@ def create_cgroup(ref: AttemptRef) -> Path | None:
         return None
     group = parent / f"task-{ref.task_id}-attempt-{ref.attempt}-{ref.wrapper_pid or os.getpid()}"
     try:
-        parent.mkdir(exist_ok=True)
-        group.mkdir()
+        try:
+            group.mkdir()
+        except FileNotFoundError:  # the first group of this parent
+            parent.mkdir(exist_ok=True)
+            group.mkdir()
         if not (group / "cgroup.procs").exists():
             raise OSError("not a cgroup v2 directory")
     except OSError:

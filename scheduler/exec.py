@@ -136,14 +136,28 @@ def warm_up(ws: Workspace) -> None:
 
 
 def prepare_workdir(workdir: Path, payload: str) -> None:
-    """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it."""
-    for level in (*reversed(workdir.parents[:2]), workdir):
-        level.mkdir(parents=True, exist_ok=True, mode=0o700)  # work/, work/TASK/, the attempt
-    (workdir / "payload.json").write_text(payload)
+    """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it
+    (as few directory calls as can be: a tick makes these inside its transaction)."""
+    try:
+        os.mkdir(workdir, 0o700)
+    except FileNotFoundError:  # the task's first attempt: work/TASK/ first (work/ too, the first time)
+        try:
+            os.mkdir(workdir.parent, 0o700)
+        except FileNotFoundError:
+            workdir.parent.parent.mkdir(exist_ok=True, mode=0o700)
+            os.mkdir(workdir.parent, 0o700)
+        except FileExistsError:
+            pass
+        os.mkdir(workdir, 0o700)
+    except FileExistsError:
+        if not workdir.is_dir():
+            raise
+    with open(workdir / "payload.json", "w") as f:
+        f.write(payload)
 
 
 def _workdir(ws: Workspace, task_id: int, attempt: int) -> Path:
-    return (ws.settings.home / "work" / str(task_id) / str(attempt)).resolve()
+    return Path(_places(ws.settings)[0], "work", str(task_id), str(attempt))
 
 
 def _places(settings: Settings) -> tuple[str, str]:

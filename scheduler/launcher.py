@@ -52,7 +52,8 @@ class Launcher:
     """The daemon's side of its supervisor process (a `spawn.Starter`). `start()` forks
     the supervisor (call it before any thread is started); a tick calls `start_in`,
     then `go` or `abort`; `close()` lets it go (it finishes its attempts on its own).
-    `on_exit` runs, on a thread of its own, each time an attempt ended."""
+    `on_exit` runs, on a thread of its own, when attempts ended (once for several that
+    ended together)."""
 
     def __init__(self, settings: Settings, clock: Clock, on_exit: Callable[[], None] | None = None) -> None:
         self._settings, self._clock, self._on_exit = absolute(settings), clock, on_exit
@@ -153,10 +154,9 @@ class Launcher:
 
     def _read_exits(self, fd: int) -> None:
         with os.fdopen(fd, "rb", buffering=0) as exits:
-            while chunk := exits.read(64):
-                if self._on_exit is not None:
-                    for _ in range(chunk.count(EXITED)):
-                        self._on_exit()
+            while chunk := exits.read(4096):
+                if self._on_exit is not None and EXITED in chunk:  # once for the ends read together
+                    self._on_exit()
 
 
 def _collect(pid: int) -> None:

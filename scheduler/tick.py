@@ -199,8 +199,13 @@ def reap_dead_wrappers(ws: Workspace, recorder: Recorder, host: str,
                        queue: str | None = None) -> None:
     """Expire running attempts whose exec wrapper, on this host, no longer exists: its
     lease would only run out later, and nobody is left to renew it."""
+    seen: dict[int, bool] = {}  # a supervisor runs many attempts: its pid is looked at once
     for task in recorder.views.running_on(host, queue):
-        if task.pid is None or alive(task.pid):
+        if task.pid is None:
+            continue
+        if task.pid not in seen:
+            seen[task.pid] = alive(task.pid)
+        if seen[task.pid]:
             continue
         take_back(ws, recorder, task, host, report,
                   detail=f"the sched exec wrapper (pid {task.pid} on {host}) is gone")
