@@ -51,6 +51,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "config": ("cli.setup_cmd", "config_app"),
     "worker": ("cli.worker_cmd", "worker_app"),
     "webhooks": ("cli.webhooks_cmd", "webhooks_app"),
+    "tokens": ("cli.tokens_cmd", "tokens_app"),
 }
 
 
