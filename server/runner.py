@@ -4,6 +4,7 @@ SIGTERM stop it gracefully and the command then exits 0."""
 
 from __future__ import annotations
 
+import copy
 import signal
 import socket
 from collections.abc import Iterator
@@ -47,10 +48,13 @@ def run(app: Any, bind: str, port: int) -> str | None:
     """Serve `app` on `bind`:`port` until stopped; returns the name of the signal that
     stopped it, if one did."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     sock = listening_socket(bind, port)
+    logging = copy.deepcopy(LOGGING_CONFIG)
+    logging["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout is for documents only
     config = uvicorn.Config(app, timeout_graceful_shutdown=GRACEFUL_SECONDS, log_level="info",
-                            server_header=False)
+                            log_config=logging, server_header=False)
     with stop_signals() as caught:
         uvicorn.Server(config).run(sockets=[sock])
     sock.close()

@@ -81,10 +81,11 @@ def test_a_real_server_answers_health_and_stops_on_sigterm(ready: InProcess, hom
         status, report = wait_for("the server to answer", health)  # type: ignore[misc]
         assert status in (200, 503) and report["status"] in ("healthy", "degraded", "unhealthy")
         server.send_signal(signal.SIGTERM)
-        _out, err = server.communicate(timeout=30)
+        out, err = server.communicate(timeout=30)
     finally:
         if server.poll() is None:
             server.kill()
             server.communicate()
     assert server.returncode == 0, err
     assert "Traceback" not in err and "sched serve: stopped (SIGTERM)" in err
+    assert out == "" and "GET /health" in err  # the request log goes to stderr: stdout is for documents
