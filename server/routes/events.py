@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -15,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
+from eventlog.values import INT64_MAX
 from projections.views import TokenView
 from scheduler.queries import event_dict
 from scheduler.workspace import Workspace
@@ -22,6 +24,7 @@ from server.auth import require, workspace
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.limits import ServerLimits
 
+SEQ = re.compile(r"[0-9]{1,19}")  # (not str.isdigit: it takes "²", which int() refuses)
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=COMMON_ERRORS)
 
 
@@ -40,7 +43,7 @@ def start_after(last_event_id: str | None, after: int | None) -> int:
     else `after`, else 0 (the whole log)."""
     if last_event_id is not None and last_event_id.strip():
         text = last_event_id.strip()
-        if not text.isdigit() or len(text) > 19:
+        if not SEQ.fullmatch(text) or int(text) > INT64_MAX:
             raise BadInput(f"Last-Event-ID {text[:40]!r} is not an event seq")
         return int(text)
     return after or 0
@@ -75,7 +78,7 @@ async def stream(ws: Workspace, after: int, limits: ServerLimits,
                        400: {"model": ErrorBody}})
 async def get_events(
     request: Request,
-    after: int | None = Query(None, ge=0, le=2**63 - 1,
+    after: int | None = Query(None, ge=0, le=INT64_MAX,
                               description="Start after this seq (default 0: the whole log)."),
     last_event_id: str | None = Header(None, description="Resume after this seq (wins over `after`)."),
     _token: TokenView = Depends(require("read")),

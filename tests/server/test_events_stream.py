@@ -4,12 +4,15 @@ while the stream stays open."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
 import pytest
 
 from scheduler import operator, queries
+from server.limits import ServerLimits
+from server.routes.events import stream
 from tests.server.conftest import Api
 
 
@@ -69,8 +72,8 @@ def test_new_events_arrive_on_an_open_stream(api: Api):
     assert json.loads(message["data"])["type"] == "SchedulerPaused"
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 30])
-def test_a_last_event_id_that_is_no_seq_is_400(api: Api, value: str):
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 19, "9" * 30, b"\xb2"])
+def test_a_last_event_id_that_is_no_seq_is_400(api: Api, value: str | bytes):
     answer = api.client.get("/api/v1/events", headers={**api.auth("dash"), "Last-Event-ID": value})
     assert answer.status_code == 400 and "is not an event seq" in answer.json()["error"]
 
@@ -78,3 +81,23 @@ def test_a_last_event_id_that_is_no_seq_is_400(api: Api, value: str):
 def test_the_stream_needs_a_reading_token(api: Api):
     assert api.client.get("/api/v1/events").status_code == 401
     assert api.client.get("/api/v1/events", headers=api.auth("box")).status_code == 403
+
+
+def test_an_idle_stream_sends_keepalives_and_ends_when_the_client_goes(api: Api):
+    head = len(replayed(api))
+    slept: list[float] = []
+    polls = iter([False] * 5 + [True])
+
+    async def disconnected() -> bool:
+        return next(polls)
+
+    async def sleep(seconds: float) -> None:  # no real waiting: the test drives the polls
+        slept.append(seconds)
+
+    async def collect() -> list[bytes]:
+        limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=1.0)
+        return [chunk async for chunk in stream(api.ws, head, limits, disconnected, sleep)]
+
+    chunks = asyncio.run(collect())
+    assert chunks == [b"retry: 2000\n\n", b": keepalive\n\n", b": keepalive\n\n"]
+    assert slept == [0.5] * 5
