@@ -45,12 +45,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("cli.operator_cmd", "cancel_command"),
     "approve": ("cli.operator_cmd", "approve_command"),
     "reject": ("cli.operator_cmd", "reject_command"),
+    "serve": ("cli.serve_cmd", "serve_command"),
 }
 GROUPS: dict[str, tuple[str, str]] = {
     "agents": ("cli.setup_cmd", "agents_app"),
     "config": ("cli.setup_cmd", "config_app"),
     "worker": ("cli.worker_cmd", "worker_app"),
     "webhooks": ("cli.webhooks_cmd", "webhooks_app"),
+    "tokens": ("cli.tokens_cmd", "tokens_app"),
 }
 
 

@@ -406,6 +406,32 @@ class DaemonStopped(Event):
     reason: str | None = None  # e.g. the signal that asked it to stop
 
 
+# who a bearer token of the HTTP API acts as: a role, or one agent (`agent` names it)
+TokenRole = Literal["operator", "submitter", "reader", "agent"]
+
+
+class TokenCreated(Event):
+    """A bearer token of the HTTP API was created: `name` (unique among live tokens)
+    acts as `role`, an `agent` token only for `agent`. Only the token's hash is kept;
+    the token itself was shown once, to `by`."""
+
+    type: Literal["TokenCreated"] = "TokenCreated"
+    name: str
+    role: TokenRole
+    agent: str | None = None
+    token_hash: str
+    by: str
+
+
+class TokenRevoked(Event):
+    """A bearer token was revoked: from this event on it is refused, and its name may be
+    given to a new token."""
+
+    type: Literal["TokenRevoked"] = "TokenRevoked"
+    name: str
+    by: str
+
+
 AnyEvent = Annotated[
     TaskSubmitted
     | TaskAssigned
@@ -431,7 +457,9 @@ AnyEvent = Annotated[
     | QueueGateOpened
     | TaskDueMissed
     | DaemonStarted
-    | DaemonStopped,
+    | DaemonStopped
+    | TokenCreated
+    | TokenRevoked,
     Field(discriminator="type"),
 ]
 

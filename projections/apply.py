@@ -25,6 +25,8 @@ from eventlog.events import (
     SchedulerResumed,
     TaskRequeued,
     TaskSubmitted,
+    TokenCreated,
+    TokenRevoked,
 )
 from eventlog.store import Recorded
 from projections.fold import (
@@ -36,6 +38,7 @@ from projections.fold import (
     evolve_fleet,
     evolve_service,
     evolve_task,
+    evolve_token,
     follow_parent,
     gate_state,
     link_after,
@@ -43,7 +46,7 @@ from projections.fold import (
     pause_state,
     unknown_agent,
 )
-from projections.views import AgentView, CapacityChange, Outcome, TaskView
+from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView
 
 
 class ProjectionState(Protocol):
@@ -59,6 +62,8 @@ class ProjectionState(Protocol):
     def set_meta(self, key: str, value: str) -> None: ...
     def add_outcome(self, outcome: Outcome) -> None: ...
     def add_capacity(self, change: CapacityChange) -> None: ...
+    def live_token(self, name: str) -> TokenView | None: ...
+    def put_token(self, token: TokenView) -> None: ...
 
 
 def apply(state: ProjectionState, rec: Recorded) -> None:
@@ -82,6 +87,9 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         state.set_meta("paused", pause_state(event, rec.recorded_at))
     elif isinstance(event, QueueGateClosed | QueueGateOpened):
         state.set_meta(f"gate:{event.queue}", gate_state(event, rec.recorded_at))
+    elif isinstance(event, TokenCreated | TokenRevoked):
+        live = state.live_token(event.name) if isinstance(event, TokenRevoked) else None
+        state.put_token(evolve_token(live, event, rec.seq, rec.recorded_at))
     elif isinstance(event, DaemonStarted | DaemonStopped):
         pass  # a fact for the audit trail and webhooks; liveness is read from the daemons' beats
     else:
@@ -135,6 +143,7 @@ class MemoryProjection:
     meta: dict[str, str] = field(default_factory=dict)
     outcomes: dict[int, Outcome] = field(default_factory=dict)  # by seq
     capacity: dict[tuple[int, str], CapacityChange] = field(default_factory=dict)  # by (seq, agent)
+    tokens: dict[int, TokenView] = field(default_factory=dict)  # by the seq of TokenCreated
 
     def get_task(self, task_id: int) -> TaskView | None:
         return self.tasks.get(task_id)
@@ -172,6 +181,12 @@ class MemoryProjection:
 
     def add_capacity(self, change: CapacityChange) -> None:
         self.capacity[(change.seq, change.agent)] = change
+
+    def live_token(self, name: str) -> TokenView | None:
+        return next((t for t in self.tokens.values() if t.name == name and t.revoked_at is None), None)
+
+    def put_token(self, token: TokenView) -> None:
+        self.tokens[token.seq] = token
 
 
 def fold(records: Iterable[Recorded], state: MemoryProjection | None = None) -> MemoryProjection:

@@ -37,6 +37,8 @@ from eventlog.events import (
     TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
+    TokenCreated,
+    TokenRevoked,
 )
 from eventlog.timeutil import from_text, to_text
 from projections.views import (
@@ -46,6 +48,7 @@ from projections.views import (
     CapacityChange,
     Outcome,
     TaskView,
+    TokenView,
 )
 
 
@@ -323,3 +326,15 @@ def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[
         if name not in declared and prior.configured:
             result.append(replace(prior, configured=False, enabled=False))
     return result
+
+
+def evolve_token(live: TokenView | None, event: TokenCreated | TokenRevoked, seq: int,
+                 at: str) -> TokenView:
+    """The token row after `event` (recorded as `seq` at `at`): a new live token, or
+    `live` (the live token of that name) revoked."""
+    if isinstance(event, TokenCreated):
+        return TokenView(seq=seq, name=event.name, role=event.role, agent=event.agent,
+                         token_hash=event.token_hash, created_at=at, created_by=event.by)
+    if live is None:
+        raise CorruptLog(f"event seq {seq} (TokenRevoked) names no live token {event.name!r}")
+    return replace(live, revoked_at=at, revoked_by=event.by)

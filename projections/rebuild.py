@@ -76,7 +76,7 @@ class Verification:
 
 LABELS = {"tasks": "task", "agents": "agent", "queue_counts": "queue count",
           "agent_records": "agent record", "outcomes": "outcome of seq",
-          "capacity_changes": "capacity change", "projection_meta": "meta"}
+          "capacity_changes": "capacity change", "tokens": "token of seq", "projection_meta": "meta"}
 
 
 def describe_row(table: str, key: tuple[object, ...], want: tuple[object, ...] | None,

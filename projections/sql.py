@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import DamagedProjection
 from eventlog.storage.port import Term, Transaction, Unindexed
-from projections.views import AgentView, CapacityChange, Outcome, TaskView, due_watch
+from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
 
 if TYPE_CHECKING:
 
@@ -29,6 +29,7 @@ _AGENT_TUPLE_FIELDS = ("capabilities", "hours")
 _AGENT_FIELDS = [f.name for f in fields(AgentView)]
 _OUTCOME_FIELDS = [f.name for f in fields(Outcome)]
 _CAPACITY_FIELDS = [f.name for f in fields(CapacityChange)]
+_TOKEN_FIELDS = [f.name for f in fields(TokenView)]
 _PAYLOAD_AT = _TASK_FIELDS.index("payload")
 # the task columns of a listing: the payload left unread
 _LISTED_FIELDS = [name for name in _TASK_FIELDS if name != "payload"]
@@ -107,6 +108,7 @@ ROW_SHAPES: dict[str, tuple[list[str], list[str]]] = {
     "agent_records": (["agent", "task_type"], ["succeeded", "failed"]),
     "outcomes": (["seq"], _OUTCOME_FIELDS[1:]),
     "capacity_changes": (["seq", "agent"], [n for n in _CAPACITY_FIELDS if n not in ("seq", "agent")]),
+    "tokens": (["seq"], _TOKEN_FIELDS[1:]),
     "projection_meta": (["key"], ["value"]),
 }
 Rows = dict[str, dict[tuple[object, ...], tuple[object, ...]]]  # table -> key -> other columns
@@ -129,6 +131,7 @@ def rows_of(state: MemoryProjection) -> Rows:
         "outcomes": dict(split("outcomes", astuple(o), _OUTCOME_FIELDS) for o in state.outcomes.values()),
         "capacity_changes": dict(split("capacity_changes", astuple(c), _CAPACITY_FIELDS)
                                  for c in state.capacity.values()),
+        "tokens": dict(split("tokens", astuple(t), _TOKEN_FIELDS) for t in state.tokens.values()),
         "projection_meta": {(k,): (v,) for k, v in state.meta.items()},
     }
 
@@ -150,6 +153,7 @@ class SqlProjection:
         self._meta: dict[str, str] = {}
         self._outcomes: list[Outcome] = []
         self._capacity: list[CapacityChange] = []
+        self._tokens: dict[int, TokenView] = {}
 
     @property
     def session(self) -> Any:
@@ -182,10 +186,13 @@ class SqlProjection:
     def add_capacity(self, change: CapacityChange) -> None:
         self._capacity.append(change)
 
+    def put_token(self, token: TokenView) -> None:
+        self._tokens[token.seq] = token
+
     def flush(self) -> None:
         """Write the pending changes to the tables (inside the open transaction)."""
         if not (self._tasks or self._agents or self._counts or self._records or self._meta
-                or self._outcomes or self._capacity):
+                or self._outcomes or self._capacity or self._tokens):
             return
         txn = self.txn
         txn.upsert("tasks", _TASK_ROW, ("task_id",), [_task_params(t) for t in self._tasks.values()])
@@ -203,11 +210,12 @@ class SqlProjection:
         txn.upsert("projection_meta", ("key", "value"), ("key",), list(self._meta.items()))
         txn.insert("outcomes", _OUTCOME_FIELDS, [astuple(o) for o in self._outcomes])
         txn.insert("capacity_changes", _CAPACITY_FIELDS, [astuple(c) for c in self._capacity])
+        txn.upsert("tokens", _TOKEN_FIELDS, ("seq",), [astuple(t) for t in self._tokens.values()])
         self._forget_pending()
 
     def _forget_pending(self) -> None:
         self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
-        self._outcomes, self._capacity = [], []
+        self._outcomes, self._capacity, self._tokens = [], [], {}
 
     def raw_rows(self) -> Rows:
         """Every row of every projection table as stored, column for column, nothing
@@ -309,6 +317,20 @@ class SqlProjection:
         found = self.txn.rows("tasks", _TASK_FIELDS, [("status", "in", ("assigned", "running"))])
         tasks = [task_from_row(r) for r in found]
         return sorted(tasks, key=lambda t: (t.agent or "", t.task_id))
+
+    def live_token(self, name: str) -> TokenView | None:
+        """The live (not revoked) token of that name, if any (a range of ix_tokens_live)."""
+        found = self.tokens(name=name)
+        return found[0] if found else None
+
+    def tokens(self, name: str | None = None, revoked: bool = False) -> list[TokenView]:
+        """The live tokens (with `revoked`, every token ever created), in the order they
+        were created; of one name, or all."""
+        self.flush()
+        where: list[Any] = [] if revoked else [("revoked_at", "is", None)]
+        if name is not None:
+            where.append(("name", "=", name))
+        return [TokenView(*r) for r in self.txn.rows("tokens", _TOKEN_FIELDS, where, ("seq",))]  # type: ignore[arg-type]
 
     def meta(self) -> dict[str, str]:
         self.flush()

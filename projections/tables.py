@@ -9,7 +9,8 @@ from eventlog.storage.types import Int64
 from projections.views import PROJECTION_SCHEMA
 
 __all__ = ["PROJECTION_SCHEMA", "PROJECTION_TABLES", "AgentRecordRow", "AgentRow", "CapacityRow", "MetaRow",
-           "OutcomeRow", "ProjectionSchemaRow", "QueueCountRow", "TaskRow", "create_tables", "drop_tables"]
+           "OutcomeRow", "ProjectionSchemaRow", "QueueCountRow", "TaskRow", "TokenRow", "create_tables",
+           "drop_tables"]
 
 
 class TaskRow(SQLModel, table=True):
@@ -172,6 +173,25 @@ class CapacityRow(SQLModel, table=True):
     at_ts: float
 
 
+class TokenRow(SQLModel, table=True):
+    """`TokenView` as a row. A request's bearer token is checked against the live rows
+    (`ix_tokens_live`: revoked_at NULL), and a create or revoke finds the live row of a
+    name the same way."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (Index("ix_tokens_live", "revoked_at", "name"),)
+
+    seq: int = Field(primary_key=True, sa_type=Int64, sa_column_kwargs={"autoincrement": False})
+    name: str
+    role: str
+    agent: str | None = None
+    token_hash: str
+    created_at: str
+    created_by: str
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+
+
 class MetaRow(SQLModel, table=True):
     """Projection bookkeeping: `last_seq` (the checkpoint) and `config_hash`."""
 
@@ -193,7 +213,7 @@ class ProjectionSchemaRow(SQLModel, table=True):
 
 PROJECTION_TABLES = [TaskRow.__table__, AgentRow.__table__, QueueCountRow.__table__,
                      AgentRecordRow.__table__, OutcomeRow.__table__, CapacityRow.__table__,
-                     MetaRow.__table__]
+                     TokenRow.__table__, MetaRow.__table__]
 
 
 def create_tables(bind: Engine | Connection) -> None:

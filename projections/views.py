@@ -8,7 +8,7 @@ from typing import Literal
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 10
+PROJECTION_SCHEMA = 11
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
@@ -148,3 +148,19 @@ class CapacityChange:
     type: str
     slots: int
     at_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """One bearer token of the HTTP API, from its `TokenCreated` (and `TokenRevoked`).
+    Live while `revoked_at` is None; names are unique among live tokens only."""
+
+    seq: int  # of its TokenCreated: the key (a name may be reused after a revoke)
+    name: str
+    role: str  # operator | submitter | reader | agent
+    agent: str | None
+    token_hash: str
+    created_at: str
+    created_by: str
+    revoked_at: str | None = None
+    revoked_by: str | None = None

@@ -259,7 +259,7 @@ def test_console_blocks_hold_only_what_cannot_run():
     """A ```console block holds something this test cannot run: a make target, a command
     that runs until stopped, the setup of the session in the repository root, or a
     deployment's own paths or database server; anything else should be ```sh."""
-    reasons = re.compile(r"\bmake\b|--watch|tail -f|/srv/|/var/|\.venv/bin|\bsched run\b|"
+    reasons = re.compile(r"\bmake\b|--watch|tail -f|/srv/|/var/|\.venv/bin|\bsched run\b|\bsched serve\b|"
                          r"postgresql://|\bcreateuser\b|\bcreatedb\b")
     for block in ALL_BLOCKS:
         if block.info == "console":

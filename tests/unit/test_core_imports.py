@@ -37,14 +37,28 @@ def test_core_modules_import_no_io():
             assert top in ALLOWED_THIRD_PARTY or top in _stdlib(), f"{rel} imports {name}"
 
 
+# the layers, lowest first; the front ends (the CLI, the HTTP API) share the top rank
+LAYERS = [("eventlog",), ("projections",), ("scheduler",), ("cli", "server")]
+
+
+def rank(package: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if package in layer), None)
+
+
 def test_layers_point_down_only():
-    order = ["eventlog", "projections", "scheduler", "cli"]
-    for rank, layer in enumerate(order):
-        for path in (ROOT / layer).glob("*.py"):
+    for layer in (package for front in LAYERS for package in front):
+        for path in (ROOT / layer).rglob("*.py"):
             for name in imported_modules(path):
                 top = name.split(".")[0]
-                if top in order:
-                    assert order.index(top) <= rank, f"{path.relative_to(ROOT)} imports {name}"
+                if rank(top) is not None:
+                    assert rank(top) <= rank(layer), f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_http_api_does_not_lean_on_the_cli():
+    """server/ calls what the CLI calls (scheduler/), never the CLI's own formatting."""
+    for path in (ROOT / "server").rglob("*.py"):
+        for name in imported_modules(path):
+            assert name.split(".")[0] != "cli", f"{path.relative_to(ROOT)} imports {name}"
 
 
 def test_the_core_never_reads_the_clock():

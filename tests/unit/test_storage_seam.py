@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("eventlog", "projections", "scheduler", "cli")
+PACKAGES = ("eventlog", "projections", "scheduler", "cli", "server")
 SEAM = ROOT / "eventlog" / "storage"
 
 FORBIDDEN_MODULES = ("sqlite3", "psycopg", "psycopg2", "sqlalchemy.dialects")

@@ -1,0 +1,166 @@
+"""Who may do what through the HTTP API: bearer tokens, their roles, and the check of a
+token a request presents.
+
+A token is created for a role (operator, submitter, reader) or for one agent; only its
+SHA-256 hash is recorded (`TokenCreated`), and the token is shown once. Every request
+reads the live tokens anew, so a revoke (`TokenRevoked`) takes effect at once. The
+name of the token is the actor of every event a request causes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from eventlog.errors import BadInput, ControlFileError, NotFound
+from eventlog.events import TokenCreated, TokenRevoked
+from eventlog.values import check_text
+from projections.views import TokenView
+from scheduler.tokens import hash_token, new_token, token_matches
+from scheduler.workspace import Workspace
+
+ROLES: tuple[str, ...] = ("operator", "submitter", "reader")
+Action = Literal["read", "submit", "operate", "work"]
+# what each kind of token may do: `read` status, events and the like; `submit` tasks;
+# `operate` (pause, resume, cancel, requeue, drain, ...); `work` the runner protocol,
+# which an agent token may do only for its own agent
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "operator": frozenset({"read", "submit", "operate"}),
+    "submitter": frozenset({"read", "submit"}),
+    "reader": frozenset({"read"}),
+    "agent": frozenset({"work"}),
+}
+TOKEN_PREFIX = "sched_"  # so a leaked token is recognisable (and secret scanners can match it)
+MAX_TOKEN_CHARS = 200  # a presented token longer than this is not one of ours: not even hashed
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    """A new token: the secret (shown once, never stored) and its record."""
+
+    token: str
+    view: TokenView
+
+
+def token_dict(view: TokenView) -> dict[str, Any]:
+    """A token's JSON document (never its hash)."""
+    return {"name": view.name, "role": view.role, "agent": view.agent,
+            "created_at": view.created_at, "created_by": view.created_by,
+            "revoked_at": view.revoked_at, "revoked_by": view.revoked_by}
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise BadInput(f"--name {name!r}: a token name is 1 to 64 letters, digits and . _ @ - "
+                       "(starting with a letter or digit)")
+    return name
+
+
+def check_grant(role: str | None, agent: str | None) -> str:
+    """The role a token is created with: `role`, or `agent` for an agent's token."""
+    if (role is None) == (agent is None):
+        raise BadInput("give --agent A or --role operator|submitter|reader (one of them)")
+    if role is not None and role not in ROLES:
+        raise BadInput(f"--role {role!r}: choose operator, submitter or reader")
+    return role or "agent"
+
+
+def create_token(ws: Workspace, name: str, by: str, role: str | None = None,
+                 agent: str | None = None) -> CreatedToken:
+    """Create a token for `role`, or for one `agent` (known to the log or the control
+    file). Its name must not be taken by a live token. Nothing is appended on bad input."""
+    check_name(name)
+    granted = check_grant(role, agent)
+    check_text(by, "--by", ws.settings.max_title_bytes)
+    if agent is not None:
+        check_text(agent, "--agent", ws.settings.max_title_bytes)
+    token = TOKEN_PREFIX + new_token()
+    with ws.write() as recorder:
+        views = recorder.views
+        if views.live_token(name) is not None:
+            raise BadInput(f"a live token is already named {name!r}: revoke it first, or choose "
+                           "another name")
+        if agent is not None and views.get_agent(agent) is None and not _in_control_file(ws, agent):
+            raise BadInput(f"unknown agent {agent!r}")
+        recorder.record([TokenCreated(name=name, role=granted, agent=agent,  # type: ignore[arg-type]
+                                      token_hash=hash_token(token), by=by)])
+        view = views.live_token(name)
+    assert view is not None
+    return CreatedToken(token, view)
+
+
+def _in_control_file(ws: Workspace, name: str) -> bool:
+    with contextlib.suppress(ControlFileError):
+        return any(a.name == name for a in ws.registry().control.agents)
+    return False
+
+
+def revoke_token(ws: Workspace, name: str, by: str) -> TokenView:
+    """Revoke the live token `name`: refused from now on. Returns its record."""
+    check_text(by, "--by", ws.settings.max_title_bytes)
+    with ws.write() as recorder:
+        if recorder.views.live_token(name) is None:
+            raise NotFound(f"no live token named {name!r}")
+        recorder.record([TokenRevoked(name=name, by=by)])
+        revoked = recorder.views.tokens(name=name, revoked=True)[-1]
+    return revoked
+
+
+def list_tokens(ws: Workspace, include_revoked: bool = False) -> list[TokenView]:
+    """The live tokens (with `include_revoked`, every token ever created), oldest first."""
+    with ws.read() as (_log, views):
+        return views.tokens(revoked=include_revoked)
+
+
+def match_token(presented: str, live: Iterable[TokenView]) -> TokenView | None:
+    """The live token whose hash is the presented token's, compared in constant time
+    with every live token (no early exit: the time taken does not say which, or how
+    close, a guess came)."""
+    if not presented or len(presented) > MAX_TOKEN_CHARS:
+        return None
+    found = None
+    for view in live:
+        if token_matches(presented, view.token_hash):
+            found = view
+    return found
+
+
+def authenticate(ws: Workspace, presented: str) -> TokenView | None:
+    """The live token a request presents (read anew: a revoke counts at once), or None."""
+    with ws.read() as (_log, views):
+        live = views.tokens()
+    return match_token(presented, live)
+
+
+def refusal(token: TokenView, action: Action, agent: str | None = None) -> str | None:
+    """Why `token` may not do `action` (for `agent`, where the action is an agent's), or
+    None when it may."""
+    if action not in PERMISSIONS.get(token.role, frozenset()):
+        return f"token {token.name!r} ({token.role}) may not {action}"
+    if token.role == "agent" and agent is not None and agent != token.agent:
+        return f"token {token.name!r} acts only for agent {token.agent!r}, not {agent!r}"
+    return None
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a listening address is reachable from this machine only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to anything
+
+
+def bind_refusal(address: str, live_tokens: int) -> str | None:
+    """Why the server may not listen on `address` (None: it may): an address reachable
+    from other machines needs a token to exist, so the API is never open to the network."""
+    if live_tokens or is_loopback(address):
+        return None
+    return (f"refusing to listen on {address}, reachable from other machines, while no token "
+            "exists: create one first (`sched tokens create`), or bind 127.0.0.1")

@@ -1,0 +1,50 @@
+"""The FastAPI app of `sched serve`: one workspace for the server's life, the routes,
+the error mapping and the body size limit. `/openapi.json` is the API's contract."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from importlib.metadata import version
+
+from fastapi import FastAPI
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.settings import Settings
+from scheduler.workspace import Workspace
+from server import errors
+from server.limits import BodySizeLimit, ServerLimits
+from server.routes import events, health, scheduler
+
+BODY_OVERHEAD = 64 * 1024  # room for the fields beside the largest payload
+
+
+def create_app(settings: Settings, clock: Clock | None = None,
+               limits: ServerLimits | None = None) -> FastAPI:
+    """The API over the database and control file of `settings`, with `clock` (tests
+    inject one). The database is opened at start-up and closed at shutdown."""
+    limits = limits or ServerLimits()
+    if limits.max_body_bytes is None:
+        limits = replace(limits, max_body_bytes=settings.max_payload_bytes + BODY_OVERHEAD)
+    ws = Workspace(settings, clock=clock or SystemClock())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ws.db  # noqa: B018  (opened once, before the first request: every request shares its pool)
+        try:
+            yield
+        finally:
+            ws.close()
+
+    app = FastAPI(title="sched", version=version("sched"), lifespan=lifespan,
+                  description="The HTTP API of sched, an event-sourced scheduler for fleets of "
+                              "AI agents: the same operations and documents as its CLI.",
+                  docs_url=None, redoc_url=None)  # (their pages load scripts from a CDN)
+    app.state.ws = ws
+    app.state.limits = limits
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    for module in (health, scheduler, events):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,45 @@
+"""Who is calling: the bearer token of a request, checked on every request against the
+live tokens (a revoke counts at once), and whether its role may do what it asks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from projections.views import TokenView
+from scheduler import access
+from scheduler.workspace import Workspace
+
+bearer = HTTPBearer(auto_error=False, description="A token from `sched tokens create`.")
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def workspace(request: Request) -> Workspace:
+    """The app's workspace (one per server: its database connections are pooled)."""
+    return request.app.state.ws  # type: ignore[no-any-return]
+
+
+def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+           ws: Workspace = Depends(workspace)) -> TokenView:
+    """The live token the request presents; 401 without one."""
+    if credentials is None:
+        raise HTTPException(401, "no bearer token: send `Authorization: Bearer TOKEN` (a token "
+                                 "from `sched tokens create`)", headers=CHALLENGE)
+    token = access.authenticate(ws, credentials.credentials)
+    if token is None:
+        raise HTTPException(401, "the bearer token is not valid (unknown or revoked)", headers=CHALLENGE)
+    return token
+
+
+def require(action: access.Action) -> Callable[..., TokenView]:
+    """A dependency giving the caller's token when its role may do `action`; 403 otherwise."""
+
+    def allowed(token: TokenView = Depends(caller)) -> TokenView:
+        why = access.refusal(token, action)
+        if why is not None:
+            raise HTTPException(403, why)
+        return token
+
+    return allowed

@@ -1,0 +1,88 @@
+"""sched's errors as HTTP responses: `{"error": "<the line the CLI prints after
+`sched: `>"}`, with the status the CLI's exit code stands for."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from eventlog.errors import (
+    BadInput,
+    ConcurrencyConflict,
+    DatabaseBusy,
+    DatabaseError,
+    NotFound,
+    Refused,
+    SchedError,
+)
+
+# first match wins: subclasses before their bases (TokenRejected is a Refused: 409)
+STATUS_OF: tuple[tuple[type[SchedError], int], ...] = (
+    (DatabaseBusy, 503),
+    (NotFound, 404),
+    (Refused, 409),
+    (ConcurrencyConflict, 409),
+    (BadInput, 400),
+    (DatabaseError, 503),  # the database cannot be used just now: not the client's fault
+)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: one line saying what went wrong."""
+
+    error: str
+
+
+def status_of(error: SchedError) -> int:
+    for kind, status in STATUS_OF:
+        if isinstance(error, kind):
+            return status
+    return 400 if error.exit_code == 2 else 409
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into an `ErrorBody`."""
+
+    @app.exception_handler(SchedError)
+    async def sched_error(_request: Request, error: SchedError) -> JSONResponse:
+        return error_response(status_of(error), error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return error_response(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
+        return error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(OverflowError)
+    async def too_large_number(_request: Request, _error: OverflowError) -> JSONResponse:
+        return error_response(400, "a number is too large (at most 2**63 - 1)")
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, error: Exception) -> JSONResponse:
+        # (Starlette raises the error on after this response: the server logs its traceback)
+        return error_response(500, f"internal error: {type(error).__name__} (see the server's log)")
+
+
+# the error responses every endpoint may give, for /openapi.json
+COMMON_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "no bearer token, or not a live one"},
+    403: {"model": ErrorBody, "description": "the token's role may not do this"},
+    413: {"model": ErrorBody, "description": "the request body is over the size limit"},
+    422: {"model": ErrorBody, "description": "the request does not match its schema"},
+    503: {"model": ErrorBody, "description": "the database is busy or cannot be used; retry"},
+}

@@ -1,0 +1,41 @@
+"""The API in-process: a FastAPI TestClient over a fresh workspace with a manual clock,
+and tokens of every kind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from scheduler import access
+from scheduler.workspace import Workspace
+from server.app import create_app
+from server.limits import ServerLimits
+
+
+@dataclass
+class Api:
+    client: TestClient
+    ws: Workspace  # the same database and clock as the app's
+    tokens: dict[str, str]  # name -> token: ops (operator), ci (submitter), dash (reader), box (agent ann)
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+    def events(self) -> list[dict]:
+        with self.ws.read() as (log, _views):
+            return [{"seq": r.seq, "type": r.type, "data": json.loads(r.data)} for r in log.read()]
+
+
+@pytest.fixture
+def api(make_workspace: Callable[..., Workspace]) -> Iterator[Api]:
+    ws = make_workspace()
+    tokens = {name: access.create_token(ws, name, "kim", role=role, agent=agent).token
+              for name, role, agent in (("ops", "operator", None), ("ci", "submitter", None),
+                                        ("dash", "reader", None), ("box", None, "ann"))}
+    app = create_app(ws.settings, ws.clock, ServerLimits(poll_seconds=0.01, max_body_bytes=4096))
+    with TestClient(app) as client:
+        yield Api(client, ws, tokens)

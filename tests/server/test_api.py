@@ -1,0 +1,130 @@
+"""The HTTP API as a client meets it: who may call what (401, 403), the same documents
+as the CLI's --json, events recorded with the token's name as the actor, errors as one
+JSON line, and the body size limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventlog.errors import BadInput
+from scheduler import access, operator, queries
+from scheduler.health import health
+from tests.server.conftest import Api
+
+
+def test_health_needs_no_token_and_is_the_document_of_sched_health(api: Api):
+    answer = api.client.get("/health")
+    assert answer.status_code == 200  # degraded (no tick yet) still serves
+    assert answer.json() == health(api.ws) and answer.json()["status"] == "degraded"
+
+
+def test_health_is_503_when_unhealthy(api: Api):
+    from scheduler.tick import tick
+
+    tick(api.ws)
+    api.ws.clock.advance(3600)  # the last tick is long past: unhealthy
+    answer = api.client.get("/health")
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "unhealthy" and answer.json() == health(api.ws)
+
+
+def test_status_is_the_document_of_sched_status(api: Api):
+    for name in ("ops", "ci", "dash"):
+        answer = api.client.get("/api/v1/status", headers=api.auth(name))
+        assert answer.status_code == 200
+        assert answer.json() == queries.status(api.ws)
+    assert answer.json()["last_seq"] == len(api.events())
+
+
+@pytest.mark.parametrize("headers, says", [
+    ({}, "no bearer token"),
+    ({"Authorization": "Basic b3BzOnB3"}, "no bearer token"),
+    ({"Authorization": "Bearer sched_not-a-token"}, "not valid"),
+    ({"Authorization": "Bearer "}, "no bearer token"),
+])
+def test_no_or_a_bad_token_is_401(api: Api, headers, says):
+    answer = api.client.get("/api/v1/status", headers=headers)
+    assert answer.status_code == 401
+    assert says in answer.json()["error"] and set(answer.json()) == {"error"}
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_revoked_token_is_refused_from_the_next_request(api: Api):
+    assert api.client.get("/api/v1/status", headers=api.auth("dash")).status_code == 200
+    access.revoke_token(api.ws, "dash", "kim")
+    assert api.client.get("/api/v1/status", headers=api.auth("dash")).status_code == 401
+
+
+def test_an_agent_token_may_not_read_or_operate(api: Api):
+    assert api.client.get("/api/v1/status", headers=api.auth("box")).status_code == 403
+    answer = api.client.post("/api/v1/pause", headers=api.auth("box"))
+    assert answer.status_code == 403 and "may not operate" in answer.json()["error"]
+
+
+def test_pause_and_resume_record_the_tokens_name_as_the_actor(api: Api):
+    before = len(api.events())
+    paused = api.client.post("/api/v1/pause", json={"reason": "deploy"}, headers=api.auth("ops"))
+    assert paused.status_code == 200 and paused.json() == {"paused": True, "changed": True}
+    assert api.events()[before:] == [{"seq": before + 1, "type": "SchedulerPaused",
+                                      "data": {"by": "ops", "reason": "deploy"}}]
+    assert queries.status(api.ws)["paused"]["by"] == "ops"
+    again = api.client.post("/api/v1/pause", headers=api.auth("ops"))
+    assert again.json() == {"paused": True, "changed": False} and len(api.events()) == before + 1
+    resumed = api.client.post("/api/v1/resume", headers=api.auth("ops"))
+    assert resumed.json() == {"paused": False, "changed": True, "stop_file": False}
+    assert api.events()[-1] == {"seq": before + 2, "type": "SchedulerResumed", "data": {"by": "ops"}}
+
+
+@pytest.mark.parametrize("name", ["ci", "dash", "box"])
+def test_only_an_operator_may_pause_and_a_refusal_appends_nothing(api: Api, name: str):
+    before = api.events()
+    for path in ("/api/v1/pause", "/api/v1/resume"):
+        assert api.client.post(path, headers=api.auth(name)).status_code == 403
+    assert api.events() == before
+
+
+@pytest.mark.parametrize("body", [{"reason": 5}, {"reason": "x", "by": "mallory"}, [1], "text"])
+def test_a_body_that_does_not_match_is_422_one_line_and_appends_nothing(api: Api, body):
+    before = api.events()
+    answer = api.client.post("/api/v1/pause", json=body, headers=api.auth("ops"))
+    assert answer.status_code == 422
+    assert set(answer.json()) == {"error"} and "\n" not in answer.json()["error"]
+    assert api.events() == before
+
+
+def test_bad_input_is_400_with_the_line_the_cli_prints(api: Api):
+    before = api.events()
+    answer = api.client.post("/api/v1/pause", json={"reason": "x" * 3000}, headers=api.auth("ops"))
+    assert answer.status_code == 400
+    with pytest.raises(BadInput) as raised:
+        operator.pause(api.ws, "ops", "x" * 3000)
+    assert answer.json() == {"error": raised.value.message}
+    assert api.events() == before
+
+
+def test_a_body_over_the_limit_is_413_whether_or_not_its_length_is_declared(api: Api):
+    before = api.events()
+    big = b'{"reason": "' + b"x" * 5000 + b'"}'
+    declared = api.client.post("/api/v1/pause", content=big, headers={
+        **api.auth("ops"), "Content-Type": "application/json"})
+    assert declared.status_code == 413 and "limit of 4096 bytes" in declared.json()["error"]
+    chunked = api.client.post("/api/v1/pause", content=iter([big[:3000], big[3000:]]), headers={
+        **api.auth("ops"), "Content-Type": "application/json"})
+    assert chunked.status_code == 413 and "limit of 4096 bytes" in chunked.json()["error"]
+    assert api.events() == before
+
+
+def test_unknown_paths_and_methods_answer_in_the_same_shape(api: Api):
+    assert api.client.get("/api/v1/nothing").json() == {"error": "Not Found"}
+    answer = api.client.get("/api/v1/pause", headers=api.auth("ops"))
+    assert answer.status_code == 405 and set(answer.json()) == {"error"}
+
+
+def test_openapi_is_the_contract(api: Api):
+    doc = api.client.get("/openapi.json").json()
+    paths = {"/health", "/api/v1/status", "/api/v1/pause", "/api/v1/resume", "/api/v1/events"}
+    assert paths <= set(doc["paths"])
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    pause = doc["paths"]["/api/v1/pause"]["post"]
+    assert {"401", "403", "413", "422"} <= set(pause["responses"])
+    assert api.client.get("/docs").status_code == 404  # no page that loads scripts from a CDN

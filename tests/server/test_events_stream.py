@@ -1,0 +1,103 @@
+"""`GET /api/v1/events`: the log as Server-Sent Events, id = seq, data = the event as
+`sched replay --json` prints it; a client resumes with Last-Event-ID; new events arrive
+while the stream stays open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler import operator, queries
+from server.limits import ServerLimits
+from server.routes.events import stream
+from tests.server.conftest import Api
+
+
+def messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """The SSE messages of a stream of lines (comments and `retry` left out)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "data" in fields:
+                yield fields
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+
+def read(api: Api, count: int, headers: dict[str, str] | None = None,
+         params: dict | None = None) -> list[dict]:
+    """The first `count` messages of a new stream, which is then closed."""
+    with api.client.stream("GET", "/api/v1/events", params=params,
+                           headers={**api.auth("dash"), **(headers or {})}) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        found = []
+        for message in messages(answer.iter_lines()):
+            found.append(message)
+            if len(found) == count:
+                return found
+    raise AssertionError("the stream ended")
+
+
+def replayed(api: Api) -> list[dict]:
+    with api.ws.read() as (log, _views):
+        return [queries.event_dict(r) for r in log.read()]
+
+
+def test_the_stream_gives_the_log_with_seq_as_id_and_resumes_after_last_event_id(api: Api):
+    operator.pause(api.ws, "kim", "deploy")
+    operator.resume(api.ws, "kim")
+    log = replayed(api)  # four TokenCreated, then the pause and the resume
+    first = read(api, 3)
+    assert [m["id"] for m in first] == ["1", "2", "3"]
+    assert [json.loads(m["data"]) for m in first] == log[:3]
+    rest = read(api, 3, headers={"Last-Event-ID": first[-1]["id"]})
+    assert [json.loads(m["data"]) for m in rest] == log[3:6]
+    assert [m["id"] for m in read(api, 1, params={"after": 5})] == ["6"]
+    assert [m["id"] for m in read(api, 1, headers={"Last-Event-ID": "4"}, params={"after": 1})] == ["5"]
+
+
+def test_new_events_arrive_on_an_open_stream(api: Api):
+    head = len(replayed(api))
+    with api.client.stream("GET", "/api/v1/events", params={"after": head},
+                           headers=api.auth("dash")) as answer:
+        operator.pause(api.ws, "kim", None)  # appended after the stream caught up
+        message = next(messages(answer.iter_lines()))
+    assert message["id"] == str(head + 1)
+    assert json.loads(message["data"])["type"] == "SchedulerPaused"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 19, "9" * 30, b"\xb2"])
+def test_a_last_event_id_that_is_no_seq_is_400(api: Api, value: str | bytes):
+    answer = api.client.get("/api/v1/events", headers={**api.auth("dash"), "Last-Event-ID": value})
+    assert answer.status_code == 400 and "is not an event seq" in answer.json()["error"]
+
+
+def test_the_stream_needs_a_reading_token(api: Api):
+    assert api.client.get("/api/v1/events").status_code == 401
+    assert api.client.get("/api/v1/events", headers=api.auth("box")).status_code == 403
+
+
+def test_an_idle_stream_sends_keepalives_and_ends_when_the_client_goes(api: Api):
+    head = len(replayed(api))
+    slept: list[float] = []
+    polls = iter([False] * 5 + [True])
+
+    async def disconnected() -> bool:
+        return next(polls)
+
+    async def sleep(seconds: float) -> None:  # no real waiting: the test drives the polls
+        slept.append(seconds)
+
+    async def collect() -> list[bytes]:
+        limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=1.0)
+        return [chunk async for chunk in stream(api.ws, head, limits, disconnected, sleep)]
+
+    chunks = asyncio.run(collect())
+    assert chunks == [b"retry: 2000\n\n", b": keepalive\n\n", b": keepalive\n\n"]
+    assert slept == [0.5] * 5
