@@ -245,8 +245,8 @@ def marked_processes(ref: AttemptRef) -> list[int]:
 def is_wrapper_of(pid: int, ref: AttemptRef) -> bool:
     """Whether `pid` is the wrapper of this attempt (not some other process that got
     its pid since): a `sched exec` whose command line names the task, or a process
-    named `WRAPPER_NAME` working in the attempt's directory (a wrapper forked by the
-    daemon's launcher has the daemon's command line)."""
+    named `WRAPPER_NAME` working in the attempt's directory. A daemon's supervisor,
+    which runs many attempts, is never one attempt's wrapper."""
     words = (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0")
     if b"exec" in words and str(ref.task_id).encode() in words:
         return alive(pid)

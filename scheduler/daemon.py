@@ -4,8 +4,8 @@ An APScheduler 3.x `BackgroundScheduler` with an interval job that ticks, one th
 delivers webhooks when any is configured, and one that checks health when a webhook
 wants `health.changed`; each has its own thread, so a slow endpoint never delays a
 tick. `max_instances=1` and `coalesce=True` mean a slow tick is never run twice at
-once nor replayed in a burst afterwards. Push agents' wrappers are forked by the
-launcher (`scheduler.launcher`), and a wrapper's end brings the next tick forward.
+once nor replayed in a burst afterwards. Push agents' attempts run in its supervisor
+process (`scheduler.launcher`), and their ends bring the next tick forward.
 SIGINT and SIGTERM let the current runs finish, then the daemon exits 0; agents it
 started keep running and report back on their own. Several daemons and cron ticks on
 one database stay correct: each tick is one write transaction.

@@ -569,15 +569,6 @@ def _become_wrapper(attempt: Attempt) -> None:
     take_role(containment.WRAPPER_NAME)
 
 
-def run_as_wrapper(ws: Workspace, attempt: Attempt) -> Outcome:
-    """Run a started attempt as its wrapper process (one the daemon's launcher forked
-    and handed the attempt to). SIGTERM, SIGINT and SIGHUP stop the attempt and record
-    it as failed (retryable) before returning."""
-    with _stop_on_signals() as stop:
-        _become_wrapper(attempt)
-        return run(ws, replace(attempt, reap_orphans=True), stop)
-
-
 def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
               own_process: bool = False) -> Outcome:
     """Start and run one attempt. `own_process`: this process is the wrapper and
@@ -593,6 +584,6 @@ def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
 
 
 def outcome_json(task_id: int, outcome: Outcome) -> dict[str, object]:
-    """How a wrapper reports its attempt (`sched exec --json`, and the launcher's
+    """How a wrapper reports its attempt (`sched exec --json`, and the supervisor's
     wrappers in exec.log)."""
     return {"task_id": task_id, "status": outcome.status, "detail": outcome.detail}

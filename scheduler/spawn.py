@@ -1,7 +1,7 @@
 """Starting push agents' wrappers: `sched exec TASK_ID` detached, after the tick that
 assigned the task has committed, so a cron tick can exit while its agents run; and
-what a tick asks of the daemon's launcher, which forks them (`Starter`, implemented by
-`scheduler.launcher.Launcher`)."""
+what a tick asks of the daemon's supervisor, which runs them (`Starter`, implemented
+by `scheduler.launcher.Launcher`)."""
 
 from __future__ import annotations
 
@@ -21,32 +21,32 @@ if TYPE_CHECKING:
     from scheduler.workspace import Workspace
 
 _children: list[subprocess.Popen[bytes]] = []
-Handover = list[tuple[int, "Attempt"]]  # (pid of a forked wrapper, the attempt it is to run)
+Handover = list[tuple[int, "Attempt"]]  # (pid of the supervisor, an attempt it is to run)
 
 
 class LauncherGone(OSError):
-    """The daemon's launcher process is not there any more."""
+    """The daemon's supervisor process is not there any more."""
 
 
 class Starter(Protocol):
-    """What a daemon's tick asks of its launcher."""
+    """What a daemon's tick asks of its supervisor."""
 
     @property
     def alive(self) -> bool: ...
 
     def start_in(self, ws: Workspace, recorder: Recorder, task_ids: Sequence[int],
                  granted_at: float) -> Handover:
-        """Inside the tick's write transaction: start these assigned attempts, each with
-        a wrapper forked for it; the wrappers wait for `go`. Raises `LauncherGone`
-        (nothing started) when the launcher is gone."""
+        """Inside the tick's write transaction: start these assigned attempts (their
+        `TaskStarted` recorded, naming the supervisor); they run after `go`. Raises
+        `LauncherGone` (nothing started) when the supervisor is gone."""
         ...
 
     def go(self, handover: Handover) -> None:
-        """After the commit: hand each wrapper its attempt."""
+        """After the commit: hand the attempts to the supervisor, which runs them."""
         ...
 
     def abort(self, handover: Handover) -> None:
-        """The transaction failed: let the wrappers exit without running anything."""
+        """The transaction failed: nothing runs (what was made for the attempts goes)."""
         ...
 
 

@@ -1,9 +1,9 @@
 """One scheduler pass, read top to bottom: gather what the pass needs (the control
 file, the policies, the gates that are due), then in one write transaction take back
 what is overdue and plan and record the assignments, then start the push agents'
-commands after the commit. In a daemon (`ws.starter`: its launcher), the push attempts
-of this host are started in that same transaction, each with a wrapper forked for it,
-and handed to their wrappers after the commit; elsewhere (`sched tick` from cron) a
+commands after the commit. In a daemon (`ws.starter`: its supervisor), the push attempts
+of this host are started in that same transaction and handed to the supervisor after
+the commit; elsewhere (`sched tick` from cron) a
 `sched exec` process is started for each, which starts its attempt itself."""
 
 from __future__ import annotations
