@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from eventlog.errors import SchedError, TokenRejected
 from eventlog.faults import fault_point
@@ -95,13 +96,59 @@ class Running:
         return self.expires - min(kill_grace + FENCE_MARGIN_SECONDS, lease_seconds / 3)
 
 
+class Ledger(Protocol):
+    """Where a supervisor renews leases and records outcomes: the database here; a
+    server, for a host with no database access."""
+
+    @property
+    def lease_seconds(self) -> float: ...
+
+    def turn(self, renew: Sequence[Attempt], record: Sequence[tuple[Attempt, Ending]]
+             ) -> tuple[list[worker.Beat | str], list[str]]:
+        """Renew these attempts' leases and record these endings, all at once: per
+        renewal its `Beat`, or why it was refused (the attempt was taken back); per
+        ending the task's new status, or "lost" (refused). Raises `SchedError` when
+        nothing could be done (the database busy or away)."""
+        ...
+
+
+class DatabaseLedger:
+    """The ledger of a supervisor with the database at hand: one write transaction per
+    turn, through the same functions as `sched worker`."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self._ws = ws
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._ws.settings.lease_seconds
+
+    def turn(self, renew: Sequence[Attempt], record: Sequence[tuple[Attempt, Ending]]
+             ) -> tuple[list[worker.Beat | str], list[str]]:
+        ws = self._ws
+        beats: list[worker.Beat | str] = []
+        statuses: list[str] = []
+        with ws.write() as recorder:
+            for attempt in renew:
+                try:
+                    beats.append(worker.renew_in(ws, recorder, attempt.task_id, attempt.token))
+                except TokenRejected as e:  # taken back: this run no longer counts
+                    beats.append(e.message)
+            for attempt, ending in record:
+                try:
+                    statuses.append(record_ending(ws, recorder, attempt, ending))
+                except TokenRejected:
+                    statuses.append("lost")
+        return beats, statuses
+
+
 class Bookkeeper:
-    """The thread that renews leases and records outcomes, one write transaction per
-    turn for all of them. `wake` is called when an outcome was recorded or a lease
+    """The thread that renews leases and records outcomes, one `Ledger.turn` (one write
+    transaction) per turn for all of them. `wake` is called when an outcome was recorded or a lease
     refused, so the supervising loop looks at once."""
 
-    def __init__(self, ws: Workspace, wake: Callable[[], None]) -> None:
-        self._ws, self._wake = ws, wake
+    def __init__(self, ledger: Ledger, wake: Callable[[], None]) -> None:
+        self._ledger, self._wake = ledger, wake
         self._cond = threading.Condition()
         self._leases: list[Running] = []
         self._endings: list[tuple[Running, Ending]] = []
@@ -158,24 +205,11 @@ class Bookkeeper:
             self._wake()
 
     def _turn(self, due: list[Running], endings: list[tuple[Running, Ending]]) -> None:
-        ws = self._ws
-        every = ws.settings.lease_seconds / 3
+        every = self._ledger.lease_seconds / 3
         asked = lease_clock()
         try:
-            with ws.write() as recorder:
-                beats: list[tuple[Running, worker.Beat | str]] = []
-                for run in due:
-                    try:
-                        beats.append((run, worker.renew_in(ws, recorder, run.attempt.task_id,
-                                                           run.attempt.token)))
-                    except TokenRejected as e:  # taken back: this run no longer counts
-                        beats.append((run, e.message))
-                statuses = []
-                for run, ending in endings:
-                    try:
-                        statuses.append(record_ending(ws, recorder, run.attempt, ending))
-                    except TokenRejected:
-                        statuses.append("lost")
+            beats, statuses = self._ledger.turn([run.attempt for run in due],
+                                                [(run.attempt, ending) for run, ending in endings])
         except SchedError as e:  # a long writer held the lock: renew again soon, record at the next turn
             print(f"sched supervisor: {e.message}", file=sys.stderr, flush=True)
             with self._cond:
@@ -189,13 +223,13 @@ class Bookkeeper:
                         run.outcome = Outcome("lost", f"not recorded: {e.message}")
             return
         with self._cond:
-            for run, beat in beats:
+            for run, beat in zip(due, beats, strict=True):
                 if isinstance(beat, str):
                     run.lost = beat
                     with contextlib.suppress(ValueError):
                         self._leases.remove(run)
                 else:
-                    run.expires = asked + ws.settings.lease_seconds
+                    run.expires = asked + self._ledger.lease_seconds
                     run.cancel = run.cancel or beat.cancel
                     run.next_beat = lease_clock() + every
             for (run, ending), status in zip(endings, statuses, strict=True):
@@ -205,16 +239,18 @@ class Bookkeeper:
 class Supervisor:
     """Runs attempts: `add` starts one; `step` supervises for a while; `finished`
     hands back the attempts whose outcome is recorded. `subreaper`: this process is
-    the reaper of the agents' orphaned descendants (a process that only supervises)."""
+    the reaper of the agents' orphaned descendants (a process that only supervises).
+    `ledger`: where leases and outcomes go (default: the workspace's database)."""
 
-    def __init__(self, ws: Workspace, stop: StopRequest | None = None, *, subreaper: bool = False) -> None:
+    def __init__(self, ws: Workspace, stop: StopRequest | None = None, *, subreaper: bool = False,
+                 ledger: Ledger | None = None) -> None:
         self._ws, self._stop, self._subreaper = ws, stop or StopRequest(), subreaper
         self._runs: list[Running] = []
         self._by_pid: dict[int, Running] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._book = Bookkeeper(ws, self.wake)
+        self._book = Bookkeeper(ledger or DatabaseLedger(ws), self.wake)
         self._exited: list[Running] = []  # agents that exited, to be looked for leftovers
         self._exited_cond = threading.Condition()
         self._closing = False
