@@ -323,7 +323,8 @@ class Supervisor:
         return [fd for fd in ready if fd in also]
 
     def next_timeout(self) -> float:
-        """How long the loop may sleep: until the next sample, timeout or fence."""
+        """How long the loop may sleep: `POLL_SECONDS` while attempts run (an agent's
+        exit, its output or a recorded outcome wakes it sooner), longer when idle."""
         if not self._runs:
             return POLL_SECONDS * 20
         return POLL_SECONDS
@@ -381,7 +382,6 @@ class Supervisor:
         try:
             got, status, usage = os.wait4(pid, flags)
         except ChildProcessError:
-            got = 0
             run = self._by_pid.pop(pid, None)
             if run is not None:  # reaped elsewhere: its status is lost
                 _set_exit(run, -signal.SIGKILL, 0.0)
