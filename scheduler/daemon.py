@@ -28,6 +28,7 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from eventlog.errors import SchedError
+from eventlog.events import build_models
 from eventlog.storage import is_url
 from scheduler import webhooks
 from scheduler.daemon_log import DaemonLog
@@ -235,6 +236,10 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""), event="daemon.started", pid=os.getpid(),
         interval_seconds=interval, database=ws.settings.database_label)
+    # the event models built once, before the first tick needs them (a tick that builds
+    # them while it holds the write lock takes milliseconds per event type), and before
+    # the supervisor is forked, which inherits them
+    build_models()
     # the supervisor of this host's attempts: a copy of this process made now, before any thread runs
     launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
     launcher.start()

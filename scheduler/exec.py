@@ -27,6 +27,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,7 @@ _PR_SET_NAME = 15
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 READ_CHUNK = 64 * 1024
 LINE_KEEP_FACTOR = 4  # the last output line is kept up to this many times max_payload_bytes
+PREPARE_THREADS = 4  # directories of a batch made at once
 LOG_DRAIN_SECONDS = 5.0  # after the stop, how long the output may take to reach agent.log
 
 
@@ -173,19 +175,28 @@ def _places(settings: Settings) -> tuple[str, str]:
 _LAST_PLACES: list[tuple[Settings, str, str] | None] = [None]
 
 
-def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
-                 parent_env: Mapping[str, str], granted_at: float,
-                 workdir: Path) -> tuple[TaskStarted, Attempt]:
-    """With the attempt's directory (`workdir`) prepared: its `TaskStarted` (the wrapper's pid and
-    host, the argv, the directory, the control group, a fresh lease from the
-    transaction's time), for the caller to record, and the attempt as its wrapper runs
-    it. `granted_at`: `lease_clock()` before the transaction began (the lease runs from
-    then, at the latest). The control group is made here: `forget_cgroups` removes it
-    if the event is not recorded after all."""
+def _attempt_ref(ws: Workspace, task: TaskView, pid: int, workdir: Path) -> containment.AttemptRef:
+    return containment.AttemptRef.of(task.task_id, task.attempt + 1, _places(ws.settings)[1], pid,
+                                     workdir=str(workdir))
+
+
+def _make_cgroup(ws: Workspace, ref: containment.AttemptRef) -> Path | None:
+    """The attempt's control group, where the host allows one (`forget_cgroups` removes
+    it if the attempt's start is not recorded after all)."""
+    return containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
+
+
+def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView,
+                 parent_env: Mapping[str, str], granted_at: float, workdir: Path,
+                 ref: containment.AttemptRef, group: Path | None) -> tuple[TaskStarted, Attempt]:
+    """With the attempt's directory (`workdir`) prepared and its control group (`group`)
+    made: its `TaskStarted` (the wrapper's pid and host, the argv, the directory, the
+    control group, a fresh lease from the transaction's time), for the caller to record,
+    and the attempt as its wrapper runs it. `granted_at`: `lease_clock()` before the
+    transaction began (the lease runs from then, at the latest)."""
     attempt = task.attempt + 1
-    home, database = _places(ws.settings)
-    ref = containment.AttemptRef.of(task.task_id, attempt, database, pid, workdir=str(workdir))
-    group = containment.create_cgroup(ref) if ws.settings.exec_cgroups else None
+    home = _places(ws.settings)[0]
+    pid = ref.wrapper_pid
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     token = new_token()
     log_path = workdir / "agent.log"
@@ -245,8 +256,9 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
         task, agent = _assignment(recorder.views, task_id)
         if task.attempt + 1 != attempt:
             raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
-        event, started = _start_event(ws, recorder, task, agent, os.getpid(), parent_env, granted_at,
-                                      workdir)
+        ref = _attempt_ref(ws, task, os.getpid(), workdir)
+        event, started = _start_event(ws, recorder, task, agent, parent_env, granted_at, workdir, ref,
+                                      _make_cgroup(ws, ref))
         try:
             recorder.record([event])
         except BaseException:
@@ -255,20 +267,43 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
     return started
 
 
-def start_in(ws: Workspace, recorder: Recorder, task_id: int, pid: int, parent_env: Mapping[str, str],
-             granted_at: float) -> tuple[Event, Attempt | None]:
-    """Start an assigned attempt inside the caller's write transaction (the daemon's
-    tick, for the wrapper `pid` it forked and will hand the attempt to after the
-    commit): the event to record, and the attempt. A directory that cannot be prepared
-    sends the assignment back to the queue, as `start` does (`TaskRequeued`, no attempt)."""
-    task, agent = _assignment(recorder.views, task_id)
-    workdir = _workdir(ws, task_id, task.attempt + 1)
-    try:
-        prepare_workdir(workdir, task.payload)
-    except OSError as e:
-        return _not_started_event(ws, recorder, task, f"cannot prepare the working directory "
-                                                      f"{workdir}: {e.strerror or e}"), None
-    return _start_event(ws, recorder, task, agent, pid, parent_env, granted_at, workdir)
+def start_in(ws: Workspace, recorder: Recorder, task_ids: Sequence[int], pid: int,
+             parent_env: Mapping[str, str], granted_at: float) -> list[tuple[Event, Attempt | None]]:
+    """Start assigned attempts inside the caller's write transaction (the daemon's
+    tick, for its supervisor `pid`, which is handed the attempts after the commit): per
+    task the event to record, and the attempt. Their directories and control groups are
+    made by a few threads at once (the calls wait on the file system, not on Python). A
+    directory that cannot be prepared sends the assignment back to the queue, as `start`
+    does (`TaskRequeued`, no attempt)."""
+    assigned = [_assignment(recorder.views, task_id) for task_id in task_ids]
+    workdirs = [_workdir(ws, task.task_id, task.attempt + 1) for task, _ in assigned]
+    refs = [_attempt_ref(ws, task, pid, workdir)
+            for (task, _), workdir in zip(assigned, workdirs, strict=True)]
+
+    def prepare(i: int) -> Path | OSError | None:
+        try:
+            prepare_workdir(workdirs[i], assigned[i][0].payload)
+        except OSError as e:
+            return e
+        return _make_cgroup(ws, refs[i])
+
+    prepared = list(_preparers().map(prepare, range(len(assigned))))
+    started: list[tuple[Event, Attempt | None]] = []
+    for (task, agent), workdir, ref, made in zip(assigned, workdirs, refs, prepared, strict=True):
+        if isinstance(made, OSError):
+            why = f"cannot prepare the working directory {workdir}: {made.strerror or made}"
+            started.append((_not_started_event(ws, recorder, task, why), None))
+        else:
+            started.append(_start_event(ws, recorder, task, agent, parent_env, granted_at, workdir, ref,
+                                        made))
+    return started
+
+
+@functools.cache
+def _preparers() -> ThreadPoolExecutor:
+    """The threads that prepare a batch's directories (made at first use: after the
+    daemon forked its supervisor)."""
+    return ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
 
 
 def _not_started_event(ws: Workspace, recorder: Recorder, task: TaskView, why: str) -> TaskRequeued:

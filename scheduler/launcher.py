@@ -97,16 +97,13 @@ class Launcher:
         supervisor as its wrapper (`exec.start_in`), all recorded at once. A task whose
         directory could not be made went back to the queue."""
         self._check_alive()
+        assert self.pid is not None
         sweep_cgroups(ws)
         handover: Handover = []
         try:
-            events = []
-            for task_id in task_ids:
-                event, attempt = start_in(ws, recorder, task_id, self.pid, os.environ, granted_at)
-                events.append(event)
-                if attempt is not None:
-                    handover.append((self.pid, attempt))
-            recorder.record(events)
+            started = start_in(ws, recorder, task_ids, self.pid, os.environ, granted_at)
+            handover = [(self.pid, attempt) for _, attempt in started if attempt is not None]
+            recorder.record([event for event, _ in started])
         except BaseException:
             forget_cgroups(attempt for _, attempt in handover)
             raise
