@@ -40,7 +40,7 @@ def test_core_modules_import_no_io():
 def test_layers_point_down_only():
     order = ["eventlog", "projections", "scheduler", "cli"]
     for rank, layer in enumerate(order):
-        for path in (ROOT / layer).glob("*.py"):
+        for path in (ROOT / layer).rglob("*.py"):
             for name in imported_modules(path):
                 top = name.split(".")[0]
                 if top in order:
