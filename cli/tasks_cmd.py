@@ -73,11 +73,12 @@ def submit_command(
     if file is not None:
         from scheduler.submit import read_batch
 
-        actions.SubmitRequest(**fields, payload=payload, tasks=[{}])  # its flags refused before reading
+        # a task's flags beside --file are refused (by the request) before the file is read
+        actions.SubmitRequest(**fields, payload=payload, tasks=[{}])
         batch = read_batch(file)
         done = actions.submit(ws, actions.SubmitRequest(**fields, payload=payload,
-                                                    tasks=[spec for _, spec in batch],
-                                                    sources=[where for where, _ in batch]))
+                                                        tasks=[spec for _, spec in batch],
+                                                        sources=[where for where, _ in batch]))
         if json_out:
             emit_json(done.to_json())
         elif done.dry_run is not None:

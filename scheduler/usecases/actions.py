@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from eventlog.errors import BadInput
 from scheduler.usecases.base import Request, trial, with_changes
@@ -30,6 +30,7 @@ class SubmitRequest(Request):
     """One task (its fields), or a batch (`tasks`: task objects as a `--file` line
     holds them, submitted all or none). `delay` and a duration `due` count from now."""
 
+    model_config = ConfigDict(populate_by_name=True)  # `type`, as a --file line names it
     where = "submit"
     queue: str | None = None
     title: str | None = None
@@ -41,7 +42,7 @@ class SubmitRequest(Request):
     delay: str | None = None  # 90s, 10m, 2h, 1d: not before now plus this
     due: str | None = None  # an ISO time with offset, or a duration from now
     idempotency_key: str | None = None
-    task_type: str | None = None
+    task_type: str | None = Field(default=None, alias="type")
     after: list[int] = Field(default_factory=list)
     requires_approval: bool = False
     requires: list[str] = Field(default_factory=list)
