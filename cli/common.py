@@ -91,14 +91,6 @@ def workspace(home: Path | None = None, db: str | None = None,
                      clock=CLOCK[0])
 
 
-def dry_run_doc(document: dict[str, Any], dry_run: DryRun | None) -> dict[str, Any]:
-    """A command's --json document; in a dry run with `"dry_run": true` and `changes`
-    (a real run's document stays as it always was)."""
-    if dry_run is None:
-        return document
-    return {**document, "dry_run": True, "changes": dry_run.changes}
-
-
 def show_dry_run(dry_run: DryRun | None) -> None:
     """In a dry run, the events the command would append (stdout), then a note (stderr)."""
     if dry_run is None:

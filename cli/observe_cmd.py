@@ -19,9 +19,10 @@ from cli.common import (
 )
 from cli.text import literal
 from eventlog.values import INT64_MAX
+from scheduler.usecases import observe
 
-# each command imports its own use case (and rich, for the tables): `metrics` then
-# loads neither the health checks nor the webhooks they read (issue 13: a quick CLI)
+# each use case imports its own module (and each view rich, for the tables): `metrics`
+# then loads neither the health checks nor the webhooks they read (issue 13: a quick CLI)
 
 
 def _percent(value: float | None) -> str:
@@ -46,10 +47,10 @@ def metrics_command(
 ) -> None:
     """Throughput, errors, queue wait, start latency, run time and utilization over a window."""
     ws = workspace(home, db)
-    from scheduler.metrics import metrics, parse_window, prometheus_text
-
-    report = metrics(ws, parse_window(since))
+    report = observe.metrics(ws, since).to_json()
     if prometheus:
+        from scheduler.metrics import prometheus_text
+
         sys.stdout.write(prometheus_text(ws, report))
         return
     if json_out:
@@ -94,9 +95,8 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
                    agents: AgentsOpt = None) -> None:
     """Check ticks, backlog, error rate, progress, leases, the control file and the
     database; exit 0 healthy, 1 degraded, 2 unhealthy."""
-    from scheduler.health import health
-
-    report = health(workspace(home, db, agents))  # a read: it waits for no writer
+    done = observe.health(workspace(home, db, agents))
+    report = done.to_json()
     if json_out:
         emit_json(report)
     else:
@@ -107,7 +107,7 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
             out.print(literal(f"{'':>11}  {'':<15} ", (f"threshold: {check['threshold']}", "dim")))
         style = HEALTH_STYLES[report["status"]]
         out.print(literal("overall: ", (report["status"], style)))
-    raise typer.Exit(report["exit_code"])
+    raise typer.Exit(done.exit_code)
 
 
 def explain_command(
@@ -116,9 +116,7 @@ def explain_command(
 ) -> None:
     """Why a task went to its agent, and why not earlier, from the decisions in the log;
     for a task still waiting, which agents cannot take it now and why."""
-    from scheduler.explain import explain
-
-    doc = explain(workspace(home, db, agents), task_id)
+    doc = observe.explain(workspace(home, db, agents), task_id).to_json()
     if json_out:
         emit_json(doc)
         return

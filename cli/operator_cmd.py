@@ -13,16 +13,13 @@ from cli.common import (
     DryRunOpt,
     HomeOpt,
     JsonOpt,
-    dry_run_doc,
     emit_json,
     message,
     show_dry_run,
     workspace,
 )
-from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
-from scheduler import operator
-from scheduler.dryrun import DryRun
+from scheduler.usecases import actions, fleet
 
 
 def operator_name(by: str | None) -> str:
@@ -39,11 +36,11 @@ def pause_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Stop assigning work (leases still expire; running agents go on)."""
-    changed = operator.pause(workspace(home, db), operator_name(by), reason)
+    done = fleet.pause(workspace(home, db), fleet.PauseRequest(by=operator_name(by), reason=reason))
     if json_out:
-        emit_json({"paused": True, "changed": changed})
+        emit_json(done.to_json())
     else:
-        message("paused" if changed else "already paused")
+        message("paused" if done.changed else "already paused")
 
 
 def resume_command(
@@ -52,13 +49,12 @@ def resume_command(
 ) -> None:
     """Assign work again after `sched pause` (a stop file still stops it while present)."""
     ws = workspace(home, db)
-    changed = operator.resume(ws, operator_name(by))
+    done = fleet.resume(ws, fleet.ResumeRequest(by=operator_name(by)))
     if json_out:
-        emit_json({"paused": ws.stop_file.exists(), "changed": changed,
-                   "stop_file": ws.stop_file.exists()})
+        emit_json(done.to_json())
         return
-    message("resumed" if changed else "was not paused")
-    if ws.stop_file.exists():
+    message("resumed" if done.changed else "was not paused")
+    if done.stop_file:
         message(f"note: {ws.stop_file} exists; remove it to let ticks assign work")
 
 
@@ -70,18 +66,14 @@ def requeue_command(
     dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Put dead-lettered tasks back in their queue with fresh attempts."""
-    if all_dead != (queue is not None) or (all_dead and task_ids):
-        raise BadInput("give task ids, or --all --queue Q")
-    if not all_dead and not task_ids:
-        raise BadInput("give task ids, or --all --queue Q")
-    trial = DryRun() if dry_run else None
-    done = operator.requeue(workspace(home, db), task_ids or (), queue, trial)
+    request = actions.RequeueRequest(task_ids=task_ids or [], all=all_dead, queue=queue, dry_run=dry_run)
+    done = actions.requeue(workspace(home, db), request)
     if json_out:
-        emit_json(dry_run_doc({"requeued": done}, trial))
+        emit_json(done.to_json())
         return
-    message(("would requeue" if trial else "requeued") + f" {len(done)} task(s)"
-            + (f": {' '.join(map(str, done))}" if done else ""))
-    show_dry_run(trial)
+    message(("would requeue" if done.dry_run else "requeued") + f" {len(done.task_ids)} task(s)"
+            + (f": {' '.join(map(str, done.task_ids))}" if done.task_ids else ""))
+    show_dry_run(done.dry_run)
 
 
 def cancel_command(
@@ -91,18 +83,17 @@ def cancel_command(
     home: HomeOpt = None,
 ) -> None:
     """Cancel a task: at once unless it runs; a running one stops at its next heartbeat."""
-    trial = DryRun() if dry_run else None
-    status = operator.cancel(workspace(home, db), task_id, operator_name(by), reason, trial)
+    done = actions.cancel(workspace(home, db), actions.CancelRequest(
+        task_id=task_id, by=operator_name(by), reason=reason, dry_run=dry_run))
     if json_out:
-        emit_json(dry_run_doc({"task_id": task_id, "status": status,
-                               "cancelling": status == "running"}, trial))
+        emit_json(done.to_json())
         return
-    would = "would be " if trial else ""
-    if status == "running":
+    would = "would be " if done.dry_run else ""
+    if done.status == "running":
         message(f"task {task_id}: {would}cancelling; its runner stops at its next heartbeat")
     else:
         message(f"task {task_id}: {would}cancelled")
-    show_dry_run(trial)
+    show_dry_run(done.dry_run)
 
 
 def approve_command(
@@ -110,11 +101,12 @@ def approve_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Approve tasks submitted with --requires-approval: they join their queue."""
-    done = operator.decide_approval(workspace(home, db), task_ids, operator_name(by), approve=True)
+    done = actions.approve(workspace(home, db),
+                           actions.ApprovalRequest(task_ids=task_ids, by=operator_name(by)))
     if json_out:
-        emit_json({"approved": done})
+        emit_json(done.to_json())
     else:
-        message(f"approved {' '.join(map(str, done))}")
+        message(f"approved {' '.join(map(str, done.task_ids))}")
 
 
 def reject_command(
@@ -123,10 +115,9 @@ def reject_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Reject tasks awaiting approval: they end cancelled."""
-    done = operator.decide_approval(workspace(home, db), task_ids, operator_name(by),
-                                    approve=False, reason=reason)
+    done = actions.reject(workspace(home, db), actions.ApprovalRequest(
+        task_ids=task_ids, by=operator_name(by), reason=reason))
     if json_out:
-        emit_json({"rejected": done})
+        emit_json(done.to_json())
     else:
-        message(f"rejected {' '.join(map(str, done))}")
-
+        message(f"rejected {' '.join(map(str, done.task_ids))}")

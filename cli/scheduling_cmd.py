@@ -16,6 +16,7 @@ from cli.text import literal, visible
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
 from scheduler import queries
+from scheduler.usecases import observe
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def status_command(
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    doc = queries.status(workspace(home, db), queries.parse_position(at, "--at") if at else None)
+    doc = observe.status(workspace(home, db), at).to_json()
     if json_out:
         emit_json(doc)
         return
@@ -178,38 +179,32 @@ def replay_command(
 ) -> None:
     """The audit trail (with --json: one event per line), or --verify it, or its --head."""
     ws = workspace(home, db)
-    if expect_head is not None and not verify:
-        raise BadInput("--expect-head goes with --verify")
-    if head and verify:
-        raise BadInput("give --head or --verify, not both (record the head once verify passed)")
-    if head:
-        seq, digest = queries.head(ws)
+    done = observe.replay(ws, observe.ReplayRequest(task=task, since=since, until=until, verify=verify,
+                                                    expect_head=expect_head, head=head))
+    if isinstance(done, observe.Head):
         if json_out:
-            emit_json({"seq": seq, "hash": digest})
+            emit_json(done.to_json())
         else:
-            console().print(f"{seq}:{digest}")
+            console().print(f"{done.seq}:{done.hash}")
         return
-    if verify:
-        result = queries.verify_log(ws, queries.parse_head(expect_head) if expect_head else None)
+    if isinstance(done, observe.Verified):
         if json_out:
-            emit_json({"ok": result.ok, "events": result.events, "problems": result.problems})
-        elif result.ok:
-            console().print(f"verified: {result.events} events, hash chain intact, "
+            emit_json(done.to_json())
+        elif done.ok:
+            console().print(f"verified: {done.events} events, hash chain intact, "
                             "projections match the log")
         else:
-            for problem in result.problems:
+            for problem in done.problems:
                 console().print(literal((problem, "red")))
-        if not result.ok:
+        if not done.ok:
             raise typer.Exit(1)
         return
-    lower = queries.parse_position(since, "--since") if since else None
-    upper = queries.parse_position(until, "--until") if until else None
-    records = queries.replay(ws, task, lower, upper)
-    for rec in records:
-        if json_out:
-            emit_json(queries.event_dict(rec))
-        else:  # plain lines: no markup to misread, no rich layout to pay for a long payload
-            sys.stdout.write(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {visible(rec.data)}\n")
+    if json_out:  # one event per line: a long log streams
+        for doc in done.documents():
+            emit_json(doc)
+        return
+    for rec in done.records:  # plain lines: no markup to misread, no rich layout for a long payload
+        sys.stdout.write(f"{rec.seq:>6}  {rec.recorded_at}  {rec.type:<16} {visible(rec.data)}\n")
 
 
 def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:

@@ -15,7 +15,6 @@ from cli.common import (
     HomeOpt,
     JsonOpt,
     console,
-    dry_run_doc,
     emit_json,
     loaded_settings,
     message,
@@ -26,9 +25,8 @@ from cli.operator_cmd import ByOpt, ReasonOpt, operator_name
 from cli.text import literal
 from eventlog.errors import ControlFileError
 from eventlog.storage import redact
-from scheduler import operator
-from scheduler.dryrun import DryRun
 from scheduler.registry import find_control_file, load_control_file, write_default_control_file
+from scheduler.usecases import fleet
 
 agents_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="Inspect the agent control file and the fleet.",
@@ -103,29 +101,13 @@ def validate_command(
 def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
                  agents: AgentsOpt = None) -> None:
     """Agents of the control file with type, capacity, load and free slots."""
-    from scheduler.hours import is_available
-
-    ws = workspace(home, db, agents)
-    control = ws.registry().control
-    with ws.read() as (_log, views):
-        loads = {a.name: a for a in views.all_agents()}
-    now = ws.clock.now()
-    rows = {}
-    for spec in control.agents:
-        seen = loads.get(spec.name)
-        assigned, running = (seen.assigned, seen.running) if seen else (0, 0)
-        free = max(spec.capacity - assigned - running, 0) if spec.enabled else 0
-        rows[spec.name] = {"type": spec.type, "capacity": spec.capacity,
-                           "enabled": spec.enabled, "assigned": assigned, "running": running,
-                           "free": free, "command": list(spec.command) if spec.command else None,
-                           "capabilities": list(spec.capabilities), "weight": spec.weight,
-                           "hours": list(spec.hours), "available": is_available(spec.hours, now)}
+    listed = fleet.list_agents(workspace(home, db, agents))
     if json_out:
-        emit_json({"agents": rows, "path": str(control.path)})
+        emit_json(listed.to_json())
         return
     table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free", "weight",
                   "capabilities", "hours")
-    for name, r in rows.items():
+    for name, r in listed.agents.items():
         hours = "; ".join(r["hours"]) + ("" if r["available"] else " (off now)") if r["hours"] else "always"
         table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), "yes" if r["enabled"] else "no",
                       str(r["assigned"]), str(r["running"]), str(r["free"]), f"{r['weight']:g}",
@@ -188,14 +170,11 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
 AgentArg = Annotated[str, typer.Argument(help="The agent's name.")]
 
 
-def _service_output(change: operator.ServiceChange, json_out: bool, verb: str,
-                    trial: DryRun | None = None) -> None:
+def _service_output(done: fleet.ServiceResult, json_out: bool, verb: str) -> None:
     if json_out:
-        doc = {"agent": change.agent, "changed": change.changed,
-               "out_of_service": change.out_of_service, "released": change.released,
-               "taken_back": change.taken_back}
-        emit_json(dry_run_doc(doc, trial))
+        emit_json(done.to_json())
         return
+    change, trial = done.change, done.dry_run
     would = "would be " if trial is not None else ""
     if not change.changed:
         message(f"agent {change.agent}: already {change.out_of_service or 'in service'}")
@@ -213,8 +192,9 @@ def drain_command(name: AgentArg, by: ByOpt = None, reason: ReasonOpt = None,
                   json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
                   agents: AgentsOpt = None) -> None:
     """Take an agent out of service gently: no new work; running attempts finish."""
-    change = operator.drain(workspace(home, db, agents), name, operator_name(by), reason)
-    _service_output(change, json_out, "drained: no new work; running attempts finish")
+    done = fleet.drain(workspace(home, db, agents),
+                       fleet.ServiceRequest(agent=name, by=operator_name(by), reason=reason))
+    _service_output(done, json_out, "drained: no new work; running attempts finish")
 
 
 @agents_app.command("evict")
@@ -222,14 +202,15 @@ def evict_command(name: AgentArg, by: ByOpt = None, reason: ReasonOpt = None,
                   dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
                   home: HomeOpt = None, agents: AgentsOpt = None) -> None:
     """Take an agent out of service now: its attempts are stopped and retried elsewhere."""
-    trial = DryRun() if dry_run else None
-    change = operator.evict(workspace(home, db, agents), name, operator_name(by), reason, trial)
-    _service_output(change, json_out, "evicted: its attempts go to other agents", trial)
+    done = fleet.evict(workspace(home, db, agents), fleet.ServiceRequest(
+        agent=name, by=operator_name(by), reason=reason, dry_run=dry_run))
+    _service_output(done, json_out, "evicted: its attempts go to other agents")
 
 
 @agents_app.command("restore")
 def restore_command(name: AgentArg, by: ByOpt = None, json_out: JsonOpt = False,
                     db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None) -> None:
     """Put a drained or evicted agent back in service."""
-    change = operator.restore(workspace(home, db, agents), name, operator_name(by))
-    _service_output(change, json_out, "back in service")
+    done = fleet.restore(workspace(home, db, agents),
+                         fleet.ServiceRequest(agent=name, by=operator_name(by)))
+    _service_output(done, json_out, "back in service")

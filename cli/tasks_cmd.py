@@ -16,7 +16,6 @@ from cli.common import (
     HomeOpt,
     JsonOpt,
     console,
-    dry_run_doc,
     emit_json,
     human_duration,
     message,
@@ -29,6 +28,7 @@ from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from eventlog.values import INT64_MAX
 from scheduler import queries
+from scheduler.usecases import tasks
 
 
 def submit_command(
@@ -62,52 +62,41 @@ def submit_command(
     agents: AgentsOpt = None,
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
-    from scheduler.dryrun import DryRun
-    from scheduler.submit import due_text, parse_duration, parse_spec, read_batch, submit
+    from scheduler.usecases import actions
 
     ws = workspace(home, db, agents)
-    trial = DryRun() if dry_run else None
+    fields = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
+              "max_attempts": max_attempts, "not_before": not_before, "delay": delay,
+              "idempotency_key": idempotency_key, "after": after or [], "task_type": task_type,
+              "requires_approval": requires_approval, "due": due, "dry_run": dry_run,
+              "requires": [c.strip() for c in requires.split(",")] if requires is not None else []}
     if file is not None:
-        given = [flag for flag, value in (
-            ("--queue", queue), ("--title", title), ("--priority", priority), ("--assignee", assignee),
-            ("--payload", payload), ("--max-attempts", max_attempts), ("--not-before", not_before),
-            ("--delay", delay), ("--idempotency-key", idempotency_key), ("--after", after),
-            ("--requires-approval", requires_approval), ("--type", task_type),
-            ("--requires", requires), ("--due", due)) if value]
-        if given:
-            raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
+        from scheduler.submit import read_batch
+
+        # a task's flags beside --file are refused (by the request) before the file is read
+        actions.SubmitRequest(**fields, payload=payload, tasks=[{}])
         batch = read_batch(file)
-        results = submit(ws, [spec for _, spec in batch], [where for where, _ in batch], trial)
-        ids = [r.task_id for r in results]
+        done = actions.submit(ws, actions.SubmitRequest(**fields, payload=payload,
+                                                        tasks=[spec for _, spec in batch],
+                                                        sources=[where for where, _ in batch]))
         if json_out:
-            emit_json(dry_run_doc({"task_ids": ids, "created": sum(r.created for r in results)}, trial))
-        elif trial is not None:
-            message(f"would submit {sum(r.created for r in results)} task(s) from {file}: "
-                    + " ".join(map(str, ids)))
-            show_dry_run(trial)
+            emit_json(done.to_json())
+        elif done.dry_run is not None:
+            message(f"would submit {done.created} task(s) from {file}: " + " ".join(map(str, done.task_ids)))
+            show_dry_run(done.dry_run)
         else:
-            message(f"submitted {sum(r.created for r in results)} task(s) from {file}")
-            console().print(" ".join(map(str, ids)))
+            message(f"submitted {done.created} task(s) from {file}")
+            console().print(" ".join(map(str, done.task_ids)))
         return
-    if not queue or not title:
-        raise BadInput("submit needs --queue and --title (or --file)")
-    if delay is not None:
-        if not_before is not None:
-            raise BadInput("give --delay or --not-before, not both")
-        not_before = (ws.clock.now() + parse_duration(delay)).isoformat()
-    raw = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
-           "payload": parse_json_option(payload, "--payload"), "max_attempts": max_attempts,
-           "not_before": not_before, "idempotency_key": idempotency_key,
-           "requires_approval": requires_approval, "after": after or [], "type": task_type,
-           "requires": [c.strip() for c in requires.split(",")] if requires is not None else [],
-           "due": None if due is None else due_text(due, ws.clock.now())}
-    (result,) = submit(ws, [parse_spec(raw, "submit")], None, trial)
+    request = actions.SubmitRequest(**fields, payload=parse_json_option(payload, "--payload"))
+    done = actions.submit(ws, request)
+    (result,) = done.submitted
     if json_out:
-        emit_json(dry_run_doc({"task_id": result.task_id, "created": result.created}, trial))
-    elif trial is not None:
+        emit_json(done.to_json())
+    elif done.dry_run is not None:
         message(f"would submit task {result.task_id}" if result.created
                 else f"task {result.task_id} has this idempotency key already: nothing to submit")
-        show_dry_run(trial)
+        show_dry_run(done.dry_run)
     else:
         console().print(result.task_id)
 
@@ -141,11 +130,12 @@ def tasks_command(
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    found, figures = queries.task_listing(ws, queue, None if status is None else [status], limit,
-                                          agent, unassigned)
+    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, status=status, limit=limit, agent=agent,
+                                                    unassigned=unassigned))
     if json_out:
-        emit_json({"tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]})
+        emit_json(listed.to_json())
         return
+    found, figures = listed.tasks, listed.figures
     columns = ["id", "queue", "status", "prio", "eff", "waited", "est. start", "agent", "title"]
     dead = any(t.dead_reason for t in found)
     if dead:
@@ -209,11 +199,11 @@ def show_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """One task: its state, who ran it, its result, and its whole history."""
-    task, events = queries.show(workspace(home, db), task_id)
-    doc = queries.task_dict(task) | {"result": queries.result_of(events)}
+    detail = tasks.show(workspace(home, db), task_id)
     if json_out:
-        emit_json({"task": doc, "events": [queries.event_dict(e) for e in events]})
+        emit_json(detail.to_json())
         return
+    doc, events = detail.document, detail.events
     out = console()
     for label, value in show_lines(doc):
         out.print(literal((f"{label:>12}", "bold"), "  ", value))

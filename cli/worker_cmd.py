@@ -19,10 +19,8 @@ from cli.common import (
     parse_json_option,
     workspace,
 )
-from eventlog.errors import BadInput
-from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX
-from scheduler import worker
+from scheduler.usecases import work
 
 worker_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="The runner protocol for pull workers.", no_args_is_help=True,
@@ -38,23 +36,23 @@ def claim_command(
 ) -> None:
     """Start the best task for AGENT; prints {"task": null} when there is none."""
     ws = workspace(home, db, agents)
-    claimed = worker.claim(ws, agent)
-    if claimed is None:
+    claimed = work.claim(ws, agent)
+    if claimed.claim is None:
         if json_out:
-            emit_json({"task": None})
+            emit_json(claimed.to_json())
         else:
             message(f"no task for {agent}")
         return
-    doc = claimed.document
+    doc = claimed.claim.document
     try:
         if json_out:
-            emit_json({"task": doc})
+            emit_json(claimed.to_json())
         else:
             console().print(f"task {doc['task_id']} attempt {doc['attempt']} token {doc['token']}")
             message(f"lease until {doc['lease_expires_at']}: {doc['title']}")
         sys.stdout.flush()
     except OSError as e:  # the worker never saw its token: give the attempt back now
-        worker.release_undelivered(ws, claimed, f"the claim could not be printed: {e}")
+        work.release(ws, claimed, f"the claim could not be printed: {e}")
         raise
 
 
@@ -69,16 +67,15 @@ def heartbeat_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = N
                       progress_message: ProgressMessageOpt = None, json_out: JsonOpt = False,
                       db: DbOpt = None, home: HomeOpt = None) -> None:
     """Extend the lease of the current attempt (and report progress with it)."""
-    report = (worker.Progress(percent, progress_message)
-              if percent is not None or progress_message is not None else None)
-    beat = worker.heartbeat(workspace(home, db), task_id, token, report)
-    expires = to_text(beat.lease_expires_at)
+    ws = workspace(home, db)
+    beat = work.heartbeat(ws, work.ProgressRequest(task_id=task_id, token=token, percent=percent,
+                                                    message=progress_message))
+    doc = beat.to_json()
     if json_out:
-        emit_json({"task_id": task_id, "lease_expires_at": expires, "cancel": beat.cancel,
-                   "progress_recorded": beat.progress_recorded})
+        emit_json(doc)
     else:
-        message(f"task {task_id}: lease until {expires}"
-                + ("; CANCELLED: stop and report `sched worker fail`" if beat.cancel else ""))
+        message(f"task {task_id}: lease until {doc['lease_expires_at']}"
+                + ("; CANCELLED: stop and report `sched worker fail`" if beat.beat.cancel else ""))
 
 
 @worker_app.command("progress")
@@ -87,12 +84,13 @@ def progress_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = No
                      db: DbOpt = None, home: HomeOpt = None) -> None:
     """Report how far the current attempt got (shown by show, the dashboard and webhooks;
     reports closer together than progress_min_interval_seconds are not recorded)."""
-    recorded = worker.progress(workspace(home, db), task_id, token,
-                               worker.Progress(percent, progress_message))
+    ws = workspace(home, db)
+    noted = work.progress(ws, work.ProgressRequest(task_id=task_id, token=token, percent=percent,
+                                                   message=progress_message))
     if json_out:
-        emit_json({"task_id": task_id, "recorded": recorded})
+        emit_json(noted.to_json())
     else:
-        message(f"task {task_id}: progress " + ("recorded" if recorded else
+        message(f"task {task_id}: progress " + ("recorded" if noted.recorded else
                                                  "not recorded (the last report is too recent)"))
 
 
@@ -104,9 +102,10 @@ def complete_command(
 ) -> None:
     """Record that the current attempt succeeded."""
     value = parse_json_option(result, "--result")
-    worker.complete(workspace(home, db), task_id, token, value)
+    ended = work.complete(workspace(home, db), work.CompleteRequest(task_id=task_id, token=token,
+                                                                    result=value))
     if json_out:
-        emit_json({"task_id": task_id, "status": "succeeded"})
+        emit_json(ended.to_json())
     else:
         message(f"task {task_id}: succeeded")
 
@@ -120,10 +119,9 @@ def fail_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Record that the current attempt failed; the task is retried or dead-lettered."""
-    if not error.strip():
-        raise BadInput("--error must say what went wrong")
-    status = worker.fail(workspace(home, db), task_id, token, error, retry=not no_retry)
+    request = work.FailRequest(task_id=task_id, token=token, error=error, retry=not no_retry)
+    ended = work.fail(workspace(home, db), request)
     if json_out:
-        emit_json({"task_id": task_id, "status": status})
+        emit_json(ended.to_json())
     else:
-        message(f"task {task_id}: failed, now {status}")
+        message(f"task {task_id}: failed, now {ended.status}")

@@ -1,5 +1,7 @@
-"""Fixtures for the CLI tests: `sched` run as a real subprocess in a temporary
-SCHED_HOME, plus small helpers that look at its output and at the database file."""
+"""Fixtures for the CLI tests: `sched` run in a temporary SCHED_HOME, in this process
+(`cli`, `sched_here`: fast, most tests) or as a real subprocess (`run`, `sched`: the
+smoke tests of a real start, exit and output), plus small helpers that look at its
+output and at the database file."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,26 @@ def sched(home: Path, *args: str, env: dict[str, str] | None = None) -> subproce
     """Run `python -m cli ARGS` in `home` (also its SCHED_HOME)."""
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=home, env=cli_env(home, env),
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+def sched_here(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`sched ARGS` in `home` as `sched` does, but run in this process (no interpreter
+    start-up): for fixtures that build a home once; tests take the `cli` fixture."""
+    from cli.main import main
+
+    saved, cwd = dict(os.environ), Path.cwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(cli_env(home, env))
+        os.chdir(home)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["sched", *args], code, out.getvalue(), err.getvalue())
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -96,8 +118,8 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     database and one submitted dev task (so the log is not empty). Tests copy it."""
     home = tmp_path_factory.mktemp("seeded")
     write_control(home, FLEET)
-    ok(sched(home, "init"))
-    ok(sched(home, "submit", "--queue", "dev", "--title", "seed task"))
+    ok(sched_here(home, "init"))
+    ok(sched_here(home, "submit", "--queue", "dev", "--title", "seed task"))
     return home
 
 

@@ -15,15 +15,23 @@ import pytest
 
 from tests.cli.conftest import (
     FLEET,
+    InProcess,
     Run,
     event_count,
     json_lines,
     ok,
     one_error_line,
     one_json,
-    sched,
+    sched_here,
     write_control,
 )
+
+
+@pytest.fixture
+def run(cli: InProcess) -> InProcess:
+    """`sched` in this process (no interpreter start-up per call): what these tests
+    check is the command's documents and exit codes, not a real process's start."""
+    return cli
 
 
 def write_jsonl(path: Path, tasks: list[object]) -> Path:
@@ -175,22 +183,23 @@ def populated(tmp_path_factory: pytest.TempPathFactory, seeded_template: Path) -
     shutil.copytree(seeded_template, home, dirs_exist_ok=True)
     tasks = write_jsonl(home / "tasks.jsonl", [
         {"queue": "dev", "title": "urgent", "priority": 1}, {"queue": "qa", "title": "check"}])
-    assert one_json(ok(sched(home, "submit", "--file", str(tasks), "--json")))["task_ids"] == [2, 3]
-    ok(sched(home, "tick"))
-    assert one_json(ok(sched(home, "worker", "claim", "--agent", "ann", "--json")))["task"]["task_id"] == 2
-    claimed = one_json(ok(sched(home, "worker", "claim", "--agent", "qin", "--json")))["task"]
-    ok(sched(home, "worker", "complete", "3", "--token", claimed["token"]))
+    assert one_json(ok(sched_here(home, "submit", "--file", str(tasks), "--json")))["task_ids"] == [2, 3]
+    ok(sched_here(home, "tick"))
+    claimed = one_json(ok(sched_here(home, "worker", "claim", "--agent", "ann", "--json")))["task"]
+    assert claimed["task_id"] == 2
+    claimed = one_json(ok(sched_here(home, "worker", "claim", "--agent", "qin", "--json")))["task"]
+    ok(sched_here(home, "worker", "complete", "3", "--token", claimed["token"]))
     return home
 
 
 def test_tasks_json_lists_every_task_with_its_status(populated: Path):
-    doc = one_json(ok(sched(populated, "tasks", "--json")))
+    doc = one_json(ok(sched_here(populated, "tasks", "--json")))
     status = {t["task_id"]: (t["status"], t.get("agent")) for t in doc["tasks"]}
     assert status == {1: ("assigned", "bob"), 2: ("running", "ann"), 3: ("succeeded", None)}
 
 
 def test_show_json_gives_the_task_and_its_events(populated: Path):
-    doc = one_json(ok(sched(populated, "show", "2", "--json")))
+    doc = one_json(ok(sched_here(populated, "show", "2", "--json")))
     assert doc["task"]["task_id"] == 2 and doc["task"]["status"] == "running"
     seqs = [e["seq"] for e in doc["events"]]
     assert len(seqs) == 3 and seqs == sorted(seqs)
@@ -198,13 +207,13 @@ def test_show_json_gives_the_task_and_its_events(populated: Path):
 
 
 def test_replay_json_prints_every_event_numbered_from_one(populated: Path):
-    events = json_lines(ok(sched(populated, "replay", "--json")))
+    events = json_lines(ok(sched_here(populated, "replay", "--json")))
     assert [e["seq"] for e in events] == list(range(1, event_count(populated / "sched.db") + 1))
     assert all({"seq", "type", "data"} <= e.keys() for e in events)
 
 
 def test_agents_list_json_shows_load_and_free_slots(populated: Path):
-    agents = one_json(ok(sched(populated, "agents", "list", "--json")))["agents"]
+    agents = one_json(ok(sched_here(populated, "agents", "list", "--json")))["agents"]
     view = {name: {k: a[k] for k in ("type", "capacity", "running", "free")} for name, a in agents.items()}
     assert view == {
         "ann": {"type": "dev", "capacity": 2, "running": 1, "free": 1},
@@ -214,7 +223,7 @@ def test_agents_list_json_shows_load_and_free_slots(populated: Path):
 
 
 def test_status_json_counts_queues_and_agent_load(populated: Path):
-    doc = one_json(ok(sched(populated, "status", "--json")))
+    doc = one_json(ok(sched_here(populated, "status", "--json")))
     assert doc["last_seq"] == event_count(populated / "sched.db")
     dev, qa = doc["queues"]["dev"], doc["queues"]["qa"]
     assert (dev["queued"], dev["running"], dev["assigned"]) == (0, 1, 1)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Run, event_count, json_lines, ok, one_error_line, one_json
+from tests.cli.conftest import InProcess, Run, event_count, json_lines, ok, one_error_line, one_json
+
+
+@pytest.fixture
+def run(cli: InProcess) -> InProcess:
+    """`sched` in this process (no interpreter start-up per call): what these tests
+    check is the command's documents and exit codes, not a real process's start."""
+    return cli
+
 
 PAST = "2020-01-01T00:00:00+00:00"
 

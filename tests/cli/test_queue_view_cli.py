@@ -14,7 +14,14 @@ from rich.console import Console
 from cli import queue_view
 from cli.main import main
 from scheduler.clock import ManualClock
-from tests.cli.conftest import Run, ok, one_error_line, one_json
+from tests.cli.conftest import InProcess, Run, ok, one_error_line, one_json
+
+
+@pytest.fixture
+def run(cli: InProcess) -> InProcess:
+    """`sched` in this process (no interpreter start-up per call): what these tests
+    check is the command's documents and exit codes, not a real process's start."""
+    return cli
 
 
 def ids(run: Run, *args: str) -> list[int]:
