@@ -217,6 +217,5 @@ def _answer(conn: Connection, supervisor: Supervisor) -> bool:
         return False
     conn.send(None)  # at once: the daemon's tick goes on while the commands start
     if kind == "go":
-        for attempt in arg:
-            supervisor.add(attempt)
+        supervisor.add(arg)
     return True

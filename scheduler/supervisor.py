@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -61,6 +62,7 @@ from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
 
 POLL_SECONDS = 0.05  # the longest the loop sleeps while attempts run
+START_THREADS = 2  # the commands of a batch started at once
 FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
 REPORT_TRIES = 3  # turns an outcome waits for the write lock before it is given up (the lease then expires)
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
@@ -256,6 +258,7 @@ class Supervisor:
         self._closing = False
         self._sweeper = threading.Thread(target=self._sweep, name="sweeper", daemon=True)
         self._sweeper.start()
+        self._starters = ThreadPoolExecutor(START_THREADS, thread_name_prefix="start")
 
     @property
     def wake_fd(self) -> int:
@@ -273,36 +276,40 @@ class Supervisor:
 
     # -- starting --------------------------------------------------------------------
 
-    def add(self, attempt: Attempt) -> Running:
-        """Start the attempt's command now (or end the attempt, if it cannot start)."""
+    def add(self, attempts: Sequence[Attempt]) -> list[Running]:
+        """Start these attempts' commands now, a few at once (a start waits on the
+        kernel: the exec, the move into the control group), or end those that cannot
+        start."""
         settings = self._ws.settings
-        run = Running(attempt, expires=attempt.granted_at + settings.lease_seconds,
-                      next_beat=attempt.granted_at + settings.lease_seconds / 3)
-        self._runs.append(run)
-        if self._stop.signum is not None:  # asked to stop before the agent was started
-            containment.stop_attempt(attempt.ref)
-            self._end(run, "signal")
-            return run
-        try:
-            child, read_fd = _spawn(attempt)
-        except OSError as e:
-            containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
-            run.ending = "exit"
-            self._book.record(run, spawn_error_ending(self._ws, attempt, e))
-            return run
-        if attempt.ref.cgroup is not None:
-            with contextlib.suppress(OSError):
-                containment.join_cgroup(attempt.ref.cgroup, child.pid)
-        run.attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))  # its own session
-        run.child, run.log_fd = child, read_fd
-        run.deadline = time.monotonic() + attempt.timeout
-        run.next_sample = time.monotonic() + settings.exec_sample_seconds  # a quick agent costs no scan
-        run.log = AgentLog(attempt.log_path, settings.agent_log_max_bytes,
-                           max(LINE_KEEP_FACTOR * settings.max_payload_bytes, settings.max_message_bytes))
-        self._by_pid[child.pid] = run
-        self._book.watch(run)
-        fault_point("mid_exec")
-        return run
+        runs = [Running(attempt, expires=attempt.granted_at + settings.lease_seconds,
+                        next_beat=attempt.granted_at + settings.lease_seconds / 3) for attempt in attempts]
+        self._runs.extend(runs)
+        if self._stop.signum is not None:  # asked to stop before the agents were started
+            for run in runs:
+                containment.stop_attempt(run.attempt.ref)
+                self._end(run, "signal")
+            return runs
+        launched = (list(self._starters.map(_launch, attempts)) if len(attempts) > 1
+                    else [_launch(attempt) for attempt in attempts])
+        for run, got in zip(runs, launched, strict=True):
+            attempt = run.attempt
+            if isinstance(got, OSError):
+                containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
+                run.ending = "exit"
+                self._book.record(run, spawn_error_ending(self._ws, attempt, got))
+                continue
+            child, read_fd = got
+            # the command leads a session of its own: its process group is its pid
+            run.attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))
+            run.child, run.log_fd = child, read_fd
+            run.deadline = time.monotonic() + attempt.timeout
+            run.next_sample = time.monotonic() + settings.exec_sample_seconds  # a quick agent costs no scan
+            run.log = AgentLog(attempt.log_path, settings.agent_log_max_bytes,
+                               max(LINE_KEEP_FACTOR * settings.max_payload_bytes, settings.max_message_bytes))
+            self._by_pid[child.pid] = run
+            self._book.watch(run)
+            fault_point("mid_exec")
+        return runs
 
     # -- supervising -----------------------------------------------------------------
 
@@ -341,6 +348,7 @@ class Supervisor:
             self._closing = True
             self._exited_cond.notify()
         self._sweeper.join()
+        self._starters.shutdown()
         self._book.close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
@@ -497,6 +505,20 @@ def _set_exit(run: Running, returncode: int, cpu_seconds: float) -> None:
     run.reaped.set()
 
 
+def _launch(attempt: Attempt) -> tuple[subprocess.Popen[bytes], int] | OSError:
+    """Start the agent's command and move it into the attempt's control group at once
+    (before it can have done much: see the module's note); the OSError if it could not
+    be started."""
+    try:
+        child, read_fd = _spawn(attempt)
+    except OSError as e:
+        return e
+    if attempt.ref.cgroup is not None:
+        with contextlib.suppress(OSError):
+            containment.join_cgroup(attempt.ref.cgroup, child.pid)
+    return child, read_fd
+
+
 def _spawn(attempt: Attempt) -> tuple[subprocess.Popen[bytes], int]:
     """Start the agent's command in its own session, its output into a pipe: the
     Popen and the pipe's reading end. Raises OSError as Popen does when the program
@@ -557,7 +579,7 @@ def run_all(ws: Workspace, attempts: Sequence[Attempt], stop: StopRequest | None
     supervisor = Supervisor(ws, stop, subreaper=subreaper)
     with signals_wake(supervisor):
         try:
-            runs = [supervisor.add(attempt) for attempt in attempts]
+            runs = supervisor.add(attempts)
             while supervisor.busy:
                 supervisor.step(supervisor.next_timeout())
                 supervisor.finished()
