@@ -282,6 +282,15 @@ class LoadedSettings:
     masked: dict[str, object] = field(default_factory=dict)
 
 
+def _note_written_urls(loaded: LoadedSettings) -> None:
+    """Give each webhook that took a `${VAR}` its URL as written, masked, to print."""
+    written = loaded.masked.get("webhooks")
+    if isinstance(written, list):
+        for hook, table in zip(loaded.settings.webhooks, written, strict=False):
+            if isinstance(table, dict) and isinstance(table.get("url"), str):
+                hook._written = table["url"]
+
+
 def load_settings(environ: Mapping[str, str] | None = None,
                   flags: Mapping[str, object] | None = None) -> LoadedSettings:
     """Merge defaults < sched.toml < SCHED_* variables < flags and validate them."""
@@ -304,8 +313,10 @@ def load_settings(environ: Mapping[str, str] | None = None,
             raise problem
     used = {name: names for name, names in variables.items() if sources[name] == "sched.toml"}
     try:
-        return LoadedSettings(Settings(**values), sources, used,
-                              {name: value for name, value in masked.items() if name in used})
+        loaded = LoadedSettings(Settings(**values), sources, used,
+                                {name: value for name, value in masked.items() if name in used})
+        _note_written_urls(loaded)
+        return loaded
     except ValidationError as e:
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else ""  # the setting

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 WebhookEvent = Literal["task.failed", "task.dead_lettered", "task.progress", "scheduler.paused",
                        "health.changed", "task.due_missed", "daemon.started", "daemon.stopped"]
@@ -18,6 +18,14 @@ class WebhookConfig(BaseModel):
 
     url: str
     events: list[WebhookEvent] = Field(min_length=1)
+    # the URL as sched.toml wrote it, each `${VAR}` filled in shown as `***` (set by
+    # `load_settings` when the URL took a variable): what messages and listings print
+    _written: str | None = PrivateAttr(default=None)
+
+    @property
+    def shown(self) -> str:
+        """The URL as it may be printed: without what came from the environment."""
+        return self._written or self.url
 
     @field_validator("url")
     @classmethod
@@ -28,3 +36,16 @@ class WebhookConfig(BaseModel):
         if not parts.hostname:
             raise ValueError(f"{url!r}: no host")
         return url
+
+
+def shown_url(hooks: list[WebhookConfig], url: str) -> str:
+    """How to print `url`, a delivery's URL: as its configured webhook shows it; a URL
+    no longer configured only by its scheme and host (its path and query may hold a
+    secret that came from the environment)."""
+    for hook in hooks:
+        if hook.url == url:
+            return hook.shown
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    rest = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{rest}"

@@ -35,7 +35,7 @@ from eventlog.timeutil import to_text
 from projections.sql import SqlProjection
 from scheduler.operational import WebhookCursorRow, WebhookOutboxRow
 from scheduler.settings import Settings
-from scheduler.webhook_config import WebhookEvent
+from scheduler.webhook_config import WebhookEvent, shown_url
 from scheduler.workspace import Workspace
 
 # log event type -> the webhook event it is sent as (health.changed is not in the log:
@@ -212,15 +212,16 @@ def _claim(ws: Workspace, row_id: int, configured: set[str],
             return None
         if row.url not in configured:
             row.gave_up_at, row.last_error = to_text(now), "the URL is no longer configured"
-            report.gave_up.append({**_item(row), "error": row.last_error})
+            report.gave_up.append({**_item(row, ws.settings), "error": row.last_error})
             return None
         # twice the timeout: urllib applies it per socket operation (connect, then reads)
         row.next_attempt_at = to_text(now + timedelta(seconds=2 * ws.settings.webhook_timeout_seconds + 1))
         return row.delivery_id, row.url, row.event, row.body
 
 
-def _item(row: WebhookOutboxRow) -> dict[str, Any]:
-    return {"id": row.delivery_id, "url": row.url, "event": row.event, "attempts": row.attempts}
+def _item(row: WebhookOutboxRow, settings: Settings) -> dict[str, Any]:
+    return {"id": row.delivery_id, "url": shown_url(settings.webhooks, row.url), "event": row.event,
+            "attempts": row.attempts}
 
 
 def _record(ws: Workspace, row_id: int, error: str | None, report: DeliveryReport) -> None:
@@ -233,17 +234,17 @@ def _record(ws: Workspace, row_id: int, error: str | None, report: DeliveryRepor
         row.attempts += 1
         if error is None:
             row.delivered_at = to_text(now)
-            report.delivered.append(_item(row))
+            report.delivered.append(_item(row, settings))
             return
         row.last_error = error
         if row.attempts >= settings.webhook_max_attempts:
             row.gave_up_at = to_text(now)
-            report.gave_up.append({**_item(row), "error": error})
+            report.gave_up.append({**_item(row, settings), "error": error})
             return
         cap = min(settings.webhook_backoff_max_seconds,
                   settings.webhook_backoff_base_seconds * 2 ** (row.attempts - 1))
         row.next_attempt_at = to_text(now + timedelta(seconds=ws.rng.random() * cap))
-        report.failed.append({**_item(row), "error": error, "next_attempt_at": row.next_attempt_at})
+        report.failed.append({**_item(row, settings), "error": error, "next_attempt_at": row.next_attempt_at})
 
 
 OutboxFilter = Literal["all", "pending", "failed"]
@@ -258,12 +259,13 @@ def outbox(ws: Workspace, which: OutboxFilter = "all") -> list[dict[str, Any]]:
             query = query.where(_PENDING)
         elif which == "failed":
             query = query.where(WebhookOutboxRow.gave_up_at.is_not(None))
-        return [_describe(row) for row in txn.session.execute(query).scalars()]
+        return [_describe(row, ws.settings) for row in txn.session.execute(query).scalars()]
 
 
-def _describe(row: WebhookOutboxRow) -> dict[str, Any]:
+def _describe(row: WebhookOutboxRow, settings: Settings) -> dict[str, Any]:
     status = "delivered" if row.delivered_at else "gave_up" if row.gave_up_at else "pending"
-    return {"id": row.delivery_id, "url": row.url, "event": row.event, "status": status,
+    return {"id": row.delivery_id, "url": shown_url(settings.webhooks, row.url), "event": row.event,
+            "status": status,
             "created_at": row.created_at, "attempts": row.attempts,
             "next_attempt_at": None if status != "pending" else row.next_attempt_at,
             "delivered_at": row.delivered_at, "gave_up_at": row.gave_up_at,

@@ -38,3 +38,29 @@ def test_an_unset_variable_exits_2_naming_it(tmp_path: Path, cli: InProcess):
     for args in (["config", "show", "--json"], ["status"]):
         line = one_error_line(cli(*args, env={"HOOK_TOKEN": "x"}), 2)
         assert "database_url: environment variable PGPASSWORD is not set" in line
+
+
+def test_webhook_deliveries_never_print_a_secret_filled_into_their_url(tmp_path: Path, cli: InProcess):
+    """The outbox keeps the URL it POSTs to; `webhooks deliver` and `webhooks list` show
+    it as sched.toml wrote it, what came from the environment masked."""
+    write_control(tmp_path, FLEET)
+    # port 9 (discard): nothing listens there, so every POST fails at once
+    (tmp_path / "sched.toml").write_text('[[webhooks]]\nurl = "http://127.0.0.1:9/in/${HOOK_TOKEN}?k=1"\n'
+                                         'events = ["task.failed"]\n')
+    env = {"HOOK_TOKEN": "hook-s3cret"}
+    ok(cli("init", env=env))
+    ok(cli("webhooks", "deliver", env=env))  # from here on, events are sent (not the history)
+    ok(cli("submit", "-q", "qa", "-t", "t", env=env))
+    ok(cli("tick", env=env))
+    claimed = json.loads(ok(cli("worker", "claim", "--agent", "qin", "--json", env=env)).stdout)["task"]
+    ok(cli("worker", "fail", str(claimed["task_id"]), "--token", claimed["token"], "--error", "no",
+           "--no-retry", env=env))
+    shown = "http://127.0.0.1:9/in/***?k=1"
+    delivered = ok(cli("webhooks", "deliver", "--json", env=env))
+    assert [item["url"] for item in json.loads(delivered.stdout)["failed"]] == [shown]
+    listed = ok(cli("webhooks", "list", "--json", env=env))
+    assert [row["url"] for row in json.loads(listed.stdout)["deliveries"]] == [shown]
+    text = ok(cli("webhooks", "list", env={**env, "COLUMNS": "400"}))
+    for result in (delivered, listed, text):
+        assert "s3cret" not in result.stdout + result.stderr
+    assert shown in text.stdout
