@@ -216,17 +216,19 @@ def _scan(refs: Sequence[AttemptRef], roots: Sequence[int | None]) -> list[set[i
                for ref in refs]
     found: list[set[int]] = [set() for _ in refs]
     children: dict[int, list[int]] = {}
+    tree = any(root is not None for root in roots)  # else a process's parent is not needed
     for pid in _pids():
-        stat = _stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            continue
-        children.setdefault(stat[1], []).append(pid)
-        raw = _read(f"/proc/{pid}/environ")
+        if tree:
+            stat = _stat(pid)
+            if stat is None or stat[0] in ("Z", "X"):
+                continue
+            children.setdefault(stat[1], []).append(pid)
+        raw = _read(f"/proc/{pid}/environ")  # a zombie's, or a kernel thread's, is empty
         if not raw:
             continue
         env = b"\0" + raw + b"\0"
         for i, wanted in enumerate(needles):
-            if all(needle in env for needle in wanted):
+            if all(needle in env for needle in wanted) and (tree or alive(pid)):
                 found[i].add(pid)
     for i, root in enumerate(roots):
         todo = list(children.get(root, ())) if root is not None else []

@@ -120,22 +120,20 @@ class Launcher:
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone")
 
     def go(self, handover: Handover) -> None:
-        self._ask(("go", [attempt for _, attempt in handover]))
-
-    def abort(self, handover: Handover) -> None:
-        forget_cgroups(attempt for _, attempt in handover)
-
-    def _ask(self, request: tuple[str, object]) -> object:
+        """Hand the attempts over; not waiting for the supervisor, which may be busy
+        starting the last batch (a supervisor gone fails the send)."""
         with self._lock:
             if self._conn is None:
                 raise LauncherGone("the sched supervisor is gone")
             try:
-                self._conn.send(request)
-                return self._conn.recv()
-            except (OSError, EOFError) as e:
+                self._conn.send([attempt for _, attempt in handover])
+            except OSError as e:
                 self._conn.close()
                 self._conn = None
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone: {e}") from e
+
+    def abort(self, handover: Handover) -> None:
+        forget_cgroups(attempt for _, attempt in handover)
 
     def close(self) -> None:
         """Close the connection: the supervisor runs its attempts to their ends, then
@@ -210,12 +208,11 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
 
 
 def _answer(conn: Connection, supervisor: Supervisor) -> bool:
-    """Answer one request of the daemon; False once it closed the connection."""
+    """Take the attempts the daemon handed over and start them; False once the daemon
+    closed the connection."""
     try:
-        kind, arg = conn.recv()
+        attempts = conn.recv()
     except (EOFError, OSError):
         return False
-    conn.send(None)  # at once: the daemon's tick goes on while the commands start
-    if kind == "go":
-        supervisor.add(arg)
+    supervisor.add(attempts)
     return True
