@@ -1,12 +1,14 @@
 """Supervising attempts of push agents: one process runs many.
 
 A `Supervisor` starts each attempt's command (`subprocess.Popen` with no code run
-between fork and exec, so Python takes the `vfork` fast path), copies every agent's
-output into its capped `agent.log` from one `select` loop, reaps the agents (their own
-CPU use from `wait4`), samples their memory, and ends each attempt on its exit, its
-timeout, a cancel, a refused or expiring lease, or a stop signal. Whatever ends an
-attempt, every process of it is stopped (`containment.stop_attempt`, on a thread of
-its own, so a grace period holds up no other attempt) before its outcome is recorded.
+between fork and exec, so Python takes the `vfork` fast path; a batch two at a time),
+copies every agent's output into its capped `agent.log` from one `select` loop, reaps
+the agents (their own CPU use from `wait4`), samples their memory, and ends each
+attempt on its exit, its timeout, a cancel, a refused or expiring lease, or a stop
+signal. Whatever ends an attempt, every process of it is stopped before its outcome is
+recorded: agents that exited are looked for leftovers together, in one pass over /proc
+(`containment.left_nothing`); the others are stopped (`containment.stop_attempt`) each
+on a thread of its own, so a grace period holds up no other attempt.
 
 One bookkeeping thread talks to the database: per turn, one write transaction renews
 every lease that is due (a third of `lease_seconds` after its last renewal) and records
