@@ -19,8 +19,8 @@ from server.limits import ServerLimits
 from tests.browser import live
 
 
-@pytest.fixture(scope="session")
-def browser_driver() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not longer: while it runs, the main thread has an asyncio
+def browser_driver() -> Iterator[Any]:  # loop running, and later tests' asyncio.run() refuse
     reason = live.unavailable_reason()
     if reason is not None:
         if live.required():

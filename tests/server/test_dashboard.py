@@ -4,11 +4,12 @@ security headers, and untrusted text escaped."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
-from scheduler import access, queries
+from scheduler import access, queries, worker
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from server.web import security
@@ -114,13 +115,16 @@ def test_every_response_carries_the_content_security_policy(api: Api):
 
 
 def test_untrusted_text_is_escaped(api: Api):
-    submit(api.ws, [TaskSpec(queue="dev", title=XSS)])
+    submit(api.ws, [TaskSpec(queue="dev", title=XSS), TaskSpec(queue="qa", title="fails")])
     tick(api.ws)
+    claim = worker.claim(api.ws, "qin")
+    worker.fail(api.ws, claim.task.task_id, claim.token, f"<b>bold</b>{XSS}", retry=False)
     csrf = sign_in(api, "ops")
     api.client.post("/pause", data={"csrf": csrf, "reason": f'"><img src=x onerror=alert(2)>{XSS}'})
     page = api.client.get("/").text
-    assert XSS not in page and "<img" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert XSS not in page and "<img" not in page and "<b>" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 3  # title, error, reason
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
 
 
@@ -176,3 +180,17 @@ def test_a_bad_reason_is_the_clis_message_on_a_page(api: Api):
 def test_the_dashboard_pages_are_not_in_the_api_contract(api: Api):
     paths = api.client.get("/openapi.json").json()["paths"]
     assert not {"/", "/signin", "/signout", "/pause", "/resume", "/live"} & set(paths)
+
+
+def test_the_live_stream_tells_the_page_each_new_seq(api: Api):
+    from tests.server.test_events_stream import messages
+
+    sign_in(api, "dash")
+    start = queries.status(api.ws)["last_seq"]
+    with api.client.stream("GET", f"/live?after={start}") as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        submit(api.ws, [TaskSpec(queue="dev", title=XSS, payload={"big": "x" * 1000})])
+        first = next(messages(answer.iter_lines()))
+    assert first["id"] == str(start + 1)
+    assert json.loads(first["data"]) == {"seq": start + 1, "type": "TaskSubmitted"}  # no payload
