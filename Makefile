@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint soak bench clean
+.PHONY: demo test lint soak bench screenshot clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "make: $(PYTHON) is missing or older than 3.11 (set PYTHON=...)" >&2; exit 2; }
@@ -33,6 +33,10 @@ soak: $(STAMP)
 # one JSON document on stdout (also kept in bench.json), the readable table on stderr
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --json-out bench.json $(BENCH_ARGS)
+
+# docs/dashboard.png, the README's picture of the dashboard, made by the browser the browser tests use
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.browser.screenshot docs/dashboard.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -9,6 +9,7 @@ from dataclasses import replace
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.settings import Settings
@@ -16,6 +17,8 @@ from scheduler.workspace import Workspace
 from server import errors
 from server.limits import BodySizeLimit, ServerLimits
 from server.routes import events, health, scheduler
+from server.web import pages
+from server.web.security import SecurityHeaders
 
 BODY_OVERHEAD = 64 * 1024  # room for the fields beside the largest payload
 
@@ -45,6 +48,8 @@ def create_app(settings: Settings, clock: Clock | None = None,
     app.state.limits = limits
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-    for module in (health, scheduler, events):
+    app.add_middleware(SecurityHeaders)  # outermost: a 413 gets the headers too
+    for module in (health, scheduler, events, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(packages=[("server.web", "static")]), name="static")
     return app

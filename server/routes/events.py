@@ -51,9 +51,11 @@ def start_after(last_event_id: str | None, after: int | None) -> int:
 
 async def stream(ws: Workspace, after: int, limits: ServerLimits,
                  disconnected: Callable[[], Awaitable[bool]],
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> AsyncIterator[bytes]:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 frame: Callable[[Recorded], bytes] = frame) -> AsyncIterator[bytes]:
     """The events after `after`, then each new one as it is appended (the database is
-    read in a worker thread, never on the event loop)."""
+    read in a worker thread, never on the event loop); `frame` makes each message (the
+    dashboard's stream sends less)."""
     yield b"retry: 2000\n\n"  # a browser reconnects after 2 s, with Last-Event-ID
     idle = 0.0
     while not await disconnected():
