@@ -1,9 +1,12 @@
-"""The runner protocol for pull workers: claim, heartbeat, complete, fail."""
+"""The runner protocol for pull workers: claim, heartbeat, complete, fail; against the
+database, or against a `sched serve` (`--server`) for a worker with no database access."""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,40 +22,79 @@ from cli.common import (
     parse_json_option,
     workspace,
 )
+from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
 from scheduler.usecases import work
+
+if TYPE_CHECKING:
+    from scheduler.remote import Server
 
 worker_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="The runner protocol for pull workers.", no_args_is_help=True,
     rich_markup_mode=None)
 TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
 TaskArg = Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)]
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", help="Talk to this `sched serve` (http://HOST:PORT) instead of the database "
+    "(default $SCHED_SERVER); its token from $SCHED_TOKEN, $SCHED_TOKEN_FILE or "
+    "--server-token-file.", show_default=False)]
+ServerTokenFileOpt = Annotated[Path | None, typer.Option(
+    "--server-token-file", help="A file holding the server's token (from `sched tokens create`).",
+    show_default=False)]
+
+
+def server_of(url: str | None, token_file: Path | None) -> Server | None:
+    """The server to talk to, or None: the database (the HTTP client is loaded only when
+    one is given)."""
+    if url is None and not os.environ.get("SCHED_SERVER"):
+        if token_file is not None:
+            raise BadInput("--server-token-file needs --server (or $SCHED_SERVER)")
+        return None
+    from scheduler.remote import from_environment
+
+    return from_environment(url, token_file)
 
 
 @worker_app.command("claim")
 def claim_command(
     agent: Annotated[str, typer.Option("--agent", "-a", help="The claiming agent.")],
+    wait: Annotated[int, typer.Option(
+        "--wait", min=0, max=20, help="With --server: wait up to this many seconds for work "
+        "(woken at once when some comes).")] = 0,
+    server: ServerOpt = None, server_token_file: ServerTokenFileOpt = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """Start the best task for AGENT; prints {"task": null} when there is none."""
-    ws = workspace(home, db, agents)
-    claimed = work.claim(ws, agent)
-    if claimed.claim is None:
+    remote = server_of(server, server_token_file)
+    if remote is None and wait:
+        raise BadInput("--wait needs --server (a claim against the database answers at once)")
+    if remote is not None:
+        doc = remote.claim(agent, wait)
+        claimed = None
+    else:
+        ws = workspace(home, db, agents)
+        claimed = work.claim(ws, agent)
+        doc = claimed.to_json()
+    task = doc["task"]
+    if task is None:
         if json_out:
-            emit_json(claimed.to_json())
+            emit_json(doc)
         else:
             message(f"no task for {agent}")
         return
-    doc = claimed.claim.document
     try:
         if json_out:
-            emit_json(claimed.to_json())
+            emit_json(doc)
         else:
-            console().print(f"task {doc['task_id']} attempt {doc['attempt']} token {doc['token']}")
-            message(f"lease until {doc['lease_expires_at']}: {doc['title']}")
+            console().print(f"task {task['task_id']} attempt {task['attempt']} token {task['token']}")
+            message(f"lease until {task['lease_expires_at']}: {task['title']}")
         sys.stdout.flush()
     except OSError as e:  # the worker never saw its token: give the attempt back now
-        work.release(ws, claimed, f"the claim could not be printed: {e}")
+        why = f"the claim could not be printed: {e}"
+        if claimed is not None:
+            work.release(ws, claimed, why)
+        elif remote is not None:
+            remote.fail(task["task_id"], task["token"], why)
         raise
 
 
@@ -64,33 +106,40 @@ ProgressMessageOpt = Annotated[str | None, typer.Option(
 
 @worker_app.command("heartbeat")
 def heartbeat_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = None,
-                      progress_message: ProgressMessageOpt = None, json_out: JsonOpt = False,
+                      progress_message: ProgressMessageOpt = None, server: ServerOpt = None,
+                      server_token_file: ServerTokenFileOpt = None, json_out: JsonOpt = False,
                       db: DbOpt = None, home: HomeOpt = None) -> None:
     """Extend the lease of the current attempt (and report progress with it)."""
-    ws = workspace(home, db)
-    beat = work.heartbeat(ws, work.ProgressRequest(task_id=task_id, token=token, percent=percent,
-                                                    message=progress_message))
-    doc = beat.to_json()
+    remote = server_of(server, server_token_file)
+    if remote is not None:
+        doc = remote.heartbeat(task_id, token, percent, progress_message)
+    else:
+        doc = work.heartbeat(workspace(home, db), work.ProgressRequest(
+            task_id=task_id, token=token, percent=percent, message=progress_message)).to_json()
     if json_out:
         emit_json(doc)
     else:
         message(f"task {task_id}: lease until {doc['lease_expires_at']}"
-                + ("; CANCELLED: stop and report `sched worker fail`" if beat.beat.cancel else ""))
+                + ("; CANCELLED: stop and report `sched worker fail`" if doc["cancel"] else ""))
 
 
 @worker_app.command("progress")
 def progress_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = None,
-                     progress_message: ProgressMessageOpt = None, json_out: JsonOpt = False,
+                     progress_message: ProgressMessageOpt = None, server: ServerOpt = None,
+                     server_token_file: ServerTokenFileOpt = None, json_out: JsonOpt = False,
                      db: DbOpt = None, home: HomeOpt = None) -> None:
     """Report how far the current attempt got (shown by show, the dashboard and webhooks;
     reports closer together than progress_min_interval_seconds are not recorded)."""
-    ws = workspace(home, db)
-    noted = work.progress(ws, work.ProgressRequest(task_id=task_id, token=token, percent=percent,
-                                                   message=progress_message))
-    if json_out:
-        emit_json(noted.to_json())
+    remote = server_of(server, server_token_file)
+    if remote is not None:
+        doc = remote.progress(task_id, token, percent, progress_message)
     else:
-        message(f"task {task_id}: progress " + ("recorded" if noted.recorded else
+        doc = work.progress(workspace(home, db), work.ProgressRequest(
+            task_id=task_id, token=token, percent=percent, message=progress_message)).to_json()
+    if json_out:
+        emit_json(doc)
+    else:
+        message(f"task {task_id}: progress " + ("recorded" if doc["recorded"] else
                                                  "not recorded (the last report is too recent)"))
 
 
@@ -98,14 +147,20 @@ def progress_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = No
 def complete_command(
     task_id: TaskArg, token: TokenOpt,
     result: Annotated[str | None, typer.Option(help="JSON result to record.")] = None,
+    server: ServerOpt = None, server_token_file: ServerTokenFileOpt = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Record that the current attempt succeeded."""
     value = parse_json_option(result, "--result")
-    ended = work.complete(workspace(home, db), work.CompleteRequest(task_id=task_id, token=token,
-                                                                    result=value))
+    remote = server_of(server, server_token_file)
+    doc: dict[str, Any]
+    if remote is not None:
+        doc = remote.complete(task_id, token, value)
+    else:
+        doc = work.complete(workspace(home, db), work.CompleteRequest(
+            task_id=task_id, token=token, result=value)).to_json()
     if json_out:
-        emit_json(ended.to_json())
+        emit_json(doc)
     else:
         message(f"task {task_id}: succeeded")
 
@@ -116,12 +171,18 @@ def fail_command(
     error: Annotated[str, typer.Option("--error", help="What went wrong.")],
     no_retry: Annotated[bool, typer.Option(
         "--no-retry", help="Dead-letter now instead of retrying.")] = False,
+    server: ServerOpt = None, server_token_file: ServerTokenFileOpt = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Record that the current attempt failed; the task is retried or dead-lettered."""
     request = work.FailRequest(task_id=task_id, token=token, error=error, retry=not no_retry)
-    ended = work.fail(workspace(home, db), request)
-    if json_out:
-        emit_json(ended.to_json())
+    remote = server_of(server, server_token_file)
+    doc: dict[str, Any]
+    if remote is not None:
+        doc = remote.fail(task_id, token, request.error, request.retry)
     else:
-        message(f"task {task_id}: failed, now {ended.status}")
+        doc = work.fail(workspace(home, db), request).to_json()
+    if json_out:
+        emit_json(doc)
+    else:
+        message(f"task {task_id}: failed, now {doc['status']}")

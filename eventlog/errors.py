@@ -85,3 +85,10 @@ class Refused(SchedError):
 
 class TokenRejected(Refused):
     """The lease token is wrong, stale or expired."""
+
+
+class ServerUnreachable(SchedError):
+    """The sched server could not be reached, or failed: the request may not have been
+    met (a retry may help)."""
+
+    exit_code = 1

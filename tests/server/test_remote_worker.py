@@ -1,0 +1,120 @@
+"""A worker with no database access: `sched worker ... --server URL` against a real
+`sched serve` on 127.0.0.1 (issue 12 item 4), printing what it prints against the
+database; an outcome whose answer was lost is sent again and recorded once."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from scheduler import access, queries
+from scheduler.remote import Server
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from scheduler.workspace import Workspace
+from server.app import create_app
+from tests.browser.live import serving
+
+WORKER = [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1}]
+
+
+@pytest.fixture
+def served(make_workspace: Callable[..., Workspace]) -> Iterator[tuple[Workspace, str, str]]:
+    """A workspace, the base URL of a live server over it, and a token for agent ann."""
+    ws = make_workspace(WORKER)
+    token = access.create_token(ws, "box", "kim", agent="ann").token
+    with serving(create_app(ws.settings, ws.clock)) as base:
+        yield ws, base, token
+
+
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+        *args: str) -> tuple[int, str, str]:
+    """`sched ARGS` in this process, in a directory with no database, with `env`."""
+    with monkeypatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("SCHED_")]:
+            patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_worker_runs_the_whole_protocol_through_the_server(served, capsys, monkeypatch, tmp_path):
+    ws, base, token = served
+    env = {"SCHED_SERVER": base, "SCHED_TOKEN": token, "SCHED_HOME": str(tmp_path / "nowhere")}
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="remote")])
+    tick(ws)
+    code, out, _ = run(capsys, monkeypatch, env, "worker", "claim", "--agent", "ann", "--json")
+    assert code == 0
+    claimed = json.loads(out)["task"]
+    assert (claimed["task_id"], claimed["attempt"]) == (sub.task_id, 1)
+    code, out, _ = run(capsys, monkeypatch, env, "worker", "heartbeat", str(sub.task_id), "--token",
+                       claimed["token"], "--percent", "50", "--json")
+    assert code == 0 and json.loads(out)["cancel"] is False
+    code, out, err = run(capsys, monkeypatch, env, "worker", "complete", str(sub.task_id), "--token",
+                         claimed["token"], "--result", '{"ok": 1}')
+    assert (code, err.strip()) == (0, f"task {sub.task_id}: succeeded")
+    task, events = queries.show(ws, sub.task_id)
+    assert task.status == "succeeded"
+    assert [e.type for e in events].count("TaskSucceeded") == 1
+    # a stale lease token: refused by the server, as by the database (exit 1, one line)
+    code, _, err = run(capsys, monkeypatch, env, "worker", "complete", str(sub.task_id), "--token",
+                       claimed["token"])
+    assert code == 1 and err.startswith("sched: task ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_token_or_a_wrong_one_is_one_line_and_exit_2(served, capsys, monkeypatch, tmp_path):
+    _ws, base, _token = served
+    code, _, err = run(capsys, monkeypatch, {"SCHED_HOME": str(tmp_path)}, "worker", "claim", "--agent",
+                       "ann", "--server", base)
+    assert code == 2 and "SCHED_TOKEN" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, monkeypatch, {"SCHED_HOME": str(tmp_path), "SCHED_TOKEN": "nope"},
+                       "worker", "claim", "--agent", "ann", "--server", base)
+    assert code == 2 and "the server refused the token" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_server_is_tried_again_then_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    waits: list[float] = []
+    server = Server("http://127.0.0.1:9", "t", tries=3, sleep=waits.append)  # nothing listens there
+    with pytest.raises(Exception) as raised:
+        server.claim("ann")
+    assert raised.value.exit_code == 1 and "tried 3 times" in raised.value.message  # type: ignore[attr-defined]
+    assert waits == [0.5, 1.0]  # backoff between the tries
+
+
+def test_an_outcome_whose_answer_was_lost_is_recorded_once(served, monkeypatch):
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    server = Server(base, token, sleep=lambda _s: None)
+    claimed = server.claim("ann")["task"]
+    real = urllib.request.urlopen
+    lose: list[bool] = [True]
+
+    def lost_answer(request, *args, **kwargs):  # the first complete arrives; its answer does not
+        answer = real(request, *args, **kwargs)
+        if lose and request.full_url.endswith("/complete"):
+            lose.clear()
+            answer.close()
+            raise ConnectionResetError("connection reset by peer")
+        return answer
+
+    monkeypatch.setattr(urllib.request, "urlopen", lost_answer)
+    doc = server.complete(sub.task_id, claimed["token"], {"n": 1})
+    assert doc == {"task_id": sub.task_id, "status": "succeeded"}
+    events = [e.type for e in queries.show(ws, sub.task_id)[1]]
+    assert events.count("TaskSucceeded") == 1
+
+
+def test_a_wait_needs_a_server(capsys, monkeypatch, tmp_path: Path):
+    code, _, err = run(capsys, monkeypatch, {"SCHED_HOME": str(tmp_path)}, "worker", "claim", "--agent",
+                       "ann", "--wait", "5")
+    assert code == 2 and "--wait needs --server" in err
