@@ -14,8 +14,9 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
-from server.limits import BodySizeLimit, ServerLimits
-from server.routes import events, health, scheduler
+from server.calls import Doorbell
+from server.limits import BodySizeLimit, RateLimit, ServerLimits
+from server.routes import agents, events, health, scheduler, tasks
 
 BODY_OVERHEAD = 64 * 1024  # room for the fields beside the largest payload
 
@@ -28,6 +29,9 @@ def create_app(settings: Settings, clock: Clock | None = None,
     if limits.max_body_bytes is None:
         limits = replace(limits, max_body_bytes=settings.max_payload_bytes + BODY_OVERHEAD)
     ws = Workspace(settings, clock=clock or SystemClock())
+
+    def now() -> float:
+        return ws.clock.now().timestamp()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -43,8 +47,14 @@ def create_app(settings: Settings, clock: Clock | None = None,
                   docs_url=None, redoc_url=None)  # (their pages load scripts from a CDN)
     app.state.ws = ws
     app.state.limits = limits
+    app.state.doorbell = Doorbell()  # rung after each write: waiting claims look again
+    app.state.rates = {"claim": RateLimit(limits.claim_burst, limits.claims_per_second, now),
+                       "heartbeat": RateLimit(limits.heartbeat_burst, limits.heartbeats_per_second, now)}
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     for module in (health, scheduler, events):
         app.include_router(module.router)
+    app.include_router(tasks.router)
+    app.include_router(agents.router)
+    app.include_router(scheduler.top)
     return app
