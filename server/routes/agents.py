@@ -190,9 +190,9 @@ def lease_body(schema_model: Any) -> dict[str, Any]:
 
 async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, token: TokenView,
                      ws: Workspace, where: str) -> Document:
+    await call(holder_of, ws, token, task_id)  # (who may, before what is asked)
     data = await body_of(request, where, reserved=("task_id",))
     asked = parse(model, {**data, "task_id": task_id})
-    await call(holder_of, ws, token, task_id)
     return answer(await write(request, use_case, ws, asked))
 
 
