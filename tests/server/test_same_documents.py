@@ -302,7 +302,16 @@ BAD: list[tuple[str, str, Any, tuple[str, ...]]] = [
     ("POST", "/tasks/1/fail", {"token": "t", "error": "  "},
      ("worker", "fail", "1", "--token", "t", "--error", "  ")),
 ]
-STATUS_OF_EXIT = {2: {400, 404}, 1: {409}}
+# a value FastAPI refuses before the use case sees it: the line the CLI's parser prints
+PARSED: list[tuple[str, tuple[str, ...]]] = [
+    ("/tasks?limit=abc", ("tasks", "--limit", "abc")),
+    ("/tasks?limit=0", ("tasks", "--limit", "0")),
+    ("/tasks/0", ("show", "0")),
+    ("/tasks/abc", ("show", "abc")),
+    ("/replay?task=x", ("replay", "--task", "x")),
+]
+BAD += [("GET", path, None, args) for path, args in PARSED]
+STATUS_OF_EXIT = {2: {400, 404, 422}, 1: {409}}
 
 
 @pytest.mark.parametrize(("method", "path", "body", "args"), BAD,
