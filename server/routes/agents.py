@@ -189,11 +189,13 @@ def lease_body(schema_model: Any) -> dict[str, Any]:
 
 
 async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, token: TokenView,
-                     ws: Workspace, where: str) -> Document:
+                     ws: Workspace, where: str, *, frees: bool = True) -> Document:
+    """Act on the attempt; `frees`: its end frees a slot, so waiting claims look again
+    (a heartbeat or progress report does not: it wakes none of them)."""
     await call(holder_of, ws, token, task_id)  # (who may, before what is asked)
     data = await body_of(request, where, reserved=("task_id",))
     asked = parse(model, {**data, "task_id": task_id})
-    return answer(await write(request, use_case, ws, asked))
+    return answer(await (write(request, use_case, ws, asked) if frees else call(use_case, ws, asked)))
 
 
 @router.post("/tasks/{task_id}/heartbeat", response_model=Beat, responses={**REFUSED, **LIMITED},
@@ -203,7 +205,8 @@ async def post_heartbeat(request: Request, task_id: TaskId, token: TokenView = D
     """Extend the lease of the current attempt (`{"token": ..., "percent": ...,
     "message": ...}`), as `sched worker heartbeat --json`; `cancel` true: stop and fail."""
     rates(request, "heartbeat", token, "heartbeats")
-    return await on_attempt(request, work.ProgressRequest, work.heartbeat, task_id, token, ws, "progress")
+    return await on_attempt(request, work.ProgressRequest, work.heartbeat, task_id, token, ws, "progress",
+                            frees=False)
 
 
 @router.post("/tasks/{task_id}/progress", response_model=ProgressNoted, responses=REFUSED,
@@ -212,7 +215,8 @@ async def post_progress(request: Request, task_id: TaskId, token: TokenView = De
                         ws: Workspace = Depends(workspace)) -> Document:
     """Report how far the attempt got (`{"token": ..., "percent": ..., "message": ...}`),
     as `sched worker progress --json`."""
-    return await on_attempt(request, work.ProgressRequest, work.progress, task_id, token, ws, "progress")
+    return await on_attempt(request, work.ProgressRequest, work.progress, task_id, token, ws, "progress",
+                            frees=False)
 
 
 @router.post("/tasks/{task_id}/complete", response_model=Ended, responses=REFUSED,

@@ -188,8 +188,8 @@ async def post_approve(request: Request, task_id: TaskId,
                        token: TokenView = Depends(require("operate")),
                        ws: Workspace = Depends(workspace)) -> Document:
     """Approve a task awaiting approval (no body), as `sched approve --json`."""
-    await body_of(request, "approval", reserved=("by", "task_ids", "reason"))
-    asked = parse(actions.ApprovalRequest, {"task_ids": [task_id], "by": token.name})
+    data = await body_of(request, "approval", reserved=("by", "task_ids", "reason"))
+    asked = parse(actions.ApprovalRequest, {**data, "task_ids": [task_id], "by": token.name})
     return answer(await write(request, actions.approve, ws, asked))
 
 
