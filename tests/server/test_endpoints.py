@@ -17,14 +17,19 @@ from scheduler.usecases import actions
 from server.limits import ServerLimits
 from tests.conftest import wait_for
 from tests.server.conftest import Api
+from tests.server.test_same_documents import declared
 
 
 def post(api: Api, path: str, body: Any = None, as_: str = "ops", **headers: str) -> Any:
-    return api.client.post(f"/api/v1{path}", json=body, headers={**api.auth(as_), **headers})
+    answer = api.client.post(f"/api/v1{path}", json=body, headers={**api.auth(as_), **headers})
+    declared(api.client, "POST", f"/api/v1{path}", answer.status_code, answer.json())
+    return answer
 
 
 def get(api: Api, path: str, as_: str = "ops", **params: Any) -> Any:
-    return api.client.get(f"/api/v1{path}", params=params, headers=api.auth(as_))
+    answer = api.client.get(f"/api/v1{path}", params=params, headers=api.auth(as_))
+    declared(api.client, "GET", f"/api/v1{path}", answer.status_code, answer.json())
+    return answer
 
 
 def submit(api: Api, title: str = "t", **fields: Any) -> int:

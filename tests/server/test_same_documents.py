@@ -16,14 +16,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 
 from scheduler import access
 from server.app import create_app
+from server.errors import ErrorBody
 from server.limits import ServerLimits
+from server.routes import agents, scheduler, tasks
 from tests.integration.test_usecases import Side, fill, plain
 
 Doc = dict[str, Any]
@@ -40,7 +44,22 @@ class Http:
     def call(self, method: str, path: str, body: Any = None, as_: str = "tester") -> tuple[int, Doc]:
         answer = self.client.request(method, f"/api/v1{path}", json=body,
                                      headers={"Authorization": f"Bearer {self.tokens[as_]}"})
+        declared(self.client, method, f"/api/v1{path}", answer.status_code, answer.json())
         return answer.status_code, answer.json()
+
+
+def declared(client: TestClient, method: str, url: str, status: int, body: Any) -> None:
+    """The answer is one /openapi.json declares for the operation: its status is listed,
+    and a 200 body validates against the route's response model (an error: `ErrorBody`)."""
+    path = urlsplit(url).path
+    routes = [r for module in (tasks, agents, scheduler) for r in module.router.routes] + scheduler.top.routes
+    route = min((r for r in routes if isinstance(r, APIRoute) and method in r.methods
+                 and r.path_regex.match(path)), key=lambda r: r.path.count("{"))
+    responses = client.app.openapi()["paths"][route.path][method.lower()]["responses"]  # type: ignore[attr-defined]
+    assert str(status) in responses, (method, route.path, status, body)
+    model = route.response_model if status == 200 else ErrorBody
+    if model is not None:
+        TypeAdapter(model).validate_python(body)
 
 
 def give_tokens(side: Side) -> dict[str, str]:
