@@ -3,6 +3,8 @@ the error mapping and the body size limit. `/openapi.json` is the API's contract
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -14,7 +16,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
-from server.calls import Doorbell
+from server.calls import Doorbell, ring_on_commits
 from server.limits import BodySizeLimit, RateLimit, ServerLimits
 from server.routes import agents, events, health, scheduler, tasks
 
@@ -34,11 +36,16 @@ def create_app(settings: Settings, clock: Clock | None = None,
         return ws.clock.now().timestamp()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws.db  # noqa: B018  (opened once, before the first request: every request shares its pool)
+        stopping = threading.Event()
+        if ws.db.engine_name == "postgresql":  # commits of other processes wake waiting claims
+            threading.Thread(target=ring_on_commits, name="wakeups", daemon=True,
+                             args=(ws, app.state.doorbell, asyncio.get_running_loop(), stopping)).start()
         try:
             yield
         finally:
+            stopping.set()
             ws.close()
 
     app = FastAPI(title="sched", version=version("sched"), lifespan=lifespan,

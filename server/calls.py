@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from eventlog.errors import BadInput, SchedError
 from scheduler.usecases.base import Request as UseCaseRequest
+from scheduler.workspace import Workspace
 
 R = TypeVar("R", bound=UseCaseRequest)
 T = TypeVar("T")
@@ -97,6 +99,26 @@ class Doorbell:
         finally:
             self.waiting -= 1
         return True
+
+
+def ring_on_commits(ws: Workspace, bell: Doorbell, loop: asyncio.AbstractEventLoop,
+                    stopping: threading.Event) -> None:
+    """On an engine that notifies commits (PostgreSQL's LISTEN), ring the doorbell for
+    every commit of any process: one thread for the whole server, started with it,
+    so work submitted elsewhere wakes waiting claims at once rather than at their next
+    look at the log head."""
+    while not stopping.is_set():
+        try:
+            wakeups = ws.db.wakeups()
+        except SchedError:  # the database is away: the claims' looks at the head go on
+            stopping.wait(1.0)
+            continue
+        try:
+            while not stopping.is_set():
+                if wakeups.wait(1.0) is not None:
+                    loop.call_soon_threadsafe(bell.ring)
+        finally:
+            wakeups.close()
 
 
 def doorbell(request: Request) -> Doorbell:

@@ -33,11 +33,12 @@ class Api:
 
 @pytest.fixture
 def make_api(make_workspace: Callable[..., Workspace]) -> Iterator[Callable[..., Api]]:
-    """An API over a fresh workspace, with `limits` (the defaults of `api` otherwise)."""
+    """An API over a fresh workspace (`settings` as `make_workspace` takes them: e.g.
+    `database`), with `limits` (the defaults of `api` otherwise)."""
     with ExitStack() as stack:
 
-        def make(limits: ServerLimits | None = None) -> Api:
-            ws = make_workspace()
+        def make(limits: ServerLimits | None = None, **settings: object) -> Api:
+            ws = make_workspace(**settings)
             tokens = {name: access.create_token(ws, name, "kim", role=role, agent=agent).token
                       for name, role, agent in (("ops", "operator", None), ("ci", "submitter", None),
                                                 ("dash", "reader", None), ("box", None, "ann"))}

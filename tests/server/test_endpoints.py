@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scheduler.usecases import actions
+from scheduler.workspace import Workspace
 from server.limits import ServerLimits
 from tests.conftest import wait_for
 from tests.server.conftest import Api
@@ -65,6 +66,21 @@ def test_a_waiting_claim_sees_work_from_another_process_at_its_next_look(make_ap
     thread, answers = waiting_claim(api)
     other = api.ws  # another writer of the same database: the server hears no doorbell
     task = actions.submit(other, actions.SubmitRequest(queue="dev", title="elsewhere")).task_ids[0]
+    thread.join(15)
+    (answer,) = answers
+    assert answer.json()["task"]["task_id"] == task
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_on_postgresql_a_commit_of_another_process_wakes_a_waiting_claim_at_once(
+        make_api: Callable[..., Api], new_database: Callable[[], str]):
+    api = make_api(ServerLimits(claim_poll_seconds=60), database=new_database())  # no look at the head
+    thread, answers = waiting_claim(api)
+    other = Workspace(api.ws.settings, clock=api.ws.clock)  # its own connections: as another process
+    try:
+        task = actions.submit(other, actions.SubmitRequest(queue="dev", title="elsewhere")).task_ids[0]
+    finally:
+        other.close()
     thread.join(15)
     (answer,) = answers
     assert answer.json()["task"]["task_id"] == task
