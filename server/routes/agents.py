@@ -147,6 +147,16 @@ def head_seq(ws: Workspace) -> int:
     return queries.head(ws)[0]
 
 
+def may_have_work(ws: Workspace, agent: str) -> bool:
+    """Whether a claim for `agent` might find work: a task assigned to it, or one queued
+    in its queue (one read; False spares a write transaction per waiting claim at each
+    commit that brought it nothing)."""
+    spec = ws.registry().get(agent)
+    with ws.read() as (_log, views):
+        return bool(views.tasks(status="assigned", agent=agent, limit=1)
+                    or (spec is not None and views.tasks(queue=spec.type, status="queued", limit=1)))
+
+
 @router.post("/agents/{name}/claim", response_model=ClaimedTask, responses={**REFUSED, **LIMITED},
              openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": {
                  "type": "object", "additionalProperties": False,
@@ -174,11 +184,15 @@ async def post_claim(request: Request, name: AgentName, token: TokenView = Depen
                 bell.ring()
             return answer(claimed)
         while (left := deadline - loop_time()) > 0:
-            if await bell.wait(min(left, limits.claim_poll_seconds)):
-                break
+            rung = await bell.wait(min(left, limits.claim_poll_seconds))
             if await request.is_disconnected():
                 return answer(claimed)
-            if await call(head_seq, ws) != seen:
+            if not rung:
+                now = await call(head_seq, ws)
+                if now == seen:
+                    continue
+                seen = now
+            if await call(may_have_work, ws, name):
                 break
         else:
             return answer(claimed)
