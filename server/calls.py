@@ -61,7 +61,7 @@ async def body_of(request: Request, where: str, reserved: tuple[str, ...] = ("by
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise BadInput(f"the request body is not JSON: {str(e)[:200]}") from e
+        raise HTTPException(422, f"the request body is not JSON: {str(e)[:200]}") from e
     if not isinstance(data, dict):
         raise HTTPException(422, f"{where}: the body must be a JSON object, not {type(data).__name__}")
     for name in reserved:
@@ -134,6 +134,27 @@ async def write(request: Request, function: Callable[..., T], *args: Any) -> T:
         doorbell(request).ring()
 
 
+def known_query(*names: str) -> Callable[[Request], None]:
+    """A dependency refusing query parameters other than `names` (422, the line the CLI
+    prints for an unknown flag): a misspelt filter is an error, never ignored."""
+    allowed = frozenset(names)
+
+    def check(request: Request) -> None:
+        for name in request.query_params:
+            if name not in allowed:
+                raise HTTPException(422, f"No such option: --{name.replace('_', '-')[:40]}")
+
+    return check
+
+
+# what a query value must look like, for /openapi.json only (the use case checks it and
+# says what is wrong in the CLI's words): a seq or an ISO time with offset; a duration
+SEQ_OR_TIME = {"pattern": r"^([0-9]{1,18}|20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                          r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+                          r"(Z|[+-]0[0-9]:[0-5][0-9]))$"}
+DURATION = {"pattern": r"^[1-9][0-9]{0,2}[smhd]$"}
+
+
 def page_limit(request: Request, limit: int | None) -> int:
     """The page size asked for, within the server's cap (400 past it)."""
     limits = request.app.state.limits
@@ -158,14 +179,15 @@ def ids_of(request: Request, data: dict[str, Any], where: str) -> list[int]:
 
 
 def schema_of(model: type[UseCaseRequest], *, drop: tuple[str, ...] = ("by",),
-              extra: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:
+              extra: dict[str, Any] | None = None, required: bool = False,
+              needs: tuple[str, ...] = ()) -> dict[str, Any]:
     """The request body of an endpoint for /openapi.json: the use case's request less
     the fields the path or the token give."""
     schema = model.model_json_schema()
     properties = {k: v for k, v in schema.get("properties", {}).items() if k not in drop}
     properties.update(extra or {})
     body: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-    needed = [k for k in schema.get("required", []) if k not in drop]
+    needed = [k for k in schema.get("required", []) if k not in drop] + list(needs)
     if needed:
         body["required"] = needed
     return {"requestBody": {"required": required or bool(needed),

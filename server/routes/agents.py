@@ -19,7 +19,7 @@ from scheduler import access, queries
 from scheduler.usecases import fleet, work
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
-from server.calls import Document, answer, body_of, call, doorbell, parse, schema_of, write
+from server.calls import Document, answer, body_of, call, doorbell, known_query, parse, schema_of, write
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.limits import ServerLimits
 from server.routes.tasks import Changes
@@ -91,7 +91,7 @@ def rates(request: Request, which: str, token: TokenView, what: str) -> None:
     request.app.state.rates[which].check(token.name, what)
 
 
-@router.get("/agents", response_model=AgentList)
+@router.get("/agents", response_model=AgentList, dependencies=[Depends(known_query())])
 def get_agents(_token: TokenView = Depends(require("read")),
                ws: Workspace = Depends(workspace)) -> Document:
     """Each agent of the control file with its load and free slots, as `sched agents list --json`."""

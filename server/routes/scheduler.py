@@ -15,7 +15,18 @@ from projections.views import TokenView
 from scheduler.usecases import fleet, observe
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
-from server.calls import Document, answer, body_of, page_limit, parse, schema_of, write
+from server.calls import (
+    DURATION,
+    SEQ_OR_TIME,
+    Document,
+    answer,
+    body_of,
+    known_query,
+    page_limit,
+    parse,
+    schema_of,
+    write,
+)
 from server.errors import COMMON_ERRORS, ErrorBody
 
 router = APIRouter(prefix="/api/v1", tags=["scheduler"], responses=COMMON_ERRORS)
@@ -47,8 +58,10 @@ class ReplayPage(BaseModel):
     hash: str | None = None
 
 
-@router.get("/status", response_model=dict[str, Any], responses=BAD)
-def get_status(at: str | None = Query(None, description="As it stood after this seq or ISO time."),
+@router.get("/status", response_model=dict[str, Any], responses=BAD,
+            dependencies=[Depends(known_query("at"))])
+def get_status(at: str | None = Query(None, description="As it stood after this seq or ISO time.",
+                                      json_schema_extra=SEQ_OR_TIME),
                _token: TokenView = Depends(require("read")),
                ws: Workspace = Depends(workspace)) -> Document:
     """Queue depths and agent load: the document of `sched status --json [--at]`."""
@@ -75,17 +88,22 @@ async def post_resume(request: Request, token: TokenView = Depends(require("oper
     return answer(await write(request, fleet.resume, ws, asked))
 
 
-@router.get("/metrics", response_model=dict[str, Any], responses=BAD)
-def get_metrics(since: str = Query("1h", description="The window that ends now: 30m, 1h, 24h, 7d..."),
+@router.get("/metrics", response_model=dict[str, Any], responses=BAD,
+            dependencies=[Depends(known_query("since"))])
+def get_metrics(since: str = Query("1h", description="The window that ends now: 30m, 1h, 24h, 7d...",
+                                   json_schema_extra=DURATION),
                 _token: TokenView = Depends(require("read")),
                 ws: Workspace = Depends(workspace)) -> Document:
     """Throughput, errors, waits, run times and utilization: `sched metrics --json [--since]`."""
     return answer(observe.metrics(ws, since))
 
 
-@top.get("/metrics", response_class=PlainTextResponse, responses={
-    200: {"content": {"text/plain": {}}, "description": "the Prometheus text exposition format"}, **BAD})
-def get_prometheus(since: str = Query("1h", description="The window that ends now."),
+@top.get("/metrics", response_model=None, responses={
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+          "description": "the Prometheus text exposition format"}, **BAD},
+    dependencies=[Depends(known_query("since"))])
+def get_prometheus(since: str = Query("1h", description="The window that ends now.",
+                                      json_schema_extra=DURATION),
                    _token: TokenView = Depends(require("read")),
                    ws: Workspace = Depends(workspace)) -> PlainTextResponse:
     """The metrics in Prometheus's text format, as `sched metrics --prometheus`."""
@@ -95,11 +113,14 @@ def get_prometheus(since: str = Query("1h", description="The window that ends no
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/replay", response_model=ReplayPage, responses=BAD)
+@router.get("/replay", response_model=ReplayPage, responses=BAD, dependencies=[Depends(known_query(
+    "task", "since", "until", "limit", "verify", "expect_head", "head"))])
 def get_replay(request: Request,
                task: int | None = Query(None, ge=1, le=INT64_MAX, description="Only this task's events."),
-               since: str | None = Query(None, description="From this seq or ISO time (inclusive)."),
-               until: str | None = Query(None, description="Up to this seq or ISO time (inclusive)."),
+               since: str | None = Query(None, description="From this seq or ISO time (inclusive).",
+                                         json_schema_extra=SEQ_OR_TIME),
+               until: str | None = Query(None, description="Up to this seq or ISO time (inclusive).",
+                                         json_schema_extra=SEQ_OR_TIME),
                limit: int | None = Query(None, ge=1, le=INT64_MAX,
                                          description="At most this many events (default 100, at most 1000)."),
                verify: bool = Query(False, description="Check the hash chain and the projections."),

@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict
 
 from eventlog.errors import BadInput, SchedError
 from eventlog.values import INT64_MAX
-from projections.views import TokenView
+from projections.views import VISIBLE_STATUSES, TokenView
 from scheduler.usecases import actions, observe, tasks
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
-from server.calls import Document, answer, body_of, ids_of, page_limit, parse, schema_of, write
+from server.calls import Document, answer, body_of, ids_of, known_query, page_limit, parse, schema_of, write
 from server.errors import COMMON_ERRORS, ErrorBody, one_line
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"], responses=COMMON_ERRORS)
@@ -109,16 +109,19 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     return answer(await write(request, actions.submit, ws, parse(actions.SubmitRequest, data)))
 
 
-@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400]})
+@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400]},
+            dependencies=[Depends(known_query("queue", "status", "agent", "unassigned", "limit", "cursor"))])
 def get_tasks(request: Request,
               queue: str | None = Query(None, description="Only this queue."),
-              status: str | None = Query(None, description="Only this status."),
+              status: str | None = Query(None, description="Only this status.",
+                                         json_schema_extra={"enum": list(VISIBLE_STATUSES)}),
               agent: str | None = Query(None, description="Only tasks this agent holds or that "
                                                           "are directed at it."),
               unassigned: bool = Query(False, description="Only tasks directed at no agent."),
               limit: int | None = Query(None, ge=1, le=INT64_MAX,
                                         description="At most this many (default 100, at most 1000)."),
-              cursor: str | None = Query(None, description="The `next_cursor` of the page before."),
+              cursor: str | None = Query(None, description="The `next_cursor` of the page before.",
+                                         json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
               _token: TokenView = Depends(require("read")),
               ws: Workspace = Depends(workspace)) -> Document:
     """Tasks in the order they will be picked, a page at a time, as `sched tasks --json
@@ -128,14 +131,16 @@ def get_tasks(request: Request,
     return answer(tasks.list_tasks(ws, asked))
 
 
-@router.get("/tasks/{task_id}", response_model=TaskDetail, responses={404: REFUSED[404]})
+@router.get("/tasks/{task_id}", response_model=TaskDetail, responses={404: REFUSED[404]},
+            dependencies=[Depends(known_query())])
 def get_task(task_id: TaskId, _token: TokenView = Depends(require("read")),
              ws: Workspace = Depends(workspace)) -> Document:
     """One task (with its result) and its events, as `sched show --json`."""
     return answer(tasks.show(ws, task_id))
 
 
-@router.get("/tasks/{task_id}/explain", response_model=dict[str, Any], responses={404: REFUSED[404]})
+@router.get("/tasks/{task_id}/explain", response_model=dict[str, Any], responses={404: REFUSED[404]},
+            dependencies=[Depends(known_query())])
 def get_explain(task_id: TaskId, _token: TokenView = Depends(require("read")),
                 ws: Workspace = Depends(workspace)) -> Document:
     """Why the task went to its agent, or why no agent takes it now, as `sched explain --json`."""
@@ -157,7 +162,7 @@ async def post_cancel(request: Request, task_id: TaskId,
              openapi_extra=schema_of(actions.CancelRequest, drop=("by", "task_id", "dry_run"),
                                      extra={"ids": {"type": "array", "items": {"type": "integer"},
                                                     "minItems": 1, "maxItems": 1000}},
-                                     required=True))
+                                     required=True, needs=("ids",)))
 async def post_cancel_many(request: Request, token: TokenView = Depends(require("operate")),
                            ws: Workspace = Depends(workspace)) -> Document:
     """Cancel up to 1,000 tasks (`{"ids": [...], "reason": ...}`), each on its own: the
@@ -195,7 +200,7 @@ async def post_approve(request: Request, task_id: TaskId,
 
 @router.post("/tasks/approve", response_model=Approved, responses=REFUSED,
              openapi_extra=schema_of(actions.ApprovalRequest, drop=("by", "task_ids", "reason"),
-                                     extra=IDS, required=True))
+                                     extra=IDS, required=True, needs=("ids",)))
 async def post_approve_many(request: Request, token: TokenView = Depends(require("operate")),
                             ws: Workspace = Depends(workspace)) -> Document:
     """Approve up to 1,000 tasks (`{"ids": [...]}`), all or none, as `sched approve ID... --json`."""
@@ -218,7 +223,7 @@ async def post_reject(request: Request, task_id: TaskId,
 
 @router.post("/tasks/reject", response_model=Rejected, responses=REFUSED,
              openapi_extra=schema_of(actions.ApprovalRequest, drop=("by", "task_ids"), extra=IDS,
-                                     required=True))
+                                     required=True, needs=("ids",)))
 async def post_reject_many(request: Request, token: TokenView = Depends(require("operate")),
                            ws: Workspace = Depends(workspace)) -> Document:
     """Reject up to 1,000 tasks (`{"ids": [...], "reason": ...}`), all or none, as `sched

@@ -223,7 +223,9 @@ def test_a_submitter_may_submit_and_read_but_not_operate(api: Api):
 def test_a_body_that_is_not_json_is_one_line(api: Api):
     answer = api.client.post("/api/v1/tasks", content=b"{nope", headers={
         **api.auth("ops"), "Content-Type": "application/json"})
-    assert answer.status_code == 400 and answer.json()["error"].startswith("the request body is not JSON")
+    assert answer.status_code == 422 and answer.json()["error"].startswith("the request body is not JSON")
+    misspelt = get(api, "/tasks", qeue="dev")
+    assert (misspelt.status_code, misspelt.json()) == (422, {"error": "No such option: --qeue"})
 
 
 def test_openapi_describes_every_endpoint_and_its_bodies(api: Api):
