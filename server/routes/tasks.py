@@ -28,6 +28,10 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
+ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+IDS = {"ids": {"type": "array", "items": ID, "minItems": 1, "maxItems": 1000}}
+
+
 class Open(BaseModel):
     """A document whose fields are those of the CLI's `--json` (docs/cli.md)."""
 
@@ -119,7 +123,8 @@ def get_tasks(request: Request,
                                                           "are directed at it."),
               unassigned: bool = Query(False, description="Only tasks directed at no agent."),
               limit: int | None = Query(None, ge=1, le=INT64_MAX,
-                                        description="At most this many (default 100, at most 1000)."),
+                                        description="At most this many (default 100, at most 1000).",
+                                        json_schema_extra={"maximum": 1000}),
               cursor: str | None = Query(None, description="The `next_cursor` of the page before.",
                                          json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
               _token: TokenView = Depends(require("read")),
@@ -160,8 +165,7 @@ async def post_cancel(request: Request, task_id: TaskId,
 
 @router.post("/tasks/cancel", response_model=CancelledMany, responses=REFUSED,
              openapi_extra=schema_of(actions.CancelRequest, drop=("by", "task_id", "dry_run"),
-                                     extra={"ids": {"type": "array", "items": {"type": "integer"},
-                                                    "minItems": 1, "maxItems": 1000}},
+                                     extra=IDS,
                                      required=True, needs=("ids",)))
 async def post_cancel_many(request: Request, token: TokenView = Depends(require("operate")),
                            ws: Workspace = Depends(workspace)) -> Document:
@@ -185,7 +189,6 @@ async def post_cancel_many(request: Request, token: TokenView = Depends(require(
 
 
 REJECT_BODY = schema_of(actions.ApprovalRequest, drop=("by", "task_ids"))
-IDS = {"ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 1000}}
 
 
 @router.post("/tasks/{task_id}/approve", response_model=Approved, responses=REFUSED)
