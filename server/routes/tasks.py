@@ -28,7 +28,8 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
-ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+# (2**53 - 1: /openapi.json writes these bounds as floats, exact only up to there)
+ID = {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}
 IDS = {"ids": {"type": "array", "items": ID, "minItems": 1, "maxItems": 1000}}
 
 
