@@ -7,12 +7,13 @@ own agent (403 otherwise). Each answer is the CLI command's `--json` document.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 
-from eventlog.errors import BadInput
+from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.values import INT64_MAX
 from projections.views import TokenView
 from scheduler import access, queries
@@ -87,6 +88,17 @@ def holder_of(ws: Workspace, token: TokenView, task_id: int) -> None:
         acting_for(token, task.agent)
 
 
+def known_agent(ws: Workspace, name: str) -> None:
+    """404 for an agent neither the control file nor the log knows, with the line the
+    CLI prints for it (a path names a resource: one that does not exist is not found)."""
+    with contextlib.suppress(ControlFileError):
+        if ws.registry().get(name) is not None:
+            return
+    with ws.read() as (_log, views):
+        if views.get_agent(name) is None:
+            raise NotFound(f"unknown agent {name!r}")
+
+
 def rates(request: Request, which: str, token: TokenView, what: str) -> None:
     request.app.state.rates[which].check(token.name, what)
 
@@ -105,6 +117,7 @@ async def service(request: Request, use_case: Any, agent: str, token: TokenView,
                   ws: Workspace) -> Document:
     data = await body_of(request, "agent", reserved=("by", "agent"))
     asked = parse(fleet.ServiceRequest, {**data, "agent": agent, "by": token.name})
+    await call(known_agent, ws, agent)
     return answer(await write(request, use_case, ws, asked))
 
 

@@ -114,7 +114,7 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     return answer(await write(request, actions.submit, ws, parse(actions.SubmitRequest, data)))
 
 
-@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400]},
+@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]},
             dependencies=[Depends(known_query("queue", "status", "agent", "unassigned", "limit", "cursor"))])
 def get_tasks(request: Request,
               queue: str | None = Query(None, description="Only this queue."),
@@ -134,6 +134,10 @@ def get_tasks(request: Request,
     --limit N --cursor C`."""
     asked = tasks.ListRequest(queue=queue, status=status, agent=agent, unassigned=unassigned,
                               limit=page_limit(request, limit), cursor=cursor)
+    if agent is not None and not unassigned:
+        from server.routes.agents import known_agent
+
+        known_agent(ws, agent)
     return answer(tasks.list_tasks(ws, asked))
 
 

@@ -202,6 +202,11 @@ def test_a_body_may_not_name_the_actor(api: Api):
     assert drained.status_code == 200 and api.events()[-1]["data"]["by"] == "ops"
 
 
+def test_an_unknown_agent_is_404_with_the_cli_line(api: Api):
+    for answer in (post(api, "/agents/zed/drain"), get(api, "/tasks", agent="zed")):
+        assert (answer.status_code, answer.json()) == (404, {"error": "unknown agent 'zed'"})
+
+
 def test_the_idempotency_key_header_is_the_tasks_key(api: Api):
     first = post(api, "/tasks", {"queue": "dev", "title": "once"}, **{"Idempotency-Key": "abc"})
     again = post(api, "/tasks", {"queue": "dev", "title": "once"}, **{"Idempotency-Key": "abc"})
