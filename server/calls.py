@@ -168,6 +168,8 @@ def page_limit(request: Request, limit: int | None) -> int:
 def ids_of(request: Request, data: dict[str, Any], where: str) -> list[int]:
     """The `ids` of a bulk request: a list of 1 to `max_page` task ids."""
     ids = data.pop("ids", None)
+    if isinstance(ids, list):  # (2.0 is an integer to JSON Schema, and to /openapi.json)
+        ids = [int(i) if type(i) is float and i.is_integer() and abs(i) < 2**63 else i for i in ids]
     if not isinstance(ids, list) or not all(type(i) is int for i in ids):
         raise HTTPException(422, f"{where}: ids: give a list of task ids")
     cap = request.app.state.limits.max_page

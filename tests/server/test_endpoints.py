@@ -186,6 +186,8 @@ def test_bulk_actions_take_ids_and_record_the_token_as_the_actor(api: Api):
     assert too_many.json() == {"error": "at most 1000 ids in one request, not 1001"}
     assert post(api, "/tasks/approve", {"ids": []}).json() == {"error": "give task ids"}
     assert post(api, "/tasks/approve", {"ids": "1"}).status_code == 422
+    assert post(api, "/tasks/approve", {"ids": [1.5]}).status_code == 422
+    assert post(api, "/tasks/cancel", {"ids": [float(one)]}).json()["results"][0]["task_id"] == one
     unknown = post(api, f"/tasks/{gated[0]}/approve", {"surprise": 1})
     assert (unknown.status_code, unknown.json()) == (422, {"error": "approval: surprise: Extra inputs are "
                                                                     "not permitted"})
