@@ -104,7 +104,11 @@ def submit_command(
 def tasks_command(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     status: Annotated[str | None, typer.Option("--status", "-s", help="Only this status.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.", min=1, max=INT64_MAX)] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="At most this many (--json then says the next page's `next_cursor`).",
+        min=1, max=INT64_MAX)] = None,
+    cursor: Annotated[str | None, typer.Option(
+        "--cursor", help="Start at this place in pick order: the `next_cursor` of the page before.")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Add the payload, the attempts and the excluded agents.")] = False,
     agent: Annotated[str | None, typer.Option(
@@ -131,7 +135,7 @@ def tasks_command(
     if interval is not None:
         raise BadInput("--interval goes with --watch")
     listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, status=status, limit=limit, agent=agent,
-                                                    unassigned=unassigned))
+                                                    unassigned=unassigned, cursor=cursor))
     if json_out:
         emit_json(listed.to_json())
         return

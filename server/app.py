@@ -3,6 +3,8 @@ the error mapping and the body size limit. `/openapi.json` is the API's contract
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -15,8 +17,9 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
-from server.limits import BodySizeLimit, ServerLimits
-from server.routes import events, health, scheduler
+from server.calls import Doorbell, ring_on_commits
+from server.limits import BodySizeLimit, RateLimit, ServerLimits
+from server.routes import agents, events, health, scheduler, tasks
 from server.web import pages
 from server.web.security import SecurityHeaders
 
@@ -32,12 +35,20 @@ def create_app(settings: Settings, clock: Clock | None = None,
         limits = replace(limits, max_body_bytes=settings.max_payload_bytes + BODY_OVERHEAD)
     ws = Workspace(settings, clock=clock or SystemClock())
 
+    def now() -> float:
+        return ws.clock.now().timestamp()
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws.db  # noqa: B018  (opened once, before the first request: every request shares its pool)
+        stopping = threading.Event()
+        if ws.db.engine_name == "postgresql":  # commits of other processes wake waiting claims
+            threading.Thread(target=ring_on_commits, name="wakeups", daemon=True,
+                             args=(ws, app.state.doorbell, asyncio.get_running_loop(), stopping)).start()
         try:
             yield
         finally:
+            stopping.set()
             ws.close()
 
     app = FastAPI(title="sched", version=version("sched"), lifespan=lifespan,
@@ -46,10 +57,16 @@ def create_app(settings: Settings, clock: Clock | None = None,
                   docs_url=None, redoc_url=None)  # (their pages load scripts from a CDN)
     app.state.ws = ws
     app.state.limits = limits
+    app.state.doorbell = Doorbell()  # rung after each write: waiting claims look again
+    app.state.rates = {"claim": RateLimit(limits.claim_burst, limits.claims_per_second, now),
+                       "heartbeat": RateLimit(limits.heartbeat_burst, limits.heartbeats_per_second, now)}
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(SecurityHeaders)  # outermost: a 413 gets the headers too
     for module in (health, scheduler, events, pages):
         app.include_router(module.router)
+    app.include_router(tasks.router)
+    app.include_router(agents.router)
+    app.include_router(scheduler.top)
     app.mount("/static", StaticFiles(packages=[("server.web", "static")]), name="static")
     return app

@@ -51,6 +51,18 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
 
 
+def validation_line(loc: tuple[object, ...], msg: str) -> str:
+    """The one line of a query or path parameter FastAPI refused, as the CLI words the
+    same value given to its flag (`?limit=x`: `--limit`) or argument (`/tasks/0`:
+    `task_id`); for anything else, `WHERE: what is wrong`."""
+    if len(loc) == 2 and loc[0] in ("query", "path"):
+        name = str(loc[1])
+        flag = f"--{name.replace('_', '-')}" if loc[0] == "query" else name
+        return f"Invalid value for '{flag}': {msg}"
+    where = ".".join(str(part) for part in loc)
+    return f"{where}: {msg}" if where else msg
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into an `ErrorBody`."""
 
@@ -61,8 +73,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return error_response(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+        return error_response(422, validation_line(tuple(first.get("loc", ())), str(first.get("msg"))))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:

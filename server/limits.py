@@ -1,10 +1,13 @@
 """Limits of the server: the size of request bodies (413 past it, before the body is
-read when the request says its length, else as soon as the stream passes it) and the
-pace of the event stream."""
+read when the request says its length, else as soon as the stream passes it), the pace
+of the event stream and of a claim's long poll, page sizes, and the rates at which one
+token may claim and heartbeat (429 with `Retry-After` past them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException
@@ -22,6 +25,45 @@ class ServerLimits:
     poll_seconds: float = 0.5  # how often an event stream looks for new events
     keepalive_seconds: float = 15.0  # a comment line on an idle event stream, so proxies keep it open
     stream_batch: int = 500  # events read per look
+    claim_poll_seconds: float = 1.0  # how often a waiting claim looks at the log head (other writers)
+    max_wait_seconds: int = 20  # the longest `wait_seconds` a claim may ask for
+    max_page: int = 1000  # the most tasks, events or ids one request lists or names
+    default_page: int = 100  # a page when the request gives no `limit`
+    # per token: a burst of this many, refilled at this rate (per second)
+    claim_burst: int = 30
+    claims_per_second: float = 5.0
+    heartbeat_burst: int = 60
+    heartbeats_per_second: float = 10.0
+
+
+@dataclass
+class RateLimit:
+    """A token bucket per key (a token's name): `burst` at once, refilled at `rate` per
+    second by `now` (seconds; the app's clock, so tests drive it)."""
+
+    burst: int
+    rate: float
+    now: Callable[[], float]
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (level, at)
+
+    def take(self, key: str) -> float | None:
+        """Spend one for `key`: None when allowed, else the seconds until one is there."""
+        at = self.now()
+        level, then = self.buckets.get(key, (float(self.burst), at))
+        level = min(float(self.burst), level + max(at - then, 0.0) * self.rate)
+        if level >= 1.0:
+            self.buckets[key] = (level - 1.0, at)
+            return None
+        self.buckets[key] = (level, at)
+        return (1.0 - level) / self.rate if self.rate > 0 else math.inf
+
+    def check(self, key: str, what: str) -> None:
+        """Raise 429 (with `Retry-After`, whole seconds) when `key` is over its rate."""
+        wait = self.take(key)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+            raise HTTPException(429, f"too many {what} for token {key!r}: retry in {seconds} s",
+                                headers={"Retry-After": str(seconds)})
 
 
 class BodySizeLimit:

@@ -5,6 +5,7 @@ audit trail (replay, verify, head)."""
 # strings when a quick command builds its request class)
 
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any, NamedTuple, Self
 
 from pydantic import model_validator
@@ -74,7 +75,8 @@ def explain(ws: Workspace, task_id: int) -> Document:
 
 
 class ReplayRequest(Request):
-    """The audit trail (of one task, between two seqs or times), or `verify` it
+    """The audit trail (of one task, between two seqs or times; at most `limit` events,
+    then the answer names the seq the next page starts at), or `verify` it
     (`expect_head`: SEQ:HASH the head had earlier), or its `head`."""
 
     where = "replay"
@@ -84,9 +86,12 @@ class ReplayRequest(Request):
     verify: bool = False
     expect_head: str | None = None
     head: bool = False
+    limit: int | None = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> Self:
+        if self.limit is not None and self.limit < 1:
+            raise BadInput(f"--limit must be at least 1, not {self.limit}")
         if self.expect_head is not None and not self.verify:
             raise BadInput("--expect-head goes with --verify")
         if self.head and self.verify:
@@ -99,12 +104,21 @@ class Replayed(NamedTuple):
     CLI prints one document per line; as one document it is `{"events": [...]}`."""
 
     records: Iterator[Recorded]
+    limit: int | None = None  # a page: `to_json` says where the next one starts
 
     def documents(self) -> Iterator[dict[str, Any]]:
         return (queries.event_dict(rec) for rec in self.records)
 
     def to_json(self) -> dict[str, Any]:
-        return {"events": list(self.documents())}
+        if self.limit is None:
+            return {"events": list(self.documents())}
+        page = list(islice(self.records, self.limit + 1))
+        more = len(page) > self.limit
+        events = [queries.event_dict(rec) for rec in page[:self.limit]]
+        close = getattr(self.records, "close", None)
+        if close is not None:
+            close()  # (ends the read)
+        return {"events": events, "next_since": str(page[self.limit].seq) if more else None}
 
 
 class Verified(NamedTuple):
@@ -138,4 +152,4 @@ def replay(ws: Workspace, request: ReplayRequest) -> "Replayed | Verified | Head
         return Verified(done.ok, done.events, list(done.problems))
     lower = queries.parse_position(request.since, "--since") if request.since else None
     upper = queries.parse_position(request.until, "--until") if request.until else None
-    return Replayed(queries.replay(ws, request.task, lower, upper))
+    return Replayed(queries.replay(ws, request.task, lower, upper), request.limit)

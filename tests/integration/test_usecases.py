@@ -193,6 +193,13 @@ def test_every_write_gives_the_cli_document(twins: tuple[Side, Side]) -> None:
 def busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Side]:
     """A home with history: done, dead, running, waiting and approval tasks."""
     side = Side(tmp_path / "home", monkeypatch)
+    fill(side)
+    yield side
+    side.ws.close()
+
+
+def fill(side: Side) -> None:
+    """Give a fresh home the history `busy` describes."""
     ws = side.ws
     for title, queue in (("one", "dev"), ("two", "dev"), ("three", "qa"), ("four", "dev")):
         actions.submit(ws, actions.SubmitRequest(queue=queue, title=title, payload={"n": title}))
@@ -207,8 +214,6 @@ def busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Side]:
     work.fail(ws, work.FailRequest(task_id=lost.task.task_id, token=lost.token, error="x", retry=False))
     assert work.claim(ws, "qin").claim is not None
     side.clock.advance(10)
-    yield side
-    ws.close()
 
 
 READS: list[tuple[Callable[[Workspace], Any], tuple[str, ...]]] = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pytest
@@ -31,11 +32,23 @@ class Api:
 
 
 @pytest.fixture
-def api(make_workspace: Callable[..., Workspace]) -> Iterator[Api]:
-    ws = make_workspace()
-    tokens = {name: access.create_token(ws, name, "kim", role=role, agent=agent).token
-              for name, role, agent in (("ops", "operator", None), ("ci", "submitter", None),
-                                        ("dash", "reader", None), ("box", None, "ann"))}
-    app = create_app(ws.settings, ws.clock, ServerLimits(poll_seconds=0.01, max_body_bytes=4096))
-    with TestClient(app) as client:
-        yield Api(client, ws, tokens)
+def make_api(make_workspace: Callable[..., Workspace]) -> Iterator[Callable[..., Api]]:
+    """An API over a fresh workspace (`settings` as `make_workspace` takes them: e.g.
+    `database`), with `limits` (the defaults of `api` otherwise)."""
+    with ExitStack() as stack:
+
+        def make(limits: ServerLimits | None = None, **settings: object) -> Api:
+            ws = make_workspace(**settings)
+            tokens = {name: access.create_token(ws, name, "kim", role=role, agent=agent).token
+                      for name, role, agent in (("ops", "operator", None), ("ci", "submitter", None),
+                                                ("dash", "reader", None), ("box", None, "ann"))}
+            app = create_app(ws.settings, ws.clock,
+                             limits or ServerLimits(poll_seconds=0.01, max_body_bytes=4096))
+            return Api(stack.enter_context(TestClient(app)), ws, tokens)
+
+        yield make
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()

@@ -1,0 +1,196 @@
+"""How a route calls a use case: its body parsed into the use case's request (the same
+checks and one-line errors as the CLI), the call made in a worker thread (never on the
+event loop), the result's `to_json()` sent as the body, and the doorbell rung after a
+write so that waiting claims look again at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from eventlog.errors import BadInput, SchedError
+from scheduler.usecases.base import Request as UseCaseRequest
+from scheduler.workspace import Workspace
+
+R = TypeVar("R", bound=UseCaseRequest)
+T = TypeVar("T")
+
+
+class Document(JSONResponse):
+    """A use case's document, serialized as the CLI's `--json` is (`default=str`), compact."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=str, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+
+
+def answer(result: Any, status: int = 200) -> Document:
+    """The HTTP answer of a use case's result: its `to_json()`."""
+    return Document(result.to_json(), status_code=status)
+
+
+def parse(model: type[R], data: dict[str, Any]) -> R:
+    """The use case's request from `data`: a check of the use case that refused it is
+    its own error (400, the CLI's line); a body that does not match the schema (a
+    wrong type, an unknown field) is 422 with the same one line the use case gives."""
+    try:
+        return model(**data)
+    except SchedError as e:
+        cause = e.__cause__
+        if isinstance(cause, ValidationError):
+            raised = (cause.errors()[0].get("ctx") or {}).get("error")
+            if not isinstance(raised, SchedError):
+                raise HTTPException(422, e.message) from e
+        raise
+
+
+async def body_of(request: Request, where: str, reserved: tuple[str, ...] = ("by",)) -> dict[str, Any]:
+    """The JSON object of the request's body (an empty or absent body is `{}`). The
+    fields in `reserved` come from the path or the token, never from the body."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise HTTPException(422, f"the request body is not JSON: {str(e)[:200]}") from e
+    if not isinstance(data, dict):
+        raise HTTPException(422, f"{where}: the body must be a JSON object, not {type(data).__name__}")
+    for name in reserved:
+        if name in data:
+            raise HTTPException(422, f"{where}: {name}: Extra inputs are not permitted")
+    return data
+
+
+async def call(function: Callable[..., T], *args: Any) -> T:
+    """Run a use case in a worker thread: the event loop stays free for long polls."""
+    return await run_in_threadpool(function, *args)
+
+
+class Doorbell:
+    """Rung after every write made through this server: claims waiting for work look
+    again at once (work from other processes is noticed by their periodic look at the
+    log head). Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.waiting = 0  # claims waiting now (tests and logs look at it)
+
+    def ring(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until the next ring (True) or `seconds` pass (False)."""
+        event = self._event
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(event.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            return False
+        finally:
+            self.waiting -= 1
+        return True
+
+
+def ring_on_commits(ws: Workspace, bell: Doorbell, loop: asyncio.AbstractEventLoop,
+                    stopping: threading.Event) -> None:
+    """On an engine that notifies commits (PostgreSQL's LISTEN), ring the doorbell for
+    every commit of any process: one thread for the whole server, started with it,
+    so work submitted elsewhere wakes waiting claims at once rather than at their next
+    look at the log head."""
+    while not stopping.is_set():
+        try:
+            wakeups = ws.db.wakeups()
+        except SchedError:  # the database is away: the claims' looks at the head go on
+            stopping.wait(1.0)
+            continue
+        try:
+            while not stopping.is_set():
+                if wakeups.wait(1.0) is not None:
+                    loop.call_soon_threadsafe(bell.ring)
+        finally:
+            wakeups.close()
+
+
+def doorbell(request: Request) -> Doorbell:
+    return request.app.state.doorbell  # type: ignore[no-any-return]
+
+
+async def write(request: Request, function: Callable[..., T], *args: Any) -> T:
+    """Run a use case that appends, then ring the doorbell (rung on failure too: a
+    refusal may still have changed nothing, and an extra look costs one read)."""
+    try:
+        return await call(function, *args)
+    finally:
+        doorbell(request).ring()
+
+
+def known_query(*names: str) -> Callable[[Request], None]:
+    """A dependency refusing query parameters other than `names` (422, the line the CLI
+    prints for an unknown flag): a misspelt filter is an error, never ignored."""
+    allowed = frozenset(names)
+
+    def check(request: Request) -> None:
+        for name in request.query_params:
+            if name not in allowed:
+                raise HTTPException(422, f"No such option: --{name.replace('_', '-')[:40]}")
+
+    return check
+
+
+# what a query value must look like, for /openapi.json only (the use case checks it and
+# says what is wrong in the CLI's words): a seq or an ISO time with offset; a duration
+SEQ_OR_TIME = {"pattern": r"^([0-9]{1,18}|20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                          r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+                          r"(Z|[+-]0[0-9]:[0-5][0-9]))$"}
+DURATION = {"pattern": r"^[1-9][0-9]{0,2}[smhd]$"}
+
+
+def page_limit(request: Request, limit: int | None) -> int:
+    """The page size asked for, within the server's cap (400 past it)."""
+    limits = request.app.state.limits
+    if limit is None:
+        return int(limits.default_page)
+    if limit > limits.max_page:
+        raise BadInput(f"limit must be at most {limits.max_page}, not {limit}")
+    return limit
+
+
+def ids_of(request: Request, data: dict[str, Any], where: str) -> list[int]:
+    """The `ids` of a bulk request: a list of 1 to `max_page` task ids."""
+    ids = data.pop("ids", None)
+    if isinstance(ids, list):  # (2.0 is an integer to JSON Schema, and to /openapi.json)
+        ids = [int(i) if type(i) is float and i.is_integer() and abs(i) < 2**63 else i for i in ids]
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+        raise HTTPException(422, f"{where}: ids: give a list of task ids")
+    cap = request.app.state.limits.max_page
+    if not ids:
+        raise BadInput("give task ids")
+    if len(ids) > cap:
+        raise BadInput(f"at most {cap} ids in one request, not {len(ids)}")
+    return ids
+
+
+def schema_of(model: type[UseCaseRequest], *, drop: tuple[str, ...] = ("by",),
+              extra: dict[str, Any] | None = None, required: bool = False,
+              needs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request body of an endpoint for /openapi.json: the use case's request less
+    the fields the path or the token give."""
+    schema = model.model_json_schema()
+    properties = {k: v for k, v in schema.get("properties", {}).items() if k not in drop}
+    properties.update(extra or {})
+    body: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    needed = [k for k in schema.get("required", []) if k not in drop] + list(needs)
+    if needed:
+        body["required"] = needed
+    return {"requestBody": {"required": required or bool(needed),
+                            "content": {"application/json": {"schema": body}}}}

@@ -1,0 +1,263 @@
+"""`/api/v1/agents` and the runner protocol of pull workers: list the agents; drain,
+evict and restore one; claim work for one (long polling up to 20 s, waiting on the
+event loop, not in a thread); and heartbeat, progress, complete and fail the attempt
+a claim started, with its lease token in the body. An agent's token acts only for its
+own agent (403 otherwise). Each answer is the CLI command's `--json` document."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from pydantic import BaseModel
+
+from eventlog.errors import BadInput, ControlFileError, NotFound
+from eventlog.values import INT64_MAX
+from projections.views import TokenView
+from scheduler import access, queries
+from scheduler.usecases import fleet, work
+from scheduler.workspace import Workspace
+from server.auth import require, workspace
+from server.calls import Document, answer, body_of, call, doorbell, known_query, parse, schema_of, write
+from server.errors import COMMON_ERRORS, ErrorBody
+from server.limits import ServerLimits
+from server.routes.tasks import Changes
+
+router = APIRouter(prefix="/api/v1", tags=["agents"], responses=COMMON_ERRORS)
+AgentName = Annotated[str, Path(description="The agent's name, as the control file gives it.")]
+TaskId = Annotated[int, Path(ge=1, le=INT64_MAX, description="The task's id.")]
+REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "bad input: the CLI's line"},
+    404: {"model": ErrorBody, "description": "no such agent or task"},
+    409: {"model": ErrorBody, "description": "refused: e.g. a lease token that is not the current one"},
+}
+LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorBody, "description": "over this token's rate: retry after `Retry-After` seconds",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+}
+
+
+class AgentList(BaseModel):
+    agents: dict[str, dict[str, Any]]
+    path: str  # the control file
+
+
+class ServiceChange(Changes):
+    agent: str
+    changed: bool
+    out_of_service: bool | str | None = None
+    released: list[int]
+    taken_back: list[int]
+
+
+class ClaimedTask(BaseModel):
+    task: dict[str, Any] | None  # null: no work for the agent (within `wait_seconds`)
+
+
+class Beat(BaseModel):
+    task_id: int
+    lease_expires_at: str
+    cancel: bool  # true: stop and report `fail`
+    progress_recorded: bool | None
+
+
+class ProgressNoted(BaseModel):
+    task_id: int
+    recorded: bool
+
+
+class Ended(BaseModel):
+    task_id: int
+    status: str
+
+
+def acting_for(token: TokenView, agent: str) -> None:
+    """403 unless the token may act for `agent` (an agent's token: only its own)."""
+    why = access.refusal(token, "work", agent)
+    if why is not None:
+        raise HTTPException(403, why)
+
+
+def holder_of(ws: Workspace, token: TokenView, task_id: int) -> None:
+    """403 when an agent's token acts on an attempt another agent holds."""
+    with ws.read() as (_log, views):
+        task = views.get_task(task_id)
+    if task is not None and task.agent is not None:
+        acting_for(token, task.agent)
+
+
+def known_agent(ws: Workspace, name: str) -> None:
+    """404 for an agent neither the control file nor the log knows, with the line the
+    CLI prints for it (a path names a resource: one that does not exist is not found)."""
+    with contextlib.suppress(ControlFileError):
+        if ws.registry().get(name) is not None:
+            return
+    with ws.read() as (_log, views):
+        if views.get_agent(name) is None:
+            raise NotFound(f"unknown agent {name!r}")
+
+
+def rates(request: Request, which: str, token: TokenView, what: str) -> None:
+    request.app.state.rates[which].check(token.name, what)
+
+
+@router.get("/agents", response_model=AgentList, dependencies=[Depends(known_query())])
+def get_agents(_token: TokenView = Depends(require("read")),
+               ws: Workspace = Depends(workspace)) -> Document:
+    """Each agent of the control file with its load and free slots, as `sched agents list --json`."""
+    return answer(fleet.list_agents(ws))
+
+
+SERVICE = schema_of(fleet.ServiceRequest, drop=("by", "agent"))
+
+
+async def service(request: Request, use_case: Any, agent: str, token: TokenView,
+                  ws: Workspace) -> Document:
+    data = await body_of(request, "agent", reserved=("by", "agent"))
+    asked = parse(fleet.ServiceRequest, {**data, "agent": agent, "by": token.name})
+    await call(known_agent, ws, agent)
+    return answer(await write(request, use_case, ws, asked))
+
+
+@router.post("/agents/{name}/drain", response_model=ServiceChange, responses=REFUSED, openapi_extra=SERVICE)
+async def post_drain(request: Request, name: AgentName, token: TokenView = Depends(require("operate")),
+                     ws: Workspace = Depends(workspace)) -> Document:
+    """No new work for the agent; its assignments not started go back (`{"reason": ...}`
+    optional), as `sched agents drain --json`."""
+    return await service(request, fleet.drain, name, token, ws)
+
+
+@router.post("/agents/{name}/evict", response_model=ServiceChange, responses=REFUSED, openapi_extra=SERVICE)
+async def post_evict(request: Request, name: AgentName, token: TokenView = Depends(require("operate")),
+                     ws: Workspace = Depends(workspace)) -> Document:
+    """No new work for the agent; its attempts are stopped and retried elsewhere
+    (`{"reason": ..., "dry_run": ...}` optional), as `sched agents evict --json`."""
+    return await service(request, fleet.evict, name, token, ws)
+
+
+@router.post("/agents/{name}/restore", response_model=ServiceChange, responses=REFUSED,
+             openapi_extra=SERVICE)
+async def post_restore(request: Request, name: AgentName, token: TokenView = Depends(require("operate")),
+                       ws: Workspace = Depends(workspace)) -> Document:
+    """Put a drained or evicted agent back in service, as `sched agents restore --json`."""
+    return await service(request, fleet.restore, name, token, ws)
+
+
+def wait_of(data: dict[str, Any], limits: ServerLimits) -> int:
+    wait = data.pop("wait_seconds", 0)
+    if type(wait) is not int:
+        raise HTTPException(422, "claim: wait_seconds: Input should be a valid integer")
+    if not 0 <= wait <= limits.max_wait_seconds:
+        raise BadInput(f"wait_seconds must be 0 to {limits.max_wait_seconds}, not {wait}")
+    for name in data:
+        raise HTTPException(422, f"claim: {name}: Extra inputs are not permitted")
+    return wait
+
+
+def head_seq(ws: Workspace) -> int:
+    return queries.head(ws)[0]
+
+
+def may_have_work(ws: Workspace, agent: str) -> bool:
+    """Whether a claim for `agent` might find work: a task assigned to it, or one queued
+    in its queue (one read; False spares a write transaction per waiting claim at each
+    commit that brought it nothing)."""
+    spec = ws.registry().get(agent)
+    with ws.read() as (_log, views):
+        return bool(views.tasks(status="assigned", agent=agent, limit=1)
+                    or (spec is not None and views.tasks(queue=spec.type, status="queued", limit=1)))
+
+
+@router.post("/agents/{name}/claim", response_model=ClaimedTask, responses={**REFUSED, **LIMITED},
+             openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": {
+                 "type": "object", "additionalProperties": False,
+                 "properties": {"wait_seconds": {"type": "integer", "minimum": 0, "maximum": 20,
+                                                 "default": 0}}}}}}})
+async def post_claim(request: Request, name: AgentName, token: TokenView = Depends(require("work")),
+                     ws: Workspace = Depends(workspace)) -> Document:
+    """Start the best task for the agent, as `sched worker claim --json`. With
+    `{"wait_seconds": N}` (0 to 20) and no work now, wait up to N s for some: woken at
+    once by work submitted through this server, and by a look at the log head every
+    `claim_poll_seconds` for work from elsewhere. `{"task": null}`: none came."""
+    acting_for(token, name)
+    limits: ServerLimits = request.app.state.limits
+    wait = wait_of(await body_of(request, "claim", reserved=()), limits)
+    rates(request, "claim", token, "claims")
+    bell = doorbell(request)
+    loop_time = asyncio.get_running_loop().time
+    deadline = loop_time() + wait
+    while True:
+        seen = await call(head_seq, ws)
+        claimed = await call(work.claim, ws, name)
+        if claimed.claim is not None:
+            if await request.is_disconnected():  # nobody to hand the token to
+                await call(work.release, ws, claimed, "the claim's client went away")
+                bell.ring()
+            return answer(claimed)
+        while (left := deadline - loop_time()) > 0:
+            rung = await bell.wait(min(left, limits.claim_poll_seconds))
+            if await request.is_disconnected():
+                return answer(claimed)
+            if not rung:
+                now = await call(head_seq, ws)
+                if now == seen:
+                    continue
+                seen = now
+            if await call(may_have_work, ws, name):
+                break
+        else:
+            return answer(claimed)
+
+
+def lease_body(schema_model: Any) -> dict[str, Any]:
+    return schema_of(schema_model, drop=("by", "task_id"), required=True)
+
+
+async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, token: TokenView,
+                     ws: Workspace, where: str, *, frees: bool = True) -> Document:
+    """Act on the attempt; `frees`: its end frees a slot, so waiting claims look again
+    (a heartbeat or progress report does not: it wakes none of them)."""
+    await call(holder_of, ws, token, task_id)  # (who may, before what is asked)
+    data = await body_of(request, where, reserved=("task_id",))
+    asked = parse(model, {**data, "task_id": task_id})
+    return answer(await (write(request, use_case, ws, asked) if frees else call(use_case, ws, asked)))
+
+
+@router.post("/tasks/{task_id}/heartbeat", response_model=Beat, responses={**REFUSED, **LIMITED},
+             tags=["runner"], openapi_extra=lease_body(work.ProgressRequest))
+async def post_heartbeat(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+                         ws: Workspace = Depends(workspace)) -> Document:
+    """Extend the lease of the current attempt (`{"token": ..., "percent": ...,
+    "message": ...}`), as `sched worker heartbeat --json`; `cancel` true: stop and fail."""
+    rates(request, "heartbeat", token, "heartbeats")
+    return await on_attempt(request, work.ProgressRequest, work.heartbeat, task_id, token, ws, "progress",
+                            frees=False)
+
+
+@router.post("/tasks/{task_id}/progress", response_model=ProgressNoted, responses=REFUSED,
+             tags=["runner"], openapi_extra=lease_body(work.ProgressRequest))
+async def post_progress(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+                        ws: Workspace = Depends(workspace)) -> Document:
+    """Report how far the attempt got (`{"token": ..., "percent": ..., "message": ...}`),
+    as `sched worker progress --json`."""
+    return await on_attempt(request, work.ProgressRequest, work.progress, task_id, token, ws, "progress",
+                            frees=False)
+
+
+@router.post("/tasks/{task_id}/complete", response_model=Ended, responses=REFUSED,
+             tags=["runner"], openapi_extra=lease_body(work.CompleteRequest))
+async def post_complete(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+                        ws: Workspace = Depends(workspace)) -> Document:
+    """The attempt succeeded (`{"token": ..., "result": ...}`), as `sched worker complete --json`."""
+    return await on_attempt(request, work.CompleteRequest, work.complete, task_id, token, ws, "complete")
+
+
+@router.post("/tasks/{task_id}/fail", response_model=Ended, responses=REFUSED,
+             tags=["runner"], openapi_extra=lease_body(work.FailRequest))
+async def post_fail(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+                    ws: Workspace = Depends(workspace)) -> Document:
+    """The attempt failed (`{"token": ..., "error": ..., "retry": ...}`): retried or
+    dead-lettered, as `sched worker fail --json`."""
+    return await on_attempt(request, work.FailRequest, work.fail, task_id, token, ws, "fail")

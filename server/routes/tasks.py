@@ -1,0 +1,269 @@
+"""`/api/v1/tasks`: submit, list, show, explain, and the operator's actions on tasks
+(cancel, approve, reject, requeue), one task by its path or many by `{"ids": [...]}`.
+Each answer is the document of the CLI command (`sched submit --json`, `sched tasks
+--json`, ...)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from pydantic import BaseModel, ConfigDict
+
+from eventlog.errors import BadInput, SchedError
+from eventlog.values import INT64_MAX
+from projections.views import VISIBLE_STATUSES, TokenView
+from scheduler.usecases import actions, observe, tasks
+from scheduler.workspace import Workspace
+from server.auth import require, workspace
+from server.calls import Document, answer, body_of, ids_of, known_query, page_limit, parse, schema_of, write
+from server.errors import COMMON_ERRORS, ErrorBody, one_line
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"], responses=COMMON_ERRORS)
+TaskId = Annotated[int, Path(ge=1, le=INT64_MAX, description="The task's id.")]
+REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "bad input: the CLI's line"},
+    404: {"model": ErrorBody, "description": "no such task"},
+    409: {"model": ErrorBody, "description": "refused in the task's state"},
+}
+
+
+# (2**53 - 1: /openapi.json writes these bounds as floats, exact only up to there)
+ID = {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}
+IDS = {"ids": {"type": "array", "items": ID, "minItems": 1, "maxItems": 1000}}
+
+
+class Open(BaseModel):
+    """A document whose fields are those of the CLI's `--json` (docs/cli.md)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Changes(Open):
+    dry_run: bool | None = None  # present (true) in a dry run, with `changes`
+    changes: list[dict[str, Any]] | None = None
+
+
+class SubmittedOne(Changes):
+    task_id: int
+    created: bool  # false: the idempotency key named an earlier task, which is this one
+
+
+class SubmittedBatch(Changes):
+    task_ids: list[int]
+    created: int
+
+
+class TaskPage(BaseModel):
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None  # the `cursor` of the next page; null: this is the last
+
+
+class TaskDetail(BaseModel):
+    task: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+class CancelledTask(Changes):
+    task_id: int
+    status: str
+    cancelling: bool  # running: it stops at its runner's next heartbeat
+
+
+class CancelOutcome(Open):
+    """One task of a bulk cancel: what `sched cancel ID --json` gives, or its `error`."""
+
+    task_id: int
+    status: str | None = None
+    cancelling: bool | None = None
+    error: str | None = None
+
+
+class CancelledMany(BaseModel):
+    results: list[CancelOutcome]
+
+
+class Approved(BaseModel):
+    approved: list[int]
+
+
+class Rejected(BaseModel):
+    rejected: list[int]
+
+
+class RequeuedTasks(Changes):
+    requeued: list[int]
+
+
+@router.post("/tasks", response_model=SubmittedOne | SubmittedBatch, responses=REFUSED,
+             openapi_extra=schema_of(actions.SubmitRequest, drop=("sources",), required=True))
+async def post_tasks(request: Request, idempotency_key: str | None = Header(
+                         None, description="The task's idempotency key (one task only)."),
+                     _token: TokenView = Depends(require("submit")),
+                     ws: Workspace = Depends(workspace)) -> Document:
+    """Submit one task (its fields, as `sched submit`'s flags) or a batch (`{"tasks":
+    [...]}`, each as a `--file` line; all or none), as `sched submit --json`."""
+    data = await body_of(request, "submit", reserved=("sources",))
+    if idempotency_key is not None:
+        if "tasks" in data:
+            raise BadInput("Idempotency-Key goes with one task: give each task of a batch its own "
+                           "idempotency_key")
+        if data.get("idempotency_key", idempotency_key) != idempotency_key:
+            raise BadInput("the Idempotency-Key header and the body's idempotency_key differ")
+        data["idempotency_key"] = idempotency_key
+    return answer(await write(request, actions.submit, ws, parse(actions.SubmitRequest, data)))
+
+
+@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]},
+            dependencies=[Depends(known_query("queue", "status", "agent", "unassigned", "limit", "cursor"))])
+def get_tasks(request: Request,
+              queue: str | None = Query(None, description="Only this queue."),
+              status: str | None = Query(None, description="Only this status.",
+                                         json_schema_extra={"enum": list(VISIBLE_STATUSES)}),
+              agent: str | None = Query(None, description="Only tasks this agent holds or that "
+                                                          "are directed at it."),
+              unassigned: bool = Query(False, description="Only tasks directed at no agent."),
+              limit: int | None = Query(None, ge=1, le=INT64_MAX,
+                                        description="At most this many (default 100, at most 1000).",
+                                        json_schema_extra={"maximum": 1000}),
+              cursor: str | None = Query(None, description="The `next_cursor` of the page before.",
+                                         json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
+              _token: TokenView = Depends(require("read")),
+              ws: Workspace = Depends(workspace)) -> Document:
+    """Tasks in the order they will be picked, a page at a time, as `sched tasks --json
+    --limit N --cursor C`."""
+    asked = tasks.ListRequest(queue=queue, status=status, agent=agent, unassigned=unassigned,
+                              limit=page_limit(request, limit), cursor=cursor)
+    if agent is not None and not unassigned:
+        from server.routes.agents import known_agent
+
+        known_agent(ws, agent)
+    return answer(tasks.list_tasks(ws, asked))
+
+
+@router.get("/tasks/{task_id}", response_model=TaskDetail, responses={404: REFUSED[404]},
+            dependencies=[Depends(known_query())])
+def get_task(task_id: TaskId, _token: TokenView = Depends(require("read")),
+             ws: Workspace = Depends(workspace)) -> Document:
+    """One task (with its result) and its events, as `sched show --json`."""
+    return answer(tasks.show(ws, task_id))
+
+
+@router.get("/tasks/{task_id}/explain", response_model=dict[str, Any], responses={404: REFUSED[404]},
+            dependencies=[Depends(known_query())])
+def get_explain(task_id: TaskId, _token: TokenView = Depends(require("read")),
+                ws: Workspace = Depends(workspace)) -> Document:
+    """Why the task went to its agent, or why no agent takes it now, as `sched explain --json`."""
+    return answer(observe.explain(ws, task_id))
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=CancelledTask, responses=REFUSED,
+             openapi_extra=schema_of(actions.CancelRequest, drop=("by", "task_id")))
+async def post_cancel(request: Request, task_id: TaskId,
+                      token: TokenView = Depends(require("operate")),
+                      ws: Workspace = Depends(workspace)) -> Document:
+    """Cancel the task (`{"reason": ..., "dry_run": ...}`, both optional), as `sched cancel --json`."""
+    data = await body_of(request, "cancel", reserved=("by", "task_id"))
+    asked = parse(actions.CancelRequest, {**data, "task_id": task_id, "by": token.name})
+    return answer(await write(request, actions.cancel, ws, asked))
+
+
+@router.post("/tasks/cancel", response_model=CancelledMany, responses=REFUSED,
+             openapi_extra=schema_of(actions.CancelRequest, drop=("by", "task_id", "dry_run"),
+                                     extra=IDS,
+                                     required=True, needs=("ids",)))
+async def post_cancel_many(request: Request, token: TokenView = Depends(require("operate")),
+                           ws: Workspace = Depends(workspace)) -> Document:
+    """Cancel up to 1,000 tasks (`{"ids": [...], "reason": ...}`), each on its own: the
+    answer lists, in the order given, each one's `sched cancel --json` document or its
+    `error` (one task's refusal leaves the others cancelled)."""
+    data = await body_of(request, "cancel", reserved=("by", "task_id", "dry_run"))
+    ids = ids_of(request, data, "cancel")
+    asked = [parse(actions.CancelRequest, {**data, "task_id": i, "by": token.name}) for i in ids]
+
+    def cancel_each() -> list[dict[str, Any]]:
+        results = []
+        for one in asked:
+            try:
+                results.append(actions.cancel(ws, one).to_json())
+            except SchedError as e:
+                results.append({"task_id": one.task_id, "error": one_line(e.message)})
+        return results
+
+    return Document({"results": await write(request, cancel_each)})
+
+
+REJECT_BODY = schema_of(actions.ApprovalRequest, drop=("by", "task_ids"))
+
+
+@router.post("/tasks/{task_id}/approve", response_model=Approved, responses=REFUSED)
+async def post_approve(request: Request, task_id: TaskId,
+                       token: TokenView = Depends(require("operate")),
+                       ws: Workspace = Depends(workspace)) -> Document:
+    """Approve a task awaiting approval (no body), as `sched approve --json`."""
+    data = await body_of(request, "approval", reserved=("by", "task_ids", "reason"))
+    asked = parse(actions.ApprovalRequest, {**data, "task_ids": [task_id], "by": token.name})
+    return answer(await write(request, actions.approve, ws, asked))
+
+
+@router.post("/tasks/approve", response_model=Approved, responses=REFUSED,
+             openapi_extra=schema_of(actions.ApprovalRequest, drop=("by", "task_ids", "reason"),
+                                     extra=IDS, required=True, needs=("ids",)))
+async def post_approve_many(request: Request, token: TokenView = Depends(require("operate")),
+                            ws: Workspace = Depends(workspace)) -> Document:
+    """Approve up to 1,000 tasks (`{"ids": [...]}`), all or none, as `sched approve ID... --json`."""
+    data = await body_of(request, "approval", reserved=("by", "task_ids", "reason"))
+    ids = ids_of(request, data, "approval")
+    asked = parse(actions.ApprovalRequest, {**data, "task_ids": ids, "by": token.name})
+    return answer(await write(request, actions.approve, ws, asked))
+
+
+@router.post("/tasks/{task_id}/reject", response_model=Rejected, responses=REFUSED,
+             openapi_extra=REJECT_BODY)
+async def post_reject(request: Request, task_id: TaskId,
+                      token: TokenView = Depends(require("operate")),
+                      ws: Workspace = Depends(workspace)) -> Document:
+    """Reject a task awaiting approval (`{"reason": ...}`, optional), as `sched reject --json`."""
+    data = await body_of(request, "approval", reserved=("by", "task_ids"))
+    asked = parse(actions.ApprovalRequest, {**data, "task_ids": [task_id], "by": token.name})
+    return answer(await write(request, actions.reject, ws, asked))
+
+
+@router.post("/tasks/reject", response_model=Rejected, responses=REFUSED,
+             openapi_extra=schema_of(actions.ApprovalRequest, drop=("by", "task_ids"), extra=IDS,
+                                     required=True, needs=("ids",)))
+async def post_reject_many(request: Request, token: TokenView = Depends(require("operate")),
+                           ws: Workspace = Depends(workspace)) -> Document:
+    """Reject up to 1,000 tasks (`{"ids": [...], "reason": ...}`), all or none, as `sched
+    reject ID... --json`."""
+    data = await body_of(request, "approval", reserved=("by", "task_ids"))
+    ids = ids_of(request, data, "approval")
+    asked = parse(actions.ApprovalRequest, {**data, "task_ids": ids, "by": token.name})
+    return answer(await write(request, actions.reject, ws, asked))
+
+
+@router.post("/tasks/{task_id}/requeue", response_model=RequeuedTasks, responses=REFUSED,
+             openapi_extra=schema_of(actions.RequeueRequest, drop=("task_ids", "all", "queue")))
+async def post_requeue(request: Request, task_id: TaskId,
+                       _token: TokenView = Depends(require("operate")),
+                       ws: Workspace = Depends(workspace)) -> Document:
+    """Requeue a dead task with fresh attempts (`{"dry_run": true}` optional), as `sched
+    requeue --json`."""
+    data = await body_of(request, "requeue", reserved=("task_ids", "all", "queue"))
+    asked = parse(actions.RequeueRequest, {**data, "task_ids": [task_id]})
+    return answer(await write(request, actions.requeue, ws, asked))
+
+
+@router.post("/tasks/requeue", response_model=RequeuedTasks, responses=REFUSED,
+             openapi_extra=schema_of(actions.RequeueRequest, drop=("task_ids",), extra=IDS,
+                                     required=True))
+async def post_requeue_many(request: Request, _token: TokenView = Depends(require("operate")),
+                            ws: Workspace = Depends(workspace)) -> Document:
+    """Requeue up to 1,000 dead tasks (`{"ids": [...]}`), or every dead task of a queue
+    (`{"all": true, "queue": "Q"}`), as `sched requeue --json`."""
+    data = await body_of(request, "requeue", reserved=("task_ids",))
+    if "ids" in data:
+        data["task_ids"] = ids_of(request, data, "requeue")
+    asked = parse(actions.RequeueRequest, data)
+    return answer(await write(request, actions.requeue, ws, asked))
+

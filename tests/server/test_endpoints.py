@@ -1,0 +1,251 @@
+"""The endpoints of tasks, agents and the runner protocol as a client meets them: long
+polling claims woken by new work, an agent's token acting only for its agent, stale
+lease tokens, rate limits, pages, bulk actions, the token's name as the actor, and the
+contract in /openapi.json. (That each body is the CLI's document: test_same_documents.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from scheduler.usecases import actions
+from scheduler.workspace import Workspace
+from server.limits import ServerLimits
+from tests.conftest import wait_for
+from tests.server.conftest import Api
+from tests.server.test_same_documents import declared
+
+
+def post(api: Api, path: str, body: Any = None, as_: str = "ops", **headers: str) -> Any:
+    answer = api.client.post(f"/api/v1{path}", json=body, headers={**api.auth(as_), **headers})
+    declared(api.client, "POST", f"/api/v1{path}", answer.status_code, answer.json())
+    return answer
+
+
+def get(api: Api, path: str, as_: str = "ops", **params: Any) -> Any:
+    answer = api.client.get(f"/api/v1{path}", params=params, headers=api.auth(as_))
+    declared(api.client, "GET", f"/api/v1{path}", answer.status_code, answer.json())
+    return answer
+
+
+def submit(api: Api, title: str = "t", **fields: Any) -> int:
+    answer = post(api, "/tasks", {"queue": "dev", "title": title, **fields})
+    assert answer.status_code == 200, answer.json()
+    return int(answer.json()["task_id"])
+
+
+def waiting_claim(api: Api, wait: int = 20) -> tuple[threading.Thread, list[Any]]:
+    """A claim for ann waiting up to `wait` s, in a thread; returns once it waits."""
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(post(api, "/agents/ann/claim",
+                                                                 {"wait_seconds": wait}, as_="box")))
+    thread.start()
+    bell = api.client.app.state.doorbell  # type: ignore[attr-defined]
+    wait_for("the claim to wait", lambda: bell.waiting == 1)
+    return thread, answers
+
+
+def test_a_waiting_claim_is_woken_by_work_submitted_through_the_server(make_api: Callable[..., Api]):
+    api = make_api(ServerLimits(claim_poll_seconds=60))  # no look at the head: only the doorbell
+    started = time.monotonic()
+    thread, answers = waiting_claim(api)
+    task = submit(api, "wake")
+    thread.join(15)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json()["task"]["task_id"] == task
+    assert time.monotonic() - started < 15  # well before its 20 s
+
+
+def test_a_waiting_claim_sees_work_from_another_process_at_its_next_look(make_api: Callable[..., Api]):
+    api = make_api(ServerLimits(claim_poll_seconds=0.05))
+    thread, answers = waiting_claim(api)
+    other = api.ws  # another writer of the same database: the server hears no doorbell
+    task = actions.submit(other, actions.SubmitRequest(queue="dev", title="elsewhere")).task_ids[0]
+    thread.join(15)
+    (answer,) = answers
+    assert answer.json()["task"]["task_id"] == task
+
+
+@pytest.mark.parametrize("engine", ["postgresql"])
+def test_on_postgresql_a_commit_of_another_process_wakes_a_waiting_claim_at_once(
+        make_api: Callable[..., Api], new_database: Callable[[], str]):
+    api = make_api(ServerLimits(claim_poll_seconds=60), database=new_database())  # no look at the head
+    thread, answers = waiting_claim(api)
+    other = Workspace(api.ws.settings, clock=api.ws.clock)  # its own connections: as another process
+    try:
+        task = actions.submit(other, actions.SubmitRequest(queue="dev", title="elsewhere")).task_ids[0]
+    finally:
+        other.close()
+    thread.join(15)
+    (answer,) = answers
+    assert answer.json()["task"]["task_id"] == task
+
+
+def test_a_claim_with_no_work_answers_null_when_its_wait_is_over(api: Api):
+    started = time.monotonic()
+    answer = post(api, "/agents/ann/claim", {"wait_seconds": 1}, as_="box")
+    assert answer.status_code == 200 and answer.json() == {"task": None}
+    assert time.monotonic() - started >= 1
+    assert post(api, "/agents/ann/claim", None, as_="box").json() == {"task": None}  # no wait
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    ({"wait_seconds": 21}, 400, "wait_seconds must be 0 to 20, not 21"),
+    ({"wait_seconds": -1}, 400, "wait_seconds must be 0 to 20, not -1"),
+    ({"wait_seconds": "5"}, 422, "claim: wait_seconds: Input should be a valid integer"),
+    ({"agent": "bob"}, 422, "claim: agent: Extra inputs are not permitted"),
+])
+def test_a_bad_claim_is_one_line(api: Api, body: dict[str, Any], status: int, says: str):
+    answer = post(api, "/agents/ann/claim", body, as_="box")
+    assert (answer.status_code, answer.json()) == (status, {"error": says})
+
+
+def test_an_agent_token_acts_only_for_its_own_agent(api: Api):
+    answer = post(api, "/agents/bob/claim", None, as_="box")
+    assert answer.status_code == 403
+    assert answer.json() == {"error": "token 'box' acts only for agent 'ann', not 'bob'"}
+    assert post(api, "/agents/ann/claim", None, as_="ops").status_code == 403  # no operator either
+    task = submit(api, assignee="bob")
+    from scheduler.usecases import work
+
+    claimed = work.claim(api.ws, "bob").claim
+    assert claimed is not None and claimed.task.task_id == task
+    before = len(api.events())
+    for path in ("heartbeat", "progress", "complete", "fail"):
+        answer = post(api, f"/tasks/{task}/{path}", {"token": claimed.token, "error": "x"}
+                      if path == "fail" else {"token": claimed.token, "percent": 1}, as_="box")
+        assert answer.status_code == 403, path
+    assert len(api.events()) == before
+
+
+def test_the_lease_token_goes_in_the_body_and_a_stale_one_is_409(api: Api):
+    task = submit(api)
+    claimed = post(api, "/agents/ann/claim", None, as_="box").json()["task"]
+    assert claimed["task_id"] == task and claimed["token"]
+    stale = post(api, f"/tasks/{task}/heartbeat", {"token": "sched_lease_not_it"}, as_="box")
+    assert stale.status_code == 409 and set(stale.json()) == {"error"}
+    beat = post(api, f"/tasks/{task}/heartbeat", {"token": claimed["token"], "percent": 40}, as_="box")
+    assert beat.status_code == 200 and beat.json()["progress_recorded"] is True
+    done = post(api, f"/tasks/{task}/complete", {"token": claimed["token"], "result": [1]}, as_="box")
+    assert done.json() == {"task_id": task, "status": "succeeded"}
+    again = post(api, f"/tasks/{task}/complete", {"token": claimed["token"]}, as_="box")
+    assert again.status_code == 409
+
+
+def test_claims_and_heartbeats_are_rate_limited_per_token(make_api: Callable[..., Api]):
+    api = make_api(ServerLimits(claim_burst=2, claims_per_second=0.5, heartbeat_burst=1,
+                                heartbeats_per_second=0.25))
+    for _ in range(2):
+        assert post(api, "/agents/ann/claim", None, as_="box").status_code == 200
+    limited = post(api, "/agents/ann/claim", None, as_="box")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    assert limited.json() == {"error": "too many claims for token 'box': retry in 2 s"}
+    api.ws.clock.advance(2)
+    assert post(api, "/agents/ann/claim", None, as_="box").status_code == 200
+    post(api, "/tasks/1/heartbeat", {"token": "t"}, as_="box")  # (409: no such attempt, but counted)
+    limited = post(api, "/tasks/1/heartbeat", {"token": "t"}, as_="box")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "4"
+
+
+def test_tasks_come_a_page_at_a_time(api: Api):
+    ids = [submit(api, f"t{i}", priority=i % 3) for i in range(7)]
+    whole = get(api, "/tasks").json()
+    assert whole["next_cursor"] is None and len(whole["tasks"]) == 7
+    seen, cursor = [], None
+    while True:
+        page = get(api, "/tasks", limit=3, **({"cursor": cursor} if cursor else {})).json()
+        seen += page["tasks"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == whole["tasks"] and sorted(t["task_id"] for t in seen) == ids
+    over = get(api, "/tasks", limit=1001)
+    assert (over.status_code, over.json()) == (400, {"error": "limit must be at most 1000, not 1001"})
+
+
+def test_bulk_actions_take_ids_and_record_the_token_as_the_actor(api: Api):
+    one, two = submit(api, "a"), submit(api, "b")
+    answer = post(api, "/tasks/cancel", {"ids": [one, 999, two], "reason": "enough"})
+    assert answer.status_code == 200
+    assert answer.json() == {"results": [
+        {"task_id": one, "status": "cancelled", "cancelling": False},
+        {"task_id": 999, "error": "no task 999"},
+        {"task_id": two, "status": "cancelled", "cancelling": False}]}
+    cancels = [e["data"] for e in api.events() if e["type"] == "TaskCancelled"]
+    assert [c["by"] for c in cancels] == ["ops", "ops"]
+    gated = [submit(api, f"g{i}", requires_approval=True) for i in range(3)]
+    assert post(api, "/tasks/approve", {"ids": gated[:2]}).json() == {"approved": gated[:2]}
+    assert post(api, "/tasks/reject", {"ids": gated[2:]}).json() == {"rejected": gated[2:]}
+    too_many = post(api, "/tasks/approve", {"ids": list(range(1, 1002))})
+    assert too_many.status_code == 400
+    assert too_many.json() == {"error": "at most 1000 ids in one request, not 1001"}
+    assert post(api, "/tasks/approve", {"ids": []}).json() == {"error": "give task ids"}
+    assert post(api, "/tasks/approve", {"ids": "1"}).status_code == 422
+    assert post(api, "/tasks/approve", {"ids": [1.5]}).status_code == 422
+    assert post(api, "/tasks/cancel", {"ids": [float(one)]}).json()["results"][0]["task_id"] == one
+    unknown = post(api, f"/tasks/{gated[0]}/approve", {"surprise": 1})
+    assert (unknown.status_code, unknown.json()) == (422, {"error": "approval: surprise: Extra inputs are "
+                                                                    "not permitted"})
+
+
+def test_a_body_may_not_name_the_actor(api: Api):
+    task = submit(api)
+    answer = post(api, f"/tasks/{task}/cancel", {"by": "mallory"})
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "cancel: by: Extra inputs are not permitted"}
+    answer = post(api, "/agents/bob/drain", {"by": "mallory"})
+    assert answer.status_code == 422
+    drained = post(api, "/agents/bob/drain", {"reason": "patch"})
+    assert drained.status_code == 200 and api.events()[-1]["data"]["by"] == "ops"
+
+
+def test_an_unknown_agent_is_404_with_the_cli_line(api: Api):
+    for answer in (post(api, "/agents/zed/drain"), get(api, "/tasks", agent="zed")):
+        assert (answer.status_code, answer.json()) == (404, {"error": "unknown agent 'zed'"})
+
+
+def test_the_idempotency_key_header_is_the_tasks_key(api: Api):
+    first = post(api, "/tasks", {"queue": "dev", "title": "once"}, **{"Idempotency-Key": "abc"})
+    again = post(api, "/tasks", {"queue": "dev", "title": "once"}, **{"Idempotency-Key": "abc"})
+    assert first.json()["created"] is True and again.json() == {**first.json(), "created": False}
+    batch = post(api, "/tasks", {"tasks": [{"queue": "dev", "title": "x"}]}, **{"Idempotency-Key": "b"})
+    assert batch.status_code == 400 and "each task of a batch its own" in batch.json()["error"]
+    differ = post(api, "/tasks", {"queue": "dev", "title": "t", "idempotency_key": "x"},
+                  **{"Idempotency-Key": "y"})
+    assert differ.status_code == 400
+
+
+def test_a_submitter_may_submit_and_read_but_not_operate(api: Api):
+    assert post(api, "/tasks", {"queue": "dev", "title": "t"}, as_="ci").status_code == 200
+    assert get(api, "/tasks", as_="dash").status_code == 200
+    assert post(api, "/tasks", {"queue": "dev", "title": "t"}, as_="dash").status_code == 403
+    assert post(api, "/tasks/1/cancel", None, as_="ci").status_code == 403
+
+
+def test_a_body_that_is_not_json_is_one_line(api: Api):
+    answer = api.client.post("/api/v1/tasks", content=b"{nope", headers={
+        **api.auth("ops"), "Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["error"].startswith("the request body is not JSON")
+    misspelt = get(api, "/tasks", qeue="dev")
+    assert (misspelt.status_code, misspelt.json()) == (422, {"error": "No such option: --qeue"})
+
+
+def test_openapi_describes_every_endpoint_and_its_bodies(api: Api):
+    doc = api.client.get("/openapi.json").json()
+    paths = doc["paths"]
+    for path in ("/api/v1/tasks", "/api/v1/tasks/{task_id}", "/api/v1/tasks/{task_id}/explain",
+                 "/api/v1/tasks/{task_id}/cancel", "/api/v1/tasks/cancel", "/api/v1/tasks/approve",
+                 "/api/v1/tasks/{task_id}/heartbeat", "/api/v1/agents", "/api/v1/agents/{name}/claim",
+                 "/api/v1/agents/{name}/drain", "/api/v1/metrics", "/metrics", "/api/v1/replay"):
+        assert path in paths, path
+    submit_body = paths["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"queue", "title", "tasks", "payload"} <= set(submit_body["properties"])
+    beat = paths["/api/v1/tasks/{task_id}/heartbeat"]["post"]
+    assert "token" in beat["requestBody"]["content"]["application/json"]["schema"]["required"]
+    assert "429" in beat["responses"]
+    assert "by" not in json.dumps(paths["/api/v1/tasks/{task_id}/cancel"]["post"]["requestBody"])
