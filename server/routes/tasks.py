@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from eventlog.errors import BadInput, SchedError
 from eventlog.values import INT64_MAX
 from projections.views import VISIBLE_STATUSES, TokenView
+from scheduler import access
 from scheduler.usecases import actions, observe, tasks
 from scheduler.workspace import Workspace
-from server.auth import require, workspace
+from server.auth import caller, require, workspace
 from server.calls import Document, answer, body_of, ids_of, known_query, page_limit, parse, schema_of, write
 from server.errors import COMMON_ERRORS, ErrorBody, one_line
 
@@ -29,7 +30,7 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 
 
 # (2**53 - 1: /openapi.json writes these bounds as floats, exact only up to there)
-ID = {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}
+ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 IDS = {"ids": {"type": "array", "items": ID, "minItems": 1, "maxItems": 1000}}
 
 
@@ -143,10 +144,16 @@ def get_tasks(request: Request,
 
 @router.get("/tasks/{task_id}", response_model=TaskDetail, responses={404: REFUSED[404]},
             dependencies=[Depends(known_query())])
-def get_task(task_id: TaskId, _token: TokenView = Depends(require("read")),
+def get_task(task_id: TaskId, token: TokenView = Depends(caller),
              ws: Workspace = Depends(workspace)) -> Document:
-    """One task (with its result) and its events, as `sched show --json`."""
-    return answer(tasks.show(ws, task_id))
+    """One task (with its result) and its events, as `sched show --json`. An agent's
+    token reads only the tasks it ran (how a worker whose answer was lost learns whether
+    its outcome was recorded)."""
+    shown = tasks.show(ws, task_id)
+    why = access.refusal(token, "read")
+    if why is not None and not (token.agent is not None and shown.task.last_agent == token.agent):
+        raise HTTPException(403, why)
+    return answer(shown)
 
 
 @router.get("/tasks/{task_id}/explain", response_model=dict[str, Any], responses={404: REFUSED[404]},

@@ -3,15 +3,25 @@ operation, generated requests, valid and not (wrong types, unknown fields, a man
 token), get no server error, and every answer is one the contract declares (status code,
 content type, headers, body schema).
 
+One check is left out: `positive_data_acceptance` (a schema-valid request must not be
+refused). The API refuses what its schema cannot express, exactly as the CLI does (a
+submit with neither queue nor title, `agent` with `unassigned`, a time that is no time),
+with 400 and the CLI's line; a test of its own holds those lines equal to the CLI's
+(test_same_documents.py). Schema-invalid requests must still be refused.
+
 (Not schemathesis.pytest.from_fixture: under pytest 9 it fails on a pytest attribute
 that no longer exists; the operations are looped over in one test instead.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from server.limits import ServerLimits
 from tests.server.conftest import Api
 
 ENDLESS = "/api/v1/events"  # an endless stream: a call never returns (test_events_stream.py covers it)
@@ -19,7 +29,10 @@ EXAMPLES = 25  # per operation and mode, with a fixed seed (derandomize): quick,
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 
 
-def test_the_api_keeps_its_contract(api: Api):
+def test_the_api_keeps_its_contract(make_api: Callable[..., Api]):
+    # a body limit that 1,000 ids fit in: a larger body is refused with 413, which the
+    # contract's schema cannot say
+    api = make_api(ServerLimits(poll_seconds=0.01, max_body_bytes=256 * 1024))
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app).exclude(path=ENDLESS)
     checked = set()
     for result in schema.get_all_operations():
@@ -30,7 +43,7 @@ def test_the_api_keeps_its_contract(api: Api):
             @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
             def keeps_its_contract(case: schemathesis.Case) -> None:
-                case.call_and_validate(headers=api.auth("ops"))
+                case.call_and_validate(headers=api.auth("ops"), excluded_checks=[positive_data_acceptance])
 
             try:
                 keeps_its_contract()
