@@ -18,20 +18,36 @@ from scheduler.workspace import Workspace
 
 class ListRequest(Request):
     """Which tasks: of one queue, one status, held by or directed at one agent, or
-    directed at none; at most `limit`."""
+    directed at none; at most `limit`, from `cursor` on (the `next_cursor` of the page
+    before: a place in pick order, so a task whose place changed between two reads may
+    be listed twice or not at all)."""
 
     where = "tasks"
     queue: str | None = None
+    title: str | None = None  # only tasks whose title holds this text (any case)
     status: str | None = None
     limit: int | None = None
     agent: str | None = None
     unassigned: bool = False
+    cursor: str | None = None
 
     @model_validator(mode="after")
     def _checks(self) -> Self:
         if self.limit is not None and self.limit < 1:  # (the CLI's --limit says so itself)
             raise BadInput(f"--limit must be at least 1, not {self.limit}")
+        if self.cursor is not None and not (self.cursor.isascii() and self.cursor.isdigit()
+                                            and len(self.cursor) < 19):
+            raise BadInput(f"--cursor {self.cursor[:40]!r} is not a cursor a listing gave")
         return self
+
+    @property
+    def offset(self) -> int:
+        return int(self.cursor) if self.cursor else 0
+
+    @property
+    def paged(self) -> bool:
+        """Whether the answer says where the next page starts (a limit or cursor was given)."""
+        return self.limit is not None or self.cursor is not None
 
 
 class TaskList(NamedTuple):
@@ -40,17 +56,31 @@ class TaskList(NamedTuple):
 
     tasks: list[TaskView]
     figures: dict[int, dict[str, Any]]
+    paged: bool = False  # with `next_cursor` (None: this page is the last)
+    next_cursor: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"tasks": [queries.task_dict(t) | self.figures[t.task_id] for t in self.tasks]}
+        document: dict[str, Any] = {
+            "tasks": [queries.task_dict(t) | self.figures[t.task_id] for t in self.tasks]}
+        if self.paged:
+            document["next_cursor"] = self.next_cursor
+        return document
 
 
 def list_tasks(ws: Workspace, request: ListRequest) -> TaskList:
-    """The tasks the request selects, in the order they will be picked."""
+    """The tasks the request selects, in the order they will be picked: a page of them
+    when it gives a limit or a cursor (one more is read, to know whether a next page
+    exists; the figures of a page are those of the whole listing)."""
+    offset, limit = request.offset, request.limit
+    read = None if limit is None else offset + limit + 1
     found, figures = queries.task_listing(
-        ws, request.queue, None if request.status is None else [request.status], request.limit,
-        request.agent, request.unassigned)
-    return TaskList(found, figures)
+        ws, request.queue, None if request.status is None else [request.status], read,
+        request.agent, request.unassigned, request.title)
+    if not request.paged:
+        return TaskList(found, figures)
+    end = None if limit is None else offset + limit
+    more = end is not None and len(found) > end
+    return TaskList(found[offset:end], figures, True, str(end) if more else None)
 
 
 class TaskDetail(NamedTuple):
