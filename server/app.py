@@ -17,7 +17,7 @@ from scheduler.workspace import Workspace
 from server import errors
 from server.limits import BodySizeLimit, ServerLimits
 from server.routes import events, health, scheduler
-from server.web import pages
+from server.web import pages, task_pages
 from server.web.security import SecurityHeaders
 
 BODY_OVERHEAD = 64 * 1024  # room for the fields beside the largest payload
@@ -49,7 +49,7 @@ def create_app(settings: Settings, clock: Clock | None = None,
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(SecurityHeaders)  # outermost: a 413 gets the headers too
-    for module in (health, scheduler, events, pages):
+    for module in (health, scheduler, events, pages, task_pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(packages=[("server.web", "static")]), name="static")
     return app
