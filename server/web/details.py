@@ -12,10 +12,12 @@ import math
 import os
 import stat
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from eventlog.store import Recorded
+from eventlog.timeutil import from_text, to_text
 
 LOG_LINES = 200  # the tail of an agent's log the task page shows
 LOG_BYTES = 256 * 1024  # read at most this much from the log's end
@@ -160,7 +162,9 @@ def bars(series: list[tuple[str, list[tuple[float, str, str]]]], top: float | No
     for i, (label, group) in enumerate(series):
         width = slot * 0.8 / max(len(group), 1)
         for j, (value, css, title) in enumerate(group):
-            h = plot_h * value / top
+            if value <= 0:
+                continue  # (its place stays empty)
+            h = plot_h * min(value, top) / top
             drawn.append(Bar(round(LEFT + i * slot + slot * 0.1 + j * width, 2), round(base - h, 2),
                              round(max(width - 1, 1), 2), round(h, 2), css, title))
         if i % every == 0:
@@ -169,15 +173,25 @@ def bars(series: list[tuple[str, list[tuple[float, str, str]]]], top: float | No
     return Chart(CHART_W, CHART_H, drawn, ticks, labels, top, base)
 
 
+def hours_of(document: dict[str, Any]) -> list[str]:
+    """Every hour the metrics window touches (as `hourly` names them), so an hour with
+    no outcome shows as a gap; and any hour `hourly` has besides."""
+    start = int(from_text(document["window"]["start"]).timestamp()) // 3600 * 3600
+    end = from_text(document["window"]["end"]).timestamp()
+    hours = [to_text(datetime.fromtimestamp(h, UTC)) for h in range(start, int(end) + 1, 3600)]
+    return sorted(set(hours) | set(document["hourly"]))
+
+
 def charts(document: dict[str, Any]) -> dict[str, Chart]:
     """The metrics page's charts from `sched metrics --json`: throughput per hour
     (completed, failed, dead-lettered), waits and run times per queue (p50, p95), and
     utilization per agent."""
+    none = {"completed": 0, "failed": 0, "dead_lettered": 0}
     hourly = [(hour[11:16], [(float(c[key]), css, f"{hour}: {c[key]} {words}")
                              for key, css, words in (("completed", "completed", "completed"),
                                                      ("failed", "failed", "failed"),
                                                      ("dead_lettered", "dead", "dead-lettered"))])
-              for hour, c in document["hourly"].items()]
+              for hour, c in ((h, document["hourly"].get(h, none)) for h in hours_of(document))]
     durations = []
     for name, q in document["queues"].items():
         group = []

@@ -331,3 +331,15 @@ def test_the_pages_are_in_the_nav_and_not_in_the_api_contract(api: Api):
     paths = set(api.client.get("/openapi.json").json()["paths"])
     assert not {"/tasks", "/tasks/{task_id}", "/dead", "/dead/confirm", "/dead/requeue", "/approvals",
                 "/approvals/approve", "/approvals/reject", "/charts"} & paths
+
+
+def test_the_throughput_chart_keeps_a_place_for_every_hour_of_the_window():
+    hour = "2026-01-01T02:00:00.000000Z"
+    document = {"window": {"start": "2026-01-01T00:30:00.000000Z", "end": "2026-01-01T06:30:00.000000Z"},
+                "hourly": {hour: {"completed": 3, "failed": 0, "dead_lettered": 1}},
+                "queues": {}, "agents": {}}
+    chart = details.charts(document)["throughput"]
+    assert [label for _, label in chart.labels] == [f"0{h}:00" for h in range(7)]
+    assert [(b.css, b.label) for b in chart.bars] == [("completed", f"{hour}: 3 completed"),
+                                                      ("dead", f"{hour}: 1 dead-lettered")]
+    assert chart.top == 5 and chart.bars[0].height == 3 / 5 * (chart.base - 8)
