@@ -84,21 +84,27 @@ def task_list(request: Request, ws: Workspace = Depends(workspace),
     if isinstance(session, Response):
         return session
     filters = {"queue": blank(queue), "status": blank(status), "agent": blank(agent), "q": blank(q)}
+    kept = {k: v for k, v in filters.items() if v is not None}
+    if limit != PAGE_SIZE:
+        kept["limit"] = str(limit)
+    here = f"/tasks?{urlencode(kept | ({'cursor': cursor} if blank(cursor) else {}))}"
+    template = "_tasks.html" if request.headers.get("HX-Request") == "true" else "tasks.html"
+    shown = {"session": session, "filters": filters, "statuses": STATUSES, "here": here,
+             "head": queries.head(ws)[0]}
     try:
         listed = tasks.list_tasks(ws, tasks.ListRequest(
             queue=filters["queue"], status=filters["status"], agent=filters["agent"],
             title=filters["q"], limit=limit, cursor=blank(cursor)))
     except SchedError as e:
-        return render(request, "tasks.html", status_of(e), session=session, error=e.message,
-                      rows=[], filters=filters, statuses=STATUSES, next_page=None, first_page=None)
-    kept = {k: v for k, v in filters.items() if v is not None}
-    if limit != PAGE_SIZE:
-        kept["limit"] = str(limit)
+        return render(request, template, status_of(e), error=e.message, rows=[], next_page=None,
+                      first_page=None, **shown)
     next_page = (f"/tasks?{urlencode(kept | {'cursor': listed.next_cursor})}"
                  if listed.next_cursor else None)
     first_page = f"/tasks?{urlencode(kept)}" if blank(cursor) else None
-    return render(request, "tasks.html", session=session, error=None, rows=listed.to_json()["tasks"],
-                  filters=filters, statuses=STATUSES, next_page=next_page, first_page=first_page)
+    page = render(request, template, error=None, rows=listed.to_json()["tasks"], next_page=next_page,
+                  first_page=first_page, **shown)
+    page.headers["Vary"] = "HX-Request, Cookie"
+    return page
 
 
 @router.get("/tasks/{task_id}")

@@ -24,7 +24,7 @@ def status_of(board: Dashboard, task_id: int) -> str:
     return next(t.status for t in queries.list_tasks(board.ws) if t.task_id == task_id)
 
 
-def test_open_a_task_from_the_list_and_its_timeline_follows_the_log(dashboard: Dashboard):
+def test_open_a_task_from_the_live_list_and_its_timeline_follows_the_log(dashboard: Dashboard):
     page = dashboard.page
     (task,) = submit(dashboard.ws, [TaskSpec(queue="qa", title=f"check {XSS}")])
     submit(dashboard.ws, [TaskSpec(queue="dev", title="something else")])
@@ -33,6 +33,8 @@ def test_open_a_task_from_the_list_and_its_timeline_follows_the_log(dashboard: D
     page.get_by_label("Title").fill("CHECK")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    submit(dashboard.ws, [TaskSpec(queue="dev", title="check it again")])  # the list follows the log
+    expect(page.locator("#tasks tbody tr")).to_have_count(2)
     page.get_by_role("link", name=f"check {XSS}").click()
     expect(page).to_have_url(f"{dashboard.base}/tasks/{task.task_id}")
     expect(page.locator("#task-title")).to_have_text(f"check {XSS}")

@@ -80,6 +80,10 @@ def test_the_task_list_filters_by_queue_status_agent_and_title(api: Api):
     assert set(row_ids(api.client.get("/tasks", params={"status": "assigned"}).text)) == running
     both = api.client.get("/tasks", params={"queue": "dev", "q": "docs", "status": "", "agent": ""})
     assert row_ids(both.text) == [three]  # empty fields filter nothing
+    fragment = api.client.get("/tasks", params={"q": "parser"}, headers={"HX-Request": "true"})
+    assert "<html" not in fragment.text and set(row_ids(fragment.text)) == {one, two}
+    page = api.client.get("/tasks", params={"q": "parser", "status": ""}).text
+    assert 'hx-get="/tasks?q=parser"' in page and 'sse-connect="/live?after=' in page
 
 
 def test_a_bad_filter_is_the_clis_message(api: Api):
@@ -278,7 +282,7 @@ def test_a_reader_sees_no_buttons_and_every_post_is_403(api: Api, name: str):
     for path in ("/dead", "/approvals"):
         page = api.client.get(path).text
         assert "<button" not in page.split("</header>")[1], path  # (sign out is in the header)
-        assert 'type="checkbox"' not in page
+        assert 'type="checkbox"' not in page and "<form" not in page.split("</header>")[1]
     before = api.events()
     for path in POSTS:
         answer = api.client.post(path, data={"csrf": csrf, **form_for(path, work)})
