@@ -77,12 +77,16 @@ def blank(value: str | None) -> str | None:
 @router.get("/tasks")
 def task_list(request: Request, ws: Workspace = Depends(workspace),
               queue: str | None = None, status: str | None = None, agent: str | None = None,
-              q: str | None = None, cursor: str | None = None,
-              limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE)) -> Response:
+              q: str | None = None, cursor: str | None = None, size: str | None = Query(None, alias="limit"),
+              ) -> Response:
     """Tasks in pick order, filtered by queue, status, agent and text in the title."""
     session = viewer(request, ws)
     if isinstance(session, Response):
         return session
+    size = blank(size)
+    if size is not None and not (size.isascii() and size.isdigit() and 1 <= int(size) <= MAX_PAGE):
+        return error_page(request, 400, f"limit must be a number from 1 to {MAX_PAGE}", session)
+    limit = int(size) if size is not None else PAGE_SIZE
     filters = {"queue": blank(queue), "status": blank(status), "agent": blank(agent), "q": blank(q)}
     kept = {k: v for k, v in filters.items() if v is not None}
     if limit != PAGE_SIZE:
@@ -108,13 +112,14 @@ def task_list(request: Request, ws: Workspace = Depends(workspace),
 
 
 @router.get("/tasks/{task_id}")
-def task_page(request: Request, task_id: int = Path(ge=1, le=INT64_MAX),
+def task_page(request: Request, number: str = Path(alias="task_id"),
               ws: Workspace = Depends(workspace)) -> Response:
     """One task; with `HX-Request` (the live stream moved), only its live part."""
     session = viewer(request, ws)
     if isinstance(session, Response):
         return session
     try:
+        (task_id,) = task_ids([number])
         detail = tasks.show(ws, task_id)
     except SchedError as e:
         return error_page(request, status_of(e), e.message, session)

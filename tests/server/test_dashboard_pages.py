@@ -92,6 +92,9 @@ def test_a_bad_filter_is_the_clis_message(api: Api):
     assert answer.status_code == 400 and "unknown agent &#39;nobody&#39;" in answer.text
     answer = api.client.get("/tasks", params={"cursor": "x<b>"})
     assert answer.status_code == 400 and "<b>" not in answer.text
+    for limit in ("0", "x", "1001"):
+        answer = api.client.get("/tasks", params={"limit": limit})
+        assert answer.status_code == 400 and "limit must be a number from 1 to 1000" in answer.text
 
 
 def test_the_task_list_pages_keep_their_filters(api: Api):
@@ -139,7 +142,9 @@ def test_an_unknown_task_is_404(api: Api):
     sign_in(api, "dash")
     answer = api.client.get("/tasks/999")
     assert answer.status_code == 404 and "no task 999" in answer.text
-    assert api.client.get("/tasks/0").status_code == 422
+    for bad in ("0", "abc", "99999999999999999999"):
+        answer = api.client.get(f"/tasks/{bad}")
+        assert answer.status_code == 400 and "is not a task id" in answer.text
 
 
 def test_hostile_titles_errors_and_log_lines_are_escaped(api: Api, tmp_path: Path):
