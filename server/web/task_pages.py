@@ -63,7 +63,7 @@ def task_ids(values: list[str]) -> list[int]:
     """Task ids from form values; BadInput names the first that is not one."""
     ids = []
     for value in values:
-        if not (value.isascii() and value.isdigit() and 0 < int(value) <= INT64_MAX):
+        if not (value.isascii() and value.isdigit() and len(value) <= 19 and 0 < int(value) <= INT64_MAX):
             raise BadInput(f"{value[:40]!r} is not a task id")
         ids.append(int(value))
     return ids
@@ -84,7 +84,8 @@ def task_list(request: Request, ws: Workspace = Depends(workspace),
     if isinstance(session, Response):
         return session
     size = blank(size)
-    if size is not None and not (size.isascii() and size.isdigit() and 1 <= int(size) <= MAX_PAGE):
+    if size is not None and not (size.isascii() and size.isdigit() and len(size) <= 4
+                                 and 1 <= int(size) <= MAX_PAGE):
         return error_page(request, 400, f"limit must be a number from 1 to {MAX_PAGE}", session)
     limit = int(size) if size is not None else PAGE_SIZE
     filters = {"queue": blank(queue), "status": blank(status), "agent": blank(agent), "q": blank(q)}
@@ -153,7 +154,8 @@ def dead_letters(request: Request, ws: Workspace = Depends(workspace), cursor: s
         listed = listing(ws, "dead", cursor, PAGE_SIZE)
     except SchedError as e:
         return error_page(request, status_of(e), e.message, session)
-    done = [int(v) for v in (requeued or "").split(",") if v.isascii() and v.isdigit()][:MAX_CHECKED]
+    done = [int(v) for v in (requeued or "").split(",")[:MAX_CHECKED]
+            if v.isascii() and v.isdigit() and len(v) <= 19]
     next_page = f"/dead?{urlencode({'cursor': listed.next_cursor})}" if listed.next_cursor else None
     return render(request, "dead.html", session=session, rows=listed.to_json()["tasks"], requeued=done,
                   next_page=next_page)

@@ -92,7 +92,7 @@ def test_a_bad_filter_is_the_clis_message(api: Api):
     assert answer.status_code == 400 and "unknown agent &#39;nobody&#39;" in answer.text
     answer = api.client.get("/tasks", params={"cursor": "x<b>"})
     assert answer.status_code == 400 and "<b>" not in answer.text
-    for limit in ("0", "x", "1001"):
+    for limit in ("0", "x", "1001", "9" * 5000):
         answer = api.client.get("/tasks", params={"limit": limit})
         assert answer.status_code == 400 and "limit must be a number from 1 to 1000" in answer.text
 
@@ -142,7 +142,7 @@ def test_an_unknown_task_is_404(api: Api):
     sign_in(api, "dash")
     answer = api.client.get("/tasks/999")
     assert answer.status_code == 404 and "no task 999" in answer.text
-    for bad in ("0", "abc", "99999999999999999999"):
+    for bad in ("0", "abc", "99999999999999999999", "9" * 5000):
         answer = api.client.get(f"/tasks/{bad}")
         assert answer.status_code == 400 and "is not a task id" in answer.text
 
@@ -213,7 +213,7 @@ def test_requeueing_a_task_that_is_not_dead_is_refused(api: Api):
     for path in ("/dead/confirm", "/dead/requeue"):
         answer = api.client.post(path, data={"csrf": csrf, "task_id": str(alive)})
         assert answer.status_code == 409 and "only dead tasks are requeued" in answer.text
-    for data in ({"csrf": csrf}, {"csrf": csrf, "task_id": "x"}):
+    for data in ({"csrf": csrf}, {"csrf": csrf, "task_id": "x"}, {"csrf": csrf, "task_id": "9" * 25}):
         assert api.client.post("/dead/confirm", data=data).status_code == 400
         assert api.client.post("/dead/requeue", data=data).status_code == 400
     assert api.events() == before
