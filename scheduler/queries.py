@@ -135,12 +135,14 @@ OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running"
 
 def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str] | None = None,
                  limit: int | None = None, agent: str | None = None,
-                 unassigned: bool = False) -> tuple[list[TaskView], dict[int, dict[str, Any]]]:
+                 unassigned: bool = False,
+                 title: str | None = None) -> tuple[list[TaskView], dict[int, dict[str, Any]]]:
     """Tasks in pick order with their figures (`pick_figures`): of one queue or all, of
     some statuses or all; with `agent`, only those it holds or that are directed at it;
-    with `unassigned`, only those directed at no agent (open to any of their queue's).
+    with `unassigned`, only those directed at no agent (open to any of their queue's);
+    with `title`, only those whose title holds that text (compared without case).
     The figures (places in the queues, estimates) are worked out over the listing
-    before those two filters, so a filtered task keeps the place it has in its queue;
+    before those filters, so a filtered task keeps the place it has in its queue;
     `limit` then keeps the first ones (without the filters it limits the read itself,
     and the estimates count only the tasks it keeps)."""
     if agent is not None and unassigned:
@@ -150,7 +152,7 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
             known = {a.name for a in current_fleet(ws, views)} | {a.name for a in views.all_agents()}
         if agent not in known:
             raise BadInput(f"unknown agent {agent!r}")
-    filtered = agent is not None or unassigned
+    filtered = agent is not None or unassigned or title is not None
     cut = None if filtered else limit
     if statuses is None:
         found = list_tasks(ws, queue, None, cut)
@@ -163,6 +165,9 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
         found = [t for t in found if agent in (t.agent, t.assignee)]
     elif unassigned:
         found = [t for t in found if t.assignee is None]
+    if title is not None:
+        wanted = title.casefold()
+        found = [t for t in found if wanted in t.title.casefold()]
     return found[:limit] if filtered else found, figures
 
 

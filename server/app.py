@@ -20,7 +20,7 @@ from server import errors
 from server.calls import Doorbell, ring_on_commits
 from server.limits import BodySizeLimit, RateLimit, ServerLimits
 from server.routes import agents, events, health, scheduler, tasks
-from server.web import pages
+from server.web import pages, task_pages
 from server.web.security import SecurityHeaders
 
 BODY_OVERHEAD = 64 * 1024  # room for the fields beside the largest payload
@@ -63,7 +63,7 @@ def create_app(settings: Settings, clock: Clock | None = None,
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(SecurityHeaders)  # outermost: a 413 gets the headers too
-    for module in (health, scheduler, events, pages):
+    for module in (health, scheduler, events, pages, task_pages):
         app.include_router(module.router)
     app.include_router(tasks.router)
     app.include_router(agents.router)

@@ -24,6 +24,7 @@ class ListRequest(Request):
 
     where = "tasks"
     queue: str | None = None
+    title: str | None = None  # only tasks whose title holds this text (any case)
     status: str | None = None
     limit: int | None = None
     agent: str | None = None
@@ -74,7 +75,7 @@ def list_tasks(ws: Workspace, request: ListRequest) -> TaskList:
     read = None if limit is None else offset + limit + 1
     found, figures = queries.task_listing(
         ws, request.queue, None if request.status is None else [request.status], read,
-        request.agent, request.unassigned)
+        request.agent, request.unassigned, request.title)
     if not request.paged:
         return TaskList(found, figures)
     end = None if limit is None else offset + limit

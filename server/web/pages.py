@@ -29,8 +29,9 @@ from server.routes.events import start_after, stream
 from server.web import security
 from server.web.overview import overview
 
-# the pages that exist, for the nav bar (tasks, dead letters, approvals, metrics join here)
-NAV: tuple[tuple[str, str], ...] = (("/", "Overview"),)
+# the pages that exist, for the nav bar (their routes: here and `server.web.task_pages`)
+NAV: tuple[tuple[str, str], ...] = (("/", "Overview"), ("/tasks", "Tasks"), ("/dead", "Dead letters"),
+                                    ("/approvals", "Approvals"), ("/charts", "Metrics"))
 MAX_FORM_FIELDS = 20
 
 templates = Jinja2Templates(env=jinja2.Environment(
@@ -141,9 +142,9 @@ def signout(request: Request, fields: dict[str, str] = Depends(form_fields),
 
 
 def act(request: Request, fields: dict[str, str], ws: Workspace,
-        action: Callable[[TokenView], object]) -> Response:
+        action: Callable[[TokenView], object], back: str = "/") -> Response:
     """An operator's change: signed in, the session's CSRF token, a role that may operate;
-    then back to the overview (303: a reload does not post again)."""
+    then back to `back` (303: a reload does not post again)."""
     session = session_of(request, ws)
     if session is None:
         return error_page(request, 401, "you are not signed in (or your token was revoked): sign in")
@@ -157,7 +158,7 @@ def act(request: Request, fields: dict[str, str], ws: Workspace,
         action(session.token)
     except SchedError as e:
         return error_page(request, status_of(e), e.message, session)
-    return RedirectResponse("/", status_code=303)
+    return RedirectResponse(back, status_code=303)
 
 
 @router.post("/pause")
