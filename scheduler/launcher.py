@@ -110,14 +110,23 @@ class Launcher:
         return handover
 
     def _check_alive(self) -> None:
-        """Raise `LauncherGone` if the supervisor is gone (it never writes unasked: its
-        end of the connection readable means closed)."""
+        """Raise `LauncherGone` if the supervisor is gone: it has exited (its pid says so:
+        a copy of its end of the connection may outlive it in a process forked meanwhile)
+        or its end of the connection is closed (it never writes: readable means closed)."""
         with self._lock:
-            if self._conn is not None and self._conn.poll():
+            if self._conn is not None and (self._exited() or self._conn.poll()):
                 self._conn.close()
                 self._conn = None
             if self._conn is None:
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone")
+
+    def _exited(self) -> bool:
+        if self.pid is None:
+            return True
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0  # (collected here if it has)
+        except ChildProcessError:  # collected by someone else: gone all the same
+            return True
 
     def go(self, handover: Handover) -> None:
         """Hand the attempts over; not waiting for the supervisor, which may be busy
