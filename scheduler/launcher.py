@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 
 from eventlog.errors import SchedError
 from projections.recorder import Recorder
+from scheduler import containment
 from scheduler.clock import Clock
 from scheduler.exec import StopRequest, forget_cgroups, start_in, sweep_cgroups, take_role, warm_up
 from scheduler.settings import Settings
@@ -121,12 +122,16 @@ class Launcher:
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone")
 
     def _exited(self) -> bool:
-        if self.pid is None:
+        """Whether the supervisor has exited, by the test a tick uses for a dead wrapper
+        (`containment.alive`: a zombie is gone). A killed process with several threads
+        shows as a zombie while its last threads still end, its connection still open:
+        a tick that took its attempts back must not hand it new ones then."""
+        if self.pid is None or not containment.alive(self.pid):
+            if self.pid is not None:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, os.WNOHANG)  # collected here once it has fully ended
             return True
-        try:
-            return os.waitpid(self.pid, os.WNOHANG)[0] != 0  # (collected here if it has)
-        except ChildProcessError:  # collected by someone else: gone all the same
-            return True
+        return False
 
     def go(self, handover: Handover) -> None:
         """Hand the attempts over; not waiting for the supervisor, which may be busy
