@@ -141,10 +141,9 @@ def signout(request: Request, fields: dict[str, str] = Depends(form_fields),
     return page
 
 
-def act(request: Request, fields: dict[str, str], ws: Workspace,
-        action: Callable[[TokenView], object], back: str = "/") -> Response:
-    """An operator's change: signed in, the session's CSRF token, a role that may operate;
-    then back to `back` (303: a reload does not post again)."""
+def operating(request: Request, fields: dict[str, str], ws: Workspace) -> Session | Response:
+    """The checks of an operator's POST: signed in, the session's CSRF token, a role
+    that may operate; the session, or the error page that refuses it."""
     session = session_of(request, ws)
     if session is None:
         return error_page(request, 401, "you are not signed in (or your token was revoked): sign in")
@@ -154,6 +153,16 @@ def act(request: Request, fields: dict[str, str], ws: Workspace,
     why = access.refusal(session.token, "operate")
     if why is not None:
         return error_page(request, 403, why, session)
+    return session
+
+
+def act(request: Request, fields: dict[str, str], ws: Workspace,
+        action: Callable[[TokenView], object], back: str = "/") -> Response:
+    """An operator's change (`operating`'s checks), then back to `back` (303: a reload
+    does not post again)."""
+    session = operating(request, fields, ws)
+    if isinstance(session, Response):
+        return session
     try:
         action(session.token)
     except SchedError as e:

@@ -13,14 +13,14 @@ from fastapi.responses import RedirectResponse, Response
 
 from eventlog.errors import BadInput, SchedError
 from eventlog.values import INT64_MAX
-from scheduler import access, queries
+from scheduler import queries
 from scheduler.queries import OPEN_STATUSES
 from scheduler.usecases import actions, observe, tasks
 from scheduler.workspace import Workspace
 from server.auth import workspace
 from server.errors import status_of
-from server.web import details, security
-from server.web.pages import Session, act, error_page, render, session_of
+from server.web import details
+from server.web.pages import Session, act, error_page, operating, render, session_of
 
 router = APIRouter(include_in_schema=False)  # pages, not the API's contract
 
@@ -159,20 +159,6 @@ def dead_letters(request: Request, ws: Workspace = Depends(workspace), cursor: s
     next_page = f"/dead?{urlencode({'cursor': listed.next_cursor})}" if listed.next_cursor else None
     return render(request, "dead.html", session=session, rows=listed.to_json()["tasks"], requeued=done,
                   next_page=next_page)
-
-
-def operating(request: Request, fields: dict[str, str], ws: Workspace) -> Session | Response:
-    """The checks of `pages.act` for a POST that changes nothing yet (a confirmation)."""
-    session = session_of(request, ws)
-    if session is None:
-        return error_page(request, 401, "you are not signed in (or your token was revoked): sign in")
-    if not security.csrf_matches(session.raw, fields.get("csrf")):
-        return error_page(request, 403, "the form's CSRF token is missing or wrong: reload the page",
-                          session)
-    why = access.refusal(session.token, "operate")
-    if why is not None:
-        return error_page(request, 403, why, session)
-    return session
 
 
 @router.post("/dead/confirm")
