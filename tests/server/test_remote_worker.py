@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from eventlog.errors import ServerUnreachable
 from scheduler import access, queries
 from scheduler.remote import Server
 from scheduler.submit import TaskSpec, submit
@@ -84,9 +85,9 @@ def test_a_missing_token_or_a_wrong_one_is_one_line_and_exit_2(served, capsys, m
 def test_an_unreachable_server_is_tried_again_then_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     waits: list[float] = []
     server = Server("http://127.0.0.1:9", "t", tries=3, sleep=waits.append)  # nothing listens there
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(ServerUnreachable) as raised:
         server.claim("ann")
-    assert raised.value.exit_code == 1 and "tried 3 times" in raised.value.message  # type: ignore[attr-defined]
+    assert raised.value.exit_code == 1 and "tried 3 times" in raised.value.message
     assert waits == [0.5, 1.0]  # backoff between the tries
 
 
