@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # rich is loaded by the views that print for people, not by -
     from rich.console import Console
     from rich.text import Text
 
+    from scheduler.remote import Server
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 DbOpt = Annotated[str | None, typer.Option(
     "--db", help="Database file, or a postgresql:// URL (default $SCHED_DB, else "
@@ -32,6 +34,13 @@ DbOpt = Annotated[str | None, typer.Option(
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host this process acts for: it starts the commands of agents pinned "
     "to it (default $SCHED_HOST, else the machine's name).", show_default=False)]
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", help="Talk to this `sched serve` (http://HOST:PORT) instead of the database "
+    "(default $SCHED_SERVER); its token from $SCHED_TOKEN, $SCHED_TOKEN_FILE or "
+    "--server-token-file.", show_default=False)]
+ServerTokenFileOpt = Annotated[Path | None, typer.Option(
+    "--server-token-file", help="A file holding the server's token (from `sched tokens create`).",
+    show_default=False)]
 HomeOpt = Annotated[Path | None, typer.Option(
     "--home", help="Working directory of sched (default $SCHED_HOME, else the current one).",
     show_default=False)]
@@ -89,6 +98,18 @@ def workspace(home: Path | None = None, db: str | None = None,
               host: str | None = None) -> Workspace:
     return Workspace(loaded_settings(home, db, agents, create_home=create_home, host=host).settings,
                      clock=CLOCK[0])
+
+
+def server_of(url: str | None, token_file: Path | None) -> Server | None:
+    """The server to talk to (`--server`, else `$SCHED_SERVER`), or None: the database
+    (the HTTP client is loaded only when one is given)."""
+    if url is None and not os.environ.get("SCHED_SERVER"):
+        if token_file is not None:
+            raise BadInput("--server-token-file needs --server (or $SCHED_SERVER)")
+        return None
+    from scheduler.remote import from_environment
+
+    return from_environment(url, token_file)
 
 
 def show_dry_run(dry_run: DryRun | None) -> None:

@@ -7,11 +7,26 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import AgentsOpt, DbOpt, HomeOpt, HostOpt, JsonOpt, console, emit_json, message, workspace
+from cli.common import (
+    AgentsOpt,
+    DbOpt,
+    HomeOpt,
+    HostOpt,
+    JsonOpt,
+    ServerOpt,
+    ServerTokenFileOpt,
+    console,
+    emit_json,
+    loaded_settings,
+    message,
+    server_of,
+    workspace,
+)
 from cli.text import literal, visible
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
@@ -224,12 +239,18 @@ def run_command(
         "--log-format", help="How the log on stderr is written: text (for people) or json "
         "(one JSON object per line, for a log pipeline).")] = "text",
     db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None, host: HostOpt = None,
+    server: ServerOpt = None, server_token_file: ServerTokenFileOpt = None,
 ) -> None:
-    """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0."""
+    """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0. With --server
+    (on a host with no database access): run the push agents pinned to --host for that
+    server instead, with a host token (`sched tokens create --host H`)."""
     from scheduler.daemon_log import LOG_FORMATS, DaemonLog
 
     if log_format not in LOG_FORMATS:
         raise BadInput(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    remote = server_of(server, server_token_file)
+    if remote is not None:
+        raise typer.Exit(run_host_for(remote, home, host, db, agents, interval))
     ws = workspace(home, db, agents, host=host)
     every = interval if interval is not None else ws.settings.tick_interval_seconds
     if not math.isfinite(every) or every <= 0:
@@ -242,6 +263,19 @@ def run_command(
     else:
         log = DaemonLog(message)
     raise typer.Exit(run_daemon(ws, every, log))
+
+
+def run_host_for(remote: Any, home: Path | None, host: str | None, db: str | None, agents: Path | None,
+                 interval: float | None) -> int:
+    """`sched run --server`: this host's push agents, run for the server."""
+    from scheduler.agent_host import run_host
+
+    for given, flag in ((db, "--db"), (agents, "--agents"), (interval, "--interval")):
+        if given is not None:
+            raise BadInput(f"{flag} cannot be used with --server: the server's database, control "
+                           "file and daemon decide")
+    settings = loaded_settings(home, host=host, create_home=True).settings
+    return run_host(remote, settings, settings.host_name, lambda line: message(f"sched run: {line}"))
 
 
 def _stderr_line(line: str) -> None:

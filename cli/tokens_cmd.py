@@ -14,7 +14,7 @@ from scheduler import access
 
 tokens_app = typer.Typer(
     context_settings=HELP_OPTIONS, no_args_is_help=True, rich_markup_mode=None,
-    help="Bearer tokens of the HTTP API: per role (operator, submitter, reader) or per agent.")
+    help="Bearer tokens of the HTTP API: per role (operator, submitter, reader), per agent, or per host.")
 
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it (default $USER).")]
 
@@ -29,15 +29,19 @@ def create_command(
     agent: Annotated[str | None, typer.Option("--agent", help="A token acting only for this agent.")] = None,
     role: Annotated[str | None, typer.Option(
         "--role", help="A token of this role: operator, submitter or reader.")] = None,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="A token for `sched run --server URL --host H`: it runs the push agents "
+        "pinned to this host.")] = None,
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Create a token and print it, once: only its hash is kept."""
-    created = access.create_token(workspace(home, db), name, _by(by), role=role, agent=agent)
+    created = access.create_token(workspace(home, db), name, _by(by), role=role, agent=agent, host=host)
     if json_out:
         emit_json({**access.token_dict(created.view), "token": created.token})
         return
     sys.stdout.write(created.token + "\n")
-    who = f"agent {created.view.agent}" if created.view.agent else created.view.role
+    who = (f"agent {created.view.agent}" if created.view.agent else
+           f"host {created.view.host}" if created.view.host else created.view.role)
     message(f"created token {name!r} ({who}); it is shown only now: keep it somewhere safe")
 
 
@@ -56,9 +60,9 @@ def list_command(
         return
     from rich.table import Table
 
-    table = Table("name", "role", "agent", "created", "by", *(("revoked",) if all_ else ()))
+    table = Table("name", "role", "for", "created", "by", *(("revoked",) if all_ else ()))
     for t in tokens:
-        table.add_row(literal(t.name), t.role, literal(t.agent or "-"), t.created_at,
+        table.add_row(literal(t.name), t.role, literal(t.agent or t.host or "-"), t.created_at,
                       literal(t.created_by), *((literal(t.revoked_at or "-"),) if all_ else ()))
     console().print(table)
 

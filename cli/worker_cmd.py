@@ -3,10 +3,8 @@ database, or against a `sched serve` (`--server`) for a worker with no database 
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -16,45 +14,24 @@ from cli.common import (
     DbOpt,
     HomeOpt,
     JsonOpt,
+    ServerOpt,
+    ServerTokenFileOpt,
     console,
     emit_json,
     message,
     parse_json_option,
+    server_of,
     workspace,
 )
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
 from scheduler.usecases import work
 
-if TYPE_CHECKING:
-    from scheduler.remote import Server
-
 worker_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="The runner protocol for pull workers.", no_args_is_help=True,
     rich_markup_mode=None)
 TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
 TaskArg = Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)]
-ServerOpt = Annotated[str | None, typer.Option(
-    "--server", help="Talk to this `sched serve` (http://HOST:PORT) instead of the database "
-    "(default $SCHED_SERVER); its token from $SCHED_TOKEN, $SCHED_TOKEN_FILE or "
-    "--server-token-file.", show_default=False)]
-ServerTokenFileOpt = Annotated[Path | None, typer.Option(
-    "--server-token-file", help="A file holding the server's token (from `sched tokens create`).",
-    show_default=False)]
-
-
-def server_of(url: str | None, token_file: Path | None) -> Server | None:
-    """The server to talk to, or None: the database (the HTTP client is loaded only when
-    one is given)."""
-    if url is None and not os.environ.get("SCHED_SERVER"):
-        if token_file is not None:
-            raise BadInput("--server-token-file needs --server (or $SCHED_SERVER)")
-        return None
-    from scheduler.remote import from_environment
-
-    return from_environment(url, token_file)
-
-
 @worker_app.command("claim")
 def claim_command(
     agent: Annotated[str, typer.Option("--agent", "-a", help="The claiming agent.")],

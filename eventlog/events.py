@@ -406,19 +406,25 @@ class DaemonStopped(Event):
     reason: str | None = None  # e.g. the signal that asked it to stop
 
 
-# who a bearer token of the HTTP API acts as: a role, or one agent (`agent` names it)
-TokenRole = Literal["operator", "submitter", "reader", "agent"]
+# who a bearer token of the HTTP API acts as: a role, one agent (`agent` names it), or
+# the runner of one host's push agents (`host` names it)
+TokenRole = Literal["operator", "submitter", "reader", "agent", "host"]
 
 
 class TokenCreated(Event):
     """A bearer token of the HTTP API was created: `name` (unique among live tokens)
     acts as `role`, an `agent` token only for `agent`. Only the token's hash is kept;
-    the token itself was shown once, to `by`."""
+    the token itself was shown once, to `by`.
 
+    Version 2 adds the role `host` and `host`: the token of a runner (`sched run
+    --server`) that runs the push agents pinned to that host (None on version 1 events)."""
+
+    schema_version: int = 2
     type: Literal["TokenCreated"] = "TokenCreated"
     name: str
     role: TokenRole
     agent: str | None = None
+    host: str | None = None
     token_hash: str
     by: str
 
@@ -504,6 +510,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskRequeued", 1): _unchanged,  # v2: + reasons "evicted", "released"; + detail
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
+    ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host
 }
 
 

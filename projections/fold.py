@@ -334,7 +334,7 @@ def evolve_token(live: TokenView | None, event: TokenCreated | TokenRevoked, seq
     `live` (the live token of that name) revoked."""
     if isinstance(event, TokenCreated):
         return TokenView(seq=seq, name=event.name, role=event.role, agent=event.agent,
-                         token_hash=event.token_hash, created_at=at, created_by=event.by)
+                         token_hash=event.token_hash, created_at=at, created_by=event.by, host=event.host)
     if live is None:
         raise CorruptLog(f"event seq {seq} (TokenRevoked) names no live token {event.name!r}")
     return replace(live, revoked_at=at, revoked_by=event.by)

@@ -190,6 +190,7 @@ class TokenRow(SQLModel, table=True):
     created_by: str
     revoked_at: str | None = None
     revoked_by: str | None = None
+    host: str | None = None
 
 
 class MetaRow(SQLModel, table=True):

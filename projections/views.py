@@ -8,7 +8,7 @@ from typing import Literal
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 11
+PROJECTION_SCHEMA = 12
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
@@ -157,10 +157,11 @@ class TokenView:
 
     seq: int  # of its TokenCreated: the key (a name may be reused after a revoke)
     name: str
-    role: str  # operator | submitter | reader | agent
+    role: str  # operator | submitter | reader | agent | host
     agent: str | None
     token_hash: str
     created_at: str
     created_by: str
     revoked_at: str | None = None
     revoked_by: str | None = None
+    host: str | None = None  # a host token's host (TokenCreated v2)

@@ -1,7 +1,8 @@
 """Who may do what through the HTTP API: bearer tokens, their roles, and the check of a
 token a request presents.
 
-A token is created for a role (operator, submitter, reader) or for one agent; only its
+A token is created for a role (operator, submitter, reader), for one agent, or for the
+runner of one host's push agents (`sched run --server URL --host H`); only its
 SHA-256 hash is recorded (`TokenCreated`), and the token is shown once. Every request
 reads the live tokens anew, so a revoke (`TokenRevoked`) takes effect at once. The
 name of the token is the actor of every event a request causes.
@@ -24,15 +25,17 @@ from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace
 
 ROLES: tuple[str, ...] = ("operator", "submitter", "reader")
-Action = Literal["read", "submit", "operate", "work"]
+Action = Literal["read", "submit", "operate", "work", "host"]
 # what each kind of token may do: `read` status, events and the like; `submit` tasks;
 # `operate` (pause, resume, cancel, requeue, drain, ...); `work` the runner protocol,
-# which an agent token may do only for its own agent
+# which an agent token may do only for its own agent; `host` start and run the
+# attempts of the push agents pinned to its own host
 PERMISSIONS: dict[str, frozenset[str]] = {
     "operator": frozenset({"read", "submit", "operate"}),
     "submitter": frozenset({"read", "submit"}),
     "reader": frozenset({"read"}),
     "agent": frozenset({"work"}),
+    "host": frozenset({"host"}),
 }
 TOKEN_PREFIX = "sched_"  # so a leaked token is recognisable (and secret scanners can match it)
 MAX_TOKEN_CHARS = 200  # a presented token longer than this is not one of ours: not even hashed
@@ -49,7 +52,7 @@ class CreatedToken:
 
 def token_dict(view: TokenView) -> dict[str, Any]:
     """A token's JSON document (never its hash)."""
-    return {"name": view.name, "role": view.role, "agent": view.agent,
+    return {"name": view.name, "role": view.role, "agent": view.agent, "host": view.host,
             "created_at": view.created_at, "created_by": view.created_by,
             "revoked_at": view.revoked_at, "revoked_by": view.revoked_by}
 
@@ -61,24 +64,28 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_grant(role: str | None, agent: str | None) -> str:
-    """The role a token is created with: `role`, or `agent` for an agent's token."""
-    if (role is None) == (agent is None):
-        raise BadInput("give --agent A or --role operator|submitter|reader (one of them)")
+def check_grant(role: str | None, agent: str | None, host: str | None = None) -> str:
+    """The role a token is created with: `role`, `agent` for an agent's token, `host`
+    for a host's runner."""
+    if [role, agent, host].count(None) != 2:
+        raise BadInput("give one of --agent A, --host H or --role operator|submitter|reader")
     if role is not None and role not in ROLES:
         raise BadInput(f"--role {role!r}: choose operator, submitter or reader")
-    return role or "agent"
+    return role or ("agent" if agent is not None else "host")
 
 
 def create_token(ws: Workspace, name: str, by: str, role: str | None = None,
-                 agent: str | None = None) -> CreatedToken:
-    """Create a token for `role`, or for one `agent` (known to the log or the control
-    file). Its name must not be taken by a live token. Nothing is appended on bad input."""
+                 agent: str | None = None, host: str | None = None) -> CreatedToken:
+    """Create a token for `role`, for one `agent` (known to the log or the control
+    file), or for the runner of `host`'s push agents. Its name must not be taken by a
+    live token. Nothing is appended on bad input."""
     check_name(name)
-    granted = check_grant(role, agent)
+    granted = check_grant(role, agent, host)
     check_text(by, "--by", ws.settings.max_title_bytes)
     if agent is not None:
         check_text(agent, "--agent", ws.settings.max_title_bytes)
+    if host is not None:
+        check_text(host, "--host", ws.settings.max_title_bytes)
     token = TOKEN_PREFIX + new_token()
     with ws.write() as recorder:
         views = recorder.views
@@ -88,7 +95,7 @@ def create_token(ws: Workspace, name: str, by: str, role: str | None = None,
         if agent is not None and views.get_agent(agent) is None and not _in_control_file(ws, agent):
             raise BadInput(f"unknown agent {agent!r}")
         recorder.record([TokenCreated(name=name, role=granted, agent=agent,  # type: ignore[arg-type]
-                                      token_hash=hash_token(token), by=by)])
+                                      host=host, token_hash=hash_token(token), by=by)])
         view = views.live_token(name)
     assert view is not None
     return CreatedToken(token, view)
@@ -137,13 +144,16 @@ def authenticate(ws: Workspace, presented: str) -> TokenView | None:
     return match_token(presented, live)
 
 
-def refusal(token: TokenView, action: Action, agent: str | None = None) -> str | None:
-    """Why `token` may not do `action` (for `agent`, where the action is an agent's), or
-    None when it may."""
+def refusal(token: TokenView, action: Action, agent: str | None = None,
+            host: str | None = None) -> str | None:
+    """Why `token` may not do `action` (for `agent`, where the action is an agent's; on
+    `host`, where it is a host's), or None when it may."""
     if action not in PERMISSIONS.get(token.role, frozenset()):
         return f"token {token.name!r} ({token.role}) may not {action}"
     if token.role == "agent" and agent is not None and agent != token.agent:
         return f"token {token.name!r} acts only for agent {token.agent!r}, not {agent!r}"
+    if token.role == "host" and host is not None and host != token.host:
+        return f"token {token.name!r} acts only for host {token.host!r}, not {host!r}"
     return None
 
 

@@ -47,12 +47,13 @@ class AttemptRef:
 
     task_id: int
     attempt: int
-    db: str  # the database as the agent sees it in SCHED_DB (`Settings.database_label`)
+    db: str  # where the agent reports: the database as it sees it in SCHED_DB (`Settings.database_label`)
     wrapper_pid: int | None = None
     cgroup: str | None = None  # the attempt's control group directory, if it has one
     # the agent's process group, where the caller knows it (the wrapper: its child's pid)
     process_group: int | None = None
     workdir: str | None = None  # the attempt's working directory: its wrapper works in it
+    db_variable: str = "SCHED_DB"  # the variable holding `db` (SCHED_SERVER on a host with no database)
 
     @classmethod
     def of(cls, task_id: int, attempt: int, db: str, wrapper_pid: int | None = None,
@@ -62,7 +63,7 @@ class AttemptRef:
 
     def marks(self) -> dict[str, str]:
         """The environment variables that mark a process as one of this attempt's."""
-        return {"SCHED_DB": self.db, "SCHED_TASK_ID": str(self.task_id),
+        return {self.db_variable: self.db, "SCHED_TASK_ID": str(self.task_id),
                 "SCHED_ATTEMPT": str(self.attempt)}
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from eventlog.errors import BadInput, NotFound, Refused
@@ -93,6 +93,7 @@ class Attempt:
     ref: containment.AttemptRef  # finds and stops every process of the attempt
     granted_at: float  # lease_clock() before the lease was granted (it runs from then, at the latest)
     non_retryable: frozenset[int] = frozenset()  # exit codes that dead-letter at once
+    retry_spawn_errors: bool = False  # its queue's policy: a program that cannot start is retried
     reap_orphans: bool = False  # the wrapper is subreaper of the agent's descendants
 
     @property
@@ -194,31 +195,46 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
     control group, a fresh lease from the transaction's time), for the caller to record,
     and the attempt as its wrapper runs it. `granted_at`: `lease_clock()` before the
     transaction began (the lease runs from then, at the latest)."""
-    attempt = task.attempt + 1
-    home = _places(ws.settings)[0]
-    pid = ref.wrapper_pid
     ref = replace(ref, cgroup=str(group) if group is not None else None)
+    event, token = started_event(ws, recorder, task, agent, ref.wrapper_pid or 0, ws.settings.host_name,
+                                 workdir, ref.cgroup)
+    task_vars = {**task_variables(event, task.queue, token),
+                 "SCHED_HOME": _places(ws.settings)[0], "SCHED_DB": ref.db}
+    return event, Attempt(task.task_id, event.attempt, task.queue, token, list(event.argv), workdir,
+                          child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
+                          agent.timeout_seconds or ws.settings.exec_timeout_seconds, workdir / "agent.log",
+                          ref, granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)),
+                          ws.settings.queue_policy(task.queue).retry_spawn_errors)
+
+
+def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
+                  host: str, workdir: PurePath, cgroup: str | None) -> tuple[TaskStarted, str]:
+    """The `TaskStarted` of the assigned `task`'s next attempt, run by process `pid` on
+    `host` in `workdir` (its log beside), with a fresh lease from the transaction's
+    time; and the attempt's lease token (only its hash is recorded)."""
+    attempt = task.attempt + 1
     token = new_token()
-    log_path = workdir / "agent.log"
     values = {"task_id": str(task.task_id), "queue": task.queue, "agent": agent.name,
               "attempt": str(attempt), "workdir": str(workdir)}
     argv = expand_argv(json.loads(agent.command or "[]"), values)
     event = TaskStarted(
         task_id=task.task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
         lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
-        runner="exec", pid=pid, host=ws.settings.host_name, argv=tuple(argv),
-        workdir=str(workdir), log_path=str(log_path), cgroup=ref.cgroup)
-    task_vars = {
-        "SCHED_TASK_ID": str(task.task_id), "SCHED_QUEUE": task.queue, "SCHED_AGENT": agent.name,
-        "SCHED_ATTEMPT": str(attempt), "SCHED_WORKDIR": str(workdir),
+        runner="exec", pid=pid, host=host, argv=tuple(argv),
+        workdir=str(workdir), log_path=str(workdir / "agent.log"), cgroup=cgroup)
+    return event, token
+
+
+def task_variables(started: TaskStarted, queue: str, token: str) -> dict[str, str]:
+    """The variables that tell an agent its attempt (the runner adds where it reports:
+    `SCHED_HOME` and `SCHED_DB`, or `SCHED_SERVER`)."""
+    workdir = PurePath(started.workdir or "")
+    return {
+        "SCHED_TASK_ID": str(started.task_id), "SCHED_QUEUE": queue, "SCHED_AGENT": started.agent,
+        "SCHED_ATTEMPT": str(started.attempt), "SCHED_WORKDIR": str(workdir),
         "SCHED_PAYLOAD_FILE": str(workdir / "payload.json"),
         "SCHED_RESULT_FILE": str(workdir / "result.json"), "SCHED_LEASE_TOKEN": token,
-        "SCHED_HOME": home, "SCHED_DB": ref.db,
     }
-    return event, Attempt(task.task_id, attempt, task.queue, token, argv, workdir,
-                          child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
-                          agent.timeout_seconds or ws.settings.exec_timeout_seconds, log_path, ref,
-                          granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)))
 
 
 def sweep_cgroups(ws: Workspace) -> None:
@@ -429,7 +445,7 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[StopRequest]:
+def stop_on_signals() -> Iterator[StopRequest]:
     """While the wrapper runs, SIGTERM, SIGINT and SIGHUP only note the request; the
     wrapper then stops the attempt and records it before it exits. (Off the main
     thread, where Python cannot handle signals, nothing changes.)"""
@@ -489,7 +505,7 @@ def record_ending(ws: Workspace, recorder: Recorder, attempt: Attempt, ending: E
                           log_path=log, usage=ending.usage)
 
 
-def spawn_error_ending(ws: Workspace, attempt: Attempt, error: OSError) -> Ending:
+def spawn_error_ending(settings: Settings, attempt: Attempt, error: OSError) -> Ending:
     """The program could not be started (missing, not executable, not a program): that
     will not get better by itself, so the task is dead-lettered at once unless its
     queue has `retry_spawn_errors`. A working directory that vanished meanwhile is
@@ -498,9 +514,9 @@ def spawn_error_ending(ws: Workspace, attempt: Attempt, error: OSError) -> Endin
         why, retry = f"cannot enter the working directory: {error.strerror or error}", True
     else:
         why = f"cannot start {attempt.argv[0]!r}: {error.strerror or error}"
-        retry = ws.settings.queue_policy(attempt.queue).retry_spawn_errors
+        retry = attempt.retry_spawn_errors
     return Ending(f"spawn error: {error.strerror or error}",
-                  error=fit_text(why, ws.settings.max_message_bytes), reason="spawn_error", retry=retry)
+                  error=fit_text(why, settings.max_message_bytes), reason="spawn_error", retry=retry)
 
 
 def keep_limit(max_payload_bytes: int) -> int:
@@ -550,11 +566,11 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def ending_of(ws: Workspace, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
+def ending_of(settings: Settings, attempt: Attempt, returncode: int | None, ending: str, usage: Usage,
               output: AgentLog | None, stop: StopRequest) -> Ending:
     """How the stopped attempt ended, as it is to be recorded (`TaskSucceeded` or
     `TaskFailed`)."""
-    limit = ws.settings.max_message_bytes
+    limit = settings.max_message_bytes
     killed_by = -returncode if returncode is not None and returncode < 0 else None
 
     def failed(detail: str, error: str, **fields: Any) -> Ending:
@@ -575,7 +591,7 @@ def ending_of(ws: Workspace, attempt: Attempt, returncode: int | None, ending: s
     line, length = output.last_line()
     if returncode == 0:
         try:
-            result = read_result(attempt.result_file, line, length, ws.settings.max_payload_bytes)
+            result = read_result(attempt.result_file, line, length, settings.max_payload_bytes)
         except (OSError, ValueError) as e:
             return failed("result cannot be recorded", f"exited 0 but its result cannot be recorded: {e}",
                           exit_code=0)
@@ -609,7 +625,7 @@ def exec_task(ws: Workspace, task_id: int, parent_env: Mapping[str, str], *,
     """Start and run one attempt. `own_process`: this process is the wrapper and
     nothing else (`sched exec`; see `_become_wrapper`). SIGTERM, SIGINT and SIGHUP stop
     the attempt and record it as failed (retryable) before returning."""
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         started = start(ws, task_id, parent_env)
         if isinstance(started, Outcome):
             return started

@@ -41,7 +41,7 @@ from scheduler.clock import Clock
 from scheduler.exec import StopRequest, forget_cgroups, start_in, sweep_cgroups, take_role, warm_up
 from scheduler.settings import Settings
 from scheduler.spawn import Handover, LauncherGone, absolute
-from scheduler.supervisor import Supervisor, signals_wake
+from scheduler.supervisor import DatabaseLedger, Supervisor, signals_wake
 from scheduler.workspace import Workspace
 
 EXITED = b"x"  # one byte to the daemon per attempt that ended
@@ -198,7 +198,7 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, note)
-    supervisor = Supervisor(ws, stop, subreaper=True)
+    supervisor = Supervisor(ws.settings, DatabaseLedger(ws), stop, subreaper=True)
     listening = True
     try:
         with signals_wake(supervisor):

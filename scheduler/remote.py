@@ -86,6 +86,22 @@ class Server:
     def fail(self, task_id: int, token: str, error: str, retry: bool = True) -> dict[str, Any]:
         return self._outcome(task_id, token, "fail", {"token": token, "error": error, "retry": retry})
 
+    # -- a host's runner of push agents (`sched run --server`) ---------------------------
+
+    def host_start(self, host: str, pid: int, home: str, wait_seconds: int = 0) -> dict[str, Any]:
+        """Start the assignments to the push agents pinned to `host`, run by process
+        `pid` under `home` there: the server's limits and `attempts`. An answer that is
+        lost leaves attempts nobody runs: their leases run out and the tasks go back."""
+        return self._call("POST", f"/api/v1/hosts/{_quote(host)}/start",
+                          {"pid": pid, "home": home, "wait_seconds": wait_seconds},
+                          timeout=TIMEOUT_SECONDS + wait_seconds)
+
+    def host_turn(self, host: str, renew: list[dict[str, Any]],
+                  record: list[dict[str, Any]]) -> dict[str, Any]:
+        """Renew leases and record endings at once (sent again when the answer is lost:
+        an ending already recorded is answered with its status, never recorded twice)."""
+        return self._call("POST", f"/api/v1/hosts/{_quote(host)}/turn", {"renew": renew, "record": record})
+
     # -- calls -------------------------------------------------------------------------
 
     def _outcome(self, task_id: int, token: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:

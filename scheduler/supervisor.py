@@ -59,6 +59,7 @@ from scheduler.exec import (
     record_ending,
     spawn_error_ending,
 )
+from scheduler.settings import Settings
 from scheduler.spawn import lease_clock
 from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
@@ -246,15 +247,16 @@ class Supervisor:
     the reaper of the agents' orphaned descendants (a process that only supervises).
     `ledger`: where leases and outcomes go (default: the workspace's database)."""
 
-    def __init__(self, ws: Workspace, stop: StopRequest | None = None, *, subreaper: bool = False,
-                 ledger: Ledger | None = None) -> None:
-        self._ws, self._stop, self._subreaper = ws, stop or StopRequest(), subreaper
+    def __init__(self, settings: Settings, ledger: Ledger, stop: StopRequest | None = None, *,
+                 subreaper: bool = False) -> None:
+        self._settings, self._stop, self._subreaper = settings, stop or StopRequest(), subreaper
+        self._lease_seconds = ledger.lease_seconds
         self._runs: list[Running] = []
         self._by_pid: dict[int, Running] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._book = Bookkeeper(ledger or DatabaseLedger(ws), self.wake)
+        self._book = Bookkeeper(ledger, self.wake)
         self._exited: list[Running] = []  # agents that exited, to be looked for leftovers
         self._exited_cond = threading.Condition()
         self._closing = False
@@ -282,9 +284,9 @@ class Supervisor:
         """Start these attempts' commands now, a few at once (a start waits on the
         kernel: the exec, the move into the control group), or end those that cannot
         start."""
-        settings = self._ws.settings
-        runs = [Running(attempt, expires=attempt.granted_at + settings.lease_seconds,
-                        next_beat=attempt.granted_at + settings.lease_seconds / 3) for attempt in attempts]
+        settings, lease = self._settings, self._lease_seconds
+        runs = [Running(attempt, expires=attempt.granted_at + lease, next_beat=attempt.granted_at + lease / 3)
+                for attempt in attempts]
         self._runs.extend(runs)
         if self._stop.signum is not None:  # asked to stop before the agents were started
             for run in runs:
@@ -298,7 +300,7 @@ class Supervisor:
             if isinstance(got, OSError):
                 containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
                 run.ending = "exit"
-                self._book.record(run, spawn_error_ending(self._ws, attempt, got))
+                self._book.record(run, spawn_error_ending(settings, attempt, got))
                 continue
             child, read_fd = got
             # the command leads a session of its own: its process group is its pid
@@ -312,6 +314,15 @@ class Supervisor:
             self._book.watch(run)
             fault_point("mid_exec")
         return runs
+
+    def end_unstarted(self, attempt: Attempt, ending: Ending) -> Running:
+        """An attempt whose command was not started (its runner could not prepare it):
+        its `ending` is recorded."""
+        run = Running(attempt, expires=attempt.granted_at + self._lease_seconds, next_beat=float("inf"),
+                      ending="exit")
+        self._runs.append(run)
+        self._book.record(run, ending)
+        return run
 
     # -- supervising -----------------------------------------------------------------
 
@@ -404,8 +415,8 @@ class Supervisor:
             run.meter.peak = max(run.meter.peak, usage.ru_maxrss * 1024)  # the agent's own, in KiB
 
     def _check(self, now: float) -> None:
-        settings = self._ws.settings
-        grace, lease = settings.kill_grace_seconds, settings.lease_seconds
+        settings = self._settings
+        grace, lease = settings.kill_grace_seconds, self._lease_seconds
         for run in self._runs:
             if run.ending is not None or run.child is None:
                 continue
@@ -462,7 +473,7 @@ class Supervisor:
     def _stop_and_settle(self, run: Running) -> None:
         attempt = run.attempt
         try:
-            left = containment.stop_attempt(attempt.ref, self._ws.settings.kill_grace_seconds)
+            left = containment.stop_attempt(attempt.ref, self._settings.kill_grace_seconds)
         except Exception as e:  # the lease covers an attempt whose end was not recorded
             run.outcome = Outcome("lost", f"not stopped: {e}")
             self.wake()
@@ -475,7 +486,7 @@ class Supervisor:
 
     def _settle(self, run: Running) -> None:
         """With every process of the attempt gone: hand how it ended to the bookkeeper."""
-        ws, attempt = self._ws, run.attempt
+        attempt = run.attempt
         try:
             returncode = None
             if run.child is not None:
@@ -488,8 +499,8 @@ class Supervisor:
                 run.outcome = Outcome("lost", "stopped at the lease's expiry: it could not be renewed "
                                               "in time")
             else:
-                self._book.record(run, ending_of(ws, attempt, returncode, run.ending or "exit", usage,
-                                                 run.log, self._stop))
+                self._book.record(run, ending_of(self._settings, attempt, returncode, run.ending or "exit",
+                                                 usage, run.log, self._stop))
                 return
         except Exception as e:  # the lease covers an attempt whose end was not recorded
             run.outcome = Outcome("lost", f"not recorded: {e}")
@@ -578,7 +589,7 @@ def _check_format(path: str, program: str) -> None:
 def run_all(ws: Workspace, attempts: Sequence[Attempt], stop: StopRequest | None = None, *,
             subreaper: bool = False) -> list[Outcome]:
     """Run these attempts to their ends; their outcomes, in order."""
-    supervisor = Supervisor(ws, stop, subreaper=subreaper)
+    supervisor = Supervisor(ws.settings, DatabaseLedger(ws), stop, subreaper=subreaper)
     with signals_wake(supervisor):
         try:
             runs = supervisor.add(attempts)

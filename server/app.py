@@ -19,7 +19,7 @@ from scheduler.workspace import Workspace
 from server import errors
 from server.calls import Doorbell, ring_on_commits
 from server.limits import BodySizeLimit, RateLimit, ServerLimits
-from server.routes import agents, events, health, scheduler, tasks
+from server.routes import agents, events, health, hosts, scheduler, tasks
 from server.web import pages, task_pages
 from server.web.security import SecurityHeaders
 
@@ -67,6 +67,7 @@ def create_app(settings: Settings, clock: Clock | None = None,
         app.include_router(module.router)
     app.include_router(tasks.router)
     app.include_router(agents.router)
+    app.include_router(hosts.router)
     app.include_router(scheduler.top)
     app.mount("/static", StaticFiles(packages=[("server.web", "static")]), name="static")
     return app

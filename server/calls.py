@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
@@ -127,6 +127,43 @@ def doorbell(request: Request) -> Doorbell:
     return request.app.state.doorbell  # type: ignore[no-any-return]
 
 
+def head_seq(ws: Workspace) -> int:
+    from scheduler import queries
+
+    return queries.head(ws)[0]
+
+
+async def long_poll(request: Request, ws: Workspace, wait: float, act: Callable[[], Awaitable[T]],
+                    found: Callable[[T], bool], worth_a_look: Callable[[], bool]) -> T:
+    """`act` until it `found` something or `wait` seconds pass, waiting on the event
+    loop (no thread held) between tries: the doorbell wakes it at once after a write
+    through this server, and a look at the log head every `claim_poll_seconds` notices
+    writes from elsewhere; `worth_a_look` (one read) then says whether to `act` again.
+    A client that went away ends the wait. The last answer of `act` is returned."""
+    bell = doorbell(request)
+    poll_seconds = request.app.state.limits.claim_poll_seconds
+    loop_time = asyncio.get_running_loop().time
+    deadline = loop_time() + wait
+    while True:
+        seen = await call(head_seq, ws)
+        got = await act()
+        if found(got):
+            return got
+        while (left := deadline - loop_time()) > 0:
+            rung = await bell.wait(min(left, poll_seconds))
+            if await request.is_disconnected():
+                return got
+            if not rung:
+                now = await call(head_seq, ws)
+                if now == seen:
+                    continue
+                seen = now
+            if await call(worth_a_look):
+                break
+        else:
+            return got
+
+
 async def write(request: Request, function: Callable[..., T], *args: Any) -> T:
     """Run a use case that appends, then ring the doorbell (rung on failure too: a
     refusal may still have changed nothing, and an extra look costs one read)."""
@@ -188,7 +225,7 @@ def schema_of(model: type[UseCaseRequest], *, drop: tuple[str, ...] = ("by",),
               needs: tuple[str, ...] = ()) -> dict[str, Any]:
     """The request body of an endpoint for /openapi.json: the use case's request less
     the fields the path or the token give."""
-    schema = model.model_json_schema()
+    schema = _inlined(model.model_json_schema())
     properties = {k: v for k, v in schema.get("properties", {}).items() if k not in drop}
     properties.update(extra or {})
     body: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
@@ -197,3 +234,21 @@ def schema_of(model: type[UseCaseRequest], *, drop: tuple[str, ...] = ("by",),
         body["required"] = needed
     return {"requestBody": {"required": required or bool(needed),
                             "content": {"application/json": {"schema": body}}}}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with the `$defs` of nested models written in place of their `$ref`s (a
+    request body in /openapi.json cannot refer to definitions of its own)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)  # type: ignore[no-any-return]

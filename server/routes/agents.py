@@ -6,7 +6,6 @@ own agent (403 otherwise). Each answer is the CLI command's `--json` document.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Annotated, Any
 
@@ -16,11 +15,22 @@ from pydantic import BaseModel
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.values import INT64_MAX
 from projections.views import TokenView
-from scheduler import access, queries
+from scheduler import access
 from scheduler.usecases import fleet, work
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
-from server.calls import Document, answer, body_of, call, doorbell, known_query, parse, schema_of, write
+from server.calls import (
+    Document,
+    answer,
+    body_of,
+    call,
+    doorbell,
+    known_query,
+    long_poll,
+    parse,
+    schema_of,
+    write,
+)
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.limits import ServerLimits
 from server.routes.tasks import Changes
@@ -156,10 +166,6 @@ def wait_of(data: dict[str, Any], limits: ServerLimits) -> int:
     return wait
 
 
-def head_seq(ws: Workspace) -> int:
-    return queries.head(ws)[0]
-
-
 def may_have_work(ws: Workspace, agent: str) -> bool:
     """Whether a claim for `agent` might find work: a task assigned to it, or one queued
     in its queue (one read; False spares a write transaction per waiting claim at each
@@ -185,30 +191,16 @@ async def post_claim(request: Request, name: AgentName, token: TokenView = Depen
     limits: ServerLimits = request.app.state.limits
     wait = wait_of(await body_of(request, "claim", reserved=()), limits)
     rates(request, "claim", token, "claims")
-    bell = doorbell(request)
-    loop_time = asyncio.get_running_loop().time
-    deadline = loop_time() + wait
-    while True:
-        seen = await call(head_seq, ws)
+
+    async def claim() -> work.Claimed:
         claimed = await call(work.claim, ws, name)
-        if claimed.claim is not None:
-            if await request.is_disconnected():  # nobody to hand the token to
-                await call(work.release, ws, claimed, "the claim's client went away")
-                bell.ring()
-            return answer(claimed)
-        while (left := deadline - loop_time()) > 0:
-            rung = await bell.wait(min(left, limits.claim_poll_seconds))
-            if await request.is_disconnected():
-                return answer(claimed)
-            if not rung:
-                now = await call(head_seq, ws)
-                if now == seen:
-                    continue
-                seen = now
-            if await call(may_have_work, ws, name):
-                break
-        else:
-            return answer(claimed)
+        if claimed.claim is not None and await request.is_disconnected():  # nobody to hand the token to
+            await call(work.release, ws, claimed, "the claim's client went away")
+            doorbell(request).ring()
+        return claimed
+
+    return answer(await long_poll(request, ws, wait, claim, lambda claimed: claimed.claim is not None,
+                                  lambda: may_have_work(ws, name)))
 
 
 def lease_body(schema_model: Any) -> dict[str, Any]:

@@ -1,0 +1,218 @@
+"""Running the push agents pinned to this host for a server, on a machine with no
+database access (`sched run --server URL --host H`).
+
+The same supervisor as the daemon's (`scheduler.supervisor`) runs the attempts; only
+its ledger differs: leases are renewed and outcomes recorded by one call to the server
+per turn (`HttpLedger`), which a network failure sends again with backoff and which
+never records an outcome twice. A thread asks the server for work (`host_start`, a
+long poll woken at once by new assignments): every assignment to an agent pinned to
+this host is started there, recorded as run by this process on this host. Then, here,
+its working directory is made under this host's `SCHED_HOME` with `payload.json`, its
+control group where the host allows one, and its command is started with the
+environment allowlist of this host's settings, plus `SCHED_SERVER`. A directory that
+cannot be made fails the attempt (retryable: the task goes back to its queue).
+
+Its agents are assigned by a daemon or tick with the database (`sched run` elsewhere),
+as any pinned agent's are. SIGTERM or SIGINT stops the attempts running here, records
+them as failed (retryable) and exits 0; a runner that dies loses its leases, and its
+tasks go elsewhere or wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from eventlog.errors import BadInput, SchedError
+from eventlog.timeutil import from_text
+from eventlog.values import fit_text
+from scheduler import containment, worker
+from scheduler.exec import (
+    Attempt,
+    Ending,
+    StopRequest,
+    child_environment,
+    prepare_workdir,
+    stop_on_signals,
+    take_role,
+)
+from scheduler.remote import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, Server
+from scheduler.settings import Settings
+from scheduler.spawn import lease_clock
+from scheduler.supervisor import Supervisor, signals_wake
+
+RUNNER_NAME = "sched-host"  # the runner's process name (comm)
+WAIT_SECONDS = 20  # each ask for work waits this long for some
+RETRY_SECONDS = 5.0  # after the server could not be reached (the client's own retries spent)
+WITHHELD = (TOKEN_VARIABLE, TOKEN_FILE_VARIABLE)  # the runner's own token never reaches an agent
+
+
+class HttpLedger:
+    """A supervisor's ledger on a host with no database: one `turn` call to the server
+    per turn. `lease_seconds` is the server's."""
+
+    def __init__(self, server: Server, host: str, lease_seconds: float) -> None:
+        self._server, self._host, self._lease_seconds = server, host, lease_seconds
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_seconds
+
+    def turn(self, renew: Sequence[Attempt], record: Sequence[tuple[Attempt, Ending]]
+             ) -> tuple[list[worker.Beat | str], list[str]]:
+        answer = self._server.host_turn(
+            self._host, [{"task_id": a.task_id, "token": a.token} for a in renew],
+            [ending_document(a, e) for a, e in record])
+        beats: list[worker.Beat | str] = [
+            str(b["refused"]) if "refused" in b
+            else worker.Beat(from_text(b["lease_expires_at"]), bool(b["cancel"])) for b in answer["beats"]]
+        return beats, [str(s["status"]) for s in answer["statuses"]]
+
+
+def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
+    """How the attempt ended, as a turn sends it."""
+    usage = ending.usage
+    return {"task_id": attempt.task_id, "token": attempt.token, "succeeded": ending.succeeded,
+            "result": ending.result, "error": ending.error, "reason": ending.reason, "retry": ending.retry,
+            "exit_code": ending.exit_code, "signal": ending.signal,
+            "cpu_seconds": usage.cpu_seconds if usage is not None else None,
+            "peak_rss_bytes": usage.peak_rss_bytes if usage is not None else None}
+
+
+def runner_settings(settings: Settings, started: dict[str, Any]) -> Settings:
+    """This host's settings, with the limits of the server that records the outcomes."""
+    return settings.model_copy(update={key: started[key] for key in
+                                       ("lease_seconds", "max_message_bytes", "max_payload_bytes")})
+
+
+def attempt_of(doc: dict[str, Any], settings: Settings, server_url: str, granted_at: float,
+               environ: dict[str, str]) -> Attempt:
+    """The attempt the server started, as the supervisor runs it here."""
+    workdir = Path(doc["workdir"])
+    ref = replace(containment.AttemptRef.of(doc["task_id"], doc["attempt"], server_url, os.getpid(),
+                                            workdir=str(workdir)), db_variable="SCHED_SERVER")
+    variables = {**doc["variables"], "SCHED_HOME": str(settings.home.resolve()), "SCHED_SERVER": server_url}
+    env = child_environment({k: v for k, v in environ.items() if k not in WITHHELD},
+                            settings.exec_env_allowlist, variables)
+    return Attempt(doc["task_id"], doc["attempt"], doc["queue"], doc["token"], list(doc["argv"]), workdir,
+                   env, float(doc["timeout_seconds"]), Path(doc["log_path"]), ref, granted_at,
+                   frozenset(doc["non_retryable_exit_codes"]), bool(doc["retry_spawn_errors"]))
+
+
+def prepare(attempt: Attempt, payload: str, settings: Settings) -> Attempt | Ending:
+    """Make the attempt's directory and control group here; the ending to record when
+    the directory cannot be made (not the program's fault: retried)."""
+    try:
+        prepare_workdir(attempt.workdir, payload)
+    except OSError as e:
+        why = f"cannot prepare the working directory {attempt.workdir}: {e.strerror or e}"
+        return Ending(f"not started: {why}", error=fit_text(why, settings.max_message_bytes),
+                      reason="spawn_error")
+    group = containment.create_cgroup(attempt.ref) if settings.exec_cgroups else None
+    return attempt if group is None else replace(attempt, ref=replace(attempt.ref, cgroup=str(group)))
+
+
+class Asker:
+    """The thread that asks the server for work, one long poll after another, and hands
+    each answer to the supervising loop (which it wakes through `wake`)."""
+
+    def __init__(self, server: Server, host: str, home: str, wake: Callable[[], None],
+                 say: Callable[[str], None]) -> None:
+        self.answers: queue.SimpleQueue[tuple[float, dict[str, Any]]] = queue.SimpleQueue()
+        self.fatal: SchedError | None = None
+        self._server, self._host, self._home, self._wake, self._say = server, host, home, wake, say
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="asker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            granted_at = lease_clock()  # before the server grants the leases
+            try:
+                answer = self._server.host_start(self._host, os.getpid(), self._home, WAIT_SECONDS)
+            except BadInput as e:  # the token refused, or a request the server will never take
+                self.fatal = e
+                self._wake()
+                return
+            except SchedError as e:  # unreachable, or failing: ask again later
+                self._say(f"asking for work: {e.message}; again in {RETRY_SECONDS:g} s")
+                self._stopping.wait(RETRY_SECONDS)
+                continue
+            if answer.get("attempts"):
+                self.answers.put((granted_at, answer))
+                self._wake()
+
+
+def run_host(server: Server, settings: Settings, host: str, say: Callable[[str], None],
+             environ: dict[str, str] | None = None) -> int:
+    """Run this host's push agents until SIGTERM or SIGINT (then 0), or until the server
+    refuses the token (then 2, after the attempts running here ended)."""
+    environ = dict(os.environ if environ is None else environ)
+    home = str(settings.home.resolve())
+    first = server.host_start(host, os.getpid(), home, 0)  # the server's limits; what waits already
+    settings = runner_settings(settings, first)
+    take_role(RUNNER_NAME)
+    if settings.exec_cgroups:
+        containment.sweep_cgroups()
+    with stop_on_signals() as stop:
+        supervisor = Supervisor(settings, HttpLedger(server, host, settings.lease_seconds), stop,
+                                subreaper=True)
+        asker = Asker(server, host, home, supervisor.wake, say)
+        say(f"running the push agents of host {host} for {server.url}")
+        try:
+            with signals_wake(supervisor):
+                _start(supervisor, first, lease_clock(), settings, server.url, environ, say)
+                asker.start()
+                _supervise(supervisor, asker, stop, settings, server.url, environ, say)
+        finally:
+            asker.stop()
+            supervisor.close()
+    if asker.fatal is not None:
+        raise asker.fatal
+    return 0
+
+
+def _supervise(supervisor: Supervisor, asker: Asker, stop: StopRequest, settings: Settings, url: str,
+               environ: dict[str, str], say: Callable[[str], None]) -> None:
+    while True:
+        supervisor.step(supervisor.next_timeout())
+        while True:
+            try:
+                granted_at, answer = asker.answers.get_nowait()
+            except queue.Empty:
+                break
+            _start(supervisor, answer, granted_at, settings, url, environ, say)
+        for run in supervisor.finished():
+            outcome = run.outcome
+            if outcome is not None:
+                say(f"task {run.attempt.task_id} attempt {run.attempt.attempt}: {outcome.status} "
+                    f"({outcome.detail})")
+        if stop.signum is not None or asker.fatal is not None:
+            asker.stop()
+            if not supervisor.busy:
+                return
+
+
+def _start(supervisor: Supervisor, answer: dict[str, Any], granted_at: float, settings: Settings, url: str,
+           environ: dict[str, str], say: Callable[[str], None]) -> None:
+    ready: list[Attempt] = []
+    for doc in answer["attempts"]:
+        attempt = attempt_of(doc, settings, url, granted_at, environ)
+        got = prepare(attempt, doc["payload"], settings)
+        if isinstance(got, Ending):
+            supervisor.end_unstarted(attempt, got)
+        else:
+            ready.append(got)
+        say(f"task {doc['task_id']} attempt {doc['attempt']}: started for agent {doc['agent']}")
+    if ready:
+        supervisor.add(ready)

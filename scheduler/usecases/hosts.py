@@ -1,0 +1,223 @@
+"""A host with no database access runs the push agents pinned to it through a server
+(`sched run --server URL --host H`). It asks for work (`start`: every assignment to
+an agent pinned to its host is started, recorded as run by the runner's process on
+that host, in a working directory under the runner's home), then renews the leases of
+what runs and records what ended, all at once, one call per turn (`turn`). Its agents
+are assigned by a daemon or tick that has the database, as any pinned agent's are.
+
+A turn sent again because its answer was lost records nothing twice: an outcome whose
+lease token is refused, when the attempt's own outcome is already in the log, is
+answered with the status it left."""
+
+# (no `from __future__ import annotations`: real annotations spare pydantic parsing
+# strings when a quick command builds its request class)
+
+import json
+from pathlib import PurePosixPath
+from typing import Any, NamedTuple
+
+from pydantic import Field, field_validator
+
+from eventlog.errors import BadInput, TokenRejected
+from eventlog.events import FailureReason, TaskFailed, TaskStarted, TaskSucceeded
+from eventlog.timeutil import to_text
+from eventlog.values import INT64_MAX, check_json, fit_text
+from projections.recorder import Recorder
+from scheduler import exec as runner
+from scheduler import worker
+from scheduler.tokens import hash_token
+from scheduler.usage import Usage
+from scheduler.usecases.base import Request
+from scheduler.workspace import Workspace
+
+MAX_BATCH = 1000  # leases or endings in one turn
+
+
+class StartRequest(Request):
+    """Start every assignment to the push agents pinned to `host`, to be run by the
+    process `pid` there, each in `HOME/work/TASK/ATTEMPT`."""
+
+    where = "start"
+    host: str = Field(min_length=1, max_length=255)
+    pid: int = Field(ge=1, le=2**31 - 1)
+    home: str = Field(min_length=2, max_length=4096)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, home: str) -> str:
+        if not home.startswith("/") or "\0" in home:
+            raise ValueError(f"must be an absolute path, not {home!r}")
+        return home
+
+
+class Started(NamedTuple):
+    """The attempts started, each with what its runner needs to run it; and the
+    server's limits the runner keeps to (its lease, the sizes an outcome may have)."""
+
+    lease_seconds: float
+    max_message_bytes: int
+    max_payload_bytes: int
+    attempts: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lease_seconds": self.lease_seconds, "max_message_bytes": self.max_message_bytes,
+                "max_payload_bytes": self.max_payload_bytes, "attempts": self.attempts}
+
+
+def pinned_push_agents(ws: Workspace, host: str) -> list[str]:
+    """The agents with a command that the control file pins to `host`."""
+    return sorted(a.name for a in ws.registry().control.agents if a.command is not None and a.host == host)
+
+
+def has_starts(ws: Workspace, host: str) -> bool:
+    """Whether `start` would find something (one read: a waiting runner looks with it)."""
+    names = pinned_push_agents(ws, host)
+    with ws.read() as (_log, views):
+        return any(views.tasks(status="assigned", agent=name, limit=1) for name in names)
+
+
+def start(ws: Workspace, request: StartRequest) -> Started:
+    """Record the start of every assignment to the push agents pinned to the host, in
+    one write transaction."""
+    names = pinned_push_agents(ws, request.host)
+    settings = ws.settings
+    attempts: list[dict[str, Any]] = []
+    with ws.write() as recorder:
+        views = recorder.views
+        for name in names:
+            agent = views.get_agent(name)
+            if agent is None or agent.command is None:
+                continue
+            waiting = views.tasks(status="assigned", agent=name)
+            payloads = views.payloads([task.task_id for task in waiting])
+            for task in waiting:
+                workdir = PurePosixPath(request.home, "work", str(task.task_id), str(task.attempt + 1))
+                event, token = runner.started_event(ws, recorder, task, agent, request.pid, request.host,
+                                                    workdir, None)
+                recorder.record([event])
+                attempts.append({
+                    "task_id": task.task_id, "attempt": event.attempt, "queue": task.queue, "agent": name,
+                    "token": token, "argv": list(event.argv), "workdir": event.workdir,
+                    "log_path": event.log_path, "payload": payloads[task.task_id],
+                    "variables": runner.task_variables(event, task.queue, token),
+                    "timeout_seconds": agent.timeout_seconds or settings.exec_timeout_seconds,
+                    "lease_expires_at": to_text(event.lease_expires_at),
+                    "non_retryable_exit_codes": sorted(json.loads(agent.non_retryable_exit_codes)),
+                    "retry_spawn_errors": settings.queue_policy(task.queue).retry_spawn_errors,
+                })
+    return Started(settings.lease_seconds, settings.max_message_bytes, settings.max_payload_bytes, attempts)
+
+
+class Lease(Request):
+    """An attempt the runner holds: its task and lease token."""
+
+    where = "renew"
+    task_id: int = Field(ge=1, le=INT64_MAX)
+    token: str = Field(min_length=1, max_length=200)
+
+
+class EndingReport(Request):
+    """How an attempt ended, as its runner saw it (`exec.Ending`)."""
+
+    where = "record"
+    task_id: int = Field(ge=1, le=INT64_MAX)
+    token: str = Field(min_length=1, max_length=200)
+    succeeded: bool = False
+    result: Any = None
+    error: str = ""
+    reason: FailureReason = "exit_code"
+    retry: bool = True
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    signal: int | None = Field(default=None, ge=1, le=128)
+    cpu_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    peak_rss_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
+
+
+class TurnRequest(Request):
+    """Renew these leases and record these endings, for attempts running on `host`."""
+
+    where = "turn"
+    host: str = Field(min_length=1, max_length=255)
+    renew: list[Lease] = Field(default_factory=list, max_length=MAX_BATCH)
+    record: list[EndingReport] = Field(default_factory=list, max_length=MAX_BATCH)
+
+
+class Turn(NamedTuple):
+    """Per renewal its new expiry and whether to stop (cancelled), or why it was
+    refused; per ending the task's new status, or "lost" with why."""
+
+    beats: list[dict[str, Any]]
+    statuses: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"beats": self.beats, "statuses": self.statuses}
+
+
+def turn(ws: Workspace, request: TurnRequest) -> Turn:
+    """One write transaction for the whole turn. An attempt that does not run on the
+    host, or whose lease token is not the current one, is refused (nothing recorded
+    for it); the others are done."""
+    beats: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
+    with ws.write() as recorder:
+        for lease in request.renew:
+            try:
+                _on_host(recorder, lease.task_id, request.host)
+                beat = worker.renew_in(ws, recorder, lease.task_id, lease.token)
+            except TokenRejected as e:
+                beats.append({"task_id": lease.task_id, "refused": e.message})
+            else:
+                beats.append({"task_id": lease.task_id, "lease_expires_at": to_text(beat.lease_expires_at),
+                              "cancel": beat.cancel})
+        for report in request.record:
+            statuses.append({"task_id": report.task_id, **_record(ws, recorder, request.host, report)})
+    return Turn(beats, statuses)
+
+
+def _on_host(recorder: Recorder, task_id: int, host: str) -> None:
+    task = recorder.views.get_task(task_id)
+    if task is not None and task.status == "running" and task.host != host:
+        raise TokenRejected(f"task {task_id}: its attempt runs on host {task.host!r}, not {host!r}")
+
+
+def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport) -> dict[str, Any]:
+    usage = Usage(report.cpu_seconds or 0.0, report.peak_rss_bytes or 0) \
+        if report.cpu_seconds is not None or report.peak_rss_bytes is not None else None
+    try:
+        _on_host(recorder, report.task_id, host)
+        if report.succeeded:
+            check_json(report.result, "result", ws.settings.max_payload_bytes)
+        task = recorder.views.get_task(report.task_id)
+        log_path = task.log_path if task is not None else None
+        if report.succeeded:
+            worker.complete_in(recorder, report.task_id, report.token, report.result, log_path=log_path,
+                               usage=usage)
+            return {"status": "succeeded"}
+        return {"status": worker.fail_in(ws, recorder, report.task_id, report.token,
+                                         fit_text(report.error, ws.settings.max_message_bytes),
+                                         retry=report.retry, reason=report.reason,
+                                         exit_code=report.exit_code, signal=report.signal,
+                                         log_path=log_path, usage=usage)}
+    except TokenRejected as e:
+        return _already(recorder, report) or {"status": "lost", "why": e.message}
+    except BadInput as e:  # not recorded: the lease runs out and the task is tried again
+        return {"status": "lost", "why": e.message}
+
+
+def _already(recorder: Recorder, report: EndingReport) -> dict[str, Any] | None:
+    """The status the attempt's outcome left, when the outcome is already recorded
+    (a turn sent again after its answer was lost); None otherwise."""
+    digest = hash_token(report.token)
+    attempt = None
+    ended = False
+    for rec in recorder.log.read_stream(f"task-{report.task_id}"):
+        event = rec.event
+        if isinstance(event, TaskStarted) and event.token_hash == digest:
+            attempt = event.attempt
+        elif isinstance(event, TaskSucceeded | TaskFailed) and attempt is not None \
+                and event.attempt == attempt:
+            ended = True
+    task = recorder.views.get_task(report.task_id)
+    if not ended or task is None:
+        return None
+    return {"status": task.status, "already": True}

@@ -1,0 +1,84 @@
+"""`/api/v1/hosts/{host}`: the protocol of a runner of push agents on a host with no
+database access (`sched run --server URL --host H`). `start` starts the assignments to
+the agents pinned to the host (long polling up to 20 s, as a claim does) and hands the
+runner what it needs to run them; `turn` renews the leases of what runs and records
+what ended, in one transaction. Only a host token for that host may call them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from pydantic import BaseModel
+
+from projections.views import TokenView
+from scheduler import access
+from scheduler.usecases import hosts
+from scheduler.workspace import Workspace
+from server.auth import require, workspace
+from server.calls import Document, answer, body_of, call, long_poll, parse, schema_of, write
+from server.errors import COMMON_ERRORS, ErrorBody
+from server.routes.agents import wait_of
+
+router = APIRouter(prefix="/api/v1", tags=["hosts"], responses=COMMON_ERRORS)
+HostName = Annotated[str, Path(min_length=1, max_length=255,
+                               description="The host, as the control file pins agents to it.")]
+REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "bad input: the CLI's line"},
+}
+
+
+class Starts(BaseModel):
+    lease_seconds: float
+    max_message_bytes: int
+    max_payload_bytes: int
+    attempts: list[dict[str, Any]]
+
+
+class TurnDone(BaseModel):
+    beats: list[dict[str, Any]]
+    statuses: list[dict[str, Any]]
+
+
+def for_host(token: TokenView, host: str) -> None:
+    """403 unless the token is the host's own."""
+    why = access.refusal(token, "host", host=host)
+    if why is not None:
+        raise HTTPException(403, why)
+
+
+@router.post("/hosts/{host}/start", response_model=Starts, responses=REFUSED,
+             openapi_extra=schema_of(hosts.StartRequest, drop=("host",), extra={
+                 "wait_seconds": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0}}))
+async def post_start(request: Request, host: HostName, token: TokenView = Depends(require("host")),
+                     ws: Workspace = Depends(workspace)) -> Document:
+    """Start every assignment to the push agents pinned to `host`, to be run by the
+    runner's process `pid` in `HOME/work/TASK/ATTEMPT` (`{"pid": ..., "home": ...}`).
+    With `"wait_seconds": N` (0 to 20) and nothing to start, wait up to N s for some.
+    Each attempt comes with its lease token, argv, variables, payload and timeout."""
+    for_host(token, host)
+    data = await body_of(request, "start", reserved=("host",))
+    wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits)
+    asked = parse(hosts.StartRequest, {**data, "host": host})
+
+    async def start() -> hosts.Started:
+        return await write(request, hosts.start, ws, asked)
+
+    return answer(await long_poll(request, ws, wait, start, lambda started: bool(started.attempts),
+                                  lambda: hosts.has_starts(ws, host)))
+
+
+@router.post("/hosts/{host}/turn", response_model=TurnDone, responses=REFUSED,
+             openapi_extra=schema_of(hosts.TurnRequest, drop=("host",)))
+async def post_turn(request: Request, host: HostName, token: TokenView = Depends(require("host")),
+                    ws: Workspace = Depends(workspace)) -> Document:
+    """Renew leases (`renew`: task id and lease token each) and record endings
+    (`record`: task id, lease token and how it ended), for attempts running on `host`:
+    per renewal the new expiry and `cancel`, or why it was `refused`; per ending the
+    task's new status, `already` when a turn sent again finds it recorded, or `lost`."""
+    for_host(token, host)
+    data = await body_of(request, "turn", reserved=("host",))
+    asked = parse(hosts.TurnRequest, {**data, "host": host})
+    if asked.record:
+        return answer(await write(request, hosts.turn, ws, asked))
+    return answer(await call(hosts.turn, ws, asked))

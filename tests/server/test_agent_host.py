@@ -1,0 +1,224 @@
+"""Agent hosts over HTTP (issue 12 item 4): `sched run --server URL --host H` on a
+machine with no database access runs the push agents pinned to H. A real `sched serve`
+on 127.0.0.1, a daemon's tick assigning (as a `sched run` with the database would),
+and the runner as its own process with only a host token and a home of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from scheduler import access, queries
+from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
+from scheduler.usecases import hosts
+from scheduler.workspace import Workspace
+from server.app import create_app
+from tests.browser.live import serving
+from tests.conftest import wait_for
+
+# the agent reports what it was told: where it reports, and whether the runner's token reached it
+REPORT = ('printf \'{"server": "%s", "token": "%s", "home": "%s", "payload": %s}\\n\' '
+          '"$SCHED_SERVER" "${SCHED_TOKEN-unset}" "$SCHED_HOME" "$(cat "$SCHED_PAYLOAD_FILE")"')
+FAR = [{"agentName": "far", "agentType": "dev", "maxConcurrency": 2, "command": ["sh", "-c", REPORT],
+        "host": "far-1"},
+       {"agentName": "near", "agentType": "qa", "maxConcurrency": 1, "command": ["sh", "-c", "exit 0"],
+        "host": "near-1"}]
+
+Served = tuple[Workspace, str, str]
+
+
+@pytest.fixture
+def make_served(make_workspace: Callable[..., Workspace]) -> Iterator[Callable[..., Served]]:
+    """A workspace with `agents`, the base URL of a live server over it, and a host
+    token for far-1."""
+    with ExitStack() as stack:
+
+        def make(agents: list[dict] = FAR) -> Served:
+            ws = make_workspace(agents, lease_seconds=6)
+            token = access.create_token(ws, "far-runner", "kim", host="far-1").token
+            return ws, stack.enter_context(serving(create_app(ws.settings, ws.clock))), token
+
+        yield make
+
+
+@pytest.fixture
+def served(make_served: Callable[..., Served]) -> Served:
+    return make_served()
+
+
+def runner(base: str, token: str, home: Path, host: str = "far-1") -> subprocess.Popen[str]:
+    """`sched run --server BASE --host HOST` in a process of its own, with no database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    env.update({"SCHED_HOME": str(home), "SCHED_TOKEN": token, "SCHED_HOST": "elsewhere"})
+    home.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "cli", "run", "--server", base, "--host", host],
+                            env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stopped(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
+def status_of(ws: Workspace, task_id: int) -> str:
+    return queries.show(ws, task_id)[0].status
+
+
+def test_a_runner_with_no_database_runs_the_agents_pinned_to_its_host(served, tmp_path):
+    ws, base, token = served
+    ids = [r.task_id for r in submit(ws, [TaskSpec(queue="dev", title=f"t{i}", payload={"n": i})
+                                          for i in range(3)])]
+    home = tmp_path / "far-home"
+    proc = runner(base, token, home)
+    try:
+        tick(ws)  # a daemon with the database assigns; it runs on another host, so starts nothing
+        wait_for("the first two tasks to succeed",
+                 lambda: all(status_of(ws, t) == "succeeded" for t in ids[:2]))
+        tick(ws)  # the freed slot takes the third
+        wait_for("the third task to succeed", lambda: status_of(ws, ids[2]) == "succeeded")
+    finally:
+        code, err = stopped(proc)
+    assert code == 0, err
+    for n, task_id in enumerate(ids):
+        _task, records = queries.show(ws, task_id)
+        started = next(r.event for r in records if r.type == "TaskStarted")
+        succeeded = next(r.event for r in records if r.type == "TaskSucceeded")
+        workdir = home.resolve() / "work" / str(task_id) / "1"
+        assert (started.host, started.pid, started.workdir) == ("far-1", proc.pid, str(workdir))
+        # the agent ran here, in its directory, told to report to the server, never given the token
+        assert succeeded.result == {"server": base, "token": "unset", "home": str(home.resolve()),
+                                    "payload": {"n": n}}
+        assert (workdir / "agent.log").read_text().startswith('{"server"')
+        assert succeeded.cpu_seconds is not None
+    assert "running the push agents of host far-1" in err
+
+
+def test_an_agent_that_fails_is_recorded_as_failing(make_served, tmp_path):
+    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
+                                    "command": ["sh", "-c", "echo broken; exit 3"], "host": "far-1"}])
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="fails", max_attempts=1)])
+    proc = runner(base, token, tmp_path / "far-home")
+    try:
+        tick(ws)
+        wait_for("the task to be dead", lambda: status_of(ws, sub.task_id) == "dead")
+    finally:
+        stopped(proc)
+    failed = next(r.event for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskFailed")
+    assert (failed.exit_code, failed.error) == (3, "exited with 3: broken")
+
+
+def test_a_directory_that_cannot_be_made_fails_the_attempt_and_it_is_retried(served, tmp_path):
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="no room")])
+    home = tmp_path / "far-home"
+    home.mkdir()
+    (home / "work").write_text("a file where the directory should be")
+    proc = runner(base, token, home)
+    try:
+        tick(ws)
+        wait_for("the attempt to fail", lambda: any(
+            r.type == "TaskFailed" for r in queries.show(ws, sub.task_id)[1]))
+    finally:
+        stopped(proc)
+    records = queries.show(ws, sub.task_id)[1]
+    failed = next(r.event for r in records if r.type == "TaskFailed")
+    assert failed.reason == "spawn_error" and failed.retryable
+    assert failed.error.startswith(f"cannot prepare the working directory {home.resolve()}/work/")
+    assert queries.show(ws, sub.task_id)[0].status == "queued"  # tried again later
+
+
+def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_served, tmp_path):
+    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
+                                    "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}])
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="long")])
+    home = tmp_path / "far-home"
+    proc = runner(base, token, home)
+    try:
+        tick(ws)
+        log = home / "work" / str(sub.task_id) / "1" / "agent.log"
+        wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
+    finally:
+        code, _err = stopped(proc)
+    assert code == 0
+    failed = next(r.event for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskFailed")
+    assert failed.retryable and "SIGTERM" in failed.error
+    assert status_of(ws, sub.task_id) == "queued"
+
+
+def test_only_the_hosts_own_token_may_start_or_renew(served):
+    ws, base, token = served
+
+    others = {"ops": access.create_token(ws, "ops", "kim", role="operator").token,
+              "near": access.create_token(ws, "near-runner", "kim", host="near-1").token}
+
+    def post(path: str, bearer: str, body: dict) -> int | tuple[int, str]:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {bearer}",
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as e:
+            return e.code if e.code != 422 else (e.code, json.loads(e.read())["error"])
+
+    start = {"pid": 4242, "home": "/srv/sched"}
+    assert post("/api/v1/hosts/far-1/start", others["ops"], start) == 403  # an operator runs nothing
+    assert post("/api/v1/hosts/far-1/start", others["near"], start) == 403  # another host's token
+    assert post("/api/v1/hosts/far-1/turn", others["near"], {"renew": []}) == 403
+    assert post("/api/v1/hosts/far-1/start", token, {"pid": 4242, "home": "relative"}) == (
+        422, "start: home: must be an absolute path, not 'relative'")
+    assert post("/api/v1/hosts/far-1/start", token, start) == 200
+
+
+def test_a_turn_sent_again_records_nothing_twice(served):
+    """The answer of a turn that recorded an outcome is lost; the runner sends it again:
+    the outcome is answered as already recorded, and the log holds it once."""
+    ws, _base, _token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="once")])
+    tick(ws)
+    started = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched"))
+    (doc,) = started.attempts
+    assert (doc["task_id"], doc["workdir"]) == (sub.task_id, f"/srv/sched/work/{sub.task_id}/1")
+    ending = {"task_id": sub.task_id, "token": doc["token"], "succeeded": True, "result": {"ok": 1}}
+    asked = hosts.TurnRequest(host="far-1", renew=[{"task_id": sub.task_id, "token": doc["token"]}],
+                              record=[ending])
+    first, again = hosts.turn(ws, asked), hosts.turn(ws, asked)
+    assert first.statuses == [{"task_id": sub.task_id, "status": "succeeded"}]
+    assert again.statuses == [{"task_id": sub.task_id, "status": "succeeded", "already": True}]
+    assert "refused" in again.beats[0]  # the attempt is over: its lease is not renewed
+    types = [r.type for r in queries.show(ws, sub.task_id)[1]]
+    assert types.count("TaskSucceeded") == 1
+
+
+def test_another_hosts_runner_cannot_end_an_attempt_running_here(served):
+    ws, _base, _token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="mine")])
+    tick(ws)
+    (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
+    answer = hosts.turn(ws, hosts.TurnRequest(host="near-1", record=[
+        {"task_id": sub.task_id, "token": doc["token"], "succeeded": True}]))
+    assert answer.statuses[0]["status"] == "lost" and "runs on host 'far-1'" in answer.statuses[0]["why"]
+    assert status_of(ws, sub.task_id) == "running"
+
+
+def test_run_with_server_refuses_database_flags_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    env["SCHED_TOKEN"] = "sched_x"
+    done = subprocess.run([sys.executable, "-m", "cli", "run", "--server", "http://127.0.0.1:9",
+                           "--db", str(tmp_path / "x.db")], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["sched: --db cannot be used with --server: the server's "
+                                                "database, control file and daemon decide"]
