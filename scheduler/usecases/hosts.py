@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from pydantic import Field, field_validator
 
-from eventlog.errors import BadInput, TokenRejected
+from eventlog.errors import BadInput, NotFound, TokenRejected
 from eventlog.events import FailureReason, TaskFailed, TaskStarted, TaskSucceeded
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
@@ -164,7 +164,7 @@ def turn(ws: Workspace, request: TurnRequest) -> Turn:
             try:
                 _on_host(recorder, lease.task_id, request.host)
                 beat = worker.renew_in(ws, recorder, lease.task_id, lease.token)
-            except TokenRejected as e:
+            except (TokenRejected, NotFound) as e:
                 beats.append({"task_id": lease.task_id, "refused": e.message})
             else:
                 beats.append({"task_id": lease.task_id, "lease_expires_at": to_text(beat.lease_expires_at),
@@ -200,7 +200,7 @@ def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport) 
                                          log_path=log_path, usage=usage)}
     except TokenRejected as e:
         return _already(recorder, report) or {"status": "lost", "why": e.message}
-    except BadInput as e:  # not recorded: the lease runs out and the task is tried again
+    except (BadInput, NotFound) as e:  # not recorded: the lease runs out and the task is tried again
         return {"status": "lost", "why": e.message}
 
 

@@ -55,11 +55,12 @@ def skip_module_unless_available() -> None:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Serve `app` on a free port of 127.0.0.1 until the block ends; its base URL."""
+def serving(app: Any, port: int = 0) -> Iterator[str]:
+    """Serve `app` on `port` (default: a free one) of 127.0.0.1 until the block ends;
+    its base URL."""
     import uvicorn
 
-    sock = listening_socket("127.0.0.1", 0)
+    sock = listening_socket("127.0.0.1", port)
     config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on",
                             timeout_graceful_shutdown=1, server_header=False)
     server = uvicorn.Server(config)

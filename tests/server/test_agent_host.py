@@ -157,6 +157,37 @@ def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_serv
     assert status_of(ws, sub.task_id) == "queued"
 
 
+def test_an_outcome_reached_while_the_server_is_away_is_recorded_once_when_it_is_back(
+        make_workspace, tmp_path):
+    """The server goes away while an agent runs; the agent ends; the runner sends the
+    outcome again, with backoff, until the server is back on its address: recorded once."""
+    ended = tmp_path / "ended"
+    release = tmp_path / "release"
+    command = f'while [ ! -e {release} ]; do sleep 0.02; done; echo \'{{"ok": 1}}\'; touch {ended}'
+    ws = make_workspace([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
+                          "command": ["sh", "-c", command], "host": "far-1"}], lease_seconds=60)
+    token = access.create_token(ws, "far-runner", "kim", host="far-1").token
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="through an outage")])
+    with serving(create_app(ws.settings, ws.clock)) as base:
+        proc = runner(base, token, tmp_path / "far-home")
+        tick(ws)
+        wait_for("the attempt to start", lambda: status_of(ws, sub.task_id) == "running")
+    try:
+        release.touch()  # the server is away: the agent ends now
+        wait_for("the agent to end", ended.exists)
+        assert status_of(ws, sub.task_id) == "running"
+        with serving(create_app(ws.settings, ws.clock), port=int(base.rsplit(":", 1)[1])):
+            wait_for("the outcome", lambda: status_of(ws, sub.task_id) == "succeeded")
+            code, _err = stopped(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    records = queries.show(ws, sub.task_id)[1]
+    assert [r.type for r in records].count("TaskSucceeded") == 1
+    assert next(r.event for r in records if r.type == "TaskSucceeded").result == {"ok": 1}
+
+
 def test_only_the_hosts_own_token_may_start_or_renew(served):
     ws, base, token = served
 
