@@ -253,3 +253,13 @@ def test_run_with_server_refuses_database_flags_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["sched: --db cannot be used with --server: the server's "
                                                 "database, control file and daemon decide"]
+
+
+def test_a_token_the_server_refuses_stops_the_runner_in_one_line(served, tmp_path):
+    ws, base, _token = served
+    wrong = access.create_token(ws, "ops", "kim", role="operator").token
+    proc = runner(base, wrong, tmp_path / "far-home")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        "sched: the server refused the token: token 'ops' (operator) may not host"]
