@@ -10,14 +10,17 @@ recorded: agents that exited are looked for leftovers together, in one pass over
 (`containment.left_nothing`); the others are stopped (`containment.stop_attempt`) each
 on a thread of its own, so a grace period holds up no other attempt.
 
-One bookkeeping thread talks to the database: per turn, one write transaction renews
-every lease that is due (a third of `lease_seconds` after its last renewal) and records
-every outcome that is ready. So N running attempts cost one transaction per renewal
-interval, not N, and a batch of attempts that end together is recorded at once.
+One bookkeeping thread talks to the ledger: per turn, one call renews every lease that
+is due (a third of `lease_seconds` after its last renewal) and records every outcome
+that is ready. So N running attempts cost one write transaction per renewal interval,
+not N, and a batch of attempts that end together is recorded at once. The ledger is the
+database (`DatabaseLedger`), or a server for a host with no database access
+(`agent_host.HttpLedger`, one request per turn).
 
 The daemon runs one supervisor process for all the attempts its ticks start
-(`scheduler.launcher`); `sched exec` runs one for a single attempt (`exec.run`): one
-runner, the same rules.
+(`scheduler.launcher`); `sched exec` runs one for a single attempt (`exec.run`);
+`sched run --server` runs one for its host (`scheduler.agent_host`): one runner, the
+same rules.
 
 The agent is started through `setpriv --pdeathsig KILL` where util-linux has it, so
 an agent dies with the process supervising it (a SIGKILLed supervisor leaves nothing
