@@ -182,6 +182,11 @@ def hours_of(document: dict[str, Any]) -> list[str]:
     return sorted(set(hours) | set(document["hourly"]))
 
 
+def latency(seconds: float) -> str:
+    """A start latency for people: milliseconds below a second (`85 ms`), else `2.5 s`."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
 def charts(document: dict[str, Any]) -> dict[str, Chart]:
     """The metrics page's charts from `sched metrics --json`: throughput per hour
     (completed, failed, dead-lettered), waits and run times per queue (p50, p95), and

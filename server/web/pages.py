@@ -26,7 +26,7 @@ from server.auth import workspace
 from server.errors import status_of
 from server.limits import ServerLimits
 from server.routes.events import start_after, stream
-from server.web import security
+from server.web import details, security
 from server.web.overview import overview
 
 # the pages that exist, for the nav bar (their routes: here and `server.web.task_pages`)
@@ -38,6 +38,7 @@ templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.PackageLoader("server.web", "templates"),
     autoescape=True,  # every string is escaped: titles, reasons and errors are untrusted
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True))
+templates.env.filters["latency"] = details.latency
 router = APIRouter(include_in_schema=False)  # pages, not the API's contract
 
 

@@ -327,6 +327,25 @@ def test_the_metrics_page_draws_inline_svg_without_inline_style(api: Api):
     assert bad.status_code == 400 and "<b>" not in bad.text
 
 
+def test_the_metrics_page_shows_the_start_latency_apart_from_the_run_time(api: Api):
+    submit_one(api, "pushed", "dev")
+    tick(api.ws)  # assigned to ann
+    api.ws.clock.advance(2.5)
+    claim = worker.claim(api.ws, "ann")  # started 2.5 s after its assignment
+    api.ws.clock.advance(30)
+    worker.complete(api.ws, claim.task.task_id, claim.token, None)
+    sign_in(api, "dash")
+    page = api.client.get("/charts").text
+    assert "start latency (from assignment to start) p50 2.5 s, p95 2.5 s" in page
+    row = next(line for line in page.splitlines() if '<th scope="row">dev</th>' in line)
+    cells = [cell.split("</td>")[0] for cell in row.split('<td class="num">')[1:]]
+    assert cells[:5] == ["1", "0", "2.5 s", "2.5 s", "30.0 s"]  # waited, start latency, ran
+
+
+def test_a_latency_is_in_milliseconds_below_a_second():
+    assert [details.latency(s) for s in (0.0849, 0.9994, 2.5)] == ["85 ms", "999 ms", "2.5 s"]
+
+
 def test_the_chart_axis_goes_to_a_round_value():
     assert [details.nice_top(v) for v in (0, 0.3, 1, 3, 7, 11, 150)] == [1, 0.5, 1, 5, 10, 20, 200]
 
