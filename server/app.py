@@ -17,7 +17,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
-from server.calls import Doorbell, ring_on_commits
+from server.calls import Doorbell, head_seq, ring_on_commits, watch_head
 from server.limits import BodySizeLimit, RateLimit, ServerLimits
 from server.routes import agents, events, health, hosts, scheduler, tasks
 from server.web import pages, task_pages
@@ -42,12 +42,16 @@ def create_app(settings: Settings, clock: Clock | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws.db  # noqa: B018  (opened once, before the first request: every request shares its pool)
         stopping = threading.Event()
+        bell = app.state.doorbell
+        bell.head = head_seq(ws)
         if ws.db.engine_name == "postgresql":  # commits of other processes wake waiting claims
             threading.Thread(target=ring_on_commits, name="wakeups", daemon=True,
-                             args=(ws, app.state.doorbell, asyncio.get_running_loop(), stopping)).start()
+                             args=(ws, bell, asyncio.get_running_loop(), stopping)).start()
+        watcher = asyncio.create_task(watch_head(ws, bell, limits.claim_poll_seconds))  # the safety net
         try:
             yield
         finally:
+            watcher.cancel()
             stopping.set()
             ws.close()
 

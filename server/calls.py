@@ -78,13 +78,15 @@ async def call(function: Callable[..., T], *args: Any) -> T:
 
 
 class Doorbell:
-    """Rung after every write made through this server: claims waiting for work look
-    again at once (work from other processes is noticed by their periodic look at the
-    log head). Used on the event loop only."""
+    """Rung after every write made through this server, and when the log's head moved
+    (`watch_head`: one look for the whole server, not one per waiting claim): claims
+    waiting for work look again at once. `head` is the head seq the last look saw.
+    Used on the event loop only."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.waiting = 0  # claims waiting now (tests and logs look at it)
+        self.head = -1  # the log's head seq at the last look (-1: not looked yet)
 
     def ring(self) -> None:
         self._event.set()
@@ -101,6 +103,24 @@ class Doorbell:
         finally:
             self.waiting -= 1
         return True
+
+
+async def watch_head(ws: Workspace, bell: Doorbell, every: float) -> None:
+    """While claims wait, look at the log's head every `every` seconds and ring when it
+    moved: work written by other processes (the CLI, a daemon, another server) wakes
+    them. One read per look for the whole server, however many claims wait (idle long
+    polls cost no reads of their own); none while nobody waits."""
+    while True:
+        await asyncio.sleep(every)
+        if not bell.waiting:
+            continue
+        try:
+            head = await call(head_seq, ws)
+        except SchedError:  # the database is away: look again at the next interval
+            continue
+        if head != bell.head:
+            bell.head = head
+            bell.ring()
 
 
 def ring_on_commits(ws: Workspace, bell: Doorbell, loop: asyncio.AbstractEventLoop,
@@ -136,28 +156,27 @@ def head_seq(ws: Workspace) -> int:
 async def long_poll(request: Request, ws: Workspace, wait: float, act: Callable[[], Awaitable[T]],
                     found: Callable[[T], bool], worth_a_look: Callable[[], bool]) -> T:
     """`act` until it `found` something or `wait` seconds pass, waiting on the event
-    loop (no thread held) between tries: the doorbell wakes it at once after a write
-    through this server, and a look at the log head every `claim_poll_seconds` notices
-    writes from elsewhere; `worth_a_look` (one read) then says whether to `act` again.
-    A client that went away ends the wait. The last answer of `act` is returned."""
+    loop (no thread held, no read of its own) between tries: the doorbell wakes it at
+    once after a write through this server, and when `watch_head` sees that the log's
+    head moved (writes from elsewhere); `worth_a_look` (one read) then says whether to
+    `act` again. A client that went away ends the wait. The last answer of `act` is
+    returned."""
     bell = doorbell(request)
-    poll_seconds = request.app.state.limits.claim_poll_seconds
     loop_time = asyncio.get_running_loop().time
     deadline = loop_time() + wait
     while True:
-        seen = await call(head_seq, ws)
+        seen = bell.head  # before `act`: a move after it is a reason to look again
         got = await act()
         if found(got):
             return got
         while (left := deadline - loop_time()) > 0:
-            rung = await bell.wait(min(left, poll_seconds))
-            if await request.is_disconnected():
-                return got
-            if not rung:
-                now = await call(head_seq, ws)
-                if now == seen:
+            if bell.head == seen:  # (else it moved while `act` ran: look at once)
+                rung = await bell.wait(left)
+                if await request.is_disconnected():
+                    return got
+                if not rung:
                     continue
-                seen = now
+            seen = bell.head
             if await call(worth_a_look):
                 break
         else:

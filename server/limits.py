@@ -25,7 +25,7 @@ class ServerLimits:
     poll_seconds: float = 0.5  # how often an event stream looks for new events
     keepalive_seconds: float = 15.0  # a comment line on an idle event stream, so proxies keep it open
     stream_batch: int = 500  # events read per look
-    claim_poll_seconds: float = 1.0  # how often a waiting claim looks at the log head (other writers)
+    claim_poll_seconds: float = 1.0  # how often the server looks at the log head while claims wait
     max_wait_seconds: int = 20  # the longest `wait_seconds` a claim may ask for
     max_page: int = 1000  # the most tasks, events or ids one request lists or names
     default_page: int = 100  # a page when the request gives no `limit`
