@@ -58,14 +58,17 @@ def submit_command(
         "--requires", help="Capabilities the agent must have, comma-separated: browser,gpu.")] = None,
     file: Annotated[Path | None, typer.Option(
         "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who submits (default $USER).")] = None,
     dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
     agents: AgentsOpt = None,
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
+    from cli.operator_cmd import operator_name
     from scheduler.usecases import actions
 
     ws = workspace(home, db, agents)
-    fields = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
+    fields = {"by": operator_name(by),
+              "queue": queue, "title": title, "priority": priority, "assignee": assignee,
               "max_attempts": max_attempts, "not_before": not_before, "delay": delay,
               "idempotency_key": idempotency_key, "after": after or [], "task_type": task_type,
               "requires_approval": requires_approval, "due": due, "dry_run": dry_run,

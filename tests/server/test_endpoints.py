@@ -193,6 +193,46 @@ def test_bulk_actions_take_ids_and_record_the_token_as_the_actor(api: Api):
                                                                     "not permitted"})
 
 
+def dead_task(api: Api, title: str) -> int:
+    """A task submitted through the API whose one attempt failed: dead."""
+    from scheduler.usecases import work
+
+    task = submit(api, title, queue="qa", max_attempts=1)
+    claimed = work.claim(api.ws, "qin").claim
+    assert claimed is not None and claimed.task.task_id == task
+    work.fail(api.ws, work.FailRequest(task_id=task, token=claimed.token, error="boom"))
+    return task
+
+
+def test_submits_and_requeues_record_the_token_as_the_actor(api: Api):
+    first, second, third = (dead_task(api, f"dead {i}") for i in range(3))
+    one = submit(api, "one")
+    batch = post(api, "/tasks", {"tasks": [{"queue": "dev", "title": "b1"}, {"queue": "dev", "title": "b2"}]},
+                 as_="ci")
+    assert batch.status_code == 200
+    submits = {e["data"]["task_id"]: e["data"]["by"] for e in api.events() if e["type"] == "TaskSubmitted"}
+    assert submits == {first: "ops", second: "ops", third: "ops", one: "ops",
+                       **dict.fromkeys(batch.json()["task_ids"], "ci")}
+    assert post(api, f"/tasks/{first}/requeue").json() == {"requeued": [first]}
+    assert post(api, "/tasks/requeue", {"ids": [second]}).json() == {"requeued": [second]}
+    assert post(api, "/tasks/requeue", {"all": True, "queue": "qa"}).json() == {"requeued": [third]}
+    requeues = [e["data"] for e in api.events() if e["type"] == "TaskRequeued"]
+    assert [(r["task_id"], r["reason"], r["by"]) for r in requeues] == [
+        (first, "operator", "ops"), (second, "operator", "ops"), (third, "operator", "ops")]
+    shown = get(api, f"/tasks/{first}/explain").json()
+    assert any(step["what"].startswith("requeued by ops (operator") for step in shown["timeline"])
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/tasks", {"queue": "dev", "title": "t", "by": "mallory"}),
+    ("/tasks/1/requeue", {"by": "mallory"}),
+    ("/tasks/requeue", {"ids": [1], "by": "mallory"}),
+])
+def test_a_submit_or_requeue_may_not_name_its_actor(api: Api, path: str, body: dict[str, Any]):
+    answer = post(api, path, body)
+    assert answer.status_code == 422 and answer.json()["error"].endswith("by: Extra inputs are not permitted")
+
+
 def test_a_body_may_not_name_the_actor(api: Api):
     task = submit(api)
     answer = post(api, f"/tasks/{task}/cancel", {"by": "mallory"})
