@@ -249,6 +249,16 @@ def test_an_unknown_agent_is_404_with_the_cli_line(api: Api):
         assert (answer.status_code, answer.json()) == (404, {"error": "unknown agent 'zed'"})
 
 
+def test_a_claim_for_an_agent_the_control_file_does_not_name_is_404_with_the_cli_line(api: Api):
+    from tests.conftest import write_fleet
+
+    path = write_fleet(api.ws.settings.home, [{"agentName": "bob", "agentType": "dev"}])  # ann left
+    before = api.events()
+    answer = post(api, "/agents/ann/claim", {"wait_seconds": 0}, as_="box")
+    assert (answer.status_code, answer.json()) == (404, {"error": f"no agent 'ann' in {path}"})
+    assert api.events() == before
+
+
 def test_the_idempotency_key_header_is_the_tasks_key(api: Api):
     first = post(api, "/tasks", {"queue": "dev", "title": "once"}, **{"Idempotency-Key": "abc"})
     again = post(api, "/tasks", {"queue": "dev", "title": "once"}, **{"Idempotency-Key": "abc"})
