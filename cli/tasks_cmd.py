@@ -107,6 +107,8 @@ def submit_command(
 def tasks_command(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     status: Annotated[str | None, typer.Option("--status", "-s", help="Only this status.")] = None,
+    title: Annotated[str | None, typer.Option(
+        "--title", help="Only tasks whose title holds this text (ASCII letters in any case).")] = None,
     limit: Annotated[int | None, typer.Option(
         help="At most this many (--json then says the next page's `next_cursor`).",
         min=1, max=INT64_MAX)] = None,
@@ -132,13 +134,14 @@ def tasks_command(
 
         if verbose:
             raise BadInput("--verbose does not go with --watch")
+        tasks.ListRequest(title=title)  # its checks of the text, before the first frame
         watch_queue(ws, queue, status, limit, agent, unassigned, 2.0 if interval is None else interval,
-                    json_out)
+                    json_out, title)
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, status=status, limit=limit, agent=agent,
-                                                    unassigned=unassigned, cursor=cursor))
+    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, title=title, status=status, limit=limit,
+                                                    agent=agent, unassigned=unassigned, cursor=cursor))
     if json_out:
         emit_json(listed.to_json())
         return

@@ -118,9 +118,12 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
 
 
 @router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]},
-            dependencies=[Depends(known_query("queue", "status", "agent", "unassigned", "limit", "cursor"))])
+            dependencies=[Depends(known_query("queue", "title", "status", "agent", "unassigned", "limit",
+                                              "cursor"))])
 def get_tasks(request: Request,
               queue: str | None = Query(None, description="Only this queue."),
+              title: str | None = Query(None, description="Only tasks whose title holds this text "
+                                                          "(ASCII letters in any case)."),
               status: str | None = Query(None, description="Only this status.",
                                          json_schema_extra={"enum": list(VISIBLE_STATUSES)}),
               agent: str | None = Query(None, description="Only tasks this agent holds or that "
@@ -134,8 +137,8 @@ def get_tasks(request: Request,
               _token: TokenView = Depends(require("read")),
               ws: Workspace = Depends(workspace)) -> Document:
     """Tasks in the order they will be picked, a page at a time, as `sched tasks --json
-    --limit N --cursor C`."""
-    asked = tasks.ListRequest(queue=queue, status=status, agent=agent, unassigned=unassigned,
+    --limit N --cursor C` (filters as its flags: `--title TEXT` is `title`)."""
+    asked = tasks.ListRequest(queue=queue, title=title, status=status, agent=agent, unassigned=unassigned,
                               limit=page_limit(request, limit), cursor=cursor)
     if agent is not None and not unassigned:
         from server.routes.agents import known_agent

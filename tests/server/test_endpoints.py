@@ -168,6 +168,39 @@ def test_tasks_come_a_page_at_a_time(api: Api):
     assert (over.status_code, over.json()) == (400, {"error": "limit must be at most 1000, not 1001"})
 
 
+def test_tasks_filter_by_text_in_the_title_a_page_at_a_time(api: Api):
+    titles = ["Fix the parser", "write docs", "parser tests", "100% done", "a_b", "PARSER again",
+              "deploy", "Ünicode parser"]
+    ids = dict(zip(titles, (submit(api, t) for t in titles), strict=True))
+    every = get(api, "/tasks").json()["tasks"]
+    place = {t["task_id"]: t["position"] for t in every}
+
+    def listed(**params: Any) -> list[str]:
+        answer = get(api, "/tasks", **params)
+        assert answer.status_code == 200, answer.json()
+        return [t["title"] for t in answer.json()["tasks"]]
+
+    parsers = ["Fix the parser", "parser tests", "PARSER again", "Ünicode parser"]
+    assert listed(title="parser") == listed(title="PaRsEr") == parsers
+    seen, cursor = [], None
+    while True:  # two at a time, each page from where the one before said
+        page = get(api, "/tasks", title="parser", limit=2, **({"cursor": cursor} if cursor else {})).json()
+        seen += page["tasks"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [t["title"] for t in seen] == parsers
+    assert all(t["position"] == place[t["task_id"]] for t in seen)  # each keeps its place in the queue
+    assert listed(title="%") == ["100% done"] and listed(title="_") == ["a_b"]  # no wildcards
+    assert listed(title="ü") == [] and listed(title="Ü") == ["Ünicode parser"]  # ASCII letters fold only
+    assert listed(title="parser", status="queued", unassigned="true", limit=3) == parsers[:3]
+    assert listed(title="nothing like it") == [] and ids["deploy"] not in [t["task_id"] for t in seen]
+    refused = get(api, "/tasks", title="a\x00b")
+    assert (refused.status_code, refused.json()) == (400, {"error": "--title: contains a NUL character "
+                                                                    "(\\x00), which sched does not "
+                                                                    "store in text"})
+
+
 def test_bulk_actions_take_ids_and_record_the_token_as_the_actor(api: Api):
     one, two = submit(api, "a"), submit(api, "b")
     answer = post(api, "/tasks/cancel", {"ids": [one, 999, two], "reason": "enough"})
