@@ -63,10 +63,12 @@ def requeue_command(
         help="Dead tasks to requeue.", min=1, max=INT64_MAX)] = None,
     all_dead: Annotated[bool, typer.Option("--all", help="Every dead task of --queue.")] = False,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="The queue, with --all.")] = None,
-    dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    by: ByOpt = None, dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
+    home: HomeOpt = None,
 ) -> None:
     """Put dead-lettered tasks back in their queue with fresh attempts."""
-    request = actions.RequeueRequest(task_ids=task_ids or [], all=all_dead, queue=queue, dry_run=dry_run)
+    request = actions.RequeueRequest(task_ids=task_ids or [], all=all_dead, queue=queue,
+                                     by=operator_name(by), dry_run=dry_run)
     done = actions.requeue(workspace(home, db), request)
     if json_out:
         emit_json(done.to_json())

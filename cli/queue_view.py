@@ -39,11 +39,11 @@ def refresh(show: Callable[[], None], interval: float, pause: Callable[[float], 
 
 
 def queue_document(ws: Workspace, queue: str | None, status: str | None, limit: int | None,
-                   agent: str | None, unassigned: bool) -> dict[str, Any]:
-    """One frame: the tasks (open ones unless `status` says otherwise) in pick order,
-    each with its figures, and the moment it was taken."""
+                   agent: str | None, unassigned: bool, title: str | None = None) -> dict[str, Any]:
+    """One frame: the tasks (open ones unless `status` says otherwise; with `title`, those
+    whose title holds it) in pick order, each with its figures, and the moment it was taken."""
     statuses = list(queries.OPEN_STATUSES) if status is None else [status]
-    found, figures = queries.task_listing(ws, queue, statuses, limit, agent, unassigned)
+    found, figures = queries.task_listing(ws, queue, statuses, limit, agent, unassigned, title)
     return {"at": to_text(ws.clock.now()),
             "tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]}
 
@@ -75,14 +75,15 @@ def render(doc: dict[str, Any]) -> Table:
 
 
 def watch_queue(ws: Workspace, queue: str | None, status: str | None, limit: int | None,
-                agent: str | None, unassigned: bool, interval: float, json_out: bool) -> None:
+                agent: str | None, unassigned: bool, interval: float, json_out: bool,
+                title: str | None = None) -> None:
     """Redraw the queue view every `interval` seconds until Ctrl-C; with --json, print
     one frame per line instead (JSON lines, as `status --watch --json`)."""
     if not math.isfinite(interval) or interval <= 0:
         raise BadInput("--interval must be a number greater than 0")
 
     def frame() -> dict[str, Any]:
-        return queue_document(ws, queue, status, limit, agent, unassigned)
+        return queue_document(ws, queue, status, limit, agent, unassigned, title)
 
     first = frame()  # bad input (an unknown agent, status) ends it here, before any output
     frames = iter([first])

@@ -58,14 +58,17 @@ def submit_command(
         "--requires", help="Capabilities the agent must have, comma-separated: browser,gpu.")] = None,
     file: Annotated[Path | None, typer.Option(
         "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who submits (default $USER).")] = None,
     dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
     agents: AgentsOpt = None,
 ) -> None:
     """Submit a task (or a JSONL file of tasks) to a queue; prints the task id."""
+    from cli.operator_cmd import operator_name
     from scheduler.usecases import actions
 
     ws = workspace(home, db, agents)
-    fields = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
+    fields = {"by": operator_name(by),
+              "queue": queue, "title": title, "priority": priority, "assignee": assignee,
               "max_attempts": max_attempts, "not_before": not_before, "delay": delay,
               "idempotency_key": idempotency_key, "after": after or [], "task_type": task_type,
               "requires_approval": requires_approval, "due": due, "dry_run": dry_run,
@@ -104,6 +107,8 @@ def submit_command(
 def tasks_command(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     status: Annotated[str | None, typer.Option("--status", "-s", help="Only this status.")] = None,
+    title: Annotated[str | None, typer.Option(
+        "--title", help="Only tasks whose title holds this text (ASCII letters in any case).")] = None,
     limit: Annotated[int | None, typer.Option(
         help="At most this many (--json then says the next page's `next_cursor`).",
         min=1, max=INT64_MAX)] = None,
@@ -129,13 +134,14 @@ def tasks_command(
 
         if verbose:
             raise BadInput("--verbose does not go with --watch")
+        tasks.ListRequest(title=title)  # its checks of the text, before the first frame
         watch_queue(ws, queue, status, limit, agent, unassigned, 2.0 if interval is None else interval,
-                    json_out)
+                    json_out, title)
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, status=status, limit=limit, agent=agent,
-                                                    unassigned=unassigned, cursor=cursor))
+    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, title=title, status=status, limit=limit,
+                                                    agent=agent, unassigned=unassigned, cursor=cursor))
     if json_out:
         emit_json(listed.to_json())
         return

@@ -51,9 +51,11 @@ class TaskSubmitted(Event):
 
     Version 2 adds `requires`: capabilities an agent must have to take it, and `due`:
     when the task should be done by (its effective priority rises as that nears; None,
-    as on version 1 events, means no due time)."""
+    as on version 1 events, means no due time). Version 3 adds `by`: who submitted it
+    (the CLI's `--by`, default $USER; through the HTTP API the token's name); None on
+    older events, whose submitter is unknown."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["TaskSubmitted"] = "TaskSubmitted"
     task_id: TaskId
     queue: str
@@ -69,6 +71,7 @@ class TaskSubmitted(Event):
     task_type: str | None = None  # kind of work, for affinity (agents' success records)
     requires: tuple[str, ...] = ()  # (v2) capabilities the agent taking it must have
     due: AwareDatetime | None = None  # (v2) when it should be done by
+    by: str | None = None  # (v3) who submitted it; None: unknown (an older event)
 
 
 class TaskDueMissed(Event):
@@ -226,14 +229,17 @@ class TaskRequeued(Event):
     attempts).
 
     Version 2 adds the reasons `evicted` and `released` and `detail` (what happened,
-    in words)."""
+    in words); version 3 adds `by`: the operator who requeued it (reason `operator`;
+    through the HTTP API the token's name). None when the scheduler requeued the task
+    itself (every other reason), and on older events (unknown)."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["TaskRequeued"] = "TaskRequeued"
     task_id: TaskId
     reason: RequeueReason
     not_before: AwareDatetime | None = None
     detail: str | None = None
+    by: str | None = None  # (v3) the operator; None: the scheduler itself, or unknown
 
 
 class TaskDeadLettered(Event):
@@ -500,6 +506,7 @@ def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
 # `_unchanged` upcaster.
 _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskSubmitted", 1): _unchanged,  # v2: + requires, + due
+    ("TaskSubmitted", 2): _unchanged,  # v3: + by (None: unknown)
     ("TaskAssigned", 1): _unchanged,  # v2: + decision
     ("TaskAssigned", 2): _unchanged,  # v3: + decision.candidates[].weight
     ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
@@ -508,6 +515,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskStarted", 1): _unchanged,  # v2: + cgroup
     ("LeaseExpired", 1): _unchanged,  # v2: + detail
     ("TaskRequeued", 1): _unchanged,  # v2: + reasons "evicted", "released"; + detail
+    ("TaskRequeued", 2): _unchanged,  # v3: + by (None: the scheduler, or unknown)
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
     ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host

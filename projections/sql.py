@@ -349,13 +349,18 @@ class SqlProjection:
         return task_from_row(found[0]) if found else None
 
     def tasks(self, queue: str | None = None, status: str | None = None,
-              agent: str | None = None, limit: int | None = None) -> list[TaskView]:
-        """Tasks in pick order (priority, then submission), filtered; their payloads are
+              agent: str | None = None, limit: int | None = None,
+              title: str | None = None) -> list[TaskView]:
+        """Tasks in pick order (priority, then submission), filtered (`title`: the text
+        anywhere in the title, ASCII letters in any case: a term of the same read, so
+        only the matching rows are read and `limit` counts them); their payloads are
         not loaded (`payload` None, `payload_bytes` says how big): a listing of tasks
         with big payloads reads only their rows. `get_task` gives the whole task."""
         self.flush()
-        where = [(column, "=", value) for column, value in (
+        where: list[Any] = [(column, "=", value) for column, value in (
             ("queue", queue), ("status", status), ("agent", agent)) if value is not None]
+        if title is not None:
+            where.append(("title", "contains", title))
         found = self.txn.rows("tasks", _LISTED_FIELDS, where, PICK_ORDER_COLUMNS, limit)  # type: ignore[arg-type]
         return [task_from_row((*r[:_PAYLOAD_AT], None, *r[_PAYLOAD_AT:])) for r in found]
 

@@ -54,7 +54,8 @@ def describe(event: Event) -> str:
                 extra.append("waits for approval")
             if event.not_before:
                 extra.append(f"not before {to_text(event.not_before)}")
-            return f"submitted to {event.queue} ({'; '.join(extra)})"
+            who = f" by {event.by}" if event.by else ""
+            return f"submitted to {event.queue}{who} ({'; '.join(extra)})"
         case TaskAssigned():
             return f"assigned to {event.agent} (attempt {event.attempt})"
         case TaskStarted():
@@ -67,7 +68,8 @@ def describe(event: Event) -> str:
             return f"lease expired on {event.agent}"
         case TaskRequeued():
             until = f", not before {to_text(event.not_before)}" if event.not_before else ""
-            return f"requeued ({event.reason}{until})"
+            who = f" by {event.by}" if event.by else ""
+            return f"requeued{who} ({event.reason}{until})"
         case TaskApproved():
             return f"approved by {event.by}"
         case TaskRejected():

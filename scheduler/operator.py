@@ -145,10 +145,12 @@ def restore(ws: Workspace, name: str, by: str) -> ServiceChange:
 
 
 def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = None,
-            dry_run: DryRun | None = None) -> list[int]:
+            dry_run: DryRun | None = None, by: str | None = None) -> list[int]:
     """Put dead tasks back in their queues with fresh attempts: the given ones, or with
-    `queue` every dead task of that queue. Returns the requeued ids (with `dry_run`,
-    those it would requeue; nothing is appended)."""
+    `queue` every dead task of that queue; `by`, the operator, is recorded in each
+    `TaskRequeued`. Returns the requeued ids (with `dry_run`, those it would requeue;
+    nothing is appended)."""
+    check_text(by, "--by", ws.settings.max_title_bytes)
     with writing(ws, dry_run) as recorder:
         views = recorder.views
         if queue is not None:
@@ -169,7 +171,7 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
                 parent = _existing(views, parent_id)
                 raise Refused(f"task {task_id} runs after task {parent_id}, which is "
                               f"{parent.status}: requeue {parent_id} first (or both)")
-        recorder.record([TaskRequeued(task_id=t, reason="operator") for t in chosen])
+        recorder.record([TaskRequeued(task_id=t, reason="operator", by=by) for t in chosen])
         return chosen
 
 

@@ -119,13 +119,14 @@ def ordering_policy(settings: Settings) -> PlanPolicy:
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,
-               limit: int | None = None) -> list[TaskView]:
+               limit: int | None = None, title: str | None = None) -> list[TaskView]:
     """Tasks in the order they will be picked: effective priority (with ageing), then
-    how many tasks run after them, then submission."""
+    how many tasks run after them, then submission. With `title`, only those whose
+    title holds that text (ASCII letters in any case), selected by the read itself."""
     if status_ is not None and status_ not in VISIBLE_STATUSES:
         raise BadInput(f"unknown status {status_!r} (one of: {', '.join(VISIBLE_STATUSES)})")
     with ws.read() as (_log, views):
-        found = views.tasks(queue=queue, status=status_, limit=limit)
+        found = views.tasks(queue=queue, status=status_, limit=limit, title=title)
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
     return sorted(found, key=lambda t: pick_order(t, now, policy))
 
@@ -140,11 +141,16 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
     """Tasks in pick order with their figures (`pick_figures`): of one queue or all, of
     some statuses or all; with `agent`, only those it holds or that are directed at it;
     with `unassigned`, only those directed at no agent (open to any of their queue's);
-    with `title`, only those whose title holds that text (compared without case).
+    with `title`, only those whose title holds that text (ASCII letters in any case: the
+    one title search, of `sched tasks --title`, `GET /api/v1/tasks?title=` and the
+    dashboard's task list).
     The figures (places in the queues, estimates) are worked out over the listing
     before those filters, so a filtered task keeps the place it has in its queue;
-    `limit` then keeps the first ones (without the filters it limits the read itself,
-    and the estimates count only the tasks it keeps)."""
+    `limit` then keeps the first ones (without the agent filters it limits the read
+    itself, and the estimates count only the tasks it keeps). The title is a term of
+    the read (only matching rows are read, never the whole history); a matching task
+    that is queued is placed among all the queued tasks of its queue, read beside it
+    (at most the queue's `max_queue_depth` of them)."""
     if agent is not None and unassigned:
         raise BadInput("give --agent or --unassigned, not both")
     if agent is not None:
@@ -152,22 +158,25 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
             known = {a.name for a in current_fleet(ws, views)} | {a.name for a in views.all_agents()}
         if agent not in known:
             raise BadInput(f"unknown agent {agent!r}")
-    filtered = agent is not None or unassigned or title is not None
+    filtered = agent is not None or unassigned
     cut = None if filtered else limit
+    now, policy = ws.clock.now(), ordering_policy(ws.settings)
     if statuses is None:
-        found = list_tasks(ws, queue, None, cut)
+        found = list_tasks(ws, queue, None, cut, title)
     else:
-        now, policy = ws.clock.now(), ordering_policy(ws.settings)
-        found = sorted((t for s in statuses for t in list_tasks(ws, queue, s, cut)),
+        found = sorted((t for s in statuses for t in list_tasks(ws, queue, s, cut, title)),
                        key=lambda t: pick_order(t, now, policy))[:cut]
-    figures = pick_figures(ws, found)
+    if title is None:
+        figures = pick_figures(ws, found)
+    else:  # the queued tasks of the matches' queues too: a match keeps its place among them
+        beside = {t.task_id: t for q in sorted({t.queue for t in found if t.status == "queued"})
+                  for t in list_tasks(ws, q, "queued")}
+        beside.update((t.task_id, t) for t in found)
+        figures = pick_figures(ws, sorted(beside.values(), key=lambda t: pick_order(t, now, policy)))
     if agent is not None:
         found = [t for t in found if agent in (t.agent, t.assignee)]
     elif unassigned:
         found = [t for t in found if t.assignee is None]
-    if title is not None:
-        wanted = title.casefold()
-        found = [t for t in found if wanted in t.title.casefold()]
     return found[:limit] if filtered else found, figures
 
 

@@ -166,12 +166,15 @@ def check_against_fleet(spec: TaskSpec, registry: AgentRegistry, where: str = ""
 
 
 def submit(ws: Workspace, specs: Sequence[TaskSpec],
-           wheres: Sequence[str] | None = None, dry_run: DryRun | None = None) -> list[Submitted]:
+           wheres: Sequence[str] | None = None, dry_run: DryRun | None = None,
+           by: str | None = None) -> list[Submitted]:
     """Submit every spec in one transaction, or none of them (with `dry_run`: none,
-    reporting what would be submitted)."""
+    reporting what would be submitted). `by`: who submits (recorded in each
+    `TaskSubmitted`; None: not known)."""
     from eventlog.events import TaskSubmitted
     from scheduler.dryrun import writing
 
+    check_text(by, "--by", ws.settings.max_title_bytes)
     registry = ws.registry()
     types = registry.get_all_types()
     for index, spec in enumerate(specs):
@@ -205,7 +208,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                 max_attempts=spec.max_attempts or default_attempts[spec.queue],
                 not_before=spec.not_before, idempotency_key=key,
                 requires_approval=spec.requires_approval, after=tuple(spec.after),
-                task_type=spec.task_type, requires=spec.requires, due=spec.due))
+                task_type=spec.task_type, requires=spec.requires, due=spec.due, by=by))
             if key:
                 keys[key] = (next_id, spec.queue)
             results.append(Submitted(next_id, created=True))

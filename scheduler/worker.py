@@ -75,8 +75,8 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
 
     registry = ws.registry()
     spec = registry.get(agent_name)
-    if spec is None:
-        raise BadInput(f"unknown agent {agent_name!r} (not in {registry.path})")
+    if spec is None:  # a thing that does not exist: NotFound (exit 2 on the CLI, 404 over HTTP)
+        raise NotFound(f"no agent {agent_name!r} in {registry.path}")
     if spec.command is not None:
         raise BadInput(f"agent {agent_name!r} has a command: sched runs its tasks itself "
                        "(`sched exec`); only agents without one claim work")

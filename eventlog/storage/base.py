@@ -45,7 +45,15 @@ def select_sql(mark: str, table: str, columns: tuple[str, ...], key: str | None)
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _AGGREGATE = re.compile(r"(count)\(\*\)|(min|max)\(([a-z_][a-z0-9_]*)\)")
-_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null"})
+_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null", "contains"})
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def like_pattern(text: str) -> str:
+    """The LIKE pattern (escape character `\\`) of the text anywhere in a value, its
+    ASCII letters in lower case (`contains`: the adapter folds the column's to match)."""
+    escaped = text.translate(_ASCII_LOWER).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _name(name: str) -> str:
@@ -87,16 +95,20 @@ def term_params(where: Sequence[Term]) -> list[object]:
     for _column, op, value in where:
         if op == "in":
             params.extend(value)  # type: ignore[call-overload]
+        elif op == "contains":
+            params.append(like_pattern(str(value)))
         elif op not in ("is", "is not"):
             params.append(value)
     return params
 
 
-def _where_sql(mark: str, table: str, where: tuple[TermShape, ...], hint: str) -> str:
+def _where_sql(mark: str, table: str, where: tuple[TermShape, ...], hint: str, fold: str) -> str:
     terms = []
     for column, op, count, unindexed in where:
         name = (hint if unindexed else "") + _column(table, column)
-        if op == "in":
+        if op == "contains":  # `fold`: the column with its ASCII letters in lower case
+            terms.append(f"{fold.format(name)} LIKE {mark} ESCAPE '\\'")
+        elif op == "in":
             terms.append(f"{name} IN ({', '.join([mark] * count)})" if count else "1 = 0")  # type: ignore[operator]
         elif op in ("is", "is not"):
             terms.append(f"{name} {op.upper()} NULL")
@@ -109,13 +121,14 @@ def _where_sql(mark: str, table: str, where: tuple[TermShape, ...], hint: str) -
 
 @lru_cache(maxsize=512)
 def rows_sql(mark: str, table: str, columns: tuple[str, ...], where: tuple[TermShape, ...],
-             order: tuple[str, ...], limit: bool, group: tuple[str, ...] = (), hint: str = "") -> str:
+             order: tuple[str, ...], limit: bool, group: tuple[str, ...] = (), hint: str = "",
+             fold: str = "{}") -> str:
     """SELECT ... FROM table WHERE ... GROUP BY ... ORDER BY ... LIMIT: the same text on
-    SQLite and PostgreSQL but for the placeholder and the index hint (`hint` before an
-    `Unindexed` column: SQLite's `+`)."""
+    SQLite and PostgreSQL but for the placeholder, the index hint (`hint` before an
+    `Unindexed` column: SQLite's `+`) and the folding of a `contains` column (`fold`)."""
     table = _name(table)
     sql = f"SELECT {', '.join(_column(table, c) for c in columns)} FROM {table}"
-    sql += _where_sql(mark, table, where, hint)
+    sql += _where_sql(mark, table, where, hint, fold)
     if group:
         sql += " GROUP BY " + ", ".join(_column(table, c) for c in group)
     if order:
@@ -127,9 +140,9 @@ def rows_sql(mark: str, table: str, columns: tuple[str, ...], where: tuple[TermS
 
 
 @lru_cache(maxsize=64)
-def delete_sql(mark: str, table: str, where: tuple[TermShape, ...]) -> str:
+def delete_sql(mark: str, table: str, where: tuple[TermShape, ...], fold: str = "{}") -> str:
     table = _name(table)
-    return f"DELETE FROM {table}{_where_sql(mark, table, where, '')}"
+    return f"DELETE FROM {table}{_where_sql(mark, table, where, '', fold)}"
 
 
 class PollingWakeups:
@@ -152,6 +165,9 @@ class SqlTransaction:
 
     mark = "?"  # the driver's placeholder
     hint = ""  # written before an `Unindexed` column of `rows` (SQLite: "+")
+    # a `contains` term's column with its ASCII letters in lower case ("{}": the engine's
+    # LIKE already ignores their case, as SQLite's does)
+    fold = "{}"
 
     def __init__(self, session: Session | None = None, *, driver: Any = None,
                  open_session: Callable[[], Session] | None = None) -> None:
@@ -218,7 +234,7 @@ class SqlTransaction:
     def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
              order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:
         sql = rows_sql(self.mark, table, tuple(columns), term_shapes(where), tuple(order),
-                       limit is not None, tuple(group), self.hint)
+                       limit is not None, tuple(group), self.hint, self.fold)
         params = term_params(where)
         if limit is not None:
             params.append(limit)
@@ -227,7 +243,7 @@ class SqlTransaction:
     def delete(self, table: str, where: Sequence[Term]) -> None:
         cursor = self._driver().cursor()
         try:
-            cursor.execute(delete_sql(self.mark, table, term_shapes(where)), term_params(where))
+            cursor.execute(delete_sql(self.mark, table, term_shapes(where), self.fold), term_params(where))
         finally:
             cursor.close()
 

@@ -27,8 +27,11 @@ if TYPE_CHECKING:  # the port itself loads no SQLAlchemy: the quick commands nev
 Row = Sequence[object]
 # one condition of `rows`/`delete`: (column, operator, value); "in" takes a sequence,
 # "is" and "is not" take None (IS NULL, IS NOT NULL), "<= or null" is true where the
-# column is at most the value or NULL. Terms are joined with AND.
-Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null"]
+# column is at most the value or NULL, "contains" where the column's text holds the
+# value's anywhere, ASCII letters compared without case (every other character as it
+# is, on every engine; no index helps, so it filters the rows the other terms choose).
+# Terms are joined with AND.
+Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is", "is not", "<= or null", "contains"]
 Term = tuple[str, Op, object]
 
 

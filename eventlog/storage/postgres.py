@@ -50,6 +50,9 @@ def engine_url(url: str) -> str:
 
 class PostgresTransaction(SqlTransaction):
     mark = "%s"
+    # LIKE compares case (ILIKE would fold every letter the locale knows): fold the ASCII
+    # letters only, as SQLite's LIKE does, so both engines select the same rows
+    fold = "translate({}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
 
     def __init__(self, session: Session, locked_at: datetime | None = None) -> None:
         super().__init__(session)

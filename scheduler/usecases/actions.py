@@ -48,6 +48,7 @@ class SubmitRequest(Request):
     requires: list[str] = Field(default_factory=list)
     tasks: list[Any] | None = None  # a batch: task objects (or `TaskSpec`s)
     sources: list[str] | None = None  # where each task of the batch came from (path:line)
+    by: str = "operator"  # who submits: the CLI's --by ($USER), the HTTP API's token name
     dry_run: bool = False
 
     @model_validator(mode="after")
@@ -102,7 +103,7 @@ def submit(ws: Workspace, request: SubmitRequest) -> SubmitResult:
         wheres = request.sources or [f"submit: tasks.{i}" for i in range(len(request.tasks))]
         specs = [t if isinstance(t, TaskSpec) else parse_spec(t, where)
                  for t, where in zip(request.tasks, wheres, strict=True)]
-        return SubmitResult(submit_specs(ws, specs, wheres, dry_run), True, dry_run)
+        return SubmitResult(submit_specs(ws, specs, wheres, dry_run, request.by), True, dry_run)
     not_before = request.not_before
     if request.delay is not None:
         not_before = (ws.clock.now() + parse_duration(request.delay)).isoformat()
@@ -112,7 +113,8 @@ def submit(ws: Workspace, request: SubmitRequest) -> SubmitResult:
            "idempotency_key": request.idempotency_key, "requires_approval": request.requires_approval,
            "after": list(request.after), "type": request.task_type, "requires": list(request.requires),
            "due": None if request.due is None else due_text(request.due, ws.clock.now())}
-    return SubmitResult(submit_specs(ws, [parse_spec(raw, "submit")], None, dry_run), False, dry_run)
+    return SubmitResult(submit_specs(ws, [parse_spec(raw, "submit")], None, dry_run, request.by),
+                        False, dry_run)
 
 
 class CancelRequest(Request):
@@ -185,12 +187,14 @@ def reject(ws: Workspace, request: ApprovalRequest) -> Decided:
 
 
 class RequeueRequest(Request):
-    """Dead tasks to requeue: these ids, or (`all` with `queue`) every dead one of a queue."""
+    """Dead tasks to requeue: these ids, or (`all` with `queue`) every dead one of a
+    queue; and who requeues them."""
 
     where = "requeue"
     task_ids: list[int] = Field(default_factory=list)
     all: bool = False
     queue: str | None = None
+    by: str = "operator"
     dry_run: bool = False
 
     @model_validator(mode="after")
@@ -214,5 +218,5 @@ def requeue(ws: Workspace, request: RequeueRequest) -> Requeued:
     from scheduler import operator
 
     dry_run = trial(request.dry_run)
-    return Requeued(operator.requeue(ws, request.task_ids, request.queue, dry_run), dry_run)
+    return Requeued(operator.requeue(ws, request.task_ids, request.queue, dry_run, request.by), dry_run)
 

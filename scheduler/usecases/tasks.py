@@ -10,6 +10,7 @@ from pydantic import model_validator
 
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
+from eventlog.values import text_problem
 from projections.views import TaskView
 from scheduler import queries
 from scheduler.usecases.base import Request
@@ -18,13 +19,13 @@ from scheduler.workspace import Workspace
 
 class ListRequest(Request):
     """Which tasks: of one queue, one status, held by or directed at one agent, or
-    directed at none; at most `limit`, from `cursor` on (the `next_cursor` of the page
-    before: a place in pick order, so a task whose place changed between two reads may
-    be listed twice or not at all)."""
+    directed at none, with some text in the title; at most `limit`, from `cursor` on
+    (the `next_cursor` of the page before: a place in pick order, so a task whose place
+    changed between two reads may be listed twice or not at all)."""
 
     where = "tasks"
     queue: str | None = None
-    title: str | None = None  # only tasks whose title holds this text (any case)
+    title: str | None = None  # only tasks whose title holds this text (ASCII letters in any case)
     status: str | None = None
     limit: int | None = None
     agent: str | None = None
@@ -35,6 +36,8 @@ class ListRequest(Request):
     def _checks(self) -> Self:
         if self.limit is not None and self.limit < 1:  # (the CLI's --limit says so itself)
             raise BadInput(f"--limit must be at least 1, not {self.limit}")
+        if self.title is not None and (problem := text_problem(self.title)) is not None:
+            raise BadInput(f"--title: {problem}")
         if self.cursor is not None and not (self.cursor.isascii() and self.cursor.isdigit()
                                             and len(self.cursor) < 19):
             raise BadInput(f"--cursor {self.cursor[:40]!r} is not a cursor a listing gave")

@@ -27,8 +27,9 @@ class Claimed(NamedTuple):
 
 
 def claim(ws: Workspace, agent: str) -> Claimed:
-    """Start the best task for the agent (assigning one if it has a free slot). A front
-    end that cannot hand the token over gives the attempt back (`release`)."""
+    """Start the best task for the agent (assigning one if it has a free slot); NotFound
+    for an agent the control file does not name (exit 2, HTTP 404). A front end that
+    cannot hand the token over gives the attempt back (`release`)."""
     return Claimed(worker.claim(ws, agent))
 
 

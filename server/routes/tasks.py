@@ -97,14 +97,15 @@ class RequeuedTasks(Changes):
 
 
 @router.post("/tasks", response_model=SubmittedOne | SubmittedBatch, responses=REFUSED,
-             openapi_extra=schema_of(actions.SubmitRequest, drop=("sources",), required=True))
+             openapi_extra=schema_of(actions.SubmitRequest, drop=("sources", "by"), required=True))
 async def post_tasks(request: Request, idempotency_key: str | None = Header(
                          None, description="The task's idempotency key (one task only)."),
-                     _token: TokenView = Depends(require("submit")),
+                     token: TokenView = Depends(require("submit")),
                      ws: Workspace = Depends(workspace)) -> Document:
     """Submit one task (its fields, as `sched submit`'s flags) or a batch (`{"tasks":
-    [...]}`, each as a `--file` line; all or none), as `sched submit --json`."""
-    data = await body_of(request, "submit", reserved=("sources",))
+    [...]}`, each as a `--file` line; all or none), as `sched submit --json`; the
+    token's name is recorded as who submitted it."""
+    data = await body_of(request, "submit", reserved=("sources", "by"))
     if idempotency_key is not None:
         if "tasks" in data:
             raise BadInput("Idempotency-Key goes with one task: give each task of a batch its own "
@@ -112,13 +113,17 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
         if data.get("idempotency_key", idempotency_key) != idempotency_key:
             raise BadInput("the Idempotency-Key header and the body's idempotency_key differ")
         data["idempotency_key"] = idempotency_key
-    return answer(await write(request, actions.submit, ws, parse(actions.SubmitRequest, data)))
+    asked = parse(actions.SubmitRequest, {**data, "by": token.name})
+    return answer(await write(request, actions.submit, ws, asked))
 
 
 @router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]},
-            dependencies=[Depends(known_query("queue", "status", "agent", "unassigned", "limit", "cursor"))])
+            dependencies=[Depends(known_query("queue", "title", "status", "agent", "unassigned", "limit",
+                                              "cursor"))])
 def get_tasks(request: Request,
               queue: str | None = Query(None, description="Only this queue."),
+              title: str | None = Query(None, description="Only tasks whose title holds this text "
+                                                          "(ASCII letters in any case)."),
               status: str | None = Query(None, description="Only this status.",
                                          json_schema_extra={"enum": list(VISIBLE_STATUSES)}),
               agent: str | None = Query(None, description="Only tasks this agent holds or that "
@@ -132,8 +137,8 @@ def get_tasks(request: Request,
               _token: TokenView = Depends(require("read")),
               ws: Workspace = Depends(workspace)) -> Document:
     """Tasks in the order they will be picked, a page at a time, as `sched tasks --json
-    --limit N --cursor C`."""
-    asked = tasks.ListRequest(queue=queue, status=status, agent=agent, unassigned=unassigned,
+    --limit N --cursor C` (filters as its flags: `--title TEXT` is `title`)."""
+    asked = tasks.ListRequest(queue=queue, title=title, status=status, agent=agent, unassigned=unassigned,
                               limit=page_limit(request, limit), cursor=cursor)
     if agent is not None and not unassigned:
         from server.routes.agents import known_agent
@@ -250,27 +255,27 @@ async def post_reject_many(request: Request, token: TokenView = Depends(require(
 
 
 @router.post("/tasks/{task_id}/requeue", response_model=RequeuedTasks, responses=REFUSED,
-             openapi_extra=schema_of(actions.RequeueRequest, drop=("task_ids", "all", "queue")))
+             openapi_extra=schema_of(actions.RequeueRequest, drop=("by", "task_ids", "all", "queue")))
 async def post_requeue(request: Request, task_id: TaskId,
-                       _token: TokenView = Depends(require("operate")),
+                       token: TokenView = Depends(require("operate")),
                        ws: Workspace = Depends(workspace)) -> Document:
     """Requeue a dead task with fresh attempts (`{"dry_run": true}` optional), as `sched
     requeue --json`."""
-    data = await body_of(request, "requeue", reserved=("task_ids", "all", "queue"))
-    asked = parse(actions.RequeueRequest, {**data, "task_ids": [task_id]})
+    data = await body_of(request, "requeue", reserved=("by", "task_ids", "all", "queue"))
+    asked = parse(actions.RequeueRequest, {**data, "task_ids": [task_id], "by": token.name})
     return answer(await write(request, actions.requeue, ws, asked))
 
 
 @router.post("/tasks/requeue", response_model=RequeuedTasks, responses=REFUSED,
-             openapi_extra=schema_of(actions.RequeueRequest, drop=("task_ids",), extra=IDS,
+             openapi_extra=schema_of(actions.RequeueRequest, drop=("by", "task_ids"), extra=IDS,
                                      required=True))
-async def post_requeue_many(request: Request, _token: TokenView = Depends(require("operate")),
+async def post_requeue_many(request: Request, token: TokenView = Depends(require("operate")),
                             ws: Workspace = Depends(workspace)) -> Document:
     """Requeue up to 1,000 dead tasks (`{"ids": [...]}`), or every dead task of a queue
     (`{"all": true, "queue": "Q"}`), as `sched requeue --json`."""
-    data = await body_of(request, "requeue", reserved=("task_ids",))
+    data = await body_of(request, "requeue", reserved=("by", "task_ids"))
     if "ids" in data:
         data["task_ids"] = ids_of(request, data, "requeue")
-    asked = parse(actions.RequeueRequest, data)
+    asked = parse(actions.RequeueRequest, {**data, "by": token.name})
     return answer(await write(request, actions.requeue, ws, asked))
 

@@ -173,7 +173,8 @@ def confirm_requeue(request: Request, fields: dict[str, list[str]] = Depends(for
         chosen = task_ids(fields.get("only") or fields.get("task_id", []))
         if not chosen:
             raise BadInput("tick the tasks to requeue first")
-        planned = actions.requeue(ws, actions.RequeueRequest(task_ids=chosen, dry_run=True))
+        planned = actions.requeue(ws, actions.RequeueRequest(task_ids=chosen, by=session.token.name,
+                                                             dry_run=True))
         rows = [tasks.show(ws, t).document for t in planned.task_ids]
     except SchedError as e:
         return error_page(request, status_of(e), e.message, session)
@@ -192,10 +193,11 @@ def requeue(request: Request, fields: dict[str, list[str]] = Depends(form_lists)
     else:
         refused = BadInput("no task to requeue") if not chosen else None
 
-    def run(_token: object) -> object:
+    def run(token: object) -> object:
         if refused is not None:
             raise refused
-        return actions.requeue(ws, actions.RequeueRequest(task_ids=chosen))
+        return actions.requeue(ws, actions.RequeueRequest(task_ids=chosen,
+                                                          by=token.name))  # type: ignore[attr-defined]
 
     return act(request, last(fields), ws, run,
                back=f"/dead?{urlencode({'requeued': ','.join(map(str, chosen))})}")

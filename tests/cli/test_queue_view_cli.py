@@ -48,6 +48,20 @@ def test_agent_and_unassigned_filters(queue: Path, run: Run):
     assert ids(run, "--agent", "qin") == []
 
 
+def test_the_title_filter_keeps_each_tasks_place_in_the_list_and_the_watch(queue: Path, run: Run):
+    assert ids(run, "--title", "T") == [1, 2, 3] and ids(run, "--title", "fIvE") == [5]
+    (five,) = one_json(ok(run("tasks", "--json", "--title", "five")))["tasks"]
+    assert five["position"] == 2  # behind three, which the filter leaves out
+    from cli.common import workspace
+
+    ws = workspace(queue)
+    try:  # a frame of `tasks --watch --title FIVE`: the same task, in the same place
+        (watched,) = queue_view.queue_document(ws, None, None, None, None, False, "FIVE")["tasks"]
+    finally:
+        ws.close()
+    assert (watched["task_id"], watched["position"]) == (5, 2)
+
+
 def test_every_task_has_its_place_and_estimated_completion(queue: Path, run: Run):
     tasks = {t["task_id"]: t for t in one_json(ok(run("tasks", "--json")))["tasks"]}
     assert {i: t["position"] for i, t in tasks.items()} == {1: None, 2: None, 4: None, 3: 1, 5: 2}
@@ -65,6 +79,8 @@ def test_every_task_has_its_place_and_estimated_completion(queue: Path, run: Run
     (["--watch", "--interval", "0"], "--interval"),
     (["--watch", "--verbose"], "--verbose"),
     (["--watch", "--agent", "nobody"], "unknown agent"),
+    (["--title", "a\x00b"], "--title: contains a NUL character"),
+    (["--watch", "--title", "a\x00b"], "--title: contains a NUL character"),
 ])
 def test_bad_queue_view_input_exits_2_with_one_line(queue: Path, run: Run, args: list[str], named: str):
     assert named in one_error_line(run("tasks", *args), 2)

@@ -1,15 +1,18 @@
 """`sched serve`: refuses the network while no token exists, says in one line when the
-address cannot be used, and (one smoke test with a real server) answers /health and
-stops cleanly on SIGTERM."""
+address cannot be used, and (smoke tests with a real server) answers /health, stops
+cleanly on SIGTERM, and behind a TLS-terminating proxy on its host sets Secure cookies."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -89,3 +92,68 @@ def test_a_real_server_answers_health_and_stops_on_sigterm(ready: InProcess, hom
     assert server.returncode == 0, err
     assert "Traceback" not in err and "sched serve: stopped (SIGTERM)" in err
     assert out == "" and "GET /health" in err  # the request log goes to stderr: stdout is for documents
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def request(port: int, method: str, path: str, headers: dict[str, str],
+            form: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
+    """One request as a proxy (or a browser) sends it, no redirect followed: the status,
+    the body and the Set-Cookie headers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        body = urllib.parse.urlencode(form) if form is not None else None
+        if body is not None:
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode(), answer.headers.get_all("set-cookie") or []
+    finally:
+        connection.close()
+
+
+def cookie(set_cookies: list[str], name: str) -> str:
+    return next(v for v in set_cookies if v.startswith(name + "="))
+
+
+@pytest.mark.parametrize(("environment", "trusted"), [
+    ({}, True),  # the proxy on this host (127.0.0.1, ::1): uvicorn's default FORWARDED_ALLOW_IPS
+    ({"FORWARDED_ALLOW_IPS": "192.0.2.1"}, False),  # only a proxy at another address is trusted
+], ids=["proxy-on-this-host", "proxy-not-trusted"])
+def test_behind_a_tls_proxy_the_cookies_are_secure_and_the_log_names_the_client(
+        ready: InProcess, home: Path, environment: dict[str, str], trusted: bool):
+    """What docs/http.md says of a TLS-terminating proxy: from a trusted address,
+    X-Forwarded-Proto: https makes the dashboard's cookies Secure and X-Forwarded-For
+    names the client in the request log; from any other, both headers are ignored."""
+    token = ready("tokens", "create", "--name", "ops", "--role", "operator").stdout.strip()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=home,
+                              env=cli_env(home, environment), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    try:
+        def up() -> bool:
+            try:
+                return request(port, "GET", "/health", {})[0] in (200, 503)
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                return False
+
+        wait_for("the server to answer", up)
+        _, page, cookies = request(port, "GET", "/signin", proxied)
+        signin = cookie(cookies, "sched_signin")
+        status, _, cookies = request(port, "POST", "/signin", {**proxied, "Cookie": signin.split(";")[0]},
+                                     {"csrf": CSRF.search(page).group(1), "token": token})
+        assert status == 303
+        session = cookie(cookies, "sched_session")
+        direct = cookie(request(port, "GET", "/signin", {})[2], "sched_signin")  # no proxy: plain HTTP
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert ("; secure" in session.lower(), "; secure" in signin.lower()) == (trusted, trusted)
+    assert "; secure" not in direct.lower()
+    assert ("203.0.113.9" in err) == trusted and "Traceback" not in err

@@ -158,9 +158,9 @@ def test_claim_assigns_and_starts_in_one_go_and_respects_capacity(make_workspace
     assert events_of(ws, claims[0].task.task_id)[-2:] == ["TaskAssigned", "TaskStarted"]
 
 
-def test_claim_by_an_unknown_agent_is_bad_input(make_workspace):
+def test_claim_by_an_unknown_agent_is_not_found(make_workspace):
     ws = make_workspace()
-    with pytest.raises(BadInput, match="unknown agent 'zed'"):
+    with pytest.raises(NotFound, match=r"^no agent 'zed' in .*agent-control\.json$"):
         worker.claim(ws, "zed")
 
 

@@ -179,6 +179,22 @@ def test_an_unindexed_term_selects_the_same_rows(new_database):
         assert txn.session.execute(select(QueueCountRow.queue).where(term)).scalars().all() == ["qa"]
 
 
+def test_contains_holds_the_text_anywhere_ascii_letters_in_any_case_and_no_wildcards(new_database):
+    db = fresh_storage(new_database())
+    keys = ("Fix the Parser", "parser", "100% done", "a_b", "back\\slash", "Ünicode", "ünicode")
+    with db.write() as txn:
+        txn.insert("projection_meta", ("key", "value"), [(k, "v") for k in keys])
+    with db.read() as txn:
+        def found(text: str) -> list[str]:
+            rows = txn.rows("projection_meta", ("key",), [("key", "contains", text)], order=("key",))
+            return sorted(str(r[0]) for r in rows)
+
+        assert found("PARSER") == found("parser") == ["Fix the Parser", "parser"]
+        assert found("%") == ["100% done"] and found("_") == ["a_b"] and found("\\") == ["back\\slash"]
+        assert found("Ü") == ["Ünicode"] and found("ü") == ["ünicode"]  # only ASCII letters fold
+        assert found("") == sorted(keys) and found("nowhere") == []
+
+
 def test_a_writer_reads_the_servers_clock_where_it_has_one(new_database, engine):
     db = fresh_storage(new_database())
     with db.write() as txn:

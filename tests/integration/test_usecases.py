@@ -10,6 +10,7 @@ random: each side uses its own, and the claim's token is left out of the compari
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -80,6 +81,11 @@ def twins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sid
     b.ws.close()
 
 
+# the requests of the CLI's user: `by` is its $USER, as `sched submit` and `requeue` record
+submitting = functools.partial(actions.SubmitRequest, by="tester")
+requeueing = functools.partial(actions.RequeueRequest, by="tester")
+
+
 def test_every_write_gives_the_cli_document(twins: tuple[Side, Side]) -> None:
     a, b = twins
     tokens: dict[str, str] = {}
@@ -96,26 +102,26 @@ def test_every_write_gives_the_cli_document(twins: tuple[Side, Side]) -> None:
         a.clock.advance(seconds)
         b.clock.advance(seconds)
 
-    same(lambda: actions.submit(a.ws, actions.SubmitRequest(queue="dev", title="one", priority=2)),
+    same(lambda: actions.submit(a.ws, submitting(queue="dev", title="one", priority=2)),
          "submit", "--queue", "dev", "--title", "one", "--priority", "2")
-    same(lambda: actions.submit(a.ws, actions.SubmitRequest(queue="dev", title="later", delay="10m",
+    same(lambda: actions.submit(a.ws, submitting(queue="dev", title="later", delay="10m",
                                                             payload={"k": [1]}, requires=["gpu"])),
          "submit", "-q", "dev", "-t", "later", "--delay", "10m", "--payload", '{"k": [1]}',
          "--requires", "gpu")
-    same(lambda: actions.submit(a.ws, actions.SubmitRequest(queue="qa", title="ok?", requires_approval=True,
+    same(lambda: actions.submit(a.ws, submitting(queue="qa", title="ok?", requires_approval=True,
                                                             due="2h", idempotency_key="k1")),
          "submit", "-q", "qa", "-t", "ok?", "--requires-approval", "--due", "2h",
          "--idempotency-key", "k1")
-    same(lambda: actions.submit(a.ws, actions.SubmitRequest(queue="qa", title="again", idempotency_key="k1")),
+    same(lambda: actions.submit(a.ws, submitting(queue="qa", title="again", idempotency_key="k1")),
          "submit", "-q", "qa", "-t", "again", "--idempotency-key", "k1")  # the same task: not created
-    dry = same(lambda: actions.submit(a.ws, actions.SubmitRequest(queue="dev", title="dry", dry_run=True)),
+    dry = same(lambda: actions.submit(a.ws, submitting(queue="dev", title="dry", dry_run=True)),
                "submit", "-q", "dev", "-t", "dry", "--dry-run")
     assert dry["dry_run"] and dry["changes"]
     lines = [{"queue": "dev", "title": "batch one"},
              {"queue": "qa", "title": "no", "requires_approval": True}]
     batch = b.home / "batch.jsonl"
     batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    same(lambda: actions.submit(a.ws, actions.SubmitRequest(tasks=lines)), "submit", "--file", str(batch))
+    same(lambda: actions.submit(a.ws, submitting(tasks=lines)), "submit", "--file", str(batch))
     step()
     same(lambda: actions.approve(a.ws, actions.ApprovalRequest(task_ids=[3], by="tester")), "approve", "3")
     same(lambda: actions.reject(a.ws, actions.ApprovalRequest(task_ids=[5], by="tester", reason="no")),
@@ -150,9 +156,9 @@ def test_every_write_gives_the_cli_document(twins: tuple[Side, Side]) -> None:
     same(lambda: work.fail(a.ws, work.FailRequest(task_id=int(task), token=tokens["a"], error="boom",
                                                   retry=False)),
          "worker", "fail", task, "--token", tokens["b"], "--error", "boom", "--no-retry")
-    same(lambda: actions.requeue(a.ws, actions.RequeueRequest(all=True, queue="dev", dry_run=True)),
+    same(lambda: actions.requeue(a.ws, requeueing(all=True, queue="dev", dry_run=True)),
          "requeue", "--all", "--queue", "dev", "--dry-run")
-    same(lambda: actions.requeue(a.ws, actions.RequeueRequest(task_ids=[int(task)])), "requeue", task)
+    same(lambda: actions.requeue(a.ws, requeueing(task_ids=[int(task)])), "requeue", task)
     step()
 
     claimed = same(lambda: work.claim(a.ws, "ann"), "worker", "claim", "--agent", "ann", token_free=True)
@@ -168,7 +174,7 @@ def test_every_write_gives_the_cli_document(twins: tuple[Side, Side]) -> None:
     same(lambda: actions.cancel(a.ws, actions.CancelRequest(task_id=2, by="tester")), "cancel", "2")
     step()
 
-    same(lambda: actions.submit(a.ws, actions.SubmitRequest(queue="dev", title="for bob", assignee="bob")),
+    same(lambda: actions.submit(a.ws, submitting(queue="dev", title="for bob", assignee="bob")),
          "submit", "-q", "dev", "-t", "for bob", "--assignee", "bob")
     same(lambda: work.claim(a.ws, "bob"), "worker", "claim", "--agent", "bob", token_free=True)
     same(lambda: work.claim(a.ws, "qin"), "worker", "claim", "--agent", "qin", token_free=True)

@@ -194,6 +194,8 @@ def test_requeue_goes_through_a_confirmation_that_appends_nothing(api: Api):
     assert done.status_code == 303 and done.headers["location"].startswith("/dead?requeued=")
     statuses = {t.task_id: t.status for t in queries.list_tasks(api.ws)}
     assert statuses == {first: "queued", second: "dead", third: "queued"}
+    requeued = [(e["data"]["task_id"], e["data"]["by"]) for e in api.events() if e["type"] == "TaskRequeued"]
+    assert requeued == [(first, "ops"), (third, "ops")]  # the signed-in token did it
     after = api.client.get(done.headers["location"]).text
     assert row_ids(after) == [second] and 'id="requeued"' in after
 

@@ -168,6 +168,39 @@ def test_tasks_come_a_page_at_a_time(api: Api):
     assert (over.status_code, over.json()) == (400, {"error": "limit must be at most 1000, not 1001"})
 
 
+def test_tasks_filter_by_text_in_the_title_a_page_at_a_time(api: Api):
+    titles = ["Fix the parser", "write docs", "parser tests", "100% done", "a_b", "PARSER again",
+              "deploy", "Ünicode parser"]
+    ids = dict(zip(titles, (submit(api, t) for t in titles), strict=True))
+    every = get(api, "/tasks").json()["tasks"]
+    place = {t["task_id"]: t["position"] for t in every}
+
+    def listed(**params: Any) -> list[str]:
+        answer = get(api, "/tasks", **params)
+        assert answer.status_code == 200, answer.json()
+        return [t["title"] for t in answer.json()["tasks"]]
+
+    parsers = ["Fix the parser", "parser tests", "PARSER again", "Ünicode parser"]
+    assert listed(title="parser") == listed(title="PaRsEr") == parsers
+    seen, cursor = [], None
+    while True:  # two at a time, each page from where the one before said
+        page = get(api, "/tasks", title="parser", limit=2, **({"cursor": cursor} if cursor else {})).json()
+        seen += page["tasks"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [t["title"] for t in seen] == parsers
+    assert all(t["position"] == place[t["task_id"]] for t in seen)  # each keeps its place in the queue
+    assert listed(title="%") == ["100% done"] and listed(title="_") == ["a_b"]  # no wildcards
+    assert listed(title="ü") == [] and listed(title="Ü") == ["Ünicode parser"]  # ASCII letters fold only
+    assert listed(title="parser", status="queued", unassigned="true", limit=3) == parsers[:3]
+    assert listed(title="nothing like it") == [] and ids["deploy"] not in [t["task_id"] for t in seen]
+    refused = get(api, "/tasks", title="a\x00b")
+    assert (refused.status_code, refused.json()) == (400, {"error": "--title: contains a NUL character "
+                                                                    "(\\x00), which sched does not "
+                                                                    "store in text"})
+
+
 def test_bulk_actions_take_ids_and_record_the_token_as_the_actor(api: Api):
     one, two = submit(api, "a"), submit(api, "b")
     answer = post(api, "/tasks/cancel", {"ids": [one, 999, two], "reason": "enough"})
@@ -193,6 +226,46 @@ def test_bulk_actions_take_ids_and_record_the_token_as_the_actor(api: Api):
                                                                     "not permitted"})
 
 
+def dead_task(api: Api, title: str) -> int:
+    """A task submitted through the API whose one attempt failed: dead."""
+    from scheduler.usecases import work
+
+    task = submit(api, title, queue="qa", max_attempts=1)
+    claimed = work.claim(api.ws, "qin").claim
+    assert claimed is not None and claimed.task.task_id == task
+    work.fail(api.ws, work.FailRequest(task_id=task, token=claimed.token, error="boom"))
+    return task
+
+
+def test_submits_and_requeues_record_the_token_as_the_actor(api: Api):
+    first, second, third = (dead_task(api, f"dead {i}") for i in range(3))
+    one = submit(api, "one")
+    batch = post(api, "/tasks", {"tasks": [{"queue": "dev", "title": "b1"}, {"queue": "dev", "title": "b2"}]},
+                 as_="ci")
+    assert batch.status_code == 200
+    submits = {e["data"]["task_id"]: e["data"]["by"] for e in api.events() if e["type"] == "TaskSubmitted"}
+    assert submits == {first: "ops", second: "ops", third: "ops", one: "ops",
+                       **dict.fromkeys(batch.json()["task_ids"], "ci")}
+    assert post(api, f"/tasks/{first}/requeue").json() == {"requeued": [first]}
+    assert post(api, "/tasks/requeue", {"ids": [second]}).json() == {"requeued": [second]}
+    assert post(api, "/tasks/requeue", {"all": True, "queue": "qa"}).json() == {"requeued": [third]}
+    requeues = [e["data"] for e in api.events() if e["type"] == "TaskRequeued"]
+    assert [(r["task_id"], r["reason"], r["by"]) for r in requeues] == [
+        (first, "operator", "ops"), (second, "operator", "ops"), (third, "operator", "ops")]
+    shown = get(api, f"/tasks/{first}/explain").json()
+    assert any(step["what"].startswith("requeued by ops (operator") for step in shown["timeline"])
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/tasks", {"queue": "dev", "title": "t", "by": "mallory"}),
+    ("/tasks/1/requeue", {"by": "mallory"}),
+    ("/tasks/requeue", {"ids": [1], "by": "mallory"}),
+])
+def test_a_submit_or_requeue_may_not_name_its_actor(api: Api, path: str, body: dict[str, Any]):
+    answer = post(api, path, body)
+    assert answer.status_code == 422 and answer.json()["error"].endswith("by: Extra inputs are not permitted")
+
+
 def test_a_body_may_not_name_the_actor(api: Api):
     task = submit(api)
     answer = post(api, f"/tasks/{task}/cancel", {"by": "mallory"})
@@ -207,6 +280,16 @@ def test_a_body_may_not_name_the_actor(api: Api):
 def test_an_unknown_agent_is_404_with_the_cli_line(api: Api):
     for answer in (post(api, "/agents/zed/drain"), get(api, "/tasks", agent="zed")):
         assert (answer.status_code, answer.json()) == (404, {"error": "unknown agent 'zed'"})
+
+
+def test_a_claim_for_an_agent_the_control_file_does_not_name_is_404_with_the_cli_line(api: Api):
+    from tests.conftest import write_fleet
+
+    path = write_fleet(api.ws.settings.home, [{"agentName": "bob", "agentType": "dev"}])  # ann left
+    before = api.events()
+    answer = post(api, "/agents/ann/claim", {"wait_seconds": 0}, as_="box")
+    assert (answer.status_code, answer.json()) == (404, {"error": f"no agent 'ann' in {path}"})
+    assert api.events() == before
 
 
 def test_the_idempotency_key_header_is_the_tasks_key(api: Api):

@@ -82,6 +82,21 @@ def test_a_missing_token_or_a_wrong_one_is_one_line_and_exit_2(served, capsys, m
     assert code == 2 and "the server refused the token" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_claim_for_an_unknown_agent_is_one_line_and_exit_2_on_both_paths(served, capsys, monkeypatch,
+                                                                          tmp_path):
+    """Against the database and through the server: NotFound, the same line (the
+    server's 404 is the CLI's exit 2)."""
+    ws, base, token = served
+    control = ws.settings.home / "agent-control.json"
+    local = {"SCHED_HOME": str(ws.settings.home)}
+    code, out, err = run(capsys, monkeypatch, local, "worker", "claim", "--agent", "zed")
+    assert (code, out, err) == (2, "", f"sched: no agent 'zed' in {control}\n")
+    control.write_text("[]")  # ann, whom the token acts for, leaves the control file
+    remote = {"SCHED_SERVER": base, "SCHED_TOKEN": token, "SCHED_HOME": str(tmp_path / "nowhere")}
+    code, out, err = run(capsys, monkeypatch, remote, "worker", "claim", "--agent", "ann", "--json")
+    assert (code, out, err) == (2, "", f"sched: no agent 'ann' in {control}\n")
+
+
 def test_an_unreachable_server_is_tried_again_then_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     waits: list[float] = []
     server = Server("http://127.0.0.1:9", "t", tries=3, sleep=waits.append)  # nothing listens there

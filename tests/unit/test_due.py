@@ -83,7 +83,7 @@ def test_a_version_1_submit_reads_as_one_without_a_due_time_and_a_due_time_round
     from eventlog.events import TaskDueMissed, TaskSubmitted, dump_event, parse_event
 
     old = parse_event("TaskSubmitted", 1, '{"task_id": 1, "queue": "dev", "title": "t"}')
-    assert isinstance(old, TaskSubmitted) and old.due is None and old.schema_version == 2
+    assert isinstance(old, TaskSubmitted) and old.due is None and old.schema_version == 3
     new = TaskSubmitted(task_id=2, queue="dev", title="t", due=NOW)
     assert parse_event("TaskSubmitted", 2, dump_event(new)) == new
     missed = TaskDueMissed(task_id=2, due=NOW, status="queued")

@@ -15,6 +15,7 @@ from eventlog.events import (
     AgentsConfigured,
     TaskAssigned,
     TaskFailed,
+    TaskRequeued,
     TaskSubmitted,
     current_version,
     dump_event,
@@ -59,6 +60,20 @@ def test_every_event_is_frozen_past_tense_and_documented():
         assert cls.__doc__ and cls.__doc__.strip()
         assert current_version(name) >= 1
         assert cls.model_config["frozen"] is True
+
+
+def test_a_stored_version_2_submit_or_requeue_reads_as_version_3_by_nobody_known():
+    submitted = parse_event("TaskSubmitted", 2, '{"task_id": 1, "queue": "dev", "title": "t", '
+                                                '"requires": ["gpu"], "due": null}')
+    assert isinstance(submitted, TaskSubmitted) and submitted.schema_version == 3
+    assert submitted.by is None and submitted.requires == ("gpu",)
+    requeued = parse_event("TaskRequeued", 2, '{"task_id": 1, "reason": "operator", "not_before": null, '
+                                              '"detail": null}')
+    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 3 and requeued.by is None
+    for old in (1, 2):  # every older version upgrades to the current one
+        assert parse_event("TaskRequeued", old, '{"task_id": 1, "reason": "failed"}').by is None
+    named = TaskRequeued(task_id=1, reason="operator", by="ops")
+    assert parse_event("TaskRequeued", 3, dump_event(named)) == named
 
 
 def test_an_unknown_type_is_named_with_its_seq():
