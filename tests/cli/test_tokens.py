@@ -36,7 +36,7 @@ def test_create_prints_the_token_once_and_records_only_its_hash(ready: InProcess
     token = made.stdout.strip()
     assert token.startswith("sched_") and len(token) > 40
     (created,) = [e for e in events(ready) if e["type"] == "TokenCreated"]
-    assert created["data"] == {"name": "ops", "role": "operator", "agent": None,
+    assert created["data"] == {"name": "ops", "role": "operator", "agent": None, "host": None,
                                "token_hash": hash_token(token), "by": "kim"}
     assert not any(token.encode() in p.read_bytes() for p in home.glob("sched.db*"))
     listed = json.loads(ready("tokens", "list", "--json").stdout)["tokens"]
@@ -52,8 +52,8 @@ def test_an_agent_token_names_a_known_agent(ready: InProcess):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--name", "x"], "give --agent A or --role"),
-    (["--name", "x", "--role", "reader", "--agent", "ann"], "give --agent A or --role"),
+    (["--name", "x"], "give one of --agent A, --host H or --role"),
+    (["--name", "x", "--role", "reader", "--agent", "ann"], "give one of --agent A, --host H or --role"),
     (["--name", "x", "--role", "admin"], "--role 'admin'"),
     (["--name", "two words", "--role", "reader"], "a token name is"),
     (["--name", "", "--role", "reader"], "a token name is"),
@@ -103,3 +103,14 @@ def test_tokens_need_an_initialized_home(cli: InProcess, tmp_path: Path):
     write_control(tmp_path, [])
     result = cli("tokens", "list")
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_a_host_token_is_for_one_host_and_says_so(ready: InProcess):
+    made = ready("tokens", "create", "--name", "gpu-runner", "--host", "gpu-1", "--json")
+    assert made.returncode == 0, made.stderr
+    doc = json.loads(made.stdout)
+    assert (doc["role"], doc["host"], doc["agent"]) == ("host", "gpu-1", None)
+    listed = ready("tokens", "list").stdout
+    assert "gpu-runner" in listed and "gpu-1" in listed
+    line = one_line_exit_2(ready("tokens", "create", "--name", "x", "--host", "gpu-1", "--role", "reader"))
+    assert line == "sched: give one of --agent A, --host H or --role operator|submitter|reader"
