@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # rich is loaded by the views that print for people, not by -
     from rich.console import Console
     from rich.text import Text
 
-    from scheduler.remote import Server
+    from scheduler.runner.remote import Server
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 DbOpt = Annotated[str | None, typer.Option(
@@ -107,7 +107,7 @@ def server_of(url: str | None, token_file: Path | None) -> Server | None:
         if token_file is not None:
             raise BadInput("--server-token-file needs --server (or $SCHED_SERVER)")
         return None
-    from scheduler.remote import from_environment
+    from scheduler.runner.remote import from_environment
 
     return from_environment(url, token_file)
 

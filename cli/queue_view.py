@@ -1,6 +1,6 @@
 """`sched tasks --watch`: the queue view, redrawn until Ctrl-C. The figures come from
 `queries.task_listing` (places and estimates are pure functions in
-`scheduler.estimates`); this module only repeats, draws and prints."""
+`scheduler.decisions.estimates`); this module only repeats, draws and prints."""
 
 from __future__ import annotations
 

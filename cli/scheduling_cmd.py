@@ -48,7 +48,7 @@ def run_daemon(*args: Any, **kwargs: Any) -> int:
 
 
 def exec_task(*args: Any, **kwargs: Any) -> Any:
-    from scheduler.exec import exec_task as run
+    from scheduler.runner.exec import exec_task as run
 
     return run(*args, **kwargs)
 
@@ -268,7 +268,7 @@ def run_command(
 def run_host_for(remote: Any, home: Path | None, host: str | None, db: str | None, agents: Path | None,
                  interval: float | None) -> int:
     """`sched run --server`: this host's push agents, run for the server."""
-    from scheduler.agent_host import run_host
+    from scheduler.runner.agent_host import run_host
 
     for given, flag in ((db, "--db"), (agents, "--agents"), (interval, "--interval")):
         if given is not None:
@@ -291,7 +291,7 @@ def exec_command(
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
     outcome = exec_task(workspace(home, db, agents, host=host), task_id, os.environ, own_process=True)
     if json_out:
-        from scheduler.exec import outcome_json
+        from scheduler.runner.exec import outcome_json
 
         emit_json(outcome_json(task_id, outcome))
     else:

@@ -94,7 +94,7 @@ class AgentView:
     out_of_service: str | None = None  # "drained" or "evicted" by an operator, until restored
     capabilities: tuple[str, ...] = ()  # what tasks may require of it (sorted)
     weight: float = 1.0  # among agents with equally many free slots, the heavier is preferred
-    hours: tuple[str, ...] = ()  # availability windows (scheduler.hours); none: always
+    hours: tuple[str, ...] = ()  # availability windows (scheduler.decisions.hours); none: always
 
     @property
     def load(self) -> int:

@@ -5,7 +5,7 @@ delivers webhooks when any is configured, and one that checks health when a webh
 wants `health.changed`; each has its own thread, so a slow endpoint never delays a
 tick. `max_instances=1` and `coalesce=True` mean a slow tick is never run twice at
 once nor replayed in a burst afterwards. Push agents' attempts run in its supervisor
-process (`scheduler.launcher`), and their ends bring the next tick forward.
+process (`scheduler.runner.launcher`), and their ends bring the next tick forward.
 SIGINT and SIGTERM let the current runs finish, then the daemon exits 0; agents it
 started keep running and report back on their own. Several daemons and cron ticks on
 one database stay correct: each tick is one write transaction.
@@ -33,8 +33,8 @@ from eventlog.storage import is_url
 from scheduler import webhooks
 from scheduler.daemon_log import DaemonLog
 from scheduler.health import health, record_health
-from scheduler.launcher import Launcher
 from scheduler.lifecycle import record_start, record_stop
+from scheduler.runner.launcher import Launcher
 from scheduler.tick import TickReport, tick
 from scheduler.workspace import Workspace
 

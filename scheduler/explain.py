@@ -36,8 +36,8 @@ from eventlog.events import (
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
-from scheduler.fit import never_fits, unfit
-from scheduler.hours import is_available
+from scheduler.decisions.fit import never_fits, unfit
+from scheduler.decisions.hours import is_available
 from scheduler.workspace import Workspace
 
 

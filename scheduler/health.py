@@ -115,7 +115,7 @@ def check_unplaceable(agents: list[AgentView],
                       waiting: list[tuple[str, str | None, tuple[str, ...], int, int]]) -> Check:
     """Degraded while some waiting task requires capabilities no agent of its type (or
     its assignee) in the control file has: it would otherwise wait silently for ever."""
-    from scheduler.fit import never_fits
+    from scheduler.decisions.fit import never_fits
 
     threshold = "degraded while a waiting task requires capabilities no agent of its type has"
     stuck = []

@@ -13,9 +13,9 @@ from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, VISIBLE_STATUSES, AgentView, TaskView
-from scheduler.fit import never_fits
+from scheduler.decisions.fit import never_fits
+from scheduler.decisions.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
 from scheduler.gates import closed_gates
-from scheduler.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace, describe_pause
 
@@ -192,7 +192,7 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView],
     """When each queued task may start (`estimates.estimate_starts`): the rate of a
     queue is how often its attempts ended over the last hour (each frees a slot);
     `fleet`: the agents, if the caller has them already."""
-    from scheduler.estimates import estimate_starts
+    from scheduler.decisions.estimates import estimate_starts
 
     now = ws.clock.now()
     queues = sorted({t.queue for t in tasks if t.status == "queued"})
@@ -207,7 +207,7 @@ def estimated_starts(ws: Workspace, tasks: list[TaskView],
 def recorded_run_seconds(ws: Workspace) -> dict[str, float]:
     """Each queue's median run time over its attempts that succeeded in the last
     `RUN_TIME_WINDOW_SECONDS` (24 h)."""
-    from scheduler.estimates import run_seconds_by_queue
+    from scheduler.decisions.estimates import run_seconds_by_queue
 
     since = ws.clock.now().timestamp() - RUN_TIME_WINDOW_SECONDS
     with ws.read() as (_log, views):
@@ -220,7 +220,7 @@ def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, An
     (`estimates.estimate_completions`), whether it is overdue, and why no agent of the
     control file can ever take it (`never_fits`; None for a task that is final or held,
     or that some agent can take)."""
-    from scheduler.estimates import estimate_completions, queue_positions
+    from scheduler.decisions.estimates import estimate_completions, queue_positions
 
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
     with ws.read() as (_log, views):

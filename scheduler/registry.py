@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eventlog.errors import ControlFileError
 from eventlog.values import text_problem
-from scheduler.fit import capability_list
-from scheduler.hours import HoursError, parse_hours
+from scheduler.decisions.fit import capability_list
+from scheduler.decisions.hours import HoursError, parse_hours
 
 if TYPE_CHECKING:  # `status` reads the control file without loading the event models
     from eventlog.events import AgentRecord, AgentsConfigured
@@ -54,7 +54,7 @@ class AgentSpec(BaseModel):
     capabilities: tuple[str, ...] = ()
     # among agents with equally many free slots, the one with the higher weight is preferred
     weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
-    # availability windows (scheduler.hours): outside all of them it takes no new work
+    # availability windows (scheduler.decisions.hours): outside all of them it takes no new work
     hours: tuple[str, ...] = ()
 
     @field_validator("name", "type", "host", mode="before")

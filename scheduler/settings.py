@@ -22,8 +22,8 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact
+from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
 from scheduler.envsubst import expand
-from scheduler.policy import MAX_SECONDS, QueuePolicy
 from scheduler.webhook_config import WebhookConfig
 
 ENV_PREFIX = "SCHED_"

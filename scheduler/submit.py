@@ -24,7 +24,7 @@ from pydantic import (
 from eventlog.errors import BadInput, Refused
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import SqlProjection
-from scheduler.fit import capability_list
+from scheduler.decisions.fit import capability_list
 from scheduler.registry import AgentRegistry
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace

@@ -34,7 +34,9 @@ from projections.fold import canonical_json
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
-from scheduler import containment
+from scheduler.decisions.hours import is_available
+from scheduler.decisions.plan import PlanPolicy, age_bands, due_bands, plan
+from scheduler.decisions.policy import settle_failure
 from scheduler.gates import (
     GateResult,
     check_gates,
@@ -43,13 +45,11 @@ from scheduler.gates import (
     gated_queues,
     record_gates,
 )
-from scheduler.hours import is_available
-from scheduler.plan import PlanPolicy, age_bands, due_bands, plan
-from scheduler.policy import settle_failure
 from scheduler.queries import ordering_policy
 from scheduler.registry import ControlFile
+from scheduler.runner import containment
+from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished
 from scheduler.settings import Settings
-from scheduler.spawn import Handover, LauncherGone, lease_clock, reap_finished
 from scheduler.tick_runs import note_daemon, note_tick, pid_alive
 from scheduler.workspace import Workspace, describe_pause
 

@@ -31,7 +31,7 @@ from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:
-    from scheduler.usage import Usage
+    from scheduler.runner.usage import Usage
 
 # the tick's machinery is imported by claim and fail, which use it: a heartbeat or a
 # complete starts without it (issue 13: a quick CLI)

@@ -18,8 +18,8 @@ from eventlog.storage import Storage, create_storage, open_storage
 from projections.sql import SqlProjection
 from projections.views import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
+from scheduler.runner.spawn import Starter, spawn_exec
 from scheduler.settings import Settings
-from scheduler.spawn import Starter, spawn_exec
 
 if TYPE_CHECKING:
     from datetime import datetime

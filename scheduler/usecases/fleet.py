@@ -31,7 +31,7 @@ def list_agents(ws: Workspace) -> AgentList:
     """Each agent of the control file: type, capacity, enabled, assigned, running, free
     (capacity less load, never below 0; 0 when disabled), command, capabilities,
     weight, hours and whether those hours hold now."""
-    from scheduler.hours import is_available
+    from scheduler.decisions.hours import is_available
 
     control = ws.registry().control
     with ws.read() as (_log, views):

@@ -23,10 +23,10 @@ from eventlog.events import FailureReason, TaskFailed, TaskStarted, TaskSucceede
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
-from scheduler import exec as runner
 from scheduler import worker
+from scheduler.runner import exec as runner
+from scheduler.runner.usage import Usage
 from scheduler.tokens import hash_token
-from scheduler.usage import Usage
 from scheduler.usecases.base import Request
 from scheduler.workspace import Workspace
 

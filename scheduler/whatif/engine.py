@@ -39,9 +39,9 @@ from itertools import count
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
-from scheduler.hours import is_available
-from scheduler.plan import PlanPolicy, age_bands, due_bands, plan
-from scheduler.policy import QueuePolicy, settle_failure
+from scheduler.decisions.hours import is_available
+from scheduler.decisions.plan import PlanPolicy, age_bands, due_bands, plan
+from scheduler.decisions.policy import QueuePolicy, settle_failure
 from scheduler.whatif.facts import Fact, Workload
 
 MAX_CANDIDATES = 20_000  # as the tick: the most candidates one queue's plan is given

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from eventlog.errors import BadInput
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
-from scheduler.policy import QueuePolicy
+from scheduler.decisions.policy import QueuePolicy
 from scheduler.queries import ordering_policy
 from scheduler.registry import load_control_file
 from scheduler.settings import Settings

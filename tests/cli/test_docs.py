@@ -21,9 +21,9 @@ import cli.main
 from cli.main import main
 from eventlog.events import EVENT_TYPES, FailureReason, RequeueReason
 from projections.views import STATUSES
-from scheduler.exec import PLACEHOLDERS
-from scheduler.policy import QueuePolicy
+from scheduler.decisions.policy import QueuePolicy
 from scheduler.registry import AgentSpec, load_control_file
+from scheduler.runner.exec import PLACEHOLDERS
 from scheduler.settings import ENV_PREFIX, Settings, load_settings
 from scheduler.tick import TickReport
 

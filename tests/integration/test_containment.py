@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import containment, queries
-from scheduler.spawn import exec_argv
+from scheduler import queries
+from scheduler.runner import containment
+from scheduler.runner.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import wait_for

@@ -19,9 +19,9 @@ import pytest
 
 from scheduler import operator, queries, worker
 from scheduler.clock import SystemClock
-from scheduler.launcher import Launcher
 from scheduler.metrics import metrics
-from scheduler.spawn import exec_argv
+from scheduler.runner.launcher import Launcher
+from scheduler.runner.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import new_workspace, wait_for

@@ -390,7 +390,7 @@ def test_a_gone_wrapper_is_named_as_the_last_error(make_workspace):
     (task_id,) = add(ws)
     ws.launcher = lambda settings, task_id: None
     tick(ws)
-    from scheduler.exec import start
+    from scheduler.runner.exec import start
 
     start(ws, task_id, {})  # records TaskStarted with this process as the wrapper
     report = tick(ws, alive=lambda pid: False)  # as if that process were gone

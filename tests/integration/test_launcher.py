@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import containment, queries
+from scheduler import queries
 from scheduler.clock import ManualClock, SystemClock
-from scheduler.launcher import SUPERVISOR_NAME, Launcher
+from scheduler.runner import containment
+from scheduler.runner.launcher import SUPERVISOR_NAME, Launcher
 from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import pid_alive, tick

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from scheduler import queries
-from scheduler.launcher import Launcher
+from scheduler.runner.launcher import Launcher
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import wait_for

@@ -30,7 +30,7 @@ from eventlog.sql_store import SqlStore
 from eventlog.storage import open_storage
 from scheduler import queries, worker
 from scheduler.clock import ManualClock
-from scheduler.exec import exec_task
+from scheduler.runner.exec import exec_task
 from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick

@@ -15,7 +15,7 @@ import pytest
 from cli.main import main
 from eventlog.errors import ServerUnreachable
 from scheduler import access, queries
-from scheduler.remote import Server
+from scheduler.runner.remote import Server
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

@@ -8,9 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
 CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py",
-        "projections/figures.py", "scheduler/plan.py", "scheduler/fit.py", "scheduler/hours.py",
-        "scheduler/policy.py", "eventlog/events.py", "eventlog/store.py", "eventlog/errors.py",
-        "eventlog/timeutil.py"]
+        "projections/figures.py", "scheduler/decisions/plan.py", "scheduler/decisions/fit.py",
+        "scheduler/decisions/hours.py", "scheduler/decisions/policy.py", "eventlog/events.py",
+        "eventlog/store.py", "eventlog/errors.py", "eventlog/timeutil.py"]
 ALLOWED_THIRD_PARTY = {"pydantic"}
 CORE_MODULES = {p.removesuffix(".py").replace("/", ".") for p in CORE}
 FORBIDDEN_STDLIB = {"os", "sqlite3", "subprocess", "socket", "random", "time", "uuid", "secrets"}

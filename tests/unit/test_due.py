@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventlog.timeutil import to_text
-from scheduler.plan import PlanPolicy, due_boost, due_cutoff, effective_priority, plan
+from scheduler.decisions.plan import PlanPolicy, due_boost, due_cutoff, effective_priority, plan
 from tests.unit.test_plan import NOW, agent, task
 
 HOUR = 3600.0

@@ -9,7 +9,7 @@ from datetime import timedelta
 from cli.queue_view import refresh
 from eventlog.timeutil import to_text
 from projections.views import Outcome
-from scheduler.estimates import (
+from scheduler.decisions.estimates import (
     estimate_completions,
     estimate_starts,
     queue_positions,

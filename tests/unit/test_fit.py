@@ -9,7 +9,7 @@ from dataclasses import replace
 from eventlog.events import AgentsConfigured, TaskAssigned, TaskSubmitted, parse_event
 from projections.fold import evolve_fleet
 from projections.views import AgentView
-from scheduler.fit import capability_list, never_fits
+from scheduler.decisions.fit import capability_list, never_fits
 from tests.unit.test_plan import needing
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.hours import HoursError, is_available, parse_window
+from scheduler.decisions.hours import HoursError, is_available, parse_window
 
 # 2026-03-02 is a Monday
 MON = datetime(2026, 3, 2, tzinfo=UTC)

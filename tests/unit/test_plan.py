@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from eventlog.timeutil import to_text
 from projections.views import AgentView, TaskView
-from scheduler.plan import PlanPolicy, plan
+from scheduler.decisions.plan import PlanPolicy, plan
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -132,7 +132,7 @@ def test_affinity_prefers_the_better_record_among_equal_free_slots():
 
 
 def test_waiting_raises_the_effective_priority_up_to_the_cap():
-    from scheduler.plan import effective_priority
+    from scheduler.decisions.plan import effective_priority
 
     policy = PlanPolicy(default_ageing=(600, 3))
     old = replace_ready(task(1, priority=1), NOW - timedelta(seconds=1300))
@@ -148,7 +148,7 @@ def test_waiting_raises_the_effective_priority_up_to_the_cap():
 def test_ageing_counts_from_when_the_task_became_ready_not_from_its_submission():
     from dataclasses import replace
 
-    from scheduler.plan import effective_priority, waited_seconds
+    from scheduler.decisions.plan import effective_priority, waited_seconds
 
     policy = PlanPolicy(default_ageing=(600, 3))
     # submitted two days ago, but blocked (or awaiting approval) until a minute ago
@@ -271,7 +271,7 @@ moments = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 
 @settings(derandomize=True, max_examples=200, deadline=None)
 @given(agents=fleets(), tasks=workloads, now=moments)
 def test_never_assigned_to_an_agent_lacking_a_capability_or_outside_its_hours(agents, tasks, now):
-    from scheduler.hours import is_available
+    from scheduler.decisions.hours import is_available
 
     by_name = {a.name: a for a in agents}
     by_task = {t.task_id: t for t in tasks}

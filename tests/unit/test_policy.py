@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventlog.events import LeaseExpired, TaskCancelled, TaskDeadLettered, TaskFailed, TaskRequeued
-from scheduler.policy import QueuePolicy, backoff_cap, backoff_delay, settle_failure
+from scheduler.decisions.policy import QueuePolicy, backoff_cap, backoff_delay, settle_failure
 from tests.unit.test_plan import task
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from eventlog.errors import BadInput
-from scheduler.plan import PlanPolicy
-from scheduler.policy import QueuePolicy
+from scheduler.decisions.plan import PlanPolicy
+from scheduler.decisions.policy import QueuePolicy
 from scheduler.whatif.capacity import parse_target, search
 from scheduler.whatif.engine import FleetAgent, Scenario, simulate, with_capacity
 from scheduler.whatif.facts import Arrival, Attempt, carried_attempt

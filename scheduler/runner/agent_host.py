@@ -1,7 +1,7 @@
 """Running the push agents pinned to this host for a server, on a machine with no
 database access (`sched run --server URL --host H`).
 
-The same supervisor as the daemon's (`scheduler.supervisor`) runs the attempts; only
+The same supervisor as the daemon's (`scheduler.runner.supervisor`) runs the attempts; only
 its ledger differs: leases are renewed and outcomes recorded by one call to the server
 per turn (`HttpLedger`), which a network failure sends again with backoff and which
 never records an outcome twice. A thread asks the server for work (`host_start`, a
@@ -31,8 +31,9 @@ from typing import Any
 from eventlog.errors import BadInput, SchedError
 from eventlog.timeutil import from_text
 from eventlog.values import fit_text
-from scheduler import containment, worker
-from scheduler.exec import (
+from scheduler import worker
+from scheduler.runner import containment
+from scheduler.runner.exec import (
     Attempt,
     Ending,
     StopRequest,
@@ -41,10 +42,10 @@ from scheduler.exec import (
     stop_on_signals,
     take_role,
 )
-from scheduler.remote import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, Server
+from scheduler.runner.remote import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, Server
+from scheduler.runner.spawn import lease_clock
+from scheduler.runner.supervisor import Supervisor, signals_wake
 from scheduler.settings import Settings
-from scheduler.spawn import lease_clock
-from scheduler.supervisor import Supervisor, signals_wake
 
 RUNNER_NAME = "sched-host"  # the runner's process name (comm)
 WAIT_SECONDS = 20  # each ask for work waits this long for some

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
-from scheduler.fit import hours_text, missing
-from scheduler.hours import is_available
+from scheduler.decisions.fit import hours_text, missing
+from scheduler.decisions.hours import is_available
 
 if TYPE_CHECKING:  # `tasks` orders with this module without loading the event models
     from eventlog.events import TaskAssigned

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, Outcome, TaskView
-from scheduler.fit import missing
-from scheduler.hours import is_available
+from scheduler.decisions.fit import missing
+from scheduler.decisions.hours import is_available
 
 
 def queue_positions(tasks: Sequence[TaskView]) -> dict[int, int | None]:

@@ -3,7 +3,7 @@
 `sched run` forks one supervisor process when it starts, before it starts any thread: a
 copy of the daemon with sched imported, the event models built and the statements
 compiled, which runs every attempt the daemon's ticks start on this host
-(`scheduler.supervisor.Supervisor`). A tick that assigns work to push agents of this
+(`scheduler.runner.supervisor.Supervisor`). A tick that assigns work to push agents of this
 host records each attempt's `TaskStarted` with the supervisor's pid inside its write
 transaction, commits, and hands the attempts over (`go`); the supervisor starts their
 commands at once. If the transaction fails, nothing was handed over (`abort` only
@@ -36,12 +36,12 @@ from multiprocessing.connection import Connection
 
 from eventlog.errors import SchedError
 from projections.recorder import Recorder
-from scheduler import containment
 from scheduler.clock import Clock
-from scheduler.exec import StopRequest, forget_cgroups, start_in, sweep_cgroups, take_role, warm_up
+from scheduler.runner import containment
+from scheduler.runner.exec import StopRequest, forget_cgroups, start_in, sweep_cgroups, take_role, warm_up
+from scheduler.runner.spawn import Handover, LauncherGone, absolute
+from scheduler.runner.supervisor import DatabaseLedger, Supervisor, signals_wake
 from scheduler.settings import Settings
-from scheduler.spawn import Handover, LauncherGone, absolute
-from scheduler.supervisor import DatabaseLedger, Supervisor, signals_wake
 from scheduler.workspace import Workspace
 
 EXITED = b"x"  # one byte to the daemon per attempt that ended

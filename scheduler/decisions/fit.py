@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from projections.views import AgentView, TaskView
-from scheduler.hours import is_available
+from scheduler.decisions.hours import is_available
 
 CAPABILITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 MAX_CAPABILITIES = 64

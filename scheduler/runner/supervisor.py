@@ -18,8 +18,8 @@ database (`DatabaseLedger`), or a server for a host with no database access
 (`agent_host.HttpLedger`, one request per turn).
 
 The daemon runs one supervisor process for all the attempts its ticks start
-(`scheduler.launcher`); `sched exec` runs one for a single attempt (`exec.run`);
-`sched run --server` runs one for its host (`scheduler.agent_host`): one runner, the
+(`scheduler.runner.launcher`); `sched exec` runs one for a single attempt (`exec.run`);
+`sched run --server` runs one for its host (`scheduler.runner.agent_host`): one runner, the
 same rules.
 
 The agent is started through `setpriv --pdeathsig KILL` where util-linux has it, so
@@ -48,8 +48,9 @@ from typing import Protocol
 
 from eventlog.errors import SchedError, TokenRejected
 from eventlog.faults import fault_point
-from scheduler import containment, worker
-from scheduler.exec import (
+from scheduler import worker
+from scheduler.runner import containment
+from scheduler.runner.exec import (
     LINE_KEEP_FACTOR,
     LOG_DRAIN_SECONDS,
     READ_CHUNK,
@@ -62,9 +63,9 @@ from scheduler.exec import (
     record_ending,
     spawn_error_ending,
 )
+from scheduler.runner.spawn import lease_clock
+from scheduler.runner.usage import Usage, UsageMeter
 from scheduler.settings import Settings
-from scheduler.spawn import lease_clock
-from scheduler.usage import Usage, UsageMeter
 from scheduler.workspace import Workspace
 
 POLL_SECONDS = 0.05  # the longest the loop sleeps while attempts run

@@ -1,7 +1,7 @@
 """Starting push agents' wrappers: `sched exec TASK_ID` detached, after the tick that
 assigned the task has committed, so a cron tick can exit while its agents run; and
 what a tick asks of the daemon's supervisor, which runs them (`Starter`, implemented
-by `scheduler.launcher.Launcher`)."""
+by `scheduler.runner.launcher.Launcher`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from scheduler.settings import Settings
 
 if TYPE_CHECKING:
     from projections.recorder import Recorder
-    from scheduler.exec import Attempt
+    from scheduler.runner.exec import Attempt
     from scheduler.workspace import Workspace
 
 _children: list[subprocess.Popen[bytes]] = []

@@ -4,7 +4,7 @@ Starting an attempt: its private working directory, its `TaskStarted` (holding t
 lease, naming the attempt's control group if one could be made), the agent's argv --
 never through a shell -- and its explicit environment (`start`, or `start_in` inside a
 daemon's tick). The wrapper (`sched exec`, one attempt) then runs it under a
-`scheduler.supervisor.Supervisor` of its own, the same runner a daemon's supervisor
+`scheduler.runner.supervisor.Supervisor` of its own, the same runner a daemon's supervisor
 process uses for all its attempts; this module also says how a stopped attempt ended
 (`ending_of`) and records it through the protocol a pull worker uses (`complete` /
 `fail`).
@@ -40,11 +40,12 @@ from eventlog.values import MAX_DEPTH, fit_text, parse_json
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
-from scheduler import containment, worker
+from scheduler import worker
+from scheduler.runner import containment
+from scheduler.runner.spawn import lease_clock
+from scheduler.runner.usage import Usage
 from scheduler.settings import Settings
-from scheduler.spawn import lease_clock
 from scheduler.tokens import hash_token, new_token
-from scheduler.usage import Usage
 from scheduler.workspace import Workspace
 
 PLACEHOLDERS = ("task_id", "queue", "agent", "attempt", "workdir")
@@ -466,10 +467,10 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
 
 def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Outcome:
-    """Run the agent command under a supervisor of its own (`scheduler.supervisor`,
+    """Run the agent command under a supervisor of its own (`scheduler.runner.supervisor`,
     the daemon's runner with one attempt); whatever ends it, every process of the
     attempt is stopped, then how it ended is recorded."""
-    from scheduler.supervisor import run_all
+    from scheduler.runner.supervisor import run_all
 
     return run_all(ws, [attempt], stop, subreaper=attempt.reap_orphans)[0]
 
