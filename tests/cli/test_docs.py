@@ -122,7 +122,8 @@ def test_agent_control_doc_lists_every_placeholder_and_task_variable():
     text = section(AGENT_CONTROL_DOC.read_text(), "## Push agents: the command")
     for name in PLACEHOLDERS:
         assert f"`{{{name}}}`" in text, f"placeholder {{{name}}} missing from docs/agent-control.md"
-    source = (ROOT / "scheduler" / "exec.py").read_text()
+    runner = ROOT / "scheduler" / "runner"
+    source = "".join((runner / name).read_text() for name in ("exec.py", "agent_host.py"))
     variables = set(re.findall(r'"(SCHED_[A-Z_]+)":', source))
     assert {"SCHED_TASK_ID", "SCHED_PAYLOAD_FILE", "SCHED_LEASE_TOKEN"} <= variables
     for name in sorted(variables):
