@@ -24,6 +24,7 @@ from benchmarks import (
     bench_claim,
     bench_cli,
     bench_daemon,
+    bench_http,
     bench_postgres,
     bench_read,
     bench_simulate,
@@ -54,6 +55,9 @@ FIGURES: dict[str, Figure] = {
     "daemon_throughput": bench_start.daemon_throughput,
     "simulate_day": bench_simulate.simulate_day,
     "simulate_memory": bench_simulate.simulate_memory,
+    "http_claims": bench_http.http_claims,
+    "http_claim_latency": bench_http.http_claim_latency,
+    "http_idle_polls": bench_http.http_idle_polls,
     "pg_single_submit": bench_postgres.pg_single_submit,
     "pg_claims_4": bench_postgres.pg_claims_4,
     "pg_claims_8": bench_postgres.pg_claims_8,
@@ -65,6 +69,8 @@ CHEAP = ["batch_submit", "single_submit", "single_submit_durable", "tick_assign"
          "status", "rebuild", "simulate_day"]
 # the push agents' start through a real daemon (the smoke test runs them too)
 START = ["agent_start", "wrapper_memory", "daemon_throughput"]
+# the HTTP API through a real `sched serve` (the smoke test runs them too)
+HTTP = ["http_claims", "http_claim_latency", "http_idle_polls"]
 # the same on PostgreSQL (they start a throwaway cluster: the smoke test runs them
 # where the server's binaries are installed)
 CHEAP_POSTGRES = ["pg_single_submit", "pg_tick_assign", "pg_status"]
@@ -85,6 +91,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "start_agents": 20, "start_hold_seconds": 2.0,
         "throughput_tasks": 1_000, "throughput_slots": 20,
         "sim_tasks": 100_000, "sim_agents": 100,
+        "http_clients": 8, "http_rounds": 150, "latency_claims": 300,
+        "idle_clients": 200, "idle_window": 10.0, "idle_wait": 20,
     },
     "small": {
         "batch_tasks": 2_000,
@@ -101,6 +109,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "start_agents": 10, "start_hold_seconds": 1.0,
         "throughput_tasks": 50, "throughput_slots": 10,
         "sim_tasks": 2_000, "sim_agents": 10,
+        "http_clients": 2, "http_rounds": 10, "latency_claims": 20,
+        "idle_clients": 10, "idle_window": 1.0, "idle_wait": 4,
     },
 }
 

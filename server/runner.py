@@ -19,7 +19,9 @@ GRACEFUL_SECONDS = 5  # open event streams are cut after this at shutdown
 def listening_socket(bind: str, port: int) -> socket.socket:
     address = bind.strip("[]")
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for that
+    # proto, and without it a keep-alive client waits 40 ms (its delayed ACK) per answer
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))

@@ -56,6 +56,30 @@ def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
     assert figures["daemon_throughput"]["details"]["succeeded"] == run.SIZES["small"]["throughput_tasks"]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_the_http_figures_run_a_real_server(tmp_path: Path, capsys):
+    code = run.main(["--size", "small", "--only", *run.HTTP, "--quiet", "--workdir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    figures = {f["name"]: f for f in json.loads(captured.out)["figures"]}
+    assert list(figures) == run.HTTP
+    for figure in figures.values():
+        assert "error" not in figure, figure.get("traceback")
+        assert set(figure) >= KEYS and isinstance(figure["met"], bool)
+    small = run.SIZES["small"]
+    claims = figures["http_claims"]
+    assert claims["value"] > 0 and claims["ceiling"] > 0
+    assert claims["details"]["rounds"] == claims["details"]["python_rounds"] == \
+        small["http_clients"] * small["http_rounds"]
+    latency = figures["http_claim_latency"]
+    assert latency["details"]["claims"] == small["latency_claims"]
+    assert 0 < latency["details"]["p50_ms"] <= latency["details"]["p99_ms"]
+    idle = figures["http_idle_polls"]
+    assert idle["details"]["answered_null"] == small["idle_clients"]  # every long poll waited, then null
+    assert idle["details"]["answered_before_window_end"] == 0
+    assert idle["value"] >= 0 and idle["details"]["threads_waiting_max"] > 0
+
+
 def test_every_figure_has_both_sizes_of_its_parameters():
     assert set(run.SIZES["small"]) == set(run.SIZES["default"])
     assert set(run.CHEAP) <= set(run.FIGURES)
