@@ -16,8 +16,10 @@ bearer = HTTPBearer(auto_error=False, description="A token from `sched tokens cr
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def workspace(request: Request) -> Workspace:
-    """The app's workspace (one per server: its database connections are pooled)."""
+async def workspace(request: Request) -> Workspace:
+    """The app's workspace (one per server: its database connections are pooled). (The
+    dependencies that do no I/O are `async`: FastAPI runs a plain one in a worker
+    thread, a hop per request for nothing.)"""
     return request.app.state.ws  # type: ignore[no-any-return]
 
 
@@ -36,7 +38,7 @@ def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 def require(action: access.Action) -> Callable[..., TokenView]:
     """A dependency giving the caller's token when its role may do `action`; 403 otherwise."""
 
-    def allowed(token: TokenView = Depends(caller)) -> TokenView:
+    async def allowed(token: TokenView = Depends(caller)) -> TokenView:
         why = access.refusal(token, action)
         if why is not None:
             raise HTTPException(403, why)

@@ -211,10 +211,13 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
                      ws: Workspace, where: str, *, frees: bool = True) -> Document:
     """Act on the attempt; `frees`: its end frees a slot, so waiting claims look again
     (a heartbeat or progress report does not: it wakes none of them)."""
-    await call(holder_of, ws, token, task_id)  # (who may, before what is asked)
     data = await body_of(request, where, reserved=("task_id",))
-    asked = parse(model, {**data, "task_id": task_id})
-    return answer(await (write(request, use_case, ws, asked) if frees else call(use_case, ws, asked)))
+
+    def act() -> Any:
+        holder_of(ws, token, task_id)  # (who may, before what is asked: a 403 before a 400)
+        return use_case(ws, parse(model, {**data, "task_id": task_id}))
+
+    return answer(await (write(request, act) if frees else call(act)))
 
 
 @router.post("/tasks/{task_id}/heartbeat", response_model=Beat, responses={**REFUSED, **LIMITED},
