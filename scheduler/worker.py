@@ -96,6 +96,8 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         elif (describe_pause(views.meta().get("paused"), ws.stop_file) is not None
               or spec.type in closed_gates(views.meta())):
             return None  # paused or gated: what is assigned may start, nothing new is assigned
+        elif not views.tasks(queue=spec.type, status="queued", limit=1):
+            return None  # nothing queued: the fleet is not read (an idle look costs the same at any size)
         else:
             policy = replace(plan_policy(ws.settings, registry.control.content_hash),
                              claimant=agent_name)
