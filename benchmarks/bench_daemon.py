@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,16 @@ from datetime import timedelta
 from typing import Any
 
 from benchmarks.bench_cli import sched_argv
-from benchmarks.common import Context, fleet, new_workspace, open_workspace, read_rows, result, task_specs
+from benchmarks.common import (
+    Context,
+    fleet,
+    new_workspace,
+    open_workspace,
+    read_rows,
+    result,
+    stop_process,
+    task_specs,
+)
 from eventlog.timeutil import from_text
 from scheduler.metrics import metrics
 from scheduler.submit import submit
@@ -84,11 +92,7 @@ def daemon(ctx: Context) -> dict[str, Any]:
             time.sleep(0.2)
         wall = time.monotonic() - started
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     rows = read_rows(db, "SELECT type, recorded_at, data FROM events WHERE stream_id != 'scheduler' "
                          "ORDER BY seq")
     succeeded = sum(1 for t, _a, _d in rows if t == "TaskSucceeded")

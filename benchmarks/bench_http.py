@@ -20,7 +20,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from typing import Any
 from benchmarks.bench_cli import sched_argv
 from benchmarks.bench_submit import record_fleet
 from benchmarks.build import load_queued
-from benchmarks.common import Context, fleet, new_workspace, open_workspace, result
+from benchmarks.common import Context, fleet, new_workspace, open_workspace, result, stop_process
 from projections.figures import percentile
 from scheduler import access
 from scheduler.usecases import work
@@ -98,12 +97,7 @@ def serving(home: Path, *, bench_limits: bool) -> Iterator[tuple[int, int]]:
             time.sleep(0.05)
         yield proc.pid, port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 def cpu_seconds(pid: int) -> float:

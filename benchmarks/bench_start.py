@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_cli import sched_argv
-from benchmarks.common import Context, fleet, new_workspace, read_rows, result, task_specs
+from benchmarks.common import Context, fleet, new_workspace, read_rows, result, stop_process, task_specs
 from eventlog.timeutil import from_text
 from projections.figures import percentile
 from scheduler.submit import submit
@@ -32,14 +31,6 @@ def _daemon(home: Path, interval: float) -> subprocess.Popen[bytes]:
     with (home / "daemon.log").open("w") as log:
         return subprocess.Popen([*sched_argv(), "run", "--interval", str(interval), "--home", str(home)],
                                 env=env, stdout=log, stderr=log, cwd=home)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def _ended(db: Path) -> int:
@@ -110,7 +101,7 @@ def agent_start(ctx: Context) -> dict[str, Any]:
                 memory.append({**memory_kib(pid), "attempts": attempts})
         _wait("every task to end", lambda: _ended(db) >= n, 60 + 10 * hold)
     finally:
-        _stop(proc)
+        stop_process(proc)
     assigned = {json.loads(d)["task_id"]: from_text(at).timestamp() for at, d in read_rows(
         db, "SELECT recorded_at, data FROM events WHERE type = 'TaskAssigned'")}
     ran = {json.loads(d)["task_id"]: float(json.loads(d)["result"]) for (d,) in read_rows(
@@ -178,7 +169,7 @@ def daemon_throughput(ctx: Context) -> dict[str, Any]:
         _wait("every task to end", lambda: _ended(db) >= n, 60 + n)
         wall = time.monotonic() - started
     finally:
-        _stop(proc)
+        stop_process(proc)
     succeeded = read_rows(db, "SELECT count(*) FROM events WHERE type = 'TaskSucceeded'")[0][0]
     bare_started = time.monotonic()
     running: list[subprocess.Popen[bytes]] = []

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import operator
+import signal
 import sqlite3
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -158,3 +160,14 @@ def bare_database(path: Path, shape_from: Path, tables: Sequence[str], *,
 
 
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """SIGTERM, as an operator stops a daemon or a server; killed if it has not ended
+    within `timeout` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
