@@ -46,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from eventlog.errors import SchedError, TokenRejected
+from eventlog.errors import SchedError, ServerUnreachable, TokenRejected
 from eventlog.faults import fault_point
 from scheduler import worker
 from scheduler.runner import containment
@@ -72,6 +72,8 @@ POLL_SECONDS = 0.05  # the longest the loop sleeps while attempts run
 START_THREADS = 2  # the commands of a batch started at once
 FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
 REPORT_TRIES = 3  # turns an outcome waits for the write lock before it is given up (the lease then expires)
+# (an unreachable server is tried again while the attempt's lease holds: each try is the
+# HTTP client's own retries with backoff, seconds long)
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
 
 
@@ -226,8 +228,8 @@ class Bookkeeper:
                     run.next_beat = lease_clock() + min(every, 1.0)
                 for run, ending in endings:
                     run.tries += 1
-                    if run.tries < REPORT_TRIES:
-                        self._endings.append((run, ending))
+                    if run.tries < REPORT_TRIES or (isinstance(e, ServerUnreachable) and asked < run.expires):
+                        self._endings.append((run, ending))  # (a server away: tried while the lease holds)
                     else:
                         run.outcome = Outcome("lost", f"not recorded: {e.message}")
             return
