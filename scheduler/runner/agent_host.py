@@ -160,7 +160,8 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
     refuses the token (then 2, after the attempts running here ended)."""
     environ = dict(os.environ if environ is None else environ)
     home = str(settings.home.resolve())
-    first = server.host_start(host, os.getpid(), home, 0)  # the server's limits; what waits already
+    granted_at = lease_clock()  # before the server grants the leases of what waits already
+    first = server.host_start(host, os.getpid(), home, 0)  # and its limits
     settings = runner_settings(settings, first)
     take_role(RUNNER_NAME)
     if settings.exec_cgroups:
@@ -172,7 +173,7 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
         say(f"running the push agents of host {host} for {server.url}")
         try:
             with signals_wake(supervisor):
-                _start(supervisor, first, lease_clock(), settings, server.url, environ, say)
+                _start(supervisor, first, granted_at, settings, server.url, environ, say)
                 asker.start()
                 _supervise(supervisor, asker, stop, settings, server.url, environ, say)
         finally:
