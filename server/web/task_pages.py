@@ -6,6 +6,7 @@ operator's POST with the session's CSRF token (`pages.act`)."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -139,26 +140,29 @@ def task_page(request: Request, number: str = Path(alias="task_id"),
     return page
 
 
-def listing(ws: Workspace, status: str, cursor: str | None, limit: int) -> tasks.TaskList:
-    return tasks.list_tasks(ws, tasks.ListRequest(status=status, limit=limit, cursor=blank(cursor)))
+def status_page(request: Request, ws: Workspace, status: str, cursor: str | None, path: str,
+                template: str, **values: Any) -> Response:
+    """The page of a signed-in viewer listing the tasks of one `status` (a page of
+    `PAGE_SIZE`, from `cursor`), with the link to the next page."""
+    session = viewer(request, ws)
+    if isinstance(session, Response):
+        return session
+    try:
+        listed = tasks.list_tasks(ws, tasks.ListRequest(status=status, limit=PAGE_SIZE, cursor=blank(cursor)))
+    except SchedError as e:
+        return error_page(request, status_of(e), e.message, session)
+    next_page = f"{path}?{urlencode({'cursor': listed.next_cursor})}" if listed.next_cursor else None
+    return render(request, template, session=session, rows=listed.to_json()["tasks"], next_page=next_page,
+                  **values)
 
 
 @router.get("/dead")
 def dead_letters(request: Request, ws: Workspace = Depends(workspace), cursor: str | None = None,
                  requeued: str | None = None) -> Response:
     """The dead-letter queue; operators tick tasks to requeue (confirmed next)."""
-    session = viewer(request, ws)
-    if isinstance(session, Response):
-        return session
-    try:
-        listed = listing(ws, "dead", cursor, PAGE_SIZE)
-    except SchedError as e:
-        return error_page(request, status_of(e), e.message, session)
     done = [int(v) for v in (requeued or "").split(",")[:MAX_CHECKED]
             if v.isascii() and v.isdigit() and len(v) <= 19]
-    next_page = f"/dead?{urlencode({'cursor': listed.next_cursor})}" if listed.next_cursor else None
-    return render(request, "dead.html", session=session, rows=listed.to_json()["tasks"], requeued=done,
-                  next_page=next_page)
+    return status_page(request, ws, "dead", cursor, "/dead", "dead.html", requeued=done)
 
 
 @router.post("/dead/confirm")
@@ -207,16 +211,7 @@ def requeue(request: Request, fields: dict[str, list[str]] = Depends(form_lists)
 def approvals(request: Request, ws: Workspace = Depends(workspace),
               cursor: str | None = None) -> Response:
     """Tasks awaiting approval; operators approve or reject them (with a reason)."""
-    session = viewer(request, ws)
-    if isinstance(session, Response):
-        return session
-    try:
-        listed = listing(ws, "awaiting_approval", cursor, PAGE_SIZE)
-    except SchedError as e:
-        return error_page(request, status_of(e), e.message, session)
-    return render(request, "approvals.html", session=session, rows=listed.to_json()["tasks"],
-                  next_page=(f"/approvals?{urlencode({'cursor': listed.next_cursor})}"
-                             if listed.next_cursor else None))
+    return status_page(request, ws, "awaiting_approval", cursor, "/approvals", "approvals.html")
 
 
 def decide(request: Request, fields: dict[str, list[str]], ws: Workspace, approve: bool) -> Response:
