@@ -16,6 +16,9 @@ def serve_command(
         "--bind", help="Address to listen on; one reachable from other machines needs a token "
         "to exist (`sched tokens create`).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Server processes sharing the port; one per core uses them all.",
+        min=1, max=64)] = 1,
     db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """Run the HTTP API until SIGINT or SIGTERM (FastAPI on uvicorn; docs/http.md)."""
@@ -26,6 +29,7 @@ def serve_command(
     from server.app import create_app
     from server.runner import run
 
-    stopped_by = run(create_app(ws.settings, ws.clock), bind, port)
-    ws.close()
+    settings, clock = ws.settings, ws.clock
+    ws.close()  # (each worker opens its own connections)
+    stopped_by = run(lambda peers: create_app(settings, clock, peers=peers), bind, port, workers)
     message(f"sched serve: stopped{f' ({stopped_by})' if stopped_by else ''}")

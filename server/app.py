@@ -17,7 +17,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
-from server.calls import Doorbell, head_seq, ring_on_commits, watch_head
+from server.calls import Doorbell, Peers, head_seq, ring_on_commits, watch_head
 from server.limits import BodySizeLimit, RateLimit, ServerLimits
 from server.routes import agents, events, health, hosts, scheduler, tasks
 from server.web import pages, task_pages
@@ -27,9 +27,10 @@ BODY_OVERHEAD = 64 * 1024  # room for the fields beside the largest payload
 
 
 def create_app(settings: Settings, clock: Clock | None = None,
-               limits: ServerLimits | None = None) -> FastAPI:
+               limits: ServerLimits | None = None, peers: Peers | None = None) -> FastAPI:
     """The API over the database and control file of `settings`, with `clock` (tests
-    inject one). The database is opened at start-up and closed at shutdown."""
+    inject one). The database is opened at start-up and closed at shutdown. `peers`:
+    the doorbells of the other worker processes of the same server, if it has any."""
     limits = limits or ServerLimits()
     if limits.max_body_bytes is None:
         limits = replace(limits, max_body_bytes=settings.max_payload_bytes + BODY_OVERHEAD)
@@ -44,14 +45,17 @@ def create_app(settings: Settings, clock: Clock | None = None,
         stopping = threading.Event()
         bell = app.state.doorbell
         bell.head = head_seq(ws)
+        loop = asyncio.get_running_loop()
+        bell.listen(loop)
         if ws.db.engine_name == "postgresql":  # commits of other processes wake waiting claims
             threading.Thread(target=ring_on_commits, name="wakeups", daemon=True,
-                             args=(ws, bell, asyncio.get_running_loop(), stopping)).start()
+                             args=(ws, bell, loop, stopping)).start()
         watcher = asyncio.create_task(watch_head(ws, bell, limits.claim_poll_seconds))  # the safety net
         try:
             yield
         finally:
             watcher.cancel()
+            bell.listen(loop, stop=True)
             stopping.set()
             ws.close()
 
@@ -61,7 +65,7 @@ def create_app(settings: Settings, clock: Clock | None = None,
                   docs_url=None, redoc_url=None)  # (their pages load scripts from a CDN)
     app.state.ws = ws
     app.state.limits = limits
-    app.state.doorbell = Doorbell()  # rung after each write: waiting claims look again
+    app.state.doorbell = Doorbell(peers)  # rung after each write: waiting claims look again
     app.state.rates = {"claim": RateLimit(limits.claim_burst, limits.claims_per_second, now),
                        "heartbeat": RateLimit(limits.heartbeat_burst, limits.heartbeats_per_second, now)}
     errors.install(app)

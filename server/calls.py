@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
@@ -77,20 +79,60 @@ async def call(function: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(function, *args)
 
 
-class Doorbell:
-    """Rung after every write made through this server, and when the log's head moved
-    (`watch_head`: one look for the whole server, not one per waiting claim): claims
-    waiting for work look again at once. `head` is the head seq the last look saw.
-    Used on the event loop only."""
+@dataclass(frozen=True)
+class Peers:
+    """The doorbells of a server's other worker processes (`sched serve --workers N`):
+    an eventfd each, made before the workers were forked. A write through one worker
+    wakes the claims waiting in every worker at once."""
 
-    def __init__(self) -> None:
+    own: int  # this worker's eventfd: the others write to it
+    others: tuple[int, ...]
+
+    @staticmethod
+    def for_workers(n: int) -> list[Peers]:
+        fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(n)]
+        return [Peers(fd, tuple(f for f in fds if f != fd)) for fd in fds]
+
+
+class Doorbell:
+    """Rung after every write made through this server (all its worker processes), and
+    woken when the log's head moved (`watch_head`: one look per worker, not one per
+    waiting claim): claims waiting for work look again at once. `head` is the head seq
+    the last look saw. Used on the event loop only."""
+
+    def __init__(self, peers: Peers | None = None) -> None:
         self._event = asyncio.Event()
+        self.peers = peers
         self.waiting = 0  # claims waiting now (tests and logs look at it)
         self.head = -1  # the log's head seq at the last look (-1: not looked yet)
 
     def ring(self) -> None:
+        """A write through this server: wake the claims of this worker and of the others."""
+        self.wake()
+        for fd in self.peers.others if self.peers else ():
+            os.eventfd_write(fd, 1)
+
+    def wake(self) -> None:
+        """Wake the claims waiting in this worker only."""
         self._event.set()
         self._event = asyncio.Event()
+
+    def listen(self, loop: asyncio.AbstractEventLoop, stop: bool = False) -> None:
+        """Wake on the other workers' rings from now on (at start-up), or `stop` (at shutdown)."""
+        if self.peers is None:
+            return
+        if stop:
+            loop.remove_reader(self.peers.own)
+        else:
+            loop.add_reader(self.peers.own, self._rung_by_peer)
+
+    def _rung_by_peer(self) -> None:
+        assert self.peers is not None
+        try:
+            os.eventfd_read(self.peers.own)  # (resets it: rings in between count once)
+        except BlockingIOError:  # another read took it
+            return
+        self.wake()
 
     async def wait(self, seconds: float) -> bool:
         """Wait until the next ring (True) or `seconds` pass (False)."""
@@ -108,7 +150,7 @@ class Doorbell:
 async def watch_head(ws: Workspace, bell: Doorbell, every: float) -> None:
     """While claims wait, look at the log's head every `every` seconds and ring when it
     moved: work written by other processes (the CLI, a daemon, another server) wakes
-    them. One read per look for the whole server, however many claims wait (idle long
+    them. One read per look for the whole worker, however many claims wait (idle long
     polls cost no reads of their own); none while nobody waits."""
     while True:
         await asyncio.sleep(every)
@@ -120,13 +162,13 @@ async def watch_head(ws: Workspace, bell: Doorbell, every: float) -> None:
             continue
         if head != bell.head:
             bell.head = head
-            bell.ring()
+            bell.wake()  # (every worker has its own watcher)
 
 
 def ring_on_commits(ws: Workspace, bell: Doorbell, loop: asyncio.AbstractEventLoop,
                     stopping: threading.Event) -> None:
     """On an engine that notifies commits (PostgreSQL's LISTEN), ring the doorbell for
-    every commit of any process: one thread for the whole server, started with it,
+    every commit of any process: one thread per worker process, started with it,
     so work submitted elsewhere wakes waiting claims at once rather than at their next
     look at the log head."""
     while not stopping.is_set():
@@ -138,7 +180,7 @@ def ring_on_commits(ws: Workspace, bell: Doorbell, loop: asyncio.AbstractEventLo
         try:
             while not stopping.is_set():
                 if wakeups.wait(1.0) is not None:
-                    loop.call_soon_threadsafe(bell.ring)
+                    loop.call_soon_threadsafe(bell.wake)  # (each worker listens)
         finally:
             wakeups.close()
 

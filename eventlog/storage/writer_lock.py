@@ -7,17 +7,22 @@ when many short transactions of several processes collide (wrappers recording th
 outcome while the daemon ticks, workers claiming), a waiter sleeps long after the lock
 was given back. Among sched's own writers this lock decides the turn instead: the
 holder keeps it only for its transaction, and a waiter looks again within a millisecond
-(a blocking `flock` cannot be given a timeout). SQLite's own locking still guards the
-file against every other writer (the `sqlite3` shell, an older sched).
+(a blocking `flock` cannot be given a timeout). The threads of one process first queue
+on a lock of their own, so only one of them at a time looks at the file: the others
+wait without waking (in `sched serve`, a claim and a complete in flight on each of a
+worker's threads). A process forked while one of its threads held the turn does not
+hold it (`_forget_turns`). SQLite's own locking still guards the file against every
+other writer (the `sqlite3` shell, an older sched).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 FIRST_PAUSE = 0.0001  # seconds between tries, doubling up to LONGEST_PAUSE
@@ -32,14 +37,57 @@ class TurnNotGiven(TimeoutError):
     """Another writer kept the turn for longer than the caller would wait."""
 
 
+_local_turns: dict[Path, threading.Lock] = {}  # database -> the turn among this process's threads
+_making = threading.Lock()
+_held: set[int] = set()  # the lock files' descriptors of the turns held now
+
+
+def _local_turn(database: Path) -> threading.Lock:
+    with _making:
+        return _local_turns.setdefault(database, threading.Lock())
+
+
+def _forget_turns() -> None:
+    """In a forked child, which holds no turn (the threads holding them are the
+    parent's): a lock of the threads would never be given back there, and a copy of a
+    held lock file's descriptor would keep the parent's flock until the child exits."""
+    global _making
+    _local_turns.clear()
+    _making = threading.Lock()
+    for fd in _held:
+        with suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_turns)
+
+
 @contextmanager
 def writer_turn(database: Path, timeout: float) -> Iterator[None]:
     """Hold the writers' turn of `database` for the block: one holder at a time across
     threads and processes (each turn opens the file anew: flock excludes between open
     files). Raises `TurnNotGiven` after `timeout` seconds of waiting."""
+    deadline = time.monotonic() + timeout
+    local = _local_turn(database)
+    if not local.acquire(timeout=max(timeout, 0.0)):
+        raise TurnNotGiven(f"no write turn within {timeout:g} s")
+    holder = os.getpid()
+    try:
+        with _file_turn(database, deadline):
+            yield
+    finally:
+        if os.getpid() == holder:  # (a child forked inside the block holds nothing)
+            local.release()
+
+
+@contextmanager
+def _file_turn(database: Path, deadline: float) -> Iterator[None]:
+    """The turn among processes: the lock file's flock, tried until `deadline`."""
+    timeout = deadline - time.monotonic()
+    holder = os.getpid()
     fd = os.open(lock_path(database), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
         pause = FIRST_PAUSE
         while True:
             try:
@@ -51,6 +99,9 @@ def writer_turn(database: Path, timeout: float) -> Iterator[None]:
                     raise TurnNotGiven(f"no write turn within {timeout:g} s") from None
                 time.sleep(min(pause, left))
                 pause = min(pause * 2, LONGEST_PAUSE)
+        _held.add(fd)
         yield
     finally:
-        os.close(fd)  # gives the turn back
+        if os.getpid() == holder:
+            _held.discard(fd)
+            os.close(fd)  # gives the turn back

@@ -273,3 +273,27 @@ def test_relative_links_point_to_existing_files():
                 continue
             resolved = (path.parent / target.split("#", 1)[0]).resolve()
             assert resolved.exists(), f"{path.name} links to missing {target}"
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of `path` (lower case, punctuation dropped,
+    spaces as hyphens, `-1`, `-2` for repeats), outside fenced blocks."""
+    anchors: set[str] = set()
+    for line in FENCE.sub("", path.read_text()).splitlines():
+        if heading := re.match(r"#{1,6} (.*)", line):
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            repeat = 0
+            while (anchor := slug if repeat == 0 else f"{slug}-{repeat}") in anchors:
+                repeat += 1
+            anchors.add(anchor)
+    return anchors
+
+
+def test_links_to_a_section_find_its_heading():
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target) or "#" not in target:
+                continue
+            file, anchor = target.split("#", 1)
+            linked = (path.parent / file).resolve() if file else path
+            assert anchor in heading_anchors(linked), f"{path.name} links to a missing section: {target}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -157,3 +158,53 @@ def test_behind_a_tls_proxy_the_cookies_are_secure_and_the_log_names_the_client(
     assert ("; secure" in session.lower(), "; secure" in signin.lower()) == (trusted, trusted)
     assert "; secure" not in direct.lower()
     assert ("203.0.113.9" in err) == trusted and "Traceback" not in err
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "a worker killed"])
+def test_workers_share_the_port_and_stop_together(ready: InProcess, home: Path, stop: str):
+    """`--workers 2`: two processes answer on one port; SIGTERM stops both and exits 0;
+    a worker that dies unasked stops the other and the command exits 1 in one line."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", "2"],
+                              cwd=home, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        def up() -> bool:
+            try:
+                return request(port, "GET", "/health", {})[0] in (200, 503)
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                return False
+
+        wait_for("the server to answer", up)
+        workers = wait_for("both workers", lambda: len(found := children_of(server.pid)) == 2 and found)
+        for _ in range(10):  # a connection each
+            assert request(port, "GET", "/health", {})[0] in (200, 503)
+        if stop == "SIGTERM":
+            server.send_signal(signal.SIGTERM)
+        else:
+            os.kill(workers[0], signal.SIGKILL)  # type: ignore[index]
+        _, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert all(gone(pid) for pid in workers)  # type: ignore[union-attr]
+    assert "Traceback" not in err
+    if stop == "SIGTERM":
+        assert server.returncode == 0 and "sched serve: stopped (SIGTERM)" in err
+    else:
+        assert server.returncode == 1
+        assert re.fullmatch(rf"sched: worker [12] of 2 \(pid {workers[0]}\) ended: killed by "  # type: ignore[index]
+                            "SIGKILL; the other workers were stopped", err.splitlines()[-1]), err

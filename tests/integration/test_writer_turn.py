@@ -4,6 +4,7 @@ waiter gets it once it is given back, and one that waits too long is told so."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -89,3 +90,45 @@ def test_a_sqlite_write_waits_for_the_turn_and_says_so_in_one_line_when_it_is_no
             pass
     finally:
         storage.close()
+
+
+def test_a_thread_waits_for_the_turn_another_thread_holds_and_is_told_when_it_waited_too_long(tmp_path):
+    db = tmp_path / "sched.db"
+    entered, leave = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold, args=(str(db), entered, leave))
+    holder.start()
+    try:
+        assert entered.wait(30)
+        with pytest.raises(TurnNotGiven), writer_turn(db, 0.05):
+            pass  # never reached
+    finally:
+        leave.set()
+        holder.join(30)
+    with writer_turn(db, 5):  # given back
+        pass
+
+
+def test_a_process_forked_while_a_thread_holds_the_turn_gets_it_once_it_is_given_back(tmp_path):
+    """The threads' own lock is made anew in a forked child (`sched run` forks its
+    supervisor, `sched serve --workers` its workers): else the child would wait for a
+    thread of its parent that does not exist there."""
+    db = tmp_path / "sched.db"
+    entered, leave = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold, args=(str(db), entered, leave))
+    holder.start()
+    try:
+        assert entered.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child: wait for the parent's thread to give the turn back
+            code = 1
+            try:
+                with writer_turn(db, 20):
+                    code = 0
+            finally:
+                os._exit(code)
+        leave.set()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        leave.set()
+        holder.join(30)
+    assert os.waitstatus_to_exitcode(status) == 0
