@@ -8,7 +8,6 @@ the commit; elsewhere (`sched tick` from cron) a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -360,49 +359,43 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     gate_results = run_due_gates(ws, ws.clock.now())  # gates may be slow: no lock held
     starter = ws.starter if ws.starter is not None and ws.starter.alive and not dry_run else None
     handed: Handover = []
-    try:
-        with ws.write(commit=not dry_run) as recorder:
-            views = recorder.views
-            head = recorder.log.last()
-            # take back: what is overdue, what lost its wrapper, what waits on the dead
-            report.config_recorded = record_config_if_changed(recorder, control)
-            take_back_overdue(ws, recorder, host, report)
-            reap_dead_wrappers(ws, recorder, host, alive, report)
-            report.released = release_out_of_service(recorder, views.all_agents())
-            dead_letter_doomed(recorder, report)
-            record_missed_dues(recorder, report)
-            now = recorder.now  # after the take-backs (a stop of local processes moves it on)
-            # plan and record, queue by queue, unless paused or gated
-            report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
-            if gate_results:
-                recorder.record(record_gates(views.txn, views, gate_results, now))
-            closed = closed_gates(views.meta())
-            report.gates_closed = sorted(closed)
-            agents = views.all_agents()
-            open_queues = {a.type for a in agents if a.free > 0} - set(closed)
-            for queue in sorted(open_queues if report.paused is None else ()):
-                decisions = gather_and_plan(views, agents, queue, now, policy)
-                recorder.record(decisions)
-                report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
-            push = to_start(views, control, host, report)
-            if push and starter is not None:  # started here, in this transaction
-                try:
-                    handed, push = starter.start_in(ws, recorder, push, granted_at), []
-                except LauncherGone as e:  # nothing started: `sched exec` processes start them
-                    report.errors.append(str(e))
-            note_tick(views.txn, host, os.getpid(), to_text(now),
-                      round((time.perf_counter() - started) * 1000, 3))
-            if daemon_interval is not None:
-                note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
-            first, last = (head.seq if head is not None else 0) + 1, recorder.log.last()
-            if not dry_run and last is not None and last.seq >= first:
-                report.appended = [first, last.seq]
-            json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
-    except BaseException:
-        if handed and starter is not None:  # nothing was committed: nothing for them to run
-            with contextlib.suppress(LauncherGone):
-                starter.abort(handed)
-        raise
+    with ws.write(commit=not dry_run) as recorder:
+        views = recorder.views
+        head = recorder.log.last()
+        # take back: what is overdue, what lost its wrapper, what waits on the dead
+        report.config_recorded = record_config_if_changed(recorder, control)
+        take_back_overdue(ws, recorder, host, report)
+        reap_dead_wrappers(ws, recorder, host, alive, report)
+        report.released = release_out_of_service(recorder, views.all_agents())
+        dead_letter_doomed(recorder, report)
+        record_missed_dues(recorder, report)
+        now = recorder.now  # after the take-backs (a stop of local processes moves it on)
+        # plan and record, queue by queue, unless paused or gated
+        report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
+        if gate_results:
+            recorder.record(record_gates(views.txn, views, gate_results, now))
+        closed = closed_gates(views.meta())
+        report.gates_closed = sorted(closed)
+        agents = views.all_agents()
+        open_queues = {a.type for a in agents if a.free > 0} - set(closed)
+        for queue in sorted(open_queues if report.paused is None else ()):
+            decisions = gather_and_plan(views, agents, queue, now, policy)
+            recorder.record(decisions)
+            report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
+        push = to_start(views, control, host, report)
+        if push and starter is not None:  # started here, in this transaction
+            try:
+                handed, push = starter.start_in(ws, recorder, push, granted_at), []
+            except LauncherGone as e:  # nothing started: `sched exec` processes start them
+                report.errors.append(str(e))
+        note_tick(views.txn, host, os.getpid(), to_text(now),
+                  round((time.perf_counter() - started) * 1000, 3))
+        if daemon_interval is not None:
+            note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
+        first, last = (head.seq if head is not None else 0) + 1, recorder.log.last()
+        if not dry_run and last is not None and last.seq >= first:
+            report.appended = [first, last.seq]
+        json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
     # start, after the commit: hand the attempts started here to their wrappers; start
     # `sched exec` for the others
     if (handed or push) and not dry_run:

@@ -30,7 +30,6 @@ from typing import Any
 
 from eventlog.errors import BadInput, SchedError
 from eventlog.timeutil import from_text
-from eventlog.values import fit_text
 from scheduler import worker
 from scheduler.runner import containment
 from scheduler.runner.exec import (
@@ -38,7 +37,6 @@ from scheduler.runner.exec import (
     Ending,
     StopRequest,
     child_environment,
-    prepare_workdir,
     stop_on_signals,
     take_role,
 )
@@ -93,29 +91,20 @@ def runner_settings(settings: Settings, started: dict[str, Any]) -> Settings:
 
 def attempt_of(doc: dict[str, Any], settings: Settings, server_url: str, granted_at: float,
                environ: dict[str, str]) -> Attempt:
-    """The attempt the server started, as the supervisor runs it here."""
+    """The attempt the server started, as the supervisor runs it here (which makes
+    its directory with the payload, and its control group where this host has cgroup v2)."""
     workdir = Path(doc["workdir"])
     ref = replace(containment.AttemptRef.of(doc["task_id"], doc["attempt"], server_url, os.getpid(),
                                             workdir=str(workdir)), db_variable="SCHED_SERVER")
+    group = containment.cgroup_for(ref) if settings.exec_cgroups else None
+    ref = replace(ref, cgroup=str(group) if group is not None else None)
     variables = {**doc["variables"], "SCHED_HOME": str(settings.home.resolve()), "SCHED_SERVER": server_url}
     env = child_environment({k: v for k, v in environ.items() if k not in WITHHELD},
                             settings.exec_env_allowlist, variables)
     return Attempt(doc["task_id"], doc["attempt"], doc["queue"], doc["token"], list(doc["argv"]), workdir,
                    env, float(doc["timeout_seconds"]), Path(doc["log_path"]), ref, granted_at,
-                   frozenset(doc["non_retryable_exit_codes"]), bool(doc["retry_spawn_errors"]))
-
-
-def prepare(attempt: Attempt, payload: str, settings: Settings) -> Attempt | Ending:
-    """Make the attempt's directory and control group here; the ending to record when
-    the directory cannot be made (not the program's fault: retried)."""
-    try:
-        prepare_workdir(attempt.workdir, payload)
-    except OSError as e:
-        why = f"cannot prepare the working directory {attempt.workdir}: {e.strerror or e}"
-        return Ending(f"not started: {why}", error=fit_text(why, settings.max_message_bytes),
-                      reason="spawn_error")
-    group = containment.create_cgroup(attempt.ref) if settings.exec_cgroups else None
-    return attempt if group is None else replace(attempt, ref=replace(attempt.ref, cgroup=str(group)))
+                   frozenset(doc["non_retryable_exit_codes"]), bool(doc["retry_spawn_errors"]),
+                   payload=doc["payload"])
 
 
 class Asker:
@@ -164,8 +153,6 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
     first = server.host_start(host, os.getpid(), home, 0)  # and its limits
     settings = runner_settings(settings, first)
     take_role(RUNNER_NAME)
-    if settings.exec_cgroups:
-        containment.sweep_cgroups()
     with stop_on_signals() as stop:
         supervisor = Supervisor(settings, HttpLedger(server, host, settings.lease_seconds), stop,
                                 subreaper=True)
@@ -207,14 +194,8 @@ def _supervise(supervisor: Supervisor, asker: Asker, stop: StopRequest, settings
 
 def _start(supervisor: Supervisor, answer: dict[str, Any], granted_at: float, settings: Settings, url: str,
            environ: dict[str, str], say: Callable[[str], None]) -> None:
-    ready: list[Attempt] = []
+    attempts = [attempt_of(doc, settings, url, granted_at, environ) for doc in answer["attempts"]]
     for doc in answer["attempts"]:
-        attempt = attempt_of(doc, settings, url, granted_at, environ)
-        got = prepare(attempt, doc["payload"], settings)
-        if isinstance(got, Ending):
-            supervisor.end_unstarted(attempt, got)
-        else:
-            ready.append(got)
         say(f"task {doc['task_id']} attempt {doc['attempt']}: started for agent {doc['agent']}")
-    if ready:
-        supervisor.add(ready)
+    if attempts:
+        supervisor.add(attempts)  # (which makes their directories and control groups here)

@@ -103,27 +103,53 @@ def _cgroup_parent() -> Path | None:
     return mount / own.lstrip("/") / CGROUP_PARENT
 
 
-def create_cgroup(ref: AttemptRef) -> Path | None:
-    """Make a control group for the attempt, named by its wrapper's pid (None where
-    cgroup v2 cannot be written: not mounted, not delegated to us, read-only).
-    `sweep_cgroups` removes it once that wrapper is gone, if it is empty."""
+def cgroup_for(ref: AttemptRef) -> Path | None:
+    """The control group the attempt is to have, named by its wrapper's pid (None
+    where this process cannot make groups): recorded with its start, made by
+    `make_cgroup` just before its command starts."""
+    parent = _usable_cgroup_parent()
+    if parent is None:
+        return None
+    return parent / f"task-{ref.task_id}-attempt-{ref.attempt}-{ref.wrapper_pid or os.getpid()}"
+
+
+@functools.cache
+def _usable_cgroup_parent() -> Path | None:
+    """`_cgroup_parent`, made if need be, where groups can be made in it (cgroup v2
+    mounted and delegated to us, writable); None otherwise. Looked at once per process."""
     parent = _cgroup_parent()
     if parent is None:
         return None
-    group = parent / f"task-{ref.task_id}-attempt-{ref.attempt}-{ref.wrapper_pid or os.getpid()}"
+    try:
+        parent.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return parent if (parent / "cgroup.procs").exists() and os.access(parent, os.W_OK) else None
+
+
+def create_cgroup(ref: AttemptRef) -> Path | None:
+    """Make the attempt's control group (`cgroup_for`) now; None where there is none."""
+    group = cgroup_for(ref)
+    return group if group is not None and make_cgroup(group) else None
+
+
+def make_cgroup(group: Path) -> bool:
+    """Make the control group `group`; False where cgroup v2 cannot be written: not
+    mounted, not delegated to us, read-only. `sweep_cgroups` removes it once the
+    wrapper whose pid ends its name is gone, if it is empty."""
     try:
         try:
             group.mkdir()
         except FileNotFoundError:  # the first group of this parent
-            parent.mkdir(exist_ok=True)
+            group.parent.mkdir(exist_ok=True)
             group.mkdir()
         if not (group / "cgroup.procs").exists():
             raise OSError("not a cgroup v2 directory")
     except OSError:
         with contextlib.suppress(OSError):
             group.rmdir()
-        return None
-    return group
+        return False
+    return True
 
 
 def sweep_cgroups() -> None:

@@ -27,14 +27,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from eventlog.errors import BadInput, NotFound, Refused
-from eventlog.events import Event, FailureReason, TaskRequeued, TaskStarted
+from eventlog.events import FailureReason, TaskRequeued, TaskStarted
 from eventlog.storage import DATABASE_URL_VARIABLE
 from eventlog.values import MAX_DEPTH, fit_text, parse_json
 from projections.recorder import Recorder
@@ -54,7 +53,6 @@ _PR_SET_NAME = 15
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 READ_CHUNK = 64 * 1024
 LINE_KEEP_FACTOR = 4  # the last output line is kept up to this many times max_payload_bytes
-PREPARE_THREADS = 4  # directories of a batch made at once
 LOG_DRAIN_SECONDS = 5.0  # after the stop, how long the output may take to reach agent.log
 
 
@@ -96,6 +94,9 @@ class Attempt:
     non_retryable: frozenset[int] = frozenset()  # exit codes that dead-letter at once
     retry_spawn_errors: bool = False  # its queue's policy: a program that cannot start is retried
     reap_orphans: bool = False  # the wrapper is subreaper of the agent's descendants
+    # the payload to write into `workdir` (made then, with the control group that `ref`
+    # names) just before the command starts; None: made already (`sched exec`)
+    payload: str | None = None
 
     @property
     def result_file(self) -> Path:
@@ -191,10 +192,9 @@ def _make_cgroup(ws: Workspace, ref: containment.AttemptRef) -> Path | None:
 def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView,
                  parent_env: Mapping[str, str], granted_at: float, workdir: Path,
                  ref: containment.AttemptRef, group: Path | None) -> tuple[TaskStarted, Attempt]:
-    """With the attempt's directory (`workdir`) prepared and its control group (`group`)
-    made: its `TaskStarted` (the wrapper's pid and host, the argv, the directory, the
-    control group, a fresh lease from the transaction's time), for the caller to record,
-    and the attempt as its wrapper runs it. `granted_at`: `lease_clock()` before the
+    """The attempt's `TaskStarted` (the wrapper's pid and host, the argv, the directory
+    `workdir`, the control group `group`, a fresh lease from the transaction's time),
+    for the caller to record, and the attempt as its wrapper runs it. `granted_at`: `lease_clock()` before the
     transaction began (the lease runs from then, at the latest)."""
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     event, token = started_event(ws, recorder, task, agent, ref.wrapper_pid or 0, ws.settings.host_name,
@@ -285,42 +285,22 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
 
 
 def start_in(ws: Workspace, recorder: Recorder, task_ids: Sequence[int], pid: int,
-             parent_env: Mapping[str, str], granted_at: float) -> list[tuple[Event, Attempt | None]]:
+             parent_env: Mapping[str, str], granted_at: float) -> list[tuple[TaskStarted, Attempt]]:
     """Start assigned attempts inside the caller's write transaction (the daemon's
     tick, for its supervisor `pid`, which is handed the attempts after the commit): per
-    task the event to record, and the attempt. Their directories and control groups are
-    made by a few threads at once (the calls wait on the file system, not on Python). A
-    directory that cannot be prepared sends the assignment back to the queue, as `start`
-    does (`TaskRequeued`, no attempt)."""
-    assigned = [_assignment(recorder.views, task_id) for task_id in task_ids]
-    workdirs = [_workdir(ws, task.task_id, task.attempt + 1) for task, _ in assigned]
-    refs = [_attempt_ref(ws, task, pid, workdir)
-            for (task, _), workdir in zip(assigned, workdirs, strict=True)]
-
-    def prepare(i: int) -> Path | OSError | None:
-        try:
-            prepare_workdir(workdirs[i], assigned[i][0].payload)
-        except OSError as e:
-            return e
-        return _make_cgroup(ws, refs[i])
-
-    prepared = list(_preparers().map(prepare, range(len(assigned))))
-    started: list[tuple[Event, Attempt | None]] = []
-    for (task, agent), workdir, ref, made in zip(assigned, workdirs, refs, prepared, strict=True):
-        if isinstance(made, OSError):
-            why = f"cannot prepare the working directory {workdir}: {made.strerror or made}"
-            started.append((_not_started_event(ws, recorder, task, why), None))
-        else:
-            started.append(_start_event(ws, recorder, task, agent, parent_env, granted_at, workdir, ref,
-                                        made))
+    task the event to record, and the attempt. Nothing is made here: the supervisor
+    makes each attempt's directory and control group (the one the event names, where
+    the host has cgroup v2) just before its command starts, and fails the attempt
+    (retried) if the directory cannot be made."""
+    started = []
+    for task_id in task_ids:
+        task, agent = _assignment(recorder.views, task_id)
+        workdir = _workdir(ws, task_id, task.attempt + 1)
+        ref = _attempt_ref(ws, task, pid, workdir)
+        group = containment.cgroup_for(ref) if ws.settings.exec_cgroups else None
+        event, attempt = _start_event(ws, recorder, task, agent, parent_env, granted_at, workdir, ref, group)
+        started.append((event, replace(attempt, payload=task.payload)))
     return started
-
-
-@functools.cache
-def _preparers() -> ThreadPoolExecutor:
-    """The threads that prepare a batch's directories (made at first use: after the
-    daemon forked its supervisor)."""
-    return ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
 
 
 def _not_started_event(ws: Workspace, recorder: Recorder, task: TaskView, why: str) -> TaskRequeued:
@@ -518,6 +498,13 @@ def spawn_error_ending(settings: Settings, attempt: Attempt, error: OSError) -> 
         retry = attempt.retry_spawn_errors
     return Ending(f"spawn error: {error.strerror or error}",
                   error=fit_text(why, settings.max_message_bytes), reason="spawn_error", retry=retry)
+
+
+def unprepared_ending(settings: Settings, attempt: Attempt, error: OSError) -> Ending:
+    """The attempt's directory could not be made: not the program's fault, retried."""
+    why = f"cannot prepare the working directory {attempt.workdir}: {error.strerror or error}"
+    return Ending(f"not started: {why}", error=fit_text(why, settings.max_message_bytes),
+                  reason="spawn_error")
 
 
 def keep_limit(max_payload_bytes: int) -> int:

@@ -6,10 +6,11 @@ compiled, which runs every attempt the daemon's ticks start on this host
 (`scheduler.runner.supervisor.Supervisor`). A tick that assigns work to push agents of this
 host records each attempt's `TaskStarted` with the supervisor's pid inside its write
 transaction, commits, and hands the attempts over (`go`); the supervisor starts their
-commands at once. If the transaction fails, nothing was handed over (`abort` only
-removes the control groups made for them). So an attempt is assigned and started in
-one commit, and its command runs a `vfork` later: no interpreter starts, no second
-transaction waits for the write lock.
+commands at once, each in its directory and control group, made then. If the
+transaction fails, nothing was made or handed over. So an attempt is assigned and
+started in one commit, and its command runs a `vfork` later: no interpreter starts, no
+second transaction waits for the write lock, and no file is made while the lock is
+held.
 
 The supervisor renews the leases of all its attempts in one transaction per renewal
 interval and records their outcomes in batches; it writes a byte to the daemon for each
@@ -38,7 +39,7 @@ from eventlog.errors import SchedError
 from projections.recorder import Recorder
 from scheduler.clock import Clock
 from scheduler.runner import containment
-from scheduler.runner.exec import StopRequest, forget_cgroups, start_in, sweep_cgroups, take_role, warm_up
+from scheduler.runner.exec import StopRequest, start_in, take_role, warm_up
 from scheduler.runner.spawn import Handover, LauncherGone, absolute
 from scheduler.runner.supervisor import DatabaseLedger, Supervisor, signals_wake
 from scheduler.settings import Settings
@@ -52,7 +53,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 class Launcher:
     """The daemon's side of its supervisor process (a `spawn.Starter`). `start()` forks
     the supervisor (call it before any thread is started); a tick calls `start_in`,
-    then `go` or `abort`; `close()` lets it go (it finishes its attempts on its own).
+    then, after its commit, `go`; `close()` lets it go (it finishes its attempts on its own).
     `on_exit` runs, on a thread of its own, when attempts ended (once for several that
     ended together)."""
 
@@ -95,20 +96,13 @@ class Launcher:
     def start_in(self, ws: Workspace, recorder: Recorder, task_ids: Sequence[int],
                  granted_at: float) -> Handover:
         """Inside the tick's write transaction: start each assigned attempt with the
-        supervisor as its wrapper (`exec.start_in`), all recorded at once. A task whose
-        directory could not be made went back to the queue."""
+        supervisor as its wrapper (`exec.start_in`), all recorded at once; the
+        supervisor makes their directories and control groups after `go`."""
         self._check_alive()
         assert self.pid is not None
-        sweep_cgroups(ws)
-        handover: Handover = []
-        try:
-            started = start_in(ws, recorder, task_ids, self.pid, os.environ, granted_at)
-            handover = [(self.pid, attempt) for _, attempt in started if attempt is not None]
-            recorder.record([event for event, _ in started])
-        except BaseException:
-            forget_cgroups(attempt for _, attempt in handover)
-            raise
-        return handover
+        started = start_in(ws, recorder, task_ids, self.pid, os.environ, granted_at)
+        recorder.record([event for event, _ in started])
+        return [(self.pid, attempt) for _, attempt in started]
 
     def _check_alive(self) -> None:
         """Raise `LauncherGone` if the supervisor is gone: it has exited (its pid says so:
@@ -145,9 +139,6 @@ class Launcher:
                 self._conn.close()
                 self._conn = None
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone: {e}") from e
-
-    def abort(self, handover: Handover) -> None:
-        forget_cgroups(attempt for _, attempt in handover)
 
     def close(self) -> None:
         """Close the connection: the supervisor runs its attempts to their ends, then

@@ -45,10 +45,6 @@ class Starter(Protocol):
         """After the commit: hand the attempts to the supervisor, which runs them."""
         ...
 
-    def abort(self, handover: Handover) -> None:
-        """The transaction failed: nothing runs (what was made for the attempts goes)."""
-        ...
-
 
 def lease_clock() -> float:
     """Seconds on the clock leases are measured with: one that keeps counting while

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from eventlog.errors import SchedError, ServerUnreachable, TokenRejected
@@ -60,8 +61,10 @@ from scheduler.runner.exec import (
     Outcome,
     StopRequest,
     ending_of,
+    prepare_workdir,
     record_ending,
     spawn_error_ending,
+    unprepared_ending,
 )
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.usage import Usage, UsageMeter
@@ -288,9 +291,11 @@ class Supervisor:
 
     def add(self, attempts: Sequence[Attempt]) -> list[Running]:
         """Start these attempts' commands now, a few at once (a start waits on the
-        kernel: the exec, the move into the control group), or end those that cannot
-        start."""
+        kernel: the directory, the exec, the move into the control group), or end those
+        that cannot start."""
         settings, lease = self._settings, self._lease_seconds
+        if settings.exec_cgroups and any(a.payload is not None for a in attempts):
+            containment.sweep_cgroups()  # (once per batch: the groups of wrappers gone)
         runs = [Running(attempt, expires=attempt.granted_at + lease, next_beat=attempt.granted_at + lease / 3)
                 for attempt in attempts]
         self._runs.extend(runs)
@@ -301,8 +306,12 @@ class Supervisor:
             return runs
         launched = (list(self._starters.map(_launch, attempts)) if len(attempts) > 1
                     else [_launch(attempt) for attempt in attempts])
-        for run, got in zip(runs, launched, strict=True):
-            attempt = run.attempt
+        for run, (attempt, got) in zip(runs, launched, strict=True):
+            run.attempt = attempt
+            if isinstance(got, Unprepared):
+                run.ending = "exit"
+                self._book.record(run, unprepared_ending(settings, attempt, got.error))
+                continue
             if isinstance(got, OSError):
                 containment.stop_attempt(attempt.ref)  # nothing ran; removes its control group
                 run.ending = "exit"
@@ -320,15 +329,6 @@ class Supervisor:
             self._book.watch(run)
             fault_point("mid_exec")
         return runs
-
-    def end_unstarted(self, attempt: Attempt, ending: Ending) -> Running:
-        """An attempt whose command was not started (its runner could not prepare it):
-        its `ending` is recorded."""
-        run = Running(attempt, expires=attempt.granted_at + self._lease_seconds, next_beat=float("inf"),
-                      ending="exit")
-        self._runs.append(run)
-        self._book.record(run, ending)
-        return run
 
     # -- supervising -----------------------------------------------------------------
 
@@ -524,18 +524,35 @@ def _set_exit(run: Running, returncode: int, cpu_seconds: float) -> None:
     run.reaped.set()
 
 
-def _launch(attempt: Attempt) -> tuple[subprocess.Popen[bytes], int] | OSError:
-    """Start the agent's command and move it into the attempt's control group at once
-    (before it can have done much: see the module's note); the OSError if it could not
-    be started."""
+@dataclass(frozen=True)
+class Unprepared:
+    """The attempt's directory could not be made: not the program's fault."""
+
+    error: OSError
+
+
+def _launch(attempt: Attempt) -> tuple[Attempt, tuple[subprocess.Popen[bytes], int] | OSError | Unprepared]:
+    """Make the attempt's directory and control group if that is left to us (its
+    `payload` is given), start the agent's command and move it into the group at once
+    (before it can have done much: see the module's note). The attempt as it runs (no
+    group where none could be made), and the command or why it could not be started."""
+    if attempt.payload is not None:
+        try:
+            prepare_workdir(attempt.workdir, attempt.payload)
+        except OSError as e:
+            return attempt, Unprepared(e)
+        group = attempt.ref.cgroup
+        if group is not None and not containment.make_cgroup(Path(group)):
+            group = None  # (its processes are still found by their marks and process group)
+        attempt = replace(attempt, payload=None, ref=replace(attempt.ref, cgroup=group))
     try:
         child, read_fd = _spawn(attempt)
     except OSError as e:
-        return e
+        return attempt, e
     if attempt.ref.cgroup is not None:
         with contextlib.suppress(OSError):
             containment.join_cgroup(attempt.ref.cgroup, child.pid)
-    return child, read_fd
+    return attempt, (child, read_fd)
 
 
 def _spawn(attempt: Attempt) -> tuple[subprocess.Popen[bytes], int]:

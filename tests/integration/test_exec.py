@@ -158,7 +158,11 @@ def test_a_queue_may_retry_spawn_errors(tmp_path):
 
 
 @pytest.mark.parametrize("broken", ["work is a file", "payload.json is a directory"])
-def test_a_working_directory_that_cannot_be_prepared_gives_the_assignment_back(tmp_path, broken, started_by):
+def test_a_working_directory_that_cannot_be_prepared_is_not_the_programs_fault(tmp_path, broken, started_by):
+    """`sched exec` prepares the directory before it starts the attempt: the assignment
+    goes back without using one. The daemon's supervisor makes it after the start was
+    recorded (no file is made inside the tick's transaction): the attempt fails as a
+    spawn error, retried after the queue's backoff."""
     ws = push_workspace(tmp_path, {"ann": ["true"]}, backoff_base_seconds=30)
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
     work = ws.settings.home / "work"
@@ -169,9 +173,10 @@ def test_a_working_directory_that_cannot_be_prepared_gives_the_assignment_back(t
         else:
             (work / str(sub.task_id) / "1" / "payload.json").mkdir(parents=True)
 
-    if started_by == "launcher":  # the tick starts the attempt itself: it finds it broken
+    if started_by == "launcher":  # the tick starts the attempt; its supervisor finds the place broken
         break_it()
-        assert tick(ws).spawned == []
+        assert tick(ws).spawned == [sub.task_id]
+        wait_for("the attempt's end", lambda: status_of(ws, sub.task_id) == "queued")
     else:
         ws.launcher = lambda settings, task_id: None  # the test starts the wrapper itself
         tick(ws)
@@ -181,14 +186,23 @@ def test_a_working_directory_that_cannot_be_prepared_gives_the_assignment_back(t
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["status"] == "queued"
     task, records = queries.show(ws, sub.task_id)
-    assert [r.type for r in records] == ["TaskSubmitted", "TaskAssigned", "TaskRequeued"]
-    requeued = json.loads(records[-1].data)
-    assert requeued["reason"] == "not_started"
-    assert requeued["detail"].startswith("cannot prepare the working directory ")
-    assert str(work) in requeued["detail"]
-    assert (task.status, task.attempt) == ("queued", 0)  # no attempt used up
-    wait = datetime.fromisoformat(requeued["not_before"]) - records[-1].at
-    assert wait == timedelta(seconds=30)  # the queue's backoff_base_seconds
+    if started_by == "launcher":
+        assert [r.type for r in records] == ["TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskFailed",
+                                             "TaskRequeued"]
+        failed = json.loads(records[-2].data)
+        assert (failed["reason"], failed["attempt"], failed["retryable"]) == ("spawn_error", 1, True)
+        assert failed["error"].startswith(f"cannot prepare the working directory {work}/")
+        assert task.attempt == 1
+        assert datetime.fromisoformat(json.loads(records[-1].data)["not_before"]) > records[-1].at  # backoff
+    else:
+        assert [r.type for r in records] == ["TaskSubmitted", "TaskAssigned", "TaskRequeued"]
+        requeued = json.loads(records[-1].data)
+        assert requeued["reason"] == "not_started"
+        assert requeued["detail"].startswith(f"cannot prepare the working directory {work}/")
+        assert task.attempt == 0  # no attempt used up
+        wait = datetime.fromisoformat(requeued["not_before"]) - records[-1].at
+        assert wait == timedelta(seconds=30)  # the queue's backoff_base_seconds
+    assert task.status == "queued"
 
 
 def test_a_long_last_line_is_cut_to_max_message_bytes_in_the_error(tmp_path):
