@@ -30,13 +30,10 @@ def last_tick_at(txn: Transaction) -> str | None:
 
 def note_daemon(txn: Transaction, host: str, pid: int, at: str, interval: float) -> None:
     """Inside the daemon's tick transaction: it is alive at `at` (started then, if new)."""
-    from scheduler.operational import DaemonRow
-
-    row = txn.session.get(DaemonRow, (host, pid))
-    if row is None:
-        txn.session.add(DaemonRow(host=host, pid=pid, started_at=at, beat_at=at, interval_seconds=interval))
-    else:
-        row.beat_at, row.interval_seconds = at, interval
+    found = txn.rows("daemons", ("started_at",), [("host", "=", host), ("pid", "=", pid)])
+    started_at = found[0][0] if found else at
+    txn.upsert("daemons", ("host", "pid", "started_at", "beat_at", "interval_seconds"), ("host", "pid"),
+               [(host, pid, started_at, at, interval)])
 
 
 def forget_daemon(txn: Transaction, host: str, pid: int) -> None:
