@@ -15,6 +15,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,29 +69,41 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_a_real_server_answers_health_and_stops_on_sigterm(ready: InProcess, home: Path):
+@contextmanager
+def serving(home: Path, *flags: str, environment: dict[str, str] | None = None
+            ) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`sched serve` on a free port, in a process of its own, once it answers; killed
+    at the end if the test did not stop it."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=home,
-                              env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), *flags], cwd=home,
+                              env=cli_env(home, environment or {}), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     try:
-        def health() -> tuple[int, dict] | None:
+        def up() -> bool:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
-                    return answer.status, json.load(answer)
-            except urllib.error.HTTPError as e:
-                return e.code, json.load(e)
+                return request(port, "GET", "/health", {})[0] in (200, 503)
             except OSError:
                 assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                return None
+                return False
 
-        status, report = wait_for("the server to answer", health)  # type: ignore[misc]
-        assert status in (200, 503) and report["status"] in ("healthy", "degraded", "unhealthy")
-        server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=30)
+        wait_for("the server to answer", up)
+        yield server, port
     finally:
         if server.poll() is None:
             server.kill()
             server.communicate()
+
+
+def test_a_real_server_answers_health_and_stops_on_sigterm(ready: InProcess, home: Path):
+    with serving(home) as (server, port):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+                status, report = answer.status, json.load(answer)
+        except urllib.error.HTTPError as e:
+            status, report = e.code, json.load(e)
+        assert status in (200, 503) and report["status"] in ("healthy", "degraded", "unhealthy")
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert "Traceback" not in err and "sched serve: stopped (SIGTERM)" in err
     assert out == "" and "GET /health" in err  # the request log goes to stderr: stdout is for documents
@@ -128,20 +142,8 @@ def test_behind_a_tls_proxy_the_cookies_are_secure_and_the_log_names_the_client(
     X-Forwarded-Proto: https makes the dashboard's cookies Secure and X-Forwarded-For
     names the client in the request log; from any other, both headers are ignored."""
     token = ready("tokens", "create", "--name", "ops", "--role", "operator").stdout.strip()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=home,
-                              env=cli_env(home, environment), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
     proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
-    try:
-        def up() -> bool:
-            try:
-                return request(port, "GET", "/health", {})[0] in (200, 503)
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                return False
-
-        wait_for("the server to answer", up)
+    with serving(home, environment=environment) as (server, port):
         _, page, cookies = request(port, "GET", "/signin", proxied)
         signin = cookie(cookies, "sched_signin")
         status, _, cookies = request(port, "POST", "/signin", {**proxied, "Cookie": signin.split(";")[0]},
@@ -151,10 +153,6 @@ def test_behind_a_tls_proxy_the_cookies_are_secure_and_the_log_names_the_client(
         direct = cookie(request(port, "GET", "/signin", {})[2], "sched_signin")  # no proxy: plain HTTP
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
     assert ("; secure" in session.lower(), "; secure" in signin.lower()) == (trusted, trusted)
     assert "; secure" not in direct.lower()
     assert ("203.0.113.9" in err) == trusted and "Traceback" not in err
@@ -175,19 +173,7 @@ def gone(pid: int) -> bool:
 def test_workers_share_the_port_and_stop_together(ready: InProcess, home: Path, stop: str):
     """`--workers 2`: two processes answer on one port; SIGTERM stops both and exits 0;
     a worker that dies unasked stops the other and the command exits 1 in one line."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", "2"],
-                              cwd=home, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        def up() -> bool:
-            try:
-                return request(port, "GET", "/health", {})[0] in (200, 503)
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                return False
-
-        wait_for("the server to answer", up)
+    with serving(home, "--workers", "2") as (server, port):
         workers = wait_for("both workers", lambda: len(found := children_of(server.pid)) == 2 and found)
         for _ in range(10):  # a connection each
             assert request(port, "GET", "/health", {})[0] in (200, 503)
@@ -196,10 +182,6 @@ def test_workers_share_the_port_and_stop_together(ready: InProcess, home: Path, 
         else:
             os.kill(workers[0], signal.SIGKILL)  # type: ignore[index]
         _, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
     assert all(gone(pid) for pid in workers)  # type: ignore[union-attr]
     assert "Traceback" not in err
     if stop == "SIGTERM":

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,18 +94,24 @@ def test_a_sqlite_write_waits_for_the_turn_and_says_so_in_one_line_when_it_is_no
         storage.close()
 
 
-def test_a_thread_waits_for_the_turn_another_thread_holds_and_is_told_when_it_waited_too_long(tmp_path):
-    db = tmp_path / "sched.db"
+@contextmanager
+def held_by_a_thread(db: Path) -> Iterator[None]:
+    """The turn held by another thread of this process for the block."""
     entered, leave = threading.Event(), threading.Event()
     holder = threading.Thread(target=_hold, args=(str(db), entered, leave))
     holder.start()
     try:
         assert entered.wait(30)
-        with pytest.raises(TurnNotGiven), writer_turn(db, 0.05):
-            pass  # never reached
+        yield
     finally:
         leave.set()
         holder.join(30)
+
+
+def test_a_thread_waits_for_the_turn_another_thread_holds_and_is_told_when_it_waited_too_long(tmp_path):
+    db = tmp_path / "sched.db"
+    with held_by_a_thread(db), pytest.raises(TurnNotGiven), writer_turn(db, 0.05):
+        pass  # never reached
     with writer_turn(db, 5):  # given back
         pass
 
@@ -113,11 +121,7 @@ def test_a_process_forked_while_a_thread_holds_the_turn_gets_it_once_it_is_given
     supervisor, `sched serve --workers` its workers): else the child would wait for a
     thread of its parent that does not exist there."""
     db = tmp_path / "sched.db"
-    entered, leave = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold, args=(str(db), entered, leave))
-    holder.start()
-    try:
-        assert entered.wait(30)
+    with held_by_a_thread(db):
         pid = os.fork()
         if pid == 0:  # the child: wait for the parent's thread to give the turn back
             code = 1
@@ -126,9 +130,5 @@ def test_a_process_forked_while_a_thread_holds_the_turn_gets_it_once_it_is_given
                     code = 0
             finally:
                 os._exit(code)
-        leave.set()
-        _, status = os.waitpid(pid, 0)
-    finally:
-        leave.set()
-        holder.join(30)
+    _, status = os.waitpid(pid, 0)  # (the block gave the turn back)
     assert os.waitstatus_to_exitcode(status) == 0
