@@ -127,24 +127,28 @@ class TaskAssigned(Event):
     """A tick (or a claim) reserved a slot of `agent` for this attempt of the task.
 
     Version 2 adds `decision` (None on version 1 events and on claims); version 3 adds
-    each candidate's `weight` (1 on older events: weights did not exist)."""
+    each candidate's `weight` (1 on older events: weights did not exist); version 4
+    adds `by`: the name of the HTTP API token whose claim made it (None otherwise)."""
 
-    schema_version: int = 3
+    schema_version: int = 4
     type: Literal["TaskAssigned"] = "TaskAssigned"
     task_id: TaskId
     agent: str
     attempt: int = Field(ge=1)
     start_by: AwareDatetime
     decision: AssignmentDecision | None = None
+    by: str | None = None
 
 
 class TaskStarted(Event):
     """The runner started the attempt and holds a lease (only the token's hash is kept).
 
     Version 2 adds `cgroup`: the control group the exec wrapper put the attempt's
-    processes in, so whoever takes the attempt back on that host can stop every one."""
+    processes in, so whoever takes the attempt back on that host can stop every one;
+    version 3 adds `by`: the name of the HTTP API token that started it (a worker's
+    claim, a host runner's start; None otherwise)."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["TaskStarted"] = "TaskStarted"
     task_id: TaskId
     agent: str
@@ -158,15 +162,20 @@ class TaskStarted(Event):
     workdir: str | None = None
     log_path: str | None = None
     cgroup: str | None = None
+    by: str | None = None
 
 
 class LeaseRenewed(Event):
-    """The lease holder sent a heartbeat; the lease now runs until `lease_expires_at`."""
+    """The lease holder sent a heartbeat; the lease now runs until `lease_expires_at`.
 
+    Version 2 adds `by`: the name of the HTTP API token that sent it (None otherwise)."""
+
+    schema_version: int = 2
     type: Literal["LeaseRenewed"] = "LeaseRenewed"
     task_id: TaskId
     attempt: int = Field(ge=1)
     lease_expires_at: AwareDatetime
+    by: str | None = None
 
 
 class LeaseExpired(Event):
@@ -187,9 +196,10 @@ class TaskSucceeded(Event):
     """The attempt finished successfully (final).
 
     Version 2 adds the run's resource use, as the exec wrapper measured it (None from
-    pull workers and on version 1 events)."""
+    pull workers and on version 1 events); version 3 adds `by`: the name of the HTTP
+    API token that reported it (None otherwise)."""
 
-    schema_version: int = 2
+    schema_version: int = 3
     type: Literal["TaskSucceeded"] = "TaskSucceeded"
     task_id: TaskId
     agent: str
@@ -198,6 +208,7 @@ class TaskSucceeded(Event):
     log_path: str | None = None
     cpu_seconds: float | None = Field(default=None, ge=0)
     peak_rss_bytes: int | None = Field(default=None, ge=0)
+    by: str | None = None
 
 
 class TaskFailed(Event):
@@ -205,9 +216,10 @@ class TaskFailed(Event):
 
     Version 2 adds the run's resource use, as for `TaskSucceeded`; version 3 adds the
     reason `evicted` (an operator took the agent out of service while it ran: the
-    attempt does not count against max_attempts)."""
+    attempt does not count against max_attempts); version 4 adds `by`: the name of the
+    HTTP API token that reported it (None otherwise)."""
 
-    schema_version: int = 3
+    schema_version: int = 4
     type: Literal["TaskFailed"] = "TaskFailed"
     task_id: TaskId
     agent: str
@@ -220,6 +232,7 @@ class TaskFailed(Event):
     retryable: bool = True
     cpu_seconds: float | None = Field(default=None, ge=0)
     peak_rss_bytes: int | None = Field(default=None, ge=0)
+    by: str | None = None
 
 
 class TaskRequeued(Event):
@@ -290,13 +303,17 @@ class TaskCancelled(Event):
 
 class TaskProgressed(Event):
     """The runner of the current attempt reported how far it got (rate-limited: at most
-    one per `progress_min_interval_seconds` per task)."""
+    one per `progress_min_interval_seconds` per task).
 
+    Version 2 adds `by`: the name of the HTTP API token that reported it (None otherwise)."""
+
+    schema_version: int = 2
     type: Literal["TaskProgressed"] = "TaskProgressed"
     task_id: TaskId
     attempt: int = Field(ge=1)
     percent: float | None = Field(default=None, ge=0, le=100)
     message: str | None = None
+    by: str | None = None
 
 
 class AgentRecord(BaseModel):
@@ -509,6 +526,12 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskSubmitted", 2): _unchanged,  # v3: + by (None: unknown)
     ("TaskAssigned", 1): _unchanged,  # v2: + decision
     ("TaskAssigned", 2): _unchanged,  # v3: + decision.candidates[].weight
+    ("TaskAssigned", 3): _unchanged,  # v4: + by (None: not through the HTTP API, or unknown)
+    ("TaskStarted", 2): _unchanged,  # v3: + by
+    ("LeaseRenewed", 1): _unchanged,  # v2: + by
+    ("TaskProgressed", 1): _unchanged,  # v2: + by
+    ("TaskSucceeded", 2): _unchanged,  # v3: + by
+    ("TaskFailed", 3): _unchanged,  # v4: + by
     ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 2): _unchanged,  # v3: + reason "evicted"

@@ -48,6 +48,7 @@ class Claim:
     lease_expires_at: datetime
     attempt: int
     document: dict[str, Any]
+    by: str | None = None  # the HTTP API token that claimed it
 
 
 def claim_document(task: TaskView, token: str, expires: datetime, attempt: int) -> dict[str, Any]:
@@ -56,10 +57,11 @@ def claim_document(task: TaskView, token: str, expires: datetime, attempt: int) 
             "priority": task.priority, "payload": json.loads(task.payload)}
 
 
-def claim(ws: Workspace, agent_name: str) -> Claim | None:
+def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None:
     """Start the best task already assigned to the agent; if none and it has a free
     slot (and assignment is not paused), assign and start one in the same
-    transaction. None when there is no work. First, in its agent type, take back what
+    transaction. None when there is no work. `by`: the HTTP API token claiming, for
+    the events. First, in its agent type, take back what
     is overdue: a fleet of pull workers with no tick running still recovers from a dead
     worker."""
     from scheduler.gates import closed_gates
@@ -102,6 +104,8 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
             policy = replace(plan_policy(ws.settings, registry.control.content_hash),
                              claimant=agent_name)
             assigned = list(gather_and_plan(views, views.all_agents(), spec.type, now, policy)[:1])
+            if by is not None:
+                assigned = [decision.model_copy(update={"by": by}) for decision in assigned]
             if not assigned:
                 return None
             task = views.get_task(assigned[0].task_id)  # queued: its attempts so far
@@ -112,19 +116,19 @@ def claim(ws: Workspace, agent_name: str) -> Claim | None:
         # assigned and started, recorded (and folded) together
         recorder.record([*assigned, TaskStarted(task_id=task.task_id, agent=agent_name, attempt=attempt,
                                                 token_hash=hash_token(token), lease_expires_at=expires,
-                                                runner="worker")])
+                                                runner="worker", by=by)])
         started = views.get_task(task.task_id)
         assert started is not None
         document = claim_document(started, token, expires, attempt)
         json.dumps(document)  # raises here, before the commit, if it cannot be printed
-        return Claim(started, token, expires, attempt, document)
+        return Claim(started, token, expires, attempt, document, by)
 
 
 def release_undelivered(ws: Workspace, claimed: Claim, why: str) -> None:
     """Give back an attempt whose claim never reached its worker (it could not be
     printed): recorded as a failure of that attempt, retried like any other, rather
     than held by nobody until its lease runs out."""
-    fail(ws, claimed.task.task_id, claimed.token, why, reason="reported")
+    fail(ws, claimed.task.task_id, claimed.token, why, reason="reported", by=claimed.by)
 
 
 def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime) -> TaskView:
@@ -166,46 +170,48 @@ class Progress:
         return self
 
 
-def _progress_event(ws: Workspace, task: TaskView, progress: Progress, now: datetime) -> list[TaskProgressed]:
+def _progress_event(ws: Workspace, task: TaskView, progress: Progress, now: datetime,
+                    by: str | None) -> list[TaskProgressed]:
     """The progress event to record, or none when the last one of this attempt is more
     recent than `progress_min_interval_seconds` (a chatty agent cannot flood the log)."""
     gap = timedelta(seconds=ws.settings.progress_min_interval_seconds)
     if task.progress_at is not None and from_text(task.progress_at) + gap > now:
         return []
     return [TaskProgressed(task_id=task.task_id, attempt=task.attempt, percent=progress.percent,
-                           message=progress.message)]
+                           message=progress.message, by=by)]
 
 
-def heartbeat(ws: Workspace, task_id: int, token: str, progress: Progress | None = None) -> Beat:
+def heartbeat(ws: Workspace, task_id: int, token: str, progress: Progress | None = None,
+              by: str | None = None) -> Beat:
     """Extend the lease of the current attempt (and record progress sent with it); the
     answer says if it was cancelled, in which case the runner should stop and report
     `fail` (it ends as cancelled)."""
     if progress is not None:
         progress.check(ws)
     with ws.write() as recorder:
-        return renew_in(ws, recorder, task_id, token, progress)
+        return renew_in(ws, recorder, task_id, token, progress, by)
 
 
 def renew_in(ws: Workspace, recorder: Recorder, task_id: int, token: str,
-             progress: Progress | None = None) -> Beat:
+             progress: Progress | None = None, by: str | None = None) -> Beat:
     """`heartbeat` inside the caller's write transaction (a supervisor renews all its
     leases in one). Raises `TokenRejected` before recording anything."""
     now = recorder.now
     task = _current_attempt(recorder, task_id, token, now)
     expires = now + timedelta(seconds=ws.settings.lease_seconds)
-    noted = _progress_event(ws, task, progress, now) if progress is not None else []
+    noted = _progress_event(ws, task, progress, now, by) if progress is not None else []
     recorder.record([LeaseRenewed(task_id=task_id, attempt=task.attempt,
-                                  lease_expires_at=expires), *noted])
+                                  lease_expires_at=expires, by=by), *noted])
     return Beat(expires, task.cancelling, bool(noted) if progress is not None else None)
 
 
-def progress(ws: Workspace, task_id: int, token: str, report: Progress) -> bool:
+def progress(ws: Workspace, task_id: int, token: str, report: Progress, by: str | None = None) -> bool:
     """Record how far the current attempt got; False when it was not recorded because
     the attempt's last progress is too recent (see `progress_min_interval_seconds`)."""
     report.check(ws)
     with ws.write() as recorder:
         task = _current_attempt(recorder, task_id, token, recorder.now)
-        noted = _progress_event(ws, task, report, recorder.now)
+        noted = _progress_event(ws, task, report, recorder.now, by)
         recorder.record(noted)
         return bool(noted)
 
@@ -217,38 +223,38 @@ def _usage_fields(usage: Usage | None) -> dict[str, Any]:
 
 
 def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
-             log_path: str | None = None, usage: Usage | None = None) -> None:
+             log_path: str | None = None, usage: Usage | None = None, by: str | None = None) -> None:
     """Record the success of the current attempt (with its resource use, if measured)."""
     check_json(result, "result", ws.settings.max_payload_bytes)
     with ws.write() as recorder:
-        complete_in(recorder, task_id, token, result, log_path, usage)
+        complete_in(recorder, task_id, token, result, log_path, usage, by)
 
 
 def complete_in(recorder: Recorder, task_id: int, token: str, result: Any = None,
-                log_path: str | None = None, usage: Usage | None = None) -> None:
+                log_path: str | None = None, usage: Usage | None = None, by: str | None = None) -> None:
     """`complete` inside the caller's write transaction, `result` already checked.
     Raises `TokenRejected` before recording anything."""
     task = _current_attempt(recorder, task_id, token, recorder.now)
     recorder.record([TaskSucceeded(task_id=task_id, agent=task.agent or "",
                                    attempt=task.attempt, result=result, log_path=log_path,
-                                   **_usage_fields(usage))])
+                                   by=by, **_usage_fields(usage))])
 
 
 def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = True,
          reason: FailureReason = "reported", exit_code: int | None = None,
          signal: int | None = None, log_path: str | None = None,
-         usage: Usage | None = None) -> str:
+         usage: Usage | None = None, by: str | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
     check_text(error, "error", ws.settings.max_message_bytes)
     with ws.write() as recorder:
         return fail_in(ws, recorder, task_id, token, error, retry=retry, reason=reason,
-                       exit_code=exit_code, signal=signal, log_path=log_path, usage=usage)
+                       exit_code=exit_code, signal=signal, log_path=log_path, usage=usage, by=by)
 
 
 def fail_in(ws: Workspace, recorder: Recorder, task_id: int, token: str, error: str, *,
             retry: bool = True, reason: FailureReason = "reported", exit_code: int | None = None,
             signal: int | None = None, log_path: str | None = None,
-            usage: Usage | None = None) -> str:
+            usage: Usage | None = None, by: str | None = None) -> str:
     """`fail` inside the caller's write transaction, `error` already checked; returns
     the task's new status. Raises `TokenRejected` before recording anything."""
     from scheduler.tick import settle
@@ -258,7 +264,7 @@ def fail_in(ws: Workspace, recorder: Recorder, task_id: int, token: str, error: 
         reason, retry = "cancelled", False
     failure = TaskFailed(task_id=task_id, agent=task.agent or "", attempt=task.attempt,
                          reason=reason, error=error, exit_code=exit_code, signal=signal,
-                         log_path=log_path, retryable=retry, **_usage_fields(usage))
+                         log_path=log_path, retryable=retry, by=by, **_usage_fields(usage))
     recorder.record(settle(ws, recorder, task, failure))
     after = recorder.views.get_task(task_id)
     assert after is not None

@@ -209,10 +209,12 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
 
 
 def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
-                  host: str, workdir: PurePath, cgroup: str | None) -> tuple[TaskStarted, str]:
+                  host: str, workdir: PurePath, cgroup: str | None,
+                  by: str | None = None) -> tuple[TaskStarted, str]:
     """The `TaskStarted` of the assigned `task`'s next attempt, run by process `pid` on
     `host` in `workdir` (its log beside), with a fresh lease from the transaction's
-    time; and the attempt's lease token (only its hash is recorded)."""
+    time; and the attempt's lease token (only its hash is recorded). `by`: the HTTP API
+    token that started it (a host runner's)."""
     attempt = task.attempt + 1
     token = new_token()
     values = {"task_id": str(task.task_id), "queue": task.queue, "agent": agent.name,
@@ -222,7 +224,7 @@ def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agen
         task_id=task.task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
         lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
         runner="exec", pid=pid, host=host, argv=tuple(argv),
-        workdir=str(workdir), log_path=str(workdir / "agent.log"), cgroup=cgroup)
+        workdir=str(workdir), log_path=str(workdir / "agent.log"), cgroup=cgroup, by=by)
     return event, token
 
 

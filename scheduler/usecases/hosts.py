@@ -41,6 +41,7 @@ class StartRequest(Request):
     host: str = Field(min_length=1, max_length=255)
     pid: int = Field(ge=1, le=2**31 - 1)
     home: str = Field(min_length=2, max_length=4096)
+    by: str | None = None  # the HTTP API token asking, recorded in the events
 
     @field_validator("home")
     @classmethod
@@ -93,7 +94,7 @@ def start(ws: Workspace, request: StartRequest) -> Started:
             for task in waiting:
                 workdir = PurePosixPath(request.home, "work", str(task.task_id), str(task.attempt + 1))
                 event, token = runner.started_event(ws, recorder, task, agent, request.pid, request.host,
-                                                    workdir, None)
+                                                    workdir, None, request.by)
                 recorder.record([event])
                 attempts.append({
                     "task_id": task.task_id, "attempt": event.attempt, "queue": task.queue, "agent": name,
@@ -140,6 +141,7 @@ class TurnRequest(Request):
     host: str = Field(min_length=1, max_length=255)
     renew: list[Lease] = Field(default_factory=list, max_length=MAX_BATCH)
     record: list[EndingReport] = Field(default_factory=list, max_length=MAX_BATCH)
+    by: str | None = None  # the HTTP API token asking, recorded in the events
 
 
 class Turn(NamedTuple):
@@ -163,14 +165,15 @@ def turn(ws: Workspace, request: TurnRequest) -> Turn:
         for lease in request.renew:
             try:
                 _on_host(recorder, lease.task_id, request.host)
-                beat = worker.renew_in(ws, recorder, lease.task_id, lease.token)
+                beat = worker.renew_in(ws, recorder, lease.task_id, lease.token, by=request.by)
             except (TokenRejected, NotFound) as e:
                 beats.append({"task_id": lease.task_id, "refused": e.message})
             else:
                 beats.append({"task_id": lease.task_id, "lease_expires_at": to_text(beat.lease_expires_at),
                               "cancel": beat.cancel})
         for report in request.record:
-            statuses.append({"task_id": report.task_id, **_record(ws, recorder, request.host, report)})
+            statuses.append({"task_id": report.task_id,
+                             **_record(ws, recorder, request.host, report, request.by)})
     return Turn(beats, statuses)
 
 
@@ -180,7 +183,8 @@ def _on_host(recorder: Recorder, task_id: int, host: str) -> None:
         raise TokenRejected(f"task {task_id}: its attempt runs on host {task.host!r}, not {host!r}")
 
 
-def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport) -> dict[str, Any]:
+def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport,
+            by: str | None) -> dict[str, Any]:
     usage = Usage(report.cpu_seconds or 0.0, report.peak_rss_bytes or 0) \
         if report.cpu_seconds is not None or report.peak_rss_bytes is not None else None
     try:
@@ -191,13 +195,13 @@ def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport) 
         log_path = task.log_path if task is not None else None
         if report.succeeded:
             worker.complete_in(recorder, report.task_id, report.token, report.result, log_path=log_path,
-                               usage=usage)
+                               usage=usage, by=by)
             return {"status": "succeeded"}
         return {"status": worker.fail_in(ws, recorder, report.task_id, report.token,
                                          fit_text(report.error, ws.settings.max_message_bytes),
                                          retry=report.retry, reason=report.reason,
                                          exit_code=report.exit_code, signal=report.signal,
-                                         log_path=log_path, usage=usage)}
+                                         log_path=log_path, usage=usage, by=by)}
     except TokenRejected as e:
         return _already(recorder, report) or {"status": "lost", "why": e.message}
     except (BadInput, NotFound) as e:  # not recorded: the lease runs out and the task is tried again

@@ -26,11 +26,12 @@ class Claimed(NamedTuple):
         return {"task": None if self.claim is None else self.claim.document}
 
 
-def claim(ws: Workspace, agent: str) -> Claimed:
+def claim(ws: Workspace, agent: str, by: str | None = None) -> Claimed:
     """Start the best task for the agent (assigning one if it has a free slot); NotFound
     for an agent the control file does not name (exit 2, HTTP 404). A front end that
-    cannot hand the token over gives the attempt back (`release`)."""
-    return Claimed(worker.claim(ws, agent))
+    cannot hand the token over gives the attempt back (`release`). `by`: the HTTP API
+    token claiming (recorded in the events)."""
+    return Claimed(worker.claim(ws, agent, by))
 
 
 def release(ws: Workspace, claimed: Claimed, why: str) -> None:
@@ -40,7 +41,8 @@ def release(ws: Workspace, claimed: Claimed, why: str) -> None:
 
 
 # each request acts on the current attempt of a task: its id, and the lease token the
-# claim handed out (a class each, not a shared base: a quick command builds fewer)
+# claim handed out (a class each, not a shared base: a quick command builds fewer);
+# `by`, the HTTP API token acting, is recorded in the events (the server fills it in)
 
 
 class ProgressRequest(Request):
@@ -52,6 +54,7 @@ class ProgressRequest(Request):
     token: str
     percent: float | None = None
     message: str | None = None
+    by: str | None = None
 
     def report(self) -> worker.Progress | None:
         """The progress sent, if any was."""
@@ -75,7 +78,8 @@ class Beat(NamedTuple):
 def heartbeat(ws: Workspace, request: ProgressRequest) -> Beat:
     """Extend the lease of the current attempt (and record progress, if `percent` or
     `message` is given)."""
-    return Beat(request.task_id, worker.heartbeat(ws, request.task_id, request.token, request.report()))
+    return Beat(request.task_id, worker.heartbeat(ws, request.task_id, request.token, request.report(),
+                                                  request.by))
 
 
 class ProgressNoted(NamedTuple):
@@ -92,7 +96,8 @@ class ProgressNoted(NamedTuple):
 def progress(ws: Workspace, request: ProgressRequest) -> ProgressNoted:
     """Report how far the current attempt got."""
     report = request.report() or worker.Progress()  # (an empty report is refused, in one line)
-    return ProgressNoted(request.task_id, worker.progress(ws, request.task_id, request.token, report))
+    return ProgressNoted(request.task_id, worker.progress(ws, request.task_id, request.token, report,
+                                                          request.by))
 
 
 class CompleteRequest(Request):
@@ -100,6 +105,7 @@ class CompleteRequest(Request):
     task_id: int
     token: str
     result: Any = None  # any JSON value, recorded with the success
+    by: str | None = None
 
 
 class Ended(NamedTuple):
@@ -115,7 +121,7 @@ class Ended(NamedTuple):
 
 def complete(ws: Workspace, request: CompleteRequest) -> Ended:
     """Record that the current attempt succeeded."""
-    worker.complete(ws, request.task_id, request.token, request.result)
+    worker.complete(ws, request.task_id, request.token, request.result, by=request.by)
     return Ended(request.task_id, "succeeded")
 
 
@@ -125,6 +131,7 @@ class FailRequest(Request):
     token: str
     error: str  # what went wrong
     retry: bool = True  # False: dead-letter now
+    by: str | None = None
 
     @model_validator(mode="after")
     def _says_what(self) -> Self:
@@ -136,4 +143,4 @@ class FailRequest(Request):
 def fail(ws: Workspace, request: FailRequest) -> Ended:
     """Record that the current attempt failed; the task is retried or dead-lettered."""
     return Ended(request.task_id, worker.fail(ws, request.task_id, request.token, request.error,
-                                              retry=request.retry))
+                                              retry=request.retry, by=request.by))

@@ -193,7 +193,7 @@ async def post_claim(request: Request, name: AgentName, token: TokenView = Depen
     rates(request, "claim", token, "claims")
 
     async def claim() -> work.Claimed:
-        claimed = await call(work.claim, ws, name)
+        claimed = await call(work.claim, ws, name, token.name)
         if claimed.claim is not None and await request.is_disconnected():  # nobody to hand the token to
             await call(work.release, ws, claimed, "the claim's client went away")
             doorbell(request).ring()
@@ -211,11 +211,11 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
                      ws: Workspace, where: str, *, frees: bool = True) -> Document:
     """Act on the attempt; `frees`: its end frees a slot, so waiting claims look again
     (a heartbeat or progress report does not: it wakes none of them)."""
-    data = await body_of(request, where, reserved=("task_id",))
+    data = await body_of(request, where, reserved=("task_id", "by"))
 
     def act() -> Any:
         holder_of(ws, token, task_id)  # (who may, before what is asked: a 403 before a 400)
-        return use_case(ws, parse(model, {**data, "task_id": task_id}))
+        return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))
 
     return answer(await (write(request, act) if frees else call(act)))
 

@@ -48,7 +48,7 @@ def for_host(token: TokenView, host: str) -> None:
 
 
 @router.post("/hosts/{host}/start", response_model=Starts, responses=REFUSED,
-             openapi_extra=schema_of(hosts.StartRequest, drop=("host",), extra={
+             openapi_extra=schema_of(hosts.StartRequest, drop=("host", "by"), extra={
                  "wait_seconds": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0}}))
 async def post_start(request: Request, host: HostName, token: TokenView = Depends(require("host")),
                      ws: Workspace = Depends(workspace)) -> Document:
@@ -57,9 +57,9 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
     With `"wait_seconds": N` (0 to 20) and nothing to start, wait up to N s for some.
     Each attempt comes with its lease token, argv, variables, payload and timeout."""
     for_host(token, host)
-    data = await body_of(request, "start", reserved=("host",))
+    data = await body_of(request, "start", reserved=("host", "by"))
     wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits)
-    asked = parse(hosts.StartRequest, {**data, "host": host})
+    asked = parse(hosts.StartRequest, {**data, "host": host, "by": token.name})
 
     async def start() -> hosts.Started:
         return await write(request, hosts.start, ws, asked)
@@ -69,7 +69,7 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
 
 
 @router.post("/hosts/{host}/turn", response_model=TurnDone, responses=REFUSED,
-             openapi_extra=schema_of(hosts.TurnRequest, drop=("host",)))
+             openapi_extra=schema_of(hosts.TurnRequest, drop=("host", "by")))
 async def post_turn(request: Request, host: HostName, token: TokenView = Depends(require("host")),
                     ws: Workspace = Depends(workspace)) -> Document:
     """Renew leases (`renew`: task id and lease token each) and record endings
@@ -77,8 +77,8 @@ async def post_turn(request: Request, host: HostName, token: TokenView = Depends
     per renewal the new expiry and `cancel`, or why it was `refused`; per ending the
     task's new status, `already` when a turn sent again finds it recorded, or `lost`."""
     for_host(token, host)
-    data = await body_of(request, "turn", reserved=("host",))
-    asked = parse(hosts.TurnRequest, {**data, "host": host})
+    data = await body_of(request, "turn", reserved=("host", "by"))
+    asked = parse(hosts.TurnRequest, {**data, "host": host, "by": token.name})
     if asked.record:
         return answer(await write(request, hosts.turn, ws, asked))
     return answer(await call(hosts.turn, ws, asked))

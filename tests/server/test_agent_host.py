@@ -97,6 +97,7 @@ def test_a_runner_with_no_database_runs_the_agents_pinned_to_its_host(served, tm
         succeeded = next(r.event for r in records if r.type == "TaskSucceeded")
         workdir = home.resolve() / "work" / str(task_id) / "1"
         assert (started.host, started.pid, started.workdir) == ("far-1", proc.pid, str(workdir))
+        assert started.by == succeeded.by == "far-runner"  # the host token's name, as the actor
         # the agent ran here, in its directory, told to report to the server, never given the token
         assert succeeded.result == {"server": base, "token": "unset", "home": str(home.resolve()),
                                     "payload": {"n": n}}

@@ -86,6 +86,33 @@ def test_on_postgresql_a_commit_of_another_process_wakes_a_waiting_claim_at_once
     assert answer.json()["task"]["task_id"] == task
 
 
+def test_the_events_of_the_runner_protocol_name_the_agents_token_as_their_actor(api: Api):
+    done, failed = submit(api, "done"), submit(api, "failed")
+    claims = [post(api, "/agents/ann/claim", {}, as_="box").json()["task"] for _ in range(2)]
+    tokens = {c["task_id"]: c["token"] for c in claims}
+    assert post(api, f"/tasks/{done}/heartbeat", {"token": tokens[done], "percent": 50},
+                as_="box").status_code == 200
+    assert post(api, f"/tasks/{done}/complete", {"token": tokens[done]}, as_="box").status_code == 200
+    assert post(api, f"/tasks/{failed}/fail", {"token": tokens[failed], "error": "no"},
+                as_="box").status_code == 200
+    acted = {(e["data"]["task_id"], e["type"]): e["data"].get("by") for e in api.events()
+             if e["type"] in ("TaskAssigned", "TaskStarted", "LeaseRenewed", "TaskProgressed",
+                              "TaskSucceeded", "TaskFailed")}
+    assert acted == {(done, "TaskAssigned"): "box", (done, "TaskStarted"): "box",
+                     (done, "LeaseRenewed"): "box", (done, "TaskProgressed"): "box",
+                     (done, "TaskSucceeded"): "box", (failed, "TaskAssigned"): "box",
+                     (failed, "TaskStarted"): "box", (failed, "TaskFailed"): "box"}
+
+
+def test_the_actor_of_a_runner_event_cannot_be_given_in_the_body(api: Api):
+    task = submit(api)
+    claimed = post(api, "/agents/ann/claim", {}, as_="box").json()["task"]
+    answer = post(api, f"/tasks/{task}/complete", {"token": claimed["token"], "by": "someone-else"},
+                  as_="box")
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "complete: by: Extra inputs are not permitted"}
+
+
 def test_a_claim_with_no_work_answers_null_when_its_wait_is_over(api: Api):
     started = time.monotonic()
     answer = post(api, "/agents/ann/claim", {"wait_seconds": 1}, as_="box")
