@@ -76,6 +76,23 @@ def test_a_stored_version_2_submit_or_requeue_reads_as_version_3_by_nobody_known
     assert parse_event("TaskRequeued", 3, dump_event(named)) == named
 
 
+@pytest.mark.parametrize(("kind", "stored", "data"), [
+    ("TaskAssigned", 3, '{"task_id": 1, "agent": "ann", "attempt": 1, "start_by": "2026-01-01T00:00:00Z"}'),
+    ("TaskStarted", 2, '{"task_id": 1, "agent": "ann", "attempt": 1, "token_hash": "h", '
+                       '"lease_expires_at": "2026-01-01T00:00:00Z"}'),
+    ("LeaseRenewed", 1, '{"task_id": 1, "attempt": 1, "lease_expires_at": "2026-01-01T00:00:00Z"}'),
+    ("TaskProgressed", 1, '{"task_id": 1, "attempt": 1, "percent": 50}'),
+    ("TaskSucceeded", 2, '{"task_id": 1, "agent": "ann", "attempt": 1}'),
+    ("TaskFailed", 3, '{"task_id": 1, "agent": "ann", "attempt": 1, "reason": "reported", "error": "e"}'),
+])
+def test_a_runner_event_stored_before_by_reads_as_current_with_no_token_known(kind, stored, data):
+    event = parse_event(kind, stored, data)
+    assert event.schema_version == stored + 1 == current_version(kind)
+    assert event.by is None  # type: ignore[attr-defined]
+    named = event.model_copy(update={"by": "box"})
+    assert parse_event(kind, current_version(kind), dump_event(named)).by == "box"  # type: ignore[attr-defined]
+
+
 def test_an_unknown_type_is_named_with_its_seq():
     with pytest.raises(CorruptLog, match="seq 7 has unknown type 'TaskTeleported'"):
         parse_event("TaskTeleported", 1, "{}", seq=7)
