@@ -142,7 +142,7 @@ def warm_up(ws: Workspace) -> None:
 
 def prepare_workdir(workdir: Path, payload: str) -> None:
     """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it
-    (as few directory calls as can be: a tick makes these inside its transaction)."""
+    (as few directory calls as can be: a supervisor makes one per attempt it starts)."""
     try:
         os.mkdir(workdir, 0o700)
     except FileNotFoundError:  # the task's first attempt: work/TASK/ first (work/ too, the first time)
