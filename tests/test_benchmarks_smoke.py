@@ -42,14 +42,23 @@ def test_the_cheap_figures_give_one_document_of_the_promised_shape(tmp_path: Pat
         assert figure["name"] in captured.err  # the readable table
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc")
-def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
-    code = run.main(["--size", "small", "--only", *run.START, "--quiet", "--workdir", str(tmp_path)])
+def small_figures(names: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:
+    """The figures `names` run at `--size small`, by name, each measured (no error)."""
+    code = run.main(["--size", "small", "--only", *names, "--quiet", "--workdir", str(tmp_path)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     figures = {f["name"]: f for f in json.loads(captured.out)["figures"]}
+    assert list(figures) == names
     for figure in figures.values():
         assert "error" not in figure, figure.get("traceback")
+        assert set(figure) >= KEYS and isinstance(figure["met"], bool)
+    return figures
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc")
+def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
+    figures = small_figures(run.START, tmp_path, capsys)
+    for figure in figures.values():
         assert figure["value"] > 0 and figure["ceiling"] > 0
     assert figures["agent_start"]["details"]["started"] == run.SIZES["small"]["start_agents"]
     assert figures["wrapper_memory"]["details"]["attempts"] > 0
@@ -58,14 +67,7 @@ def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
 def test_the_http_figures_run_a_real_server(tmp_path: Path, capsys):
-    code = run.main(["--size", "small", "--only", *run.HTTP, "--quiet", "--workdir", str(tmp_path)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    figures = {f["name"]: f for f in json.loads(captured.out)["figures"]}
-    assert list(figures) == run.HTTP
-    for figure in figures.values():
-        assert "error" not in figure, figure.get("traceback")
-        assert set(figure) >= KEYS and isinstance(figure["met"], bool)
+    figures = small_figures(run.HTTP, tmp_path, capsys)
     small = run.SIZES["small"]
     claims = figures["http_claims"]
     assert claims["value"] > 0 and claims["ceiling"] > 0
