@@ -151,6 +151,11 @@ class SqlProjection:
         self._counts: dict[tuple[str, str], int] = {}
         self._records: dict[tuple[str, str, str], int] = {}
         self._meta: dict[str, str] = {}
+        self._stored_meta: dict[str, str] | None = None  # read once per transaction
+        # the rows the last flush wrote, until the next change: a read right after a
+        # `record` (the task just claimed) needs no round trip
+        self._flushed_tasks: dict[int, TaskView] = {}
+        self._flushed_agents: dict[str, AgentView] = {}
         self._outcomes: list[Outcome] = []
         self._capacity: list[CapacityChange] = []
         self._tokens: dict[int, TokenView] = {}
@@ -165,9 +170,11 @@ class SqlProjection:
         if task.payload is None:  # a view from a listing: storing it would lose the payload
             raise ValueError(f"task {task.task_id}: a listed view (payload not loaded) cannot be stored")
         self._tasks[task.task_id] = task
+        self._flushed_tasks = {}
 
     def put_agent(self, agent: AgentView) -> None:
         self._agents[agent.name] = agent
+        self._flushed_agents = {}
 
     def bump_count(self, queue: str, status: str, delta: int) -> None:
         key = (queue, status)
@@ -208,14 +215,19 @@ class SqlProjection:
                     for (agent, task_type, outcome), n in self._records.items()],
                    add=("succeeded", "failed"))
         txn.upsert("projection_meta", ("key", "value"), ("key",), list(self._meta.items()))
+        if self._stored_meta is not None:
+            self._stored_meta.update(self._meta)
         txn.insert("outcomes", _OUTCOME_FIELDS, [astuple(o) for o in self._outcomes])
         txn.insert("capacity_changes", _CAPACITY_FIELDS, [astuple(c) for c in self._capacity])
         txn.upsert("tokens", _TOKEN_FIELDS, ("seq",), [astuple(t) for t in self._tokens.values()])
+        flushed_tasks, flushed_agents = self._tasks, self._agents
         self._forget_pending()
+        self._flushed_tasks, self._flushed_agents = flushed_tasks, flushed_agents
 
     def _forget_pending(self) -> None:
         self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
         self._outcomes, self._capacity, self._tokens = [], [], {}
+        self._flushed_tasks, self._flushed_agents = {}, {}
 
     def raw_rows(self) -> Rows:
         """Every row of every projection table as stored, column for column, nothing
@@ -230,21 +242,22 @@ class SqlProjection:
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""
         self._forget_pending()
+        self._stored_meta = {}
         for table in ROW_SHAPES:  # every projection table
             self.txn.delete(table, ())
 
     # -- reads --------------------------------------------------------------------
     def get_task(self, task_id: int) -> TaskView | None:
-        pending = self._tasks.get(task_id)
-        if pending is not None:
-            return pending
+        known = self._tasks.get(task_id) or self._flushed_tasks.get(task_id)
+        if known is not None:
+            return known
         row = self.txn.fetch_one("tasks", _TASK_FIELDS, "task_id", task_id)
         return task_from_row(row) if row else None
 
     def get_agent(self, name: str) -> AgentView | None:
-        pending = self._agents.get(name)
-        if pending is not None:
-            return pending
+        known = self._agents.get(name) or self._flushed_agents.get(name)
+        if known is not None:
+            return known
         row = self.txn.fetch_one("agents", _AGENT_FIELDS, "name", name)
         return agent_from_row(row) if row else None
 
@@ -333,8 +346,12 @@ class SqlProjection:
         return [TokenView(*r) for r in self.txn.rows("tokens", _TOKEN_FIELDS, where, ("seq",))]  # type: ignore[arg-type]
 
     def meta(self) -> dict[str, str]:
+        """The projection's values (checkpoint, pause, gates, ...): read from the table
+        once per transaction, then kept (only this projection writes them)."""
         self.flush()
-        return dict(self.txn.rows("projection_meta", ("key", "value")))  # type: ignore[arg-type]
+        if self._stored_meta is None:
+            self._stored_meta = dict(self.txn.rows("projection_meta", ("key", "value")))  # type: ignore[arg-type]
+        return dict(self._stored_meta)
 
     def last_seq(self) -> int:
         return int(self.meta().get("last_seq", 0))

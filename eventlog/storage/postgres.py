@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import psycopg
-from sqlalchemy import Column, MetaData, String, Table, create_engine, func, inspect, select
+from sqlalchemy import Column, MetaData, String, Table, create_engine, event, func, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
@@ -29,12 +30,22 @@ from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignD
 from eventlog.faults import fault_point
 from eventlog.schema import EventRow
 from eventlog.storage import redact
-from eventlog.storage.base import SqlTransaction, quiet_pool_interrupts
+from eventlog.storage.base import (
+    SqlTransaction,
+    delete_sql,
+    quiet_pool_interrupts,
+    select_sql,
+    term_params,
+    term_shapes,
+)
+from eventlog.storage.port import Row, Term
 from eventlog.storage.types import Int64
 
 # pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
 WRITER_LOCK = 0x53434844
 NOTIFY_CHANNEL = "sched"
+_LOCK_THEN_TIME = (f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) OFFSET 0) "
+                   "AS locked")
 # the mark of a sched database: which version of sched's tables it holds
 _MARK = Table("sched_schema", MetaData(), Column("application", String, primary_key=True),
               Column("version", Int64, nullable=False))
@@ -58,6 +69,49 @@ class PostgresTransaction(SqlTransaction):
         super().__init__(session)
         self.wake_seq: int | None = None
         self.locked_at = locked_at  # a writer's: the server's time once it held the lock
+        self._pending: list[tuple[str, Sequence[Row]]] = []
+
+    # Writes (inserts, upserts, deletes) return nothing, so they wait: all of them go to
+    # the server in one round trip (a pipeline) before the next statement that reads,
+    # or with the commit.
+    def _many(self, sql: str, rows: Sequence[Row]) -> None:
+        self._pending.append((sql, rows))
+
+    def send_writes(self, *then: str) -> None:
+        """Send the waiting writes (and the statements `then`) in one round trip."""
+        if self._pending or then:
+            self._send([*self._pending, *((sql, [()]) for sql in then)])
+
+    def _send(self, statements: list[tuple[str, Sequence[Row]]],
+              read: tuple[str, Sequence[object]] | None = None) -> list[Row]:
+        """The waiting writes, then `statements`, then the query `read` (its rows are
+        returned), in one pipeline: one round trip."""
+        self._pending = []
+        driver = self._driver()
+        with driver.cursor() as writes, driver.cursor() as reads:
+            with driver.pipeline():
+                for sql, rows in statements:
+                    writes.executemany(sql, rows)
+                if read is not None:
+                    reads.execute(*read)
+            return reads.fetchall() if read is not None else []
+
+    def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
+        if not self._pending:
+            return super()._all(sql, params)
+        return self._send(self._pending, (sql, params))
+
+    def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
+        found = self._all(select_sql(self.mark, table, tuple(columns), key), (value,))
+        return found[0] if found else None
+
+    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
+        self.send_writes()
+        return super().fetch_all(table, columns)
+
+    def delete(self, table: str, where: Sequence[Term]) -> None:
+        sql = delete_sql(self.mark, table, term_shapes(where), self.fold)
+        self._pending.append((sql, [term_params(where)]))
 
     def server_time(self) -> datetime | None:
         # clock_timestamp(), not now(): now() is when the transaction began, before
@@ -115,6 +169,7 @@ class PostgresStorage:
             engine_url(url), pool_pre_ping=True, pool_size=2, max_overflow=8,
             connect_args={"connect_timeout": 10, "application_name": "sched"})
         quiet_pool_interrupts()
+        event.listen(self.engine, "before_cursor_execute", _send_writes_first)
         self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",
                                                      postgresql_readonly=True)
         self._writer = self.engine.execution_options(isolation_level="READ COMMITTED")
@@ -187,24 +242,33 @@ class PostgresStorage:
     @contextmanager
     def write(self, *, commit: bool = True) -> Iterator[PostgresTransaction]:
         with self.guard(), Session(self._writer) as session:
+            connection = session.connection()
+            driver = connection.connection.driver_connection
             try:
-                connection = session.connection()
-                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {self.busy_timeout_ms}")
-                # the lock, then the time (one round trip; OFFSET 0 keeps the lock's
-                # subquery from being merged into the outer one, so it runs first)
-                locked_at = connection.exec_driver_sql(
-                    f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) "
-                    "OFFSET 0) AS locked").scalar()
+                # BEGIN, the lock timeout, the lock, then the time: one round trip (OFFSET
+                # 0 keeps the lock's subquery from being merged into the outer one, so it
+                # runs first)
+                with driver.cursor() as timeout, driver.cursor() as lock:
+                    with driver.pipeline():
+                        timeout.execute(f"SET LOCAL lock_timeout = {self.busy_timeout_ms}")
+                        lock.execute(_LOCK_THEN_TIME)
+                    locked_at = lock.fetchone()[0]
                 txn = PostgresTransaction(session, locked_at)
+                connection.info["sched_txn"] = txn  # its statements send the waiting writes first
                 yield txn
+                if commit:
+                    # the waiting writes and the wake-up (delivered at commit, once per
+                    # transaction) in one round trip
+                    txn.send_writes(*([f"NOTIFY {NOTIFY_CHANNEL}, '{int(txn.wake_seq)}'"]
+                                      if txn.wake_seq is not None else []))
             except BaseException:
+                connection.info.pop("sched_txn", None)
                 session.rollback()
                 raise
+            connection.info.pop("sched_txn", None)
             if not commit:
                 session.rollback()
                 return
-            if txn.wake_seq is not None:  # delivered at commit, once per transaction
-                connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}, '{int(txn.wake_seq)}'")
             fault_point("before_commit")
             session.commit()
 
@@ -218,6 +282,14 @@ class PostgresStorage:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _send_writes_first(conn: Any, *_: Any) -> None:
+    """Before a statement of SQLAlchemy's runs in a write transaction, the writes
+    waiting there go to the server, so that it sees them."""
+    txn = conn.info.get("sched_txn")
+    if txn is not None:
+        txn.send_writes()
 
 
 def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
