@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import astuple, fields
 from functools import cache
+from operator import attrgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -56,18 +57,25 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
+_TASK_TUPLES_AT = tuple(_TASK_FIELDS.index(name) for name in _TUPLE_FIELDS)
+_CANCELLING_AT = _TASK_FIELDS.index("cancelling")
+_task_values = attrgetter(*_TASK_FIELDS)
+
+
 def task_from_row(row: Iterable[object]) -> TaskView:
-    values = dict(zip(_TASK_FIELDS, row, strict=True))
-    for name in _TUPLE_FIELDS:
+    values = list(row)
+    if len(values) != len(_TASK_FIELDS):
+        raise ValueError(f"a task row has {len(values)} columns, not {len(_TASK_FIELDS)}")
+    for at in _TASK_TUPLES_AT:
         try:
-            values[name] = tuple(json.loads(values[name]))  # type: ignore[arg-type]
+            values[at] = tuple(json.loads(values[at]))  # type: ignore[arg-type]
         except (TypeError, ValueError) as e:
             raise DamagedProjection(
-                f"the row of task {values['task_id']} in the tasks table is damaged ({name} is not a "
+                f"the row of task {values[0]} in the tasks table is damaged ({_TASK_FIELDS[at]} is not a "
                 "JSON list): `sched replay --verify` shows what differs; `sched rebuild` rebuilds "
                 "the projections from the log") from e
-    values["cancelling"] = bool(values["cancelling"])  # SQLite stores booleans as 0/1
-    return TaskView(**values)  # type: ignore[arg-type]
+    values[_CANCELLING_AT] = bool(values[_CANCELLING_AT])  # SQLite stores booleans as 0/1
+    return TaskView(*values)  # type: ignore[arg-type]
 
 
 def agent_from_row(row: Iterable[object]) -> AgentView:
@@ -88,8 +96,10 @@ def _json_list(values: tuple[object, ...]) -> str:
 
 
 def _task_params(task: TaskView) -> tuple[object, ...]:
-    return (*(_json_list(getattr(task, name)) if name in _TUPLE_FIELDS else getattr(task, name)
-              for name in _TASK_FIELDS), len(task.blocks), due_watch(task))
+    values = list(_task_values(task))
+    for at in _TASK_TUPLES_AT:
+        values[at] = _json_list(values[at])  # type: ignore[arg-type]
+    return (*values, len(task.blocks), due_watch(task))
 
 
 def _agent_params(agent: AgentView) -> tuple[object, ...]:
