@@ -391,6 +391,13 @@ class SqlProjection:
         found = self.txn.rows("tasks", _LISTED_FIELDS, where, PICK_ORDER_COLUMNS, limit)  # type: ignore[arg-type]
         return [task_from_row((*r[:_PAYLOAD_AT], None, *r[_PAYLOAD_AT:])) for r in found]
 
+    def any_queued(self, queue: str) -> bool:
+        """Whether a task of `queue` is queued: the first entry of the index, no order
+        (in pick order SQLite would sort every queued task of the queue first)."""
+        self.flush()
+        return bool(self.txn.rows("tasks", ("task_id",), [("queue", "=", queue), ("status", "=", "queued")],
+                                  limit=1))
+
     def payloads(self, task_ids: list[int]) -> dict[int, str]:
         """The payload JSON of these tasks."""
         self.flush()

@@ -98,7 +98,7 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
         elif (describe_pause(views.meta().get("paused"), ws.stop_file) is not None
               or spec.type in closed_gates(views.meta())):
             return None  # paused or gated: what is assigned may start, nothing new is assigned
-        elif not views.tasks(queue=spec.type, status="queued", limit=1):
+        elif not views.any_queued(spec.type):
             return None  # nothing queued: the fleet is not read (an idle look costs the same at any size)
         else:
             policy = replace(plan_policy(ws.settings, registry.control.content_hash),

@@ -173,7 +173,7 @@ def may_have_work(ws: Workspace, agent: str) -> bool:
     spec = ws.registry().get(agent)
     with ws.read() as (_log, views):
         return bool(views.tasks(status="assigned", agent=agent, limit=1)
-                    or (spec is not None and views.tasks(queue=spec.type, status="queued", limit=1)))
+                    or (spec is not None and views.any_queued(spec.type)))
 
 
 @router.post("/agents/{name}/claim", response_model=ClaimedTask, responses={**REFUSED, **LIMITED},

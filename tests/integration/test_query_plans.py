@@ -46,6 +46,8 @@ QUERIES = {
     "doomed": r"FROM tasks WHERE tasks\.doomed_by IS NOT NULL",
     "running on a host": r"FROM tasks WHERE tasks\.status = \? AND tasks\.host = \?",
     "claim: the best task the agent holds": r"FROM tasks WHERE tasks\.status = \? AND tasks\.agent = \?",
+    "claim: anything queued": r"SELECT tasks\.task_id FROM tasks WHERE tasks\.queue = \? "
+                              r"AND tasks\.status = \? LIMIT",
     "outcomes window": r"FROM outcomes WHERE outcomes\.ended_ts >= \?",
     "holding": r"FROM tasks WHERE tasks\.status IN \([^)]*\)$",
 }
@@ -92,7 +94,8 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Captured]:
     clock.advance(ws.settings.start_deadline_seconds + ws.settings.age_boost_seconds + 1)
     with capture(ws.db.engine) as seen:
         tick(ws)  # takes back the overdue assignments, plans over two age bands
-        worker.claim(ws, "puller")
+        while worker.claim(ws, "puller") is not None:  # the last finds its slots full:
+            pass  # it looks whether anything is queued, and plans
         metrics(ws, timedelta(hours=1))
     path = ws.settings.db_path
     ws.close()
