@@ -62,6 +62,9 @@ class Settings(BaseModel):
         default="NORMAL", description="SQLite durability: FULL survives power loss")
     busy_timeout_ms: int = Field(default=30_000, ge=0, le=2**31 - 1,
                                  description="how long a writer waits for the write lock")
+    postgres_prepared_statements: bool = Field(
+        default=True, description="PostgreSQL: statements run often are prepared on the server; "
+        "false behind a pooler in transaction mode that cannot keep them (PgBouncer before 1.21)")
     backoff_base_seconds: float = Field(
         le=MAX_SECONDS, default=30.0, ge=0, description="retry delay cap after the first failed attempt")
     backoff_factor: float = Field(default=2.0, ge=1, le=1000,

@@ -63,7 +63,8 @@ class Workspace:
     # -- the database ------------------------------------------------------------------
     def storage_options(self) -> dict[str, object]:
         return {"synchronous": self.settings.synchronous,
-                "busy_timeout_ms": self.settings.busy_timeout_ms}
+                "busy_timeout_ms": self.settings.busy_timeout_ms,
+                "prepared_statements": self.settings.postgres_prepared_statements}
 
     @property
     def db(self) -> Storage:

@@ -15,7 +15,7 @@ from eventlog.storage import Storage, create_storage, open_storage
 from scheduler.clock import ManualClock
 from scheduler.settings import load_settings
 from scheduler.workspace import ALL_TABLES, Workspace
-from tests.pgcluster import PgCluster, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from tests.pgcluster import PgCluster, pg_bouncer_url, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 ENGINES = ["sqlite", "postgresql"]
 _fresh = itertools.count(1)

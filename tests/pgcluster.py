@@ -6,8 +6,9 @@ directories, with durability off (fsync, synchronous_commit, full_page_writes) a
 listener: clients connect over a unix socket in a private directory, so the port number only
 names the socket file. As root the server runs as the `postgres` user (initdb refuses root).
 
-The fixtures `pg_cluster` (one cluster per session) and `pg_url` (a fresh database per test)
-are meant to be imported into tests/conftest.py. Without server binaries or psycopg they
+The fixtures `pg_cluster` (one cluster per session), `pg_url` (a fresh database per test)
+and `pg_bouncer_url` (that database through a `PgBouncer` in transaction mode, Debian's
+`pgbouncer` package) are meant to be imported into tests/conftest.py. Without server binaries or psycopg they
 skip, or fail when SCHED_REQUIRE_POSTGRES=1 (CI sets it, so CI cannot skip them silently).
 """
 
@@ -23,8 +24,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -248,6 +251,75 @@ class PgCluster:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+# -- PgBouncer in front of the cluster -----------------------------------------------------------
+
+PGBOUNCER_BINARIES = (Path("/usr/sbin/pgbouncer"), Path("/usr/bin/pgbouncer"))
+
+
+def find_pgbouncer() -> Path | None:
+    found = shutil.which("pgbouncer")
+    return Path(found) if found else next((p for p in PGBOUNCER_BINARIES if p.is_file()), None)
+
+
+class PgBouncer:
+    """PgBouncer in transaction mode in front of a `PgCluster`, on a unix socket of its own,
+    with `pool_size` server connections per database (fewer than its clients, so their
+    transactions share server connections). `stop` it when done."""
+
+    def __init__(self, cluster: PgCluster, pool_size: int = 2) -> None:
+        self.cluster, self.pool_size = cluster, pool_size
+        self.dir: Path | None = None
+        self.port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PgBouncer:
+        binary = find_pgbouncer()
+        if binary is None:
+            raise RuntimeError("no pgbouncer binary (apt-get install -y pgbouncer)")
+        self.dir = Path(tempfile.mkdtemp(prefix="schedbouncer", dir=_short_tmp()))
+        self.port = random.randint(20000, 60000)
+        (self.dir / "users.txt").write_text(f'"{SERVER_USER}" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host={self.cluster.socket_dir} port={self.cluster.port} user={SERVER_USER}\n"
+            f"[pgbouncer]\nlisten_addr =\nunix_socket_dir = {self.dir}\nlisten_port = {self.port}\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'users.txt'}\npool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\nignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.dir / 'pgbouncer.log'}\n")
+        argv = [str(binary), str(self.dir / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            user = pwd.getpwnam(SERVER_USER)
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+        self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+        socket = self.dir / f".s.PGSQL.{self.port}"
+        deadline = time.monotonic() + TIMEOUT
+        while not socket.exists():  # it listens once the socket file is there
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                log = self.dir / "pgbouncer.log"
+                self.stop()
+                raise RuntimeError(f"pgbouncer did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.02)
+        return self
+
+    def url(self, dbname: str) -> str:
+        assert self.dir is not None, "pgbouncer is not started"
+        return f"postgresql://{SERVER_USER}@/{dbname}?host={self.dir}&port={self.port}"
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
 # -- pytest fixtures (import them into conftest.py) ---------------------------------------------
 
 _db_counter = itertools.count()
@@ -278,3 +350,19 @@ def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
         yield url
     finally:
         pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_bouncer_url(pg_cluster: PgCluster, pg_url: str) -> Iterator[str]:
+    """`pg_url`'s database through PgBouncer in transaction mode (two server connections).
+    Skips without a pgbouncer binary, or fails when SCHED_REQUIRE_POSTGRES=1."""
+    if find_pgbouncer() is None:
+        reason = "PgBouncer test skipped: no pgbouncer binary (apt-get install -y pgbouncer)"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    bouncer = PgBouncer(pg_cluster).start()
+    try:
+        yield bouncer.url(urlsplit(pg_url).path.lstrip("/"))
+    finally:
+        bouncer.stop()

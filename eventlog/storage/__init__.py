@@ -40,24 +40,28 @@ def redact(location: str | Path) -> str:
 
 
 def open_storage(location: str | Path, *, synchronous: str = "NORMAL",
-                 busy_timeout_ms: int = 30_000) -> Storage:
+                 busy_timeout_ms: int = 30_000,
+                 prepared_statements: bool = True) -> Storage:
     """An existing sched database at `location` (a missing, empty or foreign one is an
     error and is left as it was)."""
     if is_url(location):
         from eventlog.storage.postgres import PostgresStorage
-        return PostgresStorage.open(str(location), busy_timeout_ms=busy_timeout_ms)
+        return PostgresStorage.open(str(location), busy_timeout_ms=busy_timeout_ms,
+                                    prepared_statements=prepared_statements)
     from eventlog.storage.sqlite import SqliteStorage
     return SqliteStorage.open(Path(location), synchronous=synchronous,  # type: ignore[arg-type]
                               busy_timeout_ms=busy_timeout_ms)
 
 
 def create_storage(location: str | Path, *, synchronous: str = "NORMAL",
-                   busy_timeout_ms: int = 30_000) -> Storage:
+                   busy_timeout_ms: int = 30_000,
+                   prepared_statements: bool = True) -> Storage:
     """The database at `location` for `init` (created if missing; refused if it is
     another program's); the caller then creates the schema."""
     if is_url(location):
         from eventlog.storage.postgres import PostgresStorage
-        return PostgresStorage.create(str(location), busy_timeout_ms=busy_timeout_ms)
+        return PostgresStorage.create(str(location), busy_timeout_ms=busy_timeout_ms,
+                                    prepared_statements=prepared_statements)
     from eventlog.storage.sqlite import SqliteStorage
     return SqliteStorage.create(Path(location), synchronous=synchronous,  # type: ignore[arg-type]
                                 busy_timeout_ms=busy_timeout_ms)

@@ -160,14 +160,19 @@ class PostgresStorage:
     engine_name = "postgresql"
     read_only = False
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, prepared_statements: bool = True) -> None:
         self.url = url
         self.location = redact(url)
         self.busy_timeout_ms = int(busy_timeout_ms)
+        connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "sched"}
+        if not prepared_statements:
+            # psycopg prepares a statement on the server once it ran five times; such a
+            # statement belongs to one server connection, and a pooler in transaction
+            # mode (PgBouncer before 1.21) hands each transaction whichever it has free
+            connect_args["prepare_threshold"] = None
         # pre-ping: a connection the server dropped (a restart) is replaced, not used
-        self.engine = create_engine(
-            engine_url(url), pool_pre_ping=True, pool_size=2, max_overflow=8,
-            connect_args={"connect_timeout": 10, "application_name": "sched"})
+        self.engine = create_engine(engine_url(url), pool_pre_ping=True, pool_size=2, max_overflow=8,
+                                    connect_args=connect_args)
         quiet_pool_interrupts()
         event.listen(self.engine, "before_cursor_execute", _send_writes_first)
         self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,8 +17,9 @@ import psycopg
 import pytest
 
 from eventlog.errors import DatabaseFault
-from scheduler import queries
-from scheduler.clock import SystemClock
+from scheduler import queries, worker
+from scheduler.clock import ManualClock, SystemClock
+from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick_runs import last_tick
 from scheduler.workspace import Workspace
@@ -46,6 +48,45 @@ def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp
     assert caught.value.exit_code == 1
     assert "\n" not in caught.value.message and "cannot use the PostgreSQL server" in caught.value.message
     assert [t.title for t in queries.list_tasks(ws)] == ["kept"]
+    assert queries.verify_log(ws).ok
+    ws.close()
+
+
+PULLERS = [{"agentName": f"w{i}", "agentType": "dev", "maxConcurrency": 100} for i in range(3)]
+
+
+def test_transaction_pooling_through_pgbouncer(tmp_path, pg_bouncer_url):
+    """Behind PgBouncer in transaction mode (Debian's 1.18 keeps no prepared statement
+    across server connections) with `postgres_prepared_statements = false`: three
+    writers whose transactions share two server connections submit and claim, and every
+    write lands (with prepared statements each of them fails within its first hundred:
+    "prepared statement _pg3_0 does not exist")."""
+    home = tmp_path / "home"
+    new_workspace(home, PULLERS, database=pg_bouncer_url, postgres_prepared_statements=False).close()
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        settings = load_settings({}, {"home": home, "postgres_prepared_statements": False}).settings
+        ws = Workspace(settings, clock=ManualClock())
+        try:
+            for n in range(40):
+                submit(ws, [TaskSpec(queue="dev", title=f"{index}-{n}")])
+                if n % 2:
+                    assert worker.claim(ws, f"w{index}") is not None
+        except BaseException as e:  # the thread ends; the test reports it
+            errors.append(e)
+        finally:
+            ws.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    ws = Workspace(load_settings({}, {"home": home, "postgres_prepared_statements": False}).settings)
+    dev = queries.status(ws)["queues"]["dev"]
+    assert (dev["queued"], dev["running"]) == (60, 60)
     assert queries.verify_log(ws).ok
     ws.close()
 
