@@ -230,14 +230,12 @@ class SqlProjection:
         txn.insert("outcomes", _OUTCOME_FIELDS, [astuple(o) for o in self._outcomes])
         txn.insert("capacity_changes", _CAPACITY_FIELDS, [astuple(c) for c in self._capacity])
         txn.upsert("tokens", _TOKEN_FIELDS, ("seq",), [astuple(t) for t in self._tokens.values()])
-        flushed_tasks, flushed_agents = self._tasks, self._agents
+        self._flushed_tasks, self._flushed_agents = self._tasks, self._agents
         self._forget_pending()
-        self._flushed_tasks, self._flushed_agents = flushed_tasks, flushed_agents
 
     def _forget_pending(self) -> None:
         self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
         self._outcomes, self._capacity, self._tokens = [], [], {}
-        self._flushed_tasks, self._flushed_agents = {}, {}
 
     def raw_rows(self) -> Rows:
         """Every row of every projection table as stored, column for column, nothing
@@ -252,7 +250,7 @@ class SqlProjection:
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""
         self._forget_pending()
-        self._stored_meta = {}
+        self._stored_meta, self._flushed_tasks, self._flushed_agents = {}, {}, {}
         for table in ROW_SHAPES:  # every projection table
             self.txn.delete(table, ())
 
