@@ -162,10 +162,11 @@ class SqlProjection:
         self._records: dict[tuple[str, str, str], int] = {}
         self._meta: dict[str, str] = {}
         self._stored_meta: dict[str, str] | None = None  # read once per transaction
-        # the rows the last flush wrote, until the next change: a read right after a
-        # `record` (the task just claimed) needs no round trip
-        self._flushed_tasks: dict[int, TaskView] = {}
-        self._flushed_agents: dict[str, AgentView] = {}
+        # rows as they are in the table, known without asking it again: those the last
+        # flush wrote and those point reads found since (a change drops its row): the
+        # claim's agent and chosen task, read again when their events are folded
+        self._known_tasks: dict[int, TaskView] = {}
+        self._known_agents: dict[str, AgentView] = {}
         self._outcomes: list[Outcome] = []
         self._capacity: list[CapacityChange] = []
         self._tokens: dict[int, TokenView] = {}
@@ -180,11 +181,11 @@ class SqlProjection:
         if task.payload is None:  # a view from a listing: storing it would lose the payload
             raise ValueError(f"task {task.task_id}: a listed view (payload not loaded) cannot be stored")
         self._tasks[task.task_id] = task
-        self._flushed_tasks = {}
+        self._known_tasks.pop(task.task_id, None)
 
     def put_agent(self, agent: AgentView) -> None:
         self._agents[agent.name] = agent
-        self._flushed_agents = {}
+        self._known_agents.pop(agent.name, None)
 
     def bump_count(self, queue: str, status: str, delta: int) -> None:
         key = (queue, status)
@@ -230,7 +231,7 @@ class SqlProjection:
         txn.insert("outcomes", _OUTCOME_FIELDS, [astuple(o) for o in self._outcomes])
         txn.insert("capacity_changes", _CAPACITY_FIELDS, [astuple(c) for c in self._capacity])
         txn.upsert("tokens", _TOKEN_FIELDS, ("seq",), [astuple(t) for t in self._tokens.values()])
-        self._flushed_tasks, self._flushed_agents = self._tasks, self._agents
+        self._known_tasks, self._known_agents = self._tasks, self._agents  # (bounded by one flush)
         self._forget_pending()
 
     def _forget_pending(self) -> None:
@@ -250,24 +251,30 @@ class SqlProjection:
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""
         self._forget_pending()
-        self._stored_meta, self._flushed_tasks, self._flushed_agents = {}, {}, {}
+        self._stored_meta, self._known_tasks, self._known_agents = {}, {}, {}
         for table in ROW_SHAPES:  # every projection table
             self.txn.delete(table, ())
 
     # -- reads --------------------------------------------------------------------
     def get_task(self, task_id: int) -> TaskView | None:
-        known = self._tasks.get(task_id) or self._flushed_tasks.get(task_id)
+        known = self._tasks.get(task_id) or self._known_tasks.get(task_id)
         if known is not None:
             return known
         row = self.txn.fetch_one("tasks", _TASK_FIELDS, "task_id", task_id)
-        return task_from_row(row) if row else None
+        if row is None:
+            return None
+        task = self._known_tasks[task_id] = task_from_row(row)
+        return task
 
     def get_agent(self, name: str) -> AgentView | None:
-        known = self._agents.get(name) or self._flushed_agents.get(name)
+        known = self._agents.get(name) or self._known_agents.get(name)
         if known is not None:
             return known
         row = self.txn.fetch_one("agents", _AGENT_FIELDS, "name", name)
-        return agent_from_row(row) if row else None
+        if row is None:
+            return None
+        agent = self._known_agents[name] = agent_from_row(row)
+        return agent
 
     def all_agents(self) -> list[AgentView]:
         self.flush()
