@@ -144,8 +144,9 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     loaded = loaded_settings(home, db, agents)
     values = loaded.settings.model_dump(mode="json")
     values["db"] = redact(loaded.settings.database)  # never a password
-    if values.get("database_url"):
-        values["database_url"] = redact(values["database_url"])
+    for name in ("database_url", "database_listen_url"):
+        if values.get(name):
+            values[name] = redact(values[name])
     try:
         served = [a.type for a in workspace(home, db, agents).registry().agents]
         warnings = loaded.settings.queue_table_warnings(served)

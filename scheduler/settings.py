@@ -47,6 +47,9 @@ class Settings(BaseModel):
                              description="this process's host name (default: the machine's name)")
     database_url: str | None = Field(default=None, description="PostgreSQL URL (postgresql://...); "
                                      "when set, it is the database, whatever db says")
+    database_listen_url: str | None = Field(
+        default=None, description="PostgreSQL: where wake-ups are listened for (LISTEN needs a session: "
+        "the server itself behind a pooler in transaction mode); default the database's URL")
     agent_control_file: Path | None = Field(
         default=None, description="agent control file (default: searched under HOME)")
     lease_seconds: float = Field(le=MAX_SECONDS, default=300.0, gt=0,
@@ -232,7 +235,7 @@ class Settings(BaseModel):
     def _path_as_text(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_listen_url")
     @classmethod
     def _is_postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not is_url(value):

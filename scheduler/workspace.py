@@ -64,7 +64,8 @@ class Workspace:
     def storage_options(self) -> dict[str, object]:
         return {"synchronous": self.settings.synchronous,
                 "busy_timeout_ms": self.settings.busy_timeout_ms,
-                "prepared_statements": self.settings.postgres_prepared_statements}
+                "prepared_statements": self.settings.postgres_prepared_statements,
+                "listen_url": self.settings.database_listen_url}
 
     @property
     def db(self) -> Storage:

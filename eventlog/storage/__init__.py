@@ -39,29 +39,27 @@ def redact(location: str | Path) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def open_storage(location: str | Path, *, synchronous: str = "NORMAL",
-                 busy_timeout_ms: int = 30_000,
-                 prepared_statements: bool = True) -> Storage:
+def open_storage(location: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000,
+                 prepared_statements: bool = True, listen_url: str | None = None) -> Storage:
     """An existing sched database at `location` (a missing, empty or foreign one is an
     error and is left as it was)."""
     if is_url(location):
         from eventlog.storage.postgres import PostgresStorage
         return PostgresStorage.open(str(location), busy_timeout_ms=busy_timeout_ms,
-                                    prepared_statements=prepared_statements)
+                                    prepared_statements=prepared_statements, listen_url=listen_url)
     from eventlog.storage.sqlite import SqliteStorage
     return SqliteStorage.open(Path(location), synchronous=synchronous,  # type: ignore[arg-type]
                               busy_timeout_ms=busy_timeout_ms)
 
 
-def create_storage(location: str | Path, *, synchronous: str = "NORMAL",
-                   busy_timeout_ms: int = 30_000,
-                   prepared_statements: bool = True) -> Storage:
+def create_storage(location: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000,
+                   prepared_statements: bool = True, listen_url: str | None = None) -> Storage:
     """The database at `location` for `init` (created if missing; refused if it is
     another program's); the caller then creates the schema."""
     if is_url(location):
         from eventlog.storage.postgres import PostgresStorage
         return PostgresStorage.create(str(location), busy_timeout_ms=busy_timeout_ms,
-                                    prepared_statements=prepared_statements)
+                                      prepared_statements=prepared_statements, listen_url=listen_url)
     from eventlog.storage.sqlite import SqliteStorage
     return SqliteStorage.create(Path(location), synchronous=synchronous,  # type: ignore[arg-type]
                                 busy_timeout_ms=busy_timeout_ms)

@@ -160,8 +160,10 @@ class PostgresStorage:
     engine_name = "postgresql"
     read_only = False
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, prepared_statements: bool = True) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, prepared_statements: bool = True,
+                 listen_url: str | None = None) -> None:
         self.url = url
+        self.listen_url = listen_url or url  # LISTEN needs a session: not through a transaction pooler
         self.location = redact(url)
         self.busy_timeout_ms = int(busy_timeout_ms)
         connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "sched"}
@@ -223,7 +225,7 @@ class PostgresStorage:
             txn.upsert(_MARK.name, ("application", "version"), ("application",), [("sched", int(version))])
 
     def wakeups(self) -> ListenWakeups:
-        return ListenWakeups(self.url)
+        return ListenWakeups(self.listen_url)
 
     def integrity_check(self) -> str:
         """The log's own shape: seqs 1..N, none missing (the server checks its pages)."""

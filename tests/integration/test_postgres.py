@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from eventlog.errors import DatabaseFault
+from eventlog.storage.postgres import PostgresStorage
 from scheduler import queries, worker
 from scheduler.clock import ManualClock, SystemClock
 from scheduler.settings import load_settings
@@ -89,6 +90,24 @@ def test_transaction_pooling_through_pgbouncer(tmp_path, pg_bouncer_url):
     assert (dev["queued"], dev["running"]) == (60, 60)
     assert queries.verify_log(ws).ok
     ws.close()
+
+
+def test_wake_ups_behind_pgbouncer_come_through_the_listen_url(tmp_path, pg_url, pg_bouncer_url):
+    """LISTEN needs a session, which PgBouncer's transaction mode does not keep: a
+    listener through it hears nothing, while one on `database_listen_url` (the server
+    itself) hears a commit made through PgBouncer."""
+    ws = new_workspace(tmp_path / "home", database=pg_bouncer_url, postgres_prepared_statements=False,
+                       database_listen_url=pg_url)
+    direct = ws.db.wakeups()
+    pooled = PostgresStorage(pg_bouncer_url, prepared_statements=False).wakeups()
+    try:
+        assert direct.wait(0.01) is None and pooled.wait(0.01) is None  # both listening, nothing yet
+        submit(ws, [TaskSpec(queue="dev", title="wake")])
+        assert direct.wait(10) == queries.status(ws)["last_seq"]
+        assert pooled.wait(1.0) is None
+    finally:
+        direct.close(), pooled.close()
+        ws.close()
 
 
 class SkewedClock(SystemClock):
