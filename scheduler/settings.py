@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -237,9 +238,10 @@ class Settings(BaseModel):
 
     @field_validator("database_url", "database_listen_url")
     @classmethod
-    def _is_postgres_url(cls, value: str | None) -> str | None:
+    def _is_postgres_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not is_url(value):
-            raise ValueError("must be a postgresql:// URL (a file goes in db)")
+            hint = " (a file goes in db)" if info.field_name == "database_url" else ""
+            raise ValueError(f"must be a postgresql:// URL{hint}")
         return value
 
     @property

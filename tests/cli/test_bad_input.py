@@ -129,6 +129,14 @@ def test_a_bad_setting_in_the_environment(run: Run, db: Path):
         assert_unchanged(db, before)
 
 
+def test_a_database_url_that_is_a_file(run: Run, db: Path):
+    before = file_digest(db)
+    for name, hint in (("SCHED_DATABASE_URL", " (a file goes in db)"), ("SCHED_DATABASE_LISTEN_URL", "")):
+        line = one_error_line(run("status", "--json", env={name: str(db)}), 2)
+        assert line.endswith(f"setting {name}: must be a postgresql:// URL{hint}")
+        assert_unchanged(db, before)
+
+
 def test_the_fleet_fixture_is_valid(run: Run, db: Path):
     """Guards the cases above: with the good control file the same commands succeed,
     so each rejection comes from the one bad input it injects."""
