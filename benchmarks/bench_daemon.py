@@ -23,7 +23,7 @@ from benchmarks.common import (
     task_specs,
 )
 from eventlog.timeutil import from_text
-from scheduler.metrics import metrics
+from scheduler.reads.metrics import metrics
 from scheduler.submit import submit
 
 SLEEPER = """\

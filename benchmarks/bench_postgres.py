@@ -19,7 +19,7 @@ from benchmarks.build import NEVER, load_queued
 from benchmarks.common import Context, fleet, new_workspace, open_workspace, result, task_specs, timed
 from eventlog.schema import EVENT_COLUMNS
 from eventlog.storage.postgres import WRITER_LOCK
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.submit import submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

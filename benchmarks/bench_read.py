@@ -14,7 +14,7 @@ from benchmarks.bench_submit import backlog_home
 from benchmarks.bench_tick import _alternating, copy_home
 from benchmarks.build import describe, full_fleet_db
 from benchmarks.common import EVENT_COLUMNS, Context, bare_connect, open_workspace, result, timed
-from scheduler import queries
+from scheduler.reads import queries
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
 from scheduler.submit import TaskSpec
 from scheduler.workspace import Workspace
 

@@ -16,8 +16,8 @@ from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
+from scheduler.config.settings import LoadedSettings, load_settings
 from scheduler.dryrun import DryRun
-from scheduler.settings import LoadedSettings, load_settings
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # rich is loaded by the views that print for people, not by --json

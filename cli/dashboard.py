@@ -1,5 +1,5 @@
 """The live dashboard of `sched status --watch`: one snapshot of the projections
-(`scheduler.dashboard.snapshot`) rendered with rich. Green is running, yellow waiting,
+(`scheduler.reads.dashboard.snapshot`) rendered with rich. Green is running, yellow waiting,
 red failed or dead."""
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def metrics_command(
     ws = workspace(home, db)
     report = observe.metrics(ws, since).to_json()
     if prometheus:
-        from scheduler.metrics import prometheus_text
+        from scheduler.reads.metrics import prometheus_text
 
         sys.stdout.write(prometheus_text(ws, report))
         return

@@ -15,7 +15,7 @@ from cli.common import console, emit_json, human_duration
 from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text, to_text
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from cli.common import (
 from cli.text import literal, visible
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.usecases import observe
 from scheduler.workspace import Workspace
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 
 def run_daemon(*args: Any, **kwargs: Any) -> int:
-    from scheduler.daemon import run_daemon as run
+    from scheduler.daemon.run import run_daemon as run
 
     return run(*args, **kwargs)
 
@@ -92,7 +92,7 @@ def watch(ws: Workspace, interval: float, json_out: bool) -> None:
     from rich.live import Live
 
     from cli.dashboard import render
-    from scheduler.dashboard import snapshot
+    from scheduler.reads.dashboard import snapshot
 
     if not math.isfinite(interval) or interval <= 0:
         raise BadInput("--interval must be a number greater than 0")
@@ -244,7 +244,7 @@ def run_command(
     """The daemon: tick on an interval until SIGINT/SIGTERM, then exit 0. With --server
     (on a host with no database access): run the push agents pinned to --host for that
     server instead, with a host token (`sched tokens create --host H`)."""
-    from scheduler.daemon_log import LOG_FORMATS, DaemonLog
+    from scheduler.daemon.log import LOG_FORMATS, DaemonLog
 
     if log_format not in LOG_FORMATS:
         raise BadInput(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")

@@ -25,7 +25,7 @@ from cli.operator_cmd import ByOpt, ReasonOpt, operator_name
 from cli.text import literal
 from eventlog.errors import ControlFileError
 from eventlog.storage import redact
-from scheduler.registry import find_control_file, load_control_file, write_default_control_file
+from scheduler.config.registry import find_control_file, load_control_file, write_default_control_file
 from scheduler.usecases import fleet
 
 agents_app = typer.Typer(

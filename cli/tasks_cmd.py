@@ -27,7 +27,7 @@ from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from eventlog.values import INT64_MAX
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.usecases import tasks
 
 

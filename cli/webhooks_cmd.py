@@ -11,7 +11,7 @@ from rich.table import Table
 from cli.common import HELP_OPTIONS, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
 from cli.text import literal
 from eventlog.errors import BadInput
-from scheduler import webhooks
+from scheduler.daemon import webhooks
 
 webhooks_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",

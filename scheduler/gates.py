@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from eventlog.storage.port import Transaction
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
-from scheduler.settings import Settings
+from scheduler.config.settings import Settings
 
 if TYPE_CHECKING:
     from eventlog.events import Event

@@ -24,9 +24,9 @@ from pydantic import (
 from eventlog.errors import BadInput, Refused
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import SqlProjection
+from scheduler.config.registry import AgentRegistry
+from scheduler.config.settings import Settings
 from scheduler.decisions.fit import capability_list
-from scheduler.registry import AgentRegistry
-from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # (`metrics` imports parse_duration from here: no event model for it)

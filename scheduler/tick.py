@@ -33,6 +33,8 @@ from projections.fold import canonical_json
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
+from scheduler.config.registry import ControlFile
+from scheduler.config.settings import Settings
 from scheduler.decisions.hours import is_available
 from scheduler.decisions.plan import PlanPolicy, age_bands, due_bands, plan
 from scheduler.decisions.policy import settle_failure
@@ -44,11 +46,9 @@ from scheduler.gates import (
     gated_queues,
     record_gates,
 )
-from scheduler.queries import ordering_policy
-from scheduler.registry import ControlFile
+from scheduler.reads.queries import ordering_policy
 from scheduler.runner import containment
 from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished
-from scheduler.settings import Settings
 from scheduler.tick_runs import note_daemon, note_tick, pid_alive
 from scheduler.workspace import Workspace, describe_pause
 

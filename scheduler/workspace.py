@@ -18,15 +18,15 @@ from eventlog.storage import Storage, create_storage, open_storage
 from projections.sql import SqlProjection
 from projections.views import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
+from scheduler.config.settings import Settings
 from scheduler.runner.spawn import Starter, spawn_exec
-from scheduler.settings import Settings
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from eventlog.store import Recorded
     from projections.recorder import Recorder
-    from scheduler.registry import AgentRegistry
+    from scheduler.config.registry import AgentRegistry
 
 
 def all_tables() -> list[object]:
@@ -137,7 +137,7 @@ class Workspace:
 
     # -- the agent control file -------------------------------------------------------
     def control_paths(self) -> list[Path]:
-        from scheduler.registry import candidate_paths
+        from scheduler.config.registry import candidate_paths
 
         return candidate_paths(self.settings.home, self.settings.agent_control_file)
 
@@ -148,7 +148,7 @@ class Workspace:
 
     def registry(self) -> AgentRegistry:
         """The agents of the control file, found and validated (raises `ControlFileError`)."""
-        from scheduler.registry import AgentRegistry, find_control_file
+        from scheduler.config.registry import AgentRegistry, find_control_file
 
         return AgentRegistry(find_control_file(self.control_paths()))
 

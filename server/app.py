@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.settings import Settings
+from scheduler.config.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
 from server.calls import Doorbell, Peers, head_seq, ring_on_commits, watch_head

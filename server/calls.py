@@ -190,7 +190,7 @@ def doorbell(request: Request) -> Doorbell:
 
 
 def head_seq(ws: Workspace) -> int:
-    from scheduler import queries
+    from scheduler.reads import queries
 
     return queries.head(ws)[0]
 

@@ -13,7 +13,7 @@ import pytest
 from eventlog.schema import SCHEMA_VERSION
 from eventlog.storage import Storage, create_storage, open_storage
 from scheduler.clock import ManualClock
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
 from scheduler.workspace import ALL_TABLES, Workspace
 from tests.pgcluster import PgCluster, pg_bouncer_url, pg_cluster, pg_url  # noqa: F401  (fixtures)
 

@@ -10,7 +10,7 @@ adapter can do without it), an index hint, schema creation and upgrade, the inte
 check and wake-ups. Two adapters implement it: `eventlog.storage.sqlite` (the
 embedded default) and `eventlog.storage.postgres` (several hosts). The log alone also
 has an in-memory store (`eventlog.store.InMemoryStore`) for unit tests; one contract
-suite (tests/integration/test_store_contract.py) runs over all of them.
+suite (tests/integration/storage/test_store_contract.py) runs over all of them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """When listed tasks may start and finish, and their place in their queue: pure
 functions of the listed tasks (in pick order), the fleet, the recorded figures and
-`now`. `scheduler.queries` gathers the inputs; `sched tasks` and its `--watch` view
+`now`. `scheduler.reads.queries` gathers the inputs; `sched tasks` and its `--watch` view
 show the results."""
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from typing import Any
 from eventlog.errors import BadInput, SchedError
 from eventlog.timeutil import from_text
 from scheduler import worker
+from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import (
     Attempt,
@@ -43,7 +44,6 @@ from scheduler.runner.exec import (
 from scheduler.runner.remote import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, Server
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.supervisor import Supervisor, signals_wake
-from scheduler.settings import Settings
 
 RUNNER_NAME = "sched-host"  # the runner's process name (comm)
 WAIT_SECONDS = 20  # each ask for work waits this long for some

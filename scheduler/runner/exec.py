@@ -40,10 +40,10 @@ from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler import worker
+from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.usage import Usage
-from scheduler.settings import Settings
 from scheduler.tokens import hash_token, new_token
 from scheduler.workspace import Workspace
 

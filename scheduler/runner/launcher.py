@@ -38,11 +38,11 @@ from multiprocessing.connection import Connection
 from eventlog.errors import SchedError
 from projections.recorder import Recorder
 from scheduler.clock import Clock
+from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import StopRequest, start_in, take_role, warm_up
 from scheduler.runner.spawn import Handover, LauncherGone, absolute
 from scheduler.runner.supervisor import DatabaseLedger, Supervisor, signals_wake
-from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 
 EXITED = b"x"  # one byte to the daemon per attempt that ended

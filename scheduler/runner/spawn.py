@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from eventlog.storage import DATABASE_URL_VARIABLE, is_url
-from scheduler.settings import Settings
+from scheduler.config.settings import Settings
 
 if TYPE_CHECKING:
     from projections.recorder import Recorder

@@ -50,6 +50,7 @@ from typing import Protocol
 from eventlog.errors import SchedError, ServerUnreachable, TokenRejected
 from eventlog.faults import fault_point
 from scheduler import worker
+from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import (
     LINE_KEEP_FACTOR,
@@ -68,7 +69,6 @@ from scheduler.runner.exec import (
 )
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.usage import Usage, UsageMeter
-from scheduler.settings import Settings
 from scheduler.workspace import Workspace
 
 POLL_SECONDS = 0.05  # the longest the loop sleeps while attempts run

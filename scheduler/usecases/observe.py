@@ -12,7 +12,7 @@ from pydantic import model_validator
 
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.usecases.base import Request
 from scheduler.workspace import Workspace
 
@@ -39,8 +39,8 @@ def status(ws: Workspace, at: str | None = None) -> Document:
 def metrics(ws: Workspace, since: str = "1h") -> Document:
     """Throughput, errors, waits, run times and utilization over the window that ends
     now (`since`: 1h, 24h, 7d, 30m...)."""
-    from scheduler.metrics import metrics as figures
-    from scheduler.metrics import parse_window
+    from scheduler.reads.metrics import metrics as figures
+    from scheduler.reads.metrics import parse_window
 
     return Document(figures(ws, parse_window(since)))
 
@@ -61,7 +61,7 @@ class HealthReport(NamedTuple):
 
 def health(ws: Workspace) -> HealthReport:
     """Run every check (a read: it waits for no writer)."""
-    from scheduler.health import health as checks
+    from scheduler.reads.health import health as checks
 
     return HealthReport(checks(ws))
 
@@ -69,7 +69,7 @@ def health(ws: Workspace) -> HealthReport:
 def explain(ws: Workspace, task_id: int) -> Document:
     """Why a task went to its agent and why not earlier; for a waiting one, why no
     agent takes it now."""
-    from scheduler.explain import explain as why
+    from scheduler.reads.explain import explain as why
 
     return Document(why(ws, task_id))
 

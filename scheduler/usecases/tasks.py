@@ -12,7 +12,7 @@ from eventlog.errors import BadInput
 from eventlog.store import Recorded
 from eventlog.values import text_problem
 from projections.views import TaskView
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.usecases.base import Request
 from scheduler.workspace import Workspace
 

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from eventlog.errors import BadInput
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
+from scheduler.config.registry import load_control_file
+from scheduler.config.settings import Settings
 from scheduler.decisions.policy import QueuePolicy
-from scheduler.queries import ordering_policy
-from scheduler.registry import load_control_file
-from scheduler.settings import Settings
+from scheduler.reads.queries import ordering_policy
 from scheduler.whatif import capacity, figures
 from scheduler.whatif.engine import FleetAgent, Run, Scenario, fleet_of, simulate, with_capacity
 from scheduler.whatif.workload import (

@@ -18,7 +18,7 @@ from eventlog.errors import BadInput
 from eventlog.store import Recorded
 from eventlog.values import INT64_MAX
 from projections.views import TokenView
-from scheduler.queries import event_dict
+from scheduler.reads.queries import event_dict
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
 from server.errors import COMMON_ERRORS, ErrorBody

@@ -34,7 +34,7 @@ class HealthReport(BaseModel):
             responses={503: {"model": HealthReport, "description": "unhealthy: the report says why"}})
 def get_health(ws: Workspace = Depends(workspace)) -> JSONResponse:
     """Every health check, as `sched health --json` gives them."""
-    from scheduler.health import health
+    from scheduler.reads.health import health
 
     report = health(ws)
     return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)

@@ -107,7 +107,7 @@ def get_prometheus(since: str = Query("1h", description="The window that ends no
                    _token: TokenView = Depends(require("read")),
                    ws: Workspace = Depends(workspace)) -> PlainTextResponse:
     """The metrics in Prometheus's text format, as `sched metrics --prometheus`."""
-    from scheduler.metrics import prometheus_text
+    from scheduler.reads.metrics import prometheus_text
 
     text = prometheus_text(ws, observe.metrics(ws, since).to_json())
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

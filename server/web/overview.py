@@ -24,7 +24,7 @@ class AgentRow:
 
 @dataclass(frozen=True)
 class Overview:
-    status: dict[str, Any]  # `scheduler.dashboard.snapshot`: the status and more
+    status: dict[str, Any]  # `scheduler.reads.dashboard.snapshot`: the status and more
     health: dict[str, Any]  # `sched health --json`
     agents: list[AgentRow]
     daemon: dict[str, Any] | None  # the health checks saying whether the daemon lives
@@ -32,8 +32,8 @@ class Overview:
 
 
 def overview(ws: Workspace) -> Overview:
-    from scheduler.dashboard import snapshot
-    from scheduler.health import health
+    from scheduler.reads.dashboard import snapshot
+    from scheduler.reads.health import health
 
     status = snapshot(ws)
     report = health(ws)

@@ -12,7 +12,8 @@ live.skip_module_unless_available()  # (before playwright is imported: it may be
 
 from playwright.sync_api import expect  # noqa: E402
 
-from scheduler import queries, worker  # noqa: E402
+from scheduler import worker  # noqa: E402
+from scheduler.reads import queries  # noqa: E402
 from scheduler.submit import TaskSpec, submit  # noqa: E402
 from scheduler.tick import tick  # noqa: E402
 from tests.browser.conftest import Dashboard  # noqa: E402

@@ -21,10 +21,10 @@ import cli.main
 from cli.main import main
 from eventlog.events import EVENT_TYPES, FailureReason, RequeueReason
 from projections.views import STATUSES
+from scheduler.config.registry import AgentSpec, load_control_file
+from scheduler.config.settings import ENV_PREFIX, Settings, load_settings
 from scheduler.decisions.policy import QueuePolicy
-from scheduler.registry import AgentSpec, load_control_file
 from scheduler.runner.exec import PLACEHOLDERS
-from scheduler.settings import ENV_PREFIX, Settings, load_settings
 from scheduler.tick import TickReport
 
 ROOT = Path(__file__).parents[2]

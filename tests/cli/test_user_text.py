@@ -23,7 +23,7 @@ from cli.common import console, emit_json, message
 from cli.dashboard import render
 from cli.main import main
 from cli.text import literal, visible
-from scheduler.dashboard import snapshot
+from scheduler.reads.dashboard import snapshot
 from tests.conftest import new_workspace
 
 # a raw control character: C0 but the newline that ends a line, DEL, C1, a lone surrogate

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from eventlog.errors import BadInput, TokenRejected
-from scheduler import operator, queries, worker
+from scheduler import operator, worker
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import write_fleet

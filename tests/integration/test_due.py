@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from cli.dashboard import footer
 from eventlog.timeutil import to_text
-from scheduler import queries, webhooks
-from scheduler.dashboard import snapshot
-from scheduler.health import health
+from scheduler.daemon import webhooks
+from scheduler.reads import queries
+from scheduler.reads.dashboard import snapshot
+from scheduler.reads.health import health
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 

@@ -12,7 +12,8 @@ import pytest
 from cli.main import main
 from eventlog.errors import BadInput, Refused
 from eventlog.timeutil import to_text
-from scheduler import operator, queries, worker
+from scheduler import operator, worker
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, parse_duration, submit
 from scheduler.tick import tick
 
@@ -159,7 +160,7 @@ def test_a_delayed_task_waits(make_workspace):
 def test_a_full_queue_refuses_the_whole_batch(tmp_path, make_workspace):
     ws = make_workspace(TWO_DEVS)
     (ws.settings.home / "sched.toml").write_text("[queues.dev]\nmax_queue_depth = 3\n")
-    from scheduler.settings import load_settings
+    from scheduler.config.settings import load_settings
 
     ws.settings = load_settings({}, {"home": ws.settings.home}).settings
     add(ws, 2)
@@ -245,7 +246,7 @@ def test_affinity_sends_a_task_type_to_the_agent_that_succeeds_at_it(make_worksp
 
 
 def test_a_closed_gate_holds_its_queue_while_others_go_on(make_workspace):
-    from scheduler.settings import load_settings
+    from scheduler.config.settings import load_settings
 
     ws = make_workspace()  # dev: ann, bob; qa: qin
     up = ws.settings.home / "database-is-up"

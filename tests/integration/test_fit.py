@@ -3,9 +3,10 @@ file database with the manual clock (2026-01-01, a Thursday, 00:00 UTC)."""
 
 from __future__ import annotations
 
-from scheduler import queries, worker
-from scheduler.explain import explain
-from scheduler.health import health
+from scheduler import worker
+from scheduler.reads import queries
+from scheduler.reads.explain import explain
+from scheduler.reads.health import health
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import write_fleet

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import queries, worker
-from scheduler.settings import load_settings
+from scheduler import worker
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

@@ -23,10 +23,11 @@ from eventlog.events import (
     TaskSucceeded,
 )
 from eventlog.storage.base import SqlTransaction
-from scheduler import operator, queries, worker
-from scheduler.explain import explain
-from scheduler.health import health
-from scheduler.metrics import metrics, prometheus_text
+from scheduler import operator, worker
+from scheduler.reads import queries
+from scheduler.reads.explain import explain
+from scheduler.reads.health import health
+from scheduler.reads.metrics import metrics, prometheus_text
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
@@ -182,7 +183,7 @@ def cells(line: str) -> list[str]:
 
 
 def test_the_dashboard_shows_load_current_tasks_outcomes_and_throughput(history):
-    from scheduler.dashboard import snapshot
+    from scheduler.reads.dashboard import snapshot
 
     history.clock.advance(3600)
     text = dashboard_text(snapshot(history))
@@ -199,7 +200,7 @@ def test_the_dashboard_shows_load_current_tasks_outcomes_and_throughput(history)
 
 
 def test_the_dashboard_keeps_its_footer_on_80_by_24(make_workspace):
-    from scheduler.dashboard import snapshot
+    from scheduler.reads.dashboard import snapshot
 
     fleet = [{"agentName": f"agent-{i:02d}", "agentType": f"type-{i % 6}", "maxConcurrency": 2}
              for i in range(30)]
@@ -216,7 +217,7 @@ def test_the_dashboard_keeps_its_footer_on_80_by_24(make_workspace):
 
 
 def test_the_dashboard_shows_the_last_tick_and_whether_a_daemon_is_alive(make_workspace):
-    from scheduler.dashboard import snapshot
+    from scheduler.reads.dashboard import snapshot
 
     ws = make_workspace()
     tick(ws, daemon_interval=10)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from eventlog.errors import BadInput
-from scheduler import queries, webhooks, worker
+from scheduler import worker
+from scheduler.daemon import webhooks
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.worker import Progress
 

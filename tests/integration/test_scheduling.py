@@ -11,7 +11,8 @@ from sqlalchemy import update
 from eventlog.errors import BadInput, ControlFileError, NotFound, TokenRejected
 from eventlog.timeutil import to_text
 from projections.tables import TaskRow
-from scheduler import queries, worker
+from scheduler import worker
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import write_fleet
@@ -290,7 +291,7 @@ def test_a_stop_file_pauses_while_it_exists(make_workspace):
 
 
 def test_projection_tables_of_another_shape_are_rebuilt_from_the_log(make_workspace):
-    from scheduler.settings import load_settings
+    from scheduler.config.settings import load_settings
     from scheduler.workspace import Workspace
 
     ws = make_workspace()

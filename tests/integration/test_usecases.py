@@ -23,7 +23,7 @@ import pytest
 
 from eventlog.errors import SchedError
 from scheduler.clock import ManualClock
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
 from scheduler.usecases import actions, fleet, observe, tasks, work
 from scheduler.workspace import Workspace
 from tests.conftest import DEFAULT_FLEET, write_fleet

@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 
 from cli.main import main
-from scheduler import operator, queries, webhooks, worker
-from scheduler.settings import load_settings
+from scheduler import operator, worker
+from scheduler.config.settings import load_settings
+from scheduler.config.webhook_config import WebhookConfig
+from scheduler.daemon import webhooks
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
-from scheduler.webhook_config import WebhookConfig
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for
 
@@ -350,7 +352,7 @@ def test_notify_posts_an_event_that_is_not_in_the_log(hooked, endpoint):
 
 
 def test_a_change_of_the_health_level_is_announced_once(hooked, endpoint):
-    from scheduler.health import health, record_health
+    from scheduler.reads.health import health, record_health
     from scheduler.tick import tick
 
     ws = hooked(["health.changed"])

@@ -28,10 +28,11 @@ import pytest
 from eventlog.faults import FAULT_POINTS
 from eventlog.sql_store import SqlStore
 from eventlog.storage import open_storage
-from scheduler import queries, worker
+from scheduler import worker
 from scheduler.clock import ManualClock
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.runner.exec import exec_task
-from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from cli.main import main
 from eventlog.store import chain_hash
-from scheduler import queries, worker
+from scheduler import worker
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import new_workspace

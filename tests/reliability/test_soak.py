@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from eventlog.errors import Refused, TokenRejected
-from scheduler import operator, queries, worker
-from scheduler.settings import load_settings
+from scheduler import operator, worker
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import access, queries
+from scheduler import access
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.usecases import hosts

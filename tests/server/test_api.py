@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from eventlog.errors import BadInput
-from scheduler import access, operator, queries
-from scheduler.health import health
+from scheduler import access, operator
+from scheduler.reads import queries
+from scheduler.reads.health import health
 from tests.server.conftest import Api
 
 

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from scheduler import access, queries, worker
+from scheduler import access, worker
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from server.web import security

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import queries, worker
+from scheduler import worker
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.usecases import tasks

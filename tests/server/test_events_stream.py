@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler import operator, queries
+from scheduler import operator
+from scheduler.reads import queries
 from server.limits import ServerLimits
 from server.routes.events import stream
 from tests.server.conftest import Api

@@ -14,7 +14,8 @@ import pytest
 
 from cli.main import main
 from eventlog.errors import ServerUnreachable
-from scheduler import access, queries
+from scheduler import access
+from scheduler.reads import queries
 from scheduler.runner.remote import Server
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick

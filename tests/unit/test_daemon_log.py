@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from eventlog.store import Recorded
 from scheduler.clock import ManualClock
-from scheduler.daemon import Problems, summary
-from scheduler.daemon_log import DaemonLog
+from scheduler.daemon.log import DaemonLog
+from scheduler.daemon.run import Problems, summary
 from scheduler.tick import TickReport
 
 

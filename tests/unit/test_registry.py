@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eventlog.errors import ControlFileError
-from scheduler.registry import (
+from scheduler.config.registry import (
     AgentRegistry,
     candidate_paths,
     find_control_file,
@@ -150,7 +150,7 @@ def test_reload_sees_changes(tmp_path):
 def test_the_content_hash_is_that_of_the_recorded_agents(tmp_path, entry):
     """The hash is computed without the event models (so `status` does not load them),
     from the same values the AgentsConfigured event records."""
-    from scheduler.registry import AgentSpec
+    from scheduler.config.registry import AgentSpec
 
     spec = AgentSpec.model_validate(entry)
     assert spec.record_json() == spec.record().model_dump(mode="json")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from eventlog.errors import BadInput
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
 
 
 def test_defaults(tmp_path):

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import operator, queries, worker
+from scheduler import operator, worker
 from scheduler.clock import SystemClock
-from scheduler.metrics import metrics
+from scheduler.reads import queries
+from scheduler.reads.metrics import metrics
 from scheduler.runner.launcher import Launcher
 from scheduler.runner.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit

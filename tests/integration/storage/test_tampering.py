@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from cli.main import main
 from eventlog.store import chain_hash
-from scheduler import queries, worker
-from scheduler.settings import load_settings
+from scheduler import worker
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

@@ -7,7 +7,7 @@ import pytest
 
 from eventlog.errors import BadInput, NotFound
 from scheduler import access
-from scheduler.queries import verify_log
+from scheduler.reads.queries import verify_log
 
 
 def test_tokens_live_and_die_by_their_events(engine_workspace):

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.runner import containment
 from scheduler.runner.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import wait_for
-from tests.integration.test_exec import agent_script, finished, push_workspace, status_of
+from tests.integration.runner.test_exec import agent_script, finished, push_workspace, status_of
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc")
 

@@ -18,9 +18,10 @@ import pytest
 
 from eventlog.errors import DatabaseFault
 from eventlog.storage.postgres import PostgresStorage
-from scheduler import queries, worker
+from scheduler import worker
 from scheduler.clock import ManualClock, SystemClock
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick_runs import last_tick
 from scheduler.workspace import Workspace

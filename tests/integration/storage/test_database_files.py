@@ -19,7 +19,7 @@ import pytest
 
 from cli.main import main
 from eventlog.storage.sqlite import APPLICATION_ID
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.cli.conftest import cli_env, file_digest
@@ -161,7 +161,7 @@ def namespaced(script: str, home: Path) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare for a private mount namespace")
     sched = f"{sys.executable} -m cli"
-    env = cli_env(home, {"PYTHONPATH": str(Path(__file__).parents[2])})
+    env = cli_env(home, {"PYTHONPATH": str(Path(__file__).parents[3])})
     return subprocess.run(["unshare", "-m", "sh", "-euc", script.replace("sched ", sched + " ")],
                           cwd=home, env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -235,7 +235,7 @@ def test_health_notices_a_wal_deleted_under_a_running_process(make_workspace):
 
 
 def _checks(ws) -> list[dict[str, str]]:
-    from scheduler.health import health
+    from scheduler.reads.health import health
 
     ws.close()  # this test's own connection must not be the one holding the deleted file
     report = health(ws)

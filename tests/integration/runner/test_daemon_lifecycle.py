@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from eventlog.timeutil import to_text
-from scheduler import queries, webhooks
-from scheduler.dashboard import snapshot
-from scheduler.health import health
-from scheduler.lifecycle import record_start, record_stop
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
+from scheduler.daemon import webhooks
+from scheduler.daemon.lifecycle import record_start, record_stop
+from scheduler.reads import queries
+from scheduler.reads.dashboard import snapshot
+from scheduler.reads.health import health
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for
 

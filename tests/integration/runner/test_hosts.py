@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from scheduler import queries
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace

@@ -30,10 +30,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from eventlog.errors import SchedError
 from eventlog.events import build_models
 from eventlog.storage import is_url
-from scheduler import webhooks
-from scheduler.daemon_log import DaemonLog
-from scheduler.health import health, record_health
-from scheduler.lifecycle import record_start, record_stop
+from scheduler.daemon import webhooks
+from scheduler.daemon.lifecycle import record_start, record_stop
+from scheduler.daemon.log import DaemonLog
+from scheduler.reads.health import health, record_health
 from scheduler.runner.launcher import Launcher
 from scheduler.tick import TickReport, tick
 from scheduler.workspace import Workspace

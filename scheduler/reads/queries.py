@@ -13,10 +13,10 @@ from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, VISIBLE_STATUSES, AgentView, TaskView
+from scheduler.config.settings import Settings
 from scheduler.decisions.fit import never_fits
 from scheduler.decisions.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
 from scheduler.gates import closed_gates
-from scheduler.settings import Settings
 from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import queries
 from scheduler.clock import ManualClock, SystemClock
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.runner import containment
 from scheduler.runner.launcher import SUPERVISOR_NAME, Launcher
-from scheduler.settings import load_settings
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import pid_alive, tick
 from scheduler.workspace import Workspace

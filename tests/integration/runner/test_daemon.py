@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import queries
-from scheduler.settings import load_settings
+from scheduler.config.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for

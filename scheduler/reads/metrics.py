@@ -9,7 +9,7 @@ from typing import Any
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text, to_text
 from projections.figures import Held, window_figures
-from scheduler.queries import status
+from scheduler.reads.queries import status
 from scheduler.submit import parse_duration
 from scheduler.workspace import Workspace
 

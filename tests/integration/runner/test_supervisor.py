@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from scheduler import queries
+from scheduler.reads import queries
 from scheduler.runner.launcher import Launcher
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import wait_for
-from tests.integration.test_exec import agent_script, push_workspace
+from tests.integration.runner.test_exec import agent_script, push_workspace
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc")
 

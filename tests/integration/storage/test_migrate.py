@@ -10,15 +10,16 @@ from sqlalchemy import update
 
 from eventlog.errors import CorruptLog, ForeignDatabase, Refused
 from eventlog.schema import EventRow
-from scheduler import queries, worker
+from scheduler import worker
+from scheduler.config.settings import load_settings
 from scheduler.migrate import migrate
-from scheduler.settings import load_settings
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
 from tests.cli.conftest import CONTROL_NAME, FLEET, sched
 from tests.conftest import new_workspace
-from tests.integration.test_storage_contract import add_foreign_table
+from tests.integration.storage.test_storage_contract import add_foreign_table
 
 
 def with_history(ws: Workspace) -> Workspace:

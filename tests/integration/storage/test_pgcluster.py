@@ -122,7 +122,7 @@ def test_needs_postgres(pg_url):
 def test_without_postgres_the_fixture_skips_unless_it_is_required(tmp_path: Path, required: bool) -> None:
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_inner.py").write_text(INNER_TEST)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])}
     env.pop(pgcluster.REQUIRE_ENV, None)
     if required:
         env[pgcluster.REQUIRE_ENV] = "1"

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from eventlog.errors import SchedError
 from eventlog.events import DaemonStarted, DaemonStopped
 from eventlog.timeutil import to_text
-from scheduler import webhooks
+from scheduler.daemon import webhooks
 from scheduler.tick_runs import forget_daemon, forget_dead_daemons, note_daemon, pid_alive
 from scheduler.workspace import Workspace
 

@@ -23,9 +23,9 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact
+from scheduler.config.envsubst import expand
+from scheduler.config.webhook_config import WebhookConfig
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
-from scheduler.envsubst import expand
-from scheduler.webhook_config import WebhookConfig
 
 ENV_PREFIX = "SCHED_"
 MAX_COUNT = 2**63 - 1

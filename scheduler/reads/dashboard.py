@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eventlog.timeutil import from_text, to_text
-from scheduler.queries import current_fleet, status_of
+from scheduler.reads.queries import current_fleet, status_of
 from scheduler.tick_runs import daemon_state, daemons, last_tick, pid_alive
 from scheduler.workspace import Workspace
 

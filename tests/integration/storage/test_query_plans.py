@@ -21,7 +21,7 @@ from sqlalchemy import event
 from eventlog.storage.base import SqlTransaction
 from scheduler import worker
 from scheduler.clock import ManualClock
-from scheduler.metrics import metrics
+from scheduler.reads.metrics import metrics
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import new_workspace

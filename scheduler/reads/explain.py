@@ -247,7 +247,7 @@ def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> d
 
 
 def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
-    from scheduler.queries import current_fleet
+    from scheduler.reads.queries import current_fleet
 
     with ws.read() as (log, views):
         history = log.read_stream(f"task-{task_id}")

@@ -33,9 +33,9 @@ from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
 from eventlog.timeutil import to_text
 from projections.sql import SqlProjection
+from scheduler.config.settings import Settings
+from scheduler.config.webhook_config import WebhookEvent, shown_url
 from scheduler.operational import WebhookCursorRow, WebhookOutboxRow
-from scheduler.settings import Settings
-from scheduler.webhook_config import WebhookEvent, shown_url
 from scheduler.workspace import Workspace
 
 # log event type -> the webhook event it is sent as (health.changed is not in the log:

@@ -19,8 +19,8 @@ from eventlog.errors import ControlFileError, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
-from scheduler.queries import current_fleet
-from scheduler.settings import Settings
+from scheduler.config.settings import Settings
+from scheduler.reads.queries import current_fleet
 from scheduler.tick_runs import daemon_state, daemons, last_tick_at, pid_alive
 from scheduler.workspace import Workspace
 
@@ -219,7 +219,7 @@ def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
     before, queue a `health.changed` webhook and return the previous level. (The
     daemon records; `sched health` only reads, and loads neither the webhooks nor the
     operational tables.)"""
-    from scheduler import webhooks
+    from scheduler.daemon import webhooks
     from scheduler.operational import HealthStateRow
 
     with ws.db.write() as txn:

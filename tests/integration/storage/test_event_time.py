@@ -9,8 +9,9 @@ from contextlib import closing
 from datetime import timedelta
 
 from eventlog.timeutil import to_text
-from scheduler import operator, queries, worker
+from scheduler import operator, worker
 from scheduler.clock import ManualClock
+from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
