@@ -167,13 +167,14 @@ def take_back(ws: Workspace, recorder: Recorder, task: TaskView, host: str, repo
               detail: str | None = None) -> None:
     """Take back one holding task whose deadline passed (or whose wrapper is gone):
     an assignment not started goes back to the queue without using an attempt; a
-    running attempt's lease expires (after its processes here are stopped) and the
-    failure policy decides between retry and dead letter."""
+    running attempt's lease expires (after its processes here are stopped; a dry run
+    stops nothing) and the failure policy decides between retry and dead letter."""
     if task.status == "assigned":
         recorder.record([TaskRequeued(task_id=task.task_id, reason="not_started")])
         report.expired.append({"task_id": task.task_id, "agent": task.agent, "reason": "not_started"})
         return
-    stop_if_local(ws, recorder, task, host)
+    if not report.dry_run:
+        stop_if_local(ws, recorder, task, host)
     expiry = LeaseExpired(task_id=task.task_id, agent=task.agent or "", attempt=task.attempt,
                           detail=detail)
     events = settle(ws, recorder, task, expiry)

@@ -125,6 +125,9 @@ def test_a_tick_taking_back_an_expired_attempt_stops_its_agent_and_the_superviso
     clock = ManualClock(ws.clock.now() + timedelta(seconds=ws.settings.lease_seconds * 3))
     later = Workspace(ws.settings, clock=clock)
     try:
+        dry = tick(later, dry_run=True)  # says it would take the attempt back, stops nothing
+        assert {"task_id": task_id, "agent": "w1", "reason": "lease_expired"} in dry.expired
+        assert pid_alive(agent) and queries.show(ws, task_id)[0].status == "running"
         report = tick(later)
     finally:
         later.close()
