@@ -21,6 +21,9 @@ TaskId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 FailureReason = Literal[
     "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported", "evicted"
 ]
+# the reasons a runner reports for an attempt it ran (the others are the scheduler's:
+# a lease it took back, an eviction, a pull worker's own report)
+RunnerFailure = Literal["exit_code", "timeout", "spawn_error", "cancelled"]
 # not_started: an assignment not started by its start_by (or whose start could not
 # prepare its working directory); released: an assignment of an agent that left
 # service (disabled, removed from the control file, drained) before it started;

@@ -33,7 +33,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from eventlog.errors import BadInput, NotFound, Refused
-from eventlog.events import FailureReason, TaskRequeued, TaskStarted
+from eventlog.events import RunnerFailure, TaskRequeued, TaskStarted
 from eventlog.storage import DATABASE_URL_VARIABLE
 from eventlog.values import MAX_DEPTH, fit_text, parse_json
 from projections.recorder import Recorder
@@ -468,7 +468,7 @@ class Ending:
     succeeded: bool = False
     result: object = None
     error: str = ""
-    reason: FailureReason = "exit_code"
+    reason: RunnerFailure = "exit_code"
     retry: bool = True
     exit_code: int | None = None
     signal: int | None = None

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from pydantic import Field, field_validator
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
-from eventlog.events import FailureReason, TaskFailed, TaskStarted, TaskSucceeded
+from eventlog.events import RunnerFailure, TaskFailed, TaskStarted, TaskSucceeded
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
@@ -126,7 +126,7 @@ class EndingReport(Request):
     succeeded: bool = False
     result: Any = None
     error: str = ""
-    reason: FailureReason = "exit_code"
+    reason: RunnerFailure = "exit_code"
     retry: bool = True
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     signal: int | None = Field(default=None, ge=1, le=128)

@@ -215,6 +215,25 @@ def test_only_the_hosts_own_token_may_start_or_renew(served):
     assert post("/api/v1/hosts/far-1/start", token, start) == 200
 
 
+def test_a_runner_reports_only_its_own_reasons_for_an_ending(served):
+    """An eviction is an operator's, and does not count against the task's attempts: a
+    runner that reported one could retry a task forever. It is refused in one line."""
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="evicted?")])
+    tick(ws)
+    (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
+    body = {"record": [{"task_id": sub.task_id, "token": doc["token"], "reason": "evicted"}]}
+    request = urllib.request.Request(base + "/api/v1/hosts/far-1/turn", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Authorization": f"Bearer {token}",
+                                                             "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400  # a value sched refuses (http.md, "Errors")
+    assert json.loads(refused.value.read())["error"] == (
+        "record: reason: Input should be 'exit_code', 'timeout', 'spawn_error' or 'cancelled'")
+    assert status_of(ws, sub.task_id) == "running"  # nothing recorded
+
+
 def test_a_turn_sent_again_records_nothing_twice(served):
     """The answer of a turn that recorded an outcome is lost; the runner sends it again:
     the outcome is answered as already recorded, and the log holds it once."""
