@@ -146,6 +146,15 @@ def rows_of(state: MemoryProjection) -> Rows:
     }
 
 
+def _listing(queue: str | None, status: str | None, agent: str | None, title: str | None) -> list[Any]:
+    """The terms of a task listing's read (`title`: the text anywhere in the title)."""
+    where: list[Any] = [(column, "=", value) for column, value in (
+        ("queue", queue), ("status", status), ("agent", agent)) if value is not None]
+    if title is not None:
+        where.append(("title", "contains", title))
+    return where
+
+
 class SqlProjection:
     """The `ProjectionState` over the projection tables of one open session.
 
@@ -389,12 +398,19 @@ class SqlProjection:
         not loaded (`payload` None, `payload_bytes` says how big): a listing of tasks
         with big payloads reads only their rows. `get_task` gives the whole task."""
         self.flush()
-        where: list[Any] = [(column, "=", value) for column, value in (
-            ("queue", queue), ("status", status), ("agent", agent)) if value is not None]
-        if title is not None:
-            where.append(("title", "contains", title))
-        found = self.txn.rows("tasks", _LISTED_FIELDS, where, PICK_ORDER_COLUMNS, limit)  # type: ignore[arg-type]
+        found = self.txn.rows("tasks", _LISTED_FIELDS, _listing(queue, status, agent, title),  # type: ignore[arg-type]
+                              PICK_ORDER_COLUMNS, limit)
         return [task_from_row((*r[:_PAYLOAD_AT], None, *r[_PAYLOAD_AT:])) for r in found]
+
+    def listing_bounds(self, queue: str | None = None, status: str | None = None,
+                       title: str | None = None) -> tuple[str | None, str | None]:
+        """The earliest `ready_at` and the earliest `due` of the tasks `tasks` selects
+        (with the same filters): they bound the points any of them gained by waiting
+        or by nearing its due time (`plan.most_gained`)."""
+        self.flush()
+        where = _listing(queue, status, None, title)
+        ((ready, due),) = self.txn.rows("tasks", ("min(ready_at)", "min(due)"), where)
+        return ready, due  # type: ignore[return-value]
 
     def any_queued(self, queue: str) -> bool:
         """Whether a task of `queue` is queued: the first entry of the index, no order

@@ -81,9 +81,14 @@ def due_boost(task: TaskView, now: datetime, window_seconds: float, cap: int) ->
     min(cap, floor(cap * (window - left) / window)) for `left` seconds to go, 0 <= left
     < window. A task that has ended keeps the figure it reached (the curve is about
     ordering what waits)."""
-    if task.due is None or window_seconds <= 0 or cap <= 0:
+    return due_points(task.due, now, window_seconds, cap)
+
+
+def due_points(due: str | None, now: datetime, window_seconds: float, cap: int) -> int:
+    """`due_boost` of a task due at `due` (the earlier the due time, the more points)."""
+    if due is None or window_seconds <= 0 or cap <= 0:
         return 0
-    left = (from_text(task.due) - now).total_seconds()
+    left = (from_text(due) - now).total_seconds()
     if left >= window_seconds:
         return 0
     if left <= 0:
@@ -102,6 +107,23 @@ def effective_priority(task: TaskView, now: datetime, policy: PlanPolicy) -> int
     plus the due boost (`due_boost`, at most `due_boost_max`)."""
     return (task.priority + age_boost(task, now, *policy.ageing_of(task.queue))
             + due_boost(task, now, *policy.due_boost_of(task.queue)))
+
+
+def most_gained(now: datetime, policy: PlanPolicy, queue: str | None, earliest_ready: str | None,
+                earliest_due: str | None) -> int:
+    """The most priority points any of some tasks (of `queue`, or of any queue) can have
+    gained, when the earliest of them became ready at `earliest_ready` and the earliest
+    due is `earliest_due`: a task waits no longer than since then, and is due no sooner.
+    A listing that read the best tasks by base priority down to base P has them all in
+    effective order once P plus this is below the last one it keeps."""
+    if queue is None:
+        ageing = [*policy.ageing.values(), policy.default_ageing]
+        due = [*policy.due_boost.values(), policy.default_due_boost]
+    else:
+        ageing, due = [policy.ageing_of(queue)], [policy.due_boost_of(queue)]
+    waited = 0.0 if earliest_ready is None else max(0.0, (now - from_text(earliest_ready)).total_seconds())
+    aged = max((min(cap, int(waited // boost)) for boost, cap in ageing if boost > 0 and cap > 0), default=0)
+    return aged + max(due_points(earliest_due, now, window, cap) for window, cap in due)
 
 
 def pick_order(task: TaskView, now: datetime, policy: PlanPolicy) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, VISIBLE_STATUSES, AgentView, TaskView
 from scheduler.config.settings import Settings
 from scheduler.decisions.fit import never_fits
-from scheduler.decisions.plan import PlanPolicy, effective_priority, pick_order, waited_seconds
+from scheduler.decisions.plan import PlanPolicy, effective_priority, most_gained, pick_order, waited_seconds
 from scheduler.gates import closed_gates
 from scheduler.workspace import Workspace, describe_pause
 
@@ -122,13 +122,36 @@ def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = No
                limit: int | None = None, title: str | None = None) -> list[TaskView]:
     """Tasks in the order they will be picked: effective priority (with ageing), then
     how many tasks run after them, then submission. With `title`, only those whose
-    title holds that text (ASCII letters in any case), selected by the read itself."""
+    title holds that text (ASCII letters in any case), selected by the read itself.
+    With `limit`, the first `limit` in that order: the read takes the best by base
+    priority, and reads further while a task not read yet could have gained enough
+    points (by waiting, or as its due time nears) to rank among them."""
     if status_ is not None and status_ not in VISIBLE_STATUSES:
         raise BadInput(f"unknown status {status_!r} (one of: {', '.join(VISIBLE_STATUSES)})")
-    with ws.read() as (_log, views):
-        found = views.tasks(queue=queue, status=status_, limit=limit, title=title)
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
-    return sorted(found, key=lambda t: pick_order(t, now, policy))
+    reach, gained = limit, None
+    with ws.read() as (_log, views):
+        while True:  # the best `limit` by base priority, and more while a boost could reorder them
+            found = views.tasks(queue=queue, status=status_, limit=reach, title=title)
+            ranked = sorted(found, key=lambda t: pick_order(t, now, policy))
+            if limit is None or reach is None or len(found) < reach:
+                return ranked[:limit]
+            if gained is None:
+                gained = most_gained(now, policy, queue, *views.listing_bounds(queue, status_, title))
+            # a task not read comes after `found[-1]` by base priority, then by (unblocks,
+            # id): it ranks after the last one kept if it cannot reach its points, or
+            # can only tie them from the same base and so loses the tie
+            last, kept = found[-1], ranked[limit - 1]
+            reached, points = last.priority + gained, effective_priority(kept, now, policy)
+            if reached < points or (reached == points and _tie_order(kept) <= _tie_order(last)):
+                return ranked[:limit]
+            reach *= 2
+
+
+def _tie_order(task: TaskView) -> tuple[int, int]:
+    """How `pick_order` orders tasks of the same points (the read's order for the same
+    base priority: more unblocked first, then by id)."""
+    return -len(task.blocks), task.submitted_seq
 
 
 OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running")
