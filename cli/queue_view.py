@@ -15,6 +15,7 @@ from cli.common import console, emit_json, human_duration
 from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text, to_text
+from projections.views import OPEN_STATUSES
 from scheduler.reads import queries
 from scheduler.workspace import Workspace
 
@@ -42,7 +43,7 @@ def queue_document(ws: Workspace, queue: str | None, status: str | None, limit: 
                    agent: str | None, unassigned: bool, title: str | None = None) -> dict[str, Any]:
     """One frame: the tasks (open ones unless `status` says otherwise; with `title`, those
     whose title holds it) in pick order, each with its figures, and the moment it was taken."""
-    statuses = list(queries.OPEN_STATUSES) if status is None else [status]
+    statuses = list(OPEN_STATUSES) if status is None else [status]
     found, figures = queries.task_listing(ws, queue, statuses, limit, agent, unassigned, title)
     return {"at": to_text(ws.clock.now()),
             "tasks": [queries.task_dict(t) | figures[t.task_id] for t in found]}

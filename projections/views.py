@@ -23,6 +23,9 @@ STATUSES: tuple[str, ...] = (
 VISIBLE_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s != "failed")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead", "cancelled"})
 HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
+# waiting to be assigned (some not yet ready); open: not ended (what a queue's depth counts)
+WAITING_STATUSES: tuple[str, ...] = ("awaiting_approval", "blocked", "queued")
+OPEN_STATUSES: tuple[str, ...] = (*WAITING_STATUSES, "assigned", "running")
 
 
 def due_watch(task: TaskView) -> str | None:

@@ -24,6 +24,7 @@ from pydantic import (
 from eventlog.errors import BadInput, Refused
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import SqlProjection
+from projections.views import OPEN_STATUSES
 from scheduler.config.registry import AgentRegistry
 from scheduler.config.settings import Settings
 from scheduler.decisions.fit import capability_list
@@ -227,9 +228,6 @@ def check_after(views: SqlProjection, after: Sequence[int]) -> None:
             raise BadInput(f"--after {parent_id}: no such task")
         if parent.status in ("dead", "cancelled"):
             raise BadInput(f"--after {parent_id}: that task is {parent.status}, so this one could never run")
-
-
-OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running")
 
 
 def check_queue_depth(ws: Workspace, counts: dict[tuple[str, str], int],

@@ -138,7 +138,7 @@ def settle(ws: Workspace, recorder: Recorder, task: TaskView,
                           ws.rng.random(), earlier_errors(recorder, task.task_id))
 
 
-def started_event(recorder: Recorder, task: TaskView) -> TaskStarted | None:
+def current_start(recorder: Recorder, task: TaskView) -> TaskStarted | None:
     """The `TaskStarted` of the task's current attempt (for its cgroup and argv)."""
     for rec in reversed(recorder.log.read_stream(f"task-{task.task_id}")):
         if rec.type == "TaskStarted":
@@ -154,7 +154,7 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
     a heartbeat is refused)."""
     if task.status != "running" or task.host != host or task.pid is None:
         return
-    started = started_event(recorder, task)
+    started = current_start(recorder, task)
     containment.stop_attempt(containment.AttemptRef.of(
         task.task_id, task.attempt, ws.settings.database_label, task.pid,
         started.cgroup if started is not None else None,

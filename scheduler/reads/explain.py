@@ -35,7 +35,7 @@ from eventlog.events import (
 )
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
-from projections.views import AgentView, TaskView
+from projections.views import WAITING_STATUSES, AgentView, TaskView
 from scheduler.decisions.fit import never_fits, unfit
 from scheduler.decisions.hours import is_available
 from scheduler.workspace import Workspace
@@ -210,9 +210,6 @@ def explain_history(task_history: Sequence[Recorded],
         })
     return {"task_id": getattr(submitted, "task_id", None), "queue": queue, "timeline": timeline,
             "assignments": assignments}
-
-
-WAITING_STATUSES = ("awaiting_approval", "blocked", "queued")
 
 
 def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> dict[str, Any] | None:

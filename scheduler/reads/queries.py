@@ -12,7 +12,13 @@ from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
-from projections.views import FINAL_STATUSES, VISIBLE_STATUSES, AgentView, TaskView
+from projections.views import (
+    FINAL_STATUSES,
+    VISIBLE_STATUSES,
+    WAITING_STATUSES,
+    AgentView,
+    TaskView,
+)
 from scheduler.config.settings import Settings
 from scheduler.decisions.fit import never_fits
 from scheduler.decisions.plan import PlanPolicy, effective_priority, most_gained, pick_order, waited_seconds
@@ -154,9 +160,6 @@ def _tie_order(task: TaskView) -> tuple[int, int]:
     return -len(task.blocks), task.submitted_seq
 
 
-OPEN_STATUSES = ("awaiting_approval", "blocked", "queued", "assigned", "running")
-
-
 def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str] | None = None,
                  limit: int | None = None, agent: str | None = None,
                  unassigned: bool = False,
@@ -259,9 +262,6 @@ def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, An
                         "overdue": is_overdue(t, to_text(now)),
                         "unplaceable": never_fits(fleet, t) if t.status in WAITING_STATUSES else None}
             for t in tasks}
-
-
-WAITING_STATUSES = ("awaiting_approval", "blocked", "queued")
 
 
 def is_overdue(task: TaskView, now_text: str) -> bool:

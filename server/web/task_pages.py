@@ -14,8 +14,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from eventlog.errors import BadInput, SchedError
 from eventlog.values import INT64_MAX
+from projections.views import OPEN_STATUSES
 from scheduler.reads import queries
-from scheduler.reads.queries import OPEN_STATUSES
 from scheduler.usecases import actions, observe, tasks
 from scheduler.workspace import Workspace
 from server.auth import workspace
