@@ -92,6 +92,11 @@ def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
             return status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
     from projections.apply import fold
 
+    if isinstance(at, int):
+        with ws.read() as (log, _views):
+            head = log.last()
+        if at > (head.seq if head is not None else 0):
+            raise BadInput(f"--at {at}: the log ends at seq {head.seq if head is not None else 0}")
     past = fold(replay(ws, until=at))
     return status_of(ws, past.counts, sorted(past.agents.values(), key=lambda a: a.name),
                      past.meta, present=False)

@@ -96,6 +96,13 @@ class ReplayRequest(Request):
             raise BadInput("--expect-head goes with --verify")
         if self.head and self.verify:
             raise BadInput("give --head or --verify, not both (record the head once verify passed)")
+        if self.head or self.verify:
+            narrowed = [flag for flag, value in (("--task", self.task), ("--since", self.since),
+                                                 ("--until", self.until), ("--limit", self.limit))
+                        if value is not None]
+            if narrowed:
+                raise BadInput(f"--{'head' if self.head else 'verify'} is about the whole log: "
+                               f"it takes no {', '.join(narrowed)}")
         return self
 
 

@@ -522,6 +522,10 @@ def test_estimates_of_directed_and_delayed_tasks(make_workspace):
     (["run", "--interval", "inf"], "sched: --interval must be a number greater than 0"),
     (["replay", "--verify", "--head"], "sched: give --head or --verify, not both (record the head "
                                        "once verify passed)"),
+    (["replay", "--verify", "--since", "5"], "sched: --verify is about the whole log: it takes no --since"),
+    (["replay", "--head", "--task", "1", "--until", "3"],
+     "sched: --head is about the whole log: it takes no --task, --until"),
+    (["status", "--at", "99999"], "sched: --at 99999: the log ends at seq 0"),
 ])
 def test_flags_that_do_not_fit_exit_2_with_one_line(make_workspace, capsys, args, message):
     ws = make_workspace()
