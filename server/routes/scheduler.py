@@ -133,6 +133,6 @@ def get_replay(request: Request,
     or its verification (`verify`), or its head (`head`)."""
     asked = observe.ReplayRequest(task=task, since=since, until=until, verify=verify,
                                   expect_head=expect_head, head=head,
-                                  limit=None if verify or head else page_limit(request, limit))
+                                  limit=limit if verify or head else page_limit(request, limit))
     return answer(observe.replay(ws, asked))
 
