@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import open_workspace
-from scheduler.reads.queries import rebuild_projections
+from scheduler.rebuild import rebuild_projections
 
 
 def peak_kib() -> int:

@@ -30,7 +30,6 @@ from cli.common import (
 from cli.text import literal, visible
 from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
-from scheduler.reads import queries
 from scheduler.usecases import observe
 from scheduler.workspace import Workspace
 
@@ -224,7 +223,9 @@ def replay_command(
 
 def rebuild_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:
     """Drop the projections and rebuild them from the event log (the log is the truth)."""
-    count = queries.rebuild_projections(
+    from scheduler.rebuild import rebuild_projections
+
+    count = rebuild_projections(
         workspace(home, db), progress=None if json_out else lambda n: message(f"  {n} events..."))
     if json_out:
         emit_json({"rebuilt": True, "events": count})

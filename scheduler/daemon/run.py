@@ -31,9 +31,10 @@ from eventlog.errors import SchedError
 from eventlog.events import build_models
 from eventlog.storage import is_url
 from scheduler.daemon import webhooks
+from scheduler.daemon.health_changes import record_health
 from scheduler.daemon.lifecycle import record_start, record_stop
 from scheduler.daemon.log import DaemonLog
-from scheduler.reads.health import health, record_health
+from scheduler.reads.health import health
 from scheduler.runner.launcher import Launcher
 from scheduler.tick import TickReport, tick
 from scheduler.workspace import Workspace

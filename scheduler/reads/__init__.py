@@ -1,4 +1,5 @@
-"""The read side: answers from the projections and the operational records, never
-by scanning the log (except `explain`, which reads one task's stream). Status and
-task lists (`queries`), why a task went where it went (`explain`), the figures of a
-window (`metrics`), the live view (`dashboard`), and the health checks (`health`)."""
+"""The read side: answers from the projections and the operational records (status
+and task lists, `queries`; the figures of a window, `metrics`; the live view,
+`dashboard`; the health checks, `health`), and from the log itself where the question
+is about the past (`explain` reads one task's stream; `status --at`, `replay` and its
+`verify` fold the log). Nothing here writes."""

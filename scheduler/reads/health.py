@@ -214,31 +214,6 @@ def check_files(held: dict[int, list[str]]) -> Check:
                  "those processes (see docs/operations.md, what never to do to the files)", threshold)
 
 
-def record_health(ws: Workspace, report: dict[str, Any]) -> str | None:
-    """Remember the report's overall level; when it differs from the one recorded
-    before, queue a `health.changed` webhook and return the previous level. (The
-    daemon records; `sched health` only reads, and loads neither the webhooks nor the
-    operational tables.)"""
-    from scheduler.daemon import webhooks
-    from scheduler.operational import HealthStateRow
-
-    with ws.db.write() as txn:
-        session = txn.session
-        row = session.get(HealthStateRow, 1)
-        previous = row.status if row is not None else None
-        if row is None:
-            session.add(HealthStateRow(id=1, status=report["status"], at=report["at"]))
-        else:
-            row.status, row.at = report["status"], report["at"]
-        changed = previous is not None and previous != report["status"]
-        if changed:
-            failing = [c for c in report["checks"] if c["status"] != "healthy"]
-            webhooks.notify(txn, ws.settings, "health.changed",
-                            {"from": previous, "to": report["status"], "checks": failing},
-                            from_text(report["at"]))
-    return previous if changed else None
-
-
 def health(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
     """Run every check; the report has the overall level, its exit code and the checks
     (`alive`: whether a process of this host exists, for the daemon check)."""

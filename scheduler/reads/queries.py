@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
-from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
@@ -348,12 +347,3 @@ def parse_head(text: str) -> tuple[int, str]:
         raise BadInput(f"--expect-head: expected SEQ:HASH (a seq >= 1 and 64 hex digits, as "
                        f"`sched replay --head` prints), got {text!r}")
     return int(seq), digest
-
-
-def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
-    """Drop the projection tables' rows and fold the whole log again, in one write
-    transaction (readers keep seeing the old tables until it commits)."""
-    from projections.rebuild import rebuild
-
-    with ws.db.write() as txn:
-        return rebuild(SqlStore(txn), SqlProjection(txn), progress)

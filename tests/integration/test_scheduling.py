@@ -13,6 +13,7 @@ from eventlog.timeutil import to_text
 from projections.tables import TaskRow
 from scheduler import worker
 from scheduler.reads import queries
+from scheduler.rebuild import rebuild_projections
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import write_fleet
@@ -252,7 +253,7 @@ def test_verify_names_the_differing_fields_of_a_tampered_projection(make_workspa
     result = queries.verify_log(ws)
     assert not result.ok
     assert result.problems == [f"task {task_id}: priority: log gives 4, table has 99"]
-    queries.rebuild_projections(ws)
+    rebuild_projections(ws)
     assert queries.verify_log(ws).ok
     assert queries.show(ws, task_id)[0].priority == 4
 

@@ -27,6 +27,7 @@ from scheduler.config.settings import load_settings
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.daemon import webhooks
 from scheduler.reads import queries
+from scheduler.rebuild import rebuild_projections
 from scheduler.submit import TaskSpec, submit
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for
@@ -151,7 +152,7 @@ def test_failures_dead_letters_and_pauses_are_posted_once(hooked, endpoint):
         assert request.headers["X-Sched-Event"] == request.body["event"]
     assert sorted(ids(report.delivered)) == sorted(b["id"] for b in endpoint.bodies())
 
-    queries.rebuild_projections(ws)  # the outbox is not a projection: nothing is sent again
+    rebuild_projections(ws)  # the outbox is not a projection: nothing is sent again
     assert webhooks.collect(ws) == 0
     assert webhooks.deliver_due(ws) == webhooks.DeliveryReport()
     assert len(endpoint.received) == 3
@@ -352,7 +353,8 @@ def test_notify_posts_an_event_that_is_not_in_the_log(hooked, endpoint):
 
 
 def test_a_change_of_the_health_level_is_announced_once(hooked, endpoint):
-    from scheduler.reads.health import health, record_health
+    from scheduler.daemon.health_changes import record_health
+    from scheduler.reads.health import health
     from scheduler.tick import tick
 
     ws = hooked(["health.changed"])

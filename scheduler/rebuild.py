@@ -1,0 +1,18 @@
+"""`sched rebuild`: the projection tables emptied and the whole log folded into them
+again, in one write transaction (readers keep seeing the old tables until it commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from eventlog.sql_store import SqlStore
+from projections.rebuild import rebuild
+from projections.sql import SqlProjection
+from scheduler.workspace import Workspace
+
+
+def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
+    """Fold the whole log again into emptied projection tables; the number of events
+    folded (`progress` is called with the count so far)."""
+    with ws.db.write() as txn:
+        return rebuild(SqlStore(txn), SqlProjection(txn), progress)
