@@ -248,12 +248,12 @@ def known_query(*names: str) -> Callable[[Request], None]:
 
 
 # what a query value must look like, for /openapi.json only (the use case checks it and
-# says what is wrong in the CLI's words): a seq or an ISO time with offset; a duration
-# a seq number or an ISO time with offset: told in words, not as a pattern (the parser,
-# `queries.parse_position`, decides; a pattern stricter or looser than it would be a
-# contract the server does not keep)
+# says what is wrong in the CLI's words), told as a named format, not as a pattern: the
+# parser decides (`queries.parse_position`: a seq number or an ISO time with offset;
+# `submit.parse_duration`: 90, 90s, 1.5h, 10m, 7d), and a pattern stricter or looser
+# than it would be a contract the server does not keep
 SEQ_OR_TIME: dict[str, str] = {"format": "seq-or-date-time"}
-DURATION = {"pattern": r"^[1-9][0-9]{0,2}[smhd]$"}
+DURATION: dict[str, str] = {"format": "sched-duration"}
 
 
 def page_limit(request: Request, limit: int | None) -> int:

@@ -129,3 +129,17 @@ def test_openapi_is_the_contract(api: Api):
     pause = doc["paths"]["/api/v1/pause"]["post"]
     assert {"401", "403", "413", "422"} <= set(pause["responses"])
     assert api.client.get("/docs").status_code == 404  # no page that loads scripts from a CDN
+
+
+def test_the_contract_takes_every_window_the_server_takes(api: Api):
+    """`since` is described, not constrained by a pattern stricter than the parser: a
+    generated client must not refuse `90` or `1.5h`, which the server answers."""
+    doc = api.client.get("/openapi.json").json()
+    (since,) = [p for p in doc["paths"]["/api/v1/metrics"]["get"]["parameters"] if p["name"] == "since"]
+    assert "pattern" not in since["schema"] and since["schema"]["format"] == "sched-duration"
+    for window in ("90", "1.5h", "1000m", "7d"):
+        answer = api.client.get(f"/api/v1/metrics?since={window}", headers=api.auth("ops"))
+        assert answer.status_code == 200, (window, answer.text)
+    refused = api.client.get("/api/v1/metrics?since=soon", headers=api.auth("ops"))
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "not a duration: 'soon' (try 90s, 10m, 2h, 1d)"}
