@@ -88,7 +88,8 @@ def loaded_settings(home: Path | None = None, db: str | None = None,
     if create_home:
         loaded.settings.home.mkdir(parents=True, exist_ok=True)
     elif not loaded.settings.home.is_dir():
-        raise BadInput(f"SCHED_HOME {loaded.settings.home} does not exist or is not a directory "
+        given = "--home" if home is not None else "SCHED_HOME" if os.environ.get("SCHED_HOME") else "the home"
+        raise BadInput(f"{given} {loaded.settings.home} does not exist or is not a directory "
                        "(`sched init` creates it)")
     return loaded
 

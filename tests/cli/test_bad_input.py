@@ -12,6 +12,7 @@ import pytest
 
 from tests.cli.conftest import (
     FLEET,
+    InProcess,
     Run,
     event_count,
     file_digest,
@@ -145,3 +146,11 @@ def test_the_fleet_fixture_is_valid(run: Run, db: Path):
                  "--payload", '{"k": 1}', "--not-before", "2030-01-01T09:00:00+00:00", "--json")
     assert result.returncode == 0, result.stderr
     assert event_count(db) == 2
+
+
+def test_a_home_that_does_not_exist_is_named_by_where_it_came_from(cli: InProcess, tmp_path: Path):
+    missing = tmp_path / "nowhere"
+    line = one_error_line(cli("status", "--home", str(missing)), 2)
+    assert line == f"sched: --home {missing} does not exist or is not a directory (`sched init` creates it)"
+    line = one_error_line(cli("status", env={"SCHED_HOME": str(missing)}), 2)
+    assert line.startswith(f"sched: SCHED_HOME {missing} does not exist")
