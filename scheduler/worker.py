@@ -75,6 +75,7 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
         take_back_overdue,
     )
 
+    ws.db  # noqa: B018 -- a missing database is the first thing to say
     registry = ws.registry()
     spec = registry.get(agent_name)
     if spec is None:  # a thing that does not exist: NotFound (exit 2 on the CLI, 404 over HTTP)

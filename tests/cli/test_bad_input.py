@@ -154,3 +154,13 @@ def test_a_home_that_does_not_exist_is_named_by_where_it_came_from(cli: InProces
     assert line == f"sched: --home {missing} does not exist or is not a directory (`sched init` creates it)"
     line = one_error_line(cli("status", env={"SCHED_HOME": str(missing)}), 2)
     assert line.startswith(f"sched: SCHED_HOME {missing} does not exist")
+
+
+@pytest.mark.parametrize("args", [["tick"], ["worker", "claim", "--agent", "ann"],
+                                  ["submit", "-q", "dev", "-t", "x"]])
+def test_with_no_database_and_no_control_file_the_missing_database_is_said_first(
+        cli: InProcess, tmp_path: Path, args: list[str]):
+    """A newcomer who skipped `sched init` is told to run it (docs/cli.md), not sent to
+    fix a control file first."""
+    line = one_error_line(cli(*args), 2)
+    assert line == f"sched: no database at {tmp_path / 'sched.db'}: run `sched init` first"
