@@ -78,8 +78,8 @@ def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired, now: date
         # not the task's doing (an operator evicted its agent): back to the queue at once,
         # and the attempt does not count against max_attempts
         return [failure, TaskRequeued(task_id=task.task_id, reason="evicted", detail=failure.error)]
-    if isinstance(failure, LeaseExpired):
-        error, retryable, requeue_reason = "lease expired", True, "lease_expired"
+    if isinstance(failure, LeaseExpired):  # its detail says why, when it is known (a wrapper gone)
+        error, retryable, requeue_reason = failure.detail or "lease expired", True, "lease_expired"
     else:
         error, retryable, requeue_reason = failure.error, failure.retryable, "failed"
     used = task.attempt - task.attempt_floor

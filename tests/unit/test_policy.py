@@ -50,6 +50,14 @@ def test_the_last_attempt_dead_letters_with_the_error_history():
     assert events[1].errors == ("e1", "e2", "boom") and "3 of 3" in events[1].reason
 
 
+def test_the_last_attempt_lost_with_its_wrapper_dead_letters_with_why():
+    """The error history says what the task's own stream says (`tick.earlier_errors`)."""
+    why = "the sched exec wrapper (pid 7 on h1) is gone"
+    gone = LeaseExpired(task_id=1, agent="a", attempt=3, detail=why)
+    events = settle_failure(running(3), gone, NOW, QueuePolicy(), 0.0, earlier_errors=("e1", "lease expired"))
+    assert isinstance(events[1], TaskDeadLettered) and events[1].errors == ("e1", "lease expired", why)
+
+
 def test_a_non_retryable_failure_dead_letters_at_once():
     events = settle_failure(running(1), failed(retryable=False), NOW, QueuePolicy(), 0.0)
     assert isinstance(events[1], TaskDeadLettered) and "not retryable" in events[1].reason
