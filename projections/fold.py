@@ -200,8 +200,8 @@ def attempt_outcome(task: TaskView | None, event: Event) -> tuple[str, str, str]
     match event:
         case TaskSucceeded():
             return event.agent, task.task_type, "succeeded"
-        case TaskFailed(reason=reason) if reason != "cancelled":
-            return event.agent, task.task_type, "failed"
+        case TaskFailed(reason=reason) if reason != "cancelled" and reason not in UNCOUNTED_FAILURES:
+            return event.agent, task.task_type, "failed"  # (an eviction was not the agent's failure)
         case LeaseExpired():
             return event.agent, task.task_type, "failed"
     return None

@@ -8,7 +8,7 @@ from typing import Literal
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 13
+PROJECTION_SCHEMA = 14
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",

@@ -97,6 +97,17 @@ def test_expiry_then_dead_letter():
     assert state.counts == {("dev", "dead"): 1}
 
 
+def test_only_the_agents_own_failures_count_in_its_record_of_a_task_type():
+    """The success records (affinity) count an attempt's end against its agent, except a
+    cancel and an eviction: neither was the agent's doing."""
+    state = project(FLEET, submitted(task_type="build"), assigned(), started(),
+                    TaskFailed(task_id=1, agent="a", attempt=1, reason="evicted", error="drained at once"),
+                    TaskRequeued(task_id=1, reason="evicted"), assigned(agent="b", attempt=2),
+                    started(agent="b", attempt=2),
+                    TaskFailed(task_id=1, agent="b", attempt=2, reason="exit_code", error="exit 1"))
+    assert state.records == {("b", "build"): (0, 1)}
+
+
 def test_not_started_requeue_uses_no_attempt():
     state = project(FLEET, submitted(), assigned(), TaskRequeued(task_id=1, reason="not_started"))
     assert (state.tasks[1].status, state.tasks[1].attempt, state.tasks[1].excluded) == ("queued", 0, ())
