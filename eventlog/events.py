@@ -123,15 +123,18 @@ class AssignmentDecision(BaseModel):
     passed_over_total: int = 0
     policy_hash: str = ""  # of the plan policy and the queue's failure policy
     config_hash: str = ""  # of the agent control file in force
-    via: Literal["tick", "claim"] = "tick"  # claim: a pull worker asked for work for itself
+    # claim: a pull worker asked for work for itself. Always recorded since it exists;
+    # None on the decisions recorded before (of a tick or a claim: not said)
+    via: Literal["tick", "claim"] | None = None
 
 
 class TaskAssigned(Event):
     """A tick (or a claim) reserved a slot of `agent` for this attempt of the task.
 
-    Version 2 adds `decision` (None on version 1 events and on claims); version 3 adds
-    each candidate's `weight` (1 on older events: weights did not exist); version 4
-    adds `by`: the name of the HTTP API token whose claim made it (None otherwise)."""
+    Version 2 adds `decision` (None on version 1 events); version 3 adds each
+    candidate's `weight` (1 on older events: weights did not exist); version 4 adds
+    `by`: the name of the HTTP API token whose claim made it (None otherwise).
+    `decision.via` came within version 4: None on the decisions recorded before it."""
 
     schema_version: int = 4
     type: Literal["TaskAssigned"] = "TaskAssigned"

@@ -89,6 +89,9 @@ def why_this_agent(event: TaskAssigned) -> str:
     if decision is None or not decision.candidates:
         return "no decision recorded (assigned by an older sched)"
     best = decision.candidates[0]
+    if decision.via is None:  # recorded before decisions said how they were made
+        return (f"{best.agent} ranked first of {decision.candidates_total} candidate(s) (this older "
+                "record does not say whether a tick or the agent's own claim assigned it)")
     if decision.via == "claim":
         return f"{best.agent} claimed it: a pull worker asking for work takes the best task it may run"
     if decision.candidates_total == 1:

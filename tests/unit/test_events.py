@@ -122,3 +122,25 @@ def test_timestamps_are_fixed_width_for_every_year():
     early, late = datetime(999, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
     assert to_text(early) == "0999-01-01T00:00:00.000000Z" < to_text(late)
     assert from_text(to_text(early)) == early
+
+
+def test_a_decision_stored_before_via_says_nothing_of_how_it_was_made():
+    """`decision.via` came without a new version: a decision stored before it may be a
+    tick's or a claim's, so it reads as None (not recorded), not as a tick's; and
+    `sched explain` does not explain it as a tick's."""
+    import json
+
+    from eventlog.events import AssignmentDecision, CandidateAgent, TaskAssigned, dump_event, parse_event
+    from scheduler.reads.explain import why_this_agent
+
+    decision = AssignmentDecision(priority=1, effective_priority=1, waited_seconds=0.0, candidates_total=1,
+                                  candidates=(CandidateAgent(agent="a", free=1, load=0, success_rate=0.5),),
+                                  via="claim")
+    stored = json.loads(dump_event(TaskAssigned(task_id=1, agent="a", attempt=1, decision=decision,
+                                                start_by=datetime(2026, 1, 1, tzinfo=UTC))))
+    assert stored["decision"]["via"] == "claim"  # recorded on every decision now
+    del stored["decision"]["via"]
+    older = parse_event("TaskAssigned", 4, json.dumps(stored))
+    assert isinstance(older, TaskAssigned) and older.decision is not None and older.decision.via is None
+    assert why_this_agent(older) == ("a ranked first of 1 candidate(s) (this older record does not say "
+                                     "whether a tick or the agent's own claim assigned it)")
