@@ -1,17 +1,20 @@
-"""Which agents fit a task: the capabilities it requires and the agents' working hours.
+"""Which agents fit a task: the capabilities it requires, the agents' working hours,
+and the rule that skips the agents it failed on.
 
-Pure: `plan()` asks `unfit` about each agent of a task's type; `tasks`, `health` and
-`explain` ask `never_fits` whether any agent of the control file could ever take it.
+Pure: `why_not` is the one rule saying why an agent of a task's type cannot take it
+now (`plan()` ranks with it and records its answers; `sched explain` shows them for a
+waiting task); `skips_failed` says when the agents a task failed on are passed over
+(also for the estimated starts of `sched tasks`); `tasks`, `health` and `explain` ask
+`never_fits` whether any agent of the control file could ever take it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from typing import Protocol
 
 from projections.views import AgentView, TaskView
-from scheduler.decisions.hours import is_available
 
 CAPABILITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 MAX_CAPABILITIES = 64
@@ -43,15 +46,53 @@ def hours_text(hours: Sequence[str]) -> str:
     return "; ".join(hours)
 
 
-def unfit(capabilities: Sequence[str], hours: Sequence[str], task: TaskView,
-          now: datetime) -> str | None:
-    """Why an agent of the task's type cannot take it now for what it is (capabilities,
-    working hours), or None if it can."""
-    lacks = missing(capabilities, task.requires)
-    if lacks:
+def skips_failed(task: TaskView, agents: Iterable[tuple[str, Sequence[str]]]) -> bool:
+    """Whether the agents an earlier attempt of the task failed on are passed over: while
+    another agent of its type (`agents`: name and capabilities) has every capability it
+    requires, unless the task is directed at one agent."""
+    return task.assignee is None and bool(task.excluded) and any(
+        name not in task.excluded and not missing(capabilities, task.requires)
+        for name, capabilities in agents)
+
+
+class Candidate(Protocol):
+    """What `why_not` reads of an agent (an `AgentView`, or the plan's own slot)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def capabilities(self) -> tuple[str, ...]: ...
+    @property
+    def hours(self) -> tuple[str, ...]: ...
+    @property
+    def free(self) -> int: ...
+    @property
+    def load(self) -> int: ...
+    @property
+    def out_of_service(self) -> str | None: ...
+
+
+def why_not(agent: Candidate, available: bool, task: TaskView, skip_failed: bool,
+            claimant: str | None = None) -> str | None:
+    """Why `agent`, enabled in the control file and of the task's type, cannot take the
+    task now, or None if it can (`available`: now is within its working hours;
+    `skip_failed`: `skips_failed` of the task; `claimant`: the pull worker claiming work
+    for itself, if this is a claim). A tick asks it of every agent for every task it
+    places: it stays a few comparisons."""
+    if claimant is not None and agent.name != claimant:
+        return f"not asking: {claimant} claimed work for itself"
+    if task.assignee is not None and agent.name != task.assignee:
+        return f"the task is directed at {task.assignee}"
+    if agent.out_of_service is not None:
+        return f"{agent.out_of_service} by an operator"
+    if task.requires and (lacks := missing(agent.capabilities, task.requires)):
         return f"lacks capability {', '.join(lacks)}"
-    if not is_available(hours, now):
-        return f"outside its working hours ({hours_text(hours)})"
+    if not available:
+        return f"outside its working hours ({hours_text(agent.hours)})"
+    if skip_failed and agent.name in task.excluded:
+        return "an earlier attempt of the task failed on it"
+    if agent.free <= 0:
+        return f"no free slot (load {agent.load})"
     return None
 
 

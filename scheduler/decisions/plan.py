@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
-from scheduler.decisions.fit import hours_text, missing
+from scheduler.decisions.fit import skips_failed, why_not
 from scheduler.decisions.hours import is_available
 
 if TYPE_CHECKING:  # `tasks` orders with this module without loading the event models
@@ -177,6 +177,7 @@ class _Slot:
     capabilities: tuple[str, ...] = ()
     hours: tuple[str, ...] = ()
     available: bool = True  # within its working hours now
+    out_of_service: str | None = None  # drained or evicted by an operator
 
 
 DECISION_LIST_CAP = 8  # candidates and passed-over agents recorded per assignment
@@ -214,7 +215,7 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
         if agent.enabled and agent.configured:
             pools.setdefault(agent.type, []).append(_Slot(
                 agent.name, agent.free, agent.load, agent.weight, agent.capabilities, agent.hours,
-                is_available(agent.hours, now)))
+                is_available(agent.hours, now), agent.out_of_service))
         else:
             off.setdefault(agent.type, []).append(agent.name)
     decisions = []
@@ -263,27 +264,13 @@ def _rank(pool: Sequence[_Slot], task: TaskView, rate: Mapping[str, float],
     """The agents that may take the task now, best first, and those of its type that
     may not, with why (`rate`: each agent's success rate at the task's type). Weight
     only orders agents with equally many free slots: it never outranks a free slot."""
-    lacks = {s.name: missing(s.capabilities, task.requires) for s in pool} if task.requires else {}
-    # agents that failed this task are skipped while another capable agent of the type exists
-    failover = task.assignee is None and bool(task.excluded) and bool(
-        {s.name for s in pool if not lacks.get(s.name)} - set(task.excluded))
+    skip_failed = skips_failed(task, ((s.name, s.capabilities) for s in pool))
     eligible, passed_over = [], []
     for s in pool:
-        if claimant is not None and s.name != claimant:
-            why = f"not asking: {claimant} claimed work for itself"
-        elif task.assignee is not None and s.name != task.assignee:
-            why = f"the task is directed at {task.assignee}"
-        elif lacks.get(s.name):
-            why = f"lacks capability {', '.join(lacks[s.name])}"
-        elif not s.available:
-            why = f"outside its working hours ({hours_text(s.hours)})"
-        elif failover and s.name in task.excluded:
-            why = "an earlier attempt of the task failed on it"
-        elif s.free <= 0:
-            why = f"no free slot (load {s.load})"
-        else:
+        why = why_not(s, s.available, task, skip_failed, claimant)
+        if why is None:
             eligible.append(s)
-            continue
-        passed_over.append((s.name, why))
+        else:
+            passed_over.append((s.name, why))
     eligible.sort(key=lambda s: (-s.free, -s.weight, -rate[s.name], s.load, s.name))
     return eligible, passed_over

@@ -36,7 +36,7 @@ from eventlog.events import (
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.views import WAITING_STATUSES, AgentView, TaskView
-from scheduler.decisions.fit import never_fits, unfit
+from scheduler.decisions.fit import never_fits, skips_failed, why_not
 from scheduler.decisions.hours import is_available
 from scheduler.workspace import Workspace
 
@@ -223,22 +223,13 @@ def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> d
     if task.status not in WAITING_STATUSES:
         return None
     rows = []
-    for agent in sorted(agents, key=lambda a: a.name):
-        if not agent.configured or agent.type != task.queue:
-            continue
-        why: str | None
-        if task.assignee is not None and agent.name != task.assignee:
-            why = f"the task is directed at {task.assignee}"
-        elif not agent.enabled:
-            why = "disabled in the control file"
-        elif agent.out_of_service is not None:
-            why = f"{agent.out_of_service} by an operator"
-        elif (unfit_now := unfit(agent.capabilities, agent.hours, task, now)) is not None:
-            why = unfit_now
-        elif agent.free <= 0:
-            why = f"no free slot (load {agent.load})"
+    of_type = sorted((a for a in agents if a.configured and a.type == task.queue), key=lambda a: a.name)
+    skip_failed = skips_failed(task, ((a.name, a.capabilities) for a in of_type if a.enabled))
+    for agent in of_type:
+        if not agent.enabled and (task.assignee is None or agent.name == task.assignee):
+            why: str | None = "disabled in the control file"
         else:
-            why = None
+            why = why_not(agent, is_available(agent.hours, now), task, skip_failed)
         rows.append({"agent": agent.name, "weight": agent.weight,
                      "capabilities": list(agent.capabilities), "hours": list(agent.hours),
                      "available": is_available(agent.hours, now), "why_not": why})

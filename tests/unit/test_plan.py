@@ -310,3 +310,27 @@ def test_weights_change_who_takes_a_task_never_which_tasks_are_taken(agents, pri
     tasks = [task(i + 1, priority=p) for i, p in enumerate(priorities)]
     unweighted = [replace(a, weight=1.0) for a in agents]
     assert [d.task_id for d in plan(agents, tasks, now)] == [d.task_id for d in plan(unweighted, tasks, now)]
+
+
+def test_a_drained_agent_is_passed_over_as_drained_not_as_full():
+    from dataclasses import replace
+
+    (decision,) = plan([replace(agent("a", capacity=2), out_of_service="drained"), agent("b")],
+                       [task(1)], NOW)
+    assert decision.agent == "b"
+    assert [(p.agent, p.why) for p in decision.decision.passed_over] == [("a", "drained by an operator")]
+
+
+def test_explain_and_the_estimates_skip_the_agent_a_task_failed_on_as_the_tick_does():
+    """One rule (`fit.why_not`, `fit.skips_failed`) under the three: a task that failed on
+    `a` waits for busy `b`, though `a` is free; explain says why, and the estimate is not
+    "at the next tick"."""
+    from scheduler.decisions.estimates import estimate_starts
+    from scheduler.reads.explain import waiting_now
+
+    fleet, failed = [agent("a"), agent("b", load=1)], task(1, excluded=("a",))
+    assert plan(fleet, [failed], NOW) == []
+    rows = waiting_now(failed, fleet, NOW)["agents"]  # type: ignore[index]
+    assert [(r["agent"], r["why_not"]) for r in rows] == [
+        ("a", "an earlier attempt of the task failed on it"), ("b", "no free slot (load 1)")]
+    assert estimate_starts([failed], fleet, {"dev": 1 / 60}, NOW) == {1: to_text(NOW + timedelta(seconds=60))}
