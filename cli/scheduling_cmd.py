@@ -160,7 +160,7 @@ def compact_table(*headers: str, title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  padding=(0, 1, 0, 0), show_edge=False)
+                  padding=0, show_edge=False)  # (the rule between columns is the one space)
     for index, header in enumerate(headers):
         table.add_column(header, justify="left" if index == 0 or header in ("type", "state") else "right",
                          no_wrap=index > 0, min_width=len(header), overflow="fold")

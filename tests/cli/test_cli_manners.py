@@ -70,7 +70,8 @@ def test_a_queue_table_no_agent_serves_is_warned_about(cli: InProcess, home: Pat
 
 
 def test_status_stays_readable_at_80_columns(cli: InProcess, home: Path):
-    cli("submit", "-q", "dev", "-t", "t")
+    write_control(home, [{"agentName": "summer-1", "agentType": "checksums", "maxConcurrency": 1}])
+    cli("submit", "-q", "checksums", "-t", "t")
     result = cli("status", env={"COLUMNS": "80"})
     lines = result.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines)
@@ -78,6 +79,9 @@ def test_status_stays_readable_at_80_columns(cli: InProcess, home: Path):
     header = next(line for line in lines if line.startswith("queue "))
     assert header.split() == ["queue", "approval", "blocked", "queued", "assigned", "running",
                               "succeeded", "dead", "cancelled"]
+    # a name of up to 14 characters stays on its line (found folded as checks/ums)
+    assert any(line.split()[:2] == ["checksums", "0"] for line in lines)
+    assert any(line.split()[:2] == ["summer-1", "checksums"] for line in lines)
 
 
 def test_show_says_who_ran_the_task_and_its_result_without_python_reprs(cli: InProcess, home: Path):
