@@ -9,6 +9,7 @@ import typer
 
 from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, human_duration, message, workspace
 from cli.text import literal
+from scheduler.whatif.capacity import COUNTS
 from scheduler.whatif.figures import sparkline
 from scheduler.whatif.simulate import Request, run_simulation
 
@@ -126,7 +127,8 @@ def _print(doc: dict[str, Any]) -> None:
         out.print(literal(f"capacity for {search['queue']} to meet {search['target']}: "
                           + (f"{search['capacity']} slots" if search["capacity"] is not None
                              else "not met by any capacity tried")))
+        counts = search["metric"] in COUNTS  # else seconds, shown as the target writes them
         for point in search["curve"]:
             value = point["value"]
-            shown = "-" if value is None else f"{value:g}"
+            shown = "-" if value is None else f"{value:g}" if counts else human_duration(value)
             out.print(literal(f"  {point['capacity']:>6} slots: {shown}  {'met' if point['met'] else ''}"))

@@ -14,6 +14,7 @@ from scheduler.whatif.workload import parse_duration
 
 _QUEUE_METRICS = ("wait_p50", "wait_p95", "wait_max", "run_p50", "run_p95", "dead_lettered", "succeeded")
 _METRICS = (*_QUEUE_METRICS, "time_to_drain_seconds")
+COUNTS = ("dead_lettered", "succeeded")  # the metrics that count tasks; the others are seconds
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 _TARGET = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|<|>)\s*(.+?)\s*$")
 MAX_CAPACITY = 100_000
@@ -44,7 +45,7 @@ def parse_target(text: str) -> Target:
     if found is None or found.group(1) not in _METRICS:
         raise BadInput(f"--target {text!r}: expected METRIC<=VALUE with METRIC one of {', '.join(_METRICS)}")
     metric, op, value = found.groups()
-    if metric in ("dead_lettered", "succeeded"):
+    if metric in COUNTS:
         try:
             number = float(int(value))
         except ValueError:

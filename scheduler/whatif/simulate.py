@@ -212,7 +212,8 @@ def run_simulation(ws: Workspace, request: Request,
         start = sum(a.capacity for a in other_fleet if a.type == queue and a.enabled) or 1
         ceiling = max(1, min(capacity.MAX_CAPACITY, base_run.queue(queue).arrived))
         found, curve = capacity.search(evaluate, queue, target, start, ceiling)
-        document["search"] = {"queue": queue, "target": target.text, "capacity": found, "curve": curve}
+        document["search"] = {"queue": queue, "target": target.text, "metric": target.metric,
+                              "capacity": found, "curve": curve}
     return document
 
 

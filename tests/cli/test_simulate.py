@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.common import human_duration
 from tests.cli.conftest import InProcess, event_count, ok, one_error_line, one_json
 
 
@@ -48,6 +49,11 @@ def test_simulate_a_generated_load_and_find_the_capacity(home: Path, cli: InProc
     assert met[found] and not met.get(found - 1, False)
     assert doc == one_json(ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target",
                                   "wait_p95<=1m", "--json")))  # seeded: the same answer
+    assert doc["search"]["metric"] == "wait_p95"
+    # the curve in the text says its figures as durations, as the target is written
+    text = ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target", "wait_p95<=1m")).stdout
+    point = next(p for p in doc["search"]["curve"] if p["capacity"] == found)
+    assert f"{found:>6} slots: {human_duration(point['value'])}  met" in text
 
 
 def test_simulate_a_workload_file(home: Path, cli: InProcess):
