@@ -34,7 +34,7 @@ def simulate_day_once(tasks: int, agents: int) -> dict[str, Any]:
     """One simulated day of `tasks` arrivals over `agents` one-slot agents, through the
     engine `sched simulate` runs (default settings; the generator's seed 1)."""
     from scheduler.config.settings import Settings
-    from scheduler.reads.queries import ordering_policy
+    from scheduler.planning import ordering_policy
     from scheduler.whatif.engine import FleetAgent, Scenario, simulate
     from scheduler.whatif.workload import ListedWorkload, generate
 

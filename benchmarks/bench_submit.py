@@ -18,8 +18,8 @@ from benchmarks.common import (
     task_specs,
     timed,
 )
+from scheduler.planning import record_config_if_changed
 from scheduler.submit import submit
-from scheduler.tick import record_config_if_changed
 from scheduler.workspace import Workspace
 
 # the backlog fleet: also the fleet of the tick figure, which reuses this database

@@ -8,18 +8,16 @@ the commit; elsewhere (`sched tick` from cron) a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from eventlog.events import (
     Event,
     LeaseExpired,
-    TaskAssigned,
     TaskCancelled,
     TaskDeadLettered,
     TaskDueMissed,
@@ -29,14 +27,10 @@ from eventlog.events import (
 )
 from eventlog.faults import fault_point
 from eventlog.timeutil import from_text, to_text
-from projections.fold import canonical_json
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler.config.registry import ControlFile
-from scheduler.config.settings import Settings
-from scheduler.decisions.hours import is_available
-from scheduler.decisions.plan import PlanPolicy, age_bands, due_bands, plan
 from scheduler.decisions.policy import settle_failure
 from scheduler.gates import (
     GateResult,
@@ -46,14 +40,13 @@ from scheduler.gates import (
     gated_queues,
     record_gates,
 )
-from scheduler.reads.queries import ordering_policy
+from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
 from scheduler.runner import containment
 from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished
 from scheduler.tick_runs import note_daemon, note_tick, pid_alive
 from scheduler.workspace import Workspace, describe_pause
 
 OVERDUE_BATCH = 500
-MAX_CANDIDATES = 20_000
 
 
 @dataclass
@@ -108,14 +101,6 @@ def to_start(views: SqlProjection, control: ControlFile, host: str, report: Tick
                 _STARTED_FOR_OTHERS[key] = None
             push.append(task.task_id)
     return push
-
-
-def record_config_if_changed(recorder: Recorder, control: ControlFile) -> bool:
-    """Append `AgentsConfigured` when the control file differs from the recorded one."""
-    if recorder.views.meta().get("config_hash") == control.content_hash:
-        return False
-    recorder.record([control.configured_event()])
-    return True
 
 
 def earlier_errors(recorder: Recorder, task_id: int) -> list[str]:
@@ -265,71 +250,6 @@ def _count_outcome(report: TickReport, task_id: int, events: Sequence[Event]) ->
             report.cancelled.append(task_id)
         case _:
             report.retried.append(task_id)
-
-
-def policy_fingerprint(settings: Settings, queue: str | None) -> str:
-    """A short hash of what decides for a queue: its failure and ageing policy and the
-    start deadline (queue None: a queue without a [queues.NAME] table)."""
-    policy = settings.queue_policy(queue or "")
-    text = canonical_json({"policy": policy.model_dump(mode="json"),
-                           "start_deadline_seconds": settings.start_deadline_seconds})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
-    """What `plan()` decides with: built once per (settings, control file), since both
-    are frozen (a claim or a tick asks for it every time; the queues' fingerprints hash
-    their policies)."""
-    last = _LAST_PLAN_POLICY[0]
-    if last is not None and last[0] is settings and last[1] == config_hash:
-        return last[2]
-    policy = replace(
-        ordering_policy(settings),
-        fingerprints={q: policy_fingerprint(settings, q) for q in settings.queues},
-        default_fingerprint=policy_fingerprint(settings, None), config_hash=config_hash)
-    _LAST_PLAN_POLICY[0] = (settings, config_hash, policy)
-    return policy
-
-
-_LAST_PLAN_POLICY: list[tuple[Settings, str, PlanPolicy] | None] = [None]
-
-
-def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,
-                    now: datetime, policy: PlanPolicy) -> list[TaskAssigned]:
-    """Plan one queue from its top candidates only: per age band and due band, the best
-    queued tasks by base priority (see `age_bands`, `due_bands`). Fetches more
-    (doubling) only while some fetched ones could not be placed, e.g. tasks directed at
-    a busy agent or excluded from the free ones, so the cost follows the assignments
-    made, not the backlog."""
-    pool = [a for a in agents if a.type == queue]
-    # an agent outside its working hours takes no new work: its free slots are not wanted
-    free_agents = [a for a in pool if a.free > 0 and policy.claimant in (None, a.name)
-                   and is_available(a.hours, now)]
-    wanted = sum(a.free for a in free_agents)
-    if policy.claimant is not None:
-        wanted = min(wanted, 1)  # a claim takes one task
-    if wanted == 0:
-        return []
-    now_text = to_text(now)
-    records = views.records(a.name for a in free_agents)
-    limit = wanted
-    bands = age_bands(now, policy, queue, views.oldest_queued(queue))
-    dues = due_bands(now, policy, queue, views.earliest_due(queue))
-    names = [a.name for a in free_agents]
-    while True:
-        candidates: dict[int, TaskView] = {}
-        exhausted = True
-        for cutoff in bands:
-            for due_by in dues:
-                for assignees in (None, names):  # open to any agent, then directed at a free one
-                    found = views.candidates(queue, now_text, limit, assignees, ready_by=cutoff,
-                                             due_by=due_by)
-                    exhausted = exhausted and len(found) < limit
-                    candidates.update((t.task_id, t) for t in found)
-        decisions = plan(pool, candidates.values(), now, policy, records)
-        if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
-            return decisions
-        limit *= 2
 
 
 def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:

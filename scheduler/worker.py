@@ -65,15 +65,8 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     is overdue: a fleet of pull workers with no tick running still recovers from a dead
     worker."""
     from scheduler.gates import closed_gates
-    from scheduler.tick import (
-        TickReport,
-        gather_and_plan,
-        pid_alive,
-        plan_policy,
-        reap_dead_wrappers,
-        record_config_if_changed,
-        take_back_overdue,
-    )
+    from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
+    from scheduler.tick import TickReport, pid_alive, reap_dead_wrappers, take_back_overdue
 
     ws.db  # noqa: B018 -- a missing database is the first thing to say
     registry = ws.registry()

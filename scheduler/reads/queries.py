@@ -18,10 +18,10 @@ from projections.views import (
     AgentView,
     TaskView,
 )
-from scheduler.config.settings import Settings
 from scheduler.decisions.fit import never_fits
-from scheduler.decisions.plan import PlanPolicy, effective_priority, most_gained, pick_order, waited_seconds
+from scheduler.decisions.plan import effective_priority, most_gained, pick_order, waited_seconds
 from scheduler.gates import closed_gates
+from scheduler.planning import ordering_policy
 from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:
@@ -112,20 +112,6 @@ def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[Ag
     paused = describe_pause(meta.get("paused"), ws.stop_file if present else None)
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
             "last_seq": last_seq, "paused": paused, "gates_closed": closed_gates(meta)}
-
-
-def ordering_policy(settings: Settings) -> PlanPolicy:
-    """The part of the plan policy that orders tasks (the start deadline, each queue's
-    ageing and due boost), for listings; `scheduler.tick.plan_policy` adds what labels the
-    decisions it records."""
-    return PlanPolicy(
-        start_deadline_seconds=settings.start_deadline_seconds,
-        ageing={q: (p.age_boost_seconds, p.age_boost_max)
-                for q in settings.queues if (p := settings.queue_policy(q))},
-        default_ageing=(settings.age_boost_seconds, settings.age_boost_max),
-        due_boost={q: (p.due_boost_seconds, p.due_boost_max)
-                   for q in settings.queues if (p := settings.queue_policy(q))},
-        default_due_boost=(settings.due_boost_seconds, settings.due_boost_max))
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,

@@ -8,7 +8,7 @@ How time passes here, and how it maps on a daemon:
   the first fact), and at once when an attempt ends (the daemon's launcher wakes a tick
   when a wrapper exits) and, with `wake_on_arrival`, when a task arrives (PostgreSQL's
   notifications do that); a tick with nothing ready or no free slot costs nothing;
-- a tick reads its candidates as the real one does (`tick.gather_and_plan`): per age
+- a tick reads its candidates as the real one does (`planning.gather_and_plan`): per age
   band and due band, the best ready tasks by base priority, open and directed;
 - an assignment holds its agent's slot from the tick that made it; the attempt starts
   `start_delay` later and ends `run_seconds` after its start, as recorded (see

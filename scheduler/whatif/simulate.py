@@ -19,7 +19,7 @@ from eventlog.timeutil import from_text, to_text
 from scheduler.config.registry import load_control_file
 from scheduler.config.settings import Settings
 from scheduler.decisions.policy import QueuePolicy
-from scheduler.reads.queries import ordering_policy
+from scheduler.planning import ordering_policy
 from scheduler.whatif import capacity, figures
 from scheduler.whatif.engine import FleetAgent, Run, Scenario, fleet_of, simulate, with_capacity
 from scheduler.whatif.workload import (
