@@ -27,7 +27,7 @@ from scheduler.workspace import Workspace, describe_pause
 if TYPE_CHECKING:
     from projections.rebuild import Verification
 
-# what only some answers need (folds, verify, the tick's policy) is imported by them:
+# what only some answers need (folds, verify, the estimates) is imported by them:
 # `status` and `tasks` start quickly (issue 13: a quick CLI)
 
 
