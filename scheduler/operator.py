@@ -27,7 +27,7 @@ from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, AgentView, TaskView
 from scheduler.dryrun import DryRun, writing
 from scheduler.planning import record_config_if_changed
-from scheduler.tick import release_out_of_service, settle, stop_if_local
+from scheduler.takeback import release_out_of_service, settle, stop_if_local
 from scheduler.workspace import Workspace
 
 

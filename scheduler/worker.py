@@ -66,7 +66,9 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     worker."""
     from scheduler.gates import closed_gates
     from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
-    from scheduler.tick import TickReport, pid_alive, reap_dead_wrappers, take_back_overdue
+    from scheduler.takeback import reap_dead_wrappers, take_back_overdue
+    from scheduler.tick import TickReport
+    from scheduler.tick_runs import pid_alive
 
     ws.db  # noqa: B018 -- a missing database is the first thing to say
     registry = ws.registry()
@@ -251,7 +253,7 @@ def fail_in(ws: Workspace, recorder: Recorder, task_id: int, token: str, error: 
             usage: Usage | None = None, by: str | None = None) -> str:
     """`fail` inside the caller's write transaction, `error` already checked; returns
     the task's new status. Raises `TokenRejected` before recording anything."""
-    from scheduler.tick import settle
+    from scheduler.takeback import settle
 
     task = _current_attempt(recorder, task_id, token, recorder.now)
     if task.cancelling:

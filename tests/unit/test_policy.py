@@ -51,7 +51,7 @@ def test_the_last_attempt_dead_letters_with_the_error_history():
 
 
 def test_the_last_attempt_lost_with_its_wrapper_dead_letters_with_why():
-    """The error history says what the task's own stream says (`tick.earlier_errors`)."""
+    """The error history says what the task's own stream says (`takeback.earlier_errors`)."""
     why = "the sched exec wrapper (pid 7 on h1) is gone"
     gone = LeaseExpired(task_id=1, agent="a", attempt=3, detail=why)
     events = settle_failure(running(3), gone, NOW, QueuePolicy(), 0.0, earlier_errors=("e1", "lease expired"))
