@@ -25,18 +25,30 @@ def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(URL_SCHEMES)
 
 
+# the connection parameters of a URL's query that hold a secret (libpq's keywords)
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def redact(location: str | Path) -> str:
-    """`location` as messages, logs and `config show` may print it: a URL without its
-    password."""
+    """`location` as messages, logs, `config show` and an agent's `SCHED_DB` may show
+    it: a URL without its password, whether in its user part or in its query
+    (`?password=...`, which libpq accepts as well)."""
     if not is_url(location):
         return str(location)
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
     parts = urlsplit(str(location))
-    if parts.password is None:
-        return str(location)
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(key.lower() in SECRET_PARAMETERS for key, _ in query)
+    if parts.password is None and not secret_query:
+        return str(location)  # as given (urlunsplit would drop the // of an empty host)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if secret_query:
+        parts = parts._replace(query=urlencode(
+            [(key, "***" if key.lower() in SECRET_PARAMETERS else value) for key, value in query], safe="*/"))
+    text = urlunsplit(parts)
+    return text if parts.netloc else text.replace(":/", ":///", 1)
 
 
 def open_storage(location: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000,

@@ -146,3 +146,15 @@ def test_a_setting_overridden_by_the_environment_needs_no_variable_of_its_toml_v
     assert loaded.variables == {}
     with pytest.raises(BadInput, match="environment variable LEASE is not set"):
         load_settings({}, {"home": tmp_path})
+
+
+def test_a_database_password_is_masked_in_the_user_part_and_in_the_query():
+    from eventlog.storage import redact
+
+    assert redact("postgresql://u:pw@db-1:5432/sched") == "postgresql://u:***@db-1:5432/sched"
+    assert redact("postgresql://u@db-1/sched?sslmode=require&password=pw") == (
+        "postgresql://u@db-1/sched?sslmode=require&password=***")
+    assert redact("postgresql:///sched?host=/run/pg&sslpassword=k") == (
+        "postgresql:///sched?host=/run/pg&sslpassword=***")
+    assert redact("postgresql:///sched?host=/run/pg") == "postgresql:///sched?host=/run/pg"  # as given
+    assert redact("/srv/sched/sched.db") == "/srv/sched/sched.db"
