@@ -337,7 +337,7 @@ class Supervisor:
         output, reap, sample, end what must end. Returns which of `also` (the caller's
         own file descriptors) became readable."""
         logs = {run.log_fd: run for run in self._runs if run.log_fd is not None}
-        ready = select.select([self._wake_r, *logs, *also], [], [], max(timeout, 0.0))[0]
+        ready = readable([self._wake_r, *logs, *also], timeout)
         if self._wake_r in ready:
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 4096)
@@ -511,6 +511,16 @@ class Supervisor:
         except Exception as e:  # the lease covers an attempt whose end was not recorded
             run.outcome = Outcome("lost", f"not recorded: {e}")
         self.wake()
+
+
+def readable(fds: Sequence[int], timeout: float) -> list[int]:
+    """Which of `fds` have something to read, or are at their end, within `timeout`
+    seconds. `poll`, not `select`: a supervisor of hundreds of attempts (a pipe and a
+    log each) holds descriptors past 1023, which `select` refuses."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _events in poller.poll(max(timeout, 0.0) * 1000)]
 
 
 def _thread(target: Callable[[Running], None], run: Running) -> None:

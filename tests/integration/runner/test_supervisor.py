@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import sys
 
@@ -110,3 +111,25 @@ def test_the_leases_of_all_attempts_are_renewed_in_one_transaction(supervised, t
     for sub in subs:
         wait_for("the attempts to succeed", lambda sub=sub: queries.show(ws, sub.task_id)[0].status
                  == "succeeded")
+
+
+def test_attempts_are_watched_whatever_their_descriptors_numbers(supervised):
+    """Hundreds of running attempts hold a pipe and a log each: the supervisor (which
+    inherits the 1,100 descriptors held here when it is forked) watches descriptors past
+    1023, where `select` refuses to (it died, and its agents with it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard limit on open files ({hard}) is below 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        ws, _supervisor = supervised([agent("w1", [sys.executable, "-c", "print('{\"ok\": 1}')"])])
+        (sub,) = submit(ws, [TaskSpec(queue="dev", title="past 1023")])
+        tick(ws)
+        wait_for("the attempt to succeed", lambda: queries.show(ws, sub.task_id)[0].status == "succeeded")
+        (done,) = recorded(ws, sub.task_id, "TaskSucceeded")
+        assert json.loads(done.data)["result"] == {"ok": 1}
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
