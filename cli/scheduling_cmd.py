@@ -290,7 +290,12 @@ def exec_command(
     host: HostOpt = None,
 ) -> None:
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
-    outcome = exec_task(workspace(home, db, agents, host=host), task_id, os.environ, own_process=True)
+    from scheduler.runner.spawn import absolute
+
+    given = workspace(home, db, agents, host=host)  # (nothing opened yet)
+    # the wrapper works in the attempt's directory: every path it uses must be absolute
+    ws = Workspace(absolute(given.settings), clock=given.clock)
+    outcome = exec_task(ws, task_id, os.environ, own_process=True)
     if json_out:
         from scheduler.runner.exec import outcome_json
 

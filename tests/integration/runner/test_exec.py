@@ -367,6 +367,23 @@ def test_the_agent_gets_only_allowlisted_variables_and_its_task(tmp_path, starte
             "SCHED_LEASE_TOKEN"} <= set(seen)
 
 
+def test_a_wrapper_started_by_hand_in_its_home_finds_the_database_from_the_attempts_directory(tmp_path):
+    """`sched exec ID` run in the home without `--home` (relative paths): the wrapper
+    works in the attempt's directory, and still writes to the home's database under its
+    writers' lock, making no database or lock file where it works."""
+    ws = push_workspace(tmp_path, {"w1": [sys.executable, "-c", "print('{}')"]})
+    ws.launcher, ws.starter = (lambda settings, task_id: None), None  # started by hand below
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="by hand")])
+    tick(ws)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    done = subprocess.run([sys.executable, "-m", "cli", "exec", str(sub.task_id), "--json"],
+                          cwd=ws.settings.home, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
+    assert not [p.name for p in workdir.iterdir() if p.name.startswith("sched.db")]
+
+
 def test_the_agent_can_heartbeat_its_own_lease_with_the_token(tmp_path):
     argv = agent_script(tmp_path, "beat", f"""
         import json, os, subprocess
