@@ -25,6 +25,10 @@ class BadInput(SchedError, ValueError):
     """The input is not valid."""
 
 
+class TokenRefused(BadInput):
+    """The server refused the API token (HTTP 401 or 403): asking again will not help."""
+
+
 class DatabaseError(SchedError):
     """The database cannot be used."""
 

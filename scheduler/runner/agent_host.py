@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from eventlog.errors import BadInput, SchedError
+from eventlog.errors import SchedError, TokenRefused
 from eventlog.timeutil import from_text
 from scheduler import worker
 from scheduler.config.settings import Settings
@@ -130,12 +130,14 @@ class Asker:
             granted_at = lease_clock()  # before the server grants the leases
             try:
                 answer = self._server.host_start(self._host, os.getpid(), self._home, WAIT_SECONDS)
-            except BadInput as e:  # the token refused, or a request the server will never take
+            except TokenRefused as e:  # asking again will not help
                 self.fatal = e
                 self._wake()
                 return
-            except SchedError as e:  # unreachable, or failing: ask again later
-                self._say(f"asking for work: {e.message}; again in {RETRY_SECONDS:g} s")
+            except Exception as e:  # unreachable, failing, or refusing for now (a control file
+                # being edited): ask again later; this thread must not end while the runner runs
+                why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
+                self._say(f"asking for work: {why}; again in {RETRY_SECONDS:g} s")
                 self._stopping.wait(RETRY_SECONDS)
                 continue
             if answer.get("attempts"):

@@ -14,6 +14,7 @@ from them: recorded once, reported once) or because the attempt was taken back.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import time
@@ -23,7 +24,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eventlog.errors import BadInput, NotFound, Refused, SchedError, ServerUnreachable, TokenRejected
+from eventlog.errors import (
+    BadInput,
+    NotFound,
+    Refused,
+    SchedError,
+    ServerUnreachable,
+    TokenRefused,
+    TokenRejected,
+)
 
 SERVER_VARIABLE = "SCHED_SERVER"
 TOKEN_VARIABLE = "SCHED_TOKEN"  # the API's bearer token (not an attempt's lease token)
@@ -153,8 +162,9 @@ class Server:
                         lost.append(True)  # it failed after it arrived: it may have been recorded
                 else:
                     raise _error_for(e.code, line, path) from None
-            except (urllib.error.URLError, OSError) as e:  # refused, reset, timed out, unresolvable
-                reason = getattr(e, "reason", e)
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+                # refused, reset, timed out, unresolvable; an answer cut short, or not JSON
+                reason = getattr(e, "reason", e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
                 why = f"cannot reach the server at {self.url}: {reason}"
                 if lost is not None and data is not None and not isinstance(reason, ConnectionRefusedError):
                     lost.append(True)  # it may have arrived: its answer did not
@@ -198,7 +208,7 @@ def _error_for(status: int, line: str, path: str) -> SchedError:
     if status == 404:
         return NotFound(line)
     if status in (401, 403):
-        return BadInput(f"the server refused the token: {line}")
+        return TokenRefused(f"the server refused the token: {line}")
     if status < 500:
         return BadInput(line)
     return ServerUnreachable(f"the server answered {status}: {line}")

@@ -211,9 +211,12 @@ class Bookkeeper:
             due, endings = turn
             try:
                 self._turn(due, endings)
-            except Exception as e:  # the loop goes on; the lease covers a lost outcome
+            except Exception as e:  # (an answer that does not fit the asking) the loop goes on,
+                # not at once; the lease covers a lost outcome
                 print(f"sched supervisor: recording failed: {e}", file=sys.stderr, flush=True)
                 with self._cond:
+                    for run in due:
+                        run.next_beat = max(run.next_beat, lease_clock() + 1.0)
                     for run, _ending in endings:
                         run.outcome = Outcome("lost", f"not recorded: {e}")
             self._wake()
@@ -224,8 +227,10 @@ class Bookkeeper:
         try:
             beats, statuses = self._ledger.turn([run.attempt for run in due],
                                                 [(run.attempt, ending) for run, ending in endings])
-        except SchedError as e:  # a long writer held the lock: renew again soon, record at the next turn
-            print(f"sched supervisor: {e.message}", file=sys.stderr, flush=True)
+        except Exception as e:  # a long writer held the lock, or the server is away or answered
+            # nonsense: renew again soon, record at the next turn (a few times, or while the lease holds)
+            why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
+            print(f"sched supervisor: {why}", file=sys.stderr, flush=True)
             with self._cond:
                 for run in due:
                     run.next_beat = lease_clock() + min(every, 1.0)
@@ -234,7 +239,7 @@ class Bookkeeper:
                     if run.tries < REPORT_TRIES or (isinstance(e, ServerUnreachable) and asked < run.expires):
                         self._endings.append((run, ending))  # (a server away: tried while the lease holds)
                     else:
-                        run.outcome = Outcome("lost", f"not recorded: {e.message}")
+                        run.outcome = Outcome("lost", f"not recorded: {why}")
             return
         with self._cond:
             for run, beat in zip(due, beats, strict=True):

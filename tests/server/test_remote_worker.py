@@ -107,6 +107,59 @@ def test_an_unreachable_server_is_tried_again_then_one_line_and_exit_1(tmp_path,
     assert waits == [0.5, 1.0]  # backoff between the tries
 
 
+@pytest.mark.parametrize("answer", ["not JSON", "cut short"])
+def test_an_answer_that_is_no_answer_is_tried_again_then_one_line_and_exit_1(monkeypatch, answer):
+    """A proxy's page where JSON was expected, or a body cut short: the call fails as an
+    unreachable server does (it escaped as a raw exception, which ended the runner's
+    asking thread)."""
+    import http.client
+    import io
+
+    class Page(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def read(self, *args):
+            if answer == "cut short":
+                raise http.client.IncompleteRead(b"{", 10)
+            return b"<html>502 from the proxy</html>"
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Page())
+    waits: list[float] = []
+    with pytest.raises(ServerUnreachable) as raised:
+        Server("http://127.0.0.1:9", "t", tries=2, sleep=waits.append).claim("ann")
+    assert raised.value.exit_code == 1 and "tried 2 times" in raised.value.message
+    assert ("IncompleteRead" if answer == "cut short" else "JSONDecodeError") in raised.value.message
+    assert waits == [0.5]
+
+
+def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(monkeypatch):
+    """A 400 while the server's control file is being edited is for now; a refused token
+    is for good."""
+    from eventlog.errors import BadInput, TokenRefused
+    from scheduler.runner import agent_host
+
+    monkeypatch.setattr(agent_host, "RETRY_SECONDS", 0.01)
+    answers: list[Exception | dict] = [BadInput("no agent control file found"),
+                                       {"attempts": [{"task_id": 1}]},
+                                       TokenRefused("the server refused the token: revoked")]
+
+    class Answering:
+        def host_start(self, host, pid, home, wait):
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    said: list[str] = []
+    asker = agent_host.Asker(Answering(), "h1", "/srv", wake=lambda: None, say=said.append)  # type: ignore[arg-type]
+    asker.start()
+    asker._thread.join(10)
+    assert not asker._thread.is_alive() and isinstance(asker.fatal, TokenRefused)
+    assert said == ["asking for work: no agent control file found; again in 0.01 s"]
+    assert asker.answers.get_nowait()[1] == {"attempts": [{"task_id": 1}]}
+
+
 def test_an_outcome_whose_answer_was_lost_is_recorded_once(served, monkeypatch):
     ws, base, token = served
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])

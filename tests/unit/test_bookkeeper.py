@@ -18,7 +18,7 @@ class FlakyLedger:
 
     lease_seconds = 60.0
 
-    def __init__(self, failures: int, error: SchedError) -> None:
+    def __init__(self, failures: int, error: Exception) -> None:
         self.failures, self.error, self.turns = failures, error, 0
 
     def turn(self, renew, record):
@@ -64,3 +64,11 @@ def test_an_outcome_the_database_keeps_refusing_is_given_up_after_a_few_turns():
     ledger = FlakyLedger(100, SchedError("the write lock was not obtained in time"))
     assert outcome_after(ledger) == "lost"
     assert ledger.turns == REPORT_TRIES
+
+
+def test_an_answer_that_makes_no_sense_is_a_failed_turn_retried_not_a_lost_outcome():
+    """A proxy's page where JSON was expected, an answer cut short: the turn failed like
+    any other and is tried again; it was given up at once (and the loop spun)."""
+    ledger = FlakyLedger(1, ValueError("Expecting value: line 1 column 1 (char 0)"))
+    assert outcome_after(ledger) == "succeeded"
+    assert ledger.turns == 2
