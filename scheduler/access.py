@@ -144,6 +144,13 @@ def authenticate(ws: Workspace, presented: str) -> TokenView | None:
     return match_token(presented, live)
 
 
+def still_live(ws: Workspace, token: TokenView) -> bool:
+    """Whether `token` (found live when a request began) is live still: a long request,
+    such as an event stream, asks this now and then, so a revoke ends it too."""
+    with ws.read() as (_log, views):
+        return any(view.seq == token.seq for view in views.tokens())
+
+
 def refusal(token: TokenView, action: Action, agent: str | None = None,
             host: str | None = None) -> str | None:
     """Why `token` may not do `action` (for `agent`, where the action is an agent's; on

@@ -23,6 +23,7 @@ class ServerLimits:
     # None: the largest payload the settings allow (`max_payload_bytes`) and 64 KiB for the rest
     max_body_bytes: int | None = None
     poll_seconds: float = 0.5  # how often an event stream looks for new events
+    recheck_seconds: float = 5.0  # how often an event stream looks whether its token was revoked
     keepalive_seconds: float = 15.0  # a comment line on an idle event stream, so proxies keep it open
     stream_batch: int = 500  # events read per look
     claim_poll_seconds: float = 1.0  # how often the server looks at the log head while claims wait

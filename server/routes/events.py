@@ -18,6 +18,7 @@ from eventlog.errors import BadInput
 from eventlog.store import Recorded
 from eventlog.values import INT64_MAX
 from projections.views import TokenView
+from scheduler import access
 from scheduler.reads.queries import event_dict
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
@@ -50,15 +51,21 @@ def start_after(last_event_id: str | None, after: int | None) -> int:
 
 
 async def stream(ws: Workspace, after: int, limits: ServerLimits,
-                 disconnected: Callable[[], Awaitable[bool]],
+                 disconnected: Callable[[], Awaitable[bool]], live: Callable[[], bool],
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  frame: Callable[[Recorded], bytes] = frame) -> AsyncIterator[bytes]:
     """The events after `after`, then each new one as it is appended (the database is
     read in a worker thread, never on the event loop); `frame` makes each message (the
-    dashboard's stream sends less)."""
+    dashboard's stream sends less). Every `recheck_seconds` of polling it asks `live`
+    whether the token it was opened with is live still, and ends once it is not (a
+    revoke counts for an open stream too)."""
     yield b"retry: 2000\n\n"  # a browser reconnects after 2 s, with Last-Event-ID
-    idle = 0.0
+    idle = unchecked = 0.0
     while not await disconnected():
+        if unchecked >= limits.recheck_seconds:
+            if not await run_in_threadpool(live):
+                return
+            unchecked = 0.0
         batch = await run_in_threadpool(read_after, ws, after, limits.stream_batch)
         for rec in batch:
             yield frame(rec)
@@ -72,6 +79,7 @@ async def stream(ws: Workspace, after: int, limits: ServerLimits,
             idle = 0.0
         await sleep(limits.poll_seconds)
         idle += limits.poll_seconds
+        unchecked += limits.poll_seconds
 
 
 @router.get("/events", response_class=StreamingResponse,
@@ -83,12 +91,13 @@ async def get_events(
     after: int | None = Query(None, ge=0, le=INT64_MAX,
                               description="Start after this seq (default 0: the whole log)."),
     last_event_id: str | None = Header(None, description="Resume after this seq (wins over `after`)."),
-    _token: TokenView = Depends(require("read")),
+    token: TokenView = Depends(require("read")),
     ws: Workspace = Depends(workspace),
 ) -> StreamingResponse:
-    """The event log as Server-Sent Events, live."""
+    """The event log as Server-Sent Events, live, while the token stays live."""
     limits: ServerLimits = request.app.state.limits
     start = start_after(last_event_id, after)
-    return StreamingResponse(stream(ws, start, limits, request.is_disconnected),
+    return StreamingResponse(stream(ws, start, limits, request.is_disconnected,
+                                    lambda: access.still_live(ws, token)),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -197,10 +197,12 @@ async def live(request: Request, after: int = Query(0, ge=0, le=INT64_MAX),
                ws: Workspace = Depends(workspace)) -> Response:
     """The log's moves for the pages, as Server-Sent Events (`/api/v1/events`, with the
     session cookie instead of a bearer header, which an EventSource cannot send)."""
-    if await run_in_threadpool(session_of, request, ws) is None:
+    session = await run_in_threadpool(session_of, request, ws)
+    if session is None:
         return Response(status_code=401)
     limits: ServerLimits = request.app.state.limits
     start = start_after(request.headers.get("last-event-id"), after)
-    return StreamingResponse(stream(ws, start, limits, request.is_disconnected, frame=ping),
+    return StreamingResponse(stream(ws, start, limits, request.is_disconnected,
+                                    lambda: access.still_live(ws, session.token), frame=ping),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler import operator
+from scheduler import access, operator
 from scheduler.reads import queries
 from server.limits import ServerLimits
 from server.routes.events import stream
@@ -97,8 +97,35 @@ def test_an_idle_stream_sends_keepalives_and_ends_when_the_client_goes(api: Api)
 
     async def collect() -> list[bytes]:
         limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=1.0)
-        return [chunk async for chunk in stream(api.ws, head, limits, disconnected, sleep)]
+        return [chunk async for chunk in stream(api.ws, head, limits, disconnected, lambda: True, sleep)]
 
     chunks = asyncio.run(collect())
     assert chunks == [b"retry: 2000\n\n", b": keepalive\n\n", b": keepalive\n\n"]
     assert slept == [0.5] * 5
+
+
+def test_an_open_stream_ends_once_its_token_is_revoked(api: Api):
+    """A revoke counts at once for new requests, and within `recheck_seconds` for a
+    stream already open (it went on sending every event, payloads and all)."""
+    head = len(replayed(api))
+    token = access.authenticate(api.ws, api.tokens["dash"])
+    assert token is not None
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the test drives the polls: a revoke at the second
+        slept.append(seconds)
+        if len(slept) == 2:
+            access.revoke_token(api.ws, "dash", "kim")
+            operator.pause(api.ws, "kim", None)  # appended after the revoke: never sent
+
+    async def collect() -> list[bytes]:
+        limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=60.0, recheck_seconds=1.0)
+        return [chunk async for chunk in stream(api.ws, head, limits, _never, lambda: access.still_live(
+            api.ws, token), sleep)]
+
+    chunks = asyncio.run(collect())
+    assert chunks == [b"retry: 2000\n\n"] and slept == [0.5, 0.5]
+
+
+async def _never() -> bool:
+    return False
