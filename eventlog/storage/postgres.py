@@ -15,6 +15,7 @@ disagree cannot record time running backwards.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,10 @@ from eventlog.storage.base import (
 )
 from eventlog.storage.port import Row, Term
 from eventlog.storage.types import Int64
+
+# psycopg warns on stderr when it cannot end a pipeline on a lost connection: the error
+# the caller sees is sched's one line (a program that sets up logging still gets it)
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 # pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
 WRITER_LOCK = 0x53434844
@@ -277,7 +282,12 @@ class PostgresStorage:
                 session.rollback()
                 return
             fault_point("before_commit")
-            session.commit()
+            try:
+                session.commit()
+            except (DBAPIError, psycopg.Error) as e:
+                if connection_lost(e):
+                    raise unknown_outcome(self.location, e) from e
+                raise
 
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:
@@ -299,6 +309,21 @@ def _send_writes_first(conn: Any, *_: Any) -> None:
         txn.send_writes()
 
 
+def connection_lost(error: BaseException) -> bool:
+    original = getattr(error, "orig", None) or error
+    return isinstance(original, psycopg.OperationalError) or getattr(error, "connection_invalidated", False)
+
+
+def unknown_outcome(location: str, error: BaseException) -> DatabaseFault:
+    """The connection failed while the transaction was being committed: the server may
+    have committed it before the answer was lost, or not."""
+    original = getattr(error, "orig", None) or error
+    what = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+    return DatabaseFault(f"{location}: the connection to the PostgreSQL server failed while committing "
+                         f"({what}): it may or may not have been written; look before you try again "
+                         "(a submit with --idempotency-key may simply be sent again)")
+
+
 def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
     """One line for a driver error: a lock wait past the busy timeout is busy (exit 1,
     try again); a lost or refused connection and every other server fault exit 1."""
@@ -307,7 +332,7 @@ def classify(location: str, busy_timeout_ms: int, error: BaseException) -> Datab
     if isinstance(original, psycopg.errors.LockNotAvailable):
         return DatabaseBusy(f"{location}: another writer held the lock longer than busy_timeout_ms "
                             f"({busy_timeout_ms} ms); try again")
-    if isinstance(original, psycopg.OperationalError) or getattr(error, "connection_invalidated", False):
+    if connection_lost(error):
         return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): nothing was "
                              "written; a retry helps once the server is reachable")
     return DatabaseFault(f"{location}: {what}")

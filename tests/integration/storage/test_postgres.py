@@ -54,6 +54,34 @@ def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp
     ws.close()
 
 
+def test_a_connection_lost_as_it_commits_says_the_outcome_is_unknown(tmp_path, pg_url, monkeypatch):
+    """Lost while its COMMIT is on the way, a transaction may have been written or not:
+    the line says to look before trying again (it said a retry helps, and a retried
+    submit made the task twice), and it is one line (psycopg's own warning stays off
+    stderr)."""
+    from sqlmodel import Session
+
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    real_commit = Session.commit
+
+    def commit_after_losing_the_connection(session: Session) -> None:
+        pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        real_commit(session)
+
+    monkeypatch.setattr(Session, "commit", commit_after_losing_the_connection)
+    with pytest.raises(DatabaseFault) as caught:
+        submit(ws, [TaskSpec(queue="dev", title="maybe")])
+    monkeypatch.setattr(Session, "commit", real_commit)
+    line = caught.value.message
+    assert caught.value.exit_code == 1 and "\n" not in line
+    assert "failed while committing" in line and "may or may not have been written" in line
+    assert "a retry helps" not in line
+    assert queries.list_tasks(ws) == [] and queries.verify_log(ws).ok  # (here: not written)
+    ws.close()
+
+
 PULLERS = [{"agentName": f"w{i}", "agentType": "dev", "maxConcurrency": 100} for i in range(3)]
 
 
