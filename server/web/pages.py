@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+import anyio
 import jinja2
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -23,6 +24,7 @@ from projections.views import TokenView
 from scheduler import access, operator
 from scheduler.workspace import Workspace
 from server.auth import workspace
+from server.calls import doorbell
 from server.errors import status_of
 from server.limits import ServerLimits
 from server.routes.events import start_after, stream
@@ -160,7 +162,8 @@ def operating(request: Request, fields: dict[str, str], ws: Workspace) -> Sessio
 def act(request: Request, fields: dict[str, str], ws: Workspace,
         action: Callable[[TokenView], object], back: str = "/") -> Response:
     """An operator's change (`operating`'s checks), then back to `back` (303: a reload
-    does not post again)."""
+    does not post again). The doorbell is rung after it, on the event loop, as after a
+    write through the API: waiting claims look again at once."""
     session = operating(request, fields, ws)
     if isinstance(session, Response):
         return session
@@ -168,6 +171,8 @@ def act(request: Request, fields: dict[str, str], ws: Workspace,
         action(session.token)
     except SchedError as e:
         return error_page(request, status_of(e), e.message, session)
+    finally:
+        anyio.from_thread.run_sync(doorbell(request).ring)  # (this runs in a worker thread)
     return RedirectResponse(back, status_code=303)
 
 

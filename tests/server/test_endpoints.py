@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from scheduler import operator
 from scheduler.usecases import actions
 from scheduler.workspace import Workspace
 from server.limits import ServerLimits
@@ -58,6 +59,24 @@ def test_a_waiting_claim_is_woken_by_work_submitted_through_the_server(make_api:
     thread.join(15)
     (answer,) = answers
     assert answer.status_code == 200 and answer.json()["task"]["task_id"] == task
+    assert time.monotonic() - started < 15  # well before its 20 s
+
+
+def test_a_waiting_claim_is_woken_by_an_operators_action_on_the_dashboard(make_api: Callable[..., Api]):
+    """Work that waits behind a pause (submitted by another process: no doorbell) is
+    taken at once when an operator resumes on the dashboard, as through the API."""
+    from tests.server.test_dashboard import sign_in
+
+    api = make_api(ServerLimits(claim_poll_seconds=60))  # no look at the head: only the doorbell
+    operator.pause(api.ws, "kim", None)
+    task = actions.submit(api.ws, actions.SubmitRequest(queue="dev", title="after the pause")).task_ids[0]
+    csrf = sign_in(api, "ops")
+    thread, answers = waiting_claim(api)
+    started = time.monotonic()
+    assert api.client.post("/resume", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    thread.join(15)
+    (answer,) = answers
+    assert answer.json()["task"]["task_id"] == task
     assert time.monotonic() - started < 15  # well before its 20 s
 
 
