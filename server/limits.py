@@ -24,6 +24,7 @@ class ServerLimits:
     max_body_bytes: int | None = None
     poll_seconds: float = 0.5  # how often an event stream looks for new events
     recheck_seconds: float = 5.0  # how often an event stream looks whether its token was revoked
+    health_cache_seconds: float = 2.0  # GET /health answers a report this recent again
     keepalive_seconds: float = 15.0  # a comment line on an idle event stream, so proxies keep it open
     stream_batch: int = 500  # events read per look
     claim_poll_seconds: float = 1.0  # how often the server looks at the log head while claims wait

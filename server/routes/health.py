@@ -1,10 +1,15 @@
 """`GET /health`: the checks of `sched health --json`, 200 while the scheduler works
 (healthy or degraded), 503 when it is unhealthy. Needs no token: load balancers and
-monitors probe it."""
+monitors probe it. So that probing costs no more than one report per
+`health_cache_seconds` whoever asks and however often (the report runs the engine's
+integrity check and looks through /proc), a report that recent is answered again."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -32,9 +37,13 @@ class HealthReport(BaseModel):
 
 @router.get("/health", response_model=HealthReport,
             responses={503: {"model": HealthReport, "description": "unhealthy: the report says why"}})
-def get_health(ws: Workspace = Depends(workspace)) -> JSONResponse:
-    """Every health check, as `sched health --json` gives them."""
+def get_health(request: Request, ws: Workspace = Depends(workspace)) -> JSONResponse:
+    """Every health check, as `sched health --json` gives them (`at` says when)."""
     from scheduler.reads.health import health
 
-    report = health(ws)
+    made: tuple[float, dict[str, Any]] | None = getattr(request.app.state, "health", None)
+    if made is None or time.monotonic() - made[0] >= request.app.state.limits.health_cache_seconds:
+        made = time.monotonic(), health(ws)
+        request.app.state.health = made
+    report = made[1]
     return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)

@@ -10,6 +10,7 @@ from eventlog.errors import BadInput
 from scheduler import access, operator
 from scheduler.reads import queries
 from scheduler.reads.health import health
+from server.limits import ServerLimits
 from tests.server.conftest import Api
 
 
@@ -27,6 +28,24 @@ def test_health_is_503_when_unhealthy(api: Api):
     answer = api.client.get("/health")
     assert answer.status_code == 503
     assert answer.json()["status"] == "unhealthy" and answer.json() == health(api.ws)
+
+
+def test_probing_health_costs_one_report_per_window_however_often_it_is_asked(
+        make_api, monkeypatch: pytest.MonkeyPatch):
+    """An anonymous probe runs the integrity check and looks through /proc: within
+    `health_cache_seconds` the last report is answered again."""
+    from scheduler.reads import health as checks
+
+    made: list[dict] = []
+    real = checks.health
+    monkeypatch.setattr(checks, "health", lambda ws: made.append(real(ws)) or made[-1])
+    cached = make_api(ServerLimits(health_cache_seconds=3600))
+    answers = [cached.client.get("/health").json() for _ in range(20)]
+    assert len(made) == 1 and all(answer == made[0] for answer in answers)
+    fresh = make_api(ServerLimits(health_cache_seconds=0))
+    for _ in range(3):
+        fresh.client.get("/health")
+    assert len(made) == 1 + 3
 
 
 def test_status_is_the_document_of_sched_status(api: Api):
