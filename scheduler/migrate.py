@@ -19,7 +19,8 @@ from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
 from eventlog.storage import create_storage
 from eventlog.store import GENESIS_HASH
-from projections.rebuild import ensure_current
+from projections.rebuild import ensure_current, rebuild
+from projections.sql import SqlProjection
 from scheduler.workspace import ALL_TABLES, Workspace
 
 BATCH = 5_000
@@ -49,7 +50,10 @@ def migrate(ws: Workspace, target: str | Path,
         with source.read() as read_txn, dest.write() as write_txn:
             expected = SqlStore(read_txn).head()  # the snapshot's head
             copied = _copy(SqlStore(read_txn), write_txn, expected[0], progress)
-            ensure_current(write_txn)  # the projections, folded from the copied log
+            # the projections, folded from the copied log (a target that `sched init`
+            # made already has tables of this shape: they are refolded all the same)
+            if not ensure_current(write_txn):
+                rebuild(SqlStore(write_txn), SqlProjection(write_txn))
             head = SqlStore(write_txn).head()
             if head != expected:  # rolled back: the target stays empty
                 raise DatabaseFault(f"the copy in {dest.location} ends at seq {head[0]} ({head[1]}), "

@@ -58,6 +58,21 @@ def test_the_log_arrives_whole_with_the_same_head_and_projections(tmp_path, pg_u
     target.close()
 
 
+def test_a_target_made_by_sched_init_first_gets_its_projections_too(tmp_path, pg_url):
+    """operations.md has the PostgreSQL database made with `sched init`, then migrated
+    into: its projection tables exist already, with the current shape, and must still
+    be folded from the copied log (they stayed empty: status showed nothing queued)."""
+    source = with_history(new_workspace(tmp_path / "src", database=str(tmp_path / "laptop.db")))
+    target = at(pg_url, tmp_path, "dst")
+    target.init_db()
+    migrate(source, pg_url)
+    assert queries.status(target)["queues"] == queries.status(source)["queues"]
+    assert queries.status(target)["last_seq"] == queries.head(source)[0]
+    assert queries.verify_log(target).ok
+    source.close()
+    target.close()
+
+
 def test_only_an_empty_database_is_a_target(tmp_path, pg_url):
     source = with_history(new_workspace(tmp_path / "src"))
     migrate(source, pg_url)
