@@ -407,10 +407,13 @@ class QueueGateClosed(Event):
 
 
 class QueueGateOpened(Event):
-    """A queue's gate command passed again: the queue is assigned from once more."""
+    """A queue's gate command passed again, or (version 2, `detail`) its gate was taken
+    out of the settings while closed: the queue is assigned from once more."""
 
+    schema_version: int = 2
     type: Literal["QueueGateOpened"] = "QueueGateOpened"
     queue: str
+    detail: str | None = None  # None: the gate passed (every version 1 event)
 
 
 class DaemonStarted(Event):
@@ -548,6 +551,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
     ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host
+    ("QueueGateOpened", 1): _unchanged,  # v2: + detail (a gate taken out of the settings)
 }
 
 

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from eventlog.events import Event
 
 
+GATE_LINE_CHARS = 500  # of a failing gate's last line, kept in its event
+
+
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
@@ -36,6 +39,7 @@ def run_gate(argv: list[str], timeout: float, env: Mapping[str, str]) -> GateRes
     """Run a gate command (no shell): exit 0 passes; anything else fails, with why."""
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              encoding="utf-8", errors="replace",  # any bytes: its last line is told
                               timeout=timeout, env=dict(env))
     except subprocess.TimeoutExpired:
         return GateResult(False, f"gate {argv[0]!r} timed out after {timeout:g} s")
@@ -43,9 +47,9 @@ def run_gate(argv: list[str], timeout: float, env: Mapping[str, str]) -> GateRes
         return GateResult(False, f"gate {argv[0]!r} cannot start: {e.strerror or e}")
     if done.returncode == 0:
         return GateResult(True, "passed")
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    lines = [line for line in (done.stdout + done.stderr).replace("\x00", "").splitlines() if line.strip()]
     return GateResult(False, f"gate {argv[0]!r} exited {done.returncode}"
-                      + (f": {lines[-1].strip()}" if lines else ""))
+                      + (f": {lines[-1].strip()[:GATE_LINE_CHARS]}" if lines else ""))
 
 
 def gated_queues(settings: Settings) -> dict[str, list[str]]:
@@ -91,6 +95,16 @@ def record_gates(txn: Transaction, views: SqlProjection, results: Mapping[str, G
         elif not result.passed and not closed:
             events.append(QueueGateClosed(queue=queue, detail=result.detail))
     return events
+
+
+def reopen_removed(settings: Settings, meta: Mapping[str, str]) -> list[Event]:
+    """`QueueGateOpened` for each queue whose gate is closed but no longer in the
+    settings: nothing would ever run it again to open it."""
+    from eventlog.events import QueueGateOpened
+
+    gated = gated_queues(settings)
+    return [QueueGateOpened(queue=queue, detail="its gate was taken out of the settings")
+            for queue in sorted(closed_gates(meta)) if queue not in gated]
 
 
 def closed_gates(meta: Mapping[str, str]) -> dict[str, dict[str, str]]:

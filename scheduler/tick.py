@@ -32,6 +32,7 @@ from scheduler.gates import (
     due_checks,
     gated_queues,
     record_gates,
+    reopen_removed,
 )
 from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
 from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished
@@ -163,6 +164,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         report.paused = describe_pause(views.meta().get("paused"), ws.stop_file)
         if gate_results:
             recorder.record(record_gates(views.txn, views, gate_results, now))
+        recorder.record(reopen_removed(ws.settings, views.meta()))
         closed = closed_gates(views.meta())
         report.gates_closed = sorted(closed)
         agents = views.all_agents()

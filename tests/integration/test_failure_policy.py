@@ -270,6 +270,28 @@ def test_a_closed_gate_holds_its_queue_while_others_go_on(make_workspace):
     assert queries.verify_log(ws).ok
 
 
+def test_a_gate_taken_out_while_closed_opens_its_queue_and_any_output_is_told(make_workspace):
+    """A gate that printed bytes that are not UTF-8 closes its queue with its line
+    (decoding it stopped every tick); taken out of sched.toml while closed, it opens the
+    queue at the next tick (nothing would run it again: the queue stayed closed)."""
+    from scheduler.config.settings import load_settings
+
+    ws = make_workspace()
+    toml = ws.settings.home / "sched.toml"
+    toml.write_text('[queues.dev]\ngate = ["sh", "-c", "printf \'db down \\\\377\\\\000\\\\n\'; exit 1"]\n')
+    ws.settings = load_settings({}, {"home": ws.settings.home}).settings
+    (dev,) = add(ws)
+    assert tick(ws).gates_closed == ["dev"]
+    assert queries.status(ws)["gates_closed"]["dev"]["detail"] == "gate 'sh' exited 1: db down \ufffd"
+    toml.write_text("")
+    ws.settings = load_settings({}, {"home": ws.settings.home}).settings
+    report = tick(ws)
+    assert report.gates_closed == [] and [a["task_id"] for a in report.assigned] == [dev]
+    (opened,) = [r for r in queries.replay(ws) if r.type == "QueueGateOpened"]
+    assert json.loads(opened.data) == {"queue": "dev", "detail": "its gate was taken out of the settings"}
+    assert queries.verify_log(ws).ok
+
+
 def test_an_old_low_priority_task_overtakes_a_crowd_of_young_high_ones(make_workspace):
     ws = make_workspace([{"agentName": "ann", "agentType": "dev"}], age_boost_seconds=600,
                         age_boost_max=10)
