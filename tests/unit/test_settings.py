@@ -67,8 +67,8 @@ def test_webhook_tables(tmp_path):
 
 
 @pytest.mark.parametrize(("table", "problem"), [
-    ('url = "ftp://x.example/"\nevents = ["task.failed"]', r"webhooks #2 url: 'ftp://x.example/': only"),
-    ('url = "http:///path"\nevents = ["task.failed"]', r"webhooks #2 url: 'http:///path': no host"),
+    ('url = "ftp://x.example/"\nevents = ["task.failed"]', r"webhooks #2 url: the scheme 'ftp' is not http"),
+    ('url = "http:///path"\nevents = ["task.failed"]', r"webhooks #2 url: the URL names no host"),
     ('url = "https://x.example/"\nevents = []', r"webhooks #2 events: List should have at least 1"),
     ('url = "https://x.example/"\nevents = ["task.done"]', r"webhooks #2 events #1: Input should be"),
     ('url = "https://x.example/"', r"webhooks #2 events: Field required"),
@@ -79,6 +79,15 @@ def test_a_bad_webhook_table_is_named_by_its_position(tmp_path: Path, table: str
     (tmp_path / "sched.toml").write_text(f"{good}[[webhooks]]\n{table}\n")
     with pytest.raises(BadInput, match=rf"sched\.toml: {problem}"):
         load_settings({}, {"home": tmp_path})
+
+
+def test_a_bad_webhook_url_never_shows_what_came_from_the_environment(tmp_path: Path):
+    """A typo in the scheme of a URL whose path holds a secret from the environment: the
+    line every command then prints (cron mail, journald) names the problem only."""
+    (tmp_path / "sched.toml").write_text('[[webhooks]]\nurl = "${HOOK_URL}"\nevents = ["task.failed"]\n')
+    with pytest.raises(BadInput) as refused:
+        load_settings({"HOOK_URL": "htps://hooks.example.com/services/T0/B0/SECRETXYZ"}, {"home": tmp_path})
+    assert "SECRETXYZ" not in refused.value.message and "the scheme 'htps'" in refused.value.message
 
 
 # -- ${VAR} in sched.toml ------------------------------------------------------------------
