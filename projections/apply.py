@@ -116,7 +116,7 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
             for child_id in after.blocks:
                 child = state.get_task(child_id)
                 if child is not None:
-                    put_task(state, child, follow_parent(after, child))
+                    put_task(state, child, follow_parent(after, child, state.get_task))
     state.set_meta("last_seq", str(rec.seq))
 
 

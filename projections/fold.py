@@ -6,7 +6,7 @@ No I/O, no clock: every input is an argument, every output a new value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -159,9 +159,21 @@ def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, 
                     if p.task_id in waiting]
 
 
-def follow_parent(parent: TaskView, child: TaskView) -> TaskView:
+def follow_parent(parent: TaskView, child: TaskView,
+                  get_task: Callable[[int], TaskView | None]) -> TaskView:
     """A task after a task it runs after changed status: released when that one
-    succeeded, doomed while it is dead or cancelled."""
+    succeeded, doomed while it is dead or cancelled. When the parent that doomed it
+    succeeds or is requeued, it stays doomed by another task it still waits on that is
+    dead or cancelled, if one is (`get_task` finds them, read only then)."""
+    followed = _follow_parent(parent, child)
+    if child.doomed_by == parent.task_id and followed.doomed_by is None:
+        others = (get_task(t) for t in followed.waiting_on if t != parent.task_id)
+        return replace(followed, doomed_by=next(
+            (t.task_id for t in others if t is not None and t.status in ("dead", "cancelled")), None))
+    return followed
+
+
+def _follow_parent(parent: TaskView, child: TaskView) -> TaskView:
     if parent.task_id not in child.waiting_on or child.status in FINAL_STATUSES:
         return child
     if parent.status == "succeeded":

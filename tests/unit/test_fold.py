@@ -108,6 +108,16 @@ def test_only_the_agents_own_failures_count_in_its_record_of_a_task_type():
     assert state.records == {("b", "build"): (0, 1)}
 
 
+def test_a_task_waiting_on_two_dead_parents_stays_doomed_when_one_is_requeued():
+    """Its doom moves to the parent still dead; it was cleared, and the task stayed
+    blocked for good on a dead parent, which the tick no longer saw."""
+    state = project(FLEET, submitted(1), submitted(2), submitted(3, after=(1, 2)),
+                    TaskDeadLettered(task_id=1, reason="r"), TaskDeadLettered(task_id=2, reason="r"),
+                    TaskRequeued(task_id=1, reason="operator"))
+    child = state.tasks[3]
+    assert (child.status, child.waiting_on, child.doomed_by) == ("blocked", (1, 2), 2)
+
+
 def test_not_started_requeue_uses_no_attempt():
     state = project(FLEET, submitted(), assigned(), TaskRequeued(task_id=1, reason="not_started"))
     assert (state.tasks[1].status, state.tasks[1].attempt, state.tasks[1].excluded) == ("queued", 0, ())
