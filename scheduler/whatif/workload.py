@@ -217,6 +217,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
         raise BadInput(f"--workload {path}: {e.strerror or e}") from e
     with handle:
         last = -math.inf
+        seen: dict[int, int] = {}  # task id -> the line that gave it
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -227,6 +228,10 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
                 raise BadInput(f"{where}: {e}") from None
             if item[0].at < last:
                 raise BadInput(f"{where}: 'at' goes back in time (lines must be in arrival order)")
+            if item[0].task_id in seen:  # (a line's id is its number unless it says one)
+                raise BadInput(f"{where}: task_id {item[0].task_id} is line {seen[item[0].task_id]}'s too "
+                               "(one task per id)")
+            seen[item[0].task_id] = number
             last = item[0].at
             yield item
 

@@ -84,3 +84,14 @@ def test_bad_input_is_one_line_and_exit_2(seeded: Path, cli: InProcess, args, sa
     line = one_error_line(cli("simulate", *args), 2)
     assert says in line
     assert event_count(seeded / "sched.db") == before
+
+
+def test_a_workload_that_gives_a_task_id_twice_is_refused_in_one_line(home: Path, cli: InProcess):
+    """A line's id is its number unless it gives one: mixing both can repeat an id, and
+    the run then lost a task (it came out unfinished, the figures wrong, exit 0)."""
+    ok(cli("init"))
+    workload = home / "load.jsonl"
+    workload.write_text('{"at": 0, "queue": "dev", "run_seconds": 100, "task_id": 2}\n'
+                        '{"at": 1, "queue": "dev", "run_seconds": 100}\n')
+    assert one_error_line(cli("simulate", "--workload", str(workload)), 2) == (
+        f"sched: --workload {workload}:2: task_id 2 is line 1's too (one task per id)")
