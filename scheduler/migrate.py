@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventlog.errors import CorruptLog, DatabaseFault, Refused
+from eventlog.errors import BadInput, CorruptLog, DatabaseFault, Refused
 from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
-from eventlog.storage import create_storage
+from eventlog.storage import create_storage, is_url
 from eventlog.store import GENESIS_HASH
 from projections.rebuild import ensure_current, rebuild
 from projections.sql import SqlProjection
@@ -39,6 +39,8 @@ def migrate(ws: Workspace, target: str | Path,
             progress: Callable[[int, int], None] | None = None) -> Migration:
     """Copy the log of `ws` into the empty database at `target`; `progress(done, total)`
     after each batch. Ends with the same head (seq and hash) on both sides."""
+    if not is_url(target) and Path(target).is_dir():
+        raise BadInput(f"--to {target}: a directory; give the database file to make in it")
     source = ws.db
     dest = create_storage(target, **ws.storage_options())  # type: ignore[arg-type]
     try:  # (the source itself is refused here too: it holds a log)

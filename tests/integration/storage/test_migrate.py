@@ -91,6 +91,14 @@ def test_only_an_empty_database_is_a_target(tmp_path, pg_url):
     target.close()
 
 
+def test_a_directory_is_no_target(tmp_path):
+    home = tmp_path / "home"
+    with_history(new_workspace(home)).close()
+    done = sched(home, "migrate", "--to", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"sched: --to {tmp_path}: a directory; give the database file to make in it"]
+
+
 def test_a_broken_source_chain_copies_nothing(tmp_path, pg_url):
     source = with_history(new_workspace(tmp_path / "src"))
     with source.db.write() as txn:
