@@ -229,7 +229,9 @@ def _record(ws: Workspace, row_id: int, error: str | None, report: DeliveryRepor
     now = ws.clock.now()
     with ws.db.write() as txn:
         row = txn.session.get(WebhookOutboxRow, row_id)
-        if row.delivered_at or row.gave_up_at:  # settled by another deliverer meanwhile
+        # settled by another deliverer meanwhile (and perhaps purged already, with
+        # webhook_retention_days = 0, when this POST outlived its claim)
+        if row is None or row.delivered_at or row.gave_up_at:
             return
         row.attempts += 1
         if error is None:
