@@ -190,7 +190,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
         results: list[Submitted] = []
         keys: dict[str, tuple[int, str]] = {}  # idempotency key -> (task id, queue)
         events = []
-        for spec in specs:
+        for index, spec in enumerate(specs):
             key = spec.idempotency_key
             if key:
                 earlier = keys.get(key)
@@ -203,7 +203,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                                        "nothing submitted")
                     results.append(Submitted(earlier[0], created=False))
                     continue
-            check_after(views, spec.after)
+            check_after(views, spec.after, wheres[index] if wheres else "")
             events.append(TaskSubmitted(
                 task_id=next_id, queue=spec.queue, title=spec.title, priority=spec.priority,
                 assignee=spec.assignee, payload=spec.payload,
@@ -220,15 +220,19 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
     return results
 
 
-def check_after(views: SqlProjection, after: Sequence[int]) -> None:
+def check_after(views: SqlProjection, after: Sequence[int], where: str = "") -> None:
     """A task may run only after tasks that exist and can still succeed. They exist
-    already, so the new task can never be among their ancestors: no cycle can form."""
+    already, so the new task can never be among their ancestors: no cycle can form
+    (`where`: the line of a batch, which names it; else the flag)."""
     for parent_id in after:
         parent = views.get_task(parent_id)
+        named = f"{where}: after {parent_id}" if where else f"--after {parent_id}"
         if parent is None:
-            raise BadInput(f"--after {parent_id}: no such task")
+            raise BadInput(f"{named}: no such task" + (
+                " (a task of the same batch has no id before it is submitted: submit it first)"
+                if where else ""))
         if parent.status in ("dead", "cancelled"):
-            raise BadInput(f"--after {parent_id}: that task is {parent.status}, so this one could never run")
+            raise BadInput(f"{named}: that task is {parent.status}, so this one could never run")
 
 
 def check_queue_depth(ws: Workspace, counts: dict[tuple[str, str], int],

@@ -16,7 +16,9 @@ from tests.cli.conftest import (
     Run,
     event_count,
     file_digest,
+    ok,
     one_error_line,
+    one_json,
     write_control,
 )
 
@@ -164,3 +166,16 @@ def test_with_no_database_and_no_control_file_the_missing_database_is_said_first
     fix a control file first."""
     line = one_error_line(cli(*args), 2)
     assert line == f"sched: no database at {tmp_path / 'sched.db'}: run `sched init` first"
+
+
+def test_a_line_of_a_file_that_runs_after_a_task_of_the_same_file_is_named(cli: InProcess, tmp_path: Path):
+    """Ids are given as the file is submitted: a line cannot name another line's task.
+    The line is named, and nothing is submitted."""
+    ok(cli("init"))
+    write_control(tmp_path, FLEET)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"queue": "dev", "title": "build"}\n{"queue": "dev", "title": "test", "after": [1]}\n')
+    line = one_error_line(cli("submit", "--file", str(batch)), 2)
+    assert line == (f"sched: {batch}:2: after 1: no such task (a task of the same batch has no id before "
+                    "it is submitted: submit it first)")
+    assert one_json(ok(cli("status", "--json")))["last_seq"] == 0
