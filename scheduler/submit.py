@@ -176,7 +176,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
     from scheduler.dryrun import writing
 
     check_text(by, "--by", ws.settings.max_title_bytes)
-    ws.db  # noqa: B018 -- a missing database is the first thing to say
+    ws.require_db()
     registry = ws.registry()
     types = registry.get_all_types()
     for index, spec in enumerate(specs):

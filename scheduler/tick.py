@@ -142,7 +142,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     report = TickReport(dry_run=dry_run)
     # gather, before the write lock: the database (a missing one is the first thing to
     # say), the control file (validated), the policy, the gates
-    ws.db  # noqa: B018
+    ws.require_db()
     control = ws.registry().control
     policy = plan_policy(ws.settings, control.content_hash)
     reap_finished()  # wrappers this process started and that have exited

@@ -70,7 +70,7 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     from scheduler.tick import TickReport
     from scheduler.tick_runs import pid_alive
 
-    ws.db  # noqa: B018 -- a missing database is the first thing to say
+    ws.require_db()
     registry = ws.registry()
     spec = registry.get(agent_name)
     if spec is None:  # a thing that does not exist: NotFound (exit 2 on the CLI, 404 over HTTP)

@@ -95,6 +95,11 @@ class Workspace:
             raise DatabaseFault(f"{db.location}: {why}, which needs write access; the database is "
                                 "read-only")
 
+    def require_db(self) -> None:
+        """Open the database now: a command that also reads the control file says a
+        missing database first (`sched init` is the first step)."""
+        self.db  # noqa: B018
+
     def init_db(self) -> bool:
         """Create the database and its tables if missing (idempotent); whether it did."""
         db = create_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
