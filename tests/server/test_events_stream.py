@@ -118,14 +118,13 @@ def test_an_open_stream_ends_once_its_token_is_revoked(api: Api):
             access.revoke_token(api.ws, "dash", "kim")
             operator.pause(api.ws, "kim", None)  # appended after the revoke: never sent
 
+    async def gone_after_ten_polls() -> bool:  # (a stream that ignored the revoke ends here)
+        return len(slept) >= 10
+
     async def collect() -> list[bytes]:
         limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=60.0, recheck_seconds=1.0)
-        return [chunk async for chunk in stream(api.ws, head, limits, _never, lambda: access.still_live(
-            api.ws, token), sleep)]
+        return [chunk async for chunk in stream(api.ws, head, limits, gone_after_ten_polls,
+                                                lambda: access.still_live(api.ws, token), sleep)]
 
     chunks = asyncio.run(collect())
     assert chunks == [b"retry: 2000\n\n"] and slept == [0.5, 0.5]
-
-
-async def _never() -> bool:
-    return False
