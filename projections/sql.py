@@ -479,9 +479,17 @@ class SqlProjection:
 
     def oldest_queued(self, queue: str) -> str | None:
         """Since when the longest-waiting queued task of `queue` has been ready."""
+        return self._first_queued(queue, "ready_at")
+
+    def _first_queued(self, queue: str, column: str) -> str | None:
+        """The lowest `column` of the queued tasks of `queue` that have one, read as the
+        first row of an index range in that order: not min(), which PostgreSQL reads as
+        a scan of the whole range when its statistics say the range is small (a table
+        just filled, before its first ANALYZE)."""
         self.flush()
-        return self.txn.rows("tasks", ("min(ready_at)",),  # type: ignore[return-value]
-                             [("queue", "=", queue), ("status", "=", "queued")])[0][0]
+        found = self.txn.rows("tasks", (column,), [("queue", "=", queue), ("status", "=", "queued"),
+                                                   (column, "is not", None)], (column,), 1)
+        return found[0][0] if found else None  # type: ignore[return-value]
 
     def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
                    ready_by: str | None = None, due_by: str | None = None) -> list[TaskView]:
@@ -499,9 +507,7 @@ class SqlProjection:
 
     def earliest_due(self, queue: str) -> str | None:
         """The earliest due time of the queued tasks of `queue` (None: none has one)."""
-        self.flush()
-        where: list[Any] = [("queue", "=", queue), ("status", "=", "queued"), ("due", "is not", None)]
-        return self.txn.rows("tasks", ("min(due)",), where)[0][0]  # type: ignore[return-value]
+        return self._first_queued(queue, "due")
 
     def missed_due(self, now: str, limit: int) -> list[TaskView]:
         """Open tasks whose due time passed by `now` and whose miss is not recorded yet,
@@ -536,5 +542,8 @@ class SqlProjection:
             where.append((Unindexed("ready_at"), "<=", ready_by))
         if due_by is not None:  # unindexed, as ready_at: read ix_tasks_pick in order, filtered
             where.append((Unindexed("due"), "<=", due_by))
-        found = self.txn.rows("tasks", _TASK_FIELDS, where, PICK_ORDER_COLUMNS, limit)
+        # ordered by `assignee` first, which the terms fix: PostgreSQL reads ix_tasks_pick
+        # in order only when every column before the pick order is fixed by an `=`, and
+        # `IS NULL` does not count, so without it it sorts every queued task of the queue
+        found = self.txn.rows("tasks", _TASK_FIELDS, where, ("assignee", *PICK_ORDER_COLUMNS), limit)
         return [task_from_row(r) for r in found]
