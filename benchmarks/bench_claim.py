@@ -27,7 +27,8 @@ from scheduler import worker
 
 # the candidates query of `SqlProjection.candidates` (unassigned tasks, best first)
 PICK = ("SELECT task_id FROM tasks WHERE queue = 'dev' AND status = 'queued' AND assignee IS NULL "
-        "AND (not_before IS NULL OR not_before <= ?) ORDER BY priority DESC, unblocks DESC, task_id "
+        "AND (not_before IS NULL OR not_before <= ?) "
+        "ORDER BY assignee, priority DESC, unblocks DESC, task_id "
         "LIMIT 1")
 START = ("UPDATE tasks SET status = 'running', agent = ?, attempt = attempt + 1, deadline = ?, "
          "token_hash = ?, assigned_at = ?, started_at = ?, updated_at = ? WHERE task_id = ?")

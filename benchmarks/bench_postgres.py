@@ -28,7 +28,8 @@ COLUMNS = ", ".join(EVENT_COLUMNS)
 INSERT_EVENT = f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
 LOCK = f"SELECT pg_advisory_xact_lock({WRITER_LOCK})"
 PICK = ("SELECT task_id FROM tasks WHERE queue = 'dev' AND status = 'queued' AND assignee IS NULL "
-        "AND (not_before IS NULL OR not_before <= %s) ORDER BY priority DESC, unblocks DESC, task_id "
+        "AND (not_before IS NULL OR not_before <= %s) "
+        "ORDER BY assignee, priority DESC, unblocks DESC, task_id "
         "LIMIT 1")
 START = ("UPDATE tasks SET status = 'running', agent = %s, attempt = attempt + 1, deadline = %s, "
          "token_hash = %s, assigned_at = %s, started_at = %s, updated_at = %s WHERE task_id = %s")
@@ -77,6 +78,8 @@ def bare_copy(ctx: Context, name: str, shape: list[dict[str, object]],
                 with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
+        # the planner's statistics, as sched's own bulk writes leave them (and autovacuum would)
+        conn.execute("ANALYZE")
     return ws
 
 

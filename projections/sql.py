@@ -172,8 +172,9 @@ class SqlProjection:
         self._meta: dict[str, str] = {}
         self._stored_meta: dict[str, str] | None = None  # read once per transaction
         # rows as they are in the table, known without asking it again: those the last
-        # flush wrote and those point reads found since (a change drops its row): the
-        # claim's agent and chosen task, read again when their events are folded
+        # flush wrote and those point reads, candidate reads and `all_agents` found since
+        # (a change drops its row): the agents and the chosen tasks of a tick or a claim,
+        # read again when their events are folded
         self._known_tasks: dict[int, TaskView] = {}
         self._known_agents: dict[str, AgentView] = {}
         self._outcomes: list[Outcome] = []
@@ -287,7 +288,9 @@ class SqlProjection:
 
     def all_agents(self) -> list[AgentView]:
         self.flush()
-        return [agent_from_row(r) for r in self.txn.rows("agents", _AGENT_FIELDS, order=("name",))]
+        agents = [agent_from_row(r) for r in self.txn.rows("agents", _AGENT_FIELDS, order=("name",))]
+        self._known_agents.update((a.name, a) for a in agents)
+        return agents
 
     def all_tasks(self) -> Iterable[TaskView]:
         self.flush()
@@ -546,4 +549,6 @@ class SqlProjection:
         # in order only when every column before the pick order is fixed by an `=`, and
         # `IS NULL` does not count, so without it it sorts every queued task of the queue
         found = self.txn.rows("tasks", _TASK_FIELDS, where, ("assignee", *PICK_ORDER_COLUMNS), limit)
-        return [task_from_row(r) for r in found]
+        tasks = [task_from_row(r) for r in found]
+        self._known_tasks.update((t.task_id, t) for t in tasks)  # whole rows: an assignment reads none
+        return tasks

@@ -51,6 +51,11 @@ WRITER_LOCK = 0x53434844
 NOTIFY_CHANNEL = "sched"
 _LOCK_THEN_TIME = (f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) OFFSET 0) "
                    "AS locked")
+# a write transaction that wrote at least this many rows to a table, and more than this
+# share of the rows the planner's statistics of the table describe, ANALYZEs it after its
+# commit (autovacuum's threshold; autovacuum itself would only do it at its next round)
+ANALYZE_AFTER_ROWS = 1_000
+ANALYZE_SHARE = 0.1
 # the mark of a sched database: which version of sched's tables it holds
 _MARK = Table("sched_schema", MetaData(), Column("application", String, primary_key=True),
               Column("version", Int64, nullable=False))
@@ -75,6 +80,16 @@ class PostgresTransaction(SqlTransaction):
         self.wake_seq: int | None = None
         self.locked_at = locked_at  # a writer's: the server's time once it held the lock
         self._pending: list[tuple[str, Sequence[Row]]] = []
+        self.written: dict[str, int] = {}  # rows inserted or upserted, per table
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        self.written[table] = self.written.get(table, 0) + len(rows)
+        super().insert(table, columns, rows)
+
+    def upsert(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: Sequence[Row],
+               add: Sequence[str] = ()) -> None:
+        self.written[table] = self.written.get(table, 0) + len(rows)
+        super().upsert(table, columns, keys, rows, add)
 
     # Writes (inserts, upserts, deletes) return nothing, so they wait: all of them go to
     # the server in one round trip (a pipeline) before the next statement that reads,
@@ -288,6 +303,28 @@ class PostgresStorage:
                 if connection_lost(e):
                     raise unknown_outcome(self.location, e) from e
                 raise
+        if any(rows >= ANALYZE_AFTER_ROWS for rows in txn.written.values()):
+            self._refresh_statistics(txn.written)
+
+    def _refresh_statistics(self, written: dict[str, int]) -> None:
+        """After a transaction that wrote many rows (`written`: per table), ANALYZE each
+        table whose planner statistics they make stale: never analyzed, or describing
+        fewer than ten times the rows just written. Until then the planner may believe a
+        just-filled queue holds one row and read all of it, sorted, to pick one (a claim's
+        or a tick's candidates). Best effort: the write committed, and autovacuum does
+        the same at its next round."""
+        try:
+            with self.engine.connect() as conn:
+                for table, rows in written.items():
+                    if rows < ANALYZE_AFTER_ROWS:
+                        continue
+                    described = conn.exec_driver_sql(
+                        "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table,)).scalar()
+                    if described is not None and (described < 0 or rows > ANALYZE_SHARE * described):
+                        conn.exec_driver_sql(f'ANALYZE "{table}"')
+                conn.commit()
+        except (DBAPIError, psycopg.Error):
+            pass  # the statistics stay as they were, until autovacuum refreshes them
 
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:

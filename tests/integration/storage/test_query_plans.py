@@ -194,3 +194,21 @@ def test_query_plan_uses_an_index_without_a_sort(issued, label: str):
         assert any(re.search(r"USING (COVERING INDEX|INDEX|INTEGER PRIMARY KEY)|Index (Only )?Scan", s)
                    for s in plan), plan
         assert not problems(plan), f"{label}: {plan}\n{sql}"
+
+
+def test_a_batch_on_postgresql_leaves_statistics_that_pick_from_the_index(pg_url: str, tmp_path: Path):
+    """A queue filled by one big submit is described to PostgreSQL's planner at once
+    (not at autovacuum's next round): a claim then reads its best task from
+    ix_tasks_pick, rather than reading the whole queue and sorting it."""
+    ws = new_workspace(tmp_path / "home", FLEET, database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}", priority=i % 7) for i in range(1_500)])
+    ws.close()
+    import psycopg
+
+    with psycopg.connect(pg_url, cursor_factory=psycopg.ClientCursor) as conn:
+        (described,), = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'tasks'").fetchall()
+        plan = [row[0] for row in conn.execute(
+            "EXPLAIN SELECT * FROM tasks WHERE queue = 'dev' AND status = 'queued' AND assignee IS NULL "
+            "ORDER BY assignee, priority DESC, unblocks DESC, task_id LIMIT 1")]
+    assert described == 1_500
+    assert not problems(plan) and any("ix_tasks_pick" in step for step in plan), plan
