@@ -142,7 +142,8 @@ def warm_up(ws: Workspace) -> None:
 
 def prepare_workdir(workdir: Path, payload: str) -> None:
     """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it
-    (as few directory calls as can be: a supervisor makes one per attempt it starts)."""
+    (as few directory calls as can be: a supervisor makes one per attempt it starts). A
+    `result.json` found there is removed: it was written by an earlier run."""
     try:
         os.mkdir(workdir, 0o700)
     except FileNotFoundError:  # the task's first attempt: work/TASK/ first (work/ too, the first time)
@@ -154,9 +155,10 @@ def prepare_workdir(workdir: Path, payload: str) -> None:
         except FileExistsError:
             pass
         os.mkdir(workdir, 0o700)
-    except FileExistsError:
+    except FileExistsError:  # a run of this attempt number before (a database restored from a backup)
         if not workdir.is_dir():
             raise
+        (workdir / "result.json").unlink(missing_ok=True)  # that run's result is not this one's
     with open(workdir / "payload.json", "w") as f:
         f.write(payload)
 

@@ -118,6 +118,19 @@ def test_the_last_stdout_line_is_the_result_when_no_file_is_written(tmp_path):
     assert last_event(ws, task_id, "TaskSucceeded")["result"] == {"answer": 7}
 
 
+def test_a_result_left_in_the_attempts_directory_by_an_earlier_run_is_not_this_runs(tmp_path):
+    """After a restore from a backup, an attempt number runs again in the directory its
+    lost run used: that run's result.json must not become this run's result."""
+    argv = agent_script(tmp_path, "quiet", 'print("done, nothing to report")\n')
+    ws = push_workspace(tmp_path, {"ann": argv})
+    earlier = ws.settings.home / "work" / "1" / "1"
+    earlier.mkdir(parents=True)
+    (earlier / "result.json").write_text('{"from": "the lost run"}')
+    task_id = run_one(ws)
+    assert task_id == 1
+    assert last_event(ws, task_id, "TaskSucceeded")["result"] is None
+
+
 def test_a_failing_agent_is_recorded_with_its_exit_code_and_last_line(tmp_path):
     argv = agent_script(tmp_path, "bad", 'import sys\nprint("step 1")\nsys.exit("disk full")\n')
     ws = push_workspace(tmp_path, {"ann": argv})
