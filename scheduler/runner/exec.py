@@ -505,10 +505,11 @@ def spawn_error_ending(settings: Settings, attempt: Attempt, error: OSError) -> 
 
 
 def unprepared_ending(settings: Settings, attempt: Attempt, error: OSError) -> Ending:
-    """The attempt's directory could not be made: not the program's fault, retried."""
+    """The attempt's directory could not be made: not the program's fault, retried (a
+    failed attempt: unlike `sched exec`, which finds it before the attempt starts)."""
     why = f"cannot prepare the working directory {attempt.workdir}: {error.strerror or error}"
-    return Ending(f"not started: {why}", error=fit_text(why, settings.max_message_bytes),
-                  reason="spawn_error")
+    return Ending(f"failed before its command started: {why}",
+                  error=fit_text(why, settings.max_message_bytes), reason="spawn_error")
 
 
 def keep_limit(max_payload_bytes: int) -> int:
