@@ -97,10 +97,11 @@ class PostgresTransaction(SqlTransaction):
     def _many(self, sql: str, rows: Sequence[Row]) -> None:
         self._pending.append((sql, rows))
 
-    def send_writes(self, *then: str) -> None:
-        """Send the waiting writes (and the statements `then`) in one round trip."""
+    def send_writes(self, *then: tuple[str, Sequence[Row]]) -> None:
+        """Send the waiting writes (and the statements `then`, with their rows of
+        parameters) in one round trip."""
         if self._pending or then:
-            self._send([*self._pending, *((sql, [()]) for sql in then)])
+            self._send([*self._pending, *then])
 
     def _send(self, statements: list[tuple[str, Sequence[Row]]],
               read: tuple[str, Sequence[object]] | None = None) -> list[Row]:
@@ -285,8 +286,11 @@ class PostgresStorage:
                 yield txn
                 if commit:
                     # the waiting writes and the wake-up (delivered at commit, once per
-                    # transaction) in one round trip
-                    txn.send_writes(*([f"NOTIFY {NOTIFY_CHANNEL}, '{int(txn.wake_seq)}'"]
+                    # transaction) in one round trip; the seq is a parameter, so the
+                    # statement is the same every time (psycopg prepares it once, where a
+                    # NOTIFY with the seq written in was prepared, and later deallocated,
+                    # at every commit)
+                    txn.send_writes(*([("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
                                       if txn.wake_seq is not None else []))
             except BaseException:
                 connection.info.pop("sched_txn", None)
