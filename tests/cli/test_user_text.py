@@ -228,9 +228,6 @@ def test_a_lone_surrogate_in_argv_is_refused_in_one_clean_line(make_workspace, c
     assert not RAW_CONTROL.search(out + err), err
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("sched: "), err
-    if code == 1 and "internal error" in lines[0]:
-        pytest.xfail("refused, but as an internal error: the argv check under way on main "
-                     "(issue 10) refuses it with exit 2")
     assert code == 2, err
 
 
