@@ -4,6 +4,8 @@ the first bad seq; a truncated tail is caught with `--expect-head`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sqlite3
 import tempfile
@@ -23,7 +25,7 @@ from scheduler.tick import tick
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace
 
-COLUMNS = ("stream_id", "type", "recorded_at", "data", "prev_hash", "hash")
+COLUMNS = ("stream_id", "type", "schema_version", "recorded_at", "data", "prev_hash", "hash")
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +88,11 @@ def test_any_edit_delete_swap_or_insert_is_reported_at_the_first_bad_seq(templat
         if kind == "edit":
             column = data.draw(st.sampled_from(COLUMNS))
             old = conn.execute(f"SELECT {column} FROM events WHERE seq = ?", (seq,)).fetchone()[0]
-            new = _changed(old, data.draw(st.integers(0, 10_000)),
-                           data.draw(st.characters(min_codepoint=33, max_codepoint=126)))
+            if column == "schema_version":  # an integer: another version of the same type
+                new = old + data.draw(st.integers(-old, 50).filter(bool))
+            else:
+                new = _changed(old, data.draw(st.integers(0, 10_000)),
+                               data.draw(st.characters(min_codepoint=33, max_codepoint=126)))
             conn.execute(f"UPDATE events SET {column} = ? WHERE seq = ?", (new, seq))
             expected = seq
         elif kind == "delete":  # a row in the middle (the last one: see the --expect-head test)
@@ -119,6 +124,39 @@ def test_any_edit_delete_swap_or_insert_is_reported_at_the_first_bad_seq(templat
     finally:
         ws.close()
     assert problem.startswith(f"hash chain broken at seq {expected}:"), (kind, seq, problem)
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+def test_an_edit_of_each_column_is_reported(template, tmp_path, column):
+    """Every stored column is covered by the chain, whatever the examples above drew."""
+    path, count = template
+    ws = copy_of(path, tmp_path / column)
+    seq = count // 2
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        old = conn.execute(f"SELECT {column} FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        new = old + 1 if column == "schema_version" else _changed(old, 5, "x")
+        conn.execute(f"UPDATE events SET {column} = ? WHERE seq = ?", (new, seq))
+    try:
+        problem = first_problem(ws)
+    finally:
+        ws.close()
+    assert problem.startswith(f"hash chain broken at seq {seq}:"), problem
+
+
+def test_the_hash_of_an_event_follows_the_documented_format(template):
+    """docs/architecture.md: hash = sha256(prev_hash \n seq \n stream_id \n type \n
+    schema_version \n recorded_at \n data), and prev_hash of seq 1 is 64 zeros. Computed
+    here from that text alone, so a field left out of (or added to) the hash shows."""
+    path, _ = template
+    with sqlite3.connect(path) as conn:
+        stream_id, type_, version, recorded_at, text, prev_hash, stored = conn.execute(
+            "SELECT stream_id, type, schema_version, recorded_at, data, prev_hash, hash "
+            "FROM events WHERE seq = 1").fetchone()
+    assert (stream_id, type_) == ("task-1", "TaskSubmitted")
+    assert json.loads(text)["title"] == "t0"
+    assert prev_hash == "0" * 64
+    documented = "\n".join([prev_hash, "1", stream_id, type_, str(version), recorded_at, text])
+    assert stored == hashlib.sha256(documented.encode("utf-8")).hexdigest()
 
 
 def test_a_truncated_tail_is_caught_only_with_the_expected_head(template, tmp_path, capsys):
