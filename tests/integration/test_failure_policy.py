@@ -11,7 +11,7 @@ import pytest
 
 from cli.main import main
 from eventlog.errors import BadInput, Refused
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text, to_text
 from scheduler import operator, worker
 from scheduler.reads import queries
 from scheduler.submit import TaskSpec, parse_duration, submit
@@ -84,12 +84,20 @@ def test_requeue_all_of_a_queue(make_workspace):
 
 def test_retries_wait_out_their_backoff(make_workspace):
     ws = make_workspace(TWO_DEVS, backoff_base_seconds=100)
-    ws.rng = random.Random(0)
     (task_id,) = add(ws)
     claim = worker.claim(ws, "ann")
+    ws.clock.advance(7)
+    ws.rng = random.Random(0)  # the jitter is drawn from the workspace's random source
     worker.fail(ws, task_id, claim.token, "x")
-    requeued = json.loads(queries.show(ws, task_id)[1][-1].data)
-    assert requeued["reason"] == "failed"  # the drawn delay is in the event:
+    *_, failed, requeued = queries.show(ws, task_id)[1]
+    assert (failed.type, requeued.type) == ("TaskFailed", "TaskRequeued")
+    assert json.loads(requeued.data)["reason"] == "failed"  # the drawn delay is in the event:
+    # docs/operations.md: uniform in [0, min(max, base * factor ^ (attempts used - 1))),
+    # here [0, min(3600, 100 * 2 ^ 0)) after the first failure
+    expected = failed.at + timedelta(seconds=random.Random(0).random() * min(3600, 100 * 2 ** 0))
+    not_before = from_text(json.loads(requeued.data)["not_before"])
+    assert abs(not_before - expected) <= timedelta(milliseconds=1), (not_before, expected)
+    assert to_text(not_before) == queries.show(ws, task_id)[0].not_before
     assert to_text(ws.clock.now()) < queries.show(ws, task_id)[0].not_before
     assert worker.claim(ws, "bob") is None and tick(ws).assigned == []  # still backing off
     ws.clock.advance(100)
