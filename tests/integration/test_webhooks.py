@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from cli.main import main
+from eventlog.timeutil import from_text
 from scheduler import operator, worker
 from scheduler.config.settings import load_settings
 from scheduler.config.webhook_config import WebhookConfig
@@ -190,6 +191,31 @@ def test_a_failing_endpoint_is_retried_after_the_backoff(hooked, endpoint):
     assert (delivered["id"], delivered["attempts"]) == (failure["id"], 2)
     assert [r.headers["X-Sched-Delivery"] for r in endpoint.received] == [failure["id"]] * 2
     assert webhooks.outbox(ws, "pending") == []
+
+
+def test_each_retry_waits_below_a_doubling_cap_bounded_by_the_maximum(hooked, endpoint):
+    """After the n-th failure the delay is drawn (from ws.rng) uniform below
+    min(webhook_backoff_max_seconds, webhook_backoff_base_seconds * 2 ^ (n - 1)): here
+    below 10 s, 20 s, then 25 s twice (the maximum caps 40 s and 80 s)."""
+    ws = hooked(["task.failed"], webhook_backoff_base_seconds=10, webhook_backoff_max_seconds=25,
+                webhook_max_attempts=10)
+    fail_task(ws)
+    webhooks.collect(ws)
+    endpoint.status = 500
+    ws.rng, draws = random.Random(0), random.Random(0)  # the same draws, for the expectation
+    for n, cap in enumerate([10, 20, 25, 25], start=1):
+        now = ws.clock.now()
+        (failure,) = webhooks.deliver_due(ws).failed
+        assert failure["attempts"] == n
+        delay = (from_text(failure["next_attempt_at"]) - now).total_seconds()
+        assert 0 <= delay < cap
+        assert delay == pytest.approx(draws.random() * cap, abs=1e-3), (n, delay)
+        assert webhooks.deliver_due(ws) == webhooks.DeliveryReport()  # still backing off
+        ws.clock.advance(delay)
+    assert len(endpoint.received) == 4
+    endpoint.status = 200
+    (delivered,) = webhooks.deliver_due(ws).delivered
+    assert delivered["attempts"] == 5
 
 
 def test_a_restart_in_between_loses_nothing_and_sends_nothing_twice(hooked, endpoint):
