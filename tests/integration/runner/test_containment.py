@@ -295,13 +295,10 @@ def test_stop_attempt_catches_a_process_that_forks_while_it_is_killed(tmp_path, 
         ref = containment.AttemptRef.of(7, 1, db, process_group=first.pid)
     try:
         wait_for("the evader to go through a few pids", lambda: len({p for p, _ in beats_of(beats)}) > 10)
-        began = time.monotonic()
         assert containment.stop_attempt(ref) == []
-        took = time.monotonic() - began
         stopped_at = time.time()
         assert attempt_processes(db, 7, 1) == []
         assert max(t for _, t in beats_of(beats)) < stopped_at
-        assert took < 2.0, f"the stop took {took:.2f} s"
         if group is not None:
             assert not group.exists()
     finally:  # whatever failed above, no evader outlives the test
