@@ -19,7 +19,8 @@ to `logs/exec.log`, a line per attempt as `sched exec` prints it. If the supervi
 gone, ticks start `sched exec` processes instead (`spawn.spawn_exec`); when the daemon
 goes, the supervisor sees its connection close, runs its attempts to their ends and
 exits: running attempts outlive the daemon, as `sched exec` wrappers do. SIGTERM to
-the supervisor stops its attempts and records them as failed (retryable).
+the supervisor stops its attempts and records them as failed (retryable); it takes no
+new ones meanwhile (its connection closed, the daemon's ticks start `sched exec`).
 """
 
 from __future__ import annotations
@@ -205,8 +206,13 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
                 if ended:
                     with contextlib.suppress(OSError):
                         os.write(exits, EXITED * len(ended))
-                if stop.signum is not None:
+                if stop.signum is not None and listening:
+                    # no more attempts: the daemon sees the connection closed at its next
+                    # tick and starts `sched exec` wrappers, rather than hand attempts to
+                    # a supervisor that would never start them (each then taken back as
+                    # its wrapper gone, an attempt used)
                     listening = False
+                    conn.close()
     finally:
         supervisor.close()
         ws.close()

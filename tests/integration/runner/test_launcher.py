@@ -198,3 +198,38 @@ def test_attempts_never_handed_over_are_taken_back_by_the_next_tick(launched, mo
     ws.starter = None
     report = tick(ws)
     assert {"task_id": sub.task_id, "agent": started[0]["agent"], "reason": "wrapper_gone"} in report.expired
+
+
+def test_a_stopping_supervisor_is_handed_no_new_attempt(tmp_path):
+    """SIGTERM to the supervisor alone: while it stops its attempts (an agent that
+    ignores SIGTERM holds it for the kill grace), the daemon's ticks start the next
+    attempts in `sched exec` wrappers; before, they were handed to the stopping
+    supervisor, never started, and taken back later as their wrapper gone."""
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text(
+        "import os, pathlib, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "pathlib.Path(os.environ['SCHED_WORKDIR'], 'agent.pid').write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n")
+    agents = [{"agentName": "s1", "agentType": "slow", "maxConcurrency": 1,
+               "command": [sys.executable, str(stubborn)]},
+              {"agentName": "q1", "agentType": "dev", "maxConcurrency": 1,
+               "command": [sys.executable, "-c", "print('[1, 2]')"]}]
+    ws = new_workspace(tmp_path / "home", agents, kill_grace_seconds=10)
+    ws.clock = SystemClock()
+    launcher = Launcher(ws.settings, ws.clock)
+    launcher.start()
+    ws.starter = launcher
+    try:
+        (slow,) = submit(ws, [TaskSpec(queue="slow", title="holds the supervisor")])
+        assert tick(ws).spawned == [slow.task_id]
+        wait_for("the slow agent to run", lambda: agent_pid(started(ws, slow.task_id)["workdir"]))
+        os.kill(launcher.pid, signal.SIGTERM)
+        # (its end closed: the connection reads as ready, at EOF)
+        wait_for("the supervisor to close its connection", lambda: launcher._conn.poll())
+        (quick,) = submit(ws, [TaskSpec(queue="dev", title="next")])
+        assert tick(ws).spawned == [quick.task_id]
+        wait_for("the next task to succeed", lambda: queries.show(ws, quick.task_id)[0].status == "succeeded")
+        assert started(ws, quick.task_id)["pid"] != launcher.pid  # a `sched exec` wrapper ran it
+    finally:
+        launcher.close()
+        ws.close()
