@@ -23,7 +23,7 @@ from cli.common import (
     server_of,
     workspace,
 )
-from eventlog.errors import BadInput
+from eventlog.errors import BadInput, Refused
 from eventlog.values import INT64_MAX
 from scheduler.usecases import work
 
@@ -66,13 +66,17 @@ def claim_command(
             console().print(f"task {task['task_id']} attempt {task['attempt']} token {task['token']}")
             message(f"lease until {task['lease_expires_at']}: {task['title']}")
         sys.stdout.flush()
-    except OSError as e:  # the worker never saw its token: give the attempt back now
-        why = f"the claim could not be printed: {e}"
+    except BaseException as e:  # the worker never saw its token: give the attempt back now
+        # (a full disk or a broken pipe raise OSError; rich ends on a broken pipe with
+        # SystemExit; a closed stdout is None; Ctrl-C meanwhile)
+        why = f"the claim could not be printed: {e if isinstance(e, OSError) else type(e).__name__}"
         if claimed is not None:
             work.release(ws, claimed, why)
         elif remote is not None:
             remote.fail(task["task_id"], task["token"], why)
-        raise
+        if isinstance(e, OSError | KeyboardInterrupt | SystemExit):
+            raise
+        raise Refused(f"{why}; the attempt was given back") from e
 
 
 PercentOpt = Annotated[float | None, typer.Option(

@@ -114,6 +114,32 @@ def test_a_claim_that_could_not_be_printed_gives_its_attempt_back(cli: InProcess
     assert task["task"]["status"] == "queued"  # not held by nobody until its lease runs out
 
 
+@pytest.mark.parametrize("output", ["a pipe nobody reads", "closed"])
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_a_claim_with_nowhere_to_print_gives_its_attempt_back(cli: InProcess, home: Path,
+                                                              output: str, form: str):
+    """A real process whose standard output is a pipe with no reader, or is closed: the
+    claim is released, whichever way the printing fails (rich ends a text print into a
+    broken pipe with SystemExit; a closed stdout is None), and no traceback."""
+    import os
+
+    cli("submit", "-q", "dev", "-t", "job")
+    reader, writer = os.pipe()
+    os.close(reader)  # every write to `writer` fails: EPIPE
+    argv = [sys.executable, "-m", "cli", "worker", "claim", "-a", "ann", *(["--json"] * (form == "json"))]
+    closed = output == "closed"
+    try:
+        done = subprocess.run(argv, cwd=home, env=cli_env(home), stdout=None if closed else writer,
+                              stderr=subprocess.PIPE, text=True, timeout=60,
+                              preexec_fn=(lambda: os.close(1)) if closed else None)
+    finally:
+        os.close(writer)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    task = json.loads(cli("show", "1", "--json").stdout)
+    assert [e["type"] for e in task["events"]][-3:] == ["TaskStarted", "TaskFailed", "TaskRequeued"]
+    assert task["task"]["status"] == "queued"
+
+
 @pytest.mark.parametrize("delay", [0.3, 1.0, 3.0])
 def test_ctrl_c_never_prints_a_traceback(home: Path, delay: float):
     """SIGINT while the `sched` script loads sched (its imports take most of a second),
