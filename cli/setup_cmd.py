@@ -109,7 +109,9 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
                   "capabilities", "hours")
     for name, r in listed.agents.items():
         hours = "; ".join(r["hours"]) + ("" if r["available"] else " (off now)") if r["hours"] else "always"
-        table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), "yes" if r["enabled"] else "no",
+        away = r["out_of_service"]
+        enabled = ("yes" if r["enabled"] else "no") + (f" ({away})" if away else "")
+        table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), enabled,
                       str(r["assigned"]), str(r["running"]), str(r["free"]), f"{r['weight']:g}",
                       literal(", ".join(r["capabilities"]) or "-"), literal(hours))
     console().print(table)

@@ -28,8 +28,9 @@ class AgentList(NamedTuple):
 
 
 def list_agents(ws: Workspace) -> AgentList:
-    """Each agent of the control file: type, capacity, enabled, assigned, running, free
-    (capacity less load, never below 0; 0 when disabled), command, capabilities,
+    """Each agent of the control file: type, capacity, enabled, out of service (drained
+    or evicted by an operator, or None), assigned, running, free (capacity less load,
+    never below 0; 0 when disabled or out of service), command, capabilities,
     weight, hours and whether those hours hold now."""
     from scheduler.decisions.hours import is_available
 
@@ -41,9 +42,11 @@ def list_agents(ws: Workspace) -> AgentList:
     for spec in control.agents:
         seen = loads.get(spec.name)
         assigned, running = (seen.assigned, seen.running) if seen else (0, 0)
-        free = max(spec.capacity - assigned - running, 0) if spec.enabled else 0
+        out_of_service = seen.out_of_service if seen else None
+        free = max(spec.capacity - assigned - running, 0) if spec.enabled and not out_of_service else 0
         rows[spec.name] = {"type": spec.type, "capacity": spec.capacity,
-                           "enabled": spec.enabled, "assigned": assigned, "running": running,
+                           "enabled": spec.enabled, "out_of_service": out_of_service,
+                           "assigned": assigned, "running": running,
                            "free": free, "command": list(spec.command) if spec.command else None,
                            "capabilities": list(spec.capabilities), "weight": spec.weight,
                            "hours": list(spec.hours), "available": is_available(spec.hours, now)}

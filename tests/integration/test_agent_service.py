@@ -111,3 +111,14 @@ def test_disabling_an_agent_releases_its_unstarted_assignments_at_the_next_tick(
     assert all(task(ws, i).agent != "ann" for i in on_ann)
     requeued = queries.show(ws, on_ann[0])[1][-2].event
     assert requeued.reason == "released" and "disabled" in (requeued.detail or "")
+
+
+def test_the_agent_list_shows_an_agent_out_of_service_with_no_free_slot(ws):
+    from scheduler.usecases import fleet
+
+    operator.drain(ws, "ann", "alice")
+    listed = fleet.list_agents(ws).agents
+    assert (listed["ann"]["out_of_service"], listed["ann"]["free"]) == ("drained", 0)
+    assert (listed["bob"]["out_of_service"], listed["bob"]["free"]) == (None, 2)
+    operator.restore(ws, "ann", "alice")
+    assert fleet.list_agents(ws).agents["ann"]["free"] == 2
