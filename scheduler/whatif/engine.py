@@ -45,6 +45,9 @@ from scheduler.decisions.policy import QueuePolicy, settle_failure
 from scheduler.whatif.facts import Fact, Workload
 
 MAX_CANDIDATES = 20_000  # as the tick: the most candidates one queue's plan is given
+# a run keeps at most this many depth samples per queue (even): past it, the interval
+# doubles and pairs of samples merge
+MAX_DEPTH_SAMPLES = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class Run:
     order: list[tuple[int, str]] = field(default_factory=list)  # (task, agent) per assignment
     unfinished: int = 0  # tasks still open when the workload ran out (blocked, awaiting approval)
     keep_order: bool = False
+    sample_seconds: float = 0.0  # the time between two of `QueueFigures.depth`'s samples
 
     def queue(self, name: str) -> QueueFigures:
         found = self.queues.get(name)
@@ -181,6 +185,7 @@ class _Simulation:
         # interval ticks go on while work waits
         self.keeps_hours = any(a.hours for a in self.fleet.values())
         self.next_sample: float | None = None
+        self.samples = 0  # depth samples taken at the run's present interval
 
     # -- the clock -------------------------------------------------------------------
 
@@ -235,10 +240,26 @@ class _Simulation:
         if self.next_sample is None:
             self.next_sample = now
             self.run.started_at = now
+            self.run.sample_seconds = self.scenario.sample_seconds
         while self.next_sample <= now:
             for queue, figures in self.run.queues.items():
                 figures.depth.append(self.open_count.get(queue, 0))
-            self.next_sample += self.scenario.sample_seconds
+            self.samples += 1
+            if self.samples == MAX_DEPTH_SAMPLES:
+                self._halve_samples()
+            self.next_sample += self.run.sample_seconds
+
+    def _halve_samples(self) -> None:
+        """Twice as long between samples, each pair of them merged into its larger: the
+        memory of a run's depth series stays bounded however long the run (a task may
+        run for days after the last arrival; the chart shows 60 columns)."""
+        for figures in self.run.queues.values():
+            depth = figures.depth  # the latest samples (a queue seen late has fewer): pair from the end
+            first = len(depth) % 2
+            figures.depth = array("l", depth[:first]) + array(
+                "l", (max(depth[i], depth[i + 1]) for i in range(first, len(depth), 2)))
+        self.samples //= 2
+        self.run.sample_seconds *= 2
 
     # -- facts and timed events ------------------------------------------------------
 

@@ -25,6 +25,7 @@ from scheduler.whatif.engine import FleetAgent, Run, Scenario, fleet_of, simulat
 from scheduler.whatif.workload import (
     ListedWorkload,
     LogWorkload,
+    check_generated,
     generate,
     parse_duration,
     parse_load,
@@ -117,6 +118,8 @@ class _Source:
             raise BadInput("--duration goes with --generate")
         self.loads = [parse_load(text) for text in request.generate]
         self.duration = parse_duration(request.duration or "1d", "--duration")
+        if self.loads:
+            check_generated(self.loads, self.duration)
         self.kind = "log" if not chosen else chosen[0].removeprefix("--")
         self.span = self._span()
 
@@ -225,14 +228,15 @@ def to_text_or_none(moment: float | None) -> str | None:
 
 def _depth(runs: list[Run], every: float) -> dict[str, Any]:
     """Each queue's depth (tasks waiting to be assigned or blocked) over time, per run,
-    squeezed alike so the charts share a time axis."""
+    squeezed alike so the charts share a time axis (a long run samples less often:
+    the others are first squeezed to its interval)."""
     queues = sorted({q for run in runs for q in run.queues})
-    longest = max((len(run.queues[q].depth) for run in runs for q in run.queues), default=0)
-    columns = figures.CHART_COLUMNS
-    bins = max(1, math.ceil(longest / columns))
-    shown: dict[str, Any] = {}
-    for queue in queues:
-        shown[queue] = [_bin(figures.depth_series(run, queue), bins) for run in runs]
+    every = max([every, *(run.sample_seconds for run in runs)])
+    series = {q: [_bin(figures.depth_series(run, q), round(every / (run.sample_seconds or every)))
+                  for run in runs] for q in queues}
+    longest = max((len(values) for per_run in series.values() for values in per_run), default=0)
+    bins = max(1, math.ceil(longest / figures.CHART_COLUMNS))
+    shown = {queue: [_bin(values, bins) for values in per_run] for queue, per_run in series.items()}
     return {"every_seconds": round(every * bins, 3), "queues": shown}
 
 

@@ -236,13 +236,33 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
             yield item
 
 
-def _number(item: dict, key: str, default: float | None = None, low: float = 0.0) -> float:
+# the longest a simulated run, delay or generated load may last, and the latest moment
+# (9999-12-31, as seconds since 1970) an arrival or a due time may name: a simulation
+# runs through every second up to its last end
+LONGEST_SECONDS = 366 * 86400.0
+LATEST_SECONDS = 253_402_300_799.0
+MAX_GENERATED = 10_000_000  # tasks `--generate` may be expected to make
+
+
+def _number(item: dict, key: str, default: float | None = None, low: float = 0.0,
+            high: float = LONGEST_SECONDS) -> float:
     value = item.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{key!r} must be a number")
     if value < low:
         raise ValueError(f"{key!r} must be at least {low:g}")
+    if value > high:
+        raise ValueError(f"{key!r} must be at most {high:.0f}"
+                         + (" (366 days)" if high == LONGEST_SECONDS else " (the year 9999)"))
     return float(value)
+
+
+def _moment(item: dict, key: str) -> float:
+    """An ISO time with its offset, or seconds (since 1970, or of the workload's own clock)."""
+    value = item.get(key)
+    if isinstance(value, str):
+        return from_text(value).timestamp()
+    return _number(item, key, low=-LATEST_SECONDS, high=LATEST_SECONDS)
 
 
 def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
@@ -254,8 +274,7 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
     queue = item.get("queue")
     if not isinstance(queue, str) or not queue:
         raise ValueError("'queue' must be a non-empty string")
-    at = item.get("at")
-    at_seconds = from_text(at).timestamp() if isinstance(at, str) else _number(item, "at", low=-math.inf)
+    at_seconds = _moment(item, "at")
     priority = item.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError("'priority' must be an integer")
@@ -285,9 +304,7 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
     requires = item.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise ValueError("'requires' must be a list of capability names")
-    due = item.get("due")
-    due_seconds = None if due is None else (from_text(due).timestamp() if isinstance(due, str)
-                                            else _number(item, "due", low=-math.inf))
+    due_seconds = None if item.get("due") is None else _moment(item, "due")
     return Arrival(task_id=task_id, at=at_seconds, queue=queue, priority=priority,
                    assignee=item.get("assignee"), task_type=item.get("task_type"),
                    max_attempts=max_attempts, delay=_number(item, "delay_seconds", 0.0),
@@ -347,7 +364,20 @@ def parse_load(text: str) -> LoadSpec:
     if not (math.isfinite(rate) and rate > 0) or not 0 <= fail < 1:
         raise BadInput(f"{where}: rate must be above 0 and fail from 0 to below 1")
     run = parse_duration(keys["run"], where)
+    if run > LONGEST_SECONDS:
+        raise BadInput(f"{where}: run must be at most 366 days")
     return LoadSpec(queue, rate * 3600.0 / per, run, fail, priority)
+
+
+def check_generated(loads: list[LoadSpec], duration: float) -> None:
+    """A generated load a simulation can run: at most 366 days of it, and at most
+    `MAX_GENERATED` tasks expected."""
+    if duration > LONGEST_SECONDS:
+        raise BadInput("--duration must be at most 366 days")
+    expected = sum(load.per_hour for load in loads) * duration / 3600.0
+    if expected > MAX_GENERATED:
+        raise BadInput(f"--generate: about {expected:,.0f} tasks over --duration; at most "
+                       f"{MAX_GENERATED:,} can be simulated (a lower rate or a shorter --duration)")
 
 
 def generate(loads: list[LoadSpec], duration: float, seed: int,

@@ -95,3 +95,25 @@ def test_a_workload_that_gives_a_task_id_twice_is_refused_in_one_line(home: Path
                         '{"at": 1, "queue": "dev", "run_seconds": 100}\n')
     assert one_error_line(cli("simulate", "--workload", str(workload)), 2) == (
         f"sched: --workload {workload}:2: task_id 2 is line 1's too (one task per id)")
+
+
+@pytest.mark.parametrize("line, says", [
+    ('{"at": 0, "queue": "dev", "run_seconds": 1e300}', "'run_seconds' must be at most 31622400 (366 days)"),
+    ('{"at": 1e300, "queue": "dev", "run_seconds": 1}', "'at' must be at most 253402300799 (the year 9999)"),
+    ('{"at": 0, "queue": "dev", "delay_seconds": 1e12, "run_seconds": 1}', "'delay_seconds' must be at most"),
+])
+def test_a_workload_a_simulation_could_not_finish_is_refused(home: Path, cli: InProcess, line, says):
+    """A task running 1e300 s, or arriving at 1e300 s, ran out of memory or never ended."""
+    ok(cli("init"))
+    workload = home / "load.jsonl"
+    workload.write_text(line + "\n")
+    assert says in one_error_line(cli("simulate", "--workload", str(workload)), 2)
+
+
+def test_a_generated_load_too_big_to_simulate_is_refused(home: Path, cli: InProcess):
+    ok(cli("init"))
+    line = one_error_line(cli("simulate", "--generate", "dev:rate=1000000/s,run=1s", "--duration", "1d"), 2)
+    assert "at most 10,000,000 can be simulated" in line
+    assert "at most 366 days" in one_error_line(cli("simulate", "--generate", "dev:rate=1/h,run=400d"), 2)
+    assert "at most 366 days" in one_error_line(
+        cli("simulate", "--generate", "dev:rate=1/h,run=1m", "--duration", "400d"), 2)

@@ -11,7 +11,7 @@ from eventlog.errors import BadInput
 from scheduler.decisions.plan import PlanPolicy
 from scheduler.decisions.policy import QueuePolicy
 from scheduler.whatif.capacity import parse_target, search
-from scheduler.whatif.engine import FleetAgent, Scenario, simulate, with_capacity
+from scheduler.whatif.engine import MAX_DEPTH_SAMPLES, FleetAgent, Scenario, simulate, with_capacity
 from scheduler.whatif.facts import Arrival, Attempt, carried_attempt
 from scheduler.whatif.figures import percentile, summary
 from scheduler.whatif.workload import ListedWorkload, generate, parse_load, read_jsonl
@@ -142,3 +142,20 @@ def test_percentiles_are_nearest_rank():
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+
+
+def test_a_long_run_keeps_a_bounded_depth_series_with_its_peak():
+    """Sampled each second, a task running 300 days after a burst would make 26 million
+    samples per queue: past `MAX_DEPTH_SAMPLES` the interval doubles and pairs merge
+    into their larger, so the series stays bounded and the burst's peak stays in it."""
+    burst = [(1.0, [Attempt(0.0, 10.0, "succeeded")]) for _ in range(5)]
+    long = (0.0, [Attempt(0.0, 300 * 86400.0, "succeeded")])
+    policy = QueuePolicy(max_attempts=1, backoff_base_seconds=0.0)
+    every_second = Scenario(agents=(FleetAgent("ann", "dev", 2),), plan_policy=PlanPolicy(),
+                            queue_policy=lambda _q: policy, tick_seconds=5.0, sample_seconds=1.0)
+    run = simulate(tasks(long, *burst), every_second)
+    depth = run.queue("dev").depth
+    assert len(depth) <= MAX_DEPTH_SAMPLES
+    assert max(depth) == 6  # from 1 s to 5 s: all six wait for the first tick (at 5 s)
+    # the series spans the run: samples x interval reach its end
+    assert len(depth) * run.sample_seconds >= run.ended_at - run.started_at
