@@ -67,7 +67,7 @@ class TaskSpec(BaseModel):
     def _within_calendar(cls, value: datetime | None) -> datetime | None:
         if value is not None and not (datetime(1970, 1, 1, tzinfo=UTC) <= value
                                       <= datetime(9999, 1, 1, tzinfo=UTC)):
-            raise ValueError("must lie between 1970 and 9999")
+            raise ValueError("must lie between 1970-01-01 and 9999-01-01")
         return value
 
     @field_validator("queue", "title", "assignee", "idempotency_key", "task_type", mode="before")
