@@ -16,6 +16,7 @@ from typing import Any
 from eventlog.errors import BadInput
 
 MAX_DEPTH = 64  # nesting of arrays and objects in a payload or result
+MAX_INT_DIGITS = 4_300  # digits of an integer in a payload or result (Python's own limit for parsing one)
 INT64_MAX = 2**63 - 1  # SQLite's integer range: larger numbers are refused as ids and counts
 
 
@@ -30,12 +31,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"a number of {digits} digits is too long (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def strict_json_loads(text: str) -> Any:
     """`json.loads` that refuses what the log could not carry the same way: NaN and
     Infinity, numbers that overflow to infinity, nesting deeper than `MAX_DEPTH` (and
     deep enough to exhaust the parser's recursion). Raises ValueError."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                           parse_int=_bounded_int)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     problem = json_problem(value)

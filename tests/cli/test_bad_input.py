@@ -70,7 +70,8 @@ def test_an_invalid_control_file_stops_tick_and_claim(run: Run, db: Path, case: 
     (["--queue", "dev", "--title", "t", "--priority", "notanumber"], r"--priority"),
     (["--queue", "dev", "--title", "t", "--payload", '{"x": NaN}'], r"NaN is not valid JSON"),
     (["--queue", "dev", "--title", "t", "--priority", str(2**70)], r"priority"),
-    (["--queue", "dev", "--title", "t", "--not-before", "0999-01-01T00:00:00+00:00"], r"1970-01-01 and 9999-01-01"),
+    (["--queue", "dev", "--title", "t", "--not-before", "0999-01-01T00:00:00+00:00"],
+     r"1970-01-01 and 9999-01-01"),
     (["--queue", "dev", "--title", "t", "--after", str(2**70)], r"too large|after"),
 ], ids=["unknown-queue", "unknown-assignee", "payload-not-json", "not-before-naive", "priority-nan",
         "payload-nan", "priority-too-big", "not-before-year-999", "after-too-big"])

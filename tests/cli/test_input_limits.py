@@ -48,11 +48,12 @@ ABYSS = "[" * 100_000 + "]" * 100_000
     (["--title", "ok", "--payload", DEEP], r"--payload.*nested deeper than 64"),
     (["--title", "ok", "--payload", ABYSS], r"--payload.*nested deeper than 64"),
     (["--title", "ok", "--payload", json.dumps("x" * 200)], r"payload.*over the limit of 100"),
+    (["--title", "ok", "--payload", "9" * 5000], r"--payload: a number of 5000 digits is too long"),
     (["--title", "ok", "--assignee", SURROGATE], r"--assignee: .*not valid Unicode"),
     (["--title", "ok", "--idempotency-key", SURROGATE], r"--idempotency-key: .*not valid Unicode"),
 ], ids=["title-surrogate", "title-size", "payload-escaped-surrogate", "payload-key-surrogate",
         "payload-overflow", "payload-negative-overflow", "payload-infinity", "payload-deep",
-        "payload-abyss", "payload-size", "assignee-surrogate", "key-surrogate"])
+        "payload-abyss", "payload-size", "payload-long-number", "assignee-surrogate", "key-surrogate"])
 def test_a_submit_the_log_could_not_carry_is_refused(cli: InProcess, home: Path, extra, named):
     line = refused(cli, home, "submit", "--queue", "dev", *extra, env={"SCHED_MAX_PAYLOAD_BYTES": "100"})
     assert re.search(named, line), line
