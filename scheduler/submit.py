@@ -55,6 +55,11 @@ class TaskSpec(BaseModel):
     due: AwareDatetime | None = None  # when it should be done by
     requires: tuple[str, ...] = ()  # capabilities the agent taking it must have (checked, sorted)
 
+    @field_validator("after")
+    @classmethod
+    def _each_once(cls, value: list[int]) -> list[int]:
+        return list(dict.fromkeys(value))  # `--after 1 --after 1` waits on task 1 once
+
     @field_validator("requires", mode="before")
     @classmethod
     def _capability_names(cls, value: object) -> object:

@@ -229,6 +229,14 @@ def test_a_cancelled_parent_dooms_its_dependants_and_after_refuses_the_impossibl
         add(ws, after=[99])
 
 
+def test_a_parent_named_twice_is_waited_on_once(make_workspace):
+    ws = make_workspace(TWO_DEVS)
+    (a,) = add(ws)
+    (b,) = add(ws, after=[a, a])
+    assert queries.show(ws, b)[0].waiting_on == (a,)
+    assert queries.show(ws, a)[0].blocks == (b,)
+
+
 def test_among_equal_priorities_the_task_that_unblocks_more_goes_first(make_workspace):
     ws = make_workspace([{"agentName": "ann", "agentType": "dev"}])
     plain, busy = add(ws, 2)
