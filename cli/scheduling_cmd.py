@@ -122,7 +122,7 @@ def status_command(
 ) -> None:
     """Queue depths and agent load, read from the projections (or, with --at, replayed)."""
     if watch_:
-        if at:
+        if at is not None:
             raise BadInput("give --watch or --at, not both")
         watch(workspace(home, db), 2.0 if interval is None else interval, json_out)
         return

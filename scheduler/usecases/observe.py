@@ -33,7 +33,7 @@ class Document(NamedTuple):
 def status(ws: Workspace, at: str | None = None) -> Document:
     """Queue depths and agent load from the projections; with `at` (a seq number or an
     ISO time), as they stood after that event, replayed."""
-    return Document(queries.status(ws, queries.parse_position(at, "--at") if at else None))
+    return Document(queries.status(ws, queries.parse_position(at, "--at") if at is not None else None))
 
 
 def metrics(ws: Workspace, since: str = "1h") -> Document:
@@ -155,8 +155,8 @@ def replay(ws: Workspace, request: ReplayRequest) -> "Replayed | Verified | Head
         return Head(*queries.head(ws))
     if request.verify:
         done = queries.verify_log(ws, queries.parse_head(request.expect_head)
-                                  if request.expect_head else None)
+                                  if request.expect_head is not None else None)
         return Verified(done.ok, done.events, list(done.problems))
-    lower = queries.parse_position(request.since, "--since") if request.since else None
-    upper = queries.parse_position(request.until, "--until") if request.until else None
+    lower = queries.parse_position(request.since, "--since") if request.since is not None else None
+    upper = queries.parse_position(request.until, "--until") if request.until is not None else None
     return Replayed(queries.replay(ws, request.task, lower, upper), request.limit)

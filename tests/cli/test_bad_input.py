@@ -180,3 +180,20 @@ def test_a_line_of_a_file_that_runs_after_a_task_of_the_same_file_is_named(cli: 
     assert line == (f"sched: {batch}:2: after 1: no such task (a task of the same batch has no id before "
                     "it is submitted: submit it first)")
     assert one_json(ok(cli("status", "--json")))["last_seq"] == 0
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["replay", "--verify", "--expect-head", ""], "--expect-head"),
+    (["status", "--at", ""], "--at"),
+    (["replay", "--since", ""], "--since"),
+    (["replay", "--until", ""], "--until"),
+], ids=["expect-head", "at", "since", "until"])
+def test_an_empty_value_is_refused_not_ignored(run: Run, db: Path, args: list[str], flag: str):
+    """An empty value (a script's unset variable) is malformed: skipping the check or
+    the filter would answer a question that was not asked."""
+    before = file_digest(db)
+    result = run(*args, "--json")
+    line = one_error_line(result, 2)
+    assert line.startswith(f"sched: {flag}: expected ") and line.endswith("got ''"), line
+    assert result.stdout == ""
+    assert_unchanged(db, before)
