@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
-from eventlog.store import Recorded
+from eventlog.store import GENESIS_HASH, Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.sql import SqlProjection
 from projections.views import (
@@ -326,10 +326,11 @@ def head(ws: Workspace) -> tuple[int, str]:
 
 
 def parse_head(text: str) -> tuple[int, str]:
-    """`SEQ:HASH` as printed by `replay --head`."""
+    """`SEQ:HASH` as printed by `replay --head` (`0:000...0` for an empty log)."""
     seq, _, digest = text.partition(":")
-    if not (seq.isascii() and seq.isdigit() and int(seq) >= 1 and len(digest) == 64
-            and all(c in "0123456789abcdef" for c in digest)):
-        raise BadInput(f"--expect-head: expected SEQ:HASH (a seq >= 1 and 64 hex digits, as "
+    if not (seq.isascii() and seq.isdigit() and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)
+            and (int(seq) >= 1 or digest == GENESIS_HASH)):
+        raise BadInput(f"--expect-head: expected SEQ:HASH (a seq and 64 hex digits, as "
                        f"`sched replay --head` prints), got {text!r}")
     return int(seq), digest

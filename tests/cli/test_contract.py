@@ -296,3 +296,17 @@ def test_verify_rebuild_and_tampering(seeded: Path, run: Run):
     doc = one_json(result)
     assert doc["ok"] is False
     assert any(re.search(r"\bseq 2\b", p) for p in doc["problems"]), doc["problems"]
+
+
+def test_the_head_of_an_empty_log_is_accepted_by_expect_head(home: Path, run: Run):
+    """`replay --head` on a fresh database prints `0:000...0`: kept for a later
+    `--expect-head`, it must pass, now and after events are appended."""
+    ok(run("init"))
+    head = ok(run("replay", "--head")).stdout.strip()
+    assert head == "0:" + "0" * 64
+    for _ in range(2):
+        doc = one_json(ok(run("replay", "--verify", "--expect-head", head, "--json")))
+        assert doc == {"ok": True, "events": event_count(home / "sched.db"), "problems": []}
+        ok(run("submit", "--queue", "dev", "--title", "t"))
+    line = one_error_line(run("replay", "--verify", "--expect-head", "0:" + "0" * 63 + "1"), 2)
+    assert line.startswith("sched: --expect-head: expected SEQ:HASH")
