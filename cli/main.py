@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except typer.Exit as e:
         return e.exit_code
     except typer.TyperException as e:  # usage errors: unknown flag, missing argument
-        if e.format_message():  # empty when the help was just printed for a bare group
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `sched` or group: its help, as
+            print(e.format_message(), file=sys.stderr)  # written (typer tells it by name too)
+        elif e.format_message():
             print(f"sched: {visible(e.format_message())}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):

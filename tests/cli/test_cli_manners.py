@@ -34,6 +34,19 @@ def test_version_and_short_help(cli: InProcess, home: Path):
     assert "--dry-run " in flags and "<bool>" not in flags  # a boolean flag reads as a flag
 
 
+@pytest.mark.parametrize("group", [[], ["agents"], ["worker"], ["config"], ["webhooks"], ["tokens"]],
+                         ids=lambda group: " ".join(["sched", *group]))
+def test_a_bare_command_or_group_prints_readable_help(cli: InProcess, home: Path, group: list[str]):
+    """`sched` or a group with no subcommand shows its help as help (lines, not one line of
+    literal \\n), on stderr with click's exit code for a missing command."""
+    result = cli(*group)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Usage: {' '.join(['sched', *group])} [OPTIONS] COMMAND [ARGS]..."
+    assert "Commands:" in lines and "\\n" not in result.stderr
+
+
 @pytest.mark.parametrize("args", [
     ["tasks", "--limit", "-1"], ["tasks", "--limit", "0"], ["show", "0"],
     ["show", str(2**63)], ["cancel", "0"], ["approve", "1", "0"], ["requeue", str(2**64)],
