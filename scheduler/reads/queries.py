@@ -169,11 +169,14 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
     (at most the queue's `max_queue_depth` of them)."""
     if agent is not None and unassigned:
         raise BadInput("give --agent or --unassigned, not both")
-    if agent is not None:
+    if agent is not None or queue is not None:
         with ws.read() as (_log, views):
-            known = {a.name for a in current_fleet(ws, views)} | {a.name for a in views.all_agents()}
-        if agent not in known:
+            fleet = current_fleet(ws, views) + views.all_agents()
+            queues = {a.type for a in fleet} | {q for q, _ in views.counts()} if queue is not None else set()
+        if agent is not None and agent not in {a.name for a in fleet}:
             raise BadInput(f"unknown agent {agent!r}")
+        if queue is not None and queue not in queues:  # no agent serves it, no task was ever in it
+            raise BadInput(f"unknown queue {queue!r} (known queues: {', '.join(sorted(queues)) or 'none'})")
     filtered = agent is not None or unassigned
     cut = None if filtered else limit
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
@@ -299,8 +302,10 @@ def _within(rec: Recorded, since: int | str | None, until: int | str | None) -> 
 def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = None,
            until: int | str | None = None) -> Iterator[Recorded]:
     """The audit trail, in order, filtered; streamed from the log."""
-    with ws.read() as (log, _views):
+    with ws.read() as (log, views):
         if task_id is not None:
+            if views.get_task(task_id) is None:
+                raise NotFound(f"no task {task_id}")
             records: Any = log.read_stream(f"task-{task_id}")
         else:
             records = log.read(after=since - 1 if isinstance(since, int) else 0)

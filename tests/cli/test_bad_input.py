@@ -16,6 +16,7 @@ from tests.cli.conftest import (
     Run,
     event_count,
     file_digest,
+    json_lines,
     ok,
     one_error_line,
     one_json,
@@ -197,3 +198,22 @@ def test_an_empty_value_is_refused_not_ignored(run: Run, db: Path, args: list[st
     assert line.startswith(f"sched: {flag}: expected ") and line.endswith("got ''"), line
     assert result.stdout == ""
     assert_unchanged(db, before)
+
+
+def test_replay_and_tasks_refuse_an_unknown_task_or_queue(run: Run, db: Path):
+    """docs/cli.md: an unknown task id or queue exits 2. A queue is known when an agent
+    of the control file serves it or the log has seen a task in it."""
+    before = file_digest(db)
+    result = run("replay", "--task", "99", "--json")
+    assert one_error_line(result, 2) == "sched: no task 99"
+    assert result.stdout == ""
+    result = run("tasks", "--queue", "nope", "--json")
+    assert one_error_line(result, 2) == "sched: unknown queue 'nope' (known queues: dev, qa)"
+    assert result.stdout == ""
+    assert_unchanged(db, before)
+
+    write_control(db.parent, [a for a in FLEET if a["agentType"] == "qa"])  # dev's agents leave
+    listed = one_json(ok(run("tasks", "--queue", "dev", "--json")))["tasks"]
+    assert [t["title"] for t in listed] == ["seed task"]
+    assert one_json(ok(run("tasks", "--queue", "qa", "--json")))["tasks"] == []
+    assert [e["seq"] for e in json_lines(ok(run("replay", "--task", "1", "--json")))] == [1]
