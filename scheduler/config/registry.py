@@ -202,11 +202,19 @@ def load_control_file(path: Path) -> ControlFile:
 
 
 def write_default_control_file(path: Path) -> Path:
-    """Write the default control file at `path`; never overwrites an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("x", encoding="utf-8") as f:
-        json.dump(DEFAULT_AGENTS, f, indent=2)
-        f.write("\n")
+    """Write the default control file at `path`; never overwrites an existing file (nor
+    writes where a directory is: `ControlFileError`, the file is still missing)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as f:
+            json.dump(DEFAULT_AGENTS, f, indent=2)
+            f.write("\n")
+    except (FileExistsError, NotADirectoryError) as e:  # a directory (or a file above it) is in the way
+        if path.is_file():
+            raise  # (a file: never overwritten)
+        why = "it is a directory" if path.is_dir() else f"{e.filename}: {e.strerror}"
+        raise ControlFileError(f"no agent control file at {path}, and a default one cannot be "
+                               f"written there: {why}") from e
     return path
 
 

@@ -64,6 +64,21 @@ def test_agents_validate_json_reports_agents_and_warnings(home: Path, run: Run):
     assert len(doc["warnings"]) == 1 and "team" in doc["warnings"][0]
 
 
+def test_agents_validate_fix_where_a_directory_is_reports_the_file_missing(home: Path, run: Run):
+    """docs/cli.md: exit 1 when the file is missing, with `{"valid": false, "error"}`;
+    --fix cannot write one where a directory is, and says so in that document."""
+    folder = home / "fleet"
+    folder.mkdir()
+    result = run("agents", "validate", "--agents", str(folder), "--fix", "--json")
+    assert result.returncode == 1, result.stderr
+    assert one_json(result) == {"valid": False, "error": f"no agent control file at {folder}, and a "
+                                "default one cannot be written there: it is a directory"}
+    result = run("agents", "validate", "--agents", str(folder), "--fix")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().startswith(f"invalid: no agent control file at {folder}")
+    assert list(folder.iterdir()) == []
+
+
 def test_config_show_json_names_the_source_of_each_setting(home: Path, run: Run):
     (home / "sched.toml").write_text("max_attempts = 5\n")
     doc = one_json(ok(run("config", "show", "--json", env={"SCHED_LEASE_SECONDS": "42"})))
