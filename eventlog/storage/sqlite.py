@@ -112,6 +112,11 @@ def probe(path: Path) -> Probe:
                             "nothing was changed")
 
 
+def not_a_file(path: Path) -> str:
+    """Why a directory given as the database is refused (bad input, not a disk fault)."""
+    return f"{path} is a directory, not a database file (give a file, such as {path / 'sched.db'})"
+
+
 def read_only_params(path: Path) -> dict[str, str]:
     """URI parameters of a connection that writes nothing: `mode=ro`, and `immutable`
     where not even the -shm of a WAL database can be made (read-only media)."""
@@ -275,6 +280,8 @@ class SqliteStorage:
         """Open `path` for `init` (then `create_schema`): create the file (mode 0600)
         if missing. An existing file must be sched's, or empty."""
         path = Path(path)
+        if path.is_dir():
+            raise DatabaseError(not_a_file(path))
         if not path.exists():
             create_private_file(path)
         elif probe(path).kind == "foreign":
@@ -388,6 +395,8 @@ class SqliteStorage:
         """Open an existing sched database (read-only if the file cannot be written); a
         missing, empty or foreign file is an error and is left as it was."""
         path = Path(path)
+        if path.is_dir():
+            raise DatabaseError(not_a_file(path))
         if not path.is_file():
             raise DatabaseError(f"no database at {path}: run `sched init` first")
         found = probe(path)

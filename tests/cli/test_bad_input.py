@@ -112,6 +112,17 @@ def test_db_flag_at_a_file_that_is_not_a_database(run: Run, db: Path, args: list
     assert_unchanged(db, db_before)
 
 
+def test_a_directory_given_as_the_database_is_bad_input_not_a_disk_fault(cli: InProcess, tmp_path: Path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for args in (["init"], ["init", "--json"], ["status"]):
+        result = cli(*args, "--db", str(folder))
+        assert one_error_line(result, 2) == (f"sched: {folder} is a directory, not a database file "
+                                             f"(give a file, such as {folder / 'sched.db'})")
+        assert result.stdout == ""
+    assert list(folder.iterdir()) == []
+
+
 def test_show_an_unknown_task(run: Run, db: Path):
     before = file_digest(db)
     line = one_error_line(run("show", "9999", "--json"), 2)
