@@ -18,6 +18,7 @@ from cli.common import (
     workspace,
 )
 from cli.text import literal
+from eventlog.errors import BadInput
 from eventlog.values import INT64_MAX
 from scheduler.usecases import observe
 
@@ -46,6 +47,8 @@ def metrics_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Throughput, errors, queue wait, start latency, run time and utilization over a window."""
+    if prometheus and json_out:
+        raise BadInput("give --prometheus or --json, not both (each is a whole format)")
     ws = workspace(home, db)
     report = observe.metrics(ws, since).to_json()
     if prometheus:

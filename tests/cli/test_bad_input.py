@@ -228,3 +228,11 @@ def test_replay_and_tasks_refuse_an_unknown_task_or_queue(run: Run, db: Path):
     assert [t["title"] for t in listed] == ["seed task"]
     assert one_json(ok(run("tasks", "--queue", "qa", "--json")))["tasks"] == []
     assert [e["seq"] for e in json_lines(ok(run("replay", "--task", "1", "--json")))] == [1]
+
+
+def test_metrics_refuses_prometheus_with_json(run: Run, db: Path):
+    """--json promises one JSON document: Prometheus text is not one."""
+    result = run("metrics", "--prometheus", "--json")
+    line = one_error_line(result, 2)
+    assert line == "sched: give --prometheus or --json, not both (each is a whole format)"
+    assert result.stdout == ""
