@@ -181,6 +181,18 @@ def test_with_no_database_and_no_control_file_the_missing_database_is_said_first
     assert line == f"sched: no database at {tmp_path / 'sched.db'}: run `sched init` first"
 
 
+@pytest.mark.parametrize("args", [["webhooks", "deliver"], ["webhooks", "deliver", "--json"]])
+def test_webhooks_deliver_needs_a_database_even_with_no_webhook(cli: InProcess, tmp_path: Path,
+                                                                args: list[str]):
+    """docs/cli.md: every command but init, agents validate and config show needs a
+    database; with no [[webhooks]] configured, deliver did nothing and exited 0."""
+    result = cli(*args)
+    line = one_error_line(result, 2)
+    assert line == f"sched: no database at {tmp_path / 'sched.db'}: run `sched init` first"
+    assert result.stdout == ""
+    assert not (tmp_path / "sched.db").exists()
+
+
 def test_a_line_of_a_file_that_runs_after_a_task_of_the_same_file_is_named(cli: InProcess, tmp_path: Path):
     """Ids are given as the file is submitted: a line cannot name another line's task.
     The line is named, and nothing is submitted."""
