@@ -58,6 +58,8 @@ def test_an_agent_token_names_a_known_agent(ready: InProcess):
     (["--name", "two words", "--role", "reader"], "a token name is"),
     (["--name", "", "--role", "reader"], "a token name is"),
     (["--name", "x", "--role", "reader", "--by", "a\x00b"], "--by"),
+    (["--name", "h1", "--host", ""], "sched: --host '': a host name is 1 to 255 characters, not 0"),
+    (["--name", "h1", "--host", "h" * 256], "a host name is 1 to 255 characters, not 256"),
 ])
 def test_bad_input_is_one_line_exit_2_and_appends_nothing(ready: InProcess, args, says):
     before = len(events(ready))
@@ -114,3 +116,6 @@ def test_a_host_token_is_for_one_host_and_says_so(ready: InProcess):
     assert "gpu-runner" in listed and "gpu-1" in listed
     line = one_line_exit_2(ready("tokens", "create", "--name", "x", "--host", "gpu-1", "--role", "reader"))
     assert line == "sched: give one of --agent A, --host H or --role operator|submitter|reader"
+    # the longest host name the host API takes
+    longest = ready("tokens", "create", "--name", "longest", "--host", "h" * 255, "--json")
+    assert json.loads(longest.stdout)["host"] == "h" * 255
