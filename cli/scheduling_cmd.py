@@ -64,25 +64,30 @@ def tick_command(
     if json_out:
         emit_json(asdict(report))
         return
-    verb = "would assign" if dry_run else "assigned"
+    assign, take_back, dead_letter = (("would assign", "would take back", "would dead-letter") if dry_run
+                                      else ("assigned", "took back", "dead-lettered"))
     for item in report.assigned:
-        console().print(literal(f"{verb} task {item['task_id']} -> {item['agent']}"))
+        console().print(literal(f"{assign} task {item['task_id']} -> {item['agent']}"))
     for task_id in report.spawned:
         console().print(f"started sched exec for task {task_id}")
     for item in report.expired:
-        console().print(literal(f"took back task {item['task_id']} from {item['agent']} "
+        console().print(literal(f"{take_back} task {item['task_id']} from {item['agent']} "
                                 f"({item['reason']})"))
     for task_id in report.dead_lettered:
-        console().print(f"dead-lettered task {task_id}")
+        console().print(f"{dead_letter} task {task_id}")
     for error in report.errors:
         message(("error:", "red"), f" {error}")
     if report.paused:
         message(f"paused by {report.paused['by']}: assigning nothing")
     for queue in report.gates_closed:
         message(f"gate of queue {queue} closed: assigning nothing from it")
-    message(f"tick: {len(report.assigned)} assigned, {len(report.expired)} expired, "
-            f"{len(report.dead_lettered)} dead-lettered in {report.duration_ms:.1f} ms"
-            + (" (dry run: nothing appended)" if dry_run else ""))
+    if dry_run:
+        message(f"tick: would assign {len(report.assigned)}, take back {len(report.expired)}, "
+                f"dead-letter {len(report.dead_lettered)} ({report.duration_ms:.1f} ms; dry run: "
+                "nothing appended)")
+    else:
+        message(f"tick: {len(report.assigned)} assigned, {len(report.expired)} expired, "
+                f"{len(report.dead_lettered)} dead-lettered in {report.duration_ms:.1f} ms")
 
 
 def watch(ws: Workspace, interval: float, json_out: bool) -> None:

@@ -5,6 +5,7 @@ input is refused as without it (exit 2, one line)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,23 @@ def test_bad_input_is_refused_in_a_dry_run_too(fleet: InProcess, tmp_path: Path,
     with_dry_run = fleet(*args, "--dry-run")
     assert one_error_line(with_dry_run, code) == one_error_line(without, code)
     assert state(fleet) == before
+
+
+def test_tick_dry_run_text_says_what_it_would_do(seeded: Path, cli: InProcess):
+    """Every line of `tick --dry-run` is in the conditional: nothing was taken back or
+    dead-lettered, so its text must not say so."""
+    ok(cli("submit", "-q", "qa", "-t", "parent", "--requires-approval"))  # 2
+    ok(cli("submit", "-q", "qa", "-t", "child", "--after", "2"))  # 3
+    ok(cli("tick", env={"SCHED_START_DEADLINE_SECONDS": "0.001"}))  # 1 -> ann, due to start at once
+    ok(cli("cancel", "2"))  # so the next tick dead-letters 3
+    time.sleep(0.01)
+    head = doc(cli("replay", "--head", "--json"))
+    dry = ok(cli("tick", "--dry-run"))
+    assert sorted(dry.stdout.splitlines()) == ["would assign task 1 -> ann",
+                                               "would dead-letter task 3",
+                                               "would take back task 1 from ann (not_started)"]
+    assert dry.stderr.startswith("tick: would assign 1, take back 1, dead-letter 1 (")
+    assert dry.stderr.rstrip().endswith("; dry run: nothing appended)")
+    assert doc(cli("replay", "--head", "--json")) == head
+    real = ok(cli("tick")).stdout.splitlines()
+    assert "took back task 1 from ann (not_started)" in real and "dead-lettered task 3" in real
