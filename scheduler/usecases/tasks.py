@@ -10,7 +10,7 @@ from pydantic import model_validator
 
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
-from eventlog.values import text_problem
+from eventlog.values import INT64_MAX, text_problem
 from projections.views import TaskView
 from scheduler.reads import queries
 from scheduler.usecases.base import Request
@@ -75,7 +75,8 @@ def list_tasks(ws: Workspace, request: ListRequest) -> TaskList:
     when it gives a limit or a cursor (one more is read, to know whether a next page
     exists; the figures of a page are those of the whole listing)."""
     offset, limit = request.offset, request.limit
-    read = None if limit is None else offset + limit + 1
+    # (a read of more than 2**63 - 1 rows, more than a database can bind, is a read of all)
+    read = None if limit is None or offset + limit >= INT64_MAX else offset + limit + 1
     found, figures = queries.task_listing(
         ws, request.queue, None if request.status is None else [request.status], read,
         request.agent, request.unassigned, request.title)

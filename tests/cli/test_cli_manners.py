@@ -62,6 +62,18 @@ def test_negative_and_absurd_numbers_are_refused(cli: InProcess, home: Path, arg
     assert event_count(home / "sched.db") == before
 
 
+def test_the_largest_limit_the_flag_takes_lists_everything(cli: InProcess, home: Path):
+    """--limit takes up to 2**63 - 1: that many (from any cursor) is every task, not a
+    number too large for the read."""
+    assert cli("submit", "-q", "dev", "-t", "one").returncode == 0
+    for cursor in ([], ["--cursor", "0"], ["--cursor", "999999999999999999"]):
+        result = cli("tasks", "--limit", str(2**63 - 1), *cursor, "--json")
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert [t["title"] for t in doc["tasks"]] == ([] if cursor[1:] == ["999999999999999999"] else ["one"])
+        assert doc["next_cursor"] is None
+
+
 def test_a_home_that_does_not_exist_is_refused_except_by_init(cli: InProcess, tmp_path: Path):
     missing = tmp_path / "not" / "there"
     for args in (["status"], ["tasks"], ["config", "show"], ["agents", "validate"], ["tick"]):
