@@ -5,6 +5,7 @@ stderr)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -120,6 +121,20 @@ def show_dry_run(dry_run: DryRun | None) -> None:
     for change in dry_run.changes:
         console().print(literal(f"would append {change['type']} ({change['stream_id']})"))
     message(f"dry run: nothing appended ({len(dry_run.changes)} event(s) would be)")
+
+
+MAX_INTERVAL_SECONDS = 86400.0  # a day: longer is a typo (and more than a sleep can wait)
+
+
+def check_interval(seconds: float) -> float:
+    """An `--interval` (of a daemon's ticks, or a watch's redraws): a number > 0, at most
+    a day; anything else is refused before the first tick or frame."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadInput("--interval must be a number greater than 0")
+    if seconds > MAX_INTERVAL_SECONDS:
+        raise BadInput(f"--interval must be at most {MAX_INTERVAL_SECONDS:.0f} seconds (a day), "
+                       f"not {seconds:g}")
+    return seconds
 
 
 def parse_json_option(text: str | None, flag: str) -> Any:

@@ -4,16 +4,14 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cli.common import console, emit_json, human_duration
+from cli.common import check_interval, console, emit_json, human_duration
 from cli.text import literal
-from eventlog.errors import BadInput
 from eventlog.timeutil import from_text, to_text
 from projections.views import OPEN_STATUSES
 from scheduler.reads import queries
@@ -80,8 +78,7 @@ def watch_queue(ws: Workspace, queue: str | None, status: str | None, limit: int
                 title: str | None = None) -> None:
     """Redraw the queue view every `interval` seconds until Ctrl-C; with --json, print
     one frame per line instead (JSON lines, as `status --watch --json`)."""
-    if not math.isfinite(interval) or interval <= 0:
-        raise BadInput("--interval must be a number greater than 0")
+    check_interval(interval)
 
     def frame() -> dict[str, Any]:
         return queue_document(ws, queue, status, limit, agent, unassigned, title)

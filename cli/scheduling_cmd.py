@@ -20,6 +20,7 @@ from cli.common import (
     JsonOpt,
     ServerOpt,
     ServerTokenFileOpt,
+    check_interval,
     console,
     emit_json,
     loaded_settings,
@@ -98,8 +99,7 @@ def watch(ws: Workspace, interval: float, json_out: bool) -> None:
     from cli.dashboard import render
     from scheduler.reads.dashboard import snapshot
 
-    if not math.isfinite(interval) or interval <= 0:
-        raise BadInput("--interval must be a number greater than 0")
+    check_interval(interval)
     try:
         if json_out:
             while True:
@@ -258,7 +258,7 @@ def run_command(
     if remote is not None:
         raise typer.Exit(run_host_for(remote, home, host, db, agents, interval))
     ws = workspace(home, db, agents, host=host)
-    every = interval if interval is not None else ws.settings.tick_interval_seconds
+    every = check_interval(interval) if interval is not None else ws.settings.tick_interval_seconds
     if not math.isfinite(every) or every <= 0:
         raise BadInput("--interval must be a number greater than 0")
     # the health check's last_tick grades against the interval the daemon really uses

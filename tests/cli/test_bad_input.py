@@ -248,3 +248,16 @@ def test_metrics_refuses_prometheus_with_json(run: Run, db: Path):
     line = one_error_line(result, 2)
     assert line == "sched: give --prometheus or --json, not both (each is a whole format)"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["status", "--watch", "--json"], ["tasks", "--watch", "--json"], ["run"]],
+                         ids=["status-watch", "tasks-watch", "run"])
+@pytest.mark.parametrize("interval", ["1e20", "86401"])
+def test_an_interval_over_a_day_is_refused_before_the_first_frame_or_tick(run: Run, db: Path,
+                                                                          args: list[str], interval: str):
+    before = file_digest(db)
+    result = run(*args, "--interval", interval)
+    line = one_error_line(result, 2)
+    assert line == f"sched: --interval must be at most 86400 seconds (a day), not {float(interval):g}"
+    assert result.stdout == ""
+    assert_unchanged(db, before)
