@@ -75,6 +75,13 @@ class TaskSpec(BaseModel):
             raise ValueError("must lie between 1970-01-01 and 9999-01-01")
         return value
 
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():  # (as `worker fail --error`: spaces say nothing)
+            raise ValueError("must say what the task is, not be blank")
+        return value
+
     @field_validator("queue", "title", "assignee", "idempotency_key", "task_type", mode="before")
     @classmethod
     def _storable_text(cls, value: object) -> object:

@@ -74,8 +74,9 @@ def test_an_invalid_control_file_stops_tick_and_claim(run: Run, db: Path, case: 
     (["--queue", "dev", "--title", "t", "--not-before", "0999-01-01T00:00:00+00:00"],
      r"1970-01-01 and 9999-01-01"),
     (["--queue", "dev", "--title", "t", "--after", str(2**70)], r"too large|after"),
+    (["--queue", "dev", "--title", "   "], r"^sched: submit: title: must say what the task is, not be blank"),
 ], ids=["unknown-queue", "unknown-assignee", "payload-not-json", "not-before-naive", "priority-nan",
-        "payload-nan", "priority-too-big", "not-before-year-999", "after-too-big"])
+        "payload-nan", "priority-too-big", "not-before-year-999", "after-too-big", "blank-title"])
 def test_a_bad_submit_appends_nothing(run: Run, db: Path, args: list[str], named: str):
     before = file_digest(db)
     line = one_error_line(run("submit", *args, "--json"), 2)

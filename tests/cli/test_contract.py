@@ -122,7 +122,8 @@ def test_submit_file_json_prints_every_task_id(seeded: Path, run: Run):
     '{"queue": "dev"}',
     '{"queue": "dev", "title": ',
     '{"queue": "ops", "title": "no agent serves ops"}',
-], ids=["missing-title", "not-json", "unknown-queue"])
+    '{"queue": "dev", "title": " \\t "}',
+], ids=["missing-title", "not-json", "unknown-queue", "blank-title"])
 def test_submit_file_with_a_bad_third_line_appends_nothing(seeded: Path, run: Run, third: str):
     db = seeded / "sched.db"
     tasks = write_jsonl(seeded / "tasks.jsonl", [
