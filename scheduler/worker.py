@@ -160,6 +160,8 @@ class Progress:
         """This report if it is one the log can carry (BadInput otherwise)."""
         if self.percent is None and self.message is None:
             raise BadInput("progress needs --percent or --message")
+        if self.message is not None and not self.message.strip():
+            raise BadInput("--message must say what the attempt is doing, not be blank")
         if self.percent is not None and not (math.isfinite(self.percent) and 0 <= self.percent <= 100):
             raise BadInput(f"--percent must be a number from 0 to 100, not {self.percent!r}")
         check_text(self.message, "--message", ws.settings.max_message_bytes)

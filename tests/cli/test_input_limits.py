@@ -94,6 +94,8 @@ def test_a_worker_report_the_log_could_not_carry_is_refused(cli: InProcess, home
         (["fail", task, "--token", token, "--error", SURROGATE], "error"),
         (["fail", task, "--token", token, "--error", "e" * 5000], "over the limit of 4096"),
         (["progress", task, "--token", token, "--message", SURROGATE], "--message"),
+        (["progress", task, "--token", token, "--message", "  "], "--message must say what"),
+        (["heartbeat", task, "--token", token, "--message", ""], "--message must say what"),
     ):
         line = refused(cli, home, "worker", *args, env={"SCHED_MAX_PAYLOAD_BYTES": "100"})
         assert named in line, line
