@@ -132,8 +132,8 @@ def tasks_command(
     if watch_:
         from cli.queue_view import watch_queue
 
-        if verbose:
-            raise BadInput("--verbose does not go with --watch")
+        if verbose or cursor is not None:
+            raise BadInput(f"{'--verbose' if verbose else '--cursor'} does not go with --watch")
         tasks.ListRequest(title=title)  # its checks of the text, before the first frame
         watch_queue(ws, queue, status, limit, agent, unassigned, 2.0 if interval is None else interval,
                     json_out, title)

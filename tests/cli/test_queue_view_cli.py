@@ -78,6 +78,7 @@ def test_every_task_has_its_place_and_estimated_completion(queue: Path, run: Run
     (["--interval", "2"], "--watch"),
     (["--watch", "--interval", "0"], "--interval"),
     (["--watch", "--verbose"], "--verbose"),
+    (["--watch", "--cursor", "garbage"], "--cursor does not go with --watch"),
     (["--watch", "--agent", "nobody"], "unknown agent"),
     (["--title", "a\x00b"], "--title: contains a NUL character"),
     (["--watch", "--title", "a\x00b"], "--title: contains a NUL character"),
