@@ -171,3 +171,14 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+GROWTH_FLOOR_KIB = 1024  # a memory growth below this is counted as this much (page-level noise)
+
+
+def growth_ratio(big: dict[str, Any], small: dict[str, Any]) -> tuple[float, float, float]:
+    """How much more memory the big run grew than the small one, above each process's
+    own baseline (its interpreter and imports, which would hide the growth): (big MiB,
+    small MiB, ratio)."""
+    grown = [max(run["peak_kib"] - run["baseline_kib"], 0) for run in (big, small)]
+    return grown[0] / 1024, grown[1] / 1024, max(grown[0], GROWTH_FLOOR_KIB) / max(grown[1], GROWTH_FLOOR_KIB)
