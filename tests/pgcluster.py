@@ -227,14 +227,19 @@ class PgCluster:
 
         return psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=30)
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database `name` and return its url."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create an empty database `name` (or a copy of the database `template`, which
+        nobody may be connected to) and return its url."""
         from psycopg import sql
 
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"not a plain database name: {name!r}")
+        if not _NAME.fullmatch(name) or (template is not None and not _NAME.fullmatch(template)):
+            raise ValueError(f"not a plain database name: {name!r} / {template!r}")
         with self._admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            if template is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            else:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)))
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
