@@ -182,3 +182,20 @@ def growth_ratio(big: dict[str, Any], small: dict[str, Any]) -> tuple[float, flo
     small MiB, ratio)."""
     grown = [max(run["peak_kib"] - run["baseline_kib"], 0) for run in (big, small)]
     return grown[0] / 1024, grown[1] / 1024, max(grown[0], GROWTH_FLOOR_KIB) / max(grown[1], GROWTH_FLOOR_KIB)
+
+
+PROJECTION_TABLES = ("tasks", "agents", "queue_counts", "agent_records", "outcomes", "capacity_changes",
+                     "tokens", "projection_meta")
+
+
+def projection_inserts(db: Path) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Every row of the projection tables of a sched database, as bare INSERTs with
+    their rows (a ceiling writing the rows sched's fold wrote)."""
+    writes = []
+    for table in PROJECTION_TABLES:
+        columns = [name for (_cid, name, *_rest) in read_rows(db, f"PRAGMA table_info({table})")]
+        rows = read_rows(db, f"SELECT {', '.join(columns)} FROM {table}")
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            writes.append((f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows))
+    return writes
