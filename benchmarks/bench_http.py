@@ -201,41 +201,56 @@ def _python_rounds(ws: Any, agent: str, rounds: int) -> list[float]:
     return latencies
 
 
-def _http_worker(port: int, agent: str, token: str, rounds: int, barrier: Any, out: Any) -> None:
+def _http_worker(port: int, agents: list[tuple[str, str]], rounds: int, barrier: Any, out: Any) -> None:
+    """One process's clients (one per agent, each its keep-alive connection): each
+    agent's warm-up rounds, the release, then each agent's `rounds` in turn."""
+    name = ",".join(agent for agent, _t in agents)
     try:
-        client = Client(port, agent, token)
-        _http_rounds(client, WARM_ROUNDS)
+        clients = [Client(port, agent, token) for agent, token in agents]
+        for client in clients:
+            _http_rounds(client, WARM_ROUNDS)
         barrier.wait()
-        latencies = _http_rounds(client, rounds)
-        out.put((agent, len(latencies), time.monotonic(), latencies, None))
-        client.close()
+        latencies = [x for client in clients for x in _http_rounds(client, rounds)]
+        out.put((name, len(latencies), time.monotonic(), latencies, None))
+        for client in clients:
+            client.close()
     except Exception as e:
         barrier.abort()
-        out.put((agent, 0, time.monotonic(), [], repr(e)))
+        out.put((name, 0, time.monotonic(), [], repr(e)))
 
 
-def _python_worker(home: str, agent: str, _token: str, rounds: int, barrier: Any, out: Any) -> None:
+def _python_worker(home: str, agents: list[tuple[str, str]], rounds: int, barrier: Any, out: Any) -> None:
+    """The same through the Python API: one workspace per process, its agents' rounds
+    in turn."""
+    name = ",".join(agent for agent, _t in agents)
     try:
         ws = open_workspace(Path(home))
-        _python_rounds(ws, agent, WARM_ROUNDS)
+        for agent, _token in agents:
+            _python_rounds(ws, agent, WARM_ROUNDS)
         barrier.wait()
-        latencies = _python_rounds(ws, agent, rounds)
-        out.put((agent, len(latencies), time.monotonic(), latencies, None))
+        latencies = [x for agent, _token in agents for x in _python_rounds(ws, agent, rounds)]
+        out.put((name, len(latencies), time.monotonic(), latencies, None))
         ws.close()
     except Exception as e:
         barrier.abort()
-        out.put((agent, 0, time.monotonic(), [], repr(e)))
+        out.put((name, 0, time.monotonic(), [], repr(e)))
 
 
-def _race(target: Any, first: Any, agents: list[tuple[str, str]], rounds: int
+def _groups(agents: list[tuple[str, str]], processes: int) -> list[list[tuple[str, str]]]:
+    """`agents` dealt to `processes` processes (at most one process per agent: an agent
+    of one slot claims from one process at a time)."""
+    n = max(1, min(processes, len(agents)))
+    return [agents[i::n] for i in range(n)]
+
+
+def _race(target: Any, first: Any, groups: list[list[tuple[str, str]]], rounds: int
           ) -> tuple[float, int, list[float]]:
-    """One process per agent running `target(first, agent, token, rounds, ...)`, released
-    together after their warm-up rounds: the seconds from the release until the last one
-    finished, the rounds they made and every claim's latency."""
+    """One process per group of agents running `target(first, group, rounds, ...)`,
+    released together after their warm-up rounds: the seconds from the release until
+    the last one finished, the rounds they made and every claim's latency."""
     mp = multiprocessing.get_context("spawn")
-    barrier, out = mp.Barrier(len(agents) + 1), mp.Queue()
-    procs = [mp.Process(target=target, args=(first, agent, token, rounds, barrier, out))
-             for agent, token in agents]
+    barrier, out = mp.Barrier(len(groups) + 1), mp.Queue()
+    procs = [mp.Process(target=target, args=(first, group, rounds, barrier, out)) for group in groups]
     for p in procs:
         p.start()
     try:
@@ -281,26 +296,45 @@ def _ms(seconds: float | None) -> float:
 def http_claims(ctx: Context) -> dict[str, Any]:
     clients, rounds = ctx.params["http_clients"], ctx.params["http_rounds"]
     tasks = clients * (rounds + WARM_ROUNDS)
-    py_home, http_home = ctx.dir("http-claims-python"), ctx.dir("http-claims-http")
-    py_agents = _pull_workspace(py_home, clients, tasks, "w")
+    http_home = ctx.dir("http-claims-http")
     http_agents = _pull_workspace(http_home, clients, tasks, "w")
-
-    py_seconds, py_rounds, py_lat = _race(_python_worker, str(py_home), py_agents, rounds)
+    # the ceiling, on identical fresh workspaces: the same agents and rounds from as many
+    # processes as there are clients, and from as many as the server has writers (each
+    # process then works through its share of the agents in turn); writers contend for
+    # sched's write turn, so fewer of them may go faster: the better of the two is the
+    # ceiling
+    py_runs: dict[int, tuple[float, int, list[float]]] = {}
+    for processes in dict.fromkeys([clients, min(BENCH_WORKERS, clients)]):
+        py_home = ctx.dir(f"http-claims-python-{processes}")
+        py_agents = _pull_workspace(py_home, clients, tasks, "w")
+        py_runs[processes] = _race(_python_worker, str(py_home), _groups(py_agents, processes), rounds)
     with serving(http_home, bench_limits=True) as (pid, port):
         cpu_before = cpu_seconds(pid)
-        seconds, done, lat = _race(_http_worker, port, http_agents, rounds)
+        seconds, done, lat = _race(_http_worker, port, _groups(http_agents, clients), rounds)
         server_cpu = cpu_seconds(pid) - cpu_before
+    best = max(py_runs, key=lambda k: py_runs[k][1] / py_runs[k][0])
+    py_seconds, py_rounds, py_lat = py_runs[best]
     value, ceiling = done / seconds, py_rounds / py_seconds
+    processes_what = (f"from {clients} processes and from {min(BENCH_WORKERS, clients)} (as many as "
+                      "the server's writers, each process taking its share of the agents in turn): "
+                      "the better of the two" if len(py_runs) > 1 else
+                      f"from {clients} processes (no more than the server's {BENCH_WORKERS} writers)")
     return result(
         "http_claims", value=value, unit="rounds/s", ceiling=ceiling, ratio=value / ceiling,
         target=">= 0.5",
         what=f"{clients} client processes, each with a keep-alive connection and its agent's token, "
              f"{rounds} rounds each of POST /api/v1/agents/A/claim + POST /api/v1/tasks/ID/complete "
              f"against `sched serve --workers {BENCH_WORKERS}` (its own processes, SQLite)",
-        ceiling_what=f"{clients} processes doing the same rounds through the Python API "
-                     "(work.claim + work.complete, what `sched worker claim/complete` call) on an "
-                     "identical fresh workspace",
+        ceiling_what=f"the same {clients} x {rounds} rounds through the Python API (work.claim + "
+                     "work.complete, what `sched worker claim/complete` call) on an identical fresh "
+                     f"workspace, {processes_what}",
         details={"rounds": done, "seconds": seconds, "python_rounds": py_rounds, "python_seconds": py_seconds,
+                 "python_processes": best,
+                 "python_runs": {str(k): {"processes": k, "rounds": n, "seconds": secs,
+                                          "rounds_per_second": n / secs,
+                                          "claim_p50_ms": _ms(percentile(lt, 50)),
+                                          "claim_p99_ms": _ms(percentile(lt, 99))}
+                                 for k, (secs, n, lt) in py_runs.items()},
                  "server_cpu_seconds": server_cpu, "server_cpu_ms_per_round": server_cpu / done * 1000,
                  "claim_p50_ms": _ms(percentile(lat, 50)), "claim_p99_ms": _ms(percentile(lat, 99)),
                  "python_claim_p50_ms": _ms(percentile(py_lat, 50)),
@@ -308,7 +342,7 @@ def http_claims(ctx: Context) -> dict[str, Any]:
                  "server_workers": BENCH_WORKERS,
                  "claim_limits": {"claim_burst": BENCH_CLAIM_BURST,
                                   "claims_per_second": BENCH_CLAIMS_PER_SECOND}},
-        ok=done == py_rounds == clients * rounds)
+        ok=done == clients * rounds and all(n == clients * rounds for _s, n, _l in py_runs.values()))
 
 
 LATENCY_P99_MS = 50.0
