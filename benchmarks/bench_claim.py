@@ -32,41 +32,66 @@ PICK = ("SELECT task_id FROM tasks WHERE queue = 'dev' AND status = 'queued' AND
         "LIMIT 1")
 START = ("UPDATE tasks SET status = 'running', agent = ?, attempt = attempt + 1, deadline = ?, "
          "token_hash = ?, assigned_at = ?, started_at = ?, updated_at = ? WHERE task_id = ?")
+# the rest of what a claim's flush writes (projections/sql.py, `SqlProjection.flush`): the
+# agent's load, the queue counts (added to, as sched's upsert does), the clean-up of zero
+# counts that follows a decrease, and the last folded seq
+LOAD = "UPDATE agents SET running = running + 1 WHERE name = ?"
+COUNT = ("INSERT INTO queue_counts (queue, status, count) VALUES (?, ?, ?) ON CONFLICT (queue, status) "
+         "DO UPDATE SET count = queue_counts.count + excluded.count")
+ZEROS = "DELETE FROM queue_counts WHERE count = 0"
+LAST_SEQ = ("INSERT INTO projection_meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = excluded.value")
+WARM = 1  # claims each process makes before the start (the first claim's setup is not timed)
 
 
-def _sched_claimer(home: str, agent: str, count: int, barrier: Any, out: Any) -> None:
+def _sched_claimer(home: str, agent: str, count: int, barrier: Any, out: Any, warm: int = 0) -> None:
+    """`count` claims by `agent` after `warm` untimed ones (`pg_claims_*` shares this
+    claimer and makes none)."""
     ws = open_workspace(Path(home))
     ws.db  # noqa: B018 -- open the database before the start
+    for _ in range(warm):
+        worker.claim(ws, agent)
     barrier.wait()
     got = sum(worker.claim(ws, agent) is not None for _ in range(count))
     out.put((agent, got, time.monotonic()))
     ws.close()
 
 
-def _bare_claimer(db: str, agent: str, count: int, barrier: Any, out: Any,
-                  templates: list[tuple[Any, ...]]) -> None:
-    """A bare claim: pick the best queued task by the same index, mark it running and
-    append the two event rows of a claim (TaskAssigned, TaskStarted, payloads of the
-    sched run's first claim), in one BEGIN IMMEDIATE transaction."""
-    conn = bare_connect(Path(db))
+def _bare_claim(conn: Any, agent: str, templates: list[tuple[Any, ...]]) -> bool:
+    """One bare claim, in one BEGIN IMMEDIATE transaction: pick the best queued task by
+    the same index, mark it running, append the two event rows of a claim
+    (TaskAssigned, TaskStarted, payloads of the sched run's first claim), add the
+    attempt to the agent's load, move one from queued to running in the counts, drop
+    the zero counts and record the last seq."""
     assigned, started = templates
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute(PICK, (now,)).fetchone()
+    if row is not None:
+        task_id = row[0]
+        (seq,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+        conn.execute(START, (agent, now, started[6], now, now, now, task_id))
+        conn.executemany(INSERT_EVENT, [
+            (seq + 1, f"task-{task_id}", assigned[2], assigned[3], now, assigned[5], assigned[6],
+             assigned[7]),
+            (seq + 2, f"task-{task_id}", started[2], started[3], now, started[5], assigned[7],
+             started[7])])
+        conn.execute(LOAD, (agent,))
+        conn.executemany(COUNT, [("dev", "queued", -1), ("dev", "running", 1)])
+        conn.execute(ZEROS)
+        conn.execute(LAST_SEQ, (str(seq + 2),))
+    conn.execute("COMMIT")
+    return row is not None
+
+
+def _bare_claimer(db: str, agent: str, count: int, barrier: Any, out: Any,
+                  templates: list[tuple[Any, ...]], warm: int) -> None:
+    """`count` bare claims by `agent` after `warm` untimed ones."""
+    conn = bare_connect(Path(db))
+    for _ in range(warm):
+        _bare_claim(conn, agent, templates)
     barrier.wait()
-    got = 0
-    for _ in range(count):
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
-        conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute(PICK, (now,)).fetchone()
-        if row is not None:
-            task_id = row[0]
-            (seq,) = conn.execute("SELECT max(seq) FROM events").fetchone()
-            conn.execute(START, (agent, now, started[6], now, now, now, task_id))
-            conn.executemany(INSERT_EVENT, [
-                (seq + 1, f"task-{task_id}", assigned[2], assigned[3], now, assigned[5], assigned[6],
-                 assigned[7]),
-                (seq + 2, f"task-{task_id}", started[2], started[3], now, started[5], assigned[7],
-                 started[7])])
-            got += 1
-        conn.execute("COMMIT")
+    got = sum(_bare_claim(conn, agent, templates) for _ in range(count))
     out.put((agent, got, time.monotonic()))
     conn.close()
 
@@ -100,42 +125,56 @@ def claims(ctx: Context) -> dict[str, Any]:
     processes, total = ctx.params["claim_processes"], ctx.params["claims"]
     per = total // processes
     home = ctx.dir("claims")
-    agents = fleet(processes, per, prefix="w")  # pull workers, a slot for every claim
+    # pull workers, a slot for every claim (their warm-up claim's too)
+    agents = fleet(processes, per + WARM, prefix="w")
     names = [str(a["agentName"]) for a in agents]
     ws = new_workspace(home, agents)
-    load_queued(ws, per * processes, ws.clock.now())
+    load_queued(ws, (per + WARM) * processes, ws.clock.now())
     record_fleet(ws)
     ws.close()
     db = home / "sched.db"
-    columns = [name for (_cid, name, *_rest) in read_rows(db, "PRAGMA table_info(tasks)")]
-    task_rows = read_rows(db, f"SELECT {', '.join(columns)} FROM tasks")
-    log_rows = event_rows(db)
+    tables = ("events", "tasks", "agents", "queue_counts", "projection_meta")
+    columns = {t: [name for (_cid, name, *_rest) in read_rows(db, f"PRAGMA table_info({t})")] for t in tables}
+    rows = {t: read_rows(db, f"SELECT {', '.join(columns[t])} FROM {t}") for t in tables}
     (last_seq,), = read_rows(db, "SELECT max(seq) FROM events")
 
-    seconds, claimed = _race(_sched_claimer, _Args(home, names, per), processes)
+    seconds, claimed = _race(_sched_claimer, _Args(home, names, per, (WARM,)), processes)
     templates = [event_rows(db, after=last_seq, types=[t])[0] for t in ("TaskAssigned", "TaskStarted")]
 
     bare_db = ctx.root / "bare-claims.db"
-    bare = bare_database(bare_db, db, ["events", "tasks"])
+    bare = bare_database(bare_db, db, list(tables))
     bare.execute("BEGIN")
-    bare.executemany(INSERT_EVENT, log_rows)
-    bare.executemany(f"INSERT INTO tasks ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                     task_rows)
+    for t in tables:
+        marks = ", ".join("?" * len(columns[t]))
+        bare.executemany(f"INSERT INTO {t} ({', '.join(columns[t])}) VALUES ({marks})", rows[t])
     bare.execute("COMMIT")
     bare.close()
-    bare_seconds, bare_claimed = _race(_bare_claimer, _Args(bare_db, names, per, (templates,)), processes)
-    bare_conn = bare_connect(bare_db)
-    (running,), = bare_conn.execute("SELECT count(*) FROM tasks WHERE status = 'running'").fetchall()
-    bare_conn.close()
-    (sched_running,), = read_rows(db, "SELECT count(*) FROM tasks WHERE status = 'running'")
+    bare_seconds, bare_claimed = _race(_bare_claimer, _Args(bare_db, names, per, (templates, WARM)),
+                                       processes)
+    written = {}  # what each side's claims left: running tasks, the agents' loads, the counts
+    for side, path in (("sched", db), ("bare", bare_db)):
+        written[side] = {
+            "running": read_rows(path, "SELECT count(*) FROM tasks WHERE status = 'running'")[0][0],
+            "loads": read_rows(path, "SELECT name, running FROM agents ORDER BY name"),
+            "counts": read_rows(path, "SELECT queue, status, count FROM queue_counts ORDER BY 1, 2"),
+            "last_seq": read_rows(path, "SELECT value FROM projection_meta WHERE key = 'last_seq'"),
+            "max_seq": read_rows(path, "SELECT max(seq) FROM events")}
     value, ceiling = claimed / seconds, bare_claimed / bare_seconds
     return result(
         "claims", value=value, unit="claims/s", ceiling=ceiling, ratio=value / ceiling,
         target=">= 0.5",
         what=f"worker.claim() in {processes} processes at once, {per:,} each (assign + start + "
-             "projections, one transaction each)",
-        ceiling_what=f"{processes} processes of a bare BEGIN IMMEDIATE loop: pick by the same query "
-                     "and index, mark the task row running, append the two event rows",
+             f"projections, one transaction each), after {WARM} untimed claim each",
+        ceiling_what=f"{processes} processes of a bare BEGIN IMMEDIATE loop, after {WARM} untimed claim "
+                     "each: pick by the same query and index, mark the task row running, append the "
+                     "two event rows, add to the agent's load, move one from queued to running in the "
+                     "queue counts, delete zero counts, record the last seq",
         details={"claimed": claimed, "seconds": seconds, "bare_claimed": bare_claimed,
-                 "bare_seconds": bare_seconds, "event_columns": EVENT_COLUMNS},
-        ok=claimed == sched_running == per * processes and running == bare_claimed)
+                 "bare_seconds": bare_seconds, "warm_claims_per_process": WARM,
+                 "running": {side: w["running"] for side, w in written.items()},
+                 "counts": {side: w["counts"] for side, w in written.items()},
+                 "event_columns": EVENT_COLUMNS},
+        ok=claimed == bare_claimed == per * processes
+        and written["sched"]["running"] == (per + WARM) * processes
+        and all(written["bare"][k] == written["sched"][k] for k in ("running", "loads", "counts"))
+        and written["bare"]["last_seq"] == [(str(written["bare"]["max_seq"][0][0]),)])
