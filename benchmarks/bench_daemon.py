@@ -49,7 +49,8 @@ def _agent_start(type_: str, data: dict[str, Any]) -> float | None:
 def busy_while_queued(rows: list[tuple[str, str, str]], slots: int) -> dict[str, Any]:
     """Slot utilization from the log: a slot is busy from the agent's own start (the time
     its command took as its first statement, given in its result) to the event that
-    ended the attempt, as `sched metrics` counts from the start; the window runs from
+    ended the attempt (stricter than `sched metrics`, which counts from `TaskStarted`,
+    recorded with the assignment for a push attempt); the window runs from
     the first assignment to the last one (after it no task waited any more).
     Utilization = busy slot-seconds inside the window / (slots x window). An attempt
     that ended without its start given counts as not busy."""
