@@ -21,6 +21,7 @@ from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.events import TokenCreated, TokenRevoked
 from eventlog.values import check_text
 from projections.views import TokenView
+from scheduler.config.settings import MAX_HOST_CHARS
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace
 
@@ -40,7 +41,6 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 TOKEN_PREFIX = "sched_"  # so a leaked token is recognisable (and secret scanners can match it)
 MAX_TOKEN_CHARS = 200  # a presented token longer than this is not one of ours: not even hashed
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-MAX_HOST = 255  # characters of a host name, as the `host` setting and the host API take it
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ def create_token(ws: Workspace, name: str, by: str, role: str | None = None,
         check_text(agent, "--agent", ws.settings.max_title_bytes)
     if host is not None:
         check_text(host, "--host", ws.settings.max_title_bytes)
-        if not 1 <= len(host) <= MAX_HOST:
-            raise BadInput(f"--host {host[:40]!r}: a host name is 1 to {MAX_HOST} characters, "
+        if not 1 <= len(host) <= MAX_HOST_CHARS:
+            raise BadInput(f"--host {host[:40]!r}: a host name is 1 to {MAX_HOST_CHARS} characters, "
                            f"not {len(host)}")
     token = TOKEN_PREFIX + new_token()
     with ws.write() as recorder:

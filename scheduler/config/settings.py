@@ -29,6 +29,7 @@ from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
 
 ENV_PREFIX = "SCHED_"
 MAX_COUNT = 2**63 - 1
+MAX_HOST_CHARS = 255  # a host name: the `host` setting, host tokens, the host API
 
 
 class Settings(BaseModel):
@@ -44,7 +45,7 @@ class Settings(BaseModel):
     home: Path = Field(default=Path("."), description="working directory of sched")
     db: str | None = Field(default=None, description="database file (default HOME/sched.db), or a "
                            "postgresql:// URL")
-    host: str | None = Field(default=None, min_length=1, max_length=255,
+    host: str | None = Field(default=None, min_length=1, max_length=MAX_HOST_CHARS,
                              description="this process's host name (default: the machine's name)")
     database_url: str | None = Field(default=None, description="PostgreSQL URL (postgresql://...); "
                                      "when set, it is the database, whatever db says")

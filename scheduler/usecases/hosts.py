@@ -24,6 +24,7 @@ from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
 from scheduler import worker
+from scheduler.config.settings import MAX_HOST_CHARS
 from scheduler.runner import exec as runner
 from scheduler.runner.usage import Usage
 from scheduler.tokens import hash_token
@@ -38,7 +39,7 @@ class StartRequest(Request):
     process `pid` there, each in `HOME/work/TASK/ATTEMPT`."""
 
     where = "start"
-    host: str = Field(min_length=1, max_length=255)
+    host: str = Field(min_length=1, max_length=MAX_HOST_CHARS)
     pid: int = Field(ge=1, le=2**31 - 1)
     home: str = Field(min_length=2, max_length=4096)
     by: str | None = None  # the HTTP API token asking, recorded in the events
@@ -138,7 +139,7 @@ class TurnRequest(Request):
     """Renew these leases and record these endings, for attempts running on `host`."""
 
     where = "turn"
-    host: str = Field(min_length=1, max_length=255)
+    host: str = Field(min_length=1, max_length=MAX_HOST_CHARS)
     renew: list[Lease] = Field(default_factory=list, max_length=MAX_BATCH)
     record: list[EndingReport] = Field(default_factory=list, max_length=MAX_BATCH)
     by: str | None = None  # the HTTP API token asking, recorded in the events

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from projections.views import TokenView
 from scheduler import access
+from scheduler.config.settings import MAX_HOST_CHARS
 from scheduler.usecases import hosts
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
@@ -21,7 +22,7 @@ from server.errors import COMMON_ERRORS, ErrorBody
 from server.routes.agents import wait_of
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"], responses=COMMON_ERRORS)
-HostName = Annotated[str, Path(min_length=1, max_length=255,
+HostName = Annotated[str, Path(min_length=1, max_length=MAX_HOST_CHARS,
                                description="The host, as the control file pins agents to it.")]
 REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input: the CLI's line"},
