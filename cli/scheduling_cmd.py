@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -258,9 +257,8 @@ def run_command(
     if remote is not None:
         raise typer.Exit(run_host_for(remote, home, host, db, agents, interval))
     ws = workspace(home, db, agents, host=host)
+    # (the setting is checked with the settings: above 0, finite)
     every = check_interval(interval) if interval is not None else ws.settings.tick_interval_seconds
-    if not math.isfinite(every) or every <= 0:
-        raise BadInput("--interval must be a number greater than 0")
     # the health check's last_tick grades against the interval the daemon really uses
     ws.settings = ws.settings.model_copy(update={"tick_interval_seconds": every})
     ws.db  # noqa: B018 - fail now, with one line, if the database is missing

@@ -23,7 +23,7 @@ def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt =
     """Queue the events recorded since the last run for their webhooks, then POST every
     delivery that is due."""
     ws = workspace(home, db)
-    ws.db  # noqa: B018 - without a database, exit 2 as every command does (even with no webhook)
+    ws.require_db()  # without a database, exit 2 as every command does (even with no webhook)
     if not ws.settings.webhooks:
         message("no webhooks configured ([[webhooks]] in sched.toml): nothing collected or "
                 "delivered (the outbox is left as it is)")
