@@ -245,15 +245,14 @@ MAX_GENERATED = 10_000_000  # tasks `--generate` may be expected to make
 
 
 def _number(item: dict, key: str, default: float | None = None, low: float = 0.0,
-            high: float = LONGEST_SECONDS) -> float:
+            high: float = LONGEST_SECONDS, high_is: str = "366 days") -> float:
     value = item.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{key!r} must be a number")
     if value < low:
         raise ValueError(f"{key!r} must be at least {low:g}")
     if value > high:
-        raise ValueError(f"{key!r} must be at most {high:.0f}"
-                         + (" (366 days)" if high == LONGEST_SECONDS else " (the year 9999)"))
+        raise ValueError(f"{key!r} must be at most {high:.0f} ({high_is})")
     return float(value)
 
 
@@ -262,7 +261,7 @@ def _moment(item: dict, key: str) -> float:
     value = item.get(key)
     if isinstance(value, str):
         return from_text(value).timestamp()
-    return _number(item, key, low=-LATEST_SECONDS, high=LATEST_SECONDS)
+    return _number(item, key, low=-LATEST_SECONDS, high=LATEST_SECONDS, high_is="the year 9999")
 
 
 def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
