@@ -196,10 +196,10 @@ def test_query_plan_uses_an_index_without_a_sort(issued, label: str):
         assert not problems(plan), f"{label}: {plan}\n{sql}"
 
 
-def test_a_batch_on_postgresql_leaves_statistics_that_pick_from_the_index(pg_url: str, tmp_path: Path):
+def test_a_batch_on_postgresql_is_described_to_the_planner_at_once(pg_url: str, tmp_path: Path):
     """A queue filled by one big submit is described to PostgreSQL's planner at once
-    (not at autovacuum's next round): a claim then reads its best task from
-    ix_tasks_pick, rather than reading the whole queue and sorting it."""
+    (its statistics count the batch), not at autovacuum's next round; and the best
+    task's read then uses ix_tasks_pick without a sort."""
     ws = new_workspace(tmp_path / "home", FLEET, database=pg_url)
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}", priority=i % 7) for i in range(1_500)])
     ws.close()
