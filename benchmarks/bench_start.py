@@ -104,9 +104,16 @@ def agent_start(ctx: Context) -> dict[str, Any]:
         stop_process(proc)
     assigned = {json.loads(d)["task_id"]: from_text(at).timestamp() for at, d in read_rows(
         db, "SELECT recorded_at, data FROM events WHERE type = 'TaskAssigned'")}
-    ran = {json.loads(d)["task_id"]: float(json.loads(d)["result"]) for (d,) in read_rows(
-        db, "SELECT data FROM events WHERE type = 'TaskSucceeded'")}
+    started = {json.loads(d)["task_id"]: from_text(at).timestamp() for at, d in read_rows(
+        db, "SELECT recorded_at, data FROM events WHERE type = 'TaskStarted'")}
+    succeeded = [json.loads(d) for (d,) in read_rows(
+        db, "SELECT data FROM events WHERE type = 'TaskSucceeded'")]
+    ran = {s["task_id"]: float(s["result"]) for s in succeeded}
     latencies = sorted(ran[t] - assigned[t] for t in ran)
+    # what the log says (`sched metrics`' start latency): the start recorded, plus the
+    # delay the supervisor measured to the command running
+    recorded = sorted(started[s["task_id"]] + (s["start_delay_seconds"] or 0.0) - assigned[s["task_id"]]
+                      for s in succeeded)
     bare = sorted(bare_starts(n, ["/bin/sh", "-c", "date +%s.%N"]))
     value, ceiling = statistics.median(latencies) * 1000, statistics.median(bare) * 1000
     ctx.cache["wrapper_memory"] = memory
@@ -119,7 +126,9 @@ def agent_start(ctx: Context) -> dict[str, Any]:
                      "process (subprocess.Popen), median from the call to the command running",
         details={"p95_ms": (percentile(latencies, 95) or 0) * 1000, "max_ms": latencies[-1] * 1000,
                  "bare_p95_ms": (percentile(bare, 95) or 0) * 1000, "started": len(latencies),
-                 "latencies_ms": [round(x * 1000, 1) for x in latencies]},
+                 "latencies_ms": [round(x * 1000, 1) for x in latencies],
+                 "recorded_median_ms": statistics.median(recorded) * 1000,
+                 "recorded_p95_ms": (percentile(recorded, 95) or 0) * 1000},
         ok=len(latencies) == n and (percentile(latencies, 95) or 0) <= 0.2)
 
 

@@ -203,9 +203,11 @@ class TaskSucceeded(Event):
 
     Version 2 adds the run's resource use, as the exec wrapper measured it (None from
     pull workers and on version 1 events); version 3 adds `by`: the name of the HTTP
-    API token that reported it (None otherwise)."""
+    API token that reported it (None otherwise); version 4 adds `start_delay_seconds`:
+    how long after its `TaskStarted` was recorded the agent's command ran, as its
+    runner measured it on one clock (None: not measured, as for pull workers)."""
 
-    schema_version: int = 3
+    schema_version: int = 4
     type: Literal["TaskSucceeded"] = "TaskSucceeded"
     task_id: TaskId
     agent: str
@@ -215,6 +217,7 @@ class TaskSucceeded(Event):
     cpu_seconds: float | None = Field(default=None, ge=0)
     peak_rss_bytes: int | None = Field(default=None, ge=0)
     by: str | None = None
+    start_delay_seconds: float | None = Field(default=None, ge=0)
 
 
 class TaskFailed(Event):
@@ -223,9 +226,10 @@ class TaskFailed(Event):
     Version 2 adds the run's resource use, as for `TaskSucceeded`; version 3 adds the
     reason `evicted` (an operator took the agent out of service while it ran: the
     attempt does not count against max_attempts); version 4 adds `by`: the name of the
-    HTTP API token that reported it (None otherwise)."""
+    HTTP API token that reported it (None otherwise); version 5 adds
+    `start_delay_seconds`, as for `TaskSucceeded` (None also when the command never ran)."""
 
-    schema_version: int = 4
+    schema_version: int = 5
     type: Literal["TaskFailed"] = "TaskFailed"
     task_id: TaskId
     agent: str
@@ -239,6 +243,7 @@ class TaskFailed(Event):
     cpu_seconds: float | None = Field(default=None, ge=0)
     peak_rss_bytes: int | None = Field(default=None, ge=0)
     by: str | None = None
+    start_delay_seconds: float | None = Field(default=None, ge=0)
 
 
 class TaskRequeued(Event):
@@ -541,6 +546,8 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskProgressed", 1): _unchanged,  # v2: + by
     ("TaskSucceeded", 2): _unchanged,  # v3: + by
     ("TaskFailed", 3): _unchanged,  # v4: + by
+    ("TaskSucceeded", 3): _unchanged,  # v4: + start_delay_seconds
+    ("TaskFailed", 4): _unchanged,  # v5: + start_delay_seconds
     ("TaskSucceeded", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 1): _unchanged,  # v2: + cpu_seconds, peak_rss_bytes
     ("TaskFailed", 2): _unchanged,  # v3: + reason "evicted"

@@ -227,13 +227,15 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
     """The `Outcome` row when `event` ends an attempt of `task` (or dead-letters it)."""
     if task is None:
         return None
-    holder, attempt, cpu, rss = task.agent, task.attempt, None, None
+    holder, attempt, cpu, rss, delay = task.agent, task.attempt, None, None, None
     match event:
         case TaskSucceeded():
             kind, detail, cpu, rss = "succeeded", None, event.cpu_seconds, event.peak_rss_bytes
+            delay = event.start_delay_seconds
         case TaskFailed():
             kind = {"cancelled": "cancelled", "evicted": "evicted"}.get(event.reason, "failed")
             detail, cpu, rss = event.error, event.cpu_seconds, event.peak_rss_bytes
+            delay = event.start_delay_seconds
         case LeaseExpired():
             kind, detail = "expired", event.detail or "lease expired"
         case TaskRequeued() if task.status == "assigned":  # taken back before it started
@@ -248,11 +250,14 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
                            ready_ts=None, assigned_ts=None, started_ts=None, ended_ts=_ts(at) or 0.0)
         case _:
             return None
-    running = task.status == "running"
+    ended_ts = _ts(at) or 0.0
+    started_ts = _ts(task.started_at) if task.status == "running" else None
+    if started_ts is not None and delay is not None:  # the command ran this much later (never past the end)
+        started_ts = min(started_ts + delay, max(started_ts, ended_ts))
     return Outcome(seq=seq, task_id=task.task_id, queue=task.queue,
                    agent=getattr(event, "agent", None) or holder, attempt=attempt, outcome=kind,
                    detail=detail, ready_ts=_ts(task.ready_at), assigned_ts=_ts(task.assigned_at),
-                   started_ts=_ts(task.started_at) if running else None, ended_ts=_ts(at) or 0.0,
+                   started_ts=started_ts, ended_ts=ended_ts,
                    cpu_seconds=cpu, peak_rss_bytes=rss)
 
 

@@ -217,7 +217,8 @@ def progress(ws: Workspace, task_id: int, token: str, report: Progress, by: str 
 def _usage_fields(usage: Usage | None) -> dict[str, Any]:
     if usage is None:
         return {}
-    return {"cpu_seconds": usage.cpu_seconds, "peak_rss_bytes": usage.peak_rss_bytes}
+    return {"cpu_seconds": usage.cpu_seconds, "peak_rss_bytes": usage.peak_rss_bytes,
+            "start_delay_seconds": usage.start_delay_seconds}
 
 
 def complete(ws: Workspace, task_id: int, token: str, result: Any = None,

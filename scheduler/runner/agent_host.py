@@ -80,7 +80,8 @@ def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
             "result": ending.result, "error": ending.error, "reason": ending.reason, "retry": ending.retry,
             "exit_code": ending.exit_code, "signal": ending.signal,
             "cpu_seconds": usage.cpu_seconds if usage is not None else None,
-            "peak_rss_bytes": usage.peak_rss_bytes if usage is not None else None}
+            "peak_rss_bytes": usage.peak_rss_bytes if usage is not None else None,
+            "start_delay_seconds": usage.start_delay_seconds if usage is not None else None}
 
 
 def runner_settings(settings: Settings, started: dict[str, Any]) -> Settings:
@@ -104,7 +105,7 @@ def attempt_of(doc: dict[str, Any], settings: Settings, server_url: str, granted
     return Attempt(doc["task_id"], doc["attempt"], doc["queue"], doc["token"], list(doc["argv"]), workdir,
                    env, float(doc["timeout_seconds"]), Path(doc["log_path"]), ref, granted_at,
                    frozenset(doc["non_retryable_exit_codes"]), bool(doc["retry_spawn_errors"]),
-                   payload=doc["payload"])
+                   payload=doc["payload"], recorded_at=lease_clock())
 
 
 class Asker:

@@ -97,6 +97,7 @@ class Running:
     lost: str | None = None  # why the lease was refused
     returncode: int | None = None
     cpu_seconds: float = 0.0
+    start_delay: float | None = None  # seconds from its start being recorded to its command running
     ending: str | None = None  # exit, timeout, cancelled, signal, lost, fenced
     reaped: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)
@@ -322,7 +323,9 @@ class Supervisor:
                 run.ending = "exit"
                 self._book.record(run, spawn_error_ending(settings, attempt, got))
                 continue
-            child, read_fd = got
+            child, read_fd, ran_at = got
+            if attempt.recorded_at is not None:
+                run.start_delay = round(max(ran_at - attempt.recorded_at, 0.0), 6)
             # the command leads a session of its own: its process group is its pid
             run.attempt = replace(attempt, ref=replace(attempt.ref, process_group=child.pid))
             run.child, run.log_fd = child, read_fd
@@ -503,7 +506,7 @@ class Supervisor:
             if run.child is not None:
                 returncode = run.returncode if run.reaped.wait(1.0) else -signal.SIGKILL
                 run.drained.wait(LOG_DRAIN_SECONDS)
-            usage = Usage(round(run.cpu_seconds, 6), run.meter.peak)
+            usage = Usage(round(run.cpu_seconds, 6), run.meter.peak, run.start_delay)
             if run.ending == "lost":
                 run.outcome = Outcome("lost", f"lease lost: {run.lost}")
             elif run.ending == "fenced":
@@ -546,11 +549,16 @@ class Unprepared:
     error: OSError
 
 
-def _launch(attempt: Attempt) -> tuple[Attempt, tuple[subprocess.Popen[bytes], int] | OSError | Unprepared]:
+# the command, its output pipe, and lease_clock() once it ran
+Launched = tuple[subprocess.Popen[bytes], int, float]
+
+
+def _launch(attempt: Attempt) -> tuple[Attempt, Launched | OSError | Unprepared]:
     """Make the attempt's directory and control group if that is left to us (its
     `payload` is given), start the agent's command and move it into the group at once
     (before it can have done much: see the module's note). The attempt as it runs (no
-    group where none could be made), and the command or why it could not be started."""
+    group where none could be made), and the command (with the `lease_clock()` once it
+    runs) or why it could not be started."""
     if attempt.payload is not None:
         try:
             prepare_workdir(attempt.workdir, attempt.payload)
@@ -564,10 +572,11 @@ def _launch(attempt: Attempt) -> tuple[Attempt, tuple[subprocess.Popen[bytes], i
         child, read_fd = _spawn(attempt)
     except OSError as e:
         return attempt, e
+    ran_at = lease_clock()  # Popen returns once the program is executed
     if attempt.ref.cgroup is not None:
         with contextlib.suppress(OSError):
             containment.join_cgroup(attempt.ref.cgroup, child.pid)
-    return attempt, (child, read_fd)
+    return attempt, (child, read_fd, ran_at)
 
 
 def _spawn(attempt: Attempt) -> tuple[subprocess.Popen[bytes], int]:

@@ -1,9 +1,12 @@
-"""What an agent run cost: CPU seconds and peak resident memory, measured by the
-supervisor. CPU comes from the kernel's accounting of the reaped agent (`wait4`: exact,
-and it includes grandchildren the agent waited for); memory is sampled with psutil over the
-agent's process tree while it runs (the sum of its processes' RSS at each sample), and
-is at least the agent process's own peak (`ru_maxrss` of `wait4`), so a tree's peak
-shorter than the sampling interval can be missed, the agent's own cannot."""
+"""What an agent run cost, measured by the supervisor: CPU seconds, peak resident
+memory, and how long its slot was held before the command ran (the start delay: from
+the `lease_clock` reading when the attempt's start was recorded to the one when `Popen`
+returned, both on this host). CPU comes from the kernel's accounting of the reaped
+agent (`wait4`: exact, and it includes grandchildren the agent waited for); memory is
+sampled with psutil over the agent's process tree while it runs (the sum of its
+processes' RSS at each sample), and is at least the agent process's own peak
+(`ru_maxrss` of `wait4`), so a tree's peak shorter than the sampling interval can be
+missed, the agent's own cannot."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import psutil
 class Usage:
     cpu_seconds: float
     peak_rss_bytes: int
+    # from the attempt's start being recorded to its command running (None: it never ran)
+    start_delay_seconds: float | None = None
 
 
 class UsageMeter:

@@ -133,6 +133,7 @@ class EndingReport(Request):
     signal: int | None = Field(default=None, ge=1, le=128)
     cpu_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     peak_rss_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    start_delay_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class TurnRequest(Request):
@@ -186,8 +187,9 @@ def _on_host(recorder: Recorder, task_id: int, host: str) -> None:
 
 def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport,
             by: str | None) -> dict[str, Any]:
-    usage = Usage(report.cpu_seconds or 0.0, report.peak_rss_bytes or 0) \
-        if report.cpu_seconds is not None or report.peak_rss_bytes is not None else None
+    measured = (report.cpu_seconds, report.peak_rss_bytes, report.start_delay_seconds)
+    usage = Usage(report.cpu_seconds or 0.0, report.peak_rss_bytes or 0, report.start_delay_seconds) \
+        if any(m is not None for m in measured) else None
     try:
         _on_host(recorder, report.task_id, host)
         if report.succeeded:

@@ -158,6 +158,8 @@ class LogWorkload:
             return  # not an attempt that ran (or assigned before the window was read)
         if kind == "TaskFailed" and data.get("reason") in ("evicted", "cancelled"):
             return  # the operator's doing: the cancel is a fact of its own
+        delay = data.get("start_delay_seconds") or 0.0  # its command ran this much later
+        started = min(started + delay, max(started, at))
         run = max(0.0, at - started)
         if kind == "TaskSucceeded":
             attempt = Attempt(started - assigned, run, "succeeded")

@@ -246,6 +246,17 @@ def test_event_catalogue_covers_every_event_and_field():
             assert f"`{field}`" in body, f"{name}.{field} missing from the event catalogue"
 
 
+def test_event_catalogue_gives_every_types_current_schema_version():
+    catalogue = section((DOCS / "architecture.md").read_text(), "## Event catalogue")
+    bullet = " ".join(catalogue[catalogue.index("- `schema_version`:"):].split("\n- ")[0].split())
+    said: dict[str, int] = {}
+    for version, names in re.findall(r"`(\d+)` for ((?:`[A-Z]\w+`(?:, | and )?)+)", bullet):
+        said |= dict.fromkeys(re.findall(r"`(\w+)`", names), int(version))
+    assert "`1` for every other type" in bullet
+    for name, event in EVENT_TYPES.items():
+        assert said.get(name, 1) == event.model_fields["schema_version"].default, name
+
+
 def test_lifecycle_table_lists_every_status():
     table = section((DOCS / "architecture.md").read_text(), "## Task lifecycle")
     for status in STATUSES:

@@ -25,6 +25,7 @@ from eventlog.events import (
 from eventlog.storage.base import SqlTransaction
 from scheduler import operator, worker
 from scheduler.reads import queries
+from scheduler.reads.dashboard import snapshot
 from scheduler.reads.explain import explain
 from scheduler.reads.health import health
 from scheduler.reads.metrics import metrics, prometheus_text
@@ -128,6 +129,21 @@ def test_a_running_attempt_is_busy_from_its_start_to_now(history):
     # ann: 20-80 + 30-50 as before, and task 4 from 3300 to now (3600): 80 + 300
     assert report["agents"]["ann"]["busy_slot_seconds"] == 380
     assert report["agents"]["ann"]["start_latency_seconds"]["count"] == 2  # only ended attempts
+
+
+def test_a_measured_start_delay_moves_the_start_to_when_the_command_ran(history):
+    # task 4: assigned at 3000, its start recorded at 3300, its command ran 50 s later
+    # (the runner measured it), ended at 3400; a delay longer than the run ends at the end
+    at(history, 3300, started(4, "ann", 1, 3300, history))
+    at(history, 3400, TaskSucceeded(task_id=4, agent="ann", attempt=1, start_delay_seconds=50.0))
+    history.clock.advance(3600)
+    report = metrics(history, HOUR)
+    ann = report["agents"]["ann"]
+    assert ann["start_latency_seconds"]["p95"] == 350.0  # 3000 to 3350
+    assert ann["run_seconds"]["p95"] == 60.0  # task 1's; task 4 ran 3350 to 3400: 50
+    (shown,) = [o for o in snapshot(history)["recent"] if o["task_id"] == 4]  # the dashboard's
+    assert (shown["start_seconds"], shown["run_seconds"]) == (350.0, 50.0)
+    assert ann["busy_slot_seconds"] == 80 + 50  # not from 3300: nothing ran before 3350
 
 
 def test_utilization_follows_capacity_changes_from_the_control_file(history, tmp_path):

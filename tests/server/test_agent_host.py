@@ -104,6 +104,7 @@ def test_a_runner_with_no_database_runs_the_agents_pinned_to_its_host(served, tm
                                     "payload": {"n": n}}
         assert (workdir / "agent.log").read_text().startswith('{"server"')
         assert succeeded.cpu_seconds is not None
+        assert succeeded.start_delay_seconds is not None  # measured on the host, carried by its turn
     assert "running the push agents of host far-1" in err
 
 

@@ -87,10 +87,22 @@ def test_a_stored_version_2_submit_or_requeue_reads_as_version_3_by_nobody_known
 ])
 def test_a_runner_event_stored_before_by_reads_as_current_with_no_token_known(kind, stored, data):
     event = parse_event(kind, stored, data)
-    assert event.schema_version == stored + 1 == current_version(kind)
+    assert event.schema_version == current_version(kind) > stored
     assert event.by is None  # type: ignore[attr-defined]
     named = event.model_copy(update={"by": "box"})
     assert parse_event(kind, current_version(kind), dump_event(named)).by == "box"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("kind", "stored", "data"), [
+    ("TaskSucceeded", 3, '{"task_id": 1, "agent": "ann", "attempt": 1, "cpu_seconds": 0.5}'),
+    ("TaskFailed", 4, '{"task_id": 1, "agent": "ann", "attempt": 1, "reason": "exit_code", "error": "e"}'),
+])
+def test_an_ending_stored_before_start_delays_reads_as_current_with_the_delay_unmeasured(kind, stored, data):
+    event = parse_event(kind, stored, data)
+    assert event.schema_version == stored + 1 == current_version(kind)
+    assert event.start_delay_seconds is None  # type: ignore[attr-defined]
+    measured = event.model_copy(update={"start_delay_seconds": 0.042})
+    assert parse_event(kind, current_version(kind), dump_event(measured)) == measured
 
 
 def test_an_unknown_type_is_named_with_its_seq():

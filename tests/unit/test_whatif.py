@@ -8,13 +8,14 @@ import json
 import pytest
 
 from eventlog.errors import BadInput
+from eventlog.store import Recorded
 from scheduler.decisions.plan import PlanPolicy
 from scheduler.decisions.policy import QueuePolicy
 from scheduler.whatif.capacity import parse_target, search
 from scheduler.whatif.engine import MAX_DEPTH_SAMPLES, FleetAgent, Scenario, simulate, with_capacity
 from scheduler.whatif.facts import Arrival, Attempt, carried_attempt
 from scheduler.whatif.figures import percentile, summary
-from scheduler.whatif.workload import ListedWorkload, generate, parse_load, read_jsonl
+from scheduler.whatif.workload import ListedWorkload, LogWorkload, generate, parse_load, read_jsonl
 
 OK = Attempt(0.0, 10.0, "succeeded")
 FAIL = Attempt(0.0, 10.0, "failed")
@@ -159,3 +160,18 @@ def test_a_long_run_keeps_a_bounded_depth_series_with_its_peak():
     assert max(depth) == 6  # from 1 s to 5 s: all six wait for the first tick (at 5 s)
     # the series spans the run: samples x interval reach its end, within one interval
     assert abs(len(depth) * run.sample_seconds - (run.ended_at - run.started_at)) <= run.sample_seconds
+
+
+def test_a_recorded_attempt_starts_when_its_command_ran():
+    # assigned at 0, its start recorded at 2, its command ran 3 s later, ended at 10:
+    # the attempt waited 5 s to start and ran 5 s
+    def record(seq: int, kind: str, second: int, **data: object) -> Recorded:
+        return Recorded(seq=seq, stream_id="task-1", type=kind, schema_version=1,
+                        recorded_at=f"2026-01-01T00:00:{second:02d}.000000Z",
+                        data=json.dumps({"task_id": 1, **data}), prev_hash="", hash="")
+
+    log = [record(1, "TaskSubmitted", 0, queue="dev", title="t"), record(2, "TaskAssigned", 0),
+           record(3, "TaskStarted", 2), record(4, "TaskSucceeded", 10, start_delay_seconds=3.0)]
+    workload = LogWorkload(iter(log), None, None, lambda _q: 3)
+    list(workload.facts())
+    assert workload.attempt(1, 1) == Attempt(5.0, 5.0, "succeeded")

@@ -447,6 +447,21 @@ def test_an_exit_code_declared_non_retryable_dead_letters_at_once(tmp_path):
     assert "not retryable" in last_event(ws, task_id, "TaskDeadLettered")["reason"]
 
 
+def test_the_runner_measures_when_the_command_ran_and_metrics_start_the_slot_then(tmp_path):
+    # the agent's first statement notes the time: its command ran no earlier, and not
+    # long before (an interpreter's start); the slot is busy from then, not from the record
+    argv = agent_script(tmp_path, "clocked", "import json, time\nprint(json.dumps(time.time()))\n")
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws)
+    records = queries.show(ws, task_id)[1]
+    stamp = {r.type: datetime.fromisoformat(r.recorded_at).timestamp() for r in records}
+    succeeded = last_event(ws, task_id, "TaskSucceeded")
+    ran = stamp["TaskStarted"] + succeeded["start_delay_seconds"]
+    assert ran <= succeeded["result"] < ran + 5
+    latency = metrics(ws, timedelta(hours=1))["overall"]["start_latency_seconds"]
+    assert latency["p50"] == pytest.approx(ran - stamp["TaskAssigned"], abs=1e-3)
+
+
 def test_the_wrapper_measures_cpu_and_peak_memory_of_the_agent_tree(tmp_path):
     # the agent burns about 0.3 s of CPU in a child it waits for, and holds 64 MiB
     # for longer than the sampling interval
