@@ -562,8 +562,11 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
 }
 
 
+_VERSIONS = {name: cls.model_fields["schema_version"].default for name, cls in EVENT_TYPES.items()}
+
+
 def current_version(event_type: str) -> int:
-    return EVENT_TYPES[event_type].model_fields["schema_version"].default
+    return _VERSIONS[event_type]
 
 
 def dump_event(event: Event) -> str:
@@ -581,6 +584,11 @@ def parse_event(event_type: str, schema_version: int, data: str, *, seq: int = 0
             f"event seq {seq} ({event_type}) has schema_version {schema_version}, "
             f"newer than this sched understands ({latest}); upgrade sched"
         )
+    if schema_version == latest:
+        try:  # the common case: a current event parsed straight from its JSON text
+            return EVENT_TYPES[event_type].model_validate_json(data)
+        except ValidationError:
+            pass  # the way below reads it (Python's parser takes more) or names what is wrong
     try:
         payload = json.loads(data)
         while schema_version < latest:

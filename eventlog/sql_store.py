@@ -26,8 +26,9 @@ def _record(row: Sequence[object]) -> Recorded:
     """A stored row as a record; a text column that a damaged file holds as bytes (a
     BLOB) is read as text with surrogate escapes, so its hash fails to match and verify
     names its seq."""
-    values = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
-    return Recorded(*values)  # type: ignore[arg-type]
+    if bytes in map(type, row):
+        row = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
+    return Recorded(*row)  # type: ignore[arg-type]
 
 
 class SqlStore:

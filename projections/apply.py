@@ -19,6 +19,7 @@ from eventlog.events import (
     AgentsConfigured,
     DaemonStarted,
     DaemonStopped,
+    Event,
     QueueGateClosed,
     QueueGateOpened,
     SchedulerPaused,
@@ -69,6 +70,16 @@ class ProjectionState(Protocol):
 def apply(state: ProjectionState, rec: Recorded) -> None:
     """Fold one recorded event into `state`."""
     event = rec.event
+    task_id = getattr(event, "task_id", None)
+    if task_id is None:
+        _apply_scheduler(state, rec, event)
+    else:
+        _apply_task(state, rec, event, task_id)
+    state.set_meta("last_seq", str(rec.seq))
+
+
+def _apply_scheduler(state: ProjectionState, rec: Recorded, event: Event) -> None:
+    """An event of the scheduler's stream: the fleet, pause, gates, tokens."""
     if isinstance(event, AgentsConfigured):
         fleet = list(state.all_agents())
         configured = evolve_fleet(fleet, event)
@@ -92,32 +103,35 @@ def apply(state: ProjectionState, rec: Recorded) -> None:
         state.put_token(evolve_token(live, event, rec.seq, rec.recorded_at))
     elif isinstance(event, DaemonStarted | DaemonStopped):
         pass  # a fact for the audit trail and webhooks; liveness is read from the daemons' beats
-    else:
-        # a submit creates its task (ids are allocated once): no read needed, which is
-        # most of what a rebuild or a batch submit would otherwise spend per task
-        before = None if isinstance(event, TaskSubmitted) else state.get_task(event.task_id)  # type: ignore[attr-defined]
-        after = evolve_task(before, event, rec.seq, rec.recorded_at)
-        if isinstance(event, TaskSubmitted) and event.after:
-            parents = [p for p in map(state.get_task, event.after) if p is not None]
-            after, linked = link_after(after, parents)
-            for parent in linked:
-                put_task(state, parent, parent)
-        elif isinstance(event, TaskRequeued) and event.reason == "operator" and after.waiting_on:
-            parents = [p for p in map(state.get_task, after.waiting_on) if p is not None]
-            after = drop_succeeded_parents(after, parents, rec.recorded_at)
-        put_task(state, before, after)
-        outcome = attempt_outcome(before, event)
-        if outcome is not None:
-            state.bump_record(*outcome)
-        ended = ended_attempt(before, event, rec.seq, rec.recorded_at)
-        if ended is not None:
-            state.add_outcome(ended)
-        if before is not None and before.status != after.status:
-            for child_id in after.blocks:
-                child = state.get_task(child_id)
-                if child is not None:
-                    put_task(state, child, follow_parent(after, child, state.get_task))
-    state.set_meta("last_seq", str(rec.seq))
+
+
+def _apply_task(state: ProjectionState, rec: Recorded, event: Event, task_id: int) -> None:
+    """An event of a task's stream: the task, the loads and counts its status moves,
+    its outcome, the tasks it blocks."""
+    # a submit creates its task (ids are allocated once): no read needed, which is
+    # most of what a rebuild or a batch submit would otherwise spend per task
+    before = None if isinstance(event, TaskSubmitted) else state.get_task(task_id)
+    after = evolve_task(before, event, rec.seq, rec.recorded_at)
+    if isinstance(event, TaskSubmitted) and event.after:
+        parents = [p for p in map(state.get_task, event.after) if p is not None]
+        after, linked = link_after(after, parents)
+        for parent in linked:
+            put_task(state, parent, parent)
+    elif isinstance(event, TaskRequeued) and event.reason == "operator" and after.waiting_on:
+        parents = [p for p in map(state.get_task, after.waiting_on) if p is not None]
+        after = drop_succeeded_parents(after, parents, rec.recorded_at)
+    put_task(state, before, after)
+    outcome = attempt_outcome(before, event)
+    if outcome is not None:
+        state.bump_record(*outcome)
+    ended = ended_attempt(before, event, rec.seq, rec.recorded_at)
+    if ended is not None:
+        state.add_outcome(ended)
+    if before is not None and before.status != after.status:
+        for child_id in after.blocks:
+            child = state.get_task(child_id)
+            if child is not None:
+                put_task(state, child, follow_parent(after, child, state.get_task))
 
 
 def put_task(state: ProjectionState, before: TaskView | None, after: TaskView) -> None:

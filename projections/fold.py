@@ -51,9 +51,12 @@ from projections.views import (
     TokenView,
 )
 
+# built once: json.dumps with these options builds an encoder per call
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
 
 def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL.encode(value)
 
 
 def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskView:

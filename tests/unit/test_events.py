@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -52,6 +53,34 @@ events = st.one_of(
 def test_an_event_survives_a_json_round_trip(event):
     stored = dump_event(event)
     assert parse_event(event.type, event.schema_version, stored) == event
+
+
+def read_by_pythons_parser(kind: str, data: str):
+    """The reference reading of a current event: Python's JSON parser, then validation."""
+    return EVENT_TYPES[kind].model_validate(json.loads(data))
+
+
+@given(events)
+def test_a_current_event_reads_as_pythons_json_parser_reads_it(event):
+    data = dump_event(event)
+    read = parse_event(event.type, current_version(event.type), data)
+    assert read == read_by_pythons_parser(event.type, data)
+
+
+@pytest.mark.parametrize("data", [
+    # numbers past 64 bits, the edges of floats, a negative zero, repeated keys (the last wins)
+    '{"task_id": 1, "queue": "q", "title": "t", "title": "u", '
+    '"payload": {"big": 100000000000000000000000000, "f": 1e308, "z": -0.0, "tiny": 5e-324, '
+    '"x": 0.30000000000000004, "k": 1, "k": 2}}',
+    # an escaped lone surrogate, which pydantic's own parser refuses (Python's reads it)
+    '{"task_id": 1, "queue": "q", "title": "a\\ud800b"}',
+    # a raw one, as a damaged row that is not UTF-8 reads
+    '{"task_id": 1, "queue": "q", "title": "a\udcffb"}',
+])
+def test_stored_text_at_the_edges_reads_as_pythons_json_parser_reads_it(data):
+    event = parse_event("TaskSubmitted", current_version("TaskSubmitted"), data)
+    assert event == read_by_pythons_parser("TaskSubmitted", data)
+    assert str(event.payload) == str(read_by_pythons_parser("TaskSubmitted", data).payload)  # -0.0 too
 
 
 def test_every_event_is_frozen_past_tense_and_documented():
