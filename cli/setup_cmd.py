@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cli.common import (
     HELP_OPTIONS,
@@ -105,6 +104,8 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
     if json_out:
         emit_json(listed.to_json())
         return
+    from rich.table import Table  # (only for people: --json needs no rich)
+
     table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free", "weight",
                   "capabilities", "hours")
     for name, r in listed.agents.items():
@@ -163,6 +164,8 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
         return
     for warning in warnings:
         message(("warning:", "yellow"), f" {warning}")
+    from rich.table import Table  # (only for people: --json needs no rich)
+
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
         source = item["source"] + "".join(f" ${{{var}}}" for var in item.get("variables", ()))

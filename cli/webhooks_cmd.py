@@ -6,12 +6,11 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cli.common import HELP_OPTIONS, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
 from cli.text import literal
 from eventlog.errors import BadInput
-from scheduler.daemon import webhooks
+from scheduler.reads.outbox import outbox
 
 webhooks_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="JSON POSTs of chosen events to the [[webhooks]] URLs of sched.toml.",
@@ -22,6 +21,8 @@ webhooks_app = typer.Typer(
 def deliver_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None) -> None:
     """Queue the events recorded since the last run for their webhooks, then POST every
     delivery that is due."""
+    from scheduler.daemon import webhooks  # (only deliveries need the HTTP client and the writes)
+
     ws = workspace(home, db)
     ws.require_db()  # without a database, exit 2 as every command does (even with no webhook)
     if not ws.settings.webhooks:
@@ -54,10 +55,12 @@ def list_command(
     """The webhook outbox, oldest first: every delivery and how it went."""
     if pending and failed:
         raise BadInput("--pending and --failed exclude each other")
-    rows = webhooks.outbox(workspace(home, db), "pending" if pending else "failed" if failed else "all")
+    rows = outbox(workspace(home, db), "pending" if pending else "failed" if failed else "all")
     if json_out:
         emit_json({"deliveries": rows})
         return
+    from rich.table import Table  # (only for people: --json needs no rich)
+
     table = Table("id", "event", "url", "status", "attempts", "at", "last error")
     for row in rows:
         at = row["delivered_at"] or row["gave_up_at"] or f"next {row['next_attempt_at']}"

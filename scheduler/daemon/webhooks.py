@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import version
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select
 from sqlmodel import Session
@@ -247,28 +247,3 @@ def _record(ws: Workspace, row_id: int, error: str | None, report: DeliveryRepor
                   settings.webhook_backoff_base_seconds * 2 ** (row.attempts - 1))
         row.next_attempt_at = to_text(now + timedelta(seconds=ws.rng.random() * cap))
         report.failed.append({**_item(row, settings), "error": error, "next_attempt_at": row.next_attempt_at})
-
-
-OutboxFilter = Literal["all", "pending", "failed"]
-
-
-def outbox(ws: Workspace, which: OutboxFilter = "all") -> list[dict[str, Any]]:
-    """The outbox rows, oldest first: all, `pending` (neither delivered nor given up) or
-    `failed` (given up)."""
-    with ws.db.read() as txn:
-        query = select(WebhookOutboxRow).order_by(WebhookOutboxRow.id)
-        if which == "pending":
-            query = query.where(_PENDING)
-        elif which == "failed":
-            query = query.where(WebhookOutboxRow.gave_up_at.is_not(None))
-        return [_describe(row, ws.settings) for row in txn.session.execute(query).scalars()]
-
-
-def _describe(row: WebhookOutboxRow, settings: Settings) -> dict[str, Any]:
-    status = "delivered" if row.delivered_at else "gave_up" if row.gave_up_at else "pending"
-    return {"id": row.delivery_id, "url": shown_url(settings.webhooks, row.url), "event": row.event,
-            "status": status,
-            "created_at": row.created_at, "attempts": row.attempts,
-            "next_attempt_at": None if status != "pending" else row.next_attempt_at,
-            "delivered_at": row.delivered_at, "gave_up_at": row.gave_up_at,
-            "last_error": row.last_error, "body": json.loads(row.body)}

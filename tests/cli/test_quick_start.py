@@ -59,6 +59,7 @@ def working(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[
 @pytest.mark.parametrize("args", [
     ("status", "--json"), ("status",), ("tasks", "--json"), ("tasks",), ("show", "1", "--json"),
     ("replay", "--json"), ("replay", "--head"), ("metrics", "--json"), ("metrics", "--prometheus"),
+    ("agents", "list", "--json"), ("config", "show", "--json"), ("webhooks", "list", "--json"),
 ])
 def test_read_commands_load_neither_sqlalchemy_nor_the_event_models(working, args):
     home, _ = working

@@ -28,6 +28,7 @@ from scheduler.config.settings import load_settings
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.daemon import webhooks
 from scheduler.reads import queries
+from scheduler.reads.outbox import outbox
 from scheduler.rebuild import rebuild_projections
 from scheduler.submit import TaskSpec, submit
 from scheduler.workspace import Workspace
@@ -157,7 +158,7 @@ def test_failures_dead_letters_and_pauses_are_posted_once(hooked, endpoint):
     assert webhooks.collect(ws) == 0
     assert webhooks.deliver_due(ws) == webhooks.DeliveryReport()
     assert len(endpoint.received) == 3
-    assert [row["status"] for row in webhooks.outbox(ws)] == ["delivered"] * 3
+    assert [row["status"] for row in outbox(ws)] == ["delivered"] * 3
 
 
 def test_only_subscribed_events_are_posted_and_history_is_not(make_workspace, endpoint):
@@ -179,7 +180,7 @@ def test_a_failing_endpoint_is_retried_after_the_backoff(hooked, endpoint):
     (failure,) = webhooks.deliver_due(ws).failed
     assert failure["error"] == "HTTP 500 Internal Server Error"
     assert failure["attempts"] == 1
-    (pending,) = webhooks.outbox(ws, "pending")
+    (pending,) = outbox(ws, "pending")
     assert pending["last_error"] == failure["error"]
     assert pending["next_attempt_at"] == failure["next_attempt_at"]
 
@@ -190,7 +191,7 @@ def test_a_failing_endpoint_is_retried_after_the_backoff(hooked, endpoint):
     (delivered,) = webhooks.deliver_due(ws).delivered
     assert (delivered["id"], delivered["attempts"]) == (failure["id"], 2)
     assert [r.headers["X-Sched-Delivery"] for r in endpoint.received] == [failure["id"]] * 2
-    assert webhooks.outbox(ws, "pending") == []
+    assert outbox(ws, "pending") == []
 
 
 def test_each_retry_waits_below_a_doubling_cap_bounded_by_the_maximum(hooked, endpoint):
@@ -304,7 +305,7 @@ def test_a_delivery_another_deliverer_settled_meanwhile_is_left_alone(hooked):
         return "no answer within 5 s"
 
     assert webhooks.deliver_due(ws, post=slow) == webhooks.DeliveryReport()
-    (row,) = webhooks.outbox(ws)
+    (row,) = outbox(ws)
     assert (row["status"], row["attempts"], row["last_error"]) == ("delivered", 1, None)
     other.close()
 
@@ -362,7 +363,7 @@ def test_a_delivery_is_given_up_after_max_attempts(make_workspace):
     assert (gave_up["id"], gave_up["attempts"]) == (failure["id"], 2)
     ws.clock.advance(86_400)
     assert webhooks.deliver_due(ws) == webhooks.DeliveryReport()
-    (row,) = webhooks.outbox(ws, "failed")
+    (row,) = outbox(ws, "failed")
     assert (row["status"], row["last_error"], row["next_attempt_at"]) == ("gave_up", failure["error"], None)
 
 
@@ -476,7 +477,7 @@ def test_settled_deliveries_leave_the_outbox_after_the_retention(hooked, endpoin
     webhooks.deliver_due(ws)
     ws.clock.advance(86400)
     webhooks.collect(ws)
-    assert [row["status"] for row in webhooks.outbox(ws)] == ["delivered"]  # one day: kept
+    assert [row["status"] for row in outbox(ws)] == ["delivered"]  # one day: kept
     ws.clock.advance(86401)
     webhooks.collect(ws)
-    assert webhooks.outbox(ws) == []  # two days after its delivery: gone
+    assert outbox(ws) == []  # two days after its delivery: gone
