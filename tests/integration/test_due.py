@@ -13,6 +13,7 @@ from scheduler.daemon import webhooks
 from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
 from scheduler.reads.health import health
+from scheduler.reads.outbox import outbox
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 
@@ -60,7 +61,7 @@ def test_a_missed_due_time_is_recorded_once_flagged_and_posted_once(make_workspa
     assert shown["overdue"] == {"count": 1, "earliest_due": late_view.due}
     assert "OVERDUE: 1 open task(s)" in footer(shown).plain
     assert webhooks.collect(ws) == 1
-    (row,) = webhooks.outbox(ws)
+    (row,) = outbox(ws)
     assert row["event"] == "task.due_missed"
     assert row["body"]["data"]["task_id"] == late.task_id
     assert row["body"]["task"] == {"queue": "dev", "title": "late"}

@@ -15,11 +15,11 @@ import pytest
 
 from eventlog.timeutil import to_text
 from scheduler.config.settings import load_settings
-from scheduler.daemon import webhooks
 from scheduler.daemon.lifecycle import record_start, record_stop
 from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
 from scheduler.reads.health import health
+from scheduler.reads.outbox import outbox
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for
 
@@ -63,8 +63,8 @@ def test_start_and_stop_are_recorded_with_host_pid_and_version_and_health_follow
     check = daemon_check(ws)
     assert check["status"] == "healthy" and "no daemon alive" in check["saw"]
     # both queued once for the webhook (the start's own collection placed the cursor first)
-    assert [row["event"] for row in webhooks.outbox(ws)] == ["daemon.started", "daemon.stopped"]
-    assert webhooks.outbox(ws)[0]["body"]["data"]["pid"] == 4242
+    assert [row["event"] for row in outbox(ws)] == ["daemon.started", "daemon.stopped"]
+    assert outbox(ws)[0]["body"]["data"]["pid"] == 4242
 
 
 def test_a_daemon_gone_without_a_stop_is_not_alive_and_degrades_health_until_replaced(make_workspace):
@@ -113,7 +113,7 @@ def test_a_real_daemon_records_its_start_and_stop_and_a_sigkilled_one_only_its_s
     assert daemon.returncode == 0 and "Traceback" not in err, err
     kinds = [(kind, data["pid"], data.get("reason")) for kind, data in lifecycle_events(ws)]
     assert kinds == [("DaemonStarted", daemon.pid, None), ("DaemonStopped", daemon.pid, "SIGTERM")]
-    assert [row["event"] for row in webhooks.outbox(ws)] == ["daemon.started", "daemon.stopped"]
+    assert [row["event"] for row in outbox(ws)] == ["daemon.started", "daemon.stopped"]
     assert daemon_check(ws)["status"] == "healthy"
 
     killed = start_daemon(home)
