@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from eventlog.events import (
@@ -186,7 +186,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         first, last = (head.seq if head is not None else 0) + 1, recorder.log.last()
         if not dry_run and last is not None and last.seq >= first:
             report.appended = [first, last.seq]
-        json.dumps(asdict(report))  # what the tick prints encodes, or nothing is committed
+        json.dumps(vars(report))  # what the tick prints encodes, or nothing is committed
     # start, after the commit: hand the attempts started here to their wrappers; start
     # `sched exec` for the others
     if (handed or push) and not dry_run:

@@ -7,15 +7,15 @@ candidates of each queue (see `scheduler.tick`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
-from scheduler.decisions.fit import skips_failed, why_not
 from scheduler.decisions.hours import is_available
+from scheduler.decisions.ranking import Slot, Standing, asks_nothing, rank
 
 if TYPE_CHECKING:  # `tasks` orders with this module without loading the event models
     from eventlog.events import TaskAssigned
@@ -168,18 +168,6 @@ def is_ready(task: TaskView, now_text: str) -> bool:
     return task.status == "queued" and (task.not_before is None or task.not_before <= now_text)
 
 
-@dataclass
-class _Slot:
-    name: str
-    free: int
-    load: int
-    weight: float = 1.0
-    capabilities: tuple[str, ...] = ()
-    hours: tuple[str, ...] = ()
-    available: bool = True  # within its working hours now
-    out_of_service: str | None = None  # drained or evicted by an operator
-
-
 DECISION_LIST_CAP = 8  # candidates and passed-over agents recorded per assignment
 
 
@@ -204,22 +192,23 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     capability the task requires and `now` is within its working hours. `explain=False`
     leaves out the recorded decision (`sched simulate` needs only who gets what, a
     hundred thousand times)."""
-    from eventlog.events import AssignmentDecision, CandidateAgent, PassedOverAgent, TaskAssigned
+    from eventlog.events import AssignmentDecision, TaskAssigned
 
     now_text = to_text(now)
     start_by = now + timedelta(seconds=policy.start_deadline_seconds)
     records = records or {}
-    pools: dict[str, list[_Slot]] = {}
+    pools: dict[str, list[Slot]] = {}
     off: dict[str, list[str]] = {}  # type -> agents disabled or gone from the control file
     for agent in agents:
         if agent.enabled and agent.configured:
-            pools.setdefault(agent.type, []).append(_Slot(
+            pools.setdefault(agent.type, []).append(Slot(
                 agent.name, agent.free, agent.load, agent.weight, agent.capabilities, agent.hours,
                 is_available(agent.hours, now), agent.out_of_service))
         else:
             off.setdefault(agent.type, []).append(agent.name)
     decisions = []
     rates: dict[str | None, dict[str, float]] = {}  # task type -> agent -> success rate
+    standings: dict[str, dict[str | None, Standing]] = {}  # queue -> task type -> its standing
     ready = (t for t in tasks if is_ready(t, now_text))
     for task in sorted(ready, key=lambda t: pick_order(t, now, policy)):
         pool = pools.get(task.queue, [])
@@ -228,49 +217,44 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
             rates[task.task_type] = dict.fromkeys(names, 0.5) if task.task_type is None else {
                 name: round(success_rate(records, name, task.task_type), 4) for name in names}
         rate = rates[task.task_type]
-        ranked, passed_over = _rank(pool, task, rate, policy.claimant)
+        best = DECISION_LIST_CAP if explain else 1
+        if asks_nothing(task, policy.claimant):
+            kept = standings.setdefault(task.queue, {})
+            if task.task_type not in kept:
+                kept[task.task_type] = Standing(pool, task, rate)
+            ranked, eligible, passed_over = kept[task.task_type].top(best)
+        else:
+            ranked, eligible, passed_over = rank(pool, task, rate, policy.claimant, best)
         if not ranked:
             continue
         slot = ranked[0]
         if not explain:
-            slot.free -= 1
-            slot.load += 1
+            _take(slot, standings.get(task.queue, {}).values())
             decisions.append(TaskAssigned.model_construct(task_id=task.task_id, agent=slot.name,
                                                           attempt=task.attempt + 1, start_by=start_by))
             continue
         passed_over += [(name, "disabled or not in the control file") for name in off.get(task.queue, ())]
-        # built without validation (model_construct): every value comes from this function,
-        # and a tick makes a thousand of these in one transaction
-        decision = AssignmentDecision.model_construct(
-            priority=task.priority, effective_priority=effective_priority(task, now, policy),
-            waited_seconds=round(waited_seconds(task, now), 6),
-            candidates=tuple(CandidateAgent.model_construct(agent=s.name, free=s.free, load=s.load,
-                                                            success_rate=rate[s.name], weight=s.weight)
-                             for s in ranked[:DECISION_LIST_CAP]),
-            candidates_total=len(ranked),
-            passed_over=tuple(PassedOverAgent.model_construct(agent=name, why=why)
-                              for name, why in passed_over[:DECISION_LIST_CAP]),
-            passed_over_total=len(passed_over), policy_hash=policy.fingerprint_of(task.queue),
-            config_hash=policy.config_hash, via="tick" if policy.claimant is None else "claim")
-        slot.free -= 1
-        slot.load += 1
+        # validated from plain values in one call (pydantic's core does the nesting: three
+        # times quicker than building each part in Python); a tick makes a thousand
+        decision = AssignmentDecision.model_validate({
+            "priority": task.priority, "effective_priority": effective_priority(task, now, policy),
+            "waited_seconds": round(waited_seconds(task, now), 6),
+            "candidates": [{"agent": s.name, "free": s.free, "load": s.load, "success_rate": rate[s.name],
+                            "weight": s.weight} for s in ranked],
+            "candidates_total": eligible,
+            "passed_over": [{"agent": name, "why": why} for name, why in passed_over[:DECISION_LIST_CAP]],
+            "passed_over_total": len(passed_over), "policy_hash": policy.fingerprint_of(task.queue),
+            "config_hash": policy.config_hash, "via": "tick" if policy.claimant is None else "claim"})
+        _take(slot, standings.get(task.queue, {}).values())
         decisions.append(TaskAssigned(task_id=task.task_id, agent=slot.name,
                                       attempt=task.attempt + 1, start_by=start_by, decision=decision))
     return decisions
 
 
-def _rank(pool: Sequence[_Slot], task: TaskView, rate: Mapping[str, float],
-          claimant: str | None) -> tuple[list[_Slot], list[tuple[str, str]]]:
-    """The agents that may take the task now, best first, and those of its type that
-    may not, with why (`rate`: each agent's success rate at the task's type). Weight
-    only orders agents with equally many free slots: it never outranks a free slot."""
-    skip_failed = skips_failed(task, ((s.name, s.capabilities) for s in pool))
-    eligible, passed_over = [], []
-    for s in pool:
-        why = why_not(s, s.available, task, skip_failed, claimant)
-        if why is None:
-            eligible.append(s)
-        else:
-            passed_over.append((s.name, why))
-    eligible.sort(key=lambda s: (-s.free, -s.weight, -rate[s.name], s.load, s.name))
-    return eligible, passed_over
+def _take(slot: Slot, standings: Iterable[Standing]) -> None:
+    """`slot` takes a task: one slot fewer free, one more load, and its place in each
+    standing of its queue found again."""
+    slot.free -= 1
+    slot.load += 1
+    for standing in standings:
+        standing.moved(slot)
