@@ -255,13 +255,19 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
             return None
     ended_ts = _ts(at) or 0.0
     started_ts = _ts(task.started_at) if task.status == "running" else None
-    if started_ts is not None and delay is not None:  # the command ran this much later (never past the end)
-        started_ts = min(started_ts + delay, max(started_ts, ended_ts))
+    if started_ts is not None:
+        started_ts = command_ran(started_ts, delay, ended_ts)
     return Outcome(seq=seq, task_id=task.task_id, queue=task.queue,
                    agent=getattr(event, "agent", None) or holder, attempt=attempt, outcome=kind,
                    detail=detail, ready_ts=_ts(task.ready_at), assigned_ts=_ts(task.assigned_at),
                    started_ts=started_ts, ended_ts=ended_ts,
                    cpu_seconds=cpu, peak_rss_bytes=rss)
+
+
+def command_ran(started: float, delay: float | None, ended: float) -> float:
+    """When an attempt's command ran (epoch seconds): `delay` (its `start_delay_seconds`,
+    None: not measured) after its start was recorded, never past its end."""
+    return started if delay is None else min(started + delay, max(started, ended))
 
 
 def slots_of(agent: AgentView) -> int:

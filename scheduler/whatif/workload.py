@@ -18,6 +18,7 @@ from pathlib import Path
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text
+from projections.fold import command_ran
 from scheduler.whatif.facts import Arrival, Attempt, Fact, carried_attempt
 
 # the records that shape a workload; everything else in the log is skipped unread
@@ -158,8 +159,7 @@ class LogWorkload:
             return  # not an attempt that ran (or assigned before the window was read)
         if kind == "TaskFailed" and data.get("reason") in ("evicted", "cancelled"):
             return  # the operator's doing: the cancel is a fact of its own
-        delay = data.get("start_delay_seconds") or 0.0  # its command ran this much later
-        started = min(started + delay, max(started, at))
+        started = command_ran(started, data.get("start_delay_seconds"), at)
         run = max(0.0, at - started)
         if kind == "TaskSucceeded":
             attempt = Attempt(started - assigned, run, "succeeded")
