@@ -18,7 +18,7 @@ from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from scheduler.config.registry import load_control_file
 from scheduler.config.settings import Settings
-from scheduler.decisions.policy import QueuePolicy
+from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
 from scheduler.planning import ordering_policy
 from scheduler.whatif import capacity, figures
 from scheduler.whatif.engine import FleetAgent, Run, Scenario, fleet_of, simulate, with_capacity
@@ -163,6 +163,9 @@ def run_simulation(ws: Workspace, request: Request,
     if request.interval is not None:
         if not math.isfinite(request.interval) or request.interval <= 0:
             raise BadInput("--interval must be a number greater than 0")
+        if request.interval > MAX_SECONDS:  # the bound of tick_interval_seconds, which it stands for
+            raise BadInput(f"--interval must be at most {MAX_SECONDS:.0f} seconds (ten years), "
+                           f"not {request.interval:g}")
         base_settings = base_settings.model_copy(update={"tick_interval_seconds": request.interval})
     fleet = fleet_of(ws.registry().agents)
     if request.agents_file is not None:
