@@ -49,8 +49,9 @@ def _agent_start(type_: str, data: dict[str, Any]) -> float | None:
 def busy_while_queued(rows: list[tuple[str, str, str]], slots: int) -> dict[str, Any]:
     """Slot utilization from the log: a slot is busy from the agent's own start (the time
     its command took as its first statement, given in its result) to the event that
-    ended the attempt (stricter than `sched metrics`, which counts from `TaskStarted`,
-    recorded with the assignment for a push attempt); the window runs from
+    ended the attempt (stricter than `sched metrics`, which counts from the command
+    running: `TaskStarted`, recorded with the assignment for a push attempt, plus the
+    `start_delay_seconds` the supervisor measured to `Popen` returning); the window runs from
     the first assignment to the last one (after it no task waited any more).
     Utilization = busy slot-seconds inside the window / (slots x window). An attempt
     that ended without its start given counts as not busy."""
@@ -66,7 +67,10 @@ def busy_while_queued(rows: list[tuple[str, str, str]], slots: int) -> dict[str,
         elif type_ == "TaskStarted":
             started[task_id] = at
         elif type_ in ENDS and task_id in assigned:
-            spans.append((assigned.pop(task_id), at, started.pop(task_id, None), _agent_start(type_, data)))
+            recorded_start = started.pop(task_id, None)
+            if recorded_start is not None:  # as metrics count it: when the command ran
+                recorded_start += data.get("start_delay_seconds") or 0.0
+            spans.append((assigned.pop(task_id), at, recorded_start, _agent_start(type_, data)))
     firsts = [a for a, _e, _st, _ag in spans]
     lo, hi = min(firsts), max(firsts)
 
