@@ -122,17 +122,17 @@ def status_command(
         "--watch", help="A live dashboard, redrawn every --interval seconds; Ctrl-C ends it.")] = False,
     interval: Annotated[float | None, typer.Option(
         help="Seconds between redraws with --watch (default 2).")] = None,
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """Queue depths and agent load, read from the projections (or, with --at, replayed)."""
     if watch_:
         if at is not None:
             raise BadInput("give --watch or --at, not both")
-        watch(workspace(home, db), 2.0 if interval is None else interval, json_out)
+        watch(workspace(home, db, agents), 2.0 if interval is None else interval, json_out)
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    doc = observe.status(workspace(home, db), at).to_json()
+    doc = observe.status(workspace(home, db, agents), at).to_json()
     if json_out:
         emit_json(doc)
         return

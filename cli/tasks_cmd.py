@@ -125,10 +125,10 @@ def tasks_command(
         "completion), redrawn every --interval seconds; Ctrl-C ends it.")] = False,
     interval: Annotated[float | None, typer.Option(
         help="Seconds between redraws with --watch (default 2).")] = None,
-    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
+    json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """List tasks in the order they will be picked, with when each queued one may start."""
-    ws = workspace(home, db)
+    ws = workspace(home, db, agents)
     if watch_:
         from cli.queue_view import watch_queue
 

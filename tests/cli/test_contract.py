@@ -189,6 +189,19 @@ def test_status_json_keeps_a_queue_whose_agents_left(seeded: Path, run: Run):
     assert all(a["free"] == 0 for a in doc["agents"].values() if a["type"] == "qa")
 
 
+def test_status_and_tasks_read_the_control_file_agents_names(home: Path, run: Run):
+    ok(run("init"))
+    other = home / "elsewhere.json"
+    other.write_text(json.dumps([{"agentName": "zed", "agentType": "ops", "maxConcurrency": 3}]))
+    assert "zed" not in one_json(ok(run("status", "--json")))["agents"]
+    doc = one_json(ok(run("status", "--json", "--agents", str(other))))  # before any tick records it
+    assert doc["agents"]["zed"]["free"] == 3 and "ann" not in doc["agents"]
+    ok(run("submit", "--queue", "ops", "--title", "deploy", "--agents", str(other)))
+    (queued,) = one_json(ok(run("tasks", "--json", "--agents", str(other))))["tasks"]
+    assert queued["queue"] == "ops"
+    assert "ops" in one_json(ok(run("status", "--json", "--agents", str(other))))["queues"]
+
+
 # -- read views on one populated workspace ------------------------------------------------
 
 @pytest.fixture(scope="module")
