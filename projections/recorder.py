@@ -20,12 +20,15 @@ class Recorder:
     earlier than the log's last event (`Workspace.write` sets it): commands decide with
     it, and it is the time recorded in their events. It only moves on when the
     transaction waited for something before recording what followed (a tick that
-    stops an attempt's processes before it records the attempt's end)."""
+    stops an attempt's processes before it records the attempt's end). `now_mark` is a
+    reading of this host's monotonic lease clock taken when `now` was read (None: not
+    taken), so that a runner can measure from the time its events record."""
 
     def __init__(self, log: SqlStore, views: SqlProjection, now: datetime | None = None) -> None:
         self.log = log
         self.views = views
         self.now = now
+        self.now_mark: float | None = None
 
     def catch_up(self) -> int:
         """Apply events the projections have not seen yet (after their checkpoint);

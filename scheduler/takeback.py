@@ -23,6 +23,7 @@ from projections.recorder import Recorder
 from projections.views import AgentView, TaskView
 from scheduler.decisions.policy import settle_failure
 from scheduler.runner import containment
+from scheduler.runner.spawn import lease_clock
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # (the tick imports this module: its report is only named here)
@@ -73,7 +74,7 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
         started.cgroup if started is not None else None,
         workdir=started.workdir if started is not None else None))
     # the events that end the attempt are recorded after the stop: their time says so
-    recorder.now = max(recorder.now, ws.clock.now())
+    recorder.now, recorder.now_mark = max(recorder.now, ws.clock.now()), lease_clock()
 
 
 def take_back(ws: Workspace, recorder: Recorder, task: TaskView, host: str, report: TickReport,

@@ -19,7 +19,7 @@ from projections.sql import SqlProjection
 from projections.views import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import Settings
-from scheduler.runner.spawn import Starter, spawn_exec
+from scheduler.runner.spawn import Starter, lease_clock, spawn_exec
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -128,6 +128,7 @@ class Workspace:
             # may skew); an injected clock (tests, benchmarks) is kept as it is
             now = (txn.server_time() if isinstance(self.clock, SystemClock) else None) or self.clock.now()
             recorder.now = max(now, last_time(last)) if last is not None else now
+            recorder.now_mark = lease_clock()
             yield recorder
 
     @contextmanager

@@ -81,7 +81,9 @@ def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
             "exit_code": ending.exit_code, "signal": ending.signal,
             "cpu_seconds": usage.cpu_seconds if usage is not None else None,
             "peak_rss_bytes": usage.peak_rss_bytes if usage is not None else None,
-            "start_delay_seconds": usage.start_delay_seconds if usage is not None else None}
+            # only when measured: a server older than the field refuses any key it does not know
+            **({"start_delay_seconds": usage.start_delay_seconds}
+               if usage is not None and usage.start_delay_seconds is not None else {})}
 
 
 def runner_settings(settings: Settings, started: dict[str, Any]) -> Settings:
@@ -91,9 +93,11 @@ def runner_settings(settings: Settings, started: dict[str, Any]) -> Settings:
 
 
 def attempt_of(doc: dict[str, Any], settings: Settings, server_url: str, granted_at: float,
-               environ: dict[str, str]) -> Attempt:
+               environ: dict[str, str], arrived_at: float) -> Attempt:
     """The attempt the server started, as the supervisor runs it here (which makes
-    its directory with the payload, and its control group where this host has cgroup v2)."""
+    its directory with the payload, and its control group where this host has cgroup v2).
+    `arrived_at`: `lease_clock()` when the server's answer came (it recorded the start
+    before: the start delay counts from then)."""
     workdir = Path(doc["workdir"])
     ref = replace(containment.AttemptRef.of(doc["task_id"], doc["attempt"], server_url, os.getpid(),
                                             workdir=str(workdir)), db_variable="SCHED_SERVER")
@@ -105,7 +109,7 @@ def attempt_of(doc: dict[str, Any], settings: Settings, server_url: str, granted
     return Attempt(doc["task_id"], doc["attempt"], doc["queue"], doc["token"], list(doc["argv"]), workdir,
                    env, float(doc["timeout_seconds"]), Path(doc["log_path"]), ref, granted_at,
                    frozenset(doc["non_retryable_exit_codes"]), bool(doc["retry_spawn_errors"]),
-                   payload=doc["payload"], recorded_at=lease_clock())
+                   payload=doc["payload"], recorded_at=arrived_at)
 
 
 class Asker:
@@ -114,7 +118,8 @@ class Asker:
 
     def __init__(self, server: Server, host: str, home: str, wake: Callable[[], None],
                  say: Callable[[str], None]) -> None:
-        self.answers: queue.SimpleQueue[tuple[float, dict[str, Any]]] = queue.SimpleQueue()
+        # (before the request, when its answer came, the answer)
+        self.answers: queue.SimpleQueue[tuple[float, float, dict[str, Any]]] = queue.SimpleQueue()
         self.fatal: SchedError | None = None
         self._server, self._host, self._home, self._wake, self._say = server, host, home, wake, say
         self._stopping = threading.Event()
@@ -142,7 +147,7 @@ class Asker:
                 self._stopping.wait(RETRY_SECONDS)
                 continue
             if answer.get("attempts"):
-                self.answers.put((granted_at, answer))
+                self.answers.put((granted_at, lease_clock(), answer))
                 self._wake()
 
 
@@ -154,6 +159,7 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
     home = str(settings.home.resolve())
     granted_at = lease_clock()  # before the server grants the leases of what waits already
     first = server.host_start(host, os.getpid(), home, 0)  # and its limits
+    arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
     settings = runner_settings(settings, first)
     take_role(RUNNER_NAME)
     with stop_on_signals() as stop:
@@ -163,7 +169,7 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
         say(f"running the push agents of host {host} for {server.url}")
         try:
             with signals_wake(supervisor):
-                _start(supervisor, first, granted_at, settings, server.url, environ, say)
+                _start(supervisor, first, granted_at, arrived_at, settings, server.url, environ, say)
                 asker.start()
                 _supervise(supervisor, asker, stop, settings, server.url, environ, say)
         finally:
@@ -180,10 +186,10 @@ def _supervise(supervisor: Supervisor, asker: Asker, stop: StopRequest, settings
         supervisor.step(supervisor.next_timeout())
         while True:
             try:
-                granted_at, answer = asker.answers.get_nowait()
+                granted_at, arrived_at, answer = asker.answers.get_nowait()
             except queue.Empty:
                 break
-            _start(supervisor, answer, granted_at, settings, url, environ, say)
+            _start(supervisor, answer, granted_at, arrived_at, settings, url, environ, say)
         for run in supervisor.finished():
             outcome = run.outcome
             if outcome is not None:
@@ -195,9 +201,9 @@ def _supervise(supervisor: Supervisor, asker: Asker, stop: StopRequest, settings
                 return
 
 
-def _start(supervisor: Supervisor, answer: dict[str, Any], granted_at: float, settings: Settings, url: str,
-           environ: dict[str, str], say: Callable[[str], None]) -> None:
-    attempts = [attempt_of(doc, settings, url, granted_at, environ) for doc in answer["attempts"]]
+def _start(supervisor: Supervisor, answer: dict[str, Any], granted_at: float, arrived_at: float,
+           settings: Settings, url: str, environ: dict[str, str], say: Callable[[str], None]) -> None:
+    attempts = [attempt_of(doc, settings, url, granted_at, environ, arrived_at) for doc in answer["attempts"]]
     for doc in answer["attempts"]:
         say(f"task {doc['task_id']} attempt {doc['attempt']}: started for agent {doc['agent']}")
     if attempts:

@@ -97,8 +97,8 @@ class Attempt:
     # the payload to write into `workdir` (made then, with the control group that `ref`
     # names) just before the command starts; None: made already (`sched exec`)
     payload: str | None = None
-    # lease_clock() when its start was recorded (in the transaction that records it; on a
-    # host runner, when the server's answer came): its command's start delay counts from then
+    # lease_clock() when the time its TaskStarted records was read (`Recorder.now_mark`; on
+    # a host runner, when the server's answer came): its command's start delay counts from then
     recorded_at: float | None = None
 
     @property
@@ -210,7 +210,8 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
                           child_environment(parent_env, ws.settings.exec_env_allowlist, task_vars),
                           agent.timeout_seconds or ws.settings.exec_timeout_seconds, workdir / "agent.log",
                           ref, granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)),
-                          ws.settings.queue_policy(task.queue).retry_spawn_errors, recorded_at=lease_clock())
+                          ws.settings.queue_policy(task.queue).retry_spawn_errors,
+                          recorded_at=recorder.now_mark if recorder.now_mark is not None else lease_clock())
 
 
 def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,

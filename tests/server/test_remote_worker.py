@@ -157,7 +157,7 @@ def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(m
     asker._thread.join(10)
     assert not asker._thread.is_alive() and isinstance(asker.fatal, TokenRefused)
     assert said == ["asking for work: no agent control file found; again in 0.01 s"]
-    assert asker.answers.get_nowait()[1] == {"attempts": [{"task_id": 1}]}
+    assert asker.answers.get_nowait()[2] == {"attempts": [{"task_id": 1}]}  # (asked, arrived, answer)
 
 
 def test_an_outcome_whose_answer_was_lost_is_recorded_once(served, monkeypatch):

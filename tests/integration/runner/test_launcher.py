@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -170,6 +171,28 @@ def test_a_tick_assigns_and_starts_in_one_commit_and_the_wrappers_finish_the_wor
                  lambda sub=sub: queries.show(ws, sub.task_id)[0].status == "succeeded")
         done = [json.loads(r.data) for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskSucceeded"]
         assert done[0]["result"] == [1, 2]
+
+
+def test_the_start_delay_counts_from_the_time_the_start_records(launched, monkeypatch):
+    # the tick's planning takes 0.3 s after it read the time its TaskStarted records:
+    # the command ran at least that long after the recorded start, and the delay says so
+    import scheduler.tick
+
+    ws, _launcher = launched
+    slow = 0.3
+    real_plan = scheduler.tick.gather_and_plan
+
+    def slow_plan(*args, **kwargs):
+        decisions = real_plan(*args, **kwargs)
+        time.sleep(slow)  # (the planning of a big tick, not a wait for anything)
+        return decisions
+
+    monkeypatch.setattr(scheduler.tick, "gather_and_plan", slow_plan)
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    assert tick(ws).spawned == [sub.task_id]
+    wait_for("the attempt to succeed", lambda: queries.show(ws, sub.task_id)[0].status == "succeeded")
+    (done,) = [json.loads(r.data) for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskSucceeded"]
+    assert slow <= done["start_delay_seconds"] < slow + 5
 
 
 def test_a_tick_that_fails_before_its_commit_hands_nothing_over(launched, monkeypatch):
