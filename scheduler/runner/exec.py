@@ -211,7 +211,7 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
                           agent.timeout_seconds or ws.settings.exec_timeout_seconds, workdir / "agent.log",
                           ref, granted_at, frozenset(json.loads(agent.non_retryable_exit_codes)),
                           ws.settings.queue_policy(task.queue).retry_spawn_errors,
-                          recorded_at=recorder.now_mark if recorder.now_mark is not None else lease_clock())
+                          recorded_at=recorder.now_mark)
 
 
 def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
