@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from eventlog.errors import CorruptLog
@@ -49,6 +48,7 @@ from projections.views import (
     Outcome,
     TaskView,
     TokenView,
+    evolve,
 )
 
 # built once: json.dumps with these options builds an encoder per call
@@ -83,54 +83,54 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         raise CorruptLog(f"event seq {seq} ({event.type}) names a task never submitted")  # type: ignore[attr-defined]
     match event:
         case TaskAssigned():
-            return replace(task, status="assigned", agent=event.agent,
+            return evolve(task, status="assigned", agent=event.agent,
                            deadline=to_text(event.start_by), assigned_at=at, started_at=None,
                            updated_at=at)
         case TaskStarted():
-            return replace(task, status="running", agent=event.agent, attempt=event.attempt,
+            return evolve(task, status="running", agent=event.agent, attempt=event.attempt,
                            deadline=to_text(event.lease_expires_at),
                            token_hash=event.token_hash, pid=event.pid, host=event.host,
                            log_path=event.log_path or task.log_path, started_at=at, updated_at=at,
                            last_agent=event.agent, progress_percent=None, progress_message=None,
                            progress_at=None)
         case LeaseRenewed():
-            return replace(task, deadline=to_text(event.lease_expires_at), updated_at=at)
+            return evolve(task, deadline=to_text(event.lease_expires_at), updated_at=at)
         case TaskDueMissed():
-            return replace(task, due_missed_at=at, updated_at=at)
+            return evolve(task, due_missed_at=at, updated_at=at)
         case TaskProgressed():
-            return replace(task, progress_percent=event.percent, progress_message=event.message,
+            return evolve(task, progress_percent=event.percent, progress_message=event.message,
                            progress_at=at, updated_at=at)
         case LeaseExpired():
             return _attempt_failed(task, event.agent, event.detail or "lease expired", at)
         case TaskFailed(reason=reason) if reason in UNCOUNTED_FAILURES:
             failed = _attempt_failed(task, event.agent, event.error, at)
-            return replace(failed, attempt_floor=task.attempt_floor + 1)
+            return evolve(failed, attempt_floor=task.attempt_floor + 1)
         case TaskFailed():
             return _attempt_failed(task, event.agent, event.error, at)
         case TaskSucceeded():
-            return replace(task, status="succeeded", agent=None, deadline=None,
+            return evolve(task, status="succeeded", agent=None, deadline=None,
                            token_hash=None, pid=None, host=None, cancelling=False, updated_at=at)
         case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
-            return replace(task, status="blocked" if task.waiting_on else "queued", agent=None,
+            return evolve(task, status="blocked" if task.waiting_on else "queued", agent=None,
                            deadline=None, token_hash=None, pid=None, host=None, not_before=None,
                            attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
                            ready_at=None if task.waiting_on else at, updated_at=at)
         case TaskRequeued():
-            return replace(task, status="queued", agent=None, deadline=None, token_hash=None,
+            return evolve(task, status="queued", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None,
                            not_before=to_text(event.not_before) if event.not_before else None,
                            ready_at=ready_time(at, event.not_before), updated_at=at)
         case TaskApproved():
-            return replace(task, status="blocked" if task.waiting_on else "queued",
+            return evolve(task, status="blocked" if task.waiting_on else "queued",
                            ready_at=None if task.waiting_on else ready_time(at, task.not_before),
                            updated_at=at)
         case TaskRejected() | TaskCancelled():
-            return replace(task, status="cancelled", agent=None, deadline=None, token_hash=None,
+            return evolve(task, status="cancelled", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None, cancelling=False, updated_at=at)
         case TaskCancelRequested():
-            return replace(task, cancelling=True, updated_at=at)
+            return evolve(task, cancelling=True, updated_at=at)
         case TaskDeadLettered():
-            return replace(task, status="dead", agent=None, deadline=None, token_hash=None,
+            return evolve(task, status="dead", agent=None, deadline=None, token_hash=None,
                            pid=None, host=None, dead_reason=event.reason, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
 
@@ -145,7 +145,7 @@ def ready_time(at: str, not_before: datetime | str | None) -> str:
 
 def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView:
     excluded = task.excluded if agent in task.excluded else (*task.excluded, agent)
-    return replace(task, status="failed", agent=None, deadline=None, token_hash=None,
+    return evolve(task, status="failed", agent=None, deadline=None, token_hash=None,
                    pid=None, host=None, excluded=excluded, last_error=error, updated_at=at)
 
 
@@ -156,9 +156,9 @@ def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, 
     waiting = tuple(p.task_id for p in parents if p.status != "succeeded")
     doomed = next((p.task_id for p in parents if p.status in ("dead", "cancelled")), None)
     status = "blocked" if waiting and child.status == "queued" else child.status
-    linked = replace(child, waiting_on=waiting, doomed_by=doomed, status=status,
+    linked = evolve(child, waiting_on=waiting, doomed_by=doomed, status=status,
                      ready_at=None if status == "blocked" else child.ready_at)
-    return linked, [replace(p, blocks=(*p.blocks, child.task_id)) for p in parents
+    return linked, [evolve(p, blocks=(*p.blocks, child.task_id)) for p in parents
                     if p.task_id in waiting]
 
 
@@ -171,7 +171,7 @@ def follow_parent(parent: TaskView, child: TaskView,
     followed = _follow_parent(parent, child)
     if child.doomed_by == parent.task_id and followed.doomed_by is None:
         others = (get_task(t) for t in followed.waiting_on if t != parent.task_id)
-        return replace(followed, doomed_by=next(
+        return evolve(followed, doomed_by=next(
             (t.task_id for t in others if t is not None and t.status in ("dead", "cancelled")), None))
     return followed
 
@@ -183,14 +183,14 @@ def _follow_parent(parent: TaskView, child: TaskView) -> TaskView:
         waiting = tuple(t for t in child.waiting_on if t != parent.task_id)
         released = child.status == "blocked" and not waiting
         doomed = None if child.doomed_by == parent.task_id else child.doomed_by
-        return replace(child, waiting_on=waiting, status="queued" if released else child.status,
+        return evolve(child, waiting_on=waiting, status="queued" if released else child.status,
                        doomed_by=doomed,
                        ready_at=ready_time(parent.updated_at, child.not_before) if released
                        else child.ready_at)
     if parent.status in ("dead", "cancelled"):
-        return replace(child, doomed_by=child.doomed_by or parent.task_id)
+        return evolve(child, doomed_by=child.doomed_by or parent.task_id)
     if child.doomed_by == parent.task_id:  # requeued by an operator: there is hope again
-        return replace(child, doomed_by=None)
+        return evolve(child, doomed_by=None)
     return child
 
 
@@ -203,7 +203,7 @@ def drop_succeeded_parents(task: TaskView, parents: Sequence[TaskView], at: str)
     if waiting == task.waiting_on:
         return task
     released = task.status == "blocked" and not waiting
-    return replace(task, waiting_on=waiting, status="queued" if released else task.status,
+    return evolve(task, waiting_on=waiting, status="queued" if released else task.status,
                    ready_at=ready_time(at, task.not_before) if released else task.ready_at)
 
 
@@ -295,7 +295,7 @@ def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, st
 
 def evolve_agent_load(agent: AgentView, counter: str, delta: int) -> AgentView:
     """The agent with one assigned or running slot more (+1) or fewer (-1)."""
-    return replace(agent, **{counter: getattr(agent, counter) + delta})
+    return evolve(agent, **{counter: getattr(agent, counter) + delta})
 
 
 def unknown_agent(name: str, queue: str) -> AgentView:
@@ -324,10 +324,10 @@ def evolve_service(agent: AgentView, event: AgentDrained | AgentEvicted | AgentR
     """The agent after an operator took it out of service or put it back."""
     match event:
         case AgentDrained():
-            return replace(agent, out_of_service="drained")
+            return evolve(agent, out_of_service="drained")
         case AgentEvicted():
-            return replace(agent, out_of_service="evicted")
-    return replace(agent, out_of_service=None)
+            return evolve(agent, out_of_service="evicted")
+    return evolve(agent, out_of_service=None)
 
 
 def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[AgentView]:
@@ -350,7 +350,7 @@ def evolve_fleet(current: Iterable[AgentView], event: AgentsConfigured) -> list[
         ))
     for name, prior in old.items():
         if name not in declared and prior.configured:
-            result.append(replace(prior, configured=False, enabled=False))
+            result.append(evolve(prior, configured=False, enabled=False))
     return result
 
 
@@ -363,4 +363,4 @@ def evolve_token(live: TokenView | None, event: TokenCreated | TokenRevoked, seq
                          token_hash=event.token_hash, created_at=at, created_by=event.by, host=event.host)
     if live is None:
         raise CorruptLog(f"event seq {seq} (TokenRevoked) names no live token {event.name!r}")
-    return replace(live, revoked_at=at, revoked_by=event.by)
+    return evolve(live, revoked_at=at, revoked_by=event.by)

@@ -62,13 +62,18 @@ _CANCELLING_AT = _TASK_FIELDS.index("cancelling")
 _task_values = attrgetter(*_TASK_FIELDS)
 
 
+def _json_tuple(text: object) -> tuple[object, ...]:
+    """A stored JSON list as a tuple; most are empty, which takes no parse."""
+    return () if text == "[]" else tuple(json.loads(text))  # type: ignore[arg-type]
+
+
 def task_from_row(row: Iterable[object]) -> TaskView:
     values = list(row)
     if len(values) != len(_TASK_FIELDS):
         raise ValueError(f"a task row has {len(values)} columns, not {len(_TASK_FIELDS)}")
     for at in _TASK_TUPLES_AT:
         try:
-            values[at] = tuple(json.loads(values[at]))  # type: ignore[arg-type]
+            values[at] = _json_tuple(values[at])
         except (TypeError, ValueError) as e:
             raise DamagedProjection(
                 f"the row of task {values[0]} in the tasks table is damaged ({_TASK_FIELDS[at]} is not a "
@@ -83,7 +88,7 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
     values["enabled"], values["configured"] = bool(values["enabled"]), bool(values["configured"])
     for name in _AGENT_TUPLE_FIELDS:
         try:
-            values[name] = tuple(json.loads(values[name]))  # type: ignore[arg-type]
+            values[name] = _json_tuple(values[name])
         except (TypeError, ValueError) as e:
             raise DamagedProjection(
                 f"the row of agent {values['name']} in the agents table is damaged ({name} is not a "

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any, Literal, TypeVar
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
@@ -26,6 +27,28 @@ HOLDING_STATUSES: frozenset[str] = frozenset({"assigned", "running"})
 # waiting to be assigned (some not yet ready); open: not ended (what a queue's depth counts)
 WAITING_STATUSES: tuple[str, ...] = ("awaiting_approval", "blocked", "queued")
 OPEN_STATUSES: tuple[str, ...] = (*WAITING_STATUSES, "assigned", "running")
+
+
+V = TypeVar("V")
+_SHAPES: dict[type, tuple[Any, dict[str, int]]] = {}  # a view's class -> its fields' getter and places
+
+
+def evolve(view: V, **changes: object) -> V:
+    """The view with `changes`: what `dataclasses.replace` gives, in about a third of
+    the time (a 45-field `TaskView` is rebuilt at every event a fold applies, six times
+    in a claim). Every field of a view is an `__init__` argument, in order."""
+    cls = type(view)
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        shape = _SHAPES[cls] = (attrgetter(*names), {name: at for at, name in enumerate(names)})
+    values_of, places = shape
+    values = list(values_of(view))
+    for name, value in changes.items():
+        if name not in places:
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
+        values[places[name]] = value
+    return cls(*values)
 
 
 def due_watch(task: TaskView) -> str | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventlog.errors import CorruptLog
 from eventlog.events import (
@@ -23,6 +26,7 @@ from eventlog.events import (
 from eventlog.store import InMemoryStore
 from projections.apply import fold
 from projections.fold import evolve_task
+from projections.views import AgentView, TaskView, evolve
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 FLEET = AgentsConfigured(agents=(AgentRecord(name="a", type="dev", capacity=2),
@@ -141,3 +145,22 @@ def test_an_event_for_an_unknown_task_is_corruption():
 
 def test_checkpoint_follows_the_last_event():
     assert project(FLEET, submitted(), submitted(2)).meta["last_seq"] == "3"
+
+
+@given(st.sampled_from([f.name for f in fields(TaskView)]),
+       st.sampled_from([f.name for f in fields(AgentView)]),
+       st.one_of(st.none(), st.integers(), st.text(max_size=5), st.tuples(st.integers())))
+def test_evolve_gives_what_dataclasses_replace_gives(task_field, agent_field, value):
+    task = project(FLEET, submitted(priority=3, payload={"k": [1]}), assigned()).tasks[1]
+    agent = project(FLEET).agents["a"]
+    for view, name in ((task, task_field), (agent, agent_field)):
+        changed = evolve(view, **{name: value})
+        assert changed == replace(view, **{name: value}) and type(changed) is type(view)
+        assert getattr(changed, name) == value
+        assert view == replace(changed, **{name: getattr(view, name)})  # the original is untouched
+
+
+def test_evolve_refuses_a_field_the_view_does_not_have():
+    task = project(FLEET, submitted()).tasks[1]
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        evolve(task, colour="red")
