@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -163,6 +163,20 @@ def test_timestamps_are_fixed_width_for_every_year():
     early, late = datetime(999, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
     assert to_text(early) == "0999-01-01T00:00:00.000000Z" < to_text(late)
     assert from_text(to_text(early)) == early
+
+
+# fixed offsets (a zone's clock skipped by summer time names no moment)
+_MOMENTS = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 1, 1), timezones=st.builds(
+    timezone, st.timedeltas(min_value=-timedelta(hours=23), max_value=timedelta(hours=23))))
+
+
+@given(_MOMENTS, _MOMENTS)
+def test_timestamps_are_utc_text_that_sorts_as_time_sorts(a, b):
+    from eventlog.timeutil import from_text, to_text
+
+    assert len(to_text(a)) == len("2026-01-01T00:00:00.000000Z") and to_text(a).endswith("Z")
+    assert from_text(to_text(a)) == a
+    assert (to_text(a) < to_text(b)) == (a < b)
 
 
 def test_a_decision_stored_before_via_says_nothing_of_how_it_was_made():
