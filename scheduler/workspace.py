@@ -59,6 +59,8 @@ class Workspace:
     # the daemon's launcher: its ticks start push attempts with wrappers it forks
     starter: Starter | None = None
     _db: Storage | None = None
+    _control: tuple[Settings, list[Path]] | None = None  # the control file's candidates, for these settings
+    _registry: AgentRegistry | None = None  # the fleet last read
 
     # -- the database ------------------------------------------------------------------
     def storage_options(self) -> dict[str, object]:
@@ -143,9 +145,12 @@ class Workspace:
 
     # -- the agent control file -------------------------------------------------------
     def control_paths(self) -> list[Path]:
-        from scheduler.config.registry import candidate_paths
+        if self._control is None or self._control[0] is not self.settings:
+            from scheduler.config.registry import candidate_paths
 
-        return candidate_paths(self.settings.home, self.settings.agent_control_file)
+            self._control = (self.settings, candidate_paths(self.settings.home,
+                                                            self.settings.agent_control_file))
+        return list(self._control[1])
 
     @property
     def stop_file(self) -> Path:
@@ -153,10 +158,12 @@ class Workspace:
         return self.settings.home / "STOP"
 
     def registry(self) -> AgentRegistry:
-        """The agents of the control file, found and validated (raises `ControlFileError`)."""
-        from scheduler.config.registry import AgentRegistry, find_control_file
+        """The agents of the control file, found and validated (raises `ControlFileError`);
+        the last one read again while its file has not changed (`read_registry`)."""
+        from scheduler.config.registry import read_registry
 
-        return AgentRegistry(find_control_file(self.control_paths()))
+        self._registry = read_registry(self.control_paths(), self._registry)
+        return self._registry
 
 
 def last_time(last: Recorded) -> datetime:

@@ -6,9 +6,13 @@ Found at `--agents PATH`, else `$SCHED_AGENT_CONTROL_FILE`, else
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
+import os
+import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,13 +144,53 @@ def candidate_paths(home: Path, explicit: Path | None) -> list[Path]:
 
 
 def find_control_file(candidates: Sequence[Path]) -> Path:
+    return _first_file(candidates)[0]
+
+
+# what tells one version of a file from another: device, inode, size, and the times of
+# the last change of its content and of its inode (a write sets both to the kernel's clock)
+FileKey = tuple[int, int, int, int, int]
+_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+SETTLED_NS = 2_000_000_000  # a file changed longer ago than this is settled (see `read_registry`)
+
+
+def _first_file(candidates: Sequence[Path]) -> tuple[Path, FileKey]:
     for path in candidates:
-        if path.is_file():
-            return path
+        try:
+            found = os.stat(path)
+        except OSError as e:  # as `Path.is_file`: a missing file is looked past, other faults raised
+            if e.errno in _NOT_THERE:
+                continue
+            raise
+        except ValueError:  # a NUL in the name
+            continue
+        if stat.S_ISREG(found.st_mode):
+            return path, (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
     looked = ", ".join(str(p) for p in candidates)
     raise ControlFileError(
         f"no agent control file found (looked at {looked}); "
         "`sched agents validate --fix` writes a default one")
+
+
+def settled(key: FileKey, now_ns: int) -> bool:
+    """Whether a file of this key, looked at `now_ns` (the wall clock, in ns), changed
+    long enough before for any later write to give it other times. A write in the same
+    tick of the file system's clock as the look can leave the times as they were: such
+    a file is read again each time, until it settles."""
+    return now_ns - max(key[3], key[4]) > SETTLED_NS
+
+
+def read_registry(candidates: Sequence[Path], known: AgentRegistry | None = None) -> AgentRegistry:
+    """The agents of the first control file among `candidates`: `known` itself when it
+    was read from that file and the file has not changed since (its `FileKey`, taken
+    before the read, is the same and was settled then); else the file read anew. A
+    claim or a submit asks for the fleet every time; the file rarely changes."""
+    path, key = _first_file(candidates)
+    if known is not None and known.key == key and known.path == path:
+        return known
+    registry = AgentRegistry(path)
+    registry.key = key if settled(key, time.time_ns()) else None
+    return registry
 
 
 def _refuse_constant(name: str) -> object:
@@ -223,6 +267,7 @@ class AgentRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.key: FileKey | None = None  # the file's key when read, if it was settled then
         self.reload()
 
     def reload(self) -> None:

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from eventlog.errors import ControlFileError
+from scheduler.config import registry
 from scheduler.config.registry import (
     AgentRegistry,
     candidate_paths,
     find_control_file,
     load_control_file,
+    read_registry,
+    settled,
     write_default_control_file,
 )
 
@@ -116,6 +119,43 @@ def test_resolution_order(tmp_path):
     (tmp_path / "config").mkdir()
     write(tmp_path, [], "config/agent-control.json")
     assert find_control_file(candidate_paths(tmp_path, None)) == tmp_path / "config/agent-control.json"
+
+
+def fleet_of(capacity: int) -> list[dict[str, object]]:
+    return [{"agentName": "a", "agentType": "dev", "maxConcurrency": capacity}]
+
+
+def test_a_settled_file_is_read_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "SETTLED_NS", -10**18)  # every file settled: no waiting in a test
+    write(tmp_path, fleet_of(2), "agent-control.json")
+    candidates = candidate_paths(tmp_path, None)
+    first = read_registry(candidates)
+    assert read_registry(candidates, first) is first
+    write(tmp_path, fleet_of(30), "agent-control.json")  # another size: another key, whatever the clock
+    changed = read_registry(candidates, first)
+    assert changed is not first and changed.get("a").capacity == 30
+    (tmp_path / "config").mkdir()
+    write(tmp_path, fleet_of(4), "config/agent-control.json")  # a file found before it now
+    moved = read_registry(candidates, changed)
+    assert moved.path == tmp_path / "config/agent-control.json" and moved.get("a").capacity == 4
+
+
+def test_a_file_just_written_is_read_every_time(tmp_path):
+    """A write in the same tick of the file system's clock can keep the file's times
+    and size: until it settles, each call reads it again, and sees such a write."""
+    write(tmp_path, fleet_of(2), "agent-control.json")
+    candidates = candidate_paths(tmp_path, None)
+    first = read_registry(candidates)
+    assert first.key is None
+    write(tmp_path, fleet_of(3), "agent-control.json")  # the same size
+    assert read_registry(candidates, first).get("a").capacity == 3
+
+
+def test_a_file_settles_two_seconds_after_its_last_change():
+    now = 10**19
+    assert not settled((1, 2, 3, now - 10**9, now - 10**9), now)
+    assert not settled((1, 2, 3, now - 5 * 10**9, now - 10**9), now)  # its inode changed a second ago
+    assert settled((1, 2, 3, now - 3 * 10**9, now - 3 * 10**9), now)
 
 
 def test_nothing_found_says_where_it_looked_and_how_to_fix(tmp_path):
