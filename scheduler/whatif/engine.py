@@ -43,6 +43,7 @@ from scheduler.decisions.hours import is_available
 from scheduler.decisions.plan import PlanPolicy, age_bands, due_bands, plan
 from scheduler.decisions.policy import QueuePolicy, settle_failure
 from scheduler.whatif.facts import Fact, Workload
+from scheduler.whatif.sketch import Sketch
 
 MAX_CANDIDATES = 20_000  # as the tick: the most candidates one queue's plan is given
 # a run keeps at most this many depth samples per queue (even): past it, the interval
@@ -85,8 +86,8 @@ class QueueFigures:
     dead: int = 0
     cancelled: int = 0  # cancelled or rejected by an operator
     doomed: int = 0  # a task it ran after ended dead or cancelled
-    waits: array = field(default_factory=lambda: array("d"))  # per assignment: ready -> assigned
-    runs: array = field(default_factory=lambda: array("d"))  # per attempt: start -> end
+    waits: Sketch = field(default_factory=Sketch)  # per assignment: ready -> assigned
+    runs: Sketch = field(default_factory=Sketch)  # per attempt: start -> end
     depth: array = field(default_factory=lambda: array("l"))  # ready and waiting tasks, per sample
 
 
@@ -107,6 +108,7 @@ class Run:
     queues: dict[str, QueueFigures] = field(default_factory=dict)
     agents: dict[str, AgentFigures] = field(default_factory=dict)
     order: list[tuple[int, str]] = field(default_factory=list)  # (task, agent) per assignment
+    waited: list[float] = field(default_factory=list)  # each one's wait, exact, in that order
     unfinished: int = 0  # tasks still open when the workload ran out (blocked, awaiting approval)
     keep_order: bool = False
     sample_seconds: float = 0.0  # the time between two of `QueueFigures.depth`'s samples
@@ -449,9 +451,10 @@ class _Simulation:
         self._loaded(agent, +1)
         run = self.workload.attempt(task_id, task.attempt)
         task.started_at = now + run.start_delay
-        self.run.queue(task.queue).waits.append(waited)
+        self.run.queue(task.queue).waits.add(waited)
         if self.run.keep_order:
             self.run.order.append((task_id, agent))
+            self.run.waited.append(waited)
         self._at(task.started_at + run.run_seconds, "end", task_id, task.attempt)
 
     # -- ends --------------------------------------------------------------------------
@@ -464,7 +467,7 @@ class _Simulation:
         busy = max(0.0, now - task.started_at)
         figures.busy_seconds += busy
         figures.attempts += 1
-        self.run.queue(task.queue).runs.append(busy)
+        self.run.queue(task.queue).runs.add(busy)
         task.agent = None
         return agent
 
@@ -541,7 +544,8 @@ class _Simulation:
 
 def simulate(workload: Workload, scenario: Scenario, *, keep_order: bool = False) -> Run:
     """Run `workload` under `scenario`; `keep_order` also keeps every (task, agent)
-    assignment in order (for the fidelity tests)."""
+    assignment in order, with its exact wait (for the fidelity tests: the figures keep
+    the waits in a `Sketch`)."""
     return _Simulation(workload, scenario, keep_order).go()
 
 

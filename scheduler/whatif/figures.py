@@ -3,21 +3,13 @@ queue depth drawn as a text chart."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from scheduler.whatif.engine import Run
+from scheduler.whatif.sketch import Sketch
 
 CHART_COLUMNS = 60
 _BARS = " ▁▂▃▄▅▆▇█"
-
-
-def percentile(values: Sequence[float], share: float) -> float | None:
-    """Nearest-rank percentile (None for no values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def _round(value: float | None) -> float | None:
@@ -36,9 +28,9 @@ def summary(run: Run) -> dict[str, object]:
         queues[name] = {
             "arrived": q.arrived, "succeeded": q.succeeded, "dead_lettered": q.dead,
             "cancelled": q.cancelled, "doomed": q.doomed,
-            "wait_p50": _round(percentile(q.waits, 0.5)), "wait_p95": _round(percentile(q.waits, 0.95)),
-            "wait_max": _round(max(q.waits, default=None)),
-            "run_p50": _round(percentile(q.runs, 0.5)), "run_p95": _round(percentile(q.runs, 0.95)),
+            "wait_p50": _round(q.waits.quantile(0.5)), "wait_p95": _round(q.waits.quantile(0.95)),
+            "wait_max": _round(q.waits.largest),
+            "run_p50": _round(q.runs.quantile(0.5)), "run_p95": _round(q.runs.quantile(0.95)),
         }
     agents = {name: {"type": a.type, "capacity": a.capacity, "attempts": a.attempts,
                      "utilization": round(a.busy_seconds / (a.capacity * span), 4)
@@ -79,29 +71,35 @@ def sparkline(values: Sequence[int], top: int) -> str:
     return "".join(_BARS[0 if v <= 0 else max(1, round(v / top * (len(_BARS) - 1)))] for v in values)
 
 
-def fidelity(recorded: Mapping[str, Sequence[float]], simulated: Run) -> dict[str, object] | None:
+def fidelity(recorded: Mapping[str, Sketch], simulated: Run) -> dict[str, object] | None:
     """How close the baseline simulation's waits come to the recorded ones, per queue
     and over all: the mean wait each side and the difference in percent of the
     recorded mean (None where nothing was recorded)."""
     if not any(recorded.values()):
         return None
     result: dict[str, object] = {}
-    every_recorded: list[float] = []
-    every_simulated: list[float] = []
+    every_recorded: list[tuple[float, int]] = []  # (total, count) per queue
+    every_simulated: list[tuple[float, int]] = []
     for queue in sorted(recorded):
-        mine = list(recorded[queue])
-        theirs = list(simulated.queues[queue].waits) if queue in simulated.queues else []
-        every_recorded += mine
-        every_simulated += theirs
-        result[queue] = _closeness(mine, theirs)
+        mine = recorded[queue]
+        theirs = simulated.queues[queue].waits if queue in simulated.queues else Sketch()
+        every_recorded.append((mine.total, mine.count))
+        every_simulated.append((theirs.total, theirs.count))
+        result[queue] = _closeness([(mine.total, mine.count)], [(theirs.total, theirs.count)])
     result["all"] = _closeness(every_recorded, every_simulated)
     return result
 
 
-def _closeness(recorded: Sequence[float], simulated: Sequence[float]) -> dict[str, object]:
-    rec = sum(recorded) / len(recorded) if recorded else None
-    sim = sum(simulated) / len(simulated) if simulated else None
+def _closeness(recorded: Sequence[tuple[float, int]], simulated: Sequence[tuple[float, int]]
+               ) -> dict[str, object]:
+    rec, sim = _mean(recorded), _mean(simulated)
     off = None
     if rec is not None and sim is not None:
         off = round(100.0 * (sim - rec) / rec, 1) if rec > 0 else (0.0 if sim == 0 else None)
     return {"wait_mean_recorded": _round(rec), "wait_mean_simulated": _round(sim), "difference_percent": off}
+
+
+def _mean(parts: Sequence[tuple[float, int]]) -> float | None:
+    """The mean of values given as (total, count) parts (None: no values)."""
+    count = sum(n for _total, n in parts)
+    return sum(total for total, _n in parts) / count if count else None

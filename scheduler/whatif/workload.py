@@ -9,7 +9,6 @@ import json
 import math
 import random
 import re
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from eventlog.store import Recorded
 from eventlog.timeutil import from_text
 from projections.fold import command_ran
 from scheduler.whatif.facts import Arrival, Attempt, Fact, carried_attempt
+from scheduler.whatif.sketch import Sketch
 
 # the records that shape a workload; everything else in the log is skipped unread
 _TASK_TYPES = frozenset({"TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskSucceeded", "TaskFailed",
@@ -54,7 +54,7 @@ class LogWorkload:
         self._ahead: deque[Fact] = deque()  # facts read while looking ahead for an attempt
         self._done = False
         self._run_totals: dict[str, tuple[float, int]] = {}  # queue -> (seconds, count) of successes
-        self.recorded_waits: dict[str, array] = {}
+        self.recorded_waits: dict[str, Sketch] = {}
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._first_assigned: float | None = None
@@ -119,7 +119,7 @@ class LogWorkload:
                 self._first_assigned = at
             decision = data.get("decision")
             if decision is not None:
-                self.recorded_waits.setdefault(history.queue, array("d")).append(decision["waited_seconds"])
+                self.recorded_waits.setdefault(history.queue, Sketch()).add(decision["waited_seconds"])
         elif kind == "TaskStarted":
             history.started_at = at
         elif kind in ("TaskSucceeded", "TaskFailed", "LeaseExpired"):
@@ -189,7 +189,7 @@ class ListedWorkload:
         self._attempts: dict[int, list[Attempt]] = {}
         self.first_at: float | None = None
         self.last_at: float | None = None
-        self.recorded_waits: dict[str, array] = {}  # (none: nothing was recorded)
+        self.recorded_waits: dict[str, Sketch] = {}  # (none: nothing was recorded)
 
     def facts(self) -> Iterator[Fact]:
         for arrival, attempts in self._items:

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py",
         "projections/figures.py", "scheduler/decisions/plan.py", "scheduler/decisions/ranking.py",
-        "scheduler/decisions/fit.py",
+        "scheduler/decisions/fit.py", "scheduler/whatif/sketch.py",
         "scheduler/decisions/hours.py", "scheduler/decisions/policy.py", "eventlog/events.py",
         "eventlog/store.py", "eventlog/errors.py", "eventlog/timeutil.py"]
 ALLOWED_THIRD_PARTY = {"pydantic"}

@@ -4,8 +4,11 @@ whose outcome can be worked out by hand."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
@@ -14,7 +17,8 @@ from scheduler.decisions.policy import QueuePolicy
 from scheduler.whatif.capacity import parse_target, search
 from scheduler.whatif.engine import MAX_DEPTH_SAMPLES, FleetAgent, Scenario, simulate, with_capacity
 from scheduler.whatif.facts import Arrival, Attempt, carried_attempt
-from scheduler.whatif.figures import percentile, summary
+from scheduler.whatif.figures import summary
+from scheduler.whatif.sketch import RELATIVE_ACCURACY, Sketch
 from scheduler.whatif.workload import ListedWorkload, LogWorkload, generate, parse_load, read_jsonl
 
 OK = Attempt(0.0, 10.0, "succeeded")
@@ -45,9 +49,11 @@ def test_one_slot_serves_in_turn_and_two_serve_at_once():
 
 def test_arrivals_wait_for_the_next_interval_tick_and_ends_wake_one():
     run = simulate(tasks((0.0, [OK]), (3.0, [Attempt(0.0, 1.0, "succeeded")])),
-                   scenario(FleetAgent("ann", "dev", 2), tick=5.0))
+                   scenario(FleetAgent("ann", "dev", 2), tick=5.0), keep_order=True)
     # the second arrives at 3 s: the tick at 5 s assigns it (2 s of wait)
-    assert sorted(run.queue("dev").waits) == [0.0, 2.0]
+    assert run.waited == [0.0, 2.0]
+    waits = run.queue("dev").waits
+    assert (waits.count, waits.total, waits.largest, waits.quantile(0.5)) == (2, 2.0, 2.0, 0.0)
 
 
 def test_more_attempts_turn_a_dead_letter_into_a_success():
@@ -139,10 +145,30 @@ def test_a_bad_target_is_refused(text):
         parse_target(text)
 
 
-def test_percentiles_are_nearest_rank():
-    assert percentile([], 0.5) is None
-    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
-    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+def nearest_rank(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+@given(st.lists(st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1e9)), min_size=1),
+       st.sampled_from([0.0, 0.01, 0.5, 0.95, 0.99, 1.0]))
+def test_a_sketch_reads_quantiles_within_its_accuracy_and_counts_exactly(values, share):
+    sketch = Sketch(values)
+    exact = nearest_rank(values, share)
+    assert abs(sketch.quantile(share) - exact) <= RELATIVE_ACCURACY * exact * (1 + 1e-9)
+    assert (sketch.quantile(share) == 0.0) == (exact == 0.0)  # zero is exact
+    assert (len(sketch), sketch.largest, sketch.smallest) == (len(values), max(values), min(values))
+    assert sketch.total == sum(values)
+    assert sketch.quantile(1.0) == max(values)
+
+
+def test_a_sketch_stays_small_however_many_values_it_holds():
+    """A day of waits from a millisecond to a year fills at most ~2,400 buckets: its
+    memory follows the range of the values, not their number."""
+    draws = [10 ** (-3 + 10.5 * (i * 0.6180339887 % 1)) for i in range(200_000)]
+    sketch = Sketch(draws)
+    assert len(sketch) == 200_000 and len(sketch.buckets) <= 2_420
+    assert Sketch().quantile(0.5) is None and Sketch().mean() is None
 
 
 def test_a_long_run_keeps_a_bounded_depth_series_with_its_peak():
