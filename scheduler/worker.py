@@ -87,7 +87,9 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
         me = views.get_agent(agent_name)
         if me is not None and me.out_of_service is not None:
             return None  # drained or evicted: it gets no work until restored
-        held = views.tasks(status="assigned", agent=agent_name, limit=1)
+        # what the tick assigned to it, if its load says there is any (most claims: none)
+        held = views.tasks(status="assigned", agent=agent_name, limit=1) \
+            if me is None or me.assigned else []
         assigned: list[Event] = []  # the assignment this claim makes, if it makes one
         if held:
             task = held[0]
