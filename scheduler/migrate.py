@@ -3,7 +3,8 @@
 checking the hash chain as it goes, and rebuild the projections there.
 
 The source is read in one snapshot; the copy is written in one transaction of the
-target, so a failure leaves the target as empty as it was. Operational records (tick
+target, so a failure leaves the target without a log: its tables are made first and
+stay (empty), and a new try copies into them. Operational records (tick
 runs, webhook outbox, gate cache, health state) are not copied: they are not facts of
 the log, and the target's own processes make them anew.
 """

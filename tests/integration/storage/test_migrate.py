@@ -99,14 +99,20 @@ def test_a_directory_is_no_target(tmp_path):
         f"sched: --to {tmp_path}: a directory; give the database file to make in it"]
 
 
-def test_a_broken_source_chain_copies_nothing(tmp_path, pg_url):
+def test_a_broken_source_chain_copies_nothing_and_a_new_try_copies_all(tmp_path, pg_url):
     source = with_history(new_workspace(tmp_path / "src"))
+    (original,) = [r.data for r in queries.replay(source) if r.seq == 3]
     with source.db.write() as txn:
         txn.session.execute(update(EventRow).where(EventRow.seq == 3).values(data='{"forged": 1}'))
     with pytest.raises(CorruptLog, match="broken at seq 3"):
         migrate(source, pg_url)
     target = at(pg_url, tmp_path, "dst")
     assert queries.head(target)[0] == 0
+    with source.db.write() as txn:  # the source mended (restored from a backup, say)
+        txn.session.execute(update(EventRow).where(EventRow.seq == 3).values(data=original))
+    done = migrate(source, pg_url)  # into the tables the failed try left
+    assert (done.head_seq, done.head_hash) == queries.head(source) == queries.head(target)
+    assert queries.verify_log(target).ok
     source.close()
     target.close()
 
