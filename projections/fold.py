@@ -84,22 +84,22 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
     match event:
         case TaskAssigned():
             return evolve(task, status="assigned", agent=event.agent,
-                           deadline=to_text(event.start_by), assigned_at=at, started_at=None,
-                           updated_at=at)
+                          deadline=to_text(event.start_by), assigned_at=at, started_at=None,
+                          updated_at=at)
         case TaskStarted():
             return evolve(task, status="running", agent=event.agent, attempt=event.attempt,
-                           deadline=to_text(event.lease_expires_at),
-                           token_hash=event.token_hash, pid=event.pid, host=event.host,
-                           log_path=event.log_path or task.log_path, started_at=at, updated_at=at,
-                           last_agent=event.agent, progress_percent=None, progress_message=None,
-                           progress_at=None)
+                          deadline=to_text(event.lease_expires_at),
+                          token_hash=event.token_hash, pid=event.pid, host=event.host,
+                          log_path=event.log_path or task.log_path, started_at=at, updated_at=at,
+                          last_agent=event.agent, progress_percent=None, progress_message=None,
+                          progress_at=None)
         case LeaseRenewed():
             return evolve(task, deadline=to_text(event.lease_expires_at), updated_at=at)
         case TaskDueMissed():
             return evolve(task, due_missed_at=at, updated_at=at)
         case TaskProgressed():
             return evolve(task, progress_percent=event.percent, progress_message=event.message,
-                           progress_at=at, updated_at=at)
+                          progress_at=at, updated_at=at)
         case LeaseExpired():
             return _attempt_failed(task, event.agent, event.detail or "lease expired", at)
         case TaskFailed(reason=reason) if reason in UNCOUNTED_FAILURES:
@@ -109,29 +109,29 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return _attempt_failed(task, event.agent, event.error, at)
         case TaskSucceeded():
             return evolve(task, status="succeeded", agent=None, deadline=None,
-                           token_hash=None, pid=None, host=None, cancelling=False, updated_at=at)
+                          token_hash=None, pid=None, host=None, cancelling=False, updated_at=at)
         case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
             return evolve(task, status="blocked" if task.waiting_on else "queued", agent=None,
-                           deadline=None, token_hash=None, pid=None, host=None, not_before=None,
-                           attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
-                           ready_at=None if task.waiting_on else at, updated_at=at)
+                          deadline=None, token_hash=None, pid=None, host=None, not_before=None,
+                          attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
+                          ready_at=None if task.waiting_on else at, updated_at=at)
         case TaskRequeued():
             return evolve(task, status="queued", agent=None, deadline=None, token_hash=None,
-                           pid=None, host=None,
-                           not_before=to_text(event.not_before) if event.not_before else None,
-                           ready_at=ready_time(at, event.not_before), updated_at=at)
+                          pid=None, host=None,
+                          not_before=to_text(event.not_before) if event.not_before else None,
+                          ready_at=ready_time(at, event.not_before), updated_at=at)
         case TaskApproved():
             return evolve(task, status="blocked" if task.waiting_on else "queued",
-                           ready_at=None if task.waiting_on else ready_time(at, task.not_before),
-                           updated_at=at)
+                          ready_at=None if task.waiting_on else ready_time(at, task.not_before),
+                          updated_at=at)
         case TaskRejected() | TaskCancelled():
             return evolve(task, status="cancelled", agent=None, deadline=None, token_hash=None,
-                           pid=None, host=None, cancelling=False, updated_at=at)
+                          pid=None, host=None, cancelling=False, updated_at=at)
         case TaskCancelRequested():
             return evolve(task, cancelling=True, updated_at=at)
         case TaskDeadLettered():
             return evolve(task, status="dead", agent=None, deadline=None, token_hash=None,
-                           pid=None, host=None, dead_reason=event.reason, updated_at=at)
+                          pid=None, host=None, dead_reason=event.reason, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
 
 
@@ -146,7 +146,7 @@ def ready_time(at: str, not_before: datetime | str | None) -> str:
 def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView:
     excluded = task.excluded if agent in task.excluded else (*task.excluded, agent)
     return evolve(task, status="failed", agent=None, deadline=None, token_hash=None,
-                   pid=None, host=None, excluded=excluded, last_error=error, updated_at=at)
+                  pid=None, host=None, excluded=excluded, last_error=error, updated_at=at)
 
 
 def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, list[TaskView]]:
@@ -157,7 +157,7 @@ def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, 
     doomed = next((p.task_id for p in parents if p.status in ("dead", "cancelled")), None)
     status = "blocked" if waiting and child.status == "queued" else child.status
     linked = evolve(child, waiting_on=waiting, doomed_by=doomed, status=status,
-                     ready_at=None if status == "blocked" else child.ready_at)
+                    ready_at=None if status == "blocked" else child.ready_at)
     return linked, [evolve(p, blocks=(*p.blocks, child.task_id)) for p in parents
                     if p.task_id in waiting]
 
@@ -184,9 +184,9 @@ def _follow_parent(parent: TaskView, child: TaskView) -> TaskView:
         released = child.status == "blocked" and not waiting
         doomed = None if child.doomed_by == parent.task_id else child.doomed_by
         return evolve(child, waiting_on=waiting, status="queued" if released else child.status,
-                       doomed_by=doomed,
-                       ready_at=ready_time(parent.updated_at, child.not_before) if released
-                       else child.ready_at)
+                      doomed_by=doomed,
+                      ready_at=ready_time(parent.updated_at, child.not_before) if released
+                      else child.ready_at)
     if parent.status in ("dead", "cancelled"):
         return evolve(child, doomed_by=child.doomed_by or parent.task_id)
     if child.doomed_by == parent.task_id:  # requeued by an operator: there is hope again
@@ -204,7 +204,7 @@ def drop_succeeded_parents(task: TaskView, parents: Sequence[TaskView], at: str)
         return task
     released = task.status == "blocked" and not waiting
     return evolve(task, waiting_on=waiting, status="queued" if released else task.status,
-                   ready_at=ready_time(at, task.not_before) if released else task.ready_at)
+                  ready_at=ready_time(at, task.not_before) if released else task.ready_at)
 
 
 def attempt_outcome(task: TaskView | None, event: Event) -> tuple[str, str, str] | None:
