@@ -59,8 +59,9 @@ class Workspace:
     # the daemon's launcher: its ticks start push attempts with wrappers it forks
     starter: Starter | None = None
     _db: Storage | None = None
-    _control: tuple[Settings, list[Path]] | None = None  # the control file's candidates, for these settings
-    _registry: AgentRegistry | None = None  # the fleet last read
+    # the control file's candidates for these settings, and the fleet last read from it
+    _control: tuple[Settings, list[Path]] | None = field(default=None, init=False, repr=False, compare=False)
+    _registry: AgentRegistry | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- the database ------------------------------------------------------------------
     def storage_options(self) -> dict[str, object]:

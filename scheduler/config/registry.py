@@ -6,14 +6,12 @@ Found at `--agents PATH`, else `$SCHED_AGENT_CONTROL_FILE`, else
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
 import os
-import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -144,53 +142,60 @@ def candidate_paths(home: Path, explicit: Path | None) -> list[Path]:
 
 
 def find_control_file(candidates: Sequence[Path]) -> Path:
-    return _first_file(candidates)[0]
-
-
-# what tells one version of a file from another: device, inode, size, and the times of
-# the last change of its content and of its inode (a write sets both to the kernel's clock)
-FileKey = tuple[int, int, int, int, int]
-_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
-SETTLED_NS = 2_000_000_000  # a file changed longer ago than this is settled (see `read_registry`)
-
-
-def _first_file(candidates: Sequence[Path]) -> tuple[Path, FileKey]:
     for path in candidates:
-        try:
-            found = os.stat(path)
-        except OSError as e:  # as `Path.is_file`: a missing file is looked past, other faults raised
-            if e.errno in _NOT_THERE:
-                continue
-            raise
-        except ValueError:  # a NUL in the name
-            continue
-        if stat.S_ISREG(found.st_mode):
-            return path, (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+        if path.is_file():
+            return path
     looked = ", ".join(str(p) for p in candidates)
     raise ControlFileError(
         f"no agent control file found (looked at {looked}); "
         "`sched agents validate --fix` writes a default one")
 
 
-def settled(key: FileKey, now_ns: int) -> bool:
-    """Whether a file of this key, looked at `now_ns` (the wall clock, in ns), changed
-    long enough before for any later write to give it other times. A write in the same
-    tick of the file system's clock as the look can leave the times as they were: such
-    a file is read again each time, until it settles."""
-    return now_ns - max(key[3], key[4]) > SETTLED_NS
+# what tells one version of a file from another: device, inode, size, and the times of
+# the last change of its content and of its inode (a write sets both to the kernel's clock)
+FileKey = tuple[int, int, int, int, int]
+SETTLED_NS = 2_000_000_000  # a file changed longer ago than this is settled (see `settled`)
 
 
-def read_registry(candidates: Sequence[Path], known: AgentRegistry | None = None) -> AgentRegistry:
+def settled(key: FileKey, looked_ns: int) -> bool:
+    """Whether a file of this key, looked at at `looked_ns` (the wall clock, in ns, read
+    before the look), had changed long enough before for any later write to give it
+    other times. A write in the same tick of the file system's clock as the look can
+    leave the times as they were: such a file is read again each time, until it
+    settles."""
+    return looked_ns - max(key[3], key[4]) > SETTLED_NS
+
+
+def read_registry(candidates: Sequence[Path], known: AgentRegistry | None = None,
+                  clock_ns: Callable[[], int] = time.time_ns) -> AgentRegistry:
     """The agents of the first control file among `candidates`: `known` itself when it
-    was read from that file and the file has not changed since (its `FileKey`, taken
+    was read from that file and the file has not changed since (its `file_key`, taken
     before the read, is the same and was settled then); else the file read anew. A
-    claim or a submit asks for the fleet every time; the file rarely changes."""
-    path, key = _first_file(candidates)
-    if known is not None and known.key == key and known.path == path:
+    claim or a submit asks for the fleet every time; the file rarely changes.
+    `clock_ns`: the wall clock the file system stamps files with (tests pass their own)."""
+    looked_ns = clock_ns()
+    path = find_control_file(candidates)
+    key = file_key(path)
+    if key is not None and known is not None and known.key == key and known.path == path:
         return known
     registry = AgentRegistry(path)
-    registry.key = key if settled(key, time.time_ns()) else None
+    registry.key = key if key is not None and settled(key, looked_ns) else None
     return registry
+
+
+def file_key(path: Path) -> FileKey | None:
+    """The key of the file at `path`, from a descriptor opened on it (an open, unlike a
+    stat, makes NFS look at the file anew: a change made on another host is seen at the
+    next call); None if it cannot be opened (the read that follows says why)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # (a FIFO put there: no wait)
+    except OSError:
+        return None
+    try:
+        found = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
 
 
 def _refuse_constant(name: str) -> object:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from eventlog.errors import ControlFileError
-from scheduler.config import registry
 from scheduler.config.registry import (
     AgentRegistry,
     candidate_paths,
@@ -125,19 +124,32 @@ def fleet_of(capacity: int) -> list[dict[str, object]]:
     return [{"agentName": "a", "agentType": "dev", "maxConcurrency": capacity}]
 
 
-def test_a_settled_file_is_read_once_and_again_when_it_changes(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "SETTLED_NS", -10**18)  # every file settled: no waiting in a test
+LATER = 10**30  # a clock far ahead: every file looked at has settled (no waiting in a test)
+
+
+def test_a_settled_file_is_read_once_and_again_when_it_changes(tmp_path):
     write(tmp_path, fleet_of(2), "agent-control.json")
     candidates = candidate_paths(tmp_path, None)
-    first = read_registry(candidates)
-    assert read_registry(candidates, first) is first
+    first = read_registry(candidates, clock_ns=lambda: LATER)
+    assert read_registry(candidates, first, clock_ns=lambda: LATER) is first
     write(tmp_path, fleet_of(30), "agent-control.json")  # another size: another key, whatever the clock
-    changed = read_registry(candidates, first)
+    changed = read_registry(candidates, first, clock_ns=lambda: LATER)
     assert changed is not first and changed.get("a").capacity == 30
     (tmp_path / "config").mkdir()
     write(tmp_path, fleet_of(4), "config/agent-control.json")  # a file found before it now
-    moved = read_registry(candidates, changed)
+    moved = read_registry(candidates, changed, clock_ns=lambda: LATER)
     assert moved.path == tmp_path / "config/agent-control.json" and moved.get("a").capacity == 4
+    (tmp_path / "config/agent-control.json").write_text("[")  # broken: refused, not the old fleet
+    with pytest.raises(ControlFileError):
+        read_registry(candidates, moved, clock_ns=lambda: LATER)
+
+
+def test_a_file_is_trusted_only_if_it_had_settled_when_it_was_looked_at(tmp_path):
+    path = write(tmp_path, fleet_of(2), "agent-control.json")
+    changed = max(path.stat().st_mtime_ns, path.stat().st_ctime_ns)
+    candidates = candidate_paths(tmp_path, None)
+    assert read_registry(candidates, clock_ns=lambda: changed + 10**9).key is None
+    assert read_registry(candidates, clock_ns=lambda: changed + 3 * 10**9).key is not None
 
 
 def test_a_file_just_written_is_read_every_time(tmp_path):
