@@ -7,7 +7,7 @@ bucket `ceil(log(x) / log(GAMMA))`, whose every value lies within `RELATIVE_ACCU
 of the bucket's representative, so a quantile read from the buckets is within 0.5% of
 the exact nearest-rank one (never outside the smallest and the largest, which it reads
 exactly). Zero (a task assigned the moment it was ready) has a bucket of its own and
-reads exactly. The
+reads exactly; so does anything under a nanosecond. The
 buckets a day of seconds can fill are bounded by the range of its values, not by its
 length: from a millisecond to a year, about 2,400.
 """
@@ -20,10 +20,13 @@ from collections.abc import Iterable
 RELATIVE_ACCURACY = 0.005
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _LOG_GAMMA = math.log(GAMMA)
+_MIDDLE = 2 * GAMMA / (GAMMA + 1)  # a bucket's representative over its lower bound
+TINY = 1e-9  # seconds: a value below a nanosecond counts with the zeros
 
 
 class Sketch:
-    """Non-negative seconds, added one at a time (a negative value counts as zero)."""
+    """Finite seconds, added one at a time: a negative value counts as zero, and so
+    does one under `TINY` in the quantiles (the smallest and the total keep it)."""
 
     __slots__ = ("buckets", "count", "largest", "smallest", "total", "zeros")
 
@@ -38,6 +41,8 @@ class Sketch:
             self.add(value)
 
     def add(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise ValueError(f"a duration must be a finite number of seconds, not {value!r}")
         value = max(value, 0.0)
         self.count += 1
         self.total += value
@@ -45,7 +50,7 @@ class Sketch:
             self.largest = value
         if self.smallest is None or value < self.smallest:
             self.smallest = value
-        if value == 0.0:
+        if value < TINY:
             self.zeros += 1
         else:
             key = math.ceil(math.log(value) / _LOG_GAMMA)
@@ -53,9 +58,6 @@ class Sketch:
 
     def __len__(self) -> int:
         return self.count
-
-    def mean(self) -> float | None:
-        return self.total / self.count if self.count else None
 
     def quantile(self, share: float) -> float | None:
         """The nearest-rank quantile (`share` 0.95: p95), within `RELATIVE_ACCURACY`;
@@ -74,6 +76,9 @@ class Sketch:
         for key in sorted(self.buckets):
             seen += self.buckets[key]
             if seen >= rank:
-                middle = 2 * GAMMA ** key / (GAMMA + 1)  # within the accuracy of every value of the bucket
+                try:  # within the accuracy of every value of the bucket
+                    middle = GAMMA ** (key - 1) * _MIDDLE
+                except OverflowError:  # (the top bucket of floats: the largest is in it)
+                    middle = math.inf
                 return min(max(middle, self.smallest), self.largest)
         return self.largest  # (not reached: the buckets and the zeros hold every value)

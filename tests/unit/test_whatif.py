@@ -18,7 +18,7 @@ from scheduler.whatif.capacity import parse_target, search
 from scheduler.whatif.engine import MAX_DEPTH_SAMPLES, FleetAgent, Scenario, simulate, with_capacity
 from scheduler.whatif.facts import Arrival, Attempt, carried_attempt
 from scheduler.whatif.figures import summary
-from scheduler.whatif.sketch import RELATIVE_ACCURACY, Sketch
+from scheduler.whatif.sketch import RELATIVE_ACCURACY, TINY, Sketch
 from scheduler.whatif.workload import ListedWorkload, LogWorkload, generate, parse_load, read_jsonl
 
 OK = Attempt(0.0, 10.0, "succeeded")
@@ -150,7 +150,7 @@ def nearest_rank(values: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
-@given(st.lists(st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1e9)), min_size=1),
+@given(st.lists(st.one_of(st.just(0.0), st.floats(min_value=TINY, max_value=1.7e308)), min_size=1),
        st.sampled_from([0.0, 0.01, 0.5, 0.95, 0.99, 1.0]))
 def test_a_sketch_reads_quantiles_within_its_accuracy_and_counts_exactly(values, share):
     sketch = Sketch(values)
@@ -168,7 +168,16 @@ def test_a_sketch_stays_small_however_many_values_it_holds():
     draws = [10 ** (-3 + 10.5 * (i * 0.6180339887 % 1)) for i in range(200_000)]
     sketch = Sketch(draws)
     assert len(sketch) == 200_000 and len(sketch.buckets) <= 2_420
-    assert Sketch().quantile(0.5) is None and Sketch().mean() is None
+    assert Sketch().quantile(0.5) is None
+
+
+def test_a_sketch_refuses_what_is_no_duration_and_reads_under_a_nanosecond_as_zero():
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="finite number of seconds"):
+            Sketch().add(bad)
+    tiny = Sketch([1e-300, 5e-320, 2.0])
+    assert (tiny.quantile(0.5), tiny.smallest, tiny.quantile(1.0)) == (0.0, 5e-320, 2.0)
+    assert Sketch([-3.0, 1.0]).quantile(0.5) == 0.0  # a negative counts as zero
 
 
 def test_a_long_run_keeps_a_bounded_depth_series_with_its_peak():
