@@ -272,11 +272,11 @@ class AgentRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.key: FileKey | None = None  # the file's key when read, if it was settled then
         self.reload()
 
     def reload(self) -> None:
         """Read the file again (raises `ControlFileError` if it became invalid)."""
+        self.key: FileKey | None = None  # the file's key when read, if settled then (`read_registry`)
         self.control = load_control_file(self.path)
         self._by_name = {a.name: a for a in self.control.agents}
 

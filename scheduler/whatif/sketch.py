@@ -2,14 +2,14 @@
 and run times, however many tasks it runs.
 
 The count, the total, the smallest and the largest are exact; quantiles come from a
-histogram of logarithmic buckets (the DDSketch idea): a positive value `x` falls in
-bucket `ceil(log(x) / log(GAMMA))`, whose every value lies within `RELATIVE_ACCURACY`
-of the bucket's representative, so a quantile read from the buckets is within 0.5% of
-the exact nearest-rank one (never outside the smallest and the largest, which it reads
-exactly). Zero (a task assigned the moment it was ready) has a bucket of its own and
-reads exactly; so does anything under a nanosecond. The
-buckets a day of seconds can fill are bounded by the range of its values, not by its
-length: from a millisecond to a year, about 2,400.
+histogram of logarithmic buckets (the DDSketch idea): a value `x` of a nanosecond or
+more falls in bucket `ceil(log(x) / log(GAMMA))`, whose every value lies within
+`RELATIVE_ACCURACY` of the bucket's representative, so a quantile read from the buckets
+is within 0.5% of the exact nearest-rank one (never outside the smallest and the
+largest, which it reads exactly). Zero (a task assigned the moment it was ready) and
+anything under a nanosecond have a bucket of their own, which reads as zero. The buckets
+a day of seconds can fill are bounded by the range of its values, not by its length:
+from a millisecond to a year, about 2,400.
 """
 
 from __future__ import annotations
