@@ -4,9 +4,11 @@ task and updates the projections in one `BEGIN IMMEDIATE` transaction."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from benchmarks.bench_submit import record_fleet
 from benchmarks.build import load_queued
@@ -23,6 +25,7 @@ from benchmarks.common import (
     read_rows,
     result,
 )
+from eventlog.storage.base import SqlTransaction
 from scheduler import worker
 
 # the candidates query of `SqlProjection.candidates` (unassigned tasks, best first)
@@ -96,6 +99,95 @@ def _bare_claimer(db: str, agent: str, count: int, barrier: Any, out: Any,
     conn.close()
 
 
+class _Noting:
+    """A driver connection that notes each statement sched's storage runs through it
+    (`(sql, params, many)`, into `into`), and runs it."""
+
+    def __init__(self, conn: Any, into: list[tuple[str, Any, bool]]) -> None:
+        self._conn, self._into = conn, into
+
+    def cursor(self) -> Any:
+        return _NotingCursor(self._conn.cursor(), self._into)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class _NotingCursor:
+    def __init__(self, cursor: Any, into: list[tuple[str, Any, bool]]) -> None:
+        self._cursor, self._into = cursor, into
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        self._into.append((sql, tuple(params), False))
+        return self._cursor.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        rows = [tuple(r) for r in rows]
+        self._into.append((sql, rows, True))
+        return self._cursor.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def _copy(home: Path, to: Path) -> Path:
+    """A copy of a closed workspace (its database and control file)."""
+    to.mkdir(parents=True)
+    for name in ("sched.db", "agent-control.json"):
+        shutil.copyfile(home / name, to / name)
+    return to
+
+
+def _one_process(home: Path, root: Path, agent: str, count: int) -> dict[str, Any]:
+    """A claim split into its statements and the rest: `count` claims by `agent` in one
+    process, after one untimed, on a copy of the workspace; the statements the same
+    claims ran (noted on another copy), replayed through a bare connection on a third,
+    one BEGIN IMMEDIATE transaction per claim (each SELECT's rows fetched); what is left
+    is Python. Both leave the same rows."""
+    timed_home, noted_home, replayed_home = (_copy(home, root / n) for n in ("timed", "noted", "replayed"))
+    ws = open_workspace(timed_home)
+    worker.claim(ws, agent)
+    started = time.perf_counter()
+    for _ in range(count):
+        worker.claim(ws, agent)
+    sched_seconds = time.perf_counter() - started
+    ws.close()
+    claims: list[list[tuple[str, Any, bool]]] = []
+    driver = SqlTransaction._driver
+    ws = open_workspace(noted_home)
+    with mock.patch.object(SqlTransaction, "_driver", lambda txn: _Noting(driver(txn), claims[-1])):
+        for _ in range(count + 1):
+            claims.append([])
+            worker.claim(ws, agent)
+    ws.close()
+    conn = bare_connect(replayed_home / "sched.db")
+
+    def replay(statements: list[tuple[str, Any, bool]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, params, many in statements:
+            if many:
+                conn.executemany(sql, params)
+            else:
+                conn.execute(sql, params).fetchall()
+        conn.execute("COMMIT")
+
+    replay(claims[0])
+    started = time.perf_counter()
+    for statements in claims[1:]:
+        replay(statements)
+    replay_seconds = time.perf_counter() - started
+    conn.close()
+    left = [read_rows(h / "sched.db", "SELECT seq, type FROM events ORDER BY seq DESC LIMIT 3")
+            + read_rows(h / "sched.db", "SELECT count(*) FROM tasks WHERE status = 'running'")
+            for h in (noted_home, replayed_home)]
+    for h in (timed_home, noted_home, replayed_home):
+        shutil.rmtree(h)
+    return {"claims": count, "sched_ms_per_claim": 1000 * sched_seconds / count,
+            "statements_ms_per_claim": 1000 * replay_seconds / count,
+            "statements_share": replay_seconds / sched_seconds,
+            "statements_per_claim": len(claims[-1]), "replay_left_the_same_rows": left[0] == left[1]}
+
+
 class _Args:
     def __init__(self, path: Path, agents: list[str], per: int, extra: tuple[Any, ...] = ()) -> None:
         self.path, self.agents, self.per, self.extra = path, agents, per, extra
@@ -137,6 +229,7 @@ def claims(ctx: Context) -> dict[str, Any]:
     columns = {t: [name for (_cid, name, *_rest) in read_rows(db, f"PRAGMA table_info({t})")] for t in tables}
     rows = {t: read_rows(db, f"SELECT {', '.join(columns[t])} FROM {t}") for t in tables}
     (last_seq,), = read_rows(db, "SELECT max(seq) FROM events")
+    alone = _one_process(home, ctx.root / "claims-one-process", names[0], per)
 
     seconds, claimed = _race(_sched_claimer, _Args(home, names, per, (WARM,)), processes)
     templates = [event_rows(db, after=last_seq, types=[t])[0] for t in ("TaskAssigned", "TaskStarted")]
@@ -173,8 +266,8 @@ def claims(ctx: Context) -> dict[str, Any]:
                  "bare_seconds": bare_seconds, "warm_claims_per_process": WARM,
                  "running": {side: w["running"] for side, w in written.items()},
                  "counts": {side: w["counts"] for side, w in written.items()},
-                 "event_columns": EVENT_COLUMNS},
-        ok=claimed == bare_claimed == per * processes
+                 "event_columns": EVENT_COLUMNS, "one_process": alone},
+        ok=claimed == bare_claimed == per * processes and alone["replay_left_the_same_rows"]
         and written["sched"]["running"] == (per + WARM) * processes
         and all(written["bare"][k] == written["sched"][k] for k in ("running", "loads", "counts"))
         and written["bare"]["last_seq"] == [(str(written["bare"]["max_seq"][0][0]),)])

@@ -82,6 +82,16 @@ def test_the_http_figures_run_a_real_server(tmp_path: Path, capsys):
     assert idle["value"] >= 0 and idle["details"]["threads_waiting_max"] > 0
 
 
+def test_the_claims_figure_races_processes_and_splits_a_claim_into_its_statements(tmp_path: Path, capsys):
+    claims = small_figures(["claims"], tmp_path, capsys)["claims"]
+    small = run.SIZES["small"]
+    assert claims["details"]["claimed"] == claims["details"]["bare_claimed"] == small["claims"]
+    alone = claims["details"]["one_process"]
+    assert alone["claims"] == small["claims"] // small["claim_processes"]
+    assert alone["statements_per_claim"] > 0 and alone["replay_left_the_same_rows"]
+    assert alone["statements_ms_per_claim"] > 0 and alone["sched_ms_per_claim"] > 0
+
+
 def test_every_figure_has_both_sizes_of_its_parameters():
     assert set(run.SIZES["small"]) == set(run.SIZES["default"])
     assert set(run.CHEAP) <= set(run.FIGURES)
