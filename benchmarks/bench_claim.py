@@ -11,6 +11,7 @@ from typing import Any
 from unittest import mock
 
 from benchmarks.bench_submit import record_fleet
+from benchmarks.bench_tick import copy_home
 from benchmarks.build import load_queued
 from benchmarks.common import (
     EVENT_COLUMNS,
@@ -130,21 +131,14 @@ class _NotingCursor:
         return getattr(self._cursor, name)
 
 
-def _copy(home: Path, to: Path) -> Path:
-    """A copy of a closed workspace (its database and control file)."""
-    to.mkdir(parents=True)
-    for name in ("sched.db", "agent-control.json"):
-        shutil.copyfile(home / name, to / name)
-    return to
-
-
 def _one_process(home: Path, root: Path, agent: str, count: int) -> dict[str, Any]:
     """A claim split into its statements and the rest: `count` claims by `agent` in one
     process, after one untimed, on a copy of the workspace; the statements the same
     claims ran (noted on another copy), replayed through a bare connection on a third,
     one BEGIN IMMEDIATE transaction per claim (each SELECT's rows fetched); what is left
     is Python. Both leave the same rows."""
-    timed_home, noted_home, replayed_home = (_copy(home, root / n) for n in ("timed", "noted", "replayed"))
+    timed_home, noted_home, replayed_home = (copy_home(home, root / name)
+                                             for name in ("timed", "noted", "replayed"))
     ws = open_workspace(timed_home)
     worker.claim(ws, agent)
     started = time.perf_counter()

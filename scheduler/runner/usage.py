@@ -3,11 +3,10 @@ memory, and how long its slot was held before the command ran (the start delay: 
 the `lease_clock` reading taken with the time the attempt's `TaskStarted` records to
 the one when `Popen` returned, both on this host). CPU comes from the kernel's
 accounting of the reaped agent (`wait4`: exact, and it includes grandchildren the
-agent waited for); memory is
-sampled with psutil over the agent's process tree while it runs (the sum of its
-processes' RSS at each sample), and is at least the agent process's own peak
-(`ru_maxrss` of `wait4`), so a tree's peak shorter than the sampling interval can be
-missed, the agent's own cannot."""
+agent waited for); memory is sampled with psutil over the agent's process tree while
+it runs (the sum of its processes' RSS at each sample), and is at least the agent
+process's own peak (`ru_maxrss` of `wait4`), so a tree's peak shorter than the sampling
+interval can be missed, the agent's own cannot."""
 
 from __future__ import annotations
 

@@ -78,20 +78,19 @@ def fidelity(recorded: Mapping[str, Sketch], simulated: Run) -> dict[str, object
     if not any(recorded.values()):
         return None
     result: dict[str, object] = {}
-    every_recorded: list[tuple[float, int]] = []  # (total, count) per queue
-    every_simulated: list[tuple[float, int]] = []
+    every_recorded: list[Sketch] = []
+    every_simulated: list[Sketch] = []
     for queue in sorted(recorded):
         mine = recorded[queue]
         theirs = simulated.queues[queue].waits if queue in simulated.queues else Sketch()
-        every_recorded.append((mine.total, mine.count))
-        every_simulated.append((theirs.total, theirs.count))
-        result[queue] = _closeness([(mine.total, mine.count)], [(theirs.total, theirs.count)])
+        every_recorded.append(mine)
+        every_simulated.append(theirs)
+        result[queue] = _closeness([mine], [theirs])
     result["all"] = _closeness(every_recorded, every_simulated)
     return result
 
 
-def _closeness(recorded: Sequence[tuple[float, int]], simulated: Sequence[tuple[float, int]]
-               ) -> dict[str, object]:
+def _closeness(recorded: Sequence[Sketch], simulated: Sequence[Sketch]) -> dict[str, object]:
     rec, sim = _mean(recorded), _mean(simulated)
     off = None
     if rec is not None and sim is not None:
@@ -99,7 +98,7 @@ def _closeness(recorded: Sequence[tuple[float, int]], simulated: Sequence[tuple[
     return {"wait_mean_recorded": _round(rec), "wait_mean_simulated": _round(sim), "difference_percent": off}
 
 
-def _mean(parts: Sequence[tuple[float, int]]) -> float | None:
-    """The mean of values given as (total, count) parts (None: no values)."""
-    count = sum(n for _total, n in parts)
-    return sum(total for total, _n in parts) / count if count else None
+def _mean(parts: Sequence[Sketch]) -> float | None:
+    """The mean of the values of all `parts` together (None: no values)."""
+    count = sum(part.count for part in parts)
+    return sum(part.total for part in parts) / count if count else None
