@@ -199,3 +199,23 @@ def test_a_decision_stored_before_via_says_nothing_of_how_it_was_made():
     assert isinstance(older, TaskAssigned) and older.decision is not None and older.decision.via is None
     assert why_this_agent(older) == ("a ranked first of 1 candidate(s) (this older record does not say "
                                      "whether a tick or the agent's own claim assigned it)")
+
+
+def test_build_models_leaves_no_model_to_build_on_first_use() -> None:
+    """The daemon builds the models before its first tick and before it forks its
+    supervisor: a model of the log left to its first use (a decision's, say) would be
+    built inside the first tick that assigns, under the write lock. A fresh interpreter,
+    as the daemon's, where no other test built any."""
+    import subprocess
+    import sys
+
+    script = ("from pydantic import BaseModel\n"
+              "import eventlog.events as events\n"
+              "events.build_models()\n"
+              "models = [v for v in vars(events).values() if isinstance(v, type)\n"
+              "          and issubclass(v, BaseModel) and v.__module__ == 'eventlog.events']\n"
+              "print(len(models), sorted(m.__name__ for m in models if not m.__pydantic_complete__))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    count, unbuilt = out.split(" ", 1)
+    assert int(count) >= len(EVENT_TYPES) + 4  # the events; a decision, its candidates, an agent
+    assert unbuilt.strip() == "[]"
