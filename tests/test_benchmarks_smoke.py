@@ -60,7 +60,9 @@ def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
     figures = small_figures(run.START, tmp_path, capsys)
     for figure in figures.values():
         assert figure["value"] > 0 and figure["ceiling"] > 0
-    assert figures["agent_start"]["details"]["started"] == run.SIZES["small"]["start_agents"]
+    small = run.SIZES["small"]
+    assert figures["agent_start"]["details"]["started"] == small["start_agents"] * small["start_bursts"]
+    assert len(figures["agent_start"]["details"]["burst_medians_ms"]) == small["start_bursts"]
     assert figures["wrapper_memory"]["details"]["attempts"] > 0
     assert figures["daemon_throughput"]["details"]["succeeded"] == run.SIZES["small"]["throughput_tasks"]
 
