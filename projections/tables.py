@@ -188,9 +188,9 @@ class CapacityRow(SQLModel, table=True):
 
 
 class TokenRow(SQLModel, table=True):
-    """`TokenView` as a row. A request's bearer token is checked against the live rows
-    (`ix_tokens_live`: revoked_at NULL), and a create or revoke finds the live row of a
-    name the same way."""
+    """`TokenView` as a row. A request's bearer token is looked up by its hash among
+    the live rows (`ix_tokens_live`: revoked_at NULL), and a create or revoke finds the
+    live row of a name the same way."""
 
     __tablename__ = "tokens"
     __table_args__ = (Index("ix_tokens_live", "revoked_at", "name"),)

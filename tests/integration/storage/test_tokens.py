@@ -27,3 +27,22 @@ def test_tokens_live_and_die_by_their_events(engine_workspace):
     assert [(t.name, t.revoked_by) for t in access.list_tokens(ws, include_revoked=True)] == [
         ("ops", "lee"), ("box", None), ("ops", None)]
     assert verify_log(ws).ok, verify_log(ws).problems
+
+
+def test_a_presented_token_finds_its_own_live_record_only(engine_workspace):
+    """Looked up by its hash among the live tokens (not every live token read and
+    compared): each token finds its own record, and nothing else finds one."""
+    ws = engine_workspace()
+    made = [access.create_token(ws, f"t{i}", "kim", role="reader") for i in range(30)]
+    box = access.create_token(ws, "box", "kim", agent="ann")
+    for created in (*made, box):
+        assert access.authenticate(ws, created.token).seq == created.view.seq
+    for wrong in ("", "sched_", box.token + "x", box.token[:-1], box.token.upper(), "x" * 10_000,
+                  made[0].view.token_hash):  # the stored hash is not the token
+        assert access.authenticate(ws, wrong) is None
+    assert access.still_live(ws, box.view)
+    access.revoke_token(ws, "box", "lee")
+    assert access.authenticate(ws, box.token) is None and not access.still_live(ws, box.view)
+    again = access.create_token(ws, "box", "kim", agent="ann")  # the name again, another secret
+    assert access.authenticate(ws, box.token) is None and not access.still_live(ws, box.view)
+    assert access.authenticate(ws, again.token).seq == again.view.seq and access.still_live(ws, again.view)
