@@ -36,9 +36,13 @@ UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted"})
 class Event(BaseModel):
     """Base of all events: frozen, strict about unknown fields. Each model's validator
     and serializer are built on its first use (`defer_build`), so that a quick command
-    builds only the events it records (issue 13: a quick CLI)."""
+    builds only the events it records (issue 13: a quick CLI). No number is infinite or
+    NaN (`allow_inf_nan`): JSON cannot carry one (the serializer would store null, a
+    different fact from the one folded into the projections), so an event holding one
+    is refused when it is made, and a stored number too large for a float is a
+    corrupt event, not infinity."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     schema_version: int = 1
 
@@ -90,7 +94,7 @@ class TaskDueMissed(Event):
 class CandidateAgent(BaseModel):
     """An agent that could have taken the task when it was assigned."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     agent: str
     free: int  # its free slots at that moment
@@ -102,7 +106,7 @@ class CandidateAgent(BaseModel):
 class PassedOverAgent(BaseModel):
     """An agent of the queue's type that could not take the task, and why."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     agent: str
     why: str
@@ -112,7 +116,7 @@ class AssignmentDecision(BaseModel):
     """The inputs of one assignment decision, so `sched explain` can answer "why this
     agent, why not earlier" from the log alone. The lists are capped; the totals are not."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     priority: int
     effective_priority: int
@@ -330,7 +334,7 @@ class TaskProgressed(Event):
 class AgentRecord(BaseModel):
     """One agent as the control file declared it when `AgentsConfigured` was recorded."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     name: str
     type: str

@@ -18,6 +18,7 @@ from eventlog.events import (
     TaskFailed,
     TaskRequeued,
     TaskSubmitted,
+    TaskSucceeded,
     current_version,
     dump_event,
     parse_event,
@@ -219,3 +220,20 @@ def test_build_models_leaves_no_model_to_build_on_first_use() -> None:
     count, unbuilt = out.split(" ", 1)
     assert int(count) >= len(EVENT_TYPES) + 4  # the events; a decision, its candidates, an agent
     assert unbuilt.strip() == "[]"
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_an_event_holding_a_number_json_cannot_carry_is_refused_when_made(bad):
+    """Stored, it would read back as null: another fact than the one the projections folded."""
+    with pytest.raises(ValueError, match="finite number"):
+        TaskSucceeded(task_id=1, agent="a", attempt=1, cpu_seconds=bad)
+    with pytest.raises(ValueError, match="finite number"):
+        AgentRecord(name="a", type="dev", capacity=1, weight=bad)
+
+
+def test_a_stored_number_too_large_for_a_float_is_a_corrupt_event_not_infinity():
+    stored = dump_event(TaskSucceeded(task_id=1, agent="a", attempt=1, cpu_seconds=1.5))
+    huge = stored.replace('"cpu_seconds":1.5', '"cpu_seconds":1' + "0" * 400)
+    assert huge != stored
+    with pytest.raises(CorruptLog, match="cannot be read"):
+        parse_event("TaskSucceeded", current_version("TaskSucceeded"), huge, seq=7)
