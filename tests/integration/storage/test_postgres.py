@@ -4,6 +4,7 @@ CLI selects the engine by the URL it is given."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from scheduler.clock import ManualClock, SystemClock
 from scheduler.config.settings import load_settings
 from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
+from scheduler.tick import tick
 from scheduler.tick_runs import last_tick
 from scheduler.workspace import Workspace
 from tests.cli.conftest import CONTROL_NAME, FLEET, sched
@@ -220,3 +222,66 @@ def test_a_commit_wakes_the_daemon_long_before_its_interval(tmp_path, pg_url):
 def last_tick_of(ws: Workspace) -> object:
     with ws.read() as (_log, views):
         return last_tick(views.txn)
+
+
+@contextlib.contextmanager
+def counted_round_trips():
+    """Count the round trips to the server: each statement sent on its own, each
+    pipeline (its statements go together), each commit."""
+    trips, depth = [0], [0]
+    real_execute, real_executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
+    real_pipeline, real_commit = psycopg.Connection.pipeline, psycopg.Connection.commit
+
+    def alone(real):
+        def call(self, *args, **kwargs):
+            trips[0] += depth[0] == 0
+            return real(self, *args, **kwargs)
+        return call
+
+    @contextlib.contextmanager
+    def pipeline(self, *args, **kwargs):
+        depth[0] += 1
+        try:
+            with real_pipeline(self, *args, **kwargs) as pipe:
+                yield pipe
+        finally:
+            depth[0] -= 1
+            trips[0] += depth[0] == 0
+
+    def commit(self):
+        trips[0] += 1
+        return real_commit(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", alone(real_execute))
+        patch.setattr(psycopg.Cursor, "executemany", alone(real_executemany))
+        patch.setattr(psycopg.Connection, "pipeline", pipeline)
+        patch.setattr(psycopg.Connection, "commit", commit)
+        yield trips
+
+
+def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path, pg_url):
+    """Across a network every round trip of a write is spent holding the one writers'
+    lock (all but the pool's ping and the lock's own): docs/operations.md gives these
+    counts to plan a fleet's capacity with. A read added to a hot path shows here."""
+    ws = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 3}],
+                       database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(4)])
+    warm = worker.claim(ws, "w1")  # the statements prepared, the control file recorded
+    worker.complete(ws, warm.task.task_id, warm.token)
+    costs: dict[str, int] = {}
+    with counted_round_trips() as trips:
+        submit(ws, [TaskSpec(queue="dev", title="one more")])
+    costs["submit"] = trips[0]
+    with counted_round_trips() as trips:
+        claimed = worker.claim(ws, "w1")  # nothing assigned to it yet: it assigns one itself
+    costs["claim"] = trips[0]
+    with counted_round_trips() as trips:
+        worker.complete(ws, claimed.task.task_id, claimed.token)
+    costs["complete"] = trips[0]
+    with counted_round_trips() as trips:
+        assigned = tick(ws).assigned
+    costs["tick"] = trips[0]
+    ws.close()
+    assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
+    assert costs == {"submit": 8, "claim": 16, "complete": 8, "tick": 17}
