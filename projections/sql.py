@@ -368,13 +368,14 @@ class SqlProjection:
         found = self.tokens(name=name)
         return found[0] if found else None
 
-    def live_tokens_hashed(self, token_hash: str) -> list[TokenView]:
-        """The live tokens whose hash is `token_hash` (one, unless a secret was drawn
-        twice), in the order they were created: filtered by the database, so a request
-        does not read every live token (a range of ix_tokens_live, then the hash)."""
+    def live_token_hashed(self, token_hash: str) -> TokenView | None:
+        """The live token whose hash is `token_hash` (the newest, should a secret have
+        been drawn twice), if any: filtered by the database, so a request does not read
+        every live token (a range of ix_tokens_live, then the hash)."""
         self.flush()
         where = [("revoked_at", "is", None), ("token_hash", "=", token_hash)]
-        return [TokenView(*r) for r in self.txn.rows("tokens", _TOKEN_FIELDS, where, ("seq",))]  # type: ignore[arg-type]
+        found = self.txn.rows("tokens", _TOKEN_FIELDS, where, ("seq",))
+        return TokenView(*found[-1]) if found else None  # type: ignore[arg-type]
 
     def tokens(self, name: str | None = None, revoked: bool = False) -> list[TokenView]:
         """The live tokens (with `revoked`, every token ever created), in the order they
