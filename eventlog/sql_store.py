@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from eventlog.errors import ConcurrencyConflict
 from eventlog.layout import EVENT_COLUMNS
-from eventlog.storage.port import Transaction
+from eventlog.storage.port import Read, Transaction
 from eventlog.store import GENESIS_HASH, Recorded, seal_after
 
 if TYPE_CHECKING:
     from eventlog.events import Event
 
 READ_BATCH = 2_000
+# the log's last event (every write transaction asks for it ahead: `Workspace.write`)
+LAST_EVENT = Read("events", EVENT_COLUMNS, order=("-seq",), limit=1)
 
 
 def _record(row: Sequence[object]) -> Recorded:
@@ -50,15 +52,11 @@ class SqlStore:
         rows = self.txn.rows("events", ("seq", "hash"), order=("-seq",), limit=1)
         return (rows[0][0], rows[0][1]) if rows else (0, GENESIS_HASH)  # type: ignore[return-value]
 
-    def know_last(self, last: Recorded | None) -> None:
-        """The last event as a read in this write transaction found it (it holds the
-        lock: only its own appends move it on)."""
-        self._last = last
-
     def last(self) -> Recorded | None:
-        """The last event, None for an empty log."""
+        """The last event, None for an empty log (read once: a write transaction holds
+        the lock, so only its own appends move it on)."""
         if self._last == "unread":
-            rows = self.txn.rows("events", EVENT_COLUMNS, order=("-seq",), limit=1)
+            rows = self.txn.rows(*LAST_EVENT)
             self._last = _record(rows[0]) if rows else None
         return self._last
 

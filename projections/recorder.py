@@ -32,18 +32,16 @@ class Recorder:
 
     def catch_up(self) -> int:
         """Apply events the projections have not seen yet (after their checkpoint);
-        returns how many. Normally zero: every append applies its own events. The
-        same read starts at the checkpoint's own event, so the log's last event is
-        known from it (the append after it needs that event, and asks no more)."""
+        returns how many. Normally zero: every append applies its own events, so the
+        log's last event (which the next append needs anyway) is the checkpoint's, and
+        reading it is all it takes to know."""
         checkpoint = self.views.last_seq()
-        applied, last = 0, None
-        for rec in self.log.read(after=max(checkpoint - 1, 0)):
-            last = rec
-            if rec.seq > checkpoint:
+        last = self.log.last()
+        applied = 0
+        if last is not None and last.seq > checkpoint:
+            for rec in self.log.read(after=checkpoint):
                 apply(self.views, rec)
                 applied += 1
-        if last is not None or checkpoint == 0:  # (else the log lost its tail: read it anew)
-            self.log.know_last(last)
         self.views.flush()
         return applied
 

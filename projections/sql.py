@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import DamagedProjection
-from eventlog.storage.port import Term, Transaction, Unindexed
+from eventlog.storage.port import Read, Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ _PAYLOAD_AT = _TASK_FIELDS.index("payload")
 # the task columns of a listing: the payload left unread
 _LISTED_FIELDS = [name for name in _TASK_FIELDS if name != "payload"]
 PICK_ORDER_COLUMNS = ("-priority", "-unblocks", "task_id")
+# the projection's values (every write transaction asks for them ahead: `Workspace.write`)
+META = Read("projection_meta", ("key", "value"))
 
 
 @cache
@@ -158,6 +160,88 @@ def _listing(queue: str | None, status: str | None, agent: str | None, title: st
     if title is not None:
         where.append(("title", "contains", title))
     return where
+
+
+# Reads as values (`Read`: the arguments of `Transaction.rows`), for the reads that a
+# command can name before it makes them, so that it can ask for them ahead
+# (`Workspace.write`'s `prefetch`); the methods below make the same reads.
+
+def task_read(task_id: int) -> Read:
+    """`get_task`'s read (as the point read the adapters' `fetch_one` makes)."""
+    return Read("tasks", tuple(_TASK_FIELDS), (("task_id", "=", task_id),))
+
+
+NEXT_TASK_ID = Read("tasks", ("max(task_id)",))
+COUNTS = Read("queue_counts", ("queue", "status", "count"))
+
+
+def agent_read(name: str) -> Read:
+    """`get_agent`'s read (as the point read the adapters' `fetch_one` makes)."""
+    return Read("agents", tuple(_AGENT_FIELDS), (("name", "=", name),))
+
+
+ALL_AGENTS = Read("agents", tuple(_AGENT_FIELDS), order=("name",))
+
+
+def records_read(agents: Iterable[str] | None = None) -> Read:
+    """`records`' read: of some agents, or all."""
+    where: tuple[Term, ...] = () if agents is None else (("agent", "in", tuple(agents)),)
+    return Read("agent_records", ("agent", "task_type", "succeeded", "failed"), where)
+
+
+def listing_read(queue: str | None = None, status: str | None = None, agent: str | None = None,
+                 limit: int | None = None, title: str | None = None) -> Read:
+    """`tasks`' read."""
+    return Read("tasks", tuple(_LISTED_FIELDS), tuple(_listing(queue, status, agent, title)),
+                PICK_ORDER_COLUMNS, limit)
+
+
+def any_queued_read(queue: str) -> Read:
+    # the first entry of the index, no order (in pick order SQLite would sort every
+    # queued task of the queue first)
+    return Read("tasks", ("task_id",), (("queue", "=", queue), ("status", "=", "queued")), limit=1)
+
+
+def first_queued_read(queue: str, column: str) -> Read:
+    """The lowest `column` of the queued tasks of `queue` that have one, read as the
+    first row of an index range in that order: not min(), which PostgreSQL reads as a
+    scan of the whole range when its statistics say the range is small (a table just
+    filled, before its first ANALYZE)."""
+    where: tuple[Term, ...] = (("queue", "=", queue), ("status", "=", "queued"), (column, "is not", None))
+    return Read("tasks", (column,), where, (column,), 1)
+
+
+def directed_at_read(queue: str) -> Read:
+    return Read("tasks", ("assignee",), (("queue", "=", queue), ("status", "=", "queued"),
+                                         ("assignee", "is not", None)), group=("assignee",))
+
+
+def doomed_read(limit: int) -> Read:
+    # status unindexed: read ix_tasks_doomed_by in order, not every waiting task by status
+    where: tuple[Term, ...] = (("doomed_by", "is not", None),
+                               (Unindexed("status"), "in", ("awaiting_approval", "blocked")))
+    return Read("tasks", tuple(_TASK_FIELDS), where, ("doomed_by", "task_id"), limit)
+
+
+def _holding_terms(queue: str | None) -> tuple[Term, ...]:
+    # status unindexed: one ordered range of ix_tasks_due (only holding tasks have a
+    # deadline), rather than two ranges of ix_tasks_deadline and a sort; queue
+    # unindexed: still one ordered range of ix_tasks_due, filtered
+    where: tuple[Term, ...] = ((Unindexed("status"), "in", ("assigned", "running")),)
+    return where if queue is None else (*where, (Unindexed("queue"), "=", queue))
+
+
+def first_deadline_read(queue: str | None) -> Read:
+    """The earliest deadline of the assigned and running tasks (of one queue, or all)."""
+    where = (*_holding_terms(queue), ("deadline", "is not", None))
+    return Read("tasks", ("deadline",), where, ("deadline",), 1)
+
+
+def running_on_read(host: str, queue: str | None) -> Read:
+    where: tuple[Term, ...] = (("status", "=", "running"), ("host", "=", host))
+    if queue is not None:  # unindexed: a range of ix_tasks_host, not of the whole queue
+        where = (*where, (Unindexed("queue"), "=", queue))
+    return Read("tasks", tuple(_TASK_FIELDS), where)
 
 
 class SqlProjection:
@@ -293,7 +377,7 @@ class SqlProjection:
 
     def all_agents(self) -> list[AgentView]:
         self.flush()
-        agents = [agent_from_row(r) for r in self.txn.rows("agents", _AGENT_FIELDS, order=("name",))]
+        agents = [agent_from_row(r) for r in self.txn.rows(*ALL_AGENTS)]
         self._known_agents.update((a.name, a) for a in agents)
         return agents
 
@@ -305,14 +389,13 @@ class SqlProjection:
 
     def counts(self) -> dict[tuple[str, str], int]:
         self.flush()
-        rows = self.txn.rows("queue_counts", ("queue", "status", "count"))
+        rows = self.txn.rows(*COUNTS)
         return {(q, s): c for q, s, c in rows if c}
 
     def records(self, agents: Iterable[str] | None = None) -> dict[tuple[str, str], tuple[int, int]]:
         """Success records: (agent, task type) -> (succeeded, failed), for some agents or all."""
         self.flush()
-        where = [] if agents is None else [("agent", "in", list(agents))]
-        found = self.txn.rows("agent_records", ("agent", "task_type", "succeeded", "failed"), where)
+        found = self.txn.rows(*records_read(agents))
         return {(a, t): (s, f) for a, t, s, f in found}  # type: ignore[misc]
 
     def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None) -> list[Outcome]:
@@ -391,7 +474,7 @@ class SqlProjection:
         once per transaction, then kept (only this projection writes them)."""
         self.flush()
         if self._stored_meta is None:
-            self._stored_meta = dict(self.txn.rows("projection_meta", ("key", "value")))  # type: ignore[arg-type]
+            self._stored_meta = dict(self.txn.rows(*META))  # type: ignore[arg-type]
         return dict(self._stored_meta)
 
     def last_seq(self) -> int:
@@ -399,7 +482,7 @@ class SqlProjection:
 
     def next_task_id(self) -> int:
         self.flush()
-        return (self.txn.rows("tasks", ("max(task_id)",))[0][0] or 0) + 1  # type: ignore[operator]
+        return (self.txn.rows(*NEXT_TASK_ID)[0][0] or 0) + 1  # type: ignore[operator]
 
     def task_by_idempotency_key(self, key: str) -> TaskView | None:
         self.flush()
@@ -415,8 +498,7 @@ class SqlProjection:
         not loaded (`payload` None, `payload_bytes` says how big): a listing of tasks
         with big payloads reads only their rows. `get_task` gives the whole task."""
         self.flush()
-        found = self.txn.rows("tasks", _LISTED_FIELDS, _listing(queue, status, agent, title),  # type: ignore[arg-type]
-                              PICK_ORDER_COLUMNS, limit)
+        found = self.txn.rows(*listing_read(queue, status, agent, limit, title))
         return [task_from_row((*r[:_PAYLOAD_AT], None, *r[_PAYLOAD_AT:])) for r in found]
 
     def listing_bounds(self, queue: str | None = None, status: str | None = None,
@@ -430,11 +512,9 @@ class SqlProjection:
         return ready, due  # type: ignore[return-value]
 
     def any_queued(self, queue: str) -> bool:
-        """Whether a task of `queue` is queued: the first entry of the index, no order
-        (in pick order SQLite would sort every queued task of the queue first)."""
+        """Whether a task of `queue` is queued."""
         self.flush()
-        return bool(self.txn.rows("tasks", ("task_id",), [("queue", "=", queue), ("status", "=", "queued")],
-                                  limit=1))
+        return bool(self.txn.rows(*any_queued_read(queue)))
 
     def payloads(self, task_ids: list[int]) -> dict[int, str]:
         """The payload JSON of these tasks."""
@@ -449,31 +529,28 @@ class SqlProjection:
     def doomed(self, limit: int) -> list[TaskView]:
         """Tasks waiting on a task that ended dead or cancelled (they can never run)."""
         self.flush()
-        # status unindexed: read ix_tasks_doomed_by in order, not every waiting task by status
-        found = self.txn.rows("tasks", _TASK_FIELDS, [
-            ("doomed_by", "is not", None), (Unindexed("status"), "in", ("awaiting_approval", "blocked"))],
-            ("doomed_by", "task_id"), limit)
+        found = self.txn.rows(*doomed_read(limit))
         return [task_from_row(r) for r in found]
+
+    def first_deadline(self, queue: str | None = None) -> str | None:
+        """The earliest deadline of the assigned and running tasks (of one queue, or of
+        all): whether any is `overdue` yet."""
+        self.flush()
+        found = self.txn.rows(*first_deadline_read(queue))
+        return found[0][0] if found else None  # type: ignore[return-value]
 
     def overdue(self, now: str, limit: int, queue: str | None = None) -> list[TaskView]:
         """Assignments not started by their `start_by`, and leases past expiry (of one
         queue, or of all)."""
         self.flush()
-        # status unindexed: one ordered range of ix_tasks_due (only holding tasks have a
-        # deadline), rather than two ranges of ix_tasks_deadline and a sort
-        where: list[Any] = [(Unindexed("status"), "in", ("assigned", "running")), ("deadline", "<=", now)]
-        if queue is not None:  # unindexed: still one ordered range of ix_tasks_due, filtered
-            where.append((Unindexed("queue"), "=", queue))
+        where = (*_holding_terms(queue), ("deadline", "<=", now))
         return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where, ("deadline",), limit)]
 
     def running_on(self, host: str, queue: str | None = None) -> list[TaskView]:
         """Running attempts whose exec wrapper lives on `host` (at most the fleet's
         capacity of them), of one queue or of all."""
         self.flush()
-        where: list[Any] = [("status", "=", "running"), ("host", "=", host)]
-        if queue is not None:  # unindexed: a range of ix_tasks_host, not of the whole queue
-            where.append((Unindexed("queue"), "=", queue))
-        return [task_from_row(r) for r in self.txn.rows("tasks", _TASK_FIELDS, where)]
+        return [task_from_row(r) for r in self.txn.rows(*running_on_read(host, queue))]
 
     def ready_backlog(self, now: str) -> tuple[int, str | None]:
         """How many queued tasks may start at `now` (their `not_before` or backoff has
@@ -499,13 +576,8 @@ class SqlProjection:
         return self._first_queued(queue, "ready_at")
 
     def _first_queued(self, queue: str, column: str) -> str | None:
-        """The lowest `column` of the queued tasks of `queue` that have one, read as the
-        first row of an index range in that order: not min(), which PostgreSQL reads as
-        a scan of the whole range when its statistics say the range is small (a table
-        just filled, before its first ANALYZE)."""
         self.flush()
-        found = self.txn.rows("tasks", (column,), [("queue", "=", queue), ("status", "=", "queued"),
-                                                   (column, "is not", None)], (column,), 1)
+        found = self.txn.rows(*first_queued_read(queue, column))
         return found[0][0] if found else None  # type: ignore[return-value]
 
     def candidates(self, queue: str, now: str, limit: int, assignees: list[str] | None = None,
@@ -545,8 +617,7 @@ class SqlProjection:
         """The agents that queued tasks of `queue` are directed at (one step of
         ix_tasks_pick per agent, so ticks query only those)."""
         self.flush()
-        found = self.txn.rows("tasks", ("assignee",), [("queue", "=", queue), ("status", "=", "queued"),
-                                                       ("assignee", "is not", None)], group=("assignee",))
+        found = self.txn.rows(*directed_at_read(queue))
         return {name for (name,) in found}  # type: ignore[misc]
 
     def _candidates(self, queue: str, now: str, limit: int, who: Term,

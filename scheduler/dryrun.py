@@ -6,12 +6,13 @@ run says is what the real run does, as long as nothing else writes in between.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from eventlog.storage.port import Read
     from projections.recorder import Recorder
     from scheduler.workspace import Workspace
 
@@ -25,10 +26,10 @@ class DryRun:
 
 
 @contextmanager
-def writing(ws: Workspace, dry_run: DryRun | None) -> Iterator[Recorder]:
+def writing(ws: Workspace, dry_run: DryRun | None, prefetch: Sequence[Read] = ()) -> Iterator[Recorder]:
     """`ws.write()`, or with `dry_run` the same transaction rolled back at the end, its
     appended events noted in `dry_run.changes` first."""
-    with ws.write(commit=dry_run is None) as recorder:
+    with ws.write(commit=dry_run is None, prefetch=prefetch) as recorder:
         last = recorder.log.last()
         yield recorder
         if dry_run is not None:

@@ -11,8 +11,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from eventlog.storage.port import Read
 from eventlog.timeutil import to_text
-from projections.sql import SqlProjection
+from projections.sql import SqlProjection, directed_at_read, first_queued_read, records_read
 from projections.views import AgentView, TaskView
 from scheduler.config.settings import Settings
 from scheduler.decisions.hours import is_available
@@ -67,6 +68,14 @@ def plan_policy(settings: Settings, config_hash: str = "") -> PlanPolicy:
 
 
 _LAST_PLAN_POLICY: list[tuple[Settings, str, PlanPolicy] | None] = [None]
+
+
+def plan_reads(queue: str, free: Sequence[str]) -> list[Read]:
+    """The reads `gather_and_plan` makes before it reads candidates (the records of the
+    free agents `free`, the front of the queue, the agents its tasks are directed at),
+    as values: a claim asks for them ahead."""
+    return [records_read(free), first_queued_read(queue, "ready_at"), first_queued_read(queue, "due"),
+            directed_at_read(queue)]
 
 
 def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: str,

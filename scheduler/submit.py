@@ -23,7 +23,7 @@ from pydantic import (
 
 from eventlog.errors import BadInput, Refused
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
-from projections.sql import SqlProjection
+from projections.sql import COUNTS, NEXT_TASK_ID, SqlProjection
 from projections.views import OPEN_STATUSES
 from scheduler.config.registry import AgentRegistry
 from scheduler.config.settings import Settings
@@ -196,7 +196,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
         spec.check_sizes(ws.settings, where)
         check_against_fleet(spec, registry, where, types)
     default_attempts = {q: ws.settings.queue_policy(q).max_attempts for q in {s.queue for s in specs}}
-    with writing(ws, dry_run) as recorder:
+    with writing(ws, dry_run, prefetch=[NEXT_TASK_ID, COUNTS]) as recorder:
         views = recorder.views
         next_id = views.next_task_id()
         results: list[Submitted] = []

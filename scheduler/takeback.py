@@ -18,8 +18,10 @@ from eventlog.events import (
     TaskRequeued,
     TaskStarted,
 )
+from eventlog.storage.port import Read
 from eventlog.timeutil import to_text
 from projections.recorder import Recorder
+from projections.sql import first_deadline_read, running_on_read
 from projections.views import AgentView, TaskView
 from scheduler.decisions.policy import settle_failure
 from scheduler.runner import containment
@@ -98,11 +100,20 @@ def take_back(ws: Workspace, recorder: Recorder, task: TaskView, host: str, repo
     recorder.record(events)
 
 
+def take_back_reads(host: str, queue: str | None = None) -> list[Read]:
+    """The reads of `take_back_overdue` and `reap_dead_wrappers` when there is nothing
+    to take back (the usual case), as values: a command asks for them ahead."""
+    return [first_deadline_read(queue), running_on_read(host, queue)]
+
+
 def take_back_overdue(ws: Workspace, recorder: Recorder, host: str, report: TickReport,
                       queue: str | None = None) -> None:
     """Requeue assignments not started by `start_by`; expire leases past their expiry
     (of one queue, or of all)."""
     now_text = to_text(recorder.now)
+    first = recorder.views.first_deadline(queue)
+    if first is None or first > now_text:
+        return  # nothing is overdue: known from one row, a read that can be asked for ahead
     while batch := recorder.views.overdue(now_text, OVERDUE_BATCH, queue):
         for task in batch:
             take_back(ws, recorder, task, host, report)

@@ -23,7 +23,7 @@ from eventlog.events import (
 from eventlog.faults import fault_point
 from eventlog.timeutil import from_text, to_text
 from projections.recorder import Recorder
-from projections.sql import SqlProjection
+from projections.sql import ALL_AGENTS, SqlProjection, directed_at_read, doomed_read, first_queued_read
 from scheduler.config.registry import ControlFile
 from scheduler.gates import (
     GateResult,
@@ -36,7 +36,13 @@ from scheduler.gates import (
 )
 from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
 from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished
-from scheduler.takeback import OVERDUE_BATCH, reap_dead_wrappers, release_out_of_service, take_back_overdue
+from scheduler.takeback import (
+    OVERDUE_BATCH,
+    reap_dead_wrappers,
+    release_out_of_service,
+    take_back_overdue,
+    take_back_reads,
+)
 from scheduler.tick_runs import note_daemon, note_tick, pid_alive
 from scheduler.workspace import Workspace, describe_pause
 
@@ -149,7 +155,13 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     gate_results = run_due_gates(ws, ws.clock.now())  # gates may be slow: no lock held
     starter = ws.starter if ws.starter is not None and ws.starter.alive and not dry_run else None
     handed: Handover = []
-    with ws.write(commit=not dry_run) as recorder:
+    # what a tick reads when it has nothing to take back, and the front of each queue of
+    # the control file, asked for ahead (PostgreSQL: with the lock, in one round trip)
+    reads = [*take_back_reads(host), ALL_AGENTS, doomed_read(OVERDUE_BATCH),
+             *(read for queue in sorted({a.type for a in control.agents})
+               for read in (first_queued_read(queue, "ready_at"), first_queued_read(queue, "due"),
+                            directed_at_read(queue)))]
+    with ws.write(commit=not dry_run, prefetch=reads) as recorder:
         views = recorder.views
         head = recorder.log.last()
         # take back: what is overdue, what lost its wrapper, what waits on the dead

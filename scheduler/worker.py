@@ -26,6 +26,7 @@ from eventlog.events import (
 from eventlog.timeutil import from_text, to_text
 from eventlog.values import check_json, check_text
 from projections.recorder import Recorder
+from projections.sql import task_read
 from projections.views import TaskView
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
@@ -64,9 +65,10 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     the events. First, in its agent type, take back what
     is overdue: a fleet of pull workers with no tick running still recovers from a dead
     worker."""
+    from projections.sql import ALL_AGENTS, agent_read, any_queued_read, listing_read
     from scheduler.gates import closed_gates
-    from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
-    from scheduler.takeback import reap_dead_wrappers, take_back_overdue
+    from scheduler.planning import gather_and_plan, plan_policy, plan_reads, record_config_if_changed
+    from scheduler.takeback import reap_dead_wrappers, take_back_overdue, take_back_reads
     from scheduler.tick import TickReport
     from scheduler.tick_runs import pid_alive
 
@@ -78,9 +80,15 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     if spec.command is not None:
         raise BadInput(f"agent {agent_name!r} has a command: sched runs its tasks itself "
                        "(`sched exec`); only agents without one claim work")
-    with ws.write() as recorder:
+    host = ws.settings.host_name
+    # what a claim reads when it has nothing to take back, asked for ahead (PostgreSQL:
+    # with the lock, in one round trip)
+    reads = [*take_back_reads(host, spec.type), agent_read(agent_name),
+             listing_read(status="assigned", agent=agent_name, limit=1), any_queued_read(spec.type),
+             ALL_AGENTS, *plan_reads(spec.type, [agent_name])]
+    with ws.write(prefetch=reads) as recorder:
         record_config_if_changed(recorder, registry.control)
-        host, cleanup = ws.settings.host_name, TickReport()
+        cleanup = TickReport()
         take_back_overdue(ws, recorder, host, cleanup, queue=spec.type)
         reap_dead_wrappers(ws, recorder, host, pid_alive, cleanup, queue=spec.type)
         views, now = recorder.views, recorder.now  # after the take-backs, which may move it on
@@ -188,7 +196,7 @@ def heartbeat(ws: Workspace, task_id: int, token: str, progress: Progress | None
     `fail` (it ends as cancelled)."""
     if progress is not None:
         progress.check(ws)
-    with ws.write() as recorder:
+    with ws.write(prefetch=[task_read(task_id)]) as recorder:
         return renew_in(ws, recorder, task_id, token, progress, by)
 
 
@@ -209,7 +217,7 @@ def progress(ws: Workspace, task_id: int, token: str, report: Progress, by: str 
     """Record how far the current attempt got; False when it was not recorded because
     the attempt's last progress is too recent (see `progress_min_interval_seconds`)."""
     report.check(ws)
-    with ws.write() as recorder:
+    with ws.write(prefetch=[task_read(task_id)]) as recorder:
         task = _current_attempt(recorder, task_id, token, recorder.now)
         noted = _progress_event(ws, task, report, recorder.now, by)
         recorder.record(noted)
@@ -227,7 +235,7 @@ def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
              log_path: str | None = None, usage: Usage | None = None, by: str | None = None) -> None:
     """Record the success of the current attempt (with its resource use, if measured)."""
     check_json(result, "result", ws.settings.max_payload_bytes)
-    with ws.write() as recorder:
+    with ws.write(prefetch=[task_read(task_id)]) as recorder:
         complete_in(recorder, task_id, token, result, log_path, usage, by)
 
 
@@ -247,7 +255,7 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
          usage: Usage | None = None, by: str | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
     check_text(error, "error", ws.settings.max_message_bytes)
-    with ws.write() as recorder:
+    with ws.write(prefetch=[task_read(task_id)]) as recorder:
         return fail_in(ws, recorder, task_id, token, error, retry=retry, reason=reason,
                        exit_code=exit_code, signal=signal, log_path=log_path, usage=usage, by=by)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from eventlog.errors import DatabaseFault, LogTampered
 from eventlog.layout import SCHEMA_VERSION
-from eventlog.sql_store import SqlStore
+from eventlog.sql_store import LAST_EVENT, SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
-from projections.sql import SqlProjection
+from eventlog.storage.port import Read
+from projections.sql import META, SqlProjection
 from projections.views import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import Settings
@@ -116,14 +117,15 @@ class Workspace:
         return created
 
     @contextmanager
-    def write(self, *, commit: bool = True) -> Iterator[Recorder]:
+    def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[Recorder]:
         """One write transaction; projections caught up before the caller decides, and
         `recorder.now` read from the clock only then, under the write lock, and never
         earlier than the last event: so event time never runs backwards, however the
-        writers interleave."""
+        writers interleave. `prefetch`: the reads the caller is about to make (see
+        `Storage.write`); those of the catch-up are always asked for."""
         from projections.recorder import Recorder
 
-        with self.db.write(commit=commit) as txn:
+        with self.db.write(commit=commit, prefetch=(META, LAST_EVENT, *prefetch)) as txn:
             recorder = Recorder(SqlStore(txn), SqlProjection(txn))
             recorder.catch_up()  # on SQLite its first read takes the write lock (BEGIN IMMEDIATE)
             last = recorder.log.last()

@@ -233,12 +233,18 @@ class SqlTransaction:
 
     def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
              order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:
+        return self._all(*self.select(table, columns, where, order, limit, group))
+
+    def select(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
+               order: Sequence[str] = (), limit: int | None = None,
+               group: Sequence[str] = ()) -> tuple[str, list[object]]:
+        """The statement of a `rows` read in this adapter's dialect, and its parameters."""
         sql = rows_sql(self.mark, table, tuple(columns), term_shapes(where), tuple(order),
                        limit is not None, tuple(group), self.hint, self.fold)
         params = term_params(where)
         if limit is not None:
             params.append(limit)
-        return self._all(sql, params)
+        return sql, params
 
     def delete(self, table: str, where: Sequence[Term]) -> None:
         cursor = self._driver().cursor()

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # the port itself loads no SQLAlchemy: the quick commands never need it
     from sqlalchemy import ColumnElement, Table
@@ -40,6 +40,19 @@ class Unindexed(str):
     `Transaction.unindexed`: a hint where the engine's planner needs one)."""
 
     __slots__ = ()
+
+
+class Read(NamedTuple):
+    """A read as a value: the arguments of `Transaction.rows`, so that a command can
+    name the reads it is about to make before it makes them (`Storage.write`'s
+    `prefetch`); `txn.rows(*read)` makes it."""
+
+    table: str
+    columns: tuple[str, ...]
+    where: tuple[Term, ...] = ()
+    order: tuple[str, ...] = ()
+    limit: int | None = None
+    group: tuple[str, ...] = ()
 
 
 class Transaction(Protocol):
@@ -116,9 +129,15 @@ class Storage(Protocol):
     location: str  # what messages name: the file, or the URL without its password
     read_only: bool
 
-    def write(self, *, commit: bool = True) -> AbstractContextManager[Transaction]:
+    def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()
+              ) -> AbstractContextManager[Transaction]:
         """The single-writer transaction, committed when the block returns (rolled back
-        with `commit=False` or if it raises)."""
+        with `commit=False` or if it raises). `prefetch`: reads the transaction is
+        likely to make, asked for ahead where each read costs a round trip to a server
+        (PostgreSQL: sent with the lock, all in one); a `rows` call with the same
+        arguments, until the transaction writes, is answered from them. An engine whose
+        reads cost no round trip (SQLite) ignores them. A read named and never made
+        costs the server its work, nothing else."""
         ...
 
     def read(self) -> AbstractContextManager[Transaction]:

@@ -35,11 +35,10 @@ from eventlog.storage.base import (
     SqlTransaction,
     delete_sql,
     quiet_pool_interrupts,
-    select_sql,
     term_params,
     term_shapes,
 )
-from eventlog.storage.port import Row, Term
+from eventlog.storage.port import Read, Row, Term
 from eventlog.storage.types import Int64
 
 # psycopg warns on stderr when it cannot end a pipeline on a lost connection: the error
@@ -75,12 +74,40 @@ class PostgresTransaction(SqlTransaction):
     # letters only, as SQLite's LIKE does, so both engines select the same rows
     fold = "translate({}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
 
-    def __init__(self, session: Session, locked_at: datetime | None = None) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.wake_seq: int | None = None
-        self.locked_at = locked_at  # a writer's: the server's time once it held the lock
+        self.locked_at: datetime | None = None  # a writer's: the server's time once it held the lock
         self._pending: list[tuple[str, Sequence[Row]]] = []
         self.written: dict[str, int] = {}  # rows inserted or upserted, per table
+        # the answers of the reads asked for ahead, by statement and parameters: good
+        # until the transaction writes (dropped at its first write)
+        self._ahead: dict[tuple[str, tuple[object, ...]], list[Row]] = {}
+
+    def lock(self, busy_timeout_ms: int, prefetch: Sequence[Read] = ()) -> None:
+        """BEGIN, the lock timeout, the writers' lock, the time once it is held, then the
+        reads asked for ahead: one round trip (OFFSET 0 keeps the lock's subquery from
+        being merged into the outer one, so it runs first; each read after it sees
+        every commit of the writer before)."""
+        driver = self._driver()
+        reads = [self.select(*read) for read in prefetch]
+        cursors = [driver.cursor() for _ in range(len(reads) + 2)]
+        try:
+            with driver.pipeline():
+                cursors[0].execute(f"SET LOCAL lock_timeout = {int(busy_timeout_ms)}")
+                cursors[1].execute(_LOCK_THEN_TIME)
+                for cursor, (sql, params) in zip(cursors[2:], reads, strict=True):
+                    cursor.execute(sql, params)
+            self.locked_at = cursors[1].fetchone()[0]
+            for cursor, (sql, params) in zip(cursors[2:], reads, strict=True):
+                self._ahead[(sql, tuple(params))] = cursor.fetchall()
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    def forget_ahead(self) -> None:
+        """The transaction writes: what was read ahead may no longer be so."""
+        self._ahead.clear()
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self.written[table] = self.written.get(table, 0) + len(rows)
@@ -95,18 +122,19 @@ class PostgresTransaction(SqlTransaction):
     # the server in one round trip (a pipeline) before the next statement that reads,
     # or with the commit.
     def _many(self, sql: str, rows: Sequence[Row]) -> None:
+        self._ahead.clear()
         self._pending.append((sql, rows))
 
-    def send_writes(self, *then: tuple[str, Sequence[Row]]) -> None:
+    def send_writes(self, *then: tuple[str, Sequence[Row]], commit: bool = False) -> None:
         """Send the waiting writes (and the statements `then`, with their rows of
-        parameters) in one round trip."""
-        if self._pending or then:
-            self._send([*self._pending, *then])
+        parameters; with `commit`, then COMMIT) in one round trip."""
+        if self._pending or then or commit:
+            self._send([*self._pending, *then], commit=commit)
 
     def _send(self, statements: list[tuple[str, Sequence[Row]]],
-              read: tuple[str, Sequence[object]] | None = None) -> list[Row]:
+              read: tuple[str, Sequence[object]] | None = None, *, commit: bool = False) -> list[Row]:
         """The waiting writes, then `statements`, then the query `read` (its rows are
-        returned), in one pipeline: one round trip."""
+        returned) or COMMIT, in one pipeline: one round trip."""
         self._pending = []
         driver = self._driver()
         with driver.cursor() as writes, driver.cursor() as reads:
@@ -115,15 +143,20 @@ class PostgresTransaction(SqlTransaction):
                     writes.executemany(sql, rows)
                 if read is not None:
                     reads.execute(*read)
+                if commit:
+                    driver.commit()
             return reads.fetchall() if read is not None else []
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
+        if self._ahead and (found := self._ahead.get((sql, tuple(params)))) is not None:
+            return list(found)
         if not self._pending:
             return super()._all(sql, params)
         return self._send(self._pending, (sql, params))
 
     def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
-        found = self._all(select_sql(self.mark, table, tuple(columns), key), (value,))
+        # the statement of `rows`, so that a point read can be asked for ahead too
+        found = self.rows(table, columns, [(key, "=", value)])
         return found[0] if found else None
 
     def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
@@ -131,8 +164,7 @@ class PostgresTransaction(SqlTransaction):
         return super().fetch_all(table, columns)
 
     def delete(self, table: str, where: Sequence[Term]) -> None:
-        sql = delete_sql(self.mark, table, term_shapes(where), self.fold)
-        self._pending.append((sql, [term_params(where)]))
+        self._many(delete_sql(self.mark, table, term_shapes(where), self.fold), [term_params(where)])
 
     def server_time(self) -> datetime | None:
         # clock_timestamp(), not now(): now() is when the transaction began, before
@@ -268,30 +300,14 @@ class PostgresStorage:
             raise DatabaseFault(f"{self.location}: {str(e).splitlines()[0]}") from e
 
     @contextmanager
-    def write(self, *, commit: bool = True) -> Iterator[PostgresTransaction]:
+    def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard(), Session(self._writer) as session:
             connection = session.connection()
-            driver = connection.connection.driver_connection
+            txn = PostgresTransaction(session)
             try:
-                # BEGIN, the lock timeout, the lock, then the time: one round trip (OFFSET
-                # 0 keeps the lock's subquery from being merged into the outer one, so it
-                # runs first)
-                with driver.cursor() as timeout, driver.cursor() as lock:
-                    with driver.pipeline():
-                        timeout.execute(f"SET LOCAL lock_timeout = {self.busy_timeout_ms}")
-                        lock.execute(_LOCK_THEN_TIME)
-                    locked_at = lock.fetchone()[0]
-                txn = PostgresTransaction(session, locked_at)
+                txn.lock(self.busy_timeout_ms, prefetch)  # and the reads asked for ahead
                 connection.info["sched_txn"] = txn  # its statements send the waiting writes first
                 yield txn
-                if commit:
-                    # the waiting writes and the wake-up (delivered at commit, once per
-                    # transaction) in one round trip; the seq is a parameter, so the
-                    # statement is the same every time (psycopg prepares it once, where a
-                    # NOTIFY with the seq written in was prepared, and later deallocated,
-                    # at every commit)
-                    txn.send_writes(*([("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
-                                      if txn.wake_seq is not None else []))
             except BaseException:
                 connection.info.pop("sched_txn", None)
                 session.rollback()
@@ -302,10 +318,19 @@ class PostgresStorage:
                 return
             fault_point("before_commit")
             try:
-                session.commit()
+                # the waiting writes, the wake-up (delivered at commit, once per
+                # transaction) and COMMIT in one round trip; the seq is a parameter, so
+                # the statement is the same every time (psycopg prepares it once, where a
+                # NOTIFY with the seq written in was prepared, and later deallocated, at
+                # every commit)
+                txn.send_writes(*([("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
+                                  if txn.wake_seq is not None else []), commit=True)
+                session.commit()  # (the driver's transaction has ended: no round trip)
             except (DBAPIError, psycopg.Error) as e:
-                if connection_lost(e):
+                if connection_lost(e):  # the COMMIT may have reached the server, or not
+                    connection.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
                     raise unknown_outcome(self.location, e) from e
+                session.rollback()
                 raise
         if any(rows >= ANALYZE_AFTER_ROWS for rows in txn.written.values()):
             self._refresh_statistics(txn.written)
@@ -344,9 +369,11 @@ class PostgresStorage:
 
 def _send_writes_first(conn: Any, *_: Any) -> None:
     """Before a statement of SQLAlchemy's runs in a write transaction, the writes
-    waiting there go to the server, so that it sees them."""
+    waiting there go to the server, so that it sees them (and, as it may write, what
+    was read ahead is forgotten)."""
     txn = conn.info.get("sched_txn")
     if txn is not None:
+        txn.forget_ahead()
         txn.send_writes()
 
 

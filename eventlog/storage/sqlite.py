@@ -36,6 +36,7 @@ from urllib.parse import quote
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
+from eventlog.storage.port import Read
 from eventlog.storage.writer_lock import TurnNotGiven, writer_turn
 
 if TYPE_CHECKING:
@@ -417,11 +418,12 @@ class SqliteStorage:
             raise
 
     @contextmanager
-    def write(self, *, commit: bool = True) -> Iterator[SqliteTransaction]:
+    def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[SqliteTransaction]:
         """One `BEGIN IMMEDIATE` transaction, in the writers' turn (`writer_turn`: sched's
         writers queue on a lock file and wait at most the busy timeout, then decide
         alone), committed when the block returns (rolled back instead with
-        `commit=False`, or if the block raises)."""
+        `commit=False`, or if the block raises). `prefetch` is not needed: a read
+        here costs no round trip, so each is made when asked for."""
         if self.read_only:
             raise DatabaseFault(f"{self.path}: the database is read-only (read-only media or no "
                                 "write permission): this command writes; a retry will not help "

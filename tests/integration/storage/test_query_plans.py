@@ -52,6 +52,8 @@ QUERIES = {
     "missed due times": r"FROM tasks WHERE tasks\.due_watch <= \? AND tasks\.due_missed_at IS NULL",
     "agents with directed work": r"SELECT tasks\.assignee FROM tasks .*GROUP BY tasks\.assignee",
     "overdue": r"FROM tasks WHERE \+?tasks\.status IN \(.*\) AND tasks\.deadline <= \?",
+    "first deadline": r"SELECT tasks\.deadline FROM tasks WHERE \+?tasks\.status IN \(.*\) "
+                      r".*tasks\.deadline IS NOT NULL ORDER BY tasks\.deadline LIMIT",
     "doomed": r"FROM tasks WHERE tasks\.doomed_by IS NOT NULL",
     "running on a host": r"FROM tasks WHERE tasks\.status = \? AND tasks\.host = \?",
     "claim: the best task the agent holds": r"FROM tasks WHERE tasks\.status = \? AND tasks\.agent = \?",
@@ -71,7 +73,7 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
         seen.append((statement, parameters))
 
     driver_read, driver_fetch_one = SqlTransaction._all, SqlTransaction.fetch_one
-    pg_send = PostgresTransaction._send
+    pg_send, pg_lock = PostgresTransaction._send, PostgresTransaction.lock
 
     def read(txn, sql, params):  # type: ignore[no-untyped-def]
         seen.append((sql, tuple(params)))
@@ -81,21 +83,29 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
         seen.append((select_sql(txn.mark, table, tuple(columns), key), (value,)))
         return driver_fetch_one(txn, table, columns, key, value)
 
-    def send(txn, statements, read=None):  # type: ignore[no-untyped-def]
+    def send(txn, statements, read=None, **options):  # type: ignore[no-untyped-def]
         if read is not None:  # a read sent after waiting writes, in their pipeline
             seen.append((read[0], tuple(read[1])))
-        return pg_send(txn, statements, read)
+        return pg_send(txn, statements, read, **options)
+
+    def lock(txn, busy_timeout_ms, prefetch=()):  # type: ignore[no-untyped-def]
+        for ahead in prefetch:  # reads asked for ahead: sent with the lock
+            sql, params = txn.select(*ahead)
+            seen.append((sql, tuple(params)))
+        return pg_lock(txn, busy_timeout_ms, prefetch)
 
     event.listen(engine, "before_cursor_execute", listener)
     SqlTransaction._all = read  # type: ignore[method-assign]
     SqlTransaction.fetch_one = fetch_one  # type: ignore[method-assign]
     PostgresTransaction._send = send  # type: ignore[method-assign]
+    PostgresTransaction.lock = lock  # type: ignore[method-assign]
     try:
         yield seen
     finally:
         SqlTransaction._all = driver_read  # type: ignore[method-assign]
         SqlTransaction.fetch_one = driver_fetch_one  # type: ignore[method-assign]
         PostgresTransaction._send = pg_send  # type: ignore[method-assign]
+        PostgresTransaction.lock = pg_lock  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", listener)
 
 

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from eventlog.errors import DatabaseBusy, DatabaseError, ForeignDatabase
 from eventlog.events import TaskSubmitted
 from eventlog.schema import SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
+from eventlog.storage.port import Read
 from eventlog.store import first_broken_link
 from projections.tables import QueueCountRow, TaskRow
 from tests.conftest import fresh_storage, opened_storage
@@ -156,6 +157,30 @@ def test_upsert_replaces_or_adds_and_the_point_read_finds_it(new_database):
         assert sorted(txn.fetch_all("projection_meta", ("key", "value"))) == [("j", "new"), ("k", "two")]
         big = txn.session.execute(select(QueueCountRow.count).where(QueueCountRow.queue == "dev")).scalar()
         assert big == 5
+
+
+def test_a_read_asked_for_ahead_answers_as_the_database_stands_until_the_writer_writes(new_database):
+    """`prefetch` changes no answer: a read asked for ahead gives what the database
+    holds, and after the transaction's own writes (through the port or SQLAlchemy)
+    what it holds then."""
+    db = fresh_storage(new_database())
+    counts = Read("queue_counts", ("queue", "status", "count"), (("queue", "=", "dev"),))
+    point = Read("projection_meta", ("key", "value"), (("key", "=", "k"),))
+    with db.write() as txn:
+        txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"), [("dev", "queued", 1)])
+    with db.write(prefetch=[counts, point]) as txn:
+        assert txn.rows(*counts) == [("dev", "queued", 1)] and txn.rows(*counts) == [("dev", "queued", 1)]
+        assert txn.fetch_one("projection_meta", ("key", "value"), "key", "k") is None
+        txn.upsert("queue_counts", ("queue", "status", "count"), ("queue", "status"), [("dev", "queued", 2)],
+                   add=("count",))
+        txn.insert("projection_meta", ("key", "value"), [("k", "v")])
+        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 3)]
+        assert tuple(txn.fetch_one("projection_meta", ("key", "value"), "key", "k")) == ("k", "v")
+    with db.write(prefetch=[counts]) as txn:  # the reads of a writer that writes with SQLAlchemy
+        txn.session.execute(update(QueueCountRow).where(QueueCountRow.queue == "dev").values(count=7))
+        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
+    with db.write(prefetch=[counts], commit=False) as txn:
+        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
 
 
 def test_counts_ids_and_sizes_hold_64_bit_values(new_database):
