@@ -167,7 +167,8 @@ def _listing(queue: str | None, status: str | None, agent: str | None, title: st
 # (`Workspace.write`'s `prefetch`); the methods below make the same reads.
 
 def task_read(task_id: int) -> Read:
-    """`get_task`'s read (as the point read the adapters' `fetch_one` makes)."""
+    """`get_task`'s point read, as PostgreSQL's `fetch_one` makes it (as this `rows`
+    read, so that it can be asked for ahead; SQLite needs no read ahead)."""
     return Read("tasks", tuple(_TASK_FIELDS), (("task_id", "=", task_id),))
 
 
@@ -176,7 +177,7 @@ COUNTS = Read("queue_counts", ("queue", "status", "count"))
 
 
 def agent_read(name: str) -> Read:
-    """`get_agent`'s read (as the point read the adapters' `fetch_one` makes)."""
+    """`get_agent`'s point read, as PostgreSQL's `fetch_one` makes it (see `task_read`)."""
     return Read("agents", tuple(_AGENT_FIELDS), (("name", "=", name),))
 
 
