@@ -19,12 +19,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from sqlalchemy import Column, MetaData, String, Table, create_engine, event, func, inspect, select
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
@@ -55,6 +56,8 @@ _LOCK_THEN_TIME = (f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock
 # commit (autovacuum's threshold; autovacuum itself would only do it at its next round)
 ANALYZE_AFTER_ROWS = 1_000
 ANALYZE_SHARE = 0.1
+# set while a writer takes a connection from the pool: it is not pinged (see `_ping_readers`)
+_WRITER_CHECKOUT: ContextVar[bool] = ContextVar("sched_writer_checkout", default=False)
 # the mark of a sched database: which version of sched's tables it holds
 _MARK = Table("sched_schema", MetaData(), Column("application", String, primary_key=True),
               Column("version", Int64, nullable=False))
@@ -225,10 +228,9 @@ class PostgresStorage:
             # statement belongs to one server connection, and a pooler in transaction
             # mode (PgBouncer before 1.21) hands each transaction whichever it has free
             connect_args["prepare_threshold"] = None
-        # pre-ping: a connection the server dropped (a restart) is replaced, not used
-        self.engine = create_engine(engine_url(url), pool_pre_ping=True, pool_size=2, max_overflow=8,
-                                    connect_args=connect_args)
+        self.engine = create_engine(engine_url(url), pool_size=2, max_overflow=8, connect_args=connect_args)
         quiet_pool_interrupts()
+        event.listen(self.engine, "checkout", _ping_readers)
         event.listen(self.engine, "before_cursor_execute", _send_writes_first)
         self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",
                                                      postgresql_readonly=True)
@@ -299,13 +301,35 @@ class PostgresStorage:
         except SQLAlchemyError as e:
             raise DatabaseFault(f"{self.location}: {str(e).splitlines()[0]}") from e
 
+    def _locked(self, session: Session, prefetch: Sequence[Read]) -> PostgresTransaction:
+        """The session's transaction, holding the writers' lock (and the reads asked for
+        ahead). Its connection is taken from the pool unpinged: a dead one (the server
+        restarted since it was used) fails in this first round trip, before anything is
+        written, and is replaced by a pinged one for a second try."""
+        unpinged = _WRITER_CHECKOUT.set(True)
+        try:
+            connection = session.connection()
+        finally:
+            _WRITER_CHECKOUT.reset(unpinged)
+        txn = PostgresTransaction(session)
+        try:
+            txn.lock(self.busy_timeout_ms, prefetch)
+            return txn
+        except psycopg.OperationalError:
+            if not txn._driver().broken:
+                raise  # (a lock timeout, on a live connection)
+        connection.invalidate()
+        session.close()  # (its transaction ended with the connection)
+        txn = PostgresTransaction(session)  # the session takes a connection anew, pinged
+        txn.lock(self.busy_timeout_ms, prefetch)
+        return txn
+
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard(), Session(self._writer) as session:
+            txn = self._locked(session, prefetch)
             connection = session.connection()
-            txn = PostgresTransaction(session)
             try:
-                txn.lock(self.busy_timeout_ms, prefetch)  # and the reads asked for ahead
                 connection.info["sched_txn"] = txn  # its statements send the waiting writes first
                 yield txn
             except BaseException:
@@ -365,6 +389,23 @@ class PostgresStorage:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _ping_readers(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """The pool's check-out: a reader's connection is pinged (one round trip) and, if
+    the server dropped it (a restart), every connection pooled before is replaced.
+    A writer's is not: its first round trip, the lock's, tells it (`_locked`)."""
+    if _WRITER_CHECKOUT.get():
+        return
+    try:
+        dbapi_connection.autocommit = True  # (no transaction left open: one round trip)
+        try:
+            dbapi_connection.execute("SELECT 1")
+        finally:
+            if not dbapi_connection.closed:
+                dbapi_connection.autocommit = False
+    except psycopg.Error as e:
+        raise InvalidatePoolError(str(e).strip() or type(e).__name__) from e
 
 
 def _send_writes_first(conn: Any, *_: Any) -> None:
