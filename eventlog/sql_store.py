@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from eventlog.errors import ConcurrencyConflict
 from eventlog.layout import EVENT_COLUMNS
 from eventlog.storage.port import Read, Transaction
-from eventlog.store import GENESIS_HASH, Recorded, seal_after
+from eventlog.store import GENESIS_HASH, Recorded, new_record, seal_after
 
 if TYPE_CHECKING:
     from eventlog.events import Event
@@ -30,7 +30,7 @@ def _record(row: Sequence[object]) -> Recorded:
     names its seq."""
     if bytes in map(type, row):
         row = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
-    return Recorded(*row)  # type: ignore[arg-type]
+    return new_record(*row)
 
 
 class SqlStore:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from eventlog.errors import ConcurrencyConflict, LogTampered
+from eventlog.frozen import constructor
 from eventlog.timeutil import from_text, to_text
 
 if TYPE_CHECKING:  # the event models are loaded by what parses or seals events, not by reads
@@ -55,6 +56,9 @@ class Recorded:
                                        self.schema_version, self.recorded_at, self.data)
 
 
+new_record = constructor(Recorded)  # `Recorded(...)`, quicker (a replay reads millions)
+
+
 def chain_hash(prev_hash: str, seq: int, stream_id: str, type_: str, version: int,
                recorded_at: str, data: str) -> str:
     """The hash linking one stored event to its predecessor."""
@@ -87,8 +91,8 @@ def seal(events: Sequence[Event], at: str, last_seq: int, last_hash: str) -> lis
         version = current_version(event.type)  # type: ignore[attr-defined]
         digest = chain_hash(last_hash, seq, event.stream_id, event.type,  # type: ignore[attr-defined]
                             version, at, data)
-        sealed.append(Recorded(seq, event.stream_id, event.type,  # type: ignore[attr-defined]
-                               version, at, data, last_hash, digest, event))
+        sealed.append(new_record(seq, event.stream_id, event.type,  # type: ignore[attr-defined]
+                                  version, at, data, last_hash, digest, event))
         last_hash = digest
     return sealed
 

@@ -39,6 +39,7 @@ from eventlog.events import (
     TokenCreated,
     TokenRevoked,
 )
+from eventlog.frozen import constructor
 from eventlog.timeutil import from_text, to_text
 from projections.views import (
     FINAL_STATUSES,
@@ -50,6 +51,8 @@ from projections.views import (
     TokenView,
     evolve,
 )
+
+_new_task = constructor(TaskView)
 
 # built once: json.dumps with these options builds an encoder per call
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
@@ -63,7 +66,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
     """The task after `event`, recorded as `seq` at time `at`."""
     if isinstance(event, TaskSubmitted):
         payload = canonical_json(event.payload)
-        return TaskView(
+        return _new_task(
             task_id=event.task_id, queue=event.queue, title=event.title,
             priority=event.priority, assignee=event.assignee,
             payload=payload, payload_bytes=len(payload.encode("utf-8", "surrogateescape")),

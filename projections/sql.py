@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import DamagedProjection
+from eventlog.frozen import constructor
 from eventlog.storage.port import Read, Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
 
@@ -62,6 +63,7 @@ def __getattr__(name: str) -> object:
 _TASK_TUPLES_AT = tuple(_TASK_FIELDS.index(name) for name in _TUPLE_FIELDS)
 _CANCELLING_AT = _TASK_FIELDS.index("cancelling")
 _task_values = attrgetter(*_TASK_FIELDS)
+_new_task, _new_agent = constructor(TaskView), constructor(AgentView)
 
 
 def _json_tuple(text: object) -> tuple[object, ...]:
@@ -82,7 +84,7 @@ def task_from_row(row: Iterable[object]) -> TaskView:
                 "JSON list): `sched replay --verify` shows what differs; `sched rebuild` rebuilds "
                 "the projections from the log") from e
     values[_CANCELLING_AT] = bool(values[_CANCELLING_AT])  # SQLite stores booleans as 0/1
-    return TaskView(*values)  # type: ignore[arg-type]
+    return _new_task(*values)
 
 
 def agent_from_row(row: Iterable[object]) -> AgentView:
@@ -95,7 +97,7 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
             raise DamagedProjection(
                 f"the row of agent {values['name']} in the agents table is damaged ({name} is not a "
                 "JSON list): `sched rebuild` rebuilds the projections from the log") from e
-    return AgentView(**values)  # type: ignore[arg-type]
+    return _new_agent(**values)
 
 
 def _json_list(values: tuple[object, ...]) -> str:

@@ -192,7 +192,25 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     capability the task requires and `now` is within its working hours. `explain=False`
     leaves out the recorded decision (`sched simulate` needs only who gets what, a
     hundred thousand times)."""
-    from eventlog.events import AssignmentDecision, TaskAssigned
+    from eventlog.events import AssignmentDecision, CandidateAgent, PassedOverAgent, TaskAssigned
+
+    # the parts of the decisions, each built once: from one decision to the next most
+    # candidates and passed-over agents are the same (only the agent that took the last
+    # task changed), and a part given built is not validated again
+    candidates_made: dict[tuple[str, int, int, float, float], CandidateAgent] = {}
+    passed_made: dict[tuple[str, str], PassedOverAgent] = {}
+
+    def candidate(slot: Slot, success_rate: float) -> CandidateAgent:
+        key = (slot.name, slot.free, slot.load, success_rate, slot.weight)
+        if (made := candidates_made.get(key)) is None:
+            made = candidates_made[key] = CandidateAgent(agent=slot.name, free=slot.free, load=slot.load,
+                                                         success_rate=success_rate, weight=slot.weight)
+        return made
+
+    def passed(name: str, why: str) -> PassedOverAgent:
+        if (made := passed_made.get((name, why))) is None:
+            made = passed_made[name, why] = PassedOverAgent(agent=name, why=why)
+        return made
 
     now_text = to_text(now)
     start_by = now + timedelta(seconds=policy.start_deadline_seconds)
@@ -234,15 +252,13 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
                                                           attempt=task.attempt + 1, start_by=start_by))
             continue
         passed_over += [(name, "disabled or not in the control file") for name in off.get(task.queue, ())]
-        # validated from plain values in one call (pydantic's core does the nesting: three
-        # times quicker than building each part in Python); a tick makes a thousand
+        # validated in one call, of parts built once (above); a tick makes a thousand
         decision = AssignmentDecision.model_validate({
             "priority": task.priority, "effective_priority": effective_priority(task, now, policy),
             "waited_seconds": round(waited_seconds(task, now), 6),
-            "candidates": [{"agent": s.name, "free": s.free, "load": s.load, "success_rate": rate[s.name],
-                            "weight": s.weight} for s in ranked],
+            "candidates": [candidate(s, rate[s.name]) for s in ranked],
             "candidates_total": eligible,
-            "passed_over": [{"agent": name, "why": why} for name, why in passed_over[:DECISION_LIST_CAP]],
+            "passed_over": [passed(name, why) for name, why in passed_over[:DECISION_LIST_CAP]],
             "passed_over_total": len(passed_over), "policy_hash": policy.fingerprint_of(task.queue),
             "config_hash": policy.config_hash, "via": "tick" if policy.claimant is None else "claim"})
         _take(slot, standings.get(task.queue, {}).values())

@@ -11,7 +11,7 @@ CORE = ["projections/fold.py", "projections/views.py", "projections/apply.py",
         "projections/figures.py", "scheduler/decisions/plan.py", "scheduler/decisions/ranking.py",
         "scheduler/decisions/fit.py", "scheduler/whatif/sketch.py",
         "scheduler/decisions/hours.py", "scheduler/decisions/policy.py", "eventlog/events.py",
-        "eventlog/store.py", "eventlog/errors.py", "eventlog/timeutil.py"]
+        "eventlog/store.py", "eventlog/errors.py", "eventlog/timeutil.py", "eventlog/frozen.py"]
 ALLOWED_THIRD_PARTY = {"pydantic"}
 CORE_MODULES = {p.removesuffix(".py").replace("/", ".") for p in CORE}
 FORBIDDEN_STDLIB = {"os", "sqlite3", "subprocess", "socket", "random", "time", "uuid", "secrets"}
