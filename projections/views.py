@@ -39,7 +39,7 @@ _SHAPES: dict[type, tuple[Any, dict[str, int], Callable[..., Any]]] = {}
 
 def evolve(view: V, **changes: object) -> V:
     """The view with `changes`: what `dataclasses.replace` gives, in a fraction of the
-    time (a 45-field `TaskView` is rebuilt at every event a fold applies, six times in
+    time (a 40-field `TaskView` is rebuilt at every event a fold applies, six times in
     a claim). Every field of a view is an `__init__` argument, in order."""
     cls = type(view)
     shape = _SHAPES.get(cls)
