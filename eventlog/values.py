@@ -91,14 +91,13 @@ def json_problem(value: Any, depth: int = 0) -> str | None:
     return None
 
 
-# built once: json.dumps with these options builds an encoder per call (a batch
-# submit measures every payload)
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def encoded_size(value: Any) -> int:
-    """Bytes of the value's JSON as the log stores it (UTF-8, compact)."""
-    return len(_COMPACT.encode(value).encode("utf-8"))
+    """Bytes of the value's JSON as the log stores it: an event's fields are dumped by
+    pydantic's serializer (`dump_event`), whose JSON this is (UTF-8, compact; a float's
+    exponent written `1e-7`, where `json` writes `1e-07`). A value `json_problem` passes."""
+    from pydantic_core import to_json  # (loaded already wherever a payload is checked)
+
+    return len(to_json(value))
 
 
 def check_json(value: Any, where: str, max_bytes: int | None = None) -> Any:
