@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from eventlog.events import Event
+from eventlog.events import Event, LeaseRenewed, TaskAssigned, TaskProgressed, TaskStarted
 from eventlog.faults import fault_point
 from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
@@ -53,10 +53,34 @@ class Recorder:
         if when is None:
             raise ValueError("Recorder.record: no time (the recorder was not opened by Workspace.write)")
         sealed = self.log.append(events, when)
-        if sealed:  # waiting processes hear of it at commit (one notice per transaction)
+        if sealed and wakes(events):  # waiting processes hear of it at commit (one notice per transaction)
             self.log.txn.notify(sealed[-1].seq)
         fault_point("after_append")
         for rec in sealed:
             apply(self.views, rec)
         self.views.flush()
         return sealed
+
+
+# what an attempt under way records: its start, its lease, its progress. Nothing another
+# process could act on (no task to assign or start, no slot freed)
+_UNDER_WAY = (TaskStarted, LeaseRenewed, TaskProgressed)
+
+
+def wakes(events: Sequence[Event]) -> bool:
+    """Whether appending `events` may leave work for another process: a task to assign or
+    start, a slot freed, the fleet or a gate changed (PostgreSQL then notifies the
+    daemons and the waiting claims). Anything does but an attempt under way, and an
+    assignment started in the same transaction (a pull worker's claim) is under way.
+    Those are the frequent commits (every heartbeat): they wake nobody for nothing."""
+    started: set[tuple[int, str]] | None = None
+    for event in events:
+        if isinstance(event, _UNDER_WAY):
+            continue
+        if isinstance(event, TaskAssigned):
+            if started is None:
+                started = {(e.task_id, e.agent) for e in events if isinstance(e, TaskStarted)}
+            if (event.task_id, event.agent) in started:
+                continue
+        return True
+    return False

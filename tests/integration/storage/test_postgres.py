@@ -147,6 +147,30 @@ def test_wake_ups_behind_pgbouncer_come_through_the_listen_url(tmp_path, pg_url,
         ws.close()
 
 
+def test_only_a_commit_that_leaves_work_wakes_the_listeners(tmp_path, pg_url):
+    """A submit and a completion (a slot freed) wake daemons and waiting claims; an
+    attempt under way (a pull worker's claim, its heartbeats, its progress) wakes none.
+    Notifications arrive in commit order, so the first one heard after those is the
+    next submit's, and nothing has to be waited for to see that none came."""
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title="first"), TaskSpec(queue="dev", title="second")])
+    assert worker.claim(ws, "ann") is not None  # the fleet's first record (a change: it wakes)
+    listener = ws.db.wakeups()
+    try:
+        assert listener.wait(0.01) is None  # listening, nothing yet
+        claimed = worker.claim(ws, "ann")
+        assert claimed is not None
+        task_id = claimed.task.task_id
+        worker.heartbeat(ws, task_id, claimed.token, worker.Progress(percent=50, message="half"))
+        submit(ws, [TaskSpec(queue="dev", title="third")])
+        assert listener.wait(10) == queries.status(ws)["last_seq"]  # the submit's, not the claim's
+        worker.complete(ws, task_id, claimed.token)
+        assert listener.wait(10) == queries.status(ws)["last_seq"]
+    finally:
+        listener.close()
+        ws.close()
+
+
 class SkewedClock(SystemClock):
     """A host whose clock is an hour fast."""
 
