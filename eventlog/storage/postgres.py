@@ -49,8 +49,12 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 # pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
 WRITER_LOCK = 0x53434844
 NOTIFY_CHANNEL = "sched"
-_LOCK_THEN_TIME = (f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) OFFSET 0) "
-                   "AS locked")
+# the lock timeout set for the transaction, then the writers' lock, then the time once it
+# is held: one statement (each OFFSET 0 keeps a subquery from being merged into the one
+# around it, so the innermost runs first)
+_TIMEOUT_LOCK_TIME = ("SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({lock}) FROM "
+                      "(SELECT set_config('lock_timeout', '{timeout_ms}', true) OFFSET 0) AS timeout "
+                      "OFFSET 0) AS locked")
 # a write transaction that wrote at least this many rows to a table, and more than this
 # share of the rows the planner's statistics of the table describe, ANALYZEs it after its
 # commit (autovacuum's threshold; autovacuum itself would only do it at its next round)
@@ -88,21 +92,20 @@ class PostgresTransaction(SqlTransaction):
         self._ahead: dict[tuple[str, tuple[object, ...]], list[Row]] = {}
 
     def lock(self, busy_timeout_ms: int, prefetch: Sequence[Read] = ()) -> None:
-        """BEGIN, the lock timeout, the writers' lock, the time once it is held, then the
-        reads asked for ahead: one round trip (OFFSET 0 keeps the lock's subquery from
-        being merged into the outer one, so it runs first; each read after it sees
-        every commit of the writer before)."""
+        """BEGIN, then the lock timeout, the writers' lock and the time once it is held
+        (one statement: `_TIMEOUT_LOCK_TIME`), then the reads asked for ahead: one
+        round trip (each read sees every commit of the writer before)."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
-        cursors = [driver.cursor() for _ in range(len(reads) + 2)]
+        cursors = [driver.cursor() for _ in range(len(reads) + 1)]
         try:
             with driver.pipeline():
-                cursors[0].execute(f"SET LOCAL lock_timeout = {int(busy_timeout_ms)}")
-                cursors[1].execute(_LOCK_THEN_TIME)
-                for cursor, (sql, params) in zip(cursors[2:], reads, strict=True):
+                cursors[0].execute(_TIMEOUT_LOCK_TIME.format(lock=WRITER_LOCK,
+                                                             timeout_ms=int(busy_timeout_ms)))
+                for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                     cursor.execute(sql, params)
-            self.locked_at = cursors[1].fetchone()[0]
-            for cursor, (sql, params) in zip(cursors[2:], reads, strict=True):
+            self.locked_at = cursors[0].fetchone()[0]
+            for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                 self._ahead[(sql, tuple(params))] = cursor.fetchall()
         finally:
             for cursor in cursors:
