@@ -182,6 +182,11 @@ class SqlTransaction:
             self._session = self._open_session()
         return self._session
 
+    @property
+    def opened_session(self) -> Session | None:
+        """The session, if one was made (without making one)."""
+        return self._session
+
     def _driver(self):  # type: ignore[no-untyped-def]
         """The DB-API connection of this transaction (the adapter's own driver)."""
         if self._driver_connection is None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Column, MetaData, String, Table, create_engine, event, func, inspect, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
@@ -81,8 +82,17 @@ class PostgresTransaction(SqlTransaction):
     # letters only, as SQLite's LIKE does, so both engines select the same rows
     fold = "translate({}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
 
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
+    def __init__(self, connection: Connection) -> None:
+        """A transaction on `connection` (taken from the pool, not yet used): its driver's
+        statements run on it directly, and a SQLAlchemy session over it, in the same
+        transaction, is made only if a statement written with SQLAlchemy asks for one
+        (most commands never do: a session costs about 0.1 ms per transaction)."""
+        super().__init__(driver=connection.connection.driver_connection,
+                         open_session=lambda: Session(bind=connection))
+        self.connection = connection
+        # begun here, so that a session joins it and leaves its end to the adapter
+        # (psycopg's BEGIN is sent with the first statement)
+        self.transaction = connection.begin()
         self.wake_seq: int | None = None
         self.locked_at: datetime | None = None  # a writer's: the server's time once it held the lock
         self._pending: list[tuple[str, Sequence[Row]]] = []
@@ -177,7 +187,7 @@ class PostgresTransaction(SqlTransaction):
         # the lock was won
         if self.locked_at is not None:
             return self.locked_at
-        return self.session.execute(select(func.clock_timestamp())).scalar()
+        return self._all("SELECT clock_timestamp()", ())[0][0]  # type: ignore[no-any-return]
 
     def notify(self, seq: int) -> None:
         self.wake_seq = seq if self.wake_seq is None else max(self.wake_seq, seq)
@@ -304,62 +314,71 @@ class PostgresStorage:
         except SQLAlchemyError as e:
             raise DatabaseFault(f"{self.location}: {str(e).splitlines()[0]}") from e
 
-    def _locked(self, session: Session, prefetch: Sequence[Read]) -> PostgresTransaction:
-        """The session's transaction, holding the writers' lock (and the reads asked for
-        ahead). Its connection is taken from the pool unpinged: a dead one (the server
-        restarted since it was used) fails in this first round trip, before anything is
-        written, and is replaced by a pinged one for a second try."""
-        unpinged = _WRITER_CHECKOUT.set(True)
-        try:
-            connection = session.connection()
-        finally:
-            _WRITER_CHECKOUT.reset(unpinged)
-        txn = PostgresTransaction(session)
+    def _locked(self, prefetch: Sequence[Read]) -> PostgresTransaction:
+        """A transaction holding the writers' lock (and the reads asked for ahead). Its
+        connection is taken from the pool unpinged: a dead one (the server restarted
+        since it was used) fails in this first round trip, before anything is written,
+        and is replaced by a pinged one for a second try."""
+        txn = self._writer_transaction(pinged=False)
         try:
             txn.lock(self.busy_timeout_ms, prefetch)
             return txn
-        except psycopg.OperationalError:
-            if not txn._driver().broken:
-                raise  # (a lock timeout, on a live connection)
-        connection.invalidate()
-        session.close()  # (its transaction ended with the connection)
-        txn = PostgresTransaction(session)  # the session takes a connection anew, pinged
-        txn.lock(self.busy_timeout_ms, prefetch)
+        except BaseException as e:
+            dead = isinstance(e, psycopg.OperationalError) and txn._driver().broken
+            if dead:
+                txn.connection.invalidate()  # (the pool replaces it)
+            _end(txn, commit=False)
+            if not dead:
+                raise  # (a lock timeout, on a live connection, is not tried again)
+        txn = self._writer_transaction(pinged=True)
+        try:
+            txn.lock(self.busy_timeout_ms, prefetch)
+        except BaseException:
+            _end(txn, commit=False)
+            raise
         return txn
+
+    def _writer_transaction(self, *, pinged: bool) -> PostgresTransaction:
+        unpinged = _WRITER_CHECKOUT.set(not pinged)
+        try:
+            return PostgresTransaction(self._writer.connect())
+        finally:
+            _WRITER_CHECKOUT.reset(unpinged)
 
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
-        with self.guard(), Session(self._writer) as session:
-            txn = self._locked(session, prefetch)
-            connection = session.connection()
+        with self.guard():
+            txn = self._locked(prefetch)
+            connection = txn.connection
+            info = connection.info  # (held: an invalidated connection has none to look up)
+            committed = False
             try:
-                connection.info["sched_txn"] = txn  # its statements send the waiting writes first
+                info["sched_txn"] = txn  # its statements send the waiting writes first
                 yield txn
-            except BaseException:
-                connection.info.pop("sched_txn", None)
-                session.rollback()
-                raise
-            connection.info.pop("sched_txn", None)
-            if not commit:
-                session.rollback()
-                return
-            fault_point("before_commit")
-            try:
-                # the waiting writes, the wake-up (delivered at commit, once per
-                # transaction) and COMMIT in one round trip; the seq is a parameter, so
-                # the statement is the same every time (psycopg prepares it once, where a
-                # NOTIFY with the seq written in was prepared, and later deallocated, at
-                # every commit)
-                txn.send_writes(*([("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
-                                  if txn.wake_seq is not None else []), commit=True)
-                session.commit()  # (the driver's transaction has ended: no round trip)
-            except (DBAPIError, psycopg.Error) as e:
-                if connection_lost(e):  # the COMMIT may have reached the server, or not
-                    connection.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
-                    raise unknown_outcome(self.location, e) from e
-                session.rollback()
-                raise
-        if any(rows >= ANALYZE_AFTER_ROWS for rows in txn.written.values()):
+                info.pop("sched_txn", None)
+                if not commit:
+                    return
+                if txn.opened_session is not None:
+                    txn.opened_session.flush()  # what the session holds reaches the connection
+                fault_point("before_commit")
+                try:
+                    # the waiting writes, the wake-up (delivered at commit, once per
+                    # transaction) and COMMIT in one round trip; the seq is a parameter, so
+                    # the statement is the same every time (psycopg prepares it once, where a
+                    # NOTIFY with the seq written in was prepared, and later deallocated, at
+                    # every commit)
+                    txn.send_writes(*([("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
+                                      if txn.wake_seq is not None else []), commit=True)
+                except (DBAPIError, psycopg.Error) as e:
+                    if connection_lost(e):  # the COMMIT may have reached the server, or not
+                        connection.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
+                        raise unknown_outcome(self.location, e) from e
+                    raise
+                committed = True
+            finally:
+                info.pop("sched_txn", None)
+                _end(txn, commit=committed)
+        if committed and any(rows >= ANALYZE_AFTER_ROWS for rows in txn.written.values()):
             self._refresh_statistics(txn.written)
 
     def _refresh_statistics(self, written: dict[str, int]) -> None:
@@ -384,14 +403,33 @@ class PostgresStorage:
 
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:
-        with self.guard(), Session(self._reader) as session:
+        with self.guard():
+            txn = PostgresTransaction(self._reader.connect())
             try:
-                yield PostgresTransaction(session)
+                yield txn
             finally:
-                session.rollback()
+                _end(txn, commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _end(txn: PostgresTransaction, *, commit: bool) -> None:
+    """End `txn` and give its connection back to the pool: committed (the driver's
+    COMMIT was already sent: nothing more goes to the server) or rolled back (a
+    connection found dead is not used again)."""
+    connection = txn.connection
+    try:
+        if txn.opened_session is not None:
+            txn.opened_session.close()  # (it joined the transaction: closing it leaves that alone)
+        if connection.invalidated:
+            return  # (its transaction ended with it)
+        if commit:
+            txn.transaction.commit()
+        else:
+            txn.transaction.rollback()
+    finally:
+        connection.close()
 
 
 def _ping_readers(dbapi_connection: Any, record: Any, proxy: Any) -> None:
