@@ -26,17 +26,17 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import quote
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
-from eventlog.storage.port import Read
+from eventlog.storage.port import Read, Row
 from eventlog.storage.writer_lock import TurnNotGiven, writer_turn
 
 if TYPE_CHECKING:
@@ -137,9 +137,6 @@ def connect(path: Path, *, synchronous: Synchronous = "NORMAL", busy_timeout_ms:
     else:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
-        # a damaged row that is not UTF-8 reads as text with surrogate escapes (its
-        # hash then fails to match, and verify names its seq) instead of failing the read
-        conn.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not read_only:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -237,9 +234,47 @@ def classify(path: Path, error: BaseException) -> DatabaseError:
     return DatabaseFault(f"{path}: {what}")
 
 
+T = TypeVar("T")
+_UNDECODABLE = "Could not decode to UTF-8"  # the driver's error for text that is not UTF-8
+
+
+def lenient_text(data: bytes) -> str:
+    """A text column's bytes as text, those that are not UTF-8 (a damaged file) with
+    surrogate escapes: the row is read, its hash fails to match and verify names its
+    seq, instead of the read failing."""
+    return data.decode("utf-8", "surrogateescape")
+
+
 class SqliteTransaction(SqlTransaction):
+    """Text is read by the driver, as UTF-8 (quick: a Python function per text column
+    costs about a microsecond a column); a read that meets a value that is not UTF-8
+    is made again with `lenient_text` (rare: a damaged file)."""
+
     mark = "?"
     hint = "+"  # `+column`: SQLite's way of keeping a term out of the index choice
+
+    def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
+        return self._decoded(super()._all, sql, params)
+
+    def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
+        return self._decoded(super().fetch_one, table, columns, key, value)
+
+    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
+        read_all = super().fetch_all
+        return iter(self._decoded(lambda: list(read_all(table, columns))))
+
+    def _decoded(self, read: Callable[..., T], *args: object) -> T:
+        try:
+            return read(*args)
+        except sqlite3.OperationalError as e:
+            if not str(e).startswith(_UNDECODABLE):
+                raise
+        conn = self._driver()
+        before, conn.text_factory = conn.text_factory, lenient_text
+        try:
+            return read(*args)
+        finally:
+            conn.text_factory = before
 
     def unindexed(self, column: ColumnElement) -> ColumnElement:  # type: ignore[type-arg]
         from sqlalchemy import literal_column
@@ -348,6 +383,7 @@ class SqliteStorage:
             def open_session() -> Session:
                 from sqlmodel import Session
 
+                conn.text_factory = lenient_text  # (SQLAlchemy's reads cannot be made again)
                 bound.append(self._bind(conn))
                 sessions.append(Session(bind=bound[0]))
                 return sessions[0]
@@ -368,6 +404,7 @@ class SqliteStorage:
                     session.close()
                 for connection in bound:
                     connection.close()
+                conn.text_factory = str
 
     # -- the port -----------------------------------------------------------------------
     def schema_version(self) -> int:
