@@ -95,9 +95,10 @@ def encoded_size(value: Any) -> int:
     """Bytes of the value's JSON as the log stores it: an event's fields are dumped by
     pydantic's serializer (`dump_event`), whose JSON this is (UTF-8, compact; a float's
     exponent written `1e-7`, where `json` writes `1e-07`). A value `json_problem` passes."""
-    from pydantic_core import to_json  # (loaded already wherever a payload is checked)
+    import pydantic_core  # (loaded already wherever a payload is checked; a plain import is
+    # a lookup in sys.modules, where `from ... import` also walks the names)
 
-    return len(to_json(value))
+    return len(pydantic_core.to_json(value))
 
 
 def check_json(value: Any, where: str, max_bytes: int | None = None) -> Any:

@@ -69,7 +69,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         return _new_task(
             task_id=event.task_id, queue=event.queue, title=event.title,
             priority=event.priority, assignee=event.assignee,
-            payload=payload, payload_bytes=len(payload.encode("utf-8", "surrogateescape")),
+            payload=payload, payload_bytes=len(payload),  # (ASCII: canonical JSON escapes the rest)
             status="awaiting_approval" if event.requires_approval else "queued",
             attempt=0, attempt_floor=0, max_attempts=event.max_attempts, agent=None,
             not_before=to_text(event.not_before) if event.not_before else None,
