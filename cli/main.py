@@ -69,7 +69,7 @@ def sched_options(
         "--version", help="Print the version of sched and exit.", callback=show_version,
         is_eager=True)] = False,
 ) -> None:
-    """An event-sourced scheduler for fleets of AI agents, on SQLite."""
+    """An event-sourced scheduler for fleets of AI agents, on SQLite or PostgreSQL."""
 
 
 def build_app(only: str | None = None, sub: str | None = None) -> typer.Typer:
@@ -77,7 +77,7 @@ def build_app(only: str | None = None, sub: str | None = None) -> typer.Typer:
     group, with `sub` its one subcommand): what a run of it needs, whose usage errors
     and help are the same either way."""
     built = typer.Typer(context_settings=HELP_OPTIONS,
-        name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite.",
+        name="sched", help="An event-sourced scheduler for fleets of AI agents, on SQLite or PostgreSQL.",
         no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
         rich_markup_mode=None)  # help as written: `[queues.NAME]` is text, not rich markup
     built.callback()(sched_options)

@@ -86,7 +86,11 @@ def _short_tmp() -> str:
 class PgCluster:
     """One PostgreSQL server in temporary directories; `start` it, `stop` it when done."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "", clients: str | None = None) -> None:
+        """`listen`: the addresses the server takes TCP connections on (none: only its
+        unix socket); `clients`: the network (CIDR) trusted over TCP."""
+        self.listen = listen
+        self.clients = clients
         self.bin_dir: Path | None = None
         self.data_dir: Path | None = None
         self.socket_dir: Path | None = None
@@ -132,6 +136,8 @@ class PgCluster:
     def _pg_ctl(self, what: str, *args: str) -> None:
         assert self.data_dir is not None and self.log_file is not None
         options = f"-k {self.socket_dir} -p {self.port} {SERVER_OPTIONS}"
+        if self.listen:
+            options += f" -c listen_addresses='{self.listen}'"  # (the later setting wins)
         try:
             done = self._run(
                 "pg_ctl", *args, "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file),
@@ -163,7 +169,8 @@ class PgCluster:
             self.data_dir = Path(tempfile.mkdtemp(prefix="pgdata", dir=base))
             self._owned.append(self.data_dir)
         self.log_file = top / "server.log"
-        # The socket directory is private and no TCP listener is opened, so any port is free.
+        # The socket directory is private and no TCP listener is opened (unless asked for, on
+        # an address of the caller's), so any port is free.
         self.port = random.randint(20000, 60000)
         try:
             done = self._run(
@@ -176,6 +183,9 @@ class PgCluster:
         if done.returncode != 0:
             self._remove_dirs()
             self._check("initdb", done)
+        if self.clients:
+            with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.clients} trust\n")
         try:
             self._pg_ctl("starting PostgreSQL", "start")
             with self._admin() as conn:

@@ -50,12 +50,31 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 # pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
 WRITER_LOCK = 0x53434844
 NOTIFY_CHANNEL = "sched"
-# the lock timeout set for the transaction, then the writers' lock, then the time once it
-# is held: one statement (each OFFSET 0 keeps a subquery from being merged into the one
-# around it, so the innermost runs first)
+# the lock timeout and the writer's liveness settings (`WRITER_LIVENESS`) set for the
+# transaction, then the writers' lock, then the time once it is held: one statement
+# (each OFFSET 0 keeps a subquery from being merged into the one around it, so the
+# innermost runs first)
 _TIMEOUT_LOCK_TIME = ("SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({lock}) FROM "
-                      "(SELECT set_config('lock_timeout', '{timeout_ms}', true) OFFSET 0) AS timeout "
-                      "OFFSET 0) AS locked")
+                      "(SELECT set_config('lock_timeout', '{timeout_ms}', true){liveness} "
+                      "OFFSET 0) AS timeouts OFFSET 0) AS locked")
+# While a writer holds the writers' lock, the server probes its connection after 5 s
+# without traffic and gives it up about 10 s after the writer's host stopped answering
+# (powered off, cut from the network: nothing tells the server it is gone), which ends
+# its transaction and frees the lock. With the server's defaults the whole fleet could
+# not write for two hours (the kernel's keepalive time). Set for the transaction only;
+# a unix socket has no use for them (the server ignores them there).
+# (Not idle_in_transaction_session_timeout: psycopg ends a pipeline with a Flush after
+# its Sync, and the server arms that timer only at the Sync's answer and disarms it at
+# the next message, so it would not fire after most of sched's round trips.)
+WRITER_LIVENESS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_keepalives_count": 3,
+                   "tcp_user_timeout": 10_000}
+_LIVENESS_SQL = "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
+# A connection whose server went silent (its host or the network gone: nothing refuses
+# it) fails in about 30 s, where the kernel waits two hours on an idle connection and
+# about fifteen minutes on an unanswered statement. The URL's own values win; libpq
+# ignores them on a unix socket.
+CLIENT_LIVENESS: dict[str, object] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                                   "keepalives_count": 3, "tcp_user_timeout": 30_000}
 # a write transaction that wrote at least this many rows to a table, and more than this
 # share of the rows the planner's statistics of the table describe, ANALYZEs it after its
 # commit (autovacuum's threshold; autovacuum itself would only do it at its next round)
@@ -74,6 +93,17 @@ def engine_url(url: str) -> str:
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url[len(scheme):]
     return url
+
+
+def connect_options(url: str, **more: object) -> dict[str, object]:
+    """The libpq options sched connects to `url` with (and `more`): a connect timeout
+    and `CLIENT_LIVENESS`, each only where the URL does not give its own."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    except psycopg.Error:
+        given = {}  # (connecting will say what is wrong with it)
+    defaults = {"connect_timeout": 10, **CLIENT_LIVENESS}
+    return {**{name: value for name, value in defaults.items() if name not in given}, **more}
 
 
 class PostgresTransaction(SqlTransaction):
@@ -102,16 +132,17 @@ class PostgresTransaction(SqlTransaction):
         self._ahead: dict[tuple[str, tuple[object, ...]], list[Row]] = {}
 
     def lock(self, busy_timeout_ms: int, prefetch: Sequence[Read] = ()) -> None:
-        """BEGIN, then the lock timeout, the writers' lock and the time once it is held
-        (one statement: `_TIMEOUT_LOCK_TIME`), then the reads asked for ahead: one
-        round trip (each read sees every commit of the writer before)."""
+        """BEGIN, then the lock timeout and the liveness settings, the writers' lock and
+        the time once it is held (one statement: `_TIMEOUT_LOCK_TIME`), then the reads
+        asked for ahead: one round trip (each read sees every commit of the writer
+        before)."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
         cursors = [driver.cursor() for _ in range(len(reads) + 1)]
         try:
             with driver.pipeline():
-                cursors[0].execute(_TIMEOUT_LOCK_TIME.format(lock=WRITER_LOCK,
-                                                             timeout_ms=int(busy_timeout_ms)))
+                cursors[0].execute(_TIMEOUT_LOCK_TIME.format(
+                    lock=WRITER_LOCK, timeout_ms=int(busy_timeout_ms), liveness=_LIVENESS_SQL))
                 for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                     cursor.execute(sql, params)
             self.locked_at = cursors[0].fetchone()[0]
@@ -203,8 +234,10 @@ class ListenWakeups:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                         application_name="sched listen")
+            # (its keepalives find a server gone silent: a wait on a dead connection
+            # would hear nothing, and the wake-ups would be lost until a restart)
+            self._conn = psycopg.connect(self.url, autocommit=True,
+                                         **connect_options(self.url, application_name="sched listen"))
             self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return self._conn
 
@@ -235,7 +268,7 @@ class PostgresStorage:
         self.listen_url = listen_url or url  # LISTEN needs a session: not through a transaction pooler
         self.location = redact(url)
         self.busy_timeout_ms = int(busy_timeout_ms)
-        connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "sched"}
+        connect_args = connect_options(url, application_name="sched")
         if not prepared_statements:
             # psycopg prepares a statement on the server once it ran five times; such a
             # statement belongs to one server connection, and a pooler in transaction

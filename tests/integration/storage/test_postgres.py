@@ -93,6 +93,26 @@ def test_a_connection_lost_as_it_commits_says_the_outcome_is_unknown(tmp_path, p
 PULLERS = [{"agentName": f"w{i}", "agentType": "dev", "maxConcurrency": 100} for i in range(3)]
 
 
+def test_connections_give_up_on_a_silent_server_unless_the_url_says_otherwise(pg_url):
+    """Every connection of sched's asks libpq for TCP keepalives and a user timeout (a
+    server gone silent is given up in about 30 s, not hours); a value the URL gives
+    itself is kept. (The vanished host, the other way round: test_vanished_host.py.)"""
+    db = PostgresStorage(f"{pg_url}&keepalives_idle=30&connect_timeout=3")
+    try:
+        with db.engine.connect() as conn:
+            params = conn.connection.driver_connection.info.get_parameters()
+    finally:
+        db.close()
+    assert params["keepalives_idle"] == "30" and params["connect_timeout"] == "3"
+    assert params["keepalives_interval"] == "5" and params["keepalives_count"] == "3"
+    assert params["tcp_user_timeout"] == "30000" and params["application_name"] == "sched"
+    listener = db.wakeups()
+    try:
+        assert listener._connection().info.get_parameters()["tcp_user_timeout"] == "30000"
+    finally:
+        listener.close()
+
+
 def test_transaction_pooling_through_pgbouncer(tmp_path, pg_bouncer_url):
     """Behind PgBouncer in transaction mode (Debian's 1.18 keeps no prepared statement
     across server connections) with `postgres_prepared_statements = false`: three
