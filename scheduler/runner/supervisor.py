@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from eventlog.errors import SchedError, ServerUnreachable, TokenRejected
+from eventlog.errors import SchedError, TokenRejected
 from eventlog.faults import fault_point
 from scheduler import worker
 from scheduler.config.settings import Settings
@@ -74,9 +74,10 @@ from scheduler.workspace import Workspace
 POLL_SECONDS = 0.05  # the longest the loop sleeps while attempts run
 START_THREADS = 2  # the commands of a batch started at once
 FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry starts this much earlier
-REPORT_TRIES = 3  # turns an outcome waits for the write lock before it is given up (the lease then expires)
-# (an unreachable server is tried again while the attempt's lease holds: each try is the
-# HTTP client's own retries with backoff, seconds long)
+# after a turn that failed (the database or the server away, or busy), outcomes wait
+# this long before the next try, and are tried while their leases hold (then the task
+# is taken back anyway, and an outcome recorded late would be refused)
+RETRY_SECONDS = 1.0
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
 
 
@@ -102,7 +103,6 @@ class Running:
     reaped: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
-    tries: int = 0
 
     def fence_at(self, kill_grace: float, lease_seconds: float) -> float:
         """When to start stopping the agent for the stop to be over by the lease's
@@ -162,11 +162,13 @@ class Bookkeeper:
     transaction) per turn for all of them. `wake` is called when an outcome was recorded or a lease
     refused, so the supervising loop looks at once."""
 
-    def __init__(self, ledger: Ledger, wake: Callable[[], None]) -> None:
-        self._ledger, self._wake = ledger, wake
+    def __init__(self, ledger: Ledger, wake: Callable[[], None],
+                 retry_seconds: float = RETRY_SECONDS) -> None:
+        self._ledger, self._wake, self._retry_seconds = ledger, wake, retry_seconds
         self._cond = threading.Condition()
         self._leases: list[Running] = []
         self._endings: list[tuple[Running, Ending]] = []
+        self._retry_at = 0.0  # (lease_clock) the outcomes of a failed turn wait until then
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="bookkeeper", daemon=True)
         self._thread.start()
@@ -201,10 +203,12 @@ class Bookkeeper:
                     return None
                 now = lease_clock()
                 due = [r for r in self._leases if r.next_beat <= now]
-                if due or self._endings:
-                    endings, self._endings = self._endings, []
+                endings_due = bool(self._endings) and (now >= self._retry_at or self._closing)
+                if due or endings_due:
+                    endings, self._endings = (self._endings, []) if endings_due else ([], self._endings)
                     return due, endings
-                wait = min((r.next_beat for r in self._leases), default=now + 3600) - now
+                wait = min([r.next_beat for r in self._leases] + ([self._retry_at] if self._endings else []),
+                           default=now + 3600) - now
                 self._cond.wait(max(wait, 0.001))
 
     def _run(self) -> None:
@@ -228,17 +232,18 @@ class Bookkeeper:
         try:
             beats, statuses = self._ledger.turn([run.attempt for run in due],
                                                 [(run.attempt, ending) for run, ending in endings])
-        except Exception as e:  # a long writer held the lock, or the server is away or answered
-            # nonsense: renew again soon, record at the next turn (a few times, or while the lease holds)
+        except Exception as e:  # a long writer held the lock, the database or the server is
+            # away (a restart) or answered nonsense: renew again soon, record at a later
+            # turn while the lease holds (not when closing: the lease covers it)
             why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
             print(f"sched supervisor: {why}", file=sys.stderr, flush=True)
             with self._cond:
                 for run in due:
-                    run.next_beat = lease_clock() + min(every, 1.0)
+                    run.next_beat = lease_clock() + min(every, self._retry_seconds)
+                self._retry_at = lease_clock() + self._retry_seconds
                 for run, ending in endings:
-                    run.tries += 1
-                    if run.tries < REPORT_TRIES or (isinstance(e, ServerUnreachable) and asked < run.expires):
-                        self._endings.append((run, ending))  # (a server away: tried while the lease holds)
+                    if asked < run.expires and not self._closing:
+                        self._endings.append((run, ending))
                     else:
                         run.outcome = Outcome("lost", f"not recorded: {why}")
             return
