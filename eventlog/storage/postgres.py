@@ -75,6 +75,14 @@ _LIVENESS_SQL = "".join(f", set_config('{name}', '{value}', true)" for name, val
 # ignores them on a unix socket.
 CLIENT_LIVENESS: dict[str, object] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                                    "keepalives_count": 3, "tcp_user_timeout": 30_000}
+# the session holding the writers' lock (an advisory lock on one bigint: its high 32 bits
+# in classid, its low ones in objid, objsubid 1), with how long it has been in its state
+_LOCK_HOLDER = ("SELECT a.pid, host(a.client_addr), a.application_name, a.state, "
+                "extract(epoch FROM clock_timestamp() - a.state_change)::float8 "
+                "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND l.classid::bigint * 4294967296 + l.objid::bigint = %s "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 # a write transaction that wrote at least this many rows to a table, and more than this
 # share of the rows the planner's statistics of the table describe, ANALYZEs it after its
 # commit (autovacuum's threshold; autovacuum itself would only do it at its next round)
@@ -361,8 +369,10 @@ class PostgresStorage:
             if dead:
                 txn.connection.invalidate()  # (the pool replaces it)
             _end(txn, commit=False)
+            if isinstance(e, psycopg.errors.LockNotAvailable):  # (not tried again)
+                raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, self._lock_holder())) from e
             if not dead:
-                raise  # (a lock timeout, on a live connection, is not tried again)
+                raise
         txn = self._writer_transaction(pinged=True)
         try:
             txn.lock(self.busy_timeout_ms, prefetch)
@@ -370,6 +380,24 @@ class PostgresStorage:
             _end(txn, commit=False)
             raise
         return txn
+
+    def _lock_holder(self) -> tuple[str, str | None] | None:
+        """Who holds the writers' lock, and how to end it if it idles, as the busy line
+        says them (None: nobody now, or the server would not say)."""
+        try:
+            with self.engine.connect() as conn:
+                found = conn.exec_driver_sql(_LOCK_HOLDER, (WRITER_LOCK,)).first()
+                conn.rollback()
+        except (DBAPIError, psycopg.Error):
+            return None
+        if found is None:
+            return None
+        pid, address, application, state, seconds = found
+        who = f"server process {pid} ({application or 'a client'}, from {address or 'a unix socket'})"
+        if state in ("idle in transaction", "idle in transaction (aborted)"):
+            return (f"{who}, idle in its transaction for {seconds:.0f} s",
+                    f"if it stays idle, SELECT pg_terminate_backend({pid}) ends it")
+        return f"{who}, {state or 'busy'} for {seconds:.0f} s", None
 
     def _writer_transaction(self, *, pinged: bool) -> PostgresTransaction:
         unpinged = _WRITER_CHECKOUT.set(not pinged)
@@ -507,14 +535,22 @@ def unknown_outcome(location: str, error: BaseException) -> DatabaseFault:
                          "(a submit with --idempotency-key may simply be sent again)")
 
 
+def busy_line(location: str, busy_timeout_ms: int, holder: tuple[str, str | None] | None = None) -> str:
+    """`holder`: who holds the lock, and how to end it (`_lock_holder`)."""
+    line = f"{location}: another writer held the lock longer than busy_timeout_ms ({busy_timeout_ms} ms)"
+    if holder is None:
+        return f"{line}; try again"
+    who, remedy = holder
+    return f"{line}: {who}; try again" + (f" ({remedy})" if remedy else "")
+
+
 def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
     """One line for a driver error: a lock wait past the busy timeout is busy (exit 1,
     try again); a lost or refused connection and every other server fault exit 1."""
     original = getattr(error, "orig", None) or error
     what = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     if isinstance(original, psycopg.errors.LockNotAvailable):
-        return DatabaseBusy(f"{location}: another writer held the lock longer than busy_timeout_ms "
-                            f"({busy_timeout_ms} ms); try again")
+        return DatabaseBusy(busy_line(location, busy_timeout_ms))
     if connection_lost(error):
         return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): nothing was "
                              "written; a retry helps once the server is reachable")

@@ -93,6 +93,29 @@ def test_a_connection_lost_as_it_commits_says_the_outcome_is_unknown(tmp_path, p
 PULLERS = [{"agentName": f"w{i}", "agentType": "dev", "maxConcurrency": 100} for i in range(3)]
 
 
+def test_a_writer_that_waited_too_long_is_told_who_holds_the_lock(tmp_path, pg_url):
+    """The busy line names the session holding the writers' lock, where it connects
+    from and how long it has been idle in its transaction, with how to end it: a writer
+    stopped (kill -STOP) while it held the lock otherwise keeps the fleet busy
+    without a trace of why."""
+    from eventlog.errors import DatabaseBusy
+    from eventlog.storage.postgres import WRITER_LOCK
+
+    ws = new_workspace(tmp_path / "home", database=pg_url, busy_timeout_ms=50)
+    with psycopg.connect(pg_url, application_name="the stalled one") as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+        pid = holder.info.backend_pid
+        with pytest.raises(DatabaseBusy) as caught:
+            submit(ws, [TaskSpec(queue="dev", title="waits")])
+    line = caught.value.message
+    assert "\n" not in line and "; try again" in line
+    who = f"server process {pid} (the stalled one, from a unix socket)"
+    assert f": {who}, idle in its transaction for " in line
+    assert line.endswith(f"; try again (if it stays idle, SELECT pg_terminate_backend({pid}) ends it)")
+    assert queries.list_tasks(ws) == []
+    ws.close()
+
+
 def test_connections_give_up_on_a_silent_server_unless_the_url_says_otherwise(pg_url):
     """Every connection of sched's asks libpq for TCP keepalives and a user timeout (a
     server gone silent is given up in about 30 s, not hours); a value the URL gives
