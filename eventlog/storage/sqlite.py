@@ -37,7 +37,7 @@ from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignD
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
 from eventlog.storage.port import Read, Row
-from eventlog.storage.writer_lock import TurnNotGiven, writer_turn
+from eventlog.storage.writer_lock import TurnNotGiven, turn_holder, writer_turn
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Engine, Table
@@ -470,8 +470,9 @@ class SqliteStorage:
             with self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:
                 yield txn
         except TurnNotGiven as e:
+            holder = turn_holder(self.path)
             raise DatabaseBusy(f"{self.path}: the database is locked (another writer held it longer "
-                               "than busy_timeout_ms; try again)") from e
+                               f"than busy_timeout_ms{': ' + holder if holder else ''}; try again)") from e
 
     @contextmanager
     def read(self) -> Iterator[SqliteTransaction]:

@@ -63,6 +63,43 @@ def _forget_turns() -> None:
 os.register_at_fork(after_in_child=_forget_turns)
 
 
+_STATES = {"R": "running", "S": "waiting", "D": "waiting on the disk", "T": "stopped",
+           "t": "stopped by a debugger", "Z": "exited"}
+
+
+def turn_holder(database: Path) -> str | None:
+    """Who holds the writers' turn of `database`, for a busy line: its process (from
+    the kernel's table of file locks, /proc/locks on Linux), its command and its state,
+    or None when that cannot be told (no holder now, another OS, another namespace)."""
+    try:
+        st = os.stat(lock_path(database))
+        with open("/proc/locks") as locks:
+            table = locks.read().splitlines()
+    except OSError:
+        return None
+    file = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = {int(f[4]) for f in (line.split() for line in table)
+            if len(f) >= 6 and f[1] == "FLOCK" and f[5] == file and f[4].isdigit()}
+    if len(pids) != 1 or (pid := pids.pop()) <= 0:
+        return None
+    if pid == os.getpid():
+        return f"another thread of this process ({pid})"
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return f"process {pid}"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if len(words) > 1 and os.path.basename(words[0]).startswith("python") and not words[1].startswith("-"):
+        words = words[1:]  # a script run by its interpreter (`sched`, through its #! line)
+    # (one line: an argument may hold newlines)
+    command = " ".join(" ".join([os.path.basename(words[0]), *words[1:3]]).split())[:60] if words else "?"
+    described = f"process {pid} ({command}), {_STATES.get(state, 'running')}"
+    if state in ("T", "t"):
+        described += f": kill -CONT {pid} lets it go on"
+    return described
+
+
 @contextmanager
 def writer_turn(database: Path, timeout: float) -> Iterator[None]:
     """Hold the writers' turn of `database` for the block: one holder at a time across

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +95,41 @@ def test_a_sqlite_write_waits_for_the_turn_and_says_so_in_one_line_when_it_is_no
             pass
     finally:
         storage.close()
+
+
+def test_the_busy_line_names_the_process_that_holds_the_turn_and_how_to_let_it_go_on(tmp_path):
+    """A writer stopped (kill -STOP) in its turn keeps every other writer busy; the
+    line of each names it, from the kernel's table of file locks, and says how to let
+    it go on."""
+    from eventlog.errors import DatabaseBusy
+    from eventlog.storage import create_storage
+
+    db = tmp_path / "sched.db"
+    storage = create_storage(db, busy_timeout_ms=50)
+    holder = subprocess.Popen([sys.executable, "-c", _STOPS_IN_ITS_TURN, str(db)],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])})
+    try:
+        _, status = os.waitpid(holder.pid, os.WUNTRACED)  # back once it stopped in its turn
+        assert os.WIFSTOPPED(status)
+        with pytest.raises(DatabaseBusy) as refused, storage.write():
+            pass  # never reached
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.wait(30)
+        storage.close()
+    line = refused.value.message
+    assert "\n" not in line
+    program = os.path.basename(sys.executable)
+    assert f"longer than busy_timeout_ms: process {holder.pid} ({program} -c import os, signal, " in line
+    assert line.endswith(f"), stopped: kill -CONT {holder.pid} lets it go on; try again)")
+
+
+_STOPS_IN_ITS_TURN = """import os, signal, sys
+from pathlib import Path
+from eventlog.storage.writer_lock import writer_turn
+with writer_turn(Path(sys.argv[1]), 5):
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
 
 
 @contextmanager
