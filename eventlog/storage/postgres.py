@@ -369,10 +369,8 @@ class PostgresStorage:
             if dead:
                 txn.connection.invalidate()  # (the pool replaces it)
             _end(txn, commit=False)
-            if isinstance(e, psycopg.errors.LockNotAvailable):  # (not tried again)
-                raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, self._lock_holder())) from e
             if not dead:
-                raise
+                raise  # (a lock timeout, on a live connection, is not tried again)
         txn = self._writer_transaction(pinged=True)
         try:
             txn.lock(self.busy_timeout_ms, prefetch)
@@ -409,7 +407,10 @@ class PostgresStorage:
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard():
-            txn = self._locked(prefetch)
+            try:
+                txn = self._locked(prefetch)
+            except psycopg.errors.LockNotAvailable as e:  # the line says who holds the lock
+                raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, self._lock_holder())) from e
             connection = txn.connection
             info = connection.info  # (held: an invalidated connection has none to look up)
             committed = False
