@@ -82,7 +82,8 @@ def _copy(log: SqlStore, txn, total: int, progress: Callable[[int, int], None] |
             rows = []
             if progress is not None:
                 progress(expected_seq - 1, total)
-    txn.insert("events", EVENT_COLUMNS, rows)
-    if progress is not None:
+    if rows:
+        txn.insert("events", EVENT_COLUMNS, rows)
+    if progress is not None and (rows or expected_seq == 1):  # (a last full batch was shown)
         progress(expected_seq - 1, total)
     return expected_seq - 1

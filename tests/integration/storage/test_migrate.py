@@ -117,6 +117,20 @@ def test_a_broken_source_chain_copies_nothing_and_a_new_try_copies_all(tmp_path,
     target.close()
 
 
+def test_progress_shows_each_batch_once(tmp_path, monkeypatch):
+    """A log of whole batches was shown done twice ("200000 of 200000 events copied",
+    then again): the last, empty batch was reported too."""
+    import scheduler.migrate as migrating
+
+    source = with_history(new_workspace(tmp_path / "src"))
+    events = queries.head(source)[0]
+    monkeypatch.setattr(migrating, "BATCH", events // 2 if events % 2 == 0 else events)
+    seen: list[tuple[int, int]] = []
+    migrate(source, str(tmp_path / "copy.db"), progress=lambda n, total: seen.append((n, total)))
+    assert seen[-1] == (events, events) and len(seen) == len(set(seen))
+    source.close()
+
+
 def test_the_cli_shows_progress_and_the_head(tmp_path, pg_url):
     home = tmp_path / "home"
     with_history(new_workspace(home)).close()
