@@ -73,6 +73,7 @@ def far_host(tmp_path: Path) -> Iterator[FarHost]:
     tag = os.getpid() % 10_000
     net = f"10.213.{tag % 250}"
     namespace, link, peer = f"sched{tag}", f"sched{tag}n", f"sched{tag}f"
+    _remove(namespace, link)  # (what a killed run of the same tag left)
     _ip("netns", "add", namespace)
     cluster = None
     try:
@@ -87,8 +88,12 @@ def far_host(tmp_path: Path) -> Iterator[FarHost]:
     finally:
         if cluster is not None:
             cluster.stop()
-        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+        _remove(namespace, link)
+
+
+def _remove(namespace: str, link: str) -> None:
+    subprocess.run(["ip", "link", "del", link], capture_output=True, check=False, timeout=30)
+    subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False, timeout=30)
 
 
 # on the far host: a sched writer that holds the writers' lock (its transaction open,
