@@ -16,10 +16,12 @@ disagree cannot record time running backwards.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +71,10 @@ _TIMEOUT_LOCK_TIME = ("SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lo
 WRITER_LIVENESS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_keepalives_count": 3,
                    "tcp_user_timeout": 10_000}
 _LIVENESS_SQL = "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
+# A sched writer idle inside its transaction this long, holding the writers' lock, is
+# stalled: stopped (kill -STOP, a paused VM) while its host still answers the probes
+# above. The next writer whose wait for the lock runs out ends it and takes its turn.
+STALLED_WRITER_SECONDS = 60.0
 # A connection whose server went silent (its host or the network gone: nothing refuses
 # it) fails in about 30 s, where the kernel waits two hours on an idle connection and
 # about fifteen minutes on an unanswered statement. The URL's own values win; libpq
@@ -271,8 +277,10 @@ class PostgresStorage:
     read_only = False
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, prepared_statements: bool = True,
-                 listen_url: str | None = None) -> None:
+                 listen_url: str | None = None,
+                 stalled_writer_seconds: float = STALLED_WRITER_SECONDS) -> None:
         self.url = url
+        self.stalled_writer_seconds = stalled_writer_seconds
         self.listen_url = listen_url or url  # LISTEN needs a session: not through a transaction pooler
         self.location = redact(url)
         self.busy_timeout_ms = int(busy_timeout_ms)
@@ -379,23 +387,33 @@ class PostgresStorage:
             raise
         return txn
 
-    def _lock_holder(self) -> tuple[str, str | None] | None:
-        """Who holds the writers' lock, and how to end it if it idles, as the busy line
-        says them (None: nobody now, or the server would not say)."""
+    def _lock_holder(self) -> LockHolder | None:
+        """The session holding the writers' lock (None: nobody now, or the server would
+        not say)."""
         try:
             with self.engine.connect() as conn:
                 found = conn.exec_driver_sql(_LOCK_HOLDER, (WRITER_LOCK,)).first()
                 conn.rollback()
         except (DBAPIError, psycopg.Error):
             return None
-        if found is None:
-            return None
-        pid, address, application, state, seconds = found
-        who = f"server process {pid} ({application or 'a client'}, from {address or 'a unix socket'})"
-        if state in ("idle in transaction", "idle in transaction (aborted)"):
-            return (f"{who}, idle in its transaction for {seconds:.0f} s",
-                    f"if it stays idle, SELECT pg_terminate_backend({pid}) ends it")
-        return f"{who}, {state or 'busy'} for {seconds:.0f} s", None
+        return LockHolder(*found) if found is not None else None
+
+    def _end_stalled(self, holder: LockHolder | None) -> bool:
+        """End the holder of the writers' lock if it is a sched writer stalled in its
+        transaction (idle in it for `stalled_writer_seconds`: stopped, or its host
+        paused); whether it was ended."""
+        if holder is None or not holder.stalled(self.stalled_writer_seconds):
+            return False
+        try:
+            with self.engine.connect() as conn:
+                ended = bool(conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (holder.pid,)).scalar())
+                conn.rollback()
+        except (DBAPIError, psycopg.Error):
+            return False  # (not allowed: another role's session)
+        if ended:
+            print(f"sched: {self.location}: ended {holder.describe()}, which held the writers' lock",
+                  file=sys.stderr, flush=True)
+        return ended
 
     def _writer_transaction(self, *, pinged: bool) -> PostgresTransaction:
         unpinged = _WRITER_CHECKOUT.set(not pinged)
@@ -409,8 +427,15 @@ class PostgresStorage:
         with self.guard():
             try:
                 txn = self._locked(prefetch)
-            except psycopg.errors.LockNotAvailable as e:  # the line says who holds the lock
-                raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, self._lock_holder())) from e
+            except psycopg.errors.LockNotAvailable as e:
+                holder = self._lock_holder()
+                if not self._end_stalled(holder):  # (the line says who holds the lock)
+                    raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, holder)) from e
+                try:  # its turn is over: once more
+                    txn = self._locked(prefetch)
+                except psycopg.errors.LockNotAvailable as again:
+                    raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms,
+                                                 self._lock_holder())) from again
             connection = txn.connection
             info = connection.info  # (held: an invalidated connection has none to look up)
             committed = False
@@ -536,13 +561,38 @@ def unknown_outcome(location: str, error: BaseException) -> DatabaseFault:
                          "(a submit with --idempotency-key may simply be sent again)")
 
 
-def busy_line(location: str, busy_timeout_ms: int, holder: tuple[str, str | None] | None = None) -> str:
-    """`holder`: who holds the lock, and how to end it (`_lock_holder`)."""
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding the writers' lock, as the server describes it."""
+
+    pid: int
+    address: str | None  # None: a unix socket
+    application: str | None
+    state: str | None
+    seconds: float  # in that state
+
+    @property
+    def idle_in_transaction(self) -> bool:
+        return self.state in ("idle in transaction", "idle in transaction (aborted)")
+
+    def stalled(self, limit: float) -> bool:
+        """A sched writer idle in its transaction for `limit` seconds or more: a live
+        one pauses a fraction of a second between its statements."""
+        return self.idle_in_transaction and self.application == "sched" and self.seconds >= limit
+
+    def describe(self) -> str:
+        state = "idle in its transaction" if self.idle_in_transaction else self.state or "busy"
+        return (f"server process {self.pid} ({self.application or 'a client'}, from "
+                f"{self.address or 'a unix socket'}), {state} for {self.seconds:.0f} s")
+
+
+def busy_line(location: str, busy_timeout_ms: int, holder: LockHolder | None = None) -> str:
     line = f"{location}: another writer held the lock longer than busy_timeout_ms ({busy_timeout_ms} ms)"
     if holder is None:
         return f"{line}; try again"
-    who, remedy = holder
-    return f"{line}: {who}; try again" + (f" ({remedy})" if remedy else "")
+    remedy = (f" (if it stays idle, SELECT pg_terminate_backend({holder.pid}) ends it)"
+              if holder.idle_in_transaction else "")
+    return f"{line}: {holder.describe()}; try again{remedy}"
 
 
 def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:

@@ -116,6 +116,55 @@ def test_a_writer_that_waited_too_long_is_told_who_holds_the_lock(tmp_path, pg_u
     ws.close()
 
 
+# a sched writer that stops itself (SIGSTOP) inside its transaction, holding the
+# writers' lock; continued, it prints how its write ended
+_STOPPED_WRITER = """
+import os, signal, sys
+from eventlog.errors import DatabaseError
+from eventlog.events import SchedulerPaused
+from scheduler.config.settings import load_settings
+from scheduler.workspace import Workspace
+ws = Workspace(load_settings({}, {"home": sys.argv[1]}).settings)
+try:
+    with ws.write() as recorder:
+        recorder.record([SchedulerPaused(by="the stopped writer")])
+        os.kill(os.getpid(), signal.SIGSTOP)
+except DatabaseError as e:
+    sys.exit(e.message)
+print("committed")
+"""
+
+
+def test_a_sched_writer_stalled_in_its_transaction_is_ended_by_the_next_writer(tmp_path, pg_url, capsys):
+    """A writer stopped while it holds the writers' lock (kill -STOP, a paused VM)
+    answers the server's probes, so nothing else frees the lock. A writer whose wait
+    runs out finds it idle in its transaction past `stalled_writer_seconds` (60 s; 0.5
+    here), ends it, says so in one line, and takes its turn. The stopped one, when it
+    goes on, gets one line, and nothing of it is in the log."""
+    ws = new_workspace(tmp_path / "home", database=pg_url, busy_timeout_ms=1000)
+    ws.db.stalled_writer_seconds = 0.5
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])}
+    stopped = subprocess.Popen([sys.executable, "-c", _STOPPED_WRITER, str(ws.settings.home)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(stopped.pid, os.WUNTRACED)  # back once it stopped, lock held
+        assert os.WIFSTOPPED(status)
+        submit(ws, [TaskSpec(queue="dev", title="after")])  # busy after 1 s, before
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+        out, err = stopped.communicate(timeout=60)
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "ended server process " in said
+    assert "(sched, from a unix socket), idle in its transaction for " in said
+    assert said.rstrip().endswith("which held the writers' lock")
+    # (its next round trip was its COMMIT: it cannot tell that none of it was done)
+    assert stopped.returncode == 1 and out == "" and err.count("\n") == 1, err
+    assert "it may or may not have been written; look before you try again" in err
+    assert [t.title for t in queries.list_tasks(ws)] == ["after"]
+    assert [rec.type for rec in queries.replay(ws)] == ["TaskSubmitted"]
+    ws.close()
+
+
 def test_connections_give_up_on_a_silent_server_unless_the_url_says_otherwise(pg_url):
     """Every connection of sched's asks libpq for TCP keepalives and a user timeout (a
     server gone silent is given up in about 30 s, not hours); a value the URL gives
