@@ -52,13 +52,6 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 # pg_advisory_xact_lock key of sched's writers: "SCHD" (advisory locks are per database)
 WRITER_LOCK = 0x53434844
 NOTIFY_CHANNEL = "sched"
-# the lock timeout and the writer's liveness settings (`WRITER_LIVENESS`) set for the
-# transaction, then the writers' lock, then the time once it is held: one statement
-# (each OFFSET 0 keeps a subquery from being merged into the one around it, so the
-# innermost runs first)
-_TIMEOUT_LOCK_TIME = ("SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({lock}) FROM "
-                      "(SELECT set_config('lock_timeout', '{timeout_ms}', true){liveness} "
-                      "OFFSET 0) AS timeouts OFFSET 0) AS locked")
 # While a writer holds the writers' lock, the server probes its connection after 5 s
 # without traffic and gives it up about 10 s after the writer's host stopped answering
 # (powered off, cut from the network: nothing tells the server it is gone), which ends
@@ -70,7 +63,15 @@ _TIMEOUT_LOCK_TIME = ("SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lo
 # the next message, so it would not fire after most of sched's round trips.)
 WRITER_LIVENESS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_keepalives_count": 3,
                    "tcp_user_timeout": 10_000}
-_LIVENESS_SQL = "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
+# the lock timeout and the liveness settings set for the transaction, then the writers'
+# lock, then the time once it is held: one statement, built once but for the timeout
+# (each OFFSET 0 keeps a subquery from being merged into the one around it, so the
+# innermost runs first)
+_TIMEOUT_LOCK_TIME = (
+    f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) FROM "
+    "(SELECT set_config('lock_timeout', '{timeout_ms}', true)"
+    + "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
+    + " OFFSET 0) AS timeouts OFFSET 0) AS locked")
 # A sched writer idle inside its transaction this long, holding the writers' lock, is
 # stalled: stopped (kill -STOP, a paused VM) while its host still answers the probes
 # above. The next writer whose wait for the lock runs out ends it and takes its turn.
@@ -155,8 +156,7 @@ class PostgresTransaction(SqlTransaction):
         cursors = [driver.cursor() for _ in range(len(reads) + 1)]
         try:
             with driver.pipeline():
-                cursors[0].execute(_TIMEOUT_LOCK_TIME.format(
-                    lock=WRITER_LOCK, timeout_ms=int(busy_timeout_ms), liveness=_LIVENESS_SQL))
+                cursors[0].execute(_TIMEOUT_LOCK_TIME.format(timeout_ms=int(busy_timeout_ms)))
                 for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                     cursor.execute(sql, params)
             self.locked_at = cursors[0].fetchone()[0]
@@ -387,6 +387,18 @@ class PostgresStorage:
             raise
         return txn
 
+    def _take_turn(self, prefetch: Sequence[Read]) -> PostgresTransaction:
+        """`_locked`; when its wait runs out, a stalled sched writer holding the lock is
+        ended and the lock tried once more, else busy, in a line naming the holder."""
+        for last_try in (False, True):
+            try:
+                return self._locked(prefetch)
+            except psycopg.errors.LockNotAvailable as e:
+                holder = self._lock_holder()
+                if last_try or not self._end_stalled(holder):
+                    raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, holder)) from e
+        raise AssertionError("unreachable")
+
     def _lock_holder(self) -> LockHolder | None:
         """The session holding the writers' lock (None: nobody now, or the server would
         not say)."""
@@ -425,17 +437,7 @@ class PostgresStorage:
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard():
-            try:
-                txn = self._locked(prefetch)
-            except psycopg.errors.LockNotAvailable as e:
-                holder = self._lock_holder()
-                if not self._end_stalled(holder):  # (the line says who holds the lock)
-                    raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms, holder)) from e
-                try:  # its turn is over: once more
-                    txn = self._locked(prefetch)
-                except psycopg.errors.LockNotAvailable as again:
-                    raise DatabaseBusy(busy_line(self.location, self.busy_timeout_ms,
-                                                 self._lock_holder())) from again
+            txn = self._take_turn(prefetch)
             connection = txn.connection
             info = connection.info  # (held: an invalidated connection has none to look up)
             committed = False
