@@ -42,6 +42,7 @@ from eventlog.storage.base import (
     term_params,
     term_shapes,
 )
+from eventlog.storage.collector import collector_paused
 from eventlog.storage.port import Read, Row, Term
 from eventlog.storage.types import Int64
 
@@ -436,7 +437,7 @@ class PostgresStorage:
 
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
-        with self.guard():
+        with self.guard(), collector_paused():
             txn = self._take_turn(prefetch)
             connection = txn.connection
             info = connection.info  # (held: an invalidated connection has none to look up)

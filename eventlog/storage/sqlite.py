@@ -36,6 +36,7 @@ from urllib.parse import quote
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
+from eventlog.storage.collector import collector_paused
 from eventlog.storage.port import Read, Row
 from eventlog.storage.writer_lock import TurnNotGiven, turn_holder, writer_turn
 
@@ -467,7 +468,7 @@ class SqliteStorage:
                                 "until it can be written")
         try:
             turn = writer_turn(self.path, self.busy_timeout_ms / 1000)
-            with self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:
+            with collector_paused(), self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:
                 yield txn
         except TurnNotGiven as e:
             holder = turn_holder(self.path)

@@ -4,6 +4,7 @@ meets. (The log itself: test_store_contract.py.)"""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sqlite3
 from datetime import UTC, datetime
@@ -75,6 +76,20 @@ def test_another_programs_database_is_refused_and_left_alone(new_database):
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         conn.close()
     assert tables == ["invoices"]
+
+
+def test_a_write_holds_off_the_cyclic_collector_until_it_ends(new_database):
+    """What a write builds lives until its commit: no collection walks it under the
+    writers' lock (eventlog.storage.collector)."""
+    db = fresh_storage(new_database())
+    assert gc.isenabled()
+    with db.write() as txn:
+        assert not gc.isenabled()
+        SqlStore(txn).append([submitted(1)], T0)
+    assert gc.isenabled()
+    with pytest.raises(ValueError), db.write():
+        raise ValueError("the caller gave up")
+    assert gc.isenabled() and events_in(db) == [1]
 
 
 def test_a_rolled_back_write_leaves_nothing(new_database):
