@@ -87,11 +87,10 @@ def seal(events: Sequence[Event], at: str, last_seq: int, last_hash: str) -> lis
 
     sealed = []
     for offset, event in enumerate(events, start=1):
-        seq, data = last_seq + offset, dump_event(event)
+        seq, data, stream = last_seq + offset, dump_event(event), event.stream_id
         version = current_version(event.type)  # type: ignore[attr-defined]
-        digest = chain_hash(last_hash, seq, event.stream_id, event.type,  # type: ignore[attr-defined]
-                            version, at, data)
-        sealed.append(new_record(seq, event.stream_id, event.type,  # type: ignore[attr-defined]
+        digest = chain_hash(last_hash, seq, stream, event.type, version, at, data)  # type: ignore[attr-defined]
+        sealed.append(new_record(seq, stream, event.type,  # type: ignore[attr-defined]
                                   version, at, data, last_hash, digest, event))
         last_hash = digest
     return sealed

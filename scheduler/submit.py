@@ -90,12 +90,20 @@ class TaskSpec(BaseModel):
         return value
 
     def check_sizes(self, settings: Settings, where: str) -> None:
-        """The limits of the settings: title, the short names, the payload's JSON."""
-        prefix = f"{where}: " if where else ""
-        check_text(self.title, f"{prefix}title", settings.max_title_bytes)
-        for name in ("queue", "assignee", "idempotency_key", "task_type"):
-            check_text(getattr(self, name), f"{prefix}{name}", settings.max_title_bytes)
-        check_json(self.payload, f"{prefix}payload", settings.max_payload_bytes)
+        """The limits of the settings: title, the short names, the payload's JSON. (That
+        the texts can be stored was checked when the spec was made: only their sizes
+        are left. A batch checks every line, so the names in a message are built only
+        for a line that fails.)"""
+        limit = settings.max_title_bytes
+        for name in _SIZED_TEXTS:
+            text = getattr(self, name)  # (a character is at most 4 bytes of UTF-8)
+            if text is not None and len(text) * 4 > limit and (size := len(text.encode("utf-8"))) > limit:
+                raise BadInput(f"{where + ': ' if where else ''}{name}: is {size} bytes, over the "
+                               f"limit of {limit}")
+        check_json(self.payload, f"{where}: payload" if where else "payload", settings.max_payload_bytes)
+
+
+_SIZED_TEXTS = ("title", "queue", "assignee", "idempotency_key", "task_type")
 
 
 @dataclass(frozen=True)

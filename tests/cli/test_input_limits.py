@@ -40,6 +40,7 @@ ABYSS = "[" * 100_000 + "]" * 100_000
 @pytest.mark.parametrize(("extra", "named"), [
     (["--title", SURROGATE], r"--title: .*not valid Unicode"),
     (["--title", "x" * 1025], r"title.*1025 bytes, over the limit of 1024"),
+    (["--title", "\u20ac" * 342], r"title.*1026 bytes, over the limit of 1024"),  # 3 bytes each
     (["--title", "ok", "--payload", '"\\ud800"'], r"--payload.*not valid Unicode"),
     (["--title", "ok", "--payload", '{"k\\udc80": 1}'], r"--payload.*not valid Unicode"),
     (["--title", "ok", "--payload", "1e400"], r"--payload.*out of range"),
@@ -51,9 +52,10 @@ ABYSS = "[" * 100_000 + "]" * 100_000
     (["--title", "ok", "--payload", "9" * 5000], r"--payload: a number of 5000 digits is too long"),
     (["--title", "ok", "--assignee", SURROGATE], r"--assignee: .*not valid Unicode"),
     (["--title", "ok", "--idempotency-key", SURROGATE], r"--idempotency-key: .*not valid Unicode"),
-], ids=["title-surrogate", "title-size", "payload-escaped-surrogate", "payload-key-surrogate",
-        "payload-overflow", "payload-negative-overflow", "payload-infinity", "payload-deep",
-        "payload-abyss", "payload-size", "payload-long-number", "assignee-surrogate", "key-surrogate"])
+], ids=["title-surrogate", "title-size", "title-size-in-bytes", "payload-escaped-surrogate",
+        "payload-key-surrogate", "payload-overflow", "payload-negative-overflow", "payload-infinity",
+        "payload-deep", "payload-abyss", "payload-size", "payload-long-number", "assignee-surrogate",
+        "key-surrogate"])
 def test_a_submit_the_log_could_not_carry_is_refused(cli: InProcess, home: Path, extra, named):
     line = refused(cli, home, "submit", "--queue", "dev", *extra, env={"SCHED_MAX_PAYLOAD_BYTES": "100"})
     assert re.search(named, line), line
