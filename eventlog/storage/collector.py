@@ -6,9 +6,11 @@ lives until the commit anyway, and almost none of it forms a cycle: reference co
 frees it. Yet the collector, counting allocations, walks every tracked object again and
 again while a big write grows them: in a batch submit of 100,000 tasks that was 12 of
 the 61 us each task cost, and every pause of it under the lock is a pause of every
-writer of the fleet. So a write runs with the collector paused, and it runs again as
-before once the last write of the process (threads write at once in `sched serve` and
-the runner) has ended. A collector the program had switched off stays off.
+writer of the fleet. So a write runs with the collector paused from the moment it holds
+the lock to its end, and the collector runs again as before once no write of the process
+holds it (the adapters pause it only then: a writer still waiting does not, or the
+threads of `sched serve` queued one behind the other under a stream of requests could
+keep it off for good). A collector the program had switched off stays off.
 """
 
 from __future__ import annotations

@@ -437,34 +437,35 @@ class PostgresStorage:
 
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
-        with self.guard(), collector_paused():
-            txn = self._take_turn(prefetch)
+        with self.guard():
+            txn = self._take_turn(prefetch)  # (the collector runs while it waits)
             connection = txn.connection
             info = connection.info  # (held: an invalidated connection has none to look up)
             committed = False
             try:
-                info["sched_txn"] = txn  # its statements send the waiting writes first
-                yield txn
-                info.pop("sched_txn", None)
-                if not commit:
-                    return
-                if txn.opened_session is not None:
-                    txn.opened_session.flush()  # what the session holds reaches the connection
-                fault_point("before_commit")
-                try:
-                    # the waiting writes, the wake-up (delivered at commit, once per
-                    # transaction) and COMMIT in one round trip; the seq is a parameter, so
-                    # the statement is the same every time (psycopg prepares it once, where a
-                    # NOTIFY with the seq written in was prepared, and later deallocated, at
-                    # every commit)
-                    txn.send_writes(*([("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
-                                      if txn.wake_seq is not None else []), commit=True)
-                except (DBAPIError, psycopg.Error) as e:
-                    if connection_lost(e):  # the COMMIT may have reached the server, or not
-                        connection.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
-                        raise unknown_outcome(self.location, e) from e
-                    raise
-                committed = True
+                with collector_paused():  # the lock is held: see collector.py
+                    info["sched_txn"] = txn  # its statements send the waiting writes first
+                    yield txn
+                    info.pop("sched_txn", None)
+                    if not commit:
+                        return
+                    if txn.opened_session is not None:
+                        txn.opened_session.flush()  # what the session holds reaches the connection
+                    fault_point("before_commit")
+                    try:
+                        # the waiting writes, the wake-up (delivered at commit, once per
+                        # transaction) and COMMIT in one round trip; the seq is a parameter, so
+                        # the statement is the same every time (psycopg prepares it once, where a
+                        # NOTIFY with the seq written in was prepared, and later deallocated, at
+                        # every commit)
+                        wake = [("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(txn.wake_seq))])]
+                        txn.send_writes(*(wake if txn.wake_seq is not None else []), commit=True)
+                    except (DBAPIError, psycopg.Error) as e:
+                        if connection_lost(e):  # the COMMIT may have reached the server, or not
+                            connection.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
+                            raise unknown_outcome(self.location, e) from e
+                        raise
+                    committed = True
             finally:
                 info.pop("sched_txn", None)
                 _end(txn, commit=committed)

@@ -376,8 +376,10 @@ class SqliteStorage:
     def _transaction(self, begin: str, commit: bool,
                      turn: AbstractContextManager[None] | None = None) -> Iterator[SqliteTransaction]:
         """`turn`: entered once the connection is in hand (opening one is not done
-        while the writers' turn is held), left after the commit."""
-        with self.guard(), self._connection() as conn, turn or nullcontext():
+        while the writers' turn is held), left after the commit; while it is held the
+        cyclic collector waits (`collector.py`)."""
+        with self.guard(), self._connection() as conn, turn or nullcontext(), \
+                collector_paused() if turn else nullcontext():
             bound: list[Connection] = []
             sessions: list[Session] = []
 
@@ -468,7 +470,7 @@ class SqliteStorage:
                                 "until it can be written")
         try:
             turn = writer_turn(self.path, self.busy_timeout_ms / 1000)
-            with collector_paused(), self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:
+            with self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:
                 yield txn
         except TurnNotGiven as e:
             holder = turn_holder(self.path)

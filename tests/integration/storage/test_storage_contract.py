@@ -7,6 +7,10 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
@@ -90,6 +94,69 @@ def test_a_write_holds_off_the_cyclic_collector_until_it_ends(new_database):
     with pytest.raises(ValueError), db.write():
         raise ValueError("the caller gave up")
     assert gc.isenabled() and events_in(db) == [1]
+
+
+def _hold_the_turn(database: str, entered, leave) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from eventlog.storage.writer_lock import writer_turn
+
+    with writer_turn(Path(database), 30.0):
+        entered.set()
+        leave.wait(30)
+
+
+@contextmanager
+def lock_held_elsewhere(location: str) -> Iterator[Callable[[], bool]]:
+    """The writers' lock held by another session for the block; yields whether a writer
+    of this process is waiting for it (PostgreSQL: a lock request not granted; SQLite:
+    a thread of this process at the lock file)."""
+    if location.startswith("postgresql"):
+        from eventlog.storage.postgres import WRITER_LOCK
+
+        with psycopg.connect(location, autocommit=True) as probe, psycopg.connect(location) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+            yield lambda: probe.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                        "AND NOT granted").fetchone()[0] > 0
+        return
+    from pathlib import Path
+
+    from eventlog.storage.writer_lock import _local_turn
+
+    ctx = multiprocessing.get_context("spawn")
+    entered, leave = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_the_turn, args=(location, entered, leave))
+    holder.start()
+    try:
+        assert entered.wait(30)
+        yield _local_turn(Path(location)).locked
+    finally:
+        leave.set()
+        holder.join(30)
+
+
+def test_a_writer_waiting_for_the_lock_leaves_the_collector_running(new_database):
+    """Only a writer that holds the lock pauses the collector: under a stream of writes
+    from many threads (`sched serve`), the waiting ones must not keep it off for good."""
+    location = new_database()
+    db = fresh_storage(location)
+    wrote = threading.Event()
+
+    def write() -> None:
+        with db.write() as txn:
+            SqlStore(txn).append([submitted(1)], T0)
+        wrote.set()
+
+    with lock_held_elsewhere(location) as waiting:
+        writer = threading.Thread(target=write)
+        writer.start()
+        deadline = time.monotonic() + 30
+        while not waiting() and time.monotonic() < deadline:
+            time.sleep(0.01)  # (polls a condition; nothing is timed by it)
+        assert waiting() and not wrote.is_set()
+        assert gc.isenabled()
+    writer.join(30)
+    assert wrote.is_set() and gc.isenabled() and events_in(db) == [1]
 
 
 def test_a_rolled_back_write_leaves_nothing(new_database):
