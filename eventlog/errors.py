@@ -48,6 +48,12 @@ class DamagedProjection(DatabaseFault):
     """A projection row cannot be read: rebuild the projections from the log."""
 
 
+class DamagedTime(DatabaseFault, ValueError):
+    """A time read from the database is not one sched writes: its row was damaged. (A
+    ValueError too, as the parse it replaces raised: a caller that reads text which may
+    not be a time, such as a flag, still catches it and says so its own way.)"""
+
+
 class DatabaseBusy(DatabaseError):
     """Another writer held the database longer than the busy timeout; try again."""
 

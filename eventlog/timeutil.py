@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from eventlog.errors import DamagedTime
+
 
 def to_text(moment: datetime) -> str:
     """Render a timezone-aware moment as fixed-width UTC text (sorts like time):
@@ -18,8 +20,20 @@ def to_text(moment: datetime) -> str:
 
 
 def from_text(text: str) -> datetime:
-    """Parse text written by `to_text` (or any ISO 8601 with an offset) as UTC."""
-    moment = datetime.fromisoformat(text)
+    """Parse text written by `to_text` (or any ISO 8601 with an offset) as UTC. Text
+    that is no such time raises `DamagedTime`, a ValueError: a stored time that does
+    not parse was damaged where it is stored, and the command ends in one line (exit 1)
+    wherever it meets it; a caller parsing input (a flag) catches the ValueError and
+    says so its own way."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError) as e:
+        raise _damaged(text, "is not a time") from e
     if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a timezone: {text!r}")
+        raise _damaged(text, "has no timezone")
     return moment.astimezone(UTC)
+
+
+def _damaged(text: object, why: str) -> DamagedTime:
+    return DamagedTime(f"a time in the database is damaged ({text!r} {why}): `sched replay --verify` "
+                       "shows where; `sched rebuild` rebuilds the projections from the log")

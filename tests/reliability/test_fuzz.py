@@ -231,3 +231,22 @@ def test_the_clock_moved_back_an_hour_expires_nothing_early_and_assigns_nothing_
         ws.clock.advance(rng.uniform(-900, 600))
         tick(ws)
     check_log(list(queries.replay(ws)))
+
+
+def test_a_damaged_time_in_a_task_row_fails_in_one_line(seeded, tmp_path, capsys):
+    """(Found by the fuzz test above: a flipped byte in a task row's `ready_at`, read by
+    a tick that took the task back.)"""
+    home = fresh_copy(seeded, tmp_path)
+    db = home / "sched.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE tasks SET ready_at = ':' || substr(ready_at, 2)")
+    conn.close()
+    before = events(db)
+    code, err = run(capsys, "tick", "--home", str(home))
+    rejected_cleanly(code, err, (1,))
+    assert "a time in the database is damaged (':0" in err[0] and "sched rebuild" in err[0], err
+    assert events(db) == before
+    code, err = run(capsys, "rebuild", "--home", str(home))  # what the line says mends it
+    assert code == 0, err
+    code, err = run(capsys, "tick", "--home", str(home))
+    assert code == 0, err
