@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
-_writes = 0  # the write transactions of this process under way
+_writes = 0  # the writes of this process that hold the lock (one a database)
 _resume = False  # whether the collector was running when the first of them began
 
 

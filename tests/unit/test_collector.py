@@ -1,4 +1,4 @@
-"""The cyclic collector is held off while this process has a write transaction under way
+"""The cyclic collector is held off while a write of this process holds the writers' lock
 (`eventlog.storage.collector`), and runs again after the last one, whatever the threads."""
 
 from __future__ import annotations
