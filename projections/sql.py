@@ -100,6 +100,21 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
     return _new_agent(**values)
 
 
+def damaged_meta(key: str, value: str) -> DamagedProjection:
+    """A `projection_meta` value that is not what sched writes there (a damaged file)."""
+    return DamagedProjection(f"the projections' {key} value is damaged ({value[:40]!r}): `sched replay "
+                             "--verify` shows what differs; `sched rebuild` rebuilds the projections from "
+                             "the log")
+
+
+def meta_json(key: str, value: str) -> Any:
+    """A JSON value of `projection_meta` (the pause, a gate), parsed."""
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise damaged_meta(key, value) from e
+
+
 def _json_list(values: tuple[object, ...]) -> str:
     return json.dumps(list(values)) if values else "[]"
 
@@ -481,7 +496,11 @@ class SqlProjection:
         return dict(self._stored_meta)
 
     def last_seq(self) -> int:
-        return int(self.meta().get("last_seq", 0))
+        value = self.meta().get("last_seq", "0")
+        try:
+            return int(value)
+        except ValueError as e:
+            raise damaged_meta("last_seq", value) from e
 
     def next_task_id(self) -> int:
         self.flush()

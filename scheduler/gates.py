@@ -10,7 +10,6 @@ write lock.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from eventlog.storage.port import Transaction
 from eventlog.timeutil import from_text, to_text
-from projections.sql import SqlProjection
+from projections.sql import SqlProjection, meta_json
 from scheduler.config.settings import Settings
 
 if TYPE_CHECKING:
@@ -109,6 +108,6 @@ def reopen_removed(settings: Settings, meta: Mapping[str, str]) -> list[Event]:
 
 def closed_gates(meta: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Queue -> {detail, since} for every gate that is closed now (from the projection)."""
-    return {key.removeprefix("gate:"): json.loads(value) for key, value in meta.items()
+    return {key.removeprefix("gate:"): meta_json(key, value) for key, value in meta.items()
             if key.startswith("gate:") and value}
 

@@ -3,7 +3,6 @@ agent control file, with the read and write transactions every command uses."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import LAST_EVENT, SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
 from eventlog.storage.port import Read
-from projections.sql import META, SqlProjection
+from projections.sql import META, SqlProjection, meta_json
 from projections.views import PROJECTION_SCHEMA
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import Settings
@@ -185,7 +184,7 @@ def describe_pause(recorded: str | None, stop_file: Path | None) -> dict[str, ob
     """Who paused assignment, why and when (from the `paused` projection value), or the
     stop file while it exists (None: do not look); None while assignment runs."""
     if recorded:
-        return json.loads(recorded)
+        return meta_json("paused", recorded)  # type: ignore[no-any-return]
     if stop_file is not None and stop_file.exists():
         return {"by": "stop file", "reason": str(stop_file), "at": None}
     return None

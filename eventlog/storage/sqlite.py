@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import quote
 
-from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
+from eventlog.errors import DamagedProjection, DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
 from eventlog.storage.collector import collector_paused
@@ -246,6 +246,15 @@ def lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+def damaged_text(error: UnicodeEncodeError) -> DamagedProjection:
+    """A statement given text that is not Unicode: only text read from a damaged row
+    holds that (`lenient_text`; what users give is refused at the door), so the write
+    (or read) that would carry it on is refused in one line."""
+    bad = error.object[error.start:error.end]
+    return DamagedProjection(f"a text in the database is damaged (not UTF-8: {bad!r}): `sched replay "
+                             "--verify` shows where; `sched rebuild` rebuilds the projections from the log")
+
+
 class SqliteTransaction(SqlTransaction):
     """Text is read by the driver, as UTF-8 (quick: a Python function per text column
     costs about a microsecond a column); a read that meets a value that is not UTF-8
@@ -256,6 +265,12 @@ class SqliteTransaction(SqlTransaction):
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
         return self._decoded(super()._all, sql, params)
+
+    def _many(self, sql: str, rows: Sequence[Row]) -> None:
+        try:
+            super()._many(sql, rows)
+        except UnicodeEncodeError as e:
+            raise damaged_text(e) from e
 
     def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
         return self._decoded(super().fetch_one, table, columns, key, value)
@@ -270,6 +285,8 @@ class SqliteTransaction(SqlTransaction):
         except sqlite3.OperationalError as e:
             if not str(e).startswith(_UNDECODABLE):
                 raise
+        except UnicodeEncodeError as e:
+            raise damaged_text(e) from e
         conn = self._driver()
         before, conn.text_factory = conn.text_factory, lenient_text
         try:
