@@ -48,6 +48,11 @@ class DamagedProjection(DatabaseFault):
     """A projection row cannot be read: rebuild the projections from the log."""
 
 
+# how every line about a damaged value of the database ends: where to look, how to mend
+MEND_DAMAGE = ("`sched replay --verify` shows what differs; `sched rebuild` rebuilds the projections "
+               "from the log")
+
+
 class DamagedTime(DatabaseFault, ValueError):
     """A time read from the database is not one sched writes: its row was damaged. (A
     ValueError too, as the parse it replaces raised: a caller that reads text which may

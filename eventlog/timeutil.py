@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from eventlog.errors import DamagedTime
+from eventlog.errors import MEND_DAMAGE, DamagedTime
 
 
 def to_text(moment: datetime) -> str:
@@ -35,5 +35,4 @@ def from_text(text: str) -> datetime:
 
 
 def _damaged(text: object, why: str) -> DamagedTime:
-    return DamagedTime(f"a time in the database is damaged ({text!r} {why}): `sched replay --verify` "
-                       "shows where; `sched rebuild` rebuilds the projections from the log")
+    return DamagedTime(f"a time in the database is damaged ({text!r} {why}): {MEND_DAMAGE}")

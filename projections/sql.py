@@ -12,7 +12,7 @@ from operator import attrgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from eventlog.errors import DamagedProjection
+from eventlog.errors import MEND_DAMAGE, DamagedProjection
 from eventlog.frozen import constructor
 from eventlog.storage.port import Read, Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
@@ -81,8 +81,7 @@ def task_from_row(row: Iterable[object]) -> TaskView:
         except (TypeError, ValueError) as e:
             raise DamagedProjection(
                 f"the row of task {values[0]} in the tasks table is damaged ({_TASK_FIELDS[at]} is not a "
-                "JSON list): `sched replay --verify` shows what differs; `sched rebuild` rebuilds "
-                "the projections from the log") from e
+                f"JSON list): {MEND_DAMAGE}") from e
     values[_CANCELLING_AT] = bool(values[_CANCELLING_AT])  # SQLite stores booleans as 0/1
     return _new_task(*values)
 
@@ -96,15 +95,13 @@ def agent_from_row(row: Iterable[object]) -> AgentView:
         except (TypeError, ValueError) as e:
             raise DamagedProjection(
                 f"the row of agent {values['name']} in the agents table is damaged ({name} is not a "
-                "JSON list): `sched rebuild` rebuilds the projections from the log") from e
+                f"JSON list): {MEND_DAMAGE}") from e
     return _new_agent(**values)
 
 
 def damaged_meta(key: str, value: str) -> DamagedProjection:
     """A `projection_meta` value that is not what sched writes there (a damaged file)."""
-    return DamagedProjection(f"the projections' {key} value is damaged ({value[:40]!r}): `sched replay "
-                             "--verify` shows what differs; `sched rebuild` rebuilds the projections from "
-                             "the log")
+    return DamagedProjection(f"the projections' {key} value is damaged ({value[:40]!r}): {MEND_DAMAGE}")
 
 
 def meta_json(key: str, value: str) -> Any:

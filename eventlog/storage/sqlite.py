@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import quote
 
-from eventlog.errors import DamagedProjection, DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
+from eventlog.errors import (
+    MEND_DAMAGE,
+    DamagedProjection,
+    DatabaseBusy,
+    DatabaseError,
+    DatabaseFault,
+    ForeignDatabase,
+)
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
 from eventlog.storage.collector import collector_paused
@@ -251,8 +258,7 @@ def damaged_text(error: UnicodeEncodeError) -> DamagedProjection:
     holds that (`lenient_text`; what users give is refused at the door), so the write
     (or read) that would carry it on is refused in one line."""
     bad = error.object[error.start:error.end]
-    return DamagedProjection(f"a text in the database is damaged (not UTF-8: {bad!r}): `sched replay "
-                             "--verify` shows where; `sched rebuild` rebuilds the projections from the log")
+    return DamagedProjection(f"a text in the database is damaged (not UTF-8: {bad!r}): {MEND_DAMAGE}")
 
 
 class SqliteTransaction(SqlTransaction):
