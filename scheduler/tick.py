@@ -35,7 +35,7 @@ from scheduler.gates import (
     reopen_removed,
 )
 from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
-from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished
+from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished, unsure_if_failed
 from scheduler.takeback import (
     OVERDUE_BATCH,
     reap_dead_wrappers,
@@ -161,13 +161,16 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
              *(read for queue in sorted({a.type for a in control.agents})
                for read in (first_queued_read(queue, "ready_at"), first_queued_read(queue, "due"),
                             directed_at_read(queue)))]
-    with ws.write(commit=not dry_run, prefetch=reads) as recorder:
+    # (a transaction that fails may have committed: its attempts are then the next tick's)
+    with unsure_if_failed(starter, handed), ws.write(commit=not dry_run, prefetch=reads) as recorder:
         views = recorder.views
         head = recorder.log.last()
         # take back: what is overdue, what lost its wrapper, what waits on the dead
         report.config_recorded = record_config_if_changed(recorder, control)
         take_back_overdue(ws, recorder, host, report)
         reap_dead_wrappers(ws, recorder, host, alive, report)
+        if starter is not None:  # started by a tick that failed, and committed after all
+            handed.extend(starter.landed(views))
         report.released = release_out_of_service(recorder, views.all_agents())
         dead_letter_doomed(recorder, report)
         record_missed_dues(recorder, report)
@@ -188,7 +191,8 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         push = to_start(views, control, host, report)
         if push and starter is not None:  # started here, in this transaction
             try:
-                handed, push = starter.start_in(ws, recorder, push, granted_at), []
+                handed.extend(starter.start_in(ws, recorder, push, granted_at))
+                push = []
             except LauncherGone as e:  # nothing started: `sched exec` processes start them
                 report.errors.append(str(e))
         note_tick(views.txn, host, os.getpid(), to_text(now),

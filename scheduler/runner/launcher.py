@@ -7,10 +7,11 @@ compiled, which runs every attempt the daemon's ticks start on this host
 host records each attempt's `TaskStarted` with the supervisor's pid inside its write
 transaction, commits, and hands the attempts over (`go`); the supervisor starts their
 commands at once, each in its directory and control group, made then. If the
-transaction fails, nothing was made or handed over. So an attempt is assigned and
-started in one commit, and its command runs a `vfork` later: no interpreter starts, no
-second transaction waits for the write lock, and no file is made while the lock is
-held.
+transaction fails, nothing was made or handed over then; if it failed in a COMMIT
+that landed (its answer lost), the next tick hands those attempts over (`landed`). So
+an attempt is assigned and started in one commit, and its command runs a `vfork`
+later: no interpreter starts, no second transaction waits for the write lock, and no
+file is made while the lock is held.
 
 The supervisor renews the leases of all its attempts in one transaction per renewal
 interval and records their outcomes in batches; it writes a byte to the daemon for each
@@ -38,12 +39,14 @@ from multiprocessing.connection import Connection
 
 from eventlog.errors import SchedError
 from projections.recorder import Recorder
+from projections.sql import SqlProjection
 from scheduler.clock import Clock
 from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import StopRequest, start_in, take_role, warm_up
 from scheduler.runner.spawn import Handover, LauncherGone, absolute
 from scheduler.runner.supervisor import DatabaseLedger, Supervisor, signals_wake
+from scheduler.tokens import hash_token
 from scheduler.workspace import Workspace
 
 EXITED = b"x"  # one byte to the daemon per attempt that ended
@@ -63,6 +66,7 @@ class Launcher:
         self._conn: Connection | None = None
         self._lock = threading.Lock()
         self.pid: int | None = None
+        self._unsure: Handover = []  # started by a transaction whose outcome is unknown
 
     @property
     def alive(self) -> bool:
@@ -140,6 +144,19 @@ class Launcher:
                 self._conn.close()
                 self._conn = None
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone: {e}") from e
+
+    def unsure(self, handover: Handover) -> None:
+        with self._lock:
+            self._unsure.extend(handover)
+
+    def landed(self, views: SqlProjection) -> Handover:
+        """(`spawn.Starter.landed`.) An attempt is known by its lease token: a failed
+        commit's attempt number may be started again, by a later tick, with a new token."""
+        with self._lock:
+            unsure, self._unsure = self._unsure, []
+        return [(pid, attempt) for pid, attempt in unsure
+                if (task := views.get_task(attempt.task_id)) is not None and task.status == "running"
+                and task.token_hash == hash_token(attempt.token)]
 
     def close(self) -> None:
         """Close the connection: the supervisor runs its attempts to their ends, then

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from eventlog.storage import DATABASE_URL_VARIABLE, is_url
@@ -17,6 +18,7 @@ from scheduler.config.settings import Settings
 
 if TYPE_CHECKING:
     from projections.recorder import Recorder
+    from projections.sql import SqlProjection
     from scheduler.runner.exec import Attempt
     from scheduler.workspace import Workspace
 
@@ -44,6 +46,30 @@ class Starter(Protocol):
     def go(self, handover: Handover) -> None:
         """After the commit: hand the attempts to the supervisor, which runs them."""
         ...
+
+    def unsure(self, handover: Handover) -> None:
+        """The transaction that started these attempts failed, perhaps in its COMMIT, which
+        may have landed: the next tick asks the log (`landed`)."""
+        ...
+
+    def landed(self, views: SqlProjection) -> Handover:
+        """Inside the next tick's write transaction: those of the `unsure` attempts that
+        the log shows started, to hand over after this commit (else nobody would run them
+        and their leases would run out); the others are forgotten."""
+        ...
+
+
+@contextmanager
+def unsure_if_failed(starter: Starter | None, handover: Handover) -> Iterator[None]:
+    """Around a tick's write transaction: if it fails, perhaps in a COMMIT that landed,
+    the attempts it started (`handover`, filled meanwhile) go to `starter.unsure`, and
+    the next tick asks the log whether they started."""
+    try:
+        yield
+    except BaseException:
+        if handover and starter is not None:
+            starter.unsure(list(handover))
+        raise
 
 
 def lease_clock() -> float:

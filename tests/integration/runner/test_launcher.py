@@ -4,6 +4,7 @@ daemon exactly as `sched exec` processes do."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import scheduler.tick
+from eventlog.errors import DatabaseFault
 from scheduler.clock import ManualClock, SystemClock
 from scheduler.config.settings import load_settings
 from scheduler.reads import queries
@@ -221,6 +224,61 @@ def test_attempts_never_handed_over_are_taken_back_by_the_next_tick(launched, mo
     ws.starter = None
     report = tick(ws)
     assert {"task_id": sub.task_id, "agent": started[0]["agent"], "reason": "wrapper_gone"} in report.expired
+
+
+def test_attempts_whose_commit_was_lost_in_the_answer_are_handed_over_by_the_next_tick(launched, monkeypatch):
+    """The connection fails during COMMIT, after the server committed: the tick cannot
+    know its attempts were started. The next tick reads the log and hands over those it
+    finds started (before, they waited out their lease, their supervisor alive and
+    never told); a lost commit's attempts are not handed over."""
+    ws, _launcher = launched
+    subs = submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(2)])
+    real_write = ws.write
+
+    @contextlib.contextmanager
+    def answer_lost(*, commit=True, prefetch=()):
+        with real_write(commit=commit, prefetch=prefetch) as recorder:
+            yield recorder  # committed ...
+        raise DatabaseFault("the connection failed while committing")  # ... and not told
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ws, "write", answer_lost)
+        with pytest.raises(DatabaseFault):
+            tick(ws)
+    assert {queries.show(ws, s.task_id)[0].status for s in subs} == {"running"}
+    report = tick(ws)
+    assert sorted(report.spawned) == sorted(s.task_id for s in subs)
+    for sub in subs:
+        wait_for("the attempt to succeed",
+                 lambda sub=sub: queries.show(ws, sub.task_id)[0].status == "succeeded")
+        events = [rec.type for rec in queries.show(ws, sub.task_id)[1]]
+        assert events == ["TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskSucceeded"]
+    assert tick(ws).spawned == []  # handed over once
+
+
+def test_attempts_whose_commit_failed_are_not_handed_over_later(launched, monkeypatch):
+    ws, _launcher = launched
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+
+    def note_tick(*_args):
+        raise DatabaseFault("the connection failed while committing")  # and nothing was committed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(scheduler.tick, "note_tick", note_tick)
+        with pytest.raises(DatabaseFault):
+            tick(ws)
+    handed: list[int] = []
+    real_go = Launcher.go
+
+    def go(self, handover):
+        handed.extend(attempt.task_id for _, attempt in handover)
+        real_go(self, handover)
+
+    monkeypatch.setattr(Launcher, "go", go)
+    report = tick(ws)  # assigns and starts the task afresh: one attempt, handed over once
+    assert report.spawned == handed == [sub.task_id]
+    wait_for("the attempt to succeed", lambda: queries.show(ws, sub.task_id)[0].status == "succeeded")
+    assert queries.show(ws, sub.task_id)[0].attempt == 1
 
 
 def test_a_stopping_supervisor_is_handed_no_new_attempt(tmp_path):
