@@ -71,11 +71,11 @@ def create_app(settings: Settings, clock: Clock | None = None,
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(SecurityHeaders)  # outermost: a 413 gets the headers too
-    for module in (health, scheduler, events, pages, task_pages):
-        app.include_router(module.router)
-    app.include_router(tasks.router)
-    app.include_router(agents.router)
-    app.include_router(hosts.router)
-    app.include_router(scheduler.top)
+    # a request is matched against every route of each router in turn until one fits: the
+    # workers' routes (claim, heartbeat, complete, a host runner's turn), most of the
+    # traffic, come first
+    for router in (agents.router, hosts.router, tasks.router, scheduler.router, events.router,
+                   health.router, pages.router, task_pages.router, scheduler.top):
+        app.include_router(router)
     app.mount("/static", StaticFiles(packages=[("server.web", "static")]), name="static")
     return app
