@@ -26,6 +26,10 @@ async def workspace(request: Request) -> Workspace:
 def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
            ws: Workspace = Depends(workspace)) -> TokenView:
     """The live token the request presents; 401 without one."""
+    return live_token(credentials, ws)
+
+
+def live_token(credentials: HTTPAuthorizationCredentials | None, ws: Workspace) -> TokenView:
     if credentials is None:
         raise HTTPException(401, "no bearer token: send `Authorization: Bearer TOKEN` (a token "
                                  "from `sched tokens create`)", headers=CHALLENGE)
@@ -38,7 +42,9 @@ def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 def require(action: access.Action) -> Callable[..., TokenView]:
     """A dependency giving the caller's token when its role may do `action`; 403 otherwise."""
 
-    async def allowed(token: TokenView = Depends(caller)) -> TokenView:
+    def allowed(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                ws: Workspace = Depends(workspace)) -> TokenView:
+        token = live_token(credentials, ws)  # (one dependency: one hop to a worker thread)
         why = access.refusal(token, action)
         if why is not None:
             raise HTTPException(403, why)

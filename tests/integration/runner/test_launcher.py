@@ -230,7 +230,7 @@ def test_attempts_whose_commit_was_lost_in_the_answer_are_handed_over_by_the_nex
     """The connection fails during COMMIT, after the server committed: the tick cannot
     know its attempts were started. The next tick reads the log and hands over those it
     finds started (before, they waited out their lease, their supervisor alive and
-    never told); a lost commit's attempts are not handed over."""
+    never told)."""
     ws, _launcher = launched
     subs = submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(2)])
     real_write = ws.write
@@ -257,6 +257,8 @@ def test_attempts_whose_commit_was_lost_in_the_answer_are_handed_over_by_the_nex
 
 
 def test_attempts_whose_commit_failed_are_not_handed_over_later(launched, monkeypatch):
+    """A transaction that failed before its COMMIT started nothing: its attempts are
+    forgotten, and the next tick starts the task afresh, once."""
     ws, _launcher = launched
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
 
