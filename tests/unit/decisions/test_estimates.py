@@ -15,7 +15,7 @@ from scheduler.decisions.estimates import (
     queue_positions,
     run_seconds_by_queue,
 )
-from tests.unit.test_plan import NOW, agent, task
+from tests.unit.decisions.test_plan import NOW, agent, task
 
 
 def at(seconds: float) -> str:

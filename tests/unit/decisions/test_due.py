@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from eventlog.timeutil import to_text
 from scheduler.decisions.plan import PlanPolicy, due_boost, due_cutoff, effective_priority, plan
-from tests.unit.test_plan import NOW, agent, task
+from tests.unit.decisions.test_plan import NOW, agent, task
 
 HOUR = 3600.0
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from eventlog.events import LeaseExpired, TaskCancelled, TaskDeadLettered, TaskFailed, TaskRequeued
 from scheduler.decisions.policy import QueuePolicy, backoff_cap, backoff_delay, settle_failure
-from tests.unit.test_plan import task
+from tests.unit.decisions.test_plan import task
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 policies = st.builds(QueuePolicy, backoff_base_seconds=st.floats(0, 600),

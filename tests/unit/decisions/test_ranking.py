@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.decisions.ranking import Slot, Standing, asks_nothing, rank
-from tests.unit.test_plan import task
+from tests.unit.decisions.test_plan import task
 
 slots = st.lists(st.builds(
     Slot, name=st.sampled_from([f"a{i}" for i in range(12)]), free=st.integers(0, 3),

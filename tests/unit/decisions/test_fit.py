@@ -10,7 +10,7 @@ from eventlog.events import AgentsConfigured, TaskAssigned, TaskSubmitted, parse
 from projections.fold import evolve_fleet
 from projections.views import AgentView
 from scheduler.decisions.fit import capability_list, never_fits
-from tests.unit.test_plan import needing
+from tests.unit.decisions.test_plan import needing
 
 
 def agent(name: str, capabilities: tuple[str, ...] = (), type_: str = "dev", enabled: bool = True,
