@@ -30,6 +30,7 @@ def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 
 
 def live_token(credentials: HTTPAuthorizationCredentials | None, ws: Workspace) -> TokenView:
+    """The live token of `credentials` (read from the database); 401 if none or not live."""
     if credentials is None:
         raise HTTPException(401, "no bearer token: send `Authorization: Bearer TOKEN` (a token "
                                  "from `sched tokens create`)", headers=CHALLENGE)
