@@ -73,6 +73,10 @@ _TIMEOUT_LOCK_TIME = (
     "(SELECT set_config('lock_timeout', '{timeout_ms}', true)"
     + "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
     + " OFFSET 0) AS timeouts OFFSET 0) AS locked")
+# a writer's transaction, begun by the first statement of its first round trip (its
+# connection is in the driver's autocommit mode: the driver sends no BEGIN of its own,
+# and its commit() and rollback() end what this began)
+BEGIN_WRITER = "BEGIN ISOLATION LEVEL READ COMMITTED"
 # A sched writer idle inside its transaction this long, holding the writers' lock, is
 # stalled: stopped (kill -STOP, a paused VM) while its host still answers the probes
 # above. The next writer whose wait for the lock runs out ends it and takes its turn.
@@ -157,6 +161,7 @@ class PostgresTransaction(SqlTransaction):
         cursors = [driver.cursor() for _ in range(len(reads) + 1)]
         try:
             with driver.pipeline():
+                cursors[0].execute(BEGIN_WRITER, prepare=False)
                 cursors[0].execute(_TIMEOUT_LOCK_TIME.format(timeout_ms=int(busy_timeout_ms)))
                 for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                     cursor.execute(sql, params)
@@ -206,7 +211,9 @@ class PostgresTransaction(SqlTransaction):
                 if read is not None:
                     reads.execute(*read)
                 if commit:
-                    driver.commit()
+                    # a statement, not the driver's commit(), which would wait for its
+                    # answer and then the pipeline's end for another: one round trip
+                    writes.execute("COMMIT", prepare=False)
             return reads.fetchall() if read is not None else []
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
@@ -297,7 +304,9 @@ class PostgresStorage:
         event.listen(self.engine, "before_cursor_execute", _send_writes_first)
         self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",
                                                      postgresql_readonly=True)
-        self._writer = self.engine.execution_options(isolation_level="READ COMMITTED")
+        # a writer's BEGIN is its own (`BEGIN_WRITER`), sent with the lock: the driver's
+        # implicit one would cost a round trip of its own
+        self._writer = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- opening --------------------------------------------------------------------
     def _probe(self) -> str:

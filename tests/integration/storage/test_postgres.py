@@ -7,11 +7,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -346,42 +351,66 @@ def last_tick_of(ws: Workspace) -> object:
         return last_tick(views.txn)
 
 
-@contextlib.contextmanager
-def counted_round_trips():
-    """Count the round trips to the server: each statement sent on its own, each
-    pipeline (its statements go together), each commit."""
-    trips, depth = [0], [0]
-    real_execute, real_executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
-    real_pipeline, real_commit = psycopg.Connection.pipeline, psycopg.Connection.commit
+class RoundTripCounter:
+    """A proxy between sched and the server's unix socket that counts the round trips
+    on the wire: each time the server answers after the client spoke. (Counting the
+    driver's calls misses what it sends on its own: an implicit BEGIN, the Sync that
+    ends a pipeline.) Point a URL at `url(pg_url)`; `take()` returns the count so far
+    and starts again from zero."""
 
-    def alone(real):
-        def call(self, *args, **kwargs):
-            trips[0] += depth[0] == 0
-            return real(self, *args, **kwargs)
-        return call
+    def __init__(self, server_socket: Path, proxy_dir: Path) -> None:
+        self.server_socket = str(server_socket)
+        self.path = proxy_dir / server_socket.name  # the same port number: the same file name
+        self.proxy_dir = proxy_dir
+        self.trips = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(self.path))
+        self._listener.listen()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    @contextlib.contextmanager
-    def pipeline(self, *args, **kwargs):
-        depth[0] += 1
+    def url(self, pg_url: str) -> str:
+        return re.sub(r"host=[^&]+", f"host={self.proxy_dir}", pg_url)
+
+    def take(self) -> int:
+        with self._lock:
+            trips, self.trips = self.trips, 0
+        return trips
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.server_socket)
+            self._open += [client, server]
+            spoke = [False]  # the client sent something the server has not answered yet
+            threading.Thread(target=self._pump, args=(client, server, spoke, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, spoke, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, spoke: list[bool], answers: bool) -> None:
         try:
-            with real_pipeline(self, *args, **kwargs) as pipe:
-                yield pipe
+            while data := source.recv(65536):
+                with self._lock:
+                    if answers and spoke[0]:
+                        self.trips += 1
+                    spoke[0] = not answers
+                sink.sendall(data)
+        except OSError:
+            pass
         finally:
-            depth[0] -= 1
-            trips[0] += depth[0] == 0
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
 
-    def commit(self):  # (sent on its own; in a pipeline it goes with the rest, and once
-        # the transaction has ended it sends nothing)
-        idle = self.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        trips[0] += depth[0] == 0 and not idle
-        return real_commit(self)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(psycopg.Cursor, "execute", alone(real_execute))
-        patch.setattr(psycopg.Cursor, "executemany", alone(real_executemany))
-        patch.setattr(psycopg.Connection, "pipeline", pipeline)
-        patch.setattr(psycopg.Connection, "commit", commit)
-        yield trips
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
 
 # the rows of the round-trip table in docs/operations.md ("Keep the database near the hosts")
@@ -400,28 +429,35 @@ def documented_round_trips() -> dict[str, tuple[int, int]]:
     return table
 
 
-def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path, pg_url):
+@pytest.fixture
+def round_trips(pg_cluster) -> Iterator[RoundTripCounter]:
+    proxy_dir = Path(tempfile.mkdtemp(prefix="sched-proxy-", dir="/tmp"))  # (a socket's path is short)
+    counter = RoundTripCounter(Path(pg_cluster.socket_dir) / f".s.PGSQL.{pg_cluster.port}", proxy_dir)
+    yield counter
+    counter.close()
+    shutil.rmtree(proxy_dir, ignore_errors=True)
+
+
+def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path, pg_url, round_trips):
     """Across a network every round trip of a write is spent holding the one writers'
     lock (all but the lock's own): docs/operations.md gives these counts to plan a
-    fleet's capacity with, read here from its table. A read added to a hot path shows."""
+    fleet's capacity with, read here from its table, as counted on the wire. A read
+    added to a hot path shows."""
     ws = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 3}],
-                       database=pg_url)
+                       database=round_trips.url(pg_url))
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(4)])
     warm = worker.claim(ws, "w1")  # the statements prepared, the control file recorded
     worker.complete(ws, warm.task.task_id, warm.token)
     costs: dict[str, int] = {}
-    with counted_round_trips() as trips:
-        submit(ws, [TaskSpec(queue="dev", title="one more")])
-    costs["submit"] = trips[0]
-    with counted_round_trips() as trips:
-        claimed = worker.claim(ws, "w1")  # nothing assigned to it yet: it assigns one itself
-    costs["claim"] = trips[0]
-    with counted_round_trips() as trips:
-        worker.complete(ws, claimed.task.task_id, claimed.token)
-    costs["complete"] = trips[0]
-    with counted_round_trips() as trips:
-        assigned = tick(ws).assigned
-    costs["tick"] = trips[0]
+    round_trips.take()
+    submit(ws, [TaskSpec(queue="dev", title="one more")])
+    costs["submit"] = round_trips.take()
+    claimed = worker.claim(ws, "w1")  # nothing assigned to it yet: it assigns one itself
+    costs["claim"] = round_trips.take()
+    worker.complete(ws, claimed.task.task_id, claimed.token)
+    costs["complete"] = round_trips.take()
+    assigned = tick(ws).assigned
+    costs["tick"] = round_trips.take()
     ws.close()
     assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
     assert costs == {"submit": 2, "claim": 3, "complete": 3, "tick": 5}
