@@ -6,7 +6,9 @@ its ledger differs: leases are renewed and outcomes recorded by one call to the 
 per turn (`HttpLedger`), which a network failure sends again with backoff and which
 never records an outcome twice. A thread asks the server for work (`host_start`, a
 long poll woken at once by new assignments): every assignment to an agent pinned to
-this host is started there, recorded as run by this process on this host. Then, here,
+this host is started there, recorded as run by this process on this host. An ask whose
+answer was lost is sent again as it was, and its answer hands over what the lost one
+carried. Then, here,
 its working directory is made under this host's `SCHED_HOME` with `payload.json`, its
 control group where the host allows one, and its command is started with the
 environment allowlist of this host's settings, plus `SCHED_SERVER`. A directory that
@@ -44,6 +46,7 @@ from scheduler.runner.exec import (
 from scheduler.runner.remote import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, Server
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.supervisor import Supervisor, signals_wake
+from scheduler.tokens import new_token
 
 RUNNER_NAME = "sched-host"  # the runner's process name (comm)
 WAIT_SECONDS = 20  # each ask for work waits this long for some
@@ -132,10 +135,12 @@ class Asker:
         self._stopping.set()
 
     def _run(self) -> None:
+        request_id = new_token()  # kept until an answer comes: see `Server.host_start`
         while not self._stopping.is_set():
             granted_at = lease_clock()  # before the server grants the leases
             try:
-                answer = self._server.host_start(self._host, os.getpid(), self._home, WAIT_SECONDS)
+                answer = self._server.host_start(self._host, os.getpid(), self._home, request_id,
+                                                 WAIT_SECONDS)
             except TokenRefused as e:  # asking again will not help
                 self.fatal = e
                 self._wake()
@@ -146,6 +151,7 @@ class Asker:
                 self._say(f"asking for work: {why}; again in {RETRY_SECONDS:g} s")
                 self._stopping.wait(RETRY_SECONDS)
                 continue
+            request_id = new_token()
             if answer.get("attempts"):
                 self.answers.put((granted_at, lease_clock(), answer))
                 self._wake()
@@ -158,7 +164,7 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
     environ = dict(os.environ if environ is None else environ)
     home = str(settings.home.resolve())
     granted_at = lease_clock()  # before the server grants the leases of what waits already
-    first = server.host_start(host, os.getpid(), home, 0)  # and its limits
+    first = server.host_start(host, os.getpid(), home, new_token(), 0)  # and its limits
     arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
     settings = runner_settings(settings, first)
     take_role(RUNNER_NAME)

@@ -216,13 +216,13 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
 
 def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
                   host: str, workdir: PurePath, cgroup: str | None,
-                  by: str | None = None) -> tuple[TaskStarted, str]:
+                  by: str | None = None, token: str | None = None) -> tuple[TaskStarted, str]:
     """The `TaskStarted` of the assigned `task`'s next attempt, run by process `pid` on
     `host` in `workdir` (its log beside), with a fresh lease from the transaction's
-    time; and the attempt's lease token (only its hash is recorded). `by`: the HTTP API
-    token that started it (a host runner's)."""
+    time; and the attempt's lease token (only its hash is recorded): `token`, else a new
+    one. `by`: the HTTP API token that started it (a host runner's)."""
     attempt = task.attempt + 1
-    token = new_token()
+    token = token or new_token()
     values = {"task_id": str(task.task_id), "queue": task.queue, "agent": agent.name,
               "attempt": str(attempt), "workdir": str(workdir)}
     argv = expand_argv(json.loads(agent.command or "[]"), values)

@@ -23,11 +23,12 @@ from eventlog.events import RunnerFailure, TaskFailed, TaskStarted, TaskSucceede
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
+from projections.views import AgentView, TaskView
 from scheduler import worker
-from scheduler.config.settings import MAX_HOST_CHARS
+from scheduler.config.settings import MAX_HOST_CHARS, Settings
 from scheduler.runner import exec as runner
 from scheduler.runner.usage import Usage
-from scheduler.tokens import hash_token
+from scheduler.tokens import derived_token, hash_token, token_matches
 from scheduler.usecases.base import Request
 from scheduler.workspace import Workspace
 
@@ -36,12 +37,16 @@ MAX_BATCH = 1000  # leases or endings in one turn
 
 class StartRequest(Request):
     """Start every assignment to the push agents pinned to `host`, to be run by the
-    process `pid` there, each in `HOME/work/TASK/ATTEMPT`."""
+    process `pid` there, each in `HOME/work/TASK/ATTEMPT`. With `request_id` (a secret
+    the runner chose for this request, kept until it has an answer), each attempt's
+    lease token is derived from it, and the same request sent again is also answered
+    with the attempts it started that still run there."""
 
     where = "start"
     host: str = Field(min_length=1, max_length=MAX_HOST_CHARS)
     pid: int = Field(ge=1, le=2**31 - 1)
     home: str = Field(min_length=2, max_length=4096)
+    request_id: str | None = Field(default=None, min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     by: str | None = None  # the HTTP API token asking, recorded in the events
 
     @field_validator("home")
@@ -80,9 +85,10 @@ def has_starts(ws: Workspace, host: str) -> bool:
 
 def start(ws: Workspace, request: StartRequest) -> Started:
     """Record the start of every assignment to the push agents pinned to the host, in
-    one write transaction."""
+    one write transaction. A request sent again (the same `request_id`: its answer was
+    lost) is answered with the attempts it started too, those still running there:
+    handed over again, nothing recorded twice."""
     names = pinned_push_agents(ws, request.host)
-    settings = ws.settings
     attempts: list[dict[str, Any]] = []
     with ws.write() as recorder:
         views = recorder.views
@@ -90,24 +96,56 @@ def start(ws: Workspace, request: StartRequest) -> Started:
             agent = views.get_agent(name)
             if agent is None or agent.command is None:
                 continue
-            waiting = views.tasks(status="assigned", agent=name)
-            payloads = views.payloads([task.task_id for task in waiting])
-            for task in waiting:
+            started: list[tuple[TaskView, TaskStarted, str]] = []
+            if request.request_id is not None:
+                started += _started_by(recorder, request, name)
+            for task in views.tasks(status="assigned", agent=name):
                 workdir = PurePosixPath(request.home, "work", str(task.task_id), str(task.attempt + 1))
+                token = derived_token(request.request_id, task.task_id, task.attempt + 1) \
+                    if request.request_id is not None else None
                 event, token = runner.started_event(ws, recorder, task, agent, request.pid, request.host,
-                                                    workdir, None, request.by)
+                                                    workdir, None, request.by, token)
                 recorder.record([event])
-                attempts.append({
-                    "task_id": task.task_id, "attempt": event.attempt, "queue": task.queue, "agent": name,
-                    "token": token, "argv": list(event.argv), "workdir": event.workdir,
-                    "log_path": event.log_path, "payload": payloads[task.task_id],
-                    "variables": runner.task_variables(event, task.queue, token),
-                    "timeout_seconds": agent.timeout_seconds or settings.exec_timeout_seconds,
-                    "lease_expires_at": to_text(event.lease_expires_at),
-                    "non_retryable_exit_codes": sorted(json.loads(agent.non_retryable_exit_codes)),
-                    "retry_spawn_errors": settings.queue_policy(task.queue).retry_spawn_errors,
-                })
+                started.append((task, event, token))
+            payloads = views.payloads([task.task_id for task, _event, _token in started])
+            attempts += [_attempt_document(ws.settings, agent, task, event, token, payloads[task.task_id])
+                         for task, event, token in started]
+    settings = ws.settings
     return Started(settings.lease_seconds, settings.max_message_bytes, settings.max_payload_bytes, attempts)
+
+
+def _started_by(recorder: Recorder, request: StartRequest,
+                agent: str) -> list[tuple[TaskView, TaskStarted, str]]:
+    """The attempts of `agent` that this request (its `request_id`) started before and
+    that still run on its host: each task, its `TaskStarted` and its token."""
+    assert request.request_id is not None
+    found = []
+    for task in recorder.views.tasks(status="running", agent=agent):
+        if task.host != request.host:
+            continue
+        token = derived_token(request.request_id, task.task_id, task.attempt)
+        if not token_matches(token, task.token_hash):
+            continue
+        event = next(rec.event for rec in reversed(recorder.log.read_stream(f"task-{task.task_id}"))
+                     if rec.type == "TaskStarted")
+        assert isinstance(event, TaskStarted)
+        found.append((task, event, token))
+    return found
+
+
+def _attempt_document(settings: Settings, agent: AgentView, task: TaskView, event: TaskStarted, token: str,
+                      payload: str) -> dict[str, Any]:
+    """What the runner needs to run the attempt `event` started."""
+    return {
+        "task_id": task.task_id, "attempt": event.attempt, "queue": task.queue, "agent": agent.name,
+        "token": token, "argv": list(event.argv), "workdir": event.workdir,
+        "log_path": event.log_path, "payload": payload,
+        "variables": runner.task_variables(event, task.queue, token),
+        "timeout_seconds": agent.timeout_seconds or settings.exec_timeout_seconds,
+        "lease_expires_at": to_text(event.lease_expires_at),
+        "non_retryable_exit_codes": sorted(json.loads(agent.non_retryable_exit_codes)),
+        "retry_spawn_errors": settings.queue_policy(task.queue).retry_spawn_errors,
+    }
 
 
 class Lease(Request):

@@ -20,8 +20,10 @@ import pytest
 
 from scheduler import access
 from scheduler.reads import queries
+from scheduler.runner.remote import Server
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
+from scheduler.tokens import new_token
 from scheduler.usecases import hosts
 from scheduler.workspace import Workspace
 from server.app import create_app
@@ -189,6 +191,54 @@ def test_an_outcome_reached_while_the_server_is_away_is_recorded_once_when_it_is
     records = queries.show(ws, sub.task_id)[1]
     assert [r.type for r in records].count("TaskSucceeded") == 1
     assert next(r.event for r in records if r.type == "TaskSucceeded").result == {"ok": 1}
+
+
+def test_a_start_sent_again_hands_over_what_it_started_and_records_nothing_twice(served):
+    """The answer of a start is lost; the runner sends the same request again (its
+    `request_id`): the attempts it started are in the answer again, with the same
+    tokens, and were started once. Another request is not handed them."""
+    ws, _base, _token = served
+    subs = submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(2)])
+    tick(ws)
+    asked = hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched", request_id=new_token())
+    first = hosts.start(ws, asked)
+    assert sorted(doc["task_id"] for doc in first.attempts) == [sub.task_id for sub in subs]
+    assert hosts.start(ws, asked).attempts == first.attempts
+    for other_id in (new_token(), None):
+        assert hosts.start(ws, asked.model_copy(update={"request_id": other_id})).attempts == []
+    for sub in subs:
+        assert [r.type for r in queries.show(ws, sub.task_id)[1]].count("TaskStarted") == 1
+    leases = [{"task_id": doc["task_id"], "token": doc["token"]} for doc in first.attempts]
+    beats = hosts.turn(ws, hosts.TurnRequest(host="far-1", renew=leases)).beats
+    assert all("lease_expires_at" in beat for beat in beats), beats  # the tokens are the attempts'
+
+
+def test_a_start_whose_answer_was_lost_is_handed_over_when_it_is_sent_again(served, monkeypatch):
+    """Through the client: the first start reaches the server, which records it; its
+    answer does not reach the runner. The client's try again carries the same request
+    and gets the attempt: run at once, not left to wait out its lease."""
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="lost and found")])
+    tick(ws)
+    real = urllib.request.urlopen
+    lost: list[bool] = []
+
+    def lose_first_start(request, *args, **kwargs):
+        answer = real(request, *args, **kwargs)
+        if not lost and request.full_url.endswith("/start"):
+            lost.append(True)
+            answer.close()
+            raise ConnectionResetError("connection reset by peer")
+        return answer
+
+    monkeypatch.setattr(urllib.request, "urlopen", lose_first_start)
+    started = Server(base, token, sleep=lambda _s: None).host_start("far-1", 4242, "/srv/sched", new_token())
+    assert lost and [doc["task_id"] for doc in started["attempts"]] == [sub.task_id]
+    assert [r.type for r in queries.show(ws, sub.task_id)[1]].count("TaskStarted") == 1
+    (doc,) = started["attempts"]
+    (beat,) = hosts.turn(ws, hosts.TurnRequest(host="far-1", renew=[
+        {"task_id": sub.task_id, "token": doc["token"]}])).beats
+    assert "lease_expires_at" in beat, beat
 
 
 def test_only_the_hosts_own_token_may_start_or_renew(served):

@@ -143,9 +143,11 @@ def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(m
     answers: list[Exception | dict] = [BadInput("no agent control file found"),
                                        {"attempts": [{"task_id": 1}]},
                                        TokenRefused("the server refused the token: revoked")]
+    request_ids: list[str] = []
 
     class Answering:
-        def host_start(self, host, pid, home, wait):
+        def host_start(self, host, pid, home, request_id, wait):
+            request_ids.append(request_id)
             answer = answers.pop(0)
             if isinstance(answer, Exception):
                 raise answer
@@ -158,6 +160,9 @@ def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(m
     assert not asker._thread.is_alive() and isinstance(asker.fatal, TokenRefused)
     assert said == ["asking for work: no agent control file found; again in 0.01 s"]
     assert asker.answers.get_nowait()[2] == {"attempts": [{"task_id": 1}]}  # (asked, arrived, answer)
+    # an ask that got no answer is sent again as it was (what it started is handed over
+    # then); one that was answered is not
+    assert request_ids[0] == request_ids[1] != request_ids[2]
 
 
 def test_an_outcome_whose_answer_was_lost_is_recorded_once(served, monkeypatch):
