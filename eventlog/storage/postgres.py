@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -73,10 +73,11 @@ _TIMEOUT_LOCK_TIME = (
     "(SELECT set_config('lock_timeout', '{timeout_ms}', true)"
     + "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
     + " OFFSET 0) AS timeouts OFFSET 0) AS locked")
-# a writer's transaction, begun by the first statement of its first round trip (its
-# connection is in the driver's autocommit mode: the driver sends no BEGIN of its own,
-# and its commit() and rollback() end what this began)
+# a writer's and a reader's transaction, begun by the first statement of its first
+# round trip (its connection is in the driver's autocommit mode: the driver sends no
+# BEGIN of its own, and its commit() and rollback() end what this began)
 BEGIN_WRITER = "BEGIN ISOLATION LEVEL READ COMMITTED"
+BEGIN_READER = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # A sched writer idle inside its transaction this long, holding the writers' lock, is
 # stalled: stopped (kill -STOP, a paused VM) while its host still answers the probes
 # above. The next writer whose wait for the lock runs out ends it and takes its turn.
@@ -100,8 +101,8 @@ _LOCK_HOLDER = ("SELECT a.pid, host(a.client_addr), a.application_name, a.state,
 # commit (autovacuum's threshold; autovacuum itself would only do it at its next round)
 ANALYZE_AFTER_ROWS = 1_000
 ANALYZE_SHARE = 0.1
-# set while a writer takes a connection from the pool: it is not pinged (see `_ping_readers`)
-_WRITER_CHECKOUT: ContextVar[bool] = ContextVar("sched_writer_checkout", default=False)
+# set while a transaction takes a connection from the pool unpinged (see `_ping`)
+_UNPINGED_CHECKOUT: ContextVar[bool] = ContextVar("sched_unpinged_checkout", default=False)
 # the mark of a sched database: which version of sched's tables it holds
 _MARK = Table("sched_schema", MetaData(), Column("application", String, primary_key=True),
               Column("version", Int64, nullable=False))
@@ -171,6 +172,11 @@ class PostgresTransaction(SqlTransaction):
         finally:
             for cursor in cursors:
                 cursor.close()
+
+    def begin_reading(self) -> None:
+        """BEGIN a reader's transaction: one snapshot of every table, read only."""
+        with self._driver().cursor() as cursor:
+            cursor.execute(BEGIN_READER, prepare=False)
 
     def forget_ahead(self) -> None:
         """The transaction writes: what was read ahead may no longer be so."""
@@ -300,13 +306,11 @@ class PostgresStorage:
             connect_args["prepare_threshold"] = None
         self.engine = create_engine(engine_url(url), pool_size=2, max_overflow=8, connect_args=connect_args)
         quiet_pool_interrupts()
-        event.listen(self.engine, "checkout", _ping_readers)
+        event.listen(self.engine, "checkout", _ping)
         event.listen(self.engine, "before_cursor_execute", _send_writes_first)
-        self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ",
-                                                     postgresql_readonly=True)
-        # a writer's BEGIN is its own (`BEGIN_WRITER`), sent with the lock: the driver's
-        # implicit one would cost a round trip of its own
-        self._writer = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # a transaction's BEGIN is its own (`BEGIN_WRITER`, `BEGIN_READER`), sent in its
+        # first round trip: the driver's implicit one would cost a round trip of its own
+        self._own_begin = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- opening --------------------------------------------------------------------
     def _probe(self) -> str:
@@ -373,29 +377,29 @@ class PostgresStorage:
         except SQLAlchemyError as e:
             raise DatabaseFault(f"{self.location}: {str(e).splitlines()[0]}") from e
 
+    def _begun(self, begin: Callable[[PostgresTransaction], None]) -> PostgresTransaction:
+        """A transaction begun by `begin`, its first round trip. Its connection is taken
+        from the pool unpinged: a dead one (the server restarted since it was used)
+        fails in that round trip, before anything is read or written, and is replaced by
+        a pinged one for a second try (a ping that fails replaces every connection the
+        pool held)."""
+        for pinged in (False, True):
+            txn = self._transaction(pinged=pinged)
+            try:
+                begin(txn)
+                return txn
+            except BaseException as e:
+                dead = isinstance(e, psycopg.OperationalError) and txn._driver().broken
+                if dead:
+                    txn.connection.invalidate()  # (the pool replaces it)
+                _end(txn, commit=False)
+                if not dead or pinged:
+                    raise  # (a lock timeout, on a live connection, is not tried again)
+        raise AssertionError("unreachable")
+
     def _locked(self, prefetch: Sequence[Read]) -> PostgresTransaction:
-        """A transaction holding the writers' lock (and the reads asked for ahead). Its
-        connection is taken from the pool unpinged: a dead one (the server restarted
-        since it was used) fails in this first round trip, before anything is written,
-        and is replaced by a pinged one for a second try."""
-        txn = self._writer_transaction(pinged=False)
-        try:
-            txn.lock(self.busy_timeout_ms, prefetch)
-            return txn
-        except BaseException as e:
-            dead = isinstance(e, psycopg.OperationalError) and txn._driver().broken
-            if dead:
-                txn.connection.invalidate()  # (the pool replaces it)
-            _end(txn, commit=False)
-            if not dead:
-                raise  # (a lock timeout, on a live connection, is not tried again)
-        txn = self._writer_transaction(pinged=True)
-        try:
-            txn.lock(self.busy_timeout_ms, prefetch)
-        except BaseException:
-            _end(txn, commit=False)
-            raise
-        return txn
+        """A transaction holding the writers' lock (and the reads asked for ahead)."""
+        return self._begun(lambda txn: txn.lock(self.busy_timeout_ms, prefetch))
 
     def _take_turn(self, prefetch: Sequence[Read]) -> PostgresTransaction:
         """`_locked`; when its wait runs out, a stalled sched writer holding the lock is
@@ -437,12 +441,12 @@ class PostgresStorage:
                   file=sys.stderr, flush=True)
         return ended
 
-    def _writer_transaction(self, *, pinged: bool) -> PostgresTransaction:
-        unpinged = _WRITER_CHECKOUT.set(not pinged)
+    def _transaction(self, *, pinged: bool) -> PostgresTransaction:
+        unpinged = _UNPINGED_CHECKOUT.set(not pinged)
         try:
-            return PostgresTransaction(self._writer.connect())
+            return PostgresTransaction(self._own_begin.connect())
         finally:
-            _WRITER_CHECKOUT.reset(unpinged)
+            _UNPINGED_CHECKOUT.reset(unpinged)
 
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
@@ -504,7 +508,7 @@ class PostgresStorage:
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:
         with self.guard():
-            txn = PostgresTransaction(self._reader.connect())
+            txn = self._begun(lambda txn: txn.begin_reading())
             try:
                 yield txn
             finally:
@@ -532,11 +536,11 @@ def _end(txn: PostgresTransaction, *, commit: bool) -> None:
         connection.close()
 
 
-def _ping_readers(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    """The pool's check-out: a reader's connection is pinged (one round trip) and, if
-    the server dropped it (a restart), every connection pooled before is replaced.
-    A writer's is not: its first round trip, the lock's, tells it (`_locked`)."""
-    if _WRITER_CHECKOUT.get():
+def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """The pool's check-out: a connection is pinged (one round trip) and, if the server
+    dropped it (a restart), every connection pooled before is replaced. Not for a
+    transaction's first try: its first round trip, its BEGIN's, tells it (`_begun`)."""
+    if _UNPINGED_CHECKOUT.get():
         return
     try:
         dbapi_connection.autocommit = True  # (no transaction left open: one round trip)

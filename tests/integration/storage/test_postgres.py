@@ -38,9 +38,10 @@ from tests.conftest import new_workspace, wait_for
 
 
 def test_a_restarted_server_is_reconnected_to_and_work_goes_on(tmp_path, pg_cluster, pg_url):
-    """A reader's pooled connection is pinged before use; a writer's is not (a round trip
-    saved at every write), so a dead one fails at the lock and the write tries again on
-    a new one: after a restart, the first read and the first write each just work."""
+    """A pooled connection is not pinged before use (a round trip saved at every read
+    and write): a dead one fails at the transaction's first round trip (a reader's
+    BEGIN, a writer's lock) and the transaction tries again on a pinged one: after a
+    restart, the first read and the first write each just work."""
     ws = new_workspace(tmp_path / "home", database=pg_url)
     submit(ws, [TaskSpec(queue="dev", title="before")])
     pg_cluster.restart()  # every pooled connection of ws is now dead
@@ -415,7 +416,8 @@ class RoundTripCounter:
 
 # the rows of the round-trip table in docs/operations.md ("Keep the database near the hosts")
 DOCUMENTED_OPERATIONS = {"submit": "`sched submit` (one task)", "complete": "`sched worker complete`",
-                         "claim": "a claim that assigns", "tick": "a tick that assigns"}
+                         "claim": "a claim that assigns", "tick": "a tick that assigns",
+                         "status": "`sched status` (a read)"}
 
 
 def documented_round_trips() -> dict[str, tuple[int, int]]:
@@ -441,8 +443,8 @@ def round_trips(pg_cluster) -> Iterator[RoundTripCounter]:
 def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path, pg_url, round_trips):
     """Across a network every round trip of a write is spent holding the one writers'
     lock (all but the lock's own): docs/operations.md gives these counts to plan a
-    fleet's capacity with, read here from its table, as counted on the wire. A read
-    added to a hot path shows."""
+    fleet's capacity with, read here from its table, as counted on the wire (and a
+    status's, which holds no lock). A read added to a hot path shows."""
     ws = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 3}],
                        database=round_trips.url(pg_url))
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(4)])
@@ -458,7 +460,11 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     costs["complete"] = round_trips.take()
     assigned = tick(ws).assigned
     costs["tick"] = round_trips.take()
+    queries.status(ws)
+    costs["status"] = round_trips.take()
     ws.close()
     assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
-    assert costs == {"submit": 2, "claim": 3, "complete": 3, "tick": 5}
-    assert documented_round_trips() == {key: (trips, trips - 1) for key, trips in costs.items()}
+    assert costs == {"submit": 2, "claim": 3, "complete": 3, "tick": 5, "status": 7}
+    # a writer holds the lock from its first round trip's answer on; a reader never does
+    assert documented_round_trips() == {key: (trips, trips - 1 if key != "status" else 0)
+                                        for key, trips in costs.items()}
