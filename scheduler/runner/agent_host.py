@@ -8,11 +8,11 @@ never records an outcome twice. A thread asks the server for work (`host_start`,
 long poll woken at once by new assignments): every assignment to an agent pinned to
 this host is started there, recorded as run by this process on this host. An ask whose
 answer was lost is sent again as it was, and its answer hands over what the lost one
-carried. Then, here,
-its working directory is made under this host's `SCHED_HOME` with `payload.json`, its
-control group where the host allows one, and its command is started with the
-environment allowlist of this host's settings, plus `SCHED_SERVER`. A directory that
-cannot be made fails the attempt (retryable: the task goes back to its queue).
+carried. Then, here, its working directory is made under this host's `SCHED_HOME` with
+`payload.json`, its control group where the host allows one, and its command is
+started with the environment allowlist of this host's settings, plus `SCHED_SERVER`. A
+directory that cannot be made fails the attempt (retryable: the task goes back to its
+queue).
 
 Its agents are assigned by a daemon or tick with the database (`sched run` elsewhere),
 as any pinned agent's are. SIGTERM or SIGINT stops the attempts running here, records

@@ -89,6 +89,7 @@ def start(ws: Workspace, request: StartRequest) -> Started:
     lost) is answered with the attempts it started too, those still running there:
     handed over again, nothing recorded twice."""
     names = pinned_push_agents(ws, request.host)
+    settings = ws.settings
     attempts: list[dict[str, Any]] = []
     with ws.write() as recorder:
         views = recorder.views
@@ -101,16 +102,15 @@ def start(ws: Workspace, request: StartRequest) -> Started:
                 started += _started_by(recorder, request, name)
             for task in views.tasks(status="assigned", agent=name):
                 workdir = PurePosixPath(request.home, "work", str(task.task_id), str(task.attempt + 1))
-                token = derived_token(request.request_id, task.task_id, task.attempt + 1) \
-                    if request.request_id is not None else None
+                token = None if request.request_id is None else \
+                    derived_token(request.request_id, task.task_id, task.attempt + 1)
                 event, token = runner.started_event(ws, recorder, task, agent, request.pid, request.host,
                                                     workdir, None, request.by, token)
                 recorder.record([event])
                 started.append((task, event, token))
             payloads = views.payloads([task.task_id for task, _event, _token in started])
-            attempts += [_attempt_document(ws.settings, agent, task, event, token, payloads[task.task_id])
+            attempts += [_attempt_document(settings, agent, task, event, token, payloads[task.task_id])
                          for task, event, token in started]
-    settings = ws.settings
     return Started(settings.lease_seconds, settings.max_message_bytes, settings.max_payload_bytes, attempts)
 
 
