@@ -184,7 +184,7 @@ def _listing(queue: str | None, status: str | None, agent: str | None, title: st
 
 # Reads as values (`Read`: the arguments of `Transaction.rows`), for the reads that a
 # command can name before it makes them, so that it can ask for them ahead
-# (`Workspace.write`'s `prefetch`); the methods below make the same reads.
+# (`Workspace.write`'s and `read`'s `prefetch`); the methods below make the same reads.
 
 def task_read(task_id: int) -> Read:
     """`get_task`'s point read, as PostgreSQL's `fetch_one` makes it (as this `rows`
@@ -194,6 +194,12 @@ def task_read(task_id: int) -> Read:
 
 NEXT_TASK_ID = Read("tasks", ("max(task_id)",))
 COUNTS = Read("queue_counts", ("queue", "status", "count"))
+
+
+def live_token_read(token_hash: str) -> Read:
+    """The live tokens whose hash is `token_hash` (`live_token_hashed`)."""
+    return Read("tokens", tuple(_TOKEN_FIELDS), (("revoked_at", "is", None), ("token_hash", "=", token_hash)),
+                ("seq",))
 
 
 def agent_read(name: str) -> Read:
@@ -477,8 +483,7 @@ class SqlProjection:
         been drawn twice), if any: filtered by the database, so a request does not read
         every live token (a range of ix_tokens_live, then the hash)."""
         self.flush()
-        where = [("revoked_at", "is", None), ("token_hash", "=", token_hash)]
-        found = self.txn.rows("tokens", _TOKEN_FIELDS, where, ("seq",))
+        found = self.txn.rows(*live_token_read(token_hash))
         return TokenView(*found[-1]) if found else None  # type: ignore[arg-type]
 
     def tokens(self, name: str | None = None, revoked: bool = False) -> list[TokenView]:

@@ -136,8 +136,10 @@ class Workspace:
             yield recorder
 
     @contextmanager
-    def read(self) -> Iterator[tuple[SqlStore, SqlProjection]]:
-        with self.db.read() as txn:
+    def read(self, prefetch: Sequence[Read] = ()) -> Iterator[tuple[SqlStore, SqlProjection]]:
+        """The log and the projections in one consistent snapshot (`prefetch`: see
+        `Storage.read`)."""
+        with self.db.read(prefetch=prefetch) as txn:
             yield SqlStore(txn), SqlProjection(txn)
 
     def close(self) -> None:

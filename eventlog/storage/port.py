@@ -140,8 +140,9 @@ class Storage(Protocol):
         costs the server its work, nothing else."""
         ...
 
-    def read(self) -> AbstractContextManager[Transaction]:
-        """A consistent snapshot that writes nothing."""
+    def read(self, *, prefetch: Sequence[Read] = ()) -> AbstractContextManager[Transaction]:
+        """A consistent snapshot that writes nothing. `prefetch`: as for `write`, asked
+        for with the BEGIN; answered from them to the transaction's end."""
         ...
 
     def schema_version(self) -> int:

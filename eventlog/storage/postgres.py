@@ -157,26 +157,37 @@ class PostgresTransaction(SqlTransaction):
         the time once it is held (one statement: `_TIMEOUT_LOCK_TIME`), then the reads
         asked for ahead: one round trip (each read sees every commit of the writer
         before)."""
+        lock = _TIMEOUT_LOCK_TIME.format(timeout_ms=int(busy_timeout_ms))
+        locked = self._begin(BEGIN_WRITER, prefetch, lock)
+        assert locked is not None
+        self.locked_at = locked[0]
+
+    def begin_reading(self, prefetch: Sequence[Read] = ()) -> None:
+        """BEGIN a reader's transaction (one snapshot of every table, read only), and the
+        reads asked for ahead: one round trip. The transaction writes nothing, so their
+        answers hold to its end."""
+        self._begin(BEGIN_READER, prefetch)
+
+    def _begin(self, begin: str, prefetch: Sequence[Read], then: str | None = None) -> Row | None:
+        """`begin`, the statement `then` (its first row is returned), and the reads of
+        `prefetch` (their answers kept, see `_all`), in one pipeline."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
         cursors = [driver.cursor() for _ in range(len(reads) + 1)]
         try:
             with driver.pipeline():
-                cursors[0].execute(BEGIN_WRITER, prepare=False)
-                cursors[0].execute(_TIMEOUT_LOCK_TIME.format(timeout_ms=int(busy_timeout_ms)))
+                cursors[0].execute(begin, prepare=False)
+                if then is not None:
+                    cursors[0].execute(then)
                 for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                     cursor.execute(sql, params)
-            self.locked_at = cursors[0].fetchone()[0]
+            first = cursors[0].fetchone() if then is not None else None
             for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
                 self._ahead[(sql, tuple(params))] = cursor.fetchall()
+            return first
         finally:
             for cursor in cursors:
                 cursor.close()
-
-    def begin_reading(self) -> None:
-        """BEGIN a reader's transaction: one snapshot of every table, read only."""
-        with self._driver().cursor() as cursor:
-            cursor.execute(BEGIN_READER, prepare=False)
 
     def forget_ahead(self) -> None:
         """The transaction writes: what was read ahead may no longer be so."""
@@ -506,9 +517,9 @@ class PostgresStorage:
             pass  # the statistics stay as they were, until autovacuum refreshes them
 
     @contextmanager
-    def read(self) -> Iterator[PostgresTransaction]:
+    def read(self, *, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard():
-            txn = self._begun(lambda txn: txn.begin_reading())
+            txn = self._begun(lambda txn: txn.begin_reading(prefetch))
             try:
                 yield txn
             finally:

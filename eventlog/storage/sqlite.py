@@ -501,8 +501,9 @@ class SqliteStorage:
                                f"than busy_timeout_ms{': ' + holder if holder else ''}; try again)") from e
 
     @contextmanager
-    def read(self) -> Iterator[SqliteTransaction]:
-        """A transaction that sees one consistent snapshot (under WAL) and writes nothing."""
+    def read(self, *, prefetch: Sequence[Read] = ()) -> Iterator[SqliteTransaction]:
+        """A transaction that sees one consistent snapshot (under WAL) and writes nothing
+        (`prefetch` is for engines with round trips: see `Storage.read`)."""
         with self._transaction("BEGIN", commit=False) as txn:
             yield txn
 

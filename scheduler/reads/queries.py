@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.store import GENESIS_HASH, Recorded
 from eventlog.timeutil import from_text, to_text
-from projections.sql import SqlProjection
+from projections.sql import ALL_AGENTS, COUNTS, META, SqlProjection
 from projections.views import (
     FINAL_STATUSES,
     VISIBLE_STATUSES,
@@ -26,6 +26,9 @@ from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:
     from projections.rebuild import Verification
+
+# what a status reads, asked for with its BEGIN (PostgreSQL: one round trip for all)
+STATUS_READS = (COUNTS, ALL_AGENTS, META)
 
 # what only some answers need (folds, verify, the estimates) is imported by them:
 # `status` and `tasks` start quickly (issue 13: a quick CLI)
@@ -90,7 +93,7 @@ def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
     seq, or fixed-width UTC text), as they stood after that event, folded in memory
     from the log (the stop file, a present-day fact, is then not consulted)."""
     if at is None:
-        with ws.read() as (_log, views):
+        with ws.read(prefetch=STATUS_READS) as (_log, views):
             return status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
     from projections.apply import fold
 

@@ -25,7 +25,7 @@ import pytest
 
 from eventlog.errors import DatabaseFault
 from eventlog.storage.postgres import PostgresStorage
-from scheduler import worker
+from scheduler import access, worker
 from scheduler.clock import ManualClock, SystemClock
 from scheduler.config.settings import load_settings
 from scheduler.reads import queries
@@ -417,7 +417,9 @@ class RoundTripCounter:
 # the rows of the round-trip table in docs/operations.md ("Keep the database near the hosts")
 DOCUMENTED_OPERATIONS = {"submit": "`sched submit` (one task)", "complete": "`sched worker complete`",
                          "claim": "a claim that assigns", "tick": "a tick that assigns",
-                         "status": "`sched status` (a read)"}
+                         "status": "`sched status` (a read)",
+                         "token": "a request's token check (`sched serve`, every request)"}
+READS = ("status", "token")
 
 
 def documented_round_trips() -> dict[str, tuple[int, int]]:
@@ -460,11 +462,18 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     costs["complete"] = round_trips.take()
     assigned = tick(ws).assigned
     costs["tick"] = round_trips.take()
+    queries.status(ws)  # (the pool may open a connection for it: not counted)
+    round_trips.take()
     queries.status(ws)
     costs["status"] = round_trips.take()
+    secret = access.create_token(ws, "w1-token", "kim", agent="w1").token
+    assert access.authenticate(ws, secret) is not None
+    round_trips.take()
+    assert access.authenticate(ws, secret) is not None
+    costs["token"] = round_trips.take()
     ws.close()
     assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
-    assert costs == {"submit": 2, "claim": 3, "complete": 3, "tick": 5, "status": 7}
+    assert costs == {"submit": 2, "claim": 3, "complete": 3, "tick": 5, "status": 2, "token": 2}
     # a writer holds the lock from its first round trip's answer on; a reader never does
-    assert documented_round_trips() == {key: (trips, trips - 1 if key != "status" else 0)
+    assert documented_round_trips() == {key: (trips, trips - 1 if key not in READS else 0)
                                         for key, trips in costs.items()}

@@ -244,7 +244,7 @@ def test_upsert_replaces_or_adds_and_the_point_read_finds_it(new_database):
 def test_a_read_asked_for_ahead_answers_as_the_database_stands_until_the_writer_writes(new_database):
     """`prefetch` changes no answer: a read asked for ahead gives what the database
     holds, and after the transaction's own writes (through the port or SQLAlchemy)
-    what it holds then."""
+    what it holds then; a reader's, what its snapshot holds."""
     db = fresh_storage(new_database())
     counts = Read("queue_counts", ("queue", "status", "count"), (("queue", "=", "dev"),))
     point = Read("projection_meta", ("key", "value"), (("key", "=", "k"),))
@@ -262,6 +262,10 @@ def test_a_read_asked_for_ahead_answers_as_the_database_stands_until_the_writer_
         txn.session.execute(update(QueueCountRow).where(QueueCountRow.queue == "dev").values(count=7))
         assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
     with db.write(prefetch=[counts], commit=False) as txn:
+        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
+    with db.read(prefetch=[counts, point]) as txn:  # a reader's: its snapshot's rows, to its end
+        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
+        assert [tuple(r) for r in txn.rows(*point)] == [("k", "v")]
         assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
 
 
