@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.values import INT64_MAX
+from projections.sql import any_queued_read, listing_read, task_read
 from projections.views import TokenView
 from scheduler import access
 from scheduler.usecases import fleet, work
@@ -92,7 +93,7 @@ def acting_for(token: TokenView, agent: str) -> None:
 
 def holder_of(ws: Workspace, token: TokenView, task_id: int) -> None:
     """403 when an agent's token acts on an attempt another agent holds."""
-    with ws.read() as (_log, views):
+    with ws.read(prefetch=[task_read(task_id)]) as (_log, views):
         task = views.get_task(task_id)
     if task is not None and task.agent is not None:
         acting_for(token, task.agent)
@@ -171,7 +172,9 @@ def may_have_work(ws: Workspace, agent: str) -> bool:
     in its queue (one read; False spares a write transaction per waiting claim at each
     commit that brought it nothing)."""
     spec = ws.registry().get(agent)
-    with ws.read() as (_log, views):
+    reads = [listing_read(status="assigned", agent=agent, limit=1),
+             *([any_queued_read(spec.type)] if spec is not None else [])]
+    with ws.read(prefetch=reads) as (_log, views):
         return bool(views.tasks(status="assigned", agent=agent, limit=1)
                     or (spec is not None and views.any_queued(spec.type)))
 
