@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_claim import _race, _sched_claimer
+from benchmarks.bench_claim import COUNT, LAST_SEQ, LOAD, WARM, ZEROS, _race, _sched_claimer
 from benchmarks.bench_submit import BACKLOG_AGENTS, BACKLOG_CAPACITY, record_fleet
 from benchmarks.build import NEVER, load_queued
 from benchmarks.common import Context, fleet, new_workspace, open_workspace, result, task_specs, timed
@@ -69,10 +69,12 @@ def rows_of(ws: Workspace, sql: str, params: tuple[object, ...] = ()) -> list[tu
 
 def bare_copy(ctx: Context, name: str, shape: list[dict[str, object]],
               tables: dict[str, list[tuple[Any, ...]]]) -> Workspace:
-    """A database of sched's shape (made by `sched init`) holding `tables`' rows."""
+    """A database of sched's shape (made by `sched init`) holding `tables`' rows (in place
+    of any the new database had)."""
     ws = pg_workspace(ctx, name, shape)
     with connect(ws) as conn:
         for table, rows in tables.items():
+            conn.execute(f"DELETE FROM {table}")
             if rows:
                 columns = [d.name for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
                 with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
@@ -108,31 +110,47 @@ def pg_single_submit(ctx: Context) -> dict[str, Any]:
         details={"seconds": seconds, "bare_seconds": bare_seconds})
 
 
+def _bare_claim(conn: Any, agent: str, templates: list[tuple[Any, ...]]) -> bool:
+    """One bare claim on PostgreSQL, as `bench_claim._bare_claim` on SQLite: under the
+    writers' lock, pick the best queued task by the same query, mark it running, append
+    the two event rows of a claim, add the attempt to the agent's load, move one from
+    queued to running in the counts, drop the zero counts and record the last seq."""
+    assigned, started = templates
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    conn.execute(LOCK)
+    row = conn.execute(PICK, (now,)).fetchone()
+    if row is not None:
+        task_id = row[0]
+        (seq,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+        conn.execute(START, (agent, now, started[6], now, now, now, task_id))
+        conn.cursor().executemany(INSERT_EVENT, [
+            (seq + 1, f"task-{task_id}", assigned[2], assigned[3], now, assigned[5], assigned[6],
+             assigned[7]),
+            (seq + 2, f"task-{task_id}", started[2], started[3], now, started[5], assigned[7],
+             started[7])])
+        conn.execute(_pg(LOAD), (agent,))
+        conn.cursor().executemany(_pg(COUNT), [("dev", "queued", -1), ("dev", "running", 1)])
+        conn.execute(ZEROS)
+        conn.execute(_pg(LAST_SEQ), (str(seq + 2),))
+    conn.commit()
+    return row is not None
+
+
+def _pg(sql: str) -> str:
+    """A statement of `bench_claim`'s bare claim with psycopg's placeholders."""
+    return sql.replace("?", "%s")
+
+
 def _bare_claimer(url: str, agent: str, count: int, barrier: Any, out: Any,
                   templates: list[tuple[Any, ...]]) -> None:
-    """A bare claim on PostgreSQL: under the writers' lock, pick the best queued task by
-    the same query, mark it running and append the two event rows of a claim."""
+    """`count` bare claims by `agent` after `WARM` untimed ones (as sched's claimers)."""
     import psycopg
 
-    assigned, started = templates
     with psycopg.connect(url) as conn:
+        for _ in range(WARM):
+            _bare_claim(conn, agent, templates)
         barrier.wait()
-        got = 0
-        for _ in range(count):
-            now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-            conn.execute(LOCK)
-            row = conn.execute(PICK, (now,)).fetchone()
-            if row is not None:
-                task_id = row[0]
-                (seq,) = conn.execute("SELECT max(seq) FROM events").fetchone()
-                conn.execute(START, (agent, now, started[6], now, now, now, task_id))
-                conn.cursor().executemany(INSERT_EVENT, [
-                    (seq + 1, f"task-{task_id}", assigned[2], assigned[3], now, assigned[5], assigned[6],
-                     assigned[7]),
-                    (seq + 2, f"task-{task_id}", started[2], started[3], now, started[5], assigned[7],
-                     started[7])])
-                got += 1
-            conn.commit()
+        got = sum(_bare_claim(conn, agent, templates) for _ in range(count))
         out.put((agent, got, time.monotonic()))
 
 
@@ -145,7 +163,7 @@ class _BareArgs:
 
 
 class _SchedArgs:
-    extra: tuple[Any, ...] = ()
+    extra: tuple[Any, ...] = (WARM,)
 
     def __init__(self, home: Path, agents: list[str], per: int) -> None:
         self.home, self.agents, self.per = home, agents, per
@@ -157,34 +175,44 @@ class _SchedArgs:
 def _claims(ctx: Context, processes: int) -> dict[str, Any]:
     name = f"pg_claims_{processes}"
     per = ctx.params["claims"] // processes
-    agents = fleet(processes, per, prefix="w")
+    # pull workers, a slot for every claim (their warm-up claims' too)
+    agents = fleet(processes, per + WARM, prefix="w")
     names = [str(a["agentName"]) for a in agents]
     ws = pg_workspace(ctx, name, agents)
-    load_queued(ws, per * processes, ws.clock.now())
+    load_queued(ws, (per + WARM) * processes, ws.clock.now())
     record_fleet(ws)
     (last_seq,), = rows_of(ws, "SELECT max(seq) FROM events")
-    tables = {t: rows_of(ws, f"SELECT * FROM {t}") for t in ("events", "tasks")}
+    tables = {t: rows_of(ws, f"SELECT * FROM {t}")
+              for t in ("events", "tasks", "agents", "queue_counts", "projection_meta")}
     home = ws.settings.home
     ws.close()
     seconds, claimed = _race(_sched_claimer, _SchedArgs(home, names, per), processes)
     ws = open_workspace(home)
     templates = [rows_of(ws, f"SELECT {COLUMNS} FROM events WHERE seq > %s AND type = %s ORDER BY seq "
                              "LIMIT 1", (last_seq, t))[0] for t in ("TaskAssigned", "TaskStarted")]
-    (running,), = rows_of(ws, "SELECT count(*) FROM tasks WHERE status = 'running'")
-    ws.close()
     bare_ws = bare_copy(ctx, f"{name}_bare", agents, tables)
     url = str(bare_ws.settings.database)
-    bare_ws.close()
     bare_seconds, bare_claimed = _race(_bare_claimer, _BareArgs(url, names, per, templates), processes)
+    # what each side's claims left: running tasks, the agents' loads, the counts
+    written = {side: [rows_of(w, "SELECT count(*) FROM tasks WHERE status = 'running'"),
+                      rows_of(w, "SELECT name, running FROM agents ORDER BY name"),
+                      rows_of(w, "SELECT queue, status, count FROM queue_counts ORDER BY 1, 2")]
+               for side, w in (("sched", ws), ("bare", bare_ws))}
+    ws.close(), bare_ws.close()
     value, ceiling = claimed / seconds, bare_claimed / bare_seconds
     return result(
         name, value=value, unit="claims/s", ceiling=ceiling, ratio=value / ceiling, target=">= 0.5",
-        what=f"worker.claim() in {processes} processes at once on PostgreSQL, {per:,} each",
-        ceiling_what=f"{processes} processes of a bare psycopg loop: advisory lock, pick by the same "
-                     "query, mark the task running, append the two event rows, commit",
+        what=f"worker.claim() in {processes} processes at once on PostgreSQL, {per:,} each, after "
+             f"{WARM} untimed claim each",
+        ceiling_what=f"{processes} processes of a bare psycopg loop, after {WARM} untimed claim each: "
+                     "advisory lock, pick by the same query, mark the task running, append the two "
+                     "event rows, add to the agent's load, move one from queued to running in the "
+                     "queue counts, delete zero counts, record the last seq, commit",
         details={"claimed": claimed, "seconds": seconds, "bare_claimed": bare_claimed,
-                 "bare_seconds": bare_seconds},
-        ok=claimed == running == per * processes == bare_claimed)
+                 "bare_seconds": bare_seconds, "warm_claims_per_process": WARM,
+                 "running": written["sched"][0][0][0]},
+        ok=claimed == bare_claimed == per * processes
+        and written["sched"][0][0][0] == (per + WARM) * processes and written["sched"] == written["bare"])
 
 
 def pg_claims_4(ctx: Context) -> dict[str, Any]:
