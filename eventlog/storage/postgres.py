@@ -315,13 +315,16 @@ class PostgresStorage:
             # statement belongs to one server connection, and a pooler in transaction
             # mode (PgBouncer before 1.21) hands each transaction whichever it has free
             connect_args["prepare_threshold"] = None
-        self.engine = create_engine(engine_url(url), pool_size=2, max_overflow=8, connect_args=connect_args)
+        # every connection in the driver's autocommit mode: a transaction's BEGIN is its
+        # own (`BEGIN_WRITER`, `BEGIN_READER`), sent in its first round trip, where the
+        # driver's implicit one would cost a round trip of its own; the rest are single
+        # statements. (Set for the engine, not per check-out: SQLAlchemy would set it and
+        # reset it at every transaction.)
+        self.engine = create_engine(engine_url(url), pool_size=2, max_overflow=8, connect_args=connect_args,
+                                    isolation_level="AUTOCOMMIT")
         quiet_pool_interrupts()
         event.listen(self.engine, "checkout", _ping)
         event.listen(self.engine, "before_cursor_execute", _send_writes_first)
-        # a transaction's BEGIN is its own (`BEGIN_WRITER`, `BEGIN_READER`), sent in its
-        # first round trip: the driver's implicit one would cost a round trip of its own
-        self._own_begin = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- opening --------------------------------------------------------------------
     def _probe(self) -> str:
@@ -455,7 +458,7 @@ class PostgresStorage:
     def _transaction(self, *, pinged: bool) -> PostgresTransaction:
         unpinged = _UNPINGED_CHECKOUT.set(not pinged)
         try:
-            return PostgresTransaction(self._own_begin.connect())
+            return PostgresTransaction(self.engine.connect())
         finally:
             _UNPINGED_CHECKOUT.reset(unpinged)
 
@@ -554,12 +557,7 @@ def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     if _UNPINGED_CHECKOUT.get():
         return
     try:
-        dbapi_connection.autocommit = True  # (no transaction left open: one round trip)
-        try:
-            dbapi_connection.execute("SELECT 1")
-        finally:
-            if not dbapi_connection.closed:
-                dbapi_connection.autocommit = False
+        dbapi_connection.execute("SELECT 1")  # (autocommit: no transaction left open, one round trip)
     except psycopg.Error as e:
         raise InvalidatePoolError(str(e).strip() or type(e).__name__) from e
 
