@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -183,15 +184,24 @@ def test_the_drill_a_server_restart_and_a_killed_host_lose_nothing_and_run_nothi
             for host in ("hA", "hB")}
 
     def said() -> str:
-        return "".join(f"\n--- the end of {host}'s stderr:\n" + "\n".join(path.read_text().splitlines()[-40:])
-                       for host, path in logs.items())
+        """The ends of the daemons' stderr and of the supervisors' log (both hosts' share
+        the home's logs/exec.log), and how long the server's restart took."""
+        ends = {**{f"{host}'s stderr": path for host, path in logs.items()},
+                "the supervisors' exec.log": home / "logs" / "exec.log"}
+        return f"\nthe restart took {restart_seconds:.2f} s" + "".join(
+            f"\n--- the end of {name}:\n" + "\n".join(path.read_text().splitlines()[-40:])
+            for name, path in ends.items() if path.exists())
+
+    restart_seconds = float("nan")
 
     def succeeded() -> int:
         return queries.status(ws)["queues"]["dev"].get("succeeded", 0)
 
     try:
         wait_for("a fifth of the tasks to succeed", lambda: succeeded() >= total // 5, timeout=120)
+        began = time.monotonic()
         pg_cluster.restart()  # attempts run on while the server is gone
+        restart_seconds = time.monotonic() - began
         wait_for("two fifths of the tasks to succeed", lambda: succeeded() >= 2 * total // 5, timeout=120)
         operator.drain(ws, "a1", by="drill")  # its host is about to go: no new work for it
         _kill_host(daemons.pop("hA"))
