@@ -194,9 +194,9 @@ def _claims(ctx: Context, processes: int) -> dict[str, Any]:
     url = str(bare_ws.settings.database)
     bare_seconds, bare_claimed = _race(_bare_claimer, _BareArgs(url, names, per, templates), processes)
     # what each side's claims left: running tasks, the agents' loads, the counts
-    written = {side: [rows_of(w, "SELECT count(*) FROM tasks WHERE status = 'running'"),
-                      rows_of(w, "SELECT name, running FROM agents ORDER BY name"),
-                      rows_of(w, "SELECT queue, status, count FROM queue_counts ORDER BY 1, 2")]
+    written = {side: {"running": rows_of(w, "SELECT count(*) FROM tasks WHERE status = 'running'")[0][0],
+                      "loads": rows_of(w, "SELECT name, running FROM agents ORDER BY name"),
+                      "counts": rows_of(w, "SELECT queue, status, count FROM queue_counts ORDER BY 1, 2")}
                for side, w in (("sched", ws), ("bare", bare_ws))}
     ws.close(), bare_ws.close()
     value, ceiling = claimed / seconds, bare_claimed / bare_seconds
@@ -210,9 +210,9 @@ def _claims(ctx: Context, processes: int) -> dict[str, Any]:
                      "queue counts, delete zero counts, record the last seq, commit",
         details={"claimed": claimed, "seconds": seconds, "bare_claimed": bare_claimed,
                  "bare_seconds": bare_seconds, "warm_claims_per_process": WARM,
-                 "running": written["sched"][0][0][0]},
+                 "running": written["sched"]["running"]},
         ok=claimed == bare_claimed == per * processes
-        and written["sched"][0][0][0] == (per + WARM) * processes and written["sched"] == written["bare"])
+        and written["sched"]["running"] == (per + WARM) * processes and written["sched"] == written["bare"])
 
 
 def pg_claims_4(ctx: Context) -> dict[str, Any]:

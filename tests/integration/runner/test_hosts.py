@@ -184,8 +184,9 @@ def test_the_drill_a_server_restart_and_a_killed_host_lose_nothing_and_run_nothi
             for host in ("hA", "hB")}
 
     def said() -> str:
-        """The ends of the daemons' stderr and of the supervisors' log (both hosts' share
-        the home's logs/exec.log), and how long the server's restart took."""
+        """The ends of the daemons' stderr and of the supervisors' log (the two hosts'
+        supervisors write to the home's one logs/exec.log), and how long the server's
+        restart took."""
         ends = {**{f"{host}'s stderr": path for host, path in logs.items()},
                 "the supervisors' exec.log": home / "logs" / "exec.log"}
         return f"\nthe restart took {restart_seconds:.2f} s" + "".join(
