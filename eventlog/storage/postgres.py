@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -73,11 +74,22 @@ _TIMEOUT_LOCK_TIME = (
     "(SELECT set_config('lock_timeout', '{timeout_ms}', true)"
     + "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
     + " OFFSET 0) AS timeouts OFFSET 0) AS locked")
+
+
+@lru_cache(maxsize=8)
+def lock_statement(timeout_ms: int) -> str:
+    """`_TIMEOUT_LOCK_TIME` for this lock timeout: the same text object every time, so
+    that its cursor reads its answer as it learnt to (`PostgresTransaction.cursor_for`)."""
+    return _TIMEOUT_LOCK_TIME.format(timeout_ms=timeout_ms)
+
+
 # a writer's and a reader's transaction, begun by the first statement of its first
 # round trip (its connection is in the driver's autocommit mode: the driver sends no
 # BEGIN of its own, and its commit() and rollback() end what this began)
 BEGIN_WRITER = "BEGIN ISOLATION LEVEL READ COMMITTED"
 BEGIN_READER = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+COMMIT = "COMMIT"
+KEPT_CURSORS = 256  # statements a connection keeps a cursor for (past it, it starts again)
 # A sched writer idle inside its transaction this long, holding the writers' lock, is
 # stalled: stopped (kill -STOP, a paused VM) while its host still answers the probes
 # above. The next writer whose wait for the lock runs out ends it and takes its turn.
@@ -141,8 +153,13 @@ class PostgresTransaction(SqlTransaction):
         super().__init__(driver=connection.connection.driver_connection,
                          open_session=lambda: Session(bind=connection))
         self.connection = connection
+        # this connection's cursors, one per statement, kept while the pool keeps it
+        # (`cursor_for`)
+        self._cursors: dict[str, psycopg.Cursor[Any]] = connection.connection.info.setdefault(
+            "sched_cursors", {})
+        self._spare: list[psycopg.Cursor[Any]] = []  # cursors for this transaction only
         # begun here, so that a session joins it and leaves its end to the adapter
-        # (psycopg's BEGIN is sent with the first statement)
+        # (the server's transaction is begun by the adapter's own BEGIN)
         self.transaction = connection.begin()
         self.wake_seq: int | None = None
         self.locked_at: datetime | None = None  # a writer's: the server's time once it held the lock
@@ -157,8 +174,7 @@ class PostgresTransaction(SqlTransaction):
         the time once it is held (one statement: `_TIMEOUT_LOCK_TIME`), then the reads
         asked for ahead: one round trip (each read sees every commit of the writer
         before)."""
-        lock = _TIMEOUT_LOCK_TIME.format(timeout_ms=int(busy_timeout_ms))
-        locked = self._begin(BEGIN_WRITER, prefetch, lock)
+        locked = self._begin(BEGIN_WRITER, prefetch, lock_statement(int(busy_timeout_ms)))
         assert locked is not None
         self.locked_at = locked[0]
 
@@ -173,21 +189,42 @@ class PostgresTransaction(SqlTransaction):
         `prefetch` (their answers kept, see `_all`), in one pipeline."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
-        cursors = [driver.cursor() for _ in range(len(reads) + 1)]
-        try:
-            with driver.pipeline():
-                cursors[0].execute(begin, prepare=False)
-                if then is not None:
-                    cursors[0].execute(then)
-                for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
-                    cursor.execute(sql, params)
-            first = cursors[0].fetchone() if then is not None else None
-            for cursor, (sql, params) in zip(cursors[1:], reads, strict=True):
-                self._ahead[(sql, tuple(params))] = cursor.fetchall()
-            return first
-        finally:
-            for cursor in cursors:
-                cursor.close()
+        taken: set[str] = set()  # (a statement asked for twice takes a cursor of its own)
+        cursors = [self.cursor_for(sql, taken) for sql, _params in reads]
+        with driver.pipeline():
+            self.cursor_for(begin).execute(begin, prepare=False)
+            if then is not None:
+                self.cursor_for(then).execute(then)
+            for cursor, (sql, params) in zip(cursors, reads, strict=True):
+                cursor.execute(sql, params)
+        first = self.cursor_for(then).fetchone() if then is not None else None
+        for cursor, (sql, params) in zip(cursors, reads, strict=True):
+            self._ahead[(sql, tuple(params))] = cursor.fetchall()
+        return first
+
+    def cursor_for(self, sql: str, taken: set[str] | None = None) -> psycopg.Cursor[Any]:
+        """The connection's cursor for the statement `sql`, kept from one transaction
+        to the next (while the pool keeps the connection): psycopg keeps what a cursor
+        learnt of a statement's parameters and answer (how to send and read each type)
+        for its next run of the same statement text, where a new cursor learns it all
+        again for every statement (about a tenth of a claim's time on the client). Only
+        for the reads asked for ahead and the writes, whose answers are small or none:
+        a cursor keeps its last answer. `taken`: statements that already have a cursor in
+        this pipeline (a second one gets a new cursor, closed when the transaction ends)."""
+        if taken is not None:
+            if sql in taken:
+                cursor = self._driver().cursor()
+                self._spare.append(cursor)
+                return cursor
+            taken.add(sql)
+        cursor = self._cursors.get(sql)
+        if cursor is None or cursor.closed or cursor.connection is not self._driver():
+            if len(self._cursors) >= KEPT_CURSORS:
+                for kept in self._cursors.values():
+                    kept.close()
+                self._cursors.clear()
+            cursor = self._cursors[sql] = self._driver().cursor()
+        return cursor
 
     def forget_ahead(self) -> None:
         """The transaction writes: what was read ahead may no longer be so."""
@@ -221,16 +258,16 @@ class PostgresTransaction(SqlTransaction):
         returned) or COMMIT, in one pipeline: one round trip."""
         self._pending = []
         driver = self._driver()
-        with driver.cursor() as writes, driver.cursor() as reads:
+        with driver.cursor() as reads:
             with driver.pipeline():
                 for sql, rows in statements:
-                    writes.executemany(sql, rows)
+                    self.cursor_for(sql).executemany(sql, rows)
                 if read is not None:
                     reads.execute(*read)
                 if commit:
                     # a statement, not the driver's commit(), which would wait for its
                     # answer and then the pipeline's end for another: one round trip
-                    writes.execute("COMMIT", prepare=False)
+                    self.cursor_for(COMMIT).execute(COMMIT, prepare=False)
             return reads.fetchall() if read is not None else []
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
@@ -537,6 +574,8 @@ def _end(txn: PostgresTransaction, *, commit: bool) -> None:
     COMMIT was already sent: nothing more goes to the server) or rolled back (a
     connection found dead is not used again)."""
     connection = txn.connection
+    for cursor in txn._spare:
+        cursor.close()
     try:
         if txn.opened_session is not None:
             txn.opened_session.close()  # (it joined the transaction: closing it leaves that alone)

@@ -263,10 +263,13 @@ def test_a_read_asked_for_ahead_answers_as_the_database_stands_until_the_writer_
         assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
     with db.write(prefetch=[counts], commit=False) as txn:
         assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
-    with db.read(prefetch=[counts, point]) as txn:  # a reader's: its snapshot's rows, to its end
-        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
-        assert [tuple(r) for r in txn.rows(*point)] == [("k", "v")]
-        assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
+    other = Read("projection_meta", ("key", "value"), (("key", "=", "absent"),))  # the same statement
+    for _ in range(2):  # (and again, on what the connection kept of the first)
+        with db.read(prefetch=[counts, point, other]) as txn:  # a reader's: its snapshot's rows, to its end
+            assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
+            assert [tuple(r) for r in txn.rows(*point)] == [("k", "v")]
+            assert txn.rows(*other) == []
+            assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
 
 
 def test_counts_ids_and_sizes_hold_64_bit_values(new_database):
