@@ -90,6 +90,7 @@ BEGIN_WRITER = "BEGIN ISOLATION LEVEL READ COMMITTED"
 BEGIN_READER = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 COMMIT = "COMMIT"
 KEPT_CURSORS = 256  # statements a connection keeps a cursor for (past it, it starts again)
+KEPT_ANSWER_ROWS = 100  # an answer longer than this is not kept with its statement's cursor
 # A sched writer idle inside its transaction this long, holding the writers' lock, is
 # stalled: stopped (kill -STOP, a paused VM) while its host still answers the probes
 # above. The next writer whose wait for the lock runs out ends it and takes its turn.
@@ -199,7 +200,7 @@ class PostgresTransaction(SqlTransaction):
                 cursor.execute(sql, params)
         first = self.cursor_for(then).fetchone() if then is not None else None
         for cursor, (sql, params) in zip(cursors, reads, strict=True):
-            self._ahead[(sql, tuple(params))] = cursor.fetchall()
+            self._ahead[(sql, tuple(params))] = self._fetched(sql, cursor)
         return first
 
     def cursor_for(self, sql: str, taken: set[str] | None = None) -> psycopg.Cursor[Any]:
@@ -207,9 +208,9 @@ class PostgresTransaction(SqlTransaction):
         to the next (while the pool keeps the connection): psycopg keeps what a cursor
         learnt of a statement's parameters and answer (how to send and read each type)
         for its next run of the same statement text, where a new cursor learns it all
-        again for every statement (about a tenth of a claim's time on the client). Only
-        for the reads asked for ahead and the writes, whose answers are small or none:
-        a cursor keeps its last answer. `taken`: statements that already have a cursor in
+        again for every statement (about a tenth of a claim's time on the client). A
+        cursor keeps its last answer: one of more than `KEPT_ANSWER_ROWS` rows is let go
+        with its cursor (`_fetched`). `taken`: statements that already have a cursor in
         this pipeline (a second one gets a new cursor, closed when the transaction ends)."""
         if taken is not None:
             if sql in taken:
@@ -225,6 +226,15 @@ class PostgresTransaction(SqlTransaction):
                 self._cursors.clear()
             cursor = self._cursors[sql] = self._driver().cursor()
         return cursor
+
+    def _fetched(self, sql: str, cursor: psycopg.Cursor[Any]) -> list[Row]:
+        """The rows of `cursor`'s answer to `sql`; a long answer is not kept with a kept
+        cursor (the next run of `sql` takes a new one)."""
+        rows = cursor.fetchall()
+        if len(rows) > KEPT_ANSWER_ROWS and self._cursors.get(sql) is cursor:
+            del self._cursors[sql]
+            cursor.close()
+        return rows
 
     def forget_ahead(self) -> None:
         """The transaction writes: what was read ahead may no longer be so."""
@@ -257,24 +267,24 @@ class PostgresTransaction(SqlTransaction):
         """The waiting writes, then `statements`, then the query `read` (its rows are
         returned) or COMMIT, in one pipeline: one round trip."""
         self._pending = []
-        driver = self._driver()
-        with driver.cursor() as reads:
-            with driver.pipeline():
-                for sql, rows in statements:
-                    self.cursor_for(sql).executemany(sql, rows)
-                if read is not None:
-                    reads.execute(*read)
-                if commit:
-                    # a statement, not the driver's commit(), which would wait for its
-                    # answer and then the pipeline's end for another: one round trip
-                    self.cursor_for(COMMIT).execute(COMMIT, prepare=False)
-            return reads.fetchall() if read is not None else []
+        with self._driver().pipeline():
+            for sql, rows in statements:
+                self.cursor_for(sql).executemany(sql, rows)
+            if read is not None:
+                self.cursor_for(read[0]).execute(*read)
+            if commit:
+                # a statement, not the driver's commit(), which would wait for its
+                # answer and then the pipeline's end for another: one round trip
+                self.cursor_for(COMMIT).execute(COMMIT, prepare=False)
+        return self._fetched(read[0], self.cursor_for(read[0])) if read is not None else []
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
         if self._ahead and (found := self._ahead.get((sql, tuple(params)))) is not None:
             return list(found)
         if not self._pending:
-            return super()._all(sql, params)
+            cursor = self.cursor_for(sql)
+            cursor.execute(sql, params)
+            return self._fetched(sql, cursor)
         return self._send(self._pending, (sql, params))
 
     def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:

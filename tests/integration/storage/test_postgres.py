@@ -287,6 +287,24 @@ def test_event_time_is_the_servers_not_the_hosts(tmp_path, pg_url):
     skewed.close()
 
 
+def test_a_connection_keeps_a_cursor_per_statement_but_not_a_long_answer(tmp_path, pg_url, request):
+    """The cursors a connection keeps for the next run of a statement hold their last
+    answer: a long one is let go with its cursor, so a big listing is not held in memory
+    until the statement runs again on that connection."""
+    from eventlog.storage.postgres import KEPT_ANSWER_ROWS
+
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    request.addfinalizer(ws.close)
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(KEPT_ANSWER_ROWS + 1)])
+    with ws.db.read() as txn:
+        short = txn.select("tasks", ("task_id",), (), ("task_id",), KEPT_ANSWER_ROWS)
+        long = txn.select("tasks", ("task_id",), (), ("task_id",))
+        assert len(txn.rows("tasks", ("task_id",), (), ("task_id",), KEPT_ANSWER_ROWS)) == KEPT_ANSWER_ROWS
+        assert len(txn.rows("tasks", ("task_id",), (), ("task_id",))) == KEPT_ANSWER_ROWS + 1
+        kept = txn.connection.connection.info["sched_cursors"]
+        assert short[0] in kept and long[0] not in kept
+
+
 def with_password(url: str, password: str) -> str:
     return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
 

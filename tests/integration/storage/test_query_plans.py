@@ -73,11 +73,16 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
         seen.append((statement, parameters))
 
     driver_read, driver_fetch_one = SqlTransaction._all, SqlTransaction.fetch_one
-    pg_send, pg_lock = PostgresTransaction._send, PostgresTransaction.lock
+    pg_read, pg_send, pg_lock = PostgresTransaction._all, PostgresTransaction._send, PostgresTransaction.lock
 
     def read(txn, sql, params):  # type: ignore[no-untyped-def]
         seen.append((sql, tuple(params)))
         return driver_read(txn, sql, params)
+
+    def pg_all(txn, sql, params):  # type: ignore[no-untyped-def]
+        if (sql, tuple(params)) not in txn._ahead and not txn._pending:  # (else: `lock`, `send`)
+            seen.append((sql, tuple(params)))
+        return pg_read(txn, sql, params)
 
     def fetch_one(txn, table, columns, key, value):  # type: ignore[no-untyped-def]
         seen.append((select_sql(txn.mark, table, tuple(columns), key), (value,)))
@@ -97,6 +102,7 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
     event.listen(engine, "before_cursor_execute", listener)
     SqlTransaction._all = read  # type: ignore[method-assign]
     SqlTransaction.fetch_one = fetch_one  # type: ignore[method-assign]
+    PostgresTransaction._all = pg_all  # type: ignore[method-assign]
     PostgresTransaction._send = send  # type: ignore[method-assign]
     PostgresTransaction.lock = lock  # type: ignore[method-assign]
     try:
@@ -104,6 +110,7 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
     finally:
         SqlTransaction._all = driver_read  # type: ignore[method-assign]
         SqlTransaction.fetch_one = driver_fetch_one  # type: ignore[method-assign]
+        PostgresTransaction._all = pg_read  # type: ignore[method-assign]
         PostgresTransaction._send = pg_send  # type: ignore[method-assign]
         PostgresTransaction.lock = pg_lock  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", listener)
