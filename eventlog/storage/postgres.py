@@ -190,8 +190,14 @@ class PostgresTransaction(SqlTransaction):
         `prefetch` (their answers kept, see `_all`), in one pipeline."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
-        taken: set[str] = set()  # (a statement asked for twice takes a cursor of its own)
-        cursors = [self.cursor_for(sql, taken) for sql, _params in reads]
+        cursors, seen = [], set()
+        for sql, _params in reads:
+            if sql in seen:  # a statement asked for twice: a cursor of its own, for this transaction
+                cursors.append(driver.cursor())
+                self._spare.append(cursors[-1])
+            else:
+                seen.add(sql)
+                cursors.append(self.cursor_for(sql))
         with driver.pipeline():
             self.cursor_for(begin).execute(begin, prepare=False)
             if then is not None:
@@ -203,21 +209,14 @@ class PostgresTransaction(SqlTransaction):
             self._ahead[(sql, tuple(params))] = self._fetched(sql, cursor)
         return first
 
-    def cursor_for(self, sql: str, taken: set[str] | None = None) -> psycopg.Cursor[Any]:
+    def cursor_for(self, sql: str) -> psycopg.Cursor[Any]:
         """The connection's cursor for the statement `sql`, kept from one transaction
         to the next (while the pool keeps the connection): psycopg keeps what a cursor
         learnt of a statement's parameters and answer (how to send and read each type)
         for its next run of the same statement text, where a new cursor learns it all
         again for every statement (about a tenth of a claim's time on the client). A
         cursor keeps its last answer: one of more than `KEPT_ANSWER_ROWS` rows is let go
-        with its cursor (`_fetched`). `taken`: statements that already have a cursor in
-        this pipeline (a second one gets a new cursor, closed when the transaction ends)."""
-        if taken is not None:
-            if sql in taken:
-                cursor = self._driver().cursor()
-                self._spare.append(cursor)
-                return cursor
-            taken.add(sql)
+        with its cursor (`_fetched`)."""
         cursor = self._cursors.get(sql)
         if cursor is None or cursor.closed or cursor.connection is not self._driver():
             if len(self._cursors) >= KEPT_CURSORS:
