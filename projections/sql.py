@@ -223,6 +223,24 @@ def listing_read(queue: str | None = None, status: str | None = None, agent: str
                 PICK_ORDER_COLUMNS, limit)
 
 
+def candidates_read(queue: str, now: object, limit: int, who: Term = ("assignee", "is", None),
+                    ready_by: str | None = None, due_by: str | None = None) -> Read:
+    """`candidates`' read of one agent's tasks (`who`: ("assignee", "=", name)) or of
+    the unassigned ones. `now`: the time as text, or `WRITE_TIME` asked for ahead."""
+    where: list[Term] = [("queue", "=", queue), ("status", "=", "queued"), who,
+                         ("not_before", "<= or null", now)]
+    if ready_by is not None:
+        # unindexed: filter while reading ix_tasks_pick in order; as a plain term SQLite
+        # would prefer the range of ix_tasks_age and sort every older queued task
+        where.append((Unindexed("ready_at"), "<=", ready_by))
+    if due_by is not None:  # unindexed, as ready_at: read ix_tasks_pick in order, filtered
+        where.append((Unindexed("due"), "<=", due_by))
+    # ordered by `assignee` first, which the terms fix: PostgreSQL reads ix_tasks_pick
+    # in order only when every column before the pick order is fixed by an `=`, and
+    # `IS NULL` does not count, so without it it sorts every queued task of the queue
+    return Read("tasks", tuple(_TASK_FIELDS), tuple(where), ("assignee", *PICK_ORDER_COLUMNS), limit)
+
+
 def any_queued_read(queue: str) -> Read:
     # the first entry of the index, no order (in pick order SQLite would sort every
     # queued task of the queue first)
@@ -652,18 +670,7 @@ class SqlProjection:
 
     def _candidates(self, queue: str, now: str, limit: int, who: Term,
                     ready_by: str | None, due_by: str | None = None) -> list[TaskView]:
-        where: list[Any] = [("queue", "=", queue), ("status", "=", "queued"), who,
-                            ("not_before", "<= or null", now)]
-        if ready_by is not None:
-            # unindexed: filter while reading ix_tasks_pick in order; as a plain term SQLite
-            # would prefer the range of ix_tasks_age and sort every older queued task
-            where.append((Unindexed("ready_at"), "<=", ready_by))
-        if due_by is not None:  # unindexed, as ready_at: read ix_tasks_pick in order, filtered
-            where.append((Unindexed("due"), "<=", due_by))
-        # ordered by `assignee` first, which the terms fix: PostgreSQL reads ix_tasks_pick
-        # in order only when every column before the pick order is fixed by an `=`, and
-        # `IS NULL` does not count, so without it it sorts every queued task of the queue
-        found = self.txn.rows("tasks", _TASK_FIELDS, where, ("assignee", *PICK_ORDER_COLUMNS), limit)
+        found = self.txn.rows(*candidates_read(queue, now, limit, who, ready_by, due_by))
         tasks = [task_from_row(r) for r in found]
         self._known_tasks.update((t.task_id, t) for t in tasks)  # whole rows: an assignment reads none
         return tasks

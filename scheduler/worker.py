@@ -65,7 +65,8 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     the events. First, in its agent type, take back what
     is overdue: a fleet of pull workers with no tick running still recovers from a dead
     worker."""
-    from projections.sql import ALL_AGENTS, agent_read, any_queued_read, listing_read
+    from eventlog.storage.port import WRITE_TIME
+    from projections.sql import ALL_AGENTS, agent_read, any_queued_read, candidates_read, listing_read
     from scheduler.gates import closed_gates
     from scheduler.planning import gather_and_plan, plan_policy, plan_reads, record_config_if_changed
     from scheduler.takeback import reap_dead_wrappers, take_back_overdue, take_back_reads
@@ -82,10 +83,11 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
                        "(`sched exec`); only agents without one claim work")
     host = ws.settings.host_name
     # what a claim reads when it has nothing to take back, asked for ahead (PostgreSQL:
-    # with the lock, in one round trip)
+    # with the lock, in one round trip), down to the best task open to any agent that
+    # may start at the time the claim reads under the lock
     reads = [*take_back_reads(host, spec.type), agent_read(agent_name),
              listing_read(status="assigned", agent=agent_name, limit=1), any_queued_read(spec.type),
-             ALL_AGENTS, *plan_reads(spec.type, [agent_name])]
+             ALL_AGENTS, *plan_reads(spec.type, [agent_name]), candidates_read(spec.type, WRITE_TIME, 1)]
     with ws.write(prefetch=reads) as recorder:
         record_config_if_changed(recorder, registry.control)
         cleanup = TickReport()

@@ -42,6 +42,21 @@ class Unindexed(str):
     __slots__ = ()
 
 
+class _WriteTime:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WRITE_TIME"
+
+
+# A term's value in a read asked for ahead by a writer (`Storage.write`'s `prefetch`):
+# the time the writer reads under the write lock, as `to_text` writes it (the
+# `server_time` of the transaction), not yet known when the read is named. The answer
+# stands for the same read with that time in its place. An engine that cannot ask for
+# such a read ahead, and a reader's transaction, leave it out.
+WRITE_TIME: object = _WriteTime()
+
+
 class Read(NamedTuple):
     """A read as a value: the arguments of `Transaction.rows`, so that a command can
     name the reads it is about to make before it makes them (`Storage.write`'s

@@ -44,8 +44,9 @@ from eventlog.storage.base import (
     term_shapes,
 )
 from eventlog.storage.collector import collector_paused
-from eventlog.storage.port import Read, Row, Term
+from eventlog.storage.port import WRITE_TIME, Read, Row, Term
 from eventlog.storage.types import Int64
+from eventlog.timeutil import to_text
 
 # psycopg warns on stderr when it cannot end a pipeline on a lost connection: the error
 # the caller sees is sched's one line (a program that sets up logging still gets it)
@@ -65,15 +66,21 @@ NOTIFY_CHANNEL = "sched"
 # the next message, so it would not fire after most of sched's round trips.)
 WRITER_LIVENESS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_keepalives_count": 3,
                    "tcp_user_timeout": 10_000}
+# where a writer keeps the time it read under the lock, as `to_text` writes it, for the
+# reads asked for ahead in the same round trip (`WRITE_TIME`): a setting of its
+# transaction
+WRITE_TIME_SQL = "current_setting('sched.write_time')"
 # the lock timeout and the liveness settings set for the transaction, then the writers'
-# lock, then the time once it is held: one statement, built once but for the timeout
-# (each OFFSET 0 keeps a subquery from being merged into the one around it, so the
-# innermost runs first)
+# lock, then the time once it is held, kept as text in `WRITE_TIME_SQL`'s setting and
+# returned with it: one statement, built once but for the timeout (each OFFSET 0 keeps a
+# subquery from being merged into the one around it, so the innermost runs first)
 _TIMEOUT_LOCK_TIME = (
-    f"SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) FROM "
+    "SELECT locked_time, set_config('sched.write_time', to_char(locked_time AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), true) FROM "
+    f"(SELECT clock_timestamp() AS locked_time FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) FROM "
     "(SELECT set_config('lock_timeout', '{timeout_ms}', true)"
     + "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
-    + " OFFSET 0) AS timeouts OFFSET 0) AS locked")
+    + " OFFSET 0) AS timeouts OFFSET 0) AS locked OFFSET 0) AS timed")
 
 
 @lru_cache(maxsize=8)
@@ -174,24 +181,28 @@ class PostgresTransaction(SqlTransaction):
         """BEGIN, then the lock timeout and the liveness settings, the writers' lock and
         the time once it is held (one statement: `_TIMEOUT_LOCK_TIME`), then the reads
         asked for ahead: one round trip (each read sees every commit of the writer
-        before)."""
+        before, and reads `WRITE_TIME` as the time held)."""
         locked = self._begin(BEGIN_WRITER, prefetch, lock_statement(int(busy_timeout_ms)))
         assert locked is not None
         self.locked_at = locked[0]
 
     def begin_reading(self, prefetch: Sequence[Read] = ()) -> None:
         """BEGIN a reader's transaction (one snapshot of every table, read only), and the
-        reads asked for ahead: one round trip. The transaction writes nothing, so their
-        answers hold to its end."""
-        self._begin(BEGIN_READER, prefetch)
+        reads asked for ahead (but those of a `WRITE_TIME`): one round trip. The
+        transaction writes nothing, so their answers hold to its end."""
+        self._begin(BEGIN_READER, [read for read in prefetch if not _at_write_time(read)])
 
     def _begin(self, begin: str, prefetch: Sequence[Read], then: str | None = None) -> Row | None:
         """`begin`, the statement `then` (its first row is returned), and the reads of
-        `prefetch` (their answers kept, see `_all`), in one pipeline."""
+        `prefetch` (their answers kept, see `_all`), in one pipeline. `then` is the
+        writers' lock (`_TIMEOUT_LOCK_TIME`): a read of a `WRITE_TIME` reads the time it
+        held, and is kept as the same read of that time's text."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
+        timed = [_at_write_time(read) for read in prefetch]
+        sent = [_write_time_sql(*read) if at else read for read, at in zip(reads, timed, strict=True)]
         cursors, seen = [], set()
-        for sql, _params in reads:
+        for sql, _params in sent:
             if sql in seen:  # a statement asked for twice: a cursor of its own, for this transaction
                 cursors.append(driver.cursor())
                 self._spare.append(cursors[-1])
@@ -202,11 +213,17 @@ class PostgresTransaction(SqlTransaction):
             self.cursor_for(begin).execute(begin, prepare=False)
             if then is not None:
                 self.cursor_for(then).execute(then)
-            for cursor, (sql, params) in zip(cursors, reads, strict=True):
+            for cursor, (sql, params) in zip(cursors, sent, strict=True):
                 cursor.execute(sql, params)
         first = self.cursor_for(then).fetchone() if then is not None else None
-        for cursor, (sql, params) in zip(cursors, reads, strict=True):
-            self._ahead[(sql, tuple(params))] = self._fetched(sql, cursor)
+        # the time held as the server wrote it, if that is as sched writes it
+        held = first[1] if first is not None and first[1] == to_text(first[0]) else None
+        for cursor, (sql, params), at, (sent_sql, _sent) in zip(cursors, reads, timed, sent, strict=True):
+            if at:
+                if held is None:
+                    continue  # (the read is made when asked)
+                params = [held if param is WRITE_TIME else param for param in params]
+            self._ahead[(sql, tuple(params))] = self._fetched(sent_sql, cursor)
         return first
 
     def cursor_for(self, sql: str) -> psycopg.Cursor[Any]:
@@ -307,6 +324,25 @@ class PostgresTransaction(SqlTransaction):
 
     def notify(self, seq: int) -> None:
         self.wake_seq = seq if self.wake_seq is None else max(self.wake_seq, seq)
+
+
+def _at_write_time(read: Read) -> bool:
+    return any(value is WRITE_TIME for _column, _op, value in read.where)
+
+
+@lru_cache(maxsize=64)
+def _write_time_text(sql: str, at: tuple[int, ...]) -> str:
+    """`sql` reading the writer's time in place of its parameters at the places `at`
+    (the same text object every time: see `cursor_for`)."""
+    parts = sql.split("%s")
+    return parts[0] + "".join((WRITE_TIME_SQL if i in at else "%s") + part
+                              for i, part in enumerate(parts[1:]))
+
+
+def _write_time_sql(sql: str, params: Sequence[object]) -> tuple[str, list[object]]:
+    """The statement and parameters of a read of a `WRITE_TIME`, as sent ahead."""
+    at = tuple(i for i, param in enumerate(params) if param is WRITE_TIME)
+    return _write_time_text(sql, at), [param for param in params if param is not WRITE_TIME]
 
 
 class ListenWakeups:

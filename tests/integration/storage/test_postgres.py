@@ -287,6 +287,24 @@ def test_event_time_is_the_servers_not_the_hosts(tmp_path, pg_url):
     skewed.close()
 
 
+def test_a_claim_takes_the_best_task_that_may_start_by_the_servers_time(tmp_path, pg_url):
+    """A claim asks for its best candidate with the lock, as of the time it reads under
+    it (`WRITE_TIME`): a task held back until later is passed over for one that may
+    start now, whatever their priorities."""
+    made = new_workspace(tmp_path / "home", database=pg_url)
+    made.close()
+    ws = Workspace(made.settings)  # the system clock: the time is the server's
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    submit(ws, [TaskSpec(queue="dev", title="later", priority=9, not_before=soon),
+                TaskSpec(queue="dev", title="now", priority=1),
+                TaskSpec(queue="dev", title="already", priority=5,
+                         not_before=datetime.now(UTC) - timedelta(seconds=1))])
+    titles = [worker.claim(ws, name).task.title for name in ("ann", "ann")]
+    assert titles == ["already", "now"]
+    assert worker.claim(ws, "bob") is None
+    ws.close()
+
+
 def test_a_connection_keeps_a_cursor_per_statement_but_not_a_long_answer(tmp_path, pg_url, request):
     """The cursors a connection keeps for the next run of a statement hold their last
     answer: a long one is let go with its cursor, so a big listing is not held in memory
@@ -465,8 +483,10 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     lock (all but the lock's own): docs/operations.md gives these counts to plan a
     fleet's capacity with, read here from its table, as counted on the wire (and a
     status's, which holds no lock). A read added to a hot path shows."""
-    ws = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 3}],
-                       database=round_trips.url(pg_url))
+    made = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 3}],
+                         database=round_trips.url(pg_url))
+    made.close()
+    ws = Workspace(made.settings)  # the system clock: a writer's time is the server's, as in production
     submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(4)])
     warm = worker.claim(ws, "w1")  # the statements prepared, the control file recorded
     worker.complete(ws, warm.task.task_id, warm.token)
@@ -491,7 +511,7 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     costs["token"] = round_trips.take()
     ws.close()
     assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
-    assert costs == {"submit": 2, "claim": 3, "complete": 3, "tick": 5, "status": 2, "token": 2}
+    assert costs == {"submit": 2, "claim": 2, "complete": 3, "tick": 5, "status": 2, "token": 2}
     # a writer holds the lock from its first round trip's answer on; a reader never does
     assert documented_round_trips() == {key: (trips, trips - 1 if key not in READS else 0)
                                         for key, trips in costs.items()}

@@ -19,7 +19,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +27,9 @@ import pytest
 from sqlalchemy import event
 
 from eventlog.storage.base import SqlTransaction, select_sql
+from eventlog.storage.port import WRITE_TIME
 from eventlog.storage.postgres import PostgresTransaction
+from eventlog.timeutil import to_text
 from scheduler import worker
 from scheduler.clock import ManualClock
 from scheduler.reads.metrics import metrics
@@ -96,7 +98,8 @@ def capture(engine) -> Iterator[Captured]:  # type: ignore[no-untyped-def]
     def lock(txn, busy_timeout_ms, prefetch=()):  # type: ignore[no-untyped-def]
         for ahead in prefetch:  # reads asked for ahead: sent with the lock
             sql, params = txn.select(*ahead)
-            seen.append((sql, tuple(params)))
+            # (one of the writer's time, explained as when made with its text)
+            seen.append((sql, tuple(to_text(datetime.now(UTC)) if p is WRITE_TIME else p for p in params)))
         return pg_lock(txn, busy_timeout_ms, prefetch)
 
     event.listen(engine, "before_cursor_execute", listener)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -21,8 +21,9 @@ from eventlog.errors import DatabaseBusy, DatabaseError, ForeignDatabase
 from eventlog.events import TaskSubmitted
 from eventlog.schema import SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
-from eventlog.storage.port import Read
+from eventlog.storage.port import WRITE_TIME, Read
 from eventlog.store import first_broken_link
+from eventlog.timeutil import to_text
 from projections.tables import QueueCountRow, TaskRow
 from tests.conftest import fresh_storage, opened_storage
 
@@ -270,6 +271,30 @@ def test_a_read_asked_for_ahead_answers_as_the_database_stands_until_the_writer_
             assert [tuple(r) for r in txn.rows(*point)] == [("k", "v")]
             assert txn.rows(*other) == []
             assert [tuple(r) for r in txn.rows(*counts)] == [("dev", "queued", 7)]
+
+
+def test_a_read_of_the_writers_time_asked_for_ahead_stands_for_that_read(new_database):
+    """A read asked for ahead with `WRITE_TIME` in a term stands for the same read of
+    the time the writer read under the lock: made with that time's text it gives what
+    the database holds, and made with another time it is another read. A reader, which
+    has no such time, leaves it out."""
+    db = fresh_storage(new_database())
+    before = datetime.now(UTC)
+    gone, soon = before - timedelta(milliseconds=1), before + timedelta(minutes=1)
+    with db.write() as txn:
+        txn.insert("projection_meta", ("key", "value"), [("gone", to_text(gone)), ("soon", to_text(soon))])
+    timed = Read("projection_meta", ("key",), (("value", "<=", WRITE_TIME),), ("key",))
+
+    def read_at(txn, moment: datetime) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+        return [tuple(r) for r in txn.rows("projection_meta", ("key",), (("value", "<=", to_text(moment)),),
+                                           ("key",))]
+
+    with db.write(prefetch=[timed]) as txn:
+        held = txn.server_time() or datetime.now(UTC)  # (SQLite has no clock: the caller's)
+        assert read_at(txn, held) == [("gone",)]
+        assert read_at(txn, held + timedelta(minutes=2)) == [("gone",), ("soon",)]
+    with db.read(prefetch=[timed]) as txn:
+        assert read_at(txn, datetime.now(UTC)) == [("gone",)]
 
 
 def test_counts_ids_and_sizes_hold_64_bit_values(new_database):
