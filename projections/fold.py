@@ -287,12 +287,19 @@ def capacity_changes(before: Iterable[AgentView], after: Iterable[AgentView], se
 
 
 def load_changes(before: TaskView | None, after: TaskView) -> list[tuple[str, str, int]]:
-    """How a task change moves agent load: (agent, "assigned"|"running", +1/-1) items."""
+    """How a task change moves agent load: (agent, "assigned"|"running", +1/-1) items.
+    None while the task holds the same agent's slot in the same way (a heartbeat, a
+    progress report): the agent is not read or written for it."""
+    held = (before.agent, before.status) if (before is not None and before.status in HOLDING_STATUSES
+                                              and before.agent) else None
+    holds = (after.agent, after.status) if after.status in HOLDING_STATUSES and after.agent else None
+    if held == holds:
+        return []
     changes = []
-    if before is not None and before.status in HOLDING_STATUSES and before.agent:
-        changes.append((before.agent, before.status, -1))
-    if after.status in HOLDING_STATUSES and after.agent:
-        changes.append((after.agent, after.status, +1))
+    if held is not None:
+        changes.append((held[0], held[1], -1))
+    if holds is not None:
+        changes.append((holds[0], holds[1], +1))
     return changes
 
 

@@ -451,7 +451,8 @@ class RoundTripCounter:
 
 
 # the rows of the round-trip table in docs/operations.md ("Keep the database near the hosts")
-DOCUMENTED_OPERATIONS = {"submit": "`sched submit` (one task)", "complete": "`sched worker complete`",
+DOCUMENTED_OPERATIONS = {"submit": "`sched submit` (one task)", "heartbeat": "`sched worker heartbeat`",
+                         "complete": "`sched worker complete`",
                          "claim": "a claim that assigns", "tick": "a tick that assigns",
                          "status": "`sched status` (a read)",
                          "token": "a request's token check (`sched serve`, every request)"}
@@ -496,6 +497,8 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     costs["submit"] = round_trips.take()
     claimed = worker.claim(ws, "w1")  # nothing assigned to it yet: it assigns one itself
     costs["claim"] = round_trips.take()
+    worker.heartbeat(ws, claimed.task.task_id, claimed.token)
+    costs["heartbeat"] = round_trips.take()
     worker.complete(ws, claimed.task.task_id, claimed.token)
     costs["complete"] = round_trips.take()
     assigned = tick(ws).assigned
@@ -511,7 +514,8 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     costs["token"] = round_trips.take()
     ws.close()
     assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
-    assert costs == {"submit": 2, "claim": 2, "complete": 3, "tick": 5, "status": 2, "token": 2}
+    assert costs == {"submit": 2, "claim": 2, "heartbeat": 2, "complete": 3, "tick": 5, "status": 2,
+                     "token": 2}
     # a writer holds the lock from its first round trip's answer on; a reader never does
     assert documented_round_trips() == {key: (trips, trips - 1 if key not in READS else 0)
                                         for key, trips in costs.items()}

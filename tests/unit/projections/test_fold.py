@@ -25,7 +25,7 @@ from eventlog.events import (
 )
 from eventlog.store import InMemoryStore
 from projections.apply import fold
-from projections.fold import evolve_task
+from projections.fold import evolve_task, load_changes
 from projections.views import AgentView, TaskView, evolve
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -75,6 +75,20 @@ def test_renewal_moves_the_deadline_only():
                     LeaseRenewed(task_id=1, attempt=1, lease_expires_at=later))
     assert state.tasks[1].deadline == "2026-03-01T01:00:00.000000Z"
     assert state.tasks[1].status == "running"
+
+
+def test_only_a_change_of_slot_moves_load():
+    """A heartbeat or a progress report keeps the agent's slot as it was: no load moves,
+    so the agent is neither read nor written for it."""
+    queued = evolve_task(None, submitted(), 1, "t")
+    held = evolve_task(queued, assigned(), 2, "t")
+    running = evolve_task(held, started(), 3, "t")
+    renewed = evolve_task(running, LeaseRenewed(task_id=1, attempt=1, lease_expires_at=T0), 4, "t")
+    done = evolve_task(renewed, TaskSucceeded(task_id=1, agent="a", attempt=1), 5, "t")
+    assert load_changes(None, queued) == [] and load_changes(queued, held) == [("a", "assigned", 1)]
+    assert load_changes(held, running) == [("a", "assigned", -1), ("a", "running", 1)]
+    assert load_changes(running, renewed) == []
+    assert load_changes(renewed, done) == [("a", "running", -1)]
 
 
 def test_success_frees_the_slot():
