@@ -24,6 +24,11 @@ READ_BATCH = 2_000
 LAST_EVENT = Read("events", EVENT_COLUMNS, order=("-seq",), limit=1)
 
 
+def stream_read(stream_id: str) -> Read:
+    """`read_stream`'s read, as a value (so that it can be asked for ahead)."""
+    return Read("events", EVENT_COLUMNS, (("stream_id", "=", stream_id),), ("seq",))
+
+
 def _record(row: Sequence[object]) -> Recorded:
     """A stored row as a record; a text column that a damaged file holds as bytes (a
     BLOB) is read as text with surrogate escapes, so its hash fails to match and verify
@@ -91,7 +96,7 @@ class SqlStore:
                 remaining -= len(rows)
 
     def read_stream(self, stream_id: str) -> list[Recorded]:
-        rows = self.txn.rows("events", EVENT_COLUMNS, [("stream_id", "=", stream_id)], ("seq",))
+        rows = self.txn.rows(*stream_read(stream_id))
         return [_record(row) for row in rows]
 
     def last_position(self) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import MEND_DAMAGE, DamagedProjection
 from eventlog.frozen import constructor
-from eventlog.storage.port import Read, Term, Transaction, Unindexed
+from eventlog.storage.port import Lookup, Read, Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
 
 if TYPE_CHECKING:
@@ -205,6 +205,13 @@ def live_token_read(token_hash: str) -> Read:
 def agent_read(name: str) -> Read:
     """`get_agent`'s point read, as PostgreSQL's `fetch_one` makes it (see `task_read`)."""
     return Read("agents", tuple(_AGENT_FIELDS), (("name", "=", name),))
+
+
+def task_agent_read(task_id: int) -> Read:
+    """`agent_read` of the agent that holds task `task_id`, named before the task is read
+    (a `Lookup`): the agent an attempt's end frees a slot of."""
+    holder = Lookup("tasks", "agent", (("task_id", "=", task_id),))
+    return Read("agents", tuple(_AGENT_FIELDS), (("name", "=", holder),))
 
 
 ALL_AGENTS = Read("agents", tuple(_AGENT_FIELDS), order=("name",))

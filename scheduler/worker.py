@@ -23,15 +23,17 @@ from eventlog.events import (
     TaskStarted,
     TaskSucceeded,
 )
+from eventlog.sql_store import stream_read
 from eventlog.timeutil import from_text, to_text
 from eventlog.values import check_json, check_text
 from projections.recorder import Recorder
-from projections.sql import task_read
+from projections.sql import task_agent_read, task_read
 from projections.views import TaskView
 from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:
+    from eventlog.storage.port import Read
     from scheduler.runner.usage import Usage
 
 # the tick's machinery is imported by claim and fail, which use it: a heartbeat or a
@@ -233,11 +235,17 @@ def _usage_fields(usage: Usage | None) -> dict[str, Any]:
             "start_delay_seconds": usage.start_delay_seconds}
 
 
+def ending_reads(task_id: int) -> list[Read]:
+    """What ending an attempt reads, asked for ahead: the task, and the agent whose slot
+    it frees."""
+    return [task_read(task_id), task_agent_read(task_id)]
+
+
 def complete(ws: Workspace, task_id: int, token: str, result: Any = None,
              log_path: str | None = None, usage: Usage | None = None, by: str | None = None) -> None:
     """Record the success of the current attempt (with its resource use, if measured)."""
     check_json(result, "result", ws.settings.max_payload_bytes)
-    with ws.write(prefetch=[task_read(task_id)]) as recorder:
+    with ws.write(prefetch=ending_reads(task_id)) as recorder:
         complete_in(recorder, task_id, token, result, log_path, usage, by)
 
 
@@ -257,7 +265,8 @@ def fail(ws: Workspace, task_id: int, token: str, error: str, *, retry: bool = T
          usage: Usage | None = None, by: str | None = None) -> str:
     """Record the failure of the current attempt; returns the task's new status."""
     check_text(error, "error", ws.settings.max_message_bytes)
-    with ws.write(prefetch=[task_read(task_id)]) as recorder:
+    # and the task's stream: the failure policy reads its earlier errors
+    with ws.write(prefetch=[*ending_reads(task_id), stream_read(f"task-{task_id}")]) as recorder:
         return fail_in(ws, recorder, task_id, token, error, retry=retry, reason=reason,
                        exit_code=exit_code, signal=signal, log_path=log_path, usage=usage, by=by)
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from eventlog.storage.port import Row, Term, Unindexed
+from eventlog.storage.port import Lookup, Row, Term, Unindexed
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
@@ -73,27 +73,34 @@ def _column(table: str, column: str) -> str:
     return f"{found.group(2)}({table}.{found.group(3)})"
 
 
-# one term's shape: (column, operator, how many values an `in` binds; else None, and
-# whether the column is `Unindexed`)
-TermShape = tuple[str, str, int | None, bool]
+# one term's shape: (column, operator, how many values an `in` binds, or a `Lookup`'s
+# table, column and terms' shapes; else None, and whether the column is `Unindexed`)
+TermShape = tuple[str, str, "int | tuple[str, str, tuple[Any, ...]] | None", bool]
 
 
 def term_shapes(where: Sequence[Term]) -> tuple[TermShape, ...]:
-    shapes = []
+    shapes: list[TermShape] = []
     for column, op, value in where:
         if op not in _OPS:
             raise ValueError(f"not an operator of `rows`: {op!r}")
         if op in ("is", "is not") and value is not None:
             raise ValueError(f"{op!r} compares with None only")
-        shapes.append((str(column), op, len(value) if op == "in" else None,  # type: ignore[arg-type]
-                       isinstance(column, Unindexed)))
+        if isinstance(value, Lookup):
+            if op != "=":
+                raise ValueError(f"a Lookup is compared with '=' only, not {op!r}")
+            extra: Any = (_name(value.table), value.column, term_shapes(value.where))
+        else:
+            extra = len(value) if op == "in" else None  # type: ignore[arg-type]
+        shapes.append((str(column), op, extra, isinstance(column, Unindexed)))
     return tuple(shapes)
 
 
 def term_params(where: Sequence[Term]) -> list[object]:
     params: list[object] = []
     for _column, op, value in where:
-        if op == "in":
+        if isinstance(value, Lookup):
+            params.extend(term_params(value.where))
+        elif op == "in":
             params.extend(value)  # type: ignore[call-overload]
         elif op == "contains":
             params.append(like_pattern(str(value)))
@@ -108,6 +115,10 @@ def _where_sql(mark: str, table: str, where: tuple[TermShape, ...], hint: str, f
         name = (hint if unindexed else "") + _column(table, column)
         if op == "contains":  # `fold`: the column with its ASCII letters in lower case
             terms.append(f"{fold.format(name)} LIKE {mark} ESCAPE '\\'")
+        elif isinstance(count, tuple):  # a Lookup: the value of its column in its row
+            table_of, column_of, where_of = count
+            terms.append(f"{name} = (SELECT {_column(table_of, column_of)} FROM {table_of}"
+                         f"{_where_sql(mark, table_of, where_of, hint, fold)})")
         elif op == "in":
             terms.append(f"{name} IN ({', '.join([mark] * count)})" if count else "1 = 0")  # type: ignore[operator]
         elif op in ("is", "is not"):

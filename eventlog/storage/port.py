@@ -57,6 +57,17 @@ class _WriteTime:
 WRITE_TIME: object = _WriteTime()
 
 
+class Lookup(NamedTuple):
+    """A term's value read from another table, compared with "=" only: `column` of the
+    row of `table` that meets every term of `where` (at most one row does: a key; no
+    row gives NULL, which equals nothing). So a read can name what only another read's
+    answer would tell, and be asked for ahead with it."""
+
+    table: str
+    column: str
+    where: tuple[Term, ...]
+
+
 class Read(NamedTuple):
     """A read as a value: the arguments of `Transaction.rows`, so that a command can
     name the reads it is about to make before it makes them (`Storage.write`'s
@@ -150,9 +161,11 @@ class Storage(Protocol):
         with `commit=False` or if it raises). `prefetch`: reads the transaction is
         likely to make, asked for ahead where each read costs a round trip to a server
         (PostgreSQL: sent with the lock, all in one); a `rows` call with the same
-        arguments, until the transaction writes, is answered from them. An engine whose
-        reads cost no round trip (SQLite) ignores them. A read named and never made
-        costs the server its work, nothing else."""
+        arguments, until the transaction writes to a table the read reads, is answered
+        from them. A read with a `WRITE_TIME` stands for the same read of that time; one
+        with a `Lookup`, for the same read of the value its answer holds in the term's
+        column. An engine whose reads cost no round trip (SQLite) ignores them. A read
+        named and never made costs the server its work, nothing else."""
         ...
 
     def read(self, *, prefetch: Sequence[Read] = ()) -> AbstractContextManager[Transaction]:

@@ -44,7 +44,7 @@ from eventlog.storage.base import (
     term_shapes,
 )
 from eventlog.storage.collector import collector_paused
-from eventlog.storage.port import WRITE_TIME, Read, Row, Term
+from eventlog.storage.port import WRITE_TIME, Lookup, Read, Row, Term
 from eventlog.storage.types import Int64
 from eventlog.timeutil import to_text
 
@@ -173,9 +173,10 @@ class PostgresTransaction(SqlTransaction):
         self.locked_at: datetime | None = None  # a writer's: the server's time once it held the lock
         self._pending: list[tuple[str, Sequence[Row]]] = []
         self.written: dict[str, int] = {}  # rows inserted or upserted, per table
-        # the answers of the reads asked for ahead, by statement and parameters: good
-        # until the transaction writes (dropped at its first write)
-        self._ahead: dict[tuple[str, tuple[object, ...]], list[Row]] = {}
+        # the answers of the reads asked for ahead, by statement and parameters (of the
+        # read each stood for: one table's), with the table each read: good until the
+        # transaction writes to it
+        self._ahead: dict[tuple[str, tuple[object, ...]], tuple[str, list[Row]]] = {}
 
     def lock(self, busy_timeout_ms: int, prefetch: Sequence[Read] = ()) -> None:
         """BEGIN, then the lock timeout and the liveness settings, the writers' lock and
@@ -196,11 +197,12 @@ class PostgresTransaction(SqlTransaction):
         """`begin`, the statement `then` (its first row is returned), and the reads of
         `prefetch` (their answers kept, see `_all`), in one pipeline. `then` is the
         writers' lock (`_TIMEOUT_LOCK_TIME`): a read of a `WRITE_TIME` reads the time it
-        held, and is kept as the same read of that time's text."""
+        held. A read of a `WRITE_TIME` or a `Lookup` is kept as the read it stood for
+        (`_resolved`)."""
         driver = self._driver()
         reads = [self.select(*read) for read in prefetch]
-        timed = [_at_write_time(read) for read in prefetch]
-        sent = [_write_time_sql(*read) if at else read for read, at in zip(reads, timed, strict=True)]
+        sent = [_write_time_sql(*stated) if _at_write_time(read) else stated
+                for read, stated in zip(prefetch, reads, strict=True)]
         cursors, seen = [], set()
         for sql, _params in sent:
             if sql in seen:  # a statement asked for twice: a cursor of its own, for this transaction
@@ -218,12 +220,14 @@ class PostgresTransaction(SqlTransaction):
         first = self.cursor_for(then).fetchone() if then is not None else None
         # the time held as the server wrote it, if that is as sched writes it
         held = first[1] if first is not None and first[1] == to_text(first[0]) else None
-        for cursor, (sql, params), at, (sent_sql, _sent) in zip(cursors, reads, timed, sent, strict=True):
-            if at:
-                if held is None:
+        for cursor, read, (sql, params), sent_one in zip(cursors, prefetch, reads, sent, strict=True):
+            rows = self._fetched(sent_one[0], cursor)
+            if any(value is WRITE_TIME or isinstance(value, Lookup) for _column, _op, value in read.where):
+                stood_for = _resolved(read, held, rows)
+                if stood_for is None:
                     continue  # (the read is made when asked)
-                params = [held if param is WRITE_TIME else param for param in params]
-            self._ahead[(sql, tuple(params))] = self._fetched(sent_sql, cursor)
+                sql, params = self.select(*stood_for)
+            self._ahead[(sql, tuple(params))] = (read.table, rows)
         return first
 
     def cursor_for(self, sql: str) -> psycopg.Cursor[Any]:
@@ -253,23 +257,31 @@ class PostgresTransaction(SqlTransaction):
         return rows
 
     def forget_ahead(self) -> None:
-        """The transaction writes: what was read ahead may no longer be so."""
+        """The transaction writes, where nobody said to which table (a statement written
+        with SQLAlchemy): what was read ahead may no longer be so."""
         self._ahead.clear()
+
+    def _writes_to(self, table: str) -> None:
+        """The transaction writes to `table`: what was read ahead from it may no longer
+        be so (the other answers stand)."""
+        if self._ahead:
+            self._ahead = {key: answer for key, answer in self._ahead.items() if answer[0] != table}
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self.written[table] = self.written.get(table, 0) + len(rows)
+        self._writes_to(table)
         super().insert(table, columns, rows)
 
     def upsert(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: Sequence[Row],
                add: Sequence[str] = ()) -> None:
         self.written[table] = self.written.get(table, 0) + len(rows)
+        self._writes_to(table)
         super().upsert(table, columns, keys, rows, add)
 
     # Writes (inserts, upserts, deletes) return nothing, so they wait: all of them go to
     # the server in one round trip (a pipeline) before the next statement that reads,
     # or with the commit.
     def _many(self, sql: str, rows: Sequence[Row]) -> None:
-        self._ahead.clear()
         self._pending.append((sql, rows))
 
     def send_writes(self, *then: tuple[str, Sequence[Row]], commit: bool = False) -> None:
@@ -296,7 +308,7 @@ class PostgresTransaction(SqlTransaction):
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Row]:
         if self._ahead and (found := self._ahead.get((sql, tuple(params)))) is not None:
-            return list(found)
+            return list(found[1])
         if not self._pending:
             cursor = self.cursor_for(sql)
             cursor.execute(sql, params)
@@ -313,6 +325,7 @@ class PostgresTransaction(SqlTransaction):
         return super().fetch_all(table, columns)
 
     def delete(self, table: str, where: Sequence[Term]) -> None:
+        self._writes_to(table)
         self._many(delete_sql(self.mark, table, term_shapes(where), self.fold), [term_params(where)])
 
     def server_time(self) -> datetime | None:
@@ -328,6 +341,25 @@ class PostgresTransaction(SqlTransaction):
 
 def _at_write_time(read: Read) -> bool:
     return any(value is WRITE_TIME for _column, _op, value in read.where)
+
+
+def _resolved(read: Read, held: str | None, rows: Sequence[Row]) -> Read | None:
+    """The read that `read`, asked for ahead, stood for: its `WRITE_TIME` the time held
+    (`held`), each `Lookup` the value its term's column has in the answer `rows` (equal
+    in every row). None where that is not known: no time held as sched writes it, an
+    empty answer, a term's column not among those read."""
+    where = []
+    for column, op, value in read.where:
+        if value is WRITE_TIME:
+            if held is None:
+                return None
+            value = held
+        elif isinstance(value, Lookup):
+            if not rows or column not in read.columns:
+                return None
+            value = rows[0][read.columns.index(column)]
+        where.append((column, op, value))
+    return read._replace(where=tuple(where))
 
 
 @lru_cache(maxsize=64)

@@ -452,7 +452,7 @@ class RoundTripCounter:
 
 # the rows of the round-trip table in docs/operations.md ("Keep the database near the hosts")
 DOCUMENTED_OPERATIONS = {"submit": "`sched submit` (one task)", "heartbeat": "`sched worker heartbeat`",
-                         "complete": "`sched worker complete`",
+                         "complete": "`sched worker complete`", "fail": "`sched worker fail`",
                          "claim": "a claim that assigns", "tick": "a tick that assigns",
                          "status": "`sched status` (a read)",
                          "token": "a request's token check (`sched serve`, every request)"}
@@ -512,10 +512,14 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     round_trips.take()
     assert access.authenticate(ws, secret) is not None
     costs["token"] = round_trips.take()
+    started = worker.claim(ws, "w1")  # one the tick assigned
+    round_trips.take()
+    worker.fail(ws, started.task.task_id, started.token, "it broke")
+    costs["fail"] = round_trips.take()
     ws.close()
     assert len(assigned) == 3  # the tick's work: the agent's three free slots filled
-    assert costs == {"submit": 2, "claim": 2, "heartbeat": 2, "complete": 3, "tick": 5, "status": 2,
-                     "token": 2}
+    assert costs == {"submit": 2, "claim": 2, "heartbeat": 2, "complete": 2, "fail": 2, "tick": 5,
+                     "status": 2, "token": 2}
     # a writer holds the lock from its first round trip's answer on; a reader never does
     assert documented_round_trips() == {key: (trips, trips - 1 if key not in READS else 0)
                                         for key, trips in costs.items()}

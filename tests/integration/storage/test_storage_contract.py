@@ -21,7 +21,7 @@ from eventlog.errors import DatabaseBusy, DatabaseError, ForeignDatabase
 from eventlog.events import TaskSubmitted
 from eventlog.schema import SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
-from eventlog.storage.port import WRITE_TIME, Read
+from eventlog.storage.port import WRITE_TIME, Lookup, Read
 from eventlog.store import first_broken_link
 from eventlog.timeutil import to_text
 from projections.tables import QueueCountRow, TaskRow
@@ -295,6 +295,41 @@ def test_a_read_of_the_writers_time_asked_for_ahead_stands_for_that_read(new_dat
         assert read_at(txn, held + timedelta(minutes=2)) == [("gone",), ("soon",)]
     with db.read(prefetch=[timed]) as txn:
         assert read_at(txn, datetime.now(UTC)) == [("gone",)]
+
+
+def test_a_lookup_reads_the_value_another_table_holds_asked_for_ahead_or_not(new_database):
+    """A term compared with a `Lookup` compares with the value another table's row
+    holds; asked for ahead, the read stands for the same read of the value it found,
+    until the transaction writes to its table (a write elsewhere changes nothing)."""
+    db = fresh_storage(new_database())
+    columns = ("queue", "status", "count")
+    with db.write() as txn:
+        txn.upsert("queue_counts", columns, ("queue", "status"), [("dev", "queued", 1), ("qa", "queued", 2)])
+        txn.insert("projection_meta", ("key", "value"), [("who", "dev")])
+
+    def of_key(key: str) -> Read:  # the counts of the queue that projection_meta's `key` names
+        named = Lookup("projection_meta", "value", (("key", "=", key),))
+        return Read("queue_counts", columns, (("queue", "=", named),))
+
+    looked, nobody = of_key("who"), of_key("x")
+
+    def counts_of(txn, queue: str) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+        return [tuple(r) for r in txn.rows("queue_counts", columns, (("queue", "=", queue),))]
+
+    with db.write(prefetch=[looked, nobody]) as txn:
+        assert [tuple(r) for r in txn.rows(*looked)] == [("dev", "queued", 1)] == counts_of(txn, "dev")
+        assert txn.rows(*nobody) == []
+        txn.upsert("agent_records", ("agent", "task_type", "succeeded", "failed"), ("agent", "task_type"),
+                   [("a", "t", 1, 0)])
+        assert counts_of(txn, "dev") == [("dev", "queued", 1)]
+        txn.upsert("projection_meta", ("key", "value"), ("key",), [("who", "qa")])  # the lookup's table
+        assert [tuple(r) for r in txn.rows(*looked)] == [("qa", "queued", 2)]
+        txn.upsert("queue_counts", columns, ("queue", "status"), [("dev", "queued", 5)], add=("count",))
+        assert counts_of(txn, "dev") == [("dev", "queued", 6)]
+        with pytest.raises(ValueError, match="'=' only"):
+            txn.rows("queue_counts", columns, (("queue", "!=", Lookup("projection_meta", "value", ())),))
+    with db.read(prefetch=[looked]) as txn:
+        assert [tuple(r) for r in txn.rows(*looked)] == [("qa", "queued", 2)] == counts_of(txn, "qa")
 
 
 def test_counts_ids_and_sizes_hold_64_bit_values(new_database):
