@@ -13,6 +13,7 @@ from scheduler import access
 from scheduler.workspace import Workspace
 
 bearer = HTTPBearer(auto_error=False, description="A token from `sched tokens create`.")
+Credentials = HTTPAuthorizationCredentials | None  # what `bearer` gives: the header's token, if any
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -40,15 +41,24 @@ def live_token(credentials: HTTPAuthorizationCredentials | None, ws: Workspace) 
     return token
 
 
+def authorized(credentials: HTTPAuthorizationCredentials | None, ws: Workspace,
+               action: access.Action) -> TokenView:
+    """The live token of `credentials` when its role may do `action` (read from the
+    database: call it in a worker thread); 401 or 403 otherwise."""
+    token = live_token(credentials, ws)
+    why = access.refusal(token, action)
+    if why is not None:
+        raise HTTPException(403, why)
+    return token
+
+
 def require(action: access.Action) -> Callable[..., TokenView]:
-    """A dependency giving the caller's token when its role may do `action`; 403 otherwise."""
+    """A dependency giving the caller's token when its role may do `action`; 403 otherwise.
+    (The runner's routes check it themselves, in the hop to a worker thread that runs
+    their use case: `authorized`.)"""
 
     def allowed(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                 ws: Workspace = Depends(workspace)) -> TokenView:
-        token = live_token(credentials, ws)  # (one dependency: one hop to a worker thread)
-        why = access.refusal(token, action)
-        if why is not None:
-            raise HTTPException(403, why)
-        return token
+        return authorized(credentials, ws, action)  # (one dependency: one hop to a worker thread)
 
     return allowed

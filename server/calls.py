@@ -56,10 +56,14 @@ def parse(model: type[R], data: dict[str, Any]) -> R:
 
 
 async def body_of(request: Request, where: str, reserved: tuple[str, ...] = ("by",)) -> dict[str, Any]:
-    """The JSON object of the request's body (an absent or empty body is `{}`; one of
+    """The JSON object of the request's body (`data_of`)."""
+    return data_of(await request.body(), where, reserved)
+
+
+def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",)) -> dict[str, Any]:
+    """The JSON object of a request's body `raw` (an absent or empty body is `{}`; one of
     only blanks is no JSON, and refused). The fields in `reserved` come from the path or
     the token, never from the body."""
-    raw = await request.body()
     if not raw:
         return {}
     try:
@@ -196,19 +200,25 @@ def head_seq(ws: Workspace) -> int:
 
 
 async def long_poll(request: Request, ws: Workspace, wait: float, act: Callable[[], Awaitable[T]],
-                    found: Callable[[T], bool], worth_a_look: Callable[[], bool]) -> T:
+                    found: Callable[[T], bool], worth_a_look: Callable[[], bool],
+                    first: tuple[T, int] | None = None) -> T:
     """`act` until it `found` something or `wait` seconds pass, waiting on the event
     loop (no thread held, no read of its own) between tries: the doorbell wakes it at
     once after a write through this server, and when `watch_head` sees that the log's
     head moved (writes from elsewhere); `worth_a_look` (one read) then says whether to
     `act` again. A client that went away ends the wait. The last answer of `act` is
-    returned."""
+    returned. `first`: the answer of a first try the caller made, and the doorbell's
+    `head` before it."""
     bell = doorbell(request)
     loop_time = asyncio.get_running_loop().time
     deadline = loop_time() + wait
     while True:
-        seen = bell.head  # before `act`: a move after it is a reason to look again
-        got = await act()
+        if first is not None:
+            got, seen = first
+            first = None
+        else:
+            seen = bell.head  # before `act`: a move after it is a reason to look again
+            got = await act()
         if found(got):
             return got
         while (left := deadline - loop_time()) > 0:

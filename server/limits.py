@@ -6,6 +6,7 @@ token may claim and heartbeat (429 with `Retry-After` past them)."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,17 +48,20 @@ class RateLimit:
     rate: float
     now: Callable[[], float]
     buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (level, at)
+    # the routes check rates in worker threads: one spend at a time
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self, key: str) -> float | None:
         """Spend one for `key`: None when allowed, else the seconds until one is there."""
-        at = self.now()
-        level, then = self.buckets.get(key, (float(self.burst), at))
-        level = min(float(self.burst), level + max(at - then, 0.0) * self.rate)
-        if level >= 1.0:
-            self.buckets[key] = (level - 1.0, at)
-            return None
-        self.buckets[key] = (level, at)
-        return (1.0 - level) / self.rate if self.rate > 0 else math.inf
+        with self._lock:
+            at = self.now()
+            level, then = self.buckets.get(key, (float(self.burst), at))
+            level = min(float(self.burst), level + max(at - then, 0.0) * self.rate)
+            if level >= 1.0:
+                self.buckets[key] = (level - 1.0, at)
+                return None
+            self.buckets[key] = (level, at)
+            return (1.0 - level) / self.rate if self.rate > 0 else math.inf
 
     def check(self, key: str, what: str) -> None:
         """Raise 429 (with `Retry-After`, whole seconds) when `key` is over its rate."""

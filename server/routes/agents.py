@@ -19,12 +19,13 @@ from projections.views import TokenView
 from scheduler import access
 from scheduler.usecases import fleet, work
 from scheduler.workspace import Workspace
-from server.auth import require, workspace
+from server.auth import Credentials, authorized, bearer, require, workspace
 from server.calls import (
     Document,
     answer,
     body_of,
     call,
+    data_of,
     doorbell,
     known_query,
     long_poll,
@@ -184,78 +185,105 @@ def may_have_work(ws: Workspace, agent: str) -> bool:
                  "type": "object", "additionalProperties": False,
                  "properties": {"wait_seconds": {"type": "integer", "minimum": 0, "maximum": 20,
                                                  "default": 0}}}}}}})
-async def post_claim(request: Request, name: AgentName, token: TokenView = Depends(require("work")),
+async def post_claim(request: Request, name: AgentName, credentials: Credentials = Depends(bearer),
                      ws: Workspace = Depends(workspace)) -> Document:
     """Start the best task for the agent, as `sched worker claim --json`. With
     `{"wait_seconds": N}` (0 to 20) and no work now, wait up to N s for some: woken at
     once by work submitted through this server, and by a look at the log head every
     `claim_poll_seconds` for work from elsewhere. `{"task": null}`: none came."""
-    acting_for(token, name)
     limits: ServerLimits = request.app.state.limits
-    wait = wait_of(await body_of(request, "claim", reserved=()), limits)
-    rates(request, "claim", token, "claims")
+    raw = await request.body()
 
-    async def claim() -> work.Claimed:
-        claimed = await call(work.claim, ws, name, token.name)
+    def checked_claim() -> tuple[TokenView, int, work.Claimed]:
+        # the checks in the order a client meets them (401, 403, 422 or 400, 429), then
+        # the first try: one hop to a worker thread
+        token = authorized(credentials, ws, "work")
+        acting_for(token, name)
+        wait = wait_of(data_of(raw, "claim", reserved=()), limits)
+        rates(request, "claim", token, "claims")
+        return token, wait, work.claim(ws, name, token.name)
+
+    async def handed(claimed: work.Claimed) -> work.Claimed:
         if claimed.claim is not None and await request.is_disconnected():  # nobody to hand the token to
             await call(work.release, ws, claimed, "the claim's client went away")
             doorbell(request).ring()
         return claimed
 
-    return answer(await long_poll(request, ws, wait, claim, lambda claimed: claimed.claim is not None,
-                                  lambda: may_have_work(ws, name)))
+    seen = doorbell(request).head
+    token, wait, claimed = await call(checked_claim)
+
+    async def claim() -> work.Claimed:
+        return await handed(await call(work.claim, ws, name, token.name))
+
+    return answer(await long_poll(request, ws, wait, claim, lambda got: got.claim is not None,
+                                  lambda: may_have_work(ws, name), first=(await handed(claimed), seen)))
 
 
 def lease_body(schema_model: Any) -> dict[str, Any]:
     return schema_of(schema_model, drop=("by", "task_id"), required=True)
 
 
-async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, token: TokenView,
-                     ws: Workspace, where: str, *, frees: bool = True) -> Document:
+async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, credentials: Credentials,
+                     ws: Workspace, where: str, *, frees: bool = True, rate: tuple[str, str] | None = None
+                     ) -> Document:
     """Act on the attempt; `frees`: its end frees a slot, so waiting claims look again
-    (a heartbeat or progress report does not: it wakes none of them)."""
-    data = await body_of(request, where, reserved=("task_id", "by"))
+    (a heartbeat or progress report does not: it wakes none of them); `rate`: the rate
+    limit it counts in, and what it calls what it counts."""
+    raw = await request.body()
+    caller_known = False
 
     def act() -> Any:
-        holder_of(ws, token, task_id)  # (who may, before what is asked: a 403 before a 400)
+        nonlocal caller_known
+        # the checks in the order a client meets them (401, 403, 429, 422, the holder's
+        # 403 before what is asked: a 400), then the use case: one hop to a worker thread
+        token = authorized(credentials, ws, "work")
+        caller_known = True
+        if rate is not None:
+            rates(request, rate[0], token, rate[1])
+        data = data_of(raw, where, reserved=("task_id", "by"))
+        holder_of(ws, token, task_id)
         return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))
 
-    return answer(await (write(request, act) if frees else call(act)))
+    try:
+        return answer(await call(act))
+    finally:
+        if frees and caller_known:  # as `write` does, but a stranger wakes no waiting claim
+            doorbell(request).ring()
 
 
 @router.post("/tasks/{task_id}/heartbeat", response_model=Beat, responses={**REFUSED, **LIMITED},
              tags=["runner"], openapi_extra=lease_body(work.ProgressRequest))
-async def post_heartbeat(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+async def post_heartbeat(request: Request, task_id: TaskId, credentials: Credentials = Depends(bearer),
                          ws: Workspace = Depends(workspace)) -> Document:
     """Extend the lease of the current attempt (`{"token": ..., "percent": ...,
     "message": ...}`), as `sched worker heartbeat --json`; `cancel` true: stop and fail."""
-    rates(request, "heartbeat", token, "heartbeats")
-    return await on_attempt(request, work.ProgressRequest, work.heartbeat, task_id, token, ws, "progress",
-                            frees=False)
+    return await on_attempt(request, work.ProgressRequest, work.heartbeat, task_id, credentials, ws,
+                            "progress", frees=False, rate=("heartbeat", "heartbeats"))
 
 
 @router.post("/tasks/{task_id}/progress", response_model=ProgressNoted, responses=REFUSED,
              tags=["runner"], openapi_extra=lease_body(work.ProgressRequest))
-async def post_progress(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+async def post_progress(request: Request, task_id: TaskId, credentials: Credentials = Depends(bearer),
                         ws: Workspace = Depends(workspace)) -> Document:
     """Report how far the attempt got (`{"token": ..., "percent": ..., "message": ...}`),
     as `sched worker progress --json`."""
-    return await on_attempt(request, work.ProgressRequest, work.progress, task_id, token, ws, "progress",
-                            frees=False)
+    return await on_attempt(request, work.ProgressRequest, work.progress, task_id, credentials, ws,
+                            "progress", frees=False)
 
 
 @router.post("/tasks/{task_id}/complete", response_model=Ended, responses=REFUSED,
              tags=["runner"], openapi_extra=lease_body(work.CompleteRequest))
-async def post_complete(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+async def post_complete(request: Request, task_id: TaskId, credentials: Credentials = Depends(bearer),
                         ws: Workspace = Depends(workspace)) -> Document:
     """The attempt succeeded (`{"token": ..., "result": ...}`), as `sched worker complete --json`."""
-    return await on_attempt(request, work.CompleteRequest, work.complete, task_id, token, ws, "complete")
+    return await on_attempt(request, work.CompleteRequest, work.complete, task_id, credentials, ws,
+                            "complete")
 
 
 @router.post("/tasks/{task_id}/fail", response_model=Ended, responses=REFUSED,
              tags=["runner"], openapi_extra=lease_body(work.FailRequest))
-async def post_fail(request: Request, task_id: TaskId, token: TokenView = Depends(require("work")),
+async def post_fail(request: Request, task_id: TaskId, credentials: Credentials = Depends(bearer),
                     ws: Workspace = Depends(workspace)) -> Document:
     """The attempt failed (`{"token": ..., "error": ..., "retry": ...}`): retried or
     dead-lettered, as `sched worker fail --json`."""
-    return await on_attempt(request, work.FailRequest, work.fail, task_id, token, ws, "fail")
+    return await on_attempt(request, work.FailRequest, work.fail, task_id, credentials, ws, "fail")

@@ -169,6 +169,25 @@ def test_an_agent_token_acts_only_for_its_own_agent(api: Api):
     assert len(api.events()) == before
 
 
+RUNNER_ROUTES = ("/agents/ann/claim", "/tasks/1/heartbeat", "/tasks/1/progress", "/tasks/1/complete",
+                 "/tasks/1/fail")
+
+
+@pytest.mark.parametrize("path", RUNNER_ROUTES)
+def test_a_runner_route_asks_who_calls_before_what_is_asked(api: Api, path: str):
+    """The runner's routes check the token in the same trip to a worker thread as their
+    use case: still who calls (401, then the role's 403) before the body (422), one line
+    each, and nothing appended."""
+    before = len(api.events())
+    for headers, status, says in (({}, 401, "no bearer token"), (api.auth("dash"), 403, "may not work"),
+                                  (api.auth("box"), 422, "the request body is not JSON")):
+        answer = api.client.post(f"/api/v1{path}", content=b"{not json",
+                                 headers={"Content-Type": "application/json", **headers})
+        assert answer.status_code == status and says in answer.json()["error"], (headers, answer.json())
+        assert set(answer.json()) == {"error"}
+    assert len(api.events()) == before
+
+
 def test_the_lease_token_goes_in_the_body_and_a_stale_one_is_409(api: Api):
     task = submit(api)
     claimed = post(api, "/agents/ann/claim", None, as_="box").json()["task"]
