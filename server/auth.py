@@ -24,13 +24,13 @@ async def workspace(request: Request) -> Workspace:
     return request.app.state.ws  # type: ignore[no-any-return]
 
 
-def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+def caller(credentials: Credentials = Depends(bearer),
            ws: Workspace = Depends(workspace)) -> TokenView:
     """The live token the request presents; 401 without one."""
     return live_token(credentials, ws)
 
 
-def live_token(credentials: HTTPAuthorizationCredentials | None, ws: Workspace) -> TokenView:
+def live_token(credentials: Credentials, ws: Workspace) -> TokenView:
     """The live token of `credentials` (read from the database); 401 if none or not live."""
     if credentials is None:
         raise HTTPException(401, "no bearer token: send `Authorization: Bearer TOKEN` (a token "
@@ -41,8 +41,7 @@ def live_token(credentials: HTTPAuthorizationCredentials | None, ws: Workspace) 
     return token
 
 
-def authorized(credentials: HTTPAuthorizationCredentials | None, ws: Workspace,
-               action: access.Action) -> TokenView:
+def authorized(credentials: Credentials, ws: Workspace, action: access.Action) -> TokenView:
     """The live token of `credentials` when its role may do `action` (read from the
     database: call it in a worker thread); 401 or 403 otherwise."""
     token = live_token(credentials, ws)
@@ -57,7 +56,7 @@ def require(action: access.Action) -> Callable[..., TokenView]:
     (The runner's routes check it themselves, in the hop to a worker thread that runs
     their use case: `authorized`.)"""
 
-    def allowed(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    def allowed(credentials: Credentials = Depends(bearer),
                 ws: Workspace = Depends(workspace)) -> TokenView:
         return authorized(credentials, ws, action)  # (one dependency: one hop to a worker thread)
 
