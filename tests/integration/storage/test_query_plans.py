@@ -26,10 +26,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from eventlog.storage.base import SqlTransaction, select_sql
+from eventlog.storage.base import SqlTransaction, rows_sql, select_sql, term_params, term_shapes
 from eventlog.storage.port import WRITE_TIME
 from eventlog.storage.postgres import PostgresTransaction
 from eventlog.timeutil import to_text
+from projections.sql import task_agent_read
 from scheduler import worker
 from scheduler.clock import ManualClock
 from scheduler.reads.metrics import metrics
@@ -214,6 +215,19 @@ def test_query_plan_uses_an_index_without_a_sort(issued, label: str):
         assert any(re.search(r"USING (COVERING INDEX|INDEX|INTEGER PRIMARY KEY)|Index (Only )?Scan", s)
                    for s in plan), plan
         assert not problems(plan), f"{label}: {plan}\n{sql}"
+
+
+def test_the_agent_holding_a_task_is_read_by_its_keys(issued):
+    """The read an attempt's end asks for ahead (`task_agent_read`: the agent whose name
+    a task's row holds, a `Lookup`) finds the task by its key and the agent by its own,
+    on both engines."""
+    explain, _seen = issued
+    read = task_agent_read(1)
+    sql = rows_sql("?", read.table, read.columns, term_shapes(read.where), read.order, read.limit is not None)
+    plan = explain(sql, term_params(read.where))
+    assert not problems(plan), plan
+    assert sum(bool(re.search(r"USING (COVERING INDEX|INDEX|INTEGER PRIMARY KEY)|Index (Only )?Scan", step))
+               for step in plan) >= 2, plan
 
 
 def test_a_batch_on_postgresql_is_described_to_the_planner_at_once(pg_url: str, tmp_path: Path):
