@@ -8,7 +8,7 @@ from collections.abc import Callable
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from projections.views import TokenView
+from projections.views import TaskView, TokenView
 from scheduler import access
 from scheduler.workspace import Workspace
 
@@ -32,23 +32,31 @@ def caller(credentials: Credentials = Depends(bearer),
 
 def live_token(credentials: Credentials, ws: Workspace) -> TokenView:
     """The live token of `credentials` (read from the database); 401 if none or not live."""
+    return live_token_on_task(credentials, ws)[0]
+
+
+def live_token_on_task(credentials: Credentials, ws: Workspace,
+                       task_id: int | None = None) -> tuple[TokenView, TaskView | None]:
+    """`live_token`, and the task `task_id` as it stands, read with it."""
     if credentials is None:
         raise HTTPException(401, "no bearer token: send `Authorization: Bearer TOKEN` (a token "
                                  "from `sched tokens create`)", headers=CHALLENGE)
-    token = access.authenticate(ws, credentials.credentials)
+    token, task = access.authenticate_on_task(ws, credentials.credentials, task_id)
     if token is None:
         raise HTTPException(401, "the bearer token is not valid (unknown or revoked)", headers=CHALLENGE)
-    return token
+    return token, task
 
 
-def authorized(credentials: Credentials, ws: Workspace, action: access.Action) -> TokenView:
+def authorized(credentials: Credentials, ws: Workspace, action: access.Action,
+               task_id: int | None = None) -> tuple[TokenView, TaskView | None]:
     """The live token of `credentials` when its role may do `action` (read from the
-    database: call it in a worker thread); 401 or 403 otherwise."""
-    token = live_token(credentials, ws)
+    database: call it in a worker thread), and the task `task_id` read with it (an
+    attempt's route: who holds it); 401 or 403 otherwise."""
+    token, task = live_token_on_task(credentials, ws, task_id)
     why = access.refusal(token, action)
     if why is not None:
         raise HTTPException(403, why)
-    return token
+    return token, task
 
 
 def require(action: access.Action) -> Callable[..., TokenView]:
@@ -58,6 +66,6 @@ def require(action: access.Action) -> Callable[..., TokenView]:
 
     def allowed(credentials: Credentials = Depends(bearer),
                 ws: Workspace = Depends(workspace)) -> TokenView:
-        return authorized(credentials, ws, action)  # (one dependency: one hop to a worker thread)
+        return authorized(credentials, ws, action)[0]  # (one dependency: one hop to a worker thread)
 
     return allowed

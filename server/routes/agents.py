@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.values import INT64_MAX
-from projections.sql import any_queued_read, listing_read, task_read
+from projections.sql import any_queued_read, listing_read
 from projections.views import TokenView
 from scheduler import access
 from scheduler.usecases import fleet, work
@@ -90,14 +90,6 @@ def acting_for(token: TokenView, agent: str) -> None:
     why = access.refusal(token, "work", agent)
     if why is not None:
         raise HTTPException(403, why)
-
-
-def holder_of(ws: Workspace, token: TokenView, task_id: int) -> None:
-    """403 when an agent's token acts on an attempt another agent holds."""
-    with ws.read(prefetch=[task_read(task_id)]) as (_log, views):
-        task = views.get_task(task_id)
-    if task is not None and task.agent is not None:
-        acting_for(token, task.agent)
 
 
 def known_agent(ws: Workspace, name: str) -> None:
@@ -197,7 +189,7 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
     def checked_claim() -> tuple[TokenView, int, work.Claimed]:
         # the checks in the order a client meets them (401, 403, 422 or 400, 429), then
         # the first try: one hop to a worker thread
-        token = authorized(credentials, ws, "work")
+        token, _ = authorized(credentials, ws, "work")
         acting_for(token, name)
         wait = wait_of(data_of(raw, "claim", reserved=()), limits)
         rates(request, "claim", token, "claims")
@@ -235,13 +227,15 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
     def act() -> Any:
         nonlocal caller_known
         # the checks in the order a client meets them (401, 403, 429, 422, the holder's
-        # 403 before what is asked: a 400), then the use case: one hop to a worker thread
-        token = authorized(credentials, ws, "work")
+        # 403 before what is asked: a 400), then the use case: one hop to a worker thread,
+        # one read for the token and the task's holder
+        token, task = authorized(credentials, ws, "work", task_id)
         caller_known = True
         if rate is not None:
             rates(request, rate[0], token, rate[1])
         data = data_of(raw, where, reserved=("task_id", "by"))
-        holder_of(ws, token, task_id)
+        if task is not None and task.agent is not None:
+            acting_for(token, task.agent)  # an agent's token acts on its own agent's attempts only
         return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))
 
     try:
