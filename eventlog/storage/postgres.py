@@ -193,6 +193,14 @@ class PostgresTransaction(SqlTransaction):
         transaction writes nothing, so their answers hold to its end."""
         self._begin(BEGIN_READER, [read for read in prefetch if not _at_write_time(read)])
 
+    def end_reading(self) -> None:
+        """End a reader's transaction (it wrote nothing: COMMIT ends it as ROLLBACK would)
+        with a statement of the adapter's own. The driver's rollback() would follow its
+        ROLLBACK with DEALLOCATE ALL whenever the connection had statements prepared: a
+        round trip more, and every statement of the writers that share the pool
+        prepared again."""
+        self.cursor_for(COMMIT).execute(COMMIT, prepare=False)
+
     def _begin(self, begin: str, prefetch: Sequence[Read], then: str | None = None) -> Row | None:
         """`begin`, the statement `then` (its first row is returned), and the reads of
         `prefetch` (their answers kept, see `_all`), in one pipeline. `then` is the
@@ -637,17 +645,20 @@ class PostgresStorage:
     def read(self, *, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard():
             txn = self._begun(lambda txn: txn.begin_reading(prefetch))
+            ended = False
             try:
                 yield txn
+                txn.end_reading()
+                ended = True
             finally:
-                _end(txn, commit=False)
+                _end(txn, commit=ended)
 
     def close(self) -> None:
         self.engine.dispose()
 
 
 def _end(txn: PostgresTransaction, *, commit: bool) -> None:
-    """End `txn` and give its connection back to the pool: committed (the driver's
+    """End `txn` and give its connection back to the pool: committed (the adapter's
     COMMIT was already sent: nothing more goes to the server) or rolled back (a
     connection found dead is not used again)."""
     connection = txn.connection
