@@ -484,17 +484,17 @@ def test_an_attempt_over_http_reads_its_token_and_its_holder_in_one_read(tmp_pat
     and who holds the task come back with its BEGIN (2 round trips with its end), then
     the use case's write (2). A check that read them apart would show 2 more; a read
     ended by the driver's rollback, 1 more (its DEALLOCATE ALL, on a connection whose
-    statements the writes had prepared)."""
+    statements the writes had prepared). A claim: the token's read, then the claim."""
     from fastapi.testclient import TestClient
 
     from server.app import create_app
 
-    made = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 2}],
+    made = new_workspace(tmp_path / "home", [{"agentName": "w1", "agentType": "dev", "maxConcurrency": 3}],
                          database=round_trips.url(pg_url))
     made.close()
     ws = Workspace(made.settings)
     secret = access.create_token(ws, "w1-box", "kim", agent="w1").token
-    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(2)])
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(3)])
     claims = [worker.claim(ws, "w1") for _ in range(2)]
     ws.close()
     with TestClient(create_app(ws.settings)) as client:
@@ -507,8 +507,11 @@ def test_an_attempt_over_http_reads_its_token_and_its_holder_in_one_read(tmp_pat
         beat(claims[0])  # (the server's connections opened, its statements prepared)
         round_trips.take()
         beat(claims[1])
-        trips = round_trips.take()
-    assert trips == 4
+        trips = {"heartbeat": round_trips.take()}
+        answer = client.post("/api/v1/agents/w1/claim", headers={"Authorization": f"Bearer {secret}"})
+        assert answer.status_code == 200 and answer.json()["task"]["title"] == "t2", answer.json()
+        trips["claim"] = round_trips.take()
+    assert trips == {"heartbeat": 4, "claim": 4}
 
 
 def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path, pg_url, round_trips):
