@@ -6,12 +6,14 @@ PostgreSQL, for several hosts over one database.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from eventlog.errors import BadInput
 from eventlog.storage.port import Storage, Transaction
 
 __all__ = ["DATABASE_URL_VARIABLE", "Storage", "Transaction", "create_storage", "is_url", "open_storage",
-           "redact"]
+           "redact", "unusable_url"]
 
 # how a URL (which may hold a password) reaches a process sched starts: its
 # environment, never its argv; an agent's environment never has it
@@ -23,6 +25,25 @@ URL_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
 def is_url(location: str | Path) -> bool:
     """Whether `location` names a database server rather than a file."""
     return isinstance(location, str) and location.startswith(URL_SCHEMES)
+
+
+_ANY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def unusable_url(location: str | Path) -> str | None:
+    """Why `location`, a URL of another kind (`mysql://`, `sqlite:///`, a misspelt
+    `postgresql://`), names no database sched can use; None for a path or a
+    PostgreSQL URL. Taken for a path, it would make a SQLite file in a folder named
+    after its scheme."""
+    if isinstance(location, str) and not is_url(location) and _ANY_URL.match(location):
+        return (f"{_redacted(location)}: not a database sched can use (give a file path for SQLite, "
+                "or a postgresql:// URL)")
+    return None
+
+
+def _usable(location: str | Path) -> None:
+    if (problem := unusable_url(location)) is not None:
+        raise BadInput(problem)
 
 
 # the connection parameters of a URL's query that hold a secret (libpq's keywords)
@@ -51,10 +72,16 @@ def redact(location: str | Path) -> str:
     return text if parts.netloc else text.replace(":/", ":///", 1)
 
 
+def _redacted(url: str) -> str:
+    """A URL of any kind without the password of its user part (`user:***@host`)."""
+    return re.sub(r"^([^:/]*://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
 def open_storage(location: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000,
                  prepared_statements: bool = True, listen_url: str | None = None) -> Storage:
     """An existing sched database at `location` (a missing, empty or foreign one is an
     error and is left as it was)."""
+    _usable(location)
     if is_url(location):
         from eventlog.storage.postgres import PostgresStorage
         return PostgresStorage.open(str(location), busy_timeout_ms=busy_timeout_ms,
@@ -68,6 +95,7 @@ def create_storage(location: str | Path, *, synchronous: str = "NORMAL", busy_ti
                    prepared_statements: bool = True, listen_url: str | None = None) -> Storage:
     """The database at `location` for `init` (created if missing; refused if it is
     another program's); the caller then creates the schema."""
+    _usable(location)
     if is_url(location):
         from eventlog.storage.postgres import PostgresStorage
         return PostgresStorage.create(str(location), busy_timeout_ms=busy_timeout_ms,

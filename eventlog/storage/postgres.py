@@ -756,6 +756,18 @@ def classify(location: str, busy_timeout_ms: int, error: BaseException) -> Datab
     if isinstance(original, psycopg.errors.LockNotAvailable):
         return DatabaseBusy(busy_line(location, busy_timeout_ms))
     if connection_lost(error):
+        if any(refusal in what for refusal in CONNECTION_REFUSALS):  # (asking again will not help)
+            return DatabaseFault(f"{location}: the PostgreSQL server refused the connection ({what}): "
+                                 "nothing was written; check the URL's database and user, and the "
+                                 "password's place (docs/operations.md, Running on PostgreSQL)")
         return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): nothing was "
                              "written; a retry helps once the server is reachable")
     return DatabaseFault(f"{location}: {what}")
+
+
+# what the server says when it answers a connection and refuses it for good (libpq
+# passes on its FATAL message): a missing database or role, a password or a rule of
+# pg_hba.conf that does not let the user in
+CONNECTION_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.conf entry",
+                       "password authentication", "permission denied for database",
+                       "no password supplied")

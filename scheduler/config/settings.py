@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from eventlog.errors import BadInput
-from eventlog.storage import is_url, redact
+from eventlog.storage import is_url, redact, unusable_url
 from scheduler.config.envsubst import expand
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
@@ -235,7 +235,10 @@ class Settings(BaseModel):
     @field_validator("db", mode="before")
     @classmethod
     def _path_as_text(cls, value: object) -> object:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if isinstance(value, str) and (problem := unusable_url(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("database_url", "database_listen_url")
     @classmethod
@@ -386,6 +389,7 @@ def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
             if key in MASKED_SETTINGS:
                 masked[key] = expanded.masked
     for key in ("db", "agent_control_file"):  # relative to the home that holds the file
-        if isinstance(data.get(key), str) and not is_url(data[key]):
-            data[key] = str(path.parent / data[key])
+        value = data.get(key)  # (a db of a URL of another kind is left for its check to refuse)
+        if isinstance(value, str) and not is_url(value) and (key != "db" or unusable_url(value) is None):
+            data[key] = str(path.parent / value)
     return data, variables, masked, unfilled

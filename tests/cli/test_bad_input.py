@@ -154,6 +154,26 @@ def test_a_database_url_that_is_a_file(run: Run, db: Path):
         assert_unchanged(db, before)
 
 
+def test_a_url_of_another_kind_is_refused_not_taken_for_a_file(run: Run, db: Path):
+    """`mysql://`, SQLAlchemy's `sqlite:///` or a misspelt scheme, wherever a database
+    is named: one line (no password in it), exit 2, and no folder named after the
+    scheme with a SQLite file in it."""
+    home = db.parent
+    before = file_digest(db)
+    said = "not a database sched can use (give a file path for SQLite, or a postgresql:// URL)"
+    calls = [(["init", "--db", "mysql://me:hunter2@db1/sched"], {}, "setting --db: mysql://me:***@db1/sched"),
+             (["status", "--json"], {"SCHED_DB": "postgresq://db1/sched"}, "setting SCHED_DB: postgresq://db1/sched"),
+             (["migrate", "--to", "sqlite:///copy.db"], {}, "sqlite:///copy.db")]
+    for args, env, named in calls:
+        line = one_error_line(run(*args, env=env), 2)
+        assert line == f"sched: {named}: {said}"
+    toml = home / "sched.toml"
+    toml.write_text('db = "mysql://db1/sched"\n')  # (not joined to the file's folder as a path would be)
+    assert one_error_line(run("status"), 2) == f"sched: setting {toml}: db: mysql://db1/sched: {said}"
+    assert not [p for p in home.iterdir() if ":" in p.name]
+    assert_unchanged(db, before)
+
+
 def test_the_fleet_fixture_is_valid(run: Run, db: Path):
     """Guards the cases above: with the good control file the same commands succeed,
     so each rejection comes from the one bad input it injects."""

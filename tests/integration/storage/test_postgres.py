@@ -53,6 +53,21 @@ def test_a_restarted_server_is_reconnected_to_and_work_goes_on(tmp_path, pg_clus
     ws.close()
 
 
+def test_a_connection_the_server_refuses_says_what_to_check_not_to_retry(tmp_path, pg_url):
+    """A database or role that does not exist is the server's answer, not its absence:
+    one line naming it (exit 1), and no hint that asking again will help."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    for wrong in (parts._replace(path="/no_such_db").geturl(),
+                  parts._replace(netloc="no_such_role" + parts.netloc[parts.netloc.find("@"):]).geturl()):
+        with pytest.raises(DatabaseFault) as caught:
+            Workspace(load_settings({}, {"home": tmp_path, "database_url": wrong}).settings).db  # noqa: B018
+        assert caught.value.exit_code == 1 and "\n" not in caught.value.message
+        assert "refused the connection" in caught.value.message and "does not exist" in caught.value.message
+        assert "retry" not in caught.value.message
+
+
 def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp_path, pg_url):
     ws = new_workspace(tmp_path / "home", database=pg_url)
     submit(ws, [TaskSpec(queue="dev", title="kept")])
