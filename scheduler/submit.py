@@ -142,7 +142,10 @@ def parse_spec(raw: object, where: str) -> TaskSpec:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "task"
-        raise BadInput(f"{where}: {loc}: {err['msg'].removeprefix('Value error, ')}") from e
+        said = err["msg"].removeprefix("Value error, ")
+        if err["type"].startswith(("datetime", "timezone")):  # not_before, due: what a time looks like
+            said += " (give an ISO time with its offset, e.g. 2026-12-05T09:00:00Z)"
+        raise BadInput(f"{where}: {loc}: {said}") from e
 
 
 STDIN = Path("-")
