@@ -11,6 +11,7 @@ import pytest
 
 from scheduler import access, worker
 from scheduler.reads import queries
+from scheduler.reads.health import health
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from server.web import security
@@ -98,6 +99,12 @@ def test_the_overview_shows_queues_agents_their_tasks_and_health(api: Api):
     assert '<meter min="0" max="2" value="1"' in page  # ann: capacity 2, holding one
     assert f'<span id="last-seq">{status["last_seq"]}</span>' in page
     assert 'sse-connect="/live?after=' in page
+    report = health(api.ws)  # what `sched health --json` says: its level, each check's
+    assert f'<span id="health-level" class="badge level-{report["status"]}">{report["status"]}</span>' in page
+    assert report["checks"]
+    for check in report["checks"]:
+        assert (f'<tr><th scope="row">{check["name"].replace("_", " ")}</th><td><span class="badge '
+                f'level-{check["status"]}">{check["status"]}</span></td>') in page
     fragment = api.client.get("/", headers={"HX-Request": "true"})
     assert fragment.status_code == 200 and "<html" not in fragment.text
     assert "write the parser" in fragment.text and fragment.headers["vary"].startswith("HX-Request")
@@ -183,7 +190,8 @@ def test_the_dashboard_pages_are_not_in_the_api_contract(api: Api):
     assert not {"/", "/signin", "/signout", "/pause", "/resume", "/live"} & set(paths)
 
 
-def test_the_live_stream_tells_the_page_each_new_seq(api: Api):
+def test_the_live_stream_sends_the_page_a_new_events_seq_and_type_not_its_payload(api: Api):
+    """(That it goes on sending each new one: test_events_stream.py, the same loop.)"""
     from tests.server.test_events_stream import messages
 
     sign_in(api, "dash")

@@ -13,7 +13,8 @@ import pytest
 from scheduler import access, operator
 from scheduler.reads import queries
 from server.limits import ServerLimits
-from server.routes.events import stream
+from server.routes.events import frame, stream
+from server.web.pages import ping
 from tests.server.conftest import Api
 
 
@@ -63,14 +64,45 @@ def test_the_stream_gives_the_log_with_seq_as_id_and_resumes_after_last_event_id
     assert [m["id"] for m in read(api, 1, headers={"Last-Event-ID": "4"}, params={"after": 1})] == ["5"]
 
 
-def test_new_events_arrive_on_an_open_stream(api: Api):
+def test_an_event_appended_after_the_stream_opened_is_sent_over_http(api: Api):
     head = len(replayed(api))
     with api.client.stream("GET", "/api/v1/events", params={"after": head},
                            headers=api.auth("dash")) as answer:
-        operator.pause(api.ws, "kim", None)  # appended after the stream caught up
+        operator.pause(api.ws, "kim", None)
         message = next(messages(answer.iter_lines()))
     assert message["id"] == str(head + 1)
     assert json.loads(message["data"])["type"] == "SchedulerPaused"
+
+
+@pytest.mark.parametrize("framed", [frame, ping], ids=["api", "dashboard"])
+def test_each_event_appended_while_the_stream_waits_is_sent_at_its_next_poll(api: Api, framed):
+    """The stream keeps reading the log: an event appended after a read found nothing
+    is sent after the next wait, and the one after that after a later one (the
+    dashboard's stream, `/live`, is the same loop with smaller messages)."""
+    head = len(replayed(api))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the test drives the polls
+        slept.append(seconds)
+        if len(slept) == 1:
+            operator.pause(api.ws, "kim", None)
+        elif len(slept) == 3:
+            operator.resume(api.ws, "kim")
+
+    async def gone() -> bool:
+        return len(slept) >= 5
+
+    async def collect() -> list[tuple[int, bytes]]:  # each chunk, with the waits before it
+        limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=60.0)
+        return [(len(slept), chunk) async for chunk in stream(api.ws, head, limits, gone, lambda: True,
+                                                              sleep, framed)]
+
+    sent = asyncio.run(collect())
+    framed_events = [(waits, next(messages([*chunk.decode().splitlines(), ""])))
+                     for waits, chunk in sent if chunk.startswith(b"id:")]
+    assert [(waits, m["id"]) for waits, m in framed_events] == [(1, str(head + 1)), (3, str(head + 2))]
+    assert [json.loads(m["data"])["type"] for _waits, m in framed_events] == ["SchedulerPaused",
+                                                                              "SchedulerResumed"]
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 19, "9" * 30, b"\xb2"])
