@@ -113,7 +113,9 @@ def get_prometheus(since: str = Query("1h", description="The window that ends no
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/replay", response_model=ReplayPage, responses=BAD, dependencies=[Depends(known_query(
+@router.get("/replay", response_model=ReplayPage,
+            responses={**BAD, 404: {"model": ErrorBody, "description": "no such task (`task`)"}},
+            dependencies=[Depends(known_query(
     "task", "since", "until", "limit", "verify", "expect_head", "head"))])
 def get_replay(request: Request,
                task: int | None = Query(None, ge=1, le=INT64_MAX, description="Only this task's events."),
