@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,7 +123,7 @@ def new_workspace(home: Path, agents: Agents | None = None, database: str | None
         key = "database_url" if database.startswith("postgresql") else "db"
         (home / "sched.toml").write_text(f"{key} = {json.dumps(database)}\n")
     loaded = load_settings({}, {"home": home, **settings})
-    ws = Workspace(loaded.settings, clock=ManualClock())
+    ws = Workspace(loaded.settings, clock=ManualClock(), rng=random.Random(0))  # (retry jitter: seeded)
     ws.init_db()
     return ws
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from scheduler.clock import Clock
+
 FLEET: list[dict[str, object]] = [
     {"agentName": "ann", "agentType": "dev", "maxConcurrency": 2},
     {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1},
@@ -152,12 +154,13 @@ InProcess = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
-    """`cli(*args, env=None, stdin=None)`: `sched ARGS` run in this process (fast: no
-    interpreter start-up) in this test's SCHED_HOME (tmp_path), as a CompletedProcess."""
+    """`cli(*args, env=None, stdin=None, clock=None)`: `sched ARGS` run in this process
+    (fast: no interpreter start-up) in this test's SCHED_HOME (tmp_path), as a
+    CompletedProcess; `clock`: the clock it runs on (default the system's)."""
     from cli.main import main
 
     def runner(*args: str, env: dict[str, str] | None = None,
-               stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+               stdin: bytes | None = None, clock: Clock | None = None) -> subprocess.CompletedProcess[str]:
         with monkeypatch.context() as patch:
             for key in [k for k in os.environ if k.startswith("SCHED_")]:
                 patch.delenv(key)
@@ -168,7 +171,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
             if stdin is not None:
                 patch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
             capsys.readouterr()
-            code = main(list(args))
+            code = main(list(args), clock=clock)
             out, err = capsys.readouterr()
         return subprocess.CompletedProcess(["sched", *args], code, out, err)
 

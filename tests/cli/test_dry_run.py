@@ -5,12 +5,13 @@ input is refused as without it (exit 2, one line)."""
 from __future__ import annotations
 
 import json
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scheduler.clock import ManualClock
 from tests.cli.conftest import InProcess, ok, one_error_line, one_json
 
 
@@ -153,14 +154,14 @@ def test_tick_dry_run_text_says_what_it_would_do(seeded: Path, cli: InProcess):
     ok(cli("submit", "-q", "qa", "-t", "child", "--after", "2"))  # 3
     ok(cli("tick", env={"SCHED_START_DEADLINE_SECONDS": "0.001"}))  # 1 -> ann, due to start at once
     ok(cli("cancel", "2"))  # so the next tick dead-letters 3
-    time.sleep(0.01)
+    later = ManualClock(datetime.now(UTC) + timedelta(seconds=1))  # task 1's start deadline passed
     head = doc(cli("replay", "--head", "--json"))
-    dry = ok(cli("tick", "--dry-run"))
+    dry = ok(cli("tick", "--dry-run", clock=later))
     assert sorted(dry.stdout.splitlines()) == ["would assign task 1 -> ann",
                                                "would dead-letter task 3",
                                                "would take back task 1 from ann (not_started)"]
     assert dry.stderr.startswith("tick: would assign 1, take back 1, dead-letter 1 (")
     assert dry.stderr.rstrip().endswith("; dry run: nothing appended)")
     assert doc(cli("replay", "--head", "--json")) == head
-    real = ok(cli("tick")).stdout.splitlines()
+    real = ok(cli("tick", clock=later)).stdout.splitlines()
     assert "took back task 1 from ann (not_started)" in real and "dead-lettered task 3" in real

@@ -170,8 +170,9 @@ def gone(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "a worker killed"])
-def test_workers_share_the_port_and_stop_together(ready: InProcess, home: Path, stop: str):
-    """`--workers 2`: two processes answer on one port; SIGTERM stops both and exits 0;
+def test_two_workers_start_the_port_answers_and_they_stop_together(ready: InProcess, home: Path, stop: str):
+    """`--workers 2`: two worker processes start and the port answers (which worker took
+    each connection is the kernel's choice: not checked); SIGTERM stops both and exits 0;
     a worker that dies unasked stops the other and the command exits 1 in one line."""
     with serving(home, "--workers", "2") as (server, port):
         workers = wait_for("both workers", lambda: len(found := children_of(server.pid)) == 2 and found)
