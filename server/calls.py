@@ -244,12 +244,15 @@ async def write(request: Request, function: Callable[..., T], *args: Any) -> T:
         doorbell(request).ring()
 
 
-def known_query(*names: str) -> Callable[[Request], None]:
+def known_query(*names: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency refusing query parameters other than `names` (422, the line the CLI
-    prints for an unknown flag): a misspelt filter is an error, never ignored."""
+    prints for an unknown flag): a misspelt filter is an error, never ignored. A route
+    names it as a parameter after its token's, so that a caller without a valid token
+    hears 401 first, as from every other route (a route's `dependencies=` would run
+    before its parameters'). Run on the event loop: it only looks at the URL."""
     allowed = frozenset(names)
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         for name in request.query_params:
             if name not in allowed:
                 raise HTTPException(422, f"No such option: --{name.replace('_', '-')[:40]}")

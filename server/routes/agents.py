@@ -107,8 +107,8 @@ def rates(request: Request, which: str, token: TokenView, what: str) -> None:
     request.app.state.rates[which].check(token.name, what)
 
 
-@router.get("/agents", response_model=AgentList, dependencies=[Depends(known_query())])
-def get_agents(_token: TokenView = Depends(require("read")),
+@router.get("/agents", response_model=AgentList)
+def get_agents(_token: TokenView = Depends(require("read")), _query: None = Depends(known_query()),
                ws: Workspace = Depends(workspace)) -> Document:
     """Each agent of the control file with its load and free slots, as `sched agents list --json`."""
     return answer(fleet.list_agents(ws))

@@ -58,11 +58,10 @@ class ReplayPage(BaseModel):
     hash: str | None = None
 
 
-@router.get("/status", response_model=dict[str, Any], responses=BAD,
-            dependencies=[Depends(known_query("at"))])
+@router.get("/status", response_model=dict[str, Any], responses=BAD)
 def get_status(at: str | None = Query(None, description="As it stood after this seq or ISO time.",
                                       json_schema_extra=SEQ_OR_TIME),
-               _token: TokenView = Depends(require("read")),
+               _token: TokenView = Depends(require("read")), _query: None = Depends(known_query("at")),
                ws: Workspace = Depends(workspace)) -> Document:
     """Queue depths and agent load: the document of `sched status --json [--at]`."""
     return answer(observe.status(ws, at))
@@ -88,11 +87,10 @@ async def post_resume(request: Request, token: TokenView = Depends(require("oper
     return answer(await write(request, fleet.resume, ws, asked))
 
 
-@router.get("/metrics", response_model=dict[str, Any], responses=BAD,
-            dependencies=[Depends(known_query("since"))])
+@router.get("/metrics", response_model=dict[str, Any], responses=BAD)
 def get_metrics(since: str = Query("1h", description="The window that ends now: 30m, 1h, 24h, 7d...",
                                    json_schema_extra=DURATION),
-                _token: TokenView = Depends(require("read")),
+                _token: TokenView = Depends(require("read")), _query: None = Depends(known_query("since")),
                 ws: Workspace = Depends(workspace)) -> Document:
     """Throughput, errors, waits, run times and utilization: `sched metrics --json [--since]`."""
     return answer(observe.metrics(ws, since))
@@ -100,11 +98,11 @@ def get_metrics(since: str = Query("1h", description="The window that ends now: 
 
 @top.get("/metrics", response_model=None, responses={
     200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-          "description": "the Prometheus text exposition format"}, **BAD},
-    dependencies=[Depends(known_query("since"))])
+          "description": "the Prometheus text exposition format"}, **BAD})
 def get_prometheus(since: str = Query("1h", description="The window that ends now.",
                                       json_schema_extra=DURATION),
                    _token: TokenView = Depends(require("read")),
+                   _query: None = Depends(known_query("since")),
                    ws: Workspace = Depends(workspace)) -> PlainTextResponse:
     """The metrics in Prometheus's text format, as `sched metrics --prometheus`."""
     from scheduler.reads.metrics import prometheus_text
@@ -114,9 +112,7 @@ def get_prometheus(since: str = Query("1h", description="The window that ends no
 
 
 @router.get("/replay", response_model=ReplayPage,
-            responses={**BAD, 404: {"model": ErrorBody, "description": "no such task (`task`)"}},
-            dependencies=[Depends(known_query(
-    "task", "since", "until", "limit", "verify", "expect_head", "head"))])
+            responses={**BAD, 404: {"model": ErrorBody, "description": "no such task (`task`)"}})
 def get_replay(request: Request,
                task: int | None = Query(None, ge=1, le=INT64_MAX, description="Only this task's events."),
                since: str | None = Query(None, description="From this seq or ISO time (inclusive).",
@@ -130,6 +126,8 @@ def get_replay(request: Request,
                expect_head: str | None = Query(None, description="With verify: SEQ:HASH the head had."),
                head: bool = Query(False, description="The last seq and its hash."),
                _token: TokenView = Depends(require("read")),
+               _query: None = Depends(known_query("task", "since", "until", "limit", "verify", "expect_head",
+                                                  "head")),
                ws: Workspace = Depends(workspace)) -> Document:
     """The audit trail a page at a time (`sched replay --json`, its lines as `events`),
     or its verification (`verify`), or its head (`head`)."""

@@ -117,9 +117,7 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     return answer(await write(request, actions.submit, ws, asked))
 
 
-@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]},
-            dependencies=[Depends(known_query("queue", "title", "status", "agent", "unassigned", "limit",
-                                              "cursor"))])
+@router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]})
 def get_tasks(request: Request,
               queue: str | None = Query(None, description="Only this queue."),
               title: str | None = Query(None, description="Only tasks whose title holds this text "
@@ -135,6 +133,8 @@ def get_tasks(request: Request,
               cursor: str | None = Query(None, description="The `next_cursor` of the page before.",
                                          json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
               _token: TokenView = Depends(require("read")),
+              _query: None = Depends(known_query("queue", "title", "status", "agent", "unassigned", "limit",
+                                                 "cursor")),
               ws: Workspace = Depends(workspace)) -> Document:
     """Tasks in the order they will be picked, a page at a time, as `sched tasks --json
     --limit N --cursor C` (filters as its flags: `--title TEXT` is `title`)."""
@@ -147,9 +147,8 @@ def get_tasks(request: Request,
     return answer(tasks.list_tasks(ws, asked))
 
 
-@router.get("/tasks/{task_id}", response_model=TaskDetail, responses={404: REFUSED[404]},
-            dependencies=[Depends(known_query())])
-def get_task(task_id: TaskId, token: TokenView = Depends(caller),
+@router.get("/tasks/{task_id}", response_model=TaskDetail, responses={404: REFUSED[404]})
+def get_task(task_id: TaskId, token: TokenView = Depends(caller), _query: None = Depends(known_query()),
              ws: Workspace = Depends(workspace)) -> Document:
     """One task (with its result) and its events, as `sched show --json`. An agent's
     token reads only the tasks it ran (how a worker whose answer was lost learns whether
@@ -161,9 +160,9 @@ def get_task(task_id: TaskId, token: TokenView = Depends(caller),
     return answer(shown)
 
 
-@router.get("/tasks/{task_id}/explain", response_model=dict[str, Any], responses={404: REFUSED[404]},
-            dependencies=[Depends(known_query())])
+@router.get("/tasks/{task_id}/explain", response_model=dict[str, Any], responses={404: REFUSED[404]})
 def get_explain(task_id: TaskId, _token: TokenView = Depends(require("read")),
+                _query: None = Depends(known_query()),
                 ws: Workspace = Depends(workspace)) -> Document:
     """Why the task went to its agent, or why no agent takes it now, as `sched explain --json`."""
     return answer(observe.explain(ws, task_id))

@@ -383,6 +383,19 @@ def test_a_body_that_is_not_json_is_one_line(api: Api):
     assert (misspelt.status_code, misspelt.json()) == (422, {"error": "No such option: --qeue"})
 
 
+@pytest.mark.parametrize("path", ["/agents", "/status", "/metrics", "/replay", "/tasks", "/tasks/1",
+                                  "/tasks/1/explain", "/metrics/prometheus"])
+def test_a_misspelt_query_is_checked_after_the_token(api: Api, path: str):
+    """No token, or a bad one: 401, whatever the query; a live token: the misspelt
+    parameter is the 422 it always was (the order every route keeps: 401, 403, 422)."""
+    url = ("/metrics" if path == "/metrics/prometheus" else "/api/v1" + path) + "?qeue=dev"
+    submit(api)
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        assert api.client.get(url, headers=headers).status_code == 401, headers
+    answer = api.client.get(url, headers=api.auth("ops"))
+    assert (answer.status_code, answer.json()) == (422, {"error": "No such option: --qeue"})
+
+
 def test_openapi_describes_every_endpoint_and_its_bodies(api: Api):
     doc = api.client.get("/openapi.json").json()
     paths = doc["paths"]
