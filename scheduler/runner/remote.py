@@ -60,14 +60,27 @@ def api_token(environ: Mapping[str, str], token_file: Path | None = None) -> str
     return token
 
 
+def _server_url(url: str) -> str:
+    """`--server` as called: an http or https URL naming a host (and a port that is a
+    port), else bad input, in one line."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- (raises on a port that is no number, or out of range)
+    except ValueError as e:
+        raise BadInput(f"--server {url!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(f"--server must be an http:// or https:// URL, not {url!r}")
+    return url.rstrip("/")
+
+
 class Server:
     """A `sched serve` at `url` (http or https), called with the bearer `token`."""
 
     def __init__(self, url: str, token: str, *, tries: int = TRIES,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise BadInput(f"--server must be an http:// or https:// URL, not {url!r}")
-        self.url, self._token, self._tries, self._sleep = url.rstrip("/"), token, tries, sleep
+        self.url, self._token, self._tries, self._sleep = _server_url(url), token, tries, sleep
 
     # -- the runner protocol -------------------------------------------------------------
 

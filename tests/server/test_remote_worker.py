@@ -193,3 +193,16 @@ def test_a_wait_needs_a_server(capsys, monkeypatch, tmp_path: Path):
     code, _, err = run(capsys, monkeypatch, {"SCHED_HOME": str(tmp_path)}, "worker", "claim", "--agent",
                        "ann", "--wait", "5")
     assert code == 2 and "--wait needs --server" in err
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://[::1", "--server 'http://[::1' is not a URL (Invalid IPv6 URL)"),
+    ("http://h:99999", "--server 'http://h:99999' is not a URL (Port out of range 0-65535)"),
+    ("http://", "--server must be an http:// or https:// URL, not 'http://'"),
+    ("ftp://h", "--server must be an http:// or https:// URL, not 'ftp://h'"),
+])
+def test_a_server_url_that_is_no_http_url_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path: Path,
+                                                                 url, says):
+    code, out, err = run(capsys, monkeypatch, {"SCHED_HOME": str(tmp_path), "SCHED_TOKEN": "t"}, "worker",
+                         "heartbeat", "1", "--token", "x", "--server", url)
+    assert (code, out, err) == (2, "", f"sched: {says}\n")
