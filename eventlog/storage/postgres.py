@@ -748,6 +748,14 @@ def busy_line(location: str, busy_timeout_ms: int, holder: LockHolder | None = N
     return f"{line}: {holder.describe()}; try again{remedy}"
 
 
+# what the server says when it answers a connection and refuses it for good (libpq
+# passes on its FATAL message): a missing database or role, a password or a rule of
+# pg_hba.conf that does not let the user in
+CONNECTION_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.conf entry",
+                       "password authentication", "permission denied for database",
+                       "no password supplied")
+
+
 def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
     """One line for a driver error: a lock wait past the busy timeout is busy (exit 1,
     try again); a lost or refused connection and every other server fault exit 1."""
@@ -764,10 +772,3 @@ def classify(location: str, busy_timeout_ms: int, error: BaseException) -> Datab
                              "written; a retry helps once the server is reachable")
     return DatabaseFault(f"{location}: {what}")
 
-
-# what the server says when it answers a connection and refuses it for good (libpq
-# passes on its FATAL message): a missing database or role, a password or a rule of
-# pg_hba.conf that does not let the user in
-CONNECTION_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.conf entry",
-                       "password authentication", "permission denied for database",
-                       "no password supplied")
