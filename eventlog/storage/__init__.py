@@ -36,7 +36,7 @@ def unusable_url(location: str | Path) -> str | None:
     PostgreSQL URL. Taken for a path, it would make a SQLite file in a folder named
     after its scheme."""
     if isinstance(location, str) and not is_url(location) and _ANY_URL.match(location):
-        return (f"{_redacted(location)}: not a database sched can use (give a file path for SQLite, "
+        return (f"{redact(location)}: not a database sched can use (give a file path for SQLite, "
                 "or a postgresql:// URL)")
     return None
 
@@ -53,11 +53,15 @@ SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 def redact(location: str | Path) -> str:
     """`location` as messages, logs, `config show` and an agent's `SCHED_DB` may show
     it: a URL without its password, whether in its user part or in its query
-    (`?password=...`, which libpq accepts as well)."""
-    if not is_url(location):
+    (`?password=...`, which libpq accepts as well); a URL of any other kind too."""
+    if not isinstance(location, str) or not _ANY_URL.match(location):
         return str(location)
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-    parts = urlsplit(str(location))
+    try:
+        parts = urlsplit(location)
+    except ValueError:  # (one that does not parse: all of its user part hidden)
+        scheme, _, rest = location.partition("://")
+        return f"{scheme}://***@{rest.partition('@')[2]}" if "@" in rest else location
     query = parse_qsl(parts.query, keep_blank_values=True)
     secret_query = any(key.lower() in SECRET_PARAMETERS for key, _ in query)
     if parts.password is None and not secret_query:
@@ -70,11 +74,6 @@ def redact(location: str | Path) -> str:
             [(key, "***" if key.lower() in SECRET_PARAMETERS else value) for key, value in query], safe="*/"))
     text = urlunsplit(parts)
     return text if parts.netloc else text.replace(":/", ":///", 1)
-
-
-def _redacted(url: str) -> str:
-    """A URL of any kind without the password of its user part (`user:***@host`)."""
-    return re.sub(r"^([^:/]*://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def open_storage(location: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000,

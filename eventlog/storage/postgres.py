@@ -771,4 +771,3 @@ def classify(location: str, busy_timeout_ms: int, error: BaseException) -> Datab
         return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): nothing was "
                              "written; a retry helps once the server is reachable")
     return DatabaseFault(f"{location}: {what}")
-

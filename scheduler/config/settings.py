@@ -234,7 +234,7 @@ class Settings(BaseModel):
 
     @field_validator("db", mode="before")
     @classmethod
-    def _path_as_text(cls, value: object) -> object:
+    def _a_path_or_a_postgres_url(cls, value: object) -> object:
         value = os.fspath(value) if isinstance(value, os.PathLike) else value
         if isinstance(value, str) and (problem := unusable_url(value)) is not None:
             raise ValueError(problem)
