@@ -28,8 +28,9 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Column, MetaData, String, Table, create_engine, event, func, inspect, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, SQLAlchemyError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session, SQLModel
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
@@ -46,7 +47,7 @@ from eventlog.storage.base import (
 from eventlog.storage.collector import collector_paused
 from eventlog.storage.port import WRITE_TIME, Lookup, Read, Row, Term
 from eventlog.storage.types import Int64
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text
 
 # psycopg warns on stderr when it cannot end a pipeline on a lost connection: the error
 # the caller sees is sched's one line (a program that sets up logging still gets it)
@@ -72,15 +73,19 @@ WRITER_LIVENESS = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_
 WRITE_TIME_SQL = "current_setting('sched.write_time')"
 # the lock timeout and the liveness settings set for the transaction, then the writers'
 # lock, then the time once it is held, kept as text in `WRITE_TIME_SQL`'s setting and
-# returned with it: one statement, built once but for the timeout (each OFFSET 0 keeps a
-# subquery from being merged into the one around it, so the innermost runs first)
+# returned (as text: read quicker than a time): one statement, built once but for the
+# timeout (each OFFSET 0 keeps a subquery from being merged into the one around it, so
+# the innermost runs first)
 _TIMEOUT_LOCK_TIME = (
-    "SELECT locked_time, set_config('sched.write_time', to_char(locked_time AT TIME ZONE 'UTC', "
+    "SELECT set_config('sched.write_time', to_char(locked_time AT TIME ZONE 'UTC', "
     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), true) FROM "
     f"(SELECT clock_timestamp() AS locked_time FROM (SELECT pg_advisory_xact_lock({WRITER_LOCK}) FROM "
     "(SELECT set_config('lock_timeout', '{timeout_ms}', true)"
     + "".join(f", set_config('{name}', '{value}', true)" for name, value in WRITER_LIVENESS.items())
     + " OFFSET 0) AS timeouts OFFSET 0) AS locked OFFSET 0) AS timed")
+
+
+_A_TIME = "2026-12-05T18:00:00.000000Z"  # (what `to_text` writes)
 
 
 @lru_cache(maxsize=8)
@@ -153,30 +158,37 @@ class PostgresTransaction(SqlTransaction):
     # letters only, as SQLite's LIKE does, so both engines select the same rows
     fold = "translate({}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
 
-    def __init__(self, connection: Connection) -> None:
-        """A transaction on `connection` (taken from the pool, not yet used): its driver's
-        statements run on it directly, and a SQLAlchemy session over it, in the same
-        transaction, is made only if a statement written with SQLAlchemy asks for one
-        (most commands never do: a session costs about 0.1 ms per transaction)."""
-        super().__init__(driver=connection.connection.driver_connection,
-                         open_session=lambda: Session(bind=connection))
-        self.connection = connection
+    def __init__(self, pooled: PoolProxiedConnection, engine: Engine) -> None:
+        """A transaction on `pooled` (a connection taken from the engine's pool, not yet
+        used): its driver's statements run on it directly. A SQLAlchemy connection and
+        session over it, in the same transaction, are made only if a statement written
+        with SQLAlchemy asks for one (most commands never do: they cost about 0.1 ms per
+        transaction)."""
+        super().__init__(driver=pooled.driver_connection, open_session=self._open_session)
+        self.pooled = pooled
+        self._engine = engine
+        self.bound: Connection | None = None  # the SQLAlchemy connection of the session, if one was made
         # this connection's cursors, one per statement, kept while the pool keeps it
         # (`cursor_for`)
-        self._cursors: dict[str, psycopg.Cursor[Any]] = connection.connection.info.setdefault(
-            "sched_cursors", {})
+        self._cursors: dict[str, psycopg.Cursor[Any]] = pooled.info.setdefault("sched_cursors", {})
         self._spare: list[psycopg.Cursor[Any]] = []  # cursors for this transaction only
-        # begun here, so that a session joins it and leaves its end to the adapter
-        # (the server's transaction is begun by the adapter's own BEGIN)
-        self.transaction = connection.begin()
         self.wake_seq: int | None = None
-        self.locked_at: datetime | None = None  # a writer's: the server's time once it held the lock
+        # a writer's: the server's time once it held the lock, as `to_text` writes it
+        self.locked_at: str | None = None
         self._pending: list[tuple[str, Sequence[Row]]] = []
         self.written: dict[str, int] = {}  # rows inserted or upserted, per table
         # the answers of the reads asked for ahead, by statement and parameters (of the
         # read each stood for: one table's), with the table each read: good until the
         # transaction writes to it
         self._ahead: dict[tuple[str, tuple[object, ...]], tuple[str, list[Row]]] = {}
+
+    def _open_session(self) -> Session:
+        """A session over this transaction's connection: it joins the transaction (begun
+        here for SQLAlchemy, whose end is left to the adapter: the server's was begun by
+        the adapter's own BEGIN)."""
+        self.bound = Connection(self._engine, connection=self.pooled)
+        self.bound.begin()
+        return Session(bind=self.bound)
 
     def lock(self, busy_timeout_ms: int, prefetch: Sequence[Read] = ()) -> None:
         """BEGIN, then the lock timeout and the liveness settings, the writers' lock and
@@ -226,8 +238,9 @@ class PostgresTransaction(SqlTransaction):
             for cursor, (sql, params) in zip(cursors, sent, strict=True):
                 cursor.execute(sql, params)
         first = self.cursor_for(then).fetchone() if then is not None else None
-        # the time held as the server wrote it, if that is as sched writes it
-        held = first[1] if first is not None and first[1] == to_text(first[0]) else None
+        # the time held as the server wrote it, if that is as sched writes it (the
+        # format's fixed width: a year of four digits)
+        held = first[0] if first is not None and len(first[0]) == len(_A_TIME) else None
         for cursor, read, (sql, params), sent_one in zip(cursors, prefetch, reads, sent, strict=True):
             rows = self._fetched(sent_one[0], cursor)
             if any(value is WRITE_TIME or isinstance(value, Lookup) for _column, _op, value in read.where):
@@ -340,7 +353,7 @@ class PostgresTransaction(SqlTransaction):
         # clock_timestamp(), not now(): now() is when the transaction began, before
         # the lock was won
         if self.locked_at is not None:
-            return self.locked_at
+            return from_text(self.locked_at)
         return self._all("SELECT clock_timestamp()", ())[0][0]  # type: ignore[no-any-return]
 
     def notify(self, seq: int) -> None:
@@ -527,7 +540,7 @@ class PostgresStorage:
             except BaseException as e:
                 dead = isinstance(e, psycopg.OperationalError) and txn._driver().broken
                 if dead:
-                    txn.connection.invalidate()  # (the pool replaces it)
+                    txn.pooled.invalidate()  # (the pool replaces it)
                 _end(txn, commit=False)
                 if not dead or pinged:
                     raise  # (a lock timeout, on a live connection, is not tried again)
@@ -580,7 +593,7 @@ class PostgresStorage:
     def _transaction(self, *, pinged: bool) -> PostgresTransaction:
         unpinged = _UNPINGED_CHECKOUT.set(not pinged)
         try:
-            return PostgresTransaction(self.engine.connect())
+            return PostgresTransaction(self.engine.raw_connection(), self.engine)
         finally:
             _UNPINGED_CHECKOUT.reset(unpinged)
 
@@ -588,8 +601,8 @@ class PostgresStorage:
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
         with self.guard():
             txn = self._take_turn(prefetch)  # (the collector runs while it waits)
-            connection = txn.connection
-            info = connection.info  # (held: an invalidated connection has none to look up)
+            pooled = txn.pooled
+            info = pooled.info  # (held: an invalidated connection has none to look up)
             committed = False
             try:
                 with collector_paused():  # the lock is held: see collector.py
@@ -611,7 +624,7 @@ class PostgresStorage:
                         txn.send_writes(*(wake if txn.wake_seq is not None else []), commit=True)
                     except (DBAPIError, psycopg.Error) as e:
                         if connection_lost(e):  # the COMMIT may have reached the server, or not
-                            connection.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
+                            pooled.invalidate()  # (the driver's, not SQLAlchemy's, saw it fail)
                             raise unknown_outcome(self.location, e) from e
                         raise
                     committed = True
@@ -661,20 +674,21 @@ def _end(txn: PostgresTransaction, *, commit: bool) -> None:
     """End `txn` and give its connection back to the pool: committed (the adapter's
     COMMIT was already sent: nothing more goes to the server) or rolled back (a
     connection found dead is not used again)."""
-    connection = txn.connection
+    pooled = txn.pooled
     for cursor in txn._spare:
         cursor.close()
     try:
         if txn.opened_session is not None:
             txn.opened_session.close()  # (it joined the transaction: closing it leaves that alone)
-        if connection.invalidated:
+        if not pooled.is_valid:
             return  # (its transaction ended with it)
-        if commit:
-            txn.transaction.commit()
-        else:
-            txn.transaction.rollback()
+        driver = txn._driver()
+        if driver.broken or driver.closed:
+            pooled.invalidate()  # (the pool replaces it)
+        elif not commit:
+            driver.rollback()  # (nothing begun: no round trip)
     finally:
-        connection.close()
+        (txn.bound or pooled).close()  # back to the pool
 
 
 def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:

@@ -334,7 +334,7 @@ def test_a_connection_keeps_a_cursor_per_statement_but_not_a_long_answer(tmp_pat
         long = txn.select("tasks", ("task_id",), (), ("task_id",))
         assert len(txn.rows("tasks", ("task_id",), (), ("task_id",), KEPT_ANSWER_ROWS)) == KEPT_ANSWER_ROWS
         assert len(txn.rows("tasks", ("task_id",), (), ("task_id",))) == KEPT_ANSWER_ROWS + 1
-        kept = txn.connection.connection.info["sched_cursors"]
+        kept = txn.pooled.info["sched_cursors"]
         assert short[0] in kept and long[0] not in kept
 
 
