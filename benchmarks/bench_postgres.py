@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from benchmarks.bench_claim import COUNT, LAST_SEQ, LOAD, WARM, ZEROS, _race, _sched_claimer
 from benchmarks.bench_submit import BACKLOG_AGENTS, BACKLOG_CAPACITY, record_fleet
@@ -108,6 +112,108 @@ def pg_single_submit(ctx: Context) -> dict[str, Any]:
         target=">= 0.5", what=f"{n:,} calls of submit(ws, [spec]) on PostgreSQL, one transaction each",
         ceiling_what=f"the same {len(rows):,} event rows, each: advisory lock + INSERT + COMMIT (psycopg)",
         details={"seconds": seconds, "bare_seconds": bare_seconds})
+
+
+Trip = list[tuple[str, str, Any, dict[str, Any]]]  # one round trip: (method, statement, parameters, options)
+
+
+@contextmanager
+def statements_sent() -> Iterator[list[Trip]]:
+    """Every statement sent through psycopg while the block runs, grouped by round trip
+    (a pipeline's statements, or one statement outside a pipeline): the benchmark wraps
+    psycopg's cursor methods for the block, to replay the same statements bare."""
+    trips: list[Trip] = []
+    piped: list[Trip] = []  # the pipeline being filled, if one is open
+    execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
+    pipeline = psycopg.Connection.pipeline
+
+    def sent(method: str, query: Any, params: Any, options: dict[str, Any]) -> None:
+        statement = (method, query, list(params) if method == "executemany" else params, options)
+        if piped:
+            piped[-1].append(statement)
+        else:
+            trips.append([statement])
+
+    def recorded_execute(self: Any, query: Any, params: Any = None, **options: Any) -> Any:
+        sent("execute", query, params, options)
+        return execute(self, query, params, **options)
+
+    def recorded_executemany(self: Any, query: Any, params_seq: Any, **options: Any) -> Any:
+        params_seq = list(params_seq)
+        sent("executemany", query, params_seq, options)
+        return executemany(self, query, params_seq, **options)
+
+    @contextmanager
+    def recorded_pipeline(self: Any) -> Iterator[Any]:
+        piped.append([])
+        try:
+            with pipeline(self) as opened:
+                yield opened
+        finally:
+            trips.append(piped.pop())
+
+    psycopg.Cursor.execute, psycopg.Cursor.executemany = recorded_execute, recorded_executemany  # type: ignore[method-assign]
+    psycopg.Connection.pipeline = recorded_pipeline  # type: ignore[method-assign]
+    try:
+        yield trips
+    finally:
+        psycopg.Cursor.execute, psycopg.Cursor.executemany = execute, executemany  # type: ignore[method-assign]
+        psycopg.Connection.pipeline = pipeline  # type: ignore[method-assign]
+
+
+def replay(conn: Any, trips: list[Trip]) -> None:
+    """Send `trips` again through the bare connection `conn` (autocommit: each BEGIN and
+    COMMIT is a recorded statement), each round trip as it was sent (a pipeline, with a
+    cursor per statement kept from one trip to the next, as sched keeps them), reading
+    every answer."""
+    cursors: dict[str, Any] = {}
+    for trip in trips:
+        used: list[Any] = []
+        with conn.pipeline() if len(trip) > 1 else nullcontext():
+            for method, query, params, options in trip:
+                cursor = cursors.setdefault(query, conn.cursor())
+                if cursor in used:  # (the statement twice in one trip: a cursor of its own)
+                    cursor = conn.cursor()
+                getattr(cursor, method)(query, params, **options)
+                used.append(cursor)
+        for cursor in used:
+            if cursor.description is not None:
+                cursor.fetchall()
+
+
+def pg_single_submit_statements(ctx: Context) -> dict[str, Any]:
+    """`pg_single_submit` against the ceiling of the PostgreSQL issue: the same statements,
+    in the same round trips, under the same advisory lock, through a bare psycopg loop.
+    Recorded from an untimed run of the same submits on a second database, replayed on a
+    third made the same way; the replay must leave the same events."""
+    n = ctx.params["single_submits"]
+    specs = task_specs(n)
+    timed_ws = pg_workspace(ctx, "pg_statements", fleet(4, 1))
+    timed_ws.db  # noqa: B018 -- open the database before the clock starts
+    seconds = timed(lambda: [submit(timed_ws, [spec]) for spec in specs])
+    timed_ws.close()
+    recorded_ws = pg_workspace(ctx, "pg_statements_recorded", fleet(4, 1))
+    recorded_ws.db  # noqa: B018 -- (not recorded: the first connection, the schema check)
+    with statements_sent() as trips:
+        for spec in specs:
+            submit(recorded_ws, [spec])
+    bare_ws = pg_workspace(ctx, "pg_statements_bare", fleet(4, 1))
+    bare_ws.db  # noqa: B018 -- the same state as the recorded database had before its submits
+    bare_ws.close()
+    with psycopg.connect(str(bare_ws.settings.database), autocommit=True) as bare:
+        bare_seconds = timed(lambda: replay(bare, trips))
+    same = rows_of(recorded_ws, f"SELECT {COLUMNS} FROM events ORDER BY seq") == \
+        rows_of(bare_ws, f"SELECT {COLUMNS} FROM events ORDER BY seq")
+    recorded_ws.close()
+    value, ceiling = n / seconds, n / bare_seconds
+    return result(
+        "pg_single_submit_statements", value=value, unit="submits/s", ceiling=ceiling,
+        ratio=value / ceiling, target=">= 0.5", ok=same,
+        what=f"{n:,} calls of submit(ws, [spec]) on PostgreSQL, one transaction each",
+        ceiling_what=f"the statements those {n:,} submits sent (recorded from a run of the same "
+                     "submits), in the same round trips, through a bare psycopg connection",
+        details={"seconds": seconds, "bare_seconds": bare_seconds, "round_trips": len(trips),
+                 "statements": sum(len(trip) for trip in trips), "replay_left_the_same_events": same})
 
 
 def _bare_claim(conn: Any, agent: str, templates: list[tuple[Any, ...]]) -> bool:

@@ -59,6 +59,7 @@ FIGURES: dict[str, Figure] = {
     "http_claim_latency": bench_http.http_claim_latency,
     "http_idle_polls": bench_http.http_idle_polls,
     "pg_single_submit": bench_postgres.pg_single_submit,
+    "pg_single_submit_statements": bench_postgres.pg_single_submit_statements,
     "pg_claims_4": bench_postgres.pg_claims_4,
     "pg_claims_8": bench_postgres.pg_claims_8,
     "pg_tick_assign": bench_postgres.pg_tick_assign,
@@ -73,7 +74,7 @@ START = ["agent_start", "wrapper_memory", "daemon_throughput"]
 HTTP = ["http_claims", "http_claim_latency", "http_idle_polls"]
 # the same on PostgreSQL (they start a throwaway cluster: the smoke test runs them
 # where the server's binaries are installed)
-CHEAP_POSTGRES = ["pg_single_submit", "pg_tick_assign", "pg_status"]
+CHEAP_POSTGRES = ["pg_single_submit", "pg_single_submit_statements", "pg_tick_assign", "pg_status"]
 
 SIZES: dict[str, dict[str, Any]] = {
     "default": {

@@ -94,6 +94,17 @@ def test_the_claims_figure_races_processes_and_splits_a_claim_into_its_statement
     assert alone["statements_ms_per_claim"] > 0 and alone["sched_ms_per_claim"] > 0
 
 
+def test_the_postgresql_submit_ceiling_replays_the_statements_sched_sent(tmp_path: Path, capsys, pg_cluster):
+    """The ceiling of the PostgreSQL issue: the recorded statements, replayed bare, write
+    the same events (a replay that dropped or changed a statement would be quicker)."""
+    figure = small_figures(["pg_single_submit_statements"], tmp_path, capsys)["pg_single_submit_statements"]
+    details = figure["details"]
+    assert details["replay_left_the_same_events"]
+    submits = run.SIZES["small"]["single_submits"]
+    assert details["round_trips"] == 2 * submits  # the lock and reads; the writes and COMMIT
+    assert details["statements"] >= 6 * submits
+
+
 def test_every_figure_has_both_sizes_of_its_parameters():
     assert set(run.SIZES["small"]) == set(run.SIZES["default"])
     assert set(run.CHEAP) <= set(run.FIGURES)
