@@ -183,8 +183,15 @@ def is_loopback(address: str) -> bool:
 
 
 def bind_refusal(address: str, live_tokens: int) -> str | None:
-    """Why the server may not listen on `address` (None: it may): an address reachable
-    from other machines needs a token to exist, so the API is never open to the network."""
+    """Why the server may not listen on `address` (None: it may): text written as an IP
+    address must be one (said first: no token would help); an address reachable from
+    other machines needs a token to exist, so the API is never open to the network."""
+    bare = address.strip("[]")
+    if ":" in bare or bare.replace(".", "").isdigit():  # (not a host name)
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            return f"cannot listen on {address}: not an IP address"
     if live_tokens or is_loopback(address):
         return None
     return (f"refusing to listen on {address}, reachable from other machines, while no token "

@@ -44,6 +44,12 @@ def test_a_network_address_is_refused_while_no_token_exists(ready: InProcess, ad
     assert f"refusing to listen on {address}" in line and "sched tokens create" in line
 
 
+@pytest.mark.parametrize("address", ["999.1.1.1", "10.0.0", "::g"])
+def test_text_written_as_an_ip_address_that_is_none_is_said_first(ready: InProcess, address: str):
+    assert one_line(ready("serve", "--bind", address, "--port", "1"), 2).endswith(
+        f"cannot listen on {address}: not an IP address")
+
+
 def test_a_revoked_token_does_not_count(ready: InProcess):
     ready("tokens", "create", "--name", "t", "--role", "reader")
     ready("tokens", "revoke", "t")
