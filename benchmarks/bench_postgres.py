@@ -128,7 +128,7 @@ def statements_sent() -> Iterator[list[Trip]]:
     pipeline = psycopg.Connection.pipeline
 
     def sent(method: str, query: Any, params: Any, options: dict[str, Any]) -> None:
-        statement = (method, query, list(params) if method == "executemany" else params, options)
+        statement = (method, query, params, options)
         if piped:
             piped[-1].append(statement)
         else:

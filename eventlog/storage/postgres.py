@@ -85,7 +85,7 @@ _TIMEOUT_LOCK_TIME = (
     + " OFFSET 0) AS timeouts OFFSET 0) AS locked OFFSET 0) AS timed")
 
 
-_A_TIME = "2026-12-05T18:00:00.000000Z"  # (what `to_text` writes)
+_TIME_WIDTH = len("YYYY-MM-DDTHH:MM:SS.ffffffZ")  # of a time as `to_text` writes it
 
 
 @lru_cache(maxsize=8)
@@ -240,7 +240,7 @@ class PostgresTransaction(SqlTransaction):
         first = self.cursor_for(then).fetchone() if then is not None else None
         # the time held as the server wrote it, if that is as sched writes it (the
         # format's fixed width: a year of four digits)
-        held = first[0] if first is not None and len(first[0]) == len(_A_TIME) else None
+        held = first[0] if first is not None and len(first[0]) == _TIME_WIDTH else None
         for cursor, read, (sql, params), sent_one in zip(cursors, prefetch, reads, sent, strict=True):
             rows = self._fetched(sent_one[0], cursor)
             if any(value is WRITE_TIME or isinstance(value, Lookup) for _column, _op, value in read.where):
@@ -686,7 +686,7 @@ def _end(txn: PostgresTransaction, *, commit: bool) -> None:
         if driver.broken or driver.closed:
             pooled.invalidate()  # (the pool replaces it)
         elif not commit:
-            driver.rollback()  # (nothing begun: no round trip)
+            driver.rollback()  # (a round trip only if a transaction was begun)
     finally:
         (txn.bound or pooled).close()  # back to the pool
 
