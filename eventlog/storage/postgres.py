@@ -16,6 +16,7 @@ disagree cannot record time running backwards.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -770,13 +771,22 @@ CONNECTION_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.con
                        "no password supplied")
 
 
+# the server's answer to a connection naming a database it does not have
+_NO_DATABASE = re.compile(r'database "(.*)" does not exist')
+
+
 def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
     """One line for a driver error: a lock wait past the busy timeout is busy (exit 1,
-    try again); a lost or refused connection and every other server fault exit 1."""
+    try again); a database the server does not have is no database (exit 2, as a
+    missing SQLite file); a lost or refused connection and every other server fault
+    exit 1."""
     original = getattr(error, "orig", None) or error
     what = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     if isinstance(original, psycopg.errors.LockNotAvailable):
         return DatabaseBusy(busy_line(location, busy_timeout_ms))
+    if connection_lost(error) and (missing := _NO_DATABASE.search(what)) is not None:
+        return DatabaseError(f"no database at {location}: the server has no database {missing[1]!r}; "
+                             "create it first (docs/operations.md, Running on PostgreSQL)")
     if connection_lost(error):
         if any(refusal in what for refusal in CONNECTION_REFUSALS):  # (asking again will not help)
             return DatabaseFault(f"{location}: the PostgreSQL server refused the connection ({what}): "

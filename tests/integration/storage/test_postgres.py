@@ -54,18 +54,37 @@ def test_a_restarted_server_is_reconnected_to_and_work_goes_on(tmp_path, pg_clus
 
 
 def test_a_connection_the_server_refuses_says_what_to_check_not_to_retry(tmp_path, pg_url):
-    """A database or role that does not exist is the server's answer, not its absence:
-    one line naming it (exit 1), and no hint that asking again will help."""
+    """A role that does not exist is the server's answer, not its absence: one line
+    naming it (exit 1), and no hint that asking again will help."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(pg_url)
-    for wrong in (parts._replace(path="/no_such_db").geturl(),
-                  parts._replace(netloc="no_such_role" + parts.netloc[parts.netloc.find("@"):]).geturl()):
-        with pytest.raises(DatabaseFault) as caught:
-            Workspace(load_settings({}, {"home": tmp_path, "database_url": wrong}).settings).db  # noqa: B018
-        assert caught.value.exit_code == 1 and "\n" not in caught.value.message
-        assert "refused the connection" in caught.value.message and "does not exist" in caught.value.message
-        assert "retry" not in caught.value.message
+    wrong = parts._replace(netloc="no_such_role" + parts.netloc[parts.netloc.find("@"):]).geturl()
+    with pytest.raises(DatabaseFault) as caught:
+        Workspace(load_settings({}, {"home": tmp_path, "database_url": wrong}).settings).db  # noqa: B018
+    assert caught.value.exit_code == 1 and "\n" not in caught.value.message
+    assert "refused the connection" in caught.value.message and "does not exist" in caught.value.message
+    assert "retry" not in caught.value.message
+
+
+def test_a_database_the_server_does_not_have_is_no_database_exit_2(tmp_path, pg_url):
+    """As a missing SQLite file; `sched init` cannot make a PostgreSQL database, so the
+    line says to create it first (`init` and `migrate --to` too); nothing is made."""
+    from urllib.parse import urlsplit
+
+    wrong = urlsplit(pg_url)._replace(path="/no_such_db").geturl()
+    empty, laptop = tmp_path / "empty", tmp_path / "laptop"
+    empty.mkdir(), laptop.mkdir()
+    assert sched(laptop, "init").returncode == 0
+    made = sorted(laptop.iterdir())
+    for home, command in ((empty, ["status", "--db", wrong]), (empty, ["init", "--db", wrong]),
+                          (laptop, ["migrate", "--to", wrong])):
+        result = sched(home, *command)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"sched: no database at {wrong}: the server has no database 'no_such_db'; create it first "
+            "(docs/operations.md, Running on PostgreSQL)"]
+    assert list(empty.iterdir()) == [] and sorted(laptop.iterdir()) == made
 
 
 def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp_path, pg_url):
