@@ -102,6 +102,49 @@ def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp
     ws.close()
 
 
+def test_every_transaction_gives_its_connection_back_however_it_ends(tmp_path, pg_url):
+    """Committed, rolled back by an error, read, with a SQLAlchemy session or without,
+    or its connection killed: each transaction's connection is back in the pool, and
+    none is left inside a transaction on the server (it would hold the writers' lock)."""
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    pool = ws.db.engine.pool
+
+    def left_open() -> list[tuple[str, int]]:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            return admin.execute(
+                "SELECT state, count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%' GROUP BY state").fetchall()
+
+    def ended() -> None:
+        assert pool.checkedout() == 0 and left_open() == []
+
+    submit(ws, [TaskSpec(queue="dev", title="committed")])
+    ended()
+    with pytest.raises(RuntimeError), ws.write() as recorder:
+        recorder.views.get_task(1)
+        raise RuntimeError("the caller fails mid-way")
+    ended()
+    with ws.write() as recorder:  # a statement written with SQLAlchemy: a session joins
+        assert recorder.views.session.connection().exec_driver_sql("SELECT 1").scalar() == 1
+    ended()
+    with pytest.raises(RuntimeError), ws.write() as recorder:
+        recorder.views.session.connection().exec_driver_sql("SELECT 1")
+        raise RuntimeError("the caller fails with a session open")
+    ended()
+    assert [t.title for t in queries.list_tasks(ws)] == ["committed"]  # (a read)
+    ended()
+    with pytest.raises(DatabaseFault), ws.write() as recorder:
+        pid = recorder.views.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        recorder.views.get_task(1)
+    ended()
+    submit(ws, [TaskSpec(queue="dev", title="after")])  # the pool replaced what died
+    ended()
+    assert [t.title for t in queries.list_tasks(ws)] == ["committed", "after"]
+    ws.close()
+
+
 def test_a_connection_lost_as_it_commits_says_the_outcome_is_unknown(tmp_path, pg_url, monkeypatch):
     """Lost while its COMMIT is on the way, a transaction may have been written or not:
     the line says to look before trying again (it said a retry helps, and a retried
