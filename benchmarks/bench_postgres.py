@@ -114,7 +114,8 @@ def pg_single_submit(ctx: Context) -> dict[str, Any]:
         details={"seconds": seconds, "bare_seconds": bare_seconds})
 
 
-Trip = list[tuple[str, str, Any, dict[str, Any]]]  # one round trip: (method, statement, parameters, options)
+# one round trip: whether it was a pipeline, and its (method, statement, parameters, options)
+Trip = tuple[bool, list[tuple[str, str, Any, dict[str, Any]]]]
 
 
 @contextmanager
@@ -123,7 +124,7 @@ def statements_sent() -> Iterator[list[Trip]]:
     (a pipeline's statements, or one statement outside a pipeline): the benchmark wraps
     psycopg's cursor methods for the block, to replay the same statements bare."""
     trips: list[Trip] = []
-    piped: list[Trip] = []  # the pipeline being filled, if one is open
+    piped: list[list[tuple[str, str, Any, dict[str, Any]]]] = []  # the pipeline being filled, if one is open
     execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
     pipeline = psycopg.Connection.pipeline
 
@@ -132,7 +133,7 @@ def statements_sent() -> Iterator[list[Trip]]:
         if piped:
             piped[-1].append(statement)
         else:
-            trips.append([statement])
+            trips.append((False, [statement]))
 
     def recorded_execute(self: Any, query: Any, params: Any = None, **options: Any) -> Any:
         sent("execute", query, params, options)
@@ -150,7 +151,7 @@ def statements_sent() -> Iterator[list[Trip]]:
             with pipeline(self) as opened:
                 yield opened
         finally:
-            trips.append(piped.pop())
+            trips.append((True, piped.pop()))
 
     psycopg.Cursor.execute, psycopg.Cursor.executemany = recorded_execute, recorded_executemany  # type: ignore[method-assign]
     psycopg.Connection.pipeline = recorded_pipeline  # type: ignore[method-assign]
@@ -167,12 +168,14 @@ def replay(conn: Any, trips: list[Trip]) -> None:
     cursor per statement kept from one trip to the next, as sched keeps them), reading
     every answer."""
     cursors: dict[str, Any] = {}
-    for trip in trips:
+    for piped, statements in trips:
         used: list[Any] = []
-        with conn.pipeline() if len(trip) > 1 else nullcontext():
-            for method, query, params, options in trip:
-                cursor = cursors.setdefault(query, conn.cursor())
-                if cursor in used:  # (the statement twice in one trip: a cursor of its own)
+        with conn.pipeline() if piped else nullcontext():
+            for method, query, params, options in statements:
+                cursor = cursors.get(query)
+                if cursor is None:
+                    cursor = cursors[query] = conn.cursor()
+                elif cursor in used:  # (the statement twice in one trip: a cursor of its own)
                     cursor = conn.cursor()
                 getattr(cursor, method)(query, params, **options)
                 used.append(cursor)
@@ -213,7 +216,8 @@ def pg_single_submit_statements(ctx: Context) -> dict[str, Any]:
         ceiling_what=f"the statements those {n:,} submits sent (recorded from a run of the same "
                      "submits), in the same round trips, through a bare psycopg connection",
         details={"seconds": seconds, "bare_seconds": bare_seconds, "round_trips": len(trips),
-                 "statements": sum(len(trip) for trip in trips), "replay_left_the_same_events": same})
+                 "statements": sum(len(statements) for _piped, statements in trips),
+                 "replay_left_the_same_events": same})
 
 
 def _bare_claim(conn: Any, agent: str, templates: list[tuple[Any, ...]]) -> bool:
