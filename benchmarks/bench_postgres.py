@@ -3,8 +3,10 @@ the same run: a bare psycopg loop doing the same statements under the same advis
 lock (`pg_advisory_xact_lock`, the writers' lock of the adapter).
 
 The server is the suite's own throwaway cluster (tests/pgcluster.py: a temporary data
-directory, a unix socket, fsync off), started once per run; without PostgreSQL's
-binaries these figures report an error and the others still run."""
+directory, a unix socket, fsync off), started once per run (and a second one with the
+server's durability, for `pg_single_submit_durable`); without PostgreSQL's binaries
+these figures report an error and the others still run. The bulk figures are in
+`bench_postgres_bulk`."""
 
 from __future__ import annotations
 
@@ -39,22 +41,27 @@ START = ("UPDATE tasks SET status = 'running', agent = %s, attempt = attempt + 1
          "token_hash = %s, assigned_at = %s, started_at = %s, updated_at = %s WHERE task_id = %s")
 
 
-def cluster(ctx: Context) -> Any:
-    """The run's PostgreSQL cluster (started on first use; `benchmarks.run` stops it)."""
-    if "pg" not in ctx.cache:
+def cluster(ctx: Context, *, durable: bool = False) -> Any:
+    """The run's PostgreSQL cluster (started on first use; `benchmarks.run` stops it);
+    `durable`: a second one with the server's durability (fsync, synchronous_commit and
+    full_page_writes on), for `pg_single_submit_durable`."""
+    key = "pg_durable" if durable else "pg"
+    if key not in ctx.cache:
         from tests.pgcluster import PgCluster, unavailable_reason
 
         reason = unavailable_reason()
         if reason is not None:
             raise RuntimeError(reason)
-        ctx.cache["pg"] = PgCluster().start(ctx.dir("pg"))
-    return ctx.cache["pg"]
+        ctx.cache[key] = PgCluster(durable=durable).start(ctx.dir(key))
+    return ctx.cache[key]
 
 
-def pg_workspace(ctx: Context, name: str, agents: list[dict[str, object]], **settings: object) -> Workspace:
-    """A sched workspace on a fresh database of the run's cluster (its home's sched.toml
-    names it, so other processes opening the home use it too)."""
-    url = cluster(ctx).create_database(name)
+def pg_workspace(ctx: Context, name: str, agents: list[dict[str, object]], *, durable: bool = False,
+                 **settings: object) -> Workspace:
+    """A sched workspace on a fresh database of the run's cluster (`durable`: of the
+    durable one); its home's sched.toml names it, so other processes opening the home
+    use it too."""
+    url = cluster(ctx, durable=durable).create_database(name)
     home = ctx.dir(name)
     (home / "sched.toml").write_text(f'database_url = "{url}"\n')
     return new_workspace(home, agents, **settings)
@@ -89,14 +96,13 @@ def bare_copy(ctx: Context, name: str, shape: list[dict[str, object]],
     return ws
 
 
-def pg_single_submit(ctx: Context) -> dict[str, Any]:
-    n = ctx.params["single_submits"]
-    ws = pg_workspace(ctx, "pg_single", fleet(4, 1))
+def _pg_single(ctx: Context, name: str, n: int, target: str, durable: bool) -> dict[str, Any]:
+    ws = pg_workspace(ctx, name, fleet(4, 1), durable=durable)
     specs = task_specs(n)
     ws.db  # noqa: B018 -- open the database before the clock starts
     seconds = timed(lambda: [submit(ws, [spec]) for spec in specs])
     rows = rows_of(ws, f"SELECT {COLUMNS} FROM events ORDER BY seq")
-    bare_ws = pg_workspace(ctx, "pg_single_bare", fleet(4, 1))
+    bare_ws = pg_workspace(ctx, f"{name}_bare", fleet(4, 1), durable=durable)
     with connect(bare_ws) as bare:
         def one_row_transactions() -> None:
             for row in rows:
@@ -106,12 +112,25 @@ def pg_single_submit(ctx: Context) -> dict[str, Any]:
 
         bare_seconds = timed(one_row_transactions)
     ws.close(), bare_ws.close()
+    server = "durable: fsync, synchronous_commit and full_page_writes on" if durable else "durability off"
     value, ceiling = n / seconds, len(rows) / bare_seconds
     return result(
-        "pg_single_submit", value=value, unit="submits/s", ceiling=ceiling, ratio=value / ceiling,
-        target=">= 0.5", what=f"{n:,} calls of submit(ws, [spec]) on PostgreSQL, one transaction each",
+        name, value=value, unit="submits/s", ceiling=ceiling, ratio=value / ceiling,
+        target=target, what=f"{n:,} calls of submit(ws, [spec]) on PostgreSQL ({server}), one "
+                            "transaction each",
         ceiling_what=f"the same {len(rows):,} event rows, each: advisory lock + INSERT + COMMIT (psycopg)",
-        details={"seconds": seconds, "bare_seconds": bare_seconds})
+        details={"seconds": seconds, "bare_seconds": bare_seconds,
+                 "ms_per_submit": 1000 * seconds / n, "bare_ms_per_row": 1000 * bare_seconds / len(rows)})
+
+
+def pg_single_submit(ctx: Context) -> dict[str, Any]:
+    return _pg_single(ctx, "pg_single_submit", ctx.params["single_submits"], ">= 0.5", durable=False)
+
+
+def pg_single_submit_durable(ctx: Context) -> dict[str, Any]:
+    """The same on a server whose commits wait for their fsync (its defaults)."""
+    return _pg_single(ctx, "pg_single_submit_durable", ctx.params["single_submits_full"], ">= 0.8",
+                      durable=True)
 
 
 # one round trip: whether it was a pipeline, and its (method, statement, parameters, options)
@@ -453,6 +472,7 @@ def pg_status(ctx: Context) -> dict[str, Any]:
 
 
 def stop(ctx: Context) -> None:
-    if "pg" in ctx.cache:
-        ctx.cache.pop("pg").stop()
+    for key in ("pg", "pg_durable"):
+        if key in ctx.cache:
+            ctx.cache.pop(key).stop()
 

@@ -26,6 +26,7 @@ from benchmarks import (
     bench_daemon,
     bench_http,
     bench_postgres,
+    bench_postgres_bulk,
     bench_read,
     bench_simulate,
     bench_start,
@@ -51,6 +52,7 @@ FIGURES: dict[str, Figure] = {
     "cold_complete": bench_cli.cold_complete,
     "daemon": bench_daemon.daemon,
     "agent_start": bench_start.agent_start,
+    "agent_start_burst": bench_start.agent_start_burst,
     "wrapper_memory": bench_start.wrapper_memory,
     "daemon_throughput": bench_start.daemon_throughput,
     "simulate_day": bench_simulate.simulate_day,
@@ -60,6 +62,9 @@ FIGURES: dict[str, Figure] = {
     "http_idle_polls": bench_http.http_idle_polls,
     "pg_single_submit": bench_postgres.pg_single_submit,
     "pg_single_submit_statements": bench_postgres.pg_single_submit_statements,
+    "pg_single_submit_durable": bench_postgres.pg_single_submit_durable,
+    "pg_batch_submit": bench_postgres_bulk.pg_batch_submit,
+    "pg_rebuild": bench_postgres_bulk.pg_rebuild,
     "pg_claims_4": bench_postgres.pg_claims_4,
     "pg_claims_8": bench_postgres.pg_claims_8,
     "pg_tick_assign": bench_postgres.pg_tick_assign,
@@ -69,12 +74,13 @@ FIGURES: dict[str, Figure] = {
 CHEAP = ["batch_submit", "single_submit", "single_submit_durable", "tick_assign", "tick_idle",
          "status", "rebuild", "simulate_day"]
 # the push agents' start through a real daemon (the smoke test runs them too)
-START = ["agent_start", "wrapper_memory", "daemon_throughput"]
+START = ["agent_start", "agent_start_burst", "wrapper_memory", "daemon_throughput"]
 # the HTTP API through a real `sched serve` (the smoke test runs them too)
 HTTP = ["http_claims", "http_claim_latency", "http_idle_polls"]
 # the same on PostgreSQL (they start a throwaway cluster: the smoke test runs them
 # where the server's binaries are installed)
-CHEAP_POSTGRES = ["pg_single_submit", "pg_single_submit_statements", "pg_tick_assign", "pg_status"]
+CHEAP_POSTGRES = ["pg_single_submit", "pg_single_submit_statements", "pg_single_submit_durable",
+                  "pg_batch_submit", "pg_rebuild", "pg_tick_assign", "pg_status"]
 
 SIZES: dict[str, dict[str, Any]] = {
     "default": {
@@ -90,6 +96,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "daemon_tasks": 100, "daemon_agents": 4, "daemon_capacity": 5, "daemon_sleep": 1.0,
         "daemon_interval": 0.2,
         "start_agents": 20, "start_hold_seconds": 2.0, "start_bursts": 5,
+        "burst_agents": 100, "burst_repeat": 2,
         "throughput_tasks": 1_000, "throughput_slots": 20,
         "sim_tasks": 100_000, "sim_agents": 100,
         "http_clients": 8, "http_rounds": 150, "latency_claims": 300,
@@ -108,6 +115,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "daemon_tasks": 8, "daemon_agents": 2, "daemon_capacity": 2, "daemon_sleep": 0.5,
         "daemon_interval": 0.2,
         "start_agents": 10, "start_hold_seconds": 1.0, "start_bursts": 2,
+        "burst_agents": 10, "burst_repeat": 1,
         "throughput_tasks": 50, "throughput_slots": 10,
         "sim_tasks": 2_000, "sim_agents": 10,
         "http_clients": 2, "http_rounds": 10, "latency_claims": 20,

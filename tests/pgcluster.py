@@ -2,9 +2,10 @@
 
 `PgCluster` runs initdb and pg_ctl from the server binaries on this machine (Debian's
 /usr/lib/postgresql/<version>/bin, or whatever initdb is on PATH) into temporary
-directories, with durability off (fsync, synchronous_commit, full_page_writes) and no TCP
-listener: clients connect over a unix socket in a private directory, so the port number only
-names the socket file. As root the server runs as the `postgres` user (initdb refuses root).
+directories, with durability off (fsync, synchronous_commit, full_page_writes; on with
+`durable=True`, for a benchmark of durable commits) and no TCP listener: clients connect
+over a unix socket in a private directory, so the port number only names the socket file.
+As root the server runs as the `postgres` user (initdb refuses root).
 
 The fixtures `pg_cluster` (one cluster per session), `pg_url` (a fresh database per test)
 and `pg_bouncer_url` (that database through a `PgBouncer` in transaction mode, Debian's
@@ -34,7 +35,8 @@ import pytest
 REQUIRE_ENV = "SCHED_REQUIRE_POSTGRES"
 SERVER_USER = "postgres"  # the OS user the server runs as when the tests run as root
 TIMEOUT = 120.0  # seconds, for every subprocess (initdb, pg_ctl); pg_ctl -w itself waits 60
-SERVER_OPTIONS = "-c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+SERVER_OPTIONS = "-c listen_addresses=''"
+NOT_DURABLE = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -86,11 +88,13 @@ def _short_tmp() -> str:
 class PgCluster:
     """One PostgreSQL server in temporary directories; `start` it, `stop` it when done."""
 
-    def __init__(self, *, listen: str = "", clients: str | None = None) -> None:
+    def __init__(self, *, listen: str = "", clients: str | None = None, durable: bool = False) -> None:
         """`listen`: the addresses the server takes TCP connections on (none: only its
-        unix socket); `clients`: the network (CIDR) trusted over TCP."""
+        unix socket); `clients`: the network (CIDR) trusted over TCP; `durable`: the
+        server's defaults (every commit waits for its fsync), not durability off."""
         self.listen = listen
         self.clients = clients
+        self.durable = durable
         self.bin_dir: Path | None = None
         self.data_dir: Path | None = None
         self.socket_dir: Path | None = None
@@ -136,6 +140,8 @@ class PgCluster:
     def _pg_ctl(self, what: str, *args: str) -> None:
         assert self.data_dir is not None and self.log_file is not None
         options = f"-k {self.socket_dir} -p {self.port} {SERVER_OPTIONS}"
+        if not self.durable:
+            options += f" {NOT_DURABLE}"
         if self.listen:
             options += f" -c listen_addresses='{self.listen}'"  # (the later setting wins)
         try:

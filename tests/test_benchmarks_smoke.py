@@ -63,6 +63,7 @@ def test_the_start_figures_run_real_daemons(tmp_path: Path, capsys):
     small = run.SIZES["small"]
     assert figures["agent_start"]["details"]["started"] == small["start_agents"] * small["start_bursts"]
     assert len(figures["agent_start"]["details"]["burst_medians_ms"]) == small["start_bursts"]
+    assert figures["agent_start_burst"]["details"]["started"] == small["burst_agents"] * small["burst_repeat"]
     assert figures["wrapper_memory"]["details"]["attempts"] > 0
     assert figures["daemon_throughput"]["details"]["succeeded"] == run.SIZES["small"]["throughput_tasks"]
 
