@@ -5,6 +5,7 @@ document of the promised shape, and its fast database loader writes exactly what
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -109,6 +110,16 @@ def test_the_postgresql_submit_ceiling_replays_the_statements_sched_sent(tmp_pat
 def test_every_figure_has_both_sizes_of_its_parameters():
     assert set(run.SIZES["small"]) == set(run.SIZES["default"])
     assert set(run.CHEAP) <= set(run.FIGURES)
+
+
+def test_every_figure_is_described_in_the_table_of_docs_performance():
+    """docs/performance.md says what each figure measures and against what ceiling: a
+    figure the table leaves out (or one it keeps after the figure went) is a stale doc."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "performance.md").read_text()
+    table = text.split("## The figures", 1)[1].split("\n## ", 1)[0]
+    described = {name for line in table.splitlines() if line.startswith("| `")
+                 for name in re.findall(r"`(\w+)`", line.split("|")[1])}
+    assert described == set(run.FIGURES)
 
 
 def dump(db: Path) -> dict[str, list[tuple[object, ...]]]:
