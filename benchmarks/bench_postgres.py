@@ -73,6 +73,11 @@ def connect(ws: Workspace) -> Any:
     return psycopg.connect(str(ws.settings.database))
 
 
+def columns_of(conn: Any, table: str) -> list[str]:
+    """The columns of `table`, in their order, as the server has them."""
+    return [d.name for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+
 def rows_of(ws: Workspace, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     with connect(ws) as conn:
         return conn.execute(sql, params).fetchall()
@@ -87,7 +92,7 @@ def bare_copy(ctx: Context, name: str, shape: list[dict[str, object]],
         for table, rows in tables.items():
             conn.execute(f"DELETE FROM {table}")
             if rows:
-                columns = [d.name for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
+                columns = columns_of(conn, table)
                 with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
@@ -359,19 +364,16 @@ def _tick_writes(url: str, after_seq: int) -> list[tuple[str, list[tuple[Any, ..
     import psycopg
 
     with psycopg.connect(url) as conn:
-        def columns(table: str) -> list[str]:
-            return [d.name for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
-
         writes: list[tuple[str, list[tuple[Any, ...]]]] = [(INSERT_EVENT, conn.execute(
             f"SELECT {COLUMNS} FROM events WHERE seq > %s ORDER BY seq", (after_seq,)).fetchall())]
         for table, key, where in (("tasks", "task_id", "status = 'assigned'"), ("agents", "name", "true")):
-            names = [c for c in columns(table) if c != key]
+            names = [c for c in columns_of(conn, table) if c != key]
             rows = conn.execute(f"SELECT {', '.join(names)}, {key} FROM {table} WHERE {where}").fetchall()
             sets = ", ".join(f"{c} = %s" for c in names)
             writes.append((f"UPDATE {table} SET {sets} WHERE {key} = %s", rows))
         for table, keys, value in (("queue_counts", "queue, status", "count"),
                                    ("projection_meta", "key", "value")):
-            names = columns(table)
+            names = columns_of(conn, table)
             marks = ", ".join(["%s"] * len(names))
             writes.append((f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) "
                            f"ON CONFLICT ({keys}) DO UPDATE SET {value} = excluded.{value}",
@@ -427,7 +429,7 @@ def pg_tick_assign(ctx: Context) -> dict[str, Any]:
                                             writes))
     bare_ws = pg_workspace(ctx, "pg_tick_empty", agents)
     with connect(bare_ws) as bare:
-        columns = [d.name for d in bare.execute("SELECT * FROM tasks LIMIT 0").description]
+        columns = columns_of(bare, "tasks")
     insert_task = f"INSERT INTO tasks ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
     empty_seconds = _bare_transaction(str(bare_ws.settings.database),
                                       [(INSERT_EVENT, events), (insert_task, assigned_rows)])

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_postgres import COLUMNS, LOCK, cluster, connect, pg_workspace
+from benchmarks.bench_postgres import COLUMNS, LOCK, cluster, columns_of, connect, pg_workspace
 from benchmarks.bench_submit import BACKLOG_AGENTS, BACKLOG_CAPACITY, record_fleet
 from benchmarks.build import load_queued
 from benchmarks.common import PROJECTION_TABLES, Context, fleet, open_workspace, result, task_specs, timed
@@ -26,7 +26,7 @@ def table_inserts(ws: Workspace, tables: tuple[str, ...] | list[str]) -> Writes:
     writes = []
     with connect(ws) as conn:
         for table in tables:
-            columns = [d.name for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
+            columns = columns_of(conn, table)
             rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
             if rows:
                 marks = ", ".join(["%s"] * len(columns))

@@ -80,14 +80,16 @@ class Bursts:
     latencies: list[float]
     per_burst: list[list[float]]
     recorded: list[float]
-    memory: list[dict[str, int]]  # of the processes supervising the first burst
+    memory: list[dict[str, int]]  # of the processes supervising the first burst, if sampled
 
 
-def run_bursts(ctx: Context, name: str, n: int, bursts: int, hold: float) -> Bursts:
+def run_bursts(ctx: Context, name: str, n: int, bursts: int, hold: float, *,
+               sample_memory: bool = False) -> Bursts:
     """`sched run` with `n` idle push agents of one slot; then, `bursts` times, `n` tasks
     are submitted at once, the daemon's next tick assigns and starts them all, and the
-    next burst waits for their end. Late in the first burst's run (after their leases
-    were renewed once), the memory of the processes supervising them."""
+    next burst waits for their end. With `sample_memory`, late in the first burst's run
+    (after their leases were renewed once), the memory of the processes supervising
+    them."""
     home = ctx.dir(name)
     # leases renewed every third of `hold` (the daemon reads sched.toml): the memory is
     # sampled after a renewal
@@ -105,7 +107,7 @@ def run_bursts(ctx: Context, name: str, n: int, bursts: int, hold: float) -> Bur
             total = (burst + 1) * n
             _wait("every attempt to start", lambda total=total: read_rows(
                 db, "SELECT count(*) FROM events WHERE type = 'TaskStarted'")[0][0] >= total, 60)
-            if burst == 0:
+            if burst == 0 and sample_memory:
                 first = time.monotonic()
                 supervisors = Counter(json.loads(d)["pid"] for (d,) in read_rows(
                     db, "SELECT data FROM events WHERE type = 'TaskStarted'"))
@@ -139,7 +141,7 @@ def agent_start(ctx: Context) -> dict[str, Any]:
     machine."""
     p = ctx.params
     n, bursts = p["start_agents"], p["start_bursts"]
-    run = run_bursts(ctx, "agent_start", n, bursts, p["start_hold_seconds"])
+    run = run_bursts(ctx, "agent_start", n, bursts, p["start_hold_seconds"], sample_memory=True)
     latencies, per_burst, recorded = run.latencies, run.per_burst, run.recorded
     bare = sorted(x for _ in range(bursts) for x in bare_starts(n, ["/bin/sh", "-c", "date +%s.%N"]))
     value, ceiling = statistics.median(latencies) * 1000, statistics.median(bare) * 1000
