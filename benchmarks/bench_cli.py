@@ -1,6 +1,7 @@
 """Cold command line calls: a new interpreter that imports sched, opens the database
 and runs one command: `status --json` (`cold_cli`), `tasks --json` (`cold_tasks`), and
-the worker protocol's `heartbeat` and `complete` (`cold_heartbeat`, `cold_complete`),
+the worker protocol's `heartbeat`, `complete`, `claim` and `fail` (`cold_heartbeat`,
+`cold_complete`, `cold_claim`, `cold_fail`; the last two load the tick's machinery),
 each against `python -c pass` with the same interpreter, measured in turns.
 
 Byte code is written (PYTHONDONTWRITEBYTECODE is dropped from the commands'
@@ -87,15 +88,19 @@ def cold_tasks(ctx: Context) -> dict[str, Any]:
                      f"`sched tasks --json --limit {TASKS_LIMIT}`")
 
 
+CLAIMER = "w001"  # the pull worker `cold_claim` claims as (w000 holds the running attempts)
+
+
 def running_attempts(ctx: Context) -> tuple[Path, list[tuple[int, str]]]:
-    """A workspace whose pull worker holds one running attempt per call the worker
-    figures make (and the 10k queued tasks of the other figures): their ids and tokens."""
+    """A workspace whose pull worker w000 holds one running attempt per call the worker
+    figures make, `CLAIMER` a free slot per `cold_claim` call, and the 10k queued tasks
+    of the other figures: the attempts' ids and tokens."""
     key = "running_attempts"
     if key not in ctx.cache:
-        count = 2 * (ctx.params["cli_repeat"] + 1)
+        count = 3 * (ctx.params["cli_repeat"] + 1)
         home = ctx.dir(key)
         (home / "sched.toml").write_text("lease_seconds = 86400\n")  # no lease runs out mid-run
-        ws = new_workspace(home, fleet(1, count, prefix="w"))
+        ws = new_workspace(home, fleet(2, count, prefix="w"))
         submit(ws, task_specs(count))
         claims = [worker.claim(ws, "w000") for _ in range(count)]
         submit(ws, task_specs(ctx.params["idle_small"], start=count))  # a backlog beside them
@@ -119,7 +124,7 @@ def cold_complete(ctx: Context) -> dict[str, Any]:
     """`sched worker complete ID --token T --json`, each call on another running attempt
     (a write: TaskSucceeded, the task, the agent's load, the counts, the outcome)."""
     home, attempts = running_attempts(ctx)
-    mine = attempts[len(attempts) // 2:]
+    mine = _third(attempts, 1)
 
     def argv(i: int) -> list[str]:
         task_id, token = mine[i]
@@ -128,3 +133,36 @@ def cold_complete(ctx: Context) -> dict[str, Any]:
 
     return _in_turns("cold_complete", ctx, home, argv, lambda doc: doc["status"] == "succeeded",
                      "`sched worker complete ID --token T --json`")
+
+
+def cold_fail(ctx: Context) -> dict[str, Any]:
+    """`sched worker fail ID --token T --error E --json`, each call on another running
+    attempt (a write: TaskFailed, and the retry it decides: the task queued again)."""
+    home, attempts = running_attempts(ctx)
+    mine = _third(attempts, 2)
+
+    def argv(i: int) -> list[str]:
+        task_id, token = mine[i]
+        return [*sched_argv(), "worker", "fail", str(task_id), "--token", token, "--error", "cold",
+                "--json", "--home", str(home)]
+
+    return _in_turns("cold_fail", ctx, home, argv, lambda doc: doc["status"] == "queued",
+                     "`sched worker fail ID --token T --error E --json`")
+
+
+def cold_claim(ctx: Context) -> dict[str, Any]:
+    """`sched worker claim --agent A --json` by a pull worker with a free slot, beside
+    the 10k queued tasks: each call assigns and starts one (the take-backs, the plan,
+    TaskAssigned and TaskStarted, in one transaction)."""
+    home, _attempts = running_attempts(ctx)
+    argv = [*sched_argv(), "worker", "claim", "--agent", CLAIMER, "--json", "--home", str(home)]
+    return _in_turns("cold_claim", ctx, home, lambda _i: argv,
+                     lambda doc: doc["task"] is not None and doc["task"]["token"],
+                     "`sched worker claim --agent A --json`")
+
+
+def _third(attempts: list[tuple[int, str]], which: int) -> list[tuple[int, str]]:
+    """The `which`th third of the running attempts (the first is heartbeat's): each
+    figure that ends attempts ends its own."""
+    size = len(attempts) // 3
+    return attempts[which * size:(which + 1) * size]

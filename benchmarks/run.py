@@ -50,6 +50,8 @@ FIGURES: dict[str, Figure] = {
     "cold_tasks": bench_cli.cold_tasks,
     "cold_heartbeat": bench_cli.cold_heartbeat,
     "cold_complete": bench_cli.cold_complete,
+    "cold_claim": bench_cli.cold_claim,
+    "cold_fail": bench_cli.cold_fail,
     "daemon": bench_daemon.daemon,
     "agent_start": bench_start.agent_start,
     "agent_start_burst": bench_start.agent_start_burst,
@@ -73,6 +75,8 @@ FIGURES: dict[str, Figure] = {
 # cheap at --size small: the smoke test runs these (no extra processes)
 CHEAP = ["batch_submit", "single_submit", "single_submit_durable", "tick_assign", "tick_idle",
          "status", "rebuild", "simulate_day"]
+# the cold command line: a new interpreter per call (the smoke test runs them too)
+COLD = ["cold_cli", "cold_tasks", "cold_heartbeat", "cold_complete", "cold_claim", "cold_fail"]
 # the push agents' start through a real daemon (the smoke test runs them too)
 START = ["agent_start", "agent_start_burst", "wrapper_memory", "daemon_throughput"]
 # the HTTP API through a real `sched serve` (the smoke test runs them too)

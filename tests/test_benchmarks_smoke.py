@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import run
+from benchmarks import bench_cli, run
 from benchmarks.build import load_queued
 from benchmarks.common import fleet, new_workspace, task_specs
 from scheduler.clock import ManualClock
@@ -84,6 +84,19 @@ def test_the_http_figures_run_a_real_server(tmp_path: Path, capsys):
     assert idle["details"]["answered_null"] == small["idle_clients"]  # every long poll waited, then null
     assert idle["details"]["answered_before_window_end"] == 0
     assert idle["value"] >= 0 and idle["details"]["threads_waiting_max"] > 0
+
+
+def test_the_cold_figures_run_the_installed_command_in_new_processes(tmp_path: Path, capsys):
+    figures = small_figures(run.COLD, tmp_path, capsys)
+    repeat = run.SIZES["small"]["cli_repeat"]
+    for figure in figures.values():
+        assert figure["value"] > figure["ceiling"] > 0  # sched does more than `python -c pass`
+        assert len(figure["details"]["seconds"]) == len(figure["details"]["bare_seconds"]) == repeat
+    start = len(bench_cli.sched_argv())  # the installed script, or `python -m cli`
+    assert {name: figure["details"]["argv"][start:start + 2] for name, figure in figures.items()} == {
+        "cold_cli": ["status", "--json"], "cold_tasks": ["tasks", "--json"],
+        "cold_heartbeat": ["worker", "heartbeat"], "cold_complete": ["worker", "complete"],
+        "cold_claim": ["worker", "claim"], "cold_fail": ["worker", "fail"]}
 
 
 def test_the_claims_figure_races_processes_and_splits_a_claim_into_its_statements(tmp_path: Path, capsys):

@@ -1,10 +1,11 @@
 """The quick commands stay quick (issue 13: a quick CLI): run in a new interpreter, the
 read commands and the worker protocol (claim included) load no SQLAlchemy or sqlmodel
 on SQLite (and no psycopg, which only a postgresql:// URL needs), and the read
-commands no event model either. What a command imports is most of what it costs to start: `make bench`
-measures the time (`cold_cli`, `cold_tasks`, `cold_heartbeat`, `cold_complete`);
-this keeps the imports from creeping back. Bad input still ends with one line and
-its exit code, whatever is loaded lazily."""
+commands no event model either. What a command imports is most of what it costs to
+start: `make bench` measures the time (`cold_cli`, `cold_tasks`, and the worker's
+`cold_heartbeat`, `cold_complete`, `cold_claim`, `cold_fail`); this keeps the imports
+from creeping back. Bad input still ends with one line and its exit code, whatever is
+loaded lazily."""
 
 from __future__ import annotations
 
