@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.text import literal
-from eventlog.errors import BadInput
+from cli.text import literal, visible
+from eventlog.errors import BadInput, ControlFileError
 from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import LoadedSettings, load_settings
@@ -100,6 +100,17 @@ def workspace(home: Path | None = None, db: str | None = None,
               host: str | None = None) -> Workspace:
     return Workspace(loaded_settings(home, db, agents, create_home=create_home, host=host).settings,
                      clock=CLOCK[0])
+
+
+def warn_if_fleet_unread(ws: Workspace) -> None:
+    """A read that shows the fleet (`status`, `tasks`, `explain`) shows the one last
+    recorded when the control file cannot be read now; this says so, in one line on
+    stderr (the output stays what it was: a broken file must not blind the operator,
+    nor be passed over in silence)."""
+    try:
+        ws.registry()
+    except ControlFileError as e:
+        print(f"sched: warning: {visible(e.message)}; showing the fleet as last recorded", file=sys.stderr)
 
 
 def server_of(url: str | None, token_file: Path | None) -> Server | None:

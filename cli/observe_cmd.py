@@ -15,6 +15,7 @@ from cli.common import (
     console,
     emit_json,
     human_duration,
+    warn_if_fleet_unread,
     workspace,
 )
 from cli.text import literal
@@ -119,7 +120,9 @@ def explain_command(
 ) -> None:
     """Why a task went to its agent, and why not earlier, from the decisions in the log;
     for a task still waiting, which agents cannot take it now and why."""
-    doc = observe.explain(workspace(home, db, agents), task_id).to_json()
+    ws = workspace(home, db, agents)
+    doc = observe.explain(ws, task_id).to_json()
+    warn_if_fleet_unread(ws)
     if json_out:
         emit_json(doc)
         return

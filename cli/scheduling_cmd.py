@@ -25,6 +25,7 @@ from cli.common import (
     loaded_settings,
     message,
     server_of,
+    warn_if_fleet_unread,
     workspace,
 )
 from cli.text import literal, visible
@@ -128,11 +129,16 @@ def status_command(
     if watch_:
         if at is not None:
             raise BadInput("give --watch or --at, not both")
-        watch(workspace(home, db, agents), 2.0 if interval is None else interval, json_out)
+        ws = workspace(home, db, agents)
+        warn_if_fleet_unread(ws)
+        watch(ws, 2.0 if interval is None else interval, json_out)
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    doc = observe.status(workspace(home, db, agents), at).to_json()
+    ws = workspace(home, db, agents)
+    doc = observe.status(ws, at).to_json()
+    if at is None:  # (a past state is folded from the log: the control file plays no part)
+        warn_if_fleet_unread(ws)
     if json_out:
         emit_json(doc)
         return

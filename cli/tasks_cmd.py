@@ -21,6 +21,7 @@ from cli.common import (
     message,
     parse_json_option,
     show_dry_run,
+    warn_if_fleet_unread,
     workspace,
 )
 from cli.text import literal
@@ -34,7 +35,7 @@ from scheduler.usecases import tasks
 def submit_command(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (agent type).")] = None,
     title: Annotated[str | None, typer.Option("--title", "-t", help="Short description.")] = None,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[int | None, typer.Option(help="Higher runs first (default 0).")] = None,
     assignee: Annotated[str | None, typer.Option(help="Direct the task at this agent.")] = None,
     payload: Annotated[str | None, typer.Option(help="JSON handed to the agent.")] = None,
     max_attempts: Annotated[int | None, typer.Option(
@@ -67,20 +68,22 @@ def submit_command(
     from scheduler.usecases import actions
 
     ws = workspace(home, db, agents)
-    fields = {"by": operator_name(by),
-              "queue": queue, "title": title, "priority": priority, "assignee": assignee,
-              "max_attempts": max_attempts, "not_before": not_before, "delay": delay,
-              "idempotency_key": idempotency_key, "after": after or [], "task_type": task_type,
-              "requires_approval": requires_approval, "due": due, "dry_run": dry_run,
-              "requires": [c.strip() for c in requires.split(",")] if requires is not None else []}
+    # the task's flags that were given (a flag left out is not passed: with --file, the
+    # request refuses every one given, even empty or equal to its default)
+    given = {"queue": queue, "title": title, "priority": priority, "assignee": assignee,
+             "max_attempts": max_attempts, "not_before": not_before, "delay": delay,
+             "idempotency_key": idempotency_key, "after": after, "task_type": task_type,
+             "requires_approval": requires_approval or None, "due": due,
+             "requires": [c.strip() for c in requires.split(",")] if requires is not None else None}
+    fields = {"by": operator_name(by), "dry_run": dry_run,
+              **{name: value for name, value in given.items() if value is not None}}
     if file is not None:
         from scheduler.submit import read_batch
 
         # a task's flags beside --file are refused (by the request) before the file is read
-        actions.SubmitRequest(**fields, payload=payload, tasks=[{}])
+        actions.SubmitRequest(**fields, **({} if payload is None else {"payload": payload}), tasks=[{}])
         batch = read_batch(file)
-        done = actions.submit(ws, actions.SubmitRequest(**fields, payload=payload,
-                                                        tasks=[spec for _, spec in batch],
+        done = actions.submit(ws, actions.SubmitRequest(**fields, tasks=[spec for _, spec in batch],
                                                         sources=[where for where, _ in batch]))
         if json_out:
             emit_json(done.to_json())
@@ -129,6 +132,7 @@ def tasks_command(
 ) -> None:
     """List tasks in the order they will be picked, with when each queued one may start."""
     ws = workspace(home, db, agents)
+    warn_if_fleet_unread(ws)
     if watch_:
         from cli.queue_view import watch_queue
 

@@ -31,7 +31,10 @@ def from_text(text: str) -> datetime:
         raise _damaged(text, "is not a time") from e
     if moment.tzinfo is None:
         raise _damaged(text, "has no timezone")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as e:  # (9999-12-31T23:59:59-14:00 is in the year 10000 in UTC)
+        raise _damaged(text, "lies outside the years 1 to 9999 in UTC") from e
 
 
 def _damaged(text: object, why: str) -> DamagedTime:

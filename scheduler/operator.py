@@ -165,8 +165,9 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
             parent_id = _lost_parent(views, task_id, set(chosen))
             if parent_id is not None:
                 parent = _existing(views, parent_id)
-                raise Refused(f"task {task_id} runs after task {parent_id}, which is "
-                              f"{parent.status}: requeue {parent_id} first (or both)")
+                what = f"requeue {parent_id} first (or both)" if parent.status == "dead" else \
+                    "it can never start (a cancelled task is not requeued)"
+                raise Refused(f"task {task_id} runs after task {parent_id}, which is {parent.status}: {what}")
         recorder.record([TaskRequeued(task_id=t, reason="operator", by=by) for t in chosen])
         return chosen
 

@@ -23,6 +23,7 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact, unusable_url
+from eventlog.values import text_problem
 from scheduler.config.envsubst import expand
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
@@ -238,6 +239,23 @@ class Settings(BaseModel):
         value = os.fspath(value) if isinstance(value, os.PathLike) else value
         if isinstance(value, str) and (problem := unusable_url(value)) is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("home", "db")
+    @classmethod
+    def _a_path_sched_can_print(cls, value: Path | str | None) -> Path | str | None:
+        """A home or database file whose resolved path is text: a directory named with a
+        byte that is not UTF-8 (reached through SCHED_HOME or the current directory; a
+        flag is refused before) could be created but never opened, named in a message,
+        or given to an agent in SCHED_DB."""
+        if value is None or (isinstance(value, str) and is_url(value)):
+            return value
+        try:
+            resolved = str(Path(value).resolve())
+        except OSError:  # (the current directory is gone: the command says so where it looks)
+            return value
+        if (problem := text_problem(resolved)) is not None:
+            raise ValueError(f"the path {resolved!r} {problem}")
         return value
 
     @field_validator("database_url", "database_listen_url")

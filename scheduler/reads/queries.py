@@ -88,6 +88,15 @@ def current_fleet(ws: Workspace, views: SqlProjection) -> list[AgentView]:
     return sorted(evolve_fleet(agents, control.configured_event()), key=lambda a: a.name)
 
 
+def check_known_queue(queue: str, fleet: Sequence[AgentView], views: SqlProjection) -> None:
+    """BadInput for a queue no agent serves (`fleet`: `current_fleet` and the recorded
+    agents) and no task was ever in: a misspelt name is said, never read as an empty
+    queue."""
+    queues = {a.type for a in fleet} | {q for q, _ in views.counts()}
+    if queue not in queues:
+        raise BadInput(f"unknown queue {queue!r} (known queues: {', '.join(sorted(queues)) or 'none'})")
+
+
 def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
     """Queue depths and agent load, from the projection tables only; or, with `at` (a
     seq, or fixed-width UTC text), as they stood after that event, folded in memory
@@ -178,11 +187,10 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
     if agent is not None or queue is not None:
         with ws.read() as (_log, views):
             fleet = current_fleet(ws, views) + views.all_agents()
-            queues = {a.type for a in fleet} | {q for q, _ in views.counts()} if queue is not None else set()
+            if queue is not None:
+                check_known_queue(queue, fleet, views)
         if agent is not None and agent not in {a.name for a in fleet}:
             raise BadInput(f"unknown agent {agent!r}")
-        if queue is not None and queue not in queues:  # no agent serves it, no task was ever in it
-            raise BadInput(f"unknown queue {queue!r} (known queues: {', '.join(sorted(queues)) or 'none'})")
     filtered = agent is not None or unassigned
     cut = None if filtered else limit
     now, policy = ws.clock.now(), ordering_policy(ws.settings)
@@ -291,8 +299,8 @@ def parse_position(text: str, flag: str) -> int | str:
     try:
         return to_text(from_text(text))
     except ValueError as e:
-        raise BadInput(f"{flag}: expected a seq number or an ISO time with offset, "
-                       f"got {text!r}") from e
+        raise BadInput(f"{flag}: expected a seq number or an ISO time with offset (within the years "
+                       f"1 to 9999 in UTC), got {text!r}") from e
 
 
 def _within(rec: Recorded, since: int | str | None, until: int | str | None) -> bool:

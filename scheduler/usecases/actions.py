@@ -54,7 +54,8 @@ class SubmitRequest(Request):
     @model_validator(mode="after")
     def _one_or_batch(self) -> SubmitRequest:
         if self.tasks is not None:
-            given = [flag for name, flag in ONE_TASK_FLAGS if getattr(self, name)]
+            # given at all (an empty or default value too: it would be dropped unseen)
+            given = [flag for name, flag in ONE_TASK_FLAGS if name in self.model_fields_set]
             if given:
                 raise BadInput(f"--file takes every field from the file; drop {', '.join(given)}")
             if not self.tasks:
@@ -62,7 +63,7 @@ class SubmitRequest(Request):
             if self.sources is not None and len(self.sources) != len(self.tasks):
                 raise BadInput("submit: sources must name each task once")
             return self
-        if not self.queue or not self.title:
+        if self.queue is None or self.title is None:  # (a blank one: the task's own check says so)
             raise BadInput("submit needs --queue and --title (or --file)")
         if self.delay is not None and self.not_before is not None:
             raise BadInput("give --delay or --not-before, not both")
@@ -214,9 +215,15 @@ class Requeued(NamedTuple):
 
 
 def requeue(ws: Workspace, request: RequeueRequest) -> Requeued:
-    """Put dead tasks back in their queue with fresh attempts."""
+    """Put dead tasks back in their queue with fresh attempts (with --all, of a queue
+    that exists: a misspelt one is said, not answered with nothing to requeue)."""
     from scheduler import operator
 
+    if request.queue is not None:
+        from scheduler.reads.queries import check_known_queue, current_fleet
+
+        with ws.read() as (_log, views):
+            check_known_queue(request.queue, current_fleet(ws, views) + views.all_agents(), views)
     dry_run = trial(request.dry_run)
     return Requeued(operator.requeue(ws, request.task_ids, request.queue, dry_run, request.by), dry_run)
 

@@ -4,8 +4,11 @@ file as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +64,26 @@ def test_an_invalid_control_file_stops_tick_and_claim(run: Run, db: Path, case: 
     assert "Traceback" not in result.stderr
     assert re.search(named, result.stdout + result.stderr)
     assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("case", list(BAD_CONTROL_FILES))
+def test_the_reads_of_the_fleet_say_the_control_file_cannot_be_read(run: Run, db: Path, case: str):
+    """status, tasks and explain show the fleet last recorded while the control file is
+    broken (an operator still sees the scheduler), and say so in one line on stderr."""
+    content, named = BAD_CONTROL_FILES[case]
+    write_control(db.parent, content)
+    before = file_digest(db)
+    for args in (["status", "--json"], ["tasks", "--json"], ["explain", "1", "--json"], ["status"]):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith("sched: warning: ") and line.endswith("; showing the fleet as last recorded")
+        assert re.search(named, line), line
+        if "--json" in args:
+            assert json.loads(result.stdout)
+    assert_unchanged(db, before)
+    result = run("status", "--json", "--agents", str(db.parent / "nowhere.json"))
+    assert result.returncode == 0 and "(looked at " in result.stderr and "nowhere.json" in result.stderr
 
 
 @pytest.mark.parametrize(("args", "named"), [
@@ -193,6 +216,26 @@ def test_a_home_that_does_not_exist_is_named_by_where_it_came_from(cli: InProces
     assert line.startswith(f"sched: SCHED_HOME {missing} does not exist")
 
 
+def test_a_home_whose_path_is_not_text_is_refused_before_anything_is_made(tmp_path: Path):
+    """A byte that is not UTF-8 in the home's path (an undecodable name reaches Python as
+    a lone surrogate) is bad input wherever the path came from, as it is in a flag: the
+    database could be made there but never opened again, nor named in a message."""
+    home = tmp_path / "home-\udcff"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    for args, extra, named in ((["init"], {"SCHED_HOME": str(home)}, "SCHED_HOME"),
+                               (["status"], {"SCHED_HOME": str(home)}, "SCHED_HOME"),
+                               (["init"], {}, "home"),  # the current directory
+                               (["submit", "-q", "dev", "-t", "x"], {}, "home")):
+        done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=home, env={**env, **extra},
+                              capture_output=True, text=True, errors="surrogateescape", timeout=60,
+                              check=False)
+        line = one_error_line(done, 2)
+        assert line.startswith(f"sched: setting {named}: the path "), line
+        assert "not valid Unicode text" in line, line
+    assert list(home.iterdir()) == []  # no database, no control file
+
+
 @pytest.mark.parametrize("args", [["tick"], ["worker", "claim", "--agent", "ann"],
                                   ["submit", "-q", "dev", "-t", "x"]])
 def test_with_no_database_and_no_control_file_the_missing_database_is_said_first(
@@ -228,6 +271,38 @@ def test_a_line_of_a_file_that_runs_after_a_task_of_the_same_file_is_named(cli: 
     assert one_json(ok(cli("status", "--json")))["last_seq"] == 0
 
 
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--priority", "3"], "--priority"),
+    (["--priority", "0"], "--priority"),  # equal to its default: given all the same
+    (["--title", ""], "--title"),
+    (["--queue", "", "--delay", "1h"], "--queue, --delay"),
+    (["--payload", "null"], "--payload"),
+    (["--requires-approval"], "--requires-approval"),
+])
+def test_a_task_flag_beside_file_is_refused_whatever_its_value(cli: InProcess, tmp_path: Path,
+                                                                flags: list[str], named: str):
+    """docs/cli.md: with --file every field comes from the file, and a task flag given
+    beside it exits 2 naming the flags, never dropped unseen (an empty or default value
+    included)."""
+    ok(cli("init"))
+    write_control(tmp_path, FLEET)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"queue": "dev", "title": "build"}\n')
+    line = one_error_line(cli("submit", "--file", str(batch), *flags), 2)
+    assert line == f"sched: --file takes every field from the file; drop {named}"
+    assert one_json(ok(cli("status", "--json")))["last_seq"] == 0
+    assert one_json(ok(cli("submit", "--file", str(batch), "--json")))["task_ids"] == [1]
+
+
+@pytest.mark.parametrize("args", [["replay", "--since", "9999-12-31T23:59:59-14:00"],
+                                  ["replay", "--until", "0001-01-01T00:00:00+14:00"],
+                                  ["status", "--at", "9999-12-31T23:59:59-14:00"]])
+def test_a_time_off_the_calendar_in_utc_is_named_as_a_time(run: Run, db: Path, args: list[str]):
+    line = one_error_line(run(*args), 2)
+    assert line == (f"sched: {args[1]}: expected a seq number or an ISO time with offset (within the "
+                    f"years 1 to 9999 in UTC), got {args[2]!r}")
+
+
 @pytest.mark.parametrize(("args", "flag"), [
     (["replay", "--verify", "--expect-head", ""], "--expect-head"),
     (["status", "--at", ""], "--at"),
@@ -245,17 +320,21 @@ def test_an_empty_value_is_refused_not_ignored(run: Run, db: Path, args: list[st
     assert_unchanged(db, before)
 
 
-def test_replay_and_tasks_refuse_an_unknown_task_or_queue(run: Run, db: Path):
+def test_replay_tasks_and_requeue_refuse_an_unknown_task_or_queue(run: Run, db: Path):
     """docs/cli.md: an unknown task id or queue exits 2. A queue is known when an agent
-    of the control file serves it or the log has seen a task in it."""
+    of the control file serves it or the log has seen a task in it (`requeue --all` of
+    a misspelt queue is not "nothing to requeue")."""
     before = file_digest(db)
     result = run("replay", "--task", "99", "--json")
     assert one_error_line(result, 2) == "sched: no task 99"
     assert result.stdout == ""
-    result = run("tasks", "--queue", "nope", "--json")
-    assert one_error_line(result, 2) == "sched: unknown queue 'nope' (known queues: dev, qa)"
-    assert result.stdout == ""
+    for args in (("tasks", "--queue", "nope", "--json"), ("requeue", "--all", "--queue", "nope"),
+                 ("requeue", "--all", "--queue", "nope", "--dry-run", "--json")):
+        result = run(*args)
+        assert one_error_line(result, 2) == "sched: unknown queue 'nope' (known queues: dev, qa)", args
+        assert result.stdout == ""
     assert_unchanged(db, before)
+    assert one_json(ok(run("requeue", "--all", "--queue", "qa", "--json")))["requeued"] == []
 
     write_control(db.parent, [a for a in FLEET if a["agentType"] == "qa"])  # dev's agents leave
     listed = one_json(ok(run("tasks", "--queue", "dev", "--json")))["tasks"]

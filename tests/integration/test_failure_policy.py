@@ -352,8 +352,11 @@ def test_requeue_all_of_a_queue_leaves_dead_the_tasks_after_a_cancelled_one(make
     assert queries.show(ws, child.task_id)[0].status == "dead"
     assert operator.requeue(ws, queue="dev") == []
     assert queries.show(ws, child.task_id)[0].status == "dead"
-    with pytest.raises(Refused, match="cancelled"):
+    with pytest.raises(Refused) as refused:
         operator.requeue(ws, [child.task_id])
+    assert refused.value.message == (  # not "requeue it first": a cancelled task is not requeued
+        f"task {child.task_id} runs after task {parent.task_id}, which is cancelled: it can never start "
+        "(a cancelled task is not requeued)")
 
 
 def test_a_requeued_dependant_does_not_wait_on_a_parent_that_succeeded_while_it_was_dead(make_workspace):

@@ -166,6 +166,18 @@ def test_timestamps_are_fixed_width_for_every_year():
     assert from_text(to_text(early)) == early
 
 
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_a_time_whose_utc_moment_is_off_the_calendar_is_a_value_error_not_an_overflow(text):
+    """Python's calendar ends at the year 9999: such a time, written with an offset,
+    has no UTC moment. A stored one is damaged; a flag's is bad input (a ValueError
+    either way, never OverflowError, which the CLI would call a number too large)."""
+    from eventlog.errors import DamagedTime
+    from eventlog.timeutil import from_text
+
+    with pytest.raises(DamagedTime, match="outside the years 1 to 9999 in UTC"):
+        from_text(text)
+
+
 # fixed offsets (a zone's clock skipped by summer time names no moment)
 _MOMENTS = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 1, 1), timezones=st.builds(
     timezone, st.timedeltas(min_value=-timedelta(hours=23), max_value=timedelta(hours=23))))
