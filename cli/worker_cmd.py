@@ -95,7 +95,7 @@ def heartbeat_command(task_id: TaskArg, token: TokenOpt, percent: PercentOpt = N
     if remote is not None:
         doc = remote.heartbeat(task_id, token, percent, progress_message)
     else:
-        doc = work.heartbeat(workspace(home, db), work.ProgressRequest(
+        doc = work.heartbeat(workspace(home, db), work.HeartbeatRequest(
             task_id=task_id, token=token, percent=percent, message=progress_message)).to_json()
     if json_out:
         emit_json(doc)

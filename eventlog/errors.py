@@ -25,6 +25,11 @@ class BadInput(SchedError, ValueError):
     """The input is not valid."""
 
 
+class OffSchema(BadInput):
+    """The input does not have the shape asked for (a wrong type, an unknown or missing
+    field), as opposed to a value refused by a check (a blank title): HTTP 422."""
+
+
 class TokenRefused(BadInput):
     """The server refused the API token (HTTP 401 or 403): asking again will not help."""
 

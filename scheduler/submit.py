@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from eventlog.errors import BadInput, Refused
+from eventlog.errors import BadInput, OffSchema, Refused
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import COUNTS, NEXT_TASK_ID, SqlProjection
 from projections.views import OPEN_STATUSES
@@ -137,6 +137,9 @@ def due_text(text: str, now: datetime) -> str:
 
 
 def parse_spec(raw: object, where: str) -> TaskSpec:
+    """A task of the fields `raw` (a `--file` line, an item of a batch); BadInput naming
+    `where`: `OffSchema` when it is not the shape of a task (a wrong type, an unknown
+    or missing field), as a request body off its schema is."""
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as e:
@@ -145,7 +148,11 @@ def parse_spec(raw: object, where: str) -> TaskSpec:
         said = err["msg"].removeprefix("Value error, ")
         if err["type"].startswith(("datetime", "timezone")):  # not_before, due: what a time looks like
             said += " (give an ISO time with its offset, e.g. 2026-12-05T09:00:00Z)"
-        raise BadInput(f"{where}: {loc}: {said}") from e
+        if err["type"] == "model_type":  # (not the model's name: what the input should be)
+            said = f"must be a JSON object of a task's fields, not {type(raw).__name__}"
+        off = err["type"] in ("extra_forbidden", "missing", "model_type") or err["type"].endswith("_type")
+        kind = OffSchema if off else BadInput
+        raise kind(f"{where}: {loc}: {said}") from e
 
 
 STDIN = Path("-")

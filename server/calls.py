@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -57,13 +57,19 @@ def parse(model: type[R], data: dict[str, Any]) -> R:
 
 async def body_of(request: Request, where: str, reserved: tuple[str, ...] = ("by",)) -> dict[str, Any]:
     """The JSON object of the request's body (`data_of`)."""
-    return data_of(await request.body(), where, reserved)
+    return data_of(await request.body(), where, reserved, request.query_params)
 
 
-def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",)) -> dict[str, Any]:
+def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",),
+            query: Iterable[str] = ()) -> dict[str, Any]:
     """The JSON object of a request's body `raw` (an absent or empty body is `{}`; one of
     only blanks is no JSON, and refused). The fields in `reserved` come from the path or
-    the token, never from the body."""
+    the token, never from the body. `query`: the names of the request's query
+    parameters, which a request with a body never reads (refused: `?reason=...` on a
+    pause must not be dropped unseen)."""
+    for name in query:
+        raise HTTPException(422, f"{where}: {name[:40]}: a query parameter is not read here "
+                                 "(the fields go in the JSON body)")
     if not raw:
         return {}
     try:

@@ -15,6 +15,7 @@ from eventlog.errors import (
     DatabaseBusy,
     DatabaseError,
     NotFound,
+    OffSchema,
     Refused,
     SchedError,
 )
@@ -25,6 +26,7 @@ STATUS_OF: tuple[tuple[type[SchedError], int], ...] = (
     (NotFound, 404),
     (Refused, 409),
     (ConcurrencyConflict, 409),
+    (OffSchema, 422),
     (BadInput, 400),
     (DatabaseError, 503),  # the database cannot be used just now: not the client's fault
 )

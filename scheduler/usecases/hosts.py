@@ -14,9 +14,9 @@ answered with the status it left."""
 
 import json
 from pathlib import PurePosixPath
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
 from eventlog.events import RunnerFailure, TaskFailed, TaskStarted, TaskSucceeded
@@ -173,6 +173,13 @@ class EndingReport(Request):
     peak_rss_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
     start_delay_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
+    @model_validator(mode="after")
+    def _a_failure_says_what(self) -> Self:
+        if not self.succeeded and not self.error.strip():  # (as `worker fail --error`)
+            raise BadInput(f"task {self.task_id}: an attempt that did not succeed needs its error "
+                           "(what went wrong)")
+        return self
+
 
 class TurnRequest(Request):
     """Renew these leases and record these endings, for attempts running on `host`."""
@@ -220,7 +227,8 @@ def turn(ws: Workspace, request: TurnRequest) -> Turn:
 def _on_host(recorder: Recorder, task_id: int, host: str) -> None:
     task = recorder.views.get_task(task_id)
     if task is not None and task.status == "running" and task.host != host:
-        raise TokenRejected(f"task {task_id}: its attempt runs on host {task.host!r}, not {host!r}")
+        where = "was claimed by a pull worker" if task.host is None else f"runs on host {task.host!r}"
+        raise TokenRejected(f"task {task_id}: its attempt {where}, not on {host!r}")
 
 
 def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport,

@@ -63,6 +63,12 @@ class ProgressRequest(Request):
         return worker.Progress(self.percent, self.message)
 
 
+class HeartbeatRequest(ProgressRequest):
+    """A heartbeat (progress may come with it): named so in messages about its fields."""
+
+    where = "heartbeat"
+
+
 class Beat(NamedTuple):
     """The new lease expiry; `cancel` True: stop and report `fail`; whether progress
     sent with it was recorded (None: none was sent)."""

@@ -119,7 +119,7 @@ SERVICE = schema_of(fleet.ServiceRequest, drop=("by", "agent"))
 
 async def service(request: Request, use_case: Any, agent: str, token: TokenView,
                   ws: Workspace) -> Document:
-    data = await body_of(request, "agent", reserved=("by", "agent"))
+    data = await body_of(request, use_case.__name__, reserved=("by", "agent"))  # drain, evict, restore
     asked = parse(fleet.ServiceRequest, {**data, "agent": agent, "by": token.name})
     await call(known_agent, ws, agent)
     return answer(await write(request, use_case, ws, asked))
@@ -191,7 +191,7 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
         # the first try: one hop to a worker thread
         token, _ = authorized(credentials, ws, "work")
         acting_for(token, name)
-        wait = wait_of(data_of(raw, "claim", reserved=()), limits)
+        wait = wait_of(data_of(raw, "claim", reserved=(), query=request.query_params), limits)
         rates(request, "claim", token, "claims")
         return token, wait, work.claim(ws, name, token.name)
 
@@ -233,7 +233,7 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
         caller_known = True
         if rate is not None:
             rates(request, rate[0], token, rate[1])
-        data = data_of(raw, where, reserved=("task_id", "by"))
+        data = data_of(raw, where, reserved=("task_id", "by"), query=request.query_params)
         if task is not None and task.agent is not None:
             acting_for(token, task.agent)  # an agent's token acts on its own agent's attempts only
         return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))
@@ -246,13 +246,13 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
 
 
 @router.post("/tasks/{task_id}/heartbeat", response_model=Beat, responses={**REFUSED, **LIMITED},
-             tags=["runner"], openapi_extra=lease_body(work.ProgressRequest))
+             tags=["runner"], openapi_extra=lease_body(work.HeartbeatRequest))
 async def post_heartbeat(request: Request, task_id: TaskId, credentials: Credentials = Depends(bearer),
                          ws: Workspace = Depends(workspace)) -> Document:
     """Extend the lease of the current attempt (`{"token": ..., "percent": ...,
     "message": ...}`), as `sched worker heartbeat --json`; `cancel` true: stop and fail."""
-    return await on_attempt(request, work.ProgressRequest, work.heartbeat, task_id, credentials, ws,
-                            "progress", frees=False, rate=("heartbeat", "heartbeats"))
+    return await on_attempt(request, work.HeartbeatRequest, work.heartbeat, task_id, credentials, ws,
+                            "heartbeat", frees=False, rate=("heartbeat", "heartbeats"))
 
 
 @router.post("/tasks/{task_id}/progress", response_model=ProgressNoted, responses=REFUSED,

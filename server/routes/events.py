@@ -22,6 +22,7 @@ from scheduler import access
 from scheduler.reads.queries import event_dict
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
+from server.calls import known_query
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.limits import ServerLimits
 
@@ -92,6 +93,7 @@ async def get_events(
                               description="Start after this seq (default 0: the whole log)."),
     last_event_id: str | None = Header(None, description="Resume after this seq (wins over `after`)."),
     token: TokenView = Depends(require("read")),
+    _query: None = Depends(known_query("after")),
     ws: Workspace = Depends(workspace),
 ) -> StreamingResponse:
     """The event log as Server-Sent Events, live, while the token stays live."""

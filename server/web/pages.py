@@ -124,7 +124,8 @@ def signin(request: Request, fields: dict[str, str] = Depends(form_fields),
     if view is None:
         return signin_page(request, "that token is not valid (unknown or revoked)", 401)
     if access.refusal(view, "read") is not None:
-        return signin_page(request, f"token {view.name!r} is an agent's token: sign in with an "
+        whose = "a host runner" if view.role == "host" else "an agent"
+        return signin_page(request, f"token {view.name!r} is {whose}'s token: sign in with an "
                                     "operator, submitter or reader token", 403)
     page = RedirectResponse("/", status_code=303)
     security.set_session(page, request, raw)

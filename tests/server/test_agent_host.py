@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from eventlog.errors import BadInput
 from scheduler import access
 from scheduler.reads import queries
 from scheduler.runner.remote import Server
@@ -312,8 +313,29 @@ def test_another_hosts_runner_cannot_end_an_attempt_running_here(served):
     (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
     answer = hosts.turn(ws, hosts.TurnRequest(host="near-1", record=[
         {"task_id": sub.task_id, "token": doc["token"], "succeeded": True}]))
-    assert answer.statuses[0]["status"] == "lost" and "runs on host 'far-1'" in answer.statuses[0]["why"]
+    why = f"task {sub.task_id}: its attempt runs on host 'far-1', not on 'near-1'"
+    assert answer.statuses[0] == {"task_id": sub.task_id, "status": "lost", "why": why}
     assert status_of(ws, sub.task_id) == "running"
+
+
+def test_an_ending_that_did_not_succeed_must_say_what_went_wrong(served):
+    """A failure is recorded with its error, as `worker fail` refuses a blank one: a
+    turn whose record says neither success nor error is refused whole (nothing
+    recorded), not written down as a failure with no reason."""
+    ws, _base, _token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="mute")])
+    tick(ws)
+    (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
+    for error in ("", "  "):
+        with pytest.raises(BadInput) as refused:
+            hosts.TurnRequest(host="far-1", record=[{"task_id": sub.task_id, "token": doc["token"],
+                                                     "error": error}])
+        assert refused.value.message.endswith(
+            f"task {sub.task_id}: an attempt that did not succeed needs its error (what went wrong)")
+    assert status_of(ws, sub.task_id) == "running"
+    answer = hosts.turn(ws, hosts.TurnRequest(host="far-1", record=[
+        {"task_id": sub.task_id, "token": doc["token"], "error": "exit 3"}]))
+    assert answer.statuses == [{"task_id": sub.task_id, "status": "queued"}]
 
 
 def test_run_with_server_refuses_database_flags_in_one_line(tmp_path):

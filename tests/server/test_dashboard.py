@@ -63,8 +63,10 @@ def test_signing_in_sets_an_httponly_strict_cookie_and_signing_out_clears_it(api
     ("sched_not-a-token", 401, "not valid"),
     ("", 401, "not valid"),
     ("box", 403, "an agent&#39;s token"),
+    ("far", 403, "&#39;far&#39; is a host runner&#39;s token"),
 ])
 def test_a_bad_or_an_agents_token_does_not_sign_in(api: Api, token: str, status: int, says: str):
+    api.tokens["far"] = access.create_token(api.ws, "far", "kim", host="far-1").token
     form = api.client.get("/signin")
     csrf = CSRF.search(form.text).group(1)
     answer = api.client.post("/signin", data={"csrf": csrf, "token": api.tokens.get(token, token)},

@@ -384,7 +384,7 @@ def test_a_body_that_is_not_json_is_one_line(api: Api):
 
 
 @pytest.mark.parametrize("path", ["/agents", "/status", "/metrics", "/replay", "/tasks", "/tasks/1",
-                                  "/tasks/1/explain", "/metrics/prometheus"])
+                                  "/tasks/1/explain", "/metrics/prometheus", "/events"])
 def test_a_misspelt_query_is_checked_after_the_token(api: Api, path: str):
     """No token, or a bad one: 401, whatever the query; a live token: the misspelt
     parameter is the 422 it always was (the order every route keeps: 401, 403, 422)."""
@@ -394,6 +394,55 @@ def test_a_misspelt_query_is_checked_after_the_token(api: Api, path: str):
         assert api.client.get(url, headers=headers).status_code == 401, headers
     answer = api.client.get(url, headers=api.auth("ops"))
     assert (answer.status_code, answer.json()) == (422, {"error": "No such option: --qeue"})
+
+
+def test_a_request_with_a_body_refuses_query_parameters_after_the_token(api: Api):
+    """Every field of a POST goes in its JSON body: `?reason=...` on a pause, or a
+    claim's `?wait_seconds=...`, is refused (422, one line), never dropped unseen, and
+    nothing is appended; a caller without a valid token hears 401 first."""
+    submit(api)
+    claimed = post(api, "/agents/ann/claim", None, as_="box").json()["task"]
+    head = get(api, "/status").json()["last_seq"]
+    for path, body, who in (("/pause", {}, "ops"), ("/agents/ann/claim", None, "box"),
+                            (f"/tasks/{claimed['task_id']}/heartbeat", {"token": claimed["token"]}, "box"),
+                            ("/tasks", {"queue": "dev", "title": "t"}, "ops")):
+        url = f"/api/v1{path}?reason=deploying"
+        assert api.client.post(url, json=body).status_code == 401, path
+        answer = api.client.post(url, json=body, headers=api.auth(who))
+        assert answer.status_code == 422, (path, answer.json())
+        assert answer.json()["error"].endswith(
+            "reason: a query parameter is not read here (the fields go in the JSON body)"), answer.json()
+    assert get(api, "/status").json()["last_seq"] == head
+    assert get(api, "/status").json()["paused"] is None
+
+
+@pytest.mark.parametrize(("task", "status", "says"), [
+    ({"queue": "dev", "title": "x", "bogus": 1}, 422, "bogus: Extra inputs are not permitted"),
+    ({"queue": "dev", "title": "x", "priority": "2"}, 422, "priority: Input should be a valid integer"),
+    ({"queue": "dev"}, 422, "title: Field required"),
+    (1, 422, "task: must be a JSON object of a task's fields, not int"),
+    ({"queue": "dev", "title": " "}, 400, "title: must say what the task is, not be blank"),
+])
+def test_a_task_of_a_batch_off_its_schema_is_422_as_a_body_is(api: Api, task: Any, status: int, says: str):
+    """A batch's task of the wrong shape (a wrong type, an unknown or missing field) is
+    422, as the same mistake in a single task's body; a value a check refuses is 400."""
+    head = get(api, "/status").json()["last_seq"]
+    answer = post(api, "/tasks", {"tasks": [{"queue": "dev", "title": "fine"}, task]})
+    assert (answer.status_code, answer.json()) == (status, {"error": f"submit: tasks.1: {says}"})
+    assert get(api, "/status").json()["last_seq"] == head  # all or none: the first is not submitted
+
+
+@pytest.mark.parametrize(("path", "body", "says"), [
+    ("/tasks/1/heartbeat", {}, "heartbeat: token: Field required"),
+    ("/tasks/1/progress", {}, "progress: token: Field required"),
+    ("/agents/ann/drain", {"agent": "bob"}, "drain: agent: Extra inputs are not permitted"),
+    ("/agents/ann/evict", {"by": "kim"}, "evict: by: Extra inputs are not permitted"),
+])
+def test_a_body_error_names_the_request_it_was_sent_with(api: Api, path: str, body: Any, says: str):
+    submit(api)
+    who = "box" if path.startswith("/tasks") else "ops"
+    answer = post(api, path, body, as_=who)
+    assert (answer.status_code, answer.json()) == (422, {"error": says})
 
 
 def test_openapi_describes_every_endpoint_and_its_bodies(api: Api):
