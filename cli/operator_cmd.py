@@ -18,12 +18,20 @@ from cli.common import (
     show_dry_run,
     workspace,
 )
-from eventlog.values import INT64_MAX
+from eventlog.errors import BadInput
+from eventlog.values import INT64_MAX, text_problem
 from scheduler.usecases import actions, fleet
 
 
 def operator_name(by: str | None) -> str:
-    return by or os.environ.get("USER") or "operator"
+    """Who acts: --by, else $USER, else "operator". A $USER that is not text (a byte
+    that is not UTF-8) is named as itself, not as a bad --by nobody gave."""
+    if by is not None:
+        return by
+    user = os.environ.get("USER")
+    if user and (problem := text_problem(user)) is not None:
+        raise BadInput(f"$USER (who acts when --by is not given) {problem}: give --by NAME")
+    return user or "operator"
 
 
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it (default $USER).")]

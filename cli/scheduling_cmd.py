@@ -67,15 +67,16 @@ def tick_command(
         return
     assign, take_back, dead_letter = (("would assign", "would take back", "would dead-letter") if dry_run
                                       else ("assigned", "took back", "dead-lettered"))
-    for item in report.assigned:
-        console().print(literal(f"{assign} task {item['task_id']} -> {item['agent']}"))
-    for task_id in report.spawned:
-        console().print(f"started sched exec for task {task_id}")
+    # in the order of the pass: take back, dead-letter, assign, start
     for item in report.expired:
         console().print(literal(f"{take_back} task {item['task_id']} from {item['agent']} "
                                 f"({item['reason']})"))
     for task_id in report.dead_lettered:
         console().print(f"{dead_letter} task {task_id}")
+    for item in report.assigned:
+        console().print(literal(f"{assign} task {item['task_id']} -> {item['agent']}"))
+    for task_id in report.spawned:
+        console().print(f"started sched exec for task {task_id}")
     for error in report.errors:
         message(("error:", "red"), f" {error}")
     if report.paused:

@@ -153,8 +153,9 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
             chosen = [t.task_id for t in views.tasks(queue=queue, status="dead")]
         else:
             chosen = []
-            for task_id in dict.fromkeys(task_ids):  # each once, in the order given
-                task = _existing(views, task_id)
+            # each once, in the order given; every id known first (as for approvals)
+            for task in [_existing(views, task_id) for task_id in dict.fromkeys(task_ids)]:
+                task_id = task.task_id
                 if task.status != "dead":
                     raise Refused(f"task {task_id} is {task.status}; only dead tasks are requeued")
                 chosen.append(task_id)
@@ -208,8 +209,9 @@ def decide_approval(ws: Workspace, task_ids: Sequence[int], by: str, approve: bo
     with ws.write() as recorder:
         events: list[Event] = []
         task_ids = list(dict.fromkeys(task_ids))  # each once, in the order given
-        for task_id in task_ids:
-            task = _existing(recorder.views, task_id)
+        # every id known first: an unknown one is bad input (exit 2) wherever it stands
+        for task in [_existing(recorder.views, task_id) for task_id in task_ids]:
+            task_id = task.task_id
             if task.status != "awaiting_approval":
                 raise Refused(f"task {task_id} is {task.status}, not awaiting approval")
             events.append(TaskApproved(task_id=task_id, by=by) if approve

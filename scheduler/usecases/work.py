@@ -7,7 +7,7 @@ exit 1, otherwise); the token travels in the request, never in a URL."""
 
 from typing import Any, NamedTuple, Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from eventlog.errors import BadInput
 from eventlog.timeutil import to_text
@@ -51,7 +51,7 @@ class ProgressRequest(Request):
 
     where = "progress"
     task_id: int
-    token: str
+    token: str = Field(min_length=1)  # (an empty one is no token: bad input, not a stale one)
     percent: float | None = None
     message: str | None = None
     by: str | None = None
@@ -109,7 +109,7 @@ def progress(ws: Workspace, request: ProgressRequest) -> ProgressNoted:
 class CompleteRequest(Request):
     where = "complete"
     task_id: int
-    token: str
+    token: str = Field(min_length=1)  # (an empty one is no token: bad input, not a stale one)
     result: Any = None  # any JSON value, recorded with the success
     by: str | None = None
 
@@ -134,7 +134,7 @@ def complete(ws: Workspace, request: CompleteRequest) -> Ended:
 class FailRequest(Request):
     where = "fail"
     task_id: int
-    token: str
+    token: str = Field(min_length=1)  # (an empty one is no token: bad input, not a stale one)
     error: str  # what went wrong
     retry: bool = True  # False: dead-letter now
     by: str | None = None

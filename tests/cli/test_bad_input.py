@@ -320,6 +320,17 @@ def test_an_empty_value_is_refused_not_ignored(run: Run, db: Path, args: list[st
     assert_unchanged(db, before)
 
 
+@pytest.mark.parametrize("command", ["heartbeat", "progress", "complete", "fail"])
+def test_an_empty_lease_token_is_bad_input_not_a_stale_one(run: Run, db: Path, command: str):
+    """`--token "$TOKEN"` with the variable unset: a script's mistake (exit 2), not an
+    attempt that ended meanwhile (exit 1, which a runner takes as "stop")."""
+    before = file_digest(db)
+    extra = {"progress": ["--percent", "5"], "fail": ["--error", "x"]}.get(command, [])
+    line = one_error_line(run("worker", command, "1", "--token", "", *extra), 2)
+    assert line == f"sched: {command}: token: String should have at least 1 character"
+    assert_unchanged(db, before)
+
+
 def test_replay_tasks_and_requeue_refuse_an_unknown_task_or_queue(run: Run, db: Path):
     """docs/cli.md: an unknown task id or queue exits 2. A queue is known when an agent
     of the control file serves it or the log has seen a task in it (`requeue --all` of
@@ -341,6 +352,24 @@ def test_replay_tasks_and_requeue_refuse_an_unknown_task_or_queue(run: Run, db: 
     assert [t["title"] for t in listed] == ["seed task"]
     assert one_json(ok(run("tasks", "--queue", "qa", "--json")))["tasks"] == []
     assert [e["seq"] for e in json_lines(ok(run("replay", "--task", "1", "--json")))] == [1]
+
+
+@pytest.mark.parametrize("command", ["approve", "reject", "requeue"])
+def test_an_unknown_id_among_several_is_bad_input_wherever_it_stands(run: Run, db: Path, command: str):
+    """`approve 1 99` and `approve 99 1` both exit 2 (no task 99), not 1 for the known
+    task's state when it comes first: every id is looked up before any is judged."""
+    before = file_digest(db)
+    for ids in (("1", "99"), ("99", "1")):
+        assert one_error_line(run(command, *ids), 2) == "sched: no task 99", (command, ids)
+    assert_unchanged(db, before)
+
+
+def test_a_user_name_that_is_not_text_is_named_as_user_not_as_by(cli: InProcess):
+    ok(cli("init"))
+    line = one_error_line(cli("pause", env={"USER": "kim\udcff"}), 2)
+    assert line.startswith("sched: $USER (who acts when --by is not given) contains '\\udcff'"), line
+    assert line.endswith(": give --by NAME")
+    assert one_json(ok(cli("pause", "--by", "kim", "--json", env={"USER": "kim\udcff"})))["paused"]
 
 
 def test_metrics_refuses_prometheus_with_json(run: Run, db: Path):
