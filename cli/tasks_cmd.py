@@ -132,13 +132,13 @@ def tasks_command(
 ) -> None:
     """List tasks in the order they will be picked, with when each queued one may start."""
     ws = workspace(home, db, agents)
-    warn_if_fleet_unread(ws)
     if watch_:
         from cli.queue_view import watch_queue
 
         if verbose or cursor is not None:
             raise BadInput(f"{'--verbose' if verbose else '--cursor'} does not go with --watch")
         tasks.ListRequest(title=title)  # its checks of the text, before the first frame
+        warn_if_fleet_unread(ws)
         watch_queue(ws, queue, status, limit, agent, unassigned, 2.0 if interval is None else interval,
                     json_out, title)
         return
@@ -146,6 +146,7 @@ def tasks_command(
         raise BadInput("--interval goes with --watch")
     listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, title=title, status=status, limit=limit,
                                                     agent=agent, unassigned=unassigned, cursor=cursor))
+    warn_if_fleet_unread(ws)  # (after the checks of the input: bad input stays one line)
     if json_out:
         emit_json(listed.to_json())
         return

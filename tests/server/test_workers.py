@@ -1,7 +1,7 @@
 """`sched serve --workers N` in-process: the workers of one server are apps over the
 same database, each with a doorbell the others ring, so a write through one wakes the
 claims waiting in another at once (not at its next look at the log head). The forked
-processes themselves: tests/cli/test_serve.py."""
+processes themselves: tests/cli/commands/test_serve.py."""
 
 from __future__ import annotations
 

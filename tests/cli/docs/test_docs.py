@@ -27,7 +27,7 @@ from scheduler.decisions.policy import QueuePolicy
 from scheduler.runner.exec import PLACEHOLDERS
 from scheduler.tick import TickReport
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 CLI_DOC = DOCS / "cli.md"

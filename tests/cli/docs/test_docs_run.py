@@ -47,9 +47,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import cli_env
-from tests.cli.test_docs import SCHED_CALL, names_a_command
+from tests.cli.docs.test_docs import SCHED_CALL, names_a_command
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUNNABLE = "sh"
 NOT_RUN = {"console", "text", "", "toml", "json", "ini", "cron", "python", "yaml"}

@@ -84,6 +84,8 @@ def test_the_reads_of_the_fleet_say_the_control_file_cannot_be_read(run: Run, db
     assert_unchanged(db, before)
     result = run("status", "--json", "--agents", str(db.parent / "nowhere.json"))
     assert result.returncode == 0 and "(looked at " in result.stderr and "nowhere.json" in result.stderr
+    for args in (["tasks", "--status", "sleeping"], ["status", "--at", "soon"], ["explain", "99"]):
+        one_error_line(run(*args), 2)  # bad input is still one line: the warning is not added
 
 
 @pytest.mark.parametrize(("args", "named"), [
