@@ -18,7 +18,7 @@ from scheduler.config.settings import Settings
 from scheduler.workspace import Workspace
 from server import errors
 from server.calls import Doorbell, Peers, head_seq, ring_on_commits, watch_head
-from server.limits import BodySizeLimit, RateLimit, ServerLimits
+from server.limits import BodySizeLimit, RateLimit, ServerLimits, UrlText
 from server.routes import agents, events, health, hosts, scheduler, tasks
 from server.web import pages, task_pages
 from server.web.security import SecurityHeaders
@@ -70,7 +70,8 @@ def create_app(settings: Settings, clock: Clock | None = None,
                        "heartbeat": RateLimit(limits.heartbeat_burst, limits.heartbeats_per_second, now)}
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-    app.add_middleware(SecurityHeaders)  # outermost: a 413 gets the headers too
+    app.add_middleware(UrlText)
+    app.add_middleware(SecurityHeaders)  # outermost: a 413 or a 400 gets the headers too
     # a request is matched against every route of each router in turn until one fits: the
     # workers' routes (claim, heartbeat, complete, a host runner's turn), most of the
     # traffic, come first

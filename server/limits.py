@@ -1,7 +1,8 @@
 """Limits of the server: the size of request bodies (413 past it, before the body is
 read when the request says its length, else as soon as the stream passes it), the pace
-of the event stream and of a claim's long poll, page sizes, and the rates at which one
-token may claim and heartbeat (429 with `Retry-After` past them)."""
+of the event stream and of a claim's long poll, page sizes, the rates at which one
+token may claim and heartbeat (429 with `Retry-After` past them), and URLs that are
+text (400 for a byte that is not UTF-8)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import HTTPException
 
@@ -106,3 +108,24 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class UrlText:
+    """ASGI middleware: refuse (400) a path or query string whose bytes, percent-decoded,
+    are not UTF-8 text (`/agents/%ff/drain`), as the CLI refuses such an argument: the
+    server would otherwise read them as U+FFFD and answer about a name nobody sent."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for part, raw in (("path", scope.get("raw_path") or scope["path"].encode()),
+                              ("query string", scope.get("query_string", b""))):
+                try:
+                    unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+                except UnicodeDecodeError:
+                    await error_response(400, f"the request's {part} holds a byte that is not UTF-8 text "
+                                              "(once %-decoded)")(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

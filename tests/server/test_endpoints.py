@@ -445,6 +445,20 @@ def test_a_body_error_names_the_request_it_was_sent_with(api: Api, path: str, bo
     assert (answer.status_code, answer.json()) == (422, {"error": says})
 
 
+def test_a_url_that_is_not_utf8_once_decoded_is_one_line_400(api: Api):
+    """As the CLI refuses an argument that is not text: the server would otherwise read
+    the byte as U+FFFD and answer about a name nobody sent (`unknown agent '\ufffd'`)."""
+    submit(api)
+    for method, url in (("POST", "/api/v1/agents/%ff%fe/drain"), ("GET", "/api/v1/tasks?title=%ff"),
+                        ("GET", "/tasks?q=ab%c3")):
+        answer = api.client.request(method, url, headers=api.auth("ops"))
+        part = "path" if "?" not in url else "query string"
+        assert (answer.status_code, answer.json()) == (
+            400, {"error": f"the request's {part} holds a byte that is not UTF-8 text (once %-decoded)"}), url
+    accented = get(api, "/tasks", title="caf\u00e9")  # %C3%A9: text, and no such task
+    assert accented.status_code == 200 and accented.json()["tasks"] == []
+
+
 def test_openapi_describes_every_endpoint_and_its_bodies(api: Api):
     doc = api.client.get("/openapi.json").json()
     paths = doc["paths"]
