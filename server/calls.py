@@ -67,7 +67,8 @@ def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",),
     the token, never from the body. `query`: the names of the request's query
     parameters, which a request with a body never reads (refused: `?reason=...` on a
     pause must not be dropped unseen)."""
-    for name in query:  # (the first is enough to say)
+    name = next(iter(query), None)
+    if name is not None:
         raise HTTPException(422, f"{where}: {name[:40]}: a query parameter is not read here "
                                  "(the fields go in the JSON body)")
     if not raw:

@@ -120,10 +120,12 @@ class UrlText:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            for part, raw in (("path", scope.get("raw_path") or scope["path"].encode()),
-                              ("query string", scope.get("query_string", b""))):
+            for part, raw in (("path", scope.get("raw_path") or b""),
+                              ("query string", scope.get("query_string") or b"")):
+                if b"%" not in raw and raw.isascii():
+                    continue  # (most requests: nothing to decode)
                 try:
-                    unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+                    unquote_to_bytes(raw).decode("utf-8")
                 except UnicodeDecodeError:
                     await error_response(400, f"the request's {part} holds a byte that is not UTF-8 text "
                                               "(once %-decoded)")(scope, receive, send)
