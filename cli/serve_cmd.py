@@ -13,8 +13,8 @@ from scheduler import access
 
 def serve_command(
     bind: Annotated[str, typer.Option(
-        "--bind", help="Address to listen on; one reachable from other machines needs a token "
-        "to exist (`sched tokens create`).")] = "127.0.0.1",
+        "--bind", "--host", help="Address to listen on; one reachable from other machines needs "
+        "a token to exist (`sched tokens create`).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8080,
     workers: Annotated[int, typer.Option(
         "--workers", help="Server processes sharing the port; one per core uses them all.",

@@ -1,8 +1,9 @@
 """`GET /health`: the checks of `sched health --json`, 200 while the scheduler works
 (healthy or degraded), 503 when it is unhealthy. Needs no token: load balancers and
-monitors probe it. So that probing costs no more than one report per
-`health_cache_seconds` whoever asks and however often (the report runs the engine's
-integrity check and looks through /proc), a report that recent is answered again."""
+monitors probe it, some with `HEAD` (the same status, no body). So that probing costs
+no more than one report per `health_cache_seconds` whoever asks and however often (the
+report runs the engine's integrity check and looks through /proc), a report that
+recent is answered again."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class HealthReport(BaseModel):
     checks: list[HealthCheck]
 
 
+@router.head("/health", include_in_schema=False)
 @router.get("/health", response_model=HealthReport,
             responses={503: {"model": HealthReport, "description": "unhealthy: the report says why"}})
 def get_health(request: Request, ws: Workspace = Depends(workspace)) -> JSONResponse:

@@ -30,6 +30,18 @@ def test_health_is_503_when_unhealthy(api: Api):
     assert answer.json()["status"] == "unhealthy" and answer.json() == health(api.ws)
 
 
+def test_a_head_probe_gets_the_status_without_the_document(make_api):
+    from scheduler.tick import tick
+
+    api = make_api(ServerLimits(health_cache_seconds=0))
+    answer = api.client.head("/health")
+    assert (answer.status_code, answer.content) == (200, b"")
+    tick(api.ws)
+    api.ws.clock.advance(3600)
+    answer = api.client.head("/health")
+    assert (answer.status_code, answer.content) == (503, b"")
+
+
 def test_probing_health_costs_one_report_per_window_however_often_it_is_asked(
         make_api, monkeypatch: pytest.MonkeyPatch):
     """An anonymous probe runs the integrity check and looks through /proc: within

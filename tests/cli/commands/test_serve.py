@@ -50,6 +50,12 @@ def test_text_written_as_an_ip_address_that_is_none_is_said_first(ready: InProce
         f"cannot listen on {address}: not an IP address")
 
 
+def test_host_is_the_same_option_as_bind(ready: InProcess):
+    """`sched serve --host H`, as the design's command contract names it."""
+    line = one_line(ready("serve", "--host", "192.0.2.7", "--port", "1"), 2)
+    assert "refusing to listen on 192.0.2.7" in line
+
+
 def test_a_revoked_token_does_not_count(ready: InProcess):
     ready("tokens", "create", "--name", "t", "--role", "reader")
     ready("tokens", "revoke", "t")
