@@ -243,6 +243,11 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     build_models()
     # the supervisor of this host's attempts: a copy of this process made now, before any thread runs
     launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
+    # and before it, every connection closed (the next use opens one again): a copy of an
+    # open SQLite connection would leave the supervisor's own without its locks (a
+    # process's locks are not inherited), so the daemon's last close would delete the
+    # write-ahead log it commits to, and its outcomes would be lost
+    ws.close()
     launcher.start()
     ws.starter = launcher
     if shared:

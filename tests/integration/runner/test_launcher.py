@@ -107,6 +107,9 @@ def test_the_supervisor_runs_the_attempt_and_outlives_the_daemon_until_its_end(r
     assert not containment.is_wrapper_of(supervisor, ref)
     assert containment.members(ref) == [agent]
 
+    # no other process has the database open when the daemon stops: its last close must
+    # not take the write-ahead log from under the supervisor's connection
+    ws.close()
     err = stop_daemon(daemon)
     assert "Traceback" not in err
     assert pid_alive(supervisor) and pid_alive(agent)  # the attempt goes on without the daemon
