@@ -14,7 +14,7 @@ from scheduler.whatif.figures import sparkline
 from scheduler.whatif.simulate import Request, run_simulation
 
 _QUEUE_ROWS = (("succeeded", "succeeded", False), ("dead-lettered", "dead_lettered", False),
-               ("cancelled", "cancelled", False), ("wait p50", "wait_p50", True),
+               ("cancelled", "cancelled", False), ("doomed", "doomed", False), ("wait p50", "wait_p50", True),
                ("wait p95", "wait_p95", True), ("wait max", "wait_max", True),
                ("run p50", "run_p50", True), ("run p95", "run_p95", True))
 
@@ -51,7 +51,7 @@ def simulate_command(
     request = Request(since=since, until=until, agents_file=agents, settings=tuple(set_ or ()),
                       workload_file=workload, generate=tuple(generate or ()), duration=duration,
                       seed=seed, interval=interval, find=find, queue=queue, target=target)
-    document = run_simulation(workspace(home, db), request, progress=None if json_out else message)
+    document = run_simulation(workspace(home, db), request, progress=message)  # (stderr, as every message)
     if json_out:
         emit_json(document)
     else:
@@ -111,6 +111,8 @@ def _print(doc: dict[str, Any]) -> None:
     drain = [_cell(side["time_to_drain_seconds"], True) for _, side in sides]
     table.add_row("time to drain", *drain,
                   *([_change(diff.get("time_to_drain_seconds"), True)] if len(sides) == 2 else []))
+    table.add_row("unfinished", *(str(side["unfinished"]) for _, side in sides),
+                  *([_change(diff.get("unfinished"), False)] if len(sides) == 2 else []))
     out.print(table)
     depth = doc["depth"]
     if depth["queues"]:

@@ -28,6 +28,7 @@ from projections.views import OPEN_STATUSES
 from scheduler.config.registry import AgentRegistry
 from scheduler.config.settings import Settings
 from scheduler.decisions.fit import capability_list
+from scheduler.decisions.policy import MAX_ATTEMPTS
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # (`metrics` imports parse_duration from here: no event model for it)
@@ -46,7 +47,7 @@ class TaskSpec(BaseModel):
     priority: StrictInt = Field(default=0, ge=-INT64_MAX, le=INT64_MAX)
     assignee: StrictStr | None = None
     payload: Any = None
-    max_attempts: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+    max_attempts: StrictInt | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     not_before: AwareDatetime | None = None
     idempotency_key: StrictStr | None = Field(default=None, min_length=1)
     requires_approval: StrictBool = False

@@ -14,13 +14,14 @@ from scheduler.decisions.fit import missing, skips_failed
 from scheduler.decisions.hours import is_available
 
 
-def queue_positions(tasks: Sequence[TaskView]) -> dict[int, int | None]:
+def queue_positions(tasks: Sequence[TaskView], now: str) -> dict[int, int | None]:
     """Each queued task's place in its queue among the listed queued tasks (1 is picked
-    next), counted in the order given (pick order); None for a task not queued."""
+    next), counted in the order given (pick order); None for a task not queued, or one
+    whose `not_before` (or retry backoff) is still ahead at `now`: no tick picks it yet."""
     seen: dict[str, int] = {}
     positions: dict[int, int | None] = {}
     for task in tasks:
-        if task.status != "queued":
+        if task.status != "queued" or (task.not_before is not None and task.not_before > now):
             positions[task.task_id] = None
             continue
         seen[task.queue] = seen.get(task.queue, 0) + 1

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # (the settings use QueuePolicy: loading them loads no event 
     from eventlog.events import Event, LeaseExpired, TaskFailed
 
 MAX_SECONDS = 10 * 365 * 86400.0  # the longest duration a policy may name: ten years
+MAX_ATTEMPTS = 1_000_000  # the most attempts a queue or a task may allow
 
 
 class QueuePolicy(BaseModel):
@@ -25,7 +26,7 @@ class QueuePolicy(BaseModel):
     # (built on first use: a command that never reads a queue's policy does not build it)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True)
 
-    max_attempts: int = Field(default=3, ge=1, le=1_000_000)
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     backoff_base_seconds: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
     backoff_factor: float = Field(default=2.0, ge=1, le=1000)
     backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)

@@ -260,7 +260,7 @@ def pick_figures(ws: Workspace, tasks: list[TaskView]) -> dict[int, dict[str, An
         fleet = current_fleet(ws, views)
     starts = estimated_starts(ws, tasks, fleet)
     done = estimate_completions(tasks, starts, recorded_run_seconds(ws), now)
-    positions = queue_positions(tasks)
+    positions = queue_positions(tasks, to_text(now))
     return {t.task_id: {"position": positions[t.task_id],
                         "effective_priority": effective_priority(t, now, policy),
                         "waited_seconds": round(waited_seconds(t, now), 3),

@@ -36,7 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import count
+from typing import TYPE_CHECKING
 
+from eventlog.errors import BadInput
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, TaskView
 from scheduler.decisions.hours import is_available
@@ -45,10 +47,14 @@ from scheduler.decisions.policy import QueuePolicy, settle_failure
 from scheduler.whatif.facts import Fact, Workload
 from scheduler.whatif.sketch import Sketch
 
+if TYPE_CHECKING:
+    from eventlog.events import TaskAssigned
+
 MAX_CANDIDATES = 20_000  # as the tick: the most candidates one queue's plan is given
 # a run keeps at most this many depth samples per queue (even): past it, the interval
 # doubles and pairs of samples merge
 MAX_DEPTH_SAMPLES = 4_096
+PROGRESS_EVERY = 100_000  # tasks arrived between two reports of progress (about 7 s here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +152,17 @@ class _Task:
 
 
 def _moment(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
+    try:
+        return datetime.fromtimestamp(t, UTC)
+    except (ValueError, OSError) as e:  # (a time after 9999-12-31)
+        raise OverflowError(str(e)) from e  # (`simulate` says it in one line)
 
 
 class _Simulation:
-    def __init__(self, workload: Workload, scenario: Scenario, keep_order: bool) -> None:
-        self.workload, self.scenario = workload, scenario
+    def __init__(self, workload: Workload, scenario: Scenario, keep_order: bool,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.workload, self.scenario, self.progress = workload, scenario, progress
+        self.arrived = 0
         self.run = Run(keep_order=keep_order)
         self.draw = random.Random(scenario.seed).random
         self.tasks: dict[int, _Task] = {}
@@ -202,6 +213,8 @@ class _Simulation:
         start = pending.at if first is None else max(first, pending.at)
         grid = start  # the next interval tick
         while True:
+            while self.timeline and self._stale(self.timeline[0]):
+                heapq.heappop(self.timeline)  # (a cancelled task's not_before moves no clock)
             candidates = []
             if pending is not None:
                 candidates.append(pending.at)
@@ -228,9 +241,10 @@ class _Simulation:
                 if now >= grid:
                     grid += tick_every
                 # a tick that assigns nothing while tasks are ready and slots free (each
-                # task directed at a busy or absent agent, or excluded) is not repeated
-                # until something happens
-                self.stalled = not self._tick(now) and not self.keeps_hours
+                # task directed at a busy or absent agent, or excluded, or requiring what
+                # no agent has) is not repeated until something happens; but one held
+                # back only by working hours is (an opening is no event of its own)
+                self.stalled = not self._tick(now) and not (self.keeps_hours and self._hours_hold_back(now))
             self.run.ended_at = now
         self.run.unfinished = sum(self.open_count.values())
         return self.run
@@ -292,6 +306,9 @@ class _Simulation:
                      due=None if arrival.due is None else to_text(_moment(arrival.due)))
         self.tasks[arrival.task_id] = task
         self.run.queue(arrival.queue).arrived += 1
+        self.arrived += 1
+        if self.progress is not None and self.arrived % PROGRESS_EVERY == 0:
+            self.progress(self.arrived)
         self.open_count[arrival.queue] = self.open_count.get(arrival.queue, 0) + 1
         for parent_id in arrival.after:  # a task outside the workload counts as done
             parent = self.tasks.get(parent_id)
@@ -339,6 +356,15 @@ class _Simulation:
         if task.assignee is not None:
             self.directed[task.queue] -= 1
 
+    def _stale(self, entry: tuple[float, int, str, int, int]) -> bool:
+        """Whether a timed event can change nothing: its task ended, or (an attempt's
+        end) the attempt is no longer the one under way."""
+        _, _, kind, task_id, attempt = entry
+        task = self.tasks.get(task_id)
+        if task is None or task.status == "done":
+            return True
+        return kind == "end" and not (task.status == "assigned" and task.attempt == attempt)
+
     def _timed(self, kind: str, task_id: int, attempt: int, now: float) -> None:
         task = self.tasks.get(task_id)
         if task is None:
@@ -358,33 +384,43 @@ class _Simulation:
         moment = _moment(now)
         assigned = False
         for queue in sorted(self.ready_since):  # in the tick's order
-            if not self.ready_since[queue] or not self.free_slots.get(queue):
-                continue
-            # as the tick: the free agents within their working hours
-            free = [v for v in self.views[queue] if v.assigned < v.capacity
-                    and (not self.keeps_hours or is_available(v.hours, moment))]
-            wanted = sum(v.capacity - v.assigned for v in free)
-            if not wanted:
-                continue
-            names = {v.name for v in free}
-            limit = wanted
-            while True:
-                candidates, exhausted = self._candidates(queue, limit, names, moment)
-                # busy agents change no choice plan() makes, except through failover (a
-                # task skips the agents it failed on while another agent of the type
-                # exists, busy or not): they are left out unless a candidate failed before
-                everyone = any(t.excluded for t in candidates)
-                pool = self.views[queue] if everyone else [
-                    v for v in self.views[queue] if v.assigned < v.capacity]
-                decisions = plan(pool, candidates, moment, self.scenario.plan_policy, self.records,
-                                 explain=False)
-                if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
-                    break
-                limit *= 2
-            for decision in decisions:
+            for decision in self._decide(queue, moment, hours=self.keeps_hours):
                 self._assign(decision.task_id, decision.agent, now)
                 assigned = True
         return assigned
+
+    def _hours_hold_back(self, now: float) -> bool:
+        """Whether a tick would assign if every agent were within its working hours."""
+        moment = _moment(now)
+        return any(self._decide(queue, moment, hours=False) for queue in sorted(self.ready_since))
+
+    def _decide(self, queue: str, moment: datetime, hours: bool) -> list[TaskAssigned]:
+        """What a tick assigns in `queue` (`hours`: only to agents within their working
+        hours, as the tick; else to any free one)."""
+        if not self.ready_since[queue] or not self.free_slots.get(queue):
+            return []
+        free = [v for v in self.views[queue] if v.assigned < v.capacity
+                and (not hours or is_available(v.hours, moment))]
+        wanted = sum(v.capacity - v.assigned for v in free)
+        if not wanted:
+            return []
+        names = {v.name for v in free}
+        limit = wanted
+        while True:
+            candidates, exhausted = self._candidates(queue, limit, names, moment)
+            # busy agents change no choice plan() makes, except through failover (a
+            # task skips the agents it failed on while another agent of the type
+            # exists, busy or not): they are left out unless a candidate failed before
+            everyone = any(t.excluded for t in candidates)
+            pool = self.views[queue] if everyone else [
+                v for v in self.views[queue] if v.assigned < v.capacity]
+            if not hours:
+                pool = [replace(v, hours=()) for v in pool]
+            decisions = plan(pool, candidates, moment, self.scenario.plan_policy, self.records,
+                             explain=False)
+            if len(decisions) >= wanted or exhausted or limit >= MAX_CANDIDATES:
+                return decisions
+            limit *= 2
 
     def _candidates(self, queue: str, limit: int, names: set[str],
                     moment: datetime) -> tuple[list[TaskView], bool]:
@@ -542,11 +578,17 @@ class _Simulation:
         del self.tasks[task_id]
 
 
-def simulate(workload: Workload, scenario: Scenario, *, keep_order: bool = False) -> Run:
+def simulate(workload: Workload, scenario: Scenario, *, keep_order: bool = False,
+             progress: Callable[[int], None] | None = None) -> Run:
     """Run `workload` under `scenario`; `keep_order` also keeps every (task, agent)
     assignment in order, with its exact wait (for the fidelity tests: the figures keep
-    the waits in a `Sketch`)."""
-    return _Simulation(workload, scenario, keep_order).go()
+    the waits in a `Sketch`). `progress` is told the tasks arrived so far, every
+    `PROGRESS_EVERY`."""
+    try:
+        return _Simulation(workload, scenario, keep_order, progress).go()
+    except OverflowError as e:  # a time past the calendar's end (arrivals are at most 9999-12-31)
+        raise BadInput("the simulated run goes on past the year 9999: its arrivals or due times "
+                       "lie too near the calendar's end") from e
 
 
 def fleet_of(agents: Sequence[object]) -> tuple[FleetAgent, ...]:

@@ -141,17 +141,18 @@ class _Source:
             last = min(last, self.until) if last is not None and self.until is not None else last
         return max((last or 0.0) - (first or 0.0), 0.0)
 
-    def run(self, settings: Settings, scenario_: Scenario) -> tuple[Run, dict[str, Any]]:
+    def run(self, settings: Settings, scenario_: Scenario,
+            progress: Callable[[int], None] | None = None) -> tuple[Run, dict[str, Any]]:
         """One simulation, and the recorded waits of the workload it read."""
         if self.kind == "generate":
             listed = ListedWorkload(generate(self.loads, self.duration, self.request.seed))
-            return simulate(listed, scenario_), {}
+            return simulate(listed, scenario_, progress=progress), {}
         if self.kind == "workload":
             listed = ListedWorkload(read_jsonl(self.request.workload_file))  # type: ignore[arg-type]
-            return simulate(listed, scenario_), {}
+            return simulate(listed, scenario_, progress=progress), {}
         with self.ws.read() as (log, _views):
             workload = LogWorkload(log.read(), self.since, self.until, self.default_attempts)
-            result = simulate(workload, scenario_)
+            result = simulate(workload, scenario_, progress=progress)
         return result, dict(workload.recorded_waits)
 
 
@@ -159,6 +160,9 @@ def run_simulation(ws: Workspace, request: Request,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The document `sched simulate` prints (see docs/operations.md, "What-if")."""
     say = progress or (lambda _text: None)
+
+    def arrived(count: int) -> None:
+        say(f"  {count:,} tasks arrived...")
     base_settings = ws.settings
     if request.interval is not None:
         if not math.isfinite(request.interval) or request.interval <= 0:
@@ -189,7 +193,8 @@ def run_simulation(ws: Workspace, request: Request,
     every = max(source.span / DEPTH_SAMPLES, 1.0)
 
     say("simulating the baseline...")
-    base_run, recorded = source.run(base_settings, scenario(base_settings, fleet, request.seed, every))
+    base_run, recorded = source.run(base_settings, scenario(base_settings, fleet, request.seed, every),
+                                    arrived)
     document: dict[str, Any] = {
         "source": source.kind, "since": request.since, "until": request.until, "seed": request.seed,
         "tasks": sum(q.arrived for q in base_run.queues.values()),
@@ -200,7 +205,8 @@ def run_simulation(ws: Workspace, request: Request,
     runs = [base_run]
     if changed:
         say("simulating the what-if...")
-        other_run, _ = source.run(other_settings, scenario(other_settings, other_fleet, request.seed, every))
+        other_run, _ = source.run(other_settings, scenario(other_settings, other_fleet, request.seed, every),
+                                  arrived)
         document["whatif"] = figures.summary(other_run)
         document["difference"] = figures.difference(document["baseline"], document["whatif"])
         runs.append(other_run)

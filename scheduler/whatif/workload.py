@@ -17,7 +17,10 @@ from pathlib import Path
 from eventlog.errors import BadInput
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text
+from eventlog.values import INT64_MAX
 from projections.fold import command_ran
+from scheduler.decisions.fit import capability_list
+from scheduler.decisions.policy import MAX_ATTEMPTS
 from scheduler.whatif.facts import Arrival, Attempt, Fact, carried_attempt
 from scheduler.whatif.sketch import Sketch
 
@@ -259,11 +262,26 @@ def _number(item: dict, key: str, default: float | None = None, low: float = 0.0
 
 
 def _moment(item: dict, key: str) -> float:
-    """An ISO time with its offset, or seconds (since 1970, or of the workload's own clock)."""
+    """An ISO time with its offset, or seconds (since 1970, or of the workload's own clock),
+    from 1970 to the year 9999."""
     value = item.get(key)
     if isinstance(value, str):
-        return from_text(value).timestamp()
-    return _number(item, key, low=-LATEST_SECONDS, high=LATEST_SECONDS, high_is="the year 9999")
+        try:
+            seconds = from_text(value).timestamp()
+        except ValueError:  # (from_text's own message is about a damaged database)
+            raise ValueError(f"{key!r} must be seconds or an ISO time with its offset (e.g. "
+                             f"2026-12-05T09:00:00Z), not {value!r}") from None
+        if not 0 <= seconds <= LATEST_SECONDS:
+            raise ValueError(f"{key!r} must lie between 1970 and the year 9999, not {value!r}")
+        return seconds
+    return _number(item, key, low=0.0, high=LATEST_SECONDS, high_is="the year 9999")
+
+
+def _name(item: dict, key: str) -> str | None:
+    value = item.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{key!r} must be a non-empty string")
+    return value
 
 
 def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
@@ -297,19 +315,22 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
         raise ValueError("'after' must be a list of task ids")
     max_attempts = item.get("max_attempts")
     if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
-                                     or max_attempts < 1):
-        raise ValueError("'max_attempts' must be an integer of at least 1")
+                                     or not 1 <= max_attempts <= MAX_ATTEMPTS):
+        raise ValueError(f"'max_attempts' must be an integer from 1 to {MAX_ATTEMPTS:,}")
     task_id = item.get("task_id", number)
-    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 1 <= task_id <= INT64_MAX:
         raise ValueError("'task_id' must be a positive integer")
+    if task_id in after:
+        raise ValueError(f"'after' names the task itself ({task_id}): it could never run")
     requires = item.get("requires", [])
-    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+    if not isinstance(requires, list):
         raise ValueError("'requires' must be a list of capability names")
+    requires = capability_list(requires)  # (checked and sorted, as `submit --requires`)
     due_seconds = None if item.get("due") is None else _moment(item, "due")
     return Arrival(task_id=task_id, at=at_seconds, queue=queue, priority=priority,
-                   assignee=item.get("assignee"), task_type=item.get("task_type"),
+                   assignee=_name(item, "assignee"), task_type=_name(item, "task_type"),
                    max_attempts=max_attempts, delay=_number(item, "delay_seconds", 0.0),
-                   after=tuple(after), requires=tuple(requires), due=due_seconds), attempts
+                   after=tuple(after), requires=requires, due=due_seconds), attempts
 
 
 # -- the generator --------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli.common import human_duration
+from scheduler.clock import ManualClock
 from tests.cli.conftest import InProcess, event_count, ok, one_error_line, one_json
 
 
@@ -54,6 +55,31 @@ def test_simulate_a_generated_load_and_find_the_capacity(home: Path, cli: InProc
     text = ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target", "wait_p95<=1m")).stdout
     point = next(p for p in doc["search"]["curve"] if p["capacity"] == found)
     assert f"{found:>6} slots: {human_duration(point['value'])}  met" in text
+
+
+def test_a_task_cancelled_before_its_not_before_does_not_stretch_the_run(home: Path, cli: InProcess):
+    """Its not_before was still a timer of the run: the time to drain, the utilization
+    and the depth chart ran on to it (an hour here, for two seconds of work)."""
+    clock = ManualClock()
+    ok(cli("init", clock=clock))
+    ok(cli("submit", "--queue", "dev", "--title", "later", "--delay", "1h", clock=clock))
+    ok(cli("cancel", "1", clock=clock))
+    ok(cli("submit", "--queue", "dev", "--title", "now", clock=clock))
+    ok(cli("tick", clock=clock))
+    claimed = one_json(ok(cli("worker", "claim", "--agent", "ann", "--json", clock=clock)))["task"]
+    clock.advance(2)
+    ok(cli("worker", "complete", str(claimed["task_id"]), "--token", claimed["token"], clock=clock))
+    doc = one_json(ok(cli("simulate", "--interval", "1", "--json", clock=clock)))
+    assert doc["baseline"]["queues"]["dev"]["succeeded"] == 1
+    assert doc["baseline"]["queues"]["dev"]["cancelled"] == 1
+    assert doc["baseline"]["time_to_drain_seconds"] < 10
+
+
+def test_simulate_says_its_progress_on_stderr_also_with_json(home: Path, cli: InProcess):
+    ok(cli("init"))
+    done = ok(cli("simulate", "--generate", "dev:rate=1/s,run=1s", "--duration", "1h", "--json"))
+    assert "simulating the baseline..." in done.stderr
+    assert one_json(done)["tasks"] > 0
 
 
 def test_simulate_a_workload_file(home: Path, cli: InProcess):
@@ -109,6 +135,19 @@ def test_a_workload_a_simulation_could_not_finish_is_refused(home: Path, cli: In
     workload = home / "load.jsonl"
     workload.write_text(line + "\n")
     assert says in one_error_line(cli("simulate", "--workload", str(workload)), 2)
+
+
+def test_a_run_that_would_go_past_the_calendar_ends_in_one_error_line(home: Path, cli: InProcess):
+    """Found only while it runs (an arrival at the last second of 9999 may be given):
+    after its progress, one error line and exit 2, not "a number is too large"."""
+    ok(cli("init"))
+    workload = home / "load.jsonl"
+    workload.write_text('{"at": 253402300799, "queue": "dev", "run_seconds": 60}\n')
+    done = cli("simulate", "--workload", str(workload))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == ["simulating the baseline...", (
+        "sched: the simulated run goes on past the year 9999: its arrivals or due times lie too "
+        "near the calendar's end")]
 
 
 def test_a_generated_load_too_big_to_simulate_is_refused(home: Path, cli: InProcess):

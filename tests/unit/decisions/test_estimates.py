@@ -30,7 +30,13 @@ def ran(queue: str, seconds: float, outcome: str = "succeeded", seq: int = 1) ->
 
 def test_places_count_the_queued_tasks_of_each_queue_in_the_order_given():
     tasks = [task(1), task(2, queue="qa"), replace(task(3), status="running"), task(4), task(5, queue="qa")]
-    assert queue_positions(tasks) == {1: 1, 2: 1, 3: None, 4: 2, 5: 2}
+    assert queue_positions(tasks, at(0)) == {1: 1, 2: 1, 3: None, 4: 2, 5: 2}
+
+
+def test_a_task_whose_not_before_is_ahead_takes_no_place_until_it_comes():
+    tasks = [replace(task(1), not_before=at(60)), task(2), replace(task(3), not_before=at(-1))]
+    assert queue_positions(tasks, at(0)) == {1: None, 2: 1, 3: 2}
+    assert queue_positions(tasks, at(60)) == {1: 1, 2: 2, 3: 3}
 
 
 def test_the_run_time_of_a_queue_is_the_median_of_its_successful_runs():

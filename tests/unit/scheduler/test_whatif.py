@@ -71,10 +71,23 @@ def test_a_failed_attempt_goes_to_another_agent_of_the_type():
     assert run.order == [(1, "ann"), (1, "bob")]
 
 
-def test_a_task_no_agent_can_take_is_left_unfinished_and_the_run_ends():
-    workload = ListedWorkload([(Arrival(task_id=1, at=0.0, queue="dev", assignee="gone"), [OK])])
-    run = simulate(workload, scenario(FleetAgent("ann", "dev", 1)))
-    assert run.unfinished == 1 and run.queue("dev").succeeded == 0
+@pytest.mark.parametrize("hours", [(), ("00:00-24:00",), ("09:00-10:00",)])
+@pytest.mark.parametrize("task", [{"assignee": "gone"}, {"requires": ("gpu",)}])
+def test_a_task_no_agent_can_take_is_left_unfinished_and_the_run_ends(hours, task):
+    """Also where the fleet keeps working hours, whose opening is no event: the interval
+    ticks then went on for ever, though no opening could place the task."""
+    workload = ListedWorkload([(Arrival(task_id=1, at=0.0, queue="dev", **task), [OK]),
+                               (Arrival(task_id=2, at=0.0, queue="dev"), [OK])])
+    run = simulate(workload, scenario(FleetAgent("ann", "dev", 1, hours=hours)))
+    assert run.unfinished == 1 and run.queue("dev").succeeded == 1
+
+
+def test_work_held_back_by_working_hours_is_assigned_when_they_open():
+    # the run starts at 0 s: Thursday 1970-01-01 00:00 UTC; the agent works from 09:00
+    run = simulate(tasks((0.0, [OK])), scenario(FleetAgent("ann", "dev", 1, hours=("09:00-17:00",))),
+                   keep_order=True)
+    assert run.order == [(1, "ann")] and run.waited == [9 * 3600.0]
+    assert run.unfinished == 0 and run.queue("dev").succeeded == 1
 
 
 def test_a_simulated_attempt_follows_the_tasks_own_recorded_one():
@@ -120,9 +133,24 @@ def test_a_jsonl_workload_is_read_in_order_and_bad_lines_are_named(tmp_path):
         (1, "dev", ["succeeded"]), (3, "qa", ["failed", "succeeded"])]
     for line, problem in [({"at": 1, "queue": "dev"}, "'run_seconds' must be a number"),
                           ({"at": 1, "queue": "dev", "run_seconds": 1, "colour": "red"}, "unknown key"),
-                          ({"at": -5, "queue": "dev", "run_seconds": 1}, "goes back in time")]:
+                          ({"at": 5, "queue": "dev", "run_seconds": 1}, "goes back in time"),
+                          ({"at": -5, "queue": "dev", "run_seconds": 1}, "'at' must be at least 0"),
+                          ({"at": "2026-01-01T00:00:00", "queue": "dev", "run_seconds": 1},
+                           "'at' must be seconds or an ISO time with its offset"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "due": "1969-12-31T00:00:00Z"},
+                           "'due' must lie between 1970 and the year 9999"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "task_type": ["x"]},
+                           "'task_type' must be a non-empty string"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "assignee": 5},
+                           "'assignee' must be a non-empty string"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "requires": ["bad name!"]},
+                           "'bad name!' is not a capability name"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "task_id": 7, "after": [7]},
+                           "'after' names the task itself"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "max_attempts": 10**20},
+                           "'max_attempts' must be an integer from 1 to 1,000,000")]:
         bad = tmp_path / "bad.jsonl"
-        bad.write_text('{"at": 0, "queue": "dev", "run_seconds": 5}\n' + json.dumps(line) + "\n")
+        bad.write_text('{"at": 10, "queue": "dev", "run_seconds": 5}\n' + json.dumps(line) + "\n")
         with pytest.raises(BadInput, match=f"bad.jsonl:2: .*{problem}"):
             list(read_jsonl(bad))
 
