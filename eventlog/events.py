@@ -614,7 +614,11 @@ def parse_event(event_type: str, schema_version: int, data: str, *, seq: int = 0
             schema_version += 1
         payload["type"] = event_type
         return _adapter().validate_python(payload)
-    except (ValueError, KeyError, TypeError, ValidationError) as e:
+    except ValidationError as e:  # (its first line names only the union of every event)
+        err = e.errors()[0]
+        where = ".".join(str(part) for part in err["loc"][1:]) or "data"  # (loc[0] is the type)
+        raise CorruptLog(f"event seq {seq} ({event_type}) cannot be read: {where}: {err['msg']}") from e
+    except (ValueError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0]
         raise CorruptLog(f"event seq {seq} ({event_type}) cannot be read: {first}") from e
 

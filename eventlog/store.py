@@ -8,7 +8,7 @@ reordering breaks the chain at the first changed `seq`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -96,19 +96,37 @@ def seal(events: Sequence[Event], at: str, last_seq: int, last_hash: str) -> lis
     return sealed
 
 
-def first_broken_link(records: Iterator[Recorded] | Sequence[Recorded]) -> tuple[int, str] | None:
-    """The first `seq` whose position or hash does not follow from the one before."""
+class BrokenChain(LogTampered):
+    """The log's hash chain breaks at `seq`: `detail` says how."""
+
+    def __init__(self, seq: int, detail: str) -> None:
+        super().__init__(f"hash chain broken at seq {seq}: {detail}")
+        self.seq, self.detail = seq, detail
+
+
+def chained(records: Iterable[Recorded]) -> Iterator[Recorded]:
+    """`records` (a whole log, from seq 1), each checked to follow from the one before
+    (its position, its link, its hash) before it is given; `BrokenChain` at the first
+    that does not."""
     expected_seq, prev = 1, GENESIS_HASH
     for rec in records:
         if rec.seq != expected_seq:
-            return expected_seq, f"expected seq {expected_seq}, found seq {rec.seq}"
+            raise BrokenChain(expected_seq, f"expected seq {expected_seq}, found seq {rec.seq}")
         if rec.prev_hash != prev:
-            return rec.seq, f"seq {rec.seq} does not link to the event before it"
-        digest = chain_hash(prev, rec.seq, rec.stream_id, rec.type, rec.schema_version,
-                            rec.recorded_at, rec.data)
-        if digest != rec.hash:
-            return rec.seq, f"seq {rec.seq} was altered: its hash does not match its content"
+            raise BrokenChain(rec.seq, f"seq {rec.seq} does not link to the event before it")
+        if not rec.hash_matches():
+            raise BrokenChain(rec.seq, f"seq {rec.seq} was altered: its hash does not match its content")
+        yield rec
         expected_seq, prev = rec.seq + 1, rec.hash
+
+
+def first_broken_link(records: Iterable[Recorded]) -> tuple[int, str] | None:
+    """The first `seq` whose position or hash does not follow from the one before."""
+    try:
+        for _ in chained(records):
+            pass
+    except BrokenChain as e:
+        return e.seq, e.detail
     return None
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from eventlog.errors import CorruptLog
 from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
-from eventlog.store import GENESIS_HASH, first_broken_link
+from eventlog.store import GENESIS_HASH, chained, first_broken_link
 from projections.sql import ROW_SHAPES, SqlProjection, rows_of
 from projections.views import PROJECTION_SCHEMA
 
@@ -44,14 +44,16 @@ def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = No
 
 
 def rebuild(log: SqlStore, views: SqlProjection,
-            progress: Callable[[int], None] | None = None) -> int:
+            progress: Callable[[int], None] | None = None, *, check_chain: bool = False) -> int:
     """Drop every projection row and fold the whole log again; returns the events
-    applied. Streams the log, so memory stays flat."""
+    applied. Streams the log, so memory stays flat. `check_chain`: each event is
+    checked to follow from the one before first (`BrokenChain` at the first that does
+    not: the caller's transaction then leaves the tables as they were)."""
     from projections.apply import apply
 
     views.clear()
     count = 0
-    for rec in log.read():
+    for rec in chained(log.read()) if check_chain else log.read():
         apply(views, rec)
         count += 1
         if count % 10_000 == 0:

@@ -19,7 +19,7 @@ from eventlog.errors import BadInput, CorruptLog, DatabaseFault, Refused
 from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
 from eventlog.storage import create_storage, is_url
-from eventlog.store import GENESIS_HASH
+from eventlog.store import BrokenChain, chained
 from projections.rebuild import ensure_current, rebuild
 from projections.sql import SqlProjection
 from scheduler.workspace import ALL_TABLES, Workspace
@@ -69,21 +69,22 @@ def migrate(ws: Workspace, target: str | Path,
 def _copy(log: SqlStore, txn, total: int, progress: Callable[[int, int], None] | None) -> int:  # type: ignore[no-untyped-def]
     """Stream the source's events into the target's `events` table, each checked to
     follow from the one before (seq, link, hash) before it is written."""
-    expected_seq, prev, rows = 1, GENESIS_HASH, []
-    for rec in log.read():
-        if rec.seq != expected_seq or rec.prev_hash != prev or not rec.hash_matches():
-            raise CorruptLog(f"the source log is broken at seq {rec.seq}: nothing was copied; see "
-                             "`sched replay --verify`")
-        rows.append((rec.seq, rec.stream_id, rec.type, rec.schema_version, rec.recorded_at, rec.data,
-                     rec.prev_hash, rec.hash))
-        expected_seq, prev = rec.seq + 1, rec.hash
-        if len(rows) == BATCH:
-            txn.insert("events", EVENT_COLUMNS, rows)
-            rows = []
-            if progress is not None:
-                progress(expected_seq - 1, total)
+    copied, rows = 0, []
+    try:
+        for rec in chained(log.read()):
+            rows.append((rec.seq, rec.stream_id, rec.type, rec.schema_version, rec.recorded_at, rec.data,
+                         rec.prev_hash, rec.hash))
+            copied = rec.seq
+            if len(rows) == BATCH:
+                txn.insert("events", EVENT_COLUMNS, rows)
+                rows = []
+                if progress is not None:
+                    progress(copied, total)
+    except BrokenChain as e:
+        raise CorruptLog(f"the source log is broken at seq {e.seq}: nothing was copied; see "
+                         "`sched replay --verify`") from e
     if rows:
         txn.insert("events", EVENT_COLUMNS, rows)
-    if progress is not None and (rows or expected_seq == 1):  # (a last full batch was shown)
-        progress(expected_seq - 1, total)
-    return expected_seq - 1
+    if progress is not None and (rows or copied == 0):  # (a last full batch was shown)
+        progress(copied, total)
+    return copied

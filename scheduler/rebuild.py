@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from eventlog.errors import LogTampered
 from eventlog.sql_store import SqlStore
+from eventlog.store import BrokenChain
 from projections.rebuild import rebuild
 from projections.sql import SqlProjection
 from scheduler.workspace import Workspace
@@ -13,6 +15,12 @@ from scheduler.workspace import Workspace
 
 def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
     """Fold the whole log again into emptied projection tables; the number of events
-    folded (`progress` is called with the count so far)."""
-    with ws.db.write() as txn:
-        return rebuild(SqlStore(txn), SqlProjection(txn), progress)
+    folded (`progress` is called with the count so far). A log whose hash chain is
+    broken is not folded: the tables would take in what was altered (they stay as
+    they were; LogTampered, exit 1)."""
+    try:
+        with ws.db.write() as txn:
+            return rebuild(SqlStore(txn), SqlProjection(txn), progress, check_chain=True)
+    except BrokenChain as e:
+        raise LogTampered(f"{e.message}; nothing rebuilt (the tables would take in an altered log): "
+                          "restore a backup that `sched replay --verify` passes") from e

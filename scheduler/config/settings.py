@@ -364,11 +364,19 @@ def _describe_loc(loc: tuple[int | str, ...]) -> str:
     return " ".join(f"#{part + 1}" if isinstance(part, int) else str(part) for part in loc)
 
 
+# settings that are tables of sched.toml, which no environment variable can give
+TABLES = {"queues": "per-queue settings are [queues.NAME] tables",
+          "webhooks": "webhooks are [[webhooks]] tables"}
+
+
 def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
     result = {}
     for name in Settings.model_fields:
         key = ENV_PREFIX + name.upper()
         if key in environ and environ[key] != "":
+            if name in TABLES:
+                raise BadInput(f"setting {key}: {TABLES[name]} in sched.toml, which the environment "
+                               f"cannot set (unset {key})")
             result[name] = environ[key]
     return result
 

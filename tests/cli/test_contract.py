@@ -325,6 +325,12 @@ def test_verify_rebuild_and_tampering(seeded: Path, run: Run):
     doc = one_json(result)
     assert doc["ok"] is False
     assert any(re.search(r"\bseq 2\b", p) for p in doc["problems"]), doc["problems"]
+    # a rebuild would fold the altered event into the tables: refused, the tables kept
+    before = one_json(ok(run("show", "1", "--json")))
+    line = one_error_line(run("rebuild"), 1)
+    assert line.startswith("sched: hash chain broken at seq 2: seq 2 was altered")
+    assert "nothing rebuilt" in line
+    assert one_json(ok(run("show", "1", "--json"))) == before
 
 
 def test_the_head_of_an_empty_log_is_accepted_by_expect_head(home: Path, run: Run):

@@ -150,6 +150,14 @@ def test_a_damaged_payload_is_named():
         parse_event("TaskAssigned", 1, '{"task_id": "x"', seq=4)
 
 
+def test_an_event_of_the_wrong_shape_names_its_field_and_what_is_wrong():
+    data = '{"task_id": 1, "agent": "a", "attempt": "x", "start_by": "2026-01-01T00:00:00Z"}'
+    with pytest.raises(CorruptLog) as raised:
+        parse_event("TaskAssigned", 1, data, seq=5)
+    assert raised.value.message == ("event seq 5 (TaskAssigned) cannot be read: attempt: Input should be "
+                                    "a valid integer, unable to parse string as an integer")
+
+
 def test_events_reject_unknown_fields_and_mutation():
     with pytest.raises(ValueError):
         TaskAssigned(task_id=1, agent="a", attempt=1, start_by=datetime.now(UTC), bogus=1)

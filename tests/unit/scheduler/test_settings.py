@@ -36,6 +36,9 @@ def test_layers_override_in_order(tmp_path):
     ("leese_seconds = 3\n", {}, "unknown setting 'leese_seconds'"),
     ("lease_seconds = \n", {}, "sched.toml"),
     ("max_attempts = 0\n", {}, "max_attempts"),
+    ("", {"SCHED_QUEUES": "{}"}, r"SCHED_QUEUES: per-queue settings are \[queues.NAME\] tables in "
+                                 r"sched.toml, which the environment cannot set \(unset SCHED_QUEUES\)"),
+    ("", {"SCHED_WEBHOOKS": "[]"}, r"SCHED_WEBHOOKS: webhooks are \[\[webhooks\]\] tables in sched.toml"),
 ])
 def test_bad_settings_name_where_they_came_from(tmp_path: Path, toml, env, problem):
     (tmp_path / "sched.toml").write_text(toml)
