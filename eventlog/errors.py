@@ -7,6 +7,8 @@ The docstring of each class is its default message.
 
 from __future__ import annotations
 
+import re
+
 
 class SchedError(Exception):
     """sched failed."""
@@ -112,3 +114,9 @@ class ServerUnreachable(SchedError):
     met (a retry may help)."""
 
     exit_code = 1
+
+
+def problem_kind(message: str) -> str:
+    """An error line with its numbers blanked: two lines of one kind tell of the same
+    problem (a writer idle for 5 s, then for 6 s), so a loop that retries says it once."""
+    return re.sub(r"\d+", "#", message)

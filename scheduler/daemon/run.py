@@ -27,7 +27,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from eventlog.errors import SchedError
+from eventlog.errors import SchedError, problem_kind
 from eventlog.events import build_models
 from eventlog.storage import is_url
 from scheduler.daemon import webhooks
@@ -62,10 +62,10 @@ class Problems:
         self.job, self.log, self.retry, self.last, self.event = job, log, retry, "", event
 
     def failed(self, message: str) -> None:
-        if message != self.last:
+        if problem_kind(message) != self.last:  # (not again for a stalled writer idle 1 s longer)
             self.log(f"{self.job} failed: {message} (retrying {self.retry})",
                      event=f"{self.event}.failed", level="error", error=message)
-        self.last = message
+        self.last = problem_kind(message)
 
     def worked(self) -> None:
         if self.last:

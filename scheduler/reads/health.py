@@ -47,6 +47,12 @@ def grade(value: float, degraded: float, unhealthy: float) -> str:
     return "healthy"
 
 
+def ago(seconds: float) -> str:
+    """`12 s ago`; a time a little ahead of this host's clock (the database server's, a
+    host whose clock runs ahead) is `0 s ago`, never `-0 s ago`."""
+    return f"{max(seconds, 0.0):.0f} s ago"
+
+
 def worst(levels: list[str]) -> str:
     return max(levels, key=LEVELS.index, default="healthy")
 
@@ -60,7 +66,7 @@ def check_last_tick(settings: Settings, last: str | None, now: datetime) -> Chec
         return Check("last_tick", "degraded", "no tick recorded yet", threshold)
     age = (now - from_text(last)).total_seconds()
     status = "healthy" if age <= degraded else "degraded" if age <= unhealthy else "unhealthy"
-    return Check("last_tick", status, f"last tick {age:.0f} s ago ({last})", threshold)
+    return Check("last_tick", status, f"last tick {ago(age)} ({last})", threshold)
 
 
 def check_backlog(settings: Settings, queued: dict[str, int]) -> Check:
@@ -99,9 +105,9 @@ def check_progress(settings: Settings, ready: int, last_success: float | None,
     since = max(last_success or 0.0, waiting_since)  # a stall starts once work is ready
     idle = now.timestamp() - since
     status = grade(idle, settings.health_stall_degraded_seconds, settings.health_stall_unhealthy_seconds)
-    last = "never" if last_success is None else f"{now.timestamp() - last_success:.0f} s ago"
+    last = "never" if last_success is None else ago(now.timestamp() - last_success)
     return Check("progress", status, f"{ready} ready to start; last success {last}; stalled for "
-                 f"{idle:.0f} s", threshold)
+                 f"{max(idle, 0.0):.0f} s", threshold)
 
 
 def check_lease_expiries(settings: Settings, expiries: int) -> Check:
@@ -165,10 +171,10 @@ def check_daemon(state: dict[str, Any], window_seconds: float, now: datetime) ->
     if seen is None:
         return Check("daemon", "healthy", "no daemon alive (none running, or the last one stopped "
                      "cleanly)", threshold)
-    ago = (now - from_text(seen)).total_seconds()
+    since = (now - from_text(seen)).total_seconds()
     saw = (f"no daemon alive: the one on {state['last_host']} (pid {state['last_pid']}) last ticked "
-           f"{ago:.0f} s ago ({seen}) and recorded no stop")
-    return Check("daemon", "degraded" if ago <= window_seconds else "healthy", saw, threshold)
+           f"{ago(since)} ({seen}) and recorded no stop")
+    return Check("daemon", "degraded" if since <= window_seconds else "healthy", saw, threshold)
 
 
 def check_control_file(ws: Workspace) -> Check:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from eventlog.errors import SchedError, TokenRejected
+from eventlog.errors import SchedError, TokenRejected, problem_kind
 from eventlog.faults import fault_point
 from scheduler import worker
 from scheduler.config.settings import Settings
@@ -169,6 +169,7 @@ class Bookkeeper:
         self._leases: list[Running] = []
         self._endings: list[tuple[Running, Ending]] = []
         self._retry_at = 0.0  # (lease_clock) the outcomes of a failed turn wait until then
+        self._failing = ""  # the kind of problem the last turn met ("": it worked)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="bookkeeper", daemon=True)
         self._thread.start()
@@ -236,7 +237,10 @@ class Bookkeeper:
             # away (a restart) or answered nonsense: renew again soon, record at a later
             # turn while the lease holds (not when closing: the lease covers it)
             why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
-            print(f"sched supervisor: {why}", file=sys.stderr, flush=True)
+            if problem_kind(why) != self._failing:  # once per problem, not every second of an outage
+                print(f"sched supervisor: {why} (retrying every {self._retry_seconds:g} s)",
+                      file=sys.stderr, flush=True)
+            self._failing = problem_kind(why)
             with self._cond:
                 for run in due:
                     run.next_beat = lease_clock() + min(every, self._retry_seconds)
@@ -247,6 +251,9 @@ class Bookkeeper:
                     else:
                         run.outcome = Outcome("lost", f"not recorded: {why}")
             return
+        if self._failing:
+            print("sched supervisor: recording works again", file=sys.stderr, flush=True)
+            self._failing = ""
         with self._cond:
             for run, beat in zip(due, beats, strict=True):
                 if isinstance(beat, str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -296,6 +296,17 @@ def test_the_last_tick_check_grades_by_tick_intervals(make_workspace):
     ws.clock.advance(70)
     assert checks(ws)["last_tick"] == "unhealthy"  # beyond 10 intervals
     assert health(ws)["exit_code"] == 2
+
+
+def test_a_last_tick_a_little_ahead_of_this_clock_was_0_s_ago():
+    """The tick's time is the database server's (PostgreSQL), which may run a little
+    ahead of the host asking: `-0 s ago` was shown."""
+    from scheduler.config.settings import Settings
+    from scheduler.reads.health import check_last_tick
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ahead = queries.to_text(now + timedelta(seconds=0.4))
+    assert check_last_tick(Settings(), ahead, now).saw == f"last tick 0 s ago ({ahead})"
 
 
 def test_backlog_grades_the_fullest_queue(make_workspace):

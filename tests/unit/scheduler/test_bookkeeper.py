@@ -69,6 +69,25 @@ def test_an_outcome_outlasts_a_database_restart_while_the_lease_holds():
     assert ledger.turns == 21
 
 
+class StalledLedger(FlakyLedger):
+    """Fails as a stalled writer keeps the lock: the same problem, a second longer each turn."""
+
+    def turn(self, renew, record):
+        if self.turns < self.failures:
+            self.error = DatabaseBusy(f"a writer is idle in its transaction for {self.turns + 1} s")
+        return super().turn(renew, record)
+
+
+def test_an_outage_is_said_once_and_its_end_once(capsys):
+    """Not a line a second for as long as the database is away (exec.log gained 45
+    identical lines in a 20 s PostgreSQL outage, and had no line when it came back)."""
+    ledger = StalledLedger(20, DatabaseBusy(""))
+    assert outcome_after(ledger) == "succeeded"
+    assert capsys.readouterr().err.splitlines() == [
+        "sched supervisor: a writer is idle in its transaction for 1 s (retrying every 0.001 s)",
+        "sched supervisor: recording works again"]
+
+
 def test_an_outcome_is_given_up_once_its_lease_ran_out():
     """Then the task is taken back anyway, and an outcome recorded late would be refused."""
     ledger = FlakyLedger(100, DatabaseBusy("the write lock was not obtained in time"))

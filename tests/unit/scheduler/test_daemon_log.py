@@ -96,5 +96,11 @@ def test_a_failing_job_is_an_error_line_once_and_its_recovery_an_info_line():
     problems.failed("control file invalid")
     problems.failed("control file invalid")
     problems.worked()
+    # the same problem a second later (a stalled writer, its idle time in the line): once
+    problems.failed("the lock holder (pid 12) is idle in its transaction for 5 s")
+    problems.failed("the lock holder (pid 12) is idle in its transaction for 6 s")
+    problems.failed("control file invalid")  # another problem: said
+    problems.worked()
     assert [(d["event"], d["level"]) for d in map(json.loads, lines)] == [
-        ("tick.failed", "error"), ("tick.recovered", "info")]
+        ("tick.failed", "error"), ("tick.recovered", "info"),
+        ("tick.failed", "error"), ("tick.failed", "error"), ("tick.recovered", "info")]
