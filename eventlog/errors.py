@@ -32,6 +32,11 @@ class OffSchema(BadInput):
     field), as opposed to a value refused by a check (a blank title): HTTP 422."""
 
 
+def off_schema(error_type: str) -> bool:
+    """Whether a validation error of this type (pydantic's) is one of shape: `OffSchema`."""
+    return error_type in ("extra_forbidden", "missing", "model_type") or error_type.endswith("_type")
+
+
 class TokenRefused(BadInput):
     """The server refused the API token (HTTP 401 or 403): asking again will not help."""
 

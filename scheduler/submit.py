@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from eventlog.errors import BadInput, OffSchema, Refused
+from eventlog.errors import BadInput, OffSchema, Refused, off_schema
 from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
 from projections.sql import COUNTS, NEXT_TASK_ID, SqlProjection
 from projections.views import OPEN_STATUSES
@@ -151,8 +151,7 @@ def parse_spec(raw: object, where: str) -> TaskSpec:
             said += " (give an ISO time with its offset, e.g. 2026-12-05T09:00:00Z)"
         if err["type"] == "model_type":  # (not the model's name: what the input should be)
             said = f"must be a JSON object of a task's fields, not {type(raw).__name__}"
-        off = err["type"] in ("extra_forbidden", "missing", "model_type") or err["type"].endswith("_type")
-        kind = OffSchema if off else BadInput
+        kind = OffSchema if off_schema(err["type"]) else BadInput
         raise kind(f"{where}: {loc}: {said}") from e
 
 

@@ -22,6 +22,7 @@ tasks go elsewhere or wait for it.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -137,7 +138,7 @@ class Asker:
     def _run(self) -> None:
         request_id = new_token()  # kept until an answer comes: see `Server.host_start`
         while not self._stopping.is_set():
-            granted_at = lease_clock()  # before the server grants the leases
+            sent = lease_clock()  # before the server grants the leases
             try:
                 answer = self._server.host_start(self._host, os.getpid(), self._home, request_id,
                                                  WAIT_SECONDS)
@@ -151,10 +152,23 @@ class Asker:
                 self._say(f"asking for work: {why}; again in {RETRY_SECONDS:g} s")
                 self._stopping.wait(RETRY_SECONDS)
                 continue
+            arrived = lease_clock()
             request_id = new_token()
             if answer.get("attempts"):
-                self.answers.put((granted_at, lease_clock(), answer))
+                self.answers.put((grant_time(sent, arrived, answer), arrived, answer))
                 self._wake()
+
+
+def grant_time(sent: float, arrived: float, answer: dict[str, Any]) -> float:
+    """When the server granted the leases of `answer`, on this host's lease clock, at the
+    earliest: its request left at `sent` and the server held it `held_seconds` (a long
+    poll waits up to 20 s) before the transaction that granted them. (Counted from
+    `sent`, a lease granted late in a long poll looked that much older here: a short one
+    was fenced before its first renewal.)"""
+    held = answer.get("held_seconds")
+    if isinstance(held, bool) or not isinstance(held, int | float) or not math.isfinite(held):
+        return sent
+    return sent + min(max(float(held), 0.0), arrived - sent)
 
 
 def run_host(server: Server, settings: Settings, host: str, say: Callable[[str], None],
@@ -163,9 +177,10 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
     refuses the token (then 2, after the attempts running here ended)."""
     environ = dict(os.environ if environ is None else environ)
     home = str(settings.home.resolve())
-    granted_at = lease_clock()  # before the server grants the leases of what waits already
+    sent = lease_clock()  # before the server grants the leases of what waits already
     first = server.host_start(host, os.getpid(), home, new_token(), 0)  # and its limits
     arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
+    granted_at = grant_time(sent, arrived_at, first)
     settings = runner_settings(settings, first)
     take_role(RUNNER_NAME)
     with stop_on_signals() as stop:

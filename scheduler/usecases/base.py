@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from eventlog.errors import BadInput, SchedError
+from eventlog.errors import BadInput, OffSchema, SchedError, off_schema
 
 if TYPE_CHECKING:
     from scheduler.dryrun import DryRun
@@ -22,7 +22,8 @@ def bad_input(error: ValidationError, where: str = "") -> SchedError:
         return raised
     loc = ".".join(str(p) for p in first["loc"]) or "request"
     prefix = f"{where}: " if where else ""
-    return BadInput(f"{prefix}{loc}: {first['msg'].removeprefix('Value error, ')}")
+    kind = OffSchema if off_schema(first["type"]) else BadInput  # (HTTP: 422, else 400)
+    return kind(f"{prefix}{loc}: {first['msg'].removeprefix('Value error, ')}")
 
 
 class Request(BaseModel):

@@ -6,6 +6,7 @@ what ended, in one transaction. Only a host token for that host may call them.""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -34,6 +35,7 @@ class Starts(BaseModel):
     max_message_bytes: int
     max_payload_bytes: int
     attempts: list[dict[str, Any]]
+    held_seconds: float  # how long the server held the request before granting the leases
 
 
 class TurnDone(BaseModel):
@@ -62,11 +64,16 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
     wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits)
     asked = parse(hosts.StartRequest, {**data, "host": host, "by": token.name})
 
+    received, held = time.monotonic(), [0.0]
+
     async def start() -> hosts.Started:
+        held[0] = time.monotonic() - received  # before the transaction that grants the leases
         return await write(request, hosts.start, ws, asked)
 
-    return answer(await long_poll(request, ws, wait, start, lambda started: bool(started.attempts),
-                                  lambda: hosts.has_starts(ws, host)))
+    started = await long_poll(request, ws, wait, start, lambda started: bool(started.attempts),
+                              lambda: hosts.has_starts(ws, host))
+    # (the runner counts the leases from its request's send plus this: never past the server's)
+    return Document({**started.to_json(), "held_seconds": held[0]})
 
 
 @router.post("/hosts/{host}/turn", response_model=TurnDone, responses=REFUSED,

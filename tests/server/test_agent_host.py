@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import pytest
 from eventlog.errors import BadInput
 from scheduler import access
 from scheduler.reads import queries
+from scheduler.runner.agent_host import grant_time
 from scheduler.runner.remote import Server
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -242,6 +244,38 @@ def test_a_start_whose_answer_was_lost_is_handed_over_when_it_is_sent_again(serv
     assert "lease_expires_at" in beat, beat
 
 
+def test_a_start_says_how_long_the_server_held_it_before_granting_the_leases(served):
+    ws, base, token = served
+    submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    sent = time.monotonic()
+    answer = Server(base, token).host_start("far-1", 4242, "/srv/sched", new_token(), 0)
+    took = time.monotonic() - sent
+    assert len(answer["attempts"]) == 1 and 0 <= answer["held_seconds"] <= took
+
+
+def test_the_runner_counts_a_lease_from_its_grant_not_from_the_long_polls_start():
+    """A lease granted 19.5 s into a long poll was counted from the poll's start: with
+    `lease_seconds = 20` the runner fenced the attempt before its first renewal."""
+    assert grant_time(100.0, 120.0, {"held_seconds": 19.5}) == 119.5
+    assert grant_time(100.0, 120.0, {"held_seconds": 25.0}) == 120.0  # never later than the answer
+    for held in ({}, {"held_seconds": -1}, {"held_seconds": "x"}, {"held_seconds": True},
+                 {"held_seconds": float("nan")}):
+        assert grant_time(100.0, 120.0, held) == 100.0  # (an older server: from the send)
+
+
+def post_json(url: str, bearer: str, body: dict) -> tuple[int, dict]:
+    """POST `body` as JSON with the bearer token: the status and the answer's document."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {bearer}",
+                                              "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def test_only_the_hosts_own_token_may_start_or_renew(served):
     ws, base, token = served
 
@@ -249,14 +283,8 @@ def test_only_the_hosts_own_token_may_start_or_renew(served):
               "near": access.create_token(ws, "near-runner", "kim", host="near-1").token}
 
     def post(path: str, bearer: str, body: dict) -> int | tuple[int, str]:
-        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Authorization": f"Bearer {bearer}",
-                                                  "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return answer.status
-        except urllib.error.HTTPError as e:
-            return e.code if e.code != 422 else (e.code, json.loads(e.read())["error"])
+        code, said = post_json(base + path, bearer, body)
+        return code if code != 422 else (code, said["error"])
 
     start = {"pid": 4242, "home": "/srv/sched"}
     assert post("/api/v1/hosts/far-1/start", others["ops"], start) == 403  # an operator runs nothing
@@ -322,7 +350,7 @@ def test_an_ending_that_did_not_succeed_must_say_what_went_wrong(served):
     """A failure is recorded with its error, as `worker fail` refuses a blank one: a
     turn whose record says neither success nor error is refused whole (nothing
     recorded), not written down as a failure with no reason."""
-    ws, _base, _token = served
+    ws, base, token = served
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="mute")])
     tick(ws)
     (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
@@ -332,6 +360,13 @@ def test_an_ending_that_did_not_succeed_must_say_what_went_wrong(served):
                                                      "error": error}])
         assert refused.value.message.endswith(
             f"task {sub.task_id}: an attempt that did not succeed needs its error (what went wrong)")
+    assert status_of(ws, sub.task_id) == "running"
+    # over HTTP: the check's line is 400; an ending of the wrong shape is 422, as a body's
+    turn = f"{base}/api/v1/hosts/far-1/turn"
+    ending = {"task_id": sub.task_id, "token": doc["token"]}
+    assert post_json(turn, token, {"record": [{**ending, "error": ""}]})[0] == 400
+    assert post_json(turn, token, {"record": [{**ending, "error": None}]}) == (
+        422, {"error": "record: error: Input should be a valid string"})
     assert status_of(ws, sub.task_id) == "running"
     answer = hosts.turn(ws, hosts.TurnRequest(host="far-1", record=[
         {"task_id": sub.task_id, "token": doc["token"], "error": "exit 3"}]))
