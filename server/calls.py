@@ -116,6 +116,7 @@ class Doorbell:
         self.peers = peers
         self.waiting = 0  # claims waiting now (tests and logs look at it)
         self.head = -1  # the log's head seq at the last look (-1: not looked yet)
+        self.closing = False  # the server is stopping: long polls answer at once
 
     def ring(self) -> None:
         """A write through this server: wake the claims of this worker and of the others."""
@@ -127,6 +128,12 @@ class Doorbell:
         """Wake the claims waiting in this worker only."""
         self._event.set()
         self._event = asyncio.Event()
+
+    def close(self) -> None:
+        """The server stops: every long poll answers now with what it has (else it is
+        cut when the grace of the shutdown runs out: a 500 and a traceback)."""
+        self.closing = True
+        self.wake()
 
     def listen(self, loop: asyncio.AbstractEventLoop, stop: bool = False) -> None:
         """Wake on the other workers' rings from now on (at start-up), or `stop` (at shutdown)."""
@@ -229,9 +236,11 @@ async def long_poll(request: Request, ws: Workspace, wait: float, act: Callable[
         if found(got):
             return got
         while (left := deadline - loop_time()) > 0:
+            if bell.closing:
+                return got
             if bell.head == seen:  # (else it moved while `act` ran: look at once)
                 rung = await bell.wait(left)
-                if await request.is_disconnected():
+                if bell.closing or await request.is_disconnected():
                     return got
                 if not rung:
                     continue

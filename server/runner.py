@@ -80,9 +80,25 @@ def _serve(app: Any, sock: socket.socket) -> bool:
     logging["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout is for documents only
     config = uvicorn.Config(app, timeout_graceful_shutdown=GRACEFUL_SECONDS, log_level="info",
                             log_config=logging, server_header=False)
-    server = uvicorn.Server(config)
+    server = stopping_server(config)
     server.run(sockets=[sock])
     return bool(server.started)
+
+
+def stopping_server(config: Any) -> Any:
+    """uvicorn's server of `config`, whose shutdown first has every waiting long poll
+    answer (`Doorbell.close`): none is still waiting when the grace runs out, to be
+    cut with a 500 and a traceback in the log."""
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            bell = getattr(getattr(config.app, "state", None), "doorbell", None)
+            if bell is not None:
+                bell.close()
+            await super().shutdown(sockets)
+
+    return StoppingServer(config)
 
 
 def _run_workers(make_app: Callable[[Peers | None], Any], sock: socket.socket, workers: int) -> list[int]:

@@ -32,7 +32,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 STOP_WAIT_SECONDS = 10.0
@@ -264,6 +264,45 @@ def _scan(refs: Sequence[AttemptRef], roots: Sequence[int | None]) -> list[set[i
             found[i].add(pid)
             todo += children.get(pid, ())
     return found
+
+
+def left_by_the_dead(db: str, db_variable: str, home: str, owner: str) -> list[AttemptRef]:
+    """The attempts of which processes run on, marked as reporting to `db` (in
+    `db_variable`) from `home`, that no live process named `owner` runs: a runner of
+    that home that died (SIGKILL) left them, and nothing can renew their leases now.
+    (A live runner's are its descendants: it is their subreaper.)"""
+    needles = [b"\0" + f"{db_variable}={db}".encode(errors="surrogateescape") + b"\0",
+               b"\0" + f"SCHED_HOME={home}".encode(errors="surrogateescape") + b"\0"]
+    found: dict[tuple[int, int], AttemptRef] = {}
+    for pid in _pids():
+        raw = _read(f"/proc/{pid}/environ")
+        if not raw or pid == os.getpid():
+            continue
+        env = b"\0" + raw + b"\0"
+        if not all(needle in env for needle in needles) or not alive(pid) or _owned(pid, owner):
+            continue
+        marks = dict(part.split(b"=", 1) for part in raw.split(b"\0") if b"=" in part)
+        try:
+            key = (int(marks[b"SCHED_TASK_ID"]), int(marks[b"SCHED_ATTEMPT"]))
+        except (KeyError, ValueError):
+            continue
+        found[key] = replace(AttemptRef.of(*key, db), db_variable=db_variable)
+    return [found[key] for key in sorted(found)]
+
+
+def _owned(pid: int, owner: str) -> bool:
+    """Whether a live process named `owner` is `pid`'s ancestor."""
+    name = owner.encode() + b"\n"
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        stat = _stat(pid)
+        if stat is None:
+            return False
+        pid = stat[1]
+        if _read(f"/proc/{pid}/comm") == name and alive(pid):
+            return True
+    return False
 
 
 def marked_processes(ref: AttemptRef) -> list[int]:

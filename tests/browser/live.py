@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.runner import listening_socket
+from server.runner import listening_socket, stopping_server
 from tests.conftest import wait_for
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def serving(app: Any, port: int = 0) -> Iterator[str]:
     sock = listening_socket("127.0.0.1", port)
     config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on",
                             timeout_graceful_shutdown=1, server_header=False)
-    server = uvicorn.Server(config)
+    server = stopping_server(config)  # (as `sched serve` runs it)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

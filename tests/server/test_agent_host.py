@@ -22,6 +22,7 @@ import pytest
 from eventlog.errors import BadInput
 from scheduler import access
 from scheduler.reads import queries
+from scheduler.runner import containment
 from scheduler.runner.agent_host import grant_time
 from scheduler.runner.remote import Server
 from scheduler.submit import TaskSpec, submit
@@ -163,6 +164,33 @@ def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_serv
     failed = next(r.event for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskFailed")
     assert failed.retryable and "SIGTERM" in failed.error
     assert status_of(ws, sub.task_id) == "queued"
+
+
+def test_a_runner_started_again_stops_what_a_sigkilled_one_left_running(make_served, tmp_path):
+    """SIGKILL to the runner ends its agents (the parent-death signal), not what they
+    started: a child ran on beside the task's retry. The next runner of that home
+    stops it before it asks for work."""
+    child = 'sleep 300 & echo $! > "$SCHED_WORKDIR/child.pid"; echo started; wait'
+    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
+                                    "command": ["sh", "-c", child], "host": "far-1"}])
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="leaves a child")])
+    home = tmp_path / "far-home"
+    first = runner(base, token, home)
+    try:
+        tick(ws)
+        log = home / "work" / str(sub.task_id) / "1" / "agent.log"
+        wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
+        left = int((log.parent / "child.pid").read_text())
+    finally:
+        first.kill()
+        first.communicate()
+    assert containment.alive(left)  # what its agent started outlived the runner
+    second = runner(base, token, home)
+    try:
+        wait_for("the leftover to be stopped", lambda: not containment.alive(left))
+    finally:
+        code, err = stopped(second)
+    assert code == 0 and f"task {sub.task_id} attempt 1: stopped what a runner gone left running" in err
 
 
 def test_an_outcome_reached_while_the_server_is_away_is_recorded_once_when_it_is_back(

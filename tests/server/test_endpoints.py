@@ -132,6 +132,24 @@ def test_the_actor_of_a_runner_event_cannot_be_given_in_the_body(api: Api):
     assert answer.json() == {"error": "complete: by: Extra inputs are not permitted"}
 
 
+def test_a_stopping_server_answers_a_waiting_claim_at_once(api: Api):
+    """A claim waiting when the server stops used to wait on until the shutdown's grace
+    ran out and was then cut: a plain-text 500, and a traceback in the log."""
+    from server.app import create_app
+    from tests.browser.live import serving
+    from tests.server.test_agent_host import post_json
+
+    app = create_app(api.ws.settings, api.ws.clock)
+    answers: list[tuple[int, dict]] = []
+    with serving(app) as base:
+        waiting = threading.Thread(target=lambda: answers.append(post_json(
+            base + "/api/v1/agents/ann/claim", api.tokens["box"], {"wait_seconds": 20})))
+        waiting.start()
+        wait_for("the claim to wait", lambda: app.state.doorbell.waiting == 1)
+    waiting.join(30)
+    assert answers == [(200, {"task": None})]
+
+
 def test_a_claim_with_no_work_answers_null_when_its_wait_is_over(api: Api):
     started = time.monotonic()
     answer = post(api, "/agents/ann/claim", {"wait_seconds": 1}, as_="box")
