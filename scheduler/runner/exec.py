@@ -576,14 +576,16 @@ def ending_of(settings: Settings, attempt: Attempt, returncode: int | None, endi
     if ending == "signal":
         assert stop.signum is not None
         name = _signal_name(stop.signum)
-        return failed(f"stopped by {name}", f"stopped: the sched exec wrapper received {name}",
-                      signal=stop.signum)
+        return failed(f"stopped by {name}", f"stopped: its runner received {name}", signal=stop.signum)
+    # stopped by sched: the signal that ended it, or the code it exited with by itself
+    # once asked to stop (an agent that traps SIGTERM)
+    exited = returncode if returncode is not None and returncode >= 0 else None
     if ending == "cancelled":
         return failed("cancelled", "cancelled while running: stopped", reason="cancelled", retry=False,
-                      signal=killed_by)
+                      signal=killed_by, exit_code=exited)
     if ending == "timeout":
         return failed("timeout", f"timed out after {attempt.timeout:g} s", reason="timeout",
-                      signal=killed_by)
+                      signal=killed_by, exit_code=exited)
     assert returncode is not None and output is not None
     line, length = output.last_line()
     if returncode == 0:

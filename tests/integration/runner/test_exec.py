@@ -313,6 +313,16 @@ def test_a_hanging_agent_and_its_grandchild_are_stopped_at_the_timeout(tmp_path)
     assert wait_for("the agent's process group to be gone", lambda: not group_members(pgid), 10)
 
 
+def test_an_agent_that_exits_by_itself_once_timed_out_is_recorded_with_its_exit_code(tmp_path):
+    """It traps SIGTERM and exits 3: neither a signal nor a code was recorded."""
+    agents = [{"agentName": "ann", "agentType": "dev", "timeoutSeconds": 1,
+               "command": ["sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"]}]
+    ws = push_workspace(tmp_path, {}, agents, kill_grace_seconds=30)
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")
+    assert failed["reason"] == "timeout" and (failed["exit_code"], failed["signal"]) == (3, None)
+
+
 def test_a_killed_wrapper_is_noticed_and_a_later_attempt_completes(tmp_path):
     argv = agent_script(tmp_path, "slow_first", """
         import os, sys, time
