@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -203,6 +204,7 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
             supervisor.close()
     if asker.fatal is not None:
         raise asker.fatal
+    say(f"stopped ({signal.Signals(stop.signum).name})" if stop.signum else "stopped")
     return 0
 
 

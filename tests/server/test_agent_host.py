@@ -159,8 +159,8 @@ def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_serv
         log = home / "work" / str(sub.task_id) / "1" / "agent.log"
         wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
     finally:
-        code, _err = stopped(proc)
-    assert code == 0
+        code, err = stopped(proc)
+    assert code == 0 and err.splitlines()[-1] == "sched run: stopped (SIGTERM)"
     failed = next(r.event for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskFailed")
     assert failed.retryable and "SIGTERM" in failed.error
     assert status_of(ws, sub.task_id) == "queued"
