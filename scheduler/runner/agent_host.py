@@ -178,18 +178,18 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
     refuses the token (then 2, after the attempts running here ended)."""
     environ = dict(os.environ if environ is None else environ)
     home = str(settings.home.resolve())
-    # what a runner of this home that died left running: its leases cannot be renewed
-    # now (they run out, and the tasks go back), so nothing of it may run beside a retry
-    for ref in containment.left_by_the_dead(server.url, "SCHED_SERVER", home, RUNNER_NAME):
-        containment.stop_attempt(ref)
-        say(f"task {ref.task_id} attempt {ref.attempt}: stopped what a runner gone left running")
-    sent = lease_clock()  # before the server grants the leases of what waits already
-    first = server.host_start(host, os.getpid(), home, new_token(), 0)  # and its limits
-    arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
-    granted_at = grant_time(sent, arrived_at, first)
-    settings = runner_settings(settings, first)
-    take_role(RUNNER_NAME)
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop:  # (from the start: a stop asked for while it starts is one too)
+        # what a runner of this home that died left running: its leases cannot be renewed
+        # now (they run out, and the tasks go back), so nothing of it may run beside a retry
+        for ref in containment.left_by_the_dead(server.url, "SCHED_SERVER", home, RUNNER_NAME):
+            containment.stop_attempt(ref)
+            say(f"task {ref.task_id} attempt {ref.attempt}: stopped what a runner gone left running")
+        sent = lease_clock()  # before the server grants the leases of what waits already
+        first = server.host_start(host, os.getpid(), home, new_token(), 0)  # and its limits
+        arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
+        granted_at = grant_time(sent, arrived_at, first)
+        settings = runner_settings(settings, first)
+        take_role(RUNNER_NAME)
         supervisor = Supervisor(settings, HttpLedger(server, host, settings.lease_seconds), stop,
                                 subreaper=True)
         asker = Asker(server, host, home, supervisor.wake, say)

@@ -186,7 +186,7 @@ def test_a_runner_started_again_stops_what_a_sigkilled_one_left_running(make_ser
         first.communicate()
     assert containment.alive(left)  # what its agent started outlived the runner
     second = runner(base, token, home)
-    try:
+    try:  # (it stops it with its stop signals taken: the SIGTERM below is a stop, not its death)
         wait_for("the leftover to be stopped", lambda: not containment.alive(left))
     finally:
         code, err = stopped(second)
