@@ -519,11 +519,13 @@ class PostgresStorage:
 
     # -- transactions -------------------------------------------------------------------
     @contextmanager
-    def guard(self) -> Iterator[None]:
+    def guard(self, *, writing: bool = False) -> Iterator[None]:
+        """Driver errors as one line (`writing`: a write transaction, whose line says
+        that nothing was written)."""
         try:
             yield
         except (DBAPIError, psycopg.Error) as e:
-            raise classify(self.location, self.busy_timeout_ms, e) from e
+            raise classify(self.location, self.busy_timeout_ms, e, writing=writing) from e
         except SQLAlchemyError as e:
             raise DatabaseFault(f"{self.location}: {str(e).splitlines()[0]}") from e
 
@@ -600,7 +602,7 @@ class PostgresStorage:
 
     @contextmanager
     def write(self, *, commit: bool = True, prefetch: Sequence[Read] = ()) -> Iterator[PostgresTransaction]:
-        with self.guard():
+        with self.guard(writing=True):
             txn = self._take_turn(prefetch)  # (the collector runs while it waits)
             pooled = txn.pooled
             info = pooled.info  # (held: an invalidated connection has none to look up)
@@ -775,11 +777,13 @@ CONNECTION_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.con
 _NO_DATABASE = re.compile(r'database "(.*)" does not exist')
 
 
-def classify(location: str, busy_timeout_ms: int, error: BaseException) -> DatabaseError:
+def classify(location: str, busy_timeout_ms: int, error: BaseException, *,
+             writing: bool = False) -> DatabaseError:
     """One line for a driver error: a lock wait past the busy timeout is busy (exit 1,
     try again); a database the server does not have is no database (exit 2, as a
     missing SQLite file); a lost or refused connection and every other server fault
-    exit 1."""
+    exit 1 (`writing`: in a write transaction, which the server rolled back whole: the
+    line says that nothing was written; a read's line does not speak of writing)."""
     original = getattr(error, "orig", None) or error
     what = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     if isinstance(original, psycopg.errors.LockNotAvailable):
@@ -788,10 +792,11 @@ def classify(location: str, busy_timeout_ms: int, error: BaseException) -> Datab
         return DatabaseError(f"no database at {location}: the server has no database {missing[1]!r}; "
                              "create it first (docs/operations.md, Running on PostgreSQL)")
     if connection_lost(error):
+        rolled_back = "nothing was written; " if writing else ""
         if any(refusal in what for refusal in CONNECTION_REFUSALS):  # (asking again will not help)
             return DatabaseFault(f"{location}: the PostgreSQL server refused the connection ({what}): "
-                                 "nothing was written; check the URL's database and user, and the "
+                                 f"{rolled_back}check the URL's database and user, and the "
                                  "password's place (docs/operations.md, Running on PostgreSQL)")
-        return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): nothing was "
-                             "written; a retry helps once the server is reachable")
+        return DatabaseFault(f"{location}: cannot use the PostgreSQL server ({what}): {rolled_back}"
+                             "a retry helps once the server is reachable")
     return DatabaseFault(f"{location}: {what}")

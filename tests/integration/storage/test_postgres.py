@@ -97,8 +97,26 @@ def test_a_connection_lost_mid_write_is_one_line_and_nothing_is_half_written(tmp
         recorder.views.get_task(1)  # the next statement finds the connection gone
     assert caught.value.exit_code == 1
     assert "\n" not in caught.value.message and "cannot use the PostgreSQL server" in caught.value.message
+    assert "nothing was written" in caught.value.message
     assert [t.title for t in queries.list_tasks(ws)] == ["kept"]
     assert queries.verify_log(ws).ok
+    ws.close()
+
+
+def test_a_connection_lost_mid_read_says_to_retry_and_nothing_of_writing(tmp_path, pg_url):
+    """A read (`status`, `tasks`) had nothing to write: its line does not say that
+    nothing was written, only that a retry helps."""
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title="kept")])
+    with pytest.raises(DatabaseFault) as caught, ws.read() as (_log, views):
+        pid = views.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        views.get_task(1)
+    line = caught.value.message
+    assert caught.value.exit_code == 1 and "\n" not in line
+    assert "cannot use the PostgreSQL server" in line and "a retry helps once the server is reachable" in line
+    assert "written" not in line
     ws.close()
 
 
