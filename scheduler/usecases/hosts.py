@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Self
 from pydantic import Field, field_validator, model_validator
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
-from eventlog.events import RunnerFailure, TaskFailed, TaskStarted, TaskSucceeded
+from eventlog.events import Event, RunnerFailure, TaskFailed, TaskStarted, TaskSucceeded
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
@@ -258,19 +258,25 @@ def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport,
 
 
 def _already(recorder: Recorder, report: EndingReport) -> dict[str, Any] | None:
-    """The status the attempt's outcome left, when the outcome is already recorded
-    (a turn sent again after its answer was lost); None otherwise."""
+    """The status the attempt's outcome left, when this outcome is already recorded (a
+    turn sent again after its answer was lost); an attempt that ended the other way
+    (a success reported, a failure recorded, or the reverse) answers `lost`, saying so;
+    None when the attempt has not ended."""
     digest = hash_token(report.token)
-    attempt = None
-    ended = False
+    attempt: int | None = None
+    ended: Event | None = None
     for rec in recorder.log.read_stream(f"task-{report.task_id}"):
         event = rec.event
         if isinstance(event, TaskStarted) and event.token_hash == digest:
             attempt = event.attempt
         elif isinstance(event, TaskSucceeded | TaskFailed) and attempt is not None \
                 and event.attempt == attempt:
-            ended = True
+            ended = event
     task = recorder.views.get_task(report.task_id)
-    if not ended or task is None:
+    if ended is None or task is None:
         return None
+    if isinstance(ended, TaskSucceeded) != report.succeeded:
+        how = "succeeded" if isinstance(ended, TaskSucceeded) else "failed"
+        return {"status": "lost", "why": f"task {report.task_id}: its attempt {attempt} already ended "
+                                         f"({how}); this ending is not recorded"}
     return {"status": task.status, "already": True}

@@ -362,6 +362,27 @@ def test_a_turn_sent_again_records_nothing_twice(served):
     assert types.count("TaskSucceeded") == 1
 
 
+def test_an_ending_other_than_the_recorded_one_is_lost_not_already(served):
+    """An attempt recorded as succeeded, then reported failed with its token: nothing is
+    recorded, and the answer says the attempt ended the other way (not `already`,
+    which says this very ending was recorded)."""
+    ws, _base, _token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="once")])
+    tick(ws)
+    (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
+    token = doc["token"]
+    succeeded = {"task_id": sub.task_id, "token": token, "succeeded": True}
+    assert hosts.turn(ws, hosts.TurnRequest(host="far-1", record=[succeeded])).statuses == [
+        {"task_id": sub.task_id, "status": "succeeded"}]
+    failed = {"task_id": sub.task_id, "token": token, "error": "exit 1", "reason": "exit_code",
+              "exit_code": 1}
+    assert hosts.turn(ws, hosts.TurnRequest(host="far-1", record=[failed])).statuses == [
+        {"task_id": sub.task_id, "status": "lost",
+         "why": f"task {sub.task_id}: its attempt 1 already ended (succeeded); this ending is not recorded"}]
+    types = [r.type for r in queries.show(ws, sub.task_id)[1]]
+    assert "TaskFailed" not in types and types.count("TaskSucceeded") == 1
+
+
 def test_another_hosts_runner_cannot_end_an_attempt_running_here(served):
     ws, _base, _token = served
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="mine")])
