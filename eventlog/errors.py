@@ -65,6 +65,16 @@ MEND_DAMAGE = ("`sched replay --verify` shows what differs; `sched rebuild` rebu
                "from the log")
 
 
+def missing_table(location: str, table: str) -> DatabaseFault:
+    """A table of sched gone from the database (dropped by hand, a damaged file): the
+    log's own can only come back from a backup; any other `sched rebuild` makes again."""
+    if table == "events":
+        return DatabaseFault(f"{location}: the event log's table is missing (no table events): restore "
+                             "the database from a backup (docs/operations.md, Restoring a backup)")
+    return DamagedProjection(f"{location}: the table {table} is missing: `sched rebuild` makes it "
+                             "again and folds the log into it")
+
+
 class DamagedTime(DatabaseFault, ValueError):
     """A time read from the database is not one sched writes: its row was damaged. (A
     ValueError too, as the parse it replaces raised: a caller that reads text which may

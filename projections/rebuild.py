@@ -22,6 +22,20 @@ def stored_schema(txn: Transaction) -> int | None:
     return txn.rows("projection_schema", ("max(version)",))[0][0]  # type: ignore[return-value]
 
 
+def lost_tail(folded: int, head: int, *, refused: str = "") -> str | None:
+    """Why the tables cannot be trusted when they have folded events the log no longer
+    holds (`folded`: their checkpoint, past the log's last seq `head`): events were
+    lost from the log's end (None when they are not ahead). Appending then would give
+    new events the lost ones' seqs, on tables that still hold what those did.
+    `refused`: what was not done, said before the remedy."""
+    if folded <= head:
+        return None
+    return (f"the projections have folded events up to seq {folded}, but the log ends at seq {head}: "
+            f"events were lost from the end of the log (a damaged or partly restored file); {refused}"
+            "restore the database from a backup (docs/operations.md, Restoring a backup), or go on "
+            "without them: `sched rebuild` folds the log as it is")
+
+
 def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = None) -> bool:
     """Inside a write transaction: if the projection tables have another shape than
     this code's, drop them, create them anew and replay the log into them. Returns
@@ -120,6 +134,10 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
             result.problems.append(f"seq {seq} has hash {found.hash}, not the expected {digest}: "
                                    "the log was rewritten from there or earlier")
             return result
+    stored_meta = views.meta().get("last_seq", "0")
+    if stored_meta.isdigit() and (lost := lost_tail(int(stored_meta), result.events)) is not None:
+        result.problems.append(lost)
+        return result
     try:
         expected = rows_of(fold(log.read()))
     except CorruptLog as e:  # an event whose hash was forged along with its content

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from eventlog.errors import LogTampered
 from eventlog.events import Event, LeaseRenewed, TaskAssigned, TaskProgressed, TaskStarted
 from eventlog.faults import fault_point
 from eventlog.sql_store import SqlStore
 from eventlog.store import Recorded
 from projections.apply import apply
+from projections.rebuild import lost_tail
 from projections.sql import SqlProjection
 
 
@@ -37,6 +39,9 @@ class Recorder:
         reading it is all it takes to know."""
         checkpoint = self.views.last_seq()
         last = self.log.last()
+        if (lost := lost_tail(checkpoint, last.seq if last is not None else 0,
+                              refused="nothing appended: ")) is not None:
+            raise LogTampered(lost)
         applied = 0
         if last is not None and last.seq > checkpoint:
             for rec in self.log.read(after=checkpoint):

@@ -142,7 +142,8 @@ def restore(ws: Workspace, name: str, by: str) -> ServiceChange:
 
 def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = None,
             dry_run: DryRun | None = None, by: str | None = None) -> list[int]:
-    """Put dead tasks back in their queues with fresh attempts: the given ones, or with
+    """Put dead tasks back in their queues with fresh attempts: the given ones (also one
+    left `failed` by events lost from the log's end), or with
     `queue` every dead task of that queue; `by`, the operator, is recorded in each
     `TaskRequeued`. Returns the requeued ids (with `dry_run`, those it would requeue;
     nothing is appended)."""
@@ -156,7 +157,9 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
             # each once, in the order given; every id known first (as for approvals)
             for task in [_existing(views, task_id) for task_id in dict.fromkeys(task_ids)]:
                 task_id = task.task_id
-                if task.status != "dead":
+                # (`failed` lasts only inside a transaction: a task left so was cut off by
+                # events lost from the log's end, and comes back the same way)
+                if task.status not in ("dead", "failed"):
                     raise Refused(f"task {task_id} is {task.status}; only dead tasks are requeued")
                 chosen.append(task_id)
         if queue is not None:  # all of a queue: leave out the tasks that cannot come back

@@ -15,11 +15,20 @@ from scheduler.workspace import Workspace
 
 def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
     """Fold the whole log again into emptied projection tables; the number of events
-    folded (`progress` is called with the count so far). A log whose hash chain is
-    broken is not folded: the tables would take in what was altered (they stay as
-    they were; LogTampered, exit 1)."""
+    folded (`progress` is called with the count so far). A table gone from the
+    database (dropped by hand, a damaged file) is made again first; the log's own
+    is not (folding an empty one would empty the tables: its absence is an error that
+    says to restore a backup). A log whose hash chain is broken is not folded: the
+    tables would take in what was altered (they stay as they were; LogTampered, exit 1)."""
+    from sqlmodel import SQLModel
+
+    from projections.tables import PROJECTION_TABLES, ProjectionSchemaRow
+    from scheduler.operational import OPERATIONAL_TABLES
+
     try:
         with ws.db.write() as txn:
+            SQLModel.metadata.create_all(txn.session.connection(), tables=[
+                *PROJECTION_TABLES, ProjectionSchemaRow.__table__, *OPERATIONAL_TABLES])
             return rebuild(SqlStore(txn), SqlProjection(txn), progress, check_chain=True)
     except BrokenChain as e:
         raise LogTampered(f"{e.message}; nothing rebuilt (the tables would take in an altered log): "

@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, InvalidatePoolError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session, SQLModel
 
-from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase
+from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase, missing_table
 from eventlog.faults import fault_point
 from eventlog.schema import EventRow
 from eventlog.storage import redact
@@ -773,6 +773,9 @@ CONNECTION_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.con
                        "no password supplied")
 
 
+# the server's answer to a statement naming a table it does not have
+_NO_TABLE = re.compile(r'relation "(.*)" does not exist')
+
 # the server's answer to a connection naming a database it does not have
 _NO_DATABASE = re.compile(r'database "(.*)" does not exist')
 
@@ -788,6 +791,8 @@ def classify(location: str, busy_timeout_ms: int, error: BaseException, *,
     what = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     if isinstance(original, psycopg.errors.LockNotAvailable):
         return DatabaseBusy(busy_line(location, busy_timeout_ms))
+    if isinstance(original, psycopg.errors.UndefinedTable) and (gone := _NO_TABLE.search(what)) is not None:
+        return missing_table(location, gone[1].split(".")[-1])
     if connection_lost(error) and (missing := _NO_DATABASE.search(what)) is not None:
         return DatabaseError(f"no database at {location}: the server has no database {missing[1]!r}; "
                              "create it first (docs/operations.md, Running on PostgreSQL)")

@@ -40,6 +40,7 @@ from eventlog.errors import (
     DatabaseError,
     DatabaseFault,
     ForeignDatabase,
+    missing_table,
 )
 from eventlog.faults import fault_point
 from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
@@ -223,6 +224,9 @@ def disk_nearly_full(path: Path, margin: int = 1024 * 1024) -> bool:
     return stats.f_bavail * stats.f_frsize < margin
 
 
+_NO_TABLE = "no such table: "  # (SQLite's message; the name may carry its schema: main.tasks)
+
+
 def classify(path: Path, error: BaseException) -> DatabaseError:
     """The sched error for a driver error: busy and every fault of the machine (disk
     full, I/O, read-only, damaged) exit 1 with whether a retry can help; exit 2 stays
@@ -234,6 +238,8 @@ def classify(path: Path, error: BaseException) -> DatabaseError:
     if primary in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in what or "busy" in what:
         return DatabaseBusy(f"{path}: {what} (another writer held it longer than busy_timeout_ms; "
                             "try again)")
+    if what.startswith(_NO_TABLE):
+        return missing_table(str(path), what.removeprefix(_NO_TABLE).split(".")[-1])
     if primary == "SQLITE_IOERR" and disk_nearly_full(path):
         primary = "SQLITE_FULL"  # a failed write to a full disk can surface as an I/O error
     if primary in _FAULTS:

@@ -653,3 +653,20 @@ def test_the_round_trips_of_each_write_are_the_ones_operations_md_gives(tmp_path
     # a writer holds the lock from its first round trip's answer on; a reader never does
     assert documented_round_trips() == {key: (trips, trips - 1 if key not in READS else 0)
                                         for key, trips in costs.items()}
+
+
+def test_a_dropped_projection_table_is_named_and_rebuild_makes_it_again(tmp_path, pg_url):
+    from eventlog.errors import DamagedProjection
+    from scheduler.rebuild import rebuild_projections
+
+    ws = new_workspace(tmp_path / "home", database=pg_url)
+    submit(ws, [TaskSpec(queue="dev", title="kept")])
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("DROP TABLE queue_counts")
+    with pytest.raises(DamagedProjection) as caught:
+        queries.status(ws)
+    assert caught.value.message.endswith(
+        ": the table queue_counts is missing: `sched rebuild` makes it again and folds the log into it")
+    assert rebuild_projections(ws) == 1  # the submit
+    assert queries.verify_log(ws).ok and queries.status(ws)["queues"]["dev"]["queued"] == 1
+    ws.close()

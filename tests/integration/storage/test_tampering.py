@@ -189,3 +189,68 @@ def test_an_expected_head_that_differs_is_reported(template, tmp_path, capsys):
     assert main(["replay", "--verify", "--expect-head", "12:nothex", "--home",
                  str(ws.settings.home)]) == 2
     assert "--expect-head: expected SEQ:HASH" in capsys.readouterr().err
+
+
+def test_a_log_that_lost_its_tail_says_so_and_takes_no_write_until_rebuilt(template, tmp_path, capsys):
+    """The tables have folded events the log no longer holds: `verify` says events
+    were lost from its end (and to restore a backup, not only that rows differ); a
+    write is refused whole, since its events would take the lost ones' seqs on tables
+    that still hold what those did; `rebuild` goes on with the log as it is."""
+    path, count = template
+    ws = copy_of(path, tmp_path / "lost")
+    home = str(ws.settings.home)
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        conn.execute("DELETE FROM events WHERE seq > ?", (count - 3,))
+    (problem,) = queries.verify_log(ws).problems
+    assert problem.startswith(f"the projections have folded events up to seq {count}, but the log ends at "
+                              f"seq {count - 3}: events were lost from the end of the log")
+    assert "restore the database from a backup" in problem
+    assert main(["pause", "--home", home]) == 1  # (a write that needs no control file)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "events were lost from the end of the log" in line and "nothing appended" in line
+    assert queries.verify_log(ws).problems == [problem]  # nothing was appended
+    assert main(["rebuild", "--home", home]) == 0
+    assert queries.verify_log(ws).ok
+    assert main(["pause", "--home", home]) == 0
+
+
+def test_a_task_left_failed_by_a_lost_tail_can_be_requeued(template, tmp_path, capsys):
+    """`failed` lasts only inside the transaction that records a failure and what
+    follows it (a retry, a dead letter). A log cut between the two leaves the task
+    `failed` after `rebuild`: `requeue` brings it back."""
+    path, _count = template
+    ws = copy_of(path, tmp_path / "cut-failure")
+    home = str(ws.settings.home)
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        last_two = conn.execute(
+            "SELECT seq, type, stream_id FROM events ORDER BY seq DESC LIMIT 2").fetchall()
+        assert [t for _s, t, _id in last_two] == ["TaskRequeued", "TaskFailed"]  # the template's last fail
+        conn.execute("DELETE FROM events WHERE seq = ?", (last_two[0][0],))
+    task_id = int(last_two[0][2].removeprefix("task-"))
+    assert main(["rebuild", "--home", home]) == 0
+    assert queries.show(ws, task_id)[0].status == "failed"
+    assert main(["requeue", str(task_id), "--home", home]) == 0
+    assert queries.show(ws, task_id)[0].status == "queued"
+    assert queries.verify_log(ws).ok
+
+
+def test_a_dropped_table_is_named_and_rebuild_makes_it_again_but_not_the_log(template, tmp_path, capsys):
+    path, _count = template
+    ws = copy_of(path, tmp_path / "dropped")
+    home, db = str(ws.settings.home), ws.settings.db_path
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE queue_counts")
+    capsys.readouterr()
+    assert main(["status", "--home", home]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"sched: {db}: the table queue_counts is missing: `sched rebuild` makes it again and folds the log "
+        "into it"]
+    assert main(["rebuild", "--home", home]) == 0
+    assert queries.verify_log(ws).ok
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE events")
+    capsys.readouterr()
+    assert main(["rebuild", "--home", home]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"sched: {db}: the event log's table is missing (no table events): restore the database from a "
+        "backup (docs/operations.md, Restoring a backup)"]
