@@ -349,13 +349,24 @@ def load_settings(environ: Mapping[str, str] | None = None,
         return loaded
     except ValidationError as e:
         err = e.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else ""  # the setting
-        detail = _describe_loc(err["loc"])
-        where = {"environment": f"{ENV_PREFIX}{name.upper()}", "sched.toml": f"{toml_path}: {detail}",
-                 "flag": f"--{name.replace('_', '-')}"}.get(sources.get(name, ""), detail)
-        if not name:  # a check across settings: the [queues.NAME] tables
-            where = str(toml_path)
-        raise BadInput(f"setting {where}: {err['msg'].removeprefix('Value error, ')}") from e
+        said = err["msg"].removeprefix("Value error, ")
+
+        def place(name: str, detail: str) -> str:
+            return {"environment": f"{ENV_PREFIX}{name.upper()}", "sched.toml": f"{toml_path}: {detail}",
+                    "flag": f"--{name.replace('_', '-')}"}.get(sources.get(name, ""), detail)
+
+        if err["loc"]:  # one setting
+            where = place(str(err["loc"][0]), _describe_loc(err["loc"]))
+        else:  # a check across settings (the [queues.NAME] tables, thresholds in order): where
+            # each setting it names that is not a default came from
+            import re
+
+            named = [name for name in Settings.model_fields if sources[name] != "default"
+                     and re.search(rf"\b{name}\b", said)]
+            places = (str(toml_path) if sources[name] == "sched.toml" else place(name, name)
+                      for name in named)
+            where = ", ".join(dict.fromkeys(places)) or str(toml_path)
+        raise BadInput(f"setting {where}: {said}") from e
 
 
 def _describe_loc(loc: tuple[int | str, ...]) -> str:

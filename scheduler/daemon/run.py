@@ -48,6 +48,10 @@ def summary(report: TickReport) -> str:
         parts.append(f"expired {len(report.expired)}")
     if report.dead_lettered:
         parts.append(f"dead-lettered {len(report.dead_lettered)}")
+    if report.released:
+        parts.append(f"released {len(report.released)}")
+    if report.due_missed:
+        parts.append(f"due missed {len(report.due_missed)}")
     if report.config_recorded:
         parts.append("recorded a new control file")
     parts += report.errors

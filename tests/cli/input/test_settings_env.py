@@ -64,3 +64,17 @@ def test_webhook_deliveries_never_print_a_secret_filled_into_their_url(tmp_path:
     for result in (delivered, listed, text):
         assert "s3cret" not in result.stdout + result.stderr
     assert shown in text.stdout
+
+
+def test_a_check_across_settings_names_where_each_value_came_from(tmp_path: Path, cli: InProcess):
+    """Thresholds out of order: the line names the source of each setting involved
+    that was set (the variable, the file), not sched.toml for a value it does not hold."""
+    write_control(tmp_path, FLEET)
+    env = {"SCHED_HEALTH_BACKLOG_UNHEALTHY": "10"}
+    assert one_error_line(cli("status", env=env), 2) == (
+        "sched: setting SCHED_HEALTH_BACKLOG_UNHEALTHY: health_backlog_unhealthy (10) is below "
+        "health_backlog_degraded (1000)")
+    (tmp_path / "sched.toml").write_text("health_backlog_degraded = 5000\n")
+    assert one_error_line(cli("status", env=env), 2) == (
+        f"sched: setting {tmp_path / 'sched.toml'}, SCHED_HEALTH_BACKLOG_UNHEALTHY: health_backlog_unhealthy "
+        "(10) is below health_backlog_degraded (5000)")

@@ -23,6 +23,12 @@ def test_a_tick_that_only_started_wrappers_is_logged():
     assert summary(report) == "tick: assigned 0, started 2 (3 ms)"
 
 
+def test_a_tick_that_only_marked_due_times_missed_or_released_says_so():
+    assert summary(TickReport(due_missed=[3, 4], duration_ms=2.0)) == "tick: assigned 0, due missed 2 (2 ms)"
+    released = TickReport(released=[{"task_id": 5, "agent": "a1"}], duration_ms=2.0)
+    assert summary(released) == "tick: assigned 0, released 1 (2 ms)"
+
+
 def test_a_tick_that_only_dead_lettered_is_logged_and_an_idle_one_is_not():
     assert TickReport(dead_lettered=[9]).did_something
     assert "dead-lettered 1" in summary(TickReport(dead_lettered=[9]))
