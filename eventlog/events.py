@@ -19,7 +19,7 @@ from eventlog.errors import CorruptLog
 
 TaskId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 FailureReason = Literal[
-    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported", "evicted"
+    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported", "evicted", "undelivered"
 ]
 # the reasons a runner reports for an attempt it ran (the others are the scheduler's:
 # a lease it took back, an eviction, a pull worker's own report)
@@ -27,10 +27,12 @@ RunnerFailure = Literal["exit_code", "timeout", "spawn_error", "cancelled"]
 # not_started: an assignment not started by its start_by (or whose start could not
 # prepare its working directory); released: an assignment of an agent that left
 # service (disabled, removed from the control file, drained) before it started;
-# evicted: an operator took the agent out of service at once
-RequeueReason = Literal["not_started", "failed", "lease_expired", "operator", "evicted", "released"]
+# evicted: an operator took the agent out of service at once; undelivered: a pull
+# worker's claim that never reached it (its client went away, or it could not be printed)
+RequeueReason = Literal["not_started", "failed", "lease_expired", "operator", "evicted", "released",
+                        "undelivered"]
 # failures that are not the task's doing: the attempt does not count against max_attempts
-UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted"})
+UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted", "undelivered"})
 
 
 class Event(BaseModel):
@@ -231,9 +233,12 @@ class TaskFailed(Event):
     reason `evicted` (an operator took the agent out of service while it ran: the
     attempt does not count against max_attempts); version 4 adds `by`: the name of the
     HTTP API token that reported it (None otherwise); version 5 adds
-    `start_delay_seconds`, as for `TaskSucceeded` (None also when the command never ran)."""
+    `start_delay_seconds`, as for `TaskSucceeded` (None also when the command never ran);
+    version 6 adds the reason `undelivered`: a pull worker's claim whose answer never
+    reached it (its HTTP client went away, or the CLI could not print it). Nothing ran:
+    the attempt does not count, and its agent is not passed over for the task."""
 
-    schema_version: int = 5
+    schema_version: int = 6
     type: Literal["TaskFailed"] = "TaskFailed"
     task_id: TaskId
     agent: str
@@ -259,9 +264,10 @@ class TaskRequeued(Event):
     Version 2 adds the reasons `evicted` and `released` and `detail` (what happened,
     in words); version 3 adds `by`: the operator who requeued it (reason `operator`;
     through the HTTP API the token's name). None when the scheduler requeued the task
-    itself (every other reason), and on older events (unknown)."""
+    itself (every other reason), and on older events (unknown). Version 4 adds the
+    reason `undelivered` (after a `TaskFailed` of that reason: no attempt used)."""
 
-    schema_version: int = 3
+    schema_version: int = 4
     type: Literal["TaskRequeued"] = "TaskRequeued"
     task_id: TaskId
     reason: RequeueReason
@@ -566,6 +572,8 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("LeaseExpired", 1): _unchanged,  # v2: + detail
     ("TaskRequeued", 1): _unchanged,  # v2: + reasons "evicted", "released"; + detail
     ("TaskRequeued", 2): _unchanged,  # v3: + by (None: the scheduler, or unknown)
+    ("TaskFailed", 5): _unchanged,  # v6: + reason "undelivered"
+    ("TaskRequeued", 3): _unchanged,  # v4: + reason "undelivered"
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
     ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host

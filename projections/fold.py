@@ -105,6 +105,9 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
                           progress_at=at, updated_at=at)
         case LeaseExpired():
             return _attempt_failed(task, event.agent, event.detail or "lease expired", at)
+        case TaskFailed(reason="undelivered"):  # its worker never had it: nothing failed
+            return evolve(task, status="failed", agent=None, deadline=None, token_hash=None, pid=None,
+                          host=None, attempt_floor=task.attempt_floor + 1, updated_at=at)
         case TaskFailed(reason=reason) if reason in UNCOUNTED_FAILURES:
             failed = _attempt_failed(task, event.agent, event.error, at)
             return evolve(failed, attempt_floor=task.attempt_floor + 1)
@@ -239,7 +242,9 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
             kind, detail, cpu, rss = "succeeded", None, event.cpu_seconds, event.peak_rss_bytes
             delay = event.start_delay_seconds
         case TaskFailed():
-            kind = {"cancelled": "cancelled", "evicted": "evicted"}.get(event.reason, "failed")
+            # (an undelivered claim: its command never ran, as an assignment not started)
+            kind = {"cancelled": "cancelled", "evicted": "evicted",
+                    "undelivered": "not_started"}.get(event.reason, "failed")
             detail, cpu, rss = event.error, event.cpu_seconds, event.peak_rss_bytes
             delay = event.start_delay_seconds
         case LeaseExpired():
@@ -257,7 +262,7 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
         case _:
             return None
     ended_ts = _ts(at) or 0.0
-    started_ts = _ts(task.started_at) if task.status == "running" else None
+    started_ts = _ts(task.started_at) if task.status == "running" and kind != "not_started" else None
     if started_ts is not None:
         started_ts = command_ran(started_ts, delay, ended_ts)
     return Outcome(seq=seq, task_id=task.task_id, queue=task.queue,

@@ -136,9 +136,10 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
 
 def release_undelivered(ws: Workspace, claimed: Claim, why: str) -> None:
     """Give back an attempt whose claim never reached its worker (it could not be
-    printed): recorded as a failure of that attempt, retried like any other, rather
-    than held by nobody until its lease runs out."""
-    fail(ws, claimed.task.task_id, claimed.token, why, reason="reported", by=claimed.by)
+    printed, its HTTP client went away), rather than leave it held by nobody until its
+    lease runs out: recorded as `undelivered`, back in its queue at once, the attempt
+    not counted and the agent not passed over (nothing ran)."""
+    fail(ws, claimed.task.task_id, claimed.token, why, reason="undelivered", by=claimed.by)
 
 
 def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime) -> TaskView:

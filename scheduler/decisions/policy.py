@@ -76,9 +76,10 @@ def settle_failure(task: TaskView, failure: TaskFailed | LeaseExpired, now: date
         return [failure, TaskCancelled(task_id=task.task_id, by="sched",
                                        reason="cancel requested while it ran")]
     if isinstance(failure, TaskFailed) and failure.reason in UNCOUNTED_FAILURES:
-        # not the task's doing (an operator evicted its agent): back to the queue at once,
-        # and the attempt does not count against max_attempts
-        return [failure, TaskRequeued(task_id=task.task_id, reason="evicted", detail=failure.error)]
+        # not the task's doing (an operator evicted its agent, a claim never reached its
+        # worker): back to the queue at once, and the attempt does not count
+        return [failure, TaskRequeued(task_id=task.task_id, reason=failure.reason,  # type: ignore[arg-type]
+                                      detail=failure.error)]
     if isinstance(failure, LeaseExpired):  # its detail says why, when it is known (a wrapper gone)
         error, retryable, requeue_reason = failure.detail or "lease expired", True, "lease_expired"
     else:

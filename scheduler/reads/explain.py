@@ -62,6 +62,8 @@ def describe(event: Event) -> str:
             return f"started on {event.agent} by {event.runner} (attempt {event.attempt})"
         case TaskSucceeded():
             return f"succeeded on {event.agent}"
+        case TaskFailed(reason="undelivered"):
+            return f"claim never reached {event.agent} ({event.error}): given back, no attempt used"
         case TaskFailed():
             return f"failed on {event.agent}: {event.reason}: {event.error}"
         case LeaseExpired():

@@ -160,8 +160,8 @@ class LogWorkload:
         history.assigned_at = history.started_at = None
         if assigned is None or started is None:
             return  # not an attempt that ran (or assigned before the window was read)
-        if kind == "TaskFailed" and data.get("reason") in ("evicted", "cancelled"):
-            return  # the operator's doing: the cancel is a fact of its own
+        if kind == "TaskFailed" and data.get("reason") in ("evicted", "cancelled", "undelivered"):
+            return  # the operator's doing (the cancel is a fact of its own), or nothing ran
         started = command_ran(started, data.get("start_delay_seconds"), at)
         run = max(0.0, at - started)
         if kind == "TaskSucceeded":

@@ -136,7 +136,9 @@ def test_a_claim_that_could_not_be_printed_gives_its_attempt_back(cli: InProcess
     kinds = [e["type"] for e in task["events"]]
     assert kinds[-3:] == ["TaskStarted", "TaskFailed", "TaskRequeued"]
     assert "could not be printed" in task["events"][-2]["data"]["error"]
+    assert task["events"][-2]["data"]["reason"] == "undelivered"
     assert task["task"]["status"] == "queued"  # not held by nobody until its lease runs out
+    assert task["task"]["excluded"] == [] and task["task"]["not_before"] is None  # no retry: nothing ran
 
 
 @pytest.mark.parametrize("output", ["a pipe nobody reads", "closed"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from cli.main import main
 from eventlog.errors import ServerUnreachable
-from scheduler import access
+from scheduler import access, worker
 from scheduler.reads import queries
 from scheduler.runner.remote import Server
 from scheduler.submit import TaskSpec, submit
@@ -22,6 +23,7 @@ from scheduler.tick import tick
 from scheduler.workspace import Workspace
 from server.app import create_app
 from tests.browser.live import serving
+from tests.conftest import wait_for
 
 WORKER = [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1}]
 
@@ -206,3 +208,44 @@ def test_a_server_url_that_is_no_http_url_is_one_line_and_exit_2(capsys, monkeyp
     code, out, err = run(capsys, monkeypatch, {"SCHED_HOME": str(tmp_path), "SCHED_TOKEN": "t"}, "worker",
                          "heartbeat", "1", "--token", "x", "--server", url)
     assert (code, out, err) == (2, "", f"sched: {says}\n")
+
+
+def test_a_claim_whose_client_hangs_up_gives_its_attempt_back_uncounted(served):
+    """A claim's client goes away before the answer (a proxy's or client's timeout):
+    the attempt is given back at once as `undelivered`. Nothing ran, so with one attempt
+    allowed the task is queued again at once, not dead, and the same agent may take it."""
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="never ran", max_attempts=1)])
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as hung_up:
+        hung_up.sendall(f"POST /api/v1/agents/ann/claim HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+                        "\r\nContent-Length: 0\r\n\r\n".encode())
+        hung_up.shutdown(socket.SHUT_WR)  # gone before the answer
+    wait_for("the claim given back", lambda: [e.type for e in queries.show(ws, sub.task_id)[1]][-1]
+             == "TaskRequeued")
+    task, events = queries.show(ws, sub.task_id)
+    failed = [e.event for e in events if e.type == "TaskFailed"]
+    assert [(f.reason, f.error) for f in failed] == [("undelivered", "the claim's client went away")]
+    assert events[-1].type == "TaskRequeued" and events[-1].event.reason == "undelivered"
+    assert task.excluded == () and task.not_before is None  # not passed over, no backoff
+    again = worker.claim(ws, "ann")  # the one allowed attempt is still there
+    assert again is not None and again.task.task_id == sub.task_id and again.attempt == 2
+    worker.fail(ws, sub.task_id, again.token, "boom")
+    assert queries.show(ws, sub.task_id)[0].dead_reason == "attempts used up (1 of 1)"
+
+
+def test_a_client_gone_mid_body_is_no_error_in_the_servers_log(served, caplog):
+    """A request whose client hangs up before its body is all sent (a killed worker, a
+    dropped connection) is not an internal error: nothing is logged at error level (it
+    was a traceback, for any POST, `/signin` too, which needs no token)."""
+    _ws, base, _token = served
+    host, port = base.removeprefix("http://").split(":")
+    for path in ("/api/v1/tasks", "/signin"):
+        with socket.create_connection((host, int(port))) as gone:
+            gone.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 100\r\n\r\n{\"q\":".encode())
+        # the server has seen the hang-up once a request after it is answered
+        with urllib.request.urlopen(base + "/health", timeout=10) as answer:
+            assert answer.status in (200, 503)
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [], [r.getMessage() for r in errors]

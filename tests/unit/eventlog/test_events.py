@@ -92,18 +92,30 @@ def test_every_event_is_frozen_past_tense_and_documented():
         assert cls.model_config["frozen"] is True
 
 
-def test_a_stored_version_2_submit_or_requeue_reads_as_version_3_by_nobody_known():
+def test_a_stored_version_2_submit_or_requeue_reads_as_current_by_nobody_known():
     submitted = parse_event("TaskSubmitted", 2, '{"task_id": 1, "queue": "dev", "title": "t", '
                                                 '"requires": ["gpu"], "due": null}')
     assert isinstance(submitted, TaskSubmitted) and submitted.schema_version == 3
     assert submitted.by is None and submitted.requires == ("gpu",)
     requeued = parse_event("TaskRequeued", 2, '{"task_id": 1, "reason": "operator", "not_before": null, '
                                               '"detail": null}')
-    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 3 and requeued.by is None
-    for old in (1, 2):  # every older version upgrades to the current one
+    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 4 and requeued.by is None
+    for old in (1, 2, 3):  # every older version upgrades to the current one
         assert parse_event("TaskRequeued", old, '{"task_id": 1, "reason": "failed"}').by is None
     named = TaskRequeued(task_id=1, reason="operator", by="ops")
-    assert parse_event("TaskRequeued", 3, dump_event(named)) == named
+    assert parse_event("TaskRequeued", 4, dump_event(named)) == named
+
+
+def test_an_undelivered_claim_is_a_reason_older_sched_refuses_to_read():
+    """Version 6 of TaskFailed and 4 of TaskRequeued add the reason `undelivered`: an
+    older sched meets their version number first and says to upgrade, and a stored
+    older event still reads as before."""
+    failed = TaskFailed(task_id=1, agent="ann", attempt=1, reason="undelivered", error="gone")
+    assert (failed.schema_version, TaskRequeued(task_id=1, reason="undelivered").schema_version) == (6, 4)
+    assert parse_event("TaskFailed", 6, dump_event(failed)) == failed
+    old = parse_event("TaskFailed", 5, '{"task_id": 1, "agent": "ann", "attempt": 1, "reason": "reported", '
+                                       '"error": "e"}')
+    assert (old.schema_version, old.reason) == (6, "reported")  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("kind", "stored", "data"), [
@@ -129,7 +141,7 @@ def test_a_runner_event_stored_before_by_reads_as_current_with_no_token_known(ki
 ])
 def test_an_ending_stored_before_start_delays_reads_as_current_with_the_delay_unmeasured(kind, stored, data):
     event = parse_event(kind, stored, data)
-    assert event.schema_version == stored + 1 == current_version(kind)
+    assert event.schema_version == current_version(kind) > stored
     assert event.start_delay_seconds is None  # type: ignore[attr-defined]
     measured = event.model_copy(update={"start_delay_seconds": 0.042})
     assert parse_event(kind, current_version(kind), dump_event(measured)) == measured
