@@ -62,7 +62,10 @@ def create_app(settings: Settings, clock: Clock | None = None,
     app = FastAPI(title="sched", version=version("sched"), lifespan=lifespan,
                   description="The HTTP API of sched, an event-sourced scheduler for fleets of "
                               "AI agents: the same operations and documents as its CLI.",
-                  docs_url=None, redoc_url=None)  # (their pages load scripts from a CDN)
+                  docs_url=None, redoc_url=None,  # (their pages load scripts from a CDN)
+                  # a path with a slash too many is a path that does not exist (404), not a
+                  # redirect to an address built from the client's Host header
+                  redirect_slashes=False)
     app.state.ws = ws
     app.state.limits = limits
     app.state.doorbell = Doorbell(peers)  # rung after each write: waiting claims look again

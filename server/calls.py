@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from eventlog.errors import BadInput, SchedError
-from eventlog.values import INT64_MAX
+from eventlog.values import INT64_MAX, DuplicateKey, unique_keys
 from scheduler.usecases.base import Request as UseCaseRequest
 from scheduler.workspace import Workspace
 
@@ -74,7 +74,9 @@ def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",),
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=unique_keys)
+    except DuplicateKey as e:
+        raise HTTPException(422, f"{where}: {e}") from e
     except (ValueError, RecursionError) as e:
         raise HTTPException(422, f"the request body is not JSON: {str(e)[:200]}") from e
     if not isinstance(data, dict):
@@ -262,16 +264,21 @@ async def write(request: Request, function: Callable[..., T], *args: Any) -> T:
 
 def known_query(*names: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency refusing query parameters other than `names` (422, the line the CLI
-    prints for an unknown flag): a misspelt filter is an error, never ignored. A route
+    prints for an unknown flag): a misspelt filter is an error, never ignored; so is
+    one given twice (`?queue=dev&queue=qa`: the framework would read the last). A route
     names it as a parameter after its token's, so that a caller without a valid token
     hears 401 first, as from every other route (a route's `dependencies=` would run
     before its parameters'). Run on the event loop: it only looks at the URL."""
     allowed = frozenset(names)
 
     async def check(request: Request) -> None:
-        for name in request.query_params:
+        given = request.query_params
+        for name in given:
             if name not in allowed:
                 raise HTTPException(422, f"No such option: --{name.replace('_', '-')[:40]}")
+        if len(given.multi_items()) != len(given):
+            twice = next(name for name in given if len(given.getlist(name)) > 1)
+            raise HTTPException(422, f"--{twice.replace('_', '-')[:40]}: given more than once")
 
     return check
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from eventlog.errors import (
     BadInput,
@@ -80,6 +81,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
         return error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _error: ClientDisconnect) -> Response:
+        # the client went away while its body was read: nobody reads an answer, and it is
+        # no error of the server's (the catch-all below would log a traceback for it)
+        return Response(status_code=400)
 
     @app.exception_handler(OverflowError)
     async def too_large_number(_request: Request, _error: OverflowError) -> JSONResponse:

@@ -149,14 +149,16 @@ async def post_restore(request: Request, name: AgentName, token: TokenView = Dep
     return await service(request, fleet.restore, name, token, ws)
 
 
-def wait_of(data: dict[str, Any], limits: ServerLimits) -> int:
+def wait_of(data: dict[str, Any], limits: ServerLimits, where: str = "claim") -> int:
+    """The long poll's `wait_seconds` of a request body (`where`: the operation, as its
+    lines name it); any other field of `data` is refused."""
     wait = data.pop("wait_seconds", 0)
     if type(wait) is not int:
-        raise HTTPException(422, "claim: wait_seconds: Input should be a valid integer")
+        raise HTTPException(422, f"{where}: wait_seconds: Input should be a valid integer")
     if not 0 <= wait <= limits.max_wait_seconds:
         raise BadInput(f"wait_seconds must be 0 to {limits.max_wait_seconds}, not {wait}")
     for name in data:
-        raise HTTPException(422, f"claim: {name}: Extra inputs are not permitted")
+        raise HTTPException(422, f"{where}: {name}: Extra inputs are not permitted")
     return wait
 
 

@@ -61,7 +61,7 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
     Each attempt comes with its lease token, argv, variables, payload and timeout."""
     for_host(token, host)
     data = await body_of(request, "start", reserved=("host", "by"))
-    wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits)
+    wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits, "start")
     asked = parse(hosts.StartRequest, {**data, "host": host, "by": token.name})
 
     received, held = time.monotonic(), [0.0]

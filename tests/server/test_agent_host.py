@@ -320,6 +320,8 @@ def test_only_the_hosts_own_token_may_start_or_renew(served):
     assert post("/api/v1/hosts/far-1/turn", others["near"], {"renew": []}) == 403
     assert post("/api/v1/hosts/far-1/start", token, {"pid": 4242, "home": "relative"}) == (
         422, "start: home: must be an absolute path, not 'relative'")
+    assert post("/api/v1/hosts/far-1/start", token, {**start, "wait_seconds": 1.5}) == (
+        422, "start: wait_seconds: Input should be a valid integer")  # (it said `claim:`)
     assert post("/api/v1/hosts/far-1/start", token, start) == 200
 
 

@@ -401,6 +401,18 @@ def test_a_body_that_is_not_json_is_one_line(api: Api):
     assert (misspelt.status_code, misspelt.json()) == (422, {"error": "No such option: --qeue"})
 
 
+def test_a_key_or_a_query_parameter_given_twice_is_refused_not_the_last_taken(api: Api):
+    """`{"queue": "dev", ..., "queue": "qa"}` and `?queue=dev&queue=qa`: which one was
+    meant cannot be told (plain parsing keeps the last): 422, nothing appended."""
+    before = len(api.events())
+    answer = api.client.post("/api/v1/tasks", content=b'{"queue": "dev", "title": "t", "queue": "qa"}',
+                             headers={**api.auth("ops"), "Content-Type": "application/json"})
+    assert (answer.status_code, answer.json()) == (422, {"error": "submit: the key 'queue' is given twice"})
+    assert len(api.events()) == before
+    twice = api.client.get("/api/v1/tasks?queue=dev&queue=qa", headers=api.auth("ops"))
+    assert (twice.status_code, twice.json()) == (422, {"error": "--queue: given more than once"})
+
+
 @pytest.mark.parametrize("path", ["/agents", "/status", "/metrics", "/replay", "/tasks", "/tasks/1",
                                   "/tasks/1/explain", "/metrics/prometheus", "/events"])
 def test_a_misspelt_query_is_checked_after_the_token(api: Api, path: str):
@@ -491,3 +503,10 @@ def test_openapi_describes_every_endpoint_and_its_bodies(api: Api):
     assert "token" in beat["requestBody"]["content"]["application/json"]["schema"]["required"]
     assert "429" in beat["responses"]
     assert "by" not in json.dumps(paths["/api/v1/tasks/{task_id}/cancel"]["post"]["requestBody"])
+
+
+def test_a_trailing_slash_is_a_path_that_does_not_exist_not_a_redirect(api: Api):
+    """`/api/v1/tasks/` is 404, as any unknown path: never a redirect, which would name
+    the client's Host header and come before the token check."""
+    answer = api.client.post("/api/v1/tasks/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert answer.status_code == 404 and "location" not in answer.headers
