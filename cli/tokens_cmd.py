@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated
 
 import typer
 
 from cli.common import HELP_OPTIONS, DbOpt, HomeOpt, JsonOpt, console, emit_json, message, workspace
+from cli.operator_cmd import ByOpt, operator_name
 from cli.text import literal
 from scheduler import access
 
 tokens_app = typer.Typer(
     context_settings=HELP_OPTIONS, no_args_is_help=True, rich_markup_mode=None,
     help="Bearer tokens of the HTTP API: per role (operator, submitter, reader), per agent, or per host.")
-
-ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it (default $USER).")]
-
-
-def _by(by: str | None) -> str:
-    return by or os.environ.get("USER") or "operator"
 
 
 @tokens_app.command("create")
@@ -35,7 +29,8 @@ def create_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Create a token and print it, once: only its hash is kept."""
-    created = access.create_token(workspace(home, db), name, _by(by), role=role, agent=agent, host=host)
+    created = access.create_token(workspace(home, db), name, operator_name(by), role=role, agent=agent,
+                                  host=host)
     if json_out:
         emit_json({**access.token_dict(created.view), "token": created.token})
         return
@@ -73,7 +68,7 @@ def revoke_command(
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Revoke a token: every request presenting it is refused from now on."""
-    revoked = access.revoke_token(workspace(home, db), name, _by(by))
+    revoked = access.revoke_token(workspace(home, db), name, operator_name(by))
     if json_out:
         emit_json(access.token_dict(revoked))
     else:

@@ -38,13 +38,31 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def strict_json_loads(text: str) -> Any:
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which value was meant cannot be told."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The object of `pairs` (json's `object_pairs_hook`); DuplicateKey when a key is
+    given twice (plain `json.loads` keeps the last one, without a word)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(f"the key {key[:40]!r} is given twice")
+            seen.add(key)
+    return value
+
+
+def strict_json_loads(text: str | bytes) -> Any:
     """`json.loads` that refuses what the log could not carry the same way: NaN and
     Infinity, numbers that overflow to infinity, nesting deeper than `MAX_DEPTH` (and
-    deep enough to exhaust the parser's recursion). Raises ValueError."""
+    deep enough to exhaust the parser's recursion), and an object that names a key
+    twice. Raises ValueError."""
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
-                           parse_int=_bounded_int)
+                           parse_int=_bounded_int, object_pairs_hook=unique_keys)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     problem = json_problem(value)
@@ -109,6 +127,14 @@ def check_json(value: Any, where: str, max_bytes: int | None = None) -> Any:
     if problem is not None:
         raise BadInput(f"{where}: {problem}")
     return value
+
+
+def check_actor(name: str | None, where: str, max_bytes: int | None = None) -> str | None:
+    """Who acts (`--by`), as `check_text`, and not blank: an audit trail must name
+    someone (None: not known, where the caller allows it)."""
+    if name is not None and not name.strip():
+        raise BadInput(f"{where}: must name who acts, not be blank")
+    return check_text(name, where, max_bytes)
 
 
 def check_text(text: str | None, where: str, max_bytes: int | None = None) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.events import TokenCreated, TokenRevoked
-from eventlog.values import check_text
+from eventlog.values import check_actor, check_text
 from projections.sql import live_token_read, task_read
 from projections.views import TaskView, TokenView
 from scheduler.config.settings import MAX_HOST_CHARS
@@ -82,7 +82,7 @@ def create_token(ws: Workspace, name: str, by: str, role: str | None = None,
     live token. Nothing is appended on bad input."""
     check_name(name)
     granted = check_grant(role, agent, host)
-    check_text(by, "--by", ws.settings.max_title_bytes)
+    check_actor(by, "--by", ws.settings.max_title_bytes)
     if agent is not None:
         check_text(agent, "--agent", ws.settings.max_title_bytes)
     if host is not None:
@@ -113,7 +113,7 @@ def _in_control_file(ws: Workspace, name: str) -> bool:
 
 def revoke_token(ws: Workspace, name: str, by: str) -> TokenView:
     """Revoke the live token `name`: refused from now on. Returns its record."""
-    check_text(by, "--by", ws.settings.max_title_bytes)
+    check_actor(by, "--by", ws.settings.max_title_bytes)
     with ws.write() as recorder:
         if recorder.views.live_token(name) is None:
             raise NotFound(f"no live token named {name!r}")

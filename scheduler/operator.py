@@ -21,7 +21,7 @@ from eventlog.events import (
     TaskRejected,
     TaskRequeued,
 )
-from eventlog.values import check_text
+from eventlog.values import check_actor, check_text
 from projections.recorder import Recorder
 from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, AgentView, TaskView
@@ -54,7 +54,7 @@ def resume(ws: Workspace, by: str) -> bool:
 
 def _check_words(ws: Workspace, by: str, reason: str | None = None) -> None:
     """Who and why, as the log can store them (BadInput before any write)."""
-    check_text(by, "--by", ws.settings.max_title_bytes)
+    check_actor(by, "--by", ws.settings.max_title_bytes)
     check_text(reason, "--reason", ws.settings.max_title_bytes)
 
 
@@ -147,7 +147,7 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
     `queue` every dead task of that queue; `by`, the operator, is recorded in each
     `TaskRequeued`. Returns the requeued ids (with `dry_run`, those it would requeue;
     nothing is appended)."""
-    check_text(by, "--by", ws.settings.max_title_bytes)
+    check_actor(by, "--by", ws.settings.max_title_bytes)
     with writing(ws, dry_run) as recorder:
         views = recorder.views
         if queue is not None:

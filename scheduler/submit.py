@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pydantic import (
 )
 
 from eventlog.errors import BadInput, OffSchema, Refused, off_schema
-from eventlog.values import INT64_MAX, check_json, check_text, parse_json, text_problem
+from eventlog.values import INT64_MAX, check_actor, check_json, parse_json, text_problem
 from projections.sql import COUNTS, NEXT_TASK_ID, SqlProjection
 from projections.views import OPEN_STATUSES
 from scheduler.config.registry import AgentRegistry
@@ -68,6 +69,17 @@ class TaskSpec(BaseModel):
             raise ValueError('must be a list of capability names, e.g. ["browser", "gpu"]')
         return capability_list(value)
 
+    @field_validator("not_before", "due", mode="before")
+    @classmethod
+    def _a_time_not_a_number(cls, value: object) -> object:
+        # (pydantic would read 3600 as a Unix time: the task would be due, or may start,
+        # in 1970, where `--delay 3600` and `--due 3600` mean an hour from now)
+        if (isinstance(value, int | float) and not isinstance(value, bool)) or (
+                isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+            raise ValueError(f"must be an ISO time with its offset, e.g. 2026-12-05T09:00:00Z, not the "
+                             f"number {str(value).strip()[:40]}")
+        return value
+
     @field_validator("not_before", "due")
     @classmethod
     def _within_calendar(cls, value: datetime | None) -> datetime | None:
@@ -105,6 +117,7 @@ class TaskSpec(BaseModel):
 
 
 _SIZED_TEXTS = ("title", "queue", "assignee", "idempotency_key", "task_type")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -205,7 +218,7 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
     from eventlog.events import TaskSubmitted
     from scheduler.dryrun import writing
 
-    check_text(by, "--by", ws.settings.max_title_bytes)
+    check_actor(by, "--by", ws.settings.max_title_bytes)
     ws.require_db()
     registry = ws.registry()
     types = registry.get_all_types()

@@ -101,8 +101,14 @@ def test_the_reads_of_the_fleet_say_the_control_file_cannot_be_read(run: Run, db
      r"1970-01-01 and 9999-01-01"),
     (["--queue", "dev", "--title", "t", "--after", str(2**70)], r"too large|after"),
     (["--queue", "dev", "--title", "   "], r"^sched: submit: title: must say what the task is, not be blank"),
+    (["--queue", "dev", "--title", "t", "--not-before", "3600"],
+     r"^sched: submit: not_before: must be an ISO time with its offset, e\.g\. .*, not the number 3600$"),
+    (["--queue", "dev", "--title", "t", "--payload", '{"a": 1, "a": 2}'],
+     r"^sched: --payload: the key 'a' is given twice$"),
+    (["--queue", "dev", "--title", "t", "--by", " "], r"^sched: --by: must name who acts, not be blank$"),
 ], ids=["unknown-queue", "unknown-assignee", "payload-not-json", "not-before-naive", "priority-nan",
-        "payload-nan", "priority-too-big", "not-before-year-999", "after-too-big", "blank-title"])
+        "payload-nan", "priority-too-big", "not-before-year-999", "after-too-big", "blank-title",
+        "not-before-a-number", "payload-key-twice", "blank-by"])
 def test_a_bad_submit_appends_nothing(run: Run, db: Path, args: list[str], named: str):
     before = file_digest(db)
     line = one_error_line(run("submit", *args, "--json"), 2)
@@ -393,3 +399,22 @@ def test_an_interval_over_a_day_is_refused_before_the_first_frame_or_tick(run: R
     assert line == f"sched: --interval must be at most 86400 seconds (a day), not {float(interval):g}"
     assert result.stdout == ""
     assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("args", [["pause", "--by", ""], ["resume", "--by", "  "],
+                                  ["agents", "drain", "ann", "--by", ""],
+                                  ["tokens", "create", "--name", "z", "--role", "reader", "--by", " "]],
+                         ids=["pause", "resume", "drain", "token"])
+def test_a_blank_actor_is_refused_not_recorded(run: Run, db: Path, args: list[str]):
+    """The audit trail names who did each thing: a blank `--by` (a script's unset
+    variable) is bad input, not an event by nobody."""
+    before = file_digest(db)
+    assert one_error_line(run(*args), 2) == "sched: --by: must name who acts, not be blank"
+    assert_unchanged(db, before)
+
+
+def test_a_line_naming_a_key_twice_is_refused_whole(cli: InProcess, tmp_path: Path):
+    batch = tmp_path / "twice.jsonl"
+    batch.write_text('{"queue": "dev", "title": "a"}\n{"queue": "dev", "title": "b", "queue": "qa"}\n')
+    assert one_error_line(cli("submit", "--file", str(batch)), 2) == (
+        f"sched: {batch}:2: the key 'queue' is given twice")
