@@ -147,6 +147,7 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     loaded = loaded_settings(home, db, agents)
     values = loaded.settings.model_dump(mode="json")
     values["db"] = redact(loaded.settings.database)  # never a password
+    values["host"] = loaded.settings.host_name  # (unset: this machine's name, as every command uses)
     for name in ("database_url", "database_listen_url"):
         if values.get(name):
             values[name] = redact(values[name])

@@ -38,6 +38,13 @@ def unusable_url(location: str | Path) -> str | None:
     if isinstance(location, str) and not is_url(location) and _ANY_URL.match(location):
         return (f"{redact(location)}: not a database sched can use (give a file path for SQLite, "
                 "or a postgresql:// URL)")
+    if is_url(location):
+        from urllib.parse import urlsplit
+
+        try:
+            urlsplit(str(location))  # (a bracket left open: no server could be named by it)
+        except ValueError as e:
+            return f"{redact(location)}: not a valid URL ({e})"
     return None
 
 

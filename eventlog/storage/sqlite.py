@@ -102,7 +102,8 @@ def probe(path: Path) -> Probe:
             columns = ({r[1] for r in conn.execute("PRAGMA table_info(events)")}
                        if "events" in tables else set())
     except sqlite3.DatabaseError as e:
-        if getattr(e, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        if getattr(e, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT") \
+                or marked_as_sched(path):  # (a damaged sched database: a fault, not another's file)
             raise classify(path, e) from e  # a fault of the machine (I/O, a full disk, ...)
         raise ForeignDatabase(f"{path}: not a sched database ({describe_driver_error(e)}); "
                               "nothing was changed") from e
@@ -120,6 +121,19 @@ def probe(path: Path) -> Probe:
         else f"user_version {version}")
     return Probe("foreign", f"{path} is another program's SQLite database ({holds}), not sched's; "
                             "nothing was changed")
+
+
+def marked_as_sched(path: Path) -> bool:
+    """Whether the file's SQLite header carries sched's application id (bytes 68 to 71,
+    big-endian), read without SQLite: a sched database damaged past what SQLite can
+    open (cut short, a page overwritten) is still told from another program's file."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError:
+        return False
+    return (len(header) == 100 and header.startswith(b"SQLite format 3\x00")
+            and int.from_bytes(header[68:72], "big") == APPLICATION_ID)
 
 
 def not_a_file(path: Path) -> str:

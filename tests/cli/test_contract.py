@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -87,6 +88,8 @@ def test_config_show_json_names_the_source_of_each_setting(home: Path, run: Run)
     assert settings["max_attempts"] == {"value": 5, "source": "sched.toml"}
     assert settings["start_deadline_seconds"]["source"] == "default"
     assert all({"value", "source"} <= item.keys() for item in settings.values())
+    # an unset host is the machine's name, which every command acts as: shown as such
+    assert settings["host"] == {"value": socket.gethostname(), "source": "default"}
 
 
 # -- submit ------------------------------------------------------------------------------

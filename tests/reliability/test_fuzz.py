@@ -147,6 +147,20 @@ def test_a_damaged_database_file_fails_in_one_line_or_goes_unnoticed(seeded, tmp
             rejected_cleanly(code, err, (1, 2))
 
 
+def test_a_sched_database_cut_short_is_damaged_not_another_programs(seeded, tmp_path, capsys):
+    """Its header still says it is sched's: a fault of the file (exit 1, a retry will
+    not help), never "not a sched database" (exit 2), which would invite starting
+    afresh beside it."""
+    home = fresh_copy(seeded, tmp_path)
+    db = home / "sched.db"
+    raw = db.read_bytes()
+    db.write_bytes(raw[:4096 + 100])  # the first page and a little of the next
+    code, lines = run(capsys, "status", "--home", str(home))
+    rejected_cleanly(code, lines, (1,))
+    assert lines[0].startswith(f"sched: {db}: the database file is damaged"), lines
+    assert "a retry will not help" in lines[0]
+
+
 def test_a_table_name_that_is_not_utf8_fails_in_one_line(seeded, tmp_path, capsys):
     """(Found by the fuzz test above: a flipped byte in a table's name in the schema.)"""
     home = fresh_copy(seeded, tmp_path)

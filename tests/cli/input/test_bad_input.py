@@ -199,6 +199,9 @@ def test_a_url_of_another_kind_is_refused_not_taken_for_a_file(run: Run, db: Pat
     for args, env, named in calls:
         line = one_error_line(run(*args, env=env), 2)
         assert line == f"sched: {named}: {said}"
+    # a PostgreSQL URL that cannot name a server (a bracket left open): bad input, not an outage
+    line = one_error_line(run("status", "--db", "postgresql://me:hunter2@[db1/sched"), 2)
+    assert line == "sched: setting --db: postgresql://***@[db1/sched: not a valid URL (Invalid IPv6 URL)"
     toml = home / "sched.toml"
     toml.write_text('db = "mysql://db1/sched"\n')  # (not joined to the file's folder as a path would be)
     assert one_error_line(run("status"), 2) == f"sched: setting {toml}: db: mysql://db1/sched: {said}"
