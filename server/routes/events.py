@@ -22,12 +22,24 @@ from scheduler import access
 from scheduler.reads.queries import event_dict
 from scheduler.workspace import Workspace
 from server.auth import require, workspace
-from server.calls import known_query
+from server.calls import doorbell, known_query
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.limits import ServerLimits
 
 SEQ = re.compile(r"[0-9]{1,19}")  # (not str.isdigit: it takes "²", which int() refuses)
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=COMMON_ERRORS)
+
+
+def ended(request: Request) -> Callable[[], Awaitable[bool]]:
+    """Whether a stream of `request` is over: its client went away, or the server is
+    stopping (a stream still open when the shutdown's grace runs out is cut with an
+    error and a traceback in the log)."""
+    bell = doorbell(request)
+
+    async def over() -> bool:
+        return bell.closing or await request.is_disconnected()
+
+    return over
 
 
 def read_after(ws: Workspace, after: int, limit: int) -> list[Recorded]:
@@ -99,7 +111,7 @@ async def get_events(
     """The event log as Server-Sent Events, live, while the token stays live."""
     limits: ServerLimits = request.app.state.limits
     start = start_after(last_event_id, after)
-    return StreamingResponse(stream(ws, start, limits, request.is_disconnected,
+    return StreamingResponse(stream(ws, start, limits, ended(request),
                                     lambda: access.still_live(ws, token)),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -27,7 +27,7 @@ from server.auth import workspace
 from server.calls import doorbell
 from server.errors import status_of
 from server.limits import ServerLimits
-from server.routes.events import start_after, stream
+from server.routes.events import ended, start_after, stream
 from server.web import details, security
 from server.web.overview import overview
 
@@ -208,7 +208,7 @@ async def live(request: Request, after: int = Query(0, ge=0, le=INT64_MAX),
         return Response(status_code=401)
     limits: ServerLimits = request.app.state.limits
     start = start_after(request.headers.get("last-event-id"), after)
-    return StreamingResponse(stream(ws, start, limits, request.is_disconnected,
+    return StreamingResponse(stream(ws, start, limits, ended(request),
                                     lambda: access.still_live(ws, session.token), frame=ping),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -234,7 +235,15 @@ def test_a_claim_whose_client_hangs_up_gives_its_attempt_back_uncounted(served):
     assert queries.show(ws, sub.task_id)[0].dead_reason == "attempts used up (1 of 1)"
 
 
-def test_a_client_gone_mid_body_is_no_error_in_the_servers_log(served, caplog):
+def assert_no_error_logged(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    """Nothing at error level in the server's log: its records (caplog), and what its
+    handlers wrote to stderr (uvicorn's own, where the logging config left them)."""
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    written = capfd.readouterr().err
+    assert errors == [] and "ERROR" not in written and "Traceback" not in written, (errors, written)
+
+
+def test_a_client_gone_mid_body_is_no_error_in_the_servers_log(served, caplog, capfd):
     """A request whose client hangs up before its body is all sent (a killed worker, a
     dropped connection) is not an internal error: nothing is logged at error level (it
     was a traceback, for any POST, `/signin` too, which needs no token)."""
@@ -247,5 +256,22 @@ def test_a_client_gone_mid_body_is_no_error_in_the_servers_log(served, caplog):
         # the server has seen the hang-up once a request after it is answered
         with urllib.request.urlopen(base + "/health", timeout=10) as answer:
             assert answer.status in (200, 503)
-    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
-    assert errors == [], [r.getMessage() for r in errors]
+    assert_no_error_logged(caplog, capfd)
+
+
+def test_an_open_event_stream_ends_when_the_server_stops_with_no_error(make_workspace, caplog, capfd):
+    """SIGTERM with a dashboard tab or an `/api/v1/events` reader open: the stream ends
+    as the server stops, not cut when its grace runs out (an error and a traceback)."""
+    ws = make_workspace(WORKER)
+    reader = access.create_token(ws, "rd", "kim", role="reader").token
+    lines: list[bytes] = []
+    with serving(create_app(ws.settings, ws.clock)) as base:
+        request = urllib.request.Request(base + "/api/v1/events",
+                                         headers={"Authorization": f"Bearer {reader}"})
+        answer = urllib.request.urlopen(request, timeout=30)
+        lines.append(answer.readline())  # the stream is open: its first line came
+        reading = threading.Thread(target=lambda: lines.extend(answer))
+        reading.start()
+    reading.join(timeout=30)
+    assert not reading.is_alive() and lines[0] == b"retry: 2000\n"
+    assert_no_error_logged(caplog, capfd)
