@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli.text import literal, visible
-from eventlog.errors import BadInput, ControlFileError
+from eventlog.errors import BadInput, ControlFileError, OutputLost
 from eventlog.values import parse_json
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import LoadedSettings, load_settings
@@ -77,7 +77,18 @@ def message(*parts: str | tuple[str, str] | Text) -> None:
 
 
 def emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, default=str) + "\n")
+    """Print one JSON document on stdout. Written at once: if it cannot be (a full
+    disk), the line says that what the command did stands (a submit is recorded: run
+    again, it would submit twice), not only what the system said."""
+    try:
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # (its reader went away: it asked for no more)
+    except OSError as e:
+        raise OutputLost(f"cannot write the output ({e.strerror or e}): what the command did stands, "
+                         "a write it made is recorded (look with `sched status` or `sched show` before "
+                         "running it again)") from e
 
 
 def loaded_settings(home: Path | None = None, db: str | None = None,

@@ -124,6 +124,13 @@ class TokenRejected(Refused):
     """The lease token is wrong, stale or expired."""
 
 
+class OutputLost(SchedError):
+    """The command's output could not be written (a full disk, a closed file): what the
+    command did stands, a write it made is recorded."""
+
+    exit_code = 1
+
+
 class ServerUnreachable(SchedError):
     """The sched server could not be reached, or failed: the request may not have been
     met (a retry may help)."""

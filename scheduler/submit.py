@@ -231,20 +231,22 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
         views = recorder.views
         next_id = views.next_task_id()
         results: list[Submitted] = []
-        keys: dict[str, tuple[int, str]] = {}  # idempotency key -> (task id, queue)
+        keys: dict[str, tuple[int, str, str]] = {}  # idempotency key -> (task id, queue, where in the batch)
         events = []
         for index, spec in enumerate(specs):
             key = spec.idempotency_key
             if key:
                 earlier = keys.get(key)
                 if earlier is None and (found := views.task_by_idempotency_key(key)) is not None:
-                    earlier = (found.task_id, found.queue)
+                    earlier = (found.task_id, found.queue, "")
                 if earlier is not None:
-                    if earlier[1] != spec.queue:
-                        raise BadInput(f"idempotency key {key!r} already names task {earlier[0]} of "
-                                       f"queue {earlier[1]!r}, not a task of {spec.queue!r}; "
-                                       "nothing submitted")
-                    results.append(Submitted(earlier[0], created=False))
+                    task_id, queue, given_at = earlier
+                    if queue != spec.queue:
+                        named = (f"is also that of {given_at}, a task of queue {queue!r}" if given_at
+                                 else f"already names task {task_id} of queue {queue!r}")
+                        raise BadInput(f"{_where(wheres, index)}idempotency key {key!r} {named}, not a task "
+                                       f"of {spec.queue!r}; nothing submitted")
+                    results.append(Submitted(task_id, created=False))
                     continue
             check_after(views, spec.after, wheres[index] if wheres else "")
             events.append(TaskSubmitted(
@@ -255,12 +257,18 @@ def submit(ws: Workspace, specs: Sequence[TaskSpec],
                 requires_approval=spec.requires_approval, after=tuple(spec.after),
                 task_type=spec.task_type, requires=spec.requires, due=spec.due, by=by))
             if key:
-                keys[key] = (next_id, spec.queue)
+                given_at = wheres[index] if wheres else f"task {index + 1} of the batch"
+                keys[key] = (next_id, spec.queue, given_at)
             results.append(Submitted(next_id, created=True))
             next_id += 1
         check_queue_depth(ws, views.counts(), events)  # raises: the transaction rolls back
         recorder.record(events)
     return results
+
+
+def _where(wheres: Sequence[str] | None, index: int) -> str:
+    """The prefix naming a batch's line in a message ("" for a task of the flags)."""
+    return f"{wheres[index]}: " if wheres else ""
 
 
 def check_after(views: SqlProjection, after: Sequence[int], where: str = "") -> None:

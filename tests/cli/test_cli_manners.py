@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import FLEET, InProcess, cli_env, event_count, one_error_line, write_control
+from tests.cli.conftest import FLEET, InProcess, cli_env, event_count, one_error_line, sched, write_control
 
 
 @pytest.fixture
@@ -212,3 +212,19 @@ def test_an_interrupt_inside_a_librarys_cleanup_is_not_reported_twice():
     assert result.stderr.count("Exception during reset") == 1
     assert "ValueError: a real fault" in result.stderr
     assert "OSError: a finalizer failed" in result.stderr
+
+
+def test_output_that_cannot_be_written_says_the_submit_stands(home: Path):
+    """stdout on a full disk: the submit was recorded before its output failed. The
+    line says so (a script retrying without an idempotency key would submit twice),
+    exit 1, and nothing else on stderr."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "cli", "submit", "-q", "dev", "-t", "kept", "--json"],
+                              cwd=home, env=cli_env(home), stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "sched: cannot write the output (No space left on device): what the command did stands, a write it "
+        "made is recorded (look with `sched status` or `sched show` before running it again)"]
+    shown = sched(home, "show", "1", "--json")
+    assert json.loads(shown.stdout)["task"]["title"] == "kept"

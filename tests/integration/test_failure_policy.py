@@ -404,9 +404,17 @@ def test_an_idempotency_key_names_one_task_of_one_queue(make_workspace):
     (first,) = submit(ws, [TaskSpec(queue="dev", title="a", idempotency_key="k")])
     with pytest.raises(BadInput, match="already names task 1 of queue 'dev'"):
         submit(ws, [TaskSpec(queue="qa", title="b", idempotency_key="k")])
-    with pytest.raises(BadInput, match="already names task"):
+    with pytest.raises(BadInput) as within:  # (no task 2 exists: the line names the other item)
         submit(ws, [TaskSpec(queue="qa", title="c", idempotency_key="new"),
                     TaskSpec(queue="dev", title="d", idempotency_key="new")])
+    assert within.value.message == ("idempotency key 'new' is also that of task 1 of the batch, a task of "
+                                    "queue 'qa', not a task of 'dev'; nothing submitted")
+    with pytest.raises(BadInput) as lines:
+        submit(ws, [TaskSpec(queue="qa", title="c", idempotency_key="new"),
+                    TaskSpec(queue="dev", title="d", idempotency_key="new")],
+               wheres=["b.jsonl:1", "b.jsonl:2"])
+    assert lines.value.message == ("b.jsonl:2: idempotency key 'new' is also that of b.jsonl:1, a task of "
+                                   "queue 'qa', not a task of 'dev'; nothing submitted")
     assert [t.task_id for t in queries.list_tasks(ws)] == [first.task_id]
 
 
