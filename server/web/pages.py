@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import jinja2
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -67,11 +67,18 @@ def session_of(request: Request, ws: Workspace) -> Session | None:
 
 async def form_fields(request: Request) -> dict[str, str]:
     """The fields of a url-encoded form (the last of a repeated name wins); none for
-    any other body, so its CSRF check fails."""
+    any other body, so its CSRF check fails. A field whose bytes, %-decoded, are not
+    UTF-8 is refused (400), as in a path or a query: read as U+FFFD it would be recorded
+    as something nobody sent."""
     try:
-        return dict(parse_qsl((await request.body()).decode(), keep_blank_values=True,
-                              max_num_fields=MAX_FORM_FIELDS))
-    except (UnicodeDecodeError, ValueError):
+        text = (await request.body()).decode()
+    except UnicodeDecodeError:
+        return {}
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"))
+    except UnicodeDecodeError as e:
+        raise HTTPException(400, "a form field holds a byte that is not UTF-8 once %-decoded") from e
+    except ValueError:
         return {}
 
 
