@@ -144,13 +144,20 @@ def tasks_command(
         return
     if interval is not None:
         raise BadInput("--interval goes with --watch")
-    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, title=title, status=status, limit=limit,
-                                                    agent=agent, unassigned=unassigned, cursor=cursor))
+    # a table for people shows TABLE_ROWS unless asked for more (drawing tens of
+    # thousands of rows took 20 s); --json gives every one
+    shown_at_most = limit if limit is not None or json_out else TABLE_ROWS + 1
+    listed = tasks.list_tasks(ws, tasks.ListRequest(queue=queue, title=title, status=status,
+                                                    limit=shown_at_most, agent=agent,
+                                                    unassigned=unassigned, cursor=cursor))
     warn_if_fleet_unread(ws)  # (after the checks of the input: bad input stays one line)
     if json_out:
         emit_json(listed.to_json())
         return
     found, figures = listed.tasks, listed.figures
+    if limit is None and len(found) > TABLE_ROWS:
+        found = found[:TABLE_ROWS]
+        message(f"(the first {TABLE_ROWS} tasks in pick order: --limit N for more, --json for all)")
     columns = ["id", "queue", "status", "prio", "eff", "waited", "est. start", "agent", "title"]
     dead = any(t.dead_reason for t in found)
     if dead:
@@ -186,6 +193,9 @@ def tasks_command(
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
         table.add_row(*map(literal, row))
     console().print(table)
+
+
+TABLE_ROWS = 1000  # rows of `sched tasks`' table without --limit
 
 
 def due_cell(due: str | None, overdue: bool, now: datetime) -> str:

@@ -228,3 +228,19 @@ def test_output_that_cannot_be_written_says_the_submit_stands(home: Path):
         "made is recorded (look with `sched status` or `sched show` before running it again)"]
     shown = sched(home, "show", "1", "--json")
     assert json.loads(shown.stdout)["task"]["title"] == "kept"
+
+
+def test_the_tasks_table_shows_its_first_rows_and_says_so(cli: InProcess, home: Path, monkeypatch):
+    """Drawing 24,000 rows took 20 s: without --limit the table stops at TABLE_ROWS and
+    says how to see more; --json still lists every task, --limit draws what it asks."""
+    monkeypatch.setattr("cli.tasks_cmd.TABLE_ROWS", 3)
+    for n in range(5):
+        cli("submit", "-q", "dev", "-t", f"job {n}")
+    table = cli("tasks")
+    assert table.returncode == 0
+    assert [line.split()[1] for line in table.stdout.splitlines() if line.split()[1:2] and
+            line.split()[1].isdigit()] == ["1", "2", "3"]
+    assert table.stderr.strip() == "(the first 3 tasks in pick order: --limit N for more, --json for all)"
+    assert len(json.loads(cli("tasks", "--json").stdout)["tasks"]) == 5
+    limited = cli("tasks", "--limit", "4")
+    assert "job 3" in limited.stdout and "job 4" not in limited.stdout and limited.stderr == ""
