@@ -151,7 +151,7 @@ MAX_INTERVAL_SECONDS = 86400.0  # a day: longer is a typo (and more than a sleep
 def check_interval(seconds: float) -> float:
     """An `--interval` (of a daemon's ticks, or a watch's redraws): a number > 0, at most
     a day; anything else is refused before the first tick or frame."""
-    if not math.isfinite(seconds) or seconds <= 0:
+    if math.isnan(seconds) or seconds <= 0:
         raise BadInput("--interval must be a number greater than 0")
     if seconds > MAX_INTERVAL_SECONDS:
         raise BadInput(f"--interval must be at most {MAX_INTERVAL_SECONDS:.0f} seconds (a day), "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.store import GENESIS_HASH, Recorded
 from eventlog.timeutil import from_text, to_text
+from eventlog.values import INT64_MAX
 from projections.sql import ALL_AGENTS, COUNTS, META, SqlProjection
 from projections.views import (
     FINAL_STATUSES,
@@ -295,6 +296,8 @@ def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:
 def parse_position(text: str, flag: str) -> int | str:
     """A `--since`/`--until` bound: a seq number, or an ISO time as fixed-width text."""
     if text.isascii() and text.isdigit():
+        if int(text) > INT64_MAX:
+            raise BadInput(f"{flag}: {text[:40]} is not a seq (at most 2**63 - 1)")
         return int(text)
     try:
         return to_text(from_text(text))

@@ -200,8 +200,9 @@ class RequeueRequest(Request):
 
     @model_validator(mode="after")
     def _ids_or_all(self) -> RequeueRequest:
-        if self.all != (self.queue is not None) or (self.all and self.task_ids) \
-                or (not self.all and not self.task_ids):
+        if self.all and self.task_ids:
+            raise BadInput("give task ids or --all --queue Q, not both")
+        if self.all != (self.queue is not None) or (not self.all and not self.task_ids):
             raise BadInput("give task ids, or --all --queue Q")
         return self
 

@@ -546,7 +546,7 @@ def test_estimates_of_directed_and_delayed_tasks(make_workspace):
     (["status", "--watch", "--interval", "nan"], "sched: --interval must be a number greater than 0"),
     (["status", "--watch", "--interval", "0"], "sched: --interval must be a number greater than 0"),
     (["status", "--interval", "1"], "sched: --interval goes with --watch"),
-    (["run", "--interval", "inf"], "sched: --interval must be a number greater than 0"),
+    (["run", "--interval", "inf"], "sched: --interval must be at most 86400 seconds (a day), not inf"),
     (["replay", "--verify", "--head"], "sched: give --head or --verify, not both (record the head "
                                        "once verify passed)"),
     (["replay", "--verify", "--since", "5"], "sched: --verify is about the whole log: it takes no --since"),

@@ -421,3 +421,16 @@ def test_a_line_naming_a_key_twice_is_refused_whole(cli: InProcess, tmp_path: Pa
     batch.write_text('{"queue": "dev", "title": "a"}\n{"queue": "dev", "title": "b", "queue": "qa"}\n')
     assert one_error_line(cli("submit", "--file", str(batch)), 2) == (
         f"sched: {batch}:2: the key 'queue' is given twice")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["requeue", "--all", "-q", "dev", "1"], "give task ids or --all --queue Q, not both"),
+    (["status", "--watch", "--interval", "1e400"],
+     "--interval must be at most 86400 seconds (a day), not inf"),
+    (["replay", "--since", "99999999999999999999"],
+     "--since: 99999999999999999999 is not a seq (at most 2**63 - 1)"),
+], ids=["ids-and-all", "interval-infinite", "since-too-big"])
+def test_a_refusal_says_what_was_given(run: Run, db: Path, args: list[str], said: str):
+    before = file_digest(db)
+    assert one_error_line(run(*args), 2) == f"sched: {said}"
+    assert_unchanged(db, before)

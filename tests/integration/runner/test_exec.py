@@ -256,6 +256,7 @@ BAD_RESULTS = {
     "NaN": ('{"score": NaN}', "NaN is not valid JSON"),
     "Infinity": ('[Infinity]', "Infinity is not valid JSON"),
     "an overflowing number": ('{"big": 1e400}', "the number 1e400 is out of range"),
+    "a key given twice": ('{"ok": true, "ok": false}', "the key 'ok' is given twice"),
     "deep nesting": ("[" * 70 + "]" * 70, "nested deeper than 64 levels"),
     "very deep nesting": ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
     "too many bytes": (json.dumps({"text": "x" * 2000}), "over the limit of 1024"),
