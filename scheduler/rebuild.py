@@ -10,7 +10,7 @@ from eventlog.sql_store import SqlStore
 from eventlog.store import BrokenChain
 from projections.rebuild import rebuild
 from projections.sql import SqlProjection
-from scheduler.workspace import Workspace
+from scheduler.workspace import Workspace, all_tables
 
 
 def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = None) -> int:
@@ -22,13 +22,10 @@ def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = 
     tables would take in what was altered (they stay as they were; LogTampered, exit 1)."""
     from sqlmodel import SQLModel
 
-    from projections.tables import PROJECTION_TABLES, ProjectionSchemaRow
-    from scheduler.operational import OPERATIONAL_TABLES
-
     try:
         with ws.db.write() as txn:
-            SQLModel.metadata.create_all(txn.session.connection(), tables=[
-                *PROJECTION_TABLES, ProjectionSchemaRow.__table__, *OPERATIONAL_TABLES])
+            SQLModel.metadata.create_all(txn.session.connection(),
+                                         tables=[t for t in all_tables() if t.name != "events"])  # type: ignore[attr-defined]
             return rebuild(SqlStore(txn), SqlProjection(txn), progress, check_chain=True)
     except BrokenChain as e:
         raise LogTampered(f"{e.message}; nothing rebuilt (the tables would take in an altered log): "

@@ -66,10 +66,11 @@ class Problems:
         self.job, self.log, self.retry, self.last, self.event = job, log, retry, "", event
 
     def failed(self, message: str) -> None:
-        if problem_kind(message) != self.last:  # (not again for a stalled writer idle 1 s longer)
+        kind = problem_kind(message)
+        if kind != self.last:  # (not again for a stalled writer idle 1 s longer)
             self.log(f"{self.job} failed: {message} (retrying {self.retry})",
                      event=f"{self.event}.failed", level="error", error=message)
-        self.last = problem_kind(message)
+        self.last = kind
 
     def worked(self) -> None:
         if self.last:

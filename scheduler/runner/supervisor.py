@@ -237,10 +237,11 @@ class Bookkeeper:
             # away (a restart) or answered nonsense: renew again soon, record at a later
             # turn while the lease holds (not when closing: the lease covers it)
             why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
-            if problem_kind(why) != self._failing:  # once per problem, not every second of an outage
+            kind = problem_kind(why)
+            if kind != self._failing:  # once per problem, not every second of an outage
                 print(f"sched supervisor: {why} (retrying every {self._retry_seconds:g} s)",
                       file=sys.stderr, flush=True)
-            self._failing = problem_kind(why)
+            self._failing = kind
             with self._cond:
                 for run in due:
                     run.next_beat = lease_clock() + min(every, self._retry_seconds)
