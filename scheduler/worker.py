@@ -17,6 +17,7 @@ from eventlog.errors import BadInput, NotFound, TokenRejected
 from eventlog.events import (
     Event,
     FailureReason,
+    LeaseExpired,
     LeaseRenewed,
     TaskFailed,
     TaskProgressed,
@@ -33,7 +34,10 @@ from scheduler.tokens import hash_token, new_token, token_matches
 from scheduler.workspace import Workspace, describe_pause
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from eventlog.storage.port import Read
+    from eventlog.store import Recorded
     from scheduler.runner.usage import Usage
 
 # the tick's machinery is imported by claim and fail, which use it: a heartbeat or a
@@ -147,11 +151,42 @@ def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime
     if task is None:
         raise NotFound(f"no task {task_id}")
     if task.status != "running" or not token_matches(token, task.token_hash):
-        raise TokenRejected(
-            f"task {task_id}: the token is not that of its current attempt (task is {task.status})")
+        raise TokenRejected(f"task {task_id}: {_whose_token(recorder, task_id, token)} "
+                            f"(task is {task.status})")
     if task.deadline is not None and task.deadline <= to_text(now):
         raise TokenRejected(f"task {task_id}: the lease expired at {task.deadline}")
     return task
+
+
+def token_attempt(history: Sequence[Recorded], token: str) -> tuple[int | None, Recorded | None]:
+    """The attempt `token` started, from its task's events, and the event that ended
+    that attempt (success, failure or expired lease); (None, None) when no attempt of
+    the task was started with it."""
+    digest = hash_token(token)
+    attempt: int | None = None
+    for rec in history:
+        event = rec.event
+        if attempt is None:
+            if isinstance(event, TaskStarted) and event.token_hash == digest:
+                attempt = event.attempt
+        elif isinstance(event, TaskSucceeded | TaskFailed | LeaseExpired) and event.attempt == attempt:
+            return attempt, rec
+    return attempt, None
+
+
+def _whose_token(recorder: Recorder, task_id: int, token: str) -> str:
+    """Why a token is not that of the task's current attempt, from the task's events:
+    the attempt it started already ended (a report sent again because its answer was
+    lost, a report after a take-back), or it started none. Read only on a refusal."""
+    from scheduler.reads.explain import describe
+
+    attempt, ended = token_attempt(recorder.log.read_stream(f"task-{task_id}"), token)
+    if attempt is None:
+        return "the token is not that of any of its attempts"
+    if ended is None:  # (a current attempt's token is refused only once its lease expired)
+        return f"the token's attempt {attempt} is not the current one"
+    return (f"the token's attempt {attempt} already ended ({describe(ended.event)}, at "
+            f"{ended.recorded_at}); nothing recorded")
 
 
 @dataclass(frozen=True)

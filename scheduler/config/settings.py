@@ -398,6 +398,8 @@ def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
     variable, their names, and (for MASKED_SETTINGS) its value as `config show` prints it;
     and for each that could not be filled in, why."""
     if not path.is_file():
+        if path.exists():  # (a directory, say: not a file with no settings in it)
+            raise BadInput(f"{path}: not a file; sched reads its settings from a TOML file of that name")
         return {}, {}, {}, {}
     import tomllib  # (only where a sched.toml exists)
 

@@ -100,6 +100,8 @@ def collect(ws: Workspace) -> int:
             if not urls:
                 continue
             data = json.loads(rec.data)
+            if rec.type == "TaskFailed" and data.get("reason") == "undelivered":
+                continue  # a claim that never reached its worker: nothing ran, so nothing failed
             fields: dict[str, Any] = {"seq": rec.seq, "recorded_at": rec.recorded_at,
                                       "schema_version": rec.schema_version, "data": data}
             if "task_id" in data:

@@ -68,6 +68,8 @@ def describe(event: Event) -> str:
             return f"failed on {event.agent}: {event.reason}: {event.error}"
         case LeaseExpired():
             return f"lease expired on {event.agent}"
+        case TaskRequeued(reason="operator"):  # (the reason is who: not said twice)
+            return f"requeued by {event.by or 'an operator'}"
         case TaskRequeued():
             until = f", not before {to_text(event.not_before)}" if event.not_before else ""
             who = f" by {event.by}" if event.by else ""

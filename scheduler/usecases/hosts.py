@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Self
 from pydantic import Field, field_validator, model_validator
 
 from eventlog.errors import BadInput, NotFound, TokenRejected
-from eventlog.events import Event, RunnerFailure, TaskFailed, TaskStarted, TaskSucceeded
+from eventlog.events import RunnerFailure, TaskFailed, TaskStarted, TaskSucceeded
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
@@ -28,7 +28,7 @@ from scheduler import worker
 from scheduler.config.settings import MAX_HOST_CHARS, Settings
 from scheduler.runner import exec as runner
 from scheduler.runner.usage import Usage
-from scheduler.tokens import derived_token, hash_token, token_matches
+from scheduler.tokens import derived_token, token_matches
 from scheduler.usecases.base import Request
 from scheduler.workspace import Workspace
 
@@ -261,22 +261,13 @@ def _already(recorder: Recorder, report: EndingReport) -> dict[str, Any] | None:
     """The status the attempt's outcome left, when this outcome is already recorded (a
     turn sent again after its answer was lost); an attempt that ended the other way
     (a success reported, a failure recorded, or the reverse) answers `lost`, saying so;
-    None when the attempt has not ended."""
-    digest = hash_token(report.token)
-    attempt: int | None = None
-    ended: Event | None = None
-    for rec in recorder.log.read_stream(f"task-{report.task_id}"):
-        event = rec.event
-        if isinstance(event, TaskStarted) and event.token_hash == digest:
-            attempt = event.attempt
-        elif isinstance(event, TaskSucceeded | TaskFailed) and attempt is not None \
-                and event.attempt == attempt:
-            ended = event
+    None when the attempt has not ended, or its lease expired (the refusal says so)."""
+    attempt, ended = worker.token_attempt(recorder.log.read_stream(f"task-{report.task_id}"), report.token)
     task = recorder.views.get_task(report.task_id)
-    if ended is None or task is None:
+    if ended is None or task is None or not isinstance(ended.event, TaskSucceeded | TaskFailed):
         return None
-    if isinstance(ended, TaskSucceeded) != report.succeeded:
-        how = "succeeded" if isinstance(ended, TaskSucceeded) else "failed"
+    if isinstance(ended.event, TaskSucceeded) != report.succeeded:
+        how = "succeeded" if isinstance(ended.event, TaskSucceeded) else "failed"
         return {"status": "lost", "why": f"task {report.task_id}: its attempt {attempt} already ended "
                                          f"({how}); this ending is not recorded"}
     return {"status": task.status, "already": True}

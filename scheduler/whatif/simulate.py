@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,28 @@ def changed_settings(settings: Settings, changes: Sequence[str]) -> Settings:
         err = e.errors()[0]
         where = ".".join(str(part) for part in err["loc"]) or "settings"
         raise BadInput(f"--set: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def idle_changes(changes: Sequence[str], before: Settings, after: Settings,
+                 queues: Collection[str]) -> list[str]:
+    """The `--set` changes that change nothing in this run, each with why: a setting of
+    a queue no task of the workload is in, or a value the setting already has (a
+    what-if that answers like the baseline for a reason the user did not mean)."""
+    notes = []
+    for change in changes:
+        path = change.partition("=")[0].strip().split(".")
+        if path[0] == "queues":
+            queue, name = path[1], path[2]
+            if queue not in queues:
+                notes.append(f"--set {change}: no task of the workload is in queue {queue!r}; "
+                             "it changes nothing")
+            elif (was := getattr(before.queue_policy(queue), name)) == getattr(
+                    after.queue_policy(queue), name):
+                notes.append(f"--set {change}: queue {queue!r} already has {name} {was!r}; "
+                             "it changes nothing")
+        elif (was := getattr(before, path[0])) == getattr(after, path[0]):
+            notes.append(f"--set {change}: {path[0]} already is {was!r}; it changes nothing")
+    return notes
 
 
 def scenario(settings: Settings, fleet: tuple[FleetAgent, ...], seed: int, sample_seconds: float) -> Scenario:
@@ -201,7 +223,11 @@ def run_simulation(ws: Workspace, request: Request,
         "window_start": to_text_or_none(base_run.started_at),
         "fidelity": figures.fidelity(recorded, base_run) if source.kind == "log" else None,
         "baseline": figures.summary(base_run), "whatif": None, "difference": None,
+        "notes": idle_changes(request.settings, base_settings, other_settings,
+                              [name for name, q in base_run.queues.items() if q.arrived]),
     }
+    for note in document["notes"]:
+        say(note)
     runs = [base_run]
     if changed:
         say("simulating the what-if...")

@@ -236,6 +236,10 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
             if item[0].task_id in seen:  # (a line's id is its number unless it says one)
                 raise BadInput(f"{where}: task_id {item[0].task_id} is line {seen[item[0].task_id]}'s too "
                                "(one task per id)")
+            unknown = next((parent for parent in item[0].after if parent not in seen), None)
+            if unknown is not None:  # (the engine would let it run as if it waited on nothing)
+                raise BadInput(f"{where}: 'after' names task {unknown}, which no line before this one "
+                               "gives (a task runs after tasks that arrived before it)")
             seen[item[0].task_id] = number
             last = item[0].at
             yield item

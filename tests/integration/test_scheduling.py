@@ -135,11 +135,20 @@ def test_wrong_stale_and_expired_tokens_are_refused_and_append_nothing(make_work
     assert len(events_of(ws)) == count
     tick(ws)  # expires the lease and reassigns
     fresh = worker.claim(ws, "ann")
-    with pytest.raises(TokenRejected, match="current attempt"):
-        worker.complete(ws, task_id, claim.token)  # the stale attempt's token
-    worker.complete(ws, task_id, fresh.token)
-    with pytest.raises(TokenRejected):
-        worker.complete(ws, task_id, fresh.token)  # once done, the token is spent
+    # the stale attempt's token: the refusal says what became of its attempt
+    with pytest.raises(TokenRejected, match=r"^task 1: the token's attempt 1 already ended \(lease expired "
+                                            r"on ann, at .*\); nothing recorded \(task is running\)$"):
+        worker.complete(ws, task_id, claim.token)
+    worker.fail(ws, task_id, fresh.token, "boom")
+    with pytest.raises(TokenRejected, match=r"attempt 2 already ended \(failed on ann: reported: boom, "):
+        worker.fail(ws, task_id, fresh.token, "boom")  # sent again: recorded once
+    third = worker.claim(ws, "ann")
+    worker.complete(ws, task_id, third.token)
+    with pytest.raises(TokenRejected,
+                       match=r"attempt 3 already ended \(succeeded on ann, .*\(task is succeeded\)$"):
+        worker.complete(ws, task_id, third.token)  # once done, the token is spent
+    with pytest.raises(TokenRejected, match="the token is not that of any of its attempts"):
+        worker.heartbeat(ws, task_id, "not-the-token")
 
 
 def test_claim_prefers_the_task_assigned_to_it(make_workspace):

@@ -172,6 +172,28 @@ def test_only_subscribed_events_are_posted_and_history_is_not(make_workspace, en
     assert endpoint.received == []
 
 
+def test_a_claim_that_never_reached_its_worker_is_no_failure_to_post(hooked, endpoint):
+    """An HTTP claim whose client timed out is given back as `undelivered`: nothing ran,
+    so an alert on task.failed must not fire for it; the attempt that ran and failed
+    after it is posted."""
+    ws = hooked(events=["task.failed"])
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="build the thing", max_attempts=1)])
+    claim = worker.claim(ws, "ann")
+    worker.release_undelivered(ws, claim, "the client went away before the answer")
+    assert webhooks.collect(ws) == 0
+    assert fail_task_again(ws, task.task_id) == "dead"  # its one attempt was not used up
+    assert webhooks.collect(ws) == 1
+    webhooks.deliver_due(ws)
+    (failed,) = endpoint.bodies()
+    assert (failed["data"]["reason"], failed["data"]["attempt"]) == ("reported", 2)  # (numbers stay unique)
+
+
+def fail_task_again(ws: Workspace, task_id: int) -> str:
+    claim = worker.claim(ws, "ann")
+    assert claim is not None and claim.task.task_id == task_id
+    return worker.fail(ws, task_id, claim.token, "boom")
+
+
 def test_a_failing_endpoint_is_retried_after_the_backoff(hooked, endpoint):
     ws = hooked(["task.failed"], webhook_backoff_base_seconds=10)
     fail_task(ws)

@@ -82,6 +82,20 @@ def test_simulate_says_its_progress_on_stderr_also_with_json(home: Path, cli: In
     assert one_json(done)["tasks"] > 0
 
 
+def test_a_what_if_setting_that_changes_nothing_says_why(home: Path, cli: InProcess):
+    """A misspelt queue, or the value already in force, gave an answer equal to the
+    baseline's with nothing to say it was no what-if at all."""
+    ok(cli("init"))
+    args = ("simulate", "--generate", "dev:rate=1/m,run=1m", "--duration", "1h", "--json")
+    done = ok(cli(*args, "--set", "queues.deb.max_attempts=5", "--set", "max_attempts=3",
+                  "--set", "queues.dev.max_attempts=4"))
+    notes = ["--set queues.deb.max_attempts=5: no task of the workload is in queue 'deb'; it changes nothing",
+             "--set max_attempts=3: max_attempts already is 3; it changes nothing"]
+    assert one_json(done)["notes"] == notes
+    assert all(note in done.stderr.splitlines() for note in notes)
+    assert one_json(ok(cli(*args, "--set", "queues.dev.max_attempts=4")))["notes"] == []
+
+
 def test_simulate_a_workload_file(home: Path, cli: InProcess):
     ok(cli("init"))
     workload = home / "load.jsonl"

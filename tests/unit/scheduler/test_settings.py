@@ -46,6 +46,12 @@ def test_bad_settings_name_where_they_came_from(tmp_path: Path, toml, env, probl
         load_settings(env, {"home": tmp_path})
 
 
+def test_a_sched_toml_that_is_no_file_is_refused_not_ignored(tmp_path):
+    (tmp_path / "sched.toml").mkdir()  # its settings were taken for none: every default in force
+    with pytest.raises(BadInput, match=r"sched\.toml: not a file; sched reads its settings from a TOML file"):
+        load_settings({}, {"home": tmp_path})
+
+
 def test_relative_paths_in_sched_toml_are_relative_to_home(tmp_path):
     (tmp_path / "sched.toml").write_text('db = "data/x.db"\nagent_control_file = "fleet.json"\n')
     s = load_settings({}, {"home": tmp_path}).settings

@@ -147,6 +147,8 @@ def test_a_jsonl_workload_is_read_in_order_and_bad_lines_are_named(tmp_path):
                            "'bad name!' is not a capability name"),
                           ({"at": 20, "queue": "dev", "run_seconds": 1, "task_id": 7, "after": [7]},
                            "'after' names the task itself"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "after": [1, 9]},  # 1: line 1's
+                           "'after' names task 9, which no line before this one gives"),
                           ({"at": 20, "queue": "dev", "run_seconds": 1, "max_attempts": 10**20},
                            "'max_attempts' must be an integer from 1 to 1,000,000")]:
         bad = tmp_path / "bad.jsonl"
