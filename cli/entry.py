@@ -22,7 +22,7 @@ def quiet_unraisable_interrupts() -> None:
     """Ctrl-C is reported once, as `sched: interrupted`. One that lands in a finalizer
     is reported by Python as "Exception ignored in ...", traceback and all: not that
     one. Every other unraisable error still is. (An interrupt logged by SQLAlchemy's
-    pool: see `eventlog.storage.base.quiet_pool_interrupts`.)"""
+    pool: see `eventlog.storage.base.quiet_pool_faults`.)"""
     default = sys.unraisablehook
 
     def hook(unraisable: object) -> None:

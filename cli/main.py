@@ -100,6 +100,9 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
+
+
 def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
     """Run one command; returns its exit code: 0 done, 1 check failed or refused,
     2 bad input or usage. An error is one line on stderr: messages may quote user input,
@@ -111,6 +114,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         chosen = args[0] if args and (args[0] in COMMANDS or args[0] in GROUPS) else None
         sub = args[1] if chosen in GROUPS and len(args) > 1 else None
         result = build_app(chosen, sub)(args=args, prog_name="sched", standalone_mode=False)
+        if result == INTERRUPTED:  # Ctrl-C inside a command: typer returns its exit code
+            print("sched: interrupted", file=sys.stderr)
         return result if isinstance(result, int) else 0
     except SchedError as e:
         print(f"sched: {visible(e.message)}", file=sys.stderr)
@@ -128,7 +133,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print("sched: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except SystemExit as e:  # typer ends a command whose reader went away (EPIPE) this way
         return e.code if isinstance(e.code, int) else 1
     except OSError as e:  # a file of sched's home: where, and what the system said

@@ -8,12 +8,13 @@ reordering breaks the chain at the first changed `seq`.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from eventlog.errors import ConcurrencyConflict, LogTampered
+from eventlog.errors import ConcurrencyConflict, CorruptLog, LogTampered
 from eventlog.frozen import constructor
 from eventlog.timeutil import from_text, to_text
 
@@ -49,6 +50,19 @@ class Recorded:
     @property
     def at(self) -> datetime:
         return from_text(self.recorded_at)
+
+    def fields(self) -> dict[str, Any]:
+        """The event's stored JSON, parsed, as the log holds it (no upcasting; `event`
+        gives the current model): CorruptLog naming the seq if it is not a JSON object."""
+        try:
+            value = json.loads(self.data)
+        except ValueError as e:  # (an edited row: the chain check names it too)
+            raise CorruptLog(f"event seq {self.seq} ({self.type}) cannot be read: "
+                             f"{str(e).splitlines()[0]}") from e
+        if not isinstance(value, dict):
+            raise CorruptLog(f"event seq {self.seq} ({self.type}) cannot be read: its data is not a "
+                             "JSON object")
+        return value
 
     def hash_matches(self) -> bool:
         """Whether `hash` is the chain hash of this record's own content."""

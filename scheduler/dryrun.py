@@ -5,7 +5,6 @@ run says is what the real run does, as long as nothing else writes in between.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,5 +33,5 @@ def writing(ws: Workspace, dry_run: DryRun | None, prefetch: Sequence[Read] = ()
         yield recorder
         if dry_run is not None:
             dry_run.changes = [{"seq": rec.seq, "type": rec.type, "stream_id": rec.stream_id,
-                                "data": json.loads(rec.data)}
+                                "data": rec.fields()}
                                for rec in recorder.log.read(after=last.seq if last else 0)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventlog.errors import DatabaseFault, LogTampered
+from eventlog.errors import DatabaseFault, LogTampered, missing_table
 from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import LAST_EVENT, SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
@@ -107,6 +107,12 @@ class Workspace:
         """Create the database and its tables if missing (idempotent); whether it did."""
         db = create_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
         created = db.schema_version() == 0
+        if not created:
+            with db.read() as txn:
+                lost_log = not txn.has_table("events")
+            if lost_log:  # a sched database without its log: making an empty one would let
+                db.close()  # a rebuild fold nothing, emptying every table; only a backup has it
+                raise missing_table(str(db.location), "events")
         db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
         from projections.rebuild import ensure_current
 

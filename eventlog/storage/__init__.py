@@ -45,6 +45,35 @@ def unusable_url(location: str | Path) -> str | None:
             urlsplit(str(location))  # (a bracket left open: no server could be named by it)
         except ValueError as e:
             return f"{redact(location)}: not a valid URL ({e})"
+        problem = _parameter_problem(str(location))
+        if problem is not None:
+            return f"{redact(location)}: {problem} (a fault of the URL: no retry helps)"
+    return None
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _parameter_problem(url: str) -> str | None:
+    """What libpq would refuse in a PostgreSQL URL only once it tries to connect (an
+    error a caller takes for an outage: "a retry helps"), or that the driver's URL
+    reader fails on: an unknown parameter, a port that is no port number, a timeout
+    that is no number, an unknown `sslmode`."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:  # (libpq's own reader of the URL; it names no password)
+        params = conninfo_to_dict(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    except ProgrammingError as e:
+        return str(e).strip()
+    port = str(params.get("port", ""))
+    if any(not (part.isdigit() and 0 < int(part) < 65536) for part in port.split(",") if part):
+        return f"port {port!r} is not a port number (1 to 65535)"
+    timeout = str(params.get("connect_timeout", "0")).strip()
+    if not timeout.lstrip("-").isdigit():
+        return f"connect_timeout {timeout!r} is not a whole number of seconds"
+    if params.get("sslmode", "prefer") not in SSL_MODES:
+        return f"sslmode {params['sslmode']!r} is not one of {', '.join(SSL_MODES)}"
     return None
 
 

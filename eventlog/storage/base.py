@@ -281,19 +281,27 @@ class SqlTransaction:
         return None
 
 
-def quiet_pool_interrupts() -> None:
-    """An interrupt (Ctrl-C) that lands in SQLAlchemy's pool while it resets a
-    connection is logged by the pool, traceback and all, before the pool re-raises it;
-    the program then reports the interrupt itself, in one line. Drop that record (sched
-    sets up no log handler of its own, so it would reach stderr through logging's
-    last-resort handler); every other record still does. Called where an engine is made:
-    logging is loaded with SQLAlchemy, never by a command that needs neither."""
+def quiet_pool_faults() -> None:
+    """SQLAlchemy's pool logs, traceback and all, what goes wrong while it resets a
+    connection given back to it: an interrupt (Ctrl-C), which it then re-raises, and a
+    connection lost with its server (a PostgreSQL server stopped while a transaction
+    rolled back), which it drops. sched reports either itself, in one line (the
+    interrupt; the fault that ended the transaction, or nothing when the transaction had
+    ended well), so these records would be a second report, or a traceback after a
+    success. Drop them (sched sets up no log handler of its own, so they would reach
+    stderr through logging's last-resort handler); every other record still shows.
+    Called where an engine is made: logging is loaded with SQLAlchemy, never by a
+    command that needs neither."""
     import logging
 
     handler = logging.lastResort
-    if handler is not None and _drop_interrupts not in handler.filters:
-        handler.addFilter(_drop_interrupts)
+    if handler is not None and _drop_reported_faults not in handler.filters:
+        handler.addFilter(_drop_reported_faults)
 
 
-def _drop_interrupts(record: Any) -> bool:
-    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+def _drop_reported_faults(record: Any) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, KeyboardInterrupt):
+        return False
+    # (the driver's own class, as DB-API names it: psycopg's, sqlite3's)
+    return not (record.name.startswith("sqlalchemy.pool") and type(error).__name__ == "OperationalError")

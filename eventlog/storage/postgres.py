@@ -41,7 +41,7 @@ from eventlog.storage import redact
 from eventlog.storage.base import (
     SqlTransaction,
     delete_sql,
-    quiet_pool_interrupts,
+    quiet_pool_faults,
     term_params,
     term_shapes,
 )
@@ -458,7 +458,7 @@ class PostgresStorage:
         # reset it at every transaction.)
         self.engine = create_engine(engine_url(url), pool_size=2, max_overflow=8, connect_args=connect_args,
                                     isolation_level="AUTOCOMMIT")
-        quiet_pool_interrupts()
+        quiet_pool_faults()
         event.listen(self.engine, "checkout", _ping)
         event.listen(self.engine, "before_cursor_execute", _send_writes_first)
 

@@ -43,7 +43,7 @@ from eventlog.errors import (
     missing_table,
 )
 from eventlog.faults import fault_point
-from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_interrupts
+from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_faults
 from eventlog.storage.collector import collector_paused
 from eventlog.storage.port import Read, Row
 from eventlog.storage.writer_lock import TurnNotGiven, turn_holder, writer_turn
@@ -402,7 +402,7 @@ class SqliteStorage:
 
             self._engine = create_engine(f"sqlite:///{self.path}", creator=lent, poolclass=NullPool,
                                          pool_reset_on_return=None)
-            quiet_pool_interrupts()
+            quiet_pool_faults()
         return self._engine
 
     def _bind(self, conn: sqlite3.Connection) -> Connection:

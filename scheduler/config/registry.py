@@ -145,6 +145,10 @@ def find_control_file(candidates: Sequence[Path]) -> Path:
     for path in candidates:
         if path.is_file():
             return path
+    in_the_way = next((path for path in candidates if path.exists()), None)
+    if in_the_way is not None:  # (`--fix` would write nothing there: a directory is in the way)
+        raise ControlFileError(f"{in_the_way}: not a file; the agent control file is a JSON file "
+                               "(give the file's own path)")
     looked = ", ".join(str(p) for p in candidates)
     raise ControlFileError(
         f"no agent control file found (looked at {looked}); "

@@ -49,7 +49,8 @@ class Settings(BaseModel):
     host: str | None = Field(default=None, min_length=1, max_length=MAX_HOST_CHARS,
                              description="this process's host name (default: the machine's name)")
     database_url: str | None = Field(default=None, description="PostgreSQL URL (postgresql://...); "
-                                     "when set, it is the database, whatever db says")
+                                     "when set, it is the database, whatever db says in the same "
+                                     "place (a db flag or variable above it wins)")
     database_listen_url: str | None = Field(
         default=None, description="PostgreSQL: where wake-ups are listened for (LISTEN needs a session: "
         "the server itself behind a pooler in transaction mode); default the database's URL")
@@ -338,6 +339,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
             values[name] = value
             sources[name] = source
     values.setdefault("home", home)
+    _db_given_above_database_url(values, sources)
     for name, problem in unfilled.items():  # (a setting the environment or a flag overrides
         if sources[name] == "sched.toml":   # needs no variable of its sched.toml value)
             raise problem
@@ -367,6 +369,22 @@ def load_settings(environ: Mapping[str, str] | None = None,
                       for name in named)
             where = ", ".join(dict.fromkeys(places)) or str(toml_path)
         raise BadInput(f"setting {where}: {said}") from e
+
+
+_LAYERS = ("default", "sched.toml", "environment", "flag")  # each overrides those before it
+
+
+def _db_given_above_database_url(values: dict[str, object], sources: dict[str, str]) -> None:
+    """`database_url` wins over `db` given in the same place, but not over a `db` given
+    above it: `--db backup.db` (or `SCHED_DB`) names the database to use even where
+    sched.toml sets `database_url`, whose database (and `database_listen_url`, which
+    listens on it) stands aside. (A `--db` quietly ignored sent `replay --verify` of a
+    backup to the live database, which it reported verified.)"""
+    rank = _LAYERS.index(sources["db"])
+    for name in ("database_url", "database_listen_url"):
+        if name in values and _LAYERS.index(sources[name]) < rank:
+            del values[name]
+            sources[name] = "default"
 
 
 def _describe_loc(loc: tuple[int | str, ...]) -> str:

@@ -61,7 +61,7 @@ class DaemonLog:
         if not self.structured:
             return
         for rec in records:
-            data = json.loads(rec.data)
+            data = rec.fields()
             task_id, agent = data.get("task_id"), data.get("agent")
             text = rec.type + (f" task {task_id}" if task_id is not None else "") + (
                 f" agent {agent}" if isinstance(agent, str) and agent else "")

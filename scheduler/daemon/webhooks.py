@@ -99,7 +99,7 @@ def collect(ws: Workspace) -> int:
             urls = subscribers(ws.settings, kind) if kind else []
             if not urls:
                 continue
-            data = json.loads(rec.data)
+            data = rec.fields()
             if rec.type == "TaskFailed" and data.get("reason") == "undelivered":
                 continue  # a claim that never reached its worker: nothing ran, so nothing failed
             fields: dict[str, Any] = {"seq": rec.seq, "recorded_at": rec.recorded_at,

@@ -55,7 +55,7 @@ def result_of(events: list[Recorded]) -> Any:
     """The result the task's last successful attempt reported (None if none did)."""
     for rec in reversed(events):
         if rec.type == "TaskSucceeded":
-            return json.loads(rec.data).get("result")
+            return rec.fields().get("result")
     return None
 
 
@@ -69,7 +69,7 @@ def agent_dict(agent: AgentView) -> dict[str, Any]:
 def event_dict(rec: Recorded) -> dict[str, Any]:
     return {"seq": rec.seq, "type": rec.type, "stream_id": rec.stream_id,
             "schema_version": rec.schema_version, "recorded_at": rec.recorded_at,
-            "data": json.loads(rec.data), "hash": rec.hash}
+            "data": rec.fields(), "hash": rec.hash}
 
 
 def current_fleet(ws: Workspace, views: SqlProjection) -> list[AgentView]:

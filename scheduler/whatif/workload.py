@@ -109,12 +109,12 @@ class LogWorkload:
             if not (-math.inf if self._since is None else self._since) <= at <= (
                     math.inf if self._until is None else self._until):
                 return
-            self._arrive(task_id, at, json.loads(rec.data))
+            self._arrive(task_id, at, rec.fields())
             return
         history = self._histories.get(task_id)
         if history is None:
             return  # a task outside the window
-        data = json.loads(rec.data)
+        data = rec.fields()
         kind = rec.type
         if kind == "TaskAssigned":
             history.assigned_at, history.started_at = at, None

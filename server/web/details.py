@@ -46,7 +46,7 @@ def attempts(events: list[Recorded]) -> list[Attempt]:
     """The task's attempts in order, each with its agent, times, outcome and error."""
     found: dict[int, Attempt] = {}
     for rec in events:
-        data = json.loads(rec.data)
+        data = rec.fields()
         number = data.get("attempt")
         if not isinstance(number, int):
             continue
@@ -73,7 +73,7 @@ def attempts(events: list[Recorded]) -> list[Attempt]:
 
 def summary(rec: Recorded) -> str:
     """An event's data in one line (without the task id it repeats), cut short."""
-    data = json.loads(rec.data)
+    data = rec.fields()
     data.pop("task_id", None)
     text = json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS - 1] + "…"

@@ -202,6 +202,15 @@ def test_a_url_of_another_kind_is_refused_not_taken_for_a_file(run: Run, db: Pat
     # a PostgreSQL URL that cannot name a server (a bracket left open): bad input, not an outage
     line = one_error_line(run("status", "--db", "postgresql://me:hunter2@[db1/sched"), 2)
     assert line == "sched: setting --db: postgresql://***@[db1/sched: not a valid URL (Invalid IPv6 URL)"
+    # parameters libpq refuses only when it connects were "internal error" or "a retry helps", exit 1
+    for url, problem in (("postgresql://me:hunter2@db1:abc/sched", "port 'abc' is not a port number"),
+                         ("postgresql://me@/sched?host=/run/pg&port=99999", "port '99999' is not a port"),
+                         ("postgresql://me@db1/sched?bogus=1", 'invalid URI query parameter: "bogus"'),
+                         ("postgresql://me@db1/sched?connect_timeout=x", "connect_timeout 'x' is not"),
+                         ("postgresql://me@db1/sched?sslmode=bogus", "sslmode 'bogus' is not one of")):
+        line = one_error_line(run("status", "--db", url), 2)
+        assert line.startswith(f"sched: setting --db: {url.replace(':hunter2', ':***')}: {problem}"), line
+        assert line.endswith("(a fault of the URL: no retry helps)") and "hunter2" not in line
     toml = home / "sched.toml"
     toml.write_text('db = "mysql://db1/sched"\n')  # (not joined to the file's folder as a path would be)
     assert one_error_line(run("status"), 2) == f"sched: setting {toml}: db: mysql://db1/sched: {said}"

@@ -23,7 +23,7 @@ from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.workspace import Workspace
-from tests.conftest import new_workspace
+from tests.conftest import DEFAULT_FLEET, new_workspace, write_fleet
 
 COLUMNS = ("stream_id", "type", "schema_version", "recorded_at", "data", "prev_hash", "hash")
 
@@ -250,7 +250,27 @@ def test_a_dropped_table_is_named_and_rebuild_makes_it_again_but_not_the_log(tem
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE events")
     capsys.readouterr()
-    assert main(["rebuild", "--home", home]) == 1
-    assert capsys.readouterr().err.splitlines() == [
-        f"sched: {db}: the event log's table is missing (no table events): restore the database from a "
-        "backup (docs/operations.md, Restoring a backup)"]
+    for command in ("rebuild", "init"):  # (init made an empty log: a rebuild then emptied every table)
+        assert main([command, "--home", home]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            f"sched: {db}: the event log's table is missing (no table events): restore the database from a "
+            "backup (docs/operations.md, Restoring a backup)"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("data", ["{not json", "[1, 2]"])
+def test_an_event_whose_data_is_not_a_json_object_is_named_by_every_reader(template, tmp_path, capsys, data):
+    """`replay --json` printed the events before it, then `internal error:
+    JSONDecodeError`; `show` and `simulate` said the same, naming no event."""
+    path, _count = template
+    ws = copy_of(path, tmp_path / "edited")
+    home = str(ws.settings.home)
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        conn.execute("UPDATE events SET data = ? WHERE seq = 2", (data,))
+    write_fleet(ws.settings.home, DEFAULT_FLEET)  # (the fleet, for simulate)
+    for args in (["replay", "--json"], ["show", "2", "--json"], ["simulate", "--json"]):
+        assert main([*args, "--home", home]) == 1, args
+        err = capsys.readouterr().err.splitlines()
+        assert err[-1].startswith("sched: event seq 2 (TaskSubmitted) cannot be read: "), (args, err)
+        assert not any("internal error" in line for line in err), (args, err)

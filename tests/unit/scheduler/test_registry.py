@@ -175,6 +175,13 @@ def test_nothing_found_says_where_it_looked_and_how_to_fix(tmp_path):
         find_control_file(candidate_paths(tmp_path, None))
 
 
+def test_a_directory_where_the_file_should_be_is_named_not_fixed(tmp_path):
+    (tmp_path / "fleet").mkdir()  # `sched agents validate --fix` would write nothing there
+    with pytest.raises(ControlFileError, match=r"^/.*/fleet: not a file; the agent control file is a JSON "
+                                               r"file \(give the file's own path\)$"):
+        find_control_file(candidate_paths(tmp_path, tmp_path / "fleet"))
+
+
 def test_the_default_file_is_valid_and_never_overwrites(tmp_path):
     path = write_default_control_file(tmp_path / "config" / "agent-control.json")
     assert load_control_file(path).agents

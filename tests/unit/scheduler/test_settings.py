@@ -52,6 +52,24 @@ def test_a_sched_toml_that_is_no_file_is_refused_not_ignored(tmp_path):
         load_settings({}, {"home": tmp_path})
 
 
+def test_a_db_given_above_database_url_wins_over_it(tmp_path):
+    """`replay --verify --db backups/sched.db` where sched.toml sets database_url checked
+    the live database, and said it verified."""
+    (tmp_path / "sched.toml").write_text('database_url = "postgresql://sched@db/live"\n'
+                                         'database_listen_url = "postgresql://sched@db:5432/live"\n')
+    live = load_settings({}, {"home": tmp_path})
+    assert live.settings.database == "postgresql://sched@db/live"  # in the same file, it wins over db
+    backup = load_settings({}, {"home": tmp_path, "db": str(tmp_path / "backup.db")})
+    assert backup.settings.database == tmp_path / "backup.db"
+    assert backup.settings.database_listen_url is None  # (it listened on the live database)
+    assert (backup.sources["db"], backup.sources["database_url"]) == ("flag", "default")
+    from_env = load_settings({"SCHED_DB": "postgresql://sched@db/copy"}, {"home": tmp_path})
+    assert from_env.settings.database == "postgresql://sched@db/copy"
+    (tmp_path / "sched.toml").write_text('db = "sched.db"\n')
+    above = load_settings({"SCHED_DATABASE_URL": "postgresql://sched@db/live"}, {"home": tmp_path})
+    assert above.settings.database == "postgresql://sched@db/live"
+
+
 def test_relative_paths_in_sched_toml_are_relative_to_home(tmp_path):
     (tmp_path / "sched.toml").write_text('db = "data/x.db"\nagent_control_file = "fleet.json"\n')
     s = load_settings({}, {"home": tmp_path}).settings
