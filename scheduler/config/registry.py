@@ -91,6 +91,8 @@ class AgentSpec(BaseModel):
     def _argv_not_empty(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("command must be a non-empty argv list")
+        if value and not value[0].strip():  # (every attempt failed: cannot start '')
+            raise ValueError("command's first argument, the program to run, is empty")
         for arg in value or ():
             if (problem := text_problem(arg)) is not None or "\0" in arg:
                 raise ValueError(f"command argument {arg!r}: {problem or 'contains a NUL byte'}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -270,7 +271,41 @@ def left_by_the_dead(db: str, db_variable: str, home: str, owner: str) -> list[A
     """The attempts of which processes run on, marked as reporting to `db` (in
     `db_variable`) from `home`, that no live process named `owner` runs: a runner of
     that home that died (SIGKILL) left them, and nothing can renew their leases now.
-    (A live runner's are its descendants: it is their subreaper.)"""
+    (A live runner's are its descendants: it is their subreaper.) Also those whose
+    control group, made by a wrapper that is gone, still holds processes, for an
+    attempt with its directory in `home` (`work/TASK/ATTEMPT`): a process that cleared
+    its environment carries no marks, but cannot leave its group."""
+    found = {(ref.task_id, ref.attempt): ref for ref in _marked_by_the_dead(db, db_variable, home, owner)}
+    for key, group in _groups_of_the_dead(Path(home, "work")).items():
+        ref = found.get(key) or replace(AttemptRef.of(*key, db), db_variable=db_variable)
+        found[key] = replace(ref, cgroup=str(group))
+    return [found[key] for key in sorted(found)]
+
+
+_GROUP_NAME = re.compile(r"task-(\d+)-attempt-(\d+)-(\d+)")  # (as `cgroup_for` names them)
+
+
+def _groups_of_the_dead(work: Path) -> dict[tuple[int, int], Path]:
+    """The control groups in this process's parent group made by a wrapper that is gone
+    (the pid ending the name), still holding processes, of attempts with a directory
+    under `work`."""
+    parent = _cgroup_parent()
+    found: dict[tuple[int, int], Path] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent) if parent is not None else ():
+            name = _GROUP_NAME.fullmatch(entry.name)
+            if name is None or not entry.is_dir() or alive(int(name[3])):
+                continue
+            key = (int(name[1]), int(name[2]))
+            group = Path(entry.path)
+            if (work / str(key[0]) / str(key[1])).is_dir() and any(map(alive, cgroup_members(group))):
+                found[key] = group
+    return found
+
+
+def _marked_by_the_dead(db: str, db_variable: str, home: str, owner: str) -> list[AttemptRef]:
+    """The attempts of the processes marked as `home`'s, reporting to `db`, that no live
+    `owner` runs."""
     needles = [b"\0" + f"{db_variable}={db}".encode(errors="surrogateescape") + b"\0",
                b"\0" + f"SCHED_HOME={home}".encode(errors="surrogateescape") + b"\0"]
     found: dict[tuple[int, int], AttemptRef] = {}

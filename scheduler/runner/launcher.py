@@ -115,8 +115,7 @@ class Launcher:
         or its end of the connection is closed (it never writes: readable means closed)."""
         with self._lock:
             if self._conn is not None and (self._exited() or self._conn.poll()):
-                self._conn.close()
-                self._conn = None
+                self._gone()
             if self._conn is None:
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone")
 
@@ -141,9 +140,18 @@ class Launcher:
             try:
                 self._conn.send([attempt for _, attempt in handover])
             except OSError as e:
-                self._conn.close()
-                self._conn = None
+                self._gone()
                 raise LauncherGone(f"the sched supervisor (pid {self.pid}) is gone: {e}") from e
+
+    def _gone(self) -> None:
+        """Let go of a supervisor found gone, and collect it once it has ended (it may
+        still be ending: a zombie left uncollected stayed under the daemon until it
+        stopped, as the daemon goes on with `sched exec` wrappers)."""
+        assert self._conn is not None
+        self._conn.close()
+        self._conn = None
+        if self.pid is not None:
+            threading.Thread(target=_collect, args=(self.pid,), name="supervisor-wait", daemon=True).start()
 
     def unsure(self, handover: Handover) -> None:
         with self._lock:

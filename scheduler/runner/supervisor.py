@@ -438,8 +438,9 @@ class Supervisor:
             return
         run = self._by_pid.pop(got, None)
         if run is not None:
+            # (not its `ru_maxrss`: Linux counts in it the wrapper's memory, which the agent's
+            # process held until its exec; the tree's samples are the agent's own)
             _set_exit(run, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
-            run.meter.peak = max(run.meter.peak, usage.ru_maxrss * 1024)  # the agent's own, in KiB
 
     def _check(self, now: float) -> None:
         settings = self._settings

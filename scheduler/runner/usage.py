@@ -4,9 +4,10 @@ the `lease_clock` reading taken with the time the attempt's `TaskStarted` record
 the one when `Popen` returned, both on this host). CPU comes from the kernel's
 accounting of the reaped agent (`wait4`: exact, and it includes grandchildren the
 agent waited for); memory is sampled with psutil over the agent's process tree while
-it runs (the sum of its processes' RSS at each sample), and is at least the agent
-process's own peak (`ru_maxrss` of `wait4`), so a tree's peak shorter than the sampling
-interval can be missed, the agent's own cannot."""
+it runs (the sum of its processes' RSS at each sample), so a peak shorter than the
+sampling interval can be missed. (Not `ru_maxrss` of `wait4`: Linux counts in it the
+memory of the wrapper, which the agent's process shared until its exec; a one-line
+shell agent was recorded with the 40 to 70 MB of the Python wrapper.)"""
 
 from __future__ import annotations
 

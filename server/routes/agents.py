@@ -206,8 +206,12 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
     seen = doorbell(request).head
     token, wait, claimed = await call(checked_claim)
 
+    def claim_again() -> work.Claimed:
+        authorized(credentials, ws, "work")  # a token revoked while the claim waited: 401, nothing started
+        return work.claim(ws, name, token.name)
+
     async def claim() -> work.Claimed:
-        return await handed(await call(work.claim, ws, name, token.name))
+        return await handed(await call(claim_again))
 
     return answer(await long_poll(request, ws, wait, claim, lambda got: got.claim is not None,
                                   lambda: may_have_work(ws, name), first=(await handed(claimed), seen)))

@@ -17,7 +17,7 @@ from scheduler import access
 from scheduler.config.settings import MAX_HOST_CHARS
 from scheduler.usecases import hosts
 from scheduler.workspace import Workspace
-from server.auth import require, workspace
+from server.auth import Credentials, authorized, bearer, require, workspace
 from server.calls import Document, answer, body_of, call, long_poll, parse, schema_of, write
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.routes.agents import wait_of
@@ -54,7 +54,8 @@ def for_host(token: TokenView, host: str) -> None:
              openapi_extra=schema_of(hosts.StartRequest, drop=("host", "by"), extra={
                  "wait_seconds": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0}}))
 async def post_start(request: Request, host: HostName, token: TokenView = Depends(require("host")),
-                     ws: Workspace = Depends(workspace)) -> Document:
+                     ws: Workspace = Depends(workspace), credentials: Credentials = Depends(bearer)
+                     ) -> Document:
     """Start every assignment to the push agents pinned to `host`, to be run by the
     runner's process `pid` in `HOME/work/TASK/ATTEMPT` (`{"pid": ..., "home": ...}`).
     With `"wait_seconds": N` (0 to 20) and nothing to start, wait up to N s for some.
@@ -64,11 +65,17 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
     wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits, "start")
     asked = parse(hosts.StartRequest, {**data, "host": host, "by": token.name})
 
-    received, held = time.monotonic(), [0.0]
+    received, held, tries = time.monotonic(), [0.0], [0]
+
+    def start_now() -> hosts.Started:
+        if tries[0]:  # a token revoked while the request waited: 401, nothing started
+            authorized(credentials, ws, "host")
+        tries[0] += 1
+        return hosts.start(ws, asked)
 
     async def start() -> hosts.Started:
         held[0] = time.monotonic() - received  # before the transaction that grants the leases
-        return await write(request, hosts.start, ws, asked)
+        return await write(request, start_now)
 
     started = await long_poll(request, ws, wait, start, lambda started: bool(started.attempts),
                               lambda: hosts.has_starts(ws, host))

@@ -33,6 +33,7 @@ from scheduler.workspace import Workspace
 from server.app import create_app
 from tests.browser.live import serving
 from tests.conftest import wait_for
+from tests.integration.runner.test_containment import cgroups_work
 
 # the agent reports what it was told: where it reports, and whether the runner's token reached it
 REPORT = ('printf \'{"server": "%s", "token": "%s", "home": "%s", "payload": %s}\\n\' '
@@ -166,11 +167,18 @@ def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_serv
     assert status_of(ws, sub.task_id) == "queued"
 
 
-def test_a_runner_started_again_stops_what_a_sigkilled_one_left_running(make_served, tmp_path):
+@pytest.mark.parametrize("start", [
+    "sleep 300",
+    # no marks to find it by: only its control group holds it (it was left running); it
+    # starts once the agent is in its group (the runner moves it there once it is started)
+    pytest.param("until grep -q attempt /proc/self/cgroup; do sleep 0.01; done; setsid env -i sleep 300",
+                 marks=pytest.mark.skipif(not cgroups_work(), reason="no writable cgroup v2")),
+])
+def test_a_runner_started_again_stops_what_a_sigkilled_one_left_running(make_served, tmp_path, start):
     """SIGKILL to the runner ends its agents (the parent-death signal), not what they
     started: a child ran on beside the task's retry. The next runner of that home
-    stops it before it asks for work."""
-    child = 'sleep 300 & echo $! > "$SCHED_WORKDIR/child.pid"; echo started; wait'
+    stops it before it asks for work, also one that cleared its environment."""
+    child = start + ' & echo $! > "$SCHED_WORKDIR/child.pid"; echo started; wait'
     ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
                                     "command": ["sh", "-c", child], "host": "far-1"}])
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="leaves a child")])
@@ -323,6 +331,29 @@ def test_only_the_hosts_own_token_may_start_or_renew(served):
     assert post("/api/v1/hosts/far-1/start", token, {**start, "wait_seconds": 1.5}) == (
         422, "start: wait_seconds: Input should be a valid integer")  # (it said `claim:`)
     assert post("/api/v1/hosts/far-1/start", token, start) == 200
+
+
+def test_a_host_token_revoked_while_its_start_waits_starts_nothing(make_workspace):
+    """The long poll checked the token once: an assignment made up to 20 s after a revoke
+    was started for the revoked host, its payload and lease token handed over."""
+    import threading
+
+    ws = make_workspace(FAR, lease_seconds=6)
+    token = access.create_token(ws, "far-runner", "kim", host="far-1").token
+    app = create_app(ws.settings, ws.clock)
+    answers: list[tuple[int, dict]] = []
+    start = {"pid": 4242, "home": "/srv/sched", "wait_seconds": 20}
+    with serving(app) as base:
+        waiting = threading.Thread(target=lambda: answers.append(post_json(
+            base + "/api/v1/hosts/far-1/start", token, start)))
+        waiting.start()
+        wait_for("the start to wait", lambda: app.state.doorbell.waiting == 1)
+        access.revoke_token(ws, "far-runner", "kim")
+        (task,) = submit(ws, [TaskSpec(queue="dev", title="after the revoke")])
+        tick(ws)  # assigned to `far`, pinned to far-1: the start looks again (the log's head moved)
+        waiting.join(30)
+    assert [code for code, _said in answers] == [401], answers
+    assert status_of(ws, task.task_id) == "assigned"  # not started for a revoked host
 
 
 def test_a_runner_reports_only_its_own_reasons_for_an_ending(served):

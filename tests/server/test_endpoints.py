@@ -150,6 +150,23 @@ def test_a_stopping_server_answers_a_waiting_claim_at_once(api: Api):
     assert answers == [(200, {"task": None})]
 
 
+def test_a_token_revoked_while_its_claim_waits_is_refused_when_work_comes(make_api: Callable[..., Api]):
+    """A long poll checked its token once, when it came: work submitted up to 20 s after
+    a revoke was started for the revoked token, its payload and lease handed over."""
+    from scheduler.access import revoke_token
+
+    api = make_api(ServerLimits(claim_poll_seconds=60))  # woken by the doorbell only
+    thread, answers = waiting_claim(api)
+    revoke_token(api.ws, "box", "alice")
+    task = submit(api, "after the revoke")  # rings the doorbell: the claim looks again
+    thread.join(15)
+    (answer,) = answers
+    assert answer.status_code == 401 and set(answer.json()) == {"error"}, answer.json()
+    shown = get(api, f"/tasks/{task}").json()
+    assert shown["task"]["status"] == "queued"
+    assert [e["type"] for e in shown["events"]] == ["TaskSubmitted"]
+
+
 def test_a_claim_with_no_work_answers_null_when_its_wait_is_over(api: Api):
     started = time.monotonic()
     answer = post(api, "/agents/ann/claim", {"wait_seconds": 1}, as_="box")

@@ -473,6 +473,14 @@ def test_the_runner_measures_when_the_command_ran_and_metrics_start_the_slot_the
     assert latency["p50"] == pytest.approx(ran - stamp["TaskAssigned"], abs=1e-3)
 
 
+def test_a_small_agents_memory_is_its_own_not_its_wrappers(tmp_path):
+    """A shell line was recorded with the wrapper's 40 to 70 MB: `ru_maxrss` counts the
+    memory the agent's process shared with the (Python) wrapper until its exec."""
+    ws = push_workspace(tmp_path, {"ann": ["sh", "-c", "sleep 0.3"]}, exec_sample_seconds=0.05)
+    succeeded = last_event(ws, run_one(ws), "TaskSucceeded")
+    assert 0 < succeeded["peak_rss_bytes"] < 16 * 1024 * 1024, succeeded["peak_rss_bytes"]
+
+
 def test_the_wrapper_measures_cpu_and_peak_memory_of_the_agent_tree(tmp_path):
     # the agent burns about 0.3 s of CPU in a child it waits for, and holds 64 MiB
     # for longer than the sampling interval

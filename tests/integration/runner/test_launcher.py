@@ -286,6 +286,28 @@ def test_attempts_whose_commit_failed_are_not_handed_over_later(launched, monkey
     assert queries.show(ws, sub.task_id)[0].attempt == 1
 
 
+def test_a_supervisor_found_gone_is_collected_not_left_a_zombie(tmp_path, monkeypatch):
+    """Its connection closed while it still ended: the daemon went on with `sched exec`
+    wrappers and left it a zombie (`<defunct>`) until the daemon stopped."""
+    from scheduler.runner.spawn import LauncherGone
+
+    ws = new_workspace(tmp_path / "home")
+    launcher = Launcher(ws.settings, ws.clock)
+    launcher.start()
+    pid = launcher.pid
+    try:
+        os.kill(pid, signal.SIGTERM)
+        wait_for("the supervisor to close its connection", lambda: launcher._conn.poll())
+        with monkeypatch.context() as patch:
+            patch.setattr(containment, "alive", lambda _pid: True)  # seen while it still ends
+            with pytest.raises(LauncherGone, match=f"the sched supervisor \\(pid {pid}\\) is gone"):
+                launcher._check_alive()
+        wait_for("the supervisor to be collected", lambda: not Path(f"/proc/{pid}").exists())
+    finally:
+        launcher.close()
+        ws.close()
+
+
 def test_a_stopping_supervisor_is_handed_no_new_attempt(tmp_path):
     """SIGTERM to the supervisor alone: while it stops its attempts (an agent that
     ignores SIGTERM holds it for the kill grace), the daemon's ticks start the next

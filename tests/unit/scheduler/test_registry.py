@@ -61,6 +61,7 @@ def test_a_missing_file_is_named(tmp_path):
     ([{"agentType": "dev"}], "agentName: Field required"),
     ([{"agentName": "a", "agentType": "dev", "maxConcurrency": -1}], "maxConcurrency"),
     ([{"agentName": "a", "agentType": "dev", "command": []}], "command"),
+    ([{"agentName": "a", "agentType": "dev", "command": [" ", "x"]}], "the program to run, is empty"),
     ([{"agentName": "a", "agentType": "dev", "maxConcurrency": "2"}], "maxConcurrency"),
     ([{"agentName": "a", "agentType": "dev", "enabled": "yes"}], "enabled"),
     ([{"name": "a", "agentType": "dev"}], "agentName: Field required"),
