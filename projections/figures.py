@@ -116,7 +116,8 @@ def outcome_figures(outcomes: Sequence[Outcome], hours: float) -> dict[str, obje
                                            if o.started_ts is not None and o.assigned_ts is not None),
         "measured_runs": len(measured),
         "cpu_seconds": round(sum(o.cpu_seconds or 0.0 for o in measured), 6) if measured else None,
-        "peak_rss_bytes": max((o.peak_rss_bytes or 0 for o in measured), default=None),
+        "peak_rss_bytes": max((o.peak_rss_bytes for o in measured if o.peak_rss_bytes is not None),
+                              default=None),
     }
 
 

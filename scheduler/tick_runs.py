@@ -74,7 +74,8 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
     """Whether a daemon is alive, from the records daemons keep (latest beat first): one
     whose last tick is within `MISSED_BEATS` of its intervals (and, on this host, whose
     process exists). When none is, `last_seen` is the last beat of one that stopped
-    without recording a stop (killed), and `last_host`, `last_pid` say which."""
+    without recording a stop (killed), and `last_host`, `last_pid` say which;
+    `last_running`, whether its process still runs on this host (its ticks fail)."""
     for row in rows:
         age = (now - from_text(row["beat_at"])).total_seconds()
         fresh = age <= MISSED_BEATS * row["interval_seconds"]
@@ -84,7 +85,9 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
     last = rows[0] if rows else None
     return {"alive": False, "host": None, "pid": None, "since": None,
             "last_seen": last["beat_at"] if last else None,
-            "last_host": last["host"] if last else None, "last_pid": last["pid"] if last else None}
+            "last_host": last["host"] if last else None, "last_pid": last["pid"] if last else None,
+            # its process still runs here: not killed, but its ticks fail (its writes do)
+            "last_running": last is not None and last["host"] == host and alive(last["pid"])}
 
 
 def last_tick(txn: Transaction) -> dict[str, object] | None:

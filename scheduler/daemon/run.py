@@ -274,7 +274,10 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         launcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(SchedError):
+        try:  # (a stop it cannot record reads later as a daemon killed: say so now)
             record_stop(ws, stopped_by[0] if stopped_by else None)
+        except SchedError as e:
+            log(f"could not record the stop (health will say it recorded no stop): {e.message}",
+                event="daemon.error", level="warning")
     log("sched daemon: stopped", event="daemon.stopped")
     return 0

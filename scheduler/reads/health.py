@@ -18,6 +18,7 @@ from typing import Any
 from eventlog.errors import ControlFileError, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
+from projections.rebuild import lost_tail
 from projections.views import AgentView, TaskView
 from scheduler.config.settings import Settings
 from scheduler.reads.queries import current_fleet
@@ -163,7 +164,7 @@ def check_daemon(state: dict[str, Any], window_seconds: float, now: datetime) ->
     cron: `last_tick` judges those); degraded when one stopped beating without
     recording a stop (killed, crashed, its host gone) within `window_seconds`."""
     threshold = (f"degraded when a daemon stopped beating without recording a stop in the last "
-                 f"{window_seconds:g} s")
+                 f"{window_seconds:g} s, or runs here without beating")
     if state["alive"]:
         return Check("daemon", "healthy", f"alive on {state['host']} (pid {state['pid']}) since "
                      f"{state['since']}", threshold)
@@ -172,6 +173,9 @@ def check_daemon(state: dict[str, Any], window_seconds: float, now: datetime) ->
         return Check("daemon", "healthy", "no daemon alive (none running, or the last one stopped "
                      "cleanly)", threshold)
     since = (now - from_text(seen)).total_seconds()
+    if state.get("last_running"):  # (a daemon whose writes fail: an I/O error, a full disk)
+        return Check("daemon", "degraded", f"the daemon on {state['last_host']} (pid {state['last_pid']}) "
+                     f"runs, but last ticked {ago(since)} ({seen}): its ticks fail (see its log)", threshold)
     saw = (f"no daemon alive: the one on {state['last_host']} (pid {state['last_pid']}) last ticked "
            f"{ago(since)} ({seen}) and recorded no stop")
     return Check("daemon", "degraded" if since <= window_seconds else "healthy", saw, threshold)
@@ -186,9 +190,15 @@ def check_control_file(ws: Workspace) -> Check:
                  "the control file must load")
 
 
-def check_integrity(result: str) -> Check:
+def check_integrity(result: str, lost: str | None = None) -> Check:
+    """The engine's own check of its file, and whether the log lost events from its end
+    (`lost`: `projections.rebuild.lost_tail`'s line), which the engine cannot see: every
+    write is refused until the database is restored or rebuilt."""
+    threshold = "must say ok, and the log must hold every event the tables have folded"
+    if lost is not None:
+        return Check("integrity", "unhealthy", lost, threshold)
     status = "healthy" if result == "ok" else "unhealthy"
-    return Check("integrity", status, f"the engine's integrity check: {result}", "must say ok")
+    return Check("integrity", status, f"the engine's integrity check: {result}", threshold)
 
 
 def deleted_files_held(db_path: Path) -> dict[int, list[str]]:
@@ -241,7 +251,10 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] =
     leases, due times, integrity."""
     settings = ws.settings
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
-    with ws.read() as (_log, views):
+    with ws.read() as (log, views):
+        head = log.last()
+        lost = lost_tail(views.last_seq(), head.seq if head is not None else 0,
+                         refused="every write is refused until then: ")
         last = last_tick_at(views.txn)
         daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive)
         counts = views.counts()
@@ -263,5 +276,5 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] =
         check_lease_expiries(settings, expired),
         check_unplaceable(fleet, waiting),
         check_due(overdue, earliest_due, now),
-        check_integrity(ws.db.integrity_check()),
+        check_integrity(ws.db.integrity_check(), lost),
     ]

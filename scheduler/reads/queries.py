@@ -348,8 +348,10 @@ def head(ws: Workspace) -> tuple[int, str]:
 
 
 def parse_head(text: str) -> tuple[int, str]:
-    """`SEQ:HASH` as printed by `replay --head` (`0:000...0` for an empty log)."""
+    """`SEQ:HASH` as printed by `replay --head` (`0:000...0` for an empty log); the hash's
+    letters in either case (a collector may have stored it upper-cased)."""
     seq, _, digest = text.partition(":")
+    digest = digest.lower()
     if not (seq.isascii() and seq.isdigit() and len(digest) == 64
             and all(c in "0123456789abcdef" for c in digest)
             and (int(seq) >= 1 or digest == GENESIS_HASH)):

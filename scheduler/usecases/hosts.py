@@ -234,7 +234,7 @@ def _on_host(recorder: Recorder, task_id: int, host: str) -> None:
 def _record(ws: Workspace, recorder: Recorder, host: str, report: EndingReport,
             by: str | None) -> dict[str, Any]:
     measured = (report.cpu_seconds, report.peak_rss_bytes, report.start_delay_seconds)
-    usage = Usage(report.cpu_seconds or 0.0, report.peak_rss_bytes or 0, report.start_delay_seconds) \
+    usage = Usage(report.cpu_seconds or 0.0, report.peak_rss_bytes, report.start_delay_seconds) \
         if any(m is not None for m in measured) else None
     try:
         _on_host(recorder, report.task_id, host)

@@ -91,6 +91,20 @@ def test_a_daemon_gone_without_a_stop_is_not_alive_and_degrades_health_until_rep
     assert "no daemon alive (none running" in daemon_check(ws, alive=lambda pid: False)["saw"]
 
 
+def test_a_daemon_running_here_without_beating_is_said_to_fail_not_to_be_gone(make_workspace):
+    """A daemon whose writes fail (an I/O error, a full disk) was reported as `no daemon
+    alive ... recorded no stop`, inviting a second one, while its process ran on."""
+    ws = make_workspace(host="box-1")
+    record_start(ws, 5.0, pid=4242, alive=lambda pid: True)
+    ws.clock.advance(16)  # three intervals missed: its ticks could not record their beats
+    check = daemon_check(ws, alive=lambda pid: pid == 4242)
+    assert check["status"] == "degraded"
+    assert check["saw"].startswith("the daemon on box-1 (pid 4242) runs, but last ticked 16 s ago")
+    assert check["saw"].endswith(": its ticks fail (see its log)")
+    ws.clock.advance(ws.settings.health_window_seconds)  # still a problem while it runs
+    assert daemon_check(ws, alive=lambda pid: pid == 4242)["status"] == "degraded"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
 def test_a_real_daemon_records_its_start_and_stop_and_a_sigkilled_one_only_its_start(tmp_path):
@@ -130,4 +144,36 @@ def test_a_real_daemon_records_its_start_and_stop_and_a_sigkilled_one_only_its_s
     assert check["status"] == "degraded" and f"pid {killed.pid}" in check["saw"], check
     assert [kind for kind, _ in lifecycle_events(ws)][-1] == "DaemonStarted"
     assert queries.verify_log(ws).ok
+    ws.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+def test_a_daemon_that_cannot_record_its_stop_says_so(tmp_path):
+    """Its writes failing (here: the database held by another writer past the busy
+    timeout), it said `stopped`, exit 0, and health later called it killed."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    new_workspace(home, [{"agentName": "ann", "agentType": "dev"}]).close()
+    (home / "sched.toml").write_text("busy_timeout_ms = 300\n")
+    ws = Workspace(load_settings({}, {"home": home, "host": "box-1"}).settings)
+    daemon = start_daemon(home)
+    holder = sqlite3.connect(ws.settings.db_path, isolation_level=None)
+    try:
+        wait_for("the daemon's start", lambda: lifecycle_events(ws))
+        holder.execute("BEGIN IMMEDIATE")  # every write waits 300 ms, then gives up
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        holder.close()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0 and "Traceback" not in err, err
+    lines = err.splitlines()
+    said = "could not record the stop (health will say it recorded no stop)"
+    assert any(said in line for line in lines), err
+    assert lines[-1].endswith("sched daemon: stopped")
+    assert [kind for kind, _ in lifecycle_events(ws)] == ["DaemonStarted"]
     ws.close()

@@ -481,6 +481,16 @@ def test_a_small_agents_memory_is_its_own_not_its_wrappers(tmp_path):
     assert 0 < succeeded["peak_rss_bytes"] < 16 * 1024 * 1024, succeeded["peak_rss_bytes"]
 
 
+def test_a_run_shorter_than_the_sampling_interval_has_no_memory_figure(tmp_path):
+    """Not sampled, it is not measured: null, not the 0 that a metrics alert would read
+    as a run that used no memory (its CPU is still counted, from the kernel)."""
+    ws = push_workspace(tmp_path, {"ann": ["sh", "-c", "exit 0"]}, exec_sample_seconds=30)
+    succeeded = last_event(ws, run_one(ws), "TaskSucceeded")
+    assert succeeded["peak_rss_bytes"] is None and succeeded["cpu_seconds"] is not None
+    overall = metrics(ws, timedelta(hours=1))["overall"]
+    assert (overall["measured_runs"], overall["peak_rss_bytes"]) == (1, None)
+
+
 def test_the_wrapper_measures_cpu_and_peak_memory_of_the_agent_tree(tmp_path):
     # the agent burns about 0.3 s of CPU in a child it waits for, and holds 64 MiB
     # for longer than the sampling interval

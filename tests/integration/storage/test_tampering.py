@@ -183,6 +183,9 @@ def test_an_expected_head_that_differs_is_reported(template, tmp_path, capsys):
     with sqlite3.connect(ws.settings.db_path) as conn:
         real = conn.execute("SELECT hash FROM events WHERE seq = ?", (count,)).fetchone()[0]
     assert queries.verify_log(ws, (count, real)).ok
+    home = str(ws.settings.home)  # its hex digits upper-cased: the same head (it was refused as not hex)
+    assert main(["replay", "--verify", "--expect-head", f"{count}:{real.upper()}", "--home", home]) == 0
+    capsys.readouterr()
     wrong = "0" * 64
     (problem,) = queries.verify_log(ws, (count, wrong)).problems
     assert problem.startswith(f"seq {count} has hash {real}, not the expected {wrong}")
@@ -209,6 +212,11 @@ def test_a_log_that_lost_its_tail_says_so_and_takes_no_write_until_rebuilt(templ
     (line,) = capsys.readouterr().err.splitlines()
     assert "events were lost from the end of the log" in line and "nothing appended" in line
     assert queries.verify_log(ws).problems == [problem]  # nothing was appended
+    # `health` said healthy, exit 0, while every write was refused
+    assert main(["health", "--json", "--home", home]) == 2
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["integrity"]["status"] == "unhealthy"
+    assert checks["integrity"]["saw"].startswith(f"the projections have folded events up to seq {count}")
     assert main(["rebuild", "--home", home]) == 0
     assert queries.verify_log(ws).ok
     assert main(["pause", "--home", home]) == 0
