@@ -508,9 +508,10 @@ class SqliteStorage:
         `commit=False`, or if the block raises). `prefetch` is not needed: a read
         here costs no round trip, so each is made when asked for."""
         if self.read_only:
-            raise DatabaseFault(f"{self.path}: the database is read-only (read-only media or no "
-                                "write permission): this command writes; a retry will not help "
-                                "until it can be written")
+            raise DatabaseFault(f"{self.path}: the database is read-only (read-only media, or no "
+                                "write permission on the file or on its directory, where its -wal and "
+                                "lock files go): this command writes; a retry will not help until it "
+                                "can be written")
         try:
             turn = writer_turn(self.path, self.busy_timeout_ms / 1000)
             with self._transaction("BEGIN IMMEDIATE", commit, turn) as txn:

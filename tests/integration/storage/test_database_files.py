@@ -186,6 +186,8 @@ def test_read_only_media_serve_reads_and_refuse_writes_in_one_line(tmp_path):
     assert '"title": "t"' in done.stdout and "verified:" in done.stdout, done.stdout + done.stderr
     assert "health exit" in done.stdout and (tmp_path / "health.err").read_text() == ""
     assert "submit exit 1" in done.stdout and "read-only" in done.stdout
+    # (a home that cannot be written, the file itself writable, gives the same line: it said "the file")
+    assert "no write permission on the file or on its directory" in done.stdout
     assert file_digest(home / "sched.db") == before
 
 
