@@ -158,9 +158,11 @@ class TaskStarted(Event):
     Version 2 adds `cgroup`: the control group the exec wrapper put the attempt's
     processes in, so whoever takes the attempt back on that host can stop every one;
     version 3 adds `by`: the name of the HTTP API token that started it (a worker's
-    claim, a host runner's start; None otherwise)."""
+    claim, a host runner's start; None otherwise); version 4 adds `machine`: the
+    machine, boot and pid namespace of the wrapper (`scheduler.machine`), so that only
+    there is the attempt judged by its pid (None: not known, or recorded before)."""
 
-    schema_version: int = 3
+    schema_version: int = 4
     type: Literal["TaskStarted"] = "TaskStarted"
     task_id: TaskId
     agent: str
@@ -175,6 +177,7 @@ class TaskStarted(Event):
     log_path: str | None = None
     cgroup: str | None = None
     by: str | None = None
+    machine: str | None = None
 
 
 class LeaseRenewed(Event):
@@ -559,6 +562,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskAssigned", 2): _unchanged,  # v3: + decision.candidates[].weight
     ("TaskAssigned", 3): _unchanged,  # v4: + by (None: not through the HTTP API, or unknown)
     ("TaskStarted", 2): _unchanged,  # v3: + by
+    ("TaskStarted", 3): _unchanged,  # v4: + machine (None: not known)
     ("LeaseRenewed", 1): _unchanged,  # v2: + by
     ("TaskProgressed", 1): _unchanged,  # v2: + by
     ("TaskSucceeded", 2): _unchanged,  # v3: + by

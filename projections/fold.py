@@ -92,7 +92,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskStarted():
             return evolve(task, status="running", agent=event.agent, attempt=event.attempt,
                           deadline=to_text(event.lease_expires_at),
-                          token_hash=event.token_hash, pid=event.pid, host=event.host,
+                          token_hash=event.token_hash, pid=event.pid, host=event.host, machine=event.machine,
                           log_path=event.log_path or task.log_path, started_at=at, updated_at=at,
                           last_agent=event.agent, progress_percent=None, progress_message=None,
                           progress_at=None)
@@ -107,7 +107,7 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return _attempt_failed(task, event.agent, event.detail or "lease expired", at)
         case TaskFailed(reason="undelivered"):  # its worker never had it: nothing failed
             return evolve(task, status="failed", agent=None, deadline=None, token_hash=None, pid=None,
-                          host=None, attempt_floor=task.attempt_floor + 1, updated_at=at)
+                          host=None, machine=None, attempt_floor=task.attempt_floor + 1, updated_at=at)
         case TaskFailed(reason=reason) if reason in UNCOUNTED_FAILURES:
             failed = _attempt_failed(task, event.agent, event.error, at)
             return evolve(failed, attempt_floor=task.attempt_floor + 1)
@@ -115,15 +115,15 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return _attempt_failed(task, event.agent, event.error, at)
         case TaskSucceeded():
             return evolve(task, status="succeeded", agent=None, deadline=None,
-                          token_hash=None, pid=None, host=None, cancelling=False, updated_at=at)
+                          token_hash=None, pid=None, host=None, machine=None, cancelling=False, updated_at=at)
         case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
             return evolve(task, status="blocked" if task.waiting_on else "queued", agent=None,
-                          deadline=None, token_hash=None, pid=None, host=None, not_before=None,
+                          deadline=None, token_hash=None, pid=None, host=None, machine=None, not_before=None,
                           attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
                           ready_at=None if task.waiting_on else at, updated_at=at)
         case TaskRequeued():
             return evolve(task, status="queued", agent=None, deadline=None, token_hash=None,
-                          pid=None, host=None,
+                          pid=None, host=None, machine=None,
                           not_before=to_text(event.not_before) if event.not_before else None,
                           ready_at=ready_time(at, event.not_before), updated_at=at)
         case TaskApproved():
@@ -132,12 +132,12 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
                           updated_at=at)
         case TaskRejected() | TaskCancelled():
             return evolve(task, status="cancelled", agent=None, deadline=None, token_hash=None,
-                          pid=None, host=None, cancelling=False, updated_at=at)
+                          pid=None, host=None, machine=None, cancelling=False, updated_at=at)
         case TaskCancelRequested():
             return evolve(task, cancelling=True, updated_at=at)
         case TaskDeadLettered():
             return evolve(task, status="dead", agent=None, deadline=None, token_hash=None,
-                          pid=None, host=None, dead_reason=event.reason, updated_at=at)
+                          pid=None, host=None, machine=None, dead_reason=event.reason, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
 
 
@@ -152,7 +152,7 @@ def ready_time(at: str, not_before: datetime | str | None) -> str:
 def _attempt_failed(task: TaskView, agent: str, error: str, at: str) -> TaskView:
     excluded = task.excluded if agent in task.excluded else (*task.excluded, agent)
     return evolve(task, status="failed", agent=None, deadline=None, token_hash=None,
-                  pid=None, host=None, excluded=excluded, last_error=error, updated_at=at)
+                  pid=None, host=None, machine=None, excluded=excluded, last_error=error, updated_at=at)
 
 
 def link_after(child: TaskView, parents: Sequence[TaskView]) -> tuple[TaskView, list[TaskView]]:

@@ -63,6 +63,7 @@ class TaskRow(SQLModel, table=True):
     due: str | None = None
     due_missed_at: str | None = None
     due_watch: str | None = None  # `due` while the task is open, for the indexes below
+    machine: str | None = None
 
 
 _TASKS = TaskRow.__table__  # type: ignore[attr-defined]

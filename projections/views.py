@@ -12,7 +12,7 @@ from eventlog.frozen import constructor
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 14
+PROJECTION_SCHEMA = 15
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
@@ -106,6 +106,7 @@ class TaskView:
     requires: tuple[str, ...] = ()  # capabilities an agent must have to take it
     due: str | None = None  # when it should be done by
     due_missed_at: str | None = None  # when a tick recorded that it was not done by then
+    machine: str | None = None  # where the wrapper holding the lease runs (`scheduler.machine`)
 
 
 @dataclass(frozen=True, slots=True)

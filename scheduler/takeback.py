@@ -24,6 +24,7 @@ from projections.recorder import Recorder
 from projections.sql import first_deadline_read, running_on_read
 from projections.views import AgentView, TaskView
 from scheduler.decisions.policy import settle_failure
+from scheduler.machine import this_machine, where_started
 from scheduler.runner import containment
 from scheduler.runner.spawn import lease_clock
 from scheduler.workspace import Workspace
@@ -64,11 +65,12 @@ def current_start(recorder: Recorder, task: TaskView) -> TaskStarted | None:
 
 
 def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) -> None:
-    """Before a running attempt is taken back: if its exec wrapper runs on this host,
-    stop the wrapper and every process of the attempt, so nothing of it outlives it
-    (an attempt on another host is fenced by its lease: its wrapper stops its agent when
-    a heartbeat is refused)."""
-    if task.status != "running" or task.host != host or task.pid is None:
+    """Before a running attempt is taken back: if its exec wrapper runs on this host
+    (and machine, boot and pid namespace: `scheduler.machine`), stop the wrapper and
+    every process of the attempt, so nothing of it outlives it (an attempt elsewhere is
+    fenced by its lease: its wrapper stops its agent when a heartbeat is refused)."""
+    if (task.status != "running" or task.host != host or task.pid is None
+            or where_started(task.machine, this_machine()) != "here"):
         return
     started = current_start(recorder, task)
     containment.stop_attempt(containment.AttemptRef.of(
@@ -120,20 +122,28 @@ def take_back_overdue(ws: Workspace, recorder: Recorder, host: str, report: Tick
 
 
 def reap_dead_wrappers(ws: Workspace, recorder: Recorder, host: str,
-                       alive: Callable[[int], bool], report: TickReport,
+                       alive: Callable[[int], bool], machine: str | None, report: TickReport,
                        queue: str | None = None) -> None:
     """Expire running attempts whose exec wrapper, on this host, no longer exists: its
-    lease would only run out later, and nobody is left to renew it."""
+    lease would only run out later, and nobody is left to renew it. `machine`: this
+    process's machine, boot and pid namespace (`scheduler.machine`): an attempt started
+    on another machine that bears the same host name is left to its lease, and one of
+    an earlier boot of this machine is gone whatever its pid now names."""
     seen: dict[int, bool] = {}  # a supervisor runs many attempts: its pid is looked at once
     for task in recorder.views.running_on(host, queue):
         if task.pid is None:
             continue
-        if task.pid not in seen:
-            seen[task.pid] = alive(task.pid)
-        if seen[task.pid]:
+        where = where_started(task.machine, machine)
+        if where == "elsewhere":
             continue
+        if where == "here":
+            if task.pid not in seen:
+                seen[task.pid] = alive(task.pid)
+            if seen[task.pid]:
+                continue
+        gone = "is gone" if where == "here" else "is gone: the machine restarted since"
         take_back(ws, recorder, task, host, report,
-                  detail=f"the sched exec wrapper (pid {task.pid} on {host}) is gone")
+                  detail=f"the sched exec wrapper (pid {task.pid} on {host}) {gone}")
 
 
 def release_out_of_service(recorder: Recorder, agents: Sequence[AgentView]) -> list[dict[str, object]]:

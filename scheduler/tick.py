@@ -34,6 +34,7 @@ from scheduler.gates import (
     record_gates,
     reopen_removed,
 )
+from scheduler.machine import this_machine
 from scheduler.planning import gather_and_plan, plan_policy, record_config_if_changed
 from scheduler.runner.spawn import Handover, LauncherGone, lease_clock, reap_finished, unsure_if_failed
 from scheduler.takeback import (
@@ -137,11 +138,13 @@ def run_due_gates(ws: Workspace, now: datetime) -> dict[str, GateResult]:
 
 
 def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] = pid_alive,
+         machine: Callable[[], str | None] = this_machine,
          daemon_interval: float | None = None) -> TickReport:
     """One pass. With `dry_run`, the same work in a transaction that is rolled back.
     After the commit, starts `sched exec` for each assignment to an agent with a command.
     `daemon_interval`: the tick of a `sched run` ticking that often (it notes that the
-    daemon is alive)."""
+    daemon is alive). `alive` and `machine`: whether a pid of this machine runs, and
+    which machine this is (`scheduler.machine`), for the attempts whose wrapper died."""
     started = time.perf_counter()
     granted_at = lease_clock()  # before the transaction: leases granted in it hold from then on
     host = ws.settings.host_name
@@ -168,7 +171,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         # take back: what is overdue, what lost its wrapper, what waits on the dead
         report.config_recorded = record_config_if_changed(recorder, control)
         take_back_overdue(ws, recorder, host, report)
-        reap_dead_wrappers(ws, recorder, host, alive, report)
+        reap_dead_wrappers(ws, recorder, host, alive, machine(), report)
         if starter is not None:  # started by a tick that failed, and committed after all
             handed.extend(starter.landed(views))
         report.released = release_out_of_service(recorder, views.all_agents())

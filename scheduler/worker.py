@@ -74,6 +74,7 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     from eventlog.storage.port import WRITE_TIME
     from projections.sql import ALL_AGENTS, agent_read, any_queued_read, candidates_read, listing_read
     from scheduler.gates import closed_gates
+    from scheduler.machine import this_machine
     from scheduler.planning import gather_and_plan, plan_policy, plan_reads, record_config_if_changed
     from scheduler.takeback import reap_dead_wrappers, take_back_overdue, take_back_reads
     from scheduler.tick import TickReport
@@ -98,7 +99,7 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
         record_config_if_changed(recorder, registry.control)
         cleanup = TickReport()
         take_back_overdue(ws, recorder, host, cleanup, queue=spec.type)
-        reap_dead_wrappers(ws, recorder, host, pid_alive, cleanup, queue=spec.type)
+        reap_dead_wrappers(ws, recorder, host, pid_alive, this_machine(), cleanup, queue=spec.type)
         views, now = recorder.views, recorder.now  # after the take-backs, which may move it on
         me = views.get_agent(agent_name)
         if me is not None and me.out_of_service is not None:

@@ -36,6 +36,7 @@ from eventlog.errors import SchedError, TokenRefused
 from eventlog.timeutil import from_text
 from scheduler import worker
 from scheduler.config.settings import Settings
+from scheduler.machine import this_machine
 from scheduler.runner import containment
 from scheduler.runner.exec import (
     Attempt,
@@ -142,7 +143,7 @@ class Asker:
             sent = lease_clock()  # before the server grants the leases
             try:
                 answer = self._server.host_start(self._host, os.getpid(), self._home, request_id,
-                                                 WAIT_SECONDS)
+                                                 WAIT_SECONDS, this_machine())
             except TokenRefused as e:  # asking again will not help
                 self.fatal = e
                 self._wake()
@@ -185,7 +186,7 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
             containment.stop_attempt(ref)
             say(f"task {ref.task_id} attempt {ref.attempt}: stopped what a runner gone left running")
         sent = lease_clock()  # before the server grants the leases of what waits already
-        first = server.host_start(host, os.getpid(), home, new_token(), 0)  # and its limits
+        first = server.host_start(host, os.getpid(), home, new_token(), 0, this_machine())  # and its limits
         arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
         granted_at = grant_time(sent, arrived_at, first)
         settings = runner_settings(settings, first)

@@ -41,6 +41,7 @@ from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler import worker
 from scheduler.config.settings import Settings
+from scheduler.machine import this_machine
 from scheduler.runner import containment
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.usage import Usage
@@ -203,7 +204,7 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
     transaction began (the lease runs from then, at the latest)."""
     ref = replace(ref, cgroup=str(group) if group is not None else None)
     event, token = started_event(ws, recorder, task, agent, ref.wrapper_pid or 0, ws.settings.host_name,
-                                 workdir, ref.cgroup)
+                                 workdir, ref.cgroup, machine=this_machine())
     task_vars = {**task_variables(event, task.queue, token),
                  "SCHED_HOME": _places(ws.settings)[0], "SCHED_DB": ref.db}
     return event, Attempt(task.task_id, event.attempt, task.queue, token, list(event.argv), workdir,
@@ -216,11 +217,13 @@ def _start_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agent
 
 def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: AgentView, pid: int,
                   host: str, workdir: PurePath, cgroup: str | None,
-                  by: str | None = None, token: str | None = None) -> tuple[TaskStarted, str]:
+                  by: str | None = None, token: str | None = None, *,
+                  machine: str | None) -> tuple[TaskStarted, str]:
     """The `TaskStarted` of the assigned `task`'s next attempt, run by process `pid` on
-    `host` in `workdir` (its log beside), with a fresh lease from the transaction's
-    time; and the attempt's lease token (only its hash is recorded): `token`, else a new
-    one. `by`: the HTTP API token that started it (a host runner's)."""
+    `host` (`machine`: its machine, boot and pid namespace) in `workdir` (its log
+    beside), with a fresh lease from the transaction's time; and the attempt's lease
+    token (only its hash is recorded): `token`, else a new one. `by`: the HTTP API
+    token that started it (a host runner's)."""
     attempt = task.attempt + 1
     token = token or new_token()
     values = {"task_id": str(task.task_id), "queue": task.queue, "agent": agent.name,
@@ -230,7 +233,8 @@ def started_event(ws: Workspace, recorder: Recorder, task: TaskView, agent: Agen
         task_id=task.task_id, agent=agent.name, attempt=attempt, token_hash=hash_token(token),
         lease_expires_at=recorder.now + timedelta(seconds=ws.settings.lease_seconds),
         runner="exec", pid=pid, host=host, argv=tuple(argv),
-        workdir=str(workdir), log_path=str(workdir / "agent.log"), cgroup=cgroup, by=by)
+        workdir=str(workdir), log_path=str(workdir / "agent.log"), cgroup=cgroup, by=by,
+        machine=machine)
     return event, token
 
 

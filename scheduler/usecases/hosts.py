@@ -47,6 +47,8 @@ class StartRequest(Request):
     pid: int = Field(ge=1, le=2**31 - 1)
     home: str = Field(min_length=2, max_length=4096)
     request_id: str | None = Field(default=None, min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    # the runner's machine, boot and pid namespace (`scheduler.machine`; None: not sent)
+    machine: str | None = Field(default=None, max_length=256, pattern=r"^[^/]*/[^/]+/[0-9]+$")
     by: str | None = None  # the HTTP API token asking, recorded in the events
 
     @field_validator("home")
@@ -105,7 +107,8 @@ def start(ws: Workspace, request: StartRequest) -> Started:
                 token = None if request.request_id is None else \
                     derived_token(request.request_id, task.task_id, task.attempt + 1)
                 event, token = runner.started_event(ws, recorder, task, agent, request.pid, request.host,
-                                                    workdir, None, request.by, token)
+                                                    workdir, None, request.by, token,
+                                                    machine=request.machine)
                 recorder.record([event])
                 started.append((task, event, token))
             payloads = views.payloads([task.task_id for task, _event, _token in started])

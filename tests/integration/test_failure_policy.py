@@ -448,3 +448,63 @@ def test_a_gone_wrapper_is_named_as_the_last_error(make_workspace):
     task = queries.show(ws, task_id)[0]
     assert task.last_error is not None and task.last_error.startswith("the sched exec wrapper (pid ")
     assert "lease expired" not in task.last_error
+
+
+def _started_on(ws, monkeypatch, machine):
+    """One task assigned to a push agent and started by a wrapper that recorded `machine`."""
+    from scheduler.runner import exec as runner
+
+    (task_id,) = add(ws)
+    ws.launcher = lambda settings, task_id: None
+    tick(ws)
+    monkeypatch.setattr(runner, "this_machine", lambda: machine)
+    runner.start(ws, task_id, {})
+    return task_id
+
+
+def test_an_attempt_started_on_another_machine_under_the_same_host_name_is_left_to_its_lease(
+        make_workspace, monkeypatch):
+    """Two machines given one host name (a cloned VM): the other's wrapper pid means
+    nothing here, so its running attempt is not taken for dead; its lease still ends it
+    if nobody renews it."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": ["true"]}])
+    task_id = _started_on(ws, monkeypatch, "m1/b1/4026531836")
+    for elsewhere in ("m2/b7/4026531836", "m1/b1/4026532999"):  # another machine; a container
+        report = tick(ws, alive=lambda pid: False, machine=lambda m=elsewhere: m)
+        assert report.expired == []
+        assert status(ws, task_id) == "running"
+    ws.clock.advance(ws.settings.lease_seconds + 1)
+    report = tick(ws, alive=lambda pid: False, machine=lambda: "m2/b7/4026531836")
+    assert report.expired == [{"task_id": task_id, "agent": "ann", "reason": "lease_expired"}]
+
+
+def test_an_attempt_of_an_earlier_boot_is_taken_back_whatever_its_pid_now_names(make_workspace, monkeypatch):
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": ["true"]}])
+    task_id = _started_on(ws, monkeypatch, "m1/b1/4026531836")
+    report = tick(ws, alive=lambda pid: True, machine=lambda: "m1/b1/4026531836")
+    assert report.expired == [] and status(ws, task_id) == "running"  # its wrapper runs: left alone
+    report = tick(ws, alive=lambda pid: True, machine=lambda: "m1/b2/4026531836")  # after a restart
+    assert report.expired == [{"task_id": task_id, "agent": "ann", "reason": "wrapper_gone"}]
+    task = queries.show(ws, task_id)[0]
+    assert task.last_error is not None and task.last_error.endswith("is gone: the machine restarted since")
+
+
+def test_an_attempt_of_another_machine_under_the_same_host_name_is_never_signalled_here(
+        make_workspace, monkeypatch):
+    """Evicting its agent (or taking back its expired lease) stops an attempt's processes
+    only where its wrapper runs: here, a pid (and the process group it names) is another
+    machine's, and signalling it could stop something unrelated."""
+    from scheduler import operator as operations
+    from scheduler.machine import this_machine
+    from scheduler.runner import containment
+
+    stopped: list[int] = []
+    monkeypatch.setattr(containment, "stop_attempt", lambda ref, grace=0.0: stopped.append(ref.task_id) or [])
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": ["true"]},
+                         {"agentName": "bob", "agentType": "dev", "command": ["true"]}])
+    elsewhere = _started_on(ws, monkeypatch, "m2/b7/4026531836")
+    here = _started_on(ws, monkeypatch, this_machine())
+    holders = {t: queries.show(ws, t)[0].agent for t in (elsewhere, here)}
+    operations.evict(ws, holders[elsewhere], by="op")
+    operations.evict(ws, holders[here], by="op")
+    assert stopped == [here]

@@ -290,6 +290,31 @@ def test_a_start_says_how_long_the_server_held_it_before_granting_the_leases(ser
     assert len(answer["attempts"]) == 1 and 0 <= answer["held_seconds"] <= took
 
 
+def test_a_start_records_the_runners_machine_and_a_tick_under_its_host_name_elsewhere_leaves_it(served):
+    """A host runner named like the machine that ticks (one host name, two machines):
+    its attempt records the runner's machine, so the tick does not judge it by a pid of
+    its own machine."""
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    Server(base, token).host_start("far-1", 4242, "/srv/sched", new_token(), 0, "m9/b9/4026531836")
+    started = [r.event for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskStarted"]
+    assert [e.machine for e in started] == ["m9/b9/4026531836"]
+    named_alike = Workspace(ws.settings.model_copy(update={"host": "far-1"}), clock=ws.clock)
+    try:
+        report = tick(named_alike, alive=lambda pid: False, machine=lambda: "m1/b1/4026531836")
+    finally:
+        named_alike.close()
+    assert report.expired == [] and queries.show(ws, sub.task_id)[0].status == "running"
+
+
+def test_a_start_refuses_a_machine_that_is_not_one(served):
+    _ws, base, token = served
+    for bad in ("no-slashes", "a/b/c", "a/b/1/2", "x" * 300 + "/b/1"):
+        with pytest.raises(BadInput, match="machine"):
+            Server(base, token).host_start("far-1", 4242, "/srv/sched", new_token(), 0, bad)
+
+
 def test_the_runner_counts_a_lease_from_its_grant_not_from_the_long_polls_start():
     """A lease granted 19.5 s into a long poll was counted from the poll's start: with
     `lease_seconds = 20` the runner fenced the attempt before its first renewal."""

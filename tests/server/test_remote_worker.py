@@ -149,7 +149,7 @@ def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(m
     request_ids: list[str] = []
 
     class Answering:
-        def host_start(self, host, pid, home, request_id, wait):
+        def host_start(self, host, pid, home, request_id, wait, machine):
             request_ids.append(request_id)
             answer = answers.pop(0)
             if isinstance(answer, Exception):

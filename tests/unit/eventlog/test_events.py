@@ -17,6 +17,7 @@ from eventlog.events import (
     TaskAssigned,
     TaskFailed,
     TaskRequeued,
+    TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
     current_version,
@@ -145,6 +146,15 @@ def test_an_ending_stored_before_start_delays_reads_as_current_with_the_delay_un
     assert event.start_delay_seconds is None  # type: ignore[attr-defined]
     measured = event.model_copy(update={"start_delay_seconds": 0.042})
     assert parse_event(kind, current_version(kind), dump_event(measured)) == measured
+
+
+def test_a_start_stored_before_machines_reads_as_current_with_its_machine_unknown():
+    data = ('{"task_id": 1, "agent": "ann", "attempt": 1, "token_hash": "h", "runner": "exec", "pid": 7, '
+            '"host": "h1", "lease_expires_at": "2026-01-01T00:00:00Z"}')
+    event = parse_event("TaskStarted", 3, data)
+    assert isinstance(event, TaskStarted) and event.schema_version == 4 and event.machine is None
+    placed = event.model_copy(update={"machine": "m1/b1/4026531836"})
+    assert parse_event("TaskStarted", 4, dump_event(placed)) == placed
 
 
 def test_an_unknown_type_is_named_with_its_seq():
