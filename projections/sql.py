@@ -478,6 +478,21 @@ class SqlProjection:
             where.append(("queue", "=", queue))
         return self.txn.rows("outcomes", ("count(*)",), where)[0][0] or 0  # type: ignore[return-value]
 
+    def outcomes_by_agent(self, since_ts: float) -> dict[tuple[str | None, str], tuple[int, int]]:
+        """Of the attempts that ended at or after `since_ts`: per (agent, outcome), how
+        many and the seq of the latest (by `ix_outcomes_ended`: the window's rows; a
+        dead letter's agent is None)."""
+        self.flush()
+        rows = self.txn.rows("outcomes", ("agent", "outcome", "count(*)", "max(seq)"),
+                             [("ended_ts", ">=", since_ts)], group=("agent", "outcome"))
+        return {(agent, outcome): (count, seq) for agent, outcome, count, seq in rows}  # type: ignore[misc]
+
+    def outcome_detail(self, seq: int) -> str | None:
+        """The error or reason of the attempt that the event `seq` ended."""
+        self.flush()
+        found = self.txn.rows("outcomes", ("detail",), [("seq", "=", seq)], limit=1)
+        return found[0][0] if found else None  # type: ignore[return-value]
+
     def last_outcome_ts(self, kind: str) -> float | None:
         """When the latest attempt of this kind ended (by `ix_outcomes_kind`)."""
         self.flush()

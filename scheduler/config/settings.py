@@ -143,6 +143,10 @@ class Settings(BaseModel):
     health_expiries_unhealthy: int = Field(
         default=10, ge=1, le=MAX_COUNT,
         description="health: unhealthy at this many lease expiries in the window")
+    health_unstarted_degraded: int = Field(
+        default=3, ge=1, le=MAX_COUNT,
+        description="health: degraded when an agent in service had this many assignments go back "
+        "not started in the window, and started none")
     queues: dict[str, dict[str, object]] = Field(
         default={}, description="per-queue overrides: [queues.NAME] tables in sched.toml")
     exec_timeout_seconds: float = Field(

@@ -118,6 +118,38 @@ def check_lease_expiries(settings: Settings, expiries: int) -> Check:
     return Check("lease_expiries", status, f"{expiries} leases expired", threshold)
 
 
+# outcomes of attempts whose command had started (a cancel may end either kind)
+STARTED_OUTCOMES = ("succeeded", "failed", "expired", "evicted")
+
+
+def never_starting(settings: Settings, agents: list[AgentView],
+                   ended: dict[tuple[str, str], tuple[int, int]]) -> list[tuple[str, int, int]]:
+    """The agents in service that, in the window, had `health_unstarted_degraded` or
+    more assignments go back not started and started none (none of their attempts
+    ended after it started, none runs now): (agent, how many, the seq of the latest).
+    `ended`: the window's outcomes per (agent, outcome), with how many and the latest."""
+    stuck = []
+    for agent in agents:
+        count, latest = ended.get((agent.name, "not_started"), (0, 0))
+        if (count >= settings.health_unstarted_degraded and agent.in_service and agent.running == 0
+                and not any((agent.name, kind) in ended for kind in STARTED_OUTCOMES)):
+            stuck.append((agent.name, count, latest))
+    return stuck
+
+
+def check_starts(settings: Settings, stuck: list[tuple[str, int, str | None]]) -> Check:
+    """Degraded while an agent is handed work it never starts (its directory cannot be
+    made, its pinned host is gone, its claims never reach it): such assignments go back
+    to the queue without using an attempt, so no failure or dead letter would say so."""
+    threshold = (f"degraded when an agent had {settings.health_unstarted_degraded} or more assignments go "
+                 f"back not started in the last {settings.health_window_seconds:g} s, and started none")
+    if not stuck:
+        return Check("starts", "healthy", "no agent failed to start the work it was handed", threshold)
+    return Check("starts", "degraded", "; ".join(
+        f"{name}: {count} assignments not started, none started (latest: {detail or 'no reason recorded'})"
+        for name, count, detail in stuck), threshold)
+
+
 def check_unplaceable(agents: list[AgentView],
                       waiting: list[tuple[str, str | None, tuple[str, ...], int, int]]) -> Check:
     """Degraded while some waiting task requires capabilities no agent of its type (or
@@ -248,7 +280,7 @@ def health(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str,
 
 def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] = pid_alive) -> list[Check]:
     """The checks that read the database: ticks, daemons, backlog, errors, progress,
-    leases, due times, integrity."""
+    leases, starts, due times, integrity."""
     settings = ws.settings
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
     with ws.read() as (log, views):
@@ -259,9 +291,11 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] =
         daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive)
         counts = views.counts()
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
-        succeeded = views.count_outcomes(window_start, ("succeeded",))
-        failed = views.count_outcomes(window_start, ("failed",))
-        expired = views.count_outcomes(window_start, ("expired",))
+        ended = views.outcomes_by_agent(window_start)
+        succeeded, failed, expired = (sum(n for (_agent, kind), (n, _seq) in ended.items() if kind == wanted)
+                                      for wanted in ("succeeded", "failed", "expired"))
+        stuck = never_starting(settings, views.all_agents(), ended)
+        unstarted = [(name, count, views.outcome_detail(seq)) for name, count, seq in stuck]
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
         waiting = views.waiting_requirements()
@@ -274,6 +308,7 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] =
         check_error_rate(settings, succeeded, failed + expired),
         check_progress(settings, ready, last_success, ready_since, now),
         check_lease_expiries(settings, expired),
+        check_starts(settings, unstarted),
         check_unplaceable(fleet, waiting),
         check_due(overdue, earliest_due, now),
         check_integrity(ws.db.integrity_check(), lost),

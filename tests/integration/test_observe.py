@@ -350,6 +350,33 @@ def test_lease_expiries_in_the_window_are_graded(make_workspace):
     assert checks(ws)["lease_expiries"] == "healthy"  # they left the window
 
 
+def test_an_agent_that_starts_none_of_the_work_it_is_handed_degrades_starts(make_workspace):
+    """A push agent whose working directories cannot be made (here a file stands where
+    they go): each assignment goes back not started, using no attempt, and comes round
+    again for ever. Nothing failed or expired, so only `starts` says so."""
+    from scheduler.runner.exec import start
+
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": ["true"]}],
+                        backoff_base_seconds=0, health_unstarted_degraded=2)
+    ws.launcher = lambda settings, task_id: None
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    (ws.settings.home / "work").write_text("in the way")
+    for expected in ("healthy", "degraded"):
+        tick(ws)
+        assert start(ws, task.task_id, {}).status == "queued"  # (not started: back in its queue)
+        assert checks(ws)["starts"] == expected
+    report = {c["name"]: c for c in health(ws)["checks"]}
+    assert report["starts"]["saw"].startswith(
+        "ann: 2 assignments not started, none started (latest: cannot prepare the working directory ")
+    assert (report["error_rate"]["status"], report["lease_expiries"]["status"]) == ("healthy", "healthy")
+    (ws.settings.home / "work").unlink()
+    tick(ws)
+    start(ws, task.task_id, {})
+    assert checks(ws)["starts"] == "healthy"  # it runs one now
+    ws.clock.advance(3601)
+    assert checks(ws)["starts"] == "healthy"
+
+
 def test_progress_grades_the_time_without_a_success_while_work_is_queued(make_workspace):
     ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1}],
                         health_stall_degraded_seconds=100, health_stall_unhealthy_seconds=200)
