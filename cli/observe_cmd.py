@@ -80,7 +80,7 @@ def metrics_command(
         durations.add_row(literal(label), human_duration(wait["p50"]), human_duration(wait["p95"]),
                           human_duration(start["p50"]), human_duration(start["p95"]),
                           human_duration(run["p50"]), human_duration(run["p95"]),
-                          f"{f['cpu_seconds']:.1f}s" if f["measured_runs"] else "-",
+                          human_duration(f["cpu_seconds"]) if f["measured_runs"] else "-",
                           _bytes(f["peak_rss_bytes"]))
     out.print(counts)
     out.print(durations)

@@ -28,6 +28,7 @@ from cli.text import literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from eventlog.values import INT64_MAX
+from projections.views import FINAL_STATUSES
 from scheduler.reads import queries
 from scheduler.usecases import tasks
 
@@ -181,7 +182,7 @@ def tasks_command(
         eta = "-" if start is None else "next tick" if from_text(start) <= now else \
             "in " + human_duration((from_text(start) - now).total_seconds())
         row = [str(t.task_id), t.queue, t.status, str(t.priority), str(pick["effective_priority"]),
-               f"{pick['waited_seconds']:.0f}s", eta, t.agent or "-", t.title]
+               f"{pick['waited_seconds']:.0f}s", eta, holder_cell(t.agent, t.assignee), t.title]
         if dead:
             row.append(t.dead_reason or "")
         if never:
@@ -193,6 +194,11 @@ def tasks_command(
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
         table.add_row(*map(literal, row))
     console().print(table)
+
+
+def holder_cell(agent: str | None, assignee: str | None) -> str:
+    """Who holds the task, or `for A` while it waits for the agent it is directed at."""
+    return agent or (f"for {assignee}" if assignee else "-")
 
 
 TABLE_ROWS = 1000  # rows of `sched tasks`' table without --limit
@@ -267,8 +273,8 @@ def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
                        ("type", "task_type"), ("key", "idempotency_key"), ("not before", "not_before"),
                        ("due", "due"), ("due missed", "due_missed_at"),
                        ("deadline", "deadline"), ("log", "log_path")):
-        if doc[key] is not None:
-            lines.append((label, str(doc[key])))
+        if doc[key] is not None and not (key == "not_before" and doc["status"] in FINAL_STATUSES):
+            lines.append((label, str(doc[key])))  # (an ended task's `not before` holds nothing back)
     for label, key in (("waits on", "waiting_on"), ("blocks", "blocks"), ("excluded", "excluded"),
                        ("requires", "requires")):
         if doc[key]:

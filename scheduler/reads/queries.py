@@ -215,7 +215,10 @@ def task_listing(ws: Workspace, queue: str | None = None, statuses: Sequence[str
 
 
 THROUGHPUT_WINDOW_SECONDS = 3600.0
-SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled", "not_started")
+# the ends that free a slot for the next task in line (an assignment taken back unstarted
+# frees one too, but its task goes back to the queue and needs a slot again: it moves
+# nobody forward, and a fleet thrashing on a broken agent would look quick)
+SLOT_FREEING = ("succeeded", "failed", "expired", "cancelled")
 
 
 RUN_TIME_WINDOW_SECONDS = 24 * 3600.0

@@ -182,6 +182,34 @@ def test_metrics_cli_json_and_bad_window(history, capsys):
     assert err == ["sched: not a duration: 'soon' (try 90s, 10m, 2h, 1d)"]
 
 
+def test_metrics_text_shows_a_short_cpu_time_in_milliseconds(make_workspace, capsys):
+    from scheduler.runner.usage import Usage
+
+    ws = make_workspace([{"agentName": "w", "agentType": "dev"}])
+    submit(ws, [TaskSpec(queue="dev", title="quick")])
+    claim = worker.claim(ws, "w")
+    worker.complete(ws, claim.task.task_id, claim.token, usage=Usage(0.027, None))
+    capsys.readouterr()
+    assert main(["metrics", "--home", str(ws.settings.home)], clock=ws.clock) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("│ all") and "ms" in line)  # (the durations table's first row)
+    assert "27ms" in row and "0.0s" not in row  # (it said 0.0s: as if nothing was measured)
+
+
+def test_show_of_an_ended_task_leaves_out_the_not_before_of_its_last_retry(make_workspace, capsys):
+    ws = make_workspace([{"agentName": "w", "agentType": "dev"}], backoff_base_seconds=5)
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="flaky", max_attempts=2)])
+    for _ in range(2):
+        claim = worker.claim(ws, "w")
+        worker.fail(ws, task.task_id, claim.token, "boom")
+        ws.clock.advance(60)  # past its backoff
+    assert queries.show(ws, task.task_id)[0].status == "dead"
+    capsys.readouterr()
+    assert main(["show", str(task.task_id), "--home", str(ws.settings.home)]) == 0
+    out = capsys.readouterr().out
+    assert "dead reason" in out and "not before" not in out
+
+
 # -- the live dashboard ------------------------------------------------------------
 
 def dashboard_text(doc, width=140, height=None) -> str:
@@ -491,6 +519,22 @@ def test_estimated_starts_follow_free_slots_and_the_last_hours_rate(make_workspa
         queries.to_text(now + timedelta(minutes=60))]
     operator.pause(ws, by="op")
     assert set(queries.estimated_starts(ws, tasks).values()) == {None}
+
+
+def test_assignments_taken_back_unstarted_do_not_speed_up_the_estimates(make_workspace):
+    """Two assignments to an agent that never starts them go back to the queue: each
+    freed a slot, but for the same tasks again, so the line did not move."""
+    ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1}],
+                        start_deadline_seconds=10)
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(3)])
+    ws.launcher = lambda settings, task_id: None
+    for _ in range(2):
+        assert tick(ws).assigned  # (w is a pull worker: nobody starts what a tick assigns it)
+        ws.clock.advance(11)
+    tick(ws)  # the second assignment taken back too, and its task assigned again: w is full
+    tasks = queries.list_tasks(ws, "dev", "queued")
+    starts = queries.estimated_starts(ws, tasks)
+    assert len(tasks) == 2 and [starts[t.task_id] for t in tasks] == [None, None]  # no slot freed for them
 
 
 def test_no_estimate_when_no_agent_in_service_can_run_the_task(make_workspace):

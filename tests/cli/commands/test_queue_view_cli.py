@@ -48,6 +48,13 @@ def test_agent_and_unassigned_filters(queue: Path, run: Run):
     assert ids(run, "--agent", "qin") == []
 
 
+def test_the_table_names_the_agent_a_waiting_task_is_directed_at(queue: Path, run: Run):
+    ok(run("submit", "-q", "dev", "-t", "also bob", "--assignee", "bob"))  # (6: not ticked yet)
+    listed = ok(run("tasks", "--agent", "bob")).stdout.splitlines()
+    rows = {line.split("│")[1].strip(): line for line in listed if line.startswith("│")}
+    assert "│ bob " in rows["4"] and "│ for bob " in rows["6"]  # (6 showed `-`: held by nobody)
+
+
 def test_the_title_filter_keeps_each_tasks_place_in_the_list_and_the_watch(queue: Path, run: Run):
     assert ids(run, "--title", "T") == [1, 2, 3] and ids(run, "--title", "fIvE") == [5]
     (five,) = one_json(ok(run("tasks", "--json", "--title", "five")))["tasks"]
