@@ -436,13 +436,19 @@ class QueueGateOpened(Event):
 
 class DaemonStarted(Event):
     """A daemon (`sched run`) started on `host` as process `pid`, running sched `version`
-    and ticking every `interval_seconds`."""
+    and ticking every `interval_seconds`.
 
+    Version 2 adds `machine`: its machine, boot and pid namespace (`scheduler.machine`),
+    so that a daemon starting under the same host name on another machine is refused
+    (None: not known, or recorded before)."""
+
+    schema_version: int = 2
     type: Literal["DaemonStarted"] = "DaemonStarted"
     host: str
     pid: int
     version: str
     interval_seconds: float
+    machine: str | None = None
 
 
 class DaemonStopped(Event):
@@ -582,6 +588,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
     ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host
     ("QueueGateOpened", 1): _unchanged,  # v2: + detail (a gate taken out of the settings)
+    ("DaemonStarted", 1): _unchanged,  # v2: + machine (None: not known)
 }
 
 

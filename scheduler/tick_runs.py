@@ -77,9 +77,7 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
     without recording a stop (killed), and `last_host`, `last_pid` say which;
     `last_running`, whether its process still runs on this host (its ticks fail)."""
     for row in rows:
-        age = (now - from_text(row["beat_at"])).total_seconds()
-        fresh = age <= MISSED_BEATS * row["interval_seconds"]
-        if fresh and (row["host"] != host or alive(row["pid"])):
+        if beating(row, now) and (row["host"] != host or alive(row["pid"])):
             return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"],
                     "beat_at": row["beat_at"]}
     last = rows[0] if rows else None
@@ -88,6 +86,11 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
             "last_host": last["host"] if last else None, "last_pid": last["pid"] if last else None,
             # its process still runs here: not killed, but its ticks fail (its writes do)
             "last_running": last is not None and last["host"] == host and alive(last["pid"])}
+
+
+def beating(row: dict[str, Any], now: datetime) -> bool:
+    """Whether the daemon of this record ticked within `MISSED_BEATS` of its intervals."""
+    return (now - from_text(row["beat_at"])).total_seconds() <= MISSED_BEATS * row["interval_seconds"]
 
 
 def last_tick(txn: Transaction) -> dict[str, object] | None:

@@ -10,11 +10,12 @@ import os
 from collections.abc import Callable
 from importlib.metadata import version
 
-from eventlog.errors import SchedError
+from eventlog.errors import BadInput, SchedError
 from eventlog.events import DaemonStarted, DaemonStopped
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text, to_text
 from scheduler.daemon import webhooks
-from scheduler.tick_runs import forget_daemon, forget_dead_daemons, note_daemon, pid_alive
+from scheduler.machine import this_machine, where_started
+from scheduler.tick_runs import beating, daemons, forget_daemon, forget_dead_daemons, note_daemon, pid_alive
 from scheduler.workspace import Workspace
 
 
@@ -22,8 +23,34 @@ def sched_version() -> str:
     return version("sched")
 
 
+def refuse_a_host_name_in_use(ws: Workspace, machine: str | None,
+                              alive: Callable[[int], bool] = pid_alive) -> None:
+    """Before a daemon starts: BadInput if a daemon of another machine beats under this
+    host name (two machines given one name; each would start the other's pinned agents
+    and forget its record). A record of this host whose process is gone here, and whose
+    `DaemonStarted` names this machine (or no machine: an older sched), is a daemon of
+    this machine that died: it is replaced, as before."""
+    host, now = ws.settings.host_name, ws.clock.now()
+    with ws.read() as (log, views):
+        others = [row for row in daemons(views.txn)
+                  if row["host"] == host and beating(row, now) and not alive(row["pid"])]  # type: ignore[arg-type]
+        if not others:
+            return
+        starts = {rec.event.pid: rec.event for rec in log.read_stream("scheduler")  # type: ignore[attr-defined]
+                  if rec.type == "DaemonStarted" and rec.event.host == host}  # type: ignore[attr-defined]
+    for row in others:
+        started = starts.get(row["pid"])
+        if started is not None and where_started(started.machine, machine) == "elsewhere":
+            beat = (now - from_text(row["beat_at"])).total_seconds()  # type: ignore[arg-type]
+            raise BadInput(
+                f"host name {host!r} is in use by a daemon of another machine (pid {row['pid']} there, "
+                f"last tick {max(beat, 0):.0f} s ago): give this machine a host name of its own "
+                "(--host, SCHED_HOST or `host` in sched.toml)")
+
+
 def record_start(ws: Workspace, interval: float, pid: int | None = None,
-                 alive: Callable[[int], bool] = pid_alive) -> DaemonStarted:
+                 alive: Callable[[int], bool] = pid_alive,
+                 machine: Callable[[], str | None] = this_machine) -> DaemonStarted:
     """Record that a daemon starts now: `DaemonStarted`, and its record in `daemons`
     (alive from now, before its first tick); the records of this host's daemons whose
     process is gone are dropped (this one replaces them). The webhook cursor is placed
@@ -31,7 +58,8 @@ def record_start(ws: Workspace, interval: float, pid: int | None = None,
     pid = os.getpid() if pid is None else pid
     host = ws.settings.host_name
     webhooks.place_cursor(ws)  # on a fresh database: so that the start itself is sent
-    event = DaemonStarted(host=host, pid=pid, version=sched_version(), interval_seconds=interval)
+    event = DaemonStarted(host=host, pid=pid, version=sched_version(), interval_seconds=interval,
+                          machine=machine())
     with ws.write() as recorder:
         txn = recorder.views.txn
         forget_dead_daemons(txn, host, alive)

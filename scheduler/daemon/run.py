@@ -27,13 +27,14 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from eventlog.errors import SchedError, problem_kind
+from eventlog.errors import BadInput, SchedError, problem_kind
 from eventlog.events import build_models
 from eventlog.storage import is_url
 from scheduler.daemon import webhooks
 from scheduler.daemon.health_changes import record_health
-from scheduler.daemon.lifecycle import record_start, record_stop
+from scheduler.daemon.lifecycle import record_start, record_stop, refuse_a_host_name_in_use
 from scheduler.daemon.log import DaemonLog
+from scheduler.machine import this_machine
 from scheduler.reads.health import health
 from scheduler.runner.launcher import Launcher
 from scheduler.tick import TickReport, tick
@@ -236,6 +237,12 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         agents = ws.registry().agents
         for warning in ws.settings.queue_table_warnings(a.type for a in agents):
             log(f"warning: {warning}", event="config.warning", level="warning")
+    try:  # before anything starts: BadInput (exit 2) for a host name another machine uses
+        refuse_a_host_name_in_use(ws, this_machine())
+    except BadInput:
+        raise
+    except SchedError:  # the database cannot be read now: the ticks will say so, and try again
+        pass
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
         f"{ws.settings.host_name}"

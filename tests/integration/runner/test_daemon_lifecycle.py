@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from eventlog.errors import BadInput
 from eventlog.timeutil import to_text
 from scheduler.config.settings import load_settings
-from scheduler.daemon.lifecycle import record_start, record_stop
+from scheduler.daemon.lifecycle import record_start, record_stop, refuse_a_host_name_in_use
+from scheduler.machine import this_machine
 from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
 from scheduler.reads.health import health
@@ -57,7 +59,7 @@ def test_start_and_stop_are_recorded_with_host_pid_and_version_and_health_follow
     record_stop(ws, "SIGTERM", pid=4242)
     (first, second) = lifecycle_events(ws)
     assert first == ("DaemonStarted", {"host": "box-1", "pid": 4242, "version": started.version,
-                                       "interval_seconds": 5.0})
+                                       "interval_seconds": 5.0, "machine": this_machine()})
     assert second == ("DaemonStopped", {"host": "box-1", "pid": 4242, "version": started.version,
                                         "reason": "SIGTERM"})
     check = daemon_check(ws)
@@ -103,6 +105,42 @@ def test_a_daemon_running_here_without_beating_is_said_to_fail_not_to_be_gone(ma
     assert check["saw"].endswith(": its ticks fail (see its log)")
     ws.clock.advance(ws.settings.health_window_seconds)  # still a problem while it runs
     assert daemon_check(ws, alive=lambda pid: pid == 4242)["status"] == "degraded"
+
+
+def test_a_daemon_is_refused_a_host_name_that_a_live_daemon_of_another_machine_uses(make_workspace):
+    """Two machines given one host name: the second daemon would start the first's
+    pinned agents and forget its record. A record of this host whose process is gone is
+    a daemon of this machine that died only if its start names this machine (or none)."""
+    ws = make_workspace(host="box-1")
+    record_start(ws, 5.0, pid=4242, alive=lambda pid: True, machine=lambda: "m2/b2/4026531836")
+    with pytest.raises(BadInput) as refused:
+        refuse_a_host_name_in_use(ws, "m1/b1/4026531836", alive=lambda pid: False)
+    assert refused.value.message == (
+        "host name 'box-1' is in use by a daemon of another machine (pid 4242 there, last tick 0 s ago): "
+        "give this machine a host name of its own (--host, SCHED_HOST or `host` in sched.toml)")
+    refuse_a_host_name_in_use(ws, "m2/b2/4026531836", alive=lambda pid: False)  # its own, died: replaced
+    refuse_a_host_name_in_use(ws, "m2/b3/4026531836", alive=lambda pid: False)  # before a restart
+    ws.clock.advance(16)  # three intervals without a beat: that daemon is gone
+    refuse_a_host_name_in_use(ws, "m1/b1/4026531836", alive=lambda pid: False)
+
+
+def test_sched_run_under_a_host_name_in_use_elsewhere_exits_2_with_one_line(tmp_path):
+    home = tmp_path / "home"
+    new_workspace(home, host="box-1").close()
+    ws = Workspace(load_settings({}, {"home": home, "host": "box-1"}).settings)  # (the daemon's clock)
+    record_start(ws, 60.0, pid=2**22 + 7, machine=lambda: "elsewhere/b9/4026531836")
+    ws.close()
+    proc = start_daemon(home)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # (it did not refuse: stop it)
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, err
+    assert err.splitlines() == ["sched: host name 'box-1' is in use by a daemon of another machine (pid "
+                                f"{2**22 + 7} there, last tick 0 s ago): give this machine a host name of "
+                                "its own (--host, SCHED_HOST or `host` in sched.toml)"]
 
 
 @pytest.mark.slow
