@@ -123,7 +123,7 @@ STARTED_OUTCOMES = ("succeeded", "failed", "expired", "evicted")
 
 
 def never_starting(settings: Settings, agents: list[AgentView],
-                   ended: dict[tuple[str, str], tuple[int, int]]) -> list[tuple[str, int, int]]:
+                   ended: dict[tuple[str | None, str], tuple[int, int]]) -> list[tuple[str, int, int]]:
     """The agents in service that, in the window, had `health_unstarted_degraded` or
     more assignments go back not started and started none (none of their attempts
     ended after it started, none runs now): (agent, how many, the seq of the latest).
