@@ -249,7 +249,9 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
             delay = event.start_delay_seconds
         case LeaseExpired():
             kind, detail = "expired", event.detail or "lease expired"
-        case TaskRequeued() if task.status == "assigned":  # taken back before it started
+        # taken back before it started (not one sent back because its agent left service:
+        # the agent did not fail to start it, an operator or the control file took it away)
+        case TaskRequeued() if task.status == "assigned" and event.reason != "released":
             kind, attempt = "not_started", task.attempt + 1
             detail = event.detail or "not started by its start deadline"
         case TaskCancelled() if task.status in HOLDING_STATUSES:

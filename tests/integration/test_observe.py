@@ -405,6 +405,19 @@ def test_an_agent_that_starts_none_of_the_work_it_is_handed_degrades_starts(make
     assert checks(ws)["starts"] == "healthy"
 
 
+def test_assignments_an_operator_took_away_are_not_an_agent_failing_to_start(make_workspace):
+    """A drain sends an agent's assignments back (`released`): it did not fail to start
+    them, so `starts` stays healthy after it is restored (it said `a: 3 assignments not
+    started ... (latest: a was drained by an operator)` for an hour)."""
+    ws = make_workspace([{"agentName": "a", "agentType": "dev", "maxConcurrency": 3}])
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(3)])
+    assert len(tick(ws).assigned) == 3
+    operator.drain(ws, "a", "op")
+    operator.restore(ws, "a", "op")
+    assert checks(ws)["starts"] == "healthy"
+    assert metrics(ws, HOUR)["overall"]["not_started"] == 0  # (as operations.md says: reason not_started)
+
+
 def test_progress_grades_the_time_without_a_success_while_work_is_queued(make_workspace):
     ws = make_workspace([{"agentName": "w", "agentType": "dev", "maxConcurrency": 1}],
                         health_stall_degraded_seconds=100, health_stall_unhealthy_seconds=200)
