@@ -13,6 +13,7 @@ from importlib.metadata import version
 from eventlog.errors import BadInput, SchedError
 from eventlog.events import DaemonStarted, DaemonStopped
 from eventlog.timeutil import from_text, to_text
+from projections.recorder import Recorder
 from scheduler.daemon import webhooks
 from scheduler.machine import this_machine, where_started
 from scheduler.tick_runs import beating, daemons, forget_daemon, forget_dead_daemons, note_daemon, pid_alive
@@ -23,23 +24,21 @@ def sched_version() -> str:
     return version("sched")
 
 
-def refuse_a_host_name_in_use(ws: Workspace, machine: str | None,
-                              alive: Callable[[int], bool] = pid_alive) -> None:
-    """Before a daemon starts: BadInput if a daemon of another machine beats under this
-    host name (two machines given one name; each would start the other's pinned agents
-    and forget its record). A record of this host whose process is gone here, and whose
-    `DaemonStarted` names this machine (or no machine: an older sched), is a daemon of
-    this machine that died: it is replaced, as before."""
-    host, now = ws.settings.host_name, ws.clock.now()
-    with ws.read() as (log, views):
-        others = [row for row in daemons(views.txn)
-                  if row["host"] == host and beating(row, now) and not alive(row["pid"])]  # type: ignore[arg-type]
-        if not others:
-            return
-        starts = {rec.event.pid: rec.event for rec in log.read_stream("scheduler")  # type: ignore[attr-defined]
-                  if rec.type == "DaemonStarted" and rec.event.host == host}  # type: ignore[attr-defined]
-    for row in others:
-        started = starts.get(row["pid"])
+def refuse_a_host_name_in_use(recorder: Recorder, host: str, machine: str | None) -> None:
+    """Inside the start's write transaction: BadInput if a daemon of another machine
+    beats under this host name (two machines given one name; each would start the
+    other's pinned agents and forget its record). Its pid is not looked at here: on
+    another machine it may name any process of this one (a container's daemon is pid
+    1). A record of this host whose `DaemonStarted` names this machine (or no machine:
+    an older sched) is a daemon of this machine, alive or dead, as before."""
+    now = recorder.now
+    beats = [row for row in daemons(recorder.views.txn) if row["host"] == host and beating(row, now)]
+    if not beats:
+        return
+    starts = {rec.event.pid: rec.event for rec in recorder.log.read_stream("scheduler")  # type: ignore[attr-defined]
+              if rec.type == "DaemonStarted" and rec.event.host == host}  # type: ignore[attr-defined]
+    for row in beats:
+        started = starts.get(row["pid"])  # type: ignore[call-overload]
         if started is not None and where_started(started.machine, machine) == "elsewhere":
             beat = (now - from_text(row["beat_at"])).total_seconds()  # type: ignore[arg-type]
             raise BadInput(
@@ -53,14 +52,17 @@ def record_start(ws: Workspace, interval: float, pid: int | None = None,
                  machine: Callable[[], str | None] = this_machine) -> DaemonStarted:
     """Record that a daemon starts now: `DaemonStarted`, and its record in `daemons`
     (alive from now, before its first tick); the records of this host's daemons whose
-    process is gone are dropped (this one replaces them). The webhook cursor is placed
+    process is gone are dropped (this one replaces them). Refused (BadInput, nothing
+    written) under a host name that a daemon of another machine uses, in the same
+    transaction: two starting at once cannot both pass. The webhook cursor is placed
     first if it is not yet, so that the start itself is sent on a fresh database."""
     pid = os.getpid() if pid is None else pid
-    host = ws.settings.host_name
+    host, here = ws.settings.host_name, machine()
     webhooks.place_cursor(ws)  # on a fresh database: so that the start itself is sent
     event = DaemonStarted(host=host, pid=pid, version=sched_version(), interval_seconds=interval,
-                          machine=machine())
+                          machine=here)
     with ws.write() as recorder:
+        refuse_a_host_name_in_use(recorder, host, here)
         txn = recorder.views.txn
         forget_dead_daemons(txn, host, alive)
         recorder.record([event])

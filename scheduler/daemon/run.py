@@ -32,9 +32,8 @@ from eventlog.events import build_models
 from eventlog.storage import is_url
 from scheduler.daemon import webhooks
 from scheduler.daemon.health_changes import record_health
-from scheduler.daemon.lifecycle import record_start, record_stop, refuse_a_host_name_in_use
+from scheduler.daemon.lifecycle import record_start, record_stop
 from scheduler.daemon.log import DaemonLog
-from scheduler.machine import this_machine
 from scheduler.reads.health import health
 from scheduler.runner.launcher import Launcher
 from scheduler.tick import TickReport, tick
@@ -237,18 +236,20 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         agents = ws.registry().agents
         for warning in ws.settings.queue_table_warnings(a.type for a in agents):
             log(f"warning: {warning}", event="config.warning", level="warning")
-    try:  # before anything starts: BadInput (exit 2) for a host name another machine uses
-        refuse_a_host_name_in_use(ws, this_machine())
+    try:  # in the open, before anything starts: DaemonStarted (and daemon.started), refused
+        record_start(ws, interval)  # (exit 2) under a host name another machine's daemon uses
     except BadInput:
         raise
-    except SchedError:  # the database cannot be read now: the ticks will say so, and try again
-        pass
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except SchedError as e:  # any other failure stops nothing: the ticks say what is wrong
+        log(f"could not record the start: {e.message}", event="daemon.error", level="warning")
     log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
         f"{ws.settings.host_name}"
         + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
            if ws.settings.webhooks else ""), event="daemon.started", pid=os.getpid(),
         interval_seconds=interval, database=ws.settings.database_label)
+    # (after the first line: the handler logs too, and a signal that interrupted that line's
+    # first use of the console, which imports it, hung the daemon)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     # the event models built once, before the first tick needs them (a tick that builds
     # them while it holds the write lock takes milliseconds per event type), and before
     # the supervisor is forked, which inherits them
@@ -265,10 +266,6 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     if shared:
         threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
     try:
-        try:  # in the open: DaemonStarted (and daemon.started); a failure here stops nothing
-            record_start(ws, interval)
-        except SchedError as e:
-            log(f"could not record the start: {e.message}", event="daemon.error", level="warning")
         with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
             if not stopping.is_set():
                 scheduler.start()

@@ -16,7 +16,7 @@ import pytest
 from eventlog.errors import BadInput
 from eventlog.timeutil import to_text
 from scheduler.config.settings import load_settings
-from scheduler.daemon.lifecycle import record_start, record_stop, refuse_a_host_name_in_use
+from scheduler.daemon.lifecycle import record_start, record_stop
 from scheduler.machine import this_machine
 from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
@@ -109,19 +109,24 @@ def test_a_daemon_running_here_without_beating_is_said_to_fail_not_to_be_gone(ma
 
 def test_a_daemon_is_refused_a_host_name_that_a_live_daemon_of_another_machine_uses(make_workspace):
     """Two machines given one host name: the second daemon would start the first's
-    pinned agents and forget its record. A record of this host whose process is gone is
-    a daemon of this machine that died only if its start names this machine (or none)."""
+    pinned agents and forget its record. The other's pid is not looked at: it may name
+    a process here (a container's daemon is pid 1 of its own namespace). The check and
+    the start are one transaction, so two daemons starting at once cannot both pass."""
     ws = make_workspace(host="box-1")
     record_start(ws, 5.0, pid=4242, alive=lambda pid: True, machine=lambda: "m2/b2/4026531836")
-    with pytest.raises(BadInput) as refused:
-        refuse_a_host_name_in_use(ws, "m1/b1/4026531836", alive=lambda pid: False)
+    before = lifecycle_events(ws)
+    with pytest.raises(BadInput) as refused:  # (the same pid here: alive, but not that daemon)
+        record_start(ws, 5.0, pid=4242, alive=lambda pid: True, machine=lambda: "m1/b1/4026531836")
     assert refused.value.message == (
         "host name 'box-1' is in use by a daemon of another machine (pid 4242 there, last tick 0 s ago): "
         "give this machine a host name of its own (--host, SCHED_HOST or `host` in sched.toml)")
-    refuse_a_host_name_in_use(ws, "m2/b2/4026531836", alive=lambda pid: False)  # its own, died: replaced
-    refuse_a_host_name_in_use(ws, "m2/b3/4026531836", alive=lambda pid: False)  # before a restart
+    assert lifecycle_events(ws) == before  # nothing recorded
+    # a daemon of that machine that died is replaced, also after a restart of the machine
+    record_start(ws, 5.0, pid=5151, alive=lambda pid: False, machine=lambda: "m2/b2/4026531836")
+    record_start(ws, 5.0, pid=6161, alive=lambda pid: False, machine=lambda: "m2/b3/4026531836")
     ws.clock.advance(16)  # three intervals without a beat: that daemon is gone
-    refuse_a_host_name_in_use(ws, "m1/b1/4026531836", alive=lambda pid: False)
+    record_start(ws, 5.0, pid=7171, alive=lambda pid: False, machine=lambda: "m1/b1/4026531836")
+    assert [data["pid"] for kind, data in lifecycle_events(ws)] == [4242, 5151, 6161, 7171]
 
 
 def test_sched_run_under_a_host_name_in_use_elsewhere_exits_2_with_one_line(tmp_path):
@@ -200,6 +205,8 @@ def test_a_daemon_that_cannot_record_its_stop_says_so(tmp_path):
     holder = sqlite3.connect(ws.settings.db_path, isolation_level=None)
     try:
         wait_for("the daemon's start", lambda: lifecycle_events(ws))
+        # (its start is recorded before its supervisor is forked: wait until it ticks)
+        wait_for("its first tick", lambda: "AgentsConfigured" in [r.type for r in queries.replay(ws)])
         holder.execute("BEGIN IMMEDIATE")  # every write waits 300 ms, then gives up
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=60)
