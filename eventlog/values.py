@@ -86,6 +86,16 @@ def text_problem(text: str, *, nul_ok: bool = False) -> str | None:
     return None
 
 
+def host_problem(name: str) -> str | None:
+    """Why `name` cannot be a host name (None if it can): blank, or with spaces around
+    it, it would never match the name a host acts under, and pinned agents would wait."""
+    if not name.strip():
+        return "must name a host, not be blank"
+    if name != name.strip():
+        return f"must name a host without spaces around it: {name!r}"
+    return None
+
+
 def json_problem(value: Any, depth: int = 0) -> str | None:
     """Why a JSON value cannot be stored unchanged (None if it can)."""
     if depth > MAX_DEPTH:

@@ -23,7 +23,7 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact, unusable_url
-from eventlog.values import text_problem
+from eventlog.values import host_problem, text_problem
 from scheduler.config.envsubst import expand
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
@@ -261,6 +261,13 @@ class Settings(BaseModel):
             return value
         if (problem := text_problem(resolved)) is not None:
             raise ValueError(f"the path {resolved!r} {problem}")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _a_host_name(cls, value: str | None) -> str | None:
+        if value is not None and (problem := host_problem(value)) is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("database_url", "database_listen_url")

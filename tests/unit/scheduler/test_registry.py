@@ -75,6 +75,8 @@ def test_a_missing_file_is_named(tmp_path):
     ([{"agentName": "a", "agentType": "dev", "hours": "Mon-Fry 09:00-17:00"}], "hours: .*unknown day 'Fry'"),
     ([{"agentName": "a", "agentType": "dev", "hours": ["09:00-17:00 Nowhere/Town"]}], "unknown time zone"),
     ([{"agentName": "a", "agentType": "dev", "hours": 9}], "hours: hours must be a string"),
+    ([{"agentName": "a", "agentType": "dev", "command": ["x"], "host": " "}], "host: must name a host, not "),
+    ([{"agentName": "a", "agentType": "dev", "command": ["x"], "host": " gpu-1"}], "without spaces around"),
     ([{"agentName": "a", "agentType": "dev"}, {"agentName": "a", "agentType": "qa"}],
      "duplicate agentName 'a'"),
 ])

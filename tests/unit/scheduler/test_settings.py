@@ -39,6 +39,9 @@ def test_layers_override_in_order(tmp_path):
     ("", {"SCHED_QUEUES": "{}"}, r"SCHED_QUEUES: per-queue settings are \[queues.NAME\] tables in "
                                  r"sched.toml, which the environment cannot set \(unset SCHED_QUEUES\)"),
     ("", {"SCHED_WEBHOOKS": "[]"}, r"SCHED_WEBHOOKS: webhooks are \[\[webhooks\]\] tables in sched.toml"),
+    # a host name that no control file's `host` and no host token could ever match
+    ("", {"SCHED_HOST": " "}, "SCHED_HOST: must name a host, not be blank"),
+    ('host = "web-1 "\n', {}, "host: must name a host without spaces around it: 'web-1 '"),
 ])
 def test_bad_settings_name_where_they_came_from(tmp_path: Path, toml, env, problem):
     (tmp_path / "sched.toml").write_text(toml)
