@@ -86,14 +86,15 @@ def text_problem(text: str, *, nul_ok: bool = False) -> str | None:
     return None
 
 
-def host_problem(name: str) -> str | None:
-    """Why `name` cannot be a host name (None if it can): blank, or with spaces around
-    it, it would never match the name a host acts under, and pinned agents would wait."""
-    if not name.strip():
-        return "must name a host, not be blank"
-    if name != name.strip():
-        return f"must name a host without spaces around it: {name!r}"
-    return None
+def checked_host_name(name: str | None) -> str | None:
+    """`name` if it can be a host name (a field validator's check: ValueError if not):
+    blank, or with spaces around it, it would never match the name a host acts under,
+    and the agents pinned to it would wait."""
+    if name is not None and not name.strip():
+        raise ValueError("must name a host, not be blank")
+    if name is not None and name != name.strip():
+        raise ValueError(f"must name a host without spaces around it: {name!r}")
+    return name
 
 
 def json_problem(value: Any, depth: int = 0) -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventlog.errors import ControlFileError
-from eventlog.values import host_problem, text_problem
+from eventlog.values import checked_host_name, text_problem
 from scheduler.decisions.fit import capability_list
 from scheduler.decisions.hours import HoursError, parse_hours
 
@@ -69,9 +69,7 @@ class AgentSpec(BaseModel):
     @field_validator("host")
     @classmethod
     def _a_host_name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := host_problem(value)) is not None:
-            raise ValueError(problem)
-        return value
+        return checked_host_name(value)
 
     @field_validator("capabilities", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact, unusable_url
-from eventlog.values import host_problem, text_problem
+from eventlog.values import checked_host_name, text_problem
 from scheduler.config.envsubst import expand
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
@@ -266,9 +266,7 @@ class Settings(BaseModel):
     @field_validator("host")
     @classmethod
     def _a_host_name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := host_problem(value)) is not None:
-            raise ValueError(problem)
-        return value
+        return checked_host_name(value)
 
     @field_validator("database_url", "database_listen_url")
     @classmethod
