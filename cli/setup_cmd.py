@@ -189,8 +189,12 @@ def _service_output(done: fleet.ServiceResult, json_out: bool, verb: str) -> Non
         message(f"agent {change.agent}: {would}{verb}")
     if change.released:
         message(f"  {would}back to the queue (not started): {' '.join(map(str, change.released))}")
-    if change.taken_back:
-        message(f"  {would}stopped and requeued: {' '.join(map(str, change.taken_back))}")
+    if change.stopped:
+        message(f"  {would}stopped here and requeued: {' '.join(map(str, change.stopped))}")
+    if fenced := [t for t in change.taken_back if t not in change.stopped]:
+        # a pull worker's attempt, or one of another host: nothing of it runs here
+        message(f"  {would}requeued, stopped by their runners at the next heartbeat: "
+                f"{' '.join(map(str, fenced))}")
     show_dry_run(trial)
 
 

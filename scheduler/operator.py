@@ -27,7 +27,7 @@ from projections.sql import SqlProjection
 from projections.views import FINAL_STATUSES, AgentView, TaskView
 from scheduler.dryrun import DryRun, writing
 from scheduler.planning import record_config_if_changed
-from scheduler.takeback import release_out_of_service, settle, stop_if_local
+from scheduler.takeback import release_out_of_service, runs_here, settle, stop_if_local
 from scheduler.workspace import Workspace
 
 
@@ -66,7 +66,8 @@ class ServiceChange:
     changed: bool  # False: it already was in that state, nothing was appended
     out_of_service: str | None  # the agent's state afterwards
     released: list[int] = field(default_factory=list)  # assignments sent back, not started
-    taken_back: list[int] = field(default_factory=list)  # running attempts stopped and requeued
+    taken_back: list[int] = field(default_factory=list)  # running attempts ended and requeued
+    stopped: list[int] = field(default_factory=list)  # of those, the ones whose processes were stopped here
 
 
 def _known_agent(ws: Workspace, recorder: Recorder, name: str) -> AgentView:
@@ -111,15 +112,15 @@ def evict(ws: Workspace, name: str, by: str, reason: str | None = None,
             return ServiceChange(name, False, "evicted")
         recorder.record([AgentEvicted(agent=name, by=by, reason=reason)])
         released = _release(recorder, name)
-        taken_back = []
+        taken_back, stopped = [], []
         for task in views.tasks(status="running", agent=name):
-            if dry_run is None:
-                stop_if_local(ws, recorder, task, host)
+            if stop_if_local(ws, recorder, task, host) if dry_run is None else runs_here(task, host):
+                stopped.append(task.task_id)
             failure = TaskFailed(task_id=task.task_id, agent=name, attempt=task.attempt,
                                  reason="evicted", error=why)
             recorder.record(settle(ws, recorder, task, failure))
             taken_back.append(task.task_id)
-        return ServiceChange(name, True, "evicted", released, taken_back)
+        return ServiceChange(name, True, "evicted", released, taken_back, stopped)
 
 
 def _release(recorder: Recorder, name: str) -> list[int]:

@@ -64,14 +64,20 @@ def current_start(recorder: Recorder, task: TaskView) -> TaskStarted | None:
     return None
 
 
-def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) -> None:
-    """Before a running attempt is taken back: if its exec wrapper runs on this host
-    (and machine, boot and pid namespace: `scheduler.machine`), stop the wrapper and
-    every process of the attempt, so nothing of it outlives it (an attempt elsewhere is
-    fenced by its lease: its wrapper stops its agent when a heartbeat is refused)."""
-    if (task.status != "running" or task.host != host or task.pid is None
-            or where_started(task.machine, this_machine()) != "here"):
-        return
+def runs_here(task: TaskView, host: str) -> bool:
+    """Whether the running attempt's exec wrapper runs on this host (and machine, boot
+    and pid namespace: `scheduler.machine`), where its processes can be stopped. A pull
+    worker's attempt, or one elsewhere, is fenced by its lease instead: its next
+    heartbeat or renewal is refused, and its wrapper (or worker) stops its agent."""
+    return (task.status == "running" and task.host == host and task.pid is not None
+            and where_started(task.machine, this_machine()) == "here")
+
+
+def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) -> bool:
+    """Before a running attempt is taken back: if it `runs_here`, stop the wrapper and
+    every process of the attempt, so nothing of it outlives it. Whether it did."""
+    if not runs_here(task, host):
+        return False
     started = current_start(recorder, task)
     containment.stop_attempt(containment.AttemptRef.of(
         task.task_id, task.attempt, ws.settings.database_label, task.pid,
@@ -79,6 +85,7 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
         workdir=started.workdir if started is not None else None))
     # the events that end the attempt are recorded after the stop: their time says so
     recorder.now, recorder.now_mark = max(recorder.now, ws.clock.now()), lease_clock()
+    return True
 
 
 def take_back(ws: Workspace, recorder: Recorder, task: TaskView, host: str, report: TickReport,

@@ -109,8 +109,9 @@ class ServiceRequest(Request):
 
 class ServiceResult(NamedTuple):
     """What taking an agent out of service (or back) did: `changed` False when it
-    already was so; assignments sent back (`released`) and attempts stopped and
-    requeued (`taken_back`)."""
+    already was so; assignments sent back (`released`), running attempts ended and
+    requeued (`taken_back`) and, of those, the ones whose processes were stopped here
+    (`stopped`: the others' runners stop them when their next heartbeat is refused)."""
 
     change: ServiceChange
     dry_run: DryRun | None = None
@@ -118,7 +119,8 @@ class ServiceResult(NamedTuple):
     def to_json(self) -> dict[str, Any]:
         c = self.change
         return with_changes({"agent": c.agent, "changed": c.changed, "out_of_service": c.out_of_service,
-                             "released": c.released, "taken_back": c.taken_back}, self.dry_run)
+                             "released": c.released, "taken_back": c.taken_back, "stopped": c.stopped},
+                            self.dry_run)
 
 
 def _no_dry_run(request: ServiceRequest, what: str) -> None:

@@ -62,6 +62,7 @@ class ServiceChange(Changes):
     out_of_service: bool | str | None = None
     released: list[int]
     taken_back: list[int]
+    stopped: list[int]
 
 
 class ClaimedTask(BaseModel):

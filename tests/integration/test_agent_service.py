@@ -69,6 +69,7 @@ def test_evict_takes_back_running_and_assigned_attempts_without_using_them_up(ws
     change = operator.evict(ws, "ann", "alice", "bad model")
     assert change.changed and change.out_of_service == "evicted"
     assert (change.taken_back, change.released) == ([once.task_id], [directed.task_id])
+    assert change.stopped == []  # a pull worker's attempt: nothing of it runs here to stop
     evicted = task(ws, once.task_id)
     assert evicted.status == "queued"  # max_attempts 1, yet not dead: the attempt did not count
     assert evicted.last_error == "ann was evicted by alice: bad model"

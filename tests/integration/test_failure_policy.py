@@ -458,7 +458,8 @@ def _started_on(ws, monkeypatch, machine):
     ws.launcher = lambda settings, task_id: None
     tick(ws)
     monkeypatch.setattr(runner, "this_machine", lambda: machine)
-    runner.start(ws, task_id, {})
+    started = runner.start(ws, task_id, {})
+    runner.forget_cgroups([started])  # its command never runs: nothing would remove its group
     return task_id
 
 
@@ -505,6 +506,6 @@ def test_an_attempt_of_another_machine_under_the_same_host_name_is_never_signall
     elsewhere = _started_on(ws, monkeypatch, "m2/b7/4026531836")
     here = _started_on(ws, monkeypatch, this_machine())
     holders = {t: queries.show(ws, t)[0].agent for t in (elsewhere, here)}
-    operations.evict(ws, holders[elsewhere], by="op")
-    operations.evict(ws, holders[here], by="op")
+    told = [operations.evict(ws, holders[t], by="op") for t in (elsewhere, here)]
     assert stopped == [here]
+    assert [(c.taken_back, c.stopped) for c in told] == [([elsewhere], []), ([here], [here])]

@@ -104,6 +104,17 @@ def test_evict_dry_run_stops_nothing_and_announces_what_eviction_does(fleet: InP
     assert (again["changed"], again["changes"]) == (False, [])  # already evicted: nothing to do
 
 
+def test_evict_tells_a_pull_workers_attempt_from_one_stopped_here(fleet: InProcess):
+    """ann's running attempt is a pull worker's: nothing of it runs on this host, so the
+    eviction says its worker stops it, not that it was stopped."""
+    running = [t["task_id"] for t in doc(fleet("tasks", "--json"))["tasks"]
+               if t["agent"] == "ann" and t["status"] == "running"]
+    for args, would in ((("--dry-run",), "would be "), ((), "")):
+        lines = ok(fleet("agents", "evict", "ann", "--by", "op", *args)).stderr.splitlines()
+        assert f"  {would}requeued, stopped by their runners at the next heartbeat: {running[0]}" in lines
+        assert not any("stopped here" in line for line in lines)
+
+
 def test_batch_submit_dry_run(fleet: InProcess, tmp_path: Path):
     batch = tmp_path / "batch.jsonl"
     batch.write_text('{"queue": "dev", "title": "b1", "idempotency_key": "k1"}\n'
