@@ -31,6 +31,9 @@ class DaemonRow(SQLModel, table=True):
     started_at: str
     beat_at: str
     interval_seconds: float
+    # its machine, boot and pid namespace (`scheduler.machine`), so that its pid is
+    # looked at only there; None: a daemon of an older sched (judged by pid on its host)
+    machine: str | None = None
 
 
 class GateCheckRow(SQLModel, table=True):

@@ -166,12 +166,12 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
                             directed_at_read(queue)))]
     # (a transaction that fails may have committed: its attempts are then the next tick's)
     with unsure_if_failed(starter, handed), ws.write(commit=not dry_run, prefetch=reads) as recorder:
-        views = recorder.views
+        views, mine = recorder.views, machine()
         head = recorder.log.last()
         # take back: what is overdue, what lost its wrapper, what waits on the dead
         report.config_recorded = record_config_if_changed(recorder, control)
         take_back_overdue(ws, recorder, host, report)
-        reap_dead_wrappers(ws, recorder, host, alive, machine(), report)
+        reap_dead_wrappers(ws, recorder, host, alive, mine, report)
         if starter is not None:  # started by a tick that failed, and committed after all
             handed.extend(starter.landed(views))
         report.released = release_out_of_service(recorder, views.all_agents())
@@ -201,7 +201,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         note_tick(views.txn, host, os.getpid(), to_text(now),
                   round((time.perf_counter() - started) * 1000, 3))
         if daemon_interval is not None:
-            note_daemon(views.txn, host, os.getpid(), to_text(now), daemon_interval)
+            note_daemon(views.txn, host, os.getpid(), mine, to_text(now), daemon_interval)
         first, last = (head.seq if head is not None else 0) + 1, recorder.log.last()
         if not dry_run and last is not None and last.seq >= first:
             report.appended = [first, last.seq]

@@ -12,10 +12,11 @@ from typing import Any
 
 from eventlog.storage.port import Transaction
 from eventlog.timeutil import from_text
+from scheduler.machine import where_started
 
 # the tables: scheduler.operational.TickRunRow ("tick_runs") and DaemonRow ("daemons")
 _TICK_RUN = ("at", "host", "pid", "duration_ms")
-_DAEMON = ("host", "pid", "started_at", "beat_at", "interval_seconds")
+_DAEMON = ("host", "pid", "started_at", "beat_at", "interval_seconds", "machine")
 
 
 def note_tick(txn: Transaction, host: str, pid: int, at: str, duration_ms: float) -> None:
@@ -28,12 +29,13 @@ def last_tick_at(txn: Transaction) -> str | None:
     return txn.rows("tick_runs", ("max(at)",))[0][0]  # type: ignore[return-value]
 
 
-def note_daemon(txn: Transaction, host: str, pid: int, at: str, interval: float) -> None:
-    """Inside the daemon's tick transaction: it is alive at `at` (started then, if new)."""
+def note_daemon(txn: Transaction, host: str, pid: int, machine: str | None, at: str,
+                interval: float) -> None:
+    """Inside the daemon's tick transaction: it is alive at `at` (started then, if new)
+    on `machine` (`scheduler.machine`)."""
     found = txn.rows("daemons", ("started_at",), [("host", "=", host), ("pid", "=", pid)])
     started_at = found[0][0] if found else at
-    txn.upsert("daemons", ("host", "pid", "started_at", "beat_at", "interval_seconds"), ("host", "pid"),
-               [(host, pid, started_at, at, interval)])
+    txn.upsert("daemons", _DAEMON, ("host", "pid"), [(host, pid, started_at, at, interval, machine)])
 
 
 def forget_daemon(txn: Transaction, host: str, pid: int) -> None:
@@ -41,14 +43,32 @@ def forget_daemon(txn: Transaction, host: str, pid: int) -> None:
     txn.delete("daemons", [("host", "=", host), ("pid", "=", pid)])
 
 
-def forget_dead_daemons(txn: Transaction, host: str, alive: Callable[[int], bool]) -> list[int]:
-    """Forget the records of this host's daemons whose process is gone (killed without
-    recording a stop): a daemon starting on the host has replaced them. Returns their pids."""
+def forget_dead_daemons(txn: Transaction, host: str, alive: Callable[[int], bool],
+                        machine: str | None, now: datetime) -> list[int]:
+    """Forget the records of this host's daemons that are gone (killed without recording
+    a stop: their process is gone, their machine restarted, or, for one of another
+    machine under this host name, whose pid means nothing here, their beats stopped): a
+    daemon starting on the host has replaced them. Returns their pids."""
     gone = [int(row["pid"]) for row in daemons(txn)  # type: ignore[call-overload]
-            if row["host"] == host and not alive(int(row["pid"]))]  # type: ignore[call-overload]
+            if row["host"] == host and (where := _where(row, host, machine, alive)) != "running"
+            and (where == "gone" or not beating(row, now))]
     for pid in gone:
         forget_daemon(txn, host, pid)
     return gone
+
+
+def _where(row: dict[str, Any], host: str, machine: str | None,
+           alive: Callable[[int], bool]) -> str:
+    """Of a daemon's record, seen from `host` on `machine`: `running` (its process runs
+    here), `gone` (its process is gone: it ran here, or on an earlier boot of this
+    machine) or `unknown` (another host, or another machine under this host name: only
+    its beats tell)."""
+    if row["host"] != host:
+        return "unknown"
+    where = where_started(row.get("machine"), machine)
+    if where == "here":
+        return "running" if alive(int(row["pid"])) else "gone"
+    return "gone" if where == "rebooted" else "unknown"
 
 
 def pid_alive(pid: int) -> bool:
@@ -70,14 +90,15 @@ MISSED_BEATS = 3  # a daemon that has not ticked for this many intervals is not 
 
 
 def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
-                 alive: Callable[[int], bool]) -> dict[str, Any]:
+                 alive: Callable[[int], bool], machine: str | None) -> dict[str, Any]:
     """Whether a daemon is alive, from the records daemons keep (latest beat first): one
-    whose last tick is within `MISSED_BEATS` of its intervals (and, on this host, whose
-    process exists). When none is, `last_seen` is the last beat of one that stopped
-    without recording a stop (killed), and `last_host`, `last_pid` say which;
-    `last_running`, whether its process still runs on this host (its ticks fail)."""
+    whose last tick is within `MISSED_BEATS` of its intervals (and, where its pid means
+    something, on this host and `machine`, whose process exists). When none is,
+    `last_seen` is the last beat of one that stopped without recording a stop
+    (killed), and `last_host`, `last_pid` say which; `last_running`, whether its
+    process still runs here (its ticks fail)."""
     for row in rows:
-        if beating(row, now) and (row["host"] != host or alive(row["pid"])):
+        if beating(row, now) and _where(row, host, machine, alive) != "gone":
             return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"],
                     "beat_at": row["beat_at"]}
     last = rows[0] if rows else None
@@ -85,7 +106,7 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
             "last_seen": last["beat_at"] if last else None,
             "last_host": last["host"] if last else None, "last_pid": last["pid"] if last else None,
             # its process still runs here: not killed, but its ticks fail (its writes do)
-            "last_running": last is not None and last["host"] == host and alive(last["pid"])}
+            "last_running": last is not None and _where(last, host, machine, alive) == "running"}
 
 
 def beating(row: dict[str, Any], now: datetime) -> bool:

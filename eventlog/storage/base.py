@@ -21,6 +21,27 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
+def create_tables(connection: Any, tables: Sequence[Any]) -> None:
+    """Make the missing `tables` (SQLAlchemy `Table`s) on a SQLAlchemy connection, and
+    the missing columns of those that exist: a column added to a table in a later
+    version of sched is nullable, so `ALTER TABLE ... ADD COLUMN` gives the rows
+    already there NULL, which the code reads as "not known" (an older sched wrote it)."""
+    from sqlalchemy import inspect
+    from sqlmodel import SQLModel
+
+    SQLModel.metadata.create_all(connection, tables=list(tables))
+    found = inspect(connection)
+    for table in tables:
+        have = {column["name"] for column in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                if not column.nullable:  # (a programming error: a new column must be optional)
+                    raise ValueError(f"{table.name}.{column.name}: a column added later must be nullable")
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {_name(table.name)} ADD COLUMN {_name(column.name)} {kind}")
+
+
 @lru_cache(maxsize=256)
 def insert_sql(mark: str, table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"

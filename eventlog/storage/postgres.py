@@ -32,7 +32,7 @@ from sqlalchemy import Column, MetaData, String, Table, create_engine, event, fu
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from eventlog.errors import DatabaseBusy, DatabaseError, DatabaseFault, ForeignDatabase, missing_table
 from eventlog.faults import fault_point
@@ -40,6 +40,7 @@ from eventlog.schema import EventRow
 from eventlog.storage import redact
 from eventlog.storage.base import (
     SqlTransaction,
+    create_tables,
     delete_sql,
     quiet_pool_faults,
     term_params,
@@ -501,7 +502,7 @@ class PostgresStorage:
     def create_schema(self, tables: Sequence[Table], version: int) -> None:
         with self.write() as txn:  # under the writers' lock: two hosts' `init` take turns
             connection = txn.session.connection()
-            SQLModel.metadata.create_all(connection, tables=list(tables))
+            create_tables(connection, tables)
             _MARK.create(connection, checkfirst=True)
             txn.upsert(_MARK.name, ("application", "version"), ("application",), [("sched", int(version))])
 

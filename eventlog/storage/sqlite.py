@@ -43,7 +43,7 @@ from eventlog.errors import (
     missing_table,
 )
 from eventlog.faults import fault_point
-from eventlog.storage.base import PollingWakeups, SqlTransaction, quiet_pool_faults
+from eventlog.storage.base import PollingWakeups, SqlTransaction, create_tables, quiet_pool_faults
 from eventlog.storage.collector import collector_paused
 from eventlog.storage.port import Read, Row
 from eventlog.storage.writer_lock import TurnNotGiven, turn_holder, writer_turn
@@ -458,10 +458,8 @@ class SqliteStorage:
             return int(conn.execute("PRAGMA user_version").fetchone()[0] or 0)
 
     def create_schema(self, tables: Sequence[Table], version: int) -> None:
-        from sqlmodel import SQLModel
-
         with self.write() as txn:
-            SQLModel.metadata.create_all(txn.session.connection(), tables=list(tables))
+            create_tables(txn.session.connection(), tables)
             txn.session.flush()
             conn = txn._driver()
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

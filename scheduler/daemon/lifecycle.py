@@ -29,17 +29,12 @@ def refuse_a_host_name_in_use(recorder: Recorder, host: str, machine: str | None
     beats under this host name (two machines given one name; each would start the
     other's pinned agents and forget its record). Its pid is not looked at here: on
     another machine it may name any process of this one (a container's daemon is pid
-    1). A record of this host whose `DaemonStarted` names this machine (or no machine:
-    an older sched) is a daemon of this machine, alive or dead, as before."""
+    1). A record of this host that names this machine (or no machine: an older sched)
+    is a daemon of this machine, alive or dead, as before."""
     now = recorder.now
-    beats = [row for row in daemons(recorder.views.txn) if row["host"] == host and beating(row, now)]
-    if not beats:
-        return
-    starts = {rec.event.pid: rec.event for rec in recorder.log.read_stream("scheduler")  # type: ignore[attr-defined]
-              if rec.type == "DaemonStarted" and rec.event.host == host}  # type: ignore[attr-defined]
-    for row in beats:
-        started = starts.get(row["pid"])  # type: ignore[call-overload]
-        if started is not None and where_started(started.machine, machine) == "elsewhere":
+    for row in daemons(recorder.views.txn):
+        if (row["host"] == host and beating(row, now)
+                and where_started(row["machine"], machine) == "elsewhere"):  # type: ignore[arg-type]
             beat = (now - from_text(row["beat_at"])).total_seconds()  # type: ignore[arg-type]
             raise BadInput(
                 f"host name {host!r} is in use by a daemon of another machine (pid {row['pid']} there, "
@@ -64,9 +59,9 @@ def record_start(ws: Workspace, interval: float, pid: int | None = None,
     with ws.write() as recorder:
         refuse_a_host_name_in_use(recorder, host, here)
         txn = recorder.views.txn
-        forget_dead_daemons(txn, host, alive)
+        forget_dead_daemons(txn, host, alive, here, recorder.now)
         recorder.record([event])
-        note_daemon(txn, host, pid, to_text(recorder.now), interval)
+        note_daemon(txn, host, pid, here, to_text(recorder.now), interval)
     return event
 
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -242,30 +243,34 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         raise
     except SchedError as e:  # any other failure stops nothing: the ticks say what is wrong
         log(f"could not record the start: {e.message}", event="daemon.error", level="warning")
-    log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
-        f"{ws.settings.host_name}"
-        + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
-           if ws.settings.webhooks else ""), event="daemon.started", pid=os.getpid(),
-        interval_seconds=interval, database=ws.settings.database_label)
-    # (after the first line: the handler logs too, and a signal that interrupted that line's
-    # first use of the console, which imports it, hung the daemon)
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # the event models built once, before the first tick needs them (a tick that builds
-    # them while it holds the write lock takes milliseconds per event type), and before
-    # the supervisor is forked, which inherits them
-    build_models()
-    # the supervisor of this host's attempts: a copy of this process made now, before any thread runs
-    launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
-    # and before it, every connection closed (the next use opens one again): a copy of an
-    # open SQLite connection would leave the supervisor's own without its locks (a
-    # process's locks are not inherited), so the daemon's last close would delete the
-    # write-ahead log it commits to, and its outcomes would be lost
-    ws.close()
-    launcher.start()
-    ws.starter = launcher
-    if shared:
-        threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
+    # from here on the start is recorded: whatever ends the daemon (a signal, a failed
+    # fork of its supervisor) records its stop, or health reads it as killed
+    previous: dict[signal.Signals, Any] = {}
+    launcher: Launcher | None = None
     try:
+        log(f"sched daemon: ticking every {interval:g} s on {ws.settings.database_label} as host "
+            f"{ws.settings.host_name}"
+            + (f", delivering webhooks every {ws.settings.webhook_interval_seconds:g} s"
+               if ws.settings.webhooks else ""), event="daemon.started", pid=os.getpid(),
+            interval_seconds=interval, database=ws.settings.database_label)
+        # (after the first line: the handler logs too, and a signal that interrupted that line's
+        # first use of the console, which imports it, hung the daemon)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # the event models built once, before the first tick needs them (a tick that builds
+        # them while it holds the write lock takes milliseconds per event type), and before
+        # the supervisor is forked, which inherits them
+        build_models()
+        # the supervisor of this host's attempts: a copy of this process made now, before any thread runs
+        launcher = Launcher(ws.settings, ws.clock, on_exit=tick_soon)
+        # and before it, every connection closed (the next use opens one again): a copy of an
+        # open SQLite connection would leave the supervisor's own without its locks (a
+        # process's locks are not inherited), so the daemon's last close would delete the
+        # write-ahead log it commits to, and its outcomes would be lost
+        ws.close()
+        launcher.start()
+        ws.starter = launcher
+        if shared:
+            threading.Thread(target=wake_on_commits, name="wakeups", daemon=True).start()
         with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
             if not stopping.is_set():
                 scheduler.start()
@@ -275,7 +280,8 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
                     scheduler.shutdown(wait=True)  # the current tick finishes
     finally:
         stopping.set()
-        launcher.close()
+        if launcher is not None:
+            launcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         try:  # (a stop it cannot record reads later as a daemon killed: say so now)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eventlog.timeutil import from_text, to_text
+from scheduler.machine import this_machine
 from scheduler.reads.queries import current_fleet, status_of
 from scheduler.tick_runs import daemon_state, daemons, last_tick, pid_alive
 from scheduler.workspace import Workspace
@@ -16,7 +17,8 @@ from scheduler.workspace import Workspace
 RECENT = 10
 
 
-def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
+def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive,
+             machine: Callable[[], str | None] = this_machine) -> dict[str, Any]:
     now = ws.clock.now()
     with ws.read() as (_log, views):
         ticked = last_tick(views.txn)
@@ -46,5 +48,5 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[st
     doc["overdue"] = {"count": overdue, "earliest_due": earliest_due}
     doc["last_tick"] = None if ticked is None else ticked | {
         "seconds_ago": round((now - from_text(str(ticked["at"]))).total_seconds(), 3)}
-    doc["daemon"] = daemon_state(running_daemons, now, ws.settings.host_name, alive)
+    doc["daemon"] = daemon_state(running_daemons, now, ws.settings.host_name, alive, machine())
     return doc

@@ -21,6 +21,7 @@ from eventlog.timeutil import from_text, to_text
 from projections.rebuild import lost_tail
 from projections.views import AgentView, TaskView
 from scheduler.config.settings import Settings
+from scheduler.machine import this_machine
 from scheduler.reads.queries import current_fleet
 from scheduler.tick_runs import daemon_state, daemons, last_tick_at, pid_alive
 from scheduler.workspace import Workspace
@@ -262,14 +263,16 @@ def check_files(held: dict[int, list[str]]) -> Check:
                  "those processes (see docs/operations.md, what never to do to the files)", threshold)
 
 
-def health(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str, Any]:
+def health(ws: Workspace, alive: Callable[[int], bool] = pid_alive,
+           machine: Callable[[], str | None] = this_machine) -> dict[str, Any]:
     """Run every check; the report has the overall level, its exit code and the checks
-    (`alive`: whether a process of this host exists, for the daemon check)."""
+    (`alive`, `machine`: whether a process of this machine exists, and which machine
+    this is, for the daemon check)."""
     settings, now = ws.settings, ws.clock.now()
     files = (check_files(deleted_files_held(settings.db_path)) if not is_url(settings.database) else
              Check("files", "healthy", "a PostgreSQL database: the server keeps its files", "none"))
     try:
-        checks = [*database_checks(ws, now, alive), check_control_file(ws), files]
+        checks = [*database_checks(ws, now, alive, machine()), check_control_file(ws), files]
     except DatabaseError as e:  # a monitor still gets a report: what can be checked, is
         checks = [Check("database", "unhealthy", e.message, "the database must open and read"),
                   check_control_file(ws), files]
@@ -278,7 +281,8 @@ def health(ws: Workspace, alive: Callable[[int], bool] = pid_alive) -> dict[str,
             "checks": [asdict(c) for c in checks]}
 
 
-def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] = pid_alive) -> list[Check]:
+def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
+                    machine: str | None) -> list[Check]:
     """The checks that read the database: ticks, daemons, backlog, errors, progress,
     leases, starts, due times, integrity."""
     settings = ws.settings
@@ -288,7 +292,7 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool] =
         lost = lost_tail(views.last_seq(), head.seq if head is not None else 0,
                          refused="every write is refused until then: ")
         last = last_tick_at(views.txn)
-        daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive)
+        daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive, machine)
         counts = views.counts()
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
         ended = views.outcomes_by_agent(window_start)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,14 +23,15 @@ from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
 from scheduler.reads.health import health
 from scheduler.reads.outbox import outbox
+from scheduler.tick_runs import daemons
 from scheduler.workspace import Workspace
 from tests.conftest import new_workspace, wait_for
 
 HOOKS = '[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nevents = ["daemon.started", "daemon.stopped"]\n'
 
 
-def daemon_check(ws: Workspace, alive=None) -> dict:
-    report = health(ws) if alive is None else health(ws, alive=alive)
+def daemon_check(ws: Workspace, alive=None, machine=this_machine) -> dict:
+    report = health(ws, machine=machine) if alive is None else health(ws, alive=alive, machine=machine)
     (check,) = [c for c in report["checks"] if c["name"] == "daemon"]
     return check
 
@@ -129,6 +131,54 @@ def test_a_daemon_is_refused_a_host_name_that_a_live_daemon_of_another_machine_u
     assert [data["pid"] for kind, data in lifecycle_events(ws)] == [4242, 5151, 6161, 7171]
 
 
+def test_health_on_another_machine_under_a_daemons_host_name_does_not_call_it_killed(make_workspace):
+    """The daemon's pid is looked at only on its own machine, boot and pid namespace (a
+    cloned VM, or a container, under the same host name sees other processes)."""
+    ws = make_workspace(host="box-1")
+    record_start(ws, 5.0, pid=4242, alive=lambda pid: True, machine=lambda: "m1/b1/7")
+    for elsewhere in ("m2/b1/7", "m1/b1/8"):  # another machine; another pid namespace
+        check = daemon_check(ws, alive=lambda pid: False, machine=lambda m=elsewhere: m)
+        assert check["status"] == "healthy" and check["saw"].startswith("alive on box-1 (pid 4242)"), check
+    assert daemon_check(ws, alive=lambda pid: False, machine=lambda: "m1/b1/7")["status"] == "degraded"
+    # its machine restarted since: gone, whatever process that pid names now
+    assert daemon_check(ws, alive=lambda pid: True, machine=lambda: "m1/b2/7")["status"] == "degraded"
+    snap = snapshot(ws, alive=lambda pid: False, machine=lambda: "m2/b1/7")
+    assert snap["daemon"]["alive"] and snap["daemon"]["pid"] == 4242
+
+
+def test_a_daemon_starting_replaces_the_record_of_one_of_another_machine_that_stopped_beating(
+        make_workspace):
+    """Not while it beats (refused, above); once its beats stopped (its machine went
+    away without a stop), the host name's new daemon replaces its record."""
+    ws = make_workspace(host="box-1")
+    record_start(ws, 5.0, pid=4242, alive=lambda pid: True, machine=lambda: "m1/b1/7")
+    ws.clock.advance(16)  # more than three missed beats of 5 s
+    record_start(ws, 5.0, pid=77, alive=lambda pid: True, machine=lambda: "m2/b1/7")
+    with ws.read() as (_log, views):
+        assert [(row["pid"], row["machine"]) for row in daemons(views.txn)] == [(77, "m2/b1/7")]
+
+
+def test_a_database_of_an_older_sched_gets_the_machine_column_and_its_daemon_is_judged_by_pid(tmp_path):
+    """Made before `daemons.machine` (table version 2) with a daemon's row in it: the
+    first command that opens it adds the column, and that row, of no known machine, is
+    judged by its pid on its host, as before."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    ws = new_workspace(home, host="box-1")
+    record_start(ws, 5.0, pid=4242, alive=lambda pid: True)
+    ws.close()
+    with sqlite3.connect(home / "sched.db") as conn:
+        conn.execute("ALTER TABLE daemons DROP COLUMN machine")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    ws = Workspace(load_settings({}, {"home": home, "host": "box-1"}).settings, clock=ws.clock)
+    assert daemon_check(ws, alive=lambda pid: pid == 4242, machine=lambda: "m9/b9/9")["status"] == "healthy"
+    assert daemon_check(ws, alive=lambda pid: False, machine=lambda: "m9/b9/9")["status"] == "degraded"
+    assert ws.db.schema_version() == 3
+    ws.close()
+
+
 def test_sched_run_under_a_host_name_in_use_elsewhere_exits_2_with_one_line(tmp_path):
     home = tmp_path / "home"
     new_workspace(home, host="box-1").close()
@@ -143,9 +193,33 @@ def test_sched_run_under_a_host_name_in_use_elsewhere_exits_2_with_one_line(tmp_
             proc.kill()
             proc.communicate()
     assert proc.returncode == 2, err
-    assert err.splitlines() == ["sched: host name 'box-1' is in use by a daemon of another machine (pid "
-                                f"{2**22 + 7} there, last tick 0 s ago): give this machine a host name of "
-                                "its own (--host, SCHED_HOST or `host` in sched.toml)"]
+    (line,) = err.splitlines()  # (its last tick: as long ago as the daemon took to start)
+    assert re.fullmatch(r"sched: host name 'box-1' is in use by a daemon of another machine \(pid "
+                        rf"{2**22 + 7} there, last tick \d+ s ago\): give this machine a host name of "
+                        r"its own \(--host, SCHED_HOST or `host` in sched.toml\)", line), line
+
+
+def test_a_daemon_whose_supervisor_cannot_be_forked_records_its_stop(make_workspace, monkeypatch):
+    """Its start is recorded before the fork: a fork that fails (no memory, the process
+    limit) must not leave a start without a stop, which health would call killed."""
+    import errno
+
+    from scheduler.daemon.log import DaemonLog
+    from scheduler.daemon.run import run_daemon
+
+    ws = make_workspace(host="box-1")
+    lines: list[str] = []
+
+    def no_fork() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(OSError):
+        run_daemon(ws, 60.0, DaemonLog(lines.append))
+    kinds = [(kind, data["pid"]) for kind, data in lifecycle_events(ws)]
+    assert kinds == [("DaemonStarted", os.getpid()), ("DaemonStopped", os.getpid())]
+    assert daemon_check(ws)["status"] == "healthy"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # its handlers were put back
 
 
 @pytest.mark.slow

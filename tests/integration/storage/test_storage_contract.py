@@ -25,6 +25,7 @@ from eventlog.storage.port import WRITE_TIME, Lookup, Read
 from eventlog.store import first_broken_link
 from eventlog.timeutil import to_text
 from projections.tables import QueueCountRow, TaskRow
+from scheduler.workspace import ALL_TABLES
 from tests.conftest import fresh_storage, opened_storage
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -54,6 +55,42 @@ def test_an_empty_database_is_not_opened_but_init_may_use_it(new_database):
     with pytest.raises(DatabaseError, match="sched init"):
         opened_storage(location)
     assert fresh_storage(location).schema_version() == SCHEMA_VERSION
+
+
+def run_sql(location: str, *statements: str) -> None:
+    """Statements through the engine's own driver, outside sched (what another version
+    of sched, or a person, did to the database)."""
+    if location.startswith("postgresql"):
+        with psycopg.connect(location) as conn:
+            for sql in statements:
+                conn.execute(sql)  # type: ignore[arg-type]
+    else:
+        with sqlite3.connect(location) as conn:
+            for sql in statements:
+                conn.execute(sql)
+        conn.close()
+
+
+def test_a_table_of_an_older_schema_gains_its_new_columns_and_keeps_its_rows(new_database):
+    """`daemons.machine` came with schema 3: a database made before has the table
+    without it. Making the schema again adds the column; the rows already there read
+    it as NULL (not known), and new rows write it."""
+    from scheduler.tick_runs import daemons, note_daemon
+
+    location = new_database()
+    db = fresh_storage(location)
+    db.close()
+    run_sql(location, "ALTER TABLE daemons DROP COLUMN machine",
+            "INSERT INTO daemons (host, pid, started_at, beat_at, interval_seconds) "
+            "VALUES ('box-1', 41, '2026-05-01T00:00:00Z', '2026-05-01T00:00:00Z', 5.0)")
+    with pytest.raises(DatabaseError, match="machine"), db.read() as txn:  # what an older sched made
+        daemons(txn)
+    db.create_schema(ALL_TABLES, SCHEMA_VERSION)
+    with db.write() as txn:
+        note_daemon(txn, "box-2", 42, "m/b/1", "2026-05-01T00:00:01Z", 5.0)
+    with db.read() as txn:
+        found = {row["pid"]: row["machine"] for row in daemons(txn)}
+    assert found == {41: None, 42: "m/b/1"}
 
 
 def add_foreign_table(location: str) -> None:
