@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from cli.common import human_duration
-from cli.text import literal, visible
+from cli.text import fitted_table, literal, visible
 
 BAR_WIDTH = 10
 
@@ -33,14 +32,8 @@ Cell = str | Text
 
 
 def _table(headers: tuple[str, ...], rows: list[list[Cell]], title: str) -> Table:
-    """A compact table: light rules, every cell on one line. Only the last column gives
-    way (cut with an ellipsis) when the terminal is narrow: the others keep the width of
-    their width, so names, loads and counts stay whole."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  padding=(0, 1, 0, 0), show_edge=False, expand=True)
-    for index, header in enumerate(headers):
-        last = index == len(headers) - 1  # takes the room the others leave (ratio)
-        table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if last else None)
+    """A `fitted_table` whose last column gives way when the terminal is narrow."""
+    table = fitted_table(*headers, gives_way=headers[-1:], title=title)
     for row in rows:
         table.add_row(*row)
     return table

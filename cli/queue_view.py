@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cli.common import check_interval, console, emit_json, human_duration
-from cli.text import literal
+from cli.text import fitted_table, literal
 from eventlog.timeutil import from_text, to_text
 from projections.views import OPEN_STATUSES
 from scheduler.reads import queries
@@ -57,18 +57,17 @@ def when(text: str | None, now: datetime, soon: str) -> str:
 
 def render(doc: dict[str, Any]) -> Table:
     """The queue view of one frame, as a table."""
-    from rich.table import Table
-
     now = from_text(doc["at"])
-    table = Table("pos", "id", "queue", "status", "prio", "eff", "agent", "est. start", "est. done",
-                  "title", title=f"queue at {doc['at']} ({len(doc['tasks'])} tasks)")
+    table = fitted_table("pos", "id", "queue", "status", "prio", "eff", "agent", "est. start", "est. done",
+                         "title", gives_way=("title",),
+                         title=f"queue at {doc['at']} ({len(doc['tasks'])} tasks)")
     for t in doc["tasks"]:
         start = "running" if t["status"] == "running" else when(t["estimated_start"], now, "next tick")
         done = when(t["estimated_completion"], now, "any time now")
-        late = " (OVERDUE)" if t["overdue"] else ""
+        late = "(OVERDUE) " if t["overdue"] else ""  # first: a title cut to fit keeps it
         row = ["-" if t["position"] is None else str(t["position"]), str(t["task_id"]), t["queue"],
                t["status"], str(t["priority"]), str(t["effective_priority"]),
-               t["agent"] or t["assignee"] or "-", start, done, t["title"] + late]
+               t["agent"] or t["assignee"] or "-", start, done, late + t["title"]]
         table.add_row(*map(literal, row))
     return table
 

@@ -24,7 +24,7 @@ from cli.common import (
     warn_if_fleet_unread,
     workspace,
 )
-from cli.text import literal
+from cli.text import fitted_table, literal
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text
 from eventlog.values import INT64_MAX
@@ -172,9 +172,8 @@ def tasks_command(
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
-    from rich.table import Table
-
-    table = Table(*columns)
+    # one line a task: the title (and a payload shown) cut to fit
+    table = fitted_table(*columns, gives_way=("title", "payload"))
     now = ws.clock.now()
     for t in found:
         pick = figures[t.task_id]

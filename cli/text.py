@@ -7,9 +7,11 @@ agent and queue names, reasons, paths, ...) through `visible`, or builds its out
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # rich is loaded by the views that print text, not by --json
+    from rich.table import Table
     from rich.text import Text
 
 # C0 controls, DEL, C1 controls (U+009B is CSI, U+009D OSC) and lone surrogates, which a
@@ -42,3 +44,18 @@ def literal(*parts: str | tuple[str, str] | Text) -> Text:
     return Text.assemble(*(part if isinstance(part, Text)
                            else visible(part) if isinstance(part, str)
                            else (visible(part[0]), part[1]) for part in parts))
+
+
+def fitted_table(*headers: str, gives_way: Collection[str], title: str | None = None) -> Table:
+    """A compact table that fits the terminal (light rules, every cell on one line):
+    only the columns `gives_way` (a title, a detail) are cut, with an ellipsis, when the
+    terminal is narrow, and they share the room the others leave; the others keep the
+    width of their content, so ids, names, states and times stay whole."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1, 0, 0), show_edge=False, expand=True)
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if header in gives_way else None)
+    return table

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import FLEET, InProcess, cli_env, event_count, one_error_line, sched, write_control
+from tests.cli.conftest import (
+    FLEET,
+    InProcess,
+    cli_env,
+    event_count,
+    ok,
+    one_error_line,
+    sched,
+    write_control,
+)
 
 
 @pytest.fixture
@@ -243,6 +252,25 @@ def test_output_that_cannot_be_written_says_the_submit_stands(home: Path):
     assert json.loads(shown.stdout)["task"]["title"] == "kept"
 
 
+def test_at_80_columns_the_tasks_table_gives_each_task_one_line_and_cuts_only_titles(
+        cli: InProcess, home: Path):
+    """Titles wrapped over ten lines in a column eight wide, and agent names were cut:
+    now every other column keeps its width and the title takes what is left."""
+    long = "Implement the feature with a rather long descriptive title that goes on"
+    for title in (long, "short"):
+        ok(cli("submit", "-q", "dev", "-t", title, "--assignee", "ann"))
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "200"}):
+        lines = ok(cli("tasks", env=env)).stdout.splitlines()
+        rows = [line for line in lines if line[:1].isdigit()]
+        assert len(rows) == 2 and all(len(line) <= int(env["COLUMNS"]) for line in lines), lines
+        first = rows[0].split()
+        assert first[:3] == ["1", "dev", "queued"] and "for ann" in rows[0]
+        if env["COLUMNS"] == "80":
+            assert rows[0].rstrip().endswith("…") and long not in rows[0]
+        else:
+            assert long in rows[0] and "short" in rows[1]
+
+
 def test_the_tasks_table_shows_its_first_rows_and_says_so(cli: InProcess, home: Path, monkeypatch):
     """Drawing 24,000 rows took 20 s: without --limit the table stops at TABLE_ROWS and
     says how to see more; --json still lists every task, --limit draws what it asks."""
@@ -251,8 +279,8 @@ def test_the_tasks_table_shows_its_first_rows_and_says_so(cli: InProcess, home: 
         cli("submit", "-q", "dev", "-t", f"job {n}")
     table = cli("tasks")
     assert table.returncode == 0
-    assert [line.split()[1] for line in table.stdout.splitlines() if line.split()[1:2] and
-            line.split()[1].isdigit()] == ["1", "2", "3"]
+    assert [line.split()[0] for line in table.stdout.splitlines()
+            if line[:1].isdigit()] == ["1", "2", "3"]
     assert table.stderr.strip() == "(the first 3 tasks in pick order: --limit N for more, --json for all)"
     assert len(json.loads(cli("tasks", "--json").stdout)["tasks"]) == 5
     limited = cli("tasks", "--limit", "4")

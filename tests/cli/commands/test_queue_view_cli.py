@@ -51,8 +51,8 @@ def test_agent_and_unassigned_filters(queue: Path, run: Run):
 def test_the_table_names_the_agent_a_waiting_task_is_directed_at(queue: Path, run: Run):
     ok(run("submit", "-q", "dev", "-t", "also bob", "--assignee", "bob"))  # (6: not ticked yet)
     listed = ok(run("tasks", "--agent", "bob")).stdout.splitlines()
-    rows = {line.split("│")[1].strip(): line for line in listed if line.startswith("│")}
-    assert "│ bob " in rows["4"] and "│ for bob " in rows["6"]  # (6 showed `-`: held by nobody)
+    rows = {line.split()[0]: line for line in listed if line[:1].isdigit()}
+    assert " bob " in rows["4"] and " for bob " in rows["6"]  # (6 showed `-`: held by nobody)
 
 
 def test_the_title_filter_keeps_each_tasks_place_in_the_list_and_the_watch(queue: Path, run: Run):
@@ -131,4 +131,18 @@ def test_the_text_frame_shows_place_priority_and_estimates(queue: Path):
     for header in ("pos", "eff", "est. start", "est. done"):
         assert header in text
     three = next(line for line in text.splitlines() if "three" in line)
-    assert three.split("│")[1].strip() == "1"  # first in its queue
+    assert three.split()[0] == "1"  # first in its queue
+
+
+def test_at_80_columns_a_frame_keeps_one_line_a_task_and_the_overdue_mark():
+    """The title gives way to the terminal's width; `(OVERDUE)` comes before it, so
+    cutting the title never cuts the mark."""
+    task = {"position": 1, "task_id": 7, "queue": "dev", "status": "queued", "priority": 3,
+            "effective_priority": 13, "agent": None, "assignee": None, "estimated_start": None,
+            "estimated_completion": None, "overdue": True,
+            "title": "a title long enough to be cut at eighty columns, whatever else is shown"}
+    out = io.StringIO()
+    frame = {"at": "2026-05-01T00:00:00.000000Z", "tasks": [task]}
+    Console(file=out, width=80).print(queue_view.render(frame))
+    (row,) = [line for line in out.getvalue().splitlines() if line[:1].isdigit()]
+    assert row.split()[:2] == ["1", "7"] and "(OVERDUE) a" in row and row.rstrip().endswith("…")
