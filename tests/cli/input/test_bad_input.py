@@ -443,3 +443,22 @@ def test_a_refusal_says_what_was_given(run: Run, db: Path, args: list[str], said
     before = file_digest(db)
     assert one_error_line(run(*args), 2) == f"sched: {said}"
     assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("args", [
+    ["init", "--home", ""], ["init", "--db="], ["status", "--agents", ""],
+    ["submit", "--file", ""], ["migrate", "--to", ""], ["worker", "claim", "--agent", "ann", "--home="],
+], ids=["init-home", "init-db", "agents", "file", "migrate-to", "claim-home"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path: Path, args: list[str]):
+    """A path of '' is '.': `sched init --home "$DIR"` with DIR unset made a database in
+    the current directory and said `created`. Each option that names a place refuses
+    an empty value before anything is read or made."""
+    from tests.cli.conftest import sched_here
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    flag = next(a.partition("=")[0] for a in args if a.startswith("--") and a.partition("=")[0] in
+                ("--home", "--db", "--agents", "--file", "--to"))
+    line = one_error_line(sched_here(here, *args), 2)
+    assert re.fullmatch(rf"sched: {flag}: empty; give .+ \(is a variable unset\?\)", line), line
+    assert list(here.iterdir()) == []
