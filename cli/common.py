@@ -27,11 +27,23 @@ if TYPE_CHECKING:  # rich is loaded by the views that print for people, not by -
 
     from scheduler.runner.remote import Server
 
+def place(what: str, kind: type = Path) -> Any:
+    """The parser of an option that names a file, a directory or a database (its value
+    as `kind`): an empty or blank value would be '.', the current directory (or a
+    directory named ' '), which is what `--home "$DIR"` gives when DIR is unset, not a
+    choice: refused (exit 2) before anything is read or made."""
+    def parse(value: str) -> Any:
+        if not value.strip():
+            raise typer.BadParameter(f"{'blank' if value else 'empty'}; give {what} (is a variable unset?)")
+        return kind(value)
+    return parse
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 DbOpt = Annotated[str | None, typer.Option(
     "--db", help="Database file, or a postgresql:// URL (default $SCHED_DB, else "
     "$SCHED_HOME/sched.db).",
-    show_default=False)]
+    show_default=False, metavar="<str>", parser=place("a database file or a postgresql:// URL", str))]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host this process acts for: it starts the commands of agents pinned "
     "to it (default $SCHED_HOST, else the machine's name).", show_default=False)]
@@ -41,13 +53,13 @@ ServerOpt = Annotated[str | None, typer.Option(
     "--server-token-file.", show_default=False)]
 ServerTokenFileOpt = Annotated[Path | None, typer.Option(
     "--server-token-file", help="A file holding the server's token (from `sched tokens create`).",
-    show_default=False)]
+    show_default=False, metavar="<path>", parser=place("a file"))]
 HomeOpt = Annotated[Path | None, typer.Option(
     "--home", help="Working directory of sched (default $SCHED_HOME, else the current one).",
-    show_default=False)]
+    show_default=False, metavar="<path>", parser=place("a directory"))]
 AgentsOpt = Annotated[Path | None, typer.Option(
     "--agents", help="Agent control file (default: $SCHED_AGENT_CONTROL_FILE, else searched "
-    "under SCHED_HOME).", show_default=False)]
+    "under SCHED_HOME).", show_default=False, metavar="<path>", parser=place("a control file"))]
 
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Say what would change (the events it would append); append nothing.")]

@@ -33,10 +33,7 @@ Cell = str | Text
 
 def _table(headers: tuple[str, ...], rows: list[list[Cell]], title: str) -> Table:
     """A `fitted_table` whose last column gives way when the terminal is narrow."""
-    table = fitted_table(*headers, gives_way=headers[-1:], title=title)
-    for row in rows:
-        table.add_row(*row)
-    return table
+    return fitted_table(headers, rows, gives_way=headers[-1:], title=title)
 
 
 def _task_line(t: dict[str, Any]) -> str:

@@ -155,22 +155,11 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
 MACHINE_FAULTS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN})
 
 
-# the options that name a file, a directory or a database: given an empty value, each
-# would quietly mean the current directory (a path of '' is '.'), which is what an unset
-# variable gives (`--home "$SCHED_DIR"`), not a choice: `init` would make a database there
-PLACE_OPTIONS = {"--home": "a directory", "--db": "a database file or a postgresql:// URL",
-                 "--agents": "a control file", "--server-token-file": "a file", "--file": "a file",
-                 "--to": "a database file or a postgresql:// URL"}
-
-
 def check_arguments(args: Sequence[str]) -> None:
     """Refuse an argument that is not valid Unicode text (an undecodable byte reaches
     Python as a lone surrogate): sched could neither store nor print it. Named by the
-    option it belongs to. Refuse an empty value of an option that names a place."""
+    option it belongs to."""
     for index, arg in enumerate(args):
-        flag, equals, value = arg.partition("=")
-        if flag in PLACE_OPTIONS and (value == "" if equals else args[index + 1:index + 2] == [""]):
-            raise BadInput(f"{flag}: empty; give {PLACE_OPTIONS[flag]} (is a variable unset?)")
         problem = text_problem(arg)
         if problem is None:
             continue

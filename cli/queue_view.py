@@ -55,12 +55,9 @@ def when(text: str | None, now: datetime, soon: str) -> str:
     return soon if seconds <= 0 else f"in {human_duration(seconds)}"
 
 
-def render(doc: dict[str, Any]) -> Table:
-    """The queue view of one frame, as a table."""
-    now = from_text(doc["at"])
-    table = fitted_table("pos", "id", "queue", "status", "prio", "eff", "agent", "est. start", "est. done",
-                         "title", gives_way=("title",),
-                         title=f"queue at {doc['at']} ({len(doc['tasks'])} tasks)")
+def render(doc: dict[str, Any], width: int | None = None) -> Table:
+    """The queue view of one frame, as a table (`width`: the terminal's, see `fitted_table`)."""
+    now, rows = from_text(doc["at"]), []
     for t in doc["tasks"]:
         start = "running" if t["status"] == "running" else when(t["estimated_start"], now, "next tick")
         done = when(t["estimated_completion"], now, "any time now")
@@ -68,8 +65,10 @@ def render(doc: dict[str, Any]) -> Table:
         row = ["-" if t["position"] is None else str(t["position"]), str(t["task_id"]), t["queue"],
                t["status"], str(t["priority"]), str(t["effective_priority"]),
                t["agent"] or t["assignee"] or "-", start, done, late + t["title"]]
-        table.add_row(*map(literal, row))
-    return table
+        rows.append([literal(cell) for cell in row])
+    return fitted_table(("pos", "id", "queue", "status", "prio", "eff", "agent", "est. start", "est. done",
+                         "title"), rows, gives_way=("title",), width=width,
+                        title=f"queue at {doc['at']} ({len(doc['tasks'])} tasks)")
 
 
 def watch_queue(ws: Workspace, queue: str | None, status: str | None, limit: int | None,
@@ -99,8 +98,9 @@ def watch_queue(ws: Workspace, queue: str | None, status: str | None, limit: int
         from rich.live import Live
 
         out = console()
-        with Live(render(first), console=out, auto_refresh=False, vertical_overflow="crop") as live:
-            refresh(lambda: live.update(render(next_frame()), refresh=True), interval,
+        with Live(render(first, out.width), console=out, auto_refresh=False,
+                  vertical_overflow="crop") as live:
+            refresh(lambda: live.update(render(next_frame(), out.width), refresh=True), interval,
                     lambda s: sleep(s))
     except KeyboardInterrupt:
         return  # Ctrl-C is how a watch ends: exit 0

@@ -17,6 +17,7 @@ from cli.common import (
     emit_json,
     loaded_settings,
     message,
+    place,
     show_dry_run,
     workspace,
 )
@@ -121,7 +122,7 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
 def migrate_command(
     to: Annotated[str, typer.Option(
         "--to", help="The empty database to copy into: a postgresql:// URL, or a file.",
-        show_default=False)],
+        show_default=False, metavar="<str>", parser=place("a database file or a postgresql:// URL", str))],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Copy the log into an empty database (SQLite to PostgreSQL, or back), checking its

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, human_duration, message, workspace
+from cli.common import DbOpt, HomeOpt, JsonOpt, console, emit_json, human_duration, message, place, workspace
 from cli.text import literal
 from scheduler.whatif.capacity import COUNTS
 from scheduler.whatif.figures import sparkline
@@ -24,7 +24,7 @@ def simulate_command(
     until: Annotated[str | None, typer.Option(help="Tasks submitted up to this ISO time.")] = None,
     agents: Annotated[Path | None, typer.Option(
         "--agents", help="The what-if's agent control file (the baseline keeps the one in force).",
-        show_default=False)] = None,
+        show_default=False, metavar="<path>", parser=place("a control file"))] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="A what-if setting, KEY=VALUE: age_boost_seconds=300, "
         "queues.dev.max_attempts=5, tick_interval_seconds=2 (repeatable).", show_default=False)] = None,

@@ -20,6 +20,7 @@ from cli.common import (
     human_duration,
     message,
     parse_json_option,
+    place,
     show_dry_run,
     warn_if_fleet_unread,
     workspace,
@@ -59,7 +60,8 @@ def submit_command(
     requires: Annotated[str | None, typer.Option(
         "--requires", help="Capabilities the agent must have, comma-separated: browser,gpu.")] = None,
     file: Annotated[Path | None, typer.Option(
-        "--file", help="Submit every task of a JSONL file, all or nothing.")] = None,
+        "--file", help="Submit every task of a JSONL file, all or nothing (- reads stdin).",
+        metavar="<path>", parser=place("a file, or - for stdin"))] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who submits (default $USER).")] = None,
     dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
     agents: AgentsOpt = None,
@@ -172,9 +174,7 @@ def tasks_command(
     if verbose:
         columns += ["attempts", "excluded", "payload"]
         shown = queries.small_payloads(ws, found, PAYLOAD_SHOWN)
-    # one line a task: the title (and a payload shown) cut to fit
-    table = fitted_table(*columns, gives_way=("title", "payload"))
-    now = ws.clock.now()
+    now, rows = ws.clock.now(), []
     for t in found:
         pick = figures[t.task_id]
         start = pick["estimated_start"]
@@ -191,8 +191,9 @@ def tasks_command(
         if verbose:
             row += [f"{t.attempt - t.attempt_floor}/{t.max_attempts}", ", ".join(t.excluded) or "-",
                     summary(shown[t.task_id]) if t.task_id in shown else f"({t.payload_bytes} bytes)"]
-        table.add_row(*map(literal, row))
-    console().print(table)
+        rows.append([literal(cell) for cell in row])
+    out = console()  # one line a task: the title (and a payload shown) cut to fit
+    out.print(fitted_table(columns, rows, gives_way=("title", "payload"), width=out.width))
 
 
 def holder_cell(agent: str | None, assignee: str | None) -> str:

@@ -7,7 +7,7 @@ agent and queue names, reasons, paths, ...) through `visible`, or builds its out
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # rich is loaded by the views that print text, not by --json
@@ -46,16 +46,38 @@ def literal(*parts: str | tuple[str, str] | Text) -> Text:
                            else (visible(part[0]), part[1]) for part in parts))
 
 
-def fitted_table(*headers: str, gives_way: Collection[str], title: str | None = None) -> Table:
+GIVING_WAY_CELLS = 12  # the least room a column that gives way keeps (`(OVERDUE) Imp…`)
+
+
+def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str | Text]], *,
+                 gives_way: Collection[str], width: int | None = None, title: str | None = None) -> Table:
     """A compact table that fits the terminal (light rules, every cell on one line):
     only the columns `gives_way` (a title, a detail) are cut, with an ellipsis, when the
     terminal is narrow, and they share the room the others leave; the others keep the
-    width of their content, so ids, names, states and times stay whole."""
+    width of their content, so ids, names, states and times stay whole. With `width`
+    (the terminal's), a table whose other columns leave less than `GIVING_WAY_CELLS` to
+    each that gives way is made wider than that instead: what does not fit on the
+    screen is wrapped or cropped by it, never squeezed out of an id or a name."""
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1, 0, 0), show_edge=False, expand=True)
     for header in headers:
         table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if header in gives_way else None)
+    for row in rows:
+        table.add_row(*row)
+    if width is not None:
+        def cells(index: int) -> int:  # the widest of the column's header and cells
+            column = (row[index] for row in rows)
+            return max([cell_len(headers[index]),
+                        *(c.cell_len if isinstance(c, Text) else cell_len(c) for c in column)])
+
+        giving = sum(header in gives_way for header in headers)
+        needed = (sum(cells(i) for i, header in enumerate(headers) if header not in gives_way)
+                  + giving * GIVING_WAY_CELLS + 2 * (len(headers) - 1))  # (two spaces between columns)
+        if needed > width:
+            table.width = needed
     return table

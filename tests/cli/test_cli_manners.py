@@ -271,6 +271,25 @@ def test_at_80_columns_the_tasks_table_gives_each_task_one_line_and_cuts_only_ti
             assert long in rows[0] and "short" in rows[1]
 
 
+def test_columns_too_wide_together_for_the_terminal_widen_the_table_not_squeeze_it(
+        cli: InProcess, home: Path):
+    """With a long agent name and a due column, the other columns alone left the title
+    no room at 80: rich cut every column, ids and names included, and the title
+    vanished. The table is then made wider than the terminal (which wraps its lines),
+    each column whole but the title, which keeps a dozen cells."""
+    write_control(home, [{"agentName": "an-agent-with-a-long-name", "agentType": "dev"}])
+    ok(cli("submit", "-q", "dev", "-t", "Implement the feature flag rollout", "--due",
+           "2026-01-01T00:00:00Z", "--assignee", "an-agent-with-a-long-name"))
+    lines = ok(cli("tasks", env={"COLUMNS": "80"})).stdout.splitlines()
+    (header,) = [line for line in lines if line.startswith("id ")]
+    (row,) = [line for line in lines if line[:1].isdigit()]
+    assert header.split()[:3] == ["id", "queue", "status"] and "title" in header and "due" in header
+    assert row.split()[:3] == ["1", "dev", "queued"] and "for an-agent-with-a-long-name" in row
+    assert "Implement t…" in row and "OVERDUE by " in row
+    none = ok(cli("tasks", "--status", "dead", env={"COLUMNS": "80"})).stdout.split()  # (no rows)
+    assert none[:10] == ["id", "queue", "status", "prio", "eff", "waited", "est.", "start", "agent", "title"]
+
+
 def test_the_tasks_table_shows_its_first_rows_and_says_so(cli: InProcess, home: Path, monkeypatch):
     """Drawing 24,000 rows took 20 s: without --limit the table stops at TABLE_ROWS and
     says how to see more; --json still lists every task, --limit draws what it asks."""

@@ -146,3 +146,10 @@ def test_at_80_columns_a_frame_keeps_one_line_a_task_and_the_overdue_mark():
     Console(file=out, width=80).print(queue_view.render(frame))
     (row,) = [line for line in out.getvalue().splitlines() if line[:1].isdigit()]
     assert row.split()[:2] == ["1", "7"] and "(OVERDUE) a" in row and row.rstrip().endswith("…")
+    # the other columns too wide for 80: the frame is made wider (the screen crops it)
+    # rather than squeeze the title to nothing and cut the agent's name
+    task |= {"status": "assigned", "agent": "an-agent-with-a-rather-long-name-indeed"}
+    out = io.StringIO()
+    Console(file=out, width=250).print(queue_view.render(frame, width=80))
+    (row,) = [line for line in out.getvalue().splitlines() if line[:1].isdigit()]
+    assert " an-agent-with-a-rather-long-name-indeed " in row and "(OVERDUE) a" in row, row

@@ -445,20 +445,29 @@ def test_a_refusal_says_what_was_given(run: Run, db: Path, args: list[str], said
     assert_unchanged(db, before)
 
 
-@pytest.mark.parametrize("args", [
-    ["init", "--home", ""], ["init", "--db="], ["status", "--agents", ""],
-    ["submit", "--file", ""], ["migrate", "--to", ""], ["worker", "claim", "--agent", "ann", "--home="],
-], ids=["init-home", "init-db", "agents", "file", "migrate-to", "claim-home"])
-def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path: Path, args: list[str]):
+@pytest.mark.parametrize(("args", "flag"), [
+    (["init", "--home", ""], "--home"), (["init", "--db="], "--db"), (["init", "--home", " "], "--home"),
+    (["status", "--agents", ""], "--agents"), (["submit", "--file", ""], "--file"),
+    (["migrate", "--to", ""], "--to"), (["worker", "claim", "--agent", "ann", "--home="], "--home"),
+    (["simulate", "--agents="], "--agents"), (["run", "--server-token-file", ""], "--server-token-file"),
+], ids=["init-home", "init-db", "init-blank-home", "agents", "file", "migrate-to", "claim-home",
+        "simulate-agents", "token-file"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path: Path, args: list[str],
+                                                                       flag: str):
     """A path of '' is '.': `sched init --home "$DIR"` with DIR unset made a database in
     the current directory and said `created`. Each option that names a place refuses
-    an empty value before anything is read or made."""
+    an empty (or blank) value before anything is read or made."""
     from tests.cli.conftest import sched_here
 
     here = tmp_path / "cwd"
     here.mkdir()
-    flag = next(a.partition("=")[0] for a in args if a.startswith("--") and a.partition("=")[0] in
-                ("--home", "--db", "--agents", "--file", "--to"))
     line = one_error_line(sched_here(here, *args), 2)
-    assert re.fullmatch(rf"sched: {flag}: empty; give .+ \(is a variable unset\?\)", line), line
+    assert re.fullmatch(rf"sched: Invalid value for '{flag}': (empty|blank); give .+ "
+                        r"\(is a variable unset\?\)", line), line
     assert list(here.iterdir()) == []
+
+
+def test_a_value_spelled_like_an_empty_path_option_is_still_a_value(cli: InProcess, seeded: Path):
+    """Only the option itself is checked: a title that reads `--home=` is a title."""
+    done = one_json(ok(cli("submit", "-q", "dev", "-t", "--home=", "--json")))
+    assert one_json(ok(cli("show", str(done["task_id"]), "--json")))["task"]["title"] == "--home="
