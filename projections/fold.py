@@ -122,10 +122,13 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
                           attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
                           ready_at=None if task.waiting_on else at, updated_at=at)
         case TaskRequeued():
+            kept = (event.reason in KEEPS_ITS_WAIT and event.not_before is None
+                    and task.ready_at is not None)
             return evolve(task, status="queued", agent=None, deadline=None, token_hash=None,
                           pid=None, host=None, machine=None,
                           not_before=to_text(event.not_before) if event.not_before else None,
-                          ready_at=ready_time(at, event.not_before), updated_at=at)
+                          ready_at=task.ready_at if kept else ready_time(at, event.not_before),
+                          updated_at=at)
         case TaskApproved():
             return evolve(task, status="blocked" if task.waiting_on else "queued",
                           ready_at=None if task.waiting_on else ready_time(at, task.not_before),
@@ -139,6 +142,13 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return evolve(task, status="dead", agent=None, deadline=None, token_hash=None,
                           pid=None, host=None, machine=None, dead_reason=event.reason, updated_at=at)
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
+
+
+# requeues after which no attempt ran (an assignment not started by its deadline,
+# released by an operator, a claim never delivered): with no backoff to wait out, the
+# task keeps its place in time, so its wait (and the age boost it earned) goes on from
+# when it became ready instead of starting again at each bounce
+KEEPS_ITS_WAIT = frozenset({"not_started", "released", "undelivered"})
 
 
 def ready_time(at: str, not_before: datetime | str | None) -> str:

@@ -322,6 +322,30 @@ def test_an_old_low_priority_task_overtakes_a_crowd_of_young_high_ones(make_work
     assert all(status(ws, t) == "queued" for t in young)
 
 
+def test_a_task_sent_back_without_an_attempt_keeps_its_wait_and_its_age(make_workspace):
+    """An assignment its agent never started (taken back at its start deadline), or one
+    an operator released (a drain), used no attempt: the task's wait goes on from when
+    it became ready, and the priority it earned by waiting stays, instead of starting
+    over at each bounce, behind younger work."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": ["true"]}],
+                        age_boost_seconds=600, age_boost_max=10, start_deadline_seconds=60)
+    ws.launcher = lambda settings, task_id: None  # nobody starts what a tick assigns
+
+    def figures(task_id):
+        return queries.pick_figures(ws, [queries.show(ws, task_id)[0]])[task_id]
+
+    (old,) = add(ws)
+    assert tick(ws).assigned == [{"task_id": old, "agent": "ann"}]
+    ws.clock.advance(1200)  # long past its start deadline
+    report = tick(ws)  # taken back, and assigned again at once: ann is free
+    assert report.expired == [{"task_id": old, "agent": "ann", "reason": "not_started"}]
+    assert status(ws, old) == "assigned" and figures(old)["waited_seconds"] == 1200.0
+    ws.clock.advance(600)
+    operator.drain(ws, "ann", "op")  # released: back in its queue
+    assert status(ws, old) == "queued"
+    assert (figures(old)["waited_seconds"], figures(old)["effective_priority"]) == (1800.0, 3)
+
+
 def test_a_requeued_dependant_waits_for_its_requeued_parent(make_workspace):
     ws = make_workspace(TWO_DEVS)
     (a,) = add(ws, max_attempts=1)
