@@ -14,9 +14,12 @@ if TYPE_CHECKING:  # rich is loaded by the views that print text, not by --json
     from rich.table import Table
     from rich.text import Text
 
-# C0 controls, DEL, C1 controls (U+009B is CSI, U+009D OSC) and lone surrogates, which a
-# damaged database can hand back and which no encoder writes
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0 controls, DEL, C1 controls (U+009B is CSI, U+009D OSC), the bidirectional marks,
+# embeddings, overrides and isolates (a title holding U+202E shows the rest of its line,
+# the columns after it included, reversed) and lone surrogates, which a damaged database
+# can hand back and which no encoder writes. (Zero-width joiners stay: emoji need them.)
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                        "\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -27,9 +30,10 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def visible(text: str) -> str:
-    """`text` with each control character and lone surrogate replaced by its Python
-    backslash escape (`\\x1b`, `\\x07`, `\\n`, `\\t`, `\\x9b`, `\\udc80`), so none reaches
-    the terminal raw and a line stays one line. A backslash already in the text stays a
+    """`text` with each control character, bidirectional control (`\\u202e`) and lone
+    surrogate replaced by its Python backslash escape (`\\x1b`, `\\x07`, `\\n`, `\\t`,
+    `\\x9b`, `\\udc80`), so none reaches the terminal raw, a line stays one line and
+    nothing reorders the rest of it. A backslash already in the text stays a
     single backslash, so `\\x1b` typed by a user and a real ESC look alike: a view is
     for reading, and `--json` tells them apart."""
     return _INVISIBLE.sub(_escape, text)

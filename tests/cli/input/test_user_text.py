@@ -26,8 +26,10 @@ from cli.text import literal, visible
 from scheduler.reads.dashboard import snapshot
 from tests.conftest import new_workspace
 
-# a raw control character: C0 but the newline that ends a line, DEL, C1, a lone surrogate
-RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# a raw control character: C0 but the newline that ends a line, DEL, C1, a bidirectional
+# control, a lone surrogate
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                         "\ud800-\udfff]")
 MARKUP = ["[/]", "[bold]x", "[red]", "[red]x[/red]", "[/bold]", "\x1b[31m", "\x9b2J", "\x07",
           "\x1b]0;title\x07", ":thumbs_up:", "[link=file:///etc]y[/link]", "\\", "\r", "\t", "\n"]
 # anything but lone surrogates and NUL: argv cannot carry them (see the surrogate tests
@@ -89,6 +91,8 @@ def after(prefix: str, text: str) -> str:
     ("\x00\x1f\x7f", "\\x00\\x1f\\x7f"), ("\x9b2J\x85", "\\x9b2J\\x85"),
     ("\ud800\udc80\udfff", "\\ud800\\udc80\\udfff"), ("[/] [bold]x", "[/] [bold]x"),
     ("back\\slash é ü 漢 \u00a0", "back\\slash é ü 漢 \u00a0"),
+    ("abc\u202edcba", "abc\\u202edcba"), ("\u2066x\u2069\u200f\u061c", "\\u2066x\\u2069\\u200f\\u061c"),
+    ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"),  # (a joiner stays: the emoji need it)
 ])
 def test_visible_escapes_controls_and_lone_surrogates_only(raw: str, seen: str):
     assert visible(raw) == seen
