@@ -88,10 +88,10 @@ class TaskSpec(BaseModel):
             raise ValueError("must lie between 1970-01-01 and 9999-01-01")
         return value
 
-    @field_validator("title")
+    @field_validator("title", mode="before")  # (before: an empty one is blank too, not "too short")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():  # (as `worker fail --error`: spaces say nothing)
+    def _not_blank(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():  # (as `worker fail --error`: spaces say nothing)
             raise ValueError("must say what the task is, not be blank")
         return value
 

@@ -473,6 +473,7 @@ def test_a_request_with_a_body_refuses_query_parameters_after_the_token(api: Api
     ({"queue": "dev"}, 422, "title: Field required"),
     (1, 422, "task: must be a JSON object of a task's fields, not int"),
     ({"queue": "dev", "title": " "}, 400, "title: must say what the task is, not be blank"),
+    ({"queue": "dev", "title": ""}, 400, "title: must say what the task is, not be blank"),
 ])
 def test_a_task_of_a_batch_off_its_schema_is_422_as_a_body_is(api: Api, task: Any, status: int, says: str):
     """A batch's task of the wrong shape (a wrong type, an unknown or missing field) is

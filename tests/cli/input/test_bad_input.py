@@ -101,6 +101,7 @@ def test_the_reads_of_the_fleet_say_the_control_file_cannot_be_read(run: Run, db
      r"1970-01-01 and 9999-01-01"),
     (["--queue", "dev", "--title", "t", "--after", str(2**70)], r"too large|after"),
     (["--queue", "dev", "--title", "   "], r"^sched: submit: title: must say what the task is, not be blank"),
+    (["--queue", "dev", "--title", ""], r"^sched: submit: title: must say what the task is, not be blank$"),
     (["--queue", "dev", "--title", "t", "--not-before", "3600"],
      r"^sched: submit: not_before: must be an ISO time with its offset, e\.g\. .*, not the number 3600$"),
     (["--queue", "dev", "--title", "t", "--payload", '{"a": 1, "a": 2}'],
@@ -108,7 +109,7 @@ def test_the_reads_of_the_fleet_say_the_control_file_cannot_be_read(run: Run, db
     (["--queue", "dev", "--title", "t", "--by", " "], r"^sched: --by: must name who acts, not be blank$"),
 ], ids=["unknown-queue", "unknown-assignee", "payload-not-json", "not-before-naive", "priority-nan",
         "payload-nan", "priority-too-big", "not-before-year-999", "after-too-big", "blank-title",
-        "not-before-a-number", "payload-key-twice", "blank-by"])
+        "empty-title", "not-before-a-number", "payload-key-twice", "blank-by"])
 def test_a_bad_submit_appends_nothing(run: Run, db: Path, args: list[str], named: str):
     before = file_digest(db)
     line = one_error_line(run("submit", *args, "--json"), 2)
