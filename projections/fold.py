@@ -144,10 +144,10 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
     raise CorruptLog(f"event seq {seq}: no task fold for {type(event).__name__}")
 
 
-# requeues after which no attempt ran (an assignment not started by its deadline,
-# released by an operator, a claim never delivered): with no backoff to wait out, the
-# task keeps its place in time, so its wait (and the age boost it earned) goes on from
-# when it became ready instead of starting again at each bounce
+# requeues after which no attempt ran (an assignment not started by its deadline, one
+# released as its agent left service, a claim never delivered): with no backoff to wait
+# out, the task keeps its place in time, so its wait (and the age boost it earned) goes
+# on from when it became ready instead of starting again at each bounce
 KEEPS_ITS_WAIT = frozenset({"not_started", "released", "undelivered"})
 
 

@@ -48,6 +48,22 @@ def csrf_matches(session_token: str, presented: str | None) -> bool:
                                                          presented.encode())
 
 
+NOTICE_LABEL = b"sched dashboard notice v1\n"
+
+
+def notice_mark(session_token: str | None, notice: str) -> str:
+    """The mark of a notice a page shows after a redirect (`/dead?requeued=1,2`): an
+    HMAC of it keyed with the session's token, so that only the change this session
+    made is announced, never a link someone else crafted."""
+    key = (session_token or "").encode()
+    return hmac.new(key, NOTICE_LABEL + notice.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def notice_matches(session_token: str | None, notice: str, presented: str | None) -> bool:
+    return (session_token is not None and presented is not None
+            and hmac.compare_digest(notice_mark(session_token, notice).encode(), presented.encode()))
+
+
 def new_signin_value() -> str:
     return secrets.token_urlsafe(24)
 

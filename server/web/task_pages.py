@@ -20,7 +20,7 @@ from scheduler.usecases import actions, observe, tasks
 from scheduler.workspace import Workspace
 from server.auth import workspace
 from server.errors import status_of
-from server.web import details
+from server.web import details, security
 from server.web.pages import Session, act, error_page, operating, render, session_of
 
 router = APIRouter(include_in_schema=False)  # pages, not the API's contract
@@ -158,10 +158,13 @@ def status_page(request: Request, ws: Workspace, status: str, cursor: str | None
 
 @router.get("/dead")
 def dead_letters(request: Request, ws: Workspace = Depends(workspace), cursor: str | None = None,
-                 requeued: str | None = None) -> Response:
-    """The dead-letter queue; operators tick tasks to requeue (confirmed next)."""
-    done = [int(v) for v in (requeued or "").split(",")[:MAX_CHECKED]
-            if v.isascii() and v.isdigit() and len(v) <= 19]
+                 requeued: str | None = None, mark: str | None = None) -> Response:
+    """The dead-letter queue; operators tick tasks to requeue (confirmed next). After a
+    requeue, the tasks it requeued, announced only to the session that did it (`mark`)."""
+    done = []
+    if requeued and security.notice_matches(request.cookies.get(security.SESSION_COOKIE), requeued, mark):
+        done = [int(v) for v in requeued.split(",")[:MAX_CHECKED]
+                if v.isascii() and v.isdigit() and len(v) <= 19]
     return status_page(request, ws, "dead", cursor, "/dead", "dead.html", requeued=done)
 
 
@@ -203,8 +206,9 @@ def requeue(request: Request, fields: dict[str, list[str]] = Depends(form_lists)
         return actions.requeue(ws, actions.RequeueRequest(task_ids=chosen,
                                                           by=token.name))  # type: ignore[attr-defined]
 
-    return act(request, last(fields), ws, run,
-               back=f"/dead?{urlencode({'requeued': ','.join(map(str, chosen))})}")
+    done = ",".join(map(str, chosen))
+    mark = security.notice_mark(request.cookies.get(security.SESSION_COOKIE), done)
+    return act(request, last(fields), ws, run, back=f"/dead?{urlencode({'requeued': done, 'mark': mark})}")
 
 
 @router.get("/approvals")

@@ -199,6 +199,12 @@ def test_requeue_goes_through_a_confirmation_that_appends_nothing(api: Api):
     assert requeued == [(first, "ops"), (third, "ops")]  # the signed-in token did it
     after = api.client.get(done.headers["location"]).text
     assert row_ids(after) == [second] and 'id="requeued"' in after
+    # the notice is this session's: a link made by hand, or for another token, says nothing
+    for forged in (f"/dead?requeued={second}", f"/dead?requeued={second}&mark={'0' * 32}",
+                   done.headers["location"].replace(f"requeued={first}", f"requeued={second}")):
+        assert 'id="requeued"' not in api.client.get(forged).text
+    sign_in(api, "dash")  # a reader's session: the mark was made for the operator's
+    assert 'id="requeued"' not in api.client.get(done.headers["location"]).text
 
 
 def test_one_dead_tasks_own_button_confirms_only_that_task(api: Api):
