@@ -22,6 +22,7 @@ from eventlog.errors import BadInput, SchedError
 from eventlog.values import INT64_MAX, DuplicateKey, unique_keys
 from scheduler.usecases.base import Request as UseCaseRequest
 from scheduler.workspace import Workspace
+from server.errors import one_line
 
 R = TypeVar("R", bound=UseCaseRequest)
 T = TypeVar("T")
@@ -57,22 +58,29 @@ def parse(model: type[R], data: dict[str, Any]) -> R:
 
 async def body_of(request: Request, where: str, reserved: tuple[str, ...] = ("by",)) -> dict[str, Any]:
     """The JSON object of the request's body (`data_of`)."""
-    return data_of(await request.body(), where, reserved, request.query_params)
+    return data_of(await request.body(), where, reserved, request.query_params,
+                   request.headers.get("content-type"))
 
 
 def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",),
-            query: Iterable[str] = ()) -> dict[str, Any]:
+            query: Iterable[str] = (), content_type: str | None = None) -> dict[str, Any]:
     """The JSON object of a request's body `raw` (an absent or empty body is `{}`; one of
     only blanks is no JSON, and refused). The fields in `reserved` come from the path or
     the token, never from the body. `query`: the names of the request's query
     parameters, which a request with a body never reads (refused: `?reason=...` on a
-    pause must not be dropped unseen)."""
+    pause must not be dropped unseen). `content_type`: the request's header; a body
+    said to be anything but JSON is refused (415: `curl -d` says form data unless told)
+    rather than read as JSON regardless; a body with no such header (or an empty one) is
+    read as JSON."""
     name = next(iter(query), None)
     if name is not None:
         raise HTTPException(422, f"{where}: {name[:40]}: a query parameter is not read here "
                                  "(the fields go in the JSON body)")
     if not raw:
         return {}
+    if content_type and content_type.strip() and not is_json(content_type):
+        raise HTTPException(415, f"{where}: the body must be JSON (Content-Type: application/json), "
+                                 f"not {one_line(content_type)[:80]}")
     try:
         data = json.loads(raw, object_pairs_hook=unique_keys)
     except DuplicateKey as e:
@@ -85,6 +93,14 @@ def data_of(raw: bytes, where: str, reserved: tuple[str, ...] = ("by",),
         if name in data:
             raise HTTPException(422, f"{where}: {name}: Extra inputs are not permitted")
     return data
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a Content-Type names JSON: `application/json` or a `+json` type, any
+    parameters (`; charset=utf-8`) aside."""
+    kind, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
+    base, plus, suffix = subtype.rpartition("+")  # a structured syntax suffix (RFC 6839)
+    return kind == "application" and (subtype == "json" or (bool(base and plus) and suffix == "json"))
 
 
 async def call(function: Callable[..., T], *args: Any) -> T:

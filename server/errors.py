@@ -103,6 +103,7 @@ COMMON_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "no bearer token, or not a live one"},
     403: {"model": ErrorBody, "description": "the token's role may not do this"},
     413: {"model": ErrorBody, "description": "the request body is over the size limit"},
+    415: {"model": ErrorBody, "description": "the request body is said to be something other than JSON"},
     422: {"model": ErrorBody, "description": "the request does not match its schema"},
     503: {"model": ErrorBody, "description": "the database is busy or cannot be used; retry"},
 }

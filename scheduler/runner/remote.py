@@ -179,6 +179,9 @@ class Server:
                     if lost is not None:
                         lost.append(True)  # it failed after it arrived: it may have been recorded
                 else:
+                    if e.code == 404 and line == "Not Found":  # no such path, not no such task
+                        line = (f"the server has no {method} {self.url}{path}: give --server the "
+                                "address the server listens on, without /api/v1")
                     raise _error_for(e.code, line, path) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
                 # refused, reset, timed out, unresolvable; an answer cut short, or not JSON

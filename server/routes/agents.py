@@ -194,7 +194,8 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
         # the first try: one hop to a worker thread
         token, _ = authorized(credentials, ws, "work")
         acting_for(token, name)
-        wait = wait_of(data_of(raw, "claim", reserved=(), query=request.query_params), limits)
+        wait = wait_of(data_of(raw, "claim", reserved=(), query=request.query_params,
+                                   content_type=request.headers.get("content-type")), limits)
         rates(request, "claim", token, "claims")
         return token, wait, work.claim(ws, name, token.name)
 
@@ -240,7 +241,8 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
         caller_known = True
         if rate is not None:
             rates(request, rate[0], token, rate[1])
-        data = data_of(raw, where, reserved=("task_id", "by"), query=request.query_params)
+        data = data_of(raw, where, reserved=("task_id", "by"), query=request.query_params,
+                       content_type=request.headers.get("content-type"))
         if task is not None and task.agent is not None:
             acting_for(token, task.agent)  # an agent's token acts on its own agent's attempts only
         return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))

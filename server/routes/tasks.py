@@ -106,6 +106,8 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     [...]}`, each as a `--file` line; all or none), as `sched submit --json`; the
     token's name is recorded as who submitted it."""
     data = await body_of(request, "submit", reserved=("sources", "by"))
+    if len(request.headers.getlist("idempotency-key")) > 1:  # which one was meant cannot be told
+        raise HTTPException(422, "Idempotency-Key: given more than once")
     if idempotency_key is not None:
         if "tasks" in data:
             raise BadInput("Idempotency-Key goes with one task: give each task of a batch its own "

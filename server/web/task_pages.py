@@ -61,7 +61,10 @@ def last(fields: dict[str, list[str]]) -> dict[str, str]:
 
 
 def task_ids(values: list[str]) -> list[int]:
-    """Task ids from form values; BadInput names the first that is not one."""
+    """Task ids from form values; BadInput names the first that is not one, or says
+    there are more than one requeue may carry (as the API does)."""
+    if len(values) > MAX_CHECKED:
+        raise BadInput(f"at most {MAX_CHECKED} ids in one request, not {len(values)}")
     ids = []
     for value in values:
         if not (value.isascii() and value.isdigit() and len(value) <= 19 and 0 < int(value) <= INT64_MAX):

@@ -15,7 +15,7 @@ from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from scheduler.usecases import tasks
-from server.web import details, security
+from server.web import details, security, task_pages
 from tests.server.conftest import Api
 from tests.server.test_dashboard import CSRF, XSS, sign_in
 
@@ -215,7 +215,7 @@ def test_one_dead_tasks_own_button_confirms_only_that_task(api: Api):
     assert row_ids(confirm.text) == [second] and "Requeue 1 task?" in confirm.text
 
 
-def test_requeueing_a_task_that_is_not_dead_is_refused(api: Api):
+def test_requeueing_a_task_that_is_not_dead_is_refused(api: Api, monkeypatch):
     alive = submit_one(api, "still queued")
     csrf = sign_in(api, "ops")
     before = api.events()
@@ -225,6 +225,11 @@ def test_requeueing_a_task_that_is_not_dead_is_refused(api: Api):
     for data in ({"csrf": csrf}, {"csrf": csrf, "task_id": "x"}, {"csrf": csrf, "task_id": "9" * 25}):
         assert api.client.post("/dead/confirm", data=data).status_code == 400
         assert api.client.post("/dead/requeue", data=data).status_code == 400
+    assert task_pages.MAX_CHECKED == 1000  # the API's bulk limit; its line too, past it:
+    monkeypatch.setattr(task_pages, "MAX_CHECKED", 2)  # (1,001 ids are past the test's body limit)
+    for path in ("/dead/confirm", "/dead/requeue"):
+        answer = api.client.post(path, data={"csrf": csrf, "task_id": [str(alive)] * 3})
+        assert answer.status_code == 400 and "at most 2 ids in one request, not 3" in answer.text
     assert api.events() == before
 
 

@@ -422,6 +422,27 @@ def test_a_body_that_is_not_json_is_one_line(api: Api):
     assert (misspelt.status_code, misspelt.json()) == (422, {"error": "No such option: --qeue"})
 
 
+@pytest.mark.parametrize("path", ["/tasks", "/pause", "/agents/ann/claim", "/tasks/1/heartbeat"])
+def test_a_body_said_to_be_something_else_than_json_is_415(api: Api, path: str):
+    """`curl -d '{...}'` without `-H 'Content-Type: application/json'` sends form data:
+    one line saying so (415), nothing appended, rather than JSON read from a body said
+    to be something else. JSON types with parameters pass; so does a body that says
+    nothing of its type."""
+    before = len(api.events())
+    as_ = "box" if path.startswith(("/agents", "/tasks/1")) else "ops"
+    answer = api.client.post(f"/api/v1{path}", content=b'{"queue": "dev", "title": "t"}', headers={
+        **api.auth(as_), "Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 415, answer.json()
+    assert answer.json()["error"].endswith(
+        "the body must be JSON (Content-Type: application/json), not application/x-www-form-urlencoded")
+    declared(api.client, "POST", f"/api/v1{path}", answer.status_code, answer.json())
+    assert len(api.events()) == before
+    for said in ("application/json; charset=utf-8", "application/merge-patch+json", None):
+        headers = {**api.auth("ops")} | ({"Content-Type": said} if said else {})
+        taken = api.client.post("/api/v1/tasks", content=b'{"queue": "dev", "title": "t"}', headers=headers)
+        assert taken.status_code == 200, (said, taken.json())
+
+
 def test_a_key_or_a_query_parameter_given_twice_is_refused_not_the_last_taken(api: Api):
     """`{"queue": "dev", ..., "queue": "qa"}` and `?queue=dev&queue=qa`: which one was
     meant cannot be told (plain parsing keeps the last): 422, nothing appended."""
@@ -432,6 +453,11 @@ def test_a_key_or_a_query_parameter_given_twice_is_refused_not_the_last_taken(ap
     assert len(api.events()) == before
     twice = api.client.get("/api/v1/tasks?queue=dev&queue=qa", headers=api.auth("ops"))
     assert (twice.status_code, twice.json()) == (422, {"error": "--queue: given more than once"})
+    keys = api.client.post("/api/v1/tasks", json={"queue": "dev", "title": "t"},
+                           headers=[*api.auth("ops").items(), ("Idempotency-Key", "a"),
+                                    ("Idempotency-Key", "b")])
+    assert (keys.status_code, keys.json()) == (422, {"error": "Idempotency-Key: given more than once"})
+    assert len(api.events()) == before
 
 
 @pytest.mark.parametrize("path", ["/agents", "/status", "/metrics", "/replay", "/tasks", "/tasks/1",

@@ -86,6 +86,18 @@ def test_a_missing_token_or_a_wrong_one_is_one_line_and_exit_2(served, capsys, m
     assert code == 2 and "the server refused the token" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_server_url_with_the_api_path_says_what_to_give(served, capsys, monkeypatch, tmp_path):
+    """`--server http://host:port/api/v1`: each call went to `/api/v1/api/v1/...` and the
+    worker said only `sched: Not Found`."""
+    _ws, base, token = served
+    env = {"SCHED_HOME": str(tmp_path), "SCHED_TOKEN": token}
+    code, out, err = run(capsys, monkeypatch, env, "worker", "claim", "--agent", "ann",
+                         "--server", f"{base}/api/v1")
+    assert (code, out) == (2, "")
+    assert err == (f"sched: the server has no POST {base}/api/v1/api/v1/agents/ann/claim: give --server the "
+                   "address the server listens on, without /api/v1\n")
+
+
 def test_a_claim_for_an_unknown_agent_is_one_line_and_exit_2_on_both_paths(served, capsys, monkeypatch,
                                                                           tmp_path):
     """Against the database and through the server: NotFound, the same line (the
