@@ -204,8 +204,13 @@ def replay_command(
 ) -> None:
     """The audit trail (with --json: one event per line), or --verify it, or its --head."""
     ws = workspace(home, db)
+
+    def progress(step: str, done: int, total: int) -> None:
+        message(f"  {step}: {done} of {total} {'tables' if step == 'compared' else 'events'}")
+
     done = observe.replay(ws, observe.ReplayRequest(task=task, since=since, until=until, verify=verify,
-                                                    expect_head=expect_head, head=head))
+                                                    expect_head=expect_head, head=head),
+                          progress=None if json_out else progress)
     if isinstance(done, observe.Head):
         if json_out:
             emit_json(done.to_json())

@@ -4,15 +4,18 @@ imported by the functions that replay, not with this module.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from eventlog.errors import CorruptLog
 from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
-from eventlog.store import GENESIS_HASH, chained, first_broken_link
-from projections.sql import ROW_SHAPES, SqlProjection, rows_of
+from eventlog.store import GENESIS_HASH, Recorded, chained, first_broken_link
+from projections.sql import ROW_SHAPES, Key, SqlProjection, wanted_rows
 from projections.views import PROJECTION_SCHEMA
+
+PROGRESS_EVERY = 10_000  # events: a rebuild flushes its changes and says how far it got
 
 
 def stored_schema(txn: Transaction) -> int | None:
@@ -70,7 +73,7 @@ def rebuild(log: SqlStore, views: SqlProjection,
     for rec in chained(log.read()) if check_chain else log.read():
         apply(views, rec)
         count += 1
-        if count % 10_000 == 0:
+        if count % PROGRESS_EVERY == 0:
             views.flush()  # bounded memory: at most one chunk of changes pending
             if progress is not None:
                 progress(count)
@@ -111,15 +114,27 @@ def describe_row(table: str, key: tuple[object, ...], want: tuple[object, ...] |
 
 
 def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
-           expect_head: tuple[int, str] | None = None) -> Verification:
+           expect_head: tuple[int, str] | None = None,
+           progress: Callable[[str, int, int], None] | None = None) -> Verification:
     """Check the hash chain (and, with `expect_head`, that the event at that seq has
     that hash: a chain alone cannot tell a truncated tail), then fold the log in
-    memory and compare every column of every projection table with it. A damaged
-    event or row is a problem reported with its seq or key, never a crash."""
+    memory and compare every column of every projection table with it, the stored rows
+    streamed (the fold is all it holds). A damaged event or row is a problem reported
+    with its seq or key, never a crash; the first `limit` problems are kept (table by
+    table, each in key order). `progress(step, done, total)`: every 10,000 events of
+    the `chain` and `fold` steps, then once for each table `compared`."""
     from projections.apply import fold
 
-    result = Verification(events=log.last_position())
-    broken = first_broken_link(log.read())
+    total = log.last_position()
+    result = Verification(events=total)
+
+    def counted(step: str, records: Iterable[Recorded]) -> Iterator[Recorded]:
+        for done, rec in enumerate(records, start=1):
+            yield rec
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(step, done, total)
+
+    broken = first_broken_link(counted("chain", log.read()))
     if broken is not None:
         result.problems.append(f"hash chain broken at seq {broken[0]}: {broken[1]}")
         return result
@@ -127,7 +142,7 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
         seq, digest = expect_head
         found = next(iter(log.read(after=seq - 1, limit=1)), None) if seq > 0 else None
         if found is None or found.seq != seq:
-            result.problems.append(f"the log ends at seq {result.events}, but seq {seq} was expected: "
+            result.problems.append(f"the log ends at seq {total}, but seq {seq} was expected: "
                                    "events were removed from its end")
             return result
         if found.hash != digest:
@@ -135,19 +150,40 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
                                    "the log was rewritten from there or earlier")
             return result
     stored_meta = views.meta().get("last_seq", "0")
-    if stored_meta.isdigit() and (lost := lost_tail(int(stored_meta), result.events)) is not None:
+    if stored_meta.isdigit() and (lost := lost_tail(int(stored_meta), total)) is not None:
         result.problems.append(lost)
         return result
     try:
-        expected = rows_of(fold(log.read()))
+        expected = wanted_rows(fold(counted("fold", log.read())))
     except CorruptLog as e:  # an event whose hash was forged along with its content
         result.problems.append(e.message)
         return result
-    stored = views.raw_rows()
-    for table, want in expected.items():
-        have = stored[table]
-        for key in sorted(set(want) | set(have), key=str):
-            if want.get(key) != have.get(key):
-                result.problems.append(describe_row(table, key, want.get(key), have.get(key)))
-    del result.problems[limit:]
+    for number, (table, want) in enumerate(expected.items(), start=1):
+        if len(result.problems) >= limit:
+            break
+        found = heapq.nsmallest(limit - len(result.problems), differences(views, table, want),
+                                key=lambda problem: problem[0])
+        result.problems.extend(text for _key, text in found)
+        if progress is not None:
+            progress("compared", number, len(expected))
     return result
+
+
+def differences(views: SqlProjection, table: str, want: Mapping[Key, Key]) -> Iterator[tuple[str, str]]:
+    """Each row of `table` that differs from what the log gives (`want`), or is only on
+    one side: (its key as text, to order by; what differs). The stored rows are read
+    as a stream; the keys are read a second time only when some row the log gives was
+    not met (only then are the stored keys held)."""
+    keys = len(ROW_SHAPES[table][0])
+    met = 0
+    for row in views.stored_rows(table):
+        key, have = tuple(row[:keys]), tuple(row[keys:])
+        wanted = want.get(key)
+        met += wanted is not None
+        if wanted != have:
+            yield str(key), describe_row(table, key, wanted, have)
+    if met < len(want):
+        stored = {tuple(row) for row in views.stored_rows(table, keys_only=True)}
+        for key in want:
+            if key not in stored:
+                yield str(key), describe_row(table, key, want[key], None)

@@ -5,7 +5,7 @@ index, so its cost does not grow with the length of the log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from functools import cache
 from operator import attrgetter
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import MEND_DAMAGE, DamagedProjection
 from eventlog.frozen import constructor
-from eventlog.storage.port import Lookup, Read, Term, Transaction, Unindexed
+from eventlog.storage.port import Lookup, Read, Row, Term, Transaction, Unindexed
 from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
 
 if TYPE_CHECKING:
@@ -147,28 +147,47 @@ ROW_SHAPES: dict[str, tuple[list[str], list[str]]] = {
     "tokens": (["seq"], _TOKEN_FIELDS[1:]),
     "projection_meta": (["key"], ["value"]),
 }
-Rows = dict[str, dict[tuple[object, ...], tuple[object, ...]]]  # table -> key -> other columns
+Key = tuple[object, ...]  # a row's key columns (or its other columns)
 
 
-def rows_of(state: MemoryProjection) -> Rows:
+class DerivedRows(Mapping[Key, Key]):
+    """The rows a table keyed by its first column must hold, each derived when asked
+    for from the view of that key in `views` (`row`: the view's row, key first): a
+    table's worth of rows is never held beside the views."""
+
+    def __init__(self, views: Mapping[Any, Any], row: Callable[[Any], tuple[object, ...]]) -> None:
+        self._views, self._row = views, row
+
+    def __getitem__(self, key: Key) -> Key:
+        if len(key) != 1:
+            raise KeyError(key)
+        return tuple(self._row(self._views[key[0]])[1:])
+
+    def __iter__(self) -> Iterator[Key]:
+        return ((key,) for key in self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
+def wanted_rows(state: MemoryProjection) -> dict[str, Mapping[Key, Key]]:
     """The rows `flush` would write for a projection state held in memory: what the
-    tables must hold, column for column (derived columns such as `unblocks` included)."""
-    def split(table: str, params: tuple[object, ...], names: list[str]) -> tuple[tuple[object, ...], ...]:
+    tables must hold, column for column (derived columns such as `unblocks` included),
+    key -> other columns, in the order of `ROW_SHAPES`."""
+    def split(table: str, params: tuple[object, ...], names: list[str]) -> tuple[Key, Key]:
         keys, others = ROW_SHAPES[table]
         value = dict(zip(names, params, strict=True))
         return tuple(value[k] for k in keys), tuple(value[c] for c in others)
 
-    task_names = [*_TASK_FIELDS, "unblocks", "due_watch"]
     return {
-        "tasks": dict(split("tasks", _task_params(t), task_names) for t in state.tasks.values()),
-        "agents": dict(split("agents", _agent_params(a), _AGENT_FIELDS) for a in state.agents.values()),
+        "tasks": DerivedRows(state.tasks, _task_params),
+        "agents": DerivedRows(state.agents, _agent_params),
         "queue_counts": {(q, st): (n,) for (q, st), n in state.counts.items() if n},
         "agent_records": {key: pair for key, pair in state.records.items()},
-        "outcomes": dict(split("outcomes", _outcome_row(o), _OUTCOME_FIELDS)
-                         for o in state.outcomes.values()),
+        "outcomes": DerivedRows(state.outcomes, _outcome_row),
         "capacity_changes": dict(split("capacity_changes", _capacity_row(c), _CAPACITY_FIELDS)
                                  for c in state.capacity.values()),
-        "tokens": dict(split("tokens", _token_row(t), _TOKEN_FIELDS) for t in state.tokens.values()),
+        "tokens": DerivedRows(state.tokens, _token_row),
         "projection_meta": {(k,): (v,) for k, v in state.meta.items()},
     }
 
@@ -389,15 +408,12 @@ class SqlProjection:
         self._tasks, self._agents, self._counts, self._records, self._meta = {}, {}, {}, {}, {}
         self._outcomes, self._capacity, self._tokens = [], [], {}
 
-    def raw_rows(self) -> Rows:
-        """Every row of every projection table as stored, column for column, nothing
-        parsed (a damaged value is compared, not crashed on)."""
+    def stored_rows(self, table: str, *, keys_only: bool = False) -> Iterator[Row]:
+        """The rows of a projection table as stored, column for column, nothing parsed
+        (a damaged value is compared, not crashed on), in key order, streamed."""
         self.flush()
-        rows: Rows = {}
-        for table, (keys, others) in ROW_SHAPES.items():
-            found = self.txn.fetch_all(table, keys + others)
-            rows[table] = {tuple(r[:len(keys)]): tuple(r[len(keys):]) for r in found}
-        return rows
+        keys, others = ROW_SHAPES[table]
+        return self.txn.fetch_all(table, keys if keys_only else keys + others, order=keys)
 
     def clear(self) -> None:
         """Empty every projection table (the start of a rebuild)."""

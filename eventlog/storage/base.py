@@ -59,9 +59,14 @@ def upsert_sql(mark: str, table: str, columns: tuple[str, ...], keys: tuple[str,
 
 
 @lru_cache(maxsize=256)
-def select_sql(mark: str, table: str, columns: tuple[str, ...], key: str | None) -> str:
+def select_sql(mark: str, table: str, columns: tuple[str, ...], key: str | None,
+               order: tuple[str, ...] = ()) -> str:
     where = f" WHERE {key} = {mark}" if key else ""
-    return f"SELECT {', '.join(columns)} FROM {table}{where}"
+    ordered = f" ORDER BY {', '.join(order)}" if order else ""
+    return f"SELECT {', '.join(columns)} FROM {table}{where}{ordered}"
+
+
+FETCH_BATCH = 5_000  # rows `fetch_all` holds at a time: a whole table is never in memory
 
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -260,13 +265,18 @@ class SqlTransaction:
         finally:
             cursor.close()
 
-    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
-        cursor = self._driver().cursor()
+    def fetch_all(self, table: str, columns: Sequence[str], order: Sequence[str] = ()) -> Iterator[Row]:
+        cursor = self._streaming_cursor(table)
         try:
-            cursor.execute(select_sql(self.mark, table, tuple(columns), None))
-            yield from cursor.fetchall()
+            cursor.execute(select_sql(self.mark, table, tuple(columns), None, tuple(order)))
+            while batch := cursor.fetchmany(FETCH_BATCH):
+                yield from batch
         finally:
             cursor.close()
+
+    def _streaming_cursor(self, table: str) -> Any:
+        """A cursor for reading a whole table a batch at a time."""
+        return self._driver().cursor()
 
     def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),
              order: Sequence[str] = (), limit: int | None = None, group: Sequence[str] = ()) -> list[Row]:

@@ -106,8 +106,9 @@ class Transaction(Protocol):
         """The row whose `key` column equals `value` (the hot point read)."""
         ...
 
-    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
-        """Every row of `table`, values as stored (for verify: nothing parsed)."""
+    def fetch_all(self, table: str, columns: Sequence[str], order: Sequence[str] = ()) -> Iterator[Row]:
+        """Every row of `table`, values as stored (for verify: nothing parsed), in the
+        `order` of those columns, streamed: memory stays flat however big the table."""
         ...
 
     def rows(self, table: str, columns: Sequence[str], where: Sequence[Term] = (),

@@ -343,9 +343,14 @@ class PostgresTransaction(SqlTransaction):
         found = self.rows(table, columns, [(key, "=", value)])
         return found[0] if found else None
 
-    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
+    def fetch_all(self, table: str, columns: Sequence[str], order: Sequence[str] = ()) -> Iterator[Row]:
         self.send_writes()
-        return super().fetch_all(table, columns)
+        return super().fetch_all(table, columns, order)
+
+    def _streaming_cursor(self, table: str) -> Any:
+        # a cursor on the server (the driver's own would take in every row at once); it
+        # lives as long as the transaction at most
+        return self._driver().cursor(name=f"sched_fetch_{table}")
 
     def delete(self, table: str, where: Sequence[Term]) -> None:
         self._writes_to(table)

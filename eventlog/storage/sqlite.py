@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import quote
@@ -273,6 +274,16 @@ def lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+def _undecodable(error: sqlite3.OperationalError | UnicodeEncodeError) -> None:
+    """Return when a read met text that is not UTF-8 (a damaged file: it is read again
+    with `lenient_text`); raise anything else (`damaged_text` for text that cannot be
+    written back). Called in the read's `except`."""
+    if isinstance(error, UnicodeEncodeError):
+        raise damaged_text(error) from error
+    if not str(error).startswith(_UNDECODABLE):
+        raise error
+
+
 def damaged_text(error: UnicodeEncodeError) -> DamagedProjection:
     """A statement given text that is not Unicode: only text read from a damaged row
     holds that (`lenient_text`; what users give is refused at the door), so the write
@@ -301,22 +312,34 @@ class SqliteTransaction(SqlTransaction):
     def fetch_one(self, table: str, columns: Sequence[str], key: str, value: object) -> Row | None:
         return self._decoded(super().fetch_one, table, columns, key, value)
 
-    def fetch_all(self, table: str, columns: Sequence[str]) -> Iterator[Row]:
-        read_all = super().fetch_all
-        return iter(self._decoded(lambda: list(read_all(table, columns))))
+    def fetch_all(self, table: str, columns: Sequence[str], order: Sequence[str] = ()) -> Iterator[Row]:
+        given = 0
+        try:
+            for row in super().fetch_all(table, columns, order):
+                yield row
+                given += 1
+            return
+        except (sqlite3.OperationalError, UnicodeEncodeError) as e:
+            _undecodable(e)
+        # read again leniently, on from the row that met it (`order` names a key for
+        # that; the snapshot does not move)
+        with self._lenient():
+            yield from islice(super().fetch_all(table, columns, order), given, None)
 
     def _decoded(self, read: Callable[..., T], *args: object) -> T:
         try:
             return read(*args)
-        except sqlite3.OperationalError as e:
-            if not str(e).startswith(_UNDECODABLE):
-                raise
-        except UnicodeEncodeError as e:
-            raise damaged_text(e) from e
+        except (sqlite3.OperationalError, UnicodeEncodeError) as e:
+            _undecodable(e)
+        with self._lenient():
+            return read(*args)
+
+    @contextmanager
+    def _lenient(self) -> Iterator[None]:
         conn = self._driver()
         before, conn.text_factory = conn.text_factory, lenient_text
         try:
-            return read(*args)
+            yield
         finally:
             conn.text_factory = before
 

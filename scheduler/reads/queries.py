@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -336,11 +336,12 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
                 yield rec
 
 
-def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None) -> Verification:
+def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> Verification:
     from projections.rebuild import verify
 
     with ws.read() as (log, views):
-        return verify(log, views, expect_head=expect_head)
+        return verify(log, views, expect_head=expect_head, progress=progress)
 
 
 def head(ws: Workspace) -> tuple[int, str]:
@@ -360,4 +361,6 @@ def parse_head(text: str) -> tuple[int, str]:
             and (int(seq) >= 1 or digest == GENESIS_HASH)):
         raise BadInput(f"--expect-head: expected SEQ:HASH (a seq and 64 hex digits, as "
                        f"`sched replay --head` prints), got {text!r}")
+    if int(seq) > INT64_MAX:
+        raise BadInput(f"--expect-head: {seq[:40]} is not a seq (at most 2**63 - 1)")
     return int(seq), digest

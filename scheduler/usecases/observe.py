@@ -4,7 +4,7 @@ audit trail (replay, verify, head)."""
 # (no `from __future__ import annotations`: real annotations spare pydantic parsing
 # strings when a quick command builds its request class)
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, NamedTuple, Self
 
@@ -149,13 +149,15 @@ class Head(NamedTuple):
         return {"seq": self.seq, "hash": self.hash}
 
 
-def replay(ws: Workspace, request: ReplayRequest) -> "Replayed | Verified | Head":
-    """The audit trail, its verification, or its head, as the request asks."""
+def replay(ws: Workspace, request: ReplayRequest,
+           progress: Callable[[str, int, int], None] | None = None) -> "Replayed | Verified | Head":
+    """The audit trail, its verification (`progress`: see `projections.rebuild.verify`),
+    or its head, as the request asks."""
     if request.head:
         return Head(*queries.head(ws))
     if request.verify:
         done = queries.verify_log(ws, queries.parse_head(request.expect_head)
-                                  if request.expect_head is not None else None)
+                                  if request.expect_head is not None else None, progress)
         return Verified(done.ok, done.events, list(done.problems))
     lower = queries.parse_position(request.since, "--since") if request.since is not None else None
     upper = queries.parse_position(request.until, "--until") if request.until is not None else None

@@ -341,6 +341,15 @@ def test_an_empty_value_is_refused_not_ignored(run: Run, db: Path, args: list[st
     assert_unchanged(db, before)
 
 
+def test_an_expected_head_past_any_seq_is_bad_input_as_since_is(run: Run, db: Path):
+    """A seq no log can reach is a malformed value (exit 2), as `--since` says of it,
+    not a truncated log (exit 1)."""
+    big = "99999999999999999999"
+    for args in (["--verify", "--expect-head", f"{big}:" + "0" * 64], ["--since", big]):
+        line = one_error_line(run("replay", *args), 2)
+        assert line.endswith(f"{big} is not a seq (at most 2**63 - 1)"), line
+
+
 @pytest.mark.parametrize("command", ["heartbeat", "progress", "complete", "fail"])
 def test_an_empty_lease_token_is_bad_input_not_a_stale_one(run: Run, db: Path, command: str):
     """`--token "$TOKEN"` with the variable unset: a script's mistake (exit 2), not an

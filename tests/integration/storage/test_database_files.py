@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from eventlog.storage import base
 from eventlog.storage.sqlite import APPLICATION_ID
+from projections import rebuild
 from scheduler.reads import queries
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -136,6 +138,37 @@ def test_a_damaged_projection_row_is_reported_never_crashed_on(history, capsys):
     assert code == 1 and "task 2" in one_line(err) and "sched rebuild" in one_line(err)
     assert run(capsys, "rebuild", "--home", str(history.settings.home))[0] == 0
     assert queries.verify_log(history).ok
+
+
+def test_verify_reads_the_tables_a_batch_at_a_time_and_misses_no_row(make_workspace, monkeypatch, capsys):
+    """The stored rows are streamed a few at a time: a row that is not UTF-8 in the
+    middle of the table (read again leniently, on from where it was met), a row only in
+    the table, a row only in the log and a changed row are each reported once, the
+    first `limit` problems in key order; the steps' progress goes to stderr."""
+    monkeypatch.setattr(base, "FETCH_BATCH", 2)
+    monkeypatch.setattr(rebuild, "PROGRESS_EVERY", 4)
+    ws = make_workspace()
+    submit(ws, [TaskSpec(queue="dev", title=f"t{n}") for n in range(9)])
+    sql(ws, "UPDATE tasks SET title = CAST(X'41ff' AS TEXT) WHERE task_id = 4")
+    sql(ws, "UPDATE tasks SET priority = 7 WHERE task_id = 8")
+    sql(ws, "DELETE FROM tasks WHERE task_id = 6")
+    with closing(sqlite3.connect(ws.settings.db_path)) as conn:
+        conn.executescript("CREATE TEMP TABLE copy AS SELECT * FROM tasks WHERE task_id = 1; "
+                           "UPDATE copy SET task_id = 99; INSERT INTO tasks SELECT * FROM copy;")
+    problems = queries.verify_log(ws).problems
+    assert problems == ["task 4: title: log gives 't3', table has 'A\\udcff'",
+                        "task 6: in the log but missing from the table",
+                        "task 8: priority: log gives 0, table has 7",
+                        "task 99: in the table but not in the log"]
+    with ws.read() as (log, views):
+        assert rebuild.verify(log, views, limit=2).problems == problems[:2]
+    code, out, err = run(capsys, "replay", "--verify", "--home", str(ws.settings.home))
+    assert code == 1 and out.splitlines() == problems
+    steps = [line.strip() for line in err.splitlines()]
+    assert steps[:2] == ["chain: 4 of 9 events", "chain: 8 of 9 events"]
+    assert steps[2:4] == ["fold: 4 of 9 events", "fold: 8 of 9 events"]
+    assert steps[4:] == [f"compared: {n} of 8 tables" for n in range(1, 9)]
+    assert run(capsys, "replay", "--verify", "--json", "--home", str(ws.settings.home))[2] == ""
 
 
 def test_event_bytes_that_are_not_utf8_are_named_by_seq(history, capsys):

@@ -21,6 +21,7 @@ from eventlog.errors import DatabaseBusy, DatabaseError, ForeignDatabase
 from eventlog.events import TaskSubmitted
 from eventlog.schema import SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
+from eventlog.storage import base
 from eventlog.storage.port import WRITE_TIME, Lookup, Read
 from eventlog.store import first_broken_link
 from eventlog.timeutil import to_text
@@ -277,6 +278,25 @@ def test_upsert_replaces_or_adds_and_the_point_read_finds_it(new_database):
         assert sorted(txn.fetch_all("projection_meta", ("key", "value"))) == [("j", "new"), ("k", "two")]
         big = txn.session.execute(select(QueueCountRow.count).where(QueueCountRow.queue == "dev")).scalar()
         assert big == 5
+
+
+def test_fetch_all_streams_every_row_in_key_order_a_batch_at_a_time(new_database, monkeypatch):
+    """What verify reads a whole table through: every row once, in the order asked
+    for, however many batches it takes (the engine's cursor is read a batch at a time;
+    on PostgreSQL a cursor on the server), beside the transaction's other reads."""
+    monkeypatch.setattr(base, "FETCH_BATCH", 3)
+    db = fresh_storage(new_database())
+    columns = ("queue", "status", "count")
+    rows = [(f"q{n % 4}", f"s{n}", n) for n in range(11)]
+    with db.write() as txn:
+        txn.insert("queue_counts", columns, list(reversed(rows)))
+    with db.read() as txn:
+        streamed = txn.fetch_all("queue_counts", columns, order=("queue", "status"))
+        first = [next(streamed) for _ in range(4)]  # part way through a second batch
+        assert txn.fetch_one("queue_counts", ("count",), "status", "s7") == (7,)  # another read meanwhile
+        assert [tuple(r) for r in first + list(streamed)] == sorted(rows)
+        assert [tuple(r) for r in txn.fetch_all("queue_counts", ("count",), order=("count",))] == [
+            (n,) for n in range(11)]
 
 
 def test_a_read_asked_for_ahead_answers_as_the_database_stands_until_the_writer_writes(new_database):
