@@ -19,20 +19,22 @@ from eventlog.errors import CorruptLog
 
 TaskId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 FailureReason = Literal[
-    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported", "evicted", "undelivered"
+    "exit_code", "timeout", "spawn_error", "lease_expired", "cancelled", "reported", "evicted", "undelivered",
+    "interrupted",
 ]
 # the reasons a runner reports for an attempt it ran (the others are the scheduler's:
-# a lease it took back, an eviction, a pull worker's own report)
-RunnerFailure = Literal["exit_code", "timeout", "spawn_error", "cancelled"]
+# a lease it took back, an eviction, a pull worker's own report); interrupted: its
+# runner was stopped (SIGTERM, SIGINT) and stopped it
+RunnerFailure = Literal["exit_code", "timeout", "spawn_error", "cancelled", "interrupted"]
 # not_started: an assignment not started by its start_by (or whose start could not
 # prepare its working directory); released: an assignment of an agent that left
 # service (disabled, removed from the control file, drained) before it started;
 # evicted: an operator took the agent out of service at once; undelivered: a pull
 # worker's claim that never reached it (its client went away, or it could not be printed)
 RequeueReason = Literal["not_started", "failed", "lease_expired", "operator", "evicted", "released",
-                        "undelivered"]
+                        "undelivered", "interrupted"]
 # failures that are not the task's doing: the attempt does not count against max_attempts
-UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted", "undelivered"})
+UNCOUNTED_FAILURES: frozenset[str] = frozenset({"evicted", "undelivered", "interrupted"})
 
 
 class Event(BaseModel):
@@ -239,9 +241,12 @@ class TaskFailed(Event):
     `start_delay_seconds`, as for `TaskSucceeded` (None also when the command never ran);
     version 6 adds the reason `undelivered`: a pull worker's claim whose answer never
     reached it (its HTTP client went away, or the CLI could not print it). Nothing ran:
-    the attempt does not count, and its agent is not passed over for the task."""
+    the attempt does not count, and its agent is not passed over for the task. Version
+    7 adds the reason `interrupted`: its runner (a daemon's supervisor, an agent host's
+    runner, `sched exec`) was stopped by a signal and stopped it. Not the task's doing:
+    the attempt does not count, and the task is queued again at once."""
 
-    schema_version: int = 6
+    schema_version: int = 7
     type: Literal["TaskFailed"] = "TaskFailed"
     task_id: TaskId
     agent: str
@@ -268,9 +273,11 @@ class TaskRequeued(Event):
     in words); version 3 adds `by`: the operator who requeued it (reason `operator`;
     through the HTTP API the token's name). None when the scheduler requeued the task
     itself (every other reason), and on older events (unknown). Version 4 adds the
-    reason `undelivered` (after a `TaskFailed` of that reason: no attempt used)."""
+    reason `undelivered` (after a `TaskFailed` of that reason: no attempt used); version
+    5 the reason `interrupted` (after a `TaskFailed` of that reason: the attempt not
+    counted)."""
 
-    schema_version: int = 4
+    schema_version: int = 5
     type: Literal["TaskRequeued"] = "TaskRequeued"
     task_id: TaskId
     reason: RequeueReason
@@ -584,6 +591,8 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskRequeued", 2): _unchanged,  # v3: + by (None: the scheduler, or unknown)
     ("TaskFailed", 5): _unchanged,  # v6: + reason "undelivered"
     ("TaskRequeued", 3): _unchanged,  # v4: + reason "undelivered"
+    ("TaskFailed", 6): _unchanged,  # v7: + reason "interrupted"
+    ("TaskRequeued", 4): _unchanged,  # v5: + reason "interrupted"
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
     ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host

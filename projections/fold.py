@@ -108,6 +108,9 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskFailed(reason="undelivered"):  # its worker never had it: nothing failed
             return evolve(task, status="failed", agent=None, deadline=None, token_hash=None, pid=None,
                           host=None, machine=None, attempt_floor=task.attempt_floor + 1, updated_at=at)
+        case TaskFailed(reason="interrupted"):  # its runner was stopped: not the agent's failure either
+            failed = _attempt_failed(task, event.agent, event.error, at)
+            return evolve(failed, excluded=task.excluded, attempt_floor=task.attempt_floor + 1)
         case TaskFailed(reason=reason) if reason in UNCOUNTED_FAILURES:
             failed = _attempt_failed(task, event.agent, event.error, at)
             return evolve(failed, attempt_floor=task.attempt_floor + 1)
@@ -253,7 +256,7 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
             delay = event.start_delay_seconds
         case TaskFailed():
             # (an undelivered claim: its command never ran, as an assignment not started)
-            kind = {"cancelled": "cancelled", "evicted": "evicted",
+            kind = {"cancelled": "cancelled", "evicted": "evicted", "interrupted": "interrupted",
                     "undelivered": "not_started"}.get(event.reason, "failed")
             detail, cpu, rss = event.error, event.cpu_seconds, event.peak_rss_bytes
             delay = event.start_delay_seconds

@@ -145,7 +145,7 @@ class AgentView:
 
 
 OUTCOMES: tuple[str, ...] = (
-    "succeeded", "failed", "expired", "cancelled", "not_started", "evicted", "dead_lettered",
+    "succeeded", "failed", "expired", "cancelled", "not_started", "evicted", "interrupted", "dead_lettered",
 )
 
 

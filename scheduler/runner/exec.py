@@ -580,7 +580,8 @@ def ending_of(settings: Settings, attempt: Attempt, returncode: int | None, endi
     if ending == "signal":
         assert stop.signum is not None
         name = _signal_name(stop.signum)
-        return failed(f"stopped by {name}", f"stopped: its runner received {name}", signal=stop.signum)
+        return failed(f"stopped by {name}", f"stopped: its runner received {name}", reason="interrupted",
+                      signal=stop.signum)
     # stopped by sched: the signal that ended it, or the code it exited with by itself
     # once asked to stop (an agent that traps SIGTERM)
     exited = returncode if returncode is not None and returncode >= 0 else None

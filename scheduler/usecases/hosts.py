@@ -193,6 +193,16 @@ class TurnRequest(Request):
     record: list[EndingReport] = Field(default_factory=list, max_length=MAX_BATCH)
     by: str | None = None  # the HTTP API token asking, recorded in the events
 
+    @model_validator(mode="after")
+    def _each_attempt_once(self) -> Self:
+        for name, items in (("renew", self.renew), ("record", self.record)):
+            seen: set[int] = set()
+            for item in items:
+                if item.task_id in seen:  # (twice renewed: two events for one renewal)
+                    raise BadInput(f"{name}: task {item.task_id} is given more than once")
+                seen.add(item.task_id)
+        return self
+
 
 class Turn(NamedTuple):
     """Per renewal its new expiry and whether to stop (cancelled), or why it was

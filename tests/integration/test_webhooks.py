@@ -140,7 +140,7 @@ def test_failures_dead_letters_and_pauses_are_posted_once(hooked, endpoint):
     log = {rec.type: rec for rec in queries.replay(ws)}
     assert failed["seq"] == log["TaskFailed"].seq
     assert failed["recorded_at"] == log["TaskFailed"].recorded_at
-    assert (failed["schema_version"], paused["schema_version"]) == (6, 1)  # as stored
+    assert (failed["schema_version"], paused["schema_version"]) == (7, 1)  # as stored
     assert failed["data"]["task_id"] == task_id
     assert (failed["data"]["reason"], failed["data"]["error"]) == ("reported", "boom")
     assert failed["task"] == dead["task"] == {"queue": "dev", "title": "build the thing"}

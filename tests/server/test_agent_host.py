@@ -149,10 +149,13 @@ def test_a_directory_that_cannot_be_made_fails_the_attempt_and_it_is_retried(ser
     assert queries.show(ws, sub.task_id)[0].status == "queued"  # tried again later
 
 
-def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_served, tmp_path):
+def test_sigterm_stops_the_running_attempts_and_queues_them_again_uncounted(make_served, tmp_path):
+    """A runner stopped (a restart, an upgrade) records its attempts `interrupted`: not
+    the task's failure, so a task on its last attempt is queued again, not dead, and
+    its agent is not passed over for it."""
     ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
                                     "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}])
-    (sub,) = submit(ws, [TaskSpec(queue="dev", title="long")])
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="long", max_attempts=1)])
     home = tmp_path / "far-home"
     proc = runner(base, token, home)
     try:
@@ -162,9 +165,12 @@ def test_sigterm_stops_the_running_attempts_and_records_them_as_failed(make_serv
     finally:
         code, err = stopped(proc)
     assert code == 0 and err.splitlines()[-1] == "sched run: stopped (SIGTERM)"
-    failed = next(r.event for r in queries.show(ws, sub.task_id)[1] if r.type == "TaskFailed")
-    assert failed.retryable and "SIGTERM" in failed.error
-    assert status_of(ws, sub.task_id) == "queued"
+    task, records = queries.show(ws, sub.task_id)
+    failed = next(r.event for r in records if r.type == "TaskFailed")
+    assert (failed.reason, failed.error) == ("interrupted", "stopped: its runner received SIGTERM")
+    requeued = next(r.event for r in records if r.type == "TaskRequeued")
+    assert (requeued.reason, requeued.not_before) == ("interrupted", None)
+    assert (task.status, task.attempt, task.attempt_floor, task.excluded) == ("queued", 1, 1, ())
 
 
 @pytest.mark.parametrize("start", [
@@ -396,8 +402,23 @@ def test_a_runner_reports_only_its_own_reasons_for_an_ending(served):
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400  # a value sched refuses (http.md, "Errors")
     assert json.loads(refused.value.read())["error"] == (
-        "record: reason: Input should be 'exit_code', 'timeout', 'spawn_error' or 'cancelled'")
+        "record: reason: Input should be 'exit_code', 'timeout', 'spawn_error', 'cancelled' or 'interrupted'")
     assert status_of(ws, sub.task_id) == "running"  # nothing recorded
+
+
+def test_a_turn_that_names_an_attempt_twice_is_refused(served):
+    """Two renewals of one lease in one turn recorded two `LeaseRenewed`; two endings,
+    one of them lost. Which was meant cannot be told: 400, nothing recorded."""
+    ws, _base, _token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="once")])
+    tick(ws)
+    (doc,) = hosts.start(ws, hosts.StartRequest(host="far-1", pid=4242, home="/srv/sched")).attempts
+    lease = {"task_id": sub.task_id, "token": doc["token"]}
+    before = len(queries.show(ws, sub.task_id)[1])
+    for field, item in (("renew", lease), ("record", {**lease, "succeeded": True})):
+        with pytest.raises(BadInput, match=f"^{field}: task {sub.task_id} is given more than once$"):
+            hosts.TurnRequest(host="far-1", **{field: [item, item]})
+    assert len(queries.show(ws, sub.task_id)[1]) == before
 
 
 def test_a_turn_sent_again_records_nothing_twice(served):

@@ -100,23 +100,28 @@ def test_a_stored_version_2_submit_or_requeue_reads_as_current_by_nobody_known()
     assert submitted.by is None and submitted.requires == ("gpu",)
     requeued = parse_event("TaskRequeued", 2, '{"task_id": 1, "reason": "operator", "not_before": null, '
                                               '"detail": null}')
-    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 4 and requeued.by is None
-    for old in (1, 2, 3):  # every older version upgrades to the current one
+    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 5 and requeued.by is None
+    for old in (1, 2, 3, 4):  # every older version upgrades to the current one
         assert parse_event("TaskRequeued", old, '{"task_id": 1, "reason": "failed"}').by is None
     named = TaskRequeued(task_id=1, reason="operator", by="ops")
-    assert parse_event("TaskRequeued", 4, dump_event(named)) == named
+    assert parse_event("TaskRequeued", 5, dump_event(named)) == named
 
 
-def test_an_undelivered_claim_is_a_reason_older_sched_refuses_to_read():
-    """Version 6 of TaskFailed and 4 of TaskRequeued add the reason `undelivered`: an
-    older sched meets their version number first and says to upgrade, and a stored
-    older event still reads as before."""
-    failed = TaskFailed(task_id=1, agent="ann", attempt=1, reason="undelivered", error="gone")
-    assert (failed.schema_version, TaskRequeued(task_id=1, reason="undelivered").schema_version) == (6, 4)
-    assert parse_event("TaskFailed", 6, dump_event(failed)) == failed
-    old = parse_event("TaskFailed", 5, '{"task_id": 1, "agent": "ann", "attempt": 1, "reason": "reported", '
-                                       '"error": "e"}')
-    assert (old.schema_version, old.reason) == (6, "reported")  # type: ignore[attr-defined]
+@pytest.mark.parametrize(("reason", "failed_version", "requeued_version"), [
+    ("undelivered", 6, 4), ("interrupted", 7, 5)])
+def test_a_new_reason_is_a_version_older_sched_refuses_to_read(reason, failed_version, requeued_version):
+    """Version 6 of TaskFailed and 4 of TaskRequeued add the reason `undelivered`, 7 and
+    5 the reason `interrupted`: an older sched meets their version number first and
+    says to upgrade, and a stored older event still reads as before."""
+    failed = TaskFailed(task_id=1, agent="ann", attempt=1, reason=reason, error="gone")
+    assert failed.schema_version >= failed_version
+    assert TaskRequeued(task_id=1, reason=reason).schema_version >= requeued_version
+    assert parse_event("TaskFailed", failed_version, dump_event(failed)) == failed
+    old = parse_event("TaskFailed", failed_version - 1, '{"task_id": 1, "agent": "ann", "attempt": 1, '
+                                                        '"reason": "reported", "error": "e"}')
+    assert (old.schema_version, old.reason) == (failed.schema_version, "reported")  # type: ignore[attr-defined]
+    with pytest.raises(CorruptLog, match="upgrade sched"):  # what a sched of the version before says
+        parse_event("TaskFailed", failed.schema_version + 1, dump_event(failed))
 
 
 @pytest.mark.parametrize(("kind", "stored", "data"), [
