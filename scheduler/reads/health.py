@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eventlog.errors import ControlFileError, DatabaseError
+from eventlog.errors import ControlFileError, CorruptLog, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from projections.rebuild import lost_tail
@@ -25,6 +25,9 @@ from scheduler.machine import this_machine
 from scheduler.reads.queries import current_fleet
 from scheduler.tick_runs import daemon_state, daemons, last_tick_at, pid_alive
 from scheduler.workspace import Workspace
+
+if TYPE_CHECKING:
+    from eventlog.sql_store import SqlStore
 
 LEVELS = ("healthy", "degraded", "unhealthy")
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -120,7 +123,7 @@ def check_lease_expiries(settings: Settings, expiries: int) -> Check:
 
 
 # outcomes of attempts whose command had started (a cancel may end either kind)
-STARTED_OUTCOMES = ("succeeded", "failed", "expired", "evicted")
+STARTED_OUTCOMES = ("succeeded", "failed", "expired", "evicted", "interrupted")
 
 
 def never_starting(settings: Settings, agents: list[AgentView],
@@ -223,15 +226,35 @@ def check_control_file(ws: Workspace) -> Check:
                  "the control file must load")
 
 
-def check_integrity(result: str, lost: str | None = None) -> Check:
+def check_integrity(result: str, lost: str | None = None, unreadable: str | None = None) -> Check:
     """The engine's own check of its file, and whether the log lost events from its end
     (`lost`: `projections.rebuild.lost_tail`'s line), which the engine cannot see: every
-    write is refused until the database is restored or rebuilt."""
-    threshold = "must say ok, and the log must hold every event the tables have folded"
+    write is refused until the database is restored or rebuilt; or ends with an event
+    this sched cannot read (`unreadable`: `first_unreadable`), which every write would
+    have to fold first."""
+    threshold = ("must say ok, the log must hold every event the tables have folded, and this "
+                 "sched must read those it has not")
     if lost is not None:
         return Check("integrity", "unhealthy", lost, threshold)
+    if unreadable is not None:
+        return Check("integrity", "unhealthy", unreadable, threshold)
     status = "healthy" if result == "ok" else "unhealthy"
     return Check("integrity", status, f"the engine's integrity check: {result}", threshold)
+
+
+def first_unreadable(log: SqlStore, checkpoint: int, head: int) -> str | None:
+    """Why the next write will be refused, when the log holds events past the tables'
+    checkpoint `checkpoint` (up to `head`; normally none: every append folds its own)
+    and one of them cannot be read by this sched (written by a newer one, or damaged):
+    every write folds those first. None when there is none."""
+    if head <= checkpoint:
+        return None
+    for rec in log.read(after=checkpoint):
+        try:
+            rec.event  # noqa: B018
+        except CorruptLog as e:
+            return f"{e.message}; every write is refused until this sched can read it"
+    return None
 
 
 def deleted_files_held(db_path: Path) -> dict[int, list[str]]:
@@ -289,8 +312,9 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
     window_start = (now - timedelta(seconds=settings.health_window_seconds)).timestamp()
     with ws.read() as (log, views):
         head = log.last()
-        lost = lost_tail(views.last_seq(), head.seq if head is not None else 0,
-                         refused="every write is refused until then: ")
+        head_seq, checkpoint = (head.seq if head is not None else 0), views.last_seq()
+        lost = lost_tail(checkpoint, head_seq, refused="every write is refused until then: ")
+        unreadable = None if lost is not None else first_unreadable(log, checkpoint, head_seq)
         last = last_tick_at(views.txn)
         daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive, machine)
         counts = views.counts()
@@ -315,5 +339,5 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         check_starts(settings, unstarted),
         check_unplaceable(fleet, waiting),
         check_due(overdue, earliest_due, now),
-        check_integrity(ws.db.integrity_check(), lost),
+        check_integrity(ws.db.integrity_check(), lost, unreadable),
     ]

@@ -222,6 +222,28 @@ def test_a_log_that_lost_its_tail_says_so_and_takes_no_write_until_rebuilt(templ
     assert main(["pause", "--home", home]) == 0
 
 
+def test_health_says_so_when_the_log_ends_with_an_event_this_sched_cannot_read(template, tmp_path, capsys):
+    """A newer sched's event at the log's end, not yet folded (written, say, by a
+    newer version whose fold failed here): every write must fold it first and refuses,
+    so `integrity` is unhealthy, not `ok`."""
+    path, count = template
+    ws = copy_of(path, tmp_path / "newer")
+    home = str(ws.settings.home)
+    with sqlite3.connect(ws.settings.db_path) as conn:
+        *_, at, _data, _prev, last = row(conn, count)
+        cells = (count + 1, "scheduler", "SchedulerPaused", 99, at, '{"by": "future"}')
+        conn.execute(f"INSERT INTO events (seq, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (*cells, last, chain_hash(last, *cells)))
+    assert main(["pause", "--home", home]) == 1
+    refused = capsys.readouterr().err.splitlines()[-1]
+    assert f"event seq {count + 1}" in refused and "upgrade sched" in refused
+    assert main(["health", "--json", "--home", home]) == 2
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["integrity"]["status"] == "unhealthy"
+    assert checks["integrity"]["saw"].startswith(f"event seq {count + 1} ")
+    assert checks["integrity"]["saw"].endswith("every write is refused until this sched can read it")
+
+
 def test_a_task_left_failed_by_a_lost_tail_can_be_requeued(template, tmp_path, capsys):
     """`failed` lasts only inside the transaction that records a failure and what
     follows it (a retry, a dead letter). A log cut between the two leaves the task
