@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventlog.errors import BadInput
+from eventlog.events import UNCOUNTED_FAILURES
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text
 from eventlog.values import INT64_MAX
@@ -24,6 +25,9 @@ from scheduler.decisions.policy import MAX_ATTEMPTS
 from scheduler.whatif.facts import Arrival, Attempt, Fact, carried_attempt
 from scheduler.whatif.sketch import Sketch
 
+# failures that are not the task's doing: an operator's (evicted, cancelled), its
+# runner's stop (interrupted), or nothing ran (undelivered)
+NOT_THE_TASKS = frozenset({"cancelled", *UNCOUNTED_FAILURES})
 # the records that shape a workload; everything else in the log is skipped unread
 _TASK_TYPES = frozenset({"TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskSucceeded", "TaskFailed",
                          "LeaseExpired", "TaskRequeued", "TaskDeadLettered", "TaskApproved",
@@ -81,8 +85,13 @@ class LogWorkload:
         while len(history.ran) < number and not history.closed and self._read_one():
             pass
         seconds, runs = self._run_totals.get(history.queue, (0.0, 0))
-        return carried_attempt(history.ran, number,
-                               Attempt(0.0, seconds / runs if runs else 0.0, "succeeded"))
+        stand_in = Attempt(0.0, seconds / runs if runs else 0.0, "succeeded")
+        if len(history.ran) < number and not history.closed:
+            # the log ended with the task still open (its next attempt running, or
+            # waiting its backoff): how that attempt ends is not known, so it is taken
+            # as a task that never ran, not as its last failure once more
+            return stand_in
+        return carried_attempt(history.ran, number, stand_in)
 
     def forget(self, task_id: int) -> None:
         history = self._histories.get(task_id)
@@ -160,8 +169,8 @@ class LogWorkload:
         history.assigned_at = history.started_at = None
         if assigned is None or started is None:
             return  # not an attempt that ran (or assigned before the window was read)
-        if kind == "TaskFailed" and data.get("reason") in ("evicted", "cancelled", "undelivered"):
-            return  # the operator's doing (the cancel is a fact of its own), or nothing ran
+        if kind == "TaskFailed" and data.get("reason") in NOT_THE_TASKS:
+            return  # not the task's doing (the cancel is a fact of its own), or nothing ran
         started = command_ran(started, data.get("start_delay_seconds"), at)
         run = max(0.0, at - started)
         if kind == "TaskSucceeded":

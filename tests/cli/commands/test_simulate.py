@@ -171,3 +171,22 @@ def test_a_generated_load_too_big_to_simulate_is_refused(home: Path, cli: InProc
     assert "at most 366 days" in one_error_line(cli("simulate", "--generate", "dev:rate=1/h,run=400d"), 2)
     assert "at most 366 days" in one_error_line(
         cli("simulate", "--generate", "dev:rate=1/h,run=1m", "--duration", "400d"), 2)
+
+
+def test_a_task_on_its_retry_when_the_log_ends_is_not_taken_to_fail_again(home: Path, cli: InProcess):
+    """Its running attempt 2 has no end in the log: it was simulated as attempt 1's
+    failure once more, and again, and the task dead-lettered (the baseline said a live
+    fleet's retries all die)."""
+    clock = ManualClock()
+    ok(cli("init", clock=clock))
+    ok(cli("submit", "--queue", "dev", "--title", "flaky", clock=clock))
+    claimed = one_json(ok(cli("worker", "claim", "--agent", "ann", "--json", clock=clock)))["task"]
+    clock.advance(2)
+    ok(cli("worker", "fail", str(claimed["task_id"]), "--token", claimed["token"], "--error", "boom",
+           clock=clock))
+    clock.advance(120)  # past its backoff
+    again = one_json(ok(cli("worker", "claim", "--agent", "bob", "--json", clock=clock)))["task"]
+    assert (again["task_id"], again["attempt"]) == (claimed["task_id"], 2)
+    baseline = one_json(ok(cli("simulate", "--interval", "1", "--json", clock=clock)))["baseline"]
+    queue = baseline["queues"]["dev"]
+    assert (queue["succeeded"], queue["dead_lettered"]) == (1, 0)
