@@ -75,12 +75,14 @@ class TickReport:
                     or self.config_recorded or self.released or self.due_missed)
 
 
-# assignments to this host's pinned agents that this process already started a wrapper
-# for: (task id, assigned_at) -> None (a daemon's later ticks do not start them again)
-_STARTED_FOR_OTHERS: dict[tuple[int, str | None], None] = {}
+# assignments to this host's pinned agents that this process already started (or handed
+# to a wrapper): (database, task id, assigned_at) -> None. A daemon's later ticks do not
+# start them again while their `sched exec` is still starting.
+_STARTED_HERE: dict[tuple[str, int, str | None], None] = {}
 
 
-def to_start(views: SqlProjection, control: ControlFile, host: str, report: TickReport) -> list[int]:
+def to_start(views: SqlProjection, control: ControlFile, host: str, database: str,
+             report: TickReport) -> list[int]:
     """The push assignments this host starts: those this tick made to agents with a
     command that is pinned to no host or to this one, and those any host made to an
     agent pinned to this one that no wrapper has started yet."""
@@ -89,15 +91,18 @@ def to_start(views: SqlProjection, control: ControlFile, host: str, report: Tick
             if item["agent"] in commands and commands[item["agent"]] in (None, host)]
     waiting = [t for name, pinned in sorted(commands.items()) if pinned == host
                for t in views.tasks(status="assigned", agent=name)]
-    live = {(t.task_id, t.assigned_at) for t in waiting}
-    for key in list(_STARTED_FOR_OTHERS):
-        if key not in live:
-            del _STARTED_FOR_OTHERS[key]
+    live = {(database, t.task_id, t.assigned_at) for t in waiting}
+    for key in list(_STARTED_HERE):
+        if key[0] == database and key not in live:
+            del _STARTED_HERE[key]
+    mine = set(push)
     for task in waiting:
-        key = (task.task_id, task.assigned_at)
-        if task.task_id not in push and key not in _STARTED_FOR_OTHERS:
-            if not report.dry_run:
-                _STARTED_FOR_OTHERS[key] = None
+        key = (database, task.task_id, task.assigned_at)
+        if key in _STARTED_HERE:
+            continue
+        if not report.dry_run:  # (this tick's own too: a wrapper is slow to record its start)
+            _STARTED_HERE[key] = None
+        if task.task_id not in mine:
             push.append(task.task_id)
     return push
 
@@ -191,7 +196,7 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             decisions = gather_and_plan(views, agents, queue, now, policy)
             recorder.record(decisions)
             report.assigned.extend({"task_id": d.task_id, "agent": d.agent} for d in decisions)
-        push = to_start(views, control, host, report)
+        push = to_start(views, control, host, ws.settings.database_label, report)
         if push and starter is not None:  # started here, in this transaction
             try:
                 handed.extend(starter.start_in(ws, recorder, push, granted_at))
@@ -221,7 +226,9 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
             try:
                 ws.launcher(ws.settings, task_id)
                 report.spawned.append(task_id)
-            except OSError as e:  # the assignment stays; its start deadline takes it back
-                report.errors.append(f"task {task_id}: cannot start sched exec: {e}")
+            except OSError as e:  # the assignment stays: the next tick tries again (its start
+                report.errors.append(f"task {task_id}: cannot start sched exec: {e}")  # deadline stands)
+                for key in [k for k in _STARTED_HERE if k[:2] == (ws.settings.database_label, task_id)]:
+                    del _STARTED_HERE[key]
     report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return report

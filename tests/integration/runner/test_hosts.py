@@ -52,6 +52,46 @@ def test_only_the_pinned_host_starts_an_agents_command_whoever_assigned_it(tmp_p
         each.close()
 
 
+def test_the_pinned_host_starts_its_own_assignment_once_while_its_wrapper_starts(tmp_path):
+    """A daemon without its supervisor starts `sched exec` wrappers, which take a moment
+    to record their starts: its next tick started a second wrapper for each assignment
+    it had made itself (refused by then, but alarming, and a process each)."""
+    agents = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
+               "host": "gpu-1"}]
+    ws = new_workspace(tmp_path / "home", agents)
+    started: list[tuple[str, int]] = []
+    gpu = as_host(ws, "gpu-1", started)
+    (dev,) = [r.task_id for r in submit(ws, [TaskSpec(queue="dev", title="train")])]
+    assert tick(gpu).spawned == [dev]
+    assert tick(gpu).spawned == []  # its wrapper has not recorded its start yet
+    assert started == [("gpu-1", dev)] and queries.show(ws, dev)[0].status == "assigned"
+    for each in (ws, gpu):
+        each.close()
+
+
+def test_a_wrapper_that_could_not_be_started_is_started_by_the_next_tick(tmp_path):
+    agents = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
+               "host": "gpu-1"}]
+    ws = new_workspace(tmp_path / "home", agents)
+    tries: list[int] = []
+
+    def launcher(_settings, task_id: int) -> None:
+        tries.append(task_id)
+        if len(tries) == 1:
+            raise OSError(11, "Resource temporarily unavailable")
+
+    settings = load_settings({}, {"home": ws.settings.home, "host": "gpu-1"}).settings
+    gpu = Workspace(settings, clock=ws.clock, launcher=launcher)
+    (dev,) = [r.task_id for r in submit(ws, [TaskSpec(queue="dev", title="train")])]
+    first = tick(gpu)
+    assert first.spawned == [] and first.errors == [
+        f"task {dev}: cannot start sched exec: [Errno 11] Resource temporarily unavailable"]
+    assert tick(gpu).spawned == [dev] and tries == [dev, dev]
+    assert tick(gpu).spawned == []
+    for each in (ws, gpu):
+        each.close()
+
+
 def test_a_dry_run_on_the_pinned_host_starts_nothing_and_forgets_nothing(tmp_path):
     agents = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
                "host": "gpu-1"}]
