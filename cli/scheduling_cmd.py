@@ -65,12 +65,16 @@ def tick_command(
     if json_out:
         emit_json(asdict(report))
         return
-    assign, take_back, dead_letter = (("would assign", "would take back", "would dead-letter") if dry_run
-                                      else ("assigned", "took back", "dead-lettered"))
-    # in the order of the pass: take back, dead-letter, assign, start
+    assign, take_back, release, dead_letter = (
+        ("would assign", "would take back", "would release", "would dead-letter") if dry_run
+        else ("assigned", "took back", "released", "dead-lettered"))
+    # in the order of the pass: take back, release, dead-letter, assign, start
     for item in report.expired:
         console().print(literal(f"{take_back} task {item['task_id']} from {item['agent']} "
                                 f"({item['reason']})"))
+    for item in report.released:
+        console().print(literal(f"{release} task {item['task_id']} from {item['agent']} "
+                                f"(it {item['why']})"))
     for task_id in report.dead_lettered:
         console().print(f"{dead_letter} task {task_id}")
     for item in report.assigned:

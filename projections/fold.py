@@ -127,8 +127,12 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
         case TaskRequeued():
             kept = (event.reason in KEEPS_ITS_WAIT and event.not_before is None
                     and task.ready_at is not None)
+            # an agent that did not start its assignment (its host gone, its worker away)
+            # is passed over for the task while another can take it, as one that failed it
+            unstarted = task.agent if event.reason == "not_started" and task.status == "assigned" else None
+            excluded = task.excluded if unstarted in (None, *task.excluded) else (*task.excluded, unstarted)
             return evolve(task, status="queued", agent=None, deadline=None, token_hash=None,
-                          pid=None, host=None, machine=None,
+                          pid=None, host=None, machine=None, excluded=excluded,
                           not_before=to_text(event.not_before) if event.not_before else None,
                           ready_at=task.ready_at if kept else ready_time(at, event.not_before),
                           updated_at=at)

@@ -12,7 +12,7 @@ from eventlog.frozen import constructor
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 17
+PROJECTION_SCHEMA = 18
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",
@@ -83,7 +83,7 @@ class TaskView:
     pid: int | None  # the exec wrapper holding the lease, on `host`
     host: str | None
     log_path: str | None  # output of the last exec attempt
-    excluded: tuple[str, ...]  # agents whose attempt failed or expired
+    excluded: tuple[str, ...]  # agents whose attempt failed or expired, or that did not start it
     cancelling: bool  # cancel asked while running; the runner learns it at its heartbeat
     waiting_on: tuple[int, ...]  # tasks it runs after that have not succeeded yet
     blocks: tuple[int, ...]  # tasks that run after this one

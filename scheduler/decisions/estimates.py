@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from eventlog.timeutil import from_text, to_text
 from projections.views import AgentView, Outcome, TaskView
-from scheduler.decisions.fit import missing, skips_failed
+from scheduler.decisions.fit import missing, skips_failed, takes_work
 from scheduler.decisions.hours import is_available
 
 
@@ -73,7 +73,9 @@ def estimate_starts(tasks: Sequence[TaskView], agents: Iterable[AgentView], rate
         able = [name for name, a in serving.items() if a.type == task.queue
                 and (task.assignee is None or name == task.assignee)
                 and not missing(a.capabilities, task.requires)]
-        if skips_failed(task, ((name, serving[name].capabilities) for name in able)):
+        others = [name for name in able  # (serving: in service, with capacity)
+                  if takes_work(None, serving[name].capacity, is_available(serving[name].hours, now))]
+        if skips_failed(task, ((name, serving[name].capabilities) for name in others)):
             able = [name for name in able if name not in task.excluded]  # as the tick passes them over
         if not able:
             continue  # no agent in service can ever run it

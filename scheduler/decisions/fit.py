@@ -46,10 +46,18 @@ def hours_text(hours: Sequence[str]) -> str:
     return "; ".join(hours)
 
 
+def takes_work(out_of_service: str | None, capacity: int, available: bool) -> bool:
+    """Whether an agent could take any work now, busy or not: in service (not drained or
+    evicted), with some capacity, within its working hours. Only such agents count as
+    another that a task which failed on an agent waits for (`skips_failed`): a task must
+    not wait for one that takes nothing."""
+    return out_of_service is None and capacity > 0 and available
+
+
 def skips_failed(task: TaskView, agents: Iterable[tuple[str, Sequence[str]]]) -> bool:
     """Whether the agents an earlier attempt of the task failed on are passed over: while
-    another agent of its type (`agents`: name and capabilities) has every capability it
-    requires, unless the task is directed at one agent."""
+    another agent of its type that `takes_work` (`agents`: their names and capabilities)
+    has every capability it requires, unless the task is directed at one agent."""
     return task.assignee is None and bool(task.excluded) and any(
         name not in task.excluded and not missing(capabilities, task.requires)
         for name, capabilities in agents)
@@ -90,7 +98,7 @@ def why_not(agent: Candidate, available: bool, task: TaskView, skip_failed: bool
     if not available:
         return f"outside its working hours ({hours_text(agent.hours)})"
     if skip_failed and agent.name in task.excluded:
-        return "an earlier attempt of the task failed on it"
+        return "it failed or did not start an earlier attempt of the task"
     if agent.free <= 0:
         return f"no free slot (load {agent.load})"
     return None

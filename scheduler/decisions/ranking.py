@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from projections.views import TaskView
-from scheduler.decisions.fit import skips_failed, why_not
+from scheduler.decisions.fit import skips_failed, takes_work, why_not
 
 Order = tuple[int, float, float, int, str]
 
@@ -51,7 +51,8 @@ def rank(pool: Sequence[Slot], task: TaskView, rate: Mapping[str, float], claima
     """The `best` agents of `pool` that may take the task now, best first; how many may;
     and those that may not, with why, in pool order (`rate`: each agent's success rate at
     the task's type; `claimant`: the pull worker claiming, if this is a claim)."""
-    skip_failed = skips_failed(task, ((s.name, s.capabilities) for s in pool))
+    skip_failed = skips_failed(task, ((s.name, s.capabilities) for s in pool
+                                      if takes_work(s.out_of_service, s.free + s.load, s.available)))
     eligible, passed_over = [], []
     for s in pool:
         why = why_not(s, s.available, task, skip_failed, claimant)

@@ -36,7 +36,7 @@ from eventlog.events import (
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
 from projections.views import WAITING_STATUSES, AgentView, TaskView
-from scheduler.decisions.fit import never_fits, skips_failed, why_not
+from scheduler.decisions.fit import never_fits, skips_failed, takes_work, why_not
 from scheduler.decisions.hours import is_available
 from scheduler.workspace import Workspace
 
@@ -228,7 +228,9 @@ def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> d
         return None
     rows = []
     of_type = sorted((a for a in agents if a.configured and a.type == task.queue), key=lambda a: a.name)
-    skip_failed = skips_failed(task, ((a.name, a.capabilities) for a in of_type if a.enabled))
+    skip_failed = skips_failed(task, (
+        (a.name, a.capabilities) for a in of_type
+        if a.enabled and takes_work(a.out_of_service, a.capacity, is_available(a.hours, now))))
     for agent in of_type:
         if not agent.enabled and (task.assignee is None or agent.name == task.assignee):
             why: str | None = "disabled in the control file"

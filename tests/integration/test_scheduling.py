@@ -83,6 +83,31 @@ def test_an_assignment_not_started_in_time_goes_back_without_using_an_attempt(ma
     assert (task.status, task.attempt) == ("assigned", 0)
 
 
+def test_an_agent_that_did_not_start_its_assignment_is_passed_over_for_the_task(make_workspace):
+    """An agent whose host or worker is gone took each task back every start deadline
+    while it had the most free slots: the task came straight back to it, for ever. It
+    now joins the task's `excluded`, so the task goes to another agent of the type; the
+    agent that never starts still gets a new task, once each."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 5},
+                         {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1}],
+                        start_deadline_seconds=60)
+    (first,) = add(ws)
+    assert tick(ws).assigned == [{"task_id": first, "agent": "ann"}]  # the most free slots
+    ws.clock.advance(60)
+    report = tick(ws)
+    assert report.expired == [{"task_id": first, "agent": "ann", "reason": "not_started"}]
+    assert report.assigned == [{"task_id": first, "agent": "bob"}]  # not back to ann
+    task, _ = queries.show(ws, first)
+    assert (task.status, task.attempt, task.excluded) == ("assigned", 0, ("ann",))
+    (second,) = add(ws)
+    assert tick(ws).assigned == [{"task_id": second, "agent": "ann"}]
+    alone = make_workspace(ONE_DEV, start_deadline_seconds=60)  # the only agent: it again
+    (only,) = add(alone)
+    tick(alone)
+    alone.clock.advance(60)
+    assert tick(alone).assigned == [{"task_id": only, "agent": "ann"}]
+
+
 def test_an_expired_lease_is_retried_elsewhere_then_dead_lettered(make_workspace):
     ws = make_workspace(TWO_DEVS, lease_seconds=30, backoff_base_seconds=10)
     (task_id,) = add(ws, max_attempts=2)

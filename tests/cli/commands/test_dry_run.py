@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scheduler.clock import ManualClock
-from tests.cli.conftest import InProcess, ok, one_error_line, one_json
+from tests.cli.conftest import FLEET, InProcess, ok, one_error_line, one_json, write_control
 
 
 def doc(result: Any) -> Any:
@@ -170,10 +170,22 @@ def test_tick_dry_run_text_says_what_it_would_do(seeded: Path, cli: InProcess):
     dry = ok(cli("tick", "--dry-run", clock=later))
     assert dry.stdout.splitlines() == ["would take back task 1 from ann (not_started)",  # the pass's order
                                        "would dead-letter task 3",
-                                       "would assign task 1 -> ann"]
+                                       "would assign task 1 -> bob"]  # ann did not start it
     assert dry.stderr.startswith("tick: would assign 1, take back 1, dead-letter 1 (")
     assert dry.stderr.rstrip().endswith("; dry run: nothing appended)")
     assert doc(cli("replay", "--head", "--json")) == head
     real = ok(cli("tick", clock=later)).stdout.splitlines()
     assert real[:3] == ["took back task 1 from ann (not_started)", "dead-lettered task 3",
-                        "assigned task 1 -> ann"]
+                        "assigned task 1 -> bob"]
+
+
+def test_tick_says_which_assignments_it_released_and_why(seeded: Path, cli: InProcess):
+    """An agent taken out of the control file gives back what it had not started: the
+    text said nothing of it (only `tick --json` had `released`)."""
+    ok(cli("tick"))  # the seed task (1) -> ann
+    write_control(seeded, [a for a in FLEET if a["agentName"] != "ann"])
+    dry = ok(cli("tick", "--dry-run")).stdout.splitlines()
+    assert dry[:2] == ["would release task 1 from ann (it left the control file)",
+                       "would assign task 1 -> bob"]
+    real = ok(cli("tick")).stdout.splitlines()
+    assert real[:2] == ["released task 1 from ann (it left the control file)", "assigned task 1 -> bob"]

@@ -107,6 +107,24 @@ def test_excluded_agent_used_when_it_is_the_only_one():
     assert pairs([agent("a"), agent("b", enabled=False)], [task(1, excluded=("a",))]) == [(1, "a")]
 
 
+def test_excluded_agent_used_when_no_other_could_take_work():
+    """A task that failed on `a` waited for ever while the only other agent was drained,
+    had no capacity, or was outside its hours (only a busy one is worth waiting for);
+    the estimate and explain say what the tick does."""
+    from dataclasses import replace
+
+    from scheduler.decisions.estimates import estimate_starts
+    from scheduler.reads.explain import waiting_now
+
+    failed = task(1, excluded=("a",))
+    for other in (replace(agent("b"), out_of_service="drained"), agent("b", capacity=0),
+                  replace(agent("b"), hours=("15:00-16:00 UTC",))):  # (NOW is 12:00 UTC)
+        assert pairs([agent("a"), other], [failed]) == [(1, "a")], other
+        rows = waiting_now(failed, [agent("a"), other], NOW)["agents"]  # type: ignore[index]
+        assert rows[0] == {**rows[0], "agent": "a", "why_not": None}, rows
+        assert estimate_starts([failed], [agent("a"), other], {"dev": 1 / 60}, NOW) == {1: to_text(NOW)}
+
+
 def test_assignment_carries_attempt_and_start_deadline():
     (decision,) = plan([agent("a")], [task(7)], NOW, PlanPolicy(start_deadline_seconds=30))
     assert decision.attempt == 1
@@ -332,5 +350,5 @@ def test_explain_and_the_estimates_skip_the_agent_a_task_failed_on_as_the_tick_d
     assert plan(fleet, [failed], NOW) == []
     rows = waiting_now(failed, fleet, NOW)["agents"]  # type: ignore[index]
     assert [(r["agent"], r["why_not"]) for r in rows] == [
-        ("a", "an earlier attempt of the task failed on it"), ("b", "no free slot (load 1)")]
+        ("a", "it failed or did not start an earlier attempt of the task"), ("b", "no free slot (load 1)")]
     assert estimate_starts([failed], fleet, {"dev": 1 / 60}, NOW) == {1: to_text(NOW + timedelta(seconds=60))}

@@ -136,10 +136,12 @@ def test_a_task_waiting_on_two_dead_parents_stays_doomed_when_one_is_requeued():
     assert (child.status, child.waiting_on, child.doomed_by) == ("blocked", (1, 2), 2)
 
 
-def test_not_started_requeue_uses_no_attempt():
+def test_not_started_requeue_uses_no_attempt_and_passes_the_agent_over():
     state = project(FLEET, submitted(), assigned(), TaskRequeued(task_id=1, reason="not_started"))
-    assert (state.tasks[1].status, state.tasks[1].attempt, state.tasks[1].excluded) == ("queued", 0, ())
+    assert (state.tasks[1].status, state.tasks[1].attempt, state.tasks[1].excluded) == ("queued", 0, ("a",))
     assert state.agents["a"].assigned == 0
+    released = project(FLEET, submitted(), assigned(), TaskRequeued(task_id=1, reason="released"))
+    assert released.tasks[1].excluded == ()  # it left service: it did not fail to start it
 
 
 def test_reconfiguring_keeps_load_and_retires_missing_agents():
