@@ -108,6 +108,7 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
     """The tick, run once; and once more right after if `again` was set meanwhile (a
     wrapper ended or work came during the tick: the next tick must not wait its turn)."""
     problems = Problems("tick", log, "every tick", "tick")
+    warned = [""]  # the content hash of the control file whose warnings were logged
 
     def one_tick() -> None:
         while True:
@@ -119,12 +120,28 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
                 problems.failed(e.message)
                 return
             problems.worked()
+            warned[0] = log_config_warnings(ws, log, warned[0])
             if report.did_something or report.errors:
                 log_tick(ws, log, report)
             if again is None or not again.is_set():
                 return
 
     return one_tick
+
+
+def log_config_warnings(ws: Workspace, log: DaemonLog, logged: str) -> str:
+    """Once for each new control file (`logged`: the content hash of the last one whose
+    warnings were logged; returns the current one): what it holds that configures
+    nothing, a field misspelt, a queue table no agent serves. A typo otherwise gives an
+    agent its default silently; `sched agents validate` says the same."""
+    try:
+        control = ws.registry().control
+    except SchedError:  # a bad control file is the tick's to report
+        return logged
+    if control.content_hash != logged:
+        for warning in (*control.warnings, *ws.settings.queue_table_warnings(a.type for a in control.agents)):
+            log(f"warning: {warning}", event="config.warning", level="warning")
+    return control.content_hash
 
 
 def webhook_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
@@ -233,10 +250,6 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
             finally:
                 wakeups.close()
 
-    with contextlib.suppress(SchedError):  # a bad control file is the tick job's to report
-        agents = ws.registry().agents
-        for warning in ws.settings.queue_table_warnings(a.type for a in agents):
-            log(f"warning: {warning}", event="config.warning", level="warning")
     try:  # in the open, before anything starts: DaemonStarted (and daemon.started), refused
         record_start(ws, interval)  # (exit 2) under a host name another machine's daemon uses
     except BadInput:

@@ -218,12 +218,19 @@ def check_daemon(state: dict[str, Any], window_seconds: float, now: datetime) ->
 
 
 def check_control_file(ws: Workspace) -> Check:
+    """Unhealthy when the control file does not load; degraded while it holds what
+    configures nothing (a misspelt field: the agent silently gets the default)."""
+    threshold = "the control file must load, with nothing in it ignored (`sched agents validate`)"
     try:
         registry = ws.registry()
     except ControlFileError as e:
-        return Check("control_file", "unhealthy", e.message, "the control file must load")
-    return Check("control_file", "healthy", f"{registry.path}: {len(registry.control.agents)} agents",
-                 "the control file must load")
+        return Check("control_file", "unhealthy", e.message, threshold)
+    loaded = f"{registry.path}: {len(registry.control.agents)} agents"
+    warnings = registry.control.warnings
+    if warnings:
+        return Check("control_file", "degraded", f"{loaded}; " + "; ".join(
+            w.removeprefix(f"{registry.path}: ") for w in warnings), threshold)
+    return Check("control_file", "healthy", loaded, threshold)
 
 
 def check_integrity(result: str, lost: str | None = None, unreadable: str | None = None) -> Check:

@@ -450,6 +450,15 @@ def test_a_broken_control_file_makes_health_unhealthy_and_exit_2(make_workspace,
     assert '"status": "unhealthy"' in capsys.readouterr().out
 
 
+def test_a_misspelt_field_in_the_control_file_degrades_health_and_names_it(make_workspace):
+    """The agent silently got the default capacity; only `agents validate` said why."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurency": 3}])
+    found = {c["name"]: c for c in health(ws)["checks"]}["control_file"]
+    assert (found["status"], found["saw"]) == (
+        "degraded", f"{ws.settings.home / 'agent-control.json'}: 1 agents; agent #1 (ann): unknown field "
+                    "'maxConcurency' ignored")
+
+
 # -- explain -------------------------------------------------------------------------
 
 def test_explain_names_the_candidates_and_what_held_the_task_back(make_workspace):

@@ -25,7 +25,7 @@ from scheduler.reads.health import health
 from scheduler.reads.outbox import outbox
 from scheduler.tick_runs import daemons
 from scheduler.workspace import Workspace
-from tests.conftest import new_workspace, wait_for
+from tests.conftest import new_workspace, wait_for, write_fleet
 
 HOOKS = '[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nevents = ["daemon.started", "daemon.stopped"]\n'
 
@@ -220,6 +220,24 @@ def test_a_daemon_whose_supervisor_cannot_be_forked_records_its_stop(make_worksp
     assert kinds == [("DaemonStarted", os.getpid()), ("DaemonStopped", os.getpid())]
     assert daemon_check(ws)["status"] == "healthy"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # its handlers were put back
+
+
+def test_a_daemon_logs_what_each_new_control_file_holds_that_configures_nothing(make_workspace):
+    """A misspelt field gives the agent its default silently: only `agents validate`
+    said so. The daemon logs each new control file's warnings once."""
+    from scheduler.daemon.log import DaemonLog
+    from scheduler.daemon.run import log_config_warnings
+
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurency": 3}])
+    lines: list[str] = []
+    log = DaemonLog(lines.append)
+    seen = log_config_warnings(ws, log, "")
+    (line,) = lines
+    assert line.endswith(f"warning: {ws.settings.home / 'agent-control.json'}: agent #1 (ann): "
+                         "unknown field 'maxConcurency' ignored")
+    assert log_config_warnings(ws, log, seen) == seen and len(lines) == 1  # once
+    write_fleet(ws.settings.home, [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 3}])
+    assert log_config_warnings(ws, log, seen) != seen and len(lines) == 1  # a fixed file: nothing
 
 
 @pytest.mark.slow
