@@ -105,18 +105,20 @@ def list_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = No
     if json_out:
         emit_json(listed.to_json())
         return
-    from rich.table import Table  # (only for people: --json needs no rich)
+    from cli.text import fitted_table  # (only for people: --json needs no rich)
 
-    table = Table("agent", "type", "capacity", "enabled", "assigned", "running", "free", "weight",
-                  "capabilities", "hours")
+    rows = []
     for name, r in listed.agents.items():
         hours = "; ".join(r["hours"]) + ("" if r["available"] else " (off now)") if r["hours"] else "always"
         away = r["out_of_service"]
         enabled = ("yes" if r["enabled"] else "no") + (f" ({away})" if away else "")
-        table.add_row(literal(name), literal(r["type"]), str(r["capacity"]), enabled,
-                      str(r["assigned"]), str(r["running"]), str(r["free"]), f"{r['weight']:g}",
-                      literal(", ".join(r["capabilities"]) or "-"), literal(hours))
-    console().print(table)
+        rows.append([literal(name), literal(r["type"]), str(r["capacity"]), enabled, str(r["assigned"]),
+                     str(r["running"]), str(r["free"]), f"{r['weight']:g}",
+                     literal(", ".join(r["capabilities"]) or "-"), literal(hours)])
+    headers = ["agent", "type", "capacity", "enabled", "assigned", "running", "free", "weight",
+               "capabilities", "hours"]
+    out = console()  # a line an agent, its name whole; capabilities and hours cut first
+    out.print(fitted_table(headers, rows, gives_way=("capabilities", "hours"), width=out.width))
 
 
 def migrate_command(

@@ -133,4 +133,7 @@ def _print(doc: dict[str, Any]) -> None:
         for point in search["curve"]:
             value = point["value"]
             shown = "-" if value is None else f"{value:g}" if counts else human_duration(value)
+            if not counts and value is not None and shown == human_duration(search["threshold"]) \
+                    and value != search["threshold"]:  # rounded, it would read as the target itself
+                shown = f"{value:.3f}".rstrip("0").rstrip(".") + "s"
             out.print(literal(f"  {point['capacity']:>6} slots: {shown}  {'met' if point['met'] else ''}"))

@@ -41,7 +41,8 @@ def claim_command(
     server: ServerOpt = None, server_token_file: ServerTokenFileOpt = None,
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
-    """Start the best task for AGENT; prints {"task": null} when there is none."""
+    """Start the best task for AGENT; when there is none, says so on stderr (--json:
+    prints {"task": null})."""
     remote = server_of(server, server_token_file)
     if remote is None and wait:
         raise BadInput("--wait needs --server (a claim against the database answers at once)")

@@ -144,9 +144,13 @@ def parse_duration(text: str) -> timedelta:
 
 def due_text(text: str, now: datetime) -> str:
     """`--due`: an ISO time with offset (as `--not-before`), or a duration from now (as
-    `--delay`: 90s, 10m, 2h, 1d), as ISO text for the spec to validate."""
+    `--delay`: 90s, 10m, 2h, 1d), as ISO text for the spec to validate. Text that is
+    neither (`tomorrow`) is refused saying both forms."""
     if text[:1].isdigit() and (text[-1] in _UNITS or text.replace(".", "", 1).isdigit()):
         return (now + parse_duration(text)).isoformat()
+    if not text[:1].isdigit():
+        raise BadInput(f"submit: due: {text[:40]!r} is neither an ISO time with its offset (e.g. "
+                       "2026-12-05T09:00:00Z) nor a duration from now (90s, 10m, 2h, 1d)")
     return text
 
 

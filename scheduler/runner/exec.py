@@ -164,7 +164,7 @@ def prepare_workdir(workdir: Path, payload: str) -> None:
             raise
         (workdir / "result.json").unlink(missing_ok=True)  # that run's result is not this one's
     with open(workdir / "payload.json", "w") as f:
-        f.write(payload)
+        f.write(payload + "\n")  # (a line: `cat` of it does not run into what follows)
 
 
 def _workdir(ws: Workspace, task_id: int, attempt: int) -> Path:
@@ -400,10 +400,12 @@ class AgentLog:
 
     def last_line(self) -> tuple[bytes, int]:
         """The last non-empty line (a final line without a newline counts), stripped,
-        as kept, and its full length."""
-        if bytes(self._line).strip():
-            return bytes(self._line).strip(), self._line_length
-        return self._last.strip(), self._last_length
+        as kept, and its full length: that of the stripped line when the whole line was
+        kept (so that blanks around it, a CR, never read as a line cut short)."""
+        raw, length = ((bytes(self._line), self._line_length) if bytes(self._line).strip()
+                       else (self._last, self._last_length))
+        stripped = raw.strip()
+        return stripped, len(stripped) if length == len(raw) else length
 
     def _extend(self, part: bytes) -> None:
         self._line_length += len(part)

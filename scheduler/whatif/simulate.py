@@ -251,7 +251,7 @@ def run_simulation(ws: Workspace, request: Request,
         ceiling = max(1, min(capacity.MAX_CAPACITY, base_run.queue(queue).arrived))
         found, curve = capacity.search(evaluate, queue, target, start, ceiling)
         document["search"] = {"queue": queue, "target": target.text, "metric": target.metric,
-                              "capacity": found, "curve": curve}
+                              "threshold": target.value, "capacity": found, "curve": curve}
     return document
 
 

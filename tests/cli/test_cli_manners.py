@@ -304,3 +304,18 @@ def test_the_tasks_table_shows_its_first_rows_and_says_so(cli: InProcess, home: 
     assert len(json.loads(cli("tasks", "--json").stdout)["tasks"]) == 5
     limited = cli("tasks", "--limit", "4")
     assert "job 3" in limited.stdout and "job 4" not in limited.stdout and limited.stderr == ""
+
+
+def test_at_80_columns_the_agents_table_keeps_names_and_headers_whole(cli: InProcess, home: Path):
+    """`puller` and `puller2` both read `pull…`, and `capa…`, `enab…`: only the
+    capabilities and hours now give way."""
+    write_control(home, [{"agentName": "puller", "agentType": "dev", "maxConcurrency": 2},
+                         {"agentName": "puller2", "agentType": "dev", "hours": ["Mon-Fri 08:00-18:00 UTC"],
+                          "capabilities": ["gpu", "cuda12", "a-rather-long-capability"]}])
+    ok(cli("init"))
+    lines = ok(cli("agents", "list", env={"COLUMNS": "80"})).stdout.splitlines()
+    assert lines[0].split() == ["agent", "type", "capacity", "enabled", "assigned", "running", "free",
+                                "weight", "capabilities", "hours"]
+    rows = [line.split()[:8] for line in lines if line.startswith("puller")]
+    assert rows == [["puller", "dev", "2", "yes", "0", "0", "2", "1"],
+                    ["puller2", "dev", "1", "yes", "0", "0", "1", "1"]]

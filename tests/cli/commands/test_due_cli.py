@@ -46,6 +46,9 @@ def test_a_bad_due_time_is_refused_and_appends_nothing(seeded: Path, run: Run, v
     line = one_error_line(run("submit", "-q", "dev", "-t", "x", "--due", value), 2)
     assert "due" in line or "duration" in line
     assert event_count(seeded / "sched.db") == before
+    if value == "soon":  # neither form: both are named
+        assert line == ("sched: submit: due: 'soon' is neither an ISO time with its offset (e.g. "
+                        "2026-12-05T09:00:00Z) nor a duration from now (90s, 10m, 2h, 1d)")
 
 
 def test_due_in_a_jsonl_file_and_not_beside_file(seeded: Path, run: Run):

@@ -55,6 +55,23 @@ def test_simulate_a_generated_load_and_find_the_capacity(home: Path, cli: InProc
     text = ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target", "wait_p95<=1m")).stdout
     point = next(p for p in doc["search"]["curve"] if p["capacity"] == found)
     assert f"{found:>6} slots: {human_duration(point['value'])}  met" in text
+    assert doc["search"]["threshold"] == 60
+
+
+def test_a_capacity_that_misses_by_less_than_the_rounding_says_its_figure(home: Path, cli: InProcess):
+    """`wait_p95<=10s` missed by a p95 of 10.4 s read `10s` beside no `met`: the figure
+    is given to the millisecond when, rounded, it would read as the target."""
+    ok(cli("init"))
+    args = ("simulate", "--generate", "dev:rate=120/h,run=2m", "--duration", "2h", "--seed", "3", "--find",
+            "capacity", "--queue", "dev")
+    doc = one_json(ok(cli(*args, "--target", "wait_p95<=1m", "--json")))
+    near = [p for p in doc["search"]["curve"] if not p["met"] and p["value"] is not None]
+    assert near, doc["search"]["curve"]
+    point = near[-1]
+    target = f"wait_p95<={point['value'] - 0.004:.3f}"  # just under the figure: missed
+    text = ok(cli(*args, "--target", target)).stdout
+    shown = f"{point['value']:.3f}".rstrip("0").rstrip(".")
+    assert f"{point['capacity']:>6} slots: {shown}s" in text, text
 
 
 def test_a_task_cancelled_before_its_not_before_does_not_stretch_the_run(home: Path, cli: InProcess):

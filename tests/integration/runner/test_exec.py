@@ -118,6 +118,17 @@ def test_the_last_stdout_line_is_the_result_when_no_file_is_written(tmp_path):
     assert last_event(ws, task_id, "TaskSucceeded")["result"] == {"answer": 7}
 
 
+@pytest.mark.parametrize("line", ['{"ok": true} ', '{"ok": true}\r', '    {"ok": true}'],
+                         ids=["trailing-space", "crlf", "indented"])
+def test_blanks_around_the_last_line_leave_it_the_result(tmp_path, line):
+    """A JSON line with blanks around it (a CRLF ending, an indent) was taken for one
+    cut short, 'over the limit of 1048576', and the successful attempt failed."""
+    argv = agent_script(tmp_path, "blanks", f"import sys\nsys.stdout.write({line!r} + '\\n')\n")
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws, max_attempts=1)
+    assert last_event(ws, task_id, "TaskSucceeded")["result"] == {"ok": True}
+
+
 def test_a_result_left_in_the_attempts_directory_by_an_earlier_run_is_not_this_runs(tmp_path):
     """After a restore from a backup, an attempt number runs again in the directory its
     lost run used: that run's result.json must not become this run's result."""
@@ -365,6 +376,8 @@ def test_shell_metacharacters_reach_the_agent_as_inert_data(tmp_path):
     workdir = Path(last_event(ws, sub.task_id, "TaskStarted")["workdir"])
     assert not [p for p in tmp_path.rglob("pwned*")], "a metacharacter was interpreted"
     assert sorted(p.name for p in workdir.iterdir()) == ["agent.log", "payload.json"]
+    written = (workdir / "payload.json").read_text()  # one line: `cat` of it ends its line
+    assert written.endswith("}\n") and written.count("\n") == 1 and json.loads(written) == payload
 
 
 def test_the_agent_gets_only_allowlisted_variables_and_its_task(tmp_path, started_by, monkeypatch):
