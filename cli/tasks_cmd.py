@@ -238,12 +238,11 @@ def show_command(
     out = console()
     for label, value in show_lines(doc):
         out.print(literal((f"{label:>12}", "bold"), "  ", value))
-    from rich.table import Table
-
-    table = Table("seq", "at", "event", "data")
-    for rec in events:  # the data cut first: a 1 MiB payload would make a 1 MiB table
-        table.add_row(str(rec.seq), rec.recorded_at, rec.type, literal(summary(rec.data, DATA_WIDTH)))
-    out.print(table)
+    # a line an event: only its data gives way, cut at its end (and first to DATA_WIDTH:
+    # a 1 MiB payload would make a 1 MiB table)
+    rows = [[str(rec.seq), rec.recorded_at, rec.type, literal(summary(rec.data, DATA_WIDTH))]
+            for rec in events]
+    out.print(fitted_table(["seq", "at", "event", "data"], rows, gives_way=("data",), width=out.width))
 
 
 def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:

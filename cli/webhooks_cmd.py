@@ -59,11 +59,13 @@ def list_command(
     if json_out:
         emit_json({"deliveries": rows})
         return
-    from rich.table import Table  # (only for people: --json needs no rich)
+    from cli.text import fitted_table  # (only for people: --json needs no rich)
 
-    table = Table("id", "event", "url", "status", "attempts", "at", "last error")
+    cells = []
     for row in rows:
         at = row["delivered_at"] or row["gave_up_at"] or f"next {row['next_attempt_at']}"
-        table.add_row(*map(literal, (row["id"], row["event"], row["url"], row["status"],
-                                     str(row["attempts"]), at, row["last_error"] or "")))
-    console().print(table)
+        cells.append([literal(str(v)) for v in (row["id"], row["event"], row["url"], row["status"],
+                                                row["attempts"], at, row["last_error"] or "")])
+    out = console()  # a line a delivery: its URL and event whole, only its last error cut
+    out.print(fitted_table(["id", "event", "url", "status", "attempts", "at", "last error"], cells,
+                           gives_way=("last error",), width=out.width))

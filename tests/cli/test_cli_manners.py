@@ -319,3 +319,14 @@ def test_at_80_columns_the_agents_table_keeps_names_and_headers_whole(cli: InPro
     rows = [line.split()[:8] for line in lines if line.startswith("puller")]
     assert rows == [["puller", "dev", "2", "yes", "0", "0", "2", "1"],
                     ["puller2", "dev", "1", "yes", "0", "0", "1", "1"]]
+
+
+def test_at_80_columns_show_gives_each_event_one_line_cut_only_at_its_end(cli: InProcess, home: Path):
+    """The data was wrapped at its spaces and each piece cut on its own: words went
+    missing from the middle (`reason":…` / `used up (3 of` lost `attempts`)."""
+    ok(cli("submit", "-q", "dev", "-t", "task with a title of several words"))
+    lines = ok(cli("show", "1", env={"COLUMNS": "80"})).stdout.splitlines()
+    (row,) = [line for line in lines if line.startswith("1 ")]
+    assert row.split()[2] == "TaskSubmitted" and row.rstrip().endswith("…")
+    assert row.split("TaskSubmitted", 1)[1].strip().startswith('{"task_id":1,"queue":"dev","t')
+    assert len(row) <= 80

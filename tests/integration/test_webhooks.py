@@ -432,7 +432,7 @@ def write_hooks(home: Path, url: str, *lines: str) -> None:
                                                 'events = ["task.failed"]', ""]))
 
 
-def test_webhooks_deliver_and_list_commands(make_workspace, endpoint, clean_env, capsys):
+def test_webhooks_deliver_and_list_commands(make_workspace, endpoint, clean_env, capsys, monkeypatch):
     ws = make_workspace()
     home = str(ws.settings.home)
     write_hooks(ws.settings.home, endpoint.url())
@@ -451,6 +451,10 @@ def test_webhooks_deliver_and_list_commands(make_workspace, endpoint, clean_env,
     assert row["body"]["event"] == "task.failed"
     assert main(["webhooks", "list", "--failed", "--json", "--home", home]) == 0
     assert json.loads(capsys.readouterr().out) == {"deliveries": []}
+    monkeypatch.setenv("COLUMNS", "80")  # the text: a line a delivery, its URL and event whole
+    assert main(["webhooks", "list", "--home", home]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(row["id"])]
+    assert line.split()[1:4] == ["task.failed", endpoint.url(), "pending"]
 
     endpoint.status = 200
     ws.clock.advance(10)
