@@ -159,6 +159,8 @@ def explain_command(
         out.print(literal((f"now: {now['status']}", "bold"), needs))
         if now["unplaceable"]:
             out.print(literal(("  can never be taken: ", "red"), now["unplaceable"]))
+        for held in now["held"]:  # (then no agent takes it, whatever they could)
+            out.print(literal(("  held: ", "yellow"), held))
         for a in now["agents"]:
             hours = f"; hours {'; '.join(a['hours'])}" if a["hours"] else ""
             out.print(literal(f"  {a['agent']} (weight {a['weight']:g}{hours}): "

@@ -93,7 +93,7 @@ def busy_slot_seconds(outcomes: Iterable[Outcome], held: Iterable[Held], lo: flo
 def outcome_figures(outcomes: Sequence[Outcome], hours: float) -> dict[str, object]:
     """Counts, rates and durations of the attempts that ended in a window of `hours`."""
     counts = {kind: 0 for kind in ("succeeded", "failed", "expired", "cancelled", "not_started",
-                                   "dead_lettered")}
+                                   "evicted", "interrupted", "dead_lettered")}
     for o in outcomes:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
     failed = counts["failed"] + counts["expired"]
@@ -105,6 +105,8 @@ def outcome_figures(outcomes: Sequence[Outcome], hours: float) -> dict[str, obje
         "lease_expired": counts["expired"],
         "cancelled": counts["cancelled"],
         "not_started": counts["not_started"],
+        "evicted": counts["evicted"],
+        "interrupted": counts["interrupted"],
         "dead_lettered": counts["dead_lettered"],
         "throughput_per_hour": round(counts["succeeded"] / hours, 6) if hours > 0 else None,
         "error_rate": round(failed / finished, 6) if finished else None,

@@ -7,7 +7,7 @@ from the log alone: the task's own stream, the decision recorded in each
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -243,8 +243,28 @@ def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> d
             "unplaceable": never_fits(agents, task), "agents": rows}
 
 
+def held_now(task: TaskView, paused: dict[str, object] | None,
+             closed: Mapping[str, dict[str, str]]) -> list[str]:
+    """What holds a waiting task back besides the agents: a pause, its queue's closed
+    gate, the tasks it runs after, an approval."""
+    held = []
+    if task.status == "awaiting_approval":
+        held.append("it waits for approval (sched approve)")
+    if task.waiting_on:
+        held.append(f"it runs after task(s) {', '.join(map(str, task.waiting_on))}, not yet succeeded")
+    if paused is not None:
+        why = f": {paused['reason']}" if paused.get("reason") else ""
+        held.append(f"assignment is paused by {paused['by']}{why}")
+    if task.queue in closed:
+        detail = closed[task.queue].get("detail")
+        held.append(f"the gate of queue {task.queue} is closed" + (f": {detail}" if detail else ""))
+    return held
+
+
 def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
+    from scheduler.gates import closed_gates
     from scheduler.reads.queries import current_fleet
+    from scheduler.workspace import describe_pause
 
     with ws.read() as (log, views):
         history = log.read_stream(f"task-{task_id}")
@@ -253,6 +273,11 @@ def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
         scheduler_history = log.read_stream("scheduler")
         task = views.get_task(task_id)
         fleet = current_fleet(ws, views) if task is not None and task.status in WAITING_STATUSES else []
+        meta = views.meta()
     doc = explain_history(history, scheduler_history)
     doc["now"] = waiting_now(task, fleet, ws.clock.now()) if task is not None else None
+    if doc["now"] is not None:
+        assert task is not None
+        paused = describe_pause(meta.get("paused"), ws.stop_file)
+        doc["now"]["held"] = held_now(task, paused, closed_gates(meta))
     return doc

@@ -4,11 +4,14 @@ disabled in the control file gives back the assignments it has not started."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from eventlog.errors import BadInput, TokenRejected
 from scheduler import operator, worker
 from scheduler.reads import queries
+from scheduler.reads.metrics import metrics
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.conftest import write_fleet
@@ -82,6 +85,8 @@ def test_evict_takes_back_running_and_assigned_attempts_without_using_them_up(ws
     tick(ws)
     assert task(ws, once.task_id).agent == "bob"  # retried on another agent
     assert task(ws, directed.task_id).status == "queued"  # directed at ann: it waits for her
+    figures = metrics(ws, timedelta(hours=1))["overall"]  # the evicted attempt: its own figure
+    assert (figures["evicted"], figures["interrupted"], figures["failed"]) == (1, 0, 0)
 
 
 def test_service_changes_are_events_that_replay_and_verify(ws):

@@ -503,6 +503,25 @@ def test_explain_after_a_failure_names_the_failover_and_the_backoff(make_workspa
     assert any(r.startswith("retry backoff after failed until") for r in second["why_not_earlier"])
 
 
+def test_explain_now_says_what_holds_a_task_back_besides_the_agents(make_workspace, capsys):
+    """While paused, or behind a task it runs after, `now:` said `ann: could take it`
+    and nothing else: the reason nothing would take it was left out."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 2}])
+    (parent,) = submit(ws, [TaskSpec(queue="dev", title="parent", requires_approval=True)])
+    (child,) = submit(ws, [TaskSpec(queue="dev", title="child", after=[parent.task_id])])
+    (plain,) = submit(ws, [TaskSpec(queue="dev", title="plain")])
+    assert explain(ws, plain.task_id)["now"]["held"] == []
+    operator.pause(ws, by="op", reason="deploying")
+    assert explain(ws, plain.task_id)["now"]["held"] == ["assignment is paused by op: deploying"]
+    assert explain(ws, parent.task_id)["now"]["held"] == [
+        "it waits for approval (sched approve)", "assignment is paused by op: deploying"]
+    assert explain(ws, child.task_id)["now"]["held"][0] == (
+        f"it runs after task(s) {parent.task_id}, not yet succeeded")
+    assert main(["explain", str(plain.task_id), "--home", str(ws.settings.home)], clock=ws.clock) == 0
+    out = capsys.readouterr().out
+    assert "  held: assignment is paused by op: deploying" in out and "could take it" in out
+
+
 def test_explain_of_an_unknown_task_exits_2(make_workspace, capsys):
     ws = make_workspace()
     assert main(["explain", "42", "--home", str(ws.settings.home)]) == 2

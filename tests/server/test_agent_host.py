@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from eventlog.errors import BadInput
 from scheduler import access
 from scheduler.reads import queries
+from scheduler.reads.metrics import metrics
 from scheduler.runner import containment
 from scheduler.runner.agent_host import grant_time
 from scheduler.runner.remote import Server
@@ -171,6 +173,8 @@ def test_sigterm_stops_the_running_attempts_and_queues_them_again_uncounted(make
     requeued = next(r.event for r in records if r.type == "TaskRequeued")
     assert (requeued.reason, requeued.not_before) == ("interrupted", None)
     assert (task.status, task.attempt, task.attempt_floor, task.excluded) == ("queued", 1, 1, ())
+    figures = metrics(ws, timedelta(hours=1))["overall"]  # its own figure, not a failure
+    assert (figures["interrupted"], figures["failed"]) == (1, 0)
 
 
 @pytest.mark.parametrize("start", [
