@@ -78,6 +78,9 @@ class HttpLedger:
             else worker.Beat(from_text(b["lease_expires_at"]), bool(b["cancel"])) for b in answer["beats"]]
         return beats, [str(s["status"]) for s in answer["statuses"]]
 
+    def cancelled(self, attempts: Sequence[tuple[int, int]]) -> set[int]:
+        return set()  # (a request a task would cost the server: its turns say so, every third of a lease)
+
 
 def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
     """How the attempt ended, as a turn sends it."""

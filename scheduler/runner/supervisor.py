@@ -13,9 +13,11 @@ on a thread of its own, so a grace period holds up no other attempt.
 One bookkeeping thread talks to the ledger: per turn, one call renews every lease that
 is due (a third of `lease_seconds` after its last renewal) and records every outcome
 that is ready. So N running attempts cost one write transaction per renewal interval,
-not N, and a batch of attempts that end together is recorded at once. The ledger is the
-database (`DatabaseLedger`), or a server for a host with no database access
-(`agent_host.HttpLedger`, one request per turn).
+not N, and a batch of attempts that end together is recorded at once. Between turns it
+asks every `CANCEL_CHECK_SECONDS` which running attempts have a cancel pending (a read),
+so that a cancel does not wait for a renewal. The ledger is the database
+(`DatabaseLedger`), or a server for a host with no database access
+(`agent_host.HttpLedger`, one request per turn; it cannot tell between turns).
 
 The daemon runs one supervisor process for all the attempts its ticks start
 (`scheduler.runner.launcher`); `sched exec` runs one for a single attempt (`exec.run`);
@@ -78,6 +80,9 @@ FENCE_MARGIN_SECONDS = 1.0  # a stop that must be over by the lease's expiry sta
 # this long before the next try, and are tried while their leases hold (then the task
 # is taken back anyway, and an outcome recorded late would be refused)
 RETRY_SECONDS = 1.0
+# how often the bookkeeper asks the ledger whether a running attempt was cancelled, between
+# renewals (which say so too, but only every third of a lease)
+CANCEL_CHECK_SECONDS = 2.0
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
 
 
@@ -126,6 +131,12 @@ class Ledger(Protocol):
         nothing could be done (the database busy or away)."""
         ...
 
+    def cancelled(self, attempts: Sequence[tuple[int, int]]) -> set[int]:
+        """The tasks among these (task id, attempt) whose running attempt is that one and
+        has a cancel pending: a read, nothing written. An empty set where the ledger
+        cannot tell between turns."""
+        ...
+
 
 class DatabaseLedger:
     """The ledger of a supervisor with the database at hand: one write transaction per
@@ -156,6 +167,12 @@ class DatabaseLedger:
                     statuses.append("lost")
         return beats, statuses
 
+    def cancelled(self, attempts: Sequence[tuple[int, int]]) -> set[int]:
+        with self._ws.read() as (_log, views):
+            return {task_id for task_id, attempt in attempts
+                    if (task := views.get_task(task_id)) is not None and task.cancelling
+                    and task.status == "running" and task.attempt == attempt}
+
 
 class Bookkeeper:
     """The thread that renews leases and records outcomes, one `Ledger.turn` (one write
@@ -163,8 +180,10 @@ class Bookkeeper:
     refused, so the supervising loop looks at once."""
 
     def __init__(self, ledger: Ledger, wake: Callable[[], None],
-                 retry_seconds: float = RETRY_SECONDS) -> None:
+                 retry_seconds: float = RETRY_SECONDS, check_seconds: float = CANCEL_CHECK_SECONDS) -> None:
         self._ledger, self._wake, self._retry_seconds = ledger, wake, retry_seconds
+        self._check_seconds = check_seconds
+        self._check_at = 0.0  # (lease_clock) when running attempts are next asked about a cancel
         self._cond = threading.Condition()
         self._leases: list[Running] = []
         self._endings: list[tuple[Running, Ending]] = []
@@ -196,8 +215,9 @@ class Bookkeeper:
             self._cond.notify()
         self._thread.join()
 
-    def _next_turn(self) -> tuple[list[Running], list[tuple[Running, Ending]]] | None:
-        """Wait for work: the leases due and the outcomes ready (None: closed)."""
+    def _next_turn(self) -> tuple[list[Running], list[tuple[Running, Ending]], list[Running]] | None:
+        """Wait for work: the leases due, the outcomes ready, and the attempts to ask
+        about a cancel (None: closed)."""
         with self._cond:
             while True:
                 if self._closing and not self._endings:
@@ -205,16 +225,23 @@ class Bookkeeper:
                 now = lease_clock()
                 due = [r for r in self._leases if r.next_beat <= now]
                 endings_due = bool(self._endings) and (now >= self._retry_at or self._closing)
-                if due or endings_due:
+                check = list(self._leases) if self._leases and now >= self._check_at else []
+                if due or endings_due or check:
                     endings, self._endings = (self._endings, []) if endings_due else ([], self._endings)
-                    return due, endings
-                wait = min([r.next_beat for r in self._leases] + ([self._retry_at] if self._endings else []),
-                           default=now + 3600) - now
+                    if check:
+                        self._check_at = now + self._check_seconds
+                    return due, endings, check
+                wait = min([r.next_beat for r in self._leases] + ([self._retry_at] if self._endings else [])
+                           + ([self._check_at] if self._leases else []), default=now + 3600) - now
                 self._cond.wait(max(wait, 0.001))
 
     def _run(self) -> None:
         while (turn := self._next_turn()) is not None:
-            due, endings = turn
+            due, endings, check = turn
+            if check and self._check_cancels(check):
+                self._wake()
+            if not (due or endings):
+                continue
             try:
                 self._turn(due, endings)
             except Exception as e:  # (an answer that does not fit the asking) the loop goes on,
@@ -226,6 +253,19 @@ class Bookkeeper:
                     for run, _ending in endings:
                         run.outcome = Outcome("lost", f"not recorded: {e}")
             self._wake()
+
+    def _check_cancels(self, watched: list[Running]) -> bool:
+        """Mark the attempts whose cancel was requested, so that the supervising loop
+        stops them now rather than at their next renewal; whether any was. A failed read
+        is no loss: the renewal says it anyway."""
+        try:
+            cancelled = self._ledger.cancelled([(r.attempt.task_id, r.attempt.attempt) for r in watched])
+        except Exception:  # (the database away or busy: the turns say so)
+            return False
+        with self._cond:
+            for run in watched:
+                run.cancel = run.cancel or run.attempt.task_id in cancelled
+        return bool(cancelled)
 
     def _turn(self, due: list[Running], endings: list[tuple[Running, Ending]]) -> None:
         every = self._ledger.lease_seconds / 3

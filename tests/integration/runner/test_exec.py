@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from scheduler import operator, worker
 from scheduler.clock import SystemClock
 from scheduler.reads import queries
 from scheduler.reads.metrics import metrics
+from scheduler.runner import supervisor
 from scheduler.runner.launcher import Launcher
 from scheduler.runner.spawn import exec_argv
 from scheduler.submit import TaskSpec, submit
@@ -458,6 +460,29 @@ def test_cancelling_a_running_push_agent_stops_its_group_at_the_next_heartbeat(t
     wait_for("the cancel to complete", lambda: status_of(ws, sub.task_id) == "cancelled")
     failed = last_event(ws, sub.task_id, "TaskFailed")
     assert failed["reason"] == "cancelled" and failed["signal"] == signal.SIGTERM
+
+
+def test_a_cancel_reaches_a_push_agent_between_renewals(tmp_path):
+    """With the default lease (300 s) the runner renews every 100 s, and a cancel
+    waited for that renewal: the command ran on, or finished and succeeded. The runner
+    asks about cancels every few seconds between renewals."""
+    argv = agent_script(tmp_path, "long", """
+        import time
+        open("started", "w").close()
+        time.sleep(120)  # the cancel stops it long before
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv}, kill_grace_seconds=0.5)
+    assert ws.settings.lease_seconds == 300
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
+    wait_for("the agent to start", lambda: (workdir / "started").exists())
+    asked = time.monotonic()
+    assert operator.cancel(ws, sub.task_id, "tester") == "running"
+    wait_for("the cancel to complete", lambda: status_of(ws, sub.task_id) == "cancelled",
+             timeout=4 * supervisor.CANCEL_CHECK_SECONDS + 5)
+    assert time.monotonic() - asked < 60  # (not the renewal's 100 s)
+    assert last_event(ws, sub.task_id, "TaskFailed")["reason"] == "cancelled"
 
 
 def test_an_exit_code_declared_non_retryable_dead_letters_at_once(tmp_path):
