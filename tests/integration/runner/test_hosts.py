@@ -23,6 +23,8 @@ from tests.conftest import new_workspace, wait_for
 from tests.invariants import check_log
 
 COMMAND = [sys.executable, "-c", "pass"]
+PINNED_GPU = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
+               "host": "gpu-1"}]
 
 
 def as_host(ws: Workspace, host: str, started: list[tuple[str, int]]) -> Workspace:
@@ -56,9 +58,7 @@ def test_the_pinned_host_starts_its_own_assignment_once_while_its_wrapper_starts
     """A daemon without its supervisor starts `sched exec` wrappers, which take a moment
     to record their starts: its next tick started a second wrapper for each assignment
     it had made itself (refused by then, but alarming, and a process each)."""
-    agents = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
-               "host": "gpu-1"}]
-    ws = new_workspace(tmp_path / "home", agents)
+    ws = new_workspace(tmp_path / "home", PINNED_GPU)
     started: list[tuple[str, int]] = []
     gpu = as_host(ws, "gpu-1", started)
     (dev,) = [r.task_id for r in submit(ws, [TaskSpec(queue="dev", title="train")])]
@@ -70,9 +70,7 @@ def test_the_pinned_host_starts_its_own_assignment_once_while_its_wrapper_starts
 
 
 def test_a_wrapper_that_could_not_be_started_is_started_by_the_next_tick(tmp_path):
-    agents = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
-               "host": "gpu-1"}]
-    ws = new_workspace(tmp_path / "home", agents)
+    ws = new_workspace(tmp_path / "home", PINNED_GPU)
     tries: list[int] = []
 
     def launcher(_settings, task_id: int) -> None:
@@ -93,9 +91,7 @@ def test_a_wrapper_that_could_not_be_started_is_started_by_the_next_tick(tmp_pat
 
 
 def test_a_dry_run_on_the_pinned_host_starts_nothing_and_forgets_nothing(tmp_path):
-    agents = [{"agentName": "gpu", "agentType": "dev", "maxConcurrency": 1, "command": COMMAND,
-               "host": "gpu-1"}]
-    ws = new_workspace(tmp_path / "home", agents)
+    ws = new_workspace(tmp_path / "home", PINNED_GPU)
     started: list[tuple[str, int]] = []
     gpu = as_host(ws, "gpu-1", started)
     (dev,) = [r.task_id for r in submit(ws, [TaskSpec(queue="dev", title="train")])]
