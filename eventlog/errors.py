@@ -94,6 +94,13 @@ class CorruptLog(DatabaseError):
     exit_code = 1
 
 
+class NewerProjections(DatabaseError):
+    """The projection tables were made by a newer sched: this one would refold them to
+    its own shape (and the newer one back, at its next start), so it refuses."""
+
+    exit_code = 1
+
+
 class LogTampered(DatabaseError):
     """The log was altered: a check failed, and nothing is appended after it."""
 

@@ -23,7 +23,7 @@ def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = 
     from sqlmodel import SQLModel
 
     try:
-        with ws.db.write() as txn:
+        with ws.opened(refold_newer=True).write() as txn:  # (going back to this version on purpose)
             SQLModel.metadata.create_all(txn.session.connection(),
                                          tables=[t for t in all_tables() if t.name != "events"])  # type: ignore[attr-defined]
             return rebuild(SqlStore(txn), SqlProjection(txn), progress, check_chain=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventlog.errors import DatabaseFault, LogTampered, missing_table
+from eventlog.errors import DatabaseFault, LogTampered, NewerProjections, missing_table
 from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import LAST_EVENT, SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
@@ -73,7 +73,11 @@ class Workspace:
     @property
     def db(self) -> Storage:
         """The existing database (a missing or foreign one is an error), its schema
-        upgraded and its projections of this version."""
+        upgraded and its projections of this version (`NewerProjections` when a newer
+        sched made them: `opened(refold_newer=True)` refolds them, for `sched rebuild`)."""
+        return self.opened()
+
+    def opened(self, *, refold_newer: bool = False) -> Storage:
         if self._db is None:
             db = open_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
             if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
@@ -83,7 +87,10 @@ class Workspace:
             from projections.rebuild import ensure_current, stored_schema
 
             with db.read() as txn:
-                current = stored_schema(txn) == PROJECTION_SCHEMA
+                stored = stored_schema(txn)
+            if not refold_newer:
+                refuse_newer(db, stored)
+            current = stored == PROJECTION_SCHEMA
             if not current:  # tables of another sched version: replay the log into new ones
                 self._needs_write(db, "its projections were made by another version of sched and "
                                       "must be rebuilt")
@@ -114,8 +121,10 @@ class Workspace:
                 db.close()  # a rebuild fold nothing, emptying every table; only a backup has it
                 raise missing_table(str(db.location), "events")
         db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-        from projections.rebuild import ensure_current
+        from projections.rebuild import ensure_current, stored_schema
 
+        with db.read() as txn:
+            refuse_newer(db, stored_schema(txn))
         with db.write() as txn:
             ensure_current(txn)
         self._db = db
@@ -186,6 +195,18 @@ def last_time(last: Recorded) -> datetime:
         raise LogTampered(f"refusing to write: the last event of the log (seq {last.seq}) has a time "
                           f"sched cannot read ({last.recorded_at!r}), so it was altered; run "
                           "`sched replay --verify`") from e
+
+
+def refuse_newer(db: Storage, stored: int | None) -> None:
+    """`NewerProjections` when the projection tables are of a newer sched's shape than
+    this one's (`stored`): refolding them to this shape, and the newer sched back at
+    its next start, would take turns rebuilding every table with every writer waiting."""
+    if stored is not None and stored > PROJECTION_SCHEMA:
+        db.close()
+        raise NewerProjections(
+            f"{db.location}: its projections were made by a newer sched (projection schema {stored}; "
+            f"this one knows {PROJECTION_SCHEMA}): upgrade sched; to go back to this version on "
+            "purpose, stop every process of the newer one and run `sched rebuild`")
 
 
 def describe_pause(recorded: str | None, stop_file: Path | None) -> dict[str, object] | None:

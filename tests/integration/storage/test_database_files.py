@@ -171,6 +171,27 @@ def test_verify_reads_the_tables_a_batch_at_a_time_and_misses_no_row(make_worksp
     assert run(capsys, "replay", "--verify", "--json", "--home", str(ws.settings.home))[2] == ""
 
 
+def test_projections_of_a_newer_sched_are_refused_not_folded_back(history, capsys):
+    """An older sched refolded a newer one's tables to its own shape, and the newer one
+    back at its next start: each a full refold with every writer waiting, silently. A
+    newer shape is refused now; `sched rebuild` goes back to this version on purpose."""
+    from projections.views import PROJECTION_SCHEMA
+
+    home = str(history.settings.home)
+    sql(history, "UPDATE projection_schema SET version = ?", PROJECTION_SCHEMA + 1)
+    for args in (["status"], ["init"], ["submit", "-q", "dev", "-t", "more"]):
+        code, _, err = run(capsys, *args, "--home", home)
+        assert code == 1 and one_line(err).endswith(
+            f"its projections were made by a newer sched (projection schema {PROJECTION_SCHEMA + 1}; this "
+            f"one knows {PROJECTION_SCHEMA}): upgrade sched; to go back to this version on purpose, stop "
+            "every process of the newer one and run `sched rebuild`"), (args, err)
+    with closing(sqlite3.connect(history.settings.db_path)) as conn:
+        stored = conn.execute("SELECT max(version) FROM projection_schema").fetchone()
+    assert stored == (PROJECTION_SCHEMA + 1,)  # not folded back
+    assert run(capsys, "rebuild", "--home", home)[0] == 0
+    assert run(capsys, "replay", "--verify", "--home", home)[0] == 0
+
+
 def test_event_bytes_that_are_not_utf8_are_named_by_seq(history, capsys):
     sql(history, "UPDATE events SET data = CAST(? AS BLOB) WHERE seq = 2", b'{"title": "\xff\xfe"}')
     code, out, err = run(capsys, "replay", "--verify", "--home", str(history.settings.home))
