@@ -122,7 +122,7 @@ def workspace(home: Path | None = None, db: str | None = None,
               agents: Path | None = None, *, create_home: bool = False,
               host: str | None = None) -> Workspace:
     return Workspace(loaded_settings(home, db, agents, create_home=create_home, host=host).settings,
-                     clock=CLOCK[0])
+                     clock=CLOCK[0], say=message)
 
 
 def warn_if_fleet_unread(ws: Workspace) -> None:

@@ -277,11 +277,12 @@ def run_command(
     every = check_interval(interval) if interval is not None else ws.settings.tick_interval_seconds
     # the health check's last_tick grades against the interval the daemon really uses
     ws.settings = ws.settings.model_copy(update={"tick_interval_seconds": every})
-    ws.db  # noqa: B018 - fail now, with one line, if the database is missing
     if log_format == "json":
         log = DaemonLog(_stderr_line, "json", ws.settings.host_name, ws.clock.now)
     else:
         log = DaemonLog(message)
+    ws.say = lambda text: log(text.strip(), event="projections.rebuild")  # (in the log's format)
+    ws.db  # noqa: B018 - fail now, with one line, if the database is missing
     raise typer.Exit(run_daemon(ws, every, log))
 
 

@@ -58,6 +58,8 @@ class Workspace:
     launcher: Callable[[Settings, int], object] = spawn_exec
     # the daemon's launcher: its ticks start push attempts with wrappers it forks
     starter: Starter | None = None
+    # tells a person of long work the workspace does on its own (a refold on upgrade)
+    say: Callable[[str], None] | None = None
     _db: Storage | None = None
     # the control file's candidates for these settings, and the fleet last read from it
     _control: tuple[Settings, list[Path]] | None = field(default=None, init=False, repr=False, compare=False)
@@ -84,7 +86,7 @@ class Workspace:
                 self._needs_write(db, "its tables were made by an older version of sched and must "
                                       "be upgraded")
                 db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-            from projections.rebuild import ensure_current, stored_schema
+            from projections.rebuild import stored_schema
 
             with db.read() as txn:
                 stored = stored_schema(txn)
@@ -94,10 +96,22 @@ class Workspace:
             if not current:  # tables of another sched version: replay the log into new ones
                 self._needs_write(db, "its projections were made by another version of sched and "
                                       "must be rebuilt")
-                with db.write() as txn:
-                    ensure_current(txn)
+                self.refold(db, stored)
             self._db = db
         return self._db
+
+    def refold(self, db: Storage, stored: int | None) -> None:
+        """The projection tables of another shape (`stored`) dropped and the log folded
+        into new ones, saying so (`say`): on a big log it takes a while, writers wait."""
+        from projections.rebuild import ensure_current
+
+        say = self.say or (lambda _text: None)
+        say(f"rebuilding the projections for this version of sched (their shape {stored}, now "
+            f"{PROJECTION_SCHEMA}): writers wait until it is done")
+        with db.write() as txn:
+            ensure_current(txn, progress=lambda n: say(f"  {n} events folded"))
+            events = SqlStore(txn).last_position()
+        say(f"rebuilt the projections from {events} events")
 
     @staticmethod
     def _needs_write(db: Storage, why: str) -> None:
@@ -124,9 +138,13 @@ class Workspace:
         from projections.rebuild import ensure_current, stored_schema
 
         with db.read() as txn:
-            refuse_newer(db, stored_schema(txn))
-        with db.write() as txn:
-            ensure_current(txn)
+            stored = stored_schema(txn)
+        refuse_newer(db, stored)
+        if stored is not None and stored != PROJECTION_SCHEMA:  # an older sched's tables
+            self.refold(db, stored)
+        else:
+            with db.write() as txn:
+                ensure_current(txn)  # (new tables: made, nothing to fold)
         self._db = db
         return created
 

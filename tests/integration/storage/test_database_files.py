@@ -192,6 +192,25 @@ def test_projections_of_a_newer_sched_are_refused_not_folded_back(history, capsy
     assert run(capsys, "replay", "--verify", "--home", home)[0] == 0
 
 
+def test_a_refold_on_upgrade_says_so(history, capsys, monkeypatch):
+    """The first command after an upgrade refolds the whole log with every writer
+    waiting (40 s a million events) and said nothing."""
+    from projections import rebuild as folding
+    from projections.views import PROJECTION_SCHEMA
+
+    monkeypatch.setattr(folding, "PROGRESS_EVERY", 2)
+    home = str(history.settings.home)
+    sql(history, "UPDATE projection_schema SET version = ?", PROJECTION_SCHEMA - 1)
+    code, out, err = run(capsys, "status", "--json", "--home", home)
+    events = json.loads(out)["last_seq"]
+    assert code == 0 and err.splitlines() == [
+        f"rebuilding the projections for this version of sched (their shape {PROJECTION_SCHEMA - 1}, now "
+        f"{PROJECTION_SCHEMA}): writers wait until it is done",
+        *(f"  {n} events folded" for n in range(2, events + 1, 2)),
+        f"rebuilt the projections from {events} events"]
+    assert run(capsys, "status", "--home", home)[2] == ""  # once
+
+
 def test_event_bytes_that_are_not_utf8_are_named_by_seq(history, capsys):
     sql(history, "UPDATE events SET data = CAST(? AS BLOB) WHERE seq = 2", b'{"title": "\xff\xfe"}')
     code, out, err = run(capsys, "replay", "--verify", "--home", str(history.settings.home))
