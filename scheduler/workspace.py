@@ -86,26 +86,30 @@ class Workspace:
                 self._needs_write(db, "its tables were made by an older version of sched and must "
                                       "be upgraded")
                 db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-            from projections.rebuild import stored_schema
-
-            with db.read() as txn:
-                stored = stored_schema(txn)
-            if not refold_newer:
-                refuse_newer(db, stored)
-            current = stored == PROJECTION_SCHEMA
-            if not current:  # tables of another sched version: replay the log into new ones
-                self._needs_write(db, "its projections were made by another version of sched and "
-                                      "must be rebuilt")
-                self.refold(db, stored)
+            self._make_current(db, refold_newer)
             self._db = db
         return self._db
 
-    def refold(self, db: Storage, stored: int | None) -> None:
-        """The projection tables of another shape (`stored`) dropped and the log folded
-        into new ones, saying so (`say`): on a big log it takes a while, writers wait."""
-        from projections.rebuild import ensure_current
+    def _make_current(self, db: Storage, refold_newer: bool = False) -> None:
+        """Projection tables of this version's shape: made when there are none; the log
+        folded into new ones when another sched made them, saying so (`say`: on a big log
+        it takes a while, writers wait); `NewerProjections` when a newer sched made them,
+        unless `refold_newer` (refolding them to this shape, and the newer sched back at
+        its next start, would take turns rebuilding every table, writers waiting)."""
+        from projections.rebuild import ensure_current, stored_schema
 
-        say = self.say or (lambda _text: None)
+        with db.read() as txn:
+            stored = stored_schema(txn)
+        if stored == PROJECTION_SCHEMA:
+            return
+        if stored is not None and stored > PROJECTION_SCHEMA and not refold_newer:
+            db.close()
+            raise NewerProjections(
+                f"{db.location}: its projections were made by a newer sched (projection schema {stored}; "
+                f"this one knows {PROJECTION_SCHEMA}): upgrade sched; to go back to this version on "
+                "purpose, stop every process of the newer one and run `sched rebuild`")
+        self._needs_write(db, "its projections were made by another version of sched and must be rebuilt")
+        say = self.say if stored is not None and self.say is not None else (lambda _text: None)
         say(f"rebuilding the projections for this version of sched (their shape {stored}, now "
             f"{PROJECTION_SCHEMA}): writers wait until it is done")
         with db.write() as txn:
@@ -135,16 +139,7 @@ class Workspace:
                 db.close()  # a rebuild fold nothing, emptying every table; only a backup has it
                 raise missing_table(str(db.location), "events")
         db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-        from projections.rebuild import ensure_current, stored_schema
-
-        with db.read() as txn:
-            stored = stored_schema(txn)
-        refuse_newer(db, stored)
-        if stored is not None and stored != PROJECTION_SCHEMA:  # an older sched's tables
-            self.refold(db, stored)
-        else:
-            with db.write() as txn:
-                ensure_current(txn)  # (new tables: made, nothing to fold)
+        self._make_current(db)
         self._db = db
         return created
 
@@ -213,18 +208,6 @@ def last_time(last: Recorded) -> datetime:
         raise LogTampered(f"refusing to write: the last event of the log (seq {last.seq}) has a time "
                           f"sched cannot read ({last.recorded_at!r}), so it was altered; run "
                           "`sched replay --verify`") from e
-
-
-def refuse_newer(db: Storage, stored: int | None) -> None:
-    """`NewerProjections` when the projection tables are of a newer sched's shape than
-    this one's (`stored`): refolding them to this shape, and the newer sched back at
-    its next start, would take turns rebuilding every table with every writer waiting."""
-    if stored is not None and stored > PROJECTION_SCHEMA:
-        db.close()
-        raise NewerProjections(
-            f"{db.location}: its projections were made by a newer sched (projection schema {stored}; "
-            f"this one knows {PROJECTION_SCHEMA}): upgrade sched; to go back to this version on "
-            "purpose, stop every process of the newer one and run `sched rebuild`")
 
 
 def describe_pause(recorded: str | None, stop_file: Path | None) -> dict[str, object] | None:
