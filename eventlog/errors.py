@@ -101,6 +101,13 @@ class NewerProjections(DatabaseError):
     exit_code = 1
 
 
+class ProjectionsChanged(DatabaseError):
+    """The projection tables are no longer of the shape this process opened them in
+    (another version of sched rebuilt them while it ran): it writes nothing more."""
+
+    exit_code = 1
+
+
 class LogTampered(DatabaseError):
     """The log was altered: a check failed, and nothing is appended after it."""
 

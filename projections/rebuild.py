@@ -13,7 +13,7 @@ from eventlog.sql_store import SqlStore
 from eventlog.storage.port import Transaction
 from eventlog.store import GENESIS_HASH, Recorded, chained, first_broken_link
 from projections.sql import ROW_SHAPES, Key, SqlProjection, wanted_rows
-from projections.views import PROJECTION_SCHEMA
+from projections.views import PROJECTION_SCHEMA, SHAPE_KEY
 
 PROGRESS_EVERY = 10_000  # events: a rebuild flushes its changes and says how far it got
 
@@ -69,6 +69,7 @@ def rebuild(log: SqlStore, views: SqlProjection,
     from projections.apply import apply
 
     views.clear()
+    views.set_meta(SHAPE_KEY, str(PROJECTION_SCHEMA))
     count = 0
     for rec in chained(log.read()) if check_chain else log.read():
         apply(views, rec)

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 from eventlog.errors import MEND_DAMAGE, DamagedProjection
 from eventlog.frozen import constructor
 from eventlog.storage.port import Lookup, Read, Row, Term, Transaction, Unindexed
-from projections.views import AgentView, CapacityChange, Outcome, TaskView, TokenView, due_watch
+from projections.views import (
+    PROJECTION_SCHEMA,
+    SHAPE_KEY,
+    AgentView,
+    CapacityChange,
+    Outcome,
+    TaskView,
+    TokenView,
+    due_watch,
+)
 
 if TYPE_CHECKING:
 
@@ -188,7 +197,7 @@ def wanted_rows(state: MemoryProjection) -> dict[str, Mapping[Key, Key]]:
         "capacity_changes": dict(split("capacity_changes", _capacity_row(c), _CAPACITY_FIELDS)
                                  for c in state.capacity.values()),
         "tokens": DerivedRows(state.tokens, _token_row),
-        "projection_meta": {(k,): (v,) for k, v in state.meta.items()},
+        "projection_meta": {(k,): (v,) for k, v in {**state.meta, SHAPE_KEY: str(PROJECTION_SCHEMA)}.items()},
     }
 
 

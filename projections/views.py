@@ -12,7 +12,11 @@ from eventlog.frozen import constructor
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 18
+PROJECTION_SCHEMA = 19
+# The key of `projection_meta` that holds the shape the tables were made in (written
+# with every fold from the start): every write reads the meta first, so a process whose
+# tables another version of sched rebuilt meanwhile finds out before it writes
+SHAPE_KEY = "projection_schema"
 
 Status = Literal[
     "awaiting_approval", "blocked", "queued", "assigned", "running", "failed", "succeeded", "dead",

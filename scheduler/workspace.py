@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventlog.errors import DatabaseFault, LogTampered, NewerProjections, missing_table
+from eventlog.errors import DatabaseFault, LogTampered, NewerProjections, ProjectionsChanged, missing_table
 from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import LAST_EVENT, SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
 from eventlog.storage.port import Read
 from projections.sql import META, SqlProjection, meta_json
-from projections.views import PROJECTION_SCHEMA
+from projections.views import PROJECTION_SCHEMA, SHAPE_KEY
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import Settings
 from scheduler.runner.spawn import Starter, lease_clock, spawn_exec
@@ -154,6 +154,7 @@ class Workspace:
 
         with self.db.write(commit=commit, prefetch=(META, LAST_EVENT, *prefetch)) as txn:
             recorder = Recorder(SqlStore(txn), SqlProjection(txn))
+            self._check_shape(recorder.views.meta().get(SHAPE_KEY))
             recorder.catch_up()  # on SQLite its first read takes the write lock (BEGIN IMMEDIATE)
             last = recorder.log.last()
             # the real time is the database server's where it has a clock (hosts' clocks
@@ -162,6 +163,22 @@ class Workspace:
             recorder.now = max(now, last_time(last)) if last is not None else now
             recorder.now_mark = lease_clock()
             yield recorder
+
+    def _check_shape(self, shape: str | None) -> None:
+        """Refuse to write into projection tables that are no longer of this version's
+        shape: another version of sched rebuilt them after this process opened them (or
+        they were damaged). Folding this version's way into them would leave rows that
+        neither version reads right. (The shape is in the meta every write reads first:
+        the check costs no read.)"""
+        if shape == str(PROJECTION_SCHEMA):
+            return
+        made = (f"made for projection schema {shape}" if shape is not None
+                else "no longer say which version of sched made them")
+        raise ProjectionsChanged(
+            f"{self.db.location}: its projection tables changed while this process ran ({made}; this "
+            f"sched writes projection schema {PROJECTION_SCHEMA}): nothing recorded. Another version of "
+            "sched rebuilt them: stop this process and run one version (docs/operations.md, Upgrading "
+            "sched); if no other version runs, they were damaged: `sched rebuild`")
 
     @contextmanager
     def read(self, prefetch: Sequence[Read] = ()) -> Iterator[tuple[SqlStore, SqlProjection]]:

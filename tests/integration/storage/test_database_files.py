@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from eventlog.errors import ProjectionsChanged
 from eventlog.storage import base
 from eventlog.storage.sqlite import APPLICATION_ID
 from projections import rebuild
 from scheduler.reads import queries
+from scheduler.rebuild import rebuild_projections
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 from tests.cli.conftest import cli_env, file_digest
@@ -190,6 +192,38 @@ def test_projections_of_a_newer_sched_are_refused_not_folded_back(history, capsy
     assert stored == (PROJECTION_SCHEMA + 1,)  # not folded back
     assert run(capsys, "rebuild", "--home", home)[0] == 0
     assert run(capsys, "replay", "--verify", "--home", home)[0] == 0
+
+
+@pytest.mark.parametrize("shape", ["newer", "none"])
+def test_a_process_writes_nothing_into_tables_another_version_rebuilt_meanwhile(history, shape):
+    """A process checked the tables' shape only when it opened the database: a daemon
+    left running while another version rebuilt the tables went on folding its own way
+    into them. Every write reads the meta first, and the shape is there now: the
+    process refuses, appending nothing, until it is stopped (or the damage rebuilt)."""
+    from projections.views import PROJECTION_SCHEMA, SHAPE_KEY
+
+    submit(history, [TaskSpec(queue="dev", title="before")])  # (open, as a daemon is)
+    head = events(history.settings.db_path)
+    if shape == "newer":  # a newer sched's refold writes its own shape
+        sql(history, "UPDATE projection_meta SET value = ? WHERE key = ?",
+            str(PROJECTION_SCHEMA + 1), SHAPE_KEY)
+    else:  # a sched from before the shape was kept there (or a damaged table)
+        sql(history, "DELETE FROM projection_meta WHERE key = ?", SHAPE_KEY)
+    made = (f"made for projection schema {PROJECTION_SCHEMA + 1}" if shape == "newer"
+            else "no longer say which version of sched made them")
+    with pytest.raises(ProjectionsChanged) as refused:
+        submit(history, [TaskSpec(queue="dev", title="after")])
+    assert refused.value.message == (
+        f"{history.settings.db_path}: its projection tables changed while this process ran ({made}; this "
+        f"sched writes projection schema {PROJECTION_SCHEMA}): nothing recorded. Another version of sched "
+        "rebuilt them: stop this process and run one version (docs/operations.md, Upgrading sched); if no "
+        "other version runs, they were damaged: `sched rebuild`")
+    assert events(history.settings.db_path) == head
+    if shape == "none":
+        rebuild_projections(history)  # (what the line says for damage)
+        submit(history, [TaskSpec(queue="dev", title="after")])
+        assert events(history.settings.db_path) == head + 1
+        assert queries.verify_log(history).ok
 
 
 def test_a_refold_on_upgrade_says_so(history, capsys, monkeypatch):
