@@ -59,10 +59,12 @@ WITHHELD = (TOKEN_VARIABLE, TOKEN_FILE_VARIABLE)  # the runner's own token never
 
 class HttpLedger:
     """A supervisor's ledger on a host with no database: one `turn` call to the server
-    per turn. `lease_seconds` is the server's."""
+    per turn. `lease_seconds` is the server's. The cancels pending come with the
+    answers to the runner's asks for work (`heard`): no request of their own."""
 
     def __init__(self, server: Server, host: str, lease_seconds: float) -> None:
         self._server, self._host, self._lease_seconds = server, host, lease_seconds
+        self.heard: frozenset[int] = frozenset()  # the tasks running here whose cancel is pending
 
     @property
     def lease_seconds(self) -> float:
@@ -79,7 +81,16 @@ class HttpLedger:
         return beats, [str(s["status"]) for s in answer["statuses"]]
 
     def cancelled(self, attempts: Sequence[tuple[int, int]]) -> set[int]:
-        return set()  # (a request a task would cost the server: its turns say so, every third of a lease)
+        heard = self.heard
+        return {task_id for task_id, _attempt in attempts if task_id in heard}
+
+    def hear(self, answer: dict[str, Any]) -> None:
+        """Take the cancels pending from an answer to an ask for work (a server older
+        than them sends none): the supervisor's bookkeeper asks `cancelled` every
+        `CANCEL_CHECK_SECONDS`."""
+        cancel = answer.get("cancel")
+        self.heard = frozenset(t for t in cancel if isinstance(t, int)) if isinstance(cancel, list) else \
+            frozenset()
 
 
 def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
@@ -126,11 +137,12 @@ class Asker:
     each answer to the supervising loop (which it wakes through `wake`)."""
 
     def __init__(self, server: Server, host: str, home: str, wake: Callable[[], None],
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], ledger: HttpLedger) -> None:
         # (before the request, when its answer came, the answer)
         self.answers: queue.SimpleQueue[tuple[float, float, dict[str, Any]]] = queue.SimpleQueue()
         self.fatal: SchedError | None = None
         self._server, self._host, self._home, self._wake, self._say = server, host, home, wake, say
+        self._ledger = ledger
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="asker", daemon=True)
 
@@ -146,7 +158,7 @@ class Asker:
             sent = lease_clock()  # before the server grants the leases
             try:
                 answer = self._server.host_start(self._host, os.getpid(), self._home, request_id,
-                                                 WAIT_SECONDS, this_machine())
+                                                 WAIT_SECONDS, this_machine(), sorted(self._ledger.heard))
             except TokenRefused as e:  # asking again will not help
                 self.fatal = e
                 self._wake()
@@ -159,6 +171,7 @@ class Asker:
                 continue
             arrived = lease_clock()
             request_id = new_token()
+            self._ledger.hear(answer)
             if answer.get("attempts"):
                 self.answers.put((grant_time(sent, arrived, answer), arrived, answer))
                 self._wake()
@@ -189,14 +202,16 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
             containment.stop_attempt(ref)
             say(f"task {ref.task_id} attempt {ref.attempt}: stopped what a runner gone left running")
         sent = lease_clock()  # before the server grants the leases of what waits already
-        first = server.host_start(host, os.getpid(), home, new_token(), 0, this_machine())  # and its limits
+        # (its limits, and the cancels pending on this host)
+        first = server.host_start(host, os.getpid(), home, new_token(), 0, this_machine(), [])
         arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
         granted_at = grant_time(sent, arrived_at, first)
         settings = runner_settings(settings, first)
         take_role(RUNNER_NAME)
-        supervisor = Supervisor(settings, HttpLedger(server, host, settings.lease_seconds), stop,
-                                subreaper=True)
-        asker = Asker(server, host, home, supervisor.wake, say)
+        ledger = HttpLedger(server, host, settings.lease_seconds)
+        ledger.hear(first)
+        supervisor = Supervisor(settings, ledger, stop, subreaper=True)
+        asker = Asker(server, host, home, supervisor.wake, say, ledger)
         say(f"running the push agents of host {host} for {server.url}")
         try:
             with signals_wake(supervisor):

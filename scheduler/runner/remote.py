@@ -111,16 +111,19 @@ class Server:
     # -- a host's runner of push agents (`sched run --server`) ---------------------------
 
     def host_start(self, host: str, pid: int, home: str, request_id: str,
-                   wait_seconds: int = 0, machine: str | None = None) -> dict[str, Any]:
+                   wait_seconds: int = 0, machine: str | None = None,
+                   cancelling: list[int] | None = None) -> dict[str, Any]:
         """Start the assignments to the push agents pinned to `host`, run by process
         `pid` under `home` there (`machine`: its machine, boot and pid namespace): the
-        server's limits and `attempts`. `request_id`: a secret of the caller's, the same
-        until it has an answer (`new_token`): a start whose answer was lost is handed
-        over again by the next one sent with it (a try again here, or the caller's next
-        ask)."""
+        server's limits, `attempts`, and `cancel` (the tasks running there with a cancel
+        pending; a wait ends early for one not in `cancelling`). `request_id`: a secret
+        of the caller's, the same until it has an answer (`new_token`): a start whose
+        answer was lost is handed over again by the next one sent with it (a try again
+        here, or the caller's next ask)."""
         return self._call("POST", f"/api/v1/hosts/{_quote(host)}/start",
                           _without_none({"pid": pid, "home": home, "request_id": request_id,
-                                         "wait_seconds": wait_seconds, "machine": machine}),
+                                         "wait_seconds": wait_seconds, "machine": machine,
+                                         "cancelling": cancelling}),
                           timeout=TIMEOUT_SECONDS + wait_seconds)
 
     def host_turn(self, host: str, renew: list[dict[str, Any]],

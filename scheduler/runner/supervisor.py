@@ -17,7 +17,8 @@ not N, and a batch of attempts that end together is recorded at once. Between tu
 asks every `CANCEL_CHECK_SECONDS` which running attempts have a cancel pending (a read),
 so that a cancel does not wait for a renewal. The ledger is the database
 (`DatabaseLedger`), or a server for a host with no database access
-(`agent_host.HttpLedger`, one request per turn; it cannot tell between turns).
+(`agent_host.HttpLedger`, one request per turn; the cancels come with the answers to
+the runner's long poll for work).
 
 The daemon runs one supervisor process for all the attempts its ticks start
 (`scheduler.runner.launcher`); `sched exec` runs one for a single attempt (`exec.run`);
@@ -133,8 +134,7 @@ class Ledger(Protocol):
 
     def cancelled(self, attempts: Sequence[tuple[int, int]]) -> set[int]:
         """The tasks among these (task id, attempt) whose running attempt is that one and
-        has a cancel pending: a read, nothing written. An empty set where the ledger
-        cannot tell between turns."""
+        has a cancel pending: nothing written."""
         ...
 
 

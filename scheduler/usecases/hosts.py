@@ -23,6 +23,7 @@ from eventlog.events import RunnerFailure, TaskFailed, TaskStarted, TaskSucceede
 from eventlog.timeutil import to_text
 from eventlog.values import INT64_MAX, check_json, fit_text
 from projections.recorder import Recorder
+from projections.sql import SqlProjection
 from projections.views import AgentView, TaskView
 from scheduler import worker
 from scheduler.config.settings import MAX_HOST_CHARS, Settings
@@ -49,6 +50,10 @@ class StartRequest(Request):
     request_id: str | None = Field(default=None, min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     # the runner's machine, boot and pid namespace (`scheduler.machine`; None: not sent)
     machine: str | None = Field(default=None, max_length=256, pattern=r"^[^/]*/[^/]+/[0-9]+$")
+    # the tasks running there whose cancel the runner has heard of: a runner that sends
+    # it is answered at once when another is asked for, so that a cancel reaches it
+    # without waiting for its next turn (None: an older runner, never answered early)
+    cancelling: list[int] | None = Field(default=None, max_length=MAX_BATCH)
     by: str | None = None  # the HTTP API token asking, recorded in the events
 
     @field_validator("home")
@@ -60,17 +65,26 @@ class StartRequest(Request):
 
 
 class Started(NamedTuple):
-    """The attempts started, each with what its runner needs to run it; and the
-    server's limits the runner keeps to (its lease, the sizes an outcome may have)."""
+    """The attempts started, each with what its runner needs to run it; the tasks
+    running on the host whose cancel is pending; and the server's limits the runner
+    keeps to (its lease, the sizes an outcome may have)."""
 
     lease_seconds: float
     max_message_bytes: int
     max_payload_bytes: int
     attempts: list[dict[str, Any]]
+    cancel: list[int]
 
     def to_json(self) -> dict[str, Any]:
         return {"lease_seconds": self.lease_seconds, "max_message_bytes": self.max_message_bytes,
-                "max_payload_bytes": self.max_payload_bytes, "attempts": self.attempts}
+                "max_payload_bytes": self.max_payload_bytes, "attempts": self.attempts,
+                "cancel": self.cancel}
+
+    def news_for(self, request: StartRequest) -> bool:
+        """Whether the runner asking has something to act on: attempts to run, or a
+        cancel it has not heard of (only a runner that says which it heard of is told)."""
+        return bool(self.attempts) or (request.cancelling is not None
+                                       and not set(self.cancel) <= set(request.cancelling))
 
 
 def pinned_push_agents(ws: Workspace, host: str) -> list[str]:
@@ -78,11 +92,22 @@ def pinned_push_agents(ws: Workspace, host: str) -> list[str]:
     return sorted(a.name for a in ws.registry().control.agents if a.command is not None and a.host == host)
 
 
-def has_starts(ws: Workspace, host: str) -> bool:
-    """Whether `start` would find something (one read: a waiting runner looks with it)."""
-    names = pinned_push_agents(ws, host)
+def has_starts(ws: Workspace, request: StartRequest) -> bool:
+    """Whether `start` would find something for the runner asking (a read: a waiting
+    runner looks with it): an assignment to start, or a cancel it has not heard of."""
+    names = pinned_push_agents(ws, request.host)
     with ws.read() as (_log, views):
-        return any(views.tasks(status="assigned", agent=name, limit=1) for name in names)
+        if any(views.tasks(status="assigned", agent=name, limit=1) for name in names):
+            return True
+        heard = set(request.cancelling) if request.cancelling is not None else None
+        return heard is not None and not set(_cancelling_on(views, request.host, names)) <= heard
+
+
+def _cancelling_on(views: SqlProjection, host: str, names: list[str]) -> list[int]:
+    """The tasks running on `host` for the agents `names` whose cancel is pending."""
+    return [task.task_id for name in names
+            for task in views.tasks(status="running", agent=name)
+            if task.cancelling and task.host == host]
 
 
 def start(ws: Workspace, request: StartRequest) -> Started:
@@ -114,7 +139,9 @@ def start(ws: Workspace, request: StartRequest) -> Started:
             payloads = views.payloads([task.task_id for task, _event, _token in started])
             attempts += [_attempt_document(settings, agent, task, event, token, payloads[task.task_id])
                          for task, event, token in started]
-    return Started(settings.lease_seconds, settings.max_message_bytes, settings.max_payload_bytes, attempts)
+        cancel = _cancelling_on(views, request.host, names)
+    return Started(settings.lease_seconds, settings.max_message_bytes, settings.max_payload_bytes, attempts,
+                   cancel)
 
 
 def _started_by(recorder: Recorder, request: StartRequest,

@@ -35,6 +35,7 @@ class Starts(BaseModel):
     max_message_bytes: int
     max_payload_bytes: int
     attempts: list[dict[str, Any]]
+    cancel: list[int]  # the tasks running on the host whose cancel is pending
     held_seconds: float  # how long the server held the request before granting the leases
 
 
@@ -59,7 +60,10 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
     """Start every assignment to the push agents pinned to `host`, to be run by the
     runner's process `pid` in `HOME/work/TASK/ATTEMPT` (`{"pid": ..., "home": ...}`).
     With `"wait_seconds": N` (0 to 20) and nothing to start, wait up to N s for some.
-    Each attempt comes with its lease token, argv, variables, payload and timeout."""
+    Each attempt comes with its lease token, argv, variables, payload and timeout.
+    `cancel` lists the tasks running on the host whose cancel is pending; a runner
+    that sends those it has heard of (`"cancelling": [task, ...]`) is answered at once
+    when another cancel is asked for, rather than at its next turn."""
     for_host(token, host)
     data = await body_of(request, "start", reserved=("host", "by"))
     wait = wait_of({"wait_seconds": data.pop("wait_seconds", 0)}, request.app.state.limits, "start")
@@ -77,8 +81,8 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
         held[0] = time.monotonic() - received  # before the transaction that grants the leases
         return await write(request, start_now)
 
-    started = await long_poll(request, ws, wait, start, lambda started: bool(started.attempts),
-                              lambda: hosts.has_starts(ws, host))
+    started = await long_poll(request, ws, wait, start, lambda started: started.news_for(asked),
+                              lambda: hosts.has_starts(ws, asked))
     # (the runner counts the leases from its request's send plus this: never past the server's)
     return Document({**started.to_json(), "held_seconds": held[0]})
 

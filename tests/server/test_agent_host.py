@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from eventlog.errors import BadInput
-from scheduler import access
+from scheduler import access, operator
 from scheduler.reads import queries
 from scheduler.reads.metrics import metrics
 from scheduler.runner import containment
@@ -54,8 +54,8 @@ def make_served(make_workspace: Callable[..., Workspace]) -> Iterator[Callable[.
     token for far-1."""
     with ExitStack() as stack:
 
-        def make(agents: list[dict] = FAR) -> Served:
-            ws = make_workspace(agents, lease_seconds=6)
+        def make(agents: list[dict] = FAR, lease_seconds: float = 6) -> Served:
+            ws = make_workspace(agents, lease_seconds=lease_seconds)
             token = access.create_token(ws, "far-runner", "kim", host="far-1").token
             return ws, stack.enter_context(serving(create_app(ws.settings, ws.clock))), token
 
@@ -175,6 +175,39 @@ def test_sigterm_stops_the_running_attempts_and_queues_them_again_uncounted(make
     assert (task.status, task.attempt, task.attempt_floor, task.excluded) == ("queued", 1, 1, ())
     figures = metrics(ws, timedelta(hours=1))["overall"]  # its own figure, not a failure
     assert (figures["interrupted"], figures["failed"]) == (1, 0)
+
+
+def test_a_cancel_reaches_the_runner_at_once_not_at_its_next_turn(make_served, tmp_path):
+    """A runner renews its leases every third of a lease (20 s here): a cancel waited
+    for that turn. The server now ends the runner's long poll for work as soon as a
+    cancel of an attempt running on its host is asked for, and the attempt is stopped
+    within the supervisor's cancel check (2 s), well before the first turn."""
+    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 2,
+                                    "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}],
+                                   lease_seconds=60)
+    kept, stopped_one = (s.task_id for s in submit(ws, [TaskSpec(queue="dev", title="kept"),
+                                                        TaskSpec(queue="dev", title="cancelled")]))
+    home = tmp_path / "far-home"
+    proc = runner(base, token, home)
+    try:
+        tick(ws)
+        logs = [home / "work" / str(task_id) / "1" / "agent.log" for task_id in (kept, stopped_one)]
+        wait_for("both agents to start", lambda: all(log.exists() and "started" in log.read_text()
+                                                     for log in logs))
+        asked = time.monotonic()
+        assert operator.cancel(ws, stopped_one, by="kim") == "running"  # cancelling
+        wait_for("the cancelled attempt to end", lambda: status_of(ws, stopped_one) == "cancelled",
+                 timeout=15)
+        took = time.monotonic() - asked
+        assert status_of(ws, kept) == "running"  # only that one
+    finally:
+        code, err = stopped(proc)
+    assert code == 0, err
+    assert took < 10, took  # (its first turn comes 20 s after the start)
+    _task, records = queries.show(ws, stopped_one)
+    failed = next(r.event for r in records if r.type == "TaskFailed")
+    assert failed.reason == "cancelled"
+    assert not [r for r in records if r.type == "LeaseRenewed"]  # it was not a turn that said so
 
 
 @pytest.mark.parametrize("start", [
@@ -298,6 +331,27 @@ def test_a_start_says_how_long_the_server_held_it_before_granting_the_leases(ser
     answer = Server(base, token).host_start("far-1", 4242, "/srv/sched", new_token(), 0)
     took = time.monotonic() - sent
     assert len(answer["attempts"]) == 1 and 0 <= answer["held_seconds"] <= took
+
+
+def test_a_waiting_start_ends_for_a_cancel_only_the_runner_has_not_heard_of(served):
+    """The cancels pending on the host come with every answer; a long poll ends early
+    for one only when the runner said which it heard of and this one is not among them
+    (an older runner, which sends nothing, would otherwise ask again and again)."""
+    ws, base, token = served
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    tick(ws)
+    server = Server(base, token)
+    assert server.host_start("far-1", 4242, "/srv/sched", new_token(), 0, cancelling=[])["cancel"] == []
+    operator.cancel(ws, sub.task_id, by="kim")
+    asks = {"new to it": [], "heard of": [sub.task_id], "an older runner": None}
+    took = {}
+    for what, cancelling in asks.items():
+        sent = time.monotonic()
+        answer = server.host_start("far-1", 4242, "/srv/sched", new_token(), 1, cancelling=cancelling)
+        took[what] = time.monotonic() - sent
+        assert (answer["attempts"], answer["cancel"]) == ([], [sub.task_id]), what
+    # (the others waited out their second)
+    assert took["new to it"] < 0.9 <= min(took["heard of"], took["an older runner"]), took
 
 
 def test_a_start_records_the_runners_machine_and_a_tick_under_its_host_name_elsewhere_leaves_it(served):

@@ -150,34 +150,40 @@ def test_an_answer_that_is_no_answer_is_tried_again_then_one_line_and_exit_1(mon
 
 def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(monkeypatch):
     """A 400 while the server's control file is being edited is for now; a refused token
-    is for good."""
+    is for good. The cancels pending that an answer brings are the ledger's, and the
+    next ask says it heard of them."""
     from eventlog.errors import BadInput, TokenRefused
     from scheduler.runner import agent_host
 
     monkeypatch.setattr(agent_host, "RETRY_SECONDS", 0.01)
     answers: list[Exception | dict] = [BadInput("no agent control file found"),
-                                       {"attempts": [{"task_id": 1}]},
+                                       {"attempts": [{"task_id": 1}], "cancel": [5]},
                                        TokenRefused("the server refused the token: revoked")]
-    request_ids: list[str] = []
+    asks: list[tuple[str, list[int] | None]] = []
 
     class Answering:
-        def host_start(self, host, pid, home, request_id, wait, machine):
-            request_ids.append(request_id)
+        def host_start(self, host, pid, home, request_id, wait, machine, cancelling):
+            asks.append((request_id, cancelling))
             answer = answers.pop(0)
             if isinstance(answer, Exception):
                 raise answer
             return answer
 
     said: list[str] = []
-    asker = agent_host.Asker(Answering(), "h1", "/srv", wake=lambda: None, say=said.append)  # type: ignore[arg-type]
+    ledger = agent_host.HttpLedger(Answering(), "h1", 60)  # type: ignore[arg-type]
+    asker = agent_host.Asker(Answering(), "h1", "/srv", wake=lambda: None, say=said.append,  # type: ignore[arg-type]
+                             ledger=ledger)
     asker.start()
     asker._thread.join(10)
     assert not asker._thread.is_alive() and isinstance(asker.fatal, TokenRefused)
     assert said == ["asking for work: no agent control file found; again in 0.01 s"]
-    assert asker.answers.get_nowait()[2] == {"attempts": [{"task_id": 1}]}  # (asked, arrived, answer)
+    assert asker.answers.get_nowait()[2]["attempts"] == [{"task_id": 1}]  # (asked, arrived, answer)
     # an ask that got no answer is sent again as it was (what it started is handed over
     # then); one that was answered is not
+    request_ids = [request_id for request_id, _heard in asks]
     assert request_ids[0] == request_ids[1] != request_ids[2]
+    assert [heard for _id, heard in asks] == [[], [], [5]]
+    assert ledger.cancelled([(5, 1), (6, 1)]) == {5}
 
 
 def test_an_outcome_whose_answer_was_lost_is_recorded_once(served, monkeypatch):
