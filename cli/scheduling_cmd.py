@@ -75,6 +75,8 @@ def tick_command(
     for item in report.released:
         console().print(literal(f"{release} task {item['task_id']} from {item['agent']} "
                                 f"(it {item['why']})"))
+    for task_id in report.cancelled:  # (its attempt taken back ended a cancel asked for while it ran)
+        console().print(f"{'would cancel' if dry_run else 'cancelled'} task {task_id}")
     for task_id in report.dead_lettered:
         console().print(f"{dead_letter} task {task_id}")
     for item in report.assigned:

@@ -275,15 +275,19 @@ class TaskRequeued(Event):
     itself (every other reason), and on older events (unknown). Version 4 adds the
     reason `undelivered` (after a `TaskFailed` of that reason: no attempt used); version
     5 the reason `interrupted` (after a `TaskFailed` of that reason: the attempt not
-    counted)."""
+    counted); version 6 `to_approve`: an operator's requeue of a task submitted to wait
+    for approval that was never approved (it died waiting, its parent dead): it waits
+    for approval again rather than join its queue. False on older events, whose tasks
+    joined the queue."""
 
-    schema_version: int = 5
+    schema_version: int = 6
     type: Literal["TaskRequeued"] = "TaskRequeued"
     task_id: TaskId
     reason: RequeueReason
     not_before: AwareDatetime | None = None
     detail: str | None = None
     by: str | None = None  # (v3) the operator; None: the scheduler itself, or unknown
+    to_approve: bool = False  # (v6) back to awaiting_approval, not to the queue
 
 
 class TaskDeadLettered(Event):
@@ -593,6 +597,7 @@ _UPCASTERS: dict[tuple[str, int], Any] = {
     ("TaskRequeued", 3): _unchanged,  # v4: + reason "undelivered"
     ("TaskFailed", 6): _unchanged,  # v7: + reason "interrupted"
     ("TaskRequeued", 4): _unchanged,  # v5: + reason "interrupted"
+    ("TaskRequeued", 5): _unchanged,  # v6: + to_approve (False: to the queue, as before)
     ("AgentsConfigured", 1): _unchanged,  # v2: + agents[].host
     ("AgentsConfigured", 2): _unchanged,  # v3: + agents[].capabilities, weight, hours
     ("TokenCreated", 1): _unchanged,  # v2: + role "host", + host

@@ -120,10 +120,11 @@ def evolve_task(task: TaskView | None, event: Event, seq: int, at: str) -> TaskV
             return evolve(task, status="succeeded", agent=None, deadline=None,
                           token_hash=None, pid=None, host=None, machine=None, cancelling=False, updated_at=at)
         case TaskRequeued(reason="operator"):  # `requeue` checked that its parents can succeed
-            return evolve(task, status="blocked" if task.waiting_on else "queued", agent=None,
+            waits = "awaiting_approval" if event.to_approve else "blocked" if task.waiting_on else None
+            return evolve(task, status=waits or "queued", agent=None,
                           deadline=None, token_hash=None, pid=None, host=None, machine=None, not_before=None,
                           attempt_floor=task.attempt, excluded=(), doomed_by=None, dead_reason=None,
-                          ready_at=None if task.waiting_on else at, updated_at=at)
+                          ready_at=None if waits else at, updated_at=at)
         case TaskRequeued():
             kept = (event.reason in KEEPS_ITS_WAIT and event.not_before is None
                     and task.ready_at is not None)

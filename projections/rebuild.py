@@ -145,14 +145,13 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
         if found is None or found.seq != seq:
             result.problems.append(f"the log ends at seq {total}, but seq {seq} was expected: "
                                    "events were removed from its end")
-            return result
-        if found.hash != digest:
+        elif found.hash != digest:
             result.problems.append(f"seq {seq} has hash {found.hash}, not the expected {digest}: "
                                    "the log was rewritten from there or earlier")
-            return result
     stored_meta = views.meta().get("last_seq", "0")
     if stored_meta.isdigit() and (lost := lost_tail(int(stored_meta), total)) is not None:
-        result.problems.append(lost)
+        result.problems.append(lost)  # (with a cut head: what the tables still know, and the way on)
+    if result.problems:
         return result
     try:
         expected = wanted_rows(fold(counted("fold", log.read())))

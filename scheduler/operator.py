@@ -20,6 +20,7 @@ from eventlog.events import (
     TaskFailed,
     TaskRejected,
     TaskRequeued,
+    TaskSubmitted,
 )
 from eventlog.values import check_actor, check_text
 from projections.recorder import Recorder
@@ -173,8 +174,18 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
                 what = f"requeue {parent_id} first (or both)" if parent.status == "dead" else \
                     "it can never start (a cancelled task is not requeued)"
                 raise Refused(f"task {task_id} runs after task {parent_id}, which is {parent.status}: {what}")
-        recorder.record([TaskRequeued(task_id=t, reason="operator", by=by) for t in chosen])
+        recorder.record([TaskRequeued(task_id=t, reason="operator", by=by,
+                                      to_approve=_never_approved(recorder, t)) for t in chosen])
         return chosen
+
+
+def _never_approved(recorder: Recorder, task_id: int) -> bool:
+    """Whether the task was submitted to wait for approval and never approved (it
+    died waiting: the task it runs after died): requeued, it waits for approval again,
+    since nobody allowed it to run. (Its events are read: a requeue is rare.)"""
+    events = [rec.event for rec in recorder.log.read_stream(f"task-{task_id}")]
+    return (isinstance(events[0], TaskSubmitted) and events[0].requires_approval
+            and not any(isinstance(event, TaskApproved) for event in events))
 
 
 def _lost_parent(views: SqlProjection, task_id: int, coming_back: set[int]) -> int | None:

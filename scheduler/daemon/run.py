@@ -49,6 +49,8 @@ def summary(report: TickReport) -> str:
         parts.append(f"expired {len(report.expired)}")
     if report.dead_lettered:
         parts.append(f"dead-lettered {len(report.dead_lettered)}")
+    if report.cancelled:
+        parts.append(f"cancelled {len(report.cancelled)}")
     if report.released:
         parts.append(f"released {len(report.released)}")
     if report.due_missed:

@@ -105,19 +105,19 @@ def why_not(agent: Candidate, available: bool, task: TaskView, skip_failed: bool
 
 
 def never_fits(agents: Iterable[AgentView], task: TaskView) -> str | None:
-    """Why no agent of the control file can ever take the task (no agent of its type,
-    or its assignee, has every capability it requires), or None. Only a task that
-    requires capabilities is judged here; disabled agents count (they may come back)."""
-    if not task.requires:
-        return None
+    """Why no agent of the control file can ever take the task, or None: there is no
+    agent of its type (or its assignee is not one), or none of them has every
+    capability it requires. Disabled agents count (they may come back)."""
     able = [a for a in agents if a.configured and a.type == task.queue
             and (task.assignee is None or a.name == task.assignee)]
+    if not able:
+        if task.assignee is not None:
+            return f"its assignee {task.assignee} is not a {task.queue} agent in the control file"
+        return f"no {task.queue} agent in the control file"
     if any(not missing(a.capabilities, task.requires) for a in able):
         return None
     needs = " and ".join(task.requires)
     if task.assignee is not None:
-        if not able:
-            return f"its assignee {task.assignee} is not a {task.queue} agent in the control file"
         lacks = ", ".join(missing(able[0].capabilities, task.requires))
         return f"its assignee {task.assignee} lacks capability {lacks}"
     return f"no {task.queue} agent in the control file has {needs}"

@@ -19,7 +19,7 @@ from eventlog.errors import ControlFileError, CorruptLog, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from projections.rebuild import lost_tail
-from projections.views import AgentView, TaskView
+from projections.views import WAITING_STATUSES, AgentView, TaskView
 from scheduler.config.settings import Settings
 from scheduler.machine import this_machine
 from scheduler.reads.queries import current_fleet
@@ -155,23 +155,41 @@ def check_starts(settings: Settings, stuck: list[tuple[str, int, str | None]]) -
 
 
 def check_unplaceable(agents: list[AgentView],
-                      waiting: list[tuple[str, str | None, tuple[str, ...], int, int]]) -> Check:
-    """Degraded while some waiting task requires capabilities no agent of its type (or
-    its assignee) in the control file has: it would otherwise wait silently for ever."""
+                      waiting: list[tuple[str, str | None, tuple[str, ...], int, int | None]]) -> Check:
+    """Degraded while some waiting task has no agent in the control file that could
+    ever take it: none of its type (or its assignee is not one), or none with every
+    capability it requires. It would otherwise wait silently for ever. `waiting`: the
+    groups of waiting tasks (queue, assignee, requires, how many, one of them); a
+    whole queue's (`waiting_by_queue`) names no task and stands for all of it."""
     from scheduler.decisions.fit import never_fits
 
-    threshold = "degraded while a waiting task requires capabilities no agent of its type has"
-    stuck = []
-    for queue, assignee, requires, count, first in waiting:
-        probe = _probe(queue, assignee, requires, first)
-        why = never_fits(agents, probe)
+    threshold = ("degraded while a waiting task has no agent in the control file able to take it (none of "
+                 "its type, or none with every capability it requires)")
+    stuck, whole = [], set()
+    for queue, assignee, requires, count, first in sorted(waiting, key=lambda group: group[4] is not None):
+        if queue in whole:  # (a queue with no agent at all: said once, for all its tasks)
+            continue
+        why = never_fits(agents, _probe(queue, assignee, requires, first or 0))
         if why is not None:
-            stuck.append((count, f"{count} in {queue} (e.g. task {first}): {why}"))
+            stuck.append((count, f"{count} in {queue}{f' (e.g. task {first})' if first else ''}: {why}"))
+            if first is None:
+                whole.add(queue)
     if not stuck:
         return Check("unplaceable", "healthy", "every waiting task has an agent able to take it", threshold)
     total = sum(n for n, _ in stuck)
     return Check("unplaceable", "degraded", f"{total} task(s) can never be taken: "
                  + "; ".join(text for _, text in stuck), threshold)
+
+
+def waiting_by_queue(counts: dict[tuple[str, str], int]) -> list[tuple[str, None, tuple[()], int, None]]:
+    """The tasks not yet assigned per queue, from the queue counts (a few rows), as
+    `check_unplaceable` takes them: a queue with no agent of its type at all (all of
+    them gone from the control file, or never in it) holds all of them."""
+    waiting: dict[str, int] = {}
+    for (queue, status), count in counts.items():
+        if status in WAITING_STATUSES and count > 0:
+            waiting[queue] = waiting.get(queue, 0) + count
+    return [(queue, None, (), count, None) for queue, count in sorted(waiting.items())]
 
 
 def _probe(queue: str, assignee: str | None, requires: tuple[str, ...], task_id: int) -> TaskView:
@@ -333,7 +351,7 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         unstarted = [(name, count, views.outcome_detail(seq)) for name, count, seq in stuck]
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
-        waiting = views.waiting_requirements()
+        waiting = views.waiting_requirements() + waiting_by_queue(counts)
         fleet = current_fleet(ws, views) if waiting else []
         overdue, earliest_due = views.overdue_open(to_text(now))
     return [

@@ -466,7 +466,9 @@ def run(ws: Workspace, attempt: Attempt, stop: StopRequest | None = None) -> Out
     attempt is stopped, then how it ended is recorded."""
     from scheduler.runner.supervisor import run_all
 
-    return run_all(ws, [attempt], stop, subreaper=attempt.reap_orphans)[0]
+    # (its lines go to logs/exec.log, where a cron tick's wrappers are the only runners)
+    return run_all(ws, [attempt], stop, subreaper=attempt.reap_orphans,
+                   name=f"sched exec {attempt.task_id}")[0]
 
 
 # -- recording the outcome -------------------------------------------------------------

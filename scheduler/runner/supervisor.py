@@ -180,8 +180,10 @@ class Bookkeeper:
     refused, so the supervising loop looks at once."""
 
     def __init__(self, ledger: Ledger, wake: Callable[[], None],
-                 retry_seconds: float = RETRY_SECONDS, check_seconds: float = CANCEL_CHECK_SECONDS) -> None:
+                 retry_seconds: float = RETRY_SECONDS, check_seconds: float = CANCEL_CHECK_SECONDS,
+                 name: str = "sched supervisor") -> None:
         self._ledger, self._wake, self._retry_seconds = ledger, wake, retry_seconds
+        self._name = name  # what its lines on stderr start with
         self._check_seconds = check_seconds
         self._check_at = 0.0  # (lease_clock) when running attempts are next asked about a cancel
         self._cond = threading.Condition()
@@ -246,7 +248,7 @@ class Bookkeeper:
                 self._turn(due, endings)
             except Exception as e:  # (an answer that does not fit the asking) the loop goes on,
                 # not at once; the lease covers a lost outcome
-                print(f"sched supervisor: recording failed: {e}", file=sys.stderr, flush=True)
+                print(f"{self._name}: recording failed: {e}", file=sys.stderr, flush=True)
                 with self._cond:
                     for run in due:
                         run.next_beat = max(run.next_beat, lease_clock() + 1.0)
@@ -279,7 +281,7 @@ class Bookkeeper:
             why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
             kind = problem_kind(why)
             if kind != self._failing:  # once per problem, not every second of an outage
-                print(f"sched supervisor: {why} (retrying every {self._retry_seconds:g} s)",
+                print(f"{self._name}: {why} (retrying every {self._retry_seconds:g} s)",
                       file=sys.stderr, flush=True)
             self._failing = kind
             with self._cond:
@@ -293,7 +295,7 @@ class Bookkeeper:
                         run.outcome = Outcome("lost", f"not recorded: {why}")
             return
         if self._failing:
-            print("sched supervisor: recording works again", file=sys.stderr, flush=True)
+            print(f"{self._name}: recording works again", file=sys.stderr, flush=True)
             self._failing = ""
         with self._cond:
             for run, beat in zip(due, beats, strict=True):
@@ -316,15 +318,16 @@ class Supervisor:
     `ledger`: where leases and outcomes go (default: the workspace's database)."""
 
     def __init__(self, settings: Settings, ledger: Ledger, stop: StopRequest | None = None, *,
-                 subreaper: bool = False) -> None:
+                 subreaper: bool = False, name: str = "sched supervisor") -> None:
         self._settings, self._stop, self._subreaper = settings, stop or StopRequest(), subreaper
+        self._name = name  # what its lines on stderr start with (a `sched exec` says so)
         self._lease_seconds = ledger.lease_seconds
         self._runs: list[Running] = []
         self._by_pid: dict[int, Running] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._book = Bookkeeper(ledger, self.wake)
+        self._book = Bookkeeper(ledger, self.wake, name=name)
         self._exited: list[Running] = []  # agents that exited, to be looked for leftovers
         self._exited_cond = threading.Condition()
         self._closing = False
@@ -530,7 +533,7 @@ class Supervisor:
             try:
                 quiet = containment.left_nothing([run.attempt.ref for run in batch])
             except Exception as e:  # /proc unreadable: each is stopped the long way
-                print(f"sched supervisor: looking for leftovers failed: {e}", file=sys.stderr, flush=True)
+                print(f"{self._name}: looking for leftovers failed: {e}", file=sys.stderr, flush=True)
                 quiet = [False] * len(batch)
             for run, nothing_left in zip(batch, quiet, strict=True):
                 if nothing_left:
@@ -688,9 +691,9 @@ def _check_format(path: str, program: str) -> None:
 
 
 def run_all(ws: Workspace, attempts: Sequence[Attempt], stop: StopRequest | None = None, *,
-            subreaper: bool = False) -> list[Outcome]:
+            subreaper: bool = False, name: str = "sched supervisor") -> list[Outcome]:
     """Run these attempts to their ends; their outcomes, in order."""
-    supervisor = Supervisor(ws.settings, DatabaseLedger(ws), stop, subreaper=subreaper)
+    supervisor = Supervisor(ws.settings, DatabaseLedger(ws), stop, subreaper=subreaper, name=name)
     with signals_wake(supervisor):
         try:
             runs = supervisor.add(attempts)

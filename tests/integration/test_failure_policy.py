@@ -367,6 +367,33 @@ def test_a_requeued_dependant_waits_for_its_requeued_parent(make_workspace):
     assert queries.verify_log(ws).ok
 
 
+def test_a_requeued_task_that_was_never_approved_waits_for_approval_again(make_workspace):
+    """A task submitted to wait for approval died waiting (its parent died); requeued
+    with its parent, it went to the queue and ran with no approval ever recorded. It
+    waits for approval again now; one that had been approved runs after its parent."""
+    ws = make_workspace(TWO_DEVS)
+    (parent,) = add(ws, max_attempts=1)
+    gated, allowed = (s.task_id for s in submit(ws, [
+        TaskSpec(queue="dev", title="deploy", after=[parent], requires_approval=True),
+        TaskSpec(queue="dev", title="approved", after=[parent], requires_approval=True)]))
+    operator.decide_approval(ws, [allowed], by="kim", approve=True)
+    worker.fail(ws, parent, worker.claim(ws, "ann").token, "broken")
+    tick(ws)
+    assert (status(ws, gated), status(ws, allowed)) == ("dead", "dead")
+    assert sorted(operator.requeue(ws, queue="dev")) == [parent, gated, allowed]
+    assert (status(ws, parent), status(ws, gated), status(ws, allowed)) == ("queued", "awaiting_approval",
+                                                                            "blocked")
+    claim = worker.claim(ws, "ann")
+    worker.complete(ws, parent, claim.token)
+    assert (status(ws, gated), status(ws, allowed)) == ("awaiting_approval", "queued")
+    assert [x["task_id"] for x in tick(ws).assigned] == [allowed]  # not the one nobody allowed
+    operator.decide_approval(ws, [gated], by="kim", approve=True)
+    assert status(ws, gated) == "queued"
+    requeued = [r.event for r in queries.show(ws, gated)[1] if r.type == "TaskRequeued"]
+    assert [(e.to_approve, e.by) for e in requeued] == [(True, None)]
+    assert queries.verify_log(ws).ok
+
+
 def test_requeue_all_of_a_queue_leaves_dead_the_tasks_after_a_cancelled_one(make_workspace):
     ws = make_workspace()
     (parent,) = submit(ws, [TaskSpec(queue="dev", title="parent")])

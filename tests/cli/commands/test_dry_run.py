@@ -189,3 +189,16 @@ def test_tick_says_which_assignments_it_released_and_why(seeded: Path, cli: InPr
                        "would assign task 1 -> bob"]
     real = ok(cli("tick")).stdout.splitlines()
     assert real[:2] == ["released task 1 from ann (it left the control file)", "assigned task 1 -> bob"]
+
+
+def test_tick_says_which_cancels_its_take_backs_completed(seeded: Path, cli: InProcess):
+    """A running task whose cancel was asked for ends cancelled when the tick takes its
+    expired attempt back: only `tick --json` said so (`cancelled`)."""
+    claimed = doc(cli("worker", "claim", "--agent", "ann", "--json"))["task"]  # the seed task (1)
+    ok(cli("cancel", str(claimed["task_id"])))  # running: cancelling, until its runner stops
+    later = ManualClock(datetime.now(UTC) + timedelta(hours=1))  # its lease ran out meanwhile
+    dry = ok(cli("tick", "--dry-run", clock=later)).stdout.splitlines()
+    assert dry[1:2] == [f"would cancel task {claimed['task_id']}"], dry
+    real = ok(cli("tick", clock=later)).stdout.splitlines()
+    assert real[:2] == [f"took back task {claimed['task_id']} from ann (lease_expired)",
+                        f"cancelled task {claimed['task_id']}"], real

@@ -22,12 +22,22 @@ def agent(name: str, capabilities: tuple[str, ...] = (), type_: str = "dev", ena
 def test_a_task_that_no_agent_of_its_type_can_take_is_named():
     fleet = [agent("a", ("browser",)), agent("b", ("gpu",)), agent("q", ("browser", "gpu"), type_="qa")]
     assert never_fits(fleet, needing(1, "browser")) is None
-    assert never_fits(fleet, needing(1)) is None  # requires nothing: not judged here
+    assert never_fits(fleet, needing(1)) is None  # requires nothing: any dev agent takes it
     assert never_fits(fleet, needing(1, "browser", "gpu")) == (
         "no dev agent in the control file has browser and gpu")
     assert never_fits(fleet, needing(1, "gpu", assignee="a")) == "its assignee a lacks capability gpu"
     assert never_fits(fleet, needing(1, "gpu", assignee="q")) == (
         "its assignee q is not a dev agent in the control file")
+
+
+def test_a_task_of_a_type_no_agent_has_or_directed_at_no_agent_is_named_too():
+    """A queue whose agents all left the control file (or never were in it) held its
+    tasks silently: `tasks`, `explain` and health said every waiting task had an agent."""
+    fleet = [agent("a"), agent("gone", type_="ops", configured=False)]
+    assert never_fits(fleet, needing(1, queue="ops")) == "no ops agent in the control file"
+    assert never_fits(fleet, needing(1, assignee="nobody")) == (
+        "its assignee nobody is not a dev agent in the control file")
+    assert never_fits([], needing(1)) == "no dev agent in the control file"
 
 
 def test_a_disabled_agent_counts_one_gone_from_the_control_file_does_not():

@@ -100,11 +100,12 @@ def test_a_stored_version_2_submit_or_requeue_reads_as_current_by_nobody_known()
     assert submitted.by is None and submitted.requires == ("gpu",)
     requeued = parse_event("TaskRequeued", 2, '{"task_id": 1, "reason": "operator", "not_before": null, '
                                               '"detail": null}')
-    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 5 and requeued.by is None
-    for old in (1, 2, 3, 4):  # every older version upgrades to the current one
-        assert parse_event("TaskRequeued", old, '{"task_id": 1, "reason": "failed"}').by is None
-    named = TaskRequeued(task_id=1, reason="operator", by="ops")
-    assert parse_event("TaskRequeued", 5, dump_event(named)) == named
+    assert isinstance(requeued, TaskRequeued) and requeued.schema_version == 6 and requeued.by is None
+    for old in (1, 2, 3, 4, 5):  # every older version upgrades to the current one
+        upgraded = parse_event("TaskRequeued", old, '{"task_id": 1, "reason": "operator"}')
+        assert (upgraded.by, upgraded.to_approve) == (None, False)  # type: ignore[attr-defined]
+    named = TaskRequeued(task_id=1, reason="operator", by="ops", to_approve=True)
+    assert parse_event("TaskRequeued", 6, dump_event(named)) == named
 
 
 @pytest.mark.parametrize(("reason", "failed_version", "requeued_version"), [

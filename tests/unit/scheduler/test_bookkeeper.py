@@ -35,14 +35,14 @@ def ended_run(lease_left: float) -> Running:
     return Running(attempt, expires=lease_clock() + lease_left, next_beat=float("inf"))
 
 
-def outcome_after(ledger: FlakyLedger, lease_left: float = 60.0) -> str:
+def outcome_after(ledger: FlakyLedger, lease_left: float = 60.0, **named: str) -> str:
     woken = threading.Condition()
 
     def wake() -> None:  # after each turn (the outcome, if known, is set before)
         with woken:
             woken.notify_all()
 
-    book = Bookkeeper(ledger, wake, retry_seconds=0.001)
+    book = Bookkeeper(ledger, wake, retry_seconds=0.001, **named)
     run = ended_run(lease_left)
     try:
         with woken:
@@ -86,6 +86,21 @@ def test_an_outage_is_said_once_and_its_end_once(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "sched supervisor: a writer is idle in its transaction for 1 s (retrying every 0.001 s)",
         "sched supervisor: recording works again"]
+
+
+def test_a_sched_exec_says_its_own_name(capsys, monkeypatch):
+    """A cron tick's `sched exec` wrote `sched supervisor: ...` into exec.log, where no
+    supervisor runs: its lines name it and its task."""
+    from scheduler.runner import exec as runner
+    from scheduler.runner import supervisor
+
+    asked: dict[str, object] = {}
+    monkeypatch.setattr(supervisor, "run_all", lambda ws, attempts, stop, **kw: asked.update(kw) or ["done"])
+    assert runner.run(None, ended_run(60).attempt) == "done"  # type: ignore[arg-type]
+    assert outcome_after(StalledLedger(1, DatabaseBusy("")), name=asked["name"]) == "succeeded"  # type: ignore[arg-type]
+    assert capsys.readouterr().err.splitlines() == [
+        "sched exec 7: a writer is idle in its transaction for 1 s (retrying every 0.001 s)",
+        "sched exec 7: recording works again"]
 
 
 def test_an_outcome_is_given_up_once_its_lease_ran_out():
