@@ -475,13 +475,17 @@ class SqlProjection:
         found = self.txn.rows(*records_read(agents))
         return {(a, t): (s, f) for a, t, s, f in found}  # type: ignore[misc]
 
-    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None) -> list[Outcome]:
+    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None,
+                 until_ts: float | None = None) -> list[Outcome]:
         """Ended attempts, in the order they ended: those ended at or after `since_ts`
-        (a range of `ix_outcomes_ended`, or of `ix_outcomes_kind` with `kinds`), or all."""
+        and at or before `until_ts` (a range of `ix_outcomes_ended`, or of
+        `ix_outcomes_kind` with `kinds`), or all."""
         self.flush()
         where: list[Any] = []
         if since_ts is not None:
             where.append(("ended_ts", ">=", since_ts))
+        if until_ts is not None:
+            where.append(("ended_ts", "<=", until_ts))
         if kinds is not None:
             where.append(("outcome", "in", list(kinds)))
         found = self.txn.rows("outcomes", _OUTCOME_FIELDS, where, ("ended_ts", "seq"))

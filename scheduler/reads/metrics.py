@@ -27,7 +27,7 @@ def metrics(ws: Workspace, window: timedelta) -> dict[str, Any]:
     end = ws.clock.now()
     lo, hi = (end - window).timestamp(), end.timestamp()
     with ws.read() as (_log, views):
-        outcomes = views.outcomes(since_ts=lo)
+        outcomes = views.outcomes(since_ts=lo, until_ts=hi)
         history = views.capacity_history()
         running = [Held(t.agent, t.queue, from_text(t.started_at).timestamp())
                    for t in views.holding() if t.status == "running" and t.agent and t.started_at]

@@ -84,15 +84,27 @@ def changed_settings(settings: Settings, changes: Sequence[str]) -> Settings:
         raise BadInput(f"--set: {where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
+# what a simulation runs with of the settings (`scenario`: the ticks, the ordering, and
+# the retry policy that settles a failure); any other is not modelled (docs/operations.md,
+# What-if): a what-if of one answers as the baseline does
+MODELLED = frozenset({"tick_interval_seconds", "database", "max_attempts", "backoff_base_seconds",
+                      "backoff_factor", "backoff_max_seconds", "age_boost_seconds", "age_boost_max",
+                      "due_boost_seconds", "due_boost_max"})
+
+
 def idle_changes(changes: Sequence[str], before: Settings, after: Settings,
                  queues: Collection[str]) -> list[str]:
-    """The `--set` changes that change nothing in this run, each with why: a setting of
-    a queue no task of the workload is in, or a value the setting already has (a
-    what-if that answers like the baseline for a reason the user did not mean)."""
+    """The `--set` changes that change nothing in this run, each with why: a setting
+    the simulation does not model, a setting of a queue no task of the workload is in,
+    or a value the setting already has (a what-if that answers like the baseline for a
+    reason the user did not mean)."""
     notes = []
     for change in changes:
         path = change.partition("=")[0].strip().split(".")
-        if path[0] == "queues":
+        if path[-1] not in MODELLED:
+            notes.append(f"--set {change}: the simulation does not model {path[-1]} (docs/operations.md, "
+                         "What-if); it changes nothing")
+        elif path[0] == "queues":
             queue, name = path[1], path[2]
             if queue not in queues:
                 notes.append(f"--set {change}: no task of the workload is in queue {queue!r}; "
@@ -104,6 +116,19 @@ def idle_changes(changes: Sequence[str], before: Settings, after: Settings,
         elif (was := getattr(before, path[0])) == getattr(after, path[0]):
             notes.append(f"--set {change}: {path[0]} already is {was!r}; it changes nothing")
     return notes
+
+
+def other_fleets(fleets: Sequence[tuple[float, str]], current: str) -> list[str]:
+    """A note when the workload from the log ran under another control file than the
+    one in force now, which the baseline runs (it does not replay the fleet's changes):
+    its figures, and the fidelity, are then of a fleet that did not run this work."""
+    others = [at for at, content_hash in fleets if content_hash != current]
+    if not others:
+        return []
+    when = ", ".join(to_text_or_none(at) or "" for at in others[:3]) + (" ..." if len(others) > 3 else "")
+    return [f"the workload ran, in part or all, under another control file than the one in force now "
+            f"(recorded at {when}); the baseline runs the one in force now, so its figures and the fidelity "
+            "are of a fleet that did not run this work: give that fleet's file with --agents to ask about it"]
 
 
 def scenario(settings: Settings, fleet: tuple[FleetAgent, ...], seed: int, sample_seconds: float) -> Scenario:
@@ -144,6 +169,7 @@ class _Source:
             check_generated(self.loads, self.duration)
         self.kind = "log" if not chosen else chosen[0].removeprefix("--")
         self.span = self._span()
+        self.fleets: list[tuple[float, str]] = []  # of the last run from the log: see `LogWorkload`
 
     def _span(self) -> float:
         if self.kind == "generate":
@@ -175,6 +201,7 @@ class _Source:
         with self.ws.read() as (log, _views):
             workload = LogWorkload(log.read(), self.since, self.until, self.default_attempts)
             result = simulate(workload, scenario_, progress=progress)
+        self.fleets = workload.fleets_in_force()
         return result, dict(workload.recorded_waits)
 
 
@@ -223,8 +250,9 @@ def run_simulation(ws: Workspace, request: Request,
         "window_start": to_text_or_none(base_run.started_at),
         "fidelity": figures.fidelity(recorded, base_run) if source.kind == "log" else None,
         "baseline": figures.summary(base_run), "whatif": None, "difference": None,
-        "notes": idle_changes(request.settings, base_settings, other_settings,
-                              [name for name, q in base_run.queues.items() if q.arrived]),
+        "notes": [*other_fleets(source.fleets, ws.registry().control.content_hash),
+                  *idle_changes(request.settings, base_settings, other_settings,
+                                [name for name, q in base_run.queues.items() if q.arrived])],
     }
     for note in document["notes"]:
         say(note)

@@ -65,6 +65,7 @@ class LogWorkload:
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._first_assigned: float | None = None
+        self._fleets: list[tuple[float, str]] = []  # each control file recorded: (when, its content hash)
 
     def facts(self) -> Iterator[Fact]:
         while True:
@@ -108,8 +109,20 @@ class LogWorkload:
             if rec.type in _TASK_TYPES:
                 self._take(rec)
                 return True
+            if rec.type == "AgentsConfigured":
+                self._fleets.append((from_text(rec.recorded_at).timestamp(), rec.fields()["content_hash"]))
         self._done = True
         return False
+
+    def fleets_in_force(self) -> list[tuple[float, str]]:
+        """The control files in force while the window's tasks were in the log (from
+        the first arrival to the last fact read): the one recorded before it, and each
+        one recorded during it, as (when, content hash)."""
+        if self.first_at is None:
+            return []
+        last = self.last_at if self.last_at is not None else self.first_at
+        before = [fleet for fleet in self._fleets if fleet[0] <= self.first_at][-1:]
+        return before + [fleet for fleet in self._fleets if self.first_at < fleet[0] <= last]
 
     def _take(self, rec: Recorded) -> None:
         task_id = int(rec.stream_id[5:])  # "task-N"
@@ -409,6 +422,8 @@ def check_generated(loads: list[LoadSpec], duration: float) -> None:
     `MAX_GENERATED` tasks expected."""
     if duration > LONGEST_SECONDS:
         raise BadInput("--duration must be at most 366 days")
+    if duration <= 0:  # (no time for any task to arrive: an empty answer)
+        raise BadInput("--duration must be longer than 0")
     expected = sum(load.per_hour for load in loads) * duration / 3600.0
     if expected > MAX_GENERATED:
         raise BadInput(f"--generate: about {expected:,.0f} tasks over --duration; at most "

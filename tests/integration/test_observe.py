@@ -122,6 +122,16 @@ def test_a_later_window_counts_only_what_ended_in_it_and_clips_busy_time(history
     assert report["window"]["seconds"] == 3600
 
 
+def test_a_window_ends_at_its_end_too(history):
+    """Only the start bounded which outcomes counted: an attempt that ended after the
+    window's end (another host's clock ahead, a window read as of a past moment) was
+    counted in it, while its busy time was clipped at the end."""
+    history.clock.advance(90)  # window [-10, 90]: task 1 succeeded at 80, task 2 failed at 50
+    dev = metrics(history, timedelta(seconds=100))["queues"]["dev"]
+    assert (dev["completed"], dev["failed"], dev["lease_expired"], dev["dead_lettered"]) == (1, 1, 0, 0)
+    assert dev["run_seconds"]["count"] == 2
+
+
 def test_a_running_attempt_is_busy_from_its_start_to_now(history):
     at(history, 3300, started(4, "ann", 1, 3300, history))  # assigned at 3000, started at 3300
     history.clock.advance(3600)

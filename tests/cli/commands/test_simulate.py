@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from cli.common import human_duration
 from scheduler.clock import ManualClock
-from tests.cli.conftest import InProcess, event_count, ok, one_error_line, one_json
+from tests.cli.conftest import FLEET, InProcess, event_count, ok, one_error_line, one_json, write_control
 
 
 def record_some_work(cli: InProcess) -> None:
@@ -113,6 +114,53 @@ def test_a_what_if_setting_that_changes_nothing_says_why(home: Path, cli: InProc
     assert one_json(ok(cli(*args, "--set", "queues.dev.max_attempts=4")))["notes"] == []
 
 
+def test_a_baseline_of_a_fleet_that_did_not_run_the_work_says_so(seeded: Path, cli: InProcess):
+    """The baseline runs the control file in force now: after a change (ann 2 -> 9
+    slots), its waits and the fidelity were of a fleet that never ran the work, with
+    nothing to say so."""
+    record_some_work(cli)
+    assert one_json(ok(cli("simulate", "--json")))["notes"] == []  # the same file: nothing to say
+    with sqlite3.connect(seeded / "sched.db") as conn:
+        (recorded,) = conn.execute("SELECT recorded_at FROM events WHERE type = ?",
+                                   ("AgentsConfigured",)).fetchone()
+    write_control(seeded, [{**FLEET[0], "maxConcurrency": 9}, *FLEET[1:]])
+    done = ok(cli("simulate", "--json"))
+    note = ("the workload ran, in part or all, under another control file than the one in force now "
+            f"(recorded at {recorded}); the baseline runs the one in force now, so its figures and the "
+            "fidelity are of a fleet that did not run this work: give that fleet's file with --agents to ask "
+            "about it")
+    assert one_json(done)["notes"] == [note] and note in done.stderr.splitlines()
+
+
+def test_a_setting_the_simulation_does_not_model_says_it_changes_nothing(home: Path, cli: InProcess):
+    """A 60 s timeout over runs of 5 min answered as if modelled: runs unchanged, no
+    note."""
+    ok(cli("init"))
+    doc = one_json(ok(cli("simulate", "--generate", "dev:rate=1/m,run=5m", "--duration", "1h", "--json",
+                          "--set", "exec_timeout_seconds=60", "--set", "queues.dev.gate=[\"false\"]",
+                          "--set", "tick_interval_seconds=5")))
+    assert doc["notes"] == [
+        "--set exec_timeout_seconds=60: the simulation does not model exec_timeout_seconds "
+        "(docs/operations.md, What-if); it changes nothing",
+        "--set queues.dev.gate=[\"false\"]: the simulation does not model gate (docs/operations.md, "
+        "What-if); it changes nothing"]
+
+
+def test_work_that_never_ends_never_drains(home: Path, cli: InProcess):
+    """With tasks no agent could take, the time to drain was the span to the last end
+    of the others (a fleet without the agent "drained" sooner), and a drain target was
+    met."""
+    ok(cli("init"))
+    args = ("simulate", "--generate", "dev:rate=60/h,run=1m", "--generate", "nobody:rate=6/h,run=1m",
+            "--duration", "1h")
+    doc = one_json(ok(cli(*args, "--json")))
+    assert doc["baseline"]["unfinished"] > 0 and doc["baseline"]["time_to_drain_seconds"] is None
+    assert ["time", "to", "drain", "never"] in [line.split() for line in ok(cli(*args)).stdout.splitlines()]
+    search = one_json(ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target",
+                             "time_to_drain_seconds<=2h", "--json")))["search"]
+    assert search["capacity"] is None and not any(point["met"] for point in search["curve"])
+
+
 def test_simulate_a_workload_file(home: Path, cli: InProcess):
     ok(cli("init"))
     workload = home / "load.jsonl"
@@ -188,6 +236,9 @@ def test_a_generated_load_too_big_to_simulate_is_refused(home: Path, cli: InProc
     assert "at most 366 days" in one_error_line(cli("simulate", "--generate", "dev:rate=1/h,run=400d"), 2)
     assert "at most 366 days" in one_error_line(
         cli("simulate", "--generate", "dev:rate=1/h,run=1m", "--duration", "400d"), 2)
+    for nothing in ("0", "0s", "0.0h"):  # (an empty answer, exit 0, as if asked)
+        assert one_error_line(cli("simulate", "--generate", "dev:rate=1/h,run=1m", "--duration", nothing),
+                              2) == "sched: --duration must be longer than 0"
 
 
 def test_a_task_on_its_retry_when_the_log_ends_is_not_taken_to_fail_again(home: Path, cli: InProcess):
