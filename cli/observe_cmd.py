@@ -150,8 +150,8 @@ def explain_command(
             out.print(f"  policy {decision['policy_hash']}, control file {decision['config_hash'][:16]}")
         for reason in a["why_not_earlier"]:
             out.print(literal(f"  not earlier: {reason}"))
-    if not doc["assignments"]:
-        out.print("never assigned yet")
+    if not doc["assignments"]:  # (`now` only for a task still waiting: one that ended never will be)
+        out.print("never assigned yet" if doc["now"] is not None else "never assigned")
     now = doc["now"]
     if now is not None:
         out.print()

@@ -92,7 +92,8 @@ def cancel_command(
     by: ByOpt = None, dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Cancel a task: at once unless it runs; a running one stops at its next heartbeat."""
+    """Cancel a task: at once unless it runs; a running one stops within about 2 s (a
+    pull worker's, at its next heartbeat)."""
     done = actions.cancel(workspace(home, db), actions.CancelRequest(
         task_id=task_id, by=operator_name(by), reason=reason, dry_run=dry_run))
     if json_out:
@@ -100,7 +101,8 @@ def cancel_command(
         return
     would = "would be " if done.dry_run else ""
     if done.status == "running":
-        message(f"task {task_id}: {would}cancelling; its runner stops at its next heartbeat")
+        message(f"task {task_id}: {would}cancelling; a push agent's runner stops it within about 2 s, a "
+                "pull worker at its next heartbeat")
     else:
         message(f"task {task_id}: {would}cancelled")
     show_dry_run(done.dry_run)

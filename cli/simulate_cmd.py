@@ -108,7 +108,7 @@ def _print(doc: dict[str, Any]) -> None:
             cells.append("-" if agent is None else f"{agent['utilization']:.0%} of {agent['capacity']}")
         row = [f"  {name}", *cells] + ([""] if len(sides) == 2 else [])
         table.add_row(*row)
-    drain = [_cell(side["time_to_drain_seconds"], True) if not side["unfinished"] else "never"
+    drain = ["never" if side["time_to_drain_seconds"] is None else _cell(side["time_to_drain_seconds"], True)
              for _, side in sides]
     table.add_row("time to drain", *drain,
                   *([_change(diff.get("time_to_drain_seconds"), True)] if len(sides) == 2 else []))

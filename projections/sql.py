@@ -475,17 +475,13 @@ class SqlProjection:
         found = self.txn.rows(*records_read(agents))
         return {(a, t): (s, f) for a, t, s, f in found}  # type: ignore[misc]
 
-    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None,
-                 until_ts: float | None = None) -> list[Outcome]:
+    def outcomes(self, since_ts: float | None = None, kinds: Iterable[str] | None = None) -> list[Outcome]:
         """Ended attempts, in the order they ended: those ended at or after `since_ts`
-        and at or before `until_ts` (a range of `ix_outcomes_ended`, or of
-        `ix_outcomes_kind` with `kinds`), or all."""
+        (a range of `ix_outcomes_ended`, or of `ix_outcomes_kind` with `kinds`), or all."""
         self.flush()
         where: list[Any] = []
         if since_ts is not None:
             where.append(("ended_ts", ">=", since_ts))
-        if until_ts is not None:
-            where.append(("ended_ts", "<=", until_ts))
         if kinds is not None:
             where.append(("outcome", "in", list(kinds)))
         found = self.txn.rows("outcomes", _OUTCOME_FIELDS, where, ("ended_ts", "seq"))
@@ -662,13 +658,17 @@ class SqlProjection:
 
     def waiting_requirements(self) -> list[tuple[str, str | None, tuple[str, ...], int, int]]:
         """The tasks not yet assigned (awaiting approval, blocked or queued) that require
-        capabilities, grouped: (queue, assignee, requires, how many, the lowest task id).
-        Reads the waiting tasks by `ix_tasks_deadline`: a health check's cost."""
+        capabilities or are directed at an agent, grouped: (queue, assignee, requires,
+        how many, the lowest task id). Reads the waiting tasks by `ix_tasks_deadline`: a
+        health check's cost."""
         self.flush()
-        found = self.txn.rows("tasks", ("queue", "assignee", "requires", "count(*)", "min(task_id)"),
-                              [("status", "in", ("awaiting_approval", "blocked", "queued")),
-                               ("requires", "!=", "[]")], group=("queue", "assignee", "requires"))
-        return [(q, a, tuple(json.loads(r)), n, first) for q, a, r, n, first in found]  # type: ignore[misc, arg-type]
+        groups: dict[tuple[Any, ...], None] = {}  # (a directed task that requires: in both reads)
+        for narrowed in (("requires", "!=", "[]"), ("assignee", "is not", None)):
+            found = self.txn.rows("tasks", ("queue", "assignee", "requires", "count(*)", "min(task_id)"),
+                                  [("status", "in", ("awaiting_approval", "blocked", "queued")), narrowed],
+                                  group=("queue", "assignee", "requires"))
+            groups.update(dict.fromkeys(tuple(row) for row in found))
+        return [(q, a, tuple(json.loads(r)), n, first) for q, a, r, n, first in groups]  # type: ignore[misc, arg-type]
 
     def oldest_queued(self, queue: str) -> str | None:
         """Since when the longest-waiting queued task of `queue` has been ready."""

@@ -175,15 +175,19 @@ def requeue(ws: Workspace, task_ids: Sequence[int] = (), queue: str | None = Non
                     "it can never start (a cancelled task is not requeued)"
                 raise Refused(f"task {task_id} runs after task {parent_id}, which is {parent.status}: {what}")
         recorder.record([TaskRequeued(task_id=t, reason="operator", by=by,
-                                      to_approve=_never_approved(recorder, t)) for t in chosen])
+                                      to_approve=_never_approved(recorder, _existing(views, t)))
+                         for t in chosen])
         return chosen
 
 
-def _never_approved(recorder: Recorder, task_id: int) -> bool:
+def _never_approved(recorder: Recorder, task: TaskView) -> bool:
     """Whether the task was submitted to wait for approval and never approved (it
     died waiting: the task it runs after died): requeued, it waits for approval again,
-    since nobody allowed it to run. (Its events are read: a requeue is rare.)"""
-    events = [rec.event for rec in recorder.log.read_stream(f"task-{task_id}")]
+    since nobody allowed it to run. Only a task that never ran can be one: only its
+    events are read."""
+    if task.attempt > 0:
+        return False
+    events = [rec.event for rec in recorder.log.read_stream(f"task-{task.task_id}")]
     return (isinstance(events[0], TaskSubmitted) and events[0].requires_approval
             and not any(isinstance(event, TaskApproved) for event in events))
 

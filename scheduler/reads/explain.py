@@ -250,7 +250,10 @@ def held_now(task: TaskView, paused: dict[str, object] | None,
     held = []
     if task.status == "awaiting_approval":
         held.append("it waits for approval (sched approve)")
-    if task.waiting_on:
+    if task.doomed_by is not None:  # (dead-lettered by the next tick, which sees it)
+        held.append(f"it runs after task {task.doomed_by}, which ended without succeeding: it can never "
+                    "run (the next tick dead-letters it)")
+    elif task.waiting_on:
         held.append(f"it runs after task(s) {', '.join(map(str, task.waiting_on))}, not yet succeeded")
     if paused is not None:
         why = f": {paused['reason']}" if paused.get("reason") else ""

@@ -27,10 +27,15 @@ def metrics(ws: Workspace, window: timedelta) -> dict[str, Any]:
     end = ws.clock.now()
     lo, hi = (end - window).timestamp(), end.timestamp()
     with ws.read() as (_log, views):
-        outcomes = views.outcomes(since_ts=lo, until_ts=hi)
+        ended = views.outcomes(since_ts=lo)
         history = views.capacity_history()
         running = [Held(t.agent, t.queue, from_text(t.started_at).timestamp())
                    for t in views.holding() if t.status == "running" and t.agent and t.started_at]
+    # what ended after the window's end (a window as of a moment past, another host's clock
+    # ahead) is not the window's outcome; it was running at the end, busy until then
+    outcomes = [o for o in ended if o.ended_ts <= hi]
+    running += [Held(o.agent, o.queue, o.started_ts) for o in ended
+                if o.ended_ts > hi and o.agent is not None and o.started_ts is not None and o.started_ts < hi]
     figures = window_figures(outcomes, history, running, lo, hi)
     figures["hourly"] = {to_text(datetime.fromtimestamp(hour, UTC)): counts
                          for hour, counts in figures["hourly"].items()}

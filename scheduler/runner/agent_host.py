@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from eventlog.errors import SchedError, TokenRefused
+from eventlog.errors import BadInput, SchedError, TokenRefused
 from eventlog.timeutil import from_text
 from scheduler import worker
 from scheduler.config.settings import Settings
@@ -62,9 +62,11 @@ class HttpLedger:
     per turn. `lease_seconds` is the server's. The cancels pending come with the
     answers to the runner's asks for work (`heard`): no request of their own."""
 
-    def __init__(self, server: Server, host: str, lease_seconds: float) -> None:
+    def __init__(self, server: Server, host: str, lease_seconds: float, tells_cancels: bool = True) -> None:
         self._server, self._host, self._lease_seconds = server, host, lease_seconds
         self.heard: frozenset[int] = frozenset()  # the tasks running here whose cancel is pending
+        # False: a server from before `cancelling`, which refuses it (its turns tell of cancels)
+        self.tells_cancels = tells_cancels
 
     @property
     def lease_seconds(self) -> float:
@@ -91,6 +93,10 @@ class HttpLedger:
         cancel = answer.get("cancel")
         self.heard = frozenset(t for t in cancel if isinstance(t, int)) if isinstance(cancel, list) else \
             frozenset()
+
+    def heard_of(self) -> list[int] | None:
+        """What an ask for work says it heard of (`cancelling`; None to an older server)."""
+        return sorted(self.heard) if self.tells_cancels else None
 
 
 def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
@@ -158,7 +164,7 @@ class Asker:
             sent = lease_clock()  # before the server grants the leases
             try:
                 answer = self._server.host_start(self._host, os.getpid(), self._home, request_id,
-                                                 WAIT_SECONDS, this_machine(), sorted(self._ledger.heard))
+                                                 WAIT_SECONDS, this_machine(), self._ledger.heard_of())
             except TokenRefused as e:  # asking again will not help
                 self.fatal = e
                 self._wake()
@@ -202,15 +208,17 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
             containment.stop_attempt(ref)
             say(f"task {ref.task_id} attempt {ref.attempt}: stopped what a runner gone left running")
         sent = lease_clock()  # before the server grants the leases of what waits already
-        # (its limits, and the cancels pending on this host)
-        first = server.host_start(host, os.getpid(), home, new_token(), 0, this_machine(), [])
+        first, tells = first_start(server, host, home)  # its limits, and the cancels pending on this host
         arrived_at = lease_clock()  # the attempts' starts were recorded before: their delay counts from here
         granted_at = grant_time(sent, arrived_at, first)
         settings = runner_settings(settings, first)
         take_role(RUNNER_NAME)
-        ledger = HttpLedger(server, host, settings.lease_seconds)
+        ledger = HttpLedger(server, host, settings.lease_seconds, tells)
         ledger.hear(first)
-        supervisor = Supervisor(settings, ledger, stop, subreaper=True)
+        if not tells:
+            say("the server is older than this runner: cancels reach it at its turns, every "
+                f"{settings.lease_seconds / 3:g} s (upgrade the server)")
+        supervisor = Supervisor(settings, ledger, stop, subreaper=True, name=f"sched run --server ({host})")
         asker = Asker(server, host, home, supervisor.wake, say, ledger)
         say(f"running the push agents of host {host} for {server.url}")
         try:
@@ -225,6 +233,18 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
         raise asker.fatal
     say(f"stopped ({signal.Signals(stop.signum).name})" if stop.signum else "stopped")
     return 0
+
+
+def first_start(server: Server, host: str, home: str) -> tuple[dict[str, Any], bool]:
+    """The first ask for work, and whether the server tells of cancels in its answers:
+    one from before `cancelling` refuses it, and is then asked as an older runner asks
+    (its turns tell of cancels)."""
+    try:
+        return server.host_start(host, os.getpid(), home, new_token(), 0, this_machine(), []), True
+    except BadInput as e:
+        if not e.message.startswith("start: cancelling: "):  # (how a server refuses a field it lacks)
+            raise
+    return server.host_start(host, os.getpid(), home, new_token(), 0, this_machine()), False
 
 
 def _supervise(supervisor: Supervisor, asker: Asker, stop: StopRequest, settings: Settings, url: str,

@@ -82,9 +82,15 @@ class Started(NamedTuple):
 
     def news_for(self, request: StartRequest) -> bool:
         """Whether the runner asking has something to act on: attempts to run, or a
-        cancel it has not heard of (only a runner that says which it heard of is told)."""
-        return bool(self.attempts) or (request.cancelling is not None
-                                       and not set(self.cancel) <= set(request.cancelling))
+        cancel it has not heard of."""
+        return bool(self.attempts) or unheard(self.cancel, request)
+
+
+def unheard(cancel: list[int], request: StartRequest) -> bool:
+    """Whether some of these pending cancels are new to the runner asking (only a
+    runner that says which it heard of is told early: an older one would ask again at
+    once, and again, while a cancel is pending)."""
+    return request.cancelling is not None and not set(cancel) <= set(request.cancelling)
 
 
 def pinned_push_agents(ws: Workspace, host: str) -> list[str]:
@@ -99,8 +105,7 @@ def has_starts(ws: Workspace, request: StartRequest) -> bool:
     with ws.read() as (_log, views):
         if any(views.tasks(status="assigned", agent=name, limit=1) for name in names):
             return True
-        heard = set(request.cancelling) if request.cancelling is not None else None
-        return heard is not None and not set(_cancelling_on(views, request.host, names)) <= heard
+        return request.cancelling is not None and unheard(_cancelling_on(views, request.host, names), request)
 
 
 def _cancelling_on(views: SqlProjection, host: str, names: list[str]) -> list[int]:
@@ -139,7 +144,7 @@ def start(ws: Workspace, request: StartRequest) -> Started:
             payloads = views.payloads([task.task_id for task, _event, _token in started])
             attempts += [_attempt_document(settings, agent, task, event, token, payloads[task.task_id])
                          for task, event, token in started]
-        cancel = _cancelling_on(views, request.host, names)
+        cancel = _cancelling_on(views, request.host, names)[:MAX_BATCH]  # (what `cancelling` may hold)
     return Started(settings.lease_seconds, settings.max_message_bytes, settings.max_payload_bytes, attempts,
                    cancel)
 

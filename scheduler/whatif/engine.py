@@ -116,6 +116,7 @@ class Run:
     order: list[tuple[int, str]] = field(default_factory=list)  # (task, agent) per assignment
     waited: list[float] = field(default_factory=list)  # each one's wait, exact, in that order
     unfinished: int = 0  # tasks still open when the workload ran out (blocked, awaiting approval)
+    stranded: int = 0  # of those, queued ones: ready, but no agent of the fleet ever took them
     keep_order: bool = False
     sample_seconds: float = 0.0  # the time between two of `QueueFigures.depth`'s samples
 
@@ -247,6 +248,7 @@ class _Simulation:
                 self.stalled = not self._tick(now) and not (self.keeps_hours and self._hours_hold_back(now))
             self.run.ended_at = now
         self.run.unfinished = sum(self.open_count.values())
+        self.run.stranded = sum(task.status == "queued" for task in self.tasks.values())
         return self.run
 
     def _at(self, when: float, kind: str, task_id: int, attempt: int = 0) -> None:

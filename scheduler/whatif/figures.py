@@ -20,7 +20,9 @@ def summary(run: Run) -> dict[str, object]:
     """Per queue: tasks by how they ended, waits (ready to assigned) and run times
     (start to end) in seconds; per agent: utilization (its slots busy from an
     attempt's start to its end, over the run's span) and attempts; the time to drain
-    (first fact to last end; None when some task never ended: the work never drained)."""
+    (first fact to last end; None when a queued task was never taken: the queue never
+    drained. Tasks still awaiting approval or a parent do not count: they wait on
+    people and other work, not on the fleet)."""
     span = (run.ended_at - run.started_at) if run.started_at is not None and run.ended_at is not None else 0.0
     queues = {}
     for name in sorted(run.queues):
@@ -36,7 +38,7 @@ def summary(run: Run) -> dict[str, object]:
                      "utilization": round(a.busy_seconds / (a.capacity * span), 4)
                      if a.capacity and span > 0 else 0.0}
               for name, a in sorted(run.agents.items())}
-    return {"time_to_drain_seconds": None if run.unfinished else round(span, 3), "unfinished": run.unfinished,
+    return {"time_to_drain_seconds": None if run.stranded else round(span, 3), "unfinished": run.unfinished,
             "queues": queues, "agents": agents}
 
 

@@ -118,11 +118,13 @@ def idle_changes(changes: Sequence[str], before: Settings, after: Settings,
     return notes
 
 
-def other_fleets(fleets: Sequence[tuple[float, str]], current: str) -> list[str]:
-    """A note when the workload from the log ran under another control file than the
-    one in force now, which the baseline runs (it does not replay the fleet's changes):
-    its figures, and the fidelity, are then of a fleet that did not run this work."""
-    others = [at for at, content_hash in fleets if content_hash != current]
+def other_fleets(fleets: Sequence[tuple[float, Sequence[object]]],
+                 current: Sequence[FleetAgent]) -> list[str]:
+    """A note when the workload from the log ran under another fleet than the one of
+    the control file in force now, which the baseline runs (it does not replay the
+    fleet's changes): its figures, and the fidelity, are then of a fleet that did not
+    run this work. Only what the simulation models counts (not a command or a timeout)."""
+    others = [at for at, agents in fleets if set(fleet_of(agents)) != set(current)]
     if not others:
         return []
     when = ", ".join(to_text_or_none(at) or "" for at in others[:3]) + (" ..." if len(others) > 3 else "")
@@ -169,7 +171,8 @@ class _Source:
             check_generated(self.loads, self.duration)
         self.kind = "log" if not chosen else chosen[0].removeprefix("--")
         self.span = self._span()
-        self.fleets: list[tuple[float, str]] = []  # of the last run from the log: see `LogWorkload`
+        # the control files in force while the work ran (of the last run from the log: see `LogWorkload`)
+        self.fleets: list[tuple[float, tuple[Any, ...]]] = []
 
     def _span(self) -> float:
         if self.kind == "generate":
@@ -250,7 +253,7 @@ def run_simulation(ws: Workspace, request: Request,
         "window_start": to_text_or_none(base_run.started_at),
         "fidelity": figures.fidelity(recorded, base_run) if source.kind == "log" else None,
         "baseline": figures.summary(base_run), "whatif": None, "difference": None,
-        "notes": [*other_fleets(source.fleets, ws.registry().control.content_hash),
+        "notes": [*other_fleets(source.fleets, fleet),
                   *idle_changes(request.settings, base_settings, other_settings,
                                 [name for name, q in base_run.queues.items() if q.arrived])],
     }

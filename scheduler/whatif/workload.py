@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eventlog.errors import BadInput
 from eventlog.events import UNCOUNTED_FAILURES
@@ -65,7 +66,9 @@ class LogWorkload:
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._first_assigned: float | None = None
-        self._fleets: list[tuple[float, str]] = []  # each control file recorded: (when, its content hash)
+        # the control files recorded: the last one before the window's first arrival, then
+        # each one after it, as (when, its agents)
+        self._fleets: list[tuple[float, tuple[Any, ...]]] = []
 
     def facts(self) -> Iterator[Fact]:
         while True:
@@ -109,20 +112,20 @@ class LogWorkload:
             if rec.type in _TASK_TYPES:
                 self._take(rec)
                 return True
-            if rec.type == "AgentsConfigured":
-                self._fleets.append((from_text(rec.recorded_at).timestamp(), rec.fields()["content_hash"]))
+            if rec.type == "AgentsConfigured":  # (rare: its agents are read as they were recorded)
+                recorded = (from_text(rec.recorded_at).timestamp(), rec.event.agents)  # type: ignore[attr-defined]
+                self._fleets = [*self._fleets, recorded] if self.first_at is not None else [recorded]
         self._done = True
         return False
 
-    def fleets_in_force(self) -> list[tuple[float, str]]:
+    def fleets_in_force(self) -> list[tuple[float, tuple[Any, ...]]]:
         """The control files in force while the window's tasks were in the log (from
         the first arrival to the last fact read): the one recorded before it, and each
-        one recorded during it, as (when, content hash)."""
+        one recorded during it, as (when, its agents: `AgentRecord`s)."""
         if self.first_at is None:
             return []
         last = self.last_at if self.last_at is not None else self.first_at
-        before = [fleet for fleet in self._fleets if fleet[0] <= self.first_at][-1:]
-        return before + [fleet for fleet in self._fleets if self.first_at < fleet[0] <= last]
+        return [fleet for fleet in self._fleets if fleet[0] <= last]
 
     def _take(self, rec: Recorded) -> None:
         task_id = int(rec.stream_id[5:])  # "task-N"

@@ -86,19 +86,25 @@ def test_estimated_start_counts_only_capable_agents_within_their_hours(make_work
 def test_tasks_of_a_queue_with_no_agent_are_flagged_everywhere(make_workspace):
     """The agents of a queue all left the control file: its tasks waited with `tasks`,
     `explain` and health all saying every waiting task had an agent (only `progress`
-    noticed, after 30 minutes)."""
+    noticed, after 30 minutes). So did a task directed at an agent that left."""
     ws = make_workspace([{"agentName": "ann", "agentType": "dev"}, {"agentName": "otto", "agentType": "ops"}])
     ops = [s.task_id for s in submit(ws, [TaskSpec(queue="ops", title=f"o{n}") for n in range(2)])]
     (gpu,) = submit(ws, [TaskSpec(queue="ops", title="g", requires=["gpu"])])
+    (directed,) = submit(ws, [TaskSpec(queue="ops", title="for otto", assignee="otto")])
     assert {c["name"]: c["status"] for c in health(ws)["checks"]}["unplaceable"] == "degraded"  # (gpu)
     write_fleet(ws.settings.home, [{"agentName": "ann", "agentType": "dev"}])
     tick(ws)
     check = {c["name"]: c for c in health(ws)["checks"]}["unplaceable"]
     assert (check["status"], check["saw"]) == (  # the whole queue, once (not its gpu task again)
-        "degraded", "3 task(s) can never be taken: 3 in ops: no ops agent in the control file")
+        "degraded", "4 task(s) can never be taken: 4 in ops: no ops agent in the control file")
     figures = queries.pick_figures(ws, queries.list_tasks(ws))
     assert {figures[t]["unplaceable"] for t in (*ops, gpu.task_id)} == {"no ops agent in the control file"}
     assert explain(ws, ops[0])["now"]["unplaceable"] == "no ops agent in the control file"
     write_fleet(ws.settings.home, [{"agentName": "ann", "agentType": "dev"},
                                    {"agentName": "olga", "agentType": "ops", "capabilities": ["gpu"]}])
-    assert {c["name"]: c["status"] for c in health(ws)["checks"]}["unplaceable"] == "healthy"
+    check = {c["name"]: c for c in health(ws)["checks"]}["unplaceable"]
+    assert (check["status"], check["saw"]) == (  # the queue has an agent again, but not otto
+        "degraded", f"1 task(s) can never be taken: 1 in ops (e.g. task {directed.task_id}): its assignee "
+                    "otto is not a ops agent in the control file")
+    assert queries.pick_figures(ws, queries.list_tasks(ws))[directed.task_id]["unplaceable"] == (
+        "its assignee otto is not a ops agent in the control file")

@@ -127,9 +127,13 @@ def test_a_window_ends_at_its_end_too(history):
     window's end (another host's clock ahead, a window read as of a past moment) was
     counted in it, while its busy time was clipped at the end."""
     history.clock.advance(90)  # window [-10, 90]: task 1 succeeded at 80, task 2 failed at 50
-    dev = metrics(history, timedelta(seconds=100))["queues"]["dev"]
+    report = metrics(history, timedelta(seconds=100))
+    dev = report["queues"]["dev"]
     assert (dev["completed"], dev["failed"], dev["lease_expired"], dev["dead_lettered"]) == (1, 1, 0, 0)
     assert dev["run_seconds"]["count"] == 2
+    # task 3 (bob, 15 to 400) was running at the end: busy for its 75 s in the window
+    assert (report["agents"]["ann"]["busy_slot_seconds"], report["agents"]["bob"]["busy_slot_seconds"]) == (
+        80, 75)
 
 
 def test_a_running_attempt_is_busy_from_its_start_to_now(history):
@@ -530,6 +534,25 @@ def test_explain_now_says_what_holds_a_task_back_besides_the_agents(make_workspa
     assert main(["explain", str(plain.task_id), "--home", str(ws.settings.home)], clock=ws.clock) == 0
     out = capsys.readouterr().out
     assert "  held: assignment is paused by op: deploying" in out and "could take it" in out
+
+
+def test_explain_of_a_task_that_ended_unassigned_does_not_say_yet(make_workspace, capsys):
+    """A child dead-lettered with its parent ended `never assigned yet`, as if it still
+    could be; one still waiting says `yet`."""
+    ws = make_workspace()
+    (parent,) = submit(ws, [TaskSpec(queue="dev", title="parent")])
+    (child,) = submit(ws, [TaskSpec(queue="dev", title="child", after=[parent.task_id])])
+    home = str(ws.settings.home)
+    assert main(["explain", str(child.task_id), "--home", home], clock=ws.clock) == 0
+    assert "never assigned yet" in capsys.readouterr().out.splitlines()
+    operator.cancel(ws, parent.task_id, by="op")
+    assert explain(ws, child.task_id)["now"]["held"] == [  # (not 'not yet succeeded': it never will)
+        f"it runs after task {parent.task_id}, which ended without succeeding: it can never run (the next "
+        "tick dead-letters it)"]
+    tick(ws)  # the child can never run: dead-lettered
+    assert main(["explain", str(child.task_id), "--home", home], clock=ws.clock) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "never assigned" in lines and "never assigned yet" not in lines
 
 
 def test_explain_of_an_unknown_task_exits_2(make_workspace, capsys):

@@ -186,6 +186,35 @@ def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(m
     assert ledger.cancelled([(5, 1), (6, 1)]) == {5}
 
 
+def test_a_runner_asks_an_older_server_as_an_older_runner_does():
+    """A server from before `cancelling` refuses it (422): the runner exited 2 and ran
+    nothing. It now asks without it, and learns of cancels at its turns."""
+    from eventlog.errors import BadInput
+    from scheduler.runner import agent_host
+
+    asked: list[list[int] | None] = []
+
+    class Older:
+        def host_start(self, host, pid, home, request_id, wait, machine, cancelling=None):
+            asked.append(cancelling)
+            if cancelling is not None:
+                raise BadInput("start: cancelling: Extra inputs are not permitted")
+            return {"attempts": []}
+
+    assert agent_host.first_start(Older(), "h1", "/srv") == ({"attempts": []}, False)  # type: ignore[arg-type]
+    assert asked == [[], None]
+    ledger = agent_host.HttpLedger(Older(), "h1", 60, tells_cancels=False)  # type: ignore[arg-type]
+    ledger.hear({"attempts": []})
+    assert ledger.heard_of() is None and ledger.cancelled([(5, 1)]) == set()
+
+    class Refusing:  # any other refusal is not taken for an older server
+        def host_start(self, *args, **kwargs):
+            raise BadInput("start: home: must be an absolute path, not 'srv'")
+
+    with pytest.raises(BadInput, match="home"):
+        agent_host.first_start(Refusing(), "h1", "srv")  # type: ignore[arg-type]
+
+
 def test_an_outcome_whose_answer_was_lost_is_recorded_once(served, monkeypatch):
     ws, base, token = served
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])

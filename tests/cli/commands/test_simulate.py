@@ -123,6 +123,8 @@ def test_a_baseline_of_a_fleet_that_did_not_run_the_work_says_so(seeded: Path, c
     with sqlite3.connect(seeded / "sched.db") as conn:
         (recorded,) = conn.execute("SELECT recorded_at FROM events WHERE type = ?",
                                    ("AgentsConfigured",)).fetchone()
+    write_control(seeded, [FLEET[0], {**FLEET[1], "command": ["true"]}, *FLEET[2:]])
+    assert one_json(ok(cli("simulate", "--json")))["notes"] == []  # (a command: not what it models)
     write_control(seeded, [{**FLEET[0], "maxConcurrency": 9}, *FLEET[1:]])
     done = ok(cli("simulate", "--json"))
     note = ("the workload ran, in part or all, under another control file than the one in force now "
@@ -159,6 +161,15 @@ def test_work_that_never_ends_never_drains(home: Path, cli: InProcess):
     search = one_json(ok(cli(*args, "--find", "capacity", "--queue", "dev", "--target",
                              "time_to_drain_seconds<=2h", "--json")))["search"]
     assert search["capacity"] is None and not any(point["met"] for point in search["curve"])
+
+
+def test_work_left_waiting_on_a_person_does_not_stop_the_drain(seeded: Path, cli: InProcess):
+    """A task still awaiting approval when the log ends is unfinished, but the fleet
+    drained what it was given: the time to drain is not `never`."""
+    record_some_work(cli)
+    ok(cli("submit", "--queue", "dev", "--title", "waits for a person", "--requires-approval"))
+    baseline = one_json(ok(cli("simulate", "--json")))["baseline"]
+    assert baseline["unfinished"] >= 1 and baseline["time_to_drain_seconds"] is not None
 
 
 def test_simulate_a_workload_file(home: Path, cli: InProcess):
