@@ -254,7 +254,7 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
     """The `Outcome` row when `event` ends an attempt of `task` (or dead-letters it)."""
     if task is None:
         return None
-    holder, attempt, cpu, rss, delay = task.agent, task.attempt, None, None, None
+    holder, attempt, cpu, rss, delay, reason = task.agent, task.attempt, None, None, None, None
     match event:
         case TaskSucceeded():
             kind, detail, cpu, rss = "succeeded", None, event.cpu_seconds, event.peak_rss_bytes
@@ -263,7 +263,7 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
             # (an undelivered claim: its command never ran, as an assignment not started)
             kind = {"cancelled": "cancelled", "evicted": "evicted", "interrupted": "interrupted",
                     "undelivered": "not_started"}.get(event.reason, "failed")
-            detail, cpu, rss = event.error, event.cpu_seconds, event.peak_rss_bytes
+            detail, cpu, rss, reason = event.error, event.cpu_seconds, event.peak_rss_bytes, event.reason
             delay = event.start_delay_seconds
         case LeaseExpired():
             kind, detail = "expired", event.detail or "lease expired"
@@ -289,7 +289,7 @@ def ended_attempt(task: TaskView | None, event: Event, seq: int, at: str) -> Out
                    agent=getattr(event, "agent", None) or holder, attempt=attempt, outcome=kind,
                    detail=detail, ready_ts=_ts(task.ready_at), assigned_ts=_ts(task.assigned_at),
                    started_ts=started_ts, ended_ts=ended_ts,
-                   cpu_seconds=cpu, peak_rss_bytes=rss)
+                   cpu_seconds=cpu, peak_rss_bytes=rss, reason=reason)
 
 
 def command_ran(started: float, delay: float | None, ended: float) -> float:

@@ -506,11 +506,17 @@ class SqlProjection:
     def outcomes_by_agent(self, since_ts: float) -> dict[tuple[str | None, str], tuple[int, int]]:
         """Of the attempts that ended at or after `since_ts`: per (agent, outcome), how
         many and the seq of the latest (by `ix_outcomes_ended`: the window's rows; a
-        dead letter's agent is None)."""
+        dead letter's agent is None). A failure whose command could not start is its own
+        outcome here, `spawn_error`, not `failed`."""
         self.flush()
-        rows = self.txn.rows("outcomes", ("agent", "outcome", "count(*)", "max(seq)"),
-                             [("ended_ts", ">=", since_ts)], group=("agent", "outcome"))
-        return {(agent, outcome): (count, seq) for agent, outcome, count, seq in rows}  # type: ignore[misc]
+        rows = self.txn.rows("outcomes", ("agent", "outcome", "reason", "count(*)", "max(seq)"),
+                             [("ended_ts", ">=", since_ts)], group=("agent", "outcome", "reason"))
+        found: dict[tuple[str | None, str], tuple[int, int]] = {}
+        for agent, outcome, reason, count, seq in rows:
+            key = (agent, "spawn_error" if outcome == "failed" and reason == "spawn_error" else outcome)
+            had, latest = found.get(key, (0, 0))  # type: ignore[arg-type]
+            found[key] = (had + count, max(latest, seq))  # type: ignore[arg-type, operator]
+        return found
 
     def outcome_detail(self, seq: int) -> str | None:
         """The error or reason of the attempt that the event `seq` ended."""

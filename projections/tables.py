@@ -174,6 +174,7 @@ class OutcomeRow(SQLModel, table=True):
     ended_ts: float
     cpu_seconds: float | None = None
     peak_rss_bytes: int | None = Field(default=None, sa_type=Int64)
+    reason: str | None = None  # a failure's reason (TaskFailed.reason)
 
 
 class CapacityRow(SQLModel, table=True):

@@ -12,7 +12,7 @@ from eventlog.frozen import constructor
 
 # The shape of the projection tables (`projections/tables.py`, one row per view below).
 # Bump whenever a projection table or the meaning of a column changes.
-PROJECTION_SCHEMA = 19
+PROJECTION_SCHEMA = 20
 # The key of `projection_meta` that holds the shape the tables were made in (written
 # with every fold from the start): every write reads the meta first, so a process whose
 # tables another version of sched rebuilt meanwhile finds out before it writes
@@ -172,6 +172,7 @@ class Outcome:
     ended_ts: float
     cpu_seconds: float | None = None  # measured by the exec wrapper
     peak_rss_bytes: int | None = None
+    reason: str | None = None  # a failure's reason (`spawn_error`: its command could not start)
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,7 @@ class Settings(BaseModel):
     health_unstarted_degraded: int = Field(
         default=3, ge=1, le=MAX_COUNT,
         description="health: degraded when an agent in service had this many assignments go back "
-        "not started in the window, and started none")
+        "not started, or commands that could not start, in the window, and started none")
     queues: dict[str, dict[str, object]] = Field(
         default={}, description="per-queue overrides: [queues.NAME] tables in sched.toml")
     exec_timeout_seconds: float = Field(

@@ -122,19 +122,23 @@ def check_lease_expiries(settings: Settings, expiries: int) -> Check:
     return Check("lease_expiries", status, f"{expiries} leases expired", threshold)
 
 
-# outcomes of attempts whose command had started (a cancel may end either kind)
+# outcomes of attempts whose command had started (a cancel may end either kind); `failed`
+# here leaves out a command that could not start (`spawn_error`, see `outcomes_by_agent`)
 STARTED_OUTCOMES = ("succeeded", "failed", "expired", "evicted", "interrupted")
 
 
 def never_starting(settings: Settings, agents: list[AgentView],
                    ended: dict[tuple[str | None, str], tuple[int, int]]) -> list[tuple[str, int, int]]:
     """The agents in service that, in the window, had `health_unstarted_degraded` or
-    more assignments go back not started and started none (none of their attempts
-    ended after it started, none runs now): (agent, how many, the seq of the latest).
-    `ended`: the window's outcomes per (agent, outcome), with how many and the latest."""
+    more assignments go back not started, or attempts whose command could not start
+    (`spawn_error`: a missing or not executable program, dead-lettered at once), and
+    started none (none of their attempts ended after it started, none runs now):
+    (agent, how many, the seq of the latest). `ended`: the window's outcomes per
+    (agent, outcome), with how many and the latest."""
     stuck = []
     for agent in agents:
-        count, latest = ended.get((agent.name, "not_started"), (0, 0))
+        unstarted = [ended.get((agent.name, kind), (0, 0)) for kind in ("not_started", "spawn_error")]
+        count, latest = sum(n for n, _seq in unstarted), max(seq for _n, seq in unstarted)
         if (count >= settings.health_unstarted_degraded and agent.in_service and agent.running == 0
                 and not any((agent.name, kind) in ended for kind in STARTED_OUTCOMES)):
             stuck.append((agent.name, count, latest))
@@ -142,11 +146,14 @@ def never_starting(settings: Settings, agents: list[AgentView],
 
 
 def check_starts(settings: Settings, stuck: list[tuple[str, int, str | None]]) -> Check:
-    """Degraded while an agent is handed work it never starts (its directory cannot be
-    made, its pinned host is gone, its claims never reach it): such assignments go back
-    to the queue without using an attempt, so no failure or dead letter would say so."""
+    """Degraded while an agent is handed work it never starts: its directory cannot be
+    made, its pinned host is gone, its claims never reach it (such assignments go back
+    to the queue without using an attempt, so no failure or dead letter would say so),
+    or its program cannot be started (each task dead-lettered at once, too few, maybe,
+    for the error rate to judge)."""
     threshold = (f"degraded when an agent had {settings.health_unstarted_degraded} or more assignments go "
-                 f"back not started in the last {settings.health_window_seconds:g} s, and started none")
+                 f"back not started, or commands that could not start, in the last "
+                 f"{settings.health_window_seconds:g} s, and started none")
     if not stuck:
         return Check("starts", "healthy", "no agent failed to start the work it was handed", threshold)
     return Check("starts", "degraded", "; ".join(
@@ -345,8 +352,8 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         counts = views.counts()
         queued = {q: n for (q, s), n in counts.items() if s == "queued"}
         ended = views.outcomes_by_agent(window_start)
-        succeeded, failed, expired = (sum(n for (_agent, kind), (n, _seq) in ended.items() if kind == wanted)
-                                      for wanted in ("succeeded", "failed", "expired"))
+        succeeded, failed, expired = (sum(n for (_agent, kind), (n, _seq) in ended.items() if kind in wanted)
+                                      for wanted in (("succeeded",), ("failed", "spawn_error"), ("expired",)))
         stuck = never_starting(settings, views.all_agents(), ended)
         unstarted = [(name, count, views.outcome_detail(seq)) for name, count, seq in stuck]
         last_success = views.last_outcome_ts("succeeded")

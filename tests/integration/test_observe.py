@@ -419,6 +419,31 @@ def test_an_agent_that_starts_none_of_the_work_it_is_handed_degrades_starts(make
     assert checks(ws)["starts"] == "healthy"
 
 
+def test_an_agent_whose_program_cannot_start_degrades_starts(make_workspace, tmp_path):
+    """A push agent whose program is not executable dead-letters each task at once (a
+    spawn error): four dead tasks, and health said `starts: no agent failed to start
+    the work it was handed` and `overall: healthy` (too few attempts for the error
+    rate)."""
+    from scheduler.runner.exec import run, start
+
+    program = tmp_path / "agent.sh"
+    program.write_text("#!/bin/sh\nexit 0\n")  # (not executable)
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "command": [str(program)],
+                          "maxConcurrency": 4}])
+    ws.launcher = lambda settings, task_id: None
+    tasks = [s.task_id for s in submit(ws, [TaskSpec(queue="dev", title=f"t{n}") for n in range(4)])]
+    tick(ws)
+    for task_id in tasks:
+        run(ws, start(ws, task_id, {}))  # type: ignore[arg-type]
+        assert queries.show(ws, task_id)[0].status == "dead"  # (not retryable: dead-lettered at once)
+    report = {c["name"]: c for c in health(ws)["checks"]}
+    assert report["starts"]["status"] == "degraded"
+    assert report["starts"]["saw"] == (
+        f"ann: 4 assignments not started, none started (latest: cannot start {str(program)!r}: "
+        "Permission denied)")
+    assert health(ws)["status"] == "degraded"
+
+
 def test_assignments_an_operator_took_away_are_not_an_agent_failing_to_start(make_workspace):
     """A drain sends an agent's assignments back (`released`): it did not fail to start
     them, so `starts` stays healthy after it is restored (it said `a: 3 assignments not
