@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eventlog.timeutil import from_text, to_text
+from scheduler.gates import gates_now
 from scheduler.machine import this_machine
 from scheduler.reads.queries import current_fleet, status_of
 from scheduler.tick_runs import daemon_state, daemons, last_tick, pid_alive
@@ -23,7 +24,7 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive,
     with ws.read() as (_log, views):
         ticked = last_tick(views.txn)
         running_daemons = daemons(views.txn)
-        doc = status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
+        doc = status_of(ws, views.counts(), current_fleet(ws, views), views.meta(), gates=gates_now(views))
         holding = views.holding()
         recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))
         done_last_hour = views.count_outcomes(now.timestamp() - 3600, ("succeeded",))

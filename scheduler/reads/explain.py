@@ -265,7 +265,7 @@ def held_now(task: TaskView, paused: dict[str, object] | None,
 
 
 def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
-    from scheduler.gates import closed_gates
+    from scheduler.gates import gates_now
     from scheduler.reads.queries import current_fleet
     from scheduler.workspace import describe_pause
 
@@ -276,11 +276,11 @@ def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
         scheduler_history = log.read_stream("scheduler")
         task = views.get_task(task_id)
         fleet = current_fleet(ws, views) if task is not None and task.status in WAITING_STATUSES else []
-        meta = views.meta()
+        meta, gates = views.meta(), gates_now(views)
     doc = explain_history(history, scheduler_history)
     doc["now"] = waiting_now(task, fleet, ws.clock.now()) if task is not None else None
     if doc["now"] is not None:
         assert task is not None
         paused = describe_pause(meta.get("paused"), ws.stop_file)
-        doc["now"]["held"] = held_now(task, paused, closed_gates(meta))
+        doc["now"]["held"] = held_now(task, paused, gates)
     return doc

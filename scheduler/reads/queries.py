@@ -21,7 +21,7 @@ from projections.views import (
 )
 from scheduler.decisions.fit import never_fits
 from scheduler.decisions.plan import effective_priority, most_gained, pick_order, waited_seconds
-from scheduler.gates import closed_gates
+from scheduler.gates import closed_gates, gates_now
 from scheduler.planning import ordering_policy
 from scheduler.workspace import Workspace, describe_pause
 
@@ -104,7 +104,8 @@ def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
     from the log (the stop file, a present-day fact, is then not consulted)."""
     if at is None:
         with ws.read(prefetch=STATUS_READS) as (_log, views):
-            return status_of(ws, views.counts(), current_fleet(ws, views), views.meta())
+            return status_of(ws, views.counts(), current_fleet(ws, views), views.meta(),
+                             gates=gates_now(views))
     from projections.apply import fold
 
     if isinstance(at, int):
@@ -118,8 +119,10 @@ def status(ws: Workspace, at: int | str | None = None) -> dict[str, Any]:
 
 
 def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[AgentView],
-              meta: dict[str, str], present: bool = True) -> dict[str, Any]:
-    """The status document of some projected state (`present`: consult the stop file)."""
+              meta: dict[str, str], present: bool = True,
+              gates: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The status document of some projected state (`present`: consult the stop file;
+    `gates`: the closed gates with their last checks, else as the projection has them)."""
     last_seq = int(meta.get("last_seq", 0))
     queues: dict[str, dict[str, int]] = {}
     for name in sorted({q for q, _ in counts} | {a.type for a in agents if a.configured}):
@@ -127,7 +130,8 @@ def status_of(ws: Workspace, counts: dict[tuple[str, str], int], agents: list[Ag
     shown = [a for a in agents if a.configured or a.load]
     paused = describe_pause(meta.get("paused"), ws.stop_file if present else None)
     return {"queues": queues, "agents": {a.name: agent_dict(a) for a in shown},
-            "last_seq": last_seq, "paused": paused, "gates_closed": closed_gates(meta)}
+            "last_seq": last_seq, "paused": paused,
+            "gates_closed": gates if gates is not None else closed_gates(meta)}
 
 
 def list_tasks(ws: Workspace, queue: str | None = None, status_: str | None = None,

@@ -286,6 +286,33 @@ def test_a_closed_gate_holds_its_queue_while_others_go_on(make_workspace):
     assert queries.verify_log(ws).ok
 
 
+def test_a_closed_gate_says_why_its_last_check_failed(make_workspace):
+    """Its gate changed while closed (another command, another exit): status and
+    explain kept the reason it first closed with."""
+    from scheduler.config.settings import load_settings
+    from scheduler.reads.explain import explain
+
+    ws = make_workspace()
+    toml = ws.settings.home / "sched.toml"
+
+    def gate(argv: str) -> None:
+        toml.write_text(f'[queues.dev]\ngate = {argv}\ngate_cache_seconds = 1\n')
+        ws.settings = load_settings({}, {"home": ws.settings.home}).settings
+
+    gate('["false"]')
+    (dev,) = add(ws)
+    assert tick(ws).gates_closed == ["dev"]
+    assert queries.status(ws)["gates_closed"]["dev"]["detail"] == "gate 'false' exited 1"
+    gate('["sh", "-c", "echo replica lagging; exit 7"]')
+    ws.clock.advance(2)
+    assert tick(ws).gates_closed == ["dev"]
+    now = "gate 'sh' exited 7: replica lagging"
+    assert queries.status(ws)["gates_closed"]["dev"]["detail"] == now
+    assert explain(ws, dev)["now"]["held"] == [f"the gate of queue dev is closed: {now}"]
+    kinds = [r.type for r in queries.replay(ws)]
+    assert kinds.count("QueueGateClosed") == 1  # (a reason is no new event: the log says when it closed)
+
+
 def test_a_gate_taken_out_while_closed_opens_its_queue_and_any_output_is_told(make_workspace):
     """A gate that printed bytes that are not UTF-8 closes its queue with its line
     (decoding it stopped every tick); taken out of sched.toml while closed, it opens the
