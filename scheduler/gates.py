@@ -129,7 +129,7 @@ def gates_now(views: SqlProjection) -> dict[str, dict[str, str]]:
 
 def failing_checks(txn: Transaction) -> dict[str, str]:
     """Queue -> why its gate's last check failed, for the gates whose last check did
-    (a row a gated queue, read only when some gate is closed)."""
+    (a row per gated queue, read only while some gate is closed)."""
     return {queue: detail for queue, passed, detail in txn.rows("gate_checks", ("queue", "passed", "detail"))
             if not passed}
 
