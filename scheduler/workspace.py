@@ -46,6 +46,22 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
+SHAPE_REMEDY = ("Another version of sched rebuilt them: stop the processes of one of the two and run one "
+                "version (docs/operations.md, Upgrading sched); if no other version runs, they were damaged: "
+                "`sched rebuild`")
+
+
+def shape_refusal(location: object, shape: str | None) -> str | None:
+    """Why a write into projection tables whose meta says `shape` is refused (None: it
+    is this version's): another version rebuilt them, or they were damaged."""
+    if shape == str(PROJECTION_SCHEMA):
+        return None
+    made = (f"made for projection schema {shape}" if shape is not None
+            else "they no longer say which version of sched made them")
+    return (f"{location}: its projection tables are not of this sched's shape ({made}; this sched writes "
+            f"projection schema {PROJECTION_SCHEMA})")
+
+
 @dataclass
 class Workspace:
     """Everything a command needs, passed in rather than read from globals."""
@@ -170,15 +186,9 @@ class Workspace:
         they were damaged). Folding this version's way into them would leave rows that
         neither version reads right. (The shape is in the meta every write reads first:
         the check costs no read.)"""
-        if shape == str(PROJECTION_SCHEMA):
-            return
-        made = (f"made for projection schema {shape}" if shape is not None
-                else "no longer say which version of sched made them")
-        raise ProjectionsChanged(
-            f"{self.db.location}: its projection tables changed while this process ran ({made}; this "
-            f"sched writes projection schema {PROJECTION_SCHEMA}): nothing recorded. Another version of "
-            "sched rebuilt them: stop this process and run one version (docs/operations.md, Upgrading "
-            "sched); if no other version runs, they were damaged: `sched rebuild`")
+        refused = shape_refusal(self.db.location, shape)
+        if refused is not None:
+            raise ProjectionsChanged(f"{refused}: nothing recorded. {SHAPE_REMEDY}")
 
     @contextmanager
     def read(self, prefetch: Sequence[Read] = ()) -> Iterator[tuple[SqlStore, SqlProjection]]:

@@ -19,12 +19,12 @@ from eventlog.errors import ControlFileError, CorruptLog, DatabaseError
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from projections.rebuild import lost_tail
-from projections.views import WAITING_STATUSES, AgentView, TaskView
+from projections.views import SHAPE_KEY, WAITING_STATUSES, AgentView, TaskView
 from scheduler.config.settings import Settings
 from scheduler.machine import this_machine
 from scheduler.reads.queries import current_fleet
 from scheduler.tick_runs import daemon_state, daemons, last_tick_at, pid_alive
-from scheduler.workspace import Workspace
+from scheduler.workspace import SHAPE_REMEDY, Workspace, shape_refusal
 
 if TYPE_CHECKING:
     from eventlog.sql_store import SqlStore
@@ -128,24 +128,27 @@ STARTED_OUTCOMES = ("succeeded", "failed", "expired", "evicted", "interrupted")
 
 
 def never_starting(settings: Settings, agents: list[AgentView],
-                   ended: dict[tuple[str | None, str], tuple[int, int]]) -> list[tuple[str, int, int]]:
+                   ended: dict[tuple[str | None, str], tuple[int, int]]) -> list[tuple[str, str, int]]:
     """The agents in service that, in the window, had `health_unstarted_degraded` or
     more assignments go back not started, or attempts whose command could not start
     (`spawn_error`: a missing or not executable program, dead-lettered at once), and
     started none (none of their attempts ended after it started, none runs now):
-    (agent, how many, the seq of the latest). `ended`: the window's outcomes per
-    (agent, outcome), with how many and the latest."""
+    (agent, how many of which, the seq of the latest). `ended`: the window's outcomes
+    per (agent, outcome), with how many and the latest."""
     stuck = []
     for agent in agents:
-        unstarted = [ended.get((agent.name, kind), (0, 0)) for kind in ("not_started", "spawn_error")]
-        count, latest = sum(n for n, _seq in unstarted), max(seq for _n, seq in unstarted)
-        if (count >= settings.health_unstarted_degraded and agent.in_service and agent.running == 0
-                and not any((agent.name, kind) in ended for kind in STARTED_OUTCOMES)):
-            stuck.append((agent.name, count, latest))
+        (unstarted, first), (unstartable, second) = (ended.get((agent.name, kind), (0, 0))
+                                                     for kind in ("not_started", "spawn_error"))
+        if (unstarted + unstartable >= settings.health_unstarted_degraded and agent.in_service
+                and agent.running == 0 and not any((agent.name, kind) in ended for kind in STARTED_OUTCOMES)):
+            what = " and ".join(text for n, text in ((unstarted, f"{unstarted} assignments not started"),
+                                                     (unstartable, f"{unstartable} commands could not start"))
+                                if n)
+            stuck.append((agent.name, what, max(first, second)))
     return stuck
 
 
-def check_starts(settings: Settings, stuck: list[tuple[str, int, str | None]]) -> Check:
+def check_starts(settings: Settings, stuck: list[tuple[str, str, str | None]]) -> Check:
     """Degraded while an agent is handed work it never starts: its directory cannot be
     made, its pinned host is gone, its claims never reach it (such assignments go back
     to the queue without using an attempt, so no failure or dead letter would say so),
@@ -157,8 +160,8 @@ def check_starts(settings: Settings, stuck: list[tuple[str, int, str | None]]) -
     if not stuck:
         return Check("starts", "healthy", "no agent failed to start the work it was handed", threshold)
     return Check("starts", "degraded", "; ".join(
-        f"{name}: {count} assignments not started, none started (latest: {detail or 'no reason recorded'})"
-        for name, count, detail in stuck), threshold)
+        f"{name}: {what}, none started (latest: {detail or 'no reason recorded'})"
+        for name, what, detail in stuck), threshold)
 
 
 def check_unplaceable(agents: list[AgentView],
@@ -347,6 +350,8 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         head_seq, checkpoint = (head.seq if head is not None else 0), views.last_seq()
         lost = lost_tail(checkpoint, head_seq, refused="every write is refused until then: ")
         unreadable = None if lost is not None else first_unreadable(log, checkpoint, head_seq)
+        if unreadable is None and (other := shape_refusal(ws.db.location, views.meta().get(SHAPE_KEY))):
+            unreadable = f"{other}: every write is refused. {SHAPE_REMEDY}"  # (the daemon's too)
         last = last_tick_at(views.txn)
         daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive, machine)
         counts = views.counts()
@@ -355,7 +360,7 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         succeeded, failed, expired = (sum(n for (_agent, kind), (n, _seq) in ended.items() if kind in wanted)
                                       for wanted in (("succeeded",), ("failed", "spawn_error"), ("expired",)))
         stuck = never_starting(settings, views.all_agents(), ended)
-        unstarted = [(name, count, views.outcome_detail(seq)) for name, count, seq in stuck]
+        unstarted = [(name, what, views.outcome_detail(seq)) for name, what, seq in stuck]
         last_success = views.last_outcome_ts("succeeded")
         ready, ready_since = views.ready_backlog(to_text(now))
         waiting = views.waiting_requirements() + waiting_by_queue(counts)

@@ -493,7 +493,8 @@ class _Simulation:
         if self.run.keep_order:
             self.run.order.append((task_id, agent))
             self.run.waited.append(waited)
-        self._at(task.started_at + run.run_seconds, "end", task_id, task.attempt)
+        if run.outcome != "cancelled":  # (one an operator's cancel ended runs until that fact)
+            self._at(task.started_at + run.run_seconds, "end", task_id, task.attempt)
 
     # -- ends --------------------------------------------------------------------------
 

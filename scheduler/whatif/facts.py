@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Ended = Literal["succeeded", "failed", "expired"]
+Ended = Literal["succeeded", "failed", "expired", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One attempt as it ran: assigned, then started `start_delay` seconds later, then
-    ended `run_seconds` after its start."""
+    ended `run_seconds` after its start; or, `cancelled`, it runs until the operator's
+    cancel (a fact at its own time) stops it."""
 
     start_delay: float
     run_seconds: float

@@ -185,11 +185,15 @@ class LogWorkload:
         history.assigned_at = history.started_at = None
         if assigned is None or started is None:
             return  # not an attempt that ran (or assigned before the window was read)
-        if kind == "TaskFailed" and data.get("reason") in NOT_THE_TASKS:
-            return  # not the task's doing (the cancel is a fact of its own), or nothing ran
         started = command_ran(started, data.get("start_delay_seconds"), at)
         run = max(0.0, at - started)
-        if kind == "TaskSucceeded":
+        if kind == "TaskFailed" and data.get("reason") == "cancelled":
+            # stopped by an operator's cancel: it runs until the cancel (a fact of its own,
+            # at its time) stops it, not the task's own run time, nor a stand-in that ends first
+            attempt = Attempt(started - assigned, run, "cancelled")
+        elif kind == "TaskFailed" and data.get("reason") in NOT_THE_TASKS:
+            return  # not the task's doing (an eviction, a runner's stop), or nothing ran
+        elif kind == "TaskSucceeded":
             attempt = Attempt(started - assigned, run, "succeeded")
             seconds, runs = self._run_totals.get(history.queue, (0.0, 0))
             self._run_totals[history.queue] = (seconds + run, runs + 1)

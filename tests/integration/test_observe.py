@@ -439,7 +439,7 @@ def test_an_agent_whose_program_cannot_start_degrades_starts(make_workspace, tmp
     report = {c["name"]: c for c in health(ws)["checks"]}
     assert report["starts"]["status"] == "degraded"
     assert report["starts"]["saw"] == (
-        f"ann: 4 assignments not started, none started (latest: cannot start {str(program)!r}: "
+        f"ann: 4 commands could not start, none started (latest: cannot start {str(program)!r}: "
         "Permission denied)")
     assert health(ws)["status"] == "degraded"
 

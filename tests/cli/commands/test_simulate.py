@@ -252,6 +252,25 @@ def test_a_generated_load_too_big_to_simulate_is_refused(home: Path, cli: InProc
                               2) == "sched: --duration must be longer than 0"
 
 
+def test_a_task_cancelled_while_it_ran_is_cancelled_in_the_replay_too(home: Path, cli: InProcess):
+    """Its attempt that the cancel ended was left out, so the task ran a stand-in (the
+    mean of its queue's successes so far: none, 0 s) and succeeded at once; the cancel,
+    replayed later, found nothing to cancel (QA on PostgreSQL: 4 cancelled tasks read as
+    4 successes of 0 s)."""
+    clock = ManualClock()
+    ok(cli("init", clock=clock))
+    ok(cli("submit", "--queue", "dev", "--title", "long", clock=clock))
+    claimed = one_json(ok(cli("worker", "claim", "--agent", "ann", "--json", clock=clock)))["task"]
+    clock.advance(30)
+    ok(cli("cancel", str(claimed["task_id"]), clock=clock))  # running: cancelling
+    clock.advance(5)
+    ok(cli("worker", "fail", str(claimed["task_id"]), "--token", claimed["token"], "--error", "stopped",
+           clock=clock))  # (its worker heard of the cancel: the task ends cancelled)
+    dev = one_json(ok(cli("simulate", "--interval", "1", "--json", clock=clock)))["baseline"]["queues"]["dev"]
+    assert (dev["succeeded"], dev["cancelled"]) == (0, 1)
+    assert dev["run_p50"] >= 30  # it ran until the cancel, as it did
+
+
 def test_a_task_on_its_retry_when_the_log_ends_is_not_taken_to_fail_again(home: Path, cli: InProcess):
     """Its running attempt 2 has no end in the log: it was simulated as attempt 1's
     failure once more, and again, and the task dead-lettered (the baseline said a live

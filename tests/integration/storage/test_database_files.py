@@ -23,6 +23,7 @@ from eventlog.storage import base
 from eventlog.storage.sqlite import APPLICATION_ID
 from projections import rebuild
 from scheduler.reads import queries
+from scheduler.reads.health import health
 from scheduler.rebuild import rebuild_projections
 from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
@@ -210,14 +211,18 @@ def test_a_process_writes_nothing_into_tables_another_version_rebuilt_meanwhile(
     else:  # a sched from before the shape was kept there (or a damaged table)
         sql(history, "DELETE FROM projection_meta WHERE key = ?", SHAPE_KEY)
     made = (f"made for projection schema {PROJECTION_SCHEMA + 1}" if shape == "newer"
-            else "no longer say which version of sched made them")
-    with pytest.raises(ProjectionsChanged) as refused:
+            else "they no longer say which version of sched made them")
+    refused = (f"{history.settings.db_path}: its projection tables are not of this sched's shape ({made}; "
+               f"this sched writes projection schema {PROJECTION_SCHEMA})")
+    remedy = ("Another version of sched rebuilt them: stop the processes of one of the two and run one "
+              "version (docs/operations.md, Upgrading sched); if no other version runs, they were damaged: "
+              "`sched rebuild`")
+    with pytest.raises(ProjectionsChanged) as refused_write:
         submit(history, [TaskSpec(queue="dev", title="after")])
-    assert refused.value.message == (
-        f"{history.settings.db_path}: its projection tables changed while this process ran ({made}; this "
-        f"sched writes projection schema {PROJECTION_SCHEMA}): nothing recorded. Another version of sched "
-        "rebuilt them: stop this process and run one version (docs/operations.md, Upgrading sched); if no "
-        "other version runs, they were damaged: `sched rebuild`")
+    assert refused_write.value.message == f"{refused}: nothing recorded. {remedy}"
+    integrity = {c["name"]: c for c in health(history)["checks"]}["integrity"]  # (no daemon needed to see it)
+    assert (integrity["status"], integrity["saw"]) == ("unhealthy",
+                                                       f"{refused}: every write is refused. {remedy}")
     assert events(history.settings.db_path) == head
     if shape == "none":
         rebuild_projections(history)  # (what the line says for damage)
