@@ -15,7 +15,7 @@ import typer
 
 from cli.text import literal, visible
 from eventlog.errors import BadInput, ControlFileError, OutputLost
-from eventlog.values import parse_json
+from eventlog.values import parse_json, task_id_problem
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import LoadedSettings, load_settings
 from scheduler.dryrun import DryRun
@@ -65,6 +65,14 @@ DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Say what would change (the events it would append); append nothing.")]
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def parse_task_id(text: str) -> int:
+    """A task id argument or option (`task_id_problem`: digits only)."""
+    problem = task_id_problem(text)
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return int(text)
 
 # main() may inject a clock (tests do); commands read it through `workspace()`.
 CLOCK: list[Clock] = [SystemClock()]

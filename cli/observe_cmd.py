@@ -15,12 +15,12 @@ from cli.common import (
     console,
     emit_json,
     human_duration,
+    parse_task_id,
     warn_if_fleet_unread,
     workspace,
 )
 from cli.text import literal
 from eventlog.errors import BadInput
-from eventlog.values import INT64_MAX
 from scheduler.usecases import observe
 
 # each use case imports its own module (and each view rich, for the tables): `metrics`
@@ -115,7 +115,7 @@ def health_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = 
 
 
 def explain_command(
-    task_id: Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)],
+    task_id: Annotated[int, typer.Argument(help="Task id.", parser=parse_task_id)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
 ) -> None:
     """Why a task went to its agent, and why not earlier, from the decisions in the log;

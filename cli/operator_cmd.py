@@ -15,11 +15,12 @@ from cli.common import (
     JsonOpt,
     emit_json,
     message,
+    parse_task_id,
     show_dry_run,
     workspace,
 )
 from eventlog.errors import BadInput
-from eventlog.values import INT64_MAX, text_problem
+from eventlog.values import text_problem
 from scheduler.usecases import actions, fleet
 
 
@@ -68,7 +69,7 @@ def resume_command(
 
 def requeue_command(
     task_ids: Annotated[list[int] | None, typer.Argument(
-        help="Dead tasks to requeue.", min=1, max=INT64_MAX)] = None,
+        help="Dead tasks to requeue.", parser=parse_task_id)] = None,
     all_dead: Annotated[bool, typer.Option("--all", help="Every dead task of --queue.")] = False,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="The queue, with --all.")] = None,
     by: ByOpt = None, dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
@@ -87,7 +88,7 @@ def requeue_command(
 
 
 def cancel_command(
-    task_id: Annotated[int, typer.Argument(help="The task to cancel.", min=1, max=INT64_MAX)],
+    task_id: Annotated[int, typer.Argument(help="The task to cancel.", parser=parse_task_id)],
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the event.")] = None,
     by: ByOpt = None, dry_run: DryRunOpt = False, json_out: JsonOpt = False, db: DbOpt = None,
     home: HomeOpt = None,
@@ -109,7 +110,7 @@ def cancel_command(
 
 
 def approve_command(
-    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.", min=1, max=INT64_MAX)],
+    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.", parser=parse_task_id)],
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """Approve tasks submitted with --requires-approval: they join their queue."""
@@ -122,7 +123,7 @@ def approve_command(
 
 
 def reject_command(
-    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.", min=1, max=INT64_MAX)],
+    task_ids: Annotated[list[int], typer.Argument(help="Tasks awaiting approval.", parser=parse_task_id)],
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the event.")] = None,
     by: ByOpt = None, json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:

@@ -24,13 +24,13 @@ from cli.common import (
     emit_json,
     loaded_settings,
     message,
+    parse_task_id,
     server_of,
     warn_if_fleet_unread,
     workspace,
 )
 from cli.text import literal, visible
 from eventlog.errors import BadInput
-from eventlog.values import INT64_MAX
 from scheduler.usecases import observe
 from scheduler.workspace import Workspace
 
@@ -195,7 +195,7 @@ def agent_state(agent: dict[str, object]) -> str:
 
 def replay_command(
     task: Annotated[int | None, typer.Option(
-        "--task", help="Only this task's events.", min=1, max=INT64_MAX)] = None,
+        "--task", help="Only this task's events.", parser=parse_task_id)] = None,
     since: Annotated[str | None, typer.Option(help="From this seq or ISO time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this seq or ISO time (inclusive).")] = None,
     verify: Annotated[bool, typer.Option(
@@ -307,7 +307,7 @@ def _stderr_line(line: str) -> None:
 
 
 def exec_command(
-    task_id: Annotated[int, typer.Argument(help="The assigned task to run.", min=1, max=INT64_MAX)],
+    task_id: Annotated[int, typer.Argument(help="The assigned task to run.", parser=parse_task_id)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
     host: HostOpt = None,
 ) -> None:

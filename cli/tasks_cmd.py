@@ -20,6 +20,7 @@ from cli.common import (
     human_duration,
     message,
     parse_json_option,
+    parse_task_id,
     place,
     show_dry_run,
     warn_if_fleet_unread,
@@ -54,7 +55,7 @@ def submit_command(
     task_type: Annotated[str | None, typer.Option(
         "--type", help="Kind of work: agents with the best success record at it are preferred.")] = None,
     after: Annotated[list[int] | None, typer.Option(
-        "--after", help="Run only after this task succeeds (repeatable).")] = None,
+        "--after", help="Run only after this task succeeds (repeatable).", parser=parse_task_id)] = None,
     requires_approval: Annotated[bool, typer.Option(
         "--requires-approval", help="Wait for `sched approve` before joining the queue.")] = False,
     requires: Annotated[str | None, typer.Option(
@@ -226,7 +227,7 @@ DATA_WIDTH = 200  # characters of an event's data shown by `show`
 
 
 def show_command(
-    task_id: Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)],
+    task_id: Annotated[int, typer.Argument(help="Task id.", parser=parse_task_id)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """One task: its state, who ran it, its result, and its whole history."""

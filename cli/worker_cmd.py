@@ -20,18 +20,18 @@ from cli.common import (
     emit_json,
     message,
     parse_json_option,
+    parse_task_id,
     server_of,
     workspace,
 )
 from eventlog.errors import BadInput, Refused
-from eventlog.values import INT64_MAX
 from scheduler.usecases import work
 
 worker_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="The runner protocol for pull workers.", no_args_is_help=True,
     rich_markup_mode=None)
 TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
-TaskArg = Annotated[int, typer.Argument(help="Task id.", min=1, max=INT64_MAX)]
+TaskArg = Annotated[int, typer.Argument(help="Task id.", parser=parse_task_id)]
 @worker_app.command("claim")
 def claim_command(
     agent: Annotated[str, typer.Option("--agent", "-a", help="The claiming agent.")],

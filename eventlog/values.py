@@ -20,6 +20,17 @@ MAX_INT_DIGITS = 4_300  # digits of an integer in a payload or result (Python's 
 INT64_MAX = 2**63 - 1  # SQLite's integer range: larger numbers are refused as ids and counts
 
 
+def task_id_problem(text: str) -> str | None:
+    """Why `text`, given on a command line or in a URL, is not a task id, or None. Digits
+    only: `1.0`, `+1` or `1_0`, which int() or pydantic would read as 1 or 10, name no
+    task."""
+    if not (text.isascii() and text.isdigit()):
+        return f"{text[:40]!r} is not a task id (a whole number)"
+    if not 1 <= int(text) <= INT64_MAX:
+        return f"{text[:40]} is not a task id (1 to 2**63 - 1)"
+    return None
+
+
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON (only finite numbers are)")
 

@@ -11,21 +11,33 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from eventlog.errors import BadInput, SchedError
-from eventlog.values import INT64_MAX, DuplicateKey, unique_keys
+from eventlog.values import INT64_MAX, DuplicateKey, task_id_problem, unique_keys
 from scheduler.usecases.base import Request as UseCaseRequest
 from scheduler.workspace import Workspace
 from server.errors import one_line
 
 R = TypeVar("R", bound=UseCaseRequest)
 T = TypeVar("T")
+
+
+def _task_id(value: object) -> object:
+    """A task id in a path or query, refused with the CLI's line (`task_id_problem`)."""
+    if isinstance(value, str) and (problem := task_id_problem(value)) is not None:
+        raise PydanticCustomError("task_id", "{problem}", {"problem": problem})
+    return value
+
+
+TASK_ID_TEXT = BeforeValidator(_task_id)
+TaskId = Annotated[int, TASK_ID_TEXT, Path(ge=1, le=INT64_MAX, description="The task's id.")]
 
 
 class Document(JSONResponse):

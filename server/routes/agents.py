@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
-from eventlog.values import INT64_MAX
 from projections.sql import any_queued_read, listing_read
 from projections.views import TokenView
 from scheduler import access
@@ -22,6 +21,7 @@ from scheduler.workspace import Workspace
 from server.auth import Credentials, authorized, bearer, require, workspace
 from server.calls import (
     Document,
+    TaskId,
     answer,
     body_of,
     call,
@@ -39,7 +39,6 @@ from server.routes.tasks import Changes
 
 router = APIRouter(prefix="/api/v1", tags=["agents"], responses=COMMON_ERRORS)
 AgentName = Annotated[str, Path(description="The agent's name, as the control file gives it.")]
-TaskId = Annotated[int, Path(ge=1, le=INT64_MAX, description="The task's id.")]
 REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input: the CLI's line"},
     404: {"model": ErrorBody, "description": "no such agent or task"},

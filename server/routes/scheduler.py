@@ -4,7 +4,7 @@ documents of `sched status --json`, `sched pause --json`, `sched resume --json`,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
@@ -18,6 +18,7 @@ from server.auth import require, workspace
 from server.calls import (
     DURATION,
     SEQ_OR_TIME,
+    TASK_ID_TEXT,
     Document,
     answer,
     body_of,
@@ -114,7 +115,8 @@ def get_prometheus(since: str = Query("1h", description="The window that ends no
 @router.get("/replay", response_model=ReplayPage,
             responses={**BAD, 404: {"model": ErrorBody, "description": "no such task (`task`)"}})
 def get_replay(request: Request,
-               task: int | None = Query(None, ge=1, le=INT64_MAX, description="Only this task's events."),
+               task: Annotated[int | None, TASK_ID_TEXT,
+                               Query(ge=1, le=INT64_MAX, description="Only this task's events.")] = None,
                since: str | None = Query(None, description="From this seq or ISO time (inclusive).",
                                          json_schema_extra=SEQ_OR_TIME),
                until: str | None = Query(None, description="Up to this seq or ISO time (inclusive).",

@@ -5,9 +5,9 @@ Each answer is the document of the CLI command (`sched submit --json`, `sched ta
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from eventlog.errors import BadInput, SchedError
@@ -17,11 +17,21 @@ from scheduler import access
 from scheduler.usecases import actions, observe, tasks
 from scheduler.workspace import Workspace
 from server.auth import caller, require, workspace
-from server.calls import Document, answer, body_of, ids_of, known_query, page_limit, parse, schema_of, write
+from server.calls import (
+    Document,
+    TaskId,
+    answer,
+    body_of,
+    ids_of,
+    known_query,
+    page_limit,
+    parse,
+    schema_of,
+    write,
+)
 from server.errors import COMMON_ERRORS, ErrorBody, one_line
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"], responses=COMMON_ERRORS)
-TaskId = Annotated[int, Path(ge=1, le=INT64_MAX, description="The task's id.")]
 REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input: the CLI's line"},
     404: {"model": ErrorBody, "description": "no such task"},

@@ -343,6 +343,11 @@ PARSED: list[tuple[str, tuple[str, ...]]] = [
     ("/tasks?limit=0", ("tasks", "--limit", "0")),
     ("/tasks/0", ("show", "0")),
     ("/tasks/abc", ("show", "abc")),
+    ("/tasks/1.0", ("show", "1.0")),  # (pydantic reads 1.0 and 1_0 as 1 and 10: no task)
+    ("/tasks/1_0", ("show", "1_0")),
+    ("/tasks/+1/explain", ("explain", "+1")),
+    ("/tasks/9223372036854775808", ("show", "9223372036854775808")),
+    ("/replay?task=1.0", ("replay", "--task", "1.0")),
     ("/replay?task=x", ("replay", "--task", "x")),
 ]
 BAD += [("GET", path, None, args) for path, args in PARSED]

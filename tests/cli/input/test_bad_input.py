@@ -164,6 +164,19 @@ def test_show_an_unknown_task(run: Run, db: Path):
     assert_unchanged(db, before)
 
 
+@pytest.mark.parametrize("given", ["1.0", "+1", " 1", "0_1", "\u0661"])
+def test_a_task_id_is_digits_only(run: Run, db: Path, given: str):
+    """int() and pydantic read `1.0`, `+1`, `0_1` or an Arabic-Indic one as task 1: a
+    cancel of such a text would cancel task 1. Refused, as the dashboard and the API
+    refuse it."""
+    before = file_digest(db)
+    for args in (("cancel", given), ("show", given),
+                 ("submit", "--queue", "dev", "--title", "t", "--after", given)):
+        line = one_error_line(run(*args), 2)
+        assert line.endswith(f"{given!r} is not a task id (a whole number)"), (args, line)
+    assert_unchanged(db, before)
+
+
 def test_an_unknown_command(run: Run, db: Path):
     before = file_digest(db)
     line = one_error_line(run("frobnicate", "--json"), 2)
