@@ -112,7 +112,7 @@ def never_fits(agents: Iterable[AgentView], task: TaskView) -> str | None:
             and (task.assignee is None or a.name == task.assignee)]
     if not able:
         if task.assignee is not None:
-            return f"its assignee {task.assignee} is not a {task.queue} agent in the control file"
+            return f"its assignee {task.assignee} is not one of the {task.queue} agents of the control file"
         return f"no {task.queue} agent in the control file"
     if any(not missing(a.capabilities, task.requires) for a in able):
         return None

@@ -105,6 +105,6 @@ def test_tasks_of_a_queue_with_no_agent_are_flagged_everywhere(make_workspace):
     check = {c["name"]: c for c in health(ws)["checks"]}["unplaceable"]
     assert (check["status"], check["saw"]) == (  # the queue has an agent again, but not otto
         "degraded", f"1 task(s) can never be taken: 1 in ops (e.g. task {directed.task_id}): its assignee "
-                    "otto is not a ops agent in the control file")
+                    "otto is not one of the ops agents of the control file")
     assert queries.pick_figures(ws, queries.list_tasks(ws))[directed.task_id]["unplaceable"] == (
-        "its assignee otto is not a ops agent in the control file")
+        "its assignee otto is not one of the ops agents of the control file")

@@ -27,7 +27,7 @@ def test_a_task_that_no_agent_of_its_type_can_take_is_named():
         "no dev agent in the control file has browser and gpu")
     assert never_fits(fleet, needing(1, "gpu", assignee="a")) == "its assignee a lacks capability gpu"
     assert never_fits(fleet, needing(1, "gpu", assignee="q")) == (
-        "its assignee q is not a dev agent in the control file")
+        "its assignee q is not one of the dev agents of the control file")
 
 
 def test_a_task_of_a_type_no_agent_has_or_directed_at_no_agent_is_named_too():
@@ -36,7 +36,7 @@ def test_a_task_of_a_type_no_agent_has_or_directed_at_no_agent_is_named_too():
     fleet = [agent("a"), agent("gone", type_="ops", configured=False)]
     assert never_fits(fleet, needing(1, queue="ops")) == "no ops agent in the control file"
     assert never_fits(fleet, needing(1, assignee="nobody")) == (
-        "its assignee nobody is not a dev agent in the control file")
+        "its assignee nobody is not one of the dev agents of the control file")
     assert never_fits([], needing(1)) == "no dev agent in the control file"
 
 
