@@ -41,23 +41,34 @@ def lost_tail(folded: int, head: int, *, refused: str = "") -> str | None:
 
 def ensure_current(txn: Transaction, progress: Callable[[int], None] | None = None) -> bool:
     """Inside a write transaction: if the projection tables have another shape than
-    this code's, drop them, create them anew and replay the log into them. Returns
-    whether it rebuilt."""
+    this code's, refold the log into tables of this shape (`refold`). Returns whether
+    it did."""
     if stored_schema(txn) == PROJECTION_SCHEMA:
         return False
+    refold(txn, progress)
+    return True
+
+
+def refold(txn: Transaction, progress: Callable[[int], None] | None = None, *,
+           check_chain: bool = False) -> int:
+    """Inside a write transaction: fold the whole log into the projection tables anew
+    (`rebuild`), and record their shape; the events folded. Tables of this code's shape
+    are emptied (a reader keeps seeing their rows until the commit); tables of another
+    shape are dropped and made in this one first."""
     from sqlalchemy import delete
 
     from projections.tables import ProjectionSchemaRow, create_tables, drop_tables
 
     session = txn.session
-    connection = session.connection()
-    drop_tables(connection)
-    create_tables(connection)
-    rebuild(SqlStore(txn), SqlProjection(txn), progress)
+    if stored_schema(txn) != PROJECTION_SCHEMA:
+        connection = session.connection()
+        drop_tables(connection)
+        create_tables(connection)
+    count = rebuild(SqlStore(txn), SqlProjection(txn), progress, check_chain=check_chain)
     session.execute(delete(ProjectionSchemaRow))
     session.add(ProjectionSchemaRow(version=PROJECTION_SCHEMA))
     session.flush()
-    return True
+    return count
 
 
 def rebuild(log: SqlStore, views: SqlProjection,

@@ -20,8 +20,7 @@ from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
 from eventlog.storage import create_storage, is_url
 from eventlog.store import BrokenChain, chained
-from projections.rebuild import ensure_current, rebuild
-from projections.sql import SqlProjection
+from projections.rebuild import refold
 from scheduler.workspace import ALL_TABLES, Workspace
 
 BATCH = 5_000
@@ -55,8 +54,7 @@ def migrate(ws: Workspace, target: str | Path,
             copied = _copy(SqlStore(read_txn), write_txn, expected[0], progress)
             # the projections, folded from the copied log (a target that `sched init`
             # made already has tables of this shape: they are refolded all the same)
-            if not ensure_current(write_txn):
-                rebuild(SqlStore(write_txn), SqlProjection(write_txn))
+            refold(write_txn)
             head = SqlStore(write_txn).head()
             if head != expected:  # rolled back: the target stays empty
                 raise DatabaseFault(f"the copy in {dest.location} ends at seq {head[0]} ({head[1]}), "

@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventlog.errors import LogTampered
-from eventlog.sql_store import SqlStore
 from eventlog.store import BrokenChain
-from projections.rebuild import rebuild
-from projections.sql import SqlProjection
+from projections.rebuild import refold
 from scheduler.workspace import Workspace, all_tables
 
 
@@ -23,10 +21,12 @@ def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = 
     from sqlmodel import SQLModel
 
     try:
-        with ws.opened(refold_newer=True).write() as txn:  # (going back to this version on purpose)
+        # (tables of another shape, even a newer sched's, are refolded here, once: going
+        # back to this version is done on purpose)
+        with ws.opened(rebuilding=True).write() as txn:
             SQLModel.metadata.create_all(txn.session.connection(),
                                          tables=[t for t in all_tables() if t.name != "events"])  # type: ignore[attr-defined]
-            return rebuild(SqlStore(txn), SqlProjection(txn), progress, check_chain=True)
+            return refold(txn, progress, check_chain=True)
     except BrokenChain as e:
         raise LogTampered(f"{e.message}; nothing rebuilt (the tables would take in an altered log): "
                           "restore a backup that `sched replay --verify` passes") from e

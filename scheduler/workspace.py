@@ -92,33 +92,37 @@ class Workspace:
     def db(self) -> Storage:
         """The existing database (a missing or foreign one is an error), its schema
         upgraded and its projections of this version (`NewerProjections` when a newer
-        sched made them: `opened(refold_newer=True)` refolds them, for `sched rebuild`)."""
+        sched made them)."""
         return self.opened()
 
-    def opened(self, *, refold_newer: bool = False) -> Storage:
+    def opened(self, *, rebuilding: bool = False) -> Storage:
+        """`db`; `rebuilding`: projection tables of any other shape are left as they are,
+        for `sched rebuild`, which refolds them (once) whatever their shape."""
         if self._db is None:
             db = open_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
             if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
                 self._needs_write(db, "its tables were made by an older version of sched and must "
                                       "be upgraded")
                 db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-            self._make_current(db, refold_newer)
+            if not rebuilding:
+                self._make_current(db)
             self._db = db
         return self._db
 
-    def _make_current(self, db: Storage, refold_newer: bool = False) -> None:
+    def _make_current(self, db: Storage) -> None:
         """Projection tables of this version's shape: made when there are none; the log
         folded into new ones when another sched made them, saying so (`say`: on a big log
-        it takes a while, writers wait); `NewerProjections` when a newer sched made them,
-        unless `refold_newer` (refolding them to this shape, and the newer sched back at
-        its next start, would take turns rebuilding every table, writers waiting)."""
+        it takes a while, writers wait); `NewerProjections` when a newer sched made them
+        (refolding them to this shape, and the newer sched back at its next start, would
+        take turns rebuilding every table, writers waiting: `sched rebuild` does it on
+        purpose)."""
         from projections.rebuild import ensure_current, stored_schema
 
         with db.read() as txn:
             stored = stored_schema(txn)
         if stored == PROJECTION_SCHEMA:
             return
-        if stored is not None and stored > PROJECTION_SCHEMA and not refold_newer:
+        if stored is not None and stored > PROJECTION_SCHEMA:
             db.close()
             raise NewerProjections(
                 f"{db.location}: its projections were made by a newer sched (projection schema {stored}; "

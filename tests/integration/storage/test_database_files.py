@@ -250,6 +250,26 @@ def test_a_refold_on_upgrade_says_so(history, capsys, monkeypatch):
     assert run(capsys, "status", "--home", home)[2] == ""  # once
 
 
+@pytest.mark.parametrize("older", [True, False])
+def test_rebuild_after_an_upgrade_or_a_downgrade_folds_the_log_once(history, capsys, monkeypatch, older):
+    """`sched rebuild` on tables of another shape folded the whole log twice: once when it
+    opened the database (the refold on upgrade), then its own. Once now, chain checked,
+    whether the tables are older (an upgrade) or newer (going back on purpose)."""
+    from projections import rebuild as folding
+    from projections.views import PROJECTION_SCHEMA
+
+    monkeypatch.setattr(folding, "PROGRESS_EVERY", 2)
+    home = str(history.settings.home)
+    sql(history, "UPDATE projection_schema SET version = ?", PROJECTION_SCHEMA + (-1 if older else 1))
+    code, _, err = run(capsys, "rebuild", "--home", home)
+    total = events(history.settings.db_path)
+    assert code == 0 and err.splitlines() == [
+        *(f"  {n} events..." for n in range(2, total + 1, 2)), f"rebuilt the projections from {total} events"]
+    assert run(capsys, "replay", "--verify", "--home", home)[0] == 0
+    with closing(sqlite3.connect(history.settings.db_path)) as conn:
+        assert conn.execute("SELECT version FROM projection_schema").fetchall() == [(PROJECTION_SCHEMA,)]
+
+
 def test_event_bytes_that_are_not_utf8_are_named_by_seq(history, capsys):
     sql(history, "UPDATE events SET data = CAST(? AS BLOB) WHERE seq = 2", b'{"title": "\xff\xfe"}')
     code, out, err = run(capsys, "replay", "--verify", "--home", str(history.settings.home))
