@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,6 +23,8 @@ from scheduler.dryrun import DryRun
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # rich is loaded by the views that print for people, not by --json
+    from typing import TextIO
+
     from rich.console import Console
     from rich.text import Text
 
@@ -79,15 +82,20 @@ CLOCK: list[Clock] = [SystemClock()]
 
 
 def console() -> Console:
-    from rich.console import Console
-
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    return _console(sys.stdout)
 
 
 def err_console() -> Console:
+    return _console(sys.stderr)
+
+
+def _console(file: TextIO) -> Console:
     from rich.console import Console
 
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    out = Console(file=file, highlight=False, soft_wrap=True)
+    if out.width < 1:  # COLUMNS=0, as some CI runners set it: rich would print nothing at all
+        out.width = shutil.get_terminal_size().columns  # (which reads 0 as unset: else 80)
+    return out
 
 
 def message(*parts: str | tuple[str, str] | Text) -> None:

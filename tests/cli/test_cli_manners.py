@@ -271,6 +271,16 @@ def test_at_80_columns_the_tasks_table_gives_each_task_one_line_and_cuts_only_ti
             assert long in rows[0] and "short" in rows[1]
 
 
+def test_columns_0_prints_as_if_unset_not_nothing(cli: InProcess, home: Path):
+    """COLUMNS=0, which some CI runners set, made rich print nothing at all, tables and
+    messages alike, with exit 0: it is read as unset (80 columns, off a terminal)."""
+    ok(cli("submit", "-q", "dev", "-t", "hello"))
+    assert ok(cli("pause", env={"COLUMNS": "0"})).stderr == "paused\n"
+    lines = ok(cli("tasks", env={"COLUMNS": "0"})).stdout.splitlines()
+    assert [line.split()[:3] for line in lines if line[:1].isdigit()] == [["1", "dev", "queued"]]
+    assert max(map(len, lines)) == 80
+
+
 def test_columns_too_wide_together_for_the_terminal_widen_the_table_not_squeeze_it(
         cli: InProcess, home: Path):
     """With a long agent name and a due column, the other columns alone left the title
