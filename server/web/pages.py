@@ -67,13 +67,13 @@ def session_of(request: Request, ws: Workspace) -> Session | None:
 
 async def form_fields(request: Request) -> dict[str, str]:
     """The fields of a url-encoded form (the last of a repeated name wins); none for
-    any other body, so its CSRF check fails. A field whose bytes, %-decoded, are not
-    UTF-8 is refused (400), as in a path or a query: read as U+FFFD it would be recorded
-    as something nobody sent."""
+    any other body, so its CSRF check fails. A body, or a field whose bytes %-decoded,
+    that is not UTF-8 is refused (400), as in a path or a query: read as U+FFFD it would
+    be recorded as something nobody sent (a form's CSRF field alone, wrong, is 403)."""
     try:
         text = (await request.body()).decode()
-    except UnicodeDecodeError:
-        return {}
+    except UnicodeDecodeError as e:
+        raise HTTPException(400, "the form holds a byte that is not UTF-8") from e
     try:
         return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"))
     except UnicodeDecodeError as e:
