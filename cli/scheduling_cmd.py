@@ -37,6 +37,8 @@ from scheduler.workspace import Workspace
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from scheduler.daemon.log import LogFormat
+
 # The daemon, the exec wrapper, the tick and the dashboard are imported by the commands
 # that use them: `status` starts without them (issue 13: a quick CLI).
 
@@ -273,7 +275,7 @@ def run_command(
         raise BadInput(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     remote = server_of(server, server_token_file)
     if remote is not None:
-        raise typer.Exit(run_host_for(remote, home, host, db, agents, interval))
+        raise typer.Exit(run_host_for(remote, home, host, db, agents, interval, log_format))
     ws = workspace(home, db, agents, host=host)
     # (the setting is checked with the settings: above 0, finite)
     every = check_interval(interval) if interval is not None else ws.settings.tick_interval_seconds
@@ -289,8 +291,10 @@ def run_command(
 
 
 def run_host_for(remote: Any, home: Path | None, host: str | None, db: str | None, agents: Path | None,
-                 interval: float | None) -> int:
-    """`sched run --server`: this host's push agents, run for the server."""
+                 interval: float | None, log_format: LogFormat) -> int:
+    """`sched run --server`: this host's push agents, run for the server, its log in
+    `log_format` (JSON lines of event `host`)."""
+    from scheduler.daemon.log import DaemonLog
     from scheduler.runner.agent_host import run_host
 
     for given, flag in ((db, "--db"), (agents, "--agents"), (interval, "--interval")):
@@ -298,6 +302,10 @@ def run_host_for(remote: Any, home: Path | None, host: str | None, db: str | Non
             raise BadInput(f"{flag} cannot be used with --server: the server's database, control "
                            "file and daemon decide")
     settings = loaded_settings(home, host=host, create_home=True).settings
+    if log_format == "json":
+        log = DaemonLog(_stderr_line, "json", settings.host_name)
+        with log.capturing():
+            return run_host(remote, settings, settings.host_name, lambda line: log(line, event="host"))
     return run_host(remote, settings, settings.host_name, lambda line: message(f"sched run: {line}"))
 
 

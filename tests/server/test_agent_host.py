@@ -67,12 +67,13 @@ def served(make_served: Callable[..., Served]) -> Served:
     return make_served()
 
 
-def runner(base: str, token: str, home: Path, host: str = "far-1") -> subprocess.Popen[str]:
-    """`sched run --server BASE --host HOST` in a process of its own, with no database."""
+def runner(base: str, token: str, home: Path, host: str = "far-1", *flags: str) -> subprocess.Popen[str]:
+    """`sched run --server BASE --host HOST [FLAGS]` in a process of its own, with no
+    database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
     env.update({"SCHED_HOME": str(home), "SCHED_TOKEN": token, "SCHED_HOST": "elsewhere"})
     home.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "cli", "run", "--server", base, "--host", host],
+    return subprocess.Popen([sys.executable, "-m", "cli", "run", "--server", base, "--host", host, *flags],
                             env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -115,6 +116,25 @@ def test_a_runner_with_no_database_runs_the_agents_pinned_to_its_host(served, tm
         assert succeeded.cpu_seconds is not None
         assert succeeded.start_delay_seconds is not None  # measured on the host, carried by its turn
     assert "running the push agents of host far-1" in err
+
+
+def test_a_runner_logs_json_lines_when_asked(served, tmp_path):
+    """`--log-format json` was accepted with --server and ignored: the log stayed text."""
+    ws, base, token = served
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    proc = runner(base, token, tmp_path / "far-home", "far-1", "--log-format", "json")
+    try:
+        tick(ws)
+        wait_for("the task to succeed", lambda: status_of(ws, task.task_id) == "succeeded")
+    finally:
+        code, err = stopped(proc)
+    assert code == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert {(line["event"], line["host"], line["level"]) for line in lines} == {("host", "far-1", "info")}
+    messages = [line["message"] for line in lines]
+    assert messages[0] == f"running the push agents of host far-1 for {base}"
+    assert f"task {task.task_id} attempt 1: started for agent far" in messages
+    assert messages[-1] == "stopped (SIGTERM)"
 
 
 def test_an_agent_that_fails_is_recorded_as_failing(make_served, tmp_path):
