@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -173,8 +174,16 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     table = Table("setting", "value", "source")
     for name, item in doc["settings"].items():
         source = item["source"] + "".join(f" ${{{var}}}" for var in item.get("variables", ()))
-        table.add_row(name, literal(str(item["value"])), literal(source))
+        table.add_row(name, literal(setting_text(item["value"])), literal(source))
     console().print(table)
+
+
+def setting_text(value: object) -> str:
+    """A setting's value as the docs and sched.toml write it: `none`, `true`, a number or
+    text as it is, a table or list as JSON (not Python's `None`, `True`, `{'a': 1}`)."""
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 AgentArg = Annotated[str, typer.Argument(help="The agent's name.")]

@@ -32,6 +32,19 @@ def test_config_show_names_the_variables_and_masks_the_secrets(tmp_path: Path, c
     assert "${HOOK_TOKEN}" in text.stdout and "https://hooks.example/in/***" in text.stdout
 
 
+def test_config_show_writes_values_as_the_docs_and_sched_toml_do(tmp_path: Path, cli: InProcess):
+    """The table printed Python's None, True and {'url': ...}; the docs say none and true."""
+    write_control(tmp_path, FLEET)
+    (tmp_path / "sched.toml").write_text(TOML)
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in ok(cli("config", "show", env={**ENV, "COLUMNS": "400"})).stdout.splitlines()
+            if line.count("│") == 4}
+    assert (rows["agent_control_file"], rows["postgres_prepared_statements"], rows["synchronous"]) == (
+        "none", "true", "NORMAL")
+    webhooks = [{"url": "https://hooks.example/in/***", "events": ["task.failed"]}]
+    assert json.loads(rows["webhooks"]) == webhooks
+
+
 def test_an_unset_variable_exits_2_naming_it(tmp_path: Path, cli: InProcess):
     write_control(tmp_path, FLEET)
     (tmp_path / "sched.toml").write_text(TOML)
