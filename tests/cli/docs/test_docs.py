@@ -8,6 +8,7 @@ statuses and the failure and requeue reasons)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import typing
@@ -174,6 +175,26 @@ def test_quickstart_commands_are_makefile_targets():
     assert {"demo", "test"} <= targets
 
 
+def test_the_health_capture_and_table_show_the_checks_health_gives(tmp_path: Path, monkeypatch, capsys):
+    """The README's `sched health` capture ("Both captures are real") kept the threshold
+    wording of two checks after they changed, and operations.md's table of the checks
+    listed them in another order: both are held to what `sched health` prints in a
+    new workspace of default settings (the capture's)."""
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    main(["health", "--json"])
+    checks = [(c["name"], c["threshold"]) for c in json.loads(capsys.readouterr().out)["checks"]]
+    captured = re.findall(r"^ *(?:healthy|degraded|unhealthy) +(\w+) .*\n +threshold: (.+)$",
+                          README.read_text(), re.MULTILINE)
+    assert captured == checks
+    table = section((DOCS / "operations.md").read_text(), "## Health")
+    names = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    assert [n for n in names if n != "database"] == [name for name, _ in checks]
+
+
 # -- docs/cli.md ------------------------------------------------------------------------
 
 def test_every_sched_command_in_cli_doc_exists():
@@ -200,6 +221,19 @@ def test_cli_doc_lists_every_tick_json_key():
     body = section(CLI_DOC.read_text(), "### `sched tick`")
     for field in dataclasses.fields(TickReport):
         assert f"| `{field.name}` |" in body, f"tick --json key {field.name} missing from docs/cli.md"
+
+
+def test_cli_doc_lists_every_metrics_figure(tmp_path: Path, monkeypatch, capsys):
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    main(["metrics", "--json"])
+    figures = json.loads(capsys.readouterr().out)["overall"]
+    body = section(CLI_DOC.read_text(), "### `sched metrics`")
+    text = body[body.index("where FIGURES has"):body.index("defines each figure")].replace("\n", " ")
+    assert sorted(name for name in CODE_SPAN.findall(text) if not name.startswith("{")) == sorted(figures)
 
 
 def test_cli_doc_lists_every_setting():
