@@ -36,6 +36,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from eventlog.errors import SchedError
 from projections.recorder import Recorder
@@ -45,7 +46,7 @@ from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import StopRequest, start_in, take_role, warm_up
 from scheduler.runner.spawn import Handover, LauncherGone, absolute
-from scheduler.runner.supervisor import DatabaseLedger, Supervisor, signals_wake
+from scheduler.runner.supervisor import DatabaseLedger, Supervisor, log_line, signals_wake
 from scheduler.tokens import hash_token
 from scheduler.workspace import Workspace
 
@@ -197,14 +198,7 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the daemon's
     os.setsid()
     take_role(SUPERVISOR_NAME)  # orphans of the agents come to us, and are reaped
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = os.open(logs / "exec.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    for fd, to in ((devnull, 0), (log, 1), (log, 2)):
-        os.dup2(fd, to)
-    os.close(log)
-    os.close(devnull)
+    _log_to(settings.home / "logs" / "exec.log")
     ws = Workspace(settings, clock=clock)
     with contextlib.suppress(SchedError):  # an attempt's end will say what is wrong
         warm_up(ws)
@@ -227,7 +221,7 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
                 for run in ended:
                     assert run.outcome is not None
                     detail = json.dumps(run.outcome.detail, ensure_ascii=False)[1:-1]  # controls escaped
-                    print(f"task {run.attempt.task_id}: {run.outcome.status} ({detail})", flush=True)
+                    log_line(f"task {run.attempt.task_id}: {run.outcome.status} ({detail})", sys.stdout)
                 if ended:
                     with contextlib.suppress(OSError):
                         os.write(exits, EXITED * len(ended))
@@ -241,6 +235,23 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
     finally:
         supervisor.close()
         ws.close()
+
+
+def _log_to(path: Path) -> None:
+    """This process's stdout and stderr to `path` (appended), its stdin from /dev/null.
+    A log that cannot be opened (a read-only home) is said once, on the daemon's stderr,
+    and the lines go nowhere: the attempts are supervised all the same."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as e:
+        log_line(f"sched supervisor: cannot write {path} ({e.strerror or e}): its lines are dropped")
+        log = os.dup(devnull)
+    for fd, to in ((devnull, 0), (log, 1), (log, 2)):
+        os.dup2(fd, to)
+    os.close(log)
+    os.close(devnull)
 
 
 def _answer(conn: Connection, supervisor: Supervisor) -> bool:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from eventlog.errors import SchedError, TokenRejected, problem_kind
 from eventlog.faults import fault_point
@@ -174,6 +174,15 @@ class DatabaseLedger:
                     and task.status == "running" and task.attempt == attempt}
 
 
+def log_line(text: str, out: TextIO | None = None) -> None:
+    """One line of a runner's log (stderr, or `out`; a daemon's supervisor writes both
+    into `logs/exec.log`). A line that cannot be written (a full disk) is dropped: a log
+    write that failed ended the supervisor, or its bookkeeper's thread, and with it the
+    recording of every outcome and the renewal of every lease."""
+    with contextlib.suppress(OSError, ValueError):  # (ValueError: the file was closed)
+        print(text, file=out or sys.stderr, flush=True)
+
+
 class Bookkeeper:
     """The thread that renews leases and records outcomes, one `Ledger.turn` (one write
     transaction) per turn for all of them. `wake` is called when an outcome was recorded or a lease
@@ -248,7 +257,7 @@ class Bookkeeper:
                 self._turn(due, endings)
             except Exception as e:  # (an answer that does not fit the asking) the loop goes on,
                 # not at once; the lease covers a lost outcome
-                print(f"{self._name}: recording failed: {e}", file=sys.stderr, flush=True)
+                log_line(f"{self._name}: recording failed: {e}")
                 with self._cond:
                     for run in due:
                         run.next_beat = max(run.next_beat, lease_clock() + 1.0)
@@ -281,8 +290,7 @@ class Bookkeeper:
             why = e.message if isinstance(e, SchedError) else f"{type(e).__name__}: {e}"
             kind = problem_kind(why)
             if kind != self._failing:  # once per problem, not every second of an outage
-                print(f"{self._name}: {why} (retrying every {self._retry_seconds:g} s)",
-                      file=sys.stderr, flush=True)
+                log_line(f"{self._name}: {why} (retrying every {self._retry_seconds:g} s)")
             self._failing = kind
             with self._cond:
                 for run in due:
@@ -295,7 +303,7 @@ class Bookkeeper:
                         run.outcome = Outcome("lost", f"not recorded: {why}")
             return
         if self._failing:
-            print(f"{self._name}: recording works again", file=sys.stderr, flush=True)
+            log_line(f"{self._name}: recording works again")
             self._failing = ""
         with self._cond:
             for run, beat in zip(due, beats, strict=True):
@@ -533,7 +541,7 @@ class Supervisor:
             try:
                 quiet = containment.left_nothing([run.attempt.ref for run in batch])
             except Exception as e:  # /proc unreadable: each is stopped the long way
-                print(f"{self._name}: looking for leftovers failed: {e}", file=sys.stderr, flush=True)
+                log_line(f"{self._name}: looking for leftovers failed: {e}")
                 quiet = [False] * len(batch)
             for run, nothing_left in zip(batch, quiet, strict=True):
                 if nothing_left:
@@ -550,8 +558,7 @@ class Supervisor:
             self.wake()
             return
         if left:
-            print(f"task {attempt.task_id}: processes {left} survived SIGKILL", file=sys.stderr,
-                  flush=True)
+            log_line(f"task {attempt.task_id}: processes {left} survived SIGKILL")
         self.wake()  # the loop reaps what the stop killed
         self._settle(run)
 

@@ -341,3 +341,26 @@ def test_a_stopping_supervisor_is_handed_no_new_attempt(tmp_path):
     finally:
         launcher.close()
         ws.close()
+
+
+def test_a_log_that_cannot_be_opened_is_said_once_and_the_attempts_run_all_the_same(tmp_path, capfd):
+    """On a read-only home the supervisor died making `logs/`, with a traceback on the
+    daemon's stderr (a QA drill): it says so in one line and supervises without a log."""
+    ws = new_workspace(tmp_path / "home", [{"agentName": "q1", "agentType": "dev", "maxConcurrency": 1,
+                                            "command": [sys.executable, "-c", "print('[1, 2]')"]}])
+    ws.clock = SystemClock()
+    (ws.settings.home / "logs").write_text("a file where the folder of logs would be\n")
+    launcher = Launcher(ws.settings, ws.clock)
+    launcher.start()
+    ws.starter = launcher
+    try:
+        (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+        assert tick(ws).spawned == [sub.task_id]
+        wait_for("the supervisor to record the result",
+                 lambda: queries.show(ws, sub.task_id)[0].status == "succeeded")
+    finally:
+        launcher.close()
+        ws.close()
+    err = capfd.readouterr().err
+    assert err.splitlines() == [f"sched supervisor: cannot write {ws.settings.home.resolve()}/logs/exec.log "
+                                "(File exists): its lines are dropped"], err

@@ -116,3 +116,23 @@ def test_an_answer_that_makes_no_sense_is_a_failed_turn_retried_not_a_lost_outco
     ledger = FlakyLedger(1, ValueError("Expecting value: line 1 column 1 (char 0)"))
     assert outcome_after(ledger) == "succeeded"
     assert ledger.turns == 2
+
+
+class FullDisk:
+    """A log file on a full disk: every write fails."""
+
+    def write(self, _text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_log_that_cannot_be_written_stops_no_recording(monkeypatch):
+    """The supervisor's stderr is `logs/exec.log`: on a full disk the line of a failed
+    turn raised, the bookkeeper's thread ended, and no outcome was recorded nor lease
+    renewed again (succeeded tasks ran again, then were dead-lettered; a QA drill)."""
+    monkeypatch.setattr("sys.stderr", FullDisk())
+    ledger = StalledLedger(3, DatabaseBusy(""))
+    assert outcome_after(ledger) == "succeeded"
+    assert ledger.turns == 4
