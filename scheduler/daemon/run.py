@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -106,9 +107,11 @@ def log_tick(ws: Workspace, log: DaemonLog, report: TickReport) -> None:
 
 
 def tick_job(ws: Workspace, log: DaemonLog, interval: float,
-             again: threading.Event | None = None) -> Callable[[], None]:
+             again: threading.Event | None = None, first: Callable[[], None] | None = None
+             ) -> Callable[[], None]:
     """The tick, run once; and once more right after if `again` was set meanwhile (a
-    wrapper ended or work came during the tick: the next tick must not wait its turn)."""
+    wrapper ended or work came during the tick: the next tick must not wait its turn).
+    `first`: what a tick does before it (`late_start`); its failure is the tick's."""
     problems = Problems("tick", log, "every tick", "tick")
     warned = [""]  # the content hash of the control file whose warnings were logged
 
@@ -117,6 +120,8 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
             if again is not None:
                 again.clear()
             try:
+                if first is not None:
+                    first()
                 report = tick(ws, daemon_interval=interval)
             except SchedError as e:  # a bad control file must not kill the daemon: say so, go on
                 problems.failed(e.message)
@@ -129,6 +134,22 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
                 return
 
     return one_tick
+
+
+def late_start(ws: Workspace, interval: float, log: DaemonLog) -> Callable[[], None]:
+    """Record the daemon's start, once, before a tick: it could not be recorded when the
+    daemon started (a full disk, the database away), and until it is, health reads no
+    daemon alive (`none running`) however long the daemon runs."""
+    recorded = [False]
+
+    def record() -> None:
+        if not recorded[0]:
+            record_start(ws, interval)  # (a SchedError: the tick fails, and says why)
+            recorded[0] = True
+            log("recorded the daemon's start (it could not be recorded when it started)",
+                event="daemon.started", pid=os.getpid(), interval_seconds=interval, late=True)
+
+    return record
 
 
 def log_config_warnings(ws: Workspace, log: DaemonLog, logged: str) -> str:
@@ -193,6 +214,29 @@ def health_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
     return check
 
 
+class ClockWatch:
+    """Whether the system clock stepped back since the last look, against the monotonic
+    clock. APScheduler waits for each job's next time by the system clock: after a step
+    back of an hour (a VM resumed, an NTP correction), the daemon ticked again only an
+    hour later, silently, even once the clock was set right (a QA drill)."""
+
+    TOLERANCE = 1.0  # seconds: the two clocks drift apart by less between looks
+
+    def __init__(self, wall: Callable[[], float] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall = wall or (lambda: datetime.now(UTC).timestamp())  # (the clock APScheduler reads)
+        self._monotonic = monotonic
+        self._last = (self._wall(), monotonic())
+
+    def stepped_back(self) -> float:
+        """How many seconds the system clock went back since the last look (0: it did
+        not, or by less than `TOLERANCE`)."""
+        now = (self._wall(), self._monotonic())
+        back = (now[1] - self._last[1]) - (now[0] - self._last[0])
+        self._last = now
+        return back if back > self.TOLERANCE else 0.0
+
+
 def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
                now: Callable[[], datetime] | None = None) -> int:
     """Tick every `interval` seconds until SIGINT or SIGTERM, delivering webhooks every
@@ -200,11 +244,20 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     `health_interval_seconds` if a webhook wants `health.changed`; returns the exit code."""
     # a skipped run (the previous tick still going) is normal here, not a warning
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    try:  # in the open, before anything starts: DaemonStarted (and daemon.started), refused
+        record_start(ws, interval)  # (exit 2) under a host name another machine's daemon uses
+        first = None
+    except BadInput:
+        raise
+    except SchedError as e:  # any other failure stops nothing: the ticks say what is wrong
+        log(f"could not record the start: {e.message} (recorded before a later tick)",
+            event="daemon.error", level="warning")
+        first = late_start(ws, interval, log)
     start = (now or ws.clock.now)()
     again = threading.Event()  # something happened that the next tick should not wait for
     # (name, job, every, first run): health waits one period, so that it never judges
     # the last tick before the daemon's first tick
-    jobs = [("tick", tick_job(ws, log, interval, again), interval, start)]
+    jobs = [("tick", tick_job(ws, log, interval, again, first), interval, start)]
     if webhooks.subscribers(ws.settings, "health.changed"):
         every = ws.settings.health_interval_seconds
         jobs.append(("health", health_job(ws, log), every, start + timedelta(seconds=every)))
@@ -252,12 +305,6 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
             finally:
                 wakeups.close()
 
-    try:  # in the open, before anything starts: DaemonStarted (and daemon.started), refused
-        record_start(ws, interval)  # (exit 2) under a host name another machine's daemon uses
-    except BadInput:
-        raise
-    except SchedError as e:  # any other failure stops nothing: the ticks say what is wrong
-        log(f"could not record the start: {e.message}", event="daemon.error", level="warning")
     # from here on the start is recorded: whatever ends the daemon (a signal, a failed
     # fork of its supervisor) records its stop, or health reads it as killed
     previous: dict[signal.Signals, Any] = {}
@@ -289,8 +336,15 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
             if not stopping.is_set():
                 scheduler.start()
+                watch = ClockWatch()
                 while not stopping.wait(1.0):  # until SIGINT or SIGTERM
-                    pass
+                    if (back := watch.stepped_back()) > 0:
+                        log(f"the system clock went back {back:.0f} s: the ticks go on now (each job "
+                            "was waiting for its next time by the clock)", event="daemon.clock",
+                            level="warning", seconds=round(back, 3))
+                        for name, *_ in jobs:
+                            with contextlib.suppress(JobLookupError):
+                                scheduler.modify_job(name, next_run_time=datetime.now(UTC))
                 with contextlib.suppress(SchedulerNotRunningError):
                     scheduler.shutdown(wait=True)  # the current tick finishes
     finally:

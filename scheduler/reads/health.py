@@ -222,6 +222,24 @@ def check_due(overdue: int, earliest: str | None, now: datetime) -> Check:
                  f"by {late:.0f} s (due {earliest})", threshold)
 
 
+CLOCK_BEHIND_SECONDS = 10.0  # more than clocks kept by NTP ever differ
+
+
+def check_clock(last_event: str | None, now: datetime) -> Check:
+    """Whether this machine's clock is behind the time of the log's last event. Event
+    time never runs backwards: behind it, every event is recorded at that time, and
+    leases, start deadlines and backoffs measured from it wait, until the clock catches
+    up (a clock set ahead and then right again, another host's running ahead)."""
+    threshold = (f"degraded while this machine's clock is more than {CLOCK_BEHIND_SECONDS:g} s behind the "
+                 "time of the log's last event")
+    behind = 0.0 if last_event is None else (from_text(last_event) - now).total_seconds()
+    if behind <= CLOCK_BEHIND_SECONDS:
+        return Check("clock", "healthy", "this machine's clock is not behind the log's events", threshold)
+    return Check("clock", "degraded", f"this machine's clock is {behind:.0f} s behind the log's last event "
+                 f"({last_event}): events are recorded at that time, and leases, start deadlines and "
+                 "backoffs wait, until the clock catches up (docs/operations.md, The clock)", threshold)
+
+
 def check_daemon(state: dict[str, Any], window_seconds: float, now: datetime) -> Check:
     """Whether a daemon (`sched run`) is alive and since when (`state`: `daemon_state`).
     None alive is healthy when none ran or the last stopped cleanly (ticks may come from
@@ -376,5 +394,6 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         check_starts(settings, unstarted),
         check_unplaceable(fleet, waiting),
         check_due(overdue, earliest_due, now),
+        check_clock(head.recorded_at if head is not None else None, now),
         check_integrity(ws.db.integrity_check(), lost, unreadable),
     ]

@@ -23,6 +23,7 @@ from eventlog.events import (
     TaskSucceeded,
 )
 from eventlog.storage.base import SqlTransaction
+from eventlog.timeutil import to_text
 from scheduler import operator, worker
 from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
@@ -324,6 +325,24 @@ def test_a_fresh_scheduler_that_ticked_is_healthy(make_workspace):
     report = health(ws)
     assert report["status"] == "healthy" and report["exit_code"] == 0
     assert all(c["threshold"] for c in report["checks"])
+
+
+def test_a_clock_behind_the_log_is_said_with_what_waits_for_it(make_workspace):
+    """A clock set an hour ahead and then right again left every event recorded at the
+    future time (event time never runs backwards) and leases, start deadlines and
+    backoffs waiting an hour, while health said `last tick 0 s ago`, healthy (a QA
+    drill with libfaketime)."""
+    ws = make_workspace()
+    ahead = to_text(ws.clock.now())
+    tick(ws)  # (its events at the time the clock was set ahead to)
+    ws.clock.advance(-10)  # then set right: 10 s behind is within what NTP ever leaves
+    assert checks(ws)["clock"] == "healthy"
+    ws.clock.advance(-1)
+    (clock,) = [c for c in health(ws)["checks"] if c["name"] == "clock"]
+    assert (clock["status"], clock["saw"]) == (
+        "degraded", f"this machine's clock is 11 s behind the log's last event ({ahead}): events are "
+        "recorded at that time, and leases, start deadlines and backoffs wait, until the clock catches up "
+        "(docs/operations.md, The clock)")
 
 
 def test_the_last_tick_check_grades_by_tick_intervals(make_workspace):

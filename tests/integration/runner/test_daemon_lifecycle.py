@@ -10,6 +10,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -314,3 +316,106 @@ def test_a_daemon_that_cannot_record_its_stop_says_so(tmp_path):
     assert lines[-1].endswith("sched daemon: stopped")
     assert [kind for kind, _ in lifecycle_events(ws)] == ["DaemonStarted"]
     ws.close()
+
+
+def test_a_daemon_goes_on_ticking_when_the_system_clock_goes_back(make_workspace, monkeypatch):
+    """APScheduler waits for each job's next time by the system clock: after the clock
+    went back an hour, the daemon ticked again only an hour later, and said nothing (a
+    QA drill with libfaketime). It notices the step within a second, says so, and ticks."""
+    from datetime import datetime, timedelta
+
+    from apscheduler.executors import base as executors
+    from apscheduler.schedulers import base
+
+    from scheduler.clock import SystemClock
+    from scheduler.daemon import run
+    from scheduler.daemon.log import DaemonLog
+    from scheduler.submit import TaskSpec, submit
+
+    shift = [timedelta(0)]
+
+    class Shifted(datetime):  # the system clock as APScheduler and the daemon read it
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.now(tz) + shift[0]
+
+    monkeypatch.setattr(base, "datetime", Shifted)
+    monkeypatch.setattr(executors, "datetime", Shifted)  # (its check of a late run)
+    monkeypatch.setattr(run, "datetime", Shifted)
+    ws = make_workspace(host="box-1")
+    ws.clock = SystemClock()  # (the jobs' first run is the daemon's start, by its clock)
+    other = Workspace(ws.settings)  # (the operator's commands: a connection of their own)
+    lines: list[str] = []
+    assigned: list[bool] = []
+
+    def operator() -> None:
+        try:
+            wait_for("the daemon to start", lambda: any("ticking every" in line for line in lines))
+            shift[0] = timedelta(hours=-1)
+            (task,) = submit(other, [TaskSpec(queue="dev", title="after the step")])
+            deadline = time.monotonic() + 10  # (an hour, before: no tick came)
+            while queries.show(other, task.task_id)[0].status != "assigned" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assigned.append(queries.show(other, task.task_id)[0].status == "assigned")
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=operator)
+    helper.start()
+    try:
+        assert run.run_daemon(ws, 0.2, DaemonLog(lines.append)) == 0
+    finally:
+        helper.join()
+        other.close()
+    assert assigned == [True], lines
+    assert any(re.fullmatch(r"the system clock went back 36\d\d s: the ticks go on now .*", line)
+               for line in lines), lines
+
+
+def test_a_start_that_could_not_be_recorded_is_recorded_before_a_later_tick(make_workspace, monkeypatch):
+    """A daemon started on a full disk logged `could not record the start`, and health
+    said `no daemon alive (none running ...)` for as long as it ran, even once the disk
+    had room (a QA drill): the start is recorded before the first tick that can."""
+    from eventlog.errors import DatabaseFault
+    from scheduler.clock import SystemClock
+    from scheduler.daemon import run
+    from scheduler.daemon.log import DaemonLog
+
+    real = run.record_start
+    calls: list[int] = []
+
+    def full_disk_at_first(ws: Workspace, interval: float) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise DatabaseFault("the disk is full")
+        return real(ws, interval)
+
+    monkeypatch.setattr(run, "record_start", full_disk_at_first)
+    ws = make_workspace(host="box-1")
+    ws.clock = SystemClock()
+    other = Workspace(ws.settings)
+    lines: list[str] = []
+    seen: list[str] = []
+
+    def operator() -> None:
+        try:
+            wait_for("the start to be recorded", lambda: any("recorded the daemon's start" in line
+                                                             for line in lines))
+            (daemon,) = [c for c in health(other)["checks"] if c["name"] == "daemon"]
+            seen.append(daemon["saw"])
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=operator)
+    helper.start()
+    try:
+        assert run.run_daemon(ws, 0.2, DaemonLog(lines.append)) == 0
+    finally:
+        helper.join()
+        other.close()
+    assert lines[0] == "could not record the start: the disk is full (recorded before a later tick)"
+    assert lines[2] == "recorded the daemon's start (it could not be recorded when it started)", lines
+    assert len(seen) == 1 and seen[0].startswith(f"alive on box-1 (pid {os.getpid()}) since "), seen
+    with ws.read() as (log, _views):
+        recorded = [r.type for r in log.read() if r.type.startswith("Daemon")]
+    assert recorded == ["DaemonStarted", "DaemonStopped"]
