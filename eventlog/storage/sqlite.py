@@ -222,8 +222,8 @@ _FAULTS = {
     "SQLITE_READONLY": ("the database is read-only", "a retry will not help until it can be written"),
     "SQLITE_CANTOPEN": ("the file cannot be opened", "check that it and its directory exist and "
                         "can be written"),
-    "SQLITE_CORRUPT": ("the database file is damaged", "a retry will not help: see `sched replay "
-                       "--verify` and docs/operations.md on recovery"),
+    "SQLITE_CORRUPT": ("the database file is damaged", "a retry will not help: see docs/operations.md, "
+                       "A damaged database file"),
     "SQLITE_NOTADB": ("the file is not a database", "a retry will not help"),
     "SQLITE_PERM": ("permission denied", "a retry will not help until the permissions change"),
     "SQLITE_NOMEM": ("out of memory", "a retry may help"),
@@ -493,7 +493,7 @@ class SqliteStorage:
 
     def integrity_check(self) -> str:
         with self.guard(), self._connection() as conn:
-            return "; ".join(row[0] for row in conn.execute("PRAGMA quick_check"))
+            return "; ".join(" ".join(row[0].split()) for row in conn.execute("PRAGMA quick_check"))
 
     @classmethod
     def open(cls, path: Path, **options) -> SqliteStorage:  # type: ignore[no-untyped-def]

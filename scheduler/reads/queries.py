@@ -345,7 +345,12 @@ def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None,
     from projections.rebuild import verify
 
     with ws.read() as (log, views):
-        return verify(log, views, expect_head=expect_head, progress=progress)
+        result = verify(log, views, expect_head=expect_head, progress=progress)
+    engine = ws.db.integrity_check()  # (pages no read above touched: an index, free pages)
+    if engine != "ok":
+        result.problems.append(f"the engine's integrity check: {engine}: the database file is damaged "
+                               "(docs/operations.md, A damaged database file)")
+    return result
 
 
 def head(ws: Workspace) -> tuple[int, str]:

@@ -133,6 +133,30 @@ def test_verify_compares_every_column_even_the_derived_ones(history, capsys):
     assert code == 1 and "task 1: unblocks: log gives 1, table has 5" in out
 
 
+def test_a_damaged_index_page_fails_verify_and_the_documented_copy_recovers(history, capsys, tmp_path):
+    """A damaged page that no fold reads (an index of `tasks`): health was unhealthy, but
+    `replay --verify` said `verified`, and no recovery was documented (a QA drill). It
+    reports the engine's check now, and operations.md's way (a copy of the log into a
+    new file) gives a database that verifies."""
+    home, db = str(history.settings.home), history.settings.db_path
+    history.close()
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'ix_tasks_agent'").fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with open(db, "r+b") as file:  # the page's kind, its first byte: no b-tree page has 0xff
+        file.seek((root - 1) * size)
+        file.write(b"\xff")
+    code, out, _ = run(capsys, "replay", "--verify", "--home", home)
+    assert code == 1 and out.splitlines() == [
+        f"the engine's integrity check: *** in database main *** Page {root}: btreeInitPage() returns "
+        "error code 11: the database file is damaged (docs/operations.md, A damaged database file)"]
+    copy = tmp_path / "sched-new.db"
+    assert run(capsys, "migrate", "--to", str(copy), "--home", home)[0] == 0
+    code, out, _ = run(capsys, "replay", "--verify", "--db", str(copy), "--home", home)
+    assert code == 0 and out.startswith(f"verified: {events(db)} events"), out
+
+
 def test_a_damaged_projection_row_is_reported_never_crashed_on(history, capsys):
     sql(history, "UPDATE tasks SET excluded = 'not json' WHERE task_id = 2")
     problems = queries.verify_log(history).problems
