@@ -18,7 +18,7 @@ from projections.views import TokenView
 from scheduler import access
 from scheduler.usecases import fleet, work
 from scheduler.workspace import Workspace
-from server.auth import Credentials, authorized, bearer, require, workspace
+from server.auth import Credentials, authorized, bearer, live_token, require, workspace
 from server.calls import (
     Document,
     TaskId,
@@ -186,7 +186,7 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
     once by work submitted through this server, and by a look at the log head every
     `claim_poll_seconds` for work from elsewhere. `{"task": null}`: none came."""
     limits: ServerLimits = request.app.state.limits
-    raw = await request.body()
+    raw = await body_for_a_token(request, credentials, ws)
 
     def checked_claim() -> tuple[TokenView, int, work.Claimed]:
         # the checks in the order a client meets them (401, 403, 422 or 400, 429), then
@@ -218,6 +218,25 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
                                   lambda: may_have_work(ws, name), first=(await handed(claimed), seen)))
 
 
+SMALL_BODY = 64 * 1024  # bytes: a claim's, a heartbeat's (a result may be larger)
+
+
+async def body_for_a_token(request: Request, credentials: Credentials, ws: Workspace) -> bytes:
+    """The body of a runner's request, read once its token is known where that matters:
+    the token is checked with the use case, in one hop to a worker thread, after the body
+    is read, so that a client without a live token made the server hold up to
+    `max_body_bytes` per connection (1,000 such connections: 600 MB, in a security
+    review). No token: 401 now. A body declared larger than `SMALL_BODY`, or chunked (of
+    a size not declared): the token is checked first, in a hop of its own."""
+    if credentials is None:
+        live_token(credentials, ws)  # (401, no I/O)
+    declared = request.headers.get("content-length")
+    if "transfer-encoding" in request.headers or (
+            declared is not None and (not declared.isdigit() or int(declared) > SMALL_BODY)):
+        await call(live_token, credentials, ws)
+    return await request.body()
+
+
 def lease_body(schema_model: Any) -> dict[str, Any]:
     return schema_of(schema_model, drop=("by", "task_id"), required=True)
 
@@ -228,7 +247,7 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
     """Act on the attempt; `frees`: its end frees a slot, so waiting claims look again
     (a heartbeat or progress report does not: it wakes none of them); `rate`: the rate
     limit it counts in, and what it calls what it counts."""
-    raw = await request.body()
+    raw = await body_for_a_token(request, credentials, ws)
     caller_known = False
 
     def act() -> Any:

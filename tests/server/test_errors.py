@@ -61,3 +61,25 @@ def test_an_internal_error_tells_no_internals():
     answer = app_raising(KeyError("secret path /srv/x")).get("/boom")
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal error: KeyError (see the server's log)"}
+
+
+@pytest.mark.parametrize("token", [None, "sched_not-a-token"], ids=["no token", "a dead token"])
+def test_a_runner_route_reads_no_large_body_for_a_caller_without_a_live_token(make_workspace, token):
+    """The runner's routes read the body first (their token is checked with the use case,
+    in one hop): 1,000 connections with no token each made the server hold a body of up
+    to `max_body_bytes` (600 MB; a security review). Without a live token, a large body
+    is answered 401 before it is read: here it is never sent, and the answer comes."""
+    import socket
+
+    from server.app import create_app
+    from tests.browser.live import serving
+
+    ws = make_workspace()
+    with serving(create_app(ws.settings, ws.clock)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            conn.sendall(f"POST /api/v1/tasks/1/complete HTTP/1.1\r\nHost: {host}\r\n{auth}"
+                         "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{".encode())
+            answer = conn.recv(4096).decode()  # (a timeout, before: the server waited for the body)
+    assert answer.startswith("HTTP/1.1 401 "), answer
