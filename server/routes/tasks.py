@@ -116,6 +116,10 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     [...]}`, each as a `--file` line; all or none), as `sched submit --json`; the
     token's name is recorded as who submitted it."""
     data = await body_of(request, "submit", reserved=("sources", "by"))
+    cap = request.app.state.limits.max_page  # (each task is validated here, on the event loop)
+    if isinstance(batch := data.get("tasks"), list) and len(batch) > cap:
+        raise BadInput(f"at most {cap} tasks in one request, not {len(batch)}: send the rest in "
+                       "further requests")
     if len(request.headers.getlist("idempotency-key")) > 1:  # which one was meant cannot be told
         raise HTTPException(422, "Idempotency-Key: given more than once")
     if idempotency_key is not None:
