@@ -253,6 +253,7 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         log(f"could not record the start: {e.message} (recorded before a later tick)",
             event="daemon.error", level="warning")
         first = late_start(ws, interval, log)
+    watch = ClockWatch()  # (before the jobs' first run is read from the clock)
     start = (now or ws.clock.now)()
     again = threading.Event()  # something happened that the next tick should not wait for
     # (name, job, every, first run): health waits one period, so that it never judges
@@ -336,7 +337,6 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         with log.capturing():  # a JSON log stays JSON: APScheduler's own records go through it
             if not stopping.is_set():
                 scheduler.start()
-                watch = ClockWatch()
                 while not stopping.wait(1.0):  # until SIGINT or SIGTERM
                     if (back := watch.stepped_back()) > 0:
                         log(f"the system clock went back {back:.0f} s: the ticks go on now (each job "

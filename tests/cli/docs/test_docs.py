@@ -175,18 +175,25 @@ def test_quickstart_commands_are_makefile_targets():
     assert {"demo", "test"} <= targets
 
 
+def fresh_document(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                   command: str) -> dict:
+    """`sched COMMAND --json` in a new workspace of default settings in `home`."""
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(home)
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    main([command, "--json"])
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
 def test_the_health_capture_and_table_show_the_checks_health_gives(tmp_path: Path, monkeypatch, capsys):
     """The README's `sched health` capture ("Both captures are real") kept the threshold
     wording of two checks after they changed, and operations.md's table of the checks
     listed them in another order: both are held to what `sched health` prints in a
     new workspace of default settings (the capture's)."""
-    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    assert main(["init"]) == 0
-    capsys.readouterr()
-    main(["health", "--json"])
-    checks = [(c["name"], c["threshold"]) for c in json.loads(capsys.readouterr().out)["checks"]]
+    report = fresh_document(tmp_path, monkeypatch, capsys, "health")
+    checks = [(c["name"], c["threshold"]) for c in report["checks"]]
     captured = re.findall(r"^ *(?:healthy|degraded|unhealthy) +(\w+) .*\n +threshold: (.+)$",
                           README.read_text(), re.MULTILINE)
     assert captured == checks
@@ -224,13 +231,7 @@ def test_cli_doc_lists_every_tick_json_key():
 
 
 def test_cli_doc_lists_every_metrics_figure(tmp_path: Path, monkeypatch, capsys):
-    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    assert main(["init"]) == 0
-    capsys.readouterr()
-    main(["metrics", "--json"])
-    figures = json.loads(capsys.readouterr().out)["overall"]
+    figures = fresh_document(tmp_path, monkeypatch, capsys, "metrics")["overall"]
     body = section(CLI_DOC.read_text(), "### `sched metrics`")
     text = body[body.index("where FIGURES has"):body.index("defines each figure")].replace("\n", " ")
     assert sorted(name for name in CODE_SPAN.findall(text) if not name.startswith("{")) == sorted(figures)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -318,6 +319,34 @@ def test_a_daemon_that_cannot_record_its_stop_says_so(tmp_path):
     ws.close()
 
 
+def daemon_in_this_process(ws: Workspace, operator: Callable[[Workspace, list[str]], None]) -> list[str]:
+    """Run `sched run`'s daemon over `ws` (its clock the system's, ticking every 0.2 s) in
+    this process's main thread, where it takes its signals, while `operator(other,
+    lines)` acts in a thread of its own, through a workspace of its own (`other`),
+    reading the daemon's log as it grows (`lines`); then stop it with SIGTERM. The lines."""
+    from scheduler.clock import SystemClock
+    from scheduler.daemon import run
+    from scheduler.daemon.log import DaemonLog
+
+    ws.clock = SystemClock()  # (the jobs' first run is the daemon's start, by its clock)
+    other, lines = Workspace(ws.settings), []
+
+    def acting() -> None:
+        try:
+            operator(other, lines)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=acting)
+    helper.start()
+    try:
+        assert run.run_daemon(ws, 0.2, DaemonLog(lines.append)) == 0
+    finally:
+        helper.join()
+        other.close()
+    return lines
+
+
 def test_a_daemon_goes_on_ticking_when_the_system_clock_goes_back(make_workspace, monkeypatch):
     """APScheduler waits for each job's next time by the system clock: after the clock
     went back an hour, the daemon ticked again only an hour later, and said nothing (a
@@ -327,9 +356,7 @@ def test_a_daemon_goes_on_ticking_when_the_system_clock_goes_back(make_workspace
     from apscheduler.executors import base as executors
     from apscheduler.schedulers import base
 
-    from scheduler.clock import SystemClock
     from scheduler.daemon import run
-    from scheduler.daemon.log import DaemonLog
     from scheduler.submit import TaskSpec, submit
 
     shift = [timedelta(0)]
@@ -342,31 +369,18 @@ def test_a_daemon_goes_on_ticking_when_the_system_clock_goes_back(make_workspace
     monkeypatch.setattr(base, "datetime", Shifted)
     monkeypatch.setattr(executors, "datetime", Shifted)  # (its check of a late run)
     monkeypatch.setattr(run, "datetime", Shifted)
-    ws = make_workspace(host="box-1")
-    ws.clock = SystemClock()  # (the jobs' first run is the daemon's start, by its clock)
-    other = Workspace(ws.settings)  # (the operator's commands: a connection of their own)
-    lines: list[str] = []
     assigned: list[bool] = []
 
-    def operator() -> None:
-        try:
-            wait_for("the daemon to start", lambda: any("ticking every" in line for line in lines))
-            shift[0] = timedelta(hours=-1)
-            (task,) = submit(other, [TaskSpec(queue="dev", title="after the step")])
-            deadline = time.monotonic() + 10  # (an hour, before: no tick came)
-            while queries.show(other, task.task_id)[0].status != "assigned" and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assigned.append(queries.show(other, task.task_id)[0].status == "assigned")
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+    def operator(other: Workspace, lines: list[str]) -> None:
+        wait_for("the daemon to start", lambda: any("ticking every" in line for line in lines))
+        shift[0] = timedelta(hours=-1)
+        (task,) = submit(other, [TaskSpec(queue="dev", title="after the step")])
+        deadline = time.monotonic() + 10  # (an hour, before: no tick came)
+        while queries.show(other, task.task_id)[0].status != "assigned" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assigned.append(queries.show(other, task.task_id)[0].status == "assigned")
 
-    helper = threading.Thread(target=operator)
-    helper.start()
-    try:
-        assert run.run_daemon(ws, 0.2, DaemonLog(lines.append)) == 0
-    finally:
-        helper.join()
-        other.close()
+    lines = daemon_in_this_process(make_workspace(host="box-1"), operator)
     assert assigned == [True], lines
     assert any(re.fullmatch(r"the system clock went back 36\d\d s: the ticks go on now .*", line)
                for line in lines), lines
@@ -377,9 +391,7 @@ def test_a_start_that_could_not_be_recorded_is_recorded_before_a_later_tick(make
     said `no daemon alive (none running ...)` for as long as it ran, even once the disk
     had room (a QA drill): the start is recorded before the first tick that can."""
     from eventlog.errors import DatabaseFault
-    from scheduler.clock import SystemClock
     from scheduler.daemon import run
-    from scheduler.daemon.log import DaemonLog
 
     real = run.record_start
     calls: list[int] = []
@@ -391,28 +403,16 @@ def test_a_start_that_could_not_be_recorded_is_recorded_before_a_later_tick(make
         return real(ws, interval)
 
     monkeypatch.setattr(run, "record_start", full_disk_at_first)
-    ws = make_workspace(host="box-1")
-    ws.clock = SystemClock()
-    other = Workspace(ws.settings)
-    lines: list[str] = []
     seen: list[str] = []
 
-    def operator() -> None:
-        try:
-            wait_for("the start to be recorded", lambda: any("recorded the daemon's start" in line
-                                                             for line in lines))
-            (daemon,) = [c for c in health(other)["checks"] if c["name"] == "daemon"]
-            seen.append(daemon["saw"])
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+    def operator(other: Workspace, lines: list[str]) -> None:
+        wait_for("the start to be recorded", lambda: any("recorded the daemon's start" in line
+                                                         for line in lines))
+        (daemon,) = [c for c in health(other)["checks"] if c["name"] == "daemon"]
+        seen.append(daemon["saw"])
 
-    helper = threading.Thread(target=operator)
-    helper.start()
-    try:
-        assert run.run_daemon(ws, 0.2, DaemonLog(lines.append)) == 0
-    finally:
-        helper.join()
-        other.close()
+    ws = make_workspace(host="box-1")
+    lines = daemon_in_this_process(ws, operator)
     assert lines[0] == "could not record the start: the disk is full (recorded before a later tick)"
     assert lines[2] == "recorded the daemon's start (it could not be recorded when it started)", lines
     assert len(seen) == 1 and seen[0].startswith(f"alive on box-1 (pid {os.getpid()}) since "), seen

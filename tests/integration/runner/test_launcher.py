@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def test_a_tick_taking_back_an_expired_attempt_stops_its_agent_and_the_superviso
     assert [r.type for r in queries.show(ws, task_id)[1]].count("TaskFailed") == 0
 
 
+@contextlib.contextmanager
+def supervising(ws: Workspace) -> Iterator[Launcher]:
+    """`ws` made to start its ticks' push attempts through a launcher of this process, as
+    a daemon's ticks do (on the system's clock), until the block ends."""
+    ws.clock = SystemClock()
+    launcher = Launcher(ws.settings, ws.clock)
+    launcher.start()
+    ws.starter = launcher
+    try:
+        yield launcher
+    finally:
+        launcher.close()
+        ws.close()
+
+
 @pytest.fixture
 def launched(tmp_path):
     """A workspace whose ticks start push attempts through a launcher of this process
@@ -155,13 +171,8 @@ def launched(tmp_path):
     agents = [{"agentName": f"q{i}", "agentType": "dev", "maxConcurrency": 1,
                "command": [sys.executable, "-c", "print('[1, 2]')"]} for i in range(3)]
     ws = new_workspace(tmp_path / "home", agents)
-    ws.clock = SystemClock()
-    launcher = Launcher(ws.settings, ws.clock)
-    launcher.start()
-    ws.starter = launcher
-    yield ws, launcher
-    launcher.close()
-    ws.close()
+    with supervising(ws) as launcher:
+        yield ws, launcher
 
 
 def test_a_tick_assigns_and_starts_in_one_commit_and_the_wrappers_finish_the_work(launched):
@@ -323,11 +334,7 @@ def test_a_stopping_supervisor_is_handed_no_new_attempt(tmp_path):
               {"agentName": "q1", "agentType": "dev", "maxConcurrency": 1,
                "command": [sys.executable, "-c", "print('[1, 2]')"]}]
     ws = new_workspace(tmp_path / "home", agents, kill_grace_seconds=10)
-    ws.clock = SystemClock()
-    launcher = Launcher(ws.settings, ws.clock)
-    launcher.start()
-    ws.starter = launcher
-    try:
+    with supervising(ws) as launcher:
         (slow,) = submit(ws, [TaskSpec(queue="slow", title="holds the supervisor")])
         assert tick(ws).spawned == [slow.task_id]
         wait_for("the slow agent to run", lambda: agent_pid(started(ws, slow.task_id)["workdir"]))
@@ -338,9 +345,6 @@ def test_a_stopping_supervisor_is_handed_no_new_attempt(tmp_path):
         assert tick(ws).spawned == [quick.task_id]
         wait_for("the next task to succeed", lambda: queries.show(ws, quick.task_id)[0].status == "succeeded")
         assert started(ws, quick.task_id)["pid"] != launcher.pid  # a `sched exec` wrapper ran it
-    finally:
-        launcher.close()
-        ws.close()
 
 
 def test_a_log_that_cannot_be_opened_is_said_once_and_the_attempts_run_all_the_same(tmp_path, capfd):
@@ -348,19 +352,12 @@ def test_a_log_that_cannot_be_opened_is_said_once_and_the_attempts_run_all_the_s
     daemon's stderr (a QA drill): it says so in one line and supervises without a log."""
     ws = new_workspace(tmp_path / "home", [{"agentName": "q1", "agentType": "dev", "maxConcurrency": 1,
                                             "command": [sys.executable, "-c", "print('[1, 2]')"]}])
-    ws.clock = SystemClock()
     (ws.settings.home / "logs").write_text("a file where the folder of logs would be\n")
-    launcher = Launcher(ws.settings, ws.clock)
-    launcher.start()
-    ws.starter = launcher
-    try:
+    with supervising(ws):
         (sub,) = submit(ws, [TaskSpec(queue="dev", title="t")])
         assert tick(ws).spawned == [sub.task_id]
         wait_for("the supervisor to record the result",
                  lambda: queries.show(ws, sub.task_id)[0].status == "succeeded")
-    finally:
-        launcher.close()
-        ws.close()
     err = capfd.readouterr().err
     assert err.splitlines() == [f"sched supervisor: cannot write {ws.settings.home.resolve()}/logs/exec.log "
                                 "(File exists): its lines are dropped"], err
