@@ -218,7 +218,7 @@ def check_due(overdue: int, earliest: str | None, now: datetime) -> Check:
     if overdue == 0:
         return Check("due", "healthy", "no open task is past its due time", threshold)
     late = (now - from_text(earliest)).total_seconds() if earliest else 0.0
-    return Check("due", "degraded", f"{overdue} open task(s) past their due time, the latest "
+    return Check("due", "degraded", f"{overdue} open task(s) past their due time, the most overdue "
                  f"by {late:.0f} s (due {earliest})", threshold)
 
 

@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 
 from cli.dashboard import footer
-from eventlog.timeutil import to_text
+from eventlog.timeutil import from_text, to_text
 from scheduler.daemon import webhooks
 from scheduler.reads import queries
 from scheduler.reads.dashboard import snapshot
@@ -56,7 +56,9 @@ def test_a_missed_due_time_is_recorded_once_flagged_and_posted_once(make_workspa
     late_view = next(t for t in listed if t.task_id == late.task_id)
     assert late_view.due_missed_at == to_text(ws.clock.now())
     (check,) = [c for c in health(ws)["checks"] if c["name"] == "due"]
-    assert check["status"] == "degraded" and "1 open task" in check["saw"]
+    by = (ws.clock.now() - from_text(late_view.due)).total_seconds()
+    assert (check["status"], check["saw"]) == ("degraded", f"1 open task(s) past their due time, the most "
+                                                           f"overdue by {by:.0f} s (due {late_view.due})")
     shown = snapshot(ws)  # the dashboard flags it too
     assert shown["overdue"] == {"count": 1, "earliest_due": late_view.due}
     assert "OVERDUE: 1 open task(s)" in footer(shown).plain
