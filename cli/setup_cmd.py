@@ -161,6 +161,8 @@ def config_show_command(json_out: JsonOpt = False, db: DbOpt = None, home: HomeO
     except ControlFileError as e:
         warnings = [f"the control file cannot be checked against [queues.NAME]: {e.message}"]
     values.update(loaded.masked)  # a secret filled in from the environment shows as ***
+    values["webhooks"] = [{**hook, "secret": "***"} if isinstance(hook, dict) and hook.get("secret") else hook
+                          for hook in values["webhooks"]]  # (a webhook's secret, however given)
     doc = {"settings": {name: {"value": values[name], "source": loaded.sources[name]}
                         | ({"variables": loaded.variables[name]} if name in loaded.variables else {})
                         for name in values}, "warnings": warnings}

@@ -1,7 +1,10 @@
-"""One `[[webhooks]]` table of sched.toml: a URL and the events it receives."""
+"""One `[[webhooks]]` table of sched.toml: a URL, the events it receives, and the secret
+that signs its POSTs."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -18,6 +21,9 @@ class WebhookConfig(BaseModel):
 
     url: str
     events: list[WebhookEvent] = Field(min_length=1)
+    # signs each POST (`X-Sched-Signature`), so that the receiver can tell it came from
+    # sched; never printed (`config show` says `***`): give it as `${VAR}`
+    secret: str | None = Field(default=None, min_length=16)
     # the URL as sched.toml wrote it, each `${VAR}` filled in shown as `***` (set by
     # `load_settings` when the URL took a variable): what messages and listings print
     _written: str | None = PrivateAttr(default=None)
@@ -38,6 +44,15 @@ class WebhookConfig(BaseModel):
         if not parts.hostname:
             raise ValueError("the URL names no host")
         return url
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`X-Sched-Signature` of a POST: `sha256=` and the hex HMAC-SHA256, keyed by the
+    webhook's secret, of `TIMESTAMP.BODY` (`X-Sched-Timestamp`, a dot, the body's bytes),
+    as a receiver computes it to check the POST came from sched (and recently: the
+    timestamp is in what is signed)."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
 
 
 def shown_url(hooks: list[WebhookConfig], url: str) -> str:

@@ -34,7 +34,7 @@ from eventlog.storage.port import Transaction
 from eventlog.timeutil import to_text
 from projections.sql import SqlProjection
 from scheduler.config.settings import Settings
-from scheduler.config.webhook_config import WebhookEvent, shown_url
+from scheduler.config.webhook_config import WebhookEvent, shown_url, signature
 from scheduler.operational import WebhookCursorRow, WebhookOutboxRow
 from scheduler.workspace import Workspace
 
@@ -182,7 +182,8 @@ def deliver_due(ws: Workspace, *, post: Post = http_post) -> DeliveryReport:
     settings have no `[[webhooks]]` at all does nothing (it cannot tell a removed URL
     from a deployment it does not know)."""
     settings = ws.settings
-    configured = {hook.url for hook in settings.webhooks}
+    secrets = {hook.url: hook.secret for hook in reversed(settings.webhooks)}  # (the first table's)
+    configured = set(secrets)
     report = DeliveryReport()
     if not configured:
         return report
@@ -197,7 +198,12 @@ def deliver_due(ws: Workspace, *, post: Post = http_post) -> DeliveryReport:
         delivery_id, url, kind, body = job
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Sched-Delivery": delivery_id, "X-Sched-Event": kind}
-        error = post(url, body.encode(), headers, settings.webhook_timeout_seconds)
+        data = body.encode()
+        if (secret := secrets[url]) is not None:
+            timestamp = str(int(ws.clock.now().timestamp()))
+            headers |= {"X-Sched-Timestamp": timestamp,
+                        "X-Sched-Signature": signature(secret, timestamp, data)}
+        error = post(url, data, headers, settings.webhook_timeout_seconds)
         _record(ws, row_id, error, report)
     return report
 

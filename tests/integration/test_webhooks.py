@@ -43,6 +43,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
 
 
 class Endpoint:
@@ -60,8 +61,9 @@ class Endpoint:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length)) if length else None
-                endpoint.received.append(Received(self.command, self.path, dict(self.headers), body))
+                raw = self.rfile.read(length)
+                body = json.loads(raw) if length else None
+                endpoint.received.append(Received(self.command, self.path, dict(self.headers), body, raw))
                 if endpoint.hold:
                     endpoint.release.wait(10)
                 status = endpoint.status if self.path == "/hook" else 200
@@ -121,6 +123,29 @@ def fail_task(ws: Workspace, error: str = "boom", **spec: object) -> int:
     assert claim is not None and claim.task.task_id == task.task_id
     worker.fail(ws, task.task_id, claim.token, error)
     return task.task_id
+
+
+def test_a_webhook_with_a_secret_signs_its_posts_so_the_receiver_can_check_them(make_workspace, endpoint):
+    """Deliveries carried nothing a receiver could check: anyone who knew the URL could
+    post as sched (a security review). A webhook with a `secret` signs each POST: the
+    HMAC-SHA256 of `TIMESTAMP.BODY`, as operations.md tells a receiver to compute it."""
+    import hashlib
+    import hmac
+
+    secret = "a-secret-of-enough-length"
+    ws = make_workspace(webhooks=[{"url": endpoint.url(), "events": ["scheduler.paused"], "secret": secret},
+                                  {"url": endpoint.url("/plain"), "events": ["scheduler.paused"]}])
+    assert webhooks.collect(ws) == 0
+    operator.pause(ws, "alice", "maintenance")
+    webhooks.collect(ws)
+    assert len(webhooks.deliver_due(ws).delivered) == 2
+    (signed,) = [r for r in endpoint.received if r.path == "/hook"]
+    (plain,) = [r for r in endpoint.received if r.path == "/plain"]
+    stamp = signed.headers["X-Sched-Timestamp"]
+    assert stamp == str(int(ws.clock.now().timestamp()))
+    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + signed.raw, hashlib.sha256).hexdigest()
+    assert signed.headers["X-Sched-Signature"] == f"sha256={expected}"
+    assert "X-Sched-Signature" not in plain.headers and "X-Sched-Timestamp" not in plain.headers
 
 
 def ids(items: list[dict[str, Any]]) -> list[str]:

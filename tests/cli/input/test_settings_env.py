@@ -91,3 +91,15 @@ def test_a_check_across_settings_names_where_each_value_came_from(tmp_path: Path
     assert one_error_line(cli("status", env=env), 2) == (
         f"sched: setting {tmp_path / 'sched.toml'}, SCHED_HEALTH_BACKLOG_UNHEALTHY: health_backlog_unhealthy "
         "(10) is below health_backlog_degraded (5000)")
+
+
+def test_config_show_never_prints_a_webhooks_secret(tmp_path: Path, cli: InProcess):
+    """Written in sched.toml as it is, not only through `${VAR}`."""
+    write_control(tmp_path, FLEET)
+    (tmp_path / "sched.toml").write_text('[[webhooks]]\nurl = "https://hooks.example/in"\n'
+                                         'events = ["task.failed"]\nsecret = "a-secret-of-enough-length"\n')
+    shown = ok(cli("config", "show", "--json"))
+    assert json.loads(shown.stdout)["settings"]["webhooks"]["value"] == [
+        {"url": "https://hooks.example/in", "events": ["task.failed"], "secret": "***"}]
+    text = ok(cli("config", "show", env={"COLUMNS": "400"}))
+    assert "a-secret" not in shown.stdout + text.stdout + text.stderr and '"secret": "***"' in text.stdout

@@ -102,7 +102,9 @@ def test_webhook_tables(tmp_path):
     ('url = "https://x.example/"\nevents = []', r"webhooks #2 events: List should have at least 1"),
     ('url = "https://x.example/"\nevents = ["task.done"]', r"webhooks #2 events #1: Input should be"),
     ('url = "https://x.example/"', r"webhooks #2 events: Field required"),
-    ('url = "https://x.example/"\nevents = ["task.failed"]\nsecret = "s"', r"webhooks #2 secret: Extra"),
+    ('url = "https://x.example/"\nevents = ["task.failed"]\ntoken = "s"', r"webhooks #2 token: Extra"),
+    ('url = "https://x.example/"\nevents = ["task.failed"]\nsecret = "s"',
+     r"webhooks #2 secret: String should have at least 16 characters"),
 ])
 def test_a_bad_webhook_table_is_named_by_its_position(tmp_path: Path, table: str, problem: str):
     good = '[[webhooks]]\nurl = "https://ok.example/"\nevents = ["task.failed"]\n'
