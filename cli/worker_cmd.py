@@ -30,7 +30,10 @@ from scheduler.usecases import work
 worker_app = typer.Typer(
     context_settings=HELP_OPTIONS, help="The runner protocol for pull workers.", no_args_is_help=True,
     rich_markup_mode=None)
-TokenOpt = Annotated[str, typer.Option("--token", help="The lease token the claim printed.")]
+TokenOpt = Annotated[str, typer.Option(
+    "--token", envvar="SCHED_LEASE_TOKEN", show_envvar=True,
+    help="The lease token the claim printed (default $SCHED_LEASE_TOKEN, as a push agent has it: "
+         "out of the command line, where other users of the machine can read it).")]
 TaskArg = Annotated[int, typer.Argument(help="Task id.", parser=parse_task_id)]
 @worker_app.command("claim")
 def claim_command(

@@ -305,6 +305,18 @@ def test_worker_protocol(seeded: Path, run: Run):
     assert one_json(ok(run("show", "1", "--json")))["task"]["status"] == "succeeded"
 
 
+def test_a_worker_may_give_its_lease_token_in_the_environment(seeded: Path, run: Run):
+    """`--token` on the command line is readable by every user of the machine (`ps`): the
+    token may come from $SCHED_LEASE_TOKEN instead, as a push agent has it."""
+    claimed = one_json(ok(run("worker", "claim", "--agent", "ann", "--json")))["task"]
+    env = {"SCHED_LEASE_TOKEN": claimed["token"]}
+    assert one_json(ok(run("worker", "heartbeat", "1", "--json", env=env)))["cancel"] is False
+    ok(run("worker", "complete", "1", "--result", '{"ok": true}', env=env))
+    assert one_json(ok(run("show", "1", "--json")))["task"]["status"] == "succeeded"
+    assert one_error_line(run("worker", "complete", "1"), 2) == (
+        "sched: Missing option '--token' (env var: 'SCHED_LEASE_TOKEN').")
+
+
 # -- verify and rebuild --------------------------------------------------------------------
 
 def test_verify_rebuild_and_tampering(seeded: Path, run: Run):
