@@ -114,6 +114,7 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
     `first`: what a tick does before it (`late_start`); its failure is the tick's."""
     problems = Problems("tick", log, "every tick", "tick")
     warned = [""]  # the content hash of the control file whose warnings were logged
+    holding: list[Holds] = [(False, frozenset())]  # what held assignment back at the last tick
 
     def one_tick() -> None:
         while True:
@@ -128,12 +129,33 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
                 return
             problems.worked()
             warned[0] = log_config_warnings(ws, log, warned[0])
+            holding[0] = log_holds(log, report, holding[0])
             if report.did_something or report.errors:
                 log_tick(ws, log, report)
             if again is None or not again.is_set():
                 return
 
     return one_tick
+
+
+Holds = tuple[bool, frozenset[str]]  # what holds assignment back: a pause; the queues gated
+
+
+def log_holds(log: DaemonLog, report: TickReport, before: Holds) -> Holds:
+    """A line when assignment stops or starts again: a pause (or the stop file), a queue's
+    gate closed or opened. The daemon fell silent while nothing was assigned, without
+    saying why (a soak run). Returns what holds it back now (`before` at the next tick)."""
+    paused, gated = report.paused is not None, frozenset(report.gates_closed)
+    if report.paused is not None and not before[0]:
+        why = f" ({report.paused['reason']})" if report.paused.get("reason") else ""
+        log(f"paused by {report.paused['by']}{why}: assigning nothing", event="daemon.paused")
+    elif before[0] and not paused:
+        log("resumed: assigning again", event="daemon.resumed")
+    for queue in sorted(gated - before[1]):
+        log(f"gate {queue} closed: assigning nothing from it", event="daemon.gate_closed", queue=queue)
+    for queue in sorted(before[1] - gated):
+        log(f"gate {queue} open again: assigning from it", event="daemon.gate_opened", queue=queue)
+    return paused, gated
 
 
 def late_start(ws: Workspace, interval: float, log: DaemonLog) -> Callable[[], None]:

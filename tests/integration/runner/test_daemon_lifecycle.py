@@ -419,3 +419,34 @@ def test_a_start_that_could_not_be_recorded_is_recorded_before_a_later_tick(make
     with ws.read() as (log, _views):
         recorded = [r.type for r in log.read() if r.type.startswith("Daemon")]
     assert recorded == ["DaemonStarted", "DaemonStopped"]
+
+
+def test_the_daemon_says_when_assignment_stops_and_starts_again(make_workspace):
+    """A pause and a closed gate left the daemon's log silent (a soak run): nothing was
+    assigned, and nothing said why. It says so once when each begins and when it ends."""
+    from scheduler import operator
+    from scheduler.config.settings import load_settings
+    from scheduler.daemon.log import DaemonLog
+    from scheduler.daemon.run import tick_job
+
+    ws = make_workspace()
+    up = ws.settings.home / "database-is-up"
+    (ws.settings.home / "sched.toml").write_text(f'[queues.dev]\ngate = ["test", "-e", "{up}"]\n'
+                                                  "gate_cache_seconds = 1\n")
+    ws.settings = load_settings({}, {"home": ws.settings.home}).settings
+    lines: list[str] = []
+    one_tick = tick_job(ws, DaemonLog(lines.append), 10.0)
+
+    def said(step: Callable[[], object] = lambda: None) -> list[str]:
+        step()
+        ws.clock.advance(2)  # (past the gate's cache)
+        before = len(lines)
+        one_tick()
+        return [line for line in lines[before:] if not line.startswith("tick: ")]
+
+    assert said() == ["gate dev closed: assigning nothing from it"]
+    assert said() == []  # once
+    assert said(lambda: operator.pause(ws, "kim", "deploy")) == ["paused by kim (deploy): assigning nothing"]
+    assert said(up.touch) == ["gate dev open again: assigning from it"]
+    assert said(lambda: operator.resume(ws, "kim")) == ["resumed: assigning again"]
+    assert said() == []
