@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -146,6 +147,15 @@ def test_a_webhook_with_a_secret_signs_its_posts_so_the_receiver_can_check_them(
     expected = hmac.new(secret.encode(), f"{stamp}.".encode() + signed.raw, hashlib.sha256).hexdigest()
     assert signed.headers["X-Sched-Signature"] == f"sha256={expected}"
     assert "X-Sched-Signature" not in plain.headers and "X-Sched-Timestamp" not in plain.headers
+    # the receiver's check that operations.md gives (this clock is in 2026-01: a wide leeway)
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    check: dict[str, Any] = {}
+    exec(re.search(r"```python\n(import hashlib, hmac, time\n.*?)```", docs, re.DOTALL)[1], check)
+    from_sched = check["from_sched"]
+    assert from_sched(secret.encode(), signed.headers, signed.raw, leeway=10**9)
+    assert not from_sched(secret.encode(), signed.headers, signed.raw + b" ", leeway=10**9)
+    assert not from_sched(secret.encode(), signed.headers, signed.raw)  # (not recent)
+    assert not from_sched(secret.encode(), plain.headers, plain.raw, leeway=10**9)
 
 
 def ids(items: list[dict[str, Any]]) -> list[str]:
