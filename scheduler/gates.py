@@ -106,25 +106,22 @@ def reopen_removed(settings: Settings, meta: Mapping[str, str]) -> list[Event]:
             for queue in sorted(closed_gates(meta)) if queue not in gated]
 
 
-def closed_gates(meta: Mapping[str, str],
-                 checks: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
-    """Queue -> {detail, since} for every gate that is closed now (from the projection).
-    `checks` (`failing_checks`): a gate still closed says why its last check failed,
-    which may have changed since it closed (another command, another exit code)."""
-    closed = {key.removeprefix("gate:"): meta_json(key, value) for key, value in meta.items()
-              if key.startswith("gate:") and value}
-    for queue, gate in closed.items():
-        if checks and queue in checks:
-            gate["detail"] = checks[queue]
-    return closed
+def closed_gates(meta: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Queue -> {detail, since} for every gate that is closed now (from the projection)."""
+    return {key.removeprefix("gate:"): meta_json(key, value) for key, value in meta.items()
+            if key.startswith("gate:") and value}
 
 
 def gates_now(views: SqlProjection) -> dict[str, dict[str, str]]:
-    """`closed_gates` of the projection, each saying why its last check failed (one
-    more read, made only while some gate is closed)."""
-    meta = views.meta()
-    closed = closed_gates(meta)
-    return closed_gates(meta, failing_checks(views.txn)) if closed else closed
+    """`closed_gates` of the projection, each saying why its last check failed, which may
+    have changed since it closed (another command, another exit code): one more read,
+    made only while some gate is closed."""
+    closed = closed_gates(views.meta())
+    if closed:
+        failing = failing_checks(views.txn)
+        for queue, gate in closed.items():
+            gate["detail"] = failing.get(queue, gate["detail"])
+    return closed
 
 
 def failing_checks(txn: Transaction) -> dict[str, str]:
