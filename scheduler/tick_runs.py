@@ -100,7 +100,7 @@ def daemon_state(rows: Sequence[dict[str, Any]], now: datetime, host: str,
     for row in rows:
         if beating(row, now) and _where(row, host, machine, alive) != "gone":
             return {"alive": True, "host": row["host"], "pid": row["pid"], "since": row["started_at"],
-                    "beat_at": row["beat_at"]}
+                    "beat_at": row["beat_at"], "interval": row["interval_seconds"]}
     last = rows[0] if rows else None
     return {"alive": False, "host": None, "pid": None, "since": None,
             "last_seen": last["beat_at"] if last else None,

@@ -62,11 +62,17 @@ def worst(levels: list[str]) -> str:
     return max(levels, key=LEVELS.index, default="healthy")
 
 
-def check_last_tick(settings: Settings, last: str | None, now: datetime) -> Check:
-    interval = settings.tick_interval_seconds
+def check_last_tick(settings: Settings, last: str | None, now: datetime,
+                    daemon_interval: float | None = None) -> Check:
+    """The age of the last tick of any host, in tick intervals: those of the daemon
+    alive (`daemon_interval`, its `--interval`), else `tick_interval_seconds` (ticks
+    from cron). A daemon run with a longer interval than the setting read as late."""
+    interval = settings.tick_interval_seconds if daemon_interval is None else daemon_interval
+    whose = "" if daemon_interval is None else ", the running daemon's"
     degraded = settings.health_tick_degraded_intervals * interval
     unhealthy = settings.health_tick_unhealthy_intervals * interval
-    threshold = f"degraded > {degraded:g} s, unhealthy > {unhealthy:g} s (tick interval {interval:g} s)"
+    threshold = (f"degraded > {degraded:g} s, unhealthy > {unhealthy:g} s "
+                 f"(tick interval {interval:g} s{whose})")
     if last is None:
         return Check("last_tick", "degraded", "no tick recorded yet", threshold)
     age = (now - from_text(last)).total_seconds()
@@ -385,7 +391,7 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         fleet = current_fleet(ws, views) if waiting else []
         overdue, earliest_due = views.overdue_open(to_text(now))
     return [
-        check_last_tick(settings, last, now),
+        check_last_tick(settings, last, now, daemon.get("interval")),
         check_daemon(daemon, settings.health_window_seconds, now),
         check_backlog(settings, queued),
         check_error_rate(settings, succeeded, failed + expired),

@@ -359,6 +359,20 @@ def test_the_last_tick_check_grades_by_tick_intervals(make_workspace):
     assert health(ws)["exit_code"] == 2
 
 
+def test_the_last_tick_check_grades_by_the_running_daemons_interval(make_workspace):
+    """A daemon run with `--interval 60` against the setting's 10 s read as late from 30 s
+    on, while it ticked on time (a soak run)."""
+    ws = make_workspace(tick_interval_seconds=10)
+    tick(ws, daemon_interval=60)  # (by this process, alive)
+    ws.clock.advance(50)
+    (last,) = [c for c in health(ws)["checks"] if c["name"] == "last_tick"]
+    assert last["status"] == "healthy"
+    assert last["threshold"] == ("degraded > 180 s, unhealthy > 600 s (tick interval 60 s, the running "
+                                 "daemon's)")
+    ws.clock.advance(150)  # no beat for more than 3 of its intervals: no daemon alive, cron's terms
+    assert checks(ws)["last_tick"] == "unhealthy"
+
+
 def test_a_last_tick_a_little_ahead_of_this_clock_was_0_s_ago():
     """The tick's time is the database server's (PostgreSQL), which may run a little
     ahead of the host asking: `-0 s ago` was shown."""
