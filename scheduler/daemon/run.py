@@ -106,6 +106,10 @@ def log_tick(ws: Workspace, log: DaemonLog, report: TickReport) -> None:
         log(error, event="tick.error", level="error")
 
 
+SUPERVISOR_GONE = ("the sched supervisor is gone (logs/exec.log may say why): push attempts start "
+                   "as `sched exec` processes from now on")
+
+
 def tick_job(ws: Workspace, log: DaemonLog, interval: float,
              again: threading.Event | None = None, first: Callable[[], None] | None = None
              ) -> Callable[[], None]:
@@ -120,12 +124,18 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
         while True:
             if again is not None:
                 again.clear()
+            starter = ws.starter
+            supervised = starter is not None and starter.alive
             try:
                 if first is not None:
                     first()
                 report = tick(ws, daemon_interval=interval)
             except SchedError as e:  # a bad control file must not kill the daemon: say so, go on
                 problems.failed(e.message)
+                if supervised and starter is not None and not starter.alive:
+                    # found gone by this tick, which failed: its line went with the tick's
+                    # report, and later ticks start `sched exec` wrappers without a word
+                    log(SUPERVISOR_GONE, event="supervisor.gone", level="error")
                 return
             problems.worked()
             warned[0] = log_config_warnings(ws, log, warned[0])

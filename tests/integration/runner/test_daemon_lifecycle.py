@@ -450,3 +450,51 @@ def test_the_daemon_says_when_assignment_stops_and_starts_again(make_workspace):
     assert said(up.touch) == ["gate dev open again: assigning from it"]
     assert said(lambda: operator.resume(ws, "kim")) == ["resumed: assigning again"]
     assert said() == []
+
+
+class DyingStarter:
+    """A supervisor found gone by a tick (as `Launcher._check_alive` finds it), in a
+    tick whose write then fails (`fail`: a full disk at its commit)."""
+
+    def __init__(self, fail: bool) -> None:
+        self.alive, self.fail = True, fail
+
+    def landed(self, views):
+        return []
+
+    def unsure(self, handover):
+        pass
+
+    def start_in(self, ws, recorder, task_ids, granted_at):
+        from eventlog.errors import DatabaseFault
+        from scheduler.runner.spawn import LauncherGone
+
+        self.alive = False
+        if self.fail:
+            raise DatabaseFault("database or disk is full")
+        raise LauncherGone("the sched supervisor (pid 4242) is gone")
+
+
+@pytest.mark.parametrize("fail", [True, False])
+def test_a_supervisor_found_gone_by_a_failed_tick_is_still_said(make_workspace, fail):
+    """A supervisor that died was named only in the report of the tick that found it: when
+    that tick failed, no line ever said it, and later ticks started `sched exec`
+    wrappers silently (a recovery drill with a full disk)."""
+    from scheduler.daemon.log import DaemonLog
+    from scheduler.daemon.run import SUPERVISOR_GONE, tick_job
+    from scheduler.submit import TaskSpec, submit
+
+    ws = make_workspace([{"agentName": "p", "agentType": "dev", "maxConcurrency": 1, "command": ["true"]}])
+    submit(ws, [TaskSpec(queue="dev", title="t")])
+    ws.starter = DyingStarter(fail)
+    wrappers: list[int] = []
+    ws.launcher = lambda _settings, task_id: wrappers.append(task_id)  # `sched exec`, not started here
+    lines: list[str] = []
+    tick_job(ws, DaemonLog(lines.append), 10.0)()
+    if fail:
+        assert lines == ["tick failed: database or disk is full (retrying every tick)", SUPERVISOR_GONE]
+    else:  # the tick's own line says it, once, and its wrapper starts the attempt
+        (line,) = lines
+        assert re.fullmatch(r"tick: assigned 1, started 1, recorded a new control file, the sched "
+                            r"supervisor \(pid 4242\) is gone \(\d+ ms\)", line), line
+        assert wrappers == [1]
