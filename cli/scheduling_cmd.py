@@ -318,11 +318,18 @@ def exec_command(
     task_id: Annotated[int, typer.Argument(help="The assigned task to run.", parser=parse_task_id)],
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None, agents: AgentsOpt = None,
     host: HostOpt = None,
+    log_times: Annotated[bool, typer.Option("--log-times", hidden=True,
+                                            help="Start each line with its time (a tick's wrappers, "
+                                            "into logs/exec.log).")] = False,
 ) -> None:
     """Run one assigned attempt of a push agent's command (ticks start this themselves)."""
     from scheduler.runner.spawn import absolute
 
     given = workspace(home, db, agents, host=host)  # (nothing opened yet)
+    if log_times:
+        from scheduler.runner.exec_log import Stamped
+
+        sys.stdout, sys.stderr = Stamped(sys.stdout, given.clock.now), Stamped(sys.stderr, given.clock.now)
     # the wrapper works in the attempt's directory: every path it uses must be absolute
     ws = Workspace(absolute(given.settings), clock=given.clock)
     outcome = exec_task(ws, task_id, os.environ, own_process=True)

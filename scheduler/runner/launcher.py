@@ -45,6 +45,7 @@ from scheduler.clock import Clock
 from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import StopRequest, start_in, take_role, warm_up
+from scheduler.runner.exec_log import Stamped, exec_log_path
 from scheduler.runner.spawn import Handover, LauncherGone, absolute
 from scheduler.runner.supervisor import DatabaseLedger, Supervisor, log_line, signals_wake
 from scheduler.tokens import hash_token
@@ -198,7 +199,7 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the daemon's
     os.setsid()
     take_role(SUPERVISOR_NAME)  # orphans of the agents come to us, and are reaped
-    _log_to(settings.home / "logs" / "exec.log")
+    _log_to(exec_log_path(settings.home), clock)
     ws = Workspace(settings, clock=clock)
     with contextlib.suppress(SchedError):  # an attempt's end will say what is wrong
         warm_up(ws)
@@ -237,8 +238,9 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
         ws.close()
 
 
-def _log_to(path: Path) -> None:
-    """This process's stdout and stderr to `path` (appended), its stdin from /dev/null.
+def _log_to(path: Path, clock: Clock) -> None:
+    """This process's stdout and stderr to `path` (appended, each line starting with its
+    time by `clock`), its stdin from /dev/null.
     A log that cannot be opened (a read-only home) is said once, on the daemon's stderr,
     and the lines go nowhere: the attempts are supervised all the same."""
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -252,6 +254,9 @@ def _log_to(path: Path) -> None:
         os.dup2(fd, to)
     os.close(log)
     os.close(devnull)
+    # Python's streams on them anew (the daemon's may have been replaced), each line stamped
+    sys.stdout, sys.stderr = (Stamped(os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace",
+                                                closefd=False), clock.now) for fd in (1, 2))
 
 
 def _answer(conn: Connection, supervisor: Supervisor) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from eventlog.storage import DATABASE_URL_VARIABLE, is_url
 from scheduler.config.settings import Settings
+from scheduler.runner.exec_log import exec_log_path
 
 if TYPE_CHECKING:
     from projections.recorder import Recorder
@@ -114,10 +115,10 @@ def spawn_exec(settings: Settings, task_id: int) -> int:
     """Start the wrapper in its own session (it outlives this process); its own
     output goes to `$SCHED_HOME/logs/exec.log`. Returns its pid."""
     reap_finished()
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "exec.log").open("ab") as log:
-        child = subprocess.Popen(exec_argv(settings, task_id), env=exec_env(settings),
+    path = exec_log_path(settings.home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as log:
+        child = subprocess.Popen([*exec_argv(settings, task_id), "--log-times"], env=exec_env(settings),
                                  stdin=subprocess.DEVNULL,
                                  stdout=log, stderr=log, start_new_session=True)
     _children.append(child)

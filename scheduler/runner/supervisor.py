@@ -180,7 +180,9 @@ def log_line(text: str, out: TextIO | None = None) -> None:
     write that failed ended the supervisor, or its bookkeeper's thread, and with it the
     recording of every outcome and the renewal of every lease."""
     with contextlib.suppress(OSError, ValueError):  # (ValueError: the file was closed)
-        print(text, file=out or sys.stderr, flush=True)
+        stream = out or sys.stderr
+        stream.write(text + "\n")  # one write: a line of another thread comes before or after it
+        stream.flush()
 
 
 class Bookkeeper:

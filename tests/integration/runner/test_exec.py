@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from eventlog.timeutil import from_text
 from scheduler import operator, worker
 from scheduler.clock import SystemClock
 from scheduler.reads import queries
@@ -111,6 +112,20 @@ def test_a_succeeding_agent_records_its_result_and_argv(tmp_path):
     started = last_event(ws, task_id, "TaskStarted")
     assert started["runner"] == "exec" and result["cwd"] == started["workdir"]
     assert "working on {'n': 21}" in Path(started["log_path"]).read_text()
+
+
+def test_each_line_of_exec_log_starts_with_its_time(tmp_path):
+    """The wrappers' and the supervisor's lines in logs/exec.log had no time: a line
+    could not be set beside the daemon's log or the events (a recovery drill)."""
+    ws = push_workspace(tmp_path, {"ann": ["true"]})
+    before = ws.clock.now()
+    task_id = run_one(ws)
+    log = ws.settings.home / "logs" / "exec.log"
+    line = wait_for("the wrapper's line", lambda: next(
+        (line for line in log.read_text().splitlines() if f"task {task_id}: " in line), None))
+    stamp, _, said = str(line).partition(" ")
+    assert said == f"task {task_id}: succeeded (exit 0)"
+    assert before <= from_text(stamp) <= ws.clock.now()
 
 
 def test_the_last_stdout_line_is_the_result_when_no_file_is_written(tmp_path):

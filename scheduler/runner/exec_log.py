@@ -1,0 +1,57 @@
+"""`logs/exec.log`: where the lines of a daemon's supervisor and of `sched exec` wrappers
+(a cron tick's, or a daemon's whose supervisor is gone) go. Each line starts with the
+time it was written (`TIME task 3: succeeded (exit 0)`): the file outlives every process
+that writes to it, and a line without its time could not be set beside the daemon's log
+or the events (a recovery drill)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from eventlog.timeutil import to_text
+
+
+def exec_log_path(home: Path) -> Path:
+    return home / "logs" / "exec.log"
+
+
+class Stamped(io.TextIOBase):
+    """A text stream that starts each line written to `out` with the time (`now`, as
+    event times are written) and a space. Lines written in pieces are stamped once."""
+
+    def __init__(self, out: TextIO, now: Callable[[], datetime]) -> None:
+        super().__init__()
+        self._out, self._now = out, now
+        self._at_start = True
+        self._lock = threading.Lock()  # (a supervisor's threads share one stream)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            pieces, start = [], 0
+            while start < len(text):
+                end = text.find("\n", start) + 1 or len(text)
+                if self._at_start:
+                    pieces.append(to_text(self._now()) + " ")
+                pieces.append(text[start:end])
+                self._at_start = text[end - 1] == "\n"
+                start = end
+            self._out.write("".join(pieces))
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._out.encoding
