@@ -77,7 +77,7 @@ def claim_command(
         if claimed is not None:
             work.release(ws, claimed, why)
         elif remote is not None:
-            remote.fail(task["task_id"], task["token"], why)
+            remote.release(task["task_id"], task["token"], why)
         if isinstance(e, OSError | KeyboardInterrupt | SystemExit):
             raise
         raise Refused(f"{why}; the attempt was given back") from e

@@ -108,6 +108,10 @@ class Server:
     def fail(self, task_id: int, token: str, error: str, retry: bool = True) -> dict[str, Any]:
         return self._outcome(task_id, token, "fail", {"token": token, "error": error, "retry": retry})
 
+    def release(self, task_id: int, token: str, why: str) -> dict[str, Any]:
+        """Give back an attempt whose claim never reached its worker (not counted)."""
+        return self._outcome(task_id, token, "release", {"token": token, "why": why})
+
     # -- a host's runner of push agents (`sched run --server`) ---------------------------
 
     def host_start(self, host: str, pid: int, home: str, request_id: str,

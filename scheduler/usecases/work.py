@@ -150,3 +150,27 @@ def fail(ws: Workspace, request: FailRequest) -> Ended:
     """Record that the current attempt failed; the task is retried or dead-lettered."""
     return Ended(request.task_id, worker.fail(ws, request.task_id, request.token, request.error,
                                               retry=request.retry, by=request.by))
+
+
+class ReleaseRequest(Request):
+    """An attempt whose claim never reached its worker (its front end could not print
+    or send the answer), given back by whoever holds the claim's answer."""
+
+    where = "release"
+    task_id: int
+    token: str = Field(min_length=1)  # (an empty one is no token: bad input, not a stale one)
+    why: str  # why the claim did not reach its worker
+    by: str | None = None
+
+    @model_validator(mode="after")
+    def _says_why(self) -> Self:
+        if not self.why.strip():
+            raise BadInput("release: why must say why the claim did not reach its worker")
+        return self
+
+
+def give_back(ws: Workspace, request: ReleaseRequest) -> Ended:
+    """Give back the current attempt as `undelivered` (`worker.release_undelivered`):
+    queued again at once, the attempt not counted, the agent not passed over."""
+    return Ended(request.task_id, worker.fail(ws, request.task_id, request.token, request.why,
+                                              reason="undelivered", by=request.by))

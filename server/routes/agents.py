@@ -308,3 +308,14 @@ async def post_fail(request: Request, task_id: TaskId, credentials: Credentials 
     """The attempt failed (`{"token": ..., "error": ..., "retry": ...}`): retried or
     dead-lettered, as `sched worker fail --json`."""
     return await on_attempt(request, work.FailRequest, work.fail, task_id, credentials, ws, "fail")
+
+
+@router.post("/tasks/{task_id}/release", response_model=Ended, responses=REFUSED,
+             tags=["runner"], openapi_extra=lease_body(work.ReleaseRequest))
+async def post_release(request: Request, task_id: TaskId, credentials: Credentials = Depends(bearer),
+                       ws: Workspace = Depends(workspace)) -> Document:
+    """Give back an attempt whose claim never reached its worker (`{"token": ..., "why":
+    ...}`, as `sched worker claim --server` does when it cannot print the claim): queued
+    again at once, the attempt not counted, the agent not passed over."""
+    return await on_attempt(request, work.ReleaseRequest, work.give_back, task_id, credentials, ws,
+                            "release")

@@ -197,15 +197,16 @@ def test_an_agent_token_acts_only_for_its_own_agent(api: Api):
     claimed = work.claim(api.ws, "bob").claim
     assert claimed is not None and claimed.task.task_id == task
     before = len(api.events())
-    for path in ("heartbeat", "progress", "complete", "fail"):
-        answer = post(api, f"/tasks/{task}/{path}", {"token": claimed.token, "error": "x"}
-                      if path == "fail" else {"token": claimed.token, "percent": 1}, as_="box")
+    bodies = {"fail": {"error": "x"}, "release": {"why": "x"}}
+    for path in ("heartbeat", "progress", "complete", "fail", "release"):
+        body = {"token": claimed.token, **bodies.get(path, {"percent": 1})}
+        answer = post(api, f"/tasks/{task}/{path}", body, as_="box")
         assert answer.status_code == 403, path
     assert len(api.events()) == before
 
 
 RUNNER_ROUTES = ("/agents/ann/claim", "/tasks/1/heartbeat", "/tasks/1/progress", "/tasks/1/complete",
-                 "/tasks/1/fail")
+                 "/tasks/1/fail", "/tasks/1/release")
 
 
 @pytest.mark.parametrize("path", RUNNER_ROUTES)
@@ -573,3 +574,15 @@ def test_a_trailing_slash_is_a_path_that_does_not_exist_not_a_redirect(api: Api)
     the client's Host header and come before the token check."""
     answer = api.client.post("/api/v1/tasks/", headers={"Host": "evil.example"}, follow_redirects=False)
     assert answer.status_code == 404 and "location" not in answer.headers
+
+
+def test_a_release_must_say_why_and_records_nothing_otherwise(api: Api):
+    task = submit(api)
+    claimed = post(api, "/agents/ann/claim", None, as_="box").json()["task"]
+    before = len(api.events())
+    answer = post(api, f"/tasks/{task}/release", {"token": claimed["token"], "why": " "}, as_="box")
+    assert (answer.status_code, answer.json()) == (
+        400, {"error": "release: why must say why the claim did not reach its worker"})
+    assert len(api.events()) == before
+    answer = post(api, f"/tasks/{task}/release", {"token": claimed["token"], "why": "lost"}, as_="box")
+    assert (answer.status_code, answer.json()) == (200, {"task_id": task, "status": "queued"})

@@ -322,3 +322,25 @@ def test_an_open_event_stream_ends_when_the_server_stops_with_no_error(make_work
     reading.join(timeout=30)
     assert not reading.is_alive() and lines[0] == b"retry: 2000\n"
     assert_no_error_logged(caplog, capfd)
+
+
+def test_a_claim_through_the_server_that_could_not_be_printed_gives_its_attempt_back_uncounted(
+        served, capsys, monkeypatch, tmp_path):
+    """Against the database such a claim is given back as `undelivered`; through the
+    server it was reported as the attempt's failure: counted, the agent passed over,
+    the backoff waited, and a task of one attempt dead-lettered although nothing ran."""
+    ws, base, token = served
+    env = {"SCHED_SERVER": base, "SCHED_TOKEN": token, "SCHED_HOME": str(tmp_path / "nowhere")}
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="once", max_attempts=1)])
+
+    def closed_pipe(_doc: object) -> None:  # the worker's end of the pipe is gone
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("cli.worker_cmd.emit_json", closed_pipe)
+    code, _, err = run(capsys, monkeypatch, env, "worker", "claim", "--agent", "ann", "--json")
+    assert code != 0 and "Traceback" not in err
+    task, events = queries.show(ws, sub.task_id)
+    failed = json.loads(events[-2].data)
+    assert (events[-2].type, failed["reason"], failed["by"]) == ("TaskFailed", "undelivered", "box")
+    assert (task.status, task.excluded, task.not_before) == ("queued", (), None)
+    assert worker.claim(ws, "ann") is not None  # its one attempt is still to come

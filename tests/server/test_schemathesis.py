@@ -46,7 +46,7 @@ def token_for(path: str) -> str:
     may not do an agent's work: those handlers would only ever answer 403)."""
     if path.startswith(("/api/v1/agents/{name}/claim", "/api/v1/tasks/{task_id}/heartbeat",
                         "/api/v1/tasks/{task_id}/progress", "/api/v1/tasks/{task_id}/complete",
-                        "/api/v1/tasks/{task_id}/fail")):
+                        "/api/v1/tasks/{task_id}/fail", "/api/v1/tasks/{task_id}/release")):
         return "box"
     if path.startswith("/api/v1/hosts/"):
         return "far"
