@@ -26,7 +26,6 @@ from projections.views import AgentView, TaskView
 from scheduler.decisions.policy import settle_failure
 from scheduler.machine import this_machine, where_started
 from scheduler.runner import containment
-from scheduler.runner.spawn import lease_clock
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:  # (the tick imports this module: its report is only named here)
@@ -84,7 +83,7 @@ def stop_if_local(ws: Workspace, recorder: Recorder, task: TaskView, host: str) 
         started.cgroup if started is not None else None,
         workdir=started.workdir if started is not None else None))
     # the events that end the attempt are recorded after the stop: their time says so
-    recorder.now, recorder.now_mark = max(recorder.now, ws.clock.now()), lease_clock()
+    ws.move_on(recorder)
     return True
 
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,6 +184,20 @@ class Workspace:
             recorder.now = max(now, last_time(last)) if last is not None else now
             recorder.now_mark = lease_clock()
             yield recorder
+
+    def move_on(self, recorder: Recorder) -> None:
+        """The transaction's time moved on by what passed since it was read (it waited for
+        something: a stop of local processes), on the same clock: the database
+        server's, where it has one, plus what this host's lease clock counted since (a
+        host's own clock may run ahead of it: the events after a stop went to its time,
+        and every later writer with them); an injected clock is read again."""
+        assert recorder.now is not None and recorder.now_mark is not None
+        mark = lease_clock()
+        if isinstance(self.clock, SystemClock):
+            recorder.now += timedelta(seconds=max(mark - recorder.now_mark, 0.0))
+        else:
+            recorder.now = max(recorder.now, self.clock.now())
+        recorder.now_mark = mark
 
     def _check_shape(self, shape: str | None) -> None:
         """Refuse to write into projection tables that are no longer of this version's

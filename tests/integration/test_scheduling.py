@@ -369,3 +369,28 @@ def test_a_nul_in_text_is_refused_and_in_a_payload_kept_on_every_engine(make_wor
     assert queries.list_tasks(ws) == []  # nothing appended
     (result,) = submit(ws, [TaskSpec(queue="dev", title="t", payload={"s": "a\x00b"})])
     assert json.loads(queries.show(ws, result.task_id)[0].payload) == {"s": "a\x00b"}
+
+
+def test_a_take_back_after_a_local_stop_keeps_the_servers_time(make_workspace, monkeypatch):
+    """After stopping an attempt's processes here, the time of the events that follow
+    moved to this host's clock when it was later: a host whose clock ran an hour ahead
+    of the PostgreSQL server's recorded the take-back an hour ahead, and, event time
+    never running backwards, every later writer on every host with it. It moves on by
+    what this host's lease clock counted during the stop, on the transaction's own time."""
+    from scheduler import takeback
+    from scheduler.clock import SystemClock
+
+    class AnHourAhead(SystemClock):
+        def now(self):
+            return super().now() + timedelta(hours=1)
+
+    ws = make_workspace(ONE_DEV)
+    (task_id,) = add(ws)
+    ws.clock = AnHourAhead()
+    monkeypatch.setattr(takeback, "runs_here", lambda task, host: True)
+    monkeypatch.setattr(takeback.containment, "stop_attempt", lambda ref: None)
+    with ws.write(commit=False) as recorder:
+        before = recorder.now
+        task = recorder.views.get_task(task_id)
+        assert takeback.stop_if_local(ws, recorder, task, ws.settings.host_name)
+        assert timedelta(0) <= recorder.now - before < timedelta(minutes=1)
