@@ -323,21 +323,34 @@ def _within(rec: Recorded, since: int | str | None, until: int | str | None) -> 
     return True
 
 
+REPLAY_PAGE = 1_000  # events a replay reads in one short read
+
+
 def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = None,
            until: int | str | None = None) -> Iterator[Recorded]:
-    """The audit trail, in order, filtered; streamed from the log."""
-    with ws.read() as (log, views):
-        if task_id is not None:
+    """The audit trail, in order, filtered; streamed from the log a page at a time, each
+    page in a read of its own: a reader that took its time (`replay --json | less`) held
+    one read open, and with it SQLite's checkpoints (the WAL grew) or a PostgreSQL
+    snapshot. The log only grows at its end, so the pages join into one prefix of it."""
+    if task_id is not None:
+        with ws.read() as (log, views):
             if views.get_task(task_id) is None:
                 raise NotFound(f"no task {task_id}")
-            records: Any = log.read_stream(f"task-{task_id}")
-        else:
-            records = log.read(after=since - 1 if isinstance(since, int) else 0)
-        for rec in records:
-            if isinstance(until, int) and rec.seq > until:
-                return
-            if _within(rec, since, until):
+            records = log.read_stream(f"task-{task_id}")
+        yield from (rec for rec in records if _within(rec, since, until))
+        return
+    after = since - 1 if isinstance(since, int) else 0
+    while True:
+        with ws.read() as (log, _views):
+            page = list(log.read(after=after, limit=REPLAY_PAGE))
+        for rec in page:
+            if (until is not None and not _within(rec, None, until)):
+                return  # past `until`: event time never runs backwards, so nothing later is within
+            if _within(rec, since, None):
                 yield rec
+        if len(page) < REPLAY_PAGE:
+            return
+        after = page[-1].seq
 
 
 def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None,

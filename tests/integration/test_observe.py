@@ -798,3 +798,27 @@ def test_listings_never_read_payloads(make_workspace, capsys, monkeypatch):
     assert "(1000002 bytes)" in capsys.readouterr().out
     reads = [s for s in statements if re.search(r"tasks\.payload\b", s)]
     assert reads and all("task_id IN" in s for s in reads), reads  # the small one's, by id
+
+
+def test_a_slow_replay_holds_no_read_open_between_its_pages(make_workspace, monkeypatch):
+    """`replay --json | less` kept one read open while its reader paused: SQLite could not
+    checkpoint its WAL (which grew) until the reader went away (a review)."""
+    import sqlite3
+
+    monkeypatch.setattr(queries, "REPLAY_PAGE", 7, raising=False)
+    ws = make_workspace()
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(20)])
+    tick(ws)
+    whole = [(r.seq, r.type) for r in queries.replay(ws)]
+    assert [seq for seq, _ in whole] == list(range(1, len(whole) + 1)) and len(whole) > 7 * 2
+    stream = queries.replay(ws)
+    firsts = [next(stream) for _ in range(10)]  # into its second page, then the reader pauses
+    submit(ws, [TaskSpec(queue="dev", title="meanwhile")])
+    with sqlite3.connect(ws.settings.db_path) as other:
+        busy, _frames, _done = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+    rest = list(stream)
+    assert [(r.seq, r.type) for r in firsts + rest] == [*whole, (len(whole) + 1, "TaskSubmitted")]
+    at = firsts[4].recorded_at  # `until` a time: the events up to it, however the pages fall
+    assert [r.seq for r in queries.replay(ws, until=at)] == [r.seq for r in firsts + rest
+                                                             if r.recorded_at <= at]
