@@ -6,7 +6,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,9 +30,10 @@ from scheduler.config.registry import AgentRegistry
 from scheduler.config.settings import Settings
 from scheduler.decisions.fit import capability_list
 from scheduler.decisions.policy import MAX_ATTEMPTS
+from scheduler.durations import UNITS, parse_duration
 from scheduler.workspace import Workspace
 
-if TYPE_CHECKING:  # (`metrics` imports parse_duration from here: no event model for it)
+if TYPE_CHECKING:
     from eventlog.events import TaskSubmitted
     from scheduler.dryrun import DryRun
 
@@ -126,27 +127,11 @@ class Submitted:
     created: bool  # False when an idempotency key matched an earlier task
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DELAY_SECONDS = 10 * 365 * 86400
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90`, `90s`, `10m`, `2h` or `1d` as a duration."""
-    value, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
-    try:
-        seconds = float(value) * _UNITS[unit]
-    except ValueError as e:
-        raise BadInput(f"not a duration: {text!r} (try 90s, 10m, 2h, 1d)") from e
-    if not 0 <= seconds <= MAX_DELAY_SECONDS:  # also refuses nan and inf
-        raise BadInput(f"not a duration: {text!r} (between 0 and 10 years)")
-    return timedelta(seconds=seconds)
-
-
 def due_text(text: str, now: datetime) -> str:
     """`--due`: an ISO time with offset (as `--not-before`), or a duration from now (as
     `--delay`: 90s, 10m, 2h, 1d), as ISO text for the spec to validate. Text that is
     neither (`tomorrow`) is refused saying both forms."""
-    if text[:1].isdigit() and (text[-1] in _UNITS or text.replace(".", "", 1).isdigit()):
+    if text[:1].isdigit() and (text[-1] in UNITS or text.replace(".", "", 1).isdigit()):
         return (now + parse_duration(text)).isoformat()
     if not text[:1].isdigit():
         raise BadInput(f"submit: due: {text[:40]!r} is neither an ISO time with its offset (e.g. "

@@ -314,7 +314,7 @@ def known_query(*names: str) -> Callable[[Request], Awaitable[None]]:
 # what a query value must look like, for /openapi.json only (the use case checks it and
 # says what is wrong in the CLI's words), told as a named format, not as a pattern: the
 # parser decides (`queries.parse_position`: a seq number or an ISO time with offset;
-# `submit.parse_duration`: 90, 90s, 1.5h, 10m, 7d), and a pattern stricter or looser
+# `durations.parse_duration`: 90, 90s, 1.5h, 10m, 7d), and a pattern stricter or looser
 # than it would be a contract the server does not keep
 SEQ_OR_TIME: dict[str, str] = {"format": "seq-or-date-time"}
 DURATION: dict[str, str] = {"format": "sched-duration"}

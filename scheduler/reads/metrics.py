@@ -9,8 +9,8 @@ from typing import Any
 from eventlog.errors import BadInput
 from eventlog.timeutil import from_text, to_text
 from projections.figures import Held, window_figures
+from scheduler.durations import parse_duration
 from scheduler.reads.queries import status
-from scheduler.submit import parse_duration
 from scheduler.workspace import Workspace
 
 

@@ -96,7 +96,8 @@ class SubmitResult(NamedTuple):
 def submit(ws: Workspace, request: SubmitRequest) -> SubmitResult:
     """Submit one task, or a batch in one transaction (all or none); with `dry_run`,
     append nothing and report what would be."""
-    from scheduler.submit import TaskSpec, due_text, parse_duration, parse_spec
+    from scheduler.durations import parse_duration
+    from scheduler.submit import TaskSpec, due_text, parse_spec
     from scheduler.submit import submit as submit_specs
 
     dry_run = trial(request.dry_run)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventlog.errors import BadInput
-from scheduler.whatif.workload import parse_duration
+from scheduler.durations import parse_duration
 
 _QUEUE_METRICS = ("wait_p50", "wait_p95", "wait_max", "run_p50", "run_p95", "dead_lettered", "succeeded")
 _METRICS = (*_QUEUE_METRICS, "time_to_drain_seconds")
@@ -51,7 +51,7 @@ def parse_target(text: str) -> Target:
         except ValueError:
             raise BadInput(f"--target {text!r}: {metric} is a count") from None
     else:
-        number = parse_duration(value, f"--target {text!r}")
+        number = parse_duration(value, f"--target {text!r}").total_seconds()
     return Target(metric, op, number, text)
 
 

@@ -19,6 +19,7 @@ from eventlog.timeutil import from_text, to_text
 from scheduler.config.registry import load_control_file
 from scheduler.config.settings import Settings
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
+from scheduler.durations import parse_duration
 from scheduler.planning import ordering_policy
 from scheduler.whatif import capacity, figures
 from scheduler.whatif.engine import FleetAgent, Run, Scenario, fleet_of, simulate, with_capacity
@@ -27,7 +28,6 @@ from scheduler.whatif.workload import (
     LogWorkload,
     check_generated,
     generate,
-    parse_duration,
     parse_load,
     read_jsonl,
 )
@@ -166,7 +166,7 @@ class _Source:
         if request.duration is not None and not request.generate:
             raise BadInput("--duration goes with --generate")
         self.loads = [parse_load(text) for text in request.generate]
-        self.duration = parse_duration(request.duration or "1d", "--duration")
+        self.duration = parse_duration(request.duration or "1d", "--duration").total_seconds()
         if self.loads:
             check_generated(self.loads, self.duration)
         self.kind = "log" if not chosen else chosen[0].removeprefix("--")

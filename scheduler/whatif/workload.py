@@ -8,7 +8,6 @@ import heapq
 import json
 import math
 import random
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from eventlog.values import INT64_MAX
 from projections.fold import command_ran
 from scheduler.decisions.fit import capability_list
 from scheduler.decisions.policy import MAX_ATTEMPTS
+from scheduler.durations import UNITS, parse_duration
 from scheduler.whatif.facts import Arrival, Attempt, Fact, carried_attempt
 from scheduler.whatif.sketch import Sketch
 
@@ -368,18 +368,6 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
 
 # -- the generator --------------------------------------------------------------------
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*$")
-
-
-def parse_duration(text: str, what: str) -> float:
-    """`90`, `90s`, `5m`, `2h`, `1d` as seconds."""
-    found = _DURATION.match(text)
-    if found is None:
-        raise BadInput(f"{what}: expected a duration such as 90s, 5m, 2h or 1d, got {text!r}")
-    return float(found.group(1)) * _UNITS[found.group(2) or "s"]
-
-
 @dataclass(frozen=True)
 class LoadSpec:
     """The synthetic load of one queue: Poisson arrivals at `per_hour`, run times drawn
@@ -409,7 +397,7 @@ def parse_load(text: str) -> LoadSpec:
         raise BadInput(f"{where}: rate= and run= are required")
     count_text, _, unit = keys["rate"].partition("/")
     try:
-        per = _UNITS[unit or "h"]
+        per = UNITS[unit or "h"]
         rate = float(count_text)
         fail = float(keys.get("fail", "0"))
         priority = int(keys.get("priority", "0"))
@@ -418,7 +406,7 @@ def parse_load(text: str) -> LoadSpec:
                        "priority an integer") from None
     if not (math.isfinite(rate) and rate > 0) or not 0 <= fail < 1:
         raise BadInput(f"{where}: rate must be above 0 and fail from 0 to below 1")
-    run = parse_duration(keys["run"], where)
+    run = parse_duration(keys["run"], where).total_seconds()
     if run > LONGEST_SECONDS:
         raise BadInput(f"{where}: run must be at most 366 days")
     return LoadSpec(queue, rate * 3600.0 / per, run, fail, priority)

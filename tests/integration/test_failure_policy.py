@@ -13,8 +13,9 @@ from cli.main import main
 from eventlog.errors import BadInput, Refused
 from eventlog.timeutil import from_text, to_text
 from scheduler import operator, worker
+from scheduler.durations import parse_duration
 from scheduler.reads import queries
-from scheduler.submit import TaskSpec, parse_duration, submit
+from scheduler.submit import TaskSpec, submit
 from scheduler.tick import tick
 
 TWO_DEVS = [{"agentName": "ann", "agentType": "dev"}, {"agentName": "bob", "agentType": "dev"}]

@@ -177,6 +177,19 @@ def test_a_task_id_is_digits_only(run: Run, db: Path, given: str):
     assert_unchanged(db, before)
 
 
+@pytest.mark.parametrize("given", ["1e3", "1_0", "nan", "90 sec", "-5m"])
+def test_a_duration_is_one_grammar_everywhere(run: Run, db: Path, given: str):
+    """`--delay 1e3` waited 1,000 s and `--delay 1_0` 10 s (Python's float), where
+    simulate's `--duration` refused both: two parsers of durations. One now."""
+    before = file_digest(db)
+    simulate = ("simulate", "--generate", "dev:rate=1/h,run=1m", "--duration", given)
+    for args, flag in ((("submit", "--queue", "dev", "--title", "t", "--delay", given), ""),
+                       (("metrics", "--since", given), ""), (simulate, "--duration: ")):
+        line = one_error_line(run(*args), 2)
+        assert line == f"sched: {flag}not a duration: {given!r} (try 90s, 10m, 2h, 1d)", (args, line)
+    assert_unchanged(db, before)
+
+
 def test_an_unknown_command(run: Run, db: Path):
     before = file_digest(db)
     line = one_error_line(run("frobnicate", "--json"), 2)
