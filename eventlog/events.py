@@ -564,7 +564,8 @@ _MODELS = [cls for cls in list(globals().values())
 
 
 def _unchanged(payload: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 payload is a valid version 2 payload: the new fields are optional."""
+    """A payload of version N that is a valid payload of version N + 1 as it is (the
+    next version only added optional fields)."""
     return payload
 
 

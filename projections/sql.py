@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
-from functools import cache
 from operator import attrgetter
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import MEND_DAMAGE, DamagedProjection
@@ -52,27 +50,6 @@ _LISTED_FIELDS = [name for name in _TASK_FIELDS if name != "payload"]
 PICK_ORDER_COLUMNS = ("-priority", "-unblocks", "task_id")
 # the projection's values (every write transaction asks for them ahead: `Workspace.write`)
 META = Read("projection_meta", ("key", "value"))
-
-
-@cache
-def _sa() -> Any:
-    """SQLAlchemy's expression language and the tables, with the column lists the
-    queries written with it select (loaded on the first such query)."""
-    import sqlalchemy
-
-    from projections import tables
-
-    return SimpleNamespace(
-        sa=sqlalchemy, t=tables,
-        task_columns=[getattr(tables.TaskRow, name) for name in _TASK_FIELDS],
-        pick_order=(tables.TaskRow.priority.desc(), tables.TaskRow.unblocks.desc(), tables.TaskRow.task_id))
-
-
-def __getattr__(name: str) -> object:
-    if name == "PICK_ORDER":  # the pick order as SQLAlchemy terms (loads it)
-        return _sa().pick_order
-    raise AttributeError(name)
-
 
 _TASK_TUPLES_AT = tuple(_TASK_FIELDS.index(name) for name in _TUPLE_FIELDS)
 _CANCELLING_AT = _TASK_FIELDS.index("cancelling")
@@ -457,12 +434,6 @@ class SqlProjection:
         agents = [agent_from_row(r) for r in self.txn.rows(*ALL_AGENTS)]
         self._known_agents.update((a.name, a) for a in agents)
         return agents
-
-    def all_tasks(self) -> Iterable[TaskView]:
-        self.flush()
-        q = _sa()
-        rows = self.session.execute(q.sa.select(*q.task_columns).order_by(q.t.TaskRow.task_id))
-        return (task_from_row(r) for r in rows)
 
     def counts(self) -> dict[tuple[str, str], int]:
         self.flush()

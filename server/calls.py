@@ -243,7 +243,7 @@ def head_seq(ws: Workspace) -> int:
     return queries.head(ws)[0]
 
 
-async def long_poll(request: Request, ws: Workspace, wait: float, act: Callable[[], Awaitable[T]],
+async def long_poll(request: Request, wait: float, act: Callable[[], Awaitable[T]],
                     found: Callable[[T], bool], worth_a_look: Callable[[], bool],
                     first: tuple[T, int] | None = None) -> T:
     """`act` until it `found` something or `wait` seconds pass, waiting on the event

@@ -44,6 +44,7 @@ from eventlog.errors import (
     missing_table,
 )
 from eventlog.faults import fault_point
+from eventlog.layout import EVENT_COLUMNS
 from eventlog.storage.base import PollingWakeups, SqlTransaction, create_tables, quiet_pool_faults
 from eventlog.storage.collector import collector_paused
 from eventlog.storage.port import Read, Row
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 APPLICATION_ID = 0x53434844  # "SCHD": PRAGMA application_id of a database sched made
-EVENT_COLUMNS = {"seq", "stream_id", "type", "schema_version", "recorded_at", "data", "prev_hash", "hash"}
 
 
 def create_private_file(path: Path) -> None:
@@ -113,7 +113,7 @@ def probe(path: Path) -> Probe:
         raise DatabaseFault(f"{path}: {why} (its schema holds text that is not UTF-8): {advice}") from e
     if app_id == APPLICATION_ID:
         return Probe("sched")
-    if app_id == 0 and columns == EVENT_COLUMNS:
+    if app_id == 0 and columns == set(EVENT_COLUMNS):
         return Probe("legacy")
     if app_id == 0 and version == 0 and not tables:
         return Probe("empty")

@@ -298,15 +298,5 @@ class AgentRegistry:
     def get(self, agent_name: str) -> AgentSpec | None:
         return self._by_name.get(agent_name)
 
-    def get_agents_by_type(self, agent_type: str) -> list[str]:
-        return [a.name for a in self.control.agents if a.type == agent_type]
-
-    def get_agent_type(self, agent_name: str) -> str | None:
-        spec = self._by_name.get(agent_name)
-        return spec.type if spec else None
-
     def get_all_types(self) -> list[str]:
         return sorted({a.type for a in self.control.agents})
-
-    def get_all_agent_names(self) -> list[str]:
-        return [a.name for a in self.control.agents]

@@ -278,19 +278,19 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     try:  # in the open, before anything starts: DaemonStarted (and daemon.started), refused
         record_start(ws, interval)  # (exit 2) under a host name another machine's daemon uses
-        first = None
+        before_tick = None
     except BadInput:
         raise
     except SchedError as e:  # any other failure stops nothing: the ticks say what is wrong
         log(f"could not record the start: {e.message} (recorded before a later tick)",
             event="daemon.error", level="warning")
-        first = late_start(ws, interval, log)
+        before_tick = late_start(ws, interval, log)
     watch = ClockWatch()  # (before the jobs' first run is read from the clock)
     start = (now or ws.clock.now)()
     again = threading.Event()  # something happened that the next tick should not wait for
     # (name, job, every, first run): health waits one period, so that it never judges
     # the last tick before the daemon's first tick
-    jobs = [("tick", tick_job(ws, log, interval, again, first), interval, start)]
+    jobs = [("tick", tick_job(ws, log, interval, again, before_tick), interval, start)]
     if webhooks.subscribers(ws.settings, "health.changed"):
         every = ws.settings.health_interval_seconds
         jobs.append(("health", health_job(ws, log), every, start + timedelta(seconds=every)))

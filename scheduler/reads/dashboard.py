@@ -11,7 +11,7 @@ from typing import Any
 from eventlog.timeutil import from_text, to_text
 from scheduler.gates import gates_now
 from scheduler.machine import this_machine
-from scheduler.reads.queries import current_fleet, status_of
+from scheduler.reads.queries import THROUGHPUT_WINDOW_SECONDS, current_fleet, status_of
 from scheduler.tick_runs import daemon_state, daemons, last_tick, pid_alive
 from scheduler.workspace import Workspace
 
@@ -27,8 +27,9 @@ def snapshot(ws: Workspace, alive: Callable[[int], bool] = pid_alive,
         doc = status_of(ws, views.counts(), current_fleet(ws, views), views.meta(), gates=gates_now(views))
         holding = views.holding()
         recent = views.latest_outcomes(RECENT, ("succeeded", "failed", "expired", "dead_lettered"))
-        done_last_hour = views.count_outcomes(now.timestamp() - 3600, ("succeeded",))
-        failed_last_hour = views.count_outcomes(now.timestamp() - 3600, ("failed", "expired"))
+        hour_ago = now.timestamp() - THROUGHPUT_WINDOW_SECONDS
+        done_last_hour = views.count_outcomes(hour_ago, ("succeeded",))
+        failed_last_hour = views.count_outcomes(hour_ago, ("failed", "expired"))
         overdue, earliest_due = views.overdue_open(to_text(now))
     held: dict[str, list[dict[str, Any]]] = {}
     for task in holding:

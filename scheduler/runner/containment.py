@@ -340,11 +340,6 @@ def _owned(pid: int, owner: str) -> bool:
     return False
 
 
-def marked_processes(ref: AttemptRef) -> list[int]:
-    """Live processes whose environment marks them as the attempt's."""
-    return sorted(_scan([ref], [None])[0] - {os.getpid()})
-
-
 def is_wrapper_of(pid: int, ref: AttemptRef) -> bool:
     """Whether `pid` is the wrapper of this attempt (not some other process that got
     its pid since): a `sched exec` whose command line names the task, or a process

@@ -295,7 +295,7 @@ class _Simulation:
                 self._maybe_ready(fact.task_id, task, fact.at)
         else:  # rejected or cancelled
             if task.status == "assigned":
-                self._stop_attempt(fact.task_id, task, fact.at)
+                self._stop_attempt(task, fact.at)
             self._finish(fact.task_id, task, "cancelled", fact.at)
 
     def _arrive(self, fact: Fact) -> None:
@@ -454,8 +454,7 @@ class _Simulation:
                             if found >= limit:
                                 break
                     exhausted = exhausted and found < limit
-        now = moment.timestamp()
-        return [self._view(task_id, task, now) for task_id, task in chosen.items()], exhausted
+        return [self._view(task_id, task) for task_id, task in chosen.items()], exhausted
 
     def _loaded(self, name: str, change: int) -> None:
         agent = self.fleet[name]
@@ -468,7 +467,7 @@ class _Simulation:
         return AgentView(agent.name, agent.type, agent.capacity, True, True, None, assigned=load,
                          capabilities=agent.capabilities, weight=agent.weight, hours=agent.hours)
 
-    def _view(self, task_id: int, task: _Task, now: float) -> TaskView:
+    def _view(self, task_id: int, task: _Task) -> TaskView:
         ready_at = to_text(_moment(task.ready_at))
         return TaskView(
             task_id=task_id, queue=task.queue, title="", priority=task.priority, assignee=task.assignee,
@@ -510,7 +509,7 @@ class _Simulation:
         task.agent = None
         return agent
 
-    def _stop_attempt(self, task_id: int, task: _Task, now: float) -> None:
+    def _stop_attempt(self, task: _Task, now: float) -> None:
         self._release(task, now)
         self.wake = True
 
@@ -537,7 +536,7 @@ class _Simulation:
             failure = TaskFailed.model_construct(task_id=task_id, agent=agent, attempt=task.attempt,
                                                  reason=run.reason, error=run.reason,
                                                  retryable=run.retryable)
-        view = replace(self._view(task_id, task, now), status="running", agent=agent)
+        view = replace(self._view(task_id, task), status="running", agent=agent)
         settled = settle_failure(view, failure, _moment(now), self.scenario.queue_policy(task.queue),
                                  self.draw())[-1]
         if agent not in task.excluded:

@@ -192,7 +192,7 @@ class _Source:
             last = min(last, self.until) if last is not None and self.until is not None else last
         return max((last or 0.0) - (first or 0.0), 0.0)
 
-    def run(self, settings: Settings, scenario_: Scenario,
+    def run(self, scenario_: Scenario,
             progress: Callable[[int], None] | None = None) -> tuple[Run, dict[str, Any]]:
         """One simulation, and the recorded waits of the workload it read."""
         if self.kind == "generate":
@@ -245,8 +245,7 @@ def run_simulation(ws: Workspace, request: Request,
     every = max(source.span / DEPTH_SAMPLES, 1.0)
 
     say("simulating the baseline...")
-    base_run, recorded = source.run(base_settings, scenario(base_settings, fleet, request.seed, every),
-                                    arrived)
+    base_run, recorded = source.run(scenario(base_settings, fleet, request.seed, every), arrived)
     document: dict[str, Any] = {
         "source": source.kind, "since": request.since, "until": request.until, "seed": request.seed,
         "tasks": sum(q.arrived for q in base_run.queues.values()),
@@ -262,8 +261,7 @@ def run_simulation(ws: Workspace, request: Request,
     runs = [base_run]
     if changed:
         say("simulating the what-if...")
-        other_run, _ = source.run(other_settings, scenario(other_settings, other_fleet, request.seed, every),
-                                  arrived)
+        other_run, _ = source.run(scenario(other_settings, other_fleet, request.seed, every), arrived)
         document["whatif"] = figures.summary(other_run)
         document["difference"] = figures.difference(document["baseline"], document["whatif"])
         runs.append(other_run)
@@ -275,8 +273,7 @@ def run_simulation(ws: Workspace, request: Request,
         def evaluate(total: int) -> dict[str, object]:
             say(f"  trying {total} slots for {queue}...")
             sized = with_capacity(other_fleet, queue, total)
-            return figures.summary(source.run(other_settings, scenario(other_settings, sized, request.seed,
-                                                                       every))[0])
+            return figures.summary(source.run(scenario(other_settings, sized, request.seed, every))[0])
 
         start = sum(a.capacity for a in other_fleet if a.type == queue and a.enabled) or 1
         ceiling = max(1, min(capacity.MAX_CAPACITY, base_run.queue(queue).arrived))

@@ -214,7 +214,7 @@ async def post_claim(request: Request, name: AgentName, credentials: Credentials
     async def claim() -> work.Claimed:
         return await handed(await call(claim_again))
 
-    return answer(await long_poll(request, ws, wait, claim, lambda got: got.claim is not None,
+    return answer(await long_poll(request, wait, claim, lambda got: got.claim is not None,
                                   lambda: may_have_work(ws, name), first=(await handed(claimed), seen)))
 
 

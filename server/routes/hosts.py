@@ -81,7 +81,7 @@ async def post_start(request: Request, host: HostName, token: TokenView = Depend
         held[0] = time.monotonic() - received  # before the transaction that grants the leases
         return await write(request, start_now)
 
-    started = await long_poll(request, ws, wait, start, lambda started: started.news_for(asked),
+    started = await long_poll(request, wait, start, lambda started: started.news_for(asked),
                               lambda: hosts.has_starts(ws, asked))
     # (the runner counts the leases from its request's send plus this: never past the server's)
     return Document({**started.to_json(), "held_seconds": held[0]})

@@ -32,11 +32,10 @@ def test_a_valid_file_with_several_types(tmp_path):
         {"agentName": "oscar", "agentType": "qa", "enabled": False, "command": ["run", "{task_id}"]},
     ])
     registry = AgentRegistry(path)
-    assert registry.get_agents_by_type("dev") == ["vaela", "damien"]
-    assert registry.get_agent_type("oscar") == "qa"
-    assert registry.get_agent_type("nobody") is None
+    assert [(a.name, a.type) for a in registry.agents] == [("vaela", "dev"), ("damien", "dev"),
+                                                           ("oscar", "qa")]
+    assert registry.get("nobody") is None
     assert registry.get_all_types() == ["dev", "qa"]
-    assert registry.get_all_agent_names() == ["vaela", "damien", "oscar"]
     damien = registry.get("damien")
     assert damien is not None and damien.capacity == 1 and damien.enabled
     oscar = registry.get("oscar")
