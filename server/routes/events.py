@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -66,19 +67,22 @@ def start_after(last_event_id: str | None, after: int | None) -> int:
 async def stream(ws: Workspace, after: int, limits: ServerLimits,
                  disconnected: Callable[[], Awaitable[bool]], live: Callable[[], bool],
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 frame: Callable[[Recorded], bytes] = frame) -> AsyncIterator[bytes]:
+                 frame: Callable[[Recorded], bytes] = frame,
+                 clock: Callable[[], float] = time.monotonic) -> AsyncIterator[bytes]:
     """The events after `after`, then each new one as it is appended (the database is
     read in a worker thread, never on the event loop); `frame` makes each message (the
-    dashboard's stream sends less). Every `recheck_seconds` of polling it asks `live`
-    whether the token it was opened with is live still, and ends once it is not (a
-    revoke counts for an open stream too)."""
+    dashboard's stream sends less). Every `recheck_seconds` (by `clock`, sending a
+    backlog included: counted in polls, a revoked token streamed a long log to its
+    end) it asks `live` whether the token it was opened with is live still, and ends
+    once it is not (a revoke counts for an open stream too)."""
     yield b"retry: 2000\n\n"  # a browser reconnects after 2 s, with Last-Event-ID
-    idle = unchecked = 0.0
+    idle = 0.0
+    checked = clock()
     while not await disconnected():
-        if unchecked >= limits.recheck_seconds:
+        if clock() - checked >= limits.recheck_seconds:
             if not await run_in_threadpool(live):
                 return
-            unchecked = 0.0
+            checked = clock()
         batch = await run_in_threadpool(read_after, ws, after, limits.stream_batch)
         for rec in batch:
             yield frame(rec)
@@ -92,7 +96,6 @@ async def stream(ws: Workspace, after: int, limits: ServerLimits,
             idle = 0.0
         await sleep(limits.poll_seconds)
         idle += limits.poll_seconds
-        unchecked += limits.poll_seconds
 
 
 @router.get("/events", response_class=StreamingResponse,

@@ -156,7 +156,37 @@ def test_an_open_stream_ends_once_its_token_is_revoked(api: Api):
     async def collect() -> list[bytes]:
         limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=60.0, recheck_seconds=1.0)
         return [chunk async for chunk in stream(api.ws, head, limits, gone_after_ten_polls,
-                                                lambda: access.still_live(api.ws, token), sleep)]
+                                                lambda: access.still_live(api.ws, token), sleep,
+                                                clock=lambda: sum(slept))]
 
     chunks = asyncio.run(collect())
     assert chunks == [b"retry: 2000\n\n"] and slept == [0.5, 0.5]
+
+
+def test_a_stream_sending_a_long_backlog_ends_once_its_token_is_revoked(api: Api):
+    """The recheck counted only the time spent waiting for new events: a revoked token
+    went on streaming a long log to its end (a review)."""
+    from scheduler.submit import TaskSpec, submit
+
+    submit(api.ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(30)])
+    token = access.authenticate(api.ws, api.tokens["dash"])
+    assert token is not None
+    now = [0.0]
+
+    def one_second_a_message(rec) -> bytes:  # a slow client: a second per message
+        now[0] += 1.0
+        if rec.seq == 3:
+            access.revoke_token(api.ws, "dash", "kim")
+        return frame(rec)
+
+    async def never_gone() -> bool:
+        return False
+
+    async def collect() -> list[bytes]:
+        limits = ServerLimits(poll_seconds=0.5, keepalive_seconds=60.0, recheck_seconds=5.0, stream_batch=4)
+        return [chunk async for chunk in stream(api.ws, 0, limits, never_gone,
+                                                lambda: access.still_live(api.ws, token),
+                                                frame=one_second_a_message, clock=lambda: now[0])]
+
+    chunks = asyncio.run(collect())
+    assert len(chunks) - 1 == 8  # the batches sent within 5 s of the start; none after the recheck
