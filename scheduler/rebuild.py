@@ -18,14 +18,13 @@ def rebuild_projections(ws: Workspace, progress: Callable[[int], None] | None = 
     is not (folding an empty one would empty the tables: its absence is an error that
     says to restore a backup). A log whose hash chain is broken is not folded: the
     tables would take in what was altered (they stay as they were; LogTampered, exit 1)."""
-    from sqlmodel import SQLModel
+    from eventlog.storage.base import create_tables
 
     try:
         # (tables of another shape, even a newer sched's, are refolded here, once: going
         # back to this version is done on purpose)
         with ws.opened(rebuilding=True).write() as txn:
-            SQLModel.metadata.create_all(txn.session.connection(),
-                                         tables=[t for t in all_tables() if t.name != "events"])  # type: ignore[attr-defined]
+            create_tables(txn.session.connection(), [t for t in all_tables() if t.name != "events"])  # type: ignore[attr-defined]
             return refold(txn, progress, check_chain=True)
     except BrokenChain as e:
         raise LogTampered(f"{e.message}; nothing rebuilt (the tables would take in an altered log): "

@@ -35,7 +35,7 @@ def all_tables() -> list[object]:
     SQLAlchemy and the table definitions, which the quick commands never need."""
     from eventlog.schema import EventRow
     from projections.tables import PROJECTION_TABLES, ProjectionSchemaRow
-    from scheduler.operational import OPERATIONAL_TABLES
+    from scheduler.operational_tables import OPERATIONAL_TABLES
 
     return [EventRow.__table__, *PROJECTION_TABLES, ProjectionSchemaRow.__table__,  # type: ignore[attr-defined]
             *OPERATIONAL_TABLES]
@@ -101,12 +101,16 @@ class Workspace:
         for `sched rebuild`, which refolds them (once) whatever their shape."""
         if self._db is None:
             db = open_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
-            if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
-                self._needs_write(db, "its tables were made by an older version of sched and must "
-                                      "be upgraded")
-                db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-            if not rebuilding:
-                self._make_current(db)
+            try:
+                if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
+                    self._needs_write(db, "its tables were made by an older version of sched and must "
+                                          "be upgraded")
+                    db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
+                if not rebuilding:
+                    self._make_current(db)
+            except BaseException:  # (refused: its connections are let go, not left to the collector)
+                db.close()
+                raise
             self._db = db
         return self._db
 
@@ -124,7 +128,6 @@ class Workspace:
         if stored == PROJECTION_SCHEMA:
             return
         if stored is not None and stored > PROJECTION_SCHEMA:
-            db.close()
             raise NewerProjections(
                 f"{db.location}: its projections were made by a newer sched (projection schema {stored}; "
                 f"this one knows {PROJECTION_SCHEMA}): upgrade sched; to go back to this version on "
@@ -152,15 +155,19 @@ class Workspace:
     def init_db(self) -> bool:
         """Create the database and its tables if missing (idempotent); whether it did."""
         db = create_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
-        created = db.schema_version() == 0
-        if not created:
-            with db.read() as txn:
-                lost_log = not txn.has_table("events")
-            if lost_log:  # a sched database without its log: making an empty one would let
-                db.close()  # a rebuild fold nothing, emptying every table; only a backup has it
-                raise missing_table(str(db.location), "events")
-        db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-        self._make_current(db)
+        try:
+            created = db.schema_version() == 0
+            if not created:
+                with db.read() as txn:
+                    lost_log = not txn.has_table("events")
+                if lost_log:  # a sched database without its log: making an empty one would let a
+                    # rebuild fold nothing, emptying every table; only a backup has it
+                    raise missing_table(str(db.location), "events")
+            db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
+            self._make_current(db)
+        except BaseException:  # (refused: its connections are let go, not left to the collector)
+            db.close()
+            raise
         self._db = db
         return created
 
