@@ -1,5 +1,5 @@
 """The `events` table: the log itself. Projection tables live in `projections/`,
-operational tables in `scheduler/operational.py`."""
+operational tables in `scheduler/operational_tables.py`."""
 
 from __future__ import annotations
 

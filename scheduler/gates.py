@@ -58,7 +58,8 @@ def gated_queues(settings: Settings) -> dict[str, list[str]]:
 
 def due_checks(txn: Transaction, settings: Settings, now: datetime) -> list[str]:
     """Gated queues whose last check is older than their cache interval."""
-    last = dict(txn.rows("gate_checks", ("queue", "checked_at")))  # (scheduler.operational.GateCheckRow)
+    # (the table of scheduler.operational_tables.GateCheckRow)
+    last = dict(txn.rows("gate_checks", ("queue", "checked_at")))
     due = []
     for queue in gated_queues(settings):
         cache = timedelta(seconds=settings.queue_policy(queue).gate_cache_seconds)

@@ -14,7 +14,7 @@ from eventlog.storage.port import Transaction
 from eventlog.timeutil import from_text
 from scheduler.machine import where_started
 
-# the tables: scheduler.operational.TickRunRow ("tick_runs") and DaemonRow ("daemons")
+# the tables: scheduler.operational_tables.TickRunRow ("tick_runs") and DaemonRow ("daemons")
 _TICK_RUN = ("at", "host", "pid", "duration_ms")
 _DAEMON = ("host", "pid", "started_at", "beat_at", "interval_seconds", "machine")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from eventlog.timeutil import from_text
 from scheduler.daemon import webhooks
-from scheduler.operational import HealthStateRow
+from scheduler.operational_tables import HealthStateRow
 from scheduler.workspace import Workspace
 
 

@@ -35,7 +35,7 @@ from eventlog.timeutil import to_text
 from projections.sql import SqlProjection
 from scheduler.config.settings import Settings
 from scheduler.config.webhook_config import WebhookEvent, shown_url, signature
-from scheduler.operational import WebhookCursorRow, WebhookOutboxRow
+from scheduler.operational_tables import WebhookCursorRow, WebhookOutboxRow
 from scheduler.workspace import Workspace
 
 # log event type -> the webhook event it is sent as (health.changed is not in the log:
