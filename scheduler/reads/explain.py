@@ -35,6 +35,7 @@ from eventlog.events import (
 )
 from eventlog.store import Recorded
 from eventlog.timeutil import from_text, to_text
+from projections.fold import evolve_task
 from projections.views import WAITING_STATUSES, AgentView, TaskView
 from scheduler.decisions.fit import never_fits, skips_failed, takes_work, why_not
 from scheduler.decisions.hours import is_available
@@ -204,17 +205,22 @@ def explain_history(task_history: Sequence[Recorded],
     timeline = [{"seq": r.seq, "at": r.recorded_at, "event": r.type, "what": describe(r.event)}
                 for r in task_history]
     assignments = []
+    task: TaskView | None = None  # the task as each event found it (the projection's fold)
     for rec in task_history:
         event = rec.event
-        if not isinstance(event, TaskAssigned):
-            continue
-        assignments.append({
-            "seq": rec.seq, "at": rec.recorded_at, "agent": event.agent, "attempt": event.attempt,
-            "decision": event.decision.model_dump(mode="json") if event.decision else None,
-            "why_this_agent": why_this_agent(event),
-            "why_not_earlier": why_not_earlier(rec, event.decision, task_history, scheduler_history,
-                                               queue),
-        })
+        if isinstance(event, TaskAssigned):
+            why = why_this_agent(event)
+            if task is not None and event.agent in task.excluded:
+                why += (f"; {event.agent} failed or did not start an earlier attempt of the task, and was "
+                        "taken again because no other agent of the type that takes work could take it")
+            assignments.append({
+                "seq": rec.seq, "at": rec.recorded_at, "agent": event.agent, "attempt": event.attempt,
+                "decision": event.decision.model_dump(mode="json") if event.decision else None,
+                "why_this_agent": why,
+                "why_not_earlier": why_not_earlier(rec, event.decision, task_history, scheduler_history,
+                                                   queue),
+            })
+        task = evolve_task(task, event, rec.seq, rec.recorded_at)
     return {"task_id": getattr(submitted, "task_id", None), "queue": queue, "timeline": timeline,
             "assignments": assignments}
 

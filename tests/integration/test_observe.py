@@ -575,6 +575,27 @@ def test_explain_after_a_failure_names_the_failover_and_the_backoff(make_workspa
     assert any(r.startswith("retry backoff after failed until") for r in second["why_not_earlier"])
 
 
+def test_explain_says_when_failover_went_back_to_the_agent_that_failed(make_workspace):
+    """With the only other agent drained, the task went back to the agent that failed it,
+    and explain said only `ann was the only agent able to take it`, as if nothing had
+    been passed over (a soak run)."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+                         {"agentName": "bob", "agentType": "dev", "maxConcurrency": 1}])
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    claim = worker.claim(ws, "ann")
+    worker.fail(ws, task.task_id, claim.token, "boom")
+    operator.drain(ws, "bob", by="op")
+    ws.clock.advance(3600)
+    tick(ws)
+    first, second = explain(ws, task.task_id)["assignments"]
+    assert (first["agent"], second["agent"]) == ("ann", "ann")
+    assert "failed or did not start an earlier attempt" not in first["why_this_agent"]
+    assert second["why_this_agent"] == (
+        "ann was the only agent able to take it (1 free slot(s)); ann failed or did not start an earlier "
+        "attempt of the task, and was taken again because no other agent of the type that takes work "
+        "could take it")
+
+
 def test_explain_now_says_what_holds_a_task_back_besides_the_agents(make_workspace, capsys):
     """While paused, or behind a task it runs after, `now:` said `ann: could take it`
     and nothing else: the reason nothing would take it was left out."""
