@@ -62,34 +62,35 @@ def metrics_command(
         return
     out = console()
     out.print(literal(f"window: {report['window']['start']} .. {report['window']['end']} ({since})"))
-    from rich.table import Table
+    from cli.text import fitted_table
 
-    counts = Table("scope", "done", "failed", "dead", "per hour", "errors", "utilization",
-                   title="counts")
-    durations = Table("scope", "wait p50", "wait p95", "start p50", "start p95", "run p50", "run p95",
-                      "cpu", "peak mem", title="durations and resources")
     rows: list[tuple[str, dict[str, Any]]] = [("all", report["overall"])]
     rows += [(f"queue {q}", f) for q, f in report["queues"].items()]
     rows += [(f"agent {a}", f) for a, f in report["agents"].items()]
+    counts, waits, runs = [], [], []
     for label, f in rows:
         wait, run, per_hour = f["queue_wait_seconds"], f["run_seconds"], f["throughput_per_hour"]
-        start = f["start_latency_seconds"]
-        counts.add_row(literal(label), str(f["completed"]), str(f["failed"]), str(f["dead_lettered"]),
+        start, name = f["start_latency_seconds"], literal(label)
+        counts.append([name, str(f["completed"]), str(f["failed"]), str(f["dead_lettered"]),
                        "-" if per_hour is None else f"{per_hour:.1f}", _percent(f["error_rate"]),
-                       _percent(f["utilization"]))
-        durations.add_row(literal(label), human_duration(wait["p50"]), human_duration(wait["p95"]),
-                          human_duration(start["p50"]), human_duration(start["p95"]),
-                          human_duration(run["p50"]), human_duration(run["p95"]),
-                          human_duration(f["cpu_seconds"]) if f["measured_runs"] else "-",
-                          _bytes(f["peak_rss_bytes"]))
-    out.print(counts)
-    out.print(durations)
+                       _percent(f["utilization"])])
+        waits.append([name, human_duration(wait["p50"]), human_duration(wait["p95"]),
+                      human_duration(start["p50"]), human_duration(start["p95"])])
+        runs.append([name, human_duration(run["p50"]), human_duration(run["p95"]),
+                     human_duration(f["cpu_seconds"]) if f["measured_runs"] else "-",
+                     _bytes(f["peak_rss_bytes"])])
+    # a line a scope, its figures whole at 80 columns: only a long name is cut
+    for title, headers, table_rows in (
+            ("counts", ("done", "failed", "dead", "per hour", "errors", "utilization"), counts),
+            ("waits", ("wait p50", "wait p95", "start p50", "start p95"), waits),
+            ("runs and resources", ("run p50", "run p95", "cpu", "peak mem"), runs)):
+        out.print(fitted_table(["scope", *headers], table_rows, gives_way=("scope",), width=out.width,
+                               title=title))
     if report["hourly"]:
-        hours = Table("hour", "completed", "failed", "dead-lettered", title="per hour")
-        for hour, c in report["hourly"].items():
-            hours.add_row(hour[:13] + ":00Z", str(c["completed"]), str(c["failed"]),
-                          str(c["dead_lettered"]))
-        out.print(hours)
+        hours = [[hour[:13] + ":00Z", str(c["completed"]), str(c["failed"]), str(c["dead_lettered"])]
+                 for hour, c in report["hourly"].items()]
+        out.print(fitted_table(["hour", "completed", "failed", "dead-lettered"], hours, gives_way=("hour",),
+                               width=out.width, title="per hour"))
 
 
 HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unhealthy": "red"}

@@ -181,7 +181,8 @@ def tasks_command(
         start = pick["estimated_start"]
         eta = "-" if start is None else "next tick" if from_text(start) <= now else \
             "in " + human_duration((from_text(start) - now).total_seconds())
-        row = [str(t.task_id), t.queue, t.status, str(t.priority), str(pick["effective_priority"]),
+        status = t.status + (" (doomed)" if t.doomed_by is not None else "")  # (dead-lettered next tick)
+        row = [str(t.task_id), t.queue, status, str(t.priority), str(pick["effective_priority"]),
                f"{pick['waited_seconds']:.0f}s", eta, holder_cell(t.agent, t.assignee), t.title]
         if dead:
             row.append(t.dead_reason or "")
@@ -255,7 +256,9 @@ def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     used = doc["attempt"] - doc["attempt_floor"]
     lines = [("task", f"{doc['task_id']}: {doc['title']}"),
              ("queue", doc["queue"] + (f", directed at {doc['assignee']}" if doc["assignee"] else "")),
-             ("status", f"{doc['status']}" + (" (cancel requested)" if doc["cancelling"] else "")),
+             ("status", f"{doc['status']}" + (" (cancel requested)" if doc["cancelling"] else "")
+              + (f" (doomed: task {doc['doomed_by']}, which it runs after, did not succeed)"
+                 if doc["doomed_by"] is not None else "")),  # (the next tick dead-letters it)
              ("attempts", f"{used} of {doc['max_attempts']} used ({doc['attempt']} started in all)"),
              ("priority", str(doc["priority"]))]
     if doc["agent"]:

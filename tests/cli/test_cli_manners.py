@@ -340,3 +340,38 @@ def test_at_80_columns_show_gives_each_event_one_line_cut_only_at_its_end(cli: I
     assert row.split()[2] == "TaskSubmitted" and row.rstrip().endswith("…")
     assert row.split("TaskSubmitted", 1)[1].strip().startswith('{"task_id":1,"queue":"dev","t')
     assert len(row) <= 80
+
+
+def test_a_doomed_task_is_not_shown_as_plainly_blocked(cli: InProcess, home: Path):
+    """A task whose parent was cancelled can never run; until the next tick dead-letters
+    it, `tasks` and `show` said only `blocked`, as of a task still waiting (a review)."""
+    cli("submit", "-q", "dev", "-t", "parent")
+    cli("submit", "-q", "dev", "-t", "child", "--after", "1")
+    cli("cancel", "1")
+    rows = [line for line in cli("tasks").stdout.splitlines() if "child" in line]
+    assert len(rows) == 1 and " blocked (doomed) " in rows[0]
+    shown = cli("show", "2").stdout
+    assert "  status  blocked (doomed: task 1, which it runs after, did not succeed)\n" in shown
+    cli("tick")
+    assert json.loads(cli("show", "2", "--json").stdout)["task"]["status"] == "dead"
+
+
+def test_at_80_columns_metrics_gives_each_scope_one_line_and_cuts_only_long_names(
+        cli: InProcess, home: Path):
+    """The durations table squeezed its scope column to six cells: every scope took two
+    lines (`queue` / `devel…`) and the names were lost (a carried-over note)."""
+    name = "an-agent-with-a-rather-long-name-indeed"
+    write_control(home, [{"agentName": name, "agentType": "development"}])
+    ok(cli("submit", "-q", "development", "-t", "t"))
+    claim = json.loads(ok(cli("worker", "claim", "-a", name, "--json")).stdout)["task"]
+    ok(cli("worker", "complete", "1", "--token", claim["token"]))
+    lines = ok(cli("metrics", env={"COLUMNS": "80"})).stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    tables = [line for line in lines if line in ("counts", "waits", "runs and resources", "per hour")]
+    assert tables == ["counts", "waits", "runs and resources", "per hour"]
+    for scope in ("all ", "queue development "):  # one line of each table, every figure on it
+        rows = [line.split() for line in lines if line.startswith(scope)]
+        assert [len(row) - len(scope.split()) for row in rows] == [6, 4, 4], (scope, rows)
+    agents = [line.split() for line in lines if line.startswith("agent ")]  # (its name cut where it must)
+    assert [len(row) - 2 for row in agents] == [6, 4, 4]
+    assert all(row[1].startswith("an-agent") for row in agents)
