@@ -151,7 +151,6 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
     daemon is alive). `alive` and `machine`: whether a pid of this machine runs, and
     which machine this is (`scheduler.machine`), for the attempts whose wrapper died."""
     started = time.perf_counter()
-    granted_at = lease_clock()  # before the transaction: leases granted in it hold from then on
     host = ws.settings.host_name
     report = TickReport(dry_run=dry_run)
     # gather, before the write lock: the database (a missing one is the first thing to
@@ -169,6 +168,10 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
              *(read for queue in sorted({a.type for a in control.agents})
                for read in (first_queued_read(queue, "ready_at"), first_queued_read(queue, "due"),
                             directed_at_read(queue)))]
+    # just before the transaction, after the gates (which may take many seconds: taken
+    # before them, a lease could be over in the supervisor's eyes before its start, a
+    # review): the leases granted in it hold from then on, at the latest
+    granted_at = lease_clock()
     # (a transaction that fails may have committed: its attempts are then the next tick's)
     with unsure_if_failed(starter, handed), ws.write(commit=not dry_run, prefetch=reads) as recorder:
         views, mine = recorder.views, machine()

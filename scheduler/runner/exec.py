@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import json
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -163,7 +165,7 @@ def prepare_workdir(workdir: Path, payload: str) -> None:
         if not workdir.is_dir():
             raise
         (workdir / "result.json").unlink(missing_ok=True)  # that run's result is not this one's
-    with open(workdir / "payload.json", "w") as f:
+    with open(workdir / "payload.json", "w", encoding="utf-8") as f:  # (whatever the locale)
         f.write(payload + "\n")  # (a line: `cat` of it does not run into what follows)
 
 
@@ -502,13 +504,21 @@ def record_ending(ws: Workspace, recorder: Recorder, attempt: Attempt, ending: E
                           log_path=log, usage=ending.usage)
 
 
+# errors of a start that say the machine ran short, not that the program is wrong
+MACHINE_LIMITS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
 def spawn_error_ending(settings: Settings, attempt: Attempt, error: OSError) -> Ending:
     """The program could not be started (missing, not executable, not a program): that
     will not get better by itself, so the task is dead-lettered at once unless its
-    queue has `retry_spawn_errors`. A working directory that vanished meanwhile is
-    not the program's fault: retried."""
+    queue has `retry_spawn_errors`. A working directory that vanished meanwhile, or a
+    machine out of descriptors, processes or memory, is not the program's fault:
+    retried."""
     if error.filename is not None and os.fsdecode(error.filename) == str(attempt.workdir):
         why, retry = f"cannot enter the working directory: {error.strerror or error}", True
+    elif error.errno in MACHINE_LIMITS:  # no descriptor, process or memory left: the host's
+        why = f"cannot start {attempt.argv[0]!r}: {error.strerror or error} (this machine's limits)"
+        retry = True  # (it dead-lettered healthy tasks at once: a review)
     else:
         why = f"cannot start {attempt.argv[0]!r}: {error.strerror or error}"
         retry = attempt.retry_spawn_errors
@@ -539,18 +549,35 @@ def _carried(text: str, where: str, max_bytes: int) -> object:
         raise ValueError(e.message) from e
 
 
+def _result_file(path: Path, limit: int) -> bytes | None:
+    """The first `limit` + 1 bytes of the result file, None if there is none. Only a
+    regular file is read, never through a link: a FIFO there blocked the read for ever,
+    and a link to /dev/zero read without end, on the supervisor's one thread that settles
+    every attempt's end (a review)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # (ELOOP: a symbolic link)
+        why = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise ValueError(f"result.json: cannot be read ({why})") from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("result.json: is not a regular file")
+        return f.read(limit + 1)
+
+
 def read_result(result_file: Path, last_line: bytes, line_length: int, max_bytes: int) -> object:
     """The attempt's result: the JSON of the result file if the agent wrote one; else
     its last output line, if Python's lenient parser reads it as JSON; else None. A
     result the log cannot carry unchanged (NaN or Infinity, a number that overflows,
     a lone surrogate, nesting deeper than 64, more than `max_bytes`) raises ValueError
     naming the problem, as does a result file that is not JSON."""
-    if result_file.exists():
-        size = result_file.stat().st_size
-        if size > keep_limit(max_bytes):
-            raise ValueError(f"result.json: is {size} bytes, over the limit of {max_bytes}")
-        return _carried(result_file.read_bytes().decode("utf-8", "surrogateescape"), "result.json",
-                        max_bytes)
+    data = _result_file(result_file, keep_limit(max_bytes))
+    if data is not None:
+        if len(data) > keep_limit(max_bytes):
+            raise ValueError(f"result.json: is over the limit of {max_bytes} bytes")
+        return _carried(data.decode("utf-8", "surrogateescape"), "result.json", max_bytes)
     where = "the last output line"
     if line_length > len(last_line) and last_line[:1] in (b"{", b"["):
         raise ValueError(f"{where}: is {line_length} bytes, over the limit of {max_bytes}")

@@ -196,7 +196,9 @@ def _serve(settings: Settings, clock: Clock, conn: Connection, exits: int) -> No
     """The supervisor's loop: take the attempts the daemon hands over, supervise them,
     tell the daemon of each end; once the daemon closed the connection, return when
     the last attempt has ended."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the daemon's
+    # a Ctrl-C in the terminal is the daemon's: noted and let go, not ignored (an ignored
+    # signal stays ignored across exec: the agents got no SIGINT at all, a review)
+    signal.signal(signal.SIGINT, lambda _signum, _frame: None)
     os.setsid()
     take_role(SUPERVISOR_NAME)  # orphans of the agents come to us, and are reaped
     _log_to(exec_log_path(settings.home), clock)

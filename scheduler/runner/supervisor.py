@@ -185,6 +185,16 @@ def log_line(text: str, out: TextIO | None = None) -> None:
         stream.flush()
 
 
+def renewed_together(leases: Sequence[Running], now: float, every: float) -> list[Running]:
+    """The leases to renew at `now` (renewed every `every` seconds): none unless one is
+    due; then with it every one due within half an interval more. Each attempt kept a
+    beat of its own from its start: N attempts started apart cost N write transactions
+    an interval (a review); renewed early together, they come to share one."""
+    if not any(r.next_beat <= now for r in leases):
+        return []
+    return [r for r in leases if r.next_beat <= now + every / 2]
+
+
 class Bookkeeper:
     """The thread that renews leases and records outcomes, one `Ledger.turn` (one write
     transaction) per turn for all of them. `wake` is called when an outcome was recorded or a lease
@@ -236,7 +246,7 @@ class Bookkeeper:
                 if self._closing and not self._endings:
                     return None
                 now = lease_clock()
-                due = [r for r in self._leases if r.next_beat <= now]
+                due = renewed_together(self._leases, now, self._ledger.lease_seconds / 3)
                 endings_due = bool(self._endings) and (now >= self._retry_at or self._closing)
                 check = list(self._leases) if self._leases and now >= self._check_at else []
                 if due or endings_due or check:
@@ -598,7 +608,14 @@ def readable(fds: Sequence[int], timeout: float) -> list[int]:
 
 
 def _thread(target: Callable[[Running], None], run: Running) -> None:
-    threading.Thread(target=target, args=(run,), name=f"stop-{run.attempt.task_id}", daemon=True).start()
+    """`target(run)` on a thread of its own; here and now when no thread can be started
+    (the processes of the user or unit used up, by an agent that forked to the limit:
+    the error ended the supervising loop, and every attempt with it, a review), holding
+    up the caller for the stop's grace period rather than ending it."""
+    try:
+        threading.Thread(target=target, args=(run,), name=f"stop-{run.attempt.task_id}", daemon=True).start()
+    except RuntimeError:  # can't start new thread
+        target(run)
 
 
 def _set_exit(run: Running, returncode: int, cpu_seconds: float) -> None:

@@ -498,3 +498,43 @@ def test_a_supervisor_found_gone_by_a_failed_tick_is_still_said(make_workspace, 
         assert re.fullmatch(r"tick: assigned 1, started 1, recorded a new control file, the sched "
                             r"supervisor \(pid 4242\) is gone \(\d+ ms\)", line), line
         assert wrappers == [1]
+
+
+def test_leases_a_tick_grants_hold_from_after_its_gates(make_workspace, monkeypatch):
+    """The tick read the lease clock before running the queue gates: gates that took long
+    (each up to gate_timeout_seconds) left the supervisor counting a lease that was over,
+    in its eyes, before its attempt started (a review)."""
+    from scheduler import tick as tick_module
+    from scheduler.submit import TaskSpec, submit
+    from scheduler.tick import tick
+
+    clock = [1000.0]
+    monkeypatch.setattr(tick_module, "lease_clock", lambda: clock[0])
+
+    def slow_gates(ws, now):  # two gates that each ran into a 20 s timeout
+        clock[0] += 40.0
+        return {}
+
+    monkeypatch.setattr(tick_module, "run_due_gates", slow_gates)
+
+    class Recording:
+        alive = True
+
+        def __init__(self) -> None:
+            self.granted: list[float] = []
+
+        def landed(self, views):
+            return []
+
+        def start_in(self, ws, recorder, task_ids, granted_at):
+            self.granted.append(granted_at)
+            return []
+
+        def go(self, handover):
+            pass
+
+    ws = make_workspace([{"agentName": "p", "agentType": "dev", "maxConcurrency": 1, "command": ["true"]}])
+    submit(ws, [TaskSpec(queue="dev", title="t")])
+    ws.starter = starter = Recording()
+    tick(ws)
+    assert starter.granted == [1040.0]

@@ -310,6 +310,28 @@ def test_a_result_the_log_cannot_carry_fails_the_attempt_at_once(tmp_path, where
     assert status_of(ws, task_id) == "dead"
 
 
+@pytest.mark.parametrize("made", ["a FIFO", "a link to /dev/zero"])
+def test_a_result_file_that_is_not_a_regular_file_fails_the_attempt_and_the_runner_goes_on(tmp_path, made):
+    """A FIFO as result.json blocked the read for ever, a link to /dev/zero read
+    without end: in the daemon's supervisor, on the thread that settles every attempt's
+    end (a review). Only a regular file is read; the next attempt is settled as ever."""
+    make = ("os.mkfifo(os.environ['SCHED_RESULT_FILE'])" if made == "a FIFO"
+            else "os.symlink('/dev/zero', os.environ['SCHED_RESULT_FILE'])")
+    argv = agent_script(tmp_path, "odd_result",  # (an odd result for a task without a payload)
+                        f"import json, os\nif json.load(open(os.environ['SCHED_PAYLOAD_FILE'])) is None:\n"
+                        f"    {make}\n")
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws, max_attempts=1)
+    failed = last_event(ws, task_id, "TaskFailed")
+    why = "is not a regular file" if made == "a FIFO" else "cannot be read (a symbolic link)"
+    assert failed["error"] == f"exited 0 but its result cannot be recorded: result.json: {why}"
+    assert status_of(ws, task_id) == "dead"
+    (plain,) = submit(ws, [TaskSpec(queue="dev", title="after it", payload={"n": 1})])
+    assert tick(ws).spawned == [plain.task_id]
+    wait_for("the next attempt's end", finished(ws, plain.task_id))
+    assert status_of(ws, plain.task_id) == "succeeded"
+
+
 def test_a_last_line_that_is_not_json_is_no_result(tmp_path):
     argv = agent_script(tmp_path, "prose", 'print("[1, 2, 3] done, and NaN left")\n')
     ws = push_workspace(tmp_path, {"ann": argv})
@@ -436,6 +458,20 @@ def test_a_wrapper_started_by_hand_in_its_home_finds_the_database_from_the_attem
     assert json.loads(done.stdout)["status"] == "succeeded"
     workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
     assert not [p.name for p in workdir.iterdir() if p.name.startswith("sched.db")]
+
+
+def test_the_agent_starts_with_no_signal_ignored(tmp_path):
+    """The daemon's supervisor ignored SIGINT, and an ignored signal stays ignored across
+    exec: its agents could not be interrupted, nor trap INT (a review)."""
+    argv = agent_script(tmp_path, "sigs", """
+        import json, os
+        mask = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("SigIgn:"))
+        json.dump({"ignored": mask}, open(os.environ["SCHED_RESULT_FILE"], "w"))
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv})
+    task_id = run_one(ws)
+    ignored = int(last_event(ws, task_id, "TaskSucceeded")["result"]["ignored"], 16)
+    assert not ignored & (1 << (signal.SIGINT - 1))  # (Python itself ignores SIGPIPE and SIGXFSZ)
 
 
 def test_the_agent_can_heartbeat_its_own_lease_with_the_token(tmp_path):

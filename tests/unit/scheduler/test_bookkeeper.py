@@ -3,8 +3,12 @@ away (or busy) while the attempt's lease holds, and is given up once it ran out.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
+
+import pytest
 
 from eventlog.errors import DatabaseBusy, DatabaseFault, ServerUnreachable
 from scheduler.runner import containment
@@ -136,3 +140,52 @@ def test_a_log_that_cannot_be_written_stops_no_recording(monkeypatch):
     ledger = StalledLedger(3, DatabaseBusy(""))
     assert outcome_after(ledger) == "succeeded"
     assert ledger.turns == 4
+
+
+@pytest.mark.parametrize(("code", "retried"), [
+    (errno.ENOENT, False), (errno.EACCES, False), (errno.ENOEXEC, False),  # the program's: dead at once
+    (errno.EMFILE, True), (errno.ENFILE, True), (errno.EAGAIN, True), (errno.ENOMEM, True)])
+def test_a_start_that_failed_for_the_machines_limits_is_retried(code, retried):
+    """A supervisor out of descriptors, or a fork refused for the process limit, was the
+    program's spawn error: dead-lettered at once, with the program fine (a review)."""
+    from scheduler.config.settings import Settings
+    from scheduler.runner.exec import spawn_error_ending
+
+    ending = spawn_error_ending(Settings(), ended_run(60.0).attempt, OSError(code, os.strerror(code)))
+    assert (ending.reason, ending.retry) == ("spawn_error", retried)
+    assert ending.error.startswith("cannot start 'true': ")
+    assert ending.error.endswith("(this machine's limits)") is retried
+
+
+def test_leases_of_attempts_started_apart_come_to_be_renewed_in_one_turn():
+    """Each attempt kept a beat of its own: four attempts started a quarter second apart
+    cost four write transactions every renewal interval (a review)."""
+    from scheduler.runner.supervisor import renewed_together
+
+    every = 10.0
+    runs = [ended_run(60.0) for _ in range(4)]
+    for i, run in enumerate(runs):
+        run.next_beat = every + 0.25 * i
+    turns = []
+    while (now := min(r.next_beat for r in runs)) < 100.0:  # (the lease clock, stepped turn by turn)
+        due = renewed_together(runs, now, every)
+        assert due and all(r.next_beat <= now + every / 2 for r in due)
+        turns.append(len(due))
+        for run in due:
+            run.next_beat = now + every
+    assert turns == [4] * 9  # one turn an interval, every lease in it
+
+
+def test_a_stop_that_gets_no_thread_runs_in_the_caller(monkeypatch):
+    """An agent that forked up to the process limit left no thread to start: the error
+    ended the supervising loop, and every attempt it ran with it (a review)."""
+    from scheduler.runner import supervisor
+
+    def no_thread(_self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    stopped: list[Running] = []
+    run = ended_run(60.0)
+    supervisor._thread(stopped.append, run)
+    assert stopped == [run]
