@@ -295,6 +295,7 @@ def test_the_dashboard_shows_the_last_tick_and_whether_a_daemon_is_alive(make_wo
 def test_status_watch_streams_snapshots_and_ends_cleanly_on_ctrl_c(make_workspace):
     import json
     import os
+    import select
     import signal
     import subprocess
     import sys
@@ -305,13 +306,23 @@ def test_status_watch_streams_snapshots_and_ends_cleanly_on_ctrl_c(make_workspac
     proc = subprocess.Popen([sys.executable, "-m", "cli", "status", "--watch", "--json",
                              "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, text=True)
-    first = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
-    second = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=30)
+    assert proc.stdout is not None
+
+    def snapshot() -> dict:  # the next one, or a failure after 30 s (never a hang)
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "no snapshot within 30 s"
+        return json.loads(proc.stdout.readline())
+
+    try:
+        first = snapshot()
+        submit(ws, [TaskSpec(queue="dev", title="meanwhile")])
+        later = next(s for s in (snapshot() for _ in range(150)) if s["queues"]["dev"]["queued"] == 2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and err == ""
-    assert first["queues"]["dev"]["queued"] == 1 == second["queues"]["dev"]["queued"]
-    assert first["last_hour"] == {"completed": 0, "failed": 0}
+    assert first["queues"]["dev"]["queued"] == 1  # each snapshot reads the database anew
+    assert first["last_hour"] == later["last_hour"] == {"completed": 0, "failed": 0}
 
 
 # -- health --------------------------------------------------------------------------
@@ -518,9 +529,13 @@ def test_a_broken_control_file_makes_health_unhealthy_and_exit_2(make_workspace,
     tick(ws)
     (ws.settings.home / "agent-control.json").write_text("{not json")
     assert checks(ws)["control_file"] == "unhealthy"
+    before = len(list(queries.replay(ws)))
     code = main(["health", "--json", "--home", str(ws.settings.home)])
-    assert code == 2
-    assert '"status": "unhealthy"' in capsys.readouterr().out
+    (line,) = capsys.readouterr().out.splitlines()  # one document, the exit code its status's
+    report = json.loads(line)
+    assert (code, report["status"], report["exit_code"]) == (2, "unhealthy", 2)
+    assert {c["name"]: c["status"] for c in report["checks"]}["control_file"] == "unhealthy"
+    assert len(list(queries.replay(ws))) == before  # a health check records nothing
 
 
 def test_a_misspelt_field_in_the_control_file_degrades_health_and_names_it(make_workspace):

@@ -363,15 +363,17 @@ def test_a_waiting_start_ends_for_a_cancel_only_the_runner_has_not_heard_of(serv
     server = Server(base, token)
     assert server.host_start("far-1", 4242, "/srv/sched", new_token(), 0, cancelling=[])["cancel"] == []
     operator.cancel(ws, sub.task_id, by="kim")
-    asks = {"new to it": [], "heard of": [sub.task_id], "an older runner": None}
+    # (wait_seconds, the cancels it heard of): a start that ends early asked for the longest
+    # wait, so that its bound is half that wait, not a guess at how quick the machine is
+    asks = {"new to it": (20, []), "heard of": (1, [sub.task_id]), "an older runner": (1, None)}
     took = {}
-    for what, cancelling in asks.items():
+    for what, (wait, cancelling) in asks.items():
         sent = time.monotonic()
-        answer = server.host_start("far-1", 4242, "/srv/sched", new_token(), 1, cancelling=cancelling)
+        answer = server.host_start("far-1", 4242, "/srv/sched", new_token(), wait, cancelling=cancelling)
         took[what] = time.monotonic() - sent
         assert (answer["attempts"], answer["cancel"]) == ([], [sub.task_id]), what
     # (the others waited out their second)
-    assert took["new to it"] < 0.9 <= min(took["heard of"], took["an older runner"]), took
+    assert took["new to it"] < 10 and min(took["heard of"], took["an older runner"]) >= 0.9, took
 
 
 def test_a_start_records_the_runners_machine_and_a_tick_under_its_host_name_elsewhere_leaves_it(served):

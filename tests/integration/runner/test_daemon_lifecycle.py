@@ -45,10 +45,8 @@ def lifecycle_events(ws: Workspace) -> list[tuple[str, dict]]:
 
 
 def start_daemon(home: Path) -> subprocess.Popen[str]:
-    """A daemon ticking every 2 s, not faster: `run_daemon`'s signal handler calls
-    `scheduler.shutdown`, which deadlocks if the signal lands while the main thread
-    holds the thread pool's lock in `submit` (seen with 0.2 s; older than these events,
-    not changed here), and each tick is such a moment."""
+    """A daemon ticking every 2 s: these tests look at its start and stop, not at its
+    ticks (a stop in the middle of a tick is `test_daemon.py`'s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
     return subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "2", "--home", str(home),
                              "--host", "box-1"], env=env, stderr=subprocess.PIPE, text=True, cwd=Path.cwd())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from eventlog.errors import DatabaseBusy, DatabaseError
+from eventlog.errors import DatabaseError
 from eventlog.events import TaskSubmitted
 from eventlog.sql_store import SqlStore
 from eventlog.storage.sqlite import SqliteStorage, classify
@@ -56,30 +56,6 @@ def test_missing_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(DatabaseError, match=r"junk\.db"):
         SqliteStorage.open(junk)
     assert junk.read_bytes() == before
-
-
-def test_a_rolled_back_write_leaves_nothing(tmp_path):
-    db = fresh_storage(str(tmp_path / "r.db"))
-    with pytest.raises(RuntimeError), db.write() as txn:
-        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
-        raise RuntimeError("decided against it")
-    with db.write(commit=False) as txn:
-        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
-    with db.read() as txn:
-        assert SqlStore(txn).last_position() == 0
-
-
-def test_a_writer_that_outwaits_the_busy_timeout_is_told_to_try_again(tmp_path):
-    path = tmp_path / "b.db"
-    holder = fresh_storage(str(path))
-    impatient = SqliteStorage.open(path, busy_timeout_ms=0)
-    with holder.write() as txn:
-        SqlStore(txn).append([TaskSubmitted(task_id=1, queue="q", title="t")], T0)
-        with pytest.raises(DatabaseBusy, match="try again") as caught, impatient.write() as other:
-            SqlStore(other).append([TaskSubmitted(task_id=2, queue="q", title="t")], T0)
-    assert caught.value.exit_code == 1
-    with impatient.read() as txn:
-        assert [r.seq for r in SqlStore(txn).read()] == [1]
 
 
 def _append_many(path: str, worker: int, count: int) -> None:

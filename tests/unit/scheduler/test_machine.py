@@ -3,6 +3,8 @@ only on the machine, boot and pid namespace that started it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scheduler.machine import this_machine, where_started
@@ -26,10 +28,10 @@ def test_an_attempt_is_judged_by_its_pid_only_where_the_pid_means_something(reco
     assert where_started(recorded, mine) == where
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="no /proc: not Linux")
 def test_this_machine_names_its_machine_boot_and_pid_namespace():
     machine = this_machine()
-    if machine is None:  # (no /proc: not Linux)
-        return
+    assert machine is not None
     _machine_id, boot, namespace = machine.split("/")
     assert boot and namespace.isdigit()
     assert where_started(machine, machine) == "here"
