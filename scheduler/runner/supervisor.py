@@ -440,10 +440,20 @@ class Supervisor:
         return POLL_SECONDS
 
     def finished(self) -> list[Running]:
-        """The attempts whose outcome is known, taken off the supervisor."""
+        """The attempts whose outcome is known, taken off the supervisor. An output pipe
+        still open then (a process that escaped the stop still holds it: an orphan in a
+        session of its own, with no control group) is let go with its log: the copy
+        ended with the attempt, and the descriptors were kept for as long as that
+        process lived (a review)."""
         done = [run for run in self._runs if run.outcome is not None]
         if done:
             self._runs = [run for run in self._runs if run.outcome is None]
+        for run in done:
+            if run.log_fd is not None:
+                os.close(run.log_fd)
+                run.log_fd = None
+                if run.log is not None:
+                    run.log.close()
         return done
 
     def close(self) -> None:

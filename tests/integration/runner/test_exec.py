@@ -5,6 +5,7 @@ then starts the attempt itself). Waits poll with a deadline; nothing sleeps on a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -458,6 +459,47 @@ def test_a_wrapper_started_by_hand_in_its_home_finds_the_database_from_the_attem
     assert json.loads(done.stdout)["status"] == "succeeded"
     workdir = ws.settings.home / "work" / str(sub.task_id) / "1"
     assert not [p.name for p in workdir.iterdir() if p.name.startswith("sched.db")]
+
+
+def test_an_orphan_that_keeps_the_output_pipe_leaves_no_descriptor_in_the_runner(tmp_path, started_by):
+    """With no control group, an orphan in a session of its own with a cleared
+    environment escaped the daemon's supervisor (which does not walk its tree) and kept
+    the attempt's output pipe: the outcome was recorded once the output had had its
+    time, but the supervisor kept the pipe and the log open for as long as the orphan
+    lived (a review). A `sched exec` wrapper finds it among its descendants and stops it."""
+    pid_file = tmp_path / "orphan.pid"
+    argv = agent_script(tmp_path, "leaver", f"""
+        import os, subprocess, time
+        subprocess.Popen(["setsid", "env", "-i", "sh", "-c", "echo $$ > {pid_file}; exec sleep 120"])
+        while not (os.path.exists({str(pid_file)!r}) and open({str(pid_file)!r}).read().strip()):
+            time.sleep(0.01)  # (until it left: a session of its own, no environment)
+        """)
+    ws = push_workspace(tmp_path, {"ann": argv}, exec_cgroups=False)
+    try:
+        task_id = run_one(ws)
+        assert status_of(ws, task_id) == "succeeded"
+        started = last_event(ws, task_id, "TaskStarted")
+        runner = LAUNCHERS[-1].pid if started_by == "launcher" else started["pid"]
+        orphan = int(pid_file.read_text())
+        try:
+            pipe = os.readlink(f"/proc/{orphan}/fd/1")
+        except FileNotFoundError:  # stopped with the attempt (a wrapper's descendant)
+            assert started_by == "sched exec"
+            return
+        assert pipe.startswith("pipe:")  # (it holds the attempt's output)
+
+        def holds_it() -> bool:
+            try:
+                fds = os.listdir(f"/proc/{runner}/fd")
+                return any(os.readlink(f"/proc/{runner}/fd/{fd}") == pipe for fd in fds)
+            except FileNotFoundError:  # (a wrapper that exited)
+                return False
+
+        wait_for("the runner to let the pipe go", lambda: not holds_it())
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_the_agent_starts_with_no_signal_ignored(tmp_path):
