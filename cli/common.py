@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -185,6 +186,21 @@ def check_interval(seconds: float) -> float:
         raise BadInput(f"--interval must be at most {MAX_INTERVAL_SECONDS:.0f} seconds (a day), "
                        f"not {seconds:g}")
     return seconds
+
+
+def refresh(show: Callable[[], None], interval: float, pause: Callable[[float], None],
+            rounds: int | None = None) -> int:
+    """The loop of a watch (`status --watch`, `tasks --watch`): call `show` now, then
+    again after each `interval` (waited with `pause`), `rounds` times in all, or until
+    interrupted (Ctrl-C: KeyboardInterrupt goes to the caller). Returns how many times
+    it showed."""
+    shown = 0
+    while rounds is None or shown < rounds:
+        if shown:
+            pause(interval)
+        show()
+        shown += 1
+    return shown
 
 
 def parse_json_option(text: str | None, flag: str) -> Any:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cli.common import check_interval, console, emit_json, human_duration
+from cli.common import check_interval, console, emit_json, human_duration, refresh
 from cli.text import fitted_table, literal
 from eventlog.timeutil import from_text, to_text
 from projections.views import OPEN_STATUSES
@@ -21,20 +20,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 sleep = time.sleep  # (tests replace it: a watch is tested without waiting)
-
-
-def refresh(show: Callable[[], None], interval: float, pause: Callable[[float], None],
-            rounds: int | None = None) -> int:
-    """Call `show` now, then again after each `interval` (waited with `pause`), `rounds`
-    times in all, or until interrupted (Ctrl-C: KeyboardInterrupt goes to the caller).
-    Returns how many times it showed."""
-    shown = 0
-    while rounds is None or shown < rounds:
-        if shown:
-            pause(interval)
-        show()
-        shown += 1
-    return shown
 
 
 def queue_document(ws: Workspace, queue: str | None, status: str | None, limit: int | None,

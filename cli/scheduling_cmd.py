@@ -25,6 +25,7 @@ from cli.common import (
     loaded_settings,
     message,
     parse_task_id,
+    refresh,
     server_of,
     warn_if_fleet_unread,
     workspace,
@@ -111,16 +112,17 @@ def watch(ws: Workspace, interval: float, json_out: bool) -> None:
     check_interval(interval)
     try:
         if json_out:
-            while True:
+            def print_line() -> None:
                 emit_json(snapshot(ws))
                 sys.stdout.flush()
-                time.sleep(interval)
+
+            refresh(print_line, interval, time.sleep)
+            return
         out = console()
         with Live(render(snapshot(ws), out.size.height), console=out, auto_refresh=False,
                   vertical_overflow="crop") as live:
-            while True:
-                time.sleep(interval)
-                live.update(render(snapshot(ws), out.size.height), refresh=True)
+            refresh(lambda: live.update(render(snapshot(ws), out.size.height), refresh=True), interval,
+                    time.sleep)
     except KeyboardInterrupt:
         return  # Ctrl-C is how a watch ends: exit 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from cli.queue_view import refresh
+from cli.common import refresh
 from eventlog.timeutil import to_text
 from projections.views import Outcome
 from scheduler.decisions.estimates import (
