@@ -344,7 +344,7 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
         with ws.read() as (log, _views):
             page = list(log.read(after=after, limit=REPLAY_PAGE))
         for rec in page:
-            if (until is not None and not _within(rec, None, until)):
+            if until is not None and not _within(rec, None, until):
                 return  # past `until`: event time never runs backwards, so nothing later is within
             if _within(rec, since, None):
                 yield rec
