@@ -329,9 +329,9 @@ def exec_command(
 
     given = workspace(home, db, agents, host=host)  # (nothing opened yet)
     if log_times:
-        from scheduler.runner.exec_log import Stamped
+        from scheduler.runner.exec_log import stamp_output
 
-        sys.stdout, sys.stderr = Stamped(sys.stdout, given.clock.now), Stamped(sys.stderr, given.clock.now)
+        stamp_output(given.clock.now)
     # the wrapper works in the attempt's directory: every path it uses must be absolute
     ws = Workspace(absolute(given.settings), clock=given.clock)
     outcome = exec_task(ws, task_id, os.environ, own_process=True)

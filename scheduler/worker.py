@@ -139,12 +139,17 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
         return Claim(started, token, expires, attempt, document, by)
 
 
-def release_undelivered(ws: Workspace, claimed: Claim, why: str) -> None:
+def give_back(ws: Workspace, task_id: int, token: str, why: str, by: str | None = None) -> str:
     """Give back an attempt whose claim never reached its worker (it could not be
     printed, its HTTP client went away), rather than leave it held by nobody until its
     lease runs out: recorded as `undelivered`, back in its queue at once, the attempt
-    not counted and the agent not passed over (nothing ran)."""
-    fail(ws, claimed.task.task_id, claimed.token, why, reason="undelivered", by=claimed.by)
+    not counted and the agent not passed over (nothing ran). The task's new status."""
+    return fail(ws, task_id, token, why, reason="undelivered", by=by)
+
+
+def release_undelivered(ws: Workspace, claimed: Claim, why: str) -> None:
+    """`give_back` of a claim this process made."""
+    give_back(ws, claimed.task.task_id, claimed.token, why, claimed.by)
 
 
 def _current_attempt(recorder: Recorder, task_id: int, token: str, now: datetime) -> TaskView:

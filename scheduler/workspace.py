@@ -63,6 +63,18 @@ def shape_refusal(location: object, shape: str | None) -> str | None:
             f"projection schema {PROJECTION_SCHEMA})")
 
 
+@contextmanager
+def closed_if_refused(db: Storage) -> Iterator[None]:
+    """Let the storage's connections go if what is inside refuses it (an upgrade it
+    cannot make, projections of a newer sched, a log table gone), rather than leave
+    them to the collector."""
+    try:
+        yield
+    except BaseException:
+        db.close()
+        raise
+
+
 @dataclass
 class Workspace:
     """Everything a command needs, passed in rather than read from globals."""
@@ -101,16 +113,13 @@ class Workspace:
         for `sched rebuild`, which refolds them (once) whatever their shape."""
         if self._db is None:
             db = open_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
-            try:
+            with closed_if_refused(db):
                 if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
                     self._needs_write(db, "its tables were made by an older version of sched and must "
                                           "be upgraded")
                     db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
                 if not rebuilding:
                     self._make_current(db)
-            except BaseException:  # (refused: its connections are let go, not left to the collector)
-                db.close()
-                raise
             self._db = db
         return self._db
 
@@ -155,7 +164,7 @@ class Workspace:
     def init_db(self) -> bool:
         """Create the database and its tables if missing (idempotent); whether it did."""
         db = create_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
-        try:
+        with closed_if_refused(db):
             created = db.schema_version() == 0
             if not created:
                 with db.read() as txn:
@@ -165,9 +174,6 @@ class Workspace:
                     raise missing_table(str(db.location), "events")
             db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
             self._make_current(db)
-        except BaseException:  # (refused: its connections are let go, not left to the collector)
-            db.close()
-            raise
         self._db = db
         return created
 

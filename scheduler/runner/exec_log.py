@@ -7,6 +7,8 @@ or the events (a recovery drill)."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +20,18 @@ from eventlog.timeutil import to_text
 
 def exec_log_path(home: Path) -> Path:
     return home / "logs" / "exec.log"
+
+
+def stamp_output(now: Callable[[], datetime], *, reopen: bool = False) -> None:
+    """This process's stdout and stderr, each line stamped with its time by `now`;
+    `reopen`: on descriptors 1 and 2 anew (a forked supervisor, whose Python streams
+    are the daemon's, which may have been replaced)."""
+    if reopen:
+        streams = [os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+                   for fd in (1, 2)]
+    else:
+        streams = [sys.stdout, sys.stderr]
+    sys.stdout, sys.stderr = (Stamped(stream, now) for stream in streams)
 
 
 class Stamped(io.TextIOBase):

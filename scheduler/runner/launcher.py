@@ -45,7 +45,7 @@ from scheduler.clock import Clock
 from scheduler.config.settings import Settings
 from scheduler.runner import containment
 from scheduler.runner.exec import StopRequest, start_in, take_role, warm_up
-from scheduler.runner.exec_log import Stamped, exec_log_path
+from scheduler.runner.exec_log import exec_log_path, stamp_output
 from scheduler.runner.spawn import Handover, LauncherGone, absolute
 from scheduler.runner.supervisor import DatabaseLedger, Supervisor, log_line, signals_wake
 from scheduler.tokens import hash_token
@@ -256,9 +256,7 @@ def _log_to(path: Path, clock: Clock) -> None:
         os.dup2(fd, to)
     os.close(log)
     os.close(devnull)
-    # Python's streams on them anew (the daemon's may have been replaced), each line stamped
-    sys.stdout, sys.stderr = (Stamped(os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace",
-                                                closefd=False), clock.now) for fd in (1, 2))
+    stamp_output(clock.now, reopen=True)
 
 
 def _answer(conn: Connection, supervisor: Supervisor) -> bool:

@@ -170,7 +170,7 @@ class ReleaseRequest(Request):
 
 
 def give_back(ws: Workspace, request: ReleaseRequest) -> Ended:
-    """Give back the current attempt as `undelivered` (`worker.release_undelivered`):
-    queued again at once, the attempt not counted, the agent not passed over."""
-    return Ended(request.task_id, worker.fail(ws, request.task_id, request.token, request.why,
-                                              reason="undelivered", by=request.by))
+    """Give back the current attempt as `undelivered` (`worker.give_back`): queued again
+    at once, the attempt not counted, the agent not passed over."""
+    return Ended(request.task_id, worker.give_back(ws, request.task_id, request.token, request.why,
+                                                   request.by))
