@@ -94,18 +94,27 @@ class CorruptLog(DatabaseError):
     exit_code = 1
 
 
-class NewerProjections(DatabaseError):
+class OutOfDate(DatabaseError):
+    """This process can no longer use the database: another version of sched changed it
+    (or it was damaged) since the process opened it. Retrying will not help; a new
+    process of the version the database is in now will (a daemon stops, exit 1)."""
+
+    exit_code = 1
+
+
+class NewerProjections(OutOfDate):
     """The projection tables were made by a newer sched: this one would refold them to
     its own shape (and the newer one back, at its next start), so it refuses."""
 
-    exit_code = 1
 
-
-class ProjectionsChanged(DatabaseError):
+class ProjectionsChanged(OutOfDate):
     """The projection tables are no longer of the shape this process opened them in
     (another version of sched rebuilt them while it ran): it writes nothing more."""
 
-    exit_code = 1
+
+class NewerEvent(CorruptLog, OutOfDate):
+    """The event log holds an event of a version newer than this sched knows: a newer
+    sched wrote it."""
 
 
 class LogTampered(DatabaseError):

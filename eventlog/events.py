@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from eventlog.errors import CorruptLog
+from eventlog.errors import CorruptLog, NewerEvent
 
 TaskId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 FailureReason = Literal[
@@ -632,7 +632,7 @@ def parse_event(event_type: str, schema_version: int, data: str, *, seq: int = 0
         raise CorruptLog(f"event seq {seq} has unknown type {event_type!r}")
     latest = current_version(event_type)
     if schema_version > latest:
-        raise CorruptLog(
+        raise NewerEvent(
             f"event seq {seq} ({event_type}) has schema_version {schema_version}, "
             f"newer than this sched understands ({latest}); upgrade sched"
         )

@@ -29,7 +29,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from eventlog.errors import BadInput, SchedError, problem_kind
+from eventlog.errors import BadInput, OutOfDate, SchedError, problem_kind
 from eventlog.events import build_models
 from eventlog.storage import is_url
 from scheduler.daemon import webhooks
@@ -62,14 +62,27 @@ def summary(report: TickReport) -> str:
     return "tick: " + ", ".join(parts) + f" ({report.duration_ms:.0f} ms)"
 
 
+GiveUp = Callable[[OutOfDate], None]  # stops the daemon: what failed cannot be mended by a retry
+
+
 class Problems:
     """A job's failures, logged once per distinct problem (not at every run) and its
-    recovery once: a bad control file or a held write lock must not flood the log."""
+    recovery once: a bad control file or a held write lock must not flood the log. A
+    failure that no retry mends (`OutOfDate`: another version of sched changed the
+    database) is said and handed to `give_up`, which stops the daemon."""
 
-    def __init__(self, job: str, log: DaemonLog, retry: str, event: str) -> None:
+    def __init__(self, job: str, log: DaemonLog, retry: str, event: str, give_up: GiveUp | None = None
+                 ) -> None:
         self.job, self.log, self.retry, self.last, self.event = job, log, retry, "", event
+        self.give_up = give_up
 
-    def failed(self, message: str) -> None:
+    def failed(self, error: SchedError) -> None:
+        message = error.message
+        if isinstance(error, OutOfDate) and self.give_up is not None:
+            self.log(f"{self.job} failed: {message} (stopping: this daemon can record nothing more)",
+                     event=f"{self.event}.failed", level="error", error=message)
+            self.give_up(error)
+            return
         kind = problem_kind(message)
         if kind != self.last:  # (not again for a stalled writer idle 1 s longer)
             self.log(f"{self.job} failed: {message} (retrying {self.retry})",
@@ -111,12 +124,13 @@ SUPERVISOR_GONE = ("the sched supervisor is gone (logs/exec.log may say why): pu
 
 
 def tick_job(ws: Workspace, log: DaemonLog, interval: float,
-             again: threading.Event | None = None, first: Callable[[], None] | None = None
-             ) -> Callable[[], None]:
+             again: threading.Event | None = None, first: Callable[[], None] | None = None,
+             give_up: GiveUp | None = None) -> Callable[[], None]:
     """The tick, run once; and once more right after if `again` was set meanwhile (a
     wrapper ended or work came during the tick: the next tick must not wait its turn).
-    `first`: what a tick does before it (`late_start`); its failure is the tick's."""
-    problems = Problems("tick", log, "every tick", "tick")
+    `first`: what a tick does before it (`late_start`); its failure is the tick's.
+    `give_up`: see `Problems`."""
+    problems = Problems("tick", log, "every tick", "tick", give_up)
     warned = [""]  # the content hash of the control file whose warnings were logged
     holding: list[Holds] = [(False, frozenset())]  # what held assignment back at the last tick
 
@@ -131,7 +145,7 @@ def tick_job(ws: Workspace, log: DaemonLog, interval: float,
                     first()
                 report = tick(ws, daemon_interval=interval)
             except SchedError as e:  # a bad control file must not kill the daemon: say so, go on
-                problems.failed(e.message)
+                problems.failed(e)
                 if supervised and starter is not None and not starter.alive:
                     # found gone by this tick, which failed: its line went with the tick's
                     # report, and later ticks start `sched exec` wrappers without a word
@@ -199,17 +213,17 @@ def log_config_warnings(ws: Workspace, log: DaemonLog, logged: str) -> str:
     return control.content_hash
 
 
-def webhook_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
+def webhook_job(ws: Workspace, log: DaemonLog, give_up: GiveUp | None = None) -> Callable[[], None]:
     """Collect and deliver webhooks, logging what happened."""
     problems = Problems("webhooks", log, f"every {ws.settings.webhook_interval_seconds:g} s",
-                        "webhooks")
+                        "webhooks", give_up)
 
     def deliver() -> None:
         try:
             queued = webhooks.collect(ws)
             report = webhooks.deliver_due(ws)
         except SchedError as e:  # the write lock not obtained in time
-            problems.failed(e.message)
+            problems.failed(e)
             return
         problems.worked()
         parts = [f"{item['event']} to {item['url']}: delivered" for item in report.delivered]
@@ -224,18 +238,18 @@ def webhook_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
     return deliver
 
 
-def health_job(ws: Workspace, log: DaemonLog) -> Callable[[], None]:
+def health_job(ws: Workspace, log: DaemonLog, give_up: GiveUp | None = None) -> Callable[[], None]:
     """Run the health checks; a change of the overall level is logged and queued as a
     `health.changed` webhook (the webhooks job delivers it)."""
     problems = Problems("health check", log, f"every {ws.settings.health_interval_seconds:g} s",
-                        "health")
+                        "health", give_up)
 
     def check() -> None:
         try:
             report = health(ws)
             previous = record_health(ws, report)
         except SchedError as e:
-            problems.failed(e.message)
+            problems.failed(e)
             return
         problems.worked()
         if previous is not None:
@@ -273,13 +287,14 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
                now: Callable[[], datetime] | None = None) -> int:
     """Tick every `interval` seconds until SIGINT or SIGTERM, delivering webhooks every
     `webhook_interval_seconds` if any is configured and checking health every
-    `health_interval_seconds` if a webhook wants `health.changed`; returns the exit code."""
+    `health_interval_seconds` if a webhook wants `health.changed`; returns the exit code
+    (1: it stopped on its own, because another version of sched changed the database)."""
     # a skipped run (the previous tick still going) is normal here, not a warning
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     try:  # in the open, before anything starts: DaemonStarted (and daemon.started), refused
         record_start(ws, interval)  # (exit 2) under a host name another machine's daemon uses
         before_tick = None
-    except BadInput:
+    except (BadInput, OutOfDate):  # (OutOfDate: no tick of this version could do better)
         raise
     except SchedError as e:  # any other failure stops nothing: the ticks say what is wrong
         log(f"could not record the start: {e.message} (recorded before a later tick)",
@@ -288,14 +303,22 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
     watch = ClockWatch()  # (before the jobs' first run is read from the clock)
     start = (now or ws.clock.now)()
     again = threading.Event()  # something happened that the next tick should not wait for
+    stopping = threading.Event()
+    stopped_by: list[str] = []  # the signal that asked it to stop (DaemonStopped.reason)
+    out_of_date: list[OutOfDate] = []
+
+    def give_up(error: OutOfDate) -> None:
+        out_of_date.append(error)
+        stopping.set()  # (the main thread stops the scheduler, as after a signal)
+
     # (name, job, every, first run): health waits one period, so that it never judges
     # the last tick before the daemon's first tick
-    jobs = [("tick", tick_job(ws, log, interval, again, before_tick), interval, start)]
+    jobs = [("tick", tick_job(ws, log, interval, again, before_tick, give_up), interval, start)]
     if webhooks.subscribers(ws.settings, "health.changed"):
         every = ws.settings.health_interval_seconds
-        jobs.append(("health", health_job(ws, log), every, start + timedelta(seconds=every)))
+        jobs.append(("health", health_job(ws, log, give_up), every, start + timedelta(seconds=every)))
     if ws.settings.webhooks:
-        jobs.append(("webhooks", webhook_job(ws, log), ws.settings.webhook_interval_seconds, start))
+        jobs.append(("webhooks", webhook_job(ws, log, give_up), ws.settings.webhook_interval_seconds, start))
     # a thread per job: a slow endpoint or a long integrity check never delays a tick
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(len(jobs))}, timezone="UTC")
     shared = is_url(ws.settings.database)  # a server several hosts' daemons poll
@@ -304,9 +327,6 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         scheduler.add_job(job, "interval", seconds=every, id=name, max_instances=1, coalesce=True,
                           misfire_grace_time=max(int(every), 1), next_run_time=first,
                           jitter=every / 10 if shared and name == "tick" else None)
-
-    stopping = threading.Event()
-    stopped_by: list[str] = []  # the signal that asked it to stop (DaemonStopped.reason)
 
     def tick_soon() -> None:
         """Tick now (or, if a tick is running, once more right after it)."""
@@ -390,5 +410,8 @@ def run_daemon(ws: Workspace, interval: float, log: DaemonLog,
         except SchedError as e:
             log(f"could not record the stop (health will say it recorded no stop): {e.message}",
                 event="daemon.error", level="warning")
+    if out_of_date:
+        log("sched daemon: stopped (exit 1)", event="daemon.stopped", exit_code=1)
+        return 1
     log("sched daemon: stopped", event="daemon.stopped")
     return 0

@@ -8,11 +8,13 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -288,8 +290,6 @@ def test_a_real_daemon_records_its_start_and_stop_and_a_sigkilled_one_only_its_s
 def test_a_daemon_that_cannot_record_its_stop_says_so(tmp_path):
     """Its writes failing (here: the database held by another writer past the busy
     timeout), it said `stopped`, exit 0, and health later called it killed."""
-    import sqlite3
-
     home = tmp_path / "home"
     new_workspace(home, [{"agentName": "ann", "agentType": "dev"}]).close()
     (home / "sched.toml").write_text("busy_timeout_ms = 300\n")
@@ -315,6 +315,67 @@ def test_a_daemon_that_cannot_record_its_stop_says_so(tmp_path):
     assert lines[-1].endswith("sched daemon: stopped")
     assert [kind for kind, _ in lifecycle_events(ws)] == ["DaemonStarted"]
     ws.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+@pytest.mark.parametrize("change", ["tables rebuilt", "newer event"])
+def test_a_daemon_stops_exit_1_once_another_version_of_sched_changed_the_database(tmp_path, change):
+    """A daemon left running while a newer sched rebuilt the projection tables (or wrote
+    an event of a newer version) failed at every tick, `retrying every tick`, for as long
+    as it ran: no retry could mend it, and under systemd nothing started the installed
+    version in its place. It says why and exits 1."""
+    from eventlog.store import chain_hash
+    from projections.views import PROJECTION_SCHEMA, SHAPE_KEY
+
+    home = tmp_path / "home"
+    new_workspace(home, [{"agentName": "ann", "agentType": "dev"}]).close()
+    ws = Workspace(load_settings({}, {"home": home, "host": "box-1"}).settings)
+    daemon = start_daemon(home)
+    try:
+        wait_for("its first tick", lambda: "AgentsConfigured" in [r.type for r in queries.replay(ws)])
+        ws.close()
+        with closing(sqlite3.connect(ws.settings.db_path)) as conn, conn:
+            if change == "tables rebuilt":  # (the shape a newer sched's refold writes)
+                conn.execute("UPDATE projection_meta SET value = ? WHERE key = ?",
+                             (str(PROJECTION_SCHEMA + 1), SHAPE_KEY))
+            else:  # appended, chain and all, by a sched whose TaskSubmitted is of version 99
+                seq, prev = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+                at, data = "2026-01-01T00:00:00.000000Z", "{}"
+                conn.execute("INSERT INTO events VALUES (?, 'task-1', 'TaskSubmitted', 99, ?, ?, ?, ?)",
+                             (seq + 1, at, data, prev,
+                              chain_hash(prev, seq + 1, "task-1", "TaskSubmitted", 99, at, data)))
+        _, err = daemon.communicate(timeout=60)  # (no signal: it stops by itself)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 1 and "Traceback" not in err, err
+    lines = err.splitlines()
+    said = ("its projection tables are not of this sched's shape" if change == "tables rebuilt"
+            else "has schema_version 99, newer than this sched understands")
+    (failed,) = [line for line in lines if line.startswith("tick failed: ")]
+    assert said in failed and failed.endswith("(stopping: this daemon can record nothing more)"), err
+    assert lines[-1] == "sched daemon: stopped (exit 1)", err
+
+
+def test_a_daemon_started_on_projections_of_a_newer_sched_exits_1_with_one_line(tmp_path):
+    """Before it records anything (the command opens the database first), with the line
+    of any command."""
+    from projections.views import PROJECTION_SCHEMA
+
+    home = tmp_path / "home"
+    new_workspace(home, [{"agentName": "ann", "agentType": "dev"}]).close()
+    with closing(sqlite3.connect(home / "sched.db")) as conn, conn:
+        conn.execute("UPDATE projection_schema SET version = ?", (PROJECTION_SCHEMA + 1,))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    done = subprocess.run([sys.executable, "-m", "cli", "run", "--home", str(home), "--host", "box-1"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"sched: {home / 'sched.db'}: its projections were made by a newer sched (projection schema "
+        f"{PROJECTION_SCHEMA + 1}; this one knows {PROJECTION_SCHEMA}): upgrade sched; to go back to this "
+        "version on purpose, stop every process of the newer one and run `sched rebuild`"]
 
 
 def daemon_in_this_process(ws: Workspace, operator: Callable[[Workspace, list[str]], None]) -> list[str]:

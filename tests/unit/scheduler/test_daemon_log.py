@@ -8,6 +8,7 @@ import logging
 import warnings
 from datetime import UTC, datetime
 
+from eventlog.errors import SchedError
 from eventlog.store import Recorded
 from scheduler.clock import ManualClock
 from scheduler.daemon.log import DaemonLog
@@ -99,13 +100,13 @@ def test_a_json_log_takes_in_python_log_records_and_warnings_while_capturing():
 def test_a_failing_job_is_an_error_line_once_and_its_recovery_an_info_line():
     lines: list[str] = []
     problems = Problems("tick", json_log(lines), "every tick", "tick")
-    problems.failed("control file invalid")
-    problems.failed("control file invalid")
+    problems.failed(SchedError("control file invalid"))
+    problems.failed(SchedError("control file invalid"))
     problems.worked()
     # the same problem a second later (a stalled writer, its idle time in the line): once
-    problems.failed("the lock holder (pid 12) is idle in its transaction for 5 s")
-    problems.failed("the lock holder (pid 12) is idle in its transaction for 6 s")
-    problems.failed("control file invalid")  # another problem: said
+    problems.failed(SchedError("the lock holder (pid 12) is idle in its transaction for 5 s"))
+    problems.failed(SchedError("the lock holder (pid 12) is idle in its transaction for 6 s"))
+    problems.failed(SchedError("control file invalid"))  # another problem: said
     problems.worked()
     assert [(d["event"], d["level"]) for d in map(json.loads, lines)] == [
         ("tick.failed", "error"), ("tick.recovered", "info"),
