@@ -146,10 +146,16 @@ def warm_up(ws: Workspace) -> None:
         views.get_agent("")
 
 
-def prepare_workdir(workdir: Path, payload: str) -> None:
+def prepare_workdir(workdir: Path, payload: str) -> bool:
     """Make `work/TASK/ATTEMPT/` (private to the owner) and write the payload into it
-    (as few directory calls as can be: a supervisor makes one per attempt it starts). A
-    `result.json` found there is removed: it was written by an earlier run."""
+    (as few directory calls as can be: a supervisor makes one per attempt it starts).
+    Whether the directory was there already: a run of this attempt number before (a
+    database restored from a backup), whose `result.json` the attempt's starter then
+    removes (`forget_result`), or a wrapper of the same attempt that got its start
+    recorded first (two overlapping cron ticks), whose agent may be reading the payload
+    and writing its result: so nothing is removed here, and the payload is replaced
+    whole (a rename), never seen half written."""
+    existed = False
     try:
         os.mkdir(workdir, 0o700)
     except FileNotFoundError:  # the task's first attempt: work/TASK/ first (work/ too, the first time)
@@ -161,12 +167,21 @@ def prepare_workdir(workdir: Path, payload: str) -> None:
         except FileExistsError:
             pass
         os.mkdir(workdir, 0o700)
-    except FileExistsError:  # a run of this attempt number before (a database restored from a backup)
+    except FileExistsError:
         if not workdir.is_dir():
             raise
-        (workdir / "result.json").unlink(missing_ok=True)  # that run's result is not this one's
-    with open(workdir / "payload.json", "w", encoding="utf-8") as f:  # (whatever the locale)
+        existed = True
+    written = workdir / f".payload.json.{os.getpid()}"
+    with open(written, "w", encoding="utf-8") as f:  # (whatever the locale)
         f.write(payload + "\n")  # (a line: `cat` of it does not run into what follows)
+    os.replace(written, workdir / "payload.json")
+    return existed
+
+
+def forget_result(workdir: Path) -> None:
+    """Remove the `result.json` an earlier run of this attempt number left (its result is
+    not this run's): only once this attempt's start is certain to be ours."""
+    (workdir / "result.json").unlink(missing_ok=True)
 
 
 def _workdir(ws: Workspace, task_id: int, attempt: int) -> Path:
@@ -277,7 +292,7 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
     attempt = task.attempt + 1
     workdir = _workdir(ws, task_id, attempt)
     try:
-        prepare_workdir(workdir, task.payload)
+        existed = prepare_workdir(workdir, task.payload)
     except OSError as e:
         return _not_started(ws, task_id, attempt, f"cannot prepare the working directory {workdir}: "
                             f"{e.strerror or e}")
@@ -287,6 +302,8 @@ def start(ws: Workspace, task_id: int, parent_env: Mapping[str, str]) -> Attempt
         task, agent = _assignment(recorder.views, task_id)
         if task.attempt + 1 != attempt:
             raise Refused(f"task {task_id}: attempt {attempt} was started by another wrapper")
+        if existed:  # (the start is ours: no other wrapper's agent writes its result there)
+            forget_result(workdir)
         ref = _attempt_ref(ws, task, os.getpid(), workdir)
         event, started = _start_event(ws, recorder, task, agent, parent_env, granted_at, workdir, ref,
                                       _make_cgroup(ws, ref))

@@ -65,6 +65,7 @@ from scheduler.runner.exec import (
     Outcome,
     StopRequest,
     ending_of,
+    forget_result,
     prepare_workdir,
     record_ending,
     spawn_error_ending,
@@ -654,7 +655,8 @@ def _launch(attempt: Attempt) -> tuple[Attempt, Launched | OSError | Unprepared]
     runs) or why it could not be started."""
     if attempt.payload is not None:
         try:
-            prepare_workdir(attempt.workdir, attempt.payload)
+            if prepare_workdir(attempt.workdir, attempt.payload):  # (its start is recorded: ours)
+                forget_result(attempt.workdir)
         except OSError as e:
             return attempt, Unprepared(e)
         group = attempt.ref.cgroup

@@ -90,6 +90,37 @@ def test_a_wrapper_that_could_not_be_started_is_started_by_the_next_tick(tmp_pat
         each.close()
 
 
+def test_a_wrapper_refused_an_attempt_already_started_leaves_its_directory_alone(tmp_path, monkeypatch):
+    """Two overlapping cron ticks on the pinned host each start a `sched exec` wrapper for
+    one assignment. The one that read the assignment before the other recorded its start
+    prepared the attempt's directory anyway before it was refused: it removed the
+    running agent's result.json (its result lost) and rewrote payload.json in place, empty
+    for a moment while the agent might read it."""
+    from eventlog.errors import Refused
+    from scheduler.runner import exec as wrapper
+
+    ws = new_workspace(tmp_path / "home", PINNED_GPU)
+    gpu = as_host(ws, "gpu-1", [])
+    (dev,) = [r.task_id for r in submit(ws, [TaskSpec(queue="dev", title="train", payload={"n": 1})])]
+    assert tick(gpu).spawned == [dev]
+    with gpu.read() as (_log, views):
+        as_read_before = wrapper._assignment(views, dev)  # (what the late wrapper read)
+    first = wrapper.start(gpu, dev, {})
+    assert isinstance(first, wrapper.Attempt)
+    (first.workdir / "result.json").write_text('{"answer": 42}')  # its agent is done
+    payload = (first.workdir / "payload.json").read_text()
+    real, reads = wrapper._assignment, [as_read_before]
+    monkeypatch.setattr(wrapper, "_assignment", lambda views, task_id: reads.pop() if reads
+                        else real(views, task_id))  # (its second look, under the write lock, is real)
+    with pytest.raises(Refused, match=f"task {dev} is not waiting to be started"):
+        wrapper.start(gpu, dev, {})
+    assert (first.workdir / "result.json").read_text() == '{"answer": 42}'
+    assert (first.workdir / "payload.json").read_text() == payload == '{"n":1}\n'
+    assert sorted(p.name for p in first.workdir.iterdir()) == ["payload.json", "result.json"]
+    for each in (ws, gpu):
+        each.close()
+
+
 def test_a_dry_run_on_the_pinned_host_starts_nothing_and_forgets_nothing(tmp_path):
     ws = new_workspace(tmp_path / "home", PINNED_GPU)
     started: list[tuple[str, int]] = []
