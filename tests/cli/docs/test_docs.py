@@ -200,6 +200,18 @@ def test_the_health_capture_and_table_show_the_checks_health_gives(tmp_path: Pat
     table = section((DOCS / "operations.md").read_text(), "## Health")
     names = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
     assert [n for n in names if n != "database"] == [name for name, _ in checks]
+    # and every page counts them as health does (a check added left "twelve" on four pages)
+    reading = [name for name, _ in checks if name not in ("control_file", "files")]  # `database`'s stand-ins
+    pages = " ".join(" ".join(page.read_text().split())
+                     for page in (README, DOCS / "cli.md", DOCS / "operations.md"))
+    said = re.findall(r"runs (\w+) checks|The (\w+) checks \(`|\| (\w+) checks with thresholds", pages)
+    assert [next(filter(None, words)) for words in said] == [NUMBERS[len(checks)]] * 4
+    stand_ins = re.findall(r"the (\w+)(?: checks)? that read (?:it|the database)", pages)
+    assert stand_ins == [NUMBERS[len(reading)]] * 3
+
+
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+           "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 
 
 # -- docs/cli.md ------------------------------------------------------------------------
