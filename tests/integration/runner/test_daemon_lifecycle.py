@@ -48,7 +48,7 @@ def lifecycle_events(ws: Workspace) -> list[tuple[str, dict]]:
 
 def start_daemon(home: Path) -> subprocess.Popen[str]:
     """A daemon ticking every 2 s: these tests look at its start and stop, not at its
-    ticks (a stop in the middle of a tick is `test_daemon.py`'s)."""
+    ticks (a stop in the middle of a tick is tested in this process, below)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
     return subprocess.Popen([sys.executable, "-m", "cli", "run", "--interval", "2", "--home", str(home),
                              "--host", "box-1"], env=env, stderr=subprocess.PIPE, text=True, cwd=Path.cwd())
@@ -404,6 +404,44 @@ def daemon_in_this_process(ws: Workspace, operator: Callable[[Workspace, list[st
         helper.join()
         other.close()
     return lines
+
+
+def test_a_sigterm_in_the_middle_of_a_tick_lets_the_tick_finish_then_stops(make_workspace, monkeypatch):
+    """The signal handler only notes the signal, and the main thread stops the scheduler,
+    which waits for the tick under way (a shutdown inside the handler could wait for a
+    lock the interrupted thread held, and hang). The signal comes here while the first
+    tick is held inside, after its start; the tick then goes on, and records its work
+    before the daemon records its stop."""
+    from scheduler.daemon import run
+    from scheduler.submit import TaskSpec, submit
+
+    ws = make_workspace(host="box-1")
+    (task,) = submit(ws, [TaskSpec(queue="dev", title="t")])
+    log: list[list[str]] = []
+    in_tick = threading.Event()
+    real_tick = run.tick
+
+    def held(ws: Workspace, **kwargs: object) -> object:
+        if not in_tick.is_set():
+            in_tick.set()
+            wait_for("the signal to be taken", lambda: log and any(
+                line.startswith("received SIGTERM") for line in log[0]))
+        return real_tick(ws, **kwargs)
+
+    monkeypatch.setattr(run, "tick", held)
+
+    def operator(other: Workspace, lines: list[str]) -> None:
+        log.append(lines)
+        wait_for("the first tick", in_tick.is_set)  # (then SIGTERM, in the middle of it)
+
+    lines = daemon_in_this_process(ws, operator)
+    said = [line.split(":")[0] for line in lines]
+    assert said == ["sched daemon", "received SIGTERM", "tick", "sched daemon"], lines
+    assert lines[2].startswith("tick: assigned 1,") and lines[3] == "sched daemon: stopped", lines
+    with ws.read() as (store, _views):
+        kinds = [r.type for r in store.read()]
+    assert kinds.index("TaskAssigned") < kinds.index("DaemonStopped"), kinds
+    assert queries.show(ws, task.task_id)[0].status == "assigned"
 
 
 def test_a_daemon_goes_on_ticking_when_the_system_clock_goes_back(make_workspace, monkeypatch):
