@@ -110,7 +110,7 @@ class Run:
     """The outcome of one simulation."""
 
     started_at: float | None = None  # the first fact
-    ended_at: float | None = None  # the last end (or fact)
+    ended_at: float | None = None  # the last attempt's end (None: none ended)
     queues: dict[str, QueueFigures] = field(default_factory=dict)
     agents: dict[str, AgentFigures] = field(default_factory=dict)
     order: list[tuple[int, str]] = field(default_factory=list)  # (task, agent) per assignment
@@ -152,6 +152,14 @@ class _Task:
     errors: list[str] = field(default_factory=list)
 
 
+def _first_tick_from(grid: float, at: float, every: float) -> float:
+    """The first interval tick at or after `at`, on the grid of the tick at `grid`; at
+    least `at`, even where `every` is too small to move a time that large."""
+    if grid >= at:
+        return grid
+    return max(grid + math.ceil((at - grid) / every) * every, at)
+
+
 def _moment(t: float) -> datetime:
     try:
         return datetime.fromtimestamp(t, UTC)
@@ -175,6 +183,7 @@ class _Simulation:
         self.due_ready: dict[str, dict[int, str]] = {}
         self.directed: dict[str, int] = {}  # queue -> ready tasks directed at an agent
         self.open_count: dict[str, int] = {}  # queued (ready or not), awaiting approval, blocked
+        self.failed: set[int] = set()  # tasks that ended dead, cancelled or doomed: they doom late children
         self.load = {a.name: 0 for a in scenario.agents}
         self.fleet = {a.name: a for a in scenario.agents if a.enabled}
         self.types: dict[str, list[FleetAgent]] = {}
@@ -226,8 +235,7 @@ class _Simulation:
             if not candidates:
                 break
             now = min(candidates)
-            if grid < now:  # interval ticks that found nothing to do are skipped
-                grid += math.ceil((now - grid) / tick_every) * tick_every
+            grid = _first_tick_from(grid, now, tick_every)  # (ticks that found nothing to do are skipped)
             self._sample_until(now)
             while pending is not None and pending.at <= now:
                 self._fact(pending)
@@ -245,8 +253,11 @@ class _Simulation:
                 # task directed at a busy or absent agent, or excluded, or requiring what
                 # no agent has) is not repeated until something happens; but one held
                 # back only by working hours is (an opening is no event of its own)
-                self.stalled = not self._tick(now) and not (self.keeps_hours and self._hours_hold_back(now))
-            self.run.ended_at = now
+                assigned = self._tick(now)
+                held = not assigned and self.keeps_hours and self._hours_hold_back(now)
+                self.stalled = not assigned and not held
+                if held:  # nothing changes before an agent's hours open, at the start of a minute
+                    grid = _first_tick_from(grid, (math.floor(now / 60) + 1) * 60.0, tick_every)
         self.run.unfinished = sum(self.open_count.values())
         self.run.stranded = sum(task.status == "queued" for task in self.tasks.values())
         return self.run
@@ -272,7 +283,7 @@ class _Simulation:
         memory of a run's depth series stays bounded however long the run (a task may
         run for days after the last arrival; the chart shows 60 columns)."""
         for figures in self.run.queues.values():
-            depth = figures.depth  # the latest samples (a queue seen late has fewer): pair from the end
+            depth = figures.depth  # (as long as every queue's: one seen late was given zeros first)
             first = len(depth) % 2
             figures.depth = array("l", depth[:first]) + array(
                 "l", (max(depth[i], depth[i + 1]) for i in range(first, len(depth), 2)))
@@ -290,8 +301,8 @@ class _Simulation:
         if task is None or task.status == "done":
             return
         if fact.kind == "approved":
-            if task.status == "awaiting_approval":
-                task.status = "queued"
+            if task.status == "awaiting_approval":  # (as the fold: blocked while a parent is open)
+                task.status = "blocked" if task.waiting_on else "queued"
                 self._maybe_ready(fact.task_id, task, fact.at)
         else:  # rejected or cancelled
             if task.status == "assigned":
@@ -307,12 +318,16 @@ class _Simulation:
                      requires=arrival.requires,
                      due=None if arrival.due is None else to_text(_moment(arrival.due)))
         self.tasks[arrival.task_id] = task
+        if arrival.queue not in self.run.queues:  # its depth on the time axis of the others'
+            self.run.queue(arrival.queue).depth.extend(
+                [0] * max((len(q.depth) for q in self.run.queues.values()), default=0))
         self.run.queue(arrival.queue).arrived += 1
         self.arrived += 1
         if self.progress is not None and self.arrived % PROGRESS_EVERY == 0:
             self.progress(self.arrived)
         self.open_count[arrival.queue] = self.open_count.get(arrival.queue, 0) + 1
-        for parent_id in arrival.after:  # a task outside the workload counts as done
+        doomed = any(parent_id in self.failed for parent_id in arrival.after)
+        for parent_id in () if doomed else arrival.after:  # a task outside the workload counts as done
             parent = self.tasks.get(parent_id)
             if parent is not None and parent.status != "done":
                 task.waiting_on.add(parent_id)
@@ -329,7 +344,9 @@ class _Simulation:
             task.status = "blocked"
         if self.scenario.wake_on_arrival:
             self.wake = True
-        if task.not_before > arrival.at:
+        if doomed:  # a task it runs after already ended dead or cancelled: it can never run
+            self._finish(arrival.task_id, task, "doomed", arrival.at)
+        elif task.not_before > arrival.at:
             self._at(task.not_before, "due", arrival.task_id)
         else:
             self._maybe_ready(arrival.task_id, task, arrival.at)
@@ -483,6 +500,7 @@ class _Simulation:
         task = self.tasks[task_id]
         waited = round(now - task.ready_at, 6)  # as `plan.waited_seconds` counts a queued task
         self._unready(task_id, task)
+        self.open_count[task.queue] -= 1
         task.status, task.agent = "assigned", agent
         task.attempt += 1
         self._loaded(agent, +1)
@@ -505,6 +523,7 @@ class _Simulation:
         busy = max(0.0, now - task.started_at)
         figures.busy_seconds += busy
         figures.attempts += 1
+        self.run.ended_at = now
         self.run.queue(task.queue).runs.add(busy)
         task.agent = None
         return agent
@@ -543,6 +562,7 @@ class _Simulation:
             task.excluded.append(agent)
         if isinstance(settled, TaskRequeued):
             task.status = "queued"
+            self.open_count[task.queue] += 1
             task.not_before = settled.not_before.timestamp() if settled.not_before else now
             if task.not_before > now:
                 self._at(task.not_before, "due", task_id)
@@ -556,9 +576,10 @@ class _Simulation:
     def _finish(self, task_id: int, task: _Task, how: str, now: float) -> None:
         if task.ready:
             self._unready(task_id, task)
+        if task.status != "assigned":  # (an assigned task left the count when assigned)
+            self.open_count[task.queue] -= 1
         task.status = "done"
         figures = self.run.queue(task.queue)
-        self.open_count[task.queue] -= 1
         if how == "succeeded":
             figures.succeeded += 1
         elif how == "dead":
@@ -567,6 +588,8 @@ class _Simulation:
             figures.cancelled += 1
         else:
             figures.doomed += 1
+        if how != "succeeded":
+            self.failed.add(task_id)
         for child_id in task.blocks:
             child = self.tasks.get(child_id)
             if child is None or child.status == "done":

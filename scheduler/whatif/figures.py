@@ -55,9 +55,9 @@ def difference(base: Mapping[str, object], other: Mapping[str, object]) -> dict[
             found[key] = round(theirs - value, 4)
         elif not isinstance(value, str):
             found[key] = None
-    for key in other.keys() - base.keys():
-        if isinstance(other[key], Mapping):
-            found[key] = difference({}, other[key])  # type: ignore[arg-type]
+    for key in sorted(other.keys() - base.keys()):  # (sorted: the same JSON whatever the hash seed)
+        if not isinstance(other[key], str):
+            found[key] = None
     return found
 
 

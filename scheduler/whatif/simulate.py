@@ -87,7 +87,7 @@ def changed_settings(settings: Settings, changes: Sequence[str]) -> Settings:
 # what a simulation runs with of the settings (`scenario`: the ticks, the ordering, and
 # the retry policy that settles a failure); any other is not modelled (docs/operations.md,
 # What-if): a what-if of one answers as the baseline does
-MODELLED = frozenset({"tick_interval_seconds", "database", "max_attempts", "backoff_base_seconds",
+MODELLED = frozenset({"tick_interval_seconds", "database_url", "max_attempts", "backoff_base_seconds",
                       "backoff_factor", "backoff_max_seconds", "age_boost_seconds", "age_boost_max",
                       "due_boost_seconds", "due_boost_max"})
 

@@ -208,9 +208,9 @@ class LogWorkload:
 
 # -- JSONL ----------------------------------------------------------------------------
 
+_ATTEMPT_KEYS = frozenset({"run_seconds", "start_delay_seconds", "outcome", "retryable"})
 _JSONL_KEYS = frozenset({"task_id", "at", "queue", "priority", "assignee", "task_type", "max_attempts",
-                         "delay_seconds", "after", "run_seconds", "start_delay_seconds", "outcome",
-                         "retryable", "attempts", "requires", "due"})
+                         "delay_seconds", "after", "attempts", "requires", "due", *_ATTEMPT_KEYS})
 
 
 class ListedWorkload:
@@ -246,7 +246,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
     `{"at": 0, "queue": "dev", "run_seconds": 30}` (see docs/operations.md for every
     key). Bad lines raise BadInput naming the file and line."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")  # (each line decoded on its own: a bad one is named exactly)
     except OSError as e:
         raise BadInput(f"--workload {path}: {e.strerror or e}") from e
     with handle:
@@ -257,7 +257,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
                 continue
             where = f"--workload {path}:{number}"
             try:
-                item = _jsonl_item(json.loads(line), number)
+                item = _jsonl_item(json.loads(line.decode("utf-8")), number)
+            except UnicodeDecodeError:
+                raise BadInput(f"{where}: not UTF-8 text") from None
             except (ValueError, TypeError, KeyError) as e:
                 raise BadInput(f"{where}: {e}") from None
             if item[0].at < last:
@@ -332,17 +334,23 @@ def _jsonl_item(item: object, number: int) -> tuple[Arrival, list[Attempt]]:
         raise ValueError("'priority' must be an integer")
     raw = item.get("attempts")
     if raw is None:
-        raw = [{k: item[k] for k in ("run_seconds", "start_delay_seconds", "outcome", "retryable")
-                if k in item}]
+        raw = [{k: item[k] for k in _ATTEMPT_KEYS if k in item}]
+    elif given := sorted(_ATTEMPT_KEYS & set(item)):
+        raise ValueError(f"{given[0]!r} goes in each of 'attempts' when they are given, not beside them")
     if not isinstance(raw, list) or not raw or not all(isinstance(a, dict) for a in raw):
         raise ValueError("'attempts' must be a non-empty list of objects")
     attempts = []
     for one in raw:
+        if unknown := sorted(set(one) - _ATTEMPT_KEYS):
+            raise ValueError(f"unknown key {unknown[0]!r} in an attempt")
         outcome = one.get("outcome", "succeeded")
         if outcome not in ("succeeded", "failed", "expired"):
             raise ValueError("'outcome' must be succeeded, failed or expired")
+        retryable = one.get("retryable", True)
+        if not isinstance(retryable, bool):
+            raise ValueError("'retryable' must be true or false")
         attempts.append(Attempt(_number(one, "start_delay_seconds", 0.0), _number(one, "run_seconds"),
-                                outcome, bool(one.get("retryable", True))))
+                                outcome, retryable))
     after = item.get("after", [])
     if not isinstance(after, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in after):
         raise ValueError("'after' must be a list of task ids")
@@ -404,12 +412,13 @@ def parse_load(text: str) -> LoadSpec:
     except (KeyError, ValueError):
         raise BadInput(f"{where}: rate is N/s, N/m, N/h or N/d; fail a share from 0 to 1; "
                        "priority an integer") from None
-    if not (math.isfinite(rate) and rate > 0) or not 0 <= fail < 1:
+    per_hour = rate * 3600.0 / per
+    if not (math.isfinite(rate) and per_hour / 3600.0 > 0) or not 0 <= fail < 1:  # (none, so small)
         raise BadInput(f"{where}: rate must be above 0 and fail from 0 to below 1")
     run = parse_duration(keys["run"], where).total_seconds()
     if run > LONGEST_SECONDS:
         raise BadInput(f"{where}: run must be at most 366 days")
-    return LoadSpec(queue, rate * 3600.0 / per, run, fail, priority)
+    return LoadSpec(queue, per_hour, run, fail, priority)
 
 
 def check_generated(loads: list[LoadSpec], duration: float) -> None:

@@ -136,11 +136,12 @@ def test_a_baseline_of_a_fleet_that_did_not_run_the_work_says_so(seeded: Path, c
 
 def test_a_setting_the_simulation_does_not_model_says_it_changes_nothing(home: Path, cli: InProcess):
     """A 60 s timeout over runs of 5 min answered as if modelled: runs unchanged, no
-    note."""
+    note. (`database_url` is modelled: on PostgreSQL an arrival wakes a tick; its note
+    said it changed nothing.)"""
     ok(cli("init"))
     doc = one_json(ok(cli("simulate", "--generate", "dev:rate=1/m,run=5m", "--duration", "1h", "--json",
                           "--set", "exec_timeout_seconds=60", "--set", "queues.dev.gate=[\"false\"]",
-                          "--set", "tick_interval_seconds=5")))
+                          "--set", "tick_interval_seconds=5", "--set", "database_url=postgresql://u@h/db")))
     assert doc["notes"] == [
         "--set exec_timeout_seconds=60: the simulation does not model exec_timeout_seconds "
         "(docs/operations.md, What-if); it changes nothing",

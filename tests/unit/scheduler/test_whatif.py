@@ -82,10 +82,13 @@ def test_a_task_no_agent_can_take_is_left_unfinished_and_the_run_ends(hours, tas
     assert run.unfinished == 1 and run.queue("dev").succeeded == 1
 
 
-def test_work_held_back_by_working_hours_is_assigned_when_they_open():
+@pytest.mark.parametrize("tick", [5.0, 1e-7, 1e-300])
+def test_work_held_back_by_working_hours_is_assigned_when_they_open(tick):
+    """Whatever the interval: a tick that cannot move a time that large (1e-7 s, 1e-300
+    s) ran for ever while hours held the work back."""
     # the run starts at 0 s: Thursday 1970-01-01 00:00 UTC; the agent works from 09:00
-    run = simulate(tasks((0.0, [OK])), scenario(FleetAgent("ann", "dev", 1, hours=("09:00-17:00",))),
-                   keep_order=True)
+    run = simulate(tasks((0.0, [OK])), scenario(FleetAgent("ann", "dev", 1, hours=("09:00-17:00",)),
+                                                tick=tick), keep_order=True)
     assert run.order == [(1, "ann")] and run.waited == [9 * 3600.0]
     assert run.unfinished == 0 and run.queue("dev").succeeded == 1
 
@@ -117,7 +120,8 @@ def test_the_generator_is_seeded_and_keeps_to_its_rate():
 
 
 @pytest.mark.parametrize("text", ["dev", "dev:rate=5", "dev:rate=0/h,run=1s", "dev:rate=1/h,run=1s,fail=1",
-                                  "dev:rate=1/y,run=1s", "dev:rate=1/h,run=soon", "dev:speed=1,run=1s"])
+                                  "dev:rate=1/y,run=1s", "dev:rate=1/h,run=soon", "dev:speed=1,run=1s",
+                                  "dev:rate=5e-324/d,run=1m", "dev:rate=5e-324/h,run=1m"])  # (none, so small)
 def test_a_bad_load_is_refused(text):
     with pytest.raises(BadInput, match="--generate"):
         parse_load(text)
@@ -150,11 +154,20 @@ def test_a_jsonl_workload_is_read_in_order_and_bad_lines_are_named(tmp_path):
                           ({"at": 20, "queue": "dev", "run_seconds": 1, "after": [1, 9]},  # 1: line 1's
                            "'after' names task 9, which no line before this one gives"),
                           ({"at": 20, "queue": "dev", "run_seconds": 1, "max_attempts": 10**20},
-                           "'max_attempts' must be an integer from 1 to 1,000,000")]:
+                           "'max_attempts' must be an integer from 1 to 1,000,000"),
+                          ({"at": 20, "queue": "dev", "run_seconds": 1, "outcome": "failed",
+                            "retryable": "false"}, "'retryable' must be true or false"),
+                          ({"at": 20, "queue": "dev", "attempts": [{"run_seconds": 1, "bogus": 1}]},
+                           "unknown key 'bogus' in an attempt"),
+                          ({"at": 20, "queue": "dev", "outcome": "failed", "attempts": [{"run_seconds": 1}]},
+                           "'outcome' goes in each of 'attempts' when they are given")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"at": 10, "queue": "dev", "run_seconds": 5}\n' + json.dumps(line) + "\n")
         with pytest.raises(BadInput, match=f"bad.jsonl:2: .*{problem}"):
             list(read_jsonl(bad))
+    bad.write_bytes(b'{"at": 0, "queue": "dev", "run_seconds": 6}\n' * 2000 + b"\xff\xfe\n")
+    with pytest.raises(BadInput, match=r"bad\.jsonl:2001: not UTF-8 text$"):  # (the line itself)
+        list(read_jsonl(bad))
 
 
 def test_the_capacity_search_finds_the_smallest_capacity_and_shows_its_curve():
@@ -222,7 +235,7 @@ def test_a_long_run_keeps_a_bounded_depth_series_with_its_peak():
     run = simulate(tasks(long, *burst), every_second)
     depth = run.queue("dev").depth
     assert len(depth) <= MAX_DEPTH_SAMPLES
-    assert max(depth) == 6  # from 1 s to 5 s: all six wait for the first tick (at 5 s)
+    assert max(depth) == 5  # from 1 s to 5 s: the burst waits for the next tick (the long one runs)
     # the series spans the run: samples x interval reach its end, within one interval
     assert abs(len(depth) * run.sample_seconds - (run.ended_at - run.started_at)) <= run.sample_seconds
 
@@ -240,3 +253,71 @@ def test_a_recorded_attempt_starts_when_its_command_ran():
     workload = LogWorkload(iter(log), None, None, lambda _q: 3)
     list(workload.facts())
     assert workload.attempt(1, 1) == Attempt(5.0, 5.0, "succeeded")
+
+
+def logged(*entries: tuple[str, float, int, dict]) -> LogWorkload:
+    """A workload read from a log of these (type, second, task id, fields) records."""
+    records = [Recorded(seq=seq, stream_id=f"task-{task}", type=kind, schema_version=1,
+                        recorded_at=f"2026-01-01T00:00:{second:09.6f}Z",
+                        data=json.dumps({"task_id": task, **data}), prev_hash="", hash="")
+               for seq, (kind, second, task, data) in enumerate(entries, 1)]
+    return LogWorkload(iter(records), None, None, lambda _q: 1)
+
+
+def test_a_task_approved_while_its_parent_runs_waits_for_it_and_is_doomed_with_it():
+    """An approval made the task ready at once: it ran beside its parent, and succeeded
+    where the log says it was doomed when the parent died."""
+    log = logged(("TaskSubmitted", 0, 1, {"queue": "dev", "title": "parent", "max_attempts": 1}),
+                 ("TaskSubmitted", 0, 2, {"queue": "dev", "title": "child", "after": [1], "max_attempts": 1,
+                                          "requires_approval": True}),
+                 ("TaskAssigned", 0, 1, {}), ("TaskStarted", 0, 1, {}),
+                 ("TaskApproved", 1, 2, {}),
+                 ("TaskFailed", 10, 1, {"reason": "exit_code", "retryable": False}))
+    dev = simulate(log, scenario(FleetAgent("ann", "dev", 2), max_attempts=1)).queue("dev")
+    assert (dev.succeeded, dev.dead, dev.doomed) == (0, 1, 1)
+
+
+def test_a_task_after_one_that_already_died_is_doomed_on_arrival():
+    """A parent ended dead before the child arrived was taken for a task outside the
+    workload: the child ran."""
+    died = (0.0, [Attempt(0.0, 10.0, "failed", retryable=False)])
+    for arrives in (3.0, 100.0):  # while its parent runs, and after it died
+        workload = ListedWorkload([(Arrival(task_id=1, at=died[0], queue="dev"), died[1]),
+                                   (Arrival(task_id=2, at=arrives, queue="dev", after=(1,)), [OK])])
+        dev = simulate(workload, scenario(FleetAgent("ann", "dev", 2), max_attempts=1)).queue("dev")
+        assert (dev.succeeded, dev.dead, dev.doomed) == (0, 1, 1), arrives
+
+
+def test_the_depth_counts_waiting_tasks_on_one_time_axis_for_every_queue():
+    """It counted assigned and running tasks too (two running tasks drew a full chart),
+    and a queue seen late was drawn from the run's start."""
+    every_30s = Scenario(agents=(FleetAgent("ann", "dev", 2),), plan_policy=PlanPolicy(),
+                         queue_policy=lambda _q: QueuePolicy(), tick_seconds=5.0, sample_seconds=30.0)
+    running = simulate(tasks((0.0, [Attempt(0.0, 600.0, "succeeded")]),
+                             (0.0, [Attempt(0.0, 600.0, "succeeded")])), every_30s)
+    assert set(running.queue("dev").depth) == {0}
+    late = ListedWorkload([(Arrival(task_id=1, at=0.0, queue="dev"), [Attempt(0.0, 1800.0, "succeeded")]),
+                           (Arrival(task_id=2, at=1200.0, queue="qa"), [OK])])  # (no qa agent: it waits)
+    run = simulate(late, every_30s)
+    dev, qa = list(run.queue("dev").depth), list(run.queue("qa").depth)
+    assert len(dev) == len(qa) == 60  # a sample each 30 s from 30 to 1800 s
+    assert qa.index(1) == 40 and set(qa[40:]) == {1}  # from the first sample after 1200 s
+
+
+def test_the_time_to_drain_ends_with_the_last_attempt_not_a_later_rejection():
+    log = logged(("TaskSubmitted", 0, 1, {"queue": "dev", "title": "a"}),
+                 ("TaskSubmitted", 0, 2, {"queue": "dev", "title": "b", "requires_approval": True}),
+                 ("TaskAssigned", 0, 1, {}), ("TaskStarted", 0, 1, {}), ("TaskSucceeded", 1.5, 1, {}),
+                 ("TaskRejected", 8, 2, {}))
+    figures = summary(simulate(log, scenario(FleetAgent("ann", "dev", 1))))
+    assert figures["time_to_drain_seconds"] == 1.5
+    assert figures["agents"]["ann"]["utilization"] == 1.0
+
+
+def test_the_difference_names_what_only_the_what_if_has_in_a_fixed_order():
+    from scheduler.whatif.figures import difference
+
+    base = {"agents": {"ann": {"attempts": 3}, "old": {"attempts": 1}}}
+    other = {"agents": {"ann": {"attempts": 5}, "zed": {"attempts": 1}, "bob": {"attempts": 2}}}
+    assert json.dumps(difference(base, other)) == json.dumps(
+        {"agents": {"ann": {"attempts": 2}, "old": None, "bob": None, "zed": None}})
