@@ -68,7 +68,7 @@ def _change(value: Any, duration: bool) -> str:
     if value is None or value == 0:
         return ""
     sign = "+" if value > 0 else "-"
-    return sign + (human_duration(abs(value)) if duration else f"{abs(value):g}")
+    return sign + (human_duration(abs(value)) if duration else str(abs(value)))  # (1234567, not 1.23457e+06)
 
 
 def _print(doc: dict[str, Any]) -> None:
@@ -133,7 +133,7 @@ def _print(doc: dict[str, Any]) -> None:
         counts = search["metric"] in COUNTS  # else seconds, shown as the target writes them
         for point in search["curve"]:
             value = point["value"]
-            shown = "-" if value is None else f"{value:g}" if counts else human_duration(value)
+            shown = "-" if value is None else str(value) if counts else human_duration(value)
             if not counts and value is not None and shown == human_duration(search["threshold"]) \
                     and value != search["threshold"]:  # rounded, it would read as the target itself
                 shown = f"{value:.3f}".rstrip("0").rstrip(".") + "s"

@@ -145,7 +145,8 @@ def _seconds(text: str | None, flag: str) -> float | None:
     try:
         return from_text(text).timestamp()
     except ValueError:
-        raise BadInput(f"{flag}: expected an ISO time with offset, got {text!r}") from None
+        raise BadInput(f"{flag}: expected an ISO time with its offset, in the years 1 to 9999 in UTC (e.g. "
+                       f"2026-12-05T09:00:00Z), got {text!r}") from None
 
 
 class _Source:

@@ -192,6 +192,7 @@ def test_simulate_a_workload_file(home: Path, cli: InProcess):
     (("--find", "agents", "--queue", "dev", "--target", "wait_p95<=1m"), "only 'capacity'"),
     (("--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"), "--until is before --since"),
     (("--since", "yesterday"), "--since: expected an ISO time"),
+    (("--since", "9999-12-31T23:59:59-05:00"), "in the years 1 to 9999 in UTC"),  # (it has its offset)
     (("--workload", "missing.jsonl"), "--workload missing.jsonl"),
     (("--generate", "dev:rate=1/h,run=1m", "--since", "2026-01-01T00:00:00Z"), "do not go with"),
     (("--agents", "missing.json"), "missing.json"),
@@ -289,3 +290,10 @@ def test_a_task_on_its_retry_when_the_log_ends_is_not_taken_to_fail_again(home: 
     baseline = one_json(ok(cli("simulate", "--interval", "1", "--json", clock=clock)))["baseline"]
     queue = baseline["queues"]["dev"]
     assert (queue["succeeded"], queue["dead_lettered"]) == (1, 0)
+
+
+def test_a_change_of_a_count_is_written_whole():
+    """`:g` wrote a change of 1,234,567 tasks as +1.23457e+06."""
+    from cli.simulate_cmd import _change
+
+    assert (_change(1_234_567, False), _change(-3, False), _change(0, False)) == ("+1234567", "-3", "")
