@@ -151,6 +151,15 @@ def test_an_operator_pauses_and_resumes_through_the_forms(api: Api):
     assert queries.status(api.ws)["paused"] is None
 
 
+def test_while_the_stop_file_holds_assignment_the_overview_says_how_to_resume(api: Api):
+    """It showed a Resume button, which cannot remove the file: pressing it did nothing."""
+    sign_in(api, "ops")
+    api.ws.stop_file.touch()
+    page = api.client.get("/").text
+    assert 'class="state-paused">Paused' in page and "by stop file" in page
+    assert 'action="/resume"' not in page and "Remove the stop file to resume" in page
+
+
 def test_a_change_without_the_csrf_token_is_refused_and_appends_nothing(api: Api):
     sign_in(api, "ops")
     before = api.events()

@@ -230,6 +230,8 @@ def test_requeueing_a_task_that_is_not_dead_is_refused(api: Api, monkeypatch):
     for path in ("/dead/confirm", "/dead/requeue"):
         answer = api.client.post(path, data={"csrf": csrf, "task_id": [str(alive)] * 3})
         assert answer.status_code == 400 and "at most 2 ids in one request, not 3" in answer.text
+        answer = api.client.post(path, data={"csrf": csrf, "task_id": [str(alive)] * 13})  # (12 at most)
+        assert answer.status_code == 400 and "too many fields in the form: at most 2 ids" in answer.text
     assert api.events() == before
 
 
