@@ -48,8 +48,10 @@ class StartRequest(Request):
     pid: int = Field(ge=1, le=2**31 - 1)
     home: str = Field(min_length=2, max_length=4096)
     request_id: str | None = Field(default=None, min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
-    # the runner's machine, boot and pid namespace (`scheduler.machine`; None: not sent)
-    machine: str | None = Field(default=None, max_length=256, pattern=r"^[^/]*/[^/]+/[0-9]+$")
+    # the runner's machine, boot and pid namespace (`scheduler.machine`; None: not sent), no
+    # control character (a NUL cannot be stored)
+    machine: str | None = Field(default=None, max_length=256,
+                                pattern=r"^[^/\x00-\x1f\x7f]*/[^/\x00-\x1f\x7f]+/[0-9]+$")
     # the tasks running there whose cancel the runner has heard of: a runner that sends
     # it is answered at once when another is asked for, so that a cancel reaches it
     # without waiting for its next turn (None: an older runner, never answered early)

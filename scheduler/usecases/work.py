@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from eventlog.errors import BadInput
 from eventlog.timeutil import to_text
+from eventlog.values import text_problem
 from scheduler import worker
 from scheduler.usecases.base import Request
 from scheduler.workspace import Workspace
@@ -166,6 +167,8 @@ class ReleaseRequest(Request):
     def _says_why(self) -> Self:
         if not self.why.strip():
             raise BadInput("release: why must say why the claim did not reach its worker")
+        if (problem := text_problem(self.why)) is not None:  # (else refused below as `error`'s)
+            raise BadInput(f"release: why: {problem}")
         return self
 
 

@@ -13,9 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
+from eventlog.values import text_problem
 from projections.sql import any_queued_read, listing_read
-from projections.views import TokenView
+from projections.views import TaskView, TokenView
 from scheduler import access
+from scheduler.tokens import token_matches
 from scheduler.usecases import fleet, work
 from scheduler.workspace import Workspace
 from server.auth import Credentials, authorized, bearer, live_token, require, workspace
@@ -92,9 +94,23 @@ def acting_for(token: TokenView, agent: str) -> None:
         raise HTTPException(403, why)
 
 
+def is_current_lease(task: TaskView, lease: object) -> bool:
+    """Whether `lease` is the lease token of the task's attempt under way. Only that one
+    is another agent's to refuse (403): a lease token of an attempt that ended (an
+    agent's own, sent again after the task went to another agent) is answered by the
+    use case, 409 `already ended (...)`, and changes nothing."""
+    try:
+        return isinstance(lease, str) and token_matches(lease, task.token_hash)
+    except UnicodeEncodeError:  # (a lone surrogate: the use case refuses it, 400)
+        return False
+
+
 def known_agent(ws: Workspace, name: str) -> None:
     """404 for an agent neither the control file nor the log knows, with the line the
-    CLI prints for it (a path names a resource: one that does not exist is not found)."""
+    CLI prints for it (a path names a resource: one that does not exist is not found).
+    A name no agent could have (a NUL: PostgreSQL refuses it in a query) is not looked for."""
+    if text_problem(name) is not None:
+        raise NotFound(f"unknown agent {name!r}")
     with contextlib.suppress(ControlFileError):
         if ws.registry().get(name) is not None:
             return
@@ -261,7 +277,7 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
             rates(request, rate[0], token, rate[1])
         data = data_of(raw, where, reserved=("task_id", "by"), query=request.query_params,
                        content_type=request.headers.get("content-type"))
-        if task is not None and task.agent is not None:
+        if task is not None and task.agent is not None and is_current_lease(task, data.get("token")):
             acting_for(token, task.agent)  # an agent's token acts on its own agent's attempts only
         return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))
 

@@ -123,6 +123,7 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     if len(request.headers.getlist("idempotency-key")) > 1:  # which one was meant cannot be told
         raise HTTPException(422, "Idempotency-Key: given more than once")
     if idempotency_key is not None:
+        idempotency_key = header_text(idempotency_key, "Idempotency-Key")
         if "tasks" in data:
             raise BadInput("Idempotency-Key goes with one task: give each task of a batch its own "
                            "idempotency_key")
@@ -131,6 +132,16 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
         data["idempotency_key"] = idempotency_key
     asked = parse(actions.SubmitRequest, {**data, "by": token.name})
     return answer(await write(request, actions.submit, ws, asked))
+
+
+def header_text(value: str, name: str) -> str:
+    """A header's value as the UTF-8 text its bytes are (the HTTP stack gives them as
+    Latin-1: a key `café` sent as UTF-8 read as `cafÃ©`, another key than the CLI's or
+    the body's `café`); 400 when they are not UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BadInput(f"{name}: not UTF-8 text") from None
 
 
 @router.get("/tasks", response_model=TaskPage, responses={400: REFUSED[400], 404: REFUSED[404]})
@@ -167,11 +178,12 @@ def get_tasks(request: Request,
 def get_task(task_id: TaskId, token: TokenView = Depends(caller), _query: None = Depends(known_query()),
              ws: Workspace = Depends(workspace)) -> Document:
     """One task (with its result) and its events, as `sched show --json`. An agent's
-    token reads only the tasks it ran (how a worker whose answer was lost learns whether
-    its outcome was recorded)."""
+    token reads only the tasks it ran, another agent since or not (how a worker whose
+    answer was lost learns whether its outcome was recorded)."""
     shown = tasks.show(ws, task_id)
     why = access.refusal(token, "read")
-    if why is not None and not (token.agent is not None and shown.task.last_agent == token.agent):
+    if why is not None and not (token.agent is not None and any(
+            rec.type == "TaskStarted" and rec.fields().get("agent") == token.agent for rec in shown.events)):
         raise HTTPException(403, why)
     return answer(shown)
 

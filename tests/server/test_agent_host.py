@@ -396,7 +396,7 @@ def test_a_start_records_the_runners_machine_and_a_tick_under_its_host_name_else
 
 def test_a_start_refuses_a_machine_that_is_not_one(served):
     _ws, base, token = served
-    for bad in ("no-slashes", "a/b/c", "a/b/1/2", "x" * 300 + "/b/1"):
+    for bad in ("no-slashes", "a/b/c", "a/b/1/2", "x" * 300 + "/b/1", "\x00/boot/1", "m/bo\not/1"):
         with pytest.raises(BadInput, match="machine"):
             Server(base, token).host_start("far-1", 4242, "/srv/sched", new_token(), 0, bad)
 

@@ -242,6 +242,48 @@ def test_the_lease_token_goes_in_the_body_and_a_stale_one_is_409(api: Api):
     assert "not that of any of its attempts" in stale.json()["error"]
 
 
+def test_a_lease_token_sent_again_after_the_task_went_to_another_agent_is_409(api: Api):
+    """ann failed its attempt and bob then took the task: ann's fail sent again (its
+    answer lost) was refused 403, `acts only for agent 'ann', not 'bob'`, as if ann
+    acted on bob's attempt, and ann could no longer read the task. A worker took the
+    403 for a refused token and never learnt its failure was recorded."""
+    from scheduler import access
+    from scheduler.usecases import work
+
+    task = submit(api, max_attempts=3)
+    ann = post(api, "/agents/ann/claim", None, as_="box").json()["task"]
+    failed = {"token": ann["token"], "error": "oops"}
+    assert post(api, f"/tasks/{task}/fail", failed, as_="box").json()["status"] == "queued"
+    api.ws.clock.advance(3600)  # (past the backoff)
+    bob = work.claim(api.ws, "bob").claim
+    assert bob is not None and bob.task.task_id == task  # (ann, who failed it, is passed over)
+    api.tokens["bobt"] = access.create_token(api.ws, "bobt", "kim", agent="bob").token
+    other = submit(api, "not theirs")
+    before = len(api.events())
+    again = post(api, f"/tasks/{task}/fail", failed, as_="box")
+    assert again.status_code == 409, again.json()
+    said = again.json()["error"]
+    assert said.startswith(f"task {task}: the token's attempt 1 already ended (failed on ann"), said
+    assert get(api, f"/tasks/{task}", as_="box").status_code == 200  # a task ann ran
+    assert get(api, f"/tasks/{task}", as_="bobt").status_code == 200
+    assert get(api, f"/tasks/{other}", as_="box").status_code == 403
+    for path in ("heartbeat", "complete"):  # bob's attempt, under way, is still not ann's
+        assert post(api, f"/tasks/{task}/{path}", {"token": bob.token}, as_="box").status_code == 403
+    assert len(api.events()) == before
+
+
+def test_an_agent_name_no_agent_could_have_is_not_found_on_either_engine(
+        make_api: Callable[..., Api], new_database: Callable[[], str]):
+    """On PostgreSQL a NUL in an agent's name (a path, `?agent=`) was 503, `retry`, with
+    the database's location in the line: PostgreSQL refuses a NUL in a query's text."""
+    api = make_api(database=new_database())
+    before = api.events()
+    for answer in (get(api, "/tasks", agent="a\x00b"), post(api, "/agents/a%00b/evict", {}),
+                   post(api, "/agents/a%00b/drain", {})):
+        assert (answer.status_code, answer.json()) == (404, {"error": "unknown agent 'a\\x00b'"})
+    assert api.events() == before
+
+
 def test_claims_and_heartbeats_are_rate_limited_per_token(make_api: Callable[..., Api]):
     api = make_api(ServerLimits(claim_burst=2, claims_per_second=0.5, heartbeat_burst=1,
                                 heartbeats_per_second=0.25))
@@ -421,6 +463,19 @@ def test_the_idempotency_key_header_is_the_tasks_key(api: Api):
     differ = post(api, "/tasks", {"queue": "dev", "title": "t", "idempotency_key": "x"},
                   **{"Idempotency-Key": "y"})
     assert differ.status_code == 400
+    # a key beyond ASCII is the same key in the header as in the body (or the CLI's): the
+    # header's UTF-8 bytes were read as Latin-1, `café` as `cafÃ©`, another key
+    header = post(api, "/tasks", {"queue": "dev", "title": "t"}, **{"Idempotency-Key": "café".encode()})
+    body = post(api, "/tasks", {"queue": "dev", "title": "t", "idempotency_key": "café"})
+    both = post(api, "/tasks", {"queue": "dev", "title": "t", "idempotency_key": "café"},
+                **{"Idempotency-Key": "café".encode()})
+    assert header.json()["created"] is True
+    assert body.json() == both.json() == {**header.json(), "created": False}
+    from eventlog.errors import BadInput
+    from server.routes.tasks import header_text  # (the test client sends any header as UTF-8)
+
+    with pytest.raises(BadInput, match=r"^Idempotency-Key: not UTF-8 text$"):
+        header_text(b"caf\xe9".decode("latin-1"), "Idempotency-Key")  # as the server reads those bytes
 
 
 def test_a_submitter_may_submit_and_read_but_not_operate(api: Api):
@@ -583,6 +638,8 @@ def test_a_release_must_say_why_and_records_nothing_otherwise(api: Api):
     answer = post(api, f"/tasks/{task}/release", {"token": claimed["token"], "why": " "}, as_="box")
     assert (answer.status_code, answer.json()) == (
         400, {"error": "release: why must say why the claim did not reach its worker"})
+    answer = post(api, f"/tasks/{task}/release", {"token": claimed["token"], "why": "a\x00b"}, as_="box")
+    assert answer.status_code == 400 and answer.json()["error"].startswith("release: why: contains a NUL")
     assert len(api.events()) == before
     answer = post(api, f"/tasks/{task}/release", {"token": claimed["token"], "why": "lost"}, as_="box")
     assert (answer.status_code, answer.json()) == (200, {"task_id": task, "status": "queued"})
