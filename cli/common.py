@@ -17,7 +17,7 @@ import typer
 
 from cli.text import literal, visible
 from eventlog.errors import BadInput, ControlFileError, OutputLost
-from eventlog.values import parse_json, task_id_problem
+from eventlog.values import digits_value, parse_json, task_id_problem
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import LoadedSettings, load_settings
 from scheduler.dryrun import DryRun
@@ -54,7 +54,8 @@ HostOpt = Annotated[str | None, typer.Option(
 ServerOpt = Annotated[str | None, typer.Option(
     "--server", help="Talk to this `sched serve` (http://HOST:PORT) instead of the database "
     "(default $SCHED_SERVER); its token from $SCHED_TOKEN, $SCHED_TOKEN_FILE or "
-    "--server-token-file.", show_default=False)]
+    "--server-token-file.", show_default=False, metavar="<url>",
+    parser=place("the server's http:// or https:// URL", str))]
 ServerTokenFileOpt = Annotated[Path | None, typer.Option(
     "--server-token-file", help="A file holding the server's token (from `sched tokens create`).",
     show_default=False, metavar="<path>", parser=place("a file"))]
@@ -76,7 +77,7 @@ def parse_task_id(text: str) -> int:
     problem = task_id_problem(text)
     if problem is not None:
         raise typer.BadParameter(problem)
-    return int(text)
+    return digits_value(text)  # (zeros before it: 5,000 of them are past what int() reads)
 
 # main() may inject a clock (tests do); commands read it through `workspace()`.
 CLOCK: list[Clock] = [SystemClock()]
@@ -96,7 +97,13 @@ def _console(file: TextIO) -> Console:
     out = Console(file=file, highlight=False, soft_wrap=True)
     if out.width < 1:  # COLUMNS=0, as some CI runners set it: rich would print nothing at all
         out.width = shutil.get_terminal_size().columns  # (which reads 0 as unset: else 80)
+    # COLUMNS=2147483648 padded each table row to that width, until the memory ran out;
+    # no screen is wider than this
+    out.width = min(out.width, MAX_COLUMNS)
     return out
+
+
+MAX_COLUMNS = 1000
 
 
 def message(*parts: str | tuple[str, str] | Text) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from eventlog.errors import BadInput
@@ -20,13 +21,21 @@ MAX_INT_DIGITS = 4_300  # digits of an integer in a payload or result (Python's 
 INT64_MAX = 2**63 - 1  # SQLite's integer range: larger numbers are refused as ids and counts
 
 
+def digits_value(text: str) -> int:
+    """The number ASCII digits `text` write, or INT64_MAX + 1 for any past the int64
+    range: Python refuses to read 4,300 digits or more (an internal error, where the
+    caller's range check should speak)."""
+    significant = text.lstrip("0")
+    return int(significant or "0") if len(significant) <= len(str(INT64_MAX)) else INT64_MAX + 1
+
+
 def task_id_problem(text: str) -> str | None:
     """Why `text`, given on a command line or in a URL, is not a task id, or None. Digits
     only: `1.0`, `+1` or `1_0`, which int() or pydantic would read as 1 or 10, name no
     task."""
     if not (text.isascii() and text.isdigit()):
         return f"{text[:40]!r} is not a task id (a whole number)"
-    if not 1 <= int(text) <= INT64_MAX:
+    if not 1 <= digits_value(text) <= INT64_MAX:
         return f"{text[:40]} is not a task id (1 to 2**63 - 1)"
     return None
 
@@ -97,6 +106,20 @@ def text_problem(text: str, *, nul_ok: bool = False) -> str | None:
     return None
 
 
+def argv_problem(argv: Sequence[str], what: str) -> str | None:
+    """Why `argv` cannot be a command to run (its program first) named `what` in the
+    line, or None: empty, a blank program (every start fails), or an argument that
+    cannot be passed (a NUL byte) or stored."""
+    if not argv:
+        return f"{what} must be a non-empty argv list"
+    if not argv[0].strip():
+        return f"{what}'s first argument, the program to run, is empty"
+    for arg in argv:
+        if (problem := text_problem(arg)) is not None:
+            return f"{what} argument {arg!r}: {problem}"
+    return None
+
+
 def checked_host_name(name: str | None) -> str | None:
     """`name` if it can be a host name (a field validator's check: ValueError if not):
     blank, or with spaces around it, it would never match the name a host acts under,
@@ -105,6 +128,8 @@ def checked_host_name(name: str | None) -> str | None:
         raise ValueError("must name a host, not be blank")
     if name is not None and name != name.strip():
         raise ValueError(f"must name a host without spaces around it: {name!r}")
+    if name is not None and any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"must name a host without control characters: {name[:40]!r}")
     return name
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.events import TokenCreated, TokenRevoked
-from eventlog.values import check_actor, check_text
+from eventlog.values import check_actor, check_text, checked_host_name
 from projections.sql import live_token_read, task_read
 from projections.views import TaskView, TokenView
 from scheduler.config.settings import MAX_HOST_CHARS
@@ -90,6 +90,10 @@ def create_token(ws: Workspace, name: str, by: str, role: str | None = None,
         if not 1 <= len(host) <= MAX_HOST_CHARS:
             raise BadInput(f"--host {host[:40]!r}: a host name is 1 to {MAX_HOST_CHARS} characters, "
                            f"not {len(host)}")
+        try:  # (as `tick --host` and the control file's `host`: a token no runner could act under)
+            checked_host_name(host)
+        except ValueError as e:
+            raise BadInput(f"--host: {e}") from None
     token = TOKEN_PREFIX + new_token()
     with ws.write() as recorder:
         views = recorder.views

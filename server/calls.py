@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from eventlog.errors import BadInput, SchedError
-from eventlog.values import INT64_MAX, DuplicateKey, task_id_problem, unique_keys
+from eventlog.values import INT64_MAX, DuplicateKey, digits_value, task_id_problem, unique_keys
 from scheduler.usecases.base import Request as UseCaseRequest
 from scheduler.workspace import Workspace
 from server.errors import one_line
@@ -31,8 +31,10 @@ T = TypeVar("T")
 
 def _task_id(value: object) -> object:
     """A task id in a path or query, refused with the CLI's line (`task_id_problem`)."""
-    if isinstance(value, str) and (problem := task_id_problem(value)) is not None:
-        raise PydanticCustomError("task_id", "{problem}", {"problem": problem})
+    if isinstance(value, str):
+        if (problem := task_id_problem(value)) is not None:
+            raise PydanticCustomError("task_id", "{problem}", {"problem": problem})
+        return digits_value(value)
     return value
 
 

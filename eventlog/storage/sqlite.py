@@ -137,9 +137,15 @@ def marked_as_sched(path: Path) -> bool:
             and int.from_bytes(header[68:72], "big") == APPLICATION_ID)
 
 
-def not_a_file(path: Path) -> str:
-    """Why a directory given as the database is refused (bad input, not a disk fault)."""
-    return f"{path} is a directory, not a database file (give a file, such as {path / 'sched.db'})"
+def not_a_file(path: Path) -> str | None:
+    """Why `path`, which exists, cannot be a database file (bad input, not a disk fault):
+    a directory, or anything else that is not a regular file (a pipe, a device); None
+    for a regular file."""
+    if path.is_dir():
+        return f"{path} is a directory, not a database file (give a file, such as {path / 'sched.db'})"
+    if not path.is_file():
+        return f"{path} is not a regular file (a pipe or a device, say), not a database file"
+    return None
 
 
 def read_only_params(path: Path) -> dict[str, str]:
@@ -383,8 +389,8 @@ class SqliteStorage:
         """Open `path` for `init` (then `create_schema`): create the file (mode 0600)
         if missing. An existing file must be sched's, or empty."""
         path = Path(path)
-        if path.is_dir():
-            raise DatabaseError(not_a_file(path))
+        if path.exists() and (why := not_a_file(path)) is not None:
+            raise DatabaseError(why)
         if not path.exists():
             create_private_file(path)
         elif probe(path).kind == "foreign":
@@ -500,10 +506,10 @@ class SqliteStorage:
         """Open an existing sched database (read-only if the file cannot be written); a
         missing, empty or foreign file is an error and is left as it was."""
         path = Path(path)
-        if path.is_dir():
-            raise DatabaseError(not_a_file(path))
-        if not path.is_file():
+        if not path.exists():
             raise DatabaseError(f"no database at {path}: run `sched init` first")
+        if (why := not_a_file(path)) is not None:
+            raise DatabaseError(why)
         found = probe(path)
         if found.kind == "foreign":
             raise ForeignDatabase(found.detail)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eventlog.errors import ControlFileError
-from eventlog.values import checked_host_name, text_problem
+from eventlog.values import argv_problem, checked_host_name, text_problem, unique_keys
 from scheduler.decisions.fit import capability_list
 from scheduler.decisions.hours import HoursError, parse_hours
 
@@ -66,6 +66,13 @@ class AgentSpec(BaseModel):
             raise ValueError(problem)
         return value
 
+    @field_validator("name", "type")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():  # (an agent named " ", a queue named "\t": no one means them)
+            raise ValueError("must not be blank")
+        return value
+
     @field_validator("host")
     @classmethod
     def _a_host_name(cls, value: str | None) -> str | None:
@@ -94,13 +101,8 @@ class AgentSpec(BaseModel):
     @field_validator("command")
     @classmethod
     def _argv_not_empty(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
-            raise ValueError("command must be a non-empty argv list")
-        if value and not value[0].strip():  # (every attempt failed: cannot start '')
-            raise ValueError("command's first argument, the program to run, is empty")
-        for arg in value or ():
-            if (problem := text_problem(arg)) is not None or "\0" in arg:
-                raise ValueError(f"command argument {arg!r}: {problem or 'contains a NUL byte'}")
+        if value is not None and (problem := argv_problem(value, "command")) is not None:
+            raise ValueError(problem)
         return value
 
     def record(self) -> AgentRecord:
@@ -221,7 +223,7 @@ def parse_control_file(path: Path, text: str) -> ControlFile:
     try:
         # numbers that overflow (1e400) stay infinity here, so that the field holding one
         # is named by the validation below; the NaN and Infinity literals are refused
-        raw = json.loads(text, parse_constant=_refuse_constant)
+        raw = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
     except RecursionError:
         raise ControlFileError(f"{path}: not valid JSON: nested too deeply") from None
     except ValueError as e:

@@ -23,7 +23,7 @@ from pydantic import (
 
 from eventlog.errors import BadInput
 from eventlog.storage import is_url, redact, unusable_url
-from eventlog.values import checked_host_name, text_problem
+from eventlog.values import argv_problem, checked_host_name, text_problem
 from scheduler.config.envsubst import expand
 from scheduler.config.webhook_config import WebhookConfig
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
@@ -213,10 +213,14 @@ class Settings(BaseModel):
     def _queue_tables_are_valid(self) -> Settings:
         for queue in self.queues:
             try:
-                self.queue_policy(queue)
+                gate = self.queue_policy(queue).gate
             except ValidationError as e:
                 err = e.errors()[0]
-                raise ValueError(f"[queues.{queue}] {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+                said = err["msg"].removeprefix("Value error, ")
+                raise ValueError(f"[queues.{queue}] {'.'.join(map(str, err['loc']))}: {said}") from e
+            # as an agent's command: `[""]` closed the gate for good, a NUL failed every tick
+            if gate is not None and (problem := argv_problem(gate, "gate")) is not None:
+                raise ValueError(f"[queues.{queue}] gate: {problem}")
         return self
 
     @model_validator(mode="after")
@@ -434,6 +438,8 @@ def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise BadInput(f"{path}: {e}") from e
+    except RecursionError:  # (hundreds of nested arrays: the parser recurses)
+        raise BadInput(f"{path}: nested too deeply to read") from None
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
         raise BadInput(f"{path}: unknown setting {unknown[0]!r}")

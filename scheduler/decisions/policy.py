@@ -37,7 +37,7 @@ class QueuePolicy(BaseModel):
     due_boost_max: int = Field(default=10, ge=0, le=100)  # each point is a band the tick reads
     # a command (argv) that exits 0 while what the queue's work needs is available;
     # while it fails, ticks assign nothing from the queue
-    gate: list[str] | None = Field(default=None, min_length=1)
+    gate: list[str] | None = None  # (checked as a command is by the settings: `argv_problem`)
     gate_timeout_seconds: float = Field(default=10.0, gt=0, le=MAX_SECONDS)
     gate_cache_seconds: float = Field(default=60.0, ge=0, le=MAX_SECONDS)
     # an agent program that is missing or not executable will not get better by itself:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from eventlog.errors import BadInput, ControlFileError, NotFound
 from eventlog.store import GENESIS_HASH, Recorded
 from eventlog.timeutil import from_text, to_text
-from eventlog.values import INT64_MAX
+from eventlog.values import INT64_MAX, digits_value
 from projections.sql import ALL_AGENTS, COUNTS, META, SqlProjection
 from projections.views import (
     FINAL_STATUSES,
@@ -303,9 +303,9 @@ def show(ws: Workspace, task_id: int) -> tuple[TaskView, list[Recorded]]:
 def parse_position(text: str, flag: str) -> int | str:
     """A `--since`/`--until` bound: a seq number, or an ISO time as fixed-width text."""
     if text.isascii() and text.isdigit():
-        if int(text) > INT64_MAX:
+        if (seq := digits_value(text)) > INT64_MAX:
             raise BadInput(f"{flag}: {text[:40]} is not a seq (at most 2**63 - 1)")
-        return int(text)
+        return seq
     try:
         return to_text(from_text(text))
     except ValueError as e:
@@ -380,9 +380,9 @@ def parse_head(text: str) -> tuple[int, str]:
     digest = digest.lower()
     if not (seq.isascii() and seq.isdigit() and len(digest) == 64
             and all(c in "0123456789abcdef" for c in digest)
-            and (int(seq) >= 1 or digest == GENESIS_HASH)):
+            and (digits_value(seq) >= 1 or digest == GENESIS_HASH)):
         raise BadInput(f"--expect-head: expected SEQ:HASH (a seq and 64 hex digits, as "
                        f"`sched replay --head` prints), got {text!r}")
-    if int(seq) > INT64_MAX:
+    if digits_value(seq) > INT64_MAX:
         raise BadInput(f"--expect-head: {seq[:40]} is not a seq (at most 2**63 - 1)")
-    return int(seq), digest
+    return digits_value(seq), digest

@@ -50,13 +50,22 @@ def api_token(environ: Mapping[str, str], token_file: Path | None = None) -> str
             token = path.read_text().strip()
         except OSError as e:
             raise BadInput(f"cannot read the server's token from {path}: {e.strerror or e}") from e
+        except UnicodeDecodeError:
+            raise BadInput(f"{path} holds no token (it is not text)") from None
         if not token:
             raise BadInput(f"{path} holds no token")
-        return token
+        return _checked_token(token, str(path))
     token = environ.get(TOKEN_VARIABLE, "").strip()
     if not token:
         raise BadInput(f"--server needs a token: set ${TOKEN_VARIABLE} or ${TOKEN_FILE_VARIABLE}, or give "
                        "--server-token-file (one from `sched tokens create`)")
+    return _checked_token(token, f"${TOKEN_VARIABLE}")
+
+
+def _checked_token(token: str, where: str) -> str:
+    if not _printable(token):
+        raise BadInput(f"{where} holds no token: a token is one word of printable ASCII (from "
+                       "`sched tokens create`)")
     return token
 
 
@@ -70,9 +79,15 @@ def _server_url(url: str) -> str:
         parts.port  # noqa: B018 -- (raises on a port that is no number, or out of range)
     except ValueError as e:
         raise BadInput(f"--server {url!r} is not a URL ({e})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _printable(url):
         raise BadInput(f"--server must be an http:// or https:// URL, not {url!r}")
     return url.rstrip("/")
+
+
+def _printable(text: str) -> bool:
+    """ASCII with no space or control character: a URL as sent, a token (else every try
+    failed as if the server were away, and the command ended 7 s later, exit 1)."""
+    return text.isascii() and all(32 < ord(c) < 127 for c in text)
 
 
 class Server:

@@ -218,7 +218,7 @@ def run_simulation(ws: Workspace, request: Request,
         say(f"  {count:,} tasks arrived...")
     base_settings = ws.settings
     if request.interval is not None:
-        if not math.isfinite(request.interval) or request.interval <= 0:
+        if math.isnan(request.interval) or request.interval <= 0:  # (infinity: past the bound below)
             raise BadInput("--interval must be a number greater than 0")
         if request.interval > MAX_SECONDS:  # the bound of tick_interval_seconds, which it stands for
             raise BadInput(f"--interval must be at most {MAX_SECONDS:.0f} seconds (ten years), "

@@ -260,6 +260,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[Arrival, list[Attempt]]]:
                 item = _jsonl_item(json.loads(line.decode("utf-8")), number)
             except UnicodeDecodeError:
                 raise BadInput(f"{where}: not UTF-8 text") from None
+            except RecursionError:
+                raise BadInput(f"{where}: nested too deeply to read") from None
             except (ValueError, TypeError, KeyError) as e:
                 raise BadInput(f"{where}: {e}") from None
             if item[0].at < last:

@@ -197,6 +197,7 @@ def test_simulate_a_workload_file(home: Path, cli: InProcess):
     (("--generate", "dev:rate=1/h,run=1m", "--since", "2026-01-01T00:00:00Z"), "do not go with"),
     (("--agents", "missing.json"), "missing.json"),
     (("--interval", "1e12"), "--interval must be at most 315360000 seconds"),  # was an internal error
+    (("--interval", "1e309"), "--interval must be at most 315360000 seconds"),  # (infinity: not "above 0")
 ])
 def test_bad_input_is_one_line_and_exit_2(seeded: Path, cli: InProcess, args, says):
     before = event_count(seeded / "sched.db")

@@ -32,6 +32,9 @@ BAD_CONTROL_FILES = {
     "duplicate-agentName": (
         '[{"agentName": "ann", "agentType": "dev"}, {"agentName": "ann", "agentType": "qa"}]',
         r"duplicate.*ann|ann.*duplicate"),
+    "a-key-given-twice": (  # (the last one was taken, without a word)
+        '[{"agentName": "ann", "agentType": "dev", "agentName": "bob"}]',
+        r"the key 'agentName' is given twice"),
 }
 
 
@@ -374,6 +377,17 @@ def test_an_expected_head_past_any_seq_is_bad_input_as_since_is(run: Run, db: Pa
     for args in (["--verify", "--expect-head", f"{big}:" + "0" * 64], ["--since", big]):
         line = one_error_line(run("replay", *args), 2)
         assert line.endswith(f"{big} is not a seq (at most 2**63 - 1)"), line
+    # past the 4,300 digits Python reads, the same line, not an internal error
+    huge = "9" * 5000
+    for args in (["replay", "--verify", "--expect-head", f"{huge}:" + "0" * 64], ["replay", "--since", huge],
+                 ["replay", "--until", huge], ["status", "--at", huge]):
+        line = one_error_line(run(*args), 2)
+        assert line.endswith(f"{huge[:40]} is not a seq (at most 2**63 - 1)"), line
+    line = one_error_line(run("show", huge), 2)
+    assert line.endswith(f"{huge[:40]} is not a task id (1 to 2**63 - 1)"), line
+    one = "0" * 5000 + "1"  # (zeros first: read as 1, without int() reading 5,001 digits)
+    assert one_json(ok(run("status", "--at", one, "--json")))["last_seq"] == 1
+    assert one_json(ok(run("show", one, "--json")))["task"]["task_id"] == 1
 
 
 @pytest.mark.parametrize("command", ["heartbeat", "progress", "complete", "fail"])
@@ -507,3 +521,80 @@ def test_a_value_spelled_like_an_empty_path_option_is_still_a_value(cli: InProce
     """Only the option itself is checked: a title that reads `--home=` is a title."""
     done = one_json(ok(cli("submit", "-q", "dev", "-t", "--home=", "--json")))
     assert one_json(ok(cli("show", str(done["task_id"]), "--json")))["task"]["title"] == "--home="
+
+
+# -- found by a fuzz of every command's input (2026-12-07) ------------------------------
+
+def test_a_settings_file_nested_too_deeply_is_one_line(cli: InProcess, seeded: Path):
+    """`exec_env_allowlist = [[[...]]]` 500 deep: every command ended in an internal
+    error (RecursionError, exit 1)."""
+    (seeded / "sched.toml").write_text("exec_env_allowlist = " + "[" * 500 + "]" * 500 + "\n")
+    for args in (["config", "show"], ["status"]):
+        assert one_error_line(cli(*args), 2) == f"sched: {seeded / 'sched.toml'}: nested too deeply to read"
+
+
+@pytest.mark.parametrize(("gate", "says"), [
+    (["\u0000"], "gate argument '\\x00': contains a NUL character"),
+    ([""], "gate's first argument, the program to run, is empty"),
+    ([], "gate must be a non-empty argv list")])
+def test_a_gate_that_could_never_run_is_a_bad_setting(cli: InProcess, db: Path, gate: list[str], says: str):
+    """A NUL in a gate's argument made every tick an internal error; an empty program
+    closed the queue for good. Both are refused as an agent's command is."""
+    (db.parent / "sched.toml").write_text(f"[queues.dev]\ngate = {json.dumps(gate)}\n")
+    before = file_digest(db)
+    for args in (["config", "show"], ["tick"]):
+        line = one_error_line(cli(*args), 2)
+        assert f"sched.toml: [queues.dev] gate: {says}" in line, line
+    assert_unchanged(db, before)
+
+
+def test_a_pipe_or_a_device_given_as_the_database_is_bad_input_not_a_disk_fault(cli: InProcess, db: Path,
+                                                                                tmp_path: Path):
+    """`init --db /dev/null` said `an I/O error ... check the disk` (exit 1) and left
+    /dev/null-journal behind; `status --db FIFO` said there was no database."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for place in (fifo, Path("/dev/null")):
+        for args in (["init"], ["status"], ["migrate", "--to"]):
+            where = ["--db", str(place)] if args != ["migrate", "--to"] else [str(place)]
+            line = one_error_line(cli(*args, *where), 2)
+            said = f"sched: {place} is not a regular file (a pipe or a device, say), not a database file"
+            assert line == said, (args, line)
+    assert not Path("/dev/null-journal").exists() and not Path("/dev/null-lock").exists()
+
+
+def test_the_server_and_its_token_are_checked_before_any_try(cli: InProcess, db: Path, tmp_path: Path):
+    """An empty --server took the database instead (a claim made, exit 0); a URL with a
+    space, or a token with a newline, was tried five times as a server away (exit 1 after
+    7 s); a binary token file was an internal error."""
+    before = file_digest(db)
+    claim = ("worker", "claim", "--agent", "ann")
+    assert one_error_line(cli(*claim, "--server", ""), 2) == (
+        "sched: Invalid value for '--server': empty; give the server's http:// or https:// URL (is a "
+        "variable unset?)")
+    assert one_error_line(cli(*claim, "--server", "http://a b", env={"SCHED_TOKEN": "t"}), 2) == (
+        "sched: --server must be an http:// or https:// URL, not 'http://a b'")
+    token = tmp_path / "token"
+    token.write_bytes(b"\xff\xfe\x00binary")
+    assert one_error_line(cli(*claim, "--server", "http://127.0.0.1:9", "--server-token-file", str(token)),
+                          2) == f"sched: {token} holds no token (it is not text)"
+    line = one_error_line(cli(*claim, "--server", "http://127.0.0.1:9", env={"SCHED_TOKEN": "a\nb"}), 2)
+    assert line.startswith("sched: $SCHED_TOKEN holds no token: a token is one word of printable ASCII")
+    assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("host", [" ", " x", "a\nb"])
+def test_a_host_token_for_a_host_no_runner_could_act_as_is_refused(cli: InProcess, db: Path, host: str):
+    """`tick --host`, `SCHED_HOST` and the control file refused such a name; `tokens
+    create --host` recorded a token for it."""
+    before = file_digest(db)
+    line = one_error_line(cli("tokens", "create", "--name", "runner", "--host", host), 2)
+    assert line.startswith("sched: --host: must name a host"), line
+    assert_unchanged(db, before)
+
+
+def test_a_huge_terminal_width_is_held_to_a_screens(cli: InProcess, db: Path):
+    """COLUMNS=2147483648 padded each row of `sched tasks` to that width until the
+    memory ran out (killed at 24 GB)."""
+    out = ok(cli("tasks", env={"COLUMNS": "2147483648"})).stdout
+    assert "seed task" in out and max(map(len, out.splitlines())) <= 1000

@@ -132,6 +132,8 @@ def test_user_text_is_shown_literally_in_every_view(tmp_path, capsys, title, age
         error += "!"  # `worker fail` asks for a non-blank --error
     if not title.strip():
         title += "!"  # as `submit` asks of a title
+    agent, queue = (name if name.strip() else name + "!" for name in (agent, queue))  # (as the control
+    # file asks of an agent's name and type)
     home = Path(tempfile.mkdtemp(dir=tmp_path))
     ws = new_workspace(home, [{"agentName": agent, "agentType": queue, "maxConcurrency": 2},
                               {"agentName": agent + "2", "agentType": queue, "maxConcurrency": 1}])

@@ -168,6 +168,9 @@ def test_a_jsonl_workload_is_read_in_order_and_bad_lines_are_named(tmp_path):
     bad.write_bytes(b'{"at": 0, "queue": "dev", "run_seconds": 6}\n' * 2000 + b"\xff\xfe\n")
     with pytest.raises(BadInput, match=r"bad\.jsonl:2001: not UTF-8 text$"):  # (the line itself)
         list(read_jsonl(bad))
+    bad.write_text('{"at": 0, "queue": "dev", "run_seconds": 6}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(BadInput, match=r"bad\.jsonl:2: nested too deeply to read$"):  # (a RecursionError)
+        list(read_jsonl(bad))
 
 
 def test_the_capacity_search_finds_the_smallest_capacity_and_shows_its_curve():
