@@ -172,16 +172,22 @@ def prepare_workdir(workdir: Path, payload: str) -> bool:
             raise
         existed = True
     written = workdir / f".payload.json.{os.getpid()}"
-    with open(written, "w", encoding="utf-8") as f:  # (whatever the locale)
-        f.write(payload + "\n")  # (a line: `cat` of it does not run into what follows)
-    os.replace(written, workdir / "payload.json")
+    try:
+        with open(written, "w", encoding="utf-8") as f:  # (whatever the locale)
+            f.write(payload + "\n")  # (a line: `cat` of it does not run into what follows)
+        os.replace(written, workdir / "payload.json")
+    except OSError:  # (a full disk: no half-written file left for the agent to find)
+        written.unlink(missing_ok=True)
+        raise
     return existed
 
 
 def forget_result(workdir: Path) -> None:
     """Remove the `result.json` an earlier run of this attempt number left (its result is
-    not this run's): only once this attempt's start is certain to be ours."""
-    (workdir / "result.json").unlink(missing_ok=True)
+    not this run's): only once this attempt's start is certain to be ours. (Not a file,
+    it stays: a result that is not a regular file is never read as one.)"""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        (workdir / "result.json").unlink()
 
 
 def _workdir(ws: Workspace, task_id: int, attempt: int) -> Path:

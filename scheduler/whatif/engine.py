@@ -222,6 +222,9 @@ class _Simulation:
         first = self.workload.first_tick()
         start = pending.at if first is None else max(first, pending.at)
         grid = start  # the next interval tick
+        # while working hours alone hold work back: the start of the next minute, the
+        # earliest an agent's hours can open (nothing else changes until something happens)
+        opening: float | None = None
         while True:
             while self.timeline and self._stale(self.timeline[0]):
                 heapq.heappop(self.timeline)  # (a cancelled task's not_before moves no clock)
@@ -231,7 +234,7 @@ class _Simulation:
             if self.timeline:
                 candidates.append(self.timeline[0][0])
             if grid is not None and not self.stalled and self._anything_to_assign():
-                candidates.append(grid)
+                candidates.append(grid if opening is None else _first_tick_from(grid, opening, tick_every))
             if not candidates:
                 break
             now = min(candidates)
@@ -240,11 +243,11 @@ class _Simulation:
             while pending is not None and pending.at <= now:
                 self._fact(pending)
                 pending = next(facts, None)
-                self.stalled = False
+                self.stalled, opening = False, None
             while self.timeline and self.timeline[0][0] <= now:
                 _, _, kind, task_id, attempt = heapq.heappop(self.timeline)
                 self._timed(kind, task_id, attempt, now)
-                self.stalled = False
+                self.stalled, opening = False, None
             if (self.wake and now >= start) or now >= grid:
                 self.wake = False
                 if now >= grid:
@@ -256,8 +259,7 @@ class _Simulation:
                 assigned = self._tick(now)
                 held = not assigned and self.keeps_hours and self._hours_hold_back(now)
                 self.stalled = not assigned and not held
-                if held:  # nothing changes before an agent's hours open, at the start of a minute
-                    grid = _first_tick_from(grid, (math.floor(now / 60) + 1) * 60.0, tick_every)
+                opening = (math.floor(now / 60) + 1) * 60.0 if held else None
         self.run.unfinished = sum(self.open_count.values())
         self.run.stranded = sum(task.status == "queued" for task in self.tasks.values())
         return self.run

@@ -37,7 +37,7 @@ from server.calls import (
 )
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.limits import ServerLimits
-from server.routes.tasks import Changes
+from server.routes.tasks import Changes, ran
 
 router = APIRouter(prefix="/api/v1", tags=["agents"], responses=COMMON_ERRORS)
 AgentName = Annotated[str, Path(description="The agent's name, as the control file gives it.")]
@@ -95,14 +95,22 @@ def acting_for(token: TokenView, agent: str) -> None:
 
 
 def is_current_lease(task: TaskView, lease: object) -> bool:
-    """Whether `lease` is the lease token of the task's attempt under way. Only that one
-    is another agent's to refuse (403): a lease token of an attempt that ended (an
-    agent's own, sent again after the task went to another agent) is answered by the
-    use case, 409 `already ended (...)`, and changes nothing."""
+    """Whether `lease` is the lease token of the task's attempt under way: another
+    agent's to refuse (403). A lease token of an attempt that ended, sent by an agent
+    that ran the task (again, its answer lost, after the task went to another agent), is
+    answered by the use case: 409 `already ended (...)`, nothing changed."""
     try:
         return isinstance(lease, str) and token_matches(lease, task.token_hash)
     except UnicodeEncodeError:  # (a lone surrogate: the use case refuses it, 400)
         return False
+
+
+def started_by(ws: Workspace, task_id: int, agent: str | None) -> bool:
+    """Whether `agent` started an attempt of the task (None: a token of no agent)."""
+    if agent is None:
+        return False
+    with ws.read() as (log, _views):
+        return ran(log.read_stream(f"task-{task_id}"), agent)
 
 
 def known_agent(ws: Workspace, name: str) -> None:
@@ -277,7 +285,8 @@ async def on_attempt(request: Request, model: Any, use_case: Any, task_id: int, 
             rates(request, rate[0], token, rate[1])
         data = data_of(raw, where, reserved=("task_id", "by"), query=request.query_params,
                        content_type=request.headers.get("content-type"))
-        if task is not None and task.agent is not None and is_current_lease(task, data.get("token")):
+        if task is not None and task.agent is not None and (
+                is_current_lease(task, data.get("token")) or not started_by(ws, task_id, token.agent)):
             acting_for(token, task.agent)  # an agent's token acts on its own agent's attempts only
         return use_case(ws, parse(model, {**data, "task_id": task_id, "by": token.name}))
 

@@ -5,12 +5,14 @@ Each answer is the document of the CLI command (`sched submit --json`, `sched ta
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from eventlog.errors import BadInput, SchedError
+from eventlog.store import Recorded
 from eventlog.values import INT64_MAX
 from projections.views import VISIBLE_STATUSES, TokenView
 from scheduler import access
@@ -134,6 +136,11 @@ async def post_tasks(request: Request, idempotency_key: str | None = Header(
     return answer(await write(request, actions.submit, ws, asked))
 
 
+def ran(events: Iterable[Recorded], agent: str) -> bool:
+    """Whether `agent` started an attempt among a task's `events`."""
+    return any(rec.type == "TaskStarted" and rec.fields().get("agent") == agent for rec in events)
+
+
 def header_text(value: str, name: str) -> str:
     """A header's value as the UTF-8 text its bytes are (the HTTP stack gives them as
     Latin-1: a key `café` sent as UTF-8 read as `cafÃ©`, another key than the CLI's or
@@ -182,8 +189,7 @@ def get_task(task_id: TaskId, token: TokenView = Depends(caller), _query: None =
     answer was lost learns whether its outcome was recorded)."""
     shown = tasks.show(ws, task_id)
     why = access.refusal(token, "read")
-    if why is not None and not (token.agent is not None and any(
-            rec.type == "TaskStarted" and rec.fields().get("agent") == token.agent for rec in shown.events)):
+    if why is not None and not (token.agent is not None and ran(shown.events, token.agent)):
         raise HTTPException(403, why)
     return answer(shown)
 

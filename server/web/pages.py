@@ -65,21 +65,27 @@ def session_of(request: Request, ws: Workspace) -> Session | None:
     return Session(view, security.csrf_token(raw), access.refusal(view, "operate") is None, raw)
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """The fields of a url-encoded form (the last of a repeated name wins); none for
-    any other body, so its CSRF check fails. A body, or a field whose bytes %-decoded,
-    that is not UTF-8 is refused (400), as in a path or a query: read as U+FFFD it would
-    be recorded as something nobody sent (a form's CSRF field alone, wrong, is 403)."""
+async def form_pairs(request: Request, max_fields: int) -> list[tuple[str, str]]:
+    """The fields of a url-encoded form, in order (another body gives none that a form
+    needs, so its CSRF check fails). A body, or a field whose bytes %-decoded, that is
+    not UTF-8 is refused (400), as in a path or a query: read as U+FFFD it would be
+    recorded as something nobody sent (a form's CSRF field alone, wrong, is 403); so is
+    a form of more than `max_fields` fields (it was no form's, and its CSRF check failed)."""
     try:
         text = (await request.body()).decode()
     except UnicodeDecodeError as e:
         raise HTTPException(400, "the form holds a byte that is not UTF-8") from e
     try:
-        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"))
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields, errors="strict")
     except UnicodeDecodeError as e:
         raise HTTPException(400, "a form field holds a byte that is not UTF-8 once %-decoded") from e
-    except ValueError:
-        return {}
+    except ValueError:  # (the only way a lenient parse fails)
+        raise HTTPException(400, f"the form has more than {max_fields} fields") from None
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """The fields of a form (`form_pairs`), the last of a repeated name winning."""
+    return dict(await form_pairs(request, MAX_FORM_FIELDS))
 
 
 def render(request: Request, name: str, status: int = 200, **context: object) -> Response:

@@ -7,7 +7,7 @@ operator's POST with the session's CSRF token (`pages.act`)."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -21,7 +21,7 @@ from scheduler.workspace import Workspace
 from server.auth import workspace
 from server.errors import status_of
 from server.web import details, security
-from server.web.pages import Session, act, error_page, operating, render, session_of
+from server.web.pages import Session, act, error_page, form_pairs, operating, render, session_of
 
 router = APIRouter(include_in_schema=False)  # pages, not the API's contract
 
@@ -43,19 +43,9 @@ def viewer(request: Request, ws: Workspace) -> Session | Response:
 
 
 async def form_lists(request: Request) -> dict[str, list[str]]:
-    """A url-encoded form's fields with every value of a repeated name (checkboxes);
-    none for any other body, so its CSRF check fails. Past the fields a form may have,
-    400 with the line of too many ids (it was a CSRF's 403)."""
+    """The fields of a form (`form_pairs`) with every value of a repeated name (checkboxes)."""
     fields: dict[str, list[str]] = {}
-    try:
-        text = (await request.body()).decode()
-    except UnicodeDecodeError:
-        return {}
-    try:
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_CHECKED + 10)
-    except ValueError:  # (too many fields: the only way a lenient parse fails)
-        raise BadInput(f"too many fields in the form: at most {MAX_CHECKED} ids in one request") from None
-    for name, value in pairs:
+    for name, value in await form_pairs(request, MAX_CHECKED + 10):
         fields.setdefault(name, []).append(value)
     return fields
 

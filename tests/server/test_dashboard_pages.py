@@ -231,7 +231,10 @@ def test_requeueing_a_task_that_is_not_dead_is_refused(api: Api, monkeypatch):
         answer = api.client.post(path, data={"csrf": csrf, "task_id": [str(alive)] * 3})
         assert answer.status_code == 400 and "at most 2 ids in one request, not 3" in answer.text
         answer = api.client.post(path, data={"csrf": csrf, "task_id": [str(alive)] * 13})  # (12 at most)
-        assert answer.status_code == 400 and "too many fields in the form: at most 2 ids" in answer.text
+        assert answer.status_code == 400 and "the form has more than 12 fields" in answer.text
+        answer = api.client.post(path, content=f"csrf={csrf}&task_id={alive}&x=%FF",  # (was read as U+FFFD)
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 400 and "not UTF-8 once %-decoded" in answer.text
     assert api.events() == before
 
 

@@ -270,6 +270,15 @@ def test_a_lease_token_sent_again_after_the_task_went_to_another_agent_is_409(ap
     for path in ("heartbeat", "complete"):  # bob's attempt, under way, is still not ann's
         assert post(api, f"/tasks/{task}/{path}", {"token": bob.token}, as_="box").status_code == 403
     assert len(api.events()) == before
+    # nor is a task ann never ran: any lease token there is 403 (a 409 would say its state)
+    work.complete(api.ws, work.CompleteRequest(task_id=task, token=bob.token))
+    api.ws.clock.advance(1)
+    theirs = work.claim(api.ws, "bob").claim
+    assert theirs is not None and theirs.task.task_id == other
+    for lease in ("sched_lease_not_it", ann["token"]):
+        answer = post(api, f"/tasks/{other}/heartbeat", {"token": lease}, as_="box")
+        said = {"error": "token 'box' acts only for agent 'ann', not 'bob'"}
+        assert (answer.status_code, answer.json()) == (403, said)
 
 
 def test_an_agent_name_no_agent_could_have_is_not_found_on_either_engine(

@@ -378,6 +378,23 @@ def test_a_daemon_started_on_projections_of_a_newer_sched_exits_1_with_one_line(
         "version on purpose, stop every process of the newer one and run `sched rebuild`"]
 
 
+def test_a_daemon_whose_start_meets_another_versions_tables_stops_at_once(make_workspace, monkeypatch):
+    """Other failures to record the start are retried before a later tick (a full disk);
+    tables another version changed between the command's open and the record are not."""
+    from eventlog.errors import ProjectionsChanged
+    from scheduler.daemon import run
+    from scheduler.daemon.log import DaemonLog
+
+    def changed(_ws: Workspace, _interval: float) -> None:
+        raise ProjectionsChanged("its projection tables are not of this sched's shape")
+
+    monkeypatch.setattr(run, "record_start", changed)
+    lines: list[str] = []
+    with pytest.raises(ProjectionsChanged):
+        run.run_daemon(make_workspace(host="box-1"), 0.2, DaemonLog(lines.append))
+    assert lines == []  # (the command prints its one line, exit 1)
+
+
 def daemon_in_this_process(ws: Workspace, operator: Callable[[Workspace, list[str]], None]) -> list[str]:
     """Run `sched run`'s daemon over `ws` (its clock the system's, ticking every 0.2 s) in
     this process's main thread, where it takes its signals, while `operator(other,

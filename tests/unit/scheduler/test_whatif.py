@@ -324,3 +324,14 @@ def test_the_difference_names_what_only_the_what_if_has_in_a_fixed_order():
     other = {"agents": {"ann": {"attempts": 5}, "zed": {"attempts": 1}, "bob": {"attempts": 2}}}
     assert json.dumps(difference(base, other)) == json.dumps(
         {"agents": {"ann": {"attempts": 2}, "old": None, "bob": None, "zed": None}})
+
+
+def test_work_held_back_by_hours_holds_no_other_queue_back():
+    """While one agent's hours held its queue's work back, every other queue was ticked
+    once a minute, not at the interval: a dev task arriving at 3 s waited until 60 s."""
+    workload = ListedWorkload([(Arrival(task_id=1, at=0.0, queue="night"), [OK]),
+                               (Arrival(task_id=2, at=3.0, queue="dev"), [OK]),
+                               (Arrival(task_id=3, at=130.0, queue="dev"), [OK])])
+    fleet = scenario(FleetAgent("night", "night", 1, hours=("09:00-17:00",)), FleetAgent("ann", "dev", 1))
+    run = simulate(workload, fleet, keep_order=True)
+    assert dict(zip((t for t, _ in run.order), run.waited, strict=True)) == {2: 2.0, 3: 0.0, 1: 9 * 3600.0}
