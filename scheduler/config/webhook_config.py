@@ -43,6 +43,8 @@ class WebhookConfig(BaseModel):
             raise ValueError(f"the scheme {parts.scheme[:20]!r} is not http or https")
         if not parts.hostname:
             raise ValueError("the URL names no host")
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):  # (every delivery failed)
+            raise ValueError("the URL holds a space or a control character (percent-encode it: %20)")
         return url
 
 

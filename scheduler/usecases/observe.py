@@ -161,4 +161,6 @@ def replay(ws: Workspace, request: ReplayRequest,
         return Verified(done.ok, done.events, list(done.problems))
     lower = queries.parse_position(request.since, "--since") if request.since is not None else None
     upper = queries.parse_position(request.until, "--until") if request.until is not None else None
+    if lower is not None and upper is not None and type(lower) is type(upper) and upper < lower:  # type: ignore[operator]
+        raise BadInput("--until is before --since: no event lies between")  # (it answered nothing, exit 0)
     return Replayed(queries.replay(ws, request.task, lower, upper), request.limit)

@@ -385,6 +385,8 @@ def test_an_expected_head_past_any_seq_is_bad_input_as_since_is(run: Run, db: Pa
         assert line.endswith(f"{huge[:40]} is not a seq (at most 2**63 - 1)"), line
     line = one_error_line(run("show", huge), 2)
     assert line.endswith(f"{huge[:40]} is not a task id (1 to 2**63 - 1)"), line
+    line = one_error_line(run("replay", "--since", "5", "--until", "3"), 2)  # (it answered nothing, exit 0)
+    assert line == "sched: --until is before --since: no event lies between"
     one = "0" * 5000 + "1"  # (zeros first: read as 1, without int() reading 5,001 digits)
     assert one_json(ok(run("status", "--at", one, "--json")))["last_seq"] == 1
     assert one_json(ok(run("show", one, "--json")))["task"]["task_id"] == 1

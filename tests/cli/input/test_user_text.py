@@ -262,17 +262,17 @@ def test_webhook_urls_and_errors_are_shown_literally(make_workspace, capsys):
         port = probe.getsockname()[1]
     ws = make_workspace()
     url = f"http://127.0.0.1:{port}/h[/][red]x"
-    (ws.settings.home / "sched.toml").write_text(
-        f'[[webhooks]]\nurl = "{url}\\u001b[2J\\u0007"\nevents = ["task.failed"]\n')
+    (ws.settings.home / "sched.toml").write_text(  # (a control character in it is refused: test_settings)
+        f'[[webhooks]]\nurl = "{url}"\nevents = ["task.failed"]\n')
     sched = Runner(capsys, ws)
     sched("webhooks", "deliver")  # from here on, events are sent
     sched("submit", "-q", "dev", "-t", "t")
     token = sched("worker", "claim", "--agent", "ann")[0].split()[-1]
     sched("worker", "fail", "1", "--token", token, "--error", "e[/]")
     _, err = sched("webhooks", "deliver")
-    assert "failed: task.failed" in err and f"{url}\\x1b[2J\\x07" in err
+    assert "failed: task.failed" in err and url in err
     out, _ = sched("webhooks", "list")
-    assert f"{url}\\x1b[2J\\x07" in out
+    assert url in out
 
 
 def test_a_message_with_markup_is_literal_and_keeps_sched_styling(capsys):

@@ -99,6 +99,10 @@ def test_webhook_tables(tmp_path):
 @pytest.mark.parametrize(("table", "problem"), [
     ('url = "ftp://x.example/"\nevents = ["task.failed"]', r"webhooks #2 url: the scheme 'ftp' is not http"),
     ('url = "http:///path"\nevents = ["task.failed"]', r"webhooks #2 url: the URL names no host"),
+    # (every delivery of these failed, each retried)
+    ('url = "http://x y/in"\nevents = ["task.failed"]', r"webhooks #2 url: the URL holds a space"),
+    ('url = "http://x.example/\\u001b[2J"\nevents = ["task.failed"]',
+     r"webhooks #2 url: the URL holds a space or a control character"),
     ('url = "https://x.example/"\nevents = []', r"webhooks #2 events: List should have at least 1"),
     ('url = "https://x.example/"\nevents = ["task.done"]', r"webhooks #2 events #1: Input should be"),
     ('url = "https://x.example/"', r"webhooks #2 events: Field required"),
