@@ -12,6 +12,7 @@ from importlib import import_module
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from cli import common
 from cli.common import HELP_OPTIONS
@@ -83,15 +84,35 @@ def build_app(only: str | None = None, sub: str | None = None) -> typer.Typer:
     built.callback()(sched_options)
     for name, (module, attribute) in COMMANDS.items():
         if only in (None, name):
-            built.command(name)(getattr(import_module(module), attribute))
+            built.command(name, cls=OnceEach)(getattr(import_module(module), attribute))
     for name, (module, attribute) in GROUPS.items():
         if only in (None, name):
             group = getattr(import_module(module), attribute)
             if sub is not None and any(c.name == sub for c in group.registered_commands):
                 group = copy(group)  # only the subcommand run: typer converts less
                 group.registered_commands = [c for c in group.registered_commands if c.name == sub]
+            for command in group.registered_commands:
+                command.cls = OnceEach
             built.add_typer(group, name=name)
     return built
+
+
+class OnceEach(TyperCommand):
+    """A command whose options that take a value may each be given once. Click keeps
+    the last of two silently: `tokens create --role reader --role operator` would make
+    an operator's token, `cancel 5 --reason a --reason b` record `b`. A usage error
+    (exit 2) instead, before anything is read. Flags (`--json`) and options meant to be
+    given again (`--queue`, `--set`) are free to repeat."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+        seen: set[str | None] = set()
+        for param in order:
+            if param.param_type_name == "option" and not (param.is_flag or param.multiple or param.count):
+                if param.name in seen:
+                    raise typer.BadParameter("given twice: give it once", ctx, param)
+                seen.add(param.name)
+        return super().parse_args(ctx, args)
 
 
 def __getattr__(name: str) -> object:

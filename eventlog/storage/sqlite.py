@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from eventlog.errors import (
     MEND_DAMAGE,
+    BadInput,
     DamagedProjection,
     DatabaseBusy,
     DatabaseError,
@@ -62,7 +63,10 @@ APPLICATION_ID = 0x53434844  # "SCHD": PRAGMA application_id of a database sched
 def create_private_file(path: Path) -> None:
     """Create an empty file readable by its owner only (SQLite gives -wal/-shm the
     same mode as the database file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # (Python says only "File exists")
+        raise BadInput(f"cannot make {path}: a file stands where a directory of its path should be") from e
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
 

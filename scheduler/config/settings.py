@@ -446,6 +446,7 @@ def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
     if "home" in data:
         raise BadInput(f"{path}: 'home' cannot be set in sched.toml (it is found through home); "
                        "use --home or SCHED_HOME")
+    _no_booleans_for_numbers(path, data)
     variables: dict[str, list[str]] = {}
     masked: dict[str, object] = {}
     unfilled: dict[str, BadInput] = {}
@@ -465,3 +466,17 @@ def _read_toml(path: Path, environ: Mapping[str, str]) -> tuple[
         if isinstance(value, str) and not is_url(value) and (key != "db" or unusable_url(value) is None):
             data[key] = str(path.parent / value)
     return data, variables, masked, unfilled
+
+
+def _no_booleans_for_numbers(path: Path, data: dict[str, object]) -> None:
+    """TOML says what a value is: `max_attempts = true` is a boolean, which the lax
+    validation (kept so that the environment's text parses) would read as 1."""
+    queues = data.get("queues")
+    tables = [("", data, Settings)] + [(f"[queues.{name}] ", table, QueuePolicy)
+                                       for name, table in (queues.items() if isinstance(queues, dict) else ())
+                                       if isinstance(table, dict)]
+    for where, table, model in tables:
+        for key, value in table.items():
+            field = model.model_fields.get(key)
+            if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+                raise BadInput(f"{path}: {where}{key}: {str(value).lower()} is a boolean, not a number")

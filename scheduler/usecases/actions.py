@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import ConfigDict, Field, model_validator
 
 from eventlog.errors import BadInput
-from scheduler.usecases.base import Request, trial, with_changes
+from scheduler.usecases.base import Reason, Request, trial, with_changes
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class CancelRequest(Request):
     where = "cancel"
     task_id: int
     by: str = "operator"
-    reason: str | None = None
+    reason: Reason = None
     dry_run: bool = False
 
 
@@ -154,7 +154,7 @@ class ApprovalRequest(Request):
     where = "approval"
     task_ids: list[int]
     by: str = "operator"
-    reason: str | None = None
+    reason: Reason = None
 
     @model_validator(mode="after")
     def _some(self) -> ApprovalRequest:

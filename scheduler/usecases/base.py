@@ -3,9 +3,9 @@ error becomes one `BadInput` line), and the results' JSON conventions."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from eventlog.errors import BadInput, OffSchema, SchedError, off_schema
 
@@ -40,6 +40,17 @@ class Request(BaseModel):
             super().__init__(**data)
         except ValidationError as e:
             raise bad_input(e, self.where) from e
+
+
+def said(reason: str | None) -> str | None:
+    """An operator's reason, kept in the event: given, it says something (a blank one
+    is a mistake, as a blank `--error`); left out, the event has none."""
+    if reason is not None and not reason.strip():
+        raise ValueError("blank: say why, or leave the reason out")
+    return reason
+
+
+Reason = Annotated[str | None, AfterValidator(said)]
 
 
 def with_changes(document: dict[str, Any], dry_run: DryRun | None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from eventlog.errors import BadInput
-from scheduler.usecases.base import Request, trial, with_changes
+from scheduler.usecases.base import Reason, Request, trial, with_changes
 from scheduler.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def list_agents(ws: Workspace) -> AgentList:
 class PauseRequest(Request):
     where = "pause"
     by: str = "operator"
-    reason: str | None = None
+    reason: Reason = None
 
 
 class Paused(NamedTuple):
@@ -103,7 +103,7 @@ class ServiceRequest(Request):
     where = "agent"
     agent: str
     by: str = "operator"
-    reason: str | None = None
+    reason: Reason = None
     dry_run: bool = False  # (evict only)
 
 

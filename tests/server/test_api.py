@@ -174,3 +174,14 @@ def test_the_contract_takes_every_window_the_server_takes(api: Api):
     refused = api.client.get("/api/v1/metrics?since=soon", headers=api.auth("ops"))
     assert refused.status_code == 400
     assert refused.json() == {"error": "not a duration: 'soon' (try 90s, 10m, 2h, 1d)"}
+
+
+@pytest.mark.parametrize(("path", "body"), [("/api/v1/pause", {"reason": " "}),
+                                            ("/api/v1/tasks/cancel", {"ids": [1], "reason": ""})],
+                         ids=["pause", "cancel"])
+def test_a_blank_reason_is_refused_with_the_line_the_cli_prints(api: Api, path: str, body: dict):
+    before = api.events()
+    answer = api.client.post(path, json=body, headers=api.auth("ops"))
+    assert answer.status_code in (400, 422), answer.text
+    assert answer.json()["error"].endswith("reason: blank: say why, or leave the reason out")
+    assert api.events() == before

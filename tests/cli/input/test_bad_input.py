@@ -600,3 +600,59 @@ def test_a_huge_terminal_width_is_held_to_a_screens(cli: InProcess, db: Path):
     memory ran out (killed at 24 GB)."""
     out = ok(cli("tasks", env={"COLUMNS": "2147483648"})).stdout
     assert "seed task" in out and max(map(len, out.splitlines())) <= 1000
+
+
+# -- what the fuzz left as doubts (2026-12-07, later) -----------------------------------
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["tokens", "create", "--name", "z", "--role", "reader", "--role", "operator"], "'--role'"),
+    (["cancel", "1", "--reason", "a", "--reason=b"], "'--reason'"),
+    (["submit", "--queue", "dev", "-q", "qa", "--title", "t"], "'--queue' / '-q'"),
+], ids=["role", "reason", "queue-short-and-long"])
+def test_an_option_given_twice_is_refused_not_the_last_one_taken(run: Run, db: Path, args: list[str],
+                                                                  flag: str):
+    """Click keeps the last of two values without a word: `--role reader --role
+    operator` made an operator's token."""
+    before = file_digest(db)
+    assert one_error_line(run(*args), 2) == f"sched: Invalid value for {flag}: given twice: give it once"
+    assert_unchanged(db, before)
+
+
+def test_flags_and_options_meant_to_repeat_may_be_given_again(cli: InProcess, db: Path):
+    assert one_json(ok(cli("status", "--json", "--json")))["queues"] is not None
+    line = one_error_line(cli("simulate", "--set", "max_attempts=2", "--set", "nope=1"), 2)
+    assert "nope" in line  # the second --set was read, not refused as given twice
+
+
+@pytest.mark.parametrize("args", [["pause", "--reason", " "], ["cancel", "1", "--reason", ""],
+                                  ["agents", "drain", "ann", "--reason", "\t"]],
+                         ids=["pause", "cancel", "drain"])
+def test_a_blank_reason_is_refused_not_recorded(run: Run, db: Path, args: list[str]):
+    """As a blank `--error` or `--by`: the audit trail would say "why: (blank)"."""
+    before = file_digest(db)
+    line = one_error_line(run(*args), 2)
+    assert line.endswith("reason: blank: say why, or leave the reason out"), line
+    assert_unchanged(db, before)
+
+
+@pytest.mark.parametrize("args", [["--db", "{file}/x.db"], ["--db", "{file}/deeper/x.db"],
+                                  ["--home", "{file}"]],
+                         ids=["db-in-a-file", "db-below-a-file", "home-a-file"])
+def test_init_where_a_file_stands_in_the_path_says_so(cli: InProcess, tmp_path: Path, args: list[str]):
+    """Python said only `FILE: File exists`."""
+    in_the_way = tmp_path / "plain"
+    in_the_way.write_text("a file, not a directory\n")
+    given = [arg.format(file=in_the_way) for arg in args]
+    line = one_error_line(cli("init", *given), 2)
+    made = f"{'the home ' if given[0] == '--home' else ''}{given[1]}"
+    assert line == f"sched: cannot make {made}: a file stands where a directory of its path should be"
+    assert in_the_way.read_text() == "a file, not a directory\n"
+
+
+@pytest.mark.parametrize("table", ["", "[queues.dev]\n"], ids=["top-level", "queue-table"])
+def test_a_boolean_for_a_number_in_sched_toml_is_refused(cli: InProcess, seeded: Path, table: str):
+    """`max_attempts = true` was read as 1 attempt."""
+    (seeded / "sched.toml").write_text(f"{table}max_attempts = true\n")
+    where = "[queues.dev] " if table else ""
+    assert one_error_line(cli("config", "show"), 2) == (
+        f"sched: {seeded / 'sched.toml'}: {where}max_attempts: true is a boolean, not a number")
