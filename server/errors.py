@@ -13,10 +13,12 @@ from starlette.requests import ClientDisconnect
 from eventlog.errors import (
     BadInput,
     ConcurrencyConflict,
+    ControlFileError,
     DatabaseBusy,
     DatabaseError,
     NotFound,
     OffSchema,
+    OutOfDate,
     Refused,
     SchedError,
 )
@@ -28,6 +30,7 @@ STATUS_OF: tuple[tuple[type[SchedError], int], ...] = (
     (Refused, 409),
     (ConcurrencyConflict, 409),
     (OffSchema, 422),
+    (ControlFileError, 503),  # the server's own control file is broken: its operator's to mend
     (BadInput, 400),
     (DatabaseError, 503),  # the database cannot be used just now: not the client's fault
 )
@@ -105,5 +108,6 @@ COMMON_ERRORS: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorBody, "description": "the request body is over the size limit"},
     415: {"model": ErrorBody, "description": "the request body is said to be something other than JSON"},
     422: {"model": ErrorBody, "description": "the request does not match its schema"},
-    503: {"model": ErrorBody, "description": "the database is busy or cannot be used; retry"},
+    503: {"model": ErrorBody, "description": "the database is busy or cannot be used, or the server's "
+          "agent control file is not valid; retry"},
 }

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from eventlog.errors import BadInput, SchedError
-from eventlog.values import INT64_MAX
+from eventlog.values import task_id_problem
 from projections.views import OPEN_STATUSES
 from scheduler.reads import queries
 from scheduler.usecases import actions, observe, tasks
@@ -59,12 +59,10 @@ def task_ids(values: list[str]) -> list[int]:
     there are more than one requeue may carry (as the API does)."""
     if len(values) > MAX_CHECKED:
         raise BadInput(f"at most {MAX_CHECKED} ids in one request, not {len(values)}")
-    ids = []
     for value in values:
-        if not (value.isascii() and value.isdigit() and len(value) <= 19 and 0 < int(value) <= INT64_MAX):
-            raise BadInput(f"{value[:40]!r} is not a task id")
-        ids.append(int(value))
-    return ids
+        if (problem := task_id_problem(value)) is not None:
+            raise BadInput(problem)
+    return [int(value) for value in values]
 
 
 def blank(value: str | None) -> str | None:

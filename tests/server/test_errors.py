@@ -23,7 +23,7 @@ from server import errors
 
 CASES = [
     (BadInput("queue 'x' is unknown"), 400),
-    (ControlFileError("agent-control.json: duplicate agent 'ann'"), 400),
+    (ControlFileError("agent-control.json: duplicate agent 'ann'"), 503),
     (NotFound("no task 99"), 404),
     (Refused("task 3 is already succeeded"), 409),
     (TokenRejected("the lease token of task 3 is stale"), 409),
