@@ -72,7 +72,9 @@ def run(make_app: Callable[[Peers | None], Any], bind: str, port: int, workers: 
 
 
 def _serve(app: Any, sock: socket.socket) -> bool:
-    """Run uvicorn over `sock` until it stops; whether it started."""
+    """Run uvicorn over `sock` until it stops; whether it started. A request that found
+    the database changed by another version of sched (`OutOfDate`) stops it: raised
+    here once the server has shut down."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
@@ -81,7 +83,11 @@ def _serve(app: Any, sock: socket.socket) -> bool:
     config = uvicorn.Config(app, timeout_graceful_shutdown=GRACEFUL_SECONDS, log_level="info",
                             log_config=logging, server_header=False)
     server = stopping_server(config)
+    app.state.stop = lambda: setattr(server, "should_exit", True)
     server.run(sockets=[sock])
+    error = getattr(app.state, "out_of_date", None)
+    if error is not None:
+        raise type(error)(f"stopped: this server can record nothing more: {error.message}")
     return bool(server.started)
 
 

@@ -203,3 +203,35 @@ def test_two_workers_start_the_port_answers_and_they_stop_together(ready: InProc
         assert server.returncode == 1
         assert re.fullmatch(rf"sched: worker [12] of 2 \(pid {workers[0]}\) ended: killed by "  # type: ignore[index]
                             "SIGKILL; the other workers were stopped", err.splitlines()[-1]), err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_server_stops_exit_1_once_another_version_of_sched_changed_the_database(
+        ready: InProcess, home: Path, workers: str):
+    """A server left running while a newer sched rebuilt the projection tables answered
+    every write 503 "retry" for as long as it ran, and its remote runners retried for
+    ever: no retry could mend it. It answers why, then stops (exit 1), as the daemon does,
+    so that a service manager starts the version installed."""
+    import sqlite3
+    from contextlib import closing
+
+    from projections.views import PROJECTION_SCHEMA, SHAPE_KEY
+
+    made = ready("tokens", "create", "--name", "ops", "--role", "operator", "--json")
+    token = json.loads(made.stdout)["token"]
+    with serving(home, "--workers", workers) as (server, port):
+        with closing(sqlite3.connect(home / "sched.db")) as conn, conn:  # (a newer sched's refold)
+            conn.execute("UPDATE projection_meta SET value = ? WHERE key = ?",
+                         (str(PROJECTION_SCHEMA + 1), SHAPE_KEY))
+        status, body, _ = request(port, "POST", "/api/v1/pause", {"Authorization": f"Bearer {token}"})
+        _, err = server.communicate(timeout=30)  # (no signal: it stops by itself)
+    assert status == 503 and "not of this sched's shape" in json.loads(body)["error"], body
+    assert server.returncode == 1 and "Traceback" not in err, err
+    lines = err.splitlines()
+    said = "stopped: this server can record nothing more: "
+    if workers == "1":
+        assert lines[-1].startswith("sched: " + said), err
+    else:  # (the worker that met it says why; the command, that it ended)
+        assert any(said in line for line in lines), err
+        assert re.fullmatch(r"sched: worker [12] of 2 \(pid \d+\) ended: exit 1; the other workers were "
+                            "stopped", lines[-1]), err
