@@ -117,8 +117,12 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
 
 
 def record_config_if_changed(recorder: Recorder, control: ControlFile) -> bool:
-    """Append `AgentsConfigured` when the control file differs from the recorded one."""
+    """Append `AgentsConfigured` when the control file differs from the recorded one,
+    and send back what an agent it gave another type holds from its old queue."""
+    from scheduler.takeback import release_retyped
+
     if recorder.views.meta().get("config_hash") == control.content_hash:
         return False
     recorder.record([control.configured_event()])
+    release_retyped(recorder, recorder.views.all_agents())
     return True

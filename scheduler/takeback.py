@@ -160,12 +160,30 @@ def release_out_of_service(recorder: Recorder, agents: Sequence[AgentView]) -> l
     for agent in agents:
         if agent.in_service or not agent.assigned:
             continue
-        why = why_out_of_service(agent)
         held = recorder.views.tasks(status="assigned", agent=agent.name)
-        recorder.record([TaskRequeued(task_id=t.task_id, reason="released",
-                                      detail=f"{agent.name} {why}") for t in held])
-        released.extend({"task_id": t.task_id, "agent": agent.name, "why": why} for t in held)
+        released.extend(_send_back(recorder, agent, held, why_out_of_service(agent)))
     return released
+
+
+def release_retyped(recorder: Recorder, agents: Sequence[AgentView]) -> list[dict[str, object]]:
+    """Send back to their queue the assignments, not yet started, that agents hold from
+    a queue they no longer serve (a control file that changed an agent's `agentType`):
+    a claim would start them on an agent of the wrong type, in a slot of the new queue.
+    Looked for when a new control file is recorded. Returns `{task_id, agent, why}`."""
+    released: list[dict[str, object]] = []
+    for agent in agents:
+        if not agent.assigned or not agent.in_service:  # (out of service: `release_out_of_service`)
+            continue
+        held = [t for t in recorder.views.tasks(status="assigned", agent=agent.name) if t.queue != agent.type]
+        released.extend(_send_back(recorder, agent, held, f"now serves queue {agent.type}"))
+    return released
+
+
+def _send_back(recorder: Recorder, agent: AgentView, held: Sequence[TaskView],
+               why: str) -> list[dict[str, object]]:
+    recorder.record([TaskRequeued(task_id=t.task_id, reason="released", detail=f"{agent.name} {why}")
+                     for t in held])
+    return [{"task_id": t.task_id, "agent": agent.name, "why": why} for t in held]
 
 
 def why_out_of_service(agent: AgentView) -> str:

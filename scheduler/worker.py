@@ -76,7 +76,12 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
     from scheduler.gates import closed_gates
     from scheduler.machine import this_machine
     from scheduler.planning import gather_and_plan, plan_policy, plan_reads, record_config_if_changed
-    from scheduler.takeback import reap_dead_wrappers, take_back_overdue, take_back_reads
+    from scheduler.takeback import (
+        reap_dead_wrappers,
+        release_out_of_service,
+        take_back_overdue,
+        take_back_reads,
+    )
     from scheduler.tick import TickReport
     from scheduler.tick_runs import pid_alive
 
@@ -102,8 +107,9 @@ def claim(ws: Workspace, agent_name: str, by: str | None = None) -> Claim | None
         reap_dead_wrappers(ws, recorder, host, pid_alive, this_machine(), cleanup, queue=spec.type)
         views, now = recorder.views, recorder.now  # after the take-backs, which may move it on
         me = views.get_agent(agent_name)
-        if me is not None and me.out_of_service is not None:
-            return None  # drained or evicted: it gets no work until restored
+        if me is not None and not me.in_service:  # disabled, drained or evicted: no work, and
+            release_out_of_service(recorder, [me])  # what was assigned to it goes back (as a tick does)
+            return None
         # what the tick assigned to it, if its load says there is any (most claims: none)
         held = views.tasks(status="assigned", agent=agent_name, limit=1) \
             if me is None or me.assigned else []

@@ -52,7 +52,7 @@ def estimate_starts(tasks: Sequence[TaskView], agents: Iterable[AgentView], rate
     """When each queued task may start. Walks the listed tasks in pick order, as a tick
     would place them: a ready task takes a free slot of an agent that may run it (of its
     queue's type, or its assignee; in service, within its hours, with the capabilities
-    the task requires) if one is left, and starts at the next
+    the task requires) if one is left, the one the tick would choose, and starts at the next
     tick (now); otherwise it waits behind the tasks already waiting for those agents,
     the n-th of them n / rate after now, where rate (`rates`: per queue, per second) is
     how often the queue's attempts ended lately (each frees a slot). A task whose
@@ -64,6 +64,7 @@ def estimate_starts(tasks: Sequence[TaskView], agents: Iterable[AgentView], rate
     serving = {a.name: a for a in agents if a.in_service and a.capacity > 0}
     # an agent outside its working hours has no free slot now
     free = {name: a.free if is_available(a.hours, now) else 0 for name, a in serving.items()}
+    load = {name: a.load for name, a in serving.items()}
     waiting: dict[str, int] = {}  # queue or agent -> ready tasks already waiting for a slot
     estimates: dict[int, str | None] = {}
     for task in tasks:
@@ -81,10 +82,13 @@ def estimate_starts(tasks: Sequence[TaskView], agents: Iterable[AgentView], rate
             continue  # no agent in service can ever run it
         ready = task.not_before is None or task.not_before <= now_text
         pool = task.assignee or task.queue + ("[" + ",".join(task.requires) + "]" if task.requires else "")
-        best = max(able, key=lambda name: free[name])
+        # the agent the tick would pick (`ranking.order_of`, less the success records,
+        # which weigh only tasks of a type): most free slots, weight, least load, name
+        best = min(able, key=lambda name: (-free[name], -serving[name].weight, load[name], name))
         if free[best] > 0:  # a slot is free: it starts at the next tick (or at its not_before)
             if ready:
                 free[best] -= 1
+                load[best] += 1
             start = now
         else:
             ahead = waiting.get(pool, 0)

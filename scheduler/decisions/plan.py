@@ -220,8 +220,8 @@ def plan(agents: Iterable[AgentView], tasks: Iterable[TaskView], now: datetime,
     for agent in agents:
         if agent.enabled and agent.configured:
             pools.setdefault(agent.type, []).append(Slot(
-                agent.name, agent.free, agent.load, agent.weight, agent.capabilities, agent.hours,
-                is_available(agent.hours, now), agent.out_of_service))
+                agent.name, agent.free, agent.load, agent.capacity, agent.weight, agent.capabilities,
+                agent.hours, is_available(agent.hours, now), agent.out_of_service))
         else:
             off.setdefault(agent.type, []).append(agent.name)
     decisions = []

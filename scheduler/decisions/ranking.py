@@ -31,6 +31,7 @@ class Slot:
     name: str
     free: int
     load: int
+    capacity: int  # as declared: 0 (or less than its load) while work it held winds down
     weight: float = 1.0
     capabilities: tuple[str, ...] = ()
     hours: tuple[str, ...] = ()
@@ -52,7 +53,7 @@ def rank(pool: Sequence[Slot], task: TaskView, rate: Mapping[str, float], claima
     and those that may not, with why, in pool order (`rate`: each agent's success rate at
     the task's type; `claimant`: the pull worker claiming, if this is a claim)."""
     skip_failed = skips_failed(task, ((s.name, s.capabilities) for s in pool
-                                      if takes_work(s.out_of_service, s.free + s.load, s.available)))
+                                      if takes_work(s.out_of_service, s.capacity, s.available)))
     eligible, passed_over = [], []
     for s in pool:
         why = why_not(s, s.available, task, skip_failed, claimant)

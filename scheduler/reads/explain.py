@@ -250,10 +250,13 @@ def waiting_now(task: TaskView, agents: Sequence[AgentView], now: datetime) -> d
 
 
 def held_now(task: TaskView, paused: dict[str, object] | None,
-             closed: Mapping[str, dict[str, str]]) -> list[str]:
+             closed: Mapping[str, dict[str, str]], now: datetime) -> list[str]:
     """What holds a waiting task back besides the agents: a pause, its queue's closed
-    gate, the tasks it runs after, an approval."""
+    gate, the tasks it runs after, an approval, its time to start not yet come."""
     held = []
+    if task.status == "queued" and task.not_before is not None and task.not_before > to_text(now):
+        why = "a retry's backoff" if task.attempt > task.attempt_floor else "as submitted"
+        held.append(f"it may not start before {task.not_before} ({why})")
     if task.status == "awaiting_approval":
         held.append("it waits for approval (sched approve)")
     if task.doomed_by is not None:  # (dead-lettered by the next tick, which sees it)
@@ -284,9 +287,10 @@ def explain(ws: Workspace, task_id: int) -> dict[str, Any]:
         fleet = current_fleet(ws, views) if task is not None and task.status in WAITING_STATUSES else []
         meta, gates = views.meta(), gates_now(views)
     doc = explain_history(history, scheduler_history)
-    doc["now"] = waiting_now(task, fleet, ws.clock.now()) if task is not None else None
+    now = ws.clock.now()
+    doc["now"] = waiting_now(task, fleet, now) if task is not None else None
     if doc["now"] is not None:
         assert task is not None
         paused = describe_pause(meta.get("paused"), ws.stop_file)
-        doc["now"]["held"] = held_now(task, paused, gates)
+        doc["now"]["held"] = held_now(task, paused, gates, now)
     return doc

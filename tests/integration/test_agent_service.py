@@ -119,6 +119,39 @@ def test_disabling_an_agent_releases_its_unstarted_assignments_at_the_next_tick(
     assert requeued.reason == "released" and "disabled" in (requeued.detail or "")
 
 
+def test_a_disabled_pull_worker_cannot_claim_what_was_assigned_to_it_before(ws):
+    """Its claim started the task the tick had given it while it was enabled: a disabled
+    agent ran work. Its claim now sends the assignment back, as a tick would."""
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(2)])
+    tick(ws)
+    on_ann = [t.task_id for t in queries.list_tasks(ws) if t.agent == "ann"]
+    assert on_ann
+    write_fleet(ws.settings.home, [{**PULL_FLEET[0], "enabled": False}, PULL_FLEET[1]])
+    assert worker.claim(ws, "ann") is None
+    assert all(task(ws, i).status == "queued" and task(ws, i).agent is None for i in on_ann)
+    assert queries.status(ws)["agents"]["ann"]["running"] == 0
+    assert "TaskStarted" not in events_of(ws, on_ann[0])
+
+
+def test_an_agent_given_another_type_gives_back_what_it_holds_of_its_old_queue(make_workspace):
+    """It kept its assignment from `dev` and its claim ran it as a `qa` agent, in the
+    slot of a `qa` task."""
+    fleet = [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+             {"agentName": "qin", "agentType": "qa", "maxConcurrency": 1}]
+    ws = make_workspace(fleet)
+    specs = [TaskSpec(queue="dev", title="t"), TaskSpec(queue="qa", title="q")]
+    held, _ = [s.task_id for s in submit(ws, specs)]
+    tick(ws)
+    assert task(ws, held).agent == "ann"
+    (waiting,) = [s.task_id for s in submit(ws, [TaskSpec(queue="qa", title="later")])]
+    write_fleet(ws.settings.home, [{**fleet[0], "agentType": "qa"}, fleet[1]])
+    claimed = worker.claim(ws, "ann")  # (the claim records the new control file)
+    assert claimed is not None and claimed.task.task_id == waiting
+    assert (task(ws, held).status, task(ws, held).agent) == ("queued", None)
+    requeued = queries.show(ws, held)[1][-1].event
+    assert requeued.reason == "released" and requeued.detail == "ann now serves queue qa"
+
+
 def test_the_agent_list_shows_an_agent_out_of_service_with_no_free_slot(ws):
     from scheduler.usecases import fleet
 

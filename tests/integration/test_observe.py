@@ -631,6 +631,24 @@ def test_explain_now_says_what_holds_a_task_back_besides_the_agents(make_workspa
     assert "  held: assignment is paused by op: deploying" in out and "could take it" in out
 
 
+def test_explain_now_says_a_task_may_not_start_yet(make_workspace):
+    """A task submitted with a delay, or in a retry's backoff, showed no `held:` line
+    and `ann: could take it`, while `tasks` said it starts in an hour."""
+    ws = make_workspace([{"agentName": "ann", "agentType": "dev", "maxConcurrency": 2}])
+    later = ws.clock.now() + timedelta(hours=1)
+    (delayed,) = submit(ws, [TaskSpec(queue="dev", title="later", not_before=later)])
+    assert explain(ws, delayed.task_id)["now"]["held"] == [
+        f"it may not start before {to_text(later)} (as submitted)"]
+    (failing,) = submit(ws, [TaskSpec(queue="dev", title="fails")])
+    claim = worker.claim(ws, "ann")
+    assert claim is not None and claim.task.task_id == failing.task_id
+    worker.fail(ws, failing.task_id, claim.token, "boom")
+    (held,) = explain(ws, failing.task_id)["now"]["held"]
+    assert held.startswith("it may not start before ") and held.endswith(" (a retry's backoff)"), held
+    ws.clock.advance(7200)  # (past any first backoff: nothing holds either back)
+    assert explain(ws, failing.task_id)["now"]["held"] == explain(ws, delayed.task_id)["now"]["held"] == []
+
+
 def test_explain_of_a_task_that_ended_unassigned_does_not_say_yet(make_workspace, capsys):
     """A child dead-lettered with its parent ended `never assigned yet`, as if it still
     could be; one still waiting says `yet`."""

@@ -53,6 +53,20 @@ def test_free_slots_start_now_and_the_rest_wait_by_the_queues_rate():
     assert set(estimate_starts(tasks, [agent("a")], {"dev": 1 / 60}, NOW, stopped=True).values()) == {None}
 
 
+def test_the_tasks_said_to_start_now_are_those_the_tick_assigns():
+    """The estimate gave each task the agent with the most free slots, first found: a
+    heavier agent that the tick prefers took the task the estimate had placed on it
+    elsewhere, and `tasks` named the wrong tasks for the next tick."""
+    from scheduler.decisions.plan import plan
+
+    agents = [agent("a"), replace(agent("z"), capabilities=("gpu",), weight=2.0)]
+    tasks = [task(1, priority=5), replace(task(2, priority=4), requires=("gpu",)), task(3, priority=3)]
+    assigned = {d.task_id for d in plan(agents, tasks, NOW)}
+    starts = estimate_starts(tasks, agents, {"dev": 1 / 60}, NOW)
+    assert assigned == {1, 3}
+    assert {task_id for task_id, start in starts.items() if start == at(0)} == assigned
+
+
 def test_completion_is_the_start_plus_the_queues_run_time_never_before_now():
     queued, assigned = task(1), replace(task(2), status="assigned", agent="a")
     running = replace(task(3), status="running", agent="a", started_at=at(-100))

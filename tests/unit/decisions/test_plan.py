@@ -118,6 +118,7 @@ def test_excluded_agent_used_when_no_other_could_take_work():
 
     failed = task(1, excluded=("a",))
     for other in (replace(agent("b"), out_of_service="drained"), agent("b", capacity=0),
+                  agent("b", capacity=0, load=1),  # (cut to 0 while it still held a task)
                   replace(agent("b"), hours=("15:00-16:00 UTC",))):  # (NOW is 12:00 UTC)
         assert pairs([agent("a"), other], [failed]) == [(1, "a")], other
         rows = waiting_now(failed, [agent("a"), other], NOW)["agents"]  # type: ignore[index]
