@@ -16,8 +16,9 @@ queue).
 
 Its agents are assigned by a daemon or tick with the database (`sched run` elsewhere),
 as any pinned agent's are. SIGTERM or SIGINT stops the attempts running here, records
-them as failed (retryable) and exits 0; a runner that dies loses its leases, and its
-tasks go elsewhere or wait for it.
+them `interrupted`, gives back (`interrupted` too) what the server started for it as it
+stopped, and exits 0; a runner that dies loses its leases, and its tasks go elsewhere
+or wait for it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ from scheduler.runner.exec import (
     stop_on_signals,
     take_role,
 )
-from scheduler.runner.remote import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, Server
+from scheduler.runner.remote import (
+    TIMEOUT_SECONDS,
+    TOKEN_FILE_VARIABLE,
+    TOKEN_VARIABLE,
+    Abort,
+    Aborted,
+    Server,
+)
 from scheduler.runner.spawn import lease_clock
 from scheduler.runner.supervisor import Supervisor, signals_wake
 from scheduler.tokens import new_token
@@ -76,7 +84,7 @@ class HttpLedger:
              ) -> tuple[list[worker.Beat | str], list[str]]:
         answer = self._server.host_turn(
             self._host, [{"task_id": a.task_id, "token": a.token} for a in renew],
-            [ending_document(a, e) for a, e in record])
+            [ending_document(a.task_id, a.token, e) for a, e in record])
         beats: list[worker.Beat | str] = [
             str(b["refused"]) if "refused" in b
             else worker.Beat(from_text(b["lease_expires_at"]), bool(b["cancel"])) for b in answer["beats"]]
@@ -99,10 +107,10 @@ class HttpLedger:
         return sorted(self.heard) if self.tells_cancels else None
 
 
-def ending_document(attempt: Attempt, ending: Ending) -> dict[str, Any]:
+def ending_document(task_id: int, token: str, ending: Ending) -> dict[str, Any]:
     """How the attempt ended, as a turn sends it."""
     usage = ending.usage
-    return {"task_id": attempt.task_id, "token": attempt.token, "succeeded": ending.succeeded,
+    return {"task_id": task_id, "token": token, "succeeded": ending.succeeded,
             "result": ending.result, "error": ending.error, "reason": ending.reason, "retry": ending.retry,
             "exit_code": ending.exit_code, "signal": ending.signal,
             "cpu_seconds": usage.cpu_seconds if usage is not None else None,
@@ -150,13 +158,30 @@ class Asker:
         self._server, self._host, self._home, self._wake, self._say = server, host, home, wake, say
         self._ledger = ledger
         self._stopping = threading.Event()
+        self._abort = Abort()
         self._thread = threading.Thread(target=self._run, name="asker", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask for no more work, and end the ask that is out: the server would start work
+        in it until its wait ran out (the attempts this runner sends back as it stops,
+        given to its host again by a tick), for a runner gone."""
         self._stopping.set()
+        self._abort()
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Once stopped, and its thread ended: the answers that came and that no one
+        started (the server may have started work just before the ask was cut)."""
+        self.stop()
+        self._thread.join(TIMEOUT_SECONDS)
+        late = []
+        while True:
+            try:
+                late.append(self.answers.get_nowait()[2])
+            except queue.Empty:
+                return late
 
     def _run(self) -> None:
         request_id = new_token()  # kept until an answer comes: see `Server.host_start`
@@ -164,10 +189,13 @@ class Asker:
             sent = lease_clock()  # before the server grants the leases
             try:
                 answer = self._server.host_start(self._host, os.getpid(), self._home, request_id,
-                                                 WAIT_SECONDS, this_machine(), self._ledger.heard_of())
+                                                 WAIT_SECONDS, this_machine(), self._ledger.heard_of(),
+                                                 abort=self._abort)
             except TokenRefused as e:  # asking again will not help
                 self.fatal = e
                 self._wake()
+                return
+            except Aborted:  # (stopping)
                 return
             except Exception as e:  # unreachable, failing, or refusing for now (a control file
                 # being edited): ask again later; this thread must not end while the runner runs
@@ -178,7 +206,7 @@ class Asker:
             arrived = lease_clock()
             request_id = new_token()
             self._ledger.hear(answer)
-            if answer.get("attempts"):
+            if answer.get("attempts"):  # (put even when stopping: `finish` gives them back)
                 self.answers.put((grant_time(sent, arrived, answer), arrived, answer))
                 self._wake()
 
@@ -221,16 +249,18 @@ def run_host(server: Server, settings: Settings, host: str, say: Callable[[str],
         supervisor = Supervisor(settings, ledger, stop, subreaper=True, name=f"sched run --server ({host})")
         asker = Asker(server, host, home, supervisor.wake, say, ledger)
         say(f"running the push agents of host {host} for {server.url}")
+        late: list[dict[str, Any]] = []
         try:
             with signals_wake(supervisor):
                 _start(supervisor, first, granted_at, arrived_at, settings, server.url, environ, say)
                 asker.start()
-                _supervise(supervisor, asker, stop, settings, server.url, environ, say)
+                late = _supervise(supervisor, asker, stop, settings, server.url, environ, say)
         finally:
             asker.stop()
             supervisor.close()
     if asker.fatal is not None:
         raise asker.fatal
+    give_back(server, host, [*late, *asker.finish()], say)
     say(f"stopped ({signal.Signals(stop.signum).name})" if stop.signum else "stopped")
     return 0
 
@@ -248,24 +278,49 @@ def first_start(server: Server, host: str, home: str) -> tuple[dict[str, Any], b
 
 
 def _supervise(supervisor: Supervisor, asker: Asker, stop: StopRequest, settings: Settings, url: str,
-               environ: dict[str, str], say: Callable[[str], None]) -> None:
+               environ: dict[str, str], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Start what the asker brings until a stop, then let the attempts end; the answers
+    that came after the stop, not started."""
+    late: list[dict[str, Any]] = []
     while True:
         supervisor.step(supervisor.next_timeout())
+        stopping = stop.signum is not None or asker.fatal is not None
         while True:
             try:
                 granted_at, arrived_at, answer = asker.answers.get_nowait()
             except queue.Empty:
                 break
-            _start(supervisor, answer, granted_at, arrived_at, settings, url, environ, say)
+            if stopping:
+                late.append(answer)
+            else:
+                _start(supervisor, answer, granted_at, arrived_at, settings, url, environ, say)
         for run in supervisor.finished():
             outcome = run.outcome
             if outcome is not None:
                 say(f"task {run.attempt.task_id} attempt {run.attempt.attempt}: {outcome.status} "
                     f"({outcome.detail})")
-        if stop.signum is not None or asker.fatal is not None:
+        if stopping:
             asker.stop()
             if not supervisor.busy:
-                return
+                return late
+
+
+def give_back(server: Server, host: str, answers: Sequence[dict[str, Any]],
+              say: Callable[[str], None]) -> None:
+    """Hand back the attempts the server started for this runner after it was asked to
+    stop: recorded `interrupted` (not counted; the task goes back to its queue), where
+    they were left to run out their leases, each a counted attempt (the last one: dead)."""
+    documents = [doc for answer in answers for doc in answer["attempts"]]
+    if not documents:
+        return
+    ending = Ending("not started", error="not started: its runner was stopping", reason="interrupted")
+    try:
+        server.host_turn(host, [], [ending_document(d["task_id"], d["token"], ending) for d in documents])
+    except SchedError as e:
+        say(f"could not give back what was started as it stopped ({e.message}): their leases run out")
+        return
+    for doc in documents:
+        say(f"task {doc['task_id']} attempt {doc['attempt']}: given back, not started (stopping)")
 
 
 def _start(supervisor: Supervisor, answer: dict[str, Any], granted_at: float, arrived_at: float,

@@ -17,10 +17,13 @@ import hashlib
 import http.client
 import json
 import os
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,55 @@ def _printable(text: str) -> bool:
     return text.isascii() and all(32 < ord(c) < 127 for c in text)
 
 
+class Aborted(ServerUnreachable):
+    """The call was cut short by its caller (`Abort`): it may have been met, or not."""
+
+
+class Abort:
+    """Cuts short the call it is given to, from another thread (a runner that stops ends
+    its ask for work, in which the server would otherwise still start work for it): its
+    connection is shut down, which the server sees as a client gone, and no try follows."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.asked = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """An opener whose connections this abort can shut down."""
+        abort = self
+
+        def watched(handler: type[urllib.request.AbstractHTTPHandler]) -> type:
+            class Watched(handler):  # type: ignore[valid-type,misc]
+                def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+                    class Connection(http_class):  # type: ignore[valid-type,misc]
+                        def connect(self) -> None:
+                            super().connect()
+                            abort._opened(self.sock)
+                    return super().do_open(Connection, req, **kwargs)
+            return Watched
+
+        return urllib.request.build_opener(watched(urllib.request.HTTPHandler),
+                                           watched(urllib.request.HTTPSHandler))
+
+    def _opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.asked:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):  # (closed already)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class Server:
     """A `sched serve` at `url` (http or https), called with the bearer `token`."""
 
@@ -131,19 +183,19 @@ class Server:
 
     def host_start(self, host: str, pid: int, home: str, request_id: str,
                    wait_seconds: int = 0, machine: str | None = None,
-                   cancelling: list[int] | None = None) -> dict[str, Any]:
+                   cancelling: list[int] | None = None, abort: Abort | None = None) -> dict[str, Any]:
         """Start the assignments to the push agents pinned to `host`, run by process
         `pid` under `home` there (`machine`: its machine, boot and pid namespace): the
         server's limits, `attempts`, and `cancel` (the tasks running there with a cancel
         pending; a wait ends early for one not in `cancelling`). `request_id`: a secret
         of the caller's, the same until it has an answer (`new_token`): a start whose
         answer was lost is handed over again by the next one sent with it (a try again
-        here, or the caller's next ask)."""
+        here, or the caller's next ask). `abort`: to cut it short (then `Aborted`)."""
         return self._call("POST", f"/api/v1/hosts/{_quote(host)}/start",
                           _without_none({"pid": pid, "home": home, "request_id": request_id,
                                          "wait_seconds": wait_seconds, "machine": machine,
                                          "cancelling": cancelling}),
-                          timeout=TIMEOUT_SECONDS + wait_seconds)
+                          timeout=TIMEOUT_SECONDS + wait_seconds, abort=abort)
 
     def host_turn(self, host: str, renew: list[dict[str, Any]],
                   record: list[dict[str, Any]]) -> dict[str, Any]:
@@ -180,16 +232,19 @@ class Server:
         return {"task_id": task_id, "status": shown["task"]["status"]} if ended else None
 
     def _call(self, method: str, path: str, body: Any = None, *, timeout: float = TIMEOUT_SECONDS,
-              lost: list[bool] | None = None) -> dict[str, Any]:
+              lost: list[bool] | None = None, abort: Abort | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        open_url = urllib.request.urlopen if abort is None else abort.opener().open
         wait = BACKOFF_SECONDS
         for attempt in range(1, self._tries + 1):
+            if abort is not None and abort.asked:
+                raise Aborted()
             request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as answer:  # (http or https only)
+                with open_url(request, timeout=timeout) as answer:  # (http or https only)
                     return json.loads(answer.read() or b"{}")  # type: ignore[no-any-return]
             except urllib.error.HTTPError as e:
                 line = _error_line(e)
@@ -206,6 +261,8 @@ class Server:
                                 "address the server listens on, without /api/v1")
                     raise _error_for(e.code, line, path) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+                if abort is not None and abort.asked:
+                    raise Aborted() from None
                 # refused, reset, timed out, unresolvable; an answer cut short, or not JSON
                 reason = getattr(e, "reason", e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
                 why = f"cannot reach the server at {self.url}: {reason}"

@@ -197,6 +197,49 @@ def test_sigterm_stops_the_running_attempts_and_queues_them_again_uncounted(make
     assert (figures["interrupted"], figures["failed"]) == (1, 0)
 
 
+def test_what_the_server_starts_for_a_stopping_runner_is_given_back_uncounted(make_served, tmp_path,
+                                                                           monkeypatch):
+    """The tasks a stopping runner sends back are given to its host again by the next
+    tick, and its ask for work still out started them: their attempts were left to run
+    out their leases, each counted (a task on its last attempt ended dead). The runner
+    now ends that ask first (the server starts nothing for a client gone), and gives
+    back, `interrupted`, what an answer that came all the same carries."""
+    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
+                                    "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}])
+    (sub,) = submit(ws, [TaskSpec(queue="dev", title="long", max_attempts=1)])
+    record_turn = hosts.turn
+
+    def turn_then_tick(served_ws: Workspace, request: hosts.TurnRequest) -> hosts.Turn:
+        done = record_turn(served_ws, request)
+        if any(ending.reason == "interrupted" for ending in request.record):
+            tick(ws)  # a daemon elsewhere, woken by the write: the task goes to far again
+        return done  # (and the doorbell rings for the runner's ask still waiting)
+
+    monkeypatch.setattr(hosts, "turn", turn_then_tick)
+    home = tmp_path / "far-home"
+    proc = runner(base, token, home)
+    try:
+        tick(ws)
+        log = home / "work" / str(sub.task_id) / "1" / "agent.log"
+        wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and err.splitlines()[-1] == "sched run: stopped (SIGTERM)", err
+    task, records = queries.show(ws, sub.task_id)
+    starts = [r.event.attempt for r in records if r.type == "TaskStarted"]
+    failed = [(r.event.attempt, r.event.reason, r.event.error) for r in records if r.type == "TaskFailed"]
+    # (an attempt started all the same, as the ask was cut, is given back: none runs out its lease)
+    late = starts[1:]
+    assert failed == [(1, "interrupted", "stopped: its runner received SIGTERM"),
+                      *[(n, "interrupted", "not started: its runner was stopping") for n in late]], records
+    assert all(f"task {sub.task_id} attempt {n}: given back, not started (stopping)" in err for n in late)
+    assert task.status in ("queued", "assigned") and task.attempt == task.attempt_floor == len(starts)
+
+
 def test_a_cancel_reaches_the_runner_at_once_not_at_its_next_turn(make_served, tmp_path):
     """A runner renews its leases every third of a lease (20 s here): a cancel waited
     for that turn. The server now ends the runner's long poll for work as soon as a

@@ -162,7 +162,7 @@ def test_a_host_runner_asks_again_after_a_refusal_and_stops_only_for_its_token(m
     asks: list[tuple[str, list[int] | None]] = []
 
     class Answering:
-        def host_start(self, host, pid, home, request_id, wait, machine, cancelling):
+        def host_start(self, host, pid, home, request_id, wait, machine, cancelling, abort=None):
             asks.append((request_id, cancelling))
             answer = answers.pop(0)
             if isinstance(answer, Exception):
@@ -344,3 +344,43 @@ def test_a_claim_through_the_server_that_could_not_be_printed_gives_its_attempt_
     assert (events[-2].type, failed["reason"], failed["by"]) == ("TaskFailed", "undelivered", "box")
     assert (task.status, task.excluded, task.not_before) == ("queued", (), None)
     assert worker.claim(ws, "ann") is not None  # its one attempt is still to come
+
+
+def test_an_ask_for_work_is_cut_short_when_its_runner_stops():
+    """A stopping host runner's ask (a long poll of up to 20 s) stayed open: the server
+    could still start work in it for a runner gone. `Abort` shuts its connection, which
+    the server sees as a client gone, and no try follows."""
+    from scheduler.runner.remote import Abort, Aborted
+
+    with socket.socket() as listener:  # a server that takes the request and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        accepted: list[socket.socket] = []
+        taken = threading.Event()
+
+        def take() -> None:
+            accepted.append(listener.accept()[0])
+            taken.set()
+
+        threading.Thread(target=take, daemon=True).start()
+        abort, ended = Abort(), []
+
+        def ask() -> None:
+            try:
+                Server(f"http://127.0.0.1:{port}", "t").host_start("h1", 1, "/srv", "r" * 32, 20, abort=abort)
+            except Exception as e:  # (what the asker would meet)
+                ended.append(e)
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        assert taken.wait(10)
+        abort()
+        asker.join(10)
+        assert not asker.is_alive() and len(ended) == 1 and isinstance(ended[0], Aborted), ended
+        connection, received = accepted[0], b""
+        connection.settimeout(10)
+        while chunk := connection.recv(65536):  # to its end: the connection was shut (a client gone)
+            received += chunk
+        connection.close()
+        assert received.startswith(b"POST /api/v1/hosts/h1/start") and received.count(b"POST") == 1
