@@ -148,9 +148,10 @@ def loaded_settings(home: Path | None = None, db: str | None = None,
 
 def workspace(home: Path | None = None, db: str | None = None,
               agents: Path | None = None, *, create_home: bool = False,
-              host: str | None = None) -> Workspace:
+              host: str | None = None, as_found: bool = False) -> Workspace:
+    """`as_found`: the database read as it is (`Workspace.as_found`)."""
     return Workspace(loaded_settings(home, db, agents, create_home=create_home, host=host).settings,
-                     clock=CLOCK[0], say=message)
+                     clock=CLOCK[0], say=message, as_found=as_found)
 
 
 def warn_if_fleet_unread(ws: Workspace) -> None:

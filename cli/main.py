@@ -171,9 +171,10 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return 1
 
 
-# errors of the machine (exit 1: the request could not be met now), as opposed to a
-# path that cannot be used as given (exit 2: permission, missing, read-only, not a dir)
-MACHINE_FAULTS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN})
+# errors of the machine (exit 1: the request could not be met now; a read-only file
+# system too, as a database on read-only media is), as opposed to a path that cannot be
+# used as given (exit 2: permission, missing, not a directory)
+MACHINE_FAULTS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN, errno.EROFS})
 
 
 def check_arguments(args: Sequence[str]) -> None:

@@ -213,7 +213,7 @@ def replay_command(
     json_out: JsonOpt = False, db: DbOpt = None, home: HomeOpt = None,
 ) -> None:
     """The audit trail (with --json: one event per line), or --verify it, or its --head."""
-    ws = workspace(home, db)
+    ws = workspace(home, db, as_found=True)  # (audited as it is: a backup is not upgraded)
 
     def progress(step: str, done: int, total: int) -> None:
         message(f"  {step}: {done} of {total} {'tables' if step == 'compared' else 'events'}")
@@ -230,6 +230,9 @@ def replay_command(
     if isinstance(done, observe.Verified):
         if json_out:
             emit_json(done.to_json())
+        elif done.ok and done.not_compared is not None:
+            console().print(f"verified: {done.events} events, hash chain intact; {done.not_compared} "
+                            "(`sched rebuild` makes them this version's: it writes)")
         elif done.ok:
             console().print(f"verified: {done.events} events, hash chain intact, "
                             "projections match the log")

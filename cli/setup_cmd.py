@@ -135,7 +135,7 @@ def migrate_command(
     def progress(done: int, total: int) -> None:
         message(f"  {done} of {total} events copied")
 
-    done = migrate(workspace(home, db), to, progress=None if json_out else progress)
+    done = migrate(workspace(home, db, as_found=True), to, progress=None if json_out else progress)
     if json_out:
         emit_json({"source": done.source, "target": done.target, "events": done.events,
                    "head": {"seq": done.head_seq, "hash": done.head_hash}})

@@ -99,6 +99,9 @@ class Verification:
 
     events: int = 0
     problems: list[str] = field(default_factory=list)
+    # None: the tables were compared; else why not (tables another version made, in a
+    # database read as it is: the log alone was verified)
+    not_compared: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,6 +128,27 @@ def describe_row(table: str, key: tuple[object, ...], want: tuple[object, ...] |
     return f"{where}: " + "; ".join(diffs)
 
 
+def chain_problems(log: SqlStore, expect_head: tuple[int, str] | None,
+                   records: Iterable[Recorded] | None = None) -> list[str]:
+    """What is wrong with the log itself: a broken hash chain (then nothing else is
+    looked at), or, with `expect_head`, a head that is no longer there. `records`: the
+    log as read (`log.read()` by default)."""
+    total = log.last_position()
+    broken = first_broken_link(log.read() if records is None else records)
+    if broken is not None:
+        return [f"hash chain broken at seq {broken[0]}: {broken[1]}"]
+    if expect_head is None or expect_head == (0, GENESIS_HASH):  # (an empty log's head: any log has it)
+        return []
+    seq, digest = expect_head
+    found = next(iter(log.read(after=seq - 1, limit=1)), None) if seq > 0 else None
+    if found is None or found.seq != seq:
+        return [f"the log ends at seq {total}, but seq {seq} was expected: events were removed from its end"]
+    if found.hash != digest:
+        return [f"seq {seq} has hash {found.hash}, not the expected {digest}: the log was rewritten from "
+                "there or earlier"]
+    return []
+
+
 def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
            expect_head: tuple[int, str] | None = None,
            progress: Callable[[str, int, int], None] | None = None) -> Verification:
@@ -146,19 +170,9 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress(step, done, total)
 
-    broken = first_broken_link(counted("chain", log.read()))
-    if broken is not None:
-        result.problems.append(f"hash chain broken at seq {broken[0]}: {broken[1]}")
+    result.problems.extend(chain_problems(log, expect_head, counted("chain", log.read())))
+    if result.problems and result.problems[0].startswith("hash chain broken"):
         return result
-    if expect_head is not None and expect_head != (0, GENESIS_HASH):  # (an empty log's head: any log has it)
-        seq, digest = expect_head
-        found = next(iter(log.read(after=seq - 1, limit=1)), None) if seq > 0 else None
-        if found is None or found.seq != seq:
-            result.problems.append(f"the log ends at seq {total}, but seq {seq} was expected: "
-                                   "events were removed from its end")
-        elif found.hash != digest:
-            result.problems.append(f"seq {seq} has hash {found.hash}, not the expected {digest}: "
-                                   "the log was rewritten from there or earlier")
     stored_meta = views.meta().get("last_seq", "0")
     if stored_meta.isdigit() and (lost := lost_tail(int(stored_meta), total)) is not None:
         result.problems.append(lost)  # (with a cut head: what the tables still know, and the way on)
@@ -168,6 +182,11 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
         expected = wanted_rows(fold(counted("fold", log.read())))
     except CorruptLog as e:  # an event whose hash was forged along with its content
         result.problems.append(e.message)
+        return result
+    shape = stored_schema(views.txn)
+    if shape != PROJECTION_SCHEMA:  # (only in a database read as it is: any other is made current)
+        result.not_compared = (f"the projection tables were made by another version of sched (projection "
+                               f"schema {shape}; this one writes {PROJECTION_SCHEMA}): not compared")
         return result
     for number, (table, want) in enumerate(expected.items(), start=1):
         if len(result.problems) >= limit:

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventlog.errors import BadInput, CorruptLog, DatabaseFault, Refused
+from eventlog.errors import BadInput, CorruptLog, DatabaseFault, LogTampered, Refused
 from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
 from eventlog.storage import create_storage, is_url
 from eventlog.store import BrokenChain, chained
-from projections.rebuild import refold
+from projections.rebuild import lost_tail, refold
+from projections.sql import SqlProjection
 from scheduler.workspace import ALL_TABLES, Workspace
 
 BATCH = 5_000
@@ -45,12 +46,16 @@ def migrate(ws: Workspace, target: str | Path,
     dest = create_storage(target, **ws.storage_options())  # type: ignore[arg-type]
     try:  # (the source itself is refused here too: it holds a log)
         with dest.read() as txn:
-            if txn.has_table("events") and SqlStore(txn).last_position() > 0:
-                raise Refused(f"{dest.location} already holds a sched log; migrate copies only into an "
-                              "empty database (nothing was changed)")
+            _refuse_a_log(txn, dest.location)
         dest.create_schema(ALL_TABLES, SCHEMA_VERSION)
         with source.read() as read_txn, dest.write() as write_txn:
+            # again under the target's writers' lock: another migrate (or any writer) may
+            # have filled it since the look above (else a raw duplicate key, at the end)
+            _refuse_a_log(write_txn, dest.location)
             expected = SqlStore(read_txn).head()  # the snapshot's head
+            lost = lost_tail(SqlProjection(read_txn).last_seq(), expected[0], refused="nothing was copied: ")
+            if lost is not None:  # (a copy would verify clean, the loss hidden)
+                raise LogTampered(lost)
             copied = _copy(SqlStore(read_txn), write_txn, expected[0], progress)
             # the projections, folded from the copied log (a target that `sched init`
             # made already has tables of this shape: they are refolded all the same)
@@ -62,6 +67,12 @@ def migrate(ws: Workspace, target: str | Path,
         return Migration(source.location, dest.location, copied, head[0], head[1])
     finally:
         dest.close()
+
+
+def _refuse_a_log(txn, location: str) -> None:  # type: ignore[no-untyped-def]
+    if txn.has_table("events") and SqlStore(txn).last_position() > 0:
+        raise Refused(f"{location} already holds a sched log; migrate copies only into an "
+                      "empty database (nothing was changed)")
 
 
 def _copy(log: SqlStore, txn, total: int, progress: Callable[[int, int], None] | None) -> int:  # type: ignore[no-untyped-def]

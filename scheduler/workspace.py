@@ -89,6 +89,9 @@ class Workspace:
     starter: Starter | None = None
     # tells a person of long work the workspace does on its own (a refold on upgrade)
     say: Callable[[str], None] | None = None
+    # the database read as it is, never upgraded or refolded (`replay`, migrate's source:
+    # a backup is audited or copied without being changed, and on read-only media too)
+    as_found: bool = False
     _db: Storage | None = None
     # the control file's candidates for these settings, and the fleet last read from it
     _control: tuple[Settings, list[Path]] | None = field(default=None, init=False, repr=False, compare=False)
@@ -114,11 +117,11 @@ class Workspace:
         if self._db is None:
             db = open_storage(self.settings.database, **self.storage_options())  # type: ignore[arg-type]
             with closed_if_refused(db):
-                if db.schema_version() < SCHEMA_VERSION:  # made by an older sched: add its tables
+                if db.schema_version() < SCHEMA_VERSION and not self.as_found:  # made by an older
                     self._needs_write(db, "its tables were made by an older version of sched and must "
-                                          "be upgraded")
+                                          "be upgraded")  # sched: add its tables
                     db.create_schema(all_tables(), SCHEMA_VERSION)  # type: ignore[arg-type]
-                if not rebuilding:
+                if not rebuilding and not self.as_found:
                     self._make_current(db)
             self._db = db
         return self._db

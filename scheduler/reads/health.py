@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventlog.errors import ControlFileError, CorruptLog, DatabaseError
+from eventlog.errors import ControlFileError, CorruptLog, DatabaseError, missing_table
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from projections.rebuild import lost_tail
@@ -28,6 +28,7 @@ from scheduler.workspace import SHAPE_REMEDY, Workspace, shape_refusal
 
 if TYPE_CHECKING:
     from eventlog.sql_store import SqlStore
+    from eventlog.storage.port import Transaction
 
 LEVELS = ("healthy", "degraded", "unhealthy")
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -301,6 +302,15 @@ def check_integrity(result: str, lost: str | None = None, unreadable: str | None
     return Check("integrity", status, f"the engine's integrity check: {result}", threshold)
 
 
+def missing_tables(txn: Transaction) -> list[str]:
+    """The projection tables the database lacks (dropped by hand, a damaged file): a
+    table no other check reads, such as `tokens`, is missed by nothing else. (By their
+    names: the table definitions would load SQLAlchemy, which `health` does without.)"""
+    from projections.sql import ROW_SHAPES
+
+    return [table for table in ROW_SHAPES if not txn.has_table(table)]
+
+
 def first_unreadable(log: SqlStore, checkpoint: int, head: int) -> str | None:
     """Why the next write will be refused, when the log holds events past the tables'
     checkpoint `checkpoint` (up to `head`; normally none: every append folds its own)
@@ -376,6 +386,8 @@ def database_checks(ws: Workspace, now: datetime, alive: Callable[[int], bool],
         unreadable = None if lost is not None else first_unreadable(log, checkpoint, head_seq)
         if unreadable is None and (other := shape_refusal(ws.db.location, views.meta().get(SHAPE_KEY))):
             unreadable = f"{other}: every write is refused. {SHAPE_REMEDY}"  # (the daemon's too)
+        if unreadable is None and (gone := missing_tables(views.txn)):  # (a table no check below reads)
+            unreadable = missing_table(ws.db.location, gone[0]).message
         last = last_tick_at(views.txn)
         daemon = daemon_state(daemons(views.txn), now, settings.host_name, alive, machine)
         counts = views.counts()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from eventlog.errors import BadInput, ControlFileError, NotFound
+from eventlog.errors import BadInput, ControlFileError, DatabaseFault, NotFound
 from eventlog.store import GENESIS_HASH, Recorded
 from eventlog.timeutil import from_text, to_text
 from eventlog.values import INT64_MAX, digits_value
@@ -333,10 +333,10 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
     one read open, and with it SQLite's checkpoints (the WAL grew) or a PostgreSQL
     snapshot. The log only grows at its end, so the pages join into one prefix of it."""
     if task_id is not None:
-        with ws.read() as (log, views):
-            if views.get_task(task_id) is None:
-                raise NotFound(f"no task {task_id}")
-            records = log.read_stream(f"task-{task_id}")
+        with ws.read() as (log, _views):  # (the log alone: a database read as it is may hold
+            records = log.read_stream(f"task-{task_id}")  # tables of another shape)
+        if not records:
+            raise NotFound(f"no task {task_id}")
         yield from (rec for rec in records if _within(rec, since, until))
         return
     after = since - 1 if isinstance(since, int) else 0
@@ -344,10 +344,10 @@ def replay(ws: Workspace, task_id: int | None = None, since: int | str | None = 
         with ws.read() as (log, _views):
             page = list(log.read(after=after, limit=REPLAY_PAGE))
         for rec in page:
-            if until is not None and not _within(rec, None, until):
-                return  # past `until`: event time never runs backwards, so nothing later is within
-            if _within(rec, since, None):
-                yield rec
+            if isinstance(until, int) and rec.seq > until:
+                return  # (a time is no such bound: the times of a log written before 2026-12-02,
+            if _within(rec, since, until):  # when they were taken outside the writers' lock,
+                yield rec  # may run backwards, and an event past `until` be followed by one within)
         if len(page) < REPLAY_PAGE:
             return
         after = page[-1].seq
@@ -357,13 +357,38 @@ def verify_log(ws: Workspace, expect_head: tuple[int, str] | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> Verification:
     from projections.rebuild import verify
 
-    with ws.read() as (log, views):
-        result = verify(log, views, expect_head=expect_head, progress=progress)
-    engine = ws.db.integrity_check()  # (pages no read above touched: an index, free pages)
+    try:
+        with ws.read() as (log, views):
+            result = verify(log, views, expect_head=expect_head, progress=progress)
+    except DatabaseFault as e:  # a table that cannot be read (a damaged page, a table dropped):
+        result = verify_chain(ws, expect_head, e)  # what of the log can be told, is
+    try:
+        engine = ws.db.integrity_check()  # (pages no read above touched: an index, free pages)
+    except DatabaseFault as e:  # (it too can stop at a damaged page: said once)
+        if not any(e.message in problem for problem in result.problems):
+            result.problems.append(e.message)
+        return result
     if engine != "ok":
         result.problems.append(f"the engine's integrity check: {engine}: the database file is damaged "
                                "(docs/operations.md, A damaged database file)")
     return result
+
+
+def verify_chain(ws: Workspace, expect_head: tuple[int, str] | None, fault: DatabaseFault) -> Verification:
+    """The log's own check when the projections cannot be read (`fault`): whether its
+    hash chain is intact says which way a damaged file is mended (docs/operations.md, A
+    damaged database file). Raises `fault` again when the log cannot be read either."""
+    from projections.rebuild import Verification, chain_problems
+
+    try:
+        with ws.read() as (log, _views):
+            total, problems = log.last_position(), chain_problems(log, expect_head)
+    except DatabaseFault:
+        raise fault from None
+    return Verification(events=total, problems=[
+        f"the projections cannot be read: {fault.message}",
+        *(problems or [f"the log's hash chain is intact ({total} events): `sched migrate` can copy it into "
+                       "a new file (docs/operations.md, A damaged database file, step 2)"])])
 
 
 def head(ws: Workspace) -> tuple[int, str]:

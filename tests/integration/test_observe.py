@@ -877,3 +877,18 @@ def test_a_slow_replay_holds_no_read_open_between_its_pages(make_workspace, monk
     at = firsts[4].recorded_at  # `until` a time: the events up to it, however the pages fall
     assert [r.seq for r in queries.replay(ws, until=at)] == [r.seq for r in firsts + rest
                                                              if r.recorded_at <= at]
+
+
+def test_replay_until_a_time_reads_past_an_event_recorded_later(make_workspace):
+    """Event times have been taken under the writers' lock since 2026-12-02; before, a
+    writer could record an earlier time after a later one. `--until TIME` stopped at the
+    first event past it and left out the earlier ones after it."""
+    import sqlite3
+
+    ws = make_workspace()
+    submit(ws, [TaskSpec(queue="dev", title=f"t{i}") for i in range(4)])
+    early, late = "2026-01-01T09:00:00.000000Z", "2026-01-01T11:00:00.000000Z"
+    with sqlite3.connect(ws.settings.db_path) as conn:  # (as an older log may hold them)
+        conn.execute("UPDATE events SET recorded_at = CASE WHEN seq = 3 THEN ? ELSE ? END", (late, early))
+    assert [r.seq for r in queries.replay(ws, until="2026-01-01T10:00:00.000000Z")] == [
+        r.seq for r in queries.replay(ws) if r.seq != 3]

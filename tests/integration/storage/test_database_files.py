@@ -157,6 +157,32 @@ def test_a_damaged_index_page_fails_verify_and_the_documented_copy_recovers(hist
     assert code == 0 and out.startswith(f"verified: {events(db)} events"), out
 
 
+def test_a_damaged_page_of_a_projection_table_leaves_verify_saying_the_log_is_intact(history, capsys,
+                                                                                    tmp_path):
+    """The root page of `tasks` damaged: `replay --verify` said only `the database file
+    is damaged`, never whether the hash chain held, which is what operations.md's way
+    out depends on (a copy of the log into a new file, else a backup and its losses)."""
+    home, db = str(history.settings.home), history.settings.db_path
+    history.close()
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tasks'").fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with open(db, "r+b") as file:
+        file.seek((root - 1) * size)
+        file.write(b"\xff" * size)
+    code, out, _ = run(capsys, "replay", "--verify", "--home", home)
+    assert code == 1 and out.splitlines() == [
+        f"the projections cannot be read: {db}: the database file is damaged (database disk image is "
+        "malformed): a retry will not help: see docs/operations.md, A damaged database file",
+        f"the log's hash chain is intact ({events(db)} events): `sched migrate` can copy it into a new file "
+        "(docs/operations.md, A damaged database file, step 2)"], out
+    copy = tmp_path / "sched-new.db"
+    assert run(capsys, "migrate", "--to", str(copy), "--home", home)[0] == 0
+    code, out, _ = run(capsys, "replay", "--verify", "--db", str(copy), "--home", home)
+    assert code == 0 and out.startswith(f"verified: {events(db)} events"), out
+
+
 def test_a_damaged_projection_row_is_reported_never_crashed_on(history, capsys):
     sql(history, "UPDATE tasks SET excluded = 'not json' WHERE task_id = 2")
     problems = queries.verify_log(history).problems
@@ -255,6 +281,19 @@ def test_a_process_writes_nothing_into_tables_another_version_rebuilt_meanwhile(
         assert queries.verify_log(history).ok
 
 
+def test_health_is_unhealthy_when_a_table_no_check_reads_is_missing(history):
+    """With the tokens table dropped, `tokens`, `replay --verify` and `sched serve`
+    failed, while `sched health` said healthy."""
+    history.close()
+    sql(history, "DROP TABLE tokens")
+    integrity = {c["name"]: c for c in health(history)["checks"]}["integrity"]
+    assert (integrity["status"], integrity["saw"]) == ("unhealthy", (
+        f"{history.settings.db_path}: the table tokens is missing: `sched rebuild` makes it again and "
+        "folds the log into it"))
+    rebuild_projections(history)  # (what the line says)
+    assert {c["name"]: c for c in health(history)["checks"]}["integrity"]["status"] == "healthy"
+
+
 def test_a_refold_on_upgrade_says_so(history, capsys, monkeypatch):
     """The first command after an upgrade refolds the whole log with every writer
     waiting (40 s a million events) and said nothing."""
@@ -272,6 +311,34 @@ def test_a_refold_on_upgrade_says_so(history, capsys, monkeypatch):
         *(f"  {n} events folded" for n in range(2, events + 1, 2)),
         f"rebuilt the projections from {events} events"]
     assert run(capsys, "status", "--home", home)[2] == ""  # once
+
+
+@pytest.mark.parametrize("shape", ["older", "newer"])
+def test_replay_and_migrate_read_a_database_of_another_version_as_it_is(history, capsys, tmp_path, shape):
+    """Verifying a backup made by an older sched refolded its tables to this version's
+    shape (a write: the backup could no longer take a rollback, and on read-only media
+    it could not be audited at all); one of a newer sched was refused even a plain
+    replay. The log is read as it is now, and the tables of another shape are said not
+    compared."""
+    from projections.views import PROJECTION_SCHEMA
+
+    home, db = str(history.settings.home), history.settings.db_path
+    stored = PROJECTION_SCHEMA + (-1 if shape == "older" else 1)
+    sql(history, "UPDATE projection_schema SET version = ?", stored)
+    history.close()
+    before = file_digest(db)
+    code, out, err = run(capsys, "replay", "--verify", "--home", home)
+    assert (code, err) == (0, "") and out.splitlines() == [
+        f"verified: {events(db)} events, hash chain intact; the projection tables were made by another "
+        f"version of sched (projection schema {stored}; this one writes {PROJECTION_SCHEMA}): not compared "
+        "(`sched rebuild` makes them this version's: it writes)"]
+    assert run(capsys, "replay", "--head", "--home", home)[0] == 0
+    code, out, _ = run(capsys, "replay", "--task", "1", "--json", "--home", home)
+    assert code == 0 and json.loads(out.splitlines()[0])["type"] == "TaskSubmitted"
+    assert run(capsys, "migrate", "--to", str(tmp_path / "copy.db"), "--home", home)[0] == 0
+    assert file_digest(db) == before  # (nothing refolded, nothing upgraded)
+    code, out, _ = run(capsys, "replay", "--verify", "--db", str(tmp_path / "copy.db"), "--home", home)
+    assert code == 0 and out.startswith(f"verified: {events(db)} events, hash chain intact, projections")
 
 
 @pytest.mark.parametrize("older", [True, False])
@@ -401,7 +468,9 @@ def _checks(ws) -> list[dict[str, str]]:
     return report["checks"]
 
 
-def test_init_in_a_home_that_cannot_be_written_is_one_line_exit_2(tmp_path):
+def test_init_in_a_home_on_read_only_media_is_one_line_exit_1(tmp_path):
+    """A fault of the machine, as a database on read-only media is (exit 2 until
+    2026-12-07, as if the path given were wrong)."""
     home = tmp_path / "locked"
     home.mkdir()
     write_fleet(home, DEFAULT_FLEET)
@@ -413,7 +482,7 @@ def test_init_in_a_home_that_cannot_be_written_is_one_line_exit_2(tmp_path):
         sched agents validate --fix > /dev/null 2>> {tmp_path}/err; echo "validate exit $?"
         """, home)
     assert done.returncode == 0, done.stderr
-    assert "init exit 2" in done.stdout, done.stdout
+    assert "init exit 1" in done.stdout, done.stdout
     errors = (tmp_path / "err").read_text().splitlines()
     assert errors[0].startswith("sched: ") and "Read-only file system" in errors[0], errors
     assert "Traceback" not in "".join(errors)

@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import update
 
-from eventlog.errors import CorruptLog, ForeignDatabase, Refused
+from eventlog.errors import CorruptLog, ForeignDatabase, LogTampered, Refused
 from eventlog.schema import EventRow
 from scheduler import worker
 from scheduler.config.settings import load_settings
@@ -89,6 +89,52 @@ def test_only_an_empty_database_is_a_target(tmp_path, pg_url):
         migrate(source, foreign)
     source.close()
     target.close()
+
+
+def test_a_second_migrate_into_the_same_target_is_refused_whole(tmp_path, monkeypatch):
+    """Two migrates started together both found the target empty; the second copied
+    every event, then failed on a duplicate key. The target is looked at again under
+    its writers' lock."""
+    from scheduler import migrate as migration
+
+    target = str(tmp_path / "copy.db")
+    source = with_history(new_workspace(tmp_path / "src"))
+    other = with_history(new_workspace(tmp_path / "other"))
+    look = migration._refuse_a_log
+    looks: list[str] = []
+
+    def then_the_other_migrates(txn, location: str) -> None:  # type: ignore[no-untyped-def]
+        look(txn, location)
+        if not looks:  # (after the first look of the first migrate only)
+            looks.append(location)
+            migrate(other, target)
+
+    monkeypatch.setattr(migration, "_refuse_a_log", then_the_other_migrates)
+    with pytest.raises(Refused, match="already holds a sched log"):
+        migrate(source, target)
+    copy = at(target, tmp_path, "dst")
+    assert queries.head(copy) == queries.head(other) and queries.verify_log(copy).ok
+    for ws in (source, other, copy):
+        ws.close()
+
+
+def test_a_log_that_lost_its_last_events_is_not_migrated(tmp_path):
+    """Its tables had folded events the log no longer held: every write and `replay
+    --verify` said so, but migrate copied what was left, and the copy verified clean."""
+    from sqlalchemy import delete
+
+    source = with_history(new_workspace(tmp_path / "src"))
+    head = queries.head(source)[0]
+    with source.db.write() as txn:
+        txn.session.execute(delete(EventRow).where(EventRow.seq > head - 2))
+    target = str(tmp_path / "copy.db")
+    with pytest.raises(LogTampered, match=rf"folded events up to seq {head}, but the log ends at seq "
+                       rf"{head - 2}: .*nothing was copied: restore the database from a backup"):
+        migrate(source, target)
+    copy = at(target, tmp_path, "dst")
+    assert queries.head(copy)[0] == 0
+    source.close()
+    copy.close()
 
 
 def test_a_directory_is_no_target(tmp_path):
