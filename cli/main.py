@@ -105,6 +105,8 @@ class OnceEach(TyperCommand):
     given again (`--queue`, `--set`) are free to repeat."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if any(arg in ctx.help_option_names for arg in args):  # (help first, as without the check)
+            return super().parse_args(ctx, args)
         _, _, order = self.make_parser(ctx).parse_args(args=list(args))
         seen: set[str | None] = set()
         for param in order:

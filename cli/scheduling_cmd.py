@@ -230,9 +230,6 @@ def replay_command(
     if isinstance(done, observe.Verified):
         if json_out:
             emit_json(done.to_json())
-        elif done.ok and done.not_compared is not None:
-            console().print(f"verified: {done.events} events, hash chain intact; {done.not_compared} "
-                            "(`sched rebuild` makes them this version's: it writes)")
         elif done.ok:
             console().print(f"verified: {done.events} events, hash chain intact, "
                             "projections match the log")

@@ -18,7 +18,7 @@ from pathlib import Path
 from eventlog.errors import BadInput, CorruptLog, DatabaseFault, LogTampered, Refused
 from eventlog.schema import EVENT_COLUMNS, SCHEMA_VERSION
 from eventlog.sql_store import SqlStore
-from eventlog.storage import create_storage, is_url
+from eventlog.storage import Storage, create_storage, is_url
 from eventlog.store import BrokenChain, chained
 from projections.rebuild import lost_tail, refold
 from projections.sql import SqlProjection
@@ -48,12 +48,13 @@ def migrate(ws: Workspace, target: str | Path,
         with dest.read() as txn:
             _refuse_a_log(txn, dest.location)
         dest.create_schema(ALL_TABLES, SCHEMA_VERSION)
+        folded = _folded(source)
         with source.read() as read_txn, dest.write() as write_txn:
             # again under the target's writers' lock: another migrate (or any writer) may
             # have filled it since the look above (else a raw duplicate key, at the end)
             _refuse_a_log(write_txn, dest.location)
             expected = SqlStore(read_txn).head()  # the snapshot's head
-            lost = lost_tail(SqlProjection(read_txn).last_seq(), expected[0], refused="nothing was copied: ")
+            lost = lost_tail(folded, expected[0], refused="nothing was copied: ") if folded else None
             if lost is not None:  # (a copy would verify clean, the loss hidden)
                 raise LogTampered(lost)
             copied = _copy(SqlStore(read_txn), write_txn, expected[0], progress)
@@ -67,6 +68,17 @@ def migrate(ws: Workspace, target: str | Path,
         return Migration(source.location, dest.location, copied, head[0], head[1])
     finally:
         dest.close()
+
+
+def _folded(source: Storage) -> int | None:
+    """The last seq the source's tables have folded (its log must reach it), or None when
+    they cannot be read (a damaged page, a table dropped): the log alone is copied then,
+    the documented way out of such damage."""
+    try:
+        with source.read() as txn:
+            return SqlProjection(txn).last_seq()
+    except DatabaseFault:
+        return None
 
 
 def _refuse_a_log(txn, location: str) -> None:  # type: ignore[no-untyped-def]

@@ -116,13 +116,13 @@ def gather_and_plan(views: SqlProjection, agents: Sequence[AgentView], queue: st
         limit *= 2
 
 
-def record_config_if_changed(recorder: Recorder, control: ControlFile) -> bool:
+def record_config_if_changed(recorder: Recorder, control: ControlFile) -> list[dict[str, object]] | None:
     """Append `AgentsConfigured` when the control file differs from the recorded one,
-    and send back what an agent it gave another type holds from its old queue."""
+    and send back what an agent it gave another type holds from its old queue; what it
+    sent back (`takeback.release_retyped`), or None when the file had not changed."""
     from scheduler.takeback import release_retyped
 
     if recorder.views.meta().get("config_hash") == control.content_hash:
-        return False
+        return None
     recorder.record([control.configured_event()])
-    release_retyped(recorder, recorder.views.all_agents())
-    return True
+    return release_retyped(recorder, recorder.views.all_agents())

@@ -177,12 +177,13 @@ def tick(ws: Workspace, *, dry_run: bool = False, alive: Callable[[int], bool] =
         views, mine = recorder.views, machine()
         head = recorder.log.last()
         # take back: what is overdue, what lost its wrapper, what waits on the dead
-        report.config_recorded = record_config_if_changed(recorder, control)
+        retyped = record_config_if_changed(recorder, control)
+        report.config_recorded = retyped is not None
         take_back_overdue(ws, recorder, host, report)
         reap_dead_wrappers(ws, recorder, host, alive, mine, report)
         if starter is not None:  # started by a tick that failed, and committed after all
             handed.extend(starter.landed(views))
-        report.released = release_out_of_service(recorder, views.all_agents())
+        report.released = [*(retyped or []), *release_out_of_service(recorder, views.all_agents())]
         dead_letter_doomed(recorder, report)
         record_missed_dues(recorder, report)
         now = recorder.now  # after the take-backs (a stop of local processes moves it on)

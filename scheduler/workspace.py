@@ -11,7 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventlog.errors import DatabaseFault, LogTampered, NewerProjections, ProjectionsChanged, missing_table
+from eventlog.errors import (
+    DatabaseFault,
+    LogTampered,
+    NewerProjections,
+    OutOfDate,
+    ProjectionsChanged,
+    missing_table,
+)
 from eventlog.layout import SCHEMA_VERSION
 from eventlog.sql_store import LAST_EVENT, SqlStore
 from eventlog.storage import Storage, create_storage, open_storage
@@ -92,6 +99,9 @@ class Workspace:
     # the database read as it is, never upgraded or refolded (`replay`, migrate's source:
     # a backup is audited or copied without being changed, and on read-only media too)
     as_found: bool = False
+    # told of an `OutOfDate` met by a read or a write, before it is raised: a long-running
+    # process whose callers may catch it (a server answering for many tasks) stops on it
+    out_of_date: Callable[[OutOfDate], None] | None = None
     _db: Storage | None = None
     # the control file's candidates for these settings, and the fleet last read from it
     _control: tuple[Settings, list[Path]] | None = field(default=None, init=False, repr=False, compare=False)
@@ -189,7 +199,8 @@ class Workspace:
         `Storage.write`); those of the catch-up are always asked for."""
         from projections.recorder import Recorder
 
-        with self.db.write(commit=commit, prefetch=(META, LAST_EVENT, *prefetch)) as txn:
+        with self.telling_out_of_date(), \
+                self.db.write(commit=commit, prefetch=(META, LAST_EVENT, *prefetch)) as txn:
             recorder = Recorder(SqlStore(txn), SqlProjection(txn))
             self._check_shape(recorder.views.meta().get(SHAPE_KEY))
             recorder.catch_up()  # on SQLite its first read takes the write lock (BEGIN IMMEDIATE)
@@ -229,8 +240,17 @@ class Workspace:
     def read(self, prefetch: Sequence[Read] = ()) -> Iterator[tuple[SqlStore, SqlProjection]]:
         """The log and the projections in one consistent snapshot (`prefetch`: see
         `Storage.read`)."""
-        with self.db.read(prefetch=prefetch) as txn:
+        with self.telling_out_of_date(), self.db.read(prefetch=prefetch) as txn:
             yield SqlStore(txn), SqlProjection(txn)
+
+    @contextmanager
+    def telling_out_of_date(self) -> Iterator[None]:
+        try:
+            yield
+        except OutOfDate as e:
+            if self.out_of_date is not None:
+                self.out_of_date(e)
+            raise
 
     def close(self) -> None:
         if self._db is not None:

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from eventlog.errors import OutOfDate
 from scheduler.clock import Clock, SystemClock
 from scheduler.config.settings import Settings
 from scheduler.workspace import Workspace
@@ -67,6 +68,18 @@ def create_app(settings: Settings, clock: Clock | None = None,
                   # redirect to an address built from the client's Host header
                   redirect_slashes=False)
     app.state.ws = ws
+
+    def stop_serving(error: OutOfDate) -> None:
+        # another version of sched changed the database: no retry mends this process, so
+        # the request is answered (503) and the server stops (`server.runner` says why; a
+        # service manager restarts it with the version installed), as the daemon does;
+        # told by the workspace, so a route that catches the error stops it too
+        app.state.out_of_date = error
+        stop = getattr(app.state, "stop", None)
+        if stop is not None:
+            stop()
+
+    ws.out_of_date = stop_serving
     app.state.limits = limits
     app.state.doorbell = Doorbell(peers)  # rung after each write: waiting claims look again
     app.state.rates = {"claim": RateLimit(limits.claim_burst, limits.claims_per_second, now),

@@ -18,7 +18,6 @@ from eventlog.errors import (
     DatabaseError,
     NotFound,
     OffSchema,
-    OutOfDate,
     Refused,
     SchedError,
 )
@@ -74,17 +73,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SchedError)
     async def sched_error(_request: Request, error: SchedError) -> JSONResponse:
-        return error_response(status_of(error), error.message)
-
-    @app.exception_handler(OutOfDate)
-    async def out_of_date(request: Request, error: OutOfDate) -> JSONResponse:
-        # another version of sched changed the database: no retry mends this process, so
-        # it answers, then stops (`server.runner` says why; a service manager restarts it
-        # with the version installed), as the daemon does
-        request.app.state.out_of_date = error
-        stop = getattr(request.app.state, "stop", None)
-        if stop is not None:
-            stop()
         return error_response(status_of(error), error.message)
 
     @app.exception_handler(RequestValidationError)

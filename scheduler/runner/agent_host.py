@@ -159,6 +159,7 @@ class Asker:
         self._ledger = ledger
         self._stopping = threading.Event()
         self._abort = Abort()
+        self.cut_ask: str | None = None  # the request id of the ask cut short, if one was
         self._thread = threading.Thread(target=self._run, name="asker", daemon=True)
 
     def start(self) -> None:
@@ -173,7 +174,9 @@ class Asker:
 
     def finish(self) -> list[dict[str, Any]]:
         """Once stopped, and its thread ended: the answers that came and that no one
-        started (the server may have started work just before the ask was cut)."""
+        started; and, when an ask was cut, what the server started in it all the same
+        (it may have been granting them as the connection went): the same ask sent again,
+        without a wait, hands them over (and starts what waits for this host now)."""
         self.stop()
         self._thread.join(TIMEOUT_SECONDS)
         late = []
@@ -181,7 +184,15 @@ class Asker:
             try:
                 late.append(self.answers.get_nowait()[2])
             except queue.Empty:
-                return late
+                break
+        if self.cut_ask is not None:
+            try:
+                late.append(self._server.host_start(self._host, os.getpid(), self._home, self.cut_ask, 0,
+                                                    this_machine(), self._ledger.heard_of()))
+            except SchedError as e:
+                self._say(f"could not ask again what the ask cut short started ({e.message}): what it "
+                          "started runs out its lease")
+        return late
 
     def _run(self) -> None:
         request_id = new_token()  # kept until an answer comes: see `Server.host_start`
@@ -196,6 +207,7 @@ class Asker:
                 self._wake()
                 return
             except Aborted:  # (stopping)
+                self.cut_ask = request_id if self._abort.cut else None
                 return
             except Exception as e:  # unreachable, failing, or refusing for now (a control file
                 # being edited): ask again later; this thread must not end while the runner runs
@@ -310,7 +322,8 @@ def give_back(server: Server, host: str, answers: Sequence[dict[str, Any]],
     """Hand back the attempts the server started for this runner after it was asked to
     stop: recorded `interrupted` (not counted; the task goes back to its queue), where
     they were left to run out their leases, each a counted attempt (the last one: dead)."""
-    documents = [doc for answer in answers for doc in answer["attempts"]]
+    # (an attempt handed over twice, in an answer and again by the ask sent again, once)
+    documents = list({doc["token"]: doc for answer in answers for doc in answer["attempts"]}.values())
     if not documents:
         return
     ending = Ending("not started", error="not started: its runner was stopping", reason="interrupted")

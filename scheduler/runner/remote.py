@@ -104,14 +104,21 @@ class Abort:
 
     def __init__(self) -> None:
         self.asked = False
+        self.cut = False  # whether a call was under way when it was asked: cut short
         self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[socket.socket] = []  # the connections of the call under way
 
     def __call__(self) -> None:
         with self._lock:
             self.asked = True
+            self.cut = bool(self._sockets)
             for sock in self._sockets:
                 _shut(sock)
+
+    def ended(self) -> None:
+        """The call under way ended (its connections are closed): nothing to cut."""
+        with self._lock:
+            self._sockets.clear()
 
     def opener(self) -> urllib.request.OpenerDirector:
         """An opener whose connections this abort can shut down."""
@@ -270,6 +277,9 @@ class Server:
                     lost.append(True)  # it may have arrived: its answer did not
                 if attempt == self._tries:
                     raise ServerUnreachable(f"{why} (tried {self._tries} times)") from None
+            finally:
+                if abort is not None:
+                    abort.ended()  # (its connection is closed: the list of them stays short)
             self._sleep(wait)
             wait = min(wait * 2, 8.0)
         raise ServerUnreachable(f"{why} (tried {self._tries} times)")

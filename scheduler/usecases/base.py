@@ -45,8 +45,8 @@ class Request(BaseModel):
 def said(reason: str | None) -> str | None:
     """An operator's reason, kept in the event: given, it says something (a blank one
     is a mistake, as a blank `--error`); left out, the event has none."""
-    if reason is not None and not reason.strip():
-        raise ValueError("blank: say why, or leave the reason out")
+    if reason is not None and not reason.strip():  # (a refused value, not a body off its schema:
+        raise BadInput("reason: blank: say why, or leave the reason out")  # HTTP 400, as a blank title)
     return reason
 
 

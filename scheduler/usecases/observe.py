@@ -134,11 +134,9 @@ class Verified(NamedTuple):
     ok: bool
     events: int
     problems: list[str]
-    not_compared: str | None = None  # why the stored projections were not compared, if they were not
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events": self.events, "problems": self.problems,
-                "compared": self.not_compared is None, "not_compared": self.not_compared}
+        return {"ok": self.ok, "events": self.events, "problems": self.problems}
 
 
 class Head(NamedTuple):
@@ -160,7 +158,7 @@ def replay(ws: Workspace, request: ReplayRequest,
     if request.verify:
         done = queries.verify_log(ws, queries.parse_head(request.expect_head)
                                   if request.expect_head is not None else None, progress)
-        return Verified(done.ok, done.events, list(done.problems), done.not_compared)
+        return Verified(done.ok, done.events, list(done.problems))
     lower = queries.parse_position(request.since, "--since") if request.since is not None else None
     upper = queries.parse_position(request.until, "--until") if request.until is not None else None
     if lower is not None and upper is not None and type(lower) is type(upper) and upper < lower:  # type: ignore[operator]

@@ -48,16 +48,13 @@ class ResumeResult(BaseModel):
 
 class ReplayPage(BaseModel):
     """A page of the trail (`events`, and `next_since`: the `since` of the next page,
-    null on the last), or with `verify` (`ok`, `events` counted, `problems`, `compared`
-    and `not_compared`: why the tables were not compared, null when they were), or with
+    null on the last), or with `verify` (`ok`, `events` counted, `problems`), or with
     `head` (`seq`, `hash`)."""
 
     events: list[dict[str, Any]] | int | None = None
     next_since: str | None = None
     ok: bool | None = None
     problems: list[str] | None = None
-    compared: bool | None = None
-    not_compared: str | None = None
     seq: int | None = None
     hash: str | None = None
 

@@ -152,6 +152,18 @@ def test_an_agent_given_another_type_gives_back_what_it_holds_of_its_old_queue(m
     assert requeued.reason == "released" and requeued.detail == "ann now serves queue qa"
 
 
+def test_a_tick_that_records_an_agents_new_type_reports_what_it_sent_back(make_workspace):
+    fleet = [{"agentName": "ann", "agentType": "dev", "maxConcurrency": 1},
+             {"agentName": "qin", "agentType": "qa", "maxConcurrency": 1}]
+    ws = make_workspace(fleet)
+    (held,) = [s.task_id for s in submit(ws, [TaskSpec(queue="dev", title="t")])]
+    tick(ws)
+    write_fleet(ws.settings.home, [{**fleet[0], "agentType": "qa"}, fleet[1]])
+    report = tick(ws)
+    assert report.config_recorded
+    assert report.released == [{"task_id": held, "agent": "ann", "why": "now serves queue qa"}]
+
+
 def test_the_agent_list_shows_an_agent_out_of_service_with_no_free_slot(ws):
     from scheduler.usecases import fleet
 

@@ -378,6 +378,7 @@ def test_an_ask_for_work_is_cut_short_when_its_runner_stops():
         abort()
         asker.join(10)
         assert not asker.is_alive() and len(ended) == 1 and isinstance(ended[0], Aborted), ended
+        assert abort.cut  # (the runner then sends that ask again, without a wait: see `Asker.finish`)
         connection, received = accepted[0], b""
         connection.settimeout(10)
         while chunk := connection.recv(65536):  # to its end: the connection was shut (a client gone)

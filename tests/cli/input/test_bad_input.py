@@ -618,6 +618,10 @@ def test_an_option_given_twice_is_refused_not_the_last_one_taken(run: Run, db: P
     assert_unchanged(db, before)
 
 
+def test_help_is_shown_even_beside_an_option_given_twice(cli: InProcess):
+    assert "--reason" in ok(cli("cancel", "--reason", "a", "--reason", "b", "--help")).stdout
+
+
 def test_flags_and_options_meant_to_repeat_may_be_given_again(cli: InProcess, db: Path):
     assert one_json(ok(cli("status", "--json", "--json")))["queues"] is not None
     line = one_error_line(cli("simulate", "--set", "max_attempts=2", "--set", "nope=1"), 2)

@@ -137,6 +137,24 @@ def test_a_log_that_lost_its_last_events_is_not_migrated(tmp_path):
     copy.close()
 
 
+def test_a_source_whose_projections_cannot_be_read_is_copied_all_the_same(tmp_path):
+    """The documented way out of a damaged projection table is a copy of the log:
+    migrate's check of the tables' checkpoint must not stop it."""
+    import sqlite3
+    from contextlib import closing
+
+    source = with_history(new_workspace(tmp_path / "src"))
+    head = queries.head(source)
+    source.close()
+    with closing(sqlite3.connect(source.settings.db_path)) as conn:
+        conn.execute("DROP TABLE projection_meta")
+        conn.commit()
+    done = migrate(Workspace(source.settings, as_found=True), str(tmp_path / "copy.db"))
+    copy = at(str(tmp_path / "copy.db"), tmp_path, "dst")
+    assert (done.head_seq, done.head_hash) == head == queries.head(copy) and queries.verify_log(copy).ok
+    copy.close()
+
+
 def test_a_directory_is_no_target(tmp_path):
     home = tmp_path / "home"
     with_history(new_workspace(home)).close()
