@@ -77,6 +77,25 @@ def runner(base: str, token: str, home: Path, host: str = "far-1", *flags: str) 
                             env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+LONG = [{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
+         "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}]
+
+
+def running_first_attempt(ws: Workspace, base: str, token: str, home: Path, task_id: int
+                          ) -> subprocess.Popen[str]:
+    """A runner (of `LONG`'s agent) started, a tick given it `task_id`, and its agent
+    running the first attempt (it said so in its log)."""
+    proc = runner(base, token, home)
+    try:
+        tick(ws)
+        log = home / "work" / str(task_id) / "1" / "agent.log"
+        wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
+    except BaseException:
+        stopped(proc)
+        raise
+    return proc
+
+
 def stopped(proc: subprocess.Popen[str]) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
@@ -175,17 +194,9 @@ def test_sigterm_stops_the_running_attempts_and_queues_them_again_uncounted(make
     """A runner stopped (a restart, an upgrade) records its attempts `interrupted`: not
     the task's failure, so a task on its last attempt is queued again, not dead, and
     its agent is not passed over for it."""
-    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
-                                    "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}])
+    ws, base, token = make_served(LONG)
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="long", max_attempts=1)])
-    home = tmp_path / "far-home"
-    proc = runner(base, token, home)
-    try:
-        tick(ws)
-        log = home / "work" / str(sub.task_id) / "1" / "agent.log"
-        wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
-    finally:
-        code, err = stopped(proc)
+    code, err = stopped(running_first_attempt(ws, base, token, tmp_path / "far-home", sub.task_id))
     assert code == 0 and err.splitlines()[-1] == "sched run: stopped (SIGTERM)"
     task, records = queries.show(ws, sub.task_id)
     failed = next(r.event for r in records if r.type == "TaskFailed")
@@ -204,8 +215,7 @@ def test_what_the_server_starts_for_a_stopping_runner_is_given_back_uncounted(ma
     out their leases, each counted (a task on its last attempt ended dead). The runner
     now ends that ask first (the server starts nothing for a client gone), and gives
     back, `interrupted`, what an answer that came all the same carries."""
-    ws, base, token = make_served([{"agentName": "far", "agentType": "dev", "maxConcurrency": 1,
-                                    "command": ["sh", "-c", "echo started; exec sleep 60"], "host": "far-1"}])
+    ws, base, token = make_served(LONG)
     (sub,) = submit(ws, [TaskSpec(queue="dev", title="long", max_attempts=1)])
     record_turn = hosts.turn
 
@@ -216,19 +226,8 @@ def test_what_the_server_starts_for_a_stopping_runner_is_given_back_uncounted(ma
         return done  # (and the doorbell rings for the runner's ask still waiting)
 
     monkeypatch.setattr(hosts, "turn", turn_then_tick)
-    home = tmp_path / "far-home"
-    proc = runner(base, token, home)
-    try:
-        tick(ws)
-        log = home / "work" / str(sub.task_id) / "1" / "agent.log"
-        wait_for("the agent to start", lambda: log.exists() and "started" in log.read_text())
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0 and err.splitlines()[-1] == "sched run: stopped (SIGTERM)", err
+    code, err = stopped(running_first_attempt(ws, base, token, tmp_path / "far-home", sub.task_id))
+    assert code == 0 and err.splitlines()[-1] == "sched run: stopped (SIGTERM)", err
     task, records = queries.show(ws, sub.task_id)
     starts = [r.event.attempt for r in records if r.type == "TaskStarted"]
     failed = [(r.event.attempt, r.event.reason, r.event.error) for r in records if r.type == "TaskFailed"]

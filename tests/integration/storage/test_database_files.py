@@ -133,6 +133,19 @@ def test_verify_compares_every_column_even_the_derived_ones(history, capsys):
     assert code == 1 and "task 1: unblocks: log gives 1, table has 5" in out
 
 
+def damage_root_page(db: Path, name: str, whole: bool = False) -> int:
+    """Overwrite with 0xff the first byte (or all) of the root page of the table or index
+    `name`, its WAL checkpointed first; the page's number."""
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with open(db, "r+b") as file:
+        file.seek((root - 1) * size)
+        file.write(b"\xff" * (size if whole else 1))
+    return root
+
+
 def test_a_damaged_index_page_fails_verify_and_the_documented_copy_recovers(history, capsys, tmp_path):
     """A damaged page that no fold reads (an index of `tasks`): health was unhealthy, but
     `replay --verify` said `verified`, and no recovery was documented (a QA drill). It
@@ -140,13 +153,7 @@ def test_a_damaged_index_page_fails_verify_and_the_documented_copy_recovers(hist
     new file) gives a database that verifies."""
     home, db = str(history.settings.home), history.settings.db_path
     history.close()
-    with closing(sqlite3.connect(db)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'ix_tasks_agent'").fetchone()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
-    with open(db, "r+b") as file:  # the page's kind, its first byte: no b-tree page has 0xff
-        file.seek((root - 1) * size)
-        file.write(b"\xff")
+    root = damage_root_page(db, "ix_tasks_agent")  # (its kind, its first byte: no b-tree page has 0xff)
     code, out, _ = run(capsys, "replay", "--verify", "--home", home)
     assert code == 1 and out.splitlines() == [
         f"the engine's integrity check: *** in database main *** Page {root}: btreeInitPage() returns "
@@ -164,13 +171,7 @@ def test_a_damaged_page_of_a_projection_table_leaves_verify_saying_the_log_is_in
     out depends on (a copy of the log into a new file, else a backup and its losses)."""
     home, db = str(history.settings.home), history.settings.db_path
     history.close()
-    with closing(sqlite3.connect(db)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tasks'").fetchone()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
-    with open(db, "r+b") as file:
-        file.seek((root - 1) * size)
-        file.write(b"\xff" * size)
+    damage_root_page(db, "tasks", whole=True)
     code, out, _ = run(capsys, "replay", "--verify", "--home", home)
     assert code == 1 and out.splitlines() == [
         f"the projections cannot be read: {db}: the database file is damaged (database disk image is "
