@@ -111,7 +111,7 @@ class Abort:
     def __call__(self) -> None:
         with self._lock:
             self.asked = True
-            self.cut = bool(self._sockets)
+            self.cut = self.cut or bool(self._sockets)  # (asked again later: it stays cut)
             for sock in self._sockets:
                 _shut(sock)
 
@@ -140,7 +140,8 @@ class Abort:
     def _opened(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.append(sock)
-            if self.asked:
+            if self.asked:  # (asked while the call opened its connection: cut all the same)
+                self.cut = True
                 _shut(sock)
 
 

@@ -352,15 +352,19 @@ def test_an_ask_for_work_is_cut_short_when_its_runner_stops():
     the server sees as a client gone, and no try follows."""
     from scheduler.runner.remote import Abort, Aborted
 
-    with socket.socket() as listener:  # a server that takes the request and never answers
+    with socket.socket() as listener:  # a server that reads the request and never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
         accepted: list[socket.socket] = []
+        request = [b""]
         taken = threading.Event()
 
         def take() -> None:
-            accepted.append(listener.accept()[0])
+            connection = listener.accept()[0]
+            accepted.append(connection)
+            while b"\r\n\r\n" not in request[0]:  # (its head: the ask is under way)
+                request[0] += connection.recv(65536)
             taken.set()
 
         threading.Thread(target=take, daemon=True).start()
@@ -374,14 +378,17 @@ def test_an_ask_for_work_is_cut_short_when_its_runner_stops():
 
         asker = threading.Thread(target=ask, daemon=True)
         asker.start()
-        assert taken.wait(10)
-        abort()
-        asker.join(10)
-        assert not asker.is_alive() and len(ended) == 1 and isinstance(ended[0], Aborted), ended
-        assert abort.cut  # (the runner then sends that ask again, without a wait: see `Asker.finish`)
-        connection, received = accepted[0], b""
-        connection.settimeout(10)
-        while chunk := connection.recv(65536):  # to its end: the connection was shut (a client gone)
-            received += chunk
-        connection.close()
-        assert received.startswith(b"POST /api/v1/hosts/h1/start") and received.count(b"POST") == 1
+        try:
+            assert taken.wait(10)
+            abort()
+            asker.join(10)
+            assert not asker.is_alive() and len(ended) == 1 and isinstance(ended[0], Aborted), ended
+            abort()  # (a stopping runner asks again at each turn of its loop)
+            assert abort.cut  # (the runner then sends that ask again, without a wait: see `Asker.finish`)
+            accepted[0].settimeout(10)
+            while chunk := accepted[0].recv(65536):  # to its end: the connection was shut (a client gone)
+                request[0] += chunk
+        finally:
+            for connection in accepted:
+                connection.close()
+        assert request[0].startswith(b"POST /api/v1/hosts/h1/start") and request[0].count(b"POST") == 1
