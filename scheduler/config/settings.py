@@ -477,6 +477,12 @@ def _no_booleans_for_numbers(path: Path, data: dict[str, object]) -> None:
                                        if isinstance(table, dict)]
     for where, table, model in tables:
         for key, value in table.items():
-            field = model.model_fields.get(key)
-            if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            if boolean_for_number(model, key, value):
                 raise BadInput(f"{path}: {where}{key}: {str(value).lower()} is a boolean, not a number")
+
+
+def boolean_for_number(model: type[BaseModel], key: str, value: object) -> bool:
+    """Whether `value` is a boolean given for `model`'s number setting `key` (which the
+    lax validation would read as 0 or 1)."""
+    field = model.model_fields.get(key)
+    return isinstance(value, bool) and field is not None and field.annotation in (int, float)

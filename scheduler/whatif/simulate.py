@@ -17,7 +17,7 @@ from eventlog.errors import BadInput
 from eventlog.storage import is_url
 from eventlog.timeutil import from_text, to_text
 from scheduler.config.registry import load_control_file
-from scheduler.config.settings import Settings
+from scheduler.config.settings import Settings, boolean_for_number
 from scheduler.decisions.policy import MAX_SECONDS, QueuePolicy
 from scheduler.durations import parse_duration
 from scheduler.planning import ordering_policy
@@ -67,6 +67,8 @@ def changed_settings(settings: Settings, changes: Sequence[str]) -> Settings:
         except ValueError:
             value = text
         path = key.split(".")
+        if boolean_for_number(QueuePolicy if len(path) == 3 else Settings, path[-1], value):
+            raise BadInput(f"--set {change!r}: {str(value).lower()} is a boolean, not a number")
         if path[0] == "queues" and len(path) == 3:
             if path[2] not in QueuePolicy.model_fields:
                 raise BadInput(f"--set {change!r}: a queue has no setting {path[2]!r}")

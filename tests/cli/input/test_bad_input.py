@@ -660,3 +660,11 @@ def test_a_boolean_for_a_number_in_sched_toml_is_refused(cli: InProcess, seeded:
     where = "[queues.dev] " if table else ""
     assert one_error_line(cli("config", "show"), 2) == (
         f"sched: {seeded / 'sched.toml'}: {where}max_attempts: true is a boolean, not a number")
+
+
+@pytest.mark.parametrize("change", ["max_attempts=true", "queues.dev.max_attempts=false"])
+def test_a_boolean_for_a_number_in_a_what_if_is_refused(cli: InProcess, db: Path, change: str):
+    """`simulate --set max_attempts=true` ran the what-if with 1 attempt (a review)."""
+    value = change.partition("=")[2]
+    assert one_error_line(cli("simulate", "--set", change), 2) == (
+        f"sched: --set {change!r}: {value} is a boolean, not a number")
