@@ -181,7 +181,10 @@ def tasks_command(
         start = pick["estimated_start"]
         eta = "-" if start is None else "next tick" if from_text(start) <= now else \
             "in " + human_duration((from_text(start) - now).total_seconds())
-        status = t.status + (" (doomed)" if t.doomed_by is not None else "")  # (dead-lettered next tick)
+        # (dead-lettered by the next tick; once ended, `why dead` says it, and its parent may
+        # have been requeued and succeeded since)
+        doomed = t.doomed_by is not None and t.status not in FINAL_STATUSES
+        status = t.status + (" (doomed)" if doomed else "")
         row = [str(t.task_id), t.queue, status, str(t.priority), str(pick["effective_priority"]),
                f"{pick['waited_seconds']:.0f}s", eta, holder_cell(t.agent, t.assignee), t.title]
         if dead:
@@ -258,7 +261,8 @@ def show_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
              ("queue", doc["queue"] + (f", directed at {doc['assignee']}" if doc["assignee"] else "")),
              ("status", f"{doc['status']}" + (" (cancel requested)" if doc["cancelling"] else "")
               + (f" (doomed: task {doc['doomed_by']}, which it runs after, did not succeed)"
-                 if doc["doomed_by"] is not None else "")),  # (the next tick dead-letters it)
+                 if doc["doomed_by"] is not None and doc["status"] not in FINAL_STATUSES
+                 else "")),  # (the next tick dead-letters it)
              ("attempts", f"{used} of {doc['max_attempts']} used ({doc['attempt']} started in all)"),
              ("priority", str(doc["priority"]))]
     if doc["agent"]:

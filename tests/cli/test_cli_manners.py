@@ -354,6 +354,10 @@ def test_a_doomed_task_is_not_shown_as_plainly_blocked(cli: InProcess, home: Pat
     assert "  status  blocked (doomed: task 1, which it runs after, did not succeed)\n" in shown
     cli("tick")
     assert json.loads(cli("show", "2", "--json").stdout)["task"]["status"] == "dead"
+    # once dead, `why dead` says it (its parent may be requeued and succeed since: a review)
+    rows = [line for line in cli("tasks", "--status", "dead").stdout.splitlines() if "child" in line]
+    assert len(rows) == 1 and "(doomed)" not in rows[0] and "task 1 it runs after" in rows[0], rows
+    assert "doomed" not in cli("show", "2").stdout.split("  status  ")[1].splitlines()[0]
 
 
 def test_at_80_columns_metrics_gives_each_scope_one_line_and_cuts_only_long_names(
