@@ -134,11 +134,9 @@ def loaded_settings(home: Path | None = None, db: str | None = None,
     loaded = load_settings(os.environ, {"home": home, "db": db, "agent_control_file": agents,
                                         "host": host})
     if create_home:
-        try:
-            loaded.settings.home.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as e:  # (Python says only "File exists")
-            raise BadInput(f"cannot make the home {loaded.settings.home}: a file stands where a "
-                           "directory of its path should be") from e
+        from eventlog.storage.sqlite import make_directory  # (only `init` makes a home)
+
+        make_directory(loaded.settings.home, f"the home {loaded.settings.home}")
     elif not loaded.settings.home.is_dir():
         given = "--home" if home is not None else "SCHED_HOME" if os.environ.get("SCHED_HOME") else "the home"
         raise BadInput(f"{given} {loaded.settings.home} does not exist or is not a directory "

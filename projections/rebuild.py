@@ -125,25 +125,33 @@ def describe_row(table: str, key: tuple[object, ...], want: tuple[object, ...] |
     return f"{where}: " + "; ".join(diffs)
 
 
-def chain_problems(log: SqlStore, expect_head: tuple[int, str] | None,
-                   records: Iterable[Recorded] | None = None) -> list[str]:
-    """What is wrong with the log itself: a broken hash chain (then nothing else is
-    looked at), or, with `expect_head`, a head that is no longer there. `records`: the
-    log as read (`log.read()` by default)."""
-    total = log.last_position()
-    broken = first_broken_link(log.read() if records is None else records)
-    if broken is not None:
-        return [f"hash chain broken at seq {broken[0]}: {broken[1]}"]
+def chain_break(records: Iterable[Recorded]) -> str | None:
+    """Where the hash chain of `records` (the log, in order) is broken, or None."""
+    broken = first_broken_link(records)
+    return None if broken is None else f"hash chain broken at seq {broken[0]}: {broken[1]}"
+
+
+def head_problem(log: SqlStore, expect_head: tuple[int, str] | None) -> str | None:
+    """Why the event `expect_head` names (SEQ, HASH) is no longer the log's, or None: a
+    chain alone cannot tell a log whose tail was cut off."""
     if expect_head is None or expect_head == (0, GENESIS_HASH):  # (an empty log's head: any log has it)
-        return []
+        return None
     seq, digest = expect_head
     found = next(iter(log.read(after=seq - 1, limit=1)), None) if seq > 0 else None
     if found is None or found.seq != seq:
-        return [f"the log ends at seq {total}, but seq {seq} was expected: events were removed from its end"]
+        return (f"the log ends at seq {log.last_position()}, but seq {seq} was expected: events were "
+                "removed from its end")
     if found.hash != digest:
-        return [f"seq {seq} has hash {found.hash}, not the expected {digest}: the log was rewritten from "
-                "there or earlier"]
-    return []
+        return (f"seq {seq} has hash {found.hash}, not the expected {digest}: the log was rewritten from "
+                "there or earlier")
+    return None
+
+
+def chain_problems(log: SqlStore, expect_head: tuple[int, str] | None) -> list[str]:
+    """What is wrong with the log itself: a broken hash chain, else, with `expect_head`,
+    a head that is no longer there."""
+    problem = chain_break(log.read()) or head_problem(log, expect_head)
+    return [problem] if problem is not None else []
 
 
 def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
@@ -167,9 +175,12 @@ def verify(log: SqlStore, views: SqlProjection, limit: int = 20,
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress(step, done, total)
 
-    result.problems.extend(chain_problems(log, expect_head, counted("chain", log.read())))
-    if result.problems and result.problems[0].startswith("hash chain broken"):
+    broken = chain_break(counted("chain", log.read()))
+    if broken is not None:
+        result.problems.append(broken)
         return result
+    if (gone := head_problem(log, expect_head)) is not None:
+        result.problems.append(gone)
     stored_meta = views.meta().get("last_seq", "0")
     if stored_meta.isdigit() and (lost := lost_tail(int(stored_meta), total)) is not None:
         result.problems.append(lost)  # (with a cut head: what the tables still know, and the way on)

@@ -60,13 +60,19 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 APPLICATION_ID = 0x53434844  # "SCHD": PRAGMA application_id of a database sched made
 
 
+def make_directory(path: Path, what: str) -> None:
+    """Make the directory `path` and those above it, as needed; a file where one of them
+    should be is bad input, said so (Python says only `File exists`), naming `what`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise BadInput(f"cannot make {what}: a file stands where a directory of its path should be") from e
+
+
 def create_private_file(path: Path) -> None:
     """Create an empty file readable by its owner only (SQLite gives -wal/-shm the
     same mode as the database file)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e:  # (Python says only "File exists")
-        raise BadInput(f"cannot make {path}: a file stands where a directory of its path should be") from e
+    make_directory(path.parent, str(path))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
 
