@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from eventlog.errors import BadInput, SchedError
-from eventlog.values import task_id_problem
+from eventlog.values import digits_value, task_id_problem
 from projections.views import OPEN_STATUSES
 from scheduler.reads import queries
 from scheduler.usecases import actions, observe, tasks
@@ -62,7 +62,7 @@ def task_ids(values: list[str]) -> list[int]:
     for value in values:
         if (problem := task_id_problem(value)) is not None:
             raise BadInput(problem)
-    return [int(value) for value in values]
+    return [digits_value(value) for value in values]  # (zeros before it: 5,000 are past int())
 
 
 def blank(value: str | None) -> str | None:
